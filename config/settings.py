@@ -1,0 +1,59 @@
+"""The rr config file (`--config`, RR_CONFIG): validated once at load, then passed down explicitly.
+
+Each service owns one section; a section absent from the file takes its defaults.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import msgspec
+import yaml
+
+from eventbus.errors import InvalidConfig
+from eventbus.streams import StreamSettings
+
+
+class RrConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Everything configurable about rr on one node."""
+
+    streams: StreamSettings = StreamSettings()
+
+
+def load_config(path: str | Path | None) -> RrConfig:
+    """Read and validate a config file; no path means all defaults. Raises InvalidConfig naming file and key."""
+    if path is None:
+        return RrConfig()
+    return load_yaml_as(Path(path), RrConfig)
+
+
+def load_yaml_as(path: Path, kind: type[msgspec.Struct]) -> msgspec.Struct:  # type: ignore[type-arg]
+    """Parse a YAML file into a Struct, turning every mistake into one InvalidConfig line."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InvalidConfig(f"{path}: cannot read config: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        raise InvalidConfig(f"{path}{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    try:
+        return msgspec.convert({} if data is None else data, kind)
+    except msgspec.ValidationError as exc:
+        raise InvalidConfig(f"{path}: {describe_validation_error(exc)}") from None
+
+
+_PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+
+
+def describe_validation_error(exc: msgspec.ValidationError) -> str:
+    """'key.path: what is wrong' from msgspec's 'what is wrong - at `$.key.path`'."""
+    text = str(exc)
+    match = _PATH.search(text)
+    if not match:
+        return text
+    key = match.group("path").lstrip(".") or "(top level)"
+    return f"{key}: {text[: match.start()]}"

@@ -1,0 +1,125 @@
+"""Reading the log from a point onwards, as fast as the client allows, for rebuilds and forensics.
+
+An ordered push consumer with a callback (~120k msgs/s here) beats pull `fetch()` (~21k/s);
+it needs no ack and no durable state, and the client resets it on any gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator, Callable
+
+import msgspec
+import nats.js.errors
+from nats.aio.msg import Msg
+from nats.js.api import DeliverPolicy
+
+from eventbus.connection import Bus
+from eventbus.errors import BusUnavailable, InvalidEvent
+from eventbus.events import Event, decode
+from eventbus.streams import EVENTS_STREAM
+from eventbus.subjects import ALL_EVENTS
+
+
+class Record(msgspec.Struct, frozen=True):
+    """One stored message: stream sequence, subject and raw bytes."""
+
+    seq: int
+    subject: str
+    data: bytes
+
+
+def _seq_and_pending(reply: str) -> tuple[int, int]:
+    tokens = reply.split(".")
+    offset = 0 if len(tokens) == 9 else 2
+    return int(tokens[5 + offset]), int(tokens[8 + offset])
+
+
+async def last_sequence(bus: Bus, stream: str = EVENTS_STREAM) -> int:
+    """The stream's last sequence now (0 when empty)."""
+    try:
+        info = await bus.js.stream_info(stream)
+    except nats.js.errors.NotFoundError:
+        raise BusUnavailable(f"stream {stream} does not exist: run `rr streams init`") from None
+    return int(info.state.last_seq)
+
+
+async def replay(
+    bus: Bus,
+    on_record: Callable[[Record], None],
+    *,
+    stream: str = EVENTS_STREAM,
+    subject: str = ALL_EVENTS,
+    start_seq: int = 1,
+    start_time: dt.datetime | None = None,
+    end_seq: int | None = None,
+    idle_timeout: float = 10.0,
+) -> int:
+    """Call `on_record` for each message from start to `end_seq` (default: the last one now); returns the count.
+
+    `on_record` runs on the event loop and must be quick, as a projection fold is.
+    """
+    end = end_seq if end_seq is not None else await last_sequence(bus, stream)
+    if end < start_seq:
+        return 0
+    done = asyncio.get_running_loop().create_future()
+    count = 0
+
+    async def on_msg(msg: Msg) -> None:
+        nonlocal count
+        seq, pending = _seq_and_pending(msg.reply)
+        if seq <= end:
+            count += 1
+            on_record(Record(seq, msg.subject, msg.data))
+        if (seq >= end or pending == 0) and not done.done():
+            done.set_result(None)
+
+    options = _start_options(start_seq, start_time)
+    sub = await bus.js.subscribe(subject, stream=stream, ordered_consumer=True, cb=on_msg, **options)
+    try:
+        if (await sub.consumer_info()).num_pending == 0 and count == 0:
+            return 0
+        await _wait_done(done, lambda: count, idle_timeout)
+    finally:
+        await sub.unsubscribe()
+    return count
+
+
+async def _wait_done(done: asyncio.Future[None], progress: Callable[[], int], idle_timeout: float) -> None:
+    # Time out only when nothing arrives for idle_timeout, not on a long but moving replay.
+    last = -1
+    while not done.done():
+        if progress() == last:
+            raise BusUnavailable(f"history read stalled: nothing for {idle_timeout}s")
+        last = progress()
+        await asyncio.wait([done], timeout=idle_timeout)
+
+
+def _start_options(start_seq: int, start_time: dt.datetime | None) -> dict[str, object]:
+    if start_time is not None:
+        return {"deliver_policy": DeliverPolicy.BY_START_TIME, "config": _by_time(start_time)}
+    if start_seq > 1:
+        return {"deliver_policy": DeliverPolicy.BY_START_SEQUENCE, "config": _by_seq(start_seq)}
+    return {"deliver_policy": DeliverPolicy.ALL}
+
+
+def _by_seq(seq: int) -> nats.js.api.ConsumerConfig:
+    return nats.js.api.ConsumerConfig(opt_start_seq=seq)
+
+
+def _by_time(when: dt.datetime) -> nats.js.api.ConsumerConfig:
+    return nats.js.api.ConsumerConfig(opt_start_time=when.astimezone(dt.timezone.utc).isoformat())
+
+
+async def events(
+    bus: Bus, *, subject: str = ALL_EVENTS, start_seq: int = 1, end_seq: int | None = None
+) -> AsyncIterator[tuple[int, Event | InvalidEvent]]:
+    """The decoded events of a range, in order; an undecodable one is yielded as its InvalidEvent."""
+    records: list[Record] = []
+    await replay(bus, records.append, subject=subject, start_seq=start_seq, end_seq=end_seq)
+    for record in records:
+        try:
+            yield record.seq, decode(record.data)
+        except InvalidEvent as exc:
+            yield record.seq, exc

@@ -1,0 +1,184 @@
+"""Appending events to JetStream: idempotent by event id, optionally conditional, pipelined in bulk.
+
+Acks are routed by our own reply subscription instead of nats-py's `publish_async`: its
+futures never time out and an error reply raises inside its callback, leaving the future
+pending forever. Here every pending ack has a deadline and every error becomes a value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Iterable
+
+import msgspec
+from nats.aio.msg import Msg
+
+from eventbus.connection import Bus
+from eventbus.errors import BusError, BusUnavailable, ConcurrencyConflict
+from eventbus.events import Event, encode, stamp
+from eventbus.subjects import aggregate_filter
+
+WRONG_LAST_SEQUENCE = 10071  # JetStream err_code for a failed expected-last-sequence check
+
+
+class Published(msgspec.Struct, frozen=True):
+    """Where an event landed: its stamped form, stream sequence, and whether it was a duplicate."""
+
+    event: Event
+    seq: int
+    duplicate: bool = False
+
+
+class _ApiError(msgspec.Struct):
+    code: int = 0
+    err_code: int = 0
+    description: str = ""
+
+
+class _PubAckReply(msgspec.Struct):
+    stream: str = ""
+    seq: int = 0
+    duplicate: bool = False
+    error: _ApiError | None = None
+
+
+_ack_decoder = msgspec.json.Decoder(_PubAckReply)
+
+
+class _AckRouter:
+    """Matches JetStream publish acks to their futures through one wildcard reply subscription."""
+
+    def __init__(self, bus: Bus) -> None:
+        self._bus = bus
+        self._prefix = ""
+        self._futures: dict[str, asyncio.Future[_PubAckReply]] = {}
+        self._ids = itertools.count()
+        self._lock = asyncio.Lock()
+
+    async def _ensure_subscribed(self) -> None:
+        if self._prefix:
+            return
+        async with self._lock:
+            if not self._prefix:
+                prefix = self._bus.nc.new_inbox() + "."
+                await self._bus.nc.subscribe(prefix + "*", cb=self._on_reply)
+                self._prefix = prefix
+
+    async def send(self, subject: str, data: bytes, headers: dict[str, str]) -> asyncio.Future[_PubAckReply]:
+        """Publish with a reply subject and return the future of its ack."""
+        await self._ensure_subscribed()
+        token = str(next(self._ids))
+        future: asyncio.Future[_PubAckReply] = asyncio.get_running_loop().create_future()
+        self._futures[token] = future
+        try:
+            await self._bus.nc.publish(subject, data, reply=self._prefix + token, headers=headers)
+        except Exception:
+            self._futures.pop(token, None)
+            raise
+        future.add_done_callback(lambda _f: self._futures.pop(token, None))
+        return future
+
+    async def _on_reply(self, msg: Msg) -> None:
+        future = self._futures.pop(msg.subject[len(self._prefix) :], None)
+        if future is None or future.done():
+            return
+        if msg.headers and msg.headers.get("Status") == "503":
+            future.set_exception(BusUnavailable("no JetStream stream answered (no responders)"))
+            return
+        try:
+            future.set_result(_ack_decoder.decode(msg.data))
+        except msgspec.DecodeError as exc:
+            future.set_exception(BusUnavailable(f"unreadable publish ack: {exc}"))
+
+
+class Publisher:
+    """Appends events for one node; every publish is retried with the same id until acked or out of time."""
+
+    def __init__(self, bus: Bus, *, ack_timeout: float = 5.0, retry_for: float = 30.0, window: int = 4096) -> None:
+        self._bus = bus
+        self._router = _AckRouter(bus)
+        self._ack_timeout = ack_timeout
+        self._retry_for = retry_for
+        self._window = window
+
+    def stamp(self, event: Event) -> Event:
+        """Give an event its envelope (id, time, source) as this node."""
+        return stamp(event, self._bus.node_id)
+
+    async def publish(self, event: Event, *, expect_last_seq: int | None = None) -> Published:
+        """Append one event; with `expect_last_seq`, only if its aggregate's last sequence is still that.
+
+        Raises ConcurrencyConflict when another event of the aggregate was appended since,
+        BusUnavailable when no ack came within the retry budget.
+        """
+        event = self.stamp(event)
+        headers = self._headers(event, expect_last_seq)
+        data = encode(event)
+        deadline = time.monotonic() + self._retry_for
+        delay = 0.05
+        while True:
+            try:
+                reply = await self._send_and_wait(event.subject(), data, headers)
+                return self._published(event, reply, expect_last_seq)
+            except BusUnavailable:
+                if time.monotonic() + delay > deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    async def publish_many(self, events: Iterable[Event]) -> list[Published]:
+        """Append many events pipelined (up to `window` acks in flight); order of the log follows input order.
+
+        A publish whose ack fails or times out is retried alone with the same id, so
+        JetStream's dedupe makes the bulk append exactly-once.
+        """
+        stamped = [self.stamp(e) for e in events]
+        futures: list[asyncio.Future[_PubAckReply]] = []
+        oldest = 0  # index of the oldest ack not yet known to be settled
+        for event in stamped:
+            while len(futures) - oldest >= self._window:
+                if not futures[oldest].done():
+                    await asyncio.wait([futures[oldest]], timeout=self._ack_timeout)
+                oldest += 1
+            futures.append(await self._router.send(event.subject(), encode(event), self._headers(event, None)))
+        await asyncio.wait(futures, timeout=self._ack_timeout) if futures else None
+        return [await self._settle(event, fut) for event, fut in zip(stamped, futures)]
+
+    async def _settle(self, event: Event, future: asyncio.Future[_PubAckReply]) -> Published:
+        if future.done() and future.exception() is None:
+            return self._published(event, future.result(), None)
+        future.cancel()
+        return await self.publish(event)
+
+    async def _send_and_wait(self, subject: str, data: bytes, headers: dict[str, str]) -> _PubAckReply:
+        future = await self._router.send(subject, data, headers)
+        try:
+            return await asyncio.wait_for(future, timeout=self._ack_timeout)
+        except asyncio.TimeoutError:
+            raise BusUnavailable(f"no publish ack for {subject} within {self._ack_timeout}s") from None
+
+    @staticmethod
+    def _headers(event: Event, expect_last_seq: int | None) -> dict[str, str]:
+        headers = {"Nats-Msg-Id": event.id}
+        if expect_last_seq is not None:
+            headers["Nats-Expected-Last-Subject-Sequence"] = str(expect_last_seq)
+            headers["Nats-Expected-Last-Subject-Sequence-Subject"] = aggregate_filter(
+                event.aggregate, event.aggregate_id()
+            )
+        if event.trace:
+            headers["traceparent"] = event.trace
+        return headers
+
+    @staticmethod
+    def _published(event: Event, reply: _PubAckReply, expect_last_seq: int | None) -> Published:
+        if reply.error is None:
+            return Published(event, reply.seq, reply.duplicate)
+        err = reply.error
+        if err.err_code == WRONG_LAST_SEQUENCE and expect_last_seq is not None:
+            raise ConcurrencyConflict(aggregate_filter(event.aggregate, event.aggregate_id()), expect_last_seq)
+        if err.code == 503:
+            raise BusUnavailable(f"JetStream unavailable: {err.description}")
+        raise BusError(f"publish of {event.type_name()} refused: {err.description} (err_code {err.err_code})")
+

@@ -1,0 +1,159 @@
+"""Streams declared in code and provisioned idempotently (`rr streams init`, `rr up`).
+
+Retention estimate for the forensic log (RR_EVENTS) at the seeds' scale, 31 nodes:
+each node finishes about one job every 10 minutes (4,464 jobs a day); a job's life is
+about 12 events (added, assigned, started, ~6 progress, completed, its domain event, one
+more) of ~450 bytes, plus promotions, distributions (31 per model), syncs and membership
+flaps: about 60k events, 27 MB a day, ~10 GB a year. The defaults keep two years bounded
+by 50 GiB, whichever comes first, so at least a year always stays even at 5x that rate.
+Heartbeats (31 nodes every 5 s = 536k a day) would triple the log; they go to
+RR_TELEMETRY, which keeps one hour and at most 120 beats per node.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+import msgspec
+import nats.errors
+import nats.js.errors
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+
+from eventbus.errors import BusUnavailable, StreamSetupError
+from eventbus.subjects import ALL_EVENTS, DEADLETTER_ROOT, TELEMETRY_ROOT
+
+log = logging.getLogger(__name__)
+
+EVENTS_STREAM = "RR_EVENTS"
+TELEMETRY_STREAM = "RR_TELEMETRY"
+DEADLETTER_STREAM = "RR_DEADLETTER"
+
+DAY = 86_400.0
+GIB = 1 << 30
+
+
+class StreamSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How the streams are stored; 1 replica on the embedded server, 3 on a cluster."""
+
+    replicas: int = 1
+    storage: Literal["file", "memory"] = "file"
+    events_max_age_days: float = 730.0
+    events_max_gib: float = 50.0
+    duplicate_window_s: float = 120.0
+    telemetry_max_age_s: float = 3600.0
+    telemetry_per_node: int = 120
+    deadletter_max_age_days: float = 90.0
+    deadletter_max_gib: float = 1.0
+
+
+class StreamSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """One stream as the code declares it."""
+
+    name: str
+    subjects: list[str]
+    description: str
+    max_age_s: float
+    max_bytes: int
+    max_msgs_per_subject: int = -1
+    deny_delete: bool = False
+
+
+def declared_streams(settings: StreamSettings) -> list[StreamSpec]:
+    """Every stream the cluster needs, sized by the settings."""
+    return [
+        StreamSpec(
+            name=EVENTS_STREAM,
+            subjects=[ALL_EVENTS],
+            description="rr forensic event log: every state change of the cluster",
+            max_age_s=settings.events_max_age_days * DAY,
+            max_bytes=int(settings.events_max_gib * GIB),
+            deny_delete=True,  # the log is evidence; nothing is removed one message at a time
+        ),
+        StreamSpec(
+            name=TELEMETRY_STREAM,
+            subjects=[f"{TELEMETRY_ROOT}.>"],
+            description="rr heartbeats and telemetry, bounded",
+            max_age_s=settings.telemetry_max_age_s,
+            max_bytes=int(1 * GIB),
+            max_msgs_per_subject=settings.telemetry_per_node,
+        ),
+        StreamSpec(
+            name=DEADLETTER_STREAM,
+            subjects=[f"{DEADLETTER_ROOT}.>"],
+            description="rr parked poison messages, with the reason in headers",
+            max_age_s=settings.deadletter_max_age_days * DAY,
+            max_bytes=int(settings.deadletter_max_gib * GIB),
+        ),
+    ]
+
+
+def stream_config(spec: StreamSpec, settings: StreamSettings) -> StreamConfig:
+    """The nats-py config of a declared stream."""
+    return StreamConfig(
+        name=spec.name,
+        description=spec.description,
+        subjects=spec.subjects,
+        retention=RetentionPolicy.LIMITS,
+        discard=DiscardPolicy.OLD,
+        max_age=spec.max_age_s,
+        max_bytes=spec.max_bytes,
+        max_msgs_per_subject=spec.max_msgs_per_subject,
+        storage=StorageType.FILE if settings.storage == "file" else StorageType.MEMORY,
+        num_replicas=settings.replicas,
+        duplicate_window=settings.duplicate_window_s,
+        deny_delete=spec.deny_delete,
+        allow_direct=True,
+    )
+
+
+_COMPARED = (
+    "subjects",
+    "max_age",
+    "max_bytes",
+    "max_msgs_per_subject",
+    "num_replicas",
+    "duplicate_window",
+    "deny_delete",
+    "description",
+)
+
+
+def _differs(current: StreamConfig, wanted: StreamConfig) -> list[str]:
+    return [f for f in _COMPARED if getattr(current, f) != getattr(wanted, f)]
+
+
+async def provision(js: JetStreamContext, settings: StreamSettings) -> dict[str, str]:
+    """Create or update every declared stream; returns {stream: created|updated|unchanged}."""
+    outcome: dict[str, str] = {}
+    for spec in declared_streams(settings):
+        wanted = stream_config(spec, settings)
+        try:
+            outcome[spec.name] = await _provision_one(js, wanted)
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError) as exc:
+            raise BusUnavailable(f"JetStream did not answer while provisioning {spec.name}: {exc}") from None
+        except nats.js.errors.APIError as exc:
+            raise StreamSetupError(f"stream {spec.name}: {exc.description} (err_code {exc.err_code})") from None
+    return outcome
+
+
+async def _provision_one(js: JetStreamContext, wanted: StreamConfig) -> str:
+    assert wanted.name is not None
+    try:
+        info = await js.stream_info(wanted.name)
+    except nats.js.errors.NotFoundError:
+        await js.add_stream(wanted)
+        log.info("stream %s created", wanted.name)
+        return "created"
+    changed = _differs(info.config, wanted)
+    if not changed:
+        return "unchanged"
+    if info.config.storage != wanted.storage:
+        raise StreamSetupError(
+            f"stream {wanted.name} exists with storage {info.config.storage} but config asks for "
+            f"{wanted.storage}; storage cannot change in place (back up and recreate the stream)"
+        )
+    await js.update_stream(wanted)
+    log.info("stream %s updated: %s", wanted.name, ", ".join(changed))
+    return "updated"

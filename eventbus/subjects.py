@@ -1,0 +1,62 @@
+"""The subject layout, declared in one place.
+
+Events:     rr.evt.<aggregate>.<aggregate_id>.<TYPE>.<source_node>
+              rr.evt.>                          everything
+              rr.evt.host.gpu-7.>               one host's membership
+              rr.evt.work.w-1a2b.>              one work item's whole life
+              rr.evt.*.*.WORK_FAILED.*          one kind of event
+              rr.evt.*.*.*.gpu-7                everything node gpu-7 published
+Telemetry:  rr.tel.hb.<node>                    heartbeats (bounded stream, not the forensic log)
+Dead letters: rr.dlq.<stream>.<consumer>        parked poison messages with their reason
+
+The source node closes the subject so that per-node publish permissions can be granted
+with one wildcard (a worker may only publish rr.evt.*.*.*.<its node>).
+"""
+
+from __future__ import annotations
+
+import re
+
+EVENTS_ROOT = "rr.evt"
+TELEMETRY_ROOT = "rr.tel"
+DEADLETTER_ROOT = "rr.dlq"
+ALL_EVENTS = f"{EVENTS_ROOT}.>"
+
+# A subject token may not hold separators, wildcards or whitespace.
+_UNSAFE = re.compile(r"[^A-Za-z0-9_\-:]")
+
+
+def token(value: str) -> str:
+    """Make any id usable as a single subject token (dots, spaces and wildcards become '_')."""
+    cleaned = _UNSAFE.sub("_", value)
+    return cleaned or "_"
+
+
+def event_subject(aggregate: str, aggregate_id: str, type_name: str, source: str) -> str:
+    """The subject one event is published on."""
+    return f"{EVENTS_ROOT}.{aggregate}.{token(aggregate_id)}.{type_name}.{token(source)}"
+
+
+def aggregate_filter(aggregate: str, aggregate_id: str) -> str:
+    """Subject filter covering every event of one aggregate (used for optimistic concurrency)."""
+    return f"{EVENTS_ROOT}.{aggregate}.{token(aggregate_id)}.>"
+
+
+def type_filter(type_name: str) -> str:
+    """Subject filter covering every event of one type."""
+    return f"{EVENTS_ROOT}.*.*.{type_name}.*"
+
+
+def source_filter(node: str) -> str:
+    """Subject filter covering every event one node published."""
+    return f"{EVENTS_ROOT}.*.*.*.{token(node)}"
+
+
+def heartbeat_subject(node: str) -> str:
+    """Subject of one node's heartbeats."""
+    return f"{TELEMETRY_ROOT}.hb.{token(node)}"
+
+
+def deadletter_subject(stream: str, consumer: str) -> str:
+    """Subject a consumer parks its poison messages on."""
+    return f"{DEADLETTER_ROOT}.{token(stream)}.{token(consumer)}"
