@@ -19,6 +19,7 @@ class RrConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Everything configurable about rr on one node."""
 
     streams: StreamSettings = StreamSettings()
+    hosts_file: str | None = None  # the fleet's distributed_hosts.yaml (config/hosts.py)
 
 
 def load_config(path: str | Path | None) -> RrConfig:
@@ -49,11 +50,10 @@ def load_yaml_as(path: Path, kind: type[msgspec.Struct]) -> msgspec.Struct:  # t
 _PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 
 
-def describe_validation_error(exc: msgspec.ValidationError) -> str:
-    """'key.path: what is wrong' from msgspec's 'what is wrong - at `$.key.path`'."""
+def describe_validation_error(exc: msgspec.ValidationError, prefix: str = "") -> str:
+    """'key.path: what is wrong' from msgspec's 'what is wrong - at `$.key.path`', under `prefix`."""
     text = str(exc)
     match = _PATH.search(text)
-    if not match:
-        return text
-    key = match.group("path").lstrip(".") or "(top level)"
-    return f"{key}: {text[: match.start()]}"
+    key, what = (match.group("path"), text[: match.start()]) if match else ("", text)
+    full = ".".join(p for p in (prefix, key.lstrip(".")) if p)
+    return f"{full or '(top level)'}: {what}"
