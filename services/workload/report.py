@@ -1,0 +1,38 @@
+"""How a workload program talks to the worker: JSON lines on stdout.
+
+`{"progress": 0.4, "message": "..."}` while running, and one `{"result": {...}}` at the end.
+Any other output is passed through to the job's log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def progress(fraction: float, message: str = "") -> None:
+    """Report how far the job is, 0..1."""
+    print(json.dumps({"progress": round(fraction, 4), "message": message}), flush=True)
+
+
+def result(**fields: Any) -> None:
+    """Report the job's result once, at the end."""
+    print(json.dumps({"result": fields}), flush=True)
+
+
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fail(message: str) -> None:
+    """Exit with a one-line reason on stderr."""
+    print(message, file=sys.stderr, flush=True)
+    raise SystemExit(2)

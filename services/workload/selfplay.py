@@ -1,0 +1,78 @@
+"""Selfplay: the current model plays itself; each position becomes a training sample (NPZ).
+
+python -m services.workload.selfplay --board hex8 --num-players 2 --num-games 20 --model best.pth --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from services.workload import report
+from services.workload.game import UnsupportedConfig, board_spec, encode, new_game, play
+from services.workload.mcts import EvaluateFn, choose, search, uniform_evaluator
+from services.workload.net import Evaluator, load_checkpoint, pick_device
+
+
+def play_game(spec_name: str, evaluate: EvaluateFn, sims: int, rng: np.random.Generator,
+              explore_moves: int = 8) -> tuple[list[np.ndarray], list[np.ndarray], list[float]]:
+    """One selfplay game: (input planes, search policy, outcome for the mover) per position."""
+    state = new_game(board_spec(spec_name))
+    planes, policies, movers = [], [], []
+    while not state.over:
+        counts = search(state, evaluate, sims, rng=rng, noise=0.25)
+        planes.append(encode(state))
+        policies.append(counts / counts.sum())
+        movers.append(state.to_move)
+        state = play(state, choose(counts, 1.0 if state.moves < explore_moves else 0.0, rng))
+    values = [0.0 if state.winner == 0 else (1.0 if m == state.winner else -1.0) for m in movers]
+    return planes, policies, values
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Play games and write one NPZ batch."""
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--board", required=True)
+    ap.add_argument("--num-players", type=int, default=2)
+    ap.add_argument("--num-games", type=int, required=True)
+    ap.add_argument("--model", default="none", help="checkpoint path, or 'none' for search without a net")
+    ap.add_argument("--out", required=True, help="output directory")
+    ap.add_argument("--sims", type=int, default=32)
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args(argv)
+    try:
+        board_spec(args.board, args.num_players)
+    except UnsupportedConfig as exc:
+        report.fail(str(exc))
+    torch.set_num_threads(1)
+    evaluate: EvaluateFn = uniform_evaluator
+    if args.model not in ("", "none") and Path(args.model).exists():
+        net, _ = load_checkpoint(Path(args.model))
+        evaluate = Evaluator(net, pick_device(args.device))
+    rng = np.random.default_rng(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    planes, policies, values = [], [], []
+    started = time.monotonic()
+    for game in range(args.num_games):
+        p, pi, v = play_game(args.board, evaluate, args.sims, rng)
+        planes += p
+        policies += pi
+        values += v
+        report.progress((game + 1) / args.num_games, f"{game + 1}/{args.num_games} games")
+    path = out / f"selfplay_{args.board}_{args.num_players}p_{int(time.time() * 1000)}.npz"
+    np.savez_compressed(path, planes=np.stack(planes), policies=np.stack(policies), values=np.array(values, np.float32))
+    report.result(
+        kind="selfplay", board_type=args.board, num_players=args.num_players, num_games=args.num_games,
+        num_samples=len(values), path=str(path), size_bytes=path.stat().st_size, sha256=report.sha256_file(path),
+        seconds=round(time.monotonic() - started, 3), model=args.model,
+    )
+
+
+if __name__ == "__main__":
+    main()
