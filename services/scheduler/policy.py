@@ -1,0 +1,135 @@
+"""Scheduling policy, pure: which node may run what, how configs are prioritised, what to assign now.
+
+Config priority (higher runs first), for a config c = (board type, players):
+
+    priority(c) = W_c * curriculum(c) + W_f * freshness(c) + W_e * velocity(c)
+
+    curriculum(c) = weight of c in `scheduler.curriculum` divided by the largest weight (0..1; absent = 1.0)
+    freshness(c)  = min(1, hours since c's newest selfplay batch / freshness_horizon_h); 1 if it has none
+    velocity(c)   = clip(Elo gained per hour by c's promoted models / elo_velocity_ref, -1, 1)
+
+An item's explicit `priority` outranks every config priority; ties go to the older item.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import msgspec
+
+from services.scheduler.settings import PriorityWeights, SchedulerSettings
+
+
+class NodeView(msgspec.Struct, frozen=True, kw_only=True):
+    """What the policy needs to know about one node."""
+
+    node: str
+    alive: bool
+    status: str = "ready"  # ready, disabled, maintenance (hosts file)
+    roles: tuple[str, ...] = ("mixed",)
+    vram_gb: float = 0.0  # 0 for a CPU-only node
+    max_parallel_jobs: int = 1
+    running: int = 0  # attempts assigned or running on it now
+    configured: bool = True  # listed in the hosts file; unlisted nodes (laptop mode) take any work
+
+
+class WorkView(msgspec.Struct, frozen=True, kw_only=True):
+    """What the policy needs to know about one pending work item."""
+
+    work_id: str
+    work_type: str
+    board_type: str
+    num_players: int
+    priority: int | None = None
+    target_node: str | None = None
+    order: int = 0  # stream sequence of WORK_ADDED: older first
+
+
+class ConfigSignals(msgspec.Struct, frozen=True, kw_only=True):
+    """Observed facts about one config feeding its priority."""
+
+    hours_since_newest_games: float | None = None  # None: no games yet
+    elo_per_hour: float = 0.0
+
+
+def config_key(board_type: str, num_players: int) -> str:
+    """The seeds' config name, e.g. hex8_2p."""
+    return f"{board_type}_{num_players}p"
+
+
+def can_run(node: NodeView, item: WorkView, settings: SchedulerSettings) -> bool:
+    """Whether `node` may take `item` at all (ignoring how busy it is)."""
+    if not node.alive or node.status != "ready":
+        return False
+    if item.target_node is not None and item.target_node != node.node:
+        return False
+    if not node.configured:
+        return True
+    if not any(item.work_type in settings.role_work.get(role, ()) for role in node.roles):
+        return False
+    return any(_rule_admits(rule_min, cpu_ok, node) for rule_min, cpu_ok in _rules_for(item, settings))
+
+
+def _rules_for(item: WorkView, settings: SchedulerSettings) -> Iterable[tuple[float, bool]]:
+    return ((r.min_vram_gb, r.cpu_ok) for r in settings.capabilities if r.covers(item.work_type, item.board_type))
+
+
+def _rule_admits(min_vram_gb: float, cpu_ok: bool, node: NodeView) -> bool:
+    return cpu_ok if node.vram_gb <= 0 else node.vram_gb >= min_vram_gb
+
+
+def curriculum_term(key: str, curriculum: Mapping[str, float]) -> float:
+    """The config's curriculum weight relative to the largest one (absent configs weigh 1.0)."""
+    top = max([1.0, *curriculum.values()])
+    return max(0.0, curriculum.get(key, 1.0)) / top
+
+
+def freshness_term(hours_since_newest: float | None, horizon_h: float) -> float:
+    """How stale the config's newest games are, 0 (just made) .. 1 (horizon or older, or none)."""
+    if hours_since_newest is None:
+        return 1.0
+    return min(1.0, max(0.0, hours_since_newest) / horizon_h)
+
+
+def velocity_term(elo_per_hour: float, reference: float) -> float:
+    """Elo gained per hour relative to a reference speed, clipped to -1..1."""
+    return max(-1.0, min(1.0, elo_per_hour / reference))
+
+
+def config_priority(key: str, signals: ConfigSignals, curriculum: Mapping[str, float], w: PriorityWeights) -> float:
+    """The priority formula of the module docstring."""
+    return (
+        w.curriculum * curriculum_term(key, curriculum)
+        + w.freshness * freshness_term(signals.hours_since_newest_games, w.freshness_horizon_h)
+        + w.elo_velocity * velocity_term(signals.elo_per_hour, w.elo_velocity_ref)
+    )
+
+
+def rank(items: Iterable[WorkView], signals: Mapping[str, ConfigSignals], settings: SchedulerSettings) -> list[WorkView]:
+    """Pending items in the order they should get slots."""
+
+    def key(item: WorkView) -> tuple[int, float, int]:
+        cfg = config_key(item.board_type, item.num_players)
+        score = config_priority(cfg, signals.get(cfg, ConfigSignals()), settings.curriculum, settings.weights)
+        explicit = item.priority if item.priority is not None else -(1 << 30)
+        return (-explicit, -score, item.order)
+
+    return sorted(items, key=key)
+
+
+def plan_assignments(
+    pending: Iterable[WorkView], nodes: Iterable[NodeView], signals: Mapping[str, ConfigSignals],
+    settings: SchedulerSettings,
+) -> list[tuple[str, str]]:
+    """(work_id, node) pairs to assign now: best-ranked items first, each to the least loaded node that may run it."""
+    load = {n.node: n.running for n in nodes}
+    views = {n.node: n for n in nodes}
+    plan: list[tuple[str, str]] = []
+    for item in rank(pending, signals, settings):
+        free = [v for v in views.values() if load[v.node] < v.max_parallel_jobs and can_run(v, item, settings)]
+        if not free:
+            continue
+        best = min(free, key=lambda v: (load[v.node] / v.max_parallel_jobs, -v.vram_gb, v.node))
+        load[best.node] += 1
+        plan.append((item.work_id, best.node))
+    return plan

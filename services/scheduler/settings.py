@@ -1,0 +1,68 @@
+"""Scheduler settings (`scheduler:` in the rr config): capability table, priority weights, attempts, backlog."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class CapabilityRule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Which work a node may take: a work type (and boards, "*" for any) needing this much GPU memory."""
+
+    work_type: str
+    boards: tuple[str, ...] = ("*",)
+    min_vram_gb: float = 0.0  # on a GPU node
+    cpu_ok: bool = False  # whether a node without GPU may run it
+
+    def covers(self, work_type: str, board_type: str) -> bool:
+        """Whether this rule speaks about that kind of work."""
+        return self.work_type == work_type and ("*" in self.boards or board_type in self.boards)
+
+
+# The seeds' GPU table: <= 8 GB VRAM hex8 selfplay; 12-16 GB square8 selfplay; >= 24 GB training and
+# the large hexagonal board; CPU-only nodes CPU selfplay on the small boards.
+DEFAULT_CAPABILITIES: tuple[CapabilityRule, ...] = (
+    CapabilityRule(work_type="selfplay", boards=("hex8",), min_vram_gb=0.0, cpu_ok=True),
+    CapabilityRule(work_type="selfplay", boards=("square8",), min_vram_gb=12.0, cpu_ok=True),
+    CapabilityRule(work_type="selfplay", boards=("*",), min_vram_gb=24.0),
+    CapabilityRule(work_type="training", min_vram_gb=24.0),
+    CapabilityRule(work_type="evaluation", min_vram_gb=8.0, cpu_ok=True),
+    CapabilityRule(work_type="tournament", min_vram_gb=8.0, cpu_ok=True),
+    CapabilityRule(work_type="sync", cpu_ok=True),
+)
+
+# Which work each role of the hosts file takes.
+DEFAULT_ROLE_WORK: dict[str, tuple[str, ...]] = {
+    "selfplay": ("selfplay", "evaluation", "tournament", "sync"),
+    "cpu_selfplay": ("selfplay", "sync"),
+    "nn_training": ("training", "evaluation", "tournament", "sync"),
+    "training": ("training", "evaluation", "tournament", "sync"),
+    "evaluation": ("evaluation", "tournament", "sync"),
+    "mixed": ("selfplay", "training", "evaluation", "tournament", "sync"),
+    "coordinator": (),
+}
+
+
+class PriorityWeights(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Weights of the config priority terms (see policy.config_priority)."""
+
+    curriculum: float = 1.0
+    freshness: float = 0.5
+    elo_velocity: float = 0.5
+    freshness_horizon_h: float = 6.0  # games this old count as fully stale
+    elo_velocity_ref: float = 50.0  # Elo per hour that counts as "fast"
+
+
+class SchedulerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Everything the scheduler's policy and protocol read."""
+
+    capabilities: tuple[CapabilityRule, ...] = DEFAULT_CAPABILITIES
+    role_work: dict[str, tuple[str, ...]] = msgspec.field(default_factory=lambda: dict(DEFAULT_ROLE_WORK))
+    curriculum: dict[str, float] = {}  # "hex8_2p" -> weight; configs absent get 1.0
+    weights: PriorityWeights = PriorityWeights()
+    max_attempts: int = 3
+    attempt_deadline_s: dict[str, float] = msgspec.field(default_factory=lambda: {
+        "selfplay": 3600.0, "training": 7200.0, "evaluation": 1800.0, "tournament": 3600.0, "sync": 900.0})
+    progress_timeout_s: float = 300.0  # an attempt silent this long is stalled
+    backlog_per_node: int = 2  # populator keeps this many pending selfplay items per idle slot
+    populator_games: int = 200
+    populator_enabled: bool = True
