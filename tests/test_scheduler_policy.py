@@ -168,7 +168,8 @@ def test_plan_never_overfills_never_mismatches_and_respects_rank(nodes, items, s
         if n.configured and w.work_type == "training":
             assert n.vram_gb >= 24 and set(n.roles) & {"mixed", "nn_training"}
         if n.configured and n.vram_gb == 0:
-            assert w.board_type != "hexagonal" and w.work_type != "training"
+            assert w.work_type != "training"
+            assert not (w.work_type == "selfplay" and w.board_type == "hexagonal")
     order = [w.work_id for w in rank(items, signals, S)]
     assigned = dict(plan)
     for i, wid in enumerate(order):  # no lower-ranked item took a slot a higher-ranked one could use

@@ -1,0 +1,19 @@
+"""The `rr` commands, one module per noun, each exposing `register(subparsers)`; see services/cli.py."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from eventbus.connection import DEFAULT_URL, Bus, connect
+from services.options import CommonOptions
+
+
+@contextlib.asynccontextmanager
+async def open_bus(options: CommonOptions, purpose: str = "cli") -> AsyncIterator[Bus]:
+    """A connection for one command, closed when it is done; raises BusUnavailable naming the URL."""
+    bus = await connect(options.nats_url or DEFAULT_URL, node_id=options.node_id, name=f"rr-{purpose}:{options.node_id}")
+    try:
+        yield bus
+    finally:
+        await bus.close()

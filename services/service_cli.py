@@ -1,0 +1,67 @@
+"""`rr-service <name>`: run one registered service in this process until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+import services.registry  # noqa: F401  (fills SERVICES)
+from eventbus.errors import BusError
+from services.cli import configure_logging
+from services.options import add_common_arguments, common_options
+from services.runtime import SERVICES, run_service
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Parser for `rr-service <name> [--nats URL] [--node-id ID] [--config PATH]`."""
+    parser = argparse.ArgumentParser(prog="rr-service", description="Run one rr service until stopped.")
+    parser.add_argument("name", nargs="?", help="service to run (see --list)")
+    parser.add_argument("--list", action="store_true", help="list the registered services and exit")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="debug logging on stderr")
+    add_common_arguments(parser)
+    return parser
+
+
+def known_services() -> str:
+    """One line per registered service: name, whether `rr up` starts it, what it does."""
+    if not SERVICES:
+        return "(no services registered)"
+    width = max(len(name) for name in SERVICES)
+    return "\n".join(
+        f"{e.name:<{width}}  {'up ' if e.on_up else '   '} {e.description}" for e in sorted(SERVICES.values(), key=lambda e: e.name)
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the named service; 2 for an unknown name, 1 for a bus or config error it explains."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.list:
+        print(known_services())
+        return 0
+    if args.name is None:
+        parser.error("a service name is required (or --list)")
+    entry = SERVICES.get(args.name)
+    if entry is None:
+        names = ", ".join(sorted(SERVICES)) or "none registered"
+        print(f"rr-service: unknown service {args.name!r}; known services: {names}", file=sys.stderr)
+        return 2
+    options = common_options(args)
+    configure_logging(args.verbose + 1)  # a service logs at info: its log is how an operator follows it
+    try:
+        asyncio.run(run_service(entry, options))
+    except BusError as exc:
+        print(f"rr-service {entry.name}: {exc}", file=sys.stderr)
+        return 1
+    except ImportError as exc:
+        print(f"rr-service {entry.name}: cannot import {entry.target}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,50 @@
+"""Where `rr up` keeps its data, and the command line of each service it starts (pure, no I/O)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import msgspec
+
+
+class Layout(msgspec.Struct, frozen=True, kw_only=True):
+    """The data directory and what lives in it."""
+
+    data_dir: Path
+    store_dir: Path  # nats-server's JetStream store: a second `rr up` carries on from it
+    log_dir: Path  # one <service>.log per child
+
+    @classmethod
+    def under(cls, data_dir: Path) -> Layout:
+        """The layout inside one data directory."""
+        return cls(data_dir=data_dir, store_dir=data_dir / "nats", log_dir=data_dir / "logs")
+
+
+def default_data_dir(env: Mapping[str, str], home: Path) -> Path:
+    """RR_DATA_DIR, else $XDG_DATA_HOME/rr, else ~/.local/share/rr."""
+    if env.get("RR_DATA_DIR"):
+        return Path(env["RR_DATA_DIR"]).expanduser()
+    if env.get("XDG_DATA_HOME"):
+        return Path(env["XDG_DATA_HOME"]).expanduser() / "rr"
+    return home / ".local" / "share" / "rr"
+
+
+def service_command(
+    python: str, name: str, *, nats_url: str, node_id: str, config_path: str | None
+) -> list[str]:
+    """`rr-service <name> --nats URL --node-id ID [--config PATH]`, run by this interpreter.
+
+    `python -m` rather than the console script, so it works from a source tree as well as installed.
+    """
+    argv = [python, "-m", "services.service_cli", name, "--nats", nats_url, "--node-id", node_id]
+    if config_path:
+        argv += ["--config", config_path]
+    return argv
+
+
+def service_env(env: Mapping[str, str], project_root: str) -> dict[str, str]:
+    """The child's environment: ours, with the project importable and output unbuffered into its log."""
+    path = env.get("PYTHONPATH", "")
+    parts = [project_root, *(p for p in path.split(":") if p and p != project_root)]
+    return {**env, "PYTHONPATH": ":".join(parts), "PYTHONUNBUFFERED": "1"}

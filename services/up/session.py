@@ -1,0 +1,142 @@
+"""One `rr up` session: checks, embedded server, streams, services, then a clean stop on Ctrl-C/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+
+import services.registry  # noqa: F401  (fills SERVICES)
+from config.settings import RrConfig
+from eventbus.connection import connect
+from eventbus.streams import provision
+from services.runtime import SERVICES
+from services.up.embedded import EmbeddedServer, start_embedded
+from services.up.errors import UpError
+from services.up.layout import Layout, service_command, service_env
+from services.up.supervisor import ChildSpec, Supervisor
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+class UpPlan(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything `rr up` was asked to do, resolved from the command line and environment."""
+
+    layout: Layout
+    nats_url: str | None  # None: start the embedded server
+    host: str
+    port: int
+    node_id: str
+    config_path: str | None
+    grace_s: float = 10.0
+
+
+def prepare_layout(layout: Layout) -> None:
+    """Create the data, store and log directories and prove they are writable; raises UpError."""
+    probe = layout.data_dir / ".rr-write-test"
+    try:
+        for path in (layout.data_dir, layout.store_dir, layout.log_dir):
+            path.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UpError(f"data dir {layout.data_dir} is not writable: {exc.strerror or exc}; use --data-dir or RR_DATA_DIR") from None
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise UpError when something already listens on host:port (as nats-server would find)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as nats-server binds: TIME_WAIT is no conflict
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise UpError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+            raise UpError(
+                f"port {port} is in use: another rr up or nats-server? use --nats-port or --nats URL"
+            ) from None
+
+
+def children_for(plan: UpPlan, nats_url: str) -> list[ChildSpec]:
+    """One child per service registered with on_up=True."""
+    env = service_env(os.environ, PROJECT_ROOT)
+    return [
+        ChildSpec(
+            name=entry.name,
+            argv=service_command(
+                sys.executable, entry.name, nats_url=nats_url, node_id=plan.node_id, config_path=plan.config_path
+            ),
+            env=env,
+            log_path=plan.layout.log_dir / f"{entry.name}.log",
+        )
+        for entry in sorted(SERVICES.values(), key=lambda e: e.name)
+        if entry.on_up
+    ]
+
+
+def banner(plan: UpPlan, nats_url: str, children: list[ChildSpec], embedded: bool) -> list[str]:
+    """What `rr up` tells the operator once everything is started."""
+    names = ", ".join(c.name for c in children) or "none registered"
+    where = f"embedded nats-server, store {plan.layout.store_dir}" if embedded else "joined an existing cluster"
+    return [
+        f"rr up: NATS URL {nats_url} ({where})",
+        f"rr up: data dir {plan.layout.data_dir}",
+        f"rr up: logs {plan.layout.log_dir}/<service>.log",
+        f"rr up: services: {names}",
+        "rr up: watch events: rr events tail (or nats sub 'rr.evt.>')",
+        "rr up: Ctrl-C to stop",
+    ]
+
+
+async def provision_streams(nats_url: str, config: RrConfig, node_id: str) -> dict[str, str]:
+    """Create or update the streams with the config's settings (1 replica unless it says otherwise)."""
+    bus = await connect(nats_url, node_id=node_id, name=f"rr-up:{node_id}")
+    try:
+        return await provision(bus.js, config.streams)
+    finally:
+        await bus.close()
+
+
+async def run_up(plan: UpPlan, config: RrConfig, say: Callable[[str], None]) -> None:
+    """Run until SIGINT/SIGTERM, then stop the services, then the server; raises UpError or BusError."""
+    stopping = asyncio.Event()
+    _on_stop_signals(stopping.set)
+    server: EmbeddedServer | None = None
+    try:
+        if plan.nats_url is None:
+            server = await start_embedded(plan.layout, plan.host, plan.port)
+        nats_url = server.url if server else plan.nats_url
+        assert nats_url is not None
+        outcome = await provision_streams(nats_url, config, plan.node_id)
+        log.info("streams: %s", ", ".join(f"{name} {what}" for name, what in outcome.items()))
+        children = children_for(plan, nats_url)
+        for line in banner(plan, nats_url, children, embedded=server is not None):
+            say(line)
+        async with asyncio.TaskGroup() as tasks:
+            watcher = tasks.create_task(server.wait_exited(stopping)) if server is not None else None
+            await Supervisor(children, grace_s=plan.grace_s).run(stopping)
+        say("rr up: services stopped")
+        if watcher is not None and watcher.result():
+            raise UpError(f"nats-server exited unexpectedly; see {server.log_path}")
+    finally:
+        if server is not None:
+            await server.stop()
+            say("rr up: nats-server stopped")
+
+
+def _on_stop_signals(callback: Callable[[], None]) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, callback)

@@ -1,0 +1,48 @@
+"""Test helpers shared by fixtures and tests."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import TypeVar, overload
+
+T = TypeVar("T")
+
+
+@overload
+async def eventually(
+    predicate: Callable[[], Awaitable[T]], timeout: float = 10.0, interval: float = 0.02, message: str = ""
+) -> T: ...
+
+
+@overload
+async def eventually(
+    predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, message: str = ""
+) -> T: ...
+
+
+async def eventually(
+    predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02, message: str = ""
+) -> object:
+    """Await until predicate() (sync or async) is truthy and return its value; AssertionError on timeout."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last_value: object = None
+    last_error: Exception | None = None
+    while True:
+        # A predicate that raises is "not yet" (a file not written, a leader not elected), as in checkFor.
+        try:
+            last_value = predicate()
+            if inspect.isawaitable(last_value):
+                last_value = await last_value
+            last_error = None
+            if last_value:
+                return last_value
+        except Exception as exc:  # noqa: BLE001 - retried until the deadline, then reported
+            last_error = exc
+        if loop.time() >= deadline:
+            break
+        await asyncio.sleep(interval)
+    detail = f"last error: {last_error!r}" if last_error is not None else f"last value: {last_value!r}"
+    raise AssertionError(f"not true within {timeout:g} s: {message or 'condition'} ({detail})") from last_error
