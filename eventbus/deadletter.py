@@ -56,7 +56,7 @@ async def list_parked(bus: Bus, *, limit: int = 100) -> list[ParkedMessage]:
     except nats.js.errors.NotFoundError:
         return []
     parked: list[ParkedMessage] = []
-    seq = info.state.first_seq
+    seq = max(1, info.state.first_seq)  # an empty stream reports 0, which get_msg rejects
     while seq <= info.state.last_seq and len(parked) < limit:
         try:
             raw = await bus.js.get_msg(DEADLETTER_STREAM, seq)

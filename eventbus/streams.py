@@ -109,6 +109,7 @@ def stream_config(spec: StreamSpec, settings: StreamSettings) -> StreamConfig:
 
 
 _COMPARED = (
+    "storage",  # compared so that a change is refused below instead of reported "unchanged"
     "subjects",
     "max_age",
     "max_bytes",

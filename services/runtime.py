@@ -96,6 +96,17 @@ async def run_service(entry: ServiceEntry, options: CommonOptions, *, grace_s: f
 
 
 async def _supervise(ctx: ServiceContext, main: ServiceMain, grace_s: float) -> None:
+    # A task group wraps a failing service's error in an ExceptionGroup; unwrapped, a
+    # BusError reaches rr-service's one-line report instead of a traceback.
+    try:
+        await _run_until_stopped(ctx, main, grace_s)
+    except ExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
+
+
+async def _run_until_stopped(ctx: ServiceContext, main: ServiceMain, grace_s: float) -> None:
     # The main function is expected to return soon after ctx.stopping is set; past the
     # grace period it is cancelled.
     async with asyncio.TaskGroup() as tasks:

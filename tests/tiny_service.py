@@ -1,0 +1,31 @@
+"""Tiny services for the runtime tests: one announces itself and stops when asked, the others misbehave."""
+
+from __future__ import annotations
+
+import asyncio
+
+from eventbus.errors import BusUnavailable
+from eventbus.events import HostOnline
+from services.runtime import ServiceContext
+
+# Every context a service here was started with, so a test can look at (and stop) it.
+CONTEXTS: list[ServiceContext] = []
+
+
+async def main(ctx: ServiceContext) -> None:
+    """Publish one HOST_ONLINE for this node, then return once a stop is asked for."""
+    CONTEXTS.append(ctx)
+    await ctx.publisher.publish(HostOnline(node=ctx.node_id, reason="tiny_service", roles=[ctx.name]))
+    await ctx.stopping.wait()
+
+
+async def stubborn(ctx: ServiceContext) -> None:
+    """Never returns on its own: the runtime must cancel it after the grace period."""
+    CONTEXTS.append(ctx)
+    await asyncio.get_running_loop().create_future()
+
+
+async def broken(ctx: ServiceContext) -> None:
+    """Fails the way a service does when the bus goes away under it."""
+    CONTEXTS.append(ctx)
+    raise BusUnavailable("tiny service lost the bus")
