@@ -1,0 +1,199 @@
+"""Projection rebuild rate against a raw ordered read of the same log, and start-up time from a snapshot.
+
+The log: --events (default 1M) events in the mix a busy fleet writes (work lifecycles with
+progress, selfplay batches, host flaps, promotions with a copy per node, leader changes),
+published once with Publisher.publish_many in chunks.
+raw:  nats-py ordered push consumer over the whole stream, counting messages (the ceiling).
+ours: the cluster projection rebuilt from sequence 1 (projections.rebuild.state_at_seq without
+      a snapshot): history.replay, the subject check, decoding and folding what it reads.
+Also, once each: every projection together (ProjectionSet: decodes every event), and start-up
+with a snapshot at the end of the log (load it + fold the empty tail) for the cluster
+projection and for the whole set.
+Run: python -m ops.bench.bench_projection [--events 1000000] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import statistics
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from nats.aio.msg import Msg
+from nats.js.api import DeliverPolicy
+
+from eventbus import events as ev
+from eventbus.connection import Bus
+from eventbus.history import last_sequence
+from eventbus.publisher import Publisher
+from eventbus.snapshots import load_snapshot
+from eventbus.streams import EVENTS_STREAM, StreamSettings
+from eventbus.subjects import ALL_EVENTS
+from ops.bench.common import Stopwatch, alternate, bench_bus, bench_server, common_arguments, emit, fresh_events_stream, log, summary
+from projections import bundle, cluster
+from projections.base import Projection
+from projections.rebuild import state_at_seq, store
+
+GOAL = 0.6
+NODES = [f"gpu-{i:02d}" for i in range(31)]
+CHUNK = 50_000
+DEADLINE = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def _job(i: int, epoch: int) -> list[ev.Event]:
+    w, node = f"w-{i:08d}", NODES[i % len(NODES)]
+    life: list[ev.Event] = [
+        ev.WorkAdded(work_id=w, work_type="selfplay", board_type="hex8", num_players=2, num_games=500, requested_by="queue"),
+        ev.WorkAssigned(work_id=w, node=node, attempt=1, deadline=DEADLINE, epoch=epoch),
+        ev.WorkStarted(work_id=w, node=node, attempt=1, pid=1000 + i % 5000),
+    ]
+    life += [ev.WorkProgress(work_id=w, node=node, attempt=1, fraction=k / 6, message=f"game {k * 80} of 500") for k in range(1, 7)]
+    life += [
+        ev.WorkCompleted(work_id=w, node=node, attempt=1, duration_s=600.0),
+        ev.SelfplayComplete(batch_id=f"b-{i:08d}", work_id=w, node=node, board_type="hex8", num_players=2, num_games=500,
+                            num_samples=16000, data=ev.ArtifactRef(path=f"/data/b-{i}.npz", size_bytes=10**7, sha256="ab" * 32)),
+    ]
+    return life
+
+
+def _promotion(i: int, epoch: int) -> list[ev.Event]:
+    m = f"m-{i:06d}"
+    out: list[ev.Event] = [
+        ev.TrainingComplete(model_id=m, work_id=f"t-{i}", node=NODES[0], board_type="hex8", num_players=2,
+                            input_batches=[f"b-{i - k:08d}" for k in range(4)], metrics={"loss": 0.4}),
+        ev.EvaluationComplete(model_id=m, work_id=f"e-{i}", node=NODES[1], opponent="random", games=50, wins=40,
+                              losses=10, win_rate=0.8, elo=1500.0),
+        ev.ModelPromoted(model_id=m, board_type="hex8", num_players=2, sha256="cd" * 32, generation=i, epoch=epoch),
+    ]
+    out += [ev.ModelDistributed(model_id=m, node=n, sha256="cd" * 32, seconds=2.0) for n in NODES]
+    return out + [ev.ModelDistributionComplete(model_id=m, nodes=NODES, seconds=9.0)]
+
+
+def fleet_log(count: int) -> Iterator[ev.Event]:
+    """`count` events as the fleet writes them: ~11 per job, a host flap every 10 jobs, a promotion every 200."""
+    epoch, produced, i = 1, 0, 0
+    first: list[ev.Event] = [ev.LeaderElected(role="scheduler", node=NODES[0], epoch=epoch)]
+    first += [ev.HostOnline(node=n, roles=["selfplay"], version="0.1.0") for n in NODES]
+    while True:
+        batch = first
+        first = []
+        batch += _job(i, epoch)
+        if i % 10 == 9:
+            flapping = NODES[i % len(NODES)]
+            batch += [ev.HostOffline(node=flapping, reason="heartbeat_timeout", silence_s=15.0),
+                      ev.HostOnline(node=flapping, reason="heartbeat_resumed", roles=["selfplay"], version="0.1.0")]
+        if i % 200 == 199:
+            batch += _promotion(i, epoch)
+        if i % 2000 == 1999:
+            epoch += 1
+            batch += [ev.LeaderLost(role="scheduler", node=NODES[epoch % 3], reason="lease expired"),
+                      ev.LeaderElected(role="scheduler", node=NODES[(epoch + 1) % 3], epoch=epoch)]
+        for event in batch:
+            if produced == count:
+                return
+            produced += 1
+            yield event
+        i += 1
+
+
+async def publish_log(bus: Bus, count: int) -> float:
+    """Publish the fleet log in chunks; returns seconds taken."""
+    publisher = Publisher(bus)
+    clock, chunk = time.perf_counter(), []
+    for event in fleet_log(count):
+        chunk.append(event)
+        if len(chunk) == CHUNK:
+            await publisher.publish_many(chunk)
+            chunk = []
+            log(f"published {await last_sequence(bus):,} of {count:,}")
+    if chunk:
+        await publisher.publish_many(chunk)
+    stored = await last_sequence(bus)
+    if stored != count:
+        raise RuntimeError(f"stream holds {stored} events, expected {count}")
+    return time.perf_counter() - clock
+
+
+async def raw_read(bus: Bus, count: int) -> float:
+    """Events/s of a plain ordered push consumer over the whole stream, counting only."""
+    done = asyncio.get_running_loop().create_future()
+    seen = 0
+
+    async def on_msg(_msg: Msg) -> None:
+        nonlocal seen
+        seen += 1
+        if seen == count and not done.done():
+            done.set_result(None)
+
+    clock = Stopwatch()
+    sub = await bus.js.subscribe(ALL_EVENTS, stream=EVENTS_STREAM, ordered_consumer=True, cb=on_msg,
+                                 deliver_policy=DeliverPolicy.ALL)
+    try:
+        await asyncio.wait_for(done, timeout=60 + count / 5_000)
+    finally:
+        await sub.unsubscribe()
+    return clock.rate(count)
+
+
+async def rebuild(bus: Bus, projection: Projection[Any], count: int) -> float:
+    """Events/s of rebuilding `projection` from sequence 1."""
+    clock = Stopwatch()
+    rebuilt = await state_at_seq(bus, projection, use_snapshot=False)
+    rate = clock.rate(count)
+    if rebuilt.folded != count or rebuilt.state.last_seq != count:
+        raise RuntimeError(f"{projection.name}: folded {rebuilt.folded}, at seq {rebuilt.state.last_seq}, expected {count}")
+    return rate
+
+
+async def startup(bus: Bus, projection: Projection[Any], count: int, rounds: int) -> dict[str, Any]:
+    """Store a snapshot of the whole log, then time loading it and folding the (empty) tail."""
+    state = (await state_at_seq(bus, projection, use_snapshot=False)).state
+    await store(bus, projection, state)
+    size = len(await load_snapshot(bus, projection.name) or b"")
+    times = []
+    for _ in range(rounds):
+        clock = time.perf_counter()
+        resumed = await state_at_seq(bus, projection)
+        times.append(time.perf_counter() - clock)
+        if (resumed.snapshot_seq, resumed.folded) != (count, 0) or resumed.state != state:
+            raise RuntimeError(f"{projection.name}: start-up did not resume from the snapshot at {count}")
+    return {"seconds": round(statistics.median(times), 4), "snapshot_bytes": size}
+
+
+async def main() -> None:
+    """Publish the log once, then alternate raw reads and cluster rebuilds, then the one-off figures."""
+    parser = common_arguments(__doc__.splitlines()[0], default_events=1_000_000)
+    args = parser.parse_args()
+    settings = StreamSettings(storage=args.storage)
+    async with bench_server() as server, bench_bus(server.url) as bus:
+        await fresh_events_stream(bus, settings)
+        log(f"publishing {args.events:,} events ...")
+        publish_s = await publish_log(bus, args.events)
+        rates = await alternate(
+            args.rounds,
+            {"raw": lambda: raw_read(bus, args.events), "ours": lambda: rebuild(bus, cluster.PROJECTION, args.events)},
+            before_each=_nothing,
+        )
+        log("rebuilding every projection once ...")
+        all_rate = await rebuild(bus, bundle.PROJECTION, args.events)
+        log(f"every projection: {all_rate:,.0f} events/s; snapshots ...")
+        cluster_start = await startup(bus, cluster.PROJECTION, args.events, args.rounds)
+        all_start = await startup(bus, bundle.PROJECTION, args.events, args.rounds)
+    result = summary(rates, "ours", "raw")
+    emit({
+        "bench": "projection_rebuild", "events": args.events, "storage": args.storage, "goal": GOAL, **result,
+        "all_projections_per_s": round(all_rate), "all_projections_ratio": round(all_rate / result["raw_per_s"], 3),
+        "startup_cluster_s": cluster_start["seconds"], "snapshot_cluster_bytes": cluster_start["snapshot_bytes"],
+        "startup_all_s": all_start["seconds"], "snapshot_all_bytes": all_start["snapshot_bytes"],
+        "publish_s": round(publish_s, 1),
+    })
+
+
+async def _nothing() -> None:
+    return None
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

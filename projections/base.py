@@ -1,0 +1,199 @@
+"""Shared fold machinery: the projection descriptor, anomalies, and folding records or events into a state.
+
+A projection is a pure function `apply(state, event, seq) -> state` plus the event types it
+reads. The drivers here decode only those types (the type is the subject's fifth token), so a
+projection of hosts does not pay to decode a million work events; every record, read or not,
+advances `last_seq`, the stream position stored with the state (STYLE 13).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar, Union
+
+import msgspec
+
+from eventbus.errors import InvalidEvent
+from eventbus.events import EVENT_TYPES, Event, decode
+
+ANOMALIES_KEPT = 100  # the newest anomalies kept in a state; the count covers all of them
+
+
+class Anomaly(msgspec.Struct, frozen=True, kw_only=True):
+    """An event a projection refused to apply (illegal transition, unknown item, bad data), and why."""
+
+    seq: int
+    type: str
+    about: str  # the aggregate id: a work item, a node, a model ...
+    reason: str
+
+
+class State(Protocol):
+    """What every projection state has: its stream position and its anomalies."""
+
+    last_seq: int
+    anomalies: tuple[Anomaly, ...]
+    anomaly_count: int
+
+
+S = TypeVar("S", bound=State)
+
+
+def config_key(board_type: str, num_players: int) -> str:
+    """The seeds' name of a training config: board type x number of players, e.g. hex8_2p."""
+    return f"{board_type}_{num_players}p"
+
+
+def rejected(state: S, seq: int, event: Event, reason: str) -> S:
+    """`state` with the event recorded as an anomaly instead of applied (never silently dropped)."""
+    anomaly = Anomaly(seq=seq, type=event.type_name(), about=event.aggregate_id(), reason=reason)
+    return msgspec.structs.replace(
+        state,  # type: ignore[type-var]
+        last_seq=seq,
+        anomalies=(state.anomalies + (anomaly,))[-ANOMALIES_KEPT:],
+        anomaly_count=state.anomaly_count + 1,
+    )
+
+
+def undecodable(state: S, seq: int, type_name: str, error: str) -> S:
+    """`state` with an unreadable message recorded as an anomaly."""
+    anomaly = Anomaly(seq=seq, type=type_name, about="", reason=f"undecodable: {error}")
+    return msgspec.structs.replace(
+        state,  # type: ignore[type-var]
+        last_seq=seq,
+        anomalies=(state.anomalies + (anomaly,))[-ANOMALIES_KEPT:],
+        anomaly_count=state.anomaly_count + 1,
+    )
+
+
+def at_position(state: S, seq: int) -> S:
+    """`state` moved to stream position `seq` (for records the projection does not read)."""
+    if state.last_seq == seq:
+        return state
+    return msgspec.structs.replace(state, last_seq=seq)  # type: ignore[type-var]
+
+
+@dataclass(frozen=True)
+class Projection(Generic[S]):
+    """A named, versioned fold; bump `version` whenever the state's shape or meaning changes."""
+
+    name: str
+    version: int
+    initial: Callable[[], S]
+    apply: Callable[[S, Event, int], S]
+    reads: frozenset[str]  # event type names folded; other records only advance last_seq
+    finish: Callable[[S], S] | None = None  # normalises a folded state before it is read or saved
+
+    def finished(self, state: S) -> S:
+        """`state` ready to be read, compared or saved."""
+        return state if self.finish is None else self.finish(state)
+
+    @functools.cached_property
+    def decoder(self) -> msgspec.json.Decoder[Any]:
+        """A JSON decoder for exactly the event types this projection reads."""
+        kinds = tuple(EVENT_TYPES[name] for name in sorted(self.reads))
+        return msgspec.json.Decoder(Union[kinds] if len(kinds) > 1 else kinds[0])  # type: ignore[valid-type]
+
+
+class Record(Protocol):
+    """A stored message as eventbus.history reads it."""
+
+    seq: int
+    subject: str
+    data: bytes
+
+
+def type_of(subject: str) -> str:
+    """The event type a subject carries (rr.evt.<aggregate>.<id>.<TYPE>.<source>), '' if it is not one."""
+    parts = subject.split(".")
+    return parts[4] if len(parts) == 6 else ""
+
+
+class Folder(Generic[S]):
+    """Folds records into one projection as they arrive (incremental) or all at once (rebuild)."""
+
+    def __init__(self, projection: Projection[S], state: S | None = None) -> None:
+        self.projection = projection
+        self._state: S = state if state is not None else projection.initial()
+        self._seq = self._state.last_seq  # position reached; the state catches up when read
+        self._reads = projection.reads
+        self._decode = projection.decoder.decode
+
+    @property
+    def state(self) -> S:
+        """The folded state, at the position of the last record seen."""
+        self._state = at_position(self._state, self._seq)
+        return self._state
+
+    def __call__(self, record: Record) -> None:
+        """Fold one record; one already folded (seq <= last_seq) is ignored, so resuming is idempotent."""
+        seq = record.seq
+        if seq <= self._seq:
+            return
+        self._seq = seq
+        kind = type_of(record.subject)
+        if kind not in self._reads:
+            return  # only the position moves, and `state` applies it when read
+        try:
+            event = self._decode(record.data)
+        except msgspec.DecodeError as exc:
+            self._state = undecodable(self._state, seq, kind, str(exc))
+            return
+        self._state = self.projection.apply(self._state, event, seq)
+
+
+class UntilFolder(Folder[S]):
+    """Folds records while their events' time is not after `at`; from the first later one, nothing more."""
+
+    def __init__(self, projection: Projection[S], at: dt.datetime, state: S | None = None) -> None:
+        super().__init__(projection, state)
+        self.at = at
+        self.done = False
+
+    def __call__(self, record: Record) -> None:
+        """Fold one record unless the time bound was passed (every record is decoded: its time decides)."""
+        if self.done or record.seq <= self._seq:
+            return
+        kind = type_of(record.subject)
+        try:
+            event = decode(record.data)
+        except InvalidEvent as exc:
+            self._seq = record.seq
+            if kind in self._reads:
+                self._state = undecodable(self._state, record.seq, kind, str(exc))
+            return
+        if not not_after(event, self.at):
+            self.done = True
+            return
+        self._seq = record.seq
+        if kind in self._reads:
+            self._state = self.projection.apply(self._state, event, record.seq)
+
+
+def fold_records(projection: Projection[S], records: Iterable[Record], state: S | None = None) -> S:
+    """The state after folding `records` (stream order) onto `state` (default: empty)."""
+    folder = Folder(projection, state)
+    for record in records:
+        folder(record)
+    return projection.finished(folder.state)
+
+
+def fold_events(projection: Projection[S], events: Iterable[tuple[int, Event]], state: S | None = None) -> S:
+    """The state after folding already decoded (seq, event) pairs; what a rebuild from records gives too."""
+    state = state if state is not None else projection.initial()
+    for seq, event in events:
+        if seq <= state.last_seq:
+            continue
+        if event.type_name() in projection.reads:
+            state = projection.apply(state, event, seq)
+        else:
+            state = at_position(state, seq)
+    return projection.finished(state)
+
+
+def not_after(event: Event, at: dt.datetime) -> bool:
+    """Whether an event belongs to the cluster as it was at `at` (events without a time always do)."""
+    return event.ts is None or event.ts <= at

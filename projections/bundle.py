@@ -1,0 +1,86 @@
+"""All projections folded together from one event stream: what `rr status` and forensics read."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable
+
+import msgspec
+
+from eventbus.events import Event
+from projections import cluster, data, elo, models, work
+from projections.base import Anomaly, Projection, Record, fold_events, fold_records
+
+PARTS: dict[str, Projection[msgspec.Struct]] = {  # type: ignore[type-var]
+    "cluster": cluster.PROJECTION,
+    "work": work.PROJECTION,
+    "models": models.PROJECTION,
+    "data": data.PROJECTION,
+    "elo": elo.PROJECTION,
+}
+
+
+class ProjectionSet(msgspec.Struct, frozen=True, kw_only=True):
+    """Every projection at the same stream position `last_seq`."""
+
+    last_seq: int = 0
+    last_ts: dt.datetime | None = None  # time of the newest event folded: "as of when" for a past sequence
+    cluster: cluster.ClusterState = msgspec.field(default_factory=cluster.ClusterState)
+    work: work.WorkState = msgspec.field(default_factory=work.WorkState)
+    models: models.ModelsState = msgspec.field(default_factory=models.ModelsState)
+    data: data.DataState = msgspec.field(default_factory=data.DataState)
+    elo: elo.EloState = msgspec.field(default_factory=elo.EloState)
+    anomalies: tuple[Anomaly, ...] = ()  # only undecodable messages; each part keeps its own
+    anomaly_count: int = 0
+
+
+# Event type name -> the parts that read it, so each event is handed only to those.
+_ROUTES: dict[str, tuple[tuple[str, Callable[..., msgspec.Struct]], ...]] = {}
+for _name, _part in PARTS.items():
+    for _type in _part.reads:
+        _ROUTES[_type] = _ROUTES.get(_type, ()) + ((_name, _part.apply),)
+
+
+def apply(state: ProjectionSet, event: Event, seq: int) -> ProjectionSet:
+    """Every projection after one event; parts that do not read it only move their position at the end."""
+    changes: dict[str, object] = {name: fold(getattr(state, name), event, seq) for name, fold in _ROUTES.get(event.type_name(), ())}
+    return msgspec.structs.replace(state, last_seq=seq, last_ts=event.ts or state.last_ts, **changes)
+
+
+def aligned(state: ProjectionSet) -> ProjectionSet:
+    """The set with every part's `last_seq` equal to the set's (parts skip events they do not read)."""
+    seq = state.last_seq
+    changes = {name: msgspec.structs.replace(getattr(state, name), last_seq=seq) for name in PARTS if getattr(state, name).last_seq != seq}
+    return msgspec.structs.replace(state, **changes) if changes else state
+
+
+VERSION = sum(part.version * 1000**i for i, part in enumerate(PARTS.values()))
+
+PROJECTION: Projection[ProjectionSet] = Projection(
+    name="all",
+    version=VERSION,
+    initial=ProjectionSet,
+    apply=apply,
+    reads=frozenset(_ROUTES),
+    finish=aligned,
+)
+
+
+def fold_all(records: Iterable[Record], state: ProjectionSet | None = None) -> ProjectionSet:
+    """Every projection folded from stored records (stream order), each part at the same position."""
+    return fold_records(PROJECTION, records, state)
+
+
+def fold_all_events(events: Iterable[tuple[int, Event]], state: ProjectionSet | None = None) -> ProjectionSet:
+    """Every projection folded from decoded (seq, event) pairs."""
+    return fold_events(PROJECTION, events, state)
+
+
+def total_anomalies(state: ProjectionSet) -> int:
+    """Anomalies recorded by every part, undecodable messages included."""
+    return state.anomaly_count + sum(getattr(state, name).anomaly_count for name in PARTS)
+
+
+def total_fenced(state: ProjectionSet) -> int:
+    """Stale leader decisions dropped by every part that fences."""
+    return sum(getattr(state, name).fence.dropped for name in PARTS if hasattr(getattr(state, name), "fence"))

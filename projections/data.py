@@ -1,0 +1,188 @@
+"""Game data: selfplay batches per config (how much, how fresh) and the sync transfers that copy them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+
+import msgspec
+
+from eventbus.events import DataSyncComplete, DataSyncPlanned, Event, LeaderElected, SelfplayComplete
+from projections.base import Anomaly, Projection, config_key, rejected
+from projections.fence import Fence, screen
+from projections.pmap import PMap
+
+VERSION = 1
+
+
+class Batch(msgspec.Struct, frozen=True, kw_only=True):
+    """One selfplay batch: who made it, from which work item and model, and which nodes hold it."""
+
+    batch_id: str
+    work_id: str
+    node: str
+    board_type: str
+    num_players: int
+    num_games: int
+    num_samples: int = 0
+    model_id: str | None = None
+    sha256: str = ""
+    size_bytes: int = 0
+    seq: int = 0
+    at: dt.datetime | None = None
+    nodes: tuple[str, ...] = ()  # sorted: where it was written plus verified copies
+
+    @property
+    def config(self) -> str:
+        """Its training config, e.g. hex8_2p."""
+        return config_key(self.board_type, self.num_players)
+
+
+class ConfigData(msgspec.Struct, frozen=True, kw_only=True):
+    """How much game data a config has, and how fresh its newest batch is."""
+
+    config: str
+    batches: int = 0
+    games: int = 0
+    samples: int = 0
+    newest_at: dt.datetime | None = None
+    newest_seq: int = 0
+    newest_batch: str = ""
+
+
+class TransferStatus(enum.Enum):
+    """Where a planned copy of a batch is."""
+
+    PLANNED = "planned"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class Transfer(msgspec.Struct, frozen=True, kw_only=True):
+    """One planned copy of a batch from a node to another."""
+
+    transfer_id: str
+    batch_id: str
+    from_node: str
+    to_node: str
+    size_bytes: int = 0
+    status: TransferStatus = TransferStatus.PLANNED
+    planned_seq: int = 0
+    planned_at: dt.datetime | None = None
+    seconds: float = 0.0
+    error: str = ""
+
+
+class DataState(msgspec.Struct, frozen=True, kw_only=True):
+    """Batches and transfers by id, per-config totals and transfer counts, at stream position `last_seq`."""
+
+    last_seq: int = 0
+    batches: PMap[str, Batch] = msgspec.field(default_factory=PMap)
+    configs: dict[str, ConfigData] = {}
+    transfers: PMap[str, Transfer] = msgspec.field(default_factory=PMap)
+    transfer_counts: dict[str, int] = {}  # transfer status value -> number
+    fence: Fence = msgspec.field(default_factory=Fence)
+    anomalies: tuple[Anomaly, ...] = ()
+    anomaly_count: int = 0
+
+
+def selfplay_complete(state: DataState, event: SelfplayComplete, seq: int) -> DataState:
+    """A new batch of games counts towards its config and makes it fresher."""
+    if event.batch_id in state.batches:
+        return rejected(state, seq, event, f"batch {event.batch_id} was already reported")
+    data = event.data
+    batch = Batch(
+        batch_id=event.batch_id, work_id=event.work_id, node=event.node, board_type=event.board_type,
+        num_players=event.num_players, num_games=event.num_games, num_samples=event.num_samples,
+        model_id=event.model_id, sha256=data.sha256 if data else "", size_bytes=data.size_bytes if data else 0,
+        seq=seq, at=event.ts, nodes=(event.node,),
+    )
+    before = state.configs.get(batch.config) or ConfigData(config=batch.config)
+    newer = before.newest_at is None or (event.ts is not None and event.ts >= before.newest_at)
+    totals = msgspec.structs.replace(
+        before, batches=before.batches + 1, games=before.games + event.num_games,
+        samples=before.samples + event.num_samples,
+        newest_at=event.ts if newer else before.newest_at, newest_seq=seq if newer else before.newest_seq,
+        newest_batch=event.batch_id if newer else before.newest_batch,
+    )
+    return msgspec.structs.replace(
+        state, last_seq=seq, batches=state.batches.set(batch.batch_id, batch),
+        configs={**state.configs, batch.config: totals},
+    )
+
+
+def _counted(counts: dict[str, int], before: TransferStatus | None, after: TransferStatus) -> dict[str, int]:
+    counts = dict(counts)
+    if before is not None:
+        counts[before.value] -= 1
+        if not counts[before.value]:
+            del counts[before.value]
+    counts[after.value] = counts.get(after.value, 0) + 1
+    return counts
+
+
+def sync_planned(state: DataState, event: DataSyncPlanned, seq: int) -> DataState:
+    """The leader planned a copy (a fenced decision)."""
+    if event.transfer_id in state.transfers:
+        return rejected(state, seq, event, f"transfer {event.transfer_id} was already planned")
+    transfer = Transfer(
+        transfer_id=event.transfer_id, batch_id=event.batch_id, from_node=event.from_node, to_node=event.to_node,
+        size_bytes=event.size_bytes, planned_seq=seq, planned_at=event.ts,
+    )
+    return msgspec.structs.replace(
+        state, last_seq=seq, transfers=state.transfers.set(transfer.transfer_id, transfer),
+        transfer_counts=_counted(state.transfer_counts, None, TransferStatus.PLANNED),
+    )
+
+
+def sync_complete(state: DataState, event: DataSyncComplete, seq: int) -> DataState:
+    """A planned copy ended; a verified one adds its node to the batch's holders."""
+    transfer = state.transfers.get(event.transfer_id)
+    if transfer is None:
+        return rejected(state, seq, event, f"transfer {event.transfer_id} was never planned")
+    if transfer.status is not TransferStatus.PLANNED:
+        return rejected(state, seq, event, f"transfer {event.transfer_id} already ended ({transfer.status.value})")
+    status = TransferStatus.DONE if event.ok else TransferStatus.FAILED
+    done = msgspec.structs.replace(transfer, status=status, seconds=event.seconds, error=event.error)
+    batches = state.batches
+    batch = batches.get(event.batch_id)
+    if event.ok and batch is not None and event.to_node not in batch.nodes:
+        batches = batches.set(batch.batch_id, msgspec.structs.replace(batch, nodes=tuple(sorted((*batch.nodes, event.to_node)))))
+    return msgspec.structs.replace(
+        state, last_seq=seq, batches=batches, transfers=state.transfers.set(done.transfer_id, done),
+        transfer_counts=_counted(state.transfer_counts, TransferStatus.PLANNED, status),
+    )
+
+
+_HANDLERS = {
+    SelfplayComplete: selfplay_complete,
+    DataSyncPlanned: sync_planned,
+    DataSyncComplete: sync_complete,
+}
+
+
+def apply(state: DataState, event: Event, seq: int) -> DataState:
+    """The data after one event at stream position `seq`; stale sync plans are dropped."""
+    state, admitted = screen(state, event, seq)
+    if not admitted:
+        return state
+    if isinstance(event, LeaderElected):  # read only to teach the fence
+        return msgspec.structs.replace(state, last_seq=seq)
+    handler = _HANDLERS.get(type(event))
+    if handler is None:
+        return msgspec.structs.replace(state, last_seq=seq)
+    return handler(state, event, seq)  # type: ignore[operator]
+
+
+def freshness_s(config: ConfigData, now: dt.datetime) -> float | None:
+    """Seconds since the config's newest batch, None when it has none."""
+    return None if config.newest_at is None else (now - config.newest_at).total_seconds()
+
+
+PROJECTION: Projection[DataState] = Projection(
+    name="data",
+    version=VERSION,
+    initial=DataState,
+    apply=apply,
+    reads=frozenset({LeaderElected.type_name(), *(t.type_name() for t in _HANDLERS)}),
+)

@@ -1,0 +1,81 @@
+"""Elo history: every evaluation of each model, in order, and the latest rating per model of each config."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import msgspec
+
+from eventbus.events import Event, EvaluationComplete, ModelPromoted, TrainingComplete
+from projections.base import Anomaly, Projection, config_key
+from projections.pmap import PMap
+
+VERSION = 1
+
+
+class Rating(msgspec.Struct, frozen=True, kw_only=True):
+    """One evaluation of a model against an opponent, and the rating it gave."""
+
+    seq: int
+    at: dt.datetime | None = None
+    work_id: str = ""
+    node: str = ""
+    opponent: str = ""
+    games: int = 0
+    wins: int = 0
+    losses: int = 0
+    draws: int = 0
+    win_rate: float = 0.0
+    elo: float | None = None
+
+
+class EloState(msgspec.Struct, frozen=True, kw_only=True):
+    """Ratings per model (oldest first) and each model's config, at stream position `last_seq`."""
+
+    last_seq: int = 0
+    history: PMap[str, tuple[Rating, ...]] = msgspec.field(default_factory=PMap)
+    configs: PMap[str, str] = msgspec.field(default_factory=PMap)  # model id -> config
+    anomalies: tuple[Anomaly, ...] = ()
+    anomaly_count: int = 0
+
+
+def apply(state: EloState, event: Event, seq: int) -> EloState:
+    """The Elo history after one event at stream position `seq`."""
+    if isinstance(event, EvaluationComplete):
+        rating = Rating(
+            seq=seq, at=event.ts, work_id=event.work_id, node=event.node, opponent=event.opponent, games=event.games,
+            wins=event.wins, losses=event.losses, draws=event.draws, win_rate=event.win_rate, elo=event.elo,
+        )
+        history = state.history.set(event.model_id, state.history.get(event.model_id, ()) + (rating,))
+        return msgspec.structs.replace(state, last_seq=seq, history=history)
+    if isinstance(event, (TrainingComplete, ModelPromoted)):
+        configs = state.configs.set(event.model_id, config_key(event.board_type, event.num_players))
+        return msgspec.structs.replace(state, last_seq=seq, configs=configs)
+    return msgspec.structs.replace(state, last_seq=seq)
+
+
+def latest_elo(state: EloState, model_id: str) -> float | None:
+    """The newest rating of a model that has one."""
+    for rating in reversed(state.history.get(model_id, ())):
+        if rating.elo is not None:
+            return rating.elo
+    return None
+
+
+def by_config(state: EloState) -> dict[str, dict[str, float]]:
+    """Latest Elo of each rated model, grouped by config ('' for models of unknown config)."""
+    out: dict[str, dict[str, float]] = {}
+    for model_id in state.history.keys():
+        elo = latest_elo(state, model_id)
+        if elo is not None:
+            out.setdefault(state.configs.get(model_id, ""), {})[model_id] = elo
+    return {config: dict(sorted(models.items())) for config, models in sorted(out.items())}
+
+
+PROJECTION: Projection[EloState] = Projection(
+    name="elo",
+    version=VERSION,
+    initial=EloState,
+    apply=apply,
+    reads=frozenset({EvaluationComplete.type_name(), TrainingComplete.type_name(), ModelPromoted.type_name()}),
+)

@@ -1,0 +1,103 @@
+"""Leader fencing inside a fold: a decision of a superseded leadership is dropped and counted, never applied.
+
+The rule is services/leadership/fencing.py's `judge` (the same verdicts the leaders' own
+EpochFence gives). EpochFence itself is a mutable object, and a fold's state must be an
+immutable value that rebuilds identically and survives a snapshot, so the fence here keeps
+the rule's FenceView as data and `learn` mirrors what EpochFence.judge_and_learn records
+(tests/test_projections.py checks the two agree on random logs).
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import msgspec
+
+from eventbus.events import Event, LeaderElected
+from services.leadership.fencing import ADMITTED, FenceView, Verdict, judge
+
+DROPPED_KEPT = 50  # the newest dropped decisions kept for forensics; `dropped` counts all
+
+F = TypeVar("F", bound=Any)  # a projection state with a `fence` field
+
+
+class FencedDecision(msgspec.Struct, frozen=True, kw_only=True):
+    """An event the fence refused, and the sentence saying why."""
+
+    seq: int
+    type: str
+    about: str
+    epoch: int
+    verdict: str
+    reason: str
+    source: str = ""
+
+
+class Fence(msgspec.Struct, frozen=True, kw_only=True):
+    """What the fence knows (newest epoch per role, role of each epoch) and what it dropped."""
+
+    view: FenceView = msgspec.field(default_factory=FenceView)
+    dropped: int = 0
+    last_dropped: tuple[FencedDecision, ...] = ()
+
+
+def learn(view: FenceView, event: Event, verdict: Verdict) -> FenceView:
+    """What the fence knows after an event it judged (as EpochFence.judge_and_learn records it)."""
+    epoch = event.epoch
+    if epoch is None:
+        return view
+    if isinstance(event, LeaderElected):
+        newest = {**view.newest, event.role: epoch} if verdict is Verdict.ELECTION else view.newest
+        return FenceView(
+            newest=newest, role_of={**view.role_of, epoch: event.role},
+            newest_known=max(view.newest_known, epoch), newest_unknown=view.newest_unknown,
+        )
+    if verdict is Verdict.UNKNOWN_NEW:
+        return msgspec.structs.replace(view, newest_unknown=epoch)
+    return view
+
+
+def reason(view: FenceView, event: Event, verdict: Verdict) -> str:
+    """Why the fence refused an event, in a sentence."""
+    epoch = event.epoch
+    by = f" by {event.source}" if event.source else ""
+    if verdict is Verdict.STALE:
+        role = view.role_of[epoch]  # type: ignore[index]
+        return f"stale decision of epoch {epoch}{by}: {role} leadership is at epoch {view.newest[role]}"
+    if verdict is Verdict.STALE_ELECTION:
+        role = getattr(event, "role", "?")
+        return f"stale election of epoch {epoch}{by}: {role} leadership is at epoch {view.newest.get(role)}"
+    newest = max(view.newest_known, view.newest_unknown)
+    return f"decision of epoch {epoch}{by} that no election announced, not newer than epoch {newest}"
+
+
+def step(fence: Fence, event: Event, seq: int) -> tuple[Fence, bool]:
+    """The fence after judging one event, and whether the event may take effect."""
+    if event.epoch is None:
+        return fence, True
+    verdict = judge(fence.view, event)
+    view = learn(fence.view, event, verdict)
+    if verdict in ADMITTED:
+        return (fence if view is fence.view else msgspec.structs.replace(fence, view=view)), True
+    refused = FencedDecision(
+        seq=seq, type=event.type_name(), about=event.aggregate_id(), epoch=event.epoch, verdict=verdict.value,
+        reason=reason(fence.view, event, verdict), source=event.source,
+    )
+    return (
+        msgspec.structs.replace(
+            fence, view=view, dropped=fence.dropped + 1, last_dropped=(fence.last_dropped + (refused,))[-DROPPED_KEPT:]
+        ),
+        False,
+    )
+
+
+def screen(state: F, event: Event, seq: int) -> tuple[F, bool]:
+    """`state` with its fence updated by the event, and whether the event may take effect."""
+    if event.epoch is None:
+        return state, True
+    fence, admitted = step(state.fence, event, seq)
+    if fence is not state.fence:
+        state = msgspec.structs.replace(state, fence=fence)
+    if not admitted:
+        state = msgspec.structs.replace(state, last_seq=seq)
+    return state, admitted

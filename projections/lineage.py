@@ -1,0 +1,61 @@
+"""Lineage of a model: the selfplay batches and training job behind it, the evaluation that promoted it, where it is."""
+
+from __future__ import annotations
+
+import msgspec
+
+from projections.bundle import ProjectionSet
+from projections.data import Batch
+from projections.elo import Rating
+from projections.models import Promotion, Training
+
+
+class BatchLine(msgspec.Struct, frozen=True, kw_only=True):
+    """One input batch; `known` is False when training named a batch the log never reported."""
+
+    batch_id: str
+    known: bool
+    batch: Batch | None = None
+
+
+class Lineage(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything the log says about where a model came from and where it went."""
+
+    model_id: str
+    config: str
+    sha256: str
+    parent_model: str | None
+    training: Training | None
+    batches: list[BatchLine]
+    games: int  # total games of the known input batches
+    evaluations: list[Rating]
+    promotion: Promotion | None
+    promoting_evaluation: list[Rating]  # the evaluations of the work item the promotion cites
+    promoted_now: bool  # still its config's promoted model
+    nodes: list[str]
+    distribution_complete: bool
+    as_of_seq: int
+
+
+def lineage(ps: ProjectionSet, model_id: str) -> Lineage | None:
+    """The lineage of `model_id`, None when no event ever named it."""
+    model = ps.models.models.get(model_id)
+    ratings = list(ps.elo.history.get(model_id, ()))
+    if model is None and not ratings:
+        return None
+    training = model.training if model else None
+    batch_ids = training.input_batches if training else ()
+    batches = [BatchLine(batch_id=b, known=b in ps.data.batches, batch=ps.data.batches.get(b)) for b in batch_ids]
+    promotion = model.promotion if model else None
+    cited = promotion.evaluation_work_id if promotion else None
+    config = model.config if model else ps.elo.configs.get(model_id, "")
+    return Lineage(
+        model_id=model_id, config=config, sha256=model.sha256 if model else "",
+        parent_model=training.parent_model if training else (promotion.previous_model if promotion else None),
+        training=training, batches=batches, games=sum(b.batch.num_games for b in batches if b.batch),
+        evaluations=ratings, promotion=promotion,
+        promoting_evaluation=[r for r in ratings if cited is not None and r.work_id == cited],
+        promoted_now=bool(config) and ps.models.promoted.get(config) == model_id,
+        nodes=list(model.nodes) if model else [], distribution_complete=model.distribution_complete if model else False,
+        as_of_seq=ps.last_seq,
+    )

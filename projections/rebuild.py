@@ -1,0 +1,118 @@
+"""The imperative shell around the folds: load a snapshot, fold the log's tail, rebuild at a sequence or a time.
+
+Everything here goes through eventbus APIs (history.replay, snapshots); the folds stay pure.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+import msgspec
+
+from eventbus.connection import Bus
+from eventbus.events import utcnow
+from eventbus.history import Record, last_sequence, replay
+from eventbus.snapshots import load_snapshot, save_snapshot
+from projections import bundle
+from projections.base import Folder, Projection, UntilFolder
+from projections.snapshot import SnapshotHeader, decode_snapshot, encode_snapshot, read_header
+
+S = TypeVar("S", bound=Any)
+
+
+class Rebuilt(msgspec.Struct, Generic[S], frozen=True, kw_only=True):
+    """A state and how it was obtained: from which snapshot position, and how many records were folded."""
+
+    state: S
+    snapshot_seq: int = 0  # last_seq of the snapshot it started from; 0 when it started from scratch
+    snapshot_ignored: str = ""  # why a stored snapshot was not used, when one was not
+    folded: int = 0  # records read from the stream
+    seconds: float = 0.0
+
+
+async def _start(
+    bus: Bus, projection: Projection[S], *, use_snapshot: bool, not_after_seq: int
+) -> tuple[S, int, str]:
+    # The snapshot to resume from, if there is a usable one not beyond `not_after_seq`.
+    initial = projection.initial()
+    if not use_snapshot:
+        return initial, 0, ""
+    data = await load_snapshot(bus, projection.name)
+    if data is None:
+        return initial, 0, ""
+    loaded = decode_snapshot(projection, data)
+    if loaded is None:
+        return initial, 0, _why_unusable(projection, read_header(data))
+    if loaded.header.last_seq > not_after_seq:
+        return initial, 0, f"snapshot at seq {loaded.header.last_seq} is past seq {not_after_seq}"
+    return loaded.state, loaded.header.last_seq, ""
+
+
+def _why_unusable(projection: Projection[S], header: SnapshotHeader | None) -> str:
+    if header is None:
+        return "snapshot is unreadable"
+    return (
+        f"snapshot is of {header.projection} version {header.version} (schema {header.schema}); "
+        f"this is {projection.name} version {projection.version}"
+    )
+
+
+Progress = Callable[[int], None]  # called with the number of records read so far, every PROGRESS_EVERY
+PROGRESS_EVERY = 100_000
+
+
+def _with_progress(fold: Callable[[Record], None], progress: Progress | None) -> Callable[[Record], None]:
+    if progress is None:
+        return fold
+    count = 0
+
+    def counted(record: Record) -> None:
+        nonlocal count
+        fold(record)
+        count += 1
+        if count % PROGRESS_EVERY == 0:
+            progress(count)
+
+    return counted
+
+
+async def state_at_seq(
+    bus: Bus,
+    projection: Projection[S] = bundle.PROJECTION,
+    seq: int | None = None,
+    *,
+    use_snapshot: bool = True,
+    progress: Progress | None = None,
+) -> Rebuilt[S]:
+    """The projection as of stream sequence `seq` (default: now): snapshot if one fits, then the records after it."""
+    started = time.perf_counter()
+    end = await last_sequence(bus)
+    end = end if seq is None else min(seq, end)
+    state, snapshot_seq, ignored = await _start(bus, projection, use_snapshot=use_snapshot, not_after_seq=end)
+    folder = Folder(projection, state)
+    folded = await replay(bus, _with_progress(folder, progress), start_seq=folder.state.last_seq + 1, end_seq=end)
+    result = projection.finished(folder.state)
+    return Rebuilt(state=result, snapshot_seq=snapshot_seq, snapshot_ignored=ignored, folded=folded,
+                   seconds=time.perf_counter() - started)
+
+
+async def state_at_time(
+    bus: Bus, at: dt.datetime, projection: Projection[S] = bundle.PROJECTION, *, progress: Progress | None = None
+) -> Rebuilt[S]:
+    """The projection as it was at `at`: every event from sequence 1 while its time is not after `at`."""
+    started = time.perf_counter()
+    folder = UntilFolder(projection, at)
+    folded = await replay(bus, _with_progress(folder, progress))
+    return Rebuilt(state=projection.finished(folder.state), folded=folded, seconds=time.perf_counter() - started)
+
+
+async def store(bus: Bus, projection: Projection[S], state: S) -> SnapshotHeader:
+    """Save `state` as the projection's snapshot; returns its header."""
+    data = encode_snapshot(projection, projection.finished(state), taken_at=utcnow())
+    await save_snapshot(bus, projection.name, data)
+    header = read_header(data)
+    assert header is not None
+    return header

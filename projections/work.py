@@ -1,0 +1,214 @@
+"""Work items through their lifecycle, from one transition table; an illegal event is recorded, never applied."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+
+import msgspec
+
+from eventbus.events import (
+    Event,
+    LeaderElected,
+    TrainingStarted,
+    WorkAdded,
+    WorkAssigned,
+    WorkAttemptFailed,
+    WorkCancelled,
+    WorkCompleted,
+    WorkFailed,
+    WorkProgress,
+    WorkStarted,
+)
+from projections.base import Anomaly, Projection, config_key, rejected
+from projections.fence import Fence, screen
+from projections.pmap import PMap
+
+VERSION = 1
+
+
+class WorkStatus(enum.Enum):
+    """Where a work item is in its life (the seeds' job states, plus cancelled)."""
+
+    PENDING = "pending"
+    ASSIGNED = "assigned"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+P, A, R = WorkStatus.PENDING, WorkStatus.ASSIGNED, WorkStatus.RUNNING
+C, F, X = WorkStatus.COMPLETED, WorkStatus.FAILED, WorkStatus.CANCELLED
+
+# The lifecycle, in one place. A (state, event) pair not listed is an illegal transition.
+# A new WORK_ASSIGNED supersedes the current attempt (the leader re-assigned it, e.g. its node
+# went offline); a failed attempt puts the item back to pending until it is re-assigned or
+# given up on.
+TRANSITIONS: dict[WorkStatus, dict[type[Event], WorkStatus]] = {
+    P: {WorkAssigned: A, WorkFailed: F, WorkCancelled: X},
+    A: {WorkAssigned: A, WorkStarted: R, WorkCompleted: C, WorkAttemptFailed: P, WorkFailed: F, WorkCancelled: X},
+    R: {
+        WorkAssigned: A, WorkProgress: R, TrainingStarted: R, WorkCompleted: C, WorkAttemptFailed: P,
+        WorkFailed: F, WorkCancelled: X,
+    },
+    C: {},
+    F: {},
+    X: {},
+}
+TERMINAL = frozenset(s for s, moves in TRANSITIONS.items() if not moves)
+ACTIVE = frozenset({A, R})  # states in which an attempt holds a node
+
+
+class WorkItem(msgspec.Struct, frozen=True, kw_only=True):
+    """One work item: what it is, where it is in its life, and its current attempt."""
+
+    work_id: str
+    work_type: str
+    board_type: str
+    num_players: int
+    num_games: int = 0
+    priority: int | None = None
+    status: WorkStatus = WorkStatus.PENDING
+    attempt: int = 0  # the current (newest) attempt; 0 before the first assignment
+    node: str | None = None  # node of the current attempt
+    epoch: int | None = None  # epoch of the assignment of the current attempt
+    progress: float | None = None
+    reason: str = ""  # why it failed, was cancelled, or its last attempt failed
+    added_seq: int = 0
+    added_at: dt.datetime | None = None
+    updated_seq: int = 0
+    updated_at: dt.datetime | None = None
+
+    @property
+    def config(self) -> str:
+        """Its training config, e.g. hex8_2p."""
+        return config_key(self.board_type, self.num_players)
+
+
+class WorkState(msgspec.Struct, frozen=True, kw_only=True):
+    """Every work item by id and how many are in each state, at stream position `last_seq`."""
+
+    last_seq: int = 0
+    items: PMap[str, WorkItem] = msgspec.field(default_factory=PMap)
+    counts: dict[str, int] = {}  # status value -> number of items
+    fence: Fence = msgspec.field(default_factory=Fence)
+    anomalies: tuple[Anomaly, ...] = ()
+    anomaly_count: int = 0
+
+
+def _stored(state: WorkState, seq: int, before: WorkItem | None, item: WorkItem) -> WorkState:
+    counts = state.counts
+    if before is None or before.status is not item.status:
+        counts = dict(counts)
+        if before is not None:
+            counts[before.status.value] -= 1
+            if not counts[before.status.value]:
+                del counts[before.status.value]  # no zero entries: equal queues have equal counts
+        counts[item.status.value] = counts.get(item.status.value, 0) + 1
+    return msgspec.structs.replace(state, last_seq=seq, items=state.items.set(item.work_id, item), counts=counts)
+
+
+def work_added(state: WorkState, event: WorkAdded, seq: int) -> WorkState:
+    """A new item enters the queue as pending; an id seen before is an anomaly."""
+    if event.work_id in state.items:
+        return rejected(state, seq, event, f"work {event.work_id} was already added")
+    item = WorkItem(
+        work_id=event.work_id, work_type=event.work_type, board_type=event.board_type,
+        num_players=event.num_players, num_games=event.num_games, priority=event.priority,
+        added_seq=seq, added_at=event.ts, updated_seq=seq, updated_at=event.ts,
+    )
+    return _stored(state, seq, None, item)
+
+
+def attempt_problem(item: WorkItem, event: Event) -> str | None:
+    """Why an event does not belong to the item's current attempt, or None when it does."""
+    if isinstance(event, WorkAssigned):
+        if event.attempt <= item.attempt:
+            return f"attempt {event.attempt} is not newer than attempt {item.attempt}"
+        return None
+    if item.attempt == 0:
+        return None  # never assigned: nothing to be superseded, the transition table judges
+    attempt = getattr(event, "attempt", item.attempt)
+    node = getattr(event, "node", item.node)
+    if attempt != item.attempt or node != item.node:
+        return (
+            f"from superseded attempt {attempt} on {node} "
+            f"(current attempt is {item.attempt} on {item.node or 'no node'})"
+        )
+    return None
+
+
+def _moved(item: WorkItem, event: Event, status: WorkStatus, seq: int) -> WorkItem:
+    changes: dict[str, object] = {"status": status, "updated_seq": seq, "updated_at": event.ts}
+    if isinstance(event, WorkAssigned):
+        changes.update(attempt=event.attempt, node=event.node, epoch=event.epoch, progress=None)
+    elif isinstance(event, WorkProgress):
+        changes.update(progress=event.fraction)
+    elif isinstance(event, WorkCompleted):
+        changes.update(progress=1.0, reason="")
+    elif isinstance(event, (WorkAttemptFailed, WorkFailed, WorkCancelled)):
+        changes.update(reason=event.reason)
+    return msgspec.structs.replace(item, **changes)
+
+
+def transition(state: WorkState, event: Event, seq: int) -> WorkState:
+    """Move an item by the transition table, or record why the event cannot apply to it."""
+    work_id: str = getattr(event, "work_id")
+    item = state.items.get(work_id)
+    if item is None:
+        return rejected(state, seq, event, f"unknown work item {work_id}")
+    problem = attempt_problem(item, event)
+    if problem is not None:
+        return rejected(state, seq, event, problem)
+    target = TRANSITIONS[item.status].get(type(event))
+    if target is None:
+        return rejected(state, seq, event, f"illegal transition: {event.type_name()} in state {item.status.value}")
+    return _stored(state, seq, item, _moved(item, event, target, seq))
+
+
+def apply(state: WorkState, event: Event, seq: int) -> WorkState:
+    """The work queue after one event at stream position `seq`; stale leader decisions are dropped."""
+    state, admitted = screen(state, event, seq)
+    if not admitted:
+        return state
+    if isinstance(event, LeaderElected):  # read only to teach the fence
+        return msgspec.structs.replace(state, last_seq=seq)
+    if isinstance(event, WorkAdded):
+        return work_added(state, event, seq)
+    return transition(state, event, seq)
+
+
+def by_node(state: WorkState) -> dict[str, dict[str, int]]:
+    """Items holding each node now (assigned or running), by status."""
+    out: dict[str, dict[str, int]] = {}
+    for item in state.items.values():
+        if item.status in ACTIVE and item.node is not None:
+            per = out.setdefault(item.node, {})
+            per[item.status.value] = per.get(item.status.value, 0) + 1
+    return out
+
+
+def by_config(state: WorkState) -> dict[str, dict[str, int]]:
+    """Items of each config (board type x players), by status."""
+    out: dict[str, dict[str, int]] = {}
+    for item in state.items.values():
+        per = out.setdefault(item.config, {})
+        per[item.status.value] = per.get(item.status.value, 0) + 1
+    return out
+
+
+def counts(state: WorkState) -> dict[str, int]:
+    """Items in each status, every status listed (zeros included)."""
+    return {s.value: state.counts.get(s.value, 0) for s in WorkStatus}
+
+
+PROJECTION: Projection[WorkState] = Projection(
+    name="work",
+    version=VERSION,
+    initial=WorkState,
+    apply=apply,
+    reads=frozenset(
+        {LeaderElected.type_name()} | {t.type_name() for moves in TRANSITIONS.values() for t in moves} | {WorkAdded.type_name()}
+    ),
+)
