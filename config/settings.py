@@ -13,6 +13,8 @@ import yaml
 
 from eventbus.errors import InvalidConfig
 from eventbus.streams import StreamSettings
+from services.leadership.settings import LeadershipSettings
+from services.membership.settings import MembershipSettings
 
 
 class RrConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -20,6 +22,8 @@ class RrConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     streams: StreamSettings = StreamSettings()
     hosts_file: str | None = None  # the fleet's distributed_hosts.yaml (config/hosts.py)
+    leadership: LeadershipSettings = LeadershipSettings()
+    membership: MembershipSettings = MembershipSettings()
 
 
 def load_config(path: str | Path | None) -> RrConfig:

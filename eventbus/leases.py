@@ -1,0 +1,284 @@
+"""Leadership leases on a JetStream KV bucket: one key per singleton role, with a per-key TTL.
+
+Every write is a compare-and-set on the key's last revision (`Nats-Expected-Last-Subject-Sequence`)
+carrying `Nats-TTL`: acquiring expects the revision of the free key (0 when absent, or the
+delete / expiry marker), renewing expects the holder's own last revision. Writes are raw
+publishes to `$KV.<bucket>.<role>` because nats-py's `kv.update()` drops the key's TTL and its
+`msg_ttl` is whole seconds anyway; the server truncates `Nats-TTL` to whole seconds too, so
+TTLs here are whole seconds.
+
+The bucket's stream revisions are the fencing epochs, so the bucket must never be deleted
+and recreated: its revisions would start again at 1 and old epochs would look new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import logging
+from collections.abc import Callable
+from typing import Literal
+
+import msgspec
+import nats.errors
+import nats.js.errors
+from nats.aio.msg import Msg
+from nats.js.api import DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
+
+from eventbus.connection import Bus
+from eventbus.errors import BusError, BusUnavailable, ConcurrencyConflict
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BUCKET = "rr_leases"
+MARKER_TTL_S = 1.0  # how long an expiry marker stays; watchers see a lease expire through it
+WRONG_LAST_SEQUENCE = (10071, 10164)
+NO_MESSAGE_FOUND = 10037
+
+LeaseState = Literal["held", "absent", "deleted", "expired", "purged", "unreadable"]
+
+
+class LeaseValue(msgspec.Struct, frozen=True, kw_only=True):
+    """What a lease key holds: who leads, since when, and the term's epoch."""
+
+    node: str
+    incarnation: str  # random per process: a restarted node with the same id is another holder
+    epoch: int = 0  # revision of the write that acquired the lease; 0 on that write itself
+    ttl_s: int
+    acquired_at: dt.datetime
+
+
+class LeaseRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """A role's lease key as last seen: its revision and holder, or why it is free."""
+
+    role: str
+    revision: int  # stream sequence of the key's last message; 0 when the key has none
+    state: LeaseState
+    holder: LeaseValue | None = None  # set only when state is "held"
+    written_at: dt.datetime | None = None
+
+    @property
+    def free(self) -> bool:
+        """Whether anyone may acquire the lease now."""
+        return self.holder is None
+
+    @property
+    def epoch(self) -> int | None:
+        """The holder's fencing epoch (the revision that acquired it); None when free."""
+        if self.holder is None:
+            return None
+        return self.holder.epoch or self.revision
+
+
+_value_encoder = msgspec.json.Encoder()
+_value_decoder = msgspec.json.Decoder(LeaseValue)
+
+
+def record_from(
+    role: str, revision: int, headers: dict[str, str] | None, data: bytes, written_at: dt.datetime | None
+) -> LeaseRecord:
+    """The lease record one stored message stands for."""
+    headers = headers or {}
+    operation = headers.get("KV-Operation")
+    marker = headers.get("Nats-Marker-Reason")
+    if operation == "DEL" or marker == "Remove":
+        return LeaseRecord(role=role, revision=revision, state="deleted", written_at=written_at)
+    if operation == "PURGE" or marker == "Purge":
+        return LeaseRecord(role=role, revision=revision, state="purged", written_at=written_at)
+    if marker is not None:  # MaxAge: the holder's TTL ran out
+        return LeaseRecord(role=role, revision=revision, state="expired", written_at=written_at)
+    try:
+        holder = _value_decoder.decode(data)
+    except msgspec.DecodeError:
+        # Not ours to honour; the compare-and-set still guards whoever takes it.
+        return LeaseRecord(role=role, revision=revision, state="unreadable", written_at=written_at)
+    return LeaseRecord(role=role, revision=revision, state="held", holder=holder, written_at=written_at)
+
+
+def parse_headers(raw: bytes) -> dict[str, str]:
+    """Headers of a stored message in NATS wire form ("NATS/1.0\\r\\nKey: value\\r\\n...")."""
+    headers: dict[str, str] = {}
+    for line in raw.decode(errors="replace").split("\r\n")[1:]:
+        key, sep, value = line.partition(":")
+        if sep:
+            headers[key.strip()] = value.strip()
+    return headers
+
+
+class _ApiError(msgspec.Struct):
+    code: int = 0
+    err_code: int = 0
+    description: str = ""
+
+
+class _PubAck(msgspec.Struct):
+    seq: int = 0
+    error: _ApiError | None = None
+
+
+class _StoredMsg(msgspec.Struct):
+    subject: str
+    seq: int
+    hdrs: str = ""
+    data: str = ""
+    time: dt.datetime | None = None
+
+
+class _MsgGetReply(msgspec.Struct):
+    message: _StoredMsg | None = None
+    error: _ApiError | None = None
+
+
+_ack_decoder = msgspec.json.Decoder(_PubAck)
+_get_decoder = msgspec.json.Decoder(_MsgGetReply)
+_UNREACHABLE = (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionClosedError, asyncio.TimeoutError)
+
+
+class LeaseBucket:
+    """The lease keys of every singleton role, in one KV bucket."""
+
+    def __init__(self, bus: Bus, name: str = DEFAULT_BUCKET, *, replicas: int = 1, storage: str = "file") -> None:
+        self._bus = bus
+        self.name = name
+        self.stream = f"KV_{name}"
+        self._replicas = replicas
+        self._storage = StorageType.FILE if storage == "file" else StorageType.MEMORY
+
+    def subject(self, role: str) -> str:
+        """The subject a role's lease key is written on."""
+        return f"$KV.{self.name}.{role}"
+
+    def _config(self) -> StreamConfig:
+        return StreamConfig(
+            name=self.stream,
+            description="rr leadership leases: one key per singleton role; revisions are fencing epochs",
+            subjects=[f"$KV.{self.name}.>"],
+            max_msgs_per_subject=1,
+            allow_msg_ttl=True,
+            subject_delete_marker_ttl=MARKER_TTL_S,
+            allow_direct=True,
+            allow_rollup_hdrs=True,
+            deny_delete=True,
+            discard=DiscardPolicy.NEW,
+            num_replicas=self._replicas,
+            storage=self._storage,
+        )
+
+    async def ensure(self) -> None:
+        """Create the bucket if it does not exist (idempotent, safe to race)."""
+        try:
+            info = await self._bus.js.stream_info(self.stream)
+        except nats.js.errors.NotFoundError:
+            try:
+                await self._bus.js.add_stream(self._config())
+                log.info("lease bucket %s created (R%d)", self.name, self._replicas)
+            except nats.js.errors.BadRequestError:
+                await self._bus.js.stream_info(self.stream)  # someone else created it first
+            except _UNREACHABLE as exc:
+                raise BusUnavailable(f"JetStream did not answer creating lease bucket {self.name}: {exc}") from None
+            return
+        except _UNREACHABLE as exc:
+            raise BusUnavailable(f"JetStream did not answer about lease bucket {self.name}: {exc}") from None
+        if info.config.num_replicas != self._replicas:
+            log.warning("lease bucket %s has %s replicas, config asks for %d; left as it is",
+                        self.name, info.config.num_replicas, self._replicas)
+
+    async def exists(self) -> bool:
+        """Whether the bucket was ever created."""
+        try:
+            await self._bus.js.stream_info(self.stream)
+        except nats.js.errors.NotFoundError:
+            return False
+        except _UNREACHABLE as exc:
+            raise BusUnavailable(f"JetStream did not answer about lease bucket {self.name}: {exc}") from None
+        return True
+
+    async def read(self, role: str, *, timeout: float = 2.0) -> LeaseRecord:
+        """The role's lease as the stream leader has it now."""
+        request = msgspec.json.encode({"last_by_subj": self.subject(role)})
+        reply = await self._request(f"$JS.API.STREAM.MSG.GET.{self.stream}", request, {}, timeout)
+        answer = _get_decoder.decode(reply)
+        if answer.error is not None:
+            if answer.error.err_code == NO_MESSAGE_FOUND:
+                return LeaseRecord(role=role, revision=0, state="absent")
+            raise _api_error(f"reading lease {role}", answer.error)
+        assert answer.message is not None
+        stored = answer.message
+        headers = parse_headers(base64.b64decode(stored.hdrs)) if stored.hdrs else {}
+        return record_from(role, stored.seq, headers, base64.b64decode(stored.data), stored.time)
+
+    async def roles(self) -> list[str]:
+        """Roles that have a message in the bucket now (held, or recently freed)."""
+        prefix = f"$KV.{self.name}."
+        try:
+            info = await self._bus.js.stream_info(self.stream, subjects_filter=f"{prefix}>")
+        except nats.js.errors.NotFoundError:
+            return []
+        except _UNREACHABLE as exc:
+            raise BusUnavailable(f"JetStream did not answer listing leases: {exc}") from None
+        return sorted(s[len(prefix):] for s in (info.state.subjects or {}))
+
+    async def acquire(self, role: str, value: LeaseValue, *, expect_revision: int, timeout: float) -> int:
+        """Take a free lease whose last revision is `expect_revision`; returns the new revision (the epoch)."""
+        return await self._write(role, value, expect_revision, timeout)
+
+    async def renew(self, role: str, value: LeaseValue, *, revision: int, timeout: float) -> int:
+        """Extend a held lease still at `revision` by its TTL; returns the new revision."""
+        return await self._write(role, value, revision, timeout)
+
+    async def release(self, role: str, *, revision: int, timeout: float = 2.0) -> None:
+        """Delete the lease if it is still at `revision`, so a successor can take it at once."""
+        headers = {"KV-Operation": "DEL", "Nats-Expected-Last-Subject-Sequence": str(revision)}
+        self._check_ack(role, await self._request(self.subject(role), b"", headers, timeout), revision)
+
+    async def _write(self, role: str, value: LeaseValue, expect: int, timeout: float) -> int:
+        headers = {"Nats-Expected-Last-Subject-Sequence": str(expect), "Nats-TTL": f"{value.ttl_s}s"}
+        reply = await self._request(self.subject(role), _value_encoder.encode(value), headers, timeout)
+        return self._check_ack(role, reply, expect)
+
+    def _check_ack(self, role: str, reply: bytes, expect: int) -> int:
+        ack = _ack_decoder.decode(reply)
+        if ack.error is None:
+            return ack.seq
+        if ack.error.err_code in WRONG_LAST_SEQUENCE:
+            raise ConcurrencyConflict(self.subject(role), expect, ack.error.description)
+        raise _api_error(f"writing lease {role}", ack.error)
+
+    async def _request(self, subject: str, data: bytes, headers: dict[str, str], timeout: float) -> bytes:
+        try:
+            msg = await self._bus.nc.request(subject, data, timeout=max(timeout, 0.001), headers=headers or None)
+        except _UNREACHABLE as exc:
+            raise BusUnavailable(f"no answer on {subject} within {timeout:.2f}s ({type(exc).__name__})") from None
+        return bytes(msg.data)
+
+    async def watch(self, role: str, on_record: Callable[[LeaseRecord], None]) -> None:
+        """Call `on_record` with the key's current record, then with each change, until cancelled."""
+        prefix_len = len(f"$KV.{self.name}.")
+
+        async def on_msg(msg: Msg) -> None:
+            meta = msg.metadata
+            on_record(record_from(msg.subject[prefix_len:], meta.sequence.stream, msg.headers, msg.data, meta.timestamp))
+
+        try:
+            sub = await self._bus.js.subscribe(
+                self.subject(role), stream=self.stream, ordered_consumer=True, cb=on_msg,
+                deliver_policy=DeliverPolicy.LAST_PER_SUBJECT, idle_heartbeat=1.0,
+            )
+        except nats.js.errors.NotFoundError:
+            raise BusUnavailable(f"lease bucket {self.name} does not exist") from None
+        except _UNREACHABLE as exc:
+            raise BusUnavailable(f"JetStream did not answer watching lease {role}: {exc}") from None
+        try:
+            await asyncio.get_running_loop().create_future()  # until cancelled
+        finally:
+            try:
+                await sub.unsubscribe()
+            except nats.errors.Error:
+                pass  # the connection is already gone; nothing is left to clean up
+
+
+def _api_error(what: str, error: _ApiError) -> BusError:
+    if error.code == 503:
+        return BusUnavailable(f"JetStream unavailable {what}: {error.description}")
+    return BusError(f"{what}: {error.description} (err_code {error.err_code})")

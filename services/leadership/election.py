@@ -1,0 +1,303 @@
+"""Electing one leader per singleton role: the shell around lease.py.
+
+One `Elector` per (role, node): it watches the role's lease key, campaigns when the key is
+free (if this node is a candidate), renews while it leads, and runs the leader's work only
+between its LEADER_ELECTED and its step-down. The decisions (when to campaign, renew, step
+down) are lease.py's; this module only performs them and reports what happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+
+import msgspec
+
+from config.hosts import load_hosts
+from config.settings import RrConfig
+from eventbus.connection import Bus
+from eventbus.errors import BusError, ConcurrencyConflict
+from eventbus.events import LeaderElected, LeaderLost, utcnow
+from eventbus.leases import LeaseBucket, LeaseRecord, LeaseValue
+from eventbus.publisher import Publisher
+from services.leadership import lease
+from services.leadership.candidacy import Candidacy, candidacy
+from services.leadership.settings import LeadershipSettings
+from services.leadership.term import Term
+
+log = logging.getLogger(__name__)
+
+RESIGN_ANNOUNCE_S = 3.0  # a resigning leader waits this long for LEADER_LOST to be stored, then frees the lease anyway
+
+
+LeadFn = Callable[[Term], Awaitable[None]]
+
+
+class ElectorStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    """What one elector has done so far."""
+
+    role: str
+    node: str
+    phase: str
+    epoch: int | None
+    leader: str | None  # the holder as last seen
+    campaigns: int
+    terms_won: int
+    terms_lost: int
+    renewals: int
+    renew_failures: int
+
+
+class Elector:
+    """Campaigns for one role's lease, keeps it, and runs the leader's work only while it may act."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        role: str,
+        node_id: str,
+        ttl_s: float | None = None,
+        *,
+        settings: LeadershipSettings | None = None,
+        publisher: Publisher | None = None,
+        candidate: bool = True,
+        replicas: int = 1,
+    ) -> None:
+        settings = settings or LeadershipSettings()
+        if ttl_s is not None:
+            settings = msgspec.structs.replace(settings, ttl_s=ttl_s)
+        self.role = role
+        self.node_id = node_id
+        self.settings = settings
+        self.publisher = publisher or Publisher(bus)
+        self._bucket = LeaseBucket(bus, settings.bucket, replicas=replicas)
+        timing = lease.timing_for(settings.ttl_s, settings.renew_every, settings.safety_margin)
+        self._state = lease.initial_state(role, node_id, os.urandom(6).hex(), timing, candidate=candidate)
+        self._changed = asyncio.Event()
+        self._term_task: asyncio.Task[None] | None = None
+        self._term_failure: str | None = None
+        self._stepping_down = False
+        self._acquired_at = utcnow()
+        self._counts = {"campaigns": 0, "won": 0, "lost": 0, "renewals": 0, "renew_failures": 0}
+
+    # ---- what others read -------------------------------------------------------------
+
+    def acting_epoch(self) -> int | None:
+        """The epoch this node may act under right now, or None."""
+        state, term = self._state, self._state.term
+        if term is None or state.lost_reason is not None or self._stepping_down:
+            return None
+        if not lease.may_act(term, time.monotonic()):
+            return None
+        return term.epoch
+
+    def _acting_as(self, epoch: int) -> Callable[[], bool]:
+        return lambda: self.acting_epoch() == epoch
+
+    def statistics(self) -> ElectorStatistics:
+        """Counters and where this node stands."""
+        record = self._state.record
+        term = self._state.term
+        return ElectorStatistics(
+            role=self.role,
+            node=self.node_id,
+            phase=self._state.phase.value,
+            epoch=term.epoch if term is not None else None,
+            leader=record.holder.node if record is not None and record.holder is not None else None,
+            campaigns=self._counts["campaigns"],
+            terms_won=self._counts["won"],
+            terms_lost=self._counts["lost"],
+            renewals=self._counts["renewals"],
+            renew_failures=self._counts["renew_failures"],
+        )
+
+    # ---- the loop ---------------------------------------------------------------------
+
+    async def run(self, lead: LeadFn, stopping: asyncio.Event) -> None:
+        """Take part in the election until `stopping` is set; a leader resigns on the way out."""
+        await self._wait_bucket(stopping)
+        async with asyncio.TaskGroup() as tasks:
+            watcher = tasks.create_task(self._watch_forever())
+            try:
+                await self._refresh()
+                while not stopping.is_set():
+                    await self._step(lead, tasks, stopping)
+            finally:
+                if self._state.phase is lease.Phase.LEADING:
+                    await self._step_down("resigned", announce_within=RESIGN_ANNOUNCE_S)
+                watcher.cancel()
+
+    async def _step(self, lead: LeadFn, tasks: asyncio.TaskGroup, stopping: asyncio.Event) -> None:
+        if self._term_failure is not None and self._state.phase is lease.Phase.LEADING:
+            self._apply(lease.TermOver(self._term_failure))
+        self._term_failure = None
+        action = lease.next_action(self._state, time.monotonic())
+        if isinstance(action, lease.Campaign):
+            if await self._campaign(action):
+                self._start_term(lead, tasks)
+        elif isinstance(action, lease.Renew):
+            await self._renew(action)
+        elif isinstance(action, lease.StepDown):
+            await self._step_down(action.reason)
+        else:
+            await self._wait(action.until, stopping)
+
+    async def _wait_bucket(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            try:
+                await self._bucket.ensure()
+                return
+            except BusError as exc:
+                log.warning("lease bucket not ready (%s); retrying", exc)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stopping.wait(), self._state.timing.poll_s)
+
+    async def _wait(self, until: float, stopping: asyncio.Event) -> None:
+        self._changed.clear()
+        waits = [asyncio.ensure_future(self._changed.wait()), asyncio.ensure_future(stopping.wait())]
+        try:
+            done, _ = await asyncio.wait(waits, timeout=max(0.0, until - time.monotonic()), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+        if not done and self._state.phase is not lease.Phase.LEADING:
+            await self._refresh()  # the periodic re-read, in case the watch missed a change
+
+    def _apply(self, fact: lease.Fact) -> None:
+        self._state = lease.apply(self._state, fact)
+
+    def _on_record(self, record: LeaseRecord) -> None:
+        self._apply(lease.LeaseSeen(record))
+        self._changed.set()
+
+    async def _refresh(self) -> None:
+        try:
+            self._on_record(await self._bucket.read(self.role, timeout=self._state.timing.renew_every_s))
+        except BusError as exc:
+            log.debug("reading lease %s: %s", self.role, exc)
+
+    async def _watch_forever(self) -> None:
+        while True:
+            try:
+                await self._bucket.watch(self.role, self._on_record)
+            except BusError as exc:
+                log.debug("watching lease %s: %s; retrying", self.role, exc)
+            await asyncio.sleep(self._state.timing.poll_s)
+
+    # ---- the actions --------------------------------------------------------------------
+
+    async def _campaign(self, action: lease.Campaign) -> bool:
+        self._counts["campaigns"] += 1
+        self._acquired_at = utcnow()
+        value = self._lease_value(epoch=0)
+        sent_at = time.monotonic()
+        try:
+            revision = await self._bucket.acquire(
+                self.role, value, expect_revision=action.expect_revision, timeout=self._state.timing.renew_every_s
+            )
+        except ConcurrencyConflict:
+            await self._refresh()  # someone else was quicker: learn who
+            return False
+        except BusError as exc:
+            log.debug("campaign for %s got no answer: %s", self.role, exc)
+            self._apply(lease.CampaignFailed(at=time.monotonic()))
+            return False
+        self._apply(lease.Won(revision=revision, sent_at=sent_at, previous_node=action.previous_node))
+        self._counts["won"] += 1
+        return True
+
+    async def _renew(self, action: lease.Renew) -> None:
+        term = self._state.term
+        assert term is not None
+        sent_at = time.monotonic()
+        timeout = min(action.deadline - sent_at, self._state.timing.renew_every_s)
+        try:
+            value = self._lease_value(epoch=term.epoch)
+            revision = await self._bucket.renew(self.role, value, revision=action.revision, timeout=timeout)
+        except ConcurrencyConflict:
+            self._apply(lease.TermOver("renewal refused: the lease is no longer ours"))
+        except BusError as exc:
+            self._counts["renew_failures"] += 1
+            log.info("renewing %s lease (epoch %d) failed: %s", self.role, term.epoch, exc)
+            self._apply(lease.RenewFailed(at=time.monotonic()))
+        else:
+            self._counts["renewals"] += 1
+            self._apply(lease.Renewed(revision=revision, sent_at=sent_at))
+
+    def _lease_value(self, epoch: int) -> LeaseValue:
+        return LeaseValue(
+            node=self.node_id,
+            incarnation=self._state.incarnation,
+            epoch=epoch,
+            ttl_s=self.settings.lease_ttl_s,
+            acquired_at=self._acquired_at,
+        )
+
+    def _start_term(self, lead: LeadFn, tasks: asyncio.TaskGroup) -> None:
+        term = self._state.term
+        assert term is not None
+        log.info("%s leads %s (epoch %d, previous leader %s)", self.node_id, self.role, term.epoch, term.previous_node)
+        handle = Term(self.role, self.node_id, term.epoch, term.previous_node, self.publisher, self._acting_as(term.epoch))
+        self._term_task = tasks.create_task(self._serve(handle, lead))
+
+    async def _serve(self, term: Term, lead: LeadFn) -> None:
+        # Announce first: the leader's decisions land in the log after its election, so a
+        # fence reading the log from the start always knows their epoch.
+        try:
+            if not term.may_act():
+                return
+            elected = LeaderElected(
+                role=self.role, node=self.node_id, ttl_s=self.settings.ttl_s, previous_node=term.previous_node, epoch=term.epoch
+            )
+            await self.publisher.publish(elected)
+            if term.may_act():
+                await lead(term)
+        except Exception as exc:  # the leader's work failed: give the role to someone else
+            log.exception("%s leader work of epoch %d failed", self.role, term.epoch)
+            self._term_failure = f"leader work failed: {type(exc).__name__}: {exc}"
+            self._changed.set()
+
+    async def _step_down(self, reason: str, announce_within: float | None = None) -> None:
+        term = self._state.term
+        assert term is not None
+        self._stepping_down = True  # no decision from here on, even while the lease is still valid
+        await self._stop_term()
+        self._counts["lost"] += 1
+        log.warning("%s stops leading %s (epoch %d): %s", self.node_id, self.role, term.epoch, reason)
+        lost = LeaderLost(role=self.role, node=self.node_id, reason=reason, epoch=term.epoch)
+        try:
+            # Unbounded but for the publisher's own retry budget: a term's end is worth waiting
+            # out a stream failover for; only a shutdown, with its grace period, is in a hurry.
+            await asyncio.wait_for(self.publisher.publish(lost), timeout=announce_within)
+        except (BusError, asyncio.TimeoutError) as exc:
+            log.warning("could not announce the end of %s epoch %d: %s", self.role, term.epoch, exc)
+        revision = (self._state.term or term).revision
+        with contextlib.suppress(BusError):
+            # Deleted only if still at our revision: frees the role now rather than at expiry.
+            await self._bucket.release(self.role, revision=revision, timeout=self._state.timing.renew_every_s)
+        self._apply(lease.SteppedDown())
+        self._stepping_down = False
+
+    async def _stop_term(self) -> None:
+        task, self._term_task = self._term_task, None
+        deadline = time.monotonic() + self.settings.ttl_s
+        while task is not None and not task.done() and time.monotonic() < deadline:
+            # Cancel again until it ends: asyncio.wait_for (3.11) swallows a cancellation that
+            # arrives as the awaited result does, so one cancel() is not always enough.
+            task.cancel()
+            await asyncio.wait([task], timeout=0.05)
+        if task is not None and not task.done():
+            log.error("%s leader work ignored cancellation for %.0fs", self.role, self.settings.ttl_s)
+
+
+async def load_candidacy(config: RrConfig, node_id: str) -> Candidacy:
+    """This node's candidacy from the config's `leadership.candidates`, else the hosts file's p2p_voters."""
+    voters: list[str] = []
+    if not config.leadership.candidates and config.hosts_file:
+        hosts = await asyncio.to_thread(load_hosts, config.hosts_file)
+        voters = list(hosts.p2p_voters)
+    return candidacy(node_id, config.leadership.candidates, voters)

@@ -1,0 +1,237 @@
+"""Leader failover with scheduler candidates as separate OS processes: kill -9, SIGSTOP, SIGTERM, a NATS node crash.
+
+Each candidate is `python -m services.service_cli scheduler` with a 2 s lease and the leader's
+"leader-tick" decision every 0.2 s. After every test the whole log is checked: no two
+LEADER_ELECTED of a role ever share an epoch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from eventbus.connection import Bus, connect
+from eventbus.events import ConfigChanged, Event, LeaderElected, LeaderLost, utcnow
+from eventbus.history import events
+from eventbus.natsserver import NatsCluster
+from eventbus.publisher import Publisher
+from eventbus.streams import StreamSettings, provision
+from services.leadership.fencing import EpochFence
+from tests.procs.leader_fleet import ROOT, Fleet, write_config
+
+TTL = 2
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+async def bus(nats_url: str) -> AsyncIterator[Bus]:
+    connected = await connect(nats_url, node_id="observer")
+    try:
+        await provision(connected.js, StreamSettings())
+        yield connected
+    finally:
+        await connected.close()
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    return write_config(tmp_path / "rr.yaml", ttl_s=TTL)
+
+
+async def read_log(bus: Bus) -> list[Event]:
+    return [e async for _, e in events(bus) if isinstance(e, Event)]
+
+
+async def election_after(bus: Bus, epoch: int | None = 0) -> LeaderElected | None:
+    """The first LEADER_ELECTED of the scheduler with an epoch above `epoch`."""
+    async for _, event in events(bus, subject="rr.evt.leader.scheduler.LEADER_ELECTED.*"):
+        if isinstance(event, LeaderElected) and event.epoch is not None and event.epoch > (epoch or 0):
+            return event
+    return None
+
+
+async def latest_election(bus: Bus) -> LeaderElected | None:
+    """The scheduler's newest LEADER_ELECTED so far."""
+    found = None
+    async for _, event in events(bus, subject="rr.evt.leader.scheduler.LEADER_ELECTED.*"):
+        if isinstance(event, LeaderElected):
+            found = event
+    return found
+
+
+async def settled_leader(bus: Bus, fleet: Fleet, eventually: Any) -> LeaderElected:
+    """The leader once every candidate runs and it has acted a few times (on a loaded machine a
+    starved first leader may rightly give up its lease; the tests act on whoever leads now)."""
+    await eventually(lambda: election_after(bus), timeout=20, interval=0.1, message="first election")
+    await candidates_ready(fleet, eventually)
+
+    async def acting() -> LeaderElected | None:
+        leader = await latest_election(bus)
+        return leader if leader is not None and await _ticks_of(bus, leader.epoch, 3) else None
+
+    leader: LeaderElected = await eventually(acting, timeout=10, interval=0.1, message="the leader acts")
+    return leader
+
+
+def ticks(log: list[Event], epoch: int | None = None) -> list[ConfigChanged]:
+    return [e for e in log if isinstance(e, ConfigChanged) and e.name == "leader-tick" and (epoch is None or e.epoch == epoch)]
+
+
+def assert_epochs_unique(log: list[Event]) -> None:
+    seen: dict[tuple[str, int | None], str] = {}
+    for event in log:
+        if isinstance(event, LeaderElected):
+            key = (event.role, event.epoch)
+            assert key not in seen, f"epoch {event.epoch} of {event.role} elected twice: {seen[key]} and {event.node}"
+            seen[key] = event.node
+
+
+async def candidates_ready(fleet: Fleet, eventually: Any) -> None:
+    await eventually(lambda: all("is a candidate" in p.log_text() for p in fleet.nodes.values()),
+                     timeout=20, interval=0.1, message="every candidate process started")
+
+
+def seconds(later: dt.datetime | None, earlier: dt.datetime) -> float:
+    assert later is not None
+    return (later - earlier).total_seconds()
+
+
+def rr_leader_json(url: str, config: Path) -> list[dict[str, Any]]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-m", "services.cli", "leader", "--json", "--nats", url, "--config", str(config)],
+                         cwd=ROOT, env=env, capture_output=True, timeout=30, check=True)
+    return [json.loads(line) for line in out.stdout.decode().splitlines()]
+
+
+async def test_three_candidates_elect_one_leader_and_a_kill_9_elects_another_within_two_ttls(
+    bus: Bus, nats_url: str, config: Path, tmp_path: Path, eventually: Any
+) -> None:
+    with Fleet(nats_url, ["a", "b", "c"], config, tmp_path) as fleet:
+        first = await settled_leader(bus, fleet, eventually)
+        shown = await asyncio.to_thread(rr_leader_json, nats_url, config)
+        rows = [(v["role"], v["node"], v["epoch"], v["announced"]) for v in shown]
+        assert rows == [("scheduler", first.node, first.epoch, True)]
+
+        killed_at = utcnow()
+        await asyncio.to_thread(fleet[first.node].kill)
+        second = await eventually(lambda: election_after(bus, first.epoch), timeout=4 * TTL, interval=0.05,
+                                  message="a new leader after kill -9")
+        assert seconds(second.ts, killed_at) < 2 * TTL, fleet.logs()
+        assert second.node != first.node and second.previous_node == first.node
+        log = await read_log(bus)
+    elected = [e for e in log if isinstance(e, LeaderElected)]
+    assert [(e.node, e.epoch) for e in elected[-2:]] == [(first.node, first.epoch), (second.node, second.epoch)]
+    assert {e.epoch for e in ticks(log[log.index(elected[-2]):])} <= {first.epoch, second.epoch}
+    assert_epochs_unique(log)
+
+
+async def _ticks_of(bus: Bus, epoch: int | None, count: int) -> bool:
+    return len(ticks(await read_log(bus), epoch)) >= count
+
+
+async def test_a_frozen_leader_is_fenced_and_announces_its_loss_when_it_wakes(
+    bus: Bus, nats_url: str, config: Path, tmp_path: Path, eventually: Any
+) -> None:
+    with Fleet(nats_url, ["a", "b"], config, tmp_path) as fleet:
+        first = await settled_leader(bus, fleet, eventually)
+        old = fleet[first.node]
+        old.signal(signal.SIGSTOP)
+        second = await eventually(lambda: election_after(bus, first.epoch), timeout=4 * TTL, interval=0.05,
+                                  message="another node takes over from the frozen leader")
+        await eventually(lambda: _ticks_of(bus, second.epoch, 3), timeout=10, interval=0.1, message="the new leader acts")
+        old.signal(signal.SIGCONT)
+        lost = await eventually(lambda: _lost(bus, first.epoch), timeout=10, interval=0.1, message="LEADER_LOST on resume")
+        before = len(ticks(await read_log(bus), second.epoch))
+        await eventually(lambda: _ticks_of(bus, second.epoch, before + 5), timeout=10, interval=0.1,
+                         message="time passes after the resume")
+        log = await read_log(bus)
+        assert old.running, fleet.logs()
+
+    assert lost.epoch == first.epoch and lost.reason == "lease not renewed before its deadline"
+    fence = EpochFence()
+    takeover = log.index(next(e for e in log if isinstance(e, LeaderElected) and e.epoch == second.epoch))
+    late_old_ticks = [e for e in log[takeover:] if isinstance(e, ConfigChanged) and e.epoch == first.epoch]
+    admitted_after = [e for i, e in enumerate(log) if fence.admit(e) and i > takeover and e in ticks(log)]
+    assert admitted_after and all(e.epoch == second.epoch for e in admitted_after)
+    assert fence.statistics().dropped_stale == len(late_old_ticks)
+    # The old leader's clock told it to stop: at most a decision already on its way when it froze.
+    assert len(late_old_ticks) <= 1
+    assert [e for e in log[takeover + 1 :] if isinstance(e, LeaderElected)] == []  # the woken node did not grab it back
+    assert_epochs_unique(log)
+
+
+async def _lost(bus: Bus, epoch: int | None) -> LeaderLost | None:
+    return next((e for e in await read_log(bus) if isinstance(e, LeaderLost) and e.epoch == epoch), None)
+
+
+async def test_sigterm_resigns_and_a_successor_is_elected_well_within_the_ttl(
+    bus: Bus, nats_url: str, config: Path, tmp_path: Path, eventually: Any
+) -> None:
+    with Fleet(nats_url, ["a", "b"], config, tmp_path) as fleet:
+        first = await settled_leader(bus, fleet, eventually)
+        stopped_at = utcnow()
+        assert await asyncio.to_thread(fleet[first.node].terminate) == 0
+        second = await eventually(lambda: election_after(bus, first.epoch), timeout=2 * TTL, interval=0.05,
+                                  message="a successor after SIGTERM")
+        log = await read_log(bus)
+        outputs = fleet.logs()
+    assert seconds(second.ts, stopped_at) < TTL / 2, f"{seconds(second.ts, stopped_at):.2f}s"
+    lost = next((e for e in log if isinstance(e, LeaderLost) and e.epoch == first.epoch), None)
+    assert lost is not None, outputs
+    assert (lost.node, lost.epoch, lost.reason) == (first.node, first.epoch, "resigned")
+    assert log.index(lost) < log.index(second)
+    assert_epochs_unique(log)
+
+
+async def test_killing_one_nats_server_of_three_causes_at_most_one_election_and_loses_no_event(
+    nats_cluster: NatsCluster, tmp_path: Path, eventually: Any
+) -> None:
+    config = write_config(tmp_path / "rr.yaml", ttl_s=TTL, replicas=3)
+    bus = await connect(nats_cluster.urls, node_id="observer")
+    try:
+        await provision(bus.js, StreamSettings(replicas=3))
+        with Fleet(",".join(nats_cluster.urls), ["a", "b", "c"], config, tmp_path) as fleet:
+            first = await settled_leader(bus, fleet, eventually)
+            info = await bus.js.stream_info("KV_rr_leases")
+            assert info.config.num_replicas == 3 and info.cluster is not None
+            # The hardest node to lose: the one leading the lease bucket's stream.
+            victim = next(i for i, s in enumerate(nats_cluster.servers) if s.spec.name == info.cluster.leader)
+            probes = Publisher(bus)
+            await asyncio.to_thread(nats_cluster.kill, victim)
+            acked = [(await probes.publish(ConfigChanged(name="probe", path=str(i)))).event.id for i in range(20)]
+            await eventually(lambda: _ticks_after_probes(bus, 10), timeout=30, interval=0.2,
+                             message="a leader acts again after the crash")
+            log = await read_log(bus)
+            announced = _announced_epochs(fleet)
+    finally:
+        await bus.close()
+    elections = [e for e in log if isinstance(e, LeaderElected) and (e.epoch or 0) > (first.epoch or 0)]
+    assert len(elections) <= 1, [(e.node, e.epoch) for e in elections]  # at most one more after the crash
+    assert {e.epoch for e in log if isinstance(e, LeaderElected)} == announced  # every election a node logged reached the log
+    ids = [e.id for e in log]
+    assert set(acked) <= set(ids) and len(ids) == len(set(ids))
+    assert_epochs_unique(log)
+
+
+async def _ticks_after_probes(bus: Bus, count: int) -> bool:
+    """`count` ticks published after the crash: by a newer leader, or by the same one still ticking."""
+    log = await read_log(bus)
+    probe = next((i for i, e in enumerate(log) if isinstance(e, ConfigChanged) and e.name == "probe"), None)
+    return probe is not None and len(ticks(log[probe:])) >= count
+
+
+def _announced_epochs(fleet: Fleet) -> set[int]:
+    marker = "leads scheduler (epoch "
+    lines = [line for p in fleet.nodes.values() for line in p.log_text().splitlines() if marker in line]
+    return {int(line.split(marker)[1].split(",")[0]) for line in lines}
