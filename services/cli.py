@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "services.commands.replay",
     "services.commands.timeline",
     "services.commands.lineage",
+    "services.commands.nodes",
 ]
 
 

@@ -1,0 +1,58 @@
+"""Which GPUs this host has, from nvidia-smi each beat (with utilization) or torch.cuda once (torch imports slowly)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from eventbus.events import GpuInfo
+from services.agent.resources import gpus_from_nvidia_smi, gpus_from_torch, nvidia_smi_path
+from services.membership.settings import GpuProbe
+
+log = logging.getLogger(__name__)
+
+
+class GpuSource:
+    """The GPUs to put in the next beat, by the configured probe."""
+
+    def __init__(self, probe: GpuProbe) -> None:
+        self._probe = probe
+        self._smi: str | None = None
+        self._torch: asyncio.Future[list[GpuInfo]] | None = None
+        self._cached: list[GpuInfo] = []
+
+    @property
+    def method(self) -> str:
+        """How GPUs are found on this host: nvidia-smi, torch or none."""
+        if self._smi:
+            return "nvidia-smi"
+        return "torch" if self._torch is not None else "none"
+
+    async def start(self, timeout: float) -> None:
+        """Pick the probe and take a first reading, waiting at most `timeout` for it."""
+        if self._probe in ("auto", "nvidia-smi"):
+            self._smi = await asyncio.to_thread(nvidia_smi_path)
+            if self._smi is None and self._probe == "nvidia-smi":
+                log.warning("gpu_probe is nvidia-smi but nvidia-smi is not on PATH: no GPUs reported")
+        if self._smi is None and self._probe in ("auto", "torch"):
+            self._torch = asyncio.ensure_future(asyncio.to_thread(gpus_from_torch))
+            # The first beat carries the GPUs when the probe is quick enough; later beats do anyway.
+            await asyncio.wait([self._torch], timeout=timeout)
+        log.info("agent: GPUs found by %s", self.method)
+
+    async def current(self) -> list[GpuInfo]:
+        """The GPUs now: a fresh nvidia-smi reading, or torch's once it has answered."""
+        if self._smi is not None:
+            return await asyncio.to_thread(gpus_from_nvidia_smi, self._smi)
+        if self._torch is not None and self._torch.done() and not self._cached:
+            try:
+                self._cached = self._torch.result()
+            except Exception as exc:  # noqa: BLE001 - a broken CUDA install must not stop the heartbeats
+                log.warning("torch GPU probe failed: %s", exc)
+                self._torch = None
+        return self._cached
+
+    async def close(self) -> None:
+        """Let a torch probe still running finish (a thread cannot be cancelled), bounded."""
+        if self._torch is not None and not self._torch.done():
+            await asyncio.wait([self._torch], timeout=1.0)
