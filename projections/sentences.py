@@ -32,7 +32,8 @@ def _host_online(e: ev.HostOnline) -> str:
 def _host_offline(e: ev.HostOffline) -> str:
     if e.silence_s > 0:
         why = f"no heartbeat for {e.silence_s:.1f}s"
-        if e.reason not in _SILENCE_REASONS:
+        # The membership loop's own reason already says "no heartbeat for ...".
+        if e.reason not in _SILENCE_REASONS and not e.reason.startswith("no heartbeat for"):
             why += f" ({e.reason})"
     else:
         why = e.reason or "no reason given"

@@ -16,6 +16,7 @@ from typing import Any
 from eventbus.events import ConfigChanged
 from services.leadership.election import Elector, load_candidacy
 from services.leadership.settings import LeadershipSettings
+from services.membership.monitor import membership_loop
 from services.leadership.term import NotLeader, Term
 from services.runtime import ServiceContext
 
@@ -26,7 +27,7 @@ ROLE = "scheduler"
 LeaderLoop = Callable[[ServiceContext, Term], Coroutine[Any, Any, None]]
 
 # The leader-only loops; append the scheduling loops here.
-LEADER_LOOPS: list[LeaderLoop] = []
+LEADER_LOOPS: list[LeaderLoop] = [membership_loop]
 
 
 async def leader_tick_loop(ctx: ServiceContext, term: Term) -> None:
