@@ -144,7 +144,15 @@ class Publisher:
                 oldest += 1
             futures.append(await self._router.send(event.subject(), encode(event), self._headers(event, None)))
         await asyncio.wait(futures, timeout=self._ack_timeout) if futures else None
-        return [await self._settle(event, fut) for event, fut in zip(stamped, futures)]
+        try:
+            return [await self._settle(event, fut) for event, fut in zip(stamped, futures)]
+        except BaseException:
+            # The acks behind the one that raised are never settled: observe their errors so
+            # asyncio does not log "Future exception was never retrieved" for each.
+            for future in futures:
+                if future.done() and not future.cancelled():
+                    future.exception()
+            raise
 
     async def _settle(self, event: Event, future: asyncio.Future[_PubAckReply]) -> Published:
         if future.done() and future.exception() is None:

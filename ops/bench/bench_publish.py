@@ -1,0 +1,107 @@
+"""Publish throughput: our Publisher.publish_many against nats-py's publish_async, same bytes.
+
+raw:  js.publish_async of pre-stamped, pre-encoded payloads with Nats-Msg-Id headers,
+      then every ack future awaited (with a timeout: those futures never time out alone).
+ours: Publisher.publish_many of the equivalent unstamped Event objects; stamping, encoding
+      and ack decoding are part of our code's cost, so they are inside the timing.
+Each round starts on a fresh RR_EVENTS stream and checks that every event landed.
+Run: python -m ops.bench.bench_publish [--events 100000] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from eventbus.connection import Bus
+from eventbus.publisher import Publisher
+from eventbus.streams import EVENTS_STREAM, StreamSettings
+from ops.bench.common import (
+    Stopwatch,
+    alternate,
+    bench_bus,
+    bench_server,
+    common_arguments,
+    emit,
+    fresh_events_stream,
+    log,
+    sample_events,
+    stream_settings,
+    summary,
+    wire_form,
+)
+
+GOAL = 0.8
+
+
+def ack_timeout(events: int) -> float:
+    """A bound on waiting for a round's acks, far above what a healthy server needs."""
+    return 30.0 + events / 2_000
+
+
+async def raw_round(bus: Bus, events: int) -> float:
+    """Events/s of plain publish_async over pre-encoded payloads."""
+    wire = wire_form(sample_events(events))
+    clock = Stopwatch()
+    futures = [await bus.js.publish_async(subject, data, headers=headers) for subject, data, headers in wire]
+    done, pending = await asyncio.wait(futures, timeout=ack_timeout(events))
+    rate = clock.rate(events)
+    for future in pending:
+        future.cancel()
+    failed = len(pending) + sum(1 for f in done if f.exception() is not None)
+    if failed:
+        raise RuntimeError(f"raw publish: {failed} of {events} publishes not acked")
+    return rate
+
+
+async def ours_round(publisher: Publisher, events: int) -> float:
+    """Events/s of Publisher.publish_many, stamping and encoding included."""
+    batch = sample_events(events)
+    clock = Stopwatch()
+    published = await asyncio.wait_for(publisher.publish_many(batch), ack_timeout(events))
+    rate = clock.rate(events)
+    if len(published) != events or any(p.duplicate for p in published):
+        raise RuntimeError(f"ours: {len(published)} published, some duplicate, of {events}")
+    return rate
+
+
+async def check_landed(bus: Bus, events: int) -> None:
+    """Every event of the round is in the stream exactly once."""
+    info = await bus.js.stream_info(EVENTS_STREAM)
+    if info.state.messages != events:
+        raise RuntimeError(f"stream holds {info.state.messages} messages, expected {events}")
+
+
+async def bench(events: int, rounds: int, settings: StreamSettings) -> dict[str, Any]:
+    """Alternating rounds of both sides; the result line."""
+    async with bench_server() as server, bench_bus(server.url) as bus:
+        publisher = Publisher(bus)
+
+        async def raw() -> float:
+            rate = await raw_round(bus, events)
+            await check_landed(bus, events)
+            return rate
+
+        async def ours() -> float:
+            rate = await ours_round(publisher, events)
+            await check_landed(bus, events)
+            return rate
+
+        await fresh_events_stream(bus, settings)
+        await ours_round(publisher, min(events, 2_000))  # warm both paths up: subscriptions, caches
+        await raw_round(bus, min(events, 2_000))
+        rates = await alternate(rounds, {"raw": raw, "ours": ours}, lambda: fresh_events_stream(bus, settings))
+    return {"bench": "publish", "events": events, "rounds": rounds, "storage": settings.storage,
+            **summary(rates, ours="ours", raw="raw"), "goal": GOAL}
+
+
+def main() -> None:
+    """Parse arguments, run the benchmark, print its JSON line."""
+    args = common_arguments(__doc__.splitlines()[0], default_events=100_000).parse_args()
+    settings = stream_settings(args.storage)
+    log(f"publish bench: {args.events:,} events x {args.rounds} rounds per side, {args.storage} storage")
+    emit(asyncio.run(bench(args.events, args.rounds, settings)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""Selfplay games/s of the reference workload on this machine, with its default settings (32 sims, hex8, 2 players).
+
+ours:    `python -m services.workload.selfplay` as the worker runs it, end to end (interpreter and
+         torch start-up, the games, the NPZ written and hashed): games / wall seconds.
+ceiling: the same games played in this process by services.workload.selfplay.play_game (search
+         only, nothing started or written): games / seconds. `ratio` = ours / ceiling.
+Both with no model (uniform priors, as before the first promotion); `net_games_per_s` also plays
+in-process with a freshly initialised policy/value net on CPU, as selfplay does once a model exists.
+Run: python -m ops.bench.bench_selfplay [--games 20] [--rounds 3] [--board hex8] [--net-games 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ops.bench.common import emit, log
+from services.workload.game import board_spec
+from services.workload.mcts import uniform_evaluator
+from services.workload.net import Evaluator, PolicyValueNet
+from services.workload.selfplay import play_game
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_SIMS = 32  # services.workload.selfplay's default
+
+
+def subprocess_rate(board: str, games: int, out: Path) -> tuple[float, int]:
+    """(games/s, samples) of one `python -m services.workload.selfplay` run, wall clock."""
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "services.workload.selfplay", "--board", board, "--num-players", "2",
+         "--num-games", str(games), "--model", "none", "--out", str(out)],
+        capture_output=True, text=True, check=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    seconds = time.perf_counter() - started
+    result = json.loads(done.stdout.strip().splitlines()[-1])["result"]
+    return games / seconds, int(result["num_samples"])
+
+
+def in_process_rate(board: str, games: int, evaluate: Any, seed: int) -> float:
+    """Games/s of play_game alone in this process."""
+    rng = np.random.default_rng(seed)
+    started = time.perf_counter()
+    for _ in range(games):
+        play_game(board, evaluate, DEFAULT_SIMS, rng)
+    return games / (time.perf_counter() - started)
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    """Alternate the two sides for some rounds, then the net-guided figure; one JSON line."""
+    torch.set_num_threads(1)  # as the workload does
+    ours: list[float] = []
+    ceiling: list[float] = []
+    samples = 0
+    with tempfile.TemporaryDirectory(prefix="rr-bench-selfplay-") as tmp:
+        for r in range(args.rounds):
+            sides = [("ours", r), ("ceiling", r)] if r % 2 == 0 else [("ceiling", r), ("ours", r)]
+            for side, _ in sides:
+                if side == "ours":
+                    rate, samples = subprocess_rate(args.board, args.games, Path(tmp) / f"r{r}")
+                    ours.append(rate)
+                else:
+                    ceiling.append(in_process_rate(args.board, args.games, uniform_evaluator, seed=r))
+                log(f"round {r + 1}/{args.rounds} {side}: {(ours if side == 'ours' else ceiling)[-1]:.2f} games/s")
+    net = Evaluator(PolicyValueNet(board_spec(args.board)), torch.device("cpu"))
+    net_rate = in_process_rate(args.board, args.net_games, net, seed=99) if args.net_games else 0.0
+    log(f"with a net on CPU: {net_rate:.2f} games/s")
+    ours_median, ceiling_median = statistics.median(ours), statistics.median(ceiling)
+    return {
+        "bench": "selfplay", "board": args.board, "players": 2, "sims": DEFAULT_SIMS, "games_per_round": args.games,
+        "games_per_s": round(ours_median, 2), "ceiling_games_per_s": round(ceiling_median, 2),
+        "ratio": round(ours_median / ceiling_median, 3), "samples_per_game": round(samples / args.games, 1),
+        "net_games_per_s": round(net_rate, 3), "ours_rounds": [round(x, 2) for x in ours],
+        "ceiling_rounds": [round(x, 2) for x in ceiling], "torch": torch.__version__, "cpus": os.cpu_count(),
+    }
+
+
+def parse_args() -> argparse.Namespace:
+    """--games per round, --rounds, --board, --net-games."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--games", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--board", default="hex8")
+    parser.add_argument("--net-games", type=int, default=4)
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    emit(main(parse_args()))

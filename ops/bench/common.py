@@ -1,0 +1,162 @@
+"""Shared pieces of the event bus benchmarks: a throwaway server, sample events, rounds, output.
+
+Every benchmark measures our code and its ceiling (plain nats-py doing the same work) in the
+same process against the same server, alternating the order round by round, so machine noise
+hits both sides alike and the ratio means something even when absolute rates do not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import importlib.metadata
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import nats.js.errors
+
+from eventbus.connection import Bus, connect
+from eventbus.events import Event, WorkProgress, encode, stamp
+from eventbus.natsserver import NatsServer, ServerSpec, find_binary, free_port
+from eventbus.streams import EVENTS_STREAM, StreamSettings, provision
+
+BENCH_NODE = "bench-node"
+
+
+def log(message: str) -> None:
+    """Progress for people, on stderr; stdout carries only the result line."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def emit(result: dict[str, Any]) -> None:
+    """The benchmark's one machine-readable line on stdout."""
+    print(json.dumps(result, separators=(",", ":")), flush=True)
+
+
+def common_arguments(description: str, default_events: int) -> argparse.ArgumentParser:
+    """A parser with the knobs every bench shares."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--events", type=int, default=default_events, help="events per round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per side (alternating order)")
+    parser.add_argument("--storage", choices=("file", "memory"), default="file", help="stream storage")
+    return parser
+
+
+def stream_settings(storage: str) -> StreamSettings:
+    """Production stream settings, with memory streams sized to fit the server's memory limit."""
+    if storage == "memory":
+        return StreamSettings(storage="memory", events_max_gib=1.0, deadletter_max_gib=0.1)
+    return StreamSettings()
+
+
+@contextlib.asynccontextmanager
+async def bench_server() -> AsyncIterator[NatsServer]:
+    """A JetStream nats-server in a temp dir on a free port; stopped and its dir removed on exit."""
+    with tempfile.TemporaryDirectory(prefix="rr-bench-") as tmp:
+        spec = ServerSpec(name="rr-bench", port=free_port(), store_dir=str(Path(tmp) / "jetstream"))
+        server = NatsServer(spec)
+        await asyncio.to_thread(server.start)
+        try:
+            yield server
+        finally:
+            await asyncio.to_thread(server.stop)
+
+
+@functools.cache
+def server_version() -> str:
+    """Version of the nats-server binary the benchmarks run against, e.g. 2.15.1."""
+    # A blocking ~10 ms call, made once and after the measurements, never between them.
+    out = subprocess.run([find_binary(), "--version"], capture_output=True, text=True, timeout=10, check=False)
+    return out.stdout.strip().rsplit("v", 1)[-1]
+
+
+@contextlib.asynccontextmanager
+async def bench_bus(url: str) -> AsyncIterator[Bus]:
+    """A connection that can carry a benchmark's bursts; closed on exit."""
+    # A large pending buffer so that bursts of publishes are not throttled by the client.
+    bus = await connect(url, node_id=BENCH_NODE, pending_size=64 * 1024 * 1024)
+    try:
+        yield bus
+    finally:
+        await bus.close()
+
+
+async def fresh_events_stream(bus: Bus, settings: StreamSettings) -> None:
+    """Delete RR_EVENTS (messages, consumers and dedupe window) and provision it again."""
+    with contextlib.suppress(nats.js.errors.NotFoundError):
+        await bus.js.delete_stream(EVENTS_STREAM)
+    await provision(bus.js, settings)
+
+
+def sample_events(count: int) -> list[Event]:
+    """Unstamped WorkProgress events as a busy fleet emits them (~350 bytes on the wire)."""
+    return [
+        WorkProgress(
+            work_id=f"w-{i // 8:08d}",
+            node=f"gpu-{i % 31:02d}",
+            attempt=1,
+            fraction=(i % 100) / 100,
+            message=f"selfplay game {i % 500} of 500, 41.7 moves/s",
+            epoch=7,
+        )
+        for i in range(count)
+    ]
+
+
+def wire_form(events: Sequence[Event]) -> list[tuple[str, bytes, dict[str, str]]]:
+    """(subject, payload, headers) of each event as our publisher would stamp and send it."""
+    stamped = [stamp(e, BENCH_NODE) for e in events]
+    return [(e.subject(), encode(e), {"Nats-Msg-Id": e.id}) for e in stamped]
+
+
+async def alternate(
+    rounds: int, sides: dict[str, Callable[[], Awaitable[float]]], before_each: Callable[[], Awaitable[None]]
+) -> dict[str, list[float]]:
+    """Run every side `rounds` times, rotating which goes first; each returns events/s."""
+    names = list(sides)
+    rates: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for name in order:
+            await before_each()
+            rate = await sides[name]()
+            rates[name].append(rate)
+            log(f"round {r + 1}/{rounds} {name}: {rate:,.0f} events/s")
+    return rates
+
+
+def summary(rates: dict[str, list[float]], ours: str, raw: str) -> dict[str, Any]:
+    """Medians of each side, their ratio, the rounds that show how noisy the run was, and versions."""
+    raw_median = statistics.median(rates[raw])
+    ours_median = statistics.median(rates[ours])
+    return {
+        "raw_per_s": round(raw_median),
+        "ours_per_s": round(ours_median),
+        "ratio": round(ours_median / raw_median, 3) if raw_median else 0.0,
+        "raw_rounds": [round(r) for r in rates[raw]],
+        "ours_rounds": [round(r) for r in rates[ours]],
+        "nats_server": server_version(),
+        "nats_py": importlib.metadata.version("nats-py"),
+        "cpus": os.cpu_count(),
+    }
+
+
+class Stopwatch:
+    """Elapsed seconds since creation, for events/s figures."""
+
+    def __init__(self) -> None:
+        self._start = time.perf_counter()
+
+    def rate(self, count: int) -> float:
+        """Events per second since the stopwatch started."""
+        return count / max(time.perf_counter() - self._start, 1e-9)
