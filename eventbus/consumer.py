@@ -13,6 +13,7 @@ import inspect
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal, Union
 
@@ -70,6 +71,7 @@ class ConsumerStats(msgspec.Struct, frozen=True):
     failed: int
     parked: int
     redelivered: int
+    duplicates: int = 0  # redeliveries of events this instance had already settled, acked unhandled
 
 
 def _reply_position(reply: str) -> tuple[int, int]:
@@ -99,6 +101,11 @@ class EventConsumer:
         self._inbox = ""
         self._sub: Subscription | None = None
         self._keepalive = _KeepAlive.idle()
+        # Messages queued in the client longer than the ack wait (behind a slow handler) are
+        # redelivered while their first copy waits; the recently settled sequences let the
+        # second copy be acked without running the handler again.
+        self._settled: set[int] = set()
+        self._settled_order: deque[int] = deque()
 
     def statistics(self) -> ConsumerStats:
         """Counters so far, also fed to metrics."""
@@ -220,6 +227,10 @@ class EventConsumer:
         seq, delivered = _reply_position(msg.reply)
         if delivered > 1:
             self._counts["redelivered"] += 1
+            if seq in self._settled:
+                self._counts["duplicates"] += 1
+                await msg.ack()
+                return
         where = Delivery(seq, delivered, msg.subject)
         try:
             event = decode(msg.data)
@@ -247,7 +258,15 @@ class EventConsumer:
         finally:
             self._keepalive.working_on(None)
         self._counts["handled"] += 1
+        self._remember_settled(where.stream_seq)
         await msg.ack()
+
+    def _remember_settled(self, seq: int) -> None:
+        # Bounded by what can be outstanding at once, a few times over.
+        self._settled.add(seq)
+        self._settled_order.append(seq)
+        if len(self._settled_order) > 4 * max(self.spec.max_ack_pending, self.spec.batch):
+            self._settled.discard(self._settled_order.popleft())
 
     async def _after_failure(self, msg: Msg, where: Delivery, exc: Exception) -> None:
         reason = f"handler failed {where.num_delivered} time(s): {type(exc).__name__}: {exc}"
@@ -268,6 +287,7 @@ class EventConsumer:
             await msg.nak(delay=self.spec.backoff_s[-1] if self.spec.backoff_s else None)
             return
         self._counts["parked"] += 1
+        self._remember_settled(where.stream_seq)
         log.error("consumer %s parked seq %d: %s", self.spec.durable, where.stream_seq, reason)
         await msg.term()
 

@@ -170,6 +170,23 @@ async def test_a_slow_handler_keeps_its_message_past_the_ack_wait(nats_url: str,
         assert consumer.statistics().redelivered == 0
 
 
+async def test_events_queued_behind_a_slow_handler_past_the_ack_wait_are_handled_once(nats_url: str, eventually) -> None:
+    async with provisioned_bus(nats_url) as bus:
+        published = await Publisher(bus).publish_many([sample_event(WorkAdded, i) for i in range(10)])
+        handled: list[int] = []
+
+        async def slow(event: WorkAdded, delivery: Delivery) -> None:
+            handled.append(delivery.stream_seq)
+            await asyncio.sleep(0.2)  # ten of these outlast the 0.5 s ack wait of those queued
+
+        consumer = EventConsumer(bus, quick_spec("queued", ack_wait_s=0.5, batch=10), {WorkAdded: slow})
+        async with running(consumer):
+            await eventually(lambda: len(set(handled)) == 10, timeout=20)
+            await asyncio.sleep(1.0)  # let any redelivered copies arrive
+        assert sorted(handled) == sorted(p.seq for p in published)
+        assert consumer.statistics().parked == 0
+
+
 async def test_sync_handlers_run_in_a_thread_while_the_loop_keeps_running(nats_url: str, eventually) -> None:
     entered, release = threading.Event(), threading.Event()
     threads: list[int] = []
