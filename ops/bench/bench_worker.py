@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import os
 import statistics
 import sys
@@ -39,6 +40,7 @@ from services.worker.jobs import Job, JobLimits
 ROOT = Path(__file__).resolve().parents[2]
 NODE = "bench-worker"
 COMMAND = "/bin/true"
+WORK_IDS = itertools.count()
 
 
 async def bare_once(_: int) -> float:
@@ -83,10 +85,9 @@ def worker_runner(bus: Bus, completions: Completions) -> Callable[[int], Awaitab
     """Seconds from publishing a WORK_ASSIGNED to receiving its WORK_COMPLETED."""
     publisher = Publisher(bus)
     deadline = utcnow().replace(year=utcnow().year + 1)
-    counter = iter(range(1_000_000_000))
 
     async def once(_: int) -> float:
-        work_id = f"w-{next(counter):06d}"
+        work_id = f"w-{next(WORK_IDS):06d}"
         await publisher.publish(WorkAdded(work_id=work_id, work_type="sync", board_type="hex8", num_players=2))
         done = asyncio.get_running_loop().create_future()
         completions.waiting[work_id] = done

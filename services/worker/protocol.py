@@ -1,0 +1,162 @@
+"""The node side of the assignment protocol, pure: given events, what to start, what to stop, what to ignore.
+
+The worker asks two questions of each event it consumes:
+  - a WORK_ASSIGNED for this node: start it? (`decide_assignment`, from the item's own history)
+  - any WORK_ASSIGNED or WORK_CANCELLED: does it end an attempt this node runs? (`decide_stops`)
+Nothing here does I/O; the service reads the log and acts on the answers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+
+import msgspec
+
+from eventbus.events import (
+    Event,
+    WorkAdded,
+    WorkAssigned,
+    WorkAttemptFailed,
+    WorkCancelled,
+    WorkCompleted,
+    WorkFailed,
+    WorkStarted,
+)
+
+
+class AttemptKey(msgspec.Struct, frozen=True, order=True):
+    """One attempt of one work item: what a running job is."""
+
+    work_id: str
+    attempt: int
+
+
+class ItemView(msgspec.Struct, frozen=True, kw_only=True):
+    """What one work item's history says, as far as a worker cares."""
+
+    work_id: str
+    added: WorkAdded | None = None
+    attempt: int = 0  # the newest attempt assigned
+    node: str | None = None  # ... and its node
+    started: frozenset[tuple[int, str]] = frozenset()  # (attempt, node) pairs that published WORK_STARTED
+    ended: frozenset[tuple[int, str]] = frozenset()  # (attempt, node) pairs that completed or failed
+    closed: str = ""  # "completed", "failed" or "cancelled" once the item itself is over
+
+
+def fold_item(view: ItemView, event: Event) -> ItemView:
+    """The view after one more event of the item."""
+    replace = msgspec.structs.replace
+    if isinstance(event, WorkAdded):
+        return replace(view, added=event)
+    if isinstance(event, WorkAssigned):
+        if event.attempt <= view.attempt:
+            return view
+        return replace(view, attempt=event.attempt, node=event.node)
+    if isinstance(event, WorkStarted):
+        return replace(view, started=view.started | {(event.attempt, event.node)})
+    if isinstance(event, WorkCompleted):
+        return replace(view, ended=view.ended | {(event.attempt, event.node)}, closed="completed")
+    if isinstance(event, WorkAttemptFailed):
+        return replace(view, ended=view.ended | {(event.attempt, event.node)})
+    if isinstance(event, WorkFailed):
+        return replace(view, closed=view.closed or "failed")
+    if isinstance(event, WorkCancelled):
+        return replace(view, closed=view.closed or "cancelled")
+    return view
+
+
+def item_view(work_id: str, events: Iterable[Event]) -> ItemView:
+    """Fold an item's history in log order."""
+    view = ItemView(work_id=work_id)
+    for event in events:
+        view = fold_item(view, event)
+    return view
+
+
+class Start(msgspec.Struct, frozen=True, kw_only=True):
+    """Run this attempt here."""
+
+    assignment: WorkAssigned
+    item: WorkAdded
+
+
+class Ignore(msgspec.Struct, frozen=True, kw_only=True):
+    """Not ours to act on (another node's, stale, superseded, over, a redelivery); logged only."""
+
+    reason: str
+
+
+class Refuse(msgspec.Struct, frozen=True, kw_only=True):
+    """Ours, but it cannot run: answered with WORK_ATTEMPT_FAILED at once."""
+
+    reason: str
+
+
+Decision = Start | Ignore | Refuse
+
+
+def screen_assignment(assignment: WorkAssigned, node: str, admitted: bool) -> Ignore | None:
+    """The checks that need no history: another node's assignment, or a stale leader's."""
+    if assignment.node != node:
+        return Ignore(reason=f"assigned to {assignment.node}")
+    if not admitted:
+        return Ignore(reason=f"stale epoch {assignment.epoch}: a newer scheduler leader was elected")
+    return None
+
+
+def decide_assignment(
+    assignment: WorkAssigned, node: str, admitted: bool, view: ItemView, running: Iterable[AttemptKey], now: dt.datetime
+) -> Decision:
+    """Whether this node starts an assignment, given the item's history up to and including it."""
+    screened = screen_assignment(assignment, node, admitted)
+    if screened is not None:
+        return screened
+    key = AttemptKey(assignment.work_id, assignment.attempt)
+    mine = (assignment.attempt, node)
+    if key in set(running):
+        return Ignore(reason="already held by this worker (a redelivery, or left by the previous process)")
+    if view.closed:
+        return Ignore(reason=f"item already {view.closed}")
+    if view.attempt > assignment.attempt:
+        return Ignore(reason=f"superseded by attempt {view.attempt} on {view.node}")
+    if mine in view.ended:
+        return Ignore(reason="attempt already ended")
+    if mine in view.started:
+        return Ignore(reason="attempt already started by an earlier worker process")
+    if assignment.deadline <= now:
+        return Ignore(reason=f"deadline {assignment.deadline.isoformat()} already passed")
+    if view.added is None:
+        return Refuse(reason=f"work item {assignment.work_id} has no WORK_ADDED in the log")
+    return Start(assignment=assignment, item=view.added)
+
+
+class Stop(msgspec.Struct, frozen=True, kw_only=True):
+    """Stop a running (or queued) attempt, and report it failed with this reason."""
+
+    key: AttemptKey
+    reason: str
+
+
+def decide_stops(event: Event, admitted: bool, running: Iterable[AttemptKey]) -> list[Stop]:
+    """Attempts this node runs that an event ends: a cancel of the item, or a newer attempt of it."""
+    if not admitted:
+        return []
+    if isinstance(event, WorkCancelled):
+        why = f"cancelled: {event.reason}" if event.reason else "cancelled"
+        return [Stop(key=k, reason=why) for k in running if k.work_id == event.work_id]
+    if isinstance(event, WorkAssigned):
+        why = f"superseded by attempt {event.attempt} on {event.node}"
+        return [Stop(key=k, reason=why) for k in running if k.work_id == event.work_id and k.attempt < event.attempt]
+    return []
+
+
+def attempt_settled(view: ItemView, key: AttemptKey, node: str) -> bool:
+    """Whether the log already holds the end (completed or failed) of this node's attempt."""
+    return (key.attempt, node) in view.ended
+
+
+def parallel_jobs(hosts_entry_jobs: int | None, configured: int) -> int:
+    """Jobs run at once: the hosts file's max_parallel_jobs for this node, else the worker setting."""
+    return hosts_entry_jobs if hosts_entry_jobs is not None and hosts_entry_jobs > 0 else configured
+

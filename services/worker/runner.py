@@ -1,0 +1,235 @@
+"""Running one accepted attempt: wait for a slot, expand its template, run it, publish its life and its end.
+
+Every attempt ends with events whatever happens (cancelled while queued, refused by the runaway
+cap, a bad template, a command that cannot start, a non-zero exit, a timeout); the end events
+are recorded before they are published (services/worker/records.py), so a crash in between is
+repaired by the next worker process instead of leaving the attempt open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import msgspec
+
+from eventbus.errors import BusError
+from eventbus.events import Event, TrainingStarted, WorkAdded, WorkAssigned, WorkProgress, WorkStarted, utcnow
+from eventbus.publisher import Publisher
+from services.worker import outputs, processes
+from services.worker.jobs import Job, JobLimits
+from services.worker.protocol import AttemptKey
+from services.worker.records import JobRecord, RecordBook
+from services.worker.results import attempt_failed, outcome_events
+from services.worker.settings import WorkerSettings
+from services.worker.templates import TemplateError, WorkerValues, expand, template_values
+
+log = logging.getLogger(__name__)
+
+PUBLISH_RETRY_S = (0.5, 1.0, 2.0, 5.0)
+
+
+class WorkerPaths(msgspec.Struct, frozen=True, kw_only=True):
+    """Where this node's worker keeps its records, its attempts' files, and looks for models."""
+
+    worker_dir: Path
+    models_dir: Path
+
+    @property
+    def records_file(self) -> Path:
+        """The jobs this worker holds (services/worker/records.py)."""
+        return self.worker_dir / "running.json"
+
+
+class Attempt:
+    """One accepted attempt, from queued to ended: what it runs, and the stop asked of it."""
+
+    def __init__(self, assignment: WorkAssigned, item: WorkAdded) -> None:
+        self.key = AttemptKey(assignment.work_id, assignment.attempt)
+        self.assignment = assignment
+        self.item = item
+        self.job: Job | None = None
+        self.stop_reason: str | None = None
+        self.stop_grace_s: float | None = None
+        # Whether an idle GPU means it is stuck: training, or a job given a model to run. Selfplay
+        # before the first promotion searches without a net and never touches the GPU.
+        self.uses_gpu = False
+        self.best_model: outputs.BestModel | None = None  # the model {model_path} named, if any
+        self.progress: tuple[float | None, str] = (None, "")
+        self.progress_changed = asyncio.Event()
+
+    def request_stop(self, reason: str, grace_s: float | None = None) -> None:
+        """Stop it: before it starts it never will; running, its group gets SIGTERM, then SIGKILL after the grace."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+            self.stop_grace_s = grace_s
+        if self.job is not None:
+            self.job.request_stop(reason, grace_s)
+
+    def on_progress(self, fraction: float | None, message: str) -> None:
+        """A progress line from the job."""
+        self.progress = (fraction, message)
+        self.progress_changed.set()
+
+
+class AttemptRunner:
+    """Runs attempts for one node, at most `slots` at a time."""
+
+    def __init__(self, *, publisher: Publisher, node: str, settings: WorkerSettings, paths: WorkerPaths,
+                 book: RecordBook, env: Mapping[str, str], python: str, slots: int,
+                 running_pgids: Callable[[], list[int]], stopping: asyncio.Event) -> None:
+        self._publisher = publisher
+        self._node = node
+        self._settings = settings
+        self._paths = paths
+        self._book = book
+        self._env = dict(env)
+        self._python = python
+        self.slots = slots
+        self._slots = asyncio.Semaphore(slots)
+        self._running_pgids = running_pgids
+        self._stopping = stopping
+
+    async def accept(self, attempt: Attempt) -> None:
+        """Record an attempt as held before anything else happens to it."""
+        a = attempt.assignment
+        await self._book.put(JobRecord(work_id=a.work_id, attempt=a.attempt, node=self._node, work_type=attempt.item.work_type))
+
+    async def run(self, attempt: Attempt) -> None:
+        """Run an accepted attempt to its end and publish that end."""
+        async with self._slots:
+            events = await self._run_in_slot(attempt)
+        await self.finish(attempt.key, events)
+
+    async def _run_in_slot(self, attempt: Attempt) -> list[Event]:
+        key = attempt.key
+        if attempt.stop_reason is not None:
+            return [attempt_failed(key, self._node, attempt.stop_reason)]
+        refusal = await self._runaway_refusal()
+        if refusal is not None:
+            return [attempt_failed(key, self._node, refusal)]
+        paths = outputs.attempt_paths(self._paths.worker_dir, key.work_id, key.attempt)
+        try:
+            argv = await self._command(attempt, paths.output_dir)
+        except TemplateError as exc:
+            return [attempt_failed(key, self._node, str(exc))]
+        job = Job(argv, env=self._job_env(key), cwd=paths.root, log_path=paths.log_path,
+                  limits=self._limits(attempt.item.work_type), on_progress=attempt.on_progress)
+        try:
+            await asyncio.to_thread(paths.output_dir.mkdir, parents=True, exist_ok=True)
+            pid = await job.start()
+        except OSError as exc:
+            return [attempt_failed(key, self._node, f"cannot start {argv[0]}: {exc.strerror or exc}")]
+        attempt.job = job
+        if attempt.stop_reason is not None:
+            job.request_stop(attempt.stop_reason, attempt.stop_grace_s)
+        try:
+            await self._started(attempt, job, pid)
+            async with asyncio.TaskGroup() as tasks:
+                progress = tasks.create_task(self._publish_progress(attempt))
+                outcome = await job.run()
+                progress.cancel()
+        except BaseException:
+            processes.signal_group(job.pgid, signal.SIGKILL)  # never a job left running unwatched; its record stays
+            raise
+        found = await asyncio.to_thread(outputs.collect_outputs, paths.output_dir, result_paths(outcome.result), self._node)
+        log.info("worker: %s attempt %d ended: %s", key.work_id, key.attempt,
+                 outcome.stop_reason or f"exit {outcome.exit_code} in {outcome.duration_s:.1f}s")
+        return outcome_events(attempt.item, key, self._node, outcome, found, attempt.best_model)
+
+    async def _runaway_refusal(self) -> str | None:
+        count = await asyncio.to_thread(processes.count_in_groups, self._running_pgids())
+        cap = self._settings.max_processes
+        if count < cap:
+            return None
+        return (f"refused: this node's jobs run {count} processes, at or over worker.max_processes={cap} "
+                "(runaway cap); no new job starts until they drop below it")
+
+    async def _command(self, attempt: Attempt, output_dir: Path) -> list[str]:
+        item, key = attempt.item, attempt.key
+        template = self._settings.template_for(item.work_type)
+        if template is None:
+            raise TemplateError(f"worker.templates.{item.work_type}: no command template for work type {item.work_type!r}")
+        model = await asyncio.to_thread(outputs.best_model, self._paths.models_dir, item.board_type, item.num_players)
+        attempt.uses_gpu = item.work_type == "training" or model is not None
+        attempt.best_model = model
+        values = WorkerValues(python=self._python, output_dir=str(output_dir.absolute()),
+                              model_path=str(model.path) if model else "none",
+                              best_model_id=model.model_id if model else "none", work_id=key.work_id,
+                              attempt=key.attempt, node=self._node)
+        return expand(item.work_type, template, template_values(item, values))
+
+    def _job_env(self, key: AttemptKey) -> dict[str, str]:
+        return {**self._env, "RR_WORK_ID": key.work_id, "RR_ATTEMPT": str(key.attempt), "RR_NODE": self._node}
+
+    def _limits(self, work_type: str) -> JobLimits:
+        s = self._settings
+        return JobLimits(timeout_s=s.timeout_for(work_type), grace_s=s.grace_s, stuck_after_s=s.stuck_after_s,
+                         stderr_tail_bytes=s.stderr_tail_bytes, watch_interval_s=s.watch_interval_s)
+
+    async def _started(self, attempt: Attempt, job: Job, pid: int) -> None:
+        a, item = attempt.assignment, attempt.item
+        started = utcnow()
+        await self._book.put(JobRecord(work_id=a.work_id, attempt=a.attempt, node=self._node, work_type=item.work_type,
+                                       pid=pid, create_time=job.create_time, started=started))
+        log.info("worker: started %s attempt %d as pid %d: %s", a.work_id, a.attempt, pid, " ".join(job.argv))
+        events: list[Event] = [WorkStarted(work_id=a.work_id, node=self._node, attempt=a.attempt, pid=pid)]
+        if item.work_type == "training":
+            batches = item.params.get("input_batches")
+            events.append(TrainingStarted(
+                work_id=a.work_id, node=self._node, board_type=item.board_type, num_players=item.num_players,
+                input_batches=str(batches).split(",") if batches else [],
+                parent_model=str(item.params["parent_model"]) if item.params.get("parent_model") else None))
+        try:
+            await self._publisher.publish_many(events)
+        except BusError as exc:  # the job runs on; its end is recorded and published later
+            log.warning("worker: WORK_STARTED of %s attempt %d not published: %s", a.work_id, a.attempt, exc)
+
+    async def _publish_progress(self, attempt: Attempt) -> None:
+        # The first progress goes out at once, then at most one per interval: always the latest.
+        key = attempt.key
+        while True:
+            await attempt.progress_changed.wait()
+            attempt.progress_changed.clear()
+            fraction, message = attempt.progress
+            try:
+                await self._publisher.publish(WorkProgress(
+                    work_id=key.work_id, node=self._node, attempt=key.attempt, fraction=fraction, message=message[:200]))
+            except Exception as exc:  # noqa: BLE001 - progress is best effort; it must never end the job
+                log.warning("worker: progress of %s not published: %s", key.work_id, exc)
+            await asyncio.sleep(self._settings.progress_interval_s)
+
+    async def finish(self, key: AttemptKey, events: list[Event]) -> None:
+        """Record an attempt's end events, publish them (retrying while the worker runs), then forget the attempt."""
+        stamped = [self._publisher.stamp(e) for e in events]
+        record = self._book.get(key) or JobRecord(work_id=key.work_id, attempt=key.attempt, node=self._node)
+        await self._book.put(msgspec.structs.replace(record, pending=stamped))
+        if await self.publish_until_done(stamped, f"{key.work_id} attempt {key.attempt}"):
+            await self._book.remove(key)
+
+    async def publish_until_done(self, events: list[Event], what: str) -> bool:
+        """Publish until acknowledged; False if the worker stops first (the record keeps them for the next start)."""
+        retry = 0
+        while True:
+            try:
+                await self._publisher.publish_many(events)
+                return True
+            except BusError as exc:
+                log.warning("worker: end of %s not published yet (%s); retrying", what, exc)
+            delay = PUBLISH_RETRY_S[min(retry, len(PUBLISH_RETRY_S) - 1)]
+            retry += 1
+            try:
+                await asyncio.wait_for(self._stopping.wait(), delay)
+                return False
+            except asyncio.TimeoutError:
+                pass
+
+
+
+def result_paths(result: object) -> list[Path]:
+    """The file a result line names (`path`), which may lie outside the output dir."""
+    path = result.get("path") if isinstance(result, dict) else None
+    return [Path(path)] if isinstance(path, str) and path else []

@@ -1,0 +1,228 @@
+"""The `worker` service: runs the jobs the scheduler's leader assigns to this node, as processes.
+
+It consumes WORK_ASSIGNED and WORK_CANCELLED (durable consumer `worker-<node>`) and the
+leaders' elections (to fence off a deposed scheduler's assignments), decides with the pure
+services/worker/protocol.py, and runs what it accepts with services/worker/runner.py. At start
+it first ends whatever a previous worker process left running (services/worker/recovery.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from config.hosts import load_hosts
+from config.settings import RrConfig
+from eventbus.consumer import ConsumerSpec, Delivery, EventConsumer
+from eventbus.errors import BusError, InvalidEvent
+from eventbus.events import Event, LeaderElected, LeaderLost, WorkAssigned, WorkCancelled, decode, utcnow
+from eventbus.history import Record, replay
+from eventbus.subjects import EVENTS_ROOT, aggregate_filter, token, type_filter
+from services.leadership.fencing import EpochFence
+from services.runtime import ServiceContext
+from services.up.layout import default_data_dir
+from services.worker import protocol
+from services.worker.gpuidle import GpuIdleWatch, gpu_stuck_reason
+from services.worker.protocol import AttemptKey, ItemView, Refuse, Start
+from services.worker.records import JobRecord, RecordBook
+from services.worker.recovery import recover_record
+from services.worker.results import attempt_failed
+from services.worker.runner import Attempt, AttemptRunner, WorkerPaths
+from services.worker.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
+LEADER_EVENTS = f"{EVENTS_ROOT}.leader.>"
+WORKER_STOPPED = "worker stopped"
+CONSUMER_EXPIRES_S = 2.0  # pull requests this long: a stop waits for the open one to expire
+
+
+def worker_paths(settings: WorkerSettings, node: str, env: dict[str, str], home: Path) -> WorkerPaths:
+    """<data dir>/worker/<node> for records and attempts; models from `models_dir` or <data dir>/models."""
+    data_dir = Path(settings.data_dir).expanduser() if settings.data_dir else default_data_dir(env, home)
+    models = Path(settings.models_dir).expanduser() if settings.models_dir else data_dir / "models"
+    return WorkerPaths(worker_dir=data_dir.absolute() / "worker" / token(node), models_dir=models.absolute())
+
+
+def hosts_parallel_jobs(config: RrConfig, node: str) -> int | None:
+    """This node's max_parallel_jobs in the hosts file, None when there is none or it does not list the node (blocking)."""
+    if config.hosts_file is None:
+        return None
+    entry = load_hosts(config.hosts_file).hosts.get(node)
+    return entry.max_parallel_jobs if entry is not None else None
+
+
+def job_environment(env: dict[str, str]) -> dict[str, str]:
+    """The jobs' environment: the worker's, with this project importable and Python output unbuffered."""
+    path = [PROJECT_ROOT, *(p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != PROJECT_ROOT)]
+    return {**env, "PYTHONPATH": os.pathsep.join(path), "PYTHONUNBUFFERED": "1"}
+
+
+def consumer_spec(node: str) -> ConsumerSpec:
+    """The worker's durable consumer: assignments, cancels and elections, from when it was first created."""
+    return ConsumerSpec(
+        durable=f"worker-{token(node)}",
+        filter_subjects=(type_filter("WORK_ASSIGNED"), type_filter("WORK_CANCELLED"), LEADER_EVENTS),
+        # A node that never ran a worker has no business with assignments made before it existed.
+        deliver="new",
+        pull_expires_s=CONSUMER_EXPIRES_S,
+    )
+
+
+class Worker:
+    """One node's worker: the fence, the table of attempts it holds, and the loops around them."""
+
+    def __init__(self, ctx: ServiceContext, paths: WorkerPaths, slots: int, env: dict[str, str]) -> None:
+        self._ctx = ctx
+        self._node = ctx.node_id
+        self._settings: WorkerSettings = ctx.config.worker
+        self._fence = EpochFence()
+        self._attempts: dict[AttemptKey, Attempt] = {}
+        self._book = RecordBook(paths.records_file, ctx.config.membership.jobs_file)
+        self._tasks: asyncio.TaskGroup | None = None
+        self.consumer = EventConsumer(ctx.bus, consumer_spec(self._node), {
+            WorkAssigned: self._on_assigned, WorkCancelled: self._on_cancelled,
+            LeaderElected: self._on_election, LeaderLost: self._on_election,
+        })
+        self.runner = AttemptRunner(
+            publisher=ctx.publisher, node=self._node, settings=self._settings, paths=paths, book=self._book,
+            env=job_environment(env), python=self._settings.python or sys.executable, slots=slots,
+            running_pgids=self._running_pgids, stopping=ctx.stopping,
+        )
+
+    async def run(self, gpu: GpuIdleWatch | None) -> None:
+        """Recover, then consume and run jobs until stopping; then stop the jobs and report them."""
+        left = await self._book.load()
+        await self._prime_fence()
+        async with asyncio.TaskGroup() as tasks:
+            self._tasks = tasks
+            for record in left:
+                tasks.create_task(self._recover(record))
+            consuming = tasks.create_task(self.consumer.run())
+            if gpu is not None and self._settings.gpu_idle_check and self._settings.stuck_after_s:
+                tasks.create_task(self._watch_gpu(gpu))
+            await self._ctx.stopping.wait()
+            for attempt in list(self._attempts.values()):
+                attempt.request_stop(WORKER_STOPPED, self._settings.shutdown_grace_s)
+            await self.consumer.stop(timeout=CONSUMER_EXPIRES_S + 2)
+            consuming.cancel()
+
+    def _running_pgids(self) -> list[int]:
+        return [a.job.pgid for a in self._attempts.values() if a.job is not None]
+
+    async def _prime_fence(self) -> None:
+        # The newest elections before this process started: the consumer resumes where the
+        # previous process stopped, and the fence must already know every newer leader.
+        def learn(record: Record) -> None:
+            try:
+                self._fence.judge_and_learn(decode(record.data))
+            except InvalidEvent:
+                pass
+
+        await replay(self._ctx.bus, learn, subject=LEADER_EVENTS)
+
+    async def item_history(self, work_id: str) -> ItemView:
+        """Everything the log says about one work item now."""
+        events: list[Event] = []
+
+        def keep(record: Record) -> None:
+            try:
+                events.append(decode(record.data))
+            except InvalidEvent:
+                log.warning("worker: undecodable event at seq %d in %s's history skipped", record.seq, work_id)
+
+        await replay(self._ctx.bus, keep, subject=aggregate_filter("work", work_id))
+        return protocol.item_view(work_id, events)
+
+    async def _on_election(self, event: LeaderElected | LeaderLost, delivery: Delivery) -> None:
+        self._fence.judge_and_learn(event)
+
+    async def _on_cancelled(self, event: WorkCancelled, delivery: Delivery) -> None:
+        self._stop_for(event, self._fence.admit(event))
+
+    async def _on_assigned(self, event: WorkAssigned, delivery: Delivery) -> None:
+        admitted = self._fence.admit(event)
+        self._stop_for(event, admitted)
+        screened = protocol.screen_assignment(event, self._node, admitted)
+        if screened is not None:
+            if event.node == self._node:
+                log.warning("worker: ignored %s attempt %d: %s", event.work_id, event.attempt, screened.reason)
+            return
+        view = await self.item_history(event.work_id)
+        held = {*self._attempts, *self._book.keys()}
+        decision = protocol.decide_assignment(event, self._node, admitted, view, held, utcnow())
+        if isinstance(decision, Start):
+            await self._launch(Attempt(decision.assignment, decision.item))
+        elif isinstance(decision, Refuse):
+            key = AttemptKey(event.work_id, event.attempt)
+            await self.runner.finish(key, [attempt_failed(key, self._node, decision.reason)])
+        else:
+            log.info("worker: ignored %s attempt %d: %s", event.work_id, event.attempt, decision.reason)
+
+    def _stop_for(self, event: Event, admitted: bool) -> None:
+        for stop in protocol.decide_stops(event, admitted, self._attempts):
+            log.info("worker: stopping %s attempt %d: %s", stop.key.work_id, stop.key.attempt, stop.reason)
+            self._attempts[stop.key].request_stop(stop.reason)
+
+    async def _launch(self, attempt: Attempt) -> None:
+        assert self._tasks is not None
+        await self.runner.accept(attempt)
+        self._attempts[attempt.key] = attempt
+        if self._ctx.stopping.is_set():  # accepted while the consumer drained: it ends before it starts
+            attempt.request_stop(WORKER_STOPPED)
+        self._tasks.create_task(self._run(attempt))
+
+    async def _run(self, attempt: Attempt) -> None:
+        try:
+            await self.runner.run(attempt)
+        except Exception:  # one attempt's bug must not take down the others: its record is recovered at restart
+            log.exception("worker: attempt %s %d failed inside the worker", attempt.key.work_id, attempt.key.attempt)
+        finally:
+            self._attempts.pop(attempt.key, None)
+
+    async def _recover(self, record: JobRecord) -> None:
+        while True:
+            try:
+                await recover_record(record, history=self.item_history, publish=self._publish_all,
+                                     grace_s=self._settings.grace_s)
+                await self._book.remove(record.key)
+                return
+            except BusError as exc:
+                log.warning("worker: recovery of %s attempt %d waits for the bus: %s", record.work_id, record.attempt, exc)
+                if await self._ctx.wait_stopping(2.0):
+                    return
+
+    async def _publish_all(self, events: list[Event]) -> None:
+        await self._ctx.publisher.publish_many(events)
+
+    async def _watch_gpu(self, gpu: GpuIdleWatch) -> None:
+        every = min(self._settings.gpu_sample_s, self._settings.stuck_after_s / 4)
+        while not await self._ctx.wait_stopping(every):
+            running = [a for a in self._attempts.values() if a.job is not None and a.uses_gpu]
+            if not running:
+                gpu.forget()
+                continue
+            await gpu.sample()
+            now = time.monotonic()
+            for attempt in running:
+                assert attempt.job is not None
+                reason = gpu_stuck_reason(gpu.idle_since, attempt.job.started_at, now, self._settings.stuck_after_s)
+                if reason is not None:
+                    attempt.request_stop(reason)
+
+
+async def main(ctx: ServiceContext) -> None:
+    """Run this node's worker until stopped."""
+    env = dict(os.environ)
+    paths = worker_paths(ctx.config.worker, ctx.node_id, env, Path.home())
+    listed = await asyncio.to_thread(hosts_parallel_jobs, ctx.config, ctx.node_id)
+    slots = protocol.parallel_jobs(listed, ctx.config.worker.max_parallel_jobs)
+    gpu = await GpuIdleWatch.find() if ctx.config.worker.gpu_idle_check else None
+    log.info("worker %s: %d job(s) at once, data in %s, GPU idle check %s", ctx.node_id, slots, paths.worker_dir,
+             "on" if gpu else "off (no GPU)")
+    await Worker(ctx, paths, slots, env).run(gpu)
