@@ -54,9 +54,10 @@ TRANSITIONS: dict[WorkStatus, dict[type[Event], WorkStatus]] = {
     },
     C: {},
     F: {},
-    X: {},
+    # A cancelled attempt still reports how it ended (the worker stopped it): recorded, no move.
+    X: {WorkProgress: X, WorkAttemptFailed: X},
 }
-TERMINAL = frozenset(s for s, moves in TRANSITIONS.items() if not moves)
+TERMINAL = frozenset({C, F, X})
 ACTIVE = frozenset({A, R})  # states in which an attempt holds a node
 
 
@@ -147,7 +148,7 @@ def _moved(item: WorkItem, event: Event, status: WorkStatus, seq: int) -> WorkIt
         changes.update(progress=event.fraction)
     elif isinstance(event, WorkCompleted):
         changes.update(progress=1.0, reason="")
-    elif isinstance(event, (WorkAttemptFailed, WorkFailed, WorkCancelled)):
+    elif isinstance(event, (WorkAttemptFailed, WorkFailed, WorkCancelled)) and item.status is not WorkStatus.CANCELLED:
         changes.update(reason=event.reason)
     return msgspec.structs.replace(item, **changes)
 

@@ -386,3 +386,22 @@ async def test_a_stored_snapshot_is_loaded_and_only_the_tail_is_folded(nats_url:
         early = await state_at_seq(bus, seq=5)
         assert early.snapshot_seq == 0 and early.state == (await state_at_seq(bus, seq=5, use_snapshot=False)).state
         assert await load_snapshot(bus, "no-such-projection") is None
+
+
+def test_a_cancelled_attempt_reporting_its_end_is_recorded_without_anomaly() -> None:
+    from eventbus.events import WorkAdded, WorkAssigned, WorkAttemptFailed, WorkCancelled, WorkStarted, utcnow
+    from projections import work
+
+    events = [
+        WorkAdded(work_id="w", work_type="selfplay", board_type="hex8", num_players=2),
+        WorkAssigned(work_id="w", node="n1", attempt=1, deadline=utcnow()),
+        WorkStarted(work_id="w", node="n1", attempt=1),
+        WorkCancelled(work_id="w", reason="operator"),
+        WorkAttemptFailed(work_id="w", node="n1", attempt=1, reason="cancelled"),
+    ]
+    state = work.WorkState()
+    for seq, event in enumerate(events, 1):
+        state = work.apply(state, event, seq)
+    item = state.items["w"]
+    assert item.status is work.WorkStatus.CANCELLED and item.reason == "operator"
+    assert state.anomaly_count == 0

@@ -70,7 +70,8 @@ def check_port_free(host: str, port: int) -> None:
 
 def children_for(plan: UpPlan, nats_url: str) -> list[ChildSpec]:
     """One child per service registered with on_up=True."""
-    env = service_env(os.environ, PROJECT_ROOT)
+    # The services keep their files (jobs, models, data) under the same data dir as rr up.
+    env = {**service_env(os.environ, PROJECT_ROOT), "RR_DATA_DIR": str(plan.layout.data_dir)}
     return [
         ChildSpec(
             name=entry.name,

@@ -33,7 +33,9 @@ def fit(net: PolicyValueNet, samples: tuple[np.ndarray, np.ndarray, np.ndarray],
     net.to(device).train()
     opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=1e-4)
     policy_loss = value_loss = torch.zeros(())
-    for _ in range(epochs):
+    for epoch in range(epochs):
+        # One line per epoch, so a long training run is never taken for a stuck one.
+        report.progress(0.1 + 0.8 * epoch / max(1, epochs), f"epoch {epoch + 1}/{epochs}")
         order = torch.randperm(len(x), generator=gen)
         for start in range(0, len(x), batch):
             idx = order[start:start + batch]
