@@ -78,7 +78,11 @@ async def replay(
     options = _start_options(start_seq, start_time)
     sub = await bus.js.subscribe(subject, stream=stream, ordered_consumer=True, cb=on_msg, **options)
     try:
-        if (await sub.consumer_info()).num_pending == 0 and count == 0:
+        info = await sub.consumer_info()
+        # Nothing to read only if nothing was pending *and* nothing was already pushed to us: on a
+        # small log every message can be in flight to the callback before this answer comes back.
+        # (delivered.consumer_seq, not stream_seq: a consumer starting at sequence N reports N-1 there.)
+        if info.num_pending == 0 and count == 0 and not (info.delivered and info.delivered.consumer_seq):
             return 0
         await _wait_done(done, lambda: count, idle_timeout)
     finally:
