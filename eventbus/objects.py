@@ -1,0 +1,402 @@
+"""Files in the JetStream object store (models, game data): buckets, upload, a fast verified download, stat, delete.
+
+nats-py's `ObjectStore.get` reads ~51 MB/s here (its message iterator plus an executor hop
+per chunk); `fetch_to_file` subscribes to the object's chunk subject with an ordered push
+consumer and a callback, hands the chunks to one writer thread that writes and hashes them
+in order, and checks size and SHA-256 against the stored digest and the caller's expectation
+(~200-400 MB/s: ops/bench/bench_distribution.py). Uploads use nats-py's `put` with chunks
+as large as the server accepts (~265-360 MB/s, NATS-NOTES).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import concurrent.futures
+import contextlib
+import hashlib
+import json
+import os
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import BinaryIO, Literal, TypeVar
+
+import msgspec
+import nats.errors
+import nats.js.errors
+from nats.aio.msg import Msg
+from nats.js.api import ObjectInfo, ObjectMeta, ObjectMetaOptions, ObjectStoreConfig, StorageType
+from nats.js.object_store import ObjectStore
+
+from eventbus.connection import Bus
+from eventbus.errors import BusError, BusUnavailable
+from eventbus.history import _seq_and_pending
+
+CHUNK_BYTES = 1 << 20  # capped by the server's max_payload at upload
+API_TIMEOUT_S = 10.0  # one JetStream API call (stat, delete, bucket lookup)
+WRITE_AHEAD = 16  # chunks handed to the writer thread before the reader waits for it
+STALL_CHECK_S = 1.0  # a download without a chunk this long checks whether its object was replaced
+DIGEST_PREFIX = "SHA-256="
+WRONG_LAST_SEQUENCE = 10071  # JetStream err_code for a failed expected-last-sequence check
+
+T = TypeVar("T")
+
+_SILENT = (
+    nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionClosedError,
+    nats.js.errors.ServiceUnavailableError, asyncio.TimeoutError,
+)
+
+
+class ObjectMissing(BusError):
+    """No (undeleted) object of that name is in the bucket, or the bucket does not exist."""
+
+
+class ObjectReplaced(BusError):
+    """The object got a new version (or was deleted) while it was being read: read it again."""
+
+
+class ObjectCorrupt(BusError):
+    """A stored object's content does not match its digest, its size, or what the caller expected."""
+
+    def __init__(self, message: str, nuid: str) -> None:
+        super().__init__(message)
+        self.nuid = nuid
+
+
+class BucketSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """An object store bucket as a service declares it."""
+
+    name: str
+    description: str = ""
+    replicas: int = 1
+    storage: Literal["file", "memory"] = "file"
+    max_bytes: int = -1  # the bucket refuses new objects past this (discard new)
+    max_age_s: float = 0.0  # objects older than this expire; 0 keeps them
+
+
+class StoredObject(msgspec.Struct, frozen=True, kw_only=True):
+    """One object as the bucket describes it; `nuid` names this version of its content."""
+
+    bucket: str
+    name: str
+    size: int
+    sha256: str  # hex, from the stored digest
+    nuid: str
+    chunks: int = 0
+    mtime: str = ""
+    description: str = ""
+
+
+class Fetched(msgspec.Struct, frozen=True, kw_only=True):
+    """A verified download: the object read, where it was written, and how long it took."""
+
+    object: StoredObject
+    path: str
+    seconds: float
+
+
+async def _within(seconds: float, awaitable: Awaitable[T]) -> T:
+    # asyncio.timeout rather than wait_for: on Python 3.11 wait_for can swallow a cancellation
+    # that arrives as the awaited call completes, and a cancelled agent would then run on.
+    async with asyncio.timeout(seconds):
+        return await awaitable
+
+
+def hex_of_digest(digest: str) -> str:
+    """'SHA-256=<urlsafe base64>' as lower-case hex ('' when it is not such a digest)."""
+    if not digest or not digest.upper().startswith(DIGEST_PREFIX):
+        return ""
+    try:
+        return base64.urlsafe_b64decode(digest[len(DIGEST_PREFIX) :]).hex()
+    except (binascii.Error, ValueError):
+        return ""
+
+
+def _stored(bucket: str, info: object) -> StoredObject:
+    return StoredObject(
+        bucket=bucket, name=str(getattr(info, "name", "")), size=int(getattr(info, "size", 0) or 0),
+        sha256=hex_of_digest(str(getattr(info, "digest", "") or "")), nuid=str(getattr(info, "nuid", "") or ""),
+        chunks=int(getattr(info, "chunks", 0) or 0), mtime=str(getattr(info, "mtime", "") or ""),
+        description=str(getattr(info, "description", "") or ""),
+    )
+
+
+async def _store(bus: Bus, bucket: str) -> ObjectStore:
+    try:
+        return await _within(API_TIMEOUT_S, bus.js.object_store(bucket))
+    except nats.js.errors.BucketNotFoundError:
+        raise ObjectMissing(f"object store bucket {bucket} does not exist") from None
+    except _SILENT as exc:
+        raise BusUnavailable(f"JetStream did not answer looking up bucket {bucket}: {exc or type(exc).__name__}") from None
+
+
+async def ensure_bucket(bus: Bus, spec: BucketSpec) -> None:
+    """Create the bucket if it does not exist yet (an existing one is left as it is)."""
+    try:
+        await _within(API_TIMEOUT_S, bus.js.object_store(spec.name))
+        return
+    except nats.js.errors.BucketNotFoundError:
+        pass
+    except _SILENT as exc:
+        raise BusUnavailable(f"JetStream did not answer looking up bucket {spec.name}: {exc or type(exc).__name__}") from None
+    config = ObjectStoreConfig(
+        bucket=spec.name, description=spec.description or None, replicas=spec.replicas,
+        storage=StorageType.FILE if spec.storage == "file" else StorageType.MEMORY,
+        max_bytes=spec.max_bytes, ttl=spec.max_age_s or None,
+    )
+    try:
+        await _within(API_TIMEOUT_S, bus.js.create_object_store(spec.name, config=config))
+    except nats.js.errors.BadRequestError:
+        pass  # created by another node between our lookup and our create
+    except _SILENT as exc:
+        raise BusUnavailable(f"JetStream did not answer creating bucket {spec.name}: {exc or type(exc).__name__}") from None
+    except nats.js.errors.APIError as exc:
+        raise BusError(f"cannot create bucket {spec.name}: {exc.description} (err_code {exc.err_code})") from None
+
+
+async def stat_object(bus: Bus, bucket: str, name: str) -> StoredObject | None:
+    """The object's description, None when the bucket has no such (undeleted) object."""
+    try:
+        store = await _store(bus, bucket)
+    except ObjectMissing:
+        return None
+    try:
+        info = await _within(API_TIMEOUT_S, store.get_info(name))
+    except (nats.js.errors.ObjectNotFoundError, nats.js.errors.NotFoundError):
+        return None
+    except nats.js.errors.BadObjectMetaError:
+        raise ObjectCorrupt(f"object {bucket}/{name} has unreadable metadata", "") from None
+    except _SILENT as exc:
+        raise BusUnavailable(f"JetStream did not answer stat of {bucket}/{name}: {exc or type(exc).__name__}") from None
+    return _stored(bucket, info)
+
+
+async def list_objects(bus: Bus, bucket: str) -> list[StoredObject]:
+    """Every undeleted object of the bucket, by name ([] for a missing or empty bucket)."""
+    try:
+        store = await _store(bus, bucket)
+        infos = await _within(API_TIMEOUT_S, store.list(ignore_deletes=True))
+    except (ObjectMissing, nats.js.errors.NotFoundError):
+        return []
+    except _SILENT as exc:
+        raise BusUnavailable(f"JetStream did not answer listing {bucket}: {exc or type(exc).__name__}") from None
+    return sorted((_stored(bucket, i) for i in infos), key=lambda o: o.name)
+
+
+async def put_file(
+    bus: Bus, bucket: str, name: str, path: Path, *, description: str = "", timeout_s: float = 600.0
+) -> StoredObject:
+    """Upload a file as the object `name` (a new version replaces the old one); raises BusUnavailable, OSError."""
+    store = await _store(bus, bucket)
+    chunk = min(CHUNK_BYTES, bus.nc.max_payload or CHUNK_BYTES)
+    meta = ObjectMeta(name=name, description=description or None, options=ObjectMetaOptions(max_chunk_size=chunk))
+    handle = await asyncio.to_thread(open, path, "rb")
+    try:
+        # nats-py reads the file in an executor; it hashes each chunk on the loop (~0.7 ms per MiB).
+        info = await _within(timeout_s, store.put(name, handle, meta=meta))
+    except _SILENT as exc:
+        raise BusUnavailable(f"upload of {path} to {bucket}/{name} did not finish: {exc or type(exc).__name__}") from None
+    except nats.js.errors.APIError as exc:
+        raise BusError(f"upload of {path} to {bucket}/{name} refused: {exc.description} (err_code {exc.err_code})") from None
+    finally:
+        await asyncio.to_thread(handle.close)
+    return _stored(bucket, info)
+
+
+async def delete_object(bus: Bus, bucket: str, name: str, *, only_nuid: str | None = None) -> bool:
+    """Delete an object (only its version `only_nuid`, when given); False when there was nothing to delete.
+
+    The deletion marker is written on condition that the metadata read is still the last
+    (Nats-Expected-Last-Subject-Sequence), so a version uploaded meanwhile is never deleted
+    in its place (nats-py's `delete` reads the metadata again and would delete the new one).
+    """
+    stream, meta_subject = f"OBJ_{bucket}", _meta_subject(bucket, name)
+    try:
+        last = await _within(API_TIMEOUT_S, bus.js.get_last_msg(stream, meta_subject))
+        info = ObjectInfo.from_response(json.loads(last.data or b"{}"))
+        if info.deleted or (only_nuid is not None and info.nuid != only_nuid):
+            return False
+        marker = dict(info.as_dict(), deleted=True, size=0, chunks=0, digest="", mtime="")
+        headers = {"Nats-Rollup": "sub", "Nats-Expected-Last-Subject-Sequence": str(last.seq)}
+        await _within(API_TIMEOUT_S, bus.js.publish(meta_subject, json.dumps(marker).encode(), headers=headers))
+        await _within(API_TIMEOUT_S, bus.js.purge_stream(stream, subject=f"$O.{bucket}.C.{info.nuid}"))
+    except nats.js.errors.NotFoundError:
+        return False
+    except nats.js.errors.BadRequestError as exc:
+        if exc.err_code == WRONG_LAST_SEQUENCE:
+            return False  # a new version (or a deletion) came first
+        raise BusError(f"deleting {bucket}/{name} refused: {exc.description}") from None
+    except _SILENT as exc:
+        raise BusUnavailable(f"JetStream did not answer deleting {bucket}/{name}: {exc or type(exc).__name__}") from None
+    except (ValueError, TypeError) as exc:
+        raise ObjectCorrupt(f"object {bucket}/{name} has unreadable metadata: {exc}", "") from None
+    return True
+
+
+def _meta_subject(bucket: str, name: str) -> str:
+    return f"$O.{bucket}.M.{base64.urlsafe_b64encode(name.encode()).decode()}"
+
+
+async def fetch_to_file(
+    bus: Bus,
+    bucket: str,
+    name: str,
+    dest: Path,
+    *,
+    expect_sha256: str = "",
+    expect_size: int | None = None,
+    idle_timeout_s: float = 30.0,
+) -> Fetched:
+    """Download an object into `dest` (created or truncated, fsynced) and verify it.
+
+    Raises ObjectMissing, ObjectCorrupt (size or SHA-256 differ from the stored digest or
+    from what the caller expects; `dest` then holds garbage for the caller to remove),
+    ObjectReplaced (a new version purged the chunks being read), BusUnavailable (nothing
+    arrived for `idle_timeout_s`) and OSError from writing (ENOSPC).
+    """
+    started = time.perf_counter()
+    stored = await stat_object(bus, bucket, name)
+    if stored is None:
+        raise ObjectMissing(f"no object {bucket}/{name}")
+    _check_expected(stored, stored.size, stored.sha256, expect_sha256, expect_size, "is described as")
+    writer = _ChunkWriter(dest, limit=max(stored.size, expect_size or 0))
+    try:
+        if stored.size:
+            await _read_chunks(bus, stored, writer, idle_timeout_s)
+        size, sha256 = await writer.finish()
+    finally:
+        await writer.close()
+    if size != stored.size or sha256 != stored.sha256:
+        raise ObjectCorrupt(
+            f"object {bucket}/{name} read {size} bytes with sha256 {sha256[:12] or '-'}, its digest says "
+            f"{stored.size} bytes with sha256 {stored.sha256[:12]}", stored.nuid,
+        )
+    _check_expected(stored, size, sha256, expect_sha256, expect_size, "has")
+    return Fetched(object=stored, path=str(dest), seconds=time.perf_counter() - started)
+
+
+def _check_expected(stored: StoredObject, size: int, sha256: str, expect_sha256: str, expect_size: int | None, verb: str) -> None:
+    if expect_size is not None and size != expect_size:
+        raise ObjectCorrupt(f"object {stored.bucket}/{stored.name} {verb} {size} bytes, expected {expect_size}", stored.nuid)
+    if expect_sha256 and sha256 != expect_sha256.lower():
+        raise ObjectCorrupt(
+            f"object {stored.bucket}/{stored.name} {verb} sha256 {sha256[:12]}, expected {expect_sha256[:12]}", stored.nuid
+        )
+
+
+async def _read_chunks(bus: Bus, stored: StoredObject, writer: _ChunkWriter, idle_timeout_s: float) -> None:
+    # Done when the consumer says nothing is pending; a tampered object with extra chunks
+    # is read to its end and then fails the size check.
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    received = 0
+
+    async def on_chunk(msg: Msg) -> None:
+        nonlocal received
+        received += 1
+        _seq, pending = _seq_and_pending(msg.reply)
+        failure = await writer.write(msg.data)
+        if failure is not None and not done.done():
+            done.set_exception(failure)
+        elif pending == 0 and not done.done():
+            done.set_result(None)
+
+    subject = f"$O.{stored.bucket}.C.{stored.nuid}"
+    try:
+        sub = await bus.js.subscribe(subject, ordered_consumer=True, cb=on_chunk)
+    except _SILENT as exc:
+        raise BusUnavailable(f"JetStream did not answer reading {stored.bucket}/{stored.name}: {exc or type(exc).__name__}") from None
+
+    async def replaced() -> bool:
+        current = await stat_object(bus, stored.bucket, stored.name)
+        return current is None or current.nuid != stored.nuid
+
+    try:
+        await _wait_moving(done, lambda: received, idle_timeout_s, replaced, f"{stored.bucket}/{stored.name}")
+    finally:
+        with contextlib.suppress(*_SILENT, nats.errors.BadSubscriptionError):
+            await sub.unsubscribe()
+        if done.done() and not done.cancelled():
+            done.exception()  # seen here or raised above: never "exception was never retrieved"
+
+
+async def _wait_moving(
+    done: asyncio.Future[None], progress: Callable[[], int], idle_timeout_s: float,
+    replaced: Callable[[], Awaitable[bool]], what: str,
+) -> None:
+    # A pause in the chunks is first checked against the object itself: a new version purges
+    # the old chunks, which looks like a stall but is a reason to start over at once.
+    check_every = min(STALL_CHECK_S, idle_timeout_s)
+    last, still_since = -1, time.monotonic()
+    while not done.done():
+        if progress() != last:
+            last, still_since = progress(), time.monotonic()
+        elif await replaced():
+            raise ObjectReplaced(f"object {what} was replaced while being read")
+        elif time.monotonic() - still_since >= idle_timeout_s:
+            raise BusUnavailable(f"download of {what} stalled: no chunk for {idle_timeout_s:g}s")
+        await asyncio.wait([done], timeout=check_every)
+    done.result()
+
+
+class _ChunkWriter:
+    """Writes and hashes chunks in order on one thread, so the event loop only receives."""
+
+    def __init__(self, dest: Path, limit: int) -> None:
+        self._dest = dest
+        self._limit = limit  # more bytes than this is corrupt: stop writing garbage early
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rr-fetch")
+        self._file: BinaryIO | None = None
+        self._hash = hashlib.sha256()
+        self._size = 0
+        self._queue: list[asyncio.Future[None]] = []
+        self._failure: BaseException | None = None
+
+    def _open(self) -> BinaryIO:
+        if self._file is None:
+            self._file = open(self._dest, "wb")  # noqa: SIM115 - closed in close()
+        return self._file
+
+    def _write(self, data: bytes) -> None:
+        self._size += len(data)
+        if self._size > self._limit:
+            return  # keep counting for the report, stop writing
+        self._open().write(data)
+        self._hash.update(data)
+
+    async def write(self, data: bytes) -> BaseException | None:
+        """Queue a chunk; returns the writer's failure (e.g. ENOSPC), if it had one."""
+        loop = asyncio.get_running_loop()
+        self._queue.append(loop.run_in_executor(self._pool, self._write, data))
+        while len(self._queue) > WRITE_AHEAD or (self._queue and self._queue[0].done()):
+            try:
+                await self._queue.pop(0)
+            except OSError as exc:
+                self._failure = self._failure or exc
+        return self._failure
+
+    def _sync(self) -> tuple[int, str]:
+        handle = self._open()
+        handle.flush()
+        os.fsync(handle.fileno())
+        return self._size, self._hash.hexdigest() if self._size <= self._limit else ""
+
+    async def finish(self) -> tuple[int, str]:
+        """Wait for every queued write, fsync; (bytes received, sha256 hex)."""
+        while self._queue:
+            await self._queue.pop(0)
+        if self._failure is not None:
+            raise self._failure
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._sync)
+
+    def _close(self) -> None:
+        self._pool.shutdown(wait=True)
+        if self._file is not None:
+            self._file.close()
+
+    async def close(self) -> None:
+        """Let the thread finish what it holds, then close the file."""
+        for future in self._queue:
+            future.cancel()
+        await asyncio.to_thread(self._close)

@@ -1,0 +1,96 @@
+"""`rr models`: per config, the promoted model, its generation and sha256, and which nodes hold a verified copy."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+
+import msgspec
+
+from eventbus.events import utcnow
+from projections import cluster, models
+from projections.base import Folder
+from projections.cluster import ClusterState
+from projections.models import ModelsState
+from services.commands import open_bus
+from services.commands.status import age, table
+from services.distributor.completion import needs_models, waiting_for
+from services.distributor.folds import FAILURES, FailuresState
+from services.distributor.livefold import LiveFold, aggregate_subjects
+from services.options import add_common_arguments, common_options
+
+
+class ModelRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One config's promoted model and where it is."""
+
+    config: str
+    model_id: str
+    generation: int
+    sha256: str
+    size_bytes: int
+    promoted_at: dt.datetime | None
+    promoted_age_s: float | None
+    nodes: list[str]  # nodes with a verified copy
+    needed_by: int  # alive nodes that need models
+    waiting: list[str]  # alive nodes that need it and do not have it yet
+    complete: bool  # the leader declared the distribution complete
+    failures: dict[str, str]  # node -> "kind: reason" of its open failure
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add `rr models`."""
+    parser = subparsers.add_parser("models", help="promoted model per config, and which nodes hold it")
+    parser.add_argument("--json", action="store_true", help="one JSON list of configs")
+    add_common_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def model_rows(state: ModelsState, nodes: ClusterState, failures: FailuresState, now: dt.datetime) -> list[ModelRow]:
+    """The promoted model of every config, as `rr models` shows it."""
+    rows = []
+    needing = sum(1 for n in nodes.nodes.values() if n.alive and needs_models(n))
+    for config, model_id in sorted(state.promoted.items()):
+        model = state.models.get(model_id)
+        if model is None:
+            continue
+        at = model.promotion.at if model.promotion else None
+        open_failures = failures.open.get(model_id, {})
+        rows.append(ModelRow(
+            config=config, model_id=model_id, generation=model.promotion.generation if model.promotion else 0,
+            sha256=model.sha256, size_bytes=model.size_bytes, promoted_at=at,
+            promoted_age_s=(now - at).total_seconds() if at else None, nodes=list(model.nodes), needed_by=needing,
+            waiting=waiting_for(state, nodes, model_id), complete=model.distribution_complete,
+            failures={node: f"{f.kind}: {f.reason}" for node, f in sorted(open_failures.items())},
+        ))
+    return rows
+
+
+def format_models(rows: list[ModelRow]) -> str:
+    """The rows as a table for people, failures listed under it."""
+    if not rows:
+        return "no promoted model in the log yet"
+    lines = [("CONFIG", "MODEL", "GEN", "SHA256", "SIZE", "PROMOTED", "NODES", "COMPLETE", "WAITING FOR")]
+    for r in rows:
+        lines.append((
+            r.config, r.model_id, str(r.generation), r.sha256[:12], f"{r.size_bytes / 2**20:.1f}M", age(r.promoted_age_s),
+            f"{len(r.nodes)}: {','.join(r.nodes)}" if r.nodes else "0", "yes" if r.complete else "no",
+            ",".join(r.waiting) or "-",
+        ))
+    failing = [f"  {r.config} on {node}: {why}" for r in rows for node, why in r.failures.items()]
+    return table(lines) + ("\nfailing:\n" + "\n".join(failing) if failing else "")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Fold the model, host and leader events of the log and print each config's promoted model."""
+    options = common_options(args)
+
+    async def go() -> list[ModelRow]:
+        folds = Folder(models.PROJECTION), Folder(cluster.PROJECTION), Folder(FAILURES)
+        async with open_bus(options, "models") as bus:
+            await LiveFold(bus, folds, aggregate_subjects("model", "host", "leader")).catch_up()
+        return model_rows(folds[0].state, folds[1].state, folds[2].state, utcnow())
+
+    rows = asyncio.run(go())
+    print(msgspec.json.encode(rows).decode() if args.json else format_models(rows))
+    return 0

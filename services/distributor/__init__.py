@@ -1,0 +1,1 @@
+"""Model distribution: every node installs the promoted model of each config from the object store."""

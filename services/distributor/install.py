@@ -1,0 +1,146 @@
+"""Installing model files atomically on this node (blocking: call through asyncio.to_thread).
+
+A file becomes visible under its final name only by `os.replace` of a complete, fsynced file
+on the same filesystem, so a job never opens half a model and a crash leaves either the old
+model or the new one. The current model is a hard link to its kept version (no second copy).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import msgspec
+
+from services.distributor.layout import INCOMING, SUFFIX, VERSIONS, best_link_path, canonical_path
+
+CHUNK = 1 << 20
+
+
+class LocalModels(msgspec.Struct, frozen=True, kw_only=True):
+    """The verified versions on this node per config (stem -> size) and which one is current."""
+
+    versions: dict[str, dict[str, int]] = {}  # config name -> model file stem -> bytes
+    active: dict[str, str] = {}  # config name -> stem of the version the canonical file and link serve
+
+    def size_of(self, config: str, stem: str) -> int | None:
+        """Bytes of a kept version, None when it is not here."""
+        return self.versions.get(config, {}).get(stem)
+
+
+def scan(root: Path) -> LocalModels:
+    """What is installed under a models dir (an absent dir is empty)."""
+    versions: dict[str, dict[str, int]] = {}
+    active: dict[str, str] = {}
+    base = root / VERSIONS
+    for config_dir in sorted(base.iterdir()) if base.is_dir() else []:
+        if not config_dir.is_dir():
+            continue
+        files = {p.name[: -len(SUFFIX)]: p.stat() for p in config_dir.iterdir() if p.is_file() and p.name.endswith(SUFFIX)}
+        versions[config_dir.name] = {stem: st.st_size for stem, st in files.items()}
+        current = _serving(root, config_dir.name)
+        for stem, st in files.items():
+            if current is not None and (st.st_dev, st.st_ino) == current:
+                active[config_dir.name] = stem
+    return LocalModels(versions=versions, active=active)
+
+
+def _serving(root: Path, config: str) -> tuple[int, int] | None:
+    # (device, inode) of the canonical file, if the seeds' link points at it.
+    canonical = root / f"canonical_{config}{SUFFIX}"
+    link = root / f"ringrift_best_{config}{SUFFIX}"
+    try:
+        if os.readlink(link) != canonical.name:
+            return None
+        st = canonical.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def free_bytes(path: Path) -> int:
+    """Free bytes on the filesystem holding `path` (or its nearest existing parent)."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return shutil.disk_usage(probe).free
+
+
+def incoming(root: Path, name: str) -> Path:
+    """A fresh temp path under <root>/.incoming (a stale one from a crash is removed)."""
+    folder = root / INCOMING
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.unlink(missing_ok=True)
+    return path
+
+
+def copy_hashed(src: Path, dest: Path) -> tuple[int, str]:
+    """Copy a file, fsync it; (bytes, sha256 hex) of what was written."""
+    digest = hashlib.sha256()
+    size = 0
+    with src.open("rb") as reader, dest.open("wb") as writer:
+        while chunk := reader.read(CHUNK):
+            writer.write(chunk)
+            digest.update(chunk)
+            size += len(chunk)
+        writer.flush()
+        os.fsync(writer.fileno())
+    return size, digest.hexdigest()
+
+
+def sha256_of(path: Path) -> tuple[int, str]:
+    """(bytes, sha256 hex) of a file."""
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as reader:
+        while chunk := reader.read(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename in `path` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def place(verified: Path, final: Path) -> None:
+    """Move a verified, fsynced file to its final name atomically."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(verified, final)
+    fsync_dir(final.parent)
+
+
+def activate(root: Path, board_type: str, num_players: int, version: Path) -> Path:
+    """Make `version` the config's current model: canonical file replaced atomically, seeds' link onto it."""
+    canonical = canonical_path(root, board_type, num_players)
+    temp = canonical.with_name(f".{canonical.name}.{os.getpid()}.tmp")
+    temp.unlink(missing_ok=True)
+    try:
+        os.link(version, temp)
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+            raise
+        copy_hashed(version, temp)  # a filesystem without hard links: a second copy
+    os.replace(temp, canonical)
+    link = best_link_path(root, board_type, num_players)
+    if not (link.is_symlink() and os.readlink(link) == canonical.name):
+        temp_link = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+        temp_link.unlink(missing_ok=True)
+        os.symlink(canonical.name, temp_link)  # relative: the models dir can move
+        os.replace(temp_link, link)
+    fsync_dir(root)
+    return canonical
+
+
+def remove(path: Path) -> None:
+    """Delete a file if it is there."""
+    path.unlink(missing_ok=True)

@@ -1,0 +1,66 @@
+"""The leader-only distribution loop: MODEL_DISTRIBUTION_COMPLETE decisions and pruning of the models bucket.
+
+Run by the scheduler's leader as `distribution_loop(ctx, term)`; decisions go through
+`term.publish`, so they carry the epoch and stop the moment the term may no longer act.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from eventbus.errors import BusError
+from eventbus.events import utcnow
+from eventbus.objects import delete_object, list_objects
+from projections import cluster, models
+from projections.base import Folder
+from services.distributor.completion import completions
+from services.distributor.livefold import LiveFold, aggregate_subjects
+from services.distributor.retention import store_deletions
+from services.distributor.settings import DistributionSettings
+from services.leadership.term import NotLeader, Term
+from services.runtime import ServiceContext
+
+log = logging.getLogger(__name__)
+
+
+async def distribution_loop(ctx: ServiceContext, term: Term) -> None:
+    """Decide completed distributions and prune the bucket until the term ends (or is cancelled)."""
+    settings: DistributionSettings = ctx.config.distribution
+    models_fold, cluster_fold = Folder(models.PROJECTION), Folder(cluster.PROJECTION)
+    live = LiveFold(ctx.bus, [models_fold, cluster_fold], aggregate_subjects("model", "host", "leader"))
+    await live.catch_up()
+    decided: set[str] = set()  # published by this term, perhaps not folded back yet
+    next_gc = time.monotonic() + settings.store_gc_interval_s / 10  # soon after taking office, not at once
+    async with asyncio.TaskGroup() as tasks:
+        follower = tasks.create_task(live.follow())
+        try:
+            while True:
+                for event in completions(models_fold.state, cluster_fold.state, utcnow()):
+                    if event.model_id not in decided:
+                        await term.publish(event)
+                        decided.add(event.model_id)
+                        log.info("distribution of %s complete on %s", event.model_id, ",".join(event.nodes))
+                if time.monotonic() >= next_gc:
+                    await prune_store(ctx, models_fold.state, settings)
+                    next_gc = time.monotonic() + settings.store_gc_interval_s
+                await live.wait_changed(settings.complete_check_s)
+        except NotLeader as exc:
+            log.info("distribution loop: %s", exc)
+        finally:
+            follower.cancel()
+
+
+async def prune_store(ctx: ServiceContext, state: models.ModelsState, settings: DistributionSettings) -> int:
+    """Delete the bucket's objects past the retention policy; returns how many (errors are logged, not raised)."""
+    try:
+        objects = await list_objects(ctx.bus, settings.bucket)
+        doomed = store_deletions(objects, state, utcnow(), settings.keep_last, settings.store_keep_candidates_h)
+        for obj in doomed:
+            await delete_object(ctx.bus, settings.bucket, obj.name, only_nuid=obj.nuid)
+            log.info("models bucket: deleted %s (past retention)", obj.name)
+    except BusError as exc:
+        log.warning("models bucket: pruning failed, next time then: %s", exc)
+        return 0
+    return len(doomed)

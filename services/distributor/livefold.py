@@ -1,0 +1,120 @@
+"""Keeping folds of the log current in a long-running process: catch up from the log, then follow it live.
+
+The catch-up reads only the aggregates the folds need (one ordered read per subject, merged
+by sequence), so a node starting after a year does not decode every work event; from then on
+one ordered consumer on every event feeds the folds in log order (a fold must never see an
+older record after a newer one: Folder skips it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from eventbus.connection import Bus
+from eventbus.errors import BusError
+from eventbus.follow import follow
+from eventbus.history import Record, last_sequence, replay
+from eventbus.subjects import ALL_EVENTS, EVENTS_ROOT
+from projections.base import Folder, type_of
+
+log = logging.getLogger(__name__)
+
+
+def aggregate_subjects(*aggregates: str) -> tuple[str, ...]:
+    """Subject filters of whole aggregates, e.g. ('rr.evt.model.>', 'rr.evt.host.>')."""
+    return tuple(f"{EVENTS_ROOT}.{a}.>" for a in aggregates)
+
+
+class LiveFold:
+    """Several folds fed from the same records; `changed` wakes whoever waits on news they read."""
+
+    def __init__(self, bus: Bus, folders: Sequence[Folder[Any]], subjects: Sequence[str]) -> None:
+        self._bus = bus
+        self._folders = list(folders)
+        self._subjects = tuple(subjects)
+        self._reads = frozenset().union(*(f.projection.reads for f in self._folders))
+        self._changed = asyncio.Event()
+        self._moved = asyncio.Event()
+        self.position = 0  # the last sequence folded
+
+    async def catch_up(self) -> int:
+        """Fold the needed aggregates from the start of the log to its end now; returns that position."""
+        end = await last_sequence(self._bus)
+        records: list[Record] = []
+        for subject in self._subjects:
+            await replay(self._bus, records.append, subject=subject, end_seq=end)
+        records.sort(key=lambda r: r.seq)
+        for record in records:
+            self._feed(record)
+        self.position = max(self.position, end)
+        self._changed.set()
+        return end
+
+    async def follow(self) -> None:
+        """Fold every new record until cancelled (after `catch_up`)."""
+        await follow(self._bus, self._on_record, subject=ALL_EVENTS, start_seq=self.position + 1)
+
+    def _feed(self, record: Record) -> None:
+        for folder in self._folders:
+            folder(record)
+        if type_of(record.subject) in self._reads:
+            self._changed.set()
+
+    def _on_record(self, record: Record) -> None:
+        if record.seq <= self.position:
+            return
+        self._feed(record)
+        self.position = record.seq
+        self._moved.set()
+
+    async def wait_changed(self, timeout: float) -> bool:
+        """Wait until a record the folds read arrives (or arrived since the last call); False on timeout."""
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
+        # arrives as the event is set, and the loop waiting here would then never stop.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._changed.wait()
+        changed = self._changed.is_set()
+        self._changed.clear()
+        return changed
+
+    async def wait_position(self, seq: int, timeout: float) -> bool:
+        """Wait until the folds have seen sequence `seq` (e.g. an event this process published)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.position < seq:
+            self._moved.clear()
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):
+                    await self._moved.wait()
+        return True
+
+
+async def reconcile_while_following(
+    live: LiveFold, stopping: asyncio.Event, ready: asyncio.Event, who: str,
+    reconcile: Callable[[asyncio.Event], Awaitable[None]], pause: Callable[[asyncio.Event], Awaitable[None]],
+) -> None:
+    """Follow the log into `live` and run `reconcile` after every `pause`, until `stopping` (the agents' main loop).
+
+    A pass that fails on the bus or the disk is logged and tried again on the next one: a node
+    agent outlives outages rather than crash-looping through them.
+    """
+    async with asyncio.TaskGroup() as tasks:
+        follower = tasks.create_task(live.follow())
+        try:
+            while not stopping.is_set():
+                try:
+                    await reconcile(stopping)
+                except (BusError, OSError) as exc:
+                    log.warning("%s: pass failed, trying again: %s", who, exc)
+                ready.set()
+                await pause(stopping)
+        finally:
+            follower.cancel()

@@ -1,0 +1,198 @@
+"""One node's side of data sync: upload the batches planned from it, download and verify those planned to it.
+
+Workers only dial out to NATS, so a batch moves through the `rr_data` object store: the
+source puts it there once (a batch already stored with the same content is not uploaded
+again), the target polls for it, downloads it, checks size and SHA-256 against the
+SELFPLAY_COMPLETE that announced it, writes it to <data dir>/sync/<config>/ atomically and
+ends the transfer with DATA_SYNC_COMPLETE. A corrupt stored version is deleted so the next
+plan uploads it afresh. State lives in the log, so a restarted node picks up where it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import time
+from pathlib import Path
+
+import msgspec
+
+from eventbus.connection import Bus
+from eventbus.errors import BusError
+from eventbus.events import ArtifactRef, DataSyncComplete, utcnow
+from eventbus.objects import BucketSpec, ObjectCorrupt, ObjectMissing, delete_object, ensure_bucket, fetch_to_file
+from eventbus.publisher import Publisher
+from projections import data
+from projections.base import Folder
+from projections.data import Batch, Transfer, TransferStatus
+from services.distributor import install
+from services.distributor.livefold import LiveFold, aggregate_subjects, reconcile_while_following
+from services.distributor.retry import RetryTable
+from services.sync.folds import BATCH_FILES
+from services.sync.paths import batch_path
+from services.sync.settings import SyncSettings
+from services.sync.uploads import BatchUploads
+
+log = logging.getLogger(__name__)
+
+GIB = 1 << 30
+HOUR = 3600.0
+
+
+class SyncStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    """What one node's sync agent did since it started."""
+
+    received: int
+    bytes_received: int
+    failed: int
+    uploads: int
+    uploads_skipped: int
+
+
+def data_bucket(settings: SyncSettings, replicas: int) -> BucketSpec:
+    """The data bucket: objects expire after `store_ttl_h`, they only carry batches between nodes."""
+    return BucketSpec(name=settings.bucket, description="rr selfplay batches in transit between nodes",
+                      replicas=replicas, max_bytes=int(settings.store_max_gib * GIB) or -1,
+                      max_age_s=settings.store_ttl_h * HOUR)
+
+
+class SyncAgent:
+    """Carries out this node's part of every planned copy; `run()` until `stopping` is set."""
+
+    def __init__(self, bus: Bus, publisher: Publisher, node: str, root: Path, settings: SyncSettings, *, replicas: int = 1) -> None:
+        self._bus, self._publisher, self.node, self.root, self._settings = bus, publisher, node, root, settings
+        self._replicas = replicas
+        self._data = Folder(data.PROJECTION)
+        self._files = Folder(BATCH_FILES)
+        self._live = LiveFold(bus, [self._data, self._files], aggregate_subjects("data", "leader"))
+        self._polls = RetryTable(settings.poll_initial_s, settings.poll_max_s)
+        self._ended: set[str] = set()  # transfers this process completed (until the fold shows it)
+        self._uploads = BatchUploads(bus, publisher, node, root, settings)
+        self._counts = {"received": 0, "bytes_received": 0, "failed": 0}
+        self.ready = asyncio.Event()
+
+    def statistics(self) -> SyncStatistics:
+        """Counters so far."""
+        return SyncStatistics(**self._counts, **self._uploads.counts)
+
+    @property
+    def data_state(self) -> data.DataState:
+        """The data fold as this agent sees it."""
+        return self._data.state
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Catch up with the log, then reconcile on news, on poll timers and every `plan_interval_s`."""
+        await ensure_bucket(self._bus, data_bucket(self._settings, self._replicas))
+        await self._live.catch_up()
+        await reconcile_while_following(self._live, stopping, self.ready, f"sync {self.node}", self.reconcile, self._sleep)
+
+    async def _sleep(self, stopping: asyncio.Event) -> None:
+        now = time.monotonic()
+        due = self._polls.next_due(now)
+        timeout = min(self._settings.plan_interval_s, due - now + 0.01) if due is not None else self._settings.plan_interval_s
+        news = asyncio.ensure_future(self._live.wait_changed(timeout))
+        stop = asyncio.ensure_future(stopping.wait())
+        try:
+            await asyncio.wait({news, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            news.cancel()
+            stop.cancel()
+
+    def _open(self) -> list[Transfer]:
+        """Unfinished copies from or to this node, oldest first; forgets ended ones the fold now shows ended."""
+        planned = [t for t in self._data.state.transfers.values()
+                   if t.status is TransferStatus.PLANNED and self.node in (t.from_node, t.to_node)]
+        self._ended &= {t.transfer_id for t in planned}
+        return sorted((t for t in planned if t.transfer_id not in self._ended), key=lambda t: t.planned_seq)
+
+    async def reconcile(self, stopping: asyncio.Event) -> None:
+        """One pass: uploads for copies planned from here, then downloads of copies planned to here."""
+        state, files = self._data.state, self._files.state.files
+        open_ = self._open()
+        self._uploads.keep_only({t.transfer_id for t in open_})
+        for transfer in (t for t in open_ if t.from_node == self.node):
+            batch = state.batches.get(transfer.batch_id)
+            if batch is not None and not stopping.is_set():
+                if not await self._uploads.ensure(transfer, batch, files.get(batch.batch_id)):
+                    self._ended.add(transfer.transfer_id)
+        for transfer in (t for t in open_ if t.to_node == self.node):
+            batch = state.batches.get(transfer.batch_id)
+            if batch is None or stopping.is_set() or not self._polls.due(transfer.transfer_id, time.monotonic()):
+                continue
+            await self._receive(transfer, batch, files.get(batch.batch_id))
+
+    async def _receive(self, transfer: Transfer, batch: Batch, origin: ArtifactRef | None) -> None:
+        final = batch_path(self.root, batch, origin.path if origin is not None else "")
+        started = time.perf_counter()
+        try:
+            if await asyncio.to_thread(_holds, final, batch):
+                await self._complete(transfer, batch, time.perf_counter() - started)  # received before a restart
+                return
+            await self._fetch(transfer, batch, final)
+        except ObjectMissing:
+            await self._waiting(transfer)
+            return
+        except ObjectCorrupt as exc:
+            await delete_object(self._bus, self._settings.bucket, batch.batch_id, only_nuid=exc.nuid)
+            await self._fail(transfer, f"{exc}; deleted from the store, the next plan uploads it again")
+            return
+        except OSError as exc:
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            await self._fail(transfer, f"{'disk full' if full else 'cannot write'} in {self.root}: {exc.strerror or exc}")
+            return
+        except BusError as exc:
+            self._polls.failed(transfer.transfer_id, time.monotonic())  # the bus again: retried, not failed
+            log.warning("sync %s: %s: %s", self.node, transfer.transfer_id, exc)
+            return
+        self._counts["received"] += 1
+        self._counts["bytes_received"] += batch.size_bytes
+        await self._complete(transfer, batch, time.perf_counter() - started)
+
+    async def _fetch(self, transfer: Transfer, batch: Batch, final: Path) -> None:
+        temp = await asyncio.to_thread(install.incoming, self.root, f"{final.name}.part")
+        free = await asyncio.to_thread(install.free_bytes, self.root)
+        if free < batch.size_bytes:
+            raise OSError(errno.ENOSPC, f"{free} bytes free, the batch has {batch.size_bytes}")
+        try:
+            await fetch_to_file(self._bus, self._settings.bucket, batch.batch_id, temp, expect_sha256=batch.sha256,
+                                expect_size=batch.size_bytes or None, idle_timeout_s=self._settings.idle_timeout_s)
+            await asyncio.to_thread(install.place, temp, final)
+        except BaseException:
+            await asyncio.to_thread(install.remove, temp)
+            raise
+
+    async def _waiting(self, transfer: Transfer) -> None:
+        planned = transfer.planned_at
+        waited = (utcnow() - planned).total_seconds() if planned else 0.0
+        if waited < self._settings.transfer_timeout_s:
+            self._polls.failed(transfer.transfer_id, time.monotonic())  # poll again, less often
+            return
+        await self._fail(transfer, f"batch never reached the store within {self._settings.transfer_timeout_s:g}s of the plan")
+
+    async def _fail(self, transfer: Transfer, error: str) -> None:
+        self._counts["failed"] += 1
+        log.warning("sync %s: %s failed: %s", self.node, transfer.transfer_id, error)
+        await self._end(DataSyncComplete(batch_id=transfer.batch_id, transfer_id=transfer.transfer_id,
+                                         to_node=transfer.to_node, ok=False, error=error))
+
+    async def _complete(self, transfer: Transfer, batch: Batch, seconds: float) -> None:
+        log.info("sync %s: %s received (%d bytes in %.2fs)", self.node, transfer.transfer_id, batch.size_bytes, seconds)
+        await self._end(DataSyncComplete(batch_id=transfer.batch_id, transfer_id=transfer.transfer_id, to_node=self.node,
+                                         ok=True, sha256=batch.sha256, size_bytes=batch.size_bytes, seconds=round(seconds, 3)))
+
+    async def _end(self, event: DataSyncComplete) -> None:
+        try:
+            await self._publisher.publish(event)
+        except BusError as exc:
+            log.warning("sync %s: end of %s not published yet: %s", self.node, event.transfer_id, exc)
+            return
+        self._ended.add(event.transfer_id)
+        self._polls.succeeded(event.transfer_id)
+
+
+def _holds(path: Path, batch: Batch) -> bool:
+    """Whether `path` already is the batch, verified (blocking)."""
+    if not path.is_file() or (batch.size_bytes and path.stat().st_size != batch.size_bytes):
+        return False
+    return not batch.sha256 or install.sha256_of(path)[1] == batch.sha256

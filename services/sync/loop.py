@@ -1,0 +1,81 @@
+"""The leader-only sync planner loop: fold the data and the cluster, plan copies, publish them as decisions.
+
+Run by the scheduler's leader as `sync_planner_loop(ctx, term)`. After publishing, it waits
+until its own plans are folded back before planning again, so a plan is never made twice
+from a state that does not show it yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from config.hosts import HostsConfig, load_hosts
+from eventbus.errors import InvalidConfig
+from eventbus.events import utcnow
+from projections import cluster, data
+from projections.base import Folder
+from services.distributor.livefold import LiveFold, aggregate_subjects
+from services.leadership.term import NotLeader, Term
+from services.runtime import ServiceContext
+from services.sync.planner import Fleet, plan_transfers
+from services.sync.settings import SyncSettings
+from services.sync.targets import alive_nodes, ephemeral_nodes, training_targets
+
+log = logging.getLogger(__name__)
+
+FOLD_BACK_TIMEOUT_S = 10.0
+
+
+class HostsReader:
+    """The hosts file, re-read every plan (it may change); a broken edit keeps the last good one."""
+
+    def __init__(self, path: str | None) -> None:
+        self._path = path
+        self._last: HostsConfig | None = None
+
+    async def read(self) -> HostsConfig | None:
+        """The hosts file now (None without one)."""
+        if self._path is None:
+            return None
+        try:
+            self._last = await asyncio.to_thread(load_hosts, self._path)
+        except InvalidConfig as exc:
+            log.warning("sync planner: %s; planning with the last good hosts file", exc)
+        return self._last
+
+
+async def sync_planner_loop(ctx: ServiceContext, term: Term) -> None:
+    """Plan data copies every `sync.plan_interval_s` and on news, until the term ends (or is cancelled)."""
+    settings: SyncSettings = ctx.config.sync
+    data_fold, cluster_fold = Folder(data.PROJECTION), Folder(cluster.PROJECTION)
+    live = LiveFold(ctx.bus, [data_fold, cluster_fold], aggregate_subjects("data", "host", "leader"))
+    await live.catch_up()
+    hosts = HostsReader(ctx.config.hosts_file)
+    async with asyncio.TaskGroup() as tasks:
+        follower = tasks.create_task(live.follow())
+        try:
+            while True:
+                await plan_once(term, live, data_fold, cluster_fold, await hosts.read(), settings)
+                await live.wait_changed(settings.plan_interval_s)
+        except NotLeader as exc:
+            log.info("sync planner: %s", exc)
+        finally:
+            follower.cancel()
+
+
+async def plan_once(
+    term: Term, live: LiveFold, data_fold: Folder[data.DataState], cluster_fold: Folder[cluster.ClusterState],
+    hosts: HostsConfig | None, settings: SyncSettings,
+) -> int:
+    """Plan and publish one round; returns how many copies were planned."""
+    state = cluster_fold.state
+    fleet = Fleet(targets=training_targets(state, hosts, settings), alive=alive_nodes(state), ephemeral=ephemeral_nodes(hosts))
+    plans = plan_transfers(data_fold.state, fleet, utcnow(), settings)
+    last_seq = 0
+    for plan in plans:
+        last_seq = (await term.publish(plan)).seq
+        log.info("sync planner: %s %s -> %s (%s)", plan.transfer_id, plan.from_node, plan.to_node, plan.reason)
+    if last_seq and not await live.wait_position(last_seq, FOLD_BACK_TIMEOUT_S):
+        log.warning("sync planner: own plans not folded back within %.0fs", FOLD_BACK_TIMEOUT_S)
+    return len(plans)
