@@ -178,3 +178,30 @@ def test_plan_never_overfills_never_mismatches_and_respects_rank(nodes, items, s
         for later in order[i + 1:]:
             if later in assigned:
                 assert not can_run(by_node[assigned[later]], by_id[wid], S)
+
+
+def reference_plan(items, nodes, signals) -> list[tuple[str, str]]:
+    """The plan by definition: every node scanned for every item, in rank order."""
+    load = {n.node: n.running for n in nodes}
+    plan = []
+    for item in rank(items, signals, S):
+        free = [n for n in nodes if load[n.node] < n.max_parallel_jobs and can_run(n, item, S)]
+        if free:
+            best = min(free, key=lambda n: (load[n.node] / n.max_parallel_jobs, -n.vram_gb, n.node))
+            load[best.node] += 1
+            plan.append((item.work_id, best.node))
+    return plan
+
+
+@settings(max_examples=300, deadline=None)
+@given(nodes=nodes_st, items=items_st, signals=signals_st)
+def test_the_heap_planner_plans_exactly_what_scanning_every_node_would(nodes, items, signals) -> None:
+    assert plan_assignments(items, nodes, signals, S) == reference_plan(items, nodes, signals)
+
+
+def test_a_large_plan_is_fast_and_fills_every_slot() -> None:
+    nodes = [node(f"n{i:04d}", max_parallel_jobs=4, configured=False) for i in range(1000)]
+    items = [WorkView(work_id=f"w{i}", work_type="selfplay", board_type="hex8", num_players=2, order=i) for i in range(20_000)]
+    plan = plan_assignments(items, nodes, {}, S)
+    assert len(plan) == 4000 and [w for w, _ in plan] == [f"w{i}" for i in range(4000)]
+    assert {n for _, n in plan[:1000]} == {n.node for n in nodes}  # spread before stacking

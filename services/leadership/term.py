@@ -35,8 +35,11 @@ class Term:
         """The event marked as a decision of this term."""
         return msgspec.structs.replace(event, epoch=self.epoch)
 
-    async def publish(self, event: Event) -> Published:
-        """Publish a decision with this term's epoch; raises NotLeader once the term may no longer act."""
+    async def publish(self, event: Event, *, expect_last_seq: int | None = None) -> Published:
+        """Publish a decision with this term's epoch (only if its aggregate is still at `expect_last_seq`, when given).
+
+        Raises NotLeader once the term may no longer act, ConcurrencyConflict when the aggregate moved on.
+        """
         if not self.may_act():
             raise NotLeader(f"{self.role} term {self.epoch} of {self.node} may no longer act")
-        return await self._publisher.publish(self.fenced(event))
+        return await self._publisher.publish(self.fenced(event), expect_last_seq=expect_last_seq)

@@ -13,6 +13,7 @@ An item's explicit `priority` outranks every config priority; ties go to the old
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Mapping
 
 import msgspec
@@ -107,29 +108,71 @@ def config_priority(key: str, signals: ConfigSignals, curriculum: Mapping[str, f
 
 def rank(items: Iterable[WorkView], signals: Mapping[str, ConfigSignals], settings: SchedulerSettings) -> list[WorkView]:
     """Pending items in the order they should get slots."""
+    scores: dict[str, float] = {}  # per config: the formula once, not once per item
 
     def key(item: WorkView) -> tuple[int, float, int]:
         cfg = config_key(item.board_type, item.num_players)
-        score = config_priority(cfg, signals.get(cfg, ConfigSignals()), settings.curriculum, settings.weights)
+        score = scores.get(cfg)
+        if score is None:
+            score = scores[cfg] = config_priority(cfg, signals.get(cfg, ConfigSignals()), settings.curriculum, settings.weights)
         explicit = item.priority if item.priority is not None else -(1 << 30)
         return (-explicit, -score, item.order)
 
     return sorted(items, key=key)
 
 
+_Slot = tuple[float, float, str, int]  # (load ratio, -VRAM, node, load when pushed): a heap entry
+
+
 def plan_assignments(
     pending: Iterable[WorkView], nodes: Iterable[NodeView], signals: Mapping[str, ConfigSignals],
     settings: SchedulerSettings,
 ) -> list[tuple[str, str]]:
-    """(work_id, node) pairs to assign now: best-ranked items first, each to the least loaded node that may run it."""
-    load = {n.node: n.running for n in nodes}
+    """(work_id, node) pairs to assign now: best-ranked items first, each to the least loaded node that may run it.
+
+    Same plan as scanning every node for every item, in O(items log nodes): eligibility depends
+    only on (work type, board, target), so each such kind keeps a heap of its nodes by load.
+    """
     views = {n.node: n for n in nodes}
+    load = {n.node: n.running for n in views.values()}
+    free = sum(max(0, v.max_parallel_jobs - v.running) for v in views.values())
+    heaps: dict[tuple[str, str, str | None], list[_Slot]] = {}
     plan: list[tuple[str, str]] = []
     for item in rank(pending, signals, settings):
-        free = [v for v in views.values() if load[v.node] < v.max_parallel_jobs and can_run(v, item, settings)]
-        if not free:
+        if free <= 0:
+            break
+        kind = (item.work_type, item.board_type, item.target_node)
+        if kind not in heaps:
+            heaps[kind] = [_slot(v, load[v.node]) for v in views.values()
+                           if load[v.node] < v.max_parallel_jobs and can_run(v, item, settings)]
+            heapq.heapify(heaps[kind])
+        node = _least_loaded(heaps[kind], views, load)
+        if node is None:
             continue
-        best = min(free, key=lambda v: (load[v.node] / v.max_parallel_jobs, -v.vram_gb, v.node))
-        load[best.node] += 1
-        plan.append((item.work_id, best.node))
+        load[node] += 1
+        free -= 1
+        plan.append((item.work_id, node))
+        if load[node] < views[node].max_parallel_jobs:
+            heapq.heappush(heaps[kind], _slot(views[node], load[node]))
     return plan
+
+
+def _slot(view: NodeView, load: int) -> _Slot:
+    return (load / view.max_parallel_jobs, -view.vram_gb, view.node, load)
+
+
+def _least_loaded(heap: list[_Slot], views: Mapping[str, NodeView], load: Mapping[str, int]) -> str | None:
+    """Pop the node with the lowest (ratio, -VRAM, name); entries made stale by other kinds' picks are refreshed.
+
+    Loads only grow, so a stale entry sorts no later than the node's true entry: the first
+    current entry popped is the true minimum.
+    """
+    while heap:
+        _, _, node, seen = heapq.heappop(heap)
+        if load[node] >= views[node].max_parallel_jobs:
+            continue
+        if load[node] != seen:
+            heapq.heappush(heap, _slot(views[node], load[node]))
+            continue
+        return node
+    return None

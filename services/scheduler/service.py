@@ -19,6 +19,9 @@ from services.leadership.settings import LeadershipSettings
 from services.membership.monitor import membership_loop
 from services.leadership.term import NotLeader, Term
 from services.runtime import ServiceContext
+from services.scheduler.loops import SCHEDULING_LOOPS
+from services.distributor.leader import distribution_loop
+from services.sync.loop import sync_planner_loop
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +29,10 @@ ROLE = "scheduler"
 
 LeaderLoop = Callable[[ServiceContext, Term], Coroutine[Any, Any, None]]
 
-# The leader-only loops; append the scheduling loops here.
-LEADER_LOOPS: list[LeaderLoop] = [membership_loop]
+# The leader-only loops: membership, scheduling (assignment, pipeline, populator), model
+# distribution bookkeeping and the data sync planner. Each starts on election and is cancelled
+# when the term ends.
+LEADER_LOOPS: list[LeaderLoop] = [membership_loop, *SCHEDULING_LOOPS, distribution_loop, sync_planner_loop]
 
 
 async def leader_tick_loop(ctx: ServiceContext, term: Term) -> None:

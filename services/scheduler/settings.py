@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 
 
@@ -50,6 +52,7 @@ class PriorityWeights(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     elo_velocity: float = 0.5
     freshness_horizon_h: float = 6.0  # games this old count as fully stale
     elo_velocity_ref: float = 50.0  # Elo per hour that counts as "fast"
+    elo_velocity_window_h: float = 24.0  # promotions this recent give a config's Elo per hour
 
 
 class SchedulerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -59,10 +62,12 @@ class SchedulerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     role_work: dict[str, tuple[str, ...]] = msgspec.field(default_factory=lambda: dict(DEFAULT_ROLE_WORK))
     curriculum: dict[str, float] = {}  # "hex8_2p" -> weight; configs absent get 1.0
     weights: PriorityWeights = PriorityWeights()
-    max_attempts: int = 3
+    max_attempts: Annotated[int, msgspec.Meta(ge=1)] = 3
     attempt_deadline_s: dict[str, float] = msgspec.field(default_factory=lambda: {
         "selfplay": 3600.0, "training": 7200.0, "evaluation": 1800.0, "tournament": 3600.0, "sync": 900.0})
     progress_timeout_s: float = 300.0  # an attempt silent this long is stalled
+    default_max_parallel_jobs: int = 2  # slots of a node the hosts file does not list (or with no hosts file)
+    assign_every_s: float = 0.5  # how often the leader looks for work to assign and attempts to supervise
     backlog_per_node: int = 2  # populator keeps this many pending selfplay items per idle slot
     populator_games: int = 200
     populator_enabled: bool = True

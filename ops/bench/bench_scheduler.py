@@ -1,0 +1,252 @@
+"""The scheduler at fleet scale: assignment rate and latency, and rebuilding its state from a long log.
+
+On one local nats-server:
+1. --nodes HOST_ONLINE events (with resources); every node takes --slots attempts at once.
+2. The assignment loop (services/scheduler/assigner.py, one leader term, in this process) is
+   started, and a separate process appends --items WORK_ADDED as fast as it can (a burst).
+   Measured from the log: assignments/s (items / first WORK_ADDED to last WORK_ASSIGNED) and the
+   WORK_ADDED -> WORK_ASSIGNED latency percentiles (event timestamps, one clock). Then, with the
+   backlog gone, --paced-items at --paced-rate per second: the latency of a queue that keeps up.
+   Ceiling: the same number of conditional appends (expected-last-subject-sequence, as many in
+   flight as the assigner allows) by plain nats-py on a scratch stream.
+3. The log is topped up to --log-events with the items' lifecycles (started, progress,
+   completed). Rebuild: the assigner's own fold (history.replay into Assigner.on_record: decode,
+   work + cluster folds, supervision tracks) from sequence 1, against history.replay counting only.
+Prints one JSON line; `ratio` is rebuild rate / raw read rate, `assign_ratio` ours / ceiling.
+Run: python -m ops.bench.bench_scheduler [--nodes 1000] [--items 100000] [--log-events 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import nats.js.errors
+
+from config.settings import RrConfig
+from eventbus import events as ev
+from eventbus.connection import Bus, connect
+from eventbus.history import Record, last_sequence, replay
+from eventbus.publisher import Publisher
+from eventbus.streams import StreamSettings, provision
+from ops.bench.common import bench_bus, bench_server, emit, log, server_version
+from services.leadership.term import Term
+from services.options import CommonOptions
+from services.runtime import ServiceContext
+from services.scheduler.assigner import PUBLISH_WINDOW, Assigner
+from services.scheduler.settings import SchedulerSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+CHUNK = 2000  # WORK_ADDED per publish_many (each chunk is stamped just before it is sent)
+SCRATCH_STREAM = "RR_BENCH_CEILING"
+
+
+def arguments() -> argparse.Namespace:
+    """The bench's knobs."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--nodes", type=int, default=1000)
+    p.add_argument("--slots", type=int, default=110, help="attempts each node takes at once (enough for every item)")
+    p.add_argument("--items", type=int, default=100_000)
+    p.add_argument("--paced-items", type=int, default=3000)
+    p.add_argument("--paced-rate", type=float, default=1000.0, help="items/s of the paced phase")
+    p.add_argument("--log-events", type=int, default=1_000_000)
+    p.add_argument("--rounds", type=int, default=2, help="rebuild rounds per side (alternating)")
+    p.add_argument("--add", nargs=4, metavar=("URL", "PREFIX", "COUNT", "RATE"), help=argparse.SUPPRESS)
+    return p.parse_args()
+
+
+def work_added(work_id: str) -> ev.WorkAdded:
+    return ev.WorkAdded(work_id=work_id, work_type="selfplay", board_type="hex8", num_players=2, num_games=200, requested_by="bench")
+
+
+async def add_items(url: str, prefix: str, count: int, rate: float) -> None:
+    """The adder process: `count` WORK_ADDED, as a burst (rate 0) or paced at `rate` per second."""
+    bus = await connect(url, node_id="bench-adder", pending_size=64 * 1024 * 1024)
+    try:
+        pub = Publisher(bus)
+        chunk = CHUNK if rate <= 0 else max(1, int(rate / 50))
+        start = time.perf_counter()
+        for first in range(0, count, chunk):
+            if rate > 0:
+                await asyncio.sleep(max(0.0, start + first / rate - time.perf_counter()))
+            await pub.publish_many(work_added(f"{prefix}-{i:07d}") for i in range(first, min(count, first + chunk)))
+    finally:
+        await bus.close()
+
+
+def spawn_adder(url: str, prefix: str, count: int, rate: float) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "ops.bench.bench_scheduler", "--add", url, prefix, str(count), str(rate)]
+    return subprocess.Popen(command, cwd=ROOT)
+
+
+async def fleet_online(bus: Bus, nodes: int) -> None:
+    resources = ev.HostResources(cpu_count=16, memory_gb=64.0, disk_free_gb=500.0,
+                                 gpus=[ev.GpuInfo(name="bench", memory_gb=24.0)])
+    await Publisher(bus).publish_many(ev.HostOnline(node=f"node-{i:04d}", reason="first_seen", roles=["mixed"], resources=resources)
+                                      for i in range(nodes))
+
+
+def leader(bus: Bus, slots: int) -> Assigner:
+    """An assignment loop of one always-valid term, as the elected scheduler runs it."""
+    settings = SchedulerSettings(default_max_parallel_jobs=slots, populator_enabled=False)
+    ctx = ServiceContext("scheduler", bus, RrConfig(scheduler=settings), CommonOptions(nats_url=None, node_id="bench-leader", config_path=None))
+    return Assigner(ctx, Term("scheduler", "bench-leader", 1, None, ctx.publisher, lambda: True), None)
+
+
+async def assign_phase(url: str, assigner: Assigner, prefix: str, count: int, rate: float, timeout: float) -> float:
+    """Run the adder process and wait until the leader has assigned all of its items; wall seconds."""
+    target = assigner.published + count
+    start = time.perf_counter()
+    adder = await asyncio.to_thread(spawn_adder, url, prefix, count, rate)
+    try:
+        while assigner.published < target:
+            if time.perf_counter() - start > timeout:
+                raise TimeoutError(f"{assigner.published - target + count} of {count} assigned in {timeout}s")
+            await asyncio.sleep(0.05)
+        return time.perf_counter() - start
+    finally:
+        if await asyncio.to_thread(adder.wait, 60) != 0:
+            raise RuntimeError("the adder process failed")
+
+
+async def latencies(bus: Bus, prefix: str) -> tuple[list[float], float]:
+    """WORK_ADDED -> WORK_ASSIGNED seconds per item of `prefix`, and items / (first added .. last assigned)."""
+    added: dict[str, dt.datetime] = {}
+    assigned: dict[str, dt.datetime] = {}
+
+    def on_record(record: Record) -> None:
+        if f".{prefix}-" not in record.subject:
+            return
+        event = ev.decode(record.data)
+        if isinstance(event, ev.WorkAdded) and event.ts:
+            added[event.work_id] = event.ts
+        elif isinstance(event, ev.WorkAssigned) and event.ts and event.work_id not in assigned:
+            assigned[event.work_id] = event.ts
+
+    await replay(bus, on_record)
+    delays = sorted((assigned[w] - added[w]).total_seconds() for w in assigned if w in added)
+    span = (max(assigned.values()) - min(added.values())).total_seconds()
+    return delays, len(assigned) / span
+
+
+def percentile(values: list[float], q: float) -> float:
+    return values[min(len(values) - 1, int(q * len(values)))] if values else 0.0
+
+
+async def ceiling(bus: Bus, count: int) -> float:
+    """Plain nats-py: `count` conditional appends, PUBLISH_WINDOW in flight, on a scratch stream; per second."""
+    with contextlib.suppress(nats.js.errors.NotFoundError):
+        await bus.js.delete_stream(SCRATCH_STREAM)
+    await bus.js.add_stream(name=SCRATCH_STREAM, subjects=["bench.ceiling.>"])
+    payload = ev.encode(ev.WorkAssigned(work_id="w", node="node-0001", attempt=1, deadline=ev.utcnow(), epoch=1))
+
+    async def one(i: int) -> None:
+        headers = {"Nats-Msg-Id": f"c-{i}", "Nats-Expected-Last-Subject-Sequence": "0",
+                   "Nats-Expected-Last-Subject-Sequence-Subject": f"bench.ceiling.w{i}.*.*"}
+        await bus.js.publish(f"bench.ceiling.w{i}.WORK_ASSIGNED.bench", payload, headers=headers, timeout=10)
+
+    start = time.perf_counter()
+    for first in range(0, count, PUBLISH_WINDOW):
+        await asyncio.gather(*(one(i) for i in range(first, min(count, first + PUBLISH_WINDOW))))
+    rate = count / (time.perf_counter() - start)
+    await bus.js.delete_stream(SCRATCH_STREAM)
+    return rate
+
+
+async def top_up(bus: Bus, items: list[str], nodes: int, total: int) -> int:
+    """Append lifecycles (started, progress..., completed) of `items` until the log holds about `total` events."""
+    missing = total - await last_sequence(bus)
+    per_item = max(2, missing // max(1, len(items)))
+    pub = Publisher(bus)
+    batch: list[ev.Event] = []
+    for n, work_id in enumerate(items):
+        node, attempt = f"node-{n % nodes:04d}", 1
+        batch.append(ev.WorkStarted(work_id=work_id, node=node, attempt=attempt))
+        batch += [ev.WorkProgress(work_id=work_id, node=node, attempt=attempt, fraction=k / per_item, message=f"game {k}")
+                  for k in range(1, per_item - 1)]
+        batch.append(ev.WorkCompleted(work_id=work_id, node=node, attempt=attempt, duration_s=60.0))
+        if len(batch) >= 20_000:
+            await pub.publish_many(batch)
+            batch = []
+    await pub.publish_many(batch)
+    return await last_sequence(bus)
+
+
+async def rebuild_rounds(bus: Bus, slots: int, rounds: int) -> tuple[list[float], list[float], Assigner]:
+    """Seconds per round: the assigner's fold from sequence 1, and replay counting only; alternating."""
+    ours: list[float] = []
+    raw: list[float] = []
+    rebuilt = leader(bus, slots)
+    for r in range(rounds):
+        for side in (("raw", "ours") if r % 2 == 0 else ("ours", "raw")):
+            start = time.perf_counter()
+            if side == "raw":
+                counted = [0]
+                await replay(bus, lambda _r: counted.__setitem__(0, counted[0] + 1), idle_timeout=30)
+                raw.append(time.perf_counter() - start)
+            else:
+                rebuilt = leader(bus, slots)
+                await replay(bus, rebuilt.on_record, idle_timeout=30)
+                ours.append(time.perf_counter() - start)
+            log(f"rebuild round {r + 1}/{rounds} {side}: {(raw if side == 'raw' else ours)[-1]:.2f}s")
+    return ours, raw, rebuilt
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    async with bench_server() as server, bench_bus(server.url) as bus:
+        await provision(bus.js, StreamSettings())
+        await fleet_online(bus, args.nodes)
+        log(f"{args.nodes} nodes online; ceiling: {args.items} conditional appends")
+        ceiling_rate = await ceiling(bus, args.items)
+        assigner = leader(bus, args.slots)
+        running = asyncio.ensure_future(assigner.run())
+        try:
+            while len(assigner.state.cluster.nodes) < args.nodes:
+                await asyncio.sleep(0.05)
+            log(f"burst: {args.items} items")
+            burst_s = await assign_phase(server.url, assigner, "b", args.items, 0.0, timeout=600)
+            log(f"burst assigned in {burst_s:.1f}s; paced: {args.paced_items} items at {args.paced_rate:g}/s")
+            if args.paced_items:
+                await assign_phase(server.url, assigner, "p", args.paced_items, args.paced_rate, timeout=600)
+        finally:
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+        burst, burst_rate = await latencies(bus, "b")
+        paced, _ = await latencies(bus, "p") if args.paced_items else ([], 0.0)
+        log(f"topping the log up to {args.log_events} events")
+        items = [f"b-{i:07d}" for i in range(args.items)] + [f"p-{i:07d}" for i in range(args.paced_items)]
+        log_events = await top_up(bus, items, args.nodes, args.log_events)
+        ours, raw, rebuilt = await rebuild_rounds(bus, args.slots, args.rounds)
+        completed = rebuilt.state.work.counts.get("completed", 0)
+        assert completed == len(items), f"rebuilt state has {completed} of {len(items)} items completed"
+    ours_s, raw_s = statistics.median(ours), statistics.median(raw)
+    return {
+        "bench": "scheduler", "nodes": args.nodes, "slots_per_node": args.slots, "items": args.items,
+        "assign_per_s": round(burst_rate), "ceiling_conditional_appends_per_s": round(ceiling_rate),
+        "assign_ratio": round(burst_rate / ceiling_rate, 3),
+        "burst_latency_ms": {q: round(percentile(burst, v) * 1000, 1) for q, v in (("p50", 0.5), ("p99", 0.99), ("max", 1.0))},
+        "paced_items": args.paced_items, "paced_rate": args.paced_rate,
+        "paced_latency_ms": {q: round(percentile(paced, v) * 1000, 1) for q, v in (("p50", 0.5), ("p99", 0.99), ("max", 1.0))},
+        "log_events": log_events, "rebuild_s": round(ours_s, 2), "raw_read_s": round(raw_s, 2),
+        "rebuild_per_s": round(log_events / ours_s), "raw_read_per_s": round(log_events / raw_s),
+        "ratio": round(raw_s / ours_s, 3), "rebuild_rounds_s": [round(s, 2) for s in ours], "raw_rounds_s": [round(s, 2) for s in raw],
+        "assigner_conflicts": assigner.conflicts, "nats_server": server_version(), "cpus": __import__("os").cpu_count(),
+    }
+
+
+if __name__ == "__main__":
+    ARGS = arguments()
+    if ARGS.add:
+        url, prefix, count, rate = ARGS.add
+        asyncio.run(add_items(url, prefix, int(count), float(rate)))
+    else:
+        emit(asyncio.run(main(ARGS)))

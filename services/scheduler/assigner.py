@@ -1,0 +1,182 @@
+"""The leader-only assignment loop: folds the queue from the log, supervises attempts, assigns pending work.
+
+The shell around queue.py (the state) and decisions.py (what a round owes). Every decision is published
+with the item's expected last subject sequence, so two leaders (or a leader acting on a stale
+view) can never both move the same item: the second append is refused and simply
+reconsidered on the next round, on a state that has seen the first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from config.hosts import HostsConfig, load_hosts
+from eventbus.errors import BusUnavailable, ConcurrencyConflict, InvalidEvent
+from eventbus.events import (
+    Event,
+    HostOffline,
+    HostOnline,
+    WorkAdded,
+    WorkAttemptFailed,
+    WorkCancelled,
+    WorkCompleted,
+    WorkFailed,
+    decode,
+    utcnow,
+)
+from eventbus.follow import follow
+from eventbus.history import Record, last_sequence
+from services.leadership.term import NotLeader, Term
+from services.runtime import ServiceContext
+from services.scheduler import queue
+from services.scheduler.decisions import (
+    Conditional,
+    assignment_round,
+    supervision_round,
+)
+from services.scheduler.settings import SchedulerSettings
+
+log = logging.getLogger(__name__)
+
+# Events after which a round should come at once rather than at the next interval.
+_WAKING = (WorkAdded, WorkCompleted, WorkAttemptFailed, WorkCancelled, WorkFailed, HostOnline, HostOffline)
+CATCH_UP_TIMEOUT_S = 60.0
+READ_BACK_TIMEOUT_S = 5.0
+PUBLISH_WINDOW = 256  # decisions of one round in flight at once (each on its own item)
+RETRY_S = 1.0
+CALL_TIMEOUT_S = 10.0
+
+T = TypeVar("T")
+
+
+class Assigner:
+    """One term's assignment loop; `run()` until the term may no longer act."""
+
+    def __init__(self, ctx: ServiceContext, term: Term, hosts: HostsConfig | None) -> None:
+        self._ctx = ctx
+        self._term = term
+        self._hosts = hosts
+        self._settings: SchedulerSettings = ctx.config.scheduler
+        self.state = queue.QueueState()
+        self._seen_seq = 0
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._wake = asyncio.Event()
+        self.published = 0
+        self.conflicts = 0
+
+    def on_record(self, record: Record) -> None:
+        """Fold one record of the log (history, then live)."""
+        if record.seq <= self._seen_seq:
+            return  # a resumed follower's overlap
+        self._seen_seq = record.seq
+        try:
+            event = decode(record.data)
+        except InvalidEvent as exc:
+            log.warning("assigner: skipping undecodable record %d: %s", record.seq, exc)
+            event = None
+        if isinstance(event, Event):
+            self.state = queue.apply(self.state, event, record.seq)
+            if isinstance(event, _WAKING):
+                self._wake.set()
+        if self._waiters:
+            self._release_waiters()
+
+    def _release_waiters(self) -> None:
+        still = []
+        for seq, future in self._waiters:
+            if self._seen_seq >= seq:
+                if not future.done():
+                    future.set_result(None)
+            else:
+                still.append((seq, future))
+        self._waiters = still
+
+    async def wait_seen(self, seq: int, timeout: float) -> bool:
+        """Wait until the fold has read the log up to `seq`; True when it has."""
+        if self._seen_seq >= seq:
+            return True
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((seq, future))
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(future, timeout)
+        return self._seen_seq >= seq
+
+    async def run(self) -> None:
+        """Rebuild from the log, then supervise and assign every `assign_every_s` (sooner on news)."""
+        target = await self._retrying(lambda: last_sequence(self._ctx.bus))
+        async with asyncio.TaskGroup() as tasks:
+            follower = tasks.create_task(self._follow_forever())
+            try:
+                if not await self.wait_seen(target, CATCH_UP_TIMEOUT_S):
+                    log.warning("assigner: log not read up to %d in %ss; deciding on what was read", target, CATCH_UP_TIMEOUT_S)
+                log.info("assigner: epoch %s starts with %d items", self._term.epoch, len(self.state.work.items))
+                while True:
+                    self._wake.clear()
+                    await self.tick()
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self._settings.assign_every_s)
+            except NotLeader as exc:
+                log.info("assigner: %s", exc)
+            finally:
+                follower.cancel()
+
+    async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
+        # JetStream away for a moment must not end the leadership term.
+        while True:
+            try:
+                return await asyncio.wait_for(call(), CALL_TIMEOUT_S)
+            except (TimeoutError, BusUnavailable) as exc:
+                log.warning("assigner: the log is not readable yet, retrying: %s", exc)
+            await asyncio.sleep(RETRY_S)
+
+    async def _follow_forever(self) -> None:
+        while True:
+            try:
+                await follow(self._ctx.bus, self.on_record, start_seq=self._seen_seq + 1)
+            except BusUnavailable as exc:  # resume after what was folded: nothing skipped, nothing twice
+                log.warning("assigner: following the log failed, resuming: %s", exc)
+            await asyncio.sleep(RETRY_S)
+
+    async def tick(self) -> None:
+        """One round: fail attempts in trouble, give up on exhausted items, assign what fits."""
+        now = utcnow()
+        last = await self._publish_all(supervision_round(self.state, now, self._settings))
+        if last:  # let the fold see what was just decided before planning on it
+            await self.wait_seen(last, READ_BACK_TIMEOUT_S)
+        last = await self._publish_all(assignment_round(self.state, now, self._hosts, self._settings))
+        if last:
+            await self.wait_seen(last, READ_BACK_TIMEOUT_S)
+
+    async def _publish_all(self, decisions: list[Conditional]) -> int:
+        """Publish one round's decisions (distinct items), PUBLISH_WINDOW at a time; the newest sequence appended."""
+        last = 0
+        for start in range(0, len(decisions), PUBLISH_WINDOW):
+            batch = decisions[start:start + PUBLISH_WINDOW]
+            seqs = await asyncio.gather(*(self._publish(decision) for decision in batch))
+            last = max(last, *seqs)
+        return last
+
+    async def _publish(self, decision: Conditional) -> int:
+        """Append a decision if its item is still as it was seen; 0 when the item moved on meanwhile or the bus is away."""
+        work_id, event, expected = decision
+        try:
+            published = await self._term.publish(event, expect_last_seq=expected)
+        except ConcurrencyConflict:
+            self.conflicts += 1
+            log.debug("assigner: %s moved on since seq %d; reconsidered next round", work_id, expected)
+            return 0
+        except BusUnavailable as exc:
+            log.warning("assigner: could not publish %s for %s: %s", event.type_name(), work_id, exc)
+            return 0
+        self.published += 1
+        return published.seq
+
+
+async def assignment_loop(ctx: ServiceContext, term: Term) -> None:
+    """The leader's scheduling loop (see the module docstring)."""
+    hosts = await asyncio.to_thread(load_hosts, ctx.config.hosts_file) if ctx.config.hosts_file else None
+    await Assigner(ctx, term, hosts).run()

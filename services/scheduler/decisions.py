@@ -1,0 +1,64 @@
+"""One scheduling round's decisions, pure: given the queue state and the time, which events the leader owes.
+
+First supervision (attempts to record as failed, items to give up), then, on a state that has
+seen those, assignments. Each decision is bound to the sequence its item was at when decided,
+the precondition the shell appends it under (optimistic concurrency).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import NamedTuple
+
+from config.hosts import HostsConfig
+from eventbus.events import Event, WorkAssigned, WorkAttemptFailed, WorkFailed
+from projections.work import WorkItem
+from services.scheduler import queue
+from services.scheduler.policy import plan_assignments
+from services.scheduler.settings import SchedulerSettings
+from services.scheduler.signals import config_signals
+from services.scheduler.supervision import Decision, FailAttempt, supervise
+from services.scheduler.views import node_views, work_views
+
+
+class Conditional(NamedTuple):
+    """A decision on one item, to be appended only if the item's last sequence is still `expected`."""
+
+    work_id: str
+    event: Event
+    expected: int
+
+
+def supervision_round(state: queue.QueueState, now: dt.datetime, settings: SchedulerSettings) -> list[Conditional]:
+    """Attempts in trouble to fail, and exhausted items to give up on."""
+    decisions = supervise(queue.open_items(state), state.tracks, now, queue.alive_nodes(state), settings)
+    return [Conditional(d.work_id, decision_event(d), queue.expected_seq(state, d.work_id)) for d in decisions]
+
+
+def assignment_round(
+    state: queue.QueueState, now: dt.datetime, hosts: HostsConfig | None, settings: SchedulerSettings
+) -> list[Conditional]:
+    """The WORK_ASSIGNED events the policy plans on this state."""
+    nodes = node_views(state.cluster.nodes.values(), hosts, state.load, settings)
+    if not state.pending or all(n.running >= n.max_parallel_jobs for n in nodes):
+        return []  # nothing to place, or no free slot: skip ranking the backlog
+    priorities = config_signals(state.facts, now, settings.weights.elo_velocity_window_h)
+    plan = plan_assignments(work_views(queue.pending_items(state), state.tracks, settings), nodes, priorities, settings)
+    return [
+        Conditional(work_id, assignment(state.work.items[work_id], node, now, settings), queue.expected_seq(state, work_id))
+        for work_id, node in plan
+    ]
+
+
+def assignment(item: WorkItem, node: str, now: dt.datetime, settings: SchedulerSettings) -> WorkAssigned:
+    """The item's next attempt on `node`, with the deadline of its work type."""
+    deadlines = settings.attempt_deadline_s
+    seconds = deadlines.get(item.work_type, max(deadlines.values(), default=3600.0))
+    return WorkAssigned(work_id=item.work_id, node=node, attempt=item.attempt + 1, deadline=now + dt.timedelta(seconds=seconds))
+
+
+def decision_event(decision: Decision) -> Event:
+    """The event recording a supervision decision."""
+    if isinstance(decision, FailAttempt):
+        return WorkAttemptFailed(work_id=decision.work_id, node=decision.node, attempt=decision.attempt, reason=decision.reason)
+    return WorkFailed(work_id=decision.work_id, reason=decision.reason, attempts=list(decision.attempts))

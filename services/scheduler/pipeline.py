@@ -1,0 +1,124 @@
+"""The loop that runs itself: enough new games -> training, a candidate -> evaluation, a winner -> promotion.
+
+`decide(view, settings)` is pure: given what the log says (services/scheduler/pipeline_view.py)
+it returns the leader's next decisions, and returns none of them again once the view has seen
+them, so the leader may ask as often as it likes. `pipeline_loop` is the leader's shell.
+
+Training items carry the batch paths as the nodes that wrote them reported them: on a one-node
+cluster they are local files; on a fleet the data sync must have copied them to the trainer.
+"""
+
+from __future__ import annotations
+
+from eventbus.events import Event, ModelPromoted, WorkAdded
+from services.leadership.term import Term
+from services.runtime import ServiceContext
+from services.scheduler.leaderfold import FoldingDecider
+from services.scheduler.pipeline_settings import PipelineSettings
+from services.scheduler.pipeline_view import READS, Best, Candidate, PipelineView, apply
+
+MAX_TRAINING_BATCHES = 50  # newest batches one training item reads (its params stay a readable size)
+
+
+def decide(view: PipelineView, settings: PipelineSettings) -> list[Event]:
+    """Every decision the pipeline owes now: training items, evaluation items, promotions."""
+    return [*training_items(view, settings), *evaluation_items(view, settings), *promotions(view, settings)]
+
+
+def training_items(view: PipelineView, settings: PipelineSettings) -> list[Event]:
+    """One training item per config with enough new samples and no training pending or running."""
+    busy = {i.config for i in view.open_items.values() if i.work_type == "training"}
+    trained_through = view.trained_through
+    out: list[Event] = []
+    for config, batches in sorted(view.batches.items()):
+        through = trained_through.get(config, 0)
+        if config in busy or sum(b.samples for b in batches if b.seq > through) < settings.min_new_samples:
+            continue
+        used = batches[-MAX_TRAINING_BATCHES:]
+        number = view.trainings_added.get(config, 0) + 1
+        best = view.best.get(config)
+        params: dict[str, str | int | float | bool] = {
+            "data": ",".join(b.path for b in used),
+            "input_batches": ",".join(b.batch_id for b in used),
+            "model_id": f"{config}-t{number}-s{used[-1].seq}",
+        }
+        if best is not None:
+            params["parent_model"] = best.model_id
+        board, players = batches[-1].board_type, batches[-1].num_players
+        out.append(WorkAdded(
+            work_id=f"train-{config}-{number}-s{used[-1].seq}", work_type="training", board_type=board,
+            num_players=players, params=params, requested_by="pipeline",
+        ))
+    return out
+
+
+def evaluation_items(view: PipelineView, settings: PipelineSettings) -> list[Event]:
+    """One evaluation item per new candidate: against random play, and the config's best when it has one."""
+    out: list[Event] = []
+    for candidate in sorted(view.candidates.values(), key=lambda c: c.seq):
+        if candidate.evaluation_added or candidate.model_id in view.promoted or _superseded(view, candidate):
+            continue
+        best = view.best.get(candidate.config)
+        out.append(WorkAdded(
+            work_id=f"eval-{candidate.model_id}", work_type="evaluation", board_type=candidate.board_type,
+            num_players=candidate.num_players, num_games=settings.evaluation_games, requested_by="pipeline",
+            params={"candidate": candidate.path, "model_id": candidate.model_id,
+                    "best_model": best.model_id if best else "none"},
+        ))
+    return out
+
+
+def _superseded(view: PipelineView, candidate: Candidate) -> bool:
+    """Whether the config's best is as new as the candidate (or newer): it may no longer be promoted."""
+    best = view.best.get(candidate.config)
+    return best is not None and candidate.seq <= best.trained_seq
+
+
+def promotion_reason(candidate: Candidate, best: Best | None, settings: PipelineSettings) -> str | None:
+    """Why the candidate beats the config's best (or random play, with no best), None when it does not."""
+    opponent, threshold = (best.model_id, settings.promotion_threshold) if best else ("random", settings.first_promotion_threshold)
+    for score in reversed(candidate.scores):  # the newest result against that opponent counts
+        if score.opponent == opponent:
+            if score.win_rate < threshold:
+                return None
+            return (f"win rate {score.win_rate:.3f} over {score.games} games vs {opponent} "
+                    f">= threshold {threshold:.3f} (evaluation {score.work_id})")
+    return None
+
+
+def promotions(view: PipelineView, settings: PipelineSettings) -> list[Event]:
+    """At most one promotion per config: its newest candidate that beat the current best."""
+    out: list[Event] = []
+    by_config: dict[str, list[Candidate]] = {}
+    for candidate in view.candidates.values():
+        if candidate.model_id not in view.promoted and not _superseded(view, candidate):
+            by_config.setdefault(candidate.config, []).append(candidate)
+    for config, candidates in sorted(by_config.items()):
+        best = view.best.get(config)
+        for candidate in sorted(candidates, key=lambda c: -c.seq):
+            reason = promotion_reason(candidate, best, settings)
+            if reason is None:
+                continue
+            out.append(ModelPromoted(
+                model_id=candidate.model_id, board_type=candidate.board_type, num_players=candidate.num_players,
+                sha256=candidate.sha256, size_bytes=candidate.size_bytes, generation=(best.generation if best else 0) + 1,
+                reason=reason, evaluation_work_id=_evaluation_work(candidate, best), previous_model=best.model_id if best else None,
+            ))
+            break
+    return out
+
+
+def _evaluation_work(candidate: Candidate, best: Best | None) -> str | None:
+    opponent = best.model_id if best else "random"
+    return next((s.work_id for s in reversed(candidate.scores) if s.opponent == opponent), None)
+
+
+async def pipeline_loop(ctx: ServiceContext, term: Term) -> None:
+    """The leader's pipeline: fold the log, publish what `decide` owes, until the term ends."""
+    settings: PipelineSettings = ctx.config.pipeline
+    if not settings.enabled:
+        return
+    decider = FoldingDecider(
+        "pipeline", ctx, term, PipelineView(), apply, READS, lambda view: decide(view, settings), settings.decide_every_s,
+    )
+    await decider.run()

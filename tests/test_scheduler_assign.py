@@ -1,0 +1,188 @@
+"""The assignment loop on a real nats-server: capacity, completion, node loss, superseded attempts, giving up, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from eventbus.connection import Bus, connect
+from eventbus.events import (
+    HostOffline,
+    WorkAdded,
+    WorkAssigned,
+    WorkAttemptFailed,
+    WorkCancelled,
+    WorkCompleted,
+    WorkFailed,
+)
+from eventbus.publisher import Publisher
+from eventbus.streams import StreamSettings, provision
+from projections import work
+from services.commands.work import not_applied
+from services.scheduler.settings import SchedulerSettings
+from tests.scheduler_harness import (
+    add_items,
+    all_in,
+    attempt_violations,
+    online,
+    read_log,
+    run_scheduler,
+    simulated_worker,
+    state_of,
+    stop,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+async def bus(nats_url: str) -> AsyncIterator[Bus]:
+    connected = await connect(nats_url, node_id="test")
+    try:
+        await provision(connected.js, StreamSettings())
+        yield connected
+    finally:
+        await connected.close()
+
+
+async def test_items_are_assigned_within_capacity_and_completed(bus: Bus, eventually: Any) -> None:
+    pub = Publisher(bus)
+    await online(pub, "n1", "n2")
+    held: list[WorkAssigned] = []
+    workers = [asyncio.create_task(simulated_worker(bus, n, lambda job: held.append(job) or "hang")) for n in ("n1", "n2")]
+    scheduler = await run_scheduler(bus, SchedulerSettings(default_max_parallel_jobs=2))
+    try:
+        ids = await add_items(pub, 6)
+        await eventually(lambda: len(held) == 4, timeout=10, message="four items assigned (2 nodes x 2 slots)")
+        assert sorted(sum(1 for j in held if j.node == n) for n in ("n1", "n2")) == [2, 2]
+        for job in held:  # finish the held ones; the rest follows into the freed slots
+            await pub.publish(WorkCompleted(work_id=job.work_id, node=job.node, attempt=job.attempt))
+        await eventually(lambda: len(held) == 6, timeout=10, message="the last two assigned once slots freed")
+        for job in held[4:]:
+            await pub.publish(WorkCompleted(work_id=job.work_id, node=job.node, attempt=job.attempt))
+        await eventually(lambda: all_in(bus, work.WorkStatus.COMPLETED, ids), timeout=10)
+    finally:
+        await stop(scheduler, *workers)
+    assert attempt_violations(await read_log(bus)) == []
+
+
+async def test_an_offline_node_loses_its_attempt_to_another_node_and_its_late_completion_is_an_anomaly(bus: Bus, eventually: Any) -> None:
+    pub = Publisher(bus)
+    await online(pub, "lost")
+    held: list[WorkAssigned] = []
+    lost = asyncio.create_task(simulated_worker(bus, "lost", lambda job: held.append(job) or "hang"))
+    scheduler = await run_scheduler(bus, SchedulerSettings())
+    try:
+        [item] = await add_items(pub, 1)
+        await eventually(lambda: len(held) == 1, timeout=10, message="assigned to the only node")
+        survivor = asyncio.create_task(simulated_worker(bus, "survivor", lambda job: "complete"))
+        await online(pub, "survivor")
+        await pub.publish(HostOffline(node="lost", reason="silent"))
+        await eventually(lambda: all_in(bus, work.WorkStatus.COMPLETED, [item]), timeout=10)
+        await pub.publish(WorkCompleted(work_id=item, node="lost", attempt=1))  # the superseded attempt reports late
+        state = await state_of(bus)
+        log = await read_log(bus)
+    finally:
+        await stop(scheduler, lost, survivor)
+    done = state.items[item]
+    assert (done.attempt, done.node) == (2, "survivor")
+    assert any("superseded attempt 1" in a.reason for a in state.anomalies)
+    failed = [e for e in log if isinstance(e, WorkAttemptFailed)]
+    assert [(e.attempt, e.reason) for e in failed] == [(1, "node lost went offline")]
+    assert attempt_violations(log) == []
+    late = [seq for seq, e in enumerate(log, start=1) if isinstance(e, WorkCompleted) and e.node == "lost"]
+    assert list(not_applied([(seq, log[seq - 1]) for seq in range(1, len(log) + 1)]).keys()) == late  # `rr work show` marks it
+
+
+async def test_after_max_attempts_the_item_fails_with_each_reason(bus: Bus, eventually: Any) -> None:
+    pub = Publisher(bus)
+    await online(pub, "flaky")
+    worker = asyncio.create_task(simulated_worker(bus, "flaky", lambda job: "fail"))
+    scheduler = await run_scheduler(bus, SchedulerSettings(max_attempts=3))
+    try:
+        [item] = await add_items(pub, 1)
+        await eventually(lambda: all_in(bus, work.WorkStatus.FAILED, [item]), timeout=15)
+    finally:
+        await stop(scheduler, worker)
+    [failed] = [e for e in await read_log(bus) if isinstance(e, WorkFailed)]
+    assert [(a.attempt, a.reason) for a in failed.attempts] == [(n, "exit 1 on flaky") for n in (1, 2, 3)]
+
+
+async def test_a_cancelled_item_is_never_assigned_and_a_silent_attempt_is_retried(bus: Bus, eventually: Any) -> None:
+    pub = Publisher(bus)
+    await pub.publish(WorkAdded(work_id="w-cancelled", work_type="selfplay", board_type="hex8", num_players=2))
+    await pub.publish(WorkCancelled(work_id="w-cancelled", reason="not needed"))
+    await online(pub, "n1")
+    calls: list[WorkAssigned] = []
+    # The first attempt stays silent (no WORK_STARTED): after progress_timeout_s it is failed and retried.
+    worker = asyncio.create_task(simulated_worker(bus, "n1", lambda job: calls.append(job) or ("hang" if job.attempt == 1 else "complete")))
+    scheduler = await run_scheduler(bus, SchedulerSettings(progress_timeout_s=1.0))
+    try:
+        [item] = await add_items(pub, 1)
+        await eventually(lambda: all_in(bus, work.WorkStatus.COMPLETED, [item]), timeout=15)
+    finally:
+        await stop(scheduler, worker)
+    state = await state_of(bus)
+    assert state.items["w-cancelled"].status is work.WorkStatus.CANCELLED
+    assert [c.work_id for c in calls] == [item, item]
+
+
+async def test_cancelling_a_running_item_stops_its_attempt_and_it_is_never_retried(bus: Bus, eventually: Any) -> None:
+    pub = Publisher(bus)
+    await online(pub, "n1")
+    worker = asyncio.create_task(simulated_worker(bus, "n1", lambda job: "run"))  # starts, runs until stopped
+    scheduler = await run_scheduler(bus, SchedulerSettings(progress_timeout_s=1.0, max_attempts=3))
+    try:
+        [item] = await add_items(pub, 1)
+        await eventually(lambda: all_in(bus, work.WorkStatus.RUNNING, [item]), message="running")
+        await pub.publish(WorkCancelled(work_id=item, reason="operator: wrong board"))
+        await eventually(lambda: _attempt_failures(bus), message="the worker stopped the cancelled attempt")
+        await asyncio.sleep(1.5)  # past progress_timeout_s: supervision must leave a cancelled item alone
+        log = await read_log(bus)
+    finally:
+        await stop(scheduler, worker)
+    assert [(e.attempt, e.reason) for e in log if isinstance(e, WorkAttemptFailed)] == [(1, "cancelled")]
+    assert [e.attempt for e in log if isinstance(e, WorkAssigned)] == [1]
+    item_state = (await state_of(bus)).items[item]
+    assert (item_state.status, item_state.reason) == (work.WorkStatus.CANCELLED, "operator: wrong board")
+
+
+async def _attempt_failures(bus: Bus) -> list[WorkAttemptFailed]:
+    return [e for e in await read_log(bus) if isinstance(e, WorkAttemptFailed)]
+
+
+async def test_an_attempt_past_its_deadline_is_failed_and_retried(bus: Bus, eventually: Any) -> None:
+    pub = Publisher(bus)
+    await online(pub, "n1")
+    worker = asyncio.create_task(simulated_worker(bus, "n1", lambda job: "run" if job.attempt == 1 else "complete"))
+    settings = SchedulerSettings(attempt_deadline_s={"selfplay": 0.5}, progress_timeout_s=60.0)
+    scheduler = await run_scheduler(bus, settings)
+    try:
+        [item] = await add_items(pub, 1)
+        await eventually(lambda: all_in(bus, work.WorkStatus.COMPLETED, [item]), timeout=15)
+    finally:
+        await stop(scheduler, worker)
+    log = await read_log(bus)
+    [failed] = [e for e in log if isinstance(e, WorkAttemptFailed)]
+    assert failed.attempt == 1 and "deadline" in failed.reason
+    assert attempt_violations(log) == []
+
+
+async def test_two_acting_leaders_never_assign_the_same_attempt_twice(bus: Bus, eventually: Any) -> None:
+    """A split brain (both terms may act): the expected-last-sequence check lets only one decision per item state land."""
+    pub = Publisher(bus)
+    await online(pub, "n1", "n2")
+    workers = [asyncio.create_task(simulated_worker(bus, n, lambda job: "complete")) for n in ("n1", "n2")]
+    settings = SchedulerSettings(default_max_parallel_jobs=8)
+    leaders = [await run_scheduler(bus, settings), await run_scheduler(bus, settings)]
+    try:
+        ids = await add_items(pub, 100)
+        await eventually(lambda: all_in(bus, work.WorkStatus.COMPLETED, ids), timeout=30)
+    finally:
+        await stop(*leaders, *workers)
+    log = await read_log(bus)
+    assert attempt_violations(log) == []
+    assert all(e.attempt == 1 for e in log if isinstance(e, WorkAssigned))

@@ -1,0 +1,231 @@
+"""The pipeline's decisions, pure: enough games -> one training item, a candidate -> one evaluation, a winner -> one promotion."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import msgspec
+from hypothesis import event as note_case, given, settings as hsettings, strategies as st
+
+from eventbus.events import (
+    ArtifactRef,
+    EvaluationComplete,
+    Event,
+    ModelPromoted,
+    SelfplayComplete,
+    TrainingComplete,
+    WorkAdded,
+    WorkCompleted,
+    WorkFailed,
+)
+from services.scheduler.pipeline import decide
+from services.scheduler.pipeline_settings import PipelineSettings
+from services.scheduler.pipeline_view import PipelineView, apply
+
+SETTINGS = PipelineSettings(min_new_samples=1000, evaluation_games=10)
+
+
+def fold(events: Iterable[Event], view: PipelineView | None = None) -> PipelineView:
+    view = view or PipelineView()
+    for event in events:
+        view = apply(view, event, view.last_seq + 1)
+    return view
+
+
+def batch(n: int, samples: int = 600, board: str = "hex8") -> SelfplayComplete:
+    return SelfplayComplete(
+        batch_id=f"b{n}", work_id=f"sp{n}", node="n1", board_type=board, num_players=2, num_games=10,
+        num_samples=samples, data=ArtifactRef(path=f"/data/b{n}.npz", size_bytes=100, sha256=f"s{n}"),
+    )
+
+
+def trained(item: WorkAdded, sha: str = "abc") -> TrainingComplete:
+    return TrainingComplete(
+        model_id=str(item.params["model_id"]), work_id=item.work_id, node="n1", board_type=item.board_type,
+        num_players=item.num_players, checkpoint=ArtifactRef(path=f"/out/{item.work_id}.pth", size_bytes=7, sha256=sha),
+    )
+
+
+def evaluated(model_id: str, opponent: str, win_rate: float, work_id: str = "") -> EvaluationComplete:
+    return EvaluationComplete(
+        model_id=model_id, work_id=work_id or f"eval-{model_id}", node="n1", opponent=opponent, games=10,
+        wins=int(win_rate * 10), losses=10 - int(win_rate * 10), win_rate=win_rate,
+    )
+
+
+def only(events: list[Event], kind: type[Event]) -> list[Event]:
+    return [e for e in events if isinstance(e, kind)]
+
+
+def test_too_few_samples_decide_nothing() -> None:
+    assert decide(fold([batch(1)]), SETTINGS) == []
+
+
+def test_enough_new_samples_add_exactly_one_training_item_with_the_batch_paths() -> None:
+    view = fold([batch(1), batch(2)])
+    [item] = decide(view, SETTINGS)
+    assert isinstance(item, WorkAdded) and item.work_type == "training"
+    assert (item.board_type, item.num_players) == ("hex8", 2)
+    assert item.params["data"] == "/data/b1.npz,/data/b2.npz"
+    assert item.params["input_batches"] == "b1,b2"
+    assert "parent_model" not in item.params
+
+
+def test_a_pending_training_item_holds_back_the_next_one() -> None:
+    view = fold([batch(1), batch(2)])
+    [item] = decide(view, SETTINGS)
+    view = fold([item, batch(3), batch(4)], view)
+    assert decide(view, SETTINGS) == []
+
+
+def test_samples_already_trained_on_do_not_count_again_but_a_failed_training_frees_them() -> None:
+    view = fold([batch(1), batch(2)])
+    [item] = decide(view, SETTINGS)
+    done = fold([item, WorkCompleted(work_id=item.work_id, node="n1", attempt=1)], view)
+    assert decide(done, SETTINGS) == []
+    failed = fold([item, WorkFailed(work_id=item.work_id, reason="oom")], view)
+    [again] = decide(failed, SETTINGS)
+    assert again.work_id != item.work_id
+
+
+def test_a_training_complete_adds_one_evaluation_item() -> None:
+    view = fold([batch(1), batch(2)])
+    [item] = decide(view, SETTINGS)
+    view = fold([item, trained(item)], view)
+    [evaluation] = only(decide(view, SETTINGS), WorkAdded)
+    assert evaluation.work_type == "evaluation" and evaluation.num_games == 10
+    assert evaluation.params["candidate"] == f"/out/{item.work_id}.pth"
+    assert evaluation.params["model_id"] == item.params["model_id"]
+    view = fold([evaluation], view)
+    assert decide(view, SETTINGS) == []
+
+
+def candidate_view() -> tuple[PipelineView, str]:
+    view = fold([batch(1), batch(2)])
+    [item] = decide(view, SETTINGS)
+    view = fold([item, trained(item), WorkCompleted(work_id=item.work_id, node="n1", attempt=1)], view)
+    [evaluation] = decide(view, SETTINGS)
+    return fold([evaluation], view), str(item.params["model_id"])
+
+
+def test_the_first_candidate_beating_random_is_promoted_once_as_generation_one() -> None:
+    view, model = candidate_view()
+    view = fold([evaluated(model, "random", 0.7)], view)
+    [promoted] = decide(view, SETTINGS)
+    assert isinstance(promoted, ModelPromoted)
+    assert (promoted.model_id, promoted.generation, promoted.previous_model) == (model, 1, None)
+    assert promoted.sha256 == "abc" and promoted.size_bytes == 7
+    assert promoted.evaluation_work_id == f"eval-{model}" and "0.700" in promoted.reason
+    assert decide(fold([promoted], view), SETTINGS) == []
+
+
+def test_a_candidate_below_the_threshold_is_not_promoted() -> None:
+    view, model = candidate_view()
+    assert decide(fold([evaluated(model, "random", 0.55)], view), SETTINGS) == []
+
+
+def promote_first() -> tuple[PipelineView, str]:
+    view, model = candidate_view()
+    view = fold([evaluated(model, "random", 0.9)], view)
+    [promoted] = decide(view, SETTINGS)
+    return fold([promoted, WorkCompleted(work_id=f"eval-{model}", node="n1", attempt=1)], view), model
+
+
+def second_candidate(view: PipelineView) -> tuple[PipelineView, str]:
+    view = fold([batch(10), batch(11)], view)
+    [item] = decide(view, SETTINGS)
+    assert item.params["parent_model"] == next(iter(view.best.values())).model_id
+    view = fold([item, WorkCompleted(work_id=item.work_id, node="n1", attempt=1), trained(item, sha="def")], view)
+    [evaluation] = decide(view, SETTINGS)
+    return fold([evaluation], view), str(item.params["model_id"])
+
+
+def test_a_later_candidate_must_beat_the_current_best_and_becomes_the_next_generation() -> None:
+    view, first = promote_first()
+    view, second = second_candidate(view)
+    assert decide(fold([evaluated(second, "random", 0.99)], view), SETTINGS) == []  # random is not the bar now
+    assert decide(fold([evaluated(second, first, 0.5)], view), SETTINGS) == []
+    [promoted] = decide(fold([evaluated(second, first, 0.6)], view), SETTINGS)
+    assert isinstance(promoted, ModelPromoted)
+    assert (promoted.generation, promoted.previous_model, promoted.sha256) == (2, first, "def")
+
+
+def test_promotion_is_idempotent_across_refolds() -> None:
+    view, first = promote_first()
+    view, second = second_candidate(view)
+    view = fold([evaluated(second, first, 0.6)], view)
+    [promoted] = decide(view, SETTINGS)
+    log = [promoted, evaluated(second, first, 0.8)]  # a second evaluation changes nothing once promoted
+    assert decide(fold(log, view), SETTINGS) == []
+    assert decide(fold(log, fold(log, view)), SETTINGS) == []
+
+
+def test_a_candidate_older_than_the_best_is_never_promoted() -> None:
+    view, first = promote_first()
+    view, second = second_candidate(view)
+    view = fold([ModelPromoted(model_id=second, board_type="hex8", num_players=2, sha256="def", generation=2)], view)
+    # `first` (older than the best) scores well again: still not promoted
+    assert decide(fold([evaluated(first, second, 0.9)], view), SETTINGS) == []
+
+
+def test_a_promotion_by_a_superseded_leader_takes_no_effect() -> None:
+    from eventbus.events import LeaderElected
+    view, model = candidate_view()
+    view = fold([LeaderElected(role="scheduler", node="a", epoch=1), LeaderElected(role="scheduler", node="b", epoch=2),
+                 ModelPromoted(model_id=model, board_type="hex8", num_players=2, sha256="abc", generation=1, epoch=1),
+                 evaluated(model, "random", 0.7)], view)
+    assert [e.model_id for e in only(decide(view, SETTINGS), ModelPromoted)] == [model]  # type: ignore[attr-defined]
+
+
+# Random logs: batches, evaluations with random scores, and the pipeline's own decisions fed back.
+STEP = st.one_of(
+    st.tuples(st.just("batch"), st.sampled_from(["hex8", "square8"]), st.integers(300, 1500)),
+    st.tuples(st.just("train"), st.integers(0, 5), st.booleans()),
+    st.tuples(st.just("eval"), st.integers(0, 5), st.floats(0.3, 1.0), st.booleans()),
+    st.tuples(st.just("decide"), st.booleans()),
+)
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(st.lists(STEP, min_size=20, max_size=80))
+def test_random_logs_promote_each_candidate_at_most_once_with_rising_generations(steps: list[tuple]) -> None:
+    view, log, n = PipelineView(), [], 0
+
+    def add(event: Event) -> None:
+        nonlocal view
+        log.append(event)
+        view = apply(view, event, view.last_seq + 1)
+
+    for step in steps:
+        n += 1
+        if step[0] == "batch":
+            add(batch(n, step[2], step[1]))
+        elif step[0] == "train":
+            items = [e for e in log if isinstance(e, WorkAdded) and e.work_type == "training"]
+            if items:
+                item = items[-1 - step[1] % len(items)]  # mostly the newest
+                if step[2]:
+                    add(trained(item, sha=f"h{n}"))
+                    add(WorkCompleted(work_id=item.work_id, node="n1", attempt=1))
+                else:
+                    add(WorkFailed(work_id=item.work_id, reason="x"))
+        elif step[0] == "eval":
+            models = sorted(view.candidates, key=lambda m: view.candidates[m].seq)
+            if models:
+                model = models[-1 - step[1] % len(models)]
+                best = view.best.get(view.candidates[model].config)
+                add(evaluated(model, best.model_id if best and step[3] else "random", step[2]))
+        if step[0] == "decide" or n % 2:  # the leader decides often, but not after every fact
+            for event in decide(view, SETTINGS):
+                add(event)
+            assert decide(view, SETTINGS) == []  # once folded, nothing is owed twice
+    promotions = [e for e in log if isinstance(e, ModelPromoted)]
+    ids = [p.model_id for p in promotions]
+    note_case(f"promotions: {min(len(ids), 2)}")
+    assert len(ids) == len(set(ids))
+    generations: dict[str, list[int]] = {}
+    for p in promotions:
+        generations.setdefault(f"{p.board_type}_{p.num_players}p", []).append(p.generation)
+    for gens in generations.values():
+        assert gens == sorted(set(gens)) and gens[0] == 1
+    assert msgspec.json.encode(fold(log)) == msgspec.json.encode(view)  # a rebuild equals the live view

@@ -1,0 +1,115 @@
+"""Attempt supervision, pure: node lost, deadline passed, silence, giving up after max_attempts."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from config.hosts import HostEntry, HostsConfig
+from eventbus.events import (
+    AttemptOutcome,
+    Event,
+    WorkAdded,
+    WorkAssigned,
+    WorkAttemptFailed,
+    WorkStarted,
+)
+from projections import work
+from projections.cluster import NodeInfo
+from services.scheduler.settings import SchedulerSettings
+from services.scheduler.supervision import (
+    FailAttempt,
+    GiveUp,
+    Track,
+    supervise,
+    tracked,
+)
+from services.scheduler.views import node_views, running_by_node, work_views
+
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+SETTINGS = SchedulerSettings(max_attempts=2, progress_timeout_s=60.0)
+
+
+def at(seconds: float) -> dt.datetime:
+    return T0 + dt.timedelta(seconds=seconds)
+
+
+def fold(events: list[Event]) -> tuple[work.WorkState, dict[str, Track]]:
+    state, tracks = work.WorkState(), {}
+    for seq, event in enumerate(events, start=1):
+        state = work.apply(state, event, seq)
+        wid = event.work_id
+        tracks[wid] = tracked(tracks.get(wid), state.items.get(wid), event, seq)
+    return state, tracks
+
+
+def added(ts: float = 0, target: str | None = None) -> WorkAdded:
+    return WorkAdded(work_id="w1", work_type="selfplay", board_type="hex8", num_players=2, ts=at(ts), target_node=target)
+
+
+def assigned(attempt: int, node: str, ts: float, deadline: float = 3600) -> WorkAssigned:
+    return WorkAssigned(work_id="w1", node=node, attempt=attempt, deadline=at(deadline), ts=at(ts))
+
+
+def decide(events: list[Event], now: float, alive: set[str]) -> list[object]:
+    state, tracks = fold(events)
+    return supervise(state.items.values(), tracks, at(now), frozenset(alive), SETTINGS)
+
+
+def test_a_healthy_running_attempt_needs_nothing() -> None:
+    events = [added(), assigned(1, "a", 1), WorkStarted(work_id="w1", node="a", attempt=1, ts=at(2))]
+    assert decide(events, now=30, alive={"a"}) == []
+
+
+def test_an_attempt_on_an_offline_node_fails_with_that_reason() -> None:
+    events = [added(), assigned(1, "a", 1)]
+    [decision] = decide(events, now=5, alive={"b"})
+    assert decision == FailAttempt(work_id="w1", node="a", attempt=1, reason="node a went offline")
+
+
+def test_an_attempt_past_its_deadline_fails() -> None:
+    events = [added(), assigned(1, "a", 1, deadline=10), WorkStarted(work_id="w1", node="a", attempt=1, ts=at(9))]
+    [decision] = decide(events, now=11, alive={"a"})
+    assert isinstance(decision, FailAttempt) and "deadline" in decision.reason
+
+
+def test_a_silent_attempt_fails_after_the_progress_timeout() -> None:
+    events = [added(), assigned(1, "a", 1), WorkStarted(work_id="w1", node="a", attempt=1, ts=at(2))]
+    assert decide(events, now=61, alive={"a"}) == []
+    [decision] = decide(events, now=62, alive={"a"})
+    assert isinstance(decision, FailAttempt) and "no start or progress" in decision.reason
+
+
+def test_after_max_attempts_the_item_is_given_up_with_every_reason() -> None:
+    events = [
+        added(), assigned(1, "a", 1), WorkAttemptFailed(work_id="w1", node="a", attempt=1, reason="exit 1", ts=at(2)),
+        assigned(2, "b", 3), WorkAttemptFailed(work_id="w1", node="b", attempt=2, reason="exit 9", ts=at(4)),
+    ]
+    [decision] = decide(events, now=5, alive={"a", "b"})
+    assert isinstance(decision, GiveUp)
+    assert decision.attempts == (AttemptOutcome(attempt=1, node="a", reason="exit 1"), AttemptOutcome(attempt=2, node="b", reason="exit 9"))
+    assert "exit 9" in decision.reason
+
+
+def test_a_failure_from_a_superseded_attempt_is_not_an_outcome() -> None:
+    events = [added(), assigned(1, "a", 1), assigned(2, "b", 2), WorkAttemptFailed(work_id="w1", node="a", attempt=1, reason="late", ts=at(3))]
+    _, tracks = fold(events)
+    assert tracks["w1"].outcomes == ()
+    assert tracks["w1"].last_seq == 4  # every event of the item counts for the expected sequence
+
+
+def test_pending_items_become_views_with_their_target_and_nodes_with_their_load() -> None:
+    state, tracks = fold([added(target="b")])
+    [view] = work_views(state.items.values(), tracks, SETTINGS)
+    assert view.target_node == "b" and view.order == 1
+    state, _ = fold([added(), assigned(1, "a", 1)])
+    nodes = [NodeInfo(node="a", alive=True), NodeInfo(node="z", alive=False)]
+    [view_a] = node_views(nodes, None, running_by_node(state.items.values()), SETTINGS)
+    assert (view_a.node, view_a.running, view_a.configured, view_a.max_parallel_jobs) == ("a", 1, False, 2)
+
+
+def test_a_node_in_the_hosts_file_takes_its_listed_capacity_and_an_unlisted_one_is_unconfigured() -> None:
+    hosts = HostsConfig(hosts={"gpu": HostEntry(role="training", gpu="RTX 5090 24GB", max_parallel_jobs=3)})
+    nodes = [NodeInfo(node="gpu", alive=True), NodeInfo(node="laptop", alive=True)]
+    gpu, laptop = node_views(nodes, hosts, {"gpu": 1}, SETTINGS)
+    assert (gpu.configured, gpu.roles, gpu.vram_gb, gpu.max_parallel_jobs, gpu.running) == (True, ("training",), 24.0, 3, 1)
+    assert (laptop.configured, laptop.max_parallel_jobs) == (False, SETTINGS.default_max_parallel_jobs)
