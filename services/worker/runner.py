@@ -19,6 +19,7 @@ import msgspec
 from eventbus.errors import BusError
 from eventbus.events import Event, TrainingStarted, WorkAdded, WorkAssigned, WorkProgress, WorkStarted, utcnow
 from eventbus.publisher import Publisher
+from services.sync.paths import received_path
 from services.worker import outputs, processes
 from services.worker.jobs import Job, JobLimits
 from services.worker.protocol import AttemptKey
@@ -37,6 +38,7 @@ class WorkerPaths(msgspec.Struct, frozen=True, kw_only=True):
 
     worker_dir: Path
     models_dir: Path
+    received_dir: Path | None = None  # where the sync service puts batches copied here (services/sync/paths.py)
 
     @property
     def records_file(self) -> Path:
@@ -154,6 +156,8 @@ class AttemptRunner:
         if template is None:
             raise TemplateError(f"worker.templates.{item.work_type}: no command template for work type {item.work_type!r}")
         model = await asyncio.to_thread(outputs.best_model, self._paths.models_dir, item.board_type, item.num_players)
+        if self._paths.received_dir is not None and item.params.get("data") and item.params.get("input_batches"):
+            item = await asyncio.to_thread(with_local_batches, item, self._paths.received_dir)
         attempt.uses_gpu = item.work_type == "training" or model is not None
         attempt.best_model = model
         values = WorkerValues(python=self._python, output_dir=str(output_dir.absolute()),
@@ -233,3 +237,24 @@ def result_paths(result: object) -> list[Path]:
     """The file a result line names (`path`), which may lie outside the output dir."""
     path = result.get("path") if isinstance(result, dict) else None
     return [Path(path)] if isinstance(path, str) and path else []
+
+
+def with_local_batches(item: WorkAdded, received_dir: Path) -> WorkAdded:
+    """The item with each `data` path that is not on this node replaced by the sync service's copy, where there is one (blocking).
+
+    A training item names its batches as the nodes that wrote them reported them; on a fleet the
+    data sync copied them to this node under another path. A batch found nowhere keeps its path,
+    so the job fails naming the file it could not read.
+    """
+    paths = str(item.params["data"]).split(",")
+    batch_ids = str(item.params["input_batches"]).split(",")
+    if len(paths) != len(batch_ids):
+        return item
+    local = [path if Path(path).exists() else _received_or(path, received_dir, item, batch_id)
+             for path, batch_id in zip(paths, batch_ids)]
+    return msgspec.structs.replace(item, params={**item.params, "data": ",".join(local)})
+
+
+def _received_or(path: str, received_dir: Path, item: WorkAdded, batch_id: str) -> str:
+    copy = received_path(received_dir, item.board_type, item.num_players, batch_id, path)
+    return str(copy) if copy.exists() else path

@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+import msgspec
+
 from config.hosts import load_hosts
 from config.settings import RrConfig
 from eventbus.consumer import ConsumerSpec, Delivery, EventConsumer
@@ -32,6 +34,7 @@ from services.worker.records import JobRecord, RecordBook
 from services.worker.recovery import recover_record
 from services.worker.results import attempt_failed
 from services.worker.runner import Attempt, AttemptRunner, WorkerPaths
+from services.sync.paths import sync_root
 from services.worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -219,7 +222,8 @@ class Worker:
 async def main(ctx: ServiceContext) -> None:
     """Run this node's worker until stopped."""
     env = dict(os.environ)
-    paths = worker_paths(ctx.config.worker, ctx.node_id, env, Path.home())
+    paths = msgspec.structs.replace(worker_paths(ctx.config.worker, ctx.node_id, env, Path.home()),
+                                    received_dir=sync_root(ctx.config, env, Path.home()))
     listed = await asyncio.to_thread(hosts_parallel_jobs, ctx.config, ctx.node_id)
     slots = protocol.parallel_jobs(listed, ctx.config.worker.max_parallel_jobs)
     gpu = await GpuIdleWatch.find() if ctx.config.worker.gpu_idle_check else None
