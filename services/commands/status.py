@@ -16,9 +16,7 @@ from projections.status_view import StatusView, status_view
 from services.commands import open_bus
 from services.options import add_common_arguments, common_options
 
-# A status that had to fold this many records past the stored snapshot stores a fresh one,
-# so the next `rr status` starts close to the end of the log.
-RESNAPSHOT_AFTER = 100_000
+SLOW_FOLD_HINT = 100_000  # records folded past the snapshot worth a hint on stderr
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -28,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--no-snapshot", action="store_true", help="fold the whole log, ignoring the stored snapshot")
     parser.add_argument(
         "--save-snapshot", action="store_true",
-        help=f"store the folded state as the snapshot (done anyway after folding {RESNAPSHOT_AFTER:,} records)",
+        # Read-only otherwise: the api service stores a fresh snapshot every api.snapshot_every_events.
+        help="also store the folded state as the snapshot (the api service does so as the log grows)",
     )
     add_common_arguments(parser)
     parser.set_defaults(func=run)
@@ -47,13 +46,16 @@ def run(args: argparse.Namespace) -> int:
     async def go() -> Rebuilt[bundle.ProjectionSet]:
         async with open_bus(options, "status") as bus:
             rebuilt = await state_at_seq(bus, use_snapshot=not args.no_snapshot, progress=progress_on_stderr)
-            if args.save_snapshot or rebuilt.folded >= RESNAPSHOT_AFTER:
+            if args.save_snapshot:
                 await store(bus, bundle.PROJECTION, rebuilt.state)
             return rebuilt
 
     rebuilt = asyncio.run(go())
     if rebuilt.snapshot_ignored:
         print(f"rr: {rebuilt.snapshot_ignored}; folded the whole log", file=sys.stderr)
+    elif rebuilt.folded >= SLOW_FOLD_HINT and not args.save_snapshot:
+        print(f"rr: folded {rebuilt.folded:,} events past the snapshot; the api service keeps it fresh "
+              "(or pass --save-snapshot)", file=sys.stderr)
     print_view(status_view(rebuilt.state, now=utcnow(), node_id=options.node_id), args.json)
     return 0
 

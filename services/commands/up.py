@@ -41,6 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         default=None,
         help="where the JetStream store and logs live (env RR_DATA_DIR; default $XDG_DATA_HOME/rr or ~/.local/share/rr)",
     )
+    parser.add_argument(
+        "--api-port", type=port_number, default=None, metavar="PORT",
+        help="HTTP port of the status API and dashboard (default the config's api.port, 8770)",
+    )
     parser.add_argument("--grace", type=positive_int, default=10, metavar="SECONDS", help="how long a service gets to stop before SIGKILL")
     add_common_arguments(parser)
     parser.set_defaults(func=run, log_level=logging.INFO)
@@ -58,6 +62,7 @@ def plan_from(args: argparse.Namespace) -> UpPlan:
         node_id=options.node_id,
         config_path=str(Path(options.config_path).absolute()) if options.config_path else None,
         grace_s=float(args.grace),
+        api_port=args.api_port,
     )
 
 

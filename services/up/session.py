@@ -19,6 +19,7 @@ import services.registry  # noqa: F401  (fills SERVICES)
 from config.settings import RrConfig
 from eventbus.connection import connect
 from eventbus.streams import provision
+from services.api.settings import PORT_ENV as API_PORT_ENV
 from services.runtime import SERVICES
 from services.up.embedded import EmbeddedServer, start_embedded
 from services.up.errors import UpError
@@ -40,6 +41,7 @@ class UpPlan(msgspec.Struct, frozen=True, kw_only=True):
     node_id: str
     config_path: str | None
     grace_s: float = 10.0
+    api_port: int | None = None  # None: the api service's configured port (8770 by default)
 
 
 def prepare_layout(layout: Layout) -> None:
@@ -72,6 +74,8 @@ def children_for(plan: UpPlan, nats_url: str) -> list[ChildSpec]:
     """One child per service registered with on_up=True."""
     # The services keep their files (jobs, models, data) under the same data dir as rr up.
     env = {**service_env(os.environ, PROJECT_ROOT), "RR_DATA_DIR": str(plan.layout.data_dir)}
+    if plan.api_port is not None:
+        env[API_PORT_ENV] = str(plan.api_port)
     return [
         ChildSpec(
             name=entry.name,
@@ -86,18 +90,29 @@ def children_for(plan: UpPlan, nats_url: str) -> list[ChildSpec]:
     ]
 
 
-def banner(plan: UpPlan, nats_url: str, children: list[ChildSpec], embedded: bool) -> list[str]:
+def banner(plan: UpPlan, nats_url: str, children: list[ChildSpec], embedded: bool, api_url: str | None = None) -> list[str]:
     """What `rr up` tells the operator once everything is started."""
     names = ", ".join(c.name for c in children) or "none registered"
     where = f"embedded nats-server, store {plan.layout.store_dir}" if embedded else "joined an existing cluster"
+    dashboard = [f"rr up: dashboard {api_url}/ (status API: curl -s {api_url}/status)"] if api_url else []
     return [
         f"rr up: NATS URL {nats_url} ({where})",
         f"rr up: data dir {plan.layout.data_dir}",
         f"rr up: logs {plan.layout.log_dir}/<service>.log",
         f"rr up: services: {names}",
+        *dashboard,
         "rr up: watch events: rr events tail (or nats sub 'rr.evt.>')",
         "rr up: Ctrl-C to stop",
     ]
+
+
+def api_url(plan: UpPlan, config: RrConfig, children: list[ChildSpec]) -> str | None:
+    """Where the api service child will listen, when there is one."""
+    if not any(c.name == "api" for c in children):
+        return None
+    host = "127.0.0.1" if config.api.host in ("0.0.0.0", "::", "") else config.api.host
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{plan.api_port or config.api.port}"
 
 
 async def provision_streams(nats_url: str, config: RrConfig, node_id: str) -> dict[str, str]:
@@ -122,7 +137,7 @@ async def run_up(plan: UpPlan, config: RrConfig, say: Callable[[str], None]) -> 
         outcome = await provision_streams(nats_url, config, plan.node_id)
         log.info("streams: %s", ", ".join(f"{name} {what}" for name, what in outcome.items()))
         children = children_for(plan, nats_url)
-        for line in banner(plan, nats_url, children, embedded=server is not None):
+        for line in banner(plan, nats_url, children, embedded=server is not None, api_url=api_url(plan, config, children)):
             say(line)
         async with asyncio.TaskGroup() as tasks:
             watcher = tasks.create_task(server.wait_exited(stopping)) if server is not None else None
