@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import re
+import typing
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 import yaml
@@ -35,11 +36,11 @@ class HostEntry(msgspec.Struct, frozen=True, kw_only=True):
     status: HostStatus = "ready"
     role: HostRole = "mixed"
     roles: list[HostRole] = []  # several roles; `role` is the seeds' single one
-    cpus: int | None = None
-    memory_gb: float | None = None
+    cpus: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    memory_gb: Annotated[float, msgspec.Meta(gt=0)] | None = None
     gpu: str = ""  # e.g. "GH200 96GB", "RTX 5090 24GB"; empty for CPU-only
-    gpu_memory_gb: float | None = None  # derived from `gpu` when absent
-    max_parallel_jobs: int = 1
+    gpu_memory_gb: Annotated[float, msgspec.Meta(ge=0)] | None = None  # derived from `gpu` when absent
+    max_parallel_jobs: Annotated[int, msgspec.Meta(ge=0)] = 1  # 0: a host that runs no jobs (a coordinator)
     ephemeral: bool = False  # rented spot/marketplace machines that may vanish
 
     def all_roles(self) -> list[str]:
@@ -64,42 +65,87 @@ class HostsConfig(msgspec.Struct, frozen=True, kw_only=True):
 def load_hosts(path: str | Path) -> HostsConfig:
     """Read and validate a hosts file; raises InvalidConfig naming the file, the key path and the problem."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise InvalidConfig(f"{path}: cannot read hosts file: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" (line {mark.line + 1})" if mark is not None else ""
-        raise InvalidConfig(f"{path}{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    raw = {} if raw is None else raw
+    raw = _read_yaml(path)
     if not isinstance(raw, dict):
         raise InvalidConfig(f"{path}: top level must be a mapping with `hosts:`, got {type(raw).__name__}")
+    hosts = raw.get("hosts")
+    if hosts is not None and not isinstance(hosts, dict):
+        raise InvalidConfig(f"{path}: hosts: must be a mapping of host name to its settings, got {type(hosts).__name__}")
+    for name in hosts or {}:
+        if not isinstance(name, str):
+            raise InvalidConfig(f"{path}: hosts.{name}: a host name must be a string; quote it ('{name}')")
     for warning in unknown_keys(raw):
         log.warning("%s: %s", path, warning)
     known = _known_only(raw)
-    if isinstance(known["hosts"], dict):
-        # Validate host by host so an error names the host, not msgspec's `hosts[...]`.
-        for name, entry in known["hosts"].items():
-            _convert(path, f"hosts.{name}", entry, HostEntry)
-    hosts = _convert(path, "", known, HostsConfig)
-    _check_voters(path, hosts)
-    return hosts
+    # Validate host by host so an error names the host, not msgspec's `hosts[...]`.
+    for name, entry in known["hosts"].items():  # type: ignore[attr-defined]
+        _convert(path, f"hosts.{name}", entry, HostEntry)
+    converted = _convert(path, "", known, HostsConfig)
+    assert isinstance(converted, HostsConfig)
+    _check_voters(path, converted)
+    return converted
+
+
+def _read_yaml(path: Path) -> object:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidConfig(f"{path}: cannot read hosts file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise InvalidConfig(f"{path}: not UTF-8 text (byte {exc.start}): is this the hosts file?") from None
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" (line {mark.line + 1})" if mark is not None else ""
+        raise InvalidConfig(f"{path}{line}: not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
+    return {} if raw is None else raw
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last silently,
+    which in a 40-host file drops a host without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[object, object]:
+        seen: set[object] = set()
+        for key_node, _value in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, typing.Hashable):
+                continue  # SafeLoader's own construct_mapping reports unhashable keys
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key `{key}` (a second entry would silently replace the first)",
+                    key_node.start_mark)
+            seen.add(key)
+        mapping: dict[object, object] = super().construct_mapping(node, deep=deep)
+        return mapping
 
 
 def _convert(path: Path, prefix: str, data: object, kind: type[msgspec.Struct]) -> msgspec.Struct:  # type: ignore[type-arg]
     try:
         return msgspec.convert(data, kind)
     except msgspec.ValidationError as exc:
-        raise InvalidConfig(f"{path}: {describe_validation_error(exc, prefix)}") from None
+        raise InvalidConfig(f"{path}: {describe_validation_error(exc, prefix)}{_choices(str(exc))}") from None
+
+
+_ENUM_FIELD = re.compile(r"Invalid enum value .* - at `\$\.(?P<field>[a-z_]+)")
+_CHOICES = {"status": typing.get_args(HostStatus), "role": typing.get_args(HostRole), "roles": typing.get_args(HostRole)}
+
+
+def _choices(message: str) -> str:
+    """' (one of: ...)' after an invalid status or role, so the fix is in the message."""
+    match = _ENUM_FIELD.search(message)
+    allowed = _CHOICES.get(match.group("field"), ()) if match else ()
+    return f" (one of: {', '.join(allowed)})" if allowed else ""
 
 
 def unknown_keys(raw: dict[str, object]) -> list[str]:
     """Warnings for keys neither rr nor the seeds' schema knows (typos, mostly)."""
     top = set(HostsConfig.__struct_fields__)
-    warnings = [f"unknown key `{k}` ignored" for k in raw if k not in top and k not in ("voters", "nodes")]
+    warnings = [f"{k}: unknown key ignored" for k in raw if k not in top and k not in ("voters", "nodes")]
     fields = set(HostEntry.__struct_fields__) | KNOWN_UNUSED_KEYS
-    for name, entry in (raw.get("hosts") or {}).items():  # type: ignore[union-attr]
+    hosts = raw.get("hosts")
+    for name, entry in (hosts.items() if isinstance(hosts, dict) else ()):
         if isinstance(entry, dict):
             warnings += [f"hosts.{name}.{k}: unknown key ignored" for k in entry if k not in fields]
     return warnings
@@ -117,5 +163,5 @@ def _known_only(raw: dict[str, object]) -> dict[str, object]:
 
 def _check_voters(path: Path, hosts: HostsConfig) -> None:
     missing = [v for v in hosts.p2p_voters if v not in hosts.hosts]
-    if missing and hosts.hosts:
+    if missing:
         raise InvalidConfig(f"{path}: p2p_voters: {', '.join(missing)} not listed under hosts")

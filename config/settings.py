@@ -15,6 +15,13 @@ from eventbus.errors import InvalidConfig
 from eventbus.streams import StreamSettings
 from services.leadership.settings import LeadershipSettings
 from services.membership.settings import MembershipSettings
+from services.scheduler.pipeline_settings import PipelineSettings
+from services.worker.settings import WorkerSettings
+from services.distributor.settings import DistributionSettings
+from services.sync.settings import SyncSettings
+from services.scheduler.settings import SchedulerSettings
+from services.api.settings import ApiSettings
+from services.telemetry.settings import TelemetrySettings
 
 
 class RrConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -24,6 +31,13 @@ class RrConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     hosts_file: str | None = None  # the fleet's distributed_hosts.yaml (config/hosts.py)
     leadership: LeadershipSettings = LeadershipSettings()
     membership: MembershipSettings = MembershipSettings()
+    pipeline: PipelineSettings = PipelineSettings()
+    worker: WorkerSettings = WorkerSettings()
+    distribution: DistributionSettings = DistributionSettings()
+    sync: SyncSettings = SyncSettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
+    api: ApiSettings = ApiSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
 
 
 def load_config(path: str | Path | None) -> RrConfig:

@@ -24,6 +24,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from eventbus import tracing
 from eventbus.connection import Bus
 from eventbus.deadletter import park
 from eventbus.errors import BusUnavailable, InvalidEvent, StreamSetupError
@@ -250,7 +251,10 @@ class EventConsumer:
     async def _handle(self, msg: Msg, handler: AsyncHandler, event: Event, where: Delivery) -> None:
         self._keepalive.working_on(msg)
         try:
-            await handler(event, where)
+            if tracing.ENABLED:  # off: this check is tracing's whole cost
+                await tracing.handle_in_span(handler, event, where, msg.headers, self.spec.durable)
+            else:
+                await handler(event, where)
         except Exception as exc:  # a handler's bug must not stop the consumer
             self._counts["failed"] += 1
             await self._after_failure(msg, where, exc)

@@ -359,6 +359,20 @@ class ModelDistributionComplete(Event, tag="MODEL_DISTRIBUTION_COMPLETE", kw_onl
     seconds: float = 0.0
 
 
+class ModelDistributionFailed(Event, tag="MODEL_DISTRIBUTION_FAILED", kw_only=True):
+    """One node could not install (or upload) a model this time; it retries after `retry_in_s`."""
+
+    aggregate: ClassVar[str] = "model"
+    key_field: ClassVar[str] = "model_id"
+    model_id: str
+    node: str
+    kind: str  # corrupt, disk_full, missing, io, unavailable, checkpoint_missing
+    reason: str  # the sentence an operator reads
+    attempt: int = 1
+    retry_in_s: float = 0.0
+    object_nuid: str = ""  # the stored object version that was read, for a corrupt one
+
+
 # ---- data sync ----------------------------------------------------------------------
 
 
@@ -424,6 +438,7 @@ AnyEvent = Union[
     ModelPromoted,
     ModelDistributed,
     ModelDistributionComplete,
+    ModelDistributionFailed,
     DataSyncPlanned,
     DataSyncComplete,
     ConfigChanged,

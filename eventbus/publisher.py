@@ -15,6 +15,7 @@ from collections.abc import Iterable
 import msgspec
 from nats.aio.msg import Msg
 
+from eventbus import tracing
 from eventbus.connection import Bus
 from eventbus.errors import BusError, BusUnavailable, ConcurrencyConflict
 from eventbus.events import Event, encode, stamp
@@ -29,6 +30,13 @@ class Published(msgspec.Struct, frozen=True):
     event: Event
     seq: int
     duplicate: bool = False
+
+
+class PublisherStats(msgspec.Struct, frozen=True):
+    """Events this publisher appended since it started, and how many of those were duplicates."""
+
+    published: int
+    duplicates: int
 
 
 class _ApiError(msgspec.Struct):
@@ -102,10 +110,15 @@ class Publisher:
         self._ack_timeout = ack_timeout
         self._retry_for = retry_for
         self._window = window
+        self._counts = [0, 0]  # published, duplicates
+
+    def statistics(self) -> PublisherStats:
+        """Counters so far, also fed to metrics."""
+        return PublisherStats(*self._counts)
 
     def stamp(self, event: Event) -> Event:
-        """Give an event its envelope (id, time, source) as this node."""
-        return stamp(event, self._bus.node_id)
+        """Give an event its envelope (id, time, source, and the current trace when tracing is on) as this node."""
+        return stamp(event, self._bus.node_id, tracing.current_traceparent() if tracing.ENABLED else None)
 
     async def publish(self, event: Event, *, expect_last_seq: int | None = None) -> Published:
         """Append one event; with `expect_last_seq`, only if its aggregate's last sequence is still that.
@@ -121,7 +134,7 @@ class Publisher:
         while True:
             try:
                 reply = await self._send_and_wait(event.subject(), data, headers)
-                return self._published(event, reply, expect_last_seq)
+                return self._count(self._published(event, reply, expect_last_seq))
             except BusUnavailable:
                 if time.monotonic() + delay > deadline:
                     raise
@@ -156,7 +169,7 @@ class Publisher:
 
     async def _settle(self, event: Event, future: asyncio.Future[_PubAckReply]) -> Published:
         if future.done() and future.exception() is None:
-            return self._published(event, future.result(), None)
+            return self._count(self._published(event, future.result(), None))
         future.cancel()
         return await self.publish(event)
 
@@ -166,6 +179,11 @@ class Publisher:
             return await asyncio.wait_for(future, timeout=self._ack_timeout)
         except asyncio.TimeoutError:
             raise BusUnavailable(f"no publish ack for {subject} within {self._ack_timeout}s") from None
+
+    def _count(self, published: Published) -> Published:
+        self._counts[0] += 1
+        self._counts[1] += published.duplicate
+        return published
 
     @staticmethod
     def _headers(event: Event, expect_last_seq: int | None) -> dict[str, str]:

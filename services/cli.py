@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+# Before anything imports them: a missing package is named with its pip command, not a traceback
+# (the seeds' daemons died on `ModuleNotFoundError: psutil` and nobody saw why).
+from services.doctor.deps import require_dependencies
+
+require_dependencies()
+
 import argparse
 import importlib
 import logging
@@ -25,6 +31,12 @@ COMMAND_MODULES = [
     "services.commands.timeline",
     "services.commands.lineage",
     "services.commands.nodes",
+    "services.commands.models",
+    "services.commands.data",
+    "services.commands.work",
+    "services.commands.auth",
+    "services.commands.doctor",
+    "services.commands.services",
 ]
 
 

@@ -17,8 +17,11 @@ from eventbus.connection import DEFAULT_URL, Bus, connect
 from eventbus.errors import BusUnavailable
 from eventbus.publisher import Publisher
 from eventbus.streams import declared_streams
+from services.auth.credentials import check_identity, connect_options, credentials_from_env
 from services.looplag import LoopLagMonitor
 from services.options import CommonOptions
+from services.telemetry.lifecycle import observability
+from services.telemetry.observed import Observed
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,7 @@ class ServiceContext:
         self.node_id = options.node_id
         self.loop_lag = LoopLagMonitor(name=name)
         self.stopping = asyncio.Event()
+        self.observed = Observed(self.loop_lag, self.publisher)  # what status and metrics read; add consumers with ctx.observed.consumer(c)
 
     async def wait_stopping(self, timeout: float | None = None) -> bool:
         """Sleep until a stop is asked for, or `timeout` passes; True when stopping."""
@@ -84,13 +88,18 @@ async def run_service(entry: ServiceEntry, options: CommonOptions, *, grace_s: f
     """Run one service until SIGINT/SIGTERM; raises BusError/InvalidConfig with a one-line reason."""
     config = load_config(options.config_path)
     main = entry.load()
-    bus = await connect(options.nats_url or DEFAULT_URL, node_id=options.node_id, name=f"rr-{entry.name}:{options.node_id}")
+    # $RR_NATS_CREDS names this node's credentials file (`rr auth gen`); unset: no authentication.
+    credentials = credentials_from_env()
+    check_identity(credentials, options.node_id)
+    auth = connect_options(credentials)
+    bus = await connect(options.nats_url or DEFAULT_URL, node_id=options.node_id, name=f"rr-{entry.name}:{options.node_id}", **auth)
     try:
         await require_streams(bus)
         ctx = ServiceContext(entry.name, bus, config, options)
         _on_signals(ctx.stopping.set)
         log.info("service %s started on node %s via %s", entry.name, options.node_id, bus.connected_url)
-        await _supervise(ctx, main, grace_s)
+        async with observability(ctx):  # telemetry from config.telemetry; announced on $SRV.* with a status endpoint
+            await _supervise(ctx, main, grace_s)
     finally:
         await bus.close()
 

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+# Before anything imports them: a missing package is named with its pip command, not a traceback
+# (the seeds' daemons died on `ModuleNotFoundError: psutil` and nobody saw why).
+from services.doctor.deps import require_dependencies
+
+require_dependencies()
+
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 
 import services.registry  # noqa: F401  (fills SERVICES)
 from eventbus.errors import BusError
+from services.api.settings import PORT_ENV
 from services.cli import configure_logging
 from services.options import add_common_arguments, common_options
 from services.runtime import SERVICES, run_service
@@ -20,6 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("name", nargs="?", help="service to run (see --list)")
     parser.add_argument("--list", action="store_true", help="list the registered services and exit")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="debug logging on stderr")
+    parser.add_argument(
+        "--api-port", type=int, default=None, metavar="PORT",
+        help=f"api service only: HTTP port (env {PORT_ENV}; default the config's api.port, 8770)",
+    )
     add_common_arguments(parser)
     return parser
 
@@ -48,6 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         names = ", ".join(sorted(SERVICES)) or "none registered"
         print(f"rr-service: unknown service {args.name!r}; known services: {names}", file=sys.stderr)
         return 2
+    if args.api_port is not None:
+        if entry.name != "api" or not 0 < args.api_port < 65536:
+            parser.error("--api-port takes a TCP port (1..65535) and applies to the api service only")
+        os.environ[PORT_ENV] = str(args.api_port)  # how the api service is told, as `rr up --api-port` tells it
     options = common_options(args)
     configure_logging(args.verbose + 1)  # a service logs at info: its log is how an operator follows it
     try:

@@ -1,0 +1,28 @@
+"""How far a durable consumer is behind its stream, as the server counts it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+import nats.errors
+
+from eventbus.connection import Bus
+
+
+class ConsumerLag(msgspec.Struct, frozen=True):
+    """Messages not yet delivered (`pending`) and delivered but not yet acked (`ack_pending`)."""
+
+    pending: int
+    ack_pending: int
+    redelivered: int
+
+
+async def consumer_lag(bus: Bus, stream: str, durable: str, *, timeout: float = 2.0) -> ConsumerLag | None:
+    """The consumer's lag now; None when it does not exist or the server did not answer."""
+    try:
+        info = await asyncio.wait_for(bus.js.consumer_info(stream, durable, timeout=timeout), timeout + 0.5)
+    except (asyncio.TimeoutError, nats.errors.Error):  # JetStream's errors included
+        return None
+    return ConsumerLag(pending=info.num_pending or 0, ack_pending=info.num_ack_pending or 0,
+                       redelivered=info.num_redelivered or 0)

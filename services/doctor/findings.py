@@ -1,0 +1,108 @@
+"""What `rr doctor`'s probes found on a node, as plain values: the input of services/doctor/checks.py."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import msgspec
+
+from eventbus.probe import JetStreamProbe, PublishProbe, StreamProbe
+
+
+class PackageProbe(msgspec.Struct, frozen=True, kw_only=True):
+    """One Python package: importable here, and its version."""
+
+    module: str
+    distribution: str
+    required: bool
+    importable: bool
+    version: str = ""
+    error: str = ""
+
+
+class CredentialsProbe(msgspec.Struct, frozen=True, kw_only=True):
+    """The node's credentials file, if one is configured."""
+
+    path: str = ""  # "": RR_NATS_CREDS unset
+    user: str = ""
+    role: str = ""
+    error: str = ""
+
+
+class ConnectionProbe(msgspec.Struct, frozen=True, kw_only=True):
+    """Whether a NATS server accepted this node's connection."""
+
+    url: str
+    connected: bool
+    error: str = ""
+    server_version: str = ""
+
+
+class MonitorProbe(msgspec.Struct, frozen=True, kw_only=True):
+    """The server's monitoring endpoint (/varz), if reachable."""
+
+    url: str
+    reachable: bool
+    error: str = ""
+    sync_always: bool = False
+    sync_interval_s: float | None = None
+    server_now: dt.datetime | None = None
+    sent_at: dt.datetime | None = None
+    round_trip_s: float = 0.0
+
+
+class PermissionsProbe(msgspec.Struct, frozen=True, kw_only=True):
+    """A harmless allowed publish and forbidden publish/subscribe, with this node's credentials."""
+
+    role: str
+    own_publish: PublishProbe
+    forbidden: list[PublishProbe] = []
+    shared_inbox_subscribe: bool = False  # True: the server let us subscribe to _INBOX.>
+
+
+class DiskProbe(msgspec.Struct, frozen=True, kw_only=True):
+    """Free space under the data dir."""
+
+    path: str
+    free_bytes: int = 0
+    total_bytes: int = 0
+    error: str = ""
+
+
+class GpuProbe(msgspec.Struct, frozen=True, kw_only=True):
+    """CUDA as torch sees it and nvidia-smi's answer; `expected` is the hosts file's gpu for this node."""
+
+    torch_cuda: bool | None = None  # None: torch not importable
+    devices: list[str] = []
+    nvidia_smi: str = ""  # driver line, "" when nvidia-smi is absent or failed
+    expected: str = ""
+
+
+class ConfigProbe(msgspec.Struct, frozen=True, kw_only=True):
+    """The rr config and hosts file as loaded (an error is InvalidConfig's one line)."""
+
+    path: str = ""  # "": no config file, defaults
+    error: str = ""
+    hosts_path: str = ""  # "": the config names no hosts file
+    hosts_error: str = ""
+    node_in_hosts: bool = True
+
+
+class Probes(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything `rr doctor` measured on this node."""
+
+    node_id: str
+    python: tuple[int, int, int]
+    packages: list[PackageProbe]
+    config: ConfigProbe = ConfigProbe()
+    credentials: CredentialsProbe = CredentialsProbe()
+    connection: ConnectionProbe | None = None  # None: not attempted (nats-py missing)
+    jetstream: JetStreamProbe | None = None
+    streams: list[StreamProbe] = []
+    expected_replicas: int = 1
+    monitor: MonitorProbe | None = None
+    permissions: PermissionsProbe | None = None
+    disk: DiskProbe | None = None
+    min_free_gib: float = 10.0
+    gpu: GpuProbe = GpuProbe()
+    max_skew_s: float = 1.0

@@ -1,0 +1,221 @@
+"""`rr doctor`'s shell: measure this node (packages, disk, GPU) and its NATS (reachability, JetStream,
+streams, durability, clock, permissions). Every probe catches its own failure and records it,
+so one broken thing never hides the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import shutil
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import msgspec
+
+from eventbus.connection import Bus, connect, split_servers
+from eventbus.errors import BusError
+from eventbus.probe import (
+    PermissionWatch,
+    PublishProbe,
+    StreamProbe,
+    parse_server_time,
+    probe_jetstream,
+    probe_publish,
+    probe_stream,
+    probe_subscribe,
+    server_version,
+)
+from eventbus.streams import StreamSettings, declared_streams
+from eventbus.subjects import event_subject
+from services.auth.credentials import NatsCredentials, connect_options
+from services.doctor.findings import (
+    ConfigProbe,
+    ConnectionProbe,
+    CredentialsProbe,
+    DiskProbe,
+    GpuProbe,
+    MonitorProbe,
+    PackageProbe,
+    PermissionsProbe,
+    Probes,
+)
+from services.doctor.deps import OPTIONAL, REQUIRED, package_status
+
+MONITOR_PORT = 8222
+PROBE_STREAM = "RR_DOCTOR_PROBE"  # no such stream: deleting it is harmless even where it is allowed
+PROBE_TIMEOUT_S = 3.0
+
+
+class Target(msgspec.Struct, frozen=True, kw_only=True):
+    """What to probe: where NATS is, who this node is, and what the config expects."""
+
+    nats_url: str
+    node_id: str
+    config: ConfigProbe = ConfigProbe()
+    credentials: NatsCredentials | None = None
+    credentials_path: str = ""
+    credentials_error: str = ""
+    monitor_url: str | None = None  # None: derived from the first NATS URL; "" : skip
+    expected_replicas: int = 1
+    leases_bucket: str = "rr_leases"
+    data_dir: str = "."
+    min_free_gib: float = 10.0
+    expected_gpu: str = ""
+    max_skew_s: float = 1.0
+
+
+async def gather(target: Target) -> Probes:
+    """Run every probe; never raises for what it finds."""
+    packages = await asyncio.to_thread(probe_packages)
+    importable = {p.module for p in packages if p.importable}
+    probes = Probes(
+        node_id=target.node_id, python=tuple(sys.version_info[:3]), packages=packages,  # type: ignore[arg-type]
+        config=target.config,
+        credentials=_credentials_probe(target), expected_replicas=target.expected_replicas,
+        min_free_gib=target.min_free_gib, max_skew_s=target.max_skew_s,
+        disk=await asyncio.to_thread(probe_disk, Path(target.data_dir)),
+        gpu=await probe_gpu(target.expected_gpu, "torch" in importable),
+    )
+    if target.credentials_error:
+        return probes  # connecting with other credentials than the node's would say nothing useful
+    return await _with_nats(probes, target)
+
+
+def probe_packages() -> list[PackageProbe]:
+    """Import each required and optional package (blocking: torch takes seconds)."""
+    probes = []
+    for modules, required in ((REQUIRED, True), (OPTIONAL, False)):
+        for module in modules:
+            status = package_status(module)
+            probes.append(PackageProbe(module=module, distribution=status.distribution, required=required,
+                                       importable=status.importable, version=status.version, error=status.error))
+    return probes
+
+
+def _credentials_probe(target: Target) -> CredentialsProbe:
+    creds = target.credentials
+    return CredentialsProbe(path=target.credentials_path, error=target.credentials_error,
+                            user=creds.user if creds else "", role=creds.role if creds else "")
+
+
+def probe_disk(path: Path) -> DiskProbe:
+    """Free space on the file system that holds `path` (or its nearest existing parent)."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        usage = shutil.disk_usage(existing)
+    except OSError as exc:
+        return DiskProbe(path=str(path), error=exc.strerror or str(exc))
+    return DiskProbe(path=str(path), free_bytes=usage.free, total_bytes=usage.total)
+
+
+async def probe_gpu(expected: str, torch_importable: bool) -> GpuProbe:
+    """CUDA devices through torch, and nvidia-smi's driver line; absence is recorded, not raised."""
+    cuda, devices = (await asyncio.to_thread(_torch_devices)) if torch_importable else (None, [])
+    return GpuProbe(torch_cuda=cuda, devices=devices, nvidia_smi=await _nvidia_smi(), expected=expected)
+
+
+def _torch_devices() -> tuple[bool, list[str]]:
+    import torch  # imported here: it takes seconds and is optional on coordinators
+
+    if not torch.cuda.is_available():
+        return False, []
+    return True, [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+
+
+async def _nvidia_smi() -> str:
+    binary = shutil.which("nvidia-smi")
+    if binary is None:
+        return ""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            binary, "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout=10)
+    except (OSError, asyncio.TimeoutError) as exc:
+        return f"nvidia-smi failed: {exc}"
+    text = out.decode(errors="replace").strip()
+    return f"nvidia-smi: {'; '.join(text.splitlines())}" if proc.returncode == 0 else f"nvidia-smi failed: {text[:200]}"
+
+
+def monitor_url_for(nats_url: str) -> str:
+    """http://<host of the first NATS URL>:8222, where the servers' configs put monitoring."""
+    host = urllib.parse.urlsplit(split_servers(nats_url)[0]).hostname or "127.0.0.1"
+    return f"http://{host}:{MONITOR_PORT}"
+
+
+def probe_monitor(url: str, timeout: float = PROBE_TIMEOUT_S) -> MonitorProbe:
+    """The server's /varz: sync_interval and its clock (blocking)."""
+    sent_at = dt.datetime.now(dt.timezone.utc)
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/varz", timeout=timeout) as response:
+            varz = json.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        return MonitorProbe(url=url, reachable=False, error=str(getattr(exc, "reason", exc)))
+    round_trip = time.monotonic() - started
+    config = (varz.get("jetstream") or {}).get("config") or {}
+    interval = config.get("sync_interval")
+    return MonitorProbe(
+        url=url, reachable=True, sync_always=bool(config.get("sync_always", False)),
+        sync_interval_s=interval / 1e9 if isinstance(interval, (int, float)) else None,
+        server_now=parse_server_time(varz.get("now")), sent_at=sent_at, round_trip_s=round_trip,
+    )
+
+
+async def _with_nats(probes: Probes, target: Target) -> Probes:
+    monitor_url = monitor_url_for(target.nats_url) if target.monitor_url is None else target.monitor_url
+    monitor = await asyncio.to_thread(probe_monitor, monitor_url) if monitor_url else None
+    watch = PermissionWatch()
+    try:
+        bus = await connect(target.nats_url, node_id=target.node_id, name=f"rr-doctor:{target.node_id}",
+                            connect_timeout=PROBE_TIMEOUT_S, initial_attempts=1, error_listener=watch.on_error,
+                            **connect_options(target.credentials))
+    except BusError as exc:
+        failed = ConnectionProbe(url=target.nats_url, connected=False, error=str(exc))
+        return msgspec.structs.replace(probes, connection=failed, monitor=monitor)
+    try:
+        return await _probe_bus(bus, watch, probes, target, monitor)
+    finally:
+        await bus.close()
+
+
+async def _probe_bus(bus: Bus, watch: PermissionWatch, probes: Probes, target: Target, monitor: MonitorProbe | None) -> Probes:
+    connection = ConnectionProbe(url=bus.connected_url, connected=True, server_version=server_version(bus))
+    jetstream = await probe_jetstream(bus, timeout=PROBE_TIMEOUT_S)
+    streams: list[StreamProbe] = []
+    if jetstream.enabled:
+        for spec in declared_streams(StreamSettings(replicas=target.expected_replicas)):
+            try:
+                streams.append(await probe_stream(bus, spec.name, timeout=PROBE_TIMEOUT_S))
+            except BusError as exc:
+                jetstream = msgspec.structs.replace(jetstream, enabled=False, detail=str(exc))
+                break
+    permissions = await probe_permissions(bus, watch, target) if target.credentials is not None else None
+    return msgspec.structs.replace(probes, connection=connection, jetstream=jetstream, streams=streams,
+                                   monitor=monitor, permissions=permissions)
+
+
+async def probe_permissions(bus: Bus, watch: PermissionWatch, target: Target) -> PermissionsProbe:
+    """A harmless publish of this node's own event, and harmless attempts at what its role forbids."""
+    assert target.credentials is not None
+    role = target.credentials.role or "worker"
+    own = await probe_publish(bus, watch, event_subject("doctor", "probe", "DOCTOR_PROBE", target.node_id),
+                              timeout=PROBE_TIMEOUT_S)
+    if role == "admin":
+        return PermissionsProbe(role=role, own_publish=own)
+    forbidden: list[PublishProbe] = [
+        await probe_publish(bus, watch, f"$JS.API.STREAM.DELETE.{PROBE_STREAM}", b"", harmless=False, timeout=PROBE_TIMEOUT_S)]
+    if role == "worker":
+        for subject in (f"$KV.{target.leases_bucket}.rr-doctor-probe",
+                        event_subject("doctor", "probe", "DOCTOR_PROBE", "rr-doctor-other-node")):
+            forbidden.append(await probe_publish(bus, watch, subject, timeout=PROBE_TIMEOUT_S))
+    shared = await probe_subscribe(bus, watch, "_INBOX.>", timeout=PROBE_TIMEOUT_S)
+    return PermissionsProbe(role=role, own_publish=own, forbidden=forbidden, shared_inbox_subscribe=shared)

@@ -1,0 +1,1 @@
+"""Observability of a running service: OpenTelemetry traces and metrics, status, and micro registration."""
