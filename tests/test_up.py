@@ -201,8 +201,9 @@ class RrUp:
 
 
 async def _start_up(*argv: str, **env: str) -> RrUp:
+    api = () if "--api-port" in argv else ("--api-port", str(_free_port()))  # never the machine's 8770
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli", "up", "--grace", "5", *argv,
+        sys.executable, "-m", "services.cli", "up", "--grace", "5", *api, *argv,
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env=_env(**env), cwd=PROJECT_ROOT,
     )
@@ -318,6 +319,19 @@ async def test_a_taken_port_is_one_line_and_exit_1(tmp_path: Path) -> None:
     assert err.strip().splitlines() == [
         f"rr: port {port} is in use: another rr up or nats-server? use --nats-port or --nats URL"
     ]
+
+
+async def test_a_taken_api_port_is_one_line_and_exit_1_before_anything_starts(tmp_path: Path) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        api_port, nats_port = listener.getsockname()[1], _free_port()
+        code, err = await _run_to_end("--nats-port", str(nats_port), "--api-port", str(api_port), "--data-dir", str(tmp_path / "data"))
+    assert code == 1
+    assert err.strip().splitlines() == [
+        f"rr: port {api_port} is in use: another rr up, or the old P2P daemon on its port? use --api-port"
+    ]
+    assert _port_free(nats_port), "no server was left behind"
 
 
 async def test_an_unwritable_data_dir_is_one_line_and_exit_1(tmp_path: Path) -> None:

@@ -11,10 +11,12 @@ from pathlib import Path
 
 from config.settings import load_config
 from services.commands.streams import positive_int
+import services.registry  # noqa: F401  (fills SERVICES)
 from services.options import add_common_arguments, common_options
+from services.runtime import SERVICES
 from services.up.errors import UpError
 from services.up.layout import Layout, default_data_dir
-from services.up.session import UpPlan, check_port_free, prepare_layout, run_up
+from services.up.session import API_PORT_HINT, UpPlan, check_port_free, prepare_layout, run_up
 
 EMBEDDED_HOST = "127.0.0.1"
 DEFAULT_PORT = 4222
@@ -78,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
         prepare_layout(plan.layout)
         if plan.nats_url is None:
             check_port_free(plan.host, plan.port)
+        if "api" in SERVICES and SERVICES["api"].on_up:  # else the api child would crash-loop on it
+            check_port_free(config.api.host or "0.0.0.0", plan.api_port or config.api.port, API_PORT_HINT)
         asyncio.run(run_up(plan, config, _say))
     except UpError as exc:
         print(f"rr: {exc}", file=sys.stderr)

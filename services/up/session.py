@@ -56,7 +56,11 @@ def prepare_layout(layout: Layout) -> None:
         raise UpError(f"data dir {layout.data_dir} is not writable: {exc.strerror or exc}; use --data-dir or RR_DATA_DIR") from None
 
 
-def check_port_free(host: str, port: int) -> None:
+NATS_PORT_HINT = "another rr up or nats-server? use --nats-port or --nats URL"
+API_PORT_HINT = "another rr up, or the old P2P daemon on its port? use --api-port"
+
+
+def check_port_free(host: str, port: int, hint: str = NATS_PORT_HINT) -> None:
     """Raise UpError when something already listens on host:port (as nats-server would find)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as nats-server binds: TIME_WAIT is no conflict
@@ -65,9 +69,7 @@ def check_port_free(host: str, port: int) -> None:
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE:
                 raise UpError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-            raise UpError(
-                f"port {port} is in use: another rr up or nats-server? use --nats-port or --nats URL"
-            ) from None
+            raise UpError(f"port {port} is in use: {hint}") from None
 
 
 def children_for(plan: UpPlan, nats_url: str) -> list[ChildSpec]:
