@@ -20,6 +20,7 @@ from services.membership.monitor import membership_loop
 from services.leadership.term import NotLeader, Term
 from services.runtime import ServiceContext
 from services.scheduler.loops import SCHEDULING_LOOPS
+from services.configwatch.loop import config_watch_loop
 from services.distributor.leader import distribution_loop
 from services.sync.loop import sync_planner_loop
 
@@ -30,9 +31,9 @@ ROLE = "scheduler"
 LeaderLoop = Callable[[ServiceContext, Term], Coroutine[Any, Any, None]]
 
 # The leader-only loops: membership, scheduling (assignment, pipeline, populator), model
-# distribution bookkeeping and the data sync planner. Each starts on election and is cancelled
-# when the term ends.
-LEADER_LOOPS: list[LeaderLoop] = [membership_loop, *SCHEDULING_LOOPS, distribution_loop, sync_planner_loop]
+# distribution bookkeeping, the data sync planner and the config watch (CONFIG_CHANGED). Each
+# starts on election and is cancelled when the term ends.
+LEADER_LOOPS: list[LeaderLoop] = [membership_loop, *SCHEDULING_LOOPS, distribution_loop, sync_planner_loop, config_watch_loop]
 
 
 async def leader_tick_loop(ctx: ServiceContext, term: Term) -> None:

@@ -1,0 +1,92 @@
+"""CONFIG_CHANGED: key-by-key differences of the rr config and hosts file, recorded by the leader, with the log as the store."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+import pytest
+
+from config.settings import load_config
+from eventbus.connection import Bus
+from eventbus.events import ConfigChange, ConfigChanged
+from eventbus.history import events
+from eventbus.publisher import Publisher
+from services.configwatch.diff import changes, flatten, recorded
+from services.configwatch.loop import config_watch_loop
+from services.leadership.term import Term
+from services.options import CommonOptions
+from services.runtime import ServiceContext
+from tests.bus_harness import provisioned_bus
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_nested_keys_flatten_to_dotted_paths_and_lists_stay_one_value() -> None:
+    assert flatten({"scheduler": {"max_attempts": 3, "curriculum": {"hex8_2p": 2.0}}, "hosts_file": None, "x": [1, 2]}) == {
+        "scheduler.max_attempts": "3", "scheduler.curriculum.hex8_2p": "2.0", "hosts_file": "null", "x": "[1,2]"}
+    assert flatten({}) == {} and flatten({"empty": {}}) == {"empty": "{}"}
+
+
+def test_changes_name_added_removed_and_changed_keys_with_old_and_new_values() -> None:
+    old = {"a": "1", "b": "2", "c": "3"}
+    new = {"a": "1", "b": "20", "d": "4"}
+    assert changes(old, new) == [ConfigChange(key="b", old="2", new="20"), ConfigChange(key="c", old="3", new=None),
+                                 ConfigChange(key="d", old=None, new="4")]
+    assert changes(new, new) == []
+
+
+def test_the_last_recorded_content_is_the_changes_folded_in_order() -> None:
+    first = {"a": "1", "b": "2"}
+    second = {"a": "1", "c": "3"}
+    history = [ConfigChanged(name="rr-config", changes=changes({}, first)), ConfigChanged(name="rr-config", changes=changes(first, second))]
+    assert recorded(history) == second
+
+
+async def _changes_of(bus: Bus, name: str) -> list[ConfigChanged]:
+    return [e async for _s, e in events(bus) if isinstance(e, ConfigChanged) and e.name == name]
+
+
+@contextlib.asynccontextmanager
+async def watching(bus: Bus, nats_url: str, config_path: Path):
+    ctx = ServiceContext("scheduler", bus, load_config(config_path),
+                         CommonOptions(nats_url=nats_url, node_id="lead", config_path=str(config_path)))
+    term = Term("scheduler", "lead", 7, None, Publisher(bus), lambda: True)
+    task = asyncio.get_running_loop().create_task(config_watch_loop(ctx, term, check_every_s=0.1))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_the_leader_records_a_config_once_then_each_change_and_nothing_for_an_unchanged_restart(
+        nats_url: str, tmp_path: Path, eventually) -> None:
+    config = tmp_path / "rr.yaml"
+    config.write_text("scheduler:\n  max_attempts: 3\n")
+    async with provisioned_bus(nats_url) as bus:
+        await _record_and_restart(bus, nats_url, config, eventually)
+
+
+async def _record_and_restart(bus: Bus, nats_url: str, config: Path, eventually) -> None:
+    async with watching(bus, nats_url, config):
+        [first] = await eventually(lambda: _changes_of(bus, "rr-config"))
+        assert first.changes == [ConfigChange(key="scheduler.max_attempts", old=None, new="3")] and first.epoch == 7
+        config.write_text("scheduler:\n  max_attempts: 5\nsync:\n  max_batch_age_h: 12\n")
+
+        async def two() -> list[ConfigChanged] | None:
+            found = await _changes_of(bus, "rr-config")
+            return found if len(found) == 2 else None
+
+        _first, second = await eventually(two)
+        assert second.changes == [ConfigChange(key="scheduler.max_attempts", old="3", new="5"),
+                                  ConfigChange(key="sync.max_batch_age_h", old=None, new="12")]
+        config.write_text("scheduler:\n  max_attempts: [broken\n")  # unreadable: nothing recorded, no crash
+        await asyncio.sleep(0.5)
+    # A new term on the same file finds the log up to date and says nothing.
+    config.write_text("scheduler:\n  max_attempts: 5\nsync:\n  max_batch_age_h: 12\n")
+    async with watching(bus, nats_url, config):
+        await asyncio.sleep(0.5)
+    assert len(await _changes_of(bus, "rr-config")) == 2
