@@ -80,6 +80,7 @@ class WorkItem(msgspec.Struct, frozen=True, kw_only=True):
     added_at: dt.datetime | None = None
     updated_seq: int = 0
     updated_at: dt.datetime | None = None
+    trace: str | None = None  # WORK_ADDED's trace context: the item's decisions and reports continue it
 
     @property
     def config(self) -> str:
@@ -117,7 +118,7 @@ def work_added(state: WorkState, event: WorkAdded, seq: int) -> WorkState:
     item = WorkItem(
         work_id=event.work_id, work_type=event.work_type, board_type=event.board_type,
         num_players=event.num_players, num_games=event.num_games, priority=event.priority,
-        added_seq=seq, added_at=event.ts, updated_seq=seq, updated_at=event.ts,
+        added_seq=seq, added_at=event.ts, updated_seq=seq, updated_at=event.ts, trace=event.trace,
     )
     return _stored(state, seq, None, item)
 

@@ -229,3 +229,15 @@ def test_random_logs_promote_each_candidate_at_most_once_with_rising_generations
     for gens in generations.values():
         assert gens == sorted(set(gens)) and gens[0] == 1
     assert msgspec.json.encode(fold(log)) == msgspec.json.encode(view)  # a rebuild equals the live view
+
+
+def test_evaluation_and_promotion_continue_the_trace_of_the_training_that_made_the_candidate() -> None:
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    view = fold([batch(1), batch(2)])
+    [item] = decide(view, SETTINGS)
+    view = fold([item, msgspec.structs.replace(trained(item), trace=traceparent)], view)
+    [evaluation] = only(decide(view, SETTINGS), WorkAdded)
+    assert evaluation.trace == traceparent
+    view = fold([evaluation, evaluated(str(item.params["model_id"]), "random", 0.9)], view)
+    [promoted] = decide(view, SETTINGS)
+    assert isinstance(promoted, ModelPromoted) and promoted.trace == traceparent

@@ -72,3 +72,11 @@ def test_the_assigner_gives_the_stalest_config_the_only_free_slot() -> None:
     state = queue.apply(state, selfplay("square8", 5.0), len(events) + 1)
     [decision] = assignment_round(state, at(5.0), None, settings)
     assert decision.work_id == "w-hex"
+
+
+def test_an_assignment_carries_the_trace_of_its_items_work_added() -> None:
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    state = queue.apply(queue.QueueState(), HostOnline(node="n1", ts=at(0)), 1)
+    state = queue.apply(state, WorkAdded(work_id="w", work_type="selfplay", board_type="hex8", num_players=2, trace=traceparent), 2)
+    [decision] = assignment_round(state, at(0), None, SchedulerSettings())
+    assert decision.event.trace == traceparent

@@ -54,7 +54,8 @@ def assignment(item: WorkItem, node: str, now: dt.datetime, settings: SchedulerS
     """The item's next attempt on `node`, with the deadline of its work type."""
     deadlines = settings.attempt_deadline_s
     seconds = deadlines.get(item.work_type, max(deadlines.values(), default=3600.0))
-    return WorkAssigned(work_id=item.work_id, node=node, attempt=item.attempt + 1, deadline=now + dt.timedelta(seconds=seconds))
+    return WorkAssigned(work_id=item.work_id, node=node, attempt=item.attempt + 1, deadline=now + dt.timedelta(seconds=seconds),
+                        trace=item.trace)  # one trace per item: added, assigned, started, completed
 
 
 def decision_event(decision: Decision) -> Event:

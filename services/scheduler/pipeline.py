@@ -64,6 +64,7 @@ def evaluation_items(view: PipelineView, settings: PipelineSettings) -> list[Eve
             num_players=candidate.num_players, num_games=settings.evaluation_games, requested_by="pipeline",
             params={"candidate": candidate.path, "model_id": candidate.model_id,
                     "best_model": best.model_id if best else "none"},
+            trace=candidate.trace,  # training -> evaluation -> promotion: one trace
         ))
     return out
 
@@ -103,6 +104,7 @@ def promotions(view: PipelineView, settings: PipelineSettings) -> list[Event]:
                 model_id=candidate.model_id, board_type=candidate.board_type, num_players=candidate.num_players,
                 sha256=candidate.sha256, size_bytes=candidate.size_bytes, generation=(best.generation if best else 0) + 1,
                 reason=reason, evaluation_work_id=_evaluation_work(candidate, best), previous_model=best.model_id if best else None,
+                trace=candidate.trace,
             ))
             break
     return out

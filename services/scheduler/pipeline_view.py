@@ -72,6 +72,7 @@ class Candidate(msgspec.Struct, frozen=True, kw_only=True):
     seq: int  # of its TRAINING_COMPLETE: newer candidates have larger ones
     evaluation_added: bool = False
     scores: tuple[Score, ...] = ()
+    trace: str | None = None  # its TRAINING_COMPLETE's trace: evaluation and promotion continue it
 
 
 class Best(msgspec.Struct, frozen=True, kw_only=True):
@@ -149,7 +150,7 @@ def _training(view: PipelineView, e: TrainingComplete, seq: int) -> PipelineView
     candidate = Candidate(
         model_id=e.model_id, config=config_key(e.board_type, e.num_players), board_type=e.board_type,
         num_players=e.num_players, path=e.checkpoint.path, sha256=e.checkpoint.sha256,
-        size_bytes=e.checkpoint.size_bytes, seq=seq, evaluation_added=evaluated,
+        size_bytes=e.checkpoint.size_bytes, seq=seq, evaluation_added=evaluated, trace=e.trace,
     )
     return _replace(view, seq, candidates={**view.candidates, e.model_id: candidate})
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import msgspec
 
+from eventbus import tracing
 from eventbus.errors import BusError
 from eventbus.events import Event, TrainingStarted, WorkAdded, WorkAssigned, WorkProgress, WorkStarted, utcnow
 from eventbus.publisher import Publisher
@@ -101,10 +102,15 @@ class AttemptRunner:
         await self._book.put(JobRecord(work_id=a.work_id, attempt=a.attempt, node=self._node, work_type=attempt.item.work_type))
 
     async def run(self, attempt: Attempt) -> None:
-        """Run an accepted attempt to its end and publish that end."""
-        async with self._slots:
-            events = await self._run_in_slot(attempt)
-        await self.finish(attempt.key, events)
+        """Run an accepted attempt to its end and publish that end.
+
+        With tracing on, the job is one span continuing the item's trace, so everything published
+        for it (started, progress, completed and the domain events) joins that trace.
+        """
+        with tracing.continued(attempt.assignment.trace or attempt.item.trace, f"job {attempt.item.work_type}"):
+            async with self._slots:
+                events = await self._run_in_slot(attempt)
+            await self.finish(attempt.key, events)
 
     async def _run_in_slot(self, attempt: Attempt) -> list[Event]:
         key = attempt.key
