@@ -111,10 +111,12 @@ async def test_a_failing_command_ends_the_attempt_with_its_exit_status_and_stder
     config = RrConfig(worker=worker_settings(tmp_path, templates={"evaluation": CHILD + " --fail 3 --stderr-bytes 3000"}))
     async with provisioned_bus(nats_url, node_id="sched") as bus, watching(bus) as log:
         sched = Scheduler(bus)
-        async with worker_running(nats_url, NODE, config):
+        async with worker_running(nats_url, NODE, config) as ctx:
             await sched.add("w-bad", "evaluation")
             await sched.assign("w-bad", NODE)
             [failed] = await eventually(lambda: log.of(WorkAttemptFailed, work_id="w-bad"), timeout=20, message="failure reported")
+            jobs = ctx.observed.jobs.statistics()  # what the rr.job.duration metric and the micro status report
+    assert jobs.count == {"failed": 1} and jobs.max_s > 0
     assert (failed.node, failed.attempt, failed.exit_code, failed.reason) == (NODE, 1, 3, "exited with status 3")
     assert len(failed.stderr_tail) == 2048 and failed.stderr_tail.endswith("boom end")
     assert log.of(WorkStarted, work_id="w-bad") and not log.of(WorkCompleted)

@@ -83,8 +83,10 @@ class AttemptRunner:
 
     def __init__(self, *, publisher: Publisher, node: str, settings: WorkerSettings, paths: WorkerPaths,
                  book: RecordBook, env: Mapping[str, str], python: str, slots: int,
-                 running_pgids: Callable[[], list[int]], stopping: asyncio.Event) -> None:
+                 running_pgids: Callable[[], list[int]], stopping: asyncio.Event,
+                 on_job_end: Callable[[float, str], None] | None = None) -> None:
         self._publisher = publisher
+        self._on_job_end = on_job_end  # (seconds, outcome): the service's job-duration metric
         self._node = node
         self._settings = settings
         self._paths = paths
@@ -143,6 +145,8 @@ class AttemptRunner:
         except BaseException:
             processes.signal_group(job.pgid, signal.SIGKILL)  # never a job left running unwatched; its record stays
             raise
+        if self._on_job_end is not None:
+            self._on_job_end(outcome.duration_s, "completed" if outcome.succeeded else "stopped" if outcome.stop_reason else "failed")
         found = await asyncio.to_thread(outputs.collect_outputs, paths.output_dir, result_paths(outcome.result), self._node)
         log.info("worker: %s attempt %d ended: %s", key.work_id, key.attempt,
                  outcome.stop_reason or f"exit {outcome.exit_code} in {outcome.duration_s:.1f}s")

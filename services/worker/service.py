@@ -88,14 +88,14 @@ class Worker:
         self._attempts: dict[AttemptKey, Attempt] = {}
         self._book = RecordBook(paths.records_file, ctx.config.membership.jobs_file)
         self._tasks: asyncio.TaskGroup | None = None
-        self.consumer = EventConsumer(ctx.bus, consumer_spec(self._node), {
+        self.consumer = ctx.observed.consumer(EventConsumer(ctx.bus, consumer_spec(self._node), {
             WorkAssigned: self._on_assigned, WorkCancelled: self._on_cancelled,
             LeaderElected: self._on_election, LeaderLost: self._on_election,
-        })
+        }))
         self.runner = AttemptRunner(
             publisher=ctx.publisher, node=self._node, settings=self._settings, paths=paths, book=self._book,
             env=job_environment(env), python=self._settings.python or sys.executable, slots=slots,
-            running_pgids=self._running_pgids, stopping=ctx.stopping,
+            running_pgids=self._running_pgids, stopping=ctx.stopping, on_job_end=ctx.observed.jobs.record,
         )
 
     async def run(self, gpu: GpuIdleWatch | None) -> None:
