@@ -186,3 +186,47 @@ async def test_two_acting_leaders_never_assign_the_same_attempt_twice(bus: Bus, 
     log = await read_log(bus)
     assert attempt_violations(log) == []
     assert all(e.attempt == 1 for e in log if isinstance(e, WorkAssigned))
+
+
+async def test_a_new_leader_starts_from_the_last_leaders_snapshot_and_folds_the_same_queue(bus: Bus, eventually: Any) -> None:
+    from config.settings import RrConfig
+    from eventbus.events import Event, decode
+    from eventbus.history import last_sequence, replay
+    from services.leadership.term import Term
+    from services.options import CommonOptions
+    from services.runtime import ServiceContext
+    from services.scheduler import queue
+    from services.scheduler.assigner import Assigner
+
+    def leader(epoch: int, snapshot_every: int) -> Assigner:
+        settings = SchedulerSettings(default_max_parallel_jobs=2, snapshot_every_events=snapshot_every)
+        ctx = ServiceContext("scheduler", bus, RrConfig(scheduler=settings), CommonOptions(nats_url=None, node_id="sched", config_path=None))
+        return Assigner(ctx, Term("scheduler", "sched", epoch, None, ctx.publisher, lambda: True), None)
+
+    pub = Publisher(bus)
+    await online(pub, "n1")
+    await add_items(pub, 5)
+    first = leader(1, snapshot_every=4)
+    task = asyncio.create_task(first.run())
+    try:
+        await eventually(lambda: first.snapshot_seq >= 6, timeout=15, message="a snapshot saved")
+    finally:
+        await stop(task)
+    saved = first.snapshot_seq
+    await pub.publish(WorkCompleted(work_id=next(iter(first.state.active.keys())), node="n1", attempt=1))  # the tail
+    second = leader(2, snapshot_every=0)  # saves none: its snapshot_seq can only come from loading
+    task = asyncio.create_task(second.run())
+    try:
+        end = await last_sequence(bus)
+        await eventually(lambda: second.state.last_seq >= end, timeout=15, message="the tail folded")
+        assert second.snapshot_seq == saved  # started from the snapshot, not from sequence 1
+    finally:
+        await stop(task)
+    records: list = []
+    await replay(bus, records.append, end_seq=second.state.last_seq)
+    full = queue.QueueState()
+    for record in records:
+        event = decode(record.data)
+        if isinstance(event, Event):
+            full = queue.apply(full, event, record.seq)
+    assert second.state == full

@@ -20,6 +20,7 @@ from eventbus.events import (
     WorkStarted,
 )
 from projections import work
+from projections.snapshot import decode_snapshot, encode_snapshot
 from services.scheduler import queue
 from services.scheduler.decisions import Conditional, assignment_round, supervision_round
 from services.scheduler.settings import SchedulerSettings
@@ -163,6 +164,10 @@ def test_a_rebuild_from_any_point_equals_the_live_queue_and_tracks_each_items_la
     resumed = queue.QueueState()
     for seq, event in enumerate(world.log[:cut], start=1):
         resumed = queue.apply(resumed, event, seq)
+    # ... through a snapshot, as the next leader starts: saved at the cut, loaded, then the tail.
+    loaded = decode_snapshot(queue.PROJECTION, encode_snapshot(queue.PROJECTION, resumed))
+    assert loaded is not None and loaded.state == resumed
+    resumed = loaded.state
     for seq, event in enumerate(world.log[cut:], start=cut + 1):
         resumed = queue.apply(resumed, event, seq)
     assert resumed == world.state

@@ -80,3 +80,15 @@ def test_an_assignment_carries_the_trace_of_its_items_work_added() -> None:
     state = queue.apply(state, WorkAdded(work_id="w", work_type="selfplay", board_type="hex8", num_players=2, trace=traceparent), 2)
     [decision] = assignment_round(state, at(0), None, SchedulerSettings())
     assert decision.event.trace == traceparent
+
+
+def test_the_priority_facts_survive_the_queue_snapshot() -> None:
+    from projections.snapshot import decode_snapshot, encode_snapshot
+
+    state = queue.QueueState()
+    for seq, event in enumerate([selfplay("hex8", 1.0), *rated_promotion("m1", "hex8", 1000, 0.0),
+                                 *rated_promotion("m2", "hex8", 1100, 2.0)], 1):
+        state = queue.apply(state, event, seq)
+    loaded = decode_snapshot(queue.PROJECTION, encode_snapshot(queue.PROJECTION, state))
+    assert loaded is not None and loaded.state == state
+    assert config_signals(loaded.state.facts, at(3.0), 24.0)["hex8_2p"].elo_per_hour == 50.0

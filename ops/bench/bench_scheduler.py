@@ -12,6 +12,7 @@ On one local nats-server:
 3. The log is topped up to --log-events with the items' lifecycles (started, progress,
    completed). Rebuild: the assigner's own fold (history.replay into Assigner.on_record: decode,
    work + cluster folds, supervision tracks) from sequence 1, against history.replay counting only.
+4. The rebuilt queue is saved as a snapshot and loaded again: what a new leader's start costs.
 Prints one JSON line; `ratio` is rebuild rate / raw read rate, `assign_ratio` ours / ceiling.
 Run: python -m ops.bench.bench_scheduler [--nodes 1000] [--items 100000] [--log-events 1000000]
 """
@@ -41,8 +42,10 @@ from ops.bench.common import bench_bus, bench_server, emit, log, server_version
 from services.leadership.term import Term
 from services.options import CommonOptions
 from services.runtime import ServiceContext
+from services.scheduler import queue
 from services.scheduler.assigner import PUBLISH_WINDOW, Assigner
 from services.scheduler.settings import SchedulerSettings
+from services.snapshotting import load_state, save_state
 
 ROOT = Path(__file__).resolve().parents[2]
 CHUNK = 2000  # WORK_ADDED per publish_many (each chunk is stamped just before it is sent)
@@ -200,6 +203,17 @@ async def rebuild_rounds(bus: Bus, slots: int, rounds: int) -> tuple[list[float]
     return ours, raw, rebuilt
 
 
+async def snapshot_start(bus: Bus, rebuilt: Assigner) -> tuple[int, float]:
+    """Save the rebuilt queue as the leader does, then time what the next leader's start costs: loading it."""
+    size = await save_state(bus, queue.PROJECTION, rebuilt.state)
+    start = time.perf_counter()
+    loaded = await load_state(bus, queue.PROJECTION, "bench")
+    seconds = time.perf_counter() - start
+    assert loaded is not None and loaded.state.last_seq == rebuilt.state.last_seq
+    log(f"snapshot: {size} bytes, start from it in {seconds:.2f}s")
+    return size, seconds
+
+
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     async with bench_server() as server, bench_bus(server.url) as bus:
         await provision(bus.js, StreamSettings())
@@ -228,6 +242,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         ours, raw, rebuilt = await rebuild_rounds(bus, args.slots, args.rounds)
         completed = rebuilt.state.work.counts.get("completed", 0)
         assert completed == len(items), f"rebuilt state has {completed} of {len(items)} items completed"
+        snapshot_bytes, snapshot_start_s = await snapshot_start(bus, rebuilt)
     ours_s, raw_s = statistics.median(ours), statistics.median(raw)
     return {
         "bench": "scheduler", "nodes": args.nodes, "slots_per_node": args.slots, "items": args.items,
@@ -238,6 +253,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "paced_latency_ms": {q: round(percentile(paced, v) * 1000, 1) for q, v in (("p50", 0.5), ("p99", 0.99), ("max", 1.0))},
         "log_events": log_events, "rebuild_s": round(ours_s, 2), "raw_read_s": round(raw_s, 2),
         "rebuild_per_s": round(log_events / ours_s), "raw_read_per_s": round(log_events / raw_s),
+        "snapshot_bytes": snapshot_bytes, "snapshot_start_s": round(snapshot_start_s, 2),
         "ratio": round(raw_s / ours_s, 3), "rebuild_rounds_s": [round(s, 2) for s in ours], "raw_rounds_s": [round(s, 2) for s in raw],
         "assigner_conflicts": assigner.conflicts, "nats_server": server_version(), "cpus": __import__("os").cpu_count(),
     }

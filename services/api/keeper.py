@@ -17,14 +17,12 @@ import msgspec
 from eventbus.connection import Bus
 from eventbus.connectivity import wait_reconnected
 from eventbus.errors import BusError
-from eventbus.events import utcnow
 from eventbus.follow import follow
 from eventbus.history import Record, last_sequence, replay
-from eventbus.snapshots import load_snapshot, save_snapshot
 from projections import bundle
 from projections.base import Folder
 from projections.bundle import ProjectionSet
-from projections.snapshot import decode_snapshot, encode_snapshot
+from services.snapshotting import load_state, save_state
 
 log = logging.getLogger(__name__)
 
@@ -141,18 +139,12 @@ class ProjectionKeeper:
     async def _load_snapshot(self) -> None:
         if self._position > 0:
             return  # a retried catch-up carries on from where the last attempt got to
-        data = await load_snapshot(self._bus, bundle.PROJECTION.name)
-        if data is None:
-            return
-        loaded = await asyncio.to_thread(decode_snapshot, bundle.PROJECTION, data)
-        end = await last_sequence(self._bus)
-        if loaded is None or loaded.header.last_seq > end:
-            log.warning("api: the stored snapshot is of another version or past the log's end; folding from seq 1")
+        loaded = await load_state(self._bus, bundle.PROJECTION, "api")
+        if loaded is None:
             return
         self._folder = Folder(bundle.PROJECTION, loaded.state)
         self._position = loaded.header.last_seq
         self._snapshot_seq = loaded.header.last_seq
-        log.info("api: starting from the snapshot at seq %d", self._snapshot_seq)
 
     def _on_record(self, record: Record) -> None:
         if record.seq <= self._position:
@@ -192,13 +184,12 @@ class ProjectionKeeper:
             self._since_snapshot = 0
             state = bundle.PROJECTION.finished(self._folder.state)
             try:
-                data = await asyncio.to_thread(encode_snapshot, bundle.PROJECTION, state, utcnow())
-                await save_snapshot(self._bus, bundle.PROJECTION.name, data)
+                size = await save_state(self._bus, bundle.PROJECTION, state)
             except BusError as exc:
                 self._save_failures += 1
                 log.warning("api: snapshot at seq %d not saved: %s", state.last_seq, exc)
                 continue
             self._saved += 1
             self._snapshot_seq = state.last_seq
-            log.info("api: snapshot saved at seq %d (%d bytes)", state.last_seq, len(data))
+            log.info("api: snapshot saved at seq %d (%d bytes)", state.last_seq, size)
             await asyncio.sleep(self._snapshot_pause)

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from config.hosts import HostsConfig, load_hosts
-from eventbus.errors import BusUnavailable, ConcurrencyConflict, InvalidEvent
+from eventbus.errors import BusError, BusUnavailable, ConcurrencyConflict, InvalidEvent
 from eventbus.events import (
     Event,
     HostOffline,
@@ -39,6 +39,7 @@ from services.scheduler.decisions import (
     supervision_round,
 )
 from services.scheduler.settings import SchedulerSettings
+from services.snapshotting import load_state, save_state
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,9 @@ class Assigner:
         self._wake = asyncio.Event()
         self.published = 0
         self.conflicts = 0
+        self._since_snapshot = 0
+        self._snapshot_due = asyncio.Event()
+        self.snapshot_seq = 0  # position of the snapshot loaded or last saved; 0: none
 
     def on_record(self, record: Record) -> None:
         """Fold one record of the log (history, then live)."""
@@ -82,6 +86,9 @@ class Assigner:
             self.state = queue.apply(self.state, event, record.seq)
             if isinstance(event, _WAKING):
                 self._wake.set()
+        self._since_snapshot += 1
+        if self._settings.snapshot_every_events and self._since_snapshot >= self._settings.snapshot_every_events:
+            self._snapshot_due.set()
         if self._waiters:
             self._release_waiters()
 
@@ -107,9 +114,11 @@ class Assigner:
 
     async def run(self) -> None:
         """Rebuild from the log, then supervise and assign every `assign_every_s` (sooner on news)."""
+        await self._start_from_snapshot()
         target = await self._retrying(lambda: last_sequence(self._ctx.bus))
         async with asyncio.TaskGroup() as tasks:
             follower = tasks.create_task(self._follow_forever())
+            saver = tasks.create_task(self._save_snapshots())
             try:
                 if not await self.wait_seen(target, CATCH_UP_TIMEOUT_S):
                     log.warning("assigner: log not read up to %d in %ss; deciding on what was read", target, CATCH_UP_TIMEOUT_S)
@@ -123,6 +132,33 @@ class Assigner:
                 log.info("assigner: %s", exc)
             finally:
                 follower.cancel()
+                saver.cancel()
+
+    async def _start_from_snapshot(self) -> None:
+        # No snapshot, or one that cannot be read: fold from sequence 1, as correct, only slower.
+        try:
+            loaded = await asyncio.wait_for(load_state(self._ctx.bus, queue.PROJECTION, "assigner"), CALL_TIMEOUT_S)
+        except (TimeoutError, BusError) as exc:
+            log.warning("assigner: no snapshot (%s); folding the log from seq 1", exc)
+            return
+        if loaded is not None:
+            self.state, self._seen_seq = loaded.state, loaded.header.last_seq
+            self.snapshot_seq = loaded.header.last_seq
+
+    async def _save_snapshots(self) -> None:
+        # One save at a time; events folded meanwhile only make the next one due.
+        while True:
+            await self._snapshot_due.wait()
+            self._snapshot_due.clear()
+            self._since_snapshot = 0
+            state = self.state
+            try:
+                size = await save_state(self._ctx.bus, queue.PROJECTION, state, replicas=self._ctx.config.streams.replicas)
+            except BusError as exc:
+                log.warning("assigner: snapshot at seq %d not saved: %s", state.last_seq, exc)
+                continue
+            self.snapshot_seq = state.last_seq
+            log.info("assigner: snapshot saved at seq %d (%d bytes)", state.last_seq, size)
 
     async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
         # JetStream away for a moment must not end the leadership term.

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import msgspec
 
-from eventbus.events import Event
+from eventbus.events import EVENT_TYPES, Event
 from projections import cluster, work
+from projections.base import Projection
 from projections.pmap import PMap
 from services.scheduler import signals
 from services.scheduler.supervision import Track, tracked
@@ -103,3 +104,10 @@ def pending_items(state: QueueState) -> list[work.WorkItem]:
 def open_items(state: QueueState) -> list[work.WorkItem]:
     """Items pending or with a live attempt: all that supervision looks at."""
     return pending_items(state) + [state.work.items[w] for w in state.active.keys()]
+
+
+# For snapshots (services/snapshotting.py): the leader saves its queue now and then, and the next
+# leader folds only the tail after it. Bump `version` when QueueState's shape or meaning changes.
+PROJECTION: Projection[QueueState] = Projection(
+    name="scheduler-queue", version=1, initial=QueueState, apply=apply, reads=frozenset(EVENT_TYPES),
+)

@@ -71,3 +71,6 @@ class SchedulerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     backlog_per_node: int = 2  # populator keeps this many pending selfplay items per idle slot
     populator_games: int = 200
     populator_enabled: bool = True
+    # The leader saves its queue state every this many folded events, so that the next leader
+    # folds only the tail after it (start-up in seconds with a year of events); 0: never.
+    snapshot_every_events: Annotated[int, msgspec.Meta(ge=0)] = 50_000
