@@ -357,8 +357,9 @@ async def test_a_workers_services_answer_discovery_and_status_from_admin_and_coo
     assert watch.violations == []
 
 
-def test_rr_auth_gen_lists_each_user_with_its_role_and_warns_about_plain_passwords(
+def test_rr_auth_gen_lists_each_user_with_its_role_and_the_server_config_holds_only_bcrypt_hashes(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from services.auth.credentials import load_credentials
     from services.cli import main as rr
 
     hosts = tmp_path / "hosts.yaml"
@@ -367,7 +368,10 @@ def test_rr_auth_gen_lists_each_user_with_its_role_and_warns_about_plain_passwor
     out, err = capsys.readouterr()
     assert re.search(r"^gpu-1\s+worker\s+new password\s+\S+gpu-1.yaml$", out, re.MULTILINE), out
     assert re.search(r"^coord-1\s+coordinator\s+new password", out, re.MULTILINE), out
-    assert "plain text" in err
+    assert "plain text" not in err  # bcrypt (the `auth` extra, in the test extra too) is installed
+    server_conf = (tmp_path / "auth" / "auth.conf").read_text()
+    assert load_credentials(tmp_path / "auth" / "credentials" / "gpu-1.yaml").password not in server_conf
+    assert server_conf.count("$2a$") >= 3
     assert rr(["auth", "gen", "--hosts", str(hosts), "--out", str(tmp_path / "auth"), "--rotate", "gpu-1", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["new"] == ["gpu-1"] and "admin" in result["kept"]
