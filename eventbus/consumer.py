@@ -48,6 +48,9 @@ SyncHandler = Callable[[Any, Delivery], None]
 Handler = Union[AsyncHandler, SyncHandler]
 
 
+FIRST_BATCH = 100  # the first pull of a consumer whose handling speed is not known yet
+
+
 class ConsumerSpec(msgspec.Struct, frozen=True, kw_only=True):
     """A durable consumer as a service declares it."""
 
@@ -58,8 +61,10 @@ class ConsumerSpec(msgspec.Struct, frozen=True, kw_only=True):
     max_attempts: int = 5  # deliveries a message gets before it is parked
     backoff_s: tuple[float, ...] = (0.2, 1.0, 5.0)  # nak delay after the 1st, 2nd, 3rd+ failure
     ack_wait_s: float = 30.0
-    max_ack_pending: int = 2000
-    batch: int = 1000  # per pull request; two are kept in flight, within max_ack_pending
+    max_ack_pending: int = 8000
+    # The largest pull request; two are kept in flight, within max_ack_pending. The size actually
+    # asked for follows how long handling takes (see EventConsumer._next_batch).
+    batch: int = 4000
     pull_expires_s: float = 5.0
 
 
@@ -73,6 +78,20 @@ class ConsumerStats(msgspec.Struct, frozen=True):
     parked: int
     redelivered: int
     duplicates: int = 0  # redeliveries of events this instance had already settled, acked unhandled
+
+
+def pull_size(spec: ConsumerSpec, seconds_per_message: float) -> int:
+    """How many messages to ask for: as many as are handled within an eighth of the ack wait, up to `spec.batch`.
+
+    Deep requests keep the server streaming to fast handlers (the ack window was what limited the
+    consume benchmark); shallow ones keep a slow handler's queue short, so nothing waits in the
+    client past its ack deadline and is redelivered meanwhile. Before the first timing (0), a
+    small request.
+    """
+    if seconds_per_message <= 0:
+        return min(spec.batch, FIRST_BATCH)
+    fits = int(spec.ack_wait_s / 8 / seconds_per_message)
+    return max(1, min(spec.batch, fits))
 
 
 def _reply_position(reply: str) -> tuple[int, int]:
@@ -93,7 +112,8 @@ class EventConsumer:
         self._pending = 0  # messages requested and not yet received
         # Two requests in flight: the next batch is asked for while a whole one is still to
         # come, so the server never waits on our request (half a batch ahead cost ~15%).
-        self._refill_at = spec.batch
+        self._refill_at = min(spec.batch, FIRST_BATCH)
+        self._seconds_per_message = 0.0  # moving average of handling one message, ack included; 0: none yet
         self._want_more = asyncio.Event()
         self._stopping = False
         self._stopped = asyncio.Event()
@@ -141,7 +161,7 @@ class EventConsumer:
         try:
             while not self._stopping:
                 if self._pending <= self._refill_at:
-                    await self._request(self.spec.batch)
+                    await self._request(self._next_batch())
                 await self._wait_want_more()
             await self._drain()
         finally:
@@ -158,10 +178,14 @@ class EventConsumer:
         except asyncio.TimeoutError:
             log.warning("consumer %s did not drain within %.1fs", self.spec.durable, timeout)
 
+    def _next_batch(self) -> int:
+        return pull_size(self.spec, self._seconds_per_message)
+
     async def _request(self, batch: int) -> None:
         expires_ns = int(self.spec.pull_expires_s * 1e9)
         request = {"batch": batch, "expires": expires_ns, "idle_heartbeat": expires_ns // 4}
         self._pending += batch
+        self._refill_at = batch
         self._last_request = time.monotonic()
         subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.spec.stream}.{self.spec.durable}"
         await self._bus.nc.publish(subject, json.dumps(request).encode(), reply=self._inbox)
@@ -202,7 +226,7 @@ class EventConsumer:
                 # Refilled here, not by waking run(), and then the loop is yielded so nats-py's
                 # flusher writes the request now: both would otherwise wait until this
                 # subscription's queue is empty, and the server would sit idle meanwhile.
-                await self._request(self.spec.batch)
+                await self._request(self._next_batch())
                 await asyncio.sleep(0)
         if self._stopping:
             # Handed back only after our open pull requests expire: an immediate nak is
@@ -250,6 +274,7 @@ class EventConsumer:
 
     async def _handle(self, msg: Msg, handler: AsyncHandler, event: Event, where: Delivery) -> None:
         self._keepalive.working_on(msg)
+        started = time.perf_counter()
         try:
             if tracing.ENABLED:  # off: this check is tracing's whole cost
                 await tracing.handle_in_span(handler, event, where, msg.headers, self.spec.durable)
@@ -264,6 +289,9 @@ class EventConsumer:
         self._counts["handled"] += 1
         self._remember_settled(where.stream_seq)
         await msg.ack()
+        took = time.perf_counter() - started
+        average = self._seconds_per_message
+        self._seconds_per_message = took if average <= 0 else average + (took - average) / 16
 
     def _remember_settled(self, seq: int) -> None:
         # Bounded by what can be outstanding at once, a few times over.

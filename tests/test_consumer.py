@@ -11,7 +11,7 @@ import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from eventbus.consumer import Delivery, EventConsumer
+from eventbus.consumer import ConsumerSpec, Delivery, EventConsumer
 from eventbus.deadletter import list_parked
 from eventbus.events import EVENT_TYPES, HostOnline, WorkAdded, WorkFailed
 from eventbus.publisher import Publisher
@@ -285,3 +285,14 @@ async def test_a_gracefully_stopped_consumer_resumes_without_loss_or_repeat(nats
         second.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(second.wait(), 15) == 0
     assert sorted(handled_seqs(out)) == list(range(1, 2001))
+
+
+def test_pull_requests_follow_the_handling_speed_within_the_ack_wait() -> None:
+    from eventbus.consumer import FIRST_BATCH, pull_size
+
+    spec = ConsumerSpec(durable="d", ack_wait_s=30.0, batch=4000)
+    assert pull_size(spec, 0.0) == FIRST_BATCH  # nothing timed yet
+    assert pull_size(spec, 20e-6) == 4000  # fast handlers: the deepest request
+    assert pull_size(spec, 0.01) == 375  # 30 s / 8 of 10 ms messages
+    assert pull_size(spec, 5.0) == 1  # a slow handler gets one at a time
+    assert pull_size(ConsumerSpec(durable="d", batch=10), 0.0) == 10
