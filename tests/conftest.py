@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from eventbus.connection import Bus
 from eventbus.natsserver import NatsCluster, NatsServer, ServerSpec, free_port
+from tests.bus_harness import provisioned_bus
 from tests.helpers import eventually as _eventually
 
 DOCKER_ENV = "RR_TEST_DOCKER"
@@ -65,3 +67,10 @@ def nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
 def eventually() -> Callable[..., Awaitable[Any]]:
     """The `tests.helpers.eventually` poller: `await eventually(predicate, timeout=..., message=...)`."""
     return _eventually
+
+
+@pytest.fixture
+async def bus(nats_url: str) -> AsyncIterator[Bus]:
+    """A connection as node "test" to the test server, its streams provisioned (modules may define their own)."""
+    async with provisioned_bus(nats_url, node_id="test") as connected:
+        yield connected

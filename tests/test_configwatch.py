@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 from pathlib import Path
 
 import pytest
@@ -12,13 +12,10 @@ from config.settings import load_config
 from eventbus.connection import Bus
 from eventbus.events import ConfigChange, ConfigChanged
 from eventbus.history import events
-from eventbus.publisher import Publisher
 from services.configwatch.diff import changes, flatten, recorded
 from services.configwatch.loop import config_watch_loop
-from services.leadership.term import Term
-from services.options import CommonOptions
-from services.runtime import ServiceContext
 from tests.bus_harness import provisioned_bus
+from tests.leader_harness import leader_loop_running
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -48,18 +45,10 @@ async def _changes_of(bus: Bus, name: str) -> list[ConfigChanged]:
     return [e async for _s, e in events(bus) if isinstance(e, ConfigChanged) and e.name == name]
 
 
-@contextlib.asynccontextmanager
-async def watching(bus: Bus, nats_url: str, config_path: Path):
-    ctx = ServiceContext("scheduler", bus, load_config(config_path),
-                         CommonOptions(nats_url=nats_url, node_id="lead", config_path=str(config_path)))
-    term = Term("scheduler", "lead", 7, None, Publisher(bus), lambda: True)
-    task = asyncio.get_running_loop().create_task(config_watch_loop(ctx, term, check_every_s=0.1))
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+def watching(bus: Bus, nats_url: str, config_path: Path):
+    """The config watch of a leader of epoch 7 reading `config_path`, checking every 0.1 s."""
+    return leader_loop_running(bus, functools.partial(config_watch_loop, check_every_s=0.1), load_config(config_path),
+                               node="lead", epoch=7, nats_url=nats_url, config_path=str(config_path), announce=False)
 
 
 async def test_the_leader_records_a_config_once_then_each_change_and_nothing_for_an_unchanged_restart(

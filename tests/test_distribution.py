@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import os
@@ -14,17 +13,15 @@ import pytest
 
 from config.settings import RrConfig
 from eventbus.connection import Bus, connect
-from eventbus.events import ArtifactRef, HostOnline, LeaderElected, ModelPromoted, TrainingComplete
+from eventbus.events import ArtifactRef, HostOnline, ModelPromoted, TrainingComplete
 from eventbus.history import events
 from eventbus.objects import stat_object
 from eventbus.publisher import Publisher
 from eventbus.streams import StreamSettings, provision
 from services.distributor.leader import distribution_loop
 from services.distributor.settings import DistributionSettings
-from services.leadership.term import Term
-from services.options import CommonOptions
-from services.runtime import ServiceContext
 from tests.helpers import eventually
+from tests.leader_harness import leader_loop_running
 from tests.procs.dist_fleet import Fleet, ServiceProcess, wait_for, write_node_config
 
 pytestmark = pytest.mark.timeout(90)
@@ -38,24 +35,6 @@ async def bus(nats_url: str) -> AsyncIterator[Bus]:
     await provision(connected.js, StreamSettings())
     yield connected
     await connected.close()
-
-
-@contextlib.asynccontextmanager
-async def leader_loop(bus: Bus, nats_url: str) -> AsyncIterator[None]:
-    """The leader-only distribution loop, run here under a term of epoch 1."""
-    publisher = Publisher(bus)
-    await publisher.publish(LeaderElected(role="scheduler", node=LEADER, epoch=1))
-    config = RrConfig(distribution=DistributionSettings(complete_check_s=0.2))
-    ctx = ServiceContext("scheduler", bus, config, CommonOptions(nats_url=nats_url, node_id=LEADER, config_path=None))
-    term = Term("scheduler", LEADER, 1, None, publisher, lambda: True)
-    task = asyncio.get_running_loop().create_task(distribution_loop(ctx, term))
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            async with asyncio.timeout(15):  # a loop that ignores its cancellation fails the test, never hangs it
-                await task
 
 
 def checkpoint(path: Path, size: int) -> ArtifactRef:
@@ -105,7 +84,8 @@ async def test_a_promotion_reaches_every_node_and_a_late_joiner_catches_up(bus: 
     with Fleet() as fleet:
         for node in ("n1", "n2", "n3"):
             distributor(fleet, nats_url, tmp_path, node)
-        async with leader_loop(bus, nats_url):
+        async with leader_loop_running(bus, distribution_loop, RrConfig(distribution=DistributionSettings(complete_check_s=0.2)),
+                                       node=LEADER, nats_url=nats_url):
             await train_and_promote(bus, "m1", "n1", ref)
             for node in ("n1", "n2", "n3"):
                 await wait_for(fleet, installed(tmp_path / node, ref.sha256), 30, f"m1 on {node}")

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from eventbus.connection import Bus, connect
+from eventbus.connection import Bus
 from eventbus.events import (
     HostOffline,
     WorkAdded,
@@ -19,7 +18,6 @@ from eventbus.events import (
     WorkFailed,
 )
 from eventbus.publisher import Publisher
-from eventbus.streams import StreamSettings, provision
 from projections import work
 from services.commands.work import not_applied
 from services.scheduler.settings import SchedulerSettings
@@ -36,16 +34,6 @@ from tests.scheduler_harness import (
 )
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def bus(nats_url: str) -> AsyncIterator[Bus]:
-    connected = await connect(nats_url, node_id="test")
-    try:
-        await provision(connected.js, StreamSettings())
-        yield connected
-    finally:
-        await connected.close()
 
 
 async def test_items_are_assigned_within_capacity_and_completed(bus: Bus, eventually: Any) -> None:

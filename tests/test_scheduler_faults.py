@@ -6,13 +6,13 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from eventbus.connection import Bus, connect
+from eventbus.connection import Bus
 from eventbus.events import (
     HostOffline,
     HostOnline,
@@ -24,7 +24,6 @@ from eventbus.events import (
 )
 from eventbus.history import events
 from eventbus.publisher import Publisher
-from eventbus.streams import StreamSettings, provision
 from projections import work
 from tests.procs.leader_fleet import ROOT, Fleet
 from tests.scheduler_harness import (
@@ -42,16 +41,6 @@ pytestmark = pytest.mark.timeout(90)
 
 # Only the assignment loop's behaviour is under test: no populated or pipeline work beside it.
 QUIET = "  populator_enabled: false\npipeline:\n  enabled: false\n"
-
-
-@pytest.fixture
-async def bus(nats_url: str) -> AsyncIterator[Bus]:
-    connected = await connect(nats_url, node_id="test")
-    try:
-        await provision(connected.js, StreamSettings())
-        yield connected
-    finally:
-        await connected.close()
 
 
 class SimNodes:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import os
@@ -15,14 +14,12 @@ import pytest
 
 from config.settings import load_config
 from eventbus.connection import Bus, connect
-from eventbus.events import ArtifactRef, HostOnline, LeaderElected, SelfplayComplete
+from eventbus.events import ArtifactRef, HostOnline, SelfplayComplete
 from eventbus.history import events
 from eventbus.publisher import Publisher
 from eventbus.streams import StreamSettings, provision
-from services.leadership.term import Term
-from services.options import CommonOptions
-from services.runtime import ServiceContext
 from services.sync.loop import sync_planner_loop
+from tests.leader_harness import leader_loop_running
 from tests.procs.dist_fleet import Fleet, ServiceProcess, wait_for, write_node_config
 
 pytestmark = pytest.mark.timeout(90)
@@ -42,23 +39,6 @@ async def bus(nats_url: str) -> AsyncIterator[Bus]:
     await provision(connected.js, StreamSettings())
     yield connected
     await connected.close()
-
-
-@contextlib.asynccontextmanager
-async def planner(bus: Bus, nats_url: str, config_path: Path) -> AsyncIterator[None]:
-    """The leader-only planner loop under a term of epoch 1."""
-    publisher = Publisher(bus)
-    await publisher.publish(LeaderElected(role="scheduler", node=LEADER, epoch=1))
-    ctx = ServiceContext("scheduler", bus, load_config(config_path),
-                         CommonOptions(nats_url=nats_url, node_id=LEADER, config_path=str(config_path)))
-    task = asyncio.get_running_loop().create_task(sync_planner_loop(ctx, Term("scheduler", LEADER, 1, None, publisher, lambda: True)))
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            async with asyncio.timeout(15):  # a loop that ignores its cancellation fails the test, never hangs it
-                await task
 
 
 def write_batch(path: Path, size: int) -> ArtifactRef:
@@ -92,7 +72,8 @@ async def test_batches_reach_training_nodes_once_verified_and_failed_copies_are_
         configs = {n: write_node_config(tmp_path / f"{n}.yaml", tmp_path / n, hosts_file=hosts) for n in ("n1", "n2", "n3")}
         for node, config in configs.items():
             fleet.add(ServiceProcess("sync", nats_url, node, config, tmp_path))
-        async with planner(bus, nats_url, configs["n1"]):
+        async with leader_loop_running(bus, sync_planner_loop, load_config(configs["n1"]), node=LEADER, nats_url=nats_url,
+                                       config_path=str(configs["n1"])):
             for batch_id, ref in (("b1", first), ("b2", second)):
                 await publisher.publish(SelfplayComplete(batch_id=batch_id, work_id=f"w-{batch_id}", node="n1",
                                                          board_type="hex8", num_players=2, num_games=8, data=ref))
