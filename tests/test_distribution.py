@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 
 from config.settings import RrConfig
-from eventbus.connection import Bus, connect
+from eventbus.connection import Bus
 from eventbus.events import ArtifactRef, HostOnline, ModelPromoted, TrainingComplete
 from eventbus.history import events
 from eventbus.objects import stat_object
 from eventbus.publisher import Publisher
-from eventbus.streams import StreamSettings, provision
 from services.distributor.leader import distribution_loop
 from services.distributor.settings import DistributionSettings
+from tests.bus_harness import provisioned_bus
 from tests.helpers import eventually
 from tests.leader_harness import leader_loop_running
 from tests.procs.dist_fleet import Fleet, ServiceProcess, wait_for, write_node_config
@@ -31,10 +31,8 @@ LEADER = "test-leader"
 
 @pytest.fixture
 async def bus(nats_url: str) -> AsyncIterator[Bus]:
-    connected = await connect(nats_url, node_id=LEADER)
-    await provision(connected.js, StreamSettings())
-    yield connected
-    await connected.close()
+    async with provisioned_bus(nats_url, node_id=LEADER) as connected:  # as the leader the loops run under
+        yield connected
 
 
 def checkpoint(path: Path, size: int) -> ArtifactRef:

@@ -18,12 +18,12 @@ from eventbus.events import ModelPromoted
 from eventbus.history import events
 from eventbus.objects import BucketSpec, ObjectCorrupt, delete_object, ensure_bucket, fetch_to_file, put_file, stat_object
 from eventbus.publisher import Publisher
-from eventbus.streams import StreamSettings, provision
 from services.distributor.agent import DistributorAgent
 from services.distributor.leader import prune_store
 from services.distributor.settings import DistributionSettings
 from services.options import CommonOptions
 from services.runtime import ServiceContext
+from tests.bus_harness import provisioned_bus
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.timeout(60)
@@ -34,11 +34,9 @@ FAST = DistributionSettings(retry_initial_s=0.1, retry_max_s=0.5, missing_grace_
 
 @pytest.fixture
 async def bus(nats_url: str) -> AsyncIterator[Bus]:
-    connected = await connect(nats_url, node_id="test")
-    await provision(connected.js, StreamSettings())
-    await ensure_bucket(connected, BucketSpec(name="rr_models"))
-    yield connected
-    await connected.close()
+    async with provisioned_bus(nats_url, node_id="test") as connected:
+        await ensure_bucket(connected, BucketSpec(name="rr_models"))
+        yield connected
 
 
 @pytest.fixture

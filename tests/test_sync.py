@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from config.settings import load_config
-from eventbus.connection import Bus, connect
+from eventbus.connection import Bus
 from eventbus.events import ArtifactRef, HostOnline, SelfplayComplete
 from eventbus.history import events
 from eventbus.publisher import Publisher
-from eventbus.streams import StreamSettings, provision
 from services.sync.loop import sync_planner_loop
+from tests.bus_harness import provisioned_bus
 from tests.leader_harness import leader_loop_running
 from tests.procs.dist_fleet import Fleet, ServiceProcess, wait_for, write_node_config
 
@@ -35,10 +35,8 @@ hosts:
 
 @pytest.fixture
 async def bus(nats_url: str) -> AsyncIterator[Bus]:
-    connected = await connect(nats_url, node_id=LEADER)
-    await provision(connected.js, StreamSettings())
-    yield connected
-    await connected.close()
+    async with provisioned_bus(nats_url, node_id=LEADER) as connected:  # as the leader the loops run under
+        yield connected
 
 
 def write_batch(path: Path, size: int) -> ArtifactRef:

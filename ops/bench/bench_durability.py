@@ -16,36 +16,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import importlib.metadata
 import os
 import statistics
-import tempfile
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 from eventbus.connection import Bus
-from eventbus.natsserver import NatsServer, ServerSpec, free_port
 from eventbus.publisher import Publisher
 from eventbus.streams import EVENTS_STREAM, StreamSettings
-from ops.bench.common import Stopwatch, bench_bus, emit, fresh_events_stream, log, sample_events, server_version, wire_form
+from ops.bench.common import Stopwatch, bench_bus, bench_server, emit, fresh_events_stream, log, sample_events, server_version, wire_form
 
 SIDES = {"default": None, "always": "always"}
-
-
-@contextlib.asynccontextmanager
-async def server_with(sync_interval: str | None) -> AsyncIterator[NatsServer]:
-    """A file-storage JetStream server in a temp dir; stopped and removed on exit."""
-    with tempfile.TemporaryDirectory(prefix="rr-bench-sync-") as tmp:
-        spec = ServerSpec(name=f"rr-bench-{sync_interval or 'default'}", port=free_port(),
-                          store_dir=str(Path(tmp) / "jetstream"), sync_interval=sync_interval)
-        server = NatsServer(spec)
-        await asyncio.to_thread(server.start)
-        try:
-            yield server
-        finally:
-            await asyncio.to_thread(server.stop)
 
 
 async def sequential_round(bus: Bus, events: int) -> float:
@@ -92,7 +73,7 @@ async def measure(buses: dict[str, Bus], kind: str, events: int, rounds: int) ->
 
 async def bench(events: int, pipelined: int, rounds: int) -> dict[str, Any]:
     """Both kinds of publishing on both servers; the result line."""
-    async with server_with(None) as default, server_with("always") as always:
+    async with bench_server(None) as default, bench_server("always") as always:
         async with bench_bus(default.url) as default_bus, bench_bus(always.url) as always_bus:
             buses = {"default": default_bus, "always": always_bus}
             for bus in buses.values():  # warm up: subscriptions, stream files

@@ -60,10 +60,12 @@ def stream_settings(storage: str) -> StreamSettings:
 
 
 @contextlib.asynccontextmanager
-async def bench_server() -> AsyncIterator[NatsServer]:
-    """A JetStream nats-server in a temp dir on a free port; stopped and its dir removed on exit."""
+async def bench_server(sync_interval: str | None = None) -> AsyncIterator[NatsServer]:
+    """A JetStream nats-server in a temp dir on a free port (with this `sync_interval`, else the
+    server's default); stopped and its dir removed on exit."""
     with tempfile.TemporaryDirectory(prefix="rr-bench-") as tmp:
-        spec = ServerSpec(name="rr-bench", port=free_port(), store_dir=str(Path(tmp) / "jetstream"))
+        spec = ServerSpec(name=f"rr-bench-{sync_interval or 'default'}", port=free_port(),
+                          store_dir=str(Path(tmp) / "jetstream"), sync_interval=sync_interval)
         server = NatsServer(spec)
         await asyncio.to_thread(server.start)
         try:
