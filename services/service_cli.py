@@ -4,7 +4,7 @@ from __future__ import annotations
 
 # Before anything imports them: a missing package is named with its pip command, not a traceback
 # (the seeds' daemons died on `ModuleNotFoundError: psutil` and nobody saw why).
-from services.doctor.deps import require_dependencies
+from services.doctor.deps import WORKLOAD, require_dependencies
 
 require_dependencies()
 
@@ -60,6 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         names = ", ".join(sorted(SERVICES)) or "none registered"
         print(f"rr-service: unknown service {args.name!r}; known services: {names}", file=sys.stderr)
         return 2
+    if entry.name == "worker":
+        # a worker's jobs import the workload: refuse to start without it rather than fail every job
+        require_dependencies((), present=WORKLOAD)
     if args.api_port is not None:
         if entry.name != "api" or not 0 < args.api_port < 65536:
             parser.error("--api-port takes a TCP port (1..65535) and applies to the api service only")

@@ -12,7 +12,7 @@ from typing import Literal
 import msgspec
 
 from eventbus.probe import JetStreamProbe, StreamProbe
-from services.doctor.deps import install_hint
+from services.doctor.deps import REQUIRED, install_hint
 from services.doctor.findings import (
     ConfigProbe,
     ConnectionProbe,
@@ -79,7 +79,7 @@ def check_packages(packages: list[PackageProbe]) -> list[CheckResult]:
         if pkg.importable:
             results.append(CheckResult(name=name, ok=True, detail=f"{pkg.distribution} {pkg.version}".strip(), required=pkg.required))
             continue
-        why = "needed by every rr service" if pkg.required else "needed only on nodes that run training or selfplay jobs"
+        why = "needed by every rr service" if pkg.module in REQUIRED else "needed by the workload's jobs (every worker, every rr up)"
         results.append(CheckResult(name=name, ok=False, detail=f"cannot import: {pkg.error} ({why})",
                                    fix=install_hint([pkg.distribution]), required=pkg.required))
     return results

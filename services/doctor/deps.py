@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import importlib.util
 import shlex
 import sys
 from collections.abc import Iterable, Mapping
@@ -21,9 +22,12 @@ REQUIRED: Mapping[str, str] = {
     "psutil": "psutil",
     "opentelemetry": "opentelemetry-sdk",
 }
-# Needed only where jobs train or play with the network; a coordinator runs without it.
-OPTIONAL: Mapping[str, str] = {"torch": "torch"}
+# The reference workload's packages: jobs that play or train import them, so a node that runs jobs
+# (every `rr up`, every worker) needs them; a coordinator-only node runs without them.
+WORKLOAD: Mapping[str, str] = {"numpy": "numpy", "torch": "torch"}
+OPTIONAL: Mapping[str, str] = {}
 SERVICE_MODULES = tuple(REQUIRED)
+WORKER_MODULES = SERVICE_MODULES + tuple(WORKLOAD)
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,7 @@ class PackageStatus:
 
 def distribution_of(module: str) -> str:
     """The pip name that provides `module`."""
-    return {**REQUIRED, **OPTIONAL}.get(module, module)
+    return {**REQUIRED, **WORKLOAD, **OPTIONAL}.get(module, module)
 
 
 def package_status(module: str) -> PackageStatus:
@@ -70,9 +74,20 @@ def missing_message(missing: list[PackageStatus]) -> str:
     return f"rr: missing Python packages: {what}. Fix: {install_hint(p.distribution for p in missing)}"
 
 
-def require_dependencies(names: Iterable[str] = SERVICE_MODULES) -> None:
-    """Exit with the pip command when any of `names` cannot be imported (call before importing them)."""
-    missing = [status for status in map(package_status, names) if not status.importable]
+def package_present(module: str) -> PackageStatus:
+    """Whether `module` is installed, without importing it (torch costs seconds and hundreds of MB)."""
+    dist = distribution_of(module)
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError) as exc:
+        return PackageStatus(module, dist, False, error=f"{type(exc).__name__}: {exc}")
+    return PackageStatus(module, dist, found, error="" if found else f"No module named {module!r}")
+
+
+def require_dependencies(names: Iterable[str] = SERVICE_MODULES, *, present: Iterable[str] = ()) -> None:
+    """Exit with the pip command when any of `names` cannot be imported or `present` is not installed."""
+    statuses = [*map(package_status, names), *map(package_present, present)]
+    missing = [status for status in statuses if not status.importable]
     if missing:
         raise SystemExit(missing_message(missing))
 
@@ -82,5 +97,5 @@ if __name__ == "__main__":
     # this module, so it works where `rr` itself cannot start for a missing package.
     if sys.version_info < (3, 11):
         raise SystemExit(f"rr: Python {sys.version.split()[0]} is too old; install 3.11 or newer and recreate the venv")
-    require_dependencies()
+    require_dependencies(WORKER_MODULES)
     print(f"rr: Python {sys.version.split()[0]} and every required package import")

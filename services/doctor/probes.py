@@ -45,7 +45,7 @@ from services.doctor.findings import (
     PermissionsProbe,
     Probes,
 )
-from services.doctor.deps import OPTIONAL, REQUIRED, package_status
+from services.doctor.deps import OPTIONAL, REQUIRED, WORKLOAD, package_status
 
 MONITOR_PORT = 8222
 PROBE_STREAM = "RR_DOCTOR_PROBE"  # no such stream: deleting it is harmless even where it is allowed
@@ -90,7 +90,7 @@ async def gather(target: Target) -> Probes:
 def probe_packages() -> list[PackageProbe]:
     """Import each required and optional package (blocking: torch takes seconds)."""
     probes = []
-    for modules, required in ((REQUIRED, True), (OPTIONAL, False)):
+    for modules, required in ((REQUIRED, True), (WORKLOAD, True), (OPTIONAL, False)):
         for module in modules:
             status = package_status(module)
             probes.append(PackageProbe(module=module, distribution=status.distribution, required=required,
