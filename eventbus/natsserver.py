@@ -160,8 +160,9 @@ def _cluster_block(spec: ServerSpec) -> list[str]:
 class NatsServer:
     """One nats-server OS process run from a ServerSpec; stop or kill it, then start it again."""
 
-    def __init__(self, spec: ServerSpec, log_path: str | Path | None = None) -> None:
+    def __init__(self, spec: ServerSpec, log_path: str | Path | None = None, *, pass_fds: tuple[int, ...] = ()) -> None:
         self.spec = spec
+        self.pass_fds = pass_fds  # descriptors the server process inherits (rr up's data-dir lock)
         base = Path(spec.store_dir).parent
         self.config_path = base / f"{spec.name}.conf"
         self.log_path = Path(log_path) if log_path is not None else base / f"{spec.name}.log"
@@ -219,6 +220,7 @@ class NatsServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # a Ctrl-C meant for the caller must not reach the server
+                pass_fds=self.pass_fds,
             )
 
     def _wait_port_open(self, timeout: float) -> None:

@@ -7,7 +7,8 @@ import contextlib
 import importlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 
 import msgspec
 import nats.js.errors
@@ -57,12 +58,23 @@ class ServiceEntry(msgspec.Struct, frozen=True, kw_only=True):
     target: str  # "package.module:function" taking a ServiceContext
     description: str
     on_up: bool = True  # started by `rr up` on a one-node cluster
+    # "package.module:function" (config, env, home) -> the data dir it writes under; "" when it writes none.
+    # rr-service holds that dir's lock for the service's lifetime (services/up/lock.py).
+    data_dir: str = ""
 
     def load(self) -> ServiceMain:
         """Import and return the service's main function."""
         module, _, attr = self.target.partition(":")
         main: ServiceMain = getattr(importlib.import_module(module), attr)
         return main
+
+    def data_dir_of(self, config: RrConfig, env: Mapping[str, str], home: Path) -> Path | None:
+        """The data dir this service writes under, None when it writes none."""
+        if not self.data_dir:
+            return None
+        module, _, attr = self.data_dir.partition(":")
+        resolve: Callable[[RrConfig, Mapping[str, str], Path], Path] = getattr(importlib.import_module(module), attr)
+        return resolve(config, env, home)
 
 
 SERVICES: dict[str, ServiceEntry] = {}

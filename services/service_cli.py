@@ -13,13 +13,18 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import services.registry  # noqa: F401  (fills SERVICES)
+from config.settings import load_config
 from eventbus.errors import BusError
 from services.api.settings import PORT_ENV
 from services.cli import configure_logging
 from services.options import add_common_arguments, common_options
-from services.runtime import SERVICES, run_service
+from services.options import CommonOptions
+from services.runtime import SERVICES, ServiceEntry, run_service
+from services.up.errors import UpError
+from services.up.lock import HeldLock, lock_service
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +51,12 @@ def known_services() -> str:
     )
 
 
+def hold_data_dir(entry: ServiceEntry, options: CommonOptions) -> HeldLock | None:
+    """The lock of the data dir the service writes under (rr up's when started by it); raises DataDirInUse."""
+    data_dir = entry.data_dir_of(load_config(options.config_path), os.environ, Path.home())
+    return lock_service(entry.name, data_dir, os.environ) if data_dir is not None else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the named service; 2 for an unknown name, 1 for a bus or config error it explains."""
     parser = build_parser()
@@ -69,9 +80,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ[PORT_ENV] = str(args.api_port)  # how the api service is told, as `rr up --api-port` tells it
     options = common_options(args)
     configure_logging(args.verbose + 1)  # a service logs at info: its log is how an operator follows it
+    held: HeldLock | None = None
     try:
+        held = hold_data_dir(entry, options)
         asyncio.run(run_service(entry, options))
-    except BusError as exc:
+    except (BusError, UpError) as exc:
         print(f"rr-service {entry.name}: {exc}", file=sys.stderr)
         return 1
     except ImportError as exc:
@@ -79,6 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    finally:
+        if held is not None:
+            held.close()
     return 0
 
 

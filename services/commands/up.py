@@ -16,6 +16,7 @@ from services.options import add_common_arguments, common_options
 from services.runtime import SERVICES
 from services.up.errors import UpError
 from services.up.layout import Layout, default_data_dir
+from services.up.lock import UP_OWNER, LockOwner, lock_up
 from services.up.session import API_PORT_HINT, UpPlan, check_port_free, prepare_layout, run_up
 
 EMBEDDED_HOST = "127.0.0.1"
@@ -77,12 +78,14 @@ def run(args: argparse.Namespace) -> int:
     plan = plan_from(args)
     config = load_config(plan.config_path)  # a bad config fails here, before anything starts
     try:
+        # First, before any directory is made: a second rr up on this data dir is refused untouched.
+        lock = lock_up(plan.layout.data_dir, LockOwner(pid=os.getpid(), owner=UP_OWNER))
         prepare_layout(plan.layout)
         if plan.nats_url is None:
             check_port_free(plan.host, plan.port)
         if "api" in SERVICES and SERVICES["api"].on_up:  # else the api child would crash-loop on it
             check_port_free(config.api.host or "0.0.0.0", plan.api_port or config.api.port, API_PORT_HINT)
-        asyncio.run(run_up(plan, config, _say))
+        asyncio.run(run_up(plan, config, _say, lock))
     except UpError as exc:
         print(f"rr: {exc}", file=sys.stderr)
         return 1

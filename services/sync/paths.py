@@ -17,10 +17,14 @@ from services.distributor.layout import config_name, data_dir
 DEFAULT_SUFFIX = ".bin"
 
 
+def sync_data_dir(config: RrConfig, env: Mapping[str, str], home: Path) -> Path:
+    """`sync.data_dir`, else the worker's data dir: the data dir the sync service writes under (and locks)."""
+    return Path(config.sync.data_dir).expanduser().absolute() if config.sync.data_dir else data_dir(config, env, home)
+
+
 def sync_root(config: RrConfig, env: Mapping[str, str], home: Path) -> Path:
-    """`sync.data_dir`, else the worker's data dir, with /sync appended."""
-    base = Path(config.sync.data_dir).expanduser().absolute() if config.sync.data_dir else data_dir(config, env, home)
-    return base / "sync"
+    """`sync_data_dir` with /sync appended."""
+    return sync_data_dir(config, env, home) / "sync"
 
 
 def received_path(root: Path, board_type: str, num_players: int, batch_id: str, origin_path: str = "") -> Path:

@@ -40,11 +40,15 @@ class EmbeddedServer:
         await asyncio.to_thread(self._server.stop)
 
 
-async def start_embedded(layout: Layout, host: str, port: int) -> EmbeddedServer:
-    """Start nats-server with JetStream on host:port and wait until JetStream answers; raises UpError."""
+async def start_embedded(layout: Layout, host: str, port: int, *, lock_fd: int | None = None) -> EmbeddedServer:
+    """Start nats-server with JetStream on host:port and wait until JetStream answers; raises UpError.
+
+    `lock_fd` (rr up's data-dir lock) is inherited by the server: while it runs, even orphaned, no
+    second rr up can take the data dir and start another server on the same store.
+    """
     # sync_interval stays the server default: on a laptop's single node, speed over power-loss durability.
     spec = ServerSpec(name=EMBEDDED_NAME, host=host, port=port, store_dir=str(layout.store_dir))
-    server = NatsServer(spec, log_path=layout.log_dir / "nats-server.log")
+    server = NatsServer(spec, log_path=layout.log_dir / "nats-server.log", pass_fds=() if lock_fd is None else (lock_fd,))
     try:
         await asyncio.to_thread(server.start)
     except ServerBinaryMissing as exc:

@@ -24,6 +24,7 @@ from services.runtime import SERVICES
 from services.up.embedded import EmbeddedServer, start_embedded
 from services.up.errors import UpError
 from services.up.layout import Layout, service_command, service_env
+from services.up.lock import FD_ENV, UP_OWNER, HeldLock, LockOwner
 from services.up.supervisor import ChildSpec, Supervisor
 
 log = logging.getLogger(__name__)
@@ -72,12 +73,14 @@ def check_port_free(host: str, port: int, hint: str = NATS_PORT_HINT) -> None:
             raise UpError(f"port {port} is in use: {hint}") from None
 
 
-def children_for(plan: UpPlan, nats_url: str) -> list[ChildSpec]:
-    """One child per service registered with on_up=True."""
+def children_for(plan: UpPlan, nats_url: str, lock_fd: int | None = None) -> list[ChildSpec]:
+    """One child per service registered with on_up=True; each inherits `lock_fd`, rr up's data-dir lock."""
     # The services keep their files (jobs, models, data) under the same data dir as rr up.
     env = {**service_env(os.environ, PROJECT_ROOT), "RR_DATA_DIR": str(plan.layout.data_dir)}
     if plan.api_port is not None:
         env[API_PORT_ENV] = str(plan.api_port)
+    if lock_fd is not None:
+        env[FD_ENV] = str(lock_fd)  # they run under rr up's lock instead of taking their own
     return [
         ChildSpec(
             name=entry.name,
@@ -86,6 +89,7 @@ def children_for(plan: UpPlan, nats_url: str) -> list[ChildSpec]:
             ),
             env=env,
             log_path=plan.layout.log_dir / f"{entry.name}.log",
+            pass_fds=() if lock_fd is None else (lock_fd,),
         )
         for entry in sorted(SERVICES.values(), key=lambda e: e.name)
         if entry.on_up
@@ -126,19 +130,26 @@ async def provision_streams(nats_url: str, config: RrConfig, node_id: str) -> di
         await bus.close()
 
 
-async def run_up(plan: UpPlan, config: RrConfig, say: Callable[[str], None]) -> None:
-    """Run until SIGINT/SIGTERM, then stop the services, then the server; raises UpError or BusError."""
+async def run_up(plan: UpPlan, config: RrConfig, say: Callable[[str], None], lock: HeldLock | None = None) -> None:
+    """Run until SIGINT/SIGTERM, then stop the services, then the server; raises UpError or BusError.
+
+    `lock` is the data dir's lock (lock_up): the server and every service inherit it.
+    """
     stopping = asyncio.Event()
     _on_stop_signals(stopping.set)
     server: EmbeddedServer | None = None
+    lock_fd = lock.fd if lock is not None else None
     try:
         if plan.nats_url is None:
-            server = await start_embedded(plan.layout, plan.host, plan.port)
+            server = await start_embedded(plan.layout, plan.host, plan.port, lock_fd=lock_fd)
         nats_url = server.url if server else plan.nats_url
         assert nats_url is not None
+        if lock is not None:  # what `rr doctor` reads to find and judge this session
+            owner = LockOwner(pid=os.getpid(), owner=UP_OWNER, nats_url=nats_url, embedded=server is not None)
+            await asyncio.to_thread(lock.record, owner)
         outcome = await provision_streams(nats_url, config, plan.node_id)
         log.info("streams: %s", ", ".join(f"{name} {what}" for name, what in outcome.items()))
-        children = children_for(plan, nats_url)
+        children = children_for(plan, nats_url, lock_fd)
         for line in banner(plan, nats_url, children, embedded=server is not None, api_url=api_url(plan, config, children)):
             say(line)
         async with asyncio.TaskGroup() as tasks:

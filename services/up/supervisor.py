@@ -26,6 +26,7 @@ class ChildSpec(msgspec.Struct, frozen=True, kw_only=True):
     argv: list[str]
     env: dict[str, str]
     log_path: Path
+    pass_fds: tuple[int, ...] = ()  # descriptors it inherits: rr up's data-dir lock
 
 
 class ChildStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -86,6 +87,7 @@ class Supervisor:
                 stderr=asyncio.subprocess.STDOUT,
                 env=child.env,
                 start_new_session=True,  # its own process group: a terminal's Ctrl-C reaches rr up only
+                pass_fds=child.pass_fds,
             )
         except OSError as exc:
             log.error("service %s could not be started: %s", child.name, exc)

@@ -1,0 +1,182 @@
+"""One owner per data dir: the lock rules in-process, then real `rr up` and `rr-service` processes refused."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from services.up.errors import UpError
+from services.up.lock import (
+    FD_ENV,
+    LOCK_NAME,
+    DataDirInUse,
+    LockOwner,
+    inherited_lock,
+    lock_service,
+    lock_up,
+    locking_pids,
+    read_owner,
+)
+from tests.test_up import PROJECT_ROOT, _env, _free_port, _port_free, _start_up
+
+UP = LockOwner(pid=os.getpid(), owner="rr up")
+
+
+def tree(root: Path) -> list[tuple[str, int, int]]:
+    """Every path under root with its mtime and size: what a refused start must leave as it was."""
+    entries = [(".", root.stat().st_mtime_ns, 0)]
+    for path in sorted(root.rglob("*")):
+        st = path.lstat()
+        entries.append((str(path.relative_to(root)), st.st_mtime_ns, st.st_size))
+    return entries
+
+
+# ---- the rules, in one process (separate opens of a file lock against each other) ----
+
+
+def test_rr_up_creates_a_missing_data_dir_once_the_lock_is_its_own(tmp_path: Path) -> None:
+    data = tmp_path / "a" / "data"
+    held = lock_up(data, UP)
+    try:
+        assert read_owner(data / LOCK_NAME) == UP
+    finally:
+        held.close()
+    lock_up(data, UP).close()  # released: the next one takes it
+
+
+def test_a_second_rr_up_is_refused_naming_dir_and_pid_and_changes_nothing(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    held = lock_up(data, UP)
+    (data / "logs").mkdir()
+    before = tree(data)
+    try:
+        with pytest.raises(DataDirInUse) as refused:
+            lock_up(data, LockOwner(pid=1, owner="rr up"))
+    finally:
+        held.close()
+    assert str(refused.value) == (
+        f"data dir {data} is in use by rr up pid {os.getpid()} (lock {data / LOCK_NAME}); "
+        "stop it first or use another data dir (--data-dir or RR_DATA_DIR)"
+    )
+    assert tree(data) == before
+
+
+def test_services_alone_share_a_data_dir_but_not_with_rr_up_or_their_twin(tmp_path: Path) -> None:
+    worker = lock_service("worker", tmp_path, {})
+    sync = lock_service("sync", tmp_path, {})
+    try:
+        with pytest.raises(DataDirInUse, match="rr-service worker pid"):
+            lock_service("worker", tmp_path, {})
+        with pytest.raises(DataDirInUse, match=f"in use by pid {os.getpid()} "):
+            lock_up(tmp_path, UP)
+    finally:
+        worker.close()
+        sync.close()
+    up = lock_up(tmp_path, UP)
+    try:
+        with pytest.raises(DataDirInUse, match="in use by rr up pid"):
+            lock_service("worker", tmp_path, {})
+    finally:
+        up.close()
+
+
+def test_a_child_of_rr_up_runs_under_its_inherited_lock_only_for_that_data_dir(tmp_path: Path) -> None:
+    up = lock_up(tmp_path / "up", UP)
+    other = tmp_path / "other"
+    other.mkdir()
+    try:
+        env = {FD_ENV: str(up.fd)}
+        assert inherited_lock(tmp_path / "up", env) is not None
+        assert lock_service("worker", tmp_path / "up", env).fds == [up.fd]
+        assert inherited_lock(other, env) is None, "a service pointed elsewhere locks that dir itself"
+        assert inherited_lock(tmp_path / "up", {FD_ENV: "999999"}) is None
+        lock_service("worker", other, env).close()
+    finally:
+        up.close()
+
+
+def test_a_data_dir_that_cannot_be_made_is_not_writable(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(UpError, match="not writable"):
+        lock_up(tmp_path / "afile" / "data", UP)
+
+
+def test_lock_holders_are_read_from_proc_locks() -> None:
+    text = (
+        "1: FLOCK  ADVISORY  WRITE 4242 fe:00:2147605 0 EOF\n"
+        "1: -> FLOCK  ADVISORY  WRITE 777 fe:00:2147605 0 EOF\n"
+        "2: FLOCK  ADVISORY  READ 10 fe:00:2147605 0 EOF\n"
+        "3: POSIX  ADVISORY  WRITE 11 fe:00:2147605 0 EOF\n"
+        "4: FLOCK  ADVISORY  WRITE 12 fe:00:99 0 EOF\n"
+    )
+    assert locking_pids(text, 0xFE, 0, 2147605) == [4242, 10]
+
+
+# ---- real processes ---------------------------------------------------------------------
+
+
+async def _run(*argv: str, **env: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env=_env(**env), cwd=PROJECT_ROOT)
+    _out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, err.decode()
+
+
+def _refusal(data: Path, who: str) -> str:
+    return (f"data dir {data} is in use by {who} (lock {data / LOCK_NAME}); "
+            "stop it first or use another data dir (--data-dir or RR_DATA_DIR)")
+
+
+async def test_a_second_rr_up_on_a_running_data_dir_is_one_line_exit_1_and_starts_nothing(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    up = await _start_up("--nats-port", str(_free_port()), "--data-dir", str(data))
+    try:
+        url = (await up.wait_line("rr up: NATS URL")).split()[4]
+        await up.wait_line("rr up: Ctrl-C to stop")
+        lock_file = (data / LOCK_NAME).read_bytes(), (data / LOCK_NAME).stat().st_mtime_ns
+        nats_port, api_port = _free_port(), _free_port()
+        code, err = await _run("-m", "services.cli", "up", "--nats-port", str(nats_port), "--api-port", str(api_port),
+                               "--data-dir", str(data))
+        assert code == 1
+        assert err.strip().splitlines() == [f"rr: {_refusal(data, f'rr up pid {up.proc.pid}')}"]
+        assert ((data / LOCK_NAME).read_bytes(), (data / LOCK_NAME).stat().st_mtime_ns) == lock_file
+        assert _port_free(nats_port) and _port_free(api_port), "the refused rr up started no server"
+        assert read_owner(data / LOCK_NAME) == LockOwner(pid=up.proc.pid, owner="rr up", nats_url=url, embedded=True)
+
+        # A service started by hand on the same data dir is refused too; rr up's own worker is not.
+        code, err = await _run("-m", "services.service_cli", "worker", "--nats", url, RR_DATA_DIR=str(data))
+        assert code == 1
+        assert err.strip().splitlines()[-1] == f"rr-service worker: {_refusal(data, f'rr up pid {up.proc.pid}')}"
+        assert "in use" not in (data / "logs" / "worker.log").read_text()
+    finally:
+        code, err = await up.stop()
+    assert code == 0, err
+
+
+async def test_a_refused_rr_up_leaves_the_data_dir_exactly_as_it_was(tmp_path: Path) -> None:
+    # The holder here is quiet (it only holds the lock), so the whole tree, mtimes included, must not move.
+    data = tmp_path / "data"
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable, "-c",
+        "import os, sys, time; from pathlib import Path; from services.up.lock import LockOwner, lock_up; "
+        f"lock_up(Path({str(data)!r}), LockOwner(pid=os.getpid(), owner='rr up')); print('held', flush=True); "
+        "sys.stdin.read()",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=_env(), cwd=PROJECT_ROOT)
+    try:
+        assert holder.stdout is not None and await asyncio.wait_for(holder.stdout.readline(), 30) == b"held\n"
+        before = tree(data)
+        code, err = await _run("-m", "services.cli", "up", "--nats-port", str(_free_port()), "--api-port",
+                               str(_free_port()), "--data-dir", str(data))
+        assert code == 1
+        assert err.strip().splitlines() == [f"rr: {_refusal(data, f'rr up pid {holder.pid}')}"]
+        assert tree(data) == before
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        await asyncio.wait_for(holder.wait(), 30)
