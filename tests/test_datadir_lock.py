@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -13,6 +16,7 @@ from services.up.errors import UpError
 from services.up.lock import (
     FD_ENV,
     LOCK_NAME,
+    fd_holders,
     DataDirInUse,
     LockOwner,
     inherited_lock,
@@ -21,6 +25,7 @@ from services.up.lock import (
     locking_pids,
     read_owner,
 )
+from tests.helpers import eventually
 from tests.test_up import PROJECT_ROOT, _env, _free_port, _port_free, _start_up
 
 UP = LockOwner(pid=os.getpid(), owner="rr up")
@@ -119,13 +124,13 @@ def test_lock_holders_are_read_from_proc_locks() -> None:
 # ---- real processes ---------------------------------------------------------------------
 
 
-async def _run(*argv: str, **env: str) -> tuple[int, str]:
+async def _run(*argv: str, **env: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE, env=_env(**env), cwd=PROJECT_ROOT)
-    _out, err = await asyncio.wait_for(proc.communicate(), 60)
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode is not None
-    return proc.returncode, err.decode()
+    return proc.returncode, out.decode(), err.decode()
 
 
 def _refusal(data: Path, who: str) -> str:
@@ -141,7 +146,7 @@ async def test_a_second_rr_up_on_a_running_data_dir_is_one_line_exit_1_and_start
         await up.wait_line("rr up: Ctrl-C to stop")
         lock_file = (data / LOCK_NAME).read_bytes(), (data / LOCK_NAME).stat().st_mtime_ns
         nats_port, api_port = _free_port(), _free_port()
-        code, err = await _run("-m", "services.cli", "up", "--nats-port", str(nats_port), "--api-port", str(api_port),
+        code, _out, err = await _run("-m", "services.cli", "up", "--nats-port", str(nats_port), "--api-port", str(api_port),
                                "--data-dir", str(data))
         assert code == 1
         assert err.strip().splitlines() == [f"rr: {_refusal(data, f'rr up pid {up.proc.pid}')}"]
@@ -150,10 +155,18 @@ async def test_a_second_rr_up_on_a_running_data_dir_is_one_line_exit_1_and_start
         assert read_owner(data / LOCK_NAME) == LockOwner(pid=up.proc.pid, owner="rr up", nats_url=url, embedded=True)
 
         # A service started by hand on the same data dir is refused too; rr up's own worker is not.
-        code, err = await _run("-m", "services.service_cli", "worker", "--nats", url, RR_DATA_DIR=str(data))
+        code, _out, err = await _run("-m", "services.service_cli", "worker", "--nats", url, RR_DATA_DIR=str(data))
         assert code == 1
         assert err.strip().splitlines()[-1] == f"rr-service worker: {_refusal(data, f'rr up pid {up.proc.pid}')}"
         assert "in use" not in (data / "logs" / "worker.log").read_text()
+
+        # rr doctor on that data dir checks this rr up's server; its lock is no failure, nor its sync interval.
+        code, out, err = await _run("-m", "services.cli", "doctor", "--json", "--data-dir", str(data), "--min-free-gib", "0.001")
+        report = json.loads(out)
+        checks = {c["name"]: c for c in report["checks"]}
+        assert (code, report["ok"], report["nats_url"]) == (0, True, url), out + err
+        assert checks["data dir lock"]["detail"] == f"in use by rr up pid {up.proc.pid} ({data / LOCK_NAME})"
+        assert "durability" not in checks and checks["history read"]["ok"] and checks["leadership"]["ok"]
     finally:
         code, err = await up.stop()
     assert code == 0, err
@@ -171,7 +184,7 @@ async def test_a_refused_rr_up_leaves_the_data_dir_exactly_as_it_was(tmp_path: P
     try:
         assert holder.stdout is not None and await asyncio.wait_for(holder.stdout.readline(), 30) == b"held\n"
         before = tree(data)
-        code, err = await _run("-m", "services.cli", "up", "--nats-port", str(_free_port()), "--api-port",
+        code, _out, err = await _run("-m", "services.cli", "up", "--nats-port", str(_free_port()), "--api-port",
                                str(_free_port()), "--data-dir", str(data))
         assert code == 1
         assert err.strip().splitlines() == [f"rr: {_refusal(data, f'rr up pid {holder.pid}')}"]
@@ -180,3 +193,31 @@ async def test_a_refused_rr_up_leaves_the_data_dir_exactly_as_it_was(tmp_path: P
         assert holder.stdin is not None
         holder.stdin.close()
         await asyncio.wait_for(holder.wait(), 30)
+
+
+async def test_what_a_killed_rr_up_left_running_keeps_the_data_dir_and_rr_doctor_names_it(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    up = await _start_up("--nats-port", str(_free_port()), "--data-dir", str(data))
+    keepers: dict[int, str] = {}
+    try:
+        await up.wait_line("rr up: Ctrl-C to stop")
+        await eventually(lambda: "rr-service worker" in fd_holders(data / LOCK_NAME).values(), timeout=30,
+                         message="the worker runs under rr up's lock")
+        up.proc.kill()  # its nats-server and services run in their own sessions: they outlive it
+        await up.stop(interrupt=False)
+        keepers = fd_holders(data / LOCK_NAME)
+        assert "nats-server" in keepers.values(), keepers
+        code, _out, err = await _run("-m", "services.cli", "up", "--nats-port", str(_free_port()), "--api-port",
+                                     str(_free_port()), "--data-dir", str(data))
+        assert code == 1
+        [line] = err.strip().splitlines()
+        assert line.startswith(f"rr: data dir {data} is in use by rr up pid {up.proc.pid} (exited; still held by ")
+        assert "nats-server pid" in line and "rr-service worker pid" in line
+        code, out, err = await _run("-m", "services.cli", "doctor", "--json", "--data-dir", str(data), "--monitor", "",
+                                    "--min-free-gib", "0.001")
+        lock = next(c for c in json.loads(out)["checks"] if c["name"] == "data dir lock")
+        assert code == 1 and not lock["ok"] and "has exited; still open in" in lock["detail"], out + err
+    finally:
+        for pid in keepers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

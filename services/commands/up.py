@@ -15,7 +15,7 @@ import services.registry  # noqa: F401  (fills SERVICES)
 from services.options import add_common_arguments, common_options
 from services.runtime import SERVICES
 from services.up.errors import UpError
-from services.up.layout import Layout, default_data_dir
+from services.up.layout import Layout, resolve_data_dir
 from services.up.lock import UP_OWNER, LockOwner, lock_up
 from services.up.session import API_PORT_HINT, UpPlan, check_port_free, prepare_layout, run_up
 
@@ -56,9 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def plan_from(args: argparse.Namespace) -> UpPlan:
     """The session `rr up` will run, from its arguments and the environment."""
     options = common_options(args)
-    data_dir = args.data_dir.expanduser() if args.data_dir else default_data_dir(os.environ, Path.home())
     return UpPlan(
-        layout=Layout.under(data_dir.absolute()),
+        layout=Layout.under(resolve_data_dir(args.data_dir, os.environ, Path.home())),
         nats_url=options.nats_url,
         host=EMBEDDED_HOST,
         port=args.nats_port,

@@ -17,7 +17,10 @@ from services.doctor.findings import (
     ConfigProbe,
     ConnectionProbe,
     CredentialsProbe,
+    DataDirLockProbe,
     DiskProbe,
+    HistoryProbe,
+    LeadershipProbe,
     GpuProbe,
     MonitorProbe,
     PackageProbe,
@@ -47,10 +50,17 @@ def evaluate(p: Probes) -> list[CheckResult]:
     if p.connection is not None and p.connection.connected:
         results.append(check_jetstream(p.jetstream))
         results += check_streams(p.streams, p.expected_replicas)
-        results.append(check_durability(p.monitor))
+        if p.history is not None:
+            results.append(check_history(p.history))
+        if p.leadership is not None:
+            results.append(check_leadership(p.leadership, p.max_elections))
+        if not p.embedded:  # rr up's own server keeps the default sync interval on purpose and has no monitor port
+            results.append(check_durability(p.monitor))
         results.append(check_clock(p.streams, p.monitor, p.max_skew_s))
         if p.permissions is not None:
             results += check_permissions(p.permissions, p.node_id)
+    if p.data_lock is not None:
+        results.append(check_data_dir_lock(p.data_lock))
     if p.disk is not None:
         results.append(check_disk(p.disk, p.min_free_gib))
     results.append(check_gpu(p.gpu))
@@ -242,6 +252,53 @@ def check_disk(disk: DiskProbe, min_free_gib: float) -> CheckResult:
         return CheckResult(name="disk", ok=True, detail=detail)
     return CheckResult(name="disk", ok=False, detail=f"{detail}, below {min_free_gib:g} GiB",
                        fix=f"free space under {disk.path} (old job outputs, models past retention) or move the data dir")
+
+
+def check_history(history: HistoryProbe) -> CheckResult:
+    """The newest events of RR_EVENTS can be read within the limit (services replay them on every start)."""
+    if not history.error:
+        return CheckResult(name="history read", ok=True,
+                           detail=f"the newest {history.read} events of RR_EVENTS in {history.seconds:.2f}s")
+    return CheckResult(
+        name="history read", ok=False,
+        detail=f"stalled: {history.read} of the newest {history.wanted} events of RR_EVENTS read in "
+               f"{history.seconds:.1f}s ({history.error}); every service's start replays the log and would stall too",
+        fix="look for 'corrupt' in the NATS server's log (rr up: <data dir>/logs/nats-server.log): a damaged store "
+            "needs the server stopped and the stream repaired or restored (ops/RUNBOOK.md); else the server is overloaded")
+
+
+def check_leadership(leadership: LeadershipProbe, max_elections: int) -> CheckResult:
+    """No role's leader was elected more than `max_elections` times within the window."""
+    minutes = f"{leadership.window_s / 60:g} min"
+    if leadership.error:
+        return CheckResult(name="leadership", ok=False, detail=f"LEADER_ELECTED of the last {minutes} unreadable: {leadership.error}",
+                           fix="see the history read check above")
+    counts = ", ".join(f"{role} {n}" for role, n in sorted(leadership.elections.items())) or "none"
+    churning = sorted(role for role, n in leadership.elections.items() if n > max_elections)
+    if not churning:
+        return CheckResult(name="leadership", ok=True, detail=f"elections in the last {minutes}: {counts}")
+    return CheckResult(
+        name="leadership", ok=False,
+        detail=f"leadership keeps changing: elections in the last {minutes}: {counts} (more than {max_elections} "
+               f"for {', '.join(churning)})",
+        fix="a leader is losing its lease: look in `rr events tail` for LEADER_LOST and its reason, in the services' "
+            "logs for loop lag or 'history read stalled', and check the clock and the lease TTL (leadership.ttl_s)")
+
+
+def check_data_dir_lock(lock: DataDirLockProbe) -> CheckResult:
+    """The data dir is free or held by running rr processes, not by processes a killed `rr up` left behind."""
+    if not lock.pids:
+        return CheckResult(name="data dir lock", ok=True, detail=f"free: no rr up or rr service holds {lock.path}")
+    if lock.alive:
+        who = ", ".join(lock.owners) or "pid " + ", ".join(map(str, lock.alive))
+        return CheckResult(name="data dir lock", ok=True, detail=f"in use by {who} ({lock.path})")
+    pids = ", ".join(map(str, lock.pids))
+    kept = f"; still open in {', '.join(lock.keepers)}" if lock.keepers else ""
+    return CheckResult(
+        name="data dir lock", ok=False,
+        detail=f"{lock.path} is locked, but its holder (pid {pids}) has exited{kept}: left behind by a killed rr up, "
+               "they still use its store, and no rr up can start on this data dir",
+        fix=f"stop those processes (`fuser -v {lock.path}` lists them), then start rr up again")
 
 
 def check_gpu(gpu: GpuProbe) -> CheckResult:

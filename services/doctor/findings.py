@@ -69,6 +69,34 @@ class DiskProbe(msgspec.Struct, frozen=True, kw_only=True):
     error: str = ""
 
 
+class DataDirLockProbe(msgspec.Struct, frozen=True, kw_only=True):
+    """Who holds the data dir's lock (services/up/lock.py) now: from /proc/locks and the lock files."""
+
+    path: str  # <data dir>/rr.lock
+    pids: list[int] = []  # holders of the flock; [] when free
+    alive: list[int] = []  # those of `pids` still running
+    owners: list[str] = []  # "rr up pid 12", "rr-service worker pid 13": what the running holders' lock files say
+    keepers: list[str] = []  # "nats-server pid 14": processes with the file open, found when no holder runs
+
+
+class HistoryProbe(msgspec.Struct, frozen=True, kw_only=True):
+    """A timed read of the newest events of RR_EVENTS, bounded by `limit_s`."""
+
+    wanted: int
+    limit_s: float
+    read: int = 0
+    seconds: float = 0.0
+    error: str = ""  # "": it completed
+
+
+class LeadershipProbe(msgspec.Struct, frozen=True, kw_only=True):
+    """LEADER_ELECTED events per role in the last `window_s` seconds of the log."""
+
+    window_s: float
+    elections: dict[str, int] = {}
+    error: str = ""
+
+
 class GpuProbe(msgspec.Struct, frozen=True, kw_only=True):
     """CUDA as torch sees it and nvidia-smi's answer; `expected` is the hosts file's gpu for this node."""
 
@@ -106,3 +134,8 @@ class Probes(msgspec.Struct, frozen=True, kw_only=True):
     min_free_gib: float = 10.0
     gpu: GpuProbe = GpuProbe()
     max_skew_s: float = 1.0
+    data_lock: DataDirLockProbe | None = None
+    history: HistoryProbe | None = None
+    leadership: LeadershipProbe | None = None
+    max_elections: int = 6  # per role within leadership.window_s
+    embedded: bool = False  # NATS is this node's `rr up` embedded server: production server advice does not apply

@@ -6,6 +6,7 @@ so one broken thing never hides the others.
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime as dt
 import json
 import shutil
@@ -20,6 +21,7 @@ import msgspec
 
 from eventbus.connection import Bus, connect, split_servers
 from eventbus.errors import BusError
+from eventbus.history import Record, last_sequence, replay
 from eventbus.probe import (
     PermissionWatch,
     PublishProbe,
@@ -31,14 +33,17 @@ from eventbus.probe import (
     probe_subscribe,
     server_version,
 )
-from eventbus.streams import StreamSettings, declared_streams
-from eventbus.subjects import event_subject
+from eventbus.streams import EVENTS_STREAM, StreamSettings, declared_streams
+from eventbus.subjects import EVENTS_ROOT, event_subject
 from services.auth.credentials import NatsCredentials, connect_options
 from services.doctor.findings import (
     ConfigProbe,
     ConnectionProbe,
     CredentialsProbe,
+    DataDirLockProbe,
     DiskProbe,
+    HistoryProbe,
+    LeadershipProbe,
     GpuProbe,
     MonitorProbe,
     PackageProbe,
@@ -46,10 +51,12 @@ from services.doctor.findings import (
     Probes,
 )
 from services.doctor.deps import OPTIONAL, REQUIRED, WORKLOAD, package_status
+from services.up.lock import LOCK_NAME, fd_holders, held_by, pid_alive, read_owner
 
 MONITOR_PORT = 8222
 PROBE_STREAM = "RR_DOCTOR_PROBE"  # no such stream: deleting it is harmless even where it is allowed
 PROBE_TIMEOUT_S = 3.0
+LEADER_ELECTED_FILTER = f"{EVENTS_ROOT}.leader.*.LEADER_ELECTED.*"
 
 
 class Target(msgspec.Struct, frozen=True, kw_only=True):
@@ -68,6 +75,11 @@ class Target(msgspec.Struct, frozen=True, kw_only=True):
     min_free_gib: float = 10.0
     expected_gpu: str = ""
     max_skew_s: float = 1.0
+    embedded: bool = False  # nats_url is this node's rr up's embedded server
+    history_events: int = 1000  # the newest events read by the history probe
+    history_limit_s: float = 10.0  # a read of them that takes longer has stalled
+    election_window_s: float = 600.0
+    max_elections: int = 6
 
 
 async def gather(target: Target) -> Probes:
@@ -81,6 +93,8 @@ async def gather(target: Target) -> Probes:
         min_free_gib=target.min_free_gib, max_skew_s=target.max_skew_s,
         disk=await asyncio.to_thread(probe_disk, Path(target.data_dir)),
         gpu=await probe_gpu(target.expected_gpu, "torch" in importable),
+        data_lock=await asyncio.to_thread(probe_data_lock, Path(target.data_dir)),
+        max_elections=target.max_elections, embedded=target.embedded,
     )
     if target.credentials_error:
         return probes  # connecting with other credentials than the node's would say nothing useful
@@ -114,6 +128,55 @@ def probe_disk(path: Path) -> DiskProbe:
     except OSError as exc:
         return DiskProbe(path=str(path), error=exc.strerror or str(exc))
     return DiskProbe(path=str(path), free_bytes=usage.free, total_bytes=usage.total)
+
+
+def probe_data_lock(data_dir: Path) -> DataDirLockProbe:
+    """Who holds <data_dir>/rr.lock and, for running holders, what their lock files say (blocking)."""
+    path = data_dir / LOCK_NAME
+    pids = held_by(path)
+    alive = [pid for pid in pids if pid_alive(pid)]
+    owners = []
+    for lock_file in sorted(data_dir.glob("rr*.lock")) if alive else []:
+        owner = read_owner(lock_file)
+        if owner is not None and owner.pid in alive and held_by(lock_file):
+            owners.append(f"{owner.owner} pid {owner.pid}")
+    keepers = [] if alive or not pids else [f"{name} pid {pid}" for pid, name in sorted(fd_holders(path).items())]
+    return DataDirLockProbe(path=str(path), pids=pids, alive=alive, owners=owners, keepers=keepers)
+
+
+async def probe_history(bus: Bus, wanted: int, limit_s: float) -> HistoryProbe:
+    """Read the newest `wanted` events of RR_EVENTS, as a starting service does; a stall is recorded, not raised."""
+    started, read = time.monotonic(), 0
+
+    def count(_record: Record) -> None:
+        nonlocal read
+        read += 1
+
+    error = ""
+    try:
+        async with asyncio.timeout(limit_s):
+            last = await last_sequence(bus)
+            await replay(bus, count, start_seq=max(1, last - wanted + 1), end_seq=last, idle_timeout=limit_s)
+    except TimeoutError:
+        error = f"not complete within {limit_s:g}s"
+    except BusError as exc:
+        error = str(exc)
+    return HistoryProbe(wanted=wanted, limit_s=limit_s, read=read, seconds=time.monotonic() - started, error=error)
+
+
+async def probe_leadership(bus: Bus, window_s: float, limit_s: float) -> LeadershipProbe:
+    """LEADER_ELECTED per role (the subject's aggregate id) in the last `window_s` seconds."""
+    elections: collections.Counter[str] = collections.Counter()
+    since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=window_s)
+    try:
+        async with asyncio.timeout(limit_s):
+            await replay(bus, lambda r: elections.update([r.subject.split(".")[3]]), subject=LEADER_ELECTED_FILTER,
+                         start_time=since, idle_timeout=limit_s)
+    except TimeoutError:
+        return LeadershipProbe(window_s=window_s, elections=dict(elections), error=f"not complete within {limit_s:g}s")
+    except BusError as exc:
+        return LeadershipProbe(window_s=window_s, elections=dict(elections), error=str(exc))
+    return LeadershipProbe(window_s=window_s, elections=dict(elections))
 
 
 async def probe_gpu(expected: str, torch_importable: bool) -> GpuProbe:
@@ -198,9 +261,14 @@ async def _probe_bus(bus: Bus, watch: PermissionWatch, probes: Probes, target: T
             except BusError as exc:
                 jetstream = msgspec.structs.replace(jetstream, enabled=False, detail=str(exc))
                 break
+    history = leadership = None
+    if any(s.name == EVENTS_STREAM and s.exists for s in streams):
+        history = await probe_history(bus, target.history_events, target.history_limit_s)
+        if not history.error:  # a stalled log would only stall this read too
+            leadership = await probe_leadership(bus, target.election_window_s, target.history_limit_s)
     permissions = await probe_permissions(bus, watch, target) if target.credentials is not None else None
     return msgspec.structs.replace(probes, connection=connection, jetstream=jetstream, streams=streams,
-                                   monitor=monitor, permissions=permissions)
+                                   monitor=monitor, permissions=permissions, history=history, leadership=leadership)
 
 
 async def probe_permissions(bus: Bus, watch: PermissionWatch, target: Target) -> PermissionsProbe:

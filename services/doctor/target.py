@@ -14,7 +14,8 @@ from services.auth.credentials import CREDENTIALS_ENV, load_credentials
 from services.doctor.findings import ConfigProbe
 from services.doctor.probes import Target
 from services.options import CommonOptions
-from services.up.layout import default_data_dir
+from services.up.layout import resolve_data_dir
+from services.up.lock import LOCK_NAME, UP_OWNER, LockOwner, pid_alive, read_owner
 
 
 def build_target(
@@ -24,9 +25,18 @@ def build_target(
     monitor_url: str | None,
     min_free_gib: float,
     max_skew_s: float,
+    data_dir: Path | None = None,
+    history_limit_s: float = 10.0,
+    election_window_s: float = 600.0,
+    max_elections: int = 6,
     environ: Mapping[str, str] = os.environ,
+    home: Path | None = None,
 ) -> Target:
-    """The node's config, hosts entry and credentials, each load error kept for its check."""
+    """The node's config, hosts entry and credentials, each load error kept for its check.
+
+    The data dir is the one `rr up` would use (--data-dir, RR_DATA_DIR, XDG_DATA_HOME, ~/.local/share/rr);
+    when a running `rr up` holds it and no NATS URL was given, its server is the one probed.
+    """
     config, config_probe = _config(options.config_path)
     expected_gpu = ""
     if config.hosts_file and not config_probe.error:
@@ -38,13 +48,26 @@ def build_target(
             creds = load_credentials(path)
         except BusError as exc:
             creds_error = str(exc)
-    data_dir = Path(config.worker.data_dir).expanduser() if config.worker.data_dir else default_data_dir(environ, Path.home())
+    chosen = resolve_data_dir(data_dir, environ, home if home is not None else Path.home())
+    up = running_up(chosen)
+    nats_url = options.nats_url or (up.nats_url if up is not None and up.nats_url else DEFAULT_URL)
+    embedded = up is not None and up.embedded and nats_url == up.nats_url
     return Target(
-        nats_url=options.nats_url or DEFAULT_URL, node_id=options.node_id, config=config_probe,
-        credentials=creds, credentials_path=path, credentials_error=creds_error, monitor_url=monitor_url,
+        nats_url=nats_url, node_id=options.node_id, config=config_probe,
+        credentials=creds, credentials_path=path, credentials_error=creds_error,
+        monitor_url="" if embedded and monitor_url is None else monitor_url,  # the embedded server has no monitor port
         expected_replicas=config.streams.replicas, leases_bucket=config.leadership.bucket,
-        data_dir=str(data_dir), min_free_gib=min_free_gib, expected_gpu=expected_gpu, max_skew_s=max_skew_s,
+        data_dir=str(chosen), min_free_gib=min_free_gib, expected_gpu=expected_gpu, max_skew_s=max_skew_s,
+        embedded=embedded, history_limit_s=history_limit_s, election_window_s=election_window_s, max_elections=max_elections,
     )
+
+
+def running_up(data_dir: Path) -> LockOwner | None:
+    """The `rr up` whose lock file in `data_dir` names a running process, if any."""
+    owner = read_owner(data_dir / LOCK_NAME)
+    if owner is None or owner.owner != UP_OWNER or not pid_alive(owner.pid):
+        return None
+    return owner
 
 
 def _config(path: str | None) -> tuple[RrConfig, ConfigProbe]:

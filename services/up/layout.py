@@ -30,6 +30,12 @@ def default_data_dir(env: Mapping[str, str], home: Path) -> Path:
     return home / ".local" / "share" / "rr"
 
 
+def resolve_data_dir(flag: Path | None, env: Mapping[str, str], home: Path) -> Path:
+    """The data dir `rr up` uses (and `rr doctor` checks): --data-dir, else `default_data_dir`; absolute."""
+    chosen = flag.expanduser() if flag is not None else default_data_dir(env, home)
+    return chosen.absolute()
+
+
 def service_command(
     python: str, name: str, *, nats_url: str, node_id: str, config_path: str | None
 ) -> list[str]:

@@ -45,9 +45,12 @@ class LockOwner(msgspec.Struct, frozen=True, kw_only=True):
 class DataDirInUse(UpError):
     """Another process holds the data dir's lock: a second owner would corrupt it."""
 
-    def __init__(self, data_dir: Path, lock_path: Path, pids: list[int], owner: LockOwner | None) -> None:
+    def __init__(self, data_dir: Path, lock_path: Path, pids: list[int], owner: LockOwner | None,
+                 keepers: dict[int, str] | None = None) -> None:
         self.data_dir, self.lock_path, self.pids, self.owner = data_dir, lock_path, pids, owner
         who = f"{owner.owner} pid {owner.pid}" if owner is not None and owner.pid in pids else describe_pids(pids)
+        if keepers:  # the holder exited; what it started still has the lock (and the store) open
+            who += " (exited; still held by " + ", ".join(f"{name} pid {pid}" for pid, name in sorted(keepers.items())) + ")"
         super().__init__(
             f"data dir {data_dir} is in use by {who} (lock {lock_path}); stop it first or use another data dir "
             "(--data-dir or RR_DATA_DIR)"
@@ -144,7 +147,9 @@ def _take(data_dir: Path, path: Path, mode: int) -> int:
         fcntl.flock(fd, mode | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise DataDirInUse(data_dir, path, holders(path), read_owner(path)) from None
+        pids = holders(path)
+        keepers = fd_holders(path) if pids and not any(map(pid_alive, pids)) else None
+        raise DataDirInUse(data_dir, path, pids, read_owner(path), keepers) from None
     if not os.access(path, os.W_OK):
         os.close(fd)
         raise UpError(f"data dir {data_dir} is not writable: cannot write {path}; use --data-dir or RR_DATA_DIR")
@@ -172,14 +177,58 @@ def read_owner(path: Path) -> LockOwner | None:
         return None
 
 
-def holders(path: Path, proc_locks: Path = Path("/proc/locks")) -> list[int]:
-    """Pids holding a flock on `path`, from /proc/locks (Linux); else the pid its file records."""
+def held_by(path: Path, proc_locks: Path = Path("/proc/locks")) -> list[int]:
+    """Pids holding a flock on `path` now, without taking it where /proc/locks can say ([] when free or absent)."""
     try:
-        st, text = path.stat(), proc_locks.read_text()
+        st = path.stat()
     except OSError:
-        owner = read_owner(path)
-        return [owner.pid] if owner else []
+        return []
+    try:
+        text = proc_locks.read_text()
+    except OSError:
+        return _held_by_trying(path)
     return locking_pids(text, os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+
+
+def _held_by_trying(path: Path) -> list[int]:
+    # No /proc/locks (not Linux): a shared try shows an exclusive holder (rr up) only.
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return []
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = read_owner(path)
+        return [owner.pid if owner else 0]
+    finally:
+        os.close(fd)
+    return []
+
+
+def fd_holders(path: Path, proc: Path = Path("/proc")) -> dict[int, str]:
+    """Processes with `path` open, by pid, with their command name (Linux /proc; {} elsewhere): who keeps a lock."""
+    found: dict[int, str] = {}
+    target = str(path.resolve())
+    for fd_dir in proc.glob("[0-9]*/fd"):
+        with contextlib.suppress(OSError):
+            if any(os.readlink(fd) == target for fd in fd_dir.iterdir()):
+                found[int(fd_dir.parent.name)] = process_name(fd_dir.parent)
+    return found
+
+
+def process_name(proc_pid: Path) -> str:
+    """'rr-service worker' for an rr service, else the command's name (e.g. nats-server)."""
+    args = (proc_pid / "cmdline").read_bytes().split(b"\0")
+    if b"services.service_cli" in args and args.index(b"services.service_cli") + 1 < len(args):
+        return "rr-service " + args[args.index(b"services.service_cli") + 1].decode(errors="replace")
+    return (proc_pid / "comm").read_text().strip()
+
+
+def holders(path: Path) -> list[int]:
+    """Pids holding `path` (held_by), else the pid its file records: for the message of a refused start."""
+    owner = read_owner(path)
+    return held_by(path) or ([owner.pid] if owner else [])
 
 
 def locking_pids(proc_locks: str, major: int, minor: int, inode: int) -> list[int]:
