@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -102,6 +103,19 @@ def test_a_child_of_rr_up_runs_under_its_inherited_lock_only_for_that_data_dir(t
         lock_service("worker", other, env).close()
     finally:
         up.close()
+
+
+def test_abandoning_a_fresh_lock_removes_the_directories_it_made_and_nothing_else(tmp_path: Path) -> None:
+    lock_up(tmp_path / "a" / "b" / "data", UP).abandon()
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "kept").mkdir()
+    held = lock_up(tmp_path / "kept" / "data", UP)
+    (tmp_path / "kept" / "data" / "other").write_text("not ours")
+    held.abandon()
+    assert [p.name for p in (tmp_path / "kept" / "data").iterdir()] == ["other"]
+    existing = lock_up(tmp_path / "kept", UP)
+    existing.abandon()
+    assert (tmp_path / "kept" / LOCK_NAME).exists(), "a data dir that existed keeps its lock file"
 
 
 def test_a_data_dir_that_cannot_be_made_is_not_writable(tmp_path: Path) -> None:
@@ -221,3 +235,13 @@ async def test_what_a_killed_rr_up_left_running_keeps_the_data_dir_and_rr_doctor
         for pid in keepers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+async def test_a_start_refused_for_a_taken_port_creates_no_data_dir(tmp_path: Path) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        code, _out, err = await _run("-m", "services.cli", "up", "--nats-port", str(listener.getsockname()[1]),
+                                     "--data-dir", str(tmp_path / "new" / "data"))
+    assert code == 1 and "is in use" in err
+    assert list(tmp_path.iterdir()) == []

@@ -20,7 +20,7 @@ from eventbus.natsserver import NatsServer
 from eventbus.publisher import Publisher
 from services.doctor.checks import check_data_dir_lock, check_history, check_leadership, evaluate, passed
 from services.doctor.findings import DataDirLockProbe, HistoryProbe, LeadershipProbe, MonitorProbe
-from services.doctor.probes import probe_data_lock, probe_history, probe_leadership
+from services.doctor.probes import Target, probe_data_lock, probe_history, probe_leadership
 from services.doctor.target import build_target
 from services.options import CommonOptions
 from services.up.lock import LOCK_NAME, UP_OWNER, LockOwner, lock_up
@@ -83,7 +83,7 @@ def test_an_embedded_rr_up_gets_no_production_durability_advice() -> None:
 # ---- the data dir checked is rr up's ----------------------------------------------------------
 
 
-def _target(tmp_path: Path, nats_url: str | None = None, data_dir: Path | None = None, **env: str):  # type: ignore[no-untyped-def]
+def _target(tmp_path: Path, nats_url: str | None = None, data_dir: Path | None = None, **env: str) -> Target:
     options = CommonOptions(nats_url=nats_url, node_id="lap-1", config_path=None)
     return build_target(options, credentials_path="", monitor_url=None, min_free_gib=1, max_skew_s=1,
                         data_dir=data_dir, environ=env, home=tmp_path / "home")

@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from config.settings import load_config
+from config.settings import RrConfig, load_config
 from services.commands.streams import positive_int
 import services.registry  # noqa: F401  (fills SERVICES)
 from services.options import add_common_arguments, common_options
@@ -72,6 +72,14 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
+def check_ports(plan: UpPlan, config: RrConfig) -> None:
+    """The embedded server's and the api's ports are free; raises UpError naming the port."""
+    if plan.nats_url is None:
+        check_port_free(plan.host, plan.port)
+    if "api" in SERVICES and SERVICES["api"].on_up:  # else the api child would crash-loop on it
+        check_port_free(config.api.host or "0.0.0.0", plan.api_port or config.api.port, API_PORT_HINT)
+
+
 def run(args: argparse.Namespace) -> int:
     """Check, start, run until stopped; one line and exit 1 if anything stops it from starting."""
     plan = plan_from(args)
@@ -79,11 +87,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         # First, before any directory is made: a second rr up on this data dir is refused untouched.
         lock = lock_up(plan.layout.data_dir, LockOwner(pid=os.getpid(), owner=UP_OWNER))
+        try:
+            check_ports(plan, config)
+        except UpError:
+            lock.abandon()  # a refused start leaves no data dir behind
+            raise
         prepare_layout(plan.layout)
-        if plan.nats_url is None:
-            check_port_free(plan.host, plan.port)
-        if "api" in SERVICES and SERVICES["api"].on_up:  # else the api child would crash-loop on it
-            check_port_free(config.api.host or "0.0.0.0", plan.api_port or config.api.port, API_PORT_HINT)
         asyncio.run(run_up(plan, config, _say, lock))
     except UpError as exc:
         print(f"rr: {exc}", file=sys.stderr)

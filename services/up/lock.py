@@ -72,9 +72,10 @@ def service_lock_name(service: str) -> str:
 class HeldLock:
     """Locked files of one data dir, held until `close()` or the process exits."""
 
-    def __init__(self, data_dir: Path, fds: list[int]) -> None:
+    def __init__(self, data_dir: Path, fds: list[int], made: Path | None = None) -> None:
         self.data_dir = data_dir
         self.fds = fds  # fds[0] is rr.lock's: what rr up hands its children
+        self.made = made  # the topmost directory taking the lock created, None when data_dir existed
 
     @property
     def fd(self) -> int:
@@ -94,13 +95,38 @@ class HeldLock:
                 os.close(fd)
         self.fds = []
 
+    def abandon(self) -> None:
+        """Release, and remove what taking the lock created: a start refused later leaves no directory behind."""
+        if self.made is not None:
+            with contextlib.suppress(OSError):
+                (self.data_dir / LOCK_NAME).unlink()  # while still held: no one else can be holding it
+        self.close()
+        if self.made is None:
+            return
+        for directory in (self.data_dir, *self.data_dir.parents):
+            with contextlib.suppress(OSError):
+                directory.rmdir()  # empty ones only: whatever something else put there stays
+            if directory == self.made:
+                return
+
 
 def lock_up(data_dir: Path, owner: LockOwner) -> HeldLock:
     """rr up: the exclusive lock on <data_dir>/rr.lock, or DataDirInUse / UpError; creates data_dir only once held."""
+    made = first_missing(data_dir)
     fd = _take(data_dir, data_dir / LOCK_NAME, fcntl.LOCK_EX)
-    held = HeldLock(data_dir, [fd])
+    held = HeldLock(data_dir, [fd], made=made)
     held.record(owner)
     return held
+
+
+def first_missing(path: Path) -> Path | None:
+    """The topmost of `path` and its parents that does not exist; None when `path` exists."""
+    missing = None
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return missing
+        missing = candidate
+    return missing
 
 
 def lock_service(service: str, data_dir: Path, env: Mapping[str, str]) -> HeldLock:
