@@ -9,8 +9,10 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from services.up.errors import UpError
@@ -147,6 +149,25 @@ async def _run(*argv: str, **env: str) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), err.decode()
 
 
+@contextlib.contextmanager
+def frozen(pid: int) -> Iterator[None]:
+    """SIGSTOP a process and every descendant (parents first, so none starts a new one unseen); SIGCONT after."""
+    stopped: list[psutil.Process] = []
+    try:
+        pending = [psutil.Process(pid)]
+        while pending:
+            proc = pending.pop()
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.suspend()
+                stopped.append(proc)
+                pending += proc.children()
+        yield
+    finally:
+        for proc in reversed(stopped):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.resume()
+
+
 def _refusal(data: Path, who: str) -> str:
     return (f"data dir {data} is in use by {who} (lock {data / LOCK_NAME}); "
             "stop it first or use another data dir (--data-dir or RR_DATA_DIR)")
@@ -158,13 +179,17 @@ async def test_a_second_rr_up_on_a_running_data_dir_is_one_line_exit_1_and_start
     try:
         url = (await up.wait_line("rr up: NATS URL")).split()[4]
         await up.wait_line("rr up: Ctrl-C to stop")
-        lock_file = (data / LOCK_NAME).read_bytes(), (data / LOCK_NAME).stat().st_mtime_ns
+        await eventually(lambda: "rr-service worker" in fd_holders(data / LOCK_NAME).values(), timeout=30,
+                         message="the worker runs under rr up's lock")
         nats_port, api_port = _free_port(), _free_port()
-        code, _out, err = await _run("-m", "services.cli", "up", "--nats-port", str(nats_port), "--api-port", str(api_port),
-                               "--data-dir", str(data))
+        with frozen(up.proc.pid):  # the first rr up and all it started write nothing while the second tries
+            before = tree(data)
+            code, _out, err = await _run("-m", "services.cli", "up", "--nats-port", str(nats_port), "--api-port",
+                                         str(api_port), "--data-dir", str(data))
+            after = tree(data)
         assert code == 1
         assert err.strip().splitlines() == [f"rr: {_refusal(data, f'rr up pid {up.proc.pid}')}"]
-        assert ((data / LOCK_NAME).read_bytes(), (data / LOCK_NAME).stat().st_mtime_ns) == lock_file
+        assert after == before, "the refused rr up created or changed nothing"
         assert _port_free(nats_port) and _port_free(api_port), "the refused rr up started no server"
         assert read_owner(data / LOCK_NAME) == LockOwner(pid=up.proc.pid, owner="rr up", nats_url=url, embedded=True)
 
