@@ -234,6 +234,22 @@ class WorkAttemptFailed(Event, tag="WORK_ATTEMPT_FAILED", kw_only=True):
     reason: str
     exit_code: int | None = None
     stderr_tail: str = ""
+    cause: str = ""  # one line: the last exception line of the job's stderr, when it printed one
+
+
+class WorkHandedBack(Event, tag="WORK_HANDED_BACK", kw_only=True):
+    """An attempt ended without fault of its job (its worker stopped, its node was removed); not a failed attempt.
+
+    The item goes back to pending and runs again; handed-back attempts never count towards
+    max_attempts.
+    """
+
+    aggregate: ClassVar[str] = "work"
+    key_field: ClassVar[str] = "work_id"
+    work_id: str
+    node: str
+    attempt: int
+    reason: str
 
 
 class WorkFailed(Event, tag="WORK_FAILED", kw_only=True):
@@ -429,6 +445,7 @@ AnyEvent = Union[
     WorkProgress,
     WorkCompleted,
     WorkAttemptFailed,
+    WorkHandedBack,
     WorkFailed,
     WorkCancelled,
     SelfplayComplete,

@@ -17,6 +17,7 @@ from eventbus.events import (
     WorkCancelled,
     WorkCompleted,
     WorkFailed,
+    WorkHandedBack,
     WorkProgress,
     WorkStarted,
 )
@@ -24,7 +25,7 @@ from projections.base import Anomaly, Projection, config_key, rejected
 from projections.fence import Fence, screen
 from projections.pmap import PMap
 
-VERSION = 1
+VERSION = 2  # 2: failures and late completions (handed-back attempts do not count)
 
 
 class WorkStatus(enum.Enum):
@@ -43,20 +44,27 @@ C, F, X = WorkStatus.COMPLETED, WorkStatus.FAILED, WorkStatus.CANCELLED
 
 # The lifecycle, in one place. A (state, event) pair not listed is an illegal transition.
 # A new WORK_ASSIGNED supersedes the current attempt (the leader re-assigned it, e.g. its node
-# went offline); a failed attempt puts the item back to pending until it is re-assigned or
-# given up on.
+# went offline); a failed or handed-back attempt puts the item back to pending until it is
+# re-assigned or given up on. A completion of an attempt that already ended is judged by
+# `late_completion` before this table.
 TRANSITIONS: dict[WorkStatus, dict[type[Event], WorkStatus]] = {
     P: {WorkAssigned: A, WorkFailed: F, WorkCancelled: X},
-    A: {WorkAssigned: A, WorkStarted: R, WorkCompleted: C, WorkAttemptFailed: P, WorkFailed: F, WorkCancelled: X},
+    A: {
+        WorkAssigned: A, WorkStarted: R, WorkCompleted: C, WorkAttemptFailed: P, WorkHandedBack: P, WorkFailed: F,
+        WorkCancelled: X,
+    },
     R: {
         WorkAssigned: A, WorkProgress: R, TrainingStarted: R, WorkCompleted: C, WorkAttemptFailed: P,
-        WorkFailed: F, WorkCancelled: X,
+        WorkHandedBack: P, WorkFailed: F, WorkCancelled: X,
     },
     C: {},
     F: {},
     # A cancelled attempt still reports how it ended (the worker stopped it): recorded, no move.
-    X: {WorkProgress: X, WorkAttemptFailed: X},
+    X: {WorkProgress: X, WorkAttemptFailed: X, WorkHandedBack: X},
 }
+# States in which a completion of an attempt that ended (handed back or failed) is still taken:
+# nothing newer has started, and the item was not cancelled.
+LATE_COMPLETION_STATES = frozenset({P, A, F})
 TERMINAL = frozenset({C, F, X})
 ACTIVE = frozenset({A, R})  # states in which an attempt holds a node
 
@@ -76,6 +84,11 @@ class WorkItem(msgspec.Struct, frozen=True, kw_only=True):
     epoch: int | None = None  # epoch of the assignment of the current attempt
     progress: float | None = None
     reason: str = ""  # why it failed, was cancelled, or its last attempt failed
+    failures: int = 0  # attempts that ended failed; handed-back ones do not count towards max_attempts
+    handed_back: int = 0  # attempts handed back (worker stopped, node removed)
+    # Attempts that ended (handed back or failed) with no newer attempt started since: a
+    # completion from one of them is still accepted (see late_completion).
+    ended: tuple[tuple[int, str], ...] = ()
     added_seq: int = 0
     added_at: dt.datetime | None = None
     updated_seq: int = 0
@@ -141,15 +154,38 @@ def attempt_problem(item: WorkItem, event: Event) -> str | None:
     return None
 
 
+def late_completion(item: WorkItem, event: Event) -> bool:
+    """Whether a completion comes from an attempt that already ended and still counts.
+
+    The rule: an attempt handed back or failed (timed out, its node lost) that completes after
+    all is accepted while no newer attempt of the item has started and the item was not
+    cancelled -- pending, assigned to a newer attempt not yet started, or even given up on.
+    Its work is done; running it again would only repeat it.
+    """
+    return (
+        isinstance(event, WorkCompleted)
+        and item.status in LATE_COMPLETION_STATES
+        and (event.attempt, event.node) in item.ended
+    )
+
+
 def _moved(item: WorkItem, event: Event, status: WorkStatus, seq: int) -> WorkItem:
     changes: dict[str, object] = {"status": status, "updated_seq": seq, "updated_at": event.ts}
     if isinstance(event, WorkAssigned):
         changes.update(attempt=event.attempt, node=event.node, epoch=event.epoch, progress=None)
+    elif isinstance(event, WorkStarted):  # a newer attempt runs: older ones may no longer complete
+        changes.update(ended=tuple(e for e in item.ended if e[0] >= event.attempt))
     elif isinstance(event, WorkProgress):
         changes.update(progress=event.fraction)
     elif isinstance(event, WorkCompleted):
-        changes.update(progress=1.0, reason="")
-    elif isinstance(event, (WorkAttemptFailed, WorkFailed, WorkCancelled)) and item.status is not WorkStatus.CANCELLED:
+        changes.update(progress=1.0, reason="", node=event.node, ended=())
+    if isinstance(event, (WorkAttemptFailed, WorkHandedBack)) and item.status is not WorkStatus.CANCELLED:
+        changes.update(ended=(*item.ended, (event.attempt, event.node)))
+        if isinstance(event, WorkAttemptFailed):
+            changes.update(failures=item.failures + 1)
+        else:
+            changes.update(handed_back=item.handed_back + 1)
+    if isinstance(event, (WorkAttemptFailed, WorkHandedBack, WorkFailed, WorkCancelled)) and item.status is not WorkStatus.CANCELLED:
         changes.update(reason=event.reason)
     return msgspec.structs.replace(item, **changes)
 
@@ -160,6 +196,8 @@ def transition(state: WorkState, event: Event, seq: int) -> WorkState:
     item = state.items.get(work_id)
     if item is None:
         return rejected(state, seq, event, f"unknown work item {work_id}")
+    if late_completion(item, event):
+        return _stored(state, seq, item, _moved(item, event, C, seq))
     problem = attempt_problem(item, event)
     if problem is not None:
         return rejected(state, seq, event, problem)

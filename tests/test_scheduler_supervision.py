@@ -11,6 +11,10 @@ from eventbus.events import (
     WorkAdded,
     WorkAssigned,
     WorkAttemptFailed,
+    WorkCancelled,
+    WorkCompleted,
+    WorkFailed,
+    WorkHandedBack,
     WorkStarted,
 )
 from projections import work
@@ -19,7 +23,9 @@ from services.scheduler.settings import SchedulerSettings
 from services.scheduler.supervision import (
     FailAttempt,
     GiveUp,
+    HandBack,
     Track,
+    assignable,
     supervise,
     tracked,
 )
@@ -60,10 +66,36 @@ def test_a_healthy_running_attempt_needs_nothing() -> None:
     assert decide(events, now=30, alive={"a"}) == []
 
 
-def test_an_attempt_on_an_offline_node_fails_with_that_reason() -> None:
+def test_an_attempt_on_an_offline_node_is_handed_back_with_that_reason() -> None:
+    # A node removed, restarted or cut off is no fault of the job: the attempt does not count.
     events = [added(), assigned(1, "a", 1)]
     [decision] = decide(events, now=5, alive={"b"})
-    assert decision == FailAttempt(work_id="w1", node="a", attempt=1, reason="node a went offline")
+    assert decision == HandBack(work_id="w1", node="a", attempt=1, reason="node a went offline")
+
+
+def test_handed_back_attempts_never_use_up_max_attempts() -> None:
+    events: list[Event] = [added()]
+    for attempt in range(1, 6):
+        events += [assigned(attempt, "a", attempt), WorkHandedBack(work_id="w1", node="a", attempt=attempt,
+                                                                   reason="handed back: worker stopping", ts=at(attempt))]
+    state, _ = fold(events)
+    item = state.items["w1"]
+    assert (item.status, item.attempt, item.failures, item.handed_back) == (work.WorkStatus.PENDING, 5, 0, 5)
+    assert decide(events, now=10, alive={"a"}) == []
+    assert assignable(item, SETTINGS)
+
+
+def test_only_failed_attempts_count_towards_giving_up() -> None:
+    events = [
+        added(), assigned(1, "a", 1), WorkAttemptFailed(work_id="w1", node="a", attempt=1, reason="exit 1", ts=at(2)),
+        assigned(2, "a", 3), WorkHandedBack(work_id="w1", node="a", attempt=2, reason="worker stopping", ts=at(4)),
+        assigned(3, "b", 5), WorkAttemptFailed(work_id="w1", node="b", attempt=3, reason="exit 9", ts=at(6)),
+    ]
+    [decision] = decide(events[:5], now=5, alive={"a", "b"}) or [None]
+    assert decision is None, "one failure and one hand-back: max_attempts 2 not reached"
+    [decision] = decide(events, now=7, alive={"a", "b"})
+    assert isinstance(decision, GiveUp) and decision.reason.startswith("gave up after 2 failed attempts")
+    assert [o.attempt for o in decision.attempts] == [1, 3]
 
 
 def test_an_attempt_past_its_deadline_fails() -> None:
@@ -113,3 +145,42 @@ def test_a_node_in_the_hosts_file_takes_its_listed_capacity_and_an_unlisted_one_
     gpu, laptop = node_views(nodes, hosts, {"gpu": 1}, SETTINGS)
     assert (gpu.configured, gpu.roles, gpu.vram_gb, gpu.max_parallel_jobs, gpu.running) == (True, ("training",), 24.0, 3, 1)
     assert (laptop.configured, laptop.max_parallel_jobs) == (False, SETTINGS.default_max_parallel_jobs)
+
+
+# ---- a completion after its attempt ended ------------------------------------------------
+
+
+def completed(attempt: int, node: str, ts: float) -> WorkCompleted:
+    return WorkCompleted(work_id="w1", node=node, attempt=attempt, ts=at(ts))
+
+
+def test_a_completion_after_a_hand_back_is_accepted_while_nothing_newer_started() -> None:
+    handed = WorkHandedBack(work_id="w1", node="a", attempt=1, reason="node a went offline", ts=at(3))
+    state, _ = fold([added(), assigned(1, "a", 1), WorkStarted(work_id="w1", node="a", attempt=1, ts=at(2)), handed,
+                     completed(1, "a", 4)])
+    assert state.items["w1"].status is work.WorkStatus.COMPLETED and not state.anomalies
+    # ... also when a newer attempt is assigned but has not started: the item is done, it need not run again
+    state, _ = fold([added(), assigned(1, "a", 1), handed, assigned(2, "b", 4), completed(1, "a", 5)])
+    item = state.items["w1"]
+    assert (item.status, item.node) == (work.WorkStatus.COMPLETED, "a")
+
+
+def test_a_completion_after_a_timeout_is_accepted_even_when_the_item_was_given_up() -> None:
+    timed_out = WorkAttemptFailed(work_id="w1", node="a", attempt=1, reason="deadline passed", ts=at(3))
+    state, _ = fold([added(), assigned(1, "a", 1), timed_out, WorkFailed(work_id="w1", reason="gave up", ts=at(8)), completed(1, "a", 9)])
+    assert state.items["w1"].status is work.WorkStatus.COMPLETED
+
+
+def test_a_late_completion_is_rejected_once_a_newer_attempt_started_or_the_item_was_cancelled() -> None:
+    handed = WorkHandedBack(work_id="w1", node="a", attempt=1, reason="worker stopping", ts=at(3))
+    started_b = WorkStarted(work_id="w1", node="b", attempt=2, ts=at(5))
+    state, _ = fold([added(), assigned(1, "a", 1), handed, assigned(2, "b", 4), started_b, completed(1, "a", 6)])
+    assert state.items["w1"].status is work.WorkStatus.RUNNING
+    assert "superseded attempt 1" in state.anomalies[-1].reason
+    cancelled = WorkCancelled(work_id="w1", reason="operator", ts=at(4))
+    state, _ = fold([added(), assigned(1, "a", 1), handed, cancelled, completed(1, "a", 6)])
+    assert state.items["w1"].status is work.WorkStatus.CANCELLED
+    # a completion from a node that never held that attempt is not one
+    state, _ = fold([added(), assigned(1, "a", 1), handed, completed(1, "z", 6)])
+    assert state.items["w1"].status is work.WorkStatus.PENDING
+

@@ -20,6 +20,7 @@ from eventbus.events import (
     WorkCancelled,
     WorkCompleted,
     WorkFailed,
+    WorkHandedBack,
     WorkStarted,
 )
 from services.worker.gpuidle import gpu_stuck_reason, next_idle_since
@@ -114,10 +115,13 @@ def test_recovery_kills_a_live_orphan_and_reports_every_left_job_unless_its_end_
     open_view = item_view("w-1", [ADDED, assigned()])
     ended_view = item_view("w-1", [ADDED, assigned(), WorkCompleted(work_id="w-1", node="n1", attempt=1)])
     alive = plan_recovery(record(), True, open_view)
+    assert all(isinstance(e, WorkHandedBack) for e in alive.events), "a worker restart is a hand-back, not a failure"
     assert alive.kill and [e.reason for e in alive.events] == [ORPHAN_KILLED]  # type: ignore[attr-defined]
     assert [e.reason for e in plan_recovery(record(), False, open_view).events] == [ENDED_WHILE_DOWN]  # type: ignore[attr-defined]
     assert [e.reason for e in plan_recovery(record(None), False, open_view).events] == [NEVER_STARTED]  # type: ignore[attr-defined]
     assert plan_recovery(record(), False, ended_view).events == []
+    handed_view = item_view("w-1", [ADDED, assigned(), WorkHandedBack(work_id="w-1", node="n1", attempt=1, reason="r")])
+    assert plan_recovery(record(), False, handed_view).events == [], "a hand-back settles the attempt"
     done = WorkCompleted(work_id="w-1", node="n1", attempt=1, id="n1:abc")
     assert plan_recovery(record(pending=[done]), False, open_view).events == [done]
     assert plan_recovery(record(pending=[done]), False, ended_view).events == []

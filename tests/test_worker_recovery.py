@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil  # type: ignore[import-untyped,unused-ignore]
 import yaml
 
-from eventbus.events import WorkAttemptFailed, WorkStarted
+from eventbus.events import WorkAttemptFailed, WorkHandedBack, WorkStarted
 from services.worker.records import read_records
 from services.worker.recovery import ENDED_WHILE_DOWN, ORPHAN_KILLED
 from tests.bus_harness import provisioned_bus
@@ -79,9 +79,10 @@ async def test_a_worker_killed_mid_job_kills_the_orphan_and_reports_both_jobs_wh
         assert {r.work_id for r in read_records(tmp_path / "data" / "worker" / NODE / "running.json")} == {"w-orphan", "w-short"}
 
         async with worker_process(nats_url, config):
-            await eventually(lambda: len(log.of(WorkAttemptFailed)) == 2, timeout=30, message="both reported")
-            [orphan] = log.of(WorkAttemptFailed, work_id="w-orphan")
-            [ended] = log.of(WorkAttemptFailed, work_id="w-short")
+            await eventually(lambda: len(log.of(WorkHandedBack)) == 2, timeout=30, message="both handed back")
+            [orphan] = log.of(WorkHandedBack, work_id="w-orphan")
+            [ended] = log.of(WorkHandedBack, work_id="w-short")
+            assert log.of(WorkAttemptFailed) == [], "a worker restart costs no attempt"
             await eventually(lambda: all(gone(p) for p in orphans), timeout=10, message="the orphan's group is gone")
             await eventually(lambda: read_records(tmp_path / "data" / "worker" / NODE / "running.json") == [],
                              timeout=10, message="records cleared")

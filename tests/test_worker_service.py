@@ -18,6 +18,7 @@ from eventbus.events import (
     SelfplayComplete,
     TrainingComplete,
     WorkAttemptFailed,
+    WorkHandedBack,
     WorkCompleted,
     WorkProgress,
     WorkStarted,
@@ -192,7 +193,7 @@ async def test_a_job_on_a_gpu_node_whose_gpu_stays_idle_is_stopped_as_stuck(
     assert stuck.reason.startswith("stuck: GPU idle (0% utilization) for"), stuck.reason
 
 
-async def test_a_worker_that_stops_ends_its_running_jobs_and_reports_them(nats_url: str, tmp_path: Path, eventually) -> None:
+async def test_a_worker_that_stops_hands_its_running_jobs_back(nats_url: str, tmp_path: Path, eventually) -> None:
     config = RrConfig(worker=worker_settings(tmp_path, templates={"selfplay": CHILD + " --progress -1 --ignore-term"}))
     async with provisioned_bus(nats_url, node_id="sched") as bus, watching(bus) as log:
         sched = Scheduler(bus)
@@ -201,8 +202,9 @@ async def test_a_worker_that_stops_ends_its_running_jobs_and_reports_them(nats_u
             await sched.assign("w-run", NODE)
             await eventually(lambda: log.of(WorkProgress, work_id="w-run"), timeout=20, message="the job runs")
             pids = pids_in(next((tmp_path / "data").rglob("pids")))
-        [failed] = await eventually(lambda: log.of(WorkAttemptFailed, work_id="w-run"), timeout=10, message="stop reported")
-    assert (failed.reason, failed.exit_code) == ("worker stopped", -9)
+        [back] = await eventually(lambda: log.of(WorkHandedBack, work_id="w-run"), timeout=10, message="hand-back reported")
+    assert (back.node, back.attempt, back.reason) == (NODE, 1, "handed back: worker stopping")
+    assert log.of(WorkAttemptFailed, work_id="w-run") == [], "a worker stopping is no failed attempt"
     assert all(gone(p) for p in pids)
     assert read_records(records_file(tmp_path)) == []
 

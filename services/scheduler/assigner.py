@@ -25,6 +25,7 @@ from eventbus.events import (
     WorkCancelled,
     WorkCompleted,
     WorkFailed,
+    WorkHandedBack,
     decode,
     utcnow,
 )
@@ -44,7 +45,7 @@ from services.snapshotting import load_state, save_state
 log = logging.getLogger(__name__)
 
 # Events after which a round should come at once rather than at the next interval.
-_WAKING = (WorkAdded, WorkCompleted, WorkAttemptFailed, WorkCancelled, WorkFailed, HostOnline, HostOffline)
+_WAKING = (WorkAdded, WorkCompleted, WorkAttemptFailed, WorkHandedBack, WorkCancelled, WorkFailed, HostOnline, HostOffline)
 CATCH_UP_TIMEOUT_S = 60.0
 READ_BACK_TIMEOUT_S = 5.0
 PUBLISH_WINDOW = 256  # decisions of one round in flight at once (each on its own item)

@@ -11,13 +11,13 @@ import datetime as dt
 from typing import NamedTuple
 
 from config.hosts import HostsConfig
-from eventbus.events import Event, WorkAssigned, WorkAttemptFailed, WorkFailed
+from eventbus.events import Event, WorkAssigned, WorkAttemptFailed, WorkFailed, WorkHandedBack
 from projections.work import WorkItem
 from services.scheduler import queue
 from services.scheduler.policy import plan_assignments
 from services.scheduler.settings import SchedulerSettings
 from services.scheduler.signals import config_signals
-from services.scheduler.supervision import Decision, FailAttempt, supervise
+from services.scheduler.supervision import Decision, FailAttempt, HandBack, supervise
 from services.scheduler.views import node_views, work_views
 
 
@@ -30,7 +30,7 @@ class Conditional(NamedTuple):
 
 
 def supervision_round(state: queue.QueueState, now: dt.datetime, settings: SchedulerSettings) -> list[Conditional]:
-    """Attempts in trouble to fail, and exhausted items to give up on."""
+    """Attempts in trouble to fail or hand back, and exhausted items to give up on."""
     decisions = supervise(queue.open_items(state), state.tracks, now, queue.alive_nodes(state), settings)
     return [Conditional(d.work_id, decision_event(d), queue.expected_seq(state, d.work_id)) for d in decisions]
 
@@ -62,4 +62,6 @@ def decision_event(decision: Decision) -> Event:
     """The event recording a supervision decision."""
     if isinstance(decision, FailAttempt):
         return WorkAttemptFailed(work_id=decision.work_id, node=decision.node, attempt=decision.attempt, reason=decision.reason)
+    if isinstance(decision, HandBack):
+        return WorkHandedBack(work_id=decision.work_id, node=decision.node, attempt=decision.attempt, reason=decision.reason)
     return WorkFailed(work_id=decision.work_id, reason=decision.reason, attempts=list(decision.attempts))

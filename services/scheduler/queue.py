@@ -109,5 +109,5 @@ def open_items(state: QueueState) -> list[work.WorkItem]:
 # For snapshots (services/snapshotting.py): the leader saves its queue now and then, and the next
 # leader folds only the tail after it. Bump `version` when QueueState's shape or meaning changes.
 PROJECTION: Projection[QueueState] = Projection(
-    name="scheduler-queue", version=1, initial=QueueState, apply=apply, reads=frozenset(EVENT_TYPES),
+    name="scheduler-queue", version=2, initial=QueueState, apply=apply, reads=frozenset(EVENT_TYPES),
 )

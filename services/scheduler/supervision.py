@@ -1,8 +1,11 @@
-"""Attempt supervision, pure: which running attempts have failed (node lost, deadline, silence) and which items to give up.
+"""Attempt supervision, pure: which running attempts have ended (node lost, deadline, silence) and which items to give up.
 
-The leader never re-assigns a live attempt directly: it first records the attempt as failed
-(WORK_ATTEMPT_FAILED on the node's behalf, with why), which puts the item back to pending,
-so every ended attempt and its reason is in the log and a successor leader can list them.
+The leader never re-assigns a live attempt directly: it first records the attempt as ended on
+the node's behalf, with why, which puts the item back to pending, so every ended attempt and
+its reason is in the log and a successor leader can list them. An attempt whose node went
+offline is handed back (WORK_HANDED_BACK: a node removed, restarted or cut off is no fault of
+the job); one past its deadline or silent is failed (WORK_ATTEMPT_FAILED) and counts towards
+max_attempts.
 """
 
 from __future__ import annotations
@@ -42,6 +45,15 @@ class FailAttempt(msgspec.Struct, frozen=True, kw_only=True):
     reason: str
 
 
+class HandBack(msgspec.Struct, frozen=True, kw_only=True):
+    """Record the current attempt as handed back: its node is gone, which is not the job's fault."""
+
+    work_id: str
+    node: str
+    attempt: int
+    reason: str
+
+
 class GiveUp(msgspec.Struct, frozen=True, kw_only=True):
     """Stop trying the item: every allowed attempt failed."""
 
@@ -50,7 +62,7 @@ class GiveUp(msgspec.Struct, frozen=True, kw_only=True):
     attempts: tuple[AttemptOutcome, ...]
 
 
-Decision = FailAttempt | GiveUp
+Decision = FailAttempt | HandBack | GiveUp
 
 
 def tracked(track: Track | None, item: WorkItem | None, event: Event, seq: int) -> Track:
@@ -68,12 +80,17 @@ def tracked(track: Track | None, item: WorkItem | None, event: Event, seq: int) 
     return msgspec.structs.replace(track, **changes)
 
 
+def node_lost(item: WorkItem, alive: frozenset[str]) -> str | None:
+    """Why the item's live attempt is to be handed back (its node is offline), or None."""
+    if item.status in ACTIVE and item.node is not None and item.node not in alive:
+        return f"node {item.node} went offline"
+    return None
+
+
 def attempt_trouble(item: WorkItem, track: Track, now: dt.datetime, alive: frozenset[str], settings: SchedulerSettings) -> str | None:
-    """Why the item's live attempt must be given up, or None while it is healthy."""
+    """Why the item's live attempt must be failed (deadline, silence), or None while it is healthy."""
     if item.status not in ACTIVE or item.node is None:
         return None
-    if item.node not in alive:
-        return f"node {item.node} went offline"
     if track.deadline is not None and now >= track.deadline:
         return f"deadline {track.deadline.isoformat()} passed"
     if item.updated_at is not None:
@@ -85,13 +102,17 @@ def attempt_trouble(item: WorkItem, track: Track, now: dt.datetime, alive: froze
 
 def supervise_item(item: WorkItem, track: Track, now: dt.datetime, alive: frozenset[str], settings: SchedulerSettings) -> Decision | None:
     """The decision for one item now, if any."""
+    lost = node_lost(item, alive)
+    if lost is not None:
+        assert item.node is not None
+        return HandBack(work_id=item.work_id, node=item.node, attempt=item.attempt, reason=lost)
     trouble = attempt_trouble(item, track, now, alive, settings)
     if trouble is not None:
         assert item.node is not None
         return FailAttempt(work_id=item.work_id, node=item.node, attempt=item.attempt, reason=trouble)
-    if item.status is WorkStatus.PENDING and item.attempt >= settings.max_attempts:
+    if item.status is WorkStatus.PENDING and item.failures >= settings.max_attempts:
         last = track.outcomes[-1].reason if track.outcomes else item.reason
-        reason = f"gave up after {item.attempt} attempts (max_attempts {settings.max_attempts}): {last}"
+        reason = f"gave up after {item.failures} failed attempts (max_attempts {settings.max_attempts}): {last}"
         return GiveUp(work_id=item.work_id, reason=reason, attempts=track.outcomes)
     return None
 
@@ -110,4 +131,4 @@ def supervise(
 
 def assignable(item: WorkItem, settings: SchedulerSettings) -> bool:
     """Whether a pending item may get another attempt."""
-    return item.status is WorkStatus.PENDING and item.attempt < settings.max_attempts
+    return item.status is WorkStatus.PENDING and item.failures < settings.max_attempts

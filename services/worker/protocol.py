@@ -21,6 +21,7 @@ from eventbus.events import (
     WorkCancelled,
     WorkCompleted,
     WorkFailed,
+    WorkHandedBack,
     WorkStarted,
 )
 
@@ -40,7 +41,7 @@ class ItemView(msgspec.Struct, frozen=True, kw_only=True):
     attempt: int = 0  # the newest attempt assigned
     node: str | None = None  # ... and its node
     started: frozenset[tuple[int, str]] = frozenset()  # (attempt, node) pairs that published WORK_STARTED
-    ended: frozenset[tuple[int, str]] = frozenset()  # (attempt, node) pairs that completed or failed
+    ended: frozenset[tuple[int, str]] = frozenset()  # (attempt, node) pairs that completed, failed or were handed back
     closed: str = ""  # "completed", "failed" or "cancelled" once the item itself is over
 
 
@@ -57,7 +58,7 @@ def fold_item(view: ItemView, event: Event) -> ItemView:
         return replace(view, started=view.started | {(event.attempt, event.node)})
     if isinstance(event, WorkCompleted):
         return replace(view, ended=view.ended | {(event.attempt, event.node)}, closed="completed")
-    if isinstance(event, WorkAttemptFailed):
+    if isinstance(event, (WorkAttemptFailed, WorkHandedBack)):
         return replace(view, ended=view.ended | {(event.attempt, event.node)})
     if isinstance(event, WorkFailed):
         return replace(view, closed=view.closed or "failed")

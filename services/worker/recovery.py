@@ -6,8 +6,9 @@ For each record (services/worker/records.py):
   - a process still alive (same pid and start time): kill its group, report "orphan killed";
   - a process gone: report "job ended while worker was down";
   - never started (it waited for a slot): report "worker restarted before the job started";
-unless the log already holds that attempt's end. Leftover processes of the job's group are
-killed in every case.
+unless the log already holds that attempt's end. Each of these is a hand-back (WORK_HANDED_BACK),
+not a failed attempt: the worker restarting is no fault of the job, and the item runs again.
+Leftover processes of the job's group are killed in every case.
 """
 
 from __future__ import annotations
@@ -24,13 +25,13 @@ from eventbus.events import Event
 from services.worker import processes
 from services.worker.protocol import ItemView, attempt_settled
 from services.worker.records import JobRecord
-from services.worker.results import attempt_failed
+from services.worker.results import handed_back
 
 log = logging.getLogger(__name__)
 
-ORPHAN_KILLED = "worker restarted; orphan killed"
-ENDED_WHILE_DOWN = "worker restarted; job ended while worker was down"
-NEVER_STARTED = "worker restarted before the job started"
+ORPHAN_KILLED = "handed back: worker restarted; orphan killed"
+ENDED_WHILE_DOWN = "handed back: worker restarted; job ended while worker was down"
+NEVER_STARTED = "handed back: worker restarted before the job started"
 GROUP_POLL_S = 0.1
 
 
@@ -50,11 +51,11 @@ def plan_recovery(record: JobRecord, alive: bool, view: ItemView) -> Recovery:
         return Recovery(kill=alive, events=events, summary="end already published" if settled else "end events republished")
     if alive:
         # Its end was never published, whatever the log says of other attempts: it is ours to end.
-        return Recovery(kill=True, events=[attempt_failed(record.key, record.node, ORPHAN_KILLED)], summary=ORPHAN_KILLED)
+        return Recovery(kill=True, events=[handed_back(record.key, record.node, ORPHAN_KILLED)], summary=ORPHAN_KILLED)
     if settled:
         return Recovery(kill=False, events=[], summary="end already published")
     reason = NEVER_STARTED if record.pid is None else ENDED_WHILE_DOWN
-    return Recovery(kill=False, events=[attempt_failed(record.key, record.node, reason)], summary=reason)
+    return Recovery(kill=False, events=[handed_back(record.key, record.node, reason)], summary=reason)
 
 
 def is_alive(record: JobRecord) -> bool:

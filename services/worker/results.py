@@ -21,6 +21,7 @@ from eventbus.events import (
     WorkAdded,
     WorkAttemptFailed,
     WorkCompleted,
+    WorkHandedBack,
 )
 from services.worker.jobs import JobOutcome
 from services.worker.outputs import BestModel
@@ -97,12 +98,20 @@ def attempt_failed(key: AttemptKey, node: str, reason: str, exit_code: int | Non
                              exit_code=exit_code, stderr_tail=stderr_tail)
 
 
+def handed_back(key: AttemptKey, node: str, reason: str) -> WorkHandedBack:
+    """The event that gives an attempt back without counting it as failed (the worker stops, not the job)."""
+    return WorkHandedBack(work_id=key.work_id, node=node, attempt=key.attempt, reason=reason)
+
+
 def outcome_events(item: WorkAdded, key: AttemptKey, node: str, outcome: JobOutcome, outputs: list[ArtifactRef],
-                   best: BestModel | None = None) -> list[Event]:
+                   best: BestModel | None = None, hand_back: bool = False) -> list[Event]:
     """The events that end an attempt, in the order to publish them (the domain event before WORK_COMPLETED).
 
-    `best` is the model the worker handed the job as {model_path}, if any.
+    `best` is the model the worker handed the job as {model_path}, if any; `hand_back`: the job
+    was stopped because the worker stops, so an attempt it did not finish is handed back.
     """
+    if hand_back and outcome.stop_reason is not None:
+        return [handed_back(key, node, outcome.stop_reason)]
     if not outcome.succeeded:
         reason = outcome.stop_reason or f"exited with status {outcome.exit_code}"
         return [attempt_failed(key, node, reason, outcome.exit_code, outcome.stderr_tail)]

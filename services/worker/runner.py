@@ -25,7 +25,7 @@ from services.worker import outputs, processes
 from services.worker.jobs import Job, JobLimits
 from services.worker.protocol import AttemptKey
 from services.worker.records import JobRecord, RecordBook
-from services.worker.results import attempt_failed, outcome_events
+from services.worker.results import attempt_failed, handed_back, outcome_events
 from services.worker.settings import WorkerSettings
 from services.worker.templates import TemplateError, WorkerValues, expand, template_values
 
@@ -57,6 +57,7 @@ class Attempt:
         self.job: Job | None = None
         self.stop_reason: str | None = None
         self.stop_grace_s: float | None = None
+        self.hand_back = False  # stopped because the worker stops: its end is a hand-back, not a failure
         # Whether an idle GPU means it is stuck: training, or a job given a model to run. Selfplay
         # before the first promotion searches without a net and never touches the GPU.
         self.uses_gpu = False
@@ -64,11 +65,15 @@ class Attempt:
         self.progress: tuple[float | None, str] = (None, "")
         self.progress_changed = asyncio.Event()
 
-    def request_stop(self, reason: str, grace_s: float | None = None) -> None:
-        """Stop it: before it starts it never will; running, its group gets SIGTERM, then SIGKILL after the grace."""
+    def request_stop(self, reason: str, grace_s: float | None = None, hand_back: bool = False) -> None:
+        """Stop it: before it starts it never will; running, its group gets SIGTERM, then SIGKILL after the grace.
+
+        `hand_back`: the worker itself stops, so the attempt is handed back rather than failed.
+        """
         if self.stop_reason is None:
             self.stop_reason = reason
             self.stop_grace_s = grace_s
+            self.hand_back = hand_back
         if self.job is not None:
             self.job.request_stop(reason, grace_s)
 
@@ -117,7 +122,8 @@ class AttemptRunner:
     async def _run_in_slot(self, attempt: Attempt) -> list[Event]:
         key = attempt.key
         if attempt.stop_reason is not None:
-            return [attempt_failed(key, self._node, attempt.stop_reason)]
+            end = handed_back if attempt.hand_back else attempt_failed
+            return [end(key, self._node, attempt.stop_reason)]
         refusal = await self._runaway_refusal()
         if refusal is not None:
             return [attempt_failed(key, self._node, refusal)]
@@ -150,7 +156,7 @@ class AttemptRunner:
         found = await asyncio.to_thread(outputs.collect_outputs, paths.output_dir, result_paths(outcome.result), self._node)
         log.info("worker: %s attempt %d ended: %s", key.work_id, key.attempt,
                  outcome.stop_reason or f"exit {outcome.exit_code} in {outcome.duration_s:.1f}s")
-        return outcome_events(attempt.item, key, self._node, outcome, found, attempt.best_model)
+        return outcome_events(attempt.item, key, self._node, outcome, found, attempt.best_model, attempt.hand_back)
 
     async def _runaway_refusal(self) -> str | None:
         count = await asyncio.to_thread(processes.count_in_groups, self._running_pgids())

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
 LEADER_EVENTS = f"{EVENTS_ROOT}.leader.>"
-WORKER_STOPPED = "worker stopped"
+WORKER_STOPPED = "handed back: worker stopping"
 CONSUMER_EXPIRES_S = 2.0  # pull requests this long: a stop waits for the open one to expire
 
 
@@ -111,7 +111,7 @@ class Worker:
                 tasks.create_task(self._watch_gpu(gpu))
             await self._ctx.stopping.wait()
             for attempt in list(self._attempts.values()):
-                attempt.request_stop(WORKER_STOPPED, self._settings.shutdown_grace_s)
+                attempt.request_stop(WORKER_STOPPED, self._settings.shutdown_grace_s, hand_back=True)
             await self.consumer.stop(timeout=CONSUMER_EXPIRES_S + 2)
             consuming.cancel()
 
@@ -177,7 +177,7 @@ class Worker:
         await self.runner.accept(attempt)
         self._attempts[attempt.key] = attempt
         if self._ctx.stopping.is_set():  # accepted while the consumer drained: it ends before it starts
-            attempt.request_stop(WORKER_STOPPED)
+            attempt.request_stop(WORKER_STOPPED, hand_back=True)
         self._tasks.create_task(self._run(attempt))
 
     async def _run(self, attempt: Attempt) -> None:
