@@ -82,10 +82,30 @@ def test_an_older_or_repeated_beat_is_ignored_even_when_the_agents_clock_steps_b
 def test_a_stale_stored_beat_does_not_bring_a_node_online_but_dates_its_last_beat() -> None:
     state, events = observe(MembershipState(), beat(), now=1000.0, age_s=600.0, silence_s=SILENCE)
     assert events == [] and state.alive() == set()
-    # A node the log says is alive, whose newest stored beat is old, goes offline at the next sweep.
+    # A node the log says is alive, whose newest stored beat is old (the cluster was down, or
+    # restarting): a new leader listens for the full window itself before declaring it offline.
     state = from_events([HostOnline(node="gpu-1")], now=1000.0)
     state, _ = observe(state, beat(), now=1000.0, age_s=600.0, silence_s=SILENCE)
-    assert kinds(sweep(state, now=1000.5, silence_s=SILENCE)[1]) == [("HOST_OFFLINE", "gpu-1", "no heartbeat for 600.5s (limit 15s)")]
+    assert sweep(state, now=1000.5, silence_s=SILENCE, listening_since=1000.0)[1] == []
+    assert sweep(state, now=1015.0, silence_s=SILENCE, listening_since=1000.0)[1] == []
+    # ... and a beat within the window keeps it online: a restart is no HOST_OFFLINE
+    fresh, events = observe(state, beat(seq=2), now=1010.0)
+    assert events == [] and sweep(fresh, now=1020.0, silence_s=SILENCE, listening_since=1000.0)[1] == []
+    assert kinds(sweep(state, now=1015.5, silence_s=SILENCE, listening_since=1000.0)[1]) == [
+        ("HOST_OFFLINE", "gpu-1", "no heartbeat for 615.5s (limit 15s)")]
+
+
+def test_a_stored_goodbye_read_by_a_new_leader_is_no_offline_when_the_node_beats_again_in_the_window() -> None:
+    # `rr up` stopped (the agent said goodbye, the leader stopped before hearing it) and started again.
+    state = from_events([HostOnline(node="gpu-1")], now=1000.0)
+    state, events = observe(state, beat(seq=9, at=0, leaving=True), now=1000.0, age_s=2.0, silence_s=SILENCE, stored=True)
+    assert events == [] and state.alive() == {"gpu-1"}
+    state, events = observe(state, beat(seq=1, at=3, started=2.5), now=1001.0)  # the new agent's first beat
+    assert events == [] and sweep(state, now=1015.5, silence_s=SILENCE, listening_since=1000.0)[1] == []
+    # a node that does not come back is declared offline once the new leader has listened the full window
+    gone, _ = observe(from_events([HostOnline(node="gpu-1")], now=1000.0), beat(seq=9, leaving=True), now=1000.0,
+                      age_s=2.0, silence_s=SILENCE, stored=True)
+    assert kinds(sweep(gone, now=1016.0, silence_s=SILENCE, listening_since=1000.0)[1])[0][:2] == ("HOST_OFFLINE", "gpu-1")
 
 
 def test_a_new_leader_starts_from_the_log_and_does_not_announce_known_nodes_again() -> None:

@@ -16,6 +16,7 @@ from eventbus.events import (
     WorkCancelled,
     WorkCompleted,
     WorkFailed,
+    WorkHandedBack,
 )
 from eventbus.publisher import Publisher
 from projections import work
@@ -57,7 +58,7 @@ async def test_items_are_assigned_within_capacity_and_completed(bus: Bus, eventu
     assert attempt_violations(await read_log(bus)) == []
 
 
-async def test_an_offline_node_loses_its_attempt_to_another_node_and_its_late_completion_is_an_anomaly(bus: Bus, eventually: Any) -> None:
+async def test_an_offline_node_hands_its_attempt_to_another_node_and_its_late_completion_is_an_anomaly(bus: Bus, eventually: Any) -> None:
     pub = Publisher(bus)
     await online(pub, "lost")
     held: list[WorkAssigned] = []
@@ -78,8 +79,9 @@ async def test_an_offline_node_loses_its_attempt_to_another_node_and_its_late_co
     done = state.items[item]
     assert (done.attempt, done.node) == (2, "survivor")
     assert any("superseded attempt 1" in a.reason for a in state.anomalies)
-    failed = [e for e in log if isinstance(e, WorkAttemptFailed)]
-    assert [(e.attempt, e.reason) for e in failed] == [(1, "node lost went offline")]
+    handed = [e for e in log if isinstance(e, WorkHandedBack)]
+    assert [(e.attempt, e.reason) for e in handed] == [(1, "node lost went offline")]
+    assert not [e for e in log if isinstance(e, WorkAttemptFailed)], "a node going offline costs no attempt"
     assert attempt_violations(log) == []
     late = [seq for seq, e in enumerate(log, start=1) if isinstance(e, WorkCompleted) and e.node == "lost"]
     assert list(not_applied([(seq, log[seq - 1]) for seq in range(1, len(log) + 1)]).keys()) == late  # `rr work show` marks it

@@ -82,9 +82,10 @@ def test_an_assignment_of_an_item_never_added_is_refused_so_the_leader_hears_of_
 def test_a_cancel_or_a_newer_attempt_stops_what_this_node_runs_of_that_item_only() -> None:
     running = [AttemptKey("w-1", 1), AttemptKey("w-2", 1)]
     [stop] = decide_stops(WorkCancelled(work_id="w-1", reason="by ops"), True, running)
-    assert (stop.key, stop.reason) == (AttemptKey("w-1", 1), "cancelled: by ops")
+    assert (stop.key, stop.reason, stop.hand_back) == (AttemptKey("w-1", 1), "cancelled: by ops", False)
     [stop] = decide_stops(assigned(2, "n2"), True, running)
     assert (stop.key, stop.reason) == (AttemptKey("w-1", 1), "superseded by attempt 2 on n2")
+    assert stop.hand_back, "the item moved on: a superseded attempt is no failure of its job"
     assert decide_stops(assigned(1, "n1"), True, running) == []  # our own assignment, redelivered
     assert decide_stops(WorkCancelled(work_id="w-1"), False, running) == []  # a deposed leader's cancel
 

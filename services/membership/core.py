@@ -73,12 +73,16 @@ def from_events(events: Iterable[Event], now: float) -> MembershipState:
 
 
 def observe(
-    state: MembershipState, beat: Heartbeat, now: float, *, age_s: float = 0.0, silence_s: float = math.inf
+    state: MembershipState, beat: Heartbeat, now: float, *, age_s: float = 0.0, silence_s: float = math.inf,
+    stored: bool = False,
 ) -> tuple[MembershipState, list[Event]]:
     """The state after one beat received at `now` (sent `age_s` earlier), and the transition it causes.
 
     A beat older than `silence_s` (a stored one read at start) updates what is known of the
-    node but never brings it online; a beat older than one already seen is ignored.
+    node but never brings it online; a beat older than one already seen is ignored. A stored
+    goodbye (`stored`: read at the leader's start, not heard live) does not take the node
+    offline: it may be the last word of a process that is already starting again (a restart of
+    `rr up`), so the node gets the new leader's full silence window instead.
     """
     node = state.nodes.get(beat.node)
     key = beat_key(beat)
@@ -87,7 +91,9 @@ def observe(
     received = now - max(0.0, age_s)
     was_alive = node is not None and node.alive
     events: list[Event]
-    if beat.leaving:
+    if beat.leaving and stored:
+        alive, events = was_alive, []
+    elif beat.leaving:
         alive, events = False, ([_left(beat)] if was_alive else [])
     elif was_alive:
         alive, events = True, []
@@ -99,12 +105,19 @@ def observe(
     return MembershipState(nodes=state.nodes.set(beat.node, updated)), events
 
 
-def sweep(state: MembershipState, now: float, silence_s: float) -> tuple[MembershipState, list[Event]]:
-    """The state after declaring offline every alive node silent for more than `silence_s` at `now`."""
+def sweep(
+    state: MembershipState, now: float, silence_s: float, listening_since: float = -math.inf
+) -> tuple[MembershipState, list[Event]]:
+    """The state after declaring offline every alive node silent for more than `silence_s` at `now`.
+
+    Silence counts only from `listening_since` (when this leader began to follow beats): a new
+    leader declares nobody offline before it has itself listened for the full window, however
+    old the last beat it found stored is (the whole cluster may just have restarted).
+    """
     nodes = state.nodes
     events: list[Event] = []
     for name, node in state.nodes.items():
-        if node.alive and node.last_beat is not None and now - node.last_beat > silence_s:
+        if node.alive and node.last_beat is not None and now - max(node.last_beat, listening_since) > silence_s:
             events.append(_silent(name, node, now - node.last_beat, silence_s))
             nodes = nodes.set(name, msgspec.structs.replace(node, alive=False))
     if not events:

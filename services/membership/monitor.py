@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from typing import Any, Protocol
 
@@ -65,6 +66,7 @@ class MembershipMonitor:
         self._counts = {"beats": 0, "stored_beats": 0, "sweeps": 0, "sweeps_skipped": 0, "published": 0}
         self._watch: HeartbeatWatch | None = None
         self._judging = asyncio.Event()
+        self._listening_since = -math.inf  # monotonic time this term began to follow beats
 
     @property
     def state(self) -> MembershipState:
@@ -89,6 +91,7 @@ class MembershipMonitor:
         history = await membership_events(self._ctx.bus)
         self._state = from_events((e for _, e in history), time.monotonic())
         log.info("membership: epoch %s starts with %d nodes (%d alive)", self._term.epoch, len(self._state.nodes), len(self._state.alive()))
+        self._listening_since = time.monotonic()
         self._watch = watch = await watch_heartbeats(self._ctx.bus, self._on_beat)  # live first: no beat falls between
         try:
             for stored in await latest_heartbeats(self._ctx.bus):
@@ -110,7 +113,8 @@ class MembershipMonitor:
         # A stored beat's age is judged by the wall clocks of the server and this leader.
         self._counts["stored_beats"] += 1
         age = max(0.0, (utcnow() - stored.stored_at).total_seconds())
-        self._decide(*observe(self._state, stored.beat, time.monotonic(), age_s=age, silence_s=self._settings.silence_s))
+        self._decide(*observe(self._state, stored.beat, time.monotonic(), age_s=age, silence_s=self._settings.silence_s,
+                            stored=True))
 
     def _decide(self, state: MembershipState, events: list[Event]) -> None:
         self._state = state
@@ -131,7 +135,7 @@ class MembershipMonitor:
                 continue
             previous = now
             self._counts["sweeps"] += 1
-            self._decide(*sweep(self._state, now, self._settings.silence_s))
+            self._decide(*sweep(self._state, now, self._settings.silence_s, self._listening_since))
 
     async def _publish_forever(self) -> None:
         while True:

@@ -133,10 +133,11 @@ def decide_assignment(
 
 
 class Stop(msgspec.Struct, frozen=True, kw_only=True):
-    """Stop a running (or queued) attempt, and report it failed with this reason."""
+    """Stop a running (or queued) attempt, and report it failed (or handed back) with this reason."""
 
     key: AttemptKey
     reason: str
+    hand_back: bool = False  # the item moved on (a newer attempt): no fault of the job
 
 
 def decide_stops(event: Event, admitted: bool, running: Iterable[AttemptKey]) -> list[Stop]:
@@ -148,7 +149,7 @@ def decide_stops(event: Event, admitted: bool, running: Iterable[AttemptKey]) ->
         return [Stop(key=k, reason=why) for k in running if k.work_id == event.work_id]
     if isinstance(event, WorkAssigned):
         why = f"superseded by attempt {event.attempt} on {event.node}"
-        return [Stop(key=k, reason=why) for k in running if k.work_id == event.work_id and k.attempt < event.attempt]
+        return [Stop(key=k, reason=why, hand_back=True) for k in running if k.work_id == event.work_id and k.attempt < event.attempt]
     return []
 
 

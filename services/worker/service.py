@@ -170,7 +170,7 @@ class Worker:
     def _stop_for(self, event: Event, admitted: bool) -> None:
         for stop in protocol.decide_stops(event, admitted, self._attempts):
             log.info("worker: stopping %s attempt %d: %s", stop.key.work_id, stop.key.attempt, stop.reason)
-            self._attempts[stop.key].request_stop(stop.reason)
+            self._attempts[stop.key].request_stop(stop.reason, hand_back=stop.hand_back)
 
     async def _launch(self, attempt: Attempt) -> None:
         assert self._tasks is not None
