@@ -8,11 +8,13 @@ import enum
 import msgspec
 
 from eventbus.events import DataSyncComplete, DataSyncPlanned, Event, LeaderElected, SelfplayComplete
+from projections import withdrawal
 from projections.base import Anomaly, Projection, config_key, rejected
 from projections.fence import Fence, screen
 from projections.pmap import PMap
+from projections.withdrawal import Withdrawals
 
-VERSION = 1
+VERSION = 2  # 2: batches of failed or cancelled items do not count (projections/withdrawal.py)
 
 
 class Batch(msgspec.Struct, frozen=True, kw_only=True):
@@ -39,7 +41,7 @@ class Batch(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ConfigData(msgspec.Struct, frozen=True, kw_only=True):
-    """How much game data a config has, and how fresh its newest batch is."""
+    """How much live game data a config has, and how fresh its newest live batch is (withdrawn batches do not count)."""
 
     config: str
     batches: int = 0
@@ -81,6 +83,8 @@ class DataState(msgspec.Struct, frozen=True, kw_only=True):
     configs: dict[str, ConfigData] = {}
     transfers: PMap[str, Transfer] = msgspec.field(default_factory=PMap)
     transfer_counts: dict[str, int] = {}  # transfer status value -> number
+    withdrawals: Withdrawals = msgspec.field(default_factory=Withdrawals)  # items whose batches do not count
+    by_work: PMap[str, tuple[str, ...]] = msgspec.field(default_factory=PMap)  # work id -> its batch ids
     fence: Fence = msgspec.field(default_factory=Fence)
     anomalies: tuple[Anomaly, ...] = ()
     anomaly_count: int = 0
@@ -97,18 +101,50 @@ def selfplay_complete(state: DataState, event: SelfplayComplete, seq: int) -> Da
         model_id=event.model_id, sha256=data.sha256 if data else "", size_bytes=data.size_bytes if data else 0,
         seq=seq, at=event.ts, nodes=(event.node,),
     )
-    before = state.configs.get(batch.config) or ConfigData(config=batch.config)
-    newer = before.newest_at is None or (event.ts is not None and event.ts >= before.newest_at)
-    totals = msgspec.structs.replace(
-        before, batches=before.batches + 1, games=before.games + event.num_games,
-        samples=before.samples + event.num_samples,
-        newest_at=event.ts if newer else before.newest_at, newest_seq=seq if newer else before.newest_seq,
-        newest_batch=event.batch_id if newer else before.newest_batch,
-    )
-    return msgspec.structs.replace(
+    state = msgspec.structs.replace(
         state, last_seq=seq, batches=state.batches.set(batch.batch_id, batch),
-        configs={**state.configs, batch.config: totals},
+        by_work=state.by_work.set(batch.work_id, (*state.by_work.get(batch.work_id, ()), batch.batch_id)),
     )
+    if not state.withdrawals.counts(batch.work_id):
+        return state  # kept (it may count again after a late completion), not counted
+    before = state.configs.get(batch.config) or ConfigData(config=batch.config)
+    return msgspec.structs.replace(state, configs={**state.configs, batch.config: _counted_in(before, batch)})
+
+
+def _counted_in(totals: ConfigData, batch: Batch) -> ConfigData:
+    newer = totals.newest_at is None or (batch.at is not None and batch.at >= totals.newest_at)
+    return msgspec.structs.replace(
+        totals, batches=totals.batches + 1, games=totals.games + batch.num_games,
+        samples=totals.samples + batch.num_samples,
+        newest_at=batch.at if newer else totals.newest_at, newest_seq=batch.seq if newer else totals.newest_seq,
+        newest_batch=batch.batch_id if newer else totals.newest_batch,
+    )
+
+
+def is_live(state: DataState, batch: Batch) -> bool:
+    """Whether a batch counts as live data (its item did not end failed or cancelled)."""
+    return state.withdrawals.counts(batch.work_id)
+
+
+def item_ended(state: DataState, event: Event, seq: int) -> DataState:
+    """A work item ended: its batches stop (or start again) counting, by the withdrawal rule."""
+    work_id: str = getattr(event, "work_id")
+    counted = state.withdrawals.counts(work_id)
+    state = msgspec.structs.replace(state, last_seq=seq, withdrawals=withdrawal.apply(state.withdrawals, event))
+    batch_ids = state.by_work.get(work_id, ())
+    if not batch_ids or state.withdrawals.counts(work_id) == counted:
+        return state
+    # Rare (an item with results that failed, or completed late): its configs are counted again.
+    configs = {state.batches[b].config for b in batch_ids}
+    return msgspec.structs.replace(state, configs={**state.configs, **{c: _recounted(state, c) for c in configs}})
+
+
+def _recounted(state: DataState, config: str) -> ConfigData:
+    totals = ConfigData(config=config)
+    for batch in sorted(state.batches.values(), key=lambda b: b.seq):
+        if batch.config == config and is_live(state, batch):
+            totals = _counted_in(totals, batch)
+    return totals
 
 
 def _counted(counts: dict[str, int], before: TransferStatus | None, after: TransferStatus) -> dict[str, int]:
@@ -168,6 +204,8 @@ def apply(state: DataState, event: Event, seq: int) -> DataState:
         return state
     if isinstance(event, LeaderElected):  # read only to teach the fence
         return msgspec.structs.replace(state, last_seq=seq)
+    if event.type_name() in withdrawal.READS:
+        return item_ended(state, event, seq)
     handler = _HANDLERS.get(type(event))
     if handler is None:
         return msgspec.structs.replace(state, last_seq=seq)
@@ -184,5 +222,5 @@ PROJECTION: Projection[DataState] = Projection(
     version=VERSION,
     initial=DataState,
     apply=apply,
-    reads=frozenset({LeaderElected.type_name(), *(t.type_name() for t in _HANDLERS)}),
+    reads=frozenset({LeaderElected.type_name(), *withdrawal.READS, *(t.type_name() for t in _HANDLERS)}),
 )

@@ -7,10 +7,12 @@ import datetime as dt
 import msgspec
 
 from eventbus.events import Event, EvaluationComplete, ModelPromoted, TrainingComplete
+from projections import withdrawal
 from projections.base import Anomaly, Projection, config_key
 from projections.pmap import PMap
+from projections.withdrawal import Withdrawals
 
-VERSION = 1
+VERSION = 2  # 2: ratings from evaluation items that ended failed or cancelled do not count
 
 
 class Rating(msgspec.Struct, frozen=True, kw_only=True):
@@ -35,6 +37,7 @@ class EloState(msgspec.Struct, frozen=True, kw_only=True):
     last_seq: int = 0
     history: PMap[str, tuple[Rating, ...]] = msgspec.field(default_factory=PMap)
     configs: PMap[str, str] = msgspec.field(default_factory=PMap)  # model id -> config
+    withdrawals: Withdrawals = msgspec.field(default_factory=Withdrawals)  # items whose ratings do not count
     anomalies: tuple[Anomaly, ...] = ()
     anomaly_count: int = 0
 
@@ -51,12 +54,19 @@ def apply(state: EloState, event: Event, seq: int) -> EloState:
     if isinstance(event, (TrainingComplete, ModelPromoted)):
         configs = state.configs.set(event.model_id, config_key(event.board_type, event.num_players))
         return msgspec.structs.replace(state, last_seq=seq, configs=configs)
+    if event.type_name() in withdrawal.READS:
+        return msgspec.structs.replace(state, last_seq=seq, withdrawals=withdrawal.apply(state.withdrawals, event))
     return msgspec.structs.replace(state, last_seq=seq)
+
+
+def ratings(state: EloState, model_id: str) -> tuple[Rating, ...]:
+    """A model's ratings that count (not from an evaluation item that ended failed or cancelled), oldest first."""
+    return tuple(r for r in state.history.get(model_id, ()) if state.withdrawals.counts(r.work_id))
 
 
 def latest_elo(state: EloState, model_id: str) -> float | None:
     """The newest rating of a model that has one."""
-    for rating in reversed(state.history.get(model_id, ())):
+    for rating in reversed(ratings(state, model_id)):
         if rating.elo is not None:
             return rating.elo
     return None
@@ -77,5 +87,5 @@ PROJECTION: Projection[EloState] = Projection(
     version=VERSION,
     initial=EloState,
     apply=apply,
-    reads=frozenset({EvaluationComplete.type_name(), TrainingComplete.type_name(), ModelPromoted.type_name()}),
+    reads=frozenset({EvaluationComplete.type_name(), TrainingComplete.type_name(), ModelPromoted.type_name(), *withdrawal.READS}),
 )

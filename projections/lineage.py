@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
+from projections import elo
 from projections.bundle import ProjectionSet
 from projections.data import Batch
 from projections.elo import Rating
@@ -40,7 +41,7 @@ class Lineage(msgspec.Struct, frozen=True, kw_only=True):
 def lineage(ps: ProjectionSet, model_id: str) -> Lineage | None:
     """The lineage of `model_id`, None when no event ever named it."""
     model = ps.models.models.get(model_id)
-    ratings = list(ps.elo.history.get(model_id, ()))
+    ratings = list(elo.ratings(ps.elo, model_id))
     if model is None and not ratings:
         return None
     training = model.training if model else None

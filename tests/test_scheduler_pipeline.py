@@ -18,6 +18,7 @@ from eventbus.events import (
     WorkCompleted,
     WorkFailed,
 )
+from projections.pmap import enc_hook
 from services.scheduler.pipeline import decide
 from services.scheduler.pipeline_settings import PipelineSettings
 from services.scheduler.pipeline_view import PipelineView, apply
@@ -228,7 +229,8 @@ def test_random_logs_promote_each_candidate_at_most_once_with_rising_generations
         generations.setdefault(f"{p.board_type}_{p.num_players}p", []).append(p.generation)
     for gens in generations.values():
         assert gens == sorted(set(gens)) and gens[0] == 1
-    assert msgspec.json.encode(fold(log)) == msgspec.json.encode(view)  # a rebuild equals the live view
+    encode = msgspec.json.Encoder(enc_hook=enc_hook).encode
+    assert encode(fold(log)) == encode(view)  # a rebuild equals the live view
 
 
 def test_evaluation_and_promotion_continue_the_trace_of_the_training_that_made_the_candidate() -> None:

@@ -14,7 +14,7 @@ import msgspec
 from eventbus.errors import InvalidEvent
 from eventbus.events import decode
 from eventbus.history import Record
-from projections import work
+from projections import elo, work
 from projections.base import type_of
 from projections.bundle import ProjectionSet
 from projections.sentences import sentence
@@ -211,12 +211,12 @@ def elo_chart(state: ProjectionSet) -> EloDoc:
     """Every rated model's ratings grouped by config, in log order (the newest points per config)."""
     configs: dict[str, list[EloPoint]] = {}
     ratings = state.elo
-    for model_id, history in ratings.history.items():
+    for model_id in ratings.history.keys():
         points = configs.setdefault(ratings.configs.get(model_id, ""), [])
         points.extend(
             EloPoint(seq=r.seq, at=r.at, model_id=model_id, elo=r.elo, opponent=r.opponent, games=r.games,
                      win_rate=r.win_rate)
-            for r in history if r.elo is not None
+            for r in elo.ratings(ratings, model_id) if r.elo is not None
         )
     ordered = {c: sorted(p, key=lambda p: p.seq)[-ELO_POINTS_PER_CONFIG:] for c, p in sorted(configs.items()) if p}
     return EloDoc(configs=ordered, promoted=dict(sorted(state.models.promoted.items())), last_seq=state.last_seq)

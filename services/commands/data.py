@@ -9,7 +9,8 @@ import datetime as dt
 import msgspec
 
 from eventbus.events import utcnow
-from projections import data
+from eventbus.subjects import type_filter
+from projections import data, withdrawal
 from projections.base import Folder
 from projections.data import DataState, TransferStatus, freshness_s
 from services.commands import open_bus
@@ -49,8 +50,9 @@ class DataView(msgspec.Struct, frozen=True, kw_only=True):
 
     configs: list[ConfigRow]
     batches: list[BatchRow]  # newest first, at most --limit
-    total_batches: int
+    total_batches: int  # live ones
     transfers: dict[str, int]  # planned / done / failed -> count
+    withdrawn_batches: int = 0  # batches of items that ended failed or cancelled: kept, not counted
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -66,7 +68,8 @@ def data_view(state: DataState, now: dt.datetime, limit: int) -> DataView:
     """Configs, the newest `limit` batches and transfer counts, from the data fold."""
     sizes: dict[str, int] = {}
     copying: dict[str, list[str]] = {}
-    for batch in state.batches.values():
+    live = [b for b in state.batches.values() if data.is_live(state, b)]
+    for batch in live:
         sizes[batch.config] = sizes.get(batch.config, 0) + batch.size_bytes
     for transfer in state.transfers.values():
         if transfer.status is TransferStatus.PLANNED:
@@ -76,14 +79,15 @@ def data_view(state: DataState, now: dt.datetime, limit: int) -> DataView:
                   newest_batch=c.newest_batch, freshness_s=freshness_s(c, now))
         for c in sorted(state.configs.values(), key=lambda c: c.config)
     ]
-    newest = sorted(state.batches.values(), key=lambda b: b.seq, reverse=True)[: max(limit, 0)]
+    newest = sorted(live, key=lambda b: b.seq, reverse=True)[: max(limit, 0)]
     batches = [
         BatchRow(batch_id=b.batch_id, config=b.config, node=b.node, games=b.num_games, size_bytes=b.size_bytes,
                  sha256=b.sha256, age_s=(now - b.at).total_seconds() if b.at else None, nodes=list(b.nodes),
                  copying_to=sorted(copying.get(b.batch_id, [])))
         for b in newest
     ]
-    return DataView(configs=configs, batches=batches, total_batches=len(state.batches), transfers=dict(state.transfer_counts))
+    return DataView(configs=configs, batches=batches, total_batches=len(live), transfers=dict(state.transfer_counts),
+                    withdrawn_batches=len(state.batches) - len(live))
 
 
 def format_data(view: DataView) -> str:
@@ -100,6 +104,8 @@ def format_data(view: DataView) -> str:
     return "\n".join([
         table(configs), "", f"newest {len(view.batches)} of {view.total_batches} batches:", table(batches), "",
         f"transfers: {counts}",
+        *([f"not counted: {view.withdrawn_batches} batch(es) of items that ended failed or cancelled"]
+          if view.withdrawn_batches else []),
     ])
 
 
@@ -110,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
     async def go() -> DataView:
         fold = Folder(data.PROJECTION)
         async with open_bus(options, "data") as bus:
-            await LiveFold(bus, [fold], aggregate_subjects("data", "leader")).catch_up()
+            subjects = (*aggregate_subjects("data", "leader"), *(type_filter(t) for t in sorted(withdrawal.READS)))
+            await LiveFold(bus, [fold], subjects).catch_up()
         return data_view(fold.state, utcnow(), args.limit)
 
     view = asyncio.run(go())

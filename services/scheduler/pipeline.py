@@ -1,5 +1,8 @@
 """The loop that runs itself: enough new games -> training, a candidate -> evaluation, a winner -> promotion.
 
+Only results that count are used (projections/withdrawal.py): batches, candidates and scores of
+items that ended failed or cancelled are never trained on, evaluated or promoted.
+
 `decide(view, settings)` is pure: given what the log says (services/scheduler/pipeline_view.py)
 it returns the leader's next decisions, and returns none of them again once the view has seen
 them, so the leader may ask as often as it likes. `pipeline_loop` is the leader's shell.
@@ -30,9 +33,10 @@ def training_items(view: PipelineView, settings: PipelineSettings) -> list[Event
     busy = {i.config for i in view.open_items.values() if i.work_type == "training"}
     trained_through = view.trained_through
     out: list[Event] = []
-    for config, batches in sorted(view.batches.items()):
+    for config in sorted(view.batches):
+        batches = view.live_batches(config)
         through = trained_through.get(config, 0)
-        if config in busy or sum(b.samples for b in batches if b.seq > through) < settings.min_new_samples:
+        if not batches or config in busy or sum(b.samples for b in batches if b.seq > through) < settings.min_new_samples:
             continue
         used = batches[-MAX_TRAINING_BATCHES:]
         number = view.trainings_added.get(config, 0) + 1
@@ -55,7 +59,7 @@ def training_items(view: PipelineView, settings: PipelineSettings) -> list[Event
 def evaluation_items(view: PipelineView, settings: PipelineSettings) -> list[Event]:
     """One evaluation item per new candidate: against random play, and the config's best when it has one."""
     out: list[Event] = []
-    for candidate in sorted(view.candidates.values(), key=lambda c: c.seq):
+    for candidate in sorted(view.live_candidates(), key=lambda c: c.seq):
         if candidate.evaluation_added or candidate.model_id in view.promoted or _superseded(view, candidate):
             continue
         best = view.best.get(candidate.config)
@@ -91,7 +95,7 @@ def promotions(view: PipelineView, settings: PipelineSettings) -> list[Event]:
     """At most one promotion per config: its newest candidate that beat the current best."""
     out: list[Event] = []
     by_config: dict[str, list[Candidate]] = {}
-    for candidate in view.candidates.values():
+    for candidate in view.live_candidates():
         if candidate.model_id not in view.promoted and not _superseded(view, candidate):
             by_config.setdefault(candidate.config, []).append(candidate)
     for config, candidates in sorted(by_config.items()):

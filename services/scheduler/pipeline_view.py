@@ -20,7 +20,9 @@ from eventbus.events import (
     WorkCompleted,
     WorkFailed,
 )
+from projections import withdrawal
 from projections.fence import Fence, screen
+from projections.withdrawal import Withdrawals
 from services.scheduler.policy import config_key
 
 
@@ -33,6 +35,7 @@ class BatchRef(msgspec.Struct, frozen=True, kw_only=True):
     path: str  # on the node that wrote it (local paths: fine on a one-node cluster)
     samples: int
     seq: int
+    work_id: str = ""  # the selfplay item that wrote it
 
 
 class TrainingRead(msgspec.Struct, frozen=True, kw_only=True):
@@ -72,6 +75,7 @@ class Candidate(msgspec.Struct, frozen=True, kw_only=True):
     seq: int  # of its TRAINING_COMPLETE: newer candidates have larger ones
     evaluation_added: bool = False
     scores: tuple[Score, ...] = ()
+    work_id: str = ""  # the training item that made it
     trace: str | None = None  # its TRAINING_COMPLETE's trace: evaluation and promotion continue it
 
 
@@ -96,6 +100,17 @@ class PipelineView(msgspec.Struct, frozen=True, kw_only=True):
     promoted: frozenset[str] = frozenset()  # every model id ever promoted
     batch_seq: dict[str, int] = {}  # batch id -> seq, to find how far a training item read
     fence: Fence = msgspec.field(default_factory=Fence)  # decisions of superseded leaders take no effect
+    withdrawals: Withdrawals = msgspec.field(default_factory=Withdrawals)  # items whose results do not count
+
+    def live_batches(self, config: str) -> tuple[BatchRef, ...]:
+        """The config's batches that count (their selfplay item did not end failed or cancelled), oldest first."""
+        return tuple(b for b in self.batches.get(config, ()) if self.withdrawals.counts(b.work_id))
+
+    def live_candidates(self) -> list[Candidate]:
+        """Candidates whose training item counts, each with only the scores of evaluations that count."""
+        counts = self.withdrawals.counts
+        return [msgspec.structs.replace(c, scores=tuple(s for s in c.scores if counts(s.work_id)))
+                for c in self.candidates.values() if counts(c.work_id)]
 
     @property
     def trained_through(self) -> dict[str, int]:
@@ -115,7 +130,7 @@ def _selfplay(view: PipelineView, e: SelfplayComplete, seq: int) -> PipelineView
         return _replace(view, seq)
     config = config_key(e.board_type, e.num_players)
     batch = BatchRef(batch_id=e.batch_id, board_type=e.board_type, num_players=e.num_players, path=e.data.path,
-                     samples=e.num_samples, seq=seq)
+                     samples=e.num_samples, seq=seq, work_id=e.work_id)
     return _replace(view, seq, batches={**view.batches, config: (*view.batches.get(config, ()), batch)},
                     batch_seq={**view.batch_seq, e.batch_id: seq})
 
@@ -150,7 +165,7 @@ def _training(view: PipelineView, e: TrainingComplete, seq: int) -> PipelineView
     candidate = Candidate(
         model_id=e.model_id, config=config_key(e.board_type, e.num_players), board_type=e.board_type,
         num_players=e.num_players, path=e.checkpoint.path, sha256=e.checkpoint.sha256,
-        size_bytes=e.checkpoint.size_bytes, seq=seq, evaluation_added=evaluated, trace=e.trace,
+        size_bytes=e.checkpoint.size_bytes, seq=seq, evaluation_added=evaluated, trace=e.trace, work_id=e.work_id,
     )
     return _replace(view, seq, candidates={**view.candidates, e.model_id: candidate})
 
@@ -181,6 +196,7 @@ def apply(view: PipelineView, event: Event, seq: int) -> PipelineView:
     if isinstance(event, WorkAdded):
         return _work_added(view, event, seq)
     if isinstance(event, (WorkCompleted, WorkFailed, WorkCancelled)):
+        view = msgspec.structs.replace(view, withdrawals=withdrawal.apply(view.withdrawals, event))
         return _work_ended(view, event.work_id, seq, isinstance(event, WorkCompleted))
     if isinstance(event, TrainingComplete):
         return _training(view, event, seq)
