@@ -59,7 +59,12 @@ def _work_completed(e: ev.WorkCompleted) -> str:
 
 def _attempt_failed(e: ev.WorkAttemptFailed) -> str:
     code = f" (exit {e.exit_code})" if e.exit_code is not None else ""
-    return f"work {e.work_id} attempt {e.attempt} failed on {e.node}: {e.reason}{code}"
+    cause = f" -- {e.cause}" if e.cause else ""
+    return f"work {e.work_id} attempt {e.attempt} failed on {e.node}: {e.reason}{code}{cause}"
+
+
+def _handed_back(e: ev.WorkHandedBack) -> str:
+    return f"work {e.work_id} attempt {e.attempt} handed back by {e.node} (not a failed attempt): {e.reason}"
 
 
 def _work_failed(e: ev.WorkFailed) -> str:
@@ -117,6 +122,7 @@ _SENTENCES: dict[type[ev.Event], Callable[[Any], str]] = {
     ev.WorkProgress: _work_progress,
     ev.WorkCompleted: _work_completed,
     ev.WorkAttemptFailed: _attempt_failed,
+    ev.WorkHandedBack: _handed_back,
     ev.WorkFailed: _work_failed,
     ev.WorkCancelled: lambda e: f"work {e.work_id} cancelled"
     + (f" by {e.requested_by}" if e.requested_by else "") + (f": {e.reason}" if e.reason else ""),

@@ -84,6 +84,7 @@ class WorkItem(msgspec.Struct, frozen=True, kw_only=True):
     epoch: int | None = None  # epoch of the assignment of the current attempt
     progress: float | None = None
     reason: str = ""  # why it failed, was cancelled, or its last attempt failed
+    cause: str = ""  # the last failed attempt's cause: its job's last exception line
     failures: int = 0  # attempts that ended failed; handed-back ones do not count towards max_attempts
     handed_back: int = 0  # attempts handed back (worker stopped, node removed)
     # Attempts that ended (handed back or failed) with no newer attempt started since: a
@@ -178,11 +179,11 @@ def _moved(item: WorkItem, event: Event, status: WorkStatus, seq: int) -> WorkIt
     elif isinstance(event, WorkProgress):
         changes.update(progress=event.fraction)
     elif isinstance(event, WorkCompleted):
-        changes.update(progress=1.0, reason="", node=event.node, ended=())
+        changes.update(progress=1.0, reason="", cause="", node=event.node, ended=())
     if isinstance(event, (WorkAttemptFailed, WorkHandedBack)) and item.status is not WorkStatus.CANCELLED:
         changes.update(ended=(*item.ended, (event.attempt, event.node)))
         if isinstance(event, WorkAttemptFailed):
-            changes.update(failures=item.failures + 1)
+            changes.update(failures=item.failures + 1, cause=event.cause)
         else:
             changes.update(handed_back=item.handed_back + 1)
     if isinstance(event, (WorkAttemptFailed, WorkHandedBack, WorkFailed, WorkCancelled)) and item.status is not WorkStatus.CANCELLED:

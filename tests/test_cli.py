@@ -14,10 +14,11 @@ import pytest
 
 import services.service_cli
 from eventbus.connection import connect
-from eventbus.events import HostOnline, WorkAdded, WorkAssigned, utcnow
+from eventbus.events import HostOnline, WorkAdded, WorkAssigned, WorkAttemptFailed, utcnow
 from eventbus.history import Record
 from eventbus.publisher import Publisher
 from eventbus.streamstate import stream_states
+from projections.sentences import sentence
 from services.cli import build_parser, main
 from services.commands.events import describe, json_line, tail_subject
 from services.runtime import SERVICES, ServiceEntry
@@ -118,6 +119,22 @@ def test_an_event_line_shows_sequence_type_subject_facts_and_source() -> None:
     assert line.split()[0] == "42"
     for part in ("WORK_ASSIGNED", "work/w-1", "node=gpu-3", "attempt=2", "epoch=7", "(by leader-1)"):
         assert part in line
+
+
+TRACEBACK_TAIL = (
+    'Traceback (most recent call last):\n  File "<frozen runpy>", line 198, in _run_module_as_main\n'
+    '  File "/srv/rr/services/workload/selfplay.py", line 9, in <module>\n    import numpy as np\n'
+    "ModuleNotFoundError: No module named 'numpy'\n"
+)
+
+
+def test_a_failed_attempt_is_one_line_with_its_whole_cause_and_no_traceback() -> None:
+    event = WorkAttemptFailed(work_id="w-1", node="gpu-3", attempt=1, reason="exited with status 1", exit_code=1,
+                              stderr_tail=TRACEBACK_TAIL, cause="ModuleNotFoundError: No module named 'numpy'", ts=utcnow())
+    line = describe(9, event)
+    assert "\n" not in line and "frozen runpy" not in line
+    assert "cause=ModuleNotFoundError: No module named 'numpy'" in line and "reason=exited with status 1" in line
+    assert sentence(event).endswith("failed on gpu-3: exited with status 1 (exit 1) -- ModuleNotFoundError: No module named 'numpy'")
 
 
 def test_a_json_line_carries_the_event_or_why_it_could_not_be_decoded() -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from eventbus import events as ev
+from eventbus.events import utcnow
 from services.api.settings import PORT_ENV
 from services.api.service import STATIC_DIR
 from tests.api_harness import fleet_log, running_api, wait_caught_up
@@ -31,13 +32,18 @@ async def test_the_page_renders_the_clusters_live_data(nats_url: str, tmp_path: 
         page = await api.get("/")
         assert page.status == 200 and page.headers["Content-Type"].startswith("text/html")
         assert "gpu-1" not in page.body.decode()  # the HTML is static: everything below came from the API
-        late = await api.publish(ev.WorkAdded(work_id="w-late", work_type="training", board_type="hex8", num_players=4))
-        await wait_caught_up(api.base, late[0].seq)
+        late = await api.publish(
+            ev.WorkAdded(work_id="w-late", work_type="training", board_type="hex8", num_players=4),
+            ev.WorkAssigned(work_id="w-5", node="gpu-1", attempt=1, deadline=utcnow(), epoch=4),
+            ev.WorkAttemptFailed(work_id="w-5", node="gpu-1", attempt=1, reason="exited with status 1", exit_code=1,
+                                 stderr_tail="Traceback ...", cause="ModuleNotFoundError: No module named numpy"),
+        )
+        await wait_caught_up(api.base, late[-1].seq)
 
         dom, console = await dump_dom(api.base + "/", tmp_path / "profile")
     assert console == [], "the page logged errors"
     assert published and "could not load" not in dom.lower()
-    assert (_text(dom, "leader"), _text(dom, "alive"), _text(dom, "seq")) == ("gpu-1", "3 of 4", str(late[0].seq))
+    assert (_text(dom, "leader"), _text(dom, "alive"), _text(dom, "seq")) == ("gpu-1", "3 of 4", str(late[-1].seq))
     for node in ("gpu-1", "gpu-2", "gpu-3", "cpu-9"):
         assert f"<b>{node}</b>" in dom, node
     assert ">offline<" in dom and ">online<" in dom and "★ scheduler" in dom
@@ -47,6 +53,9 @@ async def test_the_page_renders_the_clusters_live_data(nats_url: str, tmp_path: 
     assert re.search(r'<path d="M[\d.]+,[\d.]+ L[\d.]+,[\d.]+ L', dom), "the Elo chart draws a line"
     # The feed fetched the event appended after the page was first served.
     assert "work w-late added: training hex8_4p" in _feed(dom)
+    # A failed attempt's cause: in the work table and in the feed, not only in `rr work show`.
+    assert ">ModuleNotFoundError: No module named numpy<" in dom
+    assert "failed on gpu-1: exited with status 1 (exit 1) -- ModuleNotFoundError: No module named numpy" in _feed(dom)
 
 
 def _feed(dom: str) -> str:

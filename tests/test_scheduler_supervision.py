@@ -77,7 +77,7 @@ def test_handed_back_attempts_never_use_up_max_attempts() -> None:
     events: list[Event] = [added()]
     for attempt in range(1, 6):
         events += [assigned(attempt, "a", attempt), WorkHandedBack(work_id="w1", node="a", attempt=attempt,
-                                                                   reason="handed back: worker stopping", ts=at(attempt))]
+                                                                   reason="worker stopping", ts=at(attempt))]
     state, _ = fold(events)
     item = state.items["w1"]
     assert (item.status, item.attempt, item.failures, item.handed_back) == (work.WorkStatus.PENDING, 5, 0, 5)

@@ -203,7 +203,7 @@ async def test_a_worker_that_stops_hands_its_running_jobs_back(nats_url: str, tm
             await eventually(lambda: log.of(WorkProgress, work_id="w-run"), timeout=20, message="the job runs")
             pids = pids_in(next((tmp_path / "data").rglob("pids")))
         [back] = await eventually(lambda: log.of(WorkHandedBack, work_id="w-run"), timeout=10, message="hand-back reported")
-    assert (back.node, back.attempt, back.reason) == (NODE, 1, "handed back: worker stopping")
+    assert (back.node, back.attempt, back.reason) == (NODE, 1, "worker stopping")
     assert log.of(WorkAttemptFailed, work_id="w-run") == [], "a worker stopping is no failed attempt"
     assert all(gone(p) for p in pids)
     assert read_records(records_file(tmp_path)) == []

@@ -68,6 +68,7 @@ class ItemView(msgspec.Struct, frozen=True, kw_only=True):
     added_at: dt.datetime | None
     updated_seq: int
     updated_at: dt.datetime | None
+    cause: str = ""  # the last failed attempt's cause (its job's last exception line)
 
 
 class WorkStatusDoc(msgspec.Struct, frozen=True, kw_only=True):
@@ -164,7 +165,7 @@ def item_view(item: work.WorkItem) -> ItemView:
         work_id=item.work_id, work_type=item.work_type, config=item.config, board_type=item.board_type,
         num_players=item.num_players, num_games=item.num_games, priority=item.priority, status=item.status.value,
         attempt=item.attempt, node=item.node, progress=item.progress, reason=item.reason, added_seq=item.added_seq,
-        added_at=item.added_at, updated_seq=item.updated_seq, updated_at=item.updated_at,
+        added_at=item.added_at, updated_seq=item.updated_seq, updated_at=item.updated_at, cause=item.cause,
     )
 
 

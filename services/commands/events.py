@@ -67,12 +67,19 @@ def tail_subject(type_name: str | None, node: str | None, aggregate: str | None,
     return ".".join([EVENTS_ROOT, *parts])
 
 
-def _fact(value: Any) -> str:
+# Multi-line facts stay out of the one-line view (`rr work show` and --json print them whole);
+# one-line causes are printed whole, whatever their length.
+MULTI_LINE = frozenset({"stderr_tail"})
+WHOLE = frozenset({"cause", "reason"})
+
+
+def _fact(value: Any, limit: int | None = 80) -> str:
     if isinstance(value, dt.datetime):
         text = value.isoformat(timespec="milliseconds")
     else:
         text = value if isinstance(value, str) else msgspec.json.encode(value).decode()
-    return text if len(text) <= 80 else text[:77] + "..."
+    text = " ".join(text.split("\n"))
+    return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
 
 
 def describe(seq: int, event: Event) -> str:
@@ -81,9 +88,9 @@ def describe(seq: int, event: Event) -> str:
     facts = []
     for name in event.__struct_fields__:
         value = getattr(event, name)
-        if name in ENVELOPE or name == event.key_field or value is None or value in ("", [], {}):
+        if name in ENVELOPE or name in MULTI_LINE or name == event.key_field or value is None or value in ("", [], {}):
             continue
-        facts.append(f"{name}={_fact(value)}")
+        facts.append(f"{name}={_fact(value, None if name in WHOLE else 80)}")
     if event.epoch is not None:
         facts.append(f"epoch={event.epoch}")
     about = f"{event.aggregate}/{event.aggregate_id()}"

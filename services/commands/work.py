@@ -20,7 +20,7 @@ from eventbus.history import events
 from eventbus.publisher import Publisher
 from eventbus.subjects import aggregate_filter
 from projections import work
-from services.commands import open_bus
+from services.commands import open_bus, workview
 from services.options import CommonOptions, add_common_arguments, common_options
 
 T = TypeVar("T")
@@ -156,9 +156,7 @@ def run_list(args: argparse.Namespace) -> int:
     if args.json:
         print(msgspec.json.encode(items).decode())
         return 0
-    print(f"{'WORK_ID':16} {'TYPE':10} {'CONFIG':10} {'GAMES':>6} {'STATE':9} {'ATT':>3} NODE")
-    for i in items:
-        print(f"{i.work_id:16} {i.work_type:10} {i.config:10} {i.num_games:>6} {i.status.value:9} {i.attempt:>3} {i.node or '-'}")
+    print(workview.list_table(items))
     return 0
 
 
@@ -168,28 +166,28 @@ def run_show(args: argparse.Namespace) -> int:
     if not found:
         print(f"rr work show: no work item {args.work_id}", file=sys.stderr)
         return 1
-    refused = not_applied(found)
+    state = item_state(found)
+    refused = {a.seq: a.reason for a in state.anomalies}
+    if not args.json:
+        print(workview.item_report(args.work_id, found, refused, state.items.get(args.work_id)))
+        return 0
     for seq, event in found:
-        if args.json:
-            print(json.dumps({"seq": seq, "event": json.loads(msgspec.json.encode(event)), "not_applied": refused.get(seq)}))
-        else:
-            note = f"  [not applied: {refused[seq]}]" if seq in refused else ""
-            print(f"{seq:>8} {event.ts.isoformat() if event.ts else '-':32} {event.type_name():20} {_summary(event)}{note}")
+        print(json.dumps({"seq": seq, "event": json.loads(msgspec.json.encode(event)), "not_applied": refused.get(seq)}))
     return 0
 
 
-def not_applied(found: list[tuple[int, Event]]) -> dict[int, str]:
-    """Sequence -> why the item's lifecycle refused that event (a superseded attempt's report, an illegal move)."""
+def item_state(found: list[tuple[int, Event]]) -> work.WorkState:
+    """The work fold over one item's events: the item as it stands, and the events it refused."""
     state = work.WorkState()
     for seq, event in found:
         if event.type_name() in work.PROJECTION.reads:
             state = work.apply(state, event, seq)
-    return {a.seq: a.reason for a in state.anomalies}
+    return state
 
 
-def _summary(event: Event) -> str:
-    fields = {k: v for k, v in msgspec.structs.asdict(event).items() if k not in ("id", "ts", "source", "v", "trace", "work_id")}
-    return " ".join(f"{k}={v}" for k, v in fields.items() if v not in (None, "", [], {}))
+def not_applied(found: list[tuple[int, Event]]) -> dict[int, str]:
+    """Sequence -> why the item's lifecycle refused that event (a superseded attempt's report, an illegal move)."""
+    return {a.seq: a.reason for a in item_state(found).anomalies}
 
 
 def run_cancel(args: argparse.Namespace) -> int:

@@ -112,7 +112,8 @@ def supervise_item(item: WorkItem, track: Track, now: dt.datetime, alive: frozen
         return FailAttempt(work_id=item.work_id, node=item.node, attempt=item.attempt, reason=trouble)
     if item.status is WorkStatus.PENDING and item.failures >= settings.max_attempts:
         last = track.outcomes[-1].reason if track.outcomes else item.reason
-        reason = f"gave up after {item.failures} failed attempts (max_attempts {settings.max_attempts}): {last}"
+        n = item.failures
+        reason = f"gave up after {n} failed attempt{'s' if n != 1 else ''} (max_attempts {settings.max_attempts}): {last}"
         return GiveUp(work_id=item.work_id, reason=reason, attempts=track.outcomes)
     return None
 

@@ -29,9 +29,9 @@ from services.worker.results import handed_back
 
 log = logging.getLogger(__name__)
 
-ORPHAN_KILLED = "handed back: worker restarted; orphan killed"
-ENDED_WHILE_DOWN = "handed back: worker restarted; job ended while worker was down"
-NEVER_STARTED = "handed back: worker restarted before the job started"
+ORPHAN_KILLED = "worker restarted; orphan killed"
+ENDED_WHILE_DOWN = "worker restarted; job ended while worker was down"
+NEVER_STARTED = "worker restarted before the job started"
 GROUP_POLL_S = 0.1
 
 

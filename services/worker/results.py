@@ -23,6 +23,7 @@ from eventbus.events import (
     WorkCompleted,
     WorkHandedBack,
 )
+from services.worker.cause import cause_of
 from services.worker.jobs import JobOutcome
 from services.worker.outputs import BestModel
 from services.worker.protocol import AttemptKey
@@ -93,9 +94,9 @@ def decode_result(raw: object) -> JobResult:
 
 
 def attempt_failed(key: AttemptKey, node: str, reason: str, exit_code: int | None = None, stderr_tail: str = "") -> WorkAttemptFailed:
-    """The event that ends an attempt without completing it."""
+    """The event that ends an attempt without completing it, with the cause its stderr names."""
     return WorkAttemptFailed(work_id=key.work_id, node=node, attempt=key.attempt, reason=reason,
-                             exit_code=exit_code, stderr_tail=stderr_tail)
+                             exit_code=exit_code, stderr_tail=stderr_tail, cause=cause_of(stderr_tail))
 
 
 def handed_back(key: AttemptKey, node: str, reason: str) -> WorkHandedBack:

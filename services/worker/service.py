@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
 LEADER_EVENTS = f"{EVENTS_ROOT}.leader.>"
-WORKER_STOPPED = "handed back: worker stopping"
+WORKER_STOPPED = "worker stopping"
 CONSUMER_EXPIRES_S = 2.0  # pull requests this long: a stop waits for the open one to expire
 
 

@@ -151,13 +151,14 @@ function progressBar(fraction) {
 function renderWork(w) {
   renderWorkCounts(w.counts);
   if (!w.items.length) return fill("work-items", empty("the queue is empty"));
-  fill("work-items", table(["work id", "type", "config", "games#", "status", "node", "try#", "progress", "updated"],
+  fill("work-items", table(["work id", "type", "config", "games#", "status", "cause", "node", "try#", "progress", "updated"],
     w.items.map(i => el("tr", {},
       el("td", { class: "mono", text: i.work_id }),
       el("td", { text: i.work_type }),
       el("td", { text: i.config }),
       el("td", { class: "num", text: i.num_games }),
       el("td", { title: i.reason }, badge(i.status)),
+      el("td", { class: "mono wrap cause", title: i.reason, text: i.cause || (i.status === "failed" ? i.reason : "") }),
       el("td", { text: i.node || "-" }),
       el("td", { class: "num", text: i.attempt }),
       el("td", {}, progressBar(i.progress)),
