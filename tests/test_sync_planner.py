@@ -9,7 +9,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from config.hosts import HostEntry, HostsConfig
-from eventbus.events import ArtifactRef, DataSyncComplete, DataSyncPlanned, Event, GpuInfo, HostOnline, HostResources, SelfplayComplete
+from eventbus.events import (
+    ArtifactRef,
+    DataSyncComplete,
+    DataSyncPlanned,
+    Event,
+    GpuInfo,
+    HostOnline,
+    HostResources,
+    SelfplayComplete,
+    WorkFailed,
+)
 from projections import cluster, data
 from projections.base import fold_events
 from projections.data import DataState, TransferStatus
@@ -46,6 +56,12 @@ def test_a_batch_goes_to_every_training_node_that_lacks_it() -> None:
     plans = plan_transfers(state, fleet({"n1", "n2", "n3"}, {"n1", "n2", "n3"}), T0, SETTINGS)
     assert [(p.transfer_id, p.from_node, p.to_node, p.size_bytes) for p in plans] == [
         ("b1>n2#1", "n1", "n2", 1000), ("b1>n3#1", "n1", "n3", 1000)]
+
+
+def test_a_batch_of_an_item_that_ended_failed_or_cancelled_is_not_copied() -> None:
+    state = folded([batch("b1", "n1"), batch("b2", "n1"), WorkFailed(work_id="w-b2", reason="gave up")])
+    plans = plan_transfers(state, fleet({"n1", "n2"}, {"n1", "n2"}), T0, SETTINGS)
+    assert [p.batch_id for p in plans] == ["b1"]
 
 
 def test_nothing_is_planned_twice_while_in_flight_or_done() -> None:

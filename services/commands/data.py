@@ -9,13 +9,12 @@ import datetime as dt
 import msgspec
 
 from eventbus.events import utcnow
-from eventbus.subjects import type_filter
 from projections import data, withdrawal
 from projections.base import Folder
 from projections.data import DataState, TransferStatus, freshness_s
 from services.commands import open_bus
 from services.commands.status import age, table
-from services.distributor.livefold import LiveFold, aggregate_subjects
+from services.distributor.livefold import LiveFold, aggregate_subjects, type_subjects
 from services.options import add_common_arguments, common_options
 
 
@@ -116,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     async def go() -> DataView:
         fold = Folder(data.PROJECTION)
         async with open_bus(options, "data") as bus:
-            subjects = (*aggregate_subjects("data", "leader"), *(type_filter(t) for t in sorted(withdrawal.READS)))
+            subjects = (*aggregate_subjects("data", "leader"), *type_subjects(withdrawal.READS))
             await LiveFold(bus, [fold], subjects).catch_up()
         return data_view(fold.state, utcnow(), args.limit)
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from eventbus.connection import Bus
 from eventbus.errors import BusError
 from eventbus.follow import follow
 from eventbus.history import Record, last_sequence, replay
-from eventbus.subjects import ALL_EVENTS, EVENTS_ROOT
+from eventbus.subjects import ALL_EVENTS, EVENTS_ROOT, type_filter
 from projections.base import Folder, type_of
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,11 @@ log = logging.getLogger(__name__)
 def aggregate_subjects(*aggregates: str) -> tuple[str, ...]:
     """Subject filters of whole aggregates, e.g. ('rr.evt.model.>', 'rr.evt.host.>')."""
     return tuple(f"{EVENTS_ROOT}.{a}.>" for a in aggregates)
+
+
+def type_subjects(type_names: Iterable[str]) -> tuple[str, ...]:
+    """Subject filters of single event types, e.g. ('rr.evt.*.*.WORK_FAILED.*',): a few types of a busy aggregate."""
+    return tuple(type_filter(name) for name in sorted(type_names))
 
 
 class LiveFold:

@@ -13,9 +13,9 @@ import logging
 from config.hosts import HostsConfig, load_hosts
 from eventbus.errors import InvalidConfig
 from eventbus.events import utcnow
-from projections import cluster, data
+from projections import cluster, data, withdrawal
 from projections.base import Folder
-from services.distributor.livefold import LiveFold, aggregate_subjects
+from services.distributor.livefold import LiveFold, aggregate_subjects, type_subjects
 from services.leadership.term import NotLeader, Term
 from services.runtime import ServiceContext
 from services.sync.planner import Fleet, plan_transfers
@@ -49,7 +49,8 @@ async def sync_planner_loop(ctx: ServiceContext, term: Term) -> None:
     """Plan data copies every `sync.plan_interval_s` and on news, until the term ends (or is cancelled)."""
     settings: SyncSettings = ctx.config.sync
     data_fold, cluster_fold = Folder(data.PROJECTION), Folder(cluster.PROJECTION)
-    live = LiveFold(ctx.bus, [data_fold, cluster_fold], aggregate_subjects("data", "host", "leader"))
+    subjects = (*aggregate_subjects("data", "host", "leader"), *type_subjects(withdrawal.READS))  # withdrawn batches stay put
+    live = LiveFold(ctx.bus, [data_fold, cluster_fold], subjects)
     await live.catch_up()
     hosts = HostsReader(ctx.config.hosts_file)
     async with asyncio.TaskGroup() as tasks:

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 import msgspec
 
 from eventbus.events import DataSyncPlanned
-from projections.data import Batch, DataState, Transfer, TransferStatus
+from projections.data import Batch, DataState, Transfer, TransferStatus, is_live
 from services.distributor.retry import delay_s
 from services.sync.settings import SyncSettings
 
@@ -73,7 +73,8 @@ def pick_source(batch: Batch, fleet: Fleet) -> str | None:
 def candidates(data: DataState, fleet: Fleet, now: dt.datetime, settings: SyncSettings) -> list[Candidate]:
     """Every copy allowed now, most urgent first."""
     horizon = now - dt.timedelta(hours=settings.max_batch_age_h)
-    fresh = [b for b in data.batches.values() if (b.at is None or b.at >= horizon) and (b.sha256 or b.size_bytes)]
+    fresh = [b for b in data.batches.values()
+             if (b.at is None or b.at >= horizon) and (b.sha256 or b.size_bytes) and is_live(data, b)]
     fresh_ids = {b.batch_id for b in fresh}
     history = pair_history(t for t in data.transfers.values() if t.batch_id in fresh_ids)
     found = []
