@@ -58,6 +58,31 @@ async def test_items_are_assigned_within_capacity_and_completed(bus: Bus, eventu
     assert attempt_violations(await read_log(bus)) == []
 
 
+async def test_a_node_that_completes_after_going_offline_is_accepted_while_nothing_newer_started(bus: Bus, eventually: Any) -> None:
+    # Credentials rotated, or the node cut off for a while: the leader hands its attempt back, no
+    # other node can take the item, and the job finishes anyway.
+    pub = Publisher(bus)
+    await online(pub, "cut")
+    held: list[WorkAssigned] = []
+    cut = asyncio.create_task(simulated_worker(bus, "cut", lambda job: held.append(job) or "hang"))
+    scheduler = await run_scheduler(bus, SchedulerSettings())
+    try:
+        [item] = await add_items(pub, 1)
+        await eventually(lambda: len(held) == 1, timeout=10, message="assigned to the only node")
+        await pub.publish(HostOffline(node="cut", reason="no heartbeat for 16.0s (limit 15s)"))
+        await eventually(lambda: all_in(bus, work.WorkStatus.PENDING, [item]), timeout=10, message="handed back")
+        await pub.publish(WorkCompleted(work_id=item, node="cut", attempt=1))
+        await eventually(lambda: all_in(bus, work.WorkStatus.COMPLETED, [item]), timeout=10, message="accepted late")
+        state = await state_of(bus)
+        log = await read_log(bus)
+    finally:
+        await stop(scheduler, cut)
+    done = state.items[item]
+    assert (done.status, done.failures, done.handed_back, done.node) == (work.WorkStatus.COMPLETED, 0, 1, "cut")
+    assert not state.anomalies and attempt_violations(log) == []
+    assert [type(e) for e in log if isinstance(e, (WorkHandedBack, WorkAttemptFailed, WorkCompleted))] == [WorkHandedBack, WorkCompleted]
+
+
 async def test_an_offline_node_hands_its_attempt_to_another_node_and_its_late_completion_is_an_anomaly(bus: Bus, eventually: Any) -> None:
     pub = Publisher(bus)
     await online(pub, "lost")
