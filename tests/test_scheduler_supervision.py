@@ -83,6 +83,11 @@ def test_handed_back_attempts_never_use_up_max_attempts() -> None:
     assert (item.status, item.attempt, item.failures, item.handed_back) == (work.WorkStatus.PENDING, 5, 0, 5)
     assert decide(events, now=10, alive={"a"}) == []
     assert assignable(item, SETTINGS)
+    # ... but a job that takes its node down every time does not loop forever
+    bounded = SchedulerSettings(max_attempts=2, max_hand_backs=5)
+    [decision] = supervise(state.items.values(), fold(events)[1], at(10), frozenset({"a"}), bounded)
+    assert isinstance(decision, GiveUp) and decision.reason.startswith("gave up after 5 hand-backs (max_hand_backs 5)")
+    assert not assignable(item, bounded)
 
 
 def test_only_failed_attempts_count_towards_giving_up() -> None:

@@ -62,7 +62,10 @@ class SchedulerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     role_work: dict[str, tuple[str, ...]] = msgspec.field(default_factory=lambda: dict(DEFAULT_ROLE_WORK))
     curriculum: dict[str, float] = {}  # "hex8_2p" -> weight; configs absent get 1.0
     weights: PriorityWeights = PriorityWeights()
-    max_attempts: Annotated[int, msgspec.Meta(ge=1)] = 3
+    max_attempts: Annotated[int, msgspec.Meta(ge=1)] = 3  # failed attempts; hand-backs do not count
+    # Hand-backs (worker stopped, node offline) cost no attempt, but a job that takes its node
+    # down every time must not loop forever: an item handed back this often is given up too.
+    max_hand_backs: Annotated[int, msgspec.Meta(ge=1)] = 20
     attempt_deadline_s: dict[str, float] = msgspec.field(default_factory=lambda: {
         "selfplay": 3600.0, "training": 7200.0, "evaluation": 1800.0, "tournament": 3600.0, "sync": 900.0})
     progress_timeout_s: float = 300.0  # an attempt silent this long is stalled

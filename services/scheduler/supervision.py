@@ -115,6 +115,9 @@ def supervise_item(item: WorkItem, track: Track, now: dt.datetime, alive: frozen
         n = item.failures
         reason = f"gave up after {n} failed attempt{'s' if n != 1 else ''} (max_attempts {settings.max_attempts}): {last}"
         return GiveUp(work_id=item.work_id, reason=reason, attempts=track.outcomes)
+    if item.status is WorkStatus.PENDING and item.handed_back >= settings.max_hand_backs:
+        reason = f"gave up after {item.handed_back} hand-backs (max_hand_backs {settings.max_hand_backs}): {item.reason}"
+        return GiveUp(work_id=item.work_id, reason=reason, attempts=track.outcomes)
     return None
 
 
@@ -132,4 +135,5 @@ def supervise(
 
 def assignable(item: WorkItem, settings: SchedulerSettings) -> bool:
     """Whether a pending item may get another attempt."""
-    return item.status is WorkStatus.PENDING and item.failures < settings.max_attempts
+    return (item.status is WorkStatus.PENDING and item.failures < settings.max_attempts
+            and item.handed_back < settings.max_hand_backs)
