@@ -20,6 +20,7 @@ from eventbus.events import (
     WorkAssigned,
     WorkAttemptFailed,
     WorkCompleted,
+    WorkHandedBack,
     WorkStarted,
 )
 from eventbus.history import events
@@ -103,7 +104,8 @@ async def test_a_node_killed_mid_job_goes_offline_and_its_item_completes_once_el
         await eventually(lambda: all_in(bus, work.WorkStatus.COMPLETED, [item]), timeout=30, message=fleet.logs())
     log = await read_log(bus)
     assert [e.node for e in log if isinstance(e, HostOffline)] == ["doomed"]
-    assert [(e.attempt, e.node, e.reason) for e in log if isinstance(e, WorkAttemptFailed)] == [(1, "doomed", "node doomed went offline")]
+    assert [(e.attempt, e.node, e.reason) for e in log if isinstance(e, WorkHandedBack)] == [(1, "doomed", "node doomed went offline")]
+    assert not [e for e in log if isinstance(e, WorkAttemptFailed)], "a node lost is no failed attempt"
     assert [(e.attempt, e.node) for e in log if isinstance(e, WorkAssigned)] == [(1, "doomed"), (2, "survivor")]
     assert [(e.attempt, e.node) for e in log if isinstance(e, WorkCompleted)] == [(2, "survivor")]
     assert attempt_violations(log) == []
