@@ -158,7 +158,7 @@ function renderWork(w) {
       el("td", { text: i.config }),
       el("td", { class: "num", text: i.num_games }),
       el("td", { title: i.reason }, badge(i.status)),
-      el("td", { class: "mono wrap cause", title: i.reason, text: i.cause || (i.status === "failed" ? i.reason : "") }),
+      el("td", { class: "mono wrap", title: i.reason, text: i.cause || (i.status === "failed" ? i.reason : "") }),
       el("td", { text: i.node || "-" }),
       el("td", { class: "num", text: i.attempt }),
       el("td", {}, progressBar(i.progress)),
