@@ -15,6 +15,7 @@ import base64
 import binascii
 import concurrent.futures
 import contextlib
+import datetime as dt
 import hashlib
 import json
 import os
@@ -27,7 +28,7 @@ import msgspec
 import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
-from nats.js.api import ObjectInfo, ObjectMeta, ObjectMetaOptions, ObjectStoreConfig, StorageType
+from nats.js.api import ObjectInfo, ObjectMetaOptions, ObjectStoreConfig, StorageType
 from nats.js.object_store import ObjectStore
 
 from eventbus.connection import Bus
@@ -188,14 +189,25 @@ async def list_objects(bus: Bus, bucket: str) -> list[StoredObject]:
 async def put_file(
     bus: Bus, bucket: str, name: str, path: Path, *, description: str = "", timeout_s: float = 600.0
 ) -> StoredObject:
-    """Upload a file as the object `name` (a new version replaces the old one); raises BusUnavailable, OSError."""
-    store = await _store(bus, bucket)
+    """Upload a file as the object `name` (a new version replaces the old one); raises BusUnavailable, OSError.
+
+    Unlike nats-py's `put`, it never purges: nodes may not (services/auth/permissions.py), so
+    the chunks of the version it replaces, or of an upload that failed half-way, stay in the
+    bucket until the leader's store clean-up deletes them (`delete_orphan_chunks`).
+    """
+    await _store(bus, bucket)  # ObjectMissing when there is no such bucket
     chunk = min(CHUNK_BYTES, bus.nc.max_payload or CHUNK_BYTES)
-    meta = ObjectMeta(name=name, description=description or None, options=ObjectMetaOptions(max_chunk_size=chunk))
+    nuid = os.urandom(12).hex()
     handle = await asyncio.to_thread(open, path, "rb")
     try:
-        # nats-py reads the file in an executor; it hashes each chunk on the loop (~0.7 ms per MiB).
-        info = await _within(timeout_s, store.put(name, handle, meta=meta))
+        async with asyncio.timeout(timeout_s):
+            size, chunks, digest = await _publish_chunks(bus, f"$O.{bucket}.C.{nuid}", handle, chunk)
+            info = ObjectInfo(
+                name=name, bucket=bucket, nuid=nuid, size=size, chunks=chunks, mtime=utcnow_iso(),
+                digest=DIGEST_PREFIX + base64.urlsafe_b64encode(digest).decode(), description=description or None,
+                options=ObjectMetaOptions(max_chunk_size=chunk),
+            )
+            await bus.js.publish(_meta_subject(bucket, name), json.dumps(info.as_dict()).encode(), headers={"Nats-Rollup": "sub"})
     except _SILENT as exc:
         raise BusUnavailable(f"upload of {path} to {bucket}/{name} did not finish: {exc or type(exc).__name__}") from None
     except nats.js.errors.APIError as exc:
@@ -205,12 +217,35 @@ async def put_file(
     return _stored(bucket, info)
 
 
-async def delete_object(bus: Bus, bucket: str, name: str, *, only_nuid: str | None = None) -> bool:
+def utcnow_iso() -> str:
+    """The object store's mtime format."""
+    return dt.datetime.now(dt.timezone.utc).isoformat()
+
+
+async def _publish_chunks(bus: Bus, subject: str, handle: BinaryIO, chunk: int) -> tuple[int, int, bytes]:
+    digest = hashlib.sha256()
+
+    def read() -> bytes:
+        data = handle.read(chunk)
+        digest.update(data)  # in the reading thread: hashing is ~0.7 ms per MiB
+        return data
+
+    size = chunks = 0
+    while data := await asyncio.to_thread(read):
+        await bus.js.publish(subject, data)
+        size, chunks = size + len(data), chunks + 1
+    return size, chunks, digest.digest()
+
+
+async def delete_object(bus: Bus, bucket: str, name: str, *, only_nuid: str | None = None, chunks: bool = True) -> bool:
     """Delete an object (only its version `only_nuid`, when given); False when there was nothing to delete.
 
     The deletion marker is written on condition that the metadata read is still the last
     (Nats-Expected-Last-Subject-Sequence), so a version uploaded meanwhile is never deleted
     in its place (nats-py's `delete` reads the metadata again and would delete the new one).
+    The chunks are then deleted message by message, never purged (only admin may purge);
+    a node, which may not delete messages, passes `chunks=False` and leaves them to the
+    leader's store clean-up (`delete_orphan_chunks`).
     """
     stream, meta_subject = f"OBJ_{bucket}", _meta_subject(bucket, name)
     try:
@@ -221,7 +256,8 @@ async def delete_object(bus: Bus, bucket: str, name: str, *, only_nuid: str | No
         marker = dict(info.as_dict(), deleted=True, size=0, chunks=0, digest="", mtime="")
         headers = {"Nats-Rollup": "sub", "Nats-Expected-Last-Subject-Sequence": str(last.seq)}
         await _within(API_TIMEOUT_S, bus.js.publish(meta_subject, json.dumps(marker).encode(), headers=headers))
-        await _within(API_TIMEOUT_S, bus.js.purge_stream(stream, subject=f"$O.{bucket}.C.{info.nuid}"))
+        if chunks:
+            await _delete_chunks(bus, bucket, str(info.nuid))
     except nats.js.errors.NotFoundError:
         return False
     except nats.js.errors.BadRequestError as exc:
@@ -233,6 +269,46 @@ async def delete_object(bus: Bus, bucket: str, name: str, *, only_nuid: str | No
     except (ValueError, TypeError) as exc:
         raise ObjectCorrupt(f"object {bucket}/{name} has unreadable metadata: {exc}", "") from None
     return True
+
+
+async def _delete_chunks(bus: Bus, bucket: str, nuid: str) -> int:
+    # Each chunk by its sequence (next message on the chunk subject, then delete it): a
+    # purge would do it in one call, but a purge permission could empty the whole bucket.
+    stream, subject, seq, deleted = f"OBJ_{bucket}", f"$O.{bucket}.C.{nuid}", 1, 0
+    while True:
+        try:
+            msg = await _within(API_TIMEOUT_S, bus.js.get_msg(stream, seq, subject=subject, next=True))
+        except nats.js.errors.NotFoundError:
+            return deleted
+        assert msg.seq is not None
+        await _within(API_TIMEOUT_S, bus.js.delete_msg(stream, msg.seq))
+        seq, deleted = msg.seq + 1, deleted + 1
+
+
+async def delete_orphan_chunks(bus: Bus, bucket: str, *, older_than_s: float) -> int:
+    """Delete chunks that no stored version names (replaced versions, failed uploads); returns how many.
+
+    Chunks whose newest message is younger than `older_than_s` are kept: an upload in
+    progress has chunks and no metadata yet.
+    """
+    stream, prefix = f"OBJ_{bucket}", f"$O.{bucket}.C."
+    try:
+        info = await _within(API_TIMEOUT_S, bus.js.stream_info(stream, subjects_filter=f"{prefix}>"))
+        live = {o.nuid for o in await list_objects(bus, bucket)}
+        deleted = 0
+        for subject in info.state.subjects or {}:
+            nuid = subject[len(prefix):]
+            if nuid in live:
+                continue
+            newest = await _within(API_TIMEOUT_S, bus.js.get_last_msg(stream, subject))
+            if newest.time is None or (dt.datetime.now(dt.timezone.utc) - newest.time).total_seconds() < older_than_s:
+                continue
+            deleted += await _delete_chunks(bus, bucket, nuid)
+    except nats.js.errors.NotFoundError:
+        return 0
+    except _SILENT as exc:
+        raise BusUnavailable(f"JetStream did not answer cleaning {bucket}: {exc or type(exc).__name__}") from None
+    return deleted
 
 
 def _meta_subject(bucket: str, name: str) -> str:

@@ -58,6 +58,7 @@ class StreamSpec(msgspec.Struct, frozen=True, kw_only=True):
     max_bytes: int
     max_msgs_per_subject: int = -1
     deny_delete: bool = False
+    deny_purge: bool = False
 
 
 def declared_streams(settings: StreamSettings) -> list[StreamSpec]:
@@ -70,6 +71,7 @@ def declared_streams(settings: StreamSettings) -> list[StreamSpec]:
             max_age_s=settings.events_max_age_days * DAY,
             max_bytes=int(settings.events_max_gib * GIB),
             deny_delete=True,  # the log is evidence; nothing is removed one message at a time
+            deny_purge=True,  # ... nor all at once, by anyone (the server refuses it, admin too)
         ),
         StreamSpec(
             name=TELEMETRY_STREAM,
@@ -104,6 +106,7 @@ def stream_config(spec: StreamSpec, settings: StreamSettings) -> StreamConfig:
         num_replicas=settings.replicas,
         duplicate_window=settings.duplicate_window_s,
         deny_delete=spec.deny_delete,
+        deny_purge=spec.deny_purge,
         allow_direct=True,
     )
 
@@ -117,21 +120,44 @@ _COMPARED = (
     "num_replicas",
     "duplicate_window",
     "deny_delete",
+    "deny_purge",
     "description",
 )
+
+# Limits an update may lower only when asked: a lower one drops the messages past it at once.
+_RETENTION_LIMITS = ("max_age", "max_bytes", "max_msgs_per_subject", "max_msgs")
 
 
 def _differs(current: StreamConfig, wanted: StreamConfig) -> list[str]:
     return [f for f in _COMPARED if getattr(current, f) != getattr(wanted, f)]
 
 
-async def provision(js: JetStreamContext, settings: StreamSettings) -> dict[str, str]:
-    """Create or update every declared stream; returns {stream: created|updated|unchanged}."""
+def _limit(value: float | None) -> float:
+    # 0, -1 and None all mean "no limit" in a stream config.
+    return float("inf") if value is None or value <= 0 else float(value)
+
+
+def shortened_limits(current: StreamConfig, wanted: StreamConfig) -> list[str]:
+    """The retention limits `wanted` lowers ('max_age 730d -> 7d'), which would drop stored messages."""
+    lowered = []
+    for field in _RETENTION_LIMITS:
+        old, new = _limit(getattr(current, field)), _limit(getattr(wanted, field))
+        if new < old:
+            lowered.append(f"{field} {getattr(current, field)} -> {getattr(wanted, field)}")
+    return lowered
+
+
+async def provision(js: JetStreamContext, settings: StreamSettings, *, allow_shorter_retention: bool = False) -> dict[str, str]:
+    """Create or update every declared stream; returns {stream: created|updated|unchanged}.
+
+    An update that lowers a retention limit is refused (StreamSetupError) unless
+    `allow_shorter_retention`: it would drop the messages past the new limit for good.
+    """
     outcome: dict[str, str] = {}
     for spec in declared_streams(settings):
         wanted = stream_config(spec, settings)
         try:
-            outcome[spec.name] = await _provision_one(js, wanted)
+            outcome[spec.name] = await _provision_one(js, wanted, allow_shorter_retention)
         except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError) as exc:
             raise BusUnavailable(f"JetStream did not answer while provisioning {spec.name}: {exc}") from None
         except nats.js.errors.APIError as exc:
@@ -139,7 +165,7 @@ async def provision(js: JetStreamContext, settings: StreamSettings) -> dict[str,
     return outcome
 
 
-async def _provision_one(js: JetStreamContext, wanted: StreamConfig) -> str:
+async def _provision_one(js: JetStreamContext, wanted: StreamConfig, allow_shorter_retention: bool) -> str:
     assert wanted.name is not None
     try:
         info = await js.stream_info(wanted.name)
@@ -154,6 +180,13 @@ async def _provision_one(js: JetStreamContext, wanted: StreamConfig) -> str:
         raise StreamSetupError(
             f"stream {wanted.name} exists with storage {info.config.storage} but config asks for "
             f"{wanted.storage}; storage cannot change in place (back up and recreate the stream)"
+        )
+    lowered = shortened_limits(info.config, wanted)
+    if lowered and not allow_shorter_retention:
+        raise StreamSetupError(
+            f"stream {wanted.name}: the config lowers its retention ({'; '.join(lowered)}), which drops the "
+            f"messages past it for good; keep the config's streams: limits, or run `rr streams init "
+            "--allow-shorter-retention` with the admin credentials if that is meant"
         )
     await js.update_stream(wanted)
     log.info("stream %s updated: %s", wanted.name, ", ".join(changed))

@@ -37,45 +37,17 @@ from eventbus.probe import PermissionWatch, probe_publish, probe_subscribe
 from eventbus.publisher import Publisher
 from eventbus.streams import EVENTS_STREAM, StreamSettings, provision
 from eventbus.subjects import source_filter
-from services.auth.credentials import NatsCredentials, connect_options, load_credentials
+from services.auth.credentials import connect_options, load_credentials
 from services.auth.generate import generate
 from services.leadership.settings import LeadershipSettings
-
-HOSTS = """
-hosts:
-  coord-1: {status: ready, role: coordinator}
-  gpu-1: {status: ready, role: selfplay, gpu: 'RTX 4090 24GB'}
-  gpu-2: {status: ready, role: selfplay}
-  old-3: {status: disabled, role: selfplay}
-p2p_voters: [coord-1]
-"""
-
-
-class Fleet(msgspec.Struct, frozen=True):
-    """A server running the generated auth block, and where each user's credentials are."""
-
-    url: str
-    out: Path
-
-    def creds(self, user: str) -> NatsCredentials:
-        return load_credentials(self.out / "credentials" / f"{user}.yaml")
+from tests.auth_harness import HOSTS, Fleet, auth_server, open_as, stored_count
 
 
 @pytest.fixture
 def fleet(tmp_path: Path) -> Iterator[Fleet]:
     """Credentials generated from HOSTS, and a JetStream server enforcing them."""
-    hosts = tmp_path / "hosts.yaml"
-    hosts.write_text(HOSTS)
-    generate(hosts, tmp_path / "auth")
-    spec = ServerSpec(name="rr-auth", port=free_port(), store_dir=str(tmp_path / "nats" / "jetstream"),
-                      extra_config=(tmp_path / "auth" / "auth.conf").read_text())
-    with NatsServer(spec) as server:
-        yield Fleet(url=server.url, out=tmp_path / "auth")
-
-
-async def open_as(fleet: Fleet, user: str, *, node_id: str | None = None, watch: PermissionWatch | None = None) -> Bus:
-    return await connect(fleet.url, node_id=node_id or user, error_listener=watch.on_error if watch else None,
-                         **connect_options(fleet.creds(user)))
+    with auth_server(tmp_path) as (fleet, _server):
+        yield fleet
 
 
 @pytest.fixture
@@ -103,11 +75,6 @@ async def worker(fleet: Fleet, admin: Bus) -> AsyncIterator[tuple[Bus, Permissio
 
 def lease_of(node: str) -> LeaseValue:
     return LeaseValue(node=node, incarnation="i-1", ttl_s=3, acquired_at=utcnow())
-
-
-async def stored_count(bus: Bus, subject: str, stream: str = EVENTS_STREAM) -> int:
-    info = await bus.js.stream_info(stream, subjects_filter=subject)
-    return sum((info.state.subjects or {}).values())
 
 
 def test_every_enabled_host_gets_a_user_in_its_role_and_a_private_credentials_file(tmp_path: Path) -> None:

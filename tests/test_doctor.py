@@ -54,7 +54,7 @@ def healthy(**changes: object) -> Probes:
         monitor=MonitorProbe(url="http://nats-a:8222", reachable=True, sync_always=True, sync_interval_s=120.0),
         permissions=PermissionsProbe(
             role="worker",
-            own_publish=PublishProbe(subject="rr.evt.doctor.probe.DOCTOR_PROBE.gpu-1", outcome="rejected", detail="wrong last sequence"),
+            own_publish=PublishProbe(subject="rr.evt.doctor.probe.WORK_STARTED.gpu-1", outcome="rejected", detail="wrong last sequence"),
             forbidden=[PublishProbe(subject="$KV.rr_leases.rr-doctor-probe", outcome="denied")],
         ),
         disk=DiskProbe(path="/var/lib/rr", free_bytes=100 * GIB, total_bytes=500 * GIB),
@@ -148,7 +148,7 @@ def test_clock_skew_beyond_the_limit_fails_and_varz_is_the_fallback_source() -> 
 def test_permissions_the_server_does_not_enforce_fail() -> None:
     lax = PermissionsProbe(
         role="worker",
-        own_publish=PublishProbe(subject="rr.evt.doctor.probe.DOCTOR_PROBE.gpu-1", outcome="denied", detail="permissions violation"),
+        own_publish=PublishProbe(subject="rr.evt.doctor.probe.WORK_STARTED.gpu-1", outcome="denied", detail="permissions violation"),
         forbidden=[PublishProbe(subject="$KV.rr_leases.rr-doctor-probe", outcome="rejected", detail="wrong last sequence")],
         shared_inbox_subscribe=True)
     results = evaluate(healthy(permissions=lax))
@@ -247,8 +247,9 @@ async def test_a_provisioned_secured_server_passes_every_check(secured: Provisio
     results = evaluate(await gather(worker_target(secured, tmp_path)))
     assert [(r.name, r.detail) for r in results if not r.ok] == []
     assert by_name(results, "durability").detail.startswith("sync_interval: always")
-    assert by_name(results, "permissions: own events").detail.startswith("rr.evt.doctor.probe.DOCTOR_PROBE.gpu-1: rejected (wrong last sequence")
+    assert by_name(results, "permissions: own events").detail.startswith("rr.evt.doctor.probe.WORK_STARTED.gpu-1: rejected (wrong last sequence")
     assert by_name(results, "permissions: refused $KV.rr_leases.rr-doctor-probe").detail == "denied (permissions violation)"
+    assert by_name(results, "permissions: refused rr.evt.doctor.probe.MODEL_PROMOTED.gpu-1").ok
     assert by_name(results, "permissions: refused $JS.API.STREAM.DELETE.RR_DOCTOR_PROBE").ok
     assert by_name(results, "clock skew").ok
     assert passed(results)

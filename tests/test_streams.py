@@ -45,18 +45,45 @@ async def test_provisioning_twice_creates_then_leaves_unchanged(bare_bus: Bus) -
 
 async def test_a_changed_setting_updates_only_the_streams_it_touches(bare_bus: Bus) -> None:
     await provision(bare_bus.js, StreamSettings())
-    changed = StreamSettings(telemetry_max_age_s=600.0, telemetry_per_node=10)
+    changed = StreamSettings(telemetry_max_age_s=7200.0, telemetry_per_node=240)
     assert await provision(bare_bus.js, changed) == {
         EVENTS_STREAM: "unchanged",
         TELEMETRY_STREAM: "updated",
         DEADLETTER_STREAM: "unchanged",
     }
     info = await bare_bus.js.stream_info(TELEMETRY_STREAM)
-    assert (info.config.max_age, info.config.max_msgs_per_subject) == (600.0, 10)
+    assert (info.config.max_age, info.config.max_msgs_per_subject) == (7200.0, 240)
     assert await provision(bare_bus.js, changed) == dict.fromkeys(ALL, "unchanged")
 
-    longer_dedupe = StreamSettings(telemetry_max_age_s=600.0, telemetry_per_node=10, duplicate_window_s=60.0)
+    longer_dedupe = StreamSettings(telemetry_max_age_s=7200.0, telemetry_per_node=240, duplicate_window_s=60.0)
     assert set((await provision(bare_bus.js, longer_dedupe)).values()) == {"updated"}
+
+
+async def test_a_shorter_retention_is_refused_without_the_flag_and_nothing_is_dropped(bare_bus: Bus) -> None:
+    await provision(bare_bus.js, StreamSettings())
+    for i in range(3):
+        await bare_bus.js.publish(f"rr.tel.hb.n{i}", b"{}")
+    shorter = StreamSettings(events_max_age_days=7.0, telemetry_per_node=1)
+    with pytest.raises(StreamSetupError, match=r"stream RR_EVENTS: the config lowers its retention \(max_age 63072000.0 -> 604800.0\)"
+                                               r".*--allow-shorter-retention"):
+        await provision(bare_bus.js, shorter)
+    assert (await bare_bus.js.stream_info(EVENTS_STREAM)).config.max_age == 730 * 86_400.0
+    assert (await bare_bus.js.stream_info(TELEMETRY_STREAM)).state.messages == 3
+    outcome = await provision(bare_bus.js, shorter, allow_shorter_retention=True)
+    assert outcome == {EVENTS_STREAM: "updated", TELEMETRY_STREAM: "updated", DEADLETTER_STREAM: "unchanged"}
+    assert (await bare_bus.js.stream_info(EVENTS_STREAM)).config.max_age == 7 * 86_400.0
+
+
+async def test_the_log_denies_deletes_and_purges_to_everyone(bare_bus: Bus) -> None:
+    await provision(bare_bus.js, StreamSettings())
+    ack = await bare_bus.js.publish("rr.evt.work.w-1.WORK_ADDED.n1", b"{}")
+    info = await bare_bus.js.stream_info(EVENTS_STREAM)
+    assert (info.config.deny_delete, info.config.deny_purge) == (True, True)
+    with pytest.raises(nats.js.errors.APIError):
+        await bare_bus.js.purge_stream(EVENTS_STREAM)
+    with pytest.raises(nats.js.errors.APIError):
+        await bare_bus.js.delete_msg(EVENTS_STREAM, ack.seq)
+    assert (await bare_bus.js.stream_info(EVENTS_STREAM)).state.messages == 1
 
 
 async def test_storage_cannot_change_in_place(bare_bus: Bus) -> None:

@@ -12,9 +12,10 @@ from collections.abc import Sequence
 import msgspec
 
 from config.hosts import HostsConfig
+from eventbus.authority import Role
 from eventbus.errors import InvalidConfig
 from eventbus.subjects import token
-from services.auth.permissions import Role, inbox_prefix
+from services.auth.permissions import inbox_prefix
 from services.leadership.candidacy import candidacy
 
 ADMIN_USER = "admin"

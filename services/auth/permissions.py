@@ -1,26 +1,29 @@
 """Least-privilege NATS subject permissions per role, pure: who may publish and subscribe to what.
 
 Roles:
-  admin        everything (operators: `rr streams init`, `rr dlq`, upgrades).
-  coordinator  a node that may campaign for leadership: writes the leases KV, publishes any
-               event, manages JetStream, but never deletes a stream or purges the log.
-  worker       any other node: publishes only its own events (rr.evt.*.*.*.<node>) and
-               heartbeat, consumes through its own durable consumers, reads everything, and
-               uses its own inbox prefix so that it cannot read other nodes' replies.
+  admin        the operators (`rr streams init`, `rr dlq`, upgrades): every JetStream call,
+               including the destructive ones; of the events, only those admin owns.
+  coordinator  a node that may campaign for leadership: writes the leases KV, publishes the
+               event types it owns under its own node, manages consumers and objects, but
+               never deletes or purges a stream, nor updates or deletes messages of the log,
+               the dead letters or the leases.
+  worker       any other node: publishes only the event types it owns under its own node
+               (rr.evt.*.*.<TYPE>.<node>) and its heartbeat, consumes through its own
+               durable consumers, reads everything, uploads objects (never deletes or purges),
+               and uses its own inbox prefix so that it cannot read other nodes' replies.
+
+Which role owns which event type is eventbus/authority.py's table.
 
 Every subject below was checked against nats-server 2.15 in tests/test_auth.py.
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
 import msgspec
 
+from eventbus.authority import Role, foreign_types, owned_types
 from eventbus.streams import DEADLETTER_STREAM, EVENTS_STREAM, TELEMETRY_STREAM
-from eventbus.subjects import DEADLETTER_ROOT, EVENTS_ROOT, TELEMETRY_ROOT, heartbeat_subject, source_filter
-
-Role = Literal["admin", "coordinator", "worker"]
+from eventbus.subjects import DEADLETTER_ROOT, EVENTS_ROOT, TELEMETRY_ROOT, heartbeat_subject, token
 
 # Durable consumers are named "<service>-<node>" (services/worker: "worker-<node>"); a node
 # may create and pull from these names only, so it cannot take another node's assignments.
@@ -79,14 +82,33 @@ def leases_subjects(buckets: Buckets) -> str:
 
 
 def protected_streams(buckets: Buckets) -> tuple[str, ...]:
-    """Streams whose purge would erase evidence or leadership epochs."""
+    """Streams only admin may update, purge or delete messages of: the log, its evidence, the epochs."""
     return (EVENTS_STREAM, TELEMETRY_STREAM, DEADLETTER_STREAM, f"KV_{buckets.leases}")
+
+
+def event_subjects(role: Role, node: str) -> tuple[str, ...]:
+    """The event subjects `node` may publish: each type its role owns, under its own name only."""
+    return tuple(f"{EVENTS_ROOT}.*.*.{type_name}.{token(node)}" for type_name in owned_types(role))
+
+
+# Calls that destroy data (or a whole account's streams) without naming one message: admin's only.
+DESTRUCTIVE_API = (
+    "$JS.API.STREAM.DELETE.>",
+    "$JS.API.STREAM.PURGE.>",
+    "$JS.API.ACCOUNT.PURGE.>",
+    "$JS.API.STREAM.RESTORE.>",
+)
+
+
+def protected_stream_api(buckets: Buckets) -> tuple[str, ...]:
+    """Updating a protected stream (a shorter retention erases it) or deleting its messages one by one."""
+    return tuple(f"$JS.API.STREAM.{verb}.{stream}" for stream in protected_streams(buckets) for verb in ("UPDATE", "MSG.DELETE"))
 
 
 def _denied_to_all_nodes(buckets: Buckets) -> tuple[str, ...]:
     return (
-        "$JS.API.STREAM.DELETE.>",
-        *(f"$JS.API.STREAM.PURGE.{s}" for s in protected_streams(buckets)),
+        *DESTRUCTIVE_API,
+        *protected_stream_api(buckets),
         "_INBOX.>",  # nobody but admin answers into the shared inbox space
     )
 
@@ -114,21 +136,22 @@ def own_consumer_subjects(node: str) -> tuple[str, ...]:
 
 
 def object_store_subjects(buckets: Buckets) -> tuple[str, ...]:
-    """Creating and uploading to the object buckets; replacing or deleting an object purges its old chunks."""
+    """Creating the object buckets and uploading to them; never purging or deleting in them."""
     subjects: list[str] = []
     for bucket in buckets.objects:
         # Create only (never update or delete): every node's distributor and sync services
         # make their bucket at start if no one has yet; the server refuses a create that
-        # differs from an existing stream.
-        subjects += [f"$O.{bucket}.>", f"$JS.API.STREAM.PURGE.OBJ_{bucket}", f"$JS.API.STREAM.CREATE.OBJ_{bucket}"]
+        # differs from an existing stream. A replaced object's old chunks stay until the
+        # leader's store clean-up deletes them (eventbus/objects.py).
+        subjects += [f"$O.{bucket}.>", f"$JS.API.STREAM.CREATE.OBJ_{bucket}"]
     return tuple(subjects)
 
 
 def worker_permissions(node: str, buckets: Buckets = Buckets()) -> Permissions:
-    """A node that does not campaign: its own events, heartbeat and consumers, reads, uploads."""
+    """A node that does not campaign: its own reports, heartbeat and consumers, reads, uploads."""
     publish = SubjectRules(
         allow=(
-            source_filter(node),
+            *event_subjects("worker", node),
             heartbeat_subject(node),
             *own_consumer_subjects(node),
             *_READ_API,
@@ -141,10 +164,10 @@ def worker_permissions(node: str, buckets: Buckets = Buckets()) -> Permissions:
 
 
 def coordinator_permissions(node: str, buckets: Buckets = Buckets()) -> Permissions:
-    """A leadership candidate: any event, the leases KV, JetStream management; no stream deletion or log purge."""
+    """A leadership candidate: its own reports and decisions, the leases KV, consumers and objects; nothing destructive."""
     publish = SubjectRules(
         allow=(
-            f"{EVENTS_ROOT}.>",
+            *event_subjects("coordinator", node),
             f"{TELEMETRY_ROOT}.>",
             f"{DEADLETTER_ROOT}.>",
             leases_subjects(buckets),
@@ -162,10 +185,16 @@ def coordinator_permissions(node: str, buckets: Buckets = Buckets()) -> Permissi
     return Permissions(publish=publish, subscribe=subscribe, allow_responses=True)
 
 
+def admin_permissions() -> Permissions:
+    """The operators: anything, except publishing the event types admin does not own (nodes and leaders do)."""
+    deny = tuple(f"{EVENTS_ROOT}.*.*.{type_name}.*" for type_name in foreign_types("admin"))
+    return Permissions(publish=SubjectRules(allow=(">",), deny=deny), subscribe=SubjectRules())
+
+
 def permissions_for(role: Role, node: str, buckets: Buckets = Buckets()) -> Permissions | None:
-    """The role's permissions for `node`; None means unrestricted (admin)."""
+    """The role's permissions for `node` (None means unrestricted; no role is today)."""
     if role == "admin":
-        return None
+        return admin_permissions()
     if role == "coordinator":
         return coordinator_permissions(node, buckets)
     return worker_permissions(node, buckets)

@@ -43,7 +43,10 @@ def _rules(direction: str, rules: SubjectRules) -> list[str]:
 
 
 def _permissions(permissions: Permissions) -> list[str]:
-    lines = ["      permissions: {", *_rules("publish", permissions.publish), *_rules("subscribe", permissions.subscribe)]
+    lines = ["      permissions: {"]
+    for direction, rules in (("publish", permissions.publish), ("subscribe", permissions.subscribe)):
+        if rules.allow or rules.deny:  # an empty block would deny everything on some servers
+            lines += _rules(direction, rules)
     if permissions.allow_responses:
         lines.append("        allow_responses: true")
     return lines + ["      }"]

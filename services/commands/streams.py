@@ -31,6 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     verbs = parser.add_subparsers(dest="verb", metavar="<verb>", required=True)
     init = verbs.add_parser("init", help="create or update the declared streams (idempotent)")
     init.add_argument("--replicas", type=positive_int, default=None, help="override streams.replicas from the config")
+    init.add_argument("--allow-shorter-retention", action="store_true",
+                      help="apply a config that lowers a stream's max age, bytes or messages (drops what is past it)")
     add_common_arguments(init)
     init.set_defaults(func=run_init)
     info = verbs.add_parser("info", help="messages, bytes, sequences and replicas of each stream")
@@ -52,7 +54,7 @@ def run_init(args: argparse.Namespace) -> int:
 
     async def go() -> dict[str, str]:
         async with open_bus(options) as bus:
-            return await provision(bus.js, settings)
+            return await provision(bus.js, settings, allow_shorter_retention=args.allow_shorter_retention)
 
     for name, outcome in asyncio.run(go()).items():
         print(f"{name}: {outcome}")

@@ -12,7 +12,7 @@ import time
 
 from eventbus.errors import BusError
 from eventbus.events import utcnow
-from eventbus.objects import delete_object, list_objects
+from eventbus.objects import delete_object, delete_orphan_chunks, list_objects
 from projections import cluster, models
 from projections.base import Folder
 from services.distributor.completion import completions
@@ -23,6 +23,10 @@ from services.leadership.term import NotLeader, Term
 from services.runtime import ServiceContext
 
 log = logging.getLogger(__name__)
+
+# Chunks no stored version names are deleted once this old: an upload in progress (at most
+# put_file's 600 s) has chunks and no metadata yet.
+ORPHAN_GRACE_S = 3600.0
 
 
 async def distribution_loop(ctx: ServiceContext, term: Term) -> None:
@@ -53,13 +57,21 @@ async def distribution_loop(ctx: ServiceContext, term: Term) -> None:
 
 
 async def prune_store(ctx: ServiceContext, state: models.ModelsState, settings: DistributionSettings) -> int:
-    """Delete the bucket's objects past the retention policy; returns how many (errors are logged, not raised)."""
+    """Delete the models past the retention policy, then orphaned chunks of both buckets; returns how many objects.
+
+    A leader duty: nodes may upload but not delete messages, so the chunks of versions they
+    replaced or marked deleted wait for this (services/auth/permissions.py). Errors are
+    logged, not raised.
+    """
     try:
         objects = await list_objects(ctx.bus, settings.bucket)
         doomed = store_deletions(objects, state, utcnow(), settings.keep_last, settings.store_keep_candidates_h)
         for obj in doomed:
             await delete_object(ctx.bus, settings.bucket, obj.name, only_nuid=obj.nuid)
             log.info("models bucket: deleted %s (past retention)", obj.name)
+        for bucket in (settings.bucket, ctx.config.sync.bucket):
+            if chunks := await delete_orphan_chunks(ctx.bus, bucket, older_than_s=ORPHAN_GRACE_S):
+                log.info("%s: deleted %d chunks of replaced or deleted objects", bucket, chunks)
     except BusError as exc:
         log.warning("models bucket: pruning failed, next time then: %s", exc)
         return 0

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import msgspec
 
+from eventbus.authority import ROLES, owned_types
 from eventbus.connection import Bus, connect, split_servers
 from eventbus.errors import BusError
 from eventbus.history import Record, last_sequence, replay
@@ -272,10 +273,12 @@ async def _probe_bus(bus: Bus, watch: PermissionWatch, probes: Probes, target: T
 
 
 async def probe_permissions(bus: Bus, watch: PermissionWatch, target: Target) -> PermissionsProbe:
-    """A harmless publish of this node's own event, and harmless attempts at what its role forbids."""
+    """A harmless publish of an event type this node's role owns, and harmless attempts at what its role forbids."""
     assert target.credentials is not None
     role = target.credentials.role or "worker"
-    own = await probe_publish(bus, watch, event_subject("doctor", "probe", "DOCTOR_PROBE", target.node_id),
+    owned = owned_types(role) if role in ROLES else ()  # type: ignore[arg-type]
+    probe_type = owned[0] if owned else "WORK_STARTED"
+    own = await probe_publish(bus, watch, event_subject("doctor", "probe", probe_type, target.node_id),
                               timeout=PROBE_TIMEOUT_S)
     if role == "admin":
         return PermissionsProbe(role=role, own_publish=own)
@@ -283,7 +286,8 @@ async def probe_permissions(bus: Bus, watch: PermissionWatch, target: Target) ->
         await probe_publish(bus, watch, f"$JS.API.STREAM.DELETE.{PROBE_STREAM}", b"", harmless=False, timeout=PROBE_TIMEOUT_S)]
     if role == "worker":
         for subject in (f"$KV.{target.leases_bucket}.rr-doctor-probe",
-                        event_subject("doctor", "probe", "DOCTOR_PROBE", "rr-doctor-other-node")):
+                        event_subject("doctor", "probe", probe_type, "rr-doctor-other-node"),
+                        event_subject("doctor", "probe", "MODEL_PROMOTED", target.node_id)):  # a leader's decision
             forbidden.append(await probe_publish(bus, watch, subject, timeout=PROBE_TIMEOUT_S))
     shared = await probe_subscribe(bus, watch, "_INBOX.>", timeout=PROBE_TIMEOUT_S)
     return PermissionsProbe(role=role, own_publish=own, forbidden=forbidden, shared_inbox_subscribe=shared)

@@ -134,7 +134,8 @@ class SyncAgent:
             await self._waiting(transfer)
             return
         except ObjectCorrupt as exc:
-            await delete_object(self._bus, self._settings.bucket, batch.batch_id, only_nuid=exc.nuid)
+            # Marked deleted only: a node may not delete messages; the leader's clean-up takes the chunks.
+            await delete_object(self._bus, self._settings.bucket, batch.batch_id, only_nuid=exc.nuid, chunks=False)
             await self._fail(transfer, f"{exc}; deleted from the store, the next plan uploads it again")
             return
         except OSError as exc:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 from typing import get_args
 
+from eventbus.authority import Role
 from services.auth.credentials import credentials_from_env
-from services.auth.permissions import Permissions, Role, permissions_for
+from services.auth.permissions import Permissions, permissions_for
 
 
 def subject_covers(pattern: str, subject: str) -> bool:

@@ -1,0 +1,60 @@
+"""Test harness for NATS authorization: a fleet's generated credentials and a real nats-server enforcing them."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+
+from eventbus.connection import Bus, connect
+from eventbus.natsserver import NatsServer, ServerSpec, free_port
+from eventbus.probe import PermissionWatch
+from eventbus.streams import EVENTS_STREAM
+from services.auth.credentials import NatsCredentials, connect_options, load_credentials
+from services.auth.generate import generate
+
+HOSTS = """
+hosts:
+  coord-1: {status: ready, role: coordinator}
+  gpu-1: {status: ready, role: selfplay, gpu: 'RTX 4090 24GB'}
+  gpu-2: {status: ready, role: selfplay}
+  old-3: {status: disabled, role: selfplay}
+p2p_voters: [coord-1]
+"""
+
+
+class Fleet(msgspec.Struct, frozen=True):
+    """A server running the generated auth block, and where each user's credentials are."""
+
+    url: str
+    out: Path
+
+    def creds(self, user: str) -> NatsCredentials:
+        return load_credentials(self.out / "credentials" / f"{user}.yaml")
+
+
+@contextlib.contextmanager
+def auth_server(tmp_path: Path, hosts_text: str = HOSTS) -> Iterator[tuple[Fleet, NatsServer]]:
+    """Credentials generated from `hosts_text` (in tmp_path/auth), and a JetStream server enforcing them."""
+    hosts = tmp_path / "hosts.yaml"
+    hosts.write_text(hosts_text)
+    generate(hosts, tmp_path / "auth")
+    spec = ServerSpec(name="rr-auth", port=free_port(), store_dir=str(tmp_path / "nats" / "jetstream"),
+                      extra_config=(tmp_path / "auth" / "auth.conf").read_text())
+    with NatsServer(spec) as server:
+        yield Fleet(url=server.url, out=tmp_path / "auth"), server
+
+
+async def open_as(fleet: Fleet, user: str, *, node_id: str | None = None, watch: PermissionWatch | None = None,
+                  **options: object) -> Bus:
+    """A connection with `user`'s credentials (and its node id unless another is given)."""
+    return await connect(fleet.url, node_id=node_id or user, error_listener=watch.on_error if watch else None,
+                         **connect_options(fleet.creds(user)), **options)
+
+
+async def stored_count(bus: Bus, subject: str, stream: str = EVENTS_STREAM) -> int:
+    """How many messages `stream` holds on subjects matching `subject`."""
+    info = await bus.js.stream_info(stream, subjects_filter=subject)
+    return sum((info.state.subjects or {}).values())

@@ -1,0 +1,155 @@
+"""The server enforces who may write what, with the credentials `rr auth gen` generates.
+
+For each role, every event type it does not own is refused (and each it owns is stored);
+no node can purge, delete or shorten the log, the dead letters, the leases or the object
+stores, and the streams keep every message; objects are cleaned up by the leader with
+deletes of named objects only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from eventbus.authority import EVENT_TYPES, may_publish, owned_types
+from eventbus.connection import Bus
+from eventbus.leases import LeaseBucket, LeaseValue
+from eventbus.objects import (
+    BucketSpec, delete_object, delete_orphan_chunks, ensure_bucket, fetch_to_file, put_file, stat_object,
+)
+from eventbus.probe import PermissionWatch, probe_publish
+from eventbus.streams import DEADLETTER_STREAM, EVENTS_STREAM, TELEMETRY_STREAM, StreamSettings, provision
+from eventbus.subjects import deadletter_subject, source_filter
+from tests.auth_harness import Fleet, auth_server, open_as, stored_count
+
+BUCKETS = ("rr_models", "rr_data")
+LOG_STREAMS = (EVENTS_STREAM, DEADLETTER_STREAM, TELEMETRY_STREAM, "KV_rr_leases")
+ALL_STREAMS = (*LOG_STREAMS, *(f"OBJ_{b}" for b in BUCKETS))
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    with auth_server(tmp_path) as (fleet, _server):
+        yield fleet
+
+
+@pytest.fixture
+async def admin(fleet: Fleet, tmp_path: Path) -> AsyncIterator[Bus]:
+    """Admin's connection; the streams, the leases and both buckets hold something."""
+    bus = await open_as(fleet, "admin", node_id="laptop")
+    await provision(bus.js, StreamSettings())
+    leases = LeaseBucket(bus)
+    await leases.ensure()
+    await leases.acquire("scheduler", LeaseValue(node="coord-1", incarnation="i", ttl_s=60, acquired_at=dt.datetime.now(dt.timezone.utc)),
+                         expect_revision=0, timeout=2)
+    await bus.js.publish("rr.evt.work.w-0.WORK_ADDED.laptop", b"{}")
+    await bus.js.publish(deadletter_subject(EVENTS_STREAM, "worker-gpu-1"), b"{}")
+    await bus.js.publish("rr.tel.hb.gpu-1", b"{}")
+    blob = tmp_path / "blob.bin"
+    blob.write_bytes(b"m" * 5000)
+    for bucket in BUCKETS:
+        await ensure_bucket(bus, BucketSpec(name=bucket))
+        await put_file(bus, bucket, "keep-me", blob)
+    try:
+        yield bus
+    finally:
+        await bus.close()
+
+
+async def message_counts(admin: Bus) -> dict[str, int]:
+    return {s: (await admin.js.stream_info(s)).state.messages for s in ALL_STREAMS}
+
+
+@pytest.mark.parametrize(("user", "node"), [("gpu-1", "gpu-1"), ("coord-1", "coord-1"), ("admin", "laptop")])
+async def test_each_role_may_publish_exactly_the_event_types_it_owns(fleet: Fleet, admin: Bus, user: str, node: str) -> None:
+    watch = PermissionWatch()
+    bus = await open_as(fleet, user, node_id=node, watch=watch)
+    try:
+        outcomes = {t: (await probe_publish(bus, watch, f"rr.evt.x.probe.{t}.{node}", harmless=False)).outcome
+                    for t in EVENT_TYPES}
+    finally:
+        await bus.close()
+    role = fleet.creds(user).role
+    assert {t for t, o in outcomes.items() if o == "stored"} == set(owned_types(role))  # type: ignore[arg-type]
+    assert {t for t, o in outcomes.items() if o == "denied"} == {t for t in EVENT_TYPES if not may_publish(role, t)}
+    assert await stored_count(admin, source_filter(node)) == len(owned_types(role)) + (user == "admin")  # type: ignore[arg-type]
+
+
+async def test_a_worker_cannot_forge_a_promotion_nor_an_election(fleet: Fleet, admin: Bus) -> None:
+    watch = PermissionWatch()
+    bus = await open_as(fleet, "gpu-1", watch=watch)
+    try:
+        for subject in ("rr.evt.model.evil.MODEL_PROMOTED.gpu-1", "rr.evt.leader.scheduler.LEADER_ELECTED.gpu-1",
+                        "rr.evt.model.evil.MODEL_PROMOTED.coord-1"):
+            assert (await probe_publish(bus, watch, subject, harmless=False)).outcome == "denied", subject
+    finally:
+        await bus.close()
+    assert await stored_count(admin, "rr.evt.*.*.MODEL_PROMOTED.*") == 0
+    assert await stored_count(admin, "rr.evt.leader.>") == 0
+
+
+def destructive_calls(streams: tuple[str, ...]) -> list[tuple[str, bytes]]:
+    calls: list[tuple[str, bytes]] = [("$JS.API.ACCOUNT.PURGE.rr", b"")]
+    for stream in streams:
+        calls += [
+            (f"$JS.API.STREAM.PURGE.{stream}", b""),
+            (f"$JS.API.STREAM.DELETE.{stream}", b""),
+            (f"$JS.API.STREAM.UPDATE.{stream}", json.dumps({"name": stream, "max_msgs": 1}).encode()),
+            (f"$JS.API.STREAM.MSG.DELETE.{stream}", b'{"seq": 1}'),
+        ]
+    return calls
+
+
+async def assert_all_denied(fleet: Fleet, admin: Bus, user: str, calls: list[tuple[str, bytes]]) -> None:
+    before = await message_counts(admin)
+    watch = PermissionWatch()
+    bus = await open_as(fleet, user, watch=watch)
+    try:
+        for subject, body in calls:
+            assert (await probe_publish(bus, watch, subject, body, harmless=False)).outcome == "denied", (user, subject)
+    finally:
+        await bus.close()
+    assert await message_counts(admin) == before
+    assert all(count > 0 for count in before.values()), before
+
+
+async def test_a_worker_cannot_purge_delete_or_update_any_stream_kv_or_object_store(fleet: Fleet, admin: Bus) -> None:
+    await assert_all_denied(fleet, admin, "gpu-1", destructive_calls(ALL_STREAMS))
+
+
+async def test_a_coordinator_cannot_cut_the_log_the_dead_letters_or_the_leases_nor_purge_objects(
+        fleet: Fleet, admin: Bus) -> None:
+    calls = destructive_calls(LOG_STREAMS) + [
+        (f"$JS.API.STREAM.{verb}.OBJ_{bucket}", b"") for bucket in BUCKETS for verb in ("PURGE", "DELETE")]
+    await assert_all_denied(fleet, admin, "coord-1", calls)
+
+
+async def test_objects_are_replaced_by_nodes_and_cleaned_up_by_a_coordinator_with_named_deletes(
+        fleet: Fleet, admin: Bus, tmp_path: Path) -> None:
+    source = tmp_path / "batch.bin"
+    watch = PermissionWatch()
+    worker = await open_as(fleet, "gpu-1", watch=watch)
+    coordinator = await open_as(fleet, "coord-1", watch=watch)
+    try:
+        source.write_bytes(b"x" * 3000)
+        first = await put_file(worker, "rr_data", "b-1", source)
+        source.write_bytes(b"y" * 2000)
+        second = await put_file(worker, "rr_data", "b-1", source)  # the old chunks stay: nodes may not delete
+        assert await stored_count(admin, f"$O.rr_data.C.{first.nuid}", "OBJ_rr_data") == 1
+        assert await delete_object(worker, "rr_data", "keep-me", chunks=False)  # a node marks a corrupt copy deleted
+        assert await delete_orphan_chunks(coordinator, "rr_data", older_than_s=3600) == 0  # too young yet
+        assert await delete_orphan_chunks(coordinator, "rr_data", older_than_s=0) == 2
+        assert await stored_count(admin, "$O.rr_data.C.>", "OBJ_rr_data") == 1
+        fetched = await fetch_to_file(worker, "rr_data", "b-1", tmp_path / "copy.bin", expect_sha256=second.sha256)
+        assert Path(fetched.path).read_bytes() == b"y" * 2000
+        assert await delete_object(coordinator, "rr_models", "keep-me")  # the leader's retention duty
+        assert await stat_object(admin, "rr_models", "keep-me") is None
+        assert await stored_count(admin, "$O.rr_models.C.>", "OBJ_rr_models") == 0
+    finally:
+        await worker.close()
+        await coordinator.close()
+    assert watch.violations == []
