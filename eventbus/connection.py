@@ -50,7 +50,9 @@ class Bus:
         try:
             await asyncio.wait_for(self.nc.drain(), timeout=5)
         except (asyncio.TimeoutError, nats.errors.Error):
-            await self.nc.close()
+            # A connection the server refused (a revoked key) may be half torn down already.
+            with contextlib.suppress(OSError):
+                await self.nc.close()
 
 
 async def connect(
@@ -62,12 +64,14 @@ async def connect(
     initial_attempts: int = 2,
     user_credentials: str | None = None,
     error_listener: Callable[[Exception], None] | None = None,
+    identity: str | None = None,
     **options: Any,
 ) -> Bus:
     """Connect to NATS, reconnecting forever afterwards; raises BusUnavailable if no server answers.
 
-    `options` go to nats-py as they are (user, password, inbox_prefix, tls, ...);
-    `error_listener` also sees every asynchronous error (permission violations, for probes).
+    `options` go to nats-py as they are (nkeys_seed_str, inbox_prefix, tls, ...);
+    `error_listener` also sees every asynchronous error (permission violations, for probes);
+    `identity` names the user whose credentials these are, for the refusal message.
     """
     urls = split_servers(servers)
     errors: list[Exception] = []
@@ -113,7 +117,7 @@ async def connect(
     try:
         await _connected_or_given_up(connecting, gave_up, deadline)
     except (OSError, asyncio.TimeoutError, nats.errors.Error) as exc:
-        raise BusUnavailable(_unreachable(urls, [*errors, exc], options.get("user"))) from None
+        raise BusUnavailable(_unreachable(urls, [*errors, exc], identity or options.get("user"))) from None
     # Once connected, a lost server is waited out for as long as it takes.
     nc.options["max_reconnect_attempts"] = -1
     return Bus(nc, node_id)
@@ -160,7 +164,7 @@ def refusal_reason(exc: BaseException, user: str | None) -> str:
     refused = isinstance(exc, nats.errors.AuthorizationError) or "authorization violation" in text
     if not refused and "authentication" not in text:
         return ""
-    given = f"the password of user {user!r} was rejected" if user else "no credentials were given"
+    given = f"the credentials of user {user!r} were rejected: revoked, rotated or outdated" if user else "no credentials were given"
     return (
         f"authorization violation ({given}); point RR_NATS_CREDS at this node's credentials file "
         "(made by `rr auth gen`)"

@@ -195,6 +195,15 @@ class NatsServer:
         self._spawn(binary)
         self._wait_port_open(timeout)
 
+    def reload(self, spec: ServerSpec | None = None) -> None:
+        """Rewrite the config (from `spec`, e.g. a new auth block) and SIGHUP the running server to re-read it."""
+        if not self.running or self._proc is None:
+            raise RuntimeError(f"nats-server {self.spec.name} is not running; start it instead")
+        if spec is not None:
+            self.spec = spec
+        self._write_config()
+        self._proc.send_signal(signal.SIGHUP)
+
     def _refuse_taken_ports(self) -> None:
         # Checked up front: a foreign listener on our port would otherwise look like a started server.
         for port in self.spec.ports():

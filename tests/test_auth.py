@@ -16,6 +16,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from config.settings import RrConfig
 from eventbus.connection import Bus, connect
 from eventbus.consumer import ConsumerSpec, Delivery, EventConsumer
 from eventbus.errors import BusUnavailable, InvalidConfig
-from eventbus.events import WorkAdded, WorkStarted, utcnow
+from eventbus.events import WorkAdded, WorkFailed, WorkProgress, WorkStarted, utcnow
 from eventbus.heartbeats import Heartbeat, latest_heartbeats, publish_heartbeat
 from eventbus.history import replay
 from eventbus import micro
@@ -39,6 +40,7 @@ from eventbus.streams import EVENTS_STREAM, StreamSettings, provision
 from eventbus.subjects import source_filter
 from services.auth.credentials import connect_options, load_credentials
 from services.auth.generate import generate
+from services.auth.keys import new_seed
 from services.leadership.settings import LeadershipSettings
 from tests.auth_harness import HOSTS, Fleet, auth_server, open_as, stored_count
 
@@ -89,20 +91,21 @@ def test_every_enabled_host_gets_a_user_in_its_role_and_a_private_credentials_fi
     assert "old-3" not in Path(result.auth_conf).read_text()
 
 
-def test_regenerating_keeps_passwords_rotates_what_is_asked_and_revokes_removed_hosts(tmp_path: Path) -> None:
+def test_regenerating_keeps_keys_rotates_what_is_asked_and_revokes_removed_hosts(tmp_path: Path) -> None:
     hosts = tmp_path / "hosts.yaml"
     hosts.write_text(HOSTS)
     first = generate(hosts, tmp_path / "auth")
-    before = {u: load_credentials(p).password for u, p in first.credentials.items()}
+    before = {u: load_credentials(p).nkey_seed for u, p in first.credentials.items()}
     hosts.write_text(HOSTS.replace("gpu-2: {status: ready", "gpu-2: {status: disabled"))
     second = generate(hosts, tmp_path / "auth", rotate=["gpu-1"])
-    after = {u: load_credentials(p).password for u, p in second.credentials.items()}
+    after = {u: load_credentials(p).nkey_seed for u, p in second.credentials.items()}
     assert second.revoked == ["gpu-2"] and not (tmp_path / "auth" / "credentials" / "gpu-2.yaml").exists()
     assert after["gpu-1"] != before["gpu-1"]
     assert after["admin"] == before["admin"] and after["coord-1"] == before["coord-1"]
     assert sorted(second.kept) == ["admin", "coord-1"] and second.new == ["gpu-1"]
     third = generate(hosts, tmp_path / "auth", rotate_all=True)
-    assert all(load_credentials(p).password != after[u] for u, p in third.credentials.items())
+    assert all(load_credentials(p).nkey_seed != after[u] for u, p in third.credentials.items())
+    assert second.public_keys["gpu-1"] not in Path(third.auth_conf).read_text()
 
 
 def test_a_fleet_without_voters_is_refused_because_workers_could_not_lead(tmp_path: Path) -> None:
@@ -123,8 +126,8 @@ def test_leadership_candidates_in_the_config_decide_who_is_a_coordinator(tmp_pat
 async def test_connections_without_or_with_wrong_credentials_are_refused_with_the_reason(fleet: Fleet) -> None:
     with pytest.raises(BusUnavailable, match="refused the connection: authorization violation .no credentials were given"):
         await connect(fleet.url, node_id="gpu-1")
-    wrong = msgspec.structs.replace(fleet.creds("gpu-1"), password="not-the-password")
-    with pytest.raises(BusUnavailable, match="authorization violation .the password of user 'gpu-1' was rejected.*RR_NATS_CREDS"):
+    wrong = msgspec.structs.replace(fleet.creds("gpu-1"), nkey_seed=new_seed())  # a key the servers do not know
+    with pytest.raises(BusUnavailable, match="authorization violation .the credentials of user 'gpu-1' were rejected.*RR_NATS_CREDS"):
         await connect(fleet.url, node_id="gpu-1", **connect_options(wrong))
 
 
@@ -185,7 +188,7 @@ async def test_a_coordinator_can_take_the_leadership_lease(fleet: Fleet, admin: 
 
 async def test_a_worker_cannot_publish_another_nodes_events(fleet: Fleet, admin: Bus) -> None:
     watch = PermissionWatch()
-    impostor = await open_as(fleet, "gpu-1", node_id="gpu-2", watch=watch)  # gpu-1's password, gpu-2's subjects
+    impostor = await open_as(fleet, "gpu-1", node_id="gpu-2", watch=watch)  # gpu-1's key, gpu-2's subjects
     try:
         with pytest.raises(BusUnavailable):
             await Publisher(impostor, ack_timeout=0.5, retry_for=0.5).publish(
@@ -324,26 +327,35 @@ async def test_a_workers_services_answer_discovery_and_status_from_admin_and_coo
     assert watch.violations == []
 
 
-def test_rr_auth_gen_lists_each_user_with_its_role_and_the_server_config_holds_only_bcrypt_hashes(
+def test_rr_auth_gen_lists_each_user_with_its_role_and_the_server_config_holds_only_public_keys(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from services.auth.credentials import load_credentials
     from services.cli import main as rr
 
     hosts = tmp_path / "hosts.yaml"
     hosts.write_text(HOSTS)
     assert rr(["auth", "gen", "--hosts", str(hosts), "--out", str(tmp_path / "auth")]) == 0
-    out, err = capsys.readouterr()
-    assert re.search(r"^gpu-1\s+worker\s+new password\s+\S+gpu-1.yaml$", out, re.MULTILINE), out
-    assert re.search(r"^coord-1\s+coordinator\s+new password", out, re.MULTILINE), out
-    assert "plain text" not in err  # bcrypt (the `auth` extra, in the test extra too) is installed
+    out = capsys.readouterr().out
+    assert re.search(r"^gpu-1\s+worker\s+new key\s+U\S{11}\.\.\.\s+\S+gpu-1.yaml$", out, re.MULTILINE), out
+    assert re.search(r"^coord-1\s+coordinator\s+new key", out, re.MULTILINE), out
     server_conf = (tmp_path / "auth" / "auth.conf").read_text()
-    assert load_credentials(tmp_path / "auth" / "credentials" / "gpu-1.yaml").password not in server_conf
-    assert server_conf.count("$2a$") >= 3
+    seeds = [load_credentials(p).nkey_seed for p in (tmp_path / "auth" / "credentials").glob("*.yaml")]
+    assert len(seeds) == 4 and all(seed.startswith("SU") and seed not in server_conf for seed in seeds)
+    assert "password" not in server_conf and server_conf.count('nkey: "U') == 4
     assert rr(["auth", "gen", "--hosts", str(hosts), "--out", str(tmp_path / "auth"), "--rotate", "gpu-1", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["new"] == ["gpu-1"] and "admin" in result["kept"]
     assert rr(["auth", "gen", "--hosts", str(hosts), "--out", str(tmp_path / "auth"), "--rotate", "gpu-9"]) == 1
     assert "--rotate: gpu-9 not an enabled host" in capsys.readouterr().err
+
+
+def test_a_password_file_from_before_node_keys_is_refused_with_the_fix(tmp_path: Path) -> None:
+    old = tmp_path / "gpu-1.yaml"
+    old.write_text('user: "gpu-1"\npassword: "hunter2"\ninbox_prefix: "_INBOX_gpu-1"\nrole: "worker"\n')
+    with pytest.raises(InvalidConfig, match=r"gpu-1.yaml: nkey_seed: missing \(a password file from before node keys\).*rr auth gen"):
+        load_credentials(old)
+    old.write_text('user: "gpu-1"\nnkey_seed: "SUNOTASEED"\n')
+    with pytest.raises(InvalidConfig, match=r"gpu-1.yaml: nkey_seed: not an NKey seed"):
+        load_credentials(old)
 
 
 def test_a_service_refuses_another_nodes_credentials(fleet: Fleet) -> None:
@@ -354,3 +366,46 @@ def test_a_service_refuses_another_nodes_credentials(fleet: Fleet) -> None:
     check_identity(fleet.creds("gpu-1"), "gpu-1")
     check_identity(fleet.creds("admin"), "laptop")  # operators' credentials work from any machine
     check_identity(None, "gpu-2")  # no authentication configured
+
+
+# nats-py's reconnect, refused by the server, leaves its socket to the garbage collector.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+async def test_a_revoked_node_is_cut_off_after_a_reload_while_the_others_go_on(tmp_path: Path, eventually) -> None:
+    with auth_server(tmp_path) as (fleet, server):
+        admin = await open_as(fleet, "admin")
+        await provision(admin.js, StreamSettings())
+        buses = {user: await open_as(fleet, user) for user in ("gpu-1", "gpu-2", "coord-1")}
+        revoked_creds = fleet.creds("gpu-2")
+        try:
+            for node in ("gpu-1", "gpu-2"):
+                await Publisher(buses[node]).publish(WorkStarted(work_id=f"w-{node}", node=node, attempt=1))
+            (tmp_path / "hosts.yaml").write_text(HOSTS.replace("gpu-2: {status: ready", "gpu-2: {status: disabled"))
+            assert generate(tmp_path / "hosts.yaml", fleet.out).revoked == ["gpu-2"]
+            reloaded = time.monotonic()
+            server.reload(msgspec.structs.replace(server.spec, extra_config=(fleet.out / "auth.conf").read_text()))
+
+            async def gpu2_cut_off() -> bool:
+                try:
+                    await Publisher(buses["gpu-2"], ack_timeout=0.5, retry_for=0.5).publish(
+                        WorkProgress(work_id="w-gpu-2", node="gpu-2", attempt=1))
+                except BusUnavailable:
+                    return True
+                return False
+
+            await eventually(gpu2_cut_off, timeout=10, message="gpu-2's publishes are refused after the reload")
+            cut_after = time.monotonic() - reloaded
+            assert cut_after < 5, cut_after
+            stored_by_gpu2 = await stored_count(admin, source_filter("gpu-2"))  # 2 if a publish beat the reload
+            assert await gpu2_cut_off()
+            with pytest.raises(BusUnavailable, match="credentials of user 'gpu-2' were rejected"):
+                await connect(fleet.url, node_id="gpu-2", initial_attempts=1, **connect_options(revoked_creds))
+            # The others keep their connections: no restart, no reconnect.
+            await Publisher(buses["gpu-1"]).publish(WorkProgress(work_id="w-gpu-1", node="gpu-1", attempt=1))
+            await Publisher(buses["coord-1"]).publish(WorkFailed(work_id="w-gpu-2", reason="node revoked"))
+            assert all(buses[u].nc.stats["reconnects"] == 0 for u in ("gpu-1", "coord-1"))
+            assert await stored_count(admin, source_filter("gpu-2")) == stored_by_gpu2 <= 2
+            assert await stored_count(admin, source_filter("gpu-1")) == 2
+        finally:
+            for bus in buses.values():
+                await bus.close()
+            await admin.close()

