@@ -15,6 +15,7 @@ import base64
 import binascii
 import concurrent.futures
 import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -28,7 +29,7 @@ import msgspec
 import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
-from nats.js.api import ObjectInfo, ObjectMetaOptions, ObjectStoreConfig, StorageType
+from nats.js.api import DiscardPolicy, ObjectInfo, ObjectMetaOptions, StorageType, StreamConfig
 from nats.js.object_store import ObjectStore
 
 from eventbus.connection import Bus
@@ -133,6 +134,22 @@ async def _store(bus: Bus, bucket: str) -> ObjectStore:
         raise BusUnavailable(f"JetStream did not answer looking up bucket {bucket}: {exc or type(exc).__name__}") from None
 
 
+def bucket_config(spec: BucketSpec) -> StreamConfig:
+    """The bucket's stream: nats-py's object store layout, with rollups off and purges denied.
+
+    Every node may write to the buckets, and a message with `Nats-Rollup: all` on any of their
+    subjects would empty the whole bucket, as a purge would; uploads and deletions here need
+    neither (readers take the last metadata message per object).
+    """
+    return StreamConfig(
+        name=f"OBJ_{spec.name}", description=spec.description or None,
+        subjects=[f"$O.{spec.name}.C.>", f"$O.{spec.name}.M.>"],
+        max_age=spec.max_age_s or None, max_bytes=spec.max_bytes or -1, max_consumers=0,
+        storage=StorageType.FILE if spec.storage == "file" else StorageType.MEMORY, num_replicas=spec.replicas,
+        discard=DiscardPolicy.NEW, allow_rollup_hdrs=False, deny_purge=True, allow_direct=True,
+    )
+
+
 async def ensure_bucket(bus: Bus, spec: BucketSpec) -> None:
     """Create the bucket if it does not exist yet (an existing one is left as it is)."""
     try:
@@ -142,19 +159,31 @@ async def ensure_bucket(bus: Bus, spec: BucketSpec) -> None:
         pass
     except _SILENT as exc:
         raise BusUnavailable(f"JetStream did not answer looking up bucket {spec.name}: {exc or type(exc).__name__}") from None
-    config = ObjectStoreConfig(
-        bucket=spec.name, description=spec.description or None, replicas=spec.replicas,
-        storage=StorageType.FILE if spec.storage == "file" else StorageType.MEMORY,
-        max_bytes=spec.max_bytes, ttl=spec.max_age_s or None,
-    )
     try:
-        await _within(API_TIMEOUT_S, bus.js.create_object_store(spec.name, config=config))
+        await _within(API_TIMEOUT_S, bus.js.add_stream(bucket_config(spec)))
     except nats.js.errors.BadRequestError:
         pass  # created by another node between our lookup and our create
     except _SILENT as exc:
         raise BusUnavailable(f"JetStream did not answer creating bucket {spec.name}: {exc or type(exc).__name__}") from None
     except nats.js.errors.APIError as exc:
         raise BusError(f"cannot create bucket {spec.name}: {exc.description} (err_code {exc.err_code})") from None
+
+
+async def harden_bucket(bus: Bus, bucket: str) -> str:
+    """Turn off rollups and deny purges on a bucket made before bucket_config did; returns hardened|unchanged|missing."""
+    try:
+        info = await _within(API_TIMEOUT_S, bus.js.stream_info(f"OBJ_{bucket}"))
+        if not info.config.allow_rollup_hdrs and info.config.deny_purge:
+            return "unchanged"
+        hardened = dataclasses.replace(info.config, allow_rollup_hdrs=False, deny_purge=True)
+        await _within(API_TIMEOUT_S, bus.js.update_stream(hardened))
+    except nats.js.errors.NotFoundError:
+        return "missing"
+    except _SILENT as exc:
+        raise BusUnavailable(f"JetStream did not answer hardening bucket {bucket}: {exc or type(exc).__name__}") from None
+    except nats.js.errors.APIError as exc:
+        raise BusError(f"cannot harden bucket {bucket}: {exc.description} (err_code {exc.err_code})") from None
+    return "hardened"
 
 
 async def stat_object(bus: Bus, bucket: str, name: str) -> StoredObject | None:
@@ -207,7 +236,8 @@ async def put_file(
                 digest=DIGEST_PREFIX + base64.urlsafe_b64encode(digest).decode(), description=description or None,
                 options=ObjectMetaOptions(max_chunk_size=chunk),
             )
-            await bus.js.publish(_meta_subject(bucket, name), json.dumps(info.as_dict()).encode(), headers={"Nats-Rollup": "sub"})
+            # No rollup: buckets refuse them (bucket_config); readers take the last metadata per object.
+            await bus.js.publish(_meta_subject(bucket, name), json.dumps(info.as_dict()).encode())
     except _SILENT as exc:
         raise BusUnavailable(f"upload of {path} to {bucket}/{name} did not finish: {exc or type(exc).__name__}") from None
     except nats.js.errors.APIError as exc:
@@ -254,7 +284,7 @@ async def delete_object(bus: Bus, bucket: str, name: str, *, only_nuid: str | No
         if info.deleted or (only_nuid is not None and info.nuid != only_nuid):
             return False
         marker = dict(info.as_dict(), deleted=True, size=0, chunks=0, digest="", mtime="")
-        headers = {"Nats-Rollup": "sub", "Nats-Expected-Last-Subject-Sequence": str(last.seq)}
+        headers = {"Nats-Expected-Last-Subject-Sequence": str(last.seq)}
         await _within(API_TIMEOUT_S, bus.js.publish(meta_subject, json.dumps(marker).encode(), headers=headers))
         if chunks:
             await _delete_chunks(bus, bucket, str(info.nuid))

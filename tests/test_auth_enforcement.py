@@ -13,6 +13,7 @@ import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import nats.js.errors
 import pytest
 
 from eventbus.authority import EVENT_TYPES, may_publish, owned_types
@@ -126,6 +127,19 @@ async def test_a_coordinator_cannot_cut_the_log_the_dead_letters_or_the_leases_n
     calls = destructive_calls(LOG_STREAMS) + [
         (f"$JS.API.STREAM.{verb}.OBJ_{bucket}", b"") for bucket in BUCKETS for verb in ("PURGE", "DELETE")]
     await assert_all_denied(fleet, admin, "coord-1", calls)
+
+
+@pytest.mark.parametrize("user", ["gpu-1", "coord-1"])
+async def test_no_node_can_empty_a_bucket_with_a_rollup(fleet: Fleet, admin: Bus, user: str) -> None:
+    before = await message_counts(admin)
+    bus = await open_as(fleet, user)
+    try:
+        for bucket in BUCKETS:
+            with pytest.raises(nats.js.errors.APIError, match="rollup"):
+                await bus.js.publish(f"$O.{bucket}.M.evil", b"{}", headers={"Nats-Rollup": "all"}, timeout=2)
+    finally:
+        await bus.close()
+    assert await message_counts(admin) == before
 
 
 async def test_objects_are_replaced_by_nodes_and_cleaned_up_by_a_coordinator_with_named_deletes(

@@ -174,6 +174,27 @@ async def test_streams_init_reports_created_then_unchanged(nats_url: str) -> Non
     ]
 
 
+async def test_streams_init_hardens_an_old_bucket_and_shortens_retention_only_when_told(nats_url: str, tmp_path: Path) -> None:
+    bus = await connect(nats_url, node_id="t")
+    try:
+        await bus.js.create_object_store("rr_models")  # as rr made buckets before: rollups allowed, purges too
+        code, out, _ = await _rr("streams", "init", "--nats", nats_url)
+        assert code == 0 and "OBJ_rr_models: hardened" in out.splitlines()
+        info = (await bus.js.stream_info("OBJ_rr_models")).config
+        assert (info.allow_rollup_hdrs, info.deny_purge) == (False, True)
+        code, out, _ = await _rr("streams", "init", "--nats", nats_url)
+        assert "OBJ_rr_models: unchanged" in out.splitlines()
+        config = tmp_path / "rr.yaml"
+        config.write_text("streams: {events_max_age_days: 1}\n")
+        code, _, err = await _rr("streams", "init", "--nats", nats_url, "--config", str(config))
+        assert code == 1 and "RR_EVENTS: the config lowers its retention" in err and "--allow-shorter-retention" in err
+        assert (await bus.js.stream_info("RR_EVENTS")).config.max_age == 730 * 86_400.0
+        code, out, _ = await _rr("streams", "init", "--nats", nats_url, "--config", str(config), "--allow-shorter-retention")
+        assert code == 0 and "RR_EVENTS: updated" in out.splitlines()
+    finally:
+        await bus.close()
+
+
 async def test_bad_input_changes_nothing_on_the_server(nats_url: str) -> None:
     code, _, err = await _rr("streams", "init", "--replicas", "0", "--nats", nats_url)
     assert code == 2 and "--replicas" in err

@@ -8,6 +8,7 @@ import asyncio
 import msgspec
 
 from config.settings import load_config
+from eventbus.objects import harden_bucket
 from eventbus.streams import StreamSettings, provision
 from eventbus.streamstate import StreamState, stream_states
 from services.commands import open_bus
@@ -48,13 +49,19 @@ def settings_for(config_path: str | None, replicas: int | None) -> StreamSetting
 
 
 def run_init(args: argparse.Namespace) -> int:
-    """Provision the streams and print created/updated/unchanged per stream."""
+    """Provision the streams, harden existing object buckets, and print what happened to each."""
     options = common_options(args)
+    config = load_config(options.config_path)
     settings = settings_for(options.config_path, args.replicas)
 
     async def go() -> dict[str, str]:
         async with open_bus(options) as bus:
-            return await provision(bus.js, settings, allow_shorter_retention=args.allow_shorter_retention)
+            outcome = await provision(bus.js, settings, allow_shorter_retention=args.allow_shorter_retention)
+            # Buckets are made by the services; one made before rollups were turned off gets them off here.
+            for bucket in (config.distribution.bucket, config.sync.bucket):
+                if (state := await harden_bucket(bus, bucket)) != "missing":
+                    outcome[f"OBJ_{bucket}"] = state
+            return outcome
 
     for name, outcome in asyncio.run(go()).items():
         print(f"{name}: {outcome}")
