@@ -1,4 +1,4 @@
-"""Files in the JetStream object store (models, game data): buckets, upload, a fast verified download, stat, delete.
+"""Files in the JetStream object store (models, game data): buckets, upload, a fast verified download, stat (deletes: objectdelete.py).
 
 nats-py's `ObjectStore.get` reads ~51 MB/s here (its message iterator plus an executor hop
 per chunk); `fetch_to_file` subscribes to the object's chunk subject with an ordered push
@@ -45,7 +45,7 @@ WRONG_LAST_SEQUENCE = 10071  # JetStream err_code for a failed expected-last-seq
 
 T = TypeVar("T")
 
-_SILENT = (
+SILENT = (
     nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionClosedError,
     nats.js.errors.ServiceUnavailableError, asyncio.TimeoutError,
 )
@@ -99,7 +99,8 @@ class Fetched(msgspec.Struct, frozen=True, kw_only=True):
     seconds: float
 
 
-async def _within(seconds: float, awaitable: Awaitable[T]) -> T:
+async def within(seconds: float, awaitable: Awaitable[T]) -> T:
+    """`awaitable`, cancelled after `seconds` (asyncio.TimeoutError)."""
     # asyncio.timeout rather than wait_for: on Python 3.11 wait_for can swallow a cancellation
     # that arrives as the awaited call completes, and a cancelled agent would then run on.
     async with asyncio.timeout(seconds):
@@ -127,10 +128,10 @@ def _stored(bucket: str, info: object) -> StoredObject:
 
 async def _store(bus: Bus, bucket: str) -> ObjectStore:
     try:
-        return await _within(API_TIMEOUT_S, bus.js.object_store(bucket))
+        return await within(API_TIMEOUT_S, bus.js.object_store(bucket))
     except nats.js.errors.BucketNotFoundError:
         raise ObjectMissing(f"object store bucket {bucket} does not exist") from None
-    except _SILENT as exc:
+    except SILENT as exc:
         raise BusUnavailable(f"JetStream did not answer looking up bucket {bucket}: {exc or type(exc).__name__}") from None
 
 
@@ -153,17 +154,17 @@ def bucket_config(spec: BucketSpec) -> StreamConfig:
 async def ensure_bucket(bus: Bus, spec: BucketSpec) -> None:
     """Create the bucket if it does not exist yet (an existing one is left as it is)."""
     try:
-        await _within(API_TIMEOUT_S, bus.js.object_store(spec.name))
+        await within(API_TIMEOUT_S, bus.js.object_store(spec.name))
         return
     except nats.js.errors.BucketNotFoundError:
         pass
-    except _SILENT as exc:
+    except SILENT as exc:
         raise BusUnavailable(f"JetStream did not answer looking up bucket {spec.name}: {exc or type(exc).__name__}") from None
     try:
-        await _within(API_TIMEOUT_S, bus.js.add_stream(bucket_config(spec)))
+        await within(API_TIMEOUT_S, bus.js.add_stream(bucket_config(spec)))
     except nats.js.errors.BadRequestError:
         pass  # created by another node between our lookup and our create
-    except _SILENT as exc:
+    except SILENT as exc:
         raise BusUnavailable(f"JetStream did not answer creating bucket {spec.name}: {exc or type(exc).__name__}") from None
     except nats.js.errors.APIError as exc:
         raise BusError(f"cannot create bucket {spec.name}: {exc.description} (err_code {exc.err_code})") from None
@@ -172,14 +173,14 @@ async def ensure_bucket(bus: Bus, spec: BucketSpec) -> None:
 async def harden_bucket(bus: Bus, bucket: str) -> str:
     """Turn off rollups and deny purges on a bucket made before bucket_config did; returns hardened|unchanged|missing."""
     try:
-        info = await _within(API_TIMEOUT_S, bus.js.stream_info(f"OBJ_{bucket}"))
+        info = await within(API_TIMEOUT_S, bus.js.stream_info(f"OBJ_{bucket}"))
         if not info.config.allow_rollup_hdrs and info.config.deny_purge:
             return "unchanged"
         hardened = dataclasses.replace(info.config, allow_rollup_hdrs=False, deny_purge=True)
-        await _within(API_TIMEOUT_S, bus.js.update_stream(hardened))
+        await within(API_TIMEOUT_S, bus.js.update_stream(hardened))
     except nats.js.errors.NotFoundError:
         return "missing"
-    except _SILENT as exc:
+    except SILENT as exc:
         raise BusUnavailable(f"JetStream did not answer hardening bucket {bucket}: {exc or type(exc).__name__}") from None
     except nats.js.errors.APIError as exc:
         raise BusError(f"cannot harden bucket {bucket}: {exc.description} (err_code {exc.err_code})") from None
@@ -193,12 +194,12 @@ async def stat_object(bus: Bus, bucket: str, name: str) -> StoredObject | None:
     except ObjectMissing:
         return None
     try:
-        info = await _within(API_TIMEOUT_S, store.get_info(name))
+        info = await within(API_TIMEOUT_S, store.get_info(name))
     except (nats.js.errors.ObjectNotFoundError, nats.js.errors.NotFoundError):
         return None
     except nats.js.errors.BadObjectMetaError:
         raise ObjectCorrupt(f"object {bucket}/{name} has unreadable metadata", "") from None
-    except _SILENT as exc:
+    except SILENT as exc:
         raise BusUnavailable(f"JetStream did not answer stat of {bucket}/{name}: {exc or type(exc).__name__}") from None
     return _stored(bucket, info)
 
@@ -207,10 +208,10 @@ async def list_objects(bus: Bus, bucket: str) -> list[StoredObject]:
     """Every undeleted object of the bucket, by name ([] for a missing or empty bucket)."""
     try:
         store = await _store(bus, bucket)
-        infos = await _within(API_TIMEOUT_S, store.list(ignore_deletes=True))
+        infos = await within(API_TIMEOUT_S, store.list(ignore_deletes=True))
     except (ObjectMissing, nats.js.errors.NotFoundError):
         return []
-    except _SILENT as exc:
+    except SILENT as exc:
         raise BusUnavailable(f"JetStream did not answer listing {bucket}: {exc or type(exc).__name__}") from None
     return sorted((_stored(bucket, i) for i in infos), key=lambda o: o.name)
 
@@ -222,7 +223,7 @@ async def put_file(
 
     Unlike nats-py's `put`, it never purges: nodes may not (services/auth/permissions.py), so
     the chunks of the version it replaces, or of an upload that failed half-way, stay in the
-    bucket until the leader's store clean-up deletes them (`delete_orphan_chunks`).
+    bucket until the leader's store clean-up deletes them (eventbus/objectdelete.py).
     """
     await _store(bus, bucket)  # ObjectMissing when there is no such bucket
     chunk = min(CHUNK_BYTES, bus.nc.max_payload or CHUNK_BYTES)
@@ -237,8 +238,8 @@ async def put_file(
                 options=ObjectMetaOptions(max_chunk_size=chunk),
             )
             # No rollup: buckets refuse them (bucket_config); readers take the last metadata per object.
-            await bus.js.publish(_meta_subject(bucket, name), json.dumps(info.as_dict()).encode())
-    except _SILENT as exc:
+            await bus.js.publish(meta_subject(bucket, name), json.dumps(info.as_dict()).encode())
+    except SILENT as exc:
         raise BusUnavailable(f"upload of {path} to {bucket}/{name} did not finish: {exc or type(exc).__name__}") from None
     except nats.js.errors.APIError as exc:
         raise BusError(f"upload of {path} to {bucket}/{name} refused: {exc.description} (err_code {exc.err_code})") from None
@@ -267,81 +268,8 @@ async def _publish_chunks(bus: Bus, subject: str, handle: BinaryIO, chunk: int) 
     return size, chunks, digest.digest()
 
 
-async def delete_object(bus: Bus, bucket: str, name: str, *, only_nuid: str | None = None, chunks: bool = True) -> bool:
-    """Delete an object (only its version `only_nuid`, when given); False when there was nothing to delete.
-
-    The deletion marker is written on condition that the metadata read is still the last
-    (Nats-Expected-Last-Subject-Sequence), so a version uploaded meanwhile is never deleted
-    in its place (nats-py's `delete` reads the metadata again and would delete the new one).
-    The chunks are then deleted message by message, never purged (only admin may purge);
-    a node, which may not delete messages, passes `chunks=False` and leaves them to the
-    leader's store clean-up (`delete_orphan_chunks`).
-    """
-    stream, meta_subject = f"OBJ_{bucket}", _meta_subject(bucket, name)
-    try:
-        last = await _within(API_TIMEOUT_S, bus.js.get_last_msg(stream, meta_subject))
-        info = ObjectInfo.from_response(json.loads(last.data or b"{}"))
-        if info.deleted or (only_nuid is not None and info.nuid != only_nuid):
-            return False
-        marker = dict(info.as_dict(), deleted=True, size=0, chunks=0, digest="", mtime="")
-        headers = {"Nats-Expected-Last-Subject-Sequence": str(last.seq)}
-        await _within(API_TIMEOUT_S, bus.js.publish(meta_subject, json.dumps(marker).encode(), headers=headers))
-        if chunks:
-            await _delete_chunks(bus, bucket, str(info.nuid))
-    except nats.js.errors.NotFoundError:
-        return False
-    except nats.js.errors.BadRequestError as exc:
-        if exc.err_code == WRONG_LAST_SEQUENCE:
-            return False  # a new version (or a deletion) came first
-        raise BusError(f"deleting {bucket}/{name} refused: {exc.description}") from None
-    except _SILENT as exc:
-        raise BusUnavailable(f"JetStream did not answer deleting {bucket}/{name}: {exc or type(exc).__name__}") from None
-    except (ValueError, TypeError) as exc:
-        raise ObjectCorrupt(f"object {bucket}/{name} has unreadable metadata: {exc}", "") from None
-    return True
-
-
-async def _delete_chunks(bus: Bus, bucket: str, nuid: str) -> int:
-    # Each chunk by its sequence (next message on the chunk subject, then delete it): a
-    # purge would do it in one call, but a purge permission could empty the whole bucket.
-    stream, subject, seq, deleted = f"OBJ_{bucket}", f"$O.{bucket}.C.{nuid}", 1, 0
-    while True:
-        try:
-            msg = await _within(API_TIMEOUT_S, bus.js.get_msg(stream, seq, subject=subject, next=True))
-        except nats.js.errors.NotFoundError:
-            return deleted
-        assert msg.seq is not None
-        await _within(API_TIMEOUT_S, bus.js.delete_msg(stream, msg.seq))
-        seq, deleted = msg.seq + 1, deleted + 1
-
-
-async def delete_orphan_chunks(bus: Bus, bucket: str, *, older_than_s: float) -> int:
-    """Delete chunks that no stored version names (replaced versions, failed uploads); returns how many.
-
-    Chunks whose newest message is younger than `older_than_s` are kept: an upload in
-    progress has chunks and no metadata yet.
-    """
-    stream, prefix = f"OBJ_{bucket}", f"$O.{bucket}.C."
-    try:
-        info = await _within(API_TIMEOUT_S, bus.js.stream_info(stream, subjects_filter=f"{prefix}>"))
-        live = {o.nuid for o in await list_objects(bus, bucket)}
-        deleted = 0
-        for subject in info.state.subjects or {}:
-            nuid = subject[len(prefix):]
-            if nuid in live:
-                continue
-            newest = await _within(API_TIMEOUT_S, bus.js.get_last_msg(stream, subject))
-            if newest.time is None or (dt.datetime.now(dt.timezone.utc) - newest.time).total_seconds() < older_than_s:
-                continue
-            deleted += await _delete_chunks(bus, bucket, nuid)
-    except nats.js.errors.NotFoundError:
-        return 0
-    except _SILENT as exc:
-        raise BusUnavailable(f"JetStream did not answer cleaning {bucket}: {exc or type(exc).__name__}") from None
-    return deleted
-
-
-def _meta_subject(bucket: str, name: str) -> str:
+def meta_subject(bucket: str, name: str) -> str:
+    """The subject of an object's metadata messages."""
     return f"$O.{bucket}.M.{base64.urlsafe_b64encode(name.encode()).decode()}"
 
 
@@ -411,7 +339,7 @@ async def _read_chunks(bus: Bus, stored: StoredObject, writer: _ChunkWriter, idl
     subject = f"$O.{stored.bucket}.C.{stored.nuid}"
     try:
         sub = await bus.js.subscribe(subject, ordered_consumer=True, cb=on_chunk)
-    except _SILENT as exc:
+    except SILENT as exc:
         raise BusUnavailable(f"JetStream did not answer reading {stored.bucket}/{stored.name}: {exc or type(exc).__name__}") from None
 
     async def replaced() -> bool:
@@ -421,7 +349,7 @@ async def _read_chunks(bus: Bus, stored: StoredObject, writer: _ChunkWriter, idl
     try:
         await _wait_moving(done, lambda: received, idle_timeout_s, replaced, f"{stored.bucket}/{stored.name}")
     finally:
-        with contextlib.suppress(*_SILENT, nats.errors.BadSubscriptionError):
+        with contextlib.suppress(*SILENT, nats.errors.BadSubscriptionError):
             await sub.unsubscribe()
         if done.done() and not done.cancelled():
             done.exception()  # seen here or raised above: never "exception was never retrieved"

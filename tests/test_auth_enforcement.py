@@ -19,9 +19,8 @@ import pytest
 from eventbus.authority import EVENT_TYPES, may_publish, owned_types
 from eventbus.connection import Bus
 from eventbus.leases import LeaseBucket, LeaseValue
-from eventbus.objects import (
-    BucketSpec, delete_object, delete_orphan_chunks, ensure_bucket, fetch_to_file, put_file, stat_object,
-)
+from eventbus.objectdelete import delete_object, delete_orphan_chunks
+from eventbus.objects import BucketSpec, ensure_bucket, fetch_to_file, put_file, stat_object
 from eventbus.probe import PermissionWatch, probe_publish
 from eventbus.streams import DEADLETTER_STREAM, EVENTS_STREAM, TELEMETRY_STREAM, StreamSettings, provision
 from eventbus.subjects import deadletter_subject, source_filter

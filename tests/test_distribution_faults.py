@@ -16,7 +16,8 @@ from config.settings import RrConfig
 from eventbus.connection import Bus, connect
 from eventbus.events import ModelPromoted
 from eventbus.history import events
-from eventbus.objects import BucketSpec, ObjectCorrupt, delete_object, ensure_bucket, fetch_to_file, put_file, stat_object
+from eventbus.objectdelete import delete_object
+from eventbus.objects import BucketSpec, ObjectCorrupt, ensure_bucket, fetch_to_file, put_file, stat_object
 from eventbus.publisher import Publisher
 from services.distributor.agent import DistributorAgent
 from services.distributor.leader import prune_store

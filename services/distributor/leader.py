@@ -12,7 +12,8 @@ import time
 
 from eventbus.errors import BusError
 from eventbus.events import utcnow
-from eventbus.objects import delete_object, delete_orphan_chunks, list_objects
+from eventbus.objectdelete import delete_object, delete_orphan_chunks
+from eventbus.objects import list_objects
 from projections import cluster, models
 from projections.base import Folder
 from services.distributor.completion import completions

@@ -21,7 +21,8 @@ import msgspec
 from eventbus.connection import Bus
 from eventbus.errors import BusError
 from eventbus.events import ArtifactRef, DataSyncComplete, utcnow
-from eventbus.objects import BucketSpec, ObjectCorrupt, ObjectMissing, delete_object, ensure_bucket, fetch_to_file
+from eventbus.objectdelete import delete_object
+from eventbus.objects import BucketSpec, ObjectCorrupt, ObjectMissing, ensure_bucket, fetch_to_file
 from eventbus.publisher import Publisher
 from projections import data
 from projections.base import Folder
