@@ -10,7 +10,8 @@ Telemetry:  rr.tel.hb.<node>                    heartbeats (bounded stream, not 
 Dead letters: rr.dlq.<stream>.<consumer>        parked poison messages with their reason
 
 The source node closes the subject so that per-node publish permissions can be granted
-with one wildcard (a worker may only publish rr.evt.*.*.*.<its node>).
+with one wildcard per event type (a worker may only publish rr.evt.*.*.<TYPE>.<its node>
+for the types eventbus/authority.py gives it).
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ A worker publishes its own events and heartbeat, consumes through its own durabl
 the log; it cannot write the leadership KV, publish as another node, delete or purge
 streams, take another node's consumer, or read another node's inbox. Every refusal is
 checked on the server's side too: nothing was stored, the stream still holds its messages.
+Every user logs in with its own node key; a revoked one is cut off at the servers' reload.
 """
 
 from __future__ import annotations
