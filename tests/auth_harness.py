@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import msgspec
@@ -58,3 +62,34 @@ async def stored_count(bus: Bus, subject: str, stream: str = EVENTS_STREAM) -> i
     """How many messages `stream` holds on subjects matching `subject`."""
     info = await bus.js.stream_info(stream, subjects_filter=subject)
     return sum((info.state.subjects or {}).values())
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextlib.asynccontextmanager
+async def node_services(node: str, services: tuple[str, ...], url: str, auth_out: Path, config: Path,
+                        tmp_path: Path) -> AsyncIterator[list[subprocess.Popen[bytes]]]:
+    """`services` of `node` as processes on its own credentials; on exit each must still run, stop on SIGTERM and exit 0."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RR_NATS_CREDS": str(auth_out / "credentials" / f"{node}.yaml"),
+           "RR_DATA_DIR": str(tmp_path / "data")}
+    procs = []
+    for service in services:
+        with open(tmp_path / f"{service}-{node}.log", "wb") as log:
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "services.service_cli", service, "--nats", url, "--node-id", node, "--config", str(config)],
+                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+    try:
+        yield procs
+        assert all(p.poll() is None for p in procs), "a service exited"
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        codes = [proc.wait(30) for proc in procs]
+    logs = "\n".join((tmp_path / f"{s}-{node}.log").read_text() for s in services)
+    assert codes == [0] * len(procs), logs
+
+
+def violations(server: NatsServer) -> list[str]:
+    """The permission violations the server logged."""
+    return [line for line in server.log_path.read_text().splitlines() if "Violation" in line]

@@ -11,12 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import signal
 import stat
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -43,7 +39,7 @@ from services.auth.credentials import connect_options, load_credentials
 from services.auth.generate import generate
 from services.auth.keys import new_seed
 from services.leadership.settings import LeadershipSettings
-from tests.auth_harness import HOSTS, Fleet, auth_server, open_as, stored_count
+from tests.auth_harness import HOSTS, Fleet, auth_server, node_services, open_as, stored_count, violations
 
 
 @pytest.fixture
@@ -261,16 +257,7 @@ async def test_a_worker_uploads_replaces_and_downloads_objects(worker: tuple[Bus
     assert watch.violations == []
 
 
-ROOT = Path(__file__).resolve().parent.parent
 NODE_SERVICES = ("agent", "worker", "distributor", "sync")
-
-
-def spawn_service(service: str, node: str, url: str, creds: Path, config: Path, tmp_path: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "RR_NATS_CREDS": str(creds), "RR_DATA_DIR": str(tmp_path / "data")}
-    with open(tmp_path / f"{service}-{node}.log", "wb") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "services.service_cli", service, "--nats", url, "--node-id", node, "--config", str(config)],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 async def test_a_workers_services_run_on_its_credentials_without_one_permission_violation(
@@ -286,25 +273,17 @@ async def test_a_workers_services_run_on_its_credentials_without_one_permission_
         fleet = Fleet(url=server.url, out=tmp_path / "auth")
         admin = await open_as(fleet, "admin")
         await provision(admin.js, StreamSettings())
-        procs = [spawn_service(s, "gpu-1", server.url, fleet.out / "credentials" / "gpu-1.yaml", config, tmp_path)
-                 for s in NODE_SERVICES]
-        try:
+        async with node_services("gpu-1", NODE_SERVICES, server.url, fleet.out, config, tmp_path):
             async def settled() -> bool:
                 names = {b.beat.node for b in await latest_heartbeats(admin, idle_timeout=2)}
                 streams = {i.config.name for i in await admin.js.streams_info()}
                 consumers = (await admin.js.stream_info(EVENTS_STREAM)).state.consumer_count
                 return names == {"gpu-1"} and {"OBJ_rr_models", "OBJ_rr_data"} <= streams and consumers >= 1
-            await eventually(settled, timeout=40, message="gpu-1's services beat, consumed and made their buckets")
-            assert all(p.poll() is None for p in procs), "a service exited"
-        finally:
-            for proc in procs:
-                proc.send_signal(signal.SIGTERM)
-            codes = [proc.wait(30) for proc in procs]
-            await admin.close()
-        logs = "\n".join((tmp_path / f"{s}-gpu-1.log").read_text() for s in NODE_SERVICES)
-        assert codes == [0] * len(procs), logs
-        violations = [line for line in server.log_path.read_text().splitlines() if "Violation" in line]
-        assert violations == [], "\n".join(violations)
+            try:
+                await eventually(settled, timeout=40, message="gpu-1's services beat, consumed and made their buckets")
+            finally:
+                await admin.close()
+        assert violations(server) == []
 
 
 async def test_a_workers_services_answer_discovery_and_status_from_admin_and_coordinators(

@@ -24,7 +24,7 @@ from eventbus.objects import BucketSpec, ensure_bucket, fetch_to_file, put_file,
 from eventbus.probe import PermissionWatch, probe_publish
 from eventbus.streams import DEADLETTER_STREAM, EVENTS_STREAM, TELEMETRY_STREAM, StreamSettings, provision
 from eventbus.subjects import deadletter_subject, source_filter
-from tests.auth_harness import Fleet, auth_server, open_as, stored_count
+from tests.auth_harness import Fleet, auth_server, node_services, open_as, stored_count, violations
 
 BUCKETS = ("rr_models", "rr_data")
 LOG_STREAMS = (EVENTS_STREAM, DEADLETTER_STREAM, TELEMETRY_STREAM, "KV_rr_leases")
@@ -166,3 +166,25 @@ async def test_objects_are_replaced_by_nodes_and_cleaned_up_by_a_coordinator_wit
         await worker.close()
         await coordinator.close()
     assert watch.violations == []
+
+
+async def test_a_coordinators_leader_loops_run_on_its_credentials_without_one_permission_violation(
+        tmp_path: Path, eventually) -> None:
+    config = tmp_path / "rr.yaml"
+    config.write_text(f"hosts_file: {tmp_path / 'hosts.yaml'}\n")
+    decisions = {"LEADER_ELECTED", "HOST_ONLINE", "CONFIG_CHANGED", "WORK_ADDED", "WORK_ASSIGNED"}
+    with auth_server(tmp_path) as (fleet, server):
+        admin = await open_as(fleet, "admin")
+        await provision(admin.js, StreamSettings())
+
+        async def decided() -> bool:
+            info = await admin.js.stream_info(EVENTS_STREAM, subjects_filter=source_filter("coord-1"))
+            return decisions <= {subject.split(".")[4] for subject in info.state.subjects or {}}
+
+        try:
+            async with node_services("coord-1", ("scheduler", "agent"), server.url, fleet.out, config, tmp_path), \
+                    node_services("gpu-1", ("agent",), server.url, fleet.out, config, tmp_path):
+                await eventually(decided, timeout=60, message="coord-1 leads, sees the nodes online and assigns work")
+        finally:
+            await admin.close()
+        assert violations(server) == []
