@@ -315,13 +315,34 @@ def test_a_taken_port_is_a_one_line_config_error() -> None:
 
 
 
-def _api_over(current: Current) -> Api:
+def _api_over(current: Current, work_refusal: str | None = None) -> Api:
     keeper = ProjectionKeeper(None, snapshot_every=10, recent=10)  # type: ignore[arg-type]  # never run: no bus needed
     keeper.current = current
     return Api(
         keeper, ApiSettings(), node_id="gpu-1", started=0.0, lag=lambda: LoopLagStats(0.0, 0.0, 0, 0),
         connected=lambda: True, add_work=lambda event: pytest.fail("nothing is published"), static={},
+        work_refusal=work_refusal,
     )
+
+
+async def test_an_api_on_credentials_that_may_not_add_work_refuses_at_once_naming_why(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.api.service import work_refusal
+    from services.auth.generate import generate
+    from tests.auth_harness import HOSTS
+
+    (tmp_path / "hosts.yaml").write_text(HOSTS)
+    creds = generate(tmp_path / "hosts.yaml", tmp_path / "auth").credentials
+    for user, refused in (("gpu-1", True), ("coord-1", False), ("admin", False)):
+        monkeypatch.setenv("RR_NATS_CREDS", creds[user])
+        assert (await work_refusal() is not None) == refused, user
+    monkeypatch.delenv("RR_NATS_CREDS")
+    assert await work_refusal() is None  # no authentication
+    monkeypatch.setenv("RR_NATS_CREDS", creds["gpu-1"])
+    api = _api_over(Current(state=fold_all_events([]), recent=(), caught_up=True, log_end_seq=0, snapshot_seq=0), work_refusal=await work_refusal())
+    answer = api.handle("POST", "/work/add", SEEDS_WORK)
+    assert answer.status == 403
+    assert b"credentials of gpu-1 (role worker), which may not append WORK_ADDED" in answer.body
 
 
 def test_until_the_history_is_folded_data_endpoints_answer_503_and_health_says_catching_up() -> None:

@@ -80,7 +80,7 @@ class Api:
     def __init__(
         self, keeper: ProjectionKeeper, settings: ApiSettings, *, node_id: str, started: float,
         lag: Callable[[], LoopLagStats], connected: Callable[[], bool], add_work: Callable[[WorkAdded], Published],
-        static: Mapping[str, tuple[str, bytes]],
+        static: Mapping[str, tuple[str, bytes]], work_refusal: str | None = None,
     ) -> None:
         self.keeper = keeper
         self.settings = settings
@@ -90,6 +90,7 @@ class Api:
         self.connected = connected
         self.add_work = add_work
         self.static = static  # path -> (content type, bytes)
+        self.work_refusal = work_refusal  # why this node's credentials may not append WORK_ADDED, if they may not
         self._cached_view: tuple[Current, int, StatusView] | None = None
         self.routes: dict[str, dict[str, Handler]] = {
             "/status": {"GET": self.get_status},
@@ -180,6 +181,8 @@ class Api:
     def post_work_add(self, query: Mapping[str, str], body: bytes, client: str) -> Response:
         """The seeds' POST /work/add: validate, append WORK_ADDED, answer {"success": true, "work_id": ...}."""
         seeds = parse_work(body)
+        if self.work_refusal is not None:  # the server would refuse it: say why now, not after a timeout
+            return error(403, f"nothing was added: {self.work_refusal}")
         if not self.connected():
             return error(503, "NATS is disconnected: nothing was added; retry once /health says ok", headers=RETRY)
         event = WorkAdded(work_id=new_work_id(), requested_by=f"api:{self.node_id}", **msgspec.structs.asdict(seeds))

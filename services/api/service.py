@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from eventbus.authority import may_publish
 from eventbus.connectivity import is_connected
 from eventbus.errors import BusUnavailable
 from eventbus.events import WorkAdded
@@ -18,6 +19,7 @@ from services.api.http import open_server, serve_until
 from services.api.keeper import ProjectionKeeper
 from services.api.routes import Api
 from services.api.settings import resolved_port
+from services.auth.credentials import credentials_from_env
 from services.runtime import ServiceContext
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,17 @@ def work_adder(
     return add
 
 
+async def work_refusal() -> str | None:
+    """Why this node's NATS credentials may not append WORK_ADDED (eventbus/authority.py); None when they may."""
+    creds = await asyncio.to_thread(credentials_from_env)
+    if creds is None or may_publish(creds.role, WorkAdded.type_name()):
+        return None
+    reason = (f"this API runs with the NATS credentials of {creds.user} (role {creds.role or 'unknown'}), which may not "
+              "append WORK_ADDED (README: Who may publish what); run the API on a coordinator or with admin credentials")
+    log.warning("api: POST /work/add answers 403: %s", reason)
+    return reason
+
+
 async def main(ctx: ServiceContext) -> None:
     """Keep the projections live and serve them over HTTP until stopped."""
     settings = ctx.config.api
@@ -71,7 +84,7 @@ async def main(ctx: ServiceContext) -> None:
         keeper, settings, node_id=ctx.node_id, started=time.monotonic(), lag=ctx.loop_lag.statistics,
         connected=lambda: is_connected(ctx.bus),
         add_work=work_adder(ctx, keeper, asyncio.get_running_loop(), settings.publish_timeout_s),
-        static=await asyncio.to_thread(load_static),
+        static=await asyncio.to_thread(load_static), work_refusal=await work_refusal(),
     )
     server = await asyncio.to_thread(open_server, settings.host, port, api, settings.max_body_bytes)
     log.info("api: serving http://%s:%d/ (status API and dashboard)", settings.host, port)
