@@ -16,8 +16,9 @@ from pathlib import Path
 import nats.js.errors
 import pytest
 
-from eventbus.authority import EVENT_TYPES, may_publish, owned_types
+from eventbus.authority import may_publish, owned_types
 from eventbus.connection import Bus
+from eventbus.events import EVENT_TYPES
 from eventbus.leases import LeaseBucket, LeaseValue
 from eventbus.objectdelete import delete_object, delete_orphan_chunks
 from eventbus.objects import BucketSpec, ensure_bucket, fetch_to_file, put_file, stat_object
