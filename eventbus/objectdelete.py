@@ -38,7 +38,7 @@ async def delete_object(bus: Bus, bucket: str, name: str, *, only_nuid: str | No
         headers = {"Nats-Expected-Last-Subject-Sequence": str(last.seq)}
         await within(API_TIMEOUT_S, bus.js.publish(subject, json.dumps(marker).encode(), headers=headers))
         if chunks:
-            await _delete_chunks(bus, bucket, str(info.nuid))
+            await delete_chunks(bus, bucket, str(info.nuid))
     except nats.js.errors.NotFoundError:
         return False
     except nats.js.errors.BadRequestError as exc:
@@ -52,7 +52,8 @@ async def delete_object(bus: Bus, bucket: str, name: str, *, only_nuid: str | No
     return True
 
 
-async def _delete_chunks(bus: Bus, bucket: str, nuid: str) -> int:
+async def delete_chunks(bus: Bus, bucket: str, nuid: str) -> int:
+    """Delete the chunks of one object version (`nuid`) message by message; returns how many."""
     # Each chunk by its sequence (next message on the chunk subject, then delete it): a
     # purge would do it in one call, but a purge permission could empty the whole bucket.
     stream, subject, seq, deleted = f"OBJ_{bucket}", f"$O.{bucket}.C.{nuid}", 1, 0
@@ -84,7 +85,7 @@ async def delete_orphan_chunks(bus: Bus, bucket: str, *, older_than_s: float) ->
             newest = await within(API_TIMEOUT_S, bus.js.get_last_msg(stream, subject))
             if newest.time is None or (dt.datetime.now(dt.timezone.utc) - newest.time).total_seconds() < older_than_s:
                 continue
-            deleted += await _delete_chunks(bus, bucket, nuid)
+            deleted += await delete_chunks(bus, bucket, nuid)
     except nats.js.errors.NotFoundError:
         return 0
     except SILENT as exc:

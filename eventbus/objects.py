@@ -225,10 +225,20 @@ async def put_file(
     the chunks of the version it replaces, or of an upload that failed half-way, stay in the
     bucket until the leader's store clean-up deletes them (eventbus/objectdelete.py).
     """
+    handle = await asyncio.to_thread(open, path, "rb")
+    try:
+        return await put_stream(bus, bucket, name, handle, what=str(path), description=description, timeout_s=timeout_s)
+    finally:
+        await asyncio.to_thread(handle.close)
+
+
+async def put_stream(
+    bus: Bus, bucket: str, name: str, handle: BinaryIO, *, what: str, description: str = "", timeout_s: float = 600.0
+) -> StoredObject:
+    """Upload what `handle` reads (`what` names it in errors) as the object `name`, as put_file does."""
     await _store(bus, bucket)  # ObjectMissing when there is no such bucket
     chunk = min(CHUNK_BYTES, bus.nc.max_payload or CHUNK_BYTES)
     nuid = os.urandom(12).hex()
-    handle = await asyncio.to_thread(open, path, "rb")
     try:
         async with asyncio.timeout(timeout_s):
             size, chunks, digest = await _publish_chunks(bus, f"$O.{bucket}.C.{nuid}", handle, chunk)
@@ -240,11 +250,9 @@ async def put_file(
             # No rollup: buckets refuse them (bucket_config); readers take the last metadata per object.
             await bus.js.publish(meta_subject(bucket, name), json.dumps(info.as_dict()).encode())
     except SILENT as exc:
-        raise BusUnavailable(f"upload of {path} to {bucket}/{name} did not finish: {exc or type(exc).__name__}") from None
+        raise BusUnavailable(f"upload of {what} to {bucket}/{name} did not finish: {exc or type(exc).__name__}") from None
     except nats.js.errors.APIError as exc:
-        raise BusError(f"upload of {path} to {bucket}/{name} refused: {exc.description} (err_code {exc.err_code})") from None
-    finally:
-        await asyncio.to_thread(handle.close)
+        raise BusError(f"upload of {what} to {bucket}/{name} refused: {exc.description} (err_code {exc.err_code})") from None
     return _stored(bucket, info)
 
 

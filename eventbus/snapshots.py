@@ -12,37 +12,39 @@ import io
 
 import nats.errors
 import nats.js.errors
-from nats.js.api import ObjectStoreConfig, StorageType
 from nats.js.object_store import ObjectStore
 
 from eventbus.connection import Bus
 from eventbus.errors import BusError, BusUnavailable
+from eventbus.objectdelete import delete_chunks, delete_object
+from eventbus.objects import BucketSpec, ensure_bucket, put_stream, stat_object
 
 SNAPSHOT_BUCKET = "rr_snapshots"
+DESCRIPTION = "rr projection snapshots (a cache: deleting it costs a rebuild)"
 TIMEOUT_S = 30.0  # a snapshot is a few MiB at most; far more than that means JetStream is not answering
 
 _SILENT = (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError, asyncio.TimeoutError)
 
 
-async def _bucket(bus: Bus, bucket: str, *, create: bool, replicas: int) -> ObjectStore | None:
+async def _bucket(bus: Bus, bucket: str) -> ObjectStore | None:
     try:
         return await asyncio.wait_for(bus.js.object_store(bucket), TIMEOUT_S)
     except nats.js.errors.BucketNotFoundError:
-        if not create:
-            return None
-    config = ObjectStoreConfig(
-        bucket=bucket, description="rr projection snapshots (a cache: deleting it costs a rebuild)",
-        storage=StorageType.FILE, replicas=replicas,
-    )
-    return await asyncio.wait_for(bus.js.create_object_store(bucket, config=config), TIMEOUT_S)
+        return None
 
 
 async def save_snapshot(bus: Bus, name: str, data: bytes, *, bucket: str = SNAPSHOT_BUCKET, replicas: int = 1) -> None:
-    """Store `data` as the snapshot `name`, replacing the previous one; creates the bucket if needed."""
+    """Store `data` as the snapshot `name`, replacing the previous one; creates the bucket if needed.
+
+    Without purges (the leader's credentials may not purge, eventbus/objectdelete.py): the new
+    version goes in first, then the previous version's chunks are deleted one by one.
+    """
     try:
-        store = await _bucket(bus, bucket, create=True, replicas=replicas)
-        assert store is not None
-        await asyncio.wait_for(store.put(name, data), TIMEOUT_S)
+        await ensure_bucket(bus, BucketSpec(name=bucket, description=DESCRIPTION, replicas=replicas))
+        previous = await stat_object(bus, bucket, name)
+        await put_stream(bus, bucket, name, io.BytesIO(data), what=f"snapshot {name}", timeout_s=TIMEOUT_S)
+        if previous is not None:
+            await asyncio.wait_for(delete_chunks(bus, bucket, previous.nuid), TIMEOUT_S)
     except _SILENT as exc:
         raise BusUnavailable(f"JetStream did not answer saving snapshot {name}: {exc or type(exc).__name__}") from None
     except nats.js.errors.APIError as exc:
@@ -52,7 +54,7 @@ async def save_snapshot(bus: Bus, name: str, data: bytes, *, bucket: str = SNAPS
 async def load_snapshot(bus: Bus, name: str, *, bucket: str = SNAPSHOT_BUCKET) -> bytes | None:
     """The stored snapshot `name`, or None when there is none."""
     try:
-        store = await _bucket(bus, bucket, create=False, replicas=1)
+        store = await _bucket(bus, bucket)
         if store is None:
             return None
         buffer = io.BytesIO()
@@ -68,13 +70,4 @@ async def load_snapshot(bus: Bus, name: str, *, bucket: str = SNAPSHOT_BUCKET) -
 
 async def delete_snapshot(bus: Bus, name: str, *, bucket: str = SNAPSHOT_BUCKET) -> bool:
     """Remove the snapshot `name`; False when there was none."""
-    try:
-        store = await _bucket(bus, bucket, create=False, replicas=1)
-        if store is None:
-            return False
-        await asyncio.wait_for(store.delete(name), TIMEOUT_S)
-    except (nats.js.errors.ObjectNotFoundError, nats.js.errors.NotFoundError):
-        return False
-    except _SILENT as exc:
-        raise BusUnavailable(f"JetStream did not answer deleting snapshot {name}: {exc or type(exc).__name__}") from None
-    return True
+    return await delete_object(bus, bucket, name)

@@ -23,6 +23,7 @@ from eventbus.leases import LeaseBucket, LeaseValue
 from eventbus.objectdelete import delete_object, delete_orphan_chunks
 from eventbus.objects import BucketSpec, ensure_bucket, fetch_to_file, put_file, stat_object
 from eventbus.probe import PermissionWatch, probe_publish
+from eventbus.snapshots import SNAPSHOT_BUCKET, delete_snapshot, load_snapshot, save_snapshot
 from eventbus.streams import DEADLETTER_STREAM, EVENTS_STREAM, TELEMETRY_STREAM, StreamSettings, provision
 from eventbus.subjects import deadletter_subject, source_filter
 from tests.auth_harness import Fleet, auth_server, node_services, open_as, stored_count, violations
@@ -189,3 +190,17 @@ async def test_a_coordinators_leader_loops_run_on_its_credentials_without_one_pe
         finally:
             await admin.close()
         assert violations(server) == []
+
+
+async def test_a_coordinator_replaces_its_snapshots_without_a_purge_and_leaves_no_old_chunks(fleet: Fleet, admin: Bus) -> None:
+    watch = PermissionWatch()
+    leader = await open_as(fleet, "coord-1", watch=watch)
+    try:
+        for size in (3000, 2000, 1000):
+            await save_snapshot(leader, "assigner", b"s" * size)
+        assert await load_snapshot(leader, "assigner") == b"s" * 1000
+        assert await stored_count(admin, f"$O.{SNAPSHOT_BUCKET}.C.>", f"OBJ_{SNAPSHOT_BUCKET}") == 1
+        assert await delete_snapshot(leader, "assigner") and await load_snapshot(leader, "assigner") is None
+    finally:
+        await leader.close()
+    assert watch.violations == []

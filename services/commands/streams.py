@@ -9,6 +9,7 @@ import msgspec
 
 from config.settings import load_config
 from eventbus.objects import harden_bucket
+from eventbus.snapshots import SNAPSHOT_BUCKET
 from eventbus.streams import StreamSettings, provision
 from eventbus.streamstate import StreamState, stream_states
 from services.commands import open_bus
@@ -58,7 +59,7 @@ def run_init(args: argparse.Namespace) -> int:
         async with open_bus(options) as bus:
             outcome = await provision(bus.js, settings, allow_shorter_retention=args.allow_shorter_retention)
             # Buckets are made by the services; one made before rollups were turned off gets them off here.
-            for bucket in (config.distribution.bucket, config.sync.bucket):
+            for bucket in (config.distribution.bucket, config.sync.bucket, SNAPSHOT_BUCKET):
                 if (state := await harden_bucket(bus, bucket)) != "missing":
                     outcome[f"OBJ_{bucket}"] = state
             return outcome
