@@ -47,6 +47,8 @@ AUTHORITY: dict[str, Grant] = {
     "WORK_COMPLETED": Grant(_NODE, "the worker running the attempt"),
     # Workers report their own failed attempts; the leader fails attempts that stalled or lost their node.
     "WORK_ATTEMPT_FAILED": Grant(_NODE, "the worker running the attempt, or the scheduler leader"),
+    # A stopping worker hands its attempts back; the leader does for a node that went offline.
+    "WORK_HANDED_BACK": Grant(_NODE, "the worker stopping, or the scheduler leader for a node gone offline"),
     "WORK_FAILED": Grant(_LEADER, "the scheduler leader, after max_attempts"),
     "WORK_CANCELLED": Grant(frozenset({"admin"}), "operators (`rr work cancel`)"),
     "SELFPLAY_COMPLETE": Grant(_NODE, "the worker that ran the selfplay job"),
