@@ -43,3 +43,23 @@ class StreamSetupError(BusError):
 
 class InvalidConfig(BusError):
     """Configuration is wrong; the message names the file, the key and what is wrong. Never retry."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether retrying later can help: the bus was away or slow (timeouts, no responders, 503 during an election).
+
+    Knows nats-py's own errors too, for calls that let them through; a group is transient when
+    every error in it is.
+    """
+    import nats.errors  # here, not at the top: the error tree itself stays free of nats
+    import nats.js.errors
+
+    if isinstance(exc, BaseExceptionGroup):
+        return all(is_transient(e) for e in exc.exceptions)
+    if isinstance(exc, BusError):
+        return exc.retryable
+    if isinstance(exc, (TimeoutError, ConnectionError, nats.errors.NoRespondersError, nats.errors.ConnectionClosedError,
+                        nats.errors.ConnectionReconnectingError, nats.errors.StaleConnectionError,
+                        nats.errors.OutboundBufferLimitError, nats.js.errors.ServiceUnavailableError)):
+        return True
+    return isinstance(exc, nats.js.errors.APIError) and exc.code in (503, 408)

@@ -47,6 +47,7 @@ class LeaseValue(msgspec.Struct, frozen=True, kw_only=True):
     epoch: int = 0  # revision of the write that acquired the lease; 0 on that write itself
     ttl_s: int
     acquired_at: dt.datetime
+    loops: dict[str, str] = {}  # the leader's loops: name -> "running", or why not (set by renewals)
 
 
 class LeaseRecord(msgspec.Struct, frozen=True, kw_only=True):

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import msgspec
 
@@ -21,17 +21,20 @@ from config.hosts import load_hosts
 from config.settings import RrConfig
 from eventbus.connection import Bus
 from eventbus.errors import BusError, ConcurrencyConflict
-from eventbus.events import LeaderElected, LeaderLost, utcnow
+from eventbus.events import Event, LeaderElected, LeaderLost, utcnow
 from eventbus.leases import LeaseBucket, LeaseRecord, LeaseValue
 from eventbus.publisher import Publisher
 from services.leadership import lease
 from services.leadership.candidacy import Candidacy, candidacy
 from services.leadership.settings import LeadershipSettings
+from services.leadership.supervisor import LoopHealth, LoopState, stop_tasks
 from services.leadership.term import Term
 
 log = logging.getLogger(__name__)
 
 RESIGN_ANNOUNCE_S = 3.0  # a resigning leader waits this long for LEADER_LOST to be stored, then frees the lease anyway
+LATE_ANNOUNCE_EVERY_S = 2.0  # how often a LEADER_LOST the bus refused is tried again
+LOOP_ERROR_CHARS = 160  # of a loop's last error, carried in the lease value
 
 
 LeadFn = Callable[[Term], Awaitable[None]]
@@ -83,6 +86,12 @@ class Elector:
         self._stepping_down = False
         self._acquired_at = utcnow()
         self._counts = {"campaigns": 0, "won": 0, "lost": 0, "renewals": 0, "renew_failures": 0}
+        self._loops: dict[str, str] = {}  # the term's loops and their health, carried by each renewal
+        self._unannounced: list[Event] = []  # ends of terms the bus refused to record; retried until stored
+
+    def report_loops(self, health: Mapping[str, LoopHealth]) -> None:
+        """The leader's loops' health, as the next lease renewal carries it (`rr leader`, `rr doctor`)."""
+        self._loops = {name: loop_summary(h) for name, h in health.items()}
 
     # ---- what others read -------------------------------------------------------------
 
@@ -122,6 +131,7 @@ class Elector:
         await self._wait_bucket(stopping)
         async with asyncio.TaskGroup() as tasks:
             watcher = tasks.create_task(self._watch_forever())
+            late = tasks.create_task(self._announce_late_forever())
             try:
                 await self._refresh()
                 while not stopping.is_set():
@@ -130,6 +140,7 @@ class Elector:
                 if self._state.phase is lease.Phase.LEADING:
                     await self._step_down("resigned", announce_within=RESIGN_ANNOUNCE_S)
                 watcher.cancel()
+                late.cancel()
 
     async def _step(self, lead: LeadFn, tasks: asyncio.TaskGroup, stopping: asyncio.Event) -> None:
         if self._term_failure is not None and self._state.phase is lease.Phase.LEADING:
@@ -235,6 +246,7 @@ class Elector:
             epoch=epoch,
             ttl_s=self.settings.lease_ttl_s,
             acquired_at=self._acquired_at,
+            loops=dict(self._loops) if epoch else {},
         )
 
     def _start_term(self, lead: LeadFn, tasks: asyncio.TaskGroup) -> None:
@@ -250,13 +262,13 @@ class Elector:
         try:
             if not term.may_act():
                 return
+            await self._announce_late()  # an older term's end goes in the log before this one's start
             elected = LeaderElected(
                 role=self.role, node=self.node_id, ttl_s=self.settings.ttl_s, previous_node=term.previous_node, epoch=term.epoch
             )
-            await self.publisher.publish(elected)
-            if term.may_act():
+            if await self._announce(elected, term) and term.may_act():
                 await lead(term)
-        except Exception as exc:  # the leader's work failed: give the role to someone else
+        except Exception as exc:  # the leader's work cannot run: give the role to someone else
             log.exception("%s leader work of epoch %d failed", self.role, term.epoch)
             self._term_failure = f"leader work failed: {type(exc).__name__}: {exc}"
             self._changed.set()
@@ -268,13 +280,16 @@ class Elector:
         await self._stop_term()
         self._counts["lost"] += 1
         log.warning("%s stops leading %s (epoch %d): %s", self.node_id, self.role, term.epoch, reason)
-        lost = LeaderLost(role=self.role, node=self.node_id, reason=reason, epoch=term.epoch)
+        # Stamped once, so a late retry keeps its id and the stream's dedupe stores it only once.
+        lost = self.publisher.stamp(LeaderLost(role=self.role, node=self.node_id, reason=reason, epoch=term.epoch))
         try:
             # Unbounded but for the publisher's own retry budget: a term's end is worth waiting
             # out a stream failover for; only a shutdown, with its grace period, is in a hurry.
             await asyncio.wait_for(self.publisher.publish(lost), timeout=announce_within)
         except (BusError, asyncio.TimeoutError) as exc:
-            log.warning("could not announce the end of %s epoch %d: %s", self.role, term.epoch, exc)
+            log.warning("could not announce the end of %s epoch %d yet (%s); recorded when the bus answers", self.role, term.epoch, exc)
+            self._unannounced.append(lost)
+        self._loops = {}
         revision = (self._state.term or term).revision
         with contextlib.suppress(BusError):
             # Deleted only if still at our revision: frees the role now rather than at expiry.
@@ -284,14 +299,50 @@ class Elector:
 
     async def _stop_term(self) -> None:
         task, self._term_task = self._term_task, None
-        deadline = time.monotonic() + self.settings.ttl_s
-        while task is not None and not task.done() and time.monotonic() < deadline:
-            # Cancel again until it ends: asyncio.wait_for (3.11) swallows a cancellation that
-            # arrives as the awaited result does, so one cancel() is not always enough.
-            task.cancel()
-            await asyncio.wait([task], timeout=0.05)
-        if task is not None and not task.done():
-            log.error("%s leader work ignored cancellation for %.0fs", self.role, self.settings.ttl_s)
+        if task is not None:
+            # The loops' supervisor abandons a loop that ignores cancellation, so this ends
+            # within its own bound; the TTL is the outer limit for anything else.
+            await stop_tasks([task], self.settings.ttl_s)
+
+    async def _announce(self, elected: LeaderElected, term: Term) -> bool:
+        # A bus away for a moment (a stream election, no quorum yet) is waited out while the
+        # lease holds: it is not a reason to give the term up.
+        delay = self._state.timing.poll_s
+        while term.may_act():
+            try:
+                await self.publisher.publish(elected)
+                return True
+            except BusError as exc:
+                if not exc.retryable:
+                    raise
+                log.warning("announcing %s epoch %d: %s; retrying", self.role, term.epoch, exc)
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, self._state.timing.renew_every_s)
+        return False
+
+    async def _announce_late(self) -> None:
+        """Record the ends of terms that the bus refused when they happened (oldest first)."""
+        while self._unannounced:
+            lost = self._unannounced[0]
+            try:
+                await asyncio.wait_for(self.publisher.publish(lost), timeout=self._state.timing.renew_every_s * 3)
+            except (BusError, asyncio.TimeoutError) as exc:
+                log.debug("end of %s epoch %s still not recorded: %s", self.role, lost.epoch, exc)
+                return
+            self._unannounced.pop(0)
+            log.info("recorded the end of %s epoch %s late", self.role, lost.epoch)
+
+    async def _announce_late_forever(self) -> None:
+        while True:
+            await asyncio.sleep(LATE_ANNOUNCE_EVERY_S)
+            await self._announce_late()
+
+
+def loop_summary(health: LoopHealth) -> str:
+    """One loop's health in a lease value: "running", or its state and last error."""
+    if health.state is LoopState.RUNNING:
+        return LoopState.RUNNING.value
+    return f"{health.state.value}: {health.last_error[:LOOP_ERROR_CHARS]}" if health.last_error else health.state.value
 
 
 async def load_candidacy(config: RrConfig, node_id: str) -> Candidacy:

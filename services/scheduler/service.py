@@ -3,12 +3,15 @@
 Scheduling itself plugs in through LEADER_LOOPS: each loop `async def loop(ctx, term)` is
 started when this node is elected and cancelled when it stops leading. A loop publishes its
 decisions with `await term.publish(event)`, which stamps the term's epoch and refuses
-(NotLeader) once the term may no longer act.
+(NotLeader) once the term may no longer act. The loops run under a LoopSupervisor
+(services/leadership/supervisor.py): one that ends or fails is restarted inside the term, and a
+term whose loops cannot run resigns; their health rides on the lease renewals.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -16,10 +19,13 @@ from typing import Any
 from eventbus.events import ConfigChanged
 from services.leadership.election import Elector, load_candidacy
 from services.leadership.settings import LeadershipSettings
+from services.leadership.supervisor import LoopFn, LoopHealth, LoopSupervisor
 from services.membership.monitor import membership_loop
 from services.leadership.term import NotLeader, Term
 from services.runtime import ServiceContext
 from services.scheduler.loops import SCHEDULING_LOOPS
+from services.scheduler.pipeline import pipeline_loop
+from services.scheduler.populator import populator_loop
 from services.configwatch.loop import config_watch_loop
 from services.distributor.leader import distribution_loop
 from services.sync.loop import sync_planner_loop
@@ -55,11 +61,29 @@ def leader_loops(settings: LeadershipSettings) -> list[LeaderLoop]:
     return loops
 
 
-async def run_leader_loops(ctx: ServiceContext, term: Term, loops: list[LeaderLoop]) -> None:
-    """Run every leader loop for the term; one failing fails the term (and cancels the others)."""
-    async with asyncio.TaskGroup() as tasks:
-        for loop in loops:
-            tasks.create_task(loop(ctx, term))
+def loop_name(loop: LeaderLoop) -> str:
+    """A loop's name for logs and health: its function's name without `_loop` ("assignment", "membership", ...)."""
+    return loop.__name__.removesuffix("_loop")
+
+
+def configured(ctx: ServiceContext, loops: list[LeaderLoop]) -> list[LeaderLoop]:
+    """The loops with something to do under this config: a supervised loop that returns at once would only restart."""
+    idle: set[LeaderLoop] = set()
+    if not ctx.config.scheduler.populator_enabled:
+        idle.add(populator_loop)
+    if not ctx.config.pipeline.enabled:
+        idle.add(pipeline_loop)
+    if not (ctx.options.config_path or ctx.config.hosts_file):
+        idle.add(config_watch_loop)
+    return [loop for loop in loops if loop not in idle]
+
+
+async def run_leader_loops(
+    ctx: ServiceContext, term: Term, loops: list[LeaderLoop], on_health: Callable[[dict[str, LoopHealth]], None] | None = None
+) -> None:
+    """Run every leader loop for the term under a supervisor; raises LoopsCannotRun when the term should resign."""
+    named: dict[str, LoopFn] = {loop_name(loop): functools.partial(loop, ctx, term) for loop in configured(ctx, loops)}
+    await LoopSupervisor(named, term.may_act, on_health=on_health).run()
 
 
 async def main(ctx: ServiceContext) -> None:
@@ -79,6 +103,6 @@ async def main(ctx: ServiceContext) -> None:
     loops = leader_loops(settings)
 
     async def lead(term: Term) -> None:
-        await run_leader_loops(ctx, term, loops)
+        await run_leader_loops(ctx, term, loops, on_health=elector.report_loops)
 
     await elector.run(lead, ctx.stopping)
