@@ -22,6 +22,7 @@ from services.doctor.findings import (
     HistoryProbe,
     LeadershipProbe,
     GpuProbe,
+    LeaderProbe,
     MonitorProbe,
     PackageProbe,
     PermissionsProbe,
@@ -57,6 +58,8 @@ def evaluate(p: Probes) -> list[CheckResult]:
         if not p.embedded:  # rr up's own server keeps the default sync interval on purpose and has no monitor port
             results.append(check_durability(p.monitor))
         results.append(check_clock(p.streams, p.monitor, p.max_skew_s))
+        if p.leader is not None:
+            results.append(check_leader(p.leader))
         if p.permissions is not None:
             results += check_permissions(p.permissions, p.node_id)
     if p.data_lock is not None:
@@ -313,6 +316,26 @@ def check_gpu(gpu: GpuProbe) -> CheckResult:
                            fix="install the NVIDIA driver (nvidia-smi must work) and a CUDA build of torch, "
                                "or clear `gpu` for this host in distributed_hosts.yaml")
     return CheckResult(name="gpu", ok=True, required=False, detail=f"none: CPU node ({torch_says}; {seen})")
+
+
+def check_leader(leader: LeaderProbe) -> CheckResult:
+    """A scheduler leader whose every loop runs; a leader with loops down is unhealthy, whatever its lease says."""
+    if leader.error:
+        return CheckResult(name="leader", ok=False, required=False, detail=f"scheduler lease unreadable: {leader.error}")
+    if leader.node is None:
+        # Information, not a fault of this node: a fresh cluster, or one between two terms.
+        return CheckResult(name="leader", ok=True, required=False,
+                           detail="no scheduler leader now (`rr leader` shows the last one; start a scheduler on a candidate)")
+    down = {name: state for name, state in sorted(leader.loops.items()) if state != "running"}
+    where = f"{leader.node} (epoch {leader.epoch})"
+    if not leader.loops:
+        return CheckResult(name="leader", ok=True, required=False, detail=f"{where}; its loops' health not reported yet")
+    if down:
+        return CheckResult(name="leader", ok=False, detail=f"{where} leads with loops not running: "
+                           + "; ".join(f"{n} ({s})" for n, s in down.items()),
+                           fix=f"the leader restarts them itself; if this lasts, restart the scheduler service on {leader.node} "
+                               "so another candidate leads, and read its log for the loops' errors")
+    return CheckResult(name="leader", ok=True, detail=f"{where}, {len(leader.loops)} loops running")
 
 
 Level = Literal["ok", "FAIL", "warn"]

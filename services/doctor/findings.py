@@ -20,6 +20,15 @@ class PackageProbe(msgspec.Struct, frozen=True, kw_only=True):
     error: str = ""
 
 
+class LeaderProbe(msgspec.Struct, frozen=True, kw_only=True):
+    """The scheduler's lease as this node reads it: who leads, and its loops' health from its last renewal."""
+
+    node: str | None = None  # None: nobody leads
+    epoch: int | None = None
+    loops: dict[str, str] = {}  # loop name -> "running", or its state and last error
+    error: str = ""  # the lease could not be read
+
+
 class CredentialsProbe(msgspec.Struct, frozen=True, kw_only=True):
     """The node's credentials file, if one is configured."""
 
@@ -139,3 +148,4 @@ class Probes(msgspec.Struct, frozen=True, kw_only=True):
     leadership: LeadershipProbe | None = None
     max_elections: int = 6  # per role within leadership.window_s
     embedded: bool = False  # NATS is this node's `rr up` embedded server: production server advice does not apply
+    leader: LeaderProbe | None = None  # None: not read (no connection)

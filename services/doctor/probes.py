@@ -23,6 +23,7 @@ from eventbus.authority import ROLES, owned_types
 from eventbus.connection import Bus, connect, split_servers
 from eventbus.errors import BusError
 from eventbus.history import Record, last_sequence, replay
+from eventbus.leases import LeaseBucket
 from eventbus.probe import (
     PermissionWatch,
     PublishProbe,
@@ -46,6 +47,7 @@ from services.doctor.findings import (
     HistoryProbe,
     LeadershipProbe,
     GpuProbe,
+    LeaderProbe,
     MonitorProbe,
     PackageProbe,
     PermissionsProbe,
@@ -268,8 +270,22 @@ async def _probe_bus(bus: Bus, watch: PermissionWatch, probes: Probes, target: T
         if not history.error:  # a stalled log would only stall this read too
             leadership = await probe_leadership(bus, target.election_window_s, target.history_limit_s)
     permissions = await probe_permissions(bus, watch, target) if target.credentials is not None else None
+    leader = await probe_leader(bus, target.leases_bucket) if jetstream.enabled else None
     return msgspec.structs.replace(probes, connection=connection, jetstream=jetstream, streams=streams,
-                                   monitor=monitor, permissions=permissions, history=history, leadership=leadership)
+                                   monitor=monitor, permissions=permissions, history=history, leadership=leadership,
+                                   leader=leader)
+
+
+async def probe_leader(bus: Bus, bucket_name: str) -> LeaderProbe:
+    """The scheduler's lease: its holder and the loops' health its renewals carry."""
+    bucket = LeaseBucket(bus, bucket_name)
+    try:
+        record = await bucket.read("scheduler", timeout=PROBE_TIMEOUT_S) if await bucket.exists() else None
+    except BusError as exc:
+        return LeaderProbe(error=str(exc))
+    if record is None or record.holder is None:
+        return LeaderProbe()
+    return LeaderProbe(node=record.holder.node, epoch=record.epoch, loops=dict(record.holder.loops))
 
 
 async def probe_permissions(bus: Bus, watch: PermissionWatch, target: Target) -> PermissionsProbe:

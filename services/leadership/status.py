@@ -22,11 +22,18 @@ class LeaderView(msgspec.Struct, frozen=True, kw_only=True):
     announced: bool = False  # a LEADER_ELECTED of this epoch is in the log
     last_node: str | None = None  # the latest LEADER_ELECTED, useful when the role is free
     last_epoch: int | None = None
+    loops: dict[str, str] = {}  # the leader's loops as its last renewal reported them: name -> "running" or why not
+    healthy: bool = True  # False: a leader holds the lease with loops not running
+
+    def loops_down(self) -> list[str]:
+        """The leader's loops not running, as "name (state: error)"."""
+        return [f"{name} ({state})" for name, state in sorted(self.loops.items()) if state != "running"]
 
 
 def leader_view(role: str, record: LeaseRecord, elected: LeaderElected | None) -> LeaderView:
     """Join the role's lease key with its latest election event."""
     holder = record.holder
+    loops = dict(holder.loops) if holder is not None else {}
     announced = elected is not None and holder is not None and elected.epoch == record.epoch
     since = None
     if holder is not None:
@@ -41,6 +48,8 @@ def leader_view(role: str, record: LeaseRecord, elected: LeaderElected | None) -
         announced=announced,
         last_node=elected.node if elected is not None else None,
         last_epoch=elected.epoch if elected is not None else None,
+        loops=loops,
+        healthy=all(state == "running" for state in loops.values()),
     )
 
 
@@ -53,7 +62,10 @@ def format_table(views: list[LeaderView], now: dt.datetime) -> str:
             rows.append((v.role, "none", "-", "-", f"free ({v.lease}){last}"))
             continue
         since = f"{v.since:%Y-%m-%d %H:%M:%S}Z ({_ago(now, v.since)} ago)" if v.since else "-"
-        note = "" if v.announced else "LEADER_ELECTED not in the log yet"
+        notes = [] if v.announced else ["LEADER_ELECTED not in the log yet"]
+        if not v.healthy:
+            notes.append("UNHEALTHY: loops not running: " + "; ".join(v.loops_down()))
+        note = "; ".join(notes)
         rows.append((v.role, v.node, str(v.epoch), since, note))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     return "\n".join(("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1]).rstrip() for r in rows)
