@@ -38,6 +38,9 @@ class RrConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     scheduler: SchedulerSettings = SchedulerSettings()
     api: ApiSettings = ApiSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
+    # How long a service whose credentials the servers refuse (a rotation, a revocation) re-reads
+    # its credentials file and retries before it exits non-zero for its service manager to restart.
+    nats_auth_retry_s: float = 60.0
 
 
 def load_config(path: str | Path | None) -> RrConfig:

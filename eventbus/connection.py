@@ -6,19 +6,25 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import nats
 import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
+from nats.protocol.parser import AUTHORIZATION_VIOLATION
 
 from eventbus.errors import BusUnavailable
 
 log = logging.getLogger(__name__)
 
 DEFAULT_URL = "nats://127.0.0.1:4222"
+AUTH_RETRY_S = 60.0  # how long refused credentials are re-read and retried before the connection closes for good
+
+# Returns the NKey seed to sign the next connect with, read afresh; None keeps the current one.
+CredentialsSource = Callable[[], Awaitable[str | None]]
 
 
 def split_servers(servers: str | list[str]) -> list[str]:
@@ -32,10 +38,21 @@ def split_servers(servers: str | list[str]) -> list[str]:
 class Bus:
     """A connected NATS client with its JetStream context and the node it speaks for."""
 
-    def __init__(self, nc: NatsClient, node_id: str) -> None:
+    def __init__(self, nc: NatsClient, node_id: str, closed_for_good: asyncio.Event | None = None) -> None:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream()
         self.node_id = node_id
+        # Set when the client gave up on its own (credentials refused past AUTH_RETRY_S, a fatal
+        # server error), never by close(): a service waits on it to exit rather than live on useless.
+        self.closed_for_good = closed_for_good or asyncio.Event()
+        self.closing = False
+
+    @property
+    def last_error(self) -> str:
+        """The client's last error, for the one line a service exits with."""
+        reason = getattr(self.nc, "gave_up_reason", "")
+        err = self.nc.last_error
+        return reason or (f"{err or type(err).__name__}" if err is not None else "no error recorded")
 
     @property
     def connected_url(self) -> str:
@@ -43,12 +60,13 @@ class Bus:
         url = self.nc.connected_url
         return f"{url.scheme}://{url.netloc}" if url else ""
 
-    async def close(self) -> None:
-        """Flush what is buffered, then close; never hangs."""
+    async def close(self, timeout: float = 5.0) -> None:
+        """Flush what is buffered (for at most `timeout`), then close; never hangs."""
+        self.closing = True
         if self.nc.is_closed:
             return
         try:
-            await asyncio.wait_for(self.nc.drain(), timeout=5)
+            await asyncio.wait_for(self.nc.drain(), timeout=timeout)
         except (asyncio.TimeoutError, nats.errors.Error):
             # A connection the server refused (a revoked key) may be half torn down already.
             with contextlib.suppress(OSError):
@@ -65,6 +83,8 @@ async def connect(
     user_credentials: str | None = None,
     error_listener: Callable[[Exception], None] | None = None,
     identity: str | None = None,
+    refresh_credentials: CredentialsSource | None = None,
+    auth_retry_s: float = AUTH_RETRY_S,
     **options: Any,
 ) -> Bus:
     """Connect to NATS, reconnecting forever afterwards; raises BusUnavailable if no server answers.
@@ -72,12 +92,19 @@ async def connect(
     `options` go to nats-py as they are (nkeys_seed_str, inbox_prefix, tls, ...);
     `error_listener` also sees every asynchronous error (permission violations, for probes);
     `identity` names the user whose credentials these are, for the refusal message.
+    With `refresh_credentials`, a connection whose credentials the server refuses (a rotated or
+    revoked key) re-reads them before every reconnect attempt instead of closing, for
+    `auth_retry_s`; past that it closes for good and sets `Bus.closed_for_good`.
     """
     urls = split_servers(servers)
     errors: list[Exception] = []
     gave_up = asyncio.Event()  # the first connect cannot succeed: stop waiting for it
+    closed_for_good = asyncio.Event()
+    nc = RenewingClient(refresh_credentials, auth_retry_s)
 
     async def on_error(exc: Exception) -> None:
+        if refusal_reason(exc, None):
+            nc.auth_refused()
         log.warning("nats: %s", exc)
         errors.append(exc)
         del errors[:-8]  # the last few: a refusal is often followed by "connection reset"
@@ -90,12 +117,12 @@ async def connect(
         log.info("nats: disconnected")
 
     async def on_reconnect() -> None:
+        nc.auth_accepted()
         log.info("nats: reconnected")
-
-    nc = NatsClient()
 
     async def on_closed() -> None:
         gave_up.set()
+        closed_for_good.set()
 
     settings: dict[str, Any] = dict(
         servers=urls,
@@ -120,7 +147,62 @@ async def connect(
         raise BusUnavailable(_unreachable(urls, [*errors, exc], identity or options.get("user"))) from None
     # Once connected, a lost server is waited out for as long as it takes.
     nc.options["max_reconnect_attempts"] = -1
-    return Bus(nc, node_id)
+    return Bus(nc, node_id, closed_for_good)
+
+
+class RenewingClient(NatsClient):
+    """nats-py's client, except that refused credentials are re-read and retried instead of ending the connection.
+
+    nats-py closes a connection for good on the server's "Authorization Violation", which a
+    credential rotation causes for every connected client: services stayed alive sending nothing.
+    Here the violation starts a reconnect, each attempt presents the credentials read afresh, and
+    only after `auth_retry_s` of refusals does the client close (a revoked node: its service exits
+    and says why). Subscriptions survive the reconnect, so a worker's jobs never notice.
+    """
+
+    def __init__(self, refresh: CredentialsSource | None, auth_retry_s: float) -> None:
+        super().__init__()
+        self._refresh = refresh
+        self._auth_retry_s = auth_retry_s
+        self._refused_since: float | None = None
+        self.gave_up_reason = ""  # why this client closed itself, for the service's last line
+
+    def auth_refused(self) -> None:
+        """The server refused our credentials (now or at a reconnect): the retry budget runs from the first refusal."""
+        if self._refused_since is None:
+            self._refused_since = time.monotonic()
+
+    def auth_accepted(self) -> None:
+        """A reconnect succeeded: the next refusal starts a new budget."""
+        self._refused_since = None
+
+    async def _process_err(self, err_msg: str) -> None:  # nats-py's hook for a -ERR from the server
+        if self._refresh is not None and AUTHORIZATION_VIOLATION in err_msg and self.is_connected:
+            self.auth_refused()
+            await self._error_cb(nats.errors.AuthorizationError())
+            await self._process_op_err(nats.errors.AuthorizationError())  # reconnect, as for a lost server
+            return
+        await super()._process_err(err_msg)
+
+    async def _select_next_server(self) -> None:  # nats-py calls this before every (re)connect attempt
+        if self._refresh is not None and self.is_reconnecting:
+            if self._refused_since is not None and time.monotonic() - self._refused_since > self._auth_retry_s:
+                self.gave_up_reason = (f"the server refused this node's credentials for {self._auth_retry_s:.0f}s "
+                                       "(revoked, or rotated without installing the new credentials file)")
+                log.error("nats: %s; closing the connection", self.gave_up_reason)
+                # What was buffered meanwhile can never be sent, and nats-py's close would try to
+                # flush it into the dead socket, fail, and never report the close.
+                self._pending, self._pending_data_size = [], 0
+                raise nats.errors.NoServersError  # nats-py closes the client on this
+            try:
+                fresh = await self._refresh()
+            except Exception as exc:  # noqa: BLE001 -- a file being rewritten or broken: the next attempt reads it again
+                log.warning("nats: credentials not re-read, presenting the last ones: %s", exc)
+                fresh = None
+            if fresh is not None and fresh != self._nkeys_seed_str:
+                self._nkeys_seed_str = fresh
+                self._setup_nkeys_seed_connect()  # nats-py derives the public key it presents from the seed
+        await super()._select_next_server()
 
 
 async def _connected_or_given_up(connecting: asyncio.Future[Any], gave_up: asyncio.Event, deadline: float) -> None:

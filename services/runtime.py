@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -18,7 +19,7 @@ from eventbus.connection import DEFAULT_URL, Bus, connect
 from eventbus.errors import BusUnavailable
 from eventbus.publisher import Publisher
 from eventbus.streams import declared_streams
-from services.auth.credentials import check_identity, connect_options, credentials_from_env
+from services.auth.credentials import CREDENTIALS_ENV, check_identity, connect_options, credentials_from_env, load_credentials
 from services.looplag import LoopLagMonitor
 from services.options import CommonOptions
 from services.telemetry.lifecycle import observability
@@ -104,7 +105,9 @@ async def run_service(entry: ServiceEntry, options: CommonOptions, *, grace_s: f
     credentials = credentials_from_env()
     check_identity(credentials, options.node_id)
     auth = connect_options(credentials)
-    bus = await connect(options.nats_url or DEFAULT_URL, node_id=options.node_id, name=f"rr-{entry.name}:{options.node_id}", **auth)
+    bus = await connect(options.nats_url or DEFAULT_URL, node_id=options.node_id, name=f"rr-{entry.name}:{options.node_id}",
+                        refresh_credentials=_credentials_reader() if credentials is not None else None,
+                        auth_retry_s=config.nats_auth_retry_s, **auth)
     try:
         await require_streams(bus)
         ctx = ServiceContext(entry.name, bus, config, options)
@@ -113,7 +116,19 @@ async def run_service(entry: ServiceEntry, options: CommonOptions, *, grace_s: f
         async with observability(ctx):  # telemetry from config.telemetry; announced on $SRV.* with a status endpoint
             await _supervise(ctx, main, grace_s)
     finally:
-        await bus.close()
+        await bus.close(timeout=2.0)  # a stop during a bus fault must not spend the grace on a drain
+
+
+def _credentials_reader() -> Callable[[], Awaitable[str | None]]:
+    # Re-read at every reconnect: a rotation (`rr auth gen --rotate`) rewrites the file, and the
+    # running service picks the new password up without a restart.
+    path = os.environ[CREDENTIALS_ENV]
+
+    async def read() -> str | None:
+        creds = await asyncio.to_thread(load_credentials, path)
+        return creds.nkey_seed or None
+
+    return read
 
 
 async def _supervise(ctx: ServiceContext, main: ServiceMain, grace_s: float) -> None:
@@ -127,21 +142,53 @@ async def _supervise(ctx: ServiceContext, main: ServiceMain, grace_s: float) -> 
         raise
 
 
+CANCEL_SHARE = 0.2  # of the grace period, kept for cancelling a main function that did not return in time
+
+
 async def _run_until_stopped(ctx: ServiceContext, main: ServiceMain, grace_s: float) -> None:
-    # The main function is expected to return soon after ctx.stopping is set; past the
-    # grace period it is cancelled.
-    async with asyncio.TaskGroup() as tasks:
-        lag = tasks.create_task(ctx.loop_lag.run())
-        work = tasks.create_task(main(ctx))
-        stop = tasks.create_task(ctx.stopping.wait())
-        await asyncio.wait([work, stop], return_when=asyncio.FIRST_COMPLETED)
+    # The main function is expected to return soon after ctx.stopping is set; past most of the
+    # grace period it is cancelled, and a main that ignores even that ends the process: a
+    # service that cannot stop must not linger (its supervisor restarts it).
+    lag = asyncio.create_task(ctx.loop_lag.run())
+    work = asyncio.create_task(main(ctx), name=f"service:{ctx.name}")
+    stop = asyncio.create_task(ctx.stopping.wait())
+    lost = asyncio.create_task(ctx.bus.closed_for_good.wait())
+    try:
+        await asyncio.wait([work, stop, lost], return_when=asyncio.FIRST_COMPLETED)
+        if lost.done() and not ctx.bus.closing:
+            log.error("service %s: NATS connection closed for good (%s); stopping", ctx.name, ctx.bus.last_error)
+            ctx.stopping.set()
         if not work.done():
-            done, _ = await asyncio.wait([work], timeout=grace_s)
-            if not done:
-                log.warning("service %s did not stop within %.0fs; cancelling", ctx.name, grace_s)
-                work.cancel()
-        stop.cancel()
-        lag.cancel()
+            await _stop_within(ctx, work, grace_s)
+        if lost.done() and not ctx.bus.closing:
+            raise BusUnavailable(f"NATS connection closed for good ({ctx.bus.last_error}): exiting so the service manager "
+                                 "restarts this service with its current credentials")
+        if not work.cancelled():  # cancelled past its grace: logged above, a stop all the same
+            work.result()
+    finally:
+        for task in (stop, lost, lag):
+            task.cancel()
+
+
+async def _stop_within(ctx: ServiceContext, work: asyncio.Task[None], grace_s: float) -> None:
+    done, _ = await asyncio.wait([work], timeout=grace_s * (1 - CANCEL_SHARE))
+    if done:
+        return
+    log.warning("service %s did not stop within %.0fs; cancelling", ctx.name, grace_s * (1 - CANCEL_SHARE))
+    deadline = asyncio.get_running_loop().time() + grace_s * CANCEL_SHARE
+    while not work.done() and asyncio.get_running_loop().time() < deadline:
+        work.cancel()  # again and again: Python 3.11's wait_for can lose one cancellation
+        await asyncio.wait([work], timeout=0.05)
+    if not work.done():
+        _exit_now(f"rr-service {ctx.name}: did not stop within its {grace_s:.0f}s grace, even cancelled; exiting")
+
+
+def _exit_now(line: str) -> None:
+    # asyncio.run would wait forever on the task that ignores cancellation: leave without it.
+    log.error("%s", line)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(1)
 
 
 def _on_signals(callback: Callable[[], None]) -> None:
