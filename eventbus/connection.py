@@ -184,15 +184,19 @@ class RenewingClient(NatsClient):
             return
         await super()._process_err(err_msg)
 
+    async def _close(self, status: int, do_cbs: bool = True) -> None:  # nats-py's close, from close() or on giving up
+        if not self.is_connected:
+            # What was buffered while disconnected can never be sent; nats-py would flush it into
+            # the dead socket, fail with "Connection lost" and never finish closing.
+            self._pending, self._pending_data_size = [], 0
+        await super()._close(status, do_cbs)
+
     async def _select_next_server(self) -> None:  # nats-py calls this before every (re)connect attempt
         if self._refresh is not None and self.is_reconnecting:
             if self._refused_since is not None and time.monotonic() - self._refused_since > self._auth_retry_s:
                 self.gave_up_reason = (f"the server refused this node's credentials for {self._auth_retry_s:.0f}s "
                                        "(revoked, or rotated without installing the new credentials file)")
                 log.error("nats: %s; closing the connection", self.gave_up_reason)
-                # What was buffered meanwhile can never be sent, and nats-py's close would try to
-                # flush it into the dead socket, fail, and never report the close.
-                self._pending, self._pending_data_size = [], 0
                 raise nats.errors.NoServersError  # nats-py closes the client on this
             try:
                 fresh = await self._refresh()

@@ -18,7 +18,7 @@ import pytest
 from eventbus.connection import Bus, connect
 from eventbus.events import LeaderElected, WorkAdded, WorkAssigned
 from eventbus.leases import LeaseBucket, LeaseRecord
-from eventbus.natsserver import NatsCluster
+from eventbus.natsserver import NatsCluster, NatsServer
 from eventbus.publisher import Publisher
 from eventbus.streams import StreamSettings, provision
 from tests.procs.leader_fleet import Fleet
@@ -134,5 +134,26 @@ async def test_killing_the_lease_leaders_server_under_the_leader_leaves_a_leader
             started = time.monotonic()
             code = await asyncio.to_thread(leader.terminate, GRACE_S + 5)
             assert code == 0 and time.monotonic() - started < GRACE_S, leader.log_text()
+    finally:
+        await bus.close()
+
+
+async def test_sigterm_to_a_leader_whose_bus_is_down_exits_within_its_grace(nats_server: NatsServer, tmp_path: Path,
+                                                                             eventually: Any) -> None:
+    config = tmp_path / "rr.yaml"
+    config.write_text(f"leadership:\n  ttl_s: {TTL}\n")
+    bus = await connect(nats_server.url, node_id="observer")
+    try:
+        await provision(bus.js, StreamSettings())
+        with Fleet(nats_server.url, ["a"], config, tmp_path) as fleet:
+            await eventually(lambda: leading_with_all_loops(bus), timeout=40, interval=0.2, message=fleet.logs())
+            await bus.close()
+            await asyncio.to_thread(nats_server.kill)
+            await eventually(lambda: "nats: disconnected" in fleet["a"].log_text(), timeout=20, message=fleet.logs())
+            started = time.monotonic()
+            code = await asyncio.to_thread(fleet["a"].terminate, GRACE_S + 10)
+            took = time.monotonic() - started
+            print(f"SIGTERM with the bus down: exit {code} after {took:.1f}s")
+            assert code == 0 and took < GRACE_S, fleet.logs()
     finally:
         await bus.close()

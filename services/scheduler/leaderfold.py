@@ -20,6 +20,7 @@ from eventbus.follow import follow
 from eventbus.history import Record, last_sequence
 from eventbus.publisher import Published
 from projections.base import type_of
+from services.leadership.supervisor import stop_tasks
 from services.leadership.term import NotLeader
 from services.runtime import ServiceContext
 
@@ -30,6 +31,7 @@ T = TypeVar("T")
 
 RETRY_S = 1.0
 CALL_TIMEOUT_S = 10.0
+STOP_FOLLOWER_S = 2.0
 
 
 class Publishing(Protocol):
@@ -76,9 +78,9 @@ class FoldingDecider(Generic[S]):
         except NotLeader as exc:
             log.info("%s: %s", self.name, exc)
         finally:
-            follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follower
+            # Not `suppress(CancelledError): await follower`, which would also swallow a
+            # cancellation of this task arriving meanwhile; stop_tasks never does.
+            await stop_tasks([follower], STOP_FOLLOWER_S)
 
     async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
         # JetStream being away for a moment must not end the whole leadership term.
