@@ -14,7 +14,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from config.hosts import HostsConfig, load_hosts
+from config.hosts import HostsConfig
+from config.hostsfile import LiveHosts
 from eventbus.errors import BusError, BusUnavailable, ConcurrencyConflict, InvalidEvent
 from eventbus.events import (
     Event,
@@ -58,10 +59,11 @@ T = TypeVar("T")
 class Assigner:
     """One term's assignment loop; `run()` until the term may no longer act."""
 
-    def __init__(self, ctx: ServiceContext, term: Term, hosts: HostsConfig | None) -> None:
+    def __init__(self, ctx: ServiceContext, term: Term, hosts: HostsConfig | None, live_hosts: LiveHosts | None = None) -> None:
         self._ctx = ctx
         self._term = term
         self._hosts = hosts
+        self._live_hosts = live_hosts  # when given, re-read each round: a hosts-file edit applies within the term
         self._settings: SchedulerSettings = ctx.config.scheduler
         self.state = queue.QueueState()
         self._seen_seq = 0
@@ -180,6 +182,8 @@ class Assigner:
 
     async def tick(self) -> None:
         """One round: fail attempts in trouble, give up on exhausted items, assign what fits."""
+        if self._live_hosts is not None:
+            self._hosts = await self._live_hosts.read()
         now = utcnow()
         last = await self._publish_all(supervision_round(self.state, now, self._settings))
         if last:  # let the fold see what was just decided before planning on it
@@ -215,5 +219,5 @@ class Assigner:
 
 async def assignment_loop(ctx: ServiceContext, term: Term) -> None:
     """The leader's scheduling loop (see the module docstring)."""
-    hosts = await asyncio.to_thread(load_hosts, ctx.config.hosts_file) if ctx.config.hosts_file else None
-    await Assigner(ctx, term, hosts).run()
+    live_hosts = LiveHosts(ctx.config.hosts_file, "assigner")
+    await Assigner(ctx, term, await live_hosts.read(), live_hosts).run()

@@ -15,7 +15,8 @@ from collections.abc import Mapping
 
 import msgspec
 
-from config.hosts import HostsConfig, load_hosts
+from config.hosts import HostsConfig
+from config.hostsfile import LiveHosts
 from eventbus.events import Event, WorkAdded, utcnow
 from projections import bundle
 from projections.bundle import ProjectionSet
@@ -134,15 +135,27 @@ async def populator_loop(ctx: ServiceContext, term: Term) -> None:
     settings: SchedulerSettings = ctx.config.scheduler
     if not settings.populator_enabled:
         return
-    path = ctx.config.hosts_file
-    hosts = await asyncio.to_thread(load_hosts, path) if path else HostsConfig()
+    hosts = LiveHosts(ctx.config.hosts_file, "populator")
+    await hosts.read()
     slots = settings.default_max_parallel_jobs
 
     def decide_now(state: ProjectionSet) -> list[Event]:
         prefix = f"selfplay-e{term.epoch}-s{state.last_seq}"  # unique: each decision moves the log on
-        return decide(state, hosts, slots, settings, utcnow(), prefix)
+        return decide(state, hosts.current or HostsConfig(), slots, settings, utcnow(), prefix)
 
     decider = FoldingDecider(
         "populator", ctx, term, ProjectionSet(), bundle.apply, bundle.PROJECTION.reads, decide_now, DECIDE_EVERY_S,
     )
-    await decider.run()
+    async with asyncio.TaskGroup() as tasks:
+        reader = tasks.create_task(keep_reading(hosts, DECIDE_EVERY_S))  # a hosts-file edit applies within the term
+        try:
+            await decider.run()
+        finally:
+            reader.cancel()
+
+
+async def keep_reading(hosts: LiveHosts, every_s: float) -> None:
+    """Re-read the hosts file every `every_s` (only a changed file is parsed again)."""
+    while True:
+        await asyncio.sleep(every_s)
+        await hosts.read()

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from config.hosts import HostsConfig, load_hosts
-from eventbus.errors import InvalidConfig
+from config.hosts import HostsConfig
+from config.hostsfile import LiveHosts
 from eventbus.events import utcnow
 from projections import cluster, data, withdrawal
 from projections.base import Folder
@@ -27,24 +27,6 @@ log = logging.getLogger(__name__)
 FOLD_BACK_TIMEOUT_S = 10.0
 
 
-class HostsReader:
-    """The hosts file, re-read every plan (it may change); a broken edit keeps the last good one."""
-
-    def __init__(self, path: str | None) -> None:
-        self._path = path
-        self._last: HostsConfig | None = None
-
-    async def read(self) -> HostsConfig | None:
-        """The hosts file now (None without one)."""
-        if self._path is None:
-            return None
-        try:
-            self._last = await asyncio.to_thread(load_hosts, self._path)
-        except InvalidConfig as exc:
-            log.warning("sync planner: %s; planning with the last good hosts file", exc)
-        return self._last
-
-
 async def sync_planner_loop(ctx: ServiceContext, term: Term) -> None:
     """Plan data copies every `sync.plan_interval_s` and on news, until the term ends (or is cancelled)."""
     settings: SyncSettings = ctx.config.sync
@@ -52,7 +34,7 @@ async def sync_planner_loop(ctx: ServiceContext, term: Term) -> None:
     subjects = (*aggregate_subjects("data", "host", "leader"), *type_subjects(withdrawal.READS))  # withdrawn batches stay put
     live = LiveFold(ctx.bus, [data_fold, cluster_fold], subjects)
     await live.catch_up()
-    hosts = HostsReader(ctx.config.hosts_file)
+    hosts = LiveHosts(ctx.config.hosts_file, "sync planner")
     async with asyncio.TaskGroup() as tasks:
         follower = tasks.create_task(live.follow())
         try:
