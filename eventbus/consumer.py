@@ -25,6 +25,7 @@ from nats.aio.subscription import Subscription
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from eventbus import tracing
+from eventbus.backoff import jittered_backoff
 from eventbus.connection import Bus
 from eventbus.deadletter import park
 from eventbus.errors import BusUnavailable, InvalidEvent, StreamSetupError
@@ -49,6 +50,8 @@ Handler = Union[AsyncHandler, SyncHandler]
 
 
 FIRST_BATCH = 100  # the first pull of a consumer whose handling speed is not known yet
+PULL_RETRY_BASE_S = 0.1  # after a pull the server ended with an error, the next waits this long, doubling per error in a row
+PULL_RETRY_CAP_S = 5.0
 
 
 class ConsumerSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -119,6 +122,8 @@ class EventConsumer:
         self._stopped = asyncio.Event()
         self._last_heard = time.monotonic()
         self._last_request = 0.0  # monotonic time of our newest pull request
+        self._failed_pulls = 0  # pulls in a row the server ended with an error status (503 during an election, ...)
+        self._retry_at = 0.0  # monotonic time before which no new pull is sent after such an error
         self._inbox = ""
         self._sub: Subscription | None = None
         self._keepalive = _KeepAlive.idle()
@@ -161,6 +166,7 @@ class EventConsumer:
         try:
             while not self._stopping:
                 if self._pending <= self._refill_at:
+                    await self._wait_retry()
                     await self._request(self._next_batch())
                 await self._wait_want_more()
             await self._drain()
@@ -189,6 +195,17 @@ class EventConsumer:
         self._last_request = time.monotonic()
         subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.spec.stream}.{self.spec.durable}"
         await self._bus.nc.publish(subject, json.dumps(request).encode(), reply=self._inbox)
+
+    async def _wait_retry(self) -> None:
+        # A pull the server ended with an error is not asked again at once: during a stream
+        # election each one would come straight back (a tight loop of 503s).
+        delay = self._retry_at - time.monotonic()
+        if delay > 0 and not self._stopping:
+            self._want_more.clear()
+            try:
+                await asyncio.wait_for(self._want_more.wait(), delay)  # stop() cuts the wait short
+            except asyncio.TimeoutError:
+                pass
 
     async def _wait_want_more(self) -> None:
         # Heartbeats arrive every expires/4; hearing nothing for a whole expiry means our
@@ -219,6 +236,7 @@ class EventConsumer:
             self._on_status(headers)
             return
         self._pending -= 1
+        self._failed_pulls = 0
         if self._pending <= self._refill_at:
             if self._stopping:
                 self._want_more.set()  # _drain() watches the open requests run out
@@ -244,6 +262,8 @@ class EventConsumer:
         unfilled = headers.get("Nats-Pending-Messages")
         self._pending = max(0, self._pending - int(unfilled)) if unfilled else 0
         if status not in ("408", "404"):
+            self._failed_pulls += 1
+            self._retry_at = time.monotonic() + jittered_backoff(self._failed_pulls, PULL_RETRY_BASE_S, PULL_RETRY_CAP_S)
             log.info("consumer %s: pull ended %s %s", self.spec.durable, status, headers.get("Description", ""))
         self._want_more.set()
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
 from eventbus.errors import BusError
+from services import logthrottle
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ def configure_logging(verbosity: int, default: int = logging.ERROR) -> None:
     else:
         level = logging.INFO if verbosity == 1 and default > logging.INFO else logging.DEBUG
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logthrottle.install()  # a fault's retries must not flood the log: repeated lines are counted, not repeated
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,10 +7,8 @@ auth block; the server reloads its config (SIGHUP) as an operator's rotation doe
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,7 @@ from eventbus.natsserver import NatsServer, ServerSpec, free_port
 from eventbus.streams import StreamSettings, provision
 from services.auth.credentials import connect_options, load_credentials
 from services.auth.generate import generate
-from tests.procs.leader_fleet import ROOT
+from tests.procs.services import spawn_service
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -40,12 +38,8 @@ AUTH_RETRY_S = 4
 
 
 def spawn(service: str, node: str, url: str, out: Path, config: Path, tmp_path: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "RR_NATS_CREDS": str(out / "credentials" / f"{node}.yaml"),
-           "RR_DATA_DIR": str(tmp_path / f"data-{node}")}
-    with open(tmp_path / f"{service}-{node}.log", "wb") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "services.service_cli", service, "--nats", url, "--node-id", node, "--config", str(config)],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return spawn_service(service, node, url, config, tmp_path / f"{service}-{node}.log",
+                         RR_NATS_CREDS=str(out / "credentials" / f"{node}.yaml"))
 
 
 def reload_auth(server: NatsServer, out: Path) -> None:

@@ -88,6 +88,7 @@ class Elector:
         self._counts = {"campaigns": 0, "won": 0, "lost": 0, "renewals": 0, "renew_failures": 0}
         self._loops: dict[str, str] = {}  # the term's loops and their health, carried by each renewal
         self._unannounced: list[Event] = []  # ends of terms the bus refused to record; retried until stored
+        self._announcing = asyncio.Lock()  # one late announcer at a time (the retry task, a new term's start)
 
     def report_loops(self, health: Mapping[str, LoopHealth]) -> None:
         """The leader's loops' health, as the next lease renewal carries it (`rr leader`, `rr doctor`)."""
@@ -322,15 +323,16 @@ class Elector:
 
     async def _announce_late(self) -> None:
         """Record the ends of terms that the bus refused when they happened (oldest first)."""
-        while self._unannounced:
-            lost = self._unannounced[0]
-            try:
-                await asyncio.wait_for(self.publisher.publish(lost), timeout=self._state.timing.renew_every_s * 3)
-            except (BusError, asyncio.TimeoutError) as exc:
-                log.debug("end of %s epoch %s still not recorded: %s", self.role, lost.epoch, exc)
-                return
-            self._unannounced.pop(0)
-            log.info("recorded the end of %s epoch %s late", self.role, lost.epoch)
+        async with self._announcing:
+            while self._unannounced:
+                lost = self._unannounced[0]
+                try:
+                    await asyncio.wait_for(self.publisher.publish(lost), timeout=self._state.timing.renew_every_s * 3)
+                except (BusError, asyncio.TimeoutError) as exc:
+                    log.debug("end of %s epoch %s still not recorded: %s", self.role, lost.epoch, exc)
+                    return
+                self._unannounced.pop(0)
+                log.info("recorded the end of %s epoch %s late", self.role, lost.epoch)
 
     async def _announce_late_forever(self) -> None:
         while True:

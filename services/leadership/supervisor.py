@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 import msgspec
 
+from eventbus.backoff import jittered_backoff
 from eventbus.errors import is_transient
 from services.leadership.term import NotLeader
 
@@ -82,8 +83,7 @@ class LoopsCannotRun(Exception):
 
 def backoff_s(failures: int, settings: SupervisorSettings, rng: random.Random) -> float:
     """Delay before the `failures`-th restart in a row: exponential, capped, jittered into [half, all] of it."""
-    ceiling = min(settings.cap_s, settings.base_s * 2 ** max(0, failures - 1))
-    return ceiling * (0.5 + 0.5 * rng.random())
+    return jittered_backoff(failures, settings.base_s, settings.cap_s, rng)
 
 
 def describe(exc: BaseException | None) -> str:
