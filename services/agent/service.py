@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
+from pathlib import Path
 from importlib.metadata import PackageNotFoundError, version
 
 from config.hosts import load_hosts
@@ -17,7 +19,7 @@ from eventbus.errors import BusUnavailable
 from eventbus.events import utcnow
 from eventbus.heartbeats import Heartbeat, publish_heartbeat
 from services.agent.gpus import GpuSource
-from services.agent.jobs import read_running_jobs
+from services.agent.jobs import jobs_file_for, read_running_jobs
 from services.agent.resources import sample_host
 from services.membership.settings import MembershipSettings
 from services.runtime import ServiceContext
@@ -46,9 +48,10 @@ def node_roles(config: RrConfig, node_id: str) -> list[str]:
 class BeatMaker:
     """Builds this agent's beats: numbered, measured, with what the node runs."""
 
-    def __init__(self, ctx: ServiceContext, roles: list[str], gpus: GpuSource) -> None:
+    def __init__(self, ctx: ServiceContext, roles: list[str], gpus: GpuSource, jobs_file: Path) -> None:
         self._ctx = ctx
         self._settings: MembershipSettings = ctx.config.membership
+        self._jobs_file = jobs_file  # written by this node's worker
         self._roles = roles
         self._gpus = gpus
         self._version = software_version()
@@ -59,7 +62,7 @@ class BeatMaker:
         """The next beat, measured now."""
         gpus = await self._gpus.current()
         resources = await asyncio.to_thread(sample_host, self._settings.disk_path, gpus)
-        jobs = await asyncio.to_thread(read_running_jobs, self._settings.jobs_file)
+        jobs = await asyncio.to_thread(read_running_jobs, self._jobs_file)
         lag = self._ctx.loop_lag.statistics()
         self._seq += 1
         return Heartbeat(
@@ -90,7 +93,7 @@ async def main(ctx: ServiceContext) -> None:
     await asyncio.to_thread(sample_host, settings.disk_path, [])  # primes psutil's CPU counter for the first beat
     gpus = GpuSource(settings.gpu_probe)
     await gpus.start(settings.gpu_probe_timeout_s)
-    maker = BeatMaker(ctx, roles, gpus)
+    maker = BeatMaker(ctx, roles, gpus, jobs_file_for(ctx.config, ctx.node_id, dict(os.environ), Path.home()))
     log.info("agent %s: heartbeat every %gs, roles %s", ctx.node_id, settings.heartbeat_interval_s, ",".join(roles) or "-")
     try:
         await beat_until_stopped(ctx, maker)

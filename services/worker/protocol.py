@@ -162,3 +162,12 @@ def parallel_jobs(hosts_entry_jobs: int | None, configured: int) -> int:
     """Jobs run at once: the hosts file's max_parallel_jobs for this node, else the worker setting."""
     return hosts_entry_jobs if hosts_entry_jobs is not None and hosts_entry_jobs > 0 else configured
 
+
+def describe_parallel_jobs(hosts_entry_jobs: int | None, configured: int) -> str:
+    """How many jobs this worker runs and which setting says so, for its start line (the value as configured)."""
+    if hosts_entry_jobs == 0:
+        return "the hosts file gives this node max_parallel_jobs: 0, so the scheduler assigns it no jobs"
+    if hosts_entry_jobs is not None:
+        return f"{hosts_entry_jobs} job(s) at once (hosts file max_parallel_jobs: {hosts_entry_jobs})"
+    return f"{configured} job(s) at once (worker.max_parallel_jobs: {configured}; the hosts file does not list this node)"
+

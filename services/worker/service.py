@@ -33,6 +33,7 @@ from services.worker.protocol import AttemptKey, ItemView, Refuse, Start
 from services.worker.records import JobRecord, RecordBook
 from services.worker.recovery import recover_record
 from services.worker.results import attempt_failed
+from services.agent.jobs import jobs_file_for
 from services.worker.runner import Attempt, AttemptRunner, WorkerPaths
 from services.sync.paths import sync_root
 from services.worker.settings import WorkerSettings
@@ -86,7 +87,7 @@ class Worker:
         self._settings: WorkerSettings = ctx.config.worker
         self._fence = EpochFence()
         self._attempts: dict[AttemptKey, Attempt] = {}
-        self._book = RecordBook(paths.records_file, ctx.config.membership.jobs_file)
+        self._book = RecordBook(paths.records_file, str(jobs_file_for(ctx.config, ctx.node_id, env, Path.home())))
         self._tasks: asyncio.TaskGroup | None = None
         self.consumer = ctx.observed.consumer(EventConsumer(ctx.bus, consumer_spec(self._node), {
             WorkAssigned: self._on_assigned, WorkCancelled: self._on_cancelled,
@@ -227,6 +228,7 @@ async def main(ctx: ServiceContext) -> None:
     listed = await asyncio.to_thread(hosts_parallel_jobs, ctx.config, ctx.node_id)
     slots = protocol.parallel_jobs(listed, ctx.config.worker.max_parallel_jobs)
     gpu = await GpuIdleWatch.find() if ctx.config.worker.gpu_idle_check else None
-    log.info("worker %s: %d job(s) at once, data in %s, GPU idle check %s", ctx.node_id, slots, paths.worker_dir,
+    log.info("worker %s: %s, data in %s, GPU idle check %s", ctx.node_id,
+             protocol.describe_parallel_jobs(listed, ctx.config.worker.max_parallel_jobs), paths.worker_dir,
              "on" if gpu else "off (no GPU)")
     await Worker(ctx, paths, slots, env).run(gpu)
