@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 
 from eventbus.connection import connect
+from eventbus.events import LeaderElected, LeaderLost
+from eventbus.history import events
 from eventbus.heartbeats import latest_heartbeats
 from eventbus.natsserver import NatsCluster
 from eventbus.streams import StreamSettings, provision
@@ -31,6 +33,14 @@ SERVICES = (("scheduler", "c1"), ("agent", "g1"), ("worker", "g1"))
 
 def lines(path: Path) -> list[str]:
     return path.read_text(errors="replace").splitlines() if path.exists() else []
+
+
+async def ended_terms_recorded(bus: Any) -> bool:
+    """Every scheduler term but the newest has its LEADER_LOST in the log (and there was more than one)."""
+    log = [e async for _, e in events(bus, subject="rr.evt.leader.scheduler.>")]
+    elected = [e.epoch for e in log if isinstance(e, LeaderElected)]
+    lost = {e.epoch for e in log if isinstance(e, LeaderLost)}
+    return len(elected) > 1 and set(elected[:-1]) <= lost
 
 
 async def test_a_40s_quorum_loss_writes_a_bounded_number_of_lines_per_process(
@@ -72,6 +82,8 @@ async def test_a_40s_quorum_loss_writes_a_bounded_number_of_lines_per_process(
         assert all(p.poll() is None for p in procs.values()), written
         for name, count in written.items():
             assert count <= MAX_LINES, f"{name} wrote {count} lines:\n" + "\n".join(lines(logs[name])[before[name]:][:200])
+        # The term that ended while the bus was down is in the log once it is back.
+        await eventually(lambda: ended_terms_recorded(bus), timeout=30, interval=0.5, message=logs["scheduler-c1"].read_text())
     finally:
         for proc in procs.values():
             if proc.poll() is None:
