@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime as dt
 import os
 import sys
@@ -121,8 +120,9 @@ async def _until_done(work: Coroutine[Any, Any, Any], done: asyncio.Future[None]
         await asyncio.wait([task, done], return_when=asyncio.FIRST_COMPLETED)
     finally:
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await asyncio.wait([task])  # unlike suppress(CancelledError), never swallows our own cancellation
+    if not task.cancelled():
+        task.result()
 
 
 async def tail(bus: Bus, args: argparse.Namespace, emit: Callable[[str], None]) -> None:
