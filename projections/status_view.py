@@ -7,6 +7,7 @@ API give the same shape.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 
 import msgspec
 
@@ -46,6 +47,7 @@ class LeaderView(msgspec.Struct, frozen=True, kw_only=True):
     since: dt.datetime | None
     since_seq: int
     reason: str
+    loops_down: list[str] = []  # the leader's loops not running, as its lease renewals report them (the api adds these)
 
 
 class WorkView(msgspec.Struct, frozen=True, kw_only=True):
@@ -173,3 +175,10 @@ def status_view(ps: ProjectionSet, *, now: dt.datetime, node_id: str = "", prima
         elo=elo.by_config(ps.elo), anomalies=total_anomalies(ps), recent_anomalies=_recent_anomalies(ps),
         fenced_decisions=total_fenced(ps), last_seq=ps.last_seq, as_of=now,
     )
+
+
+def with_loops_down(view: StatusView, down: Mapping[str, list[str]]) -> StatusView:
+    """The view with each role's leader marked by the loops it reports not running (roles without a leader unchanged)."""
+    leaders = {role: msgspec.structs.replace(l, loops_down=list(down.get(role, [])) if l.node is not None else [])
+               for role, l in view.leaders.items()}
+    return msgspec.structs.replace(view, leaders=leaders)

@@ -1,16 +1,23 @@
-"""A leader whose loops are not all running reads as unhealthy in `rr leader` and `rr doctor` (pure views)."""
+"""A leader whose loops are not all running reads as unhealthy in `rr leader`, `rr doctor`, /status and the dashboard."""
 
 from __future__ import annotations
 
 import datetime as dt
 
+import msgspec
+
 from eventbus.events import LeaderElected
-from eventbus.leases import LeaseRecord, LeaseValue
+from eventbus.leases import LeaseBucket, LeaseRecord, LeaseValue
+from projections.bundle import ProjectionSet
+from projections.status_view import LeaderView as StatusLeader
+from projections.status_view import status_view, with_loops_down
 from services.doctor.checks import check_leader
 from services.doctor.findings import LeaderProbe
 from services.leadership.election import loop_summary
 from services.leadership.status import format_table, leader_view
 from services.leadership.supervisor import LoopHealth, LoopState
+from tests.api_harness import running_api
+from tests.helpers import eventually
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
@@ -49,3 +56,30 @@ def test_doctor_fails_a_leader_with_loops_down_and_passes_a_healthy_one() -> Non
 def test_loop_summaries_carry_state_and_error() -> None:
     assert loop_summary(LoopHealth()) == "running"
     assert loop_summary(LoopHealth(state=LoopState.BACKING_OFF, last_error="KeyError: 'x'")) == "backing-off: KeyError: 'x'"
+
+
+def test_the_status_view_marks_a_leader_with_loops_down_and_leaves_a_vacant_role_alone() -> None:
+    view = status_view(ProjectionSet(), now=T0, node_id="x")
+    view = msgspec.structs.replace(view, leaders={
+        "scheduler": StatusLeader(node="c3", epoch=411, since=T0, since_seq=1, reason=""),
+        "promoter": StatusLeader(node=None, epoch=2, since=T0, since_seq=2, reason="c1 lost it"),
+    })
+    marked = with_loops_down(view, {"scheduler": ["assignment (backing-off: TimeoutError)"], "promoter": ["x (waiting)"]})
+    assert marked.leaders["scheduler"].loops_down == ["assignment (backing-off: TimeoutError)"]
+    assert marked.leaders["promoter"].loops_down == []
+
+
+async def test_the_api_status_and_dashboard_data_show_the_leaders_loops_down(nats_url: str) -> None:
+    async with running_api(nats_url) as api:
+        await api.publish(LeaderElected(role="scheduler", node="c3", ttl_s=3, epoch=1))
+        bucket = LeaseBucket(api.bus)
+        await bucket.ensure()
+        holder = LeaseValue(node="c3", incarnation="x", epoch=0, ttl_s=30, acquired_at=T0,
+                            loops={"assignment": "backing-off: TimeoutError: nats: timeout", "membership": "running"})
+        await bucket.acquire("scheduler", holder, expect_revision=0, timeout=5)
+
+        async def marked() -> list[str]:
+            answer = await api.get("/status")
+            return answer.json()["leaders"].get("scheduler", {}).get("loops_down", []) if answer.status == 200 else []
+
+        assert await eventually(marked, timeout=20) == ["assignment (backing-off: TimeoutError: nats: timeout)"]

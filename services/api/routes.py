@@ -17,7 +17,7 @@ from eventbus.errors import BusError
 from eventbus.events import WorkAdded, utcnow
 from eventbus.publisher import Published
 from projections import work
-from projections.status_view import StatusView, status_view
+from projections.status_view import StatusView, status_view, with_loops_down
 from services.api import documents
 from services.api.keeper import Current, ProjectionKeeper
 from services.api.settings import ApiSettings
@@ -92,6 +92,7 @@ class Api:
         self.static = static  # path -> (content type, bytes)
         self.work_refusal = work_refusal  # why this node's credentials may not append WORK_ADDED, if they may not
         self._cached_view: tuple[Current, int, StatusView] | None = None
+        self.loops_down: dict[str, list[str]] = {}  # role -> its leader's loops not running (services/api/leaderhealth.py)
         self.routes: dict[str, dict[str, Handler]] = {
             "/status": {"GET": self.get_status},
             "/health": {"GET": self.get_health},
@@ -135,9 +136,13 @@ class Api:
         cached = self._cached_view
         if cached is not None and cached[0] is current and cached[1] == int(now.timestamp()):
             return cached[2]
-        view = status_view(current.state, now=now, node_id=self.node_id)
+        view = with_loops_down(status_view(current.state, now=now, node_id=self.node_id), self.loops_down)
         self._cached_view = (current, int(now.timestamp()), view)  # one assignment: safe across threads
         return view
+
+    def set_loops_down(self, down: dict[str, list[str]]) -> None:
+        """What the leaders' last lease renewals say is not running (one assignment: read by the HTTP threads)."""
+        self.loops_down = down
 
     def _unready(self) -> Response | None:
         # Until the history that existed at start is folded, answers would describe the past.

@@ -17,6 +17,7 @@ from eventbus.events import WorkAdded
 from eventbus.publisher import Published
 from services.api.http import open_server, serve_until
 from services.api.keeper import ProjectionKeeper
+from services.api.leaderhealth import watch_loops_down
 from services.api.routes import Api
 from services.api.settings import resolved_port
 from services.auth.credentials import credentials_from_env
@@ -91,6 +92,8 @@ async def main(ctx: ServiceContext) -> None:
     async with asyncio.TaskGroup() as tasks:
         keeping = tasks.create_task(keeper.run())
         serving = tasks.create_task(serve_until(server, ctx.stopping))
+        health = tasks.create_task(watch_loops_down(ctx.bus, ctx.config.leadership.bucket, api.set_loops_down))
         await ctx.stopping.wait()
         await serving
         keeping.cancel()
+        health.cancel()

@@ -13,6 +13,7 @@ import msgspec
 
 from eventbus.probe import JetStreamProbe, StreamProbe
 from services.doctor.deps import REQUIRED, install_hint
+from services.leadership.status import loops_down
 from services.doctor.findings import (
     ConfigProbe,
     ConnectionProbe,
@@ -326,13 +327,13 @@ def check_leader(leader: LeaderProbe) -> CheckResult:
         # Information, not a fault of this node: a fresh cluster, or one between two terms.
         return CheckResult(name="leader", ok=True, required=False,
                            detail="no scheduler leader now (`rr leader` shows the last one; start a scheduler on a candidate)")
-    down = {name: state for name, state in sorted(leader.loops.items()) if state != "running"}
+    down = loops_down(leader.loops)
     where = f"{leader.node} (epoch {leader.epoch})"
     if not leader.loops:
         return CheckResult(name="leader", ok=True, required=False, detail=f"{where}; its loops' health not reported yet")
     if down:
         return CheckResult(name="leader", ok=False, detail=f"{where} leads with loops not running: "
-                           + "; ".join(f"{n} ({s})" for n, s in down.items()),
+                           + "; ".join(down),
                            fix=f"the leader restarts them itself; if this lasts, restart the scheduler service on {leader.node} "
                                "so another candidate leads, and read its log for the loops' errors")
     return CheckResult(name="leader", ok=True, detail=f"{where}, {len(leader.loops)} loops running")

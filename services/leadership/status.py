@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 
 import msgspec
 
@@ -27,7 +28,12 @@ class LeaderView(msgspec.Struct, frozen=True, kw_only=True):
 
     def loops_down(self) -> list[str]:
         """The leader's loops not running, as "name (state: error)"."""
-        return [f"{name} ({state})" for name, state in sorted(self.loops.items()) if state != "running"]
+        return loops_down(self.loops)
+
+
+def loops_down(loops: Mapping[str, str]) -> list[str]:
+    """Of a lease's loop health (name -> "running" or why not), those not running, as "name (state: error)"."""
+    return [f"{name} ({state})" for name, state in sorted(loops.items()) if state != "running"]
 
 
 def leader_view(role: str, record: LeaseRecord, elected: LeaderElected | None) -> LeaderView:

@@ -110,7 +110,10 @@ function renderLeaders(s) {
     el("td", {}, l.node ? el("b", { text: l.node }) : badge("none", "offline")),
     el("td", { class: "num", text: l.epoch ?? "-" }),
     el("td", { class: "muted", text: ago(l.since) }),
-    el("td", { class: "wrap muted", text: l.reason || "" }),
+    // A leader whose loops are not all running holds the lease and decides nothing: say so.
+    (l.loops_down || []).length
+      ? el("td", { class: "wrap" }, badge("unhealthy", "offline"), " loops not running: " + l.loops_down.join("; "))
+      : el("td", { class: "wrap muted", text: l.reason || "" }),
   ))));
 }
 
