@@ -1,10 +1,10 @@
 """A leader leads or resigns, on a real 3-server cluster with scheduler candidates as OS processes.
 
-kill -9 of the server leading the lease bucket while the leader is connected to it: within two lease TTLs the leader's every loop runs again (or another node
-leads), and an item added afterwards is assigned. SIGTERM to the leader during that fault ends
-it within its grace.
+kill -9 of the server leading RR_EVENTS and the lease bucket while the leader is connected to it:
+at most one leadership change, within two lease TTLs the leader's every loop runs again (or
+another node leads), and an item added afterwards is assigned. SIGTERM to a leader whose bus is
+down ends it within its grace.
 """
-
 from __future__ import annotations
 
 import asyncio
@@ -60,25 +60,25 @@ async def leading_with_all_loops(bus: Bus, since: float | None = None) -> LeaseR
     return record
 
 
-async def lease_leader_on(bus: Bus, cluster: NatsCluster, server: int, eventually: Any) -> None:
-    """Move the lease bucket's stream leader to `server` (a step-down asking for it as the preferred leader)."""
+async def stream_leader_on(bus: Bus, cluster: NatsCluster, stream: str, server: int, eventually: Any) -> None:
+    """Move a stream's leader to `server` (a step-down asking for it as the preferred leader)."""
     name = cluster.servers[server].spec.name
 
     async def there() -> bool:
         try:
-            info = await bus.js.stream_info(LEASES)
+            info = await bus.js.stream_info(stream)
         except Exception:  # noqa: BLE001 -- mid-election
             return False
         if info.cluster is not None and info.cluster.leader == name:
             return True
         request = msgspec.json.encode({"placement": {"preferred": name}})
         try:
-            await bus.nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{LEASES}", request, timeout=5)
+            await bus.nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", request, timeout=5)
         except Exception:  # noqa: BLE001 -- retried
             pass
         return False
 
-    await eventually(there, timeout=40, interval=0.5, message=f"lease bucket leader on {name}")
+    await eventually(there, timeout=40, interval=0.5, message=f"{stream} leader on {name}")
 
 
 def server_of(cluster: NatsCluster, log_text: str) -> int:
@@ -113,15 +113,19 @@ async def test_killing_the_lease_leaders_server_under_the_leader_leaves_a_leader
             await bus.close()
             bus = await connect([u for i, u in enumerate(nats_cluster.urls) if i != victim], node_id="observer")
             pub = Publisher(bus)
-            await lease_leader_on(bus, nats_cluster, victim, eventually)
+            for stream in (LEASES, "RR_EVENTS"):  # the hardest server to lose: the log's and the leases' leader
+                await stream_leader_on(bus, nats_cluster, stream, victim, eventually)
             await pub.publish(WorkAdded(work_id="before", work_type="selfplay", board_type="hex8", num_players=2))
             await eventually(lambda: assigned(bus, "before"), timeout=30, interval=0.2, message=fleet.logs())
 
+            before_kill = len(await read_log(bus))
             killed_at = time.time()
             await asyncio.to_thread(nats_cluster.kill, victim)
             healthy = await eventually(lambda: leading_with_all_loops(bus, since=killed_at + 0.5), timeout=60, interval=0.2,
                                        message=f"every loop running again after the kill\n{fleet.logs()}")
             recovered_s = time.time() - killed_at
+            elections = [e for e in (await read_log(bus))[before_kill:] if isinstance(e, LeaderElected)]
+            assert len(elections) <= 1, [(e.node, e.epoch) for e in elections]  # at most one leadership change
             await pub.publish(WorkAdded(work_id="after", work_type="selfplay", board_type="hex8", num_players=2))
             await eventually(lambda: assigned(bus, "after"), timeout=30, interval=0.2, message=fleet.logs())
             print(f"loops all running {recovered_s:.1f}s after the kill (holder {first.holder.node} epoch {first.epoch} -> "
