@@ -172,6 +172,20 @@ async def test_leader_work_that_fails_gives_the_role_away(bus: Bus, nats_url: st
     assert "leader work failed: RuntimeError: bug in a leader loop" in lost.reason
 
 
+async def test_a_node_whose_leader_work_failed_holds_off_so_another_candidate_leads(
+    bus: Bus, nats_url: str, eventually: Any
+) -> None:
+    async def broken(term: Term) -> None:
+        raise RuntimeError("its loops cannot run here")
+
+    async with node(nats_url, "a", work=broken) as a:
+        await eventually(lambda: a.terms, timeout=5, message="a leads")
+        await eventually(lambda: _lost(bus), timeout=5, message="a's term failed")
+        async with node(nats_url, "b") as b:
+            await eventually(lambda: b.leading, timeout=10, message="b takes the role a gave up")
+        assert len(a.terms) == 1  # a did not take the role back meanwhile
+
+
 async def _lost(bus: Bus) -> LeaderLost | None:
     return next((e for e in await leader_events(bus) if isinstance(e, LeaderLost)), None)
 

@@ -33,6 +33,7 @@ from services.leadership.term import Term
 log = logging.getLogger(__name__)
 
 RESIGN_ANNOUNCE_S = 3.0  # a resigning leader waits this long for LEADER_LOST to be stored, then frees the lease anyway
+FAILED_TERM_HOLD_OFF_TTLS = 2  # after a term whose loops could not run, this node waits this many TTLs before campaigning
 LATE_ANNOUNCE_EVERY_S = 2.0  # how often a LEADER_LOST the bus refused is tried again
 LOOP_ERROR_CHARS = 160  # of a loop's last error, carried in the lease value
 
@@ -83,6 +84,7 @@ class Elector:
         self._changed = asyncio.Event()
         self._term_task: asyncio.Task[None] | None = None
         self._term_failure: str | None = None
+        self._campaign_after = 0.0  # monotonic time before which this node does not campaign (after its loops failed)
         self._stepping_down = False
         self._acquired_at = utcnow()
         self._counts = {"campaigns": 0, "won": 0, "lost": 0, "renewals": 0, "renew_failures": 0}
@@ -146,9 +148,13 @@ class Elector:
     async def _step(self, lead: LeadFn, tasks: asyncio.TaskGroup, stopping: asyncio.Event) -> None:
         if self._term_failure is not None and self._state.phase is lease.Phase.LEADING:
             self._apply(lease.TermOver(self._term_failure))
+            # Its loops could not run here: give the other candidates two TTLs to take the role.
+            self._campaign_after = time.monotonic() + FAILED_TERM_HOLD_OFF_TTLS * self.settings.ttl_s
         self._term_failure = None
         action = lease.next_action(self._state, time.monotonic())
-        if isinstance(action, lease.Campaign):
+        if isinstance(action, lease.Campaign) and time.monotonic() < self._campaign_after:
+            await self._wait(self._campaign_after, stopping)
+        elif isinstance(action, lease.Campaign):
             if await self._campaign(action):
                 self._start_term(lead, tasks)
         elif isinstance(action, lease.Renew):
