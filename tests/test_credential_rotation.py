@@ -1,5 +1,8 @@
 """Rotating or revoking credentials under running services: each one reconnects on its new credentials, or exits non-zero.
 
+A job running on the rotated node keeps running (same pid), no attempt ends, and the node's
+heartbeats list it without any jobs_file setting.
+
 Real processes (`rr-service agent`, `rr-service worker`) on a nats-server enforcing the generated
 auth block; the server reloads its config (SIGHUP) as an operator's rotation does.
 """
@@ -7,6 +10,8 @@ auth block; the server reloads its config (SIGHUP) as an operator's rotation doe
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import os
 import signal
 import subprocess
 import time
@@ -17,7 +22,19 @@ import msgspec
 import pytest
 
 from eventbus.connection import Bus, connect
+from eventbus.events import (
+    LeaderElected,
+    WorkAdded,
+    WorkAssigned,
+    WorkAttemptFailed,
+    WorkCompleted,
+    WorkFailed,
+    WorkStarted,
+    utcnow,
+)
 from eventbus.heartbeats import latest_heartbeats
+from eventbus.history import events
+from eventbus.publisher import Publisher
 from eventbus.natsserver import NatsServer, ServerSpec, free_port
 from eventbus.streams import StreamSettings, provision
 from services.auth.credentials import connect_options, load_credentials
@@ -51,11 +68,35 @@ async def beats_after(admin: Bus, node: str, since: float) -> bool:
     return any(b.beat.node == node and b.stored_at.timestamp() > since for b in beats)
 
 
+async def start_job(admin: Bus, eventually: Any) -> int:
+    """Assign a long job to gpu-1 as a leader of epoch 1 would; its pid once WORK_STARTED says it runs."""
+    pub = Publisher(admin)
+    await pub.publish(LeaderElected(role="scheduler", node="coord-1", ttl_s=3, epoch=1))
+    await pub.publish(WorkAdded(work_id="w-rot", work_type="selfplay", board_type="hex8", num_players=2))
+    deadline = utcnow() + dt.timedelta(hours=1)
+    await pub.publish(WorkAssigned(work_id="w-rot", node="gpu-1", attempt=1, deadline=deadline, epoch=1))
+
+    async def started() -> int | None:
+        found = [e async for _, e in events(admin, subject="rr.evt.work.>") if isinstance(e, WorkStarted)]
+        return found[0].pid if found else None
+
+    pid: int = await eventually(started, timeout=40, message="w-rot started on gpu-1")
+    return pid
+
+
+async def job_in_beats(admin: Bus) -> bool:
+    beats = await latest_heartbeats(admin, idle_timeout=1)
+    return any(b.beat.node == "gpu-1" and any(j.work_id == "w-rot" for j in b.beat.jobs) for b in beats)
+
+
 async def test_rotation_reconnects_running_services_and_revocation_makes_them_exit_non_zero(tmp_path: Path, eventually: Any) -> None:
     hosts, out, config = tmp_path / "hosts.yaml", tmp_path / "auth", tmp_path / "rr.yaml"
     hosts.write_text(HOSTS)
     generate(hosts, out)
-    config.write_text(f"hosts_file: {hosts}\nnats_auth_retry_s: {AUTH_RETRY_S}\nmembership:\n  heartbeat_interval_s: 0.5\n")
+    sleeper = tmp_path / "sleeper.py"
+    sleeper.write_text("import time\ntime.sleep(600)\n")  # a job that runs through the whole test
+    config.write_text(f"hosts_file: {hosts}\nnats_auth_retry_s: {AUTH_RETRY_S}\nmembership:\n  heartbeat_interval_s: 0.5\n"
+                      f"worker:\n  templates:\n    selfplay: '{{python}} {sleeper}'\n")
     spec = ServerSpec(name="rr-auth", port=free_port(), store_dir=str(tmp_path / "nats" / "jetstream"),
                       extra_config=(out / "auth.conf").read_text())
     with NatsServer(spec) as server:
@@ -69,16 +110,24 @@ async def test_rotation_reconnects_running_services_and_revocation_makes_them_ex
             started = time.time()
             for node in ("gpu-1", "gpu-2"):
                 await eventually(lambda: beats_after(admin, node, started), timeout=40, message=f"{node} beats")
+            pid = await start_job(admin, eventually)
 
             old = load_credentials(out / "credentials" / "gpu-1.yaml").password
             generate(hosts, out, rotate=["gpu-1"])
             assert load_credentials(out / "credentials" / "gpu-1.yaml").password != old
-            rotated = time.time()
             await asyncio.to_thread(reload_auth, server, out)
-            await eventually(lambda: beats_after(admin, "gpu-1", rotated + 1), timeout=30,
-                             message="gpu-1 beats again on its rotated credentials")
+            for service in ("agent", "worker"):
+                log_path = tmp_path / f"{service}-gpu-1.log"
+                await eventually(lambda: "nats: reconnected" in log_path.read_text(), timeout=30,
+                                 message=f"gpu-1's {service} reconnected on its rotated credentials")
+            reconnected = time.time()
+            await eventually(lambda: beats_after(admin, "gpu-1", reconnected), timeout=30, message="gpu-1 beats again")
             assert procs["agent-gpu-1"].poll() is None and procs["worker-gpu-1"].poll() is None
-            assert "reconnected" in (tmp_path / "agent-gpu-1.log").read_text()
+            os.kill(pid, 0)  # the job still runs: the rotation cost it nothing
+            ends = [e for _, e in [x async for x in events(admin, subject="rr.evt.work.>")]
+                    if isinstance(e, (WorkAttemptFailed, WorkCompleted, WorkFailed))]
+            assert ends == []  # no attempt consumed
+            await eventually(lambda: job_in_beats(admin), timeout=20, message="gpu-1's beats list its running job")
 
             hosts.write_text(REVOKED)
             generate(hosts, out)
