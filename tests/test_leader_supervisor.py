@@ -221,3 +221,25 @@ async def test_stop_tasks_does_not_swallow_the_callers_cancellation() -> None:
     with pytest.raises(asyncio.CancelledError):
         await outer
     await asyncio.wait([inner], timeout=1)
+
+
+async def test_a_loop_killed_by_a_cancelled_call_it_awaited_is_restarted_not_lost() -> None:
+    starts = 0
+    inner: list[asyncio.Future[None]] = []
+
+    async def awaits_a_request() -> None:
+        nonlocal starts
+        starts += 1
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        inner.append(future)
+        await future  # a client cancels its pending requests on a disconnect
+
+    supervisor = LoopSupervisor({"assignment": awaits_a_request}, lambda: True, settings=FAST, rng=rng())
+    task = asyncio.create_task(supervisor.run())
+    await wait_for(lambda: len(inner) == 1)
+    inner[0].cancel()
+    await wait_for(lambda: starts == 2 and supervisor.health["assignment"].state is LoopState.RUNNING)
+    assert "CancelledInside" in supervisor.health["assignment"].last_error
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task

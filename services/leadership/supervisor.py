@@ -77,6 +77,10 @@ class Resign(msgspec.Struct, frozen=True, kw_only=True):
     health: LoopHealth
 
 
+class CancelledInside(Exception):
+    """A loop ended with CancelledError although nobody cancelled it: a call it awaited was cancelled under it."""
+
+
 class LoopsCannotRun(Exception):
     """A leader-only loop failed too often in a row; the term resigns so another candidate can lead."""
 
@@ -105,7 +109,7 @@ def after_run(
     short = ran_s < settings.healthy_after_s
     ends = health.ends_in_row + 1 if short else 1
     failures = health.failures_in_row if short else 0
-    if exc is not None and not is_transient(exc):
+    if exc is not None and not is_transient(exc) and not isinstance(exc, CancelledInside):  # such a cancel comes with a lost connection
         failures += 1
     failed = msgspec.structs.replace(
         health, state=LoopState.BACKING_OFF, restarts=health.restarts + 1, ends_in_row=ends, failures_in_row=failures,
@@ -164,6 +168,12 @@ class LoopSupervisor:
             exc: Exception | None = None
             try:
                 await fn()
+            except asyncio.CancelledError:
+                if _being_cancelled():
+                    raise  # the term is stopping us
+                # A future it awaited was cancelled by someone else (a client closing its
+                # requests, say): without this, the loop would be gone with no error logged.
+                exc = CancelledInside("a call it awaited was cancelled under it")
             except Exception as error:  # noqa: BLE001 -- every failure is judged by after_run; cancellation passes
                 exc = error
             step = after_run(self.health[name], exc, time.monotonic() - started, self._may_act(), self._settings, self._rng)
@@ -190,6 +200,11 @@ class LoopSupervisor:
     def _report(self) -> None:
         if self._on_health is not None:
             self._on_health(dict(self.health))
+
+
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 async def stop_tasks(tasks: list[asyncio.Task[None]], within_s: float) -> list[asyncio.Task[None]]:
