@@ -29,6 +29,7 @@ from eventbus.events import (
     WorkAttemptFailed,
     WorkCompleted,
     WorkFailed,
+    WorkHandedBack,
     WorkStarted,
     utcnow,
 )
@@ -125,7 +126,7 @@ async def test_rotation_reconnects_running_services_and_revocation_makes_them_ex
             assert procs["agent-gpu-1"].poll() is None and procs["worker-gpu-1"].poll() is None
             os.kill(pid, 0)  # the job still runs: the rotation cost it nothing
             ends = [e for _, e in [x async for x in events(admin, subject="rr.evt.work.>")]
-                    if isinstance(e, (WorkAttemptFailed, WorkCompleted, WorkFailed))]
+                    if isinstance(e, (WorkAttemptFailed, WorkCompleted, WorkFailed, WorkHandedBack))]
             assert ends == []  # no attempt consumed
             await eventually(lambda: job_in_beats(admin), timeout=20, message="gpu-1's beats list its running job")
 
