@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from services.options import CommonOptions
 from services.runtime import SERVICES, ServiceEntry, register, require_streams, run_service
 from tests import tiny_service
 from tests.bus_harness import provisioned_bus
+from tests.procs.run_tiny_service import GRACE_S
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -129,21 +131,38 @@ async def test_a_bad_config_file_stops_the_service_before_it_connects(tmp_path: 
         await run_service(tiny_entry, options("nats://127.0.0.1:9", config_path=str(bad)))
 
 
-async def test_sigterm_stops_a_service_process_cleanly(nats_url: str, tmp_path: Path, eventually) -> None:
+async def _sigterm_tiny(nats_url: str, tmp_path: Path, eventually, *function: str) -> tuple[int, float, list[bytes]]:
+    """Run a tiny service in its own process until it published, SIGTERM it: its exit code, how long it took, what it published."""
     await _logged_events(nats_url)
     log = (tmp_path / "service.log").open("wb")
     async with watching(nats_url) as seen:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.procs.run_tiny_service", nats_url, "node-p",
+            sys.executable, "-m", "tests.procs.run_tiny_service", nats_url, "node-p", *function,
             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=log, stderr=log,
         )
         try:
             await eventually(lambda: seen or proc.returncode is not None, timeout=20, message="nothing published")
+            started = time.monotonic()
             proc.send_signal(signal.SIGTERM)
-            assert await asyncio.wait_for(proc.wait(), 15) == 0, (tmp_path / "service.log").read_text()
+            code = await asyncio.wait_for(proc.wait(), 15)
+            return code, time.monotonic() - started, seen
         finally:
             if proc.returncode is None:
                 proc.kill()
             await proc.wait()
             log.close()
+
+
+async def test_sigterm_stops_a_service_process_cleanly(nats_url: str, tmp_path: Path, eventually) -> None:
+    code, _took, seen = await _sigterm_tiny(nats_url, tmp_path, eventually)
+    assert code == 0, (tmp_path / "service.log").read_text()
     assert decode(seen[0]).source == "node-p"
+
+
+async def test_a_service_that_swallows_every_cancellation_still_exits_within_its_grace(
+    nats_url: str, tmp_path: Path, eventually
+) -> None:
+    code, took, _seen = await _sigterm_tiny(nats_url, tmp_path, eventually, "deaf")
+    output = (tmp_path / "service.log").read_text()
+    assert code == 1 and took < GRACE_S + 2, output
+    assert f"did not stop within its {GRACE_S:.0f}s grace, even cancelled; exiting" in output

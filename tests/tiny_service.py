@@ -25,6 +25,16 @@ async def stubborn(ctx: ServiceContext) -> None:
     await asyncio.get_running_loop().create_future()
 
 
+async def deaf(ctx: ServiceContext) -> None:
+    """Announces itself, then swallows every cancellation: the runtime must end the process anyway."""
+    await ctx.publisher.publish(HostOnline(node=ctx.node_id, reason="tiny_service", roles=[ctx.name]))
+    while True:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            pass  # the bug the runtime guards against
+
+
 async def broken(ctx: ServiceContext) -> None:
     """Fails the way a service does when the bus goes away under it."""
     CONTEXTS.append(ctx)
