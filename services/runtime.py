@@ -163,6 +163,10 @@ async def _run_until_stopped(ctx: ServiceContext, main: ServiceMain, grace_s: fl
         if lost.done() and not ctx.bus.closing:
             raise BusUnavailable(f"NATS connection closed for good ({ctx.bus.last_error}): exiting so the service manager "
                                  "restarts this service with its current credentials")
+        if work.cancelled() and not ctx.stopping.is_set():
+            # Nobody asked it to stop: a call it awaited was cancelled under it. Exiting non-zero
+            # gets it restarted; returning 0 would look like a clean stop.
+            raise BusUnavailable(f"service {ctx.name} ended by a cancelled call (a lost connection?); exiting to be restarted")
         if not work.cancelled():  # cancelled past its grace: logged above, a stop all the same
             work.result()
     finally:

@@ -111,6 +111,13 @@ async def test_a_failing_service_raises_its_bus_error_unwrapped(nats_url: str) -
         await asyncio.wait_for(run_service(entry, options(nats_url)), timeout=10)
 
 
+async def test_a_service_ended_by_a_cancelled_call_fails_loudly_instead_of_stopping_cleanly(nats_url: str) -> None:
+    await _logged_events(nats_url)
+    entry = ServiceEntry(name="cut", target="tests.tiny_service:cancelled_inside", description="loses a call")
+    with pytest.raises(BusUnavailable, match="service cut ended by a cancelled call"):
+        await asyncio.wait_for(run_service(entry, options(nats_url)), timeout=10)
+
+
 async def test_missing_streams_are_reported_with_the_command_that_creates_them(nats_url: str, tiny_entry: ServiceEntry) -> None:
     bus = await connect(nats_url, node_id="node-t")
     try:

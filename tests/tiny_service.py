@@ -35,6 +35,14 @@ async def deaf(ctx: ServiceContext) -> None:
             pass  # the bug the runtime guards against
 
 
+async def cancelled_inside(ctx: ServiceContext) -> None:
+    """Ends with CancelledError though nobody stopped it: a future it awaited was cancelled by someone else."""
+    CONTEXTS.append(ctx)
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    asyncio.get_running_loop().call_soon(future.cancel)
+    await future
+
+
 async def broken(ctx: ServiceContext) -> None:
     """Fails the way a service does when the bus goes away under it."""
     CONTEXTS.append(ctx)
