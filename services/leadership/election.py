@@ -315,9 +315,10 @@ class Elector:
         # A bus away for a moment (a stream election, no quorum yet) is waited out while the
         # lease holds: it is not a reason to give the term up.
         delay = self._state.timing.poll_s
+        stamped = self.publisher.stamp(elected)  # one id for every try: the stream stores it once
         while term.may_act():
             try:
-                await self.publisher.publish(elected)
+                await self.publisher.publish(stamped)
                 return True
             except BusError as exc:
                 if not exc.retryable:
