@@ -69,13 +69,17 @@ async def beats_after(admin: Bus, node: str, since: float) -> bool:
     return any(b.beat.node == node and b.stored_at.timestamp() > since for b in beats)
 
 
-async def start_job(admin: Bus, eventually: Any) -> int:
-    """Assign a long job to gpu-1 as a leader of epoch 1 would; its pid once WORK_STARTED says it runs."""
-    pub = Publisher(admin)
-    await pub.publish(LeaderElected(role="scheduler", node="coord-1", ttl_s=3, epoch=1))
-    await pub.publish(WorkAdded(work_id="w-rot", work_type="selfplay", board_type="hex8", num_players=2))
-    deadline = utcnow() + dt.timedelta(hours=1)
-    await pub.publish(WorkAssigned(work_id="w-rot", node="gpu-1", attempt=1, deadline=deadline, epoch=1))
+async def start_job(admin: Bus, out: Path, url: str, eventually: Any) -> int:
+    """Assign a long job to gpu-1 as coord-1 leading epoch 1 would; its pid once WORK_STARTED says it runs."""
+    coord = await connect(url, node_id="coord-1", **connect_options(load_credentials(out / "credentials" / "coord-1.yaml")))
+    try:
+        leader = Publisher(coord)
+        await leader.publish(LeaderElected(role="scheduler", node="coord-1", ttl_s=3, epoch=1))
+        await Publisher(admin).publish(WorkAdded(work_id="w-rot", work_type="selfplay", board_type="hex8", num_players=2))
+        deadline = utcnow() + dt.timedelta(hours=1)
+        await leader.publish(WorkAssigned(work_id="w-rot", node="gpu-1", attempt=1, deadline=deadline, epoch=1))
+    finally:
+        await coord.close()
 
     async def started() -> int | None:
         found = [e async for _, e in events(admin, subject="rr.evt.work.>") if isinstance(e, WorkStarted)]
@@ -111,11 +115,11 @@ async def test_rotation_reconnects_running_services_and_revocation_makes_them_ex
             started = time.time()
             for node in ("gpu-1", "gpu-2"):
                 await eventually(lambda: beats_after(admin, node, started), timeout=40, message=f"{node} beats")
-            pid = await start_job(admin, eventually)
+            pid = await start_job(admin, out, server.url, eventually)
 
-            old = load_credentials(out / "credentials" / "gpu-1.yaml").password
+            old = load_credentials(out / "credentials" / "gpu-1.yaml").nkey_seed
             generate(hosts, out, rotate=["gpu-1"])
-            assert load_credentials(out / "credentials" / "gpu-1.yaml").password != old
+            assert load_credentials(out / "credentials" / "gpu-1.yaml").nkey_seed != old
             await asyncio.to_thread(reload_auth, server, out)
             for service in ("agent", "worker"):
                 log_path = tmp_path / f"{service}-gpu-1.log"
