@@ -22,6 +22,7 @@ from services.sync.settings import SyncSettings
 from services.scheduler.settings import SchedulerSettings
 from services.api.settings import ApiSettings
 from services.telemetry.settings import TelemetrySettings
+from services.admission_settings import AdmissionSettings
 
 
 class RrConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -38,6 +39,7 @@ class RrConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     scheduler: SchedulerSettings = SchedulerSettings()
     api: ApiSettings = ApiSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
+    admission: AdmissionSettings = AdmissionSettings()
     # How long a service whose credentials the servers refuse (a rotation, a revocation) re-reads
     # its credentials file and retries before it exits non-zero for its service manager to restart.
     nats_auth_retry_s: float = 60.0

@@ -139,10 +139,10 @@ async def wait_caught_up(base: str, seq: int) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running_api(nats_url: str, **settings: Any) -> AsyncIterator[RunningApi]:
-    """The api service in this process on a free port, stopped (and checked to stop) on exit."""
+async def running_api(nats_url: str, config: RrConfig | None = None, **settings: Any) -> AsyncIterator[RunningApi]:
+    """The api service in this process on a free port (with `config`'s other sections), stopped (and checked to stop) on exit."""
     port = free_port()
-    config = RrConfig(api=ApiSettings(port=port, **settings))
+    config = msgspec.structs.replace(config or RrConfig(), api=ApiSettings(port=port, **settings))
     async with provisioned_bus(nats_url, node_id="gpu-1") as bus:
         ctx = ServiceContext("api", bus, config, CommonOptions(nats_url=nats_url, node_id="gpu-1", config_path=None))
         task = asyncio.ensure_future(api_service.main(ctx))

@@ -70,14 +70,14 @@ def test_add_from_json_then_list_show_and_cancel(url: str, capsys: pytest.Captur
 
 
 def test_add_from_flags_with_params(url: str, capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["add", "--type", "training", "--board", "square8", "--players", "4", "--priority", "7",
-            "--target", "gpu-1", "--param", "epochs=3", "--param", "note=fast"]
+    argv = ["add", "--type", "training", "--board", "square8", "--players", "2", "--priority", "7",
+            "--target", "gpu-1", "--param", "epochs=3", "--param", "note=fast", "--param", "data=a.npz,b.npz"]
     assert rr(url, *argv) == 0
     work_id = capsys.readouterr().out.strip()
     [added] = logged(url)
     assert isinstance(added, WorkAdded) and added.work_id == work_id
-    assert (added.work_type, added.num_players, added.priority, added.target_node) == ("training", 4, 7, "gpu-1")
-    assert added.params == {"epochs": 3, "note": "fast"}
+    assert (added.work_type, added.num_players, added.priority, added.target_node) == ("training", 2, 7, "gpu-1")
+    assert added.params == {"epochs": 3, "note": "fast", "data": "a.npz,b.npz"}
     assert rr(url, "list") == 0
     assert work_id in capsys.readouterr().out
 
@@ -88,7 +88,7 @@ def test_add_from_flags_with_params(url: str, capsys: pytest.CaptureFixture[str]
     (['{"work_type": "selfplay", "board_type": "hex8", "num_players": 2, "num_games": -1}'], "num_games"),
     (['{"work_type": "selfplay", "num_players": 2}'], "board_type"),
     (["--type", "selfplay", "--board", "hex8", "--players", "1"], "num_players"),
-    (["{not json"], "seeds"),
+    (["{not json"], "body"),
 ])
 def test_invalid_input_exits_2_naming_the_field_and_appends_nothing(
     url: str, argv: list[str], field: str, capsys: pytest.CaptureFixture[str]
@@ -109,14 +109,15 @@ def test_add_from_a_json_file_or_standard_input(
     url: str, tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "work.json"
-    path.write_text('{"work_type": "evaluation", "board_type": "square8", "num_players": 3, "num_games": 40, "priority": 2}')
+    path.write_text('{"work_type": "evaluation", "board_type": "square8", "num_players": 2, "num_games": 40, "priority": 2,'
+                    ' "params": {"candidate": "c.pth"}}')
     assert rr(url, "add", "--json-file", str(path)) == 0
     monkeypatch.setattr("sys.stdin", io.StringIO('{"work_type": "selfplay", "board_type": "hex8", "num_players": 2, "num_games": 1000}'))
     assert rr(url, "add", "--json-file", "-") == 0
     first, second = capsys.readouterr().out.split()
     added = logged(url)
     assert [(e.work_id, e.work_type, e.num_players, e.num_games) for e in added if isinstance(e, WorkAdded)] == [
-        (first, "evaluation", 3, 40), (second, "selfplay", 2, 1000)]
+        (first, "evaluation", 2, 40), (second, "selfplay", 2, 1000)]
 
 
 @pytest.mark.parametrize(("argv", "words"), [

@@ -139,6 +139,7 @@ class ErrorDoc(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     error: str
     success: bool  # always false; the seeds' clients test it
     work_id: str | None = None  # an unconfirmed POST /work/add: the id it may still appear under
+    field: str | None = None  # a refused POST /work/add: the request field to change
 
 
 def health(

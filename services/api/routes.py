@@ -21,8 +21,7 @@ from projections.status_view import StatusView, status_view, with_loops_down
 from services.api import documents
 from services.api.keeper import Current, ProjectionKeeper
 from services.api.settings import ApiSettings
-from services.api.workjson import new_work_id, parse_work
-from services.commands.work import InvalidWork
+from services.admission import AdmissionRules, InvalidWork, admitted, decode_seeds
 from services.looplag import LoopLagStats
 
 log = logging.getLogger(__name__)
@@ -54,10 +53,11 @@ RETRY = (("Retry-After", "1"),)
 
 
 def error(
-    status: int, reason: str, *, headers: tuple[tuple[str, str], ...] = (), close: bool = False, work_id: str | None = None
+    status: int, reason: str, *, headers: tuple[tuple[str, str], ...] = (), close: bool = False, work_id: str | None = None,
+    field: str | None = None,
 ) -> Response:
     """A JSON {"error": reason} response."""
-    doc = documents.ErrorDoc(error=reason, success=False, work_id=work_id)
+    doc = documents.ErrorDoc(error=reason, success=False, work_id=work_id, field=field)
     return Response(status=status, body=msgspec.json.encode(doc), headers=headers, close=close)
 
 
@@ -80,7 +80,7 @@ class Api:
     def __init__(
         self, keeper: ProjectionKeeper, settings: ApiSettings, *, node_id: str, started: float,
         lag: Callable[[], LoopLagStats], connected: Callable[[], bool], add_work: Callable[[WorkAdded], Published],
-        static: Mapping[str, tuple[str, bytes]], work_refusal: str | None = None,
+        static: Mapping[str, tuple[str, bytes]], work_refusal: str | None = None, rules: AdmissionRules | None = None,
     ) -> None:
         self.keeper = keeper
         self.settings = settings
@@ -91,6 +91,7 @@ class Api:
         self.add_work = add_work
         self.static = static  # path -> (content type, bytes)
         self.work_refusal = work_refusal  # why this node's credentials may not append WORK_ADDED, if they may not
+        self.rules = rules or AdmissionRules()  # what POST /work/add admits (services/admission.py)
         self._cached_view: tuple[Current, int, StatusView] | None = None
         self.loops_down: dict[str, list[str]] = {}  # role -> its leader's loops not running (services/api/leaderhealth.py)
         self.routes: dict[str, dict[str, Handler]] = {
@@ -118,7 +119,9 @@ class Api:
             return error(405, f"{method} is not allowed on {path}; use {allowed}", headers=(("Allow", allowed),))
         try:
             return handler(dict(parse_qsl(url.query)), body, client)
-        except (BadRequest, InvalidWork) as exc:
+        except InvalidWork as exc:
+            return error(400, str(exc), field=exc.field)
+        except BadRequest as exc:
             return error(400, str(exc))
         except Exception:
             log.exception("api: %s %s failed", method, target)
@@ -184,13 +187,12 @@ class Api:
         return json_response(200, documents.work_status(state, limit=limit, status=work.WorkStatus(status) if status else None))
 
     def post_work_add(self, query: Mapping[str, str], body: bytes, client: str) -> Response:
-        """The seeds' POST /work/add: validate, append WORK_ADDED, answer {"success": true, "work_id": ...}."""
-        seeds = parse_work(body)
+        """The seeds' POST /work/add: admit (400 naming the field), append WORK_ADDED, answer {"success": true, "work_id": ...}."""
+        event = admitted(decode_seeds(body), self.rules, requested_by=f"api:{self.node_id}")
         if self.work_refusal is not None:  # the server would refuse it: say why now, not after a timeout
             return error(403, f"nothing was added: {self.work_refusal}")
         if not self.connected():
             return error(503, "NATS is disconnected: nothing was added; retry once /health says ok", headers=RETRY)
-        event = WorkAdded(work_id=new_work_id(), requested_by=f"api:{self.node_id}", **msgspec.structs.asdict(seeds))
         try:
             published = self.add_work(event)
         except BusError as exc:

@@ -10,11 +10,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from config.hosts import load_hosts
 from eventbus.authority import may_publish
 from eventbus.connectivity import is_connected
 from eventbus.errors import BusUnavailable
 from eventbus.events import WorkAdded
 from eventbus.publisher import Published
+from services.admission import rules_for
 from services.api.http import open_server, serve_until
 from services.api.keeper import ProjectionKeeper
 from services.api.leaderhealth import watch_loops_down
@@ -86,6 +88,7 @@ async def main(ctx: ServiceContext) -> None:
         connected=lambda: is_connected(ctx.bus),
         add_work=work_adder(ctx, keeper, asyncio.get_running_loop(), settings.publish_timeout_s),
         static=await asyncio.to_thread(load_static), work_refusal=await work_refusal(),
+        rules=rules_for(ctx.config, await asyncio.to_thread(load_hosts, ctx.config.hosts_file) if ctx.config.hosts_file else None),
     )
     server = await asyncio.to_thread(open_server, settings.host, port, api, settings.max_body_bytes)
     log.info("api: serving http://%s:%d/ (status API and dashboard)", settings.host, port)

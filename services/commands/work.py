@@ -5,43 +5,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import secrets
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import TypeVar
 
 import msgspec
 
-from config.settings import describe_validation_error
+from config.hosts import load_hosts
+from config.settings import load_config
 from eventbus.connection import Bus
-from eventbus.events import Event, Scalar, WorkAdded, WorkCancelled
+from eventbus.events import Event, Scalar, WorkCancelled
 from eventbus.history import events
 from eventbus.publisher import Publisher
 from eventbus.subjects import aggregate_filter
 from projections import work
+from services.admission import AdmissionRules, InvalidWork, WorkSeeds, admitted, convert_seeds, decode_seeds, rules_for
 from services.commands import open_bus, workview
 from services.options import CommonOptions, add_common_arguments, common_options
 
 T = TypeVar("T")
-
-WorkType = Literal["selfplay", "training", "evaluation", "tournament", "sync"]
-
-
-class WorkSeeds(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """A work request as an operator writes it (the seeds' POST /work/add body)."""
-
-    work_type: WorkType
-    board_type: Annotated[str, msgspec.Meta(min_length=1)]
-    num_players: Annotated[int, msgspec.Meta(ge=2, le=4)]
-    num_games: Annotated[int, msgspec.Meta(ge=0)] = 0
-    priority: int | None = None
-    target_node: str | None = None
-    params: dict[str, Scalar] = {}
-
-
-class InvalidWork(Exception):
-    """The request names a field that is missing or wrong."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -77,16 +60,11 @@ _FLAGS = ("work_type", "board_type", "num_players", "num_games", "priority", "ta
 def seeds_from_args(args: argparse.Namespace) -> WorkSeeds:
     """The request from the JSON argument, the JSON file or the flags; raises InvalidWork naming the field."""
     text = _json_text(args)
-    try:
-        if text is not None:
-            return msgspec.json.decode(text, type=WorkSeeds)
-        raw: dict[str, object] = {k: getattr(args, k) for k in WorkSeeds.__struct_fields__ if getattr(args, k, None) is not None}
-        raw["params"] = dict(_param(p) for p in args.param)
-        return msgspec.convert(raw, WorkSeeds)
-    except msgspec.ValidationError as exc:
-        raise InvalidWork(describe_validation_error(exc)) from None
-    except msgspec.DecodeError as exc:
-        raise InvalidWork(f"seeds: not valid JSON: {exc}") from None
+    if text is not None:
+        return decode_seeds(text)
+    raw: dict[str, object] = {k: getattr(args, k) for k in WorkSeeds.__struct_fields__ if getattr(args, k, None) is not None}
+    raw["params"] = dict(_param(p) for p in args.param)
+    return convert_seeds(raw)
 
 
 def _json_text(args: argparse.Namespace) -> str | None:
@@ -115,17 +93,22 @@ def _param(text: str) -> tuple[str, Scalar]:
 
 
 def run_add(args: argparse.Namespace) -> int:
-    """Validate and append WORK_ADDED; exit 2 (nothing appended) on invalid input."""
+    """Validate against the config and hosts file, append WORK_ADDED; exit 2 (nothing appended) when refused."""
+    options = common_options(args)
     try:
-        seeds = seeds_from_args(args)
+        event = admitted(seeds_from_args(args), admission_rules(options), requested_by=options.node_id)
     except InvalidWork as exc:
         print(f"rr work add: invalid work: {exc}", file=sys.stderr)
         return 2
-    options = common_options(args)
-    event = WorkAdded(work_id=f"w-{secrets.token_hex(6)}", requested_by=options.node_id, **msgspec.structs.asdict(seeds))
     asyncio.run(_append(options, event))
     print(json.dumps({"success": True, "work_id": event.work_id}) if args.json else event.work_id)
     return 0
+
+
+def admission_rules(options: CommonOptions) -> AdmissionRules:
+    """What requests are checked against: the config file's admission and templates, and its hosts file."""
+    config = load_config(options.config_path)
+    return rules_for(config, load_hosts(config.hosts_file) if config.hosts_file else None)
 
 
 async def _append(options: CommonOptions, event: Event) -> None:
