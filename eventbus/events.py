@@ -272,6 +272,24 @@ class WorkCancelled(Event, tag="WORK_CANCELLED", kw_only=True):
     requested_by: str = ""
 
 
+class WorkUnschedulable(Event, tag="WORK_UNSCHEDULABLE", kw_only=True):
+    """The leader found that no alive node can run a pending item (its target is gone, or no node has the capability)."""
+
+    aggregate: ClassVar[str] = "work"
+    key_field: ClassVar[str] = "work_id"
+    work_id: str
+    reason: str  # which node or capability is missing, e.g. "needs >= 24 GB GPU memory; alive: vm (CPU only)"
+
+
+class WorkSchedulable(Event, tag="WORK_SCHEDULABLE", kw_only=True):
+    """A pending item that no node could run can run again (a node came back or the hosts file changed)."""
+
+    aggregate: ClassVar[str] = "work"
+    key_field: ClassVar[str] = "work_id"
+    work_id: str
+    reason: str = ""
+
+
 # ---- training pipeline --------------------------------------------------------------
 
 
@@ -448,6 +466,8 @@ AnyEvent = Union[
     WorkHandedBack,
     WorkFailed,
     WorkCancelled,
+    WorkUnschedulable,
+    WorkSchedulable,
     SelfplayComplete,
     TrainingStarted,
     TrainingComplete,

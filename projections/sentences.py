@@ -126,6 +126,8 @@ _SENTENCES: dict[type[ev.Event], Callable[[Any], str]] = {
     ev.WorkFailed: _work_failed,
     ev.WorkCancelled: lambda e: f"work {e.work_id} cancelled"
     + (f" by {e.requested_by}" if e.requested_by else "") + (f": {e.reason}" if e.reason else ""),
+    ev.WorkUnschedulable: lambda e: f"work {e.work_id} cannot run on any alive node: {e.reason}",
+    ev.WorkSchedulable: lambda e: f"work {e.work_id} can run again" + (f": {e.reason}" if e.reason else ""),
     ev.SelfplayComplete: _selfplay,
     ev.TrainingStarted: lambda e: f"training {e.work_id} started on {e.node} for "
     f"{config_key(e.board_type, e.num_players)} from {len(e.input_batches)} batches"

@@ -19,7 +19,9 @@ from eventbus.events import (
     WorkFailed,
     WorkHandedBack,
     WorkProgress,
+    WorkSchedulable,
     WorkStarted,
+    WorkUnschedulable,
 )
 from projections.base import Anomaly, Projection, config_key, rejected
 from projections.fence import Fence, screen
@@ -46,9 +48,10 @@ C, F, X = WorkStatus.COMPLETED, WorkStatus.FAILED, WorkStatus.CANCELLED
 # A new WORK_ASSIGNED supersedes the current attempt (the leader re-assigned it, e.g. its node
 # went offline); a failed or handed-back attempt puts the item back to pending until it is
 # re-assigned or given up on. A completion of an attempt that already ended is judged by
-# `late_completion` before this table.
+# `late_completion` before this table. A pending item that no alive node can run is marked
+# unschedulable (with why) and stays pending until it can run again, is assigned, or is given up on.
 TRANSITIONS: dict[WorkStatus, dict[type[Event], WorkStatus]] = {
-    P: {WorkAssigned: A, WorkFailed: F, WorkCancelled: X},
+    P: {WorkAssigned: A, WorkFailed: F, WorkCancelled: X, WorkUnschedulable: P, WorkSchedulable: P},
     A: {
         WorkAssigned: A, WorkStarted: R, WorkCompleted: C, WorkAttemptFailed: P, WorkHandedBack: P, WorkFailed: F,
         WorkCancelled: X,
@@ -95,6 +98,8 @@ class WorkItem(msgspec.Struct, frozen=True, kw_only=True):
     updated_seq: int = 0
     updated_at: dt.datetime | None = None
     trace: str | None = None  # WORK_ADDED's trace context: the item's decisions and reports continue it
+    unschedulable: str = ""  # while pending: why no alive node can run it (WORK_UNSCHEDULABLE); "" when one can
+    unschedulable_since: dt.datetime | None = None
 
     @property
     def config(self) -> str:
@@ -171,7 +176,10 @@ def late_completion(item: WorkItem, event: Event) -> bool:
 
 
 def _moved(item: WorkItem, event: Event, status: WorkStatus, seq: int) -> WorkItem:
-    changes: dict[str, object] = {"status": status, "updated_seq": seq, "updated_at": event.ts}
+    changes: dict[str, object] = {"status": status, "updated_seq": seq, "updated_at": event.ts,
+                                  "unschedulable": "", "unschedulable_since": None}
+    if isinstance(event, WorkUnschedulable):
+        changes.update(unschedulable=event.reason, unschedulable_since=item.unschedulable_since or event.ts)
     if isinstance(event, WorkAssigned):
         changes.update(attempt=event.attempt, node=event.node, epoch=event.epoch, progress=None)
     elif isinstance(event, WorkStarted):  # a newer attempt runs: older ones may no longer complete

@@ -69,6 +69,8 @@ class ItemView(msgspec.Struct, frozen=True, kw_only=True):
     updated_seq: int
     updated_at: dt.datetime | None
     cause: str = ""  # the last failed attempt's cause (its job's last exception line)
+    unschedulable: str = ""  # while pending: why no alive node can run it
+    unschedulable_since: dt.datetime | None = None
 
 
 class WorkStatusDoc(msgspec.Struct, frozen=True, kw_only=True):
@@ -167,6 +169,7 @@ def item_view(item: work.WorkItem) -> ItemView:
         num_players=item.num_players, num_games=item.num_games, priority=item.priority, status=item.status.value,
         attempt=item.attempt, node=item.node, progress=item.progress, reason=item.reason, added_seq=item.added_seq,
         added_at=item.added_at, updated_seq=item.updated_seq, updated_at=item.updated_at, cause=item.cause,
+        unschedulable=item.unschedulable, unschedulable_since=item.unschedulable_since,
     )
 
 

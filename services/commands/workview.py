@@ -18,8 +18,8 @@ TAIL_LINES = 20  # of a failed attempt's stderr tail (the whole tail is in --jso
 
 
 def why(item: work.WorkItem) -> str:
-    """The one line that says why an item is where it is: its last failure's cause, else its reason."""
-    return item.cause or item.reason
+    """The one line that says why an item is where it is: no node can run it, its last failure's cause, else its reason."""
+    return f"unschedulable: {item.unschedulable}" if item.unschedulable else item.cause or item.reason
 
 
 def list_table(items: Iterable[work.WorkItem]) -> str:
@@ -37,7 +37,7 @@ def item_summary(item: work.WorkItem) -> str:
         ("work", f"{item.work_id}: {item.work_type} {item.config}{games}"),
         ("status", item.status.value + (f" ({item.reason})" if item.reason else "")),
         ("attempts", f"{item.attempt} ({item.failures} failed, {item.handed_back} handed back)"),
-        ("node", item.node or "-"),
+        ("node", item.node or (f"none can run it: {item.unschedulable}" if item.unschedulable else "-")),
         ("cause", item.cause or "-"),
         ("added", when(item.added_at)),
         ("updated", when(item.updated_at)),

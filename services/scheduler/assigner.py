@@ -38,6 +38,7 @@ from services.scheduler import queue
 from services.scheduler.decisions import (
     Conditional,
     assignment_round,
+    placement_round,
     supervision_round,
 )
 from services.scheduler.settings import SchedulerSettings
@@ -181,7 +182,7 @@ class Assigner:
             await asyncio.sleep(RETRY_S)
 
     async def tick(self) -> None:
-        """One round: fail attempts in trouble, give up on exhausted items, assign what fits."""
+        """One round: fail attempts in trouble, give up on exhausted items, assign what fits, mark what cannot run."""
         if self._live_hosts is not None:
             self._hosts = await self._live_hosts.read()
         now = utcnow()
@@ -189,6 +190,9 @@ class Assigner:
         if last:  # let the fold see what was just decided before planning on it
             await self.wait_seen(last, READ_BACK_TIMEOUT_S)
         last = await self._publish_all(assignment_round(self.state, now, self._hosts, self._settings))
+        if last:
+            await self.wait_seen(last, READ_BACK_TIMEOUT_S)
+        last = await self._publish_all(placement_round(self.state, self._hosts, self._settings))
         if last:
             await self.wait_seen(last, READ_BACK_TIMEOUT_S)
 

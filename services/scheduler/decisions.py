@@ -1,7 +1,7 @@
 """One scheduling round's decisions, pure: given the queue state and the time, which events the leader owes.
 
 First supervision (attempts to record as failed, items to give up), then, on a state that has
-seen those, assignments. Each decision is bound to the sequence its item was at when decided,
+seen those, assignments, then placement (pending items no alive node can run, marked with why). Each decision is bound to the sequence its item was at when decided,
 the precondition the shell appends it under (optimistic concurrency).
 """
 
@@ -11,9 +11,10 @@ import datetime as dt
 from typing import NamedTuple
 
 from config.hosts import HostsConfig
-from eventbus.events import Event, WorkAssigned, WorkAttemptFailed, WorkFailed, WorkHandedBack
+from eventbus.events import Event, WorkAssigned, WorkAttemptFailed, WorkFailed, WorkHandedBack, WorkSchedulable, WorkUnschedulable
 from projections.work import WorkItem
 from services.scheduler import queue
+from services.scheduler.placement import unschedulable
 from services.scheduler.policy import plan_assignments
 from services.scheduler.settings import SchedulerSettings
 from services.scheduler.signals import config_signals
@@ -48,6 +49,23 @@ def assignment_round(
         Conditional(work_id, assignment(state.work.items[work_id], node, now, settings), queue.expected_seq(state, work_id))
         for work_id, node in plan
     ]
+
+
+def placement_round(state: queue.QueueState, hosts: HostsConfig | None, settings: SchedulerSettings) -> list[Conditional]:
+    """Marks for pending items that no alive node can run (with why), and clears for those that can again."""
+    nodes = node_views(state.cluster.nodes.values(), hosts, state.load, settings)
+    reasons = unschedulable(work_views(queue.pending_items(state), state.tracks, settings), nodes, settings)
+    out = []
+    for work_id, reason in reasons.items():
+        item = state.work.items[work_id]
+        if reason is not None and not item.unschedulable:
+            event: Event = WorkUnschedulable(work_id=work_id, reason=reason)
+        elif reason is None and item.unschedulable:
+            event = WorkSchedulable(work_id=work_id, reason="a node that can run it is alive")
+        else:
+            continue
+        out.append(Conditional(work_id, event, queue.expected_seq(state, work_id)))
+    return out
 
 
 def assignment(item: WorkItem, node: str, now: dt.datetime, settings: SchedulerSettings) -> WorkAssigned:

@@ -60,15 +60,29 @@ def config_key(board_type: str, num_players: int) -> str:
 
 def can_run(node: NodeView, item: WorkView, settings: SchedulerSettings) -> bool:
     """Whether `node` may take `item` at all (ignoring how busy it is)."""
-    if not node.alive or node.status != "ready":
-        return False
+    return why_not(node, item, settings) is None
+
+
+def why_not(node: NodeView, item: WorkView, settings: SchedulerSettings) -> str | None:
+    """Why `node` may not take `item` at all (ignoring how busy it is), or None when it may."""
+    if not node.alive:
+        return "offline"
+    if node.status != "ready":
+        return f"status {node.status} (hosts file)"
     if item.target_node is not None and item.target_node != node.node:
-        return False
+        return f"not the target {item.target_node}"
     if not node.configured:
-        return True
+        return None
     if not any(item.work_type in settings.role_work.get(role, ()) for role in node.roles):
-        return False
-    return any(_rule_admits(rule_min, cpu_ok, node) for rule_min, cpu_ok in _rules_for(item, settings))
+        return f"roles {'/'.join(node.roles)} take no {item.work_type} (scheduler.role_work)"
+    rules = list(_rules_for(item, settings))
+    if not rules:
+        return f"no scheduler.capabilities rule covers {item.work_type} on {item.board_type}"
+    if any(_rule_admits(rule_min, cpu_ok, node) for rule_min, cpu_ok in rules):
+        return None
+    gpu_min = min((m for m, _ in rules), default=0.0)
+    has = f"{node.vram_gb:g} GB GPU memory" if node.vram_gb > 0 else "no GPU"
+    return f"needs a GPU with >= {gpu_min:g} GB memory (scheduler.capabilities), has {has}"
 
 
 def _rules_for(item: WorkView, settings: SchedulerSettings) -> Iterable[tuple[float, bool]]:

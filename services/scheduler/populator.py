@@ -113,10 +113,14 @@ def _takes_selfplay(roles: list[str], settings: SchedulerSettings) -> bool:
 
 
 def pending_selfplay(state: ProjectionSet) -> dict[str, int]:
-    """Pending selfplay items per config."""
+    """Pending selfplay items per config that some alive node can run.
+
+    An item marked unschedulable (pinned to a gone node, say) is not its config's backlog: were it
+    counted, the config would get no new item while it waits.
+    """
     out: dict[str, int] = {}
     for item in state.work.items.values():
-        if item.work_type == "selfplay" and item.status is WorkStatus.PENDING:
+        if item.work_type == "selfplay" and item.status is WorkStatus.PENDING and not item.unschedulable:
             out[item.config] = out.get(item.config, 0) + 1
     return out
 

@@ -69,6 +69,8 @@ class SchedulerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     attempt_deadline_s: dict[str, float] = msgspec.field(default_factory=lambda: {
         "selfplay": 3600.0, "training": 7200.0, "evaluation": 1800.0, "tournament": 3600.0, "sync": 900.0})
     progress_timeout_s: float = 300.0  # an attempt silent this long is stalled
+    # A pending item no alive node can run (target gone, capability missing) fails after this long; 0: never.
+    unschedulable_fail_after_s: Annotated[float, msgspec.Meta(ge=0)] = 900.0
     default_max_parallel_jobs: int = 2  # slots of a node the hosts file does not list (or with no hosts file)
     assign_every_s: float = 0.5  # how often the leader looks for work to assign and attempts to supervise
     backlog_per_node: int = 2  # populator keeps this many pending selfplay items per idle slot

@@ -110,6 +110,11 @@ def supervise_item(item: WorkItem, track: Track, now: dt.datetime, alive: frozen
     if trouble is not None:
         assert item.node is not None
         return FailAttempt(work_id=item.work_id, node=item.node, attempt=item.attempt, reason=trouble)
+    waited = unschedulable_wait(item, now)
+    if waited is not None and settings.unschedulable_fail_after_s > 0 and waited >= settings.unschedulable_fail_after_s:
+        reason = (f"unschedulable for {waited:.0f}s (scheduler.unschedulable_fail_after_s "
+                  f"{settings.unschedulable_fail_after_s:g}): {item.unschedulable}")
+        return GiveUp(work_id=item.work_id, reason=reason, attempts=track.outcomes)
     if item.status is WorkStatus.PENDING and item.failures >= settings.max_attempts:
         last = track.outcomes[-1].reason if track.outcomes else item.reason
         n = item.failures
@@ -119,6 +124,13 @@ def supervise_item(item: WorkItem, track: Track, now: dt.datetime, alive: frozen
         reason = f"gave up after {item.handed_back} hand-backs (max_hand_backs {settings.max_hand_backs}): {item.reason}"
         return GiveUp(work_id=item.work_id, reason=reason, attempts=track.outcomes)
     return None
+
+
+def unschedulable_wait(item: WorkItem, now: dt.datetime) -> float | None:
+    """Seconds a pending item has been marked unschedulable, None when it is not."""
+    if item.status is not WorkStatus.PENDING or item.unschedulable_since is None:
+        return None
+    return (now - item.unschedulable_since).total_seconds()
 
 
 def supervise(
