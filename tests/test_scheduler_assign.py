@@ -21,6 +21,7 @@ from eventbus.events import (
 from eventbus.publisher import Publisher
 from projections import work
 from services.commands.work import not_applied
+from services.scheduler.backoff import Backoff
 from services.scheduler.settings import SchedulerSettings
 from tests.scheduler_harness import (
     add_items,
@@ -116,7 +117,7 @@ async def test_after_max_attempts_the_item_fails_with_each_reason(bus: Bus, even
     pub = Publisher(bus)
     await online(pub, "flaky")
     worker = asyncio.create_task(simulated_worker(bus, "flaky", lambda job: "fail"))
-    scheduler = await run_scheduler(bus, SchedulerSettings(max_attempts=3))
+    scheduler = await run_scheduler(bus, SchedulerSettings(max_attempts=3, retry_backoff=Backoff(base_s=0.1, cap_s=0.2)))
     try:
         [item] = await add_items(pub, 1)
         await eventually(lambda: all_in(bus, work.WorkStatus.FAILED, [item]), timeout=15)

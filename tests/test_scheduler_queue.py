@@ -117,10 +117,11 @@ def play(world: World, action: tuple) -> None:
 
 
 def settle(world: World) -> None:
-    """Every node back, workers finishing whatever they hold: a bounded number of rounds must end every item."""
+    """Every node back, workers finishing whatever they hold: a bounded number of rounds (and time) must end every item."""
     for node in NODES:
         world.append(HostOnline(node=node))
     for _ in range(len(ITEMS) * SETTINGS.max_attempts * 2):
+        world.now += dt.timedelta(seconds=SETTINGS.retry_backoff.cap_s)  # failed items wait out their retry backoff
         world.leader_round()
         for work_id in ITEMS:
             worker_act(world, work_id, "start")

@@ -14,11 +14,12 @@ from config.hosts import HostsConfig
 from eventbus.events import Event, WorkAssigned, WorkAttemptFailed, WorkFailed, WorkHandedBack, WorkSchedulable, WorkUnschedulable
 from projections.work import WorkItem
 from services.scheduler import queue
+from services.scheduler.backoff import retry_at
 from services.scheduler.placement import unschedulable
 from services.scheduler.policy import plan_assignments
 from services.scheduler.settings import SchedulerSettings
 from services.scheduler.signals import config_signals
-from services.scheduler.supervision import Decision, FailAttempt, HandBack, supervise
+from services.scheduler.supervision import Decision, FailAttempt, HandBack, Track, supervise
 from services.scheduler.views import node_views, work_views
 
 
@@ -44,11 +45,20 @@ def assignment_round(
     if not state.pending or all(n.running >= n.max_parallel_jobs for n in nodes):
         return []  # nothing to place, or no free slot: skip ranking the backlog
     priorities = config_signals(state.facts, now, settings.weights.elo_velocity_window_h)
-    plan = plan_assignments(work_views(queue.pending_items(state), state.tracks, settings), nodes, priorities, settings)
+    due = [item for item in queue.pending_items(state) if retry_due(state.tracks.get(item.work_id), now, settings)]
+    plan = plan_assignments(work_views(due, state.tracks, settings), nodes, priorities, settings)
     return [
         Conditional(work_id, assignment(state.work.items[work_id], node, now, settings), queue.expected_seq(state, work_id))
         for work_id, node in plan
     ]
+
+
+def retry_due(track: Track | None, now: dt.datetime, settings: SchedulerSettings) -> bool:
+    """Whether a pending item's retry backoff (after its failed attempts) has passed."""
+    if track is None:
+        return True
+    until = retry_at(len(track.outcomes), track.failed_at, settings.retry_backoff)
+    return until is None or now >= until
 
 
 def placement_round(state: queue.QueueState, hosts: HostsConfig | None, settings: SchedulerSettings) -> list[Conditional]:

@@ -23,6 +23,7 @@ from projections.bundle import ProjectionSet
 from projections.work import ACTIVE, WorkStatus
 from services.leadership.term import Term
 from services.runtime import ServiceContext
+from services.scheduler.backoff import failure_streaks, resting_configs
 from services.scheduler.leaderfold import FoldingDecider
 from services.scheduler.policy import ConfigSignals, config_priority
 from services.scheduler.settings import SchedulerSettings
@@ -129,7 +130,9 @@ def decide(state: ProjectionSet, hosts: HostsConfig, default_slots: int, setting
            now: dt.datetime, id_prefix: str) -> list[Event]:
     """The populator's decisions on a folded log."""
     capacity = selfplay_capacity(state, hosts, default_slots, settings)
-    priorities = config_priorities(state, populated_configs(settings), settings, now)
+    resting = resting_configs(failure_streaks(state.work.items.values()), now, settings.populator_backoff)
+    configs = [c for c in populated_configs(settings) if c not in resting]
+    priorities = config_priorities(state, configs, settings, now)
     return list(top_up(pending_selfplay(state), capacity.idle_slots, priorities, settings,
                        alive_nodes=capacity.alive_nodes, id_prefix=id_prefix))
 

@@ -6,6 +6,8 @@ from typing import Annotated
 
 import msgspec
 
+from services.scheduler.backoff import Backoff
+
 
 class CapabilityRule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Which work a node may take: a work type (and boards, "*" for any) needing this much GPU memory."""
@@ -76,6 +78,10 @@ class SchedulerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     backlog_per_node: int = 2  # populator keeps this many pending selfplay items per idle slot
     populator_games: int = 200
     populator_enabled: bool = True
+    # A failed attempt's item is assigned again only after base_s, doubling per failed attempt, at most cap_s.
+    retry_backoff: Backoff = Backoff(base_s=5.0, cap_s=300.0)
+    # The populator adds no selfplay to a config whose last n items failed until this backoff's delay(n) has passed.
+    populator_backoff: Backoff = Backoff(base_s=30.0, cap_s=1800.0)
     # The leader saves its queue state every this many folded events, so that the next leader
     # folds only the tail after it (start-up in seconds with a year of events); 0: never.
     snapshot_every_events: Annotated[int, msgspec.Meta(ge=0)] = 50_000

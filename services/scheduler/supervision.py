@@ -34,6 +34,7 @@ class Track(msgspec.Struct, frozen=True, kw_only=True):
     target_node: str | None = None
     deadline: dt.datetime | None = None  # of the current attempt
     outcomes: tuple[AttemptOutcome, ...] = ()  # attempts that ended without completing, in order
+    failed_at: dt.datetime | None = None  # when the newest of them ended (its retry waits scheduler.retry_backoff)
 
 
 class FailAttempt(msgspec.Struct, frozen=True, kw_only=True):
@@ -77,6 +78,7 @@ def tracked(track: Track | None, item: WorkItem | None, event: Event, seq: int) 
         if item is not None and item.attempt == event.attempt:
             outcome = AttemptOutcome(attempt=event.attempt, node=event.node, reason=event.reason)
             changes["outcomes"] = (*track.outcomes, outcome)
+            changes["failed_at"] = event.ts
     return msgspec.structs.replace(track, **changes)
 
 
