@@ -12,7 +12,7 @@ import pytest
 
 from config.hosts import HostsConfig
 from config.settings import RrConfig
-from eventbus.events import Event, HostOnline, WorkAdded, WorkAssigned, WorkAttemptFailed, WorkCompleted, WorkFailed
+from eventbus.events import ArtifactRef, Event, HostOnline, SelfplayComplete, WorkAdded, WorkAssigned, WorkAttemptFailed, WorkCompleted, WorkFailed
 from eventbus.history import last_sequence
 from eventbus.publisher import Publisher
 from projections.bundle import fold_all_events
@@ -21,6 +21,9 @@ from services.scheduler import queue
 from services.scheduler.assigner import assignment_loop
 from services.scheduler.backoff import Backoff, Streak, failure_streaks, resting_configs
 from services.scheduler.decisions import assignment_round
+from services.scheduler.pipeline import training_items
+from services.scheduler.pipeline_settings import PipelineSettings
+from services.scheduler.pipeline_view import PipelineView, apply
 from services.scheduler.populator import decide, populator_loop
 from services.scheduler.settings import SchedulerSettings
 from tests.bus_harness import provisioned_bus
@@ -155,3 +158,20 @@ async def test_a_fleet_whose_every_job_fails_stays_under_the_stated_event_rate(n
         assert not any(isinstance(e, WorkCompleted) for e in log)
         print(f"always-failing fleet: {len(log)} events in {elapsed:.0f}s")
         assert len(log) <= FIRST_MINUTE_BOUND * elapsed / 60, f"{len(log)} events in {elapsed:.0f}s"
+
+
+def test_the_pipeline_rests_a_config_whose_training_keeps_failing() -> None:
+    settings = PipelineSettings(min_new_samples=10)
+    view = apply(PipelineView(), SelfplayComplete(batch_id="b", work_id="s", node="vm", board_type="hex8", num_players=2,
+                                                  num_games=5, num_samples=50, data=ArtifactRef(path="b.npz", size_bytes=1, sha256="a" * 64)), 1)
+    [first] = training_items(view, settings, at(0))
+    assert isinstance(first, WorkAdded)
+    view = apply(view, first, 2)
+    view = apply(view, WorkFailed(work_id=first.work_id, reason="exit 1", ts=at(10)), 3)
+    assert training_items(view, settings, at(69)) == []  # 60 s after the first failure
+    [second] = training_items(view, settings, at(70))
+    view = apply(apply(view, second, 4), WorkFailed(work_id=second.work_id, reason="exit 1", ts=at(100)), 5)
+    assert training_items(view, settings, at(219)) == []  # 120 s after the second
+    [third] = training_items(view, settings, at(220))
+    view = apply(apply(view, third, 6), WorkCompleted(work_id=third.work_id, node="vm", attempt=1), 7)
+    assert view.training_failures == {}  # one success ends the rest

@@ -13,8 +13,11 @@ cluster they are local files; on a fleet the data sync must have copied them to 
 
 from __future__ import annotations
 
-from eventbus.events import Event, ModelPromoted, WorkAdded
+import datetime as dt
+
+from eventbus.events import Event, ModelPromoted, WorkAdded, utcnow
 from services.leadership.term import Term
+from services.scheduler.backoff import resting_configs
 from services.runtime import ServiceContext
 from services.scheduler.leaderfold import FoldingDecider
 from services.scheduler.pipeline_settings import PipelineSettings
@@ -23,14 +26,21 @@ from services.scheduler.pipeline_view import READS, Best, Candidate, PipelineVie
 MAX_TRAINING_BATCHES = 50  # newest batches one training item reads (its params stay a readable size)
 
 
-def decide(view: PipelineView, settings: PipelineSettings) -> list[Event]:
+def decide(view: PipelineView, settings: PipelineSettings, now: dt.datetime | None = None) -> list[Event]:
     """Every decision the pipeline owes now: training items, evaluation items, promotions."""
-    return [*training_items(view, settings), *evaluation_items(view, settings), *promotions(view, settings)]
+    return [*training_items(view, settings, now), *evaluation_items(view, settings), *promotions(view, settings)]
 
 
-def training_items(view: PipelineView, settings: PipelineSettings) -> list[Event]:
-    """One training item per config with enough new samples and no training pending or running."""
+def training_items(view: PipelineView, settings: PipelineSettings, now: dt.datetime | None = None) -> list[Event]:
+    """One training item per config with enough new samples, no training pending or running, and not resting.
+
+    A config whose last n training items failed gets the next one only `training_backoff.delay(n)`
+    after the newest failure (with `now` given; None: no rest), so a training that always fails
+    is not re-added at once, over and over.
+    """
     busy = {i.config for i in view.open_items.values() if i.work_type == "training"}
+    if now is not None:
+        busy |= set(resting_configs(view.training_failures, now, settings.training_backoff))
     trained_through = view.trained_through
     out: list[Event] = []
     for config in sorted(view.batches):
@@ -125,6 +135,7 @@ async def pipeline_loop(ctx: ServiceContext, term: Term) -> None:
     if not settings.enabled:
         return
     decider = FoldingDecider(
-        "pipeline", ctx, term, PipelineView(), apply, READS, lambda view: decide(view, settings), settings.decide_every_s,
+        "pipeline", ctx, term, PipelineView(), apply, READS, lambda view: decide(view, settings, utcnow()),
+        settings.decide_every_s,
     )
     await decider.run()

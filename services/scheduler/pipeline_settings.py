@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
+from services.scheduler.backoff import Backoff
+
 
 class PipelineSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Thresholds of the selfplay -> training -> evaluation -> promotion loop the leader runs."""
@@ -14,6 +16,8 @@ class PipelineSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     promotion_threshold: float = 0.55  # a candidate's win rate against the current best to be promoted
     first_promotion_threshold: float = 0.6  # ... against random play, while the config has no best yet
     decide_every_s: float = 1.0  # how often the leader looks again (it also looks on every new event)
+    # After a config's n-th training item in a row failed, its next one waits this backoff's delay(n).
+    training_backoff: Backoff = Backoff(base_s=60.0, cap_s=3600.0)
 
     def __post_init__(self) -> None:
         if self.min_new_samples < 1 or self.evaluation_games < 1:

@@ -23,6 +23,7 @@ from eventbus.events import (
 from projections import withdrawal
 from projections.fence import Fence, screen
 from projections.withdrawal import Withdrawals
+from services.scheduler.backoff import Streak
 from services.scheduler.policy import config_key
 
 
@@ -99,6 +100,7 @@ class PipelineView(msgspec.Struct, frozen=True, kw_only=True):
     best: dict[str, Best] = {}  # config -> promoted model
     promoted: frozenset[str] = frozenset()  # every model id ever promoted
     batch_seq: dict[str, int] = {}  # batch id -> seq, to find how far a training item read
+    training_failures: dict[str, Streak] = {}  # config -> its training items failed in a row (pipeline.training_backoff)
     fence: Fence = msgspec.field(default_factory=Fence)  # decisions of superseded leaders take no effect
     withdrawals: Withdrawals = msgspec.field(default_factory=Withdrawals)  # items whose results do not count
 
@@ -149,12 +151,20 @@ def _work_added(view: PipelineView, e: WorkAdded, seq: int) -> PipelineView:
     return _replace(view, seq, **changes)
 
 
-def _work_ended(view: PipelineView, work_id: str, seq: int, succeeded: bool) -> PipelineView:
-    if work_id not in view.open_items:
+def _work_ended(view: PipelineView, event: WorkCompleted | WorkFailed | WorkCancelled, seq: int) -> PipelineView:
+    item = view.open_items.get(event.work_id)
+    if item is None:
         return _replace(view, seq)
-    changes: dict[str, object] = {"open_items": {k: v for k, v in view.open_items.items() if k != work_id}}
-    if not succeeded and work_id in view.training_reads:  # its batches are new again for the next item
-        changes["training_reads"] = {k: v for k, v in view.training_reads.items() if k != work_id}
+    succeeded = isinstance(event, WorkCompleted)
+    changes: dict[str, object] = {"open_items": {k: v for k, v in view.open_items.items() if k != event.work_id}}
+    if not succeeded and event.work_id in view.training_reads:  # its batches are new again for the next item
+        changes["training_reads"] = {k: v for k, v in view.training_reads.items() if k != event.work_id}
+    if item.work_type == "training" and not isinstance(event, WorkCancelled):
+        failures = {k: v for k, v in view.training_failures.items() if k != item.config}
+        if isinstance(event, WorkFailed):
+            before = view.training_failures.get(item.config, Streak())
+            failures[item.config] = Streak(failed=before.failed + 1, last_failed_at=event.ts, last_seq=seq)
+        changes["training_failures"] = failures
     return _replace(view, seq, **changes)
 
 
@@ -197,7 +207,7 @@ def apply(view: PipelineView, event: Event, seq: int) -> PipelineView:
         return _work_added(view, event, seq)
     if isinstance(event, (WorkCompleted, WorkFailed, WorkCancelled)):
         view = msgspec.structs.replace(view, withdrawals=withdrawal.apply(view.withdrawals, event))
-        return _work_ended(view, event.work_id, seq, isinstance(event, WorkCompleted))
+        return _work_ended(view, event, seq)
     if isinstance(event, TrainingComplete):
         return _training(view, event, seq)
     if isinstance(event, EvaluationComplete):
