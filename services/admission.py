@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Iterable
 from typing import Annotated
 
 import msgspec
@@ -20,10 +21,10 @@ from config.hosts import HostsConfig
 from config.settings import RrConfig, describe_validation_error
 from eventbus.events import Scalar, WorkAdded
 from services.admission_settings import REFERENCE_CONFIGS, AdmissionSettings
-from services.worker.templates import DEFAULT_TEMPLATES, WorkerValues, placeholders
+from services.worker.templates import DEFAULT_TEMPLATES, WorkerValues, placeholders, template_values
 
-# Placeholders a template may use that every item fills (templates.template_values), besides its params.
-ITEM_PLACEHOLDERS = frozenset({"work_type", "board_type", "num_players", "num_games", "priority", "target_node", "requested_by"})
+# The worker's own values, only so that template_values can say which placeholders an item fills.
+_PROBE_WORKER = WorkerValues(python="", output_dir="", model_path="", best_model_id="", work_id="", attempt=0, node="")
 
 
 class WorkSeeds(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -77,7 +78,8 @@ def new_work_id() -> str:
 
 def rules_for(config: RrConfig, hosts: HostsConfig | None) -> AdmissionRules:
     """The rules of a config and its hosts file (None: no hosts file); `worker.templates` merged over the defaults."""
-    merged = {**DEFAULT_TEMPLATES, **{k: v for k, v in config.worker.templates.items() if v}}
+    kinds = {*DEFAULT_TEMPLATES, *config.worker.templates}
+    merged = {kind: template for kind in kinds if (template := config.worker.template_for(kind)) is not None}
     names = tuple(sorted(hosts.hosts)) if hosts is not None else None
     return AdmissionRules(settings=config.admission, templates=merged, hosts=names, hosts_file=config.hosts_file)
 
@@ -119,8 +121,8 @@ def convert_seeds(raw: dict[str, object]) -> WorkSeeds:
         raise seeds_problem(exc) from None
 
 
-def _choices(values: object) -> str:
-    return ", ".join(str(v) for v in sorted(values)) or "none"  # type: ignore[call-overload]
+def _choices(values: Iterable[object]) -> str:
+    return ", ".join(sorted(str(v) for v in values)) or "none"
 
 
 def config_refusals(seeds: WorkSeeds, rules: AdmissionRules) -> list[Refusal]:
@@ -145,7 +147,9 @@ def template_refusals(seeds: WorkSeeds, rules: AdmissionRules) -> list[Refusal]:
             f"no command template for {seeds.work_type!r}, so no node can run it: choose one of "
             f"{_choices(rules.templates)} (or add worker.templates.{seeds.work_type} to the config)"))]
     used = placeholders(seeds.work_type, template)
-    filled = ITEM_PLACEHOLDERS | set(WorkerValues.__struct_fields__) | set(seeds.params)
+    probe = WorkAdded(work_id="", work_type=seeds.work_type, board_type=seeds.board_type, num_players=seeds.num_players,
+                      params=seeds.params)
+    filled = set(template_values(probe, _PROBE_WORKER))  # what the worker will fill: item fields, params, its own
     out = [Refusal(field=f"params.{name}", reason=f"missing: worker.templates.{seeds.work_type} needs {{{name}}}")
            for name in dict.fromkeys(used) if name not in filled]
     if seeds.num_games is None and "num_games" in used and seeds.work_type not in rules.settings.default_num_games:
