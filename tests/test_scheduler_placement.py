@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator
@@ -35,6 +36,8 @@ from services.scheduler.placement import unschedulable, unschedulable_reason
 from services.scheduler.policy import NodeView, WorkView
 from services.scheduler.populator import pending_selfplay, populator_loop
 from services.scheduler.settings import SchedulerSettings
+from services.cli import main
+from tests.api_harness import running_api, wait_caught_up
 from tests.bus_harness import provisioned_bus
 from tests.leader_harness import leader_loop_running
 from tests.scheduler_harness import read_log
@@ -191,3 +194,15 @@ def test_a_node_gone_offline_makes_the_items_pinned_to_it_unschedulable() -> Non
     state = fold(HostOnline(node="vm", ts=T0), HostOnline(node="g", ts=T0), added("w", "g"), HostOffline(node="g", reason="x", ts=T0))
     [mark] = placement_round(state, HostsConfig(hosts={"vm": HostEntry()}), SETTINGS)
     assert "pinned to node g, which is not alive" in mark.event.reason  # type: ignore[attr-defined]
+
+
+async def test_the_reason_is_shown_by_work_status_and_rr_work_list(nats_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    reason = "pinned to node ghost-node, which is not alive (alive: vm)"
+    async with running_api(nats_url) as api:
+        published = await api.publish(added("w-ghost", "ghost-node", ts=dt.datetime.now(dt.timezone.utc)),
+                                      WorkUnschedulable(work_id="w-ghost", reason=reason))
+        await wait_caught_up(api.base, published[-1].seq)
+        [shown] = (await api.get("/work/status")).json()["items"]
+        assert (shown["status"], shown["unschedulable"]) == ("pending", reason) and shown["unschedulable_since"]
+        assert await asyncio.to_thread(main, ["work", "list", "--nats", nats_url, "--node-id", "op"]) == 0
+        assert f"unschedulable: {reason}" in capsys.readouterr().out
