@@ -39,6 +39,7 @@ from services.scheduler.settings import SchedulerSettings
 from services.cli import main
 from tests.api_harness import running_api, wait_caught_up
 from tests.bus_harness import provisioned_bus
+from tests.headless import dump_dom
 from tests.leader_harness import leader_loop_running
 from tests.scheduler_harness import read_log
 
@@ -206,3 +207,14 @@ async def test_the_reason_is_shown_by_work_status_and_rr_work_list(nats_url: str
         assert (shown["status"], shown["unschedulable"]) == ("pending", reason) and shown["unschedulable_since"]
         assert await asyncio.to_thread(main, ["work", "list", "--nats", nats_url, "--node-id", "op"]) == 0
         assert f"unschedulable: {reason}" in capsys.readouterr().out
+
+
+async def test_the_dashboard_badges_an_unschedulable_item_with_its_reason(nats_url: str, tmp_path: Path) -> None:
+    reason = "no alive node can run training on hex8_2p: vm: needs a GPU with &gt;= 24 GB memory"
+    async with running_api(nats_url) as api:
+        published = await api.publish(added("w-train", work_type="training", ts=dt.datetime.now(dt.timezone.utc)),
+                                      WorkUnschedulable(work_id="w-train", reason=reason.replace("&gt;", ">")))
+        await wait_caught_up(api.base, published[-1].seq)
+        dom, console = await dump_dom(api.base + "/", tmp_path / "profile")
+    assert console == [], "the page logged errors"
+    assert ">unschedulable<" in dom and reason in dom
