@@ -51,6 +51,8 @@ AUTHORITY: dict[str, Grant] = {
     "WORK_HANDED_BACK": Grant(_NODE, "the worker stopping, or the scheduler leader for a node gone offline"),
     "WORK_FAILED": Grant(_LEADER, "the scheduler leader, after max_attempts"),
     "WORK_CANCELLED": Grant(frozenset({"admin"}), "operators (`rr work cancel`)"),
+    "WORK_UNSCHEDULABLE": Grant(_LEADER, "the scheduler leader, for a pending item no alive node can run"),
+    "WORK_SCHEDULABLE": Grant(_LEADER, "the scheduler leader, when a node that can run it is alive again"),
     "SELFPLAY_COMPLETE": Grant(_NODE, "the worker that ran the selfplay job"),
     "TRAINING_STARTED": Grant(_NODE, "the worker that runs the training job"),
     "TRAINING_COMPLETE": Grant(_NODE, "the worker that ran the training job"),
