@@ -23,6 +23,7 @@ from services.scheduler.settings import SchedulerSettings
 from services.api.settings import ApiSettings
 from services.telemetry.settings import TelemetrySettings
 from services.admission_settings import AdmissionSettings
+from projections.snapshotplan import SnapshotSettings
 
 
 class RrConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -43,6 +44,7 @@ class RrConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # How long a service whose credentials the servers refuse (a rotation, a revocation) re-reads
     # its credentials file and retries before it exits non-zero for its service manager to restart.
     nats_auth_retry_s: float = 60.0
+    snapshots: SnapshotSettings = SnapshotSettings()  # how often the leader's folds save, how many are kept
 
 
 def load_config(path: str | Path | None) -> RrConfig:

@@ -11,9 +11,10 @@ import datetime as dt
 from collections.abc import AsyncIterator, Callable
 
 import msgspec
+import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
-from nats.js.api import DeliverPolicy
+from nats.js.api import DeliverPolicy, StreamState
 
 from eventbus.connection import Bus
 from eventbus.errors import BusUnavailable, InvalidEvent
@@ -36,13 +37,55 @@ def _seq_and_pending(reply: str) -> tuple[int, int]:
     return int(tokens[5 + offset]), int(tokens[8 + offset])
 
 
-async def last_sequence(bus: Bus, stream: str = EVENTS_STREAM) -> int:
-    """The stream's last sequence now (0 when empty)."""
+async def _stream_state(bus: Bus, stream: str) -> StreamState:
     try:
         info = await bus.js.stream_info(stream)
     except nats.js.errors.NotFoundError:
         raise BusUnavailable(f"stream {stream} does not exist: run `rr streams init`") from None
-    return int(info.state.last_seq)
+    return info.state
+
+
+async def last_sequence(bus: Bus, stream: str = EVENTS_STREAM) -> int:
+    """The stream's last sequence now (0 when empty)."""
+    return int((await _stream_state(bus, stream)).last_seq)
+
+
+async def first_sequence(bus: Bus, stream: str = EVENTS_STREAM) -> int:
+    """The stream's first sequence now: older records were aged out or deleted (last + 1 when empty)."""
+    return int((await _stream_state(bus, stream)).first_seq)
+
+
+async def first_stored_at(bus: Bus, when: dt.datetime, stream: str = EVENTS_STREAM) -> int | None:
+    """The sequence of the first record the stream stored at or after `when`; None when none was."""
+    request = msgspec.json.encode({"start_time": when.astimezone(dt.timezone.utc).isoformat()})
+    try:
+        reply = await bus.nc.request(f"$JS.API.STREAM.MSG.GET.{stream}", request, timeout=API_TIMEOUT_S)
+    except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+        raise BusUnavailable(f"JetStream did not answer a message get on {stream}: {exc or type(exc).__name__}") from None
+    answer = msgspec.json.decode(reply.data, type=_MsgGetReply)
+    if answer.message is None:
+        if answer.error is not None and answer.error.err_code != NO_MESSAGE_FOUND:
+            raise BusUnavailable(f"message get on {stream} refused: {answer.error.description}")
+        return None
+    return answer.message.seq
+
+
+class _MsgGetError(msgspec.Struct):
+    err_code: int = 0
+    description: str = ""
+
+
+class _MsgGetMessage(msgspec.Struct):
+    seq: int
+
+
+class _MsgGetReply(msgspec.Struct):
+    message: _MsgGetMessage | None = None
+    error: _MsgGetError | None = None
+
+
+NO_MESSAGE_FOUND = 10037
+API_TIMEOUT_S = 10.0
 
 
 async def replay(
@@ -55,10 +98,12 @@ async def replay(
     start_time: dt.datetime | None = None,
     end_seq: int | None = None,
     idle_timeout: float = 10.0,
+    stop: Callable[[], bool] | None = None,
 ) -> int:
     """Call `on_record` for each message from start to `end_seq` (default: the last one now); returns the count.
 
-    `on_record` runs on the event loop and must be quick, as a projection fold is.
+    `on_record` runs on the event loop and must be quick, as a projection fold is. `stop`, when
+    given, ends the read early once it says so (checked after each record).
     """
     end = end_seq if end_seq is not None else await last_sequence(bus, stream)
     if end < start_seq:
@@ -72,7 +117,7 @@ async def replay(
         if seq <= end:
             count += 1
             on_record(Record(seq, msg.subject, msg.data))
-        if (seq >= end or pending == 0) and not done.done():
+        if (seq >= end or pending == 0 or (stop is not None and stop())) and not done.done():
             done.set_result(None)
 
     options = _start_options(start_seq, start_time)

@@ -17,7 +17,7 @@ from nats.js.object_store import ObjectStore
 from eventbus.connection import Bus
 from eventbus.errors import BusError, BusUnavailable
 from eventbus.objectdelete import delete_chunks, delete_object
-from eventbus.objects import BucketSpec, ensure_bucket, put_stream, stat_object
+from eventbus.objects import BucketSpec, ensure_bucket, list_objects, put_stream, stat_object
 
 SNAPSHOT_BUCKET = "rr_snapshots"
 DESCRIPTION = "rr projection snapshots (a cache: deleting it costs a rebuild)"
@@ -71,3 +71,51 @@ async def load_snapshot(bus: Bus, name: str, *, bucket: str = SNAPSHOT_BUCKET) -
 async def delete_snapshot(bus: Bus, name: str, *, bucket: str = SNAPSHOT_BUCKET) -> bool:
     """Remove the snapshot `name`; False when there was none."""
     return await delete_object(bus, bucket, name)
+
+
+# Several snapshots per projection: one object per (name, version, seq), so a version bump
+# leaves the old ones unlisted (and later pruned) without reading them, and a point in time
+# resumes from the newest one at or before it.
+_KEPT_SEP = "@v"
+
+
+def kept_name(name: str, version: int, seq: int) -> str:
+    """The object name of the snapshot of `name` version `version` at stream sequence `seq`."""
+    return f"{name}{_KEPT_SEP}{version}.{seq:012d}"
+
+
+def parse_kept_name(object_name: str) -> tuple[str, int, int] | None:
+    """(name, version, seq) of a kept snapshot's object name; None for any other object."""
+    name, sep, rest = object_name.rpartition(_KEPT_SEP)
+    version, dot, seq = rest.partition(".")
+    if not (sep and dot and version.isdigit() and seq.isdigit()):
+        return None
+    return name, int(version), int(seq)
+
+
+async def kept_snapshots(bus: Bus, name: str, version: int, *, bucket: str = SNAPSHOT_BUCKET) -> list[int]:
+    """The stream sequences of the kept snapshots of `name` at `version`, oldest first."""
+    seqs = []
+    for obj in await list_objects(bus, bucket):
+        parsed = parse_kept_name(obj.name)
+        if parsed is not None and parsed[:2] == (name, version):
+            seqs.append(parsed[2])
+    return sorted(seqs)
+
+
+async def kept_objects(bus: Bus, name: str, *, bucket: str = SNAPSHOT_BUCKET) -> list[tuple[int, int, str]]:
+    """(version, seq, object name) of every kept snapshot of `name`, whatever its version."""
+    found = []
+    for obj in await list_objects(bus, bucket):
+        parsed = parse_kept_name(obj.name)
+        if parsed is not None and parsed[0] == name:
+            found.append((parsed[1], parsed[2], obj.name))
+    return sorted(found)
+
+
+async def save_kept(bus: Bus, name: str, version: int, seq: int, data: bytes, *, replicas: int = 1,
+                    bucket: str = SNAPSHOT_BUCKET) -> str:
+    """Store `data` as the snapshot of `name` at `seq` beside the others kept; returns its object name."""
+    object_name = kept_name(name, version, seq)
+    await save_snapshot(bus, object_name, data, bucket=bucket, replicas=replicas)
+    return object_name

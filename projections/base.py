@@ -128,6 +128,12 @@ class Folder(Generic[S]):
         self._state = at_position(self._state, self._seq)
         return self._state
 
+    def start_from(self, state: S) -> None:
+        """Resume from `state` (a snapshot's) instead of the empty one; only before anything was folded."""
+        if self._seq != 0:
+            raise RuntimeError(f"{self.projection.name}: start_from after folding up to seq {self._seq}")
+        self._state, self._seq = state, state.last_seq
+
     def __call__(self, record: Record) -> None:
         """Fold one record; one already folded (seq <= last_seq) is ignored, so resuming is idempotent."""
         seq = record.seq

@@ -47,6 +47,14 @@ def apply(state: ProjectionSet, event: Event, seq: int) -> ProjectionSet:
     return msgspec.structs.replace(state, last_seq=seq, last_ts=event.ts or state.last_ts, **changes)
 
 
+def part_name(projection: Projection[msgspec.Struct]) -> str | None:  # type: ignore[type-var]
+    """The field of ProjectionSet that holds `projection` (same name and version), None for any other."""
+    for name, part in PARTS.items():
+        if part.name == projection.name and part.version == projection.version:
+            return name
+    return None
+
+
 def aligned(state: ProjectionSet) -> ProjectionSet:
     """The set with every part's `last_seq` equal to the set's (parts skip events they do not read)."""
     seq = state.last_seq

@@ -14,11 +14,12 @@ import msgspec
 
 from eventbus.connection import Bus
 from eventbus.events import utcnow
-from eventbus.history import Record, last_sequence, replay
-from eventbus.snapshots import load_snapshot, save_snapshot
+from eventbus.history import Record, first_stored_at, last_sequence, replay
+from eventbus.snapshots import kept_objects, load_snapshot
 from projections import bundle
 from projections.base import Folder, Projection, UntilFolder
 from projections.snapshot import SnapshotHeader, decode_snapshot, encode_snapshot, read_header
+from services.snapshotting import load_state, save_state
 
 S = TypeVar("S", bound=Any)
 
@@ -36,19 +37,20 @@ class Rebuilt(msgspec.Struct, Generic[S], frozen=True, kw_only=True):
 async def _start(
     bus: Bus, projection: Projection[S], *, use_snapshot: bool, not_after_seq: int
 ) -> tuple[S, int, str]:
-    # The snapshot to resume from, if there is a usable one not beyond `not_after_seq`.
+    # The newest kept snapshot not beyond `not_after_seq`, if there is a usable one.
     initial = projection.initial()
     if not use_snapshot:
         return initial, 0, ""
+    loaded = await load_state(bus, projection, "replay", not_after_seq=not_after_seq)
+    if loaded is not None:
+        return loaded.state, loaded.header.last_seq, ""
+    others = sorted({version for version, _, _ in await kept_objects(bus, projection.name)} - {projection.version})
+    if others:
+        return initial, 0, f"snapshots kept are of {projection.name} version {others[-1]}; this is version {projection.version}"
     data = await load_snapshot(bus, projection.name)
-    if data is None:
-        return initial, 0, ""
-    loaded = decode_snapshot(projection, data)
-    if loaded is None:
+    if data is not None and decode_snapshot(projection, data) is None:
         return initial, 0, _why_unusable(projection, read_header(data))
-    if loaded.header.last_seq > not_after_seq:
-        return initial, 0, f"snapshot at seq {loaded.header.last_seq} is past seq {not_after_seq}"
-    return loaded.state, loaded.header.last_seq, ""
+    return initial, 0, ""
 
 
 def _why_unusable(projection: Projection[S], header: SnapshotHeader | None) -> str:
@@ -99,20 +101,38 @@ async def state_at_seq(
                    seconds=time.perf_counter() - started)
 
 
+# Records stored this long before `at` hold events from before `at` (a publisher stamps an
+# event moments before the server stores it); the snapshot a point in time starts from is
+# taken no later than that.
+CLOCK_SKEW = dt.timedelta(minutes=5)
+
+
 async def state_at_time(
-    bus: Bus, at: dt.datetime, projection: Projection[S] = bundle.PROJECTION, *, progress: Progress | None = None
+    bus: Bus, at: dt.datetime, projection: Projection[S] = bundle.PROJECTION, *,
+    use_snapshot: bool = True, progress: Progress | None = None, skew: dt.timedelta = CLOCK_SKEW,
 ) -> Rebuilt[S]:
-    """The projection as it was at `at`: every event from sequence 1 while its time is not after `at`."""
+    """The projection as it was at `at`: every event in log order while its time is not after `at`.
+
+    Starts from the newest snapshot stored before `at` (less the clock skew) whose events are all
+    not after `at`, and stops reading at the first later event.
+    """
     started = time.perf_counter()
-    folder = UntilFolder(projection, at)
-    folded = await replay(bus, _with_progress(folder, progress))
-    return Rebuilt(state=projection.finished(folder.state), folded=folded, seconds=time.perf_counter() - started)
+    after = await first_stored_at(bus, at - skew)
+    bound = await last_sequence(bus) if after is None else after - 1
+    state, snapshot_seq, ignored = await _start(bus, projection, use_snapshot=use_snapshot, not_after_seq=bound)
+    newest = getattr(state, "last_ts", None)
+    if newest is not None and newest > at:  # a log whose times are not its storage times
+        state, snapshot_seq, ignored = projection.initial(), 0, f"snapshot at seq {snapshot_seq} holds events after {at}"
+    folder = UntilFolder(projection, at, state)
+    folded = await replay(bus, _with_progress(folder, progress), start_seq=state.last_seq + 1, stop=lambda: folder.done)
+    return Rebuilt(state=projection.finished(folder.state), snapshot_seq=snapshot_seq, snapshot_ignored=ignored,
+                   folded=folded, seconds=time.perf_counter() - started)
 
 
 async def store(bus: Bus, projection: Projection[S], state: S) -> SnapshotHeader:
     """Save `state` as the projection's snapshot; returns its header."""
     data = encode_snapshot(projection, projection.finished(state), taken_at=utcnow())
-    await save_snapshot(bus, projection.name, data)
+    await save_state(bus, projection, projection.finished(state))
     header = read_header(data)
     assert header is not None
     return header

@@ -1,43 +1,139 @@
-"""Loading and saving a projection's snapshot in the snapshot bucket: what a service starts from instead of sequence 1.
+"""Loading and saving a projection's snapshots in the snapshot bucket: what a service starts from instead of sequence 1.
 
-The encoding is pure (projections/snapshot.py) and runs in a thread; a state is immutable, so it
-can be encoded there while the loop folds on.
+Several are kept per projection (projections/snapshotplan.py decides which): a service starts
+from the newest usable one plus the log's tail, a point-in-time read from the newest one at or
+before its point. The encoding is pure (projections/snapshot.py) and runs in a thread; a state
+is immutable, so it can be encoded there while the loop folds on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
+import msgspec
+
 from eventbus.connection import Bus
+from eventbus.errors import BusError
 from eventbus.events import utcnow
-from eventbus.history import last_sequence
-from eventbus.snapshots import load_snapshot, save_snapshot
-from projections.base import Projection
+from eventbus.history import first_sequence, last_sequence
+from eventbus.objectdelete import delete_object
+from eventbus.snapshots import SNAPSHOT_BUCKET, kept_name, kept_objects, kept_snapshots, load_snapshot, save_kept
+from projections import bundle
+from projections.base import Folder, Projection
 from projections.snapshot import Loaded, decode_snapshot, encode_snapshot
+from projections.snapshotplan import SnapshotSettings, due, newest_at_or_before, to_prune
 
 log = logging.getLogger(__name__)
 
 S = TypeVar("S", bound=Any)
 
+TRIED = 3  # kept snapshots tried, newest first, before folding from seq 1 (an unreadable one is skipped)
 
-async def load_state(bus: Bus, projection: Projection[S], who: str) -> Loaded[S] | None:
-    """The stored snapshot of `projection`, if one of this version exists and is not past the log's end."""
+
+async def load_state(bus: Bus, projection: Projection[S], who: str, *, not_after_seq: int | None = None) -> Loaded[S] | None:
+    """The newest usable snapshot of `projection` not past `not_after_seq` (default: the log's end).
+
+    A part of the bundle (models, data, cluster, work, elo) may also start from the bundle's own
+    snapshot (the API saves it), whichever of the two is newer.
+    """
+    end = await last_sequence(bus)
+    bound = end if not_after_seq is None else min(not_after_seq, end)
+    own = await _load_own(bus, projection, who, bound)
+    part = bundle.part_name(projection)
+    if part is None or projection is bundle.PROJECTION:
+        return own
+    whole = await _load_own(bus, bundle.PROJECTION, who, bound)
+    if whole is None or (own is not None and own.header.last_seq >= whole.header.last_seq):
+        return own
+    state = getattr(bundle.aligned(whole.state), part)
+    header = msgspec.structs.replace(whole.header, projection=projection.name, version=projection.version)
+    return Loaded(header, state)
+
+
+async def _load_own(bus: Bus, projection: Projection[S], who: str, bound: int) -> Loaded[S] | None:
+    seqs = await kept_snapshots(bus, projection.name, projection.version)
+    for seq in newest_at_or_before(seqs, bound)[:TRIED]:
+        data = await load_snapshot(bus, _name(projection, seq))
+        loaded = None if data is None else await asyncio.to_thread(decode_snapshot, projection, data)
+        if loaded is not None:
+            log.info("%s: starting %s from the snapshot at seq %d", who, projection.name, seq)
+            return loaded
+        log.warning("%s: the snapshot of %s at seq %d is unreadable; trying an older one", who, projection.name, seq)
+    return await _load_single(bus, projection, who, bound)
+
+
+async def _load_single(bus: Bus, projection: Projection[S], who: str, bound: int) -> Loaded[S] | None:
+    # The one snapshot per projection stored before several were kept: read until a kept one exists.
     data = await load_snapshot(bus, projection.name)
     if data is None:
         return None
     loaded = await asyncio.to_thread(decode_snapshot, projection, data)
-    end = await last_sequence(bus)
-    if loaded is None or loaded.header.last_seq > end:
-        log.warning("%s: the stored snapshot is of another version or past the log's end; folding from seq 1", who)
+    if loaded is None or loaded.header.last_seq > bound:
         return None
-    log.info("%s: starting from the snapshot at seq %d", who, loaded.header.last_seq)
+    log.info("%s: starting %s from the snapshot at seq %d", who, projection.name, loaded.header.last_seq)
     return loaded
 
 
-async def save_state(bus: Bus, projection: Projection[S], state: S, *, replicas: int = 1) -> int:
-    """Store `state` as the projection's snapshot; returns its size in bytes (raises BusError)."""
+def _name(projection: Projection[Any], seq: int) -> str:
+    return kept_name(projection.name, projection.version, seq)
+
+
+async def save_state(bus: Bus, projection: Projection[S], state: S, *, replicas: int = 1,
+                     settings: SnapshotSettings = SnapshotSettings()) -> int:
+    """Keep `state` as a snapshot of the projection and delete those no longer needed; returns its size (raises BusError)."""
     data = await asyncio.to_thread(encode_snapshot, projection, state, utcnow())
-    await save_snapshot(bus, projection.name, data, replicas=replicas)
+    await save_kept(bus, projection.name, projection.version, state.last_seq, data, replicas=replicas)
+    await prune(bus, projection, settings)
     return len(data)
+
+
+async def prune(bus: Bus, projection: Projection[Any], settings: SnapshotSettings) -> int:
+    """Delete the kept snapshots of `projection` that are of another version or no longer needed; returns how many."""
+    doomed = to_prune(await kept_objects(bus, projection.name), projection.version, await first_sequence(bus), settings.max_kept)
+    for name in doomed:
+        await delete_object(bus, SNAPSHOT_BUCKET, name)
+    return len(doomed)
+
+
+class SnapshotWriter:
+    """Saves the states of several folders every `every_events` records or `every_s` seconds (one follower's folds)."""
+
+    def __init__(self, bus: Bus, folders: Sequence[Folder[Any]], settings: SnapshotSettings, who: str, *, replicas: int = 1) -> None:
+        self._bus = bus
+        self._folders = list(folders)
+        self.settings = settings
+        self._who = who
+        self._replicas = replicas
+        self._folded = 0
+        self._since = time.monotonic()
+        self.saved = 0
+        self.failed = 0
+
+    def folded(self, count: int = 1) -> None:
+        """Count records folded since the last save."""
+        self._folded += count
+
+    def is_due(self) -> bool:
+        """Whether the next `save_if_due` would save."""
+        return due(self._folded, time.monotonic() - self._since, self.settings)
+
+    async def save_if_due(self) -> bool:
+        """Save every folder's state when due; a failure is logged and retried next time. True when saved."""
+        if not self.is_due():
+            return False
+        self._folded, self._since = 0, time.monotonic()
+        for folder in self._folders:
+            state = folder.projection.finished(folder.state)
+            try:
+                size = await save_state(self._bus, folder.projection, state, replicas=self._replicas, settings=self.settings)
+            except BusError as exc:
+                self.failed += 1
+                log.warning("%s: snapshot of %s at seq %d not saved: %s", self._who, folder.projection.name, state.last_seq, exc)
+                continue
+            self.saved += 1
+            log.info("%s: snapshot of %s saved at seq %d (%d bytes)", self._who, folder.projection.name, state.last_seq, size)
+        return True

@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     when.add_argument("--at", type=point_in_time, metavar="TIME", help="ISO 8601 time (UTC unless it says so), or an age: 90s, 15m, '2h ago', 1d")
     when.add_argument("--seq", type=sequence, metavar="N", help="stream sequence N (events 1..N)")
     parser.add_argument("--json", action="store_true", help="one JSON object, the shape of `rr status --json`")
-    parser.add_argument("--no-snapshot", action="store_true", help="with --seq: fold from sequence 1 even if a snapshot fits")
+    parser.add_argument("--no-snapshot", action="store_true", help="fold from sequence 1 even if a snapshot fits")
     add_common_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     async def go() -> Rebuilt[bundle.ProjectionSet]:
         async with open_bus(options, "replay") as bus:
             if args.at is not None:
-                return await state_at_time(bus, args.at, progress=progress_on_stderr)
+                return await state_at_time(bus, args.at, use_snapshot=not args.no_snapshot, progress=progress_on_stderr)
             return await state_at_seq(bus, seq=args.seq, use_snapshot=not args.no_snapshot, progress=progress_on_stderr)
 
     rebuilt = asyncio.run(go())

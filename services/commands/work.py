@@ -21,6 +21,7 @@ from eventbus.publisher import Publisher
 from eventbus.subjects import aggregate_filter
 from projections import work
 from services.admission import AdmissionRules, InvalidWork, WorkSeeds, admitted, convert_seeds, decode_seeds, rules_for
+from projections.rebuild import state_at_seq
 from services.commands import open_bus, workview
 from services.options import CommonOptions, add_common_arguments, common_options
 
@@ -117,12 +118,8 @@ async def _append(options: CommonOptions, event: Event) -> None:
 
 
 async def work_state(bus: Bus) -> work.WorkState:
-    """The work queue folded from the whole log."""
-    state = work.WorkState()
-    async for seq, event in events(bus):
-        if isinstance(event, Event) and event.type_name() in work.PROJECTION.reads:
-            state = work.apply(state, event, seq)
-    return state
+    """The work queue now: the newest snapshot (its own or the bundle's) plus the log after it."""
+    return (await state_at_seq(bus, work.PROJECTION)).state
 
 
 async def item_events(bus: Bus, work_id: str) -> list[tuple[int, Event]]:

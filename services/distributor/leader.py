@@ -17,6 +17,7 @@ from eventbus.objects import list_objects
 from projections import cluster, models
 from projections.base import Folder
 from services.distributor.completion import completions
+from services.distributor.folds import CHECKPOINTS, FAILURES
 from services.distributor.livefold import LiveFold, aggregate_subjects
 from services.distributor.retention import store_deletions
 from services.distributor.settings import DistributionSettings
@@ -34,7 +35,10 @@ async def distribution_loop(ctx: ServiceContext, term: Term) -> None:
     """Decide completed distributions and prune the bucket until the term ends (or is cancelled)."""
     settings: DistributionSettings = ctx.config.distribution
     models_fold, cluster_fold = Folder(models.PROJECTION), Folder(cluster.PROJECTION)
-    live = LiveFold(ctx.bus, [models_fold, cluster_fold], aggregate_subjects("model", "host", "leader"))
+    # The agents' own folds ride along only to be snapshotted here: nodes may not write snapshots.
+    folders = [models_fold, cluster_fold, Folder(CHECKPOINTS), Folder(FAILURES)]
+    live = LiveFold(ctx.bus, folders, aggregate_subjects("model", "host", "leader"), snapshots=ctx.config.snapshots,
+                    who="distribution loop", replicas=ctx.config.streams.replicas)
     await live.catch_up()
     decided: set[str] = set()  # published by this term, perhaps not folded back yet
     next_gc = time.monotonic() + settings.store_gc_interval_s / 10  # soon after taking office, not at once

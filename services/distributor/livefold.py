@@ -20,6 +20,8 @@ from eventbus.follow import follow
 from eventbus.history import Record, last_sequence, replay
 from eventbus.subjects import ALL_EVENTS, EVENTS_ROOT, type_filter
 from projections.base import Folder, type_of
+from projections.snapshotplan import SnapshotSettings
+from services.snapshotting import SnapshotWriter, load_state
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +39,13 @@ def type_subjects(type_names: Iterable[str]) -> tuple[str, ...]:
 class LiveFold:
     """Several folds fed from the same records; `changed` wakes whoever waits on news they read."""
 
-    def __init__(self, bus: Bus, folders: Sequence[Folder[Any]], subjects: Sequence[str]) -> None:
+    def __init__(self, bus: Bus, folders: Sequence[Folder[Any]], subjects: Sequence[str], *,
+                 snapshots: SnapshotSettings | None = None, who: str = "", replicas: int = 1) -> None:
+        """`snapshots`: save the folds' states on that schedule while following (only the leader may write them)."""
         self._bus = bus
+        self._who = who or "live fold"
+        self._writer = None if snapshots is None else SnapshotWriter(bus, folders, snapshots, self._who, replicas=replicas)
+        self._snapshot_due = asyncio.Event()
         self._folders = list(folders)
         self._subjects = tuple(subjects)
         self._reads = frozenset().union(*(f.projection.reads for f in self._folders))
@@ -47,11 +54,12 @@ class LiveFold:
         self.position = 0  # the last sequence folded
 
     async def catch_up(self) -> int:
-        """Fold the needed aggregates from the start of the log to its end now; returns that position."""
+        """Fold the needed aggregates from each fold's newest snapshot to the log's end now; returns that position."""
         end = await last_sequence(self._bus)
+        start = await self._start_from_snapshots(end)
         records: list[Record] = []
         for subject in self._subjects:
-            await replay(self._bus, records.append, subject=subject, end_seq=end)
+            await replay(self._bus, records.append, subject=subject, start_seq=start + 1, end_seq=end)
         records.sort(key=lambda r: r.seq)
         for record in records:
             self._feed(record)
@@ -59,13 +67,40 @@ class LiveFold:
         self._changed.set()
         return end
 
+    async def _start_from_snapshots(self, end: int) -> int:
+        # Each fold not yet started resumes from its own newest snapshot; the read starts after the oldest of them.
+        for folder in self._folders:
+            if folder.state.last_seq == 0:
+                loaded = await load_state(self._bus, folder.projection, self._who, not_after_seq=end)
+                if loaded is not None:
+                    folder.start_from(loaded.state)
+        return min((f.state.last_seq for f in self._folders), default=0)
+
     async def follow(self) -> None:
-        """Fold every new record until cancelled (after `catch_up`)."""
-        await follow(self._bus, self._on_record, subject=ALL_EVENTS, start_seq=self.position + 1)
+        """Fold every new record until cancelled (after `catch_up`), saving snapshots when due if asked to."""
+        if self._writer is None:
+            await follow(self._bus, self._on_record, subject=ALL_EVENTS, start_seq=self.position + 1)
+            return
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._save_snapshots(self._writer))
+            await follow(self._bus, self._on_record, subject=ALL_EVENTS, start_seq=self.position + 1)
+
+    async def _save_snapshots(self, writer: SnapshotWriter) -> None:
+        # Woken when enough records were folded, or every_s at the latest for the time-based rule.
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(writer.settings.every_s):
+                    await self._snapshot_due.wait()
+            self._snapshot_due.clear()
+            await writer.save_if_due()
 
     def _feed(self, record: Record) -> None:
         for folder in self._folders:
             folder(record)
+        if self._writer is not None:
+            self._writer.folded()
+            if self._writer.is_due():
+                self._snapshot_due.set()
         if type_of(record.subject) in self._reads:
             self._changed.set()
 

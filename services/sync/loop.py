@@ -19,6 +19,7 @@ from services.distributor.livefold import LiveFold, aggregate_subjects, type_sub
 from services.leadership.term import NotLeader, Term
 from services.runtime import ServiceContext
 from services.sync.planner import Fleet, plan_transfers
+from services.sync.folds import BATCH_FILES
 from services.sync.settings import SyncSettings
 from services.sync.targets import alive_nodes, ephemeral_nodes, training_targets
 
@@ -32,7 +33,9 @@ async def sync_planner_loop(ctx: ServiceContext, term: Term) -> None:
     settings: SyncSettings = ctx.config.sync
     data_fold, cluster_fold = Folder(data.PROJECTION), Folder(cluster.PROJECTION)
     subjects = (*aggregate_subjects("data", "host", "leader"), *type_subjects(withdrawal.READS))  # withdrawn batches stay put
-    live = LiveFold(ctx.bus, [data_fold, cluster_fold], subjects)
+    # The agents' batch-files fold rides along only to be snapshotted here: nodes may not write snapshots.
+    live = LiveFold(ctx.bus, [data_fold, cluster_fold, Folder(BATCH_FILES)], subjects, snapshots=ctx.config.snapshots,
+                    who="sync planner", replicas=ctx.config.streams.replicas)
     await live.catch_up()
     hosts = LiveHosts(ctx.config.hosts_file, "sync planner")
     async with asyncio.TaskGroup() as tasks:

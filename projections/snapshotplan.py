@@ -1,0 +1,49 @@
+"""When to take a projection's snapshot, which kept one to start from, and which to delete: pure.
+
+Snapshots are kept several per projection (eventbus/snapshots.py names them by version and
+sequence) so that any point in the log's retention has one at most `every_events` before it,
+and a projection's state outlives the events it was folded from once they age out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated
+
+import msgspec
+
+
+class SnapshotSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The `snapshots:` config section: how often every folding service saves, and how many are kept."""
+
+    every_events: Annotated[int, msgspec.Meta(ge=1)] = 50_000  # records folded since the last snapshot
+    every_s: Annotated[float, msgspec.Meta(ge=1)] = 900.0  # or this long, if anything was folded
+    # Per projection; past it the oldest go (a point in time before the oldest kept folds further).
+    # 1000 x 50k events covers the default 730 days at the README's ~60k events a day (~44M).
+    max_kept: Annotated[int, msgspec.Meta(ge=1)] = 1000
+
+
+def due(folded_since: int, seconds_since: float, settings: SnapshotSettings) -> bool:
+    """Whether a new snapshot is due: enough records folded, or some folded and enough time passed."""
+    return folded_since >= settings.every_events or (folded_since > 0 and seconds_since >= settings.every_s)
+
+
+def newest_at_or_before(seqs: Sequence[int], bound: int) -> list[int]:
+    """The kept sequences not after `bound`, newest first (the first usable one is the start)."""
+    return sorted((s for s in seqs if s <= bound), reverse=True)
+
+
+def to_prune(kept: Sequence[tuple[int, int, str]], version: int, first_seq: int, max_kept: int) -> list[str]:
+    """Object names to delete among `kept` (version, seq, name): other versions, and those nothing needs.
+
+    A snapshot at seq s resumes with record s + 1: those below `first_seq - 1` (the log's first
+    record now) can no longer be resumed exactly, but the newest of them is kept all the same,
+    as the only account of the aged-out events. Past `max_kept` the oldest go; the newest stays.
+    """
+    doomed = [name for v, _, name in kept if v != version]
+    current = sorted((seq, name) for v, seq, name in kept if v == version)
+    stale = [pair for pair in current if pair[0] < first_seq - 1]
+    doomed += [name for _, name in stale[:-1]]  # every stale one but the newest
+    survivors = current[max(len(stale) - 1, 0):]
+    doomed += [name for _, name in survivors[: max(len(survivors) - max_kept, 0)]]
+    return doomed

@@ -1,0 +1,158 @@
+"""Snapshots of every projection: kept several per projection, and what a service starts from after old events aged out."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import random
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import pytest
+
+from eventbus.history import first_sequence, last_sequence, replay
+from eventbus.publisher import Publisher
+from eventbus.snapshots import kept_name, kept_snapshots, parse_kept_name
+from eventbus.streams import StreamSettings
+from projections import bundle, cluster, models, work
+from projections.base import Folder
+from projections.rebuild import state_at_seq, state_at_time
+from projections.snapshotplan import SnapshotSettings, due, newest_at_or_before, to_prune
+from services.distributor.folds import CHECKPOINTS, FAILURES
+from services.distributor.livefold import LiveFold, aggregate_subjects
+from services.snapshotting import load_state, save_state
+from tests.bus_harness import provisioned_bus
+from tests.test_forensics import _incident
+
+EVERY = SnapshotSettings(every_events=5, every_s=3600.0, max_kept=10)
+
+
+def test_a_snapshot_is_due_after_enough_records_or_time_with_something_folded() -> None:
+    assert not due(4, 10.0, EVERY)
+    assert due(5, 0.0, EVERY)
+    assert due(1, 3600.0, EVERY)
+    assert not due(0, 99999.0, EVERY)
+
+
+def test_the_start_is_the_newest_kept_snapshot_at_or_before_the_point() -> None:
+    assert newest_at_or_before([10, 20, 30], 25) == [20, 10]
+    assert newest_at_or_before([10, 20, 30], 5) == []
+
+
+def test_kept_names_round_trip_and_other_objects_are_not_snapshots() -> None:
+    assert parse_kept_name(kept_name("distributor-checkpoints", 3, 1234)) == ("distributor-checkpoints", 3, 1234)
+    assert parse_kept_name("all") is None
+    assert parse_kept_name("x@vA.12") is None
+
+
+def test_pruning_drops_other_versions_and_all_but_the_newest_snapshot_before_the_log_start() -> None:
+    kept = [(1, 5, "old-v1"), (2, 10, "a"), (2, 20, "b"), (2, 30, "c"), (2, 40, "d")]
+    # The log now starts at 32: a snapshot at 31 or later resumes exactly; "c" (30) is the best of the rest.
+    assert sorted(to_prune(kept, 2, 32, max_kept=10)) == ["a", "b", "old-v1"]
+    assert to_prune(kept, 2, 1, max_kept=2) == ["old-v1", "a", "b"]
+    assert to_prune([(2, 40, "d")], 2, 1000, max_kept=1) == []  # the only account of aged-out events stays
+
+
+async def test_several_snapshots_are_kept_and_a_point_starts_from_the_newest_before_it(nats_url: str) -> None:
+    async with provisioned_bus(nats_url) as bus:
+        await Publisher(bus).publish_many(_incident())
+        state = models.PROJECTION.initial()
+        for seq in (3, 8, 15):
+            await save_state(bus, models.PROJECTION, msgspec.structs.replace(state, last_seq=seq), settings=EVERY)
+        assert await kept_snapshots(bus, models.PROJECTION.name, models.PROJECTION.version) == [3, 8, 15]
+        loaded = await load_state(bus, models.PROJECTION, "test", not_after_seq=10)
+        assert loaded is not None and loaded.header.last_seq == 8
+
+
+async def test_a_fold_started_after_the_oldest_events_aged_out_has_the_state_it_had(
+    nats_url: str, eventually: Callable[..., Any]
+) -> None:
+    # Events live 2 seconds here; the leader's live fold snapshots every 5 records meanwhile.
+    short = StreamSettings(events_max_age_days=2 / 86400, duplicate_window_s=1.0)
+    async with provisioned_bus(nats_url, settings=short) as bus:
+        await Publisher(bus).publish_many(_incident())
+        end = await last_sequence(bus)
+        leader_folds = [Folder(models.PROJECTION), Folder(cluster.PROJECTION), Folder(CHECKPOINTS), Folder(FAILURES)]
+        subjects = aggregate_subjects("model", "host", "leader")
+        leader = LiveFold(bus, leader_folds, subjects, snapshots=EVERY, who="test leader")
+        await leader.catch_up()
+        before = [f.projection.finished(f.state) for f in leader_folds]
+        assert before[0].promoted  # the incident promoted a model: the state that must survive
+        follower = asyncio.ensure_future(leader.follow())
+        try:
+            await eventually(lambda: _all_kept(bus, leader_folds, end), timeout=20, message="leader snapshots saved")
+        finally:
+            follower.cancel()
+        await eventually(lambda: _aged_out(bus, end), timeout=30, message="the incident's events aged out")
+
+        fresh = [Folder(f.projection) for f in leader_folds]
+        await LiveFold(bus, fresh, subjects).catch_up()
+        assert [f.projection.finished(f.state) for f in fresh] == before
+
+        from_scratch = Folder(models.PROJECTION)  # what every fold got before snapshots were kept: nothing left
+        await replay(bus, from_scratch)
+        assert not from_scratch.state.promoted
+
+
+async def _all_kept(bus: Any, folds: list[Folder[Any]], end: int) -> bool:
+    for folder in folds:
+        seqs = await kept_snapshots(bus, folder.projection.name, folder.projection.version)
+        if not seqs or seqs[-1] < end:
+            return False
+    return True
+
+
+async def _aged_out(bus: Any, end: int) -> bool:
+    return await first_sequence(bus) > end
+
+
+async def test_a_bundle_part_starts_from_the_bundles_snapshot_when_it_has_none_of_its_own(nats_url: str) -> None:
+    async with provisioned_bus(nats_url) as bus:
+        await Publisher(bus).publish_many(_incident())
+        end = await last_sequence(bus)
+        folder = Folder(bundle.PROJECTION)
+        await replay(bus, folder)
+        await save_state(bus, bundle.PROJECTION, bundle.PROJECTION.finished(folder.state))
+        loaded = await load_state(bus, work.PROJECTION, "test")
+        assert loaded is not None and loaded.header.last_seq == end
+        assert loaded.state == bundle.PROJECTION.finished(folder.state).work
+
+
+@pytest.mark.parametrize("projection", [models.PROJECTION, CHECKPOINTS])
+def test_start_from_refuses_a_fold_already_under_way(projection: Any) -> None:
+    folder = Folder(projection)
+    folder.start_from(projection.initial())
+    folder.start_from(msgspec.structs.replace(projection.initial(), last_seq=0))
+    with pytest.raises(RuntimeError):
+        moved = Folder(projection, msgspec.structs.replace(projection.initial(), last_seq=3))
+        moved.start_from(projection.initial())
+
+
+async def test_a_point_in_time_view_equals_a_fold_from_scratch_at_random_points(nats_url: str) -> None:
+    from tests.test_projections import _sample_log
+
+    rng = random.Random(19)
+    async with provisioned_bus(nats_url) as bus:
+        log, published = _sample_log(60), []  # 241 events, stamped and stored in batches as a live log is
+        for first in range(0, len(log), 20):
+            published += await Publisher(bus).publish_many(log[first:first + 20])
+        end = published[-1].seq
+        for seq in sorted(rng.sample(range(1, end), 6)):  # what the API keeps, at irregular points
+            await save_state(bus, bundle.PROJECTION, (await state_at_seq(bus, seq=seq, use_snapshot=False)).state)
+        kept = await kept_snapshots(bus, bundle.PROJECTION.name, bundle.PROJECTION.version)
+        for seq in [rng.randrange(1, end + 1) for _ in range(12)] + [end, 1]:
+            fast = await state_at_seq(bus, seq=seq)
+            assert fast.state == (await state_at_seq(bus, seq=seq, use_snapshot=False)).state, f"--seq {seq}"
+            start = max((k for k in kept if k <= seq), default=0)
+            assert (fast.snapshot_seq, fast.folded) == (start, seq - start), f"--seq {seq} read more than its tail"
+        from_snapshot = 0
+        for p in [published[rng.randrange(len(published))] for _ in range(12)]:
+            at = p.event.ts
+            assert at is not None
+            fast_at = await state_at_time(bus, at, skew=dt.timedelta(0))
+            slow_at = await state_at_time(bus, at, use_snapshot=False)
+            assert fast_at.state == slow_at.state, f"--at {at} (seq {p.seq})"
+            assert fast_at.folded < slow_at.folded or fast_at.snapshot_seq == 0
+            from_snapshot += fast_at.snapshot_seq > 0
+        assert from_snapshot >= 6  # most points lie after the first kept snapshot
