@@ -1,7 +1,7 @@
 """Forensics: what happened to a node, a work item or a model, in log order, each line saying why.
 
-The whole log is folded alongside, so each selected event is judged as the projections judged
-it: a stale leader decision says it was ignored and why, an illegal transition says it was
+The log is folded alongside (for a work item or a model, only the subjects its lines depend on:
+`subjects_read`), so each selected event is judged as the projections judged it: a stale leader decision says it was ignored and why, an illegal transition says it was
 rejected and why. A work item's timeline also shows what happened around it: its node going
 offline while holding it, and leadership changing while it was open.
 """
@@ -15,6 +15,7 @@ import msgspec
 
 from eventbus.errors import InvalidEvent
 from eventbus.events import Event, HostOffline, HostOnline, LeaderElected, LeaderLost, decode
+from eventbus.subjects import EVENTS_ROOT, aggregate_filter, type_filter
 from projections import bundle
 from projections.base import Record, type_of, undecodable
 from projections.bundle import ProjectionSet, total_anomalies, total_fenced
@@ -48,6 +49,30 @@ class TimelineLine(msgspec.Struct, frozen=True, kw_only=True):
 
 _NODE_FIELDS = ("node", "source", "to_node", "from_node", "previous_node")
 _MODEL_FIELDS = ("model_id", "parent_model", "previous_model", "opponent")
+
+
+# The records a timeline needs beyond its aggregate's own: leadership (fencing and "around"),
+# membership ("around"), and the event types elsewhere that name a work item or a model.
+_CONTEXT = (f"{EVENTS_ROOT}.leader.>", f"{EVENTS_ROOT}.host.>")
+_NAMING_WORK = ("SELFPLAY_COMPLETE", "TRAINING_COMPLETE", "EVALUATION_COMPLETE", "MODEL_PROMOTED")
+_NAMING_MODEL = ("SELFPLAY_COMPLETE", "TRAINING_STARTED")
+
+
+def subjects_read(selector: Selector) -> tuple[str, ...] | None:
+    """The subject filters that hold every event `selector` selects and every one its verdicts depend on.
+
+    None means the whole log: a node is named in events of every aggregate. A work item's
+    events are judged by the work fold of that item and the leadership fence only, a model's
+    by the models fold, so the rest of the log cannot change a line.
+    """
+    if selector.node is not None or (selector.work is None and selector.model is None):
+        return None
+    subjects = list(_CONTEXT)
+    if selector.work is not None:
+        subjects += [aggregate_filter("work", selector.work), *(type_filter(t) for t in _NAMING_WORK)]
+    if selector.model is not None:
+        subjects += [f"{EVENTS_ROOT}.model.>", *(type_filter(t) for t in _NAMING_MODEL)]
+    return tuple(dict.fromkeys(subjects))
 
 
 def mentions_node(event: Event, node: str) -> bool:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Callable
 
 import msgspec
 
 from eventbus.connection import Bus
-from eventbus.history import Record, replay
-from projections.timeline import Selector, TimelineBuilder, TimelineLine
+from eventbus.history import Record, last_sequence, replay
+from projections.timeline import Selector, TimelineBuilder, TimelineLine, subjects_read
 from services.commands import open_bus
 from services.commands.status import progress_on_stderr
 from services.options import add_common_arguments, common_options
@@ -30,19 +31,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 async def build(bus: Bus, selector: Selector) -> list[TimelineLine]:
-    """Fold the whole log and return the selector's lines."""
+    """Fold the subjects the selector needs (the whole log for a node) and return its lines."""
+    return (await read_timeline(bus, selector))[0]
+
+
+async def read_timeline(bus: Bus, selector: Selector) -> tuple[list[TimelineLine], int]:
+    """The selector's lines and how many records were read for them."""
     builder = TimelineBuilder(selector)
+    subjects = subjects_read(selector)
+    if subjects is None:
+        count = await replay(bus, _counted(builder))
+        return builder.lines, count
+    end = await last_sequence(bus)
+    records: dict[int, Record] = {}  # by sequence: a record may match two filters
+    for subject in subjects:
+        await replay(bus, lambda r: records.setdefault(r.seq, r), subject=subject, end_seq=end)
+    for seq in sorted(records):
+        builder(records[seq])
+    return builder.lines, len(records)
+
+
+def _counted(fold: Callable[[Record], None]) -> Callable[[Record], None]:
     count = 0
 
     def on_record(record: Record) -> None:
         nonlocal count
-        builder(record)
+        fold(record)
         count += 1
         if count % 100_000 == 0:
             progress_on_stderr(count)
 
-    await replay(bus, on_record)
-    return builder.lines
+    return on_record
 
 
 def render(lines: list[TimelineLine], as_json: bool) -> str:
