@@ -64,6 +64,8 @@ AUTHORITY: dict[str, Grant] = {
     "DATA_SYNC_PLANNED": Grant(_LEADER, "the scheduler leader's sync planner"),
     "DATA_SYNC_COMPLETE": Grant(_NODE, "the sync service of the sending or receiving node"),
     "CONFIG_CHANGED": Grant(frozenset({"coordinator", "admin"}), "the leader's config watch, or operators"),
+    "OUTPUTS_QUARANTINED": Grant(frozenset({"admin"}), "operators (`rr quarantine node`, `batch` or `model`)"),
+    "QUARANTINE_LIFTED": Grant(frozenset({"admin"}), "operators (`rr quarantine lift`)"),
 }
 
 

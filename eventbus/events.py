@@ -452,6 +452,37 @@ class ConfigChanged(Event, tag="CONFIG_CHANGED", kw_only=True):
     changes: list[ConfigChange] = []
 
 
+# ---- quarantine -----------------------------------------------------------------------
+
+
+class OutputsQuarantined(Event, tag="OUTPUTS_QUARANTINED", kw_only=True):
+    """An operator declared outputs untrustworthy: a node's since a time, one batch, or one model.
+
+    What derives from them (models trained on the batches, games those models played, ...)
+    is tainted with them (projections/taint.py follows the lineage); the leader rolls a
+    tainted promoted model back, and training and sync skip tainted batches.
+    """
+
+    aggregate: ClassVar[str] = "quarantine"
+    key_field: ClassVar[str] = "quarantine_id"
+    quarantine_id: str
+    kind: str  # node, batch or model
+    target: str  # the node, batch or model id
+    since: dt.datetime | None = None  # for a node: outputs reported at or after this time
+    reason: str
+    requested_by: str = ""
+
+
+class QuarantineLifted(Event, tag="QUARANTINE_LIFTED", kw_only=True):
+    """An operator withdrew a quarantine: what it tainted is trusted again (unless another taints it)."""
+
+    aggregate: ClassVar[str] = "quarantine"
+    key_field: ClassVar[str] = "quarantine_id"
+    quarantine_id: str
+    reason: str = ""
+    requested_by: str = ""
+
+
 AnyEvent = Union[
     LeaderElected,
     LeaderLost,
@@ -479,6 +510,8 @@ AnyEvent = Union[
     DataSyncPlanned,
     DataSyncComplete,
     ConfigChanged,
+    OutputsQuarantined,
+    QuarantineLifted,
 ]
 
 EVENT_TYPES: dict[str, type[Event]] = {t.type_name(): t for t in AnyEvent.__args__}  # type: ignore[attr-defined]

@@ -140,6 +140,10 @@ _SENTENCES: dict[type[ev.Event], Callable[[Any], str]] = {
     ev.DataSyncPlanned: lambda e: f"batch {e.batch_id} copy {e.transfer_id} planned {e.from_node} -> {e.to_node} "
     f"({_mb(e.size_bytes)})" + (f": {e.reason}" if e.reason else ""),
     ev.DataSyncComplete: _sync_complete,
+    ev.OutputsQuarantined: lambda e: f"quarantine {e.quarantine_id}: {e.kind} {e.target}"
+    + (f" since {e.since.isoformat()}" if e.since else "") + f" tainted by {e.requested_by or '?'}: {e.reason}",
+    ev.QuarantineLifted: lambda e: f"quarantine {e.quarantine_id} lifted by {e.requested_by or '?'}"
+    + (f": {e.reason}" if e.reason else ""),
     ev.ConfigChanged: lambda e: f"config {e.name} changed: "
     + (", ".join(c.key for c in e.changes[:5]) or "content") + (f" (+{len(e.changes) - 5} more)" if len(e.changes) > 5 else ""),
 }

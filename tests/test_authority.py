@@ -26,7 +26,7 @@ def test_leader_decisions_belong_to_coordinators_and_job_reports_to_every_node()
     for report in ("WORK_STARTED", "WORK_COMPLETED", "SELFPLAY_COMPLETE", "TRAINING_COMPLETE", "EVALUATION_COMPLETE",
                    "MODEL_DISTRIBUTED", "DATA_SYNC_COMPLETE"):
         assert [r for r in ROLES if may_publish(r, report)] == ["worker", "coordinator"], report
-    assert owned_types("admin") == ("WORK_ADDED", "WORK_CANCELLED", "CONFIG_CHANGED")
+    assert owned_types("admin") == ("WORK_ADDED", "WORK_CANCELLED", "CONFIG_CHANGED", "OUTPUTS_QUARANTINED", "QUARANTINE_LIFTED")
     assert not may_publish("coordinator", "NO_SUCH_TYPE") and not may_publish("nobody", "WORK_STARTED")
 
 

@@ -1,0 +1,189 @@
+"""Quarantine and taint: which outputs an operator distrusts, and everything derived from them, pure.
+
+A quarantine names roots (a node's batches and models since a time, one batch, one model);
+`closure` follows the lineage forward from them: a tainted batch taints the models trained
+on it, a tainted model taints the models trained from it (its children) and the batches of
+games it played, and so on until nothing new is reached. Each tainted output keeps the
+quarantine and the upstream output it was reached through, so `rr lineage` can say why.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+
+import msgspec
+
+from eventbus.events import Event, OutputsQuarantined, QuarantineLifted, SelfplayComplete, TrainingComplete
+from projections.base import Anomaly, Projection, rejected
+from projections.models import ModelsState
+from projections.pmap import PMap
+
+VERSION = 1
+KINDS = ("node", "batch", "model")
+
+
+class Quarantine(msgspec.Struct, frozen=True, kw_only=True):
+    """One operator's quarantine, and whether it was lifted."""
+
+    quarantine_id: str
+    kind: str
+    target: str
+    reason: str
+    since: dt.datetime | None = None
+    requested_by: str = ""
+    seq: int = 0
+    at: dt.datetime | None = None
+    lifted: bool = False
+    lifted_reason: str = ""
+
+
+class BatchFacts(msgspec.Struct, frozen=True, kw_only=True):
+    """What lineage needs of a selfplay batch: where and when it was made, and with which model."""
+
+    node: str
+    at: dt.datetime | None = None
+    model_id: str | None = None
+
+
+class ModelFacts(msgspec.Struct, frozen=True, kw_only=True):
+    """What lineage needs of a trained model: where and when, from which batches and parent."""
+
+    node: str
+    at: dt.datetime | None = None
+    input_batches: tuple[str, ...] = ()
+    parent_model: str | None = None
+
+
+class TaintState(msgspec.Struct, frozen=True, kw_only=True):
+    """The quarantines and the lineage graph they are followed through."""
+
+    last_seq: int = 0
+    quarantines: PMap[str, Quarantine] = msgspec.field(default_factory=PMap)
+    batches: PMap[str, BatchFacts] = msgspec.field(default_factory=PMap)
+    models: PMap[str, ModelFacts] = msgspec.field(default_factory=PMap)
+    anomalies: tuple[Anomaly, ...] = ()
+    anomaly_count: int = 0
+
+
+class Taint(msgspec.Struct, frozen=True, kw_only=True):
+    """Why one output is tainted: the quarantine, its reason, and the output it was reached through."""
+
+    quarantine_id: str
+    reason: str
+    via: str = ""  # "" for a root; else "batch b-1" or "model m-3"
+
+    def describe(self) -> str:
+        """One line: the reason, the quarantine, and the path."""
+        return f"{self.reason} (quarantine {self.quarantine_id}" + (f", via {self.via})" if self.via else ")")
+
+
+class Tainted(msgspec.Struct, frozen=True, kw_only=True):
+    """Every tainted batch and model, each with why."""
+
+    batches: dict[str, Taint] = {}
+    models: dict[str, Taint] = {}
+
+
+def apply(state: TaintState, event: Event, seq: int) -> TaintState:
+    """Record a quarantine, its lifting, or one edge of the lineage graph."""
+    if isinstance(event, SelfplayComplete):
+        facts = BatchFacts(node=event.node, at=event.ts, model_id=event.model_id)
+        return msgspec.structs.replace(state, last_seq=seq, batches=state.batches.set(event.batch_id, facts))
+    if isinstance(event, TrainingComplete):
+        facts_m = ModelFacts(node=event.node, at=event.ts, input_batches=tuple(event.input_batches), parent_model=event.parent_model)
+        return msgspec.structs.replace(state, last_seq=seq, models=state.models.set(event.model_id, facts_m))
+    if isinstance(event, OutputsQuarantined):
+        return _quarantined(state, event, seq)
+    if isinstance(event, QuarantineLifted):
+        found = state.quarantines.get(event.quarantine_id)
+        if found is None:
+            return rejected(state, seq, event, f"no quarantine {event.quarantine_id} to lift")
+        lifted = msgspec.structs.replace(found, lifted=True, lifted_reason=event.reason)
+        return msgspec.structs.replace(state, last_seq=seq, quarantines=state.quarantines.set(event.quarantine_id, lifted))
+    return msgspec.structs.replace(state, last_seq=seq)
+
+
+def _quarantined(state: TaintState, event: OutputsQuarantined, seq: int) -> TaintState:
+    if event.kind not in KINDS:
+        return rejected(state, seq, event, f"kind {event.kind!r} is not one of {', '.join(KINDS)}")
+    if event.kind == "node" and event.since is None:
+        return rejected(state, seq, event, "a node's quarantine needs `since`")
+    quarantine = Quarantine(
+        quarantine_id=event.quarantine_id, kind=event.kind, target=event.target, reason=event.reason,
+        since=event.since, requested_by=event.requested_by, seq=seq, at=event.ts,
+    )
+    return msgspec.structs.replace(state, last_seq=seq, quarantines=state.quarantines.set(event.quarantine_id, quarantine))
+
+
+def _after(at: dt.datetime | None, since: dt.datetime | None) -> bool:
+    return since is None or (at is not None and at >= since)
+
+
+def roots(quarantine: Quarantine, batches: Mapping[str, BatchFacts], models: Mapping[str, ModelFacts]) -> tuple[list[str], list[str]]:
+    """The batches and models a quarantine names directly (a node's: those it reported at or after `since`)."""
+    if quarantine.kind == "batch":
+        return [quarantine.target], []
+    if quarantine.kind == "model":
+        return [], [quarantine.target]
+    node, since = quarantine.target, quarantine.since
+    return (
+        sorted(b for b, f in batches.items() if f.node == node and _after(f.at, since)),
+        sorted(m for m, f in models.items() if f.node == node and _after(f.at, since)),
+    )
+
+
+def closure(quarantines: Iterable[Quarantine], batches: Mapping[str, BatchFacts], models: Mapping[str, ModelFacts]) -> Tainted:
+    """Every batch and model tainted by the quarantines not lifted, following lineage forward to a fixpoint."""
+    trained_on: dict[str, list[str]] = {}  # batch -> models trained on it
+    children: dict[str, list[str]] = {}  # model -> models trained from it
+    played: dict[str, list[str]] = {}  # model -> batches of its games
+    for model_id, facts in sorted(models.items()):
+        for batch_id in facts.input_batches:
+            trained_on.setdefault(batch_id, []).append(model_id)
+        if facts.parent_model:
+            children.setdefault(facts.parent_model, []).append(model_id)
+    for batch_id, bfacts in sorted(batches.items()):
+        if bfacts.model_id:
+            played.setdefault(bfacts.model_id, []).append(batch_id)
+    tainted_batches: dict[str, Taint] = {}
+    tainted_models: dict[str, Taint] = {}
+    for quarantine in sorted((q for q in quarantines if not q.lifted), key=lambda q: q.seq):
+        root_batches, root_models = roots(quarantine, batches, models)
+        todo = [("batch", b, "") for b in root_batches] + [("model", m, "") for m in root_models]
+        while todo:
+            kind, name, via = todo.pop()
+            found = tainted_batches if kind == "batch" else tainted_models
+            if name in found:
+                continue  # an earlier quarantine (or path) reached it first: it keeps that reason
+            found[name] = Taint(quarantine_id=quarantine.quarantine_id, reason=quarantine.reason, via=via)
+            if kind == "batch":
+                todo += [("model", m, f"batch {name}") for m in trained_on.get(name, ())]
+            else:
+                todo += [("model", m, f"model {name}") for m in children.get(name, ())]
+                todo += [("batch", b, f"model {name}") for b in played.get(name, ())]
+    return Tainted(batches=tainted_batches, models=tainted_models)
+
+
+def tainted(state: TaintState) -> Tainted:
+    """What the state's quarantines taint now."""
+    return closure(state.quarantines.values(), state.batches, state.models)
+
+
+def rollbacks(models_state: ModelsState, taint: Tainted) -> list[tuple[str, str, str]]:
+    """(config, tainted promoted model, newest untainted model promoted before it in that config, or '') per config to roll back."""
+    out = []
+    for config, best in sorted(models_state.promoted.items()):
+        if best not in taint.models:
+            continue
+        earlier = [
+            (m.promotion.seq, m.model_id) for m in models_state.models.values()
+            if m.config == config and m.promotion is not None and m.model_id not in taint.models and m.sha256
+        ]
+        out.append((config, best, max(earlier)[1] if earlier else ""))
+    return out
+
+
+READS = frozenset(t.type_name() for t in (SelfplayComplete, TrainingComplete, OutputsQuarantined, QuarantineLifted))
+
+PROJECTION: Projection[TaintState] = Projection(name="taint", version=VERSION, initial=TaintState, apply=apply, reads=READS)

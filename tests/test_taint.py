@@ -1,0 +1,91 @@
+"""Quarantine: the lineage closure of a node's, a batch's or a model's outputs, checked against a hand-built fixture."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from eventbus import events as ev
+from projections import models, taint
+from projections.base import fold_events
+
+T = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
+HOUR = dt.timedelta(hours=1)
+
+
+def _batch(batch_id: str, node: str, at: dt.datetime, model_id: str | None = None) -> ev.Event:
+    return ev.SelfplayComplete(batch_id=batch_id, work_id=f"w-{batch_id}", node=node, board_type="hex8", num_players=2,
+                               num_games=10, model_id=model_id, ts=at)
+
+
+def _model(model_id: str, node: str, at: dt.datetime, batches: list[str], parent: str | None = None) -> ev.Event:
+    return ev.TrainingComplete(model_id=model_id, work_id=f"w-{model_id}", node=node, board_type="hex8", num_players=2,
+                               input_batches=batches, parent_model=parent, ts=at)
+
+
+# The fixture: gpu-bad went bad at T. Its outputs since then, and everything derived from them, are tainted.
+LINEAGE: list[ev.Event] = [
+    _batch("b1", "gpu-ok", T - HOUR),             # clean: another node
+    _batch("b2", "gpu-bad", T - HOUR),            # clean: before `since`
+    _batch("b3", "gpu-bad", T + dt.timedelta(minutes=1)),  # root
+    _model("m1", "gpu-ok", T - HOUR / 2, ["b1", "b2"]),     # clean
+    _model("m2", "gpu-ok", T + 2 * HOUR, ["b1", "b3"]),      # via batch b3
+    _batch("b4", "gpu-ok", T + 3 * HOUR, model_id="m2"),    # games m2 played: via model m2
+    _model("m3", "gpu-ok", T + 4 * HOUR, ["b4"], parent="m1"),  # via batch b4
+    _model("m4", "gpu-ok", T + 4 * HOUR, ["b1"], parent="m2"),  # via model m2 (its parent)
+    _model("m5", "gpu-bad", T + 5 * HOUR, ["b1"]),           # root: trained on the bad node
+    _batch("b5", "gpu-ok", T + 5 * HOUR, model_id="m1"),    # clean: games of a clean model
+    _model("m6", "gpu-ok", T + 6 * HOUR, ["b5", "b2"], parent="m1"),  # clean
+]
+
+
+def _state(*extra: ev.Event) -> taint.TaintState:
+    return fold_events(taint.PROJECTION, enumerate([*LINEAGE, *extra], 1))
+
+
+def _quarantine(qid: str, kind: str, target: str, since: dt.datetime | None = None, reason: str = "bad gpu") -> ev.Event:
+    return ev.OutputsQuarantined(quarantine_id=qid, kind=kind, target=target, since=since, reason=reason, requested_by="ops")
+
+
+def test_quarantining_a_node_taints_exactly_the_lineage_closure_of_its_outputs_since_then() -> None:
+    result = taint.tainted(_state(_quarantine("q1", "node", "gpu-bad", since=T)))
+    assert set(result.batches) == {"b3", "b4"}
+    assert set(result.models) == {"m2", "m3", "m4", "m5"}
+    assert result.models["m3"] == taint.Taint(quarantine_id="q1", reason="bad gpu", via="batch b4")
+    assert result.models["m4"].via == "model m2" and result.batches["b4"].via == "model m2"
+    assert result.batches["b3"].via == "" and result.models["m5"].via == ""
+
+
+def test_a_batch_or_a_model_quarantine_taints_what_derives_from_it_only() -> None:
+    by_batch = taint.tainted(_state(_quarantine("q", "batch", "b2")))
+    # b2 trained m1; m1 played b5 and is the parent of m3 and m6.
+    assert set(by_batch.batches) == {"b2", "b5"} and set(by_batch.models) == {"m1", "m3", "m6"}
+    by_model = taint.tainted(_state(_quarantine("q", "model", "m1")))
+    assert set(by_model.models) == {"m1", "m3", "m6"} and set(by_model.batches) == {"b5"}
+
+
+def test_a_lifted_quarantine_taints_nothing_and_an_unknown_lift_is_an_anomaly() -> None:
+    state = _state(_quarantine("q1", "node", "gpu-bad", since=T), ev.QuarantineLifted(quarantine_id="q1", reason="false alarm"))
+    assert taint.tainted(state) == taint.Tainted()
+    assert state.quarantines.get("q1").lifted_reason == "false alarm"
+    odd = _state(ev.QuarantineLifted(quarantine_id="nope"), _quarantine("q2", "node", "gpu-bad"))
+    assert odd.anomaly_count == 2 and "needs `since`" in odd.anomalies[-1].reason
+
+
+def test_the_first_quarantine_to_reach_an_output_gives_its_reason() -> None:
+    state = _state(_quarantine("q1", "model", "m2", reason="first"), _quarantine("q2", "node", "gpu-bad", since=T, reason="second"))
+    result = taint.tainted(state)
+    assert result.models["m4"].reason == "first" and result.models["m5"].reason == "second"
+
+
+def test_a_tainted_best_rolls_back_to_the_newest_untainted_promoted_model_of_its_config() -> None:
+    promotions = [
+        ev.ModelPromoted(model_id=m, board_type="hex8", num_players=2, sha256=m * 32, generation=g)
+        for g, m in enumerate(["m1", "m6", "m2"], 1)
+    ]
+    state = fold_events(models.PROJECTION, enumerate(promotions, 1))
+    assert state.promoted == {"hex8_2p": "m2"}
+    tainted = taint.tainted(_state(_quarantine("q1", "node", "gpu-bad", since=T)))
+    assert taint.rollbacks(state, tainted) == [("hex8_2p", "m2", "m6")]
+    everything = taint.tainted(_state(_quarantine("q", "batch", "b1"), _quarantine("q2", "model", "m6")))
+    assert taint.rollbacks(state, everything) == [("hex8_2p", "m2", "")]  # nothing clean left: no rollback target
+    assert taint.rollbacks(state, taint.Tainted()) == []
