@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 import msgspec
 
 from eventbus.events import Event
-from projections import cluster, data, elo, models, work
+from projections import cluster, data, elo, models, taint, work
 from projections.base import Anomaly, Projection, Record, fold_events, fold_records
 
 PARTS: dict[str, Projection[msgspec.Struct]] = {  # type: ignore[type-var]
@@ -17,6 +17,7 @@ PARTS: dict[str, Projection[msgspec.Struct]] = {  # type: ignore[type-var]
     "models": models.PROJECTION,
     "data": data.PROJECTION,
     "elo": elo.PROJECTION,
+    "taint": taint.PROJECTION,
 }
 
 
@@ -30,6 +31,7 @@ class ProjectionSet(msgspec.Struct, frozen=True, kw_only=True):
     models: models.ModelsState = msgspec.field(default_factory=models.ModelsState)
     data: data.DataState = msgspec.field(default_factory=data.DataState)
     elo: elo.EloState = msgspec.field(default_factory=elo.EloState)
+    taint: taint.TaintState = msgspec.field(default_factory=taint.TaintState)
     anomalies: tuple[Anomaly, ...] = ()  # only undecodable messages; each part keeps its own
     anomaly_count: int = 0
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import msgspec
 
-from projections import elo
+from projections import elo, taint
 from projections.bundle import ProjectionSet
 from projections.data import Batch
 from projections.elo import Rating
 from projections.models import Promotion, Training
+from projections.taint import Taint
 
 
 class BatchLine(msgspec.Struct, frozen=True, kw_only=True):
@@ -17,6 +18,7 @@ class BatchLine(msgspec.Struct, frozen=True, kw_only=True):
     batch_id: str
     known: bool
     batch: Batch | None = None
+    taint: Taint | None = None  # why it is quarantined, when it is
 
 
 class Lineage(msgspec.Struct, frozen=True, kw_only=True):
@@ -36,6 +38,7 @@ class Lineage(msgspec.Struct, frozen=True, kw_only=True):
     nodes: list[str]
     distribution_complete: bool
     as_of_seq: int
+    taint: Taint | None = None  # why the model is quarantined, when it is
 
 
 def lineage(ps: ProjectionSet, model_id: str) -> Lineage | None:
@@ -46,7 +49,9 @@ def lineage(ps: ProjectionSet, model_id: str) -> Lineage | None:
         return None
     training = model.training if model else None
     batch_ids = training.input_batches if training else ()
-    batches = [BatchLine(batch_id=b, known=b in ps.data.batches, batch=ps.data.batches.get(b)) for b in batch_ids]
+    tainted = taint.tainted(ps.taint)
+    batches = [BatchLine(batch_id=b, known=b in ps.data.batches, batch=ps.data.batches.get(b), taint=tainted.batches.get(b))
+               for b in batch_ids]
     promotion = model.promotion if model else None
     cited = promotion.evaluation_work_id if promotion else None
     config = model.config if model else ps.elo.configs.get(model_id, "")
@@ -58,5 +63,5 @@ def lineage(ps: ProjectionSet, model_id: str) -> Lineage | None:
         promoting_evaluation=[r for r in ratings if cited is not None and r.work_id == cited],
         promoted_now=bool(config) and ps.models.promoted.get(config) == model_id,
         nodes=list(model.nodes) if model else [], distribution_complete=model.distribution_complete if model else False,
-        as_of_seq=ps.last_seq,
+        as_of_seq=ps.last_seq, taint=tainted.models.get(model_id),
     )

@@ -184,6 +184,7 @@ def rollbacks(models_state: ModelsState, taint: Tainted) -> list[tuple[str, str,
     return out
 
 
-READS = frozenset(t.type_name() for t in (SelfplayComplete, TrainingComplete, OutputsQuarantined, QuarantineLifted))
+LINEAGE_TYPES = (SelfplayComplete.type_name(), TrainingComplete.type_name())
+READS = frozenset((*LINEAGE_TYPES, OutputsQuarantined.type_name(), QuarantineLifted.type_name()))
 
 PROJECTION: Projection[TaintState] = Projection(name="taint", version=VERSION, initial=TaintState, apply=apply, reads=READS)

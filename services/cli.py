@@ -38,6 +38,7 @@ COMMAND_MODULES = [
     "services.commands.auth",
     "services.commands.doctor",
     "services.commands.services",
+    "services.commands.quarantine",
 ]
 
 

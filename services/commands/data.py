@@ -9,12 +9,13 @@ import datetime as dt
 import msgspec
 
 from eventbus.events import utcnow
-from projections import data, withdrawal
+from projections import data, taint, withdrawal
 from projections.base import Folder
 from projections.data import DataState, TransferStatus, freshness_s
+from projections.taint import Tainted
 from services.commands import open_bus
 from services.commands.status import age, table
-from services.distributor.livefold import LiveFold, aggregate_subjects, type_subjects
+from services.distributor.livefold import LiveFold, aggregate_subjects, taint_subjects, type_subjects
 from services.options import add_common_arguments, common_options
 
 
@@ -42,6 +43,7 @@ class BatchRow(msgspec.Struct, frozen=True, kw_only=True):
     age_s: float | None
     nodes: list[str]  # origin plus verified copies
     copying_to: list[str]  # planned copies not finished yet
+    taint: str = ""  # why it is quarantined ("" when it is not): training and sync skip it
 
 
 class DataView(msgspec.Struct, frozen=True, kw_only=True):
@@ -63,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.set_defaults(func=run)
 
 
-def data_view(state: DataState, now: dt.datetime, limit: int) -> DataView:
+def data_view(state: DataState, now: dt.datetime, limit: int, tainted: Tainted = Tainted()) -> DataView:
     """Configs, the newest `limit` batches and transfer counts, from the data fold."""
     sizes: dict[str, int] = {}
     copying: dict[str, list[str]] = {}
@@ -82,7 +84,8 @@ def data_view(state: DataState, now: dt.datetime, limit: int) -> DataView:
     batches = [
         BatchRow(batch_id=b.batch_id, config=b.config, node=b.node, games=b.num_games, size_bytes=b.size_bytes,
                  sha256=b.sha256, age_s=(now - b.at).total_seconds() if b.at else None, nodes=list(b.nodes),
-                 copying_to=sorted(copying.get(b.batch_id, [])))
+                 copying_to=sorted(copying.get(b.batch_id, [])),
+                 taint=tainted.batches[b.batch_id].describe() if b.batch_id in tainted.batches else "")
         for b in newest
     ]
     return DataView(configs=configs, batches=batches, total_batches=len(live), transfers=dict(state.transfer_counts),
@@ -96,9 +99,9 @@ def format_data(view: DataView) -> str:
     configs = [("CONFIG", "BATCHES", "GAMES", "SAMPLES", "SIZE", "NEWEST", "FRESHNESS")]
     configs += [(c.config, str(c.batches), str(c.games), str(c.samples), f"{c.bytes / 2**20:.1f}M", c.newest_batch,
                  age(c.freshness_s)) for c in view.configs]
-    batches = [("BATCH", "CONFIG", "FROM", "GAMES", "SIZE", "AGE", "ON NODES", "COPYING TO")]
+    batches = [("BATCH", "CONFIG", "FROM", "GAMES", "SIZE", "AGE", "ON NODES", "COPYING TO", "TAINTED")]
     batches += [(b.batch_id, b.config, b.node, str(b.games), f"{b.size_bytes / 2**20:.1f}M", age(b.age_s),
-                 ",".join(b.nodes), ",".join(b.copying_to) or "-") for b in view.batches]
+                 ",".join(b.nodes), ",".join(b.copying_to) or "-", b.taint or "-") for b in view.batches]
     counts = ", ".join(f"{n} {status}" for status, n in sorted(view.transfers.items())) or "none"
     return "\n".join([
         table(configs), "", f"newest {len(view.batches)} of {view.total_batches} batches:", table(batches), "",
@@ -113,11 +116,11 @@ def run(args: argparse.Namespace) -> int:
     options = common_options(args)
 
     async def go() -> DataView:
-        fold = Folder(data.PROJECTION)
+        fold, marks = Folder(data.PROJECTION), Folder(taint.PROJECTION)
         async with open_bus(options, "data") as bus:
-            subjects = (*aggregate_subjects("data", "leader"), *type_subjects(withdrawal.READS))
-            await LiveFold(bus, [fold], subjects).catch_up()
-        return data_view(fold.state, utcnow(), args.limit)
+            subjects = (*aggregate_subjects("data", "leader"), *type_subjects(withdrawal.READS), *taint_subjects())
+            await LiveFold(bus, [fold, marks], subjects).catch_up()
+        return data_view(fold.state, utcnow(), args.limit, taint.tainted(marks.state))
 
     view = asyncio.run(go())
     print(msgspec.json.encode(view).decode() if args.json else format_data(view))

@@ -54,9 +54,10 @@ def _training(found: Lineage) -> list[str]:
             lines.append(f"  {b.batch_id}  (never reported by a SELFPLAY_COMPLETE)")
             continue
         played = f"played by {b.batch.model_id}" if b.batch.model_id else "random play"
+        tainted = f"  TAINTED: {b.taint.describe()}" if b.taint else ""
         lines.append(
             f"  {b.batch_id}  {b.batch.num_games} games on {b.batch.node} by work {b.batch.work_id}, "
-            f"{played} (seq {b.batch.seq})"
+            f"{played} (seq {b.batch.seq}){tainted}"
         )
     return lines
 
@@ -93,6 +94,7 @@ def format_lineage(found: Lineage) -> str:
     head = f"model {found.model_id}  {found.config or '(config unknown)'}  sha256 {found.sha256[:16] or '-'}"
     copies = ", ".join(found.nodes) or "none"
     done = " (distribution complete)" if found.distribution_complete else ""
-    lines = [head, *_training(found), *_evaluations(found), *_promotion(found), f"on nodes:  {copies}{done}"]
+    lines = [head, *([f"TAINTED:   {found.taint.describe()}"] if found.taint else [])]
+    lines += [*_training(found), *_evaluations(found), *_promotion(found), f"on nodes:  {copies}{done}"]
     lines.append(f"as of seq {found.as_of_seq}")
     return "\n".join(lines)

@@ -9,15 +9,16 @@ import datetime as dt
 import msgspec
 
 from eventbus.events import utcnow
-from projections import cluster, models
+from projections import cluster, models, taint
 from projections.base import Folder
 from projections.cluster import ClusterState
 from projections.models import ModelsState
+from projections.taint import Tainted
 from services.commands import open_bus
 from services.commands.status import age, table
 from services.distributor.completion import needs_models, waiting_for
 from services.distributor.folds import FAILURES, FailuresState
-from services.distributor.livefold import LiveFold, aggregate_subjects
+from services.distributor.livefold import LiveFold, aggregate_subjects, taint_subjects
 from services.options import add_common_arguments, common_options
 
 
@@ -36,6 +37,7 @@ class ModelRow(msgspec.Struct, frozen=True, kw_only=True):
     waiting: list[str]  # alive nodes that need it and do not have it yet
     complete: bool  # the leader declared the distribution complete
     failures: dict[str, str]  # node -> "kind: reason" of its open failure
+    taint: str = ""  # why it is quarantined ("" when it is not): the leader rolls it back
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -46,7 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.set_defaults(func=run)
 
 
-def model_rows(state: ModelsState, nodes: ClusterState, failures: FailuresState, now: dt.datetime) -> list[ModelRow]:
+def model_rows(state: ModelsState, nodes: ClusterState, failures: FailuresState, now: dt.datetime,
+               tainted: Tainted = Tainted()) -> list[ModelRow]:
     """The promoted model of every config, as `rr models` shows it."""
     rows = []
     needing = sum(1 for n in nodes.nodes.values() if n.alive and needs_models(n))
@@ -62,6 +65,7 @@ def model_rows(state: ModelsState, nodes: ClusterState, failures: FailuresState,
             promoted_age_s=(now - at).total_seconds() if at else None, nodes=list(model.nodes), needed_by=needing,
             waiting=waiting_for(state, nodes, model_id), complete=model.distribution_complete,
             failures={node: f"{f.kind}: {f.reason}" for node, f in sorted(open_failures.items())},
+            taint=tainted.models[model_id].describe() if model_id in tainted.models else "",
         ))
     return rows
 
@@ -78,7 +82,9 @@ def format_models(rows: list[ModelRow]) -> str:
             ",".join(r.waiting) or "-",
         ))
     failing = [f"  {r.config} on {node}: {why}" for r in rows for node, why in r.failures.items()]
-    return table(lines) + ("\nfailing:\n" + "\n".join(failing) if failing else "")
+    tainted = [f"  {r.config} {r.model_id}: {r.taint}" for r in rows if r.taint]
+    return (table(lines) + ("\nfailing:\n" + "\n".join(failing) if failing else "")
+            + ("\ntainted (the leader rolls these back):\n" + "\n".join(tainted) if tainted else ""))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,9 +93,10 @@ def run(args: argparse.Namespace) -> int:
 
     async def go() -> list[ModelRow]:
         folds = Folder(models.PROJECTION), Folder(cluster.PROJECTION), Folder(FAILURES)
+        marks = Folder(taint.PROJECTION)
         async with open_bus(options, "models") as bus:
-            await LiveFold(bus, folds, aggregate_subjects("model", "host", "leader")).catch_up()
-        return model_rows(folds[0].state, folds[1].state, folds[2].state, utcnow())
+            await LiveFold(bus, [*folds, marks], (*aggregate_subjects("model", "host", "leader"), *taint_subjects())).catch_up()
+        return model_rows(folds[0].state, folds[1].state, folds[2].state, utcnow(), taint.tainted(marks.state))
 
     rows = asyncio.run(go())
     print(msgspec.json.encode(rows).decode() if args.json else format_models(rows))

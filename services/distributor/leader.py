@@ -14,11 +14,12 @@ from eventbus.errors import BusError
 from eventbus.events import utcnow
 from eventbus.objectdelete import delete_object, delete_orphan_chunks
 from eventbus.objects import list_objects
-from projections import cluster, models
+from projections import cluster, models, taint
 from projections.base import Folder
 from services.distributor.completion import completions
 from services.distributor.folds import CHECKPOINTS, FAILURES
-from services.distributor.livefold import LiveFold, aggregate_subjects
+from services.distributor.livefold import LiveFold, aggregate_subjects, taint_subjects
+from services.distributor.rollback import rollback_decisions
 from services.distributor.retention import store_deletions
 from services.distributor.settings import DistributionSettings
 from services.leadership.term import NotLeader, Term
@@ -29,16 +30,17 @@ log = logging.getLogger(__name__)
 # Chunks no stored version names are deleted once this old: an upload in progress (at most
 # put_file's 600 s) has chunks and no metadata yet.
 ORPHAN_GRACE_S = 3600.0
+ROLLBACK_FOLD_S = 10.0  # a rollback the loop published is folded back before it looks again
 
 
 async def distribution_loop(ctx: ServiceContext, term: Term) -> None:
     """Decide completed distributions and prune the bucket until the term ends (or is cancelled)."""
     settings: DistributionSettings = ctx.config.distribution
-    models_fold, cluster_fold = Folder(models.PROJECTION), Folder(cluster.PROJECTION)
+    models_fold, cluster_fold, taint_fold = Folder(models.PROJECTION), Folder(cluster.PROJECTION), Folder(taint.PROJECTION)
     # The agents' own folds ride along only to be snapshotted here: nodes may not write snapshots.
-    folders = [models_fold, cluster_fold, Folder(CHECKPOINTS), Folder(FAILURES)]
-    live = LiveFold(ctx.bus, folders, aggregate_subjects("model", "host", "leader"), snapshots=ctx.config.snapshots,
-                    who="distribution loop", replicas=ctx.config.streams.replicas)
+    folders = [models_fold, cluster_fold, taint_fold, Folder(CHECKPOINTS), Folder(FAILURES)]
+    live = LiveFold(ctx.bus, folders, (*aggregate_subjects("model", "host", "leader"), *taint_subjects()),
+                    snapshots=ctx.config.snapshots, who="distribution loop", replicas=ctx.config.streams.replicas)
     await live.catch_up()
     decided: set[str] = set()  # published by this term, perhaps not folded back yet
     next_gc = time.monotonic() + settings.store_gc_interval_s / 10  # soon after taking office, not at once
@@ -46,6 +48,7 @@ async def distribution_loop(ctx: ServiceContext, term: Term) -> None:
         follower = tasks.create_task(live.follow())
         try:
             while True:
+                await roll_back(term, live, models_fold.state, taint_fold.state)
                 for event in completions(models_fold.state, cluster_fold.state, utcnow()):
                     if event.model_id not in decided:
                         await term.publish(event)
@@ -59,6 +62,23 @@ async def distribution_loop(ctx: ServiceContext, term: Term) -> None:
             log.info("distribution loop: %s", exc)
         finally:
             follower.cancel()
+
+
+async def roll_back(term: Term, live: LiveFold, state: models.ModelsState, marks: taint.TaintState) -> int:
+    """Re-promote the newest untainted model of each config whose best is tainted; returns how many.
+
+    Waits until its own decisions are folded back, so the next pass does not decide them again.
+    """
+    if all(q.lifted for q in marks.quarantines.values()):
+        return 0  # the common case, without following the lineage graph
+    decisions = rollback_decisions(state, taint.tainted(marks))
+    last = 0
+    for event in decisions:
+        last = (await term.publish(event)).seq
+        log.warning("rolled %s back to %s: %s", event.previous_model, event.model_id, event.reason)
+    if last and not await live.wait_position(last, ROLLBACK_FOLD_S):
+        log.warning("distribution loop: own rollback not folded back within %.0fs", ROLLBACK_FOLD_S)
+    return len(decisions)
 
 
 async def prune_store(ctx: ServiceContext, state: models.ModelsState, settings: DistributionSettings) -> int:

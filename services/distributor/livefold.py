@@ -19,6 +19,7 @@ from eventbus.errors import BusError
 from eventbus.follow import follow
 from eventbus.history import Record, last_sequence, replay
 from eventbus.subjects import ALL_EVENTS, EVENTS_ROOT, type_filter
+from projections import taint
 from projections.base import Folder, type_of
 from projections.snapshotplan import SnapshotSettings
 from services.snapshotting import SnapshotWriter, load_state
@@ -34,6 +35,11 @@ def aggregate_subjects(*aggregates: str) -> tuple[str, ...]:
 def type_subjects(type_names: Iterable[str]) -> tuple[str, ...]:
     """Subject filters of single event types, e.g. ('rr.evt.*.*.WORK_FAILED.*',): a few types of a busy aggregate."""
     return tuple(type_filter(name) for name in sorted(type_names))
+
+
+def taint_subjects() -> tuple[str, ...]:
+    """What the taint fold reads: the quarantines and the lineage edges (batches, trainings)."""
+    return (*aggregate_subjects("quarantine"), *type_subjects(taint.LINEAGE_TYPES))
 
 
 class LiveFold:
