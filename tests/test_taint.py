@@ -89,3 +89,26 @@ def test_a_tainted_best_rolls_back_to_the_newest_untainted_promoted_model_of_its
     everything = taint.tainted(_state(_quarantine("q", "batch", "b1"), _quarantine("q2", "model", "m6")))
     assert taint.rollbacks(state, everything) == [("hex8_2p", "m2", "")]  # nothing clean left: no rollback target
     assert taint.rollbacks(state, taint.Tainted()) == []
+
+
+def test_training_skips_tainted_batches_and_a_tainted_candidate_is_never_evaluated() -> None:
+    from eventbus.events import WorkAdded
+    from services.scheduler.pipeline import decide
+    from tests.test_scheduler_pipeline import SETTINGS, batch, fold, trained
+
+    view = fold([batch(1), batch(2), batch(3), _quarantine("q", "batch", "b2")])
+    [item] = decide(view, SETTINGS)
+    assert isinstance(item, WorkAdded) and item.params["input_batches"] == "b1,b3"
+    tainted_view = fold([item, trained(item), _quarantine("q2", "model", str(item.params["model_id"]))], view)
+    assert decide(tainted_view, SETTINGS) == []  # no evaluation of a tainted candidate (nor a new training)
+    lifted = fold([ev.QuarantineLifted(quarantine_id="q2")], tainted_view)
+    assert [e.work_type for e in decide(lifted, SETTINGS)] == ["evaluation"]  # type: ignore[attr-defined]
+
+
+def test_sync_does_not_copy_a_tainted_batch() -> None:
+    from services.sync.planner import plan_transfers
+    from tests.test_sync_planner import SETTINGS, T0, batch, fleet, folded
+
+    state = folded([batch("b1", "n1"), batch("b2", "n1")])
+    plans = plan_transfers(state, fleet({"n1", "n2"}, {"n1", "n2"}), T0, SETTINGS, frozenset({"b2"}))
+    assert [p.batch_id for p in plans] == ["b1"]

@@ -69,8 +69,6 @@ async def roll_back(term: Term, live: LiveFold, state: models.ModelsState, marks
 
     Waits until its own decisions are folded back, so the next pass does not decide them again.
     """
-    if all(q.lifted for q in marks.quarantines.values()):
-        return 0  # the common case, without following the lineage graph
     decisions = rollback_decisions(state, taint.tainted(marks))
     last = 0
     for event in decisions:

@@ -13,6 +13,8 @@ from eventbus.events import (
     Event,
     LeaderElected,
     ModelPromoted,
+    OutputsQuarantined,
+    QuarantineLifted,
     SelfplayComplete,
     TrainingComplete,
     WorkAdded,
@@ -20,8 +22,9 @@ from eventbus.events import (
     WorkCompleted,
     WorkFailed,
 )
-from projections import withdrawal
+from projections import taint, withdrawal
 from projections.fence import Fence, screen
+from projections.taint import Tainted, TaintState
 from projections.withdrawal import Withdrawals
 from services.scheduler.backoff import Streak
 from services.scheduler.policy import config_key
@@ -103,16 +106,22 @@ class PipelineView(msgspec.Struct, frozen=True, kw_only=True):
     training_failures: dict[str, Streak] = {}  # config -> its training items failed in a row (pipeline.training_backoff)
     fence: Fence = msgspec.field(default_factory=Fence)  # decisions of superseded leaders take no effect
     withdrawals: Withdrawals = msgspec.field(default_factory=Withdrawals)  # items whose results do not count
+    taint: TaintState = msgspec.field(default_factory=TaintState)  # quarantines: tainted batches and models do not count
 
     def live_batches(self, config: str) -> tuple[BatchRef, ...]:
-        """The config's batches that count (their selfplay item did not end failed or cancelled), oldest first."""
-        return tuple(b for b in self.batches.get(config, ()) if self.withdrawals.counts(b.work_id))
+        """The config's batches that count (their selfplay item did not end failed or cancelled, not tainted), oldest first."""
+        tainted = self.tainted().batches
+        return tuple(b for b in self.batches.get(config, ()) if self.withdrawals.counts(b.work_id) and b.batch_id not in tainted)
 
     def live_candidates(self) -> list[Candidate]:
-        """Candidates whose training item counts, each with only the scores of evaluations that count."""
-        counts = self.withdrawals.counts
+        """Candidates whose training item counts and that are not tainted, each with only the scores of evaluations that count."""
+        counts, tainted = self.withdrawals.counts, self.tainted().models
         return [msgspec.structs.replace(c, scores=tuple(s for s in c.scores if counts(s.work_id)))
-                for c in self.candidates.values() if counts(c.work_id)]
+                for c in self.candidates.values() if counts(c.work_id) and c.model_id not in tainted]
+
+    def tainted(self) -> Tainted:
+        """What the quarantines in force taint."""
+        return taint.tainted(self.taint)
 
     @property
     def trained_through(self) -> dict[str, int]:
@@ -198,6 +207,10 @@ def _promoted(view: PipelineView, e: ModelPromoted, seq: int) -> PipelineView:
 
 def apply(view: PipelineView, event: Event, seq: int) -> PipelineView:
     """The view after one event at stream position `seq` (events it does not read only move the position)."""
+    if event.type_name() in taint.READS:  # the lineage and the quarantines: facts, never fenced
+        view = msgspec.structs.replace(view, taint=taint.apply(view.taint, event, seq))
+        if isinstance(event, (OutputsQuarantined, QuarantineLifted)):
+            return msgspec.structs.replace(view, last_seq=seq)
     view, admitted = screen(view, event, seq)
     if not admitted:
         return view
@@ -219,5 +232,5 @@ def apply(view: PipelineView, event: Event, seq: int) -> PipelineView:
 
 READS = frozenset(t.type_name() for t in (
     SelfplayComplete, WorkAdded, WorkCompleted, WorkFailed, WorkCancelled, TrainingComplete, EvaluationComplete,
-    ModelPromoted, LeaderElected,
+    ModelPromoted, LeaderElected, OutputsQuarantined, QuarantineLifted,
 ))

@@ -13,9 +13,9 @@ import logging
 from config.hosts import HostsConfig
 from config.hostsfile import LiveHosts
 from eventbus.events import utcnow
-from projections import cluster, data, withdrawal
+from projections import cluster, data, taint, withdrawal
 from projections.base import Folder
-from services.distributor.livefold import LiveFold, aggregate_subjects, type_subjects
+from services.distributor.livefold import LiveFold, aggregate_subjects, taint_subjects, type_subjects
 from services.leadership.term import NotLeader, Term
 from services.runtime import ServiceContext
 from services.sync.planner import Fleet, plan_transfers
@@ -34,15 +34,17 @@ async def sync_planner_loop(ctx: ServiceContext, term: Term) -> None:
     data_fold, cluster_fold = Folder(data.PROJECTION), Folder(cluster.PROJECTION)
     subjects = (*aggregate_subjects("data", "host", "leader"), *type_subjects(withdrawal.READS))  # withdrawn batches stay put
     # The agents' batch-files fold rides along only to be snapshotted here: nodes may not write snapshots.
-    live = LiveFold(ctx.bus, [data_fold, cluster_fold, Folder(BATCH_FILES)], subjects, snapshots=ctx.config.snapshots,
-                    who="sync planner", replicas=ctx.config.streams.replicas)
+    taint_fold = Folder(taint.PROJECTION)  # quarantined batches are not copied
+    live = LiveFold(ctx.bus, [data_fold, cluster_fold, taint_fold, Folder(BATCH_FILES)], (*subjects, *taint_subjects()),
+                    snapshots=ctx.config.snapshots, who="sync planner", replicas=ctx.config.streams.replicas)
     await live.catch_up()
     hosts = LiveHosts(ctx.config.hosts_file, "sync planner")
     async with asyncio.TaskGroup() as tasks:
         follower = tasks.create_task(live.follow())
         try:
             while True:
-                await plan_once(term, live, data_fold, cluster_fold, await hosts.read(), settings)
+                skip = frozenset(taint.tainted(taint_fold.state).batches)
+                await plan_once(term, live, data_fold, cluster_fold, await hosts.read(), settings, skip)
                 await live.wait_changed(settings.plan_interval_s)
         except NotLeader as exc:
             log.info("sync planner: %s", exc)
@@ -52,12 +54,12 @@ async def sync_planner_loop(ctx: ServiceContext, term: Term) -> None:
 
 async def plan_once(
     term: Term, live: LiveFold, data_fold: Folder[data.DataState], cluster_fold: Folder[cluster.ClusterState],
-    hosts: HostsConfig | None, settings: SyncSettings,
+    hosts: HostsConfig | None, settings: SyncSettings, tainted: frozenset[str] = frozenset(),
 ) -> int:
     """Plan and publish one round; returns how many copies were planned."""
     state = cluster_fold.state
     fleet = Fleet(targets=training_targets(state, hosts, settings), alive=alive_nodes(state), ephemeral=ephemeral_nodes(hosts))
-    plans = plan_transfers(data_fold.state, fleet, utcnow(), settings)
+    plans = plan_transfers(data_fold.state, fleet, utcnow(), settings, tainted)
     last_seq = 0
     for plan in plans:
         last_seq = (await term.publish(plan)).seq

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 
 import msgspec
 
@@ -101,13 +101,16 @@ def _reason(c: Candidate) -> str:
     return why + (f"; attempt {c.attempt} after failed copies" if c.attempt > 1 else "")
 
 
-def plan_transfers(data: DataState, fleet: Fleet, now: dt.datetime, settings: SyncSettings) -> list[DataSyncPlanned]:
-    """DATA_SYNC_PLANNED decisions to publish now (without epoch: the term adds it)."""
+def plan_transfers(data: DataState, fleet: Fleet, now: dt.datetime, settings: SyncSettings,
+                   tainted: Container[str] = frozenset()) -> list[DataSyncPlanned]:
+    """DATA_SYNC_PLANNED decisions to publish now (without epoch: the term adds it); tainted batches are not copied."""
     inflight = Counter(t.to_node for t in data.transfers.values() if t.status is TransferStatus.PLANNED)
     plans: list[DataSyncPlanned] = []
     for c in candidates(data, fleet, now, settings):
         if len(plans) >= settings.max_plans_per_tick:
             break
+        if c.batch.batch_id in tainted:
+            continue
         if inflight[c.target] >= settings.max_inflight_per_node:
             continue
         inflight[c.target] += 1
