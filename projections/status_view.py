@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import msgspec
 
-from projections import cluster, data, elo, models, work
+from projections import cluster, data, elo, models, taint, work
 from projections.base import Anomaly
 from projections.bundle import ProjectionSet, total_anomalies, total_fenced
 
@@ -70,6 +70,7 @@ class ModelView(msgspec.Struct, frozen=True, kw_only=True):
     nodes: list[str]
     distribution_complete: bool
     elo: float | None
+    taint: str = ""  # why it is quarantined ("" when it is not): the leader rolls it back
 
 
 class DataView(msgspec.Struct, frozen=True, kw_only=True):
@@ -127,6 +128,7 @@ def _node_view(node: cluster.NodeInfo, leads: list[str], active: dict[str, int])
 
 def _models(ps: ProjectionSet) -> dict[str, ModelView]:
     out: dict[str, ModelView] = {}
+    tainted = taint.tainted(ps.taint).models
     for config, model in models.promoted_models(ps.models).items():
         promotion = model.promotion
         out[config] = ModelView(
@@ -134,6 +136,7 @@ def _models(ps: ProjectionSet) -> dict[str, ModelView]:
             promoted_at=promotion.at if promotion else None, promoted_seq=promotion.seq if promotion else 0,
             nodes=list(model.nodes), distribution_complete=model.distribution_complete,
             elo=elo.latest_elo(ps.elo, model.model_id),
+            taint=tainted[model.model_id].describe() if model.model_id in tainted else "",
         )
     return out
 

@@ -112,3 +112,13 @@ def test_sync_does_not_copy_a_tainted_batch() -> None:
     state = folded([batch("b1", "n1"), batch("b2", "n1")])
     plans = plan_transfers(state, fleet({"n1", "n2"}, {"n1", "n2"}), T0, SETTINGS, frozenset({"b2"}))
     assert [p.batch_id for p in plans] == ["b1"]
+
+
+def test_the_status_the_dashboard_reads_shows_a_tainted_best_and_why() -> None:
+    from projections import bundle
+    from projections.status_view import status_view
+
+    promoted = ev.ModelPromoted(model_id="m2", board_type="hex8", num_players=2, sha256="ab" * 32, generation=2)
+    state = bundle.fold_all_events(list(enumerate([*LINEAGE, promoted, _quarantine("q1", "node", "gpu-bad", since=T)], 1)))
+    view = status_view(state, now=T + 7 * HOUR, node_id="ops")
+    assert view.models["hex8_2p"].taint == "bad gpu (quarantine q1, via batch b3)"

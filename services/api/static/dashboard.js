@@ -178,7 +178,8 @@ function renderModels(s) {
         el("td", { class: "num", text: m.generation }),
         el("td", { class: "num", text: m.elo === null ? "-" : m.elo.toFixed(0) }),
         el("td", { title: m.nodes.join(", "), text: `${m.nodes.length} node${m.nodes.length === 1 ? "" : "s"}` }),
-        el("td", {}, m.distribution_complete ? badge("complete") : badge("in progress", "progress")),
+        el("td", { title: m.taint || "" }, m.taint ? badge("TAINTED: rolling back", "failed")
+          : m.distribution_complete ? badge("complete") : badge("in progress", "progress")),
         el("td", { class: "muted", text: ago(m.promoted_at) }),
       )))
     : empty("no model promoted yet"));
