@@ -39,6 +39,7 @@ COMMAND_MODULES = [
     "services.commands.doctor",
     "services.commands.services",
     "services.commands.quarantine",
+    "services.commands.whatif",
 ]
 
 
