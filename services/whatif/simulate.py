@@ -102,8 +102,8 @@ class _Sim:
             self.completed[a] = now
 
     def plan(self, now: float) -> None:
-        if not self.pending:
-            return
+        if not self.pending or all(len(self.running[n]) >= self.slots for n in self.nodes):
+            return  # nothing to place, or nowhere to place it: the plan would be empty
         views = [NodeView(node=n, alive=True, roles=s.roles, vram_gb=s.vram_gb, max_parallel_jobs=self.slots,
                           running=len(self.running[n]), configured=False) for n, s in self.nodes.items()]
         work = [WorkView(work_id=a.work_id, work_type=a.work_type, board_type=a.board_type, num_players=a.num_players,
