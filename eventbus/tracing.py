@@ -78,6 +78,19 @@ def continued(traceparent: str | None, name: str) -> Any:
     return _tracer.start_as_current_span(name, context=context_from(traceparent))
 
 
+def root(name: str, attributes: Mapping[str, str] | None = None) -> Any:
+    """A span that starts a new trace, whatever span is active: where a work item is born (WORK_ADDED).
+
+    Every later event of the item carries its context (WorkItem.trace), so one trace covers the
+    item from its addition to what it produced, wherever the addition came from. A no-op when off.
+    """
+    if _tracer is None:
+        return _NoSpan()
+    from opentelemetry.context import Context
+
+    return _tracer.start_as_current_span(name, context=Context(), attributes=dict(attributes or {}))
+
+
 async def handle_in_span(
     handler: Callable[[Any, Any], Awaitable[None]],
     event: Any,

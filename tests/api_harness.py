@@ -82,7 +82,7 @@ class Answer:
     """An HTTP answer: status, headers, raw body."""
 
     status: int
-    headers: dict[str, str]
+    headers: Headers
     body: bytes
 
     def json(self) -> Any:
@@ -90,14 +90,32 @@ class Answer:
         return json.loads(self.body)
 
 
+class Headers(dict[str, str]):
+    """Response headers, looked up regardless of case (HTTP names are case-insensitive)."""
+
+    def __getitem__(self, name: str) -> str:
+        return super().__getitem__(name.lower())
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        """The header's value, or `default`."""
+        return super().get(name.lower(), default)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and super().__contains__(name.lower())
+
+
+def _headers(message: Any) -> Headers:
+    return Headers((name.lower(), value) for name, value in message.items())
+
+
 def _request(url: str, method: str, body: bytes | None, headers: dict[str, str]) -> Answer:
     request = urllib.request.Request(url, data=body, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=15) as response:
-            return Answer(response.status, dict(response.headers), response.read())
+            return Answer(response.status, _headers(response.headers), response.read())
     except urllib.error.HTTPError as exc:
         with exc:
-            return Answer(exc.code, dict(exc.headers), exc.read())
+            return Answer(exc.code, _headers(exc.headers), exc.read())
 
 
 async def _answers(base: str) -> bool:

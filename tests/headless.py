@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import eventually
+
 FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
@@ -54,14 +56,27 @@ async def _run(argv: list[str]) -> tuple[bytes, bytes]:
     return out, err
 
 
-async def dump_dom(url: str, profile: Path, budget_ms: int = 5000) -> tuple[str, list[str]]:
-    """The DOM after the page's scripts ran for `budget_ms` of virtual time (fetches included), and its console lines."""
-    out, err = await _run([
-        chromium(), *FLAGS, f"--user-data-dir={profile}", f"--virtual-time-budget={budget_ms}",
-        "--enable-logging=stderr", "--v=0", "--dump-dom", url,
-    ])
-    console = [line for line in err.decode(errors="replace").splitlines() if ":CONSOLE" in line]
-    return out.decode(), console
+# Console errors and uncaught exceptions, kept where dump_dom can read them: installed before the page's own scripts.
+ERROR_HOOK = """
+window.__errors = [];
+const _error = console.error.bind(console);
+console.error = (...args) => { window.__errors.push(args.map(String).join(" ")); _error(...args); };
+window.addEventListener("error", (e) => window.__errors.push(String(e.message)));
+window.addEventListener("unhandledrejection", (e) => window.__errors.push(String(e.reason)));
+"""
+
+
+async def dump_dom(url: str, profile: Path, ready: str = "document.body && document.body.dataset.ready === 'yes'") -> tuple[str, list[str]]:
+    """The DOM once the page's `ready` expression is true (the live event stream stays open), and its console errors."""
+    async with live_page("about:blank", profile) as page:
+        await page.call("Page.enable")
+        await page.call("Page.addScriptToEvaluateOnNewDocument", {"source": ERROR_HOOK})
+        await page.call("Page.navigate", {"url": url})
+        await eventually(lambda: page.evaluate(f"Boolean({ready})"), timeout=RUN_TIMEOUT_S, interval=0.1,
+                         message=f"the page at {url} became ready ({ready})")
+        dom = await page.evaluate("document.documentElement.outerHTML")
+        errors = await page.evaluate("window.__errors || []")
+    return str(dom), [str(e) for e in errors]
 
 
 async def screenshot(url: str, path: Path, profile: Path, size: str = "1280,900", budget_ms: int = 5000) -> None:
@@ -100,10 +115,14 @@ class LivePage:
         attached = await self.call("Target.attachToTarget", {"targetId": target["targetId"], "flatten": True}, session=False)
         self._session = attached["sessionId"]
 
+    async def evaluate(self, expression: str) -> Any:
+        """The value of a JavaScript expression in the page."""
+        result = await self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True})
+        return result["result"].get("value")
+
     async def text(self) -> str:
         """The page's visible text now."""
-        result = await self.call("Runtime.evaluate", {"expression": "document.body ? document.body.innerText : ''", "returnByValue": True})
-        return str(result["result"].get("value", ""))
+        return str(await self.evaluate("document.body ? document.body.innerText : ''"))
 
 
 @contextlib.asynccontextmanager

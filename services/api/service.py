@@ -3,25 +3,31 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from config.hosts import load_hosts
+from eventbus import tracing
 from eventbus.authority import may_publish
 from eventbus.connectivity import is_connected
+from eventbus.consumerlag import ConsumerLag, stream_lags, stream_messages
 from eventbus.errors import BusUnavailable
-from eventbus.events import WorkAdded
+from eventbus.events import Event, WorkAdded
 from eventbus.publisher import Published
+from eventbus.streams import DEADLETTER_STREAM, EVENTS_STREAM
 from services.admission import rules_for
-from services.api.http import open_server, serve_until
+from services.api.app import build_app
 from services.api.keeper import ProjectionKeeper
 from services.api.leaderhealth import watch_loops_down
+from services.api.metrics import FleetMetrics
 from services.api.routes import Api
+from services.api.server import make_server, open_server, serve_until
 from services.api.settings import resolved_port
+from services.api.tokens import load_table
+from services.commands.work import item_events
 from services.auth.credentials import credentials_from_env
 from services.runtime import ServiceContext
 
@@ -42,26 +48,50 @@ def load_static() -> dict[str, tuple[str, bytes]]:
     return {path: (kind, (STATIC_DIR / name).read_bytes()) for path, (name, kind) in STATIC_FILES.items()}
 
 
-def work_adder(
-    ctx: ServiceContext, keeper: ProjectionKeeper, loop: asyncio.AbstractEventLoop, timeout_s: float
-) -> Callable[[WorkAdded], Published]:
-    """A blocking `add(event)` for HTTP threads: publishes on the loop and waits at most `timeout_s`."""
+def work_adder(ctx: ServiceContext, keeper: ProjectionKeeper, timeout_s: float) -> Callable[[WorkAdded], Awaitable[Published]]:
+    """`add(event)`: publish, then wait until it is folded, at most `timeout_s` for the ack."""
 
-    async def publish_and_fold(event: WorkAdded) -> Published:
-        published = await ctx.publisher.publish(event)
+    async def add(event: WorkAdded) -> Published:
+        try:
+            with tracing.root("work add", {"rr.work_id": event.work_id, "rr.requested_by": event.requested_by}):
+                published = await asyncio.wait_for(ctx.publisher.publish(event), timeout_s)
+        except asyncio.TimeoutError:
+            raise BusUnavailable(f"no acknowledgement from JetStream within {timeout_s:.0f}s") from None
         # Read-your-writes: a GET right after the POST lists the new item.
         await keeper.wait_folded(published.seq, FOLDED_WAIT_S)
         return published
 
-    def add(event: WorkAdded) -> Published:
-        future = asyncio.run_coroutine_threadsafe(publish_and_fold(event), loop)
-        try:
-            return future.result(timeout=timeout_s)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise BusUnavailable(f"no acknowledgement from JetStream within {timeout_s:.0f}s") from None
-
     return add
+
+
+class BusNodeLink:
+    """The work endpoints' reads and appends on the service's bus, each bounded by `timeout_s`."""
+
+    def __init__(self, ctx: ServiceContext, keeper: ProjectionKeeper, timeout_s: float) -> None:
+        self._ctx = ctx
+        self._keeper = keeper
+        self._timeout_s = timeout_s
+
+    async def item_events(self, work_id: str) -> list[tuple[int, Event]]:
+        """One work item's events in log order, read from the stream now."""
+        try:
+            return await asyncio.wait_for(item_events(self._ctx.bus, work_id), self._timeout_s)
+        except asyncio.TimeoutError:
+            raise BusUnavailable(f"reading {work_id}'s events took over {self._timeout_s:.0f}s") from None
+
+    async def append(self, event: Event, expect_last_seq: int) -> Published:
+        """Append if the item's last event is still `expect_last_seq`; answers once folded (or soon after)."""
+        try:
+            published = await asyncio.wait_for(self._ctx.publisher.publish(event, expect_last_seq=expect_last_seq), self._timeout_s)
+        except asyncio.TimeoutError:
+            raise BusUnavailable(f"no acknowledgement from JetStream within {self._timeout_s:.0f}s") from None
+        await self._keeper.wait_folded(published.seq, FOLDED_WAIT_S)
+        return published
+
+
+async def server_probe(ctx: ServiceContext) -> tuple[dict[str, ConsumerLag], int | None]:
+    """What only the server knows, for /metrics: the event consumers' lag and the dead letters parked."""
+    return await stream_lags(ctx.bus, EVENTS_STREAM), await stream_messages(ctx.bus, DEADLETTER_STREAM)
 
 
 async def work_refusal() -> str | None:
@@ -79,24 +109,26 @@ async def main(ctx: ServiceContext) -> None:
     """Keep the projections live and serve them over HTTP until stopped."""
     settings = ctx.config.api
     port = resolved_port(settings, dict(os.environ))
+    metrics = FleetMetrics()
     keeper = ProjectionKeeper(
         ctx.bus, snapshot_every=settings.snapshot_every_events, recent=settings.recent_events,
-        snapshot_min_interval_s=settings.snapshot_min_interval_s,
+        snapshot_min_interval_s=settings.snapshot_min_interval_s, on_record=metrics.on_record,
     )
     api = Api(
         keeper, settings, node_id=ctx.node_id, started=time.monotonic(), lag=ctx.loop_lag.statistics,
-        connected=lambda: is_connected(ctx.bus),
-        add_work=work_adder(ctx, keeper, asyncio.get_running_loop(), settings.publish_timeout_s),
-        static=await asyncio.to_thread(load_static), work_refusal=await work_refusal(),
-        rules=rules_for(ctx.config, await asyncio.to_thread(load_hosts, ctx.config.hosts_file) if ctx.config.hosts_file else None),
+        connected=lambda: is_connected(ctx.bus), add_work=work_adder(ctx, keeper, settings.publish_timeout_s),
+        work_refusal=await work_refusal(), node_link=BusNodeLink(ctx, keeper, settings.publish_timeout_s),
+        tokens=await asyncio.to_thread(load_table, settings.tokens_file) if settings.tokens_file else None,
+        config=ctx.config, metrics=metrics,
+        rules=rules_for(ctx.config, await asyncio.to_thread(load_hosts, ctx.config.hosts_file) if ctx.config.hosts_file else None), probe=lambda: server_probe(ctx),
     )
-    server = await asyncio.to_thread(open_server, settings.host, port, api, settings.max_body_bytes)
+    app = build_app(api, stopping=ctx.stopping, static=await asyncio.to_thread(load_static))
+    sock = await asyncio.to_thread(open_server, settings.host, port)
+    server = make_server(app, max_connections=settings.max_connections)
     log.info("api: serving http://%s:%d/ (status API and dashboard)", settings.host, port)
     async with asyncio.TaskGroup() as tasks:
         keeping = tasks.create_task(keeper.run())
-        serving = tasks.create_task(serve_until(server, ctx.stopping))
         health = tasks.create_task(watch_loops_down(ctx.bus, ctx.config.leadership.bucket, api.set_loops_down))
-        await ctx.stopping.wait()
-        await serving
+        await serve_until(server, sock, ctx.stopping)
         keeping.cancel()
         health.cancel()

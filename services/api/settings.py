@@ -31,6 +31,10 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 64 * 1024  # larger POST bodies get 413
     publish_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0  # POST /work/add waits this long for the ack
     work_items_shown: Annotated[int, msgspec.Meta(ge=1)] = 100  # /work/status items when ?limit= is not given
+    max_connections: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 128  # one more is answered 503 and closed
+    # Bearer tokens (services/api/tokens.py, `rr auth token`) for the mutating endpoints; unset: they
+    # answer 401, except POST /work/add, which stays open as before until a tokens file is set.
+    tokens_file: str | None = None
 
 
 def resolved_port(settings: ApiSettings, env: Mapping[str, str]) -> int:

@@ -1,13 +1,17 @@
-"""`rr auth gen`: per-node NATS users with least-privilege permissions, from the hosts file."""
+"""`rr auth gen`: per-node NATS users with least-privilege permissions, from the hosts file; `rr auth token`: API tokens."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 
 import msgspec
 
 from config.settings import load_config
+from eventbus.authority import ROLES
+from services.api.tokens import TokensFile, issue
 from services.auth.generate import generate
 
 
@@ -31,6 +35,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                      help="CA file the nodes trust for tls:// URLs, written into each credentials file")
     gen.add_argument("--json", action="store_true", help="print what was written as JSON")
     gen.set_defaults(func=run_gen)
+    token = verbs.add_parser(
+        "token",
+        help="issue a bearer token for the HTTP API's mutating endpoints (printed once; its SHA-256 kept in FILE)",
+        description="The api service reads FILE as api.tokens_file. Issuing a user's token again replaces the old one.",
+    )
+    token.add_argument("user", help="the node id (for /work/claim, /work/complete, /work/fail) or a person's name")
+    token.add_argument("--role", required=True, choices=ROLES, help="what the token may do (README: Who may publish what)")
+    token.add_argument("--file", required=True, metavar="PATH", help="the api's tokens file (created when missing)")
+    token.set_defaults(func=run_token)
+
+
+def run_token(args: argparse.Namespace) -> int:
+    """Append the token's entry (replacing the user's older one) and print the token once."""
+    path = Path(args.file)
+    existing = msgspec.yaml.decode(path.read_bytes(), type=TokensFile) if path.exists() and path.read_bytes().strip() else TokensFile()
+    secret, entry = issue(args.user, args.role)
+    kept = [e for e in existing.tokens if e.user != args.user]
+    path.write_bytes(msgspec.yaml.encode(TokensFile(tokens=[*kept, entry])))
+    path.chmod(0o600)
+    print(secret)
+    print(f"rr auth token: {args.user} ({args.role}) in {path}; send it as 'Authorization: Bearer <token>'; "
+          "restart the api service to load it", file=sys.stderr)
+    return 0
 
 
 def run_gen(args: argparse.Namespace) -> int:

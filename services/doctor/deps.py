@@ -22,6 +22,11 @@ REQUIRED: Mapping[str, str] = {
     "yaml": "PyYAML",
     "psutil": "psutil",
     "opentelemetry": "opentelemetry-sdk",
+    # the api service's HTTP stack
+    "litestar": "litestar",
+    "uvicorn": "uvicorn",
+    "h11": "h11",
+    "prometheus_client": "prometheus-client",
 }
 # The reference workload's packages: jobs that play or train import them, so a node that runs jobs
 # (every `rr up`, every worker) needs them; a coordinator-only node runs without them.

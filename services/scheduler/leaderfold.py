@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Generic, Protocol, TypeVar
 
+from eventbus import tracing
 from eventbus.errors import BusUnavailable, ConcurrencyConflict, InvalidEvent
 from eventbus.events import Event, WorkAdded, decode
 from eventbus.follow import follow
@@ -94,7 +95,10 @@ class FoldingDecider(Generic[S]):
     async def _publish(self, event: Event) -> Published | None:
         """Append a decision; a new work item only if its id is unused (another leader's identical decision landed)."""
         try:
-            return await self._term.publish(event, expect_last_seq=0 if isinstance(event, WorkAdded) else None)
+            if isinstance(event, WorkAdded):  # a work item is born here: its trace starts here
+                with tracing.root("work add", {"rr.work_id": event.work_id, "rr.requested_by": self.name}):
+                    return await self._term.publish(event, expect_last_seq=0)
+            return await self._term.publish(event)
         except ConcurrencyConflict:
             log.info("%s: %s %s exists already; not added twice", self.name, event.type_name(), event.aggregate_id())
             return None

@@ -2,13 +2,12 @@
 // beyond the API. Data is only ever inserted as text (textContent), never as HTML.
 "use strict";
 
-const FEED_POLL_MS = 1000;     // the live feed asks for new events this often
 const PANELS_EVERY_MS = 5000;  // panels refresh at least this often (ages move), and after new events
 const FEED_KEPT = 200;         // feed lines kept on the page
 const COLORS = ["#2b6cb0", "#c05621", "#2f855a", "#6b46c1", "#b83280", "#2c7a7b", "#975a16", "#4a5568"];
 const SVG_NS = "http://www.w3.org/2000/svg";
 
-const state = { after: 0, refreshing: null, refreshAgain: false, firstFeed: true };
+const state = { after: 0, refreshing: null, refreshAgain: false, firstFeed: true, panels: false, fed: false };
 
 // ---- small helpers ---------------------------------------------------------------------------
 
@@ -269,20 +268,28 @@ function addToFeed(events) {
   state.firstFeed = false;
 }
 
-async function pollEvents() {
-  try {
-    const doc = await getJSON(`/api/events?after=${state.after}`);
+// body[data-ready] once the panels and the first batch of the feed are shown (for scripts and tests).
+function markReady() {
+  if (state.panels && state.fed) document.body.dataset.ready = "yes";
+}
+
+// The server pushes each batch of new events (server-sent events); EventSource reconnects by
+// itself after a drop, sending the last batch's seq as Last-Event-ID, so nothing is missed.
+function streamEvents() {
+  const source = new EventSource(`/api/stream?after=${state.after}`);
+  source.onopen = () => connection(true, "live");
+  source.onerror = () => connection(false, "API unreachable; reconnecting");
+  source.onmessage = (message) => {
+    const doc = JSON.parse(message.data);
     if (doc.events.length) {
       addToFeed(doc.events);
       refreshPanels();
     }
     state.after = doc.last_seq;
+    state.fed = true;
+    markReady();
     connection(true, "live");
-  } catch (e) {
-    connection(false, "API unreachable");
-  } finally {
-    setTimeout(pollEvents, FEED_POLL_MS);
-  }
+  };
 }
 
 // ---- refresh -----------------------------------------------------------------------------------
@@ -296,6 +303,8 @@ async function loadPanels() {
     renderModels(status);
     renderWork(work);
     renderElo(elo);
+    state.panels = true;
+    markReady();
     notice("");
   } catch (e) {
     notice(e.status === 503 ? `The API is starting: ${e.message}` : `Could not load the status: ${e.message}`);
@@ -313,5 +322,5 @@ function refreshPanels() {
 }
 
 refreshPanels();
-pollEvents();
+streamEvents();
 setInterval(refreshPanels, PANELS_EVERY_MS);

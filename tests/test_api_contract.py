@@ -1,0 +1,65 @@
+"""The API's published contract: /openapi.json comes from the handlers' types, and schemathesis finds no failure on a live API."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from services.api.settings import PORT_ENV
+from services.api.tokens import TokensFile, issue
+from tests.api_harness import fleet_log, running_api, wait_caught_up
+
+pytestmark = pytest.mark.timeout(300)
+
+# not_a_server_error and response_schema_conformance are the point; the rest keep the answers honest.
+CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance"
+SEEDS_ENDPOINTS = ("/status", "/health", "/peers", "/work/status", "/work/add", "/work/claim", "/work/complete", "/work/fail",
+                   "/work/for-node/{node_id}", "/election/status", "/lease/status", "/gossip/peers", "/admin/config")
+
+
+@pytest.fixture(autouse=True)
+def _no_port_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(PORT_ENV, raising=False)
+
+
+async def test_openapi_documents_every_endpoint_with_its_types_and_errors(nats_url: str) -> None:
+    async with running_api(nats_url) as api:
+        answer = await api.get("/openapi.json")
+        assert answer.status == 200 and answer.headers["Content-Type"].startswith("application/json")
+        spec = answer.json()
+    assert spec["openapi"].startswith("3.") and set(SEEDS_ENDPOINTS) <= set(spec["paths"])
+    add = spec["paths"]["/work/add"]["post"]
+    body = add["requestBody"]["content"]["application/json"]["schema"]
+    assert body["$ref"].endswith("/WorkSeeds") and "num_players" in spec["components"]["schemas"]["WorkSeeds"]["properties"]
+    assert {"200", "400", "413", "503"} <= set(add["responses"])
+    assert spec["paths"]["/work/claim"]["post"]["security"] == [{"bearer": []}]
+    assert spec["paths"]["/status"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/StatusView")
+    assert "leader_id" in spec["components"]["schemas"]["StatusView"]["properties"]
+
+
+async def test_schemathesis_finds_no_server_error_and_no_answer_off_the_contract(nats_url: str, tmp_path: Path) -> None:
+    st = shutil.which("st", path=os.path.dirname(sys.executable)) or shutil.which("st")
+    assert st, "schemathesis is not installed: pip install -e '.[test]'"
+    # A node's token, so that the authenticated endpoints are explored past their 401.
+    token, entry = issue("gpu-2", "worker")
+    tokens_file = tmp_path / "tokens.yaml"
+    tokens_file.write_bytes(msgspec.yaml.encode(TokensFile(tokens=[entry])))
+    async with running_api(nats_url, tokens_file=str(tokens_file)) as api:
+        published = await api.publish(*fleet_log())
+        await wait_caught_up(api.base, published[-1].seq)
+        proc = await asyncio.create_subprocess_exec(
+            st, "run", f"{api.base}/openapi.json", "--checks", CHECKS, "-H", f"Authorization: Bearer {token}", "--max-examples", "25", "--seed", "1",
+            "--workers", "1", "--request-timeout", "20", "--phases", "examples,coverage,fuzzing",
+            "--generation-database", "none", "--report-dir", str(tmp_path), "--no-color",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=tmp_path,
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 240)
+    text = out.decode(errors="replace")
+    assert proc.returncode == 0, text[-6000:]
+    assert "generated, " in text and " failed" not in text.split("Test cases:")[-1], text[-3000:]
