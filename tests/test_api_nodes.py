@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from collections import Counter
 from typing import Any
 
 import msgspec
@@ -15,10 +17,16 @@ import pytest
 
 from eventbus import events as ev
 from eventbus.history import events
+from eventbus.publisher import Publisher
+from projections import work
 from services.api import nodework
 from services.api.settings import PORT_ENV
+from services.scheduler.settings import SchedulerSettings
 from services.api.tokens import Principal, Refused, TokensFile, authenticate, authorize, issue, load_table
 from tests.api_harness import RunningApi, fleet_log, running_api, wait_caught_up
+from tests.scheduler_harness import (
+    add_items, all_in, attempt_violations, online, read_log, run_scheduler, simulated_worker, stop,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEADLINE = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)
@@ -165,3 +173,41 @@ def test_rr_auth_token_prints_a_token_once_and_keeps_only_its_hash(tmp_path: Pat
     assert authenticate(f"Bearer {second}", known).user == "http-1"
     with pytest.raises(Refused, match="unknown token"):
         authenticate(f"Bearer {first}", known)  # issuing again replaced the old token
+
+
+async def test_an_http_node_and_a_worker_share_a_real_leaders_queue_with_each_item_completed_once(
+    nats_url: str, tmp_path: Path, eventually
+) -> None:
+    tokens_file, token = _tokens(tmp_path)
+    async with running_api(nats_url, tokens_file=tokens_file) as api:
+        pub = Publisher(api.bus)
+        await online(pub, "n1", "http-1")
+        ids = await add_items(pub, 12)
+        worker = asyncio.create_task(simulated_worker(api.bus, "n1", lambda job: "complete", work_s=0.05))
+        scheduler = await run_scheduler(api.bus, SchedulerSettings(default_max_parallel_jobs=1))
+        done_over_http: list[str] = []
+
+        async def legacy_script() -> None:
+            # What a seeds-era script does: claim, do the job, report, and report again when unsure.
+            while True:
+                status, claimed = await _post(api, "/work/claim", {}, token["http-1"])
+                assert status == 200, claimed
+                job = claimed["work"]
+                if job is None:
+                    await asyncio.sleep(0.05)  # the script's poll interval: it has no event to wait on
+                    continue
+                report = {"work_id": job["work_id"], "attempt": job["attempt"], "duration_s": 0.1}
+                assert (await _post(api, "/work/complete", report, token["http-1"]))[0] == 200
+                again, _ = await _post(api, "/work/complete", report, token["http-1"])
+                assert again == 409  # a retried report is refused, not counted twice
+                done_over_http.append(job["work_id"])
+
+        script = asyncio.create_task(legacy_script())
+        try:
+            await eventually(lambda: all_in(api.bus, work.WorkStatus.COMPLETED, ids), timeout=60, message="every item completed")
+        finally:
+            await stop(script, worker, scheduler)
+        log = await read_log(api.bus)
+    assert attempt_violations(log) == []
+    by_node = Counter(e.node for e in log if isinstance(e, ev.WorkCompleted))
+    assert sum(by_node.values()) == len(ids) and by_node["http-1"] == len(done_over_http) > 0 and by_node["n1"] > 0
