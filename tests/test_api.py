@@ -216,6 +216,8 @@ async def test_bad_requests_get_4xx_with_reasons_and_append_nothing(nats_url: st
             doc = answer.json()
             assert reason in doc["error"] and doc["success"] is False, (method, path, doc)
         assert (await api.send("POST", "/status", b"{}")).headers["Allow"] == "GET"
+        head = await api.send("HEAD", "/health")  # as GET, without the body (`curl -I`)
+        assert (head.status, head.body, head.headers["Content-Type"]) == (200, b"", "application/json")
         assert await last_sequence(api.bus) == 0
         assert (await api.get("/health")).status == 200  # still serving after all of that
 

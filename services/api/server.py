@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import h11
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 IDLE_CONNECTION_S = 30  # a keep-alive connection with no request for this long is closed
 GRACEFUL_S = 3  # on stop, requests in flight get this long; event streams end at once
 BACKLOG = 64
+ASGIApp = Callable[[dict[str, Any], Callable[..., Any], Callable[..., Any]], Awaitable[None]]
 
 
 def raw_answer(status: int, phrase: str, reason: str, *extra: str) -> bytes:
@@ -72,6 +73,29 @@ def bounded_protocol(max_connections: int) -> type[H11Protocol]:
     return BoundedH11
 
 
+def head_as_get(app: ASGIApp, *, endless: frozenset[str] = frozenset({"/api/stream"})) -> ASGIApp:
+    """HEAD answered as GET without the body, as http.server did (`curl -I`, load-balancer checks).
+
+    Not for `endless` paths (event streams): their GET never ends, so HEAD gets the app's 405.
+    """
+
+    async def serve(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+        if scope.get("type") != "http" or scope.get("method") != "HEAD" or scope.get("path") in endless:
+            await app(scope, receive, send)
+            return
+
+        async def headers_only(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body"):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await app({**scope, "method": "GET"}, receive, headers_only)
+
+    return serve
+
+
 def open_server(host: str, port: int) -> socket.socket:
     """A bound, listening socket; raises InvalidConfig when the address cannot be used."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -98,10 +122,10 @@ class _Server(uvicorn.Server):
         yield
 
 
-def make_server(app: Callable[..., Any], *, max_connections: int) -> uvicorn.Server:
+def make_server(app: ASGIApp, *, max_connections: int) -> uvicorn.Server:
     """A uvicorn server for `app` with the API's bounds, its logging left to ours."""
     config = uvicorn.Config(
-        app, http=bounded_protocol(max_connections), ws="none", lifespan="off", log_config=None, access_log=False,
+        head_as_get(app), http=bounded_protocol(max_connections), ws="none", lifespan="off", log_config=None, access_log=False,
         timeout_keep_alive=IDLE_CONNECTION_S, timeout_graceful_shutdown=GRACEFUL_S, server_header=False,
         date_header=True, headers=[("Server", "rr-api")],
     )
