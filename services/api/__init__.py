@@ -16,6 +16,10 @@ Endpoints (JSON unless said otherwise; every error is 4xx/5xx with {"error": rea
                         WORK_ADDED is in the log (and folded, so a GET right after lists it);
                         400 naming the field; 413 over api.max_body_bytes; 503 when NATS is down
                         ("nothing was added") or the ack did not come ("not confirmed", with work_id)
+    GET  /work/for-node/{node_id}, POST /work/claim, /work/complete, /work/fail (bearer token):
+                        HTTP-only nodes take and report work (services/api/nodework.py)
+    GET  /election/status, /lease/status, /gossip/peers; GET /admin/config (admin token)
+    GET  /metrics       the fleet's vital signs, Prometheus text format (services/api/metrics.py)
     GET  /api/events    ?after=SEQ: {events: [{seq, type, about, source, ts, epoch, text, subject}],
                         last_seq, oldest_seq}, from a ring of the latest api.recent_events
     GET  /api/elo       {configs: {config: [{seq, at, model_id, elo, opponent, games, win_rate}]}, promoted}
@@ -24,6 +28,7 @@ Endpoints (JSON unless said otherwise; every error is 4xx/5xx with {"error": rea
     GET  /              the dashboard (static/: HTML, JS, CSS; no build step, nothing from the network)
 
 Until the history that existed at start is folded, the data endpoints answer 503 with Retry-After.
-The service listens on api.host (127.0.0.1 by default: POST /work/add has no authentication) and
+The service listens on api.host (127.0.0.1 by default: POST /work/add needs no token until
+api.tokens_file is set) and
 api.port (8770), or RR_API_PORT (`rr up --api-port`, `rr-service api --api-port`).
 """
