@@ -44,11 +44,17 @@ def checkpoint(path: Path, size: int) -> ArtifactRef:
 
 
 async def train_and_promote(bus: Bus, model_id: str, node: str, ref: ArtifactRef, *, promote: bool = True) -> None:
-    """TRAINING_COMPLETE from `node`, then the leader's MODEL_PROMOTED (epoch 1)."""
+    """TRAINING_COMPLETE from `node`, then, once the trainer's distributor has uploaded it, the leader's MODEL_PROMOTED.
+
+    The real leader promotes only after an evaluation, which takes far longer than the upload; promoting
+    before the upload makes the other nodes report a (retried) missing object, which is not what these
+    tests are about.
+    """
     publisher = Publisher(bus)
     await publisher.publish(TrainingComplete(model_id=model_id, work_id=f"w-{model_id}", node=node, board_type="hex8",
                                              num_players=2, checkpoint=ref))
     if promote:
+        await eventually(lambda: stat_object(bus, "rr_models", model_id), timeout=30, message=f"{model_id} uploaded by {node}")
         await publisher.publish(ModelPromoted(model_id=model_id, board_type="hex8", num_players=2, sha256=ref.sha256,
                                               size_bytes=ref.size_bytes, generation=1, epoch=1))
 
