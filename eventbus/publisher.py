@@ -18,7 +18,7 @@ from nats.aio.msg import Msg
 from eventbus import tracing
 from eventbus.connection import Bus
 from eventbus.errors import BusError, BusUnavailable, ConcurrencyConflict
-from eventbus.events import Event, encode, stamp
+from eventbus.events import Event, checked, stamp
 from eventbus.subjects import aggregate_filter
 
 WRONG_LAST_SEQUENCE = 10071  # JetStream err_code for a failed expected-last-sequence check
@@ -128,7 +128,7 @@ class Publisher:
         """
         event = self.stamp(event)
         headers = self._headers(event, expect_last_seq)
-        data = encode(event)
+        data = checked(event)  # an event no reader would accept is refused here, not parked everywhere
         deadline = time.monotonic() + self._retry_for
         delay = 0.05
         while True:
@@ -155,7 +155,7 @@ class Publisher:
                 if not futures[oldest].done():
                     await asyncio.wait([futures[oldest]], timeout=self._ack_timeout)
                 oldest += 1
-            futures.append(await self._router.send(event.subject(), encode(event), self._headers(event, None)))
+            futures.append(await self._router.send(event.subject(), checked(event), self._headers(event, None)))
         await asyncio.wait(futures, timeout=self._ack_timeout) if futures else None
         try:
             return [await self._settle(event, fut) for event, fut in zip(stamped, futures)]
