@@ -161,7 +161,7 @@ BAD_REQUESTS = [
     ("POST", "/status", b"{}", {}, 405, "POST is not allowed on /status; use GET"),
     ("DELETE", "/peers", None, {}, 405, "DELETE is not allowed on /peers"),
     ("GET", "/election/status", None, {}, 404, "no such endpoint: /election/status"),
-    ("GET", "/api/events?after=soon", None, {}, 400, "after: expected a non-negative integer, got 'soon'"),
+    ("GET", "/api/events?after=soon", None, {}, 400, "after: expected a non-negative integer of at most 18 ASCII digits, got 'soon'"),
     ("GET", "/work/status?status=lost", None, {}, 400, "status: expected one of pending, assigned, running"),
     ("GET", "/work/status?limit=-1", None, {}, 400, "limit: expected a non-negative integer"),
 ]

@@ -20,6 +20,7 @@ from projections import work
 from projections.status_view import StatusView, status_view, with_loops_down
 from services.api import documents
 from services.api.keeper import Current, ProjectionKeeper
+from services.api.params import MAX_DIGITS, ascii_count
 from services.api.settings import ApiSettings
 from services.admission import AdmissionRules, InvalidWork, admitted, decode_seeds
 from services.looplag import LoopLagStats
@@ -65,9 +66,9 @@ def _int_param(query: Mapping[str, str], name: str, default: int, *, maximum: in
     text = query.get(name)
     if text is None:
         return default
-    if not text.isdigit():
-        raise BadRequest(f"{name}: expected a non-negative integer, got {text!r}")
-    value = int(text)
+    value = ascii_count(text)
+    if value is None:
+        raise BadRequest(f"{name}: expected a non-negative integer of at most {MAX_DIGITS} ASCII digits, got {text[:40]!r}")
     return min(value, maximum) if maximum is not None else value
 
 
@@ -179,7 +180,7 @@ class Api:
         status = query.get("status")
         known = [s.value for s in work.WorkStatus]
         if status is not None and status not in known:
-            raise BadRequest(f"status: expected one of {', '.join(known)}, got {status!r}")
+            raise BadRequest(f"status: expected one of {', '.join(known)}, got {status[:40]!r}")
         unready = self._unready()
         if unready is not None:
             return unready

@@ -90,7 +90,7 @@ async def main(ctx: ServiceContext) -> None:
         static=await asyncio.to_thread(load_static), work_refusal=await work_refusal(),
         rules=rules_for(ctx.config, await asyncio.to_thread(load_hosts, ctx.config.hosts_file) if ctx.config.hosts_file else None),
     )
-    server = await asyncio.to_thread(open_server, settings.host, port, api, settings.max_body_bytes)
+    server = await asyncio.to_thread(open_server, settings.host, port, api, settings.max_body_bytes, settings.max_connections)
     log.info("api: serving http://%s:%d/ (status API and dashboard)", settings.host, port)
     async with asyncio.TaskGroup() as tasks:
         keeping = tasks.create_task(keeper.run())

@@ -31,6 +31,7 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 64 * 1024  # larger POST bodies get 413
     publish_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0  # POST /work/add waits this long for the ack
     work_items_shown: Annotated[int, msgspec.Meta(ge=1)] = 100  # /work/status items when ?limit= is not given
+    max_connections: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 128  # one more is answered 503 and closed
 
 
 def resolved_port(settings: ApiSettings, env: Mapping[str, str]) -> int:
@@ -38,6 +39,6 @@ def resolved_port(settings: ApiSettings, env: Mapping[str, str]) -> int:
     text = env.get(PORT_ENV, "").strip()
     if not text:
         return settings.port
-    if not text.isdigit() or not 0 < int(text) < 65536:
+    if not (text.isascii() and text.isdigit()) or len(text) > 5 or not 0 < int(text) < 65536:
         raise InvalidConfig(f"{PORT_ENV}={text!r}: not a TCP port (1..65535)")
     return int(text)
