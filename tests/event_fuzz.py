@@ -95,13 +95,16 @@ def _strategy(t: mi.Type, name: str) -> st.SearchStrategy[Any]:
     raise TypeError(f"no strategy for field {name!r} of type {t!r}: teach tests/event_fuzz.py")
 
 
-def events_of(kind: type[Event]) -> st.SearchStrategy[Event]:
-    """Any valid `kind` event; ids come from a small pool so events meet the same items and nodes."""
+def events_of(kind: type[Event], forge: bool = True) -> st.SearchStrategy[Event]:
+    """Any valid `kind` event; ids come from a small pool so events meet the same items and nodes.
+
+    With `forge` False no event carries a fencing epoch (see `any_event`).
+    """
     info = mi.type_info(kind)
     assert isinstance(info, mi.StructType)
     fields = {}
     for f in info.fields:
-        if f.name in ("id",):
+        if f.name in ("id",) or (f.name == "epoch" and not forge):
             continue
         if f.name == kind.key_field or f.name in ("node", "source", "work_id", "model_id"):
             fields[f.name] = st.sampled_from(NODES) if f.name in ("node", "source") else _ID
@@ -110,9 +113,19 @@ def events_of(kind: type[Event]) -> st.SearchStrategy[Event]:
     return st.fixed_dictionaries(fields).map(lambda kw: kind(**kw))
 
 
-def any_event() -> st.SearchStrategy[Event]:
-    """A valid event of any type in the catalogue."""
-    return st.one_of(*(events_of(kind) for kind in EVENT_TYPES.values()))
+LEADERSHIP = frozenset({"LEADER_ELECTED", "LEADER_LOST"})
+
+
+def any_event(forge: bool = True) -> st.SearchStrategy[Event]:
+    """A valid event of any type in the catalogue.
+
+    With `forge` False, no leadership events and no epochs: a valid but forged election is
+    obeyed by design (fencing trusts the newest epoch), and keeping it out of the log is the job
+    of publish permissions and the subject/body check, not of decoding; the pure fold tests
+    still get them.
+    """
+    kinds = [kind for name, kind in EVENT_TYPES.items() if forge or name not in LEADERSHIP]
+    return st.one_of(*(events_of(kind, forge) for kind in kinds))
 
 
 # ---- hostile payloads -------------------------------------------------------------------
@@ -137,18 +150,18 @@ _BAD_VALUES = st.one_of(
 
 
 @st.composite
-def broken_event(draw: st.DrawFn) -> tuple[str, bytes]:
+def broken_event(draw: st.DrawFn, forge: bool = True) -> tuple[str, bytes]:
     """A valid event with one to three fields replaced by something its schema forbids, on its own subject."""
-    event = draw(any_event())
-    names = sorted(event.__struct_fields__)
+    event = draw(any_event(forge))
+    names = sorted(n for n in event.__struct_fields__ if forge or n != "epoch")
     mutate = draw(st.dictionaries(st.sampled_from(names), _BAD_VALUES, min_size=1, max_size=3))
     return _subject(event), _as_wire(event, mutate)
 
 
 @st.composite
-def mismatched_event(draw: st.DrawFn) -> tuple[str, bytes]:
+def mismatched_event(draw: st.DrawFn, forge: bool = True) -> tuple[str, bytes]:
     """A valid body under the subject of another event (another type, aggregate or id)."""
-    body, cover = draw(any_event()), draw(any_event())
+    body, cover = draw(any_event(forge)), draw(any_event())
     return _subject(cover), encode(body)
 
 
@@ -177,11 +190,11 @@ def junk(draw: st.DrawFn) -> tuple[str, bytes]:
     return subject, b'{"type": "NO_SUCH_EVENT", "x": 1}'
 
 
-def hostile_payloads() -> st.SearchStrategy[tuple[str, bytes]]:
+def hostile_payloads(forge: bool = True) -> st.SearchStrategy[tuple[str, bytes]]:
     """(subject, body) pairs a reader of the log must park or record, never crash on."""
-    return st.one_of(broken_event(), mismatched_event(), junk())
+    return st.one_of(broken_event(forge), mismatched_event(forge), junk())
 
 
-def valid_payloads() -> st.SearchStrategy[tuple[str, bytes]]:
+def valid_payloads(forge: bool = True) -> st.SearchStrategy[tuple[str, bytes]]:
     """(subject, body) pairs of valid events with arbitrary values (what a buggy but honest node may write)."""
-    return any_event().map(lambda e: (_subject(e), encode(e)))
+    return any_event(forge).map(lambda e: (_subject(e), encode(e)))
