@@ -17,7 +17,7 @@ from nats.aio.msg import Msg
 
 from eventbus import tracing
 from eventbus.connection import Bus
-from eventbus.errors import BusError, BusUnavailable, ConcurrencyConflict
+from eventbus.errors import BusError, BusUnavailable, ConcurrencyConflict, StorageFull, storage_full
 from eventbus.events import Event, checked, stamp
 from eventbus.subjects import aggregate_filter
 
@@ -204,6 +204,10 @@ class Publisher:
         err = reply.error
         if err.err_code == WRONG_LAST_SEQUENCE and expect_last_seq is not None:
             raise ConcurrencyConflict(aggregate_filter(event.aggregate, event.aggregate_id()), expect_last_seq)
+        if storage_full(err.err_code, err.description or ""):
+            raise StorageFull(f"{event.type_name()} not stored: JetStream storage is full ({err.description}, "
+                              f"err_code {err.err_code}); free space in the server's store dir or lower "
+                              "streams.*_max_gib")
         if err.code == 503:
             raise BusUnavailable(f"JetStream unavailable: {err.description}")
         raise BusError(f"publish of {event.type_name()} refused: {err.description} (err_code {err.err_code})")

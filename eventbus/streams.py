@@ -21,7 +21,7 @@ import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
-from eventbus.errors import BusUnavailable, StreamSetupError
+from eventbus.errors import BusUnavailable, StreamSetupError, storage_full
 from eventbus.events import MAX_EVENT_BYTES
 from eventbus.subjects import ALL_EVENTS, DEADLETTER_ROOT, TELEMETRY_ROOT
 
@@ -174,8 +174,21 @@ async def provision(js: JetStreamContext, settings: StreamSettings, *, allow_sho
         except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError) as exc:
             raise BusUnavailable(f"JetStream did not answer while provisioning {spec.name}: {exc}") from None
         except nats.js.errors.APIError as exc:
+            if storage_full(exc.err_code, exc.description or ""):
+                raise StreamSetupError(_no_room(spec, exc.description or "", exc.err_code)) from None
             raise StreamSetupError(f"stream {spec.name}: {exc.description} (err_code {exc.err_code})") from None
     return outcome
+
+
+SIZE_SETTINGS = {EVENTS_STREAM: "events_max_gib", TELEMETRY_STREAM: "telemetry_max_gib",
+                 DEADLETTER_STREAM: "deadletter_max_gib"}
+
+
+def _no_room(spec: StreamSpec, description: str, err_code: int | None) -> str:
+    """What to do when JetStream cannot reserve a stream's size: free space, or ask for less."""
+    return (f"stream {spec.name} needs {spec.max_bytes / GIB:.2f} GiB reserved but JetStream has no room "
+            f"({description}, err_code {err_code}): free space where the server stores its data, or lower "
+            f"streams.{SIZE_SETTINGS.get(spec.name, 'max_gib')} in the config")
 
 
 async def _provision_one(js: JetStreamContext, wanted: StreamConfig, allow_shorter_retention: bool) -> str:

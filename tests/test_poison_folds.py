@@ -11,7 +11,7 @@ import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from eventbus.errors import InvalidEvent
+from eventbus.errors import BusUnavailable, InvalidEvent, StorageFull
 from eventbus.events import (
     EVENT_TYPES,
     MAX_EVENT_BYTES,
@@ -25,6 +25,7 @@ from eventbus.events import (
     decode,
     encode,
 )
+from eventbus.publisher import Publisher, _ApiError, _PubAckReply
 from projections import bundle, cluster, data, elo, models, work
 from projections.base import Projection, fold_events, fold_records, total
 from services.distributor import folds as distributor_folds
@@ -207,3 +208,14 @@ def test_publishing_an_event_out_of_bounds_is_refused_naming_the_field() -> None
     with pytest.raises(InvalidEvent, match=r"HOST_ONLINE 'n1' breaks the event schema: .*\$\.reason"):
         checked(event)
     assert decode(checked(HostOnline(node="n1"))) == HostOnline(node="n1")
+
+
+def test_a_full_store_is_a_retryable_storage_error_saying_what_to_free() -> None:
+    event = HostOnline(node="n1")
+    full = _PubAckReply(error=_ApiError(code=503, err_code=10047, description="insufficient storage resources available"))
+    with pytest.raises(StorageFull, match=r"HOST_ONLINE not stored: JetStream storage is full .*err_code 10047.*free space") as raised:
+        Publisher._published(event, full, None)
+    assert isinstance(raised.value, BusUnavailable) and raised.value.retryable
+    disk = _PubAckReply(error=_ApiError(code=500, err_code=10077, description="write error: no space left on device"))
+    with pytest.raises(StorageFull):
+        Publisher._published(event, disk, None)
