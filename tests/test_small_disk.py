@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from eventbus.connection import connect
 from eventbus.errors import StreamSetupError
 from eventbus.natsserver import NatsServer, ServerSpec, free_port
 from eventbus.streams import StreamSettings, provision
+from tests.helpers import mounted_tmpfs
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -19,15 +19,8 @@ pytestmark = pytest.mark.timeout(60)
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 64 MiB tmpfs, unmounted at teardown (needs root, as CI has)."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.fail(f"this test mounts a tmpfs and needs root: {done.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "small", "64m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 async def test_streams_sized_over_the_disk_are_refused_naming_the_setting_and_smaller_ones_fit(small_disk: Path) -> None:
