@@ -11,7 +11,8 @@ from eventbus.connection import connect
 from eventbus.errors import StreamSetupError
 from eventbus.natsserver import NatsServer, ServerSpec, free_port
 from eventbus.streams import StreamSettings, provision
-from tests.helpers import mounted_tmpfs
+from tests.api_harness import running_api, wait_caught_up
+from tests.helpers import fill, mounted_tmpfs
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -37,3 +38,17 @@ async def test_streams_sized_over_the_disk_are_refused_naming_the_setting_and_sm
             assert set((await provision(bus.js, small)).values()) <= {"created", "updated"}
         finally:
             await bus.close()
+
+
+async def test_health_is_503_naming_the_free_space_while_the_data_dir_is_full_and_200_once_it_returns(
+        nats_url: str, small_disk: Path) -> None:
+    async with running_api(nats_url, storage_path=str(small_disk), min_free_mib=16) as api:
+        await wait_caught_up(api.base, 0)
+        fill(small_disk / "filler")
+        answer = await api.get("/health")
+        doc = answer.json()
+        assert answer.status == 503 and doc["status"] == "low_disk", doc
+        assert doc["storage_free_mib"] < 16 and "api.min_free_mib=16" in doc["reason"], doc
+        (small_disk / "filler").unlink()
+        answer = await api.get("/health")
+        assert answer.status == 200 and answer.json()["storage_free_mib"] > 16, answer.json()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 from pathlib import Path
 
 import pytest
@@ -11,24 +9,12 @@ import pytest
 from config.settings import RrConfig
 from eventbus.events import WorkAttemptFailed, WorkCompleted
 from tests.bus_harness import provisioned_bus
-from tests.helpers import mounted_tmpfs
+from tests.helpers import fill, mounted_tmpfs
 from tests.procs.worker_harness import CHILD, Scheduler, watching, worker_running, worker_settings
 
 pytestmark = pytest.mark.timeout(60)
 
 NODE = "gpu-1"
-
-
-def fill(path: Path) -> None:
-    """Write `path` until the disk has no byte left."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
-    try:
-        with contextlib.suppress(OSError):
-            while True:
-                os.write(fd, b"\0" * 4096)
-    finally:
-        with contextlib.suppress(OSError):
-            os.close(fd)
 
 
 async def test_a_worker_that_cannot_write_reports_the_attempt_failed_and_runs_the_next_once_space_returns(

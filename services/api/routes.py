@@ -82,6 +82,7 @@ class Api:
         self, keeper: ProjectionKeeper, settings: ApiSettings, *, node_id: str, started: float,
         lag: Callable[[], LoopLagStats], connected: Callable[[], bool], add_work: Callable[[WorkAdded], Published],
         static: Mapping[str, tuple[str, bytes]], work_refusal: str | None = None, rules: AdmissionRules | None = None,
+        free_bytes: Callable[[], int | None] = lambda: None,
     ) -> None:
         self.keeper = keeper
         self.settings = settings
@@ -93,6 +94,7 @@ class Api:
         self.static = static  # path -> (content type, bytes)
         self.work_refusal = work_refusal  # why this node's credentials may not append WORK_ADDED, if they may not
         self.rules = rules or AdmissionRules()  # what POST /work/add admits (services/admission.py)
+        self.free_bytes = free_bytes  # free space on the data dir's filesystem (None: not measurable)
         self._cached_view: tuple[Current, int, StatusView] | None = None
         self.loops_down: dict[str, list[str]] = {}  # role -> its leader's loops not running (services/api/leaderhealth.py)
         self.routes: dict[str, dict[str, Handler]] = {
@@ -167,6 +169,7 @@ class Api:
             state=current.state, caught_up=current.caught_up, log_end_seq=current.log_end_seq,
             snapshot_seq=current.snapshot_seq, events_folded=self.keeper.statistics().folded, node_id=self.node_id,
             uptime_s=time.monotonic() - self.started, nats_connected=self.connected(), lag=self.lag(),
+            free_bytes=self.free_bytes(), min_free_mib=self.settings.min_free_mib,
         )
         return json_response(200 if doc.status == "ok" else 503, doc)
 

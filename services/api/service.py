@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,7 @@ from services.api.http import open_server, serve_until
 from services.api.keeper import ProjectionKeeper
 from services.api.leaderhealth import watch_loops_down
 from services.api.routes import Api
+from services.agent.resources import measured_disk
 from services.api.settings import resolved_port
 from services.auth.credentials import credentials_from_env
 from services.runtime import ServiceContext
@@ -40,6 +42,18 @@ FOLDED_WAIT_S = 2.0  # POST /work/add answers once its item is visible to GET /w
 def load_static() -> dict[str, tuple[str, bytes]]:
     """The dashboard's files, read once at start."""
     return {path: (kind, (STATIC_DIR / name).read_bytes()) for path, (name, kind) in STATIC_FILES.items()}
+
+
+def storage_free(path: str) -> Callable[[], int | None]:
+    """Free bytes on `path`'s filesystem, measured when asked (a statfs: cheap, from the HTTP threads)."""
+
+    def free() -> int | None:
+        try:
+            return shutil.disk_usage(path).free
+        except OSError:
+            return None
+
+    return free
 
 
 def work_adder(
@@ -89,6 +103,7 @@ async def main(ctx: ServiceContext) -> None:
         add_work=work_adder(ctx, keeper, asyncio.get_running_loop(), settings.publish_timeout_s),
         static=await asyncio.to_thread(load_static), work_refusal=await work_refusal(),
         rules=rules_for(ctx.config, await asyncio.to_thread(load_hosts, ctx.config.hosts_file) if ctx.config.hosts_file else None),
+        free_bytes=storage_free(measured_disk(settings.storage_path, os.environ, Path.home())),
     )
     server = await asyncio.to_thread(open_server, settings.host, port, api, settings.max_body_bytes, settings.max_connections)
     log.info("api: serving http://%s:%d/ (status API and dashboard)", settings.host, port)

@@ -32,6 +32,10 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     publish_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0  # POST /work/add waits this long for the ack
     work_items_shown: Annotated[int, msgspec.Meta(ge=1)] = 100  # /work/status items when ?limit= is not given
     max_connections: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 128  # one more is answered 503 and closed
+    # /health is 503 (low_disk) while the filesystem of `storage_path` (None: the data dir, RR_DATA_DIR)
+    # has less free than this: a full store stops leadership and the log long before anything else says so.
+    storage_path: str | None = None
+    min_free_mib: Annotated[int, msgspec.Meta(ge=0)] = 64
 
 
 def resolved_port(settings: ApiSettings, env: Mapping[str, str]) -> int:
