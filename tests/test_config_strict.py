@@ -89,3 +89,8 @@ def test_the_id_limit_fits_every_name_derived_from_a_node_id() -> None:
     assert id_problem(longest) is None and id_problem(longest + "n") is not None
     # JetStream refuses consumer names over 255 characters; the longest prefix added is a service name.
     assert len(f"distributor-{longest}") <= 255 and len(f"worker-{longest}") <= 255
+
+
+def test_a_leadership_candidate_over_the_id_limit_is_refused_naming_the_key(tmp_path: Path) -> None:
+    message = _refusal(load_config, tmp_path, f"leadership:\n  candidates: [{'n' * 200}]\n".encode())
+    assert f"leadership.candidates[0]: Expected `str` of length <= {ID_MAX}" in message
