@@ -308,8 +308,8 @@ class WorkUnschedulable(Event, tag="WORK_UNSCHEDULABLE", kw_only=True):
 
     aggregate: ClassVar[str] = "work"
     key_field: ClassVar[str] = "work_id"
-    work_id: str
-    reason: str  # which node or capability is missing, e.g. "needs >= 24 GB GPU memory; alive: vm (CPU only)"
+    work_id: Ref
+    reason: Text  # which node or capability is missing, e.g. "needs >= 24 GB GPU memory; alive: vm (CPU only)"
 
 
 class WorkSchedulable(Event, tag="WORK_SCHEDULABLE", kw_only=True):
@@ -317,8 +317,8 @@ class WorkSchedulable(Event, tag="WORK_SCHEDULABLE", kw_only=True):
 
     aggregate: ClassVar[str] = "work"
     key_field: ClassVar[str] = "work_id"
-    work_id: str
-    reason: str = ""
+    work_id: Ref
+    reason: Text = ""
 
 
 # ---- training pipeline --------------------------------------------------------------
