@@ -496,12 +496,12 @@ class OutputsQuarantined(Event, tag="OUTPUTS_QUARANTINED", kw_only=True):
 
     aggregate: ClassVar[str] = "quarantine"
     key_field: ClassVar[str] = "quarantine_id"
-    quarantine_id: str
-    kind: str  # node, batch or model
-    target: str  # the node, batch or model id
-    since: dt.datetime | None = None  # for a node: outputs reported at or after this time
-    reason: str
-    requested_by: str = ""
+    quarantine_id: Ref
+    kind: Name  # node, batch or model
+    target: Ref  # the node, batch or model id
+    since: Time | None = None  # for a node: outputs reported at or after this time
+    reason: Text
+    requested_by: Text = ""
 
 
 class QuarantineLifted(Event, tag="QUARANTINE_LIFTED", kw_only=True):
@@ -509,9 +509,9 @@ class QuarantineLifted(Event, tag="QUARANTINE_LIFTED", kw_only=True):
 
     aggregate: ClassVar[str] = "quarantine"
     key_field: ClassVar[str] = "quarantine_id"
-    quarantine_id: str
-    reason: str = ""
-    requested_by: str = ""
+    quarantine_id: Ref
+    reason: Text = ""
+    requested_by: Text = ""
 
 
 AnyEvent = Union[

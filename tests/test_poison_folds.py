@@ -26,7 +26,7 @@ from eventbus.events import (
     encode,
 )
 from eventbus.publisher import Publisher, _ApiError, _PubAckReply
-from projections import bundle, cluster, data, elo, models, work
+from projections import bundle, cluster, data, elo, models, taint, work
 from projections.base import Projection, fold_events, fold_records, total
 from services.distributor import folds as distributor_folds
 from services.scheduler import pipeline_view, queue, signals
@@ -46,6 +46,7 @@ FOLDS: dict[str, tuple[Any, Any]] = {
     "models": (models.apply, models.ModelsState),
     "data": (data.apply, data.DataState),
     "elo": (elo.apply, elo.EloState),
+    "taint": (taint.apply, taint.TaintState),
     "bundle": (bundle.apply, bundle.ProjectionSet),
     "queue": (queue.apply, queue.QueueState),
     "pipeline": (pipeline_view.apply, pipeline_view.PipelineView),
