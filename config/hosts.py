@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import msgspec
-import yaml
 
 from config.settings import describe_validation_error
+from config.yamlfile import read_yaml
 from eventbus.errors import InvalidConfig
+from eventbus.limits import ID_MAX, id_problem
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class HostsConfig(msgspec.Struct, frozen=True, kw_only=True):
 def load_hosts(path: str | Path) -> HostsConfig:
     """Read and validate a hosts file; raises InvalidConfig naming the file, the key path and the problem."""
     path = Path(path)
-    raw = _read_yaml(path)
+    raw = read_yaml(path, "hosts file")
     if not isinstance(raw, dict):
         raise InvalidConfig(f"{path}: top level must be a mapping with `hosts:`, got {type(raw).__name__}")
     hosts = raw.get("hosts")
@@ -74,8 +75,14 @@ def load_hosts(path: str | Path) -> HostsConfig:
     for name in hosts or {}:
         if not isinstance(name, str):
             raise InvalidConfig(f"{path}: hosts.{name}: a host name must be a string; quote it ('{name}')")
-    for warning in unknown_keys(raw):
-        log.warning("%s: %s", path, warning)
+        problem = id_problem(name)
+        if problem is not None:
+            raise InvalidConfig(f"{path}: hosts.{name[:ID_MAX]}...: the host name {problem}" if len(name) > ID_MAX
+                                else f"{path}: hosts.{name!r}: the host name {problem}")
+    unknown = unknown_keys(raw)
+    if unknown:  # a typo ("max_paralel_jobs") silently ignored is a setting silently lost
+        more = f" (and {len(unknown) - 1} more: {', '.join(unknown[1:4])})" if len(unknown) > 1 else ""
+        raise InvalidConfig(f"{path}: {unknown[0]}{more}; fix the spelling or remove it")
     known = _known_only(raw)
     # Validate host by host so an error names the host, not msgspec's `hosts[...]`.
     for name, entry in known["hosts"].items():  # type: ignore[attr-defined]
@@ -84,41 +91,6 @@ def load_hosts(path: str | Path) -> HostsConfig:
     assert isinstance(converted, HostsConfig)
     _check_voters(path, converted)
     return converted
-
-
-def _read_yaml(path: Path) -> object:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InvalidConfig(f"{path}: cannot read hosts file: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise InvalidConfig(f"{path}: not UTF-8 text (byte {exc.start}): is this the hosts file?") from None
-    try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" (line {mark.line + 1})" if mark is not None else ""
-        raise InvalidConfig(f"{path}{line}: not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
-    return {} if raw is None else raw
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last silently,
-    which in a 40-host file drops a host without a word)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[object, object]:
-        seen: set[object] = set()
-        for key_node, _value in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if not isinstance(key, typing.Hashable):
-                continue  # SafeLoader's own construct_mapping reports unhashable keys
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key `{key}` (a second entry would silently replace the first)",
-                    key_node.start_mark)
-            seen.add(key)
-        mapping: dict[object, object] = super().construct_mapping(node, deep=deep)
-        return mapping
 
 
 def _convert(path: Path, prefix: str, data: object, kind: type[msgspec.Struct]) -> msgspec.Struct:  # type: ignore[type-arg]
@@ -140,14 +112,14 @@ def _choices(message: str) -> str:
 
 
 def unknown_keys(raw: dict[str, object]) -> list[str]:
-    """Warnings for keys neither rr nor the seeds' schema knows (typos, mostly)."""
+    """The keys neither rr nor the seeds' schema knows (typos, mostly), with their paths."""
     top = set(HostsConfig.__struct_fields__)
-    warnings = [f"{k}: unknown key ignored" for k in raw if k not in top and k not in ("voters", "nodes")]
+    warnings = [f"{k}: unknown key" for k in raw if k not in top and k not in ("voters", "nodes")]
     fields = set(HostEntry.__struct_fields__) | KNOWN_UNUSED_KEYS
     hosts = raw.get("hosts")
     for name, entry in (hosts.items() if isinstance(hosts, dict) else ()):
         if isinstance(entry, dict):
-            warnings += [f"hosts.{name}.{k}: unknown key ignored" for k in entry if k not in fields]
+            warnings += [f"hosts.{name}.{k}: unknown key" for k in entry if k not in fields]
     return warnings
 
 

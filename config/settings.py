@@ -9,8 +9,8 @@ import re
 from pathlib import Path
 
 import msgspec
-import yaml
 
+from config.yamlfile import read_yaml
 from eventbus.errors import InvalidConfig
 from eventbus.streams import StreamSettings
 from services.leadership.settings import LeadershipSettings
@@ -56,18 +56,9 @@ def load_config(path: str | Path | None) -> RrConfig:
 
 def load_yaml_as(path: Path, kind: type[msgspec.Struct]) -> msgspec.Struct:  # type: ignore[type-arg]
     """Parse a YAML file into a Struct, turning every mistake into one InvalidConfig line."""
+    data = read_yaml(path, "config")
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise InvalidConfig(f"{path}: cannot read config: {exc.strerror or exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        line = f" (line {where.line + 1})" if where is not None else ""
-        raise InvalidConfig(f"{path}{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    try:
-        return msgspec.convert({} if data is None else data, kind)
+        return msgspec.convert(data, kind)
     except msgspec.ValidationError as exc:
         raise InvalidConfig(f"{path}: {describe_validation_error(exc)}") from None
 

@@ -1,4 +1,10 @@
-"""Parking poison messages: the original bytes, untouched, plus why and where they came from."""
+"""Parking poison messages: a reference to the original (stream and sequence), its first bytes, why, and where from.
+
+The original stays in its stream (the log deletes nothing), so the parked copy needs only
+enough to read it: its body is cut to DLQ_BODY_MAX bytes, and the headers are bounded too, so
+a parked entry always fits the server's max payload, never larger than the message itself
+plus its bounded headers (a ~1 MiB message once could not be parked at all).
+"""
 
 from __future__ import annotations
 
@@ -10,8 +16,10 @@ from nats.aio.msg import Msg
 from eventbus.connection import Bus
 from eventbus.errors import BusUnavailable
 from eventbus.events import utcnow
-from eventbus.streams import DEADLETTER_STREAM
+from eventbus.streams import DEADLETTER_STREAM, DLQ_BODY_MAX
 from eventbus.subjects import deadletter_subject
+
+HEADER_VALUE_MAX = 1000  # characters of one header value (reason, subject)
 
 
 class ParkedMessage(msgspec.Struct, frozen=True, kw_only=True):
@@ -25,7 +33,8 @@ class ParkedMessage(msgspec.Struct, frozen=True, kw_only=True):
     deliveries: int
     reason: str
     parked_at: str
-    data: bytes
+    data: bytes  # the original's first DLQ_BODY_MAX bytes
+    size: int = 0  # the original body's size in bytes
 
 
 async def park(
@@ -35,18 +44,24 @@ async def park(
     headers = {
         # Parking the same message twice (a crash between park and ack) keeps one copy.
         "Nats-Msg-Id": f"dlq:{stream}:{consumer}:{stream_seq}",
-        "Rr-Reason": reason.replace("\r", " ").replace("\n", " ")[:1000],
+        "Rr-Reason": _header(reason),
         "Rr-Stream": stream,
         "Rr-Consumer": consumer,
         "Rr-Stream-Seq": str(stream_seq),
-        "Rr-Subject": msg.subject,
+        "Rr-Subject": _header(msg.subject),
         "Rr-Deliveries": str(deliveries),
         "Rr-Parked-At": utcnow().isoformat(),
+        "Rr-Size": str(len(msg.data)),
     }
     try:
-        await bus.js.publish(deadletter_subject(stream, consumer), msg.data, timeout=5, headers=headers)
+        await bus.js.publish(deadletter_subject(stream, consumer), msg.data[:DLQ_BODY_MAX], timeout=5, headers=headers)
     except (nats.errors.TimeoutError, nats.js.errors.NoStreamResponseError, nats.js.errors.APIError) as exc:
         raise BusUnavailable(f"dead-letter stream did not store the message: {exc}") from None
+
+
+def _header(value: str) -> str:
+    """A header value that cannot break the header block or grow past HEADER_VALUE_MAX."""
+    return value.replace("\r", " ").replace("\n", " ")[:HEADER_VALUE_MAX]
 
 
 async def list_parked(bus: Bus, *, limit: int = 100) -> list[ParkedMessage]:
@@ -75,6 +90,7 @@ async def list_parked(bus: Bus, *, limit: int = 100) -> list[ParkedMessage]:
                 reason=h.get("Rr-Reason", ""),
                 parked_at=h.get("Rr-Parked-At", ""),
                 data=raw.data or b"",
+                size=int(h.get("Rr-Size", str(len(raw.data or b"")))),
             )
         )
         seq += 1

@@ -19,6 +19,24 @@ class BusUnavailable(BusError):
     retryable = True
 
 
+class StorageFull(BusUnavailable):
+    """The server could not store a write: its disk (or its JetStream storage limit) is full.
+
+    Retryable: once space is freed the same write succeeds; until then it is an incident to
+    report (the message says what to free or lower), not a reason to crash.
+    """
+
+
+STORAGE_FULL_CODES = (10047,)  # JetStream "insufficient storage resources available"
+STORAGE_FULL_WORDS = ("insufficient storage", "no space left", "storage resources")
+
+
+def storage_full(err_code: int | None, description: str) -> bool:
+    """Whether a JetStream error says the store is out of space."""
+    text = description.lower()
+    return err_code in STORAGE_FULL_CODES or any(word in text for word in STORAGE_FULL_WORDS)
+
+
 class ConcurrencyConflict(BusError):
     """An expected-last-sequence check failed: someone else wrote first; reload state and retry."""
 

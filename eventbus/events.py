@@ -17,14 +17,45 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from typing import ClassVar, Union
+from collections.abc import Callable
+from typing import Annotated, Any, ClassVar, Union
 
 import msgspec
+from msgspec import Meta
 
 from eventbus.errors import InvalidEvent
+from eventbus.limits import ID_MAX
 from eventbus.subjects import event_subject
 
-Scalar = Union[str, int, float, bool]
+# ---- bounds every event obeys (checked when decoding, so a bad event is parked, not folded) ------
+# Sized so that the largest event the catalogue allows (every string and list at its bound,
+# plain ASCII) still fits MAX_EVENT_BYTES (tests/test_event_bounds.py builds it); the streams
+# refuse anything larger (eventbus/streams.py sets max_msg_size from it).
+MAX_EVENT_BYTES = 256 * 1024
+REF_MAX = 2 * ID_MAX  # ids derived from others ("eval-<model id>", "<work id>-a<attempt>") fit too
+NAME_MAX = 128  # short names: board and work types, roles, kinds, versions, hashes
+TEXT_MAX = 2000  # sentences: reasons, messages, errors
+PATH_MAX = 4096  # a file path (Linux PATH_MAX)
+TAIL_MAX = 16 * 1024  # a failed attempt's stderr tail
+BIG = 2**53  # the largest integer every JSON reader keeps exactly; counts, sizes, epochs stay below
+SECONDS_MAX = 1e9  # about 31 years
+CHANGES_MAX = 64  # keys one CONFIG_CHANGED lists; more are summed up by the file's hash
+CHANGE_VALUE_MAX = 1024  # JSON of one changed value; a larger one is recorded as its hash
+
+Ref = Annotated[str, Meta(max_length=REF_MAX)]
+Name = Annotated[str, Meta(max_length=NAME_MAX)]
+Text = Annotated[str, Meta(max_length=TEXT_MAX)]
+Path = Annotated[str, Meta(max_length=PATH_MAX)]
+Count = Annotated[int, Meta(ge=0, le=BIG)]
+Small = Annotated[int, Meta(ge=0, le=1_000_000)]  # attempts, generations, games of one job
+Players = Annotated[int, Meta(ge=1, le=64)]
+Seconds = Annotated[float, Meta(ge=0, le=SECONDS_MAX)]
+Fraction = Annotated[float, Meta(ge=0, le=1)]
+Percent = Annotated[float, Meta(ge=0, le=100)]
+Gigabytes = Annotated[float, Meta(ge=0, le=1e9)]
+Measure = Annotated[float, Meta(ge=-1e12, le=1e12)]  # a training metric, an Elo rating
+Time = Annotated[dt.datetime, Meta(tz=True)]  # naive times cannot be compared with the UTC ones
+Scalar = Union[Annotated[str, Meta(max_length=TEXT_MAX)], Annotated[int, Meta(ge=-BIG, le=BIG)], Measure, bool]
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
@@ -32,12 +63,12 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
 
     # Unique and namespaced by publisher ("<node>:<random>"); also the Nats-Msg-Id, so a
     # retried publish is deduplicated by JetStream and no two nodes can collide.
-    id: str = ""
-    ts: dt.datetime | None = None  # UTC time the event was stamped by its publisher
-    source: str = ""  # node id of the publisher
-    v: int = 1  # schema version of this event type
-    epoch: int | None = None  # leader fencing epoch, set on events that are a leader's decision
-    trace: str | None = None  # W3C traceparent of the operation that produced the event
+    id: Ref = ""
+    ts: Time | None = None  # UTC time the event was stamped by its publisher
+    source: Ref = ""  # node id of the publisher
+    v: Annotated[int, Meta(ge=1, le=1000)] = 1  # schema version of this event type
+    epoch: Count | None = None  # leader fencing epoch, set on events that are a leader's decision
+    trace: Name | None = None  # W3C traceparent of the operation that produced the event
 
     # Which aggregate the event belongs to, and the field naming its id; both go in the subject.
     aggregate: ClassVar[str] = ""
@@ -65,46 +96,46 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
 class GpuInfo(msgspec.Struct, frozen=True, kw_only=True):
     """One GPU of a host."""
 
-    name: str
-    memory_gb: float
-    utilization: float | None = None  # percent, when known
+    name: Name
+    memory_gb: Gigabytes
+    utilization: Percent | None = None  # percent, when known
 
 
 class HostResources(msgspec.Struct, frozen=True, kw_only=True):
     """A host's resources as its agent measured them."""
 
-    cpu_count: int = 0
-    cpu_percent: float = 0.0
-    memory_gb: float = 0.0
-    memory_percent: float = 0.0
-    disk_free_gb: float = 0.0
-    disk_percent: float = 0.0
-    gpus: list[GpuInfo] = []
+    cpu_count: Count = 0
+    cpu_percent: Percent = 0.0
+    memory_gb: Gigabytes = 0.0
+    memory_percent: Percent = 0.0
+    disk_free_gb: Gigabytes = 0.0
+    disk_percent: Percent = 0.0
+    gpus: Annotated[list[GpuInfo], Meta(max_length=64)] = []
 
 
 class ArtifactRef(msgspec.Struct, frozen=True, kw_only=True):
     """A file some job produced: where it is, how big, and its SHA-256."""
 
-    path: str
-    size_bytes: int
-    sha256: str
-    node: str = ""
+    path: Path
+    size_bytes: Count
+    sha256: Name
+    node: Ref = ""
 
 
 class AttemptOutcome(msgspec.Struct, frozen=True, kw_only=True):
     """Why one attempt of a work item ended without completing it."""
 
-    attempt: int
-    node: str
-    reason: str
+    attempt: Small
+    node: Ref
+    reason: Text
 
 
 class ConfigChange(msgspec.Struct, frozen=True, kw_only=True):
     """One key that changed between two versions of a config file."""
 
-    key: str
-    old: str | None = None  # JSON of the old value; None when the key was added
-    new: str | None = None  # JSON of the new value; None when the key was removed
+    key: Ref
+    old: Annotated[str, Meta(max_length=CHANGE_VALUE_MAX)] | None = None  # JSON of the old value; None when the key was added
+    new: Annotated[str, Meta(max_length=CHANGE_VALUE_MAX)] | None = None  # JSON of the new value; None when the key was removed
 
 
 # ---- leadership ---------------------------------------------------------------------
@@ -115,10 +146,10 @@ class LeaderElected(Event, tag="LEADER_ELECTED", kw_only=True):
 
     aggregate: ClassVar[str] = "leader"
     key_field: ClassVar[str] = "role"
-    role: str
-    node: str
-    ttl_s: float = 0.0
-    previous_node: str | None = None
+    role: Ref
+    node: Ref
+    ttl_s: Seconds = 0.0
+    previous_node: Ref | None = None
 
 
 class LeaderLost(Event, tag="LEADER_LOST", kw_only=True):
@@ -126,9 +157,9 @@ class LeaderLost(Event, tag="LEADER_LOST", kw_only=True):
 
     aggregate: ClassVar[str] = "leader"
     key_field: ClassVar[str] = "role"
-    role: str
-    node: str
-    reason: str
+    role: Ref
+    node: Ref
+    reason: Text
 
 
 # ---- membership ---------------------------------------------------------------------
@@ -139,10 +170,10 @@ class HostOnline(Event, tag="HOST_ONLINE", kw_only=True):
 
     aggregate: ClassVar[str] = "host"
     key_field: ClassVar[str] = "node"
-    node: str
-    reason: str = "first_seen"
-    roles: list[str] = []
-    version: str = ""
+    node: Ref
+    reason: Text = "first_seen"
+    roles: Annotated[list[Name], Meta(max_length=16)] = []
+    version: Name = ""
     resources: HostResources | None = None
 
 
@@ -151,10 +182,10 @@ class HostOffline(Event, tag="HOST_OFFLINE", kw_only=True):
 
     aggregate: ClassVar[str] = "host"
     key_field: ClassVar[str] = "node"
-    node: str
-    reason: str
-    last_seen: dt.datetime | None = None
-    silence_s: float = 0.0
+    node: Ref
+    reason: Text
+    last_seen: Time | None = None
+    silence_s: Seconds = 0.0
 
 
 # ---- work lifecycle -----------------------------------------------------------------
@@ -165,15 +196,15 @@ class WorkAdded(Event, tag="WORK_ADDED", kw_only=True):
 
     aggregate: ClassVar[str] = "work"
     key_field: ClassVar[str] = "work_id"
-    work_id: str
-    work_type: str  # selfplay, training, evaluation, tournament, sync
-    board_type: str
-    num_players: int
-    num_games: int = 0
-    priority: int | None = None
-    target_node: str | None = None
-    params: dict[str, Scalar] = {}
-    requested_by: str = ""
+    work_id: Ref
+    work_type: Name  # selfplay, training, evaluation, tournament, sync
+    board_type: Name
+    num_players: Players
+    num_games: Small = 0
+    priority: Annotated[int, Meta(ge=-1_000_000, le=1_000_000)] | None = None
+    target_node: Ref | None = None
+    params: Annotated[dict[Name, Scalar], Meta(max_length=64)] = {}
+    requested_by: Text = ""
 
 
 class WorkAssigned(Event, tag="WORK_ASSIGNED", kw_only=True):
@@ -181,10 +212,10 @@ class WorkAssigned(Event, tag="WORK_ASSIGNED", kw_only=True):
 
     aggregate: ClassVar[str] = "work"
     key_field: ClassVar[str] = "work_id"
-    work_id: str
-    node: str
-    attempt: int
-    deadline: dt.datetime
+    work_id: Ref
+    node: Ref
+    attempt: Small
+    deadline: Time
 
 
 class WorkStarted(Event, tag="WORK_STARTED", kw_only=True):
@@ -192,10 +223,10 @@ class WorkStarted(Event, tag="WORK_STARTED", kw_only=True):
 
     aggregate: ClassVar[str] = "work"
     key_field: ClassVar[str] = "work_id"
-    work_id: str
-    node: str
-    attempt: int
-    pid: int | None = None
+    work_id: Ref
+    node: Ref
+    attempt: Small
+    pid: Annotated[int, Meta(ge=0, le=2**31)] | None = None
 
 
 class WorkProgress(Event, tag="WORK_PROGRESS", kw_only=True):
@@ -203,11 +234,11 @@ class WorkProgress(Event, tag="WORK_PROGRESS", kw_only=True):
 
     aggregate: ClassVar[str] = "work"
     key_field: ClassVar[str] = "work_id"
-    work_id: str
-    node: str
-    attempt: int
-    fraction: float | None = None  # 0..1 when the job can tell
-    message: str = ""
+    work_id: Ref
+    node: Ref
+    attempt: Small
+    fraction: Fraction | None = None  # 0..1 when the job can tell
+    message: Text = ""
 
 
 class WorkCompleted(Event, tag="WORK_COMPLETED", kw_only=True):
@@ -215,12 +246,12 @@ class WorkCompleted(Event, tag="WORK_COMPLETED", kw_only=True):
 
     aggregate: ClassVar[str] = "work"
     key_field: ClassVar[str] = "work_id"
-    work_id: str
-    node: str
-    attempt: int
-    duration_s: float = 0.0
-    exit_code: int = 0
-    outputs: list[ArtifactRef] = []
+    work_id: Ref
+    node: Ref
+    attempt: Small
+    duration_s: Seconds = 0.0
+    exit_code: Annotated[int, Meta(ge=-(2**31), le=2**31)] = 0
+    outputs: Annotated[list[ArtifactRef], Meta(max_length=16)] = []
 
 
 class WorkAttemptFailed(Event, tag="WORK_ATTEMPT_FAILED", kw_only=True):
@@ -228,13 +259,13 @@ class WorkAttemptFailed(Event, tag="WORK_ATTEMPT_FAILED", kw_only=True):
 
     aggregate: ClassVar[str] = "work"
     key_field: ClassVar[str] = "work_id"
-    work_id: str
-    node: str
-    attempt: int
-    reason: str
-    exit_code: int | None = None
-    stderr_tail: str = ""
-    cause: str = ""  # one line: the last exception line of the job's stderr, when it printed one
+    work_id: Ref
+    node: Ref
+    attempt: Small
+    reason: Text
+    exit_code: Annotated[int, Meta(ge=-(2**31), le=2**31)] | None = None
+    stderr_tail: Annotated[str, Meta(max_length=TAIL_MAX)] = ""
+    cause: Text = ""  # one line: the last exception line of the job's stderr, when it printed one
 
 
 class WorkHandedBack(Event, tag="WORK_HANDED_BACK", kw_only=True):
@@ -246,10 +277,10 @@ class WorkHandedBack(Event, tag="WORK_HANDED_BACK", kw_only=True):
 
     aggregate: ClassVar[str] = "work"
     key_field: ClassVar[str] = "work_id"
-    work_id: str
-    node: str
-    attempt: int
-    reason: str
+    work_id: Ref
+    node: Ref
+    attempt: Small
+    reason: Text
 
 
 class WorkFailed(Event, tag="WORK_FAILED", kw_only=True):
@@ -257,9 +288,9 @@ class WorkFailed(Event, tag="WORK_FAILED", kw_only=True):
 
     aggregate: ClassVar[str] = "work"
     key_field: ClassVar[str] = "work_id"
-    work_id: str
-    reason: str
-    attempts: list[AttemptOutcome] = []
+    work_id: Ref
+    reason: Text
+    attempts: Annotated[list[AttemptOutcome], Meta(max_length=32)] = []
 
 
 class WorkCancelled(Event, tag="WORK_CANCELLED", kw_only=True):
@@ -267,9 +298,9 @@ class WorkCancelled(Event, tag="WORK_CANCELLED", kw_only=True):
 
     aggregate: ClassVar[str] = "work"
     key_field: ClassVar[str] = "work_id"
-    work_id: str
-    reason: str = ""
-    requested_by: str = ""
+    work_id: Ref
+    reason: Text = ""
+    requested_by: Text = ""
 
 
 class WorkUnschedulable(Event, tag="WORK_UNSCHEDULABLE", kw_only=True):
@@ -277,8 +308,8 @@ class WorkUnschedulable(Event, tag="WORK_UNSCHEDULABLE", kw_only=True):
 
     aggregate: ClassVar[str] = "work"
     key_field: ClassVar[str] = "work_id"
-    work_id: str
-    reason: str  # which node or capability is missing, e.g. "needs >= 24 GB GPU memory; alive: vm (CPU only)"
+    work_id: Ref
+    reason: Text  # which node or capability is missing, e.g. "needs >= 24 GB GPU memory; alive: vm (CPU only)"
 
 
 class WorkSchedulable(Event, tag="WORK_SCHEDULABLE", kw_only=True):
@@ -286,8 +317,8 @@ class WorkSchedulable(Event, tag="WORK_SCHEDULABLE", kw_only=True):
 
     aggregate: ClassVar[str] = "work"
     key_field: ClassVar[str] = "work_id"
-    work_id: str
-    reason: str = ""
+    work_id: Ref
+    reason: Text = ""
 
 
 # ---- training pipeline --------------------------------------------------------------
@@ -298,15 +329,15 @@ class SelfplayComplete(Event, tag="SELFPLAY_COMPLETE", kw_only=True):
 
     aggregate: ClassVar[str] = "data"
     key_field: ClassVar[str] = "batch_id"
-    batch_id: str
-    work_id: str
-    node: str
-    board_type: str
-    num_players: int
-    num_games: int
-    num_samples: int = 0
+    batch_id: Ref
+    work_id: Ref
+    node: Ref
+    board_type: Name
+    num_players: Players
+    num_games: Small
+    num_samples: Small = 0
     data: ArtifactRef | None = None
-    model_id: str | None = None  # the model that played, None for random play
+    model_id: Ref | None = None  # the model that played, None for random play
 
 
 class TrainingStarted(Event, tag="TRAINING_STARTED", kw_only=True):
@@ -314,12 +345,12 @@ class TrainingStarted(Event, tag="TRAINING_STARTED", kw_only=True):
 
     aggregate: ClassVar[str] = "work"
     key_field: ClassVar[str] = "work_id"
-    work_id: str
-    node: str
-    board_type: str
-    num_players: int
-    input_batches: list[str] = []
-    parent_model: str | None = None
+    work_id: Ref
+    node: Ref
+    board_type: Name
+    num_players: Players
+    input_batches: Annotated[list[Ref], Meta(max_length=128)] = []
+    parent_model: Ref | None = None
 
 
 class TrainingComplete(Event, tag="TRAINING_COMPLETE", kw_only=True):
@@ -327,15 +358,15 @@ class TrainingComplete(Event, tag="TRAINING_COMPLETE", kw_only=True):
 
     aggregate: ClassVar[str] = "model"
     key_field: ClassVar[str] = "model_id"
-    model_id: str
-    work_id: str
-    node: str
-    board_type: str
-    num_players: int
+    model_id: Ref
+    work_id: Ref
+    node: Ref
+    board_type: Name
+    num_players: Players
     checkpoint: ArtifactRef | None = None
-    metrics: dict[str, float] = {}
-    input_batches: list[str] = []
-    parent_model: str | None = None
+    metrics: Annotated[dict[Name, Measure], Meta(max_length=64)] = {}
+    input_batches: Annotated[list[Ref], Meta(max_length=128)] = []
+    parent_model: Ref | None = None
 
 
 class EvaluationComplete(Event, tag="EVALUATION_COMPLETE", kw_only=True):
@@ -343,16 +374,16 @@ class EvaluationComplete(Event, tag="EVALUATION_COMPLETE", kw_only=True):
 
     aggregate: ClassVar[str] = "model"
     key_field: ClassVar[str] = "model_id"
-    model_id: str
-    work_id: str
-    node: str
-    opponent: str  # a model id, or "random"
-    games: int
-    wins: int
-    losses: int
-    draws: int = 0
-    win_rate: float = 0.0
-    elo: float | None = None
+    model_id: Ref
+    work_id: Ref
+    node: Ref
+    opponent: Name  # a model id, or "random"
+    games: Small
+    wins: Small
+    losses: Small
+    draws: Small = 0
+    win_rate: Fraction = 0.0
+    elo: Measure | None = None
 
 
 class ModelPromoted(Event, tag="MODEL_PROMOTED", kw_only=True):
@@ -360,15 +391,15 @@ class ModelPromoted(Event, tag="MODEL_PROMOTED", kw_only=True):
 
     aggregate: ClassVar[str] = "model"
     key_field: ClassVar[str] = "model_id"
-    model_id: str
-    board_type: str
-    num_players: int
-    sha256: str
-    size_bytes: int = 0
-    generation: int = 0
-    reason: str = ""
-    evaluation_work_id: str | None = None
-    previous_model: str | None = None
+    model_id: Ref
+    board_type: Name
+    num_players: Players
+    sha256: Name
+    size_bytes: Count = 0
+    generation: Small = 0
+    reason: Text = ""
+    evaluation_work_id: Ref | None = None
+    previous_model: Ref | None = None
 
 
 class ModelDistributed(Event, tag="MODEL_DISTRIBUTED", kw_only=True):
@@ -376,11 +407,11 @@ class ModelDistributed(Event, tag="MODEL_DISTRIBUTED", kw_only=True):
 
     aggregate: ClassVar[str] = "model"
     key_field: ClassVar[str] = "model_id"
-    model_id: str
-    node: str
-    sha256: str
-    seconds: float = 0.0
-    path: str = ""
+    model_id: Ref
+    node: Ref
+    sha256: Name
+    seconds: Seconds = 0.0
+    path: Path = ""
 
 
 class ModelDistributionComplete(Event, tag="MODEL_DISTRIBUTION_COMPLETE", kw_only=True):
@@ -388,9 +419,9 @@ class ModelDistributionComplete(Event, tag="MODEL_DISTRIBUTION_COMPLETE", kw_onl
 
     aggregate: ClassVar[str] = "model"
     key_field: ClassVar[str] = "model_id"
-    model_id: str
-    nodes: list[str] = []
-    seconds: float = 0.0
+    model_id: Ref
+    nodes: Annotated[list[Ref], Meta(max_length=512)] = []
+    seconds: Seconds = 0.0
 
 
 class ModelDistributionFailed(Event, tag="MODEL_DISTRIBUTION_FAILED", kw_only=True):
@@ -398,13 +429,13 @@ class ModelDistributionFailed(Event, tag="MODEL_DISTRIBUTION_FAILED", kw_only=Tr
 
     aggregate: ClassVar[str] = "model"
     key_field: ClassVar[str] = "model_id"
-    model_id: str
-    node: str
-    kind: str  # corrupt, disk_full, missing, io, unavailable, checkpoint_missing
-    reason: str  # the sentence an operator reads
-    attempt: int = 1
-    retry_in_s: float = 0.0
-    object_nuid: str = ""  # the stored object version that was read, for a corrupt one
+    model_id: Ref
+    node: Ref
+    kind: Name  # corrupt, disk_full, missing, io, unavailable, checkpoint_missing
+    reason: Text  # the sentence an operator reads
+    attempt: Small = 1
+    retry_in_s: Seconds = 0.0
+    object_nuid: Ref = ""  # the stored object version that was read, for a corrupt one
 
 
 # ---- data sync ----------------------------------------------------------------------
@@ -415,12 +446,12 @@ class DataSyncPlanned(Event, tag="DATA_SYNC_PLANNED", kw_only=True):
 
     aggregate: ClassVar[str] = "data"
     key_field: ClassVar[str] = "batch_id"
-    batch_id: str
-    transfer_id: str
-    from_node: str
-    to_node: str
-    size_bytes: int = 0
-    reason: str = ""
+    batch_id: Ref
+    transfer_id: Ref
+    from_node: Ref
+    to_node: Ref
+    size_bytes: Count = 0
+    reason: Text = ""
 
 
 class DataSyncComplete(Event, tag="DATA_SYNC_COMPLETE", kw_only=True):
@@ -428,14 +459,14 @@ class DataSyncComplete(Event, tag="DATA_SYNC_COMPLETE", kw_only=True):
 
     aggregate: ClassVar[str] = "data"
     key_field: ClassVar[str] = "batch_id"
-    batch_id: str
-    transfer_id: str
-    to_node: str
+    batch_id: Ref
+    transfer_id: Ref
+    to_node: Ref
     ok: bool = True
-    sha256: str = ""
-    size_bytes: int = 0
-    seconds: float = 0.0
-    error: str = ""
+    sha256: Name = ""
+    size_bytes: Count = 0
+    seconds: Seconds = 0.0
+    error: Text = ""
 
 
 # ---- configuration ------------------------------------------------------------------
@@ -446,10 +477,10 @@ class ConfigChanged(Event, tag="CONFIG_CHANGED", kw_only=True):
 
     aggregate: ClassVar[str] = "config"
     key_field: ClassVar[str] = "name"
-    name: str
-    path: str = ""
-    sha256: str = ""
-    changes: list[ConfigChange] = []
+    name: Name
+    path: Path = ""
+    sha256: Name = ""
+    changes: Annotated[list[ConfigChange], Meta(max_length=CHANGES_MAX)] = []
 
 
 # ---- quarantine -----------------------------------------------------------------------
@@ -465,12 +496,12 @@ class OutputsQuarantined(Event, tag="OUTPUTS_QUARANTINED", kw_only=True):
 
     aggregate: ClassVar[str] = "quarantine"
     key_field: ClassVar[str] = "quarantine_id"
-    quarantine_id: str
-    kind: str  # node, batch or model
-    target: str  # the node, batch or model id
-    since: dt.datetime | None = None  # for a node: outputs reported at or after this time
-    reason: str
-    requested_by: str = ""
+    quarantine_id: Ref
+    kind: Name  # node, batch or model
+    target: Ref  # the node, batch or model id
+    since: Time | None = None  # for a node: outputs reported at or after this time
+    reason: Text
+    requested_by: Text = ""
 
 
 class QuarantineLifted(Event, tag="QUARANTINE_LIFTED", kw_only=True):
@@ -478,9 +509,9 @@ class QuarantineLifted(Event, tag="QUARANTINE_LIFTED", kw_only=True):
 
     aggregate: ClassVar[str] = "quarantine"
     key_field: ClassVar[str] = "quarantine_id"
-    quarantine_id: str
-    reason: str = ""
-    requested_by: str = ""
+    quarantine_id: Ref
+    reason: Text = ""
+    requested_by: Text = ""
 
 
 AnyEvent = Union[
@@ -517,7 +548,31 @@ AnyEvent = Union[
 EVENT_TYPES: dict[str, type[Event]] = {t.type_name(): t for t in AnyEvent.__args__}  # type: ignore[attr-defined]
 
 _encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder(AnyEvent)
+
+
+def strict_decoder(kind: Any) -> Callable[[bytes], Any]:
+    """A decoder of `kind` whose every failure is InvalidEvent (oversized, too deep, bad JSON, a bound broken).
+
+    Nothing else may escape: a poison message must be parked or recorded, never crash its reader.
+    """
+    decoder = msgspec.json.Decoder(kind)
+
+    def decode_strict(data: bytes) -> Any:
+        if len(data) > MAX_EVENT_BYTES:
+            raise InvalidEvent(f"message of {len(data)} bytes is larger than the {MAX_EVENT_BYTES} an event may be")
+        try:
+            return decoder.decode(data)
+        except msgspec.DecodeError as exc:
+            raise InvalidEvent(str(exc)[:TEXT_MAX]) from None
+        except RecursionError:  # msgspec recurses per nesting level; JSON nested thousands deep ends here
+            raise InvalidEvent("JSON nested too deeply") from None
+        except Exception as exc:  # noqa: BLE001 - whatever else a hostile payload triggers is still invalid
+            raise InvalidEvent(f"{type(exc).__name__}: {exc}"[:TEXT_MAX]) from None
+
+    return decode_strict
+
+
+_decode = strict_decoder(AnyEvent)
 
 
 def encode(event: Event) -> bytes:
@@ -526,11 +581,18 @@ def encode(event: Event) -> bytes:
 
 
 def decode(data: bytes) -> Event:
-    """Decode one event; raises InvalidEvent naming what is wrong (bad JSON, unknown type, a field)."""
+    """Decode one event; raises InvalidEvent naming what is wrong (bad JSON, unknown type, a field, a bound)."""
+    return _decode(data)  # type: ignore[no-any-return]
+
+
+def checked(event: Event) -> bytes:
+    """The event's wire form, if every reader will accept it; else InvalidEvent naming the field and bound."""
+    data = encode(event)
     try:
-        return _decoder.decode(data)  # type: ignore[no-any-return]
-    except msgspec.DecodeError as exc:
-        raise InvalidEvent(str(exc)) from None
+        decode(data)
+    except InvalidEvent as exc:
+        raise InvalidEvent(f"{event.type_name()} {event.aggregate_id()[:ID_MAX]!r} breaks the event schema: {exc}") from None
+    return data
 
 
 def new_event_id(source: str) -> str:

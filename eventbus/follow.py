@@ -17,7 +17,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from eventbus.connection import Bus
 from eventbus.errors import BusUnavailable
-from eventbus.history import Record, _seq_and_pending, last_sequence
+from eventbus.history import Record, _seq_and_pending, handed, last_sequence
 from eventbus.streams import EVENTS_STREAM
 from eventbus.subjects import ALL_EVENTS
 
@@ -36,7 +36,7 @@ async def follow(
 
     async def on_msg(msg: Msg) -> None:
         seq, _pending = _seq_and_pending(msg.reply)
-        on_record(Record(seq, msg.subject, msg.data))
+        handed(on_record, Record(seq, msg.subject, msg.data))
 
     if start_seq is None:
         options: dict[str, object] = {"deliver_policy": DeliverPolicy.NEW}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 from collections.abc import AsyncIterator, Callable
 
 import msgspec
@@ -22,6 +23,8 @@ from eventbus.events import Event, decode
 from eventbus.streams import EVENTS_STREAM
 from eventbus.subjects import ALL_EVENTS
 
+log = logging.getLogger(__name__)
+
 
 class Record(msgspec.Struct, frozen=True):
     """One stored message: stream sequence, subject and raw bytes."""
@@ -29,6 +32,18 @@ class Record(msgspec.Struct, frozen=True):
     seq: int
     subject: str
     data: bytes
+
+
+def handed(on_record: Callable[[Record], None], record: Record) -> None:
+    """`on_record(record)`; an error is logged with the record's sequence and reading goes on.
+
+    A reader's bug on one record must not stop it on every later one, nor stall a replay
+    waiting for the record that raised (the log keeps that record forever).
+    """
+    try:
+        on_record(record)
+    except Exception:  # noqa: BLE001
+        log.exception("reading %s: the record at seq %d could not be handled; skipped", record.subject, record.seq)
 
 
 def _seq_and_pending(reply: str) -> tuple[int, int]:
@@ -116,7 +131,7 @@ async def replay(
         seq, pending = _seq_and_pending(msg.reply)
         if seq <= end:
             count += 1
-            on_record(Record(seq, msg.subject, msg.data))
+            handed(on_record, Record(seq, msg.subject, msg.data))
         if (seq >= end or pending == 0 or (stop is not None and stop())) and not done.done():
             done.set_result(None)
 

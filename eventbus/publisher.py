@@ -17,8 +17,8 @@ from nats.aio.msg import Msg
 
 from eventbus import tracing
 from eventbus.connection import Bus
-from eventbus.errors import BusError, BusUnavailable, ConcurrencyConflict
-from eventbus.events import Event, encode, stamp
+from eventbus.errors import BusError, BusUnavailable, ConcurrencyConflict, StorageFull, storage_full
+from eventbus.events import Event, checked, stamp
 from eventbus.subjects import aggregate_filter
 
 WRONG_LAST_SEQUENCE = 10071  # JetStream err_code for a failed expected-last-sequence check
@@ -128,7 +128,7 @@ class Publisher:
         """
         event = self.stamp(event)
         headers = self._headers(event, expect_last_seq)
-        data = encode(event)
+        data = checked(event)  # an event no reader would accept is refused here, not parked everywhere
         deadline = time.monotonic() + self._retry_for
         delay = 0.05
         while True:
@@ -155,7 +155,7 @@ class Publisher:
                 if not futures[oldest].done():
                     await asyncio.wait([futures[oldest]], timeout=self._ack_timeout)
                 oldest += 1
-            futures.append(await self._router.send(event.subject(), encode(event), self._headers(event, None)))
+            futures.append(await self._router.send(event.subject(), checked(event), self._headers(event, None)))
         await asyncio.wait(futures, timeout=self._ack_timeout) if futures else None
         try:
             return [await self._settle(event, fut) for event, fut in zip(stamped, futures)]
@@ -204,6 +204,10 @@ class Publisher:
         err = reply.error
         if err.err_code == WRONG_LAST_SEQUENCE and expect_last_seq is not None:
             raise ConcurrencyConflict(aggregate_filter(event.aggregate, event.aggregate_id()), expect_last_seq)
+        if storage_full(err.err_code, err.description or ""):
+            raise StorageFull(f"{event.type_name()} not stored: JetStream storage is full ({err.description}, "
+                              f"err_code {err.err_code}); free space in the server's store dir or lower "
+                              "streams.*_max_gib")
         if err.code == 503:
             raise BusUnavailable(f"JetStream unavailable: {err.description}")
         raise BusError(f"publish of {event.type_name()} refused: {err.description} (err_code {err.err_code})")

@@ -21,7 +21,8 @@ import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
-from eventbus.errors import BusUnavailable, StreamSetupError
+from eventbus.errors import BusUnavailable, StreamSetupError, storage_full
+from eventbus.events import MAX_EVENT_BYTES
 from eventbus.subjects import ALL_EVENTS, DEADLETTER_ROOT, TELEMETRY_ROOT
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,9 @@ DEADLETTER_STREAM = "RR_DEADLETTER"
 
 DAY = 86_400.0
 GIB = 1 << 30
+HEADERS_MAX = 8 * 1024  # room for a message's headers (id, fencing, trace, a parked message's reason)
+HEARTBEAT_MAX_BYTES = 64 * 1024  # a heartbeat with every GPU and job listed is a few KiB
+DLQ_BODY_MAX = 16 * 1024  # bytes of a poison message's body kept in its parked copy (the original stays)
 
 
 class StreamSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -44,6 +48,7 @@ class StreamSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     duplicate_window_s: float = 120.0
     telemetry_max_age_s: float = 3600.0
     telemetry_per_node: int = 120
+    telemetry_max_gib: float = 1.0
     deadletter_max_age_days: float = 90.0
     deadletter_max_gib: float = 1.0
 
@@ -59,6 +64,9 @@ class StreamSpec(msgspec.Struct, frozen=True, kw_only=True):
     max_msgs_per_subject: int = -1
     deny_delete: bool = False
     deny_purge: bool = False
+    # The server refuses anything larger on publish, well under its 1 MiB max payload, so no
+    # reader ever meets an oversized message and parking one always fits.
+    max_msg_size: int = -1
 
 
 def declared_streams(settings: StreamSettings) -> list[StreamSpec]:
@@ -70,6 +78,7 @@ def declared_streams(settings: StreamSettings) -> list[StreamSpec]:
             description="rr forensic event log: every state change of the cluster",
             max_age_s=settings.events_max_age_days * DAY,
             max_bytes=int(settings.events_max_gib * GIB),
+            max_msg_size=MAX_EVENT_BYTES + HEADERS_MAX,
             deny_delete=True,  # the log is evidence; nothing is removed one message at a time
             deny_purge=True,  # ... nor all at once, by anyone (the server refuses it, admin too)
         ),
@@ -78,8 +87,9 @@ def declared_streams(settings: StreamSettings) -> list[StreamSpec]:
             subjects=[f"{TELEMETRY_ROOT}.>"],
             description="rr heartbeats and telemetry, bounded",
             max_age_s=settings.telemetry_max_age_s,
-            max_bytes=int(1 * GIB),
+            max_bytes=int(settings.telemetry_max_gib * GIB),
             max_msgs_per_subject=settings.telemetry_per_node,
+            max_msg_size=HEARTBEAT_MAX_BYTES,
         ),
         StreamSpec(
             name=DEADLETTER_STREAM,
@@ -87,6 +97,7 @@ def declared_streams(settings: StreamSettings) -> list[StreamSpec]:
             description="rr parked poison messages, with the reason in headers",
             max_age_s=settings.deadletter_max_age_days * DAY,
             max_bytes=int(settings.deadletter_max_gib * GIB),
+            max_msg_size=DLQ_BODY_MAX + HEADERS_MAX,
         ),
     ]
 
@@ -102,6 +113,7 @@ def stream_config(spec: StreamSpec, settings: StreamSettings) -> StreamConfig:
         max_age=spec.max_age_s,
         max_bytes=spec.max_bytes,
         max_msgs_per_subject=spec.max_msgs_per_subject,
+        max_msg_size=spec.max_msg_size,
         storage=StorageType.FILE if settings.storage == "file" else StorageType.MEMORY,
         num_replicas=settings.replicas,
         duplicate_window=settings.duplicate_window_s,
@@ -117,6 +129,7 @@ _COMPARED = (
     "max_age",
     "max_bytes",
     "max_msgs_per_subject",
+    "max_msg_size",
     "num_replicas",
     "duplicate_window",
     "deny_delete",
@@ -161,8 +174,21 @@ async def provision(js: JetStreamContext, settings: StreamSettings, *, allow_sho
         except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError) as exc:
             raise BusUnavailable(f"JetStream did not answer while provisioning {spec.name}: {exc}") from None
         except nats.js.errors.APIError as exc:
+            if storage_full(exc.err_code, exc.description or ""):
+                raise StreamSetupError(_no_room(spec, exc.description or "", exc.err_code)) from None
             raise StreamSetupError(f"stream {spec.name}: {exc.description} (err_code {exc.err_code})") from None
     return outcome
+
+
+SIZE_SETTINGS = {EVENTS_STREAM: "events_max_gib", TELEMETRY_STREAM: "telemetry_max_gib",
+                 DEADLETTER_STREAM: "deadletter_max_gib"}
+
+
+def _no_room(spec: StreamSpec, description: str, err_code: int | None) -> str:
+    """What to do when JetStream cannot reserve a stream's size: free space, or ask for less."""
+    return (f"stream {spec.name} needs {spec.max_bytes / GIB:.2f} GiB reserved but JetStream has no room "
+            f"({description}, err_code {err_code}): free space where the server stores its data, or lower "
+            f"streams.{SIZE_SETTINGS.get(spec.name, 'max_gib')} in the config")
 
 
 async def _provision_one(js: JetStreamContext, wanted: StreamConfig, allow_shorter_retention: bool) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar, Union
@@ -17,9 +18,12 @@ from typing import Any, Generic, Protocol, TypeVar, Union
 import msgspec
 
 from eventbus.errors import InvalidEvent
-from eventbus.events import EVENT_TYPES, Event, decode
+from eventbus.events import EVENT_TYPES, Event, decode, strict_decoder
+
+log = logging.getLogger(__name__)
 
 ANOMALIES_KEPT = 100  # the newest anomalies kept in a state; the count covers all of them
+CAUSE_CHARS = 300  # an anomaly's cause is cut to this many characters: an event cannot grow a state
 
 
 class Anomaly(msgspec.Struct, frozen=True, kw_only=True):
@@ -69,6 +73,35 @@ def undecodable(state: S, seq: int, type_name: str, error: str) -> S:
     )
 
 
+def failed(state: S, seq: int, event: Event, exc: Exception) -> S:
+    """`state` with an event whose application raised recorded as an anomaly naming the sequence and the cause."""
+    cause = f"fold error: {type(exc).__name__}: {exc}"[:CAUSE_CHARS]
+    log.warning("fold of %s at seq %d failed, recorded as an anomaly: %s", type(state).__name__, seq, cause)
+    return rejected(state, seq, event, cause)
+
+
+A = TypeVar("A", bound=Callable[..., Any])
+
+
+def total(apply: A) -> A:
+    """The fold `apply(state, event, seq)` made total: it never raises on an event it is given.
+
+    The log never forgets, so an event that broke a fold would break it again after every
+    restart; instead the error is recorded as an anomaly (sequence and cause) and folding goes on.
+    Every fold's `apply` is wrapped by this one decorator.
+    """
+
+    @functools.wraps(apply)
+    def applied(state: Any, event: Event, seq: int) -> Any:
+        try:
+            return apply(state, event, seq)
+        except Exception as exc:  # noqa: BLE001 - any bug or odd value in one event must not stop the fold
+            return failed(state, seq, event, exc)
+
+    applied.__wrapped_fold__ = apply  # type: ignore[attr-defined]
+    return applied  # type: ignore[return-value]
+
+
 def at_position(state: S, seq: int) -> S:
     """`state` moved to stream position `seq` (for records the projection does not read)."""
     if state.last_seq == seq:
@@ -91,11 +124,15 @@ class Projection(Generic[S]):
         """`state` ready to be read, compared or saved."""
         return state if self.finish is None else self.finish(state)
 
+    def __post_init__(self) -> None:
+        if not hasattr(self.apply, "__wrapped_fold__"):  # every fold is total, whoever wrote it
+            object.__setattr__(self, "apply", total(self.apply))
+
     @functools.cached_property
-    def decoder(self) -> msgspec.json.Decoder[Any]:
-        """A JSON decoder for exactly the event types this projection reads."""
+    def decoder(self) -> Callable[[bytes], Event]:
+        """A strict decoder for exactly the event types this projection reads (raises InvalidEvent)."""
         kinds = tuple(EVENT_TYPES[name] for name in sorted(self.reads))
-        return msgspec.json.Decoder(Union[kinds] if len(kinds) > 1 else kinds[0])  # type: ignore[valid-type]
+        return strict_decoder(Union[kinds] if len(kinds) > 1 else kinds[0])  # type: ignore[valid-type]
 
 
 class Record(Protocol):
@@ -120,7 +157,7 @@ class Folder(Generic[S]):
         self._state: S = state if state is not None else projection.initial()
         self._seq = self._state.last_seq  # position reached; the state catches up when read
         self._reads = projection.reads
-        self._decode = projection.decoder.decode
+        self._decode = projection.decoder
 
     @property
     def state(self) -> S:
@@ -145,7 +182,7 @@ class Folder(Generic[S]):
             return  # only the position moves, and `state` applies it when read
         try:
             event = self._decode(record.data)
-        except msgspec.DecodeError as exc:
+        except InvalidEvent as exc:
             self._state = undecodable(self._state, seq, kind, str(exc))
             return
         self._state = self.projection.apply(self._state, event, seq)

@@ -9,7 +9,7 @@ import msgspec
 
 from eventbus.events import Event
 from projections import cluster, data, elo, models, taint, work
-from projections.base import Anomaly, Projection, Record, fold_events, fold_records
+from projections.base import Anomaly, Projection, Record, fold_events, fold_records, total
 
 PARTS: dict[str, Projection[msgspec.Struct]] = {  # type: ignore[type-var]
     "cluster": cluster.PROJECTION,
@@ -43,6 +43,7 @@ for _name, _part in PARTS.items():
         _ROUTES[_type] = _ROUTES.get(_type, ()) + ((_name, _part.apply),)
 
 
+@total
 def apply(state: ProjectionSet, event: Event, seq: int) -> ProjectionSet:
     """Every projection after one event; parts that do not read it only move their position at the end."""
     changes: dict[str, object] = {name: fold(getattr(state, name), event, seq) for name, fold in _ROUTES.get(event.type_name(), ())}

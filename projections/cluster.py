@@ -7,7 +7,7 @@ import datetime as dt
 import msgspec
 
 from eventbus.events import Event, HostOffline, HostOnline, HostResources, LeaderElected, LeaderLost
-from projections.base import Anomaly, Projection, rejected
+from projections.base import Anomaly, Projection, rejected, total
 from projections.fence import Fence, screen
 
 VERSION = 1
@@ -112,6 +112,7 @@ _HANDLERS = {
 }
 
 
+@total
 def apply(state: ClusterState, event: Event, seq: int) -> ClusterState:
     """The cluster after one event at stream position `seq`; stale elections and decisions are dropped."""
     state, admitted = screen(state, event, seq)

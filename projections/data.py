@@ -9,7 +9,7 @@ import msgspec
 
 from eventbus.events import DataSyncComplete, DataSyncPlanned, Event, LeaderElected, SelfplayComplete
 from projections import withdrawal
-from projections.base import Anomaly, Projection, config_key, rejected
+from projections.base import Anomaly, Projection, config_key, rejected, total
 from projections.fence import Fence, screen
 from projections.pmap import PMap
 from projections.withdrawal import Withdrawals
@@ -197,6 +197,7 @@ _HANDLERS = {
 }
 
 
+@total
 def apply(state: DataState, event: Event, seq: int) -> DataState:
     """The data after one event at stream position `seq`; stale sync plans are dropped."""
     state, admitted = screen(state, event, seq)

@@ -8,7 +8,7 @@ import msgspec
 
 from eventbus.events import Event, EvaluationComplete, ModelPromoted, TrainingComplete
 from projections import withdrawal
-from projections.base import Anomaly, Projection, config_key
+from projections.base import Anomaly, Projection, config_key, total
 from projections.pmap import PMap
 from projections.withdrawal import Withdrawals
 
@@ -42,6 +42,7 @@ class EloState(msgspec.Struct, frozen=True, kw_only=True):
     anomaly_count: int = 0
 
 
+@total
 def apply(state: EloState, event: Event, seq: int) -> EloState:
     """The Elo history after one event at stream position `seq`."""
     if isinstance(event, EvaluationComplete):

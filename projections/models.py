@@ -14,7 +14,7 @@ from eventbus.events import (
     ModelPromoted,
     TrainingComplete,
 )
-from projections.base import Anomaly, Projection, config_key, rejected
+from projections.base import Anomaly, Projection, config_key, rejected, total
 from projections.fence import Fence, screen
 from projections.pmap import PMap
 
@@ -142,6 +142,7 @@ _HANDLERS = {
 }
 
 
+@total
 def apply(state: ModelsState, event: Event, seq: int) -> ModelsState:
     """The models after one event at stream position `seq`; stale promotions are dropped."""
     state, admitted = screen(state, event, seq)

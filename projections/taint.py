@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 import msgspec
 
 from eventbus.events import Event, OutputsQuarantined, QuarantineLifted, SelfplayComplete, TrainingComplete
-from projections.base import Anomaly, Projection, rejected
+from projections.base import Anomaly, Projection, rejected, total
 from projections.models import ModelsState
 from projections.pmap import PMap
 
@@ -85,6 +85,7 @@ class Tainted(msgspec.Struct, frozen=True, kw_only=True):
     models: dict[str, Taint] = {}
 
 
+@total
 def apply(state: TaintState, event: Event, seq: int) -> TaintState:
     """Record a quarantine, its lifting, or one edge of the lineage graph."""
     if isinstance(event, SelfplayComplete):

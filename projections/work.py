@@ -23,7 +23,7 @@ from eventbus.events import (
     WorkStarted,
     WorkUnschedulable,
 )
-from projections.base import Anomaly, Projection, config_key, rejected
+from projections.base import Anomaly, Projection, config_key, rejected, total
 from projections.fence import Fence, screen
 from projections.pmap import PMap
 
@@ -216,6 +216,7 @@ def transition(state: WorkState, event: Event, seq: int) -> WorkState:
     return _stored(state, seq, item, _moved(item, event, target, seq))
 
 
+@total
 def apply(state: WorkState, event: Event, seq: int) -> WorkState:
     """The work queue after one event at stream position `seq`; stale leader decisions are dropped."""
     state, admitted = screen(state, event, seq)

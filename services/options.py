@@ -8,6 +8,7 @@ import socket
 
 import msgspec
 
+from eventbus.limits import id_problem
 from eventbus.subjects import token
 
 
@@ -49,7 +50,11 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def common_options(args: argparse.Namespace) -> CommonOptions:
-    """The common options out of parsed arguments; rejects a node id that cannot be a subject token."""
+    """The common options out of parsed arguments; rejects a node id that cannot be a subject token or is too long."""
+    problem = id_problem(args.node_id)
+    if problem is not None:  # names derived from it (consumer names max 255) would fail much later
+        raise SystemExit(f"rr: invalid --node-id {args.node_id[:40]!r}...: it {problem}" if len(args.node_id) > 40
+                         else f"rr: invalid --node-id {args.node_id!r}: it {problem}")
     if token(args.node_id) != args.node_id:
         raise SystemExit(
             f"rr: invalid --node-id {args.node_id!r}: use letters, digits, '-', '_' or ':' only"

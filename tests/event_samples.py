@@ -41,9 +41,9 @@ def _value(t: mi.Type, name: str, n: int) -> Any:
     if isinstance(t, mi.BoolType):
         return False  # the catalog's booleans default to True (DataSyncComplete.ok)
     if isinstance(t, mi.IntType):
-        return 3 + n
+        return _within(t, 3 + n)
     if isinstance(t, mi.FloatType):
-        return 0.25 + n
+        return _within(t, 0.25 + n)
     if isinstance(t, mi.DateTimeType):
         return SAMPLE_TIME + dt.timedelta(seconds=n)
     if isinstance(t, (mi.ListType, mi.TupleType, mi.VarTupleType)):
@@ -57,6 +57,15 @@ def _value(t: mi.Type, name: str, n: int) -> Any:
     if isinstance(t, mi.StructType):
         return t.cls(**{f.name: _value(f.type, f.name, n) for f in t.fields})
     raise TypeError(f"no sample value for field {name!r} of type {t!r}: teach tests/event_samples.py")
+
+
+def _within(t: mi.IntType | mi.FloatType, value: Any) -> Any:
+    """`value` moved inside the field's declared bounds (the catalogue bounds every number)."""
+    if t.le is not None and value > t.le:
+        value = t.le
+    if t.ge is not None and value < t.ge:
+        value = t.ge
+    return value
 
 
 def as_builtins(event: Event) -> dict[str, Any]:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
-from collections.abc import Awaitable, Callable
+import os
+import subprocess
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import TypeVar, overload
 
 T = TypeVar("T")
@@ -46,3 +50,29 @@ async def eventually(
         await asyncio.sleep(interval)
     detail = f"last error: {last_error!r}" if last_error is not None else f"last value: {last_value!r}"
     raise AssertionError(f"not true within {timeout:g} s: {message or 'condition'} ({detail})") from last_error
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(mountpoint: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` ("1m", "64m") mounted at `mountpoint` (created), unmounted on exit; OSError naming why not (root only)."""
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mountpoint)],
+                             capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        raise OSError(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+def fill(path: Path) -> None:
+    """Write `path` until the disk has no byte left."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        with contextlib.suppress(OSError):
+            while True:
+                os.write(fd, b"\0" * 4096)
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)

@@ -15,7 +15,7 @@ from eventbus.history import last_sequence
 from services.agent import service as agent
 from services.agent.gpus import GpuSource
 from services.agent.jobs import read_running_jobs, write_running_jobs
-from services.agent.resources import parse_nvidia_smi
+from services.agent.resources import measured_disk, parse_nvidia_smi
 from services.membership.settings import MembershipSettings
 from services.options import CommonOptions
 from services.runtime import ServiceContext
@@ -122,3 +122,13 @@ def test_the_running_jobs_file_round_trips_and_a_missing_or_broken_one_means_no_
     assert read_running_jobs(None) == []
     (tmp_path / "broken.json").write_text("{not json")
     assert read_running_jobs(tmp_path / "broken.json") == []
+
+
+def test_the_free_space_reported_is_the_data_dirs_unless_a_path_is_configured(tmp_path: Path) -> None:
+    data = tmp_path / "mounted-data"
+    data.mkdir()
+    assert measured_disk(None, {"RR_DATA_DIR": str(data)}, tmp_path) == str(data)
+    # Before `rr up` made it, the nearest existing parent: the same filesystem the data dir will be on.
+    assert measured_disk(None, {"RR_DATA_DIR": str(data / "not" / "yet")}, tmp_path) == str(data)
+    assert measured_disk(None, {}, tmp_path) == str(tmp_path)
+    assert measured_disk("/", {"RR_DATA_DIR": str(data)}, tmp_path) == "/"

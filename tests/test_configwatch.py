@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
+import json
+import logging
 from pathlib import Path
 
 import pytest
 
 from config.settings import load_config
 from eventbus.connection import Bus
-from eventbus.events import ConfigChange, ConfigChanged
+from eventbus.events import CHANGES_MAX, MAX_EVENT_BYTES, REF_MAX, ConfigChange, ConfigChanged, encode
 from eventbus.history import events
-from services.configwatch.diff import changes, flatten, recorded
+from services.configwatch.diff import batches, bounded, changes, flatten, recorded
 from services.configwatch.loop import config_watch_loop
 from tests.bus_harness import provisioned_bus
 from tests.leader_harness import leader_loop_running
@@ -79,3 +82,42 @@ async def _record_and_restart(bus: Bus, nats_url: str, config: Path, eventually)
     async with watching(bus, nats_url, config):
         await asyncio.sleep(0.5)
     assert len(await _changes_of(bus, "rr-config")) == 2
+
+
+def test_large_values_and_keys_are_recorded_as_their_hash_and_many_changes_are_spread_over_bounded_events() -> None:
+    big = {"hosts": {f"node-{i:05d}": {"cpus": 8} for i in range(300)}, "labels": {"k" * 400: "v"}, "x": ["y" * 5000]}
+    flat = bounded(flatten(big))
+    assert json.loads(flat["x"]) == {"sha256": hashlib.sha256(json.dumps(["y" * 5000]).encode()).hexdigest(), "bytes": 5004}
+    [long_key] = [k for k in flat if k.startswith("labels.")]
+    assert len(long_key) <= REF_MAX
+    parts = batches(changes({}, flat))
+    assert len(parts) == -(-len(flat) // CHANGES_MAX) and all(len(p) <= CHANGES_MAX for p in parts)
+    history = [ConfigChanged(name="hosts", changes=p) for p in parts]
+    assert all(len(encode(e)) < MAX_EVENT_BYTES for e in history)
+    assert recorded(history) == flat
+
+
+async def test_an_invalid_hosts_file_is_refused_once_and_never_written_into_the_log(
+        nats_url: str, tmp_path: Path, eventually, caplog: pytest.LogCaptureFixture) -> None:
+    hosts = tmp_path / "hosts.yaml"
+    hosts.write_text("hosts:\n  gpu-1:\n    status: ready\n")
+    config = tmp_path / "rr.yaml"
+    config.write_text(f"hosts_file: {hosts}\n")
+    async with provisioned_bus(nats_url) as bus:
+        async with watching(bus, nats_url, config):
+            [first] = await eventually(lambda: _changes_of(bus, "hosts"))
+            assert first.changes == [ConfigChange(key="hosts.gpu-1.status", old=None, new='"ready"')]
+            with caplog.at_level(logging.ERROR, logger="services.configwatch.loop"):
+                hosts.write_text("hosts:\n  gpu-1:\n    status: bogus\n")
+                await eventually(lambda: any("refused" in r.getMessage() for r in caplog.records), timeout=10)
+                await asyncio.sleep(0.5)  # several more checks of the same bad file
+            hosts.write_text("hosts:\n  gpu-1:\n    status: maintenance\n")
+
+            async def two() -> list[ConfigChanged] | None:
+                found = await _changes_of(bus, "hosts")
+                return found if len(found) == 2 else None
+
+            _first, second = await eventually(two)
+        assert second.changes == [ConfigChange(key="hosts.gpu-1.status", old='"ready"', new='"maintenance"')]
+    refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refusals) == 1 and "hosts.gpu-1.status" in refusals[0] and "\n" not in refusals[0], refusals

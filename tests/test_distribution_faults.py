@@ -25,7 +25,7 @@ from services.distributor.settings import DistributionSettings
 from services.options import CommonOptions
 from services.runtime import ServiceContext
 from tests.bus_harness import provisioned_bus
-from tests.helpers import eventually
+from tests.helpers import eventually, mounted_tmpfs
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -43,16 +43,11 @@ async def bus(nats_url: str) -> AsyncIterator[Bus]:
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 1 MiB tmpfs (needs root to mount; skipped otherwise), unmounted afterwards."""
-    mountpoint = tmp_path / "small"
-    mountpoint.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mountpoint)],
-                             capture_output=True, text=True, check=False)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     try:
-        yield mountpoint
-    finally:
-        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+        with mounted_tmpfs(tmp_path / "small", "1m") as mountpoint:
+            yield mountpoint
+    except OSError as exc:
+        pytest.skip(str(exc))
 
 
 @contextlib.asynccontextmanager

@@ -50,15 +50,12 @@ def test_seeds_keys_rr_does_not_use_are_accepted_silently(tmp_path: Path, caplog
     assert caplog.records == []
 
 
-def test_unknown_keys_are_warned_with_their_path_and_ignored(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_unknown_keys_are_refused_in_one_line_naming_them(tmp_path: Path) -> None:
     path = write(tmp_path, "hosts:\n  gpu-1:\n    cpu: 8\n    max_paralel_jobs: 4\nvotres: [gpu-1]\n")
-    with caplog.at_level(logging.WARNING, logger="config.hosts"):
-        hosts = load_hosts(path)
-    assert hosts.hosts["gpu-1"] == HostEntry()
-    messages = [r.getMessage() for r in caplog.records]
-    assert f"{path}: hosts.gpu-1.cpu: unknown key ignored" in messages
-    assert f"{path}: hosts.gpu-1.max_paralel_jobs: unknown key ignored" in messages
-    assert f"{path}: votres: unknown key ignored" in messages
+    with pytest.raises(InvalidConfig) as refused:
+        load_hosts(path)
+    assert str(refused.value) == (f"{path}: votres: unknown key (and 2 more: hosts.gpu-1.cpu: unknown key, "
+                                  "hosts.gpu-1.max_paralel_jobs: unknown key); fix the spelling or remove it")
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,8 @@ import asyncio
 import logging
 import os
 import time
-from pathlib import Path
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 from config.hosts import load_hosts
 from config.settings import RrConfig
@@ -20,7 +20,7 @@ from eventbus.events import utcnow
 from eventbus.heartbeats import Heartbeat, publish_heartbeat
 from services.agent.gpus import GpuSource
 from services.agent.jobs import jobs_file_for, read_running_jobs
-from services.agent.resources import sample_host
+from services.agent.resources import measured_disk, sample_host
 from services.membership.settings import MembershipSettings
 from services.runtime import ServiceContext
 
@@ -57,11 +57,12 @@ class BeatMaker:
         self._version = software_version()
         self._started = utcnow()
         self._seq = 0
+        self._disk = measured_disk(self._settings.disk_path, os.environ, Path.home())
 
     async def next(self, *, leaving: bool = False) -> Heartbeat:
         """The next beat, measured now."""
         gpus = await self._gpus.current()
-        resources = await asyncio.to_thread(sample_host, self._settings.disk_path, gpus)
+        resources = await asyncio.to_thread(sample_host, self._disk, gpus)
         jobs = await asyncio.to_thread(read_running_jobs, self._jobs_file)
         lag = self._ctx.loop_lag.statistics()
         self._seq += 1
@@ -90,7 +91,7 @@ async def main(ctx: ServiceContext) -> None:
     """Beat until stopped, then say goodbye with a leaving beat."""
     settings = ctx.config.membership
     roles = await asyncio.to_thread(node_roles, ctx.config, ctx.node_id)
-    await asyncio.to_thread(sample_host, settings.disk_path, [])  # primes psutil's CPU counter for the first beat
+    await asyncio.to_thread(sample_host, measured_disk(settings.disk_path, os.environ, Path.home()), [])  # primes psutil's CPU counter for the first beat
     gpus = GpuSource(settings.gpu_probe)
     await gpus.start(settings.gpu_probe_timeout_s)
     maker = BeatMaker(ctx, roles, gpus, jobs_file_for(ctx.config, ctx.node_id, dict(os.environ), Path.home()))

@@ -82,7 +82,7 @@ def get_status(api: NamedDependency[Api]) -> StatusView:
     return api.status()
 
 
-@get("/health", responses={503: ResponseSpec(data_container=documents.HealthDoc, description="not connected or catching up")})
+@get("/health", responses={503: ResponseSpec(data_container=documents.HealthDoc, description="not connected, catching up or low on disk")})
 async def get_health(api: NamedDependency[Api]) -> Response[documents.HealthDoc]:
     """200 when NATS is connected and the API has folded the history it started with, else 503."""
     doc = api.health()

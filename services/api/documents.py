@@ -27,7 +27,7 @@ ELO_POINTS_PER_CONFIG = 500  # the chart's newest ratings per config
 class HealthDoc(msgspec.Struct, frozen=True, kw_only=True):
     """GET /health: 'ok' only when NATS is connected and the history at start has been folded."""
 
-    status: str  # ok | catching_up | nats_disconnected
+    status: str  # ok | catching_up | low_disk | nats_disconnected
     node_id: str
     uptime_s: float
     nats_connected: bool
@@ -38,6 +38,8 @@ class HealthDoc(msgspec.Struct, frozen=True, kw_only=True):
     events_folded: int
     loop_lag_s: float
     loop_lag_max_s: float
+    storage_free_mib: float | None = None  # free space where the data dir is, when measurable
+    reason: str = ""  # why the status is not ok, in a sentence
 
 
 class PeersDoc(msgspec.Struct, frozen=True, kw_only=True):
@@ -147,10 +149,21 @@ class ErrorDoc(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 def health(
     *, state: ProjectionSet, caught_up: bool, log_end_seq: int, snapshot_seq: int, events_folded: int,
     node_id: str, uptime_s: float, nats_connected: bool, lag: LoopLagStats,
+    free_bytes: int | None = None, min_free_mib: int = 0,
 ) -> HealthDoc:
-    """The health document; its status is 'ok' only when connected and caught up."""
-    status = "nats_disconnected" if not nats_connected else "ok" if caught_up else "catching_up"
+    """The health document; its status is 'ok' only when connected, caught up and with room on the data dir."""
+    free_mib = None if free_bytes is None else free_bytes / (1 << 20)
+    low = free_mib is not None and free_mib < min_free_mib
+    status = ("nats_disconnected" if not nats_connected else "low_disk" if low
+              else "ok" if caught_up else "catching_up")
+    reason = {
+        "nats_disconnected": "NATS is disconnected",
+        "low_disk": f"the data dir's filesystem has {free_mib or 0:.1f} MiB free, under api.min_free_mib={min_free_mib}: "
+                    "free space (the JetStream store stops writing when it is full)",
+        "catching_up": "still folding the log",
+    }.get(status, "")
     return HealthDoc(
+        storage_free_mib=None if free_mib is None else round(free_mib, 1), reason=reason,
         status=status, node_id=node_id, uptime_s=round(uptime_s, 3), nats_connected=nats_connected,
         caught_up=caught_up, last_seq=state.last_seq, log_end_seq=log_end_seq, snapshot_seq=snapshot_seq,
         events_folded=events_folded, loop_lag_s=round(lag.last_s, 4), loop_lag_max_s=round(lag.max_s, 4),

@@ -113,6 +113,7 @@ class Api:
         node_link: NodeLink | None = None, tokens: Mapping[str, Principal] | None = None,
         config: msgspec.Struct | None = None, metrics: FleetMetrics | None = None, rules: AdmissionRules | None = None,
         probe: Callable[[], Awaitable[tuple[dict[str, ConsumerLag], int | None]]] | None = None,
+        free_bytes: Callable[[], int | None] = lambda: None,
     ) -> None:
         self.keeper = keeper
         self.settings = settings
@@ -128,6 +129,7 @@ class Api:
         self.rules = rules or AdmissionRules()  # what POST /work/add admits (services/admission.py)
         self.metrics = metrics if metrics is not None else FleetMetrics()
         self.probe = probe  # the server's view: durable consumers' lag and dead letters
+        self.free_bytes = free_bytes  # free space on the data dir's filesystem (None: not measurable)
         self._cached_view: tuple[Current, int, StatusView] | None = None
         self.loops_down: dict[str, list[str]] = {}  # role -> its leader's loops not running (services/api/leaderhealth.py)
 
@@ -167,6 +169,7 @@ class Api:
             state=current.state, caught_up=current.caught_up, log_end_seq=current.log_end_seq,
             snapshot_seq=current.snapshot_seq, events_folded=self.keeper.statistics().folded, node_id=self.node_id,
             uptime_s=time.monotonic() - self.started, nats_connected=self.connected(), lag=self.lag(),
+            free_bytes=self.free_bytes(), min_free_mib=self.settings.min_free_mib,
         )
 
     def peers(self) -> documents.PeersDoc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -25,6 +26,7 @@ from services.api.leaderhealth import watch_loops_down
 from services.api.metrics import FleetMetrics
 from services.api.routes import Api
 from services.api.server import make_server, open_server, serve_until
+from services.agent.resources import measured_disk
 from services.api.settings import resolved_port
 from services.api.tokens import load_table
 from services.commands.work import item_events
@@ -46,6 +48,18 @@ FOLDED_WAIT_S = 2.0  # POST /work/add answers once its item is visible to GET /w
 def load_static() -> dict[str, tuple[str, bytes]]:
     """The dashboard's files, read once at start."""
     return {path: (kind, (STATIC_DIR / name).read_bytes()) for path, (name, kind) in STATIC_FILES.items()}
+
+
+def storage_free(path: str) -> Callable[[], int | None]:
+    """Free bytes on `path`'s filesystem, measured when asked (a statfs: cheap enough for a request)."""
+
+    def free() -> int | None:
+        try:
+            return shutil.disk_usage(path).free
+        except OSError:
+            return None
+
+    return free
 
 
 def work_adder(ctx: ServiceContext, keeper: ProjectionKeeper, timeout_s: float) -> Callable[[WorkAdded], Awaitable[Published]]:
@@ -120,6 +134,7 @@ async def main(ctx: ServiceContext) -> None:
         work_refusal=await work_refusal(), node_link=BusNodeLink(ctx, keeper, settings.publish_timeout_s),
         tokens=await asyncio.to_thread(load_table, settings.tokens_file) if settings.tokens_file else None,
         config=ctx.config, metrics=metrics,
+        free_bytes=storage_free(measured_disk(settings.storage_path, os.environ, Path.home())),
         rules=rules_for(ctx.config, await asyncio.to_thread(load_hosts, ctx.config.hosts_file) if ctx.config.hosts_file else None), probe=lambda: server_probe(ctx),
     )
     app = build_app(api, stopping=ctx.stopping, static=await asyncio.to_thread(load_static))

@@ -35,6 +35,10 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     # Bearer tokens (services/api/tokens.py, `rr auth token`) for the mutating endpoints; unset: they
     # answer 401, except POST /work/add, which stays open as before until a tokens file is set.
     tokens_file: str | None = None
+    # /health is 503 (low_disk) while the filesystem of `storage_path` (None: the data dir, RR_DATA_DIR)
+    # has less free than this: a full store stops leadership and the log long before anything else says so.
+    storage_path: str | None = None
+    min_free_mib: Annotated[int, msgspec.Meta(ge=0)] = 64
 
 
 def resolved_port(settings: ApiSettings, env: Mapping[str, str]) -> int:
@@ -42,6 +46,6 @@ def resolved_port(settings: ApiSettings, env: Mapping[str, str]) -> int:
     text = env.get(PORT_ENV, "").strip()
     if not text:
         return settings.port
-    if not text.isdigit() or not 0 < int(text) < 65536:
+    if not (text.isascii() and text.isdigit()) or len(text) > 5 or not 0 < int(text) < 65536:
         raise InvalidConfig(f"{PORT_ENV}={text!r}: not a TCP port (1..65535)")
     return int(text)

@@ -1,4 +1,8 @@
-"""The leader's config watch: CONFIG_CHANGED when the rr config or the hosts file differs from what the log recorded."""
+"""The leader's config watch: CONFIG_CHANGED when the rr config or the hosts file differs from what the log recorded.
+
+A file is recorded only once its own loader accepts it: an invalid edit is refused with one log
+line (once per content) and never written into the log, where every restarted reader would meet it.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,14 @@ import hashlib
 import logging
 from pathlib import Path
 
-import yaml
-
+from config.hosts import load_hosts
+from config.settings import load_config
+from config.yamlfile import read_yaml
+from eventbus.errors import InvalidConfig
 from eventbus.events import ConfigChanged
 from eventbus.history import events
 from eventbus.subjects import aggregate_filter
-from services.configwatch.diff import Flat, changes, flatten, recorded
+from services.configwatch.diff import Flat, batches, bounded, changes, flatten, recorded
 from services.leadership.term import NotLeader, Term
 from services.runtime import ServiceContext
 
@@ -22,14 +28,34 @@ CHECK_EVERY_S = 10.0
 RR_CONFIG, HOSTS = "rr-config", "hosts"  # the aggregate ids of the two files
 
 
-def read_flat(path: str) -> tuple[Flat, str] | None:
-    """The file's flat content and SHA-256; None when it cannot be read or parsed (the loader reports why) (blocking)."""
+LOADERS = {RR_CONFIG: load_config, HOSTS: load_hosts}
+
+
+def read_flat(path: str, name: str = RR_CONFIG) -> tuple[Flat, str]:
+    """The file's bounded flat content and SHA-256, if its loader accepts it; else InvalidConfig (blocking)."""
     try:
         raw = Path(path).read_bytes()
-        return flatten(yaml.safe_load(raw) or {}), hashlib.sha256(raw).hexdigest()
-    except (OSError, yaml.YAMLError) as exc:
-        log.warning("config watch: %s unreadable, not recorded: %s", path, exc)
-        return None
+    except OSError as exc:
+        raise InvalidConfig(f"{path}: cannot read: {exc.strerror or exc}") from None
+    LOADERS[name](path)  # the running services would refuse it on their next start: so does the log
+    return bounded(flatten(read_yaml(Path(path), name))), hashlib.sha256(raw).hexdigest()
+
+
+class Refusals:
+    """Says once per file content why it is not recorded, not every check."""
+
+    def __init__(self) -> None:
+        self._said: dict[str, str] = {}
+
+    def refused(self, name: str, reason: str) -> None:
+        """Log the refusal unless this file was refused for the same reason last time."""
+        if self._said.get(name) != reason:
+            log.error("config watch: %s refused, not recorded (running services keep the last valid one): %s", name, reason)
+        self._said[name] = reason
+
+    def accepted(self, name: str) -> None:
+        """The file is valid again."""
+        self._said.pop(name, None)
 
 
 async def last_recorded(ctx: ServiceContext, name: str) -> Flat:
@@ -44,18 +70,22 @@ async def config_watch_loop(ctx: ServiceContext, term: Term, check_every_s: floa
     if not files:
         return
     known = {name: await last_recorded(ctx, name) for name in files}
+    refusals = Refusals()
     try:
         while True:
             for name, path in files.items():
-                current = await asyncio.to_thread(read_flat, path)
-                if current is None:
+                try:
+                    flat, sha256 = await asyncio.to_thread(read_flat, path, name)
+                except InvalidConfig as exc:
+                    refusals.refused(name, str(exc))
                     continue
-                flat, sha256 = current
+                refusals.accepted(name)
                 diff = changes(known[name], flat)
+                for part in batches(diff):
+                    await term.publish(ConfigChanged(name=name, path=str(Path(path).absolute())[:4096], sha256=sha256, changes=part))
                 if diff:
-                    await term.publish(ConfigChanged(name=name, path=str(Path(path).absolute()), sha256=sha256, changes=diff))
                     known[name] = flat
-                    log.info("config watch: %s changed: %s", name, ", ".join(c.key for c in diff[:10]))
+                    log.info("config watch: %s changed: %d keys (%s)", name, len(diff), ", ".join(c.key for c in diff[:10]))
             await asyncio.sleep(check_every_s)
     except NotLeader as exc:
         log.info("config watch: %s", exc)

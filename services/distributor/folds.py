@@ -11,7 +11,7 @@ import datetime as dt
 import msgspec
 
 from eventbus.events import ArtifactRef, Event, ModelDistributed, ModelDistributionFailed, TrainingComplete
-from projections.base import Anomaly, Projection
+from projections.base import Anomaly, Projection, total
 from projections.pmap import PMap
 
 
@@ -25,6 +25,7 @@ class CheckpointsState(msgspec.Struct, frozen=True, kw_only=True):
     anomaly_count: int = 0
 
 
+@total
 def apply_checkpoint(state: CheckpointsState, event: Event, seq: int) -> CheckpointsState:
     """A TRAINING_COMPLETE with a checkpoint records where the model's file is."""
     if not isinstance(event, TrainingComplete) or event.checkpoint is None:
@@ -60,6 +61,7 @@ class FailuresState(msgspec.Struct, frozen=True, kw_only=True):
     anomaly_count: int = 0
 
 
+@total
 def apply_failure(state: FailuresState, event: Event, seq: int) -> FailuresState:
     """A failure opens (or replaces) the node's entry; an installed copy closes it."""
     if isinstance(event, ModelDistributionFailed):

@@ -19,7 +19,9 @@ class MembershipSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
     sweep_fraction: float = 0.25  # the leader looks for silent nodes every interval x this
     gpu_probe: GpuProbe = "auto"  # auto: nvidia-smi when on PATH, else torch.cuda
     gpu_probe_timeout_s: float = 30.0  # the first beat waits this long at most for the GPU probe
-    disk_path: str = "/"  # the filesystem whose free space is reported
+    # The filesystem whose free space is reported; None: the data dir (RR_DATA_DIR, as `rr up` and the
+    # worker use it), since that is what fills up, not necessarily the root disk.
+    disk_path: str | None = None
     jobs_file: str | None = None  # JSON list of running jobs kept by the worker (services/agent/jobs.py)
 
     def __post_init__(self) -> None:

@@ -42,6 +42,7 @@ from services.scheduler.decisions import (
     placement_round,
     supervision_round,
 )
+from services.scheduler.leaderfold import Decisions
 from services.scheduler.settings import SchedulerSettings
 from services.snapshotting import load_state, save_state
 
@@ -80,6 +81,7 @@ class Assigner:
         self._snapshot_due = asyncio.Event()
         self.snapshot_seq = 0  # position of the snapshot loaded or last saved; 0: none
         self._placed_at = -PLACEMENT_EVERY_S  # time.monotonic() of the last placement round
+        self._decisions = Decisions("assigner")
 
     def on_record(self, record: Record) -> None:
         """Fold one record of the log (history, then live)."""
@@ -191,15 +193,15 @@ class Assigner:
         if self._live_hosts is not None:
             self._hosts = await self._live_hosts.read()
         now = utcnow()
-        last = await self._publish_all(supervision_round(self.state, now, self._settings))
+        last = await self._publish_all(self._decisions(supervision_round, self.state, now, self._settings))
         if last:  # let the fold see what was just decided before planning on it
             await self.wait_seen(last, READ_BACK_TIMEOUT_S)
-        last = await self._publish_all(assignment_round(self.state, now, self._hosts, self._settings))
+        last = await self._publish_all(self._decisions(assignment_round, self.state, now, self._hosts, self._settings))
         if last:
             await self.wait_seen(last, READ_BACK_TIMEOUT_S)
         if time.monotonic() - self._placed_at >= PLACEMENT_EVERY_S:
             self._placed_at = time.monotonic()
-            last = await self._publish_all(placement_round(self.state, self._hosts, self._settings))
+            last = await self._publish_all(self._decisions(placement_round, self.state, self._hosts, self._settings))
             if last:
                 await self.wait_seen(last, READ_BACK_TIMEOUT_S)
 
@@ -223,6 +225,9 @@ class Assigner:
             return 0
         except BusUnavailable as exc:
             log.warning("assigner: could not publish %s for %s: %s", event.type_name(), work_id, exc)
+            return 0
+        except InvalidEvent as exc:  # built from a bad value folded from the log: refused, the round goes on
+            log.error("assigner: decision for %s not published: %s", work_id, exc)
             return 0
         self.published += 1
         return published.seq

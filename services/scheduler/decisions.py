@@ -11,7 +11,16 @@ import datetime as dt
 from typing import NamedTuple
 
 from config.hosts import HostsConfig
-from eventbus.events import Event, WorkAssigned, WorkAttemptFailed, WorkFailed, WorkHandedBack, WorkSchedulable, WorkUnschedulable
+from eventbus.events import (
+    TEXT_MAX,
+    Event,
+    WorkAssigned,
+    WorkAttemptFailed,
+    WorkFailed,
+    WorkHandedBack,
+    WorkSchedulable,
+    WorkUnschedulable,
+)
 from projections.work import WorkItem
 from services.scheduler import queue
 from services.scheduler.backoff import retry_at
@@ -69,7 +78,7 @@ def placement_round(state: queue.QueueState, hosts: HostsConfig | None, settings
     for work_id, reason in reasons.items():
         item = state.work.items[work_id]
         if reason is not None and not item.unschedulable:
-            event: Event = WorkUnschedulable(work_id=work_id, reason=reason)
+            event: Event = WorkUnschedulable(work_id=work_id, reason=reason[:TEXT_MAX])  # it lists alive nodes: bounded
         elif reason is None and item.unschedulable:
             event = WorkSchedulable(work_id=work_id, reason="a node that can run it is alive")
         else:

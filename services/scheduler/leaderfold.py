@@ -35,6 +35,33 @@ CALL_TIMEOUT_S = 10.0
 STOP_FOLLOWER_S = 2.0
 
 
+class Decisions:
+    """Runs a loop's pure decision step so that a bug or an odd value folded from the log cannot end the term.
+
+    A failing step decides nothing this round and is logged once per distinct cause (it would
+    fail again every round on the same state); the loop goes on and decides again on news.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.failures = 0
+        self._last_cause = ""
+
+    def __call__(self, decide: Callable[..., list[T]], *args: object) -> list[T]:
+        """`decide(*args)`, or no decisions when it raises."""
+        try:
+            decisions = decide(*args)
+        except Exception as exc:  # noqa: BLE001 - one poison event must not stop scheduling
+            self.failures += 1
+            cause = f"{type(exc).__name__}: {exc}"
+            if cause != self._last_cause:
+                log.exception("%s: deciding failed, nothing decided this round: %s", self.name, cause)
+            self._last_cause = cause
+            return []
+        self._last_cause = ""
+        return decisions
+
+
 class Publishing(Protocol):
     """What a loop needs of its leadership term: fenced publishing (raises NotLeader when over)."""
 
@@ -57,6 +84,7 @@ class FoldingDecider(Generic[S]):
         self._seen = 0  # the newest sequence folded
         self._needed = 0  # sequence the state must reach before deciding again
         self._changed = asyncio.Event()
+        self._decisions = Decisions(name)
         self.published = 0
 
     def _on_record(self, record: Record) -> None:
@@ -102,6 +130,9 @@ class FoldingDecider(Generic[S]):
         except ConcurrencyConflict:
             log.info("%s: %s %s exists already; not added twice", self.name, event.type_name(), event.aggregate_id())
             return None
+        except InvalidEvent as exc:  # a decision built from a bad value is refused, the others still go out
+            log.error("%s: decision not published: %s", self.name, exc)
+            return None
 
     async def _follow_forever(self) -> None:
         while True:
@@ -119,7 +150,7 @@ class FoldingDecider(Generic[S]):
             if self._seen < self._needed:
                 continue
             try:
-                for event in self._decide(self.state):
+                for event in self._decisions(self._decide, self.state):
                     published = await self._publish(event)
                     if published is not None:
                         self._needed = max(self._needed, published.seq)

@@ -23,6 +23,7 @@ from eventbus.events import (
     WorkFailed,
 )
 from projections import taint, withdrawal
+from projections.base import Anomaly, total
 from projections.fence import Fence, screen
 from projections.taint import Tainted, TaintState
 from projections.withdrawal import Withdrawals
@@ -107,6 +108,8 @@ class PipelineView(msgspec.Struct, frozen=True, kw_only=True):
     fence: Fence = msgspec.field(default_factory=Fence)  # decisions of superseded leaders take no effect
     withdrawals: Withdrawals = msgspec.field(default_factory=Withdrawals)  # items whose results do not count
     taint: TaintState = msgspec.field(default_factory=TaintState)  # quarantines: tainted batches and models do not count
+    anomalies: tuple[Anomaly, ...] = ()  # events whose application failed (projections.base.total)
+    anomaly_count: int = 0
 
     def live_batches(self, config: str) -> tuple[BatchRef, ...]:
         """The config's batches that count (their selfplay item did not end failed or cancelled, not tainted), oldest first."""
@@ -205,6 +208,7 @@ def _promoted(view: PipelineView, e: ModelPromoted, seq: int) -> PipelineView:
     return _replace(view, seq, best={**view.best, config: best}, promoted=view.promoted | {e.model_id})
 
 
+@total
 def apply(view: PipelineView, event: Event, seq: int) -> PipelineView:
     """The view after one event at stream position `seq` (events it does not read only move the position)."""
     if event.type_name() in taint.READS:  # the lineage and the quarantines: facts, never fenced

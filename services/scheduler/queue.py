@@ -18,7 +18,7 @@ import msgspec
 
 from eventbus.events import EVENT_TYPES, Event
 from projections import cluster, work
-from projections.base import Projection
+from projections.base import Anomaly, Projection, total
 from projections.pmap import PMap
 from services.scheduler import signals
 from services.scheduler.supervision import Track, tracked
@@ -38,8 +38,11 @@ class QueueState(msgspec.Struct, frozen=True, kw_only=True):
     active: PMap[str, str] = msgspec.field(default_factory=PMap)  # work id -> node of its live attempt
     load: PMap[str, int] = msgspec.field(default_factory=PMap)  # node -> live attempts on it
     facts: signals.SignalFacts = msgspec.field(default_factory=signals.SignalFacts)  # priority inputs per config
+    anomalies: tuple[Anomaly, ...] = ()  # events whose application failed (projections.base.total)
+    anomaly_count: int = 0
 
 
+@total
 def apply(state: QueueState, event: Event, seq: int) -> QueueState:
     """The queue after one event at stream position `seq`."""
     kind = event.type_name()
@@ -55,8 +58,7 @@ def apply(state: QueueState, event: Event, seq: int) -> QueueState:
     items = work.apply(state.work, event, seq) if kind in _WORK_READS else state.work
     after = items.items.get(work_id)
     tracks = state.tracks.set(work_id, tracked(state.tracks.get(work_id), after, event, seq))
-    changed = QueueState(last_seq=seq, work=items, cluster=nodes, tracks=tracks,
-                         pending=state.pending, active=state.active, load=state.load, facts=state.facts)
+    changed = msgspec.structs.replace(state, last_seq=seq, work=items, cluster=nodes, tracks=tracks)
     return _indexed(changed, before, after) if after is not before else changed
 
 

@@ -38,7 +38,9 @@ class SignalFacts(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def apply(facts: SignalFacts, event: Event) -> SignalFacts:
-    """The facts after one event."""
+    """The facts after one event (one without a time says nothing about when: it is passed over)."""
+    if event.ts is None and isinstance(event, (SelfplayComplete, ModelPromoted)):
+        return facts
     if isinstance(event, SelfplayComplete):
         key = config_key(event.board_type, event.num_players)
         config = facts.configs.get(key, ConfigFacts())

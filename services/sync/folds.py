@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from eventbus.events import ArtifactRef, Event, SelfplayComplete
-from projections.base import Anomaly, Projection
+from projections.base import Anomaly, Projection, total
 from projections.pmap import PMap
 
 
@@ -18,6 +18,7 @@ class BatchFilesState(msgspec.Struct, frozen=True, kw_only=True):
     anomaly_count: int = 0
 
 
+@total
 def apply_batch_file(state: BatchFilesState, event: Event, seq: int) -> BatchFilesState:
     """A SELFPLAY_COMPLETE with a data file records where it is."""
     if not isinstance(event, SelfplayComplete) or event.data is None:

@@ -83,6 +83,12 @@ class Attempt:
         self.progress_changed.set()
 
 
+def cannot_write(exc: OSError) -> str:
+    """The reason of an attempt this node could not record or run for lack of a writable disk."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    return f"this node cannot write{where}: {exc.strerror or exc}; free space in worker.data_dir"
+
+
 class AttemptRunner:
     """Runs attempts for one node, at most `slots` at a time."""
 
@@ -144,6 +150,10 @@ class AttemptRunner:
             job.request_stop(attempt.stop_reason, attempt.stop_grace_s)
         try:
             await self._started(attempt, job, pid)
+        except OSError as exc:  # its record cannot be written (a full disk): the job is not left running unrecorded
+            processes.signal_group(job.pgid, signal.SIGKILL)
+            return [attempt_failed(key, self._node, cannot_write(exc))]
+        try:
             async with asyncio.TaskGroup() as tasks:
                 progress = tasks.create_task(self._publish_progress(attempt))
                 outcome = await job.run()
@@ -226,9 +236,15 @@ class AttemptRunner:
         """Record an attempt's end events, publish them (retrying while the worker runs), then forget the attempt."""
         stamped = [self._publisher.stamp(e) for e in events]
         record = self._book.get(key) or JobRecord(work_id=key.work_id, attempt=key.attempt, node=self._node)
-        await self._book.put(msgspec.structs.replace(record, pending=stamped))
+        try:
+            await self._book.put(msgspec.structs.replace(record, pending=stamped))
+        except OSError as exc:  # a full disk must not keep the end unreported: publish it anyway
+            log.warning("worker: %s attempt %d: end not recorded on disk (%s); publishing it", key.work_id, key.attempt, exc)
         if await self.publish_until_done(stamped, f"{key.work_id} attempt {key.attempt}"):
-            await self._book.remove(key)
+            try:
+                await self._book.remove(key)
+            except OSError as exc:  # the stale record is reconciled with the log at the next start
+                log.warning("worker: %s attempt %d: record not removed (%s)", key.work_id, key.attempt, exc)
 
     async def publish_until_done(self, events: list[Event], what: str) -> bool:
         """Publish until acknowledged; False if the worker stops first (the record keeps them for the next start)."""

@@ -34,7 +34,7 @@ from services.worker.records import JobRecord, RecordBook
 from services.worker.recovery import recover_record
 from services.worker.results import attempt_failed
 from services.agent.jobs import jobs_file_for
-from services.worker.runner import Attempt, AttemptRunner, WorkerPaths
+from services.worker.runner import Attempt, AttemptRunner, WorkerPaths, cannot_write
 from services.sync.paths import sync_root
 from services.worker.settings import WorkerSettings
 
@@ -175,7 +175,11 @@ class Worker:
 
     async def _launch(self, attempt: Attempt) -> None:
         assert self._tasks is not None
-        await self.runner.accept(attempt)
+        try:
+            await self.runner.accept(attempt)
+        except OSError as exc:  # a full disk: the attempt fails with the cause instead of the handler retrying forever
+            await self.runner.finish(attempt.key, [attempt_failed(attempt.key, self._node, cannot_write(exc))])
+            return
         self._attempts[attempt.key] = attempt
         if self._ctx.stopping.is_set():  # accepted while the consumer drained: it ends before it starts
             attempt.request_stop(WORKER_STOPPED, hand_back=True)

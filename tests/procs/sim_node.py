@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 
 from eventbus.connection import Bus, connect
+from eventbus.errors import InvalidEvent
 from eventbus.events import WorkAssigned, WorkCompleted, WorkStarted, decode, utcnow
 from eventbus.follow import follow
 from eventbus.heartbeats import Heartbeat, publish_heartbeat
@@ -40,7 +41,10 @@ async def work(bus: Bus, node: str, hang: bool, work_s: float) -> None:
     jobs: asyncio.Queue[WorkAssigned] = asyncio.Queue()
 
     def on_record(record: Record) -> None:
-        event = decode(record.data)
+        try:
+            event = decode(record.data)
+        except InvalidEvent:
+            return  # poison in the log is not this node's job
         if isinstance(event, WorkAssigned) and event.node == node:
             jobs.put_nowait(event)
 

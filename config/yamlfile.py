@@ -1,0 +1,113 @@
+"""Reading a config file's YAML strictly: every mistake is one InvalidConfig line naming the file and the key.
+
+Both loaders (config/settings.py, config/hosts.py) read through `read_yaml`, which refuses what
+PyYAML would take silently or die on with a traceback: bytes that are not UTF-8, a key given
+twice in one mapping (the second would silently replace the first), nesting deeper than
+MAX_DEPTH (PyYAML recurses per level), aliases that expand past MAX_NODES (a 518-byte "billion
+laughs" file expands to millions of values once converted or encoded), and non-finite numbers
+(`.inf`, `.nan`), which no setting means.
+"""
+
+from __future__ import annotations
+
+import math
+import typing
+from pathlib import Path
+
+import yaml
+
+from eventbus.errors import InvalidConfig
+
+MAX_DEPTH = 32  # levels of nesting any rr file needs: a handful
+MAX_NODES = 200_000  # values after alias expansion: an 8000-host file is ~100k
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[object, object]:
+        seen: set[object] = set()
+        for key_node, _value in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, typing.Hashable):
+                continue  # SafeLoader's own construct_mapping reports unhashable keys
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key `{key}` (a second entry would silently replace the first)",
+                    key_node.start_mark)
+            seen.add(key)
+        mapping: dict[object, object] = super().construct_mapping(node, deep=deep)
+        return mapping
+
+
+def read_yaml(path: Path, what: str) -> object:
+    """The file's YAML as plain data ({} for an empty file); InvalidConfig naming the file and key otherwise."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InvalidConfig(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidConfig(f"{path}: not UTF-8 text (byte {exc.start}): save the {what} as UTF-8") from None
+    loader = _StrictLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return {}
+        _check_shape(path, node)
+        data = loader.construct_document(node)
+    except RecursionError:
+        raise InvalidConfig(f"{path}: nested too deeply (more than {MAX_DEPTH} levels)") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" (line {mark.line + 1})" if mark is not None else ""
+        raise InvalidConfig(f"{path}{line}: not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
+    finally:
+        loader.dispose()
+    _check_numbers(path, data)
+    return data
+
+
+def _check_shape(path: Path, root: yaml.Node) -> None:
+    """Depth and expanded size of the composed document, without expanding it (shared nodes counted once each time used)."""
+    expanded: dict[int, int] = {}  # id(node) -> values under it, aliases expanded
+    stack: list[tuple[yaml.Node, int, str, bool]] = [(root, 1, "", False)]
+    while stack:
+        node, depth, key, done = stack.pop()
+        if depth > MAX_DEPTH:
+            raise InvalidConfig(f"{path}: {key or '(top level)'}: nested more than {MAX_DEPTH} levels deep")
+        children = _children(node, key)
+        if done or not children:
+            expanded[id(node)] = 1 + sum(expanded[id(child)] for child, _ in children)
+            if expanded[id(node)] > MAX_NODES:
+                raise InvalidConfig(f"{path}: {key or '(top level)'}: expands to more than {MAX_NODES} values "
+                                    "(aliases referring to aliases?); write the values out")
+            continue
+        stack.append((node, depth, key, True))
+        stack.extend((child, depth + 1, child_key, False) for child, child_key in children if id(child) not in expanded)
+
+
+def _children(node: yaml.Node, key: str) -> list[tuple[yaml.Node, str]]:
+    if isinstance(node, yaml.MappingNode):
+        out: list[tuple[yaml.Node, str]] = []
+        for k, v in node.value:
+            name = str(k.value) if isinstance(k, yaml.ScalarNode) else "?"
+            out += [(k, key), (v, f"{key}.{name}" if key else name)]
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [(item, f"{key}[{i}]") for i, item in enumerate(node.value)]
+    return []
+
+
+def _check_numbers(path: Path, data: object) -> None:
+    """Refuse `.inf` and `.nan` anywhere, naming the key (the shape is bounded by now)."""
+    stack: list[tuple[object, str]] = [(data, "")]
+    while stack:
+        value, key = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidConfig(f"{path}: {key or '(top level)'}: {value} is not a finite number")
+        if isinstance(value, dict):
+            stack.extend((v, f"{key}.{k}" if key else str(k)) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, f"{key}[{i}]") for i, v in enumerate(value))
