@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import tracemalloc
 from collections.abc import Sequence
 
 import pytest
@@ -178,6 +179,21 @@ def test_pmap_behaves_like_a_dict_and_never_changes_an_old_version(items: dict[s
         built = built.remove(key)
         expected.pop(key, None)
     assert built.to_dict() == expected and len(built) == len(expected)
+
+
+def test_a_pmap_set_copies_a_few_small_nodes_whatever_the_size_of_the_map() -> None:
+    # A fold sets one key per event; if a set copied a share of the map (as a fixed-depth tree
+    # of dicts does, ~n/4096 entries a leaf), a long log would cost time linear in its items.
+    big = PMap({f"w-{i:07d}": i for i in range(250_000)})
+    tracemalloc.start()
+    try:
+        versions = [big.set(f"w-{i:07d}", -1) for i in range(0, 250_000, 500)]
+        allocated, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    per_set = allocated / len(versions)
+    assert per_set < 2000, f"{per_set:.0f} bytes allocated per set on a 250k map: the map is copying more than a path"
+    assert big["w-0000000"] == 0 and versions[0]["w-0000000"] == -1 and len(versions[-1]) == len(big)
 
 
 # ---- the work lifecycle --------------------------------------------------------------
