@@ -21,6 +21,7 @@ from eventbus.events import (
 from eventbus.publisher import Publisher
 from projections import work
 from services.commands.work import not_applied
+from services.scheduler import assigner
 from services.scheduler.backoff import Backoff
 from services.scheduler.settings import SchedulerSettings
 from tests.scheduler_harness import (
@@ -246,3 +247,30 @@ async def test_a_new_leader_starts_from_the_last_leaders_snapshot_and_folds_the_
         if isinstance(event, Event):
             full = queue.apply(full, event, record.seq)
     assert second.state == full
+
+
+async def test_new_items_are_assigned_without_sweeping_every_open_attempt_but_a_lost_node_still_is(
+    bus: Bus, eventually: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A sweep costs every open item; a round woken by WORK_ADDED alone cannot owe one, so a stream of
+    # requests must not pay it per request. A node going offline still makes one due at once, long
+    # before the periodic sweep (assign_every_s) would come.
+    sweeps: list[int] = []
+    real = assigner.supervision_round
+    monkeypatch.setattr(assigner, "supervision_round", lambda state, *a: sweeps.append(len(state.active)) or real(state, *a))
+    pub = Publisher(bus)
+    await online(pub, "n1")
+    held: list[WorkAssigned] = []
+    worker = asyncio.create_task(simulated_worker(bus, "n1", lambda job: held.append(job) or "hang"))
+    scheduler = await run_scheduler(bus, SchedulerSettings(default_max_parallel_jobs=50, assign_every_s=60.0))
+    try:
+        await eventually(lambda: len(sweeps) >= 1, timeout=10, message="the first round sweeps")
+        ids = []
+        for n in range(15):
+            ids += await add_items(pub, 1, prefix=f"one{n}")
+            await eventually(lambda: len(held) == n + 1, timeout=10, message=f"item {n} assigned")
+        assert len(sweeps) <= 2, f"{len(sweeps)} sweeps for 15 added items"
+        await pub.publish(HostOffline(node="n1", reason="no heartbeat for 16.0s (limit 15s)"))
+        await eventually(lambda: all_in(bus, work.WorkStatus.PENDING, ids), timeout=10, message="handed back at once")
+    finally:
+        await stop(scheduler, worker)

@@ -3,17 +3,18 @@
 On one local nats-server:
 1. --nodes HOST_ONLINE events (with resources); every node takes --slots attempts at once.
 2. The assignment loop (services/scheduler/assigner.py, one leader term, in this process) is
-   started, and a separate process appends --items WORK_ADDED as fast as it can (a burst).
-   Measured from the log: assignments/s (items / first WORK_ADDED to last WORK_ASSIGNED) and the
-   WORK_ADDED -> WORK_ASSIGNED latency percentiles (event timestamps, one clock). Then, with the
-   backlog gone, --paced-items at --paced-rate per second: the latency of a queue that keeps up.
-   Ceiling: the same number of conditional appends (expected-last-subject-sequence, as many in
-   flight as the assigner allows) by plain nats-py on a scratch stream.
+   started. Paced phases first, on a fleet still idle: a separate process appends WORK_ADDED at
+   each of --paced-rates items/s for --paced-seconds; WORK_ADDED -> WORK_ASSIGNED p50/p99 per rate
+   (event timestamps, one clock): the latency an operator sees from a queue that keeps up. Then
+   --items as fast as the adder can (a burst): assignments/s (items / first WORK_ADDED to last
+   WORK_ASSIGNED). Ceiling: the same number of conditional appends (expected-last-subject-sequence,
+   as many in flight as the assigner allows) by plain nats-py on a scratch stream, same run.
 3. The log is topped up to --log-events with the items' lifecycles (started, progress,
    completed). Rebuild: the assigner's own fold (history.replay into Assigner.on_record: decode,
    work + cluster folds, supervision tracks) from sequence 1, against history.replay counting only.
 4. The rebuilt queue is saved as a snapshot and loaded again: what a new leader's start costs.
 Prints one JSON line; `ratio` is rebuild rate / raw read rate, `assign_ratio` ours / ceiling.
+Goals (issue 20): paced p99 <= 50 ms at 100/s and <= 250 ms at 1000/s; assign_ratio >= 0.5.
 Run: python -m ops.bench.bench_scheduler [--nodes 1000] [--items 100000] [--log-events 1000000]
 """
 
@@ -58,8 +59,8 @@ def arguments() -> argparse.Namespace:
     p.add_argument("--nodes", type=int, default=1000)
     p.add_argument("--slots", type=int, default=110, help="attempts each node takes at once (enough for every item)")
     p.add_argument("--items", type=int, default=100_000)
-    p.add_argument("--paced-items", type=int, default=3000)
-    p.add_argument("--paced-rate", type=float, default=1000.0, help="items/s of the paced phase")
+    p.add_argument("--paced-rates", default="10,100,1000", help="items/s of each paced phase, comma-separated")
+    p.add_argument("--paced-seconds", type=float, default=5.0, help="length of each paced phase")
     p.add_argument("--log-events", type=int, default=1_000_000)
     p.add_argument("--rounds", type=int, default=2, help="rebuild rounds per side (alternating)")
     p.add_argument("--add", nargs=4, metavar=("URL", "PREFIX", "COUNT", "RATE"), help=argparse.SUPPRESS)
@@ -140,6 +141,16 @@ async def latencies(bus: Bus, prefix: str) -> tuple[list[float], float]:
     return delays, len(assigned) / span
 
 
+def paced_prefix(rate: float) -> str:
+    """Work id prefix of the paced phase at `rate` items/s (p10, p100...: none a prefix of another's `prefix-`)."""
+    return f"p{rate:g}".replace(".", "_")
+
+
+def summary_ms(values: list[float]) -> dict[str, float]:
+    """p50, p99 and max of `values` seconds, in milliseconds."""
+    return {q: round(percentile(values, v) * 1000, 1) for q, v in (("p50", 0.5), ("p99", 0.99), ("max", 1.0))}
+
+
 def percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] if values else 0.0
 
@@ -215,6 +226,11 @@ async def snapshot_start(bus: Bus, rebuilt: Assigner) -> tuple[int, float]:
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
+    rates = [float(r) for r in args.paced_rates.split(",") if r.strip()]
+
+    def paced_count(rate: float) -> int:
+        return max(1, round(rate * args.paced_seconds))
+
     async with bench_server() as server, bench_bus(server.url) as bus:
         await provision(bus.js, StreamSettings())
         await fleet_online(bus, args.nodes)
@@ -225,19 +241,21 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         try:
             while len(assigner.state.cluster.nodes) < args.nodes:
                 await asyncio.sleep(0.05)
+            for rate in rates:
+                log(f"paced: {paced_count(rate)} items at {rate:g}/s")
+                await assign_phase(server.url, assigner, paced_prefix(rate), paced_count(rate), rate, timeout=600)
             log(f"burst: {args.items} items")
             burst_s = await assign_phase(server.url, assigner, "b", args.items, 0.0, timeout=600)
-            log(f"burst assigned in {burst_s:.1f}s; paced: {args.paced_items} items at {args.paced_rate:g}/s")
-            if args.paced_items:
-                await assign_phase(server.url, assigner, "p", args.paced_items, args.paced_rate, timeout=600)
+            log(f"burst assigned in {burst_s:.1f}s")
         finally:
             running.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await running
         burst, burst_rate = await latencies(bus, "b")
-        paced, _ = await latencies(bus, "p") if args.paced_items else ([], 0.0)
+        paced = {rate: (await latencies(bus, paced_prefix(rate)))[0] for rate in rates}
         log(f"topping the log up to {args.log_events} events")
-        items = [f"b-{i:07d}" for i in range(args.items)] + [f"p-{i:07d}" for i in range(args.paced_items)]
+        items = [f"b-{i:07d}" for i in range(args.items)]
+        items += [f"{paced_prefix(rate)}-{i:07d}" for rate in rates for i in range(paced_count(rate))]
         log_events = await top_up(bus, items, args.nodes, args.log_events)
         ours, raw, rebuilt = await rebuild_rounds(bus, args.slots, args.rounds)
         completed = rebuilt.state.work.counts.get("completed", 0)
@@ -248,9 +266,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "bench": "scheduler", "nodes": args.nodes, "slots_per_node": args.slots, "items": args.items,
         "assign_per_s": round(burst_rate), "ceiling_conditional_appends_per_s": round(ceiling_rate),
         "assign_ratio": round(burst_rate / ceiling_rate, 3),
-        "burst_latency_ms": {q: round(percentile(burst, v) * 1000, 1) for q, v in (("p50", 0.5), ("p99", 0.99), ("max", 1.0))},
-        "paced_items": args.paced_items, "paced_rate": args.paced_rate,
-        "paced_latency_ms": {q: round(percentile(paced, v) * 1000, 1) for q, v in (("p50", 0.5), ("p99", 0.99), ("max", 1.0))},
+        "burst_latency_ms": summary_ms(burst),
+        "paced_seconds": args.paced_seconds,
+        "paced_latency_ms": {f"{rate:g}/s": {"items": len(paced[rate]), **summary_ms(paced[rate])} for rate in rates},
         "log_events": log_events, "rebuild_s": round(ours_s, 2), "raw_read_s": round(raw_s, 2),
         "rebuild_per_s": round(log_events / ours_s), "raw_read_per_s": round(log_events / raw_s),
         "snapshot_bytes": snapshot_bytes, "snapshot_start_s": round(snapshot_start_s, 2),

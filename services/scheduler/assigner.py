@@ -23,6 +23,7 @@ from eventbus.events import (
     HostOffline,
     HostOnline,
     WorkAdded,
+    WorkAssigned,
     WorkAttemptFailed,
     WorkCancelled,
     WorkCompleted,
@@ -50,6 +51,11 @@ log = logging.getLogger(__name__)
 
 # Events after which a round should come at once rather than at the next interval.
 _WAKING = (WorkAdded, WorkCompleted, WorkAttemptFailed, WorkHandedBack, WorkCancelled, WorkFailed, HostOnline, HostOffline)
+# Events after which supervision may owe a decision at once: a node gone (hand its attempts back),
+# an attempt ended (its item may have run out of attempts). A sweep costs every open item, so a
+# round woken by anything else (new work, a freed slot) only assigns; time alone makes a sweep
+# due every `assign_every_s`, so deadlines and silences are caught as soon as in a quiet fleet.
+_SWEEPING = (HostOffline, WorkAttemptFailed, WorkHandedBack)
 CATCH_UP_TIMEOUT_S = 60.0
 READ_BACK_TIMEOUT_S = 5.0
 PUBLISH_WINDOW = 256  # decisions of one round in flight at once (each on its own item)
@@ -75,6 +81,8 @@ class Assigner:
         self._seen_seq = 0
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
+        self._sweep_due = True
+        self._last_sweep = float("-inf")  # time.monotonic() of the last supervision sweep
         self.published = 0
         self.conflicts = 0
         self._since_snapshot = 0
@@ -97,11 +105,17 @@ class Assigner:
             self.state = queue.apply(self.state, event, record.seq)
             if isinstance(event, _WAKING):
                 self._wake.set()
+            if isinstance(event, _SWEEPING) or (isinstance(event, WorkAssigned) and not self._alive(event.node)):
+                self._sweep_due = True
         self._since_snapshot += 1
         if self._settings.snapshot_every_events and self._since_snapshot >= self._settings.snapshot_every_events:
             self._snapshot_due.set()
         if self._waiters:
             self._release_waiters()
+
+    def _alive(self, node: str) -> bool:
+        info = self.state.cluster.nodes.get(node)
+        return info is not None and info.alive
 
     def _release_waiters(self) -> None:
         still = []
@@ -136,7 +150,7 @@ class Assigner:
                 log.info("assigner: epoch %s starts with %d items", self._term.epoch, len(self.state.work.items))
                 while True:
                     self._wake.clear()
-                    await self.tick()
+                    await self.tick(sweep=self._sweep_due or time.monotonic() - self._last_sweep >= self._settings.assign_every_s)
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self._settings.assign_every_s)
             except NotLeader as exc:
@@ -188,14 +202,16 @@ class Assigner:
                 log.warning("assigner: following the log failed, resuming: %s", exc)
             await asyncio.sleep(RETRY_S)
 
-    async def tick(self) -> None:
-        """One round: fail attempts in trouble, give up on exhausted items, assign what fits, mark what cannot run."""
+    async def tick(self, sweep: bool = True) -> None:
+        """One round: fail attempts in trouble and give up on exhausted items (when `sweep`), assign what fits, mark what cannot run."""
         if self._live_hosts is not None:
             self._hosts = await self._live_hosts.read()
         now = utcnow()
-        last = await self._publish_all(self._decisions(supervision_round, self.state, now, self._settings))
-        if last:  # let the fold see what was just decided before planning on it
-            await self.wait_seen(last, READ_BACK_TIMEOUT_S)
+        if sweep:
+            self._sweep_due, self._last_sweep = False, time.monotonic()
+            last = await self._publish_all(self._decisions(supervision_round, self.state, now, self._settings))
+            if last:  # let the fold see what was just decided before planning on it
+                await self.wait_seen(last, READ_BACK_TIMEOUT_S)
         last = await self._publish_all(self._decisions(assignment_round, self.state, now, self._hosts, self._settings))
         if last:
             await self.wait_seen(last, READ_BACK_TIMEOUT_S)
