@@ -121,8 +121,9 @@ async def assign_phase(url: str, assigner: Assigner, prefix: str, count: int, ra
             raise RuntimeError("the adder process failed")
 
 
-async def latencies(bus: Bus, prefix: str) -> tuple[list[float], float]:
-    """WORK_ADDED -> WORK_ASSIGNED seconds per item of `prefix`, and items / (first added .. last assigned)."""
+async def latencies(bus: Bus, prefix: str, placed: dict[str, tuple[str, int]]) -> tuple[list[float], float]:
+    """WORK_ADDED -> WORK_ASSIGNED seconds per item of `prefix`, and items / (first added .. last assigned);
+    each item's first (node, attempt) goes into `placed`."""
     added: dict[str, dt.datetime] = {}
     assigned: dict[str, dt.datetime] = {}
 
@@ -134,6 +135,7 @@ async def latencies(bus: Bus, prefix: str) -> tuple[list[float], float]:
             added[event.work_id] = event.ts
         elif isinstance(event, ev.WorkAssigned) and event.ts and event.work_id not in assigned:
             assigned[event.work_id] = event.ts
+            placed[event.work_id] = (event.node, event.attempt)
 
     await replay(bus, on_record)
     delays = sorted((assigned[w] - added[w]).total_seconds() for w in assigned if w in added)
@@ -175,14 +177,14 @@ async def ceiling(bus: Bus, count: int) -> float:
     return rate
 
 
-async def top_up(bus: Bus, items: list[str], nodes: int, total: int) -> int:
-    """Append lifecycles (started, progress..., completed) of `items` until the log holds about `total` events."""
+async def top_up(bus: Bus, placed: dict[str, tuple[str, int]], total: int) -> int:
+    """Append lifecycles (started, progress..., completed) of the `placed` items, on the node and attempt
+    each was assigned, until the log holds about `total` events."""
     missing = total - await last_sequence(bus)
-    per_item = max(2, missing // max(1, len(items)))
+    per_item = max(2, missing // max(1, len(placed)))
     pub = Publisher(bus)
     batch: list[ev.Event] = []
-    for n, work_id in enumerate(items):
-        node, attempt = f"node-{n % nodes:04d}", 1
+    for work_id, (node, attempt) in placed.items():
         batch.append(ev.WorkStarted(work_id=work_id, node=node, attempt=attempt))
         batch += [ev.WorkProgress(work_id=work_id, node=node, attempt=attempt, fraction=k / per_item, message=f"game {k}")
                   for k in range(1, per_item - 1)]
@@ -251,12 +253,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             running.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await running
-        burst, burst_rate = await latencies(bus, "b")
-        paced = {rate: (await latencies(bus, paced_prefix(rate)))[0] for rate in rates}
-        log(f"topping the log up to {args.log_events} events")
+        placed: dict[str, tuple[str, int]] = {}
+        burst, burst_rate = await latencies(bus, "b", placed)
+        paced = {rate: (await latencies(bus, paced_prefix(rate), placed))[0] for rate in rates}
         items = [f"b-{i:07d}" for i in range(args.items)]
         items += [f"{paced_prefix(rate)}-{i:07d}" for rate in rates for i in range(paced_count(rate))]
-        log_events = await top_up(bus, items, args.nodes, args.log_events)
+        assert len(placed) == len(items), f"{len(placed)} of {len(items)} items assigned"
+        log(f"topping the log up to {args.log_events} events")
+        log_events = await top_up(bus, placed, args.log_events)
         ours, raw, rebuilt = await rebuild_rounds(bus, args.slots, args.rounds)
         completed = rebuilt.state.work.counts.get("completed", 0)
         assert completed == len(items), f"rebuilt state has {completed} of {len(items)} items completed"
