@@ -377,13 +377,17 @@ class EvaluationComplete(Event, tag="EVALUATION_COMPLETE", kw_only=True):
     model_id: Ref
     work_id: Ref
     node: Ref
-    opponent: Name  # a model id, or "random"
+    opponent: Name  # a model id, a config's pure-search anchor (e.g. hex8_2p-search16), or "random"
     games: Small
     wins: Small
     losses: Small
     draws: Small = 0
     win_rate: Fraction = 0.0
-    elo: Measure | None = None
+    elo: Measure | None = None  # the Elo difference the score implies (not a rating: see MODEL_RATED)
+    sims: Small = 0  # simulations per move of every searching player (0: not reported)
+    gate: bool = False  # the promotion gate's match, stopped by the sequential test
+    verdict: Name = ""  # the gate's SPRT verdict: H1 (promote), H0, max_games
+    llr: Measure | None = None  # ... and its log-likelihood ratio
 
 
 class ModelPromoted(Event, tag="MODEL_PROMOTED", kw_only=True):
@@ -400,6 +404,22 @@ class ModelPromoted(Event, tag="MODEL_PROMOTED", kw_only=True):
     reason: Text = ""
     evaluation_work_id: Ref | None = None
     previous_model: Ref | None = None
+
+
+class ModelRated(Event, tag="MODEL_RATED", kw_only=True):
+    """A player got its rating on its config's Elo scale (random play = 0), from games (a leader decision)."""
+
+    aggregate: ClassVar[str] = "model"
+    key_field: ClassVar[str] = "model_id"
+    model_id: Ref  # a model id, or the config's pure-search anchor
+    board_type: Name
+    num_players: Players
+    elo: Measure
+    interval: Measure = 0.0  # half-width of the 95% interval, opponents' uncertainty included
+    games: Count = 0
+    opponents: Annotated[list[Ref], Meta(max_length=128)] = []  # who it was rated against
+    kind: Name = "candidate"  # candidate (promoted or not: see MODEL_PROMOTED), anchor, or tournament
+    evaluation_work_id: Ref | None = None  # the evaluation or tournament item whose games it rests on
 
 
 class ModelDistributed(Event, tag="MODEL_DISTRIBUTED", kw_only=True):
@@ -535,6 +555,7 @@ AnyEvent = Union[
     TrainingComplete,
     EvaluationComplete,
     ModelPromoted,
+    ModelRated,
     ModelDistributed,
     ModelDistributionComplete,
     ModelDistributionFailed,

@@ -91,11 +91,18 @@ def _training_complete(e: ev.TrainingComplete) -> str:
 
 
 def _evaluation(e: ev.EvaluationComplete) -> str:
-    elo = f", elo {e.elo:.0f}" if e.elo is not None else ""
+    elo = f", elo {e.elo:+.0f}" if e.elo is not None else ""
+    gate = f", gate {e.verdict} (SPRT llr {e.llr:.2f})" if e.gate and e.llr is not None else ""
     return (
         f"model {e.model_id} evaluated vs {e.opponent} by work {e.work_id} on {e.node}: "
-        f"{e.wins}-{e.losses}-{e.draws} of {e.games} (win rate {e.win_rate:.2f}){elo}"
+        f"{e.wins}-{e.losses}-{e.draws} of {e.games} (win rate {e.win_rate:.2f}){elo}{gate}"
     )
+
+
+def _rated(e: ev.ModelRated) -> str:
+    against = f" against {', '.join(e.opponents)}" if e.opponents else ""
+    return (f"{e.kind} {e.model_id} rated {e.elo:.0f} +- {e.interval:.0f} Elo on the "
+            f"{config_key(e.board_type, e.num_players)} scale from {e.games} games{against}")
 
 
 def _promoted(e: ev.ModelPromoted) -> str:
@@ -135,6 +142,7 @@ _SENTENCES: dict[type[ev.Event], Callable[[Any], str]] = {
     ev.TrainingComplete: _training_complete,
     ev.EvaluationComplete: _evaluation,
     ev.ModelPromoted: _promoted,
+    ev.ModelRated: _rated,
     ev.ModelDistributed: lambda e: f"model {e.model_id} installed on {e.node} in {e.seconds:.1f}s (sha256 {e.sha256[:12]})",
     ev.ModelDistributionComplete: lambda e: f"model {e.model_id} distributed to {len(e.nodes)} nodes in {e.seconds:.1f}s",
     ev.DataSyncPlanned: lambda e: f"batch {e.batch_id} copy {e.transfer_id} planned {e.from_node} -> {e.to_node} "

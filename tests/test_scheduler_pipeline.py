@@ -12,6 +12,7 @@ from eventbus.events import (
     EvaluationComplete,
     Event,
     ModelPromoted,
+    ModelRated,
     SelfplayComplete,
     TrainingComplete,
     WorkAdded,
@@ -22,8 +23,10 @@ from projections.pmap import enc_hook
 from services.scheduler.pipeline import decide
 from services.scheduler.pipeline_settings import PipelineSettings
 from services.scheduler.pipeline_view import PipelineView, apply
+from services.workload.ratings import anchor_id
 
 SETTINGS = PipelineSettings(min_new_samples=1000, evaluation_games=10)
+ANCHOR = anchor_id("hex8", 2, SETTINGS.evaluation_sims)  # the first generation's gate opponent
 
 
 def fold(events: Iterable[Event], view: PipelineView | None = None) -> PipelineView:
@@ -47,10 +50,11 @@ def trained(item: WorkAdded, sha: str = "abc") -> TrainingComplete:
     )
 
 
-def evaluated(model_id: str, opponent: str, win_rate: float, work_id: str = "") -> EvaluationComplete:
+def evaluated(model_id: str, opponent: str, wins: int, losses: int, work_id: str = "", draws: int = 0) -> EvaluationComplete:
+    games = wins + losses + draws
     return EvaluationComplete(
-        model_id=model_id, work_id=work_id or f"eval-{model_id}", node="n1", opponent=opponent, games=10,
-        wins=int(win_rate * 10), losses=10 - int(win_rate * 10), win_rate=win_rate,
+        model_id=model_id, work_id=work_id or f"eval-{model_id}", node="n1", opponent=opponent, games=games,
+        wins=wins, losses=losses, draws=draws, win_rate=(wins + draws / 2) / games,
     )
 
 
@@ -109,25 +113,39 @@ def candidate_view() -> tuple[PipelineView, str]:
     return fold([evaluation], view), str(item.params["model_id"])
 
 
-def test_the_first_candidate_beating_random_is_promoted_once_as_generation_one() -> None:
+def test_the_first_candidate_the_sprt_shows_stronger_than_the_anchor_is_promoted_once_as_generation_one() -> None:
     view, model = candidate_view()
-    view = fold([evaluated(model, "random", 0.7)], view)
+    view = fold([evaluated(model, ANCHOR, 30, 5)], view)
     [promoted] = decide(view, SETTINGS)
     assert isinstance(promoted, ModelPromoted)
     assert (promoted.model_id, promoted.generation, promoted.previous_model) == (model, 1, None)
     assert promoted.sha256 == "abc" and promoted.size_bytes == 7
-    assert promoted.evaluation_work_id == f"eval-{model}" and "0.700" in promoted.reason
+    assert promoted.evaluation_work_id == f"eval-{model}"
+    assert f"SPRT accepted H1" in promoted.reason and f"vs {ANCHOR}: 30-5-0 in 35 games" in promoted.reason
     assert decide(fold([promoted], view), SETTINGS) == []
 
 
-def test_a_candidate_below_the_threshold_is_not_promoted() -> None:
+def test_beating_random_play_promotes_nothing() -> None:
     view, model = candidate_view()
-    assert decide(fold([evaluated(model, "random", 0.55)], view), SETTINGS) == []
+    assert decide(fold([evaluated(model, "random", 40, 0)], view), SETTINGS) == []
+
+
+def test_a_high_win_rate_the_sprt_has_not_decided_is_not_promoted() -> None:
+    view, model = candidate_view()
+    assert decide(fold([evaluated(model, ANCHOR, 8, 2)], view), SETTINGS) == []  # 80%, but 10 games prove nothing
+    assert decide(fold([evaluated(model, ANCHOR, 90, 60, draws=50)], view), SETTINGS) == []  # cut off undecided
+
+
+def test_the_gate_follows_its_configured_hypotheses() -> None:
+    view, model = candidate_view()
+    view = fold([evaluated(model, ANCHOR, 30, 5)], view)
+    strict = msgspec.structs.replace(SETTINGS, gate=msgspec.structs.replace(SETTINGS.gate, elo0=200.0, elo1=300.0))
+    assert decide(view, strict) == []  # 30-5 is ~+300 Elo: not enough to accept "at least 300" over "at most 200"
 
 
 def promote_first() -> tuple[PipelineView, str]:
     view, model = candidate_view()
-    view = fold([evaluated(model, "random", 0.9)], view)
+    view = fold([evaluated(model, ANCHOR, 40, 2)], view)
     [promoted] = decide(view, SETTINGS)
     return fold([promoted, WorkCompleted(work_id=f"eval-{model}", node="n1", attempt=1)], view), model
 
@@ -144,9 +162,10 @@ def second_candidate(view: PipelineView) -> tuple[PipelineView, str]:
 def test_a_later_candidate_must_beat_the_current_best_and_becomes_the_next_generation() -> None:
     view, first = promote_first()
     view, second = second_candidate(view)
-    assert decide(fold([evaluated(second, "random", 0.99)], view), SETTINGS) == []  # random is not the bar now
-    assert decide(fold([evaluated(second, first, 0.5)], view), SETTINGS) == []
-    [promoted] = decide(fold([evaluated(second, first, 0.6)], view), SETTINGS)
+    assert decide(fold([evaluated(second, "random", 40, 0)], view), SETTINGS) == []  # random is not the bar now
+    assert decide(fold([evaluated(second, ANCHOR, 40, 0)], view), SETTINGS) == []  # nor the anchor
+    assert decide(fold([evaluated(second, first, 25, 25)], view), SETTINGS) == []
+    [promoted] = decide(fold([evaluated(second, first, 40, 10)], view), SETTINGS)
     assert isinstance(promoted, ModelPromoted)
     assert (promoted.generation, promoted.previous_model, promoted.sha256) == (2, first, "def")
 
@@ -154,9 +173,9 @@ def test_a_later_candidate_must_beat_the_current_best_and_becomes_the_next_gener
 def test_promotion_is_idempotent_across_refolds() -> None:
     view, first = promote_first()
     view, second = second_candidate(view)
-    view = fold([evaluated(second, first, 0.6)], view)
+    view = fold([evaluated(second, first, 40, 10)], view)
     [promoted] = decide(view, SETTINGS)
-    log = [promoted, evaluated(second, first, 0.8)]  # a second evaluation changes nothing once promoted
+    log = [promoted, evaluated(second, first, 45, 5)]  # a second evaluation changes nothing once promoted
     assert decide(fold(log, view), SETTINGS) == []
     assert decide(fold(log, fold(log, view)), SETTINGS) == []
 
@@ -166,7 +185,7 @@ def test_a_candidate_older_than_the_best_is_never_promoted() -> None:
     view, second = second_candidate(view)
     view = fold([ModelPromoted(model_id=second, board_type="hex8", num_players=2, sha256="def", generation=2)], view)
     # `first` (older than the best) scores well again: still not promoted
-    assert decide(fold([evaluated(first, second, 0.9)], view), SETTINGS) == []
+    assert decide(fold([evaluated(first, second, 45, 5)], view), SETTINGS) == []
 
 
 def test_a_promotion_by_a_superseded_leader_takes_no_effect() -> None:
@@ -174,7 +193,7 @@ def test_a_promotion_by_a_superseded_leader_takes_no_effect() -> None:
     view, model = candidate_view()
     view = fold([LeaderElected(role="scheduler", node="a", epoch=1), LeaderElected(role="scheduler", node="b", epoch=2),
                  ModelPromoted(model_id=model, board_type="hex8", num_players=2, sha256="abc", generation=1, epoch=1),
-                 evaluated(model, "random", 0.7)], view)
+                 evaluated(model, ANCHOR, 30, 5)], view)
     assert [e.model_id for e in only(decide(view, SETTINGS), ModelPromoted)] == [model]  # type: ignore[attr-defined]
 
 
@@ -215,7 +234,9 @@ def test_random_logs_promote_each_candidate_at_most_once_with_rising_generations
             if models:
                 model = models[-1 - step[1] % len(models)]
                 best = view.best.get(view.candidates[model].config)
-                add(evaluated(model, best.model_id if best and step[3] else "random", step[2]))
+                wins = int(step[2] * 40)
+                anchor = anchor_id(view.candidates[model].board_type, 2, SETTINGS.evaluation_sims)
+                add(evaluated(model, best.model_id if best and step[3] else anchor, wins, 40 - wins))
         if step[0] == "decide" or n % 2:  # the leader decides often, but not after every fact
             for event in decide(view, SETTINGS):
                 add(event)
@@ -240,6 +261,58 @@ def test_evaluation_and_promotion_continue_the_trace_of_the_training_that_made_t
     view = fold([item, msgspec.structs.replace(trained(item), trace=traceparent)], view)
     [evaluation] = only(decide(view, SETTINGS), WorkAdded)
     assert evaluation.trace == traceparent
-    view = fold([evaluation, evaluated(str(item.params["model_id"]), "random", 0.9)], view)
+    view = fold([evaluation, evaluated(str(item.params["model_id"]), ANCHOR, 40, 2)], view)
     [promoted] = decide(view, SETTINGS)
     assert isinstance(promoted, ModelPromoted) and promoted.trace == traceparent
+
+
+def test_evaluation_items_carry_the_gate_and_ask_for_the_anchor_games_until_the_anchor_is_rated() -> None:
+    view = fold([batch(1), batch(2)])
+    [item] = decide(view, SETTINGS)
+    view = fold([item, trained(item)], view)
+    [evaluation] = only(decide(view, SETTINGS), WorkAdded)
+    gate = SETTINGS.gate
+    assert {k: evaluation.params[k] for k in ("sims", "elo0", "elo1", "alpha", "beta", "max_games", "rate_anchor")} == {
+        "sims": 16, "elo0": gate.elo0, "elo1": gate.elo1, "alpha": gate.alpha, "beta": gate.beta,
+        "max_games": gate.max_games, "rate_anchor": True}
+    rated = fold([ModelRated(model_id=ANCHOR, board_type="hex8", num_players=2, elo=600.0, interval=80.0)], view)
+    [again] = only(decide(rated, SETTINGS), WorkAdded)
+    assert again.params["rate_anchor"] is False
+
+
+def rated(events: list[Event]) -> dict[str, ModelRated]:
+    return {e.model_id: e for e in events if isinstance(e, ModelRated)}
+
+
+def test_the_anchor_is_rated_once_from_its_games_against_random_and_each_candidate_on_the_same_scale() -> None:
+    view, model = candidate_view()
+    work = f"eval-{model}"
+    view = fold([evaluated(model, ANCHOR, 30, 5), evaluated(model, "random", 20, 0),
+                 evaluated(ANCHOR, "random", 19, 1, work_id=work)], view)
+    decided = decide(view, SETTINGS)
+    anchor = rated(decided)[ANCHOR]
+    assert anchor.kind == "anchor" and anchor.opponents == ["random"] and anchor.games == 20
+    assert 300 < anchor.elo < 700 and anchor.interval > 50  # 19-1 against random: strong, and uncertain
+    assert model not in rated(decided)  # its evaluation has not completed yet
+    view = fold([*decided, WorkCompleted(work_id=work, node="n1", attempt=1)], view)
+    [candidate] = rated(decide(view, SETTINGS)).values()
+    assert candidate.kind == "candidate" and candidate.opponents == [ANCHOR, "random"]
+    assert candidate.elo > anchor.elo + 100  # it beat the anchor 30-5
+    assert candidate.interval > anchor.interval  # the anchor's uncertainty carries over
+    view = fold([candidate], view)
+    assert decide(view, SETTINGS) == []  # rated once
+    assert decide(fold([*decided, candidate], view), SETTINGS) == []
+
+
+def test_a_later_generation_is_rated_against_the_anchor_and_its_predecessor() -> None:
+    view, first = promote_first()
+    view = fold([ModelRated(model_id=ANCHOR, board_type="hex8", num_players=2, elo=500.0, interval=60.0),
+                 ModelRated(model_id=first, board_type="hex8", num_players=2, elo=800.0, interval=90.0)], view)
+    view, second = second_candidate(view)
+    view = fold([evaluated(second, first, 40, 10), evaluated(second, "random", 20, 0),
+                 evaluated(second, ANCHOR, 19, 1), WorkCompleted(work_id=f"eval-{second}", node="n1", attempt=1)], view)
+    decided = decide(view, SETTINGS)
+    [rating] = rated(decided).values()
+    assert rating.opponents == sorted([ANCHOR, first, "random"])
+    assert rating.elo > 800 and rating.interval > 90
+    assert [e.model_id for e in only(decided, ModelPromoted)] == [second]

@@ -35,6 +35,7 @@ from services.scheduler.pipeline import pipeline_loop
 from services.scheduler.pipeline_settings import PipelineSettings
 from services.scheduler.populator import decide, parse_config, populated_configs, top_up
 from services.scheduler.settings import SchedulerSettings
+from services.workload.ratings import anchor_id
 from tests.bus_harness import provisioned_bus
 
 SETTINGS = SchedulerSettings(backlog_per_node=2, populator_games=50)
@@ -162,8 +163,9 @@ async def test_pipeline_loop_trains_evaluates_and_promotes_once_across_leaders(n
             [evaluation] = await eventually(lambda: _having(bus, "evaluation", 1), message="no evaluation item")
             model = str(training.params["model_id"])
             assert evaluation.params["model_id"] == model
-            await pub.publish(EvaluationComplete(model_id=model, work_id=evaluation.work_id, node="n1", opponent="random",
-                                                 games=4, wins=3, losses=1, win_rate=0.75))
+            await pub.publish(EvaluationComplete(model_id=model, work_id=evaluation.work_id, node="n1",
+                                                 opponent=anchor_id("hex8", 2, 16), games=35, wins=30, losses=5,
+                                                 win_rate=0.857, gate=True))
             promoted = await eventually(lambda: _promotions(bus), message="no promotion")
             assert [(p.model_id, p.generation, p.previous_model, p.epoch) for p in promoted] == [(model, 1, None, 1)]
         async with leader(nats_url, epoch=2):  # a new leader re-folds the log: nothing already decided again

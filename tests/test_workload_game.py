@@ -123,8 +123,12 @@ def test_selfplay_train_evaluate_programs(tmp_path: Path) -> None:
                   "--epochs", "1", "--seed", "1")
     assert trained["generation"] == 1 and len(str(trained["sha256"])) == 64
     rated = run("evaluate", "--board", "hex8", "--candidate", str(tmp_path / "c.pth"), "--best", str(tmp_path / "c.pth"),
-                "--games", "4", "--sims", "4", "--seed", "1")
-    assert rated["vs_random"]["games"] == 4 and rated["vs_best"]["games"] == 4  # type: ignore[index]
+                "--games", "4", "--sims", "4", "--seed", "1", "--max-games", "6")
+    matches = {(m["player"], m["opponent"]): m for m in rated["matches"]}  # type: ignore[union-attr]
+    assert set(matches) == {("candidate", "best"), ("candidate", "random"), ("candidate", "anchor")}
+    gate = matches["candidate", "best"]
+    assert gate["gate"] and gate["verdict"] in ("H0", "H1", "max_games") and gate["games"] <= 6  # against itself
+    assert matches["candidate", "random"]["games"] == matches["candidate", "anchor"]["games"] == 4
 
 
 def test_bad_board_fails_with_a_clear_line(tmp_path: Path) -> None:

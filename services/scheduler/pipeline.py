@@ -15,20 +15,23 @@ from __future__ import annotations
 
 import datetime as dt
 
-from eventbus.events import Event, ModelPromoted, WorkAdded, utcnow
+from eventbus.events import Event, ModelPromoted, ModelRated, WorkAdded, utcnow
 from services.leadership.term import Term
 from services.scheduler.backoff import resting_configs
 from services.runtime import ServiceContext
 from services.scheduler.leaderfold import FoldingDecider
 from services.scheduler.pipeline_settings import PipelineSettings
 from services.scheduler.pipeline_view import READS, Best, Candidate, PipelineView, apply
+from services.workload.ratings import RANDOM, ZERO, Rated, Result, anchor_id, rate
+from services.workload.sprt import H1, verdict
 
 MAX_TRAINING_BATCHES = 50  # newest batches one training item reads (its params stay a readable size)
 
 
 def decide(view: PipelineView, settings: PipelineSettings, now: dt.datetime | None = None) -> list[Event]:
-    """Every decision the pipeline owes now: training items, evaluation items, promotions."""
-    return [*training_items(view, settings, now), *evaluation_items(view, settings), *promotions(view, settings)]
+    """Every decision the pipeline owes now: training items, evaluation items, ratings, promotions."""
+    return [*training_items(view, settings, now), *evaluation_items(view, settings), *anchor_ratings(view),
+            *candidate_ratings(view), *promotions(view, settings)]
 
 
 def training_items(view: PipelineView, settings: PipelineSettings, now: dt.datetime | None = None) -> list[Event]:
@@ -67,20 +70,71 @@ def training_items(view: PipelineView, settings: PipelineSettings, now: dt.datet
 
 
 def evaluation_items(view: PipelineView, settings: PipelineSettings) -> list[Event]:
-    """One evaluation item per new candidate: against random play, and the config's best when it has one."""
+    """One evaluation item per new candidate: the SPRT gate against the best (or the anchor), and rating matches."""
     out: list[Event] = []
+    gate = settings.gate
     for candidate in sorted(view.live_candidates(), key=lambda c: c.seq):
         if candidate.evaluation_added or candidate.model_id in view.promoted or _superseded(view, candidate):
             continue
         best = view.best.get(candidate.config)
+        anchor = anchor_id(candidate.board_type, candidate.num_players, settings.evaluation_sims)
         out.append(WorkAdded(
             work_id=f"eval-{candidate.model_id}", work_type="evaluation", board_type=candidate.board_type,
             num_players=candidate.num_players, num_games=settings.evaluation_games, requested_by="pipeline",
             params={"candidate": candidate.path, "model_id": candidate.model_id,
-                    "best_model": best.model_id if best else "none"},
+                    "best_model": best.model_id if best else "none", "sims": settings.evaluation_sims,
+                    "elo0": gate.elo0, "elo1": gate.elo1, "alpha": gate.alpha, "beta": gate.beta,
+                    "max_games": gate.max_games, "rate_anchor": anchor not in view.ratings},
             trace=candidate.trace,  # training -> evaluation -> promotion: one trace
         ))
     return out
+
+
+def anchor_ratings(view: PipelineView) -> list[Event]:
+    """The pure-search anchor of a config, rated once from its games against random play."""
+    out: list[Event] = []
+    for anchor, games in sorted(view.anchor_games.items()):
+        if anchor in view.ratings or not view.withdrawals.counts(games.score.work_id):
+            continue
+        s = games.score
+        rated = rate([Result(opponent=ZERO, wins=s.wins, losses=s.losses, draws=s.draws)])
+        if rated is not None:
+            out.append(ModelRated(model_id=anchor, board_type=games.board_type, num_players=games.num_players,
+                                  elo=rated.elo, interval=rated.interval, games=rated.games, opponents=[RANDOM],
+                                  kind="anchor", evaluation_work_id=s.work_id))
+    return out
+
+
+def candidate_ratings(view: PipelineView) -> list[Event]:
+    """Each evaluated candidate, rated from all its matches against players already on the scale."""
+    out: list[Event] = []
+    for candidate in sorted(view.live_candidates(), key=lambda c: c.seq):
+        if not candidate.evaluated or candidate.model_id in view.ratings or not candidate.scores:
+            continue
+        if any(_known(view, s.opponent) is None and s.opponent in view.anchor_games for s in candidate.scores):
+            continue  # the anchor's own rating is owed first (decided alongside, folded next round)
+        # Opponents never rated (models from before ratings existed) cannot place it on the scale.
+        results = [Result(opponent=rating, wins=s.wins, losses=s.losses, draws=s.draws)
+                   for s in candidate.scores if (rating := _known(view, s.opponent)) is not None]
+        opponents = {s.opponent for s in candidate.scores if _known(view, s.opponent) is not None}
+        rated = rate(results)
+        if rated is None:
+            continue
+        out.append(ModelRated(
+            model_id=candidate.model_id, board_type=candidate.board_type, num_players=candidate.num_players,
+            elo=rated.elo, interval=rated.interval, games=rated.games, opponents=sorted(opponents),
+            kind="candidate", evaluation_work_id=candidate.scores[-1].work_id, trace=candidate.trace,
+        ))
+    return out
+
+
+def _known(view: PipelineView, player: str) -> Rated | None:
+    if player == RANDOM:
+        return ZERO
+    rating = view.ratings.get(player)
+    if rating is None:
+        return None
+    return Rated(elo=rating.elo, interval=rating.interval)
 
 
 def _superseded(view: PipelineView, candidate: Candidate) -> bool:
@@ -89,15 +143,23 @@ def _superseded(view: PipelineView, candidate: Candidate) -> bool:
     return best is not None and candidate.seq <= best.trained_seq
 
 
+def gate_opponent(candidate: Candidate, best: Best | None, settings: PipelineSettings) -> str:
+    """Whom a candidate must beat: the config's best, or the pure-search anchor at equal simulations."""
+    return best.model_id if best else anchor_id(candidate.board_type, candidate.num_players, settings.evaluation_sims)
+
+
 def promotion_reason(candidate: Candidate, best: Best | None, settings: PipelineSettings) -> str | None:
-    """Why the candidate beats the config's best (or random play, with no best), None when it does not."""
-    opponent, threshold = (best.model_id, settings.promotion_threshold) if best else ("random", settings.first_promotion_threshold)
-    for score in reversed(candidate.scores):  # the newest result against that opponent counts
+    """Why the candidate is better than the gate opponent by the SPRT, None while it is not shown to be."""
+    opponent = gate_opponent(candidate, best, settings)
+    gate = settings.gate
+    for score in reversed(candidate.scores):  # the newest match against that opponent counts
         if score.opponent == opponent:
-            if score.win_rate < threshold:
+            v = verdict(score.wins, score.losses, score.draws, gate)
+            if v.result != H1:
                 return None
-            return (f"win rate {score.win_rate:.3f} over {score.games} games vs {opponent} "
-                    f">= threshold {threshold:.3f} (evaluation {score.work_id})")
+            return (f"SPRT accepted H1 (elo1 {gate.elo1:g} over elo0 {gate.elo0:g}, alpha {gate.alpha:g}, "
+                    f"beta {gate.beta:g}) vs {opponent}: {score.wins}-{score.losses}-{score.draws} in {score.games} "
+                    f"games, LLR {v.llr:.2f} >= {v.upper:.2f} (evaluation {score.work_id})")
     return None
 
 
@@ -117,15 +179,16 @@ def promotions(view: PipelineView, settings: PipelineSettings) -> list[Event]:
             out.append(ModelPromoted(
                 model_id=candidate.model_id, board_type=candidate.board_type, num_players=candidate.num_players,
                 sha256=candidate.sha256, size_bytes=candidate.size_bytes, generation=(best.generation if best else 0) + 1,
-                reason=reason, evaluation_work_id=_evaluation_work(candidate, best), previous_model=best.model_id if best else None,
+                reason=reason, evaluation_work_id=_evaluation_work(candidate, best, settings),
+                previous_model=best.model_id if best else None,
                 trace=candidate.trace,
             ))
             break
     return out
 
 
-def _evaluation_work(candidate: Candidate, best: Best | None) -> str | None:
-    opponent = best.model_id if best else "random"
+def _evaluation_work(candidate: Candidate, best: Best | None, settings: PipelineSettings) -> str | None:
+    opponent = gate_opponent(candidate, best, settings)
     return next((s.work_id for s in reversed(candidate.scores) if s.opponent == opponent), None)
 
 

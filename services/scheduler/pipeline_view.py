@@ -13,6 +13,7 @@ from eventbus.events import (
     Event,
     LeaderElected,
     ModelPromoted,
+    ModelRated,
     OutputsQuarantined,
     QuarantineLifted,
     SelfplayComplete,
@@ -56,6 +57,8 @@ class OpenItem(msgspec.Struct, frozen=True, kw_only=True):
     work_type: str
     config: str
     model_id: str = ""  # the candidate an evaluation item judges
+    board_type: str = ""
+    num_players: int = 0
 
 
 class Score(msgspec.Struct, frozen=True, kw_only=True):
@@ -65,6 +68,9 @@ class Score(msgspec.Struct, frozen=True, kw_only=True):
     win_rate: float
     games: int
     work_id: str
+    wins: int = 0
+    losses: int = 0
+    draws: int = 0
 
 
 class Candidate(msgspec.Struct, frozen=True, kw_only=True):
@@ -79,6 +85,7 @@ class Candidate(msgspec.Struct, frozen=True, kw_only=True):
     size_bytes: int
     seq: int  # of its TRAINING_COMPLETE: newer candidates have larger ones
     evaluation_added: bool = False
+    evaluated: bool = False  # its evaluation item completed: every match it played is in `scores`
     scores: tuple[Score, ...] = ()
     work_id: str = ""  # the training item that made it
     trace: str | None = None  # its TRAINING_COMPLETE's trace: evaluation and promotion continue it
@@ -90,6 +97,21 @@ class Best(msgspec.Struct, frozen=True, kw_only=True):
     model_id: str
     generation: int
     trained_seq: int  # its candidate's TRAINING_COMPLETE seq (0 when unknown)
+
+
+class RatingRef(msgspec.Struct, frozen=True, kw_only=True):
+    """A player's rating on its config's scale, as MODEL_RATED recorded it."""
+
+    elo: float
+    interval: float
+
+
+class AnchorGames(msgspec.Struct, frozen=True, kw_only=True):
+    """The pure-search anchor's games against random play, which rate it once."""
+
+    board_type: str
+    num_players: int
+    score: Score
 
 
 class PipelineView(msgspec.Struct, frozen=True, kw_only=True):
@@ -105,6 +127,8 @@ class PipelineView(msgspec.Struct, frozen=True, kw_only=True):
     promoted: frozenset[str] = frozenset()  # every model id ever promoted
     batch_seq: dict[str, int] = {}  # batch id -> seq, to find how far a training item read
     training_failures: dict[str, Streak] = {}  # config -> its training items failed in a row (pipeline.training_backoff)
+    anchor_games: dict[str, AnchorGames] = {}  # anchor id -> its newest games against random play
+    ratings: dict[str, RatingRef] = {}  # model or anchor id -> its rating (MODEL_RATED)
     fence: Fence = msgspec.field(default_factory=Fence)  # decisions of superseded leaders take no effect
     withdrawals: Withdrawals = msgspec.field(default_factory=Withdrawals)  # items whose results do not count
     taint: TaintState = msgspec.field(default_factory=TaintState)  # quarantines: tainted batches and models do not count
@@ -151,7 +175,8 @@ def _selfplay(view: PipelineView, e: SelfplayComplete, seq: int) -> PipelineView
 
 def _work_added(view: PipelineView, e: WorkAdded, seq: int) -> PipelineView:
     config = config_key(e.board_type, e.num_players)
-    item = OpenItem(work_type=e.work_type, config=config, model_id=str(e.params.get("model_id") or ""))
+    item = OpenItem(work_type=e.work_type, config=config, model_id=str(e.params.get("model_id") or ""),
+                    board_type=e.board_type, num_players=e.num_players)
     changes: dict[str, object] = {"open_items": {**view.open_items, e.work_id: item}}
     if e.work_type == "training":
         read = [view.batch_seq.get(b, 0) for b in str(e.params.get("input_batches") or "").split(",") if b]
@@ -177,6 +202,9 @@ def _work_ended(view: PipelineView, event: WorkCompleted | WorkFailed | WorkCanc
             before = view.training_failures.get(item.config, Streak())
             failures[item.config] = Streak(failed=before.failed + 1, last_failed_at=event.ts, last_seq=seq)
         changes["training_failures"] = failures
+    if succeeded and item.work_type == "evaluation" and item.model_id in view.candidates:
+        candidate = msgspec.structs.replace(view.candidates[item.model_id], evaluated=True)
+        changes["candidates"] = {**view.candidates, item.model_id: candidate}
     return _replace(view, seq, **changes)
 
 
@@ -193,10 +221,15 @@ def _training(view: PipelineView, e: TrainingComplete, seq: int) -> PipelineView
 
 
 def _evaluation(view: PipelineView, e: EvaluationComplete, seq: int) -> PipelineView:
+    score = Score(opponent=e.opponent, win_rate=e.win_rate, games=e.games, work_id=e.work_id, wins=e.wins,
+                  losses=e.losses, draws=e.draws)
     candidate = view.candidates.get(e.model_id)
     if candidate is None:
+        open_item = view.open_items.get(e.work_id)
+        if e.opponent == "random" and open_item is not None:  # the newest: a withdrawn one is not rated
+            games = AnchorGames(board_type=open_item.board_type, num_players=open_item.num_players, score=score)
+            return _replace(view, seq, anchor_games={**view.anchor_games, e.model_id: games})
         return _replace(view, seq)
-    score = Score(opponent=e.opponent, win_rate=e.win_rate, games=e.games, work_id=e.work_id)
     candidate = msgspec.structs.replace(candidate, scores=(*candidate.scores, score))
     return _replace(view, seq, candidates={**view.candidates, e.model_id: candidate})
 
@@ -206,6 +239,10 @@ def _promoted(view: PipelineView, e: ModelPromoted, seq: int) -> PipelineView:
     candidate = view.candidates.get(e.model_id)
     best = Best(model_id=e.model_id, generation=e.generation, trained_seq=candidate.seq if candidate else 0)
     return _replace(view, seq, best={**view.best, config: best}, promoted=view.promoted | {e.model_id})
+
+
+def _rated(view: PipelineView, e: ModelRated, seq: int) -> PipelineView:
+    return _replace(view, seq, ratings={**view.ratings, e.model_id: RatingRef(elo=e.elo, interval=e.interval)})
 
 
 @total
@@ -231,10 +268,12 @@ def apply(view: PipelineView, event: Event, seq: int) -> PipelineView:
         return _evaluation(view, event, seq)
     if isinstance(event, ModelPromoted):
         return _promoted(view, event, seq)
+    if isinstance(event, ModelRated):
+        return _rated(view, event, seq)
     return _replace(view, seq)
 
 
 READS = frozenset(t.type_name() for t in (
     SelfplayComplete, WorkAdded, WorkCompleted, WorkFailed, WorkCancelled, TrainingComplete, EvaluationComplete,
-    ModelPromoted, LeaderElected, OutputsQuarantined, QuarantineLifted,
+    ModelPromoted, ModelRated, LeaderElected, OutputsQuarantined, QuarantineLifted,
 ))

@@ -67,13 +67,26 @@ class MatchResult(msgspec.Struct, frozen=True, kw_only=True):
     elo_diff: float | None = None
 
 
+class PlayerMatch(MatchResult, frozen=True, kw_only=True):
+    """One match of an evaluation, naming both sides: candidate or anchor, against best, anchor or random."""
+
+    player: str = "candidate"
+    opponent: str
+    gate: bool = False
+    verdict: str = ""
+    llr: float | None = None
+
+
 class EvaluationResult(msgspec.Struct, frozen=True, kw_only=True, tag="evaluation", tag_field="kind"):
-    """What services.workload.evaluate reports."""
+    """What services.workload.evaluate reports (`matches`; lab scripts may report vs_random / vs_best instead)."""
 
     board_type: str
     num_players: int
     candidate: str
     best: str = "none"
+    sims: int = 0
+    anchor: str = ""  # the config's pure-search anchor id at these sims
+    matches: list[PlayerMatch] = []
     vs_random: MatchResult | None = None
     vs_best: MatchResult | None = None
 
@@ -176,14 +189,19 @@ def domain_events(item: WorkAdded, key: AttemptKey, node: str, result: JobResult
 
 def evaluation_events(item: WorkAdded, key: AttemptKey, node: str, result: EvaluationResult,
                       best: BestModel | None = None) -> list[Event]:
-    """One EVALUATION_COMPLETE per opponent the candidate played; `elo` is the Elo difference the score implies."""
+    """One EVALUATION_COMPLETE per match played; `elo` is the Elo difference the score implies."""
     model_id = _param(item, "model_id") or _model_id(result.candidate, None) or result.candidate
-    matches = [("random", result.vs_random), (_model_id(result.best, best) or "best", result.vs_best)]
+    names = {"candidate": model_id, "anchor": result.anchor or "anchor", "random": "random",
+             "best": _model_id(result.best, best) or "best"}
+    matches = list(result.matches) or [
+        PlayerMatch(opponent=opponent, **msgspec.structs.asdict(m))
+        for opponent, m in (("random", result.vs_random), ("best", result.vs_best)) if m is not None
+    ]
     return [
         EvaluationComplete(
-            model_id=model_id, work_id=key.work_id, node=node, opponent=opponent, games=m.games, wins=m.wins,
-            losses=m.losses, draws=m.draws, win_rate=m.win_rate, elo=m.elo_diff,
+            model_id=names.get(m.player, m.player), work_id=key.work_id, node=node,
+            opponent=names.get(m.opponent, m.opponent), games=m.games, wins=m.wins, losses=m.losses, draws=m.draws,
+            win_rate=m.win_rate, elo=m.elo_diff, sims=result.sims, gate=m.gate, verdict=m.verdict, llr=m.llr,
         )
-        for opponent, m in matches
-        if m is not None
+        for m in matches
     ]

@@ -31,7 +31,8 @@ DEFAULT_TEMPLATES: dict[str, str] = {
     ),
     "evaluation": (
         "{python} -m services.workload.evaluate --board {board_type} --num-players {num_players}"
-        " --candidate {candidate} --best {model_path} --games {num_games}"
+        " --candidate {candidate} --best {model_path} --games {num_games} --sims {sims} --elo0 {elo0}"
+        " --elo1 {elo1} --alpha {alpha} --beta {beta} --max-games {max_games} --rate-anchor {rate_anchor}"
     ),
 }
 

@@ -1,6 +1,12 @@
-"""Evaluation: a candidate plays the current best and a random player; win rates and Elo differences.
+"""Evaluation: a candidate's gate match (SPRT, stopped early) and the matches that rate it on the config's scale.
 
-python -m services.workload.evaluate --board hex8 --candidate cand.pth --best best.pth --games 20
+python -m services.workload.evaluate --board hex8 --candidate cand.pth --best best.pth --games 20 --sims 16
+
+The gate opponent is the current best at the same number of simulations or, with `--best none`,
+the pure-search anchor (the same PUCT with a uniform prior and no learned value). The gate match
+runs until the sequential test (services/workload/sprt.py) decides or `--max-games` is reached.
+Rating matches have `--games` games each: the candidate against random play, against the anchor
+(when the gate was against a best), and, with `--rate-anchor true`, the anchor against random play.
 """
 
 from __future__ import annotations
@@ -16,9 +22,12 @@ import torch
 
 from services.workload import report
 from services.workload.game import GameState, UnsupportedConfig, board_spec, legal_moves, new_game, play
-from services.workload.mcts import choose, search
+from services.workload.mcts import EvaluateFn, choose, search, uniform_evaluator
 from services.workload.net import Evaluator, load_checkpoint, pick_device
+from services.workload.ratings import RANDOM, anchor_id
+from services.workload.sprt import SprtSettings, verdict
 
+_DEFAULT_GATE = SprtSettings()
 Player = Callable[[GameState, np.random.Generator], int]
 
 
@@ -27,10 +36,8 @@ def random_player(state: GameState, rng: np.random.Generator) -> int:
     return int(rng.choice(legal_moves(state)))
 
 
-def model_player(checkpoint: Path, sims: int, device: torch.device) -> Player:
-    """Greedy search guided by a checkpoint's net."""
-    net, _ = load_checkpoint(checkpoint)
-    evaluate = Evaluator(net, device)
+def search_player(evaluate: EvaluateFn, sims: int) -> Player:
+    """Greedy PUCT search with `evaluate` as prior and value (uniform_evaluator: the pure-search anchor)."""
 
     def move(state: GameState, rng: np.random.Generator) -> int:
         return choose(search(state, evaluate, sims), 0.0, rng)
@@ -38,25 +45,42 @@ def model_player(checkpoint: Path, sims: int, device: torch.device) -> Player:
     return move
 
 
-def match(board: str, a: Player, b: Player, games: int, rng: np.random.Generator, opening: int = 2) -> dict[str, float]:
-    """`a` against `b`, colours alternating, a few random opening moves so games differ."""
-    wins = losses = draws = 0
-    for g in range(games):
-        state = new_game(board_spec(board))
-        for _ in range(opening):
-            state = play(state, random_player(state, rng))
-        a_is = 1 if g % 2 == 0 else 2  # a plays first in even games (counting from after the opening)
-        if opening % 2:
-            a_is = 3 - a_is
-        while not state.over:
-            player = a if state.to_move == a_is else b
-            state = play(state, player(state, rng))
-        wins += state.winner == a_is
-        losses += state.winner == 3 - a_is
-        draws += state.winner == 0
-    score = (wins + 0.5 * draws) / games
-    return {"games": games, "wins": wins, "losses": losses, "draws": draws, "win_rate": round(score, 4),
-            "elo_diff": round(elo_difference(score), 1)}
+def model_player(checkpoint: Path, sims: int, device: torch.device) -> Player:
+    """Greedy search guided by a checkpoint's net."""
+    net, _ = load_checkpoint(checkpoint)
+    return search_player(Evaluator(net, device), sims)
+
+
+def play_one(board: str, a: Player, b: Player, a_first: bool, rng: np.random.Generator, opening: int = 2) -> float:
+    """One game after `opening` random moves; a's score (1 win, 0.5 draw, 0 loss)."""
+    state = new_game(board_spec(board))
+    for _ in range(opening):
+        state = play(state, random_player(state, rng))
+    a_is = (1 if a_first else 2) if opening % 2 == 0 else (2 if a_first else 1)
+    while not state.over:
+        player = a if state.to_move == a_is else b
+        state = play(state, player(state, rng))
+    return 0.5 if state.winner == 0 else float(state.winner == a_is)
+
+
+def match(board: str, a: Player, b: Player, games: int, rng: np.random.Generator, opening: int = 2,
+          gate: SprtSettings | None = None) -> dict[str, object]:
+    """`a` against `b`, colours alternating; with `gate`, stops as soon as the sequential test decides."""
+    wins = losses = draws = played = 0
+    limit = gate.max_games if gate else games
+    while played < limit:
+        score = play_one(board, a, b, played % 2 == 0, rng, opening)
+        played += 1
+        wins, losses, draws = wins + (score == 1.0), losses + (score == 0.0), draws + (score == 0.5)
+        if gate and verdict(wins, losses, draws, gate).done:
+            break
+    score = (wins + 0.5 * draws) / played
+    out: dict[str, object] = {"games": played, "wins": wins, "losses": losses, "draws": draws,
+                              "win_rate": round(score, 4), "elo_diff": round(elo_difference(score), 1)}
+    if gate:
+        v = verdict(wins, losses, draws, gate)
+        out.update(gate=True, verdict=v.result, llr=v.llr)
+    return out
 
 
 def elo_difference(score: float) -> float:
@@ -65,21 +89,32 @@ def elo_difference(score: float) -> float:
     return -400.0 * math.log10(1.0 / s - 1.0)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Play the matches and report."""
-    ap = argparse.ArgumentParser(description=__doc__)
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--board", required=True)
     ap.add_argument("--num-players", type=int, default=2)
     ap.add_argument("--candidate", required=True)
-    ap.add_argument("--best", default="none", help="current best checkpoint, or 'none'")
-    ap.add_argument("--games", type=int, default=20)
-    ap.add_argument("--sims", type=int, default=16)
+    ap.add_argument("--best", default="none", help="current best checkpoint, or 'none' (the gate is the anchor)")
+    ap.add_argument("--games", type=int, default=20, help="games of each rating match")
+    ap.add_argument("--sims", type=int, default=16, help="simulations per move, the same for every searching player")
+    ap.add_argument("--elo0", type=float, default=_DEFAULT_GATE.elo0)
+    ap.add_argument("--elo1", type=float, default=_DEFAULT_GATE.elo1)
+    ap.add_argument("--alpha", type=float, default=_DEFAULT_GATE.alpha)
+    ap.add_argument("--beta", type=float, default=_DEFAULT_GATE.beta)
+    ap.add_argument("--max-games", type=int, default=_DEFAULT_GATE.max_games, help="cap of the gate match")
+    ap.add_argument("--rate-anchor", default="false", choices=["true", "false"], help="also play the anchor against random")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--device", default="auto")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Play the gate and rating matches and report each."""
+    args = _args(argv)
     try:
         board_spec(args.board, args.num_players)
-    except UnsupportedConfig as exc:
+        gate = SprtSettings(elo0=args.elo0, elo1=args.elo1, alpha=args.alpha, beta=args.beta, max_games=args.max_games)
+    except (UnsupportedConfig, ValueError) as exc:
         report.fail(str(exc))
     if not Path(args.candidate).exists():
         report.fail(f"candidate checkpoint not found: {args.candidate}")
@@ -88,12 +123,21 @@ def main(argv: list[str] | None = None) -> None:
     rng = np.random.default_rng(args.seed)
     device = pick_device(args.device)
     candidate = model_player(Path(args.candidate), args.sims, device)
-    vs_random = match(args.board, candidate, random_player, args.games, rng)
-    report.progress(0.5, f"vs random {vs_random['win_rate']:.0%}")
-    best = Path(args.best) if args.best not in ("", "none") else None
-    vs_best = match(args.board, candidate, model_player(best, args.sims, device), args.games, rng) if best and best.exists() else None
+    anchor = search_player(uniform_evaluator, args.sims)
+    best = Path(args.best) if args.best not in ("", "none") and Path(args.best).exists() else None
+    gate_opponent, gate_player = ("best", model_player(best, args.sims, device)) if best else ("anchor", anchor)
+    matches = [{"player": "candidate", "opponent": gate_opponent,
+                **match(args.board, candidate, gate_player, 0, rng, gate=gate)}]
+    report.progress(0.5, f"gate vs {gate_opponent}: {matches[0]['verdict']} after {matches[0]['games']} games")
+    matches.append({"player": "candidate", "opponent": RANDOM, **match(args.board, candidate, random_player, args.games, rng)})
+    if best:
+        matches.append({"player": "candidate", "opponent": "anchor", **match(args.board, candidate, anchor, args.games, rng)})
+    if args.rate_anchor == "true":
+        matches.append({"player": "anchor", "opponent": RANDOM, **match(args.board, anchor, random_player, args.games, rng)})
     report.result(kind="evaluation", board_type=args.board, num_players=args.num_players, candidate=args.candidate,
-                  best=args.best, vs_random=vs_random, vs_best=vs_best, seconds=round(time.monotonic() - started, 3))
+                  best=args.best, sims=args.sims, anchor=anchor_id(args.board, args.num_players, args.sims),
+                  matches=matches,
+                  seconds=round(time.monotonic() - started, 3))
 
 
 if __name__ == "__main__":
