@@ -1,4 +1,9 @@
-"""Elo history: every evaluation of each model, in order, and the latest rating per model of each config."""
+"""Elo: every evaluation of each model in order, and each player's rating on its config's one scale (MODEL_RATED).
+
+The scale is anchored (random play = 0, the pure-search anchor rated once from games); an
+evaluation's `elo` is only the difference its score implies against that one opponent, so the
+views (rr models, rr status, the dashboard) show the scale's ratings, never those differences.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,13 @@ import datetime as dt
 
 import msgspec
 
-from eventbus.events import Event, EvaluationComplete, ModelPromoted, TrainingComplete
+from eventbus.events import Event, EvaluationComplete, ModelPromoted, ModelRated, TrainingComplete
 from projections import withdrawal
 from projections.base import Anomaly, Projection, config_key, total
 from projections.pmap import PMap
 from projections.withdrawal import Withdrawals
 
-VERSION = 2  # 2: ratings from evaluation items that ended failed or cancelled do not count
+VERSION = 3  # 2: ratings from evaluation items that ended failed or cancelled do not count; 3: MODEL_RATED
 
 
 class Rating(msgspec.Struct, frozen=True, kw_only=True):
@@ -31,13 +36,28 @@ class Rating(msgspec.Struct, frozen=True, kw_only=True):
     elo: float | None = None
 
 
+class ScaleRating(msgspec.Struct, frozen=True, kw_only=True):
+    """A player's rating on its config's scale, from MODEL_RATED."""
+
+    seq: int
+    at: dt.datetime | None = None
+    model_id: str
+    elo: float
+    interval: float = 0.0  # half-width of the 95% interval
+    games: int = 0
+    opponents: tuple[str, ...] = ()
+    kind: str = "candidate"  # candidate, anchor or tournament
+    evaluation_work_id: str | None = None
+
+
 class EloState(msgspec.Struct, frozen=True, kw_only=True):
-    """Ratings per model (oldest first) and each model's config, at stream position `last_seq`."""
+    """Evaluations per model (oldest first), ratings on the scale and each player's config, at `last_seq`."""
 
     last_seq: int = 0
     history: PMap[str, tuple[Rating, ...]] = msgspec.field(default_factory=PMap)
     configs: PMap[str, str] = msgspec.field(default_factory=PMap)  # model id -> config
     withdrawals: Withdrawals = msgspec.field(default_factory=Withdrawals)  # items whose ratings do not count
+    ratings: PMap[str, ScaleRating] = msgspec.field(default_factory=PMap)  # player -> its newest rating
     anomalies: tuple[Anomaly, ...] = ()
     anomaly_count: int = 0
 
@@ -52,6 +72,13 @@ def apply(state: EloState, event: Event, seq: int) -> EloState:
         )
         history = state.history.set(event.model_id, state.history.get(event.model_id, ()) + (rating,))
         return msgspec.structs.replace(state, last_seq=seq, history=history)
+    if isinstance(event, ModelRated):
+        rating = ScaleRating(
+            seq=seq, at=event.ts, model_id=event.model_id, elo=event.elo, interval=event.interval, games=event.games,
+            opponents=tuple(event.opponents), kind=event.kind, evaluation_work_id=event.evaluation_work_id,
+        )
+        configs = state.configs.set(event.model_id, config_key(event.board_type, event.num_players))
+        return msgspec.structs.replace(state, last_seq=seq, ratings=state.ratings.set(event.model_id, rating), configs=configs)
     if isinstance(event, (TrainingComplete, ModelPromoted)):
         configs = state.configs.set(event.model_id, config_key(event.board_type, event.num_players))
         return msgspec.structs.replace(state, last_seq=seq, configs=configs)
@@ -65,22 +92,34 @@ def ratings(state: EloState, model_id: str) -> tuple[Rating, ...]:
     return tuple(r for r in state.history.get(model_id, ()) if state.withdrawals.counts(r.work_id))
 
 
+def scale_ratings(state: EloState) -> dict[str, ScaleRating]:
+    """Player -> its rating on its config's scale, unless the item it rests on ended failed or cancelled."""
+    return {m: r for m, r in state.ratings.items() if state.withdrawals.counts(r.evaluation_work_id or "")}
+
+
+def scale_rating(state: EloState, model_id: str) -> ScaleRating | None:
+    """A player's rating on its config's scale that counts, None while it has none."""
+    rating = state.ratings.get(model_id)
+    return rating if rating is not None and state.withdrawals.counts(rating.evaluation_work_id or "") else None
+
+
 def latest_elo(state: EloState, model_id: str) -> float | None:
-    """The newest rating of a model that has one."""
-    for rating in reversed(ratings(state, model_id)):
-        if rating.elo is not None:
-            return rating.elo
-    return None
+    """A player's rating (Elo) on its config's scale, None while it has none."""
+    rating = scale_rating(state, model_id)
+    return rating.elo if rating is not None else None
 
 
 def by_config(state: EloState) -> dict[str, dict[str, float]]:
-    """Latest Elo of each rated model, grouped by config ('' for models of unknown config)."""
+    """The rating of each rated player (models and anchors), grouped by config ('' for unknown config)."""
     out: dict[str, dict[str, float]] = {}
-    for model_id in state.history.keys():
-        elo = latest_elo(state, model_id)
-        if elo is not None:
-            out.setdefault(state.configs.get(model_id, ""), {})[model_id] = elo
+    for model_id, rating in scale_ratings(state).items():
+        out.setdefault(state.configs.get(model_id, ""), {})[model_id] = rating.elo
     return {config: dict(sorted(models.items())) for config, models in sorted(out.items())}
+
+
+def anchors(state: EloState) -> dict[str, ScaleRating]:
+    """Config -> its rated pure-search anchor."""
+    return {state.configs.get(r.model_id, ""): r for _, r in sorted(scale_ratings(state).items()) if r.kind == "anchor"}
 
 
 PROJECTION: Projection[EloState] = Projection(
@@ -88,5 +127,6 @@ PROJECTION: Projection[EloState] = Projection(
     version=VERSION,
     initial=EloState,
     apply=apply,
-    reads=frozenset({EvaluationComplete.type_name(), TrainingComplete.type_name(), ModelPromoted.type_name(), *withdrawal.READS}),
+    reads=frozenset({EvaluationComplete.type_name(), TrainingComplete.type_name(), ModelPromoted.type_name(),
+                     ModelRated.type_name(), *withdrawal.READS}),
 )

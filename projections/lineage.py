@@ -7,7 +7,7 @@ import msgspec
 from projections import elo, taint
 from projections.bundle import ProjectionSet
 from projections.data import Batch
-from projections.elo import Rating
+from projections.elo import Rating, ScaleRating, scale_rating
 from projections.models import Promotion, Training
 from projections.taint import Taint
 
@@ -32,6 +32,7 @@ class Lineage(msgspec.Struct, frozen=True, kw_only=True):
     batches: list[BatchLine]
     games: int  # total games of the known input batches
     evaluations: list[Rating]
+    rating: ScaleRating | None  # on its config's Elo scale (random play = 0)
     promotion: Promotion | None
     promoting_evaluation: list[Rating]  # the evaluations of the work item the promotion cites
     promoted_now: bool  # still its config's promoted model
@@ -59,7 +60,7 @@ def lineage(ps: ProjectionSet, model_id: str) -> Lineage | None:
         model_id=model_id, config=config, sha256=model.sha256 if model else "",
         parent_model=training.parent_model if training else (promotion.previous_model if promotion else None),
         training=training, batches=batches, games=sum(b.batch.num_games for b in batches if b.batch),
-        evaluations=ratings, promotion=promotion,
+        evaluations=ratings, rating=scale_rating(ps.elo, model_id), promotion=promotion,
         promoting_evaluation=[r for r in ratings if cited is not None and r.work_id == cited],
         promoted_now=bool(config) and ps.models.promoted.get(config) == model_id,
         nodes=list(model.nodes) if model else [], distribution_complete=model.distribution_complete if model else False,

@@ -69,7 +69,8 @@ class ModelView(msgspec.Struct, frozen=True, kw_only=True):
     promoted_seq: int
     nodes: list[str]
     distribution_complete: bool
-    elo: float | None
+    elo: float | None  # on the config's scale (random play = 0), from MODEL_RATED
+    elo_interval: float | None = None  # half-width of its 95% interval
     taint: str = ""  # why it is quarantined ("" when it is not): the leader rolls it back
 
 
@@ -126,6 +127,11 @@ def _node_view(node: cluster.NodeInfo, leads: list[str], active: dict[str, int])
     )
 
 
+def _interval(state: elo.EloState, model_id: str) -> float | None:
+    rating = elo.scale_rating(state, model_id)
+    return rating.interval if rating is not None else None
+
+
 def _models(ps: ProjectionSet) -> dict[str, ModelView]:
     out: dict[str, ModelView] = {}
     tainted = taint.tainted(ps.taint).models
@@ -135,7 +141,7 @@ def _models(ps: ProjectionSet) -> dict[str, ModelView]:
             model_id=model.model_id, generation=promotion.generation if promotion else 0, sha256=model.sha256,
             promoted_at=promotion.at if promotion else None, promoted_seq=promotion.seq if promotion else 0,
             nodes=list(model.nodes), distribution_complete=model.distribution_complete,
-            elo=elo.latest_elo(ps.elo, model.model_id),
+            elo=elo.latest_elo(ps.elo, model.model_id), elo_interval=_interval(ps.elo, model.model_id),
             taint=tainted[model.model_id].describe() if model.model_id in tainted else "",
         )
     return out

@@ -63,12 +63,20 @@ def fleet_log() -> list[ev.Event]:
                                           input_batches=["b-1"], parent_model=parent,
                                           checkpoint=ev.ArtifactRef(path=f"{model}.pt", size_bytes=1000, sha256="ab" * 32))),
             ("gpu-3", ev.EvaluationComplete(model_id=model, work_id=f"e-{k}", node="gpu-3", opponent=parent or "random",
-                                            games=100, wins=60, losses=35, draws=5, win_rate=0.6, elo=rating)),
+                                            games=100, wins=60, losses=35, draws=5, win_rate=0.6, elo=70.0)),
+            ("gpu-2", ev.ModelRated(model_id=model, board_type="hex8", num_players=2, elo=rating, interval=40.0 + 10 * k,
+                                    games=140, opponents=[parent or "random"], evaluation_work_id=f"e-{k}", epoch=2)),
         ]
+        if k < 2:  # the newest is promoted below, after a rejected candidate
+            facts.append(("gpu-2", ev.ModelPromoted(model_id=model, board_type="hex8", num_players=2, sha256="ab" * 32,
+                                                    generation=k + 1, reason="SPRT accepted H1", previous_model=parent,
+                                                    epoch=2)))
         parent = model
     facts += [
+        ("gpu-2", ev.ModelRated(model_id="m-hex8-x", board_type="hex8", num_players=2, elo=1480.0, interval=60.0, games=60,
+                                opponents=["m-hex8-1"], epoch=2)),  # rated, never promoted
         ("gpu-2", ev.ModelPromoted(model_id="m-hex8-2", board_type="hex8", num_players=2, sha256="ab" * 32, generation=3,
-                                   reason="win rate 0.6 >= 0.55", previous_model="m-hex8-1", epoch=2)),
+                                   reason="SPRT accepted H1", previous_model="m-hex8-1", epoch=2)),
         ("gpu-1", ev.ModelDistributed(model_id="m-hex8-2", node="gpu-1", sha256="ab" * 32, seconds=1.0)),
     ]
     return [

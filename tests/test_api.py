@@ -67,7 +67,8 @@ async def test_status_peers_and_work_status_are_the_projections_with_the_seeds_f
         assert {role: (l["node"], l["epoch"]) for role, l in status["leaders"].items()} == {
             "promoter": ("gpu-2", 2), "scheduler": ("gpu-1", 4),
         }
-        assert status["models"]["hex8_2p"]["model_id"] == "m-hex8-2" and status["models"]["hex8_2p"]["elo"] == 1590.0
+        hex8 = status["models"]["hex8_2p"]
+        assert (hex8["model_id"], hex8["elo"], hex8["elo_interval"]) == ("m-hex8-2", 1590.0, 60.0)
         # The same document as `rr status --json` folds from the log.
         rebuilt = await state_at_seq(api.bus)
         expected = msgspec.json.decode(msgspec.json.encode(status_view(rebuilt.state, now=ev.utcnow(), node_id="gpu-1")))
@@ -88,8 +89,10 @@ async def test_status_peers_and_work_status_are_the_projections_with_the_seeds_f
         assert running["items_matching"] == 1
 
         elo = (await api.get("/api/elo")).json()
-        assert [(p["model_id"], p["elo"]) for p in elo["configs"]["hex8_2p"]] == [
-            ("m-hex8-0", 1500.0), ("m-hex8-1", 1545.0), ("m-hex8-2", 1590.0),
+        # One scale: the ratings of MODEL_RATED, not the evaluations' score differences (70 each).
+        assert [(p["model_id"], p["elo"], p["interval"], p["generation"]) for p in elo["configs"]["hex8_2p"]] == [
+            ("m-hex8-0", 1500.0, 40.0, 1), ("m-hex8-1", 1545.0, 50.0, 2), ("m-hex8-2", 1590.0, 60.0, 3),
+            ("m-hex8-x", 1480.0, 60.0, None),
         ]
         assert elo["promoted"] == {"hex8_2p": "m-hex8-2"}
 

@@ -49,8 +49,11 @@ async def test_the_page_renders_the_clusters_live_data(nats_url: str, tmp_path: 
     assert ">offline<" in dom and ">online<" in dom and "★ scheduler" in dom
     assert "2x H100" in dom and ">promoter<" in dom  # resources and the leader of each role
     assert ">w-2<" in dom and ">running<" in dom  # a work item and its state
-    assert ">m-hex8-2<" in dom and ">1590<" in dom  # the promoted model with its Elo
-    assert re.search(r'<path d="M[\d.]+,[\d.]+ L[\d.]+,[\d.]+ L', dom), "the Elo chart draws a line"
+    assert ">m-hex8-2<" in dom and ">1590 ± 60<" in dom  # the promoted model with its rating and interval
+    # Promoted generations are the line (three points), the rejected candidate a separate mark.
+    assert re.search(r'<path class="promoted" d="M[\d.]+,[\d.]+ L[\d.]+,[\d.]+ L[\d.]+,[\d.]+"', dom), "no line of generations"
+    assert len(re.findall(r'<circle class="rejected"', dom)) == 1 and "m-hex8-x (not promoted): 1480 ± 60" in dom
+    assert "m-hex8-2 (gen 3)" in _text(dom, "elo-legend") or "m-hex8-2 (gen 3)" in dom
     # The feed fetched the event appended after the page was first served.
     assert "work w-late added: training hex8_4p" in _feed(dom)
     # A failed attempt's cause: in the work table and in the feed, not only in `rr work show`.

@@ -333,7 +333,17 @@ def test_elo_history_per_model_and_config() -> None:
     ]
     state = fold_events(elo.PROJECTION, numbered(log))
     assert [r.elo for r in state.history["m-1"]] == [1200.0, 1250.0]
-    assert elo.by_config(state) == {"hex8_2p": {"m-1": 1250.0}}
+    assert elo.by_config(state) == {}  # score differences against one opponent are not a rating
+    rated = [
+        ev.ModelRated(model_id="hex8_2p-search16", board_type="hex8", num_players=2, elo=610.0, interval=90.0,
+                      kind="anchor", opponents=["random"]),
+        ev.ModelRated(model_id="m-1", board_type="hex8", num_players=2, elo=720.0, interval=120.0,
+                      opponents=["random", "hex8_2p-search16"]),
+    ]
+    state = fold_events(elo.PROJECTION, numbered(log + rated))
+    assert elo.by_config(state) == {"hex8_2p": {"hex8_2p-search16": 610.0, "m-1": 720.0}}
+    assert elo.latest_elo(state, "m-1") == 720.0 and state.ratings["m-1"].interval == 120.0
+    assert {c: r.model_id for c, r in elo.anchors(state).items()} == {"hex8_2p": "hex8_2p-search16"}
 
 
 def test_a_snapshot_of_another_version_is_ignored() -> None:

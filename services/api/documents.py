@@ -109,15 +109,16 @@ class EventsDoc(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class EloPoint(msgspec.Struct, frozen=True, kw_only=True):
-    """One rating of one model, for the Elo chart."""
+    """One player's rating on its config's scale (random play = 0), for the Elo chart."""
 
     seq: int
     at: dt.datetime | None
     model_id: str
     elo: float
-    opponent: str
+    interval: float  # half-width of the 95% interval
     games: int
-    win_rate: float
+    kind: str  # candidate, anchor or tournament
+    generation: int | None  # set when the model was promoted: the chart's line; None: a rejected candidate's mark
 
 
 class EloDoc(msgspec.Struct, frozen=True, kw_only=True):
@@ -226,16 +227,15 @@ def events_after(recent: tuple[Record, ...], after: int, *, limit: int, last_seq
 
 
 def elo_chart(state: ProjectionSet) -> EloDoc:
-    """Every rated model's ratings grouped by config, in log order (the newest points per config)."""
+    """Every rated player's rating grouped by config, in log order (the newest points per config)."""
     configs: dict[str, list[EloPoint]] = {}
-    ratings = state.elo
-    for model_id in ratings.history.keys():
-        points = configs.setdefault(ratings.configs.get(model_id, ""), [])
-        points.extend(
-            EloPoint(seq=r.seq, at=r.at, model_id=model_id, elo=r.elo, opponent=r.opponent, games=r.games,
-                     win_rate=r.win_rate)
-            for r in elo.ratings(ratings, model_id) if r.elo is not None
-        )
+    for model_id, r in elo.scale_ratings(state.elo).items():
+        model = state.models.models.get(model_id)
+        promotion = model.promotion if model is not None else None
+        configs.setdefault(state.elo.configs.get(model_id, ""), []).append(EloPoint(
+            seq=r.seq, at=r.at, model_id=model_id, elo=r.elo, interval=r.interval, games=r.games, kind=r.kind,
+            generation=promotion.generation if promotion is not None else None,
+        ))
     ordered = {c: sorted(p, key=lambda p: p.seq)[-ELO_POINTS_PER_CONFIG:] for c, p in sorted(configs.items()) if p}
     return EloDoc(configs=ordered, promoted=dict(sorted(state.models.promoted.items())), last_seq=state.last_seq)
 

@@ -76,6 +76,14 @@ def _evaluations(found: Lineage) -> list[str]:
     return lines
 
 
+def _rating(found: Lineage) -> list[str]:
+    r = found.rating
+    if r is None:
+        return ["rated:     not yet"]
+    return [f"rated:     {r.elo:.0f} ± {r.interval:.0f} Elo on the {found.config} scale (random play = 0, 95% interval) "
+            f"from {r.games} games vs {', '.join(r.opponents) or '?'} (seq {r.seq})"]
+
+
 def _promotion(found: Lineage) -> list[str]:
     p = found.promotion
     if p is None:
@@ -95,6 +103,7 @@ def format_lineage(found: Lineage) -> str:
     copies = ", ".join(found.nodes) or "none"
     done = " (distribution complete)" if found.distribution_complete else ""
     lines = [head, *([f"TAINTED:   {found.taint.describe()}"] if found.taint else [])]
-    lines += [*_training(found), *_evaluations(found), *_promotion(found), f"on nodes:  {copies}{done}"]
+    lines += [*_training(found), *_evaluations(found), *_rating(found), *_promotion(found),
+              f"on nodes:  {copies}{done}"]
     lines.append(f"as of seq {found.as_of_seq}")
     return "\n".join(lines)

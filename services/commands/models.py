@@ -9,9 +9,10 @@ import datetime as dt
 import msgspec
 
 from eventbus.events import utcnow
-from projections import cluster, models, taint
+from projections import cluster, elo, models, taint
 from projections.base import Folder
 from projections.cluster import ClusterState
+from projections.elo import EloState
 from projections.models import ModelsState
 from projections.taint import Tainted
 from services.commands import open_bus
@@ -38,6 +39,11 @@ class ModelRow(msgspec.Struct, frozen=True, kw_only=True):
     complete: bool  # the leader declared the distribution complete
     failures: dict[str, str]  # node -> "kind: reason" of its open failure
     taint: str = ""  # why it is quarantined ("" when it is not): the leader rolls it back
+    elo: float | None = None  # on the config's scale (random play = 0)
+    elo_interval: float | None = None  # half-width of its 95% interval
+    anchor: str | None = None  # the config's rated pure-search anchor
+    anchor_elo: float | None = None
+    anchor_interval: float | None = None
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -49,9 +55,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def model_rows(state: ModelsState, nodes: ClusterState, failures: FailuresState, now: dt.datetime,
-               tainted: Tainted = Tainted()) -> list[ModelRow]:
-    """The promoted model of every config, as `rr models` shows it."""
+               tainted: Tainted = Tainted(), ratings: EloState | None = None) -> list[ModelRow]:
+    """The promoted model of every config, as `rr models` shows it, with its rating when `ratings` are given."""
     rows = []
+    ratings = ratings or EloState()
+    anchors = elo.anchors(ratings)
     needing = sum(1 for n in nodes.nodes.values() if n.alive and needs_models(n))
     for config, model_id in sorted(state.promoted.items()):
         model = state.models.get(model_id)
@@ -59,6 +67,7 @@ def model_rows(state: ModelsState, nodes: ClusterState, failures: FailuresState,
             continue
         at = model.promotion.at if model.promotion else None
         open_failures = failures.open.get(model_id, {})
+        rating, anchor = elo.scale_rating(ratings, model_id), anchors.get(config)
         rows.append(ModelRow(
             config=config, model_id=model_id, generation=model.promotion.generation if model.promotion else 0,
             sha256=model.sha256, size_bytes=model.size_bytes, promoted_at=at,
@@ -66,6 +75,9 @@ def model_rows(state: ModelsState, nodes: ClusterState, failures: FailuresState,
             waiting=waiting_for(state, nodes, model_id), complete=model.distribution_complete,
             failures={node: f"{f.kind}: {f.reason}" for node, f in sorted(open_failures.items())},
             taint=tainted.models[model_id].describe() if model_id in tainted.models else "",
+            elo=rating.elo if rating else None, elo_interval=rating.interval if rating else None,
+            anchor=anchor.model_id if anchor else None, anchor_elo=anchor.elo if anchor else None,
+            anchor_interval=anchor.interval if anchor else None,
         ))
     return rows
 
@@ -74,17 +86,28 @@ def format_models(rows: list[ModelRow]) -> str:
     """The rows as a table for people, failures listed under it."""
     if not rows:
         return "no promoted model in the log yet"
-    lines = [("CONFIG", "MODEL", "GEN", "SHA256", "SIZE", "PROMOTED", "NODES", "COMPLETE", "WAITING FOR")]
+    lines = [("CONFIG", "MODEL", "GEN", "ELO ±95%", "SHA256", "SIZE", "PROMOTED", "NODES", "COMPLETE", "WAITING FOR")]
     for r in rows:
         lines.append((
-            r.config, r.model_id, str(r.generation), r.sha256[:12], f"{r.size_bytes / 2**20:.1f}M", age(r.promoted_age_s),
+            r.config, r.model_id, str(r.generation), elo_text(r.elo, r.elo_interval), r.sha256[:12],
+            f"{r.size_bytes / 2**20:.1f}M", age(r.promoted_age_s),
             f"{len(r.nodes)}: {','.join(r.nodes)}" if r.nodes else "0", "yes" if r.complete else "no",
             ",".join(r.waiting) or "-",
         ))
     failing = [f"  {r.config} on {node}: {why}" for r in rows for node, why in r.failures.items()]
     tainted = [f"  {r.config} {r.model_id}: {r.taint}" for r in rows if r.taint]
-    return (table(lines) + ("\nfailing:\n" + "\n".join(failing) if failing else "")
+    scale = [f"  {r.config}: random play 0, pure-search anchor {r.anchor} {elo_text(r.anchor_elo, r.anchor_interval)}"
+             for r in rows if r.anchor]
+    return (table(lines) + ("\nElo scale per config:\n" + "\n".join(scale) if scale else "")
+            + ("\nfailing:\n" + "\n".join(failing) if failing else "")
             + ("\ntainted (the leader rolls these back):\n" + "\n".join(tainted) if tainted else ""))
+
+
+def elo_text(value: float | None, interval: float | None) -> str:
+    """A rating with its 95% interval, e.g. '812 ± 95'; '-' when unrated."""
+    if value is None:
+        return "-"
+    return f"{value:.0f} ± {interval:.0f}" if interval else f"{value:.0f}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,11 +115,12 @@ def run(args: argparse.Namespace) -> int:
     options = common_options(args)
 
     async def go() -> list[ModelRow]:
-        folds = Folder(models.PROJECTION), Folder(cluster.PROJECTION), Folder(FAILURES)
+        folds = Folder(models.PROJECTION), Folder(cluster.PROJECTION), Folder(FAILURES), Folder(elo.PROJECTION)
         marks = Folder(taint.PROJECTION)
         async with open_bus(options, "models") as bus:
             await LiveFold(bus, [*folds, marks], (*aggregate_subjects("model", "host", "leader"), *taint_subjects())).catch_up()
-        return model_rows(folds[0].state, folds[1].state, folds[2].state, utcnow(), taint.tainted(marks.state))
+        return model_rows(folds[0].state, folds[1].state, folds[2].state, utcnow(), taint.tainted(marks.state),
+                          folds[3].state)
 
     rows = asyncio.run(go())
     print(msgspec.json.encode(rows).decode() if args.json else format_models(rows))

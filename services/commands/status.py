@@ -129,7 +129,7 @@ def _models_and_data(view: StatusView) -> list[str]:
     if view.models:
         rows = [("CONFIG", "MODEL", "GEN", "ELO", "NODES", "DISTRIBUTED", "SHA256")]
         for c, m in view.models.items():
-            elo = f"{m.elo:.0f}" if m.elo is not None else "-"
+            elo = "-" if m.elo is None else f"{m.elo:.0f} ± {m.elo_interval:.0f}" if m.elo_interval else f"{m.elo:.0f}"
             done = "complete" if m.distribution_complete else "in progress"
             rows.append((c, m.model_id, str(m.generation), elo, str(len(m.nodes)), done, m.sha256[:12]))
         lines.append(table(rows))

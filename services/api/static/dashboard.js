@@ -168,6 +168,12 @@ function renderWork(w) {
     ))));
 }
 
+// A rating on the config's scale with its 95% interval: "812 ± 95".
+function fmtElo(elo, interval) {
+  if (elo === null || elo === undefined) return "-";
+  return interval ? `${elo.toFixed(0)} ± ${interval.toFixed(0)}` : elo.toFixed(0);
+}
+
 function renderModels(s) {
   const models = Object.entries(s.models);
   fill("models", models.length
@@ -175,7 +181,7 @@ function renderModels(s) {
         el("td", {}, el("b", { text: config })),
         el("td", { class: "mono", title: `sha256 ${m.sha256}`, text: m.model_id }),
         el("td", { class: "num", text: m.generation }),
-        el("td", { class: "num", text: m.elo === null ? "-" : m.elo.toFixed(0) }),
+        el("td", { class: "num", title: "Elo on the config's scale: random play = 0; 95% interval", text: fmtElo(m.elo, m.elo_interval) }),
         el("td", { title: m.nodes.join(", "), text: `${m.nodes.length} node${m.nodes.length === 1 ? "" : "s"}` }),
         el("td", { title: m.taint || "" }, m.taint ? badge("TAINTED: rolling back", "failed")
           : m.distribution_complete ? badge("complete") : badge("in progress", "progress")),
@@ -202,10 +208,12 @@ function niceStep(raw) {
   return [1, 2, 2.5, 5, 10].map(m => m * power).find(s => s >= raw);
 }
 
+// Promoted generations are the line (with their intervals as bars), rejected candidates are
+// separate hollow marks, the pure-search anchor a dashed level: one scale per config, random play = 0.
 function renderElo(doc) {
   const configs = Object.entries(doc.configs).filter(([, points]) => points.length);
   if (!configs.length) {
-    fill("elo-chart", empty("no evaluation with an Elo rating yet"));
+    fill("elo-chart", empty("no rating yet: the first evaluation rates the anchor and the candidate"));
     return fill("elo-legend");
   }
   const W = 600, H = 220, L = 44, R = 10, T = 10, B = 24;
@@ -213,14 +221,14 @@ function renderElo(doc) {
   const byTime = all.every(p => p.at);
   const x = p => (byTime ? Date.parse(p.at) : p.seq);
   let [x0, x1] = [Math.min(...all.map(x)), Math.max(...all.map(x))];
-  let [y0, y1] = [Math.min(...all.map(p => p.elo)), Math.max(...all.map(p => p.elo))];
+  let [y0, y1] = [Math.min(0, ...all.map(p => p.elo - p.interval)), Math.max(...all.map(p => p.elo + p.interval))];
   if (x1 === x0) { x0 -= 1; x1 += 1; }
-  const pad = Math.max(10, (y1 - y0) * 0.1);
+  const pad = Math.max(10, (y1 - y0) * 0.05);
   const step = niceStep((y1 - y0 + 2 * pad) / 4);
   y0 = Math.floor((y0 - pad) / step) * step; y1 = Math.ceil((y1 + pad) / step) * step;
   const px = v => L + (v - x0) / (x1 - x0) * (W - L - R);
   const py = v => T + (1 - (v - y0) / (y1 - y0)) * (H - T - B);
-  const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "Elo by config" });
+  const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "Elo by config (random play = 0)" });
   for (let v = y0; v <= y1 + 1e-9; v += step) {
     chart.append(svg("line", { class: "grid", x1: L, x2: W - R, y1: py(v), y2: py(v) }));
     chart.append(svg("text", { x: L - 6, y: py(v) + 3, "text-anchor": "end" }, v.toFixed(0)));
@@ -229,21 +237,37 @@ function renderElo(doc) {
   const label = v => (byTime ? new Date(v).toISOString().slice(5, 16).replace("T", " ") : `seq ${Math.round(v)}`);
   chart.append(svg("text", { x: L, y: H - 8 }, label(x0)));
   chart.append(svg("text", { x: W - R, y: H - 8, "text-anchor": "end" }, label(x1)));
+  const tip = (config, p) => `${config} ${p.model_id}${p.generation ? ` (generation ${p.generation})` : p.kind === "anchor" ? " (pure-search anchor)" : " (not promoted)"}: ${fmtElo(p.elo, p.interval)} from ${p.games} games`;
   const legend = [];
   configs.forEach(([config, points], i) => {
     const color = COLORS[i % COLORS.length];
-    const path = points.map((p, j) => `${j ? "L" : "M"}${px(x(p)).toFixed(1)},${py(p.elo).toFixed(1)}`).join(" ");
-    chart.append(svg("path", { d: path, fill: "none", stroke: color, "stroke-width": 2 }));
-    for (const p of points) {
-      const promoted = doc.promoted[config] === p.model_id;
-      const dot = svg("circle", { cx: px(x(p)), cy: py(p.elo), r: promoted ? 4 : 2.5, fill: promoted ? color : "#fff", stroke: color, "stroke-width": 1.5 });
-      dot.append(svg("title", {}, `${config} ${p.model_id}: ${p.elo.toFixed(0)} vs ${p.opponent || "?"} (${p.games} games, win rate ${(p.win_rate * 100).toFixed(0)}%)`));
+    const promoted = points.filter(p => p.generation !== null).sort((a, b) => a.generation - b.generation);
+    for (const a of points.filter(p => p.kind === "anchor")) {
+      const level = svg("line", { class: "anchor", x1: L, x2: W - R, y1: py(a.elo), y2: py(a.elo), stroke: color, "stroke-dasharray": "4 3", "stroke-width": 1 });
+      level.append(svg("title", {}, tip(config, a)));
+      chart.append(level);
+    }
+    if (promoted.length) {
+      const path = promoted.map((p, j) => `${j ? "L" : "M"}${px(x(p)).toFixed(1)},${py(p.elo).toFixed(1)}`).join(" ");
+      chart.append(svg("path", { class: "promoted", d: path, fill: "none", stroke: color, "stroke-width": 2 }));
+    }
+    for (const p of promoted) {
+      chart.append(svg("line", { class: "interval", x1: px(x(p)), x2: px(x(p)), y1: py(p.elo - p.interval), y2: py(p.elo + p.interval), stroke: color, "stroke-width": 1 }));
+      const dot = svg("circle", { class: "promoted", cx: px(x(p)), cy: py(p.elo), r: 4, fill: color, stroke: color, "stroke-width": 1.5 });
+      dot.append(svg("title", {}, tip(config, p)));
       chart.append(dot);
     }
-    const last = points[points.length - 1];
+    for (const p of points.filter(p => p.generation === null && p.kind !== "anchor")) {
+      const mark = svg("circle", { class: "rejected", cx: px(x(p)), cy: py(p.elo), r: 3, fill: "#fff", stroke: color, "stroke-width": 1.2, "stroke-dasharray": "2 1" });
+      mark.append(svg("title", {}, tip(config, p)));
+      chart.append(mark);
+    }
+    const best = promoted.find(p => doc.promoted[config] === p.model_id) || promoted[promoted.length - 1];
     legend.push(el("span", {}, el("i", { style: `background:${color}` }), `${config || "unknown config"} `,
-      el("b", { text: last.elo.toFixed(0) }), el("span", { class: "muted", text: ` ${last.model_id}` })));
+      best ? el("b", { text: fmtElo(best.elo, best.interval) }) : el("span", { class: "muted", text: "nothing promoted" }),
+      el("span", { class: "muted", text: best ? ` ${best.model_id} (gen ${best.generation})` : "" })));
   });
+  legend.push(el("span", { class: "muted", text: "line: promoted generations ± 95%; hollow: not promoted; dashed: pure-search anchor; random play = 0" }));
   fill("elo-chart", chart);
   fill("elo-legend", legend);
 }
