@@ -96,9 +96,9 @@ async def test_rr_up_runs_selfplay_training_evaluation_promotion_and_distributio
     promoted = next(e for e in log if isinstance(e, ModelPromoted))
     assert (promoted.board_type, promoted.num_players, promoted.generation) == ("square8", 2, 1)
     assert promoted.epoch is not None  # a leader's decision, fenced
-    # The gate: the candidate's evaluation against random play cleared first_promotion_threshold.
-    gate = next(e for e in log if isinstance(e, EvaluationComplete) and e.model_id == promoted.model_id and e.opponent == "random")
-    assert gate.win_rate >= 0.6 and gate.games == 10
+    # The gate: the SPRT showed the first generation stronger than the pure-search anchor at equal simulations.
+    gate = next(e for e in log if isinstance(e, EvaluationComplete) and e.model_id == promoted.model_id and e.gate)
+    assert (gate.opponent, gate.verdict) == ("square8_2p-search16", "H1") and "SPRT accepted H1" in promoted.reason
     completed = {e.work_id for e in log if isinstance(e, WorkCompleted)}
     assert any(w.startswith("selfplay") for w in completed) and any(w.startswith("train") for w in completed)
     # Installed under the seeds' name, byte for byte what was promoted.

@@ -52,6 +52,21 @@ class Evaluator:
         return torch.softmax(logits[0], 0).cpu().numpy(), float(value[0])
 
 
+class BatchEvaluator:
+    """Runs the net on a batch of positions at once: (priors (B, cells), values (B,)) for the movers."""
+
+    def __init__(self, net: PolicyValueNet, device: torch.device, dtype: torch.dtype = torch.float32) -> None:
+        self.net = net.to(device=device, dtype=dtype).eval()
+        self.device = device
+        self.dtype = dtype
+
+    @torch.inference_mode()
+    def __call__(self, planes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = torch.from_numpy(planes).to(device=self.device, dtype=self.dtype)
+        logits, value = self.net(x)
+        return torch.softmax(logits, 1).cpu().numpy(), value.cpu().numpy()
+
+
 def save_checkpoint(net: PolicyValueNet, path: Path, meta: dict[str, Any]) -> None:
     """Write weights and metadata atomically (temp file, then rename)."""
     tmp = path.with_suffix(path.suffix + ".tmp")

@@ -1,6 +1,9 @@
 """Selfplay: the current model plays itself; each position becomes a training sample (NPZ).
 
 python -m services.workload.selfplay --board hex8 --num-players 2 --num-games 20 --model best.pth --out DIR
+
+The games are played `--parallel` at a time by services/workload/batched.py, their leaves
+evaluated in batches; interpreter and torch start-up are paid once per job.
 """
 
 from __future__ import annotations
@@ -14,13 +17,14 @@ import torch
 
 from services.workload import report
 from services.workload.game import UnsupportedConfig, board_spec, encode, new_game, play
-from services.workload.mcts import EvaluateFn, choose, search, uniform_evaluator
-from services.workload.net import Evaluator, load_checkpoint, pick_device
+from services.workload.batched import BatchEvaluateFn, game_rngs, play_games, uniform_batch
+from services.workload.mcts import EvaluateFn, choose, search
+from services.workload.net import BatchEvaluator, load_checkpoint, pick_device
 
 
 def play_game(spec_name: str, evaluate: EvaluateFn, sims: int, rng: np.random.Generator,
               explore_moves: int = 8) -> tuple[list[np.ndarray], list[np.ndarray], list[float]]:
-    """One selfplay game: (input planes, search policy, outcome for the mover) per position."""
+    """One selfplay game, one leaf at a time (the path before batching; benchmarks compare against it)."""
     state = new_game(board_spec(spec_name))
     planes, policies, movers = [], [], []
     while not state.over:
@@ -30,6 +34,24 @@ def play_game(spec_name: str, evaluate: EvaluateFn, sims: int, rng: np.random.Ge
         movers.append(state.to_move)
         state = play(state, choose(counts, 1.0 if state.moves < explore_moves else 0.0, rng))
     values = [0.0 if state.winner == 0 else (1.0 if m == state.winner else -1.0) for m in movers]
+    return planes, policies, values
+
+
+def play_all(board: str, evaluate: BatchEvaluateFn, sims: int, games: int, parallel: int,
+             seed: int | None) -> tuple[list[np.ndarray], list[np.ndarray], list[float]]:
+    """`games` selfplay games, `parallel` at a time, reporting progress per finished game; samples in game order."""
+    rngs = game_rngs(seed, games)
+    planes: list[np.ndarray] = []
+    policies: list[np.ndarray] = []
+    values: list[float] = []
+    for start in range(0, games, parallel):
+        def done(n: int, start: int = start) -> None:
+            report.progress((start + n) / games, f"{start + n}/{games} games")
+
+        for p, pi, v in play_games(board, evaluate, sims, rngs[start:start + parallel], on_done=done):
+            planes += p
+            policies += pi
+            values += v
     return planes, policies, values
 
 
@@ -43,28 +65,24 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", required=True, help="output directory")
     ap.add_argument("--sims", type=int, default=32)
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--parallel", type=int, default=64, help="games played at once (their leaves batched through the net)")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args(argv)
+    if args.num_games < 1 or args.parallel < 1:
+        report.fail(f"--num-games and --parallel must be >= 1, got {args.num_games} and {args.parallel}")
     try:
         board_spec(args.board, args.num_players)
     except UnsupportedConfig as exc:
         report.fail(str(exc))
     torch.set_num_threads(1)
-    evaluate: EvaluateFn = uniform_evaluator
+    evaluate: BatchEvaluateFn = uniform_batch
     if args.model not in ("", "none") and Path(args.model).exists():
         net, _ = load_checkpoint(Path(args.model))
-        evaluate = Evaluator(net, pick_device(args.device))
-    rng = np.random.default_rng(args.seed)
+        evaluate = BatchEvaluator(net, pick_device(args.device))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    planes, policies, values = [], [], []
     started = time.monotonic()
-    for game in range(args.num_games):
-        p, pi, v = play_game(args.board, evaluate, args.sims, rng)
-        planes += p
-        policies += pi
-        values += v
-        report.progress((game + 1) / args.num_games, f"{game + 1}/{args.num_games} games")
+    planes, policies, values = play_all(args.board, evaluate, args.sims, args.num_games, args.parallel, args.seed)
     path = out / f"selfplay_{args.board}_{args.num_players}p_{int(time.time() * 1000)}.npz"
     np.savez_compressed(path, planes=np.stack(planes), policies=np.stack(policies), values=np.array(values, np.float32))
     report.result(
