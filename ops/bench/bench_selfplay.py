@@ -4,9 +4,16 @@ ours:    `python -m services.workload.selfplay` as the worker runs it, end to en
          torch start-up, the games, the NPZ written and hashed): games / wall seconds.
 ceiling: the same games played in this process by services.workload.selfplay.play_game (search
          only, nothing started or written): games / seconds. `ratio` = ours / ceiling.
-Both with no model (uniform priors, as before the first promotion); `net_games_per_s` also plays
-in-process with a freshly initialised policy/value net on CPU, as selfplay does once a model exists.
-Run: python -m ops.bench.bench_selfplay [--games 200] [--rounds 3] [--board hex8] [--net-games 4]
+Both with no model (uniform priors, as before the first promotion).
+
+Net-guided (a freshly initialised policy/value net on CPU, as selfplay runs once a model exists),
+old and new path alternating round by round in this process:
+old:     selfplay.play_game, one game at a time, one leaf per net call (`net_games_per_s`);
+new:     batched.play_games, `--parallel` games at once, their leaves in one net call per step
+         (`batched_net_games_per_s`); `net_speedup` = new / old (goal >= 4).
+`job_net_games_per_s` is the new path as the worker runs it: `python -m services.workload.selfplay
+--model net.pth`, wall clock with start-up, NPZ and hash.
+Run: python -m ops.bench.bench_selfplay [--games 200] [--rounds 3] [--board hex8] [--net-games 4] [--parallel 64]
 """
 
 from __future__ import annotations
@@ -26,21 +33,22 @@ import numpy as np
 import torch
 
 from ops.bench.common import emit, log
+from services.workload.batched import game_rngs, play_games
 from services.workload.game import board_spec
 from services.workload.mcts import uniform_evaluator
-from services.workload.net import Evaluator, PolicyValueNet
+from services.workload.net import BatchEvaluator, Evaluator, PolicyValueNet, save_checkpoint
 from services.workload.selfplay import play_game
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SIMS = 32  # services.workload.selfplay's default
 
 
-def subprocess_rate(board: str, games: int, out: Path) -> tuple[float, int]:
+def subprocess_rate(board: str, games: int, out: Path, model: str = "none") -> tuple[float, int]:
     """(games/s, samples) of one `python -m services.workload.selfplay` run, wall clock."""
     started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "services.workload.selfplay", "--board", board, "--num-players", "2",
-         "--num-games", str(games), "--model", "none", "--out", str(out)],
+         "--num-games", str(games), "--model", model, "--out", str(out)],
         capture_output=True, text=True, check=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
     seconds = time.perf_counter() - started
     result = json.loads(done.stdout.strip().splitlines()[-1])["result"]
@@ -54,6 +62,34 @@ def in_process_rate(board: str, games: int, evaluate: Any, seed: int) -> float:
     for _ in range(games):
         play_game(board, evaluate, DEFAULT_SIMS, rng)
     return games / (time.perf_counter() - started)
+
+
+def batched_rate(board: str, games: int, evaluate: Any, seed: int) -> float:
+    """Games/s of batched.play_games, all `games` at once, in this process."""
+    started = time.perf_counter()
+    play_games(board, evaluate, DEFAULT_SIMS, game_rngs(seed, games))
+    return games / (time.perf_counter() - started)
+
+
+def net_rounds(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """Old and new net-guided paths, alternating which goes first; then the new path as a job."""
+    net = PolicyValueNet(board_spec(args.board))
+    old, new = [], []
+    for r in range(args.rounds):
+        for side in (("old", "new") if r % 2 == 0 else ("new", "old")):
+            if side == "old":
+                old.append(in_process_rate(args.board, args.net_games, Evaluator(net, torch.device("cpu")), seed=r))
+            else:
+                new.append(batched_rate(args.board, args.parallel, BatchEvaluator(net, torch.device("cpu")), seed=r))
+            log(f"round {r + 1}/{args.rounds} net {side}: {(old if side == 'old' else new)[-1]:.2f} games/s")
+    save_checkpoint(net, tmp / "net.pth", {})
+    job, _ = subprocess_rate(args.board, args.parallel, tmp / "job", model=str(tmp / "net.pth"))
+    log(f"net-guided job (start-up included): {job:.2f} games/s")
+    old_median, new_median = statistics.median(old), statistics.median(new)
+    return {"net_games_per_s": round(old_median, 3), "batched_net_games_per_s": round(new_median, 3),
+            "net_speedup": round(new_median / old_median, 2), "job_net_games_per_s": round(job, 3),
+            "net_old_rounds": [round(x, 3) for x in old], "net_new_rounds": [round(x, 3) for x in new],
+            "parallel": args.parallel, "goal_net_speedup": 4.0}
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -72,9 +108,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                 else:
                     ceiling.append(in_process_rate(args.board, args.games, uniform_evaluator, seed=r))
                 log(f"round {r + 1}/{args.rounds} {side}: {(ours if side == 'ours' else ceiling)[-1]:.2f} games/s")
-    net = Evaluator(PolicyValueNet(board_spec(args.board)), torch.device("cpu"))
-    net_rate = in_process_rate(args.board, args.net_games, net, seed=99) if args.net_games else 0.0
-    log(f"with a net on CPU: {net_rate:.2f} games/s")
+        nets = net_rounds(args, Path(tmp))
     ours_median, ceiling_median = statistics.median(ours), statistics.median(ceiling)
     return {
         "bench": "selfplay", "board": args.board, "players": 2, "sims": DEFAULT_SIMS, "games_per_round": args.games,
@@ -82,7 +116,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "ratio": round(ours_median / ceiling_median, 3), "samples_per_game": round(samples / args.games, 1),
         # What running it as a job adds per run: interpreter, imports, NPZ write and hash.
         "fixed_cost_s": round(args.games / ours_median - args.games / ceiling_median, 2),
-        "net_games_per_s": round(net_rate, 3), "ours_rounds": [round(x, 2) for x in ours],
+        **nets, "ours_rounds": [round(x, 2) for x in ours],
         "ceiling_rounds": [round(x, 2) for x in ceiling], "torch": torch.__version__, "cpus": os.cpu_count(),
     }
 
@@ -93,7 +127,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--games", type=int, default=200, help="games per round (the scheduler's populator_games)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--board", default="hex8")
-    parser.add_argument("--net-games", type=int, default=4)
+    parser.add_argument("--net-games", type=int, default=4, help="games per round of the old net-guided path")
+    parser.add_argument("--parallel", type=int, default=64, help="games per round of the new path, all at once")
     return parser.parse_args()
 
 

@@ -4,7 +4,8 @@ The search is services/workload/mcts.py's PUCT, move for move: each game has its
 generator (seeded from the job's seed and the game's index), so a game is the same whether it is
 played alone or among many; only the net's batch size changes, and with it nothing but float
 rounding. The net's fixed cost per call (~0.4 ms on a CPU core) is paid once per batch instead of
-once per leaf.
+once per leaf, and each game remembers the net's answers for the positions it has met (the next
+move's search revisits most of the previous one's subtree), which changes no answer, only its cost.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from services.workload.mcts import choose
 # planes (B, 3, rows, cols) -> (priors (B, cells), values (B,)), the value for the player to move
 BatchEvaluateFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 Sample = tuple[list[np.ndarray], list[np.ndarray], list[float]]  # planes, search policies, outcomes per position
+Cache = dict[bytes, tuple[np.ndarray, float]]  # position -> the net's (priors over cells, value), per game
 
 
 def uniform_batch(planes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -38,9 +40,9 @@ class Node:
 
     __slots__ = ("state", "moves", "priors", "scaled", "visits", "values", "children", "terminal_value", "total")
 
-    def __init__(self, state: GameState) -> None:
+    def __init__(self, state: GameState, moves: np.ndarray | None = None) -> None:
         self.state = state
-        self.moves = legal_moves(state)
+        self.moves = legal_moves(state) if moves is None or state.over else moves
         self.priors = self.scaled = np.zeros(len(self.moves), dtype=np.float32)
         self.visits = np.zeros(len(self.moves), dtype=np.float32)
         self.values = np.zeros(len(self.moves), dtype=np.float32)
@@ -58,7 +60,7 @@ class _Game:
         self.planes: list[np.ndarray] = []
         self.policies: list[np.ndarray] = []
         self.movers: list[int] = []
-        self.root: Node | None = None
+        self.cache: Cache = {}
 
     def sample(self) -> Sample:
         winner = self.state.winner
@@ -77,12 +79,23 @@ def encode_many(states: list[GameState]) -> np.ndarray:
     return out
 
 
-def _expand_all(nodes: list[Node], evaluate: BatchEvaluateFn, c_puct: float) -> np.ndarray:
-    """Set the priors of `nodes` from one batch through the net; returns their values (for the player to move)."""
-    priors, values = evaluate(encode_many([n.state for n in nodes]))
-    for node, p_all in zip(nodes, priors):
+def _expand_all(nodes: list[Node], caches: list[Cache], evaluate: BatchEvaluateFn, c_puct: float) -> list[float]:
+    """Set the priors of `nodes` (node k of the game whose cache is caches[k]) from the net, the positions
+    their games have not met in one batch; returns their values (for the player to move)."""
+    keys = [n.state.board.tobytes() + bytes((n.state.to_move,)) for n in nodes]
+    missing = {key: n for key, n, cache in zip(keys, nodes, caches) if key not in cache}
+    if missing:
+        priors, values = evaluate(encode_many([n.state for n in missing.values()]))
+        fresh = {key: (p, float(v)) for key, p, v in zip(missing, priors, values)}
+        for key, cache in zip(keys, caches):
+            if key in fresh:
+                cache[key] = fresh[key]
+    out = []
+    for node, key, cache in zip(nodes, keys, caches):
+        p_all, value = cache[key]
         _set_priors(node, p_all[node.moves], c_puct)
-    return np.asarray(values, dtype=np.float64)
+        out.append(value)
+    return out
 
 
 def _set_priors(node: Node, p: np.ndarray, c_puct: float) -> None:
@@ -101,8 +114,8 @@ def _descend(root: Node) -> tuple[list[tuple[Node, int]], Node, float | None]:
         path.append((node, i))
         move = int(node.moves[i])
         child = node.children.get(move)
-        if child is None:
-            child = node.children[move] = Node(play(node.state, move))
+        if child is None:  # its legal moves are its parent's but the one just played
+            child = node.children[move] = Node(play(node.state, move), np.delete(node.moves, i))
             return path, child, child.terminal_value
         if child.terminal_value is not None:
             return path, child, child.terminal_value
@@ -119,25 +132,26 @@ def _backup(path: list[tuple[Node, int]], value: float) -> None:
 
 
 def search_many(roots: list[Node], rngs: list[np.random.Generator], evaluate: BatchEvaluateFn, simulations: int,
-                c_puct: float = 1.5, noise: float = 0.25) -> list[np.ndarray]:
+                c_puct: float = 1.5, noise: float = 0.25, caches: list[Cache] | None = None) -> list[np.ndarray]:
     """Visit counts per cell for each root after `simulations` playouts each, leaves evaluated in batches."""
-    _expand_all(roots, evaluate, c_puct)
+    caches = caches if caches is not None else [{} for _ in roots]
+    _expand_all(roots, caches, evaluate, c_puct)
     for root, rng in zip(roots, rngs):
         if noise > 0 and len(root.moves):
             noisy = (1 - noise) * root.priors + noise * rng.dirichlet([0.3] * len(root.moves)).astype(np.float32)
             root.priors, root.scaled = noisy, c_puct * noisy
     for _ in range(simulations):
-        waiting: list[tuple[list[tuple[Node, int]], Node]] = []
-        for root in roots:
+        waiting: list[tuple[list[tuple[Node, int]], Node, Cache]] = []
+        for root, cache in zip(roots, caches):
             path, leaf, known = _descend(root)
             if known is not None:
                 _backup(path, known)
             else:
-                waiting.append((path, leaf))
+                waiting.append((path, leaf, cache))
         if waiting:
-            values = _expand_all([leaf for _, leaf in waiting], evaluate, c_puct)
-            for (path, _), v in zip(waiting, values):
-                _backup(path, -float(v))
+            values = _expand_all([leaf for _, leaf, _ in waiting], [c for _, _, c in waiting], evaluate, c_puct)
+            for (path, _, _), v in zip(waiting, values):
+                _backup(path, -v)
     out = []
     for root in roots:
         counts = np.zeros(root.state.spec.cells, dtype=np.float32)
@@ -157,12 +171,14 @@ def play_games(board: str, evaluate: BatchEvaluateFn, sims: int, rngs: list[np.r
         if not active:
             return [g.sample() for g in games]
         roots = [Node(g.state) for g in active]
-        for g, counts in zip(active, search_many(roots, [g.rng for g in active], evaluate, sims)):
+        searched = search_many(roots, [g.rng for g in active], evaluate, sims, caches=[g.cache for g in active])
+        for g, counts in zip(active, searched):
             g.planes.append(encode(g.state))
             g.policies.append(counts / counts.sum())
             g.movers.append(g.state.to_move)
             g.state = play(g.state, choose(counts, 1.0 if g.state.moves < explore_moves else 0.0, g.rng))
             if g.state.over:
+                g.cache.clear()
                 finished += 1
                 if on_done is not None:
                     on_done(finished)
