@@ -16,6 +16,7 @@ from eventbus.events import (
     ArtifactRef,
     EvaluationComplete,
     Event,
+    ModelRated,
     SelfplayComplete,
     TrainingComplete,
     WorkAdded,
@@ -27,6 +28,7 @@ from services.worker.cause import cause_of
 from services.worker.jobs import JobOutcome
 from services.worker.outputs import BestModel
 from services.worker.protocol import AttemptKey
+from services.workload.ratings import Pairing, Rated, anchor_id
 
 
 class SelfplayResult(msgspec.Struct, frozen=True, kw_only=True, tag="selfplay", tag_field="kind"):
@@ -91,7 +93,19 @@ class EvaluationResult(msgspec.Struct, frozen=True, kw_only=True, tag="evaluatio
     vs_best: MatchResult | None = None
 
 
-JobResult = SelfplayResult | TrainingResult | EvaluationResult
+class TournamentResult(msgspec.Struct, frozen=True, kw_only=True, tag="tournament", tag_field="kind"):
+    """What services.workload.tournament reports."""
+
+    board_type: str
+    num_players: int
+    sims: int = 0
+    players: list[str] = []
+    pairings: list[Pairing] = []
+    ratings: dict[str, Rated] = {}
+    anchored: bool = False  # random play took part, fixed at 0: the ratings are on the config's scale
+
+
+JobResult = SelfplayResult | TrainingResult | EvaluationResult | TournamentResult
 
 
 class BadResult(ValueError):
@@ -184,7 +198,27 @@ def domain_events(item: WorkAdded, key: AttemptKey, node: str, result: JobResult
             input_batches=batches.split(",") if batches else list(result.input_batches),
             parent_model=_param(item, "parent_model") or _model_id(result.parent, best),
         )]
+    if isinstance(result, TournamentResult):
+        return tournament_events(key, result)
     return evaluation_events(item, key, node, result, best)
+
+
+def tournament_events(key: AttemptKey, result: TournamentResult) -> list[Event]:
+    """One MODEL_RATED per player of an anchored round robin (random play, the scale's zero, needs none)."""
+    if not result.anchored:
+        return []  # ratings relative to an arbitrary player are on no config's scale
+    anchor = anchor_id(result.board_type, result.num_players, result.sims)
+    out: list[Event] = []
+    for name, r in sorted(result.ratings.items()):
+        if name == "random":
+            continue
+        opponents = sorted({p.b for p in result.pairings if p.a == name} | {p.a for p in result.pairings if p.b == name})
+        out.append(ModelRated(
+            model_id=name, board_type=result.board_type, num_players=result.num_players, elo=r.elo,
+            interval=r.interval, games=r.games, opponents=opponents, kind="anchor" if name == anchor else "tournament",
+            evaluation_work_id=key.work_id,
+        ))
+    return out
 
 
 def evaluation_events(item: WorkAdded, key: AttemptKey, node: str, result: EvaluationResult,

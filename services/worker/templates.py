@@ -34,6 +34,12 @@ DEFAULT_TEMPLATES: dict[str, str] = {
         " --candidate {candidate} --best {model_path} --games {num_games} --sims {sims} --elo0 {elo0}"
         " --elo1 {elo1} --alpha {alpha} --beta {beta} --max-games {max_games} --rate-anchor {rate_anchor}"
     ),
+    # params: models = "id=checkpoint,id=checkpoint@sims,..." (the last K generations), sims; the node's
+    # current best joins them
+    "tournament": (
+        "{python} -m services.workload.tournament --board {board_type} --num-players {num_players}"
+        " --games {num_games} --sims {sims} --best {model_path} --best-id {best_model_id} --models {models*}"
+    ),
 }
 
 

@@ -91,8 +91,7 @@ def elo_difference(score: float) -> float:
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--board", required=True)
-    ap.add_argument("--num-players", type=int, default=2)
+    report.add_config_arguments(ap)
     ap.add_argument("--candidate", required=True)
     ap.add_argument("--best", default="none", help="current best checkpoint, or 'none' (the gate is the anchor)")
     ap.add_argument("--games", type=int, default=20, help="games of each rating match")
@@ -103,8 +102,6 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--beta", type=float, default=_DEFAULT_GATE.beta)
     ap.add_argument("--max-games", type=int, default=_DEFAULT_GATE.max_games, help="cap of the gate match")
     ap.add_argument("--rate-anchor", default="false", choices=["true", "false"], help="also play the anchor against random")
-    ap.add_argument("--seed", type=int, default=None)
-    ap.add_argument("--device", default="auto")
     return ap.parse_args(argv)
 
 

@@ -6,11 +6,20 @@ Any other output is passed through to the job's log.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import sys
 from pathlib import Path
 from typing import Any
+
+
+def add_config_arguments(ap: argparse.ArgumentParser) -> None:
+    """The flags every workload program takes: --board, --num-players, --seed, --device."""
+    ap.add_argument("--board", required=True)
+    ap.add_argument("--num-players", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--device", default="auto", help="auto (CUDA when torch sees it), cpu or cuda")
 
 
 def progress(fraction: float, message: str = "") -> None:

@@ -58,15 +58,12 @@ def play_all(board: str, evaluate: BatchEvaluateFn, sims: int, games: int, paral
 def main(argv: list[str] | None = None) -> None:
     """Play games and write one NPZ batch."""
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--board", required=True)
-    ap.add_argument("--num-players", type=int, default=2)
+    report.add_config_arguments(ap)
     ap.add_argument("--num-games", type=int, required=True)
     ap.add_argument("--model", default="none", help="checkpoint path, or 'none' for search without a net")
     ap.add_argument("--out", required=True, help="output directory")
     ap.add_argument("--sims", type=int, default=32)
-    ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--parallel", type=int, default=64, help="games played at once (their leaves batched through the net)")
-    ap.add_argument("--device", default="auto")
     args = ap.parse_args(argv)
     if args.num_games < 1 or args.parallel < 1:
         report.fail(f"--num-games and --parallel must be >= 1, got {args.num_games} and {args.parallel}")

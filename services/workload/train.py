@@ -51,16 +51,13 @@ def fit(net: PolicyValueNet, samples: tuple[np.ndarray, np.ndarray, np.ndarray],
 def main(argv: list[str] | None = None) -> None:
     """Train from batches and write the candidate."""
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--board", required=True)
-    ap.add_argument("--num-players", type=int, default=2)
+    report.add_config_arguments(ap)
     ap.add_argument("--data", nargs="+", required=True, help="selfplay .npz files")
     ap.add_argument("--init", default="none", help="checkpoint to start from, or 'none'")
     ap.add_argument("--out", required=True, help="candidate checkpoint path (.pth)")
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--seed", type=int, default=None)
-    ap.add_argument("--device", default="auto")
     args = ap.parse_args(argv)
     try:
         spec = board_spec(args.board, args.num_players)
@@ -70,6 +67,8 @@ def main(argv: list[str] | None = None) -> None:
     if missing:
         report.fail(f"training data not found: {', '.join(missing)}")
     torch.set_num_threads(1)
+    if args.seed is not None:  # the fresh net's initial weights too, so that a seeded run repeats exactly
+        torch.manual_seed(args.seed)
     started = time.monotonic()
     init = Path(args.init) if args.init not in ("", "none") else None
     net, meta = load_checkpoint(init) if init and init.exists() else (PolicyValueNet(spec), {})
