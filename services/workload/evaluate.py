@@ -23,7 +23,7 @@ import torch
 from services.workload import report
 from services.workload.game import GameState, UnsupportedConfig, board_spec, legal_moves, new_game, play
 from services.workload.mcts import EvaluateFn, choose, search, uniform_evaluator
-from services.workload.net import Evaluator, load_checkpoint, pick_device
+from services.workload.net import Evaluator, device_or_fail, load_checkpoint
 from services.workload.ratings import RANDOM, anchor_id
 from services.workload.sprt import SprtSettings, verdict
 
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     started = time.monotonic()
     rng = np.random.default_rng(args.seed)
-    device = pick_device(args.device)
+    device = device_or_fail(args.device)
     candidate = model_player(Path(args.candidate), args.sims, device)
     anchor = search_player(uniform_evaluator, args.sims)
     best = Path(args.best) if args.best not in ("", "none") and Path(args.best).exists() else None

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from services.workload import report
 from services.workload.game import BoardSpec, board_spec
 
 
@@ -32,10 +33,24 @@ class PolicyValueNet(nn.Module):
 
 
 def pick_device(prefer: str = "auto") -> torch.device:
-    """CUDA when present (or asked for), else CPU."""
+    """`auto`: CUDA when torch sees it, else CPU; `cpu`; `cuda` / `cuda:N`, refused when torch sees none."""
+    if prefer not in ("auto", "cpu", "cuda") and not (prefer.startswith("cuda:") and prefer[5:].isdigit()):
+        raise ValueError(f"--device {prefer!r}: choose auto, cpu, cuda or cuda:N")
     if prefer == "cpu" or (prefer == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
-    return torch.device("cuda")
+    if not torch.cuda.is_available():
+        raise ValueError(f"--device {prefer}: torch {torch.__version__} sees no CUDA device "
+                         f"(built for CUDA {torch.version.cuda or 'none'}); use --device auto or cpu")
+    return torch.device("cuda" if prefer == "auto" else prefer)
+
+
+def device_or_fail(prefer: str) -> torch.device:
+    """pick_device for a workload program: a bad choice exits 2 with its one-line reason."""
+    try:
+        return pick_device(prefer)
+    except ValueError as exc:
+        report.fail(str(exc))
+        raise  # unreachable: fail exits
 
 
 class Evaluator:

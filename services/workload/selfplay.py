@@ -19,7 +19,7 @@ from services.workload import report
 from services.workload.game import UnsupportedConfig, board_spec, encode, new_game, play
 from services.workload.batched import BatchEvaluateFn, game_rngs, play_games, uniform_batch
 from services.workload.mcts import EvaluateFn, choose, search
-from services.workload.net import BatchEvaluator, load_checkpoint, pick_device
+from services.workload.net import BatchEvaluator, device_or_fail, load_checkpoint
 
 
 def play_game(spec_name: str, evaluate: EvaluateFn, sims: int, rng: np.random.Generator,
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     evaluate: BatchEvaluateFn = uniform_batch
     if args.model not in ("", "none") and Path(args.model).exists():
         net, _ = load_checkpoint(Path(args.model))
-        evaluate = BatchEvaluator(net, pick_device(args.device))
+        evaluate = BatchEvaluator(net, device_or_fail(args.device))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()

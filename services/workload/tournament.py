@@ -25,7 +25,7 @@ from services.workload.evaluate import Player, model_player, play_one, random_pl
 from services.workload.game import UnsupportedConfig, board_spec
 from services.workload.mcts import uniform_evaluator
 from services.workload.ratings import RANDOM, ZERO, Pairing, anchor_id, fit
-from services.workload.net import pick_device
+from services.workload.net import device_or_fail
 
 
 def parse_player(text: str, sims: int) -> tuple[str, Path, int]:
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
         report.fail(f"checkpoints not found: {', '.join(missing)}")
     torch.set_num_threads(1)
     started = time.monotonic()
-    device = pick_device(args.device)
+    device = device_or_fail(args.device)
     players: dict[str, Player] = {name: model_player(path, sims, device) for name, path, sims in entries}
     if "random" in anchors:
         players[RANDOM] = random_player

@@ -15,7 +15,7 @@ from torch import nn
 
 from services.workload import report
 from services.workload.game import UnsupportedConfig, board_spec
-from services.workload.net import PolicyValueNet, load_checkpoint, pick_device, save_checkpoint
+from services.workload.net import PolicyValueNet, device_or_fail, load_checkpoint, save_checkpoint
 
 
 def load_samples(paths: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     net, meta = load_checkpoint(init) if init and init.exists() else (PolicyValueNet(spec), {})
     report.progress(0.05, "loading samples")
     metrics = fit(net, load_samples([Path(p) for p in args.data]), args.epochs, args.batch_size, args.lr,
-                  pick_device(args.device), args.seed)
+                  device_or_fail(args.device), args.seed)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     generation = int(meta.get("generation", 0)) + 1
