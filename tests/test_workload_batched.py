@@ -25,6 +25,7 @@ def same_games(a: list, b: list) -> None:
         assert all(np.array_equal(x, y) for x, y in zip(pia, pib))
 
 
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("board", ["hex8", "square8"])
 def test_batched_and_one_at_a_time_play_the_same_games_for_one_seed(board: str) -> None:
     torch.manual_seed(5)
@@ -59,6 +60,7 @@ def selfplay(out: Path, *args: str) -> dict[str, np.ndarray]:
         return {k: data[k] for k in data.files}
 
 
+@pytest.mark.timeout(300)
 def test_the_selfplay_program_writes_the_same_samples_batched_or_not(tmp_path: Path) -> None:
     batched = selfplay(tmp_path / "a", "--parallel", "5")
     one_by_one = selfplay(tmp_path / "b", "--parallel", "1")
