@@ -30,6 +30,7 @@ def test_device_choices_and_a_clear_refusal() -> None:
             pick_device("cuda")
 
 
+@pytest.mark.timeout(300)
 @pytest.mark.skipif(not GPU, reason="no GPU is visible to torch: the CUDA path runs where one is")
 def test_the_cuda_path_plays_trains_and_evaluates_like_the_cpu(tmp_path: Path) -> None:
     device = pick_device("auto")
