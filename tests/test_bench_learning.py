@@ -48,3 +48,16 @@ def test_the_chart_is_a_png_with_a_drawn_line(tmp_path: Path) -> None:
     pixels = zlib.decompress(idat)
     assert len(pixels) == height * (1 + 3 * width)
     assert bytes((31, 119, 180)) in pixels  # the first config's colour was drawn
+
+
+def test_the_best_models_are_checked_against_the_anchor_and_random_play(tmp_path: Path) -> None:
+    from ops.bench.bench_learning import check_best
+    from services.distributor.layout import canonical_path
+    from services.workload.game import board_spec
+    from services.workload.net import PolicyValueNet, save_checkpoint
+
+    assert check_best(tmp_path, "hex8_2p", 2, 4) is None  # nothing installed
+    save_checkpoint(PolicyValueNet(board_spec("hex8")), canonical_path(tmp_path, "hex8", 2), {})
+    found = check_best(tmp_path, "hex8_2p", 2, 4)
+    assert found is not None and found["games"] == 2
+    assert 0.0 <= found["vs_anchor_win_rate"] <= 1.0 and 0.0 <= found["policy_vs_random_win_rate"] <= 1.0

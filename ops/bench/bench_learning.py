@@ -4,6 +4,9 @@ For each config: the promoted generations in order, each with the minutes since 
 when it was promoted and its rating on the config's scale (random play = 0) with the 95% interval,
 the pure-search anchor's rating, and how many candidates were rated but not promoted. A PNG of
 Elo against wall time (one line per config, intervals as bars) is written next to the result.
+Then the installed best model of each config plays `--check-games` games against the pure-search
+anchor at equal simulations (goal: >= 75% won), and its raw policy (argmax, no search) as many
+against random play (goal: >= 90%).
 Run: python -m ops.bench.bench_learning [--minutes 15] [--config rr.yaml] [--png elo.png] [--data-dir DIR]
 """
 
@@ -20,12 +23,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
 from eventbus.connection import connect
 from eventbus.events import Event, ModelPromoted, ModelRated, WorkAdded
 from eventbus.history import events
 from eventbus.natsserver import free_port
 from ops.bench.common import emit, log
 from ops.bench.png_chart import line_chart
+from services.distributor.layout import canonical_path
+from services.workload.evaluate import match, model_player, random_player, search_player
+from services.workload.game import GameState, encode, legal_moves
+from services.workload.mcts import uniform_evaluator
+from services.workload.net import Evaluator, load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -92,13 +103,43 @@ async def run_up(args: argparse.Namespace, data_dir: Path) -> tuple[list[Event],
     return found, started, sum(isinstance(e, WorkAdded) for e in found)
 
 
+def policy_player(checkpoint: Path) -> Any:
+    """The net's raw policy: its most probable legal move, no search."""
+    net, _ = load_checkpoint(checkpoint)
+    evaluate = Evaluator(net, torch.device("cpu"))
+
+    def move(state: GameState, rng: np.random.Generator) -> int:
+        priors, _ = evaluate(encode(state))
+        legal = legal_moves(state)
+        return int(legal[int(np.argmax(priors[legal]))])
+
+    return move
+
+
+def check_best(models_dir: Path, config: str, games: int, sims: int) -> dict[str, Any] | None:
+    """The installed best of `config` against the anchor (equal sims) and its raw policy against random play."""
+    board, players = config.rsplit("_", 1)
+    path = canonical_path(models_dir, board, int(players.rstrip("p")))
+    if not path.exists():
+        return None
+    rng = np.random.default_rng(0)
+    best = model_player(path, sims, torch.device("cpu"))
+    vs_anchor = match(board, best, search_player(uniform_evaluator, sims), games, rng)
+    policy_vs_random = match(board, policy_player(path), random_player, games, rng)
+    return {"vs_anchor_win_rate": vs_anchor["win_rate"], "policy_vs_random_win_rate": policy_vs_random["win_rate"],
+            "games": games, "sims": sims, "goals": {"vs_anchor": 0.75, "policy_vs_random": 0.9}}
+
+
 def main(args: argparse.Namespace) -> dict[str, Any]:
     """Run the loop, fold its ratings, write the PNG, one JSON line."""
     with tempfile.TemporaryDirectory(prefix="rr-bench-learning-") as tmp:
         data_dir = args.data_dir or Path(tmp) / "data"
         data_dir.mkdir(parents=True, exist_ok=True)
         found, started, items = asyncio.run(run_up(args, data_dir))
-    result = curves(found, started)
+        result = curves(found, started)
+        torch.set_num_threads(1)
+        for config, entry in result.items():
+            entry["check"] = check_best(data_dir / "models", config, args.check_games, args.sims)
     chart(result, args.png)
     for config, entry in result.items():
         gens = ", ".join(f"gen {g['generation']} at {g['minutes']} min: {g['elo']} ± {g['interval']}"
@@ -115,6 +156,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--config", type=Path, default=None, help="rr config for rr up (default: none, the defaults)")
     parser.add_argument("--png", type=Path, default=Path("bench_learning.png"))
     parser.add_argument("--data-dir", type=Path, default=None, help="an empty dir to keep (default: a temp dir)")
+    parser.add_argument("--check-games", type=int, default=40, help="games of each check of the best models")
+    parser.add_argument("--sims", type=int, default=16, help="simulations of the checks (pipeline.evaluation_sims)")
     return parser.parse_args()
 
 
