@@ -70,10 +70,11 @@ def curves(log_events: list[Event], started: dt.datetime) -> dict[str, dict[str,
 
 
 def chart(result: dict[str, dict[str, Any]], path: Path) -> None:
-    """Elo against minutes, one series per config (in sorted order), rated generations only."""
+    """Elo against minutes, one series per config (in sorted order), rated generations only; anchors dashed."""
     series = [[(g["minutes"], g["elo"], g["interval"] or 0.0) for g in entry["generations"]
                if g["elo"] is not None and g["minutes"] is not None] for _, entry in sorted(result.items())]
-    line_chart(series, path)
+    levels = [entry["anchor"]["elo"] if entry["anchor"] else None for _, entry in sorted(result.items())]
+    line_chart(series, path, levels=levels)
 
 
 async def run_up(args: argparse.Namespace, data_dir: Path) -> tuple[list[Event], dt.datetime, int]:

@@ -21,7 +21,7 @@ _GLYPHS = {  # 3 columns x 5 rows, one string per row
     "4": ("101", "101", "111", "001", "001"), "5": ("111", "100", "111", "001", "111"),
     "6": ("111", "100", "111", "101", "111"), "7": ("111", "001", "010", "010", "010"),
     "8": ("111", "101", "111", "101", "111"), "9": ("111", "101", "111", "001", "111"),
-    "-": ("000", "000", "111", "000", "000"), " ": ("000",) * 5,
+    "-": ("000", "000", "111", "000", "000"), ".": ("000", "000", "000", "000", "010"), " ": ("000",) * 5,
 }
 
 
@@ -60,12 +60,19 @@ def write_png(path: Path, img: np.ndarray) -> None:
                      + chunk(b"IEND", b""))
 
 
-def line_chart(series: list[list[Point]], path: Path, width: int = 800, height: int = 420) -> None:
-    """The series (colours in order) over shared axes, y ticks labelled, x ticks labelled in the x unit."""
+def _label(v: float) -> str:
+    return f"{v:.0f}" if abs(v - round(v)) < 1e-9 else f"{v:.1f}"
+
+
+def line_chart(series: list[list[Point]], path: Path, width: int = 800, height: int = 420,
+               levels: list[float | None] | None = None) -> None:
+    """The series (colours in order) over shared axes, ticks labelled; `levels[k]`: a dashed level in series k's colour."""
     img = np.full((height, width, 3), 255, dtype=np.uint8)
     left, right, top, bottom = 60, 20, 20, 40
-    points = [p for s in series for p in s] or [(0.0, 0.0, 0.0)]
+    levels = levels or []
+    points = [p for s in series for p in s] + [(0.0, y, 0.0) for y in levels if y is not None] or [(0.0, 0.0, 0.0)]
     x0, x1 = min(0.0, *(p[0] for p in points)), max(1.0, *(p[0] for p in points))
+    x1 += (x1 - x0) * 0.03  # the newest point off the frame's edge
     y0 = min(0.0, *(p[1] - p[2] for p in points))
     y1 = max(y0 + 1.0, *(p[1] + p[2] for p in points))
 
@@ -77,14 +84,18 @@ def line_chart(series: list[list[Point]], path: Path, width: int = 800, height: 
 
     for v in _ticks(y0, y1):
         img[py(v), left:width - right] = 225
-        _text(img, 4, py(v) - 5, f"{v:.0f}".rjust(5))
+        _text(img, 4, py(v) - 5, _label(v).rjust(5))
     for v in _ticks(x0, x1):
         img[top:height - bottom, px(v)] = 235
-        _text(img, px(v) - 8, height - bottom + 8, f"{v:.0f}")
+        _text(img, px(v) - 8, height - bottom + 8, _label(v))
     img[height - bottom, left:width - right] = 0
     img[top:height - bottom, left] = 0
     for k, s in enumerate(series):
         color = COLORS[k % len(COLORS)]
+        level = levels[k] if k < len(levels) else None
+        if level is not None:
+            for x in range(left, width - right, 12):
+                img[py(level), x:x + 6] = color
         for a, b in zip(s, s[1:]):
             _line(img, (px(a[0]), py(a[1])), (px(b[0]), py(b[1])), color)
         for x, y, err in s:
