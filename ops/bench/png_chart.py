@@ -44,7 +44,7 @@ def _line(img: np.ndarray, a: tuple[int, int], b: tuple[int, int], color: tuple[
 def _ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     raw = (hi - lo) / count or 1.0
     step = min((m * 10 ** np.floor(np.log10(raw)) for m in (1, 2, 2.5, 5, 10)), key=lambda s: abs(s - raw))
-    return [float(v) for v in np.arange(np.ceil(lo / step) * step, hi + step / 2, step)]
+    return [float(v) for v in np.arange(np.ceil(lo / step) * step, hi + 1e-9, step)]
 
 
 def write_png(path: Path, img: np.ndarray) -> None:
