@@ -44,11 +44,13 @@ def play_all(board: str, evaluate: BatchEvaluateFn, sims: int, games: int, paral
     planes: list[np.ndarray] = []
     policies: list[np.ndarray] = []
     values: list[float] = []
-    for start in range(0, games, parallel):
+    waves = -(-games // parallel)
+    size = -(-games // waves)  # equal waves (200 at 64 -> 4 x 50, not 64, 64, 64, 8): every batch stays full
+    for start in range(0, games, size):
         def done(n: int, start: int = start) -> None:
             report.progress((start + n) / games, f"{start + n}/{games} games")
 
-        for p, pi, v in play_games(board, evaluate, sims, rngs[start:start + parallel], on_done=done):
+        for p, pi, v in play_games(board, evaluate, sims, rngs[start:start + size], on_done=done):
             planes += p
             policies += pi
             values += v
