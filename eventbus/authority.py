@@ -58,6 +58,8 @@ AUTHORITY: dict[str, Grant] = {
     "TRAINING_COMPLETE": Grant(_NODE, "the worker that ran the training job"),
     "EVALUATION_COMPLETE": Grant(_NODE, "the worker that ran the evaluation job"),
     "MODEL_PROMOTED": Grant(_LEADER, "the scheduler leader's pipeline"),
+    # The pipeline rates the anchors and each candidate; a worker's tournament job re-rates players.
+    "MODEL_RATED": Grant(_NODE, "the scheduler leader's pipeline, or the worker that ran a tournament"),
     "MODEL_DISTRIBUTED": Grant(_NODE, "the distributor of the node that installed it"),
     "MODEL_DISTRIBUTION_COMPLETE": Grant(_LEADER, "the scheduler leader's distribution loop"),
     "MODEL_DISTRIBUTION_FAILED": Grant(_NODE, "the distributor of the node that failed"),
