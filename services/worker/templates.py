@@ -16,6 +16,7 @@ from collections.abc import Mapping
 import msgspec
 
 from eventbus.events import Scalar, WorkAdded
+from services.workload.sprt import SprtSettings
 
 _FORMATTER = string.Formatter()
 
@@ -40,6 +41,15 @@ DEFAULT_TEMPLATES: dict[str, str] = {
         "{python} -m services.workload.tournament --board {board_type} --num-players {num_players}"
         " --games {num_games} --sims {sims} --best {model_path} --best-id {best_model_id} --models {models*}"
     ),
+}
+
+
+# Values the reference templates use that an item may leave out: the evaluation gate's defaults
+# (services/workload/sprt.py; the pipeline passes its own) and the search budget.
+_GATE = SprtSettings()
+PARAM_DEFAULTS: dict[str, str] = {
+    "sims": "16", "elo0": str(_GATE.elo0), "elo1": str(_GATE.elo1), "alpha": str(_GATE.alpha), "beta": str(_GATE.beta),
+    "max_games": str(_GATE.max_games), "rate_anchor": "false",
 }
 
 
@@ -69,8 +79,9 @@ def scalar_text(value: Scalar | None) -> str:
 
 
 def template_values(item: WorkAdded, worker: WorkerValues) -> dict[str, str]:
-    """Every placeholder value for one attempt: item fields, then params, then the worker's (which win)."""
+    """Every placeholder value for one attempt: defaults, item fields, then params, then the worker's (which win)."""
     values = {
+        **PARAM_DEFAULTS,
         "work_type": item.work_type,
         "board_type": item.board_type,
         "num_players": str(item.num_players),
