@@ -101,11 +101,14 @@ async def test_the_default_templates_run_selfplay_then_training_then_evaluation_
             await run("w-tr", "training", data=batch.data.path, input_batches=batch.batch_id)  # type: ignore[union-attr]
             [model] = log.of(TrainingComplete)
             install_as_best(models, Path(model.checkpoint.path), "best-7")  # type: ignore[union-attr]
-            await run("w-ev", "evaluation", candidate=model.checkpoint.path, model_id=model.model_id)  # type: ignore[union-attr]
+            await run("w-ev", "evaluation", candidate=model.checkpoint.path, model_id=model.model_id,  # type: ignore[union-attr]
+                      max_games=4)  # the SPRT gate against the best, capped short
     assert (model.input_batches, model.checkpoint.sha256) == (["w-sp-a1"], log.of(WorkCompleted, work_id="w-tr")[0].outputs[0].sha256)  # type: ignore[union-attr]
     assert model.model_id == f"hex8_2p-{model.checkpoint.sha256[:12]}" and model.metrics["samples"] > 0  # type: ignore[union-attr]
     results = {e.opponent: e for e in log.of(EvaluationComplete, work_id="w-ev")}
-    assert set(results) == {"random", "best-7"} and all(e.model_id == model.model_id and e.games == 2 for e in results.values())
+    assert set(results) == {"random", "best-7", "hex8_2p-search16"} and all(e.model_id == model.model_id for e in results.values())
+    assert results["best-7"].gate and results["best-7"].games <= 4  # the gate: the best, at equal simulations
+    assert results["random"].games == results["hex8_2p-search16"].games == 2  # rating matches: num_games each
 
 
 async def test_a_failing_command_ends_the_attempt_with_its_exit_status_and_stderr_tail(nats_url: str, tmp_path: Path, eventually) -> None:
