@@ -1,0 +1,1 @@
+"""Randomized fault testing of a fleet, and the checker that judges its history."""
