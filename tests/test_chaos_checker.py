@@ -81,6 +81,11 @@ def test_a_clean_history_reports_nothing_and_counts_every_kind() -> None:
     assert set(report.by_kind) == set(KINDS) and report.work_items == 1 and report.acknowledged == 1
 
 
+def test_the_readme_explains_every_kind() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert [k for k in KINDS if f"`{k}`" not in readme] == [], "README.md, Checking a whole history: add a row per kind"
+
+
 def test_an_acknowledged_event_missing_or_replaced_is_lost() -> None:
     log = logged(*CLEAN)
     records = [*acked(log), ClientRecord(id="client:w9", seq=42), ClientRecord(id="client:w8", seq=3)]
