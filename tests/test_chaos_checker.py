@@ -201,22 +201,27 @@ def valid_history(draw: st.DrawFn) -> list[Event]:
         work_id = f"w{i}"
         events: list[Event] = [added(work_id)]
         failures: list[AttemptOutcome] = []
+        ended: list[tuple[int, str]] = []  # attempts that ended with no newer one started: may still complete late
         for attempt in range(1, draw(st.integers(1, 4)) + 1):
             node = draw(st.sampled_from(["n1", "n2", "n3"]))
             events.append(WorkAssigned(work_id=work_id, node=node, attempt=attempt, deadline=DEADLINE, epoch=-1))
             if draw(st.booleans()):
                 events.append(started(work_id, attempt, node))
+                ended = []
             end = draw(ATTEMPT_END)
             if end == "failed":
                 events.append(WorkAttemptFailed(work_id=work_id, node=node, attempt=attempt, reason=f"exit {attempt}"))
                 failures.append(AttemptOutcome(attempt=attempt, node=node, reason=f"exit {attempt}"))
             elif end == "handed_back":
                 events.append(WorkHandedBack(work_id=work_id, node=node, attempt=attempt, reason="worker stopped"))
+            if end != "vanished":
+                ended.append((attempt, node))
         final = draw(st.sampled_from(["complete", "fail", "cancel"]))
         if final == "complete":
             last = events[-1]
             assert isinstance(last, (WorkAssigned, WorkStarted, WorkAttemptFailed, WorkHandedBack))
-            events.append(completed(work_id, last.attempt, last.node))
+            attempt, node = draw(st.sampled_from([(last.attempt, last.node), *ended]))
+            events.append(completed(work_id, attempt, node))
         elif final == "fail":
             events.append(WorkFailed(work_id=work_id, reason="max attempts", attempts=failures, epoch=-1))
         else:
