@@ -56,7 +56,7 @@ def completed(work_id: str, attempt: int, node: str) -> WorkCompleted:
 
 
 def elected(epoch: int, node: str = "n1", role: str = "scheduler") -> LeaderElected:
-    return LeaderElected(role=role, node=node, epoch=epoch)
+    return LeaderElected(role=role, node=node, epoch=epoch, source=node)  # a winner announces its own election
 
 
 def logged(*events: Event) -> list[tuple[int, Event]]:
@@ -145,6 +145,12 @@ def test_an_epoch_not_newer_than_its_roles_previous_is_reported() -> None:
 def test_one_epoch_with_two_holders_is_reported() -> None:
     assert kinds(logged(elected(5, "n1"), elected(5, "n2"))) == {"epoch_two_holders": 1}
     assert kinds(logged(elected(5, "n1"), elected(5, "n1", role="distribution"))) == {"epoch_two_holders": 1}
+
+
+def test_an_election_announced_by_another_node_is_not_believed() -> None:
+    forged = LeaderElected(role="scheduler", node="n2", epoch=7, source="n3")
+    assert kinds(logged(*CLEAN, LeaderElected(role="scheduler", node="n2", epoch=5, source="n3"))) == {}  # not a second holder
+    assert kinds(logged(*CLEAN[:2], forged, *CLEAN[2:])) == {}  # epoch 5's decisions are not stale by a forgery
 
 
 def test_a_decision_stored_after_its_successors_election_is_stale() -> None:

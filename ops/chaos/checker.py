@@ -196,12 +196,25 @@ def lifecycle(log: Sequence[tuple[int, Event]], acknowledged: set[str]) -> tuple
     return out, len(items)
 
 
+def _believed(event: Event) -> bool:
+    """Whether an event is an election the fences believe: its winner announced it (see services/leadership/fencing.py).
+
+    Another node's announcement of someone's win is a forgery the fences ignore; the checker
+    ignores it too, so it can neither supersede a real term nor count as a second holder.
+    An event without a source (a synthetic history) is taken as its winner's.
+    """
+    return isinstance(event, LeaderElected) and event.epoch is not None and event.source in ("", event.node)
+
+
 def _fenced(log: Sequence[tuple[int, Event]]) -> Iterable[tuple[int, Event]]:
     """The log without decisions of a superseded epoch (those are `leadership`'s violations)."""
     newest: dict[str, int] = {}
     role_of: dict[int, str] = {}
     for seq, event in log:
-        if isinstance(event, LeaderElected) and event.epoch is not None:
+        if isinstance(event, LeaderElected):
+            if not _believed(event):
+                continue
+            assert event.epoch is not None
             role_of.setdefault(event.epoch, event.role)
             newest[event.role] = max(newest.get(event.role, 0), event.epoch)
         elif event.epoch is not None and not isinstance(event, LeaderLost):
@@ -221,6 +234,8 @@ def leadership(log: Sequence[tuple[int, Event]]) -> list[Violation]:
         if epoch is None or isinstance(event, LeaderLost):
             continue
         if isinstance(event, LeaderElected):
+            if not _believed(event):
+                continue
             held = holder.setdefault(epoch, (event.role, event.node))
             if held != (event.role, event.node):
                 out.append(Violation(kind="epoch_two_holders", seq=seq, about=f"epoch {epoch}",
