@@ -163,6 +163,16 @@ def test_a_decision_stored_after_its_successors_election_is_stale() -> None:
                         completed("w1", 1, "n3"))) == {}
 
 
+def test_a_decision_without_an_epoch_or_with_an_unnamed_one_is_unfenced_once_a_leader_was_elected() -> None:
+    bare = assigned("w1", 1, "n2", epoch=None)  # type: ignore[arg-type]
+    made_up = assigned("w1", 1, "n2", epoch=9)
+    assert kinds(logged(added("w1"), bare, started("w1", 1, "n2"), completed("w1", 1, "n2"))) == {}  # before any election
+    assert kinds(logged(elected(5), added("w1"), bare, started("w1", 1, "n2"), completed("w1", 1, "n2"))) == {"unfenced_decision": 1}
+    assert kinds(logged(elected(5), added("w1"), made_up, started("w1", 1, "n2"), completed("w1", 1, "n2"))) == {"unfenced_decision": 1}
+    # a worker's report is no leader decision: it carries no epoch
+    assert check(logged(*CLEAN), []).by_kind["unfenced_decision"] == 0
+
+
 def test_a_stale_decision_is_not_judged_twice_as_a_lifecycle_violation() -> None:
     history = (*CLEAN, elected(7, "n2"), WorkFailed(work_id="w1", reason="x", epoch=5))
     assert kinds(logged(*history)) == {"stale_decision": 1}

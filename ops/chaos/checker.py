@@ -33,6 +33,7 @@ from eventbus.events import (
     WorkHandedBack,
     WorkStarted,
 )
+from eventbus.authority import AUTHORITY
 from projections import bundle
 from projections.bundle import ProjectionSet
 from projections.pmap import enc_hook
@@ -47,6 +48,7 @@ KINDS = (
     "epoch_not_increasing",  # a role elected an epoch not newer than its previous one
     "epoch_two_holders",  # one epoch was elected for two nodes (or two roles)
     "stale_decision",  # a decision carrying a superseded epoch stored after its successor's election
+    "unfenced_decision",  # once a leader was elected: a leader's decision with no epoch, or an epoch no election named
     "projection_mismatch",  # a projection rebuilt from sequence 1 differs from the live view
     "model_sha_mismatch",  # an installed model's SHA-256 differs from its promotion's (or it was never promoted)
     "dead_letter_without_reason",  # a parked message has no reason
@@ -224,18 +226,29 @@ def _fenced(log: Sequence[tuple[int, Event]]) -> Iterable[tuple[int, Event]]:
         yield seq, event
 
 
+# Types only a leader's term publishes (the authority table's coordinator-only types); LEADER_LOST ends a term.
+LEADER_TYPES = frozenset(name for name, grant in AUTHORITY.items() if grant.roles == {"coordinator"} and name != "LEADER_LOST")
+
+
+def _unfenced(event: Event, named: Mapping[int, object]) -> str | None:
+    """Why a decision stored after some election carries no usable epoch; None when it does (or is no decision)."""
+    if event.epoch is None:
+        return "carries no epoch" if event.type_name() in LEADER_TYPES else None
+    return None if event.epoch in named else f"carries epoch {event.epoch}, which no election named before it"
+
+
 def leadership(log: Sequence[tuple[int, Event]]) -> list[Violation]:
-    """Epochs strictly increase per role, each epoch has one holder, and no superseded decision is stored."""
+    """Epochs strictly increase per role, each epoch has one holder, and no superseded or unfenced decision is stored."""
     newest: dict[str, int] = {}
     holder: dict[int, tuple[str, str]] = {}  # epoch -> (role, node)
     out = []
     for seq, event in log:
         epoch = event.epoch
-        if epoch is None or isinstance(event, LeaderLost):
+        if isinstance(event, LeaderLost) or (isinstance(event, LeaderElected) and not _believed(event)):
             continue
+        about = f"{event.type_name()} {event.aggregate_id()}"
         if isinstance(event, LeaderElected):
-            if not _believed(event):
-                continue
+            assert epoch is not None
             held = holder.setdefault(epoch, (event.role, event.node))
             if held != (event.role, event.node):
                 out.append(Violation(kind="epoch_two_holders", seq=seq, about=f"epoch {epoch}",
@@ -244,10 +257,11 @@ def leadership(log: Sequence[tuple[int, Event]]) -> list[Violation]:
                 out.append(Violation(kind="epoch_not_increasing", seq=seq, about=event.role,
                                      detail=f"elected epoch {epoch} for {event.node} after epoch {newest[event.role]}"))
             newest[event.role] = max(newest.get(event.role, 0), epoch)
-            continue
-        role = holder.get(epoch, ("", ""))[0]
-        if role and epoch < newest[role]:
-            out.append(Violation(kind="stale_decision", seq=seq, about=f"{event.type_name()} {event.aggregate_id()}",
+        elif holder and (why := _unfenced(event, holder)) is not None:
+            out.append(Violation(kind="unfenced_decision", seq=seq, about=about, detail=f"{why} (by {event.source or '?'})"))
+        elif epoch is not None and epoch in holder and epoch < newest[holder[epoch][0]]:
+            role = holder[epoch][0]
+            out.append(Violation(kind="stale_decision", seq=seq, about=about,
                                  detail=f"carries epoch {epoch} of {role}, stored after epoch {newest[role]} was elected (by {event.source or '?'})"))
     return out
 
