@@ -30,10 +30,13 @@ from eventbus.events import (
     WorkStarted,
 )
 from eventbus.publisher import Publisher
+from eventbus.subjects import ALL_EVENTS
 from ops.chaos.check import LiveViews, judge
 from ops.chaos.checker import KINDS, ClientRecord, DeadLetter, check, view_hashes, views
 from projections import bundle
+from projections.base import Folder
 from projections.work import TERMINAL
+from services.distributor.livefold import LiveFold
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 DEADLINE = T0 + dt.timedelta(hours=1)
@@ -290,12 +293,14 @@ def _cli(url: str, records: Path) -> subprocess.CompletedProcess[str]:
 async def test_a_real_history_checks_clean_and_a_forged_stale_decision_is_reported(bus: Bus, nats_url: str, tmp_path: Path) -> None:
     pub = Publisher(bus)
     records = await _history(pub)
-    log_end = records[-1].seq + 9
-    live = LiveViews(last_seq=log_end, hashes={"work": "0" * 64})
-    report, undecodable = await judge(nats_url, records, None)
+    folder = Folder(bundle.PROJECTION)  # a live view, as a service keeps it, to compare with the checker's rebuild
+    end = await LiveFold(bus, [folder], [ALL_EVENTS]).catch_up()
+    live = LiveViews(last_seq=end, hashes=view_hashes(folder.state))
+    report, undecodable = await judge(nats_url, records, live)
     assert report.clean and undecodable == 0 and report.work_items == 3, report.violations
-    report, _ = await judge(nats_url, records, live)  # a live view that differs from the rebuild is caught
-    assert report.by_kind["projection_mismatch"] >= 1
+    wrong = LiveViews(last_seq=end, hashes={**live.hashes, "work": "0" * 64})
+    report, _ = await judge(nats_url, records, wrong)  # a live view that differs from the rebuild is caught
+    assert [(v.kind, v.about) for v in report.violations] == [("projection_mismatch", "work")]
 
     path = tmp_path / "records.jsonl"
     path.write_bytes(b"\n".join(msgspec.json.encode(r) for r in records))
