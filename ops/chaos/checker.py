@@ -94,7 +94,7 @@ class CheckReport(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class _Item(msgspec.Struct, kw_only=True):
-    """The checker's own view of one work item (mutable: it lives only inside `_lifecycle`)."""
+    """The checker's own view of one work item (mutable: it lives only inside `lifecycle`)."""
 
     current: tuple[int, str] | None = None  # the newest assigned attempt and its node
     newest_started: int = 0
