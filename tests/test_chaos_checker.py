@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import msgspec
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -31,7 +32,7 @@ from eventbus.events import (
 )
 from eventbus.publisher import Publisher
 from eventbus.subjects import ALL_EVENTS
-from ops.chaos.check import LiveViews, judge
+from ops.chaos.check import LiveViews, judge, main, read_records
 from ops.chaos.checker import KINDS, ClientRecord, DeadLetter, check, view_hashes, views
 from projections import bundle
 from projections.base import Folder
@@ -204,6 +205,16 @@ def test_a_dead_letter_without_a_reason_is_reported() -> None:
     parked = [DeadLetter(dlq_seq=1, reason="undecodable: bad json"), DeadLetter(dlq_seq=2, reason=" ")]
     report = check(logged(*CLEAN), [], parked=parked)
     assert report.by_kind["dead_letter_without_reason"] == 1 and report.violations[0].seq == 2
+
+
+def test_a_bad_records_file_is_refused_naming_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "records.jsonl"
+    path.write_text('{"id": "a", "seq": 1}\n\n{"id": "b", "seq": "two"}\n')
+    with pytest.raises(ValueError, match=r"records.jsonl:3: .*seq"):
+        read_records(path)
+    path.write_text('{"id": "a", "seq": 1}\n')
+    assert read_records(path) == [ClientRecord(id="a", seq=1)]
+    assert main(["--nats", "nats://127.0.0.1:1", "--client-records", str(tmp_path / "missing.jsonl")]) == 2
 
 
 # ---- property: a valid lifecycle is never reported -------------------------------------
