@@ -87,15 +87,24 @@ def cmd_up(args: argparse.Namespace) -> int:
     for host in plan.nats_hosts():
         ready.wait_for(f"nats-server on {host.name} ({host.address})", lambda h=host: ready.listening(h.address), 30)
     ready.wait_for("JetStream on the cluster (rr streams init --replicas 3)", lambda: ready.streams_provisioned(plan), 90, 1.0)
-    state = _started(root, state, [launch.start_services(plan, h) for h in plan.hosts])
-    _say(f"fleet {run_id}: {len(plan.hosts)} hosts on {plan.bridge} ({plan.gateway}/24), waiting for services ...")
-    remaining = max(10.0, args.timeout - (time.monotonic() - started))
-    ready.wait_for("every host's services (rr services)", lambda: not ready.missing_services(plan), remaining, 1.0)
+    _say(f"fleet {run_id}: {len(plan.hosts)} hosts on {plan.bridge} ({plan.gateway}/24), starting services ...")
+    # Worker hosts first: a worker's consumer takes assignments made after it exists, so it must
+    # exist before a scheduler leader can see the host's heartbeats and assign to it.
+    workers = [h for h in plan.hosts if h.kind == "worker"]
+    state = _started(root, state, [launch.start_services(plan, h) for h in workers])
+    ready.wait_for("the worker hosts' services (rr services)", lambda: not ready.missing_services(plan, workers),
+                   _left(args.timeout, started), 1.0)
+    state = _started(root, state, [launch.start_services(plan, h) for h in plan.nats_hosts()])
+    ready.wait_for("every host's services (rr services)", lambda: not ready.missing_services(plan), _left(args.timeout, started), 1.0)
     ready.wait_for("a scheduler leader (rr leader)", lambda: ready.scheduler_leader(plan) is not None, 60, 1.0)
     save(root, msgspec.structs.replace(state, ready=True))
     _say(f"fleet {run_id}: ready in {time.monotonic() - started:.0f}s")
     print(status_text(load(root) or state))
     return 0
+
+
+def _left(timeout_s: float, started: float) -> float:
+    return max(10.0, timeout_s - (time.monotonic() - started))
 
 
 def _started(root: Path, state: FleetState, processes: list[launch.Process]) -> FleetState:

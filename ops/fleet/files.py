@@ -73,6 +73,9 @@ def rr_config(plan: FleetPlan, host: HostPlan, workload: Workload) -> dict[str, 
             # always runs on a host other than the trainer (the candidate travels through the store).
             "capabilities": [{"work_type": t, "cpu_ok": True} for t in ("selfplay", "training", "evaluation", "sync")],
             "role_work": {"coordinator": [], "training": ["training", "sync"], "selfplay": ["selfplay", "evaluation", "sync"]},
+            # Attempts that never start or go silent are re-assigned within minutes, not the default hour.
+            "progress_timeout_s": 90.0,
+            "attempt_deadline_s": {"selfplay": 240.0, "training": 600.0, "evaluation": 300.0, "tournament": 600.0, "sync": 300.0},
             "populator_games": w.selfplay_games, "backlog_per_node": 1, "curriculum": {f"{w.board}_2p": 1.0},
         },
         "worker": {

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 
 from ops.fleet.launch import admin_credentials, decode_rows, operator_config
-from ops.fleet.plan import NATS_PORT, FleetError, FleetPlan
+from ops.fleet.plan import NATS_PORT, FleetError, FleetPlan, HostPlan
 from services.auth.credentials import CREDENTIALS_ENV
 
 
@@ -49,11 +49,11 @@ def streams_provisioned(plan: FleetPlan) -> bool:
     return rr(plan, "streams", "init", "--replicas", "3").returncode == 0
 
 
-def missing_services(plan: FleetPlan) -> list[str]:
-    """`host/service` of every planned service that does not answer `rr services` yet."""
+def missing_services(plan: FleetPlan, hosts: list[HostPlan] | None = None) -> list[str]:
+    """`host/service` of every planned service (of `hosts`, default all) that does not answer `rr services` yet."""
     done = rr(plan, "services", "--json", "--timeout", "2")
     running = {(str(r.get("node")), str(r.get("name"))) for r in decode_rows(done.stdout) if isinstance(r, dict)}
-    return [f"{h.name}/{s}" for h in plan.hosts for s in h.services if (h.node_id, f"rr-{s}") not in running]
+    return [f"{h.name}/{s}" for h in (plan.hosts if hosts is None else hosts) for s in h.services if (h.node_id, f"rr-{s}") not in running]
 
 
 def scheduler_leader(plan: FleetPlan) -> str | None:

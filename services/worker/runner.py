@@ -22,6 +22,7 @@ from eventbus.events import Event, TrainingStarted, WorkAdded, WorkAssigned, Wor
 from eventbus.publisher import Publisher
 from services.sync.paths import received_path
 from services.worker import outputs, processes
+from services.worker.candidates import CandidateFetcher, CandidateUnavailable, candidate_ref, with_candidate
 from services.worker.jobs import Job, JobLimits
 from services.worker.protocol import AttemptKey
 from services.worker.records import JobRecord, RecordBook
@@ -95,8 +96,10 @@ class AttemptRunner:
     def __init__(self, *, publisher: Publisher, node: str, settings: WorkerSettings, paths: WorkerPaths,
                  book: RecordBook, env: Mapping[str, str], python: str, slots: int,
                  running_pgids: Callable[[], list[int]], stopping: asyncio.Event,
-                 on_job_end: Callable[[float, str], None] | None = None) -> None:
+                 on_job_end: Callable[[float, str], None] | None = None,
+                 candidates: CandidateFetcher | None = None) -> None:
         self._publisher = publisher
+        self._candidates = candidates  # None: candidates are read where the trainer wrote them (one node)
         self._on_job_end = on_job_end  # (seconds, outcome): the service's job-duration metric
         self._node = node
         self._settings = settings
@@ -136,7 +139,7 @@ class AttemptRunner:
         paths = outputs.attempt_paths(self._paths.worker_dir, key.work_id, key.attempt)
         try:
             argv = await self._command(attempt, paths.output_dir)
-        except TemplateError as exc:
+        except (TemplateError, CandidateUnavailable) as exc:
             return [attempt_failed(key, self._node, str(exc))]
         job = Job(argv, env=self._job_env(key), cwd=paths.root, log_path=paths.log_path,
                   limits=self._limits(attempt.item.work_type), on_progress=attempt.on_progress)
@@ -184,6 +187,9 @@ class AttemptRunner:
         model = await asyncio.to_thread(outputs.best_model, self._paths.models_dir, item.board_type, item.num_players)
         if self._paths.received_dir is not None and item.params.get("data") and item.params.get("input_batches"):
             item = await asyncio.to_thread(with_local_batches, item, self._paths.received_dir)
+        ref = candidate_ref(item)
+        if ref is not None and self._candidates is not None:
+            item = with_candidate(item, await self._candidates.local(ref))
         attempt.uses_gpu = item.work_type == "training" or model is not None
         attempt.best_model = model
         values = WorkerValues(python=self._python, output_dir=str(output_dir.absolute()),

@@ -34,6 +34,7 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     progress_interval_s: float = 10.0  # at most one WORK_PROGRESS per job this often, plus the first
     max_parallel_jobs: int = 2  # when the hosts file does not list this node
     stderr_tail_bytes: int = 2048
+    candidate_wait_s: float = 300.0  # an evaluation waits this long for its candidate to reach the models bucket
     watch_interval_s: float = 1.0  # how often running jobs are checked for timeouts, stuck and runaways
 
     def __post_init__(self) -> None:
