@@ -68,11 +68,29 @@ def host_env(plan: FleetPlan, host: HostPlan) -> dict[str, str]:
             "RR_DATA_DIR": str(host.path("data")), "HOME": str(host.path("home")), "TMPDIR": str(host.path("tmp"))}
 
 
-def spawn(host: HostPlan, name: str, argv: list[str], env: dict[str, str]) -> Process:
-    """Start `argv` inside the host's namespace, in its own session, output to <host>/logs/<name>.log."""
+# Run inside a private mount namespace: an empty read-only tmpfs over each directory the host must not
+# see, then the program. Hosts share this machine's disk; without it a path on one host (a trainer's
+# candidate, a selfplay batch) would be readable on another and hide what a real fleet gets wrong.
+_HIDE_THEN_EXEC = 'n=$1; shift; while [ "$n" -gt 0 ]; do mount -t tmpfs -o ro,size=4k rrhidden "$1" || exit 1; shift; n=$((n-1)); done; exec "$@"'
+
+
+def hidden_dirs(plan: FleetPlan, host: HostPlan) -> list[str]:
+    """What a host must not read: the other hosts' directories and the operator's credentials (pure)."""
+    return [str(Path(plan.root) / "auth"), *(h.root for h in plan.hosts if h.name != host.name)]
+
+
+def isolated(plan: FleetPlan, host: HostPlan, argv: list[str]) -> list[str]:
+    """`argv` in the host's network namespace with the other hosts' directories hidden (pure)."""
+    hidden = hidden_dirs(plan, host)
+    return ["ip", "netns", "exec", host.namespace, "unshare", "--mount", "--propagation", "private",
+            "sh", "-c", _HIDE_THEN_EXEC, "sh", str(len(hidden)), *hidden, *argv]
+
+
+def spawn(plan: FleetPlan, host: HostPlan, name: str, argv: list[str], env: dict[str, str]) -> Process:
+    """Start `argv` on the host (its namespace, its files only), in its own session, output to <host>/logs/<name>.log."""
     log_path = host.path("logs", f"{name}.log")
     with open(log_path, "ab") as log:
-        child = subprocess.Popen(["ip", "netns", "exec", host.namespace, *argv], stdin=subprocess.DEVNULL,
+        child = subprocess.Popen(isolated(plan, host, argv), stdin=subprocess.DEVNULL,
                                  stdout=log, stderr=subprocess.STDOUT, env=env, cwd=host.path("home"),
                                  start_new_session=True)
     return Process(host=host.name, name=name, pid=child.pid, log=str(log_path))
@@ -81,13 +99,13 @@ def spawn(host: HostPlan, name: str, argv: list[str], env: dict[str, str]) -> Pr
 def start_nats(plan: FleetPlan, host: HostPlan) -> Process:
     """The host's nats-server, clustered with the other two."""
     binary = shutil.which("nats-server") or str(Path(sys.executable).parent / "nats-server")
-    return spawn(host, "nats-server", [binary, "-c", str(host.path("etc", "nats.conf"))], host_env(plan, host))
+    return spawn(plan, host, "nats-server", [binary, "-c", str(host.path("etc", "nats.conf"))], host_env(plan, host))
 
 
 def start_services(plan: FleetPlan, host: HostPlan) -> Process:
     """The host's service manager (ops/fleet/host.py): `rr-service <name>` per planned service, restarted on a crash."""
     env = {**host_env(plan, host), LOGS_ENV: str(host.path("logs"))}
-    return spawn(host, "services", [sys.executable, "-m", "ops.fleet.host", *host.services], env)
+    return spawn(plan, host, "services", [sys.executable, "-m", "ops.fleet.host", *host.services], env)
 
 
 def end_processes(namespaces: list[str], recorded: list[int], grace_s: float = 5.0) -> list[int]:
