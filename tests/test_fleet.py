@@ -1,0 +1,164 @@
+"""The whole loop on a real fleet: hosts as network namespaces, 3 clustered NATS servers, one worker host behind NAT.
+
+Marked `fleet` (`pytest -m fleet`); needs root and iproute2, and skips in one line where network
+namespaces cannot be created. One fleet serves the module's tests in order; the last test runs
+its own fleet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from eventbus.events import (
+    DataSyncComplete,
+    EvaluationComplete,
+    HostOffline,
+    HostOnline,
+    ModelPromoted,
+    SelfplayComplete,
+    TrainingComplete,
+    WorkAssigned,
+    WorkAttemptFailed,
+    WorkCompleted,
+    WorkStarted,
+)
+from ops.fleet.state import Process, load
+from projections import work as work_projection
+from projections.work import WorkState, WorkStatus
+from tests.fleet_harness import FleetLog, fleet_cmd, leftovers, new_run_id, plan_of, skip_without_namespaces
+
+pytestmark = [pytest.mark.fleet, pytest.mark.timeout(900)]
+
+UP_TIMEOUT_S = 420
+
+
+def poll(log: FleetLog, predicate: Callable[[], Any], timeout: float, message: str) -> Any:
+    """Refresh the log until `predicate()` is truthy; fail with `message` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        log.refresh()
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s: {message}")
+        time.sleep(1.0)  # pacing between reads of the log, not a wait for a condition
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetLog]:
+    skip_without_namespaces()
+    root = tmp_path_factory.mktemp("fleet")
+    try:
+        fleet_cmd(root, "up", "--workers", "3", "--nat", "1", "--run-id", new_run_id(), "--timeout", str(UP_TIMEOUT_S),
+                  timeout=UP_TIMEOUT_S + 60)
+        yield FleetLog(plan_of(root))
+    finally:
+        fleet_cmd(root, "down", check=False, timeout=120)
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_one_generation_runs_across_hosts_and_every_worker_host_installs_the_promoted_model(fleet: FleetLog) -> None:
+    plan = fleet.plan
+    [promoted, *_] = poll(fleet, lambda: fleet.of(ModelPromoted), 600, "a promoted model")
+    trained = fleet.of(TrainingComplete, model_id=promoted.model_id)[0]
+    selfplay_hosts = {e.node for e in fleet.of(SelfplayComplete)}
+    evaluators = {e.node for e in fleet.of(EvaluationComplete, model_id=promoted.model_id)}
+    assert len(selfplay_hosts) >= 2 and trained.node == "w-1"
+    assert evaluators and trained.node not in evaluators
+    assert plan.host("w-3").nat and "w-3" in selfplay_hosts | evaluators  # the NAT host only dialled out, and worked
+    # The evaluator had no path to the trainer's file: it fetched the candidate by id and SHA-256.
+    for node in evaluators:
+        fetched = plan.host(node).path("data", "worker", node, "candidates", f"{promoted.model_id}.pth")
+        assert sha256_of(fetched) == trained.checkpoint.sha256  # type: ignore[union-attr]
+    for host in (h for h in plan.hosts if h.kind == "worker"):
+        installed = host.path("data", "models", "canonical_hex8_2p.pth")
+        poll(fleet, installed.exists, 120, f"{promoted.model_id} installed on {host.name}")
+        assert sha256_of(installed) == promoted.sha256, host.name
+    # Training read batches written on other hosts, copied once each by the sync service.
+    copies = Counter((e.batch_id, e.to_node) for e in fleet.of(DataSyncComplete) if e.ok)
+    assert copies and max(copies.values()) == 1
+    assert {b for b, node in copies if node == "w-1"} >= set(trained.input_batches) - {
+        e.batch_id for e in fleet.of(SelfplayComplete, node="w-1")}
+
+
+def running_attempt(fleet: FleetLog, hosts: set[str]) -> WorkStarted | None:
+    """A selfplay attempt started on one of `hosts` that has not ended yet."""
+    ended = {(e.work_id, e.attempt) for e in [*fleet.of(WorkCompleted), *fleet.of(WorkAttemptFailed)]}
+    for event in reversed(fleet.of(WorkStarted)):
+        if event.node in hosts and event.work_id.startswith("selfplay") and (event.work_id, event.attempt) not in ended:
+            return event
+    return None
+
+
+def folded(fleet: FleetLog) -> WorkState:
+    state = WorkState()
+    for seq, event in fleet.records:
+        state = work_projection.apply(state, event, seq)
+    return state
+
+
+def test_a_worker_host_cut_mid_job_goes_offline_its_item_completes_once_elsewhere_and_its_late_report_is_not_applied(
+        fleet: FleetLog) -> None:
+    root = Path(fleet.plan.root)
+    victim = poll(fleet, lambda: running_attempt(fleet, {"w-2"}), 300, "a selfplay attempt running on w-2")
+    fleet_cmd(root, "cut", "w-2")
+    cut_at = fleet.refresh()[-1][0]
+    try:
+        offline = poll(fleet, lambda: fleet.of(HostOffline, node="w-2"), 120, "HOST_OFFLINE of w-2")
+        assert fleet.seq_of(offline[-1]) > cut_at
+        done = poll(fleet, lambda: [e for e in fleet.of(WorkCompleted, work_id=victim.work_id) if e.node != "w-2"], 300,
+                    f"{victim.work_id} re-assigned and completed on another host")
+        assert [a.node for a in fleet.of(WorkAssigned, work_id=victim.work_id)][-1] == done[0].node != "w-2"
+    finally:
+        fleet_cmd(root, "heal")
+    back = poll(fleet, lambda: [e for e in fleet.of(HostOnline, node="w-2") if fleet.seq_of(e) > cut_at], 120,
+                "w-2 back online after heal")
+    assert back
+    late = poll(fleet, lambda: fleet.of(WorkCompleted, work_id=victim.work_id, node="w-2", attempt=victim.attempt), 180,
+                "w-2's late report of its attempt")
+    assert late  # recorded in the log ...
+    state = folded(fleet)
+    item = state.items[victim.work_id]
+    assert item.status == WorkStatus.COMPLETED and item.node == done[0].node  # ... not applied: completed once, elsewhere
+    assert any(a.about == victim.work_id and a.type == "WORK_COMPLETED" for a in state.anomalies)
+
+
+def test_down_after_a_killed_up_leaves_no_namespace_link_or_process(tmp_path: Path) -> None:
+    skip_without_namespaces()
+    run_id = new_run_id()
+    root = tmp_path / "killed"
+    up = subprocess.Popen([sys.executable, "-m", "ops.fleet", "--root", str(root), "up", "--workers", "2", "--nat", "1",
+                           "--run-id", run_id], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        # Killed once services are starting: namespaces, links, NATS servers and host managers exist.
+        while not any(p.name == "services" for p in _processes(root)):
+            assert up.poll() is None, f"up exited early: {up.stderr.read().decode()[-1000:] if up.stderr else ''}"
+            assert time.monotonic() < deadline, "up never started a host's services"
+            time.sleep(0.2)  # pacing of a state-file poll
+        os.killpg(up.pid, signal.SIGKILL)
+        up.wait(timeout=30)
+        assert leftovers(run_id, root), "the killed up left nothing to clean: the test proves nothing"
+    finally:
+        fleet_cmd(root, "down", timeout=120)
+    assert leftovers(run_id, root) == []
+
+
+def _processes(root: Path) -> list[Process]:
+    state = load(root)
+    return list(state.processes) if state else []
