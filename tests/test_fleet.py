@@ -116,8 +116,8 @@ def test_a_worker_host_cut_mid_job_goes_offline_its_item_completes_once_elsewher
         fleet: FleetLog) -> None:
     root = Path(fleet.plan.root)
     victim = poll(fleet, lambda: running_attempt(fleet, {"w-2"}), 300, "a selfplay attempt running on w-2")
+    cut_at = fleet.records[-1][0]  # the log as read just before the cut
     fleet_cmd(root, "cut", "w-2")
-    cut_at = fleet.refresh()[-1][0]
     try:
         offline = poll(fleet, lambda: fleet.of(HostOffline, node="w-2"), 120, "HOST_OFFLINE of w-2")
         assert fleet.seq_of(offline[-1]) > cut_at

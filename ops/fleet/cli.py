@@ -14,7 +14,7 @@ import msgspec
 
 from ops.fleet import launch, netns, ready
 from ops.fleet.files import Workload
-from ops.fleet.plan import FleetError, owns_name, plan_fleet, split_groups, subnet_for
+from ops.fleet.plan import FleetError, FleetPlan, owns_name, plan_fleet, split_groups, subnet_for
 from ops.fleet.state import FleetState, load, save, state_path
 
 DEFAULT_ROOT = "/tmp/rr-fleet"
@@ -76,8 +76,17 @@ def cmd_up(args: argparse.Namespace) -> int:
     plan = plan_fleet(run_id, root, workers=args.workers, nat=args.nat, trainers=args.trainers,
                       subnet=subnet_for(run_id, netns.taken_subnets()))
     netns.check_tools(plan)
-    state = FleetState(plan=plan)
-    save(root, state)  # before anything exists: `down` after a crash from here on finds it all
+    save(root, FleetState(plan=plan))  # before anything exists: `down` after a crash from here on finds it all
+    try:
+        return _bring_up(root, plan, workload, args.timeout)
+    except FleetError as exc:
+        raise FleetError(f"{exc}; the fleet is left as it is for inspection (logs in {root}/hosts/<host>/logs): "
+                         f"`python -m ops.fleet --root {root} down` removes it") from None
+
+
+def _bring_up(root: Path, plan: FleetPlan, workload: Workload, timeout_s: float) -> int:
+    """Create the network, start NATS, provision, start services (worker hosts first), wait for readiness."""
+    state, run_id = FleetState(plan=plan), plan.run_id
     started = time.monotonic()
     launch.write_files(plan, workload)
     netns.make_bridge(plan)
@@ -93,9 +102,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     workers = [h for h in plan.hosts if h.kind == "worker"]
     state = _started(root, state, [launch.start_services(plan, h) for h in workers])
     ready.wait_for("the worker hosts' services (rr services)", lambda: not ready.missing_services(plan, workers),
-                   _left(args.timeout, started), 1.0)
+                   _left(timeout_s, started), 1.0)
     state = _started(root, state, [launch.start_services(plan, h) for h in plan.nats_hosts()])
-    ready.wait_for("every host's services (rr services)", lambda: not ready.missing_services(plan), _left(args.timeout, started), 1.0)
+    ready.wait_for("every host's services (rr services)", lambda: not ready.missing_services(plan), _left(timeout_s, started), 1.0)
     ready.wait_for("a scheduler leader (rr leader)", lambda: ready.scheduler_leader(plan) is not None, 60, 1.0)
     save(root, msgspec.structs.replace(state, ready=True))
     _say(f"fleet {run_id}: ready in {time.monotonic() - started:.0f}s")
