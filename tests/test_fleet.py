@@ -8,11 +8,13 @@ its own fleet.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,14 +27,18 @@ from eventbus.events import (
     EvaluationComplete,
     HostOffline,
     HostOnline,
+    LeaderElected,
     ModelPromoted,
     SelfplayComplete,
     TrainingComplete,
     WorkAssigned,
     WorkAttemptFailed,
     WorkCompleted,
+    WorkAdded,
     WorkStarted,
 )
+from ops.fleet.plan import MONITOR_PORT, FleetPlan
+from ops.fleet.ready import missing_services
 from ops.fleet.state import Process, load
 from projections import work as work_projection
 from projections.work import WorkState, WorkStatus
@@ -108,7 +114,8 @@ def running_attempt(fleet: FleetLog, hosts: set[str]) -> WorkStarted | None:
 def folded(fleet: FleetLog) -> WorkState:
     state = WorkState()
     for seq, event in fleet.records:
-        state = work_projection.apply(state, event, seq)
+        if event.aggregate == "work":
+            state = work_projection.apply(state, event, seq)
     return state
 
 
@@ -138,17 +145,76 @@ def test_a_worker_host_cut_mid_job_goes_offline_its_item_completes_once_elsewher
     assert any(a.about == victim.work_id and a.type == "WORK_COMPLETED" for a in state.anomalies)
 
 
+def stream_leader(plan: FleetPlan, stream: str = "RR_EVENTS") -> str | None:
+    """The NATS host leading a stream's raft group, from a server's monitoring endpoint (/jsz)."""
+    for host in plan.nats_hosts():
+        try:
+            with urllib.request.urlopen(f"http://{host.address}:{MONITOR_PORT}/jsz?accounts=true&streams=true", timeout=5) as r:
+                jsz = json.load(r)
+        except OSError:
+            continue
+        for account in jsz.get("account_details") or []:
+            for detail in account.get("stream_detail") or []:
+                if detail.get("name") == stream and (detail.get("cluster") or {}).get("leader"):
+                    return str(detail["cluster"]["leader"])
+    return None
+
+
+def acked_adds(fleet: FleetLog, count: int) -> list[str]:
+    """Work items `rr work add` reported appended (acknowledged by the cluster), of `count` tries."""
+    acked = []
+    for _ in range(count):
+        done = fleet.rr("work", "add", "--type", "selfplay", "--board", "hex8", "--players", "2", "--games", "1")
+        if done.returncode == 0:
+            acked.append(done.stdout.strip())
+    return acked
+
+
+def restarts_since(plan: FleetPlan, when: str) -> list[str]:
+    """Service restarts the hosts' service managers logged at or after `when` (an ISO-like time prefix)."""
+    out = []
+    for host in plan.hosts:
+        for line in host.path("logs", "services.log").read_text().splitlines():
+            if " exited " in line and line[:19] >= when:
+                out.append(f"{host.name}: {line}")
+    return out
+
+
+def test_a_minority_nats_host_cut_then_the_stream_leaders_host_cut_lose_no_acked_event(fleet: FleetLog) -> None:
+    plan = fleet.plan
+    root = Path(plan.root)
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
+    leader = poll(fleet, lambda: stream_leader(plan), 60, "the RR_EVENTS stream leader")
+    minority = next(h.name for h in plan.nats_hosts() if h.name != leader)
+    for victim in (minority, leader):
+        elected_before = len(fleet.of(LeaderElected, role="scheduler"))
+        fleet_cmd(root, "cut", victim)
+        try:
+            acked = acked_adds(fleet, 4)
+        finally:
+            fleet_cmd(root, "heal")
+        assert acked, f"no write was acknowledged with {victim} cut off: the majority should carry on"
+        poll(fleet, lambda: {a for a in acked} <= {e.work_id for e in fleet.of(WorkAdded)}, 120,
+             f"every acknowledged WORK_ADDED in the log after {victim} was cut")
+        assert len(fleet.of(LeaderElected, role="scheduler")) - elected_before <= 1, f"leadership churned when {victim} was cut"
+    # Services rode out both faults on their connections' reconnects: none was restarted.
+    assert restarts_since(plan, since) == []
+    assert poll(fleet, lambda: not missing_services(plan), 120, "every service answering again")
+
+
 def test_down_after_a_killed_up_leaves_no_namespace_link_or_process(tmp_path: Path) -> None:
     skip_without_namespaces()
     run_id = new_run_id()
     root = tmp_path / "killed"
-    up = subprocess.Popen([sys.executable, "-m", "ops.fleet", "--root", str(root), "up", "--workers", "2", "--nat", "1",
-                           "--run-id", run_id], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    stderr = tmp_path / "up.stderr"
+    with open(stderr, "wb") as err:
+        up = subprocess.Popen([sys.executable, "-m", "ops.fleet", "--root", str(root), "up", "--workers", "2", "--nat", "1",
+                               "--run-id", run_id], stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
     try:
         deadline = time.monotonic() + 180
         # Killed once services are starting: namespaces, links, NATS servers and host managers exist.
         while not any(p.name == "services" for p in _processes(root)):
-            assert up.poll() is None, f"up exited early: {up.stderr.read().decode()[-1000:] if up.stderr else ''}"
+            assert up.poll() is None, f"up exited early: {stderr.read_text()[-1000:]}"
             assert time.monotonic() < deadline, "up never started a host's services"
             time.sleep(0.2)  # pacing of a state-file poll
         os.killpg(up.pid, signal.SIGKILL)
