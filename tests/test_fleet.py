@@ -102,6 +102,29 @@ def test_one_generation_runs_across_hosts_and_every_worker_host_installs_the_pro
         e.batch_id for e in fleet.of(SelfplayComplete, node="w-1")}
 
 
+def dial(plan: FleetPlan, src: str, dst: str, port: int) -> str:
+    """From host `src`, a TCP connection to host `dst`: "open", "refused" (reached, nothing listens) or "dropped"."""
+    code = (f"import socket\ntry:\n socket.create_connection(({plan.host(dst).address!r}, {port}), timeout=3).close(); print('open')\n"
+            "except ConnectionRefusedError: print('refused')\nexcept OSError: print('dropped')")
+    done = subprocess.run(["ip", "netns", "exec", plan.host(src).namespace, sys.executable, "-c", code],
+                          capture_output=True, text=True, timeout=30)
+    return done.stdout.strip()
+
+
+def test_nat_hosts_take_no_inbound_connection_and_split_and_heal_partition_the_bridge(fleet: FleetLog) -> None:
+    plan, root = fleet.plan, Path(fleet.plan.root)
+    assert dial(plan, "nats-1", "w-2", 9) == "refused"  # an ordinary host answers (with a reset)
+    assert dial(plan, "nats-1", "w-3", 9) == "dropped"  # the NAT host answers nothing
+    assert dial(plan, "w-3", "nats-1", 4222) == "open"  # ... but dials out
+    fleet_cmd(root, "split", "nats-1,w-1/nats-2,w-2")
+    try:
+        assert (dial(plan, "w-1", "nats-2", 4222), dial(plan, "w-2", "nats-1", 4222)) == ("dropped", "dropped")
+        assert (dial(plan, "w-1", "nats-1", 4222), dial(plan, "w-2", "nats-3", 4222)) == ("open", "open")
+    finally:
+        fleet_cmd(root, "heal")
+    assert dial(plan, "w-1", "nats-2", 4222) == "open"
+
+
 def running_attempt(fleet: FleetLog, hosts: set[str]) -> WorkStarted | None:
     """A selfplay attempt started on one of `hosts` that has not ended yet."""
     ended = {(e.work_id, e.attempt) for e in [*fleet.of(WorkCompleted), *fleet.of(WorkAttemptFailed)]}
