@@ -173,7 +173,7 @@ def fleet_view(state: FleetState) -> FleetView:
     plan = state.plan
     hosts = [HostView(name=h.name, node_id=h.node_id, kind=h.kind, namespace=h.namespace, address=h.address, nat=h.nat,
                       role=h.role, dir=h.root,
-                      processes=[ProcessView(name=p.name, pid=p.pid, alive=launch._alive(p.pid), log=p.log)
+                      processes=[ProcessView(name=p.name, pid=p.pid, alive=launch.alive(p.pid), log=p.log)
                                  for p in state.processes if p.host == h.name]) for h in plan.hosts]
     env = ready.operator_env(plan)
     return FleetView(run_id=plan.run_id, root=plan.root, ready=state.ready, bridge=plan.bridge, nats_urls=plan.nats_urls(),

@@ -115,7 +115,7 @@ def end_processes(namespaces: list[str], recorded: list[int], grace_s: float = 5
         for pid in pids:
             _signal(pid, sig)
         deadline = time.monotonic() + (grace_s if sig == signal.SIGTERM else 5.0)
-        while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        while time.monotonic() < deadline and any(alive(p) for p in pids):
             time.sleep(0.1)
     return pids
 
@@ -134,7 +134,8 @@ def _leads_group(pid: int) -> bool:
         return False
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether the process runs (a zombie of ours is reaped and counts as gone)."""
     try:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
