@@ -37,6 +37,10 @@ PUBLISH_RETRY_S = (0.5, 1.0, 2.0, 5.0)
 DATA_POLL_S = (0.5, 1.0, 2.0, 5.0)  # how often a training job waiting for synced batches looks again
 
 
+class InputsUnavailable(Exception):
+    """A job's input files are not on this node; the message is the attempt's failure reason."""
+
+
 class WorkerPaths(msgspec.Struct, frozen=True, kw_only=True):
     """Where this node's worker keeps its records, its attempts' files, and looks for models."""
 
@@ -141,7 +145,7 @@ class AttemptRunner:
         paths = outputs.attempt_paths(self._paths.worker_dir, key.work_id, key.attempt)
         try:
             argv = await self._command(attempt, paths.output_dir)
-        except (TemplateError, CandidateUnavailable) as exc:
+        except (TemplateError, CandidateUnavailable, InputsUnavailable) as exc:
             return [attempt_failed(key, self._node, str(exc))]
         job = Job(argv, env=self._job_env(key), cwd=paths.root, log_path=paths.log_path,
                   limits=self._limits(attempt.item.work_type), on_progress=attempt.on_progress)
@@ -210,7 +214,7 @@ class AttemptRunner:
             if not missing:
                 return local
             if time.monotonic() >= deadline or self._stopping.is_set():
-                raise TemplateError(
+                raise InputsUnavailable(
                     f"{len(missing)} input batch(es) not on this node after {self._settings.data_wait_s:.0f}s "
                     f"(worker.data_wait_s), neither where they were written nor copied by the sync: {', '.join(missing[:5])}")
             if tries == 0:
