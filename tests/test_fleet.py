@@ -111,6 +111,18 @@ def dial(plan: FleetPlan, src: str, dst: str, port: int) -> str:
     return done.stdout.strip()
 
 
+def test_status_shows_every_host_with_its_services_and_how_to_point_rr_at_the_fleet(fleet: FleetLog) -> None:
+    plan = fleet.plan
+    view = json.loads(fleet_cmd(Path(plan.root), "status", "--json").stdout)
+    assert view["ready"] and view["nats_urls"] == plan.nats_urls()
+    assert view["rr_env"]["RR_NATS_URL"] == ",".join(plan.nats_urls()) and Path(view["rr_env"]["RR_NATS_CREDS"]).is_file()
+    for host, shown in zip(plan.hosts, view["hosts"], strict=True):
+        running = {p["name"] for p in shown["processes"] if p["alive"]}
+        expected = {*host.services, "services"} | ({"nats-server"} if host.kind == "nats" else set())
+        assert (shown["name"], shown["node_id"], shown["address"], shown["nat"]) == (host.name, host.node_id, host.address, host.nat)
+        assert expected <= running, f"{host.name} runs {sorted(running)}"
+
+
 def test_nat_hosts_take_no_inbound_connection_and_split_and_heal_partition_the_bridge(fleet: FleetLog) -> None:
     plan, root = fleet.plan, Path(fleet.plan.root)
     assert dial(plan, "nats-1", "w-2", 9) == "refused"  # an ordinary host answers (with a reset)

@@ -14,7 +14,7 @@ import msgspec
 
 from ops.fleet import launch, netns, ready
 from ops.fleet.files import Workload
-from ops.fleet.plan import FleetError, FleetPlan, owns_name, plan_fleet, split_groups, subnet_for
+from ops.fleet.plan import FleetError, FleetPlan, HostPlan, owns_name, plan_fleet, split_groups, subnet_for
 from ops.fleet.state import FleetState, load, save, state_path
 
 DEFAULT_ROOT = "/tmp/rr-fleet"
@@ -173,11 +173,24 @@ def fleet_view(state: FleetState) -> FleetView:
     plan = state.plan
     hosts = [HostView(name=h.name, node_id=h.node_id, kind=h.kind, namespace=h.namespace, address=h.address, nat=h.nat,
                       role=h.role, dir=h.root,
-                      processes=[ProcessView(name=p.name, pid=p.pid, alive=launch.alive(p.pid), log=p.log)
-                                 for p in state.processes if p.host == h.name]) for h in plan.hosts]
+                      processes=_processes_of(state, h)) for h in plan.hosts]
     env = ready.operator_env(plan)
     return FleetView(run_id=plan.run_id, root=plan.root, ready=state.ready, bridge=plan.bridge, nats_urls=plan.nats_urls(),
                      rr_env={k: env[k] for k in ("RR_NATS_URL", "RR_NATS_CREDS", "RR_CONFIG")}, hosts=hosts)
+
+
+def _processes_of(state: FleetState, host: HostPlan) -> list[ProcessView]:
+    """What runs on the host now (its namespace), each with its log; recorded processes that died are listed as dead."""
+    logs = host.path("logs")
+    running = launch.host_processes(host.namespace) if netns.namespace_exists(host.namespace) else []
+    views = [ProcessView(name=name, pid=pid, alive=True, log=str(logs / f"{name.removeprefix('job:')}.log"))
+             for pid, name in running if not name.startswith("job:")]
+    views += [ProcessView(name=name, pid=pid, alive=True, log="(the job's attempt dir, see rr work show)")
+              for pid, name in running if name.startswith("job:")]
+    seen = {v.pid for v in views}
+    views += [ProcessView(name=p.name, pid=p.pid, alive=False, log=p.log) for p in state.processes
+              if p.host == host.name and p.pid not in seen]
+    return views
 
 
 def status_text(state: FleetState) -> str:

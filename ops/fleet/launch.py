@@ -147,6 +147,30 @@ def alive(pid: int) -> bool:
         return False
 
 
+def process_name(argv: list[str]) -> str:
+    """A short name for a fleet process from its command line: the rr service, the host manager, a job, else the program (pure)."""
+    if "services.service_cli" in argv and argv.index("services.service_cli") + 1 < len(argv):
+        return argv[argv.index("services.service_cli") + 1]
+    if "ops.fleet.host" in argv:
+        return "services"
+    job = next((a for a in argv if a.startswith("services.workload.")), None)
+    if job is not None:
+        return f"job:{job.removeprefix('services.workload.')}"
+    return Path(argv[0]).name if argv else "?"
+
+
+def host_processes(namespace: str) -> list[tuple[int, str]]:
+    """(pid, name) of every process in a host's namespace, found now (blocking)."""
+    found = []
+    for pid in netns.namespace_pids(namespace):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        found.append((pid, process_name([a for a in argv if a])))
+    return found
+
+
 def decode_rows(out: str) -> list[dict[str, object]]:
     """A JSON list printed by an `rr ... --json` command (empty on anything else)."""
     try:
