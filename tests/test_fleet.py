@@ -237,6 +237,26 @@ def test_a_minority_nats_host_cut_then_the_stream_leaders_host_cut_lose_no_acked
     assert poll(fleet, lambda: not missing_services(plan), 120, "every service answering again")
 
 
+def test_a_worker_host_that_reaches_only_one_nats_server_keeps_working_through_it(fleet: FleetLog) -> None:
+    root = Path(fleet.plan.root)
+    start = fleet.refresh()[-1][0]
+
+    def completed_after_split() -> list[WorkCompleted]:
+        assigned = {(e.work_id, e.attempt) for e in fleet.of(WorkAssigned, node="w-2") if fleet.seq_of(e) > start}
+        return [e for e in fleet.of(WorkCompleted, node="w-2") if (e.work_id, e.attempt) in assigned]
+
+    def online() -> bool:
+        membership = [e for e in [*fleet.of(HostOnline, node="w-2"), *fleet.of(HostOffline, node="w-2")]]
+        return not membership or not isinstance(max(membership, key=fleet.seq_of), HostOffline)
+
+    fleet_cmd(root, "split", "w-2/nats-2,nats-3")
+    try:
+        poll(fleet, completed_after_split, 300, "w-2 completing an item assigned after it could reach only nats-1")
+        poll(fleet, online, 60, "w-2 online while it reaches only nats-1")
+    finally:
+        fleet_cmd(root, "heal")
+
+
 def test_down_after_a_killed_up_leaves_no_namespace_link_or_process(tmp_path: Path) -> None:
     skip_without_namespaces()
     run_id = new_run_id()
