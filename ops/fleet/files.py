@@ -64,7 +64,9 @@ def rr_config(plan: FleetPlan, host: HostPlan, workload: Workload) -> dict[str, 
         # Stream limits are reserved up front on every server: small ones fit the fleet's max_file_store.
         "streams": {"replicas": 3, "events_max_gib": 1.0, "deadletter_max_gib": 0.25},
         "hosts_file": str(host.path("etc", "hosts.yaml")),
-        "leadership": {"ttl_s": 3},
+        # A lease must outlive a raft failover of the stream/KV leader (4-7 s measured): with the
+        # default 3 s, cutting the host that leads them can move the scheduler twice.
+        "leadership": {"ttl_s": 10},
         "membership": {"heartbeat_interval_s": w.heartbeat_s, "missed_beats_offline": 3, "gpu_probe": "none"},
         "pipeline": {"min_new_samples": w.min_new_samples, "evaluation_games": w.evaluation_games,
                      "first_promotion_threshold": w.first_promotion_threshold, "decide_every_s": 0.5},
