@@ -21,6 +21,11 @@ from eventbus.errors import BusUnavailable
 log = logging.getLogger(__name__)
 
 DEFAULT_URL = "nats://127.0.0.1:4222"
+# A server that vanishes without closing the connection (a cut link, a partition) is noticed only
+# by unanswered pings: nats-py's default (every 120 s, 2 outstanding) leaves a service talking to
+# nobody for 4 minutes before it moves to another server of the cluster; this takes ~15 s.
+PING_INTERVAL_S = 5
+MAX_OUTSTANDING_PINGS = 3
 AUTH_RETRY_S = 60.0  # how long refused credentials are re-read and retried before the connection closes for good
 
 # Returns the NKey seed to sign the next connect with, read afresh; None keeps the current one.
@@ -133,6 +138,8 @@ async def connect(
         # and with 0 too (it only gives up on a server past a positive limit).
         max_reconnect_attempts=max(1, initial_attempts),
         reconnect_time_wait=0.5,
+        ping_interval=PING_INTERVAL_S,
+        max_outstanding_pings=MAX_OUTSTANDING_PINGS,
         error_cb=on_error,
         disconnected_cb=on_disconnect,
         reconnected_cb=on_reconnect,

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from config.nodedirs import node_dirs
 from config.settings import RrConfig
 from eventbus.subjects import token
-from services.up.layout import default_data_dir
 
 VERSIONS = "versions"
 INCOMING = ".incoming"
@@ -21,18 +21,13 @@ SUFFIX = ".pth"
 
 
 def data_dir(config: RrConfig, env: Mapping[str, str], home: Path) -> Path:
-    """The node's data dir, as the worker resolves it."""
-    if config.worker.data_dir:
-        return Path(config.worker.data_dir).expanduser().absolute()
-    return default_data_dir(env, home).absolute()
+    """The node's data dir (config/nodedirs.py)."""
+    return node_dirs(config, env, home).data_dir
 
 
 def models_dir(config: RrConfig, env: Mapping[str, str], home: Path) -> Path:
-    """`distribution.models_dir`, else the worker's `models_dir`, else <data dir>/models."""
-    chosen = config.distribution.models_dir or config.worker.models_dir
-    if chosen:
-        return Path(chosen).expanduser().absolute()
-    return data_dir(config, env, home) / "models"
+    """Where this node's models are installed and read (config/nodedirs.py)."""
+    return node_dirs(config, env, home).models_dir
 
 
 def config_name(board_type: str, num_players: int) -> str:

@@ -81,7 +81,10 @@ def evaluation_items(view: PipelineView, settings: PipelineSettings) -> list[Eve
         out.append(WorkAdded(
             work_id=f"eval-{candidate.model_id}", work_type="evaluation", board_type=candidate.board_type,
             num_players=candidate.num_players, num_games=settings.evaluation_games, requested_by="pipeline",
-            params={"candidate": candidate.path, "model_id": candidate.model_id,
+            # The path is the trainer's; an evaluator elsewhere fetches the candidate from the models
+            # bucket by model id and checks it against this SHA-256 (services/worker/candidates.py).
+            params={"candidate": candidate.path, "candidate_sha256": candidate.sha256,
+                    "candidate_size": candidate.size_bytes, "model_id": candidate.model_id,
                     "best_model": best.model_id if best else "none", "sims": settings.evaluation_sims,
                     "elo0": gate.elo0, "elo1": gate.elo1, "alpha": gate.alpha, "beta": gate.beta,
                     "max_games": gate.max_games, "rate_anchor": anchor not in view.ratings},

@@ -12,19 +12,20 @@ from pathlib import Path
 from config.settings import RrConfig
 from eventbus.subjects import token
 from projections.data import Batch
-from services.distributor.layout import config_name, data_dir
+from config.nodedirs import node_dirs
+from services.distributor.layout import config_name
 
 DEFAULT_SUFFIX = ".bin"
 
 
 def sync_data_dir(config: RrConfig, env: Mapping[str, str], home: Path) -> Path:
-    """`sync.data_dir`, else the worker's data dir: the data dir the sync service writes under (and locks)."""
-    return Path(config.sync.data_dir).expanduser().absolute() if config.sync.data_dir else data_dir(config, env, home)
+    """`sync.data_dir`, else the node's data dir: the data dir the sync service writes under (and locks)."""
+    return node_dirs(config, env, home).sync_data_dir
 
 
 def sync_root(config: RrConfig, env: Mapping[str, str], home: Path) -> Path:
-    """`sync_data_dir` with /sync appended."""
-    return sync_data_dir(config, env, home) / "sync"
+    """Where batches copied to this node land (config/nodedirs.py)."""
+    return node_dirs(config, env, home).sync_dir
 
 
 def received_path(root: Path, board_type: str, num_players: int, batch_id: str, origin_path: str = "") -> Path:

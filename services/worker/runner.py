@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from eventbus.events import Event, TrainingStarted, WorkAdded, WorkAssigned, Wor
 from eventbus.publisher import Publisher
 from services.sync.paths import received_path
 from services.worker import outputs, processes
+from services.worker.candidates import CandidateFetcher, CandidateUnavailable, candidate_ref, with_candidate
 from services.worker.jobs import Job, JobLimits
 from services.worker.protocol import AttemptKey
 from services.worker.records import JobRecord, RecordBook
@@ -32,6 +34,11 @@ from services.worker.templates import TemplateError, WorkerValues, expand, templ
 log = logging.getLogger(__name__)
 
 PUBLISH_RETRY_S = (0.5, 1.0, 2.0, 5.0)
+DATA_POLL_S = (0.5, 1.0, 2.0, 5.0)  # how often a training job waiting for synced batches looks again
+
+
+class InputsUnavailable(Exception):
+    """A job's input files are not on this node; the message is the attempt's failure reason."""
 
 
 class WorkerPaths(msgspec.Struct, frozen=True, kw_only=True):
@@ -95,8 +102,10 @@ class AttemptRunner:
     def __init__(self, *, publisher: Publisher, node: str, settings: WorkerSettings, paths: WorkerPaths,
                  book: RecordBook, env: Mapping[str, str], python: str, slots: int,
                  running_pgids: Callable[[], list[int]], stopping: asyncio.Event,
-                 on_job_end: Callable[[float, str], None] | None = None) -> None:
+                 on_job_end: Callable[[float, str], None] | None = None,
+                 candidates: CandidateFetcher | None = None) -> None:
         self._publisher = publisher
+        self._candidates = candidates  # None: candidates are read where the trainer wrote them (one node)
         self._on_job_end = on_job_end  # (seconds, outcome): the service's job-duration metric
         self._node = node
         self._settings = settings
@@ -136,7 +145,7 @@ class AttemptRunner:
         paths = outputs.attempt_paths(self._paths.worker_dir, key.work_id, key.attempt)
         try:
             argv = await self._command(attempt, paths.output_dir)
-        except TemplateError as exc:
+        except (TemplateError, CandidateUnavailable, InputsUnavailable) as exc:
             return [attempt_failed(key, self._node, str(exc))]
         job = Job(argv, env=self._job_env(key), cwd=paths.root, log_path=paths.log_path,
                   limits=self._limits(attempt.item.work_type), on_progress=attempt.on_progress)
@@ -183,7 +192,10 @@ class AttemptRunner:
             raise TemplateError(f"worker.templates.{item.work_type}: no command template for work type {item.work_type!r}")
         model = await asyncio.to_thread(outputs.best_model, self._paths.models_dir, item.board_type, item.num_players)
         if self._paths.received_dir is not None and item.params.get("data") and item.params.get("input_batches"):
-            item = await asyncio.to_thread(with_local_batches, item, self._paths.received_dir)
+            item = await self._local_batches(item, self._paths.received_dir)
+        ref = candidate_ref(item)
+        if ref is not None and self._candidates is not None:
+            item = with_candidate(item, await self._candidates.local(ref))
         attempt.uses_gpu = item.work_type == "training" or model is not None
         attempt.best_model = model
         values = WorkerValues(python=self._python, output_dir=str(output_dir.absolute()),
@@ -191,6 +203,24 @@ class AttemptRunner:
                               best_model_id=model.model_id if model else "none", work_id=key.work_id,
                               attempt=key.attempt, node=self._node)
         return expand(item.work_type, template, template_values(item, values))
+
+    async def _local_batches(self, item: WorkAdded, received_dir: Path) -> WorkAdded:
+        """The item reading only batches on this node, waiting up to `worker.data_wait_s` for the sync to copy the rest."""
+        deadline = time.monotonic() + self._settings.data_wait_s
+        tries = 0
+        while True:
+            local = await asyncio.to_thread(with_local_batches, item, received_dir)
+            missing = missing_batches(local)
+            if not missing:
+                return local
+            if time.monotonic() >= deadline or self._stopping.is_set():
+                raise InputsUnavailable(
+                    f"{len(missing)} input batch(es) not on this node after {self._settings.data_wait_s:.0f}s "
+                    f"(worker.data_wait_s), neither where they were written nor copied by the sync: {', '.join(missing[:5])}")
+            if tries == 0:
+                log.info("worker: %s waits for %d batch(es) the sync has not copied here yet", item.work_id, len(missing))
+            await asyncio.sleep(DATA_POLL_S[min(tries, len(DATA_POLL_S) - 1)])
+            tries += 1
 
     def _job_env(self, key: AttemptKey) -> dict[str, str]:
         return {**self._env, "RR_WORK_ID": key.work_id, "RR_ATTEMPT": str(key.attempt), "RR_NODE": self._node}
@@ -275,8 +305,8 @@ def with_local_batches(item: WorkAdded, received_dir: Path) -> WorkAdded:
     """The item with each `data` path that is not on this node replaced by the sync service's copy, where there is one (blocking).
 
     A training item names its batches as the nodes that wrote them reported them; on a fleet the
-    data sync copied them to this node under another path. A batch found nowhere keeps its path,
-    so the job fails naming the file it could not read.
+    data sync copied them to this node under another path. A batch found nowhere keeps its path
+    (`missing_batches` names it; the runner waits for the sync before starting the job).
     """
     paths = str(item.params["data"]).split(",")
     batch_ids = str(item.params["input_batches"]).split(",")
@@ -285,6 +315,11 @@ def with_local_batches(item: WorkAdded, received_dir: Path) -> WorkAdded:
     local = [path if Path(path).exists() else _received_or(path, received_dir, item, batch_id)
              for path, batch_id in zip(paths, batch_ids)]
     return msgspec.structs.replace(item, params={**item.params, "data": ",".join(local)})
+
+
+def missing_batches(item: WorkAdded) -> list[str]:
+    """The `data` paths of an item that are not files on this node (blocking)."""
+    return [path for path in str(item.params.get("data") or "").split(",") if path and not Path(path).is_file()]
 
 
 def _received_or(path: str, received_dir: Path, item: WorkAdded, batch_id: str) -> str:

@@ -15,9 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-import msgspec
-
 from config.hosts import load_hosts
+from config.nodedirs import node_dirs
 from config.settings import RrConfig
 from eventbus.consumer import ConsumerSpec, Delivery, EventConsumer
 from eventbus.errors import BusError, InvalidEvent
@@ -26,8 +25,8 @@ from eventbus.history import Record, replay
 from eventbus.subjects import EVENTS_ROOT, aggregate_filter, token, type_filter
 from services.leadership.fencing import EpochFence
 from services.runtime import ServiceContext
-from services.up.layout import default_data_dir
 from services.worker import protocol
+from services.worker.candidates import CandidateFetcher
 from services.worker.gpuidle import GpuIdleWatch, gpu_stuck_reason
 from services.worker.protocol import AttemptKey, ItemView, Refuse, Start
 from services.worker.records import JobRecord, RecordBook
@@ -35,7 +34,6 @@ from services.worker.recovery import recover_record
 from services.worker.results import attempt_failed
 from services.agent.jobs import jobs_file_for
 from services.worker.runner import Attempt, AttemptRunner, WorkerPaths, cannot_write
-from services.sync.paths import sync_root
 from services.worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -46,11 +44,10 @@ WORKER_STOPPED = "worker stopping"
 CONSUMER_EXPIRES_S = 2.0  # pull requests this long: a stop waits for the open one to expire
 
 
-def worker_paths(settings: WorkerSettings, node: str, env: dict[str, str], home: Path) -> WorkerPaths:
-    """<data dir>/worker/<node> for records and attempts; models from `models_dir` or <data dir>/models."""
-    data_dir = Path(settings.data_dir).expanduser() if settings.data_dir else default_data_dir(env, home)
-    models = Path(settings.models_dir).expanduser() if settings.models_dir else data_dir / "models"
-    return WorkerPaths(worker_dir=data_dir.absolute() / "worker" / token(node), models_dir=models.absolute())
+def worker_paths(config: RrConfig, node: str, env: dict[str, str], home: Path) -> WorkerPaths:
+    """The worker's directories, from the one place that resolves them for every service (config/nodedirs.py)."""
+    dirs = node_dirs(config, env, home)
+    return WorkerPaths(worker_dir=dirs.worker_dir(node), models_dir=dirs.models_dir, received_dir=dirs.sync_dir)
 
 
 def hosts_parallel_jobs(config: RrConfig, node: str) -> int | None:
@@ -97,6 +94,8 @@ class Worker:
             publisher=ctx.publisher, node=self._node, settings=self._settings, paths=paths, book=self._book,
             env=job_environment(env), python=self._settings.python or sys.executable, slots=slots,
             running_pgids=self._running_pgids, stopping=ctx.stopping, on_job_end=ctx.observed.jobs.record,
+            candidates=CandidateFetcher(ctx.bus, ctx.config.distribution.bucket, paths.worker_dir / "candidates",
+                                        wait_s=self._settings.candidate_wait_s),
         )
 
     async def run(self, gpu: GpuIdleWatch | None) -> None:
@@ -227,8 +226,7 @@ class Worker:
 async def main(ctx: ServiceContext) -> None:
     """Run this node's worker until stopped."""
     env = dict(os.environ)
-    paths = msgspec.structs.replace(worker_paths(ctx.config.worker, ctx.node_id, env, Path.home()),
-                                    received_dir=sync_root(ctx.config, env, Path.home()))
+    paths = worker_paths(ctx.config, ctx.node_id, env, Path.home())
     listed = await asyncio.to_thread(hosts_parallel_jobs, ctx.config, ctx.node_id)
     slots = protocol.parallel_jobs(listed, ctx.config.worker.max_parallel_jobs)
     gpu = await GpuIdleWatch.find() if ctx.config.worker.gpu_idle_check else None

@@ -34,6 +34,8 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     progress_interval_s: float = 10.0  # at most one WORK_PROGRESS per job this often, plus the first
     max_parallel_jobs: int = 2  # when the hosts file does not list this node
     stderr_tail_bytes: int = 2048
+    data_wait_s: float = 600.0  # a training job waits this long for its batches to be synced to this node
+    candidate_wait_s: float = 300.0  # an evaluation waits this long for its candidate to reach the models bucket
     watch_interval_s: float = 1.0  # how often running jobs are checked for timeouts, stuck and runaways
 
     def __post_init__(self) -> None:
@@ -53,6 +55,8 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
             raise ValueError("max_processes, max_parallel_jobs and stderr_tail_bytes must be >= 1")
         if self.stuck_after_s < 0:
             raise ValueError(f"stuck_after_s must be >= 0 (0 turns stuck detection off), got {self.stuck_after_s}")
+        if min(self.data_wait_s, self.candidate_wait_s) < 0:
+            raise ValueError("data_wait_s and candidate_wait_s must be >= 0 (0: no waiting)")
 
     def template_for(self, work_type: str) -> str | None:
         """The command template of a work type, or None when neither the config nor the defaults have one."""

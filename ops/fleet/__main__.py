@@ -1,0 +1,7 @@
+"""`python -m ops.fleet up|status|cut|split|heal|down`."""
+
+import sys
+
+from ops.fleet.cli import main
+
+sys.exit(main())

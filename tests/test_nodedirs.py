@@ -1,0 +1,57 @@
+"""One place resolves a node's directories: the distributor installs where the worker looks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from config.nodedirs import node_dirs
+from config.settings import RrConfig
+from eventbus.errors import InvalidConfig
+from services.distributor.layout import models_dir
+from services.distributor.settings import DistributionSettings
+from services.sync.paths import sync_root
+from services.sync.settings import SyncSettings
+from services.worker.service import worker_paths
+from services.worker.settings import WorkerSettings
+
+HOME = Path("/home/op")
+
+
+def test_only_distribution_models_dir_set_reaches_the_worker_too(tmp_path: Path) -> None:
+    config = RrConfig(distribution=DistributionSettings(models_dir=str(tmp_path / "m")))
+    env = {"RR_DATA_DIR": str(tmp_path / "d")}
+    assert models_dir(config, env, HOME) == tmp_path / "m"
+    assert worker_paths(config, "gpu-7", env, HOME).models_dir == tmp_path / "m"
+
+
+def test_worker_models_dir_is_where_the_distributor_installs(tmp_path: Path) -> None:
+    config = RrConfig(worker=WorkerSettings(models_dir=str(tmp_path / "wm")))
+    assert models_dir(config, {}, HOME) == worker_paths(config, "n", {}, HOME).models_dir == tmp_path / "wm"
+
+
+def test_two_different_models_dirs_are_refused_naming_both_keys(tmp_path: Path) -> None:
+    config = RrConfig(worker=WorkerSettings(models_dir=str(tmp_path / "a")),
+                      distribution=DistributionSettings(models_dir=str(tmp_path / "b")))
+    with pytest.raises(InvalidConfig, match=r"distribution\.models_dir .* worker\.models_dir .* differ"):
+        node_dirs(config, {}, HOME)
+    same = RrConfig(worker=WorkerSettings(models_dir=str(tmp_path / "a")),
+                    distribution=DistributionSettings(models_dir=str(tmp_path / "a")))
+    assert node_dirs(same, {}, HOME).models_dir == tmp_path / "a"
+
+
+def test_defaults_follow_the_data_dir_for_every_service(tmp_path: Path) -> None:
+    env = {"RR_DATA_DIR": str(tmp_path / "data")}
+    config = RrConfig()
+    paths = worker_paths(config, "w-1", env, HOME)
+    assert paths.models_dir == models_dir(config, env, HOME) == tmp_path / "data" / "models"
+    assert paths.received_dir == sync_root(config, env, HOME) == tmp_path / "data" / "sync"
+    assert paths.worker_dir == tmp_path / "data" / "worker" / "w-1"
+
+
+def test_worker_data_dir_wins_over_the_environment_and_sync_data_dir_moves_only_batches(tmp_path: Path) -> None:
+    config = RrConfig(worker=WorkerSettings(data_dir=str(tmp_path / "w")), sync=SyncSettings(data_dir=str(tmp_path / "s")))
+    dirs = node_dirs(config, {"RR_DATA_DIR": str(tmp_path / "env")}, HOME)
+    assert (dirs.data_dir, dirs.models_dir, dirs.sync_dir) == (tmp_path / "w", tmp_path / "w" / "models", tmp_path / "s" / "sync")
+    assert worker_paths(config, "n", {}, HOME).received_dir == tmp_path / "s" / "sync"
