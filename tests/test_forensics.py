@@ -41,7 +41,7 @@ def _incident() -> list[ev.Event]:
         ("gpu-2", ev.WorkCompleted(work_id="w-1", node="gpu-2", attempt=1, duration_s=40.0)),  # the zombie, back
         # What w-1 fed: a model, its evaluation, promotion and copies.
         ("gpu-3", ev.SelfplayComplete(batch_id="b-1", work_id="w-1", node="gpu-3", board_type="hex8", num_players=2,
-                                      num_games=500, num_samples=16000)),
+                                      num_games=500, num_samples=16000, attempt=2)),
         ("gpu-1", ev.SelfplayComplete(batch_id="b-2", work_id="w-0", node="gpu-1", board_type="hex8", num_players=2,
                                       num_games=300, model_id="m-0")),
         ("gpu-1", ev.TrainingComplete(model_id="m-1", work_id="w-5", node="gpu-1", board_type="hex8", num_players=2,

@@ -323,6 +323,30 @@ def test_data_freshness_and_transfers() -> None:
     assert [a.about for a in state.anomalies] == ["b-1"]
 
 
+def test_data_and_models_count_only_the_current_attempts_results() -> None:
+    def assigned(attempt: int, node: str) -> ev.WorkAssigned:
+        return ev.WorkAssigned(work_id="w-1", node=node, attempt=attempt, deadline=T0, epoch=3)
+
+    def batch(batch_id: str, node: str, attempt: int) -> ev.SelfplayComplete:
+        return ev.SelfplayComplete(batch_id=batch_id, work_id="w-1", node=node, board_type="hex8", num_players=2,
+                                   num_games=100, attempt=attempt, ts=T0)
+
+    def trained(model_id: str, node: str, attempt: int) -> ev.TrainingComplete:
+        return ev.TrainingComplete(model_id=model_id, work_id="w-1", node=node, board_type="hex8", num_players=2,
+                                   attempt=attempt)
+
+    log = [ev.LeaderElected(role="scheduler", node="s", epoch=3), assigned(1, "gpu-1"), assigned(2, "gpu-2"),
+           batch("b-late", "gpu-1", 1), batch("b-now", "gpu-2", 2), trained("m-late", "gpu-1", 1), trained("m-now", "gpu-2", 2)]
+    everything = fold_all_events(numbered(log))
+    assert list(everything.data.batches.keys()) == ["b-now"] and everything.data.configs["hex8_2p"].games == 100
+    assert "m-late" not in everything.models.models and "m-now" in everything.models.models
+    late = [(a.type, a.reason) for part in (everything.data, everything.models) for a in part.anomalies]
+    assert late == [
+        ("SELFPLAY_COMPLETE", "late result of w-1 attempt 1 on gpu-1: attempt 2 on gpu-2 is current"),
+        ("TRAINING_COMPLETE", "late result of w-1 attempt 1 on gpu-1: attempt 2 on gpu-2 is current"),
+    ]
+
+
 def test_elo_history_per_model_and_config() -> None:
     log = [
         ev.TrainingComplete(model_id="m-1", work_id="w-2", node="gpu-1", board_type="hex8", num_players=2),
