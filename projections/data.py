@@ -205,7 +205,8 @@ _HANDLERS = {
 def apply(state: DataState, event: Event, seq: int) -> DataState:
     """The data after one event at stream position `seq`; stale sync plans are dropped."""
     if isinstance(event, WorkAssigned):  # read only to know each item's current attempt
-        return msgspec.structs.replace(state, last_seq=seq, attempts=assigned_if_current(state.attempts, state.fence.view, event))
+        attempts = assigned_if_current(state.attempts, state.fence.view, event)
+        return msgspec.structs.replace(state, last_seq=seq, attempts=attempts)
     state, admitted = screen(state, event, seq)
     if not admitted:
         return state

@@ -149,7 +149,8 @@ _HANDLERS = {
 def apply(state: ModelsState, event: Event, seq: int) -> ModelsState:
     """The models after one event at stream position `seq`; stale promotions are dropped."""
     if isinstance(event, WorkAssigned):  # read only to know each item's current attempt
-        return msgspec.structs.replace(state, last_seq=seq, attempts=assigned_if_current(state.attempts, state.fence.view, event))
+        attempts = assigned_if_current(state.attempts, state.fence.view, event)
+        return msgspec.structs.replace(state, last_seq=seq, attempts=attempts)
     state, admitted = screen(state, event, seq)
     if not admitted:
         return state

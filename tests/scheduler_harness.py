@@ -91,10 +91,10 @@ async def _answer(pub: Publisher, node: str, job: WorkAssigned, what: str, work_
         await pub.publish(WorkCompleted(work_id=job.work_id, node=node, attempt=job.attempt))
 
 
-async def online(pub: Publisher, *nodes: str) -> None:
-    """Declare nodes online (what the membership leader would)."""
+async def online(pub: Publisher, *nodes: str, epoch: int | None = None) -> None:
+    """Declare nodes online (what the membership leader of `epoch` would)."""
     for node in nodes:
-        await pub.publish(HostOnline(node=node))
+        await pub.publish(HostOnline(node=node, epoch=epoch))
 
 
 async def add_items(pub: Publisher, count: int, prefix: str = "w", **extra: Any) -> list[str]:

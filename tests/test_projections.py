@@ -276,17 +276,19 @@ def test_a_stale_leaders_assignment_is_dropped_and_counted() -> None:
 def test_cluster_leaders_nodes_and_alive_peers() -> None:
     log = [
         ev.LeaderElected(role="scheduler", node="gpu-1", epoch=3, ts=T0),
-        *(ev.HostOnline(node=n, roles=["selfplay"], version="0.1.0", ts=T0) for n in NODES),
-        ev.HostOffline(node="gpu-2", reason="heartbeat_timeout", silence_s=15.2, ts=T0),
+        *(ev.HostOnline(node=n, roles=["selfplay"], version="0.1.0", ts=T0, epoch=3) for n in NODES),
+        ev.HostOffline(node="gpu-2", reason="heartbeat_timeout", silence_s=15.2, ts=T0, epoch=3),
         ev.LeaderLost(role="scheduler", node="gpu-1", reason="lease expired", ts=T0),
-        ev.HostOffline(node="gpu-9", reason="heartbeat_timeout", ts=T0),
+        ev.HostOffline(node="gpu-9", reason="heartbeat_timeout", ts=T0, epoch=3),
+        ev.HostOnline(node="gpu-7", ts=T0),  # no epoch: no leader's decision
         ev.LeaderElected(role="scheduler", node="gpu-2", epoch=2, ts=T0),  # older than epoch 3: fenced out
     ]
     state = fold_events(cluster.PROJECTION, numbered(log))
     assert cluster.alive_peers(state) == 2 and state.nodes["gpu-2"].offline_count == 1
     leader = state.leaders["scheduler"]
     assert (leader.node, leader.epoch, leader.reason) == (None, 3, "gpu-1 lost it: lease expired")
-    assert [a.about for a in state.anomalies] == ["gpu-9"] and state.fence.dropped == 1
+    assert [a.about for a in state.anomalies] == ["gpu-9"] and state.fence.dropped == 2 and "gpu-7" not in state.nodes
+    assert "without an epoch" in state.fence.last_dropped[0].reason
 
 
 def test_models_promotion_distribution_and_a_corrupt_copy() -> None:

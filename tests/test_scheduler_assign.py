@@ -195,7 +195,7 @@ async def test_two_acting_leaders_never_assign_the_same_attempt_twice(bus: Bus, 
     """A split brain (both terms' clocks say they may act): the server stores only the newest election's decisions."""
     pub = Publisher(bus)
     old_fence = await elected(pub, 1)
-    await online(pub, "n1", "n2")
+    await online(pub, "n1", "n2", epoch=1)
     workers = [asyncio.create_task(simulated_worker(bus, n, lambda job: "complete")) for n in ("n1", "n2")]
     settings = SchedulerSettings(default_max_parallel_jobs=8)
     old = await run_scheduler(bus, settings, epoch=1, fence=old_fence)

@@ -2,21 +2,39 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from typing import Any
 
 import pytest
 
 from eventbus.errors import Fenced
-from eventbus.events import ConfigChanged, LeaderElected, LeaderLost
+import msgspec
+
+from eventbus.events import (
+    ConfigChanged,
+    Event,
+    HostOnline,
+    LeaderElected,
+    LeaderLost,
+    ModelPromoted,
+    WorkAdded,
+    WorkAssigned,
+    WorkFailed,
+    WorkStarted,
+)
 from eventbus.history import last_on, last_sequence
 from eventbus.publisher import FenceToken, Publisher
 from eventbus.subjects import election_filter
+from projections import bundle
+from projections.pmap import enc_hook
+from projections.rebuild import state_at_seq
 from services.leadership.term import NotLeader, Term
 from tests.bus_harness import provisioned_bus
 from tests.test_election import leader_events, node
 
 TICK = ConfigChanged(name="leader-tick")
+T0 = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
 
 
 async def test_a_fenced_publish_is_stored_while_its_election_is_newest_and_refused_at_once_after(nats_url: str) -> None:
@@ -60,30 +78,64 @@ async def test_a_fenced_out_term_ends_at_once_and_says_why(nats_url: str) -> Non
             await term.publish(TICK)  # refused before it is sent
 
 
-async def test_an_elector_fenced_out_by_a_newer_election_steps_down_at_once(nats_url: str, eventually: Any) -> None:
-    async with provisioned_bus(nats_url, node_id="observer") as bus, node(nats_url, "a") as a:
+async def test_a_forged_election_fences_the_leader_out_once_and_the_leader_announces_over_it(
+    nats_url: str, eventually: Any
+) -> None:
+    async with provisioned_bus(nats_url, node_id="gpu-1") as bus, node(nats_url, "a") as a:
         term = (await eventually(lambda: a.terms, timeout=5, message="a leads"))[0]
         assert term.fence is not None
         announced = await last_on(bus, election_filter("scheduler"))
         assert announced is not None and announced.seq == term.fence.seq
-        # An election the lease knows nothing of (a rival, a bug) lands after a's own.
-        await Publisher(bus).publish(LeaderElected(role="scheduler", node="observer", epoch=term.epoch + 1000))
+        # A node that may publish on the election subjects claims the role with a made-up epoch.
+        forged = await Publisher(bus).publish(LeaderElected(role="scheduler", node="gpu-1", epoch=10**6))
         with pytest.raises(NotLeader):
             await term.publish(TICK)
         await eventually(lambda: a.cancelled_at, timeout=5, message="a's leader work cancelled at once")
         lost = await eventually(lambda: _lost_of(bus, term.epoch), timeout=5, message="a announces its loss")
         assert "fenced out" in lost.reason
+        # The lease says a may lead again, and no lease ever gave epoch 10**6: a announces after the forgery.
+        again = (await eventually(lambda: a.terms[1:], timeout=10, message="a leads again"))[0]
+        assert again.epoch < 10**6 and again.fence is not None and again.fence.seq > forged.seq
+        assert (await again.publish(TICK)).event.epoch == again.epoch
+        view = (await state_at_seq(bus, use_snapshot=False, candidates=("a", "b"))).state
+    leader = view.cluster.leaders["scheduler"]
+    assert (leader.node, leader.epoch) == ("a", again.epoch)
+    assert any("gpu-1, which is not a candidate" in d.reason for d in view.cluster.fence.last_dropped)
 
 
-async def test_an_elector_whose_epoch_is_older_than_an_election_in_the_log_never_acts(nats_url: str, eventually: Any) -> None:
-    async with provisioned_bus(nats_url, node_id="observer") as bus:
-        await Publisher(bus).publish(LeaderElected(role="scheduler", node="observer", epoch=10**6))
-        async with node(nats_url, "a") as a:
-            await eventually(lambda: a.elector.statistics().terms_won >= 1, timeout=5, message="a wins the lease")
-            await eventually(lambda: a.elector.statistics().terms_lost >= 1, timeout=5, message="a gives it up")
-            assert a.terms == [], "a stale winner runs no leader work"
-        log = await leader_events(bus)
-        assert [e for e in log if isinstance(e, LeaderElected) and e.node == "a"] == []
+def test_a_forged_election_with_a_made_up_epoch_changes_no_view() -> None:
+    def stamped(event: Event, source: str, seq: int) -> tuple[int, Event]:
+        return seq, msgspec.structs.replace(event, source=source, id=f"{source}:{seq}", ts=T0)
+
+    real = [
+        stamped(LeaderElected(role="scheduler", node="a", epoch=5), "a", 1),
+        stamped(HostOnline(node="gpu-1", roles=["selfplay"], epoch=5), "a", 2),
+        stamped(WorkAdded(work_id="w-1", work_type="selfplay", board_type="hex8", num_players=2), "a", 3),
+        stamped(WorkAssigned(work_id="w-1", node="gpu-1", attempt=1, deadline=T0, epoch=5), "a", 4),
+    ]
+    forged = [  # what gpu-1 (a worker, not a candidate) can put on its own subjects
+        stamped(LeaderElected(role="scheduler", node="gpu-1", epoch=999), "gpu-1", 5),
+        stamped(ModelPromoted(model_id="evil", board_type="hex8", num_players=2, sha256="ee", generation=99, epoch=999), "gpu-1", 6),
+        stamped(ModelPromoted(model_id="evil2", board_type="hex8", num_players=2, sha256="ee", generation=99), "gpu-1", 7),
+        stamped(WorkFailed(work_id="w-1", reason="forged", epoch=999), "gpu-1", 8),
+        stamped(LeaderElected(role="scheduler", node="a", epoch=999), "gpu-1", 9),  # announcing someone else's win
+        stamped(LeaderElected(role="promoter", node="a", epoch=5), "a", 10),  # an epoch of another role
+    ]
+    after = [stamped(WorkStarted(work_id="w-1", node="gpu-1", attempt=1), "gpu-1", 11)]
+    start = bundle.believing(bundle.ProjectionSet(), ("a", "b"))
+    honest = bundle.fold_all_events(real + after, start)
+    attacked = bundle.fold_all_events(real + forged + after, start)
+    for part in ("cluster", "work", "models", "data"):
+        assert _view_of(getattr(attacked, part)) == _view_of(getattr(honest, part)), part
+    assert attacked.cluster.leaders["scheduler"].node == "a" and attacked.models.promoted == {}
+    assert attacked.work.items["w-1"].status.value == "running"
+    assert bundle.total_fenced(attacked) > bundle.total_fenced(honest)
+
+
+def _view_of(part: Any) -> bytes:
+    """A part's state without its fence and anomaly records: what readers see."""
+    return msgspec.json.encode(msgspec.structs.replace(part, fence=None, last_seq=0, anomalies=(), anomaly_count=0),
+                               enc_hook=enc_hook)
 
 
 async def _lost_of(bus: Any, epoch: int) -> LeaderLost | None:

@@ -302,7 +302,7 @@ class Elector:
                     newest = _election_in(last)
                     if newest is not None and newest.id == elected.id:
                         return FenceToken(subject, last.seq)  # stored by a try whose ack was lost
-                    if newest is not None and (newest.epoch or 0) >= term.epoch:
+                    if newest is not None and (newest.epoch or 0) >= term.epoch and not await self._still_ours(term):
                         return None
                 # Conditional on the newest election read: two announcements never interleave.
                 published = await self.publisher.publish(elected, fence=FenceToken(subject, last.seq if last else 0))
@@ -318,6 +318,18 @@ class Elector:
             await asyncio.sleep(delay)
             delay = min(2 * delay, self._state.timing.renew_every_s)
         return None
+
+    async def _still_ours(self, term: Term) -> bool:
+        """Whether the lease still holds this term: then an election of a newer epoch in the log is not
+        backed by the lease (revisions only grow, and none was written for anyone else since ours) and is
+        announced over, not obeyed."""
+        record = await self._bucket.read(self.role, timeout=self._state.timing.renew_every_s)
+        holder = record.holder
+        ours = holder is not None and holder.incarnation == self._state.incarnation and record.epoch == term.epoch
+        if ours:
+            log.warning("%s: the newest %s election in the log has an epoch the lease never gave; "
+                        "announcing epoch %d after it", self.node_id, self.role, term.epoch)
+        return ours
 
     def _end_term(self, reason: str) -> None:
         """End the current term at once (fenced out, or stale): the elector steps down on its next step."""
@@ -387,6 +399,12 @@ def _election_in(record: Record) -> LeaderElected | None:
     except InvalidEvent:
         return None  # not a believable election; the fence sequence is still this record's
     return event if isinstance(event, LeaderElected) else None
+
+
+async def load_candidates(config: RrConfig) -> tuple[str, ...]:
+    """The nodes whose elections readers believe: `leadership.candidates`, else the hosts file's p2p_voters;
+    empty when neither names any (every node may campaign, and the server's permissions decide)."""
+    return (await load_candidacy(config, "")).candidates
 
 
 async def load_candidacy(config: RrConfig, node_id: str) -> Candidacy:

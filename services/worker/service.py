@@ -25,6 +25,7 @@ from eventbus.events import Event, LeaderElected, LeaderLost, WorkAssigned, Work
 from eventbus.integrity import decode_on
 from eventbus.history import Record, replay
 from eventbus.subjects import EVENTS_ROOT, aggregate_filter, token, type_filter
+from services.leadership.election import load_candidates
 from services.leadership.fencing import EpochFence
 from services.runtime import ServiceContext
 from services.up.layout import default_data_dir
@@ -129,6 +130,7 @@ class Worker:
             except InvalidEvent:
                 pass
 
+        self._fence = EpochFence(await load_candidates(self._ctx.config))  # elections of others are not believed
         await replay(self._ctx.bus, learn, subject=LEADER_EVENTS)
 
     async def item_history(self, work_id: str) -> ItemView:
