@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 from typing import Any
@@ -24,6 +25,7 @@ from eventbus.events import (
     WorkStarted,
 )
 from eventbus.history import last_on, last_sequence
+from eventbus.natsserver import NatsServer
 from eventbus.publisher import FenceToken, Publisher
 from eventbus.subjects import election_filter
 from projections import bundle
@@ -140,3 +142,19 @@ def _view_of(part: Any) -> bytes:
 
 async def _lost_of(bus: Any, epoch: int) -> LeaderLost | None:
     return next((e for e in await leader_events(bus) if isinstance(e, LeaderLost) and e.epoch == epoch), None)
+
+
+async def test_a_decision_without_an_ack_is_sent_again_while_the_term_may_act(
+    nats_url: str, nats_server: NatsServer, eventually: Any
+) -> None:
+    async with provisioned_bus(nats_url, node_id="a") as bus:
+        pub = Publisher(bus, ack_timeout=0.5)
+        elected = await pub.publish(LeaderElected(role="scheduler", node="a", epoch=5))
+        term = Term("scheduler", "a", 5, None, pub, lambda: True, fence=FenceToken(election_filter("scheduler"), elected.seq))
+        await asyncio.to_thread(nats_server.kill)
+        pending = asyncio.ensure_future(term.publish(TICK))
+        await asyncio.sleep(1.5)  # several tries without an answer: the term is still on
+        assert not pending.done()
+        await asyncio.to_thread(nats_server.restart)
+        stored = await asyncio.wait_for(pending, timeout=20)
+        assert stored.event.epoch == 5 and await last_sequence(bus) == stored.seq == elected.seq + 1

@@ -22,13 +22,18 @@ replaced by two things that together give the same guarantee:
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import msgspec
 
-from eventbus.errors import Fenced
+from eventbus.errors import BusUnavailable, Fenced
 from eventbus.events import Event
 from eventbus.publisher import FenceToken, Published, Publisher
+
+
+RETRY_INITIAL_S = 0.05  # a fenced decision without an ack is sent again after this, doubling
+RETRY_MAX_S = 1.0
 
 
 class NotLeader(Exception):
@@ -71,16 +76,25 @@ class Term:
     async def publish(self, event: Event) -> Published:
         """Publish a decision with this term's epoch, stored only while this term's election is the newest.
 
-        Raises NotLeader once the term may no longer act, or when the server refused the decision
-        (the term then ends at once); BusUnavailable when no ack came (not retried: the caller
-        decides again on what its fold reads back).
+        A publish that got no ack is sent again (same id, fence checked again by the server) while
+        the term may act, so a stream failover does not end the term, and no try can be stored once
+        a successor's election is. Raises NotLeader once the term may no longer act, or when the
+        server refused the decision (the term then ends at once).
         """
-        if not self.may_act():
-            raise NotLeader(self.fenced_out or f"{self.role} term {self.epoch} of {self.node} may no longer act")
-        try:
-            return await self._publisher.publish(self.fenced(event), fence=self.fence)
-        except Fenced as exc:
-            self.fenced_out = f"{self.role} term {self.epoch} of {self.node} was fenced out: {exc}"
-            if self._on_fenced is not None:
-                self._on_fenced(self.fenced_out)
-            raise NotLeader(self.fenced_out) from exc
+        event = self._publisher.stamp(self.fenced(event))  # stamped once: a retry keeps its id
+        delay = RETRY_INITIAL_S
+        while True:
+            if not self.may_act():
+                raise NotLeader(self.fenced_out or f"{self.role} term {self.epoch} of {self.node} may no longer act")
+            try:
+                return await self._publisher.publish(event, fence=self.fence)
+            except Fenced as exc:
+                self.fenced_out = f"{self.role} term {self.epoch} of {self.node} was fenced out: {exc}"
+                if self._on_fenced is not None:
+                    self._on_fenced(self.fenced_out)
+                raise NotLeader(self.fenced_out) from exc
+            except BusUnavailable:
+                if self.fence is None:
+                    raise  # an unfenced publish was already retried by the publisher
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
