@@ -21,26 +21,15 @@ import enum
 
 import msgspec
 
-from eventbus.events import (
-    ConfigChanged,
-    DataSyncPlanned,
-    Event,
-    HostOffline,
-    HostOnline,
-    LeaderElected,
-    LeaderLost,
-    ModelDistributionComplete,
-    ModelPromoted,
-    WorkAssigned,
-    WorkFailed,
-)
+from eventbus.authority import AUTHORITY
+from eventbus.events import EVENT_TYPES, Event, LeaderElected, LeaderLost
 
-# Event types only a leader's term publishes (WORK_ADDED and WORK_ATTEMPT_FAILED are also a
-# person's or a worker's, so they are judged by epoch only when they carry one).
-LEADER_DECISIONS: frozenset[type[Event]] = frozenset({
-    LeaderElected, HostOnline, HostOffline, WorkAssigned, WorkFailed, ModelPromoted, ModelDistributionComplete,
-    DataSyncPlanned, ConfigChanged,
-})
+# Event types only a leader's term publishes, from the authority table: those only coordinators
+# own (WORK_ADDED, WORK_ATTEMPT_FAILED, CONFIG_CHANGED ... are also a person's or a worker's, so
+# they are judged by epoch only when they carry one). LEADER_LOST ends a term and is always admitted.
+LEADER_DECISIONS: frozenset[type[Event]] = frozenset(
+    EVENT_TYPES[name] for name, grant in AUTHORITY.items() if grant.roles == {"coordinator"} and name != "LEADER_LOST"
+)
 
 
 class Verdict(enum.Enum):
