@@ -1,11 +1,14 @@
-"""Only the current attempt counts: which attempt of each work item is current, and whether a result belongs to it.
+"""Only the current attempt counts: which attempts of each work item may still report, and whether a result is one's.
 
-A work item may be tried several times (its node went offline, its attempt stalled); a superseded
-attempt can still finish and report. The work fold flags such a report, and the folds that act on
-domain results (the pipeline, data and models) must not count it either: a late evaluation of a
-superseded attempt must not promote a model its current attempt judged too weak. Each of those
-folds keeps an `Attempts` value, taught by the (fenced) WORK_ASSIGNED decisions, and applies a
-domain result only when `late` finds nothing wrong with it.
+A work item may be tried several times (its node went offline, its attempt stalled or was
+handed back); a superseded attempt can still finish and report. The folds that act on domain
+results (the pipeline, data and models) apply a result only when the work fold would take that
+attempt's completion (projections/work.py): it is the item's current attempt, or an attempt that
+ended (failed or handed back) while no newer attempt has started since -- a late completion.
+Anything else is a late result of a superseded attempt: recorded as an anomaly, deciding
+nothing (a late evaluation of a superseded attempt must not promote a model its current attempt
+judged too weak). Each of those folds keeps an `Attempts` value, taught by the work events in
+READS (assignments only when the fence admits them).
 
 Results written before they carried their attempt decode with `attempt = 0`. Such a result is
 applied when its item has had at most one attempt (there is nothing it could be superseded by)
@@ -16,44 +19,63 @@ from __future__ import annotations
 
 import msgspec
 
-from eventbus.events import WorkAssigned
+from eventbus.events import Event, WorkAssigned, WorkAttemptFailed, WorkCompleted, WorkHandedBack, WorkStarted
 from projections.pmap import PMap
 from services.leadership.fencing import ADMITTED, FenceView, judge
 
+READS = frozenset(t.type_name() for t in (WorkAssigned, WorkStarted, WorkAttemptFailed, WorkHandedBack, WorkCompleted))
 
-class CurrentAttempt(msgspec.Struct, frozen=True):
-    """The newest attempt of one work item, and the node it was given to."""
+
+class ItemAttempts(msgspec.Struct, frozen=True):
+    """One item's newest attempt and node, and the attempts that ended with nothing newer started since."""
 
     attempt: int
     node: str
+    ended: tuple[tuple[int, str], ...] = ()
 
 
 class Attempts(msgspec.Struct, frozen=True, kw_only=True):
-    """The current attempt of every work item assigned so far."""
+    """The attempts of every work item assigned so far."""
 
-    current: PMap[str, CurrentAttempt] = msgspec.field(default_factory=PMap)
+    items: PMap[str, ItemAttempts] = msgspec.field(default_factory=PMap)
 
 
-def assigned(attempts: Attempts, event: WorkAssigned) -> Attempts:
-    """What is current after an assignment (one not newer than the current attempt changes nothing)."""
-    now = attempts.current.get(event.work_id)
-    if now is not None and event.attempt <= now.attempt:
+def learned(attempts: Attempts, fence: FenceView, event: Event) -> Attempts:
+    """What the attempts are after one of READS (a decision the fence refuses teaches nothing).
+
+    Kept in step with projections/work.py: an attempt that ended stays able to complete until a
+    newer attempt starts or the item completes.
+    """
+    if event.epoch is not None and judge(fence, event) not in ADMITTED:
         return attempts
-    return Attempts(current=attempts.current.set(event.work_id, CurrentAttempt(event.attempt, event.node)))
+    work_id: str = getattr(event, "work_id")
+    now = attempts.items.get(work_id)
+    if isinstance(event, WorkAssigned):
+        if now is not None and event.attempt <= now.attempt:
+            return attempts
+        ended = now.ended if now is not None else ()
+        return _set(attempts, work_id, ItemAttempts(event.attempt, event.node, ended))
+    if now is None:
+        return attempts  # never assigned in this fold: nothing to judge by
+    if isinstance(event, WorkStarted):
+        ended = tuple(e for e in now.ended if e[0] >= event.attempt)
+    elif isinstance(event, (WorkAttemptFailed, WorkHandedBack)):
+        ended = (*now.ended, (event.attempt, event.node))
+    else:  # WorkCompleted: the item is done, no other attempt may complete it
+        ended = ()
+    return attempts if ended == now.ended else _set(attempts, work_id, msgspec.structs.replace(now, ended=ended))
 
 
-def assigned_if_current(attempts: Attempts, fence: FenceView, event: WorkAssigned) -> Attempts:
-    """`assigned` for an assignment the fence admits; for folds that read assignments only for this, so that
-    a stale one is counted once, by the work fold, not again by each of them."""
-    return assigned(attempts, event) if judge(fence, event) in ADMITTED else attempts
+def _set(attempts: Attempts, work_id: str, item: ItemAttempts) -> Attempts:
+    return Attempts(items=attempts.items.set(work_id, item))
 
 
 def late(attempts: Attempts, work_id: str, attempt: int, node: str) -> str | None:
-    """Why a domain result of `work_id` does not belong to its current attempt, or None when it does.
+    """Why a domain result of `work_id` is not one the item may still take, or None when it is.
 
     An item this fold never saw assigned is not judged here (the work fold records unknown items).
     """
-    now = attempts.current.get(work_id)
+    now = attempts.items.get(work_id)
     if now is None:
         return None
     if attempt == 0:
@@ -61,6 +83,6 @@ def late(attempts: Attempts, work_id: str, attempt: int, node: str) -> str | Non
             return None
         return (f"result of {work_id} without an attempt (written before results carried one) "
                 f"while attempt {now.attempt} is current: which attempt wrote it is unknown")
-    if attempt != now.attempt or node != now.node:
-        return f"late result of {work_id} attempt {attempt} on {node}: attempt {now.attempt} on {now.node} is current"
-    return None
+    if (attempt, node) == (now.attempt, now.node) or (attempt, node) in now.ended:
+        return None
+    return f"late result of {work_id} attempt {attempt} on {node}: attempt {now.attempt} on {now.node} is current"

@@ -7,10 +7,11 @@ import enum
 
 import msgspec
 
-from eventbus.events import DataSyncComplete, DataSyncPlanned, Event, LeaderElected, SelfplayComplete, WorkAssigned
+from eventbus.events import DataSyncComplete, DataSyncPlanned, Event, LeaderElected, SelfplayComplete
 from projections import withdrawal
 from projections.base import Anomaly, Projection, config_key, rejected, total
-from projections.attempts import Attempts, assigned_if_current, late
+from projections import attempts as attempt_rule
+from projections.attempts import Attempts, late
 from projections.fence import Fence, screen
 from projections.pmap import PMap
 from projections.withdrawal import Withdrawals
@@ -204,9 +205,10 @@ _HANDLERS = {
 @total
 def apply(state: DataState, event: Event, seq: int) -> DataState:
     """The data after one event at stream position `seq`; stale sync plans are dropped."""
-    if isinstance(event, WorkAssigned):  # read only to know each item's current attempt
-        attempts = assigned_if_current(state.attempts, state.fence.view, event)
-        return msgspec.structs.replace(state, last_seq=seq, attempts=attempts)
+    if event.type_name() in attempt_rule.READS:  # which attempts may still report
+        state = msgspec.structs.replace(state, attempts=attempt_rule.learned(state.attempts, state.fence.view, event))
+        if event.type_name() not in withdrawal.READS:
+            return msgspec.structs.replace(state, last_seq=seq)
     state, admitted = screen(state, event, seq)
     if not admitted:
         return state
@@ -235,6 +237,6 @@ PROJECTION: Projection[DataState] = Projection(
     initial=DataState,
     apply=apply,
     reads=frozenset({
-        LeaderElected.type_name(), WorkAssigned.type_name(), *withdrawal.READS, *(t.type_name() for t in _HANDLERS),
+        LeaderElected.type_name(), *attempt_rule.READS, *withdrawal.READS, *(t.type_name() for t in _HANDLERS),
     }),
 )

@@ -13,10 +13,10 @@ from eventbus.events import (
     ModelDistributionComplete,
     ModelPromoted,
     TrainingComplete,
-    WorkAssigned,
 )
 from projections.base import Anomaly, Projection, config_key, rejected, total
-from projections.attempts import Attempts, assigned_if_current, late
+from projections import attempts as attempt_rule
+from projections.attempts import Attempts, late
 from projections.fence import Fence, screen
 from projections.pmap import PMap
 
@@ -148,8 +148,8 @@ _HANDLERS = {
 @total
 def apply(state: ModelsState, event: Event, seq: int) -> ModelsState:
     """The models after one event at stream position `seq`; stale promotions are dropped."""
-    if isinstance(event, WorkAssigned):  # read only to know each item's current attempt
-        attempts = assigned_if_current(state.attempts, state.fence.view, event)
+    if event.type_name() in attempt_rule.READS:  # read only to know which attempts may still report
+        attempts = attempt_rule.learned(state.attempts, state.fence.view, event)
         return msgspec.structs.replace(state, last_seq=seq, attempts=attempts)
     state, admitted = screen(state, event, seq)
     if not admitted:
@@ -176,5 +176,5 @@ PROJECTION: Projection[ModelsState] = Projection(
     version=VERSION,
     initial=ModelsState,
     apply=apply,
-    reads=frozenset({LeaderElected.type_name(), WorkAssigned.type_name(), *(t.type_name() for t in _HANDLERS)}),
+    reads=frozenset({LeaderElected.type_name(), *attempt_rule.READS, *(t.type_name() for t in _HANDLERS)}),
 )

@@ -20,6 +20,8 @@ from eventbus.events import (
     WorkAssigned,
     WorkCompleted,
     WorkFailed,
+    WorkHandedBack,
+    WorkStarted,
 )
 from projections.pmap import enc_hook
 from tests.event_samples import SAMPLE_TIME
@@ -220,6 +222,20 @@ def test_a_late_result_of_a_superseded_attempt_changes_no_pipeline_decision() ->
     # The same report from the current attempt would have promoted the model.
     [promoted] = decide(fold([msgspec.structs.replace(late, node="n2", attempt=2)], view), SETTINGS)
     assert isinstance(promoted, ModelPromoted)
+
+
+def test_a_handed_back_attempts_result_counts_until_a_newer_attempt_starts_as_its_completion_does() -> None:
+    view, model = candidate_view()
+    work_id = f"eval-{model}"
+    handed_back = fold([LeaderElected(role="scheduler", node="s", epoch=1), assigned_to(work_id, 1, "n1"),
+                        WorkHandedBack(work_id=work_id, node="n1", attempt=1, reason="worker stopped"),
+                        assigned_to(work_id, 2, "n2")], view)
+    result = msgspec.structs.replace(evaluated(model, "random", 0.9, work_id), node="n1", attempt=1)
+    # Attempt 2 is assigned but not started: attempt 1 may still complete the item (projections/work.py).
+    assert only(decide(fold([result], handed_back), SETTINGS), ModelPromoted)
+    started = fold([WorkStarted(work_id=work_id, node="n2", attempt=2)], handed_back)
+    late_view = fold([result], started)
+    assert decide(late_view, SETTINGS) == [] and "late result of" in late_view.anomalies[-1].reason
 
 
 def test_results_written_before_attempts_were_carried_fold_unless_the_item_was_retried() -> None:

@@ -21,13 +21,13 @@ from eventbus.events import (
     SelfplayComplete,
     TrainingComplete,
     WorkAdded,
-    WorkAssigned,
     WorkCancelled,
     WorkCompleted,
     WorkFailed,
 )
+from projections import attempts as attempt_rule
 from projections import taint, withdrawal
-from projections.attempts import Attempts, assigned, late
+from projections.attempts import Attempts, late
 from projections.base import Anomaly, rejected, total
 from projections.fence import Fence, screen
 from projections.taint import Tainted, TaintState
@@ -263,8 +263,10 @@ def apply(view: PipelineView, event: Event, seq: int) -> PipelineView:
     view, admitted = screen(view, event, seq)
     if not admitted:
         return view
-    if isinstance(event, WorkAssigned):
-        return _replace(view, seq, attempts=assigned(view.attempts, event))
+    if event.type_name() in attempt_rule.READS:  # which attempts may still report
+        view = _replace(view, seq, attempts=attempt_rule.learned(view.attempts, view.fence.view, event))
+        if not isinstance(event, WorkCompleted):
+            return view
     if isinstance(event, _RESULTS):
         problem = late(view.attempts, event.work_id, event.attempt, event.node)
         if problem is not None:
@@ -288,6 +290,6 @@ def apply(view: PipelineView, event: Event, seq: int) -> PipelineView:
 
 
 READS = frozenset(t.type_name() for t in (
-    SelfplayComplete, WorkAdded, WorkAssigned, WorkCompleted, WorkFailed, WorkCancelled, TrainingComplete, EvaluationComplete,
+    SelfplayComplete, WorkAdded, WorkCompleted, WorkFailed, WorkCancelled, TrainingComplete, EvaluationComplete,
     ModelPromoted, ModelRated, LeaderElected, OutputsQuarantined, QuarantineLifted,
-))
+)) | attempt_rule.READS
