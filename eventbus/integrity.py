@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from eventbus.errors import InvalidEvent
-from eventbus.events import Event, decode
+from eventbus.events import EVENT_TYPES, Event, decode
 from eventbus.subjects import EVENTS_ROOT, token
 
 
@@ -20,9 +20,24 @@ class SubjectMismatch(InvalidEvent):
     """An event whose body disagrees with the subject it was stored on: never applied."""
 
 
+_TAGS = {kind: kind.type_name() for kind in EVENT_TYPES.values()}
+
+
 def mismatch(subject: str, event: Event) -> str | None:
     """Why the body of `event` disagrees with `subject` (rr.evt.<aggregate>.<id>.<TYPE>.<source>), or None."""
+    # Every read of the log passes here: the common case (ids already subject-safe) is compared
+    # token by token without building anything; only a difference takes the slow path.
     parts = subject.split(".")
+    kind = type(event)
+    if (
+        len(parts) == 6 and parts[0] == "rr" and parts[1] == "evt" and parts[4] == _TAGS.get(kind)
+        and parts[2] == kind.aggregate and parts[5] == event.source and parts[3] == getattr(event, kind.key_field)
+    ):
+        return None
+    return _disagreement(subject, parts, event)
+
+
+def _disagreement(subject: str, parts: list[str], event: Event) -> str | None:
     if len(parts) != 6 or f"{parts[0]}.{parts[1]}" != EVENTS_ROOT:
         return f"subject {subject!r} is not an event subject ({EVENTS_ROOT}.<aggregate>.<id>.<TYPE>.<source>)"
     _, _, aggregate, about, kind, source = parts
@@ -30,9 +45,10 @@ def mismatch(subject: str, event: Event) -> str | None:
         return f"body type {event.type_name()} on a {kind} subject ({subject})"
     if source != token(event.source):
         return f"body source {event.source!r} on a subject of source {source!r} ({subject})"
-    if aggregate != event.aggregate or about != token(event.aggregate_id()):
-        return f"body is about {event.aggregate}/{event.aggregate_id()} on a subject about {aggregate}/{about} ({subject})"
-    return None
+    about_id = event.aggregate_id()
+    if aggregate != event.aggregate or about != token(about_id):
+        return f"body is about {event.aggregate}/{about_id} on a subject about {aggregate}/{about} ({subject})"
+    return None  # the same once ids are made subject-safe (dots, spaces ... become '_')
 
 
 def checked(subject: str, event: Any) -> Event:
