@@ -342,6 +342,10 @@ def test_data_and_models_count_only_the_current_attempts_results() -> None:
     everything = fold_all_events(numbered(log))
     assert list(everything.data.batches.keys()) == ["b-now"] and everything.data.configs["hex8_2p"].games == 100
     assert "m-late" not in everything.models.models and "m-now" in everything.models.models
+    rated = ev.EvaluationComplete(model_id="m-now", work_id="w-1", node="gpu-1", opponent="random", games=10, wins=9,
+                                  losses=1, elo=1700.0, attempt=1)
+    everything = fold_all_events(numbered([*log, rated]))
+    assert elo.latest_elo(everything.elo, "m-now") is None and everything.elo.anomaly_count == 1
     late = [(a.type, a.reason) for part in (everything.data, everything.models) for a in part.anomalies]
     assert late == [
         ("SELFPLAY_COMPLETE", "late result of w-1 attempt 1 on gpu-1: attempt 2 on gpu-2 is current"),
