@@ -18,7 +18,7 @@ from typing import Any, Generic, Protocol, TypeVar, Union
 import msgspec
 
 from eventbus.errors import InvalidEvent
-from eventbus.events import EVENT_TYPES, Event, decode, strict_decoder
+from eventbus.events import EVENT_TYPES, Event, strict_decoder
 from eventbus.integrity import decode_on, mismatch
 
 log = logging.getLogger(__name__)
