@@ -211,11 +211,11 @@ def test_a_late_result_of_a_superseded_attempt_changes_no_pipeline_decision() ->
     work_id = f"eval-{model}"
     view = fold([LeaderElected(role="scheduler", node="s", epoch=1),
                  assigned_to(work_id, 1, "n1"), assigned_to(work_id, 2, "n2")], view)
-    current = msgspec.structs.replace(evaluated(model, "random", 0.3, work_id), node="n2", attempt=2)
-    late = msgspec.structs.replace(evaluated(model, "random", 0.9, work_id), node="n1", attempt=1)
+    current = msgspec.structs.replace(evaluated(model, ANCHOR, 5, 30, work_id), node="n2", attempt=2)
+    late = msgspec.structs.replace(evaluated(model, ANCHOR, 30, 5, work_id), node="n1", attempt=1)
     scored = fold([current], view)
     after_late = fold([late], scored)
-    assert decide(after_late, SETTINGS) == decide(scored, SETTINGS) == []  # 0.3 is the score, 0.9 came too late
+    assert decide(after_late, SETTINGS) == decide(scored, SETTINGS) == []  # the current attempt lost, the winning report came too late
     assert after_late.candidates == scored.candidates
     [anomaly] = after_late.anomalies
     assert anomaly.type == "EVALUATION_COMPLETE" and "late result of" in anomaly.reason and "attempt 2 on n2 is current" in anomaly.reason
@@ -230,7 +230,7 @@ def test_a_handed_back_attempts_result_counts_until_a_newer_attempt_starts_as_it
     handed_back = fold([LeaderElected(role="scheduler", node="s", epoch=1), assigned_to(work_id, 1, "n1"),
                         WorkHandedBack(work_id=work_id, node="n1", attempt=1, reason="worker stopped"),
                         assigned_to(work_id, 2, "n2")], view)
-    result = msgspec.structs.replace(evaluated(model, "random", 0.9, work_id), node="n1", attempt=1)
+    result = msgspec.structs.replace(evaluated(model, ANCHOR, 30, 5, work_id), node="n1", attempt=1)
     # Attempt 2 is assigned but not started: attempt 1 may still complete the item (projections/work.py).
     assert only(decide(fold([result], handed_back), SETTINGS), ModelPromoted)
     started = fold([WorkStarted(work_id=work_id, node="n2", attempt=2)], handed_back)
@@ -241,7 +241,7 @@ def test_a_handed_back_attempts_result_counts_until_a_newer_attempt_starts_as_it
 def test_results_written_before_attempts_were_carried_fold_unless_the_item_was_retried() -> None:
     view, model = candidate_view()
     work_id = f"eval-{model}"
-    old = evaluated(model, "random", 0.9, work_id)  # attempt 0: no attempt on the wire
+    old = evaluated(model, ANCHOR, 30, 5, work_id)  # attempt 0: no attempt on the wire
     once = fold([LeaderElected(role="scheduler", node="s", epoch=1), assigned_to(work_id, 1, "n1")], view)
     assert only(decide(fold([old], once), SETTINGS), ModelPromoted)
     twice = fold([assigned_to(work_id, 2, "n2"), old], once)
