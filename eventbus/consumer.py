@@ -29,7 +29,8 @@ from eventbus.backoff import jittered_backoff
 from eventbus.connection import Bus
 from eventbus.deadletter import park
 from eventbus.errors import BusUnavailable, InvalidEvent, StreamSetupError
-from eventbus.events import Event, decode
+from eventbus.events import Event
+from eventbus.integrity import SubjectMismatch, decode_on
 from eventbus.streams import EVENTS_STREAM
 from eventbus.subjects import ALL_EVENTS
 
@@ -278,7 +279,10 @@ class EventConsumer:
                 return
         where = Delivery(seq, delivered, msg.subject)
         try:
-            event = decode(msg.data)
+            event = decode_on(msg.subject, msg.data)
+        except SubjectMismatch as exc:
+            await self._park(msg, where, str(exc))
+            return
         except InvalidEvent as exc:
             await self._park(msg, where, f"undecodable event: {exc}")
             return

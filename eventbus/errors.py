@@ -51,6 +51,19 @@ class ConcurrencyConflict(BusError):
         )
 
 
+class Fenced(BusError):
+    """A leader's decision was refused by the server: a newer election was stored after its own. Never retry;
+    the term is over."""
+
+    def __init__(self, subject_filter: str, expected: int, detail: str = "") -> None:
+        self.subject_filter = subject_filter
+        self.expected = expected
+        super().__init__(
+            f"fenced: a newer election than the one at sequence {expected} is on {subject_filter}"
+            + (f" ({detail})" if detail else "")
+        )
+
+
 class InvalidEvent(BusError):
     """A message is not a valid event of the catalog (bad JSON, unknown type, wrong fields)."""
 

@@ -338,6 +338,7 @@ class SelfplayComplete(Event, tag="SELFPLAY_COMPLETE", kw_only=True):
     num_samples: Small = 0
     data: ArtifactRef | None = None
     model_id: Ref | None = None  # the model that played, None for random play
+    attempt: Small = 0  # the work item's attempt that wrote it; 0: written before results carried one
 
 
 class TrainingStarted(Event, tag="TRAINING_STARTED", kw_only=True):
@@ -367,6 +368,7 @@ class TrainingComplete(Event, tag="TRAINING_COMPLETE", kw_only=True):
     metrics: Annotated[dict[Name, Measure], Meta(max_length=64)] = {}
     input_batches: Annotated[list[Ref], Meta(max_length=128)] = []
     parent_model: Ref | None = None
+    attempt: Small = 0  # the work item's attempt that wrote it; 0: written before results carried one
 
 
 class EvaluationComplete(Event, tag="EVALUATION_COMPLETE", kw_only=True):
@@ -388,6 +390,7 @@ class EvaluationComplete(Event, tag="EVALUATION_COMPLETE", kw_only=True):
     gate: bool = False  # the promotion gate's match, stopped by the sequential test
     verdict: Name = ""  # the gate's SPRT verdict: H1 (promote), H0, max_games
     llr: Measure | None = None  # ... and its log-likelihood ratio
+    attempt: Small = 0  # the work item's attempt that wrote it; 0: written before results carried one
 
 
 class ModelPromoted(Event, tag="MODEL_PROMOTED", kw_only=True):

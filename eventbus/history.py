@@ -7,6 +7,7 @@ it needs no ack and no durable state, and the client resets it on any gap.
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -19,7 +20,8 @@ from nats.js.api import DeliverPolicy, StreamState
 
 from eventbus.connection import Bus
 from eventbus.errors import BusUnavailable, InvalidEvent
-from eventbus.events import Event, decode
+from eventbus.events import Event
+from eventbus.integrity import decode_on
 from eventbus.streams import EVENTS_STREAM
 from eventbus.subjects import ALL_EVENTS
 
@@ -103,6 +105,43 @@ NO_MESSAGE_FOUND = 10037
 API_TIMEOUT_S = 10.0
 
 
+class _StoredMsg(msgspec.Struct):
+    subject: str
+    seq: int
+    data: str = ""
+
+
+class _ApiError(msgspec.Struct):
+    code: int = 0
+    err_code: int = 0
+    description: str = ""
+
+
+class _MsgGetReply(msgspec.Struct):
+    message: _StoredMsg | None = None
+    error: _ApiError | None = None
+
+
+_get_decoder = msgspec.json.Decoder(_MsgGetReply)
+NO_MESSAGE_FOUND = 10037
+
+
+async def last_on(bus: Bus, subject: str, *, stream: str = EVENTS_STREAM, timeout: float = 5.0) -> Record | None:
+    """The newest stored message on `subject` (wildcards allowed), or None when there is none."""
+    request = msgspec.json.encode({"last_by_subj": subject})
+    try:
+        msg = await bus.nc.request(f"$JS.API.STREAM.MSG.GET.{stream}", request, timeout=timeout)
+    except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+        raise BusUnavailable(f"JetStream did not answer reading the last message on {subject}: {exc}") from None
+    answer = _get_decoder.decode(msg.data)
+    if answer.error is not None:
+        if answer.error.err_code == NO_MESSAGE_FOUND:
+            return None
+        raise BusUnavailable(f"reading the last message on {subject}: {answer.error.description}")
+    assert answer.message is not None
+    return Record(answer.message.seq, answer.message.subject, base64.b64decode(answer.message.data))
+
+
 async def replay(
     bus: Bus,
     on_record: Callable[[Record], None],
@@ -179,11 +218,11 @@ def _by_time(when: dt.datetime) -> nats.js.api.ConsumerConfig:
 async def events(
     bus: Bus, *, subject: str = ALL_EVENTS, start_seq: int = 1, end_seq: int | None = None
 ) -> AsyncIterator[tuple[int, Event | InvalidEvent]]:
-    """The decoded events of a range, in order; an undecodable one is yielded as its InvalidEvent."""
+    """The decoded events of a range, in order; an undecodable one, or one disagreeing with its subject, is yielded as its InvalidEvent."""
     records: list[Record] = []
     await replay(bus, records.append, subject=subject, start_seq=start_seq, end_seq=end_seq)
     for record in records:
         try:
-            yield record.seq, decode(record.data)
+            yield record.seq, decode_on(record.subject, record.data)
         except InvalidEvent as exc:
             yield record.seq, exc

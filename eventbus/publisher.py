@@ -1,5 +1,11 @@
 """Appending events to JetStream: idempotent by event id, optionally conditional, pipelined in bulk.
 
+A leader's decision is published fenced (`FenceToken`): JetStream stores it only while the
+newest message on the role's election subjects is still the leader's own LEADER_ELECTED, in
+the same step that stores it. A fenced publish is sent once, never retried here: the caller's
+term decides whether it may still try again after a lost ack (services/leadership/term.py), and
+a refusal (`Fenced`) means the term is over.
+
 Acks are routed by our own reply subscription instead of nats-py's `publish_async`: its
 futures never time out and an error reply raises inside its callback, leaving the future
 pending forever. Here every pending ack has a deadline and every error becomes a value.
@@ -17,7 +23,7 @@ from nats.aio.msg import Msg
 
 from eventbus import tracing
 from eventbus.connection import Bus
-from eventbus.errors import BusError, BusUnavailable, ConcurrencyConflict, StorageFull, storage_full
+from eventbus.errors import BusError, BusUnavailable, ConcurrencyConflict, Fenced, StorageFull, storage_full
 from eventbus.events import Event, checked, stamp
 from eventbus.subjects import aggregate_filter
 
@@ -30,6 +36,13 @@ class Published(msgspec.Struct, frozen=True):
     event: Event
     seq: int
     duplicate: bool = False
+
+
+class FenceToken(msgspec.Struct, frozen=True):
+    """A leadership's fence: the stream sequence of its LEADER_ELECTED, on the role's election subjects."""
+
+    subject_filter: str  # rr.evt.leader.<role>.LEADER_ELECTED.*: only elections are written there
+    seq: int
 
 
 class PublisherStats(msgspec.Struct, frozen=True):
@@ -120,15 +133,23 @@ class Publisher:
         """Give an event its envelope (id, time, source, and the current trace when tracing is on) as this node."""
         return stamp(event, self._bus.node_id, tracing.current_traceparent() if tracing.ENABLED else None)
 
-    async def publish(self, event: Event, *, expect_last_seq: int | None = None) -> Published:
-        """Append one event; with `expect_last_seq`, only if its aggregate's last sequence is still that.
+    async def publish(
+        self, event: Event, *, expect_last_seq: int | None = None, fence: FenceToken | None = None
+    ) -> Published:
+        """Append one event; with `expect_last_seq`, only if its aggregate's last sequence is still that;
+        with `fence`, only if no election was stored after the fence's (one try, no retry).
 
-        Raises ConcurrencyConflict when another event of the aggregate was appended since,
-        BusUnavailable when no ack came within the retry budget.
+        Raises ConcurrencyConflict when another event of the aggregate was appended since, Fenced
+        when the fence is stale, BusUnavailable when no ack came within the retry budget.
         """
+        if expect_last_seq is not None and fence is not None:
+            raise ValueError("a publish carries one expected-last-subject-sequence check: the fence or the aggregate's")
         event = self.stamp(event)
-        headers = self._headers(event, expect_last_seq)
+        headers = self._headers(event, expect_last_seq, fence)
         data = checked(event)  # an event no reader would accept is refused here, not parked everywhere
+        if fence is not None:
+            reply = await self._send_and_wait(event.subject(), data, headers)
+            return self._count(self._published(event, reply, None, fence))
         deadline = time.monotonic() + self._retry_for
         delay = 0.05
         while True:
@@ -186,9 +207,12 @@ class Publisher:
         return published
 
     @staticmethod
-    def _headers(event: Event, expect_last_seq: int | None) -> dict[str, str]:
+    def _headers(event: Event, expect_last_seq: int | None, fence: FenceToken | None = None) -> dict[str, str]:
         headers = {"Nats-Msg-Id": event.id}
-        if expect_last_seq is not None:
+        if fence is not None:
+            headers["Nats-Expected-Last-Subject-Sequence"] = str(fence.seq)
+            headers["Nats-Expected-Last-Subject-Sequence-Subject"] = fence.subject_filter
+        elif expect_last_seq is not None:
             headers["Nats-Expected-Last-Subject-Sequence"] = str(expect_last_seq)
             headers["Nats-Expected-Last-Subject-Sequence-Subject"] = aggregate_filter(
                 event.aggregate, event.aggregate_id()
@@ -198,10 +222,14 @@ class Publisher:
         return headers
 
     @staticmethod
-    def _published(event: Event, reply: _PubAckReply, expect_last_seq: int | None) -> Published:
+    def _published(
+        event: Event, reply: _PubAckReply, expect_last_seq: int | None, fence: FenceToken | None = None
+    ) -> Published:
         if reply.error is None:
             return Published(event, reply.seq, reply.duplicate)
         err = reply.error
+        if err.err_code == WRONG_LAST_SEQUENCE and fence is not None:
+            raise Fenced(fence.subject_filter, fence.seq, err.description)
         if err.err_code == WRONG_LAST_SEQUENCE and expect_last_seq is not None:
             raise ConcurrencyConflict(aggregate_filter(event.aggregate, event.aggregate_id()), expect_last_seq)
         if storage_full(err.err_code, err.description or ""):

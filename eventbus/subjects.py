@@ -53,6 +53,15 @@ def source_filter(node: str) -> str:
     return f"{EVENTS_ROOT}.*.*.*.{token(node)}"
 
 
+def election_filter(role: str) -> str:
+    """Subject filter covering every LEADER_ELECTED of one role: the fence of that role's decisions.
+
+    Only elections are written there (LEADER_LOST has its own type token), so the newest
+    message on it is always the current leadership's announcement.
+    """
+    return f"{EVENTS_ROOT}.leader.{token(role)}.LEADER_ELECTED.*"
+
+
 def heartbeat_subject(node: str) -> str:
     """Subject of one node's heartbeats."""
     return f"{TELEMETRY_ROOT}.hb.{token(node)}"

@@ -18,7 +18,8 @@ from typing import Any, Generic, Protocol, TypeVar, Union
 import msgspec
 
 from eventbus.errors import InvalidEvent
-from eventbus.events import EVENT_TYPES, Event, decode, strict_decoder
+from eventbus.events import EVENT_TYPES, Event, strict_decoder
+from eventbus.integrity import decode_on, mismatch
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,11 @@ def total(apply: A) -> A:
 
     applied.__wrapped_fold__ = apply  # type: ignore[attr-defined]
     return applied  # type: ignore[return-value]
+
+
+def disagreeing(state: S, seq: int, event: Event, problem: str) -> S:
+    """`state` with an event whose body disagrees with its subject recorded as an anomaly, not applied."""
+    return rejected(state, seq, event, f"subject and body disagree: {problem}")
 
 
 def at_position(state: S, seq: int) -> S:
@@ -185,6 +191,10 @@ class Folder(Generic[S]):
         except InvalidEvent as exc:
             self._state = undecodable(self._state, seq, kind, str(exc))
             return
+        problem = mismatch(record.subject, event)
+        if problem is not None:
+            self._state = disagreeing(self._state, seq, event, problem)
+            return
         self._state = self.projection.apply(self._state, event, seq)
 
 
@@ -202,7 +212,7 @@ class UntilFolder(Folder[S]):
             return
         kind = type_of(record.subject)
         try:
-            event = decode(record.data)
+            event = decode_on(record.subject, record.data)
         except InvalidEvent as exc:
             self._seq = record.seq
             if kind in self._reads:

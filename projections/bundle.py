@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import msgspec
 
 from eventbus.events import Event
-from projections import cluster, data, elo, models, taint, work
+from projections import cluster, data, elo, fence, models, taint, work
 from projections.base import Anomaly, Projection, Record, fold_events, fold_records, total
 
 PARTS: dict[str, Projection[msgspec.Struct]] = {  # type: ignore[type-var]
@@ -56,6 +56,13 @@ def part_name(projection: Projection[msgspec.Struct]) -> str | None:  # type: ig
         if part.name == projection.name and part.version == projection.version:
             return name
     return None
+
+
+def believing(state: ProjectionSet, candidates: Sequence[str]) -> ProjectionSet:
+    """The set with every fenced part believing elections of these candidates only (empty: any node's)."""
+    changes = {name: fence.believing(getattr(state, name), candidates)
+               for name in PARTS if hasattr(getattr(state, name), "fence")}
+    return msgspec.structs.replace(state, **changes)
 
 
 def aligned(state: ProjectionSet) -> ProjectionSet:

@@ -10,7 +10,7 @@ from eventbus.events import Event, HostOffline, HostOnline, HostResources, Leade
 from projections.base import Anomaly, Projection, rejected, total
 from projections.fence import Fence, screen
 
-VERSION = 1
+VERSION = 2  # 2: elections believed only from candidates announcing their own win; epoch-less decisions dropped
 
 
 class LeaderInfo(msgspec.Struct, frozen=True, kw_only=True):

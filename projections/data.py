@@ -10,11 +10,15 @@ import msgspec
 from eventbus.events import DataSyncComplete, DataSyncPlanned, Event, LeaderElected, SelfplayComplete
 from projections import withdrawal
 from projections.base import Anomaly, Projection, config_key, rejected, total
+from projections import attempts as attempt_rule
+from projections.attempts import Attempts, late
 from projections.fence import Fence, screen
 from projections.pmap import PMap
 from projections.withdrawal import Withdrawals
 
-VERSION = 2  # 2: batches of failed or cancelled items do not count (projections/withdrawal.py)
+# 2: batches of failed or cancelled items do not count (projections/withdrawal.py)
+# 3: batches of superseded attempts are anomalies (projections/attempts.py)
+VERSION = 3
 
 
 class Batch(msgspec.Struct, frozen=True, kw_only=True):
@@ -86,6 +90,7 @@ class DataState(msgspec.Struct, frozen=True, kw_only=True):
     withdrawals: Withdrawals = msgspec.field(default_factory=Withdrawals)  # items whose batches do not count
     by_work: PMap[str, tuple[str, ...]] = msgspec.field(default_factory=PMap)  # work id -> its batch ids
     fence: Fence = msgspec.field(default_factory=Fence)
+    attempts: Attempts = msgspec.field(default_factory=Attempts)  # only the current attempt's results count
     anomalies: tuple[Anomaly, ...] = ()
     anomaly_count: int = 0
 
@@ -200,6 +205,10 @@ _HANDLERS = {
 @total
 def apply(state: DataState, event: Event, seq: int) -> DataState:
     """The data after one event at stream position `seq`; stale sync plans are dropped."""
+    if event.type_name() in attempt_rule.READS:  # which attempts may still report
+        state = msgspec.structs.replace(state, attempts=attempt_rule.learned(state.attempts, state.fence.view, event))
+        if event.type_name() not in withdrawal.READS:
+            return msgspec.structs.replace(state, last_seq=seq)
     state, admitted = screen(state, event, seq)
     if not admitted:
         return state
@@ -207,6 +216,10 @@ def apply(state: DataState, event: Event, seq: int) -> DataState:
         return msgspec.structs.replace(state, last_seq=seq)
     if event.type_name() in withdrawal.READS:
         return item_ended(state, event, seq)
+    if isinstance(event, SelfplayComplete):
+        problem = late(state.attempts, event.work_id, event.attempt, event.node)
+        if problem is not None:
+            return rejected(state, seq, event, problem)
     handler = _HANDLERS.get(type(event))
     if handler is None:
         return msgspec.structs.replace(state, last_seq=seq)
@@ -223,5 +236,7 @@ PROJECTION: Projection[DataState] = Projection(
     version=VERSION,
     initial=DataState,
     apply=apply,
-    reads=frozenset({LeaderElected.type_name(), *withdrawal.READS, *(t.type_name() for t in _HANDLERS)}),
+    reads=frozenset({
+        LeaderElected.type_name(), *attempt_rule.READS, *withdrawal.READS, *(t.type_name() for t in _HANDLERS),
+    }),
 )

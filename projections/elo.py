@@ -12,12 +12,21 @@ import datetime as dt
 import msgspec
 
 from eventbus.events import Event, EvaluationComplete, ModelPromoted, ModelRated, TrainingComplete
+from projections import attempts as attempt_rule
 from projections import withdrawal
-from projections.base import Anomaly, Projection, config_key, total
+from projections.attempts import Attempts, late
+from projections.base import Anomaly, Projection, config_key, rejected, total
 from projections.pmap import PMap
 from projections.withdrawal import Withdrawals
+from services.leadership.fencing import FenceView
 
-VERSION = 3  # 2: ratings from evaluation items that ended failed or cancelled do not count; 3: MODEL_RATED
+# 2: ratings from evaluation items that ended failed or cancelled do not count; 3: MODEL_RATED
+# 4: ratings from superseded attempts are anomalies (projections/attempts.py)
+VERSION = 4
+
+# This history keeps no fence: with the server refusing a deposed leader's decisions, every stored
+# assignment is taken (a log written before then may hold a stale one, which can only widen what counts).
+_NO_FENCE = FenceView()
 
 
 class Rating(msgspec.Struct, frozen=True, kw_only=True):
@@ -58,6 +67,7 @@ class EloState(msgspec.Struct, frozen=True, kw_only=True):
     configs: PMap[str, str] = msgspec.field(default_factory=PMap)  # model id -> config
     withdrawals: Withdrawals = msgspec.field(default_factory=Withdrawals)  # items whose ratings do not count
     ratings: PMap[str, ScaleRating] = msgspec.field(default_factory=PMap)  # player -> its newest rating
+    attempts: Attempts = msgspec.field(default_factory=Attempts)  # only the current attempt's ratings count
     anomalies: tuple[Anomaly, ...] = ()
     anomaly_count: int = 0
 
@@ -65,7 +75,14 @@ class EloState(msgspec.Struct, frozen=True, kw_only=True):
 @total
 def apply(state: EloState, event: Event, seq: int) -> EloState:
     """The Elo history after one event at stream position `seq`."""
+    if event.type_name() in attempt_rule.READS:
+        state = msgspec.structs.replace(state, attempts=attempt_rule.learned(state.attempts, _NO_FENCE, event))
+        if event.type_name() not in withdrawal.READS:
+            return msgspec.structs.replace(state, last_seq=seq)
     if isinstance(event, EvaluationComplete):
+        problem = late(state.attempts, event.work_id, event.attempt, event.node)
+        if problem is not None:
+            return rejected(state, seq, event, problem)
         rating = Rating(
             seq=seq, at=event.ts, work_id=event.work_id, node=event.node, opponent=event.opponent, games=event.games,
             wins=event.wins, losses=event.losses, draws=event.draws, win_rate=event.win_rate, elo=event.elo,
@@ -128,5 +145,5 @@ PROJECTION: Projection[EloState] = Projection(
     initial=EloState,
     apply=apply,
     reads=frozenset({EvaluationComplete.type_name(), TrainingComplete.type_name(), ModelPromoted.type_name(),
-                     ModelRated.type_name(), *withdrawal.READS}),
+                     ModelRated.type_name(), *withdrawal.READS, *attempt_rule.READS}),
 )

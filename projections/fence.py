@@ -9,12 +9,13 @@ the rule's FenceView as data and `learn` mirrors what EpochFence.judge_and_learn
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import msgspec
 
 from eventbus.events import Event, LeaderElected
-from services.leadership.fencing import ADMITTED, FenceView, Verdict, judge
+from services.leadership.fencing import ADMITTED, LEADER_DECISIONS, FenceView, Verdict, judge, unbelieved_reason
 
 DROPPED_KEPT = 50  # the newest dropped decisions kept for forensics; `dropped` counts all
 
@@ -27,7 +28,7 @@ class FencedDecision(msgspec.Struct, frozen=True, kw_only=True):
     seq: int
     type: str
     about: str
-    epoch: int
+    epoch: int | None
     verdict: str
     reason: str
     source: str = ""
@@ -44,13 +45,12 @@ class Fence(msgspec.Struct, frozen=True, kw_only=True):
 def learn(view: FenceView, event: Event, verdict: Verdict) -> FenceView:
     """What the fence knows after an event it judged (as EpochFence.judge_and_learn records it)."""
     epoch = event.epoch
-    if epoch is None:
+    if epoch is None or verdict is Verdict.UNBELIEVED_ELECTION:
         return view
     if isinstance(event, LeaderElected):
         newest = {**view.newest, event.role: epoch} if verdict is Verdict.ELECTION else view.newest
-        return FenceView(
-            newest=newest, role_of={**view.role_of, epoch: event.role},
-            newest_known=max(view.newest_known, epoch), newest_unknown=view.newest_unknown,
+        return msgspec.structs.replace(
+            view, newest=newest, role_of={**view.role_of, epoch: event.role}, newest_known=max(view.newest_known, epoch),
         )
     if verdict is Verdict.UNKNOWN_NEW:
         return msgspec.structs.replace(view, newest_unknown=epoch)
@@ -61,19 +61,24 @@ def reason(view: FenceView, event: Event, verdict: Verdict) -> str:
     """Why the fence refused an event, in a sentence."""
     epoch = event.epoch
     by = f" by {event.source}" if event.source else ""
+    if verdict is Verdict.NO_EPOCH:
+        return f"leader decision{by} without an epoch: only a leadership term publishes {event.type_name()}"
+    if verdict is Verdict.UNBELIEVED_ELECTION:
+        return unbelieved_reason(view, event)
     if verdict is Verdict.STALE:
         role = view.role_of[epoch]  # type: ignore[index]
         return f"stale decision of epoch {epoch}{by}: {role} leadership is at epoch {view.newest[role]}"
     if verdict is Verdict.STALE_ELECTION:
         role = getattr(event, "role", "?")
         return f"stale election of epoch {epoch}{by}: {role} leadership is at epoch {view.newest.get(role)}"
-    newest = max(view.newest_known, view.newest_unknown)
-    return f"decision of epoch {epoch}{by} that no election announced, not newer than epoch {newest}"
+    if view.newest_known:
+        return f"decision of epoch {epoch}{by} that no believed election announced (a made-up epoch)"
+    return f"decision of epoch {epoch}{by} that no election announced, older than epoch {view.newest_unknown}"
 
 
 def step(fence: Fence, event: Event, seq: int) -> tuple[Fence, bool]:
     """The fence after judging one event, and whether the event may take effect."""
-    if event.epoch is None:
+    if event.epoch is None and type(event) not in LEADER_DECISIONS:
         return fence, True
     verdict = judge(fence.view, event)
     view = learn(fence.view, event, verdict)
@@ -91,9 +96,22 @@ def step(fence: Fence, event: Event, seq: int) -> tuple[Fence, bool]:
     )
 
 
+def believing(state: F, candidates: Sequence[str]) -> F:
+    """`state` whose fence believes elections of these candidates only (empty: of any node).
+
+    The candidates are configuration (leadership.candidates, else the hosts file's p2p_voters),
+    given to a fold before it reads: the log cannot say who may lead, or a forged election could.
+    """
+    view = state.fence.view
+    if view.candidates == tuple(candidates):
+        return state
+    fence = msgspec.structs.replace(state.fence, view=msgspec.structs.replace(view, candidates=tuple(candidates)))
+    return msgspec.structs.replace(state, fence=fence)
+
+
 def screen(state: F, event: Event, seq: int) -> tuple[F, bool]:
     """`state` with its fence updated by the event, and whether the event may take effect."""
-    if event.epoch is None:
+    if event.epoch is None and type(event) not in LEADER_DECISIONS:
         return state, True
     fence, admitted = step(state.fence, event, seq)
     if fence is not state.fence:

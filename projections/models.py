@@ -15,10 +15,12 @@ from eventbus.events import (
     TrainingComplete,
 )
 from projections.base import Anomaly, Projection, config_key, rejected, total
+from projections import attempts as attempt_rule
+from projections.attempts import Attempts, late
 from projections.fence import Fence, screen
 from projections.pmap import PMap
 
-VERSION = 1
+VERSION = 2  # 2: domain results of superseded attempts are anomalies
 
 
 class Training(msgspec.Struct, frozen=True, kw_only=True):
@@ -73,6 +75,7 @@ class ModelsState(msgspec.Struct, frozen=True, kw_only=True):
     models: PMap[str, ModelInfo] = msgspec.field(default_factory=PMap)
     promoted: dict[str, str] = {}  # config -> model id
     fence: Fence = msgspec.field(default_factory=Fence)
+    attempts: Attempts = msgspec.field(default_factory=Attempts)  # only the current attempt's results count
     anomalies: tuple[Anomaly, ...] = ()
     anomaly_count: int = 0
 
@@ -145,11 +148,18 @@ _HANDLERS = {
 @total
 def apply(state: ModelsState, event: Event, seq: int) -> ModelsState:
     """The models after one event at stream position `seq`; stale promotions are dropped."""
+    if event.type_name() in attempt_rule.READS:  # read only to know which attempts may still report
+        attempts = attempt_rule.learned(state.attempts, state.fence.view, event)
+        return msgspec.structs.replace(state, last_seq=seq, attempts=attempts)
     state, admitted = screen(state, event, seq)
     if not admitted:
         return state
     if isinstance(event, LeaderElected):  # read only to teach the fence
         return msgspec.structs.replace(state, last_seq=seq)
+    if isinstance(event, TrainingComplete):
+        problem = late(state.attempts, event.work_id, event.attempt, event.node)
+        if problem is not None:
+            return rejected(state, seq, event, problem)
     handler = _HANDLERS.get(type(event))
     if handler is None:
         return msgspec.structs.replace(state, last_seq=seq)
@@ -166,5 +176,5 @@ PROJECTION: Projection[ModelsState] = Projection(
     version=VERSION,
     initial=ModelsState,
     apply=apply,
-    reads=frozenset({LeaderElected.type_name(), *(t.type_name() for t in _HANDLERS)}),
+    reads=frozenset({LeaderElected.type_name(), *attempt_rule.READS, *(t.type_name() for t in _HANDLERS)}),
 )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 import msgspec
@@ -16,7 +16,7 @@ from eventbus.connection import Bus
 from eventbus.events import utcnow
 from eventbus.history import Record, first_stored_at, last_sequence, replay
 from eventbus.snapshots import kept_objects, load_snapshot
-from projections import bundle
+from projections import bundle, fence
 from projections.base import Folder, Projection, UntilFolder
 from projections.snapshot import SnapshotHeader, decode_snapshot, encode_snapshot, read_header
 from services.snapshotting import load_state, save_state
@@ -81,6 +81,15 @@ def _with_progress(fold: Callable[[Record], None], progress: Progress | None) ->
     return counted
 
 
+def believing(state: S, candidates: Sequence[str]) -> S:
+    """`state` whose fences believe elections of these candidates only (empty: leave it as it is)."""
+    if not candidates:
+        return state
+    if isinstance(state, bundle.ProjectionSet):
+        return bundle.believing(state, candidates)  # type: ignore[return-value]
+    return fence.believing(state, candidates) if hasattr(state, "fence") else state
+
+
 async def state_at_seq(
     bus: Bus,
     projection: Projection[S] = bundle.PROJECTION,
@@ -88,13 +97,17 @@ async def state_at_seq(
     *,
     use_snapshot: bool = True,
     progress: Progress | None = None,
+    candidates: Sequence[str] = (),
 ) -> Rebuilt[S]:
-    """The projection as of stream sequence `seq` (default: now): snapshot if one fits, then the records after it."""
+    """The projection as of stream sequence `seq` (default: now): snapshot if one fits, then the records after it.
+
+    With `candidates`, elections of other nodes are not believed (see projections/fence.py `believing`).
+    """
     started = time.perf_counter()
     end = await last_sequence(bus)
     end = end if seq is None else min(seq, end)
     state, snapshot_seq, ignored = await _start(bus, projection, use_snapshot=use_snapshot, not_after_seq=end)
-    folder = Folder(projection, state)
+    folder = Folder(projection, believing(state, candidates))
     folded = await replay(bus, _with_progress(folder, progress), start_seq=folder.state.last_seq + 1, end_seq=end)
     result = projection.finished(folder.state)
     return Rebuilt(state=result, snapshot_seq=snapshot_seq, snapshot_ignored=ignored, folded=folded,
@@ -110,6 +123,7 @@ CLOCK_SKEW = dt.timedelta(minutes=5)
 async def state_at_time(
     bus: Bus, at: dt.datetime, projection: Projection[S] = bundle.PROJECTION, *,
     use_snapshot: bool = True, progress: Progress | None = None, skew: dt.timedelta = CLOCK_SKEW,
+    candidates: Sequence[str] = (),
 ) -> Rebuilt[S]:
     """The projection as it was at `at`: every event in log order while its time is not after `at`.
 
@@ -123,7 +137,7 @@ async def state_at_time(
     newest = getattr(state, "last_ts", None)
     if newest is not None and newest > at:  # a log whose times are not its storage times
         state, snapshot_seq, ignored = projection.initial(), 0, f"snapshot at seq {snapshot_seq} holds events after {at}"
-    folder = UntilFolder(projection, at, state)
+    folder = UntilFolder(projection, at, believing(state, candidates))
     folded = await replay(bus, _with_progress(folder, progress), start_seq=state.last_seq + 1, stop=lambda: folder.done)
     return Rebuilt(state=projection.finished(folder.state), snapshot_seq=snapshot_seq, snapshot_ignored=ignored,
                    folded=folded, seconds=time.perf_counter() - started)

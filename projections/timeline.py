@@ -14,7 +14,8 @@ from collections.abc import Iterable
 import msgspec
 
 from eventbus.errors import InvalidEvent
-from eventbus.events import Event, HostOffline, HostOnline, LeaderElected, LeaderLost, decode
+from eventbus.events import Event, HostOffline, HostOnline, LeaderElected, LeaderLost
+from eventbus.integrity import decode_on
 from eventbus.subjects import EVENTS_ROOT, aggregate_filter, type_filter
 from projections import bundle
 from projections.base import Record, type_of, undecodable
@@ -141,7 +142,7 @@ class TimelineBuilder:
     def __call__(self, record: Record) -> None:
         """Fold one stored record, and keep its line when it is selected."""
         try:
-            event = decode(record.data)
+            event = decode_on(record.subject, record.data)
         except InvalidEvent as exc:
             self.state = undecodable(self.state, record.seq, type_of(record.subject), str(exc))
             if self.selector == Selector():

@@ -27,7 +27,9 @@ from projections.base import Anomaly, Projection, config_key, rejected, total
 from projections.fence import Fence, screen
 from projections.pmap import PMap
 
-VERSION = 2  # 2: failures and late completions (handed-back attempts do not count)
+# 2: failures and late completions (handed-back attempts do not count)
+# 3: elections believed only from candidates announcing their own win; epoch-less decisions dropped
+VERSION = 3
 
 
 class WorkStatus(enum.Enum):

@@ -12,6 +12,7 @@ from eventbus.connection import Bus
 from eventbus.events import (
     Event,
     HostOnline,
+    LeaderElected,
     WorkAdded,
     WorkAssigned,
     WorkAttemptFailed,
@@ -22,8 +23,8 @@ from eventbus.events import (
 )
 from eventbus.follow import follow
 from eventbus.history import Record, events
-from eventbus.publisher import Publisher
-from eventbus.subjects import type_filter
+from eventbus.publisher import FenceToken, Publisher
+from eventbus.subjects import election_filter, type_filter
 from projections import work
 from services.leadership.term import Term
 from services.options import CommonOptions
@@ -34,11 +35,17 @@ from services.scheduler.settings import SchedulerSettings
 Behaviour = Callable[[WorkAssigned], str]  # "complete", "hang" or "fail"
 
 
-async def run_scheduler(bus: Bus, settings: SchedulerSettings, epoch: int = 1) -> asyncio.Task[None]:
-    """The assignment loop of one leader term, in this process."""
+async def run_scheduler(bus: Bus, settings: SchedulerSettings, epoch: int = 1, fence: FenceToken | None = None) -> asyncio.Task[None]:
+    """The assignment loop of one leader term, in this process (fenced by the server when `fence` is given)."""
     ctx = ServiceContext("scheduler", bus, RrConfig(scheduler=settings), CommonOptions(nats_url=None, node_id="sched", config_path=None))
-    term = Term("scheduler", "sched", epoch, None, ctx.publisher, lambda: True)
+    term = Term("scheduler", "sched", epoch, None, ctx.publisher, lambda: True, fence=fence)
     return asyncio.create_task(assignment_loop(ctx, term))
+
+
+async def elected(pub: Publisher, epoch: int, node: str = "sched") -> FenceToken:
+    """Store a scheduler LEADER_ELECTED of `epoch`; the fence of its term."""
+    published = await pub.publish(LeaderElected(role="scheduler", node=node, epoch=epoch))
+    return FenceToken(election_filter("scheduler"), published.seq)
 
 
 async def simulated_worker(bus: Bus, node: str, behaviour: Behaviour, work_s: float = 0.0) -> None:
@@ -84,10 +91,10 @@ async def _answer(pub: Publisher, node: str, job: WorkAssigned, what: str, work_
         await pub.publish(WorkCompleted(work_id=job.work_id, node=node, attempt=job.attempt))
 
 
-async def online(pub: Publisher, *nodes: str) -> None:
-    """Declare nodes online (what the membership leader would)."""
+async def online(pub: Publisher, *nodes: str, epoch: int | None = None) -> None:
+    """Declare nodes online (what the membership leader of `epoch` would)."""
     for node in nodes:
-        await pub.publish(HostOnline(node=node))
+        await pub.publish(HostOnline(node=node, epoch=epoch))
 
 
 async def add_items(pub: Publisher, count: int, prefix: str = "w", **extra: Any) -> list[str]:

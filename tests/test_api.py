@@ -118,7 +118,7 @@ async def test_new_events_reach_status_and_the_live_feed_in_order(nats_url: str,
         assert (feed["oldest_seq"], feed["last_seq"]) == (4, 8)
         assert feed["events"][-1]["text"] == "work w-1 added by operator: selfplay square8_2p, 1000 games"
 
-        await api.publish(ev.HostOnline(node="gpu-7", roles=["selfplay"], version="0.1.1"))
+        await api.publish(ev.HostOnline(node="gpu-7", roles=["selfplay"], version="0.1.1", epoch=4))
 
         async def gpu7_alive() -> bool:
             status = (await api.get("/status")).json()

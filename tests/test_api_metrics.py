@@ -63,10 +63,10 @@ async def test_every_family_is_scraped_and_moves_with_the_events(nats_url: str, 
             _at(0.5, ev.WorkAssigned(work_id="w-m", node="gpu-1", attempt=1, deadline=T0 + dt.timedelta(hours=1), epoch=4)),
             _at(1, ev.WorkStarted(work_id="w-m", node="gpu-1", attempt=1)),
             _at(3, ev.WorkAttemptFailed(work_id="w-m", node="gpu-1", attempt=1, reason="exit 1")),
-            _at(4, ev.ModelPromoted(model_id="m-2", board_type="hex8", num_players=2, sha256="cd" * 32)),
+            _at(4, ev.ModelPromoted(model_id="m-2", board_type="hex8", num_players=2, sha256="cd" * 32, epoch=4)),
             _at(4, ev.ModelDistributed(model_id="m-2", node="gpu-2", sha256="cd" * 32)),
-            _at(5, ev.LeaderElected(role="scheduler", node="gpu-2", epoch=5)),
-            _at(5, ev.HostOffline(node="gpu-3", reason="heartbeat_timeout")),
+            msgspec.structs.replace(_at(5, ev.LeaderElected(role="scheduler", node="gpu-2", epoch=5)), source="gpu-2"),
+            _at(5, ev.HostOffline(node="gpu-3", reason="heartbeat_timeout", epoch=5)),
         )
         await wait_caught_up(api.base, late[-1].seq)
         after = await _scrape(api)

@@ -81,7 +81,7 @@ async def test_an_event_published_while_the_page_is_open_appears_in_the_feed_and
 
             await eventually(lambda: shows("gpu-3", "w-2", "m-hex8-2"), timeout=20, message="the page loaded the cluster")
             assert not await shows("gpu-8")
-            await api.publish(ev.HostOnline(node="gpu-8", roles=["selfplay"], version="0.2.0", resources=ev.HostResources(cpu_count=4)))
+            await api.publish(ev.HostOnline(node="gpu-8", roles=["selfplay"], version="0.2.0", resources=ev.HostResources(cpu_count=4), epoch=4))
             await eventually(lambda: shows("host gpu-8 online"), timeout=10, message="the feed shows the new event")
             await eventually(lambda: shows("4 of 5"), timeout=10, message="the header counts gpu-8 as alive")
 

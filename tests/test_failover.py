@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from eventbus.connection import Bus, connect
-from eventbus.events import ConfigChanged, Event, LeaderElected, LeaderLost, utcnow
+from eventbus.events import ConfigChanged, Event, HostOnline, LeaderElected, LeaderLost, WorkAssigned, utcnow
 from eventbus.history import events
 from eventbus.natsserver import NatsCluster
 from eventbus.publisher import Publisher
@@ -29,6 +29,8 @@ from eventbus.streams import StreamSettings, provision
 from services.leadership.fencing import EpochFence
 from services.leadership.settings import LeadershipSettings
 from tests.procs.leader_fleet import ROOT, Fleet, write_config
+from tests.scheduler_harness import add_items
+from tests.test_scheduler_faults import SimNodes, sim_nodes  # noqa: F401 - the fixture
 
 TTL = 2
 
@@ -162,14 +164,52 @@ async def test_a_frozen_leader_is_fenced_and_announces_its_loss_when_it_wakes(
     assert lost.epoch == first.epoch and lost.reason == "lease not renewed before its deadline"
     fence = EpochFence()
     takeover = log.index(next(e for e in log if isinstance(e, LeaderElected) and e.epoch == second.epoch))
-    late_old_ticks = [e for e in log[takeover:] if isinstance(e, ConfigChanged) and e.epoch == first.epoch]
     admitted_after = [e for i, e in enumerate(log) if fence.admit(e) and i > takeover and e in ticks(log)]
     assert admitted_after and all(e.epoch == second.epoch for e in admitted_after)
-    assert fence.statistics().dropped_stale == len(late_old_ticks)
-    # The old leader's clock told it to stop: at most a decision already on its way when it froze.
-    assert len(late_old_ticks) <= 1
+    # The server refuses a decision stored after a newer election, whatever the frozen leader's clock said.
+    assert [e for e in log[takeover:] if isinstance(e, ConfigChanged) and e.epoch == first.epoch] == []
+    assert fence.statistics().dropped_stale == 0
     assert [e for e in log[takeover + 1 :] if isinstance(e, LeaderElected)] == []  # the woken node did not grab it back
     assert_epochs_unique(log)
+
+
+async def test_a_leader_frozen_mid_burst_stores_no_decision_after_its_successors_election(
+    bus: Bus, nats_url: str, tmp_path: Path, sim_nodes: SimNodes, eventually: Any
+) -> None:
+    config = tmp_path / "rr.yaml"
+    config.write_text(
+        f"leadership:\n  ttl_s: {TTL}\n  tick_s: 0.05\n"
+        "membership:\n  heartbeat_interval_s: 0.2\n  missed_beats_offline: 5\n"
+        "scheduler:\n  default_max_parallel_jobs: 16\n  populator_enabled: false\npipeline:\n  enabled: false\n"
+    )
+    pub = Publisher(bus)
+    with Fleet(nats_url, ["a", "b"], config, tmp_path) as fleet:
+        for n in ("n1", "n2", "n3", "n4"):
+            sim_nodes.start(n, "--work-s", "0.01")
+        first = await settled_leader(bus, fleet, eventually)
+        await eventually(lambda: _at_least(bus, HostOnline, 4), timeout=30, interval=0.1, message=f"nodes online\n{fleet.logs()}")
+        ids = await add_items(pub, 1500)
+        await eventually(lambda: _at_least(bus, WorkAssigned, 100), timeout=30, interval=0.1, message="assignments flow")
+        fleet[first.node].signal(signal.SIGSTOP)
+        sim_nodes.kill("n4")  # a HOST_OFFLINE is owed while the leader is frozen
+        second = await eventually(lambda: election_after(bus, first.epoch), timeout=6 * TTL, interval=0.05,
+                                  message="a successor takes over from the frozen leader")
+        await eventually(lambda: _ticks_of(bus, second.epoch, 3), timeout=10, interval=0.1, message="the successor acts")
+        fleet[first.node].signal(signal.SIGCONT)
+        await eventually(lambda: _lost(bus, first.epoch), timeout=10, interval=0.1, message="LEADER_LOST on resume")
+        await eventually(lambda: _ticks_of(bus, second.epoch, 20), timeout=10, interval=0.1, message="time passes after it")
+        stored = [(seq, e) async for seq, e in events(bus) if isinstance(e, Event)]
+    takeover = next(seq for seq, e in stored if isinstance(e, LeaderElected) and e.epoch == second.epoch)
+    by_old = [(seq, e.type_name()) for seq, e in stored if e.epoch == first.epoch and not isinstance(e, (LeaderElected, LeaderLost))]
+    assert by_old and len({t for _, t in by_old}) >= 2, "the old leader was deciding when it froze"
+    assert [d for d in by_old if d[0] > takeover] == [], "0 decisions of the old epoch stored after the successor's election"
+    kinds = {e.type_name() for seq, e in stored if seq > takeover and e.epoch == second.epoch}
+    assert {"WORK_ASSIGNED", "HOST_OFFLINE"} <= kinds and len(ids) == 1500
+    assert_epochs_unique([e for _, e in stored])
+
+
+async def _at_least(bus: Bus, kind: type, count: int) -> bool:
+    return sum(isinstance(e, kind) for e in await read_log(bus)) >= count
 
 
 async def _lost(bus: Bus, epoch: int | None) -> LeaderLost | None:

@@ -25,12 +25,13 @@ def _incident() -> list[ev.Event]:
     """A leader change in the middle of a retried work item, with a stale decision and a zombie worker."""
     facts: list[tuple[str, ev.Event]] = [
         ("gpu-0", ev.LeaderElected(role="scheduler", node="gpu-0", ttl_s=3.0, epoch=7)),
-        *(("gpu-0", ev.HostOnline(node=n, roles=["selfplay"], version="0.1.0", resources=CPU)) for n in ("gpu-1", "gpu-2", "gpu-3")),
+        *(("gpu-0", ev.HostOnline(node=n, roles=["selfplay"], version="0.1.0", resources=CPU, epoch=7))
+          for n in ("gpu-1", "gpu-2", "gpu-3")),
         ("gpu-0", ev.WorkAdded(work_id="w-1", work_type="selfplay", board_type="hex8", num_players=2, num_games=500,
                                requested_by="operator")),
         ("gpu-0", ev.WorkAssigned(work_id="w-1", node="gpu-2", attempt=1, deadline=T0 + dt.timedelta(hours=1), epoch=7)),
         ("gpu-2", ev.WorkStarted(work_id="w-1", node="gpu-2", attempt=1, pid=4242)),
-        ("gpu-0", ev.HostOffline(node="gpu-2", reason="heartbeat_timeout", silence_s=15.2, last_seen=T0)),
+        ("gpu-0", ev.HostOffline(node="gpu-2", reason="heartbeat_timeout", silence_s=15.2, last_seen=T0, epoch=7)),
         ("gpu-0", ev.WorkAttemptFailed(work_id="w-1", node="gpu-2", attempt=1, reason="node gpu-2 offline", epoch=7)),
         ("gpu-0", ev.WorkAssigned(work_id="w-1", node="gpu-3", attempt=2, deadline=T0 + dt.timedelta(hours=1), epoch=7)),
         ("gpu-3", ev.WorkStarted(work_id="w-1", node="gpu-3", attempt=2, pid=77)),
@@ -41,7 +42,7 @@ def _incident() -> list[ev.Event]:
         ("gpu-2", ev.WorkCompleted(work_id="w-1", node="gpu-2", attempt=1, duration_s=40.0)),  # the zombie, back
         # What w-1 fed: a model, its evaluation, promotion and copies.
         ("gpu-3", ev.SelfplayComplete(batch_id="b-1", work_id="w-1", node="gpu-3", board_type="hex8", num_players=2,
-                                      num_games=500, num_samples=16000)),
+                                      num_games=500, num_samples=16000, attempt=2)),
         ("gpu-1", ev.SelfplayComplete(batch_id="b-2", work_id="w-0", node="gpu-1", board_type="hex8", num_players=2,
                                       num_games=300, model_id="m-0")),
         ("gpu-1", ev.TrainingComplete(model_id="m-1", work_id="w-5", node="gpu-1", board_type="hex8", num_players=2,
@@ -53,7 +54,7 @@ def _incident() -> list[ev.Event]:
                                    reason="win rate 0.68 >= 0.55", evaluation_work_id="w-6", previous_model="m-0", epoch=9)),
         ("gpu-1", ev.ModelDistributed(model_id="m-1", node="gpu-1", sha256="ab" * 32, seconds=0.1)),
         ("gpu-3", ev.ModelDistributed(model_id="m-1", node="gpu-3", sha256="ab" * 32, seconds=2.1)),
-        ("gpu-1", ev.ModelDistributionComplete(model_id="m-1", nodes=["gpu-1", "gpu-3"], seconds=2.3)),
+        ("gpu-1", ev.ModelDistributionComplete(model_id="m-1", nodes=["gpu-1", "gpu-3"], seconds=2.3, epoch=9)),
     ]
     # Stamped here, one second apart, so that the test can ask for the cluster "as it was at" a time.
     return [
@@ -91,7 +92,7 @@ async def test_the_work_items_timeline_explains_the_incident_in_order(nats_url: 
         (5, "work w-1 added by operator: selfplay hex8_2p, 500 games", ""),
         (6, "work w-1 attempt 1 assigned to gpu-2 (epoch 7)", ""),
         (7, "work w-1 attempt 1 started on gpu-2 (pid 4242)", ""),
-        (8, "host gpu-2 offline: no heartbeat for 15.2s", ""),
+        (8, "host gpu-2 offline: no heartbeat for 15.2s (epoch 7)", ""),
         (9, "work w-1 attempt 1 failed on gpu-2: node gpu-2 offline (epoch 7)", ""),
         (10, "work w-1 attempt 2 assigned to gpu-3 (epoch 7)", ""),
         (11, "work w-1 attempt 2 started on gpu-3 (pid 77)", ""),

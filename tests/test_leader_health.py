@@ -71,7 +71,7 @@ def test_the_status_view_marks_a_leader_with_loops_down_and_leaves_a_vacant_role
 
 async def test_the_api_status_and_dashboard_data_show_the_leaders_loops_down(nats_url: str) -> None:
     async with running_api(nats_url) as api:
-        await api.publish(LeaderElected(role="scheduler", node="c3", ttl_s=3, epoch=1))
+        await api.publish(LeaderElected(role="scheduler", node="c3", ttl_s=3, epoch=1, source="c3"))  # c3 announces its own win
         bucket = LeaseBucket(api.bus)
         await bucket.ensure()
         holder = LeaseValue(node="c3", incarnation="x", epoch=0, ttl_s=30, acquired_at=T0,

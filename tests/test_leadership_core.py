@@ -16,6 +16,9 @@ from eventbus.events import (
     ConfigChanged,
     HostOnline,
     LeaderElected,
+    ModelPromoted,
+    WorkAttemptFailed,
+    WorkStarted,
     LeaderLost,
     WorkAssigned,
 )
@@ -228,19 +231,42 @@ def test_roles_are_fenced_independently() -> None:
     assert fence.judge_and_learn(tick(9)) is Verdict.CURRENT
 
 
-def test_events_without_an_epoch_are_not_decisions() -> None:
+def test_events_without_an_epoch_are_not_decisions_but_a_leader_decision_without_one_is_never_admitted() -> None:
     fence = EpochFence()
     fence.admit(elected("scheduler", "a", 10))
-    assert fence.judge_and_learn(HostOnline(node="n")) is Verdict.NOT_A_DECISION
+    assert fence.judge_and_learn(WorkStarted(work_id="w", node="n", attempt=1)) is Verdict.NOT_A_DECISION
+    assert fence.judge_and_learn(WorkAttemptFailed(work_id="w", node="n", attempt=1, reason="x")) is Verdict.NOT_A_DECISION
+    assert fence.judge_and_learn(tick(None)) is Verdict.NOT_A_DECISION  # operators record config changes too
+    for decision in (HostOnline(node="n"), WorkAssigned(work_id="w", node="n", attempt=1, deadline=T0),
+                     ModelPromoted(model_id="m", board_type="hex8", num_players=2, sha256="ab"), elected("scheduler", "b", 0)):
+        assert fence.judge_and_learn(msgspec.structs.replace(decision, epoch=None)) is Verdict.NO_EPOCH
+    assert fence.statistics().dropped_no_epoch == 4
 
 
-def test_an_unnamed_epoch_is_admitted_only_when_newer_than_everything() -> None:
+def test_an_election_is_believed_only_from_a_candidate_announcing_its_own_win_with_an_unused_epoch() -> None:
+    fence = EpochFence(candidates=("a", "b"))
+    assert fence.judge_and_learn(elected("scheduler", "a", 10)) is Verdict.ELECTION
+    forged = [
+        elected("scheduler", "gpu-1", 999),  # not a candidate
+        msgspec.structs.replace(elected("scheduler", "b", 999), source="a"),  # a announcing b's win
+        elected("promoter", "b", 10),  # the scheduler's epoch, reused
+    ]
+    for event in forged:
+        assert fence.judge_and_learn(event) is Verdict.UNBELIEVED_ELECTION
+    assert fence.newest("scheduler") == 10 and fence.newest("promoter") is None
+    assert fence.admit(tick(10)) and not fence.admit(tick(7))
+    assert fence.statistics().unbelieved_elections == 3
+
+
+def test_an_unnamed_epoch_is_taken_on_trust_only_by_a_fence_that_knows_no_election() -> None:
     fence = EpochFence()
-    fence.admit(elected("scheduler", "a", 10))
-    assert fence.admit(tick(40))  # a fence that started mid-log
+    assert fence.admit(tick(40))  # a log whose elections aged out of retention
     assert not fence.admit(tick(30))  # older than an admitted unnamed epoch
-    assert not fence.admit(tick(7))  # older than a named one
-    assert fence.statistics().dropped_unknown == 2
+    fence.admit(elected("scheduler", "a", 50))
+    assert not fence.admit(tick(999))  # no election named it: made up
+    assert not fence.admit(tick(7))
+    assert fence.admit(tick(50))
+    assert fence.statistics().dropped_unknown == 3
 
 
 def test_a_late_election_of_an_older_epoch_is_stale() -> None:

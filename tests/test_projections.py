@@ -276,17 +276,19 @@ def test_a_stale_leaders_assignment_is_dropped_and_counted() -> None:
 def test_cluster_leaders_nodes_and_alive_peers() -> None:
     log = [
         ev.LeaderElected(role="scheduler", node="gpu-1", epoch=3, ts=T0),
-        *(ev.HostOnline(node=n, roles=["selfplay"], version="0.1.0", ts=T0) for n in NODES),
-        ev.HostOffline(node="gpu-2", reason="heartbeat_timeout", silence_s=15.2, ts=T0),
+        *(ev.HostOnline(node=n, roles=["selfplay"], version="0.1.0", ts=T0, epoch=3) for n in NODES),
+        ev.HostOffline(node="gpu-2", reason="heartbeat_timeout", silence_s=15.2, ts=T0, epoch=3),
         ev.LeaderLost(role="scheduler", node="gpu-1", reason="lease expired", ts=T0),
-        ev.HostOffline(node="gpu-9", reason="heartbeat_timeout", ts=T0),
+        ev.HostOffline(node="gpu-9", reason="heartbeat_timeout", ts=T0, epoch=3),
+        ev.HostOnline(node="gpu-7", ts=T0),  # no epoch: no leader's decision
         ev.LeaderElected(role="scheduler", node="gpu-2", epoch=2, ts=T0),  # older than epoch 3: fenced out
     ]
     state = fold_events(cluster.PROJECTION, numbered(log))
     assert cluster.alive_peers(state) == 2 and state.nodes["gpu-2"].offline_count == 1
     leader = state.leaders["scheduler"]
     assert (leader.node, leader.epoch, leader.reason) == (None, 3, "gpu-1 lost it: lease expired")
-    assert [a.about for a in state.anomalies] == ["gpu-9"] and state.fence.dropped == 1
+    assert [a.about for a in state.anomalies] == ["gpu-9"] and state.fence.dropped == 2 and "gpu-7" not in state.nodes
+    assert "without an epoch" in state.fence.last_dropped[0].reason
 
 
 def test_models_promotion_distribution_and_a_corrupt_copy() -> None:
@@ -321,6 +323,34 @@ def test_data_freshness_and_transfers() -> None:
     assert data.freshness_s(config, T0 + dt.timedelta(minutes=6)) == 60.0
     assert state.batches["b-1"].nodes == ("gpu-1", "gpu-3") and state.transfer_counts == {"done": 1}
     assert [a.about for a in state.anomalies] == ["b-1"]
+
+
+def test_data_and_models_count_only_the_current_attempts_results() -> None:
+    def assigned(attempt: int, node: str) -> ev.WorkAssigned:
+        return ev.WorkAssigned(work_id="w-1", node=node, attempt=attempt, deadline=T0, epoch=3)
+
+    def batch(batch_id: str, node: str, attempt: int) -> ev.SelfplayComplete:
+        return ev.SelfplayComplete(batch_id=batch_id, work_id="w-1", node=node, board_type="hex8", num_players=2,
+                                   num_games=100, attempt=attempt, ts=T0)
+
+    def trained(model_id: str, node: str, attempt: int) -> ev.TrainingComplete:
+        return ev.TrainingComplete(model_id=model_id, work_id="w-1", node=node, board_type="hex8", num_players=2,
+                                   attempt=attempt)
+
+    log = [ev.LeaderElected(role="scheduler", node="s", epoch=3), assigned(1, "gpu-1"), assigned(2, "gpu-2"),
+           batch("b-late", "gpu-1", 1), batch("b-now", "gpu-2", 2), trained("m-late", "gpu-1", 1), trained("m-now", "gpu-2", 2)]
+    everything = fold_all_events(numbered(log))
+    assert list(everything.data.batches.keys()) == ["b-now"] and everything.data.configs["hex8_2p"].games == 100
+    assert "m-late" not in everything.models.models and "m-now" in everything.models.models
+    rated = ev.EvaluationComplete(model_id="m-now", work_id="w-1", node="gpu-1", opponent="random", games=10, wins=9,
+                                  losses=1, elo=1700.0, attempt=1)
+    everything = fold_all_events(numbered([*log, rated]))
+    assert elo.latest_elo(everything.elo, "m-now") is None and everything.elo.anomaly_count == 1
+    late = [(a.type, a.reason) for part in (everything.data, everything.models) for a in part.anomalies]
+    assert late == [
+        ("SELFPLAY_COMPLETE", "late result of w-1 attempt 1 on gpu-1: attempt 2 on gpu-2 is current"),
+        ("TRAINING_COMPLETE", "late result of w-1 attempt 1 on gpu-1: attempt 2 on gpu-2 is current"),
+    ]
 
 
 def test_elo_history_per_model_and_config() -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from eventbus.connection import Bus
 from eventbus.events import (
+    Event,
     HostOffline,
     WorkAdded,
     WorkAssigned,
@@ -18,6 +19,7 @@ from eventbus.events import (
     WorkFailed,
     WorkHandedBack,
 )
+from eventbus.history import events
 from eventbus.publisher import Publisher
 from projections import work
 from services.commands.work import not_applied
@@ -27,6 +29,7 @@ from services.scheduler.settings import SchedulerSettings
 from tests.scheduler_harness import (
     add_items,
     all_in,
+    elected,
     attempt_violations,
     online,
     read_log,
@@ -189,20 +192,30 @@ async def test_an_attempt_past_its_deadline_is_failed_and_retried(bus: Bus, even
 
 
 async def test_two_acting_leaders_never_assign_the_same_attempt_twice(bus: Bus, eventually: Any) -> None:
-    """A split brain (both terms may act): the expected-last-sequence check lets only one decision per item state land."""
+    """A split brain (both terms' clocks say they may act): the server stores only the newest election's decisions."""
     pub = Publisher(bus)
-    await online(pub, "n1", "n2")
+    old_fence = await elected(pub, 1)
+    await online(pub, "n1", "n2", epoch=1)
     workers = [asyncio.create_task(simulated_worker(bus, n, lambda job: "complete")) for n in ("n1", "n2")]
     settings = SchedulerSettings(default_max_parallel_jobs=8)
-    leaders = [await run_scheduler(bus, settings), await run_scheduler(bus, settings)]
+    old = await run_scheduler(bus, settings, epoch=1, fence=old_fence)
     try:
         ids = await add_items(pub, 100)
+        await eventually(lambda: _assigned_by(bus, 1), timeout=30, message="the first leader assigns")
+        new_fence = await elected(pub, 2)
+        new = await run_scheduler(bus, settings, epoch=2, fence=new_fence)
         await eventually(lambda: all_in(bus, work.WorkStatus.COMPLETED, ids), timeout=30)
+        await asyncio.wait_for(old, timeout=10)  # fenced out: its loop ended on the first refused decision
     finally:
-        await stop(*leaders, *workers)
-    log = await read_log(bus)
-    assert attempt_violations(log) == []
-    assert all(e.attempt == 1 for e in log if isinstance(e, WorkAssigned))
+        await stop(old, new, *workers)
+    stored = [(seq, e) async for seq, e in events(bus) if isinstance(e, Event)]
+    assert attempt_violations([e for _, e in stored]) == []
+    assert all(e.attempt == 1 for _, e in stored if isinstance(e, WorkAssigned))
+    assert [seq for seq, e in stored if seq > new_fence.seq and e.epoch == 1] == []
+
+
+async def _assigned_by(bus: Bus, epoch: int) -> bool:
+    return any(isinstance(e, WorkAssigned) and e.epoch == epoch for e in await read_log(bus))
 
 
 async def test_a_new_leader_starts_from_the_last_leaders_snapshot_and_folds_the_same_queue(bus: Bus, eventually: Any) -> None:

@@ -15,11 +15,16 @@ from eventbus.events import (
     ModelRated,
     SelfplayComplete,
     TrainingComplete,
+    LeaderElected,
     WorkAdded,
+    WorkAssigned,
     WorkCompleted,
     WorkFailed,
+    WorkHandedBack,
+    WorkStarted,
 )
 from projections.pmap import enc_hook
+from tests.event_samples import SAMPLE_TIME
 from services.scheduler.pipeline import decide
 from services.scheduler.pipeline_settings import PipelineSettings
 from services.scheduler.pipeline_view import PipelineView, apply
@@ -195,6 +200,53 @@ def test_a_promotion_by_a_superseded_leader_takes_no_effect() -> None:
                  ModelPromoted(model_id=model, board_type="hex8", num_players=2, sha256="abc", generation=1, epoch=1),
                  evaluated(model, ANCHOR, 30, 5)], view)
     assert [e.model_id for e in only(decide(view, SETTINGS), ModelPromoted)] == [model]  # type: ignore[attr-defined]
+
+
+def assigned_to(work_id: str, attempt: int, node: str) -> WorkAssigned:
+    return WorkAssigned(work_id=work_id, node=node, attempt=attempt, deadline=SAMPLE_TIME, epoch=1)
+
+
+def test_a_late_result_of_a_superseded_attempt_changes_no_pipeline_decision() -> None:
+    view, model = candidate_view()
+    work_id = f"eval-{model}"
+    view = fold([LeaderElected(role="scheduler", node="s", epoch=1),
+                 assigned_to(work_id, 1, "n1"), assigned_to(work_id, 2, "n2")], view)
+    current = msgspec.structs.replace(evaluated(model, ANCHOR, 5, 30, work_id), node="n2", attempt=2)
+    late = msgspec.structs.replace(evaluated(model, ANCHOR, 30, 5, work_id), node="n1", attempt=1)
+    scored = fold([current], view)
+    after_late = fold([late], scored)
+    assert decide(after_late, SETTINGS) == decide(scored, SETTINGS) == []  # the current attempt lost, the winning report came too late
+    assert after_late.candidates == scored.candidates
+    [anomaly] = after_late.anomalies
+    assert anomaly.type == "EVALUATION_COMPLETE" and "late result of" in anomaly.reason and "attempt 2 on n2 is current" in anomaly.reason
+    # The same report from the current attempt would have promoted the model.
+    [promoted] = decide(fold([msgspec.structs.replace(late, node="n2", attempt=2)], view), SETTINGS)
+    assert isinstance(promoted, ModelPromoted)
+
+
+def test_a_handed_back_attempts_result_counts_until_a_newer_attempt_starts_as_its_completion_does() -> None:
+    view, model = candidate_view()
+    work_id = f"eval-{model}"
+    handed_back = fold([LeaderElected(role="scheduler", node="s", epoch=1), assigned_to(work_id, 1, "n1"),
+                        WorkHandedBack(work_id=work_id, node="n1", attempt=1, reason="worker stopped"),
+                        assigned_to(work_id, 2, "n2")], view)
+    result = msgspec.structs.replace(evaluated(model, ANCHOR, 30, 5, work_id), node="n1", attempt=1)
+    # Attempt 2 is assigned but not started: attempt 1 may still complete the item (projections/work.py).
+    assert only(decide(fold([result], handed_back), SETTINGS), ModelPromoted)
+    started = fold([WorkStarted(work_id=work_id, node="n2", attempt=2)], handed_back)
+    late_view = fold([result], started)
+    assert decide(late_view, SETTINGS) == [] and "late result of" in late_view.anomalies[-1].reason
+
+
+def test_results_written_before_attempts_were_carried_fold_unless_the_item_was_retried() -> None:
+    view, model = candidate_view()
+    work_id = f"eval-{model}"
+    old = evaluated(model, ANCHOR, 30, 5, work_id)  # attempt 0: no attempt on the wire
+    once = fold([LeaderElected(role="scheduler", node="s", epoch=1), assigned_to(work_id, 1, "n1")], view)
+    assert only(decide(fold([old], once), SETTINGS), ModelPromoted)
+    twice = fold([assigned_to(work_id, 2, "n2"), old], once)
+    assert decide(twice, SETTINGS) == [] and "which attempt wrote it is unknown" in twice.anomalies[-1].reason
+    assert only(decide(fold([old], view), SETTINGS), ModelPromoted), "an item never assigned in this fold is not judged"
 
 
 # Random logs: batches, evaluations with random scores, and the pipeline's own decisions fed back.

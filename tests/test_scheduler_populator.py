@@ -110,8 +110,8 @@ class FakeTerm:
     def may_act(self) -> bool:
         return True
 
-    async def publish(self, event: Event, *, expect_last_seq: int | None = None) -> Published:
-        return await self._publisher.publish(msgspec.structs.replace(event, epoch=self.epoch), expect_last_seq=expect_last_seq)
+    async def publish(self, event: Event) -> Published:
+        return await self._publisher.publish(msgspec.structs.replace(event, epoch=self.epoch))
 
 
 @contextlib.asynccontextmanager

@@ -52,7 +52,7 @@ async def test_a_corrupt_stored_batch_is_deleted_and_the_copy_planned_again(nats
         publisher = Publisher(bus)
         await publisher.publish(LeaderElected(role="scheduler", node="leader", epoch=1))
         for node in ("n1", "n2"):
-            await publisher.publish(HostOnline(node=node))
+            await publisher.publish(HostOnline(node=node, epoch=1))
         content = os.urandom(700_000)
         source = tmp_path / "n1" / "b1.npz"
         source.parent.mkdir()

@@ -5,16 +5,24 @@ raw:  js.publish_async of pre-stamped, pre-encoded payloads with Nats-Msg-Id hea
 ours: Publisher.publish_many of the equivalent unstamped Event objects; stamping, encoding
       and ack decoding are part of our code's cost, so they are inside the timing.
 Each round starts on a fresh RR_EVENTS stream and checks that every event landed.
+
+decisions: a leader's decisions as its term publishes them (Publisher.publish, one ack awaited
+      each, DECISION_WINDOW in flight as the assigner does), unfenced against fenced
+      (`Nats-Expected-Last-Subject-Sequence` on the role's election subjects), same events,
+      same run: the fence's cost per decision.
 Run: python -m ops.bench.bench_publish [--events 100000] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import asyncio
+import statistics
 from typing import Any
 
 from eventbus.connection import Bus
-from eventbus.publisher import Publisher
+from eventbus.events import LeaderElected
+from eventbus.publisher import FenceToken, Publisher
+from eventbus.subjects import election_filter
 from eventbus.streams import EVENTS_STREAM, StreamSettings
 from ops.bench.common import (
     Stopwatch,
@@ -32,6 +40,7 @@ from ops.bench.common import (
 )
 
 GOAL = 0.8
+DECISION_WINDOW = 256  # decisions in flight at once, as the assigner's PUBLISH_WINDOW
 
 
 def ack_timeout(events: int) -> float:
@@ -65,6 +74,36 @@ async def ours_round(publisher: Publisher, events: int) -> float:
     return rate
 
 
+async def decisions_round(publisher: Publisher, events: int, fenced: bool) -> float:
+    """Decisions/s of one-by-one publishes (DECISION_WINDOW in flight), with or without the fence header."""
+    fence = None
+    if fenced:
+        elected = await publisher.publish(LeaderElected(role="scheduler", node="bench", epoch=7))
+        fence = FenceToken(election_filter("scheduler"), elected.seq)
+    batch = sample_events(events)
+    clock = Stopwatch()
+    for start in range(0, events, DECISION_WINDOW):
+        window = batch[start:start + DECISION_WINDOW]
+        await asyncio.wait_for(asyncio.gather(*(publisher.publish(e, fence=fence) for e in window)), ack_timeout(len(window)))
+    return clock.rate(events)
+
+
+async def decisions(bus: Bus, publisher: Publisher, events: int, rounds: int, settings: StreamSettings) -> dict[str, Any]:
+    """Unfenced against fenced decisions, alternating; medians and the fence's cost per decision in microseconds."""
+
+    async def side(fenced: bool) -> float:
+        rate = await decisions_round(publisher, events, fenced)
+        await check_landed(bus, events + fenced)  # the fenced round's election is stored too
+        return rate
+
+    rates = await alternate(rounds, {"unfenced": lambda: side(False), "fenced": lambda: side(True)},
+                            lambda: fresh_events_stream(bus, settings))
+    unfenced, fenced = statistics.median(rates["unfenced"]), statistics.median(rates["fenced"])
+    return {"decisions": events, "unfenced_per_s": round(unfenced), "fenced_per_s": round(fenced),
+            "fence_cost_us": round((1 / fenced - 1 / unfenced) * 1e6, 2),
+            "unfenced_rounds": [round(r) for r in rates["unfenced"]], "fenced_rounds": [round(r) for r in rates["fenced"]]}
+
+
 async def check_landed(bus: Bus, events: int) -> None:
     """Every event of the round is in the stream exactly once."""
     info = await bus.js.stream_info(EVENTS_STREAM)
@@ -91,8 +130,9 @@ async def bench(events: int, rounds: int, settings: StreamSettings) -> dict[str,
         await ours_round(publisher, min(events, 2_000))  # warm both paths up: subscriptions, caches
         await raw_round(bus, min(events, 2_000))
         rates = await alternate(rounds, {"raw": raw, "ours": ours}, lambda: fresh_events_stream(bus, settings))
+        fence = await decisions(bus, publisher, max(1, events // 10), rounds, settings)
     return {"bench": "publish", "events": events, "rounds": rounds, "storage": settings.storage,
-            **summary(rates, ours="ours", raw="raw"), "goal": GOAL}
+            **summary(rates, ours="ours", raw="raw"), "goal": GOAL, "fence": fence}
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ import heapq
 import msgspec
 
 from eventbus.errors import InvalidEvent
-from eventbus.events import decode
+from eventbus.integrity import decode_on
 from eventbus.history import Record
 from projections import elo, work
 from projections.base import type_of
@@ -203,7 +203,7 @@ def work_status(state: ProjectionSet, *, limit: int, status: work.WorkStatus | N
 def feed_event(record: Record) -> FeedEvent:
     """A stored record as a feed line; an undecodable one says so instead of failing the page."""
     try:
-        event = decode(record.data)
+        event = decode_on(record.subject, record.data)
     except InvalidEvent as exc:
         return FeedEvent(
             seq=record.seq, type=type_of(record.subject) or "?", about="", source="", ts=None, epoch=None,

@@ -11,7 +11,7 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import msgspec
 
@@ -57,12 +57,14 @@ class ProjectionKeeper:
     def __init__(
         self, bus: Bus, *, snapshot_every: int, recent: int, snapshot_min_interval_s: float = 0.0,
         on_record: Callable[[Record], None] | None = None,
+        candidates: Sequence[str] = (),
     ) -> None:
         self._bus = bus
         self._on_record_hook = on_record  # sees every record folded (the metrics)
+        self._candidates = tuple(candidates)  # whose elections the fences believe (empty: any node's)
         self._snapshot_every = snapshot_every
         self._snapshot_pause = snapshot_min_interval_s
-        self._folder: Folder[ProjectionSet] = Folder(bundle.PROJECTION)
+        self._folder: Folder[ProjectionSet] = Folder(bundle.PROJECTION, bundle.believing(ProjectionSet(), candidates))
         self._position = 0  # the last sequence folded (the folder's state catches up when read)
         self._ring: collections.deque[Record] = collections.deque(maxlen=recent)
         self._caught_up = False
@@ -147,7 +149,7 @@ class ProjectionKeeper:
         loaded = await load_state(self._bus, bundle.PROJECTION, "api")
         if loaded is None:
             return
-        self._folder = Folder(bundle.PROJECTION, loaded.state)
+        self._folder = Folder(bundle.PROJECTION, bundle.believing(loaded.state, self._candidates))
         self._position = loaded.header.last_seq
         self._snapshot_seq = loaded.header.last_seq
 

@@ -16,7 +16,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from eventbus.errors import InvalidEvent
-from eventbus.events import decode
+from eventbus.integrity import decode_on
 from eventbus.history import Record
 from projections.base import type_of
 from services.api.fleetmetrics import OBSERVED, FleetObserver, Gauges
@@ -85,9 +85,9 @@ class FleetMetrics:
         if kind not in OBSERVED:
             return
         try:
-            event = decode(record.data)
+            event = decode_on(record.subject, record.data)
         except InvalidEvent:
-            return  # the projections record it as an anomaly
+            return  # unreadable or its body disagrees with its subject: the projections record it as an anomaly
         for sample in self._observer.observe(event):
             instrument = self._instruments[sample.name]
             target = instrument.labels(*(v for _, v in sample.labels)) if sample.labels else instrument

@@ -27,6 +27,7 @@ from services.api.metrics import FleetMetrics
 from services.api.routes import Api
 from services.api.server import make_server, open_server, serve_until
 from services.agent.resources import measured_disk
+from services.leadership.election import load_candidates
 from services.api.settings import resolved_port
 from services.api.tokens import load_table
 from services.commands.work import item_events
@@ -127,6 +128,7 @@ async def main(ctx: ServiceContext) -> None:
     keeper = ProjectionKeeper(
         ctx.bus, snapshot_every=settings.snapshot_every_events, recent=settings.recent_events,
         snapshot_min_interval_s=settings.snapshot_min_interval_s, on_record=metrics.on_record,
+        candidates=await load_candidates(ctx.config),
     )
     api = Api(
         keeper, settings, node_id=ctx.node_id, started=time.monotonic(), lag=ctx.loop_lag.statistics,

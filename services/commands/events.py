@@ -14,7 +14,8 @@ import msgspec
 
 from eventbus.connection import Bus
 from eventbus.errors import InvalidEvent
-from eventbus.events import EVENT_TYPES, Event, decode
+from eventbus.events import EVENT_TYPES, Event
+from eventbus.integrity import decode_on
 from eventbus.follow import follow, start_for_last
 from eventbus.history import Record, replay
 from eventbus.subjects import ALL_EVENTS, EVENTS_ROOT, token
@@ -99,7 +100,7 @@ def describe(seq: int, event: Event) -> str:
 def json_line(record: Record) -> str:
     """One line for machines: {"seq", "subject", "event"} or {"seq", "subject", "error"}."""
     try:
-        event: Event | None = decode(record.data)
+        event: Event | None = decode_on(record.subject, record.data)
     except InvalidEvent as exc:
         return msgspec.json.encode({"seq": record.seq, "subject": record.subject, "error": str(exc)}).decode()
     return msgspec.json.encode({"seq": record.seq, "subject": record.subject, "event": event}).decode()
@@ -108,7 +109,7 @@ def json_line(record: Record) -> str:
 def text_line(record: Record) -> str:
     """describe() of a record, or a line saying why it could not be decoded."""
     try:
-        return describe(record.seq, decode(record.data))
+        return describe(record.seq, decode_on(record.subject, record.data))
     except InvalidEvent as exc:
         return f"{record.seq:>8}  undecodable message on {record.subject}: {exc}"
 

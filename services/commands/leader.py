@@ -9,7 +9,9 @@ import msgspec
 
 from config.settings import load_config
 from eventbus.connection import Bus
-from eventbus.events import LeaderElected, decode, utcnow
+from eventbus.events import LeaderElected, utcnow
+from eventbus.errors import InvalidEvent
+from eventbus.integrity import decode_on
 from eventbus.follow import start_for_last
 from eventbus.history import Record, replay
 from eventbus.leases import LeaseBucket, LeaseRecord
@@ -62,7 +64,10 @@ async def last_elected(bus: Bus, role: str) -> LeaderElected | None:
     records: list[Record] = []
     await replay(bus, records.append, subject=subject, start_seq=start)
     for record in reversed(records):
-        event = decode(record.data)
+        try:
+            event = decode_on(record.subject, record.data)
+        except InvalidEvent:
+            continue  # unreadable, or its body disagrees with its subject: not an election to believe
         if isinstance(event, LeaderElected):
             return event
     return None

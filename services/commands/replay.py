@@ -7,11 +7,13 @@ import asyncio
 import datetime as dt
 import re
 
+from config.settings import load_config
 from eventbus.events import utcnow
 from projections import bundle
 from projections.rebuild import Rebuilt, state_at_seq, state_at_time
 from projections.status_view import status_view
 from services.commands import open_bus
+from services.leadership.election import load_candidates
 from services.commands.status import print_view, progress_on_stderr
 from services.options import add_common_arguments, common_options
 
@@ -58,9 +60,12 @@ def run(args: argparse.Namespace) -> int:
 
     async def go() -> Rebuilt[bundle.ProjectionSet]:
         async with open_bus(options, "replay") as bus:
+            candidates = await load_candidates(await asyncio.to_thread(load_config, options.config_path))
             if args.at is not None:
-                return await state_at_time(bus, args.at, use_snapshot=not args.no_snapshot, progress=progress_on_stderr)
-            return await state_at_seq(bus, seq=args.seq, use_snapshot=not args.no_snapshot, progress=progress_on_stderr)
+                return await state_at_time(bus, args.at, use_snapshot=not args.no_snapshot, progress=progress_on_stderr,
+                                           candidates=candidates)
+            return await state_at_seq(bus, seq=args.seq, use_snapshot=not args.no_snapshot, progress=progress_on_stderr,
+                                      candidates=candidates)
 
     rebuilt = asyncio.run(go())
     state = rebuilt.state

@@ -9,11 +9,13 @@ import sys
 
 import msgspec
 
+from config.settings import load_config
 from eventbus.events import utcnow
 from projections import bundle
 from projections.rebuild import Rebuilt, state_at_seq, store
 from projections.status_view import StatusView, status_view
 from services.commands import open_bus
+from services.leadership.election import load_candidates
 from services.options import add_common_arguments, common_options
 
 SLOW_FOLD_HINT = 100_000  # records folded past the snapshot worth a hint on stderr
@@ -45,7 +47,9 @@ def run(args: argparse.Namespace) -> int:
 
     async def go() -> Rebuilt[bundle.ProjectionSet]:
         async with open_bus(options, "status") as bus:
-            rebuilt = await state_at_seq(bus, use_snapshot=not args.no_snapshot, progress=progress_on_stderr)
+            candidates = await load_candidates(await asyncio.to_thread(load_config, options.config_path))
+            rebuilt = await state_at_seq(bus, use_snapshot=not args.no_snapshot, progress=progress_on_stderr,
+                                         candidates=candidates)
             if args.save_snapshot:
                 await store(bus, bundle.PROJECTION, rebuilt.state)
             return rebuilt

@@ -13,7 +13,8 @@ import msgspec
 from config.settings import load_config
 from eventbus.connection import Bus
 from eventbus.errors import InvalidConfig, InvalidEvent
-from eventbus.events import Event, decode
+from eventbus.events import Event
+from eventbus.integrity import decode_on
 from eventbus.history import Record, replay
 from eventbus.subjects import EVENTS_ROOT
 from projections.rebuild import CLOCK_SKEW
@@ -87,7 +88,7 @@ async def window_events(bus: Bus, since: dt.datetime, until: dt.datetime) -> lis
     out: list[tuple[int, Event]] = []
     for seq in sorted(records):
         try:
-            out.append((seq, decode(records[seq].data)))
+            out.append((seq, decode_on(records[seq].subject, records[seq].data)))
         except InvalidEvent:
             continue  # `rr dlq` and `rr timeline` report those; a window's inputs skip them
     return out

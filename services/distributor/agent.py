@@ -12,7 +12,7 @@ import asyncio
 import errno
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import msgspec
@@ -24,6 +24,7 @@ from eventbus.objects import BucketSpec, ObjectCorrupt, ObjectMissing, ObjectRep
 from eventbus.publisher import Publisher
 from projections import cluster, models
 from projections.base import Folder
+from projections.fence import believing
 from projections.models import ModelInfo, ModelsState
 from services.distributor import install
 from services.distributor.duties import StoreDuties
@@ -66,13 +67,14 @@ class DistributorAgent:
 
     def __init__(
         self, bus: Bus, publisher: Publisher, node: str, root: Path, settings: DistributionSettings, *,
-        replicas: int = 1, free_bytes: Callable[[Path], int] = install.free_bytes,
+        replicas: int = 1, free_bytes: Callable[[Path], int] = install.free_bytes, candidates: Sequence[str] = (),
     ) -> None:
         self._bus, self._publisher, self.node, self.root, self._settings = bus, publisher, node, root, settings
         self._replicas = replicas
         self._free_bytes = free_bytes
-        self._models = Folder(models.PROJECTION)
-        self._cluster = Folder(cluster.PROJECTION)
+        # Whose elections are believed: a promotion by anyone else's "term" installs nothing.
+        self._models = Folder(models.PROJECTION, believing(models.PROJECTION.initial(), candidates))
+        self._cluster = Folder(cluster.PROJECTION, believing(cluster.PROJECTION.initial(), candidates))
         self._checkpoints = Folder(CHECKPOINTS)
         self._failures = Folder(FAILURES)
         folders = [self._models, self._cluster, self._checkpoints, self._failures]

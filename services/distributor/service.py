@@ -12,6 +12,7 @@ from pathlib import Path
 
 from services.distributor.agent import DistributorAgent
 from services.distributor.layout import models_dir
+from services.leadership.election import load_candidates
 from services.runtime import ServiceContext
 
 log = logging.getLogger(__name__)
@@ -21,7 +22,8 @@ async def main(ctx: ServiceContext) -> None:
     """Reconcile this node's models dir with the log until stopped."""
     root = models_dir(ctx.config, dict(os.environ), Path.home())
     agent = DistributorAgent(
-        ctx.bus, ctx.publisher, ctx.node_id, root, ctx.config.distribution, replicas=ctx.config.streams.replicas
+        ctx.bus, ctx.publisher, ctx.node_id, root, ctx.config.distribution, replicas=ctx.config.streams.replicas,
+        candidates=await load_candidates(ctx.config),
     )
     log.info("distributor %s: models in %s, bucket %s", ctx.node_id, root, ctx.config.distribution.bucket)
     await agent.run(ctx.stopping)

@@ -20,10 +20,13 @@ import msgspec
 from config.hosts import load_hosts
 from config.settings import RrConfig
 from eventbus.connection import Bus
-from eventbus.errors import BusError, ConcurrencyConflict
+from eventbus.errors import BusError, ConcurrencyConflict, Fenced, InvalidEvent
 from eventbus.events import Event, LeaderElected, LeaderLost, utcnow
 from eventbus.leases import LeaseBucket, LeaseRecord, LeaseValue
-from eventbus.publisher import Publisher
+from eventbus.history import Record, last_on
+from eventbus.integrity import decode_on
+from eventbus.publisher import FenceToken, Publisher
+from eventbus.subjects import election_filter
 from services.leadership import lease
 from services.leadership.candidacy import Candidacy, candidacy
 from services.leadership.settings import LeadershipSettings
@@ -78,6 +81,7 @@ class Elector:
         self.node_id = node_id
         self.settings = settings
         self.publisher = publisher or Publisher(bus)
+        self._bus = bus
         self._bucket = LeaseBucket(bus, settings.bucket, replicas=replicas)
         timing = lease.timing_for(settings.ttl_s, settings.renew_every, settings.safety_margin)
         self._state = lease.initial_state(role, node_id, os.urandom(6).hex(), timing, candidate=candidate)
@@ -260,7 +264,8 @@ class Elector:
         term = self._state.term
         assert term is not None
         log.info("%s leads %s (epoch %d, previous leader %s)", self.node_id, self.role, term.epoch, term.previous_node)
-        handle = Term(self.role, self.node_id, term.epoch, term.previous_node, self.publisher, self._acting_as(term.epoch))
+        handle = Term(self.role, self.node_id, term.epoch, term.previous_node, self.publisher, self._acting_as(term.epoch),
+                      on_fenced=self._end_term)
         self._term_task = tasks.create_task(self._serve(handle, lead))
 
     async def _serve(self, term: Term, lead: LeadFn) -> None:
@@ -270,15 +275,66 @@ class Elector:
             if not term.may_act():
                 return
             await self._announce_late()  # an older term's end goes in the log before this one's start
-            elected = LeaderElected(
-                role=self.role, node=self.node_id, ttl_s=self.settings.ttl_s, previous_node=term.previous_node, epoch=term.epoch
-            )
-            if await self._announce(elected, term) and term.may_act():
+            term.fence = await self._announce(term)
+            if term.fence is None:
+                if term.may_act():
+                    self._end_term(f"a newer {self.role} election than epoch {term.epoch} is in the log")
+                return
+            if term.may_act():
                 await lead(term)
         except Exception as exc:  # the leader's work cannot run: give the role to someone else
             log.exception("%s leader work of epoch %d failed", self.role, term.epoch)
             self._term_failure = f"leader work failed: {type(exc).__name__}: {exc}"
             self._changed.set()
+
+    async def _announce(self, term: Term) -> FenceToken | None:
+        """Store this term's LEADER_ELECTED right after the newest election in the log; its fence, or None
+        when a newer election is already there (this term is stale and must not act)."""
+        subject = election_filter(self.role)
+        elected = self.publisher.stamp(LeaderElected(
+            role=self.role, node=self.node_id, ttl_s=self.settings.ttl_s, previous_node=term.previous_node, epoch=term.epoch
+        ))  # stamped once: a retry keeps its id, so JetStream stores it at most once
+        delay = self._state.timing.poll_s
+        while term.may_act():
+            try:
+                last = await last_on(self._bus, subject, timeout=self._state.timing.renew_every_s)
+                if last is not None:
+                    newest = _election_in(last)
+                    if newest is not None and newest.id == elected.id:
+                        return FenceToken(subject, last.seq)  # stored by a try whose ack was lost
+                    if newest is not None and (newest.epoch or 0) >= term.epoch and not await self._still_ours(term):
+                        return None
+                # Conditional on the newest election read: two announcements never interleave.
+                published = await self.publisher.publish(elected, fence=FenceToken(subject, last.seq if last else 0))
+                return FenceToken(subject, published.seq)
+            except Fenced:
+                continue  # another election landed between the read and the write: judge it
+            except BusError as exc:
+                # A bus away for a moment (a stream election, no quorum yet) is waited out while
+                # the lease holds: it is not a reason to give the term up.
+                if not exc.retryable:
+                    raise
+                log.warning("announcing %s epoch %d: %s; retrying", self.role, term.epoch, exc)
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, self._state.timing.renew_every_s)
+        return None
+
+    async def _still_ours(self, term: Term) -> bool:
+        """Whether the lease still holds this term: then an election of a newer epoch in the log is not
+        backed by the lease (revisions only grow, and none was written for anyone else since ours) and is
+        announced over, not obeyed."""
+        record = await self._bucket.read(self.role, timeout=self._state.timing.renew_every_s)
+        holder = record.holder
+        ours = holder is not None and holder.incarnation == self._state.incarnation and record.epoch == term.epoch
+        if ours:
+            log.warning("%s: the newest %s election in the log has an epoch the lease never gave; "
+                        "announcing epoch %d after it", self.node_id, self.role, term.epoch)
+        return ours
+
+    def _end_term(self, reason: str) -> None:
+        """End the current term at once (fenced out, or stale): the elector steps down on its next step."""
+        self._term_failure = reason
+        self._changed.set()
 
     async def _step_down(self, reason: str, announce_within: float | None = None) -> None:
         term = self._state.term
@@ -311,23 +367,6 @@ class Elector:
             # within its own bound; the TTL is the outer limit for anything else.
             await stop_tasks([task], self.settings.ttl_s)
 
-    async def _announce(self, elected: LeaderElected, term: Term) -> bool:
-        # A bus away for a moment (a stream election, no quorum yet) is waited out while the
-        # lease holds: it is not a reason to give the term up.
-        delay = self._state.timing.poll_s
-        stamped = self.publisher.stamp(elected)  # one id for every try: the stream stores it once
-        while term.may_act():
-            try:
-                await self.publisher.publish(stamped)
-                return True
-            except BusError as exc:
-                if not exc.retryable:
-                    raise
-                log.warning("announcing %s epoch %d: %s; retrying", self.role, term.epoch, exc)
-            await asyncio.sleep(delay)
-            delay = min(2 * delay, self._state.timing.renew_every_s)
-        return False
-
     async def _announce_late(self) -> None:
         """Record the ends of terms that the bus refused when they happened (oldest first)."""
         async with self._announcing:
@@ -352,6 +391,20 @@ def loop_summary(health: LoopHealth) -> str:
     if health.state is LoopState.RUNNING:
         return LoopState.RUNNING.value
     return f"{health.state.value}: {health.last_error[:LOOP_ERROR_CHARS]}" if health.last_error else health.state.value
+
+
+def _election_in(record: Record) -> LeaderElected | None:
+    try:
+        event = decode_on(record.subject, record.data)
+    except InvalidEvent:
+        return None  # not a believable election; the fence sequence is still this record's
+    return event if isinstance(event, LeaderElected) else None
+
+
+async def load_candidates(config: RrConfig) -> tuple[str, ...]:
+    """The nodes whose elections readers believe: `leadership.candidates`, else the hosts file's p2p_voters;
+    empty when neither names any (every node may campaign, and the server's permissions decide)."""
+    return (await load_candidacy(config, "")).candidates
 
 
 async def load_candidacy(config: RrConfig, node_id: str) -> Candidacy:

@@ -3,9 +3,16 @@
 Epochs are revisions of one lease bucket, so they are unique across roles and grow with
 time. The fence learns which role each epoch belongs to from LEADER_ELECTED events; a
 decision (any event carrying an epoch) is admitted iff its epoch is the newest known for
-its role. A decision whose epoch no election has named yet is admitted only if it is newer
-than every epoch known (a fence that started reading mid-log); such unknown epochs are
-treated as one role, so even they never go backwards.
+its role. A leader's decision (a type in LEADER_DECISIONS) without an epoch is not admitted once
+any election is known (`needs_epoch`): only a term stamps one, so an epoch-less promotion or
+assignment is no leader's.
+
+An election is believed only if a candidate (when the fence knows the candidates) announces its
+own win (its `node` is the publishing `source`, which the subject/body check ties to the subject
+the server's permissions granted) with an epoch no other role's election used. A decision of
+an epoch no believed election named is dropped: a term announces itself before it decides, so
+such an epoch is made up. Only a fence that knows no election at all (a log whose elections
+aged out of retention) admits an unnamed epoch, if it is not older than one admitted before.
 """
 
 from __future__ import annotations
@@ -14,7 +21,15 @@ import enum
 
 import msgspec
 
-from eventbus.events import Event, LeaderElected, LeaderLost
+from eventbus.authority import AUTHORITY
+from eventbus.events import EVENT_TYPES, Event, LeaderElected, LeaderLost
+
+# Event types only a leader's term publishes, from the authority table: those only coordinators
+# own (WORK_ADDED, WORK_ATTEMPT_FAILED, CONFIG_CHANGED ... are also a person's or a worker's, so
+# they are judged by epoch only when they carry one). LEADER_LOST ends a term and is always admitted.
+LEADER_DECISIONS: frozenset[type[Event]] = frozenset(
+    EVENT_TYPES[name] for name, grant in AUTHORITY.items() if grant.roles == {"coordinator"} and name != "LEADER_LOST"
+)
 
 
 class Verdict(enum.Enum):
@@ -26,8 +41,10 @@ class Verdict(enum.Enum):
     TERM_END = "term_end"  # a LEADER_LOST: a fact about a term, always admitted
     CURRENT = "current"  # a decision of the newest term of its role
     STALE = "stale"  # a decision of a superseded term: dropped
-    UNKNOWN_NEW = "unknown_new"  # a decision of an epoch no election named, newer than all: admitted
-    UNKNOWN_OLD = "unknown_old"  # a decision of an unnamed epoch that is not newer than all: dropped
+    UNKNOWN_NEW = "unknown_new"  # a decision of an unnamed epoch, to a fence that knows no election: admitted
+    UNKNOWN_OLD = "unknown_old"  # a decision of an epoch no believed election named: dropped
+    NO_EPOCH = "no_epoch"  # a leader decision (or election) without an epoch: dropped
+    UNBELIEVED_ELECTION = "unbelieved_election"  # announced by another node, or reusing another role's epoch
 
 
 ADMITTED = frozenset({Verdict.NOT_A_DECISION, Verdict.ELECTION, Verdict.TERM_END, Verdict.CURRENT, Verdict.UNKNOWN_NEW})
@@ -41,12 +58,15 @@ class FenceStatistics(msgspec.Struct, frozen=True, kw_only=True):
     stale_elections: int = 0
     dropped_stale: int = 0
     dropped_unknown: int = 0
+    dropped_no_epoch: int = 0
+    unbelieved_elections: int = 0
     dropped_by_role: dict[str, int] = {}
 
     @property
     def dropped(self) -> int:
         """Every decision the fence refused."""
-        return self.dropped_stale + self.dropped_unknown + self.stale_elections
+        return (self.dropped_stale + self.dropped_unknown + self.stale_elections + self.dropped_no_epoch
+                + self.unbelieved_elections)
 
 
 class FenceView(msgspec.Struct, frozen=True, kw_only=True):
@@ -56,29 +76,66 @@ class FenceView(msgspec.Struct, frozen=True, kw_only=True):
     role_of: dict[int, str] = {}
     newest_known: int = 0  # highest epoch any election named
     newest_unknown: int = 0  # highest unnamed epoch admitted
+    candidates: tuple[str, ...] = ()  # nodes whose elections are believed; empty: any node's
 
 
 def judge(view: FenceView, event: Event) -> Verdict:
     """The verdict on one event given what the fence knows before it."""
     epoch = event.epoch
     if epoch is None:
-        return Verdict.NOT_A_DECISION
+        return Verdict.NO_EPOCH if needs_epoch(view, event) else Verdict.NOT_A_DECISION
     if isinstance(event, LeaderLost):
         return Verdict.TERM_END
     if isinstance(event, LeaderElected):
+        if not believable(view, event):
+            return Verdict.UNBELIEVED_ELECTION
         return Verdict.ELECTION if epoch >= view.newest.get(event.role, 0) else Verdict.STALE_ELECTION
     role = view.role_of.get(epoch)
     if role is not None:
         return Verdict.CURRENT if epoch >= view.newest[role] else Verdict.STALE
-    if epoch > view.newest_known and epoch >= view.newest_unknown:
+    # Only a fence that knows no election at all (a log whose elections aged out of retention) takes
+    # an unnamed epoch on trust; once elections are known, an epoch none of them named is made up.
+    if view.newest_known == 0 and epoch >= view.newest_unknown:
         return Verdict.UNKNOWN_NEW
     return Verdict.UNKNOWN_OLD
+
+
+def needs_epoch(view: FenceView, event: Event) -> bool:
+    """Whether an epoch-less event is a leader decision that cannot be admitted without one.
+
+    An election always needs its epoch. Other decisions need one as soon as the fence knows any
+    election: leaders announce themselves before deciding, so from then on every real decision
+    carries its term's epoch. A fence that knows no election (a log whose elections aged out of
+    retention, or one written before terms stamped epochs) cannot tell and admits them.
+    """
+    return isinstance(event, LeaderElected) or (view.newest_known > 0 and type(event) in LEADER_DECISIONS)
+
+
+def believable(view: FenceView, event: LeaderElected) -> bool:
+    """Whether an election can be a lease's: a candidate announces its own win, with an epoch no other role has."""
+    if event.source and event.source != event.node:
+        return False
+    if view.candidates and event.node not in view.candidates:
+        return False
+    other = view.role_of.get(event.epoch) if event.epoch is not None else None
+    return other is None or other == event.role
+
+
+def unbelieved_reason(view: FenceView, event: Event) -> str:
+    """Why an election is not believed, in a sentence."""
+    if isinstance(event, LeaderElected) and event.source and event.source != event.node:
+        return f"election of {event.node} announced by {event.source}: a node announces only its own win"
+    if isinstance(event, LeaderElected) and view.candidates and event.node not in view.candidates:
+        return f"election of {event.node}, which is not a candidate ({', '.join(view.candidates)})"
+    other = view.role_of.get(event.epoch) if event.epoch is not None else None
+    return f"election reuses epoch {event.epoch} of the {other} role: epochs are unique lease revisions"
 
 
 class EpochFence:
     """Folds events in log order and says which of them may take effect; no I/O."""
 
-    def __init__(self) -> None:
+    def __init__(self, candidates: tuple[str, ...] = ()) -> None:
+        self._candidates = tuple(candidates)
         self._newest: dict[str, int] = {}
         self._role_of: dict[int, str] = {}
         self._newest_known = 0
@@ -93,6 +150,7 @@ class EpochFence:
             role_of=dict(self._role_of),
             newest_known=self._newest_known,
             newest_unknown=self._newest_unknown,
+            candidates=self._candidates,
         )
 
     def newest(self, role: str) -> int | None:
@@ -108,7 +166,7 @@ class EpochFence:
         verdict = judge(self._live_view(), event)
         self._counts[verdict] += 1
         epoch = event.epoch
-        if isinstance(event, LeaderElected) and epoch is not None:
+        if isinstance(event, LeaderElected) and epoch is not None and verdict in (Verdict.ELECTION, Verdict.STALE_ELECTION):
             self._role_of[epoch] = event.role
             self._newest_known = max(self._newest_known, epoch)
             if verdict is Verdict.ELECTION:
@@ -127,6 +185,7 @@ class EpochFence:
             role_of=self._role_of,
             newest_known=self._newest_known,
             newest_unknown=self._newest_unknown,
+            candidates=self._candidates,
         )
 
     def statistics(self) -> FenceStatistics:
@@ -138,5 +197,7 @@ class EpochFence:
             stale_elections=c[Verdict.STALE_ELECTION],
             dropped_stale=c[Verdict.STALE],
             dropped_unknown=c[Verdict.UNKNOWN_OLD],
+            dropped_no_epoch=c[Verdict.NO_EPOCH],
+            unbelieved_elections=c[Verdict.UNBELIEVED_ELECTION],
             dropped_by_role=dict(self._dropped_by_role),
         )

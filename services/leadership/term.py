@@ -1,45 +1,100 @@
-"""One leadership term as the leader's work sees it: its epoch, whether it may still act, fenced publishing."""
+"""One leadership term as the leader's work sees it: its epoch, whether it may still act, fenced publishing.
+
+Every decision is published with the term's fence (eventbus.publisher.FenceToken): JetStream
+stores it only while the role's newest LEADER_ELECTED is still this term's own, checked in the
+same step that stores it. So a leader paused after its last lease check (SIGSTOP, a long GC,
+a partition) cannot store a decision once a successor's election is in the log, whatever its
+clock says; the refusal (`Fenced`) ends the term at once.
+
+One publish carries one expected-last-subject-sequence check, and the fence takes it. The
+per-item optimistic concurrency that decisions had before (the item's last sequence) is
+replaced by two things that together give the same guarantee:
+  - only one term can store decisions at a time (the fence), and each term folds the log up to
+    its own election before deciding and reads back its own decisions before deciding again,
+    so no decision of the leader races another decision of a leader;
+  - what remains are races with non-leader writers of the same item (a worker's report, an
+    operator's cancel). Log order settles those: every fold judges each event against the item
+    as the log has it, by the transition table (projections/work.py), and records an event that
+    no longer fits (an assignment after a cancel, a failed attempt that had completed) as an
+    anomaly instead of applying it. The leader re-checks the item in its own fold just before
+    publishing, which makes such anomalies rare, not impossible.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import msgspec
 
+from eventbus.errors import BusUnavailable, Fenced
 from eventbus.events import Event
-from eventbus.publisher import Published, Publisher
+from eventbus.publisher import FenceToken, Published, Publisher
+
+
+RETRY_INITIAL_S = 0.05  # a fenced decision without an ack is sent again after this, doubling
+RETRY_MAX_S = 1.0
 
 
 class NotLeader(Exception):
-    """The term is over (or past its deadline): the decision was not taken."""
+    """The term is over (or past its deadline, or fenced out): the decision was not taken."""
 
 
 class Term:
     """Handed to the leader's loops on election; every decision they publish goes through it."""
 
     def __init__(
-        self, role: str, node: str, epoch: int, previous_node: str | None, publisher: Publisher, may_act: Callable[[], bool]
+        self,
+        role: str,
+        node: str,
+        epoch: int,
+        previous_node: str | None,
+        publisher: Publisher,
+        may_act: Callable[[], bool],
+        *,
+        fence: FenceToken | None = None,
+        on_fenced: Callable[[str], None] | None = None,
     ) -> None:
         self.role = role
         self.node = node
         self.epoch = epoch
         self.previous_node = previous_node
+        self.fence = fence  # None only for a term run without an election (tests, benchmarks)
         self._publisher = publisher
         self._may_act = may_act
+        self._on_fenced = on_fenced
+        self.fenced_out: str | None = None  # why the server refused a decision of this term
 
     def may_act(self) -> bool:
-        """Whether this term still holds an unexpired lease by this node's monotonic clock."""
-        return self._may_act()
+        """Whether this term still holds an unexpired lease by this node's monotonic clock and was not fenced out."""
+        return self.fenced_out is None and self._may_act()
 
     def fenced(self, event: Event) -> Event:
         """The event marked as a decision of this term."""
         return msgspec.structs.replace(event, epoch=self.epoch)
 
-    async def publish(self, event: Event, *, expect_last_seq: int | None = None) -> Published:
-        """Publish a decision with this term's epoch (only if its aggregate is still at `expect_last_seq`, when given).
+    async def publish(self, event: Event) -> Published:
+        """Publish a decision with this term's epoch, stored only while this term's election is the newest.
 
-        Raises NotLeader once the term may no longer act, ConcurrencyConflict when the aggregate moved on.
+        A publish that got no ack is sent again (same id, fence checked again by the server) while
+        the term may act, so a stream failover does not end the term, and no try can be stored once
+        a successor's election is. Raises NotLeader once the term may no longer act, or when the
+        server refused the decision (the term then ends at once).
         """
-        if not self.may_act():
-            raise NotLeader(f"{self.role} term {self.epoch} of {self.node} may no longer act")
-        return await self._publisher.publish(self.fenced(event), expect_last_seq=expect_last_seq)
+        event = self._publisher.stamp(self.fenced(event))  # stamped once: a retry keeps its id
+        delay = RETRY_INITIAL_S
+        while True:
+            if not self.may_act():
+                raise NotLeader(self.fenced_out or f"{self.role} term {self.epoch} of {self.node} may no longer act")
+            try:
+                return await self._publisher.publish(event, fence=self.fence)
+            except Fenced as exc:
+                self.fenced_out = f"{self.role} term {self.epoch} of {self.node} was fenced out: {exc}"
+                if self._on_fenced is not None:
+                    self._on_fenced(self.fenced_out)
+                raise NotLeader(self.fenced_out) from exc
+            except BusUnavailable:
+                if self.fence is None:
+                    raise  # an unfenced publish was already retried by the publisher
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from eventbus.connection import Bus
 from eventbus.errors import InvalidEvent
-from eventbus.events import Event, decode
+from eventbus.events import Event
+from eventbus.integrity import decode_on
 from eventbus.history import Record, last_sequence, replay
 
 HOST_EVENTS = "rr.evt.host.>"
@@ -21,7 +22,7 @@ async def membership_events(bus: Bus) -> list[tuple[int, Event]]:
     decoded: list[tuple[int, Event]] = []
     for record in records:
         try:
-            decoded.append((record.seq, decode(record.data)))
+            decoded.append((record.seq, decode_on(record.subject, record.data)))
         except InvalidEvent:
             continue  # the projections report undecodable events; membership only needs the good ones
     return decoded

@@ -1,9 +1,11 @@
 """The leader-only assignment loop: folds the queue from the log, supervises attempts, assigns pending work.
 
 The shell around queue.py (the state) and decisions.py (what a round owes). Every decision is published
-with the item's expected last subject sequence, so two leaders (or a leader acting on a stale
-view) can never both move the same item: the second append is refused and simply
-reconsidered on the next round, on a state that has seen the first.
+fenced by the term (services/leadership/term.py), so no two leaders' decisions are ever both stored.
+Just before publishing, the item is checked again in this fold: a decision whose item moved on
+since the round was planned (a worker's report, a cancel) is dropped and reconsidered on the
+next round. A move that lands between that check and the store is settled by log order: the
+work fold's transition table refuses whichever event no longer fits the item.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import TypeVar
 
 from config.hosts import HostsConfig
 from config.hostsfile import LiveHosts
-from eventbus.errors import BusError, BusUnavailable, ConcurrencyConflict, InvalidEvent
+from eventbus.errors import BusError, BusUnavailable, InvalidEvent
 from eventbus.events import (
     Event,
     HostOffline,
@@ -29,9 +31,9 @@ from eventbus.events import (
     WorkCompleted,
     WorkFailed,
     WorkHandedBack,
-    decode,
     utcnow,
 )
+from eventbus.integrity import decode_on
 from eventbus.follow import follow
 from eventbus.history import Record, last_sequence
 from services.leadership.term import NotLeader, Term
@@ -97,7 +99,7 @@ class Assigner:
             return  # a resumed follower's overlap
         self._seen_seq = record.seq
         try:
-            event = decode(record.data)
+            event = decode_on(record.subject, record.data)
         except InvalidEvent as exc:
             log.warning("assigner: skipping undecodable record %d: %s", record.seq, exc)
             event = None
@@ -233,12 +235,12 @@ class Assigner:
     async def _publish(self, decision: Conditional) -> int:
         """Append a decision if its item is still as it was seen; 0 when the item moved on meanwhile or the bus is away."""
         work_id, event, expected = decision
-        try:
-            published = await self._term.publish(event, expect_last_seq=expected)
-        except ConcurrencyConflict:
+        if queue.expected_seq(self.state, work_id) != expected:
             self.conflicts += 1
             log.debug("assigner: %s moved on since seq %d; reconsidered next round", work_id, expected)
             return 0
+        try:
+            published = await self._term.publish(event)
         except BusUnavailable as exc:
             log.warning("assigner: could not publish %s for %s: %s", event.type_name(), work_id, exc)
             return 0

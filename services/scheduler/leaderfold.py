@@ -15,8 +15,9 @@ from collections.abc import Awaitable, Callable
 from typing import Generic, Protocol, TypeVar
 
 from eventbus import tracing
-from eventbus.errors import BusUnavailable, ConcurrencyConflict, InvalidEvent
-from eventbus.events import Event, WorkAdded, decode
+from eventbus.errors import BusUnavailable, InvalidEvent
+from eventbus.events import Event, WorkAdded
+from eventbus.integrity import decode_on
 from eventbus.follow import follow
 from eventbus.history import Record, last_sequence
 from eventbus.publisher import Published
@@ -65,8 +66,8 @@ class Decisions:
 class Publishing(Protocol):
     """What a loop needs of its leadership term: fenced publishing (raises NotLeader when over)."""
 
-    async def publish(self, event: Event, *, expect_last_seq: int | None = None) -> Published:
-        """Publish one decision of the term (only if its aggregate is at `expect_last_seq`, when given)."""
+    async def publish(self, event: Event) -> Published:
+        """Publish one decision of the term, fenced by its election."""
 
 
 class FoldingDecider(Generic[S]):
@@ -93,7 +94,7 @@ class FoldingDecider(Generic[S]):
         self._seen = record.seq
         if type_of(record.subject) in self._reads:
             try:
-                self.state = self._apply(self.state, decode(record.data), record.seq)
+                self.state = self._apply(self.state, decode_on(record.subject, record.data), record.seq)
             except InvalidEvent as exc:
                 log.warning("%s: skipping undecodable record %d: %s", self.name, record.seq, exc)
         self._changed.set()
@@ -121,15 +122,13 @@ class FoldingDecider(Generic[S]):
             await asyncio.sleep(RETRY_S)
 
     async def _publish(self, event: Event) -> Published | None:
-        """Append a decision; a new work item only if its id is unused (another leader's identical decision landed)."""
+        """Append a decision, fenced by the term: no earlier leader's decision lands after this term's election,
+        and this fold has read the log up to that election before deciding, so an id it sees unused is unused."""
         try:
             if isinstance(event, WorkAdded):  # a work item is born here: its trace starts here
                 with tracing.root("work add", {"rr.work_id": event.work_id, "rr.requested_by": self.name}):
-                    return await self._term.publish(event, expect_last_seq=0)
+                    return await self._term.publish(event)
             return await self._term.publish(event)
-        except ConcurrencyConflict:
-            log.info("%s: %s %s exists already; not added twice", self.name, event.type_name(), event.aggregate_id())
-            return None
         except InvalidEvent as exc:  # a decision built from a bad value is refused, the others still go out
             log.error("%s: decision not published: %s", self.name, exc)
             return None

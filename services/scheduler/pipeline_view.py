@@ -2,6 +2,8 @@
 
 The general projections (projections/) keep what operators read; this fold keeps only what the
 pipeline decides on, including what they drop (batch paths, evaluation results per opponent).
+Only the current attempt's results count (projections/attempts.py): a late result of a
+superseded attempt is recorded as an anomaly and decides nothing.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from eventbus.events import (
     WorkCompleted,
     WorkFailed,
 )
+from projections import attempts as attempt_rule
 from projections import taint, withdrawal
-from projections.base import Anomaly, total
+from projections.attempts import Attempts, late
+from projections.base import Anomaly, rejected, total
 from projections.fence import Fence, screen
 from projections.taint import Tainted, TaintState
 from projections.withdrawal import Withdrawals
@@ -132,6 +136,7 @@ class PipelineView(msgspec.Struct, frozen=True, kw_only=True):
     fence: Fence = msgspec.field(default_factory=Fence)  # decisions of superseded leaders take no effect
     withdrawals: Withdrawals = msgspec.field(default_factory=Withdrawals)  # items whose results do not count
     taint: TaintState = msgspec.field(default_factory=TaintState)  # quarantines: tainted batches and models do not count
+    attempts: Attempts = msgspec.field(default_factory=Attempts)  # results of other attempts take no effect
     anomalies: tuple[Anomaly, ...] = ()  # events whose application failed (projections.base.total)
     anomaly_count: int = 0
 
@@ -245,6 +250,9 @@ def _rated(view: PipelineView, e: ModelRated, seq: int) -> PipelineView:
     return _replace(view, seq, ratings={**view.ratings, e.model_id: RatingRef(elo=e.elo, interval=e.interval)})
 
 
+_RESULTS = (SelfplayComplete, TrainingComplete, EvaluationComplete)  # domain results: the current attempt's only
+
+
 @total
 def apply(view: PipelineView, event: Event, seq: int) -> PipelineView:
     """The view after one event at stream position `seq` (events it does not read only move the position)."""
@@ -255,6 +263,14 @@ def apply(view: PipelineView, event: Event, seq: int) -> PipelineView:
     view, admitted = screen(view, event, seq)
     if not admitted:
         return view
+    if event.type_name() in attempt_rule.READS:  # which attempts may still report
+        view = _replace(view, seq, attempts=attempt_rule.learned(view.attempts, view.fence.view, event))
+        if not isinstance(event, WorkCompleted):
+            return view
+    if isinstance(event, _RESULTS):
+        problem = late(view.attempts, event.work_id, event.attempt, event.node)
+        if problem is not None:
+            return rejected(view, max(view.last_seq, seq), event, problem)
     if isinstance(event, SelfplayComplete):
         return _selfplay(view, event, seq)
     if isinstance(event, WorkAdded):
@@ -276,4 +292,4 @@ def apply(view: PipelineView, event: Event, seq: int) -> PipelineView:
 READS = frozenset(t.type_name() for t in (
     SelfplayComplete, WorkAdded, WorkCompleted, WorkFailed, WorkCancelled, TrainingComplete, EvaluationComplete,
     ModelPromoted, ModelRated, LeaderElected, OutputsQuarantined, QuarantineLifted,
-))
+)) | attempt_rule.READS

@@ -14,6 +14,7 @@ import asyncio
 import errno
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
@@ -26,6 +27,7 @@ from eventbus.objects import BucketSpec, ObjectCorrupt, ObjectMissing, ensure_bu
 from eventbus.publisher import Publisher
 from projections import data
 from projections.base import Folder
+from projections.fence import believing
 from projections.data import Batch, Transfer, TransferStatus
 from services.distributor import install
 from services.distributor.livefold import LiveFold, aggregate_subjects, reconcile_while_following
@@ -61,10 +63,13 @@ def data_bucket(settings: SyncSettings, replicas: int) -> BucketSpec:
 class SyncAgent:
     """Carries out this node's part of every planned copy; `run()` until `stopping` is set."""
 
-    def __init__(self, bus: Bus, publisher: Publisher, node: str, root: Path, settings: SyncSettings, *, replicas: int = 1) -> None:
+    def __init__(
+        self, bus: Bus, publisher: Publisher, node: str, root: Path, settings: SyncSettings, *, replicas: int = 1,
+        candidates: Sequence[str] = (),
+    ) -> None:
         self._bus, self._publisher, self.node, self.root, self._settings = bus, publisher, node, root, settings
         self._replicas = replicas
-        self._data = Folder(data.PROJECTION)
+        self._data = Folder(data.PROJECTION, believing(data.PROJECTION.initial(), candidates))  # others' plans: none
         self._files = Folder(BATCH_FILES)
         self._live = LiveFold(bus, [self._data, self._files], aggregate_subjects("data", "leader"))
         self._polls = RetryTable(settings.poll_initial_s, settings.poll_max_s)

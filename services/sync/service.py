@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from services.runtime import ServiceContext
+from services.leadership.election import load_candidates
 from services.sync.agent import SyncAgent
 from services.sync.paths import sync_root
 
@@ -16,7 +17,8 @@ log = logging.getLogger(__name__)
 async def main(ctx: ServiceContext) -> None:
     """Upload and receive planned batches until stopped."""
     root = sync_root(ctx.config, dict(os.environ), Path.home())
-    agent = SyncAgent(ctx.bus, ctx.publisher, ctx.node_id, root, ctx.config.sync, replicas=ctx.config.streams.replicas)
+    agent = SyncAgent(ctx.bus, ctx.publisher, ctx.node_id, root, ctx.config.sync, replicas=ctx.config.streams.replicas,
+                      candidates=await load_candidates(ctx.config))
     log.info("sync %s: received batches in %s, bucket %s", ctx.node_id, root, ctx.config.sync.bucket)
     await agent.run(ctx.stopping)
     log.info("sync %s: stopped: %s", ctx.node_id, agent.statistics())

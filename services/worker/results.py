@@ -185,7 +185,7 @@ def domain_events(item: WorkAdded, key: AttemptKey, node: str, result: JobResult
             batch_id=f"{key.work_id}-a{key.attempt}", work_id=key.work_id, node=node, board_type=result.board_type,
             num_players=result.num_players, num_games=result.num_games, num_samples=result.num_samples,
             data=_ref(result.path, result.size_bytes, result.sha256, node, outputs),
-            model_id=_model_id(result.model, best),
+            model_id=_model_id(result.model, best), attempt=key.attempt,
         )]
     if isinstance(result, TrainingResult):
         checkpoint = _ref(result.path, result.size_bytes, result.sha256, node, outputs)
@@ -196,7 +196,7 @@ def domain_events(item: WorkAdded, key: AttemptKey, node: str, result: JobResult
             work_id=key.work_id, node=node, board_type=result.board_type, num_players=result.num_players,
             checkpoint=checkpoint, metrics=dict(result.metrics),
             input_batches=batches.split(",") if batches else list(result.input_batches),
-            parent_model=_param(item, "parent_model") or _model_id(result.parent, best),
+            parent_model=_param(item, "parent_model") or _model_id(result.parent, best), attempt=key.attempt,
         )]
     if isinstance(result, TournamentResult):
         return tournament_events(key, result)
@@ -236,6 +236,7 @@ def evaluation_events(item: WorkAdded, key: AttemptKey, node: str, result: Evalu
             model_id=names.get(m.player, m.player), work_id=key.work_id, node=node,
             opponent=names.get(m.opponent, m.opponent), games=m.games, wins=m.wins, losses=m.losses, draws=m.draws,
             win_rate=m.win_rate, elo=m.elo_diff, sims=result.sims, gate=m.gate, verdict=m.verdict, llr=m.llr,
+            attempt=key.attempt,
         )
         for m in matches
     ]

@@ -20,9 +20,11 @@ from config.nodedirs import node_dirs
 from config.settings import RrConfig
 from eventbus.consumer import ConsumerSpec, Delivery, EventConsumer
 from eventbus.errors import BusError, InvalidEvent
-from eventbus.events import Event, LeaderElected, LeaderLost, WorkAssigned, WorkCancelled, decode, utcnow
+from eventbus.events import Event, LeaderElected, LeaderLost, WorkAssigned, WorkCancelled, utcnow
+from eventbus.integrity import decode_on
 from eventbus.history import Record, replay
 from eventbus.subjects import EVENTS_ROOT, aggregate_filter, token, type_filter
+from services.leadership.election import load_candidates
 from services.leadership.fencing import EpochFence
 from services.runtime import ServiceContext
 from services.worker import protocol
@@ -123,10 +125,11 @@ class Worker:
         # previous process stopped, and the fence must already know every newer leader.
         def learn(record: Record) -> None:
             try:
-                self._fence.judge_and_learn(decode(record.data))
+                self._fence.judge_and_learn(decode_on(record.subject, record.data))
             except InvalidEvent:
                 pass
 
+        self._fence = EpochFence(await load_candidates(self._ctx.config))  # elections of others are not believed
         await replay(self._ctx.bus, learn, subject=LEADER_EVENTS)
 
     async def item_history(self, work_id: str) -> ItemView:
@@ -135,7 +138,7 @@ class Worker:
 
         def keep(record: Record) -> None:
             try:
-                events.append(decode(record.data))
+                events.append(decode_on(record.subject, record.data))
             except InvalidEvent:
                 log.warning("worker: undecodable event at seq %d in %s's history skipped", record.seq, work_id)
 
