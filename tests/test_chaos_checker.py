@@ -21,6 +21,7 @@ from eventbus.events import (
     LeaderElected,
     ModelDistributed,
     ModelPromoted,
+    SelfplayComplete,
     WorkAdded,
     WorkAssigned,
     WorkAttemptFailed,
@@ -139,6 +140,20 @@ def test_a_late_completion_of_a_handed_back_attempt_is_accepted_until_a_newer_on
                assigned("w1", 2, "n3"))
     assert kinds(logged(*history, completed("w1", 1, "n2"))) == {}
     assert kinds(logged(*history, started("w1", 2, "n3"), completed("w1", 1, "n2"))) == {"superseded_completion": 1, "unfinished": 1}
+
+
+def test_a_result_of_an_attempt_that_no_longer_counts_is_reported() -> None:
+    def selfplay(attempt: int, node: str) -> SelfplayComplete:
+        return SelfplayComplete(batch_id=f"b{attempt}{node}", work_id="w1", node=node, board_type="hex8", num_players=2, num_games=4,
+                                attempt=attempt)
+
+    history = (elected(5), added("w1"), assigned("w1", 1, "n2"), started("w1", 1, "n2"), selfplay(1, "n2"),
+               assigned("w1", 2, "n3"), started("w1", 2, "n3"))
+    assert kinds(logged(*history, selfplay(2, "n3"), completed("w1", 2, "n3"))) == {}  # the earlier result counted when stored
+    assert kinds(logged(*history, selfplay(1, "n2"), completed("w1", 2, "n3"))) == {"superseded_result": 1}
+    assert kinds(logged(*history, completed("w1", 2, "n3"), selfplay(2, "n3"))) == {}  # the completed attempt's own
+    assert kinds(logged(*CLEAN, selfplay(2, "n3"))) == {"superseded_result": 1}  # after another attempt completed it
+    assert kinds(logged(*CLEAN, msgspec.structs.replace(selfplay(1, "n2"), attempt=0))) == {}  # an older result names no attempt
 
 
 def test_an_epoch_not_newer_than_its_roles_previous_is_reported() -> None:

@@ -19,11 +19,14 @@ from collections.abc import Iterable, Mapping, Sequence
 import msgspec
 
 from eventbus.events import (
+    EvaluationComplete,
     Event,
     LeaderElected,
     LeaderLost,
     ModelDistributed,
     ModelPromoted,
+    SelfplayComplete,
+    TrainingComplete,
     WorkAdded,
     WorkAssigned,
     WorkAttemptFailed,
@@ -45,6 +48,7 @@ KINDS = (
     "failed_without_reasons",  # WORK_FAILED lacks a reason, or the reason of one of the item's failed attempts
     "duplicate_applied",  # a second completion (or a failure after completion) stored for one item
     "superseded_completion",  # a completion stored from an attempt that a newer started attempt superseded
+    "superseded_result",  # a job's result (selfplay, training, evaluation) stored from an attempt that no longer counts
     "epoch_not_increasing",  # a role elected an epoch not newer than its previous one
     "epoch_two_holders",  # one epoch was elected for two nodes (or two roles)
     "stale_decision",  # a decision carrying a superseded epoch stored after its successor's election
@@ -101,6 +105,7 @@ class _Item(msgspec.Struct, kw_only=True):
     ended: set[tuple[int, str]] = msgspec.field(default_factory=set)  # failed or handed back, none newer started
     failed_attempts: dict[int, str] = msgspec.field(default_factory=dict)  # attempt -> reason
     completed_at: int = 0
+    completed_by: tuple[int, str] | None = None  # the attempt whose completion counted
     failed_at: int = 0
     cancelled: bool = False
 
@@ -118,23 +123,43 @@ def lost(log: Sequence[tuple[int, Event]], records: Iterable[ClientRecord]) -> l
     return out
 
 
+def _superseded(item: _Item, key: tuple[int, str]) -> str | None:
+    """Why an attempt's completion (or result) would not count now; None when it would."""
+    late = key in item.ended and key[0] >= item.newest_started  # see projections/work.py late_completion
+    if item.cancelled:
+        return "after the item was cancelled"
+    if key != item.current and not late:
+        return "but the current attempt is " + ("none" if item.current is None else f"{item.current[0]} on {item.current[1]}")
+    if item.failed_at and not late:
+        return f"after the item was given up on at sequence {item.failed_at}"
+    return None
+
+
 def _completion(item: _Item, event: WorkCompleted, seq: int) -> Violation | None:
     key = (event.attempt, event.node)
     if item.completed_at:
         return Violation(kind="duplicate_applied", seq=seq, about=event.work_id,
                          detail=f"attempt {event.attempt} on {event.node} completed an item already completed at sequence {item.completed_at}")
-    late = key in item.ended and event.attempt >= item.newest_started  # see projections/work.py late_completion
-    if item.cancelled or (key != item.current and not late) or (item.failed_at and not late):
-        current = "none" if item.current is None else f"{item.current[0]} on {item.current[1]}"
-        why = (
-            "after the item was cancelled" if item.cancelled
-            else f"but the current attempt is {current}" if key != item.current
-            else f"after the item was given up on at sequence {item.failed_at}"
-        )
+    why = _superseded(item, key)
+    if why is not None:
         return Violation(kind="superseded_completion", seq=seq, about=event.work_id,
                          detail=f"attempt {event.attempt} on {event.node} completed {why}")
-    item.completed_at = seq
+    item.completed_at, item.completed_by = seq, key
     return None
+
+
+def _result(item: _Item, event: SelfplayComplete | TrainingComplete | EvaluationComplete, seq: int) -> Violation | None:
+    """A job's result counts exactly when its attempt's completion would (or it is the completed attempt's)."""
+    attempt: int = getattr(event, "attempt", 0)  # 0: written before results named their attempt, not judged
+    if not attempt:
+        return None
+    key = (attempt, event.node)
+    why = (f"after attempt {item.completed_by[0]} on {item.completed_by[1]} completed the item"
+           if item.completed_by not in (None, key) else None if item.completed_by == key else _superseded(item, key))
+    if why is None:
+        return None
+    return Violation(kind="superseded_result", seq=seq, about=event.work_id,
+                     detail=f"{event.type_name()} of attempt {attempt} on {event.node} stored {why}")
 
 
 def _failure(item: _Item, event: WorkFailed, seq: int) -> list[Violation]:
@@ -169,7 +194,14 @@ def _step(item: _Item, event: Event, seq: int) -> list[Violation]:
         return [found] if found else []
     elif isinstance(event, WorkFailed):
         return _failure(item, event, seq)
+    elif isinstance(event, (SelfplayComplete, TrainingComplete, EvaluationComplete)):
+        found = _result(item, event, seq)
+        return [found] if found else []
     return []
+
+
+_ITEM_EVENTS = (WorkAssigned, WorkStarted, WorkAttemptFailed, WorkHandedBack, WorkCancelled, WorkCompleted, WorkFailed,
+                SelfplayComplete, TrainingComplete, EvaluationComplete)
 
 
 def lifecycle(log: Sequence[tuple[int, Event]], acknowledged: set[str]) -> tuple[list[Violation], int]:
@@ -187,7 +219,7 @@ def lifecycle(log: Sequence[tuple[int, Event]], acknowledged: set[str]) -> tuple
         if isinstance(event, WorkAdded):
             items.setdefault(event.work_id, _Item())
             added.setdefault(event.work_id, (seq, event.id))
-        elif isinstance(event, (WorkAssigned, WorkStarted, WorkAttemptFailed, WorkHandedBack, WorkCancelled, WorkCompleted, WorkFailed)):
+        elif isinstance(event, _ITEM_EVENTS):
             item = items.get(event.work_id)
             if item is not None:
                 out.extend(_step(item, event, seq))
