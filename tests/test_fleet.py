@@ -28,13 +28,14 @@ from eventbus.events import (
     HostOffline,
     HostOnline,
     LeaderElected,
+    ModelDistributed,
     ModelPromoted,
     SelfplayComplete,
     TrainingComplete,
+    WorkAdded,
     WorkAssigned,
     WorkAttemptFailed,
     WorkCompleted,
-    WorkAdded,
     WorkStarted,
 )
 from ops.fleet.plan import MONITOR_PORT, FleetPlan
@@ -92,9 +93,14 @@ def test_one_generation_runs_across_hosts_and_every_worker_host_installs_the_pro
         fetched = plan.host(node).path("data", "worker", node, "candidates", f"{promoted.model_id}.pth")
         assert sha256_of(fetched) == trained.checkpoint.sha256  # type: ignore[union-attr]
     for host in (h for h in plan.hosts if h.kind == "worker"):
+        # Each host reports installing the first promotion with its digest; a later generation may have
+        # been promoted meanwhile, so what the host serves now is the newest promotion it has installed.
+        [report, *_] = poll(fleet, lambda h=host.name: fleet.of(ModelDistributed, model_id=promoted.model_id, node=h), 120,
+                            f"{promoted.model_id} installed on {host.name}")
+        assert report.sha256 == promoted.sha256, host.name
         installed = host.path("data", "models", "canonical_hex8_2p.pth")
-        poll(fleet, installed.exists, 120, f"{promoted.model_id} installed on {host.name}")
-        assert sha256_of(installed) == promoted.sha256, host.name
+        poll(fleet, lambda f=installed: f.exists() and sha256_of(f) in {e.sha256 for e in fleet.of(ModelPromoted)}, 60,
+             f"a promoted model served on {host.name}")
     # Training read batches written on other hosts, copied once each by the sync service.
     copies = Counter((e.batch_id, e.to_node) for e in fleet.of(DataSyncComplete) if e.ok)
     assert copies and max(copies.values()) == 1
