@@ -36,6 +36,7 @@ from eventbus.events import (
     WorkAssigned,
     WorkAttemptFailed,
     WorkCompleted,
+    WorkHandedBack,
     WorkStarted,
 )
 from ops.fleet.plan import MONITOR_PORT, FleetPlan
@@ -145,9 +146,13 @@ def test_nat_hosts_take_no_inbound_connection_and_split_and_heal_partition_the_b
 
 def running_attempt(fleet: FleetLog, hosts: set[str]) -> WorkStarted | None:
     """A selfplay attempt started on one of `hosts` that has not ended yet."""
-    ended = {(e.work_id, e.attempt) for e in [*fleet.of(WorkCompleted), *fleet.of(WorkAttemptFailed)]}
+    # An attempt ends by completing, failing or being handed back (earlier tests' partitions hand some
+    # back); one that a newer attempt of its item superseded is not running either.
+    ended = {(e.work_id, e.attempt) for e in [*fleet.of(WorkCompleted), *fleet.of(WorkAttemptFailed), *fleet.of(WorkHandedBack)]}
+    newest = {e.work_id: e.attempt for e in fleet.of(WorkAssigned)}
     for event in reversed(fleet.of(WorkStarted)):
-        if event.node in hosts and event.work_id.startswith("selfplay") and (event.work_id, event.attempt) not in ended:
+        if (event.node in hosts and event.work_id.startswith("selfplay") and (event.work_id, event.attempt) not in ended
+                and newest.get(event.work_id) == event.attempt):
             return event
     return None
 
