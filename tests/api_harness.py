@@ -165,12 +165,18 @@ async def wait_caught_up(base: str, seq: int) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running_api(nats_url: str, config: RrConfig | None = None, **settings: Any) -> AsyncIterator[RunningApi]:
-    """The api service in this process on a free port (with `config`'s other sections), stopped (and checked to stop) on exit."""
-    port = free_port()
-    config = msgspec.structs.replace(config or RrConfig(), api=ApiSettings(port=port, **settings))
-    async with provisioned_bus(nats_url, node_id="gpu-1") as bus:
-        ctx = ServiceContext("api", bus, config, CommonOptions(nats_url=nats_url, node_id="gpu-1", config_path=None))
+async def running_api(nats_url: str, config: RrConfig | None = None, *, bus: Bus | None = None, **settings: Any) -> AsyncIterator[RunningApi]:
+    """The api service in this process on a free port (with `config`'s other sections), stopped (and checked to stop) on exit.
+
+    It runs as node gpu-1 on a bus of its own, or on `bus` (already provisioned, e.g. with a node's
+    credentials on a server enforcing them) as that bus's node.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        if bus is None:
+            bus = await stack.enter_async_context(provisioned_bus(nats_url, node_id="gpu-1"))
+        port = free_port()
+        config = msgspec.structs.replace(config or RrConfig(), api=ApiSettings(port=port, **settings))
+        ctx = ServiceContext("api", bus, config, CommonOptions(nats_url=nats_url, node_id=bus.node_id, config_path=None))
         task = asyncio.ensure_future(api_service.main(ctx))
         base = f"http://127.0.0.1:{port}"
         try:

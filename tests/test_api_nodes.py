@@ -23,6 +23,8 @@ from services.api import nodework
 from services.api.settings import PORT_ENV
 from services.scheduler.settings import SchedulerSettings
 from services.api.tokens import Principal, Refused, TokensFile, authenticate, authorize, issue, load_table
+from eventbus.streams import StreamSettings, provision
+from tests.auth_harness import auth_server, open_as, violations
 from tests.api_harness import RunningApi, fleet_log, running_api, wait_caught_up
 from tests.scheduler_harness import (
     add_items, all_in, attempt_violations, online, read_log, run_scheduler, simulated_worker, stop,
@@ -76,7 +78,7 @@ async def test_an_http_only_node_claims_completes_and_fails_work_exactly_once(na
         assert status == 200, claimed
         assert (claimed["work"]["work_id"], claimed["work"]["status"], claimed["work"]["attempt"]) == ("w-a", "running", 1)
         started = await _logged(api, ev.WorkStarted)
-        assert [(e.work_id, e.node, e.source) for e in started] == [("w-a", "http-1", "http-1")]
+        assert [(e.work_id, e.node, e.source) for e in started] == [("w-a", "http-1", "gpu-1")]  # relayed by the api's node
 
         mine = (await api.get("/work/for-node/http-1")).json()
         assert [(i["work_id"], i["status"]) for i in mine["items"]] == [("w-a", "running"), ("w-b", "assigned")]
@@ -90,14 +92,14 @@ async def test_an_http_only_node_claims_completes_and_fails_work_exactly_once(na
         assert (await _post(api, "/work/complete", {"work_id": "w-zz", "attempt": 1}, token["http-1"]))[0] == 404
         bad, named = await _post(api, "/work/complete", {"work_id": "w-b", "attempt": 0}, token["http-1"])
         assert bad == 400 and named["error"].startswith("attempt: "), named
-        assert [(e.work_id, e.source) for e in await _logged(api, ev.WorkCompleted)] == [("w-a", "http-1")]  # once
+        assert [(e.work_id, e.source) for e in await _logged(api, ev.WorkCompleted)] == [("w-a", "gpu-1")]  # once
 
         status, claimed = await _post(api, "/work/claim", {}, token["http-1"])
         assert claimed["work"]["work_id"] == "w-b"
         status, failed = await _post(api, "/work/fail", {"work_id": "w-b", "attempt": 1, "reason": "out of disk", "exit_code": 3},
                                      token["http-1"])
         assert (status, failed["status"]) == (200, "pending"), failed
-        assert [(e.work_id, e.reason, e.source) for e in await _logged(api, ev.WorkAttemptFailed)] == [("w-b", "out of disk", "http-1")]
+        assert [(e.work_id, e.reason, e.source) for e in await _logged(api, ev.WorkAttemptFailed)] == [("w-b", "out of disk", "gpu-1")]
         assert (await _post(api, "/work/claim", {}, token["http-1"]))[1]["work"] is None  # nothing assigned any more
 
         # Adding work needs a token once tokens are configured, and a role that may add work.
@@ -211,3 +213,37 @@ async def test_an_http_node_and_a_worker_share_a_real_leaders_queue_with_each_it
     assert attempt_violations(log) == []
     by_node = Counter(e.node for e in log if isinstance(e, ev.WorkCompleted))
     assert sum(by_node.values()) == len(ids) and by_node["http-1"] == len(done_over_http) > 0 and by_node["n1"] > 0
+
+
+async def test_an_http_only_nodes_reports_pass_the_servers_per_node_permissions(tmp_path: Path) -> None:
+    # With `rr auth gen`'s credentials a node may publish only subjects of its own source: the API
+    # relays an HTTP-only node's reports under its own node's source, with that node in the body.
+    tokens_file, token = _tokens(tmp_path)
+    with auth_server(tmp_path) as (fleet, server):
+        admin = await open_as(fleet, "admin", node_id="laptop")
+        coord = await open_as(fleet, "coord-1")
+        try:
+            await provision(admin.js, StreamSettings())
+            published = [await Publisher(coord).publish(e) for e in (
+                ev.HostOnline(node="http-1", roles=["selfplay"], version="legacy"),
+                *(ev.WorkAdded(work_id=w, work_type="selfplay", board_type="hex8", num_players=2) for w in ("w-a", "w-b")),
+                *(ev.WorkAssigned(work_id=w, node="http-1", attempt=1, deadline=DEADLINE, epoch=4) for w in ("w-a", "w-b")),
+            )]
+            async with running_api(server.url, bus=coord, tokens_file=tokens_file) as api:
+                await wait_caught_up(api.base, published[-1].seq)
+                for w in ("w-a", "w-b"):
+                    status, claimed = await _post(api, "/work/claim", {}, token["http-1"])
+                    assert (status, claimed["work"]["work_id"]) == (200, w), claimed
+                status, done = await _post(api, "/work/complete", {"work_id": "w-a", "attempt": 1}, token["http-1"])
+                assert (status, done["status"]) == (200, "completed"), done
+                status, failed = await _post(api, "/work/fail", {"work_id": "w-b", "attempt": 1, "reason": "oom"}, token["http-1"])
+                assert (status, failed["status"]) == (200, "pending"), failed
+                reports = [e async for _, e in events(admin) if isinstance(e, ev.WorkStarted | ev.WorkCompleted | ev.WorkAttemptFailed)]
+        finally:
+            await coord.close()
+            await admin.close()
+        assert [(e.type_name(), e.work_id, e.node, e.source) for e in reports] == [
+            ("WORK_STARTED", "w-a", "http-1", "coord-1"), ("WORK_STARTED", "w-b", "http-1", "coord-1"),
+            ("WORK_COMPLETED", "w-a", "http-1", "coord-1"), ("WORK_ATTEMPT_FAILED", "w-b", "http-1", "coord-1"),
+        ]
+        assert violations(server) == []

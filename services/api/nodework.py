@@ -85,20 +85,26 @@ def on_node(state: work.WorkState, node: str) -> list[work.WorkItem]:
     return sorted((i for i in state.items.values() if i.node == node and i.status in work.ACTIVE), key=lambda i: i.added_seq)
 
 
+# The reports carry the HTTP-only node in their body and no source: the API's publisher stamps its
+# own node's, so the subject is rr.evt.work.<id>.<TYPE>.<api node>, the only one the server lets
+# the API's credentials publish (`rr auth gen`); the token (services/api/tokens.py) is what binds
+# a report to its node.
+
+
 def started(item: work.WorkItem, node: str) -> WorkStarted:
-    """The WORK_STARTED a claim appends, as `node`."""
-    return WorkStarted(work_id=item.work_id, node=node, attempt=item.attempt, source=node)
+    """The WORK_STARTED a claim appends for `node`."""
+    return WorkStarted(work_id=item.work_id, node=node, attempt=item.attempt)
 
 
 def completed(body: CompleteBody, node: str) -> WorkCompleted:
-    """The WORK_COMPLETED of a /work/complete, as `node`."""
-    return WorkCompleted(work_id=body.work_id, node=node, attempt=body.attempt, duration_s=body.duration_s, source=node)
+    """The WORK_COMPLETED of a /work/complete for `node`."""
+    return WorkCompleted(work_id=body.work_id, node=node, attempt=body.attempt, duration_s=body.duration_s)
 
 
 def failed(body: FailBody, node: str) -> WorkAttemptFailed:
-    """The WORK_ATTEMPT_FAILED of a /work/fail, as `node`."""
+    """The WORK_ATTEMPT_FAILED of a /work/fail for `node`."""
     return WorkAttemptFailed(work_id=body.work_id, node=node, attempt=body.attempt, reason=body.reason,
-                             exit_code=body.exit_code, cause=body.cause, source=node)
+                             exit_code=body.exit_code, cause=body.cause)
 
 
 def fold_item(events: list[tuple[int, Event]]) -> work.WorkItem | None:
