@@ -2,7 +2,8 @@
 
 A request (the seeds' JSON) is admitted only when some node could run it as asked: its config
 (board and players) is one the workload plays, its work type has a command template, every
-placeholder of that template has a value, a count is given where the template uses one (or
+placeholder of that template has a value (a `sync` item, served by the sync service, names
+`params.batch_id` and `target_node` instead), a count is given where the template uses one (or
 `admission.default_num_games` supplies it), its target node is in the hosts file when there is
 one, and its numbers are in range. A refusal names the field and lists the valid values; nothing
 is appended for it.
@@ -21,6 +22,7 @@ from config.hosts import HostsConfig
 from config.settings import RrConfig, describe_validation_error
 from eventbus.events import Scalar, WorkAdded
 from services.admission_settings import REFERENCE_CONFIGS, AdmissionSettings
+from services.sync.workitems import SYNC_WORK, missing_fields
 from services.worker.templates import DEFAULT_TEMPLATES, WorkerValues, placeholders, template_values
 
 # The worker's own values, only so that template_values can say which placeholders an item fills.
@@ -140,12 +142,17 @@ def config_refusals(seeds: WorkSeeds, rules: AdmissionRules) -> list[Refusal]:
 
 
 def template_refusals(seeds: WorkSeeds, rules: AdmissionRules) -> list[Refusal]:
-    """A work type with no command template, a placeholder nothing fills, a count that is needed and missing."""
+    """A work type with no command template, a placeholder nothing fills, a count that is needed and missing.
+
+    `sync` has no template: the target node's sync service serves it, so it needs its batch and target instead.
+    """
+    if seeds.work_type == SYNC_WORK:  # never a process, even where worker.templates names one
+        return [Refusal(field=field, reason=reason) for field, reason in missing_fields(seeds.params, seeds.target_node)]
     template = rules.templates.get(seeds.work_type)
     if template is None:
         return [Refusal(field="work_type", reason=(
             f"no command template for {seeds.work_type!r}, so no node can run it: choose one of "
-            f"{_choices(rules.templates)} (or add worker.templates.{seeds.work_type} to the config)"))]
+            f"{_choices({*rules.templates, SYNC_WORK})} (or add worker.templates.{seeds.work_type} to the config)"))]
     used = placeholders(seeds.work_type, template)
     probe = WorkAdded(work_id="", work_type=seeds.work_type, board_type=seeds.board_type, num_players=seeds.num_players,
                       params=seeds.params)

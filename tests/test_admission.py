@@ -50,7 +50,9 @@ def test_the_reference_configs_are_the_reference_workloads_boards_and_players() 
 @pytest.mark.parametrize(("fields", "field", "valid"), [
     ({"board_type": "chess"}, "board_type", "choose one of hex8, square8"),
     ({"num_players": 4}, "num_players", "hex8 is played by 2 players, not 4"),
-    ({"work_type": "sync"}, "work_type", "choose one of evaluation, selfplay, tournament, training"),
+    ({"work_type": "copy"}, "work_type", "choose one of evaluation, selfplay, sync, tournament, training"),
+    ({"work_type": "sync", "target_node": "gpu-1"}, "params.batch_id", "sync copies one batch, name it"),
+    ({"work_type": "sync", "params": {"batch_id": "b1"}}, "target_node", "sync copies to one node, name it"),
     ({"work_type": "tournament"}, "params.models", "worker.templates.tournament needs {models}"),
     ({"num_games": None}, "num_games", "admission.default_num_games.selfplay"),
     ({"num_games": 0}, "num_games", "1..100000"),
@@ -66,6 +68,13 @@ def test_each_unrunnable_request_is_refused_naming_the_field_and_the_valid_value
 ) -> None:
     [refusal] = refusals(seeds(**fields), RULES)
     assert refusal.field == field and valid in refusal.reason
+
+
+def test_a_sync_request_naming_its_batch_and_target_is_admitted_without_a_template() -> None:
+    event = admit(seeds(work_type="sync", num_games=None, params={"batch_id": "b1"}, target_node="gpu-1"), RULES,
+                  work_id="w-1", requested_by="op")
+    assert event == WorkAdded(work_id="w-1", work_type="sync", board_type="hex8", num_players=2, num_games=0,
+                              params={"batch_id": "b1"}, target_node="gpu-1", requested_by="op")
 
 
 def test_an_admitted_request_becomes_its_work_added_event_with_a_defaulted_count() -> None:
@@ -124,7 +133,8 @@ def test_bad_admission_settings_are_refused_at_load(tmp_path: Path) -> None:
 REFUSED = [
     ({"board_type": "chess"}, "board_type"),
     ({"num_players": 4}, "num_players"),
-    ({"work_type": "sync"}, "work_type"),
+    ({"work_type": "sync"}, "params.batch_id"),
+    ({"work_type": "sync", "params": {"batch_id": "b1"}, "target_node": "ghost-node"}, "target_node"),
     ({"work_type": "tournament"}, "params.models"),
     ({"num_games": None}, "num_games"),
     ({"num_games": 0}, "num_games"),

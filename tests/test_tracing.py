@@ -179,12 +179,12 @@ async def test_a_work_items_reports_from_the_worker_join_the_trace_of_its_work_a
     from eventbus.events import WorkCompleted, WorkStarted
     from tests.procs.worker_harness import Scheduler, watching, worker_running, worker_settings
 
-    config = RrConfig(worker=worker_settings(tmp_path, templates={"sync": "true"}))
+    config = RrConfig(worker=worker_settings(tmp_path, templates={"chore": "true"}))
     async with provisioned_bus(nats_url, node_id="sched") as bus, watching(bus) as log:
         sched = Scheduler(bus)
         async with worker_running(nats_url, "n1", config):
             with traced.tracer.start_as_current_span("operator adds"):
-                added = await sched.add("w-t", "sync")
+                added = await sched.add("w-t", "chore")
             await sched.assign("w-t", "n1")
             [done] = await eventually(lambda: log.of(WorkCompleted, work_id="w-t"), timeout=20, message="the job ends")
             [started] = log.of(WorkStarted, work_id="w-t")
@@ -192,5 +192,5 @@ async def test_a_work_items_reports_from_the_worker_join_the_trace_of_its_work_a
     trace_id, _ = ids(added.trace)
     assert started.trace is not None and done.trace is not None
     assert ids(started.trace)[0] == trace_id and ids(done.trace)[0] == trace_id
-    job = traced.finished("job sync")
+    job = traced.finished("job chore")
     assert format(job.context.trace_id, "032x") == trace_id

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -70,6 +71,7 @@ def test_assignments_that_are_not_ours_to_run_are_ignored_with_the_reason() -> N
         "attempt already ended": decide(a, [ADDED, a, WorkAttemptFailed(work_id="w-1", node="n1", attempt=1, reason="x")]),
         "attempt already started": decide(a, [ADDED, a, WorkStarted(work_id="w-1", node="n1", attempt=1)]),
         "deadline": decide(assigned(deadline=NOW), [ADDED, assigned(deadline=NOW)]),
+        "a sync item": decide(a, [msgspec.structs.replace(ADDED, work_type="sync", target_node="n1"), a]),
     }
     for expected, decision in cases.items():
         assert isinstance(decision, Ignore) and decision.reason.startswith(expected), (expected, decision)

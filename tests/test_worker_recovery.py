@@ -33,7 +33,7 @@ def write_config(tmp_path: Path) -> Path:
     path = tmp_path / "rr.yaml"
     path.write_text(yaml.safe_dump({"worker": {
         "data_dir": str(tmp_path / "data"), "grace_s": 1.0, "max_parallel_jobs": 2, "gpu_idle_check": False,
-        "templates": {"selfplay": CHILD + " --hang --children 1", "sync": CHILD + " --sleep 3"},
+        "templates": {"selfplay": CHILD + " --hang --children 1", "chore": CHILD + " --sleep 3"},
     }}))
     return path
 
@@ -65,7 +65,7 @@ async def test_a_worker_killed_mid_job_kills_the_orphan_and_reports_both_jobs_wh
         async with worker_process(nats_url, config) as first:
             await wait_consumer(bus, NODE, timeout=30)
             await sched.add("w-orphan")
-            await sched.add("w-short", "sync")
+            await sched.add("w-short", "chore")
             await sched.assign("w-orphan", NODE)
             await sched.assign("w-short", NODE)
             await eventually(lambda: len(log.of(WorkStarted)) == 2 and pid_file(tmp_path, "w-orphan").exists()

@@ -143,13 +143,13 @@ async def test_a_cancel_stops_the_running_job_and_reports_it_cancelled(nats_url:
 
 
 async def test_assignments_for_another_node_or_from_a_deposed_leader_are_ignored(nats_url: str, tmp_path: Path, eventually) -> None:
-    config = RrConfig(worker=worker_settings(tmp_path, templates={"sync": "true"}))
+    config = RrConfig(worker=worker_settings(tmp_path, templates={"chore": "true"}))
     async with provisioned_bus(nats_url, node_id="sched") as bus, watching(bus) as log:
         sched = Scheduler(bus)
         await sched.elected(7)
         async with worker_running(nats_url, NODE, config):
             for work_id in ("w-other", "w-stale", "w-ok"):
-                await sched.add(work_id, "sync")
+                await sched.add(work_id, "chore")
             await sched.elected(9)
             await sched.assign("w-other", "gpu-2")
             await sched.assign("w-stale", NODE, epoch=7)
@@ -161,7 +161,7 @@ async def test_assignments_for_another_node_or_from_a_deposed_leader_are_ignored
 
 
 async def test_new_jobs_are_refused_while_the_nodes_job_processes_are_at_the_runaway_cap(nats_url: str, tmp_path: Path, eventually) -> None:
-    templates = {"selfplay": CHILD + " --progress -1 --children 3", "sync": "true"}
+    templates = {"selfplay": CHILD + " --progress -1 --children 3", "chore": "true"}
     config = RrConfig(worker=worker_settings(tmp_path, templates=templates, max_processes=4, max_parallel_jobs=2))
     async with provisioned_bus(nats_url, node_id="sched") as bus, watching(bus) as log:
         sched = Scheduler(bus)
@@ -169,7 +169,7 @@ async def test_new_jobs_are_refused_while_the_nodes_job_processes_are_at_the_run
             await sched.add("w-many")
             await sched.assign("w-many", NODE)
             await eventually(lambda: any((tmp_path / "data").rglob("pids")), timeout=20, message="four processes run")
-            await sched.add("w-next", "sync")
+            await sched.add("w-next", "chore")
             await sched.assign("w-next", NODE)
             [refused] = await eventually(lambda: log.of(WorkAttemptFailed, work_id="w-next"), timeout=20, message="refusal")
             await sched.cancel("w-many")
@@ -213,12 +213,12 @@ async def test_a_worker_that_stops_hands_its_running_jobs_back(nats_url: str, tm
 
 
 async def test_assignments_beyond_max_parallel_jobs_wait_for_a_slot(nats_url: str, tmp_path: Path, eventually) -> None:
-    config = RrConfig(worker=worker_settings(tmp_path, templates={"sync": CHILD + " --sleep 0.5"}, max_parallel_jobs=1))
+    config = RrConfig(worker=worker_settings(tmp_path, templates={"chore": CHILD + " --sleep 0.5"}, max_parallel_jobs=1))
     async with provisioned_bus(nats_url, node_id="sched") as bus, watching(bus) as log:
         sched = Scheduler(bus)
         async with worker_running(nats_url, NODE, config):
             for work_id in ("w-a", "w-b"):
-                await sched.add(work_id, "sync")
+                await sched.add(work_id, "chore")
                 await sched.assign(work_id, NODE)
             await eventually(lambda: len(log.of(WorkCompleted)) == 2, timeout=20, message="both ran")
     [done_a] = log.of(WorkCompleted, work_id="w-a")

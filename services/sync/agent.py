@@ -21,7 +21,7 @@ import msgspec
 
 from eventbus.connection import Bus
 from eventbus.errors import BusError
-from eventbus.events import ArtifactRef, DataSyncComplete, utcnow
+from eventbus.events import ArtifactRef, DataSyncComplete, Event, WorkAttemptFailed, WorkCompleted, WorkStarted, utcnow
 from eventbus.objectdelete import delete_object
 from eventbus.objects import BucketSpec, ObjectCorrupt, ObjectMissing, ensure_bucket, fetch_to_file
 from eventbus.publisher import Publisher
@@ -36,6 +36,7 @@ from services.sync.folds import BATCH_FILES
 from services.sync.paths import batch_path
 from services.sync.settings import SyncSettings
 from services.sync.uploads import BatchUploads
+from services.sync.workitems import SYNC_REQUESTS, SyncDone, SyncFailed, SyncRequest, served_here, sync_step
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +72,11 @@ class SyncAgent:
         self._replicas = replicas
         self._data = Folder(data.PROJECTION, believing(data.PROJECTION.initial(), candidates))  # others' plans: none
         self._files = Folder(BATCH_FILES)
-        self._live = LiveFold(bus, [self._data, self._files], aggregate_subjects("data", "leader"))
+        self._requests = Folder(SYNC_REQUESTS)  # `sync` work items: served here, not by a worker process
+        self._live = LiveFold(bus, [self._data, self._files, self._requests], aggregate_subjects("data", "leader", "work"))
         self._polls = RetryTable(settings.poll_initial_s, settings.poll_max_s)
         self._ended: set[str] = set()  # transfers this process completed (until the fold shows it)
+        self._reported: dict[tuple[str, int], str] = {}  # (work id, attempt) -> "started"/"ended" by this process
         self._uploads = BatchUploads(bus, publisher, node, root, settings)
         self._counts = {"received": 0, "bytes_received": 0, "failed": 0}
         self.ready = asyncio.Event()
@@ -127,6 +130,50 @@ class SyncAgent:
             if batch is None or stopping.is_set() or not self._polls.due(transfer.transfer_id, time.monotonic()):
                 continue
             await self._receive(transfer, batch, files.get(batch.batch_id))
+        await self._serve_items()
+
+    async def _serve_items(self) -> None:
+        """Start, then complete or fail, the `sync` attempts assigned here as their copy stands in the data fold."""
+        mine = served_here(self._requests.state, self.node)
+        self._reported = {k: v for k, v in self._reported.items() if any(k == (r.work_id, r.attempt) for r in mine)}
+        for request in mine:
+            key = (request.work_id, request.attempt)
+            if self._reported.get(key) == "ended":
+                continue
+            if request.started < request.attempt and key not in self._reported:
+                if not await self._report(WorkStarted(work_id=request.work_id, node=self.node, attempt=request.attempt)):
+                    continue
+                self._reported[key] = "started"
+            step = sync_step(request.batch_id, self.node, self._data.state)
+            if isinstance(step, SyncDone):
+                end: Event = WorkCompleted(work_id=request.work_id, node=self.node, attempt=request.attempt,
+                                           outputs=self._received_ref(request))
+            elif isinstance(step, SyncFailed):
+                end = WorkAttemptFailed(work_id=request.work_id, node=self.node, attempt=request.attempt, reason=step.reason)
+            else:
+                continue
+            if await self._report(end):
+                self._reported[key] = "ended"
+                log.info("sync %s: work %s (%s) %s", self.node, request.work_id, request.batch_id,
+                         "done" if isinstance(step, SyncDone) else f"failed: {step.reason}")
+
+    def _received_ref(self, request: SyncRequest) -> list[ArtifactRef]:
+        """Where the copied batch lies on this node, for WORK_COMPLETED (none when it was made here)."""
+        batch = self._data.state.batches.get(request.batch_id)
+        origin = self._files.state.files.get(request.batch_id)
+        if batch is None or batch.node == self.node:
+            return [origin] if origin is not None else []
+        path = batch_path(self.root, batch, origin.path if origin is not None else "")
+        return [ArtifactRef(path=str(path), size_bytes=batch.size_bytes, sha256=batch.sha256, node=self.node)]
+
+    async def _report(self, event: Event) -> bool:
+        try:
+            await self._publisher.publish(event)
+        except BusError as exc:
+            log.warning("sync %s: %s of %s not published yet: %s", self.node, event.type_name(),
+                        getattr(event, "transfer_id", None) or getattr(event, "work_id", ""), exc)
+            return False
+        return True
 
     async def _receive(self, transfer: Transfer, batch: Batch, origin: ArtifactRef | None) -> None:
         final = batch_path(self.root, batch, origin.path if origin is not None else "")
@@ -189,10 +236,7 @@ class SyncAgent:
                                          ok=True, sha256=batch.sha256, size_bytes=batch.size_bytes, seconds=round(seconds, 3)))
 
     async def _end(self, event: DataSyncComplete) -> None:
-        try:
-            await self._publisher.publish(event)
-        except BusError as exc:
-            log.warning("sync %s: end of %s not published yet: %s", self.node, event.transfer_id, exc)
+        if not await self._report(event):
             return
         self._ended.add(event.transfer_id)
         self._polls.succeeded(event.transfer_id)

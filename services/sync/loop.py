@@ -22,6 +22,7 @@ from services.sync.planner import Fleet, plan_transfers
 from services.sync.folds import BATCH_FILES
 from services.sync.settings import SyncSettings
 from services.sync.targets import alive_nodes, ephemeral_nodes, training_targets
+from services.sync.workitems import SYNC_REQUESTS, SyncRequestsState, requested_copies
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,9 @@ async def sync_planner_loop(ctx: ServiceContext, term: Term) -> None:
     subjects = (*aggregate_subjects("data", "host", "leader"), *type_subjects(withdrawal.READS))  # withdrawn batches stay put
     # The agents' batch-files fold rides along only to be snapshotted here: nodes may not write snapshots.
     taint_fold = Folder(taint.PROJECTION)  # quarantined batches are not copied
-    live = LiveFold(ctx.bus, [data_fold, cluster_fold, taint_fold, Folder(BATCH_FILES)], (*subjects, *taint_subjects()),
+    requests_fold = Folder(SYNC_REQUESTS)  # `sync` work items: operators' copies, planned first
+    live = LiveFold(ctx.bus, [data_fold, cluster_fold, taint_fold, Folder(BATCH_FILES), requests_fold],
+                    (*subjects, *aggregate_subjects("work"), *taint_subjects()),
                     snapshots=ctx.config.snapshots, who="sync planner", replicas=ctx.config.streams.replicas)
     await live.catch_up()
     hosts = LiveHosts(ctx.config.hosts_file, "sync planner")
@@ -44,7 +47,7 @@ async def sync_planner_loop(ctx: ServiceContext, term: Term) -> None:
         try:
             while True:
                 skip = frozenset(taint.tainted(taint_fold.state).batches)
-                await plan_once(term, live, data_fold, cluster_fold, await hosts.read(), settings, skip)
+                await plan_once(term, live, data_fold, cluster_fold, await hosts.read(), settings, skip, requests_fold.state)
                 await live.wait_changed(settings.plan_interval_s)
         except NotLeader as exc:
             log.info("sync planner: %s", exc)
@@ -55,11 +58,13 @@ async def sync_planner_loop(ctx: ServiceContext, term: Term) -> None:
 async def plan_once(
     term: Term, live: LiveFold, data_fold: Folder[data.DataState], cluster_fold: Folder[cluster.ClusterState],
     hosts: HostsConfig | None, settings: SyncSettings, tainted: frozenset[str] = frozenset(),
+    requests: SyncRequestsState | None = None,
 ) -> int:
     """Plan and publish one round; returns how many copies were planned."""
     state = cluster_fold.state
     fleet = Fleet(targets=training_targets(state, hosts, settings), alive=alive_nodes(state), ephemeral=ephemeral_nodes(hosts))
-    plans = plan_transfers(data_fold.state, fleet, utcnow(), settings, tainted)
+    requested = requested_copies(requests) if requests is not None else frozenset()
+    plans = plan_transfers(data_fold.state, fleet, utcnow(), settings, tainted, requested)
     last_seq = 0
     for plan in plans:
         last_seq = (await term.publish(plan)).seq

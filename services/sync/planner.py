@@ -7,7 +7,9 @@ Rules, in order:
     failed copy it is planned again, with a new transfer id, once `retry_after_s` doubled per
     failure has passed since the failed plan;
   * batches only ephemeral nodes hold go first (they may vanish), then the newest first;
-  * at most `max_inflight_per_node` unfinished copies per target, `max_plans_per_tick` per call.
+  * at most `max_inflight_per_node` unfinished copies per target, `max_plans_per_tick` per call;
+  * a copy an operator requested (a `sync` work item) goes to its alive target whatever its roles
+    and the batch's age, first of all.
 Transfer ids are `<batch>><node>#<attempt>`: deterministic, so a new leader folding the same
 log numbers the next attempt the same way.
 """
@@ -70,11 +72,14 @@ def pick_source(batch: Batch, fleet: Fleet) -> str | None:
     return next((n for n in sorted(batch.nodes) if n in fleet.alive), None)
 
 
-def candidates(data: DataState, fleet: Fleet, now: dt.datetime, settings: SyncSettings) -> list[Candidate]:
-    """Every copy allowed now, most urgent first."""
+def candidates(data: DataState, fleet: Fleet, now: dt.datetime, settings: SyncSettings,
+               requested: frozenset[tuple[str, str]] = frozenset()) -> list[Candidate]:
+    """Every copy allowed now, most urgent first; `requested` (batch, target) pairs first of all."""
     horizon = now - dt.timedelta(hours=settings.max_batch_age_h)
+    asked = {target: {b for b, t in requested if t == target} for _, target in requested} if requested else {}
+    wanted = {b for batches in asked.values() for b in batches}
     fresh = [b for b in data.batches.values()
-             if (b.at is None or b.at >= horizon) and (b.sha256 or b.size_bytes) and is_live(data, b)]
+             if (b.at is None or b.at >= horizon or b.batch_id in wanted) and (b.sha256 or b.size_bytes) and is_live(data, b)]
     fresh_ids = {b.batch_id for b in fresh}
     history = pair_history(t for t in data.transfers.values() if t.batch_id in fresh_ids)
     found = []
@@ -83,11 +88,13 @@ def candidates(data: DataState, fleet: Fleet, now: dt.datetime, settings: SyncSe
         if source is None:
             continue
         at_risk = all(n in fleet.ephemeral for n in batch.nodes if n in fleet.alive)
-        for target in sorted(fleet.targets - set(batch.nodes)):
+        fresh_enough = batch.at is None or batch.at >= horizon
+        targets = (fleet.targets if fresh_enough else set()) | {t for t, bs in asked.items() if batch.batch_id in bs and t in fleet.alive}
+        for target in sorted(targets - set(batch.nodes)):
             past = history.get((batch.batch_id, target), [])
             if may_plan(past, now, settings):
                 found.append(Candidate(batch=batch, target=target, source=source, attempt=len(past) + 1, at_risk=at_risk))
-    found.sort(key=lambda c: (not c.at_risk, -c.batch.seq, c.target))
+    found.sort(key=lambda c: ((c.batch.batch_id, c.target) not in requested, not c.at_risk, -c.batch.seq, c.target))
     return found
 
 
@@ -96,17 +103,24 @@ def transfer_id(batch_id: str, target: str, attempt: int) -> str:
     return f"{batch_id}>{target}#{attempt}"
 
 
-def _reason(c: Candidate) -> str:
-    why = "only ephemeral nodes hold it" if c.at_risk else "fresh data for training"
+def _reason(c: Candidate, requested: frozenset[tuple[str, str]]) -> str:
+    if (c.batch.batch_id, c.target) in requested:
+        why = "requested by a sync work item"
+    else:
+        why = "only ephemeral nodes hold it" if c.at_risk else "fresh data for training"
     return why + (f"; attempt {c.attempt} after failed copies" if c.attempt > 1 else "")
 
 
 def plan_transfers(data: DataState, fleet: Fleet, now: dt.datetime, settings: SyncSettings,
-                   tainted: Container[str] = frozenset()) -> list[DataSyncPlanned]:
-    """DATA_SYNC_PLANNED decisions to publish now (without epoch: the term adds it); tainted batches are not copied."""
+                   tainted: Container[str] = frozenset(),
+                   requested: frozenset[tuple[str, str]] = frozenset()) -> list[DataSyncPlanned]:
+    """DATA_SYNC_PLANNED decisions to publish now (without epoch: the term adds it); tainted batches are not copied.
+
+    `requested`: (batch, target) pairs of assigned `sync` work items, planned first and to any alive target.
+    """
     inflight = Counter(t.to_node for t in data.transfers.values() if t.status is TransferStatus.PLANNED)
     plans: list[DataSyncPlanned] = []
-    for c in candidates(data, fleet, now, settings):
+    for c in candidates(data, fleet, now, settings, requested):
         if len(plans) >= settings.max_plans_per_tick:
             break
         if c.batch.batch_id in tainted:
@@ -116,6 +130,6 @@ def plan_transfers(data: DataState, fleet: Fleet, now: dt.datetime, settings: Sy
         inflight[c.target] += 1
         plans.append(DataSyncPlanned(
             batch_id=c.batch.batch_id, transfer_id=transfer_id(c.batch.batch_id, c.target, c.attempt),
-            from_node=c.source, to_node=c.target, size_bytes=c.batch.size_bytes, reason=_reason(c),
+            from_node=c.source, to_node=c.target, size_bytes=c.batch.size_bytes, reason=_reason(c, requested),
         ))
     return plans

@@ -24,6 +24,7 @@ from eventbus.events import (
     WorkHandedBack,
     WorkStarted,
 )
+from services.sync.workitems import SYNC_WORK
 
 
 class AttemptKey(msgspec.Struct, frozen=True, order=True):
@@ -129,6 +130,8 @@ def decide_assignment(
         return Ignore(reason=f"deadline {assignment.deadline.isoformat()} already passed")
     if view.added is None:
         return Refuse(reason=f"work item {assignment.work_id} has no WORK_ADDED in the log")
+    if view.added.work_type == SYNC_WORK:
+        return Ignore(reason="a sync item: the node's sync service copies the batch, no process runs")
     return Start(assignment=assignment, item=view.added)
 
 
