@@ -38,6 +38,23 @@ async def bus(nats_url: str) -> AsyncIterator[Bus]:
         yield connected
 
 
+async def hosts_online(bus: Bus, tmp_path: Path, *nodes: str) -> tuple[Publisher, Path]:
+    """The hosts file and `nodes` online; the leader's publisher."""
+    hosts = tmp_path / "hosts.yaml"
+    hosts.write_text(HOSTS)
+    publisher = Publisher(bus)
+    for node in nodes:
+        await publisher.publish(HostOnline(node=node))
+    return publisher, hosts
+
+
+async def add_sync_item(nats_url: str, batch_id: str, target: str = "n2") -> None:
+    """Queue a sync item as an operator does, with `rr work add`."""
+    argv = ["work", "add", "--type", "sync", "--board", "hex8", "--players", "2", "--target", target,
+            "--param", f"batch_id={batch_id}", "--nats", nats_url]
+    assert await asyncio.to_thread(rr, argv) == 0
+
+
 async def work_events(bus: Bus, work_id: str) -> list[object]:
     return [e async for _s, e in events(bus, subject=f"rr.evt.work.{work_id}.>")]
 
@@ -45,11 +62,7 @@ async def work_events(bus: Bus, work_id: str) -> list[object]:
 async def test_a_sync_item_added_like_rr_work_add_completes_with_the_batch_on_its_target(
     bus: Bus, nats_url: str, tmp_path: Path
 ) -> None:
-    hosts = tmp_path / "hosts.yaml"
-    hosts.write_text(HOSTS)
-    publisher = Publisher(bus)
-    for node in ("n1", "n2"):
-        await publisher.publish(HostOnline(node=node))
+    publisher, hosts = await hosts_online(bus, tmp_path, "n1", "n2")
     ref = write_batch(tmp_path / "n1" / "selfplay" / "b1.npz", 300_000)
     await publisher.publish(SelfplayComplete(batch_id="b1", work_id="w-b1", node="n1", board_type="hex8", num_players=2,
                                              num_games=8, data=ref))
@@ -61,9 +74,7 @@ async def test_a_sync_item_added_like_rr_work_add_completes_with_the_batch_on_it
         try:
             async with leader_loop_running(bus, sync_planner_loop, load_config(configs["n1"]), node=LEADER,
                                            nats_url=nats_url, config_path=str(configs["n1"])):
-                argv = ["work", "add", "--type", "sync", "--board", "hex8", "--players", "2", "--target", "n2",
-                        "--param", "batch_id=b1", "--nats", nats_url]
-                assert await asyncio.to_thread(rr, argv) == 0
+                await add_sync_item(nats_url, "b1")
                 [added] = [e async for _s, e in events(bus, subject="rr.evt.work.*.WORK_ADDED.*")]
                 assert isinstance(added, WorkAdded) and added.work_type == "sync"
 
@@ -84,18 +95,13 @@ async def test_a_sync_item_added_like_rr_work_add_completes_with_the_batch_on_it
 async def test_a_sync_item_for_an_unknown_batch_fails_its_attempt_with_the_reason(
     bus: Bus, nats_url: str, tmp_path: Path
 ) -> None:
-    hosts = tmp_path / "hosts.yaml"
-    hosts.write_text(HOSTS)
-    publisher = Publisher(bus)
-    await publisher.publish(HostOnline(node="n2"))
+    _, hosts = await hosts_online(bus, tmp_path, "n2")
     with Fleet() as fleet:
         config = write_node_config(tmp_path / "n2.yaml", tmp_path / "n2", hosts_file=hosts)
         fleet.add(ServiceProcess("sync", nats_url, "n2", config, tmp_path))
         scheduler = await run_scheduler(bus, SchedulerSettings())
         try:
-            argv = ["work", "add", "--type", "sync", "--board", "hex8", "--players", "2", "--target", "n2",
-                    "--param", "batch_id=nope", "--nats", nats_url]
-            assert await asyncio.to_thread(rr, argv) == 0
+            await add_sync_item(nats_url, "nope")
 
             async def failed() -> list[object]:
                 return [e async for _s, e in events(bus, subject="rr.evt.work.*.WORK_ATTEMPT_FAILED.*")]

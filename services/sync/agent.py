@@ -25,12 +25,12 @@ from eventbus.events import ArtifactRef, DataSyncComplete, Event, WorkAttemptFai
 from eventbus.objectdelete import delete_object
 from eventbus.objects import BucketSpec, ObjectCorrupt, ObjectMissing, ensure_bucket, fetch_to_file
 from eventbus.publisher import Publisher
-from projections import data
+from projections import data, taint
 from projections.base import Folder
 from projections.fence import believing
 from projections.data import Batch, Transfer, TransferStatus
 from services.distributor import install
-from services.distributor.livefold import LiveFold, aggregate_subjects, reconcile_while_following
+from services.distributor.livefold import LiveFold, aggregate_subjects, reconcile_while_following, taint_subjects
 from services.distributor.retry import RetryTable
 from services.sync.folds import BATCH_FILES
 from services.sync.paths import batch_path
@@ -73,7 +73,9 @@ class SyncAgent:
         self._data = Folder(data.PROJECTION, believing(data.PROJECTION.initial(), candidates))  # others' plans: none
         self._files = Folder(BATCH_FILES)
         self._requests = Folder(SYNC_REQUESTS)  # `sync` work items: served here, not by a worker process
-        self._live = LiveFold(bus, [self._data, self._files, self._requests], aggregate_subjects("data", "leader", "work"))
+        self._taint = Folder(taint.PROJECTION)  # a quarantined batch fails its sync item (the planner never copies it)
+        self._live = LiveFold(bus, [self._data, self._files, self._requests, self._taint],
+                              (*aggregate_subjects("data", "leader", "work"), *taint_subjects()))
         self._polls = RetryTable(settings.poll_initial_s, settings.poll_max_s)
         self._ended: set[str] = set()  # transfers this process completed (until the fold shows it)
         self._reported: dict[tuple[str, int], str] = {}  # (work id, attempt) -> "started"/"ended" by this process
@@ -144,7 +146,7 @@ class SyncAgent:
                 if not await self._report(WorkStarted(work_id=request.work_id, node=self.node, attempt=request.attempt)):
                     continue
                 self._reported[key] = "started"
-            step = sync_step(request.batch_id, self.node, self._data.state)
+            step = sync_step(request.batch_id, self.node, self._data.state, taint.tainted(self._taint.state).batches)
             if isinstance(step, SyncDone):
                 end: Event = WorkCompleted(work_id=request.work_id, node=self.node, attempt=request.attempt,
                                            outputs=self._received_ref(request))
