@@ -42,7 +42,7 @@ async def delete_object(bus: Bus, bucket: str, name: str, *, only_nuid: str | No
     except nats.js.errors.NotFoundError:
         return False
     except nats.js.errors.BadRequestError as exc:
-        if exc.err_code == WRONG_LAST_SEQUENCE:
+        if exc.err_code in WRONG_LAST_SEQUENCE:
             return False  # a new version (or a deletion) came first
         raise BusError(f"deleting {bucket}/{name} refused: {exc.description}") from None
     except SILENT as exc:

@@ -41,7 +41,9 @@ API_TIMEOUT_S = 10.0  # one JetStream API call (stat, delete, bucket lookup)
 WRITE_AHEAD = 16  # chunks handed to the writer thread before the reader waits for it
 STALL_CHECK_S = 1.0  # a download without a chunk this long checks whether its object was replaced
 DIGEST_PREFIX = "SHA-256="
-WRONG_LAST_SEQUENCE = 10071  # JetStream err_code for a failed expected-last-sequence check
+# JetStream's err_codes for a failed expected-last-sequence check: 10071 from a single server,
+# 10164 (the same refusal, as a constant error) from a clustered stream's leader
+WRONG_LAST_SEQUENCE = (10071, 10164)
 
 T = TypeVar("T")
 

@@ -27,7 +27,9 @@ from eventbus.errors import BusError, BusUnavailable, ConcurrencyConflict, Fence
 from eventbus.events import Event, checked, stamp
 from eventbus.subjects import aggregate_filter
 
-WRONG_LAST_SEQUENCE = 10071  # JetStream err_code for a failed expected-last-sequence check
+# JetStream's err_codes for a failed expected-last-sequence check: 10071 from a single server,
+# 10164 (the same refusal, as a constant error) from a clustered stream's leader
+WRONG_LAST_SEQUENCE = (10071, 10164)
 
 
 class Published(msgspec.Struct, frozen=True):
@@ -228,9 +230,9 @@ class Publisher:
         if reply.error is None:
             return Published(event, reply.seq, reply.duplicate)
         err = reply.error
-        if err.err_code == WRONG_LAST_SEQUENCE and fence is not None:
+        if err.err_code in WRONG_LAST_SEQUENCE and fence is not None:
             raise Fenced(fence.subject_filter, fence.seq, err.description)
-        if err.err_code == WRONG_LAST_SEQUENCE and expect_last_seq is not None:
+        if err.err_code in WRONG_LAST_SEQUENCE and expect_last_seq is not None:
             raise ConcurrencyConflict(aggregate_filter(event.aggregate, event.aggregate_id()), expect_last_seq)
         if storage_full(err.err_code, err.description or ""):
             raise StorageFull(f"{event.type_name()} not stored: JetStream storage is full ({err.description}, "

@@ -17,7 +17,7 @@ def test_the_worker_and_the_agent_share_a_running_jobs_file_by_default(tmp_path:
     env = {"RR_DATA_DIR": str(tmp_path)}
     config = RrConfig()
     path = jobs_file_for(config, "g1", env, Path("/home/x"))
-    assert path == worker_paths(config.worker, "g1", env, Path("/home/x")).worker_dir / "running-jobs.json"
+    assert path == worker_paths(config, "g1", env, Path("/home/x")).worker_dir / "running-jobs.json"
     write_running_jobs(path, [RunningJob(work_id="w1", attempt=2)])  # what the worker writes ...
     assert read_running_jobs(jobs_file_for(config, "g1", env, Path("/home/x"))) == [RunningJob(work_id="w1", attempt=2)]
 
