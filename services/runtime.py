@@ -20,7 +20,7 @@ from eventbus.errors import BusUnavailable
 from eventbus.publisher import Publisher
 from eventbus.streams import declared_streams
 from services.auth.credentials import CREDENTIALS_ENV, check_identity, connect_options, credentials_from_env, load_credentials
-from services.looplag import LoopLagMonitor
+from services.looplag import LoopLagMonitor, install_block_hook
 from services.options import CommonOptions
 from services.telemetry.lifecycle import observability
 from services.telemetry.observed import Observed
@@ -112,6 +112,7 @@ async def run_service(entry: ServiceEntry, options: CommonOptions, *, grace_s: f
         await require_streams(bus)
         ctx = ServiceContext(entry.name, bus, config, options)
         _on_signals(ctx.stopping.set)
+        install_block_hook()  # opt-in ($RR_DEBUG_BLOCK_LOOP_S), for tests only
         log.info("service %s started on node %s via %s", entry.name, options.node_id, bus.connected_url)
         async with observability(ctx):  # telemetry from config.telemetry; announced on $SRV.* with a status endpoint
             await _supervise(ctx, main, grace_s)

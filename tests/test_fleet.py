@@ -28,6 +28,7 @@ from eventbus.events import (
     HostOffline,
     HostOnline,
     LeaderElected,
+    LeaderLost,
     ModelDistributed,
     ModelPromoted,
     SelfplayComplete,
@@ -39,16 +40,19 @@ from eventbus.events import (
     WorkHandedBack,
     WorkStarted,
 )
+from ops.fleet.launch import end_processes
 from ops.fleet.plan import MONITOR_PORT, FleetPlan
 from ops.fleet.ready import missing_services
 from ops.fleet.state import Process, load
 from projections import work as work_projection
 from projections.work import WorkState, WorkStatus
+from services.looplag import BLOCK_ENV
 from tests.fleet_harness import FleetLog, fleet_cmd, leftovers, new_run_id, plan_of, skip_without_namespaces
 
 pytestmark = [pytest.mark.fleet, pytest.mark.timeout(900)]
 
 UP_TIMEOUT_S = 420
+BLOCK_S = 30
 
 
 def poll(log: FleetLog, predicate: Callable[[], Any], timeout: float, message: str) -> Any:
@@ -69,8 +73,11 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetLog]:
     skip_without_namespaces()
     root = tmp_path_factory.mktemp("fleet")
     try:
-        fleet_cmd(root, "up", "--workers", "3", "--nat", "1", "--run-id", new_run_id(), "--timeout", str(UP_TIMEOUT_S),
-                  timeout=UP_TIMEOUT_S + 60)
+        # The services get the opt-in loop blocker (SIGUSR2 blocks a loop for BLOCK_S; services/looplag.py).
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv(BLOCK_ENV, str(BLOCK_S))
+            fleet_cmd(root, "up", "--workers", "3", "--nat", "1", "--run-id", new_run_id(), "--timeout", str(UP_TIMEOUT_S),
+                      timeout=UP_TIMEOUT_S + 60)
         yield FleetLog(plan_of(root))
     finally:
         fleet_cmd(root, "down", check=False, timeout=120)
@@ -267,6 +274,97 @@ def test_a_worker_host_that_reaches_only_one_nats_server_keeps_working_through_i
         poll(fleet, online, 60, "w-2 online while it reaches only nats-1")
     finally:
         fleet_cmd(root, "heal")
+
+
+def service_rows(fleet: FleetLog) -> list[dict[str, Any]]:
+    """`rr services --json`: every running service instance with its status (empty when the command failed)."""
+    done = fleet.rr("services", "--json", "--timeout", "5")
+    return json.loads(done.stdout) if done.returncode == 0 else []
+
+
+def test_a_scheduler_whose_event_loop_blocks_for_30s_shows_its_lag_and_another_node_takes_over(fleet: FleetLog) -> None:
+    fleet.refresh()
+    leader = fleet.of(LeaderElected, role="scheduler")[-1].node
+    before = fleet.records[-1][0]
+    row = poll(fleet, lambda: next((r for r in service_rows(fleet) if r["name"] == "rr-scheduler" and r["node"] == leader
+                                    and r["status"]), None), 60, f"the scheduler on {leader} answering its status")
+    os.kill(row["status"]["pid"], signal.SIGUSR2)  # its loop runs time.sleep(BLOCK_S): blocked, not stopped
+    taken = poll(fleet, lambda: [e for e in fleet.of(LeaderElected, role="scheduler")
+                                 if fleet.seq_of(e) > before and e.node != leader], 120,
+                 f"another scheduler elected while {leader}'s loop is blocked")
+    # The blocked service reports its lag once its loop runs again (rr services: its status endpoint).
+    lagged = poll(fleet, lambda: [r for r in service_rows(fleet) if r["name"] == "rr-scheduler" and r["node"] == leader
+                                  and r["status"] and r["status"]["loop_lag"]["max_s"] >= BLOCK_S * 0.8], 120,
+                  f"the scheduler on {leader} reporting a loop lag near {BLOCK_S}s")
+    assert lagged[0]["status"]["loop_lag"]["over_threshold"] >= 1
+    # The old leader stepped down once its loop ran again (its lease had expired), and assignments go on.
+    poll(fleet, lambda: [e for e in fleet.of(LeaderLost, role="scheduler", node=leader) if fleet.seq_of(e) > before], 120,
+         f"LEADER_LOST of {leader} after its blocked loop")
+    elected = taken[0]
+    [added] = poll(fleet, lambda: acked_adds(fleet, 1), 60, "a work item added after the takeover")
+    poll(fleet, lambda: [e for e in fleet.of(WorkAssigned, work_id=added) if fleet.seq_of(e) > fleet.seq_of(elected)], 300,
+         f"{added} assigned after {elected.node} took over")
+
+
+_START_SERVICES = """
+import os, sys
+from pathlib import Path
+from ops.fleet.host import LOGS_ENV
+from ops.fleet.launch import host_env, spawn
+from ops.fleet.state import load
+plan = load(Path(sys.argv[1])).plan
+host = plan.host(sys.argv[2])
+env = {**host_env(plan, host), LOGS_ENV: str(host.path("logs"))}
+if sys.argv[3]:
+    env["PYTHONPATH"] = os.pathsep.join([sys.argv[3], env["PYTHONPATH"]])
+print(spawn(plan, host, "services", [sys.executable, "-m", "ops.fleet.host", *host.services], env).pid)
+"""
+
+
+def start_host_services(plan: FleetPlan, host: str, shadow: Path | None = None) -> int:
+    """Start a host's service manager as `up` does (detached: it outlives the launcher), `shadow` first on its
+    PYTHONPATH; its pid."""
+    done = subprocess.run([sys.executable, "-c", _START_SERVICES, plan.root, host, str(shadow or "")],
+                          capture_output=True, text=True, timeout=60, check=True)
+    return int(done.stdout.strip())
+
+
+def test_a_host_missing_a_python_package_refuses_to_start_its_services_in_one_line_and_the_fleet_carries_on(
+        fleet: FleetLog) -> None:
+    plan = fleet.plan
+    host = plan.host("w-3")
+    manager = next(p for p in load(Path(plan.root)).processes if p.host == host.name and p.name == "services")
+    # The host's own tmp dir: the only directories a host reads are its own.
+    shadow = host.path("tmp", "no-psutil")
+    shadow.mkdir(parents=True, exist_ok=True)
+    (shadow / "psutil.py").write_text('raise ImportError("No module named \'psutil\' (this host lacks it)")\n')
+    logs = {s: host.path("logs", f"{s}.log") for s in host.services}
+    sizes = {s: log.stat().st_size if log.exists() else 0 for s, log in logs.items()}
+    end_processes([], [manager.pid])
+    broken = start_host_services(plan, host.name, shadow)
+    try:
+        def refusals() -> dict[str, list[str]]:
+            out = {}
+            for s, log in logs.items():
+                with open(log, "rb") as f:
+                    f.seek(sizes[s])
+                    out[s] = f.read().decode(errors="replace").splitlines()
+            return out
+
+        seen = poll(fleet, lambda: (r := refusals()) and all(any("missing Python packages" in line for line in lines)
+                                                             for lines in r.values()) and r, 120,
+                    f"every service on {host.name} refusing to start for psutil")
+        for service, lines in seen.items():
+            assert not any("Traceback" in line for line in lines), f"{service} died with a traceback: {lines[-10:]}"
+            assert all(line.startswith("rr: missing Python packages: psutil (psutil)") and "pip install psutil" in line
+                       for line in lines if "missing" in line), lines
+        [added] = poll(fleet, lambda: acked_adds(fleet, 1), 60, "a work item added with w-3 down")
+        done = poll(fleet, lambda: fleet.of(WorkCompleted, work_id=added), 300, f"{added} completed by the rest of the fleet")
+        assert done[0].node != host.name
+    finally:
+        end_processes([], [broken])
+        start_host_services(plan, host.name)
+    poll(fleet, lambda: not missing_services(plan), 180, f"{host.name}'s services back with psutil")
 
 
 def test_down_after_a_killed_up_leaves_no_namespace_link_or_process(tmp_path: Path) -> None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 import time
 
 import pytest
 
-from services.looplag import LoopLagMonitor, LoopLagStats
+from services.looplag import BLOCK_ENV, LoopLagMonitor, LoopLagStats, block_seconds, install_block_hook
 
 
 def test_record_keeps_last_worst_and_the_count_over_threshold(caplog: pytest.LogCaptureFixture) -> None:
@@ -49,3 +51,28 @@ async def test_an_idle_loop_keeps_sampling_until_cancelled(eventually) -> None:
     with contextlib.suppress(asyncio.CancelledError):
         await task
     assert task.cancelled()
+
+
+def test_the_loop_blocker_is_off_unless_its_variable_names_positive_seconds() -> None:
+    assert block_seconds({}) is None and block_seconds({BLOCK_ENV: " "}) is None
+    assert block_seconds({BLOCK_ENV: "1.5"}) == 1.5
+    for bad in ("soon", "0", "-3"):
+        with pytest.raises(ValueError, match=BLOCK_ENV):
+            block_seconds({BLOCK_ENV: bad})
+
+
+def test_sigusr2_blocks_the_loop_for_the_configured_seconds_only_when_opted_in() -> None:
+    async def lag_after_sigusr2(env: dict[str, str]) -> float:
+        assert install_block_hook(env) == float(env[BLOCK_ENV])
+        monitor = LoopLagMonitor(interval=0.05, threshold=0.2)
+        task = asyncio.create_task(monitor.run())
+        await asyncio.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGUSR2)
+        await asyncio.sleep(0.3)
+        task.cancel()
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGUSR2)
+        return monitor.statistics().max_s
+
+    assert asyncio.run(lag_after_sigusr2({BLOCK_ENV: "1.0"})) >= 0.9
+    # Not opted in: no handler, so the test raises SIGUSR2 only where one is installed.
+    assert install_block_hook({}) is None

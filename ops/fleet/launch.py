@@ -23,6 +23,7 @@ from ops.fleet.plan import FleetPlan, HostPlan
 from ops.fleet.state import Process
 from services.auth.generate import generate
 from services.auth.credentials import CREDENTIALS_ENV
+from services.looplag import BLOCK_ENV
 
 PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
 
@@ -60,7 +61,8 @@ def write_files(plan: FleetPlan, workload: Workload) -> None:
 
 def host_env(plan: FleetPlan, host: HostPlan) -> dict[str, str]:
     """A service's environment on `host`: its node id, config, credentials and directories; nothing shared."""
-    keep = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TERM", "VIRTUAL_ENV")}
+    # $RR_DEBUG_BLOCK_LOOP_S (services/looplag.py) passes through: the fleet tests' opt-in loop blocker.
+    keep = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TERM", "VIRTUAL_ENV", BLOCK_ENV)}
     path = [PROJECT_ROOT, *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != PROJECT_ROOT)]
     return {**keep, "PYTHONPATH": os.pathsep.join(path), "PYTHONUNBUFFERED": "1",
             "RR_NATS_URL": ",".join(plan.nats_urls()), "RR_NODE_ID": host.node_id,
