@@ -7,6 +7,7 @@ import contextlib
 import errno
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -21,6 +22,7 @@ from eventbus.connection import connect
 from eventbus.streams import provision
 from services.api.settings import PORT_ENV as API_PORT_ENV
 from services.runtime import SERVICES
+from services.up.diskspace import reservations, shortfall, store_bytes
 from services.up.embedded import EmbeddedServer, start_embedded
 from services.up.errors import UpError
 from services.up.layout import Layout, service_command, service_env
@@ -55,6 +57,14 @@ def prepare_layout(layout: Layout) -> None:
         probe.unlink()
     except OSError as exc:
         raise UpError(f"data dir {layout.data_dir} is not writable: {exc.strerror or exc}; use --data-dir or RR_DATA_DIR") from None
+
+
+def check_disk_space(layout: Layout, config: RrConfig) -> None:
+    """Raise UpError when the data dir's disk cannot hold what the streams reserve (see diskspace)."""
+    free = shutil.disk_usage(layout.store_dir).free
+    refused = shortfall(reservations(config), free, store_bytes(layout.store_dir))
+    if refused is not None:
+        raise UpError(refused)
 
 
 NATS_PORT_HINT = "another rr up or nats-server? use --nats-port or --nats URL"
