@@ -14,13 +14,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from config.settings import RrConfig
 from eventbus.connection import connect
 from eventbus.events import HostOnline
 from eventbus.history import Record, replay
 from eventbus.publisher import Publisher
-from eventbus.streamstate import stream_states
-from config.settings import RrConfig
 from eventbus.streams import GIB, StreamSettings
+from eventbus.streamstate import stream_states
 from services.sync.settings import SyncSettings
 from services.up.diskspace import reservations, shortfall
 from services.up.errors import UpError
