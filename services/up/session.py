@@ -27,6 +27,7 @@ from services.up.embedded import EmbeddedServer, start_embedded
 from services.up.errors import UpError
 from services.up.layout import Layout, service_command, service_env
 from services.up.lock import FD_ENV, UP_OWNER, HeldLock, LockOwner
+from services.up.storewatch import watch_store
 from services.up.supervisor import ChildSpec, Supervisor
 
 log = logging.getLogger(__name__)
@@ -164,6 +165,8 @@ async def run_up(plan: UpPlan, config: RrConfig, say: Callable[[str], None], loc
             say(line)
         async with asyncio.TaskGroup() as tasks:
             watcher = tasks.create_task(server.wait_exited(stopping)) if server is not None else None
+            if server is not None:
+                tasks.create_task(watch_store(server, plan.layout.store_dir, stopping, min_free_mib=config.api.min_free_mib))
             await Supervisor(children, grace_s=plan.grace_s).run(stopping)
         say("rr up: services stopped")
         if watcher is not None and watcher.result():
