@@ -40,6 +40,7 @@ def test_a_store_still_failing_with_room_again_is_stuck_and_nothing_else_is() ->
     reason = stuck_store(f"[7] [INF] fine\n{ENOSPC_LINE}\n", free_bytes=40 * MIB, min_free_bytes=16 * MIB)
     assert reason is not None and "40 MiB free (>= 16 MiB)" in reason and "KV_rr_leases" in reason, reason
     assert stuck_store(ENOSPC_LINE, free_bytes=1 * MIB, min_free_bytes=16 * MIB) is None  # still full
+    assert stuck_store(ENOSPC_LINE, free_bytes=1 * MIB, min_free_bytes=0) is None  # a floor keeps a full disk from restart loops
     assert stuck_store("[7] [INF] Server is ready\n", free_bytes=40 * MIB, min_free_bytes=16 * MIB) is None
 
 

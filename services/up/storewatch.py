@@ -23,12 +23,13 @@ log = logging.getLogger(__name__)
 
 MIB = 1 << 20
 NO_SPACE = "no space left on device"
+FLOOR_BYTES = 16 * MIB  # api.min_free_mib 0 must not restart the server over and over on a disk still full
 
 
 def stuck_store(new_log: str, free_bytes: int, min_free_bytes: int) -> str | None:
     """Why the server needs a restart, or None: its newest log lines report no space though there is room."""
     failing = [line for line in new_log.splitlines() if NO_SPACE in line]
-    if not failing or free_bytes < min_free_bytes:
+    if not failing or free_bytes < max(min_free_bytes, FLOOR_BYTES):
         return None  # healthy, or still full: a restart would not help
     return (f"its store still fails writes with {NO_SPACE!r} while the data dir has {free_bytes // MIB} MiB free "
             f"(>= {min_free_bytes // MIB} MiB); last: {failing[-1].strip()[-200:]}")
