@@ -14,17 +14,21 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from config.settings import RrConfig
 from eventbus.connection import connect
 from eventbus.events import HostOnline
 from eventbus.history import Record, replay
 from eventbus.publisher import Publisher
+from eventbus.streams import GIB, StreamSettings
 from eventbus.streamstate import stream_states
+from services.sync.settings import SyncSettings
+from services.up.diskspace import reservations, shortfall
 from services.up.errors import UpError
 from services.up.layout import Layout, default_data_dir, service_command, service_env
 from services.up.policy import ChildHistory, RestartPolicy, after_exit, describe_exit
 from services.up.session import check_port_free, prepare_layout
 from services.up.supervisor import ChildSpec, Supervisor
-from tests.helpers import eventually
+from tests.helpers import eventually, mounted_tmpfs
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,6 +64,27 @@ def test_restart_delay_always_within_base_and_cap(uptimes: list[float]) -> None:
 def test_exits_are_described_for_people() -> None:
     assert describe_exit(3) == "exited with code 3"
     assert describe_exit(-signal.SIGKILL) == "was killed by SIGKILL"
+
+
+def test_the_store_reserves_every_stream_and_the_bounded_buckets_only() -> None:
+    sized = RrConfig(streams=StreamSettings(events_max_gib=2.0), sync=SyncSettings(store_max_gib=3.0))
+    assert [(r.name, r.max_bytes / GIB, r.setting) for r in reservations(sized)] == [
+        ("RR_EVENTS", 2.0, "streams.events_max_gib"),
+        ("RR_TELEMETRY", 1.0, "streams.telemetry_max_gib"),
+        ("RR_DEADLETTER", 1.0, "streams.deadletter_max_gib"),
+        ("data store", 3.0, "sync.store_max_gib"),
+    ]
+    assert reservations(RrConfig(streams=StreamSettings(storage="memory"))) == []
+
+
+def test_free_space_short_of_the_reservations_names_need_free_and_the_settings_largest_first() -> None:
+    wanted = reservations(RrConfig(streams=StreamSettings(events_max_gib=2.0)))  # 4 GiB in all
+    assert shortfall(wanted, free_bytes=6 * GIB, stored_bytes=0) is None  # 3/4 of 6 GiB is 4.5
+    refused = shortfall(wanted, free_bytes=5 * GIB, stored_bytes=0)
+    assert refused is not None and refused.startswith("the streams need 4.00 GiB reserved but the data dir's disk has 5.00 GiB free")
+    assert refused.endswith("lower streams.events_max_gib=2, streams.telemetry_max_gib=1, streams.deadletter_max_gib=1 in the config")
+    # What a restarted store already holds sits inside its reservations.
+    assert shortfall(wanted, free_bytes=5 * GIB, stored_bytes=1 * GIB) is None
 
 
 def test_data_dir_defaults() -> None:
@@ -340,6 +365,18 @@ async def test_an_unwritable_data_dir_is_one_line_and_exit_1(tmp_path: Path) -> 
     assert code == 1
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "data dir" in lines[0] and "not writable" in lines[0]
+
+
+async def test_a_data_dir_too_small_for_the_streams_is_one_line_and_exit_1_before_the_server_starts(tmp_path: Path) -> None:
+    port = _free_port()
+    with mounted_tmpfs(tmp_path / "small", "64m") as data:  # needs root, as CI has
+        code, err = await _run_to_end("--nats-port", str(port), "--data-dir", str(data))
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("rr: the streams need 52.00 GiB reserved but the data dir's disk has 0.06 GiB free"), lines[0]
+    assert "lower streams.events_max_gib=50, streams.telemetry_max_gib=1" in lines[0], lines[0]
+    assert _port_free(port), "no server was started"
 
 
 async def test_a_missing_server_binary_is_one_line_with_the_install_hint(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from services.runtime import SERVICES
 from services.up.errors import UpError
 from services.up.layout import Layout, resolve_data_dir
 from services.up.lock import UP_OWNER, LockOwner, lock_up
-from services.up.session import API_PORT_HINT, UpPlan, check_port_free, prepare_layout, run_up
+from services.up.session import API_PORT_HINT, UpPlan, check_disk_space, check_port_free, prepare_layout, run_up
 
 EMBEDDED_HOST = "127.0.0.1"
 DEFAULT_PORT = 4222
@@ -93,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
             lock.abandon()  # a refused start leaves no data dir behind
             raise
         prepare_layout(plan.layout)
+        if plan.nats_url is None:  # the embedded server's store: its streams must fit on this disk
+            check_disk_space(plan.layout, config)
         asyncio.run(run_up(plan, config, _say, lock))
     except UpError as exc:
         print(f"rr: {exc}", file=sys.stderr)

@@ -23,11 +23,21 @@ class EmbeddedServer:
         self._server = server
         self.url: str = server.url
         self.log_path = server.log_path
+        self._restarting = False  # a restart by rr up itself is not the server dying
+
+    async def restart(self) -> None:
+        """Stop and start the server on the same port and store; wait until JetStream answers again."""
+        self._restarting = True
+        try:
+            await asyncio.to_thread(self._server.restart)
+            await wait_jetstream_ready([self.url], timeout=30.0)
+        finally:
+            self._restarting = False
 
     async def wait_exited(self, stopping: asyncio.Event, poll_s: float = 1.0) -> bool:
         """Return True (and set `stopping`) if the server dies on its own; False once stopping is set."""
         while not stopping.is_set():
-            if not self._server.running:
+            if not self._restarting and not self._server.running:
                 log.error("nats-server exited unexpectedly; stopping the services (see %s)", self.log_path)
                 stopping.set()
                 return True

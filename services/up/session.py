@@ -7,6 +7,7 @@ import contextlib
 import errno
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -21,10 +22,12 @@ from eventbus.connection import connect
 from eventbus.streams import provision
 from services.api.settings import PORT_ENV as API_PORT_ENV
 from services.runtime import SERVICES
+from services.up.diskspace import reservations, shortfall, store_bytes
 from services.up.embedded import EmbeddedServer, start_embedded
 from services.up.errors import UpError
 from services.up.layout import Layout, service_command, service_env
 from services.up.lock import FD_ENV, UP_OWNER, HeldLock, LockOwner
+from services.up.storewatch import watch_store
 from services.up.supervisor import ChildSpec, Supervisor
 
 log = logging.getLogger(__name__)
@@ -55,6 +58,14 @@ def prepare_layout(layout: Layout) -> None:
         probe.unlink()
     except OSError as exc:
         raise UpError(f"data dir {layout.data_dir} is not writable: {exc.strerror or exc}; use --data-dir or RR_DATA_DIR") from None
+
+
+def check_disk_space(layout: Layout, config: RrConfig) -> None:
+    """Raise UpError when the data dir's disk cannot hold what the streams reserve (see diskspace)."""
+    free = shutil.disk_usage(layout.store_dir).free
+    refused = shortfall(reservations(config), free, store_bytes(layout.store_dir))
+    if refused is not None:
+        raise UpError(refused)
 
 
 NATS_PORT_HINT = "another rr up or nats-server? use --nats-port or --nats URL"
@@ -154,6 +165,8 @@ async def run_up(plan: UpPlan, config: RrConfig, say: Callable[[str], None], loc
             say(line)
         async with asyncio.TaskGroup() as tasks:
             watcher = tasks.create_task(server.wait_exited(stopping)) if server is not None else None
+            if server is not None:
+                tasks.create_task(watch_store(server, plan.layout.store_dir, stopping, min_free_mib=config.api.min_free_mib))
             await Supervisor(children, grace_s=plan.grace_s).run(stopping)
         say("rr up: services stopped")
         if watcher is not None and watcher.result():
