@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 import time
 from collections.abc import Iterable
 
@@ -27,9 +28,13 @@ from eventbus.errors import BusError, BusUnavailable, ConcurrencyConflict, Fence
 from eventbus.events import Event, checked, stamp
 from eventbus.subjects import aggregate_filter
 
-# JetStream's err_codes for a failed expected-last-sequence check: 10071 from a single server,
-# 10164 (the same refusal, as a constant error) from a clustered stream's leader
-WRONG_LAST_SEQUENCE = (10071, 10164)
+# JetStream's err_code for a failed expected-last-sequence check: the subject has a newer message.
+WRONG_LAST_SEQUENCE = (10071,)
+# A clustered stream's leader answers this instead while another expected-last-subject check on the
+# same subject (for a fence: the election filter) is still being replicated. It says nothing about the
+# fence: the leader's concurrent decisions collide on it, so it is retried, never taken as "fenced".
+CHECK_IN_FLIGHT = 10164
+IN_FLIGHT_RETRY_S = (0.002, 0.05)  # jittered pause between tries, first and cap
 
 
 class Published(msgspec.Struct, frozen=True):
@@ -150,8 +155,7 @@ class Publisher:
         headers = self._headers(event, expect_last_seq, fence)
         data = checked(event)  # an event no reader would accept is refused here, not parked everywhere
         if fence is not None:
-            reply = await self._send_and_wait(event.subject(), data, headers)
-            return self._count(self._published(event, reply, None, fence))
+            return self._count(self._published(event, await self._fenced_send(event.subject(), data, headers), None, fence))
         deadline = time.monotonic() + self._retry_for
         delay = 0.05
         while True:
@@ -196,6 +200,21 @@ class Publisher:
         future.cancel()
         return await self.publish(event)
 
+    async def _fenced_send(self, subject: str, data: bytes, headers: dict[str, str]) -> _PubAckReply:
+        """Send a fenced decision, again while a clustered leader says a check on the fence is in flight.
+
+        One answer is final: stored, or refused for a newer election (the server's own check, never
+        retried). Only the in-flight answer is retried, within the publisher's ack timeout.
+        """
+        deadline = time.monotonic() + self._ack_timeout
+        pause = IN_FLIGHT_RETRY_S[0]
+        while True:
+            reply = await self._send_and_wait(subject, data, headers)
+            if reply.error is None or reply.error.err_code != CHECK_IN_FLIGHT or time.monotonic() >= deadline:
+                return reply
+            await asyncio.sleep(random.uniform(pause / 2, pause))
+            pause = min(pause * 2, IN_FLIGHT_RETRY_S[1])
+
     async def _send_and_wait(self, subject: str, data: bytes, headers: dict[str, str]) -> _PubAckReply:
         future = await self._router.send(subject, data, headers)
         try:
@@ -232,13 +251,13 @@ class Publisher:
         err = reply.error
         if err.err_code in WRONG_LAST_SEQUENCE and fence is not None:
             raise Fenced(fence.subject_filter, fence.seq, err.description)
-        if err.err_code in WRONG_LAST_SEQUENCE and expect_last_seq is not None:
+        if err.err_code in (*WRONG_LAST_SEQUENCE, CHECK_IN_FLIGHT) and expect_last_seq is not None:
             raise ConcurrencyConflict(aggregate_filter(event.aggregate, event.aggregate_id()), expect_last_seq)
         if storage_full(err.err_code, err.description or ""):
             raise StorageFull(f"{event.type_name()} not stored: JetStream storage is full ({err.description}, "
                               f"err_code {err.err_code}); free space in the server's store dir or lower "
                               "streams.*_max_gib")
-        if err.code == 503:
-            raise BusUnavailable(f"JetStream unavailable: {err.description}")
+        if err.code == 503 or err.err_code == CHECK_IN_FLIGHT:
+            raise BusUnavailable(f"JetStream unavailable: {err.description} (err_code {err.err_code})")
         raise BusError(f"publish of {event.type_name()} refused: {err.description} (err_code {err.err_code})")
 

@@ -158,3 +158,23 @@ async def test_a_decision_without_an_ack_is_sent_again_while_the_term_may_act(
         await asyncio.to_thread(nats_server.restart)
         stored = await asyncio.wait_for(pending, timeout=20)
         assert stored.event.epoch == 5 and await last_sequence(bus) == stored.seq == elected.seq + 1
+
+
+async def test_on_a_cluster_a_leaders_concurrent_decisions_are_all_stored_and_all_fenced_after_a_newer_election(
+    nats_cluster: Any,
+) -> None:
+    # A clustered stream's leader refuses an expected-last-subject check while another one on the same
+    # subject is still being replicated (err_code 10164). That is not a stale fence: a leader's
+    # decisions, published side by side, all carry the same fence subject and must all be stored.
+    from eventbus.streams import StreamSettings
+
+    async with provisioned_bus(",".join(nats_cluster.urls), node_id="a", settings=StreamSettings(replicas=3)) as bus:
+        pub = Publisher(bus)
+        elected = await pub.publish(LeaderElected(role="scheduler", node="a", epoch=5))
+        fence = FenceToken(election_filter("scheduler"), elected.seq)
+        decisions = [WorkAdded(work_id=f"w-{i}", work_type="selfplay", board_type="hex8", num_players=2) for i in range(40)]
+        stored = await asyncio.gather(*(pub.publish(d, fence=fence) for d in decisions))
+        assert len({p.seq for p in stored}) == 40
+        await Publisher(bus).publish(LeaderElected(role="scheduler", node="b", epoch=7))
+        refused = await asyncio.gather(*(pub.publish(TICK, fence=fence) for _ in range(10)), return_exceptions=True)
+        assert all(isinstance(r, Fenced) for r in refused), refused
