@@ -116,20 +116,27 @@ class Elector:
 
     def statistics(self) -> ElectorStatistics:
         """Counters and where this node stands."""
-        record = self._state.record
         term = self._state.term
         return ElectorStatistics(
             role=self.role,
             node=self.node_id,
             phase=self._state.phase.value,
             epoch=term.epoch if term is not None else None,
-            leader=record.holder.node if record is not None and record.holder is not None else None,
+            leader=self._holder_as_seen(),
             campaigns=self._counts["campaigns"],
             terms_won=self._counts["won"],
             terms_lost=self._counts["lost"],
             renewals=self._counts["renewals"],
             renew_failures=self._counts["renew_failures"],
         )
+
+    def _holder_as_seen(self) -> str | None:
+        # A leader's own acknowledged writes never come back as a newer record (the watch
+        # delivers them at or below the term's revision), so while it leads it names itself.
+        if self._state.term is not None:
+            return self.node_id
+        record = self._state.record
+        return record.holder.node if record is not None and record.holder is not None else None
 
     # ---- the loop ---------------------------------------------------------------------
 
