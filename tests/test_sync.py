@@ -77,8 +77,10 @@ async def test_batches_reach_training_nodes_once_verified_and_failed_copies_are_
                                                          board_type="hex8", num_players=2, num_games=8, data=ref))
             for node in ("n2", "n3"):
                 await wait_for(fleet, lambda: received(tmp_path, node, "b1", first.sha256), 30, f"b1 on {node}")  # noqa: B023
-            failed = await wait_for(fleet, lambda: failed_copies(bus), 20, "a failed copy of b2")
-            assert all("source no longer has" in e.error for e in failed)  # type: ignore[attr-defined]
+            failed = await wait_for(fleet, lambda: failed_copies(bus, "source no longer has"), 30, "the source gives b2 up")
+            # A target may give up first on a loaded machine (the test's transfer timeout is 5 s): both are honest reasons.
+            reasons = ("source no longer has", "batch never reached the store")
+            assert all(any(r in e.error for r in reasons) for e in failed), [e.error for e in failed]  # type: ignore[attr-defined]
             content = os.urandom(second.size_bytes)
             second_path.write_bytes(content)  # the file appears: the next plan of b2 succeeds
             sha2 = hashlib.sha256(content).hexdigest()
@@ -106,5 +108,7 @@ async def test_batches_reach_training_nodes_once_verified_and_failed_copies_are_
     assert "hex8_2p" in text and "n1,n2,n3" in text and "transfers:" in text
 
 
-async def failed_copies(bus: Bus) -> list[object]:
-    return [e for e in await of_type(bus, "DATA_SYNC_COMPLETE") if not e.ok]  # type: ignore[attr-defined]
+async def failed_copies(bus: Bus, reason: str = "") -> list[object]:
+    """Every failed copy, once one whose error names `reason` is among them."""
+    failed = [e for e in await of_type(bus, "DATA_SYNC_COMPLETE") if not e.ok]  # type: ignore[attr-defined]
+    return failed if any(reason in e.error for e in failed) else []  # type: ignore[attr-defined]

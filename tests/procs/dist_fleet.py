@@ -23,7 +23,7 @@ def write_node_config(path: Path, node_dir: Path, *, hosts_file: Path | None = N
         "distribution:\n  retry_initial_s: 0.2\n  retry_max_s: 1.0\n  missing_grace_s: 3.0\n  check_interval_s: 1.0"
         "\n  free_margin_mb: 1.0\n  idle_timeout_s: 5.0\n  complete_check_s: 0.2",
         "sync:\n  plan_interval_s: 0.3\n  poll_initial_s: 0.1\n  poll_max_s: 0.5\n  retry_after_s: 0.5\n  retry_max_s: 2.0"
-        "\n  transfer_timeout_s: 5.0\n  idle_timeout_s: 5.0",
+        "\n  transfer_timeout_s: 30.0\n  idle_timeout_s: 5.0",  # a target waits past a loaded machine's upload
     ]
     if hosts_file is not None:
         lines.append(f"hosts_file: {hosts_file}")
