@@ -10,7 +10,7 @@ import logging
 import re
 import typing
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 import msgspec
 
@@ -85,15 +85,18 @@ def load_hosts(path: str | Path) -> HostsConfig:
         raise InvalidConfig(f"{path}: {unknown[0]}{more}; fix the spelling or remove it")
     known = _known_only(raw)
     # Validate host by host so an error names the host, not msgspec's `hosts[...]`.
-    for name, entry in known["hosts"].items():  # type: ignore[attr-defined]
+    hosts = known["hosts"]
+    for name, entry in hosts.items() if isinstance(hosts, dict) else ():  # not a map: the whole file's check says so
         _convert(path, f"hosts.{name}", entry, HostEntry)
     converted = _convert(path, "", known, HostsConfig)
-    assert isinstance(converted, HostsConfig)
     _check_voters(path, converted)
     return converted
 
 
-def _convert(path: Path, prefix: str, data: object, kind: type[msgspec.Struct]) -> msgspec.Struct:  # type: ignore[type-arg]
+T = TypeVar("T", bound=msgspec.Struct)
+
+
+def _convert(path: Path, prefix: str, data: object, kind: type[T]) -> T:
     try:
         return msgspec.convert(data, kind)
     except msgspec.ValidationError as exc:
@@ -128,7 +131,7 @@ def _known_only(raw: dict[str, object]) -> dict[str, object]:
     fields = set(HostEntry.__struct_fields__)
     clean_hosts = {
         name: ({k: v for k, v in entry.items() if k in fields} if isinstance(entry, dict) else entry)
-        for name, entry in hosts.items()  # type: ignore[union-attr]
+        for name, entry in hosts.items()
     } if isinstance(hosts, dict) else hosts
     return {"hosts": clean_hosts, "p2p_voters": raw.get("p2p_voters") or raw.get("voters") or []}
 

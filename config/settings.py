@@ -7,23 +7,24 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TypeVar
 
 import msgspec
 
 from config.yamlfile import read_yaml
 from eventbus.errors import InvalidConfig
 from eventbus.streams import StreamSettings
+from projections.snapshotplan import SnapshotSettings
+from services.admission_settings import AdmissionSettings
+from services.api.settings import ApiSettings
+from services.distributor.settings import DistributionSettings
 from services.leadership.settings import LeadershipSettings
 from services.membership.settings import MembershipSettings
 from services.scheduler.pipeline_settings import PipelineSettings
-from services.worker.settings import WorkerSettings
-from services.distributor.settings import DistributionSettings
-from services.sync.settings import SyncSettings
 from services.scheduler.settings import SchedulerSettings
-from services.api.settings import ApiSettings
+from services.sync.settings import SyncSettings
 from services.telemetry.settings import TelemetrySettings
-from services.admission_settings import AdmissionSettings
-from projections.snapshotplan import SnapshotSettings
+from services.worker.settings import WorkerSettings
 
 
 class RrConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -47,6 +48,9 @@ class RrConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     snapshots: SnapshotSettings = SnapshotSettings()  # how often the leader's folds save, how many are kept
 
 
+T = TypeVar("T", bound=msgspec.Struct)
+
+
 def load_config(path: str | Path | None) -> RrConfig:
     """Read and validate a config file; no path means all defaults. Raises InvalidConfig naming file and key."""
     if path is None:
@@ -54,7 +58,7 @@ def load_config(path: str | Path | None) -> RrConfig:
     return load_yaml_as(Path(path), RrConfig)
 
 
-def load_yaml_as(path: Path, kind: type[msgspec.Struct]) -> msgspec.Struct:  # type: ignore[type-arg]
+def load_yaml_as(path: Path, kind: type[T]) -> T:
     """Parse a YAML file into a Struct, turning every mistake into one InvalidConfig line."""
     data = read_yaml(path, "config")
     try:

@@ -72,7 +72,7 @@ class Bus:
             return
         try:
             await asyncio.wait_for(self.nc.drain(), timeout=timeout)
-        except (asyncio.TimeoutError, nats.errors.Error):
+        except (TimeoutError, nats.errors.Error):
             # A connection the server refused (a revoked key) may be half torn down already.
             with contextlib.suppress(OSError):
                 await self.nc.close()
@@ -150,7 +150,7 @@ async def connect(
     deadline = (connect_timeout + 0.5) * (max(1, initial_attempts) + 1) * len(urls) + 5.0
     try:
         await _connected_or_given_up(connecting, gave_up, deadline)
-    except (OSError, asyncio.TimeoutError, nats.errors.Error) as exc:
+    except (TimeoutError, OSError, nats.errors.Error) as exc:
         raise BusUnavailable(_unreachable(urls, [*errors, exc], identity or options.get("user"))) from None
     # Once connected, a lost server is waited out for as long as it takes.
     nc.options["max_reconnect_attempts"] = -1
@@ -233,7 +233,7 @@ async def _connected_or_given_up(connecting: asyncio.Future[Any], gave_up: async
     connecting.cancel()
     with contextlib.suppress(asyncio.CancelledError, nats.errors.Error, OSError):
         await connecting
-    raise asyncio.TimeoutError("the client gave up before it connected" if gave_up.is_set() else f"no answer within {deadline:g}s")
+    raise TimeoutError("the client gave up before it connected" if gave_up.is_set() else f"no answer within {deadline:g}s")
 
 
 def _unreachable(urls: list[str], errors: list[BaseException], user: str | None) -> str:

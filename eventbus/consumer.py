@@ -182,7 +182,7 @@ class EventConsumer:
         self._want_more.set()
         try:
             await asyncio.wait_for(self._stopped.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("consumer %s did not drain within %.1fs", self.spec.durable, timeout)
 
     def _next_batch(self) -> int:
@@ -205,7 +205,7 @@ class EventConsumer:
             self._want_more.clear()
             try:
                 await asyncio.wait_for(self._want_more.wait(), delay)  # stop() cuts the wait short
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def _wait_want_more(self) -> None:
@@ -214,7 +214,7 @@ class EventConsumer:
         self._want_more.clear()
         try:
             await asyncio.wait_for(self._want_more.wait(), self.spec.pull_expires_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             if time.monotonic() - self._last_heard > self.spec.pull_expires_s:
                 self._pending = 0
 
@@ -226,7 +226,7 @@ class EventConsumer:
             self._want_more.clear()
             try:
                 await asyncio.wait_for(self._want_more.wait(), max(0.01, deadline - time.monotonic()))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
         await self._bus.nc.flush(timeout=5)
 

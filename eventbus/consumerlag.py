@@ -22,7 +22,7 @@ async def consumer_lag(bus: Bus, stream: str, durable: str, *, timeout: float = 
     """The consumer's lag now; None when it does not exist or the server did not answer."""
     try:
         info = await asyncio.wait_for(bus.js.consumer_info(stream, durable, timeout=timeout), timeout + 0.5)
-    except (asyncio.TimeoutError, nats.errors.Error):  # JetStream's errors included
+    except (TimeoutError, nats.errors.Error):  # JetStream's errors included
         return None
     return ConsumerLag(pending=info.num_pending or 0, ack_pending=info.num_ack_pending or 0,
                        redelivered=info.num_redelivered or 0)
@@ -32,7 +32,7 @@ async def stream_lags(bus: Bus, stream: str, *, timeout: float = 2.0) -> dict[st
     """Every durable consumer of `stream` with its lag; {} when the server did not answer."""
     try:
         infos = await asyncio.wait_for(bus.js.consumers_info(stream), timeout)
-    except (asyncio.TimeoutError, nats.errors.Error):
+    except (TimeoutError, nats.errors.Error):
         return {}
     return {
         info.name: ConsumerLag(pending=info.num_pending or 0, ack_pending=info.num_ack_pending or 0,
@@ -45,6 +45,6 @@ async def stream_messages(bus: Bus, stream: str, *, timeout: float = 2.0) -> int
     """How many messages `stream` holds now; None when it does not exist or the server did not answer."""
     try:
         info = await asyncio.wait_for(bus.js.stream_info(stream), timeout)
-    except (asyncio.TimeoutError, nats.errors.Error):
+    except (TimeoutError, nats.errors.Error):
         return None
     return int(info.state.messages)

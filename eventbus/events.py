@@ -626,7 +626,7 @@ def new_event_id(source: str) -> str:
 
 def utcnow() -> dt.datetime:
     """Current time in UTC, the only clock events are stamped with."""
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def stamp(event: Event, source: str, trace: str | None = None) -> Event:

@@ -70,7 +70,7 @@ async def pending_from(bus: Bus, *, subject: str, start_seq: int, stream: str = 
         raise BusUnavailable(f"stream {stream} does not exist: run `rr streams init`") from None
     except _SILENT as exc:
         raise BusUnavailable(f"JetStream did not answer counting {subject}: {exc}") from None
-    return int(info.num_pending)
+    return int(info.num_pending or 0)
 
 
 async def start_for_last(bus: Bus, count: int, *, subject: str = ALL_EVENTS, stream: str = EVENTS_STREAM) -> tuple[int, int]:

@@ -11,6 +11,7 @@ import base64
 import datetime as dt
 import logging
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import msgspec
 import nats.errors
@@ -36,7 +37,7 @@ class Record(msgspec.Struct, frozen=True):
     data: bytes
 
 
-def handed(on_record: Callable[[Record], None], record: Record) -> None:
+def handed(on_record: Callable[[Record], object], record: Record) -> None:
     """`on_record(record)`; an error is logged with the record's sequence and reading goes on.
 
     A reader's bug on one record must not stop it on every later one, nor stall a replay
@@ -74,31 +75,17 @@ async def first_sequence(bus: Bus, stream: str = EVENTS_STREAM) -> int:
 
 async def first_stored_at(bus: Bus, when: dt.datetime, stream: str = EVENTS_STREAM) -> int | None:
     """The sequence of the first record the stream stored at or after `when`; None when none was."""
-    request = msgspec.json.encode({"start_time": when.astimezone(dt.timezone.utc).isoformat()})
+    request = msgspec.json.encode({"start_time": when.astimezone(dt.UTC).isoformat()})
     try:
         reply = await bus.nc.request(f"$JS.API.STREAM.MSG.GET.{stream}", request, timeout=API_TIMEOUT_S)
     except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
         raise BusUnavailable(f"JetStream did not answer a message get on {stream}: {exc or type(exc).__name__}") from None
-    answer = msgspec.json.decode(reply.data, type=_MsgGetReply)
+    answer = _get_decoder.decode(reply.data)
     if answer.message is None:
         if answer.error is not None and answer.error.err_code != NO_MESSAGE_FOUND:
             raise BusUnavailable(f"message get on {stream} refused: {answer.error.description}")
         return None
     return answer.message.seq
-
-
-class _MsgGetError(msgspec.Struct):
-    err_code: int = 0
-    description: str = ""
-
-
-class _MsgGetMessage(msgspec.Struct):
-    seq: int
-
-
-class _MsgGetReply(msgspec.Struct):
-    message: _MsgGetMessage | None = None
-    error: _MsgGetError | None = None
 
 
 NO_MESSAGE_FOUND = 10037
@@ -144,7 +131,7 @@ async def last_on(bus: Bus, subject: str, *, stream: str = EVENTS_STREAM, timeou
 
 async def replay(
     bus: Bus,
-    on_record: Callable[[Record], None],
+    on_record: Callable[[Record], object],
     *,
     stream: str = EVENTS_STREAM,
     subject: str = ALL_EVENTS,
@@ -199,7 +186,7 @@ async def _wait_done(done: asyncio.Future[None], progress: Callable[[], int], id
         await asyncio.wait([done], timeout=idle_timeout)
 
 
-def _start_options(start_seq: int, start_time: dt.datetime | None) -> dict[str, object]:
+def _start_options(start_seq: int, start_time: dt.datetime | None) -> dict[str, Any]:
     if start_time is not None:
         return {"deliver_policy": DeliverPolicy.BY_START_TIME, "config": _by_time(start_time)}
     if start_seq > 1:
@@ -212,7 +199,8 @@ def _by_seq(seq: int) -> nats.js.api.ConsumerConfig:
 
 
 def _by_time(when: dt.datetime) -> nats.js.api.ConsumerConfig:
-    return nats.js.api.ConsumerConfig(opt_start_time=when.astimezone(dt.timezone.utc).isoformat())
+    # nats-py types this field as a datetime but sends it as it is, and the server wants RFC 3339 text.
+    return nats.js.api.ConsumerConfig(opt_start_time=when.astimezone(dt.UTC).isoformat())  # type: ignore[arg-type]
 
 
 async def events(

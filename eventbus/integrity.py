@@ -9,8 +9,6 @@ stream with the reason, folds record it as an anomaly and go on.
 
 from __future__ import annotations
 
-from typing import Any
-
 from eventbus.errors import InvalidEvent
 from eventbus.events import EVENT_TYPES, Event, decode
 from eventbus.subjects import EVENTS_ROOT, token
@@ -51,12 +49,12 @@ def _disagreement(subject: str, parts: list[str], event: Event) -> str | None:
     return None  # the same once ids are made subject-safe (dots, spaces ... become '_')
 
 
-def checked(subject: str, event: Any) -> Event:
+def checked(subject: str, event: Event) -> Event:
     """`event` if it agrees with `subject`; raises SubjectMismatch naming the disagreement."""
     problem = mismatch(subject, event)
     if problem is not None:
         raise SubjectMismatch(f"subject and body disagree: {problem}")
-    return event  # type: ignore[no-any-return]
+    return event
 
 
 def decode_on(subject: str, data: bytes) -> Event:

@@ -86,7 +86,7 @@ class Registration:
         """Stop answering discovery and status requests."""
         try:
             await asyncio.wait_for(self._service.stop(), timeout=5)
-        except (asyncio.TimeoutError, nats.errors.Error) as exc:
+        except (TimeoutError, nats.errors.Error) as exc:
             log.info("micro: withdrawing %s: %s", self._service.id, exc or type(exc).__name__)
 
 
@@ -113,7 +113,7 @@ async def register(
     try:
         service = await asyncio.wait_for(nats.micro.add_service(bus.nc, config), timeout=5)
         await service.add_endpoint(name=STATUS_ENDPOINT, subject=status_subject, handler=answer_status)
-    except (asyncio.TimeoutError, nats.errors.Error) as exc:
+    except (TimeoutError, nats.errors.Error) as exc:
         raise BusUnavailable(f"could not register service {name} on the bus: {exc or type(exc).__name__}") from None
     return Registration(service)
 
@@ -150,7 +150,7 @@ async def _until_quiet(arrived: asyncio.Queue[bytes | None], *, timeout: float, 
     while (left := deadline - loop.time()) > 0:
         try:
             data = await asyncio.wait_for(arrived.get(), min(quiet if replies else timeout, left))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             break
         if data is None:
             break

@@ -83,7 +83,7 @@ async def delete_orphan_chunks(bus: Bus, bucket: str, *, older_than_s: float) ->
             if nuid in live:
                 continue
             newest = await within(API_TIMEOUT_S, bus.js.get_last_msg(stream, subject))
-            if newest.time is None or (dt.datetime.now(dt.timezone.utc) - newest.time).total_seconds() < older_than_s:
+            if newest.time is None or (dt.datetime.now(dt.UTC) - newest.time).total_seconds() < older_than_s:
                 continue
             deleted += await delete_chunks(bus, bucket, nuid)
     except nats.js.errors.NotFoundError:

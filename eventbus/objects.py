@@ -260,7 +260,7 @@ async def put_stream(
 
 def utcnow_iso() -> str:
     """The object store's mtime format."""
-    return dt.datetime.now(dt.timezone.utc).isoformat()
+    return dt.datetime.now(dt.UTC).isoformat()
 
 
 async def _publish_chunks(bus: Bus, subject: str, handle: BinaryIO, chunk: int) -> tuple[int, int, bytes]:

@@ -125,7 +125,7 @@ async def probe_subscribe(bus: Bus, watch: PermissionWatch, subject: str, *, tim
             if watch.denied(subject):
                 break
             await bus.nc.flush(timeout=timeout)  # type: ignore[arg-type]  # annotated int, takes float seconds
-    except (nats.errors.TimeoutError, asyncio.TimeoutError):
+    except (TimeoutError, nats.errors.TimeoutError):
         raise BusUnavailable(f"NATS did not answer a flush within {timeout:g}s") from None
     finally:
         await sub.unsubscribe()
@@ -148,7 +148,7 @@ async def probe_jetstream(bus: Bus, *, timeout: float = 3.0) -> JetStreamProbe:
         reply = await bus.nc.request("$JS.API.INFO", b"", timeout=timeout)
     except nats.errors.NoRespondersError:
         return JetStreamProbe(enabled=False, detail="no JetStream responders: the server runs without JetStream")
-    except (nats.errors.TimeoutError, asyncio.TimeoutError):
+    except (TimeoutError, nats.errors.TimeoutError):
         return JetStreamProbe(enabled=False, detail=f"no answer from the JetStream API within {timeout:g}s")
     info = json.loads(reply.data or b"{}")
     if "error" in info:
@@ -174,11 +174,11 @@ class StreamProbe(msgspec.Struct, frozen=True, kw_only=True):
 
 async def probe_stream(bus: Bus, name: str, *, timeout: float = 3.0) -> StreamProbe:
     """`$JS.API.STREAM.INFO.<name>`: replicas, messages, and the server's clock from the reply's `ts`."""
-    sent_at = dt.datetime.now(dt.timezone.utc)
+    sent_at = dt.datetime.now(dt.UTC)
     started = time.monotonic()
     try:
         reply = await bus.nc.request(f"$JS.API.STREAM.INFO.{name}", b"", timeout=timeout)
-    except (nats.errors.TimeoutError, nats.errors.NoRespondersError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
         raise BusUnavailable(f"JetStream did not answer stream info of {name}: {exc or type(exc).__name__}") from None
     round_trip = time.monotonic() - started
     info = json.loads(reply.data or b"{}")

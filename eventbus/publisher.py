@@ -219,7 +219,7 @@ class Publisher:
         future = await self._router.send(subject, data, headers)
         try:
             return await asyncio.wait_for(future, timeout=self._ack_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise BusUnavailable(f"no publish ack for {subject} within {self._ack_timeout}s") from None
 
     def _count(self, published: Published) -> Published:

@@ -48,7 +48,7 @@ def learned(attempts: Attempts, fence: FenceView, event: Event) -> Attempts:
     """
     if event.epoch is not None and judge(fence, event) not in ADMITTED:
         return attempts
-    work_id: str = getattr(event, "work_id")
+    work_id: str = event.work_id  # type: ignore[attr-defined]  # every event this fold reads names its work item
     now = attempts.items.get(work_id)
     if isinstance(event, WorkAssigned):
         if now is not None and event.attempt <= now.attempt:

@@ -39,9 +39,13 @@ class Anomaly(msgspec.Struct, frozen=True, kw_only=True):
 class State(Protocol):
     """What every projection state has: its stream position and its anomalies."""
 
-    last_seq: int
-    anomalies: tuple[Anomaly, ...]
-    anomaly_count: int
+    # Read-only members, so that frozen Structs satisfy the protocol.
+    @property
+    def last_seq(self) -> int: ...
+    @property
+    def anomalies(self) -> tuple[Anomaly, ...]: ...
+    @property
+    def anomaly_count(self) -> int: ...
 
 
 S = TypeVar("S", bound=State)
@@ -138,15 +142,18 @@ class Projection(Generic[S]):
     def decoder(self) -> Callable[[bytes], Event]:
         """A strict decoder for exactly the event types this projection reads (raises InvalidEvent)."""
         kinds = tuple(EVENT_TYPES[name] for name in sorted(self.reads))
-        return strict_decoder(Union[kinds] if len(kinds) > 1 else kinds[0])  # type: ignore[valid-type]
+        return strict_decoder(Union[kinds] if len(kinds) > 1 else kinds[0])
 
 
 class Record(Protocol):
-    """A stored message as eventbus.history reads it."""
+    """A stored message as eventbus.history reads it (read-only members: its Record is frozen)."""
 
-    seq: int
-    subject: str
-    data: bytes
+    @property
+    def seq(self) -> int: ...
+    @property
+    def subject(self) -> str: ...
+    @property
+    def data(self) -> bytes: ...
 
 
 def type_of(subject: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import msgspec
 
@@ -11,7 +12,7 @@ from eventbus.events import Event
 from projections import cluster, data, elo, fence, models, taint, work
 from projections.base import Anomaly, Projection, Record, fold_events, fold_records, total
 
-PARTS: dict[str, Projection[msgspec.Struct]] = {  # type: ignore[type-var]
+PARTS: dict[str, Projection[Any]] = {
     "cluster": cluster.PROJECTION,
     "work": work.PROJECTION,
     "models": models.PROJECTION,
@@ -50,7 +51,7 @@ def apply(state: ProjectionSet, event: Event, seq: int) -> ProjectionSet:
     return msgspec.structs.replace(state, last_seq=seq, last_ts=event.ts or state.last_ts, **changes)
 
 
-def part_name(projection: Projection[msgspec.Struct]) -> str | None:  # type: ignore[type-var]
+def part_name(projection: Projection[Any]) -> str | None:
     """The field of ProjectionSet that holds `projection` (same name and version), None for any other."""
     for name, part in PARTS.items():
         if part.name == projection.name and part.version == projection.version:
@@ -96,7 +97,7 @@ def fold_all_events(events: Iterable[tuple[int, Event]], state: ProjectionSet | 
 
 def total_anomalies(state: ProjectionSet) -> int:
     """Anomalies recorded by every part, undecodable messages included."""
-    return state.anomaly_count + sum(getattr(state, name).anomaly_count for name in PARTS)
+    return state.anomaly_count + sum(int(getattr(state, name).anomaly_count) for name in PARTS)
 
 
 def total_fenced(state: ProjectionSet) -> int:

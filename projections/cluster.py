@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
+from typing import Any
 
 import msgspec
 
@@ -104,7 +106,8 @@ def host_offline(state: ClusterState, event: HostOffline, seq: int) -> ClusterSt
     return msgspec.structs.replace(state, last_seq=seq, nodes={**state.nodes, event.node: node})
 
 
-_HANDLERS = {
+# Each handler takes the one event type it is keyed by.
+_HANDLERS: dict[type[Event], Callable[[ClusterState, Any, int], ClusterState]] = {
     LeaderElected: leader_elected,
     LeaderLost: leader_lost,
     HostOnline: host_online,
@@ -121,7 +124,7 @@ def apply(state: ClusterState, event: Event, seq: int) -> ClusterState:
     handler = _HANDLERS.get(type(event))
     if handler is None:
         return msgspec.structs.replace(state, last_seq=seq)
-    return handler(state, event, seq)  # type: ignore[operator]
+    return handler(state, event, seq)
 
 
 PROJECTION: Projection[ClusterState] = Projection(

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from collections.abc import Callable
+from typing import Any
 
 import msgspec
 
 from eventbus.events import DataSyncComplete, DataSyncPlanned, Event, LeaderElected, SelfplayComplete
-from projections import withdrawal
-from projections.base import Anomaly, Projection, config_key, rejected, total
 from projections import attempts as attempt_rule
+from projections import withdrawal
 from projections.attempts import Attempts, late
+from projections.base import Anomaly, Projection, config_key, rejected, total
 from projections.fence import Fence, screen
 from projections.pmap import PMap
 from projections.withdrawal import Withdrawals
@@ -133,7 +135,7 @@ def is_live(state: DataState, batch: Batch) -> bool:
 
 def item_ended(state: DataState, event: Event, seq: int) -> DataState:
     """A work item ended: its batches stop (or start again) counting, by the withdrawal rule."""
-    work_id: str = getattr(event, "work_id")
+    work_id: str = event.work_id  # type: ignore[attr-defined]  # every event this fold reads names its work item
     counted = state.withdrawals.counts(work_id)
     state = msgspec.structs.replace(state, last_seq=seq, withdrawals=withdrawal.apply(state.withdrawals, event))
     batch_ids = state.by_work.get(work_id, ())
@@ -195,7 +197,8 @@ def sync_complete(state: DataState, event: DataSyncComplete, seq: int) -> DataSt
     )
 
 
-_HANDLERS = {
+# Each handler takes the one event type it is keyed by.
+_HANDLERS: dict[type[Event], Callable[[DataState, Any, int], DataState]] = {
     SelfplayComplete: selfplay_complete,
     DataSyncPlanned: sync_planned,
     DataSyncComplete: sync_complete,
@@ -223,7 +226,7 @@ def apply(state: DataState, event: Event, seq: int) -> DataState:
     handler = _HANDLERS.get(type(event))
     if handler is None:
         return msgspec.structs.replace(state, last_seq=seq)
-    return handler(state, event, seq)  # type: ignore[operator]
+    return handler(state, event, seq)
 
 
 def freshness_s(config: ConfigData, now: dt.datetime) -> float | None:

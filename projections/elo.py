@@ -11,7 +11,7 @@ import datetime as dt
 
 import msgspec
 
-from eventbus.events import Event, EvaluationComplete, ModelPromoted, ModelRated, TrainingComplete
+from eventbus.events import EvaluationComplete, Event, ModelPromoted, ModelRated, TrainingComplete
 from projections import attempts as attempt_rule
 from projections import withdrawal
 from projections.attempts import Attempts, late
@@ -90,12 +90,12 @@ def apply(state: EloState, event: Event, seq: int) -> EloState:
         history = state.history.set(event.model_id, state.history.get(event.model_id, ()) + (rating,))
         return msgspec.structs.replace(state, last_seq=seq, history=history)
     if isinstance(event, ModelRated):
-        rating = ScaleRating(
+        scale = ScaleRating(
             seq=seq, at=event.ts, model_id=event.model_id, elo=event.elo, interval=event.interval, games=event.games,
             opponents=tuple(event.opponents), kind=event.kind, evaluation_work_id=event.evaluation_work_id,
         )
         configs = state.configs.set(event.model_id, config_key(event.board_type, event.num_players))
-        return msgspec.structs.replace(state, last_seq=seq, ratings=state.ratings.set(event.model_id, rating), configs=configs)
+        return msgspec.structs.replace(state, last_seq=seq, ratings=state.ratings.set(event.model_id, scale), configs=configs)
     if isinstance(event, (TrainingComplete, ModelPromoted)):
         configs = state.configs.set(event.model_id, config_key(event.board_type, event.num_players))
         return msgspec.structs.replace(state, last_seq=seq, configs=configs)

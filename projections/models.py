@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
+from typing import Any
 
 import msgspec
 
@@ -14,9 +16,9 @@ from eventbus.events import (
     ModelPromoted,
     TrainingComplete,
 )
-from projections.base import Anomaly, Projection, config_key, rejected, total
 from projections import attempts as attempt_rule
 from projections.attempts import Attempts, late
+from projections.base import Anomaly, Projection, config_key, rejected, total
 from projections.fence import Fence, screen
 from projections.pmap import PMap
 
@@ -137,7 +139,8 @@ def distribution_complete(state: ModelsState, event: ModelDistributionComplete, 
     return _stored(state, seq, msgspec.structs.replace(model, distribution_complete=True))
 
 
-_HANDLERS = {
+# Each handler takes the one event type it is keyed by.
+_HANDLERS: dict[type[Event], Callable[[ModelsState, Any, int], ModelsState]] = {
     TrainingComplete: training_complete,
     ModelPromoted: model_promoted,
     ModelDistributed: model_distributed,
@@ -163,7 +166,7 @@ def apply(state: ModelsState, event: Event, seq: int) -> ModelsState:
     handler = _HANDLERS.get(type(event))
     if handler is None:
         return msgspec.structs.replace(state, last_seq=seq)
-    return handler(state, event, seq)  # type: ignore[operator]
+    return handler(state, event, seq)
 
 
 def promoted_models(state: ModelsState) -> dict[str, ModelInfo]:

@@ -91,6 +91,10 @@ class PMap(Generic[K, V]):
         return f"PMap({self.to_dict()!r})"
 
 
+# What a pure function that only reads a map accepts: a plain mapping, or a fold's PMap as it is (no copy).
+Lookup = Mapping[K, V] | PMap[K, V]
+
+
 def enc_hook(obj: Any) -> Any:
     """msgspec encode hook: a PMap goes on the wire as the plain map it is."""
     if isinstance(obj, PMap):

@@ -92,7 +92,7 @@ def believing(state: S, candidates: Sequence[str]) -> S:
 
 async def state_at_seq(
     bus: Bus,
-    projection: Projection[S] = bundle.PROJECTION,
+    projection: Projection[S] = bundle.PROJECTION,  # type: ignore[assignment]  # mypy cannot tie a default to S
     seq: int | None = None,
     *,
     use_snapshot: bool = True,
@@ -121,7 +121,7 @@ CLOCK_SKEW = dt.timedelta(minutes=5)
 
 
 async def state_at_time(
-    bus: Bus, at: dt.datetime, projection: Projection[S] = bundle.PROJECTION, *,
+    bus: Bus, at: dt.datetime, projection: Projection[S] = bundle.PROJECTION, *,  # type: ignore[assignment]  # as above
     use_snapshot: bool = True, progress: Progress | None = None, skew: dt.timedelta = CLOCK_SKEW,
     candidates: Sequence[str] = (),
 ) -> Rebuilt[S]:

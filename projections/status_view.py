@@ -171,8 +171,8 @@ def status_view(ps: ProjectionSet, *, now: dt.datetime, node_id: str = "", prima
     active = work.by_node(ps.work)
     nodes = [_node_view(n, leads.get(n.node, []), active.get(n.node, {})) for _, n in sorted(ps.cluster.nodes.items())]
     leaders = {
-        role: LeaderView(node=l.node, epoch=l.epoch, since=l.since, since_seq=l.since_seq, reason=l.reason)
-        for role, l in sorted(ps.cluster.leaders.items())
+        role: LeaderView(node=lead.node, epoch=lead.epoch, since=lead.since, since_seq=lead.since_seq, reason=lead.reason)
+        for role, lead in sorted(ps.cluster.leaders.items())
     }
     counts = work.counts(ps.work)
     return StatusView(
@@ -188,6 +188,6 @@ def status_view(ps: ProjectionSet, *, now: dt.datetime, node_id: str = "", prima
 
 def with_loops_down(view: StatusView, down: Mapping[str, list[str]]) -> StatusView:
     """The view with each role's leader marked by the loops it reports not running (roles without a leader unchanged)."""
-    leaders = {role: msgspec.structs.replace(l, loops_down=list(down.get(role, [])) if l.node is not None else [])
-               for role, l in view.leaders.items()}
+    leaders = {role: msgspec.structs.replace(lead, loops_down=list(down.get(role, [])) if lead.node is not None else [])
+               for role, lead in view.leaders.items()}
     return msgspec.structs.replace(view, leaders=leaders)

@@ -10,14 +10,14 @@ quarantine and the upstream output it was reached through, so `rr lineage` can s
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 import msgspec
 
 from eventbus.events import Event, OutputsQuarantined, QuarantineLifted, SelfplayComplete, TrainingComplete
 from projections.base import Anomaly, Projection, rejected, total
 from projections.models import ModelsState
-from projections.pmap import PMap
+from projections.pmap import Lookup, PMap
 
 VERSION = 1
 KINDS = ("node", "batch", "model")
@@ -121,7 +121,7 @@ def _after(at: dt.datetime | None, since: dt.datetime | None) -> bool:
     return since is None or (at is not None and at >= since)
 
 
-def roots(quarantine: Quarantine, batches: Mapping[str, BatchFacts], models: Mapping[str, ModelFacts]) -> tuple[list[str], list[str]]:
+def roots(quarantine: Quarantine, batches: Lookup[str, BatchFacts], models: Lookup[str, ModelFacts]) -> tuple[list[str], list[str]]:
     """The batches and models a quarantine names directly (a node's: those it reported at or after `since`)."""
     if quarantine.kind == "batch":
         return [quarantine.target], []
@@ -134,7 +134,7 @@ def roots(quarantine: Quarantine, batches: Mapping[str, BatchFacts], models: Map
     )
 
 
-def closure(quarantines: Iterable[Quarantine], batches: Mapping[str, BatchFacts], models: Mapping[str, ModelFacts]) -> Tainted:
+def closure(quarantines: Iterable[Quarantine], batches: Lookup[str, BatchFacts], models: Lookup[str, ModelFacts]) -> Tainted:
     """Every batch and model tainted by the quarantines not lifted, following lineage forward to a fixpoint."""
     trained_on: dict[str, list[str]] = {}  # batch -> models trained on it
     children: dict[str, list[str]] = {}  # model -> models trained from it

@@ -1,9 +1,10 @@
 """Forensics: what happened to a node, a work item or a model, in log order, each line saying why.
 
 The log is folded alongside (for a work item or a model, only the subjects its lines depend on:
-`subjects_read`), so each selected event is judged as the projections judged it: a stale leader decision says it was ignored and why, an illegal transition says it was
-rejected and why. A work item's timeline also shows what happened around it: its node going
-offline while holding it, and leadership changing while it was open.
+`subjects_read`), so each selected event is judged as the projections judged it: a stale leader
+decision says it was ignored and why, an illegal transition says it was rejected and why. A work
+item's timeline also shows what happened around it: its node going offline while holding it, and
+leadership changing while it was open.
 """
 
 from __future__ import annotations

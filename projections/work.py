@@ -203,7 +203,7 @@ def _moved(item: WorkItem, event: Event, status: WorkStatus, seq: int) -> WorkIt
 
 def transition(state: WorkState, event: Event, seq: int) -> WorkState:
     """Move an item by the transition table, or record why the event cannot apply to it."""
-    work_id: str = getattr(event, "work_id")
+    work_id: str = event.work_id  # type: ignore[attr-defined]  # every event this fold reads names its work item
     item = state.items.get(work_id)
     if item is None:
         return rejected(state, seq, event, f"unknown work item {work_id}")

@@ -68,7 +68,7 @@ def build_parser(modules: Sequence[str] = COMMAND_MODULES) -> argparse.ArgumentP
     return parser
 
 
-def _register_broken(subparsers: argparse._SubParsersAction, module: str, exc: Exception) -> None:  # type: ignore[type-arg]
+def _register_broken(subparsers: argparse._SubParsersAction[argparse.ArgumentParser], module: str, exc: Exception) -> None:
     noun = module.rsplit(".", 1)[-1]
     reason = f"command '{noun}' is unavailable: {module} failed to import: {type(exc).__name__}: {exc}"
     # No option prefix: whatever follows (even --help) is swallowed, and the command explains itself.

@@ -8,8 +8,9 @@ import importlib
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import nats.js.errors
@@ -49,7 +50,7 @@ class ServiceContext:
         return self.stopping.is_set()
 
 
-ServiceMain = Callable[[ServiceContext], Awaitable[None]]
+ServiceMain = Callable[[ServiceContext], Coroutine[Any, Any, None]]
 
 
 class ServiceEntry(msgspec.Struct, frozen=True, kw_only=True):

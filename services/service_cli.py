@@ -20,8 +20,7 @@ from config.settings import load_config
 from eventbus.errors import BusError
 from services.api.settings import PORT_ENV
 from services.cli import configure_logging
-from services.options import add_common_arguments, common_options
-from services.options import CommonOptions
+from services.options import CommonOptions, add_common_arguments, common_options
 from services.runtime import SERVICES, ServiceEntry, run_service
 from services.up.errors import UpError
 from services.up.lock import HeldLock, lock_service

@@ -26,7 +26,7 @@ from services.runtime import ServiceContext
 from tests.bus_harness import provisioned_bus
 from tests.helpers import eventually
 
-T0 = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(hours=2)
+T0 = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(hours=2)
 H100 = ev.HostResources(cpu_count=32, memory_gb=256.0, gpus=[ev.GpuInfo(name="H100", memory_gb=80.0)] * 2)
 A10 = ev.HostResources(cpu_count=16, memory_gb=64.0, gpus=[ev.GpuInfo(name="A10", memory_gb=24.0)])
 DEADLINE = T0 + dt.timedelta(hours=5)

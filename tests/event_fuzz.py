@@ -79,7 +79,7 @@ def _strategy(t: mi.Type, name: str) -> st.SearchStrategy[Any]:
     if isinstance(t, mi.FloatType):
         return st.floats(min_value=t.ge, max_value=t.le, allow_nan=False, allow_infinity=False)
     if isinstance(t, mi.DateTimeType):
-        return st.datetimes(timezones=st.just(dt.timezone.utc))
+        return st.datetimes(timezones=st.just(dt.UTC))
     if isinstance(t, mi.ListType):
         return st.lists(_strategy(t.item_type, name), max_size=min(3, t.max_length or 3))
     if isinstance(t, mi.DictType):

@@ -16,7 +16,7 @@ import msgspec.inspect as mi
 from eventbus.events import EVENT_TYPES, Event
 
 ENVELOPE = frozenset(Event.__struct_fields__)
-SAMPLE_TIME = dt.datetime(2025, 3, 4, 5, 6, 7, 890123, tzinfo=dt.timezone.utc)
+SAMPLE_TIME = dt.datetime(2025, 3, 4, 5, 6, 7, 890123, tzinfo=dt.UTC)
 SAMPLE_TRACE = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
-import json
 import signal
-import urllib.request
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,7 @@ async def test_status_peers_and_work_status_are_the_projections_with_the_seeds_f
         assert [(n["node_id"], n["status"]) for n in status["nodes"]] == [
             ("cpu-9", "offline"), ("gpu-1", "online"), ("gpu-2", "online"), ("gpu-3", "online"),
         ]
-        assert {role: (l["node"], l["epoch"]) for role, l in status["leaders"].items()} == {
+        assert {role: (lead["node"], lead["epoch"]) for role, lead in status["leaders"].items()} == {
             "promoter": ("gpu-2", 2), "scheduler": ("gpu-1", 4),
         }
         hex8 = status["models"]["hex8_2p"]
@@ -197,7 +197,8 @@ BAD_REQUESTS = [
     ("POST", "/work/add", b'{"work_type": "selfplay", "board_type": "hex8", "num_players": 9}', {}, 400, "num_players: hex8 is played by 2 players, not 9"),
     ("POST", "/work/add", b'{"work_type": "selfplay", "board_type": "hex8", "num_players": "2"}', {}, 400, "num_players: Expected `int`, got `str`"),
     ("POST", "/work/add", b'{"work_type": "selfplay", "board_type": "", "num_players": 2}', {}, 400, "board_type: Expected `str` of length >= 1"),
-    ("POST", "/work/add", b'{"work_type": "selfplay", "board_type": "  ", "num_players": 2}', {}, 400, "board_type: unknown board '  ': choose one of hex8, square8"),
+    ("POST", "/work/add", b'{"work_type": "selfplay", "board_type": "  ", "num_players": 2}', {}, 400,
+     "board_type: unknown board '  ': choose one of hex8, square8"),
     ("POST", "/work/add", b'{"work_type": "selfplay", "board_type": "hex8", "num_players": 2, "gpus": 8}', {}, 400, "gpus: unknown field"),
     ("POST", "/work/add", b"x" * 70_000, {}, 413, "over the limit of 65536 bytes"),
     ("GET", "/work/add", None, {}, 405, "GET is not allowed on /work/add; use POST"),

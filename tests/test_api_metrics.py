@@ -17,7 +17,7 @@ from services.api.settings import PORT_ENV
 from tests.api_harness import RunningApi, fleet_log, running_api, wait_caught_up
 
 ROOT = Path(__file__).resolve().parents[1]
-T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 FAMILIES = (
     "rr_nodes", "rr_work_items", "rr_work_add_to_assign_seconds", "rr_job_duration_seconds", "rr_consumer_pending",
     "rr_consumer_redelivered", "rr_dead_letters", "rr_model_promotions", "rr_model_distributions", "rr_leadership_changes",

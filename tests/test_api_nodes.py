@@ -8,8 +8,8 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -18,20 +18,27 @@ import pytest
 from eventbus import events as ev
 from eventbus.history import events
 from eventbus.publisher import Publisher
+from eventbus.streams import StreamSettings, provision
 from projections import work
 from services.api import nodework
 from services.api.settings import PORT_ENV
-from services.scheduler.settings import SchedulerSettings
 from services.api.tokens import Principal, Refused, TokensFile, authenticate, authorize, issue, load_table
-from eventbus.streams import StreamSettings, provision
-from tests.auth_harness import auth_server, open_as, violations
+from services.scheduler.settings import SchedulerSettings
 from tests.api_harness import RunningApi, fleet_log, running_api, wait_caught_up
+from tests.auth_harness import auth_server, open_as, violations
 from tests.scheduler_harness import (
-    add_items, all_in, attempt_violations, online, read_log, run_scheduler, simulated_worker, stop,
+    add_items,
+    all_in,
+    attempt_violations,
+    online,
+    read_log,
+    run_scheduler,
+    simulated_worker,
+    stop,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-DEADLINE = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)
+DEADLINE = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
 
 
 @pytest.fixture(autouse=True)

@@ -21,13 +21,13 @@ import msgspec
 import pytest
 
 from config.settings import RrConfig
+from eventbus import micro
 from eventbus.connection import Bus, connect
 from eventbus.consumer import ConsumerSpec, Delivery, EventConsumer
 from eventbus.errors import BusUnavailable, InvalidConfig
 from eventbus.events import WorkAdded, WorkFailed, WorkProgress, WorkStarted, utcnow
 from eventbus.heartbeats import Heartbeat, latest_heartbeats, publish_heartbeat
 from eventbus.history import replay
-from eventbus import micro
 from eventbus.leases import LeaseBucket, LeaseValue
 from eventbus.natsserver import NatsServer, ServerSpec, free_port
 from eventbus.objects import BucketSpec, ensure_bucket, fetch_to_file, put_file

@@ -46,7 +46,7 @@ async def admin(fleet: Fleet, tmp_path: Path) -> AsyncIterator[Bus]:
     await provision(bus.js, StreamSettings())
     leases = LeaseBucket(bus)
     await leases.ensure()
-    await leases.acquire("scheduler", LeaseValue(node="coord-1", incarnation="i", ttl_s=60, acquired_at=dt.datetime.now(dt.timezone.utc)),
+    await leases.acquire("scheduler", LeaseValue(node="coord-1", incarnation="i", ttl_s=60, acquired_at=dt.datetime.now(dt.UTC)),
                          expect_revision=0, timeout=2)
     await bus.js.publish("rr.evt.work.w-0.WORK_ADDED.laptop", b"{}")
     await bus.js.publish(deadletter_subject(EVENTS_STREAM, "worker-gpu-1"), b"{}")

@@ -11,7 +11,7 @@ import msgspec
 from eventbus import events as ev
 from ops.bench.bench_learning import chart, curves
 
-T0 = dt.datetime(2026, 12, 6, 6, 0, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 12, 6, 6, 0, tzinfo=dt.UTC)
 
 
 def at(minutes: float, event: ev.Event) -> ev.Event:

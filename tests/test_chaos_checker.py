@@ -40,7 +40,7 @@ from projections.base import Folder
 from projections.work import TERMINAL
 from services.distributor.livefold import LiveFold
 
-T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 DEADLINE = T0 + dt.timedelta(hours=1)
 
 

@@ -35,8 +35,8 @@ from eventbus.events import (
 )
 from eventbus.heartbeats import latest_heartbeats
 from eventbus.history import events
-from eventbus.publisher import Publisher
 from eventbus.natsserver import NatsServer, ServerSpec, free_port
+from eventbus.publisher import Publisher
 from eventbus.streams import StreamSettings, provision
 from services.auth.credentials import connect_options, load_credentials
 from services.auth.generate import generate
@@ -114,7 +114,7 @@ async def test_rotation_reconnects_running_services_and_revocation_makes_them_ex
                      "agent-gpu-2": spawn("agent", "gpu-2", server.url, out, config, tmp_path)}
             started = time.time()
             for node in ("gpu-1", "gpu-2"):
-                await eventually(lambda: beats_after(admin, node, started), timeout=40, message=f"{node} beats")
+                await eventually(lambda node=node: beats_after(admin, node, started), timeout=40, message=f"{node} beats")
             pid = await start_job(admin, out, server.url, eventually)
 
             old = load_credentials(out / "credentials" / "gpu-1.yaml").nkey_seed
@@ -123,7 +123,7 @@ async def test_rotation_reconnects_running_services_and_revocation_makes_them_ex
             await asyncio.to_thread(reload_auth, server, out)
             for service in ("agent", "worker"):
                 log_path = tmp_path / f"{service}-gpu-1.log"
-                await eventually(lambda: "nats: reconnected" in log_path.read_text(), timeout=30,
+                await eventually(lambda log_path=log_path: "nats: reconnected" in log_path.read_text(), timeout=30,
                                  message=f"gpu-1's {service} reconnected on its rotated credentials")
             reconnected = time.time()
             await eventually(lambda: beats_after(admin, "gpu-1", reconnected), timeout=30, message="gpu-1 beats again")

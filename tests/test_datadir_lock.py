@@ -19,9 +19,9 @@ from services.up.errors import UpError
 from services.up.lock import (
     FD_ENV,
     LOCK_NAME,
-    fd_holders,
     DataDirInUse,
     LockOwner,
+    fd_holders,
     inherited_lock,
     lock_service,
     lock_up,

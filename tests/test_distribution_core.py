@@ -32,7 +32,7 @@ from services.distributor.plan import Activate, Announce, CopyLocal, Download, i
 from services.distributor.retention import KeptVersion, current_models, promotion_history, store_deletions, versions_to_delete
 from services.distributor.retry import RetryTable, delay_s
 
-T0 = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
 SHA = {name: f"{i:064x}" for i, name in enumerate(["m1", "m2", "m3", "m4", "m5"], start=1)}
 
 

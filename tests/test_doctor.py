@@ -18,6 +18,7 @@ from services.auth.credentials import connect_options, load_credentials
 from services.auth.generate import generate
 from services.cli import main as rr
 from services.doctor.checks import CheckResult, evaluate, passed
+from services.doctor.deps import require_dependencies
 from services.doctor.findings import (
     ConfigProbe,
     ConnectionProbe,
@@ -29,11 +30,10 @@ from services.doctor.findings import (
     PermissionsProbe,
     Probes,
 )
-from services.doctor.deps import require_dependencies
 from services.doctor.probes import Target, gather
 from services.doctor.report import as_json, as_table, build_report
 
-NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 GIB = 1 << 30
 STREAMS = ("RR_EVENTS", "RR_TELEMETRY", "RR_DEADLETTER")
 
@@ -199,8 +199,8 @@ def test_require_dependencies_exits_with_the_pip_command() -> None:
 
 
 def test_server_time_parses_nanoseconds() -> None:
-    assert parse_server_time("2026-11-24T07:39:13.64138318Z") == dt.datetime(2026, 11, 24, 7, 39, 13, 641383, tzinfo=dt.timezone.utc)
-    assert parse_server_time("2026-11-24T07:39:13Z") == dt.datetime(2026, 11, 24, 7, 39, 13, tzinfo=dt.timezone.utc)
+    assert parse_server_time("2026-11-24T07:39:13.64138318Z") == dt.datetime(2026, 11, 24, 7, 39, 13, 641383, tzinfo=dt.UTC)
+    assert parse_server_time("2026-11-24T07:39:13Z") == dt.datetime(2026, 11, 24, 7, 39, 13, tzinfo=dt.UTC)
     assert parse_server_time(None) is None
 
 

@@ -103,7 +103,7 @@ def test_work_added_from_an_older_schema_decodes_with_defaults() -> None:
     assert isinstance(event, WorkAdded)
     assert (event.params, event.priority, event.target_node, event.requested_by) == ({}, None, None, "")
     assert (event.v, event.epoch, event.trace, event.num_games) == (1, None, None, 0)
-    assert event.ts == dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+    assert event.ts == dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 
 
 @pytest.mark.parametrize("kind", ALL_KINDS, ids=lambda k: k.type_name())

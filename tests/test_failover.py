@@ -28,9 +28,12 @@ from eventbus.publisher import Publisher
 from eventbus.streams import StreamSettings, provision
 from services.leadership.fencing import EpochFence
 from services.leadership.settings import LeadershipSettings
+from tests import test_scheduler_faults
 from tests.procs.leader_fleet import ROOT, Fleet, write_config
 from tests.scheduler_harness import add_items
-from tests.test_scheduler_faults import SimNodes, sim_nodes  # noqa: F401 - the fixture
+from tests.test_scheduler_faults import SimNodes
+
+sim_nodes = test_scheduler_faults.sim_nodes  # the fixture, shared with the scheduler fault tests
 
 TTL = 2
 

@@ -248,7 +248,7 @@ def test_a_minority_nats_host_cut_then_the_stream_leaders_host_cut_lose_no_acked
         finally:
             fleet_cmd(root, "heal")
         assert acked, f"no write was acknowledged with {victim} cut off: the majority should carry on"
-        poll(fleet, lambda: {a for a in acked} <= {e.work_id for e in fleet.of(WorkAdded)}, 120,
+        poll(fleet, lambda acked=acked: set(acked) <= {e.work_id for e in fleet.of(WorkAdded)}, 120,
              f"every acknowledged WORK_ADDED in the log after {victim} was cut")
         assert len(fleet.of(LeaderElected, role="scheduler")) - elected_before <= 1, f"leadership churned when {victim} was cut"
     # Services rode out both faults on their connections' reconnects: none was restarted.

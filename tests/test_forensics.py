@@ -17,7 +17,7 @@ from services.commands.replay import point_in_time
 from tests.bus_harness import provisioned_bus
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-T0 = dt.datetime(2025, 3, 4, 5, 0, 0, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2025, 3, 4, 5, 0, 0, tzinfo=dt.UTC)
 CPU = ev.HostResources(cpu_count=16, memory_gb=128.0, gpus=[ev.GpuInfo(name="H100", memory_gb=80.0)])
 
 
@@ -175,7 +175,7 @@ async def test_lineage_of_a_model(nats_url: str) -> None:
 
 def test_replay_times_are_iso_or_an_age() -> None:
     now = T0
-    assert point_in_time("2025-03-04T05:06:07Z") == dt.datetime(2025, 3, 4, 5, 6, 7, tzinfo=dt.timezone.utc)
-    assert point_in_time("2025-03-04 05:06") == dt.datetime(2025, 3, 4, 5, 6, tzinfo=dt.timezone.utc)
+    assert point_in_time("2025-03-04T05:06:07Z") == dt.datetime(2025, 3, 4, 5, 6, 7, tzinfo=dt.UTC)
+    assert point_in_time("2025-03-04 05:06") == dt.datetime(2025, 3, 4, 5, 6, tzinfo=dt.UTC)
     assert point_in_time("15m", now) == point_in_time("-15m", now) == now - dt.timedelta(minutes=15)
     assert point_in_time("2h ago", now) == now - dt.timedelta(hours=2)

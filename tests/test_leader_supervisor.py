@@ -11,8 +11,8 @@ import pytest
 from eventbus.errors import BusUnavailable, is_transient
 from services.leadership.supervisor import (
     LoopHealth,
-    LoopState,
     LoopsCannotRun,
+    LoopState,
     LoopSupervisor,
     Resign,
     Restart,

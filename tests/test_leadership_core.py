@@ -16,18 +16,18 @@ from eventbus.events import (
     ConfigChanged,
     HostOnline,
     LeaderElected,
+    LeaderLost,
     ModelPromoted,
+    WorkAssigned,
     WorkAttemptFailed,
     WorkStarted,
-    LeaderLost,
-    WorkAssigned,
 )
 from eventbus.leases import LeaseRecord, LeaseValue, parse_headers, record_from
 from services.leadership import lease
 from services.leadership.candidacy import candidacy
 from services.leadership.fencing import EpochFence, Verdict
 
-T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 TIMING = lease.timing_for(3.0)  # renew every 1 s, stop acting 0.6 s before expiry
 
 

@@ -14,7 +14,7 @@ from eventbus.connection import Bus, connect
 from eventbus.errors import ConcurrencyConflict
 from eventbus.leases import LeaseBucket, LeaseRecord, LeaseValue
 
-T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
 @pytest.fixture

@@ -124,7 +124,7 @@ async def logged(bus: Bus) -> list[Event]:
 
 
 async def transitions(bus: Bus) -> list[tuple[str, str, str]]:
-    return [(e.type_name(), getattr(e, "node"), getattr(e, "reason")) for e in await logged(bus)]
+    return [(e.type_name(), e.node, e.reason) for e in await logged(bus)]
 
 
 async def wait_transitions(bus: Bus, count: int, eventually, message: str) -> list[Event]:
@@ -171,7 +171,7 @@ async def test_a_stopped_agent_goes_offline_within_the_bound_recovers_and_leaves
 
         n1.signal(signal.SIGCONT)
         recovered = (await wait_transitions(bus, 3, eventually, "n1 back after SIGCONT"))[2]
-        assert (recovered.type_name(), getattr(recovered, "reason")) == ("HOST_ONLINE", "recovered")
+        assert (recovered.type_name(), recovered.reason) == ("HOST_ONLINE", "recovered")
 
         rows = {r["node"]: r for r in await rr_nodes(nats_url, config_path)}
         n1_row = rows["n1"]
@@ -183,7 +183,7 @@ async def test_a_stopped_agent_goes_offline_within_the_bound_recovers_and_leaves
         n1.signal(signal.SIGTERM)
         assert await n1.wait() == 0, n1.log()
         left = (await wait_transitions(bus, 4, eventually, "n1 left"))[3]
-        assert (left.type_name(), getattr(left, "reason"), left.epoch) == ("HOST_OFFLINE", "left", 11)
+        assert (left.type_name(), left.reason, left.epoch) == ("HOST_OFFLINE", "left", 11)
         assert since(left.ts, left_at) < SILENCE  # at once, not after the silence
 
         assert await transitions(bus) == [

@@ -11,7 +11,7 @@ from eventbus.events import Event, HostOffline, HostOnline, HostResources, Leade
 from eventbus.heartbeats import Heartbeat
 from services.membership.core import LEFT, MembershipState, from_events, observe, sweep
 
-T0 = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 SILENCE = 15.0
 
 
@@ -23,7 +23,7 @@ def beat(node: str = "gpu-1", seq: int = 1, *, at: float = 0.0, started: float =
 
 
 def kinds(events: list[Event]) -> list[tuple[str, str, str]]:
-    return [(e.type_name(), getattr(e, "node"), getattr(e, "reason")) for e in events]
+    return [(e.type_name(), e.node, e.reason) for e in events]
 
 
 def test_a_first_beat_brings_a_node_online_with_what_it_reported() -> None:
@@ -174,7 +174,7 @@ def run_steps(plan: list[Step]) -> list[Event]:
 def test_transitions_alternate_per_node_and_start_with_host_online(plan: list[Step]) -> None:
     log = run_steps(plan)
     for node in NODES:
-        types = [e.type_name() for e in log if getattr(e, "node") == node]
+        types = [e.type_name() for e in log if e.node == node]
         assert types[::2] == ["HOST_ONLINE"] * len(types[::2])
         assert types[1::2] == ["HOST_OFFLINE"] * len(types[1::2])
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import msgspec
 import nats
-from nats.aio.client import Client as NATS
 import pytest
+from nats.aio.client import Client as NATS
 
 from eventbus.consumer import ConsumerSpec, EventConsumer
 from eventbus.events import HostOnline
@@ -143,7 +143,7 @@ def test_table_shows_services_and_those_whose_status_did_not_answer() -> None:
     silent = ServiceInfo(name="rr-worker", id="def", version="0.1.0", metadata={"node": "n2"})
     status = msgspec.convert({
         "service": "agent", "node": "n1", "version": "0.1.0", "state": "running", "pid": 1,
-        "started": dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc).isoformat(), "uptime_s": 125.0,
+        "started": dt.datetime(2025, 1, 1, tzinfo=dt.UTC).isoformat(), "uptime_s": 125.0,
         "loop_lag": {"last_s": 0.002, "max_s": 0.01, "over_threshold": 0, "samples": 3},
         "published": {"published": 4, "duplicates": 0},
     }, ServiceStatus)

@@ -27,7 +27,7 @@ from eventbus.events import (
 )
 from eventbus.publisher import Publisher, _ApiError, _PubAckReply
 from projections import bundle, cluster, data, elo, models, taint, work
-from projections.base import Projection, fold_events, fold_records, total
+from projections.base import Projection, fold_events, fold_records
 from services.distributor import folds as distributor_folds
 from services.scheduler import pipeline_view, queue, signals
 from services.scheduler.decisions import assignment_round, supervision_round
@@ -37,7 +37,7 @@ from services.sync import folds as sync_folds
 from tests.event_fuzz import hostile_payloads, largest
 from tests.event_samples import sample_event
 
-NOW = dt.datetime(2025, 6, 1, 12, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2025, 6, 1, 12, tzinfo=dt.UTC)
 
 # Every fold of the code base: module-level `apply` functions and the projections built on them.
 FOLDS: dict[str, tuple[Any, Any]] = {

@@ -26,7 +26,7 @@ from projections.work import WorkStatus
 from services.leadership.fencing import EpochFence
 from tests.bus_harness import provisioned_bus
 
-T0 = dt.datetime(2025, 3, 4, 5, 0, 0, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2025, 3, 4, 5, 0, 0, tzinfo=dt.UTC)
 NODES = ("gpu-1", "gpu-2", "gpu-3")
 WORK = ("w-1", "w-2", "w-3")
 ROLES = ("scheduler", "promoter")

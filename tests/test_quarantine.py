@@ -55,7 +55,7 @@ async def test_quarantining_the_node_that_trained_the_best_rolls_every_node_back
             code, out, err = await _rr(nats_url, "quarantine", "node", "n2", "--since", since.isoformat(),
                                        "--reason", "ECC errors on n2", "--json")
             assert code == 0, err
-            assert json.loads(out)["tainted_models"] == {"m2": "ECC errors on n2 (quarantine %s)" % json.loads(out)["quarantines"][0]["quarantine_id"]}
+            assert json.loads(out)["tainted_models"] == {"m2": f"ECC errors on n2 (quarantine {json.loads(out)['quarantines'][0]['quarantine_id']})"}
             for node in ("n1", "n2"):
                 await wait_for(fleet, installed(tmp_path / node, good.sha256), 30, f"m1 back on {node}")
         assert fleet.stop() == [0, 0]

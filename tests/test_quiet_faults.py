@@ -18,8 +18,8 @@ import pytest
 
 from eventbus.connection import connect
 from eventbus.events import LeaderElected, LeaderLost
-from eventbus.history import events
 from eventbus.heartbeats import latest_heartbeats
+from eventbus.history import events
 from eventbus.natsserver import NatsCluster
 from eventbus.streams import StreamSettings, provision
 from tests.procs.services import spawn_service

@@ -36,7 +36,7 @@ def state():  # type: ignore[no-untyped-def]
 
 def test_rr_models_shows_the_rating_with_its_interval_and_the_scales_anchor() -> None:
     ps = state()
-    [row] = model_rows(ps.models, ClusterState(), FailuresState(), dt.datetime.now(dt.timezone.utc), ratings=ps.elo)
+    [row] = model_rows(ps.models, ClusterState(), FailuresState(), dt.datetime.now(dt.UTC), ratings=ps.elo)
     assert (row.elo, row.elo_interval, row.anchor, row.anchor_elo) == (850.0, 170.0, ANCHOR, 560.0)
     text = format_models([row])
     assert "850 ± 170" in text and f"random play 0, pure-search anchor {ANCHOR} 560 ± 150" in text
@@ -48,7 +48,7 @@ def test_lineage_and_status_use_the_same_scale() -> None:
     found = lineage(ps, "m-1")
     assert found is not None and found.rating is not None and found.rating.elo == 850.0
     assert "rated:     850 ± 170 Elo on the hex8_2p scale" in format_lineage(found)
-    view = status_view(ps, now=dt.datetime.now(dt.timezone.utc), node_id="n1")
+    view = status_view(ps, now=dt.datetime.now(dt.UTC), node_id="n1")
     assert (view.models["hex8_2p"].elo, view.models["hex8_2p"].elo_interval) == (850.0, 170.0)
     assert view.elo == {"hex8_2p": {ANCHOR: 560.0, "m-1": 850.0}}
     assert "850 ± 170" in format_status(view)

@@ -29,8 +29,8 @@ from services.scheduler.settings import SchedulerSettings
 from tests.scheduler_harness import (
     add_items,
     all_in,
-    elected,
     attempt_violations,
+    elected,
     online,
     read_log,
     run_scheduler,
@@ -281,7 +281,7 @@ async def test_new_items_are_assigned_without_sweeping_every_open_attempt_but_a_
         ids = []
         for n in range(15):
             ids += await add_items(pub, 1, prefix=f"one{n}")
-            await eventually(lambda: len(held) == n + 1, timeout=10, message=f"item {n} assigned")
+            await eventually(lambda n=n: len(held) == n + 1, timeout=10, message=f"item {n} assigned")
         assert len(sweeps) <= 2, f"{len(sweeps)} sweeps for 15 added items"
         await pub.publish(HostOffline(node="n1", reason="no heartbeat for 16.0s (limit 15s)"))
         await eventually(lambda: all_in(bus, work.WorkStatus.PENDING, ids), timeout=10, message="handed back at once")

@@ -30,7 +30,7 @@ from tests.bus_harness import provisioned_bus
 from tests.leader_harness import leader_loop_running
 from tests.scheduler_harness import read_log, simulated_worker
 
-T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 SETTINGS = SchedulerSettings()  # the documented defaults: retry 5 s doubling to 300 s; populator 30 s doubling to 1800 s
 
 

@@ -5,17 +5,20 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import msgspec
-from hypothesis import event as note_case, given, settings as hsettings, strategies as st
+from hypothesis import event as note_case
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from eventbus.events import (
     ArtifactRef,
     EvaluationComplete,
     Event,
+    LeaderElected,
     ModelPromoted,
     ModelRated,
     SelfplayComplete,
     TrainingComplete,
-    LeaderElected,
     WorkAdded,
     WorkAssigned,
     WorkCompleted,
@@ -24,11 +27,11 @@ from eventbus.events import (
     WorkStarted,
 )
 from projections.pmap import enc_hook
-from tests.event_samples import SAMPLE_TIME
 from services.scheduler.pipeline import decide
 from services.scheduler.pipeline_settings import PipelineSettings
 from services.scheduler.pipeline_view import PipelineView, apply
 from services.workload.ratings import anchor_id
+from tests.event_samples import SAMPLE_TIME
 
 SETTINGS = PipelineSettings(min_new_samples=1000, evaluation_games=10)
 ANCHOR = anchor_id("hex8", 2, SETTINGS.evaluation_sims)  # the first generation's gate opponent
@@ -126,7 +129,7 @@ def test_the_first_candidate_the_sprt_shows_stronger_than_the_anchor_is_promoted
     assert (promoted.model_id, promoted.generation, promoted.previous_model) == (model, 1, None)
     assert promoted.sha256 == "abc" and promoted.size_bytes == 7
     assert promoted.evaluation_work_id == f"eval-{model}"
-    assert f"SPRT accepted H1" in promoted.reason and f"vs {ANCHOR}: 30-5-0 in 35 games" in promoted.reason
+    assert "SPRT accepted H1" in promoted.reason and f"vs {ANCHOR}: 30-5-0 in 35 games" in promoted.reason
     assert decide(fold([promoted], view), SETTINGS) == []
 
 

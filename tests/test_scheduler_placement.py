@@ -29,6 +29,7 @@ from eventbus.publisher import Publisher
 from projections import work
 from projections.bundle import fold_all_events
 from projections.sentences import sentence
+from services.cli import main
 from services.scheduler import queue
 from services.scheduler.assigner import assignment_loop
 from services.scheduler.decisions import placement_round, supervision_round
@@ -36,14 +37,13 @@ from services.scheduler.placement import unschedulable, unschedulable_reason
 from services.scheduler.policy import NodeView, WorkView
 from services.scheduler.populator import pending_selfplay, populator_loop
 from services.scheduler.settings import SchedulerSettings
-from services.cli import main
 from tests.api_harness import running_api, wait_caught_up
 from tests.bus_harness import provisioned_bus
 from tests.headless import dump_dom
 from tests.leader_harness import leader_loop_running
 from tests.scheduler_harness import read_log
 
-T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 SETTINGS = SchedulerSettings()
 
 
@@ -200,7 +200,7 @@ def test_a_node_gone_offline_makes_the_items_pinned_to_it_unschedulable() -> Non
 async def test_the_reason_is_shown_by_work_status_and_rr_work_list(nats_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     reason = "pinned to node ghost-node, which is not alive (alive: vm)"
     async with running_api(nats_url) as api:
-        published = await api.publish(added("w-ghost", "ghost-node", ts=dt.datetime.now(dt.timezone.utc)),
+        published = await api.publish(added("w-ghost", "ghost-node", ts=dt.datetime.now(dt.UTC)),
                                       WorkUnschedulable(work_id="w-ghost", reason=reason))
         await wait_caught_up(api.base, published[-1].seq)
         [shown] = (await api.get("/work/status")).json()["items"]
@@ -212,7 +212,7 @@ async def test_the_reason_is_shown_by_work_status_and_rr_work_list(nats_url: str
 async def test_the_dashboard_badges_an_unschedulable_item_with_its_reason(nats_url: str, tmp_path: Path) -> None:
     reason = "no alive node can run training on hex8_2p: vm: needs a GPU with &gt;= 24 GB memory"
     async with running_api(nats_url) as api:
-        published = await api.publish(added("w-train", work_type="training", ts=dt.datetime.now(dt.timezone.utc)),
+        published = await api.publish(added("w-train", work_type="training", ts=dt.datetime.now(dt.UTC)),
                                       WorkUnschedulable(work_id="w-train", reason=reason.replace("&gt;", ">")))
         await wait_caught_up(api.base, published[-1].seq)
         dom, console = await dump_dom(api.base + "/", tmp_path / "profile")

@@ -39,7 +39,7 @@ from services.workload.ratings import anchor_id
 from tests.bus_harness import provisioned_bus
 
 SETTINGS = SchedulerSettings(backlog_per_node=2, populator_games=50)
-NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
 def configs_of(items: list[WorkAdded]) -> list[str]:

@@ -16,7 +16,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eventbus.events import (
-    Event, HostOffline, HostOnline, WorkAdded, WorkAssigned, WorkAttemptFailed, WorkCancelled, WorkCompleted, WorkFailed,
+    Event,
+    HostOffline,
+    HostOnline,
+    WorkAdded,
+    WorkAssigned,
+    WorkAttemptFailed,
+    WorkCancelled,
+    WorkCompleted,
+    WorkFailed,
     WorkStarted,
 )
 from projections import work

@@ -10,7 +10,7 @@ from services.scheduler.decisions import assignment_round
 from services.scheduler.settings import SchedulerSettings
 from services.scheduler.signals import SignalFacts, apply, config_signals, elo_per_hour
 
-T0 = dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
 
 
 def at(hours: float) -> dt.datetime:

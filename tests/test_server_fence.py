@@ -7,11 +7,10 @@ import datetime as dt
 import time
 from typing import Any
 
+import msgspec
 import pytest
 
 from eventbus.errors import Fenced
-import msgspec
-
 from eventbus.events import (
     ConfigChanged,
     Event,
@@ -36,7 +35,7 @@ from tests.bus_harness import provisioned_bus
 from tests.test_election import leader_events, node
 
 TICK = ConfigChanged(name="leader-tick")
-T0 = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 
 
 async def test_a_fenced_publish_is_stored_while_its_election_is_newest_and_refused_at_once_after(nats_url: str) -> None:

@@ -27,7 +27,7 @@ from services.sync.planner import Fleet, candidates, plan_transfers
 from services.sync.settings import SyncSettings
 from services.sync.targets import ephemeral_nodes, training_targets
 
-T0 = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
 SETTINGS = SyncSettings(retry_after_s=60.0, retry_max_s=600.0, max_inflight_per_node=2, max_plans_per_tick=5)
 
 

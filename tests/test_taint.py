@@ -8,7 +8,7 @@ from eventbus import events as ev
 from projections import models, taint
 from projections.base import fold_events
 
-T = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
+T = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 HOUR = dt.timedelta(hours=1)
 
 

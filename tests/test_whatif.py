@@ -13,7 +13,7 @@ from services.whatif.recording import Arrival, NodeSpan, Recording, record
 from services.whatif.report import agreement, measure, side_by_side
 from services.whatif.simulate import Outcome, recorded, simulate
 
-T0 = dt.datetime(2026, 5, 1, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 5, 1, tzinfo=dt.UTC)
 CPU = ev.HostResources(cpu_count=8, memory_gb=32.0, gpus=[ev.GpuInfo(name="H100", memory_gb=80.0)])
 # The tolerance README.md states for replaying the recorded config (the assigner reacts ~0.5 s late).
 SAME_NODE_AT_LEAST = 0.9

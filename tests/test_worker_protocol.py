@@ -41,7 +41,7 @@ from services.worker.records import JobRecord
 from services.worker.recovery import ENDED_WHILE_DOWN, NEVER_STARTED, ORPHAN_KILLED, plan_recovery
 from services.worker.results import outcome_events
 
-NOW = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
 LATER = NOW + dt.timedelta(hours=1)
 ADDED = WorkAdded(work_id="w-1", work_type="selfplay", board_type="hex8", num_players=2, num_games=2)
 

@@ -18,8 +18,8 @@ from eventbus.events import (
     SelfplayComplete,
     TrainingComplete,
     WorkAttemptFailed,
-    WorkHandedBack,
     WorkCompleted,
+    WorkHandedBack,
     WorkProgress,
     WorkStarted,
 )

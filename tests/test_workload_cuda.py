@@ -40,7 +40,7 @@ def test_the_cuda_path_plays_trains_and_evaluates_like_the_cpu(tmp_path: Path) -
     # The same games on the GPU as on the CPU (float64: no rounding tie can differ), batched.
     on_gpu = play_games("hex8", BatchEvaluator(_copy(net), device, torch.float64), 8, game_rngs(1, 16))
     on_cpu = play_games("hex8", BatchEvaluator(_copy(net), torch.device("cpu"), torch.float64), 8, game_rngs(1, 16))
-    for (pg, pig, vg), (pc, pic, vc) in zip(on_gpu, on_cpu):
+    for (_, pig, vg), (_, pic, vc) in zip(on_gpu, on_cpu):
         assert vg == vc and all(np.array_equal(a, b) for a, b in zip(pig, pic))
     # Training on the GPU moves the net there and learns from the games.
     planes, policies, values = play_all("hex8", BatchEvaluator(_copy(net), device), 8, 16, 16, seed=2)

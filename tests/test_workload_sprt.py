@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from services.workload.sprt import CUT_OFF, H0, H1, UNDECIDED, SprtSettings, expected_score, run, verdict
 

@@ -65,7 +65,7 @@ class Countdown:
         """Until every expected arrival, or a RuntimeError naming how far it got."""
         try:
             await asyncio.wait_for(self.all_seen.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise RuntimeError(f"{side}: {self.seen} of {self.expected} after {timeout:.0f}s") from None
 
 

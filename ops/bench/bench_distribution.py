@@ -73,7 +73,7 @@ async def run_gets(url: str, count: int, folder: Path) -> None:
     while line := await asyncio.to_thread(sys.stdin.readline):
         name = line.split()[1]
 
-        async def get(i: int, store: object) -> None:
+        async def get(i: int, store: object, name: str = name) -> None:
             with open(folder / f"get-{os.getpid()}-{i}", "wb") as out:
                 await store.get(name, writeinto=out)  # type: ignore[attr-defined]
 

@@ -86,7 +86,7 @@ class Observer:
     def on_event(self, record: Record) -> None:
         event = decode(record.data)
         if isinstance(event, LeaderElected):
-            self.elected.put_nowait((time.monotonic(), dt.datetime.now(dt.timezone.utc), event))
+            self.elected.put_nowait((time.monotonic(), dt.datetime.now(dt.UTC), event))
 
     def on_lease(self, record: LeaseRecord) -> None:
         if record.holder is not None and record.written_at is not None:
@@ -156,7 +156,7 @@ async def ceiling(bus: Bus, ttl: int, samples: int, rng: random.Random) -> list[
     took: list[float] = []
     try:
         for i in range(samples):
-            key, now = f"k{i}", dt.datetime.now(dt.timezone.utc)
+            key, now = f"k{i}", dt.datetime.now(dt.UTC)
             holder = LeaseValue(node="raw-a", incarnation="a", ttl_s=ttl, acquired_at=now)
             last_sent = time.monotonic()
             revision = await bucket.acquire(key, holder, expect_revision=0, timeout=5)

@@ -14,8 +14,8 @@ Run: python -m ops.bench.bench_forensics [--events 300000] [--every 50000] [--po
 
 from __future__ import annotations
 
-import datetime as dt
 import asyncio
+import datetime as dt
 import random
 import time
 from typing import Any
@@ -27,8 +27,8 @@ from ops.bench.common import bench_bus, bench_server, common_arguments, emit, fr
 from projections import bundle, cluster, models
 from projections.base import Folder
 from projections.rebuild import state_at_seq
-from projections.timeline import Selector
 from projections.snapshotplan import SnapshotSettings
+from projections.timeline import Selector
 from services.commands.timeline import read_timeline
 from services.commands.whatif import window_events
 from services.distributor.folds import CHECKPOINTS, FAILURES
@@ -36,8 +36,8 @@ from services.distributor.livefold import LiveFold, aggregate_subjects
 from services.scheduler.settings import SchedulerSettings
 from services.snapshotting import save_state
 from services.whatif.recording import record
-from services.whatif.simulate import simulate
 from services.whatif.report import percentile
+from services.whatif.simulate import simulate
 
 
 async def keep_snapshots(bus: Any, count: int, every: int) -> None:
@@ -88,8 +88,8 @@ async def main() -> None:
         timelines = [await timed(read_timeline(bus, Selector(work=w))) for w in items]
         bare_s, snapshot_s = await cold_start(bus)
         clock = time.perf_counter()
-        since = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
-        until = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=1)
+        since = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+        until = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
         rec = record(await window_events(bus, since, until), since, until)
         simulate(rec, SchedulerSettings())
         whatif_s = time.perf_counter() - clock

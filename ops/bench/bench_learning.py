@@ -84,7 +84,7 @@ async def run_up(args: argparse.Namespace, data_dir: Path) -> tuple[list[Event],
     env.update(PYTHONPATH=str(ROOT), RR_NODE_ID="bench-learning")
     argv = [sys.executable, "-m", "services.cli", "up", "--grace", "5", "--nats-port", str(port), "--data-dir",
             str(data_dir), "--api-port", str(free_port())] + (["--config", str(args.config)] if args.config else [])
-    started = dt.datetime.now(dt.timezone.utc)
+    started = dt.datetime.now(dt.UTC)
     up = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
                                               stderr=asyncio.subprocess.DEVNULL, env=env, cwd=data_dir)
     try:

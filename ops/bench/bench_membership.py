@@ -136,7 +136,7 @@ async def _beat(bus: Bus, mine: list[int], templates: dict[int, bytes], stopped:
 
 def _template(node: str, interval: float, started: dt.datetime) -> bytes:
     beat = Heartbeat(
-        node=node, ts=dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc), seq=int(SEQ_MARK), interval_s=interval,
+        node=node, ts=dt.datetime(2000, 1, 1, tzinfo=dt.UTC), seq=int(SEQ_MARK), interval_s=interval,
         resources=HostResources(cpu_count=64, cpu_percent=71.5, memory_gb=503.7, memory_percent=42.0, disk_free_gb=1200.5,
                                 gpus=[GpuInfo(name="NVIDIA H100 80GB HBM3", memory_gb=79.6, utilization=93.0)] * 8),
         roles=["selfplay", "nn_training"], version="bench", started=started,
@@ -229,7 +229,7 @@ async def coordinate(args: argparse.Namespace) -> dict[str, object]:
                 await asyncio.sleep(args.stop_after)
                 victims = sorted(random.sample(range(args.nodes), args.stop))
                 stopped_at = utcnow()
-                for i, pub in enumerate(publishers):
+                for i in range(len(publishers)):
                     await bus.nc.request(f"bench.stop.{i}", json.dumps([v for v in victims if v % PUBLISHERS == i]).encode(), timeout=5)
                 log(f"stopped {args.stop} nodes; measuring until {args.seconds}s")
                 await asyncio.sleep(max(0.0, window_start + args.seconds - time.monotonic()))

@@ -39,7 +39,7 @@ from projections.rebuild import state_at_seq, store
 GOAL = 0.6
 NODES = [f"gpu-{i:02d}" for i in range(31)]
 CHUNK = 50_000
-DEADLINE = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
+DEADLINE = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 
 
 def _job(i: int, epoch: int) -> list[ev.Event]:

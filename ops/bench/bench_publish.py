@@ -22,8 +22,8 @@ from typing import Any
 from eventbus.connection import Bus
 from eventbus.events import LeaderElected
 from eventbus.publisher import FenceToken, Publisher
-from eventbus.subjects import election_filter
 from eventbus.streams import EVENTS_STREAM, StreamSettings
+from eventbus.subjects import election_filter
 from ops.bench.common import (
     Stopwatch,
     alternate,

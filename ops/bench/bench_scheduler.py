@@ -206,7 +206,7 @@ async def rebuild_rounds(bus: Bus, slots: int, rounds: int) -> tuple[list[float]
             start = time.perf_counter()
             if side == "raw":
                 counted = [0]
-                await replay(bus, lambda _r: counted.__setitem__(0, counted[0] + 1), idle_timeout=30)
+                await replay(bus, lambda _r, counted=counted: counted.__setitem__(0, counted[0] + 1), idle_timeout=30)
                 raw.append(time.perf_counter() - start)
             else:
                 rebuilt = leader(bus, slots)

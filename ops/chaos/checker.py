@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
 
+from eventbus.authority import AUTHORITY
 from eventbus.events import (
     EvaluationComplete,
     Event,
@@ -36,7 +37,6 @@ from eventbus.events import (
     WorkHandedBack,
     WorkStarted,
 )
-from eventbus.authority import AUTHORITY
 from projections import bundle
 from projections.bundle import ProjectionSet
 from projections.pmap import enc_hook

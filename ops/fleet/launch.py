@@ -17,12 +17,12 @@ from pathlib import Path
 import msgspec
 
 from ops.fleet import netns
-from ops.fleet.host import LOGS_ENV
 from ops.fleet.files import Workload, hosts_file, nats_config, rr_config, to_yaml
+from ops.fleet.host import LOGS_ENV
 from ops.fleet.plan import FleetPlan, HostPlan
 from ops.fleet.state import Process
-from services.auth.generate import generate
 from services.auth.credentials import CREDENTIALS_ENV
+from services.auth.generate import generate
 from services.looplag import BLOCK_ENV
 
 PROJECT_ROOT = str(Path(__file__).resolve().parents[2])

@@ -12,7 +12,7 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
-import psutil  # type: ignore[import-untyped,unused-ignore]  # no stubs installed here
+import psutil
 
 from eventbus.events import GpuInfo, HostResources
 from services.up.layout import default_data_dir

@@ -22,10 +22,10 @@ from litestar.params import FromPath, FromQuery
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from projections.status_view import StatusView
+from services.admission import WorkSeeds
 from services.api import documents, nodework
 from services.api.metrics import CONTENT_TYPE as METRICS_TYPE
 from services.api.routes import FEED_LIMIT, Api, ApiError, LeadersDoc, int_param
-from services.admission import WorkSeeds
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,9 @@ def get_elo(api: NamedDependency[Api]) -> documents.EloDoc:
 
 
 @get("/api/stream", include_in_schema=False)
-async def get_stream(api: NamedDependency[Api], stopping: NamedDependency[asyncio.Event], request: Request[Any, Any, State], after: FromQuery[str | None] = None) -> ServerSentEvent:
+async def get_stream(
+    api: NamedDependency[Api], stopping: NamedDependency[asyncio.Event], request: Request[Any, Any, State], after: FromQuery[str | None] = None
+) -> ServerSentEvent:
     """Server-sent events: an EventsDoc each time new events are folded (?after=SEQ or Last-Event-ID)."""
     since = int_param("after", request.headers.get("last-event-id") or after, 0)
     return ServerSentEvent(_feed(api, stopping, since))

@@ -12,8 +12,8 @@ import heapq
 import msgspec
 
 from eventbus.errors import InvalidEvent
-from eventbus.integrity import decode_on
 from eventbus.history import Record
+from eventbus.integrity import decode_on
 from projections import elo, work
 from projections.base import type_of
 from projections.bundle import ProjectionSet

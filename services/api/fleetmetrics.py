@@ -8,14 +8,22 @@ I/O and no clock of its own; `gauges(...)` reads the folded state. The api's /me
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import msgspec
 
+from eventbus.consumerlag import ConsumerLag
 from eventbus.events import (
-    Event, LeaderElected, ModelDistributed, ModelPromoted, WorkAdded, WorkAssigned, WorkAttemptFailed, WorkCompleted,
+    Event,
+    LeaderElected,
+    ModelDistributed,
+    ModelPromoted,
+    WorkAdded,
+    WorkAssigned,
+    WorkAttemptFailed,
+    WorkCompleted,
     WorkStarted,
 )
-from eventbus.consumerlag import ConsumerLag
 from projections.bundle import ProjectionSet
 from projections.status_view import StatusView
 from services.looplag import LoopLagStats
@@ -70,7 +78,7 @@ class FleetObserver:
         return _seconds("job_duration_s", started, event.ts, labels)
 
     @staticmethod
-    def _remember(memory: dict, key: object, value: object) -> None:  # type: ignore[type-arg]
+    def _remember(memory: dict[Any, Any], key: object, value: object) -> None:
         if len(memory) >= TRACKED_ITEMS:
             memory.pop(next(iter(memory)))  # the oldest: dicts keep insertion order
         memory[key] = value

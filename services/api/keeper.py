@@ -125,7 +125,7 @@ class ProjectionKeeper:
         try:
             await asyncio.wait_for(asyncio.shield(waiter), timeout)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         finally:
             self._waiters = [(s, w) for s, w in self._waiters if w is not waiter]

@@ -16,8 +16,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from eventbus.errors import InvalidEvent
-from eventbus.integrity import decode_on
 from eventbus.history import Record
+from eventbus.integrity import decode_on
 from projections.base import type_of
 from services.api.fleetmetrics import OBSERVED, FleetObserver, Gauges
 
@@ -93,7 +93,7 @@ class FleetMetrics:
             target = instrument.labels(*(v for _, v in sample.labels)) if sample.labels else instrument
             if isinstance(target, Histogram):
                 target.observe(sample.value)
-            else:
+            elif isinstance(target, Counter):
                 target.inc(sample.value)
 
     def render(self, latest: Gauges) -> bytes:

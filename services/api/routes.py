@@ -21,14 +21,14 @@ from eventbus.events import Event, WorkAdded, WorkAttemptFailed, WorkCompleted, 
 from eventbus.publisher import Published
 from projections import work
 from projections.status_view import LeaderView, StatusView, status_view, with_loops_down
+from services.admission import AdmissionRules, InvalidWork, admitted, decode_seeds
 from services.api import documents, fleetmetrics, nodework
-from services.api.metrics import FleetMetrics
+from services.api.bodies import B, BadBody, decode_body
 from services.api.keeper import Current, ProjectionKeeper
+from services.api.metrics import FleetMetrics
 from services.api.params import MAX_DIGITS, ascii_count
 from services.api.settings import ApiSettings
 from services.api.tokens import Principal, Refused, authenticate, authorize
-from services.admission import AdmissionRules, InvalidWork, admitted, decode_seeds
-from services.api.bodies import B, BadBody, decode_body
 from services.looplag import LoopLagStats
 
 log = logging.getLogger(__name__)

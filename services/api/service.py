@@ -20,18 +20,18 @@ from eventbus.events import Event, WorkAdded
 from eventbus.publisher import Published
 from eventbus.streams import DEADLETTER_STREAM, EVENTS_STREAM
 from services.admission import rules_for
+from services.agent.resources import measured_disk
 from services.api.app import build_app
 from services.api.keeper import ProjectionKeeper
 from services.api.leaderhealth import watch_loops_down
 from services.api.metrics import FleetMetrics
 from services.api.routes import Api
 from services.api.server import make_server, open_server, serve_until
-from services.agent.resources import measured_disk
-from services.leadership.election import load_candidates
 from services.api.settings import resolved_port
 from services.api.tokens import load_table
-from services.commands.work import item_events
 from services.auth.credentials import credentials_from_env
+from services.commands.work import item_events
+from services.leadership.election import load_candidates
 from services.runtime import ServiceContext
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def work_adder(ctx: ServiceContext, keeper: ProjectionKeeper, timeout_s: float) 
         try:
             with tracing.root("work add", {"rr.work_id": event.work_id, "rr.requested_by": event.requested_by}):
                 published = await asyncio.wait_for(ctx.publisher.publish(event), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise BusUnavailable(f"no acknowledgement from JetStream within {timeout_s:.0f}s") from None
         # Read-your-writes: a GET right after the POST lists the new item.
         await keeper.wait_folded(published.seq, FOLDED_WAIT_S)
@@ -91,14 +91,14 @@ class BusNodeLink:
         """One work item's events in log order, read from the stream now."""
         try:
             return await asyncio.wait_for(item_events(self._ctx.bus, work_id), self._timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise BusUnavailable(f"reading {work_id}'s events took over {self._timeout_s:.0f}s") from None
 
     async def append(self, event: Event, expect_last_seq: int) -> Published:
         """Append if the item's last event is still `expect_last_seq`; answers once folded (or soon after)."""
         try:
             published = await asyncio.wait_for(self._ctx.publisher.publish(event, expect_last_seq=expect_last_seq), self._timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise BusUnavailable(f"no acknowledgement from JetStream within {self._timeout_s:.0f}s") from None
         await self._keeper.wait_folded(published.seq, FOLDED_WAIT_S)
         return published
@@ -137,11 +137,13 @@ async def main(ctx: ServiceContext) -> None:
         tokens=await asyncio.to_thread(load_table, settings.tokens_file) if settings.tokens_file else None,
         config=ctx.config, metrics=metrics,
         free_bytes=storage_free(measured_disk(settings.storage_path, os.environ, Path.home())),
-        rules=rules_for(ctx.config, await asyncio.to_thread(load_hosts, ctx.config.hosts_file) if ctx.config.hosts_file else None), probe=lambda: server_probe(ctx),
+        rules=rules_for(ctx.config, await asyncio.to_thread(load_hosts, ctx.config.hosts_file) if ctx.config.hosts_file else None),
+        probe=lambda: server_probe(ctx),
     )
     app = build_app(api, stopping=ctx.stopping, static=await asyncio.to_thread(load_static))
     sock = await asyncio.to_thread(open_server, settings.host, port)
-    server = make_server(app, max_connections=settings.max_connections)
+    # Litestar is an ASGI app; its scope and message types are narrower than the alias uvicorn declares.
+    server = make_server(app, max_connections=settings.max_connections)  # type: ignore[arg-type]
     log.info("api: serving http://%s:%d/ (status API and dashboard)", settings.host, port)
     async with asyncio.TaskGroup() as tasks:
         keeping = tasks.create_task(keeper.run())

@@ -11,7 +11,7 @@ from eventbus.errors import InvalidConfig
 
 def new_seed() -> str:
     """A new user seed ('SU...'): the node's private key, written only into its credentials file."""
-    return nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER).decode()
+    return str(nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER).decode())
 
 
 def public_key(seed: str, *, source: str = "nkey_seed") -> str:
@@ -20,7 +20,7 @@ def public_key(seed: str, *, source: str = "nkey_seed") -> str:
         pair = nkeys.from_seed(bytearray(seed.strip().encode()))
     except (nkeys.NkeysError, ValueError, TypeError) as exc:
         raise InvalidConfig(f"{source}: not an NKey seed ({type(exc).__name__}); regenerate it with `rr auth gen --rotate`") from None
-    key = pair.public_key.decode()
+    key = str(pair.public_key.decode())
     if not key.startswith("U"):
         raise InvalidConfig(f"{source}: the seed is not a user key (its public key starts {key[0]!r}, not 'U')")
     return key

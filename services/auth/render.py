@@ -9,6 +9,7 @@ import msgspec
 from services.auth.accounts import Account
 from services.auth.permissions import Buckets, Permissions, SubjectRules, permissions_for
 
+
 class UserSecret(msgspec.Struct, frozen=True, kw_only=True):
     """An account with its private NKey seed, and the public key the server config holds for it."""
 

@@ -15,7 +15,7 @@ from services.api.tokens import TokensFile, issue
 from services.auth.generate import generate
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `rr auth gen`."""
     parser = subparsers.add_parser("auth", help="NATS users, permissions and per-node credentials")
     verbs = parser.add_subparsers(dest="verb", metavar="<verb>", required=True)

@@ -56,7 +56,7 @@ class DataView(msgspec.Struct, frozen=True, kw_only=True):
     withdrawn_batches: int = 0  # batches of items that ended failed or cancelled: kept, not counted
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `rr data`."""
     parser = subparsers.add_parser("data", help="game data per config, newest batches and where their copies are")
     parser.add_argument("--json", action="store_true", help="one JSON object")

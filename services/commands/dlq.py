@@ -13,7 +13,7 @@ from services.commands.streams import positive_int
 from services.options import add_common_arguments, common_options
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `rr dlq list`."""
     parser = subparsers.add_parser("dlq", help="inspect the dead-letter stream")
     verbs = parser.add_subparsers(dest="verb", metavar="<verb>", required=True)

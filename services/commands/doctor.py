@@ -15,7 +15,7 @@ from pathlib import Path
 from services.doctor.deps import REQUIRED, WORKLOAD, PackageStatus, missing_message, package_present, package_status
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `rr doctor`."""
     parser = subparsers.add_parser(
         "doctor", help="preflight this node: packages, NATS, JetStream, streams, durability, permissions, disk, GPU, clock",

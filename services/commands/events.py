@@ -15,9 +15,9 @@ import msgspec
 from eventbus.connection import Bus
 from eventbus.errors import InvalidEvent
 from eventbus.events import EVENT_TYPES, Event
-from eventbus.integrity import decode_on
 from eventbus.follow import follow, start_for_last
 from eventbus.history import Record, replay
+from eventbus.integrity import decode_on
 from eventbus.subjects import ALL_EVENTS, EVENTS_ROOT, token
 from services.commands import open_bus
 from services.options import add_common_arguments, common_options
@@ -41,7 +41,7 @@ def sequence(text: str) -> int:
     return int(text)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `rr events tail`."""
     parser = subparsers.add_parser("events", help="read the event log")
     verbs = parser.add_subparsers(dest="verb", metavar="<verb>", required=True)

@@ -9,11 +9,11 @@ import msgspec
 
 from config.settings import load_config
 from eventbus.connection import Bus
-from eventbus.events import LeaderElected, utcnow
 from eventbus.errors import InvalidEvent
-from eventbus.integrity import decode_on
+from eventbus.events import LeaderElected, utcnow
 from eventbus.follow import start_for_last
 from eventbus.history import Record, replay
+from eventbus.integrity import decode_on
 from eventbus.leases import LeaseBucket, LeaseRecord
 from eventbus.subjects import EVENTS_ROOT, token
 from services.commands import open_bus
@@ -23,7 +23,7 @@ from services.options import CommonOptions, add_common_arguments, common_options
 KNOWN_ROLES = ("scheduler",)  # always listed, even before their first election
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `rr leader`."""
     parser = subparsers.add_parser("leader", help="who leads each singleton role (node, epoch, since)")
     parser.add_argument("--json", action="store_true", help="one JSON object per role")

@@ -16,7 +16,7 @@ from services.commands.status import progress_on_stderr, when
 from services.options import add_common_arguments, common_options
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `rr lineage`."""
     parser = subparsers.add_parser("lineage", help="where a model came from: batches, training, evaluation, copies")
     parser.add_argument("model", metavar="MODEL", help="model id")

@@ -46,7 +46,7 @@ class ModelRow(msgspec.Struct, frozen=True, kw_only=True):
     anchor_interval: float | None = None
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `rr models`."""
     parser = subparsers.add_parser("models", help="promoted model per config, and which nodes hold it")
     parser.add_argument("--json", action="store_true", help="one JSON list of configs")

@@ -18,7 +18,7 @@ from services.membership.view import NodeRow, node_rows
 from services.options import add_common_arguments, common_options
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `rr nodes`."""
     parser = subparsers.add_parser("nodes", help="nodes: online/offline, resources, roles, last heartbeat, loop lag")
     parser.add_argument("--json", action="store_true", help="one JSON list of nodes")

@@ -33,7 +33,7 @@ class QuarantineView(msgspec.Struct, frozen=True, kw_only=True):
     tainted_models: dict[str, str]  # model id -> why
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `rr quarantine`."""
     parser = subparsers.add_parser("quarantine", help="distrust a node's, a batch's or a model's outputs and what derives from them")
     verbs = parser.add_subparsers(dest="verb", required=True)

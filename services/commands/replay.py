@@ -13,8 +13,8 @@ from projections import bundle
 from projections.rebuild import Rebuilt, state_at_seq, state_at_time
 from projections.status_view import status_view
 from services.commands import open_bus
-from services.leadership.election import load_candidates
 from services.commands.status import print_view, progress_on_stderr
+from services.leadership.election import load_candidates
 from services.options import add_common_arguments, common_options
 
 _AGO = re.compile(r"^-?(\d+(?:\.\d+)?)\s*([smhd])(?:\s+ago)?$")
@@ -32,7 +32,7 @@ def point_in_time(text: str, now: dt.datetime | None = None) -> dt.datetime:
         raise argparse.ArgumentTypeError(
             f"not a time: {text!r}; use ISO 8601 (2025-03-04T05:06:07Z) or an age (90s, 15m, '2h ago', 1d)"
         ) from None
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def sequence(text: str) -> int:
@@ -42,7 +42,7 @@ def sequence(text: str) -> int:
     return int(text)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `rr replay`."""
     parser = subparsers.add_parser("replay", help="the cluster as it was at a time or stream sequence")
     when = parser.add_mutually_exclusive_group(required=True)

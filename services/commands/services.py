@@ -29,7 +29,7 @@ class ServiceRow(msgspec.Struct, frozen=True, kw_only=True):
     status: ServiceStatus | None = None
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `rr services`."""
     parser = subparsers.add_parser("services", help="running services (micro discovery): name, node, version, state")
     parser.add_argument("--json", action="store_true", help="one JSON list of services, with their full status")

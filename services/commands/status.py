@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import datetime as dt
 import sys
+from collections.abc import Sequence
 
 import msgspec
 
@@ -21,7 +22,7 @@ from services.options import add_common_arguments, common_options
 SLOW_FOLD_HINT = 100_000  # records folded past the snapshot worth a hint on stderr
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `rr status`."""
     parser = subparsers.add_parser("status", help="the cluster now: leaders, nodes, work, models, data")
     parser.add_argument("--json", action="store_true", help="one JSON object (the seeds' /status keys and more)")
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     async def go() -> Rebuilt[bundle.ProjectionSet]:
         async with open_bus(options, "status") as bus:
             candidates = await load_candidates(await asyncio.to_thread(load_config, options.config_path))
-            rebuilt = await state_at_seq(bus, use_snapshot=not args.no_snapshot, progress=progress_on_stderr,
+            rebuilt: Rebuilt[bundle.ProjectionSet] = await state_at_seq(bus, use_snapshot=not args.no_snapshot, progress=progress_on_stderr,
                                          candidates=candidates)
             if args.save_snapshot:
                 await store(bus, bundle.PROJECTION, rebuilt.state)
@@ -72,7 +73,7 @@ def print_view(view: StatusView, as_json: bool) -> None:
         print(format_status(view))
 
 
-def table(rows: list[tuple[str, ...]]) -> str:
+def table(rows: Sequence[tuple[str, ...]]) -> str:
     """Left-aligned columns, two spaces apart; the first row is the header."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
@@ -80,7 +81,7 @@ def table(rows: list[tuple[str, ...]]) -> str:
 
 def when(value: dt.datetime | None) -> str:
     """A time for a table: UTC, to the second."""
-    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S") if value else "-"
 
 
 def age(seconds: float | None) -> str:
@@ -99,8 +100,8 @@ def age(seconds: float | None) -> str:
 
 def _leaders(view: StatusView) -> list[str]:
     lines = [f"leader:  {view.leader_id or 'none'}  (alive peers {view.alive_peers} of {len(view.nodes)} nodes)"]
-    for role, l in view.leaders.items():
-        who = f"{l.node} (epoch {l.epoch}, since {when(l.since)})" if l.node else f"none since {when(l.since)}: {l.reason}"
+    for role, lead in view.leaders.items():
+        who = f"{lead.node} (epoch {lead.epoch}, since {when(lead.since)})" if lead.node else f"none since {when(lead.since)}: {lead.reason}"
         lines.append(f"  {role}: {who}")
     return lines
 
@@ -131,7 +132,7 @@ def _work(view: StatusView) -> list[str]:
 def _models_and_data(view: StatusView) -> list[str]:
     lines = []
     if view.models:
-        rows = [("CONFIG", "MODEL", "GEN", "ELO", "NODES", "DISTRIBUTED", "SHA256")]
+        rows: list[tuple[str, ...]] = [("CONFIG", "MODEL", "GEN", "ELO", "NODES", "DISTRIBUTED", "SHA256")]
         for c, m in view.models.items():
             elo = "-" if m.elo is None else f"{m.elo:.0f} ± {m.elo_interval:.0f}" if m.elo_interval else f"{m.elo:.0f}"
             done = "complete" if m.distribution_complete else "in progress"

@@ -27,7 +27,7 @@ def positive_int(text: str) -> int:
     return value
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `rr streams init` and `rr streams info`."""
     parser = subparsers.add_parser("streams", help="provision and inspect the JetStream streams")
     verbs = parser.add_subparsers(dest="verb", metavar="<verb>", required=True)

@@ -17,7 +17,7 @@ from services.commands.status import progress_on_stderr
 from services.options import add_common_arguments, common_options
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `rr timeline`."""
     parser = subparsers.add_parser(
         "timeline", help="what happened to a node, work item or model, in order, with reasons"

@@ -9,9 +9,9 @@ import os
 import sys
 from pathlib import Path
 
+import services.registry  # noqa: F401  (fills SERVICES)
 from config.settings import RrConfig, load_config
 from services.commands.streams import positive_int
-import services.registry  # noqa: F401  (fills SERVICES)
 from services.options import add_common_arguments, common_options
 from services.runtime import SERVICES
 from services.up.errors import UpError
@@ -30,7 +30,7 @@ def port_number(text: str) -> int:
     return int(text)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `rr up`."""
     parser = subparsers.add_parser(
         "up",

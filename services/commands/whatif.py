@@ -14,8 +14,8 @@ from config.settings import load_config
 from eventbus.connection import Bus
 from eventbus.errors import InvalidConfig, InvalidEvent
 from eventbus.events import Event
-from eventbus.integrity import decode_on
 from eventbus.history import Record, replay
+from eventbus.integrity import decode_on
 from eventbus.subjects import EVENTS_ROOT
 from projections.rebuild import CLOCK_SKEW
 from services.commands import open_bus
@@ -36,7 +36,7 @@ class WhatIf(msgspec.Struct, frozen=True, kw_only=True):
     agreement: Agreement  # the record vs its replay: the README states the tolerance
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `rr whatif`."""
     parser = subparsers.add_parser("whatif", help="replay a recorded window through other scheduler settings, side by side")
     parser.add_argument("--since", type=point_in_time, required=True, metavar="TIME", help="window start: ISO 8601 or an age")
@@ -53,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def run(args: argparse.Namespace) -> int:
     """Read the window, simulate each config, print the report; exit 2 for a bad config file."""
     options = common_options(args)
-    until = args.until or dt.datetime.now(dt.timezone.utc)
+    until = args.until or dt.datetime.now(dt.UTC)
     try:
         settings = [("recorded config (replay)", load_config(options.config_path).scheduler)]
         settings += [(Path(p).name, load_config(p).scheduler) for p in args.alt]

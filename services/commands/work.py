@@ -20,15 +20,15 @@ from eventbus.history import events
 from eventbus.publisher import Publisher
 from eventbus.subjects import aggregate_filter
 from projections import work
-from services.admission import AdmissionRules, InvalidWork, WorkSeeds, admitted, convert_seeds, decode_seeds, rules_for
 from projections.rebuild import state_at_seq
+from services.admission import AdmissionRules, InvalidWork, WorkSeeds, admitted, convert_seeds, decode_seeds, rules_for
 from services.commands import open_bus, workview
 from services.options import CommonOptions, add_common_arguments, common_options
 
 T = TypeVar("T")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `rr work` and its verbs."""
     parser = subparsers.add_parser("work", help="the work queue: add, list, show, cancel")
     verbs = parser.add_subparsers(dest="verb", metavar="<verb>", required=True)
@@ -75,7 +75,8 @@ def _json_text(args: argparse.Namespace) -> str | None:
     if len(given) > 1 or (given and flags):
         raise InvalidWork(f"give the work once: as JSON, as --json-file or as flags (got {', '.join(given + flags)})")
     if args.json_file is None:
-        return args.seeds  # type: ignore[no-any-return]
+        seeds: str | None = args.seeds
+        return seeds
     try:
         return sys.stdin.read() if args.json_file == "-" else Path(args.json_file).read_text()
     except OSError as exc:

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -29,7 +30,7 @@ from projections.models import ModelInfo, ModelsState
 from services.distributor import install
 from services.distributor.duties import StoreDuties
 from services.distributor.folds import CHECKPOINTS, FAILURES
-from services.distributor.layout import VERSIONS, SUFFIX, canonical_path, version_path, version_stem
+from services.distributor.layout import SUFFIX, VERSIONS, canonical_path, version_path, version_stem
 from services.distributor.livefold import LiveFold, aggregate_subjects, reconcile_while_following
 from services.distributor.plan import Activate, Announce, CopyLocal, Download, Step, next_steps
 from services.distributor.retention import KeptVersion, current_models, promotion_history, versions_to_delete
@@ -77,7 +78,7 @@ class DistributorAgent:
         self._cluster = Folder(cluster.PROJECTION, believing(cluster.PROJECTION.initial(), candidates))
         self._checkpoints = Folder(CHECKPOINTS)
         self._failures = Folder(FAILURES)
-        folders = [self._models, self._cluster, self._checkpoints, self._failures]
+        folders: list[Folder[Any]] = [self._models, self._cluster, self._checkpoints, self._failures]
         self._live = LiveFold(bus, folders, aggregate_subjects("model", "host", "leader"))
         self._retry = RetryTable(settings.retry_initial_s, settings.retry_max_s)
         self._duties = StoreDuties(bus, node, settings, self._report)

@@ -50,7 +50,7 @@ class StoreDuties:
         self._retry = RetryTable(settings.retry_initial_s, settings.retry_max_s)
         self._uploaded: set[str] = set()  # model ids known to be in the store (this process)
         self._repaired: dict[str, set[str]] = {}  # model id -> corrupt versions already dealt with
-        self._since = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+        self._since = dt.datetime.min.replace(tzinfo=dt.UTC)
         self.counts = {"uploads": 0, "uploads_skipped": 0, "repairs": 0}
 
     def next_due(self, now: float) -> float | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 from eventbus.errors import BusError
 from eventbus.events import utcnow
@@ -19,8 +20,8 @@ from projections.base import Folder
 from services.distributor.completion import completions
 from services.distributor.folds import CHECKPOINTS, FAILURES
 from services.distributor.livefold import LiveFold, aggregate_subjects, taint_subjects
-from services.distributor.rollback import rollback_decisions
 from services.distributor.retention import store_deletions
+from services.distributor.rollback import rollback_decisions
 from services.distributor.settings import DistributionSettings
 from services.leadership.term import NotLeader, Term
 from services.runtime import ServiceContext
@@ -38,7 +39,7 @@ async def distribution_loop(ctx: ServiceContext, term: Term) -> None:
     settings: DistributionSettings = ctx.config.distribution
     models_fold, cluster_fold, taint_fold = Folder(models.PROJECTION), Folder(cluster.PROJECTION), Folder(taint.PROJECTION)
     # The agents' own folds ride along only to be snapshotted here: nodes may not write snapshots.
-    folders = [models_fold, cluster_fold, taint_fold, Folder(CHECKPOINTS), Folder(FAILURES)]
+    folders: list[Folder[Any]] = [models_fold, cluster_fold, taint_fold, Folder(CHECKPOINTS), Folder(FAILURES)]
     live = LiveFold(ctx.bus, folders, (*aggregate_subjects("model", "host", "leader"), *taint_subjects()),
                     snapshots=ctx.config.snapshots, who="distribution loop", replicas=ctx.config.streams.replicas)
     await live.catch_up()

@@ -16,6 +16,7 @@ import msgspec
 from eventbus.events import ArtifactRef
 from projections.cluster import ClusterState
 from projections.models import ModelInfo, ModelsState
+from projections.pmap import Lookup
 from services.distributor.install import LocalModels
 from services.distributor.layout import config_name, version_stem
 
@@ -82,7 +83,7 @@ def next_steps(models: ModelsState, local: LocalModels, checkpoints: Mapping[str
 
 
 def uploads_due(
-    models: ModelsState, checkpoints: Mapping[str, ArtifactRef], trained_at: Mapping[str, dt.datetime],
+    models: ModelsState, checkpoints: Lookup[str, ArtifactRef], trained_at: Lookup[str, dt.datetime],
     node: str, since: dt.datetime,
 ) -> list[tuple[str, ArtifactRef]]:
     """(model id, checkpoint) this node must have in the store: its promoted models and its recent candidates."""

@@ -101,4 +101,4 @@ def _mtime(obj: StoredObject) -> dt.datetime | None:
         when = dt.datetime.fromisoformat(obj.mtime.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)

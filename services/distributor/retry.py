@@ -16,7 +16,7 @@ def delay_s(failures: int, initial_s: float, max_s: float) -> float:
     """initial, 2x, 4x ... capped at max_s, for the 1st, 2nd, 3rd ... failure."""
     if failures <= 0:
         return 0.0
-    return min(max_s, initial_s * 2 ** min(failures - 1, 32))
+    return min(max_s, initial_s * 2.0 ** min(failures - 1, 32))
 
 
 class RetryTable:

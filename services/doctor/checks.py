@@ -13,22 +13,22 @@ import msgspec
 
 from eventbus.probe import JetStreamProbe, StreamProbe
 from services.doctor.deps import REQUIRED, install_hint
-from services.leadership.status import loops_down
 from services.doctor.findings import (
     ConfigProbe,
     ConnectionProbe,
     CredentialsProbe,
     DataDirLockProbe,
     DiskProbe,
-    HistoryProbe,
-    LeadershipProbe,
     GpuProbe,
+    HistoryProbe,
     LeaderProbe,
+    LeadershipProbe,
     MonitorProbe,
     PackageProbe,
     PermissionsProbe,
     Probes,
 )
+from services.leadership.status import loops_down
 
 MIN_PYTHON = (3, 11)
 GIB = 1 << 30

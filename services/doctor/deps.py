@@ -102,7 +102,7 @@ def require_dependencies(names: Iterable[str] = SERVICE_MODULES, *, present: Ite
 if __name__ == "__main__":
     # `python -m services.doctor.deps`: the units' ExecStartPre. It imports nothing of rr but
     # this module, so it works where `rr` itself cannot start for a missing package.
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - this runs before the venv is known good, maybe on an older Python
         raise SystemExit(f"rr: Python {sys.version.split()[0]} is too old; install 3.11 or newer and recreate the venv")
     require_dependencies(WORKER_MODULES)
     print(f"rr: Python {sys.version.split()[0]} and every required package import")

@@ -38,22 +38,22 @@ from eventbus.probe import (
 from eventbus.streams import EVENTS_STREAM, StreamSettings, declared_streams
 from eventbus.subjects import EVENTS_ROOT, event_subject
 from services.auth.credentials import NatsCredentials, connect_options
+from services.doctor.deps import OPTIONAL, REQUIRED, WORKLOAD, package_status
 from services.doctor.findings import (
     ConfigProbe,
     ConnectionProbe,
     CredentialsProbe,
     DataDirLockProbe,
     DiskProbe,
-    HistoryProbe,
-    LeadershipProbe,
     GpuProbe,
+    HistoryProbe,
     LeaderProbe,
+    LeadershipProbe,
     MonitorProbe,
     PackageProbe,
     PermissionsProbe,
     Probes,
 )
-from services.doctor.deps import OPTIONAL, REQUIRED, WORKLOAD, package_status
 from services.up.lock import LOCK_NAME, fd_holders, held_by, pid_alive, read_owner
 
 MONITOR_PORT = 8222
@@ -170,7 +170,7 @@ async def probe_history(bus: Bus, wanted: int, limit_s: float) -> HistoryProbe:
 async def probe_leadership(bus: Bus, window_s: float, limit_s: float) -> LeadershipProbe:
     """LEADER_ELECTED per role (the subject's aggregate id) in the last `window_s` seconds."""
     elections: collections.Counter[str] = collections.Counter()
-    since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=window_s)
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=window_s)
     try:
         async with asyncio.timeout(limit_s):
             await replay(bus, lambda r: elections.update([r.subject.split(".")[3]]), subject=LEADER_ELECTED_FILTER,
@@ -205,7 +205,7 @@ async def _nvidia_smi() -> str:
             binary, "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         out, _ = await asyncio.wait_for(proc.communicate(), timeout=10)
-    except (OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError) as exc:
         return f"nvidia-smi failed: {exc}"
     text = out.decode(errors="replace").strip()
     return f"nvidia-smi: {'; '.join(text.splitlines())}" if proc.returncode == 0 else f"nvidia-smi failed: {text[:200]}"
@@ -219,7 +219,7 @@ def monitor_url_for(nats_url: str) -> str:
 
 def probe_monitor(url: str, timeout: float = PROBE_TIMEOUT_S) -> MonitorProbe:
     """The server's /varz: sync_interval and its clock (blocking)."""
-    sent_at = dt.datetime.now(dt.timezone.utc)
+    sent_at = dt.datetime.now(dt.UTC)
     started = time.monotonic()
     try:
         with urllib.request.urlopen(f"{url.rstrip('/')}/varz", timeout=timeout) as response:
@@ -292,7 +292,7 @@ async def probe_permissions(bus: Bus, watch: PermissionWatch, target: Target) ->
     """A harmless publish of an event type this node's role owns, and harmless attempts at what its role forbids."""
     assert target.credentials is not None
     role = target.credentials.role or "worker"
-    owned = owned_types(role) if role in ROLES else ()  # type: ignore[arg-type]
+    owned = owned_types(role) if role in ROLES else ()
     probe_type = owned[0] if owned else "WORK_STARTED"
     own = await probe_publish(bus, watch, event_subject("doctor", "probe", probe_type, target.node_id),
                               timeout=PROBE_TIMEOUT_S)

@@ -22,9 +22,9 @@ from config.settings import RrConfig
 from eventbus.connection import Bus
 from eventbus.errors import BusError, ConcurrencyConflict, Fenced, InvalidEvent
 from eventbus.events import Event, LeaderElected, LeaderLost, utcnow
-from eventbus.leases import LeaseBucket, LeaseRecord, LeaseValue
 from eventbus.history import Record, last_on
 from eventbus.integrity import decode_on
+from eventbus.leases import LeaseBucket, LeaseRecord, LeaseValue
 from eventbus.publisher import FenceToken, Publisher
 from eventbus.subjects import election_filter
 from services.leadership import lease
@@ -356,7 +356,7 @@ class Elector:
             # Unbounded but for the publisher's own retry budget: a term's end is worth waiting
             # out a stream failover for; only a shutdown, with its grace period, is in a hurry.
             await asyncio.wait_for(self.publisher.publish(lost), timeout=announce_within)
-        except (BusError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, BusError) as exc:
             log.warning("could not announce the end of %s epoch %d yet (%s); recorded when the bus answers", self.role, term.epoch, exc)
             self._unannounced.append(lost)
         self._loops = {}
@@ -381,7 +381,7 @@ class Elector:
                 lost = self._unannounced[0]
                 try:
                     await asyncio.wait_for(self.publisher.publish(lost), timeout=self._state.timing.renew_every_s * 3)
-                except (BusError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, BusError) as exc:
                     log.debug("end of %s epoch %s still not recorded: %s", self.role, lost.epoch, exc)
                     return
                 self._unannounced.pop(0)

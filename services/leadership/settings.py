@@ -20,7 +20,8 @@ class LeadershipSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
     ttl_s: float = 3.0
     renew_every: float = 1 / 3  # fraction of the TTL between renewals
     safety_margin: float = 0.2  # fraction of the TTL a leader stops acting before its lease could expire
-    candidates: tuple[Annotated[str, msgspec.Meta(min_length=1, max_length=ID_MAX)], ...] = ()  # empty: the hosts file's p2p_voters, and without those every node
+    # empty: the hosts file's p2p_voters, and without those every node
+    candidates: tuple[Annotated[str, msgspec.Meta(min_length=1, max_length=ID_MAX)], ...] = ()
     bucket: str = "rr_leases"
     # > 0: the scheduler's leader publishes a "leader-tick" decision this often (seconds), a
     # visible heartbeat of who acts with which epoch; used by the fencing tests. 0: off.

@@ -31,7 +31,6 @@ from eventbus.errors import BusUnavailable, Fenced
 from eventbus.events import Event
 from eventbus.publisher import FenceToken, Published, Publisher
 
-
 RETRY_INITIAL_S = 0.05  # a fenced decision without an ack is sent again after this, doubling
 RETRY_MAX_S = 1.0
 

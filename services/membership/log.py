@@ -5,8 +5,8 @@ from __future__ import annotations
 from eventbus.connection import Bus
 from eventbus.errors import InvalidEvent
 from eventbus.events import Event
-from eventbus.integrity import decode_on
 from eventbus.history import Record, last_sequence, replay
+from eventbus.integrity import decode_on
 
 HOST_EVENTS = "rr.evt.host.>"
 LEADER_EVENTS = "rr.evt.leader.>"  # the fence needs the elections to tell a stale leader's decisions

@@ -33,9 +33,9 @@ from eventbus.events import (
     WorkHandedBack,
     utcnow,
 )
-from eventbus.integrity import decode_on
 from eventbus.follow import follow
 from eventbus.history import Record, last_sequence
+from eventbus.integrity import decode_on
 from services.leadership.term import NotLeader, Term
 from services.runtime import ServiceContext
 from services.scheduler import queue

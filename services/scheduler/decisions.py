@@ -1,8 +1,8 @@
 """One scheduling round's decisions, pure: given the queue state and the time, which events the leader owes.
 
 First supervision (attempts to record as failed, items to give up), then, on a state that has
-seen those, assignments, then placement (pending items no alive node can run, marked with why). Each decision is bound to the sequence its item was at when decided,
-the precondition the shell appends it under (optimistic concurrency).
+seen those, assignments, then placement (pending items no alive node can run, marked with why).
+Each decision is bound to the sequence its item was at when decided, the precondition the shell appends it under (optimistic concurrency).
 """
 
 from __future__ import annotations

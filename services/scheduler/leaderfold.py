@@ -17,9 +17,9 @@ from typing import Generic, Protocol, TypeVar
 from eventbus import tracing
 from eventbus.errors import BusUnavailable, InvalidEvent
 from eventbus.events import Event, WorkAdded
-from eventbus.integrity import decode_on
 from eventbus.follow import follow
 from eventbus.history import Record, last_sequence
+from eventbus.integrity import decode_on
 from eventbus.publisher import Published
 from projections.base import type_of
 from services.leadership.supervisor import stop_tasks

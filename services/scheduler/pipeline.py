@@ -17,8 +17,8 @@ import datetime as dt
 
 from eventbus.events import Event, ModelPromoted, ModelRated, WorkAdded, utcnow
 from services.leadership.term import Term
-from services.scheduler.backoff import resting_configs
 from services.runtime import ServiceContext
+from services.scheduler.backoff import resting_configs
 from services.scheduler.leaderfold import FoldingDecider
 from services.scheduler.pipeline_settings import PipelineSettings
 from services.scheduler.pipeline_view import READS, Best, Candidate, PipelineView, apply

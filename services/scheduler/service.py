@@ -17,17 +17,17 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from eventbus.events import ConfigChanged
+from services.configwatch.loop import config_watch_loop
+from services.distributor.leader import distribution_loop
 from services.leadership.election import Elector, load_candidacy
 from services.leadership.settings import LeadershipSettings
 from services.leadership.supervisor import LoopFn, LoopHealth, LoopSupervisor
-from services.membership.monitor import membership_loop
 from services.leadership.term import NotLeader, Term
+from services.membership.monitor import membership_loop
 from services.runtime import ServiceContext
 from services.scheduler.loops import SCHEDULING_LOOPS
 from services.scheduler.pipeline import pipeline_loop
 from services.scheduler.populator import populator_loop
-from services.configwatch.loop import config_watch_loop
-from services.distributor.leader import distribution_loop
 from services.sync.loop import sync_planner_loop
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ import datetime as dt
 
 import msgspec
 
-from eventbus.events import Event, EvaluationComplete, ModelPromoted, SelfplayComplete
+from eventbus.events import EvaluationComplete, Event, ModelPromoted, SelfplayComplete
 from projections.pmap import PMap
 from services.scheduler.policy import ConfigSignals, config_key
 

@@ -27,8 +27,8 @@ from eventbus.objects import BucketSpec, ObjectCorrupt, ObjectMissing, ensure_bu
 from eventbus.publisher import Publisher
 from projections import data, taint
 from projections.base import Folder
-from projections.fence import believing
 from projections.data import Batch, Transfer, TransferStatus
+from projections.fence import believing
 from services.distributor import install
 from services.distributor.livefold import LiveFold, aggregate_subjects, reconcile_while_following, taint_subjects
 from services.distributor.retry import RetryTable

@@ -18,8 +18,8 @@ from projections.base import Folder
 from services.distributor.livefold import LiveFold, aggregate_subjects, taint_subjects, type_subjects
 from services.leadership.term import NotLeader, Term
 from services.runtime import ServiceContext
-from services.sync.planner import Fleet, plan_transfers
 from services.sync.folds import BATCH_FILES
+from services.sync.planner import Fleet, plan_transfers
 from services.sync.settings import SyncSettings
 from services.sync.targets import alive_nodes, ephemeral_nodes, training_targets
 from services.sync.workitems import SYNC_REQUESTS, SyncRequestsState, requested_copies

@@ -169,7 +169,7 @@ async def run_up(plan: UpPlan, config: RrConfig, say: Callable[[str], None], loc
                 tasks.create_task(watch_store(server, plan.layout.store_dir, stopping, min_free_mib=config.api.min_free_mib))
             await Supervisor(children, grace_s=plan.grace_s).run(stopping)
         say("rr up: services stopped")
-        if watcher is not None and watcher.result():
+        if server is not None and watcher is not None and watcher.result():
             raise UpError(f"nats-server exited unexpectedly; see {server.log_path}")
     finally:
         if server is not None:

@@ -117,7 +117,7 @@ async def stop_process(proc: asyncio.subprocess.Process, grace_s: float, name: s
     try:
         await asyncio.wait_for(proc.wait(), grace_s)
         return
-    except asyncio.TimeoutError:
+    except TimeoutError:
         log.warning("service %s did not stop within %.0fs of SIGTERM; killing it", name, grace_s)
     _signal_group(proc.pid, signal.SIGKILL)
     await proc.wait()

@@ -8,7 +8,13 @@ from collections.abc import Iterable
 import msgspec
 
 from eventbus.events import (
-    Event, HostOffline, HostOnline, WorkAdded, WorkAssigned, WorkCompleted, WorkStarted,
+    Event,
+    HostOffline,
+    HostOnline,
+    WorkAdded,
+    WorkAssigned,
+    WorkCompleted,
+    WorkStarted,
 )
 
 

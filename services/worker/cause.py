@@ -9,6 +9,7 @@ else its last non-empty line.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 MAX_CAUSE = 300  # characters: one line in an event, a table cell, a sentence
 TRACEBACK = "Traceback (most recent call last):"
@@ -34,8 +35,8 @@ def _after_traceback(lines: list[str]) -> str:
     return next((line for line in lines[starts[-1] + 1:] if line and not line[0].isspace()), "")
 
 
-def _last_matching(lines: list[str], test: object) -> str:
-    return next((line.strip() for line in reversed(lines) if line.strip() and test(line.strip())), "")  # type: ignore[operator]
+def _last_matching(lines: list[str], test: Callable[[str], object]) -> str:
+    return next((line.strip() for line in reversed(lines) if line.strip() and test(line.strip())), "")
 
 
 def _clip(line: str) -> str:

@@ -152,7 +152,8 @@ class Job:
                 reason = self._stop_reason or self._overdue()
                 if reason is not None:
                     return reason, await self._terminate(proc, exited)
-                await asyncio.wait([exited, stop_asked], timeout=self._next_check_in(), return_when=asyncio.FIRST_COMPLETED)
+                waited: list[asyncio.Future[Any]] = [exited, stop_asked]
+                await asyncio.wait(waited, timeout=self._next_check_in(), return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop_asked.cancel()
         return None, False
@@ -188,12 +189,13 @@ class Job:
             await asyncio.wait([exited], timeout=EXIT_POLL_S)
         return killed
 
-    async def _finish(self, exited: asyncio.Future[int], readers: list[asyncio.Future[None]]) -> None:
+    async def _finish(self, exited: asyncio.Future[int], readers: Sequence[asyncio.Future[None]]) -> None:
         # Whatever is left of the group (children that outlived the job, or ignored SIGTERM)
         # belongs to the job and goes with it; then the pipes close and the readers end.
         if processes.signal_group(self.pgid, signal.SIGKILL):
             await self._wait_group_gone()
-        _, pending = await asyncio.wait([exited, *readers], timeout=READERS_DRAIN_S)
+        waited: list[asyncio.Future[Any]] = [exited, *readers]
+        _, pending = await asyncio.wait(waited, timeout=READERS_DRAIN_S)
         if pending:
             log.warning("job %d: output still open %gs after its group was killed (a child left the group?)",
                         self.pid, READERS_DRAIN_S)

@@ -11,7 +11,7 @@ import os
 import signal
 from collections.abc import Collection
 
-import psutil  # type: ignore[import-untyped,unused-ignore]  # no stubs installed here
+import psutil
 
 # create_time is read from /proc in clock ticks; two reads of one process agree to well under this.
 CREATE_TIME_TOLERANCE_S = 0.05

@@ -47,7 +47,7 @@ def plan_recovery(record: JobRecord, alive: bool, view: ItemView) -> Recovery:
     """The recovery of one record, given whether its process still runs and what the log says (pure)."""
     settled = attempt_settled(view, record.key, record.node)
     if record.pending:
-        events = [] if settled else list(record.pending)
+        events: list[Event] = [] if settled else list(record.pending)
         return Recovery(kill=alive, events=events, summary="end already published" if settled else "end events republished")
     if alive:
         # Its end was never published, whatever the log says of other attempts: it is ours to end.

@@ -115,7 +115,8 @@ class BadResult(ValueError):
 def decode_result(raw: object) -> JobResult:
     """The typed result of a job's result line; raises BadResult naming the field."""
     try:
-        return msgspec.convert(raw, JobResult)  # type: ignore[arg-type]
+        result: JobResult = msgspec.convert(raw, JobResult)
+        return result
     except msgspec.ValidationError as exc:
         raise BadResult(str(exc)) from None
 

@@ -290,7 +290,7 @@ class AttemptRunner:
             try:
                 await asyncio.wait_for(self._stopping.wait(), delay)
                 return False
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
 

@@ -21,9 +21,10 @@ from config.settings import RrConfig
 from eventbus.consumer import ConsumerSpec, Delivery, EventConsumer
 from eventbus.errors import BusError, InvalidEvent
 from eventbus.events import Event, LeaderElected, LeaderLost, WorkAssigned, WorkCancelled, utcnow
-from eventbus.integrity import decode_on
 from eventbus.history import Record, replay
+from eventbus.integrity import decode_on
 from eventbus.subjects import EVENTS_ROOT, aggregate_filter, token, type_filter
+from services.agent.jobs import jobs_file_for
 from services.leadership.election import load_candidates
 from services.leadership.fencing import EpochFence
 from services.runtime import ServiceContext
@@ -34,7 +35,6 @@ from services.worker.protocol import AttemptKey, ItemView, Refuse, Start
 from services.worker.records import JobRecord, RecordBook
 from services.worker.recovery import recover_record
 from services.worker.results import attempt_failed
-from services.agent.jobs import jobs_file_for
 from services.worker.runner import Attempt, AttemptRunner, WorkerPaths, cannot_write
 from services.worker.settings import WorkerSettings
 

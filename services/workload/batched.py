@@ -139,7 +139,8 @@ def search_many(roots: list[Node], rngs: list[np.random.Generator], evaluate: Ba
     for root, rng in zip(roots, rngs):
         if noise > 0 and len(root.moves):
             noisy = (1 - noise) * root.priors + noise * rng.dirichlet([0.3] * len(root.moves)).astype(np.float32)
-            root.priors, root.scaled = noisy, c_puct * noisy
+            # numpy's stubs widen float * float32-array to float64; at run time it stays float32 (NEP 50).
+            root.priors, root.scaled = noisy, c_puct * noisy  # type: ignore[assignment]
     for _ in range(simulations):
         waiting: list[tuple[list[tuple[Node, int]], Node, Cache]] = []
         for root, cache in zip(roots, caches):

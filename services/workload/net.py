@@ -72,7 +72,7 @@ class BatchEvaluator:
 
     def __init__(self, net: PolicyValueNet, device: torch.device, dtype: torch.dtype = torch.float32) -> None:
         # channels-last convolutions are ~15% faster on CPU at these shapes (and the usual layout on GPUs)
-        self.net = net.to(device=device, dtype=dtype, memory_format=torch.channels_last).eval()
+        self.net = net.to(device=device, dtype=dtype, memory_format=torch.channels_last).eval()  # type: ignore[call-overload]  # torch's stubs omit memory_format
         self.device = device
         self.dtype = dtype
 

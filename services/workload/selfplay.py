@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from services.workload import report
-from services.workload.game import UnsupportedConfig, board_spec, encode, new_game, play
 from services.workload.batched import BatchEvaluateFn, game_rngs, play_games, uniform_batch
+from services.workload.game import UnsupportedConfig, board_spec, encode, new_game, play
 from services.workload.mcts import EvaluateFn, choose, search
 from services.workload.net import BatchEvaluator, device_or_fail, load_checkpoint
 

@@ -56,7 +56,7 @@ class Verdict(msgspec.Struct, frozen=True, kw_only=True):
 
 def expected_score(elo: float) -> float:
     """The score (0..1) an Elo advantage implies."""
-    return 1.0 / (1.0 + 10.0 ** (-elo / 400.0))
+    return 1.0 / (1.0 + float(10.0 ** (-elo / 400.0)))
 
 
 def llr(wins: float, losses: float, draws: float, settings: SprtSettings) -> float:

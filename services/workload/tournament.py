@@ -24,8 +24,8 @@ from services.workload import report
 from services.workload.evaluate import Player, model_player, play_one, random_player, search_player
 from services.workload.game import UnsupportedConfig, board_spec
 from services.workload.mcts import uniform_evaluator
-from services.workload.ratings import RANDOM, ZERO, Pairing, anchor_id, fit
 from services.workload.net import device_or_fail
+from services.workload.ratings import RANDOM, ZERO, Pairing, anchor_id, fit
 
 
 def parse_player(text: str, sims: int) -> tuple[str, Path, int]:

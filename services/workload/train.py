@@ -43,7 +43,7 @@ def fit(net: PolicyValueNet, samples: tuple[np.ndarray, np.ndarray, np.ndarray],
             policy_loss = -(pi[idx].to(device) * torch.log_softmax(logits, 1)).sum(1).mean()
             value_loss = nn.functional.mse_loss(value, z[idx].to(device))
             opt.zero_grad()
-            (policy_loss + value_loss).backward()
+            (policy_loss + value_loss).backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
             opt.step()
     return {"policy_loss": round(policy_loss.item(), 4), "value_loss": round(value_loss.item(), 4), "samples": float(len(x))}
 
