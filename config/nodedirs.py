@@ -20,7 +20,27 @@ import msgspec
 from config.settings import RrConfig
 from eventbus.errors import InvalidConfig
 from eventbus.subjects import token
-from services.up.layout import default_data_dir
+
+
+def default_data_dir(env: Mapping[str, str], home: Path) -> Path:
+    """RR_DATA_DIR, else $XDG_DATA_HOME/rr, else ~/.local/share/rr."""
+    if env.get("RR_DATA_DIR"):
+        return Path(env["RR_DATA_DIR"]).expanduser()
+    if env.get("XDG_DATA_HOME"):
+        return Path(env["XDG_DATA_HOME"]).expanduser() / "rr"
+    return home / ".local" / "share" / "rr"
+
+
+def measured_disk(disk_path: str | None, env: Mapping[str, str], home: Path) -> str:
+    """The directory whose disk a heartbeat (or the API's storage check) reports: `disk_path`, else the data dir.
+
+    Its nearest existing parent, so a data dir not made yet still names its disk (the one read of the filesystem here).
+    """
+    path = Path(disk_path) if disk_path else default_data_dir(env, home)
+    path = path.expanduser().absolute()
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return str(path)
 
 
 class NodeDirs(msgspec.Struct, frozen=True, kw_only=True):

@@ -160,6 +160,15 @@ def shortened_limits(current: StreamConfig, wanted: StreamConfig) -> list[str]:
     return lowered
 
 
+async def require_declared(js: JetStreamContext, settings: StreamSettings, *, where: str) -> None:
+    """Raise BusUnavailable naming the first declared stream the server `where` does not have."""
+    for spec in declared_streams(settings):
+        try:
+            await js.stream_info(spec.name)
+        except nats.js.errors.NotFoundError:
+            raise BusUnavailable(f"stream {spec.name} does not exist on {where}: run `rr streams init` (or `rr up`)") from None
+
+
 async def provision(js: JetStreamContext, settings: StreamSettings, *, allow_shorter_retention: bool = False) -> dict[str, str]:
     """Create or update every declared stream; returns {stream: created|updated|unchanged}.
 

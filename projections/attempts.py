@@ -20,8 +20,8 @@ from __future__ import annotations
 import msgspec
 
 from eventbus.events import Event, WorkAssigned, WorkAttemptFailed, WorkCompleted, WorkHandedBack, WorkStarted
+from projections.fencing import ADMITTED, FenceView, judge
 from projections.pmap import PMap
-from services.leadership.fencing import ADMITTED, FenceView, judge
 
 READS = frozenset(t.type_name() for t in (WorkAssigned, WorkStarted, WorkAttemptFailed, WorkHandedBack, WorkCompleted))
 

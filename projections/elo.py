@@ -16,9 +16,9 @@ from projections import attempts as attempt_rule
 from projections import withdrawal
 from projections.attempts import Attempts, late
 from projections.base import Anomaly, Projection, config_key, rejected, total
+from projections.fencing import FenceView
 from projections.pmap import PMap
 from projections.withdrawal import Withdrawals
-from services.leadership.fencing import FenceView
 
 # 2: ratings from evaluation items that ended failed or cancelled do not count; 3: MODEL_RATED
 # 4: ratings from superseded attempts are anomalies (projections/attempts.py)

@@ -1,10 +1,9 @@
 """Leader fencing inside a fold: a decision of a superseded leadership is dropped and counted, never applied.
 
-The rule is services/leadership/fencing.py's `judge` (the same verdicts the leaders' own
-EpochFence gives). EpochFence itself is a mutable object, and a fold's state must be an
-immutable value that rebuilds identically and survives a snapshot, so the fence here keeps
-the rule's FenceView as data and `learn` mirrors what EpochFence.judge_and_learn records
-(tests/test_projections.py checks the two agree on random logs).
+The rule is projections/fencing.py's `judge` and `learn`, which the leaders' own EpochFence
+follows too. EpochFence is a mutable object, and a fold's state must be an immutable value that
+rebuilds identically and survives a snapshot, so the fence here keeps the rule's FenceView as
+data (tests/test_projections.py checks the two agree on random logs).
 """
 
 from __future__ import annotations
@@ -14,8 +13,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from eventbus.events import Event, LeaderElected
-from services.leadership.fencing import ADMITTED, LEADER_DECISIONS, FenceView, Verdict, judge, unbelieved_reason
+from eventbus.events import Event
+from projections.fencing import ADMITTED, LEADER_DECISIONS, FenceView, Verdict, judge, learn, unbelieved_reason
 
 DROPPED_KEPT = 50  # the newest dropped decisions kept for forensics; `dropped` counts all
 
@@ -40,21 +39,6 @@ class Fence(msgspec.Struct, frozen=True, kw_only=True):
     view: FenceView = msgspec.field(default_factory=FenceView)
     dropped: int = 0
     last_dropped: tuple[FencedDecision, ...] = ()
-
-
-def learn(view: FenceView, event: Event, verdict: Verdict) -> FenceView:
-    """What the fence knows after an event it judged (as EpochFence.judge_and_learn records it)."""
-    epoch = event.epoch
-    if epoch is None or verdict is Verdict.UNBELIEVED_ELECTION:
-        return view
-    if isinstance(event, LeaderElected):
-        newest = {**view.newest, event.role: epoch} if verdict is Verdict.ELECTION else view.newest
-        return msgspec.structs.replace(
-            view, newest=newest, role_of={**view.role_of, epoch: event.role}, newest_known=max(view.newest_known, epoch),
-        )
-    if verdict is Verdict.UNKNOWN_NEW:
-        return msgspec.structs.replace(view, newest_unknown=epoch)
-    return view
 
 
 def reason(view: FenceView, event: Event, verdict: Verdict) -> str:

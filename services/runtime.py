@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import nats.js.errors
 
 from config.settings import RrConfig, load_config
 from eventbus.connection import DEFAULT_URL, Bus, connect
 from eventbus.errors import BusUnavailable
 from eventbus.publisher import Publisher
-from eventbus.streams import declared_streams
+from eventbus.streams import require_declared
 from services.auth.credentials import CREDENTIALS_ENV, check_identity, connect_options, credentials_from_env, load_credentials
 from services.looplag import LoopLagMonitor, install_block_hook
 from services.options import CommonOptions
@@ -89,13 +88,7 @@ def register(entry: ServiceEntry) -> None:
 
 async def require_streams(bus: Bus) -> None:
     """Fail with a clear message if the streams were never provisioned."""
-    for spec in declared_streams(RrConfig().streams):
-        try:
-            await bus.js.stream_info(spec.name)
-        except nats.js.errors.NotFoundError:
-            raise BusUnavailable(
-                f"stream {spec.name} does not exist on {bus.connected_url}: run `rr streams init` (or `rr up`)"
-            ) from None
+    await require_declared(bus.js, RrConfig().streams, where=str(bus.connected_url))
 
 
 async def run_service(entry: ServiceEntry, options: CommonOptions, *, grace_s: float = 10.0) -> None:

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from config.nodedirs import measured_disk
 from config.settings import RrConfig
 from eventbus.heartbeats import Heartbeat, RunningJob, latest_heartbeats, watch_heartbeats
 from eventbus.history import last_sequence
 from services.agent import service as agent
 from services.agent.gpus import GpuSource
 from services.agent.jobs import read_running_jobs, write_running_jobs
-from services.agent.resources import measured_disk, parse_nvidia_smi
+from services.agent.resources import parse_nvidia_smi
 from services.membership.settings import MembershipSettings
 from services.options import CommonOptions
 from services.runtime import ServiceContext

@@ -20,9 +20,9 @@ from eventbus.history import events
 from eventbus.leases import LeaseBucket
 from eventbus.natsserver import NatsServer
 from eventbus.streams import StreamSettings, provision
+from projections.fencing import EpochFence
 from services.cli import build_parser
 from services.leadership.election import Elector, load_candidacy
-from services.leadership.fencing import EpochFence
 from services.leadership.settings import LeadershipSettings
 from services.leadership.term import NotLeader, Term
 from services.options import CommonOptions

@@ -26,7 +26,7 @@ from eventbus.history import events
 from eventbus.natsserver import NatsCluster
 from eventbus.publisher import Publisher
 from eventbus.streams import StreamSettings, provision
-from services.leadership.fencing import EpochFence
+from projections.fencing import EpochFence
 from services.leadership.settings import LeadershipSettings
 from tests import test_scheduler_faults
 from tests.procs.leader_fleet import ROOT, Fleet, write_config

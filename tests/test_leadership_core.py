@@ -23,9 +23,9 @@ from eventbus.events import (
     WorkStarted,
 )
 from eventbus.leases import LeaseRecord, LeaseValue, parse_headers, record_from
+from projections.fencing import EpochFence, Verdict
 from services.leadership import lease
 from services.leadership.candidacy import candidacy
-from services.leadership.fencing import EpochFence, Verdict
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 TIMING = lease.timing_for(3.0)  # renew every 1 s, stop acting 0.6 s before expiry

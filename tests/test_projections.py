@@ -19,11 +19,11 @@ from projections import bundle, cluster, data, elo, models, work
 from projections.base import Folder, fold_events, fold_records
 from projections.bundle import fold_all, fold_all_events
 from projections.fence import Fence, step
+from projections.fencing import EpochFence
 from projections.pmap import PMap
 from projections.rebuild import state_at_seq, state_at_time, store
 from projections.snapshot import decode_snapshot, encode_snapshot
 from projections.work import WorkStatus
-from services.leadership.fencing import EpochFence
 from tests.bus_harness import provisioned_bus
 
 T0 = dt.datetime(2025, 3, 4, 5, 0, 0, tzinfo=dt.UTC)

@@ -231,7 +231,7 @@ def lifecycle(log: Sequence[tuple[int, Event]], acknowledged: set[str]) -> tuple
 
 
 def _believed(event: Event) -> bool:
-    """Whether an event is an election the fences believe: its winner announced it (see services/leadership/fencing.py).
+    """Whether an event is an election the fences believe: its winner announced it (see projections/fencing.py).
 
     Another node's announcement of someone's win is a forgery the fences ignore; the checker
     ignores it too, so it can neither supersede a real term nor count as a second holder.

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import msgspec
 
+from config.nodedirs import default_data_dir
 from config.settings import RrConfig
 from eventbus.heartbeats import RunningJob
 from eventbus.subjects import token
-from services.up.layout import default_data_dir
 
 log = logging.getLogger(__name__)
 

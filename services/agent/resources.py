@@ -9,28 +9,16 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
-from collections.abc import Mapping
-from pathlib import Path
 
 import psutil
 
 from eventbus.events import GpuInfo, HostResources
-from services.up.layout import default_data_dir
 
 log = logging.getLogger(__name__)
 
 GIB = 1 << 30
 NVIDIA_SMI_QUERY = ["--query-gpu=name,memory.total,utilization.gpu", "--format=csv,noheader,nounits"]
 NVIDIA_SMI_TIMEOUT_S = 10.0
-
-
-def measured_disk(disk_path: str | None, env: Mapping[str, str], home: Path) -> str:
-    """The directory whose filesystem is reported: `disk_path`, else the data dir; its nearest existing parent."""
-    path = Path(disk_path) if disk_path else default_data_dir(env, home)
-    path = path.expanduser().absolute()
-    while not path.exists() and path.parent != path:
-        path = path.parent
-    return str(path)
 
 
 def sample_host(disk_path: str, gpus: list[GpuInfo]) -> HostResources:

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from config.hosts import load_hosts
+from config.nodedirs import measured_disk
 from eventbus import tracing
 from eventbus.authority import may_publish
 from eventbus.connectivity import is_connected
@@ -20,7 +21,6 @@ from eventbus.events import Event, WorkAdded
 from eventbus.publisher import Published
 from eventbus.streams import DEADLETTER_STREAM, EVENTS_STREAM
 from services.admission import rules_for
-from services.agent.resources import measured_disk
 from services.api.app import build_app
 from services.api.keeper import ProjectionKeeper
 from services.api.leaderhealth import watch_loops_down

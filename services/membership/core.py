@@ -17,8 +17,8 @@ import msgspec
 
 from eventbus.events import Event, HostOffline, HostOnline
 from eventbus.heartbeats import Heartbeat
+from projections.fencing import EpochFence
 from projections.pmap import PMap
-from services.leadership.fencing import EpochFence
 
 LEFT = "left"  # HOST_OFFLINE reason of a node whose agent said goodbye
 FIRST_SEEN = "first_seen"

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import msgspec
 
+from config.nodedirs import default_data_dir
+
 
 class Layout(msgspec.Struct, frozen=True, kw_only=True):
     """The data directory and what lives in it."""
@@ -19,15 +21,6 @@ class Layout(msgspec.Struct, frozen=True, kw_only=True):
     def under(cls, data_dir: Path) -> Layout:
         """The layout inside one data directory."""
         return cls(data_dir=data_dir, store_dir=data_dir / "nats", log_dir=data_dir / "logs")
-
-
-def default_data_dir(env: Mapping[str, str], home: Path) -> Path:
-    """RR_DATA_DIR, else $XDG_DATA_HOME/rr, else ~/.local/share/rr."""
-    if env.get("RR_DATA_DIR"):
-        return Path(env["RR_DATA_DIR"]).expanduser()
-    if env.get("XDG_DATA_HOME"):
-        return Path(env["XDG_DATA_HOME"]).expanduser() / "rr"
-    return home / ".local" / "share" / "rr"
 
 
 def resolve_data_dir(flag: Path | None, env: Mapping[str, str], home: Path) -> Path:

@@ -24,9 +24,9 @@ from eventbus.events import Event, LeaderElected, LeaderLost, WorkAssigned, Work
 from eventbus.history import Record, replay
 from eventbus.integrity import decode_on
 from eventbus.subjects import EVENTS_ROOT, aggregate_filter, token, type_filter
+from projections.fencing import EpochFence
 from services.agent.jobs import jobs_file_for
 from services.leadership.election import load_candidates
-from services.leadership.fencing import EpochFence
 from services.runtime import ServiceContext
 from services.worker import protocol
 from services.worker.candidates import CandidateFetcher

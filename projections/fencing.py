@@ -131,31 +131,38 @@ def unbelieved_reason(view: FenceView, event: Event) -> str:
     return f"election reuses epoch {event.epoch} of the {other} role: epochs are unique lease revisions"
 
 
+def learn(view: FenceView, event: Event, verdict: Verdict) -> FenceView:
+    """What the fence knows after an event it judged: the one rule EpochFence and the folds' Fence both follow."""
+    epoch = event.epoch
+    if epoch is None or verdict is Verdict.UNBELIEVED_ELECTION:
+        return view
+    if isinstance(event, LeaderElected):
+        newest = {**view.newest, event.role: epoch} if verdict is Verdict.ELECTION else view.newest
+        return msgspec.structs.replace(
+            view, newest=newest, role_of={**view.role_of, epoch: event.role}, newest_known=max(view.newest_known, epoch),
+        )
+    if verdict is Verdict.UNKNOWN_NEW:
+        return msgspec.structs.replace(view, newest_unknown=epoch)
+    return view
+
+
 class EpochFence:
     """Folds events in log order and says which of them may take effect; no I/O."""
 
     def __init__(self, candidates: tuple[str, ...] = ()) -> None:
-        self._candidates = tuple(candidates)
-        self._newest: dict[str, int] = {}
-        self._role_of: dict[int, str] = {}
-        self._newest_known = 0
-        self._newest_unknown = 0
+        # `learn` replaces the view's maps instead of changing them, so judging against the live
+        # view needs no copy; only an election (rare) copies them.
+        self._view = FenceView(candidates=tuple(candidates))
         self._counts = {v: 0 for v in Verdict}
         self._dropped_by_role: dict[str, int] = {}
 
     def view(self) -> FenceView:
         """A snapshot of what the fence knows."""
-        return FenceView(
-            newest=dict(self._newest),
-            role_of=dict(self._role_of),
-            newest_known=self._newest_known,
-            newest_unknown=self._newest_unknown,
-            candidates=self._candidates,
-        )
+        return msgspec.structs.replace(self._view, newest=dict(self._view.newest), role_of=dict(self._view.role_of))
 
     def newest(self, role: str) -> int | None:
         """The newest epoch elected for a role so far."""
-        return self._newest.get(role)
+        return self._view.newest.get(role)
 
     def admit(self, event: Event) -> bool:
         """Whether the event may take effect; learns from elections as it goes."""
@@ -163,30 +170,13 @@ class EpochFence:
 
     def judge_and_learn(self, event: Event) -> Verdict:
         """The event's verdict, after which the fence knows what the event taught it."""
-        verdict = judge(self._live_view(), event)
+        verdict = judge(self._view, event)
         self._counts[verdict] += 1
-        epoch = event.epoch
-        if isinstance(event, LeaderElected) and epoch is not None and verdict in (Verdict.ELECTION, Verdict.STALE_ELECTION):
-            self._role_of[epoch] = event.role
-            self._newest_known = max(self._newest_known, epoch)
-            if verdict is Verdict.ELECTION:
-                self._newest[event.role] = epoch
-        elif verdict is Verdict.UNKNOWN_NEW and epoch is not None:
-            self._newest_unknown = epoch
-        elif verdict is Verdict.STALE and epoch is not None:
-            role = self._role_of[epoch]
+        if verdict is Verdict.STALE and event.epoch is not None:
+            role = self._view.role_of[event.epoch]
             self._dropped_by_role[role] = self._dropped_by_role.get(role, 0) + 1
+        self._view = learn(self._view, event, verdict)
         return verdict
-
-    def _live_view(self) -> FenceView:
-        # judge() only reads; handing it the live dicts avoids copying them for every event.
-        return FenceView(
-            newest=self._newest,
-            role_of=self._role_of,
-            newest_known=self._newest_known,
-            newest_unknown=self._newest_unknown,
-            candidates=self._candidates,
-        )
 
     def statistics(self) -> FenceStatistics:
         """Counters so far."""

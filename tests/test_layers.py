@@ -1,0 +1,197 @@
+"""The packages keep their layers: an import may only go down, and a new upward one fails here.
+
+From the bottom up:
+
+    eventbus      the bus and the event schemas; imports nothing of ours, and is the only importer of nats
+    projections   pure folds over events: of eventbus only the modules that do no I/O, no asyncio, no nats
+    config        the settings, validated at load
+    libraries     what the services share (leadership, membership, runtime, telemetry, the workload ...)
+    services      the runnable services; each reaches another only through events and the libraries
+    commands      the command line (rr, rr-service, rr up, rr doctor, rr whatif)
+
+ALLOWED lists the upward imports that remain, each with why; they need a module to move to
+another package. It is a ratchet: an upward import not listed fails, and so does an entry that
+no longer happens (delete it).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("eventbus", "projections", "config", "services")
+
+LIBRARIES = ("admission", "admission_settings", "auth", "configwatch", "leadership", "logthrottle", "looplag", "membership",
+             "options", "registry", "runtime", "snapshotting", "telemetry", "workload")
+SERVICES = ("agent", "api", "distributor", "scheduler", "sync", "worker")
+COMMANDS = ("cli", "commands", "doctor", "service_cli", "up", "whatif")
+LAYERS = ("eventbus", "projections", "config", "libraries", "services", "commands")
+# Modules no projection may import: they talk to the server (found below: they import nats or asyncio).
+IO_ROOTS = ("nats", "asyncio")
+
+# Why an upward import is still here; each needs a module moved to another package.
+SCHEDULER_HOSTS = "the scheduler's process is the leader: it runs the distributor's and the sync planner's leader loops"
+SYNC_ON_DISTRIBUTOR = "sync reuses the distributor's fetch-and-place, retry table and live fold: shared libraries to be"
+WORKER_JOBS_FILE = "the worker writes the running-jobs file the agent reads: one module for both, in a library"
+WORKER_SYNC_WORK = "the worker runs sync work items, whose format lives in the sync service: it belongs to a library"
+NODE_DISK_LAYOUT = "where received batches and model files live on a node is split between sync and distributor: one node-disk layout module"
+WORKER_GPUS = "the worker's idle-GPU check reuses the agent's nvidia-smi probe: a library to be"
+ADMISSION_FORMATS = "admission checks sync items and worker templates, whose formats live in those services"
+API_WORK_REQUEST = "the API and the CLI share the work-request module, which lives in the CLI (one work-request module)"
+CONFIG_OWNS_SETTINGS = "the config composes each package's settings Struct, which live beside their services"
+REBUILD_IS_IO = "projections/rebuild.py reads the log and the snapshots: the I/O shell of the folds, to leave the pure package"
+
+ALLOWED: dict[tuple[str, str], str] = {
+    **{("config.settings", f"services.{settings}"): CONFIG_OWNS_SETTINGS for settings in (
+        "admission_settings", "api.settings", "distributor.settings", "leadership.settings", "membership.settings",
+        "scheduler.pipeline_settings", "scheduler.settings", "sync.settings", "telemetry.settings", "worker.settings")},
+    **{("projections.rebuild", module): REBUILD_IS_IO for module in (
+        "eventbus.connection", "eventbus.history", "eventbus.snapshots", "services.snapshotting")},
+    ("services.admission", "services.sync.workitems"): ADMISSION_FORMATS,
+    ("services.admission", "services.worker.templates"): ADMISSION_FORMATS,
+    ("services.api.service", "services.commands.work"): API_WORK_REQUEST,
+    ("services.scheduler.service", "services.distributor.leader"): SCHEDULER_HOSTS,
+    ("services.scheduler.service", "services.sync.loop"): SCHEDULER_HOSTS,
+    ("services.sync.agent", "services.distributor.install"): SYNC_ON_DISTRIBUTOR,
+    ("services.sync.agent", "services.distributor.livefold"): SYNC_ON_DISTRIBUTOR,
+    ("services.sync.agent", "services.distributor.retry"): SYNC_ON_DISTRIBUTOR,
+    ("services.sync.loop", "services.distributor.livefold"): SYNC_ON_DISTRIBUTOR,
+    ("services.sync.paths", "services.distributor.layout"): NODE_DISK_LAYOUT,
+    ("services.sync.planner", "services.distributor.retry"): SYNC_ON_DISTRIBUTOR,
+    ("services.sync.uploads", "services.distributor.install"): SYNC_ON_DISTRIBUTOR,
+    ("services.sync.uploads", "services.distributor.retry"): SYNC_ON_DISTRIBUTOR,
+    ("services.worker.gpuidle", "services.agent.resources"): WORKER_GPUS,
+    ("services.worker.protocol", "services.sync.workitems"): WORKER_SYNC_WORK,
+    ("services.worker.records", "services.agent.jobs"): WORKER_JOBS_FILE,
+    ("services.worker.runner", "services.sync.paths"): NODE_DISK_LAYOUT,
+    ("services.worker.service", "services.agent.jobs"): WORKER_JOBS_FILE,
+}
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            found[name.removesuffix(".__init__")] = path
+    return found
+
+
+MODULES = _modules()
+
+
+def _named(name: str, path: Path, node: ast.Import | ast.ImportFrom) -> set[str]:
+    """The modules one import statement names; `from a import b` names a.b when that is a module, else a."""
+    if isinstance(node, ast.Import):
+        return {alias.name for alias in node.names}
+    base = node.module or ""
+    if node.level:
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        parts = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+        base = ".".join(parts + ([node.module] if node.module else []))
+    subs = {f"{base}.{alias.name}" for alias in node.names}
+    return (subs & MODULES.keys()) | ({base} if subs - MODULES.keys() else set())
+
+
+def _imports(name: str, path: Path) -> tuple[set[str], set[str]]:
+    """(every module `name` imports, at the top or inside a function; those it imports when it is loaded)."""
+    tree = ast.parse(path.read_text(), str(path))
+    every: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            every |= _named(name, path, node)
+    on_load: set[str] = set()
+    todo: list[ast.AST] = list(tree.body)
+    while todo:  # module-level statements, into if/try blocks but not into functions or classes
+        node = todo.pop()
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            on_load |= _named(name, path, node)
+        elif isinstance(node, ast.If | ast.Try):
+            todo += [*node.body, *node.orelse, *getattr(node, "finalbody", []), *(s for h in getattr(node, "handlers", []) for s in h.body)]
+    return every, on_load
+
+
+_FOUND = {name: _imports(name, path) for name, path in MODULES.items()}
+IMPORTS = {name: every for name, (every, _) in _FOUND.items()}
+LOADS = {name: on_load for name, (_, on_load) in _FOUND.items()}
+
+
+def layer(name: str) -> tuple[str, str]:
+    """(layer, unit): the unit is the package a service or library is, so siblings can be told apart."""
+    parts = name.split(".")
+    if parts[0] != "services":
+        return parts[0], parts[0]
+    if len(parts) == 1:
+        return "commands", "services"
+    unit = parts[1]
+    for kind, units in (("libraries", LIBRARIES), ("services", SERVICES), ("commands", COMMANDS)):
+        if unit in units:
+            return kind, unit
+    raise AssertionError(f"{name}: services/{unit} is in no layer; add it to LIBRARIES, SERVICES or COMMANDS in {__file__}")
+
+
+def _does_io() -> set[str]:
+    """The eventbus modules that load nats or asyncio when loaded, directly or through another eventbus module.
+
+    Only what a module imports when it is loaded counts: eventbus.errors translates nats errors
+    with an import inside the function that needs it, and stays usable by a pure fold.
+    """
+    io = {m for m in MODULES if m.startswith("eventbus") and any(i.split(".")[0] in IO_ROOTS for i in LOADS[m])}
+    while True:
+        more = {m for m in MODULES if m.startswith("eventbus") and m not in io and LOADS[m] & io}
+        if not more:
+            return io
+        io |= more
+
+
+IO_MODULES = _does_io()
+
+
+def problem(importer: str, imported: str) -> str | None:
+    """Why `importer` may not import `imported`, or None when it may."""
+    top = imported.split(".")[0]
+    if top == "nats":
+        return None if importer.startswith("eventbus") else "only eventbus imports nats"
+    if importer.startswith("projections") and (top == "asyncio" or imported in IO_MODULES):
+        return "projections are pure: no asyncio and no eventbus module that does I/O"
+    if imported not in MODULES:
+        return None  # the standard library or a third-party package
+    (kind, unit), (to_kind, to_unit) = layer(importer), layer(imported)
+    if LAYERS.index(to_kind) > LAYERS.index(kind):
+        return f"{kind} may not import {to_kind}"
+    if kind == to_kind == "services" and unit != to_unit:
+        return "a service reaches another only through events and the libraries"
+    return None
+
+
+def upward() -> dict[tuple[str, str], str]:
+    """Every forbidden import in the tree, with why it is forbidden."""
+    found = {}
+    for importer, imported in sorted((m, i) for m, imports in IMPORTS.items() for i in imports):
+        why = problem(importer, imported)
+        if why is not None:
+            found[(importer, imported)] = why
+    return found
+
+
+def test_no_new_upward_import() -> None:
+    new = {pair: why for pair, why in upward().items() if pair not in ALLOWED}
+    assert not new, "upward imports (move the function down, or import what it needs from a lower layer):\n" + "\n".join(
+        f"  {a} imports {b}: {why}" for (a, b), why in new.items())
+
+
+def test_every_allowed_upward_import_still_happens() -> None:
+    stale = sorted(set(ALLOWED) - set(upward()))
+    assert not stale, f"no longer upward imports: delete them from ALLOWED in {__file__}: {stale}"
+
+
+def test_the_checker_sees_upward_imports() -> None:
+    assert problem("eventbus.publisher", "projections.base") == "eventbus may not import projections"
+    assert problem("services.runtime", "nats.js.errors") == "only eventbus imports nats"
+    assert problem("projections.work", "eventbus.history") is not None and problem("projections.work", "eventbus.events") is None
+    assert problem("projections.work", "asyncio") is not None
+    assert problem("config.settings", "services.runtime") == "config may not import libraries"
+    assert problem("services.worker.service", "services.agent.jobs") == "a service reaches another only through events and the libraries"
+    assert problem("services.worker.service", "services.leadership.fencing") is None
+    assert problem("services.commands.status", "services.scheduler.policy") is None
