@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import os
+import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -74,3 +76,79 @@ async def bus(nats_url: str) -> AsyncIterator[Bus]:
     """A connection as node "test" to the test server, its streams provisioned (modules may define their own)."""
     async with provisioned_bus(nats_url, node_id="test") as connected:
         yield connected
+
+
+# ---- tiers -------------------------------------------------------------------------------------
+# Every test gets one tier marker, from what it uses, so a new test is tiered without effort:
+#   pure     no server, no process          server   one nats-server (nats_url, nats_server, bus ...)
+#   process  real rr processes (tests.procs, subprocess, rr-service)
+#   cluster  a 3-server cluster              fleet    hosts as network namespaces (marked by hand)
+# What a test uses is read from its own code, that of every fixture it uses and of the test
+# helpers (functions and classes under tests/) these name. A tier marker written on the test wins. tests/README.md says more.
+TIERS = ("pure", "server", "process", "cluster", "fleet")
+_TELLS = {  # names in a test's or fixture's code that put it in a tier (the highest found wins)
+    "cluster": ("nats_cluster", "NatsCluster"),
+    "process": ("subprocess", "create_subprocess_exec", "Popen", "tests.procs", "tests/procs", "rr-service"),
+    "server": ("nats_url", "nats_server", "NatsServer", "provisioned_bus", "connect("),
+}
+
+
+def _code_of(obj: object) -> str:
+    try:
+        return inspect.getsource(obj)  # type: ignore[arg-type]
+    except (OSError, TypeError):
+        return ""
+
+
+def _names_used(code: types.CodeType) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):  # lambdas, nested functions, comprehensions
+            names |= _names_used(const)
+    return names
+
+
+def _codes(obj: object, seen: set[int]) -> list[str]:
+    """The code of `obj` and of the test helpers (functions and classes under tests/) it names, recursively."""
+    if id(obj) in seen:
+        return []
+    seen.add(id(obj))
+    # Anything from tests/procs/ is there to run as, or start, a child process.
+    codes = [_code_of(obj), "tests.procs" if getattr(obj, "__module__", "").startswith("tests.procs") else ""]
+    if inspect.isclass(obj):
+        functions = [f for f in vars(obj).values() if inspect.isfunction(f)]
+    else:
+        functions = [inspect.unwrap(obj)] if callable(obj) else []  # type: ignore[arg-type]
+    for function in functions:
+        scope = getattr(function, "__globals__", {})
+        for name in _names_used(function.__code__) if hasattr(function, "__code__") else ():
+            used = scope.get(name)
+            if (inspect.isfunction(used) or inspect.isclass(used)) and getattr(used, "__module__", "").startswith("tests"):
+                codes += _codes(used, seen)
+    return codes
+
+
+def _tier_of(item: pytest.Item) -> str:
+    written = [m.name for m in item.iter_markers() if m.name in TIERS]
+    if written:
+        return max(written, key=TIERS.index)
+    seen: set[int] = set()
+    function = getattr(item, "function", None)
+    codes = _codes(function, seen) if function is not None else []
+    fixtures = getattr(item, "_fixtureinfo", None)
+    for name, defs in (fixtures.name2fixturedefs.items() if fixtures is not None else ()):
+        codes += [name] + [c for d in defs for c in _codes(d.func, seen)]
+    found = "pure"
+    for code in codes:
+        for tier, tells in _TELLS.items():
+            if TIERS.index(tier) > TIERS.index(found) and any(t in code for t in tells):
+                found = tier
+    return found
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its tier, so `-m pure`, `-m "not cluster and not fleet"` ... select by tier."""
+    for item in items:
+        tier = _tier_of(item)
+        if not item.get_closest_marker(tier):
+            item.add_marker(getattr(pytest.mark, tier))
