@@ -21,7 +21,7 @@ from nats.aio.subscription import Subscription
 from nats.js.api import DeliverPolicy
 
 from eventbus.connection import Bus
-from eventbus.errors import BusUnavailable, InvalidEvent
+from eventbus.errors import BusUnavailable
 from eventbus.events import HostResources
 from eventbus.history import _seq_and_pending, last_sequence
 from eventbus.streams import TELEMETRY_STREAM
@@ -81,14 +81,6 @@ _decoder = msgspec.json.Decoder(Heartbeat)
 def encode_heartbeat(beat: Heartbeat) -> bytes:
     """One line of JSON for the wire."""
     return _encoder.encode(beat)
-
-
-def decode_heartbeat(data: bytes) -> Heartbeat:
-    """Decode one beat; raises InvalidEvent naming what is wrong."""
-    try:
-        return _decoder.decode(data)
-    except msgspec.DecodeError as exc:
-        raise InvalidEvent(f"heartbeat: {exc}") from None
 
 
 async def publish_heartbeat(bus: Bus, beat: Heartbeat, *, flush_timeout: float | None = None) -> None:

@@ -16,7 +16,7 @@ from nats.js.object_store import ObjectStore
 
 from eventbus.connection import Bus
 from eventbus.errors import BusError, BusUnavailable
-from eventbus.objectdelete import delete_chunks, delete_object
+from eventbus.objectdelete import delete_chunks
 from eventbus.objects import BucketSpec, ensure_bucket, list_objects, put_stream, stat_object
 
 SNAPSHOT_BUCKET = "rr_snapshots"
@@ -66,11 +66,6 @@ async def load_snapshot(bus: Bus, name: str, *, bucket: str = SNAPSHOT_BUCKET) -
     except _SILENT as exc:
         raise BusUnavailable(f"JetStream did not answer loading snapshot {name}: {exc or type(exc).__name__}") from None
     return buffer.getvalue()
-
-
-async def delete_snapshot(bus: Bus, name: str, *, bucket: str = SNAPSHOT_BUCKET) -> bool:
-    """Remove the snapshot `name`; False when there was none."""
-    return await delete_object(bus, bucket, name)
 
 
 # Several snapshots per projection: one object per (name, version, seq), so a version bump

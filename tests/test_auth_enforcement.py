@@ -23,7 +23,7 @@ from eventbus.leases import LeaseBucket, LeaseValue
 from eventbus.objectdelete import delete_object, delete_orphan_chunks
 from eventbus.objects import BucketSpec, ensure_bucket, fetch_to_file, put_file, stat_object
 from eventbus.probe import PermissionWatch, probe_publish
-from eventbus.snapshots import SNAPSHOT_BUCKET, delete_snapshot, load_snapshot, save_snapshot
+from eventbus.snapshots import SNAPSHOT_BUCKET, load_snapshot, save_snapshot
 from eventbus.streams import DEADLETTER_STREAM, EVENTS_STREAM, TELEMETRY_STREAM, StreamSettings, provision
 from eventbus.subjects import deadletter_subject, source_filter
 from tests.auth_harness import Fleet, auth_server, node_services, open_as, stored_count, violations
@@ -200,7 +200,7 @@ async def test_a_coordinator_replaces_its_snapshots_without_a_purge_and_leaves_n
             await save_snapshot(leader, "assigner", b"s" * size)
         assert await load_snapshot(leader, "assigner") == b"s" * 1000
         assert await stored_count(admin, f"$O.{SNAPSHOT_BUCKET}.C.>", f"OBJ_{SNAPSHOT_BUCKET}") == 1
-        assert await delete_snapshot(leader, "assigner") and await load_snapshot(leader, "assigner") is None
+        assert await delete_object(leader, SNAPSHOT_BUCKET, "assigner") and await load_snapshot(leader, "assigner") is None
     finally:
         await leader.close()
     assert watch.violations == []

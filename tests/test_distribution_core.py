@@ -31,6 +31,7 @@ from services.distributor.layout import best_link_path, canonical_path, version_
 from services.distributor.plan import Activate, Announce, CopyLocal, Download, is_alive, next_steps, repairer, uploads_due
 from services.distributor.retention import KeptVersion, current_models, promotion_history, store_deletions, versions_to_delete
 from services.distributor.retry import RetryTable, delay_s
+from services.filehash import sha256_file
 
 T0 = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
 SHA = {name: f"{i:064x}" for i, name in enumerate(["m1", "m2", "m3", "m4", "m5"], start=1)}
@@ -216,7 +217,7 @@ def test_copy_hashed_reports_size_and_digest(tmp_path: Path) -> None:
     src = tmp_path / "a"
     src.write_bytes(b"x" * 3_000_000)
     size, sha = install.copy_hashed(src, tmp_path / "b")
-    assert (size, sha) == install.sha256_of(tmp_path / "b") and size == 3_000_000
+    assert (size, sha) == sha256_file(tmp_path / "b") and size == 3_000_000
 
 
 def test_folds_keep_checkpoint_paths_with_their_node() -> None:

@@ -22,8 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("eventbus", "projections", "config", "services")
 
-LIBRARIES = ("admission", "admission_settings", "auth", "configwatch", "leadership", "logthrottle", "looplag", "membership",
-             "options", "registry", "runtime", "snapshotting", "telemetry", "workload")
+LIBRARIES = ("admission", "admission_settings", "auth", "childenv", "configwatch", "filehash", "leadership", "logthrottle", "looplag",
+             "membership", "options", "registry", "runtime", "snapshotting", "telemetry", "workload")
 SERVICES = ("agent", "api", "distributor", "scheduler", "sync", "worker")
 COMMANDS = ("cli", "commands", "doctor", "service_cli", "up", "whatif")
 LAYERS = ("eventbus", "projections", "config", "libraries", "services", "commands")
@@ -59,7 +59,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("services.sync.loop", "services.distributor.livefold"): SYNC_ON_DISTRIBUTOR,
     ("services.sync.paths", "services.distributor.layout"): NODE_DISK_LAYOUT,
     ("services.sync.planner", "services.distributor.retry"): SYNC_ON_DISTRIBUTOR,
-    ("services.sync.uploads", "services.distributor.install"): SYNC_ON_DISTRIBUTOR,
     ("services.sync.uploads", "services.distributor.retry"): SYNC_ON_DISTRIBUTOR,
     ("services.worker.gpuidle", "services.agent.resources"): WORKER_GPUS,
     ("services.worker.protocol", "services.sync.workitems"): WORKER_SYNC_WORK,

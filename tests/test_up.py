@@ -21,10 +21,11 @@ from eventbus.history import Record, replay
 from eventbus.publisher import Publisher
 from eventbus.streams import GIB, StreamSettings
 from eventbus.streamstate import stream_states
+from services.childenv import child_env
 from services.sync.settings import SyncSettings
 from services.up.diskspace import reservations, shortfall
 from services.up.errors import UpError
-from services.up.layout import Layout, default_data_dir, service_command, service_env
+from services.up.layout import Layout, default_data_dir, service_command
 from services.up.policy import ChildHistory, RestartPolicy, after_exit, describe_exit
 from services.up.session import check_port_free, prepare_layout
 from services.up.supervisor import ChildSpec, Supervisor
@@ -103,10 +104,11 @@ def test_service_command_line() -> None:
     assert with_config[-2:] == ["--config", "/etc/rr.yaml"]
 
 
-def test_service_env_puts_the_project_first_once() -> None:
-    env = service_env({"PYTHONPATH": "/a:/proj:/b", "HOME": "/h"}, "/proj")
-    assert env["PYTHONPATH"] == "/proj:/a:/b" and env["HOME"] == "/h" and env["PYTHONUNBUFFERED"] == "1"
-    assert service_env({}, "/proj")["PYTHONPATH"] == "/proj"
+def test_a_childs_environment_puts_the_project_first_once() -> None:
+    env = child_env({"PYTHONPATH": os.pathsep.join(["/a", "/proj", "/b"]), "HOME": "/h"}, "/proj")
+    assert env["PYTHONPATH"] == os.pathsep.join(["/proj", "/a", "/b"]) and env["HOME"] == "/h" and env["PYTHONUNBUFFERED"] == "1"
+    assert child_env({}, "/proj")["PYTHONPATH"] == "/proj"
+    assert child_env({})["PYTHONPATH"] == str(Path(__file__).resolve().parents[1])  # this checkout
 
 
 def test_a_taken_port_is_refused_with_the_port_named() -> None:

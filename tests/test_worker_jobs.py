@@ -9,8 +9,8 @@ from pathlib import Path
 
 import psutil  # type: ignore[import-untyped,unused-ignore]
 
+from services.childenv import child_env
 from services.worker.jobs import Job, JobLimits
-from services.worker.service import job_environment
 
 CHILD = [sys.executable, "-m", "tests.procs.worker_child"]
 
@@ -19,7 +19,7 @@ def job(tmp_path: Path, *args: str, progress: list[tuple[float | None, str]] | N
     values: dict[str, float] = {"timeout_s": 30.0, "grace_s": 5.0, "watch_interval_s": 0.1}
     values.update(limits)
     sink = progress if progress is not None else []
-    return Job([*CHILD, "--pids", str(tmp_path / "pids"), *args], env=job_environment(dict(os.environ)), cwd=tmp_path / "run",
+    return Job([*CHILD, "--pids", str(tmp_path / "pids"), *args], env=child_env(os.environ), cwd=tmp_path / "run",
                log_path=tmp_path / "job.log", limits=JobLimits(**values),  # type: ignore[arg-type]
                on_progress=lambda f, m: sink.append((f, m)))
 

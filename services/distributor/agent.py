@@ -91,11 +91,6 @@ class DistributorAgent:
         """Counters so far (store duties included)."""
         return AgentStatistics(**{**self._counts, **self._duties.counts})
 
-    @property
-    def models_state(self) -> ModelsState:
-        """The models fold as this agent sees it."""
-        return self._models.state
-
     async def run(self, stopping: asyncio.Event) -> None:
         """Catch up with the log, then reconcile on every relevant event, backoff expiry or check interval."""
         await ensure_bucket(self._bus, models_bucket(self._settings, self._replicas))

@@ -22,12 +22,12 @@ from eventbus.errors import BusError
 from eventbus.objects import put_file, stat_object
 from projections.cluster import ClusterState
 from projections.models import ModelsState
-from services.distributor import install
 from services.distributor.folds import CheckpointsState, FailuresState, corrupt_reports
 from services.distributor.layout import version_path
 from services.distributor.plan import is_alive, repairer, uploads_due
 from services.distributor.retry import RetryTable
 from services.distributor.settings import DistributionSettings
+from services.filehash import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class StoreDuties:
                     self._uploaded.add(model_id)
                     self.counts["uploads_skipped"] += 1
                     return False
-            _size, actual = await asyncio.to_thread(install.sha256_of, path)
+            _size, actual = await asyncio.to_thread(sha256_file, path)
             if sha256 and actual != sha256:
                 raise OSError(f"{path} has sha256 {actual[:12]}, the log says {sha256[:12]}")
             await put_file(self._bus, self._settings.bucket, model_id, path, description=f"model {model_id} from {self._node}")

@@ -92,17 +92,6 @@ def copy_hashed(src: Path, dest: Path) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-def sha256_of(path: Path) -> tuple[int, str]:
-    """(bytes, sha256 hex) of a file."""
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as reader:
-        while chunk := reader.read(CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
-
-
 def fsync_dir(path: Path) -> None:
     """Make a rename in `path` durable."""
     fd = os.open(path, os.O_RDONLY)

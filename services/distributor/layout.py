@@ -55,6 +55,3 @@ def version_path(root: Path, board_type: str, num_players: int, model_id: str) -
     return root / VERSIONS / config_name(board_type, num_players) / f"{version_stem(model_id)}{SUFFIX}"
 
 
-def incoming_path(root: Path, model_id: str) -> Path:
-    """<models_dir>/.incoming/<model>.part: on the same filesystem, so the final rename is atomic."""
-    return root / INCOMING / f"{version_stem(model_id)}.part"

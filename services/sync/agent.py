@@ -32,6 +32,7 @@ from projections.fence import believing
 from services.distributor import install
 from services.distributor.livefold import LiveFold, aggregate_subjects, reconcile_while_following, taint_subjects
 from services.distributor.retry import RetryTable
+from services.filehash import sha256_file
 from services.sync.folds import BATCH_FILES
 from services.sync.paths import batch_path
 from services.sync.settings import SyncSettings
@@ -86,11 +87,6 @@ class SyncAgent:
     def statistics(self) -> SyncStatistics:
         """Counters so far."""
         return SyncStatistics(**self._counts, **self._uploads.counts)
-
-    @property
-    def data_state(self) -> data.DataState:
-        """The data fold as this agent sees it."""
-        return self._data.state
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Catch up with the log, then reconcile on news, on poll timers and every `plan_interval_s`."""
@@ -248,4 +244,4 @@ def _holds(path: Path, batch: Batch) -> bool:
     """Whether `path` already is the batch, verified (blocking)."""
     if not path.is_file() or (batch.size_bytes and path.stat().st_size != batch.size_bytes):
         return False
-    return not batch.sha256 or install.sha256_of(path)[1] == batch.sha256
+    return not batch.sha256 or sha256_file(path)[1] == batch.sha256

@@ -13,8 +13,8 @@ from eventbus.events import ArtifactRef, DataSyncComplete
 from eventbus.objects import put_file, stat_object
 from eventbus.publisher import Publisher
 from projections.data import Batch, Transfer
-from services.distributor import install
 from services.distributor.retry import RetryTable
+from services.filehash import sha256_file
 from services.sync.paths import batch_path
 from services.sync.settings import SyncSettings
 
@@ -84,7 +84,7 @@ def _unusable(path: Path, batch: Batch) -> str:
     """Why the local file cannot be sent as the batch ('' when it can) (blocking)."""
     if not path.is_file():
         return f"source no longer has {path}"
-    size, sha256 = install.sha256_of(path)
+    size, sha256 = sha256_file(path)
     if batch.sha256 and sha256 != batch.sha256:
         return f"source file {path} has sha256 {sha256[:12]}, the batch {batch.sha256[:12]}"
     if batch.size_bytes and size != batch.size_bytes:

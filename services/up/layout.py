@@ -42,8 +42,3 @@ def service_command(
     return argv
 
 
-def service_env(env: Mapping[str, str], project_root: str) -> dict[str, str]:
-    """The child's environment: ours, with the project importable and output unbuffered into its log."""
-    path = env.get("PYTHONPATH", "")
-    parts = [project_root, *(p for p in path.split(":") if p and p != project_root)]
-    return {**env, "PYTHONPATH": ":".join(parts), "PYTHONUNBUFFERED": "1"}

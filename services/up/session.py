@@ -12,7 +12,6 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import msgspec
 
@@ -21,18 +20,18 @@ from config.settings import RrConfig
 from eventbus.connection import connect
 from eventbus.streams import provision
 from services.api.settings import PORT_ENV as API_PORT_ENV
+from services.childenv import child_env
 from services.runtime import SERVICES
 from services.up.diskspace import reservations, shortfall, store_bytes
 from services.up.embedded import EmbeddedServer, start_embedded
 from services.up.errors import UpError
-from services.up.layout import Layout, service_command, service_env
+from services.up.layout import Layout, service_command
 from services.up.lock import FD_ENV, UP_OWNER, HeldLock, LockOwner
 from services.up.storewatch import watch_store
 from services.up.supervisor import ChildSpec, Supervisor
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
 
 
 class UpPlan(msgspec.Struct, frozen=True, kw_only=True):
@@ -87,7 +86,7 @@ def check_port_free(host: str, port: int, hint: str = NATS_PORT_HINT) -> None:
 def children_for(plan: UpPlan, nats_url: str, lock_fd: int | None = None) -> list[ChildSpec]:
     """One child per service registered with on_up=True; each inherits `lock_fd`, rr up's data-dir lock."""
     # The services keep their files (jobs, models, data) under the same data dir as rr up.
-    env = {**service_env(os.environ, PROJECT_ROOT), "RR_DATA_DIR": str(plan.layout.data_dir)}
+    env = {**child_env(os.environ), "RR_DATA_DIR": str(plan.layout.data_dir)}
     if plan.api_port is not None:
         env[API_PORT_ENV] = str(plan.api_port)
     if lock_fd is not None:

@@ -22,7 +22,7 @@ from eventbus.errors import BusError
 from eventbus.events import WorkAdded
 from eventbus.objects import ObjectCorrupt, ObjectMissing, fetch_to_file
 from eventbus.subjects import token
-from services.worker.outputs import sha256_file
+from services.filehash import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def with_candidate(item: WorkAdded, path: Path) -> WorkAdded:
 def _verified(path: Path, sha256: str) -> bool:
     """Whether the file exists with that SHA-256 (blocking)."""
     try:
-        return path.is_file() and sha256_file(path) == sha256
+        return path.is_file() and sha256_file(path)[1] == sha256
     except OSError:
         return False
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -10,8 +9,7 @@ import msgspec
 
 from eventbus.events import ArtifactRef
 from eventbus.subjects import token
-
-CHUNK = 1 << 20
+from services.filehash import sha256_file
 
 
 class AttemptPaths(msgspec.Struct, frozen=True, kw_only=True):
@@ -57,18 +55,10 @@ def best_model(models_dir: Path, board_type: str, num_players: int) -> BestModel
     return BestModel(path=target, model_id=target.stem)
 
 
-def sha256_file(path: Path) -> str:
-    """SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def artifact(path: Path, node: str) -> ArtifactRef:
     """A file as an event refers to it: absolute path, size, SHA-256 and the node holding it."""
-    return ArtifactRef(path=str(path.absolute()), size_bytes=path.stat().st_size, sha256=sha256_file(path), node=node)
+    size, sha256 = sha256_file(path)
+    return ArtifactRef(path=str(path.absolute()), size_bytes=size, sha256=sha256, node=node)
 
 
 def collect_outputs(output_dir: Path, extra: Iterable[Path], node: str) -> list[ArtifactRef]:

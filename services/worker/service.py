@@ -26,6 +26,7 @@ from eventbus.integrity import decode_on
 from eventbus.subjects import EVENTS_ROOT, aggregate_filter, token, type_filter
 from projections.fencing import EpochFence
 from services.agent.jobs import jobs_file_for
+from services.childenv import child_env
 from services.leadership.election import load_candidates
 from services.runtime import ServiceContext
 from services.worker import protocol
@@ -40,7 +41,6 @@ from services.worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
 LEADER_EVENTS = f"{EVENTS_ROOT}.leader.>"
 WORKER_STOPPED = "worker stopping"
 CONSUMER_EXPIRES_S = 2.0  # pull requests this long: a stop waits for the open one to expire
@@ -58,12 +58,6 @@ def hosts_parallel_jobs(config: RrConfig, node: str) -> int | None:
         return None
     entry = load_hosts(config.hosts_file).hosts.get(node)
     return entry.max_parallel_jobs if entry is not None else None
-
-
-def job_environment(env: dict[str, str]) -> dict[str, str]:
-    """The jobs' environment: the worker's, with this project importable and Python output unbuffered."""
-    path = [PROJECT_ROOT, *(p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != PROJECT_ROOT)]
-    return {**env, "PYTHONPATH": os.pathsep.join(path), "PYTHONUNBUFFERED": "1"}
 
 
 def consumer_spec(node: str) -> ConsumerSpec:
@@ -94,7 +88,7 @@ class Worker:
         }))
         self.runner = AttemptRunner(
             publisher=ctx.publisher, node=self._node, settings=self._settings, paths=paths, book=self._book,
-            env=job_environment(env), python=self._settings.python or sys.executable, slots=slots,
+            env=child_env(env), python=self._settings.python or sys.executable, slots=slots,
             running_pgids=self._running_pgids, stopping=ctx.stopping, on_job_end=ctx.observed.jobs.record,
             candidates=CandidateFetcher(ctx.bus, ctx.config.distribution.bucket, paths.worker_dir / "candidates",
                                         wait_s=self._settings.candidate_wait_s),

@@ -7,10 +7,8 @@ Any other output is passed through to the job's log.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 
@@ -30,15 +28,6 @@ def progress(fraction: float, message: str = "") -> None:
 def result(**fields: Any) -> None:
     """Report the job's result once, at the end."""
     print(json.dumps({"result": fields}), flush=True)
-
-
-def sha256_file(path: Path) -> str:
-    """SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def fail(message: str) -> None:

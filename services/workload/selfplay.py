@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from services.filehash import sha256_file
 from services.workload import report
 from services.workload.batched import BatchEvaluateFn, game_rngs, play_games, uniform_batch
 from services.workload.game import UnsupportedConfig, board_spec, encode, new_game, play
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     np.savez_compressed(path, planes=np.stack(planes), policies=np.stack(policies), values=np.array(values, np.float32))
     report.result(
         kind="selfplay", board_type=args.board, num_players=args.num_players, num_games=args.num_games,
-        num_samples=len(values), path=str(path), size_bytes=path.stat().st_size, sha256=report.sha256_file(path),
+        num_samples=len(values), path=str(path), size_bytes=path.stat().st_size, sha256=sha256_file(path)[1],
         seconds=round(time.monotonic() - started, 3), model=args.model,
     )
 

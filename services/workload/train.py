@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from services.filehash import sha256_file
 from services.workload import report
 from services.workload.game import UnsupportedConfig, board_spec
 from services.workload.net import PolicyValueNet, device_or_fail, load_checkpoint, save_checkpoint
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     save_checkpoint(net, out, {"generation": generation, "parent": args.init, "metrics": metrics})
     report.result(
         kind="training", board_type=args.board, num_players=args.num_players, path=str(out),
-        size_bytes=out.stat().st_size, sha256=report.sha256_file(out), metrics=metrics, generation=generation,
+        size_bytes=out.stat().st_size, sha256=sha256_file(out)[1], metrics=metrics, generation=generation,
         seconds=round(time.monotonic() - started, 3), input_batches=args.data, parent=args.init,
     )
 
