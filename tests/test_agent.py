@@ -16,7 +16,7 @@ from eventbus.history import last_sequence
 from services.agent import service as agent
 from services.agent.gpus import GpuSource
 from services.agent.jobs import read_running_jobs, write_running_jobs
-from services.agent.resources import parse_nvidia_smi
+from services.gpuprobe import parse_nvidia_smi
 from services.membership.settings import MembershipSettings
 from services.options import CommonOptions
 from services.runtime import ServiceContext

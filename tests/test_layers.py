@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("eventbus", "projections", "config", "services")
 
-LIBRARIES = ("admission", "admission_settings", "auth", "childenv", "configwatch", "filehash", "leadership", "logthrottle", "looplag",
+LIBRARIES = ("admission", "admission_settings", "auth", "childenv", "configwatch", "filehash", "gpuprobe", "leadership", "logthrottle", "looplag",
              "membership", "options", "registry", "runtime", "snapshotting", "telemetry", "workload")
 SERVICES = ("agent", "api", "distributor", "scheduler", "sync", "worker")
 COMMANDS = ("cli", "commands", "doctor", "service_cli", "up", "whatif")
@@ -36,7 +36,6 @@ SYNC_ON_DISTRIBUTOR = "sync reuses the distributor's fetch-and-place, retry tabl
 WORKER_JOBS_FILE = "the worker writes the running-jobs file the agent reads: one module for both, in a library"
 WORKER_SYNC_WORK = "the worker runs sync work items, whose format lives in the sync service: it belongs to a library"
 NODE_DISK_LAYOUT = "where received batches and model files live on a node is split between sync and distributor: one node-disk layout module"
-WORKER_GPUS = "the worker's idle-GPU check reuses the agent's nvidia-smi probe: a library to be"
 ADMISSION_FORMATS = "admission checks sync items and worker templates, whose formats live in those services"
 API_WORK_REQUEST = "the API and the CLI share the work-request module, which lives in the CLI (one work-request module)"
 CONFIG_OWNS_SETTINGS = "the config composes each package's settings Struct, which live beside their services"
@@ -60,7 +59,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("services.sync.paths", "services.distributor.layout"): NODE_DISK_LAYOUT,
     ("services.sync.planner", "services.distributor.retry"): SYNC_ON_DISTRIBUTOR,
     ("services.sync.uploads", "services.distributor.retry"): SYNC_ON_DISTRIBUTOR,
-    ("services.worker.gpuidle", "services.agent.resources"): WORKER_GPUS,
     ("services.worker.protocol", "services.sync.workitems"): WORKER_SYNC_WORK,
     ("services.worker.records", "services.agent.jobs"): WORKER_JOBS_FILE,
     ("services.worker.runner", "services.sync.paths"): NODE_DISK_LAYOUT,

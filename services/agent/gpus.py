@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 from eventbus.events import GpuInfo
-from services.agent.resources import gpus_from_nvidia_smi, gpus_from_torch, nvidia_smi_path
+from services.gpuprobe import gpus_from_nvidia_smi, gpus_from_torch, nvidia_smi_path
 from services.membership.settings import GpuProbe
 
 log = logging.getLogger(__name__)

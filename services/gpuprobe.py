@@ -1,0 +1,77 @@
+"""Which GPUs this host has: nvidia-smi (with utilization), else torch.cuda (no utilization).
+
+Shared by the agent's heartbeats and the worker's idle-GPU check. Every function here blocks
+(nvidia-smi is a process, torch takes seconds to import): call them through asyncio.to_thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+
+from eventbus.events import GpuInfo
+
+log = logging.getLogger(__name__)
+
+GIB = 1 << 30
+NVIDIA_SMI_QUERY = ["--query-gpu=name,memory.total,utilization.gpu", "--format=csv,noheader,nounits"]
+NVIDIA_SMI_TIMEOUT_S = 10.0
+
+
+def nvidia_smi_path() -> str | None:
+    """Where nvidia-smi is, if it is on PATH."""
+    return shutil.which("nvidia-smi")
+
+
+def gpus_from_nvidia_smi(binary: str) -> list[GpuInfo]:
+    """The GPUs nvidia-smi lists, with memory and utilization; [] when it fails (a driver problem is logged)."""
+    try:
+        out = subprocess.run([binary, *NVIDIA_SMI_QUERY], capture_output=True, text=True, timeout=NVIDIA_SMI_TIMEOUT_S, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log.warning("nvidia-smi failed: %s", exc)
+        return []
+    if out.returncode != 0:
+        log.warning("nvidia-smi exited %d: %s", out.returncode, out.stderr.strip()[:200])
+        return []
+    return parse_nvidia_smi(out.stdout)
+
+
+def parse_nvidia_smi(text: str) -> list[GpuInfo]:
+    """GpuInfo from `nvidia-smi --query-gpu=name,memory.total,utilization.gpu --format=csv,noheader,nounits` output."""
+    gpus: list[GpuInfo] = []
+    for line in text.splitlines():
+        fields = [f.strip() for f in line.rsplit(",", 2)]  # rsplit: a GPU name may hold a comma
+        if len(fields) != 3 or not fields[0]:
+            continue
+        name, memory_mib, utilization = fields
+        gpus.append(GpuInfo(name=name, memory_gb=round(_number(memory_mib) / 1024, 2), utilization=_number_or_none(utilization)))
+    return gpus
+
+
+def gpus_from_torch() -> list[GpuInfo]:
+    """The CUDA devices torch sees (no utilization); [] without torch or CUDA. Slow the first time: torch imports."""
+    try:
+        import torch  # imported here only: seconds to import, and not every node has it
+    except ImportError:
+        return []
+    if not torch.cuda.is_available():
+        return []
+    gpus = []
+    for index in range(torch.cuda.device_count()):
+        props = torch.cuda.get_device_properties(index)
+        gpus.append(GpuInfo(name=props.name, memory_gb=round(props.total_memory / GIB, 2)))
+    return gpus
+
+
+def _number(text: str) -> float:
+    value = _number_or_none(text)
+    return 0.0 if value is None else value
+
+
+def _number_or_none(text: str) -> float | None:
+    # nvidia-smi prints "[N/A]" or "[Not Supported]" for what a GPU cannot tell.
+    try:
+        return float(text)
+    except ValueError:
+        return None
