@@ -43,6 +43,10 @@ def measured_disk(disk_path: str | None, env: Mapping[str, str], home: Path) -> 
     return str(path)
 
 
+def config_name(board_type: str, num_players: int) -> str:
+    """The config part of the seeds' file and folder names (models and received batches), e.g. hex8_2p."""
+    return f"{token(board_type)}_{num_players}p"
+
 class NodeDirs(msgspec.Struct, frozen=True, kw_only=True):
     """One node's directories, all absolute."""
 

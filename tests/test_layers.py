@@ -56,7 +56,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("services.sync.agent", "services.distributor.livefold"): SYNC_ON_DISTRIBUTOR,
     ("services.sync.agent", "services.distributor.retry"): SYNC_ON_DISTRIBUTOR,
     ("services.sync.loop", "services.distributor.livefold"): SYNC_ON_DISTRIBUTOR,
-    ("services.sync.paths", "services.distributor.layout"): NODE_DISK_LAYOUT,
     ("services.sync.planner", "services.distributor.retry"): SYNC_ON_DISTRIBUTOR,
     ("services.sync.uploads", "services.distributor.retry"): SYNC_ON_DISTRIBUTOR,
     ("services.worker.protocol", "services.sync.workitems"): WORKER_SYNC_WORK,

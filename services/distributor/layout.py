@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from config.nodedirs import node_dirs
+from config.nodedirs import config_name, node_dirs
 from config.settings import RrConfig
 from eventbus.subjects import token
 
@@ -28,11 +28,6 @@ def data_dir(config: RrConfig, env: Mapping[str, str], home: Path) -> Path:
 def models_dir(config: RrConfig, env: Mapping[str, str], home: Path) -> Path:
     """Where this node's models are installed and read (config/nodedirs.py)."""
     return node_dirs(config, env, home).models_dir
-
-
-def config_name(board_type: str, num_players: int) -> str:
-    """The config part of the seeds' file names, e.g. hex8_2p."""
-    return f"{token(board_type)}_{num_players}p"
 
 
 def canonical_path(root: Path, board_type: str, num_players: int) -> Path:

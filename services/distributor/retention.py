@@ -13,9 +13,10 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
 
+from config.nodedirs import config_name
 from eventbus.objects import StoredObject
 from projections.models import ModelInfo, ModelsState
-from services.distributor.layout import config_name, version_stem
+from services.distributor.layout import version_stem
 
 
 class KeptVersion(msgspec.Struct, frozen=True, kw_only=True):

@@ -9,11 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from config.nodedirs import node_dirs
+from config.nodedirs import config_name, node_dirs
 from config.settings import RrConfig
 from eventbus.subjects import token
 from projections.data import Batch
-from services.distributor.layout import config_name
 
 DEFAULT_SUFFIX = ".bin"
 
