@@ -40,7 +40,7 @@ from eventbus.events import (
 )
 from ops.fleet.launch import end_processes, host_processes
 from ops.fleet.plan import API_PORT, MONITOR_PORT, FleetPlan
-from ops.fleet.ready import missing_services
+from ops.fleet.ready import missing_services, operator_env
 from ops.fleet.state import Process, load
 from projections import work as work_projection
 from projections.work import WorkState, WorkStatus
@@ -246,13 +246,12 @@ def stream_leader(plan: FleetPlan, stream: str = "RR_EVENTS") -> str | None:
 
 
 def acked_adds(fleet: FleetLog, count: int) -> list[str]:
-    """Work items `rr work add` reported appended (acknowledged by the cluster), of `count` tries."""
-    acked = []
-    for _ in range(count):
-        done = fleet.rr("work", "add", "--type", "selfplay", "--board", "hex8", "--players", "2", "--games", "1")
-        if done.returncode == 0:
-            acked.append(done.stdout.strip())
-    return acked
+    """Work items `rr work add` reported appended (acknowledged by the cluster), of `count` tries made at once."""
+    argv = [sys.executable, "-m", "services.cli", "work", "add", "--type", "selfplay", "--board", "hex8", "--players", "2", "--games", "1"]
+    tries = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=operator_env(fleet.plan))
+             for _ in range(count)]
+    outputs = [(t.communicate(timeout=60)[0], t.returncode) for t in tries]
+    return [out.strip() for out, code in outputs if code == 0]
 
 
 def restarts_since(plan: FleetPlan, when: str) -> list[str]:
