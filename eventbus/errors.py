@@ -91,6 +91,7 @@ def is_transient(exc: BaseException) -> bool:
         return exc.retryable
     if isinstance(exc, (TimeoutError, ConnectionError, nats.errors.NoRespondersError, nats.errors.ConnectionClosedError,
                         nats.errors.ConnectionReconnectingError, nats.errors.StaleConnectionError,
-                        nats.errors.OutboundBufferLimitError, nats.js.errors.ServiceUnavailableError)):
+                        nats.errors.OutboundBufferLimitError, nats.js.errors.ServiceUnavailableError,
+                        nats.js.errors.NoStreamResponseError)):
         return True
     return isinstance(exc, nats.js.errors.APIError) and exc.code in (503, 408)

@@ -47,9 +47,12 @@ WRONG_LAST_SEQUENCE = (10071, 10164)
 
 T = TypeVar("T")
 
+# What a server going away looks like to an object store call: a timeout, no responders, or, from a
+# JetStream publish (an upload's chunk or metadata, a delete marker), nats-py's NoStreamResponseError,
+# which is its "no responders" for publishes and no subclass of NoRespondersError. Each is retryable.
 SILENT = (
     nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionClosedError,
-    nats.js.errors.ServiceUnavailableError, asyncio.TimeoutError,
+    nats.js.errors.ServiceUnavailableError, nats.js.errors.NoStreamResponseError, asyncio.TimeoutError,
 )
 
 

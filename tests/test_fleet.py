@@ -35,14 +35,12 @@ from eventbus.events import (
     TrainingComplete,
     WorkAdded,
     WorkAssigned,
-    WorkAttemptFailed,
     WorkCompleted,
-    WorkHandedBack,
     WorkStarted,
 )
-from ops.fleet.launch import end_processes
-from ops.fleet.plan import MONITOR_PORT, FleetPlan
-from ops.fleet.ready import missing_services
+from ops.fleet.launch import end_processes, host_processes
+from ops.fleet.plan import API_PORT, MONITOR_PORT, FleetPlan
+from ops.fleet.ready import missing_services, operator_env
 from ops.fleet.state import Process, load
 from projections import work as work_projection
 from projections.work import WorkState, WorkStatus
@@ -135,6 +133,16 @@ def test_status_shows_every_host_with_its_services_and_how_to_point_rr_at_the_fl
         expected = {*host.services, "services"} | ({"nats-server"} if host.kind == "nats" else set())
         assert (shown["name"], shown["node_id"], shown["address"], shown["nat"]) == (host.name, host.node_id, host.address, host.nat)
         assert expected <= running, f"{host.name} runs {sorted(running)}"
+    # rr nodes, rr status and the dashboard's /status (the api service of a NATS host) show every host online.
+    hosts = {h.node_id for h in plan.hosts}
+    nodes = json.loads(fleet.rr("nodes", "--json").stdout)
+    assert hosts <= {n["node"] for n in nodes if n["status"] == "online"}, nodes
+    status = json.loads(fleet.rr("status", "--json").stdout)
+    assert hosts <= {n["node_id"] for n in status["nodes"] if n["alive"]}, status["nodes"]
+    for api in plan.nats_hosts():
+        with urllib.request.urlopen(f"http://{api.address}:{API_PORT}/status", timeout=10) as answer:
+            served = json.load(answer)
+        assert hosts <= {n["node_id"] for n in served["nodes"] if n["alive"]}, (api.name, served["nodes"])
 
 
 def test_nat_hosts_take_no_inbound_connection_and_split_and_heal_partition_the_bridge(fleet: FleetLog) -> None:
@@ -151,16 +159,19 @@ def test_nat_hosts_take_no_inbound_connection_and_split_and_heal_partition_the_b
     assert dial(plan, "w-1", "nats-2", 4222) == "open"
 
 
-def running_attempt(fleet: FleetLog, hosts: set[str]) -> WorkStarted | None:
-    """A selfplay attempt started on one of `hosts` that has not ended yet."""
-    # An attempt ends by completing, failing or being handed back (earlier tests' partitions hand some
-    # back); one that a newer attempt of its item superseded is not running either.
-    ended = {(e.work_id, e.attempt) for e in [*fleet.of(WorkCompleted), *fleet.of(WorkAttemptFailed), *fleet.of(WorkHandedBack)]}
-    newest = {e.work_id: e.attempt for e in fleet.of(WorkAssigned)}
-    for event in reversed(fleet.of(WorkStarted)):
-        if (event.node in hosts and event.work_id.startswith("selfplay") and (event.work_id, event.attempt) not in ended
-                and newest.get(event.work_id) == event.attempt):
-            return event
+def pause_selfplay_job(plan: FleetPlan, host: str) -> tuple[str, int, int] | None:
+    """SIGSTOP the selfplay job running on `host`: (work id, attempt, pid), None when none runs there now."""
+    for pid, name in host_processes(plan.host(host).namespace):
+        if name != "job:selfplay":
+            continue
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+            os.kill(pid, signal.SIGSTOP)
+        except (OSError, ProcessLookupError):
+            continue  # it ended meanwhile
+        # --out <worker dir>/jobs/<work id>/a<attempt>/out (services/worker/outputs.py)
+        out = Path(argv[argv.index("--out") + 1])
+        return out.parent.parent.name, int(out.parent.name.removeprefix("a")), pid
     return None
 
 
@@ -174,10 +185,30 @@ def folded(fleet: FleetLog) -> WorkState:
 
 def test_a_worker_host_cut_mid_job_goes_offline_its_item_completes_once_elsewhere_and_its_late_report_is_not_applied(
         fleet: FleetLog) -> None:
-    root = Path(fleet.plan.root)
-    victim = poll(fleet, lambda: running_attempt(fleet, {"w-2"}), 300, "a selfplay attempt running on w-2")
-    cut_at = fleet.records[-1][0]  # the log as read just before the cut
-    fleet_cmd(root, "cut", "w-2")
+    plan, root = fleet.plan, Path(fleet.plan.root)
+
+    def pause_current() -> tuple[WorkStarted, int] | None:
+        paused = pause_selfplay_job(plan, "w-2")
+        if paused is None:
+            return None
+        work_id, attempt, pid = paused
+        fleet.refresh()
+        assigned = fleet.of(WorkAssigned, work_id=work_id)
+        started = fleet.of(WorkStarted, work_id=work_id, node="w-2", attempt=attempt)
+        if started and (assigned[-1].node, assigned[-1].attempt) == ("w-2", attempt):
+            return started[0], pid
+        os.kill(pid, signal.SIGCONT)  # its start is not in the log yet, or a newer attempt superseded it: the next one
+        return None
+
+    # The job is paused while the cut is made, so that it is mid-job when the host goes: a job picked
+    # from the log alone can end (and report) between the read and the cut, and then its item is
+    # done on w-2 and nothing is re-assigned. It runs on, cut off, once the cut is in place.
+    victim, pid = poll(fleet, pause_current, 300, "a selfplay job running on w-2, its attempt current")
+    try:
+        cut_at = fleet.records[-1][0]  # the log as read just before the cut
+        fleet_cmd(root, "cut", "w-2")
+    finally:
+        os.kill(pid, signal.SIGCONT)
     try:
         # Earlier tests' partitions may have flapped w-2 already: only a HOST_OFFLINE after this cut counts.
         poll(fleet, lambda: [e for e in fleet.of(HostOffline, node="w-2") if fleet.seq_of(e) > cut_at], 120,
@@ -215,13 +246,12 @@ def stream_leader(plan: FleetPlan, stream: str = "RR_EVENTS") -> str | None:
 
 
 def acked_adds(fleet: FleetLog, count: int) -> list[str]:
-    """Work items `rr work add` reported appended (acknowledged by the cluster), of `count` tries."""
-    acked = []
-    for _ in range(count):
-        done = fleet.rr("work", "add", "--type", "selfplay", "--board", "hex8", "--players", "2", "--games", "1")
-        if done.returncode == 0:
-            acked.append(done.stdout.strip())
-    return acked
+    """Work items `rr work add` reported appended (acknowledged by the cluster), of `count` tries made at once."""
+    argv = [sys.executable, "-m", "services.cli", "work", "add", "--type", "selfplay", "--board", "hex8", "--players", "2", "--games", "1"]
+    tries = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=operator_env(fleet.plan))
+             for _ in range(count)]
+    outputs = [(t.communicate(timeout=60)[0], t.returncode) for t in tries]
+    return [out.strip() for out, code in outputs if code == 0]
 
 
 def restarts_since(plan: FleetPlan, when: str) -> list[str]:

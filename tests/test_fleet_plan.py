@@ -14,6 +14,7 @@ from ops.fleet.files import Workload, hosts_file, nats_config, rr_config
 from ops.fleet.launch import hidden_dirs, isolated, process_name
 from ops.fleet.plan import FleetError, owns_name, plan_fleet, split_groups, subnet_for
 from services.auth.accounts import plan_accounts
+from services.leadership.lease import timing_for
 
 
 def fleet(workers: int = 3, nat: int = 1):
@@ -71,6 +72,18 @@ def test_each_hosts_rr_config_loads_and_keeps_its_data_in_its_own_directory() ->
         config = msgspec.convert(yaml.safe_load(yaml.safe_dump(rr_config(plan, host, Workload()))), RrConfig)
         assert config.streams.replicas == 3 and config.worker.data_dir == str(host.path("data"))
         assert config.api.host == host.address
+
+
+def test_a_fleet_leader_rides_out_the_lease_bucket_electing_a_raft_leader_after_a_server_returns() -> None:
+    # A cut NATS server rejoins with a higher raft term and its group elects anew; nats-server waits
+    # 4-9 s before campaigning (8 s without a lease bucket leader measured on the fleet). A leader
+    # whose renewal was sent just before such a gap must still be inside its own deadline after it,
+    # or one cut moves the scheduler twice: at the cut and after the heal.
+    plan = fleet()
+    config = msgspec.convert(yaml.safe_load(yaml.safe_dump(rr_config(plan, plan.hosts[0], Workload()))), RrConfig)
+    timing = timing_for(config.leadership.ttl_s, config.leadership.renew_every, config.leadership.safety_margin)
+    rides_out_s = timing.ttl_s - timing.safety_margin_s - timing.renew_every_s
+    assert rides_out_s >= 10.0, f"a leader survives only {rides_out_s:.1f}s without a lease bucket leader"
 
 
 def test_the_hosts_file_makes_nats_hosts_coordinators_and_workers_workers() -> None:

@@ -89,6 +89,7 @@ def test_transient_errors_include_nats_timeouts_no_responders_and_503_groups() -
     assert is_transient(nats.errors.TimeoutError())
     assert is_transient(nats.errors.NoRespondersError())
     assert is_transient(nats.js.errors.ServiceUnavailableError())
+    assert is_transient(nats.js.errors.NoStreamResponseError())  # a JetStream publish that no stream answered
     assert is_transient(ExceptionGroup("start", [nats.errors.TimeoutError(), BusUnavailable("x")]))
     assert not is_transient(ExceptionGroup("start", [nats.errors.TimeoutError(), KeyError("x")]))
     assert not is_transient(ValueError("bug"))

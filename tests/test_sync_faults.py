@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from nats.js.api import StreamConfig
 
 from config.settings import RrConfig
 from eventbus.connection import Bus, connect
@@ -18,12 +19,14 @@ from eventbus.history import events
 from eventbus.objects import BucketSpec, ensure_bucket, put_file
 from eventbus.publisher import Publisher
 from eventbus.streams import StreamSettings, provision
+from projections.data import Batch, Transfer
 from services.leadership.term import Term
 from services.options import CommonOptions
 from services.runtime import ServiceContext
 from services.sync.agent import SyncAgent
 from services.sync.loop import sync_planner_loop
 from services.sync.settings import SyncSettings
+from services.sync.uploads import BatchUploads
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.timeout(60)
@@ -87,3 +90,19 @@ async def copy_ends(bus: Bus, ok: bool | None = None) -> list[object]:
     """The DATA_SYNC_COMPLETE events so far; with `ok`, [] until one with that outcome is there."""
     ends = [e async for _s, e in events(bus, subject="rr.evt.data.*.DATA_SYNC_COMPLETE.*")]
     return ends if ok is None or any(e.ok is ok for e in ends) else []  # type: ignore[attr-defined]
+
+
+async def test_an_upload_no_stream_answers_is_retried_later_and_does_not_end_the_sync_service(bus: Bus, tmp_path: Path) -> None:
+    # A clustered bucket whose stream leader went away answers a chunk's publish with "no responders"
+    # (nats-py's NoStreamResponseError); here the bucket's stream takes metadata but no chunk subject, so
+    # every chunk publish gets that answer from one server, deterministically.
+    await bus.js.add_stream(StreamConfig(name="OBJ_rr_data", subjects=["$O.rr_data.M.>"], allow_direct=True))
+    source = tmp_path / "b1.npz"
+    source.write_bytes(b"x" * 1000)
+    sha = hashlib.sha256(source.read_bytes()).hexdigest()
+    batch = Batch(batch_id="b1", work_id="w1", node="test", board_type="hex8", num_players=2, num_games=1, sha256=sha, size_bytes=1000)
+    uploads = BatchUploads(bus, Publisher(bus), "test", tmp_path / "sync", SETTINGS)
+    transfer = Transfer(transfer_id="b1>n2#1", batch_id="b1", from_node="test", to_node="n2")
+    origin = ArtifactRef(path=str(source), size_bytes=1000, sha256=sha, node="test")
+    assert await uploads.ensure(transfer, batch, origin)  # the copy stays open: no failure reported, no exception
+    assert uploads.counts["uploads"] == 0 and await copy_ends(bus) == []

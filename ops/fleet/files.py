@@ -66,9 +66,13 @@ def rr_config(plan: FleetPlan, host: HostPlan, workload: Workload) -> dict[str, 
         # Stream limits are reserved up front on every server: small ones fit the fleet's max_file_store.
         "streams": {"replicas": 3, "events_max_gib": 1.0, "deadletter_max_gib": 0.25},
         "hosts_file": str(host.path("etc", "hosts.yaml")),
-        # A lease must outlive a raft failover of the stream/KV leader (4-7 s measured): with the
-        # default 3 s, cutting the host that leads them can move the scheduler twice.
-        "leadership": {"ttl_s": 10},
+        # A lease must outlive the lease bucket going leaderless: a raft failover of its leader (4-7 s
+        # measured), and again when a cut server rejoins with a higher raft term and the group elects
+        # anew (nats-server waits 4-9 s to campaign; 8 s measured here). A leader stops acting
+        # safety_margin (0.2) of the TTL before its lease could expire and renews every 0.2 of it:
+        # with 20 s it rides out ~12 s without a bucket leader, where 10 s made one cut move the
+        # scheduler twice (at the cut, and again after the heal).
+        "leadership": {"ttl_s": 20, "renew_every": 0.2},
         "membership": {"heartbeat_interval_s": w.heartbeat_s, "missed_beats_offline": 3, "gpu_probe": "none"},
         "pipeline": {"min_new_samples": w.min_new_samples, "evaluation_games": w.evaluation_games,
                      "evaluation_sims": w.evaluation_sims, "gate": w.gate, "decide_every_s": 0.5},
