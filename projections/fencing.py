@@ -3,9 +3,9 @@
 Epochs are revisions of one lease bucket, so they are unique across roles and grow with
 time. The fence learns which role each epoch belongs to from LEADER_ELECTED events; a
 decision (any event carrying an epoch) is admitted iff its epoch is the newest known for
-its role. A leader's decision (a type in LEADER_DECISIONS) without an epoch is not admitted once
-any election is known (`needs_epoch`): only a term stamps one, so an epoch-less promotion or
-assignment is no leader's.
+its role. A leader's decision (a type in LEADER_DECISIONS) without an epoch is never admitted
+(`needs_epoch`): only a term stamps one, and terms have stamped one since the first release, so
+an epoch-less promotion or assignment is no leader's, whether or not the fence has seen an election.
 
 An election is believed only if a candidate (when the fence knows the candidates) announces its
 own win (its `node` is the publishing `source`, which the subject/body check ties to the subject
@@ -103,12 +103,13 @@ def judge(view: FenceView, event: Event) -> Verdict:
 def needs_epoch(view: FenceView, event: Event) -> bool:
     """Whether an epoch-less event is a leader decision that cannot be admitted without one.
 
-    An election always needs its epoch. Other decisions need one as soon as the fence knows any
-    election: leaders announce themselves before deciding, so from then on every real decision
-    carries its term's epoch. A fence that knows no election (a log whose elections aged out of
-    retention, or one written before terms stamped epochs) cannot tell and admits them.
+    Elections and every type only a leader's term publishes need one, whatever the fence knows:
+    a fence that has seen no election yet (a fresh log before its first term, a fold that starts
+    where none is in view) would otherwise take a forged epoch-less promotion on trust. Every
+    term has stamped its epoch since the first release, so no genuine decision lacks one; a
+    fold whose elections aged out of the log starts from a snapshot that keeps its fence.
     """
-    return isinstance(event, LeaderElected) or (view.newest_known > 0 and type(event) in LEADER_DECISIONS)
+    return isinstance(event, LeaderElected) or type(event) in LEADER_DECISIONS
 
 
 def believable(view: FenceView, event: LeaderElected) -> bool:

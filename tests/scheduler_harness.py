@@ -31,6 +31,7 @@ from services.options import CommonOptions
 from services.runtime import ServiceContext
 from services.scheduler.assigner import assignment_loop
 from services.scheduler.settings import SchedulerSettings
+from tests.terms import as_term
 
 Behaviour = Callable[[WorkAssigned], str]  # "complete", "hang" or "fail"
 
@@ -92,7 +93,11 @@ async def _answer(pub: Publisher, node: str, job: WorkAssigned, what: str, work_
 
 
 async def online(pub: Publisher, *nodes: str, epoch: int | None = None) -> None:
-    """Declare nodes online (what the membership leader of `epoch` would)."""
+    """Declare nodes online (what the membership leader of `epoch` would; without one, as a term of epoch 1
+    the publisher's node announces first: a HOST_ONLINE without an epoch is no leader's and never applied)."""
+    if epoch is None:
+        await as_term(pub, *(HostOnline(node=node) for node in nodes))
+        return
     for node in nodes:
         await pub.publish(HostOnline(node=node, epoch=epoch))
 

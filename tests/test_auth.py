@@ -40,6 +40,7 @@ from services.auth.generate import generate
 from services.auth.keys import new_seed
 from services.leadership.settings import LeadershipSettings
 from tests.auth_harness import HOSTS, Fleet, auth_server, node_services, open_as, stored_count, violations
+from tests.terms import as_term
 
 
 @pytest.fixture
@@ -381,7 +382,7 @@ async def test_a_revoked_node_is_cut_off_after_a_reload_while_the_others_go_on(t
                 await connect(fleet.url, node_id="gpu-2", initial_attempts=1, **connect_options(revoked_creds))
             # The others keep their connections: no restart, no reconnect.
             await Publisher(buses["gpu-1"]).publish(WorkProgress(work_id="w-gpu-1", node="gpu-1", attempt=1))
-            await Publisher(buses["coord-1"]).publish(WorkFailed(work_id="w-gpu-2", reason="node revoked"))
+            await as_term(Publisher(buses["coord-1"]), WorkFailed(work_id="w-gpu-2", reason="node revoked"))
             assert all(buses[u].nc.stats["reconnects"] == 0 for u in ("gpu-1", "coord-1"))
             assert await stored_count(admin, source_filter("gpu-2")) == stored_by_gpu2 <= 2
             assert await stored_count(admin, source_filter("gpu-1")) == 2

@@ -23,6 +23,7 @@ from tests.bus_harness import provisioned_bus
 from tests.helpers import eventually
 from tests.leader_harness import leader_loop_running
 from tests.procs.dist_fleet import Fleet, ServiceProcess, wait_for, write_node_config
+from tests.terms import as_term
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -55,7 +56,7 @@ async def train_and_promote(bus: Bus, model_id: str, node: str, ref: ArtifactRef
                                              num_players=2, checkpoint=ref))
     if promote:
         await eventually(lambda: stat_object(bus, "rr_models", model_id), timeout=30, message=f"{model_id} uploaded by {node}")
-        await publisher.publish(ModelPromoted(model_id=model_id, board_type="hex8", num_players=2, sha256=ref.sha256,
+        await as_term(publisher, ModelPromoted(model_id=model_id, board_type="hex8", num_players=2, sha256=ref.sha256,
                                               size_bytes=ref.size_bytes, generation=1, epoch=1))
 
 
@@ -84,7 +85,7 @@ async def test_a_promotion_reaches_every_node_and_a_late_joiner_catches_up(bus: 
     ref = checkpoint(tmp_path / "n1" / "train" / "m1.pth", 3_000_000)
     publisher = Publisher(bus)
     for node in ("n1", "n2", "n3"):
-        await publisher.publish(HostOnline(node=node))
+        await as_term(publisher, HostOnline(node=node))
     with Fleet() as fleet:
         for node in ("n1", "n2", "n3"):
             distributor(fleet, nats_url, tmp_path, node)
@@ -116,7 +117,7 @@ async def test_a_tampered_chunk_is_detected_reported_and_refetched(bus: Bus, nat
         # A chunk the uploader never wrote, appended to the object's chunk subject.
         await bus.nc.publish(f"$O.rr_models.C.{uploaded.nuid}", os.urandom(1000))
         await bus.nc.flush()
-        await Publisher(bus).publish(ModelPromoted(model_id="m1", board_type="hex8", num_players=2, sha256=ref.sha256,
+        await as_term(Publisher(bus), ModelPromoted(model_id="m1", board_type="hex8", num_players=2, sha256=ref.sha256,
                                                    size_bytes=ref.size_bytes, epoch=1))
         for node in ("n2", "n3"):
             distributor(fleet, nats_url, tmp_path, node)
@@ -136,7 +137,7 @@ async def test_rr_models_shows_the_promoted_model_and_its_holders(bus: Bus, nats
     from services.cli import main as rr
 
     ref = checkpoint(tmp_path / "n1" / "train" / "m1.pth", 200_000)
-    await Publisher(bus).publish(HostOnline(node="n1"))
+    await as_term(Publisher(bus), HostOnline(node="n1"))
     with Fleet() as fleet:
         distributor(fleet, nats_url, tmp_path, "n1")
         await train_and_promote(bus, "m1", "n1", ref)

@@ -32,6 +32,7 @@ from services.distributor.plan import Activate, Announce, CopyLocal, Download, i
 from services.distributor.retention import KeptVersion, current_models, promotion_history, store_deletions, versions_to_delete
 from services.distributor.retry import RetryTable, delay_s
 from services.filehash import sha256_file
+from tests.terms import in_term
 
 T0 = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
 SHA = {name: f"{i:064x}" for i, name in enumerate(["m1", "m2", "m3", "m4", "m5"], start=1)}
@@ -57,7 +58,7 @@ def distributed(model_id: str, node: str) -> ModelDistributed:
 
 
 def fold(projection, events: list[Event]):  # type: ignore[no-untyped-def]
-    return fold_events(projection, list(enumerate(events, start=1)))
+    return fold_events(projection, list(enumerate(in_term(events), start=1)))
 
 
 def online(node: str, roles: tuple[str, ...] = ()) -> HostOnline:

@@ -26,6 +26,7 @@ from services.options import CommonOptions
 from services.runtime import ServiceContext
 from tests.bus_harness import provisioned_bus
 from tests.helpers import eventually, mounted_tmpfs
+from tests.terms import as_term
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -74,7 +75,7 @@ async def store_and_promote(bus: Bus, tmp_path: Path, model_id: str, size: int, 
     path.write_bytes(data)
     await put_file(bus, "rr_models", model_id, path)
     sha = hashlib.sha256(data).hexdigest()
-    await Publisher(bus).publish(ModelPromoted(model_id=model_id, board_type="hex8", num_players=2, sha256=sha,
+    await as_term(Publisher(bus), ModelPromoted(model_id=model_id, board_type="hex8", num_players=2, sha256=sha,
                                                size_bytes=size, generation=minutes, epoch=1))
     return sha
 

@@ -56,8 +56,8 @@ async def test_a_hosts_file_gpu_change_makes_pending_training_assignable_without
     write_hosts(hosts, "RTX 3060 12GB")  # below the 24 GB that training needs
     config = RrConfig(hosts_file=str(hosts), scheduler=SchedulerSettings(assign_every_s=0.2))
     pub = Publisher(bus)
-    await pub.publish(HostOnline(node="g1"))
-    async with leader_loop_running(bus, assignment_loop, config):
+    async with leader_loop_running(bus, assignment_loop, config):  # the term of epoch 1
+        await pub.publish(HostOnline(node="g1", epoch=1))  # its membership decision
         await pub.publish(WorkAdded(work_id="train-1", work_type="training", board_type="hex8", num_players=2))
         await pub.publish(WorkAdded(work_id="self-1", work_type="selfplay", board_type="hex8", num_players=2))
 

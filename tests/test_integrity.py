@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from eventbus.consumer import Delivery, EventConsumer
@@ -13,6 +14,7 @@ from eventbus.publisher import Publisher
 from projections import bundle
 from projections.base import fold_records
 from tests.bus_harness import provisioned_bus, quick_spec, running
+from tests.terms import TERM
 
 WORK = stamp(WorkAdded(work_id="w-1", work_type="selfplay", board_type="hex8", num_players=2), "gpu-1")
 FORGED_HOST = stamp(HostOnline(node="gpu-9", roles=["worker"]), "gpu-1")
@@ -53,7 +55,10 @@ def test_a_host_online_body_on_a_work_added_subject_changes_no_view() -> None:
     assert [(a.seq, a.type) for a in anomalies] == [(2, "HOST_ONLINE")]
     assert "body type HOST_ONLINE on a WORK_ADDED subject" in anomalies[0].reason
     # The same body on its own subject would have been applied: the subject is what refused it.
-    applied = fold_records(bundle.PROJECTION, [*honest, Record(2, FORGED_HOST.subject(), encode(FORGED_HOST))])
+    term = stamp(TERM, "lead")  # a leader's HOST_ONLINE carries its term's epoch
+    host = msgspec.structs.replace(FORGED_HOST, epoch=TERM.epoch)
+    applied = fold_records(bundle.PROJECTION, [*honest, Record(2, term.subject(), encode(term)),
+                                               Record(3, host.subject(), encode(host))])
     assert "gpu-9" in applied.cluster.nodes
 
 

@@ -9,7 +9,9 @@ from hypothesis import strategies as st
 
 from eventbus.events import Event, HostOffline, HostOnline, HostResources, LeaderElected
 from eventbus.heartbeats import Heartbeat
-from services.membership.core import LEFT, MembershipState, from_events, observe, sweep
+from services.membership import core
+from services.membership.core import LEFT, MembershipState, observe, sweep
+from tests.terms import in_term
 
 T0 = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 SILENCE = 15.0
@@ -20,6 +22,11 @@ def beat(node: str = "gpu-1", seq: int = 1, *, at: float = 0.0, started: float =
         node=node, ts=T0 + dt.timedelta(seconds=at), seq=seq, interval_s=5.0, roles=["selfplay"], version="1.2",
         resources=HostResources(cpu_count=8), started=T0 + dt.timedelta(seconds=started), leaving=leaving,
     )
+
+
+def from_events(events: list[Event], now: float) -> MembershipState:
+    """The state a new leader folds from a log its terms wrote (HOST_ONLINE/OFFLINE carry their epoch)."""
+    return core.from_events(in_term(events), now=now)
 
 
 def kinds(events: list[Event]) -> list[tuple[str, str, str]]:

@@ -36,6 +36,7 @@ from services.scheduler.settings import SchedulerSettings
 from services.sync import folds as sync_folds
 from tests.event_fuzz import hostile_payloads, largest
 from tests.event_samples import sample_event
+from tests.terms import TERM
 
 NOW = dt.datetime(2025, 6, 1, 12, tzinfo=dt.UTC)
 
@@ -110,9 +111,10 @@ def test_no_fold_raises_on_an_event_with_every_field_gone(kind: type[Event]) -> 
 def test_a_promotion_without_a_time_after_an_evaluation_leaves_priorities_computable() -> None:
     # The reproduction: EVALUATION_COMPLETE with an Elo, then MODEL_PROMOTED without `ts`.
     events = [
-        (1, EvaluationComplete(model_id="m1", work_id="e1", node="n", opponent="random", games=4, wins=4, losses=0, elo=1500.0, ts=NOW)),
-        (2, ModelPromoted(model_id="m1", board_type="hex8", num_players=2, sha256="s", ts=None)),
-        (3, SelfplayComplete(batch_id="b", work_id="w", node="n", board_type="hex8", num_players=2, num_games=1, ts=None)),
+        (1, TERM),
+        (2, EvaluationComplete(model_id="m1", work_id="e1", node="n", opponent="random", games=4, wins=4, losses=0, elo=1500.0, ts=NOW)),
+        (3, ModelPromoted(model_id="m1", board_type="hex8", num_players=2, sha256="s", ts=None, epoch=TERM.epoch)),
+        (4, SelfplayComplete(batch_id="b", work_id="w", node="n", board_type="hex8", num_players=2, num_games=1, ts=None)),
     ]
     state = fold_events(queue.PROJECTION, events)
     assert signals.config_signals(state.facts, NOW, 24.0) == {}

@@ -25,6 +25,7 @@ from projections.rebuild import state_at_seq, state_at_time, store
 from projections.snapshot import decode_snapshot, encode_snapshot
 from projections.work import WorkStatus
 from tests.bus_harness import provisioned_bus
+from tests.terms import TERM, decided, in_term
 
 T0 = dt.datetime(2025, 3, 4, 5, 0, 0, tzinfo=dt.UTC)
 NODES = ("gpu-1", "gpu-2", "gpu-3")
@@ -200,7 +201,8 @@ def test_a_pmap_set_copies_a_few_small_nodes_whatever_the_size_of_the_map() -> N
 
 
 def _work(*events: ev.Event) -> work.WorkState:
-    return fold_events(work.PROJECTION, numbered(events))
+    elected = work.PROJECTION.apply(work.PROJECTION.initial(), TERM, 0)  # the term whose decisions these are, before seq 1
+    return fold_events(work.PROJECTION, numbered([decided(e) for e in events]), elected)
 
 
 ADDED = ev.WorkAdded(work_id="w-1", work_type="selfplay", board_type="hex8", num_players=2, ts=T0)
@@ -300,7 +302,7 @@ def test_models_promotion_distribution_and_a_corrupt_copy() -> None:
         ev.ModelDistributed(model_id="m-1", node="gpu-3", sha256="bad"),
         ev.ModelDistributionComplete(model_id="m-1", nodes=["gpu-2"]),
     ]
-    state = fold_events(models.PROJECTION, numbered(log))
+    state = fold_events(models.PROJECTION, numbered(in_term(log)))
     promoted = models.promoted_models(state)["hex8_2p"]
     assert (promoted.model_id, promoted.nodes, promoted.distribution_complete) == ("m-1", ("gpu-2",), True)
     assert promoted.promotion is not None and promoted.promotion.generation == 2
@@ -317,7 +319,7 @@ def test_data_freshness_and_transfers() -> None:
         ev.DataSyncComplete(batch_id="b-1", transfer_id="t-1", to_node="gpu-3", ok=True),
         ev.DataSyncComplete(batch_id="b-1", transfer_id="t-9", to_node="gpu-3"),
     ]
-    state = fold_events(data.PROJECTION, numbered(log))
+    state = fold_events(data.PROJECTION, numbered(in_term(log)))
     config = state.configs["hex8_2p"]
     assert (config.batches, config.games, config.newest_batch) == (2, 150, "b-2")
     assert data.freshness_s(config, T0 + dt.timedelta(minutes=6)) == 60.0
@@ -449,13 +451,13 @@ def test_a_cancelled_attempt_reporting_its_end_is_recorded_without_anomaly() -> 
 
     events = [
         WorkAdded(work_id="w", work_type="selfplay", board_type="hex8", num_players=2),
-        WorkAssigned(work_id="w", node="n1", attempt=1, deadline=utcnow()),
+        WorkAssigned(work_id="w", node="n1", attempt=1, deadline=utcnow(), epoch=1),
         WorkStarted(work_id="w", node="n1", attempt=1),
         WorkCancelled(work_id="w", reason="operator"),
         WorkAttemptFailed(work_id="w", node="n1", attempt=1, reason="cancelled"),
     ]
     state = work.WorkState()
-    for seq, event in enumerate(events, 1):
+    for seq, event in enumerate(in_term(events), 1):
         state = work.apply(state, event, seq)
     item = state.items["w"]
     assert item.status is work.WorkStatus.CANCELLED and item.reason == "operator"

@@ -17,6 +17,7 @@ from services.distributor.settings import DistributionSettings
 from tests.bus_harness import provisioned_bus
 from tests.leader_harness import leader_loop_running
 from tests.procs.dist_fleet import Fleet, wait_for
+from tests.terms import as_term
 from tests.test_distribution import checkpoint, distributor, installed, log_of, train_and_promote
 from tests.test_forensics import _rr
 
@@ -30,7 +31,7 @@ async def bus(nats_url: str) -> AsyncIterator[Bus]:
 
 
 async def _promote(bus: Bus, model_id: str, sha256: str, size: int, generation: int) -> None:
-    await Publisher(bus).publish(ModelPromoted(model_id=model_id, board_type="hex8", num_players=2, sha256=sha256,
+    await as_term(Publisher(bus), ModelPromoted(model_id=model_id, board_type="hex8", num_players=2, sha256=sha256,
                                                size_bytes=size, generation=generation, epoch=1))
 
 
@@ -38,7 +39,7 @@ async def test_quarantining_the_node_that_trained_the_best_rolls_every_node_back
     good = checkpoint(tmp_path / "n1" / "train" / "m1.pth", 200_000)
     bad = checkpoint(tmp_path / "n2" / "train" / "m2.pth", 200_000)
     for node in ("n1", "n2"):
-        await Publisher(bus).publish(HostOnline(node=node))
+        await as_term(Publisher(bus), HostOnline(node=node))
     with Fleet() as fleet:
         for node in ("n1", "n2"):
             distributor(fleet, nats_url, tmp_path, node)

@@ -13,6 +13,7 @@ from services.commands.lineage import format_lineage
 from services.commands.models import format_models, model_rows
 from services.commands.status import format_status
 from services.distributor.folds import FailuresState
+from tests.terms import in_term
 
 ANCHOR = "hex8_2p-search16"
 LOG: list[ev.Event] = [
@@ -31,7 +32,7 @@ LOG: list[ev.Event] = [
 
 
 def state():  # type: ignore[no-untyped-def]
-    return fold_all_events(enumerate(LOG, 1))
+    return fold_all_events(enumerate(in_term(LOG), 1))
 
 
 def test_rr_models_shows_the_rating_with_its_interval_and_the_scales_anchor() -> None:

@@ -38,6 +38,7 @@ from tests.scheduler_harness import (
     state_of,
     stop,
 )
+from tests.terms import as_term
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -74,7 +75,7 @@ async def test_a_node_that_completes_after_going_offline_is_accepted_while_nothi
     try:
         [item] = await add_items(pub, 1)
         await eventually(lambda: len(held) == 1, timeout=10, message="assigned to the only node")
-        await pub.publish(HostOffline(node="cut", reason="no heartbeat for 16.0s (limit 15s)"))
+        await as_term(pub, HostOffline(node="cut", reason="no heartbeat for 16.0s (limit 15s)"))
         await eventually(lambda: all_in(bus, work.WorkStatus.PENDING, [item]), timeout=10, message="handed back")
         await pub.publish(WorkCompleted(work_id=item, node="cut", attempt=1))
         await eventually(lambda: all_in(bus, work.WorkStatus.COMPLETED, [item]), timeout=10, message="accepted late")
@@ -99,7 +100,7 @@ async def test_an_offline_node_hands_its_attempt_to_another_node_and_its_late_co
         await eventually(lambda: len(held) == 1, timeout=10, message="assigned to the only node")
         survivor = asyncio.create_task(simulated_worker(bus, "survivor", lambda job: "complete"))
         await online(pub, "survivor")
-        await pub.publish(HostOffline(node="lost", reason="silent"))
+        await as_term(pub, HostOffline(node="lost", reason="silent"))
         await eventually(lambda: all_in(bus, work.WorkStatus.COMPLETED, [item]), timeout=10)
         await pub.publish(WorkCompleted(work_id=item, node="lost", attempt=1))  # the superseded attempt reports late
         state = await state_of(bus)
@@ -283,7 +284,7 @@ async def test_new_items_are_assigned_without_sweeping_every_open_attempt_but_a_
             ids += await add_items(pub, 1, prefix=f"one{n}")
             await eventually(lambda n=n: len(held) == n + 1, timeout=10, message=f"item {n} assigned")
         assert len(sweeps) <= 2, f"{len(sweeps)} sweeps for 15 added items"
-        await pub.publish(HostOffline(node="n1", reason="no heartbeat for 16.0s (limit 15s)"))
+        await as_term(pub, HostOffline(node="n1", reason="no heartbeat for 16.0s (limit 15s)"))
         await eventually(lambda: all_in(bus, work.WorkStatus.PENDING, ids), timeout=10, message="handed back at once")
     finally:
         await stop(scheduler, worker)

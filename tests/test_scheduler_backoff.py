@@ -29,6 +29,7 @@ from services.scheduler.settings import SchedulerSettings
 from tests.bus_harness import provisioned_bus
 from tests.leader_harness import leader_loop_running
 from tests.scheduler_harness import read_log, simulated_worker
+from tests.terms import TERM, as_term, decided, in_term
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 SETTINGS = SchedulerSettings()  # the documented defaults: retry 5 s doubling to 300 s; populator 30 s doubling to 1800 s
@@ -51,7 +52,7 @@ def failed_attempt(work_id: str, attempt: int, seconds: float) -> list[Event]:
 
 def fold(events: list[Event]) -> queue.QueueState:
     state = queue.QueueState()
-    for seq, event in enumerate(events, 1):
+    for seq, event in enumerate(in_term(events), 1):
         state = queue.apply(state, event, seq)
     return state
 
@@ -95,7 +96,7 @@ def test_the_populator_rests_a_failing_config_and_feeds_the_others() -> None:
     log: list[Event] = [HostOnline(node="vm", ts=T0),
                         WorkAdded(work_id="x", work_type="selfplay", board_type="hex8", num_players=2, ts=T0),
                         WorkFailed(work_id="x", reason="gave up", ts=at(10))]
-    state = fold_all_events(enumerate(log, 1))
+    state = fold_all_events(enumerate(in_term(log), 1))
     resting = decide(state, HostsConfig(), 2, settings, at(20), "p")
     assert {(e.board_type, e.num_players) for e in resting if isinstance(e, WorkAdded)} == {("square8", 2)}
     rested = decide(state, HostsConfig(), 2, settings, at(40), "p")
@@ -106,7 +107,7 @@ async def test_a_failed_attempt_is_retried_after_the_backoff_on_a_real_server(na
     settings = SchedulerSettings(max_attempts=3, retry_backoff=Backoff(base_s=1.0, cap_s=10.0), populator_enabled=False)
     async with provisioned_bus(nats_url, node_id="vm") as bus:
         pub = Publisher(bus)
-        await pub.publish(HostOnline(node="vm"))
+        await as_term(pub, HostOnline(node="vm"))
         worker = asyncio.create_task(simulated_worker(bus, "vm", lambda job: "fail"))
         try:
             async with leader_loop_running(bus, assignment_loop, RrConfig(scheduler=settings)):
@@ -140,7 +141,7 @@ async def test_a_fleet_whose_every_job_fails_stays_under_the_stated_event_rate(n
         pub = Publisher(bus)
         workers = [asyncio.create_task(simulated_worker(bus, node, lambda job: "fail")) for node in ("vm", "vm2")]
         for node in ("vm", "vm2"):
-            await pub.publish(HostOnline(node=node))
+            await as_term(pub, HostOnline(node=node))
         start_seq = await last_sequence(bus)
         config = RrConfig(scheduler=SchedulerSettings())
         try:
@@ -162,16 +163,17 @@ async def test_a_fleet_whose_every_job_fails_stays_under_the_stated_event_rate(n
 
 def test_the_pipeline_rests_a_config_whose_training_keeps_failing() -> None:
     settings = PipelineSettings(min_new_samples=10)
-    view = apply(PipelineView(), SelfplayComplete(batch_id="b", work_id="s", node="vm", board_type="hex8", num_players=2,
-                                                  num_games=5, num_samples=50, data=ArtifactRef(path="b.npz", size_bytes=1, sha256="a" * 64)), 1)
+    view = apply(PipelineView(), TERM, 1)  # the leader's term: its WORK_FAILED decisions carry the epoch
+    view = apply(view, SelfplayComplete(batch_id="b", work_id="s", node="vm", board_type="hex8", num_players=2,
+                                        num_games=5, num_samples=50, data=ArtifactRef(path="b.npz", size_bytes=1, sha256="a" * 64)), 2)
     [first] = training_items(view, settings, at(0))
     assert isinstance(first, WorkAdded)
-    view = apply(view, first, 2)
-    view = apply(view, WorkFailed(work_id=first.work_id, reason="exit 1", ts=at(10)), 3)
+    view = apply(view, first, 3)
+    view = apply(view, decided(WorkFailed(work_id=first.work_id, reason="exit 1", ts=at(10))), 4)
     assert training_items(view, settings, at(69)) == []  # 60 s after the first failure
     [second] = training_items(view, settings, at(70))
-    view = apply(apply(view, second, 4), WorkFailed(work_id=second.work_id, reason="exit 1", ts=at(100)), 5)
+    view = apply(apply(view, second, 5), decided(WorkFailed(work_id=second.work_id, reason="exit 1", ts=at(100))), 6)
     assert training_items(view, settings, at(219)) == []  # 120 s after the second
     [third] = training_items(view, settings, at(220))
-    view = apply(apply(view, third, 6), WorkCompleted(work_id=third.work_id, node="vm", attempt=1), 7)
+    view = apply(apply(view, third, 7), WorkCompleted(work_id=third.work_id, node="vm", attempt=1), 8)
     assert view.training_failures == {}  # one success ends the rest

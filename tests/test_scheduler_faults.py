@@ -134,11 +134,11 @@ async def test_a_kill_9_of_the_leader_mid_burst_of_1000_loses_no_item_and_never_
     )
     pub = Publisher(bus)
     nodes = ("n1", "n2", "n3", "n4")
-    await online(pub, *nodes)
     workers = [asyncio.create_task(simulated_worker(bus, n, lambda job: "complete", work_s=0.02)) for n in nodes]
     try:
         with Fleet(nats_url, ["s1", "s2", "s3"], config, tmp_path) as fleet:
             first = await eventually(lambda: leader_now(bus), timeout=30, message=f"a scheduler leader\n{fleet.logs()}")
+            await online(pub, *nodes, epoch=first.epoch)  # as its membership loop would declare them
             ids = await add_items(pub, 1000)
             await eventually(lambda: _at_least(bus, 150), timeout=40, interval=0.1, message="a good part done")
             await asyncio.to_thread(fleet[first.node].kill)

@@ -32,12 +32,14 @@ from services.scheduler.pipeline_settings import PipelineSettings
 from services.scheduler.pipeline_view import PipelineView, apply
 from services.workload.ratings import anchor_id
 from tests.event_samples import SAMPLE_TIME
+from tests.terms import TERM, decided, in_term
 
 SETTINGS = PipelineSettings(min_new_samples=1000, evaluation_games=10)
 ANCHOR = anchor_id("hex8", 2, SETTINGS.evaluation_sims)  # the first generation's gate opponent
 
 
 def fold(events: Iterable[Event], view: PipelineView | None = None) -> PipelineView:
+    events = in_term(events) if view is None else [decided(e) for e in events]
     view = view or PipelineView()
     for event in events:
         view = apply(view, event, view.last_seq + 1)
@@ -264,10 +266,11 @@ STEP = st.one_of(
 @hsettings(max_examples=200, deadline=None)
 @given(st.lists(STEP, min_size=20, max_size=80))
 def test_random_logs_promote_each_candidate_at_most_once_with_rising_generations(steps: list[tuple]) -> None:
-    view, log, n = PipelineView(), [], 0
+    view, log, n = apply(PipelineView(), TERM, 1), [], 0
 
     def add(event: Event) -> None:
         nonlocal view
+        event = decided(event)  # as the leader's term publishes it
         log.append(event)
         view = apply(view, event, view.last_seq + 1)
 

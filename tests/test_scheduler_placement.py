@@ -42,6 +42,7 @@ from tests.bus_harness import provisioned_bus
 from tests.headless import dump_dom
 from tests.leader_harness import leader_loop_running
 from tests.scheduler_harness import read_log
+from tests.terms import TERM, as_term, decided, in_term
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 SETTINGS = SchedulerSettings()
@@ -85,9 +86,9 @@ def added(work_id: str, target: str | None = None, work_type: str = "selfplay", 
 
 
 def fold(*events: Event) -> queue.QueueState:
-    state = queue.QueueState()
+    state = queue.apply(queue.QueueState(), TERM, 0)  # the term whose decisions these are, before seq 1
     for seq, event in enumerate(events, 1):
-        state = queue.apply(state, event, seq)
+        state = queue.apply(state, decided(event), seq)
     return state
 
 
@@ -122,9 +123,9 @@ def test_an_unschedulable_item_is_given_up_after_the_configured_wait() -> None:
 
 def test_the_populator_does_not_count_an_unschedulable_item_as_its_configs_backlog() -> None:
     log = [added("w-ghost", "ghost-node"), added("w-ok")]
-    state = fold_all_events(enumerate(log, 1))
+    state = fold_all_events(enumerate(in_term(log), 1))
     assert pending_selfplay(state) == {"hex8_2p": 2}
-    marked = fold_all_events([(3, WorkUnschedulable(work_id="w-ghost", reason="gone"))], state)
+    marked = fold_all_events([(4, decided(WorkUnschedulable(work_id="w-ghost", reason="gone")))], state)
     assert pending_selfplay(marked) == {"hex8_2p": 1}
 
 
@@ -155,7 +156,7 @@ async def test_an_item_pinned_to_nowhere_does_not_delay_another_item_of_its_conf
                                  populator_games=5, unschedulable_fail_after_s=0)
     async with provisioned_bus(nats_url, node_id="vm") as bus:
         pub = Publisher(bus)
-        await pub.publish(HostOnline(node="vm"))
+        await as_term(pub, HostOnline(node="vm"))
         await pub.publish(WorkAdded(work_id="w-ghost", work_type="selfplay", board_type="hex8", num_players=2,
                                     num_games=5, target_node="ghost-node"))
         async with leader(bus, RrConfig(scheduler=settings)):
@@ -180,7 +181,7 @@ async def test_training_on_a_cpu_only_fleet_is_marked_with_the_capability_then_f
     config = RrConfig(hosts_file=str(hosts), scheduler=SchedulerSettings(populator_enabled=False, unschedulable_fail_after_s=2))
     async with provisioned_bus(nats_url, node_id="vm") as bus:
         pub = Publisher(bus)
-        await pub.publish(HostOnline(node="vm"))
+        await as_term(pub, HostOnline(node="vm"))
         await pub.publish(WorkAdded(work_id="w-train", work_type="training", board_type="hex8", num_players=2,
                                     params={"data": "a.npz"}))
         async with leader_loop_running(bus, assignment_loop, config):
@@ -200,9 +201,9 @@ def test_a_node_gone_offline_makes_the_items_pinned_to_it_unschedulable() -> Non
 async def test_the_reason_is_shown_by_work_status_and_rr_work_list(nats_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     reason = "pinned to node ghost-node, which is not alive (alive: vm)"
     async with running_api(nats_url) as api:
-        published = await api.publish(added("w-ghost", "ghost-node", ts=dt.datetime.now(dt.UTC)),
-                                      WorkUnschedulable(work_id="w-ghost", reason=reason))
-        await wait_caught_up(api.base, published[-1].seq)
+        published = await as_term(Publisher(api.bus), added("w-ghost", "ghost-node", ts=dt.datetime.now(dt.UTC)),
+                                       WorkUnschedulable(work_id="w-ghost", reason=reason))
+        await wait_caught_up(api.base, published.seq)
         [shown] = (await api.get("/work/status")).json()["items"]
         assert (shown["status"], shown["unschedulable"]) == ("pending", reason) and shown["unschedulable_since"]
         assert await asyncio.to_thread(main, ["work", "list", "--nats", nats_url, "--node-id", "op"]) == 0
@@ -212,9 +213,9 @@ async def test_the_reason_is_shown_by_work_status_and_rr_work_list(nats_url: str
 async def test_the_dashboard_badges_an_unschedulable_item_with_its_reason(nats_url: str, tmp_path: Path) -> None:
     reason = "no alive node can run training on hex8_2p: vm: needs a GPU with &gt;= 24 GB memory"
     async with running_api(nats_url) as api:
-        published = await api.publish(added("w-train", work_type="training", ts=dt.datetime.now(dt.UTC)),
-                                      WorkUnschedulable(work_id="w-train", reason=reason.replace("&gt;", ">")))
-        await wait_caught_up(api.base, published[-1].seq)
+        published = await as_term(Publisher(api.bus), added("w-train", work_type="training", ts=dt.datetime.now(dt.UTC)),
+                                       WorkUnschedulable(work_id="w-train", reason=reason.replace("&gt;", ">")))
+        await wait_caught_up(api.base, published.seq)
         dom, console = await dump_dom(api.base + "/", tmp_path / "profile")
     assert console == [], "the page logged errors"
     assert ">unschedulable<" in dom and reason in dom

@@ -37,6 +37,7 @@ from services.scheduler.populator import decide, parse_config, populated_configs
 from services.scheduler.settings import SchedulerSettings
 from services.workload.ratings import anchor_id
 from tests.bus_harness import provisioned_bus
+from tests.terms import as_term, in_term
 
 SETTINGS = SchedulerSettings(backlog_per_node=2, populator_games=50)
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -90,7 +91,7 @@ def test_decide_counts_alive_nodes_and_their_free_slots_from_the_log() -> None:
         WorkAdded(work_id="w1", work_type="training", board_type="hex8", num_players=2),
         WorkAssigned(work_id="w1", node="a", attempt=1, deadline=NOW),
     ]
-    state = fold_all_events(enumerate(events, start=1))
+    state = fold_all_events(enumerate(in_term(events), start=1))
     hosts = HostsConfig(hosts={"a": HostEntry(max_parallel_jobs=1), "c": HostEntry(role="coordinator")})
     items = decide(state, hosts, 1, SETTINGS, NOW, "p")
     assert len(items) == 2  # only b is idle (a is busy, c does not play): 1 slot x backlog 2
@@ -193,7 +194,7 @@ async def test_populator_loop_supplies_the_idle_node_and_stops_at_the_backlog(na
     from services.scheduler.populator import populator_loop
 
     async with provisioned_bus(nats_url, node_id="n1") as bus:
-        await Publisher(bus).publish(HostOnline(node="n1", roles=["mixed"]))
+        await as_term(Publisher(bus), HostOnline(node="n1", roles=["mixed"]), epoch=3)  # FakeTerm(ctx, 3)'s election
         settings = SchedulerSettings(backlog_per_node=3, populator_games=7, default_max_parallel_jobs=2)
         ctx = ServiceContext("scheduler", bus, RrConfig(scheduler=settings), CommonOptions(nats_url=nats_url, node_id="n1", config_path=None))
         task = asyncio.ensure_future(populator_loop(ctx, FakeTerm(ctx, 3)))  # type: ignore[arg-type]

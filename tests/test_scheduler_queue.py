@@ -33,6 +33,7 @@ from services.scheduler import queue
 from services.scheduler.decisions import Conditional, assignment_round, supervision_round
 from services.scheduler.settings import SchedulerSettings
 from tests.scheduler_harness import attempt_violations
+from tests.terms import TERM, decided
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 SETTINGS = SchedulerSettings(max_attempts=3, progress_timeout_s=100.0, default_max_parallel_jobs=2,
@@ -48,9 +49,10 @@ class World:
         self.log: list[Event] = []
         self.state = queue.QueueState()
         self.now = T0
+        self.append(TERM)  # the leader's own election: its decisions carry its epoch
 
     def append(self, event: Event) -> None:
-        event = event if event.ts is not None else _at(event, self.now)
+        event = decided(event if event.ts is not None else _at(event, self.now))
         self.log.append(event)
         self.state = queue.apply(self.state, event, len(self.log))
 

@@ -9,6 +9,7 @@ from services.scheduler import queue
 from services.scheduler.decisions import assignment_round
 from services.scheduler.settings import SchedulerSettings
 from services.scheduler.signals import SignalFacts, apply, config_signals, elo_per_hour
+from tests.terms import TERM, decided
 
 T0 = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
 
@@ -62,9 +63,9 @@ def test_the_assigner_gives_the_stalest_config_the_only_free_slot() -> None:
     events = [HostOnline(node="n1", ts=at(0)), selfplay("hex8", 5.0), selfplay("square8", 0.0),
               WorkAdded(work_id="w-hex", work_type="selfplay", board_type="hex8", num_players=2, ts=at(5.0)),
               WorkAdded(work_id="w-square", work_type="selfplay", board_type="square8", num_players=2, ts=at(5.0))]
-    state = queue.QueueState()
+    state = queue.apply(queue.QueueState(), TERM, 0)  # the term whose HOST_ONLINE this is
     for seq, event in enumerate(events, 1):
-        state = queue.apply(state, event, seq)
+        state = queue.apply(state, decided(event), seq)
     settings = SchedulerSettings(default_max_parallel_jobs=1)
     [decision] = assignment_round(state, at(5.0), None, settings)
     assert decision.work_id == "w-square"
@@ -76,7 +77,7 @@ def test_the_assigner_gives_the_stalest_config_the_only_free_slot() -> None:
 
 def test_an_assignment_carries_the_trace_of_its_items_work_added() -> None:
     traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-    state = queue.apply(queue.QueueState(), HostOnline(node="n1", ts=at(0)), 1)
+    state = queue.apply(queue.apply(queue.QueueState(), TERM, 0), decided(HostOnline(node="n1", ts=at(0))), 1)
     state = queue.apply(state, WorkAdded(work_id="w", work_type="selfplay", board_type="hex8", num_players=2, trace=traceparent), 2)
     [decision] = assignment_round(state, at(0), None, SchedulerSettings())
     assert decision.event.trace == traceparent

@@ -30,6 +30,7 @@ from services.scheduler.supervision import (
     tracked,
 )
 from services.scheduler.views import node_views, running_by_node, work_views
+from tests.terms import TERM, decided
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 SETTINGS = SchedulerSettings(max_attempts=2, progress_timeout_s=60.0)
@@ -40,8 +41,9 @@ def at(seconds: float) -> dt.datetime:
 
 
 def fold(events: list[Event]) -> tuple[work.WorkState, dict[str, Track]]:
-    state, tracks = work.WorkState(), {}
+    state, tracks = work.apply(work.WorkState(), TERM, 0), {}  # the term whose decisions these are, before seq 1
     for seq, event in enumerate(events, start=1):
+        event = decided(event)
         state = work.apply(state, event, seq)
         wid = event.work_id
         tracks[wid] = tracked(tracks.get(wid), state.items.get(wid), event, seq)

@@ -21,6 +21,7 @@ from services.sync.loop import sync_planner_loop
 from tests.bus_harness import provisioned_bus
 from tests.leader_harness import leader_loop_running
 from tests.procs.dist_fleet import Fleet, ServiceProcess, wait_for, write_node_config
+from tests.terms import as_term
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -62,7 +63,7 @@ async def test_batches_reach_training_nodes_once_verified_and_failed_copies_are_
     hosts.write_text(HOSTS)
     publisher = Publisher(bus)
     for node in ("n1", "n2", "n3"):
-        await publisher.publish(HostOnline(node=node))
+        await as_term(publisher, HostOnline(node=node))
     first = write_batch(tmp_path / "n1" / "selfplay" / "b1.npz", 1_500_000)
     second_path = tmp_path / "n1" / "selfplay" / "b2.npz"  # reported before the file is there: the copy fails
     second = ArtifactRef(path=str(second_path), size_bytes=400_000, sha256="", node="n1")

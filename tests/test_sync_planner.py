@@ -26,6 +26,7 @@ from projections.data import DataState, TransferStatus
 from services.sync.planner import Fleet, candidates, plan_transfers
 from services.sync.settings import SyncSettings
 from services.sync.targets import ephemeral_nodes, training_targets
+from tests.terms import decided, in_term
 
 T0 = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
 SETTINGS = SyncSettings(retry_after_s=60.0, retry_max_s=600.0, max_inflight_per_node=2, max_plans_per_tick=5)
@@ -38,12 +39,12 @@ def batch(batch_id: str, node: str, minutes: float = 0.0, size: int = 1000) -> S
 
 
 def folded(events: list[Event]) -> DataState:
-    return fold_events(data.PROJECTION, list(enumerate(events, start=1)))
+    return fold_events(data.PROJECTION, list(enumerate(in_term(events), start=1)))
 
 
 def apply_all(state: DataState, events: list[Event], now: dt.datetime) -> DataState:
     for event in events:
-        state = data.apply(state, msgspec.structs.replace(event, ts=now), state.last_seq + 1)
+        state = data.apply(state, msgspec.structs.replace(decided(event), ts=now), state.last_seq + 1)
     return state
 
 
@@ -105,8 +106,8 @@ def test_training_targets_follow_roles_and_vram_and_laptop_mode_takes_every_node
         "probe": HostEntry(role="mixed"), "vast1": HostEntry(role="selfplay", ephemeral=True),
     })
     gpu = HostResources(gpus=[GpuInfo(name="RTX 5090", memory_gb=32.0)])
-    state = fold_events(cluster.PROJECTION, list(enumerate(
-        [HostOnline(node=n) for n in ("big", "small", "sp", "off", "gone", "laptop")] + [HostOnline(node="probe", resources=gpu)],
+    state = fold_events(cluster.PROJECTION, list(enumerate(in_term(
+        [HostOnline(node=n) for n in ("big", "small", "sp", "off", "gone", "laptop")] + [HostOnline(node="probe", resources=gpu)]),
         start=1)))
     state = msgspec.structs.replace(state, nodes={k: v for k, v in state.nodes.items() if k != "gone"})
     assert training_targets(state, hosts, SyncSettings()) == {"big", "probe", "laptop"}  # laptop: not listed

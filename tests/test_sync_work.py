@@ -20,6 +20,7 @@ from tests.bus_harness import provisioned_bus
 from tests.leader_harness import leader_loop_running
 from tests.procs.dist_fleet import Fleet, ServiceProcess, wait_for, write_node_config
 from tests.scheduler_harness import run_scheduler, stop
+from tests.terms import as_term
 from tests.test_sync import LEADER, received, write_batch
 
 pytestmark = pytest.mark.timeout(120)
@@ -44,7 +45,7 @@ async def hosts_online(bus: Bus, tmp_path: Path, *nodes: str) -> tuple[Publisher
     hosts.write_text(HOSTS)
     publisher = Publisher(bus)
     for node in nodes:
-        await publisher.publish(HostOnline(node=node))
+        await as_term(publisher, HostOnline(node=node))
     return publisher, hosts
 
 

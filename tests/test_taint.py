@@ -7,6 +7,7 @@ import datetime as dt
 from eventbus import events as ev
 from projections import models, taint
 from projections.base import fold_events
+from tests.terms import in_term
 
 T = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 HOUR = dt.timedelta(hours=1)
@@ -82,7 +83,7 @@ def test_a_tainted_best_rolls_back_to_the_newest_untainted_promoted_model_of_its
         ev.ModelPromoted(model_id=m, board_type="hex8", num_players=2, sha256=m * 32, generation=g)
         for g, m in enumerate(["m1", "m6", "m2"], 1)
     ]
-    state = fold_events(models.PROJECTION, enumerate(promotions, 1))
+    state = fold_events(models.PROJECTION, enumerate(in_term(promotions), 1))
     assert state.promoted == {"hex8_2p": "m2"}
     tainted = taint.tainted(_state(_quarantine("q1", "node", "gpu-bad", since=T)))
     assert taint.rollbacks(state, tainted) == [("hex8_2p", "m2", "m6")]
@@ -119,6 +120,6 @@ def test_the_status_the_dashboard_reads_shows_a_tainted_best_and_why() -> None:
     from projections.status_view import status_view
 
     promoted = ev.ModelPromoted(model_id="m2", board_type="hex8", num_players=2, sha256="ab" * 32, generation=2)
-    state = bundle.fold_all_events(list(enumerate([*LINEAGE, promoted, _quarantine("q1", "node", "gpu-bad", since=T)], 1)))
+    state = bundle.fold_all_events(list(enumerate(in_term([*LINEAGE, promoted, _quarantine("q1", "node", "gpu-bad", since=T)]), 1)))
     view = status_view(state, now=T + 7 * HOUR, node_id="ops")
     assert view.models["hex8_2p"].taint == "bad gpu (quarantine q1, via batch b3)"

@@ -22,6 +22,7 @@ from services.scheduler.pipeline import decide
 from services.scheduler.pipeline_settings import PipelineSettings
 from services.scheduler.pipeline_view import PipelineView
 from services.scheduler.pipeline_view import apply as pipeline_apply
+from tests.terms import in_term
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
@@ -44,7 +45,7 @@ def completed(work_id: str) -> WorkCompleted:
 
 def fold_data(events: list[Event]) -> data.DataState:
     state = data.DataState()
-    for seq, event in enumerate(events, start=1):
+    for seq, event in enumerate(in_term(events), start=1):
         state = data.apply(state, event, seq)
     return state
 
@@ -80,7 +81,7 @@ def test_a_batch_reported_after_its_item_failed_is_kept_but_not_counted_until_co
 
 def pipeline(events: list[Event]) -> PipelineView:
     view = PipelineView()
-    for seq, event in enumerate(events, start=1):
+    for seq, event in enumerate(in_term(events), start=1):
         view = pipeline_apply(view, event, seq)
     return view
 

@@ -18,6 +18,7 @@ from projections import work
 from projections.timeline import Selector, timeline
 from services.commands.work import item_state
 from services.commands.workview import item_report, list_table
+from tests.terms import in_term
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 LONG = "selfplay-hex8_2p-populator-0042"  # 31 characters, as the populator names its items
@@ -38,7 +39,7 @@ def history(work_id: str = LONG) -> list[tuple[int, Event]]:
                    attempts=[AttemptOutcome(attempt=1, node="gpu-3", reason="exited with status 1")], ts=T0),
         WorkCompleted(work_id=work_id, node="ghost", attempt=1, ts=T0),
     ]
-    return list(enumerate(events, start=10))
+    return list(enumerate(in_term(events), start=9))  # the term's election at 9, the item's events from 10
 
 
 def test_list_columns_are_as_wide_as_the_longest_id_and_say_why() -> None:
@@ -78,7 +79,7 @@ def test_show_prints_aligned_fields_one_line_per_event_and_the_tail_indented_und
 
 
 def test_the_timeline_of_an_item_gives_each_failed_attempts_cause_and_each_hand_back() -> None:
-    found = history()[:3]
+    found = history()[:4]  # the election, then the item's first three events
     found.append((13, WorkHandedBack(work_id=LONG, node="gpu-3", attempt=2, reason="worker stopping", ts=T0)))
     lines = [line.text for line in timeline(found, Selector(work=LONG))]
     assert lines[2].endswith(f"failed on gpu-3: exited with status 1 (exit 1) -- {CAUSE}")

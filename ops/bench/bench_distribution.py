@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from eventbus.connection import Bus, connect
-from eventbus.events import ModelPromoted
+from eventbus.events import LeaderElected, ModelPromoted
 from eventbus.follow import follow
 from eventbus.history import Record
 from eventbus.objects import BucketSpec, ensure_bucket, fetch_to_file, put_file
@@ -118,8 +118,11 @@ class Arrivals:
 
 async def ours(bus: Bus, arrivals: Arrivals, model: str, sha: str, size: int, agents: int) -> float:
     """Seconds from MODEL_PROMOTED to the last MODEL_DISTRIBUTED."""
+    publisher = Publisher(bus)
+    # Agents take only a promotion of a term they have seen elected (a decision without an epoch is no leader's).
+    await publisher.publish(LeaderElected(role="scheduler", node=bus.node_id, epoch=1))
     started = time.perf_counter()
-    await Publisher(bus).publish(ModelPromoted(model_id=model, board_type="hex8", num_players=2, sha256=sha, size_bytes=size))
+    await publisher.publish(ModelPromoted(model_id=model, board_type="hex8", num_players=2, sha256=sha, size_bytes=size, epoch=1))
     await arrivals.wait(model, agents)
     return time.perf_counter() - started
 

@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from eventbus.connection import Bus
-from eventbus.events import WorkAdded, WorkAssigned, WorkCompleted, decode, utcnow
+from eventbus.events import LeaderElected, WorkAdded, WorkAssigned, WorkCompleted, decode, utcnow
 from eventbus.follow import follow
 from eventbus.history import Record
 from eventbus.publisher import Publisher
@@ -85,14 +85,17 @@ def worker_runner(bus: Bus, completions: Completions) -> Callable[[int], Awaitab
     """Seconds from publishing a WORK_ASSIGNED to receiving its WORK_COMPLETED."""
     publisher = Publisher(bus)
     deadline = utcnow().replace(year=utcnow().year + 1)
+    announced: list[object] = []
 
     async def once(_: int) -> float:
         work_id = f"w-{next(WORK_IDS):06d}"
+        if not announced:  # the worker takes only assignments of a term it has seen elected
+            announced.append(await publisher.publish(LeaderElected(role="scheduler", node=bus.node_id, epoch=1)))
         await publisher.publish(WorkAdded(work_id=work_id, work_type="sync", board_type="hex8", num_players=2))
         done = asyncio.get_running_loop().create_future()
         completions.waiting[work_id] = done
         started = time.perf_counter()
-        await publisher.publish(WorkAssigned(work_id=work_id, node=NODE, attempt=1, deadline=deadline))
+        await publisher.publish(WorkAssigned(work_id=work_id, node=NODE, attempt=1, deadline=deadline, epoch=1))
         return await asyncio.wait_for(done, 30) - started
 
     return once
