@@ -27,8 +27,10 @@ class StorageFull(BusUnavailable):
     """
 
 
-STORAGE_FULL_CODES = (10047,)  # JetStream "insufficient storage resources available"
-STORAGE_FULL_WORDS = ("insufficient storage", "no space left", "storage resources")
+# 10047: "insufficient storage resources available" (a stream's reservation); 10023: "insufficient
+# resources", what nats-server 2.15 answers a publish once JetStream's storage limit is used up.
+STORAGE_FULL_CODES = (10047, 10023)
+STORAGE_FULL_WORDS = ("insufficient storage", "no space left", "storage resources", "insufficient resources")
 
 
 def storage_full(err_code: int | None, description: str) -> bool:

@@ -112,6 +112,7 @@ class ServerSpec(msgspec.Struct, frozen=True, kw_only=True):
     sync_interval: str | None = None
     extra_config: str = ""
     max_payload: int | None = None
+    max_file_store: int | None = None  # JetStream's file storage limit in bytes; None: the server's default
 
     def ports(self) -> list[int]:
         """Every port this server listens on."""
@@ -136,6 +137,8 @@ def render_config(spec: ServerSpec) -> str:
     lines += ["jetstream {", f"  store_dir: {_quote(spec.store_dir)}"]
     if spec.sync_interval is not None:
         lines.append(f"  sync_interval: {_quote(spec.sync_interval)}")
+    if spec.max_file_store is not None:
+        lines.append(f"  max_file_store: {spec.max_file_store}")
     lines.append("}")
     if spec.cluster_port is not None:
         lines += _cluster_block(spec)

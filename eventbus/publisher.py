@@ -162,6 +162,11 @@ class Publisher:
             try:
                 reply = await self._send_and_wait(event.subject(), data, headers)
                 return self._count(self._published(event, reply, expect_last_seq))
+            except StorageFull:
+                # The server answered: it has no room. Retrying for the whole budget would hide an
+                # incident for 30 s (a worker's report, a leader's decision); the caller surfaces it now
+                # and decides whether to try again once space is freed.
+                raise
             except BusUnavailable:
                 if time.monotonic() + delay > deadline:
                     raise

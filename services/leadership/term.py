@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 import msgspec
 
-from eventbus.errors import BusUnavailable, Fenced
+from eventbus.errors import BusUnavailable, Fenced, StorageFull
 from eventbus.events import Event
 from eventbus.publisher import FenceToken, Published, Publisher
 
@@ -92,6 +92,8 @@ class Term:
                 if self._on_fenced is not None:
                     self._on_fenced(self.fenced_out)
                 raise NotLeader(self.fenced_out) from exc
+            except StorageFull:
+                raise  # the server has no room: the leader's loop reports it now, not after its lease runs out
             except BusUnavailable:
                 if self.fence is None:
                     raise  # an unfenced publish was already retried by the publisher
