@@ -29,6 +29,7 @@ from eventbus.streams import StreamSettings, provision
 from projections.fencing import EpochFence
 from services.leadership.settings import LeadershipSettings
 from tests import test_scheduler_faults
+from services.leadership.term import HOLD_ENV
 from tests.procs.leader_fleet import ROOT, Fleet, write_config
 from tests.scheduler_harness import add_items
 from tests.test_scheduler_faults import SimNodes
@@ -285,3 +286,35 @@ def _announced_epochs(fleet: Fleet) -> set[int]:
     marker = "leads scheduler (epoch "
     lines = [line for p in fleet.nodes.values() for line in p.log_text().splitlines() if marker in line]
     return {int(line.split(marker)[1].split(",")[0]) for line in lines}
+
+
+async def test_a_decision_held_in_flight_across_the_freeze_is_refused_by_the_server_after_the_successors_election(
+    bus: Bus, nats_url: str, tmp_path: Path, eventually: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every decision waits 1 s between the leader's may-act check and its publish (HOLD_ENV), so
+    # the frozen leader always has a checked decision in flight; on SIGCONT it sends it, and only the
+    # server's fence can keep it out of the log (the leader does not check its lease again).
+    monkeypatch.setenv(HOLD_ENV, "1.0")
+    config = write_config(tmp_path / "rr.yaml", ttl_s=TTL, tick_s=0.05)
+    with Fleet(nats_url, ["a", "b"], config, tmp_path) as fleet:
+        first = await settled_leader(bus, fleet, eventually)
+        await eventually(lambda: _ticks_of(bus, first.epoch, 3), timeout=10, interval=0.1, message="the leader acts")
+        holding = f"holding CONFIG_CHANGED of scheduler epoch {first.epoch}"
+        seen = fleet[first.node].log_text().count(holding)
+        await eventually(lambda: fleet[first.node].log_text().count(holding) > seen, timeout=10, interval=0.01,
+                         message="the leader holds a checked decision")
+        fleet[first.node].signal(signal.SIGSTOP)  # within the 1 s hold: a decision is in flight across the freeze
+        second = await eventually(lambda: election_after(bus, first.epoch), timeout=6 * TTL, interval=0.05,
+                                  message="a successor takes over from the frozen leader")
+        await eventually(lambda: _ticks_of(bus, second.epoch, 3), timeout=10, interval=0.1, message="the successor acts")
+        fleet[first.node].signal(signal.SIGCONT)
+        refused = f"held CONFIG_CHANGED of scheduler epoch {first.epoch} ({HOLD_ENV}=1.0) sent after its hold: not stored: Fenced"
+        await eventually(lambda: refused in fleet[first.node].log_text(), timeout=10, interval=0.1,
+                         message="the held decision was sent after the resume, and the server refused it")
+        await eventually(lambda: _lost(bus, first.epoch), timeout=10, interval=0.1, message="LEADER_LOST on resume")
+        stored = [(seq, e) async for seq, e in events(bus) if isinstance(e, Event)]
+    takeover = next(seq for seq, e in stored if isinstance(e, LeaderElected) and e.epoch == second.epoch)
+    by_old = [seq for seq, e in stored if e.epoch == first.epoch and not isinstance(e, (LeaderElected, LeaderLost))]
+    assert by_old, "the old leader decided before it froze"
+    assert [seq for seq in by_old if seq > takeover] == [], "0 decisions of the old epoch stored after the successor's election"
+    assert_epochs_unique([e for _, e in stored])

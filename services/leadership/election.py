@@ -31,7 +31,7 @@ from services.leadership import lease
 from services.leadership.candidacy import Candidacy, candidacy
 from services.leadership.settings import LeadershipSettings
 from services.leadership.supervisor import LoopHealth, LoopState, stop_tasks
-from services.leadership.term import Term
+from services.leadership.term import Term, hold_seconds
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,7 @@ class Elector:
         self._loops: dict[str, str] = {}  # the term's loops and their health, carried by each renewal
         self._unannounced: list[Event] = []  # ends of terms the bus refused to record; retried until stored
         self._announcing = asyncio.Lock()  # one late announcer at a time (the retry task, a new term's start)
+        self._hold_s = hold_seconds(os.environ)  # 0 unless a fault test holds decisions in flight
 
     def report_loops(self, health: Mapping[str, LoopHealth]) -> None:
         """The leader's loops' health, as the next lease renewal carries it (`rr leader`, `rr doctor`)."""
@@ -272,7 +273,7 @@ class Elector:
         assert term is not None
         log.info("%s leads %s (epoch %d, previous leader %s)", self.node_id, self.role, term.epoch, term.previous_node)
         handle = Term(self.role, self.node_id, term.epoch, term.previous_node, self.publisher, self._acting_as(term.epoch),
-                      on_fenced=self._end_term)
+                      on_fenced=self._end_term, hold_s=self._hold_s)
         self._term_task = tasks.create_task(self._serve(handle, lead))
 
     async def _serve(self, term: Term, lead: LeadFn) -> None:

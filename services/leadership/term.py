@@ -23,7 +23,8 @@ replaced by two things that together give the same guarantee:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Mapping
 
 import msgspec
 
@@ -31,8 +32,30 @@ from eventbus.errors import BusUnavailable, Fenced, StorageFull
 from eventbus.events import Event
 from eventbus.publisher import FenceToken, Published, Publisher
 
+log = logging.getLogger(__name__)
+
 RETRY_INITIAL_S = 0.05  # a fenced decision without an ack is sent again after this, doubling
 RETRY_MAX_S = 1.0
+
+# Opt-in, for fault tests only: with this set to N seconds, every decision is held N seconds
+# between the term's may-act check and its publish, as a GC pause or a SIGSTOP there would hold
+# it, so a test can freeze the leader with a decision really in flight and show that the server's
+# fence, not the leader's clock, keeps it out of the log. Unset (production): no hold.
+HOLD_ENV = "RR_DEBUG_HOLD_DECISION_S"
+
+
+def hold_seconds(env: Mapping[str, str]) -> float:
+    """How long each decision is held after its may-act check, from $RR_DEBUG_HOLD_DECISION_S; 0 when unset (pure)."""
+    raw = env.get(HOLD_ENV, "").strip()
+    if not raw:
+        return 0.0
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise ValueError(f"${HOLD_ENV}={raw!r} is not a number of seconds: unset it, or set e.g. {HOLD_ENV}=0.5") from None
+    if not 0 < seconds < 3600:
+        raise ValueError(f"${HOLD_ENV}={raw!r} must be a positive number of seconds: unset it, or set e.g. {HOLD_ENV}=0.5")
+    return seconds
 
 
 class NotLeader(Exception):
@@ -53,6 +76,7 @@ class Term:
         *,
         fence: FenceToken | None = None,
         on_fenced: Callable[[str], None] | None = None,
+        hold_s: float = 0.0,
     ) -> None:
         self.role = role
         self.node = node
@@ -62,6 +86,7 @@ class Term:
         self._publisher = publisher
         self._may_act = may_act
         self._on_fenced = on_fenced
+        self._hold_s = hold_s  # $RR_DEBUG_HOLD_DECISION_S: fault tests only
         self.fenced_out: str | None = None  # why the server refused a decision of this term
 
     def may_act(self) -> bool:
@@ -81,14 +106,19 @@ class Term:
         server refused the decision (the term then ends at once).
         """
         event = self._publisher.stamp(self.fenced(event))  # stamped once: a retry keeps its id
-        delay = RETRY_INITIAL_S
+        delay, held = RETRY_INITIAL_S, False
         while True:
             if not self.may_act():
                 raise NotLeader(self.fenced_out or f"{self.role} term {self.epoch} of {self.node} may no longer act")
             try:
+                if self._hold_s and not held:
+                    held = True
+                    return await asyncio.shield(self._held(event))
                 return await self._publisher.publish(event, fence=self.fence)
             except Fenced as exc:
                 self.fenced_out = f"{self.role} term {self.epoch} of {self.node} was fenced out: {exc}"
+                log.warning("the server refused %s of %s epoch %d: a newer election is in the log (%s)",
+                            event.type_name(), self.role, self.epoch, exc)
                 if self._on_fenced is not None:
                     self._on_fenced(self.fenced_out)
                 raise NotLeader(self.fenced_out) from exc
@@ -99,3 +129,27 @@ class Term:
                     raise  # an unfenced publish was already retried by the publisher
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_S)
+
+    def _held(self, event: Event) -> asyncio.Future[Published]:
+        """The decision held $RR_DEBUG_HOLD_DECISION_S after its may-act check, then sent whatever happened meanwhile.
+
+        Shielded by the caller, so ending the term does not call it back: it stands for a decision
+        already past the check when the process froze, which nothing in the leader re-checks.
+        """
+        async def hold_then_publish() -> Published:
+            log.info("holding %s of %s epoch %d for %ss after its may-act check (%s)",
+                     event.type_name(), self.role, self.epoch, self._hold_s, HOLD_ENV)
+            await asyncio.sleep(self._hold_s)
+            return await self._publisher.publish(event, fence=self.fence)
+
+        def outcome(task: asyncio.Future[Published]) -> None:
+            if task.cancelled():
+                return
+            exc = task.exception()
+            said = f"stored at seq {task.result().seq}" if exc is None else f"not stored: {type(exc).__name__}: {exc}"
+            log.log(logging.DEBUG if exc is None else logging.WARNING, "held %s of %s epoch %d (%s=%s) sent after its hold: %s",
+                    event.type_name(), self.role, self.epoch, HOLD_ENV, self._hold_s, said)
+
+        task = asyncio.ensure_future(hold_then_publish())
+        task.add_done_callback(outcome)
+        return task
