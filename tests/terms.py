@@ -1,6 +1,6 @@
 """Logs as a leadership term writes them, for folds tested without a server.
 
-A leader decision without an epoch is never admitted (services/leadership/fencing.py), so a
+A leader decision without an epoch is never admitted (projections/fencing.py), so a
 test that folds assignments, promotions or membership changes writes them the way a term does:
 its LEADER_ELECTED first, then each decision stamped with the term's epoch.
 """
@@ -13,7 +13,7 @@ import msgspec
 
 from eventbus.events import Event, LeaderElected
 from eventbus.publisher import Published, Publisher
-from services.leadership.fencing import LEADER_DECISIONS
+from projections.fencing import LEADER_DECISIONS
 
 TERM = LeaderElected(role="scheduler", node="lead", epoch=1)
 

@@ -19,7 +19,7 @@ from eventbus.publisher import Publisher
 from eventbus.streams import StreamSettings, provision
 from projections import bundle
 from projections.base import fold_events
-from services.leadership.fencing import EpochFence, Verdict
+from projections.fencing import EpochFence, Verdict
 from tests.auth_harness import Fleet, auth_server, open_as
 from tests.terms import TERM
 
@@ -58,7 +58,7 @@ async def test_a_coordinators_epochless_promotion_is_stored_but_rr_models_does_n
     admin = await open_as(fleet, "admin", node_id="laptop")
     coordinator = await open_as(fleet, "coord-1")
     try:
-        await provision(admin.js, StreamSettings())
+        await provision(admin.js, StreamSettings(events_max_gib=1, telemetry_max_gib=0.1, deadletter_max_gib=0.1))
         stored = await Publisher(coordinator).publish(FORGED)  # the server's permissions let a coordinator write it
         assert stored.seq > 0
     finally:
