@@ -28,8 +28,8 @@ from eventbus.publisher import Publisher
 from eventbus.streams import StreamSettings, provision
 from projections.fencing import EpochFence
 from services.leadership.settings import LeadershipSettings
-from tests import test_scheduler_faults
 from services.leadership.term import HOLD_ENV
+from tests import test_scheduler_faults
 from tests.procs.leader_fleet import ROOT, Fleet, write_config
 from tests.scheduler_harness import add_items
 from tests.test_scheduler_faults import SimNodes
