@@ -5,7 +5,10 @@ each node finishes about one job every 10 minutes (4,464 jobs a day); a job's li
 about 12 events (added, assigned, started, ~6 progress, completed, its domain event, one
 more) of ~450 bytes, plus promotions, distributions (31 per model), syncs and membership
 flaps: about 60k events, 27 MB a day, ~10 GB a year. The defaults keep two years bounded
-by 50 GiB, whichever comes first, so at least a year always stays even at 5x that rate.
+by 20 GiB, whichever comes first: two years at that rate, five months at 5x it. JetStream
+reserves the bytes up front (about 22 GiB of streams, which `rr up` wants 29 GiB free for):
+a larger bound would refuse a fresh install on a laptop; raise `streams.events_max_gib` on
+servers with the disk for it.
 Heartbeats (31 nodes every 5 s = 536k a day) would triple the log; they go to
 RR_TELEMETRY, which keeps one hour and at most 120 beats per node.
 """
@@ -44,7 +47,7 @@ class StreamSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     replicas: int = 1
     storage: Literal["file", "memory"] = "file"
     events_max_age_days: float = 730.0
-    events_max_gib: float = 50.0
+    events_max_gib: float = 20.0
     duplicate_window_s: float = 120.0
     telemetry_max_age_s: float = 3600.0
     telemetry_per_node: int = 120

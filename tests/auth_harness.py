@@ -18,6 +18,7 @@ from eventbus.probe import PermissionWatch
 from eventbus.streams import EVENTS_STREAM
 from services.auth.credentials import NatsCredentials, connect_options, load_credentials
 from services.auth.generate import generate
+from tests.helpers import TEST_STORE_LIMIT
 
 HOSTS = """
 hosts:
@@ -46,7 +47,7 @@ def auth_server(tmp_path: Path, hosts_text: str = HOSTS) -> Iterator[tuple[Fleet
     hosts.write_text(hosts_text)
     generate(hosts, tmp_path / "auth")
     spec = ServerSpec(name="rr-auth", port=free_port(), store_dir=str(tmp_path / "nats" / "jetstream"),
-                      extra_config=(tmp_path / "auth" / "auth.conf").read_text())
+                      extra_config=(tmp_path / "auth" / "auth.conf").read_text(), max_file_store=TEST_STORE_LIMIT)
     with NatsServer(spec) as server:
         yield Fleet(url=server.url, out=tmp_path / "auth"), server
 

@@ -14,6 +14,7 @@ import pytest
 from eventbus.connection import Bus
 from eventbus.natsserver import NatsCluster, NatsServer, ServerSpec, free_port
 from tests.bus_harness import provisioned_bus
+from tests.helpers import TEST_STORE_LIMIT
 from tests.helpers import eventually as _eventually
 
 DOCKER_ENV = "RR_TEST_DOCKER"
@@ -22,7 +23,11 @@ DOCKER_ENV = "RR_TEST_DOCKER"
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
     """One JetStream nats-server with its store in tmp_path, stopped at teardown."""
-    spec = ServerSpec(name="rr-test", port=free_port(), store_dir=str(tmp_path / "nats" / "jetstream"))
+    # The streams reserve their production sizes (about 22 GiB) while the tests write kilobytes: an explicit
+    # store limit keeps the tests independent of how much disk this machine has free (the server's default is
+    # 3/4 of it). The full-disk behaviour has its own tests with their own, small limits.
+    spec = ServerSpec(name="rr-test", port=free_port(), store_dir=str(tmp_path / "nats" / "jetstream"),
+                      max_file_store=TEST_STORE_LIMIT)
     with NatsServer(spec) as server:
         yield server
 

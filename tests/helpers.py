@@ -76,3 +76,6 @@ def fill(path: Path) -> None:
     finally:
         with contextlib.suppress(OSError):
             os.close(fd)
+
+
+TEST_STORE_LIMIT = 1 << 40  # a test server's JetStream store limit (1 TiB): every reservation fits, whatever the disk has free

@@ -376,8 +376,8 @@ async def test_a_data_dir_too_small_for_the_streams_is_one_line_and_exit_1_befor
     assert code == 1
     lines = err.strip().splitlines()
     assert len(lines) == 1, lines
-    assert lines[0].startswith("rr: the streams need 52.00 GiB reserved but the data dir's disk has 0.06 GiB free"), lines[0]
-    assert "lower streams.events_max_gib=50, streams.telemetry_max_gib=1" in lines[0], lines[0]
+    assert lines[0].startswith("rr: the streams need 22.00 GiB reserved but the data dir's disk has 0.06 GiB free"), lines[0]
+    assert "lower streams.events_max_gib=20, streams.telemetry_max_gib=1" in lines[0], lines[0]
     assert _port_free(port), "no server was started"
 
 

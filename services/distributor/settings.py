@@ -15,7 +15,7 @@ class DistributionSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unk
     models_dir: str | None = None
     keep_last: int = 3  # installed versions kept per config besides the current one
     # The bucket refuses new models past this; 0: no limit (a limit is reserved on the servers' disks up
-    # front, next to RR_EVENTS' 50 GiB). The leader's pruning bounds it either way.
+    # front, next to RR_EVENTS' 20 GiB). The leader's pruning bounds it either way.
     store_max_gib: float = 0.0
     store_keep_candidates_h: float = 72.0  # unpromoted candidates stay in the store this long (for evaluation)
     store_gc_interval_s: float = 600.0  # the leader prunes the bucket this often
