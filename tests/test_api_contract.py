@@ -20,7 +20,8 @@ pytestmark = pytest.mark.timeout(300)
 # not_a_server_error and response_schema_conformance are the point; the rest keep the answers honest.
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance"
 SEEDS_ENDPOINTS = ("/status", "/health", "/peers", "/work/status", "/work/add", "/work/claim", "/work/complete", "/work/fail",
-                   "/work/for-node/{node_id}", "/election/status", "/lease/status", "/gossip/peers", "/admin/config")
+                   "/work/for-node/{node_id}", "/election/status", "/lease/status", "/gossip/peers", "/admin/config",
+                   "/election/start", "/lease/request", "/admin/shutdown", "/admin/reset")
 
 
 @pytest.fixture(autouse=True)
@@ -38,7 +39,10 @@ async def test_openapi_documents_every_endpoint_with_its_types_and_errors(nats_u
     body = add["requestBody"]["content"]["application/json"]["schema"]
     assert body["$ref"].endswith("/WorkSeeds") and "num_players" in spec["components"]["schemas"]["WorkSeeds"]["properties"]
     assert {"200", "400", "413", "503"} <= set(add["responses"])
-    assert spec["paths"]["/work/claim"]["post"]["security"] == [{"bearer": []}]
+    for path in ("/work/claim", "/election/start", "/lease/request", "/admin/shutdown", "/admin/reset"):
+        assert spec["paths"][path]["post"]["security"] == [{"bearer": []}], path
+    shutdown = spec["paths"]["/admin/shutdown"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert shutdown["$ref"].endswith("/ShutdownBody") and spec["components"]["schemas"]["ShutdownBody"]["required"] == ["node_id"]
     assert spec["paths"]["/status"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/StatusView")
     assert "leader_id" in spec["components"]["schemas"]["StatusView"]["properties"]
 
