@@ -36,6 +36,7 @@ class Up:
     bus: Bus
     api: str
     data: Path
+    nats_url: str
 
     async def log(self) -> list[tuple[int, Event]]:
         """The whole events stream, decoded."""
@@ -75,7 +76,7 @@ async def rr_up(data: Path, config: Path, node: str, *, grace_s: int = 15) -> As
     bus: Bus | None = None
     try:
         bus = await eventually(lambda: _connect(port), timeout=60, interval=0.2, message="rr up serves NATS")
-        yield Up(proc, bus, f"http://127.0.0.1:{api_port}", data)
+        yield Up(proc, bus, f"http://127.0.0.1:{api_port}", data, f"nats://127.0.0.1:{port}")
     finally:
         if bus is not None:
             await bus.close()
