@@ -110,7 +110,15 @@ async def test_a_training_item_the_pipeline_adds_is_one_trace_through_its_evalua
     evaluations = [a for a in added.values() if a.work_type == "evaluation" and _trace_id(a) == trace_id]
     assert evaluations, "the candidate's evaluation continues the training item's trace"
     items = {training.work_id, *(a.work_id for a in evaluations)}
-    assert {_trace_id(e) for e in log if getattr(e, "work_id", None) in items} == {trace_id}
+    traced = [e for e in log if getattr(e, "work_id", None) in items]
+    assert {_trace_id(e) for e in traced} == {trace_id}
+    assert {"TRAINING_COMPLETE", "EVALUATION_COMPLETE", "WORK_ASSIGNED", "WORK_COMPLETED"} <= {e.type_name() for e in traced}
+    # A selfplay item the populator added is a trace of its own, rooted in the leader, with its domain result.
+    selfplay = next(a for a in added.values() if a.work_type == "selfplay" and a.trace)
+    reports = [e for e in log if getattr(e, "work_id", None) == selfplay.work_id]
+    assert "SELFPLAY_COMPLETE" in {e.type_name() for e in reports} and {_trace_id(e) for e in reports} == {_trace_id(selfplay)}
+    (selfplay_root,) = [s for s in receiver.trace(_trace_id(selfplay) or "") if s.parent_span_id == b""]
+    assert (selfplay_root.name, receiver.services[selfplay_root.span_id]) == ("work add", "rr-scheduler")
     spans = receiver.trace(trace_id)
     (root,) = [s for s in spans if s.parent_span_id == b""]
     assert (root.name, receiver.services[root.span_id], root.span_id.hex()) == ("work add", "rr-scheduler", training.trace.split("-")[2])
