@@ -21,6 +21,7 @@ from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.params import FromPath, FromQuery
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
+from config.settings import RrConfig
 from projections.status_view import StatusView
 from services.admission import WorkSeeds
 from services.api import documents, leasecontrol, nodeadmin, nodework
@@ -152,9 +153,10 @@ def get_gossip_peers(api: NamedDependency[Api]) -> documents.PeersDoc:
     return api.peers()
 
 
-@get("/admin/config", responses=_errors(401, 403, 503), opt={"auth": True})
+@get("/admin/config", responses=_errors(401, 403, 503), opt={"auth": True, "answer": RrConfig})
 async def get_admin_config(api: NamedDependency[Api], request: Request[Any, Any, State]) -> Response[bytes]:
     """This node's effective configuration (admin token)."""
+    # Encoded here and documented by msgspec (`opt["answer"]`): Litestar's schema generator cannot read RrConfig.
     return Response(msgspec.json.encode(api.effective_config(_auth(request))), media_type=JSON)
 
 
@@ -256,6 +258,13 @@ HANDLERS = [
 ]
 
 
+def _schema(kind: type, components: dict[str, Any]) -> dict[str, Any]:
+    """msgspec's JSON Schema of `kind`, its definitions added to `components`."""
+    (schema,), defs = msgspec.json.schema_components([kind], ref_template="#/components/schemas/{name}")
+    components.update(defs)
+    return schema
+
+
 def openapi_document(app: Litestar) -> bytes:
     """The app's OpenAPI document, with the request bodies that handlers read raw (`opt["body"]`) filled in."""
     schema = app.openapi_schema.to_schema()
@@ -273,9 +282,10 @@ def openapi_document(app: Litestar) -> bytes:
                     operation["security"] = [{"bearer": []}]
                 body_type = handler.opt.get("body")
                 if body_type is not None:
-                    (body_schema,), defs = msgspec.json.schema_components([body_type], ref_template="#/components/schemas/{name}")
-                    components.update(defs)
-                    operation["requestBody"] = {"required": True, "content": {JSON: {"schema": body_schema}}}
+                    operation["requestBody"] = {"required": True, "content": {JSON: {"schema": _schema(body_type, components)}}}
+                answer_type = handler.opt.get("answer")
+                if answer_type is not None:
+                    operation["responses"]["200"]["content"] = {JSON: {"schema": _schema(answer_type, components)}}
     schema["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
     return msgspec.json.encode(schema)
 

@@ -15,6 +15,7 @@ from typing import Protocol
 
 import msgspec
 
+from config.settings import RrConfig
 from eventbus.consumerlag import ConsumerLag
 from eventbus.errors import BusError, ConcurrencyConflict
 from eventbus.events import Event, WorkAdded, WorkAttemptFailed, WorkCompleted, WorkStarted, utcnow
@@ -94,7 +95,7 @@ class Api:
         lag: Callable[[], LoopLagStats], connected: Callable[[], bool],
         add_work: Callable[[WorkAdded], Awaitable[Published]], work_refusal: str | None = None,
         node_link: NodeLink | None = None, tokens: Mapping[str, Principal] | None = None,
-        config: msgspec.Struct | None = None, metrics: FleetMetrics | None = None, rules: AdmissionRules | None = None,
+        config: RrConfig | None = None, metrics: FleetMetrics | None = None, rules: AdmissionRules | None = None,
         probe: Callable[[], Awaitable[tuple[dict[str, ConsumerLag], int | None]]] | None = None,
         free_bytes: Callable[[], int | None] = lambda: None, control: NodeControl | None = None,
     ) -> None:
@@ -198,7 +199,7 @@ class Api:
         view = self.status()
         return LeadersDoc(leader_id=view.leader_id, node_id=view.node_id, role=view.role, leaders=view.leaders)
 
-    def effective_config(self, authorization: str | None) -> msgspec.Struct:
+    def effective_config(self, authorization: str | None) -> RrConfig:
         """GET /admin/config: this node's effective configuration, for admins only."""
         principal = self.principal(authorization)
         if principal.role != "admin":

@@ -16,7 +16,7 @@ from eventbus import tracing
 from eventbus.authority import may_publish
 from eventbus.connectivity import is_connected
 from eventbus.consumerlag import ConsumerLag, stream_lags, stream_messages
-from eventbus.errors import BusUnavailable
+from eventbus.errors import BusError, BusUnavailable
 from eventbus.events import Event, WorkAdded
 from eventbus.leases import LeaseBucket, LeaseRecord
 from eventbus.publisher import Published
@@ -115,8 +115,15 @@ class BucketKeys:
         self._timeout_s = timeout_s
 
     async def read(self, role: str) -> LeaseRecord:
-        """The role's lease key now."""
-        return await self._bucket.read(role, timeout=self._timeout_s)
+        """The role's lease key now; absent while no candidate has made the bucket yet."""
+        try:
+            return await self._bucket.read(role, timeout=self._timeout_s)
+        except BusUnavailable:
+            raise
+        except BusError:
+            if await self._bucket.exists():
+                raise
+            return LeaseRecord(role=role, revision=0, state="absent")
 
     async def release(self, role: str, revision: int) -> None:
         """Delete the key if still at `revision`: the server refuses it otherwise (ConcurrencyConflict)."""
