@@ -16,7 +16,9 @@ from eventbus.leases import LeaseRecord, LeaseValue
 from projections import work
 from services.api import leasecontrol as lc
 from services.api import nodeadmin as na
-from services.api.tokens import TokensFile, issue
+from services.api.control import NodeControl
+from services.api.errors import ApiError
+from services.api.tokens import Principal, TokensFile, issue
 from tests.api_harness import _request
 from tests.helpers import eventually
 from tests.up_harness import Up, rr_up
@@ -225,3 +227,19 @@ async def test_shutdown_drains_the_node_and_reset_refuses_while_it_holds_work_th
         assert removed["jobs/w-gone/a1"] == (1000, "attempt 1 of w-gone, which was cancelled")
         assert doc["freed_bytes"] >= 1500 and doc["kept_attempts"] == 2, doc  # w-drain completed: both of its attempts stay
         assert attempt_1.is_dir() and not (worker_dir / "jobs" / "w-gone" / "a1").exists()
+
+
+async def test_shutdown_signals_only_the_rr_up_that_is_still_this_apis_parent() -> None:
+    signalled: list[int] = []
+    admin = Principal(user="ops", role="admin")
+    orphan = NodeControl(node_id=NODE, up_pid=4242, stop=signalled.append, parent=lambda: 1)
+    with pytest.raises(ApiError, match="the rr up \\(pid 4242\\) that started this API has exited"):
+        await orphan.shutdown(admin, na.ShutdownBody(node_id=NODE), work.WorkState())
+    alone = NodeControl(node_id=NODE, stop=signalled.append)
+    with pytest.raises(ApiError, match="not started by `rr up`"):
+        await alone.shutdown(admin, na.ShutdownBody(node_id=NODE), work.WorkState())
+    child = NodeControl(node_id=NODE, up_pid=4242, stop=signalled.append, parent=lambda: 4242)
+    assert (await child.shutdown(admin, na.ShutdownBody(node_id=NODE), work.WorkState())).pid == 4242
+    with pytest.raises(ApiError, match="already shutting down"):
+        await child.shutdown(admin, na.ShutdownBody(node_id=NODE), work.WorkState())
+    assert signalled == [4242]

@@ -46,7 +46,7 @@ class NodeControl:
     def __init__(
         self, *, node_id: str, leases: lc.LeaseKeys | None = None, candidates: tuple[str, ...] = (),
         lease_refusal: str | None = None, up_pid: int | None = None, worker_dir: Path | None = None,
-        stop: Callable[[int], None] = signal_later,
+        stop: Callable[[int], None] = signal_later, parent: Callable[[], int] = os.getppid,
     ) -> None:
         self.node_id = node_id
         self.leases = leases
@@ -55,6 +55,7 @@ class NodeControl:
         self.up_pid = up_pid  # the `rr up` that started this API (RR_UP_PID); None when started alone
         self.worker_dir = worker_dir  # this node's worker files (config/nodedirs.py)
         self.stop = stop
+        self.parent = parent  # this process's parent now: the rr up to signal must still be it
         self.draining = False
 
     # ---- leadership --------------------------------------------------------------------------------------
@@ -120,6 +121,8 @@ class NodeControl:
         if self.up_pid is None:
             raise ApiError(409, f"this API was not started by `rr up`, so it cannot stop node {self.node_id}'s other services: "
                                 "stop them with their service manager (systemctl stop 'rr-*')")
+        if self.parent() != self.up_pid:  # rr up is gone and its pid may be another process's by now
+            raise ApiError(409, f"the rr up (pid {self.up_pid}) that started this API has exited; stop this node's services by hand")
         if self.draining:
             raise ApiError(409, f"node {self.node_id} is already shutting down")
         running = na.busy(state, self.node_id, await self._held())
