@@ -43,6 +43,8 @@ async def test_openapi_documents_every_endpoint_with_its_types_and_errors(nats_u
     assert {"200", "400", "413", "503"} <= set(add["responses"])
     for path in ("/work/claim", "/election/start", "/lease/request", "/admin/shutdown", "/admin/reset"):
         assert spec["paths"][path]["post"]["security"] == [{"bearer": []}], path
+    held = spec["paths"]["/lease/request"]["post"]["responses"]["409"]["content"]["application/json"]["schema"]
+    assert held["$ref"].endswith("/LeaseRequestDoc")  # a held lease answers its holder, not an error line
     shutdown = spec["paths"]["/admin/shutdown"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert shutdown["$ref"].endswith("/ShutdownBody") and spec["components"]["schemas"]["ShutdownBody"]["required"] == ["node_id"]
     assert spec["paths"]["/status"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/StatusView")

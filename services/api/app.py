@@ -166,7 +166,10 @@ async def post_election_start(api: NamedDependency[Api], request: Request[Any, A
     return await api.election_start(_auth(request), await request.body())
 
 
-@post("/lease/request", status_code=200, responses=AUTH_ERRORS, opt={"body": leasecontrol.LeaseRequestBody, "auth": True})
+LEASE_HELD = ResponseSpec(data_container=leasecontrol.LeaseRequestDoc, description="another node holds the lease: its holder and epoch")
+
+
+@post("/lease/request", status_code=200, responses={**AUTH_ERRORS, 409: LEASE_HELD}, opt={"body": leasecontrol.LeaseRequestBody, "auth": True})
 async def post_lease_request(api: NamedDependency[Api], request: Request[Any, Any, State]) -> Response[leasecontrol.LeaseRequestDoc]:
     """Whether a candidate node holds the role's lease (granted), may campaign for it (free), or another holds it (409)."""
     status, doc = await api.lease_request(_auth(request), await request.body())

@@ -19,14 +19,13 @@ from eventbus.errors import BusError, ConcurrencyConflict
 from projections import work
 from services.api import leasecontrol as lc
 from services.api import nodeadmin as na
-from services.api.errors import ApiError
+from services.api.errors import RETRY, ApiError
 from services.api.tokens import Principal
 from services.worker.records import read_records
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_DELAY_S = 0.3  # the answer leaves before rr up starts stopping the services (this API among them)
-RETRY = (("Retry-After", "1"),)
 
 
 def require_role(principal: Principal, roles: tuple[str, ...], what: str) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from services.api import documents
 
+RETRY = (("Retry-After", "1"),)  # the headers of an answer worth retrying in a second
+
 
 class ApiError(Exception):
     """An answer other than 200: its status, a reason naming the field or parameter, extra headers."""

@@ -26,7 +26,7 @@ from services.admission import AdmissionRules, InvalidWork, admitted, decode_see
 from services.api import documents, fleetmetrics, leasecontrol, nodeadmin, nodework
 from services.api.bodies import B, BadBody, decode_body
 from services.api.control import NodeControl
-from services.api.errors import ApiError
+from services.api.errors import RETRY, ApiError
 from services.api.keeper import Current, ProjectionKeeper
 from services.api.metrics import FleetMetrics
 from services.api.params import MAX_DIGITS, ascii_count
@@ -37,7 +37,6 @@ from services.looplag import LoopLagStats
 log = logging.getLogger(__name__)
 
 FEED_LIMIT = 200  # events per /api/events answer
-RETRY = (("Retry-After", "1"),)
 
 
 def int_param(name: str, text: str | None, default: int, *, maximum: int | None = None) -> int:
