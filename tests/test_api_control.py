@@ -28,6 +28,7 @@ T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 
 # Jobs that run ~8 s printing progress, then exit 0; nothing else queued or trained.
 LONG_JOBS = """
+streams: {{events_max_gib: 1}}  # rr up reserves the streams on the disk: tests need little
 scheduler: {{populator_enabled: false}}
 pipeline: {{enabled: false}}
 api: {{tokens_file: {tokens}}}

@@ -25,6 +25,7 @@ from tests.up_harness import Up, rr_up
 NODE = "lap-m"
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 CONFIG = """
+streams: {{events_max_gib: 1}}  # rr up reserves the streams on the disk: tests need little
 scheduler: {{populator_enabled: false}}
 pipeline: {{enabled: false}}
 api: {{tokens_file: {tokens}}}

@@ -22,6 +22,7 @@ from tests.up_harness import PROJECT_ROOT, Up, rr_up
 NODE = "lap-t"
 # Jobs that report progress a few times and exit 0; nothing queued or trained but what the test adds.
 CONFIG = """
+streams: {{events_max_gib: 1}}  # rr up reserves the streams on the disk: tests need little
 scheduler: {{populator_enabled: false}}
 pipeline: {{enabled: false}}
 telemetry: {{exporter: otlp, endpoint: "{endpoint}", metrics: false}}
@@ -71,6 +72,7 @@ async def test_an_item_added_by_the_cli_is_one_trace_from_work_added_to_its_comp
 
 # The loop's fastest configuration (tests/test_loop.py): selfplay, training, the gate and a promotion.
 PIPELINE = """
+streams: {{events_max_gib: 1}}  # rr up reserves the streams on the disk: tests need little
 scheduler: {{populator_games: 10, backlog_per_node: 1, curriculum: {{square8_2p: 1.0, hex8_2p: 0.0}}}}
 pipeline: {{min_new_samples: 500, evaluation_games: 10}}
 telemetry: {{exporter: otlp, endpoint: "{endpoint}", metrics: false}}
