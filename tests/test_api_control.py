@@ -24,7 +24,7 @@ from tests.helpers import eventually
 from tests.up_harness import Up, rr_up
 
 NODE = "lap-c"
-T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 # Jobs that run ~8 s printing progress, then exit 0; nothing else queued or trained.
 LONG_JOBS = """

@@ -25,8 +25,8 @@ from config.settings import RrConfig
 from projections.status_view import StatusView
 from services.admission import WorkSeeds
 from services.api import documents, leasecontrol, nodeadmin, nodework
-from services.api.metrics import CONTENT_TYPE as METRICS_TYPE
 from services.api.errors import ApiError
+from services.api.metrics import CONTENT_TYPE as METRICS_TYPE
 from services.api.routes import FEED_LIMIT, Api, LeadersDoc, int_param
 
 log = logging.getLogger(__name__)

@@ -15,13 +15,15 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
+
 from eventbus.errors import BusError, ConcurrencyConflict
+from eventbus.heartbeats import RunningJob
 from projections import work
 from services.api import leasecontrol as lc
 from services.api import nodeadmin as na
 from services.api.errors import RETRY, ApiError
 from services.api.tokens import Principal
-from services.worker.records import read_records
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,7 @@ class NodeControl:
 
     def __init__(
         self, *, node_id: str, leases: lc.LeaseKeys | None = None, candidates: tuple[str, ...] = (),
-        lease_refusal: str | None = None, up_pid: int | None = None, worker_dir: Path | None = None,
+        lease_refusal: str | None = None, up_pid: int | None = None, worker_dir: Path | None = None, jobs_file: Path | None = None,
         stop: Callable[[int], None] = signal_later, parent: Callable[[], int] = os.getppid,
     ) -> None:
         self.node_id = node_id
@@ -53,6 +55,7 @@ class NodeControl:
         self.lease_refusal = lease_refusal  # why this API's NATS credentials may not write the leases, if so
         self.up_pid = up_pid  # the `rr up` that started this API (RR_UP_PID); None when started alone
         self.worker_dir = worker_dir  # this node's worker files (config/nodedirs.py)
+        self.jobs_file = jobs_file  # the running-jobs file the worker writes and the agent reports (membership.jobs_file)
         self.stop = stop
         self.parent = parent  # this process's parent now: the rr up to signal must still be it
         self.draining = False
@@ -108,11 +111,10 @@ class NodeControl:
             raise ApiError(409, why, field="node_id")
 
     async def _held(self) -> list[str]:
-        """The attempts this node's worker holds by its own records ("work_id/aN")."""
-        if self.worker_dir is None:
+        """The attempts this node's worker says it runs ("work_id/aN"), from the jobs file its heartbeats report."""
+        if self.jobs_file is None:
             return []
-        records = await asyncio.to_thread(read_records, self.worker_dir / "running.json")
-        return [f"{r.work_id}/a{r.attempt}" for r in records]
+        return [f"{j.work_id}/a{j.attempt}" for j in await asyncio.to_thread(running_jobs, self.jobs_file)]
 
     async def shutdown(self, principal: Principal, request: na.ShutdownBody, state: work.WorkState) -> na.ShutdownDoc:
         """Ask the `rr up` running this node to stop: its worker hands running work back, everything exits cleanly."""
@@ -147,6 +149,17 @@ class NodeControl:
                     sum(r.bytes for r in removed))
         return na.ResetDoc(success=True, node_id=self.node_id, removed=removed, freed_bytes=sum(r.bytes for r in removed),
                            kept_attempts=kept)
+
+
+def running_jobs(path: Path) -> list[RunningJob]:
+    """The jobs the worker's running-jobs file lists (blocking); [] without one. An unreadable file is not
+    "no work": the reset must not go ahead on a guess, so it raises."""
+    try:
+        return msgspec.json.decode(path.read_bytes(), type=list[RunningJob])
+    except FileNotFoundError:
+        return []
+    except (OSError, msgspec.DecodeError) as exc:
+        raise ApiError(409, f"{path}: the worker's running-jobs file cannot be read ({exc}): nothing was done") from None
 
 
 def size_of(path: Path) -> int:

@@ -29,13 +29,12 @@ from services.api.leaderhealth import watch_loops_down
 from services.api.metrics import FleetMetrics
 from services.api.routes import Api
 from services.api.server import make_server, open_server, serve_until
-from services.api.settings import resolved_port
+from services.api.settings import UP_PID_ENV, resolved_port
 from services.api.tokens import load_table
 from services.auth.credentials import credentials_from_env
 from services.commands.work import item_events
 from services.leadership.election import load_candidates
 from services.runtime import ServiceContext
-from services.up.layout import UP_PID_ENV
 
 log = logging.getLogger(__name__)
 
@@ -142,10 +141,13 @@ async def lease_refusal() -> str | None:
 def node_control(ctx: ServiceContext, candidates: tuple[str, ...], refusal: str | None) -> NodeControl:
     """What /election/start, /lease/request and /admin/shutdown|reset act on for this node."""
     pid = os.environ.get(UP_PID_ENV, "")
+    worker_dir = node_dirs(ctx.config, os.environ, Path.home()).worker_dir(ctx.node_id)
+    jobs = ctx.config.membership.jobs_file
     return NodeControl(
         node_id=ctx.node_id, leases=BucketKeys(LeaseBucket(ctx.bus, ctx.config.leadership.bucket), ctx.config.api.publish_timeout_s),
-        candidates=candidates, lease_refusal=refusal, up_pid=int(pid) if pid.isdigit() else None,
-        worker_dir=node_dirs(ctx.config, os.environ, Path.home()).worker_dir(ctx.node_id),
+        candidates=candidates, lease_refusal=refusal, up_pid=int(pid) if pid.isdigit() else None, worker_dir=worker_dir,
+        # The worker's running-jobs file (services/agent/jobs.py resolves it the same way for the agent).
+        jobs_file=Path(jobs).expanduser() if jobs else worker_dir / "running-jobs.json",
     )
 
 

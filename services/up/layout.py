@@ -9,8 +9,6 @@ import msgspec
 
 from config.nodedirs import default_data_dir
 
-UP_PID_ENV = "RR_UP_PID"  # set by rr up in its children: the process POST /admin/shutdown asks to stop
-
 
 class Layout(msgspec.Struct, frozen=True, kw_only=True):
     """The data directory and what lives in it."""

@@ -20,12 +20,13 @@ from config.settings import RrConfig
 from eventbus.connection import connect
 from eventbus.streams import provision
 from services.api.settings import PORT_ENV as API_PORT_ENV
+from services.api.settings import UP_PID_ENV
 from services.childenv import child_env
 from services.runtime import SERVICES
 from services.up.diskspace import reservations, shortfall, store_bytes
 from services.up.embedded import EmbeddedServer, start_embedded
 from services.up.errors import UpError
-from services.up.layout import UP_PID_ENV, Layout, service_command
+from services.up.layout import Layout, service_command
 from services.up.lock import FD_ENV, UP_OWNER, HeldLock, LockOwner
 from services.up.storewatch import watch_store
 from services.up.supervisor import ChildSpec, Supervisor
