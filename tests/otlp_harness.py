@@ -50,8 +50,8 @@ class Receiver:
         return [s for s in self.spans if s.trace_id.hex() == trace_id]
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
+@pytest.fixture(name="receiver")
+def receiver_fixture() -> Iterator[Receiver]:
     """A running receiver, stopped after the test."""
     running = Receiver()
     thread = threading.Thread(target=running.server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)

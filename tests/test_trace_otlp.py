@@ -15,8 +15,10 @@ from eventbus.history import events
 from eventbus.natsserver import free_port
 from tests.api_harness import _request, wait_caught_up
 from tests.bus_harness import provisioned_bus
-from tests.otlp_harness import Receiver
-from tests.otlp_harness import receiver as _receiver  # noqa: F401 (the `receiver` fixture)
+from tests.otlp_harness import (
+    Receiver,
+    receiver_fixture,  # noqa: F401 (the `receiver` fixture)
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.timeout(120)

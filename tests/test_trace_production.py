@@ -15,8 +15,10 @@ import pytest
 
 from eventbus import events as ev
 from tests.helpers import eventually
-from tests.otlp_harness import Receiver
-from tests.otlp_harness import receiver as _receiver  # noqa: F401 (the `receiver` fixture)
+from tests.otlp_harness import (
+    Receiver,
+    receiver_fixture,  # noqa: F401 (the `receiver` fixture)
+)
 from tests.test_metrics_live import Samples, scrape
 from tests.up_harness import PROJECT_ROOT, Up, rr_up
 
