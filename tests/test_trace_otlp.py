@@ -3,65 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import gzip
 import os
 import signal
 import sys
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from eventbus import events as ev
 from eventbus.history import events
 from eventbus.natsserver import free_port
 from tests.api_harness import _request, wait_caught_up
 from tests.bus_harness import provisioned_bus
+from tests.otlp_harness import (
+    Receiver,
+    receiver_fixture,  # noqa: F401 (the `receiver` fixture)
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.timeout(120)
-
-
-class Receiver:
-    """An OTLP/HTTP trace receiver on 127.0.0.1: decodes every protobuf export into its spans."""
-
-    def __init__(self) -> None:
-        self.spans: list[Span] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                if self.headers.get("Content-Encoding") == "gzip":
-                    body = gzip.decompress(body)
-                if self.path == "/v1/traces":
-                    request = ExportTraceServiceRequest.FromString(body)
-                    receiver.spans += [s for r in request.resource_spans for scope in r.scope_spans for s in scope.spans]
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    """A running receiver, stopped after the test."""
-    running = Receiver()
-    thread = threading.Thread(target=running.server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-    thread.start()
-    yield running
-    running.server.shutdown()
-    running.server.server_close()
 
 
 async def test_work_added_through_the_api_starts_its_own_trace_and_the_receiver_gets_it(

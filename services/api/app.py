@@ -21,11 +21,13 @@ from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.params import FromPath, FromQuery
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
+from config.settings import RrConfig
 from projections.status_view import StatusView
 from services.admission import WorkSeeds
-from services.api import documents, nodework
+from services.api import documents, leasecontrol, nodeadmin, nodework
+from services.api.errors import ApiError
 from services.api.metrics import CONTENT_TYPE as METRICS_TYPE
-from services.api.routes import FEED_LIMIT, Api, ApiError, LeadersDoc, int_param
+from services.api.routes import FEED_LIMIT, Api, LeadersDoc, int_param
 
 log = logging.getLogger(__name__)
 
@@ -151,10 +153,39 @@ def get_gossip_peers(api: NamedDependency[Api]) -> documents.PeersDoc:
     return api.peers()
 
 
-@get("/admin/config", responses=_errors(401, 403, 503), opt={"auth": True})
+@get("/admin/config", responses=_errors(401, 403, 503), opt={"auth": True, "answer": RrConfig})
 async def get_admin_config(api: NamedDependency[Api], request: Request[Any, Any, State]) -> Response[bytes]:
     """This node's effective configuration (admin token)."""
+    # Encoded here and documented by msgspec (`opt["answer"]`): Litestar's schema generator cannot read RrConfig.
     return Response(msgspec.json.encode(api.effective_config(_auth(request))), media_type=JSON)
+
+
+@post("/election/start", status_code=200, responses=AUTH_ERRORS, opt={"body": leasecontrol.ElectionStartBody, "auth": True})
+async def post_election_start(api: NamedDependency[Api], request: Request[Any, Any, State]) -> leasecontrol.ElectionStartDoc:
+    """Ask the role's leader to step down: its KV lease is deleted at its revision; the candidates elect again (coordinator or admin)."""
+    return await api.election_start(_auth(request), await request.body())
+
+
+LEASE_HELD = ResponseSpec(data_container=leasecontrol.LeaseRequestDoc, description="another node holds the lease: its holder and epoch")
+
+
+@post("/lease/request", status_code=200, responses={**AUTH_ERRORS, 409: LEASE_HELD}, opt={"body": leasecontrol.LeaseRequestBody, "auth": True})
+async def post_lease_request(api: NamedDependency[Api], request: Request[Any, Any, State]) -> Response[leasecontrol.LeaseRequestDoc]:
+    """Whether a candidate node holds the role's lease (granted), may campaign for it (free), or another holds it (409)."""
+    status, doc = await api.lease_request(_auth(request), await request.body())
+    return Response(doc, status_code=status)
+
+
+@post("/admin/shutdown", status_code=200, responses=AUTH_ERRORS, opt={"body": nodeadmin.ShutdownBody, "auth": True})
+async def post_admin_shutdown(api: NamedDependency[Api], request: Request[Any, Any, State]) -> nodeadmin.ShutdownDoc:
+    """Drain this node (admin): rr up stops its services, the worker hands running work back, and rr up exits 0."""
+    return await api.shutdown(_auth(request), await request.body())
+
+
+@post("/admin/reset", status_code=200, responses=AUTH_ERRORS, opt={"body": nodeadmin.ResetBody, "auth": True})
+async def post_admin_reset(api: NamedDependency[Api], request: Request[Any, Any, State]) -> nodeadmin.ResetDoc:
+    """Reset this node's local state (admin): fetched candidates and attempts that can never count; 409 while it holds work."""
+    return await api.reset(_auth(request), await request.body())
 
 
 @get("/metrics", responses={200: ResponseSpec(data_container=str, media_type=METRICS_TYPE, description="Prometheus text format")})
@@ -225,8 +256,16 @@ async def get_openapi(request: Request[Any, Any, State]) -> Response[bytes]:
 
 HANDLERS = [
     get_status, get_health, get_peers, get_work_status, post_work_add, post_work_claim, post_work_complete, post_work_fail,
-    get_work_for_node, get_leaders, get_gossip_peers, get_admin_config, get_metrics, get_events, get_elo, get_stream, get_openapi,
+    get_work_for_node, get_leaders, get_gossip_peers, get_admin_config, post_election_start, post_lease_request,
+    post_admin_shutdown, post_admin_reset, get_metrics, get_events, get_elo, get_stream, get_openapi,
 ]
+
+
+def _schema(kind: type, components: dict[str, Any]) -> dict[str, Any]:
+    """msgspec's JSON Schema of `kind`, its definitions added to `components`."""
+    (schema,), defs = msgspec.json.schema_components([kind], ref_template="#/components/schemas/{name}")
+    components.update(defs)
+    return schema
 
 
 def openapi_document(app: Litestar) -> bytes:
@@ -246,9 +285,10 @@ def openapi_document(app: Litestar) -> bytes:
                     operation["security"] = [{"bearer": []}]
                 body_type = handler.opt.get("body")
                 if body_type is not None:
-                    (body_schema,), defs = msgspec.json.schema_components([body_type], ref_template="#/components/schemas/{name}")
-                    components.update(defs)
-                    operation["requestBody"] = {"required": True, "content": {JSON: {"schema": body_schema}}}
+                    operation["requestBody"] = {"required": True, "content": {JSON: {"schema": _schema(body_type, components)}}}
+                answer_type = handler.opt.get("answer")
+                if answer_type is not None:
+                    operation["responses"]["200"]["content"] = {JSON: {"schema": _schema(answer_type, components)}}
     schema["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
     return msgspec.json.encode(schema)
 

@@ -1,9 +1,9 @@
 """GET /metrics: the fleet's vital signs in the Prometheus text format, from the events folded and the state.
 
-prometheus_client rather than OpenTelemetry's Prometheus exporter: the exporter registers into the
-process-wide default registry (a second api in one process, as in `rr up --embedded` or the
-tests, collides with the first), and most of these figures are gauges of the folded state
-computed at the scrape, which a custom collector on a registry of our own expresses directly.
+prometheus_client rather than OpenTelemetry's Prometheus exporter (README: Metrics): the exporter is
+a pre-release without multiprocessing support that is itself a prometheus_client collector, adds
+scope labels to every series, and most of these figures are gauges of the folded state computed at
+the scrape, which a custom collector on a registry of our own expresses directly.
 """
 
 from __future__ import annotations

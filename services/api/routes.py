@@ -15,6 +15,7 @@ from typing import Protocol
 
 import msgspec
 
+from config.settings import RrConfig
 from eventbus.consumerlag import ConsumerLag
 from eventbus.errors import BusError, ConcurrencyConflict
 from eventbus.events import Event, WorkAdded, WorkAttemptFailed, WorkCompleted, WorkStarted, utcnow
@@ -22,8 +23,10 @@ from eventbus.publisher import Published
 from projections import work
 from projections.status_view import LeaderView, StatusView, status_view, with_loops_down
 from services.admission import AdmissionRules, InvalidWork, admitted, decode_seeds
-from services.api import documents, fleetmetrics, nodework
+from services.api import documents, fleetmetrics, leasecontrol, nodeadmin, nodework
 from services.api.bodies import B, BadBody, decode_body
+from services.api.control import NodeControl
+from services.api.errors import RETRY, ApiError
 from services.api.keeper import Current, ProjectionKeeper
 from services.api.metrics import FleetMetrics
 from services.api.params import MAX_DIGITS, ascii_count
@@ -34,26 +37,6 @@ from services.looplag import LoopLagStats
 log = logging.getLogger(__name__)
 
 FEED_LIMIT = 200  # events per /api/events answer
-RETRY = (("Retry-After", "1"),)
-
-
-class ApiError(Exception):
-    """An answer other than 200: its status, a reason naming the field or parameter, extra headers."""
-
-    def __init__(
-        self, status: int, reason: str, *, headers: tuple[tuple[str, str], ...] = (), work_id: str | None = None,
-        field: str | None = None,
-    ) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-        self.headers = headers
-        self.work_id = work_id
-        self.field = field  # a refused request field, when one is to blame
-
-    def document(self) -> documents.ErrorDoc:
-        """The one-line JSON body of this error."""
-        return documents.ErrorDoc(error=self.reason, success=False, work_id=self.work_id, field=self.field)
 
 
 def int_param(name: str, text: str | None, default: int, *, maximum: int | None = None) -> int:
@@ -111,9 +94,9 @@ class Api:
         lag: Callable[[], LoopLagStats], connected: Callable[[], bool],
         add_work: Callable[[WorkAdded], Awaitable[Published]], work_refusal: str | None = None,
         node_link: NodeLink | None = None, tokens: Mapping[str, Principal] | None = None,
-        config: msgspec.Struct | None = None, metrics: FleetMetrics | None = None, rules: AdmissionRules | None = None,
+        config: RrConfig | None = None, metrics: FleetMetrics | None = None, rules: AdmissionRules | None = None,
         probe: Callable[[], Awaitable[tuple[dict[str, ConsumerLag], int | None]]] | None = None,
-        free_bytes: Callable[[], int | None] = lambda: None,
+        free_bytes: Callable[[], int | None] = lambda: None, control: NodeControl | None = None,
     ) -> None:
         self.keeper = keeper
         self.settings = settings
@@ -130,6 +113,7 @@ class Api:
         self.metrics = metrics if metrics is not None else FleetMetrics()
         self.probe = probe  # the server's view: durable consumers' lag and dead letters
         self.free_bytes = free_bytes  # free space on the data dir's filesystem (None: not measurable)
+        self.control = control or NodeControl(node_id=node_id)  # election/start, lease/request, admin/shutdown|reset
         self._cached_view: tuple[Current, int, StatusView] | None = None
         self.loops_down: dict[str, list[str]] = {}  # role -> its leader's loops not running (services/api/leaderhealth.py)
 
@@ -214,7 +198,7 @@ class Api:
         view = self.status()
         return LeadersDoc(leader_id=view.leader_id, node_id=view.node_id, role=view.role, leaders=view.leaders)
 
-    def effective_config(self, authorization: str | None) -> msgspec.Struct:
+    def effective_config(self, authorization: str | None) -> RrConfig:
         """GET /admin/config: this node's effective configuration, for admins only."""
         principal = self.principal(authorization)
         if principal.role != "admin":
@@ -228,6 +212,28 @@ class Api:
         state = self.require_ready().state
         items = [documents.item_view(i) for i in nodework.on_node(state.work, node_id)]
         return nodework.ForNodeDoc(node_id=node_id, items=items, last_seq=state.last_seq)
+
+    async def election_start(self, authorization: str | None, body: bytes) -> leasecontrol.ElectionStartDoc:
+        """POST /election/start: the role's leader is asked to step down (its lease deleted at its revision)."""
+        principal = self.principal(authorization)
+        return await self.control.election_start(principal, body_as(body, leasecontrol.ElectionStartBody, empty_ok=True))
+
+    async def lease_request(self, authorization: str | None, body: bytes) -> tuple[int, leasecontrol.LeaseRequestDoc]:
+        """POST /lease/request: whether the node may lead the role and holds its lease."""
+        principal = self.principal(authorization)
+        return await self.control.lease_request(principal, body_as(body, leasecontrol.LeaseRequestBody, empty_ok=True))
+
+    async def shutdown(self, authorization: str | None, body: bytes) -> nodeadmin.ShutdownDoc:
+        """POST /admin/shutdown: drain this node and stop it (rr up exits 0)."""
+        principal = self.principal(authorization)
+        request = body_as(body, nodeadmin.ShutdownBody)
+        return await self.control.shutdown(principal, request, self.require_ready().state.work)
+
+    async def reset(self, authorization: str | None, body: bytes) -> nodeadmin.ResetDoc:
+        """POST /admin/reset: remove this node's refetchable and never-counting files, unless it holds work."""
+        principal = self.principal(authorization)
+        request = body_as(body, nodeadmin.ResetBody)
+        return await self.control.reset(principal, request, self.require_ready().state.work)
 
     async def claim(self, authorization: str | None, body: bytes) -> nodework.ClaimDoc:
         """POST /work/claim: start the oldest attempt the leader assigned to the node (WORK_STARTED as that node)."""

@@ -11,23 +11,25 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from config.hosts import load_hosts
-from config.nodedirs import measured_disk
+from config.nodedirs import measured_disk, node_dirs
 from eventbus import tracing
 from eventbus.authority import may_publish
 from eventbus.connectivity import is_connected
 from eventbus.consumerlag import ConsumerLag, stream_lags, stream_messages
-from eventbus.errors import BusUnavailable
+from eventbus.errors import BusError, BusUnavailable
 from eventbus.events import Event, WorkAdded
+from eventbus.leases import LeaseBucket, LeaseRecord
 from eventbus.publisher import Published
 from eventbus.streams import DEADLETTER_STREAM, EVENTS_STREAM
 from services.admission import rules_for
 from services.api.app import build_app
+from services.api.control import NodeControl
 from services.api.keeper import ProjectionKeeper
 from services.api.leaderhealth import watch_loops_down
 from services.api.metrics import FleetMetrics
 from services.api.routes import Api
 from services.api.server import make_server, open_server, serve_until
-from services.api.settings import resolved_port
+from services.api.settings import UP_PID_ENV, resolved_port
 from services.api.tokens import load_table
 from services.auth.credentials import credentials_from_env
 from services.commands.work import item_events
@@ -104,6 +106,51 @@ class BusNodeLink:
         return published
 
 
+class BucketKeys:
+    """The leadership bucket's keys as /election/start and /lease/request read and release them."""
+
+    def __init__(self, bucket: LeaseBucket, timeout_s: float) -> None:
+        self._bucket = bucket
+        self._timeout_s = timeout_s
+
+    async def read(self, role: str) -> LeaseRecord:
+        """The role's lease key now; absent while no candidate has made the bucket yet."""
+        try:
+            return await self._bucket.read(role, timeout=self._timeout_s)
+        except BusUnavailable:
+            raise
+        except BusError:
+            if await self._bucket.exists():
+                raise
+            return LeaseRecord(role=role, revision=0, state="absent")
+
+    async def release(self, role: str, revision: int) -> None:
+        """Delete the key if still at `revision`: the server refuses it otherwise (ConcurrencyConflict)."""
+        await self._bucket.release(role, revision=revision, timeout=self._timeout_s)
+
+
+async def lease_refusal() -> str | None:
+    """Why this node's NATS credentials may not write the leadership leases (only coordinators may); None when they may."""
+    creds = await asyncio.to_thread(credentials_from_env)
+    if creds is None or creds.role == "coordinator":
+        return None
+    return (f"this API runs with the NATS credentials of {creds.user} (role {creds.role or 'unknown'}), which may not write "
+            "the leadership leases; run the API on a coordinator")
+
+
+def node_control(ctx: ServiceContext, candidates: tuple[str, ...], refusal: str | None) -> NodeControl:
+    """What /election/start, /lease/request and /admin/shutdown|reset act on for this node."""
+    pid = os.environ.get(UP_PID_ENV, "")
+    worker_dir = node_dirs(ctx.config, os.environ, Path.home()).worker_dir(ctx.node_id)
+    jobs = ctx.config.membership.jobs_file
+    return NodeControl(
+        node_id=ctx.node_id, leases=BucketKeys(LeaseBucket(ctx.bus, ctx.config.leadership.bucket), ctx.config.api.publish_timeout_s),
+        candidates=candidates, lease_refusal=refusal, up_pid=int(pid) if pid.isdigit() else None, worker_dir=worker_dir,
+        # The worker's running-jobs file (services/agent/jobs.py resolves it the same way for the agent).
+        jobs_file=Path(jobs).expanduser() if jobs else worker_dir / "running-jobs.json",
+    )
+
+
 async def server_probe(ctx: ServiceContext) -> tuple[dict[str, ConsumerLag], int | None]:
     """What only the server knows, for /metrics: the event consumers' lag and the dead letters parked."""
     return await stream_lags(ctx.bus, EVENTS_STREAM), await stream_messages(ctx.bus, DEADLETTER_STREAM)
@@ -125,10 +172,10 @@ async def main(ctx: ServiceContext) -> None:
     settings = ctx.config.api
     port = resolved_port(settings, dict(os.environ))
     metrics = FleetMetrics()
+    candidates = await load_candidates(ctx.config)
     keeper = ProjectionKeeper(
         ctx.bus, snapshot_every=settings.snapshot_every_events, recent=settings.recent_events,
-        snapshot_min_interval_s=settings.snapshot_min_interval_s, on_record=metrics.on_record,
-        candidates=await load_candidates(ctx.config),
+        snapshot_min_interval_s=settings.snapshot_min_interval_s, on_record=metrics.on_record, candidates=candidates,
     )
     api = Api(
         keeper, settings, node_id=ctx.node_id, started=time.monotonic(), lag=ctx.loop_lag.statistics,
@@ -139,6 +186,7 @@ async def main(ctx: ServiceContext) -> None:
         free_bytes=storage_free(measured_disk(settings.storage_path, os.environ, Path.home())),
         rules=rules_for(ctx.config, await asyncio.to_thread(load_hosts, ctx.config.hosts_file) if ctx.config.hosts_file else None),
         probe=lambda: server_probe(ctx),
+        control=node_control(ctx, candidates, await lease_refusal()),
     )
     app = build_app(api, stopping=ctx.stopping, static=await asyncio.to_thread(load_static))
     sock = await asyncio.to_thread(open_server, settings.host, port)

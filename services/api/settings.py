@@ -10,6 +10,7 @@ import msgspec
 from eventbus.errors import InvalidConfig
 
 PORT_ENV = "RR_API_PORT"  # set by `rr up --api-port` and `rr-service api --api-port`
+UP_PID_ENV = "RR_UP_PID"  # set by rr up in its children: the process POST /admin/shutdown asks to stop
 
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 

@@ -13,9 +13,10 @@ from typing import TypeVar
 import msgspec
 
 from config.hosts import load_hosts
-from config.settings import load_config
+from config.settings import RrConfig, load_config
+from eventbus import tracing
 from eventbus.connection import Bus
-from eventbus.events import Event, Scalar, WorkCancelled
+from eventbus.events import Event, Scalar, WorkAdded, WorkCancelled
 from eventbus.history import events
 from eventbus.publisher import Publisher
 from eventbus.subjects import aggregate_filter
@@ -24,6 +25,9 @@ from projections.rebuild import state_at_seq
 from services.admission import AdmissionRules, InvalidWork, WorkSeeds, admitted, convert_seeds, decode_seeds, rules_for
 from services.commands import open_bus, workview
 from services.options import CommonOptions, add_common_arguments, common_options
+from services.telemetry.providers import start_telemetry
+from services.telemetry.settings import TelemetrySettings
+from services.telemetry.status import rr_version
 
 T = TypeVar("T")
 
@@ -97,25 +101,32 @@ def _param(text: str) -> tuple[str, Scalar]:
 def run_add(args: argparse.Namespace) -> int:
     """Validate against the config and hosts file, append WORK_ADDED; exit 2 (nothing appended) when refused."""
     options = common_options(args)
+    config = load_config(options.config_path)
     try:
-        event = admitted(seeds_from_args(args), admission_rules(options), requested_by=options.node_id)
+        event = admitted(seeds_from_args(args), admission_rules(config), requested_by=options.node_id)
     except InvalidWork as exc:
         print(f"rr work add: invalid work: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(_append(options, event))
+    asyncio.run(_append(options, config.telemetry, event))
     print(json.dumps({"success": True, "work_id": event.work_id}) if args.json else event.work_id)
     return 0
 
 
-def admission_rules(options: CommonOptions) -> AdmissionRules:
+def admission_rules(config: RrConfig) -> AdmissionRules:
     """What requests are checked against: the config file's admission and templates, and its hosts file."""
-    config = load_config(options.config_path)
     return rules_for(config, load_hosts(config.hosts_file) if config.hosts_file else None)
 
 
-async def _append(options: CommonOptions, event: Event) -> None:
-    async with open_bus(options) as bus:
-        await Publisher(bus).publish(event)
+async def _append(options: CommonOptions, telemetry: TelemetrySettings, event: WorkAdded) -> None:
+    """Append WORK_ADDED inside the item's root span (exported per the config's `telemetry:`; none by default)."""
+    providers = start_telemetry(telemetry, service="cli", node=options.node_id, version=rr_version())
+    providers.activate()
+    try:
+        async with open_bus(options) as bus:
+            with tracing.root("work add", {"rr.work_id": event.work_id, "rr.requested_by": event.requested_by}):
+                await Publisher(bus).publish(event)
+    finally:
+        await providers.shutdown()  # exports the span before the command exits
 
 
 async def work_state(bus: Bus) -> work.WorkState:

@@ -19,6 +19,7 @@ from typing import TypeVar
 
 from config.hosts import HostsConfig
 from config.hostsfile import LiveHosts
+from eventbus import tracing
 from eventbus.errors import BusError, BusUnavailable, InvalidEvent
 from eventbus.events import (
     Event,
@@ -239,8 +240,11 @@ class Assigner:
             self.conflicts += 1
             log.debug("assigner: %s moved on since seq %d; reconsidered next round", work_id, expected)
             return 0
+        item = self.state.work.items.get(work_id)
         try:
-            published = await self._term.publish(event)
+            # The item's trace goes on through the leader: the decision is a span of it, and the event carries it.
+            with tracing.continued(item.trace if item is not None else None, f"decide {event.type_name()}"):
+                published = await self._term.publish(event)
         except BusUnavailable as exc:
             log.warning("assigner: could not publish %s for %s: %s", event.type_name(), work_id, exc)
             return 0

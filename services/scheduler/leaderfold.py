@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from eventbus import tracing
 from eventbus.errors import BusUnavailable, InvalidEvent
@@ -125,13 +125,21 @@ class FoldingDecider(Generic[S]):
         """Append a decision, fenced by the term: no earlier leader's decision lands after this term's election,
         and this fold has read the log up to that election before deciding, so an id it sees unused is unused."""
         try:
-            if isinstance(event, WorkAdded):  # a work item is born here: its trace starts here
-                with tracing.root("work add", {"rr.work_id": event.work_id, "rr.requested_by": self.name}):
-                    return await self._term.publish(event)
-            return await self._term.publish(event)
+            with self._span(event):
+                return await self._term.publish(event)
         except InvalidEvent as exc:  # a decision built from a bad value is refused, the others still go out
             log.error("%s: decision not published: %s", self.name, exc)
             return None
+
+    def _span(self, event: Event) -> Any:
+        """The span a decision is published in: a new trace for a new item (populator, training), else the trace
+        the decision continues (an evaluation of a candidate, a promotion: the training item's), else none."""
+        if isinstance(event, WorkAdded) and not event.trace:
+            return tracing.root("work add", {"rr.work_id": event.work_id, "rr.requested_by": self.name})
+        if event.trace:
+            name = "work add" if isinstance(event, WorkAdded) else f"decide {event.type_name()}"
+            return tracing.continued(event.trace, name)
+        return contextlib.nullcontext()
 
     async def _follow_forever(self) -> None:
         while True:

@@ -20,6 +20,7 @@ from config.settings import RrConfig
 from eventbus.connection import connect
 from eventbus.streams import provision
 from services.api.settings import PORT_ENV as API_PORT_ENV
+from services.api.settings import UP_PID_ENV
 from services.childenv import child_env
 from services.runtime import SERVICES
 from services.up.diskspace import reservations, shortfall, store_bytes
@@ -86,7 +87,7 @@ def check_port_free(host: str, port: int, hint: str = NATS_PORT_HINT) -> None:
 def children_for(plan: UpPlan, nats_url: str, lock_fd: int | None = None) -> list[ChildSpec]:
     """One child per service registered with on_up=True; each inherits `lock_fd`, rr up's data-dir lock."""
     # The services keep their files (jobs, models, data) under the same data dir as rr up.
-    env = {**child_env(os.environ), "RR_DATA_DIR": str(plan.layout.data_dir)}
+    env = {**child_env(os.environ), "RR_DATA_DIR": str(plan.layout.data_dir), UP_PID_ENV: str(os.getpid())}
     if plan.api_port is not None:
         env[API_PORT_ENV] = str(plan.api_port)
     if lock_fd is not None:

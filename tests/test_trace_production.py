@@ -1,0 +1,132 @@
+"""One trace per work item in production: `rr up`'s processes and `rr work add` export to a real OTLP/HTTP receiver.
+
+The span that appends WORK_ADDED is the root wherever the item comes from (here the CLI); the
+scheduler's assignment, the worker's job and the reports continue it in their own processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from eventbus import events as ev
+from tests.helpers import eventually
+from tests.otlp_harness import (
+    Receiver,
+    receiver_fixture,  # noqa: F401 (the `receiver` fixture)
+)
+from tests.test_metrics_live import Samples, scrape
+from tests.up_harness import PROJECT_ROOT, Up, rr_up
+
+NODE = "lap-t"
+# Jobs that report progress a few times and exit 0; nothing queued or trained but what the test adds.
+CONFIG = """
+streams: {{events_max_gib: 1}}  # rr up reserves the streams on the disk: tests need little
+scheduler: {{populator_enabled: false}}
+pipeline: {{enabled: false}}
+telemetry: {{exporter: otlp, endpoint: "{endpoint}", metrics: false}}
+worker:
+  templates:
+    selfplay: "{{python}} -m tests.procs.worker_child --pids {{output_dir}}/pids --progress 5 --progress-every 0.2"
+"""
+
+
+async def _cli_add(nats_url: str, config: Path) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RR_", "OTEL_"))} | {"PYTHONPATH": str(PROJECT_ROOT)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.cli", "work", "add", "--type", "selfplay", "--board", "hex8", "--players", "2",
+        "--games", "1", "--nats", nats_url, "--node-id", "ops", "--config", str(config),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, cwd=PROJECT_ROOT,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    return out.decode().strip()
+
+
+@pytest.mark.timeout(240)
+async def test_an_item_added_by_the_cli_is_one_trace_from_work_added_to_its_completion(receiver: Receiver, tmp_path: Path) -> None:
+    config = tmp_path / "rr.yaml"
+    config.write_text(CONFIG.format(endpoint=receiver.url))
+    async with rr_up(tmp_path / "data", config, NODE) as up:
+        work_id = await _cli_add(up.nats_url, config)
+
+        async def completed() -> list[ev.Event] | None:
+            mine = [e for _, e in await up.log() if getattr(e, "work_id", None) == work_id]
+            return mine if any(isinstance(e, ev.WorkCompleted) for e in mine) else None
+
+        item_events = await eventually(completed, timeout=120, interval=0.5, message=f"{work_id} completed")
+    # rr up has stopped: every service flushed its spans on the way out.
+    added = item_events[0]
+    assert isinstance(added, ev.WorkAdded) and added.trace
+    trace_id, root_id = added.trace.split("-")[1:3]
+    assert {e.type_name() for e in item_events} >= {"WORK_ADDED", "WORK_ASSIGNED", "WORK_STARTED", "WORK_PROGRESS", "WORK_COMPLETED"}
+    assert {e.trace.split("-")[1] for e in item_events if e.trace} == {trace_id}, "every event of the item carries its trace"
+    spans = receiver.trace(trace_id)
+    (root,) = [s for s in spans if s.parent_span_id == b""]
+    assert (root.name, root.span_id.hex(), receiver.services[root.span_id]) == ("work add", root_id, "rr-cli")
+    names = {(receiver.services[s.span_id], s.name) for s in spans}
+    assert {("rr-scheduler", "decide WORK_ASSIGNED"), ("rr-worker", "process WORK_ASSIGNED"), ("rr-worker", "job selfplay")} <= names
+    assert {s.parent_span_id for s in spans} - {b""} <= {s.span_id for s in spans}, "every span's parent is in the trace"
+
+
+# The loop's fastest configuration (tests/test_loop.py): selfplay, training, the gate and a promotion.
+PIPELINE = """
+streams: {{events_max_gib: 1}}  # rr up reserves the streams on the disk: tests need little
+scheduler: {{populator_games: 10, backlog_per_node: 1, curriculum: {{square8_2p: 1.0, hex8_2p: 0.0}}}}
+pipeline: {{min_new_samples: 500, evaluation_games: 10}}
+telemetry: {{exporter: otlp, endpoint: "{endpoint}", metrics: false}}
+"""
+
+
+async def _counted(up: Up) -> Samples | None:
+    samples = await scrape(up.api)
+    return samples if samples.get(("rr_model_distributions_total", ()), 0) >= 1 else None
+
+
+def _trace_id(event: ev.Event) -> str | None:
+    return event.trace.split("-")[1] if event.trace else None
+
+
+@pytest.mark.timeout(480)
+async def test_a_training_item_the_pipeline_adds_is_one_trace_through_its_evaluation_and_promotion(
+    receiver: Receiver, tmp_path: Path,
+) -> None:
+    config = tmp_path / "rr.yaml"
+    config.write_text(PIPELINE.format(endpoint=receiver.url))
+    async with rr_up(tmp_path / "data", config, NODE) as up:
+        async def distributed() -> list[ev.Event] | None:
+            log = [e for _, e in await up.log()]
+            promoted = {e.model_id for e in log if isinstance(e, ev.ModelPromoted)}
+            return log if any(isinstance(e, ev.ModelDistributed) and e.model_id in promoted for e in log) else None
+
+        log = await eventually(distributed, timeout=420, interval=1.0, message="a model promoted and distributed")
+        # The promotion and the distribution move their metric families too.
+        samples = await eventually(lambda: _counted(up), timeout=30, interval=0.5, message="/metrics counts them")
+    assert samples[("rr_model_promotions_total", (("config", "square8_2p"),))] >= 1
+    assert samples[("rr_model_distributions_total", ())] >= 1
+    promotion = next(e for e in log if isinstance(e, ev.ModelPromoted))
+    trace_id = _trace_id(promotion)
+    added = {e.work_id: e for e in log if isinstance(e, ev.WorkAdded)}
+    training = next(a for a in added.values() if a.work_type == "training" and _trace_id(a) == trace_id)
+    evaluations = [a for a in added.values() if a.work_type == "evaluation" and _trace_id(a) == trace_id]
+    assert evaluations, "the candidate's evaluation continues the training item's trace"
+    items = {training.work_id, *(a.work_id for a in evaluations)}
+    traced = [e for e in log if getattr(e, "work_id", None) in items]
+    assert {_trace_id(e) for e in traced} == {trace_id}
+    assert {"TRAINING_COMPLETE", "EVALUATION_COMPLETE", "WORK_ASSIGNED", "WORK_COMPLETED"} <= {e.type_name() for e in traced}
+    # A selfplay item the populator added is a trace of its own, rooted in the leader, with its domain result.
+    selfplay = next(a for a in added.values() if a.work_type == "selfplay" and a.trace)
+    reports = [e for e in log if getattr(e, "work_id", None) == selfplay.work_id]
+    assert "SELFPLAY_COMPLETE" in {e.type_name() for e in reports} and {_trace_id(e) for e in reports} == {_trace_id(selfplay)}
+    (selfplay_root,) = [s for s in receiver.trace(_trace_id(selfplay) or "") if s.parent_span_id == b""]
+    assert (selfplay_root.name, receiver.services[selfplay_root.span_id]) == ("work add", "rr-scheduler")
+    spans = receiver.trace(trace_id)
+    (root,) = [s for s in spans if s.parent_span_id == b""]
+    assert (root.name, receiver.services[root.span_id], root.span_id.hex()) == ("work add", "rr-scheduler", training.trace.split("-")[2])
+    names = {(receiver.services[s.span_id], s.name) for s in spans}
+    assert {("rr-worker", "job training"), ("rr-worker", "job evaluation"), ("rr-scheduler", "decide MODEL_PROMOTED")} <= names, names
+    assert {s.parent_span_id for s in spans} - {b""} <= {s.span_id for s in spans}, "every span's parent is in the trace"
