@@ -1,10 +1,10 @@
 """Forensics: what happened to a node, a work item or a model, in log order, each line saying why.
 
-The log is folded alongside (for a work item or a model, only the subjects its lines depend on:
-`subjects_read`), so each selected event is judged as the projections judged it: a stale leader
-decision says it was ignored and why, an illegal transition says it was rejected and why. A work
-item's timeline also shows what happened around it: its node going offline while holding it, and
-leadership changing while it was open.
+The log is folded alongside (only the subjects its lines depend on: `subjects_read` for a work
+item or a model, `node_subjects` then `aggregates_named` for a node), so each selected event is
+judged as the projections judged it: a stale leader decision says it was ignored and why, an
+illegal transition says it was rejected and why. A work item's timeline also shows what happened
+around it: its node going offline while holding it, and leadership changing while it was open.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import msgspec
 from eventbus.errors import InvalidEvent
 from eventbus.events import Event, HostOffline, HostOnline, LeaderElected, LeaderLost
 from eventbus.integrity import decode_on
-from eventbus.subjects import EVENTS_ROOT, aggregate_filter, type_filter
+from eventbus.subjects import EVENTS_ROOT, aggregate_filter, source_filter, type_filter
 from projections import bundle
 from projections.base import Record, type_of, undecodable
 from projections.bundle import ProjectionSet, total_anomalies, total_fenced
@@ -63,11 +63,12 @@ _NAMING_MODEL = ("SELFPLAY_COMPLETE", "TRAINING_STARTED")
 def subjects_read(selector: Selector) -> tuple[str, ...] | None:
     """The subject filters that hold every event `selector` selects and every one its verdicts depend on.
 
-    None means the whole log: a node is named in events of every aggregate. A work item's
+    None means the whole log, or for a node alone two reads (`node_subjects`, then the
+    aggregates its records name): a node is named in events of every aggregate. A work item's
     events are judged by the work fold of that item and the leadership fence only, a model's
     by the models fold, so the rest of the log cannot change a line.
     """
-    if selector.node is not None or (selector.work is None and selector.model is None):
+    if selector.work is None and selector.model is None:
         return None
     subjects = list(_CONTEXT)
     if selector.work is not None:
@@ -75,6 +76,43 @@ def subjects_read(selector: Selector) -> tuple[str, ...] | None:
     if selector.model is not None:
         subjects += [f"{EVENTS_ROOT}.model.>", *(type_filter(t) for t in _NAMING_MODEL)]
     return tuple(dict.fromkeys(subjects))
+
+
+# Types that other nodes publish naming a node in a field: an assignment is the leader's, a
+# copy's plan is the leader's and its completion may be the sender's, a distribution's summary
+# lists the nodes. A node's work reports relayed by the API are found through the item
+# (`aggregates_named` of the assignment).
+_NAMING_NODE = ("WORK_ASSIGNED", "DATA_SYNC_PLANNED", "DATA_SYNC_COMPLETE", "MODEL_DISTRIBUTION_COMPLETE")
+
+# Fields naming the aggregate whose events judge an event: the folds accept a report, a result,
+# a copy or a promotion by the state of that item, batch or model (lists, such as a training's
+# batches, change no verdict and are not followed).
+_JUDGED_BY = {
+    "work": ("work_id", "evaluation_work_id"),
+    "data": ("batch_id",),
+    "model": ("model_id", "parent_model", "previous_model", "opponent"),
+}
+
+
+def node_subjects(node: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The first read of a node's timeline: its own subjects (what it published, its membership, leadership), and what names a node.
+
+    The records of the second group that do not mention `node` are dropped unfolded; the ones
+    that do, and the node's own, lead to the aggregates they are judged by (`aggregates_named`).
+    """
+    return (source_filter(node), aggregate_filter("host", node), _CONTEXT[0]), tuple(type_filter(t) for t in _NAMING_NODE)
+
+
+def aggregates_named(event: Event, kinds: Iterable[str] = ("work", "data", "model")) -> set[str]:
+    """Subject filters of the work items, batches and models (of `kinds`) whose events the folds judge `event` by."""
+    named = set()
+    for aggregate in kinds:
+        fields = _JUDGED_BY[aggregate]
+        for field in fields:
+            value = getattr(event, field, None)
+            if isinstance(value, str) and value:
+                named.add(aggregate_filter(aggregate, value))
+    return named
 
 
 def mentions_node(event: Event, node: str) -> bool:

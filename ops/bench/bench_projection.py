@@ -1,7 +1,8 @@
 """Projection rebuild rate against a raw ordered read of the same log, and start-up time from a snapshot.
 
-The log: --events (default 1M) events in the mix a busy fleet writes (work lifecycles with
-progress, selfplay batches, host flaps, promotions with a copy per node, leader changes),
+The log: --events (default 1M) events in the mix a busy fleet writes, each by its own writer (work
+lifecycles with progress, selfplay batches and their copies to the trainer, host flaps, trainings,
+evaluations and promotions with a copy per node, leader changes),
 published once with Publisher.publish_many in chunks.
 raw:  nats-py ordered push consumer over the whole stream, counting messages (the ceiling).
 ours: the cluster projection rebuilt from sequence 1 (projections.rebuild.state_at_seq without
@@ -42,54 +43,86 @@ CHUNK = 50_000
 DEADLINE = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 
 
-def _job(i: int, epoch: int) -> list[ev.Event]:
-    w, node = f"w-{i:08d}", NODES[i % len(NODES)]
-    life: list[ev.Event] = [
-        ev.WorkAdded(work_id=w, work_type="selfplay", board_type="hex8", num_players=2, num_games=500, requested_by="queue"),
-        ev.WorkAssigned(work_id=w, node=node, attempt=1, deadline=DEADLINE, epoch=epoch),
-        ev.WorkStarted(work_id=w, node=node, attempt=1, pid=1000 + i % 5000),
-    ]
-    life += [ev.WorkProgress(work_id=w, node=node, attempt=1, fraction=k / 6, message=f"game {k * 80} of 500") for k in range(1, 7)]
-    life += [
-        ev.WorkCompleted(work_id=w, node=node, attempt=1, duration_s=600.0),
-        ev.SelfplayComplete(batch_id=f"b-{i:08d}", work_id=w, node=node, board_type="hex8", num_players=2, num_games=500,
-                            num_samples=16000, data=ev.ArtifactRef(path=f"/data/b-{i}.npz", size_bytes=10**7, sha256="ab" * 32)),
-    ]
-    return life
+TRAINER = NODES[0]  # the node that trains; every batch is copied to it
 
 
-def _promotion(i: int, epoch: int) -> list[ev.Event]:
-    m = f"m-{i:06d}"
+def _life(w: str, work_type: str, node: str, leader: str, epoch: int, i: int, reports: int = 6) -> list[ev.Event]:
+    """One work item's life as its writers publish it: the leader adds and assigns, the node reports."""
+    return [
+        ev.WorkAdded(work_id=w, work_type=work_type, board_type="hex8", num_players=2, num_games=500,
+                     requested_by="populator", source=leader, epoch=epoch),
+        ev.WorkAssigned(work_id=w, node=node, attempt=1, deadline=DEADLINE, epoch=epoch, source=leader),
+        ev.WorkStarted(work_id=w, node=node, attempt=1, pid=1000 + i % 5000, source=node),
+        *(ev.WorkProgress(work_id=w, node=node, attempt=1, fraction=k / reports, message=f"step {k} of {reports}",
+                          source=node) for k in range(1, reports + 1)),
+        ev.WorkCompleted(work_id=w, node=node, attempt=1, duration_s=600.0, source=node),
+    ]
+
+
+def _job(i: int, epoch: int, leader: str, best: str | None) -> list[ev.Event]:
+    """A selfplay job on a worker, its batch (played by the best model), and the batch's copy to the trainer."""
+    w, node, b = f"w-{i:08d}", NODES[1 + i % (len(NODES) - 1)], f"b-{i:08d}"
+    return [
+        *_life(w, "selfplay", node, leader, epoch, i),
+        ev.SelfplayComplete(batch_id=b, work_id=w, node=node, board_type="hex8", num_players=2, num_games=500,
+                            num_samples=16000, model_id=best, attempt=1, source=node,
+                            data=ev.ArtifactRef(path=f"/data/{b}.npz", size_bytes=10**7, sha256="ab" * 32)),
+        ev.DataSyncPlanned(batch_id=b, transfer_id=f"x-{i:08d}", from_node=node, to_node=TRAINER, size_bytes=10**7,
+                           epoch=epoch, source=leader),
+        ev.DataSyncComplete(batch_id=b, transfer_id=f"x-{i:08d}", to_node=TRAINER, sha256="ab" * 32, size_bytes=10**7,
+                            seconds=1.5, source=TRAINER),
+    ]
+
+
+def _promotion(i: int, epoch: int, leader: str, parent: str | None) -> list[ev.Event]:
+    """A training item on the trainer, an evaluation item on a worker, the promotion and a copy per node."""
+    m, t, e = f"m-{i:06d}", f"t-{i:08d}", f"e-{i:08d}"
+    batches = [f"b-{i - k:08d}" for k in range(4)]
+    evaluator = NODES[1 + (i // 200) % (len(NODES) - 1)]
+    training = _life(t, "training", TRAINER, leader, epoch, i)
+    training.insert(3, ev.TrainingStarted(work_id=t, node=TRAINER, board_type="hex8", num_players=2, input_batches=batches,
+                                          parent_model=parent, source=TRAINER))
     out: list[ev.Event] = [
-        ev.TrainingComplete(model_id=m, work_id=f"t-{i}", node=NODES[0], board_type="hex8", num_players=2,
-                            input_batches=[f"b-{i - k:08d}" for k in range(4)], metrics={"loss": 0.4}),
-        ev.EvaluationComplete(model_id=m, work_id=f"e-{i}", node=NODES[1], opponent="random", games=50, wins=40,
-                              losses=10, win_rate=0.8, elo=1500.0),
-        ev.ModelPromoted(model_id=m, board_type="hex8", num_players=2, sha256="cd" * 32, generation=i, epoch=epoch),
+        *training,
+        ev.TrainingComplete(model_id=m, work_id=t, node=TRAINER, board_type="hex8", num_players=2, input_batches=batches,
+                            parent_model=parent, metrics={"loss": 0.4}, attempt=1, source=TRAINER,
+                            checkpoint=ev.ArtifactRef(path=f"/models/{m}.pth", size_bytes=10**6, sha256="cd" * 32)),
+        *_life(e, "evaluation", evaluator, leader, epoch, i, reports=2),
+        ev.EvaluationComplete(model_id=m, work_id=e, node=evaluator, opponent=parent or "random", games=50, wins=40,
+                              losses=10, win_rate=0.8, elo=1500.0, attempt=1, source=evaluator),
+        ev.ModelRated(model_id=m, board_type="hex8", num_players=2, elo=100.0 + i / 200, interval=40.0, games=50,
+                      evaluation_work_id=e, epoch=epoch, source=leader),
+        ev.ModelPromoted(model_id=m, board_type="hex8", num_players=2, sha256="cd" * 32, size_bytes=10**6,
+                         generation=i // 200 + 1, evaluation_work_id=e, previous_model=parent, epoch=epoch, source=leader),
     ]
-    out += [ev.ModelDistributed(model_id=m, node=n, sha256="cd" * 32, seconds=2.0) for n in NODES]
-    return out + [ev.ModelDistributionComplete(model_id=m, nodes=NODES, seconds=9.0)]
+    out += [ev.ModelDistributed(model_id=m, node=n, sha256="cd" * 32, seconds=2.0, source=n) for n in NODES]
+    return out + [ev.ModelDistributionComplete(model_id=m, nodes=NODES, seconds=9.0, epoch=epoch, source=leader)]
 
 
 def fleet_log(count: int) -> Iterator[ev.Event]:
-    """`count` events as the fleet writes them: ~11 per job, a host flap every 10 jobs, a promotion every 200."""
-    epoch, produced, i = 1, 0, 0
-    first: list[ev.Event] = [ev.LeaderElected(role="scheduler", node=NODES[0], epoch=epoch)]
-    first += [ev.HostOnline(node=n, roles=["selfplay"], version="0.1.0") for n in NODES]
+    """`count` events as a 31-node fleet writes them, each by its own writer: ~15 per selfplay job (with its
+    batch's copy to the trainer), a host flap every 10 jobs, a training, evaluation and promotion every 200,
+    a leader change every 2000."""
+    epoch, produced, i, leader, best = 1, 0, 0, NODES[1], None
+    first: list[ev.Event] = [ev.LeaderElected(role="scheduler", node=leader, epoch=epoch, source=leader)]
+    first += [ev.HostOnline(node=n, roles=["selfplay"], version="0.1.0", epoch=epoch, source=leader) for n in NODES]
     while True:
         batch = first
         first = []
-        batch += _job(i, epoch)
+        batch += _job(i, epoch, leader, best)
         if i % 10 == 9:
             flapping = NODES[i % len(NODES)]
-            batch += [ev.HostOffline(node=flapping, reason="heartbeat_timeout", silence_s=15.0),
-                      ev.HostOnline(node=flapping, reason="heartbeat_resumed", roles=["selfplay"], version="0.1.0")]
+            batch += [ev.HostOffline(node=flapping, reason="heartbeat_timeout", silence_s=15.0, epoch=epoch, source=leader),
+                      ev.HostOnline(node=flapping, reason="heartbeat_resumed", roles=["selfplay"], version="0.1.0",
+                                    epoch=epoch, source=leader)]
         if i % 200 == 199:
-            batch += _promotion(i, epoch)
+            batch += _promotion(i, epoch, leader, best)
+            best = f"m-{i:06d}"
         if i % 2000 == 1999:
             epoch += 1
-            batch += [ev.LeaderLost(role="scheduler", node=NODES[epoch % 3], reason="lease expired"),
-                      ev.LeaderElected(role="scheduler", node=NODES[(epoch + 1) % 3], epoch=epoch)]
+            batch += [ev.LeaderLost(role="scheduler", node=leader, reason="lease expired", source=leader)]
+            leader = NODES[1 + epoch % 3]
+            batch += [ev.LeaderElected(role="scheduler", node=leader, epoch=epoch, source=leader)]
         for event in batch:
             if produced == count:
                 return

@@ -5,13 +5,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import msgspec
 
 from eventbus.connection import Bus
+from eventbus.errors import InvalidEvent
+from eventbus.events import Event
 from eventbus.history import Record, last_sequence, replay
-from projections.timeline import Selector, TimelineBuilder, TimelineLine, subjects_read
+from eventbus.integrity import decode_on
+from projections.timeline import (
+    Selector,
+    TimelineBuilder,
+    TimelineLine,
+    aggregates_named,
+    mentions_node,
+    node_subjects,
+    subjects_read,
+)
 from services.commands import open_bus
 from services.commands.status import progress_on_stderr
 from services.options import add_common_arguments, common_options
@@ -31,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 async def build(bus: Bus, selector: Selector) -> list[TimelineLine]:
-    """Fold the subjects the selector needs (the whole log for a node) and return its lines."""
+    """Fold the subjects the selector needs and return its lines."""
     return (await read_timeline(bus, selector))[0]
 
 
@@ -39,16 +50,78 @@ async def read_timeline(bus: Bus, selector: Selector) -> tuple[list[TimelineLine
     """The selector's lines and how many records were read for them."""
     builder = TimelineBuilder(selector)
     subjects = subjects_read(selector)
-    if subjects is None:
+    if subjects is None and selector.node is None:
         count = await replay(bus, _counted(builder))
         return builder.lines, count
     end = await last_sequence(bus)
-    records: dict[int, Record] = {}  # by sequence: a record may match two filters
-    for subject in subjects:
-        await replay(bus, lambda r: records.setdefault(r.seq, r), subject=subject, end_seq=end)
+    if subjects is None:
+        assert selector.node is not None
+        records = await _node_records(bus, selector.node, end)
+    else:
+        records = await _read_each(bus, subjects, end)
     for seq in sorted(records):
         builder(records[seq])
     return builder.lines, len(records)
+
+
+async def _read_each(bus: Bus, subjects: Iterable[str], end: int) -> dict[int, Record]:
+    records: dict[int, Record] = {}  # by sequence: a record may match two filters
+    for subject in subjects:
+        await replay(bus, _into(records), subject=subject, end_seq=end)
+    return records
+
+
+def _into(records: dict[int, Record]) -> Callable[[Record], None]:
+    def keep(record: Record) -> None:
+        records.setdefault(record.seq, record)
+
+    return keep
+
+
+# Aggregate filters read by one consumer: each is a few dozen bytes of the create request.
+_FILTERS_PER_READ = 500
+
+
+async def _node_records(bus: Bus, node: str, end: int) -> dict[int, Record]:
+    """What a node's timeline folds: its own subjects and leadership, the records naming it, and what judges them.
+
+    The records that mention the node lead to every work item, batch and model they name; the
+    records read for those lead on to batches and models only (the lineage a copy or a
+    promotion is judged by), not to other nodes' work items, which a node's timeline would
+    otherwise pull in whole through the trainer's copies of every batch.
+    """
+    own, naming = node_subjects(node)
+    kept = await _read_each(bus, own, end)
+    for seq, record in (await _read_each(bus, naming, end)).items():
+        event = _decoded(record)
+        if event is not None and mentions_node(event, node):
+            kept.setdefault(seq, record)
+    named: set[str] = set()
+    for record in kept.values():
+        event = _decoded(record)
+        if event is not None and mentions_node(event, node):
+            named |= aggregates_named(event)
+    read: set[str] = set()
+    while named - read:
+        batch = sorted(named - read)
+        read |= named
+        for start in range(0, len(batch), _FILTERS_PER_READ):
+            found: dict[int, Record] = {}
+            await replay(bus, _into(found), subjects=batch[start:start + _FILTERS_PER_READ], end_seq=end)
+            for seq, record in found.items():
+                if kept.setdefault(seq, record) is record and (event := _decoded(record)) is not None:
+                    named |= aggregates_named(event, _ALL if mentions_node(event, node) else _LINEAGE)
+    return kept
+
+
+_ALL, _LINEAGE = ("work", "data", "model"), ("data", "model")
+
+
+def _decoded(record: Record) -> Event | None:
+    try:
+        return decode_on(record.subject, record.data)
+    except InvalidEvent:
+        return None
 
 
 def _counted(fold: Callable[[Record], None]) -> Callable[[Record], None]:
