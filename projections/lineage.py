@@ -40,6 +40,7 @@ class Lineage(msgspec.Struct, frozen=True, kw_only=True):
     distribution_complete: bool
     as_of_seq: int
     taint: Taint | None = None  # why the model is quarantined, when it is
+    tainted_evaluations: dict[str, Taint] = {}  # evaluation work id -> why, for the evaluations above that are
 
 
 def lineage(ps: ProjectionSet, model_id: str) -> Lineage | None:
@@ -65,4 +66,5 @@ def lineage(ps: ProjectionSet, model_id: str) -> Lineage | None:
         promoted_now=bool(config) and ps.models.promoted.get(config) == model_id,
         nodes=list(model.nodes) if model else [], distribution_complete=model.distribution_complete if model else False,
         as_of_seq=ps.last_seq, taint=tainted.models.get(model_id),
+        tainted_evaluations={r.work_id: tainted.evaluations[r.work_id] for r in ratings if r.work_id in tainted.evaluations},
     )

@@ -1,9 +1,11 @@
 """Quarantine and taint: which outputs an operator distrusts, and everything derived from them, pure.
 
-A quarantine names roots (a node's batches and models since a time, one batch, one model);
-`closure` follows the lineage forward from them: a tainted batch taints the models trained
-on it, a tainted model taints the models trained from it (its children) and the batches of
-games it played, and so on until nothing new is reached. Each tainted output keeps the
+A quarantine names roots (a node's batches, models and evaluations since a time, one batch,
+one model); `closure` follows the lineage forward from them: a tainted batch taints the models
+trained on it, a tainted model taints the models trained from it (its children), the batches
+of games it played and the evaluations it played in (as candidate or opponent), and so on
+until nothing new is reached. An evaluation feeds no training, so the closure ends there; its
+scores no longer count for a promotion. Each tainted output keeps the
 quarantine and the upstream output it was reached through, so `rr lineage` can say why.
 """
 
@@ -14,12 +16,20 @@ from collections.abc import Iterable
 
 import msgspec
 
-from eventbus.events import Event, OutputsQuarantined, QuarantineLifted, SelfplayComplete, TrainingComplete
+from eventbus.events import (
+    EvaluationComplete,
+    Event,
+    OutputsQuarantined,
+    QuarantineLifted,
+    SelfplayComplete,
+    TrainingComplete,
+)
 from projections.base import Anomaly, Projection, rejected, total
 from projections.models import ModelsState
 from projections.pmap import Lookup, PMap
 
-VERSION = 1
+# 2: evaluations are outputs too (a node's, and those a tainted model played in)
+VERSION = 2
 KINDS = ("node", "batch", "model")
 
 
@@ -55,6 +65,14 @@ class ModelFacts(msgspec.Struct, frozen=True, kw_only=True):
     parent_model: str | None = None
 
 
+class EvaluationFacts(msgspec.Struct, frozen=True, kw_only=True):
+    """What lineage needs of an evaluation item: where and when it ran, and the models that played in it."""
+
+    node: str
+    at: dt.datetime | None = None
+    players: tuple[str, ...] = ()  # the candidate, then each opponent, as its matches reported them
+
+
 class TaintState(msgspec.Struct, frozen=True, kw_only=True):
     """The quarantines and the lineage graph they are followed through."""
 
@@ -62,6 +80,7 @@ class TaintState(msgspec.Struct, frozen=True, kw_only=True):
     quarantines: PMap[str, Quarantine] = msgspec.field(default_factory=PMap)
     batches: PMap[str, BatchFacts] = msgspec.field(default_factory=PMap)
     models: PMap[str, ModelFacts] = msgspec.field(default_factory=PMap)
+    evaluations: PMap[str, EvaluationFacts] = msgspec.field(default_factory=PMap)  # by evaluation work id
     anomalies: tuple[Anomaly, ...] = ()
     anomaly_count: int = 0
 
@@ -79,10 +98,11 @@ class Taint(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Tainted(msgspec.Struct, frozen=True, kw_only=True):
-    """Every tainted batch and model, each with why."""
+    """Every tainted batch, model and evaluation (by its work id), each with why."""
 
     batches: dict[str, Taint] = {}
     models: dict[str, Taint] = {}
+    evaluations: dict[str, Taint] = {}
 
 
 @total
@@ -94,6 +114,8 @@ def apply(state: TaintState, event: Event, seq: int) -> TaintState:
     if isinstance(event, TrainingComplete):
         facts_m = ModelFacts(node=event.node, at=event.ts, input_batches=tuple(event.input_batches), parent_model=event.parent_model)
         return msgspec.structs.replace(state, last_seq=seq, models=state.models.set(event.model_id, facts_m))
+    if isinstance(event, EvaluationComplete):
+        return msgspec.structs.replace(state, last_seq=seq, evaluations=state.evaluations.set(event.work_id, _evaluated(state, event)))
     if isinstance(event, OutputsQuarantined):
         return _quarantined(state, event, seq)
     if isinstance(event, QuarantineLifted):
@@ -103,6 +125,14 @@ def apply(state: TaintState, event: Event, seq: int) -> TaintState:
         lifted = msgspec.structs.replace(found, lifted=True, lifted_reason=event.reason)
         return msgspec.structs.replace(state, last_seq=seq, quarantines=state.quarantines.set(event.quarantine_id, lifted))
     return msgspec.structs.replace(state, last_seq=seq)
+
+
+def _evaluated(state: TaintState, event: EvaluationComplete) -> EvaluationFacts:
+    # An evaluation item reports one EVALUATION_COMPLETE per match: its players accumulate.
+    known = state.evaluations.get(event.work_id)
+    players = known.players if known else ()
+    players += tuple(p for p in (event.model_id, event.opponent) if p and p not in players)
+    return EvaluationFacts(node=event.node, at=known.at if known else event.ts, players=players)
 
 
 def _quarantined(state: TaintState, event: OutputsQuarantined, seq: int) -> TaintState:
@@ -121,56 +151,64 @@ def _after(at: dt.datetime | None, since: dt.datetime | None) -> bool:
     return since is None or (at is not None and at >= since)
 
 
-def roots(quarantine: Quarantine, batches: Lookup[str, BatchFacts], models: Lookup[str, ModelFacts]) -> tuple[list[str], list[str]]:
-    """The batches and models a quarantine names directly (a node's: those it reported at or after `since`)."""
-    if quarantine.kind == "batch":
-        return [quarantine.target], []
-    if quarantine.kind == "model":
-        return [], [quarantine.target]
+class Lineage(msgspec.Struct, frozen=True, kw_only=True):
+    """The lineage graph a closure follows: batches, models and evaluations as the log reported them."""
+
+    batches: Lookup[str, BatchFacts] = {}
+    models: Lookup[str, ModelFacts] = {}
+    evaluations: Lookup[str, EvaluationFacts] = {}
+
+
+def roots(quarantine: Quarantine, graph: Lineage) -> list[tuple[str, str]]:
+    """The (kind, id) outputs a quarantine names directly (a node's: those it reported at or after `since`)."""
+    if quarantine.kind in ("batch", "model"):
+        return [(quarantine.kind, quarantine.target)]
     node, since = quarantine.target, quarantine.since
-    return (
-        sorted(b for b, f in batches.items() if f.node == node and _after(f.at, since)),
-        sorted(m for m, f in models.items() if f.node == node and _after(f.at, since)),
-    )
+    return [
+        (kind, name)
+        for kind, facts in (("batch", graph.batches), ("model", graph.models), ("evaluation", graph.evaluations))
+        for name, f in sorted(facts.items()) if f.node == node and _after(f.at, since)
+    ]
 
 
-def closure(quarantines: Iterable[Quarantine], batches: Lookup[str, BatchFacts], models: Lookup[str, ModelFacts]) -> Tainted:
-    """Every batch and model tainted by the quarantines not lifted, following lineage forward to a fixpoint."""
-    trained_on: dict[str, list[str]] = {}  # batch -> models trained on it
-    children: dict[str, list[str]] = {}  # model -> models trained from it
-    played: dict[str, list[str]] = {}  # model -> batches of its games
-    for model_id, facts in sorted(models.items()):
-        for batch_id in facts.input_batches:
-            trained_on.setdefault(batch_id, []).append(model_id)
-        if facts.parent_model:
-            children.setdefault(facts.parent_model, []).append(model_id)
-    for batch_id, bfacts in sorted(batches.items()):
-        if bfacts.model_id:
-            played.setdefault(bfacts.model_id, []).append(batch_id)
-    tainted_batches: dict[str, Taint] = {}
-    tainted_models: dict[str, Taint] = {}
+def closure(quarantines: Iterable[Quarantine], graph: Lineage) -> Tainted:
+    """Every output tainted by the quarantines not lifted, following lineage forward to a fixpoint."""
+    derived = _derived(graph)
+    found: dict[str, dict[str, Taint]] = {"batch": {}, "model": {}, "evaluation": {}}
     for quarantine in sorted((q for q in quarantines if not q.lifted), key=lambda q: q.seq):
-        root_batches, root_models = roots(quarantine, batches, models)
-        todo = [("batch", b, "") for b in root_batches] + [("model", m, "") for m in root_models]
+        todo = [(kind, name, "") for kind, name in roots(quarantine, graph)]
         while todo:
             kind, name, via = todo.pop()
-            found = tainted_batches if kind == "batch" else tainted_models
-            if name in found:
+            if name in found[kind]:
                 continue  # an earlier quarantine (or path) reached it first: it keeps that reason
-            found[name] = Taint(quarantine_id=quarantine.quarantine_id, reason=quarantine.reason, via=via)
-            if kind == "batch":
-                todo += [("model", m, f"batch {name}") for m in trained_on.get(name, ())]
-            else:
-                todo += [("model", m, f"model {name}") for m in children.get(name, ())]
-                todo += [("batch", b, f"model {name}") for b in played.get(name, ())]
-    return Tainted(batches=tainted_batches, models=tainted_models)
+            found[kind][name] = Taint(quarantine_id=quarantine.quarantine_id, reason=quarantine.reason, via=via)
+            todo += [(next_kind, n, f"{kind} {name}") for next_kind, n in derived.get((kind, name), ())]
+    return Tainted(batches=found["batch"], models=found["model"], evaluations=found["evaluation"])
+
+
+def _derived(graph: Lineage) -> dict[tuple[str, str], list[tuple[str, str]]]:
+    """(kind, id) -> the outputs made from it: models trained on a batch; a model's children, the batches of
+    games it played and the evaluations it played in."""
+    out: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for model_id, facts in sorted(graph.models.items()):
+        for batch_id in facts.input_batches:
+            out.setdefault(("batch", batch_id), []).append(("model", model_id))
+        if facts.parent_model:
+            out.setdefault(("model", facts.parent_model), []).append(("model", model_id))
+    for batch_id, bfacts in sorted(graph.batches.items()):
+        if bfacts.model_id:
+            out.setdefault(("model", bfacts.model_id), []).append(("batch", batch_id))
+    for work_id, efacts in sorted(graph.evaluations.items()):
+        for player in efacts.players:
+            out.setdefault(("model", player), []).append(("evaluation", work_id))
+    return out
 
 
 def tainted(state: TaintState) -> Tainted:
     """What the state's quarantines taint now (none in force, the common case, costs nothing)."""
     if all(q.lifted for q in state.quarantines.values()):
         return Tainted()
-    return closure(state.quarantines.values(), state.batches, state.models)
+    return closure(state.quarantines.values(), Lineage(batches=state.batches, models=state.models, evaluations=state.evaluations))
 
 
 def rollbacks(models_state: ModelsState, taint: Tainted) -> list[tuple[str, str, str]]:
@@ -187,7 +225,7 @@ def rollbacks(models_state: ModelsState, taint: Tainted) -> list[tuple[str, str,
     return out
 
 
-LINEAGE_TYPES = (SelfplayComplete.type_name(), TrainingComplete.type_name())
+LINEAGE_TYPES = (SelfplayComplete.type_name(), TrainingComplete.type_name(), EvaluationComplete.type_name())
 READS = frozenset((*LINEAGE_TYPES, OutputsQuarantined.type_name(), QuarantineLifted.type_name()))
 
 PROJECTION: Projection[TaintState] = Projection(name="taint", version=VERSION, initial=TaintState, apply=apply, reads=READS)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+import msgspec
+
 from eventbus import events as ev
 from projections import models, taint
 from projections.base import fold_events
@@ -16,6 +18,11 @@ HOUR = dt.timedelta(hours=1)
 def _batch(batch_id: str, node: str, at: dt.datetime, model_id: str | None = None) -> ev.Event:
     return ev.SelfplayComplete(batch_id=batch_id, work_id=f"w-{batch_id}", node=node, board_type="hex8", num_players=2,
                                num_games=10, model_id=model_id, ts=at)
+
+
+def _evaluation(work_id: str, node: str, at: dt.datetime, model_id: str, opponent: str) -> ev.Event:
+    return ev.EvaluationComplete(model_id=model_id, work_id=work_id, node=node, opponent=opponent, games=10, wins=6,
+                                 losses=4, win_rate=0.6, ts=at)
 
 
 def _model(model_id: str, node: str, at: dt.datetime, batches: list[str], parent: str | None = None) -> ev.Event:
@@ -36,6 +43,13 @@ LINEAGE: list[ev.Event] = [
     _model("m5", "gpu-bad", T + 5 * HOUR, ["b1"]),           # root: trained on the bad node
     _batch("b5", "gpu-ok", T + 5 * HOUR, model_id="m1"),    # clean: games of a clean model
     _model("m6", "gpu-ok", T + 6 * HOUR, ["b5", "b2"], parent="m1"),  # clean
+    # Evaluations: outputs of the node that ran them, and of every model that played in them.
+    _evaluation("e1", "gpu-bad", T - HOUR, "m1", "random"),       # clean: before `since`
+    _evaluation("e2", "gpu-bad", T + 5 * HOUR, "m1", "random"),   # root: run on the bad node
+    _evaluation("e3", "gpu-ok", T + 6 * HOUR, "m6", "m2"),        # via model m2, the opponent
+    _evaluation("e3", "gpu-ok", T + 6 * HOUR, "m6", "m1"),        # (the same item's second match)
+    _evaluation("e4", "gpu-ok", T + 6 * HOUR, "m3", "m1"),        # via model m3, the candidate
+    _evaluation("e5", "gpu-ok", T + 6 * HOUR, "m6", "m1"),        # clean: clean players on a clean node
 ]
 
 
@@ -54,6 +68,8 @@ def test_quarantining_a_node_taints_exactly_the_lineage_closure_of_its_outputs_s
     assert result.models["m3"] == taint.Taint(quarantine_id="q1", reason="bad gpu", via="batch b4")
     assert result.models["m4"].via == "model m2" and result.batches["b4"].via == "model m2"
     assert result.batches["b3"].via == "" and result.models["m5"].via == ""
+    assert set(result.evaluations) == {"e2", "e3", "e4"}
+    assert (result.evaluations["e2"].via, result.evaluations["e3"].via, result.evaluations["e4"].via) == ("", "model m2", "model m3")
 
 
 def test_a_batch_or_a_model_quarantine_taints_what_derives_from_it_only() -> None:
@@ -62,6 +78,8 @@ def test_a_batch_or_a_model_quarantine_taints_what_derives_from_it_only() -> Non
     assert set(by_batch.batches) == {"b2", "b5"} and set(by_batch.models) == {"m1", "m3", "m6"}
     by_model = taint.tainted(_state(_quarantine("q", "model", "m1")))
     assert set(by_model.models) == {"m1", "m3", "m6"} and set(by_model.batches) == {"b5"}
+    assert set(by_model.evaluations) == {"e1", "e2", "e3", "e4", "e5"}  # m1 played in every one
+    assert set(taint.tainted(_state(_quarantine("q", "model", "m2"))).evaluations) == {"e3", "e4"}  # m3 descends from m2
 
 
 def test_a_lifted_quarantine_taints_nothing_and_an_unknown_lift_is_an_anomaly() -> None:
@@ -106,6 +124,19 @@ def test_training_skips_tainted_batches_and_a_tainted_candidate_is_never_evaluat
     assert [e.work_type for e in decide(lifted, SETTINGS)] == ["evaluation"]  # type: ignore[attr-defined]
 
 
+def test_a_tainted_evaluation_promotes_nothing_until_its_quarantine_is_lifted() -> None:
+    from services.scheduler.pipeline import decide
+    from tests.test_scheduler_pipeline import ANCHOR, SETTINGS, candidate_view, evaluated, fold
+
+    view, model = candidate_view()
+    won = msgspec.structs.replace(evaluated(model, ANCHOR, 30, 5), ts=T + HOUR)  # run on n1, which went bad at T
+    quarantined = fold([won, _quarantine("q", "node", "n1", since=T)], view)
+    assert set(quarantined.tainted().evaluations) == {f"eval-{model}"} and not quarantined.tainted().models
+    assert decide(quarantined, SETTINGS) == []
+    [promoted] = decide(fold([ev.QuarantineLifted(quarantine_id="q")], quarantined), SETTINGS)
+    assert isinstance(promoted, ev.ModelPromoted) and promoted.model_id == model
+
+
 def test_sync_does_not_copy_a_tainted_batch() -> None:
     from services.sync.planner import plan_transfers
     from tests.test_sync_planner import SETTINGS, T0, batch, fleet, folded
@@ -123,3 +154,18 @@ def test_the_status_the_dashboard_reads_shows_a_tainted_best_and_why() -> None:
     state = bundle.fold_all_events(list(enumerate(in_term([*LINEAGE, promoted, _quarantine("q1", "node", "gpu-bad", since=T)]), 1)))
     view = status_view(state, now=T + 7 * HOUR, node_id="ops")
     assert view.models["hex8_2p"].taint == "bad gpu (quarantine q1, via batch b3)"
+
+
+def test_lineage_marks_each_evaluation_a_tainted_model_played_in_and_why() -> None:
+    from projections import bundle
+    from projections.lineage import lineage
+    from services.commands.lineage import format_lineage
+
+    state = bundle.fold_all_events(list(enumerate([*LINEAGE, _quarantine("q1", "node", "gpu-bad", since=T)], 1)))
+    found = lineage(state, "m6")
+    assert found is not None and found.taint is None  # m6 itself is clean ...
+    assert set(found.tainted_evaluations) == {"e3"}  # ... but its match against m2 does not count
+    lines = format_lineage(found).splitlines()
+    assert [line for line in lines if "TAINTED" in line] == [line for line in lines if "by work e3" in line]
+    assert all(line.endswith("TAINTED: bad gpu (quarantine q1, via model m2)") for line in lines if "by work e3" in line)
+    assert sum("by work e3" in line for line in lines) == 2

@@ -69,9 +69,11 @@ def _evaluations(found: Lineage) -> list[str]:
     for r in found.evaluations:
         elo = f", elo {r.elo:.0f}" if r.elo is not None else ""
         cited = "  <- cited by the promotion" if r in found.promoting_evaluation else ""
+        taint = found.tainted_evaluations.get(r.work_id)
+        tainted = f"  TAINTED: {taint.describe()}" if taint else ""
         lines.append(
             f"  vs {r.opponent}: {r.wins}-{r.losses}-{r.draws} of {r.games} (win rate {r.win_rate:.2f}){elo} "
-            f"by work {r.work_id} on {r.node} (seq {r.seq}){cited}"
+            f"by work {r.work_id} on {r.node} (seq {r.seq}){cited}{tainted}"
         )
     return lines
 

@@ -31,13 +31,14 @@ class QuarantineView(msgspec.Struct, frozen=True, kw_only=True):
     quarantines: list[taint.Quarantine]
     tainted_batches: dict[str, str]  # batch id -> why
     tainted_models: dict[str, str]  # model id -> why
+    tainted_evaluations: dict[str, str] = {}  # evaluation work id -> why: its scores no longer count
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `rr quarantine`."""
     parser = subparsers.add_parser("quarantine", help="distrust a node's, a batch's or a model's outputs and what derives from them")
     verbs = parser.add_subparsers(dest="verb", required=True)
-    node = verbs.add_parser("node", help="a node's batches and models reported at or after --since")
+    node = verbs.add_parser("node", help="a node's batches, models and evaluations reported at or after --since")
     node.add_argument("target", metavar="NODE")
     node.add_argument("--since", type=point_in_time, required=True, metavar="TIME", help="ISO 8601 time or an age (2h ago)")
     for kind in ("batch", "model"):
@@ -72,6 +73,7 @@ def view_of(state: taint.TaintState) -> QuarantineView:
         quarantines=sorted(state.quarantines.values(), key=lambda q: q.seq),
         tainted_batches={b: t.describe() for b, t in sorted(found.batches.items())},
         tainted_models={m: t.describe() for m, t in sorted(found.models.items())},
+        tainted_evaluations={e: t.describe() for e, t in sorted(found.evaluations.items())},
     )
 
 
@@ -88,6 +90,8 @@ def format_view(view: QuarantineView) -> str:
     lines += [f"  {m}: {why}" for m, why in view.tainted_models.items()]
     lines.append(f"tainted batches ({len(view.tainted_batches)}):")
     lines += [f"  {b}: {why}" for b, why in view.tainted_batches.items()]
+    lines.append(f"tainted evaluations ({len(view.tainted_evaluations)}):")
+    lines += [f"  {e}: {why}" for e, why in view.tainted_evaluations.items()]
     return "\n".join(lines)
 
 

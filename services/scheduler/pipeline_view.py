@@ -146,10 +146,11 @@ class PipelineView(msgspec.Struct, frozen=True, kw_only=True):
         return tuple(b for b in self.batches.get(config, ()) if self.withdrawals.counts(b.work_id) and b.batch_id not in tainted)
 
     def live_candidates(self) -> list[Candidate]:
-        """Candidates whose training item counts and that are not tainted, each with only the scores of evaluations that count."""
-        counts, tainted = self.withdrawals.counts, self.tainted().models
-        return [msgspec.structs.replace(c, scores=tuple(s for s in c.scores if counts(s.work_id)))
-                for c in self.candidates.values() if counts(c.work_id) and c.model_id not in tainted]
+        """Candidates whose training item counts and that are not tainted, each with only the scores of evaluations
+        that count (not withdrawn, not tainted)."""
+        counts, tainted = self.withdrawals.counts, self.tainted()
+        return [msgspec.structs.replace(c, scores=tuple(s for s in c.scores if counts(s.work_id) and s.work_id not in tainted.evaluations))
+                for c in self.candidates.values() if counts(c.work_id) and c.model_id not in tainted.models]
 
     def tainted(self) -> Tainted:
         """What the quarantines in force taint."""
