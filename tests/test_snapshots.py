@@ -10,6 +10,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from eventbus.history import first_sequence, last_sequence, replay
 from eventbus.publisher import Publisher
@@ -24,6 +26,7 @@ from services.distributor.livefold import LiveFold, aggregate_subjects
 from services.snapshotting import load_state, save_state
 from tests.bus_harness import provisioned_bus
 from tests.test_forensics import _incident
+from tests.test_projections import LOGS
 
 EVERY = SnapshotSettings(every_events=5, every_s=3600.0, max_kept=10)
 
@@ -156,3 +159,35 @@ async def test_a_point_in_time_view_equals_a_fold_from_scratch_at_random_points(
             assert fast_at.folded < slow_at.folded or fast_at.snapshot_seq == 0
             from_snapshot += fast_at.snapshot_seq > 0
         assert from_snapshot >= 6  # most points lie after the first kept snapshot
+
+
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(log=LOGS, cuts=st.lists(st.floats(0, 1), max_size=4), points=st.lists(st.floats(0, 1), min_size=1, max_size=4))
+def test_any_point_in_time_of_any_log_equals_a_fold_from_scratch(nats_url: str, log: list, cuts: list[float],
+                                                                 points: list[float]) -> None:
+    # Every example appends its log to the same stream and keeps its snapshots in the same bucket:
+    # the property holds for any log, the ones before included.
+    asyncio.run(_points_equal_scratch(nats_url, log, cuts, points))
+
+
+async def _points_equal_scratch(url: str, log: list, cuts: list[float], points: list[float]) -> None:
+    async with provisioned_bus(url) as bus:
+        base = await last_sequence(bus)
+        published = await Publisher(bus).publish_many(log) if log else []
+        end = base + len(log)
+        if end == 0:
+            return
+        at = lambda share: max(1, base + round(share * len(log)))  # noqa: E731
+        for seq in sorted({at(c) for c in cuts}):
+            await save_state(bus, bundle.PROJECTION, (await state_at_seq(bus, seq=seq, use_snapshot=False)).state)
+        kept = await kept_snapshots(bus, bundle.PROJECTION.name, bundle.PROJECTION.version)
+        for seq in sorted({at(p) for p in points}):
+            fast = await state_at_seq(bus, seq=seq)
+            assert fast.state == (await state_at_seq(bus, seq=seq, use_snapshot=False)).state, f"--seq {seq}"
+            start = max((k for k in kept if k <= seq), default=0)
+            assert (fast.snapshot_seq, fast.folded) == (start, seq - start), f"--seq {seq} read more than its tail"
+        for p in published[:: max(1, len(published) // 3)]:
+            assert p.event.ts is not None
+            fast_at = await state_at_time(bus, p.event.ts, skew=dt.timedelta(0))
+            assert fast_at.state == (await state_at_time(bus, p.event.ts, use_snapshot=False)).state, f"--at seq {p.seq}"
