@@ -178,7 +178,7 @@ async def _points_equal_scratch(url: str, log: list, cuts: list[float], points: 
         end = base + len(log)
         if end == 0:
             return
-        at = lambda share: max(1, base + round(share * len(log)))  # noqa: E731
+        at = lambda share: max(1, base + round(share * len(log)))
         for seq in sorted({at(c) for c in cuts}):
             await save_state(bus, bundle.PROJECTION, (await state_at_seq(bus, seq=seq, use_snapshot=False)).state)
         kept = await kept_snapshots(bus, bundle.PROJECTION.name, bundle.PROJECTION.version)
