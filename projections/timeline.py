@@ -78,11 +78,11 @@ def subjects_read(selector: Selector) -> tuple[str, ...] | None:
     return tuple(dict.fromkeys(subjects))
 
 
-# Types that other nodes publish naming a node in a field: an assignment is the leader's, a
-# copy's plan is the leader's and its completion may be the sender's, a distribution's summary
-# lists the nodes. A node's work reports relayed by the API are found through the item
-# (`aggregates_named` of the assignment).
-_NAMING_NODE = ("WORK_ASSIGNED", "DATA_SYNC_PLANNED", "DATA_SYNC_COMPLETE", "MODEL_DISTRIBUTION_COMPLETE")
+# Types that other nodes publish naming a node in a field: an assignment and a copy's plan are
+# the leader's, a distribution's summary lists the nodes. The rest are found through what these
+# name (`aggregates_named`): a node's work reports relayed by the API through the item, a copy's
+# completion published by its sender through the batch of the plan.
+_NAMING_NODE = ("WORK_ASSIGNED", "DATA_SYNC_PLANNED", "MODEL_DISTRIBUTION_COMPLETE")
 
 # Fields naming the aggregate whose events judge an event: the folds accept a report, a result,
 # a copy or a promotion by the state of that item, batch or model (lists, such as a training's

@@ -1,14 +1,22 @@
-"""Forensics at scale: point-in-time reads from kept snapshots, filtered timelines, cold starts, whatif.
+"""Forensics at scale: point-in-time reads from kept snapshots, filtered timelines, cold starts, whatif, quarantine.
 
-The log: --events (default 300k; the issue's year is ~22M) in bench_projection's fleet mix,
-published once; the API's bundle snapshot is kept every --every events (as the API and the
-leader loops do), and the leader loops' own folds once at the end.
-raw:      nats-py ordered push consumer over the whole stream, counting (the ceiling of a full read).
-replay:   `rr replay --seq S` (projections.rebuild.state_at_seq) at --points random S: p50/p99.
-timeline: `rr timeline --work W` (services.commands.timeline.read_timeline) of random items: p50/p99.
-cold:     a distributor agent's catch-up (models, cluster, checkpoints, failures) from their
-          snapshots plus the tail, against the same catch-up without snapshots.
-whatif:   `rr whatif` over the whole log (read, record, simulate the recorded config).
+The log: --events (default 300k; the issue's year is ~22M, 60k a day) in bench_projection's fleet
+mix (each event published by its own writer), published once with publish_many; the API's bundle
+snapshot is kept every --every events (as the API does), and each service's own folds are saved
+--every events before the end (the worst case: a snapshot is due every --every events).
+raw:      nats-py ordered push consumer over the whole stream, counting (the ceiling of a full read,
+          which is what every question costs without snapshots or subject filters).
+replay:   `rr replay --at T` (projections.rebuild.state_at_time) and `--seq S` at --points random points.
+timeline: `rr timeline --work W` of random items, `--node N` of workers (read_timeline).
+cold:     each service's catch-up from its snapshots plus the tail: the API's bundle, the assigner's
+          queue, a distributor agent, the leader's distribution loop, a sync agent, the sync planner;
+          the distributor agent also without snapshots.
+whatif:   `rr whatif --since <one day of events ago>`: read the window, record it, simulate the recorded config.
+quarantine: OUTPUTS_QUARANTINED of the trainer since 3/4 of the log, to the distribution loop's rollback
+          MODEL_PROMOTED published (its fold caught up, the taint closure, the decision); installing the
+          model on the nodes is bench_distribution's and bench_fleet's figure.
+The log's event times are its publish times: a year is published in minutes, so `--at` and the whatif
+window use no clock-skew margin (the commands' 5 minutes would span most of this compressed log).
 Run: python -m ops.bench.bench_forensics [--events 300000] [--every 50000] [--points 10]
 """
 
@@ -18,56 +26,185 @@ import asyncio
 import datetime as dt
 import random
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from eventbus.history import last_sequence
-from eventbus.streams import StreamSettings
-from ops.bench.bench_projection import publish_log, raw_read
+import msgspec
+
+from eventbus import events as ev
+from eventbus.connection import Bus
+from eventbus.history import Record, last_sequence, replay
+from eventbus.integrity import decode_on
+from eventbus.publisher import Publisher
+from eventbus.streams import EVENTS_STREAM, StreamSettings
+from ops.bench.bench_projection import NODES, TRAINER, publish_log, raw_read
 from ops.bench.common import bench_bus, bench_server, common_arguments, emit, fresh_events_stream, log
-from projections import bundle, cluster, models
+from projections import bundle, cluster, data, models, taint, withdrawal
 from projections.base import Folder
-from projections.rebuild import state_at_seq
+from projections.rebuild import state_at_seq, state_at_time
 from projections.snapshotplan import SnapshotSettings
 from projections.timeline import Selector
 from services.commands.timeline import read_timeline
 from services.commands.whatif import window_events
 from services.distributor.folds import CHECKPOINTS, FAILURES
-from services.distributor.livefold import LiveFold, aggregate_subjects
+from services.distributor.livefold import LiveFold, aggregate_subjects, taint_subjects, type_subjects
+from services.distributor.rollback import rollback_decisions
+from services.scheduler import queue
 from services.scheduler.settings import SchedulerSettings
 from services.snapshotting import save_state
+from services.sync.folds import BATCH_FILES
+from services.sync.workitems import SYNC_REQUESTS
 from services.whatif.recording import record
 from services.whatif.report import percentile
 from services.whatif.simulate import simulate
 
+DAY = 60_000  # events a day at the README's 31-node estimate
 
-async def keep_snapshots(bus: Any, count: int, every: int) -> None:
-    """The bundle's snapshot every `every` events, each from the previous one plus its tail."""
+
+async def keep_snapshots(bus: Bus, until: int, every: int) -> None:
+    """The bundle's snapshot every `every` events up to `until`, each from the previous one plus its tail."""
     settings = SnapshotSettings(every_events=every, max_kept=10_000)
-    for seq in range(every, count + 1, every):
+    for seq in range(every, until + 1, every):
         rebuilt = await state_at_seq(bus, bundle.PROJECTION, seq)
         await save_state(bus, bundle.PROJECTION, rebuilt.state, settings=settings)
         log(f"snapshot at {seq:,} (folded {rebuilt.folded:,} in {rebuilt.seconds:.1f}s)")
 
 
-async def timed(action: Any) -> float:
+async def timed(action: Awaitable[Any]) -> float:
     clock = time.perf_counter()
     await action
     return time.perf_counter() - clock
 
 
-def _agent_folds() -> list[Folder[Any]]:
-    return [Folder(models.PROJECTION), Folder(cluster.PROJECTION), Folder(CHECKPOINTS), Folder(FAILURES)]
+# Each service's catch-up: the folds it keeps and the subjects it reads (as its own module builds them).
+def _distributor_agent() -> tuple[list[Folder[Any]], tuple[str, ...]]:
+    folds = [Folder(models.PROJECTION), Folder(cluster.PROJECTION), Folder(CHECKPOINTS), Folder(FAILURES)]
+    return folds, aggregate_subjects("model", "host", "leader")
 
 
-async def cold_start(bus: Any) -> tuple[float, float]:
-    """Seconds of an agent's catch-up without snapshots, then with them (saved in between)."""
-    subjects = aggregate_subjects("model", "host", "leader")
-    bare = await timed(LiveFold(bus, _agent_folds(), subjects).catch_up())
-    folds = _agent_folds()
-    await LiveFold(bus, folds, subjects).catch_up()
+def _distribution_loop() -> tuple[list[Folder[Any]], tuple[str, ...]]:
+    folds = [Folder(models.PROJECTION), Folder(cluster.PROJECTION), Folder(taint.PROJECTION), Folder(CHECKPOINTS), Folder(FAILURES)]
+    return folds, (*aggregate_subjects("model", "host", "leader"), *taint_subjects())
+
+
+def _sync_agent() -> tuple[list[Folder[Any]], tuple[str, ...]]:
+    folds = [Folder(data.PROJECTION), Folder(BATCH_FILES), Folder(SYNC_REQUESTS), Folder(taint.PROJECTION)]
+    return folds, (*aggregate_subjects("data", "leader", "work"), *taint_subjects())
+
+
+def _sync_planner() -> tuple[list[Folder[Any]], tuple[str, ...]]:
+    folds = [Folder(data.PROJECTION), Folder(cluster.PROJECTION), Folder(taint.PROJECTION), Folder(BATCH_FILES), Folder(SYNC_REQUESTS)]
+    subjects = (*aggregate_subjects("data", "host", "leader"), *type_subjects(withdrawal.READS), *aggregate_subjects("work"))
+    return folds, (*subjects, *taint_subjects())
+
+
+LIVE_SERVICES: dict[str, Callable[[], tuple[list[Folder[Any]], tuple[str, ...]]]] = {
+    "distributor_agent": _distributor_agent, "distribution_loop": _distribution_loop,
+    "sync_agent": _sync_agent, "sync_planner": _sync_planner,
+}
+
+
+async def save_folds_at(bus: Bus, make: Callable[[], tuple[list[Folder[Any]], tuple[str, ...]]], seq: int) -> None:
+    """Fold a service's subjects up to `seq` and save each fold's snapshot there (what its leader keeps)."""
+    folds, subjects = make()
+    records: list[Record] = []
+    for subject in subjects:
+        await replay(bus, records.append, subject=subject, end_seq=seq)
+    for stored in sorted(records, key=lambda r: r.seq):
+        for folder in folds:
+            folder(stored)
     for folder in folds:
-        await save_state(bus, folder.projection, folder.projection.finished(folder.state))
-    return bare, await timed(LiveFold(bus, _agent_folds(), subjects).catch_up())
+        # At position `seq`: the fold has seen every record up to it, read or not.
+        state = msgspec.structs.replace(folder.projection.finished(folder.state), last_seq=seq)
+        await save_state(bus, folder.projection, state)
+
+
+async def cold_starts(bus: Bus, end: int, every: int) -> dict[str, float]:
+    """Seconds of each service's catch-up from snapshots `every` events old, and the distributor agent's without."""
+    at = max(1, end - every)
+    out: dict[str, float] = {}
+    out["distributor_agent_bare"] = await timed(LiveFold(bus, *_distributor_agent()).catch_up())
+    for name, make in LIVE_SERVICES.items():
+        await save_folds_at(bus, make, at)
+        out[name] = await timed(LiveFold(bus, *make()).catch_up())
+        log(f"cold start {name}: {out[name]:.2f}s")
+    await save_state(bus, queue.PROJECTION, (await state_at_seq(bus, queue.PROJECTION, at, use_snapshot=False)).state)
+    out["assigner"] = await timed(state_at_seq(bus, queue.PROJECTION))
+    out["api"] = await timed(state_at_seq(bus, bundle.PROJECTION))  # the kept bundle snapshots, as the API starts
+    return out
+
+
+async def event_at(bus: Bus, seq: int) -> ev.Event:
+    """The stored event at `seq`."""
+    msg = await bus.js.get_msg(EVENTS_STREAM, seq)
+    assert msg.subject is not None and msg.data is not None
+    return decode_on(msg.subject, msg.data)
+
+
+async def stamp_of(bus: Bus, seq: int) -> dt.datetime:
+    event = await event_at(bus, seq)
+    assert event.ts is not None
+    return event.ts
+
+
+async def point_in_time(bus: Bus, rng: random.Random, end: int, points: int) -> tuple[list[float], list[float], int]:
+    """Seconds of `rr replay --at` and `--seq` at random points, and the most records one of them read."""
+    at_s, seq_s, most = [], [], 0
+    for seq in sorted(rng.randrange(1, end + 1) for _ in range(points)):
+        when = await stamp_of(bus, seq)
+        rebuilt = await state_at_time(bus, when, skew=dt.timedelta(0))
+        at_s.append(rebuilt.seconds)
+        by_seq = await state_at_seq(bus, bundle.PROJECTION, seq)
+        seq_s.append(by_seq.seconds)
+        most = max(most, rebuilt.folded, by_seq.folded)
+    return at_s, seq_s, most
+
+
+async def timelines(bus: Bus, rng: random.Random, jobs: int, points: int) -> tuple[list[float], list[float], int]:
+    """Seconds of `rr timeline --work` of random items and `--node` of random workers, and the most records a node's read."""
+    work = [await timed(read_timeline(bus, Selector(work=f"w-{rng.randrange(jobs):08d}"))) for _ in range(points)]
+    nodes, most = [], 0
+    for node in rng.sample(NODES[2:], min(3, points)):  # workers: not the trainer, not a leader
+        clock = time.perf_counter()
+        _, read = await read_timeline(bus, Selector(node=node))
+        nodes.append(time.perf_counter() - clock)
+        most = max(most, read)
+    return work, nodes, most
+
+
+async def whatif_day(bus: Bus, end: int) -> tuple[float, int]:
+    """Seconds of `rr whatif --since <the last day of events>` on the recorded config, and the items it replayed."""
+    clock = time.perf_counter()
+    since = await stamp_of(bus, max(1, end - DAY))
+    until = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
+    rec = record(await window_events(bus, since, until, skew=dt.timedelta(0)), since, until)
+    simulate(rec, SchedulerSettings())
+    return time.perf_counter() - clock, len(rec.arrivals)
+
+
+async def quarantine_to_rollback(bus: Bus, end: int) -> dict[str, Any]:
+    """From OUTPUTS_QUARANTINED of the trainer to the distribution loop's rollback published, its fold already live."""
+    folds, subjects = _distribution_loop()
+    live = LiveFold(bus, folds, subjects)
+    await live.catch_up()
+    since = await stamp_of(bus, end * 3 // 4)
+    clock = time.perf_counter()
+    await Publisher(bus).publish(ev.OutputsQuarantined(quarantine_id="q-bench", kind="node", target=TRAINER, since=since,
+                                                       reason="bench: bad trainer", requested_by="bench"))
+    await live.catch_up()  # the live loop's follower: the quarantine's record
+    closure_clock = time.perf_counter()
+    tainted = taint.tainted(folds[2].state)
+    closure_s = time.perf_counter() - closure_clock
+    decisions = rollback_decisions(folds[0].state, tainted)
+    for decision in decisions:
+        await Publisher(bus).publish(decision)
+    return {"quarantine_to_rollback_s": round(time.perf_counter() - clock, 3), "taint_closure_s": round(closure_s, 3),
+            "tainted_models": len(tainted.models), "tainted_batches": len(tainted.batches),
+            "tainted_evaluations": len(tainted.evaluations), "rollbacks": [(d.previous_model, d.model_id) for d in decisions]}
+
+
+async def stream_bytes(bus: Bus) -> int:
+    return int((await bus.js.stream_info(EVENTS_STREAM)).state.bytes)
 
 
 async def main() -> None:
@@ -76,31 +213,33 @@ async def main() -> None:
     parser.add_argument("--points", type=int, default=10, help="random points per measure")
     args = parser.parse_args()
     rng = random.Random(19)
+    result: dict[str, Any] = {"bench": "forensics", "events": args.events, "every": args.every, "storage": args.storage}
     async with bench_server() as server, bench_bus(server.url) as bus:
         await fresh_events_stream(bus, StreamSettings(storage=args.storage))
         log(f"publishing {args.events:,} events ...")
-        publish_s = await publish_log(bus, args.events)
+        # Chunks of 5k: an event's time (stamped when its chunk is) stays within 5k records of its storage.
+        result["publish_s"] = round(await publish_log(bus, args.events, chunk_size=5_000), 1)
         end = await last_sequence(bus)
+        result["stream_bytes_per_event"] = round(await stream_bytes(bus) / end, 1)
         raw_s = args.events / await raw_read(bus, args.events)
-        await keep_snapshots(bus, end, args.every)
-        replays = [await timed(state_at_seq(bus, bundle.PROJECTION, rng.randrange(1, end + 1))) for _ in range(args.points)]
-        items = [f"w-{rng.randrange(0, args.events // 12):08d}" for _ in range(args.points)]
-        timelines = [await timed(read_timeline(bus, Selector(work=w))) for w in items]
-        bare_s, snapshot_s = await cold_start(bus)
-        clock = time.perf_counter()
-        since = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
-        until = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
-        rec = record(await window_events(bus, since, until), since, until)
-        simulate(rec, SchedulerSettings())
-        whatif_s = time.perf_counter() - clock
-    emit({
-        "bench": "forensics", "events": args.events, "every": args.every, "storage": args.storage,
-        "raw_full_read_s": round(raw_s, 3),
-        "replay_seq_p50_s": round(percentile(replays, 50), 3), "replay_seq_p99_s": round(percentile(replays, 99), 3),
-        "timeline_work_p50_s": round(percentile(timelines, 50), 3), "timeline_work_p99_s": round(percentile(timelines, 99), 3),
-        "cold_start_agent_bare_s": round(bare_s, 3), "cold_start_agent_snapshots_s": round(snapshot_s, 3),
-        "whatif_whole_log_s": round(whatif_s, 2), "whatif_items": len(rec.arrivals), "publish_s": round(publish_s, 1),
-    })
+        result["raw_full_read_s"] = round(raw_s, 3)
+        log(f"raw full read {raw_s:.1f}s; keeping snapshots ...")
+        await keep_snapshots(bus, end - args.every, args.every)
+        at_s, seq_s, most = await point_in_time(bus, rng, end, args.points)
+        result |= _percentiles("replay_at", at_s) | _percentiles("replay_seq", seq_s) | {"replay_most_records": most}
+        log(f"replay --at p50 {percentile(at_s, 50):.2f}s; timelines ...")
+        work_s, node_s, node_read = await timelines(bus, rng, end // 16, args.points)
+        result |= _percentiles("timeline_work", work_s) | _percentiles("timeline_node", node_s) | {"timeline_node_most_records": node_read}
+        result |= {f"cold_start_{k}_s": round(v, 3) for k, v in (await cold_starts(bus, end, args.every)).items()}
+        whatif_s, items = await whatif_day(bus, end)
+        result |= {"whatif_day_s": round(whatif_s, 2), "whatif_items": items}
+        log(f"whatif over a day {whatif_s:.1f}s; quarantine ...")
+        result |= await quarantine_to_rollback(bus, end)
+    emit(result)
+
+
+def _percentiles(name: str, values: Sequence[float]) -> dict[str, float]:
+    return {f"{name}_p50_s": round(percentile(list(values), 50), 3), f"{name}_p99_s": round(percentile(list(values), 99), 3)}
 
 
 if __name__ == "__main__":

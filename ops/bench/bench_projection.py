@@ -131,16 +131,18 @@ def fleet_log(count: int) -> Iterator[ev.Event]:
         i += 1
 
 
-async def publish_log(bus: Bus, count: int) -> float:
+async def publish_log(bus: Bus, count: int, chunk_size: int = CHUNK) -> float:
     """Publish the fleet log in chunks; returns seconds taken."""
     publisher = Publisher(bus)
     clock, chunk = time.perf_counter(), []
     for event in fleet_log(count):
         chunk.append(event)
-        if len(chunk) == CHUNK:
+        if len(chunk) == chunk_size:
             await publisher.publish_many(chunk)
             chunk = []
-            log(f"published {await last_sequence(bus):,} of {count:,}")
+            stored = await last_sequence(bus)
+            if stored % CHUNK < chunk_size:
+                log(f"published {stored:,} of {count:,}")
     if chunk:
         await publisher.publish_many(chunk)
     stored = await last_sequence(bus)

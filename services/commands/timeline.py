@@ -47,7 +47,7 @@ async def build(bus: Bus, selector: Selector) -> list[TimelineLine]:
 
 
 async def read_timeline(bus: Bus, selector: Selector) -> tuple[list[TimelineLine], int]:
-    """The selector's lines and how many records were read for them."""
+    """The selector's lines and how many records were read for them (a record two filters match counts twice)."""
     builder = TimelineBuilder(selector)
     subjects = subjects_read(selector)
     if subjects is None and selector.node is None:
@@ -56,19 +56,20 @@ async def read_timeline(bus: Bus, selector: Selector) -> tuple[list[TimelineLine
     end = await last_sequence(bus)
     if subjects is None:
         assert selector.node is not None
-        records = await _node_records(bus, selector.node, end)
+        records, read = await _node_records(bus, selector.node, end)
     else:
-        records = await _read_each(bus, subjects, end)
+        records, read = await _read_each(bus, subjects, end)
     for seq in sorted(records):
         builder(records[seq])
-    return builder.lines, len(records)
+    return builder.lines, read
 
 
-async def _read_each(bus: Bus, subjects: Iterable[str], end: int) -> dict[int, Record]:
+async def _read_each(bus: Bus, subjects: Iterable[str], end: int) -> tuple[dict[int, Record], int]:
     records: dict[int, Record] = {}  # by sequence: a record may match two filters
+    read = 0
     for subject in subjects:
-        await replay(bus, _into(records), subject=subject, end_seq=end)
-    return records
+        read += await replay(bus, _into(records), subject=subject, end_seq=end)
+    return records, read
 
 
 def _into(records: dict[int, Record]) -> Callable[[Record], None]:
@@ -82,7 +83,7 @@ def _into(records: dict[int, Record]) -> Callable[[Record], None]:
 _FILTERS_PER_READ = 500
 
 
-async def _node_records(bus: Bus, node: str, end: int) -> dict[int, Record]:
+async def _node_records(bus: Bus, node: str, end: int) -> tuple[dict[int, Record], int]:
     """What a node's timeline folds: its own subjects and leadership, the records naming it, and what judges them.
 
     The records that mention the node lead to every work item, batch and model they name; the
@@ -91,8 +92,10 @@ async def _node_records(bus: Bus, node: str, end: int) -> dict[int, Record]:
     otherwise pull in whole through the trainer's copies of every batch.
     """
     own, naming = node_subjects(node)
-    kept = await _read_each(bus, own, end)
-    for seq, record in (await _read_each(bus, naming, end)).items():
+    kept, read_own = await _read_each(bus, own, end)
+    others, read_naming = await _read_each(bus, naming, end)
+    count = read_own + read_naming
+    for seq, record in others.items():
         event = _decoded(record)
         if event is not None and mentions_node(event, node):
             kept.setdefault(seq, record)
@@ -107,11 +110,11 @@ async def _node_records(bus: Bus, node: str, end: int) -> dict[int, Record]:
         read |= named
         for start in range(0, len(batch), _FILTERS_PER_READ):
             found: dict[int, Record] = {}
-            await replay(bus, _into(found), subjects=batch[start:start + _FILTERS_PER_READ], end_seq=end)
+            count += await replay(bus, _into(found), subjects=batch[start:start + _FILTERS_PER_READ], end_seq=end)
             for seq, record in found.items():
                 if kept.setdefault(seq, record) is record and (event := _decoded(record)) is not None:
                     named |= aggregates_named(event, _ALL if mentions_node(event, node) else _LINEAGE)
-    return kept
+    return kept, count
 
 
 _ALL, _LINEAGE = ("work", "data", "model"), ("data", "model")

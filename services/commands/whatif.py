@@ -80,11 +80,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def window_events(bus: Bus, since: dt.datetime, until: dt.datetime) -> list[tuple[int, Event]]:
-    """Membership from the log's start (who was online when the window opened), work from `since` on, in log order."""
+async def window_events(
+    bus: Bus, since: dt.datetime, until: dt.datetime, *, skew: dt.timedelta = CLOCK_SKEW
+) -> list[tuple[int, Event]]:
+    """Membership from the log's start (who was online when the window opened), work from `since` on, in log order.
+
+    Work is read from the records stored `skew` before `since` (a publisher stamps an event
+    moments before the server stores it).
+    """
     records: dict[int, Record] = {}
     await replay(bus, lambda r: records.setdefault(r.seq, r), subject=f"{EVENTS_ROOT}.host.>")
-    await replay(bus, lambda r: records.setdefault(r.seq, r), subject=f"{EVENTS_ROOT}.work.>", start_time=since - CLOCK_SKEW)
+    await replay(bus, lambda r: records.setdefault(r.seq, r), subject=f"{EVENTS_ROOT}.work.>", start_time=since - skew)
     out: list[tuple[int, Event]] = []
     for seq in sorted(records):
         try:
