@@ -35,7 +35,9 @@ from eventbus import events as ev
 from eventbus.connection import Bus
 from eventbus.history import Record, last_sequence, replay
 from eventbus.integrity import decode_on
+from eventbus.objects import list_objects
 from eventbus.publisher import Publisher
+from eventbus.snapshots import SNAPSHOT_BUCKET, parse_kept_name
 from eventbus.streams import EVENTS_STREAM, StreamSettings
 from ops.bench.bench_projection import NODES, TRAINER, publish_log, raw_read
 from ops.bench.common import bench_bus, bench_server, common_arguments, emit, fresh_events_stream, log
@@ -207,6 +209,14 @@ async def stream_bytes(bus: Bus) -> int:
     return int((await bus.js.stream_info(EVENTS_STREAM)).state.bytes)
 
 
+async def snapshot_bytes(bus: Bus) -> dict[str, int]:
+    """The newest kept bundle snapshot's size and all kept snapshots' together: what the snapshots bucket holds."""
+    named = [(parse_kept_name(o.name), o.size) for o in await list_objects(bus, SNAPSHOT_BUCKET)]
+    kept = [(name, size) for name, size in named if name is not None]
+    bundles = [(name[2], size) for name, size in kept if name[0] == bundle.PROJECTION.name]
+    return {"bundle_snapshot_bytes": max(bundles)[1] if bundles else 0, "snapshots_kept_bytes": sum(size for _, size in kept)}
+
+
 async def main() -> None:
     parser = common_arguments(__doc__.splitlines()[0], default_events=300_000)
     parser.add_argument("--every", type=int, default=50_000, help="events between kept snapshots")
@@ -225,6 +235,7 @@ async def main() -> None:
         result["raw_full_read_s"] = round(raw_s, 3)
         log(f"raw full read {raw_s:.1f}s; keeping snapshots ...")
         await keep_snapshots(bus, end - args.every, args.every)
+        result |= await snapshot_bytes(bus)
         at_s, seq_s, most = await point_in_time(bus, rng, end, args.points)
         result |= _percentiles("replay_at", at_s) | _percentiles("replay_seq", seq_s) | {"replay_most_records": most}
         log(f"replay --at p50 {percentile(at_s, 50):.2f}s; timelines ...")
