@@ -46,6 +46,10 @@ async def load_state(bus: Bus, projection: Projection[S], who: str, *, not_after
     part = bundle.part_name(projection)
     if part is None or projection is bundle.PROJECTION:
         return own
+    # The bundle holds every work item ever added (a year: ~1.6 GB): loaded only when it is newer.
+    wholes = newest_at_or_before(await kept_snapshots(bus, bundle.PROJECTION.name, bundle.PROJECTION.version), bound)
+    if own is not None and (not wholes or own.header.last_seq >= wholes[0]):
+        return own
     whole = await _load_own(bus, bundle.PROJECTION, who, bound)
     if whole is None or (own is not None and own.header.last_seq >= whole.header.last_seq):
         return own

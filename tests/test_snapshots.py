@@ -178,7 +178,10 @@ async def _points_equal_scratch(url: str, log: list, cuts: list[float], points: 
         end = base + len(log)
         if end == 0:
             return
-        at = lambda share: max(1, base + round(share * len(log)))
+
+        def at(share: float) -> int:
+            return max(1, base + round(share * len(log)))
+
         for seq in sorted({at(c) for c in cuts}):
             await save_state(bus, bundle.PROJECTION, (await state_at_seq(bus, seq=seq, use_snapshot=False)).state)
         kept = await kept_snapshots(bus, bundle.PROJECTION.name, bundle.PROJECTION.version)
@@ -191,3 +194,28 @@ async def _points_equal_scratch(url: str, log: list, cuts: list[float], points: 
             assert p.event.ts is not None
             fast_at = await state_at_time(bus, p.event.ts, skew=dt.timedelta(0))
             assert fast_at.state == (await state_at_time(bus, p.event.ts, use_snapshot=False)).state, f"--at seq {p.seq}"
+
+
+async def test_a_part_with_its_own_snapshot_as_new_as_the_bundles_never_loads_the_bundle(
+    nats_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import services.snapshotting as snapshotting
+
+    async with provisioned_bus(nats_url) as bus:
+        await Publisher(bus).publish_many(_incident())
+        folder = Folder(bundle.PROJECTION)
+        await replay(bus, folder)
+        whole = bundle.PROJECTION.finished(folder.state)
+        await save_state(bus, bundle.PROJECTION, whole)
+        await save_state(bus, models.PROJECTION, whole.models)
+        loaded_names: list[str] = []
+        real = snapshotting.load_snapshot
+
+        async def spy(bus_: Any, name: str, **kwargs: Any) -> bytes | None:
+            loaded_names.append(name)
+            return await real(bus_, name, **kwargs)
+
+        monkeypatch.setattr(snapshotting, "load_snapshot", spy)
+        loaded = await load_state(bus, models.PROJECTION, "test")
+        assert loaded is not None and loaded.state == whole.models
+        assert loaded_names and not any(name.startswith(bundle.PROJECTION.name) for name in loaded_names), loaded_names
