@@ -164,11 +164,10 @@ def roots(quarantine: Quarantine, graph: Lineage) -> list[tuple[str, str]]:
     if quarantine.kind in ("batch", "model"):
         return [(quarantine.kind, quarantine.target)]
     node, since = quarantine.target, quarantine.since
-    return [
-        (kind, name)
-        for kind, facts in (("batch", graph.batches), ("model", graph.models), ("evaluation", graph.evaluations))
-        for name, f in sorted(facts.items()) if f.node == node and _after(f.at, since)
-    ]
+    made = [("batch", b, f.node, f.at) for b, f in graph.batches.items()]
+    made += [("model", m, f.node, f.at) for m, f in graph.models.items()]
+    made += [("evaluation", e, f.node, f.at) for e, f in graph.evaluations.items()]
+    return sorted((kind, name) for kind, name, where, at in made if where == node and _after(at, since))
 
 
 def closure(quarantines: Iterable[Quarantine], graph: Lineage) -> Tainted:
