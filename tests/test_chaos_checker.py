@@ -140,6 +140,9 @@ def test_a_late_completion_of_a_handed_back_attempt_is_accepted_until_a_newer_on
                assigned("w1", 2, "n3"))
     assert kinds(logged(*history, completed("w1", 1, "n2"))) == {}
     assert kinds(logged(*history, started("w1", 2, "n3"), completed("w1", 1, "n2"))) == {"superseded_completion": 1, "unfinished": 1}
+    # The newer attempt completed first: the handed-back one's late report is superseded, not a second application.
+    finished = (*history, started("w1", 2, "n3"), completed("w1", 2, "n3"))
+    assert kinds(logged(*finished, completed("w1", 1, "n2"))) == {"superseded_completion": 1}
 
 
 def test_a_result_of_an_attempt_that_no_longer_counts_is_reported() -> None:

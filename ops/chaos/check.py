@@ -12,17 +12,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
-from eventbus.connection import connect
+from eventbus.connection import Bus, connect
 from eventbus.deadletter import list_parked
 from eventbus.errors import BusError, InvalidEvent
 from eventbus.events import Event
 from eventbus.history import events
 from ops.chaos.checker import KINDS, CheckReport, ClientRecord, DeadLetter, check, view_hashes
 from projections import bundle
+from services.auth.credentials import connect_options, credentials_from_env
 
 
 class LiveViews(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -52,26 +55,49 @@ def read_views(path: Path) -> LiveViews:
         raise ValueError(f"{path}: {exc}; expected {{\"last_seq\": int, \"hashes\": {{name: sha256}}}}") from None
 
 
-async def judge(url: str, records: list[ClientRecord], live: LiveViews | None) -> tuple[CheckReport, int]:
-    """The report over the server's whole history, and how many stored messages did not decode."""
-    bus = await connect(url, node_id="chaos-check")
-    try:
-        log: list[tuple[int, Event]] = []
-        undecodable = 0
-        async for seq, event in events(bus):
-            if isinstance(event, InvalidEvent):
-                undecodable += 1
-            else:
-                log.append((seq, event))
-        parked = [DeadLetter(dlq_seq=p.dlq_seq, reason=p.reason) for p in await list_parked(bus, limit=1_000_000)]
-    finally:
-        await bus.close()
+class History(msgspec.Struct, frozen=True, kw_only=True):
+    """What a server holds: the decoded log from sequence 1, how many messages did not decode, the dead letters."""
+
+    log: list[tuple[int, Event]]
+    undecodable: int
+    parked: list[DeadLetter]
+
+
+async def read_history(bus: Bus) -> History:
+    """The whole RR_EVENTS log and the dead-letter stream, as the checker reads them."""
+    log: list[tuple[int, Event]] = []
+    undecodable = 0
+    async for seq, event in events(bus):
+        if isinstance(event, InvalidEvent):
+            undecodable += 1
+        else:
+            log.append((seq, event))
+    parked = [DeadLetter(dlq_seq=p.dlq_seq, reason=p.reason) for p in await list_parked(bus, limit=1_000_000)]
+    return History(log=log, undecodable=undecodable, parked=parked)
+
+
+async def judge_history(history: History, records: list[ClientRecord], live: LiveViews | None) -> CheckReport:
+    """The checker's report over a history read already (folds and checks in a thread: they are CPU work)."""
     rebuilt = None
     if live is not None:
-        upto = [(seq, event) for seq, event in log if seq <= live.last_seq]
+        upto = [(seq, event) for seq, event in history.log if seq <= live.last_seq]
         rebuilt = await asyncio.to_thread(lambda: view_hashes(bundle.fold_all_events(upto)))
-    report = await asyncio.to_thread(check, log, records, live=live.hashes if live else None, rebuilt=rebuilt, parked=parked)
-    return report, undecodable
+    return await asyncio.to_thread(check, history.log, records, live=live.hashes if live else None, rebuilt=rebuilt,
+                                   parked=history.parked)
+
+
+async def judge(url: str, records: list[ClientRecord], live: LiveViews | None,
+                auth: Mapping[str, Any] | None = None) -> tuple[CheckReport, int]:
+    """The report over the server's whole history, and how many stored messages did not decode.
+
+    `auth`: connect options for a server that requires credentials (services/auth/credentials.py).
+    """
+    bus = await connect(url, node_id="chaos-check", **(auth or {}))
+    try:
+        history = await read_history(bus)
+    finally:
+        await bus.close()
+    return await judge_history(history, records, live), history.undecodable
 
 
 def render(report: CheckReport, undecodable: int) -> str:
@@ -95,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         records = read_records(args.client_records)
         live = read_views(args.views) if args.views else None
-        report, undecodable = asyncio.run(judge(args.nats, records, live))
+        auth = connect_options(credentials_from_env())  # $RR_NATS_CREDS, as rr reads it
+        report, undecodable = asyncio.run(judge(args.nats, records, live, auth))
     except (OSError, ValueError, BusError) as exc:
         print(f"chaos check: {exc}", file=sys.stderr)
         return 2

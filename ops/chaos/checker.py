@@ -137,13 +137,15 @@ def _superseded(item: _Item, key: tuple[int, str]) -> str | None:
 
 def _completion(item: _Item, event: WorkCompleted, seq: int) -> Violation | None:
     key = (event.attempt, event.node)
-    if item.completed_at:
-        return Violation(kind="duplicate_applied", seq=seq, about=event.work_id,
-                         detail=f"attempt {event.attempt} on {event.node} completed an item already completed at sequence {item.completed_at}")
+    # A superseded attempt's late report is that, even when the item completed meanwhile: judged first,
+    # so that duplicate_applied means the attempt that counts reported twice.
     why = _superseded(item, key)
     if why is not None:
         return Violation(kind="superseded_completion", seq=seq, about=event.work_id,
                          detail=f"attempt {event.attempt} on {event.node} completed {why}")
+    if item.completed_at:
+        return Violation(kind="duplicate_applied", seq=seq, about=event.work_id,
+                         detail=f"attempt {event.attempt} on {event.node} completed an item already completed at sequence {item.completed_at}")
     item.completed_at, item.completed_by = seq, key
     return None
 

@@ -26,6 +26,8 @@ class Workload(msgspec.Struct, frozen=True, kw_only=True):
     # non-lost game against its opponent (one win or draw in `gate_games`), never on losses alone.
     gate: dict[str, float | int] = msgspec.field(default_factory=lambda: {"elo0": -2000.0, "elo1": -1000.0, "alpha": 0.45, "beta": 0.45, "max_games": 12})
     heartbeat_s: float = 1.0
+    # ops/chaos's client adds `synthetic` items: a job that only sleeps, so a fault mix runs on 2 cores.
+    synthetic_s: float = 1.0
 
 
 def nats_config(plan: FleetPlan, host: HostPlan) -> str:
@@ -79,11 +81,13 @@ def rr_config(plan: FleetPlan, host: HostPlan, workload: Workload) -> dict[str, 
         "scheduler": {
             # CPU hosts: every kind of work may run without a GPU; trainers only train, so evaluation
             # always runs on a host other than the trainer (the candidate travels through the store).
-            "capabilities": [{"work_type": t, "cpu_ok": True} for t in ("selfplay", "training", "evaluation", "sync")],
-            "role_work": {"coordinator": [], "training": ["training", "sync"], "selfplay": ["selfplay", "evaluation", "sync"]},
+            "capabilities": [{"work_type": t, "cpu_ok": True} for t in ("selfplay", "training", "evaluation", "sync", "synthetic")],
+            "role_work": {"coordinator": [], "training": ["training", "sync", "synthetic"],
+                          "selfplay": ["selfplay", "evaluation", "sync", "synthetic"]},
             # Attempts that never start or go silent are re-assigned within minutes, not the default hour.
             "progress_timeout_s": 90.0,
-            "attempt_deadline_s": {"selfplay": 240.0, "training": 600.0, "evaluation": 300.0, "tournament": 600.0, "sync": 300.0},
+            "attempt_deadline_s": {"selfplay": 240.0, "training": 600.0, "evaluation": 300.0, "tournament": 600.0, "sync": 300.0,
+                                   "synthetic": 60.0},
             "populator_games": w.selfplay_games, "backlog_per_node": 1, "curriculum": {f"{w.board}_2p": 1.0},
         },
         "worker": {
@@ -97,6 +101,7 @@ def rr_config(plan: FleetPlan, host: HostPlan, workload: Workload) -> dict[str, 
                                " --candidate {candidate} --best {model_path} --games {num_games} --sims {sims} --elo0 {elo0}"
                                " --elo1 {elo1} --alpha {alpha} --beta {beta} --max-games {max_games} --rate-anchor {rate_anchor}"
                                " --device cpu"),
+                "synthetic": f"sleep {w.synthetic_s}",
             },
             "gpu_idle_check": False, "progress_interval_s": 1.0, "grace_s": 5.0,
         },

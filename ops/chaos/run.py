@@ -1,0 +1,143 @@
+"""One chaos run on a fleet that is up: workload and nemesis together, then heal, drain, check and report.
+
+The orchestration only: the schedule, the checker and the report are pure modules beside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import msgspec
+
+from eventbus.connection import Bus, connect
+from eventbus.events import Event, WorkAdded, WorkCancelled, WorkCompleted, WorkFailed
+from eventbus.history import events
+from ops.chaos.check import History, judge_history, read_history, read_records
+from ops.chaos.checker import CheckReport, ClientRecord
+from ops.chaos.nemesis import Nemesis
+from ops.chaos.report import Injected, Summary, points, render_timeline, summary
+from ops.chaos.schedule import Fault, encode_schedule
+from ops.chaos.workload import ClientStats, add_work
+from ops.fleet.launch import admin_credentials
+from ops.fleet.plan import FleetPlan
+from services.auth.credentials import connect_options, load_credentials
+
+
+class RunSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """What one run does besides its schedule."""
+
+    seed: int
+    duration_s: float
+    rate_per_s: float = 0.5
+    job_s: float = 1.0
+    drain_timeout_s: float = 240.0
+
+
+class Outcome(msgspec.Struct, frozen=True, kw_only=True):
+    """A finished run: its summary, the checker's report and the client's counts."""
+
+    summary: Summary
+    report: CheckReport
+    client: ClientStats
+
+
+async def fleet_bus(plan: FleetPlan, node_id: str = "chaos-client") -> Bus:
+    """A connection to every NATS server of the fleet with the operator's credentials."""
+    auth = connect_options(load_credentials(admin_credentials(plan)))
+    return await connect(plan.nats_urls(), node_id=node_id, name=f"rr-chaos:{node_id}", **auth)
+
+
+async def _one_fault(nemesis: Nemesis, fault: Fault, t0: float) -> Injected:
+    await asyncio.sleep(max(0.0, t0 + fault.at_s - time.monotonic()))
+    injected, undo = await nemesis.inject(fault)
+    _say(f"chaos: +{fault.at_s:.0f}s {fault.kind} {injected.victim or fault.target} {injected.error}".rstrip())
+    if undo is not None:
+        await asyncio.sleep(fault.hold_s)
+        await asyncio.to_thread(undo)
+    return msgspec.structs.replace(injected, ended=time.time())
+
+
+async def run_faults(nemesis: Nemesis, schedule: Sequence[Fault]) -> list[Injected]:
+    """Every fault at its time, overlapping as scheduled; each undone after its hold."""
+    t0 = time.monotonic()
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(_one_fault(nemesis, fault, t0)) for fault in schedule]
+    return [task.result() for task in tasks]
+
+
+def terminal_ids(log: Sequence[tuple[int, Event]]) -> set[str]:
+    """Work items that reached completed, failed or cancelled (pure)."""
+    return {e.work_id for _, e in log if isinstance(e, (WorkCompleted, WorkFailed, WorkCancelled))}
+
+
+async def drain(bus: Bus, records: Sequence[ClientRecord], timeout_s: float) -> bool:
+    """Wait until every acknowledged item has ended; False when some had not after `timeout_s`."""
+    log: list[tuple[int, Event]] = []
+    added: dict[str, str] = {}  # event id -> work id
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            async for seq, event in events(bus, start_seq=log[-1][0] + 1 if log else 1):
+                if isinstance(event, Event):
+                    log.append((seq, event))
+                    if isinstance(event, WorkAdded):
+                        added[event.id] = event.work_id
+        except Exception as exc:  # noqa: BLE001 - a cluster still settling after the heal (nats' own 503s too): read again
+            _say(f"chaos: reading the log while draining: {exc!r}")
+        waiting = {added.get(r.id, r.id) for r in records} - terminal_ids(log)
+        if not waiting:
+            return True
+        if time.monotonic() > deadline:
+            _say(f"chaos: {len(waiting)} acknowledged item(s) still open after {timeout_s:.0f}s of draining")
+            return False
+        await asyncio.sleep(2.0)  # pacing of a log re-read
+
+
+async def settled_history(bus: Bus, tries: int = 10) -> History:
+    """The whole history, read again while the cluster answers "temporarily unavailable" after the heal."""
+    for _ in range(tries - 1):
+        try:
+            return await read_history(bus)
+        except Exception as exc:  # noqa: BLE001 - nats-py's JetStream API errors are not translated by history reads
+            _say(f"chaos: reading the history: {exc!r}; again in 3 s")
+        await asyncio.sleep(3.0)
+    return await read_history(bus)
+
+
+async def chaos(root: Path, plan: FleetPlan, schedule: Sequence[Fault], settings: RunSettings, out: Path) -> Outcome:
+    """Workload and nemesis for the schedule's duration; heal; drain; check; write the report files into `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "schedule.json").write_bytes(encode_schedule(schedule))
+    records_path = out / "records.jsonl"
+    records_path.write_bytes(b"")
+    bus = await fleet_bus(plan)
+    try:
+        nemesis, stop = Nemesis(root, plan, bus), asyncio.Event()
+        async with asyncio.TaskGroup() as group:
+            client = group.create_task(add_work(bus, records_path, seed=settings.seed, rate_per_s=settings.rate_per_s,
+                                                stop=stop, seconds=settings.job_s))
+            injected = await run_faults(nemesis, schedule)
+            await asyncio.sleep(max(0.0, settings.duration_s - max((f.at_s + f.hold_s for f in schedule), default=0.0)))
+            stop.set()
+        await asyncio.to_thread(nemesis.heal_all)
+        records = read_records(records_path)
+        _say(f"chaos: healed; {len(records)} acknowledged adds, draining ...")
+        drained = await drain(bus, records, settings.drain_timeout_s)
+        history = await settled_history(bus)
+    finally:
+        await bus.close()
+    report = await judge_history(history, records, None)
+    timeline = points(history.log)
+    (out / "timeline.html").write_text(render_timeline(injected, timeline, f"rr chaos, seed {settings.seed}"))
+    result = summary(settings.seed, settings.duration_s, schedule, injected, report, timeline, drained=drained,
+                     timeline_path=str(out / "timeline.html"))
+    (out / "summary.json").write_bytes(msgspec.json.format(msgspec.json.encode(result)))
+    return Outcome(summary=result, report=report, client=client.result())
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
