@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import msgspec
@@ -19,7 +19,7 @@ from eventbus.history import events
 from ops.chaos.check import History, judge_history, read_history, read_records
 from ops.chaos.checker import CheckReport, ClientRecord
 from ops.chaos.nemesis import Nemesis
-from ops.chaos.report import Injected, Summary, points, render_timeline, summary
+from ops.chaos.report import Injected, Point, Summary, points, render_timeline, summary
 from ops.chaos.schedule import Fault, encode_schedule
 from ops.chaos.workload import ClientStats, add_work
 from ops.fleet.launch import admin_credentials
@@ -38,11 +38,17 @@ class RunSettings(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):
-    """A finished run: its summary, the checker's report and the client's counts."""
+    """A finished run: its summary, the checker's report, the client's counts and what `beside` returned."""
 
     summary: Summary
     report: CheckReport
     client: ClientStats
+    timeline: list[Point] = []
+    beside: object = None
+
+
+# Something else to run for the run's window (the soak's sampler): given the bus and the stop event.
+Beside = Callable[[Bus, asyncio.Event], Awaitable[object]]
 
 
 async def fleet_bus(plan: FleetPlan, node_id: str = "chaos-client") -> Bus:
@@ -108,7 +114,8 @@ async def settled_history(bus: Bus, tries: int = 10) -> History:
     return await read_history(bus)
 
 
-async def chaos(root: Path, plan: FleetPlan, schedule: Sequence[Fault], settings: RunSettings, out: Path) -> Outcome:
+async def chaos(root: Path, plan: FleetPlan, schedule: Sequence[Fault], settings: RunSettings, out: Path,
+                beside: Beside | None = None) -> Outcome:
     """Workload and nemesis for the schedule's duration; heal; drain; check; write the report files into `out`."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "schedule.json").write_bytes(encode_schedule(schedule))
@@ -120,6 +127,7 @@ async def chaos(root: Path, plan: FleetPlan, schedule: Sequence[Fault], settings
         async with asyncio.TaskGroup() as group:
             client = group.create_task(add_work(bus, records_path, seed=settings.seed, rate_per_s=settings.rate_per_s,
                                                 stop=stop, seconds=settings.job_s))
+            watcher = group.create_task(beside(bus, stop)) if beside is not None else None
             injected = await run_faults(nemesis, schedule)
             await asyncio.sleep(max(0.0, settings.duration_s - max((f.at_s + f.hold_s for f in schedule), default=0.0)))
             stop.set()
@@ -136,7 +144,8 @@ async def chaos(root: Path, plan: FleetPlan, schedule: Sequence[Fault], settings
     result = summary(settings.seed, settings.duration_s, schedule, injected, report, timeline, drained=drained,
                      timeline_path=str(out / "timeline.html"))
     (out / "summary.json").write_bytes(msgspec.json.format(msgspec.json.encode(result)))
-    return Outcome(summary=result, report=report, client=client.result())
+    return Outcome(summary=result, report=report, client=client.result(), timeline=timeline,
+                   beside=watcher.result() if watcher else None)
 
 
 def _say(line: str) -> None:
