@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from eventbus.events import LeaderElected, LeaderLost, WorkAdded, WorkAssigned, WorkCompleted
 from ops.chaos.checker import check
-from ops.chaos.report import Injected, percentiles, points, recovery, render_timeline, summary
+from ops.chaos.report import Injected, percentiles, points, recovery, render_timeline, summary, window
 from ops.chaos.run import terminal_ids
 from ops.chaos.schedule import (
     KINDS,
@@ -143,6 +143,13 @@ def test_recovery_runs_from_each_fault_to_the_next_assignment_and_from_leader_fa
     p = percentiles([float(i) for i in range(1, 101)])
     assert (p.p50, p.p99, p.n) == (50.0, 99.0, 100)
     assert percentiles([]).p50 is None
+
+
+def test_a_window_keeps_who_led_when_it_opened() -> None:
+    timeline = points(timeline_log())  # type: ignore[arg-type]
+    assert [p.seq for p in window(timeline, at(12).timestamp())] == [1, 3, 4, 5, 6]  # nats-1 was elected, then stepped down
+    assert [p.seq for p in window(timeline, at(14.5).timestamp())] == [4, 5, 6]
+    assert window(timeline, 0.0) == timeline
 
 
 def test_the_summary_counts_injected_faults_and_violations_by_kind() -> None:

@@ -89,6 +89,13 @@ def points(log: Iterable[tuple[int, Event]]) -> list[Point]:
     return sorted(out, key=lambda p: (p.t, p.seq))
 
 
+def window(timeline: Sequence[Point], since: float) -> list[Point]:
+    """The points from `since` on, led by the last election before it and any step-down after that (who led then)."""
+    before = [p for p in timeline if p.t < since and p.type in ("LEADER_ELECTED", "LEADER_LOST")]
+    last = max((i for i, p in enumerate(before) if p.type == "LEADER_ELECTED"), default=len(before))
+    return [*before[last:], *(p for p in timeline if p.t >= since)]
+
+
 def _first_after(t: float, times: Sequence[float]) -> float | None:
     return next((x - t for x in times if x >= t), None)
 

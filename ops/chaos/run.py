@@ -19,7 +19,7 @@ from eventbus.history import events
 from ops.chaos.check import History, judge_history, read_history, read_records
 from ops.chaos.checker import CheckReport, ClientRecord
 from ops.chaos.nemesis import Nemesis
-from ops.chaos.report import Injected, Point, Summary, points, render_timeline, summary
+from ops.chaos.report import Injected, Point, Summary, points, render_timeline, summary, window
 from ops.chaos.schedule import Fault, encode_schedule
 from ops.chaos.workload import ClientStats, add_work
 from ops.fleet.launch import admin_credentials
@@ -121,6 +121,7 @@ async def chaos(root: Path, plan: FleetPlan, schedule: Sequence[Fault], settings
     (out / "schedule.json").write_bytes(encode_schedule(schedule))
     records_path = out / "records.jsonl"
     records_path.write_bytes(b"")
+    began = time.time()
     bus = await fleet_bus(plan)
     try:
         nemesis, stop = Nemesis(root, plan, bus), asyncio.Event()
@@ -139,7 +140,7 @@ async def chaos(root: Path, plan: FleetPlan, schedule: Sequence[Fault], settings
     finally:
         await bus.close()
     report = await judge_history(history, records, None)
-    timeline = points(history.log)
+    timeline = window(points(history.log), began - 10.0)  # a fleet given by --root has an older past
     (out / "timeline.html").write_text(render_timeline(injected, timeline, f"rr chaos, seed {settings.seed}"))
     result = summary(settings.seed, settings.duration_s, schedule, injected, report, timeline, drained=drained,
                      timeline_path=str(out / "timeline.html"))
