@@ -130,6 +130,16 @@ def test_recovery_kills_a_live_orphan_and_reports_every_left_job_unless_its_end_
     assert plan_recovery(record(pending=[done]), False, ended_view).events == []
 
 
+def test_recovery_drops_an_unpublished_end_once_a_newer_attempt_of_the_item_started() -> None:
+    done = WorkCompleted(work_id="w-1", node="n1", attempt=1, id="n1:abc")
+    newer = item_view("w-1", [ADDED, assigned(), WorkStarted(work_id="w-1", node="n1", attempt=1), assigned(2, "n2"),
+                              WorkStarted(work_id="w-1", node="n2", attempt=2)])
+    plan = plan_recovery(record(pending=[done]), False, newer)
+    assert plan.events == [] and "attempt 2" in plan.summary
+    assigned_only = item_view("w-1", [ADDED, assigned(), assigned(2, "n2")])  # not started yet: a late completion still counts
+    assert plan_recovery(record(pending=[done]), False, assigned_only).events == [done]
+
+
 def outcome(**fields: object) -> JobOutcome:
     values: dict[str, object] = {"exit_code": 0, "stop_reason": None, "stderr_tail": "", "duration_s": 1.5}
     values.update(fields)

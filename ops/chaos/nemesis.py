@@ -21,6 +21,7 @@ from pathlib import Path
 import msgspec
 
 from eventbus.connection import Bus
+from eventbus.errors import BusError
 from ops.chaos.report import Injected
 from ops.chaos.schedule import Fault
 from ops.fleet import launch, netns
@@ -91,7 +92,7 @@ class Nemesis:
         started = time.time()
         try:
             victim, hit_leader, undo = await self._start(fault)
-        except (NoTarget, OSError, ValueError) as exc:  # FleetError is a ValueError
+        except (NoTarget, BusError, OSError, ValueError) as exc:  # FleetError is a ValueError; BusError: the leader lookup
             return Injected(fault=fault, started=started, ended=started, error=str(exc)), None
         return Injected(fault=fault, started=started, ended=started, victim=victim, hit_leader=hit_leader), undo
 

@@ -27,6 +27,7 @@ class Injected(msgspec.Struct, frozen=True, kw_only=True):
     victim: str = ""  # the host (and process) it hit, resolved at injection
     hit_leader: bool = False
     error: str = ""  # why it could not be injected (no such process right then ...); "" when it was
+    undo_error: str = ""  # why undoing it failed (the final heal still reconnects the network)
 
 
 class Point(msgspec.Struct, frozen=True, kw_only=True):

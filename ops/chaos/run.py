@@ -63,7 +63,11 @@ async def _one_fault(nemesis: Nemesis, fault: Fault, t0: float) -> Injected:
     _say(f"chaos: +{fault.at_s:.0f}s {fault.kind} {injected.victim or fault.target} {injected.error}".rstrip())
     if undo is not None:
         await asyncio.sleep(fault.hold_s)
-        await asyncio.to_thread(undo)
+        try:
+            await asyncio.to_thread(undo)
+        except (OSError, ValueError) as exc:  # FleetError: the heal at the end undoes what the network kept
+            _say(f"chaos: undoing {fault.kind} {injected.victim}: {exc}")
+            return msgspec.structs.replace(injected, ended=time.time(), undo_error=str(exc))
     return msgspec.structs.replace(injected, ended=time.time())
 
 

@@ -24,6 +24,8 @@ from eventbus.events import (
     WorkHandedBack,
     WorkStarted,
 )
+from eventbus.publisher import FenceToken
+from eventbus.subjects import EVENTS_ROOT, token
 from services.sync.workitems import SYNC_WORK
 
 
@@ -174,3 +176,11 @@ def describe_parallel_jobs(hosts_entry_jobs: int | None, configured: int) -> str
         return f"{hosts_entry_jobs} job(s) at once (hosts file max_parallel_jobs: {hosts_entry_jobs})"
     return f"{configured} job(s) at once (worker.max_parallel_jobs: {configured}; the hosts file does not list this node)"
 
+
+
+def started_fence(work_id: str, started_seq: int) -> FenceToken:
+    """An attempt's end is stored only while its WORK_STARTED (at `started_seq`) is the item's newest: once another
+    attempt of the item has started, the attempt no longer counts and JetStream refuses its end (see README,
+    "Late completions")."""
+    return FenceToken(subject_filter=f"{EVENTS_ROOT}.{WorkStarted.aggregate}.{token(work_id)}.{WorkStarted.type_name()}.*",
+                      seq=started_seq)

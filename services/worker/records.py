@@ -36,6 +36,7 @@ class JobRecord(msgspec.Struct, frozen=True, kw_only=True):
     create_time: float | None = None  # the process's start time (psutil), to tell it from a reused pid
     started: dt.datetime | None = None
     pending: list[AnyEvent] = []  # stamped end events not yet acknowledged by the stream
+    started_seq: int = 0  # stream sequence of its WORK_STARTED (0: not published): the fence of its end events
 
     @property
     def key(self) -> AttemptKey:

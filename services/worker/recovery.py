@@ -46,6 +46,9 @@ class Recovery(msgspec.Struct, frozen=True, kw_only=True):
 def plan_recovery(record: JobRecord, alive: bool, view: ItemView) -> Recovery:
     """The recovery of one record, given whether its process still runs and what the log says (pure)."""
     settled = attempt_settled(view, record.key, record.node)
+    newer = sorted(a for a, _ in view.started if a > record.attempt)
+    if record.pending and newer and not settled:  # the live path's fence would refuse them (runner.publish_until_done)
+        return Recovery(kill=alive, events=[], summary=f"end not published: attempt {newer[-1]} of the item started meanwhile")
     if record.pending:
         events: list[Event] = [] if settled else list(record.pending)
         return Recovery(kill=alive, events=events, summary="end already published" if settled else "end events republished")

@@ -18,14 +18,14 @@ from pathlib import Path
 import msgspec
 
 from eventbus import tracing
-from eventbus.errors import BusError
+from eventbus.errors import BusError, Fenced
 from eventbus.events import Event, TrainingStarted, WorkAdded, WorkAssigned, WorkProgress, WorkStarted, utcnow
-from eventbus.publisher import Publisher
+from eventbus.publisher import FenceToken, Publisher
 from services.sync.paths import received_path
 from services.worker import outputs, processes
 from services.worker.candidates import CandidateFetcher, CandidateUnavailable, candidate_ref, with_candidate
 from services.worker.jobs import Job, JobLimits
-from services.worker.protocol import AttemptKey
+from services.worker.protocol import AttemptKey, started_fence
 from services.worker.records import JobRecord, RecordBook
 from services.worker.results import attempt_failed, handed_back, outcome_events
 from services.worker.settings import WorkerSettings
@@ -233,8 +233,9 @@ class AttemptRunner:
     async def _started(self, attempt: Attempt, job: Job, pid: int) -> None:
         a, item = attempt.assignment, attempt.item
         started = utcnow()
-        await self._book.put(JobRecord(work_id=a.work_id, attempt=a.attempt, node=self._node, work_type=item.work_type,
-                                       pid=pid, create_time=job.create_time, started=started))
+        record = JobRecord(work_id=a.work_id, attempt=a.attempt, node=self._node, work_type=item.work_type,
+                           pid=pid, create_time=job.create_time, started=started)
+        await self._book.put(record)
         log.info("worker: started %s attempt %d as pid %d: %s", a.work_id, a.attempt, pid, " ".join(job.argv))
         events: list[Event] = [WorkStarted(work_id=a.work_id, node=self._node, attempt=a.attempt, pid=pid)]
         if item.work_type == "training":
@@ -244,9 +245,11 @@ class AttemptRunner:
                 input_batches=str(batches).split(",") if batches else [],
                 parent_model=str(item.params["parent_model"]) if item.params.get("parent_model") else None))
         try:
-            await self._publisher.publish_many(events)
-        except BusError as exc:  # the job runs on; its end is recorded and published later
+            [published, *_] = await self._publisher.publish_many(events)
+        except BusError as exc:  # the job runs on; its end is recorded and published later (unfenced)
             log.warning("worker: WORK_STARTED of %s attempt %d not published: %s", a.work_id, a.attempt, exc)
+            return
+        await self._book.put(msgspec.structs.replace(record, started_seq=published.seq))
 
     async def _publish_progress(self, attempt: Attempt) -> None:
         # The first progress goes out at once, then at most one per interval: always the latest.
@@ -270,18 +273,32 @@ class AttemptRunner:
             await self._book.put(msgspec.structs.replace(record, pending=stamped))
         except OSError as exc:  # a full disk must not keep the end unreported: publish it anyway
             log.warning("worker: %s attempt %d: end not recorded on disk (%s); publishing it", key.work_id, key.attempt, exc)
-        if await self.publish_until_done(stamped, f"{key.work_id} attempt {key.attempt}"):
+        fence = started_fence(key.work_id, record.started_seq) if record.started_seq else None
+        if await self.publish_until_done(stamped, f"{key.work_id} attempt {key.attempt}", fence):
             try:
                 await self._book.remove(key)
             except OSError as exc:  # the stale record is reconciled with the log at the next start
                 log.warning("worker: %s attempt %d: record not removed (%s)", key.work_id, key.attempt, exc)
 
-    async def publish_until_done(self, events: list[Event], what: str) -> bool:
-        """Publish until acknowledged; False if the worker stops first (the record keeps them for the next start)."""
+    async def publish_until_done(self, events: list[Event], what: str, fence: FenceToken | None = None) -> bool:
+        """Publish until acknowledged, or refused by the fence; False if the worker stops first (the record keeps them
+        for the next start).
+
+        Fenced, the events go one at a time, each stored only while the attempt is its item's newest started
+        (protocol.started_fence); a refusal means a newer attempt started while this one ran (the worker was
+        cut off, or its attempt handed back): its end must not count, and is dropped.
+        """
         retry = 0
         while True:
             try:
-                await self._publisher.publish_many(events)
+                if fence is None:
+                    await self._publisher.publish_many(events)
+                else:
+                    for event in events:  # a retry resends the stored ones with their ids: deduplicated
+                        await self._publisher.publish(event, fence=fence)
+                return True
+            except Fenced:
+                log.warning("worker: end of %s not stored: a newer attempt of the item started meanwhile", what)
                 return True
             except BusError as exc:
                 log.warning("worker: end of %s not published yet (%s); retrying", what, exc)
