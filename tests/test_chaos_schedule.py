@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from itertools import pairwise
 
 import pytest
 from hypothesis import given, settings
@@ -53,14 +54,14 @@ def test_every_fault_ends_within_the_run_and_no_two_take_a_nats_server_away_at_o
         assert 0 < f.at_s and f.at_s + f.hold_s <= duration + 0.01 and f.hold_s > 0
         assert f.kind in KINDS
     quorum = [f for f in faults if impairs_nats(f)]
-    for a, b in zip(quorum, quorum[1:]):
+    for a, b in pairwise(quorum):
         assert b.at_s >= a.at_s + a.hold_s, f"{a} and {b} overlap: the cluster could lose its quorum"
 
 
 def test_faults_overlap_and_cover_the_kinds_over_a_long_run() -> None:
     faults = schedule(3, 900.0)
     assert {f.kind for f in faults} == set(KINDS)
-    assert any(b.at_s < a.at_s + a.hold_s for a, b in zip(faults, faults[1:])), "faults never overlap"
+    assert any(b.at_s < a.at_s + a.hold_s for a, b in pairwise(faults)), "faults never overlap"
 
 
 def test_targets_come_from_the_hosts_given_and_a_split_isolates_one_nats_server() -> None:

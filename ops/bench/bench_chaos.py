@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     log(f"bench_chaos: seed {args.seed}, {args.duration:.0f}s, report in {out}")
     done = subprocess.run([sys.executable, "-m", "ops.chaos", "--seed", str(args.seed), "--duration", str(args.duration),
                            "--workers", str(args.workers), "--json", "--shrink-runs", "0", "--out", str(out)],
-                          stdout=subprocess.PIPE, text=True, timeout=args.duration + 1800)
+                          stdout=subprocess.PIPE, text=True, timeout=args.duration + 1800, check=False)
     if not done.stdout.strip():
         return {"bench": "chaos", "seed": args.seed, "error": f"ops.chaos exited {done.returncode} without a summary"}
     s = json.loads(done.stdout)

@@ -15,7 +15,7 @@ import secrets
 import string
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -55,7 +55,7 @@ def _say(line: str) -> None:
 
 def _fleet(root: Path, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "ops.fleet", "--root", str(root), *args], capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, check=False)
 
 
 @contextmanager
@@ -100,7 +100,7 @@ def run_once(args: argparse.Namespace, schedule: Sequence[Fault] | None, out: Pa
         return outcome, tuple(schedule)
 
 
-def reproduces(args: argparse.Namespace, kinds: set[str]) -> object:
+def reproduces(args: argparse.Namespace, kinds: set[str]) -> Callable[[tuple[Fault, ...]], bool]:
     """The real oracle of shrinking: rerun a schedule on a fresh fleet; True when a violation of the same kind recurs."""
     def oracle(faults: tuple[Fault, ...]) -> bool:
         outcome, _ = run_once(args, faults, None)
@@ -123,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     result = outcome.summary
     if not result.clean and args.shrink_runs > 0 and args.root is None:
         kinds = {k for k, n in result.violations_by_kind.items() if n} or {"unfinished"}
-        shrunk = shrink(schedule, reproduces(args, kinds), max_runs=args.shrink_runs)  # type: ignore[arg-type]
-        result = msgspec.structs.replace(result, shrunk_schedule=list(shrunk.faults))  # type: ignore[arg-type]
+        shrunk = shrink(schedule, reproduces(args, kinds), max_runs=args.shrink_runs)
+        result = msgspec.structs.replace(result, shrunk_schedule=[f for f in shrunk.faults if isinstance(f, Fault)])
     print(msgspec.json.encode(result).decode() if args.json else render(result))
     if not result.clean:
         shortest = result.shrunk_schedule if result.shrunk_schedule is not None else result.schedule
@@ -136,10 +136,11 @@ def main(argv: list[str] | None = None) -> int:
 def render(result: object) -> str:
     """The summary for people."""
     plain = msgspec.to_builtins(result)
-    lines = [f"seed {plain['seed']}: {'clean' if plain['clean'] else 'VIOLATIONS'} ({plain['acknowledged']} acknowledged, "
-             f"{plain['events']} events{'' if plain['drained'] else ', not drained'})",
+    lines = [(f"seed {plain['seed']}: {'clean' if plain['clean'] else 'VIOLATIONS'} ({plain['acknowledged']} acknowledged, "
+              f"{plain['events']} events{'' if plain['drained'] else ', not drained'})"),
              "faults: " + ", ".join(f"{k} {n}" for k, n in plain["faults_by_kind"].items() if n),
              "violations: " + (", ".join(f"{k} {n}" for k, n in plain["violations_by_kind"].items() if n) or "none"),
              f"recovery to assignment: {plain['recovery_to_assignment_s']}", f"recovery to leader: {plain['recovery_to_leader_s']}",
-             *plain["violations"], f"timeline: {plain['timeline']}"]
+             *plain["violations"], f"timeline: {plain['timeline']}",
+             ]
     return "\n".join(lines)

@@ -105,7 +105,7 @@ class Nemesis:
         if process in ("worker", "distributor"):
             return await self._service(self.plan.host(fault.target), process, kind, False)
         if fault.kind in ("kill_nats", "kill_stream_leader"):
-            name = fault.target or await asyncio.to_thread(stream_leader, self.plan)
+            name = fault.target if fault.kind == "kill_nats" else await asyncio.to_thread(stream_leader, self.plan)
             if not name:
                 raise NoTarget("no RR_EVENTS stream leader reported")
             return await asyncio.to_thread(self._kill_nats, self.plan.host(name))

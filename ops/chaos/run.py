@@ -8,8 +8,9 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -48,7 +49,7 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
 
 
 # Something else to run for the run's window (the soak's sampler): given the bus and the stop event.
-Beside = Callable[[Bus, asyncio.Event], Awaitable[object]]
+Beside = Callable[[Bus, asyncio.Event], Coroutine[Any, Any, object]]
 
 
 async def fleet_bus(plan: FleetPlan, node_id: str = "chaos-client") -> Bus:
@@ -132,7 +133,7 @@ async def chaos(root: Path, plan: FleetPlan, schedule: Sequence[Fault], settings
         async with asyncio.TaskGroup() as group:
             client = group.create_task(add_work(bus, records_path, seed=settings.seed, rate_per_s=settings.rate_per_s,
                                                 stop=stop, seconds=settings.job_s))
-            watcher = group.create_task(beside(bus, stop)) if beside is not None else None
+            watcher: asyncio.Task[object] | None = group.create_task(beside(bus, stop)) if beside is not None else None
             injected = await run_faults(nemesis, schedule)
             await asyncio.sleep(max(0.0, settings.duration_s - max((f.at_s + f.hold_s for f in schedule), default=0.0)))
             stop.set()

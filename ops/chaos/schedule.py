@@ -59,6 +59,9 @@ class Pacing(msgspec.Struct, frozen=True, kw_only=True):
     hold_s: tuple[float, float] = (3.0, 12.0)
 
 
+DEFAULT_PACING = Pacing()
+
+
 def parse_kinds(spec: str | None) -> tuple[str, ...]:
     """`--faults a,b` as kinds (every kind when empty); ScheduleError naming an unknown one and the known ones."""
     if not spec:
@@ -91,7 +94,7 @@ def _impairs_nats(kind: str, target: str, nats: Sequence[str]) -> bool:
 
 
 def plan_schedule(seed: int, duration_s: float, kinds: Sequence[str], nats: Sequence[str], workers: Sequence[str],
-                  pacing: Pacing = Pacing()) -> tuple[Fault, ...]:
+                  pacing: Pacing = DEFAULT_PACING) -> tuple[Fault, ...]:
     """The faults of one run, by start time: the same arguments give the same schedule."""
     if duration_s <= pacing.warmup_s + pacing.hold_s[0]:
         raise ScheduleError(f"--duration {duration_s:g}: must exceed {pacing.warmup_s + pacing.hold_s[0]:g} s")

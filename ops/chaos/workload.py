@@ -38,6 +38,11 @@ def work_item(run: str, number: int, seconds: float) -> WorkAdded:
                      priority=PRIORITY, params={"seconds": seconds}, requested_by="chaos-client")
 
 
+def _append(path: Path, line: bytes) -> None:
+    with open(path, "ab") as out:
+        out.write(line)
+
+
 async def add_work(bus: Bus, records: Path, *, seed: int, rate_per_s: float, stop: asyncio.Event,
                    seconds: float = 1.0) -> ClientStats:
     """Add items every 1/rate seconds until `stop`; an add that gets no ack within 10 s is not recorded."""
@@ -45,20 +50,19 @@ async def add_work(bus: Bus, records: Path, *, seed: int, rate_per_s: float, sto
     run = f"{seed}-{secrets.token_hex(2)}"
     tried = acked = 0
     next_at = time.monotonic()
-    with open(records, "ab") as out:
-        while not stop.is_set():
-            tried += 1
-            try:
-                published = await asyncio.wait_for(publisher.publish(work_item(run, tried, seconds)), 15.0)
-            except (BusError, TimeoutError):
-                published = None  # not acknowledged: the checker expects nothing of it
-            if published is not None:
-                acked += 1
-                out.write(msgspec.json.encode(ClientRecord(id=published.event.id, seq=published.seq)) + b"\n")
-                out.flush()
-            next_at += 1.0 / rate_per_s
-            try:
-                await asyncio.wait_for(stop.wait(), max(0.0, next_at - time.monotonic()))
-            except TimeoutError:
-                pass
+    while not stop.is_set():
+        tried += 1
+        try:
+            published = await asyncio.wait_for(publisher.publish(work_item(run, tried, seconds)), 15.0)
+        except (BusError, TimeoutError):
+            published = None  # not acknowledged: the checker expects nothing of it
+        if published is not None:
+            acked += 1
+            line = msgspec.json.encode(ClientRecord(id=published.event.id, seq=published.seq)) + b"\n"
+            await asyncio.to_thread(_append, records, line)
+        next_at += 1.0 / rate_per_s
+        try:
+            await asyncio.wait_for(stop.wait(), max(0.0, next_at - time.monotonic()))
+        except TimeoutError:
+            pass
     return ClientStats(tried=tried, acknowledged=acked, refused=tried - acked)
