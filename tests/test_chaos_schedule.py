@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 from itertools import pairwise
+from pathlib import Path
+
+import msgspec
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from config.settings import RrConfig
 from eventbus.events import LeaderElected, LeaderLost, WorkAdded, WorkAssigned, WorkCompleted
 from ops.chaos.checker import check
 from ops.chaos.report import Injected, percentiles, points, recovery, render_timeline, summary, window
@@ -25,6 +29,8 @@ from ops.chaos.schedule import (
 )
 from ops.chaos.shrink import shrink
 from ops.chaos.workload import work_item
+from ops.fleet.files import Workload, rr_config
+from ops.fleet.plan import plan_fleet
 
 NATS = ("nats-1", "nats-2", "nats-3")
 WORKERS = ("w-1", "w-2", "w-3")
@@ -180,3 +186,11 @@ def test_the_clients_items_are_synthetic_first_in_line_and_named_by_seed() -> No
     assert item.priority is not None and item.priority > 0
     log = [(1, WorkCompleted(work_id="a", node="w", attempt=1)), (2, WorkAssigned(work_id="b", node="w", attempt=1, deadline=T0))]
     assert terminal_ids(log) == {"a"}  # type: ignore[arg-type]
+
+
+def test_the_fleet_config_runs_the_clients_synthetic_items_on_every_worker_host_and_can_leave_the_populator_off() -> None:
+    plan = plan_fleet("ab12", Path("/tmp/fleets/ab12"), workers=2, nat=0, subnet=17)
+    config = msgspec.convert(rr_config(plan, plan.host("w-1"), Workload(populator=False)), RrConfig)
+    assert config.worker.templates["synthetic"] == "sleep 1.0" and not config.scheduler.populator_enabled
+    assert all("synthetic" in config.scheduler.role_work[role] for role in ("training", "selfplay"))
+    assert msgspec.convert(rr_config(plan, plan.host("w-1"), Workload()), RrConfig).scheduler.populator_enabled

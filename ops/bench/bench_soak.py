@@ -72,7 +72,7 @@ class Sampler:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Up, soak, heal, drain, check, down; one JSON line of results."""
-    with fleet(None, args.workers, keep=False) as (root, plan):
+    with fleet(None, args.workers, keep=False, workload=args.workload) as (root, plan):
         gap = tuple(float(x) for x in args.gap_s.split(","))
         pacing = Pacing(warmup_s=min(60.0, args.duration / 4), gap_s=(gap[0], gap[-1]), hold_s=(5.0, 30.0))
         schedule = plan_schedule(args.seed, args.duration, parse_kinds(args.faults),
@@ -104,6 +104,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--faults", default=DEFAULT_FAULTS, help="fault kinds (default: every kind)")
     parser.add_argument("--gap-s", default="120,300", help="seconds between fault starts, min,max (default 120,300)")
     parser.add_argument("--rate", type=float, default=0.5, help="synthetic items added per second")
+    parser.add_argument("--workload", default='{"populator": false}',
+                        help="the fleet's workload (ops/fleet/files.py Workload); default: synthetic work only, no populator selfplay")
     parser.add_argument("--sample-s", type=float, default=60.0, help="seconds between samples")
     parser.add_argument("--window-s", type=float, default=60.0, help="an assignment within this window counts as flowing")
     return parser.parse_args()

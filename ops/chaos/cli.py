@@ -59,7 +59,7 @@ def _fleet(root: Path, *args: str, timeout: float) -> subprocess.CompletedProces
 
 
 @contextmanager
-def fleet(root: Path | None, workers: int, keep: bool) -> Iterator[tuple[Path, FleetPlan]]:
+def fleet(root: Path | None, workers: int, keep: bool, workload: str = "") -> Iterator[tuple[Path, FleetPlan]]:
     """The fleet in `root`, or a new one (taken down afterwards unless `keep`); FleetError naming what failed."""
     if root is not None:
         state = load(root.absolute())
@@ -71,7 +71,8 @@ def fleet(root: Path | None, workers: int, keep: bool) -> Iterator[tuple[Path, F
     root = DEFAULT_ROOT / run_id
     _say(f"chaos: bringing up fleet {run_id} in {root} ...")
     try:
-        up = _fleet(root, "up", "--workers", str(workers), "--run-id", run_id, "--timeout", "420", timeout=600)
+        extra = ["--workload", workload] if workload else []
+        up = _fleet(root, "up", "--workers", str(workers), "--run-id", run_id, "--timeout", "420", *extra, timeout=600)
         if up.returncode != 0:
             raise FleetError(f"fleet up failed: {up.stderr.strip()[-1500:]}")
         state = load(root)

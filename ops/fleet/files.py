@@ -28,6 +28,7 @@ class Workload(msgspec.Struct, frozen=True, kw_only=True):
     heartbeat_s: float = 1.0
     # ops/chaos's client adds `synthetic` items: a job that only sleeps, so a fault mix runs on 2 cores.
     synthetic_s: float = 1.0
+    populator: bool = True  # False: the leader queues no selfplay of its own (a soak of synthetic work only)
 
 
 def nats_config(plan: FleetPlan, host: HostPlan) -> str:
@@ -88,7 +89,7 @@ def rr_config(plan: FleetPlan, host: HostPlan, workload: Workload) -> dict[str, 
             "progress_timeout_s": 90.0,
             "attempt_deadline_s": {"selfplay": 240.0, "training": 600.0, "evaluation": 300.0, "tournament": 600.0, "sync": 300.0,
                                    "synthetic": 60.0},
-            "populator_games": w.selfplay_games, "backlog_per_node": 1, "curriculum": {f"{w.board}_2p": 1.0},
+            "populator_games": w.selfplay_games, "populator_enabled": w.populator, "backlog_per_node": 1, "curriculum": {f"{w.board}_2p": 1.0},
         },
         "worker": {
             "data_dir": str(host.path("data")),
