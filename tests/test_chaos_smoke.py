@@ -33,4 +33,5 @@ def test_a_fixed_seed_fault_mix_leaves_a_clean_history(tmp_path: Path) -> None:
     assert summary["acknowledged"] >= DURATION_S * 0.5 * 0.5, "the client was acknowledged too little to judge"
     assert sum(summary["faults_by_kind"].values()) >= 6 and set(summary["faults_by_kind"]) == set(KINDS)
     assert summary["recovery_to_assignment_s"]["n"] >= 6
+    assert summary["views_compared"] >= 6, "no live bundle snapshot was compared with its rebuild from sequence 1"
     assert Path(summary["timeline"]).read_text().count("<rect") >= 6

@@ -74,6 +74,7 @@ class Summary(msgspec.Struct, frozen=True, kw_only=True):
     shrunk_schedule: list[Fault] | None = None
     timeline: str = ""
     drained: bool = True
+    views_compared: int = 0  # projections of a live bundle snapshot compared with their rebuild (0: no snapshot yet)
 
 
 _POINT_TYPES = (WorkAssigned, WorkCompleted, LeaderElected, LeaderLost)
@@ -130,7 +131,7 @@ def percentiles(values: Sequence[float]) -> Percentiles:
 
 
 def summary(seed: int, duration_s: float, schedule: Sequence[Fault], injected: Sequence[Injected], report: CheckReport,
-            timeline: Sequence[Point], *, drained: bool = True, timeline_path: str = "") -> Summary:
+            timeline: Sequence[Point], *, drained: bool = True, timeline_path: str = "", views_compared: int = 0) -> Summary:
     """The run's JSON summary."""
     done = [f for f in injected if not f.error]
     kinds = Counter(f.fault.kind for f in done)
@@ -140,7 +141,8 @@ def summary(seed: int, duration_s: float, schedule: Sequence[Fault], injected: S
         faults_by_kind={k: kinds.get(k, 0) for k in KINDS}, faults_not_injected=len(injected) - len(done),
         violations_by_kind=dict(report.by_kind), violations=[f"{v.kind} at seq {v.seq} ({v.about}): {v.detail}" for v in report.violations],
         recovery_to_assignment_s=percentiles(rec.to_assignment), recovery_to_leader_s=percentiles(rec.to_leader),
-        acknowledged=report.acknowledged, events=report.events, schedule=list(schedule), timeline=timeline_path, drained=drained)
+        acknowledged=report.acknowledged, events=report.events, schedule=list(schedule), timeline=timeline_path, drained=drained,
+        views_compared=views_compared)
 
 
 # ---- the timeline picture: one self-contained HTML page with an SVG --------------------------------

@@ -17,15 +17,17 @@ import msgspec
 from eventbus.connection import Bus, connect
 from eventbus.events import Event, WorkAdded, WorkCancelled, WorkCompleted, WorkFailed
 from eventbus.history import events
-from ops.chaos.check import History, judge_history, read_history, read_records
-from ops.chaos.checker import CheckReport, ClientRecord
+from ops.chaos.check import History, read_history, read_records
+from ops.chaos.checker import CheckReport, ClientRecord, check, view_hashes
 from ops.chaos.nemesis import Nemesis
 from ops.chaos.report import Injected, Point, Summary, points, render_timeline, summary, window
 from ops.chaos.schedule import Fault, encode_schedule
 from ops.chaos.workload import ClientStats, add_work
 from ops.fleet.launch import admin_credentials
 from ops.fleet.plan import FleetPlan
+from projections import bundle
 from services.auth.credentials import connect_options, load_credentials
+from services.snapshotting import load_state
 
 
 class RunSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -119,6 +121,18 @@ async def settled_history(bus: Bus, tries: int = 10) -> History:
     return await read_history(bus)
 
 
+async def live_views(bus: Bus, log: Sequence[tuple[int, Event]], candidates: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """The hashes of the newest bundle snapshot a live API service wrote, and of the same views rebuilt from sequence 1
+    up to its position (believing the same election candidates); two empty maps when no snapshot exists yet."""
+    loaded = await load_state(bus, bundle.PROJECTION, "chaos-check")
+    if loaded is None:
+        return {}, {}
+    upto = [(seq, event) for seq, event in log if seq <= loaded.header.last_seq]
+    start = bundle.believing(bundle.ProjectionSet(), candidates)
+    rebuilt = await asyncio.to_thread(lambda: view_hashes(bundle.fold_all_events(upto, start)))
+    return await asyncio.to_thread(view_hashes, loaded.state), rebuilt
+
+
 async def chaos(root: Path, plan: FleetPlan, schedule: Sequence[Fault], settings: RunSettings, out: Path,
                 beside: Beside | None = None) -> Outcome:
     """Workload and nemesis for the schedule's duration; heal; drain; check; write the report files into `out`."""
@@ -142,13 +156,14 @@ async def chaos(root: Path, plan: FleetPlan, schedule: Sequence[Fault], settings
         _say(f"chaos: healed; {len(records)} acknowledged adds, draining ...")
         drained = await drain(bus, records, settings.drain_timeout_s)
         history = await settled_history(bus)
+        live, rebuilt = await live_views(bus, history.log, [h.name for h in plan.nats_hosts()])
     finally:
         await bus.close()
-    report = await judge_history(history, records, None)
+    report = await asyncio.to_thread(check, history.log, records, live=live, rebuilt=rebuilt, parked=history.parked)
     timeline = window(points(history.log), began - 10.0)  # a fleet given by --root has an older past
     (out / "timeline.html").write_text(render_timeline(injected, timeline, f"rr chaos, seed {settings.seed}"))
     result = summary(settings.seed, settings.duration_s, schedule, injected, report, timeline, drained=drained,
-                     timeline_path=str(out / "timeline.html"))
+                     timeline_path=str(out / "timeline.html"), views_compared=len(live))
     (out / "summary.json").write_bytes(msgspec.json.format(msgspec.json.encode(result)))
     return Outcome(summary=result, report=report, client=client.result(), timeline=timeline,
                    beside=watcher.result() if watcher else None)

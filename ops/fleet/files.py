@@ -108,7 +108,8 @@ def rr_config(plan: FleetPlan, host: HostPlan, workload: Workload) -> dict[str, 
         },
         "distribution": {"check_interval_s": 2.0, "complete_check_s": 1.0, "retry_initial_s": 0.5, "retry_max_s": 5.0},
         "sync": {"min_training_vram_gb": 0.0, "plan_interval_s": 1.0, "poll_max_s": 2.0, "retry_after_s": 5.0},
-        "api": {"host": host.address, "port": API_PORT},
+        # Bundle snapshots every 100 events: ops/chaos compares the live views they hold with a rebuild from seq 1.
+        "api": {"host": host.address, "port": API_PORT, "snapshot_every_events": 100, "snapshot_min_interval_s": 5.0},
     }
 
 
