@@ -82,9 +82,10 @@ class Nemesis:
         return elected.node
 
     async def _leader_or_none(self) -> str:
+        """The leader, or "" when it cannot be told right now (a host fault goes ahead; only hit_leader is unknown)."""
         try:
             return await self.leader()
-        except NoTarget:
+        except (NoTarget, BusError, OSError):  # OSError: nats-py's timeouts
             return ""
 
     async def inject(self, fault: Fault) -> tuple[Injected, Undo | None]:
