@@ -34,6 +34,10 @@ WRONG_LAST_SEQUENCE = (10071,)
 # same subject (for a fence: the election filter) is still being replicated. It says nothing about the
 # fence: the leader's concurrent decisions collide on it, so it is retried, never taken as "fenced".
 CHECK_IN_FLIGHT = 10164
+# "duplicate message id is in process": a retry of a publish whose first try the clustered stream is
+# still storing (during a leader change). Retrying later gets the first try's ack (a duplicate) or
+# stores it; it is no refusal (a worker's WORK_STARTED taken as refused went unfenced, found by ops/chaos).
+DUPLICATE_IN_PROCESS = 10158
 IN_FLIGHT_RETRY_S = (0.002, 0.05)  # jittered pause between tries, first and cap
 
 
@@ -262,7 +266,7 @@ class Publisher:
             raise StorageFull(f"{event.type_name()} not stored: JetStream storage is full ({err.description}, "
                               f"err_code {err.err_code}); free space in the server's store dir or lower "
                               "streams.*_max_gib")
-        if err.code == 503 or err.err_code == CHECK_IN_FLIGHT:
+        if err.code == 503 or err.err_code in (CHECK_IN_FLIGHT, DUPLICATE_IN_PROCESS):
             raise BusUnavailable(f"JetStream unavailable: {err.description} (err_code {err.err_code})")
         raise BusError(f"publish of {event.type_name()} refused: {err.description} (err_code {err.err_code})")
 

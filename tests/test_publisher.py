@@ -6,9 +6,9 @@ import pytest
 
 from eventbus.connection import connect
 from eventbus.errors import BusUnavailable, ConcurrencyConflict
-from eventbus.events import HostOnline, WorkAdded, WorkStarted, decode
+from eventbus.events import HostOnline, WorkAdded, WorkStarted, decode, stamp
 from eventbus.history import Record, last_sequence, replay
-from eventbus.publisher import Publisher
+from eventbus.publisher import Publisher, _ApiError, _PubAckReply
 from eventbus.subjects import aggregate_filter
 from tests.bus_harness import provisioned_bus
 from tests.event_samples import sample_event
@@ -91,3 +91,12 @@ async def test_publish_without_streams_raises_bus_unavailable(nats_url: str) -> 
             await pub.publish_many([sample_event(WorkAdded, i) for i in range(3)])
     finally:
         await bus.close()
+
+
+def test_a_duplicate_id_still_in_process_is_retried_not_taken_as_a_refusal() -> None:
+    # A retry that reaches a clustered stream while its first try is still being stored (a leader
+    # change) is answered err_code 10158; the publish loop must try again, as for any unavailability.
+    busy = _PubAckReply(error=_ApiError(code=400, err_code=10158, description="duplicate message id is in process"))
+    event = stamp(WorkStarted(work_id="w", node="n", attempt=1), "n")
+    with pytest.raises(BusUnavailable, match="10158"):
+        Publisher._published(event, busy, None)
