@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # One file of each tier whose tests all use the same kind of thing.
 SAMPLES = {
     "pure": "tests/test_scheduler_policy.py",
-    "server": "tests/test_publisher.py",
+    "server": "tests/test_leases.py",
     "process": "tests/test_restart.py",
     "cluster": "tests/test_quiet_faults.py",
     "fleet": "tests/test_fleet.py",
