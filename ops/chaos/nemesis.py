@@ -31,6 +31,12 @@ from services.commands.leader import last_elected
 
 Undo = Callable[[], None]
 
+# A target looked up mid-failover (no leader announced yet, the process restarting under its service
+# manager) is asked for again for this long before the fault counts as not injected: skipping it would
+# leave exactly the moments the mix most wants to hit (a fault during a failover) out of the run.
+TARGET_WAIT_S = 20.0
+TARGET_RETRY_S = 1.0
+
 
 class NoTarget(Exception):
     """The fault has nothing to hit right now (no leader yet, the process is restarting ...)."""
@@ -69,8 +75,9 @@ def _signal(pid: int, sig: signal.Signals) -> None:
 class Nemesis:
     """Injects faults into one fleet; every injection returns how to undo it."""
 
-    def __init__(self, root: Path, plan: FleetPlan, bus: Bus) -> None:
+    def __init__(self, root: Path, plan: FleetPlan, bus: Bus, *, target_wait_s: float = TARGET_WAIT_S) -> None:
         self.root, self.plan, self.bus = root, plan, bus
+        self.target_wait_s = target_wait_s
         self.cuts: Counter[str] = Counter()  # host -> faults holding it cut
         self.stopped: set[int] = set()
 
@@ -90,12 +97,19 @@ class Nemesis:
 
     async def inject(self, fault: Fault) -> tuple[Injected, Undo | None]:
         """Start one fault; the record of what it hit and the undo to run after its hold (None: nothing to undo)."""
-        started = time.time()
-        try:
-            victim, hit_leader, undo = await self._start(fault)
-        except (NoTarget, BusError, OSError, ValueError) as exc:  # FleetError is a ValueError; BusError: the leader lookup
-            return Injected(fault=fault, started=started, ended=started, error=str(exc)), None
-        return Injected(fault=fault, started=started, ended=started, victim=victim, hit_leader=hit_leader), undo
+        deadline = time.monotonic() + self.target_wait_s
+        while True:
+            started = time.time()
+            try:
+                victim, hit_leader, undo = await self._start(fault)
+            except ValueError as exc:  # FleetError: the plan has no such host; asking again cannot help
+                return Injected(fault=fault, started=started, ended=started, error=str(exc)), None
+            except (NoTarget, BusError, OSError) as exc:  # BusError, OSError: the leader lookup timed out
+                if time.monotonic() + TARGET_RETRY_S > deadline:
+                    return Injected(fault=fault, started=started, ended=started, error=str(exc)), None
+                await asyncio.sleep(TARGET_RETRY_S)
+                continue
+            return Injected(fault=fault, started=started, ended=started, victim=victim, hit_leader=hit_leader), undo
 
     async def _start(self, fault: Fault) -> tuple[str, bool, Undo | None]:
         kind, process = fault.kind.split("_", 1)[0], fault.kind.split("_", 1)[-1]
