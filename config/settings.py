@@ -11,19 +11,19 @@ from typing import TypeVar
 
 import msgspec
 
+from cluster.leadership.settings import LeadershipSettings
+from cluster.membership.settings import MembershipSettings
 from config.yamlfile import read_yaml
 from eventbus.errors import InvalidConfig
 from eventbus.streams import StreamSettings
 from projections.snapshotplan import SnapshotSettings
-from services.admission_settings import AdmissionSettings
+from servicekit.admission_settings import AdmissionSettings
+from servicekit.telemetry.settings import TelemetrySettings
 from services.api.settings import ApiSettings
 from services.distributor.settings import DistributionSettings
-from services.leadership.settings import LeadershipSettings
-from services.membership.settings import MembershipSettings
-from services.scheduler.pipeline_settings import PipelineSettings
-from services.scheduler.settings import SchedulerSettings
+from services.leader.pipeline_settings import PipelineSettings
+from services.leader.settings import SchedulerSettings
 from services.sync.settings import SyncSettings
-from services.telemetry.settings import TelemetrySettings
 from services.worker.settings import WorkerSettings
 
 

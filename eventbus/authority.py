@@ -2,9 +2,9 @@
 
 Subjects are rr.evt.<aggregate>.<id>.<TYPE>.<source>, so the server enforces this table: a
 node's user may publish `rr.evt.*.*.<TYPE>.<node>` only for the types its role owns here
-(services/auth/permissions.py), and the admin user is denied every type admin does not own.
+(servicekit/auth/permissions.py), and the admin user is denied every type admin does not own.
 
-Roles (services/auth/accounts.py decides each host's):
+Roles (cli/auth/accounts.py decides each host's):
   worker       any node: the reports about its own jobs, installs and syncs.
   coordinator  a node that may campaign for leadership: everything a worker owns (it runs the
                same per-node services) plus the leader's decisions.

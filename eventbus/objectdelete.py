@@ -1,6 +1,6 @@
 """Deleting objects from the buckets without purges: a deletion marker, then the chunks one message at a time.
 
-Nodes may not purge or delete messages (services/auth/permissions.py), and the buckets deny
+Nodes may not purge or delete messages (servicekit/auth/permissions.py), and the buckets deny
 purges (eventbus/objects.py's bucket_config): a node marks a corrupt object deleted, and the
 scheduler leader's store clean-up deletes named objects and the chunks no version names.
 """

@@ -226,7 +226,7 @@ async def put_file(
 ) -> StoredObject:
     """Upload a file as the object `name` (a new version replaces the old one); raises BusUnavailable, OSError.
 
-    Unlike nats-py's `put`, it never purges: nodes may not (services/auth/permissions.py), so
+    Unlike nats-py's `put`, it never purges: nodes may not (servicekit/auth/permissions.py), so
     the chunks of the version it replaces, or of an upload that failed half-way, stay in the
     bucket until the leader's store clean-up deletes them (eventbus/objectdelete.py).
     """

@@ -3,7 +3,7 @@
 A leader's decision is published fenced (`FenceToken`): JetStream stores it only while the
 newest message on the role's election subjects is still the leader's own LEADER_ELECTED, in
 the same step that stores it. A fenced publish is sent once, never retried here: the caller's
-term decides whether it may still try again after a lost ack (services/leadership/term.py), and
+term decides whether it may still try again after a lost ack (cluster/leadership/term.py), and
 a refusal (`Fenced`) means the term is over.
 
 Acks are routed by our own reply subscription instead of nats-py's `publish_async`: its

@@ -1,6 +1,6 @@
 """Trace context across the bus: W3C `traceparent` in the event envelope and NATS headers.
 
-Off unless telemetry installs a tracer (services/telemetry): the publisher and the consumer
+Off unless telemetry installs a tracer (servicekit/telemetry): the publisher and the consumer
 then test `ENABLED` once per event and do nothing else, and OpenTelemetry is not even
 imported. On, a published event carries the current span's context (`event.trace`, copied
 into the `traceparent` header by the publisher), and a consumer runs each handler inside a

@@ -19,7 +19,7 @@ from eventbus.snapshots import kept_objects, load_snapshot
 from projections import bundle, fence
 from projections.base import Folder, Projection, UntilFolder
 from projections.snapshot import SnapshotHeader, decode_snapshot, encode_snapshot, read_header
-from services.snapshotting import load_state, save_state
+from servicekit.snapshotting import load_state, save_state
 
 S = TypeVar("S", bound=Any)
 

@@ -19,10 +19,10 @@ from eventbus import events as ev
 from eventbus.connection import Bus
 from eventbus.natsserver import free_port
 from eventbus.publisher import Published, Publisher
+from servicekit.options import CommonOptions
+from servicekit.runtime import ServiceContext
 from services.api import service as api_service
 from services.api.settings import ApiSettings
-from services.options import CommonOptions
-from services.runtime import ServiceContext
 from tests.bus_harness import provisioned_bus
 from tests.helpers import eventually
 

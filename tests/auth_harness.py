@@ -12,12 +12,12 @@ from pathlib import Path
 
 import msgspec
 
+from cli.auth.generate import generate
 from eventbus.connection import Bus, connect
 from eventbus.natsserver import NatsServer, ServerSpec, free_port
 from eventbus.probe import PermissionWatch
 from eventbus.streams import EVENTS_STREAM
-from services.auth.credentials import NatsCredentials, connect_options, load_credentials
-from services.auth.generate import generate
+from servicekit.auth.credentials import NatsCredentials, connect_options, load_credentials
 from tests.helpers import TEST_STORE_LIMIT
 
 HOSTS = """
@@ -78,7 +78,7 @@ async def node_services(node: str, services: tuple[str, ...], url: str, auth_out
     for service in services:
         with open(tmp_path / f"{service}-{node}.log", "wb") as log:
             procs.append(subprocess.Popen(
-                [sys.executable, "-m", "services.service_cli", service, "--nats", url, "--node-id", node, "--config", str(config)],
+                [sys.executable, "-m", "cli.service_main", service, "--nats", url, "--node-id", node, "--config", str(config)],
                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
     try:
         yield procs

@@ -78,7 +78,7 @@ class FleetLog:
 
     def rr(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         """`rr ARGS` from the root namespace, as the operator."""
-        return subprocess.run([sys.executable, "-m", "services.cli", *args], capture_output=True, text=True,
+        return subprocess.run([sys.executable, "-m", "cli.main", *args], capture_output=True, text=True,
                               env=operator_env(self.plan), timeout=timeout)
 
 

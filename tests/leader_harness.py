@@ -7,13 +7,13 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
+from cluster.leadership.term import Term
 from config.settings import RrConfig
 from eventbus.connection import Bus
 from eventbus.events import LeaderElected
 from eventbus.publisher import Publisher
-from services.leadership.term import Term
-from services.options import CommonOptions
-from services.runtime import ServiceContext
+from servicekit.options import CommonOptions
+from servicekit.runtime import ServiceContext
 
 LeaderLoop = Callable[[ServiceContext, Term], Coroutine[Any, Any, None]]
 

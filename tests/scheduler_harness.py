@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from cluster.leadership.term import Term
 from config.settings import RrConfig
 from eventbus.connection import Bus
 from eventbus.events import (
@@ -26,11 +27,10 @@ from eventbus.history import Record, events
 from eventbus.publisher import FenceToken, Publisher
 from eventbus.subjects import election_filter, type_filter
 from projections import work
-from services.leadership.term import Term
-from services.options import CommonOptions
-from services.runtime import ServiceContext
-from services.scheduler.assigner import assignment_loop
-from services.scheduler.settings import SchedulerSettings
+from servicekit.options import CommonOptions
+from servicekit.runtime import ServiceContext
+from services.leader.assigner import assignment_loop
+from services.leader.settings import SchedulerSettings
 from tests.terms import as_term
 
 Behaviour = Callable[[WorkAssigned], str]  # "complete", "hang" or "fail"

@@ -10,12 +10,13 @@ import msgspec
 import pytest
 import yaml
 
+from cli.main import main
 from config.hosts import HostEntry, HostsConfig
 from config.settings import RrConfig, load_config
 from eventbus.errors import InvalidConfig
 from eventbus.events import WorkAdded
 from eventbus.history import last_sequence
-from services.admission import (
+from servicekit.admission import (
     AdmissionRules,
     InvalidWork,
     WorkSeeds,
@@ -26,8 +27,7 @@ from services.admission import (
     refusals,
     rules_for,
 )
-from services.admission_settings import REFERENCE_CONFIGS, AdmissionSettings
-from services.cli import main
+from servicekit.admission_settings import REFERENCE_CONFIGS, AdmissionSettings
 from tests.api_harness import running_api, wait_caught_up
 
 pytestmark = pytest.mark.timeout(90)
@@ -42,7 +42,7 @@ def seeds(**fields: object) -> WorkSeeds:
 
 
 def test_the_reference_configs_are_the_reference_workloads_boards_and_players() -> None:
-    from services.workload.game import BOARDS, SUPPORTED_PLAYERS
+    from workload.game import BOARDS, SUPPORTED_PLAYERS
 
     assert sorted(REFERENCE_CONFIGS) == sorted(f"{b}_{n}p" for b in BOARDS for n in SUPPORTED_PLAYERS)
 

@@ -9,17 +9,17 @@ from pathlib import Path
 
 import pytest
 
+from cluster.membership.settings import MembershipSettings
 from config.nodedirs import measured_disk
 from config.settings import RrConfig
 from eventbus.heartbeats import Heartbeat, RunningJob, latest_heartbeats, watch_heartbeats
 from eventbus.history import last_sequence
+from servicekit.gpuprobe import parse_nvidia_smi
+from servicekit.options import CommonOptions
+from servicekit.runtime import ServiceContext
 from services.agent import service as agent
 from services.agent.gpus import GpuSource
 from services.agent.jobs import read_running_jobs, write_running_jobs
-from services.gpuprobe import parse_nvidia_smi
-from services.membership.settings import MembershipSettings
-from services.options import CommonOptions
-from services.runtime import ServiceContext
 from tests.bus_harness import provisioned_bus
 
 HOSTS = """

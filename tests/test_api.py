@@ -15,6 +15,8 @@ from typing import Any
 import msgspec
 import pytest
 
+from cli.up.layout import Layout
+from cli.up.session import UpPlan, api_url, banner, children_for
 from config.settings import RrConfig, load_config
 from eventbus import events as ev
 from eventbus.errors import InvalidConfig
@@ -26,14 +28,12 @@ from projections import bundle
 from projections.bundle import fold_all_events
 from projections.rebuild import state_at_seq
 from projections.status_view import status_view
+from servicekit.looplag import LoopLagStats
 from services.api.documents import events_after, feed_event
 from services.api.keeper import Current, ProjectionKeeper
 from services.api.routes import RETRY, Api, ApiError
 from services.api.server import open_server
 from services.api.settings import PORT_ENV, ApiSettings, resolved_port
-from services.looplag import LoopLagStats
-from services.up.layout import Layout
-from services.up.session import UpPlan, api_url, banner, children_for
 from tests.api_harness import fleet_log, running_api, wait_caught_up
 from tests.bus_harness import provisioned_bus
 
@@ -313,7 +313,7 @@ async def test_rr_status_no_longer_writes_a_snapshot_unless_asked(nats_url: str)
 async def _rr(url: str, *argv: str) -> tuple[int, str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RR_")} | {"PYTHONPATH": str(PROJECT_ROOT)}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli", *argv, "--nats", url, "--node-id", "gpu-1",
+        sys.executable, "-m", "cli.main", *argv, "--nats", url, "--node-id", "gpu-1",
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
         cwd=PROJECT_ROOT,
     )
@@ -328,7 +328,7 @@ async def test_rr_service_api_with_api_port_serves_and_stops_on_sigterm(nats_url
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RR_")} | {"PYTHONPATH": str(PROJECT_ROOT)}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.service_cli", "api", "--nats", nats_url, "--node-id", "edge-1",
+        sys.executable, "-m", "cli.service_main", "api", "--nats", nats_url, "--node-id", "edge-1",
         "--api-port", str(port), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE, env=env, cwd=PROJECT_ROOT,
     )
@@ -344,7 +344,7 @@ async def test_rr_service_api_with_api_port_serves_and_stops_on_sigterm(nats_url
     assert f"serving http://127.0.0.1:{port}/" in err.decode()
 
     wrong = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.service_cli", "agent", "--api-port", "9000", "--nats", nats_url,
+        sys.executable, "-m", "cli.service_main", "agent", "--api-port", "9000", "--nats", nats_url,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, cwd=PROJECT_ROOT,
     )
     _, err = await asyncio.wait_for(wrong.communicate(), 30)
@@ -371,8 +371,8 @@ def _api_over(current: Current, work_refusal: str | None = None) -> Api:
 
 async def test_an_api_on_credentials_that_may_not_add_work_refuses_at_once_naming_why(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cli.auth.generate import generate
     from services.api.service import work_refusal
-    from services.auth.generate import generate
     from tests.auth_harness import HOSTS
 
     (tmp_path / "hosts.yaml").write_text(HOSTS)

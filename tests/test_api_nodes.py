@@ -23,7 +23,7 @@ from projections import work
 from services.api import nodework
 from services.api.settings import PORT_ENV
 from services.api.tokens import Principal, Refused, TokensFile, authenticate, authorize, issue, load_table
-from services.scheduler.settings import SchedulerSettings
+from services.leader.settings import SchedulerSettings
 from tests.api_harness import RunningApi, fleet_log, running_api, wait_caught_up
 from tests.auth_harness import auth_server, open_as, violations
 from tests.scheduler_harness import (
@@ -172,7 +172,7 @@ def test_rr_auth_token_prints_a_token_once_and_keeps_only_its_hash(tmp_path: Pat
     env = {k: v for k, v in os.environ.items() if not k.startswith("RR_")} | {"PYTHONPATH": str(ROOT)}
 
     def rr_token(user: str, role: str) -> str:
-        done = subprocess.run([sys.executable, "-m", "services.cli", "auth", "token", user, "--role", role, "--file", str(path)],
+        done = subprocess.run([sys.executable, "-m", "cli.main", "auth", "token", user, "--role", role, "--file", str(path)],
                               capture_output=True, text=True, env=env, cwd=ROOT, timeout=60, check=True)
         return done.stdout.strip()
 

@@ -20,6 +20,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from cli.auth.generate import generate
+from cluster.leadership.settings import LeadershipSettings
 from config.settings import RrConfig
 from eventbus import micro
 from eventbus.connection import Bus, connect
@@ -35,10 +37,8 @@ from eventbus.probe import PermissionWatch, probe_publish, probe_subscribe
 from eventbus.publisher import Publisher
 from eventbus.streams import EVENTS_STREAM, StreamSettings, provision
 from eventbus.subjects import source_filter
-from services.auth.credentials import connect_options, load_credentials
-from services.auth.generate import generate
-from services.auth.keys import new_seed
-from services.leadership.settings import LeadershipSettings
+from servicekit.auth.credentials import connect_options, load_credentials
+from servicekit.auth.keys import new_seed
 from tests.auth_harness import HOSTS, Fleet, auth_server, node_services, open_as, stored_count, violations
 from tests.terms import as_term
 
@@ -310,7 +310,7 @@ async def test_a_workers_services_answer_discovery_and_status_from_admin_and_coo
 
 def test_rr_auth_gen_lists_each_user_with_its_role_and_the_server_config_holds_only_public_keys(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from services.cli import main as rr
+    from cli.main import main as rr
 
     hosts = tmp_path / "hosts.yaml"
     hosts.write_text(HOSTS)
@@ -340,7 +340,7 @@ def test_a_password_file_from_before_node_keys_is_refused_with_the_fix(tmp_path:
 
 
 def test_a_service_refuses_another_nodes_credentials(fleet: Fleet) -> None:
-    from services.auth.credentials import check_identity
+    from servicekit.auth.credentials import check_identity
 
     with pytest.raises(InvalidConfig, match=r"credentials of user 'gpu-1' used by node 'gpu-2'.*credentials/gpu-2.yaml"):
         check_identity(fleet.creds("gpu-1"), "gpu-2")

@@ -8,8 +8,8 @@ import pytest
 
 from eventbus.authority import AUTHORITY, ROLES, authority_table, foreign_types, may_publish, owned_types
 from eventbus.events import EVENT_TYPES
-from services.auth.permissions import admin_permissions, permissions_for
-from services.telemetry.permits import subject_covers
+from servicekit.auth.permissions import admin_permissions, permissions_for
+from servicekit.telemetry.permits import subject_covers
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -53,8 +53,8 @@ def test_the_chart_is_a_png_with_a_drawn_line(tmp_path: Path) -> None:
 def test_the_best_models_are_checked_against_the_anchor_and_random_play(tmp_path: Path) -> None:
     from ops.bench.bench_learning import check_best
     from services.distributor.layout import canonical_path
-    from services.workload.game import board_spec
-    from services.workload.net import PolicyValueNet, save_checkpoint
+    from workload.game import board_spec
+    from workload.net import PolicyValueNet, save_checkpoint
 
     assert check_best(tmp_path, "hex8_2p", 2, 4) is None  # nothing installed
     save_checkpoint(PolicyValueNet(board_spec("hex8")), canonical_path(tmp_path, "hex8", 2), {})

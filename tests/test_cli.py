@@ -12,16 +12,16 @@ from pathlib import Path
 import msgspec
 import pytest
 
-import services.service_cli
+import cli.service_main
+from cli.commands.events import describe, json_line, tail_subject
+from cli.main import build_parser, main
 from eventbus.connection import connect
 from eventbus.events import HostOnline, WorkAdded, WorkAssigned, WorkAttemptFailed, utcnow
 from eventbus.history import Record
 from eventbus.publisher import Publisher
 from eventbus.streamstate import stream_states
 from projections.sentences import sentence
-from services.cli import build_parser, main
-from services.commands.events import describe, json_line, tail_subject
-from services.runtime import SERVICES, ServiceEntry
+from servicekit.runtime import SERVICES, ServiceEntry, service_named
 from tests.bus_harness import provisioned_bus
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -89,7 +89,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_a_command_module_that_fails_to_import_says_so_and_spares_the_others(capsys: pytest.CaptureFixture[str]) -> None:
-    parser = build_parser(["services.commands.streams", "services.commands.no_such_module"])
+    parser = build_parser(["cli.commands.streams", "cli.commands.no_such_module"])
     assert parser.parse_args(["streams", "info"]).func.__name__ == "run_info"
     args = parser.parse_args(["no_such_module"])
     assert args.func(args) == 1
@@ -150,7 +150,7 @@ def test_a_json_line_carries_the_event_or_why_it_could_not_be_decoded() -> None:
 
 async def _rr(*argv: str, timeout: float = 30.0) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli", *argv,
+        sys.executable, "-m", "cli.main", *argv,
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env=_clean_env(), cwd=PROJECT_ROOT,
     )
@@ -217,7 +217,7 @@ async def test_events_tail_last_n_json_prints_the_last_n_events_then_follows(nat
         for i in range(5):
             await pub.publish(WorkAdded(work_id=f"w-{i}", work_type="selfplay", board_type="hex8", num_players=2))
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "services.cli", "events", "tail", "--last", "3", "--json", "--nats", nats_url,
+            sys.executable, "-m", "cli.main", "events", "tail", "--last", "3", "--json", "--nats", nats_url,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             env=_clean_env(), cwd=PROJECT_ROOT,
         )
@@ -259,7 +259,7 @@ async def test_dlq_list_on_an_empty_dead_letter_stream(nats_url: str) -> None:
 
 
 def test_rr_service_unknown_name_exits_2_listing_the_known_ones(capsys: pytest.CaptureFixture[str]) -> None:
-    assert services.service_cli.main(["nosuch"]) == 2
+    assert cli.service_main.main(["nosuch"]) == 2
     err = capsys.readouterr().err
     assert "unknown service 'nosuch'" in err
     for name in SERVICES:
@@ -268,8 +268,17 @@ def test_rr_service_unknown_name_exits_2_listing_the_known_ones(capsys: pytest.C
 
 def test_rr_service_list(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setitem(SERVICES, "zz-test", ServiceEntry(name="zz-test", target="tests.nowhere:main", description="a test entry"))
-    assert services.service_cli.main(["--list"]) == 0
+    assert cli.service_main.main(["--list"]) == 0
     assert "zz-test" in capsys.readouterr().out
+
+
+def test_rr_service_runs_the_leader_by_its_former_name_scheduler(capsys: pytest.CaptureFixture[str]) -> None:
+    # systemd units and runbooks in the field start `rr-service scheduler`; it is the leader now
+    assert service_named("scheduler") is service_named("leader") is SERVICES["leader"]
+    assert "scheduler" not in SERVICES  # rr up starts it once, by its name
+    assert service_named("nosuch") is None
+    assert cli.service_main.main(["--list"]) == 0
+    assert "(formerly scheduler)" in next(line for line in capsys.readouterr().out.splitlines() if line.startswith("leader "))
 
 
 def test_rr_service_bad_config_is_one_line_and_exit_1(
@@ -278,6 +287,6 @@ def test_rr_service_bad_config_is_one_line_and_exit_1(
     monkeypatch.setitem(SERVICES, "zz-test", ServiceEntry(name="zz-test", target="tests.nowhere:main", description="a test entry"))
     config = tmp_path / "rr.yaml"
     config.write_text("streams:\n  replicas: lots\n")
-    assert services.service_cli.main(["zz-test", "--config", str(config)]) == 1
+    assert cli.service_main.main(["zz-test", "--config", str(config)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(config) in err[0] and "streams.replicas" in err[0]

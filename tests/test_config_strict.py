@@ -12,7 +12,7 @@ from config.settings import load_config
 from config.yamlfile import MAX_DEPTH, MAX_NODES
 from eventbus.errors import InvalidConfig
 from eventbus.limits import ID_MAX, id_problem
-from services.options import add_common_arguments, common_options
+from servicekit.options import add_common_arguments, common_options
 
 ALIAS_BOMB = """hosts:
   gpu-1:

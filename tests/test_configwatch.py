@@ -15,8 +15,8 @@ from config.settings import load_config
 from eventbus.connection import Bus
 from eventbus.events import CHANGES_MAX, MAX_EVENT_BYTES, REF_MAX, ConfigChange, ConfigChanged, encode
 from eventbus.history import events
-from services.configwatch.diff import batches, bounded, changes, flatten, recorded
-from services.configwatch.loop import config_watch_loop
+from servicekit.configwatch.diff import batches, bounded, changes, flatten, recorded
+from servicekit.configwatch.loop import config_watch_loop
 from tests.bus_harness import provisioned_bus
 from tests.leader_harness import leader_loop_running
 
@@ -107,7 +107,7 @@ async def test_an_invalid_hosts_file_is_refused_once_and_never_written_into_the_
         async with watching(bus, nats_url, config):
             [first] = await eventually(lambda: _changes_of(bus, "hosts"))
             assert first.changes == [ConfigChange(key="hosts.gpu-1.status", old=None, new='"ready"')]
-            with caplog.at_level(logging.ERROR, logger="services.configwatch.loop"):
+            with caplog.at_level(logging.ERROR, logger="servicekit.configwatch.loop"):
                 hosts.write_text("hosts:\n  gpu-1:\n    status: bogus\n")
                 await eventually(lambda: any("refused" in r.getMessage() for r in caplog.records), timeout=10)
                 await asyncio.sleep(0.5)  # several more checks of the same bad file

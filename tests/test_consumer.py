@@ -16,7 +16,7 @@ from eventbus.deadletter import list_parked
 from eventbus.events import EVENT_TYPES, HostOnline, WorkAdded, WorkFailed
 from eventbus.publisher import Publisher
 from eventbus.streams import DEADLETTER_STREAM, EVENTS_STREAM
-from services.looplag import LoopLagMonitor
+from servicekit.looplag import LoopLagMonitor
 from tests.bus_harness import provisioned_bus, quick_spec, running
 from tests.event_samples import sample_event
 

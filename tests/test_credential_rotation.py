@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from cli.auth.generate import generate
 from eventbus.connection import Bus, connect
 from eventbus.events import (
     LeaderElected,
@@ -38,8 +39,7 @@ from eventbus.history import events
 from eventbus.natsserver import NatsServer, ServerSpec, free_port
 from eventbus.publisher import Publisher
 from eventbus.streams import StreamSettings, provision
-from services.auth.credentials import connect_options, load_credentials
-from services.auth.generate import generate
+from servicekit.auth.credentials import connect_options, load_credentials
 from tests.procs.services import spawn_service
 
 pytestmark = pytest.mark.timeout(150)

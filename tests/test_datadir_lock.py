@@ -15,8 +15,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from services.up.errors import UpError
-from services.up.lock import (
+from cli.up.errors import UpError
+from cli.up.lock import (
     FD_ENV,
     LOCK_NAME,
     DataDirInUse,
@@ -184,7 +184,7 @@ async def test_a_second_rr_up_on_a_running_data_dir_is_one_line_exit_1_and_start
         nats_port, api_port = _free_port(), _free_port()
         with frozen(up.proc.pid):  # the first rr up and all it started write nothing while the second tries
             before = tree(data)
-            code, _out, err = await _run("-m", "services.cli", "up", "--nats-port", str(nats_port), "--api-port",
+            code, _out, err = await _run("-m", "cli.main", "up", "--nats-port", str(nats_port), "--api-port",
                                          str(api_port), "--data-dir", str(data))
             after = tree(data)
         assert code == 1
@@ -194,13 +194,13 @@ async def test_a_second_rr_up_on_a_running_data_dir_is_one_line_exit_1_and_start
         assert read_owner(data / LOCK_NAME) == LockOwner(pid=up.proc.pid, owner="rr up", nats_url=url, embedded=True)
 
         # A service started by hand on the same data dir is refused too; rr up's own worker is not.
-        code, _out, err = await _run("-m", "services.service_cli", "worker", "--nats", url, RR_DATA_DIR=str(data))
+        code, _out, err = await _run("-m", "cli.service_main", "worker", "--nats", url, RR_DATA_DIR=str(data))
         assert code == 1
         assert err.strip().splitlines()[-1] == f"rr-service worker: {_refusal(data, f'rr up pid {up.proc.pid}')}"
         assert "in use" not in (data / "logs" / "worker.log").read_text()
 
         # rr doctor on that data dir checks this rr up's server; its lock is no failure, nor its sync interval.
-        code, out, err = await _run("-m", "services.cli", "doctor", "--json", "--data-dir", str(data), "--min-free-gib", "0.001")
+        code, out, err = await _run("-m", "cli.main", "doctor", "--json", "--data-dir", str(data), "--min-free-gib", "0.001")
         report = json.loads(out)
         checks = {c["name"]: c for c in report["checks"]}
         assert (code, report["ok"], report["nats_url"]) == (0, True, url), out + err
@@ -216,14 +216,14 @@ async def test_a_refused_rr_up_leaves_the_data_dir_exactly_as_it_was(tmp_path: P
     data = tmp_path / "data"
     holder = await asyncio.create_subprocess_exec(
         sys.executable, "-c",
-        "import os, sys, time; from pathlib import Path; from services.up.lock import LockOwner, lock_up; "
+        "import os, sys, time; from pathlib import Path; from cli.up.lock import LockOwner, lock_up; "
         f"lock_up(Path({str(data)!r}), LockOwner(pid=os.getpid(), owner='rr up')); print('held', flush=True); "
         "sys.stdin.read()",
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=_env(), cwd=PROJECT_ROOT)
     try:
         assert holder.stdout is not None and await asyncio.wait_for(holder.stdout.readline(), 30) == b"held\n"
         before = tree(data)
-        code, _out, err = await _run("-m", "services.cli", "up", "--nats-port", str(_free_port()), "--api-port",
+        code, _out, err = await _run("-m", "cli.main", "up", "--nats-port", str(_free_port()), "--api-port",
                                str(_free_port()), "--data-dir", str(data))
         assert code == 1
         assert err.strip().splitlines() == [f"rr: {_refusal(data, f'rr up pid {holder.pid}')}"]
@@ -246,13 +246,13 @@ async def test_what_a_killed_rr_up_left_running_keeps_the_data_dir_and_rr_doctor
         await up.stop(interrupt=False)
         keepers = fd_holders(data / LOCK_NAME)
         assert "nats-server" in keepers.values(), keepers
-        code, _out, err = await _run("-m", "services.cli", "up", "--nats-port", str(_free_port()), "--api-port",
+        code, _out, err = await _run("-m", "cli.main", "up", "--nats-port", str(_free_port()), "--api-port",
                                      str(_free_port()), "--data-dir", str(data))
         assert code == 1
         [line] = err.strip().splitlines()
         assert line.startswith(f"rr: data dir {data} is in use by rr up pid {up.proc.pid} (exited; still held by ")
         assert "nats-server pid" in line and "rr-service worker pid" in line
-        code, out, err = await _run("-m", "services.cli", "doctor", "--json", "--data-dir", str(data), "--monitor", "",
+        code, out, err = await _run("-m", "cli.main", "doctor", "--json", "--data-dir", str(data), "--monitor", "",
                                     "--min-free-gib", "0.001")
         lock = next(c for c in json.loads(out)["checks"] if c["name"] == "data dir lock")
         assert code == 1 and not lock["ok"] and "has exited; still open in" in lock["detail"], out + err
@@ -266,7 +266,7 @@ async def test_a_start_refused_for_a_taken_port_creates_no_data_dir(tmp_path: Pa
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
-        code, _out, err = await _run("-m", "services.cli", "up", "--nats-port", str(listener.getsockname()[1]),
+        code, _out, err = await _run("-m", "cli.main", "up", "--nats-port", str(listener.getsockname()[1]),
                                      "--data-dir", str(tmp_path / "new" / "data"))
     assert code == 1 and "is in use" in err
     assert list(tmp_path.iterdir()) == []

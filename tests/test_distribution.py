@@ -134,7 +134,7 @@ async def test_a_tampered_chunk_is_detected_reported_and_refetched(bus: Bus, nat
 
 async def test_rr_models_shows_the_promoted_model_and_its_holders(bus: Bus, nats_url: str, tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    from services.cli import main as rr
+    from cli.main import main as rr
 
     ref = checkpoint(tmp_path / "n1" / "train" / "m1.pth", 200_000)
     await as_term(Publisher(bus), HostOnline(node="n1"))

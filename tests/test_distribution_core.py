@@ -23,6 +23,7 @@ from eventbus.events import (
 from eventbus.objects import StoredObject
 from projections import cluster, models
 from projections.base import fold_events
+from servicekit.filehash import sha256_file
 from services.distributor import install
 from services.distributor.completion import completions, needs_models
 from services.distributor.folds import CHECKPOINTS, FAILURES, corrupt_reports
@@ -31,7 +32,6 @@ from services.distributor.layout import best_link_path, canonical_path, version_
 from services.distributor.plan import Activate, Announce, CopyLocal, Download, is_alive, next_steps, repairer, uploads_due
 from services.distributor.retention import KeptVersion, current_models, promotion_history, store_deletions, versions_to_delete
 from services.distributor.retry import RetryTable, delay_s
-from services.filehash import sha256_file
 from tests.terms import in_term
 
 T0 = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)

@@ -19,11 +19,11 @@ from eventbus.history import events
 from eventbus.objectdelete import delete_object
 from eventbus.objects import BucketSpec, ObjectCorrupt, ensure_bucket, fetch_to_file, put_file, stat_object
 from eventbus.publisher import Publisher
+from servicekit.options import CommonOptions
+from servicekit.runtime import ServiceContext
 from services.distributor.agent import DistributorAgent
 from services.distributor.leader import prune_store
 from services.distributor.settings import DistributionSettings
-from services.options import CommonOptions
-from services.runtime import ServiceContext
 from tests.bus_harness import provisioned_bus
 from tests.helpers import eventually, mounted_tmpfs
 from tests.terms import as_term

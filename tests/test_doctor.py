@@ -10,16 +10,10 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from eventbus.connection import connect
-from eventbus.natsserver import NatsServer, ServerSpec, free_port
-from eventbus.probe import JetStreamProbe, PublishProbe, StreamProbe, parse_server_time
-from eventbus.streams import StreamSettings, provision
-from services.auth.credentials import connect_options, load_credentials
-from services.auth.generate import generate
-from services.cli import main as rr
-from services.doctor.checks import CheckResult, evaluate, passed
-from services.doctor.deps import require_dependencies
-from services.doctor.findings import (
+from cli.auth.generate import generate
+from cli.doctor.checks import CheckResult, evaluate, passed
+from cli.doctor.deps import require_dependencies
+from cli.doctor.findings import (
     ConfigProbe,
     ConnectionProbe,
     CredentialsProbe,
@@ -30,8 +24,14 @@ from services.doctor.findings import (
     PermissionsProbe,
     Probes,
 )
-from services.doctor.probes import Target, gather
-from services.doctor.report import as_json, as_table, build_report
+from cli.doctor.probes import Target, gather
+from cli.doctor.report import as_json, as_table, build_report
+from cli.main import main as rr
+from eventbus.connection import connect
+from eventbus.natsserver import NatsServer, ServerSpec, free_port
+from eventbus.probe import JetStreamProbe, PublishProbe, StreamProbe, parse_server_time
+from eventbus.streams import StreamSettings, provision
+from servicekit.auth.credentials import connect_options, load_credentials
 
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 GIB = 1 << 30
@@ -295,11 +295,11 @@ def test_the_units_dependency_check_names_the_missing_packages_without_importing
     # psutil and yaml made unimportable; msgspec and nats too: the check must not need them.
     code = ("import sys, runpy\n"
             "for m in ('psutil', 'yaml', 'msgspec', 'nats'): sys.modules[m] = None\n"
-            "runpy.run_module('services.doctor.deps', run_name='__main__')\n")
+            "runpy.run_module('cli.doctor.deps', run_name='__main__')\n")
     broken = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60, check=False)
     assert broken.returncode == 1
     assert "missing Python packages: nats (nats-py)" in broken.stderr
     assert broken.stderr.rstrip().endswith("-m pip install nats-py msgspec PyYAML psutil litestar")  # litestar imports msgspec
-    healthy_run = subprocess.run([sys.executable, "-m", "services.doctor.deps"], cwd=root, capture_output=True, text=True,
+    healthy_run = subprocess.run([sys.executable, "-m", "cli.doctor.deps"], cwd=root, capture_output=True, text=True,
                                  timeout=60, check=False)
     assert healthy_run.returncode == 0, healthy_run.stderr

@@ -14,16 +14,16 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from cli.doctor.checks import check_data_dir_lock, check_history, check_leadership, evaluate, passed
+from cli.doctor.findings import DataDirLockProbe, HistoryProbe, LeadershipProbe, MonitorProbe
+from cli.doctor.probes import Target, probe_data_lock, probe_history, probe_leadership
+from cli.doctor.target import build_target
+from cli.up.lock import LOCK_NAME, UP_OWNER, LockOwner, lock_up
 from eventbus.connection import Bus
 from eventbus.events import HostOnline, LeaderElected
 from eventbus.natsserver import NatsServer
 from eventbus.publisher import Publisher
-from services.doctor.checks import check_data_dir_lock, check_history, check_leadership, evaluate, passed
-from services.doctor.findings import DataDirLockProbe, HistoryProbe, LeadershipProbe, MonitorProbe
-from services.doctor.probes import Target, probe_data_lock, probe_history, probe_leadership
-from services.doctor.target import build_target
-from services.options import CommonOptions
-from services.up.lock import LOCK_NAME, UP_OWNER, LockOwner, lock_up
+from servicekit.options import CommonOptions
 from tests.bus_harness import provisioned_bus
 from tests.test_doctor import by_name, healthy
 from tests.test_up import PROJECT_ROOT, _env
@@ -153,7 +153,7 @@ async def test_elections_are_counted_per_role_within_the_window(nats_server: Nat
 
 async def _doctor(*argv: str, **env: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli", "doctor", *argv, stdin=asyncio.subprocess.DEVNULL,
+        sys.executable, "-m", "cli.main", "doctor", *argv, stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=_env(**env), cwd=PROJECT_ROOT)
     out, err = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode is not None
@@ -185,7 +185,7 @@ async def test_a_missing_workload_package_fails_rr_doctor(nats_server: NatsServe
 
 async def test_the_units_dependency_gate_refuses_a_node_without_the_workload(without_numpy: str) -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.doctor.deps", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable, "-m", "cli.doctor.deps", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env=_env(PYTHONPATH=without_numpy), cwd=PROJECT_ROOT)
     _out, err = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode == 1

@@ -13,6 +13,10 @@ from typing import Any
 import msgspec
 import pytest
 
+from cli.main import build_parser
+from cluster.leadership.election import Elector, load_candidacy
+from cluster.leadership.settings import LeadershipSettings
+from cluster.leadership.term import NotLeader, Term
 from config.settings import RrConfig
 from eventbus.connection import Bus, connect
 from eventbus.events import ConfigChanged, Event, LeaderElected, LeaderLost
@@ -21,13 +25,9 @@ from eventbus.leases import LeaseBucket
 from eventbus.natsserver import NatsServer
 from eventbus.streams import StreamSettings, provision
 from projections.fencing import EpochFence
-from services.cli import build_parser
-from services.leadership.election import Elector, load_candidacy
-from services.leadership.settings import LeadershipSettings
-from services.leadership.term import NotLeader, Term
-from services.options import CommonOptions
-from services.runtime import ServiceContext
-from services.scheduler.service import main as scheduler_main
+from servicekit.options import CommonOptions
+from servicekit.runtime import ServiceContext
+from services.leader.service import main as scheduler_main
 
 SETTINGS = LeadershipSettings(ttl_s=2, bucket="t_leases")
 

@@ -1,6 +1,6 @@
 """Leader failover with scheduler candidates as separate OS processes: kill -9, SIGSTOP, SIGTERM, a NATS node crash.
 
-Each candidate is `python -m services.service_cli scheduler` with a 2 s lease and the leader's
+Each candidate is `python -m cli.service_main leader` with a 2 s lease and the leader's
 "leader-tick" decision every 0.2 s. After every test the whole log is checked: no two
 LEADER_ELECTED of a role ever share an epoch.
 """
@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from cluster.leadership.settings import LeadershipSettings
+from cluster.leadership.term import HOLD_ENV
 from eventbus.connection import Bus, connect
 from eventbus.events import ConfigChanged, Event, HostOnline, LeaderElected, LeaderLost, WorkAssigned, utcnow
 from eventbus.history import events
@@ -27,8 +29,6 @@ from eventbus.natsserver import NatsCluster
 from eventbus.publisher import Publisher
 from eventbus.streams import StreamSettings, provision
 from projections.fencing import EpochFence
-from services.leadership.settings import LeadershipSettings
-from services.leadership.term import HOLD_ENV
 from tests import test_scheduler_faults
 from tests.procs.leader_fleet import ROOT, Fleet, write_config
 from tests.scheduler_harness import add_items
@@ -116,7 +116,7 @@ def seconds(later: dt.datetime | None, earlier: dt.datetime) -> float:
 
 def rr_leader_json(url: str, config: Path) -> list[dict[str, Any]]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-m", "services.cli", "leader", "--json", "--nats", url, "--config", str(config)],
+    out = subprocess.run([sys.executable, "-m", "cli.main", "leader", "--json", "--nats", url, "--config", str(config)],
                          cwd=ROOT, env=env, capture_output=True, timeout=30, check=True)
     return [json.loads(line) for line in out.stdout.decode().splitlines()]
 

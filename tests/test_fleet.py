@@ -44,7 +44,7 @@ from ops.fleet.ready import missing_services, operator_env
 from ops.fleet.state import Process, load
 from projections import work as work_projection
 from projections.work import WorkState, WorkStatus
-from services.looplag import BLOCK_ENV
+from servicekit.looplag import BLOCK_ENV
 from tests.fleet_harness import FleetLog, fleet_cmd, leftovers, new_run_id, plan_of, skip_without_namespaces
 
 pytestmark = [pytest.mark.fleet, pytest.mark.timeout(900)]
@@ -71,7 +71,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetLog]:
     skip_without_namespaces()
     root = tmp_path_factory.mktemp("fleet")
     try:
-        # The services get the opt-in loop blocker (SIGUSR2 blocks a loop for BLOCK_S; services/looplag.py).
+        # The services get the opt-in loop blocker (SIGUSR2 blocks a loop for BLOCK_S; servicekit/looplag.py).
         with pytest.MonkeyPatch.context() as env:
             env.setenv(BLOCK_ENV, str(BLOCK_S))
             fleet_cmd(root, "up", "--workers", "3", "--nat", "1", "--run-id", new_run_id(), "--timeout", str(UP_TIMEOUT_S),
@@ -249,7 +249,7 @@ def stream_leader(plan: FleetPlan, stream: str = "RR_EVENTS") -> str | None:
 
 def acked_adds(fleet: FleetLog, count: int) -> list[str]:
     """Work items `rr work add` reported appended (acknowledged by the cluster), of `count` tries made at once."""
-    argv = [sys.executable, "-m", "services.cli", "work", "add", "--type", "selfplay", "--board", "hex8", "--players", "2", "--games", "1"]
+    argv = [sys.executable, "-m", "cli.main", "work", "add", "--type", "selfplay", "--board", "hex8", "--players", "2", "--games", "1"]
     tries = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=operator_env(fleet.plan))
              for _ in range(count)]
     outputs = [(t.communicate(timeout=60)[0], t.returncode) for t in tries]
@@ -318,14 +318,14 @@ def test_a_scheduler_whose_event_loop_blocks_for_30s_shows_its_lag_and_another_n
     fleet.refresh()
     leader = fleet.of(LeaderElected, role="scheduler")[-1].node
     before = fleet.records[-1][0]
-    row = poll(fleet, lambda: next((r for r in service_rows(fleet) if r["name"] == "rr-scheduler" and r["node"] == leader
+    row = poll(fleet, lambda: next((r for r in service_rows(fleet) if r["name"] == "rr-leader" and r["node"] == leader
                                     and r["status"]), None), 60, f"the scheduler on {leader} answering its status")
     os.kill(row["status"]["pid"], signal.SIGUSR2)  # its loop runs time.sleep(BLOCK_S): blocked, not stopped
     taken = poll(fleet, lambda: [e for e in fleet.of(LeaderElected, role="scheduler")
                                  if fleet.seq_of(e) > before and e.node != leader], 120,
                  f"another scheduler elected while {leader}'s loop is blocked")
     # The blocked service reports its lag once its loop runs again (rr services: its status endpoint).
-    lagged = poll(fleet, lambda: [r for r in service_rows(fleet) if r["name"] == "rr-scheduler" and r["node"] == leader
+    lagged = poll(fleet, lambda: [r for r in service_rows(fleet) if r["name"] == "rr-leader" and r["node"] == leader
                                   and r["status"] and r["status"]["loop_lag"]["max_s"] >= BLOCK_S * 0.8], 120,
                   f"the scheduler on {leader} reporting a loop lag near {BLOCK_S}s")
     assert lagged[0]["status"]["loop_lag"]["over_threshold"] >= 1

@@ -8,13 +8,13 @@ import msgspec
 import pytest
 import yaml
 
+from cli.auth.accounts import plan_accounts
+from cluster.leadership.lease import timing_for
 from config.hosts import HostsConfig
 from config.settings import RrConfig
 from ops.fleet.files import Workload, hosts_file, nats_config, rr_config
 from ops.fleet.launch import hidden_dirs, isolated, process_name
 from ops.fleet.plan import FleetError, owns_name, plan_fleet, split_groups, subnet_for
-from services.auth.accounts import plan_accounts
-from services.leadership.lease import timing_for
 
 
 def fleet(workers: int = 3, nat: int = 1):
@@ -105,7 +105,7 @@ def test_a_host_runs_with_every_other_hosts_directory_and_the_admin_credentials_
 
 
 def test_status_names_each_process_by_its_service_job_or_program() -> None:
-    assert process_name(["/venv/bin/python", "-m", "services.service_cli", "worker"]) == "worker"
+    assert process_name(["/venv/bin/python", "-m", "cli.service_main", "worker"]) == "worker"
     assert process_name(["/venv/bin/python", "-m", "ops.fleet.host", "agent", "worker"]) == "services"
-    assert process_name(["python", "-m", "services.workload.selfplay", "--board", "hex8"]) == "job:selfplay"
+    assert process_name(["python", "-m", "workload.selfplay", "--board", "hex8"]) == "job:selfplay"
     assert process_name(["/usr/bin/nats-server", "-c", "nats.conf"]) == "nats-server"

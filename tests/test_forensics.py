@@ -11,9 +11,9 @@ from pathlib import Path
 
 import msgspec
 
+from cli.commands.replay import point_in_time
 from eventbus import events as ev
 from eventbus.publisher import Published, Publisher
-from services.commands.replay import point_in_time
 from tests.bus_harness import provisioned_bus
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -71,7 +71,7 @@ async def _publish_incident(url: str) -> list[Published]:
 async def _rr(url: str, *argv: str) -> tuple[int, str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RR_")} | {"PYTHONPATH": str(PROJECT_ROOT)}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli", *argv, "--nats", url, "--node-id", "gpu-1",
+        sys.executable, "-m", "cli.main", *argv, "--nats", url, "--node-id", "gpu-1",
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env=env, cwd=PROJECT_ROOT,
     )

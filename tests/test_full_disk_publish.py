@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from nats.js.api import StreamConfig
 
+from cluster.leadership.term import Term
 from eventbus.connection import connect
 from eventbus.errors import BusError, StorageFull
 from eventbus.events import WorkAttemptFailed
 from eventbus.natsserver import NatsServer, ServerSpec, free_port
 from eventbus.publisher import Publisher
-from services.leadership.term import Term
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -13,7 +13,7 @@ from config.settings import RrConfig, SchedulerSettings
 from eventbus.connection import Bus
 from eventbus.events import HostOnline, LeaderElected, WorkAdded, WorkAssigned
 from eventbus.publisher import Publisher
-from services.scheduler.assigner import assignment_loop
+from services.leader.assigner import assignment_loop
 from tests.leader_harness import leader_loop_running
 from tests.scheduler_harness import read_log
 

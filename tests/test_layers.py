@@ -5,9 +5,10 @@ From the bottom up:
     eventbus      the bus and the event schemas; imports nothing of ours, and is the only importer of nats
     projections   pure folds over events: of eventbus only the modules that do no I/O, no asyncio, no nats
     config        the settings, validated at load
-    libraries     what the services share (leadership, membership, runtime, telemetry, the workload ...)
-    services      the runnable services; each reaches another only through events and the libraries
-    commands      the command line (rr, rr-service, rr up, rr doctor, rr whatif)
+    libraries     what the services share: servicekit (runtime, telemetry, snapshots, admission, credentials),
+                  cluster (leadership, membership) and workload (the reference game, net and jobs)
+    services      the runnable services (services/<name>/); each reaches another only through events and the libraries
+    cli           the command line (rr, rr-service, rr up, rr doctor, rr whatif, rr auth gen)
 
 ALLOWED lists the upward imports that remain, each with why; they need a module to move to
 another package. It is a ratchet: an upward import not listed fails, and so does an entry that
@@ -20,13 +21,11 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("eventbus", "projections", "config", "services")
-
-LIBRARIES = ("admission", "admission_settings", "auth", "childenv", "configwatch", "filehash", "gpuprobe", "leadership", "logthrottle", "looplag",
-             "membership", "options", "registry", "runtime", "snapshotting", "telemetry", "workload")
-SERVICES = ("agent", "api", "distributor", "scheduler", "sync", "worker")
-COMMANDS = ("cli", "commands", "doctor", "service_cli", "up", "whatif")
-LAYERS = ("eventbus", "projections", "config", "libraries", "services", "commands")
+# Each top-level package and its layer, bottom up; a library or a service is told apart from its siblings by its unit.
+LAYER_OF = {"eventbus": "eventbus", "projections": "projections", "config": "config",
+            "servicekit": "libraries", "cluster": "libraries", "workload": "libraries", "services": "services", "cli": "cli"}
+PACKAGES = tuple(LAYER_OF)
+LAYERS = ("eventbus", "projections", "config", "libraries", "services", "cli")
 # Modules no projection may import: they talk to the server (found below: they import nats or asyncio).
 IO_ROOTS = ("nats", "asyncio")
 
@@ -42,16 +41,17 @@ CONFIG_OWNS_SETTINGS = "the config composes each package's settings Struct, whic
 REBUILD_IS_IO = "projections/rebuild.py reads the log and the snapshots: the I/O shell of the folds, to leave the pure package"
 
 ALLOWED: dict[tuple[str, str], str] = {
-    **{("config.settings", f"services.{settings}"): CONFIG_OWNS_SETTINGS for settings in (
-        "admission_settings", "api.settings", "distributor.settings", "leadership.settings", "membership.settings",
-        "scheduler.pipeline_settings", "scheduler.settings", "sync.settings", "telemetry.settings", "worker.settings")},
+    **{("config.settings", settings): CONFIG_OWNS_SETTINGS for settings in (
+        "servicekit.admission_settings", "servicekit.telemetry.settings", "cluster.leadership.settings", "cluster.membership.settings",
+        "services.api.settings", "services.distributor.settings", "services.leader.pipeline_settings", "services.leader.settings",
+        "services.sync.settings", "services.worker.settings")},
     **{("projections.rebuild", module): REBUILD_IS_IO for module in (
-        "eventbus.connection", "eventbus.history", "eventbus.snapshots", "services.snapshotting")},
-    ("services.admission", "services.sync.workitems"): ADMISSION_FORMATS,
-    ("services.admission", "services.worker.templates"): ADMISSION_FORMATS,
-    ("services.api.service", "services.commands.work"): API_WORK_REQUEST,
-    ("services.scheduler.service", "services.distributor.leader"): SCHEDULER_HOSTS,
-    ("services.scheduler.service", "services.sync.loop"): SCHEDULER_HOSTS,
+        "eventbus.connection", "eventbus.history", "eventbus.snapshots", "servicekit.snapshotting")},
+    ("servicekit.admission", "services.sync.workitems"): ADMISSION_FORMATS,
+    ("servicekit.admission", "services.worker.templates"): ADMISSION_FORMATS,
+    ("services.api.service", "cli.commands.work"): API_WORK_REQUEST,
+    ("services.leader.service", "services.distributor.leader"): SCHEDULER_HOSTS,
+    ("services.leader.service", "services.sync.loop"): SCHEDULER_HOSTS,
     ("services.sync.agent", "services.distributor.install"): SYNC_ON_DISTRIBUTOR,
     ("services.sync.agent", "services.distributor.livefold"): SYNC_ON_DISTRIBUTOR,
     ("services.sync.agent", "services.distributor.retry"): SYNC_ON_DISTRIBUTOR,
@@ -114,17 +114,18 @@ LOADS = {name: on_load for name, (_, on_load) in _FOUND.items()}
 
 
 def layer(name: str) -> tuple[str, str]:
-    """(layer, unit): the unit is the package a service or library is, so siblings can be told apart."""
+    """(layer, unit): the unit is the service (services/<name>/) an import belongs to, so siblings can be told apart."""
     parts = name.split(".")
-    if parts[0] != "services":
-        return parts[0], parts[0]
-    if len(parts) == 1:
-        return "commands", "services"
-    unit = parts[1]
-    for kind, units in (("libraries", LIBRARIES), ("services", SERVICES), ("commands", COMMANDS)):
-        if unit in units:
-            return kind, unit
-    raise AssertionError(f"{name}: services/{unit} is in no layer; add it to LIBRARIES, SERVICES or COMMANDS in {__file__}")
+    kind = LAYER_OF.get(parts[0])
+    if kind is None:
+        raise AssertionError(f"{name}: package {parts[0]}/ is in no layer; add it to LAYER_OF in {__file__}")
+    if kind == "services":
+        if len(parts) == 1:
+            return kind, "services"
+        if not (ROOT / "services" / parts[1]).is_dir():
+            raise AssertionError(f"{name}: services/ holds only runnable services, one package each; move {parts[1]} to a library")
+        return kind, parts[1]
+    return kind, parts[0]
 
 
 def _does_io() -> set[str]:
@@ -184,10 +185,12 @@ def test_every_allowed_upward_import_still_happens() -> None:
 
 def test_the_checker_sees_upward_imports() -> None:
     assert problem("eventbus.publisher", "projections.base") == "eventbus may not import projections"
-    assert problem("services.runtime", "nats.js.errors") == "only eventbus imports nats"
+    assert problem("servicekit.runtime", "nats.js.errors") == "only eventbus imports nats"
     assert problem("projections.work", "eventbus.history") is not None and problem("projections.work", "eventbus.events") is None
     assert problem("projections.work", "asyncio") is not None
-    assert problem("config.settings", "services.runtime") == "config may not import libraries"
+    assert problem("config.settings", "servicekit.runtime") == "config may not import libraries"
+    assert problem("servicekit.runtime", "services.api.app") == "libraries may not import services"
+    assert problem("services.api.service", "cli.commands.work") == "services may not import cli"
     assert problem("services.worker.service", "services.agent.jobs") == "a service reaches another only through events and the libraries"
-    assert problem("services.worker.service", "services.leadership.fencing") is None
-    assert problem("services.commands.status", "services.scheduler.policy") is None
+    assert problem("services.worker.service", "cluster.leadership.fencing") is None
+    assert problem("cli.commands.status", "services.leader.policy") is None

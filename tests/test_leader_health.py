@@ -6,16 +6,16 @@ import datetime as dt
 
 import msgspec
 
+from cli.doctor.checks import check_leader
+from cli.doctor.findings import LeaderProbe
+from cluster.leadership.election import loop_summary
+from cluster.leadership.status import format_table, leader_view
+from cluster.leadership.supervisor import LoopHealth, LoopState
 from eventbus.events import LeaderElected
 from eventbus.leases import LeaseBucket, LeaseRecord, LeaseValue
 from projections.bundle import ProjectionSet
 from projections.status_view import LeaderView as StatusLeader
 from projections.status_view import status_view, with_loops_down
-from services.doctor.checks import check_leader
-from services.doctor.findings import LeaderProbe
-from services.leadership.election import loop_summary
-from services.leadership.status import format_table, leader_view
-from services.leadership.supervisor import LoopHealth, LoopState
 from tests.api_harness import running_api
 from tests.helpers import eventually
 

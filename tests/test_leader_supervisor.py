@@ -8,8 +8,7 @@ import time
 
 import pytest
 
-from eventbus.errors import BusUnavailable, is_transient
-from services.leadership.supervisor import (
+from cluster.leadership.supervisor import (
     LoopHealth,
     LoopsCannotRun,
     LoopState,
@@ -22,7 +21,8 @@ from services.leadership.supervisor import (
     stop_tasks,
     unhealthy,
 )
-from services.leadership.term import NotLeader
+from cluster.leadership.term import NotLeader
+from eventbus.errors import BusUnavailable, is_transient
 
 FAST = SupervisorSettings(base_s=0.01, cap_s=0.05, give_up_after=3, healthy_after_s=60.0, poll_s=0.01, stop_within_s=0.5)
 

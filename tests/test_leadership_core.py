@@ -10,6 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cluster.leadership import lease
+from cluster.leadership.candidacy import candidacy
 from config.settings import RrConfig, load_config
 from eventbus.errors import InvalidConfig
 from eventbus.events import (
@@ -24,8 +26,6 @@ from eventbus.events import (
 )
 from eventbus.leases import LeaseRecord, LeaseValue, parse_headers, record_from
 from projections.fencing import EpochFence, Verdict
-from services.leadership import lease
-from services.leadership.candidacy import candidacy
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 TIMING = lease.timing_for(3.0)  # renew every 1 s, stop acting 0.6 s before expiry

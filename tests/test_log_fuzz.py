@@ -25,12 +25,12 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from cli import main as cli
 from eventbus.connection import connect
 from eventbus.events import WorkAdded, WorkCompleted
 from eventbus.history import events
 from eventbus.publisher import Publisher
 from eventbus.subjects import aggregate_filter
-from services import cli
 from tests.bus_harness import provisioned_bus
 from tests.event_fuzz import hostile_payloads, valid_payloads
 from tests.helpers import eventually

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from services.logthrottle import RepeatFilter, install
+from servicekit.logthrottle import RepeatFilter, install
 
 
 class Clock:

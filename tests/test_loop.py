@@ -65,7 +65,7 @@ async def test_rr_up_runs_selfplay_training_evaluation_promotion_and_distributio
     env = {k: v for k, v in os.environ.items() if not k.startswith("RR_")}
     env.update(PYTHONPATH=str(PROJECT_ROOT), RR_NODE_ID="solo")
     up = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli", "up", "--grace", "5", "--nats-port", str(port), "--data-dir", str(data),
+        sys.executable, "-m", "cli.main", "up", "--grace", "5", "--nats-port", str(port), "--data-dir", str(data),
         "--api-port", str(_free_port()), "--config", str(config),
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         env=env, cwd=tmp_path,

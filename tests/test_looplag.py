@@ -11,13 +11,13 @@ import time
 
 import pytest
 
-from services.looplag import BLOCK_ENV, LoopLagMonitor, LoopLagStats, block_seconds, install_block_hook
+from servicekit.looplag import BLOCK_ENV, LoopLagMonitor, LoopLagStats, block_seconds, install_block_hook
 
 
 def test_record_keeps_last_worst_and_the_count_over_threshold(caplog: pytest.LogCaptureFixture) -> None:
     monitor = LoopLagMonitor(threshold=0.25, name="scheduler")
     assert monitor.statistics() == LoopLagStats(0.0, 0.0, 0, 0)
-    with caplog.at_level(logging.WARNING, logger="services.looplag"):
+    with caplog.at_level(logging.WARNING, logger="servicekit.looplag"):
         for lag in (0.01, 0.5, 0.02, 0.3):
             monitor.record(lag)
     assert monitor.statistics() == LoopLagStats(last_s=0.3, max_s=0.5, over_threshold=2, samples=4)

@@ -1,6 +1,6 @@
 """Membership end to end: agent processes beat, the leader's loop decides online/offline, `rr nodes` shows it.
 
-Agents are separate OS processes (`python -m services.service_cli agent`), stopped with
+Agents are separate OS processes (`python -m cli.service_main agent`), stopped with
 SIGSTOP, killed, or shut down cleanly; the leader's loop runs here with a plain term.
 """
 
@@ -19,15 +19,15 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from cluster.membership.monitor import MembershipMonitor
 from config.settings import load_config
 from eventbus.connection import Bus, connect
 from eventbus.events import Event, HostOffline, HostOnline, utcnow
 from eventbus.heartbeats import latest_heartbeats
 from eventbus.history import Record, replay
 from eventbus.streams import TELEMETRY_STREAM
-from services.membership.monitor import MembershipMonitor
-from services.options import CommonOptions
-from services.runtime import ServiceContext
+from servicekit.options import CommonOptions
+from servicekit.runtime import ServiceContext
 from tests.bus_harness import provisioned_bus
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,7 +62,7 @@ class AgentProcess:
     """One `rr-service agent` process for a node; its output goes to a log file."""
 
     def __init__(self, url: str, node: str, config: Path, folder: Path) -> None:
-        self.argv = [sys.executable, "-m", "services.service_cli", "agent", "--nats", url, "--node-id", node, "--config", str(config)]
+        self.argv = [sys.executable, "-m", "cli.service_main", "agent", "--nats", url, "--node-id", node, "--config", str(config)]
         self.log_path = folder / f"agent-{node}.log"
         self.proc: asyncio.subprocess.Process | None = None
 
@@ -137,7 +137,7 @@ async def wait_transitions(bus: Bus, count: int, eventually, message: str) -> li
 
 async def rr_nodes(url: str, config: Path) -> list[dict[str, object]]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli", "nodes", "--json", "--nats", url, "--config", str(config),
+        sys.executable, "-m", "cli.main", "nodes", "--json", "--nats", url, "--config", str(config),
         cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout=30)

@@ -7,10 +7,10 @@ import datetime as dt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cluster.membership import core
+from cluster.membership.core import LEFT, MembershipState, observe, sweep
 from eventbus.events import Event, HostOffline, HostOnline, HostResources, LeaderElected
 from eventbus.heartbeats import Heartbeat
-from services.membership import core
-from services.membership.core import LEFT, MembershipState, observe, sweep
 from tests.terms import in_term
 
 T0 = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)

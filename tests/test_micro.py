@@ -14,17 +14,17 @@ import nats
 import pytest
 from nats.aio.client import Client as NATS
 
+from cli import main as cli
+from cli.commands.services import format_services, service_rows
 from eventbus.consumer import ConsumerSpec, EventConsumer
 from eventbus.events import HostOnline
 from eventbus.micro import ServiceInfo, discover, semantic_version, status_subject
 from eventbus.publisher import Publisher
-from services import cli
-from services.auth.permissions import Permissions, SubjectRules, permissions_for
-from services.commands.services import format_services, service_rows
-from services.options import CommonOptions
-from services.runtime import SERVICES, ServiceContext, ServiceEntry, register, run_service
-from services.telemetry.permits import may_announce, subject_covers
-from services.telemetry.status import ServiceStatus
+from servicekit.auth.permissions import Permissions, SubjectRules, permissions_for
+from servicekit.options import CommonOptions
+from servicekit.runtime import SERVICES, ServiceContext, ServiceEntry, register, run_service
+from servicekit.telemetry.permits import may_announce, subject_covers
+from servicekit.telemetry.status import ServiceStatus
 from tests.bus_harness import provisioned_bus
 
 CONTEXTS: list[ServiceContext] = []
@@ -167,7 +167,7 @@ def test_subject_patterns_cover_as_nats_matches_them() -> None:
 def test_only_nodes_whose_permissions_allow_discovery_announce_themselves() -> None:
     subject = status_subject("agent", "n1")
     assert may_announce(permissions_for("admin", "admin"), subject)  # unrestricted
-    # services/auth grants every role $SRV.> and its own rr.svc.*.<node>.> subjects.
+    # servicekit/auth/permissions.py grants every role $SRV.> and its own rr.svc.*.<node>.> subjects.
     assert may_announce(permissions_for("worker", "n1"), subject)
     assert may_announce(permissions_for("coordinator", "n1"), subject)
     assert not may_announce(permissions_for("worker", "n2"), subject)  # another node's status subject

@@ -16,14 +16,14 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from cli.auth.generate import generate
 from eventbus.connection import connect
 from eventbus.errors import BusUnavailable
 from eventbus.events import WorkStarted
 from eventbus.natsserver import find_binary, free_ports
 from eventbus.publisher import Publisher
 from eventbus.streams import EVENTS_STREAM, StreamSettings, provision
-from services.auth.credentials import connect_options, load_credentials
-from services.auth.generate import generate
+from servicekit.auth.credentials import connect_options, load_credentials
 
 ROOT = Path(__file__).resolve().parent.parent
 OPS = ROOT / "ops"
@@ -52,7 +52,7 @@ def test_the_service_template_runs_the_named_service_with_the_nodes_environment(
     service = unit("rr-service@.service")["Service"]
     assert service["ExecStart"].endswith("rr-service %i")
     assert service["EnvironmentFile"] == "/etc/rr/rr.env"
-    assert service["ExecStartPre"].endswith("python -m services.doctor.deps")
+    assert service["ExecStartPre"].endswith("python -m cli.doctor.deps")
     env = (OPS / "systemd" / "rr.env.example").read_text()
     for key in ("RR_NATS_URL", "RR_NODE_ID", "RR_CONFIG", "RR_NATS_CREDS"):
         assert re.search(rf"^{key}=\S+", env, re.MULTILINE), key

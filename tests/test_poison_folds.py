@@ -29,10 +29,10 @@ from eventbus.publisher import Publisher, _ApiError, _PubAckReply
 from projections import bundle, cluster, data, elo, models, taint, work
 from projections.base import Projection, fold_events, fold_records
 from services.distributor import folds as distributor_folds
-from services.scheduler import pipeline_view, queue, signals
-from services.scheduler.decisions import assignment_round, supervision_round
-from services.scheduler.leaderfold import Decisions
-from services.scheduler.settings import SchedulerSettings
+from services.leader import pipeline_view, queue, signals
+from services.leader.decisions import assignment_round, supervision_round
+from services.leader.leaderfold import Decisions
+from services.leader.settings import SchedulerSettings
 from services.sync import folds as sync_folds
 from tests.event_fuzz import hostile_payloads, largest
 from tests.event_samples import sample_event

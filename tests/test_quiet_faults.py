@@ -28,7 +28,7 @@ pytestmark = pytest.mark.timeout(240)
 
 OUTAGE_S = 40
 MAX_LINES = 120  # per process over the outage and the recovery after it (README, Logging)
-SERVICES = (("scheduler", "c1"), ("agent", "g1"), ("worker", "g1"))
+SERVICES = (("leader", "c1"), ("agent", "g1"), ("worker", "g1"))
 
 
 def lines(path: Path) -> list[str]:
@@ -59,7 +59,7 @@ async def test_a_40s_quorum_loss_writes_a_bounded_number_of_lines_per_process(
 
         async def settled() -> bool:
             beats = {b.beat.node for b in await latest_heartbeats(bus, idle_timeout=1)}
-            return "g1" in beats and "assigner: epoch" in logs["scheduler-c1"].read_text()
+            return "g1" in beats and "assigner: epoch" in logs["leader-c1"].read_text()
 
         await eventually(settled, timeout=60, interval=0.5, message="services running")
         await bus.close()
@@ -83,7 +83,7 @@ async def test_a_40s_quorum_loss_writes_a_bounded_number_of_lines_per_process(
         for name, count in written.items():
             assert count <= MAX_LINES, f"{name} wrote {count} lines:\n" + "\n".join(lines(logs[name])[before[name]:][:200])
         # The term that ended while the bus was down is in the log once it is back.
-        await eventually(lambda: ended_terms_recorded(bus), timeout=30, interval=0.5, message=logs["scheduler-c1"].read_text())
+        await eventually(lambda: ended_terms_recorded(bus), timeout=30, interval=0.5, message=logs["leader-c1"].read_text())
     finally:
         for proc in procs.values():
             if proc.poll() is None:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 
+from cli.commands.lineage import format_lineage
+from cli.commands.models import format_models, model_rows
+from cli.commands.status import format_status
 from eventbus import events as ev
 from projections.bundle import fold_all_events
 from projections.cluster import ClusterState
 from projections.lineage import lineage
 from projections.status_view import status_view
-from services.commands.lineage import format_lineage
-from services.commands.models import format_models, model_rows
-from services.commands.status import format_status
 from services.distributor.folds import FailuresState
 from tests.terms import in_term
 

@@ -15,11 +15,11 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from cluster.membership.core import LEFT
 from eventbus.connection import Bus, connect
 from eventbus.events import Event, HostOffline, WorkAdded, WorkAttemptFailed, WorkCompleted, WorkHandedBack, WorkStarted, decode
 from eventbus.history import Record, replay
 from eventbus.publisher import Publisher
-from services.membership.core import LEFT
 from tests.helpers import eventually
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +48,7 @@ async def rr_up(data: Path, config: Path, port: int) -> AsyncIterator[Bus]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RR_")}
     env["PYTHONPATH"] = str(PROJECT_ROOT)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli", "up", "--grace", "15", "--nats-port", str(port),
+        sys.executable, "-m", "cli.main", "up", "--grace", "15", "--nats-port", str(port),
         "--api-port", str(_free_port()), "--data-dir", str(data), "--node-id", NODE, "--config", str(config),
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         env=env, cwd=PROJECT_ROOT,

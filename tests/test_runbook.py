@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-import services.registry  # noqa: F401  (fills SERVICES)
+import servicekit.registry  # noqa: F401  (fills SERVICES)
 from eventbus.natsserver import find_binary
-from services.runtime import SERVICES
+from servicekit.runtime import SERVICES
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "ops" / "tls" / "make-dev-certs.sh"

@@ -19,8 +19,8 @@ from eventbus.connection import connect
 from eventbus.errors import BusUnavailable, InvalidConfig
 from eventbus.events import HostOnline, decode
 from eventbus.history import Record, replay
-from services.options import CommonOptions
-from services.runtime import SERVICES, ServiceEntry, register, require_streams, run_service
+from servicekit.options import CommonOptions
+from servicekit.runtime import SERVICES, ServiceEntry, register, require_streams, run_service
 from tests import tiny_service
 from tests.bus_harness import provisioned_bus
 from tests.procs.run_tiny_service import GRACE_S

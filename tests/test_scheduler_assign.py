@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from cli.commands.work import not_applied
 from eventbus.connection import Bus
 from eventbus.events import (
     Event,
@@ -22,10 +23,9 @@ from eventbus.events import (
 from eventbus.history import events
 from eventbus.publisher import Publisher
 from projections import work
-from services.commands.work import not_applied
-from services.scheduler import assigner
-from services.scheduler.backoff import Backoff
-from services.scheduler.settings import SchedulerSettings
+from services.leader import assigner
+from services.leader.backoff import Backoff
+from services.leader.settings import SchedulerSettings
 from tests.scheduler_harness import (
     add_items,
     all_in,
@@ -220,14 +220,14 @@ async def _assigned_by(bus: Bus, epoch: int) -> bool:
 
 
 async def test_a_new_leader_starts_from_the_last_leaders_snapshot_and_folds_the_same_queue(bus: Bus, eventually: Any) -> None:
+    from cluster.leadership.term import Term
     from config.settings import RrConfig
     from eventbus.events import Event, decode
     from eventbus.history import last_sequence, replay
-    from services.leadership.term import Term
-    from services.options import CommonOptions
-    from services.runtime import ServiceContext
-    from services.scheduler import queue
-    from services.scheduler.assigner import Assigner
+    from servicekit.options import CommonOptions
+    from servicekit.runtime import ServiceContext
+    from services.leader import queue
+    from services.leader.assigner import Assigner
 
     def leader(epoch: int, snapshot_every: int) -> Assigner:
         settings = SchedulerSettings(default_max_parallel_jobs=2, snapshot_every_events=snapshot_every)

@@ -17,15 +17,15 @@ from eventbus.history import last_sequence
 from eventbus.publisher import Publisher
 from projections.bundle import fold_all_events
 from projections.work import WorkItem, WorkStatus
-from services.scheduler import queue
-from services.scheduler.assigner import assignment_loop
-from services.scheduler.backoff import Backoff, Streak, failure_streaks, resting_configs
-from services.scheduler.decisions import assignment_round
-from services.scheduler.pipeline import training_items
-from services.scheduler.pipeline_settings import PipelineSettings
-from services.scheduler.pipeline_view import PipelineView, apply
-from services.scheduler.populator import decide, populator_loop
-from services.scheduler.settings import SchedulerSettings
+from services.leader import queue
+from services.leader.assigner import assignment_loop
+from services.leader.backoff import Backoff, Streak, failure_streaks, resting_configs
+from services.leader.decisions import assignment_round
+from services.leader.pipeline import training_items
+from services.leader.pipeline_settings import PipelineSettings
+from services.leader.pipeline_view import PipelineView, apply
+from services.leader.populator import decide, populator_loop
+from services.leader.settings import SchedulerSettings
 from tests.bus_harness import provisioned_bus
 from tests.leader_harness import leader_loop_running
 from tests.scheduler_harness import read_log, simulated_worker

@@ -27,12 +27,12 @@ from eventbus.events import (
     WorkStarted,
 )
 from projections.pmap import enc_hook
-from services.scheduler.pipeline import decide
-from services.scheduler.pipeline_settings import PipelineSettings
-from services.scheduler.pipeline_view import PipelineView, apply
-from services.workload.ratings import anchor_id
+from services.leader.pipeline import decide
+from services.leader.pipeline_settings import PipelineSettings
+from services.leader.pipeline_view import PipelineView, apply
 from tests.event_samples import SAMPLE_TIME
 from tests.terms import TERM, decided, in_term
+from workload.ratings import anchor_id
 
 SETTINGS = PipelineSettings(min_new_samples=1000, evaluation_games=10)
 ANCHOR = anchor_id("hex8", 2, SETTINGS.evaluation_sims)  # the first generation's gate opponent

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from cli.main import main
 from config.hosts import HostEntry, HostsConfig
 from config.settings import RrConfig
 from eventbus.connection import Bus
@@ -29,14 +30,13 @@ from eventbus.publisher import Publisher
 from projections import work
 from projections.bundle import fold_all_events
 from projections.sentences import sentence
-from services.cli import main
-from services.scheduler import queue
-from services.scheduler.assigner import assignment_loop
-from services.scheduler.decisions import placement_round, supervision_round
-from services.scheduler.placement import unschedulable, unschedulable_reason
-from services.scheduler.policy import NodeView, WorkView
-from services.scheduler.populator import pending_selfplay, populator_loop
-from services.scheduler.settings import SchedulerSettings
+from services.leader import queue
+from services.leader.assigner import assignment_loop
+from services.leader.decisions import placement_round, supervision_round
+from services.leader.placement import unschedulable, unschedulable_reason
+from services.leader.policy import NodeView, WorkView
+from services.leader.populator import pending_selfplay, populator_loop
+from services.leader.settings import SchedulerSettings
 from tests.api_harness import running_api, wait_caught_up
 from tests.bus_harness import provisioned_bus
 from tests.headless import dump_dom

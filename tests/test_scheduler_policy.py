@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.scheduler.policy import (
+from services.leader.policy import (
     ConfigSignals,
     NodeView,
     WorkView,
@@ -19,7 +19,7 @@ from services.scheduler.policy import (
     rank,
     velocity_term,
 )
-from services.scheduler.settings import PriorityWeights, SchedulerSettings
+from services.leader.settings import PriorityWeights, SchedulerSettings
 
 S = SchedulerSettings()
 

@@ -29,15 +29,15 @@ from eventbus.events import (
 from eventbus.history import Record, replay
 from eventbus.publisher import Published, Publisher
 from projections.bundle import ProjectionSet, fold_all_events
-from services.options import CommonOptions
-from services.runtime import ServiceContext
-from services.scheduler.pipeline import pipeline_loop
-from services.scheduler.pipeline_settings import PipelineSettings
-from services.scheduler.populator import decide, parse_config, populated_configs, top_up
-from services.scheduler.settings import SchedulerSettings
-from services.workload.ratings import anchor_id
+from servicekit.options import CommonOptions
+from servicekit.runtime import ServiceContext
+from services.leader.pipeline import pipeline_loop
+from services.leader.pipeline_settings import PipelineSettings
+from services.leader.populator import decide, parse_config, populated_configs, top_up
+from services.leader.settings import SchedulerSettings
 from tests.bus_harness import provisioned_bus
 from tests.terms import as_term, in_term
+from workload.ratings import anchor_id
 
 SETTINGS = SchedulerSettings(backlog_per_node=2, populator_games=50)
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -191,7 +191,7 @@ async def _promotions(bus: Bus) -> list[ModelPromoted]:
 
 @pytest.mark.timeout(60)
 async def test_populator_loop_supplies_the_idle_node_and_stops_at_the_backlog(nats_url: str, eventually) -> None:
-    from services.scheduler.populator import populator_loop
+    from services.leader.populator import populator_loop
 
     async with provisioned_bus(nats_url, node_id="n1") as bus:
         await as_term(Publisher(bus), HostOnline(node="n1", roles=["mixed"]), epoch=3)  # FakeTerm(ctx, 3)'s election

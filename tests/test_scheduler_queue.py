@@ -29,9 +29,9 @@ from eventbus.events import (
 )
 from projections import work
 from projections.snapshot import decode_snapshot, encode_snapshot
-from services.scheduler import queue
-from services.scheduler.decisions import Conditional, assignment_round, supervision_round
-from services.scheduler.settings import SchedulerSettings
+from services.leader import queue
+from services.leader.decisions import Conditional, assignment_round, supervision_round
+from services.leader.settings import SchedulerSettings
 from tests.scheduler_harness import attempt_violations
 from tests.terms import TERM, decided
 

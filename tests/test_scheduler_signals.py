@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as dt
 
 from eventbus.events import EvaluationComplete, HostOnline, ModelPromoted, SelfplayComplete, WorkAdded
-from services.scheduler import queue
-from services.scheduler.decisions import assignment_round
-from services.scheduler.settings import SchedulerSettings
-from services.scheduler.signals import SignalFacts, apply, config_signals, elo_per_hour
+from services.leader import queue
+from services.leader.decisions import assignment_round
+from services.leader.settings import SchedulerSettings
+from services.leader.signals import SignalFacts, apply, config_signals, elo_per_hour
 from tests.terms import TERM, decided
 
 T0 = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)

@@ -19,8 +19,8 @@ from eventbus.events import (
 )
 from projections import work
 from projections.cluster import NodeInfo
-from services.scheduler.settings import SchedulerSettings
-from services.scheduler.supervision import (
+from services.leader.settings import SchedulerSettings
+from services.leader.supervision import (
     FailAttempt,
     GiveUp,
     HandBack,
@@ -29,7 +29,7 @@ from services.scheduler.supervision import (
     supervise,
     tracked,
 )
-from services.scheduler.views import node_views, running_by_node, work_views
+from services.leader.views import node_views, running_by_node, work_views
 from tests.terms import TERM, decided
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)

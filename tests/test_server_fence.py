@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from cluster.leadership.term import NotLeader, Term
 from eventbus.errors import Fenced
 from eventbus.events import (
     ConfigChanged,
@@ -30,7 +31,6 @@ from eventbus.subjects import election_filter
 from projections import bundle
 from projections.pmap import enc_hook
 from projections.rebuild import state_at_seq
-from services.leadership.term import NotLeader, Term
 from tests.bus_harness import provisioned_bus
 from tests.test_election import leader_events, node
 

@@ -21,9 +21,9 @@ from projections import bundle, cluster, models, work
 from projections.base import Folder
 from projections.rebuild import state_at_seq, state_at_time
 from projections.snapshotplan import SnapshotSettings, due, newest_at_or_before, to_prune
+from servicekit.snapshotting import load_state, save_state
 from services.distributor.folds import CHECKPOINTS, FAILURES
 from services.distributor.livefold import LiveFold, aggregate_subjects
-from services.snapshotting import load_state, save_state
 from tests.bus_harness import provisioned_bus
 from tests.test_forensics import _incident
 from tests.test_projections import LOGS
@@ -199,7 +199,7 @@ async def _points_equal_scratch(url: str, log: list, cuts: list[float], points: 
 async def test_a_part_with_its_own_snapshot_as_new_as_the_bundles_never_loads_the_bundle(
     nats_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import services.snapshotting as snapshotting
+    import servicekit.snapshotting as snapshotting
 
     async with provisioned_bus(nats_url) as bus:
         await Publisher(bus).publish_many(_incident())

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from cli.up.embedded import start_embedded
+from cli.up.layout import Layout
+from cli.up.storewatch import stuck_store, watch_store
 from eventbus.connection import Bus, connect
 from eventbus.errors import BusError
 from eventbus.events import Event, LeaderElected, WorkAdded, WorkAssigned, decode
@@ -22,9 +25,6 @@ from eventbus.history import Record, replay
 from eventbus.leases import LeaseBucket, LeaseValue
 from eventbus.natsserver import free_port
 from eventbus.publisher import Publisher
-from services.up.embedded import start_embedded
-from services.up.layout import Layout
-from services.up.storewatch import stuck_store, watch_store
 from tests.helpers import eventually, fill, mounted_tmpfs
 
 pytestmark = pytest.mark.timeout(400)
@@ -50,7 +50,7 @@ def _value(loops: dict[str, str] | None = None) -> LeaseValue:
 
 async def test_lease_writes_work_again_after_the_disk_is_freed_without_a_manual_restart(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="services.up.storewatch")
+    caplog.set_level(logging.WARNING, logger="cli.up.storewatch")
     with mounted_tmpfs(tmp_path / "small", "64m") as mount:  # needs root, as CI has
         layout = Layout.under(mount)
         for path in (layout.store_dir, layout.log_dir):
@@ -115,7 +115,7 @@ async def rr_up(data: Path, config: Path, port: int) -> AsyncIterator[tuple[Bus,
     env = {k: v for k, v in os.environ.items() if not k.startswith("RR_")}
     env["PYTHONPATH"] = str(PROJECT_ROOT)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli", "up", "--grace", "10", "--nats-port", str(port),
+        sys.executable, "-m", "cli.main", "up", "--grace", "10", "--nats-port", str(port),
         "--api-port", str(_free_port()), "--data-dir", str(data), "--node-id", "lap-disk", "--config", str(config),
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         env=env, cwd=PROJECT_ROOT,

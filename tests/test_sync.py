@@ -97,7 +97,7 @@ async def test_batches_reach_training_nodes_once_verified_and_failed_copies_are_
     ok = [e for e in completes if e.ok]  # type: ignore[attr-defined]
     assert sorted((e.batch_id, e.to_node) for e in ok) == [("b1", "n2"), ("b1", "n3"), ("b2", "n2"), ("b2", "n3")]  # type: ignore[attr-defined]
     assert uploads == 1  # one upload served both targets
-    from services.cli import main as rr
+    from cli.main import main as rr
 
     capsys.readouterr()
     assert await asyncio.to_thread(rr, ["data", "--json", "--nats", nats_url]) == 0

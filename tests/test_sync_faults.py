@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from nats.js.api import StreamConfig
 
+from cluster.leadership.term import Term
 from config.settings import RrConfig
 from eventbus.connection import Bus, connect
 from eventbus.events import ArtifactRef, HostOnline, LeaderElected, SelfplayComplete
@@ -20,9 +21,8 @@ from eventbus.objects import BucketSpec, ensure_bucket, put_file
 from eventbus.publisher import Publisher
 from eventbus.streams import StreamSettings, provision
 from projections.data import Batch, Transfer
-from services.leadership.term import Term
-from services.options import CommonOptions
-from services.runtime import ServiceContext
+from servicekit.options import CommonOptions
+from servicekit.runtime import ServiceContext
 from services.sync.agent import SyncAgent
 from services.sync.loop import sync_planner_loop
 from services.sync.settings import SyncSettings

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from cli.main import main as rr
 from config.settings import load_config
 from eventbus.connection import Bus
 from eventbus.events import HostOnline, SelfplayComplete, WorkAdded, WorkAttemptFailed, WorkCompleted, WorkStarted
 from eventbus.history import events
 from eventbus.publisher import Publisher
-from services.cli import main as rr
-from services.scheduler.settings import SchedulerSettings
+from services.leader.settings import SchedulerSettings
 from services.sync.loop import sync_planner_loop
 from tests.bus_harness import provisioned_bus
 from tests.leader_harness import leader_loop_running

@@ -112,7 +112,7 @@ def test_a_tainted_best_rolls_back_to_the_newest_untainted_promoted_model_of_its
 
 def test_training_skips_tainted_batches_and_a_tainted_candidate_is_never_evaluated() -> None:
     from eventbus.events import WorkAdded
-    from services.scheduler.pipeline import decide
+    from services.leader.pipeline import decide
     from tests.test_scheduler_pipeline import SETTINGS, batch, fold, trained
 
     view = fold([batch(1), batch(2), batch(3), _quarantine("q", "batch", "b2")])
@@ -125,7 +125,7 @@ def test_training_skips_tainted_batches_and_a_tainted_candidate_is_never_evaluat
 
 
 def test_a_tainted_evaluation_promotes_nothing_until_its_quarantine_is_lifted() -> None:
-    from services.scheduler.pipeline import decide
+    from services.leader.pipeline import decide
     from tests.test_scheduler_pipeline import ANCHOR, SETTINGS, candidate_view, evaluated, fold
 
     view, model = candidate_view()
@@ -157,9 +157,9 @@ def test_the_status_the_dashboard_reads_shows_a_tainted_best_and_why() -> None:
 
 
 def test_lineage_marks_each_evaluation_a_tainted_model_played_in_and_why() -> None:
+    from cli.commands.lineage import format_lineage
     from projections import bundle
     from projections.lineage import lineage
-    from services.commands.lineage import format_lineage
 
     state = bundle.fold_all_events(list(enumerate([*LINEAGE, _quarantine("q1", "node", "gpu-bad", since=T)], 1)))
     found = lineage(state, "m6")

@@ -19,12 +19,12 @@ from eventbus.consumer import EventConsumer
 from eventbus.errors import InvalidConfig
 from eventbus.events import HostOnline
 from eventbus.publisher import Publisher
-from services.looplag import LoopLagMonitor
-from services.telemetry.exporters import OTLP_PACKAGE
-from services.telemetry.metrics import ServerLagSampler, install_instruments
-from services.telemetry.observed import Observed
-from services.telemetry.providers import start_telemetry
-from services.telemetry.settings import TelemetrySettings
+from servicekit.looplag import LoopLagMonitor
+from servicekit.telemetry.exporters import OTLP_PACKAGE
+from servicekit.telemetry.metrics import ServerLagSampler, install_instruments
+from servicekit.telemetry.observed import Observed
+from servicekit.telemetry.providers import start_telemetry
+from servicekit.telemetry.settings import TelemetrySettings
 from tests.bus_harness import provisioned_bus, quick_spec, running
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,9 +64,9 @@ def test_default_config_installs_nothing() -> None:
 def test_off_by_default_does_not_even_import_opentelemetry() -> None:
     # The hot path's whole cost when off is `tracing.ENABLED`; a fresh process proves nothing else loaded.
     code = (
-        "import sys, services.runtime, eventbus.consumer, eventbus.publisher\n"
-        "from services.telemetry.providers import start_telemetry\n"
-        "from services.telemetry.settings import TelemetrySettings\n"
+        "import sys, servicekit.runtime, eventbus.consumer, eventbus.publisher\n"
+        "from servicekit.telemetry.providers import start_telemetry\n"
+        "from servicekit.telemetry.settings import TelemetrySettings\n"
         "start_telemetry(TelemetrySettings(), service='s', node='n', version='0.0.0').activate()\n"
         "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))\n"
     )

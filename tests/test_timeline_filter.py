@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from cli.commands.timeline import read_timeline
 from eventbus.connection import Bus
 from eventbus.history import replay
 from eventbus.publisher import Publisher
 from ops.bench.bench_projection import NODES, TRAINER, fleet_log
 from projections.timeline import Selector, TimelineBuilder, TimelineLine, node_subjects, subjects_read
-from services.commands.timeline import read_timeline
 from tests.bus_harness import provisioned_bus
 from tests.test_forensics import _incident
 from tests.test_projections import _sample_log

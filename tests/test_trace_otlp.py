@@ -33,7 +33,7 @@ async def test_work_added_through_the_api_starts_its_own_trace_and_the_receiver_
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RR_", "OTEL_"))} | {"PYTHONPATH": str(ROOT)}
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "services.service_cli", "api", "--nats", nats_url, "--node-id", "gpu-1",
+            sys.executable, "-m", "cli.service_main", "api", "--nats", nats_url, "--node-id", "gpu-1",
             "--api-port", str(port), "--config", str(config), stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=env, cwd=ROOT,
         )

@@ -38,7 +38,7 @@ worker:
 async def _cli_add(nats_url: str, config: Path) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RR_", "OTEL_"))} | {"PYTHONPATH": str(PROJECT_ROOT)}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli", "work", "add", "--type", "selfplay", "--board", "hex8", "--players", "2",
+        sys.executable, "-m", "cli.main", "work", "add", "--type", "selfplay", "--board", "hex8", "--players", "2",
         "--games", "1", "--nats", nats_url, "--node-id", "ops", "--config", str(config),
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, cwd=PROJECT_ROOT,
     )
@@ -69,7 +69,7 @@ async def test_an_item_added_by_the_cli_is_one_trace_from_work_added_to_its_comp
     (root,) = [s for s in spans if s.parent_span_id == b""]
     assert (root.name, root.span_id.hex(), receiver.services[root.span_id]) == ("work add", root_id, "rr-cli")
     names = {(receiver.services[s.span_id], s.name) for s in spans}
-    assert {("rr-scheduler", "decide WORK_ASSIGNED"), ("rr-worker", "process WORK_ASSIGNED"), ("rr-worker", "job selfplay")} <= names
+    assert {("rr-leader", "decide WORK_ASSIGNED"), ("rr-worker", "process WORK_ASSIGNED"), ("rr-worker", "job selfplay")} <= names
     assert {s.parent_span_id for s in spans} - {b""} <= {s.span_id for s in spans}, "every span's parent is in the trace"
 
 
@@ -123,10 +123,10 @@ async def test_a_training_item_the_pipeline_adds_is_one_trace_through_its_evalua
     reports = [e for e in log if getattr(e, "work_id", None) == selfplay.work_id]
     assert "SELFPLAY_COMPLETE" in {e.type_name() for e in reports} and {_trace_id(e) for e in reports} == {_trace_id(selfplay)}
     (selfplay_root,) = [s for s in receiver.trace(_trace_id(selfplay) or "") if s.parent_span_id == b""]
-    assert (selfplay_root.name, receiver.services[selfplay_root.span_id]) == ("work add", "rr-scheduler")
+    assert (selfplay_root.name, receiver.services[selfplay_root.span_id]) == ("work add", "rr-leader")
     spans = receiver.trace(trace_id)
     (root,) = [s for s in spans if s.parent_span_id == b""]
-    assert (root.name, receiver.services[root.span_id], root.span_id.hex()) == ("work add", "rr-scheduler", training.trace.split("-")[2])
+    assert (root.name, receiver.services[root.span_id], root.span_id.hex()) == ("work add", "rr-leader", training.trace.split("-")[2])
     names = {(receiver.services[s.span_id], s.name) for s in spans}
-    assert {("rr-worker", "job training"), ("rr-worker", "job evaluation"), ("rr-scheduler", "decide MODEL_PROMOTED")} <= names, names
+    assert {("rr-worker", "job training"), ("rr-worker", "job evaluation"), ("rr-leader", "decide MODEL_PROMOTED")} <= names, names
     assert {s.parent_span_id for s in spans} - {b""} <= {s.span_id for s in spans}, "every span's parent is in the trace"

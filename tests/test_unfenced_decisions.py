@@ -53,7 +53,7 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
 async def test_a_coordinators_epochless_promotion_is_stored_but_rr_models_does_not_list_it(
     fleet: Fleet, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from services.cli import main as rr
+    from cli.main import main as rr
 
     admin = await open_as(fleet, "admin", node_id="laptop")
     coordinator = await open_as(fleet, "coord-1")

@@ -14,6 +14,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cli.up.diskspace import reservations, shortfall
+from cli.up.errors import UpError
+from cli.up.layout import Layout, default_data_dir, service_command
+from cli.up.policy import ChildHistory, RestartPolicy, after_exit, describe_exit
+from cli.up.session import check_port_free, prepare_layout
+from cli.up.supervisor import ChildSpec, Supervisor
 from config.settings import RrConfig
 from eventbus.connection import connect
 from eventbus.events import HostOnline
@@ -21,14 +27,8 @@ from eventbus.history import Record, replay
 from eventbus.publisher import Publisher
 from eventbus.streams import GIB, StreamSettings
 from eventbus.streamstate import stream_states
-from services.childenv import child_env
+from servicekit.childenv import child_env
 from services.sync.settings import SyncSettings
-from services.up.diskspace import reservations, shortfall
-from services.up.errors import UpError
-from services.up.layout import Layout, default_data_dir, service_command
-from services.up.policy import ChildHistory, RestartPolicy, after_exit, describe_exit
-from services.up.session import check_port_free, prepare_layout
-from services.up.supervisor import ChildSpec, Supervisor
 from tests.helpers import eventually, mounted_tmpfs
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -99,7 +99,7 @@ def test_data_dir_defaults() -> None:
 
 def test_service_command_line() -> None:
     argv = service_command("/py", "scheduler", nats_url="nats://127.0.0.1:4222", node_id="gpu-7", config_path=None)
-    assert argv == ["/py", "-m", "services.service_cli", "scheduler", "--nats", "nats://127.0.0.1:4222", "--node-id", "gpu-7"]
+    assert argv == ["/py", "-m", "cli.service_main", "leader", "--nats", "nats://127.0.0.1:4222", "--node-id", "gpu-7"]
     with_config = service_command("/py", "x", nats_url="u", node_id="n", config_path="/etc/rr.yaml")
     assert with_config[-2:] == ["--config", "/etc/rr.yaml"]
 
@@ -201,7 +201,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 class RrUp:
-    """A running `python -m services.cli up` whose stdout lines are read as they come."""
+    """A running `python -m cli.main up` whose stdout lines are read as they come."""
 
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
@@ -230,7 +230,7 @@ class RrUp:
 async def _start_up(*argv: str, **env: str) -> RrUp:
     api = () if "--api-port" in argv else ("--api-port", str(_free_port()))  # never the machine's 8770
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli", "up", "--grace", "5", *api, *argv,
+        sys.executable, "-m", "cli.main", "up", "--grace", "5", *api, *argv,
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env=_env(**env), cwd=PROJECT_ROOT,
     )
@@ -277,7 +277,7 @@ async def test_up_serves_stops_cleanly_and_carries_on_from_its_data(tmp_path: Pa
 
 
 SITE_REGISTRATIONS = """
-from services.runtime import ServiceEntry, register
+from servicekit.runtime import ServiceEntry, register
 register(ServiceEntry(name="tiny", target="tests.tiny_service:main", description="announces itself"))
 register(ServiceEntry(name="broken", target="tests.tiny_service:broken", description="always fails"))
 register(ServiceEntry(name="manual", target="tests.tiny_service:main", description="not for rr up", on_up=False))

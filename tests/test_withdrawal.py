@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from cli.commands.data import data_view
 from eventbus.events import (
     ArtifactRef,
     EvaluationComplete,
@@ -17,11 +18,10 @@ from eventbus.events import (
 )
 from projections import data, elo
 from projections.withdrawal import Withdrawals, apply
-from services.commands.data import data_view
-from services.scheduler.pipeline import decide
-from services.scheduler.pipeline_settings import PipelineSettings
-from services.scheduler.pipeline_view import PipelineView
-from services.scheduler.pipeline_view import apply as pipeline_apply
+from services.leader.pipeline import decide
+from services.leader.pipeline_settings import PipelineSettings
+from services.leader.pipeline_view import PipelineView
+from services.leader.pipeline_view import apply as pipeline_apply
 from tests.terms import in_term
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)

@@ -8,11 +8,11 @@ import json
 
 import pytest
 
+from cli.main import main
 from eventbus.connection import connect
 from eventbus.events import Event, WorkAdded, WorkCancelled
 from eventbus.history import events
 from eventbus.streams import StreamSettings, provision
-from services.cli import main
 
 pytestmark = pytest.mark.timeout(60)
 

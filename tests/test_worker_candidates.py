@@ -11,9 +11,9 @@ import pytest
 from eventbus.connection import Bus
 from eventbus.events import WorkAdded
 from eventbus.objects import BucketSpec, ensure_bucket, put_file
-from services.scheduler.pipeline import evaluation_items
-from services.scheduler.pipeline_settings import PipelineSettings
-from services.scheduler.pipeline_view import Candidate, PipelineView
+from services.leader.pipeline import evaluation_items
+from services.leader.pipeline_settings import PipelineSettings
+from services.leader.pipeline_view import Candidate, PipelineView
 from services.worker.candidates import CandidateFetcher, CandidateRef, CandidateUnavailable, candidate_ref, with_candidate
 
 BUCKET = "rr_models"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psutil  # type: ignore[import-untyped,unused-ignore]
 
-from services.childenv import child_env
+from servicekit.childenv import child_env
 from services.worker.jobs import Job, JobLimits
 
 CHILD = [sys.executable, "-m", "tests.procs.worker_child"]

@@ -43,7 +43,7 @@ async def worker_process(url: str, config: Path) -> AsyncIterator[asyncio.subpro
     """`rr-service worker` as its own process; killed (if still running) and reaped on exit."""
     env = {**os.environ, "PYTHONPATH": ROOT}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.service_cli", "worker", "--nats", url, "--node-id", NODE, "--config", str(config),
+        sys.executable, "-m", "cli.service_main", "worker", "--nats", url, "--node-id", NODE, "--config", str(config),
         env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     try:
         yield proc

@@ -30,7 +30,7 @@ from tests.procs.worker_harness import CHILD, Scheduler, pids_in, watching, work
 
 NODE = "gpu-1"
 
-SELFPLAY = ("{python} -m services.workload.selfplay --board {board_type} --num-players {num_players}"
+SELFPLAY = ("{python} -m workload.selfplay --board {board_type} --num-players {num_players}"
             " --num-games {num_games} --model {model_path} --out {output_dir} --sims {sims} --seed 1")
 
 

@@ -24,7 +24,7 @@ def values(item: WorkAdded = ITEM) -> dict[str, str]:
 
 def test_the_default_selfplay_template_runs_the_reference_workload_with_the_item_and_worker_values() -> None:
     assert expand("selfplay", DEFAULT_TEMPLATES["selfplay"], values()) == [
-        "/usr/bin/python3", "-m", "services.workload.selfplay", "--board", "hex8", "--num-players", "2",
+        "/usr/bin/python3", "-m", "workload.selfplay", "--board", "hex8", "--num-players", "2",
         "--num-games", "20", "--model", "none", "--out", "/data/worker/n1/jobs/w-1/a1/out",
     ]
 

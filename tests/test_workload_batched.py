@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from services.workload.batched import Node, game_rngs, play_games, search_many, uniform_batch
-from services.workload.game import board_spec, new_game, play
-from services.workload.mcts import choose
-from services.workload.net import BatchEvaluator, PolicyValueNet, save_checkpoint
+from workload.batched import Node, game_rngs, play_games, search_many, uniform_batch
+from workload.game import board_spec, new_game, play
+from workload.mcts import choose
+from workload.net import BatchEvaluator, PolicyValueNet, save_checkpoint
 
 
 def same_games(a: list, b: list) -> None:
@@ -50,7 +50,7 @@ def test_search_many_finds_the_winning_move_in_every_game_at_once() -> None:
 
 
 def selfplay(out: Path, *args: str) -> dict[str, np.ndarray]:
-    done = subprocess.run([sys.executable, "-m", "services.workload.selfplay", "--board", "hex8", "--num-games", "5",
+    done = subprocess.run([sys.executable, "-m", "workload.selfplay", "--board", "hex8", "--num-games", "5",
                            "--sims", "6", "--seed", "9", "--out", str(out), *args],
                           capture_output=True, text=True, timeout=120, check=True)
     result = json.loads(done.stdout.strip().splitlines()[-1])["result"]

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from services.workload.batched import game_rngs, play_games
-from services.workload.game import board_spec
-from services.workload.net import BatchEvaluator, PolicyValueNet, pick_device, save_checkpoint
-from services.workload.selfplay import play_all
-from services.workload.train import fit
+from workload.batched import game_rngs, play_games
+from workload.game import board_spec
+from workload.net import BatchEvaluator, PolicyValueNet, pick_device, save_checkpoint
+from workload.selfplay import play_all
+from workload.train import fit
 
 GPU = torch.cuda.is_available()
 
@@ -50,7 +50,7 @@ def test_the_cuda_path_plays_trains_and_evaluates_like_the_cpu(tmp_path: Path) -
     assert next(trained.parameters()).device.type == "cuda" and np.isfinite(metrics["policy_loss"])
     # The evaluation program picks the GPU by itself.
     save_checkpoint(trained.cpu(), tmp_path / "c.pth", {})
-    done = subprocess.run([sys.executable, "-m", "services.workload.evaluate", "--board", "hex8", "--candidate",
+    done = subprocess.run([sys.executable, "-m", "workload.evaluate", "--board", "hex8", "--candidate",
                            str(tmp_path / "c.pth"), "--games", "2", "--max-games", "4", "--seed", "1"],
                           capture_output=True, text=True, timeout=300, check=True)
     assert json.loads(done.stdout.strip().splitlines()[-1])["result"]["matches"][0]["games"] >= 1

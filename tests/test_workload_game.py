@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.workload.game import BOARDS, UnsupportedConfig, board_spec, encode, legal_moves, new_game, play
-from services.workload.mcts import choose, search, uniform_evaluator
+from workload.game import BOARDS, UnsupportedConfig, board_spec, encode, legal_moves, new_game, play
+from workload.mcts import choose, search, uniform_evaluator
 
 
 def place(board: str, moves: list[tuple[int, int]]):
@@ -106,7 +106,7 @@ def test_search_finds_the_winning_move() -> None:
 
 
 def run(module: str, *args: str) -> dict[str, object]:
-    out = subprocess.run([sys.executable, "-m", f"services.workload.{module}", *args], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", f"workload.{module}", *args], capture_output=True,
                          text=True, timeout=120, check=True)
     lines = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
     assert any("progress" in line for line in lines)
@@ -132,6 +132,6 @@ def test_selfplay_train_evaluate_programs(tmp_path: Path) -> None:
 
 
 def test_bad_board_fails_with_a_clear_line(tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "services.workload.selfplay", "--board", "nope", "--num-games", "1",
+    out = subprocess.run([sys.executable, "-m", "workload.selfplay", "--board", "nope", "--num-games", "1",
                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "unknown board type 'nope'" in out.stderr

@@ -16,16 +16,16 @@ import pytest
 import torch
 
 from eventbus.events import ArtifactRef, Event, ModelPromoted, ModelRated, SelfplayComplete, TrainingComplete, WorkAdded, WorkCompleted
-from services.scheduler.pipeline import decide
-from services.scheduler.pipeline_settings import PipelineSettings
-from services.scheduler.pipeline_view import PipelineView, apply
+from services.leader.pipeline import decide
+from services.leader.pipeline_settings import PipelineSettings
+from services.leader.pipeline_view import PipelineView, apply
 from services.worker.jobs import JobOutcome
 from services.worker.protocol import AttemptKey
 from services.worker.results import outcome_events
 from services.worker.templates import DEFAULT_TEMPLATES, WorkerValues, expand, template_values
-from services.workload.game import board_spec
-from services.workload.net import PolicyValueNet, save_checkpoint
-from services.workload.ratings import anchor_id
+from workload.game import board_spec
+from workload.net import PolicyValueNet, save_checkpoint
+from workload.ratings import anchor_id
 
 SETTINGS = PipelineSettings(min_new_samples=100, evaluation_games=6)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.workload.ratings import ZERO, Pairing, Rated, Result, fit, rate
-from services.workload.sprt import expected_score
+from workload.ratings import ZERO, Pairing, Rated, Result, fit, rate
+from workload.sprt import expected_score
 
 
 def test_an_even_score_against_a_rated_player_gives_its_rating() -> None:

@@ -15,9 +15,9 @@ from services.worker.jobs import JobOutcome
 from services.worker.protocol import AttemptKey
 from services.worker.results import outcome_events
 from services.worker.templates import DEFAULT_TEMPLATES, WorkerValues, expand, template_values
-from services.workload.game import board_spec
-from services.workload.net import PolicyValueNet, save_checkpoint
-from services.workload.tournament import parse_player
+from workload.game import board_spec
+from workload.net import PolicyValueNet, save_checkpoint
+from workload.tournament import parse_player
 
 
 def zero_net() -> PolicyValueNet:
@@ -30,7 +30,7 @@ def zero_net() -> PolicyValueNet:
 
 
 def run(module: str, *args: str) -> dict:  # type: ignore[type-arg]
-    done = subprocess.run([sys.executable, "-m", f"services.workload.{module}", *args], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", f"workload.{module}", *args], capture_output=True, text=True,
                           timeout=280, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])["result"]  # type: ignore[no-any-return]
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+from cli.commands.work import item_state
+from cli.commands.workview import item_report, list_table
 from eventbus.events import (
     AttemptOutcome,
     Event,
@@ -16,8 +18,6 @@ from eventbus.events import (
 )
 from projections import work
 from projections.timeline import Selector, timeline
-from services.commands.work import item_state
-from services.commands.workview import item_report, list_table
 from tests.terms import in_term
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)

@@ -6,7 +6,7 @@ import asyncio
 
 from eventbus.errors import BusUnavailable
 from eventbus.events import HostOnline
-from services.runtime import ServiceContext
+from servicekit.runtime import ServiceContext
 
 # Every context a service here was started with, so a test can look at (and stop) it.
 CONTEXTS: list[ServiceContext] = []

@@ -68,7 +68,7 @@ async def rr_up(data: Path, config: Path, node: str, *, grace_s: int = 15) -> As
     port, api_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RR_", "OTEL_"))} | {"PYTHONPATH": str(PROJECT_ROOT)}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli", "up", "--grace", str(grace_s), "--nats-port", str(port),
+        sys.executable, "-m", "cli.main", "up", "--grace", str(grace_s), "--nats-port", str(port),
         "--api-port", str(api_port), "--data-dir", str(data), "--node-id", node, "--config", str(config),
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         env=env, cwd=PROJECT_ROOT,

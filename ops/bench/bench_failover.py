@@ -1,6 +1,6 @@
 """Leader failover: seconds from kill -9 of the scheduler leader's process to the next LEADER_ELECTED.
 
-ours:    N candidate processes (`python -m services.service_cli scheduler`) on one server; each
+ours:    N candidate processes (`python -m cli.service_main leader`) on one server; each
          trial kills the leader at a random point of its renewal cycle, waits for the next
          LEADER_ELECTED (as this process receives it), restarts the killed node.
 ceiling: what the server allows at best: a raw lease written with the same TTL, and a raw
@@ -53,7 +53,7 @@ class Candidate:
 
     def __init__(self, url: str, node_id: str, config: Path, folder: Path) -> None:
         self.node_id = node_id
-        self.command = [sys.executable, "-m", "services.service_cli", "scheduler",
+        self.command = [sys.executable, "-m", "cli.service_main", "leader",
                         "--nats", url, "--node-id", node_id, "--config", str(config)]
         self.log_path = folder / f"{node_id}.log"
         self.proc: subprocess.Popen[bytes] | None = None

@@ -33,7 +33,7 @@ from ops.fleet.launch import admin_credentials
 from ops.fleet.plan import FleetPlan, plan_fleet
 from ops.fleet.ready import operator_env
 from ops.fleet.state import load
-from services.auth.credentials import connect_options, load_credentials
+from servicekit.auth.credentials import connect_options, load_credentials
 
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "rr_models"
@@ -75,7 +75,7 @@ def single_loop(work: Path, timeout_s: float) -> float:
     (work / "single.yaml").write_text(to_yaml(config))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RR_CONFIG": str(work / "single.yaml"), "RR_NODE_ID": "solo"}
     started = time.monotonic()
-    up = subprocess.Popen([sys.executable, "-m", "services.cli", "up", "--data-dir", str(data), "--nats-port", str(free_port())],
+    up = subprocess.Popen([sys.executable, "-m", "cli.main", "up", "--data-dir", str(data), "--nats-port", str(free_port())],
                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         wait_installed([data / "models"], timeout_s)

@@ -31,6 +31,11 @@ from typing import Any
 
 import msgspec
 
+from cli.commands.timeline import read_timeline
+from cli.commands.whatif import window_events
+from cli.whatif.recording import record
+from cli.whatif.report import percentile
+from cli.whatif.simulate import simulate
 from eventbus import events as ev
 from eventbus.connection import Bus
 from eventbus.history import Record, last_sequence, replay
@@ -46,19 +51,14 @@ from projections.base import Folder
 from projections.rebuild import state_at_seq, state_at_time
 from projections.snapshotplan import SnapshotSettings
 from projections.timeline import Selector
-from services.commands.timeline import read_timeline
-from services.commands.whatif import window_events
+from servicekit.snapshotting import save_state
 from services.distributor.folds import CHECKPOINTS, FAILURES
 from services.distributor.livefold import LiveFold, aggregate_subjects, taint_subjects, type_subjects
 from services.distributor.rollback import rollback_decisions
-from services.scheduler import queue
-from services.scheduler.settings import SchedulerSettings
-from services.snapshotting import save_state
+from services.leader import queue
+from services.leader.settings import SchedulerSettings
 from services.sync.folds import BATCH_FILES
 from services.sync.workitems import SYNC_REQUESTS
-from services.whatif.recording import record
-from services.whatif.report import percentile
-from services.whatif.simulate import simulate
 
 DAY = 60_000  # events a day at the README's 31-node estimate
 

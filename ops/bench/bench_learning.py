@@ -33,10 +33,10 @@ from eventbus.natsserver import free_port
 from ops.bench.common import emit, log
 from ops.bench.png_chart import line_chart
 from services.distributor.layout import canonical_path
-from services.workload.evaluate import match, model_player, random_player, search_player
-from services.workload.game import GameState, encode, legal_moves
-from services.workload.mcts import uniform_evaluator
-from services.workload.net import Evaluator, load_checkpoint
+from workload.evaluate import match, model_player, random_player, search_player
+from workload.game import GameState, encode, legal_moves
+from workload.mcts import uniform_evaluator
+from workload.net import Evaluator, load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -82,7 +82,7 @@ async def run_up(args: argparse.Namespace, data_dir: Path) -> tuple[list[Event],
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RR_")}
     env.update(PYTHONPATH=str(ROOT), RR_NODE_ID="bench-learning")
-    argv = [sys.executable, "-m", "services.cli", "up", "--grace", "5", "--nats-port", str(port), "--data-dir",
+    argv = [sys.executable, "-m", "cli.main", "up", "--grace", "5", "--nats-port", str(port), "--data-dir",
             str(data_dir), "--api-port", str(free_port())] + (["--config", str(args.config)] if args.config else [])
     started = dt.datetime.now(dt.UTC)
     up = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,

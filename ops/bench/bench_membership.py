@@ -1,6 +1,6 @@
 """Membership at fleet scale: 1000 simulated nodes beating every 5 s against one nats-server.
 
-ours:    the leader's membership loop (services/membership/monitor.py) in its own process:
+ours:    the leader's membership loop (cluster/membership/monitor.py) in its own process:
          its CPU share (psutil cpu_times delta / wall) over the measured window, and, after
          ~50 random nodes stop beating mid-window, how long after the configured silence each
          HOST_OFFLINE reached a subscriber (last beat -> event received, minus the silence).
@@ -60,10 +60,10 @@ def node_name(index: int) -> str:
 
 async def run_leader(url: str, config: str) -> None:
     """The membership loop in this process until SIGTERM; prints `ready`, then its statistics at the end."""
+    from cluster.membership.monitor import MembershipMonitor
     from config.settings import load_config
-    from services.membership.monitor import MembershipMonitor
-    from services.options import CommonOptions
-    from services.runtime import ServiceContext
+    from servicekit.options import CommonOptions
+    from servicekit.runtime import ServiceContext
 
     bus = await connect(url, node_id="bench-leader")
     ctx = ServiceContext("scheduler", bus, load_config(config), CommonOptions(nats_url=url, node_id="bench-leader", config_path=config))

@@ -2,7 +2,7 @@
 
 On one local nats-server:
 1. --nodes HOST_ONLINE events (with resources); every node takes --slots attempts at once.
-2. The assignment loop (services/scheduler/assigner.py, one leader term, in this process) is
+2. The assignment loop (services/leader/assigner.py, one leader term, in this process) is
    started. Paced phases first, on a fleet still idle: a separate process appends WORK_ADDED at
    each of --paced-rates items/s for --paced-seconds; WORK_ADDED -> WORK_ASSIGNED p50/p99 per rate
    (event timestamps, one clock): the latency an operator sees from a queue that keeps up. Then
@@ -33,6 +33,7 @@ from typing import Any
 
 import nats.js.errors
 
+from cluster.leadership.term import Term
 from config.settings import RrConfig
 from eventbus import events as ev
 from eventbus.connection import Bus, connect
@@ -40,13 +41,12 @@ from eventbus.history import Record, last_sequence, replay
 from eventbus.publisher import Publisher
 from eventbus.streams import StreamSettings, provision
 from ops.bench.common import bench_bus, bench_server, emit, log, server_version
-from services.leadership.term import Term
-from services.options import CommonOptions
-from services.runtime import ServiceContext
-from services.scheduler import queue
-from services.scheduler.assigner import PUBLISH_WINDOW, Assigner
-from services.scheduler.settings import SchedulerSettings
-from services.snapshotting import load_state, save_state
+from servicekit.options import CommonOptions
+from servicekit.runtime import ServiceContext
+from servicekit.snapshotting import load_state, save_state
+from services.leader import queue
+from services.leader.assigner import PUBLISH_WINDOW, Assigner
+from services.leader.settings import SchedulerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 CHUNK = 2000  # WORK_ADDED per publish_many (each chunk is stamped just before it is sent)

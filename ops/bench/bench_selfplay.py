@@ -1,8 +1,8 @@
 """Selfplay games/s of the reference workload on this machine, with its default settings (32 sims, hex8, 2 players).
 
-ours:    `python -m services.workload.selfplay` as the worker runs it, end to end (interpreter and
+ours:    `python -m workload.selfplay` as the worker runs it, end to end (interpreter and
          torch start-up, the games, the NPZ written and hashed): games / wall seconds.
-ceiling: the same games played in this process by services.workload.selfplay.play_game (search
+ceiling: the same games played in this process by workload.selfplay.play_game (search
          only, nothing started or written): games / seconds. `ratio` = ours / ceiling.
 Both with no model (uniform priors, as before the first promotion).
 
@@ -11,7 +11,7 @@ old and new path alternating round by round in this process:
 old:     selfplay.play_game, one game at a time, one leaf per net call (`net_games_per_s`);
 new:     batched.play_games, `--parallel` games at once, their leaves in one net call per step
          (`batched_net_games_per_s`); `net_speedup` = new / old (goal >= 4).
-`job_net_games_per_s` is the new path as the worker runs it: `python -m services.workload.selfplay
+`job_net_games_per_s` is the new path as the worker runs it: `python -m workload.selfplay
 --model net.pth`, wall clock with start-up, NPZ and hash.
 Run: python -m ops.bench.bench_selfplay [--games 200] [--rounds 3] [--board hex8] [--net-games 4] [--parallel 64]
 """
@@ -33,21 +33,21 @@ import numpy as np
 import torch
 
 from ops.bench.common import emit, log
-from services.workload.batched import game_rngs, play_games
-from services.workload.game import board_spec
-from services.workload.mcts import uniform_evaluator
-from services.workload.net import BatchEvaluator, Evaluator, PolicyValueNet, save_checkpoint
-from services.workload.selfplay import play_game
+from workload.batched import game_rngs, play_games
+from workload.game import board_spec
+from workload.mcts import uniform_evaluator
+from workload.net import BatchEvaluator, Evaluator, PolicyValueNet, save_checkpoint
+from workload.selfplay import play_game
 
 ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_SIMS = 32  # services.workload.selfplay's default
+DEFAULT_SIMS = 32  # workload.selfplay's default
 
 
 def subprocess_rate(board: str, games: int, out: Path, model: str = "none") -> tuple[float, int]:
-    """(games/s, samples) of one `python -m services.workload.selfplay` run, wall clock."""
+    """(games/s, samples) of one `python -m workload.selfplay` run, wall clock."""
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "services.workload.selfplay", "--board", board, "--num-players", "2",
+        [sys.executable, "-m", "workload.selfplay", "--board", board, "--num-players", "2",
          "--num-games", str(games), "--model", model, "--out", str(out)],
         capture_output=True, text=True, check=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
     seconds = time.perf_counter() - started

@@ -108,7 +108,7 @@ async def worker_process(url: str, tmp: Path) -> AsyncIterator[None]:
     config.write_text(yaml.safe_dump({"worker": {
         "data_dir": str(tmp / "data"), "templates": {"sync": COMMAND}, "gpu_idle_check": False, "max_parallel_jobs": 1}}))
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.service_cli", "worker", "--nats", url, "--node-id", NODE, "--config", str(config),
+        sys.executable, "-m", "cli.service_main", "worker", "--nats", url, "--node-id", NODE, "--config", str(config),
         env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     try:
         yield

@@ -25,7 +25,7 @@ from eventbus.events import Event
 from eventbus.history import events
 from ops.chaos.checker import KINDS, CheckReport, ClientRecord, DeadLetter, check, view_hashes
 from projections import bundle
-from services.auth.credentials import connect_options, credentials_from_env
+from servicekit.auth.credentials import connect_options, credentials_from_env
 
 
 class LiveViews(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -90,7 +90,7 @@ async def judge(url: str, records: list[ClientRecord], live: LiveViews | None,
                 auth: Mapping[str, Any] | None = None) -> tuple[CheckReport, int]:
     """The report over the server's whole history, and how many stored messages did not decode.
 
-    `auth`: connect options for a server that requires credentials (services/auth/credentials.py).
+    `auth`: connect options for a server that requires credentials (servicekit/auth/credentials.py).
     """
     bus = await connect(url, node_id="chaos-check", **(auth or {}))
     try:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import msgspec
 
+from cli.commands.leader import last_elected
 from eventbus.connection import Bus
 from eventbus.errors import BusError
 from ops.chaos.report import Injected
@@ -27,7 +28,6 @@ from ops.chaos.schedule import Fault
 from ops.fleet import launch, netns
 from ops.fleet.plan import MONITOR_PORT, FleetPlan, HostPlan, split_groups
 from ops.fleet.state import Process, load, save
-from services.commands.leader import last_elected
 
 Undo = Callable[[], None]
 
@@ -116,7 +116,7 @@ class Nemesis:
         if fault.kind in ("kill_leader", "stop_leader", "kill_follower", "stop_follower"):
             leader = await self.leader()
             host = self.plan.host(leader) if process == "leader" else self._follower(leader, fault.pick)
-            return await self._service(host, "scheduler", kind, process == "leader")
+            return await self._service(host, "leader", kind, process == "leader")
         if process in ("worker", "distributor"):
             return await self._service(self.plan.host(fault.target), process, kind, False)
         if fault.kind in ("kill_nats", "kill_stream_leader"):

@@ -26,8 +26,8 @@ from ops.chaos.workload import ClientStats, add_work
 from ops.fleet.launch import admin_credentials
 from ops.fleet.plan import FleetPlan
 from projections import bundle
-from services.auth.credentials import connect_options, load_credentials
-from services.snapshotting import load_state
+from servicekit.auth.credentials import connect_options, load_credentials
+from servicekit.snapshotting import load_state
 
 
 class RunSettings(msgspec.Struct, frozen=True, kw_only=True):

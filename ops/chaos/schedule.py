@@ -16,8 +16,8 @@ import msgspec
 
 # kind -> what it does; the runner (ops/chaos/nemesis.py) implements each.
 KINDS: dict[str, str] = {
-    "kill_leader": "kill -9 the scheduler leader's rr-scheduler (its host manager restarts it)",
-    "stop_leader": "SIGSTOP the scheduler leader's rr-scheduler, SIGCONT after hold_s",
+    "kill_leader": "kill -9 the scheduler leader's rr-leader (its host manager restarts it)",
+    "stop_leader": "SIGSTOP the scheduler leader's rr-leader, SIGCONT after hold_s",
     "kill_follower": "kill -9 a scheduler that does not lead",
     "stop_follower": "SIGSTOP a scheduler that does not lead, SIGCONT after hold_s",
     "kill_worker": "kill -9 a worker host's rr-worker",

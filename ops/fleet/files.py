@@ -94,11 +94,11 @@ def rr_config(plan: FleetPlan, host: HostPlan, workload: Workload) -> dict[str, 
         "worker": {
             "data_dir": str(host.path("data")),
             "templates": {
-                "selfplay": ("{python} -m services.workload.selfplay --board {board_type} --num-players {num_players}"
+                "selfplay": ("{python} -m workload.selfplay --board {board_type} --num-players {num_players}"
                              f" --num-games {{num_games}} --model {{model_path}} --out {{output_dir}} --sims {w.selfplay_sims} --device cpu"),
-                "training": ("{python} -m services.workload.train --board {board_type} --num-players {num_players}"
+                "training": ("{python} -m workload.train --board {board_type} --num-players {num_players}"
                              f" --data {{data*}} --init {{model_path}} --out {{output_dir}}/candidate.pth --epochs {w.epochs} --device cpu"),
-                "evaluation": ("{python} -m services.workload.evaluate --board {board_type} --num-players {num_players}"
+                "evaluation": ("{python} -m workload.evaluate --board {board_type} --num-players {num_players}"
                                " --candidate {candidate} --best {model_path} --games {num_games} --sims {sims} --elo0 {elo0}"
                                " --elo1 {elo1} --alpha {alpha} --beta {beta} --max-games {max_games} --rate-anchor {rate_anchor}"
                                " --device cpu"),

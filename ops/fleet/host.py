@@ -2,7 +2,7 @@
 
 `python -m ops.fleet.host SERVICE...`, started by `up` inside the host's namespace with the
 host's environment: runs `rr-service SERVICE` for each, restarting a crashed one with rr up's
-backoff (services/up/supervisor.py), until SIGTERM. Logs: $RR_FLEET_HOST_LOGS/<service>.log.
+backoff (cli/up/supervisor.py), until SIGTERM. Logs: $RR_FLEET_HOST_LOGS/<service>.log.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import signal
 import sys
 from pathlib import Path
 
-from services.up.policy import RestartPolicy
-from services.up.supervisor import ChildSpec, Supervisor
+from cli.up.policy import RestartPolicy
+from cli.up.supervisor import ChildSpec, Supervisor
 
 LOGS_ENV = "RR_FLEET_HOST_LOGS"
 
@@ -23,7 +23,7 @@ LOGS_ENV = "RR_FLEET_HOST_LOGS"
 def children(services: list[str], env: dict[str, str]) -> list[ChildSpec]:
     """One child per service, each logging to its own file."""
     logs = Path(env[LOGS_ENV])
-    return [ChildSpec(name=s, argv=[sys.executable, "-m", "services.service_cli", s], env=env, log_path=logs / f"{s}.log")
+    return [ChildSpec(name=s, argv=[sys.executable, "-m", "cli.service_main", s], env=env, log_path=logs / f"{s}.log")
             for s in services]
 
 

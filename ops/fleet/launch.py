@@ -16,14 +16,14 @@ from pathlib import Path
 
 import msgspec
 
+from cli.auth.generate import generate
 from ops.fleet import netns
 from ops.fleet.files import Workload, hosts_file, nats_config, rr_config, to_yaml
 from ops.fleet.host import LOGS_ENV
 from ops.fleet.plan import FleetPlan, HostPlan
 from ops.fleet.state import Process
-from services.auth.credentials import CREDENTIALS_ENV
-from services.auth.generate import generate
-from services.looplag import BLOCK_ENV
+from servicekit.auth.credentials import CREDENTIALS_ENV
+from servicekit.looplag import BLOCK_ENV
 
 PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
 
@@ -61,7 +61,7 @@ def write_files(plan: FleetPlan, workload: Workload) -> None:
 
 def host_env(plan: FleetPlan, host: HostPlan) -> dict[str, str]:
     """A service's environment on `host`: its node id, config, credentials and directories; nothing shared."""
-    # $RR_DEBUG_BLOCK_LOOP_S (services/looplag.py) passes through: the fleet tests' opt-in loop blocker.
+    # $RR_DEBUG_BLOCK_LOOP_S (servicekit/looplag.py) passes through: the fleet tests' opt-in loop blocker.
     keep = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TERM", "VIRTUAL_ENV", BLOCK_ENV)}
     path = [PROJECT_ROOT, *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != PROJECT_ROOT)]
     return {**keep, "PYTHONPATH": os.pathsep.join(path), "PYTHONUNBUFFERED": "1",
@@ -151,13 +151,13 @@ def alive(pid: int) -> bool:
 
 def process_name(argv: list[str]) -> str:
     """A short name for a fleet process from its command line: the rr service, the host manager, a job, else the program (pure)."""
-    if "services.service_cli" in argv and argv.index("services.service_cli") + 1 < len(argv):
-        return argv[argv.index("services.service_cli") + 1]
+    if "cli.service_main" in argv and argv.index("cli.service_main") + 1 < len(argv):
+        return argv[argv.index("cli.service_main") + 1]
     if "ops.fleet.host" in argv:
         return "services"
-    job = next((a for a in argv if a.startswith("services.workload.")), None)
+    job = next((a for a in argv if a.startswith("workload.")), None)
     if job is not None:
-        return f"job:{job.removeprefix('services.workload.')}"
+        return f"job:{job.removeprefix('workload.')}"
     return Path(argv[0]).name if argv else "?"
 
 

@@ -26,7 +26,7 @@ MONITOR_PORT = 8222
 API_PORT = 8770
 SUBNET_BASE = "10.231"  # private, and 10.231.0.0/16 is used by nothing real on these machines
 NATS_HOSTS = 3
-COORDINATOR_SERVICES = ("scheduler", "agent", "distributor", "sync", "api")
+COORDINATOR_SERVICES = ("leader", "agent", "distributor", "sync", "api")
 WORKER_SERVICES = ("agent", "worker", "distributor", "sync")
 RUN_ID = re.compile(r"^[a-z0-9]{1,6}$")  # interface names stay within the kernel's 15 characters
 

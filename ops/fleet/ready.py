@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from ops.fleet.launch import admin_credentials, decode_rows, operator_config
 from ops.fleet.plan import NATS_PORT, FleetError, FleetPlan, HostPlan
-from services.auth.credentials import CREDENTIALS_ENV
+from servicekit.auth.credentials import CREDENTIALS_ENV
 
 
 def operator_env(plan: FleetPlan) -> dict[str, str]:
@@ -22,7 +22,7 @@ def operator_env(plan: FleetPlan) -> dict[str, str]:
 
 def rr(plan: FleetPlan, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     """`rr ARGS` from the root namespace against the fleet."""
-    return subprocess.run([sys.executable, "-m", "services.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], capture_output=True, text=True,
                           env=operator_env(plan), timeout=timeout)
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from cluster.membership.settings import GpuProbe
 from eventbus.events import GpuInfo
-from services.gpuprobe import gpus_from_nvidia_smi, gpus_from_torch, nvidia_smi_path
-from services.membership.settings import GpuProbe
+from servicekit.gpuprobe import gpus_from_nvidia_smi, gpus_from_torch, nvidia_smi_path
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Measuring this host for its heartbeats: CPU, memory and disk (psutil); the GPUs come from services/gpuprobe.py.
+"""Measuring this host for its heartbeats: CPU, memory and disk (psutil); the GPUs come from servicekit/gpuprobe.py.
 
 Every function here blocks (psutil reads /proc); the agent calls them through asyncio.to_thread.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import psutil
 
 from eventbus.events import GpuInfo, HostResources
-from services.gpuprobe import GIB
+from servicekit.gpuprobe import GIB
 
 
 def sample_host(disk_path: str, gpus: list[GpuInfo]) -> HostResources:

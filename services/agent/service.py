@@ -13,17 +13,17 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from cluster.membership.settings import MembershipSettings
 from config.hosts import load_hosts
 from config.nodedirs import measured_disk
 from config.settings import RrConfig
 from eventbus.errors import BusUnavailable
 from eventbus.events import utcnow
 from eventbus.heartbeats import Heartbeat, publish_heartbeat
+from servicekit.runtime import ServiceContext
 from services.agent.gpus import GpuSource
 from services.agent.jobs import jobs_file_for, read_running_jobs
 from services.agent.resources import sample_host
-from services.membership.settings import MembershipSettings
-from services.runtime import ServiceContext
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from projections.base import type_of
 from projections.bundle import ProjectionSet
 from projections.sentences import sentence
 from projections.status_view import NodeView, StatusView
-from services.looplag import LoopLagStats
+from servicekit.looplag import LoopLagStats
 
 ELO_POINTS_PER_CONFIG = 500  # the chart's newest ratings per config
 

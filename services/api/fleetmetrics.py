@@ -26,7 +26,7 @@ from eventbus.events import (
 )
 from projections.bundle import ProjectionSet
 from projections.status_view import StatusView
-from services.looplag import LoopLagStats
+from servicekit.looplag import LoopLagStats
 
 # Only these types are decoded for metrics; the rest are counted by type from their subject.
 OBSERVED = frozenset(t.type_name() for t in (

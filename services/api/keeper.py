@@ -23,7 +23,7 @@ from eventbus.history import Record, last_sequence, replay
 from projections import bundle
 from projections.base import Folder
 from projections.bundle import ProjectionSet
-from services.snapshotting import load_state, save_state
+from servicekit.snapshotting import load_state, save_state
 
 log = logging.getLogger(__name__)
 

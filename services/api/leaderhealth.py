@@ -1,6 +1,6 @@
 """The leaders' loop health for /status and the dashboard: read from the lease keys, which the event log does not carry.
 
-Each lease renewal carries the leader's loops and their health (services/leadership/supervisor.py);
+Each lease renewal carries the leader's loops and their health (cluster/leadership/supervisor.py);
 this loop reads them every few seconds so the dashboard shows a leader with loops down as unhealthy.
 """
 
@@ -10,10 +10,10 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from cluster.leadership.status import loops_down
 from eventbus.connection import Bus
 from eventbus.errors import BusError
 from eventbus.leases import LeaseBucket
-from services.leadership.status import loops_down
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """`/election/start` and `/lease/request` on the leadership KV lease: the bodies, the answers and the rules, pure.
 
-A role's leader is whoever holds its lease key (services/leadership/election.py). Asking it to step
+A role's leader is whoever holds its lease key (cluster/leadership/election.py). Asking it to step
 down is a compare-and-set delete of that key at the holder's revision, which the server enforces:
 the leader sees its key deleted (its watch, or its next renewal refused), stops deciding and
 appends LEADER_LOST; the candidates campaign and the winner appends LEADER_ELECTED with a newer

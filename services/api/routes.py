@@ -22,7 +22,8 @@ from eventbus.events import Event, WorkAdded, WorkAttemptFailed, WorkCompleted, 
 from eventbus.publisher import Published
 from projections import work
 from projections.status_view import LeaderView, StatusView, status_view, with_loops_down
-from services.admission import AdmissionRules, InvalidWork, admitted, decode_seeds
+from servicekit.admission import AdmissionRules, InvalidWork, admitted, decode_seeds
+from servicekit.looplag import LoopLagStats
 from services.api import documents, fleetmetrics, leasecontrol, nodeadmin, nodework
 from services.api.bodies import B, BadBody, decode_body
 from services.api.control import NodeControl
@@ -32,7 +33,6 @@ from services.api.metrics import FleetMetrics
 from services.api.params import MAX_DIGITS, ascii_count
 from services.api.settings import ApiSettings
 from services.api.tokens import Principal, Refused, authenticate, authorize
-from services.looplag import LoopLagStats
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class Api:
         self.node_link = node_link  # what the work endpoints of HTTP-only nodes read and append through
         self.tokens = tokens  # token SHA-256 -> principal (api.tokens_file); None: none configured
         self.config = config  # the effective RrConfig, for GET /admin/config
-        self.rules = rules or AdmissionRules()  # what POST /work/add admits (services/admission.py)
+        self.rules = rules or AdmissionRules()  # what POST /work/add admits (servicekit/admission.py)
         self.metrics = metrics if metrics is not None else FleetMetrics()
         self.probe = probe  # the server's view: durable consumers' lag and dead letters
         self.free_bytes = free_bytes  # free space on the data dir's filesystem (None: not measurable)

@@ -10,6 +10,8 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from cli.commands.work import item_events
+from cluster.leadership.election import load_candidates
 from config.hosts import load_hosts
 from config.nodedirs import measured_disk, node_dirs
 from eventbus import tracing
@@ -21,7 +23,9 @@ from eventbus.events import Event, WorkAdded
 from eventbus.leases import LeaseBucket, LeaseRecord
 from eventbus.publisher import Published
 from eventbus.streams import DEADLETTER_STREAM, EVENTS_STREAM
-from services.admission import rules_for
+from servicekit.admission import rules_for
+from servicekit.auth.credentials import credentials_from_env
+from servicekit.runtime import ServiceContext
 from services.api.app import build_app
 from services.api.control import NodeControl
 from services.api.keeper import ProjectionKeeper
@@ -31,10 +35,6 @@ from services.api.routes import Api
 from services.api.server import make_server, open_server, serve_until
 from services.api.settings import UP_PID_ENV, resolved_port
 from services.api.tokens import load_table
-from services.auth.credentials import credentials_from_env
-from services.commands.work import item_events
-from services.leadership.election import load_candidates
-from services.runtime import ServiceContext
 
 log = logging.getLogger(__name__)
 

@@ -22,12 +22,12 @@ from eventbus.errors import BusError
 from eventbus.objects import put_file, stat_object
 from projections.cluster import ClusterState
 from projections.models import ModelsState
+from servicekit.filehash import sha256_file
 from services.distributor.folds import CheckpointsState, FailuresState, corrupt_reports
 from services.distributor.layout import version_path
 from services.distributor.plan import is_alive, repairer, uploads_due
 from services.distributor.retry import RetryTable
 from services.distributor.settings import DistributionSettings
-from services.filehash import sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -11,20 +11,20 @@ import logging
 import time
 from typing import Any
 
+from cluster.leadership.term import NotLeader, Term
 from eventbus.errors import BusError
 from eventbus.events import utcnow
 from eventbus.objectdelete import delete_object, delete_orphan_chunks
 from eventbus.objects import list_objects
 from projections import cluster, models, taint
 from projections.base import Folder
+from servicekit.runtime import ServiceContext
 from services.distributor.completion import completions
 from services.distributor.folds import CHECKPOINTS, FAILURES
 from services.distributor.livefold import LiveFold, aggregate_subjects, taint_subjects
 from services.distributor.retention import store_deletions
 from services.distributor.rollback import rollback_decisions
 from services.distributor.settings import DistributionSettings
-from services.leadership.term import NotLeader, Term
-from services.runtime import ServiceContext
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ async def prune_store(ctx: ServiceContext, state: models.ModelsState, settings: 
     """Delete the models past the retention policy, then orphaned chunks of both buckets; returns how many objects.
 
     A leader duty: nodes may upload but not delete messages, so the chunks of versions they
-    replaced or marked deleted wait for this (services/auth/permissions.py). Errors are
+    replaced or marked deleted wait for this (servicekit/auth/permissions.py). Errors are
     logged, not raised.
     """
     try:

@@ -22,7 +22,7 @@ from eventbus.subjects import ALL_EVENTS, EVENTS_ROOT, type_filter
 from projections import taint
 from projections.base import Folder, type_of
 from projections.snapshotplan import SnapshotSettings
-from services.snapshotting import SnapshotWriter, load_state
+from servicekit.snapshotting import SnapshotWriter, load_state
 
 log = logging.getLogger(__name__)
 

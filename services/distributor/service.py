@@ -10,10 +10,10 @@ import logging
 import os
 from pathlib import Path
 
+from cluster.leadership.election import load_candidates
+from servicekit.runtime import ServiceContext
 from services.distributor.agent import DistributorAgent
 from services.distributor.layout import models_dir
-from services.leadership.election import load_candidates
-from services.runtime import ServiceContext
 
 log = logging.getLogger(__name__)
 

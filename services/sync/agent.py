@@ -29,10 +29,10 @@ from projections import data, taint
 from projections.base import Folder
 from projections.data import Batch, Transfer, TransferStatus
 from projections.fence import believing
+from servicekit.filehash import sha256_file
 from services.distributor import install
 from services.distributor.livefold import LiveFold, aggregate_subjects, reconcile_while_following, taint_subjects
 from services.distributor.retry import RetryTable
-from services.filehash import sha256_file
 from services.sync.folds import BATCH_FILES
 from services.sync.paths import batch_path
 from services.sync.settings import SyncSettings

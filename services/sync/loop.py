@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from cluster.leadership.term import NotLeader, Term
 from config.hosts import HostsConfig
 from config.hostsfile import LiveHosts
 from eventbus.events import utcnow
 from projections import cluster, data, taint, withdrawal
 from projections.base import Folder
+from servicekit.runtime import ServiceContext
 from services.distributor.livefold import LiveFold, aggregate_subjects, taint_subjects, type_subjects
-from services.leadership.term import NotLeader, Term
-from services.runtime import ServiceContext
 from services.sync.folds import BATCH_FILES
 from services.sync.planner import Fleet, plan_transfers
 from services.sync.settings import SyncSettings

@@ -6,8 +6,8 @@ import logging
 import os
 from pathlib import Path
 
-from services.leadership.election import load_candidates
-from services.runtime import ServiceContext
+from cluster.leadership.election import load_candidates
+from servicekit.runtime import ServiceContext
 from services.sync.agent import SyncAgent
 from services.sync.paths import sync_root
 

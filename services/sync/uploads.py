@@ -13,8 +13,8 @@ from eventbus.events import ArtifactRef, DataSyncComplete
 from eventbus.objects import put_file, stat_object
 from eventbus.publisher import Publisher
 from projections.data import Batch, Transfer
+from servicekit.filehash import sha256_file
 from services.distributor.retry import RetryTable
-from services.filehash import sha256_file
 from services.sync.paths import batch_path
 from services.sync.settings import SyncSettings
 

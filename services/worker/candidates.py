@@ -1,6 +1,6 @@
 """An evaluation's candidate on this node: the trainer's file where it is this node's, else fetched from the models bucket.
 
-The pipeline names a candidate by model id and SHA-256 (services/scheduler/pipeline.py); the
+The pipeline names a candidate by model id and SHA-256 (services/leader/pipeline.py); the
 trainer's distributor uploads it to the models bucket under its model id. An evaluator on
 another node fetches it into <worker dir>/candidates/<model id>.pth, verified, and runs the job
 on that copy. The upload may lag the evaluation item by seconds: a missing object is waited
@@ -22,7 +22,7 @@ from eventbus.errors import BusError
 from eventbus.events import WorkAdded
 from eventbus.objects import ObjectCorrupt, ObjectMissing, fetch_to_file
 from eventbus.subjects import token
-from services.filehash import sha256_file
+from servicekit.filehash import sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 
-from services.gpuprobe import gpus_from_nvidia_smi, nvidia_smi_path
+from servicekit.gpuprobe import gpus_from_nvidia_smi, nvidia_smi_path
 
 
 def next_idle_since(previous: float | None, utilizations: Sequence[float | None], now: float) -> float | None:

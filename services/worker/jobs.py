@@ -1,6 +1,6 @@
 """One job as a process group: spawned in its own session, watched, stopped with SIGTERM then SIGKILL.
 
-The job's stdout speaks the workload protocol (services/workload/report.py): `{"progress": f,
+The job's stdout speaks the workload protocol (workload/report.py): `{"progress": f,
 "message": m}` lines while it runs and one `{"result": {...}}` at the end; any other output, and
 all of stderr, goes to the attempt's log. Nothing here waits on the event loop: the process is
 an asyncio subprocess, its pipes are read as streams, and psutil runs in a thread.

@@ -9,7 +9,7 @@ import msgspec
 
 from eventbus.events import ArtifactRef
 from eventbus.subjects import token
-from services.filehash import sha256_file
+from servicekit.filehash import sha256_file
 
 
 class AttemptPaths(msgspec.Struct, frozen=True, kw_only=True):

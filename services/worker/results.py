@@ -28,11 +28,11 @@ from services.worker.cause import cause_of
 from services.worker.jobs import JobOutcome
 from services.worker.outputs import BestModel
 from services.worker.protocol import AttemptKey
-from services.workload.ratings import Pairing, Rated, anchor_id
+from workload.ratings import Pairing, Rated, anchor_id
 
 
 class SelfplayResult(msgspec.Struct, frozen=True, kw_only=True, tag="selfplay", tag_field="kind"):
-    """What services.workload.selfplay reports."""
+    """What workload.selfplay reports."""
 
     board_type: str
     num_players: int
@@ -45,7 +45,7 @@ class SelfplayResult(msgspec.Struct, frozen=True, kw_only=True, tag="selfplay", 
 
 
 class TrainingResult(msgspec.Struct, frozen=True, kw_only=True, tag="training", tag_field="kind"):
-    """What services.workload.train reports."""
+    """What workload.train reports."""
 
     board_type: str
     num_players: int
@@ -80,7 +80,7 @@ class PlayerMatch(MatchResult, frozen=True, kw_only=True):
 
 
 class EvaluationResult(msgspec.Struct, frozen=True, kw_only=True, tag="evaluation", tag_field="kind"):
-    """What services.workload.evaluate reports (`matches`; lab scripts may report vs_random / vs_best instead)."""
+    """What workload.evaluate reports (`matches`; lab scripts may report vs_random / vs_best instead)."""
 
     board_type: str
     num_players: int
@@ -94,7 +94,7 @@ class EvaluationResult(msgspec.Struct, frozen=True, kw_only=True, tag="evaluatio
 
 
 class TournamentResult(msgspec.Struct, frozen=True, kw_only=True, tag="tournament", tag_field="kind"):
-    """What services.workload.tournament reports."""
+    """What workload.tournament reports."""
 
     board_type: str
     num_players: int

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from cluster.leadership.election import load_candidates
 from config.hosts import load_hosts
 from config.nodedirs import node_dirs
 from config.settings import RrConfig
@@ -25,10 +26,9 @@ from eventbus.history import Record, replay
 from eventbus.integrity import decode_on
 from eventbus.subjects import EVENTS_ROOT, aggregate_filter, token, type_filter
 from projections.fencing import EpochFence
+from servicekit.childenv import child_env
+from servicekit.runtime import ServiceContext
 from services.agent.jobs import jobs_file_for
-from services.childenv import child_env
-from services.leadership.election import load_candidates
-from services.runtime import ServiceContext
 from services.worker import protocol
 from services.worker.candidates import CandidateFetcher
 from services.worker.gpuidle import GpuIdleWatch, gpu_stuck_reason

@@ -16,36 +16,36 @@ from collections.abc import Mapping
 import msgspec
 
 from eventbus.events import Scalar, WorkAdded
-from services.workload.sprt import SprtSettings
+from workload.sprt import SprtSettings
 
 _FORMATTER = string.Formatter()
 
 # The reference workload's programs; any of them can be replaced in the config.
 DEFAULT_TEMPLATES: dict[str, str] = {
     "selfplay": (
-        "{python} -m services.workload.selfplay --board {board_type} --num-players {num_players}"
+        "{python} -m workload.selfplay --board {board_type} --num-players {num_players}"
         " --num-games {num_games} --model {model_path} --out {output_dir}"
     ),
     "training": (
-        "{python} -m services.workload.train --board {board_type} --num-players {num_players}"
+        "{python} -m workload.train --board {board_type} --num-players {num_players}"
         " --data {data*} --init {model_path} --out {output_dir}/candidate.pth"
     ),
     "evaluation": (
-        "{python} -m services.workload.evaluate --board {board_type} --num-players {num_players}"
+        "{python} -m workload.evaluate --board {board_type} --num-players {num_players}"
         " --candidate {candidate} --best {model_path} --games {num_games} --sims {sims} --elo0 {elo0}"
         " --elo1 {elo1} --alpha {alpha} --beta {beta} --max-games {max_games} --rate-anchor {rate_anchor}"
     ),
     # params: models = "id=checkpoint,id=checkpoint@sims,..." (the last K generations), sims; the node's
     # current best joins them
     "tournament": (
-        "{python} -m services.workload.tournament --board {board_type} --num-players {num_players}"
+        "{python} -m workload.tournament --board {board_type} --num-players {num_players}"
         " --games {num_games} --sims {sims} --best {model_path} --best-id {best_model_id} --models {models*}"
     ),
 }
 
 
 # Values the reference templates use that an item may leave out: the evaluation gate's defaults
-# (services/workload/sprt.py; the pipeline passes its own) and the search budget.
+# (workload/sprt.py; the pipeline passes its own) and the search budget.
 _GATE = SprtSettings()
 PARAM_DEFAULTS: dict[str, str] = {
     "sims": "16", "elo0": str(_GATE.elo0), "elo1": str(_GATE.elo1), "alpha": str(_GATE.alpha), "beta": str(_GATE.beta),

@@ -1,4 +1,4 @@
-"""`distributor` and `sync` services as separate OS processes (`python -m services.service_cli <name> ...`), one per node.
+"""`distributor` and `sync` services as separate OS processes (`python -m cli.service_main <name> ...`), one per node.
 
 Everything here blocks (process waits); async tests call stop/kill through `asyncio.to_thread`.
 """
@@ -45,7 +45,7 @@ class ServiceProcess:
     def start(self) -> ServiceProcess:
         """Spawn the process."""
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        command = [sys.executable, "-m", "services.service_cli", self.service, "--nats", self.url,
+        command = [sys.executable, "-m", "cli.service_main", self.service, "--nats", self.url,
                    "--node-id", self.node_id, "--config", str(self.config)]
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -1,4 +1,4 @@
-"""Scheduler candidates as separate OS processes (`python -m services.service_cli scheduler ...`), for failover tests.
+"""Leader candidates as separate OS processes (`python -m cli.service_main leader ...`), for failover tests.
 
 Everything here blocks (process waits); async tests call it through `asyncio.to_thread`.
 """
@@ -38,7 +38,7 @@ class SchedulerProcess:
         """Spawn the process (again, after a kill)."""
         self.reap()
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        command = [sys.executable, "-m", "services.service_cli", "scheduler",
+        command = [sys.executable, "-m", "cli.service_main", "leader",
                    "--nats", self.url, "--node-id", self.node_id, "--config", str(self.config)]
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -1,4 +1,4 @@
-"""Run tests/tiny_service.py:main through services.runtime.run_service in its own process, until SIGTERM.
+"""Run tests/tiny_service.py:main through servicekit.runtime.run_service in its own process, until SIGTERM.
 
 Usage: python -m tests.procs.run_tiny_service NATS_URL NODE_ID [FUNCTION]  (a function of tests/tiny_service.py; main)
 """
@@ -10,8 +10,8 @@ import sys
 
 import msgspec
 
-from services.options import CommonOptions
-from services.runtime import ServiceEntry, run_service
+from servicekit.options import CommonOptions
+from servicekit.runtime import ServiceEntry, run_service
 
 GRACE_S = 3.0
 TINY = ServiceEntry(name="tiny", target="tests.tiny_service:main", description="announces itself, then waits")

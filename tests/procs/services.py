@@ -15,5 +15,5 @@ def spawn_service(service: str, node: str, url: str, config: Path, log_path: Pat
     environ = {**os.environ, "PYTHONPATH": str(ROOT), "RR_DATA_DIR": str(log_path.parent / f"data-{node}"), **env}
     with open(log_path, "wb") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "services.service_cli", service, "--nats", url, "--node-id", node, "--config", str(config)],
+            [sys.executable, "-m", "cli.service_main", service, "--nats", url, "--node-id", node, "--config", str(config)],
             cwd=ROOT, env=environ, stdout=log, stderr=subprocess.STDOUT)

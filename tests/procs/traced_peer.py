@@ -18,10 +18,10 @@ from eventbus.consumer import ConsumerSpec, Delivery, EventConsumer
 from eventbus.events import WorkAdded, WorkAssigned, utcnow
 from eventbus.publisher import Publisher
 from eventbus.subjects import type_filter
-from services.options import CommonOptions
-from services.runtime import ServiceContext, ServiceEntry, run_service
-from services.telemetry.providers import start_telemetry
-from services.telemetry.settings import TelemetrySettings
+from servicekit.options import CommonOptions
+from servicekit.runtime import ServiceContext, ServiceEntry, run_service
+from servicekit.telemetry.providers import start_telemetry
+from servicekit.telemetry.settings import TelemetrySettings
 
 RELAY = ServiceEntry(name="relay", target="tests.procs.traced_peer:relay_main", description="WORK_ADDED -> WORK_ASSIGNED")
 

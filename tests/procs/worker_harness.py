@@ -16,8 +16,8 @@ from eventbus.follow import follow
 from eventbus.history import Record
 from eventbus.publisher import Publisher
 from eventbus.streams import EVENTS_STREAM
-from services.options import CommonOptions
-from services.runtime import ServiceContext
+from servicekit.options import CommonOptions
+from servicekit.runtime import ServiceContext
 from services.worker import service as worker_service
 from services.worker.settings import WorkerSettings
 

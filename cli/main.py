@@ -1,0 +1,109 @@
+"""`rr <noun> <verb>`: the operator's command line; each noun is a module in cli/commands/."""
+
+from __future__ import annotations
+
+# Before anything imports them: a missing package is named with its pip command, not a traceback
+# (the seeds' daemons died on `ModuleNotFoundError: psutil` and nobody saw why).
+from cli.doctor.deps import require_dependencies
+
+require_dependencies()
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+
+from eventbus.errors import BusError
+from servicekit import logthrottle
+
+log = logging.getLogger(__name__)
+
+# Each module exposes `register(subparsers)`; append yours here (one line).
+COMMAND_MODULES = [
+    "cli.commands.up",
+    "cli.commands.streams",
+    "cli.commands.events",
+    "cli.commands.dlq",
+    "cli.commands.leader",
+    "cli.commands.status",
+    "cli.commands.replay",
+    "cli.commands.timeline",
+    "cli.commands.lineage",
+    "cli.commands.nodes",
+    "cli.commands.models",
+    "cli.commands.data",
+    "cli.commands.work",
+    "cli.commands.auth",
+    "cli.commands.doctor",
+    "cli.commands.services",
+    "cli.commands.quarantine",
+    "cli.commands.whatif",
+]
+
+
+def rr_version() -> str:
+    """The installed package's version, or a marker when run from a source tree."""
+    try:
+        return version("rr")
+    except PackageNotFoundError:
+        return "0.1.0 (source tree, not installed)"
+
+
+def build_parser(modules: Sequence[str] = COMMAND_MODULES) -> argparse.ArgumentParser:
+    """The full parser; a command module that cannot be imported becomes a command that says why."""
+    parser = argparse.ArgumentParser(prog="rr", description="rr: event-sourced training coordinator on NATS JetStream")
+    parser.add_argument("--version", action="version", version=f"rr {rr_version()}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging on stderr (-vv: debug)")
+    subparsers = parser.add_subparsers(dest="command", metavar="<command>", required=True)
+    for name in modules:
+        try:
+            module = importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001
+            # One command's missing dependency (or broken module) must not take every other command down.
+            _register_broken(subparsers, name, exc)
+            continue
+        module.register(subparsers)
+    return parser
+
+
+def _register_broken(subparsers: argparse._SubParsersAction[argparse.ArgumentParser], module: str, exc: Exception) -> None:
+    noun = module.rsplit(".", 1)[-1]
+    reason = f"command '{noun}' is unavailable: {module} failed to import: {type(exc).__name__}: {exc}"
+    # No option prefix: whatever follows (even --help) is swallowed, and the command explains itself.
+    parser = subparsers.add_parser(noun, help=f"(unavailable: {exc})", add_help=False, prefix_chars="\0")
+    parser.add_argument("rest", nargs="*")
+    parser.set_defaults(func=lambda _args: _fail(reason))
+
+
+def _fail(message: str) -> int:
+    print(f"rr: {message}", file=sys.stderr)
+    return 1
+
+
+def configure_logging(verbosity: int, default: int = logging.ERROR) -> None:
+    """Log to stderr: errors only by default (a command's failure is its own one line), info with -v, debug with -vv."""
+    if verbosity == 0:
+        level = default
+    else:
+        level = logging.INFO if verbosity == 1 and default > logging.INFO else logging.DEBUG
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logthrottle.install()  # a fault's retries must not flood the log: repeated lines are counted, not repeated
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one rr command; exit 0 on success, 1 on an error it explains, 2 on bad usage."""
+    args = build_parser().parse_args(argv)
+    configure_logging(args.verbose, getattr(args, "log_level", logging.ERROR))
+    try:
+        code: int = args.func(args)
+    except BusError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,296 @@
+"""What the pipeline leader knows, folded purely from the log: data batches, open items, candidates, bests.
+
+The general projections (projections/) keep what operators read; this fold keeps only what the
+pipeline decides on, including what they drop (batch paths, evaluation results per opponent).
+Only the current attempt's results count (projections/attempts.py): a late result of a
+superseded attempt is recorded as an anomaly and decides nothing.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from eventbus.events import (
+    EvaluationComplete,
+    Event,
+    LeaderElected,
+    ModelPromoted,
+    ModelRated,
+    OutputsQuarantined,
+    QuarantineLifted,
+    SelfplayComplete,
+    TrainingComplete,
+    WorkAdded,
+    WorkCancelled,
+    WorkCompleted,
+    WorkFailed,
+)
+from projections import attempts as attempt_rule
+from projections import taint, withdrawal
+from projections.attempts import Attempts, late
+from projections.base import Anomaly, rejected, total
+from projections.fence import Fence, screen
+from projections.taint import Tainted, TaintState
+from projections.withdrawal import Withdrawals
+from services.leader.backoff import Streak
+from services.leader.policy import config_key
+
+
+class BatchRef(msgspec.Struct, frozen=True, kw_only=True):
+    """One selfplay batch a training item can read."""
+
+    batch_id: str
+    board_type: str
+    num_players: int
+    path: str  # on the node that wrote it (local paths: fine on a one-node cluster)
+    samples: int
+    seq: int
+    work_id: str = ""  # the selfplay item that wrote it
+
+
+class TrainingRead(msgspec.Struct, frozen=True, kw_only=True):
+    """How far into its config's batches a training item read."""
+
+    config: str
+    through: int  # seq of the newest batch it was given
+
+
+class OpenItem(msgspec.Struct, frozen=True, kw_only=True):
+    """A work item not yet completed, failed or cancelled."""
+
+    work_type: str
+    config: str
+    model_id: str = ""  # the candidate an evaluation item judges
+    board_type: str = ""
+    num_players: int = 0
+
+
+class Score(msgspec.Struct, frozen=True, kw_only=True):
+    """One evaluation result of a candidate against one opponent."""
+
+    opponent: str
+    win_rate: float
+    games: int
+    work_id: str
+    wins: int = 0
+    losses: int = 0
+    draws: int = 0
+
+
+class Candidate(msgspec.Struct, frozen=True, kw_only=True):
+    """A trained model waiting for (or past) its evaluation and promotion decision."""
+
+    model_id: str
+    config: str
+    board_type: str
+    num_players: int
+    path: str
+    sha256: str
+    size_bytes: int
+    seq: int  # of its TRAINING_COMPLETE: newer candidates have larger ones
+    evaluation_added: bool = False
+    evaluated: bool = False  # its evaluation item completed: every match it played is in `scores`
+    scores: tuple[Score, ...] = ()
+    work_id: str = ""  # the training item that made it
+    trace: str | None = None  # its TRAINING_COMPLETE's trace: evaluation and promotion continue it
+
+
+class Best(msgspec.Struct, frozen=True, kw_only=True):
+    """The promoted model of a config."""
+
+    model_id: str
+    generation: int
+    trained_seq: int  # its candidate's TRAINING_COMPLETE seq (0 when unknown)
+
+
+class RatingRef(msgspec.Struct, frozen=True, kw_only=True):
+    """A player's rating on its config's scale, as MODEL_RATED recorded it."""
+
+    elo: float
+    interval: float
+
+
+class AnchorGames(msgspec.Struct, frozen=True, kw_only=True):
+    """The pure-search anchor's games against random play, which rate it once."""
+
+    board_type: str
+    num_players: int
+    score: Score
+
+
+class PipelineView(msgspec.Struct, frozen=True, kw_only=True):
+    """The pipeline's state at stream position `last_seq`."""
+
+    last_seq: int = 0
+    batches: dict[str, tuple[BatchRef, ...]] = {}  # config -> batches, oldest first
+    training_reads: dict[str, TrainingRead] = {}  # training work id -> what it read; failed ones are forgotten
+    trainings_added: dict[str, int] = {}  # config -> training items ever added
+    open_items: dict[str, OpenItem] = {}  # work id -> item
+    candidates: dict[str, Candidate] = {}  # model id -> candidate
+    best: dict[str, Best] = {}  # config -> promoted model
+    promoted: frozenset[str] = frozenset()  # every model id ever promoted
+    batch_seq: dict[str, int] = {}  # batch id -> seq, to find how far a training item read
+    training_failures: dict[str, Streak] = {}  # config -> its training items failed in a row (pipeline.training_backoff)
+    anchor_games: dict[str, AnchorGames] = {}  # anchor id -> its newest games against random play
+    ratings: dict[str, RatingRef] = {}  # model or anchor id -> its rating (MODEL_RATED)
+    fence: Fence = msgspec.field(default_factory=Fence)  # decisions of superseded leaders take no effect
+    withdrawals: Withdrawals = msgspec.field(default_factory=Withdrawals)  # items whose results do not count
+    taint: TaintState = msgspec.field(default_factory=TaintState)  # quarantines: tainted batches and models do not count
+    attempts: Attempts = msgspec.field(default_factory=Attempts)  # results of other attempts take no effect
+    anomalies: tuple[Anomaly, ...] = ()  # events whose application failed (projections.base.total)
+    anomaly_count: int = 0
+
+    def live_batches(self, config: str) -> tuple[BatchRef, ...]:
+        """The config's batches that count (their selfplay item did not end failed or cancelled, not tainted), oldest first."""
+        tainted = self.tainted().batches
+        return tuple(b for b in self.batches.get(config, ()) if self.withdrawals.counts(b.work_id) and b.batch_id not in tainted)
+
+    def live_candidates(self) -> list[Candidate]:
+        """Candidates whose training item counts and that are not tainted, each with only the scores of evaluations
+        that count (not withdrawn, not tainted)."""
+        counts, tainted = self.withdrawals.counts, self.tainted()
+        return [msgspec.structs.replace(c, scores=tuple(s for s in c.scores if counts(s.work_id) and s.work_id not in tainted.evaluations))
+                for c in self.candidates.values() if counts(c.work_id) and c.model_id not in tainted.models]
+
+    def tainted(self) -> Tainted:
+        """What the quarantines in force taint."""
+        return taint.tainted(self.taint)
+
+    @property
+    def trained_through(self) -> dict[str, int]:
+        """Config -> seq of the newest batch a training item (not failed or cancelled) was given."""
+        out: dict[str, int] = {}
+        for read in self.training_reads.values():
+            out[read.config] = max(out.get(read.config, 0), read.through)
+        return out
+
+
+def _replace(view: PipelineView, seq: int, **changes: object) -> PipelineView:
+    return msgspec.structs.replace(view, last_seq=max(view.last_seq, seq), **changes)
+
+
+def _selfplay(view: PipelineView, e: SelfplayComplete, seq: int) -> PipelineView:
+    if e.data is None or e.batch_id in view.batch_seq:
+        return _replace(view, seq)
+    config = config_key(e.board_type, e.num_players)
+    batch = BatchRef(batch_id=e.batch_id, board_type=e.board_type, num_players=e.num_players, path=e.data.path,
+                     samples=e.num_samples, seq=seq, work_id=e.work_id)
+    return _replace(view, seq, batches={**view.batches, config: (*view.batches.get(config, ()), batch)},
+                    batch_seq={**view.batch_seq, e.batch_id: seq})
+
+
+def _work_added(view: PipelineView, e: WorkAdded, seq: int) -> PipelineView:
+    config = config_key(e.board_type, e.num_players)
+    item = OpenItem(work_type=e.work_type, config=config, model_id=str(e.params.get("model_id") or ""),
+                    board_type=e.board_type, num_players=e.num_players)
+    changes: dict[str, object] = {"open_items": {**view.open_items, e.work_id: item}}
+    if e.work_type == "training":
+        read = [view.batch_seq.get(b, 0) for b in str(e.params.get("input_batches") or "").split(",") if b]
+        changes["training_reads"] = {**view.training_reads, e.work_id: TrainingRead(config=config, through=max([0, *read]))}
+        changes["trainings_added"] = {**view.trainings_added, config: view.trainings_added.get(config, 0) + 1}
+    if e.work_type == "evaluation" and item.model_id in view.candidates:
+        candidate = msgspec.structs.replace(view.candidates[item.model_id], evaluation_added=True)
+        changes["candidates"] = {**view.candidates, item.model_id: candidate}
+    return _replace(view, seq, **changes)
+
+
+def _work_ended(view: PipelineView, event: WorkCompleted | WorkFailed | WorkCancelled, seq: int) -> PipelineView:
+    item = view.open_items.get(event.work_id)
+    if item is None:
+        return _replace(view, seq)
+    succeeded = isinstance(event, WorkCompleted)
+    changes: dict[str, object] = {"open_items": {k: v for k, v in view.open_items.items() if k != event.work_id}}
+    if not succeeded and event.work_id in view.training_reads:  # its batches are new again for the next item
+        changes["training_reads"] = {k: v for k, v in view.training_reads.items() if k != event.work_id}
+    if item.work_type == "training" and not isinstance(event, WorkCancelled):
+        failures = {k: v for k, v in view.training_failures.items() if k != item.config}
+        if isinstance(event, WorkFailed):
+            before = view.training_failures.get(item.config, Streak())
+            failures[item.config] = Streak(failed=before.failed + 1, last_failed_at=event.ts, last_seq=seq)
+        changes["training_failures"] = failures
+    if succeeded and item.work_type == "evaluation" and item.model_id in view.candidates:
+        candidate = msgspec.structs.replace(view.candidates[item.model_id], evaluated=True)
+        changes["candidates"] = {**view.candidates, item.model_id: candidate}
+    return _replace(view, seq, **changes)
+
+
+def _training(view: PipelineView, e: TrainingComplete, seq: int) -> PipelineView:
+    if e.checkpoint is None or e.model_id in view.candidates:
+        return _replace(view, seq)
+    evaluated = any(i.work_type == "evaluation" and i.model_id == e.model_id for i in view.open_items.values())
+    candidate = Candidate(
+        model_id=e.model_id, config=config_key(e.board_type, e.num_players), board_type=e.board_type,
+        num_players=e.num_players, path=e.checkpoint.path, sha256=e.checkpoint.sha256,
+        size_bytes=e.checkpoint.size_bytes, seq=seq, evaluation_added=evaluated, trace=e.trace, work_id=e.work_id,
+    )
+    return _replace(view, seq, candidates={**view.candidates, e.model_id: candidate})
+
+
+def _evaluation(view: PipelineView, e: EvaluationComplete, seq: int) -> PipelineView:
+    score = Score(opponent=e.opponent, win_rate=e.win_rate, games=e.games, work_id=e.work_id, wins=e.wins,
+                  losses=e.losses, draws=e.draws)
+    candidate = view.candidates.get(e.model_id)
+    if candidate is None:
+        open_item = view.open_items.get(e.work_id)
+        if e.opponent == "random" and open_item is not None:  # the newest: a withdrawn one is not rated
+            games = AnchorGames(board_type=open_item.board_type, num_players=open_item.num_players, score=score)
+            return _replace(view, seq, anchor_games={**view.anchor_games, e.model_id: games})
+        return _replace(view, seq)
+    candidate = msgspec.structs.replace(candidate, scores=(*candidate.scores, score))
+    return _replace(view, seq, candidates={**view.candidates, e.model_id: candidate})
+
+
+def _promoted(view: PipelineView, e: ModelPromoted, seq: int) -> PipelineView:
+    config = config_key(e.board_type, e.num_players)
+    candidate = view.candidates.get(e.model_id)
+    best = Best(model_id=e.model_id, generation=e.generation, trained_seq=candidate.seq if candidate else 0)
+    return _replace(view, seq, best={**view.best, config: best}, promoted=view.promoted | {e.model_id})
+
+
+def _rated(view: PipelineView, e: ModelRated, seq: int) -> PipelineView:
+    return _replace(view, seq, ratings={**view.ratings, e.model_id: RatingRef(elo=e.elo, interval=e.interval)})
+
+
+_RESULTS = (SelfplayComplete, TrainingComplete, EvaluationComplete)  # domain results: the current attempt's only
+
+
+@total
+def apply(view: PipelineView, event: Event, seq: int) -> PipelineView:
+    """The view after one event at stream position `seq` (events it does not read only move the position)."""
+    if event.type_name() in taint.READS:  # the lineage and the quarantines: facts, never fenced
+        view = msgspec.structs.replace(view, taint=taint.apply(view.taint, event, seq))
+        if isinstance(event, (OutputsQuarantined, QuarantineLifted)):
+            return msgspec.structs.replace(view, last_seq=seq)
+    view, admitted = screen(view, event, seq)
+    if not admitted:
+        return view
+    if event.type_name() in attempt_rule.READS:  # which attempts may still report
+        view = _replace(view, seq, attempts=attempt_rule.learned(view.attempts, view.fence.view, event))
+        if not isinstance(event, WorkCompleted):
+            return view
+    if isinstance(event, _RESULTS):
+        problem = late(view.attempts, event.work_id, event.attempt, event.node)
+        if problem is not None:
+            return rejected(view, max(view.last_seq, seq), event, problem)
+    if isinstance(event, SelfplayComplete):
+        return _selfplay(view, event, seq)
+    if isinstance(event, WorkAdded):
+        return _work_added(view, event, seq)
+    if isinstance(event, (WorkCompleted, WorkFailed, WorkCancelled)):
+        view = msgspec.structs.replace(view, withdrawals=withdrawal.apply(view.withdrawals, event))
+        return _work_ended(view, event, seq)
+    if isinstance(event, TrainingComplete):
+        return _training(view, event, seq)
+    if isinstance(event, EvaluationComplete):
+        return _evaluation(view, event, seq)
+    if isinstance(event, ModelPromoted):
+        return _promoted(view, event, seq)
+    if isinstance(event, ModelRated):
+        return _rated(view, event, seq)
+    return _replace(view, seq)
+
+
+READS = frozenset(t.type_name() for t in (
+    SelfplayComplete, WorkAdded, WorkCompleted, WorkFailed, WorkCancelled, TrainingComplete, EvaluationComplete,
+    ModelPromoted, ModelRated, LeaderElected, OutputsQuarantined, QuarantineLifted,
+)) | attempt_rule.READS
