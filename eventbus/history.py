@@ -24,7 +24,7 @@ from eventbus.errors import BusUnavailable, InvalidEvent
 from eventbus.events import Event
 from eventbus.integrity import decode_on
 from eventbus.streams import EVENTS_STREAM
-from eventbus.subjects import ALL_EVENTS
+from eventbus.subjects import ALL_EVENTS, aggregate_filter
 
 log = logging.getLogger(__name__)
 
@@ -221,3 +221,8 @@ async def events(
             yield record.seq, decode_on(record.subject, record.data)
         except InvalidEvent as exc:
             yield record.seq, exc
+
+
+async def aggregate_events(bus: Bus, aggregate: str, aggregate_id: str) -> list[tuple[int, Event]]:
+    """One aggregate's events in log order (a work item's whole life, a host's membership); undecodable ones left out."""
+    return [(seq, e) async for seq, e in events(bus, subject=aggregate_filter(aggregate, aggregate_id)) if isinstance(e, Event)]

@@ -1,5 +1,8 @@
 """Admission of work requests, pure: one validator for POST /work/add and `rr work add`.
 
+The request itself (its fields, how JSON and flags become one, its errors and ids) is
+servicekit/workrequest.py; this module decides whether it can run.
+
 A request (the seeds' JSON) is admitted only when some node could run it as asked: its config
 (board and players) is one the workload plays, its work type has a command template, every
 placeholder of that template has a value (a `sync` item, served by the sync service, names
@@ -11,34 +14,20 @@ is appended for it.
 
 from __future__ import annotations
 
-import re
-import secrets
 from collections.abc import Iterable
-from typing import Annotated
 
 import msgspec
 
 from config.hosts import HostsConfig
-from config.settings import RrConfig, describe_validation_error
-from eventbus.events import Scalar, WorkAdded
+from config.settings import RrConfig
+from eventbus.events import WorkAdded
 from servicekit.admission_settings import REFERENCE_CONFIGS, AdmissionSettings
+from servicekit.workrequest import InvalidWork, WorkSeeds, new_work_id
 from services.sync.workitems import SYNC_WORK, missing_fields
 from services.worker.templates import DEFAULT_TEMPLATES, WorkerValues, placeholders, template_values
 
 # The worker's own values, only so that template_values can say which placeholders an item fills.
 _PROBE_WORKER = WorkerValues(python="", output_dir="", model_path="", best_model_id="", work_id="", attempt=0, node="")
-
-
-class WorkSeeds(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """A work request as an operator writes it (the seeds' POST /work/add body)."""
-
-    work_type: Annotated[str, msgspec.Meta(min_length=1)]
-    board_type: Annotated[str, msgspec.Meta(min_length=1)]
-    num_players: int
-    num_games: int | None = None  # None: the type's default_num_games, refused where its template needs a count
-    priority: int | None = None
-    target_node: str | None = None
-    params: dict[str, Scalar] = {}
 
 
 class AdmissionRules(msgspec.Struct, frozen=True, kw_only=True):
@@ -65,62 +54,12 @@ class Refusal(msgspec.Struct, frozen=True, kw_only=True):
         return f"{self.field}: {self.reason}"
 
 
-class InvalidWork(Exception):
-    """A work request that is refused; `field` names what to change."""
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
-
-
-def new_work_id() -> str:
-    """A fresh id for an operator's work item."""
-    return f"w-{secrets.token_hex(6)}"
-
-
 def rules_for(config: RrConfig, hosts: HostsConfig | None) -> AdmissionRules:
     """The rules of a config and its hosts file (None: no hosts file); `worker.templates` merged over the defaults."""
     kinds = {*DEFAULT_TEMPLATES, *config.worker.templates}
     merged = {kind: template for kind in kinds if (template := config.worker.template_for(kind)) is not None}
     names = tuple(sorted(hosts.hosts)) if hosts is not None else None
     return AdmissionRules(settings=config.admission, templates=merged, hosts=names, hosts_file=config.hosts_file)
-
-
-_MISSING = re.compile(r"^Object missing required field `(?P<field>[^`]+)`")
-_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<field>[^`]+)`")
-
-
-def seeds_problem(exc: msgspec.ValidationError) -> InvalidWork:
-    """A decoding error as 'field: what is wrong', the field named first and the known fields listed."""
-    text = str(exc)
-    if match := _MISSING.match(text):
-        return InvalidWork(f"{match['field']}: missing (required: work_type, board_type, num_players)", match["field"])
-    if match := _UNKNOWN.match(text):
-        return InvalidWork(f"{match['field']}: unknown field (known: {', '.join(WorkSeeds.__struct_fields__)})", match["field"])
-    if text.startswith("Expected `object`"):
-        return InvalidWork(f"body: expected a JSON object, {text.split(', ', 1)[-1]}", "body")
-    described = describe_validation_error(exc)
-    return InvalidWork(described, described.split(":", 1)[0])
-
-
-def decode_seeds(text: str | bytes) -> WorkSeeds:
-    """A request from its JSON; raises InvalidWork naming the field."""
-    if not text.strip():
-        raise InvalidWork('empty body: send the work item as JSON, e.g. {"work_type": "selfplay", ...}', "body")
-    try:
-        return msgspec.json.decode(text, type=WorkSeeds)
-    except msgspec.ValidationError as exc:
-        raise seeds_problem(exc) from None
-    except msgspec.DecodeError as exc:
-        raise InvalidWork(f"body is not valid JSON: {exc}", "body") from None
-
-
-def convert_seeds(raw: dict[str, object]) -> WorkSeeds:
-    """A request from already-parsed fields (the CLI's flags); raises InvalidWork naming the field."""
-    try:
-        return msgspec.convert(raw, WorkSeeds)
-    except msgspec.ValidationError as exc:
-        raise seeds_problem(exc) from None
 
 
 def _choices(values: Iterable[object]) -> str:

@@ -16,18 +16,9 @@ from config.settings import RrConfig, load_config
 from eventbus.errors import InvalidConfig
 from eventbus.events import WorkAdded
 from eventbus.history import last_sequence
-from servicekit.admission import (
-    AdmissionRules,
-    InvalidWork,
-    WorkSeeds,
-    admit,
-    admitted,
-    decode_seeds,
-    new_work_id,
-    refusals,
-    rules_for,
-)
+from servicekit.admission import AdmissionRules, admit, admitted, refusals, rules_for
 from servicekit.admission_settings import REFERENCE_CONFIGS, AdmissionSettings
+from servicekit.workrequest import InvalidWork, WorkSeeds, decode_seeds
 from tests.api_harness import running_api, wait_caught_up
 
 pytestmark = pytest.mark.timeout(90)
@@ -111,11 +102,6 @@ def test_decoding_errors_name_the_field() -> None:
         with pytest.raises(InvalidWork) as caught:
             decode_seeds(body)
         assert caught.value.field == field and field in str(caught.value), body
-
-
-def test_work_ids_have_one_form() -> None:
-    ids = {new_work_id() for _ in range(100)}
-    assert len(ids) == 100 and all(i.startswith("w-") and len(i) == 14 for i in ids)
 
 
 def test_bad_admission_settings_are_refused_at_load(tmp_path: Path) -> None:

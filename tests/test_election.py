@@ -19,7 +19,8 @@ from cluster.leadership.settings import LeadershipSettings
 from cluster.leadership.term import NotLeader, Term
 from config.settings import RrConfig
 from eventbus.connection import Bus, connect
-from eventbus.events import ConfigChanged, Event, LeaderElected, LeaderLost
+from eventbus.events import ConfigChanged, Event, HostOnline, LeaderElected, LeaderLost, utcnow
+from eventbus.heartbeats import Heartbeat, publish_heartbeat
 from eventbus.history import events
 from eventbus.leases import LeaseBucket
 from eventbus.natsserver import NatsServer
@@ -137,12 +138,12 @@ async def test_a_non_candidate_follows_but_never_campaigns(bus: Bus, nats_url: s
 async def test_decisions_carry_the_epoch_and_are_refused_once_the_term_is_over(bus: Bus, nats_url: str, eventually: Any) -> None:
     async with node(nats_url, "a") as a:
         term = (await eventually(lambda: a.terms, timeout=5, message="a leads"))[0]
-        published = await term.publish(ConfigChanged(name="leader-tick"))
+        published = await term.publish(ConfigChanged(name="decision"))
         assert published.event.epoch == term.epoch and term.may_act()
         await a.stop()
         assert not term.may_act()
         with pytest.raises(NotLeader):
-            await term.publish(ConfigChanged(name="leader-tick"))
+            await term.publish(ConfigChanged(name="decision"))
 
 
 async def test_a_leader_cut_off_from_nats_stops_acting_before_its_lease_can_expire(
@@ -193,14 +194,14 @@ async def _lost(bus: Bus) -> LeaderLost | None:
 async def test_the_fence_admits_only_the_current_leaders_decisions(bus: Bus, nats_url: str, eventually: Any) -> None:
     async with node(nats_url, "a") as a:
         old = (await eventually(lambda: a.terms, timeout=5, message="a leads"))[0]
-        await old.publish(ConfigChanged(name="leader-tick"))
+        await old.publish(ConfigChanged(name="decision"))
         async with node(nats_url, "b") as b:
             await eventually(lambda: b.elector.statistics().leader == "a", timeout=5, message="b follows a")
             await a.stop()
             new = (await eventually(lambda: b.terms, timeout=5, message="b leads"))[0]
-            await new.publish(ConfigChanged(name="leader-tick"))
+            await new.publish(ConfigChanged(name="decision"))
             # A decision of the old term that reaches the log late (a retried publish, say).
-            await b.elector.publisher.publish(old.fenced(ConfigChanged(name="leader-tick")))
+            await b.elector.publisher.publish(old.fenced(ConfigChanged(name="decision")))
     fence = EpochFence()
     log = [e async for _, e in events(bus) if isinstance(e, Event)]
     admitted = [e.epoch for e in log if fence.admit(e) and isinstance(e, ConfigChanged)]
@@ -238,17 +239,23 @@ async def scheduler(url: str, node_id: str, config: RrConfig) -> AsyncIterator[S
 async def test_only_listed_candidates_campaign_and_the_leader_runs_its_loops(
     bus: Bus, nats_url: str, eventually: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    config = RrConfig(leadership=LeadershipSettings(ttl_s=2, bucket="t_leases", candidates=("a",), tick_s=0.1))
+    config = RrConfig(leadership=LeadershipSettings(ttl_s=2, bucket="t_leases", candidates=("a",)))
     caplog.set_level(logging.INFO)
     async with scheduler(nats_url, "x", config):
         await eventually(lambda: "node x is not a candidate" in caplog.text, timeout=5, message="x says it never campaigns")
         async with scheduler(nats_url, "a", config):
             elected = await eventually(lambda: _elected(bus), timeout=5, message="a elected")
-            await eventually(lambda: _ticks(bus, 3), timeout=5, message="the leader's loop decides")
+            # a node that beats is declared online by the leader's membership loop: a decision of its term
+            await eventually(lambda: _beat_and_see_online(bus, "n1"), timeout=10, interval=0.2, message="the leader's loop decides")
     assert elected.node == "a"
     log = await read_all(bus)
     assert [e.node for e in log if isinstance(e, LeaderElected)] == ["a"]
-    assert {e.epoch for e in log if isinstance(e, ConfigChanged)} == {elected.epoch}
+    assert [(e.node, e.epoch) for e in log if isinstance(e, HostOnline)] == [("n1", elected.epoch)]
+
+
+async def _beat_and_see_online(bus: Bus, node: str) -> bool:
+    await publish_heartbeat(bus, Heartbeat(node=node, ts=utcnow(), seq=1, interval_s=5.0))
+    return any(isinstance(e, HostOnline) for e in await read_all(bus))
 
 
 async def read_all(bus: Bus) -> list[Event]:
@@ -257,10 +264,6 @@ async def read_all(bus: Bus) -> list[Event]:
 
 async def _elected(bus: Bus) -> LeaderElected | None:
     return next((e for e in await leader_events(bus) if isinstance(e, LeaderElected)), None)
-
-
-async def _ticks(bus: Bus, count: int) -> bool:
-    return len([e for e in await read_all(bus) if isinstance(e, ConfigChanged)]) >= count
 
 
 async def test_rr_leader_says_none_for_a_free_role_and_names_the_last_leader(

@@ -1,8 +1,9 @@
 """Leader failover with scheduler candidates as separate OS processes: kill -9, SIGSTOP, SIGTERM, a NATS node crash.
 
-Each candidate is `python -m cli.service_main leader` with a 2 s lease and the leader's
-"leader-tick" decision every 0.2 s. After every test the whole log is checked: no two
-LEADER_ELECTED of a role ever share an epoch.
+Each candidate is `python -m cli.service_main leader` with a 2 s lease. A simulated node works
+through items the test queued, so whoever leads keeps deciding (HOST_ONLINE, WORK_ASSIGNED ...),
+and a test counts those real decisions by their epoch. After every test the whole log is checked:
+no two LEADER_ELECTED of a role ever share an epoch.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from tests.test_scheduler_faults import SimNodes
 sim_nodes = test_scheduler_faults.sim_nodes  # the fixture, shared with the scheduler fault tests
 
 TTL = 2
+ITEMS = 1000  # more than a test's leaders assign: there is always a next decision to take
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -54,6 +56,19 @@ async def bus(nats_url: str) -> AsyncIterator[Bus]:
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
     return write_config(tmp_path / "rr.yaml", ttl_s=TTL)
+
+
+@pytest.fixture
+async def deciding(bus: Bus, sim_nodes: SimNodes) -> SimNodes:
+    """Queued items and a simulated node working through them: whoever leads keeps deciding."""
+    await keep_deciding(Publisher(bus), sim_nodes)
+    return sim_nodes
+
+
+async def keep_deciding(pub: Publisher, nodes: SimNodes) -> None:
+    """Queue ITEMS items and start node n1, which the leader declares online and hands them to one by one."""
+    await add_items(pub, ITEMS)
+    nodes.start("n1", "--work-s", "0.1")
 
 
 async def read_log(bus: Bus) -> list[Event]:
@@ -85,14 +100,16 @@ async def settled_leader(bus: Bus, fleet: Fleet, eventually: Any) -> LeaderElect
 
     async def acting() -> LeaderElected | None:
         leader = await latest_election(bus)
-        return leader if leader is not None and await _ticks_of(bus, leader.epoch, 3) else None
+        return leader if leader is not None and await _decided(bus, leader.epoch, 3) else None
 
-    leader: LeaderElected = await eventually(acting, timeout=10, interval=0.1, message="the leader acts")
+    leader: LeaderElected = await eventually(acting, timeout=30, interval=0.1, message="the leader acts")
     return leader
 
 
-def ticks(log: list[Event], epoch: int | None = None) -> list[ConfigChanged]:
-    return [e for e in log if isinstance(e, ConfigChanged) and e.name == "leader-tick" and (epoch is None or e.epoch == epoch)]
+def decisions(log: list[Event], epoch: int | None = None) -> list[Event]:
+    """The leaders' decisions in `log` (those of term `epoch` if given): what a term stamped, besides its election."""
+    return [e for e in log
+            if e.epoch is not None and not isinstance(e, LeaderElected | LeaderLost) and (epoch is None or e.epoch == epoch)]
 
 
 def assert_epochs_unique(log: list[Event]) -> None:
@@ -122,7 +139,7 @@ def rr_leader_json(url: str, config: Path) -> list[dict[str, Any]]:
 
 
 async def test_three_candidates_elect_one_leader_and_a_kill_9_elects_another_within_two_ttls(
-    bus: Bus, nats_url: str, config: Path, tmp_path: Path, eventually: Any
+    bus: Bus, nats_url: str, config: Path, tmp_path: Path, deciding: SimNodes, eventually: Any
 ) -> None:
     with Fleet(nats_url, ["a", "b", "c"], config, tmp_path) as fleet:
         first = await settled_leader(bus, fleet, eventually)
@@ -139,16 +156,16 @@ async def test_three_candidates_elect_one_leader_and_a_kill_9_elects_another_wit
         log = await read_log(bus)
     elected = [e for e in log if isinstance(e, LeaderElected)]
     assert [(e.node, e.epoch) for e in elected[-2:]] == [(first.node, first.epoch), (second.node, second.epoch)]
-    assert {e.epoch for e in ticks(log[log.index(elected[-2]):])} <= {first.epoch, second.epoch}
+    assert {e.epoch for e in decisions(log[log.index(elected[-2]):])} <= {first.epoch, second.epoch}
     assert_epochs_unique(log)
 
 
-async def _ticks_of(bus: Bus, epoch: int | None, count: int) -> bool:
-    return len(ticks(await read_log(bus), epoch)) >= count
+async def _decided(bus: Bus, epoch: int | None, count: int) -> bool:
+    return len(decisions(await read_log(bus), epoch)) >= count
 
 
 async def test_a_frozen_leader_is_fenced_and_announces_its_loss_when_it_wakes(
-    bus: Bus, nats_url: str, config: Path, tmp_path: Path, eventually: Any
+    bus: Bus, nats_url: str, config: Path, tmp_path: Path, deciding: SimNodes, eventually: Any
 ) -> None:
     with Fleet(nats_url, ["a", "b"], config, tmp_path) as fleet:
         first = await settled_leader(bus, fleet, eventually)
@@ -156,11 +173,11 @@ async def test_a_frozen_leader_is_fenced_and_announces_its_loss_when_it_wakes(
         old.signal(signal.SIGSTOP)
         second = await eventually(lambda: election_after(bus, first.epoch), timeout=4 * TTL, interval=0.05,
                                   message="another node takes over from the frozen leader")
-        await eventually(lambda: _ticks_of(bus, second.epoch, 3), timeout=10, interval=0.1, message="the new leader acts")
+        await eventually(lambda: _decided(bus, second.epoch, 3), timeout=10, interval=0.1, message="the new leader acts")
         old.signal(signal.SIGCONT)
         lost = await eventually(lambda: _lost(bus, first.epoch), timeout=10, interval=0.1, message="LEADER_LOST on resume")
-        before = len(ticks(await read_log(bus), second.epoch))
-        await eventually(lambda: _ticks_of(bus, second.epoch, before + 5), timeout=10, interval=0.1,
+        before = len(decisions(await read_log(bus), second.epoch))
+        await eventually(lambda: _decided(bus, second.epoch, before + 5), timeout=10, interval=0.1,
                          message="time passes after the resume")
         log = await read_log(bus)
         assert old.running, fleet.logs()
@@ -168,10 +185,11 @@ async def test_a_frozen_leader_is_fenced_and_announces_its_loss_when_it_wakes(
     assert lost.epoch == first.epoch and lost.reason == "lease not renewed before its deadline"
     fence = EpochFence()
     takeover = log.index(next(e for e in log if isinstance(e, LeaderElected) and e.epoch == second.epoch))
-    admitted_after = [e for i, e in enumerate(log) if fence.admit(e) and i > takeover and e in ticks(log)]
+    decided = {e.id for e in decisions(log)}
+    admitted_after = [e for i, e in enumerate(log) if fence.admit(e) and i > takeover and e.id in decided]
     assert admitted_after and all(e.epoch == second.epoch for e in admitted_after)
     # The server refuses a decision stored after a newer election, whatever the frozen leader's clock said.
-    assert [e for e in log[takeover:] if isinstance(e, ConfigChanged) and e.epoch == first.epoch] == []
+    assert decisions(log[takeover:], first.epoch) == []
     assert fence.statistics().dropped_stale == 0
     assert [e for e in log[takeover + 1 :] if isinstance(e, LeaderElected)] == []  # the woken node did not grab it back
     assert_epochs_unique(log)
@@ -182,7 +200,7 @@ async def test_a_leader_frozen_mid_burst_stores_no_decision_after_its_successors
 ) -> None:
     config = tmp_path / "rr.yaml"
     config.write_text(
-        f"leadership:\n  ttl_s: {TTL}\n  tick_s: 0.05\n"
+        f"leadership:\n  ttl_s: {TTL}\n"
         "membership:\n  heartbeat_interval_s: 0.2\n  missed_beats_offline: 5\n"
         "scheduler:\n  default_max_parallel_jobs: 16\n  populator_enabled: false\npipeline:\n  enabled: false\n"
     )
@@ -198,10 +216,10 @@ async def test_a_leader_frozen_mid_burst_stores_no_decision_after_its_successors
         sim_nodes.kill("n4")  # a HOST_OFFLINE is owed while the leader is frozen
         second = await eventually(lambda: election_after(bus, first.epoch), timeout=6 * TTL, interval=0.05,
                                   message="a successor takes over from the frozen leader")
-        await eventually(lambda: _ticks_of(bus, second.epoch, 3), timeout=10, interval=0.1, message="the successor acts")
+        await eventually(lambda: _decided(bus, second.epoch, 3), timeout=10, interval=0.1, message="the successor acts")
         fleet[first.node].signal(signal.SIGCONT)
         await eventually(lambda: _lost(bus, first.epoch), timeout=10, interval=0.1, message="LEADER_LOST on resume")
-        await eventually(lambda: _ticks_of(bus, second.epoch, 20), timeout=10, interval=0.1, message="time passes after it")
+        await eventually(lambda: _decided(bus, second.epoch, 20), timeout=10, interval=0.1, message="time passes after it")
         stored = [(seq, e) async for seq, e in events(bus) if isinstance(e, Event)]
     takeover = next(seq for seq, e in stored if isinstance(e, LeaderElected) and e.epoch == second.epoch)
     by_old = [(seq, e.type_name()) for seq, e in stored if e.epoch == first.epoch and not isinstance(e, (LeaderElected, LeaderLost))]
@@ -221,7 +239,7 @@ async def _lost(bus: Bus, epoch: int | None) -> LeaderLost | None:
 
 
 async def test_sigterm_resigns_and_a_successor_is_elected_well_within_the_ttl(
-    bus: Bus, nats_url: str, config: Path, tmp_path: Path, eventually: Any
+    bus: Bus, nats_url: str, config: Path, tmp_path: Path, deciding: SimNodes, eventually: Any
 ) -> None:
     with Fleet(nats_url, ["a", "b"], config, tmp_path) as fleet:
         first = await settled_leader(bus, fleet, eventually)
@@ -246,8 +264,10 @@ async def test_killing_one_nats_server_of_three_causes_at_most_one_election_and_
     # the bucket's stream leader on a loaded 2-core machine.
     config = write_config(tmp_path / "rr.yaml", ttl_s=LeadershipSettings().lease_ttl_s, replicas=3)
     bus = await connect(nats_cluster.urls, node_id="observer")
+    nodes = SimNodes(",".join(nats_cluster.urls), tmp_path)
     try:
         await provision(bus.js, StreamSettings(replicas=3))
+        await keep_deciding(Publisher(bus), nodes)
         with Fleet(",".join(nats_cluster.urls), ["a", "b", "c"], config, tmp_path) as fleet:
             await settled_leader(bus, fleet, eventually)
             info = await bus.js.stream_info("KV_rr_leases")
@@ -260,11 +280,12 @@ async def test_killing_one_nats_server_of_three_causes_at_most_one_election_and_
             before_kill = len(await read_log(bus))
             await asyncio.to_thread(nats_cluster.kill, victim)
             acked = [(await probes.publish(ConfigChanged(name="probe", path=str(i)))).event.id for i in range(20)]
-            await eventually(lambda: _ticks_after_probes(bus, 10), timeout=30, interval=0.2,
+            await eventually(lambda: _decided_after_probes(bus, 10), timeout=30, interval=0.2,
                              message="a leader acts again after the crash")
             log = await read_log(bus)
             announced = _announced_epochs(fleet)
     finally:
+        nodes.kill_all()
         await bus.close()
     elections = [e for e in log[before_kill:] if isinstance(e, LeaderElected)]
     story = [(type(e).__name__, e.node, e.epoch, getattr(e, "reason", "")) for e in log if isinstance(e, (LeaderElected, LeaderLost))]
@@ -275,11 +296,11 @@ async def test_killing_one_nats_server_of_three_causes_at_most_one_election_and_
     assert_epochs_unique(log)
 
 
-async def _ticks_after_probes(bus: Bus, count: int) -> bool:
-    """`count` ticks published after the crash: by a newer leader, or by the same one still ticking."""
+async def _decided_after_probes(bus: Bus, count: int) -> bool:
+    """`count` decisions stored after the crash: by a newer leader, or by the same one still deciding."""
     log = await read_log(bus)
     probe = next((i for i, e in enumerate(log) if isinstance(e, ConfigChanged) and e.name == "probe"), None)
-    return probe is not None and len(ticks(log[probe:])) >= count
+    return probe is not None and len(decisions(log[probe:])) >= count
 
 
 def _announced_epochs(fleet: Fleet) -> set[int]:
@@ -289,26 +310,26 @@ def _announced_epochs(fleet: Fleet) -> set[int]:
 
 
 async def test_a_decision_held_in_flight_across_the_freeze_is_refused_by_the_server_after_the_successors_election(
-    bus: Bus, nats_url: str, tmp_path: Path, eventually: Any, monkeypatch: pytest.MonkeyPatch
+    bus: Bus, nats_url: str, tmp_path: Path, deciding: SimNodes, eventually: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Every decision waits 1 s between the leader's may-act check and its publish (HOLD_ENV), so
     # the frozen leader always has a checked decision in flight; on SIGCONT it sends it, and only the
     # server's fence can keep it out of the log (the leader does not check its lease again).
     monkeypatch.setenv(HOLD_ENV, "1.0")
-    config = write_config(tmp_path / "rr.yaml", ttl_s=TTL, tick_s=0.05)
+    config = write_config(tmp_path / "rr.yaml", ttl_s=TTL)
     with Fleet(nats_url, ["a", "b"], config, tmp_path) as fleet:
         first = await settled_leader(bus, fleet, eventually)
-        await eventually(lambda: _ticks_of(bus, first.epoch, 3), timeout=10, interval=0.1, message="the leader acts")
-        holding = f"holding CONFIG_CHANGED of scheduler epoch {first.epoch}"
+        await eventually(lambda: _decided(bus, first.epoch, 3), timeout=10, interval=0.1, message="the leader acts")
+        holding = f" of scheduler epoch {first.epoch} for 1.0s after its may-act check"  # "holding WORK_ASSIGNED of ..."
         seen = fleet[first.node].log_text().count(holding)
         await eventually(lambda: fleet[first.node].log_text().count(holding) > seen, timeout=10, interval=0.01,
                          message="the leader holds a checked decision")
         fleet[first.node].signal(signal.SIGSTOP)  # within the 1 s hold: a decision is in flight across the freeze
         second = await eventually(lambda: election_after(bus, first.epoch), timeout=6 * TTL, interval=0.05,
                                   message="a successor takes over from the frozen leader")
-        await eventually(lambda: _ticks_of(bus, second.epoch, 3), timeout=10, interval=0.1, message="the successor acts")
+        await eventually(lambda: _decided(bus, second.epoch, 3), timeout=10, interval=0.1, message="the successor acts")
         fleet[first.node].signal(signal.SIGCONT)
-        refused = f"held CONFIG_CHANGED of scheduler epoch {first.epoch} ({HOLD_ENV}=1.0) sent after its hold: not stored: Fenced"
+        refused = f" of scheduler epoch {first.epoch} ({HOLD_ENV}=1.0) sent after its hold: not stored: Fenced"  # "held WORK_ASSIGNED of ..."
         await eventually(lambda: refused in fleet[first.node].log_text(), timeout=10, interval=0.1,
                          message="the held decision was sent after the resume, and the server refused it")
         await eventually(lambda: _lost(bus, first.epoch), timeout=10, interval=0.1, message="LEADER_LOST on resume")

@@ -36,7 +36,6 @@ WORKER_JOBS_FILE = "the worker writes the running-jobs file the agent reads: one
 WORKER_SYNC_WORK = "the worker runs sync work items, whose format lives in the sync service: it belongs to a library"
 NODE_DISK_LAYOUT = "where received batches and model files live on a node is split between sync and distributor: one node-disk layout module"
 ADMISSION_FORMATS = "admission checks sync items and worker templates, whose formats live in those services"
-API_WORK_REQUEST = "the API and the CLI share the work-request module, which lives in the CLI (one work-request module)"
 CONFIG_OWNS_SETTINGS = "the config composes each package's settings Struct, which live beside their services"
 REBUILD_IS_IO = "projections/rebuild.py reads the log and the snapshots: the I/O shell of the folds, to leave the pure package"
 
@@ -49,7 +48,6 @@ ALLOWED: dict[tuple[str, str], str] = {
         "eventbus.connection", "eventbus.history", "eventbus.snapshots", "servicekit.snapshotting")},
     ("servicekit.admission", "services.sync.workitems"): ADMISSION_FORMATS,
     ("servicekit.admission", "services.worker.templates"): ADMISSION_FORMATS,
-    ("services.api.service", "cli.commands.work"): API_WORK_REQUEST,
     ("services.leader.service", "services.distributor.leader"): SCHEDULER_HOSTS,
     ("services.leader.service", "services.sync.loop"): SCHEDULER_HOSTS,
     ("services.sync.agent", "services.distributor.install"): SYNC_ON_DISTRIBUTOR,

@@ -207,7 +207,7 @@ def elected(role: str, node: str, epoch: int) -> LeaderElected:
 
 
 def tick(epoch: int | None) -> ConfigChanged:
-    return ConfigChanged(name="leader-tick", epoch=epoch)
+    return ConfigChanged(name="decision", epoch=epoch)
 
 
 def test_decisions_of_a_superseded_term_are_dropped_and_counted() -> None:

@@ -34,7 +34,7 @@ from projections.rebuild import state_at_seq
 from tests.bus_harness import provisioned_bus
 from tests.test_election import leader_events, node
 
-TICK = ConfigChanged(name="leader-tick")
+TICK = ConfigChanged(name="decision")
 T0 = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 
 

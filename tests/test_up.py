@@ -98,7 +98,7 @@ def test_data_dir_defaults() -> None:
 
 
 def test_service_command_line() -> None:
-    argv = service_command("/py", "scheduler", nats_url="nats://127.0.0.1:4222", node_id="gpu-7", config_path=None)
+    argv = service_command("/py", "leader", nats_url="nats://127.0.0.1:4222", node_id="gpu-7", config_path=None)
     assert argv == ["/py", "-m", "cli.service_main", "leader", "--nats", "nats://127.0.0.1:4222", "--node-id", "gpu-7"]
     with_config = service_command("/py", "x", nats_url="u", node_id="n", config_path="/etc/rr.yaml")
     assert with_config[-2:] == ["--config", "/etc/rr.yaml"]

@@ -17,17 +17,17 @@ from config.hosts import load_hosts
 from config.settings import RrConfig, load_config
 from eventbus import tracing
 from eventbus.connection import Bus
-from eventbus.events import Event, Scalar, WorkAdded, WorkCancelled
-from eventbus.history import events
+from eventbus.events import Event, WorkAdded, WorkCancelled
+from eventbus.history import aggregate_events
 from eventbus.publisher import Publisher
-from eventbus.subjects import aggregate_filter
 from projections import work
 from projections.rebuild import state_at_seq
-from servicekit.admission import AdmissionRules, InvalidWork, WorkSeeds, admitted, convert_seeds, decode_seeds, rules_for
+from servicekit.admission import AdmissionRules, admitted, rules_for
 from servicekit.options import CommonOptions, add_common_arguments, common_options
 from servicekit.telemetry.providers import start_telemetry
 from servicekit.telemetry.settings import TelemetrySettings
 from servicekit.telemetry.status import rr_version
+from servicekit.workrequest import InvalidWork, WorkSeeds, decode_seeds, seeds_from_fields
 
 T = TypeVar("T")
 
@@ -67,9 +67,7 @@ def seeds_from_args(args: argparse.Namespace) -> WorkSeeds:
     text = _json_text(args)
     if text is not None:
         return decode_seeds(text)
-    raw: dict[str, object] = {k: getattr(args, k) for k in WorkSeeds.__struct_fields__ if getattr(args, k, None) is not None}
-    raw["params"] = dict(_param(p) for p in args.param)
-    return convert_seeds(raw)
+    return seeds_from_fields({name: getattr(args, name) for name in _FLAGS}, args.param)
 
 
 def _json_text(args: argparse.Namespace) -> str | None:
@@ -85,17 +83,6 @@ def _json_text(args: argparse.Namespace) -> str | None:
         return sys.stdin.read() if args.json_file == "-" else Path(args.json_file).read_text()
     except OSError as exc:
         raise InvalidWork(f"--json-file {args.json_file}: {exc.strerror}") from None
-
-
-def _param(text: str) -> tuple[str, Scalar]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise InvalidWork(f"--param {text!r}: expected KEY=VALUE")
-    try:
-        parsed = json.loads(value)
-    except json.JSONDecodeError:
-        parsed = value
-    return key, parsed if isinstance(parsed, (str, int, float, bool)) else value
 
 
 def run_add(args: argparse.Namespace) -> int:
@@ -134,11 +121,6 @@ async def work_state(bus: Bus) -> work.WorkState:
     return (await state_at_seq(bus, work.PROJECTION)).state
 
 
-async def item_events(bus: Bus, work_id: str) -> list[tuple[int, Event]]:
-    """One item's events in log order."""
-    return [(seq, e) async for seq, e in events(bus, subject=aggregate_filter("work", work_id)) if isinstance(e, Event)]
-
-
 def run_list(args: argparse.Namespace) -> int:
     """Print the items (optionally of one state), oldest first."""
     options = common_options(args)
@@ -154,7 +136,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_show(args: argparse.Namespace) -> int:
     """Print one item's events; exit 1 for an unknown id."""
-    found = asyncio.run(_with_bus(common_options(args), lambda bus: item_events(bus, args.work_id)))
+    found = asyncio.run(_with_bus(common_options(args), lambda bus: aggregate_events(bus, "work", args.work_id)))
     if not found:
         print(f"rr work show: no work item {args.work_id}", file=sys.stderr)
         return 1
@@ -200,7 +182,7 @@ async def _cancel(options: CommonOptions, work_id: str, reason: str) -> str | No
             return f"no work item {work_id}"
         if item.status in work.TERMINAL:
             return f"work item {work_id} is already {item.status.value}"
-        last = max(seq for seq, _ in await item_events(bus, work_id))
+        last = max(seq for seq, _ in await aggregate_events(bus, "work", work_id))
         event = WorkCancelled(work_id=work_id, reason=reason, requested_by=options.node_id)
         await Publisher(bus).publish(event, expect_last_seq=last)
         return None

@@ -23,9 +23,6 @@ class LeadershipSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
     # empty: the hosts file's p2p_voters, and without those every node
     candidates: tuple[Annotated[str, msgspec.Meta(min_length=1, max_length=ID_MAX)], ...] = ()
     bucket: str = "rr_leases"
-    # > 0: the scheduler's leader publishes a "leader-tick" decision this often (seconds), a
-    # visible heartbeat of who acts with which epoch; used by the fencing tests. 0: off.
-    tick_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.ttl_s < 1 or self.ttl_s != int(self.ttl_s):
@@ -42,8 +39,6 @@ class LeadershipSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
             )
         if not _BUCKET.match(self.bucket):
             raise ValueError(f"bucket must be letters, digits, '-' or '_', got {self.bucket!r}")
-        if self.tick_s < 0:
-            raise ValueError(f"tick_s must be >= 0, got {self.tick_s}")
 
     @property
     def lease_ttl_s(self) -> int:

@@ -23,7 +23,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from config.settings import RrConfig
 from projections.status_view import StatusView
-from servicekit.admission import WorkSeeds
+from servicekit.workrequest import WorkSeeds
 from services.api import documents, leasecontrol, nodeadmin, nodework
 from services.api.errors import ApiError
 from services.api.metrics import CONTENT_TYPE as METRICS_TYPE

@@ -22,8 +22,9 @@ from eventbus.events import Event, WorkAdded, WorkAttemptFailed, WorkCompleted, 
 from eventbus.publisher import Published
 from projections import work
 from projections.status_view import LeaderView, StatusView, status_view, with_loops_down
-from servicekit.admission import AdmissionRules, InvalidWork, admitted, decode_seeds
+from servicekit.admission import AdmissionRules, admitted
 from servicekit.looplag import LoopLagStats
+from servicekit.workrequest import InvalidWork, decode_seeds
 from services.api import documents, fleetmetrics, leasecontrol, nodeadmin, nodework
 from services.api.bodies import B, BadBody, decode_body
 from services.api.control import NodeControl

@@ -10,7 +10,6 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from cli.commands.work import item_events
 from cluster.leadership.election import load_candidates
 from config.hosts import load_hosts
 from config.nodedirs import measured_disk, node_dirs
@@ -20,6 +19,7 @@ from eventbus.connectivity import is_connected
 from eventbus.consumerlag import ConsumerLag, stream_lags, stream_messages
 from eventbus.errors import BusError, BusUnavailable
 from eventbus.events import Event, WorkAdded
+from eventbus.history import aggregate_events
 from eventbus.leases import LeaseBucket, LeaseRecord
 from eventbus.publisher import Published
 from eventbus.streams import DEADLETTER_STREAM, EVENTS_STREAM
@@ -92,7 +92,7 @@ class BusNodeLink:
     async def item_events(self, work_id: str) -> list[tuple[int, Event]]:
         """One work item's events in log order, read from the stream now."""
         try:
-            return await asyncio.wait_for(item_events(self._ctx.bus, work_id), self._timeout_s)
+            return await asyncio.wait_for(aggregate_events(self._ctx.bus, "work", work_id), self._timeout_s)
         except TimeoutError:
             raise BusUnavailable(f"reading {work_id}'s events took over {self._timeout_s:.0f}s") from None
 

@@ -1,4 +1,4 @@
-"""The `scheduler` service: every candidate node campaigns for the `scheduler` lease; only the leader schedules.
+"""The `leader` service (formerly `scheduler`): every candidate node campaigns for the `scheduler` lease; only the leader schedules.
 
 Scheduling itself plugs in through LEADER_LOOPS: each loop `async def loop(ctx, term)` is
 started when this node is elected and cancelled when it stops leading. A loop publishes its
@@ -10,18 +10,15 @@ term whose loops cannot run resigns; their health rides on the lease renewals.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from cluster.leadership.election import Elector, load_candidacy
-from cluster.leadership.settings import LeadershipSettings
 from cluster.leadership.supervisor import LoopFn, LoopHealth, LoopSupervisor
-from cluster.leadership.term import NotLeader, Term
+from cluster.leadership.term import Term
 from cluster.membership.monitor import membership_loop
-from eventbus.events import ConfigChanged
 from servicekit.configwatch.loop import config_watch_loop
 from servicekit.runtime import ServiceContext
 from services.distributor.leader import distribution_loop
@@ -40,25 +37,6 @@ LeaderLoop = Callable[[ServiceContext, Term], Coroutine[Any, Any, None]]
 # distribution bookkeeping, the data sync planner and the config watch (CONFIG_CHANGED). Each
 # starts on election and is cancelled when the term ends.
 LEADER_LOOPS: list[LeaderLoop] = [membership_loop, *SCHEDULING_LOOPS, distribution_loop, sync_planner_loop, config_watch_loop]
-
-
-async def leader_tick_loop(ctx: ServiceContext, term: Term) -> None:
-    """Publish a "leader-tick" decision every `leadership.tick_s`: who acts, under which epoch (for fencing tests)."""
-    every = ctx.config.leadership.tick_s
-    while True:
-        try:
-            await term.publish(ConfigChanged(name="leader-tick", path=f"{term.role}/{term.node}"))
-        except NotLeader:
-            return
-        await asyncio.sleep(every)
-
-
-def leader_loops(settings: LeadershipSettings) -> list[LeaderLoop]:
-    """The loops a leader runs: LEADER_LOOPS, plus the tick loop when `leadership.tick_s` > 0."""
-    loops = list(LEADER_LOOPS)
-    if settings.tick_s > 0:
-        loops.append(leader_tick_loop)
-    return loops
 
 
 def loop_name(loop: LeaderLoop) -> str:
@@ -100,7 +78,7 @@ async def main(ctx: ServiceContext) -> None:
         candidate=candidacy.allowed,
         replicas=ctx.config.streams.replicas,
     )
-    loops = leader_loops(settings)
+    loops = LEADER_LOOPS
 
     async def lead(term: Term) -> None:
         await run_leader_loops(ctx, term, loops, on_health=elector.report_loops)

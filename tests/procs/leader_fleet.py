@@ -15,17 +15,19 @@ from types import TracebackType
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def write_config(path: Path, *, ttl_s: int = 2, tick_s: float = 0.2, replicas: int = 1, bucket: str = "rr_leases") -> Path:
-    """An rr config file with a short lease and the leader-tick decision loop on."""
+def write_config(path: Path, *, ttl_s: int = 2, replicas: int = 1, bucket: str = "rr_leases") -> Path:
+    """An rr config file with a short lease, quick membership, and only the test's own items to assign."""
     path.write_text(
         f"streams:\n  replicas: {replicas}\n"
-        f"leadership:\n  ttl_s: {ttl_s}\n  tick_s: {tick_s}\n  bucket: {bucket}\n"
+        f"leadership:\n  ttl_s: {ttl_s}\n  bucket: {bucket}\n"
+        "membership:\n  heartbeat_interval_s: 0.2\n  missed_beats_offline: 5\n"
+        "scheduler:\n  populator_enabled: false\npipeline:\n  enabled: false\n"
     )
     return path
 
 
-class SchedulerProcess:
-    """One `scheduler` service process for one node id, its output in a log file."""
+class LeaderProcess:
+    """One `leader` service process for one node id, its output in a log file."""
 
     def __init__(self, url: str, node_id: str, config: Path, log_dir: Path) -> None:
         self.url = url
@@ -87,9 +89,9 @@ class Fleet:
     """Several candidate processes; all killed and reaped on exit, whatever happened."""
 
     def __init__(self, url: str, node_ids: list[str], config: Path, log_dir: Path) -> None:
-        self.nodes = {n: SchedulerProcess(url, n, config, log_dir) for n in node_ids}
+        self.nodes = {n: LeaderProcess(url, n, config, log_dir) for n in node_ids}
 
-    def __getitem__(self, node_id: str) -> SchedulerProcess:
+    def __getitem__(self, node_id: str) -> LeaderProcess:
         return self.nodes[node_id]
 
     def __enter__(self) -> Fleet:
