@@ -22,6 +22,7 @@ from eventbus.events import (
     WorkCompleted,
     WorkFailed,
     WorkHandedBack,
+    WorkProgress,
     WorkStarted,
 )
 from services.worker.gpuidle import gpu_stuck_reason, next_idle_since
@@ -29,6 +30,8 @@ from services.worker.jobs import JobOutcome
 from services.worker.outputs import BestModel
 from services.worker.protocol import (
     AttemptKey,
+    Claim,
+    Claimed,
     Ignore,
     Refuse,
     Start,
@@ -36,6 +39,7 @@ from services.worker.protocol import (
     decide_stops,
     item_view,
     parallel_jobs,
+    recheck_start,
 )
 from services.worker.records import JobRecord
 from services.worker.recovery import ENDED_WHILE_DOWN, NEVER_STARTED, ORPHAN_KILLED, plan_recovery
@@ -206,3 +210,41 @@ def test_a_gpu_counts_as_idle_only_while_every_gpu_reads_zero_and_only_since_the
     assert gpu_stuck_reason(10.0, job_started=50.0, now=600.0, stuck_after_s=600) is None
     reason = gpu_stuck_reason(10.0, job_started=5.0, now=620.0, stuck_after_s=600)
     assert reason is not None and reason.startswith("stuck: GPU idle")
+
+
+def attempt_2_history(*after: Event) -> tuple[WorkStarted, WorkAssigned, list[tuple[int, Event]]]:
+    """Attempt 1 started on n1 and was handed back, attempt 2 assigned to n1 (seq 5), then `after` (seq 6 ...)."""
+    a2 = assigned(2)
+    before: list[Event] = [ADDED, assigned(1), WorkStarted(work_id="w-1", node="n1", attempt=1),
+                           WorkHandedBack(work_id="w-1", node="n1", attempt=1, reason="node offline"), a2]
+    started = WorkStarted(work_id="w-1", node="n1", attempt=2, pid=42, id="n1-started-2")
+    return started, a2, list(enumerate([*before, *after], start=1))
+
+
+def test_a_refused_start_is_dropped_once_the_item_completed_was_cancelled_or_moved_on() -> None:
+    late = WorkCompleted(work_id="w-1", node="n1", attempt=1)
+    cases = {
+        "item already completed": late,
+        "item already cancelled": WorkCancelled(work_id="w-1"),
+        "superseded by attempt 3 on n2": assigned(3, "n2"),
+    }
+    for expected, event in cases.items():
+        started, a2, history = attempt_2_history(event)
+        verdict = recheck_start(started, a2, history, [AttemptKey("w-1", 2)], NOW)
+        assert isinstance(verdict, Ignore) and verdict.reason.startswith(expected), (expected, verdict)
+
+
+def test_a_refused_start_is_tried_again_after_the_newest_event_when_only_older_attempts_reported() -> None:
+    progress = WorkProgress(work_id="w-1", node="n1", attempt=1, fraction=0.5)
+    started, a2, history = attempt_2_history(progress, WorkHandedBack(work_id="w-1", node="n1", attempt=1, reason="x"))
+    # The worker holds attempt 2 itself while it asks: that is no reason to ignore it.
+    assert recheck_start(started, a2, history, [AttemptKey("w-1", 2), AttemptKey("w-9", 1)], NOW) == Claim(seq=7)
+
+
+def test_a_refused_retry_finds_its_own_start_stored_by_the_try_whose_ack_was_lost() -> None:
+    started, a2, history = attempt_2_history()
+    history.append((6, started))
+    assert recheck_start(started, a2, history, [AttemptKey("w-1", 2)], NOW) == Claimed(seq=6)
+    # Another process's start of the same attempt is not ours: ignored as before.
+    other = msgspec.structs.replace(started, id="n1-earlier-process")
+    assert isinstance(recheck_start(started, a2, [*history[:-1], (6, other)], [], NOW), Ignore)

@@ -3,13 +3,14 @@
 The worker asks two questions of each event it consumes:
   - a WORK_ASSIGNED for this node: start it? (`decide_assignment`, from the item's own history)
   - any WORK_ASSIGNED or WORK_CANCELLED: does it end an attempt this node runs? (`decide_stops`)
+  - its WORK_STARTED refused by the fence on the assignment: may it still start? (`recheck_start`)
 Nothing here does I/O; the service reads the log and acts on the answers.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import msgspec
 
@@ -25,7 +26,7 @@ from eventbus.events import (
     WorkStarted,
 )
 from eventbus.publisher import FenceToken
-from eventbus.subjects import EVENTS_ROOT, token
+from eventbus.subjects import EVENTS_ROOT, aggregate_filter, token
 from services.sync.workitems import SYNC_WORK
 
 
@@ -184,3 +185,43 @@ def started_fence(work_id: str, started_seq: int) -> FenceToken:
     "Late completions")."""
     return FenceToken(subject_filter=f"{EVENTS_ROOT}.{WorkStarted.aggregate}.{token(work_id)}.{WorkStarted.type_name()}.*",
                       seq=started_seq)
+
+
+def assignment_fence(work_id: str, assigned_seq: int) -> FenceToken:
+    """A WORK_STARTED is stored only while the assignment it answers (at `assigned_seq`) is still the item's newest
+    event: an end of an older attempt (a late completion), a cancel or a newer assignment stored since refuses it
+    (README, "Late completions")."""
+    return FenceToken(subject_filter=aggregate_filter(WorkStarted.aggregate, work_id), seq=assigned_seq)
+
+
+class Claim(msgspec.Struct, frozen=True):
+    """The attempt may still start: publish its WORK_STARTED again, fenced on the item's newest event (`seq`)."""
+
+    seq: int
+
+
+class Claimed(msgspec.Struct, frozen=True):
+    """The WORK_STARTED is already stored (at `seq`): an earlier try was stored but its ack was lost."""
+
+    seq: int
+
+
+def recheck_start(started: WorkStarted, assignment: WorkAssigned, history: Sequence[tuple[int, Event]],
+                  running: Iterable[AttemptKey], now: dt.datetime) -> Claim | Claimed | Ignore:
+    """After the fence refused `started`: judge the assignment again on the item's whole history (seq, event), now.
+
+    It was admitted when it came; what happened to the item since (a completion, a cancel, a newer
+    attempt) is in the history, so only the history decides.
+    """
+    mine = [seq for seq, event in history if event.id == started.id]
+    if mine:  # a retry after a lost ack meets its own WORK_STARTED as the item's newest event
+        return Claimed(seq=mine[0])
+    key = AttemptKey(assignment.work_id, assignment.attempt)
+    others = [k for k in running if k != key]  # this worker holds the attempt itself while it asks
+    view = item_view(assignment.work_id, (event for _, event in history))
+    decision = decide_assignment(assignment, started.node, True, view, others, now)
+    if isinstance(decision, Start):
+        return Claim(seq=max(seq for seq, _ in history))
+    if isinstance(decision, Refuse):  # no WORK_ADDED any more: cannot happen to an item it was started from
+        return Ignore(reason=decision.reason)
+    return decision

@@ -24,6 +24,7 @@ from eventbus.publisher import FenceToken, Publisher
 from services.sync.paths import received_path
 from services.worker import outputs, processes
 from services.worker.candidates import CandidateFetcher, CandidateUnavailable, candidate_ref, with_candidate
+from services.worker.claim import Recheck, Unclaimed, claim_start
 from services.worker.jobs import Job, JobLimits
 from services.worker.protocol import AttemptKey, started_fence
 from services.worker.records import JobRecord, RecordBook
@@ -57,9 +58,10 @@ class WorkerPaths(msgspec.Struct, frozen=True, kw_only=True):
 class Attempt:
     """One accepted attempt, from queued to ended: what it runs, and the stop asked of it."""
 
-    def __init__(self, assignment: WorkAssigned, item: WorkAdded) -> None:
+    def __init__(self, assignment: WorkAssigned, item: WorkAdded, assigned_seq: int = 0) -> None:
         self.key = AttemptKey(assignment.work_id, assignment.attempt)
         self.assignment = assignment
+        self.assigned_seq = assigned_seq  # the assignment's stream sequence: WORK_STARTED's fence (claim.py)
         self.item = item
         self.job: Job | None = None
         self.stop_reason: str | None = None
@@ -102,9 +104,10 @@ class AttemptRunner:
     def __init__(self, *, publisher: Publisher, node: str, settings: WorkerSettings, paths: WorkerPaths,
                  book: RecordBook, env: Mapping[str, str], python: str, slots: int,
                  running_pgids: Callable[[], list[int]], stopping: asyncio.Event,
-                 on_job_end: Callable[[float, str], None] | None = None,
+                 recheck: Recheck, on_job_end: Callable[[float, str], None] | None = None,
                  candidates: CandidateFetcher | None = None) -> None:
         self._publisher = publisher
+        self._recheck = recheck  # judges a refused WORK_STARTED on the item's whole history (claim.py)
         self._candidates = candidates  # None: candidates are read where the trainer wrote them (one node)
         self._on_job_end = on_job_end  # (seconds, outcome): the service's job-duration metric
         self._node = node
@@ -158,10 +161,12 @@ class AttemptRunner:
         if attempt.stop_reason is not None:
             job.request_stop(attempt.stop_reason, attempt.stop_grace_s)
         try:
-            await self._started(attempt, job, pid)
+            unclaimed = await self._started(attempt, job, pid)
         except OSError as exc:  # its record cannot be written (a full disk): the job is not left running unrecorded
             processes.signal_group(job.pgid, signal.SIGKILL)
             return [attempt_failed(key, self._node, cannot_write(exc))]
+        if unclaimed is not None:
+            return await self._abandon(attempt, job, unclaimed)
         try:
             async with asyncio.TaskGroup() as tasks:
                 progress = tasks.create_task(self._publish_progress(attempt))
@@ -230,26 +235,47 @@ class AttemptRunner:
         return JobLimits(timeout_s=s.timeout_for(work_type), grace_s=s.grace_s, stuck_after_s=s.stuck_after_s,
                          stderr_tail_bytes=s.stderr_tail_bytes, watch_interval_s=s.watch_interval_s)
 
-    async def _started(self, attempt: Attempt, job: Job, pid: int) -> None:
+    async def _started(self, attempt: Attempt, job: Job, pid: int) -> Unclaimed | None:
+        """Record the running job, then claim the attempt with its fenced WORK_STARTED; why not, if it may not run."""
         a, item = attempt.assignment, attempt.item
         started = utcnow()
         record = JobRecord(work_id=a.work_id, attempt=a.attempt, node=self._node, work_type=item.work_type,
                            pid=pid, create_time=job.create_time, started=started)
         await self._book.put(record)
         log.info("worker: started %s attempt %d as pid %d: %s", a.work_id, a.attempt, pid, " ".join(job.argv))
-        events: list[Event] = [WorkStarted(work_id=a.work_id, node=self._node, attempt=a.attempt, pid=pid)]
-        if item.work_type == "training":
-            batches = item.params.get("input_batches")
-            events.append(TrainingStarted(
-                work_id=a.work_id, node=self._node, board_type=item.board_type, num_players=item.num_players,
-                input_batches=str(batches).split(",") if batches else [],
-                parent_model=str(item.params["parent_model"]) if item.params.get("parent_model") else None))
+        claim = self._publisher.stamp(WorkStarted(work_id=a.work_id, node=self._node, attempt=a.attempt, pid=pid))
+        assert isinstance(claim, WorkStarted)
         try:
-            [published, *_] = await self._publisher.publish_many(events)
+            claimed = await claim_start(self._publisher, claim, a, attempt.assigned_seq, self._recheck)
         except BusError as exc:  # the job runs on; its end is recorded and published later (unfenced)
             log.warning("worker: WORK_STARTED of %s attempt %d not published: %s", a.work_id, a.attempt, exc)
-            return
-        await self._book.put(msgspec.structs.replace(record, started_seq=published.seq))
+            return None
+        if isinstance(claimed, Unclaimed):
+            return claimed
+        await self._book.put(msgspec.structs.replace(record, started_seq=claimed))
+        if item.work_type == "training":
+            await self._training_started(item)
+        return None
+
+    async def _training_started(self, item: WorkAdded) -> None:
+        batches = item.params.get("input_batches")
+        event = TrainingStarted(
+            work_id=item.work_id, node=self._node, board_type=item.board_type, num_players=item.num_players,
+            input_batches=str(batches).split(",") if batches else [],
+            parent_model=str(item.params["parent_model"]) if item.params.get("parent_model") else None)
+        try:
+            await self._publisher.publish(event)
+        except BusError as exc:  # a progress report of the training, not part of the attempt's fence
+            log.warning("worker: TRAINING_STARTED of %s not published: %s", item.work_id, exc)
+
+    async def _abandon(self, attempt: Attempt, job: Job, unclaimed: Unclaimed) -> list[Event]:
+        """Stop a job whose attempt may not run: it ran milliseconds, and for the log it never started."""
+        key = attempt.key
+        log.warning("worker: %s attempt %d not started, its job (pid %d) stopped: %s",
+                    key.work_id, key.attempt, job.pid, unclaimed.reason)
+        job.request_stop(f"not started: {unclaimed.reason}", grace_s=0.0)
+        await job.run()
+        return [handed_back(key, self._node, unclaimed.reason)] if unclaimed.hand_back else []
 
     async def _publish_progress(self, attempt: Attempt) -> None:
         # The first progress goes out at once, then at most one per interval: always the latest.

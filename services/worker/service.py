@@ -21,8 +21,8 @@ from config.nodedirs import node_dirs
 from config.settings import RrConfig
 from eventbus.consumer import ConsumerSpec, Delivery, EventConsumer
 from eventbus.errors import BusError, InvalidEvent
-from eventbus.events import Event, LeaderElected, LeaderLost, WorkAssigned, WorkCancelled, utcnow
-from eventbus.history import Record, replay
+from eventbus.events import Event, LeaderElected, LeaderLost, WorkAssigned, WorkCancelled, WorkStarted, utcnow
+from eventbus.history import Record, aggregate_events, replay
 from eventbus.integrity import decode_on
 from eventbus.subjects import EVENTS_ROOT, aggregate_filter, token, type_filter
 from projections.fencing import EpochFence
@@ -32,7 +32,7 @@ from services.agent.jobs import jobs_file_for
 from services.worker import protocol
 from services.worker.candidates import CandidateFetcher
 from services.worker.gpuidle import GpuIdleWatch, gpu_stuck_reason
-from services.worker.protocol import AttemptKey, ItemView, Refuse, Start
+from services.worker.protocol import AttemptKey, Claim, Claimed, Ignore, ItemView, Refuse, Start
 from services.worker.records import JobRecord, RecordBook
 from services.worker.recovery import recover_record
 from services.worker.results import attempt_failed
@@ -89,7 +89,8 @@ class Worker:
         self.runner = AttemptRunner(
             publisher=ctx.publisher, node=self._node, settings=self._settings, paths=paths, book=self._book,
             env=child_env(env), python=self._settings.python or sys.executable, slots=slots,
-            running_pgids=self._running_pgids, stopping=ctx.stopping, on_job_end=ctx.observed.jobs.record,
+            running_pgids=self._running_pgids, stopping=ctx.stopping, recheck=self._recheck_start,
+            on_job_end=ctx.observed.jobs.record,
             candidates=CandidateFetcher(ctx.bus, ctx.config.distribution.bucket, paths.worker_dir / "candidates",
                                         wait_s=self._settings.candidate_wait_s),
         )
@@ -139,6 +140,12 @@ class Worker:
         await replay(self._ctx.bus, keep, subject=aggregate_filter("work", work_id))
         return protocol.item_view(work_id, events)
 
+    async def _recheck_start(self, started: WorkStarted, assignment: WorkAssigned) -> Claim | Claimed | Ignore:
+        """Judge a WORK_STARTED the fence refused, on the item's whole history as it is now (services/worker/claim.py)."""
+        history = await aggregate_events(self._ctx.bus, WorkStarted.aggregate, assignment.work_id)
+        held = {*self._attempts, *self._book.keys()}
+        return protocol.recheck_start(started, assignment, history, held, utcnow())
+
     async def _on_election(self, event: LeaderElected | LeaderLost, delivery: Delivery) -> None:
         self._fence.judge_and_learn(event)
 
@@ -157,7 +164,7 @@ class Worker:
         held = {*self._attempts, *self._book.keys()}
         decision = protocol.decide_assignment(event, self._node, admitted, view, held, utcnow())
         if isinstance(decision, Start):
-            await self._launch(Attempt(decision.assignment, decision.item))
+            await self._launch(Attempt(decision.assignment, decision.item, assigned_seq=delivery.stream_seq))
         elif isinstance(decision, Refuse):
             key = AttemptKey(event.work_id, event.attempt)
             await self.runner.finish(key, [attempt_failed(key, self._node, decision.reason)])
