@@ -14,6 +14,7 @@ import pytest
 from eventbus.connection import Bus
 from eventbus.natsserver import NatsCluster, NatsServer, ServerSpec, free_port
 from tests.bus_harness import provisioned_bus
+from tests.fleet_harness import shared_fleet  # noqa: F401 (registered here once: a session fixture imported per module runs per module)
 from tests.helpers import TEST_STORE_LIMIT
 from tests.helpers import eventually as _eventually
 
@@ -152,8 +153,17 @@ def _tier_of(item: pytest.Item) -> str:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark each test with its tier, so `-m pure`, `-m "not cluster and not fleet"` ... select by tier."""
+    """Mark each test with its tier, so `-m pure`, `-m "not cluster and not fleet"` ... select by tier; the fleet's users last."""
     for item in items:
         tier = _tier_of(item)
         if not item.get_closest_marker(tier):
             item.add_marker(getattr(pytest.mark, tier))
+    items.sort(key=_fleet_order)  # stable: every other test keeps its place
+
+
+def _fleet_order(item: pytest.Item) -> int:
+    """Where a test goes: the session's fleet (a session fixture) is torn down only when the session ends, so its
+    users run last, with nothing after them to slow; those marked `fleet_faults` after those that need it pristine."""
+    if "shared_fleet" not in getattr(item, "fixturenames", ()):
+        return 0
+    return 2 if item.get_closest_marker("fleet_faults") else 1

@@ -7,6 +7,7 @@ import secrets
 import string
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,11 @@ from eventbus.events import Event, decode
 from ops.fleet.plan import FleetPlan
 from ops.fleet.ready import operator_env
 from ops.fleet.state import load
+from servicekit.looplag import BLOCK_ENV
+
+# The shared fleet: `up` waits this long for readiness; SIGUSR2 blocks a service's loop this long (servicekit/looplag.py).
+UP_TIMEOUT_S = 420
+BLOCK_S = 30
 
 
 def namespaces_unavailable() -> str | None:
@@ -105,3 +111,23 @@ def leftovers(run_id: str, root: Path) -> list[str]:
             if f"{root}/hosts/".encode() in environ or f"rr{run_id}-" in cmdline:
                 out.append(f"pid {proc.name}: {cmdline[:120]}")
     return out
+
+
+@pytest.fixture(scope="session")
+def shared_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetLog]:
+    """The session's one fleet: 3 NATS hosts and 3 worker hosts (w-3 behind NAT), the services' loop blocker armed.
+
+    Bringing a fleet up costs minutes of the 2-core CI machine, so the fleet tests and the chaos smoke share
+    this one. tests/conftest.py runs its users last (it is torn down when the session ends), and those marked
+    `fleet_faults` (which leave a fault's aftermath in the log) after the tests that need the fleet pristine.
+    """
+    skip_without_namespaces()
+    root = tmp_path_factory.mktemp("fleet")
+    try:
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv(BLOCK_ENV, str(BLOCK_S))
+            fleet_cmd(root, "up", "--workers", "3", "--nat", "1", "--run-id", new_run_id(), "--timeout", str(UP_TIMEOUT_S),
+                      timeout=UP_TIMEOUT_S + 60)
+        yield FleetLog(plan_of(root))
+    finally:
+        fleet_cmd(root, "down", check=False, timeout=120)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import threading
 from collections.abc import Iterator
@@ -50,12 +51,21 @@ class Receiver:
         return [s for s in self.spans if s.trace_id.hex() == trace_id]
 
 
-@pytest.fixture(name="receiver")
-def receiver_fixture() -> Iterator[Receiver]:
-    """A running receiver, stopped after the test."""
+@contextlib.contextmanager
+def running_receiver() -> Iterator[Receiver]:
+    """A receiver serving on its own thread until the block ends."""
     running = Receiver()
     thread = threading.Thread(target=running.server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
     thread.start()
-    yield running
-    running.server.shutdown()
-    running.server.server_close()
+    try:
+        yield running
+    finally:
+        running.server.shutdown()
+        running.server.server_close()
+
+
+@pytest.fixture(name="receiver")
+def receiver_fixture() -> Iterator[Receiver]:
+    """A running receiver, stopped after the test."""
+    with running_receiver() as running:
+        yield running

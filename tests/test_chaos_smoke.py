@@ -1,8 +1,11 @@
 """A fixed-seed chaos mix on a real fleet (about 90 s of faults): `python -m ops.chaos` must find no violation.
 
 Marked `fleet` (root, iproute2); skipped in one line where network namespaces cannot be made.
-The schedule is seed 17's over every fault kind (ops/chaos/schedule.py); a failure prints the
-summary, whose `schedule` replays it: `python -m ops.chaos --seed 17 --schedule FILE`.
+The mix runs on the session's fleet (`shared_fleet`, tests/fleet_harness.py, given with `--root`)
+after the fleet tests that need it pristine (`fleet_faults`: tests/conftest.py orders them), so the
+checker judges their history too, from sequence 1. The schedule is seed 17's over every fault kind
+(ops/chaos/schedule.py) on the fleet's hosts; a failure prints the summary, whose `schedule`
+replays it: `python -m ops.chaos --seed 17 --schedule FILE`.
 """
 
 from __future__ import annotations
@@ -15,17 +18,17 @@ from pathlib import Path
 import pytest
 
 from ops.chaos.schedule import KINDS
-from tests.fleet_harness import skip_without_namespaces
+from tests.fleet_harness import FleetLog
 
-pytestmark = [pytest.mark.fleet, pytest.mark.timeout(1500)]
+pytestmark = [pytest.mark.fleet, pytest.mark.fleet_faults, pytest.mark.timeout(1500)]
 
 SEED, DURATION_S = 17, 90
 
 
-def test_a_fixed_seed_fault_mix_leaves_a_clean_history(tmp_path: Path) -> None:
-    skip_without_namespaces()
+def test_a_fixed_seed_fault_mix_leaves_a_clean_history(shared_fleet: FleetLog, tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "ops.chaos", "--seed", str(SEED), "--duration", str(DURATION_S), "--json",
-                           "--shrink-runs", "0", "--out", str(tmp_path / "report")], capture_output=True, text=True, timeout=1400, check=False)
+                           "--root", shared_fleet.plan.root, "--shrink-runs", "0", "--out", str(tmp_path / "report")],
+                          capture_output=True, text=True, timeout=1400, check=False)
     assert done.stdout.strip(), f"no summary (exit {done.returncode}): {done.stderr[-3000:]}"
     summary = json.loads(done.stdout)
     # Every failure message carries the run's figures (all but the schedule, which is in the report directory).

@@ -1,8 +1,9 @@
 """The whole loop on a real fleet: hosts as network namespaces, 3 clustered NATS servers, one worker host behind NAT.
 
 Marked `fleet` (`pytest -m fleet`); needs root and iproute2, and skips in one line where network
-namespaces cannot be created. One fleet serves the module's tests in order; the last test runs
-its own fleet.
+namespaces cannot be created. The session's one fleet (`shared_fleet`, tests/fleet_harness.py)
+serves the module's tests in order, before the chaos smoke runs its faults on it; the last test
+runs its own fleet, before the shared one is up (tests/conftest.py runs the shared fleet's users last).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +45,9 @@ from ops.fleet.ready import missing_services, operator_env
 from ops.fleet.state import Process, load
 from projections import work as work_projection
 from projections.work import WorkState, WorkStatus
-from servicekit.looplag import BLOCK_ENV
-from tests.fleet_harness import FleetLog, fleet_cmd, leftovers, new_run_id, plan_of, skip_without_namespaces
+from tests.fleet_harness import BLOCK_S, FleetLog, fleet_cmd, leftovers, new_run_id, skip_without_namespaces
 
 pytestmark = [pytest.mark.fleet, pytest.mark.timeout(900)]
-
-UP_TIMEOUT_S = 420
-BLOCK_S = 30
 
 
 def poll(log: FleetLog, predicate: Callable[[], Any], timeout: float, message: str) -> Any:
@@ -66,19 +63,10 @@ def poll(log: FleetLog, predicate: Callable[[], Any], timeout: float, message: s
         time.sleep(1.0)  # pacing between reads of the log, not a wait for a condition
 
 
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetLog]:
-    skip_without_namespaces()
-    root = tmp_path_factory.mktemp("fleet")
-    try:
-        # The services get the opt-in loop blocker (SIGUSR2 blocks a loop for BLOCK_S; servicekit/looplag.py).
-        with pytest.MonkeyPatch.context() as env:
-            env.setenv(BLOCK_ENV, str(BLOCK_S))
-            fleet_cmd(root, "up", "--workers", "3", "--nat", "1", "--run-id", new_run_id(), "--timeout", str(UP_TIMEOUT_S),
-                      timeout=UP_TIMEOUT_S + 60)
-        yield FleetLog(plan_of(root))
-    finally:
-        fleet_cmd(root, "down", check=False, timeout=120)
+@pytest.fixture
+def fleet(shared_fleet: FleetLog) -> FleetLog:
+    """The session's fleet (tests/fleet_harness.py), pristine for these tests: the chaos smoke runs after them."""
+    return shared_fleet
 
 
 def sha256_of(path: Path) -> str:

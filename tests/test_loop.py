@@ -3,96 +3,86 @@
 A fresh data dir and a tiny configuration: the populator queues selfplay, the pipeline trains
 once enough samples exist, evaluates the candidate against random play and promotes it past the
 gate, and the distributor installs it under the seeds' names. Nothing is faked on the way.
+
+That run takes a minute of a 2-core machine, so it happens once, traced to a real OTLP/HTTP
+receiver and scraped on /metrics: one test asserts the loop on its log and files, the other
+that the training item is one trace through its evaluation and promotion.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
-import signal
-import socket
-import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from eventbus.connection import Bus, connect
+from eventbus import events as ev
 from eventbus.events import EvaluationComplete, Event, ModelDistributed, ModelPromoted, WorkCompleted
-from eventbus.history import events
 from services.distributor.layout import canonical_path
+from tests.helpers import eventually
+from tests.otlp_harness import Receiver, running_receiver
+from tests.test_metrics_live import Samples, scrape
+from tests.up_harness import Up, rr_up
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-
+# The loop's fastest configuration: selfplay, training, the gate and a promotion; every process exports its spans.
 TINY = """\
+streams: {{events_max_gib: 1}}  # rr up reserves the streams on the disk: tests need little
 scheduler:
   populator_games: 10
   backlog_per_node: 1
-  curriculum: {square8_2p: 1.0, hex8_2p: 0.0}
+  curriculum: {{square8_2p: 1.0, hex8_2p: 0.0}}
 pipeline:
   min_new_samples: 500
   evaluation_games: 10
+telemetry: {{exporter: otlp, endpoint: "{endpoint}", metrics: false}}
 """
+RUN_TIMEOUT_S = 480  # bring-up, the loop (420 s at most) and the stop, paid by the module's first test
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+@dataclass(frozen=True)
+class LoopRun:
+    """One `rr up` run through a promoted and distributed model, stopped cleanly (exit 0, spans flushed)."""
+
+    log: list[Event]
+    samples: Samples  # /metrics once the distribution was counted
+    data: Path
+    receiver: Receiver
 
 
-async def _log(bus: Bus) -> list[Event]:
-    return [e async for _seq, e in events(bus) if isinstance(e, Event)]
+async def _counted(up: Up) -> Samples | None:
+    samples = await scrape(up.api)
+    return samples if samples.get(("rr_model_distributions_total", ()), 0) >= 1 else None
 
 
-async def _until(bus: Bus, done, timeout: float) -> list[Event]:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        log = await _log(bus)
-        if done(log):
-            return log
-        if asyncio.get_running_loop().time() > deadline:
-            kinds = sorted({e.type_name() for e in log})
-            raise AssertionError(f"not within {timeout:g} s; {len(log)} events of types {kinds}")
-        await asyncio.sleep(1.0)
+async def _run(tmp: Path, receiver: Receiver) -> LoopRun:
+    config = tmp / "rr.yaml"
+    config.write_text(TINY.format(endpoint=receiver.url))
+    # rr_up stops rr up with SIGINT at the end of the block and fails unless it exits 0.
+    async with rr_up(tmp / "data", config, "solo") as up:
+        async def distributed() -> list[Event] | None:
+            log = [e for _, e in await up.log()]
+            promoted = {e.model_id for e in log if isinstance(e, ModelPromoted)}
+            return log if any(isinstance(e, ModelDistributed) and e.model_id in promoted for e in log) else None
+
+        log = await eventually(distributed, timeout=420, interval=1.0, message="a model promoted and distributed")
+        # The promotion and the distribution move their metric families too.
+        samples = await eventually(lambda: _counted(up), timeout=30, interval=0.5, message="/metrics counts them")
+    return LoopRun(log=log, samples=samples, data=up.data, receiver=receiver)
 
 
-@pytest.mark.timeout(420)
-async def test_rr_up_runs_selfplay_training_evaluation_promotion_and_distribution_by_itself(tmp_path: Path) -> None:
-    config, data = tmp_path / "rr.yaml", tmp_path / "data"
-    config.write_text(TINY)
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RR_")}
-    env.update(PYTHONPATH=str(PROJECT_ROOT), RR_NODE_ID="solo")
-    up = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cli.main", "up", "--grace", "5", "--nats-port", str(port), "--data-dir", str(data),
-        "--api-port", str(_free_port()), "--config", str(config),
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-        env=env, cwd=tmp_path,
-    )
-    try:
-        bus = None
-        for _ in range(100):  # the embedded server takes a moment to listen
-            try:
-                bus = await connect(f"nats://127.0.0.1:{port}", node_id="observer", initial_attempts=1)
-                break
-            except Exception:
-                await asyncio.sleep(0.3)
-        assert bus is not None, "rr up's nats-server never answered"
-        try:
-            def distributed(log: list[Event]) -> bool:
-                promoted = {e.model_id for e in log if isinstance(e, ModelPromoted)}
-                return any(isinstance(e, ModelDistributed) and e.model_id in promoted for e in log)
+@pytest.fixture(scope="module")
+def loop_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopRun]:
+    """The module's one traced `rr up` run, finished before its first test."""
+    with running_receiver() as receiver:
+        yield asyncio.run(_run(tmp_path_factory.mktemp("loop"), receiver))
 
-            log = await _until(bus, distributed, timeout=360)
-        finally:
-            await bus.close()
-    finally:
-        if up.returncode is None:
-            up.send_signal(signal.SIGINT)
-        _out, err = await asyncio.wait_for(up.communicate(), 60)
-    assert up.returncode == 0, err.decode()[-2000:]
 
+@pytest.mark.timeout(RUN_TIMEOUT_S)
+def test_rr_up_runs_selfplay_training_evaluation_promotion_and_distribution_by_itself(loop_run: LoopRun) -> None:
+    log, data = loop_run.log, loop_run.data
     promoted = next(e for e in log if isinstance(e, ModelPromoted))
     assert (promoted.board_type, promoted.num_players, promoted.generation) == ("square8", 2, 1)
     assert promoted.epoch is not None  # a leader's decision, fenced
@@ -105,3 +95,36 @@ async def test_rr_up_runs_selfplay_training_evaluation_promotion_and_distributio
     installed = canonical_path(data / "models", "square8", 2)
     assert hashlib.sha256(installed.read_bytes()).hexdigest() == promoted.sha256
     assert (data / "models" / "ringrift_best_square8_2p.pth").resolve() == installed.resolve()
+
+
+def _trace_id(event: ev.Event) -> str | None:
+    return event.trace.split("-")[1] if event.trace else None
+
+
+@pytest.mark.timeout(RUN_TIMEOUT_S)
+def test_a_training_item_the_pipeline_adds_is_one_trace_through_its_evaluation_and_promotion(loop_run: LoopRun) -> None:
+    log, samples, receiver = loop_run.log, loop_run.samples, loop_run.receiver
+    assert samples[("rr_model_promotions_total", (("config", "square8_2p"),))] >= 1
+    assert samples[("rr_model_distributions_total", ())] >= 1
+    promotion = next(e for e in log if isinstance(e, ev.ModelPromoted))
+    trace_id = _trace_id(promotion)
+    added = {e.work_id: e for e in log if isinstance(e, ev.WorkAdded)}
+    training = next(a for a in added.values() if a.work_type == "training" and _trace_id(a) == trace_id)
+    evaluations = [a for a in added.values() if a.work_type == "evaluation" and _trace_id(a) == trace_id]
+    assert evaluations, "the candidate's evaluation continues the training item's trace"
+    items = {training.work_id, *(a.work_id for a in evaluations)}
+    traced = [e for e in log if getattr(e, "work_id", None) in items]
+    assert {_trace_id(e) for e in traced} == {trace_id}
+    assert {"TRAINING_COMPLETE", "EVALUATION_COMPLETE", "WORK_ASSIGNED", "WORK_COMPLETED"} <= {e.type_name() for e in traced}
+    # A selfplay item the populator added is a trace of its own, rooted in the leader, with its domain result.
+    selfplay = next(a for a in added.values() if a.work_type == "selfplay" and a.trace)
+    reports = [e for e in log if getattr(e, "work_id", None) == selfplay.work_id]
+    assert "SELFPLAY_COMPLETE" in {e.type_name() for e in reports} and {_trace_id(e) for e in reports} == {_trace_id(selfplay)}
+    (selfplay_root,) = [s for s in receiver.trace(_trace_id(selfplay) or "") if s.parent_span_id == b""]
+    assert (selfplay_root.name, receiver.services[selfplay_root.span_id]) == ("work add", "rr-leader")
+    spans = receiver.trace(trace_id)
+    (root,) = [s for s in spans if s.parent_span_id == b""]
+    assert (root.name, receiver.services[root.span_id], root.span_id.hex()) == ("work add", "rr-leader", training.trace.split("-")[2])
+    names = {(receiver.services[s.span_id], s.name) for s in spans}
+    assert {("rr-worker", "job training"), ("rr-worker", "job evaluation"), ("rr-leader", "decide MODEL_PROMOTED")} <= names, names
+    assert {s.parent_span_id for s in spans} - {b""} <= {s.span_id for s in spans}, "every span's parent is in the trace"

@@ -1,7 +1,7 @@
 """GET /metrics scraped from a running `rr up`: every family the issue lists is there, and each moves when work runs.
 
-Promotions and distributions move only once the pipeline promotes a model: the pipeline's trace
-test (tests/test_trace_production.py) scrapes them on its way out.
+Promotions and distributions move only once the pipeline promotes a model: the loop's run
+(tests/test_loop.py) scrapes them on its way out.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """One trace per work item in production: `rr up`'s processes and `rr work add` export to a real OTLP/HTTP receiver.
 
 The span that appends WORK_ADDED is the root wherever the item comes from (here the CLI); the
-scheduler's assignment, the worker's job and the reports continue it in their own processes.
+scheduler's assignment, the worker's job and the reports continue it in their own processes. A
+training item the pipeline adds is one trace through its evaluation and promotion: tests/test_loop.py
+asserts that on the loop's run, which it makes once for both.
 """
 
 from __future__ import annotations
@@ -19,8 +21,7 @@ from tests.otlp_harness import (
     Receiver,
     receiver_fixture,  # noqa: F401 (the `receiver` fixture)
 )
-from tests.test_metrics_live import Samples, scrape
-from tests.up_harness import PROJECT_ROOT, Up, rr_up
+from tests.up_harness import PROJECT_ROOT, rr_up
 
 NODE = "lap-t"
 # Jobs that report progress a few times and exit 0; nothing queued or trained but what the test adds.
@@ -70,63 +71,4 @@ async def test_an_item_added_by_the_cli_is_one_trace_from_work_added_to_its_comp
     assert (root.name, root.span_id.hex(), receiver.services[root.span_id]) == ("work add", root_id, "rr-cli")
     names = {(receiver.services[s.span_id], s.name) for s in spans}
     assert {("rr-leader", "decide WORK_ASSIGNED"), ("rr-worker", "process WORK_ASSIGNED"), ("rr-worker", "job selfplay")} <= names
-    assert {s.parent_span_id for s in spans} - {b""} <= {s.span_id for s in spans}, "every span's parent is in the trace"
-
-
-# The loop's fastest configuration (tests/test_loop.py): selfplay, training, the gate and a promotion.
-PIPELINE = """
-streams: {{events_max_gib: 1}}  # rr up reserves the streams on the disk: tests need little
-scheduler: {{populator_games: 10, backlog_per_node: 1, curriculum: {{square8_2p: 1.0, hex8_2p: 0.0}}}}
-pipeline: {{min_new_samples: 500, evaluation_games: 10}}
-telemetry: {{exporter: otlp, endpoint: "{endpoint}", metrics: false}}
-"""
-
-
-async def _counted(up: Up) -> Samples | None:
-    samples = await scrape(up.api)
-    return samples if samples.get(("rr_model_distributions_total", ()), 0) >= 1 else None
-
-
-def _trace_id(event: ev.Event) -> str | None:
-    return event.trace.split("-")[1] if event.trace else None
-
-
-@pytest.mark.timeout(480)
-async def test_a_training_item_the_pipeline_adds_is_one_trace_through_its_evaluation_and_promotion(
-    receiver: Receiver, tmp_path: Path,
-) -> None:
-    config = tmp_path / "rr.yaml"
-    config.write_text(PIPELINE.format(endpoint=receiver.url))
-    async with rr_up(tmp_path / "data", config, NODE) as up:
-        async def distributed() -> list[ev.Event] | None:
-            log = [e for _, e in await up.log()]
-            promoted = {e.model_id for e in log if isinstance(e, ev.ModelPromoted)}
-            return log if any(isinstance(e, ev.ModelDistributed) and e.model_id in promoted for e in log) else None
-
-        log = await eventually(distributed, timeout=420, interval=1.0, message="a model promoted and distributed")
-        # The promotion and the distribution move their metric families too.
-        samples = await eventually(lambda: _counted(up), timeout=30, interval=0.5, message="/metrics counts them")
-    assert samples[("rr_model_promotions_total", (("config", "square8_2p"),))] >= 1
-    assert samples[("rr_model_distributions_total", ())] >= 1
-    promotion = next(e for e in log if isinstance(e, ev.ModelPromoted))
-    trace_id = _trace_id(promotion)
-    added = {e.work_id: e for e in log if isinstance(e, ev.WorkAdded)}
-    training = next(a for a in added.values() if a.work_type == "training" and _trace_id(a) == trace_id)
-    evaluations = [a for a in added.values() if a.work_type == "evaluation" and _trace_id(a) == trace_id]
-    assert evaluations, "the candidate's evaluation continues the training item's trace"
-    items = {training.work_id, *(a.work_id for a in evaluations)}
-    traced = [e for e in log if getattr(e, "work_id", None) in items]
-    assert {_trace_id(e) for e in traced} == {trace_id}
-    assert {"TRAINING_COMPLETE", "EVALUATION_COMPLETE", "WORK_ASSIGNED", "WORK_COMPLETED"} <= {e.type_name() for e in traced}
-    # A selfplay item the populator added is a trace of its own, rooted in the leader, with its domain result.
-    selfplay = next(a for a in added.values() if a.work_type == "selfplay" and a.trace)
-    reports = [e for e in log if getattr(e, "work_id", None) == selfplay.work_id]
-    assert "SELFPLAY_COMPLETE" in {e.type_name() for e in reports} and {_trace_id(e) for e in reports} == {_trace_id(selfplay)}
-    (selfplay_root,) = [s for s in receiver.trace(_trace_id(selfplay) or "") if s.parent_span_id == b""]
-    assert (selfplay_root.name, receiver.services[selfplay_root.span_id]) == ("work add", "rr-leader")
-    spans = receiver.trace(trace_id)
-    (root,) = [s for s in spans if s.parent_span_id == b""]
-    assert (root.name, receiver.services[root.span_id], root.span_id.hex()) == ("work add", "rr-leader", training.trace.split("-")[2])
-    names = {(receiver.services[s.span_id], s.name) for s in spans}
-    assert {("rr-worker", "job training"), ("rr-worker", "job evaluation"), ("rr-leader", "decide MODEL_PROMOTED")} <= names, names
     assert {s.parent_span_id for s in spans} - {b""} <= {s.span_id for s in spans}, "every span's parent is in the trace"
