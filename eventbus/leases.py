@@ -18,7 +18,6 @@ import base64
 import datetime as dt
 import logging
 from collections.abc import Callable
-from typing import Literal
 
 import msgspec
 import nats.errors
@@ -28,6 +27,9 @@ from nats.js.api import DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
 
 from eventbus.connection import Bus
 from eventbus.errors import BusError, BusUnavailable, ConcurrencyConflict
+from eventbus.leaserecord import LeaseRecord, LeaseState, LeaseValue, encode_value, parse_headers, record_from
+
+__all__ = ["LeaseBucket", "LeaseRecord", "LeaseState", "LeaseValue", "parse_headers", "record_from"]
 
 log = logging.getLogger(__name__)
 
@@ -35,76 +37,6 @@ DEFAULT_BUCKET = "rr_leases"
 MARKER_TTL_S = 1.0  # how long an expiry marker stays; watchers see a lease expire through it
 WRONG_LAST_SEQUENCE = (10071, 10164)
 NO_MESSAGE_FOUND = 10037
-
-LeaseState = Literal["held", "absent", "deleted", "expired", "purged", "unreadable"]
-
-
-class LeaseValue(msgspec.Struct, frozen=True, kw_only=True):
-    """What a lease key holds: who leads, since when, and the term's epoch."""
-
-    node: str
-    incarnation: str  # random per process: a restarted node with the same id is another holder
-    epoch: int = 0  # revision of the write that acquired the lease; 0 on that write itself
-    ttl_s: int
-    acquired_at: dt.datetime
-    loops: dict[str, str] = {}  # the leader's loops: name -> "running", or why not (set by renewals)
-
-
-class LeaseRecord(msgspec.Struct, frozen=True, kw_only=True):
-    """A role's lease key as last seen: its revision and holder, or why it is free."""
-
-    role: str
-    revision: int  # stream sequence of the key's last message; 0 when the key has none
-    state: LeaseState
-    holder: LeaseValue | None = None  # set only when state is "held"
-    written_at: dt.datetime | None = None
-
-    @property
-    def free(self) -> bool:
-        """Whether anyone may acquire the lease now."""
-        return self.holder is None
-
-    @property
-    def epoch(self) -> int | None:
-        """The holder's fencing epoch (the revision that acquired it); None when free."""
-        if self.holder is None:
-            return None
-        return self.holder.epoch or self.revision
-
-
-_value_encoder = msgspec.json.Encoder()
-_value_decoder = msgspec.json.Decoder(LeaseValue)
-
-
-def record_from(
-    role: str, revision: int, headers: dict[str, str] | None, data: bytes, written_at: dt.datetime | None
-) -> LeaseRecord:
-    """The lease record one stored message stands for."""
-    headers = headers or {}
-    operation = headers.get("KV-Operation")
-    marker = headers.get("Nats-Marker-Reason")
-    if operation == "DEL" or marker == "Remove":
-        return LeaseRecord(role=role, revision=revision, state="deleted", written_at=written_at)
-    if operation == "PURGE" or marker == "Purge":
-        return LeaseRecord(role=role, revision=revision, state="purged", written_at=written_at)
-    if marker is not None:  # MaxAge: the holder's TTL ran out
-        return LeaseRecord(role=role, revision=revision, state="expired", written_at=written_at)
-    try:
-        holder = _value_decoder.decode(data)
-    except msgspec.DecodeError:
-        # Not ours to honour; the compare-and-set still guards whoever takes it.
-        return LeaseRecord(role=role, revision=revision, state="unreadable", written_at=written_at)
-    return LeaseRecord(role=role, revision=revision, state="held", holder=holder, written_at=written_at)
-
-
-def parse_headers(raw: bytes) -> dict[str, str]:
-    """Headers of a stored message in NATS wire form ("NATS/1.0\\r\\nKey: value\\r\\n...")."""
-    headers: dict[str, str] = {}
-    for line in raw.decode(errors="replace").split("\r\n")[1:]:
-        key, sep, value = line.partition(":")
-        if sep:
-            headers[key.strip()] = value.strip()
-    return headers
 
 
 class _ApiError(msgspec.Struct):
@@ -235,7 +167,7 @@ class LeaseBucket:
 
     async def _write(self, role: str, value: LeaseValue, expect: int, timeout: float) -> int:
         headers = {"Nats-Expected-Last-Subject-Sequence": str(expect), "Nats-TTL": f"{value.ttl_s}s"}
-        reply = await self._request(self.subject(role), _value_encoder.encode(value), headers, timeout)
+        reply = await self._request(self.subject(role), encode_value(value), headers, timeout)
         return self._check_ack(role, reply, expect)
 
     def _check_ack(self, role: str, reply: bytes, expect: int) -> int:

@@ -65,7 +65,7 @@ async def last_elected(bus: Bus, role: str) -> LeaderElected | None:
     await replay(bus, records.append, subject=subject, start_seq=start)
     for record in reversed(records):
         try:
-            event = decode_on(record.subject, record.data)
+            event = decode_on(record.subject, record.data, record.headers)
         except InvalidEvent:
             continue  # unreadable, or its body disagrees with its subject: not an election to believe
         if isinstance(event, LeaderElected):

@@ -403,7 +403,7 @@ def loop_summary(health: LoopHealth) -> str:
 
 def _election_in(record: Record) -> LeaderElected | None:
     try:
-        event = decode_on(record.subject, record.data)
+        event = decode_on(record.subject, record.data, record.headers)
     except InvalidEvent:
         return None  # not a believable election; the fence sequence is still this record's
     return event if isinstance(event, LeaderElected) else None
