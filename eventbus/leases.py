@@ -27,7 +27,7 @@ from nats.js.api import DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
 
 from eventbus.connection import Bus
 from eventbus.errors import BusError, BusUnavailable, ConcurrencyConflict
-from eventbus.leaserecord import LeaseRecord, LeaseState, LeaseValue, encode_value, parse_headers, record_from
+from eventbus.leaserecord import DEDUPE_WINDOW_S, LeaseRecord, LeaseState, LeaseValue, encode_value, parse_headers, record_from
 
 __all__ = ["LeaseBucket", "LeaseRecord", "LeaseState", "LeaseValue", "parse_headers", "record_from"]
 
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BUCKET = "rr_leases"
 MARKER_TTL_S = 1.0  # how long an expiry marker stays; watchers see a lease expire through it
+UPDATE_TIMEOUT_S = 2.0  # a user denied the update gets no answer at all: do not wait long for one
 WRONG_LAST_SEQUENCE = (10071, 10164)
 NO_MESSAGE_FOUND = 10037
 
@@ -77,6 +78,7 @@ class LeaseBucket:
         self.stream = f"KV_{name}"
         self._replicas = replicas
         self._storage = StorageType.FILE if storage == "file" else StorageType.MEMORY
+        self.duplicate_window_s = DEDUPE_WINDOW_S  # as the server has it, once `ensure` has looked
 
     def subject(self, role: str) -> str:
         """The subject a role's lease key is written on."""
@@ -93,13 +95,14 @@ class LeaseBucket:
             allow_direct=True,
             allow_rollup_hdrs=True,
             deny_delete=True,
+            duplicate_window=DEDUPE_WINDOW_S,
             discard=DiscardPolicy.NEW,
             num_replicas=self._replicas,
             storage=self._storage,
         )
 
     async def ensure(self) -> None:
-        """Create the bucket if it does not exist (idempotent, safe to race)."""
+        """Create the bucket if it does not exist (idempotent, safe to race), and shorten its dedupe window where allowed."""
         try:
             info = await self._bus.js.stream_info(self.stream)
         except nats.js.errors.NotFoundError:
@@ -107,7 +110,8 @@ class LeaseBucket:
                 await self._bus.js.add_stream(self._config())
                 log.info("lease bucket %s created (R%d)", self.name, self._replicas)
             except nats.js.errors.BadRequestError:
-                await self._bus.js.stream_info(self.stream)  # someone else created it first
+                info = await self._bus.js.stream_info(self.stream)  # someone else created it first
+                self.duplicate_window_s = float(info.config.duplicate_window or 0)
             except _UNREACHABLE as exc:
                 raise BusUnavailable(f"JetStream did not answer creating lease bucket {self.name}: {exc}") from None
             return
@@ -116,6 +120,34 @@ class LeaseBucket:
         if info.config.num_replicas != self._replicas:
             log.warning("lease bucket %s has %s replicas, config asks for %d; left as it is",
                         self.name, info.config.num_replicas, self._replicas)
+        self.duplicate_window_s = float(info.config.duplicate_window or 0)
+        if self.duplicate_window_s > DEDUPE_WINDOW_S:
+            await self._shorten(info.config)
+
+    async def shorten_window(self) -> str:
+        """Give an existing bucket the short dedupe window (`rr streams init`): updated, unchanged or missing."""
+        try:
+            info = await self._bus.js.stream_info(self.stream)
+        except nats.js.errors.NotFoundError:
+            return "missing"
+        except _UNREACHABLE as exc:
+            raise BusUnavailable(f"JetStream did not answer about lease bucket {self.name}: {exc}") from None
+        if float(info.config.duplicate_window or 0) <= DEDUPE_WINDOW_S:
+            return "unchanged"
+        return "updated" if await self._shorten(info.config) else "unchanged"
+
+    async def _shorten(self, config: StreamConfig) -> bool:
+        # Created before the window was set (2 minutes by default). Coordinators may not update the
+        # bucket (services/auth/permissions.py): admin's `rr streams init` does it there.
+        try:
+            await asyncio.wait_for(self._bus.js.update_stream(config, duplicate_window=DEDUPE_WINDOW_S), UPDATE_TIMEOUT_S)
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
+            log.warning("lease bucket %s keeps its %.1f s dedupe window (%s): run `rr streams init` with the admin "
+                        "credentials to shorten it", self.name, self.duplicate_window_s, exc or type(exc).__name__)
+            return False
+        log.info("lease bucket %s: dedupe window %.1f s -> %.1f s", self.name, self.duplicate_window_s, DEDUPE_WINDOW_S)
+        self.duplicate_window_s = DEDUPE_WINDOW_S
+        return True
 
     async def exists(self) -> bool:
         """Whether the bucket was ever created."""
@@ -152,21 +184,27 @@ class LeaseBucket:
             raise BusUnavailable(f"JetStream did not answer listing leases: {exc}") from None
         return sorted(s[len(prefix):] for s in (info.state.subjects or {}))
 
-    async def acquire(self, role: str, value: LeaseValue, *, expect_revision: int, timeout: float) -> int:
-        """Take a free lease whose last revision is `expect_revision`; returns the new revision (the epoch)."""
-        return await self._write(role, value, expect_revision, timeout)
+    async def acquire(self, role: str, value: LeaseValue, *, expect_revision: int, timeout: float, term_id: str = "") -> int:
+        """Take a free lease whose last revision is `expect_revision`; returns the new revision (the epoch).
 
-    async def renew(self, role: str, value: LeaseValue, *, revision: int, timeout: float) -> int:
+        `term_id`, when given, is sent as the write's Nats-Msg-Id, as on every renewal of the term:
+        the log then keeps the acquisition's copy and drops its renewals' (eventbus/leasecopy.py).
+        """
+        return await self._write(role, value, expect_revision, timeout, term_id)
+
+    async def renew(self, role: str, value: LeaseValue, *, revision: int, timeout: float, term_id: str = "") -> int:
         """Extend a held lease still at `revision` by its TTL; returns the new revision."""
-        return await self._write(role, value, revision, timeout)
+        return await self._write(role, value, revision, timeout, term_id)
 
     async def release(self, role: str, *, revision: int, timeout: float = 2.0) -> None:
         """Delete the lease if it is still at `revision`, so a successor can take it at once."""
         headers = {"KV-Operation": "DEL", "Nats-Expected-Last-Subject-Sequence": str(revision)}
         self._check_ack(role, await self._request(self.subject(role), b"", headers, timeout), revision)
 
-    async def _write(self, role: str, value: LeaseValue, expect: int, timeout: float) -> int:
+    async def _write(self, role: str, value: LeaseValue, expect: int, timeout: float, term_id: str) -> int:
         headers = {"Nats-Expected-Last-Subject-Sequence": str(expect), "Nats-TTL": f"{value.ttl_s}s"}
+        if term_id:
+            headers["Nats-Msg-Id"] = term_id
         reply = await self._request(self.subject(role), encode_value(value), headers, timeout)
         return self._check_ack(role, reply, expect)
 

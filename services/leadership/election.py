@@ -24,8 +24,10 @@ from eventbus.errors import BusError, ConcurrencyConflict, Fenced, InvalidEvent
 from eventbus.events import Event, LeaderElected, LeaderLost, utcnow
 from eventbus.history import Record, last_on
 from eventbus.integrity import decode_on
+from eventbus.leasecopy import copy_subject, origin_of
 from eventbus.leases import LeaseBucket, LeaseRecord, LeaseValue
 from eventbus.publisher import FenceToken, Publisher
+from eventbus.streams import EVENTS_STREAM, sources_of
 from eventbus.subjects import election_filter
 from services.leadership import lease
 from services.leadership.candidacy import Candidacy, candidacy
@@ -39,6 +41,8 @@ RESIGN_ANNOUNCE_S = 3.0  # a resigning leader waits this long for LEADER_LOST to
 FAILED_TERM_HOLD_OFF_TTLS = 2  # after a term whose loops could not run, this node waits this many TTLs before campaigning
 LATE_ANNOUNCE_EVERY_S = 2.0  # how often a LEADER_LOST the bus refused is tried again
 LOOP_ERROR_CHARS = 160  # of a loop's last error, carried in the lease value
+COPY_WAIT_MAX_S = 5.0  # a new leader waits at most this long (and at most its TTL) for its acquisition's copy in the log
+COPY_POLL_S = (0.005, 0.1)  # first and longest pause between two reads of the copy
 
 
 LeadFn = Callable[[Term], Awaitable[None]]
@@ -96,6 +100,9 @@ class Elector:
         self._unannounced: list[Event] = []  # ends of terms the bus refused to record; retried until stored
         self._announcing = asyncio.Lock()  # one late announcer at a time (the retry task, a new term's start)
         self._hold_s = hold_seconds(os.environ)  # 0 unless a fault test holds decisions in flight
+        self._term_id = ""  # the Nats-Msg-Id of every lease write of the current term ("" when the bucket would drop renewals)
+        self._copy_missing = False  # the term ended for want of its copy in the log: campaign again at once
+        self._warned: set[str] = set()  # one-time warnings already logged
 
     def report_loops(self, health: Mapping[str, LoopHealth]) -> None:
         """The leader's loops' health, as the next lease renewal carries it (`rr leader`, `rr doctor`)."""
@@ -160,9 +167,11 @@ class Elector:
     async def _step(self, lead: LeadFn, tasks: asyncio.TaskGroup, stopping: asyncio.Event) -> None:
         if self._term_failure is not None and self._state.phase is lease.Phase.LEADING:
             self._apply(lease.TermOver(self._term_failure))
-            # Its loops could not run here: give the other candidates two TTLs to take the role.
-            self._campaign_after = time.monotonic() + FAILED_TERM_HOLD_OFF_TTLS * self.settings.ttl_s
+            if not self._copy_missing:
+                # Its loops could not run here: give the other candidates two TTLs to take the role.
+                self._campaign_after = time.monotonic() + FAILED_TERM_HOLD_OFF_TTLS * self.settings.ttl_s
         self._term_failure = None
+        self._copy_missing = False
         action = lease.next_action(self._state, time.monotonic())
         if isinstance(action, lease.Campaign) and time.monotonic() < self._campaign_after:
             await self._wait(self._campaign_after, stopping)
@@ -224,10 +233,12 @@ class Elector:
         self._counts["campaigns"] += 1
         self._acquired_at = utcnow()
         value = self._lease_value(epoch=0)
+        self._term_id = self._new_term_id()
         sent_at = time.monotonic()
         try:
             revision = await self._bucket.acquire(
-                self.role, value, expect_revision=action.expect_revision, timeout=self._state.timing.renew_every_s
+                self.role, value, expect_revision=action.expect_revision, timeout=self._state.timing.renew_every_s,
+                term_id=self._term_id,
             )
         except ConcurrencyConflict:
             await self._refresh()  # someone else was quicker: learn who
@@ -247,7 +258,7 @@ class Elector:
         timeout = min(action.deadline - sent_at, self._state.timing.renew_every_s)
         try:
             value = self._lease_value(epoch=term.epoch)
-            revision = await self._bucket.renew(self.role, value, revision=action.revision, timeout=timeout)
+            revision = await self._bucket.renew(self.role, value, revision=action.revision, timeout=timeout, term_id=self._term_id)
         except ConcurrencyConflict:
             self._apply(lease.TermOver("renewal refused: the lease is no longer ours"))
         except BusError as exc:
@@ -257,6 +268,21 @@ class Elector:
         else:
             self._counts["renewals"] += 1
             self._apply(lease.Renewed(revision=revision, sent_at=sent_at))
+
+    def _new_term_id(self) -> str:
+        """One Nats-Msg-Id for every write of the term about to be campaigned for, so that the log keeps only the
+        acquisition's copy; none where the bucket's own dedupe window would drop the renewals."""
+        if self._bucket.duplicate_window_s >= self.settings.renew_every_s:
+            self._warn_once("window", "lease bucket %s drops repeated message ids for %.1f s, longer than a renewal: "
+                            "every renewal is copied into the log; run `rr streams init` with the admin credentials "
+                            "to shorten its window", self._bucket.name, self._bucket.duplicate_window_s)
+            return ""
+        return f"lease:{self.role}:{self._state.incarnation}:{os.urandom(4).hex()}"
+
+    def _warn_once(self, key: str, message: str, *args: object) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(message, *args)
 
     def _lease_value(self, epoch: int) -> LeaseValue:
         return LeaseValue(
@@ -283,6 +309,12 @@ class Elector:
             if not term.may_act():
                 return
             await self._announce_late()  # an older term's end goes in the log before this one's start
+            if not await self._copy_logged(term):
+                if term.may_act():
+                    self._copy_missing = True
+                    self._end_term(f"the log has no copy of the {self.role} lease's acquiring write (revision "
+                                   f"{term.epoch}), which the fences need to believe the election: campaigning again")
+                return
             term.fence = await self._announce(term)
             if term.fence is None:
                 if term.may_act():
@@ -294,6 +326,49 @@ class Elector:
             log.exception("%s leader work of epoch %d failed", self.role, term.epoch)
             self._term_failure = f"leader work failed: {type(exc).__name__}: {exc}"
             self._changed.set()
+
+    async def _copy_logged(self, term: Term) -> bool:
+        """Wait (bounded) until the log holds the server's copy of this term's acquiring write: the fences believe
+        the election only after it. True at once where the log does not source the lease bucket (old stream config)."""
+        if not await self._log_sources_leases():
+            return True
+        subject = copy_subject(self.role)
+        deadline = time.monotonic() + min(self.settings.ttl_s, COPY_WAIT_MAX_S)
+        pause = COPY_POLL_S[0]
+        while term.may_act() and time.monotonic() < deadline:
+            try:
+                last = await last_on(self._bus, subject, timeout=self._state.timing.renew_every_s)
+            except BusError as exc:
+                log.debug("reading the copy of %s revision %d: %s", self.role, term.epoch, exc)
+                last = None
+            origin = origin_of(last.headers) if last is not None else None
+            if origin is not None and origin.revision == term.epoch:
+                return True
+            if origin is not None and origin.revision > term.epoch:
+                # A later write was copied first: the bucket keeps one message per key, so the
+                # acquisition was replaced before the server could copy it.
+                log.warning("%s: the %s lease was written again before its acquisition (revision %d) was copied "
+                            "into the log", self.node_id, self.role, term.epoch)
+                return False
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, COPY_POLL_S[1])
+        log.warning("%s: no copy of the %s lease's acquisition (revision %d) in the log within %.1f s",
+                    self.node_id, self.role, term.epoch, min(self.settings.ttl_s, COPY_WAIT_MAX_S))
+        return False
+
+    async def _log_sources_leases(self) -> bool:
+        """Whether RR_EVENTS copies this lease bucket's writes (it does once `rr streams init` or `rr up` ran)."""
+        try:
+            info = await self._bus.js.stream_info(EVENTS_STREAM)
+        except Exception as exc:  # noqa: BLE001 - unknown: wait for the copy, which is never wrong where it comes
+            log.debug("reading %s's config: %s", EVENTS_STREAM, exc)
+            return True
+        if any(name == self._bucket.stream for name, _src, _dest in sources_of(info.config)):
+            return True
+        self._warn_once("source", "%s does not copy the lease bucket %s: elections are announced without their "
+                        "acquisition's copy, and fences that saw copies before will not believe them; run "
+                        "`rr streams init` with the admin credentials", EVENTS_STREAM, self._bucket.name)
+        return False
 
     async def _announce(self, term: Term) -> FenceToken | None:
         """Store this term's LEADER_ELECTED right after the newest election in the log; its fence, or None
