@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 import pytest
+from nats.js.api import StreamSource, SubjectTransform
 
 from eventbus.connection import Bus
 from eventbus.events import Event, LeaderElected, LeaseWritten
@@ -68,7 +69,7 @@ async def test_on_a_log_without_the_source_the_leader_warns_and_announces_withou
     async with provisioned_bus(nats_url, node_id="observer") as bus:
         info = await bus.js.stream_info(EVENTS_STREAM)
         await bus.js.update_stream(dataclasses.replace(info.config, sources=[]))
-        with caplog.at_level(logging.WARNING, logger="services.leadership.election"):
+        with caplog.at_level(logging.WARNING, logger="services.leadership.copywait"):
             async with node(nats_url, "a", settings=LEASES) as a:
                 await eventually(lambda: a.terms, timeout=10, message="a leads")
         assert await _log(bus, COPIES) == []
@@ -88,3 +89,20 @@ async def test_a_bucket_that_would_drop_renewals_gets_no_term_id_and_a_warning(n
 def test_a_renewal_interval_within_the_buckets_dedupe_window_is_refused() -> None:
     with pytest.raises(ValueError, match="raise leadership.renew_every or leadership.ttl_s"):
         LeadershipSettings(ttl_s=1, renew_every=0.1)
+
+
+async def test_a_leader_whose_acquisition_is_not_copied_gives_the_term_up_and_campaigns_again(
+    nats_url: str, eventually: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with provisioned_bus(nats_url, node_id="observer") as bus:
+        info = await bus.js.stream_info(EVENTS_STREAM)
+        lost = [StreamSource(name="KV_rr_leases", subject_transforms=[  # copied, but where no fence looks
+            SubjectTransform(src="$KV.rr_leases.*", dest="rr.evt.elsewhere.{{wildcard(1)}}.LEASE_WRITTEN.nats")])]
+        await bus.js.update_stream(dataclasses.replace(info.config, sources=lost))
+        with caplog.at_level(logging.WARNING):
+            async with node(nats_url, "a", settings=LEASES) as a:
+                await eventually(lambda: a.elector.statistics().terms_won >= 2, timeout=15, message="a campaigns again")
+                assert a.terms == [] and a.elector.statistics().campaigns >= 2
+        assert [e for _, e in await _log(bus, "rr.evt.leader.>") if isinstance(e, LeaderElected)] == []
+    assert any("no copy of the scheduler lease's acquisition" in r.getMessage() for r in caplog.records)
+    assert any("campaigning again" in r.getMessage() for r in caplog.records)

@@ -24,13 +24,12 @@ from eventbus.errors import BusError, ConcurrencyConflict, Fenced, InvalidEvent
 from eventbus.events import Event, LeaderElected, LeaderLost, utcnow
 from eventbus.history import Record, last_on
 from eventbus.integrity import decode_on
-from eventbus.leasecopy import copy_subject, origin_of
 from eventbus.leases import LeaseBucket, LeaseRecord, LeaseValue
 from eventbus.publisher import FenceToken, Publisher
-from eventbus.streams import EVENTS_STREAM, sources_of
 from eventbus.subjects import election_filter
 from services.leadership import lease
 from services.leadership.candidacy import Candidacy, candidacy
+from services.leadership.copywait import COPY_WAIT_MAX_S, CopyWait
 from services.leadership.settings import LeadershipSettings
 from services.leadership.supervisor import LoopHealth, LoopState, stop_tasks
 from services.leadership.term import Term, hold_seconds
@@ -41,8 +40,6 @@ RESIGN_ANNOUNCE_S = 3.0  # a resigning leader waits this long for LEADER_LOST to
 FAILED_TERM_HOLD_OFF_TTLS = 2  # after a term whose loops could not run, this node waits this many TTLs before campaigning
 LATE_ANNOUNCE_EVERY_S = 2.0  # how often a LEADER_LOST the bus refused is tried again
 LOOP_ERROR_CHARS = 160  # of a loop's last error, carried in the lease value
-COPY_WAIT_MAX_S = 5.0  # a new leader waits at most this long (and at most its TTL) for its acquisition's copy in the log
-COPY_POLL_S = (0.005, 0.1)  # first and longest pause between two reads of the copy
 
 
 LeadFn = Callable[[Term], Awaitable[None]]
@@ -103,6 +100,8 @@ class Elector:
         self._term_id = ""  # the Nats-Msg-Id of every lease write of the current term ("" when the bucket would drop renewals)
         self._copy_missing = False  # the term ended for want of its copy in the log: campaign again at once
         self._warned: set[str] = set()  # one-time warnings already logged
+        self._copies = CopyWait(bus, role, node_id, self._bucket.stream, min(settings.ttl_s, COPY_WAIT_MAX_S),
+                                self._state.timing.renew_every_s)
 
     def report_loops(self, health: Mapping[str, LoopHealth]) -> None:
         """The leader's loops' health, as the next lease renewal carries it (`rr leader`, `rr doctor`)."""
@@ -309,7 +308,7 @@ class Elector:
             if not term.may_act():
                 return
             await self._announce_late()  # an older term's end goes in the log before this one's start
-            if not await self._copy_logged(term):
+            if not await self._copies.logged(term.epoch, term.may_act):
                 if term.may_act():
                     self._copy_missing = True
                     self._end_term(f"the log has no copy of the {self.role} lease's acquiring write (revision "
@@ -326,49 +325,6 @@ class Elector:
             log.exception("%s leader work of epoch %d failed", self.role, term.epoch)
             self._term_failure = f"leader work failed: {type(exc).__name__}: {exc}"
             self._changed.set()
-
-    async def _copy_logged(self, term: Term) -> bool:
-        """Wait (bounded) until the log holds the server's copy of this term's acquiring write: the fences believe
-        the election only after it. True at once where the log does not source the lease bucket (old stream config)."""
-        if not await self._log_sources_leases():
-            return True
-        subject = copy_subject(self.role)
-        deadline = time.monotonic() + min(self.settings.ttl_s, COPY_WAIT_MAX_S)
-        pause = COPY_POLL_S[0]
-        while term.may_act() and time.monotonic() < deadline:
-            try:
-                last = await last_on(self._bus, subject, timeout=self._state.timing.renew_every_s)
-            except BusError as exc:
-                log.debug("reading the copy of %s revision %d: %s", self.role, term.epoch, exc)
-                last = None
-            origin = origin_of(last.headers) if last is not None else None
-            if origin is not None and origin.revision == term.epoch:
-                return True
-            if origin is not None and origin.revision > term.epoch:
-                # A later write was copied first: the bucket keeps one message per key, so the
-                # acquisition was replaced before the server could copy it.
-                log.warning("%s: the %s lease was written again before its acquisition (revision %d) was copied "
-                            "into the log", self.node_id, self.role, term.epoch)
-                return False
-            await asyncio.sleep(pause)
-            pause = min(2 * pause, COPY_POLL_S[1])
-        log.warning("%s: no copy of the %s lease's acquisition (revision %d) in the log within %.1f s",
-                    self.node_id, self.role, term.epoch, min(self.settings.ttl_s, COPY_WAIT_MAX_S))
-        return False
-
-    async def _log_sources_leases(self) -> bool:
-        """Whether RR_EVENTS copies this lease bucket's writes (it does once `rr streams init` or `rr up` ran)."""
-        try:
-            info = await self._bus.js.stream_info(EVENTS_STREAM)
-        except Exception as exc:  # noqa: BLE001 - unknown: wait for the copy, which is never wrong where it comes
-            log.debug("reading %s's config: %s", EVENTS_STREAM, exc)
-            return True
-        if any(name == self._bucket.stream for name, _src, _dest in sources_of(info.config)):
-            return True
-        self._warn_once("source", "%s does not copy the lease bucket %s: elections are announced without their "
-                        "acquisition's copy, and fences that saw copies before will not believe them; run "
-                        "`rr streams init` with the admin credentials", EVENTS_STREAM, self._bucket.name)
-        return False
 
     async def _announce(self, term: Term) -> FenceToken | None:
         """Store this term's LEADER_ELECTED right after the newest election in the log; its fence, or None
