@@ -23,6 +23,7 @@ import msgspec
 import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
 
 from eventbus.connection import Bus
@@ -85,21 +86,7 @@ class LeaseBucket:
         return f"$KV.{self.name}.{role}"
 
     def _config(self) -> StreamConfig:
-        return StreamConfig(
-            name=self.stream,
-            description="rr leadership leases: one key per singleton role; revisions are fencing epochs",
-            subjects=[f"$KV.{self.name}.>"],
-            max_msgs_per_subject=1,
-            allow_msg_ttl=True,
-            subject_delete_marker_ttl=MARKER_TTL_S,
-            allow_direct=True,
-            allow_rollup_hdrs=True,
-            deny_delete=True,
-            duplicate_window=DEDUPE_WINDOW_S,
-            discard=DiscardPolicy.NEW,
-            num_replicas=self._replicas,
-            storage=self._storage,
-        )
+        return bucket_config(self.name, self._replicas, self._storage)
 
     async def ensure(self) -> None:
         """Create the bucket if it does not exist (idempotent, safe to race), and shorten its dedupe window where allowed."""
@@ -247,6 +234,45 @@ class LeaseBucket:
                 await sub.unsubscribe()
             except nats.errors.Error:
                 pass  # the connection is already gone; nothing is left to clean up
+
+
+def bucket_config(name: str, replicas: int = 1, storage: StorageType = StorageType.FILE) -> StreamConfig:
+    """The lease bucket's stream config."""
+    return StreamConfig(
+        name=f"KV_{name}",
+        description="rr leadership leases: one key per singleton role; revisions are fencing epochs",
+        subjects=[f"$KV.{name}.>"],
+        max_msgs_per_subject=1,
+        allow_msg_ttl=True,
+        subject_delete_marker_ttl=MARKER_TTL_S,
+        allow_direct=True,
+        allow_rollup_hdrs=True,
+        deny_delete=True,
+        duplicate_window=DEDUPE_WINDOW_S,
+        discard=DiscardPolicy.NEW,
+        num_replicas=replicas,
+        storage=storage,
+    )
+
+
+async def ensure_bucket(js: JetStreamContext, name: str, replicas: int) -> bool:
+    """Create the lease bucket if it does not exist yet; whether this call created it.
+
+    `rr streams init` / `rr up` create it before RR_EVENTS sources it: on a cluster, the server
+    retries a source whose stream does not exist yet only after a growing pause, and a new
+    leader's acquisition copied that late is lost.
+    """
+    try:
+        await js.stream_info(f"KV_{name}")
+        return False
+    except nats.js.errors.NotFoundError:
+        pass
+    try:
+        await js.add_stream(bucket_config(name, replicas))
+    except nats.js.errors.BadRequestError:
+        return False  # someone else created it first
+    log.info("lease bucket %s created (R%d)", name, replicas)
+    return True
 
 
 def _api_error(what: str, error: _ApiError) -> BusError:

@@ -27,7 +27,7 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 from eventbus.errors import BusUnavailable, StreamSetupError, storage_full
 from eventbus.events import MAX_EVENT_BYTES
 from eventbus.leasecopy import transform
-from eventbus.leases import DEFAULT_BUCKET
+from eventbus.leases import DEFAULT_BUCKET, ensure_bucket
 from eventbus.subjects import ALL_EVENTS, DEADLETTER_ROOT, TELEMETRY_ROOT
 
 log = logging.getLogger(__name__)
@@ -200,6 +200,12 @@ async def provision(
     `allow_shorter_retention`: it would drop the messages past the new limit for good.
     """
     outcome: dict[str, str] = {}
+    try:
+        await ensure_bucket(js, lease_bucket, settings.replicas)  # before the log sources it (see ensure_bucket)
+    except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError) as exc:
+        raise BusUnavailable(f"JetStream did not answer while provisioning lease bucket {lease_bucket}: {exc}") from None
+    except nats.js.errors.APIError as exc:
+        raise StreamSetupError(f"lease bucket {lease_bucket}: {exc.description} (err_code {exc.err_code})") from None
     for spec in declared_streams(settings, lease_bucket):
         wanted = stream_config(spec, settings)
         try:
