@@ -200,12 +200,15 @@ async def provision(
     `allow_shorter_retention`: it would drop the messages past the new limit for good.
     """
     outcome: dict[str, str] = {}
+    bucket_error: StreamSetupError | None = None
     try:
         await ensure_bucket(js, lease_bucket, settings.replicas)  # before the log sources it (see ensure_bucket)
     except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError) as exc:
         raise BusUnavailable(f"JetStream did not answer while provisioning lease bucket {lease_bucket}: {exc}") from None
     except nats.js.errors.APIError as exc:
-        raise StreamSetupError(f"lease bucket {lease_bucket}: {exc.description} (err_code {exc.err_code})") from None
+        # Reported after the declared streams, whose own refusal names what to fix first.
+        bucket_error = StreamSetupError(f"stream KV_{lease_bucket} (the lease bucket): {exc.description} "
+                                        f"(err_code {exc.err_code})")
     for spec in declared_streams(settings, lease_bucket):
         wanted = stream_config(spec, settings)
         try:
@@ -216,6 +219,8 @@ async def provision(
             if storage_full(exc.err_code, exc.description or ""):
                 raise StreamSetupError(_no_room(spec, exc.description or "", exc.err_code)) from None
             raise StreamSetupError(f"stream {spec.name}: {exc.description} (err_code {exc.err_code})") from None
+    if bucket_error is not None:
+        raise bucket_error
     return outcome
 
 
