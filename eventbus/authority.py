@@ -36,6 +36,8 @@ class Grant(msgspec.Struct, frozen=True):
 AUTHORITY: dict[str, Grant] = {
     "LEADER_ELECTED": Grant(_LEADER, "a candidate that won a lease"),
     "LEADER_LOST": Grant(_LEADER, "a leader stepping down"),
+    # Nobody: the server copies each lease write into the log (a stream source, eventbus/leasecopy.py).
+    "LEASE_WRITTEN": Grant(frozenset(), "nats-server itself: its copy of a lease write, which no user may publish"),
     "HOST_ONLINE": Grant(_LEADER, "the scheduler leader's membership loop"),
     "HOST_OFFLINE": Grant(_LEADER, "the scheduler leader's membership loop"),
     # The leader's populator and pipeline queue work too; `rr work add` and POST /work/add
@@ -69,6 +71,12 @@ AUTHORITY: dict[str, Grant] = {
     "OUTPUTS_QUARANTINED": Grant(frozenset({"admin"}), "operators (`rr quarantine node`, `batch` or `model`)"),
     "QUARANTINE_LIFTED": Grant(frozenset({"admin"}), "operators (`rr quarantine lift`)"),
 }
+
+
+def server_written(type_name: str) -> bool:
+    """Whether only the server writes events of this type (no role owns it): no client ever publishes one."""
+    grant = AUTHORITY.get(type_name)
+    return grant is not None and not grant.roles
 
 
 def may_publish(role: str, type_name: str) -> bool:

@@ -279,7 +279,7 @@ class EventConsumer:
                 return
         where = Delivery(seq, delivered, msg.subject)
         try:
-            event = decode_on(msg.subject, msg.data)
+            event = decode_on(msg.subject, msg.data, msg.headers)
         except SubjectMismatch as exc:
             await self._park(msg, where, str(exc))
             return

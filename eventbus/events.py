@@ -162,6 +162,25 @@ class LeaderLost(Event, tag="LEADER_LOST", kw_only=True):
     reason: Text
 
 
+class LeaseWritten(Event, tag="LEASE_WRITTEN", kw_only=True):
+    """The server's copy of one write of a role's lease key (a JetStream source of the lease bucket).
+
+    No client publishes it (the permissions deny rr.evt.lease.> to everyone): the server copies
+    each write of the bucket into the log, and readers build this event from the copy's subject,
+    headers and body (eventbus/leasecopy.py), never from a body that claims to be one. `revision`
+    is the write's revision in the bucket (the fencing epoch when `acquiring`).
+    """
+
+    aggregate: ClassVar[str] = "lease"
+    key_field: ClassVar[str] = "role"
+    role: Ref
+    revision: Count
+    node: Ref | None = None  # the holder the write names; None for a delete or an expiry marker
+    incarnation: Ref | None = None
+    acquiring: bool = False  # the write that took the lease (its value's epoch is 0): a term's first
+    state: Name = "held"  # held, deleted, expired, purged or unreadable
+
+
 # ---- membership ---------------------------------------------------------------------
 
 
@@ -540,6 +559,7 @@ class QuarantineLifted(Event, tag="QUARANTINE_LIFTED", kw_only=True):
 AnyEvent = Union[
     LeaderElected,
     LeaderLost,
+    LeaseWritten,
     HostOnline,
     HostOffline,
     WorkAdded,

@@ -36,7 +36,7 @@ async def follow(
 
     async def on_msg(msg: Msg) -> None:
         seq, _pending = _seq_and_pending(msg.reply)
-        handed(on_record, Record(seq, msg.subject, msg.data))
+        handed(on_record, Record(seq, msg.subject, msg.data, msg.headers))
 
     if start_seq is None:
         options: dict[str, object] = {"deliver_policy": DeliverPolicy.NEW}

@@ -23,6 +23,7 @@ from eventbus.connection import Bus
 from eventbus.errors import BusUnavailable, InvalidEvent
 from eventbus.events import Event
 from eventbus.integrity import decode_on
+from eventbus.leaserecord import parse_headers
 from eventbus.streams import EVENTS_STREAM
 from eventbus.subjects import ALL_EVENTS, aggregate_filter
 
@@ -30,11 +31,16 @@ log = logging.getLogger(__name__)
 
 
 class Record(msgspec.Struct, frozen=True):
-    """One stored message: stream sequence, subject and raw bytes."""
+    """One stored message: stream sequence, subject, raw bytes, and its headers when it has any.
+
+    Events carry no headers a reader needs, except the server's copies of lease writes
+    (eventbus/leasecopy.py), whose revision is in `Nats-Stream-Source`.
+    """
 
     seq: int
     subject: str
     data: bytes
+    headers: dict[str, str] | None = None
 
 
 def handed(on_record: Callable[[Record], object], record: Record) -> None:
@@ -96,6 +102,7 @@ class _StoredMsg(msgspec.Struct):
     subject: str
     seq: int
     data: str = ""
+    hdrs: str = ""
 
 
 class _ApiError(msgspec.Struct):
@@ -126,7 +133,9 @@ async def last_on(bus: Bus, subject: str, *, stream: str = EVENTS_STREAM, timeou
             return None
         raise BusUnavailable(f"reading the last message on {subject}: {answer.error.description}")
     assert answer.message is not None
-    return Record(answer.message.seq, answer.message.subject, base64.b64decode(answer.message.data))
+    stored = answer.message
+    headers = parse_headers(base64.b64decode(stored.hdrs)) if stored.hdrs else None
+    return Record(stored.seq, stored.subject, base64.b64decode(stored.data), headers)
 
 
 async def replay(
@@ -160,7 +169,7 @@ async def replay(
         seq, pending = _seq_and_pending(msg.reply)
         if seq <= end:
             count += 1
-            handed(on_record, Record(seq, msg.subject, msg.data))
+            handed(on_record, Record(seq, msg.subject, msg.data, msg.headers))
         if (seq >= end or pending == 0 or (stop is not None and stop())) and not done.done():
             done.set_result(None)
 
@@ -218,7 +227,7 @@ async def events(
     await replay(bus, records.append, subject=subject, start_seq=start_seq, end_seq=end_seq)
     for record in records:
         try:
-            yield record.seq, decode_on(record.subject, record.data)
+            yield record.seq, decode_on(record.subject, record.data, record.headers)
         except InvalidEvent as exc:
             yield record.seq, exc
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from eventbus.errors import InvalidEvent
 from eventbus.events import EVENT_TYPES, Event, decode
+from eventbus.leasecopy import decode_copy, is_copy
 from eventbus.subjects import EVENTS_ROOT, token
 
 
@@ -57,6 +58,12 @@ def checked(subject: str, event: Event) -> Event:
     return event
 
 
-def decode_on(subject: str, data: bytes) -> Event:
-    """Decode a stored event and check it against its subject; raises InvalidEvent (SubjectMismatch on disagreement)."""
+def decode_on(subject: str, data: bytes, headers: dict[str, str] | None = None) -> Event:
+    """Decode a stored event and check it against its subject; raises InvalidEvent (SubjectMismatch on disagreement).
+
+    A lease copy (rr.evt.lease.<role>.LEASE_WRITTEN.nats) is the server's, decoded from its
+    headers and body (eventbus/leasecopy.py): the record's `headers` must be passed for it.
+    """
+    if is_copy(subject):
+        return decode_copy(subject, headers, data)
     return checked(subject, decode(data))

@@ -18,93 +18,27 @@ import base64
 import datetime as dt
 import logging
 from collections.abc import Callable
-from typing import Literal
 
 import msgspec
 import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
 
 from eventbus.connection import Bus
 from eventbus.errors import BusError, BusUnavailable, ConcurrencyConflict
+from eventbus.leaserecord import DEDUPE_WINDOW_S, LeaseRecord, LeaseState, LeaseValue, encode_value, parse_headers, record_from
+
+__all__ = ["LeaseBucket", "LeaseRecord", "LeaseState", "LeaseValue", "parse_headers", "record_from"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BUCKET = "rr_leases"
 MARKER_TTL_S = 1.0  # how long an expiry marker stays; watchers see a lease expire through it
+UPDATE_TIMEOUT_S = 2.0  # a user denied the update gets no answer at all: do not wait long for one
 WRONG_LAST_SEQUENCE = (10071, 10164)
 NO_MESSAGE_FOUND = 10037
-
-LeaseState = Literal["held", "absent", "deleted", "expired", "purged", "unreadable"]
-
-
-class LeaseValue(msgspec.Struct, frozen=True, kw_only=True):
-    """What a lease key holds: who leads, since when, and the term's epoch."""
-
-    node: str
-    incarnation: str  # random per process: a restarted node with the same id is another holder
-    epoch: int = 0  # revision of the write that acquired the lease; 0 on that write itself
-    ttl_s: int
-    acquired_at: dt.datetime
-    loops: dict[str, str] = {}  # the leader's loops: name -> "running", or why not (set by renewals)
-
-
-class LeaseRecord(msgspec.Struct, frozen=True, kw_only=True):
-    """A role's lease key as last seen: its revision and holder, or why it is free."""
-
-    role: str
-    revision: int  # stream sequence of the key's last message; 0 when the key has none
-    state: LeaseState
-    holder: LeaseValue | None = None  # set only when state is "held"
-    written_at: dt.datetime | None = None
-
-    @property
-    def free(self) -> bool:
-        """Whether anyone may acquire the lease now."""
-        return self.holder is None
-
-    @property
-    def epoch(self) -> int | None:
-        """The holder's fencing epoch (the revision that acquired it); None when free."""
-        if self.holder is None:
-            return None
-        return self.holder.epoch or self.revision
-
-
-_value_encoder = msgspec.json.Encoder()
-_value_decoder = msgspec.json.Decoder(LeaseValue)
-
-
-def record_from(
-    role: str, revision: int, headers: dict[str, str] | None, data: bytes, written_at: dt.datetime | None
-) -> LeaseRecord:
-    """The lease record one stored message stands for."""
-    headers = headers or {}
-    operation = headers.get("KV-Operation")
-    marker = headers.get("Nats-Marker-Reason")
-    if operation == "DEL" or marker == "Remove":
-        return LeaseRecord(role=role, revision=revision, state="deleted", written_at=written_at)
-    if operation == "PURGE" or marker == "Purge":
-        return LeaseRecord(role=role, revision=revision, state="purged", written_at=written_at)
-    if marker is not None:  # MaxAge: the holder's TTL ran out
-        return LeaseRecord(role=role, revision=revision, state="expired", written_at=written_at)
-    try:
-        holder = _value_decoder.decode(data)
-    except msgspec.DecodeError:
-        # Not ours to honour; the compare-and-set still guards whoever takes it.
-        return LeaseRecord(role=role, revision=revision, state="unreadable", written_at=written_at)
-    return LeaseRecord(role=role, revision=revision, state="held", holder=holder, written_at=written_at)
-
-
-def parse_headers(raw: bytes) -> dict[str, str]:
-    """Headers of a stored message in NATS wire form ("NATS/1.0\\r\\nKey: value\\r\\n...")."""
-    headers: dict[str, str] = {}
-    for line in raw.decode(errors="replace").split("\r\n")[1:]:
-        key, sep, value = line.partition(":")
-        if sep:
-            headers[key.strip()] = value.strip()
-    return headers
 
 
 class _ApiError(msgspec.Struct):
@@ -145,29 +79,17 @@ class LeaseBucket:
         self.stream = f"KV_{name}"
         self._replicas = replicas
         self._storage = StorageType.FILE if storage == "file" else StorageType.MEMORY
+        self.duplicate_window_s = DEDUPE_WINDOW_S  # as the server has it, once `ensure` has looked
 
     def subject(self, role: str) -> str:
         """The subject a role's lease key is written on."""
         return f"$KV.{self.name}.{role}"
 
     def _config(self) -> StreamConfig:
-        return StreamConfig(
-            name=self.stream,
-            description="rr leadership leases: one key per singleton role; revisions are fencing epochs",
-            subjects=[f"$KV.{self.name}.>"],
-            max_msgs_per_subject=1,
-            allow_msg_ttl=True,
-            subject_delete_marker_ttl=MARKER_TTL_S,
-            allow_direct=True,
-            allow_rollup_hdrs=True,
-            deny_delete=True,
-            discard=DiscardPolicy.NEW,
-            num_replicas=self._replicas,
-            storage=self._storage,
-        )
+        return bucket_config(self.name, self._replicas, self._storage)
 
     async def ensure(self) -> None:
-        """Create the bucket if it does not exist (idempotent, safe to race)."""
+        """Create the bucket if it does not exist (idempotent, safe to race), and shorten its dedupe window where allowed."""
         try:
             info = await self._bus.js.stream_info(self.stream)
         except nats.js.errors.NotFoundError:
@@ -175,7 +97,8 @@ class LeaseBucket:
                 await self._bus.js.add_stream(self._config())
                 log.info("lease bucket %s created (R%d)", self.name, self._replicas)
             except nats.js.errors.BadRequestError:
-                await self._bus.js.stream_info(self.stream)  # someone else created it first
+                info = await self._bus.js.stream_info(self.stream)  # someone else created it first
+                self.duplicate_window_s = float(info.config.duplicate_window or 0)
             except _UNREACHABLE as exc:
                 raise BusUnavailable(f"JetStream did not answer creating lease bucket {self.name}: {exc}") from None
             return
@@ -184,6 +107,34 @@ class LeaseBucket:
         if info.config.num_replicas != self._replicas:
             log.warning("lease bucket %s has %s replicas, config asks for %d; left as it is",
                         self.name, info.config.num_replicas, self._replicas)
+        self.duplicate_window_s = float(info.config.duplicate_window or 0)
+        if self.duplicate_window_s > DEDUPE_WINDOW_S:
+            await self._shorten(info.config)
+
+    async def shorten_window(self) -> str:
+        """Give an existing bucket the short dedupe window (`rr streams init`): updated, unchanged or missing."""
+        try:
+            info = await self._bus.js.stream_info(self.stream)
+        except nats.js.errors.NotFoundError:
+            return "missing"
+        except _UNREACHABLE as exc:
+            raise BusUnavailable(f"JetStream did not answer about lease bucket {self.name}: {exc}") from None
+        if float(info.config.duplicate_window or 0) <= DEDUPE_WINDOW_S:
+            return "unchanged"
+        return "updated" if await self._shorten(info.config) else "unchanged"
+
+    async def _shorten(self, config: StreamConfig) -> bool:
+        # Created before the window was set (2 minutes by default). Coordinators may not update the
+        # bucket (servicekit/auth/permissions.py): admin's `rr streams init` does it there.
+        try:
+            await asyncio.wait_for(self._bus.js.update_stream(config, duplicate_window=DEDUPE_WINDOW_S), UPDATE_TIMEOUT_S)
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
+            log.warning("lease bucket %s keeps its %.1f s dedupe window (%s): run `rr streams init` with the admin "
+                        "credentials to shorten it", self.name, self.duplicate_window_s, exc or type(exc).__name__)
+            return False
+        log.info("lease bucket %s: dedupe window %.1f s -> %.1f s", self.name, self.duplicate_window_s, DEDUPE_WINDOW_S)
+        self.duplicate_window_s = DEDUPE_WINDOW_S
+        return True
 
     async def exists(self) -> bool:
         """Whether the bucket was ever created."""
@@ -220,22 +171,28 @@ class LeaseBucket:
             raise BusUnavailable(f"JetStream did not answer listing leases: {exc}") from None
         return sorted(s[len(prefix):] for s in (info.state.subjects or {}))
 
-    async def acquire(self, role: str, value: LeaseValue, *, expect_revision: int, timeout: float) -> int:
-        """Take a free lease whose last revision is `expect_revision`; returns the new revision (the epoch)."""
-        return await self._write(role, value, expect_revision, timeout)
+    async def acquire(self, role: str, value: LeaseValue, *, expect_revision: int, timeout: float, term_id: str = "") -> int:
+        """Take a free lease whose last revision is `expect_revision`; returns the new revision (the epoch).
 
-    async def renew(self, role: str, value: LeaseValue, *, revision: int, timeout: float) -> int:
+        `term_id`, when given, is sent as the write's Nats-Msg-Id, as on every renewal of the term:
+        the log then keeps the acquisition's copy and drops its renewals' (eventbus/leasecopy.py).
+        """
+        return await self._write(role, value, expect_revision, timeout, term_id)
+
+    async def renew(self, role: str, value: LeaseValue, *, revision: int, timeout: float, term_id: str = "") -> int:
         """Extend a held lease still at `revision` by its TTL; returns the new revision."""
-        return await self._write(role, value, revision, timeout)
+        return await self._write(role, value, revision, timeout, term_id)
 
     async def release(self, role: str, *, revision: int, timeout: float = 2.0) -> None:
         """Delete the lease if it is still at `revision`, so a successor can take it at once."""
         headers = {"KV-Operation": "DEL", "Nats-Expected-Last-Subject-Sequence": str(revision)}
         self._check_ack(role, await self._request(self.subject(role), b"", headers, timeout), revision)
 
-    async def _write(self, role: str, value: LeaseValue, expect: int, timeout: float) -> int:
+    async def _write(self, role: str, value: LeaseValue, expect: int, timeout: float, term_id: str) -> int:
         headers = {"Nats-Expected-Last-Subject-Sequence": str(expect), "Nats-TTL": f"{value.ttl_s}s"}
-        reply = await self._request(self.subject(role), _value_encoder.encode(value), headers, timeout)
+        if term_id:
+            headers["Nats-Msg-Id"] = term_id
+        reply = await self._request(self.subject(role), encode_value(value), headers, timeout)
         return self._check_ack(role, reply, expect)
 
     def _check_ack(self, role: str, reply: bytes, expect: int) -> int:
@@ -277,6 +234,45 @@ class LeaseBucket:
                 await sub.unsubscribe()
             except nats.errors.Error:
                 pass  # the connection is already gone; nothing is left to clean up
+
+
+def bucket_config(name: str, replicas: int = 1, storage: StorageType = StorageType.FILE) -> StreamConfig:
+    """The lease bucket's stream config."""
+    return StreamConfig(
+        name=f"KV_{name}",
+        description="rr leadership leases: one key per singleton role; revisions are fencing epochs",
+        subjects=[f"$KV.{name}.>"],
+        max_msgs_per_subject=1,
+        allow_msg_ttl=True,
+        subject_delete_marker_ttl=MARKER_TTL_S,
+        allow_direct=True,
+        allow_rollup_hdrs=True,
+        deny_delete=True,
+        duplicate_window=DEDUPE_WINDOW_S,
+        discard=DiscardPolicy.NEW,
+        num_replicas=replicas,
+        storage=storage,
+    )
+
+
+async def ensure_bucket(js: JetStreamContext, name: str, replicas: int) -> bool:
+    """Create the lease bucket if it does not exist yet; whether this call created it.
+
+    `rr streams init` / `rr up` create it before RR_EVENTS sources it: on a cluster, the server
+    retries a source whose stream does not exist yet only after a growing pause, and a new
+    leader's acquisition copied that late is lost.
+    """
+    try:
+        await js.stream_info(f"KV_{name}")
+        return False
+    except nats.js.errors.NotFoundError:
+        pass
+    try:
+        await js.add_stream(bucket_config(name, replicas))
+    except nats.js.errors.BadRequestError:
+        return False  # someone else created it first
+    log.info("lease bucket %s created (R%d)", name, replicas)
+    return True
 
 
 def _api_error(what: str, error: _ApiError) -> BusError:

@@ -170,6 +170,7 @@ class StreamProbe(msgspec.Struct, frozen=True, kw_only=True):
     server_time: dt.datetime | None = None
     round_trip_s: float = 0.0
     sent_at: dt.datetime | None = None  # local UTC clock when the request left
+    sources: tuple[str, ...] = ()  # streams the server copies into this one (RR_EVENTS: the lease bucket)
 
 
 async def probe_stream(bus: Bus, name: str, *, timeout: float = 3.0) -> StreamProbe:
@@ -193,6 +194,7 @@ async def probe_stream(bus: Bus, name: str, *, timeout: float = 3.0) -> StreamPr
         name=name, exists=True, replicas=int(info["config"].get("num_replicas", 1)),
         messages=int(info.get("state", {}).get("messages", 0)), current_replicas=current,
         server_time=parse_server_time(info.get("ts")), round_trip_s=round_trip, sent_at=sent_at,
+        sources=tuple(str(source.get("name", "")) for source in info["config"].get("sources") or ()),
     )
 
 

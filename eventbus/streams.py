@@ -22,10 +22,12 @@ import msgspec
 import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig, StreamSource, SubjectTransform
 
 from eventbus.errors import BusUnavailable, StreamSetupError, storage_full
 from eventbus.events import MAX_EVENT_BYTES
+from eventbus.leasecopy import transform
+from eventbus.leases import DEFAULT_BUCKET, ensure_bucket
 from eventbus.subjects import ALL_EVENTS, DEADLETTER_ROOT, TELEMETRY_ROOT
 
 log = logging.getLogger(__name__)
@@ -70,10 +72,12 @@ class StreamSpec(msgspec.Struct, frozen=True, kw_only=True):
     # The server refuses anything larger on publish, well under its 1 MiB max payload, so no
     # reader ever meets an oversized message and parking one always fits.
     max_msg_size: int = -1
+    # Streams the server copies into this one: (stream, subject filter, destination subject).
+    sources: tuple[tuple[str, str, str], ...] = ()
 
 
-def declared_streams(settings: StreamSettings) -> list[StreamSpec]:
-    """Every stream the cluster needs, sized by the settings."""
+def declared_streams(settings: StreamSettings, lease_bucket: str = DEFAULT_BUCKET) -> list[StreamSpec]:
+    """Every stream the cluster needs, sized by the settings; the log sources the lease bucket `lease_bucket`."""
     return [
         StreamSpec(
             name=EVENTS_STREAM,
@@ -84,6 +88,10 @@ def declared_streams(settings: StreamSettings) -> list[StreamSpec]:
             max_msg_size=MAX_EVENT_BYTES + HEADERS_MAX,
             deny_delete=True,  # the log is evidence; nothing is removed one message at a time
             deny_purge=True,  # ... nor all at once, by anyone (the server refuses it, admin too)
+            # The server copies every lease write into the log (eventbus/leasecopy.py): the fences
+            # verify elections against these copies, which no client can publish. A bucket that
+            # does not exist yet is fine: the server keeps trying the source.
+            sources=((f"KV_{lease_bucket}", *transform(lease_bucket)),),
         ),
         StreamSpec(
             name=TELEMETRY_STREAM,
@@ -123,7 +131,15 @@ def stream_config(spec: StreamSpec, settings: StreamSettings) -> StreamConfig:
         deny_delete=spec.deny_delete,
         deny_purge=spec.deny_purge,
         allow_direct=True,
+        sources=[StreamSource(name=name, subject_transforms=[SubjectTransform(src=src, dest=dest)])
+                 for name, src, dest in spec.sources] or None,
     )
+
+
+def sources_of(config: StreamConfig) -> set[tuple[str, str, str]]:
+    """The (stream, filter, destination) of each source of a stream config, as the server reports them."""
+    return {(source.name, t.src or "", t.dest or "")
+            for source in config.sources or () for t in source.subject_transforms or ()}
 
 
 _COMPARED = (
@@ -145,7 +161,9 @@ _RETENTION_LIMITS = ("max_age", "max_bytes", "max_msgs_per_subject", "max_msgs")
 
 
 def _differs(current: StreamConfig, wanted: StreamConfig) -> list[str]:
-    return [f for f in _COMPARED if getattr(current, f) != getattr(wanted, f)]
+    changed = [f for f in _COMPARED if getattr(current, f) != getattr(wanted, f)]
+    # The server fills in fields of a source we never set: compare what a source does.
+    return changed + (["sources"] if sources_of(current) != sources_of(wanted) else [])
 
 
 def _limit(value: float | None) -> float:
@@ -172,14 +190,26 @@ async def require_declared(js: JetStreamContext, settings: StreamSettings, *, wh
             raise BusUnavailable(f"stream {spec.name} does not exist on {where}: run `rr streams init` (or `rr up`)") from None
 
 
-async def provision(js: JetStreamContext, settings: StreamSettings, *, allow_shorter_retention: bool = False) -> dict[str, str]:
+async def provision(
+    js: JetStreamContext, settings: StreamSettings, *, allow_shorter_retention: bool = False, lease_bucket: str = DEFAULT_BUCKET,
+) -> dict[str, str]:
     """Create or update every declared stream; returns {stream: created|updated|unchanged}.
 
+    An existing RR_EVENTS without the lease bucket's source gets it (`rr streams init` as admin).
     An update that lowers a retention limit is refused (StreamSetupError) unless
     `allow_shorter_retention`: it would drop the messages past the new limit for good.
     """
     outcome: dict[str, str] = {}
-    for spec in declared_streams(settings):
+    bucket_error: StreamSetupError | None = None
+    try:
+        await ensure_bucket(js, lease_bucket, settings.replicas)  # before the log sources it (see ensure_bucket)
+    except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError) as exc:
+        raise BusUnavailable(f"JetStream did not answer while provisioning lease bucket {lease_bucket}: {exc}") from None
+    except nats.js.errors.APIError as exc:
+        # Reported after the declared streams, whose own refusal names what to fix first.
+        bucket_error = StreamSetupError(f"stream KV_{lease_bucket} (the lease bucket): {exc.description} "
+                                        f"(err_code {exc.err_code})")
+    for spec in declared_streams(settings, lease_bucket):
         wanted = stream_config(spec, settings)
         try:
             outcome[spec.name] = await _provision_one(js, wanted, allow_shorter_retention)
@@ -189,6 +219,8 @@ async def provision(js: JetStreamContext, settings: StreamSettings, *, allow_sho
             if storage_full(exc.err_code, exc.description or ""):
                 raise StreamSetupError(_no_room(spec, exc.description or "", exc.err_code)) from None
             raise StreamSetupError(f"stream {spec.name}: {exc.description} (err_code {exc.err_code})") from None
+    if bucket_error is not None:
+        raise bucket_error
     return outcome
 
 

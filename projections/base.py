@@ -20,6 +20,7 @@ import msgspec
 from eventbus.errors import InvalidEvent
 from eventbus.events import EVENT_TYPES, Event, strict_decoder
 from eventbus.integrity import decode_on, mismatch
+from eventbus.leasecopy import COPY_TYPE, decode_copy
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +155,8 @@ class Record(Protocol):
     def subject(self) -> str: ...
     @property
     def data(self) -> bytes: ...
+    @property
+    def headers(self) -> dict[str, str] | None: ...
 
 
 def type_of(subject: str) -> str:
@@ -194,7 +197,8 @@ class Folder(Generic[S]):
         if kind not in self._reads:
             return  # only the position moves, and `state` applies it when read
         try:
-            event = self._decode(record.data)
+            # A lease copy is the server's, read from its headers; every other event from its body.
+            event = decode_copy(record.subject, record.headers, record.data) if kind == COPY_TYPE else self._decode(record.data)
         except InvalidEvent as exc:
             self._state = undecodable(self._state, seq, kind, str(exc))
             return
@@ -219,7 +223,7 @@ class UntilFolder(Folder[S]):
             return
         kind = type_of(record.subject)
         try:
-            event = decode_on(record.subject, record.data)
+            event = decode_on(record.subject, record.data, record.headers)
         except InvalidEvent as exc:
             self._seq = record.seq
             if kind in self._reads:

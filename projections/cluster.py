@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from eventbus.events import Event, HostOffline, HostOnline, HostResources, LeaderElected, LeaderLost
+from eventbus.events import Event, HostOffline, HostOnline, HostResources, LeaderElected, LeaderLost, LeaseWritten
 from projections.base import Anomaly, Projection, rejected, total
 from projections.fence import Fence, screen
 
@@ -132,5 +132,5 @@ PROJECTION: Projection[ClusterState] = Projection(
     version=VERSION,
     initial=ClusterState,
     apply=apply,
-    reads=frozenset(t.type_name() for t in _HANDLERS),
+    reads=frozenset({LeaseWritten.type_name(), *(t.type_name() for t in _HANDLERS)}),  # copies teach the fence
 )

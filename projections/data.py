@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from eventbus.events import DataSyncComplete, DataSyncPlanned, Event, LeaderElected, SelfplayComplete
+from eventbus.events import DataSyncComplete, DataSyncPlanned, Event, LeaderElected, LeaseWritten, SelfplayComplete
 from projections import attempts as attempt_rule
 from projections import withdrawal
 from projections.attempts import Attempts, late
@@ -215,7 +215,7 @@ def apply(state: DataState, event: Event, seq: int) -> DataState:
     state, admitted = screen(state, event, seq)
     if not admitted:
         return state
-    if isinstance(event, LeaderElected):  # read only to teach the fence
+    if isinstance(event, (LeaderElected, LeaseWritten)):  # read only to teach the fence
         return msgspec.structs.replace(state, last_seq=seq)
     if event.type_name() in withdrawal.READS:
         return item_ended(state, event, seq)
@@ -240,6 +240,6 @@ PROJECTION: Projection[DataState] = Projection(
     initial=DataState,
     apply=apply,
     reads=frozenset({
-        LeaderElected.type_name(), *attempt_rule.READS, *withdrawal.READS, *(t.type_name() for t in _HANDLERS),
+        LeaderElected.type_name(), LeaseWritten.type_name(), *attempt_rule.READS, *withdrawal.READS, *(t.type_name() for t in _HANDLERS),
     }),
 )

@@ -13,8 +13,12 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from eventbus.events import Event
+from eventbus.events import Event, LeaseWritten
 from projections.fencing import ADMITTED, LEADER_DECISIONS, FenceView, Verdict, judge, learn, unbelieved_reason
+
+# Epoch-less events the fence still looks at: leader decisions (refused without one) and the
+# lease copies it learns the acquisitions from.
+FENCED_WITHOUT_EPOCH: frozenset[type[Event]] = LEADER_DECISIONS | {LeaseWritten}
 
 DROPPED_KEPT = 50  # the newest dropped decisions kept for forensics; `dropped` counts all
 
@@ -62,7 +66,7 @@ def reason(view: FenceView, event: Event, verdict: Verdict) -> str:
 
 def step(fence: Fence, event: Event, seq: int) -> tuple[Fence, bool]:
     """The fence after judging one event, and whether the event may take effect."""
-    if event.epoch is None and type(event) not in LEADER_DECISIONS:
+    if event.epoch is None and type(event) not in FENCED_WITHOUT_EPOCH:
         return fence, True
     verdict = judge(fence.view, event)
     view = learn(fence.view, event, verdict)
@@ -95,7 +99,7 @@ def believing(state: F, candidates: Sequence[str]) -> F:
 
 def screen(state: F, event: Event, seq: int) -> tuple[F, bool]:
     """`state` with its fence updated by the event, and whether the event may take effect."""
-    if event.epoch is None and type(event) not in LEADER_DECISIONS:
+    if event.epoch is None and type(event) not in FENCED_WITHOUT_EPOCH:
         return state, True
     fence, admitted = step(state.fence, event, seq)
     if fence is not state.fence:

@@ -13,6 +13,15 @@ the server's permissions granted) with an epoch no other role's election used. A
 an epoch no believed election named is dropped: a term announces itself before it decides, so
 such an epoch is made up. Only a fence that knows no election at all (a log whose elections
 aged out of retention) admits an unnamed epoch, if it is not older than one admitted before.
+
+Verified against the lease: the server copies every write of the lease bucket into the log
+(LEASE_WRITTEN, eventbus/leasecopy.py), which no client can publish. Once a fence has seen
+any copy it is "verified": it believes LEADER_ELECTED {role R, node N, epoch E} only if the
+copy of revision E was an acquiring write of R's lease naming N (the elector waits for that
+copy before announcing, so log order puts it first), and it compares a verified election only
+with verified epochs, so a made-up epoch believed before the first copy cannot block the real
+elections after it. A fence that never saw a copy (a log written before the bucket was
+sourced) keeps the rules above.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ import enum
 import msgspec
 
 from eventbus.authority import AUTHORITY
-from eventbus.events import EVENT_TYPES, Event, LeaderElected, LeaderLost
+from eventbus.events import EVENT_TYPES, Event, LeaderElected, LeaderLost, LeaseWritten
 
 # Event types only a leader's term publishes, from the authority table: those only coordinators
 # own (WORK_ADDED, WORK_ATTEMPT_FAILED, CONFIG_CHANGED ... are also a person's or a worker's, so
@@ -77,6 +86,12 @@ class FenceView(msgspec.Struct, frozen=True, kw_only=True):
     newest_known: int = 0  # highest epoch any election named
     newest_unknown: int = 0  # highest unnamed epoch admitted
     candidates: tuple[str, ...] = ()  # nodes whose elections are believed; empty: any node's
+    verified: bool = False  # a lease copy was seen: elections are believed only with their acquisition's copy
+    acquired: dict[int, tuple[str, str]] = {}  # revision -> (role, node) of acquiring writes not yet announced
+    trusted: dict[str, int] = {}  # newest verified epoch per role (verified mode only)
+
+
+ACQUIRED_KEPT = 256  # acquisitions awaiting their election; older ones are dropped (never announced)
 
 
 def judge(view: FenceView, event: Event) -> Verdict:
@@ -89,10 +104,16 @@ def judge(view: FenceView, event: Event) -> Verdict:
     if isinstance(event, LeaderElected):
         if not believable(view, event):
             return Verdict.UNBELIEVED_ELECTION
+        if view.verified:
+            if not acquisition_logged(view, event):
+                return Verdict.UNBELIEVED_ELECTION
+            return Verdict.ELECTION if epoch >= view.trusted.get(event.role, 0) else Verdict.STALE_ELECTION
         return Verdict.ELECTION if epoch >= view.newest.get(event.role, 0) else Verdict.STALE_ELECTION
     role = view.role_of.get(epoch)
     if role is not None:
-        return Verdict.CURRENT if epoch >= view.newest[role] else Verdict.STALE
+        # Equal, not "at least": a verified election may bring the newest epoch below one believed
+        # before the first copy, whose decisions are then stale.
+        return Verdict.CURRENT if epoch == view.newest[role] else Verdict.STALE
     # Only a fence that knows no election at all (a log whose elections aged out of retention) takes
     # an unnamed epoch on trust; once elections are known, an epoch none of them named is made up.
     if view.newest_known == 0 and epoch >= view.newest_unknown:
@@ -122,12 +143,20 @@ def believable(view: FenceView, event: LeaderElected) -> bool:
     return other is None or other == event.role
 
 
+def acquisition_logged(view: FenceView, event: LeaderElected) -> bool:
+    """Whether the log holds the copy of an acquiring write of the election's role, naming its node, at its epoch."""
+    return event.epoch is not None and view.acquired.get(event.epoch) == (event.role, event.node)
+
+
 def unbelieved_reason(view: FenceView, event: Event) -> str:
     """Why an election is not believed, in a sentence."""
     if isinstance(event, LeaderElected) and event.source and event.source != event.node:
         return f"election of {event.node} announced by {event.source}: a node announces only its own win"
     if isinstance(event, LeaderElected) and view.candidates and event.node not in view.candidates:
         return f"election of {event.node}, which is not a candidate ({', '.join(view.candidates)})"
+    if isinstance(event, LeaderElected) and view.verified and not acquisition_logged(view, event):
+        return (f"no acquisition of the {event.role} lease at revision {event.epoch} by {event.node} in the log: "
+                "a made-up epoch")
     other = view.role_of.get(event.epoch) if event.epoch is not None else None
     return f"election reuses epoch {event.epoch} of the {other} role: epochs are unique lease revisions"
 
@@ -135,16 +164,35 @@ def unbelieved_reason(view: FenceView, event: Event) -> str:
 def learn(view: FenceView, event: Event, verdict: Verdict) -> FenceView:
     """What the fence knows after an event it judged: the one rule EpochFence and the folds' Fence both follow."""
     epoch = event.epoch
+    if isinstance(event, LeaseWritten):
+        return copied(view, event)
     if epoch is None or verdict is Verdict.UNBELIEVED_ELECTION:
         return view
     if isinstance(event, LeaderElected):
-        newest = {**view.newest, event.role: epoch} if verdict is Verdict.ELECTION else view.newest
+        if verdict is not Verdict.ELECTION:
+            return msgspec.structs.replace(view, role_of={**view.role_of, epoch: event.role},
+                                           newest_known=max(view.newest_known, epoch))
+        changes: dict[str, object] = {}
+        if view.verified:  # acquisitions older than the role's newest term will never be announced
+            changes["trusted"] = {**view.trusted, event.role: epoch}
+            changes["acquired"] = {r: a for r, a in view.acquired.items() if a[0] != event.role or r >= epoch}
         return msgspec.structs.replace(
-            view, newest=newest, role_of={**view.role_of, epoch: event.role}, newest_known=max(view.newest_known, epoch),
+            view, newest={**view.newest, event.role: epoch}, role_of={**view.role_of, epoch: event.role},
+            newest_known=max(view.newest_known, epoch), **changes,
         )
     if verdict is Verdict.UNKNOWN_NEW:
         return msgspec.structs.replace(view, newest_unknown=epoch)
     return view
+
+
+def copied(view: FenceView, copy: LeaseWritten) -> FenceView:
+    """What the fence knows after a lease copy: it is verified from now on, and an acquisition awaits its election."""
+    if not (copy.acquiring and copy.node is not None and copy.revision > view.trusted.get(copy.role, 0)):
+        return view if view.verified else msgspec.structs.replace(view, verified=True)
+    acquired = {**view.acquired, copy.revision: (copy.role, copy.node)}
+    if len(acquired) > ACQUIRED_KEPT:
+        acquired = dict(sorted(acquired.items())[-ACQUIRED_KEPT:])
+    return msgspec.structs.replace(view, verified=True, acquired=acquired)
 
 
 class EpochFence:
@@ -159,7 +207,9 @@ class EpochFence:
 
     def view(self) -> FenceView:
         """A snapshot of what the fence knows."""
-        return msgspec.structs.replace(self._view, newest=dict(self._view.newest), role_of=dict(self._view.role_of))
+        v = self._view
+        return msgspec.structs.replace(v, newest=dict(v.newest), role_of=dict(v.role_of), acquired=dict(v.acquired),
+                                       trusted=dict(v.trusted))
 
     def newest(self, role: str) -> int | None:
         """The newest epoch elected for a role so far."""

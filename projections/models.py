@@ -11,6 +11,7 @@ import msgspec
 from eventbus.events import (
     Event,
     LeaderElected,
+    LeaseWritten,
     ModelDistributed,
     ModelDistributionComplete,
     ModelPromoted,
@@ -157,7 +158,7 @@ def apply(state: ModelsState, event: Event, seq: int) -> ModelsState:
     state, admitted = screen(state, event, seq)
     if not admitted:
         return state
-    if isinstance(event, LeaderElected):  # read only to teach the fence
+    if isinstance(event, (LeaderElected, LeaseWritten)):  # read only to teach the fence
         return msgspec.structs.replace(state, last_seq=seq)
     if isinstance(event, TrainingComplete):
         problem = late(state.attempts, event.work_id, event.attempt, event.node)
@@ -179,5 +180,5 @@ PROJECTION: Projection[ModelsState] = Projection(
     version=VERSION,
     initial=ModelsState,
     apply=apply,
-    reads=frozenset({LeaderElected.type_name(), *attempt_rule.READS, *(t.type_name() for t in _HANDLERS)}),
+    reads=frozenset({LeaderElected.type_name(), LeaseWritten.type_name(), *attempt_rule.READS, *(t.type_name() for t in _HANDLERS)}),
 )

@@ -17,6 +17,7 @@ import msgspec
 from eventbus.errors import InvalidEvent
 from eventbus.events import Event, HostOffline, HostOnline, LeaderElected, LeaderLost
 from eventbus.integrity import decode_on
+from eventbus.leasecopy import COPIES
 from eventbus.subjects import EVENTS_ROOT, aggregate_filter, source_filter, type_filter
 from projections import bundle
 from projections.base import Record, type_of, undecodable
@@ -55,7 +56,7 @@ _MODEL_FIELDS = ("model_id", "parent_model", "previous_model", "opponent")
 
 # The records a timeline needs beyond its aggregate's own: leadership (fencing and "around"),
 # membership ("around"), and the event types elsewhere that name a work item or a model.
-_CONTEXT = (f"{EVENTS_ROOT}.leader.>", f"{EVENTS_ROOT}.host.>")
+_CONTEXT = (f"{EVENTS_ROOT}.leader.>", f"{EVENTS_ROOT}.host.>", COPIES)  # COPIES: the lease copies elections are verified by
 _NAMING_WORK = ("SELFPLAY_COMPLETE", "TRAINING_COMPLETE", "EVALUATION_COMPLETE", "MODEL_PROMOTED")
 _NAMING_MODEL = ("SELFPLAY_COMPLETE", "TRAINING_STARTED")
 
@@ -100,7 +101,7 @@ def node_subjects(node: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     The records of the second group that do not mention `node` are dropped unfolded; the ones
     that do, and the node's own, lead to the aggregates they are judged by (`aggregates_named`).
     """
-    return (source_filter(node), aggregate_filter("host", node), _CONTEXT[0]), tuple(type_filter(t) for t in _NAMING_NODE)
+    return (source_filter(node), aggregate_filter("host", node), _CONTEXT[0], COPIES), tuple(type_filter(t) for t in _NAMING_NODE)
 
 
 def aggregates_named(event: Event, kinds: Iterable[str] = ("work", "data", "model")) -> set[str]:
@@ -181,7 +182,7 @@ class TimelineBuilder:
     def __call__(self, record: Record) -> None:
         """Fold one stored record, and keep its line when it is selected."""
         try:
-            event = decode_on(record.subject, record.data)
+            event = decode_on(record.subject, record.data, record.headers)
         except InvalidEvent as exc:
             self.state = undecodable(self.state, record.seq, type_of(record.subject), str(exc))
             if self.selector == Selector():

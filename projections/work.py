@@ -10,6 +10,7 @@ import msgspec
 from eventbus.events import (
     Event,
     LeaderElected,
+    LeaseWritten,
     TrainingStarted,
     WorkAdded,
     WorkAssigned,
@@ -224,7 +225,7 @@ def apply(state: WorkState, event: Event, seq: int) -> WorkState:
     state, admitted = screen(state, event, seq)
     if not admitted:
         return state
-    if isinstance(event, LeaderElected):  # read only to teach the fence
+    if isinstance(event, (LeaderElected, LeaseWritten)):  # read only to teach the fence
         return msgspec.structs.replace(state, last_seq=seq)
     if isinstance(event, WorkAdded):
         return work_added(state, event, seq)
@@ -261,6 +262,6 @@ PROJECTION: Projection[WorkState] = Projection(
     initial=WorkState,
     apply=apply,
     reads=frozenset(
-        {LeaderElected.type_name()} | {t.type_name() for moves in TRANSITIONS.values() for t in moves} | {WorkAdded.type_name()}
+        {LeaderElected.type_name(), LeaseWritten.type_name()} | {t.type_name() for moves in TRANSITIONS.values() for t in moves} | {WorkAdded.type_name()}
     ),
 )

@@ -19,7 +19,7 @@ import msgspec
 import msgspec.inspect as mi
 from hypothesis import strategies as st
 
-from eventbus.events import EVENT_TYPES, MAX_EVENT_BYTES, Event, encode
+from eventbus.events import BIG, EVENT_TYPES, MAX_EVENT_BYTES, Event, LeaderElected, encode
 from eventbus.subjects import event_subject
 
 ENVELOPE = frozenset(Event.__struct_fields__)
@@ -119,13 +119,28 @@ LEADERSHIP = frozenset({"LEADER_ELECTED", "LEADER_LOST"})
 def any_event(forge: bool = True) -> st.SearchStrategy[Event]:
     """A valid event of any type in the catalogue.
 
-    With `forge` False, no leadership events and no epochs: a valid but forged election is
-    obeyed by design (fencing trusts the newest epoch), and keeping it out of the log is the job
-    of publish permissions and the subject/body check, not of decoding; the pure fold tests
-    still get them.
+    With `forge` False, no leadership events and no epochs: an election from a node that is not a
+    candidate, or of an epoch no lease write acquired, is refused by the fences, but a random
+    one may name a real term's epoch; `forged_elections` makes the ones a candidate could publish.
     """
     kinds = [kind for name, kind in EVENT_TYPES.items() if forge or name not in LEADERSHIP]
     return st.one_of(*(events_of(kind, forge) for kind in kinds))
+
+
+def forged_elections(candidates: tuple[str, ...], roles: tuple[str, ...] = ("scheduler",)) -> st.SearchStrategy[tuple[str, bytes]]:
+    """A LEADER_ELECTED a candidate's own credentials may publish: its own win, under its own name, any epoch.
+
+    The server's permissions let it through; the fences must not believe it (no acquisition of
+    the lease at that revision by that node is in the log), so scheduling goes on.
+    """
+    def forged(kw: dict[str, Any]) -> tuple[str, bytes]:
+        event = LeaderElected(id=f"{kw['node']}:forged-{kw['epoch']}", source=kw["node"], **kw)
+        return _subject(event), encode(event)
+
+    return st.fixed_dictionaries({
+        "role": st.sampled_from(roles), "node": st.sampled_from(candidates), "ttl_s": st.floats(0, 60),
+        "epoch": st.one_of(st.integers(1, 1000), st.integers(1, BIG), st.just(BIG)),
+    }).map(forged)
 
 
 # ---- hostile payloads -------------------------------------------------------------------

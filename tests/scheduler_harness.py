@@ -20,10 +20,10 @@ from eventbus.events import (
     WorkCancelled,
     WorkCompleted,
     WorkStarted,
-    decode,
 )
 from eventbus.follow import follow
 from eventbus.history import Record, events
+from eventbus.integrity import decode_on
 from eventbus.publisher import FenceToken, Publisher
 from eventbus.subjects import election_filter, type_filter
 from projections import work
@@ -59,7 +59,7 @@ async def simulated_worker(bus: Bus, node: str, behaviour: Behaviour, work_s: fl
     held: dict[str, WorkAssigned] = {}
 
     def on_record(record: Record) -> None:
-        event = decode(record.data)
+        event = decode_on(record.subject, record.data, record.headers)
         if (isinstance(event, WorkAssigned) and event.node == node) or isinstance(event, WorkCancelled):
             inbox.put_nowait(event)
 

@@ -49,7 +49,8 @@ def healthy(**changes: object) -> Probes:
         connection=ConnectionProbe(url="nats://nats-a:4222", connected=True, server_version="2.15.1"),
         jetstream=JetStreamProbe(enabled=True, streams=3),
         streams=[StreamProbe(name=s, exists=True, replicas=3, current_replicas=3, messages=10,
-                             server_time=NOW, sent_at=NOW, round_trip_s=0.002) for s in STREAMS],
+                             server_time=NOW, sent_at=NOW, round_trip_s=0.002,
+                             sources=("KV_rr_leases",) if s == "RR_EVENTS" else ()) for s in STREAMS],
         expected_replicas=3,
         monitor=MonitorProbe(url="http://nats-a:8222", reachable=True, sync_always=True, sync_interval_s=120.0),
         permissions=PermissionsProbe(
@@ -122,6 +123,13 @@ def test_missing_streams_and_wrong_replicas_say_which_command_fixes_them() -> No
     assert not replicas.ok and "1 replicas, the config asks for 3" in replicas.detail and "--replicas 3" in replicas.fix
     lagging = by_name(results, "stream RR_DEADLETTER")
     assert not lagging.ok and not lagging.required and "Recover from a lost NATS server" in lagging.fix
+
+
+def test_a_log_that_does_not_copy_the_lease_bucket_fails_naming_streams_init() -> None:
+    streams = [StreamProbe(name="RR_EVENTS", exists=True, replicas=3, current_replicas=3, server_time=NOW, sent_at=NOW)]
+    old = by_name(evaluate(healthy(streams=streams)), "stream RR_EVENTS")
+    assert not old.ok and old.required and "KV_rr_leases" in old.detail and "rr streams init" in old.fix
+    assert by_name(evaluate(healthy()), "stream RR_EVENTS").ok
 
 
 def test_durability_unknown_or_default_warns_with_the_setting_to_change() -> None:

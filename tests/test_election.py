@@ -53,11 +53,12 @@ class Running:
 
 
 @contextlib.asynccontextmanager
-async def node(url: str, node_id: str, *, candidate: bool = True, work: Any = None) -> AsyncIterator[Running]:
-    """Run an elector for `scheduler` on its own connection until the block ends."""
-    bus = await connect(url, node_id=node_id)
+async def node(url: str, node_id: str, *, candidate: bool = True, work: Any = None,
+               settings: LeadershipSettings = SETTINGS, options: dict[str, Any] | None = None) -> AsyncIterator[Running]:
+    """Run an elector for `scheduler` on its own connection (`options`: its credentials ...) until the block ends."""
+    bus = await connect(url, node_id=node_id, **(options or {}))
     stopping = asyncio.Event()
-    elector = Elector(bus, "scheduler", node_id, settings=SETTINGS, candidate=candidate)
+    elector = Elector(bus, "scheduler", node_id, settings=settings, candidate=candidate)
     running: Running
 
     async def lead(term: Term) -> None:

@@ -2,7 +2,8 @@
 
 Each example appends a batch from tests/event_fuzz.py (valid events with arbitrary values,
 bodies that break their schema, bodies under another type's subject, oversized and deeply
-nested JSON, junk) to the log a real scheduler process and a simulated node are following.
+nested JSON, junk, and elections that candidates announce for themselves with made-up epochs)
+to the log a real scheduler process and a simulated node are following.
 Then a valid item pinned to the node must still be assigned and completed, both processes must
 still run, and every reading command must answer (exit 0, no traceback). The log only grows, so
 later examples meet all the poison of earlier ones, as a restarted service would.
@@ -32,7 +33,7 @@ from eventbus.history import events
 from eventbus.publisher import Publisher
 from eventbus.subjects import aggregate_filter
 from tests.bus_harness import provisioned_bus
-from tests.event_fuzz import hostile_payloads, valid_payloads
+from tests.event_fuzz import forged_elections, hostile_payloads, valid_payloads
 from tests.helpers import eventually
 from tests.procs.leader_fleet import ROOT, Fleet
 
@@ -42,6 +43,9 @@ EXAMPLES = int(os.environ.get("RR_FUZZ_EXAMPLES", "12"))  # more for a longer lo
 NODE = "fz-worker"
 COMMANDS = (["work", "list"], ["nodes"], ["models"], ["status"], ["events", "tail", "--no-follow"], ["timeline"],
             ["leader"], ["data"])
+# The fleet's candidate announcing itself with made-up epochs, and the fuzzer's nodes too (no candidates
+# are configured, so any node's own election is judged by its epoch alone: the lease copies decide).
+FORGED_ELECTIONS = forged_elections(("s1", "fz-a", "fz-b"))
 CONFIG = ("leadership:\n  ttl_s: 2\nmembership:\n  heartbeat_interval_s: 0.5\n  missed_beats_offline: 20\n"
           "scheduler:\n  populator_enabled: false\npipeline:\n  enabled: false\n")
 
@@ -111,7 +115,8 @@ def test_arbitrary_and_hostile_events_never_stop_scheduling_or_the_commands(
         # and the batch that broke things first is the one to report.
         @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None, phases=[Phase.generate],
                   suppress_health_check=list(HealthCheck))
-        @given(st.lists(st.one_of(hostile_payloads(forge=False), valid_payloads(forge=False)), min_size=1, max_size=12))
+        @given(st.lists(st.one_of(hostile_payloads(forge=False), valid_payloads(forge=False), FORGED_ELECTIONS),
+                        min_size=1, max_size=12))
         def one_batch(batch: list[tuple[str, bytes]]) -> None:
             asyncio.run(_append(nats_url, batch))
             try:

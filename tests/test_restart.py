@@ -17,8 +17,9 @@ from pathlib import Path
 
 from cluster.membership.core import LEFT
 from eventbus.connection import Bus, connect
-from eventbus.events import Event, HostOffline, WorkAdded, WorkAttemptFailed, WorkCompleted, WorkHandedBack, WorkStarted, decode
+from eventbus.events import Event, HostOffline, WorkAdded, WorkAttemptFailed, WorkCompleted, WorkHandedBack, WorkStarted
 from eventbus.history import Record, replay
+from eventbus.integrity import decode_on
 from eventbus.publisher import Publisher
 from tests.helpers import eventually
 
@@ -76,7 +77,7 @@ async def _connect(port: int) -> Bus | None:
 async def _events(bus: Bus) -> list[tuple[int, Event]]:
     records: list[Record] = []
     await replay(bus, records.append)
-    return [(r.seq, decode(r.data)) for r in records]
+    return [(r.seq, decode_on(r.subject, r.data, r.headers)) for r in records]
 
 
 def _of(events: list[tuple[int, Event]], kind: type[Event]) -> list[tuple[int, Event]]:

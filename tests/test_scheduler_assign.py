@@ -21,6 +21,7 @@ from eventbus.events import (
     WorkHandedBack,
 )
 from eventbus.history import events
+from eventbus.integrity import decode_on
 from eventbus.publisher import Publisher
 from projections import work
 from services.leader import assigner
@@ -222,7 +223,7 @@ async def _assigned_by(bus: Bus, epoch: int) -> bool:
 async def test_a_new_leader_starts_from_the_last_leaders_snapshot_and_folds_the_same_queue(bus: Bus, eventually: Any) -> None:
     from cluster.leadership.term import Term
     from config.settings import RrConfig
-    from eventbus.events import Event, decode
+    from eventbus.events import Event
     from eventbus.history import last_sequence, replay
     from servicekit.options import CommonOptions
     from servicekit.runtime import ServiceContext
@@ -257,7 +258,7 @@ async def test_a_new_leader_starts_from_the_last_leaders_snapshot_and_folds_the_
     await replay(bus, records.append, end_seq=second.state.last_seq)
     full = queue.QueueState()
     for record in records:
-        event = decode(record.data)
+        event = decode_on(record.subject, record.data, record.headers)
         if isinstance(event, Event):
             full = queue.apply(full, event, record.seq)
     assert second.state == full

@@ -24,9 +24,9 @@ from eventbus.events import (
     WorkAdded,
     WorkAssigned,
     WorkCompleted,
-    decode,
 )
 from eventbus.history import Record, replay
+from eventbus.integrity import decode_on
 from eventbus.publisher import Published, Publisher
 from projections.bundle import ProjectionSet, fold_all_events
 from servicekit.options import CommonOptions
@@ -133,7 +133,7 @@ async def leader(url: str, epoch: int) -> AsyncIterator[None]:
 async def logged(bus: Bus) -> list[Event]:
     records: list[Record] = []
     await replay(bus, records.append)
-    return [decode(r.data) for r in records]
+    return [decode_on(r.subject, r.data, r.headers) for r in records]
 
 
 def batch(n: int) -> SelfplayComplete:

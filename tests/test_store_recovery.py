@@ -20,8 +20,9 @@ from cli.up.layout import Layout
 from cli.up.storewatch import stuck_store, watch_store
 from eventbus.connection import Bus, connect
 from eventbus.errors import BusError
-from eventbus.events import Event, LeaderElected, WorkAdded, WorkAssigned, decode
+from eventbus.events import Event, LeaderElected, WorkAdded, WorkAssigned
 from eventbus.history import Record, replay
+from eventbus.integrity import decode_on
 from eventbus.leases import LeaseBucket, LeaseValue
 from eventbus.natsserver import free_port
 from eventbus.publisher import Publisher
@@ -106,7 +107,7 @@ async def _connect(port: int) -> Bus | None:
 async def _kinds(bus: Bus, kind: type[Event]) -> list[Event]:
     records: list[Record] = []
     await replay(bus, records.append)
-    return [e for e in (decode(r.data) for r in records) if isinstance(e, kind)]
+    return [e for e in (decode_on(r.subject, r.data, r.headers) for r in records) if isinstance(e, kind)]
 
 
 @contextlib.asynccontextmanager

@@ -16,7 +16,7 @@ from tests.test_projections import _sample_log
 def test_no_filter_reads_the_whole_log_a_node_its_own_subjects_first_and_a_work_item_its_own_subjects() -> None:
     assert subjects_read(Selector()) is None and subjects_read(Selector(node="gpu-1")) is None
     own, naming = node_subjects("gpu-1")
-    assert own == ("rr.evt.*.*.*.gpu-1", "rr.evt.host.gpu-1.>", "rr.evt.leader.>") and "rr.evt.*.*.WORK_ASSIGNED.*" in naming
+    assert own == ("rr.evt.*.*.*.gpu-1", "rr.evt.host.gpu-1.>", "rr.evt.leader.>", "rr.evt.lease.>") and "rr.evt.*.*.WORK_ASSIGNED.*" in naming
     subjects = subjects_read(Selector(work="w-1"))
     assert subjects is not None and "rr.evt.work.w-1.>" in subjects and "rr.evt.work.>" not in subjects
     assert subjects_read(Selector(work="w-1", node="gpu-1")) == subjects  # the node only narrows the item's lines

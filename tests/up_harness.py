@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from eventbus.connection import Bus, connect
-from eventbus.events import Event, decode
+from eventbus.events import Event
 from eventbus.history import Record, replay
+from eventbus.integrity import decode_on
 from eventbus.publisher import Publisher
 from tests.helpers import eventually
 
@@ -42,7 +43,7 @@ class Up:
         """The whole events stream, decoded."""
         records: list[Record] = []
         await replay(self.bus, records.append)
-        return [(r.seq, decode(r.data)) for r in records]
+        return [(r.seq, decode_on(r.subject, r.data, r.headers)) for r in records]
 
     def publisher(self) -> Publisher:
         """A publisher on the client bus (as node `test`)."""

@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     async def go() -> DataView:
         fold, marks = Folder(data.PROJECTION), Folder(taint.PROJECTION)
         async with open_bus(options, "data") as bus:
-            subjects = (*aggregate_subjects("data", "leader"), *type_subjects(withdrawal.READS), *taint_subjects())
+            subjects = (*aggregate_subjects("data", "leader", "lease"), *type_subjects(withdrawal.READS), *taint_subjects())
             await LiveFold(bus, [fold, marks], subjects).catch_up()
         return data_view(fold.state, utcnow(), args.limit, taint.tainted(marks.state))
 

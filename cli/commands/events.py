@@ -100,7 +100,7 @@ def describe(seq: int, event: Event) -> str:
 def json_line(record: Record) -> str:
     """One line for machines: {"seq", "subject", "event"} or {"seq", "subject", "error"}."""
     try:
-        event: Event | None = decode_on(record.subject, record.data)
+        event: Event | None = decode_on(record.subject, record.data, record.headers)
     except InvalidEvent as exc:
         return msgspec.json.encode({"seq": record.seq, "subject": record.subject, "error": str(exc)}).decode()
     return msgspec.json.encode({"seq": record.seq, "subject": record.subject, "event": event}).decode()
@@ -109,7 +109,7 @@ def json_line(record: Record) -> str:
 def text_line(record: Record) -> str:
     """describe() of a record, or a line saying why it could not be decoded."""
     try:
-        return describe(record.seq, decode_on(record.subject, record.data))
+        return describe(record.seq, decode_on(record.subject, record.data, record.headers))
     except InvalidEvent as exc:
         return f"{record.seq:>8}  undecodable message on {record.subject}: {exc}"
 

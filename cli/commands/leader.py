@@ -53,21 +53,34 @@ async def leader_views(options: CommonOptions, bucket_name: str) -> list[LeaderV
         views = []
         for role in roles:
             record = await bucket.read(role) if exists else LeaseRecord(role=role, revision=0, state="absent")
-            views.append(leader_view(role, record, await last_elected(bus, role)))
+            views.append(leader_view(role, record, await last_elected(bus, role, record)))
         return views
 
 
-async def last_elected(bus: Bus, role: str) -> LeaderElected | None:
-    """The latest LEADER_ELECTED of a role in the log, found without reading the whole log."""
+ELECTIONS_LOOKED_AT = 16  # the newest elections of a role searched for one the lease backs
+
+
+async def last_elected(bus: Bus, role: str, lease: LeaseRecord) -> LeaderElected | None:
+    """The latest LEADER_ELECTED of a role in the log that the lease backs, found without reading the whole log.
+
+    A candidate's credentials can publish an election with a made-up epoch (the fences do not
+    believe it, projections/fencing.py); here the lease itself tells: the holder's election names
+    the holder and its epoch, and no real election's epoch is past the key's latest revision.
+    """
     subject = f"{EVENTS_ROOT}.{LeaderElected.aggregate}.{token(role)}.{LeaderElected.type_name()}.*"
-    start, _skip = await start_for_last(bus, 1, subject=subject)
+    start, _skip = await start_for_last(bus, ELECTIONS_LOOKED_AT, subject=subject)
     records: list[Record] = []
     await replay(bus, records.append, subject=subject, start_seq=start)
+    elections: list[LeaderElected] = []
     for record in reversed(records):
         try:
-            event = decode_on(record.subject, record.data)
+            event = decode_on(record.subject, record.data, record.headers)
         except InvalidEvent:
             continue  # unreadable, or its body disagrees with its subject: not an election to believe
-        if isinstance(event, LeaderElected):
-            return event
-    return None
+        if isinstance(event, LeaderElected) and event.source == event.node:  # a node announces only its own win
+            elections.append(event)
+    holder = lease.holder
+    if holder is not None:  # the holder's own announcement, else the newest one before its term
+        own = [e for e in elections if (e.node, e.epoch) == (holder.node, lease.epoch)]
+        return next(iter(own), None) or next((e for e in elections if (e.epoch or 0) < (lease.epoch or 0)), None)
+    return next((e for e in elections if lease.revision == 0 or (e.epoch or 0) <= lease.revision), None)

@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         folds = Folder(models.PROJECTION), Folder(cluster.PROJECTION), Folder(FAILURES), Folder(elo.PROJECTION)
         marks = Folder(taint.PROJECTION)
         async with open_bus(options, "models") as bus:
-            await LiveFold(bus, [*folds, marks], (*aggregate_subjects("model", "host", "leader"), *taint_subjects())).catch_up()
+            await LiveFold(bus, [*folds, marks], (*aggregate_subjects("model", "host", "leader", "lease"), *taint_subjects())).catch_up()
         return model_rows(folds[0].state, folds[1].state, folds[2].state, utcnow(), taint.tainted(marks.state),
                           folds[3].state)
 

@@ -9,6 +9,7 @@ import msgspec
 
 from cli.commands import open_bus
 from config.settings import load_config
+from eventbus.leases import LeaseBucket
 from eventbus.objects import harden_bucket
 from eventbus.snapshots import SNAPSHOT_BUCKET
 from eventbus.streams import StreamSettings, provision
@@ -57,7 +58,11 @@ def run_init(args: argparse.Namespace) -> int:
 
     async def go() -> dict[str, str]:
         async with open_bus(options) as bus:
-            outcome = await provision(bus.js, settings, allow_shorter_retention=args.allow_shorter_retention)
+            outcome = await provision(bus.js, settings, allow_shorter_retention=args.allow_shorter_retention,
+                                      lease_bucket=config.leadership.bucket)
+            # The lease bucket's own dedupe window must be shorter than a renewal (eventbus/leases.py).
+            if (state := await LeaseBucket(bus, config.leadership.bucket).shorten_window()) != "missing":
+                outcome[f"KV_{config.leadership.bucket}"] = state
             # Buckets are made by the services; one made before rollups were turned off gets them off here.
             for bucket in (config.distribution.bucket, config.sync.bucket, SNAPSHOT_BUCKET):
                 if (state := await harden_bucket(bus, bucket)) != "missing":

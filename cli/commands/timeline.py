@@ -122,7 +122,7 @@ _ALL, _LINEAGE = ("work", "data", "model"), ("data", "model")
 
 def _decoded(record: Record) -> Event | None:
     try:
-        return decode_on(record.subject, record.data)
+        return decode_on(record.subject, record.data, record.headers)
     except InvalidEvent:
         return None
 

@@ -94,7 +94,7 @@ async def window_events(
     out: list[tuple[int, Event]] = []
     for seq in sorted(records):
         try:
-            out.append((seq, decode_on(records[seq].subject, records[seq].data)))
+            out.append((seq, decode_on(records[seq].subject, records[seq].data, records[seq].headers)))
         except InvalidEvent:
             continue  # `rr dlq` and `rr timeline` report those; a window's inputs skip them
     return out

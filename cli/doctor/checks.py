@@ -29,6 +29,7 @@ from cli.doctor.findings import (
 )
 from cluster.leadership.status import loops_down
 from eventbus.probe import JetStreamProbe, StreamProbe
+from eventbus.streams import EVENTS_STREAM
 
 MIN_PYTHON = (3, 11)
 GIB = 1 << 30
@@ -51,7 +52,7 @@ def evaluate(p: Probes) -> list[CheckResult]:
     results.append(check_connection(p.connection, p.credentials))
     if p.connection is not None and p.connection.connected:
         results.append(check_jetstream(p.jetstream))
-        results += check_streams(p.streams, p.expected_replicas)
+        results += check_streams(p.streams, p.expected_replicas, p.leases_bucket)
         if p.history is not None:
             results.append(check_history(p.history))
         if p.leadership is not None:
@@ -158,8 +159,9 @@ def check_jetstream(js: JetStreamProbe | None) -> CheckResult:
                            "see ops/nats/node-a.conf) and restart it; in a cluster, a majority of servers must be up")
 
 
-def check_streams(streams: list[StreamProbe], expected_replicas: int) -> list[CheckResult]:
-    """Every declared stream exists with the configured replica count, and its replicas are current."""
+def check_streams(streams: list[StreamProbe], expected_replicas: int, leases_bucket: str = "rr_leases") -> list[CheckResult]:
+    """Every declared stream exists with the configured replica count, its replicas are current, and the log
+    copies the lease bucket (without the copies, the fences cannot tell a made-up election from a real one)."""
     results = []
     for s in streams:
         name = f"stream {s.name}"
@@ -170,6 +172,10 @@ def check_streams(streams: list[StreamProbe], expected_replicas: int) -> list[Ch
             results.append(CheckResult(
                 name=name, ok=False, detail=f"{s.replicas} replicas, the config asks for {expected_replicas}",
                 fix=f"run `rr streams init --replicas {expected_replicas}` (admin), or set streams.replicas in the rr config"))
+        elif s.name == EVENTS_STREAM and f"KV_{leases_bucket}" not in s.sources:
+            results.append(CheckResult(
+                name=name, ok=False, detail=f"does not copy the lease bucket KV_{leases_bucket}: elections are not "
+                "verified against the lease", fix="run `rr streams init` with admin credentials (adds the source)"))
         elif s.current_replicas < s.replicas:
             results.append(CheckResult(
                 name=name, ok=False, required=False, detail=f"R{s.replicas}, only {s.current_replicas} current",

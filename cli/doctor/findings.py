@@ -137,6 +137,7 @@ class Probes(msgspec.Struct, frozen=True, kw_only=True):
     jetstream: JetStreamProbe | None = None
     streams: list[StreamProbe] = []
     expected_replicas: int = 1
+    leases_bucket: str = "rr_leases"  # RR_EVENTS must source it (the lease copies elections are verified by)
     monitor: MonitorProbe | None = None
     permissions: PermissionsProbe | None = None
     disk: DiskProbe | None = None

@@ -92,7 +92,7 @@ async def gather(target: Target) -> Probes:
     probes = Probes(
         node_id=target.node_id, python=tuple(sys.version_info[:3]), packages=packages,  # type: ignore[arg-type]
         config=target.config,
-        credentials=_credentials_probe(target), expected_replicas=target.expected_replicas,
+        credentials=_credentials_probe(target), expected_replicas=target.expected_replicas, leases_bucket=target.leases_bucket,
         min_free_gib=target.min_free_gib, max_skew_s=target.max_skew_s,
         disk=await asyncio.to_thread(probe_disk, Path(target.data_dir)),
         gpu=await probe_gpu(target.expected_gpu, "torch" in importable),

@@ -136,7 +136,7 @@ async def provision_streams(nats_url: str, config: RrConfig, node_id: str) -> di
     """Create or update the streams with the config's settings (1 replica unless it says otherwise)."""
     bus = await connect(nats_url, node_id=node_id, name=f"rr-up:{node_id}")
     try:
-        return await provision(bus.js, config.streams)
+        return await provision(bus.js, config.streams, lease_bucket=config.leadership.bucket)
     finally:
         await bus.close()
 

@@ -19,6 +19,7 @@ import msgspec
 
 from cluster.leadership import lease
 from cluster.leadership.candidacy import Candidacy, candidacy
+from cluster.leadership.copywait import COPY_WAIT_MAX_S, CopyWait
 from cluster.leadership.settings import LeadershipSettings
 from cluster.leadership.supervisor import LoopHealth, LoopState, stop_tasks
 from cluster.leadership.term import Term, hold_seconds
@@ -96,6 +97,11 @@ class Elector:
         self._unannounced: list[Event] = []  # ends of terms the bus refused to record; retried until stored
         self._announcing = asyncio.Lock()  # one late announcer at a time (the retry task, a new term's start)
         self._hold_s = hold_seconds(os.environ)  # 0 unless a fault test holds decisions in flight
+        self._term_id = ""  # the Nats-Msg-Id of every lease write of the current term ("" when the bucket would drop renewals)
+        self._copy_missing = False  # the term ended for want of its copy in the log: campaign again at once
+        self._warned: set[str] = set()  # one-time warnings already logged
+        self._copies = CopyWait(bus, role, node_id, self._bucket.stream, min(settings.ttl_s, COPY_WAIT_MAX_S),
+                                self._state.timing.renew_every_s)
 
     def report_loops(self, health: Mapping[str, LoopHealth]) -> None:
         """The leader's loops' health, as the next lease renewal carries it (`rr leader`, `rr doctor`)."""
@@ -160,9 +166,11 @@ class Elector:
     async def _step(self, lead: LeadFn, tasks: asyncio.TaskGroup, stopping: asyncio.Event) -> None:
         if self._term_failure is not None and self._state.phase is lease.Phase.LEADING:
             self._apply(lease.TermOver(self._term_failure))
-            # Its loops could not run here: give the other candidates two TTLs to take the role.
-            self._campaign_after = time.monotonic() + FAILED_TERM_HOLD_OFF_TTLS * self.settings.ttl_s
+            if not self._copy_missing:
+                # Its loops could not run here: give the other candidates two TTLs to take the role.
+                self._campaign_after = time.monotonic() + FAILED_TERM_HOLD_OFF_TTLS * self.settings.ttl_s
         self._term_failure = None
+        self._copy_missing = False
         action = lease.next_action(self._state, time.monotonic())
         if isinstance(action, lease.Campaign) and time.monotonic() < self._campaign_after:
             await self._wait(self._campaign_after, stopping)
@@ -224,10 +232,12 @@ class Elector:
         self._counts["campaigns"] += 1
         self._acquired_at = utcnow()
         value = self._lease_value(epoch=0)
+        self._term_id = self._new_term_id()
         sent_at = time.monotonic()
         try:
             revision = await self._bucket.acquire(
-                self.role, value, expect_revision=action.expect_revision, timeout=self._state.timing.renew_every_s
+                self.role, value, expect_revision=action.expect_revision, timeout=self._state.timing.renew_every_s,
+                term_id=self._term_id,
             )
         except ConcurrencyConflict:
             await self._refresh()  # someone else was quicker: learn who
@@ -247,7 +257,7 @@ class Elector:
         timeout = min(action.deadline - sent_at, self._state.timing.renew_every_s)
         try:
             value = self._lease_value(epoch=term.epoch)
-            revision = await self._bucket.renew(self.role, value, revision=action.revision, timeout=timeout)
+            revision = await self._bucket.renew(self.role, value, revision=action.revision, timeout=timeout, term_id=self._term_id)
         except ConcurrencyConflict:
             self._apply(lease.TermOver("renewal refused: the lease is no longer ours"))
         except BusError as exc:
@@ -257,6 +267,21 @@ class Elector:
         else:
             self._counts["renewals"] += 1
             self._apply(lease.Renewed(revision=revision, sent_at=sent_at))
+
+    def _new_term_id(self) -> str:
+        """One Nats-Msg-Id for every write of the term about to be campaigned for, so that the log keeps only the
+        acquisition's copy; none where the bucket's own dedupe window would drop the renewals."""
+        if self._bucket.duplicate_window_s >= self.settings.renew_every_s:
+            self._warn_once("window", "lease bucket %s drops repeated message ids for %.1f s, longer than a renewal: "
+                            "every renewal is copied into the log; run `rr streams init` with the admin credentials "
+                            "to shorten its window", self._bucket.name, self._bucket.duplicate_window_s)
+            return ""
+        return f"lease:{self.role}:{self._state.incarnation}:{os.urandom(4).hex()}"
+
+    def _warn_once(self, key: str, message: str, *args: object) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(message, *args)
 
     def _lease_value(self, epoch: int) -> LeaseValue:
         return LeaseValue(
@@ -283,6 +308,12 @@ class Elector:
             if not term.may_act():
                 return
             await self._announce_late()  # an older term's end goes in the log before this one's start
+            if not await self._copies.logged(term.epoch, term.may_act):
+                if term.may_act():
+                    self._copy_missing = True
+                    self._end_term(f"the log has no copy of the {self.role} lease's acquiring write (revision "
+                                   f"{term.epoch}), which the fences need to believe the election: campaigning again")
+                return
             term.fence = await self._announce(term)
             if term.fence is None:
                 if term.may_act():
@@ -403,7 +434,7 @@ def loop_summary(health: LoopHealth) -> str:
 
 def _election_in(record: Record) -> LeaderElected | None:
     try:
-        event = decode_on(record.subject, record.data)
+        event = decode_on(record.subject, record.data, record.headers)
     except InvalidEvent:
         return None  # not a believable election; the fence sequence is still this record's
     return event if isinstance(event, LeaderElected) else None

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import msgspec
 
+from eventbus.leaserecord import DEDUPE_WINDOW_S
 from eventbus.limits import ID_MAX
 
 _BUCKET = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -36,6 +37,12 @@ class LeadershipSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
             raise ValueError(
                 f"renew_every must be in (0, {(1 - self.safety_margin) / 2:.3f}] of the TTL "
                 f"(two renewals before the safety margin), got {self.renew_every}"
+            )
+        if self.renew_every_s <= DEDUPE_WINDOW_S:
+            # Every write of a term carries one Nats-Msg-Id; the bucket drops a repeat within its window.
+            raise ValueError(
+                f"renew_every x ttl_s must be more than the lease bucket's {DEDUPE_WINDOW_S} s dedupe window, "
+                f"got {self.renew_every_s:.3f} s: raise leadership.renew_every or leadership.ttl_s"
             )
         if not _BUCKET.match(self.bucket):
             raise ValueError(f"bucket must be letters, digits, '-' or '_', got {self.bucket!r}")

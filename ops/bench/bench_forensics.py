@@ -140,7 +140,7 @@ async def event_at(bus: Bus, seq: int) -> ev.Event:
     """The stored event at `seq`."""
     msg = await bus.js.get_msg(EVENTS_STREAM, seq)
     assert msg.subject is not None and msg.data is not None
-    return decode_on(msg.subject, msg.data)
+    return decode_on(msg.subject, msg.data, msg.headers)
 
 
 async def stamp_of(bus: Bus, seq: int) -> dt.datetime:

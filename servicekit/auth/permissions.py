@@ -22,6 +22,7 @@ from __future__ import annotations
 import msgspec
 
 from eventbus.authority import Role, foreign_types, owned_types
+from eventbus.leasecopy import COPIES
 from eventbus.streams import DEADLETTER_STREAM, EVENTS_STREAM, TELEMETRY_STREAM
 from eventbus.subjects import DEADLETTER_ROOT, EVENTS_ROOT, TELEMETRY_ROOT, heartbeat_subject, token
 
@@ -105,8 +106,14 @@ def protected_stream_api(buckets: Buckets) -> tuple[str, ...]:
     return tuple(f"$JS.API.STREAM.{verb}.{stream}" for stream in protected_streams(buckets) for verb in ("UPDATE", "MSG.DELETE"))
 
 
+# Only the server writes here (its copies of the lease writes): a copy is what the fences verify
+# an election against, so no user, admin included, may publish one.
+SERVER_ONLY_EVENTS = (COPIES,)
+
+
 def _denied_to_all_nodes(buckets: Buckets) -> tuple[str, ...]:
     return (
+        *SERVER_ONLY_EVENTS,
         *DESTRUCTIVE_API,
         *protected_stream_api(buckets),
         "_INBOX.>",  # nobody but admin answers into the shared inbox space
@@ -187,7 +194,7 @@ def coordinator_permissions(node: str, buckets: Buckets = Buckets()) -> Permissi
 
 def admin_permissions() -> Permissions:
     """The operators: anything, except publishing the event types admin does not own (nodes and leaders do)."""
-    deny = tuple(f"{EVENTS_ROOT}.*.*.{type_name}.*" for type_name in foreign_types("admin"))
+    deny = (*SERVER_ONLY_EVENTS, *(f"{EVENTS_ROOT}.*.*.{type_name}.*" for type_name in foreign_types("admin")))
     return Permissions(publish=SubjectRules(allow=(">",), deny=deny), subscribe=SubjectRules())
 
 

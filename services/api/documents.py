@@ -203,7 +203,7 @@ def work_status(state: ProjectionSet, *, limit: int, status: work.WorkStatus | N
 def feed_event(record: Record) -> FeedEvent:
     """A stored record as a feed line; an undecodable one says so instead of failing the page."""
     try:
-        event = decode_on(record.subject, record.data)
+        event = decode_on(record.subject, record.data, record.headers)
     except InvalidEvent as exc:
         return FeedEvent(
             seq=record.seq, type=type_of(record.subject) or "?", about="", source="", ts=None, epoch=None,

@@ -85,7 +85,7 @@ class FleetMetrics:
         if kind not in OBSERVED:
             return
         try:
-            event = decode_on(record.subject, record.data)
+            event = decode_on(record.subject, record.data, record.headers)
         except InvalidEvent:
             return  # unreadable or its body disagrees with its subject: the projections record it as an anomaly
         for sample in self._observer.observe(event):

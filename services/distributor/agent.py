@@ -79,7 +79,7 @@ class DistributorAgent:
         self._checkpoints = Folder(CHECKPOINTS)
         self._failures = Folder(FAILURES)
         folders: list[Folder[Any]] = [self._models, self._cluster, self._checkpoints, self._failures]
-        self._live = LiveFold(bus, folders, aggregate_subjects("model", "host", "leader"))
+        self._live = LiveFold(bus, folders, aggregate_subjects("model", "host", "leader", "lease"))
         self._retry = RetryTable(settings.retry_initial_s, settings.retry_max_s)
         self._duties = StoreDuties(bus, node, settings, self._report)
         self._announced: set[str] = set()

@@ -40,7 +40,7 @@ async def distribution_loop(ctx: ServiceContext, term: Term) -> None:
     models_fold, cluster_fold, taint_fold = Folder(models.PROJECTION), Folder(cluster.PROJECTION), Folder(taint.PROJECTION)
     # The agents' own folds ride along only to be snapshotted here: nodes may not write snapshots.
     folders: list[Folder[Any]] = [models_fold, cluster_fold, taint_fold, Folder(CHECKPOINTS), Folder(FAILURES)]
-    live = LiveFold(ctx.bus, folders, (*aggregate_subjects("model", "host", "leader"), *taint_subjects()),
+    live = LiveFold(ctx.bus, folders, (*aggregate_subjects("model", "host", "leader", "lease"), *taint_subjects()),
                     snapshots=ctx.config.snapshots, who="distribution loop", replicas=ctx.config.streams.replicas)
     await live.catch_up()
     decided: set[str] = set()  # published by this term, perhaps not folded back yet

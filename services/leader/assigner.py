@@ -100,7 +100,7 @@ class Assigner:
             return  # a resumed follower's overlap
         self._seen_seq = record.seq
         try:
-            event = decode_on(record.subject, record.data)
+            event = decode_on(record.subject, record.data, record.headers)
         except InvalidEvent as exc:
             log.warning("assigner: skipping undecodable record %d: %s", record.seq, exc)
             event = None

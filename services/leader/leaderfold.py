@@ -94,7 +94,7 @@ class FoldingDecider(Generic[S]):
         self._seen = record.seq
         if type_of(record.subject) in self._reads:
             try:
-                self.state = self._apply(self.state, decode_on(record.subject, record.data), record.seq)
+                self.state = self._apply(self.state, decode_on(record.subject, record.data, record.headers), record.seq)
             except InvalidEvent as exc:
                 log.warning("%s: skipping undecodable record %d: %s", self.name, record.seq, exc)
         self._changed.set()

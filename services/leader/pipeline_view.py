@@ -14,6 +14,7 @@ from eventbus.events import (
     EvaluationComplete,
     Event,
     LeaderElected,
+    LeaseWritten,
     ModelPromoted,
     ModelRated,
     OutputsQuarantined,
@@ -292,5 +293,5 @@ def apply(view: PipelineView, event: Event, seq: int) -> PipelineView:
 
 READS = frozenset(t.type_name() for t in (
     SelfplayComplete, WorkAdded, WorkCompleted, WorkFailed, WorkCancelled, TrainingComplete, EvaluationComplete,
-    ModelPromoted, ModelRated, LeaderElected, OutputsQuarantined, QuarantineLifted,
+    ModelPromoted, ModelRated, LeaderElected, LeaseWritten, OutputsQuarantined, QuarantineLifted,
 )) | attempt_rule.READS

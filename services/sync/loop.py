@@ -33,7 +33,7 @@ async def sync_planner_loop(ctx: ServiceContext, term: Term) -> None:
     """Plan data copies every `sync.plan_interval_s` and on news, until the term ends (or is cancelled)."""
     settings: SyncSettings = ctx.config.sync
     data_fold, cluster_fold = Folder(data.PROJECTION), Folder(cluster.PROJECTION)
-    subjects = (*aggregate_subjects("data", "host", "leader"), *type_subjects(withdrawal.READS))  # withdrawn batches stay put
+    subjects = (*aggregate_subjects("data", "host", "leader", "lease"), *type_subjects(withdrawal.READS))  # withdrawn batches stay put
     # The agents' batch-files fold rides along only to be snapshotted here: nodes may not write snapshots.
     taint_fold = Folder(taint.PROJECTION)  # quarantined batches are not copied
     requests_fold = Folder(SYNC_REQUESTS)  # `sync` work items: operators' copies, planned first

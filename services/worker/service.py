@@ -21,9 +21,10 @@ from config.nodedirs import node_dirs
 from config.settings import RrConfig
 from eventbus.consumer import ConsumerSpec, Delivery, EventConsumer
 from eventbus.errors import BusError, InvalidEvent
-from eventbus.events import Event, LeaderElected, LeaderLost, WorkAssigned, WorkCancelled, WorkStarted, utcnow
+from eventbus.events import Event, LeaderElected, LeaderLost, LeaseWritten, WorkAssigned, WorkCancelled, WorkStarted, utcnow
 from eventbus.history import Record, aggregate_events, replay
 from eventbus.integrity import decode_on
+from eventbus.leasecopy import COPIES
 from eventbus.subjects import EVENTS_ROOT, aggregate_filter, token, type_filter
 from projections.fencing import EpochFence
 from servicekit.childenv import child_env
@@ -61,10 +62,10 @@ def hosts_parallel_jobs(config: RrConfig, node: str) -> int | None:
 
 
 def consumer_spec(node: str) -> ConsumerSpec:
-    """The worker's durable consumer: assignments, cancels and elections, from when it was first created."""
+    """The worker's durable consumer: assignments, cancels, elections and lease copies, from when it was first created."""
     return ConsumerSpec(
         durable=f"worker-{token(node)}",
-        filter_subjects=(type_filter("WORK_ASSIGNED"), type_filter("WORK_CANCELLED"), LEADER_EVENTS),
+        filter_subjects=(type_filter("WORK_ASSIGNED"), type_filter("WORK_CANCELLED"), LEADER_EVENTS, COPIES),
         # A node that never ran a worker has no business with assignments made before it existed.
         deliver="new",
         pull_expires_s=CONSUMER_EXPIRES_S,
@@ -84,7 +85,7 @@ class Worker:
         self._tasks: asyncio.TaskGroup | None = None
         self.consumer = ctx.observed.consumer(EventConsumer(ctx.bus, consumer_spec(self._node), {
             WorkAssigned: self._on_assigned, WorkCancelled: self._on_cancelled,
-            LeaderElected: self._on_election, LeaderLost: self._on_election,
+            LeaderElected: self._on_election, LeaderLost: self._on_election, LeaseWritten: self._on_election,
         }))
         self.runner = AttemptRunner(
             publisher=ctx.publisher, node=self._node, settings=self._settings, paths=paths, book=self._book,
@@ -120,12 +121,12 @@ class Worker:
         # previous process stopped, and the fence must already know every newer leader.
         def learn(record: Record) -> None:
             try:
-                self._fence.judge_and_learn(decode_on(record.subject, record.data))
+                self._fence.judge_and_learn(decode_on(record.subject, record.data, record.headers))
             except InvalidEvent:
                 pass
 
         self._fence = EpochFence(await load_candidates(self._ctx.config))  # elections of others are not believed
-        await replay(self._ctx.bus, learn, subject=LEADER_EVENTS)
+        await replay(self._ctx.bus, learn, subjects=(LEADER_EVENTS, COPIES))
 
     async def item_history(self, work_id: str) -> ItemView:
         """Everything the log says about one work item now."""
@@ -133,7 +134,7 @@ class Worker:
 
         def keep(record: Record) -> None:
             try:
-                events.append(decode_on(record.subject, record.data))
+                events.append(decode_on(record.subject, record.data, record.headers))
             except InvalidEvent:
                 log.warning("worker: undecodable event at seq %d in %s's history skipped", record.seq, work_id)
 
@@ -146,7 +147,7 @@ class Worker:
         held = {*self._attempts, *self._book.keys()}
         return protocol.recheck_start(started, assignment, history, held, utcnow())
 
-    async def _on_election(self, event: LeaderElected | LeaderLost, delivery: Delivery) -> None:
+    async def _on_election(self, event: LeaderElected | LeaderLost | LeaseWritten, delivery: Delivery) -> None:
         self._fence.judge_and_learn(event)
 
     async def _on_cancelled(self, event: WorkCancelled, delivery: Delivery) -> None:

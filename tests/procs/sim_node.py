@@ -15,10 +15,11 @@ import contextlib
 
 from eventbus.connection import Bus, connect
 from eventbus.errors import InvalidEvent
-from eventbus.events import WorkAssigned, WorkCompleted, WorkStarted, decode, utcnow
+from eventbus.events import WorkAssigned, WorkCompleted, WorkStarted, utcnow
 from eventbus.follow import follow
 from eventbus.heartbeats import Heartbeat, publish_heartbeat
 from eventbus.history import Record
+from eventbus.integrity import decode_on
 from eventbus.publisher import Publisher
 from eventbus.subjects import type_filter
 
@@ -42,7 +43,7 @@ async def work(bus: Bus, node: str, hang: bool, work_s: float) -> None:
 
     def on_record(record: Record) -> None:
         try:
-            event = decode(record.data)
+            event = decode_on(record.subject, record.data, record.headers)
         except InvalidEvent:
             return  # poison in the log is not this node's job
         if isinstance(event, WorkAssigned) and event.node == node:

@@ -11,9 +11,10 @@ from typing import Any, TypeVar
 
 from config.settings import RrConfig
 from eventbus.connection import Bus, connect
-from eventbus.events import Event, LeaderElected, WorkAdded, WorkAssigned, WorkCancelled, decode, utcnow
+from eventbus.events import Event, LeaderElected, WorkAdded, WorkAssigned, WorkCancelled, utcnow
 from eventbus.follow import follow
 from eventbus.history import Record
+from eventbus.integrity import decode_on
 from eventbus.publisher import Publisher
 from eventbus.streams import EVENTS_STREAM
 from servicekit.options import CommonOptions
@@ -35,7 +36,7 @@ class EventLog:
 
     def on_record(self, record: Record) -> None:
         """Keep one record, decoded."""
-        self.records.append((record.seq, decode(record.data)))
+        self.records.append((record.seq, decode_on(record.subject, record.data, record.headers)))
 
     def of(self, kind: type[E], **match: Any) -> list[E]:
         """The events of one type whose fields equal `match`, in log order."""
