@@ -185,7 +185,7 @@ def _work_added(view: PipelineView, e: WorkAdded, seq: int) -> PipelineView:
                     board_type=e.board_type, num_players=e.num_players)
     changes: dict[str, object] = {"open_items": {**view.open_items, e.work_id: item}}
     if e.work_type == "training":
-        read = [view.batch_seq.get(b, 0) for b in str(e.params.get("input_batches") or "").split(",") if b]
+        read = [view.batch_seq.get(b, 0) for b in e.input_batch_ids()]  # `inputs`, or params on older items
         changes["training_reads"] = {**view.training_reads, e.work_id: TrainingRead(config=config, through=max([0, *read]))}
         changes["trainings_added"] = {**view.trainings_added, config: view.trainings_added.get(config, 0) + 1}
     if e.work_type == "evaluation" and item.model_id in view.candidates:
