@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 
-from eventbus.events import ArtifactRef, BatchInput, SelfplayComplete, WorkAdded, decode, encode
+from eventbus.events import INPUT_PATH_MAX, ArtifactRef, BatchInput, SelfplayComplete, WorkAdded, decode, encode
 from services.leader.pipeline import MAX_TRAINING_BATCHES, decide
 from services.sync.paths import received_path
 from services.worker.protocol import AttemptKey
@@ -121,3 +122,13 @@ def test_an_operators_item_with_paths_alone_keeps_them_and_looks_up_no_copies(tm
     assert item.input_batch_ids() == []
     assert with_local_batches(item, tmp_path / "sync") is item
     assert template_values(item, WORKER)["data"] == "/elsewhere/a.npz,/elsewhere/b.npz"
+
+
+def test_a_batch_whose_path_no_training_input_may_name_is_an_anomaly_and_the_others_still_train() -> None:
+    too_long = msgspec.structs.replace(long_batch(3), data=ArtifactRef(path="/d/" + "x" * INPUT_PATH_MAX, size_bytes=1, sha256="s"))
+    view = fold([long_batch(1), long_batch(2), too_long])
+    assert "sp-0003-a1" not in view.batch_seq
+    [anomaly] = view.anomalies
+    assert anomaly.type == "SELFPLAY_COMPLETE" and "shorten worker.data_dir" in anomaly.reason
+    item = training_of([long_batch(1), long_batch(2), too_long])
+    assert decode(encode(item)) == item and item.input_batch_ids() == ["sp-0001-a1", "sp-0002-a1"]

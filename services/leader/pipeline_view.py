@@ -11,6 +11,7 @@ from __future__ import annotations
 import msgspec
 
 from eventbus.events import (
+    INPUT_PATH_MAX,
     EvaluationComplete,
     Event,
     LeaderElected,
@@ -172,6 +173,9 @@ def _replace(view: PipelineView, seq: int, **changes: object) -> PipelineView:
 def _selfplay(view: PipelineView, e: SelfplayComplete, seq: int) -> PipelineView:
     if e.data is None or e.batch_id in view.batch_seq:
         return _replace(view, seq)
+    if len(e.data.path) > INPUT_PATH_MAX:  # a training naming it would be refused, and with it every later batch
+        return rejected(view, seq, e, f"batch path of {len(e.data.path)} characters is longer than a training input may "
+                                      f"name ({INPUT_PATH_MAX}); it is never trained on: shorten worker.data_dir")
     config = config_key(e.board_type, e.num_players)
     batch = BatchRef(batch_id=e.batch_id, board_type=e.board_type, num_players=e.num_players, path=e.data.path,
                      samples=e.num_samples, seq=seq, work_id=e.work_id)
