@@ -36,6 +36,8 @@ REF_MAX = 2 * ID_MAX  # ids derived from others ("eval-<model id>", "<work id>-a
 NAME_MAX = 128  # short names: board and work types, roles, kinds, versions, hashes
 TEXT_MAX = 2000  # sentences: reasons, messages, errors
 PATH_MAX = 4096  # a file path (Linux PATH_MAX)
+INPUT_PATH_MAX = 1024  # one input file of a job, many of which share one event (a batch path is ~150 characters)
+INPUTS_MAX = 64  # input batches one training item names (the pipeline gives it at most 50)
 TAIL_MAX = 16 * 1024  # a failed attempt's stderr tail
 BIG = 2**53  # the largest integer every JSON reader keeps exactly; counts, sizes, epochs stay below
 SECONDS_MAX = 1e9  # about 31 years
@@ -46,6 +48,7 @@ Ref = Annotated[str, Meta(max_length=REF_MAX)]
 Name = Annotated[str, Meta(max_length=NAME_MAX)]
 Text = Annotated[str, Meta(max_length=TEXT_MAX)]
 Path = Annotated[str, Meta(max_length=PATH_MAX)]
+InputPath = Annotated[str, Meta(max_length=INPUT_PATH_MAX)]
 Count = Annotated[int, Meta(ge=0, le=BIG)]
 Small = Annotated[int, Meta(ge=0, le=1_000_000)]  # attempts, generations, games of one job
 Players = Annotated[int, Meta(ge=1, le=64)]
@@ -210,6 +213,13 @@ class HostOffline(Event, tag="HOST_OFFLINE", kw_only=True):
 # ---- work lifecycle -----------------------------------------------------------------
 
 
+class BatchInput(msgspec.Struct, frozen=True, kw_only=True):
+    """One selfplay batch a training item reads: its id, and its path on the node that wrote it."""
+
+    batch_id: Ref
+    path: InputPath
+
+
 class WorkAdded(Event, tag="WORK_ADDED", kw_only=True):
     """A work item entered the queue (the seeds' POST /work/add)."""
 
@@ -224,6 +234,35 @@ class WorkAdded(Event, tag="WORK_ADDED", kw_only=True):
     target_node: Ref | None = None
     params: Annotated[dict[Name, Scalar], Meta(max_length=64)] = {}
     requested_by: Text = ""
+    # A training's batches, typed: joined into one `params` string they outgrew TEXT_MAX once a
+    # config had enough batches, and the event was refused.
+    inputs: Annotated[list[BatchInput], Meta(max_length=INPUTS_MAX)] = []
+
+    def training_inputs(self) -> list[BatchInput]:
+        """The batches a training reads: `inputs`, or for items without them the comma-joined params.
+
+        Items added before `inputs` existed, and operators' items (`params.data` alone), name them
+        in `params.data` (paths) and `params.input_batches` (ids); a path whose id is not known
+        gets batch_id "".
+        """
+        if self.inputs:
+            return list(self.inputs)
+        paths = _joined(self.params.get("data"))
+        ids = _joined(self.params.get("input_batches"))
+        if len(ids) != len(paths):
+            ids = [""] * len(paths)
+        return [BatchInput(batch_id=b, path=p) for b, p in zip(ids, paths)]
+
+    def input_batch_ids(self) -> list[str]:
+        """The ids of the batches a training reads: from `inputs`, or `params.input_batches` on items without them."""
+        if self.inputs:
+            return [i.batch_id for i in self.inputs]
+        return _joined(self.params.get("input_batches"))
+
+
+def _joined(value: Scalar | None) -> list[str]:
+    """The parts of a comma-joined param, none empty."""
+    return [part for part in str(value or "").split(",") if part]
 
 
 class WorkAssigned(Event, tag="WORK_ASSIGNED", kw_only=True):

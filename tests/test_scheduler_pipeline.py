@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from eventbus.events import (
     ArtifactRef,
+    BatchInput,
     EvaluationComplete,
     Event,
     LeaderElected,
@@ -81,8 +82,8 @@ def test_enough_new_samples_add_exactly_one_training_item_with_the_batch_paths()
     [item] = decide(view, SETTINGS)
     assert isinstance(item, WorkAdded) and item.work_type == "training"
     assert (item.board_type, item.num_players) == ("hex8", 2)
-    assert item.params["data"] == "/data/b1.npz,/data/b2.npz"
-    assert item.params["input_batches"] == "b1,b2"
+    assert item.inputs == [BatchInput(batch_id="b1", path="/data/b1.npz"), BatchInput(batch_id="b2", path="/data/b2.npz")]
+    assert "data" not in item.params and "input_batches" not in item.params
     assert "parent_model" not in item.params
 
 

@@ -159,7 +159,7 @@ async def test_pipeline_loop_trains_evaluates_and_promotes_once_across_leaders(n
         await pub.publish_many([batch(1), batch(2)])
         async with leader(nats_url, epoch=1):
             [training] = await eventually(lambda: _having(bus, "training", 1), message="no training item")
-            assert training.epoch == 1 and training.params["data"] == "/d/b1.npz,/d/b2.npz"
+            assert training.epoch == 1 and [i.path for i in training.inputs] == ["/d/b1.npz", "/d/b2.npz"]
             await finish_training(pub, training, "aaa")
             [evaluation] = await eventually(lambda: _having(bus, "evaluation", 1), message="no evaluation item")
             model = str(training.params["model_id"])

@@ -117,7 +117,7 @@ def test_training_skips_tainted_batches_and_a_tainted_candidate_is_never_evaluat
 
     view = fold([batch(1), batch(2), batch(3), _quarantine("q", "batch", "b2")])
     [item] = decide(view, SETTINGS)
-    assert isinstance(item, WorkAdded) and item.params["input_batches"] == "b1,b3"
+    assert isinstance(item, WorkAdded) and item.input_batch_ids() == ["b1", "b3"]
     tainted_view = fold([item, trained(item), _quarantine("q2", "model", str(item.params["model_id"]))], view)
     assert decide(tainted_view, SETTINGS) == []  # no evaluation of a tainted candidate (nor a new training)
     lifted = fold([ev.QuarantineLifted(quarantine_id="q2")], tainted_view)

@@ -92,7 +92,7 @@ def test_the_pipeline_trains_on_no_batch_and_evaluates_no_candidate_of_a_failed_
     assert decide(pipeline(events), settings) == [], "600 live samples: not enough for training"
     events.append(batch("s3"))
     [training] = decide(pipeline(events), settings)
-    assert isinstance(training, WorkAdded) and "s2-a1" not in str(training.params["input_batches"])
+    assert isinstance(training, WorkAdded) and "s2-a1" not in training.input_batch_ids()
     candidate = TrainingComplete(model_id="m1", work_id=training.work_id, node="n1", board_type="hex8", num_players=2,
                                  checkpoint=ArtifactRef(path="/m1.pth", size_bytes=1, sha256="x"))
     events += [training, candidate, WorkCancelled(work_id=training.work_id)]

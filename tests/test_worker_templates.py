@@ -91,22 +91,3 @@ def test_configured_templates_and_timeouts_are_merged_over_the_defaults() -> Non
 def test_every_default_template_is_well_formed() -> None:
     for key, template in DEFAULT_TEMPLATES.items():
         assert {"python", "board_type", "num_players", "model_path"} <= set(placeholders(key, template))
-
-
-def test_a_training_item_reads_the_synced_copy_of_a_batch_written_on_another_node(tmp_path: Path) -> None:
-    from eventbus.events import WorkAdded
-    from services.sync.paths import received_path
-    from services.worker.runner import with_local_batches
-
-    here = tmp_path / "b-local.npz"
-    here.write_bytes(b"local")
-    copied = received_path(tmp_path / "sync", "hex8", 2, "b-remote", "/elsewhere/b-remote.npz")
-    copied.parent.mkdir(parents=True)
-    copied.write_bytes(b"synced")
-    item = WorkAdded(work_id="t-1", work_type="training", board_type="hex8", num_players=2,
-                     params={"data": f"{here},/elsewhere/b-remote.npz,/elsewhere/b-lost.npz",
-                             "input_batches": "b-local,b-remote,b-lost"})
-    resolved = with_local_batches(item, tmp_path / "sync")
-    # Local files stay, synced copies replace the origin's path, a batch found nowhere keeps its path.
-    assert resolved.params["data"] == f"{here},{copied},/elsewhere/b-lost.npz"
-    assert resolved.params["input_batches"] == item.params["input_batches"]

@@ -7,8 +7,9 @@ items that ended failed or cancelled are never trained on, evaluated or promoted
 it returns the leader's next decisions, and returns none of them again once the view has seen
 them, so the leader may ask as often as it likes. `pipeline_loop` is the leader's shell.
 
-Training items carry the batch paths as the nodes that wrote them reported them: on a one-node
-cluster they are local files; on a fleet the data sync must have copied them to the trainer.
+Training items name their batches in WORK_ADDED's `inputs`, with the paths as the nodes that wrote
+them reported them: on a one-node cluster they are local files; on a fleet the data sync must have
+copied them to the trainer.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 
 from cluster.leadership.term import Term
-from eventbus.events import Event, ModelPromoted, ModelRated, WorkAdded, utcnow
+from eventbus.events import BatchInput, Event, ModelPromoted, ModelRated, WorkAdded, utcnow
 from servicekit.runtime import ServiceContext
 from services.leader.backoff import resting_configs
 from services.leader.leaderfold import FoldingDecider
@@ -25,7 +26,7 @@ from services.leader.pipeline_view import READS, Best, Candidate, PipelineView, 
 from workload.ratings import RANDOM, ZERO, Rated, Result, anchor_id, rate
 from workload.sprt import H1, verdict
 
-MAX_TRAINING_BATCHES = 50  # newest batches one training item reads (its params stay a readable size)
+MAX_TRAINING_BATCHES = 50  # newest batches one training item reads (within WORK_ADDED's inputs bound)
 
 
 def decide(view: PipelineView, settings: PipelineSettings, now: dt.datetime | None = None) -> list[Event]:
@@ -54,17 +55,14 @@ def training_items(view: PipelineView, settings: PipelineSettings, now: dt.datet
         used = batches[-MAX_TRAINING_BATCHES:]
         number = view.trainings_added.get(config, 0) + 1
         best = view.best.get(config)
-        params: dict[str, str | int | float | bool] = {
-            "data": ",".join(b.path for b in used),
-            "input_batches": ",".join(b.batch_id for b in used),
-            "model_id": f"{config}-t{number}-s{used[-1].seq}",
-        }
+        params: dict[str, str | int | float | bool] = {"model_id": f"{config}-t{number}-s{used[-1].seq}"}
         if best is not None:
             params["parent_model"] = best.model_id
         board, players = batches[-1].board_type, batches[-1].num_players
         out.append(WorkAdded(
             work_id=f"train-{config}-{number}-s{used[-1].seq}", work_type="training", board_type=board,
             num_players=players, params=params, requested_by="pipeline",
+            inputs=[BatchInput(batch_id=b.batch_id, path=b.path) for b in used],
         ))
     return out
 

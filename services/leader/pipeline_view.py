@@ -11,6 +11,7 @@ from __future__ import annotations
 import msgspec
 
 from eventbus.events import (
+    INPUT_PATH_MAX,
     EvaluationComplete,
     Event,
     LeaderElected,
@@ -173,6 +174,9 @@ def _replace(view: PipelineView, seq: int, **changes: object) -> PipelineView:
 def _selfplay(view: PipelineView, e: SelfplayComplete, seq: int) -> PipelineView:
     if e.data is None or e.batch_id in view.batch_seq:
         return _replace(view, seq)
+    if len(e.data.path) > INPUT_PATH_MAX:  # a training naming it would be refused, and with it every later batch
+        return rejected(view, seq, e, f"batch path of {len(e.data.path)} characters is longer than a training input may "
+                                      f"name ({INPUT_PATH_MAX}); it is never trained on: shorten worker.data_dir")
     config = config_key(e.board_type, e.num_players)
     batch = BatchRef(batch_id=e.batch_id, board_type=e.board_type, num_players=e.num_players, path=e.data.path,
                      samples=e.num_samples, seq=seq, work_id=e.work_id)
@@ -186,7 +190,7 @@ def _work_added(view: PipelineView, e: WorkAdded, seq: int) -> PipelineView:
                     board_type=e.board_type, num_players=e.num_players)
     changes: dict[str, object] = {"open_items": {**view.open_items, e.work_id: item}}
     if e.work_type == "training":
-        read = [view.batch_seq.get(b, 0) for b in str(e.params.get("input_batches") or "").split(",") if b]
+        read = [view.batch_seq.get(b, 0) for b in e.input_batch_ids()]  # `inputs`, or params on older items
         changes["training_reads"] = {**view.training_reads, e.work_id: TrainingRead(config=config, through=max([0, *read]))}
         changes["trainings_added"] = {**view.trainings_added, config: view.trainings_added.get(config, 0) + 1}
     if e.work_type == "evaluation" and item.model_id in view.candidates:

@@ -19,6 +19,7 @@ from eventbus.events import (
     ModelRated,
     SelfplayComplete,
     TrainingComplete,
+    TrainingStarted,
     WorkAdded,
     WorkAttemptFailed,
     WorkCompleted,
@@ -178,9 +179,15 @@ def _param(item: WorkAdded, name: str) -> str | None:
     return None if value in (None, "") else str(value)
 
 
+def training_started(item: WorkAdded, node: str) -> TrainingStarted:
+    """What a training job's start establishes: which batches it reads (`inputs`, or params on older items), from which parent."""
+    return TrainingStarted(work_id=item.work_id, node=node, board_type=item.board_type, num_players=item.num_players,
+                           input_batches=item.input_batch_ids(), parent_model=_param(item, "parent_model"))
+
+
 def domain_events(item: WorkAdded, key: AttemptKey, node: str, result: JobResult, outputs: list[ArtifactRef],
                   best: BestModel | None = None) -> list[Event]:
-    """The pipeline fact a successful job established; params `model_id` / `input_batches` name what the item made and used."""
+    """The pipeline fact a successful job established; `params.model_id` and the item's inputs name what it made and used."""
     if isinstance(result, SelfplayResult):
         return [SelfplayComplete(
             batch_id=f"{key.work_id}-a{key.attempt}", work_id=key.work_id, node=node, board_type=result.board_type,
@@ -191,12 +198,12 @@ def domain_events(item: WorkAdded, key: AttemptKey, node: str, result: JobResult
     if isinstance(result, TrainingResult):
         checkpoint = _ref(result.path, result.size_bytes, result.sha256, node, outputs)
         sha = checkpoint.sha256 if checkpoint else result.sha256
-        batches = _param(item, "input_batches")
+        batches = item.input_batch_ids()  # `inputs`, or params on items added before them
         return [TrainingComplete(
             model_id=_param(item, "model_id") or f"{result.board_type}_{result.num_players}p-{sha[:12]}",
             work_id=key.work_id, node=node, board_type=result.board_type, num_players=result.num_players,
             checkpoint=checkpoint, metrics=dict(result.metrics),
-            input_batches=batches.split(",") if batches else list(result.input_batches),
+            input_batches=batches or list(result.input_batches),
             parent_model=_param(item, "parent_model") or _model_id(result.parent, best), attempt=key.attempt,
         )]
     if isinstance(result, TournamentResult):

@@ -19,7 +19,7 @@ import msgspec
 
 from eventbus import tracing
 from eventbus.errors import BusError, Fenced
-from eventbus.events import Event, TrainingStarted, WorkAdded, WorkAssigned, WorkProgress, WorkStarted, utcnow
+from eventbus.events import BatchInput, Event, WorkAdded, WorkAssigned, WorkProgress, WorkStarted, utcnow
 from eventbus.publisher import FenceToken, Publisher
 from services.sync.paths import received_path
 from services.worker import outputs, processes
@@ -28,7 +28,7 @@ from services.worker.claim import Recheck, Unclaimed, claim_start
 from services.worker.jobs import Job, JobLimits
 from services.worker.protocol import AttemptKey, started_fence
 from services.worker.records import JobRecord, RecordBook
-from services.worker.results import attempt_failed, handed_back, outcome_events
+from services.worker.results import attempt_failed, handed_back, outcome_events, training_started
 from services.worker.settings import WorkerSettings
 from services.worker.templates import TemplateError, WorkerValues, expand, template_values
 
@@ -196,7 +196,7 @@ class AttemptRunner:
         if template is None:
             raise TemplateError(f"worker.templates.{item.work_type}: no command template for work type {item.work_type!r}")
         model = await asyncio.to_thread(outputs.best_model, self._paths.models_dir, item.board_type, item.num_players)
-        if self._paths.received_dir is not None and item.params.get("data") and item.params.get("input_batches"):
+        if self._paths.received_dir is not None and item.input_batch_ids():
             item = await self._local_batches(item, self._paths.received_dir)
         ref = candidate_ref(item)
         if ref is not None and self._candidates is not None:
@@ -258,11 +258,7 @@ class AttemptRunner:
         return None
 
     async def _training_started(self, item: WorkAdded) -> None:
-        batches = item.params.get("input_batches")
-        event = TrainingStarted(
-            work_id=item.work_id, node=self._node, board_type=item.board_type, num_players=item.num_players,
-            input_batches=str(batches).split(",") if batches else [],
-            parent_model=str(item.params["parent_model"]) if item.params.get("parent_model") else None)
+        event = training_started(item, self._node)
         try:
             await self._publisher.publish(event)
         except BusError as exc:  # a progress report of the training, not part of the attempt's fence
@@ -345,26 +341,26 @@ def result_paths(result: object) -> list[Path]:
 
 
 def with_local_batches(item: WorkAdded, received_dir: Path) -> WorkAdded:
-    """The item with each `data` path that is not on this node replaced by the sync service's copy, where there is one (blocking).
+    """The item with each input path that is not on this node replaced by the sync service's copy, where there is one (blocking).
 
     A training item names its batches as the nodes that wrote them reported them; on a fleet the
     data sync copied them to this node under another path. A batch found nowhere keeps its path
-    (`missing_batches` names it; the runner waits for the sync before starting the job).
+    (`missing_batches` names it; the runner waits for the sync before starting the job). The
+    result carries `inputs` even for an item that named its batches in params (one added before
+    `inputs` existed); the template reads them from there.
     """
-    paths = str(item.params["data"]).split(",")
-    batch_ids = str(item.params["input_batches"]).split(",")
-    if len(paths) != len(batch_ids):
-        return item
-    local = [path if Path(path).exists() else _received_or(path, received_dir, item, batch_id)
-             for path, batch_id in zip(paths, batch_ids)]
-    return msgspec.structs.replace(item, params={**item.params, "data": ",".join(local)})
+    inputs = item.training_inputs()
+    if not all(i.batch_id for i in inputs):
+        return item  # paths without ids: nothing to find the sync's copies by
+    local = [i if Path(i.path).exists() else _received_or(i, received_dir, item) for i in inputs]
+    return msgspec.structs.replace(item, inputs=local)
 
 
 def missing_batches(item: WorkAdded) -> list[str]:
-    """The `data` paths of an item that are not files on this node (blocking)."""
-    return [path for path in str(item.params.get("data") or "").split(",") if path and not Path(path).is_file()]
+    """The input paths of an item that are not files on this node (blocking)."""
+    return [i.path for i in item.training_inputs() if not Path(i.path).is_file()]
 
 
-def _received_or(path: str, received_dir: Path, item: WorkAdded, batch_id: str) -> str:
-    copy = received_path(received_dir, item.board_type, item.num_players, batch_id, path)
-    return str(copy) if copy.exists() else path
+def _received_or(batch: BatchInput, received_dir: Path, item: WorkAdded) -> BatchInput:
+    copy = received_path(received_dir, item.board_type, item.num_players, batch.batch_id, batch.path)
+    return msgspec.structs.replace(batch, path=str(copy)) if copy.exists() else batch

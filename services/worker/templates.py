@@ -4,7 +4,8 @@ A template is split into arguments as a shell would (quotes group words), then e
 `{name}` placeholders are filled from the work item, its params and the worker's values. No
 shell ever sees the result, so a value with spaces or quotes stays one argument. `{{` and `}}`
 are literal braces. An argument that is exactly `{name*}` becomes one argument per
-comma-separated part of the value (`--data {data*}` with data="a.npz,b.npz").
+comma-separated part of the value (`--data {data*}` with data="a.npz,b.npz"). A training's
+`{data}` and `{input_batches}` come from the item's typed `inputs` (see `input_values`).
 """
 
 from __future__ import annotations
@@ -91,7 +92,22 @@ def template_values(item: WorkAdded, worker: WorkerValues) -> dict[str, str]:
         "requested_by": item.requested_by,
     }
     values.update({name: scalar_text(value) for name, value in item.params.items()})
+    values.update(input_values(item))
     values.update({name: scalar_text(getattr(worker, name)) for name in WorkerValues.__struct_fields__})
+    return values
+
+
+def input_values(item: WorkAdded) -> dict[str, str]:
+    """`data` (paths) and `input_batches` (ids) of a training's inputs, comma-joined for `{data*}`; none without inputs.
+
+    From the item's `inputs`, or its params on items that name their batches there (added before
+    `inputs` existed, or an operator's `params.data`); these values win over the params.
+    """
+    values: dict[str, str] = {}
+    if paths := [i.path for i in item.training_inputs()]:
+        values["data"] = ",".join(paths)
+    if ids := item.input_batch_ids():
+        values["input_batches"] = ",".join(ids)
     return values
 
 
