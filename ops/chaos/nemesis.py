@@ -23,6 +23,7 @@ import msgspec
 from cli.commands.leader import last_elected
 from eventbus.connection import Bus
 from eventbus.errors import BusError
+from eventbus.leases import LeaseBucket
 from ops.chaos.report import Injected
 from ops.chaos.schedule import Fault
 from ops.fleet import launch, netns
@@ -82,9 +83,10 @@ class Nemesis:
         self.stopped: set[int] = set()
 
     async def leader(self) -> str:
-        """The node that won the newest scheduler election."""
-        elected = await last_elected(self.bus, "scheduler")
-        if elected is None:
+        """The node whose scheduler election the lease backs (a forged election in the log names no target)."""
+        record = await LeaseBucket(self.bus).read("scheduler")
+        elected = await last_elected(self.bus, "scheduler", record)
+        if elected is None or record.holder is None or elected.node != record.holder.node:
             raise NoTarget("no scheduler leader elected yet")
         return elected.node
 
