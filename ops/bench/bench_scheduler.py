@@ -201,12 +201,17 @@ async def rebuild_rounds(bus: Bus, slots: int, rounds: int) -> tuple[list[float]
     ours: list[float] = []
     raw: list[float] = []
     rebuilt = leader(bus, slots)
+    counted = [0]
+
+    def count(_record: Record) -> None:
+        counted[0] += 1
+
     for r in range(rounds):
         for side in (("raw", "ours") if r % 2 == 0 else ("ours", "raw")):
             start = time.perf_counter()
             if side == "raw":
-                counted = [0]
-                await replay(bus, lambda _r, counted=counted: counted.__setitem__(0, counted[0] + 1), idle_timeout=30)
+                counted[0] = 0
+                await replay(bus, count, idle_timeout=30)
                 raw.append(time.perf_counter() - start)
             else:
                 rebuilt = leader(bus, slots)
@@ -231,7 +236,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     rates = [float(r) for r in args.paced_rates.split(",") if r.strip()]
 
     def paced_count(rate: float) -> int:
-        return max(1, round(rate * args.paced_seconds))
+        return max(1, round(rate * float(args.paced_seconds)))
 
     async with bench_server() as server, bench_bus(server.url) as bus:
         await provision(bus.js, StreamSettings())

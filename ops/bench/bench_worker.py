@@ -96,7 +96,8 @@ def worker_runner(bus: Bus, completions: Completions) -> Callable[[int], Awaitab
         completions.waiting[work_id] = done
         started = time.perf_counter()
         await publisher.publish(WorkAssigned(work_id=work_id, node=NODE, attempt=1, deadline=deadline, epoch=1))
-        return await asyncio.wait_for(done, 30) - started
+        finished: float = await asyncio.wait_for(done, 30)
+        return finished - started
 
     return once
 

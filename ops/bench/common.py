@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +122,7 @@ def wire_form(events: Sequence[Event]) -> list[tuple[str, bytes, dict[str, str]]
 
 
 async def alternate(
-    rounds: int, sides: dict[str, Callable[[], Awaitable[float]]], before_each: Callable[[], Awaitable[None]]
+    rounds: int, sides: Mapping[str, Callable[[], Awaitable[float]]], before_each: Callable[[], Awaitable[None]]
 ) -> dict[str, list[float]]:
     """Run every side `rounds` times, rotating which goes first; each returns events/s."""
     names = list(sides)

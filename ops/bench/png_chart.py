@@ -94,8 +94,8 @@ def line_chart(series: list[list[Point]], path: Path, width: int = 800, height: 
         color = COLORS[k % len(COLORS)]
         level = levels[k] if k < len(levels) else None
         if level is not None:
-            for x in range(left, width - right, 12):
-                img[py(level), x:x + 6] = color
+            for dash in range(left, width - right, 12):
+                img[py(level), dash:dash + 6] = color
         for a, b in zip(s, s[1:]):
             _line(img, (px(a[0]), py(a[1])), (px(b[0]), py(b[1])), color)
         for x, y, err in s:

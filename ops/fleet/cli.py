@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import secrets
 import string
@@ -15,7 +16,7 @@ import msgspec
 from ops.fleet import launch, netns, ready
 from ops.fleet.files import Workload
 from ops.fleet.plan import FleetError, FleetPlan, HostPlan, owns_name, plan_fleet, split_groups, subnet_for
-from ops.fleet.state import FleetState, load, save, state_path
+from ops.fleet.state import FleetState, Process, load, save, state_path
 
 DEFAULT_ROOT = "/tmp/rr-fleet"
 
@@ -94,7 +95,7 @@ def _bring_up(root: Path, plan: FleetPlan, workload: Workload, timeout_s: float)
         netns.make_host(plan, host)
     state = _started(root, state, [launch.start_nats(plan, h) for h in plan.nats_hosts()])
     for host in plan.nats_hosts():
-        ready.wait_for(f"nats-server on {host.name} ({host.address})", lambda h=host: ready.listening(h.address), 30)
+        ready.wait_for(f"nats-server on {host.name} ({host.address})", functools.partial(ready.listening, host.address), 30)
     ready.wait_for("JetStream on the cluster (rr streams init --replicas 3)", lambda: ready.streams_provisioned(plan), 90, 1.0)
     _say(f"fleet {run_id}: {len(plan.hosts)} hosts on {plan.bridge} ({plan.gateway}/24), starting services ...")
     # Worker hosts first: a worker's consumer takes assignments made after it exists, so it must
@@ -116,7 +117,7 @@ def _left(timeout_s: float, started: float) -> float:
     return max(10.0, timeout_s - (time.monotonic() - started))
 
 
-def _started(root: Path, state: FleetState, processes: list[launch.Process]) -> FleetState:
+def _started(root: Path, state: FleetState, processes: list[Process]) -> FleetState:
     state = msgspec.structs.replace(state, processes=(*state.processes, *processes))
     save(root, state)
     return state
