@@ -14,8 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eventbus.history import first_sequence, last_sequence, replay
+from eventbus.objects import stat_object
 from eventbus.publisher import Publisher
-from eventbus.snapshots import kept_name, kept_snapshots, parse_kept_name
+from eventbus.snapshots import SNAPSHOT_BUCKET, kept_name, kept_snapshots, load_snapshot, parse_kept_name, save_snapshot
 from eventbus.streams import StreamSettings
 from projections import bundle, cluster, models, work
 from projections.base import Folder
@@ -219,3 +220,16 @@ async def test_a_part_with_its_own_snapshot_as_new_as_the_bundles_never_loads_th
         loaded = await load_state(bus, models.PROJECTION, "test")
         assert loaded is not None and loaded.state == whole.models
         assert loaded_names and not any(name.startswith(bundle.PROJECTION.name) for name in loaded_names), loaded_names
+
+
+async def test_a_snapshot_is_read_whole_in_many_chunks_and_a_missing_or_tampered_one_is_none(nats_url: str) -> None:
+    async with provisioned_bus(nats_url) as bus:
+        assert await load_snapshot(bus, "never-saved") is None  # no bucket yet
+        data = random.Random(7).randbytes(3 * 1024 * 1024 + 17)  # several 128 KiB chunks and a short one
+        await save_snapshot(bus, "big", data)
+        assert await load_snapshot(bus, "big") == data
+        assert await load_snapshot(bus, "other") is None
+        stored = await stat_object(bus, SNAPSHOT_BUCKET, "big")
+        assert stored is not None
+        await bus.js.publish(f"$O.{SNAPSHOT_BUCKET}.C.{stored.nuid}", b"one chunk too many")
+        assert await load_snapshot(bus, "big") is None  # its digest no longer matches: an older one is tried
