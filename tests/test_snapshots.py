@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
+import logging
 import random
 from collections.abc import Callable
 from typing import Any
@@ -16,11 +18,12 @@ from hypothesis import strategies as st
 from eventbus.history import first_sequence, last_sequence, replay
 from eventbus.objects import stat_object
 from eventbus.publisher import Publisher
-from eventbus.snapshots import SNAPSHOT_BUCKET, kept_name, kept_snapshots, load_snapshot, parse_kept_name, save_snapshot
+from eventbus.snapshots import SNAPSHOT_BUCKET, kept_name, kept_snapshots, load_snapshot, parse_kept_name, save_kept, save_snapshot
 from eventbus.streams import StreamSettings
 from projections import bundle, cluster, models, work
 from projections.base import Folder
 from projections.rebuild import state_at_seq, state_at_time
+from projections.snapshot import encode_snapshot
 from projections.snapshotplan import SnapshotSettings, due, newest_at_or_before, to_prune
 from services.distributor.folds import CHECKPOINTS, FAILURES
 from services.distributor.livefold import LiveFold, aggregate_subjects
@@ -233,3 +236,17 @@ async def test_a_snapshot_is_read_whole_in_many_chunks_and_a_missing_or_tampered
         assert stored is not None
         await bus.js.publish(f"$O.{SNAPSHOT_BUCKET}.C.{stored.nuid}", b"one chunk too many")
         assert await load_snapshot(bus, "big") is None  # its digest no longer matches: an older one is tried
+
+
+async def test_snapshots_of_an_older_version_are_not_loaded_and_the_fold_says_it_rebuilds(
+    nats_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with provisioned_bus(nats_url) as bus:
+        await Publisher(bus).publish_many(_incident())
+        old = dataclasses.replace(work.PROJECTION, version=work.PROJECTION.version - 1)
+        await save_kept(bus, work.PROJECTION.name, old.version, 8, encode_snapshot(old, work.WorkState(last_seq=8)))
+        with caplog.at_level(logging.INFO, logger="services.snapshotting"):
+            assert await load_state(bus, work.PROJECTION, "test") is None
+        assert f"are of version {old.version}, this is version {work.PROJECTION.version}: folding it from the log" in caplog.text
+        rebuilt = await state_at_seq(bus, work.PROJECTION)
+        assert rebuilt.snapshot_seq == 0 and rebuilt.state.last_seq == len(_incident())
