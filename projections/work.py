@@ -164,10 +164,12 @@ def _retire(state: WorkState, seq: int) -> WorkState:
     if horizon <= state.retired_through:
         return state
     items, completions, retired, tally = state.items, state.completions, state.retired, state.retired_tally
-    for done in range(state.retired_through + 1, horizon + 1):  # each sequence is looked at once in a fold
-        work_id = completions.get(done)
-        if work_id is None:
-            continue
+    if horizon - state.retired_through > len(completions):  # a long stride (a fold starting late): ask the map
+        due = sorted(seq for seq in completions.keys() if seq <= horizon)
+    else:  # each sequence is looked at once in a fold
+        due = [seq for seq in range(state.retired_through + 1, horizon + 1) if seq in completions]
+    for done in due:
+        work_id = completions[done]
         item = items[work_id]
         items, completions = items.remove(work_id), completions.remove(done)
         retired = retired.set(work_id, (item.attempt, item.node))

@@ -79,3 +79,9 @@ def test_the_list_says_how_many_completed_items_it_leaves_out_and_how_to_see_one
     assert workview.retired_note(0, 50_000) == ""
     note = workview.retired_note(472, 50_000)
     assert note.startswith("472 completed items older than 50,000 records are not listed") and "rr work show ID" in note
+
+
+def test_a_fold_whose_first_event_comes_late_in_the_log_does_not_walk_every_earlier_sequence() -> None:
+    late = [(10**9 + i, e) for i, e in enumerate(_jobs(3), 1)]  # the log's older records aged out
+    state = _fold(late, 100)
+    assert state.retired_through == late[-1][0] - 100 and len(state.items) == 3
