@@ -66,24 +66,29 @@ async def read_timeline(bus: Bus, selector: Selector) -> tuple[list[TimelineLine
         if selector.work is None:
             records, read = await _read_each(bus, subjects, end)
         else:
-            (records, read), (refs, read_refs) = await asyncio.gather(_read_each(bus, subjects, end), work_refs(bus, end))
+            own = _read_each(bus, subjects, end, together=selector.model is None)  # a model adds type filters
+            (records, read), (refs, read_refs) = await asyncio.gather(own, work_refs(bus, end))
             read += read_refs + await _work_context(bus, selector.work, refs, records, end)
     for seq in sorted(records):
         builder(records[seq])
     return builder.lines, read
 
 
-async def _read_each(bus: Bus, subjects: Iterable[str], end: int) -> tuple[dict[int, Record], int]:
+async def _read_each(bus: Bus, subjects: Iterable[str], end: int, *, together: bool = False) -> tuple[dict[int, Record], int]:
     records: dict[int, Record] = {}  # by sequence: a record may match two filters
-    # Concurrently: each filter is its own consumer, and most of each read's time is the server's.
-    counts = await asyncio.gather(*(replay(bus, _into(records), subject=subject, end_seq=end) for subject in subjects))
-    return records, sum(counts)
+    if together:  # aggregates' own filters (a literal id, then >): cheap for the server, so concurrently
+        counts = await asyncio.gather(*(replay(bus, _into(records), subject=subject, end_seq=end) for subject in subjects))
+        return records, sum(counts)
+    read = 0
+    for subject in subjects:  # wildcard type filters cost the server a match over many subjects: one at a time
+        read += await replay(bus, _into(records), subject=subject, end_seq=end)
+    return records, read
 
 
 async def _work_context(bus: Bus, work_id: str, refs: workrefs.WorkRefs, records: dict[int, Record], end: int) -> int:
     """Add to `records` the item's nodes' membership and the records of other aggregates naming it; returns how many were read."""
     own = [e for r in records.values() if r.subject.startswith(f"{EVENTS_ROOT}.work.") and (e := _decoded(r)) is not None]
-    more, read_more = await _read_each(bus, work_context(own, workrefs.subjects_naming(refs, work_id)), end)
+    more, read_more = await _read_each(bus, work_context(own, workrefs.subjects_naming(refs, work_id)), end, together=True)
     for seq, record in more.items():
         records.setdefault(seq, record)
     return read_more
