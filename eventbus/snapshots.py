@@ -9,28 +9,32 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 
 import nats.errors
 import nats.js.errors
-from nats.js.object_store import ObjectStore
 
 from eventbus.connection import Bus
 from eventbus.errors import BusError, BusUnavailable
 from eventbus.objectdelete import delete_chunks
-from eventbus.objects import BucketSpec, ensure_bucket, list_objects, put_stream, stat_object
+from eventbus.objects import (
+    BucketSpec,
+    ObjectCorrupt,
+    ObjectReplaced,
+    ensure_bucket,
+    fetch_bytes,
+    list_objects,
+    put_stream,
+    stat_object,
+)
 
 SNAPSHOT_BUCKET = "rr_snapshots"
 DESCRIPTION = "rr projection snapshots (a cache: deleting it costs a rebuild)"
+log = logging.getLogger(__name__)
+
 TIMEOUT_S = 30.0  # a snapshot is a few MiB at most; far more than that means JetStream is not answering
 
 _SILENT = (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError, asyncio.TimeoutError)
-
-
-async def _bucket(bus: Bus, bucket: str) -> ObjectStore | None:
-    try:
-        return await asyncio.wait_for(bus.js.object_store(bucket), TIMEOUT_S)
-    except nats.js.errors.BucketNotFoundError:
-        return None
 
 
 async def save_snapshot(bus: Bus, name: str, data: bytes, *, bucket: str = SNAPSHOT_BUCKET, replicas: int = 1) -> None:
@@ -52,20 +56,14 @@ async def save_snapshot(bus: Bus, name: str, data: bytes, *, bucket: str = SNAPS
 
 
 async def load_snapshot(bus: Bus, name: str, *, bucket: str = SNAPSHOT_BUCKET) -> bytes | None:
-    """The stored snapshot `name`, or None when there is none."""
+    """The stored snapshot `name`, or None when there is none (or it was pruned or is corrupt: the caller tries another)."""
     try:
-        store = await _bucket(bus, bucket)
-        if store is None:
-            return None
-        buffer = io.BytesIO()
-        await asyncio.wait_for(store.get(name, writeinto=buffer), TIMEOUT_S)
-    except nats.js.errors.ObjectNotFoundError:
-        return None
-    except nats.js.errors.NotFoundError:
+        return await fetch_bytes(bus, bucket, name, idle_timeout_s=TIMEOUT_S)
+    except (ObjectReplaced, ObjectCorrupt) as exc:
+        log.warning("snapshot %s not read: %s", name, exc)
         return None
     except _SILENT as exc:
         raise BusUnavailable(f"JetStream did not answer loading snapshot {name}: {exc or type(exc).__name__}") from None
-    return buffer.getvalue()
 
 
 # Several snapshots per projection: one object per (name, version, seq), so a version bump

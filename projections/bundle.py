@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 
 from eventbus.events import Event
-from projections import cluster, data, elo, fence, models, taint, work
+from projections import cluster, data, elo, fence, models, taint, work, workrefs
 from projections.base import Anomaly, Projection, Record, fold_events, fold_records, total
 
 PARTS: dict[str, Projection[Any]] = {
@@ -19,6 +19,7 @@ PARTS: dict[str, Projection[Any]] = {
     "data": data.PROJECTION,
     "elo": elo.PROJECTION,
     "taint": taint.PROJECTION,
+    "workrefs": workrefs.PROJECTION,
 }
 
 
@@ -33,6 +34,7 @@ class ProjectionSet(msgspec.Struct, frozen=True, kw_only=True):
     data: data.DataState = msgspec.field(default_factory=data.DataState)
     elo: elo.EloState = msgspec.field(default_factory=elo.EloState)
     taint: taint.TaintState = msgspec.field(default_factory=taint.TaintState)
+    workrefs: workrefs.WorkRefs = msgspec.field(default_factory=workrefs.WorkRefs)
     anomalies: tuple[Anomaly, ...] = ()  # only undecodable messages; each part keeps its own
     anomaly_count: int = 0
 

@@ -12,8 +12,9 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
+from projections import wire
 from projections.base import Projection
-from projections.pmap import dec_hook, enc_hook
+from projections.pmap import enc_hook
 
 SCHEMA_VERSION = 1
 
@@ -74,7 +75,7 @@ def decode_snapshot(projection: Projection[S], data: bytes) -> Loaded[S] | None:
         return None
     state_type = type(projection.initial())
     try:
-        state = msgspec.msgpack.decode(envelope.state, type=state_type, dec_hook=dec_hook)
+        state = wire.decode(envelope.state, state_type)  # one typed pass (projections/wire.py)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
     if state.last_seq != header.last_seq:

@@ -55,28 +55,40 @@ _MODEL_FIELDS = ("model_id", "parent_model", "previous_model", "opponent")
 
 
 # The records a timeline needs beyond its aggregate's own: leadership (fencing and "around"),
-# membership ("around"), and the event types elsewhere that name a work item or a model.
+# membership ("around"), and the event types elsewhere that name a model (a work item's are
+# found through projections/workrefs.py).
 _CONTEXT = (f"{EVENTS_ROOT}.leader.>", f"{EVENTS_ROOT}.host.>", COPIES)  # COPIES: the lease copies elections are verified by
-_NAMING_WORK = ("SELFPLAY_COMPLETE", "TRAINING_COMPLETE", "EVALUATION_COMPLETE", "MODEL_PROMOTED")
 _NAMING_MODEL = ("SELFPLAY_COMPLETE", "TRAINING_STARTED")
 
 
 def subjects_read(selector: Selector) -> tuple[str, ...] | None:
-    """The subject filters that hold every event `selector` selects and every one its verdicts depend on.
+    """The subject filters of a work item's or a model's first read: its own subjects and what judges them.
 
     None means the whole log, or for a node alone two reads (`node_subjects`, then the
     aggregates its records name): a node is named in events of every aggregate. A work item's
     events are judged by the work fold of that item and the leadership fence only, a model's
-    by the models fold, so the rest of the log cannot change a line.
+    by the models fold, so the rest of the log cannot change a line. A work item's timeline
+    then reads `work_context`: the membership of its nodes and the aggregates naming it.
     """
     if selector.work is None and selector.model is None:
         return None
-    subjects = list(_CONTEXT)
+    subjects = [_CONTEXT[0], COPIES]  # leadership and the lease copies that verify it
     if selector.work is not None:
-        subjects += [aggregate_filter("work", selector.work), *(type_filter(t) for t in _NAMING_WORK)]
+        subjects.append(aggregate_filter("work", selector.work))
     if selector.model is not None:
         subjects += [f"{EVENTS_ROOT}.model.>", *(type_filter(t) for t in _NAMING_MODEL)]
     return tuple(dict.fromkeys(subjects))
+
+
+def work_context(own: Iterable[Event], naming: Iterable[str]) -> tuple[str, ...]:
+    """A work item's second read: the membership of every node its own events name, and the aggregates naming it.
+
+    `own` are the item's own events; `naming` the subject filters of the results, promotions and
+    ratings that name it (projections/workrefs.py). Only its nodes' membership can be shown
+    around it (`around_work`), and a host's events are judged by that host's history alone.
+    """
+    nodes = sorted({n for event in own if isinstance(n := getattr(event, "node", None), str) and n})  # item.node's values
+    return tuple(dict.fromkeys([*(aggregate_filter("host", n) for n in nodes), *naming]))
 
 
 # Types that other nodes publish naming a node in a field: an assignment and a copy's plan are

@@ -30,7 +30,16 @@ from projections.pmap import PMap
 
 # 2: failures and late completions (handed-back attempts do not count)
 # 3: elections believed only from candidates announcing their own win; epoch-less decisions dropped
-VERSION = 3
+# 4: completed items retire from `items` RETIRE_AFTER records after their completion
+VERSION = 4
+
+# A completed item leaves `items` this many records after its completion (about 20 hours of the
+# fleet's ~60k events a day): the state, and every snapshot of it, then holds the open items and
+# the recent ones, not every item ever added. What is kept of a retired item is what judges a
+# later event naming it (its id, last attempt and node: the same rejection as before), and its
+# tallies; `rr work show ID` reads its own subjects. Failed and cancelled items stay: a late
+# completion or a stopped attempt's report can still change them.
+RETIRE_AFTER = 50_000
 
 
 class WorkStatus(enum.Enum):
@@ -110,15 +119,28 @@ class WorkItem(msgspec.Struct, frozen=True, kw_only=True):
         return config_key(self.board_type, self.num_players)
 
 
+class Retired(msgspec.Struct, frozen=True, array_like=True):
+    """Completed items of one work type and config that left `items`: how many, and the newest one's completion."""
+
+    count: int = 0
+    last_seq: int = 0
+
+
 class WorkState(msgspec.Struct, frozen=True, kw_only=True):
-    """Every work item by id and how many are in each state, at stream position `last_seq`."""
+    """Every open or recently finished work item by id and how many are in each state, at stream position `last_seq`."""
 
     last_seq: int = 0
     items: PMap[str, WorkItem] = msgspec.field(default_factory=PMap)
-    counts: dict[str, int] = {}  # status value -> number of items
+    counts: dict[str, int] = {}  # status value -> number of items, retired ones included
     fence: Fence = msgspec.field(default_factory=Fence)
     anomalies: tuple[Anomaly, ...] = ()
     anomaly_count: int = 0
+    retire_after: int = RETIRE_AFTER
+    # Completed items still in `items`, by the sequence of their completion (the next to retire).
+    completions: PMap[int, str] = msgspec.field(default_factory=PMap)
+    retired_through: int = 0  # completions up to this sequence have retired
+    retired: PMap[str, tuple[int, str | None]] = msgspec.field(default_factory=PMap)  # id -> (attempt, node)
+    retired_tally: dict[str, Retired] = {}  # "<work type> <config>" -> how many retired, newest completion
 
 
 def _stored(state: WorkState, seq: int, before: WorkItem | None, item: WorkItem) -> WorkState:
@@ -130,12 +152,46 @@ def _stored(state: WorkState, seq: int, before: WorkItem | None, item: WorkItem)
             if not counts[before.status.value]:
                 del counts[before.status.value]  # no zero entries: equal queues have equal counts
         counts[item.status.value] = counts.get(item.status.value, 0) + 1
-    return msgspec.structs.replace(state, last_seq=seq, items=state.items.set(item.work_id, item), counts=counts)
+    completions = state.completions
+    if item.status is C and (before is None or before.status is not C):
+        completions = completions.set(seq, item.work_id)
+    return msgspec.structs.replace(state, last_seq=seq, items=state.items.set(item.work_id, item), counts=counts,
+                                   completions=completions)
+
+
+def _retire(state: WorkState, seq: int) -> WorkState:
+    """`state` with the items completed `retire_after` records before `seq` or earlier moved out of `items`."""
+    horizon = seq - state.retire_after
+    if horizon <= state.retired_through:
+        return state
+    items, completions, retired, tally = state.items, state.completions, state.retired, state.retired_tally
+    if horizon - state.retired_through > len(completions):  # a long stride (a fold starting late): ask the map
+        due = sorted(seq for seq in completions.keys() if seq <= horizon)
+    else:  # each sequence is looked at once in a fold
+        due = [seq for seq in range(state.retired_through + 1, horizon + 1) if seq in completions]
+    for done in due:
+        work_id = completions[done]
+        item = items[work_id]
+        items, completions = items.remove(work_id), completions.remove(done)
+        retired = retired.set(work_id, (item.attempt, item.node))
+        key = f"{item.work_type} {item.config}"
+        tally = {**tally, key: Retired(count=tally.get(key, Retired()).count + 1, last_seq=item.updated_seq)}
+    return msgspec.structs.replace(state, items=items, completions=completions, retired=retired, retired_tally=tally,
+                                   retired_through=horizon)
+
+
+def lookup(state: WorkState, work_id: str) -> WorkItem | None:
+    """The item, or for a retired one what judges events naming it (a completed item's attempt and node)."""
+    item: WorkItem | None = state.items.get(work_id)
+    if item is not None or work_id not in state.retired:
+        return item
+    attempt, node = state.retired[work_id]
+    return WorkItem(work_id=work_id, work_type="", board_type="", num_players=0, status=C, attempt=attempt, node=node)
 
 
 def work_added(state: WorkState, event: WorkAdded, seq: int) -> WorkState:
     """A new item enters the queue as pending; an id seen before is an anomaly."""
-    if event.work_id in state.items:
+    if event.work_id in state.items or event.work_id in state.retired:
         return rejected(state, seq, event, f"work {event.work_id} was already added")
     item = WorkItem(
         work_id=event.work_id, work_type=event.work_type, board_type=event.board_type,
@@ -205,7 +261,7 @@ def _moved(item: WorkItem, event: Event, status: WorkStatus, seq: int) -> WorkIt
 def transition(state: WorkState, event: Event, seq: int) -> WorkState:
     """Move an item by the transition table, or record why the event cannot apply to it."""
     work_id: str = event.work_id  # type: ignore[attr-defined]  # every event this fold reads names its work item
-    item = state.items.get(work_id)
+    item = lookup(state, work_id)
     if item is None:
         return rejected(state, seq, event, f"unknown work item {work_id}")
     if late_completion(item, event):
@@ -221,7 +277,11 @@ def transition(state: WorkState, event: Event, seq: int) -> WorkState:
 
 @total
 def apply(state: WorkState, event: Event, seq: int) -> WorkState:
-    """The work queue after one event at stream position `seq`; stale leader decisions are dropped."""
+    """The work queue after one event at stream position `seq`; stale leader decisions are dropped, old completions retire."""
+    return _retire(_applied(state, event, seq), seq)
+
+
+def _applied(state: WorkState, event: Event, seq: int) -> WorkState:
     state, admitted = screen(state, event, seq)
     if not admitted:
         return state
@@ -243,12 +303,20 @@ def by_node(state: WorkState) -> dict[str, dict[str, int]]:
 
 
 def by_config(state: WorkState) -> dict[str, dict[str, int]]:
-    """Items of each config (board type x players), by status."""
+    """Items of each config (board type x players), by status, retired ones included."""
     out: dict[str, dict[str, int]] = {}
     for item in state.items.values():
         per = out.setdefault(item.config, {})
         per[item.status.value] = per.get(item.status.value, 0) + 1
+    for key, tally in state.retired_tally.items():
+        per = out.setdefault(key.split(" ", 1)[1], {})
+        per[C.value] = per.get(C.value, 0) + tally.count
     return out
+
+
+def retired_count(state: WorkState) -> int:
+    """Completed items no longer in `items` (`rr work show ID` reads one from its subjects)."""
+    return len(state.retired)
 
 
 def counts(state: WorkState) -> dict[str, int]:

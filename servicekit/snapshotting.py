@@ -67,6 +67,11 @@ async def _load_own(bus: Bus, projection: Projection[S], who: str, bound: int) -
             log.info("%s: starting %s from the snapshot at seq %d", who, projection.name, seq)
             return loaded
         log.warning("%s: the snapshot of %s at seq %d is unreadable; trying an older one", who, projection.name, seq)
+    if not seqs:
+        others = sorted({version for version, _, _ in await kept_objects(bus, projection.name)} - {projection.version})
+        if others:  # a new version of the fold: its old snapshots are another shape, it rebuilds from the log
+            log.info("%s: the kept snapshots of %s are of version %s, this is version %d: folding it from the log",
+                     who, projection.name, ", ".join(map(str, others)), projection.version)
     return await _load_single(bus, projection, who, bound)
 
 

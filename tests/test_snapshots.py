@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
+import logging
 import random
 from collections.abc import Callable
 from typing import Any
@@ -14,12 +16,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eventbus.history import first_sequence, last_sequence, replay
+from eventbus.objects import stat_object
 from eventbus.publisher import Publisher
-from eventbus.snapshots import kept_name, kept_snapshots, parse_kept_name
+from eventbus.snapshots import SNAPSHOT_BUCKET, kept_name, kept_snapshots, load_snapshot, parse_kept_name, save_kept, save_snapshot
 from eventbus.streams import StreamSettings
 from projections import bundle, cluster, models, work
 from projections.base import Folder
 from projections.rebuild import state_at_seq, state_at_time
+from projections.snapshot import encode_snapshot
 from projections.snapshotplan import SnapshotSettings, due, newest_at_or_before, to_prune
 from servicekit.snapshotting import load_state, save_state
 from services.distributor.folds import CHECKPOINTS, FAILURES
@@ -219,3 +223,30 @@ async def test_a_part_with_its_own_snapshot_as_new_as_the_bundles_never_loads_th
         loaded = await load_state(bus, models.PROJECTION, "test")
         assert loaded is not None and loaded.state == whole.models
         assert loaded_names and not any(name.startswith(bundle.PROJECTION.name) for name in loaded_names), loaded_names
+
+
+async def test_a_snapshot_is_read_whole_in_many_chunks_and_a_missing_or_tampered_one_is_none(nats_url: str) -> None:
+    async with provisioned_bus(nats_url) as bus:
+        assert await load_snapshot(bus, "never-saved") is None  # no bucket yet
+        data = random.Random(7).randbytes(3 * 1024 * 1024 + 17)  # several 128 KiB chunks and a short one
+        await save_snapshot(bus, "big", data)
+        assert await load_snapshot(bus, "big") == data
+        assert await load_snapshot(bus, "other") is None
+        stored = await stat_object(bus, SNAPSHOT_BUCKET, "big")
+        assert stored is not None
+        await bus.js.publish(f"$O.{SNAPSHOT_BUCKET}.C.{stored.nuid}", b"one chunk too many")
+        assert await load_snapshot(bus, "big") is None  # its digest no longer matches: an older one is tried
+
+
+async def test_snapshots_of_an_older_version_are_not_loaded_and_the_fold_says_it_rebuilds(
+    nats_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with provisioned_bus(nats_url) as bus:
+        await Publisher(bus).publish_many(_incident())
+        old = dataclasses.replace(work.PROJECTION, version=work.PROJECTION.version - 1)
+        await save_kept(bus, work.PROJECTION.name, old.version, 8, encode_snapshot(old, work.WorkState(last_seq=8)))
+        with caplog.at_level(logging.INFO, logger="servicekit.snapshotting"):
+            assert await load_state(bus, work.PROJECTION, "test") is None
+        assert f"are of version {old.version}, this is version {work.PROJECTION.version}: folding it from the log" in caplog.text
+        rebuilt = await state_at_seq(bus, work.PROJECTION)
+        assert rebuilt.snapshot_seq == 0 and rebuilt.state.last_seq == len(_incident())

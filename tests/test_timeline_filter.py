@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from cli.commands.timeline import read_timeline
+from eventbus import events as ev
 from eventbus.connection import Bus
 from eventbus.history import replay
 from eventbus.publisher import Publisher
 from ops.bench.bench_projection import NODES, TRAINER, fleet_log
-from projections.timeline import Selector, TimelineBuilder, TimelineLine, node_subjects, subjects_read
+from projections import workrefs
+from projections.base import fold_events
+from projections.rebuild import state_at_seq
+from projections.timeline import Selector, TimelineBuilder, TimelineLine, node_subjects, subjects_read, work_context
+from servicekit.snapshotting import save_state
 from tests.bus_harness import provisioned_bus
 from tests.test_forensics import _incident
 from tests.test_projections import _sample_log
@@ -20,6 +25,37 @@ def test_no_filter_reads_the_whole_log_a_node_its_own_subjects_first_and_a_work_
     subjects = subjects_read(Selector(work="w-1"))
     assert subjects is not None and "rr.evt.work.w-1.>" in subjects and "rr.evt.work.>" not in subjects
     assert subjects_read(Selector(work="w-1", node="gpu-1")) == subjects  # the node only narrows the item's lines
+    assert not any("SELFPLAY_COMPLETE" in s or s.startswith("rr.evt.host.") for s in subjects)  # found through the index
+
+
+def test_the_index_names_each_items_results_by_their_aggregates_and_the_context_reads_them_and_its_nodes() -> None:
+    log = [
+        ev.SelfplayComplete(batch_id="b-1", work_id="w-1", node="gpu-2", board_type="hex8", num_players=2, num_games=5),
+        ev.SelfplayComplete(batch_id="b-1", work_id="w-1", node="gpu-2", board_type="hex8", num_players=2, num_games=5),
+        ev.EvaluationComplete(model_id="m-1", work_id="w-6", node="gpu-3", opponent="m-0", games=2, wins=1, losses=1),
+        ev.ModelPromoted(model_id="m-1", board_type="hex8", num_players=2, sha256="ab", evaluation_work_id="w-6"),
+        ev.ModelPromoted(model_id="m-2", board_type="hex8", num_players=2, sha256="ab"),  # names no evaluation
+        ev.WorkAdded(work_id="w-1", work_type="selfplay", board_type="hex8", num_players=2),
+    ]
+    refs = fold_events(workrefs.PROJECTION, enumerate(log, 1))
+    assert refs.refs.to_dict() == {"w-1": ("rr.evt.data.b-1.>",), "w-6": ("rr.evt.model.m-1.>",)} and refs.last_seq == 6
+    own = [ev.WorkAdded(work_id="w-1", work_type="selfplay", board_type="hex8", num_players=2, source="gpu-0"),
+           ev.WorkStarted(work_id="w-1", node="gpu-2", attempt=1, pid=1, source="gpu-2"),
+           ev.WorkStarted(work_id="w-1", node="gpu-3", attempt=2, pid=2, source="gpu-3")]
+    assert work_context(own, workrefs.subjects_naming(refs, "w-1")) == (
+        "rr.evt.host.gpu-2.>", "rr.evt.host.gpu-3.>", "rr.evt.data.b-1.>")
+
+
+async def test_a_work_items_timeline_reads_its_own_records_and_the_few_naming_it_not_every_result(nats_url: str) -> None:
+    async with provisioned_bus(nats_url) as bus:
+        await Publisher(bus).publish_many(list(fleet_log(6_000)))  # ~400 selfplay results, ~80 membership changes
+        # The API keeps the index's snapshot; the timeline then reads only the results after it.
+        await save_state(bus, workrefs.PROJECTION, (await state_at_seq(bus, workrefs.PROJECTION, 5_000)).state)
+        for work in ("w-00000010", "w-00000199", "t-00000199", "e-00000199", "w-00000390"):
+            lines, read = await read_timeline(bus, Selector(work=work))
+            expected, total = await _whole(bus, Selector(work=work))
+            assert lines == expected and lines, work
+            assert read < total / 30, f"{work} read {read} of {total} records"  # every result: 1/15
 
 
 async def _whole(bus: Bus, selector: Selector) -> tuple[list[TimelineLine], int]:

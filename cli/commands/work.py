@@ -127,10 +127,14 @@ def run_list(args: argparse.Namespace) -> int:
     state = asyncio.run(_with_bus(options, work_state))
     items = sorted(state.items.values(), key=lambda i: i.added_seq)
     items = [i for i in items if args.state is None or i.status.value == args.state]
+    hidden = work.retired_count(state) if args.state in (None, work.WorkStatus.COMPLETED.value) else 0
+    note = workview.retired_note(hidden, state.retire_after)
     if args.json:
         print(msgspec.json.encode(items).decode())
+        if note:
+            print(note, file=sys.stderr)  # stdout stays one JSON document
         return 0
-    print(workview.list_table(items))
+    print(workview.list_table(items) + (f"\n{note}" if note else ""))
     return 0
 
 
@@ -177,7 +181,7 @@ def run_cancel(args: argparse.Namespace) -> int:
 async def _cancel(options: CommonOptions, work_id: str, reason: str) -> str | None:
     async with open_bus(options) as bus:
         state = await work_state(bus)
-        item = state.items.get(work_id)
+        item = work.lookup(state, work_id)  # a retired item is a completed one
         if item is None:
             return f"no work item {work_id}"
         if item.status in work.TERMINAL:

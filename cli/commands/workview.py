@@ -30,6 +30,14 @@ def list_table(items: Iterable[work.WorkItem]) -> str:
     return table(rows)
 
 
+def retired_note(hidden: int, retire_after: int) -> str:
+    """The line saying how many completed items the list leaves out and how to see one ("" when none)."""
+    if not hidden:
+        return ""
+    return (f"{hidden} completed items older than {retire_after:,} records are not listed; "
+            "`rr work show ID` (or `rr timeline --work ID`) reads one from the log")
+
+
 def item_summary(item: work.WorkItem) -> str:
     """The item's fields, one per line, labels aligned."""
     games = f", {item.num_games} games" if item.num_games else ""

@@ -46,7 +46,7 @@ from eventbus.snapshots import SNAPSHOT_BUCKET, parse_kept_name
 from eventbus.streams import EVENTS_STREAM, StreamSettings
 from ops.bench.bench_projection import NODES, TRAINER, publish_log, raw_read
 from ops.bench.common import bench_bus, bench_server, common_arguments, emit, fresh_events_stream, log
-from projections import bundle, cluster, data, models, taint, withdrawal
+from projections import bundle, cluster, data, models, taint, withdrawal, workrefs
 from projections.base import Folder
 from projections.rebuild import state_at_seq, state_at_time
 from projections.snapshotplan import SnapshotSettings
@@ -69,6 +69,7 @@ async def keep_snapshots(bus: Bus, until: int, every: int) -> None:
     for seq in range(every, until + 1, every):
         rebuilt = await state_at_seq(bus, bundle.PROJECTION, seq)
         await save_state(bus, bundle.PROJECTION, rebuilt.state, settings=settings)
+        await save_state(bus, workrefs.PROJECTION, rebuilt.state.workrefs, settings=settings)  # as the API saves it
         log(f"snapshot at {seq:,} (folded {rebuilt.folded:,} in {rebuilt.seconds:.1f}s)")
 
 

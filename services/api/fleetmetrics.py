@@ -24,6 +24,7 @@ from eventbus.events import (
     WorkCompleted,
     WorkStarted,
 )
+from projections import work
 from projections.bundle import ProjectionSet
 from projections.status_view import StatusView
 from servicekit.looplag import LoopLagStats
@@ -110,5 +111,8 @@ def gauges(state: ProjectionSet, view: StatusView, lag: LoopLagStats, consumers:
     for item in state.work.items.values():
         key = (item.status.value, item.work_type)
         queue[key] = queue.get(key, 0) + 1
+    for tally_key, tally in state.work.retired_tally.items():  # completed items that left the state still count
+        key = (work.WorkStatus.COMPLETED.value, tally_key.split(" ", 1)[0])
+        queue[key] = queue.get(key, 0) + tally.count
     return Gauges(nodes={"alive": alive, "offline": len(view.nodes) - alive}, queue=queue, loop_lag_s=lag.last_s,
                   loop_lag_max_s=lag.max_s, consumers=consumers, dead_letters=dead_letters, last_seq=state.last_seq)

@@ -20,7 +20,7 @@ from eventbus.connectivity import wait_reconnected
 from eventbus.errors import BusError
 from eventbus.follow import follow
 from eventbus.history import Record, last_sequence, replay
-from projections import bundle
+from projections import bundle, workrefs
 from projections.base import Folder
 from projections.bundle import ProjectionSet
 from servicekit.snapshotting import load_state, save_state
@@ -197,6 +197,8 @@ class ProjectionKeeper:
             state = bundle.PROJECTION.finished(self._folder.state)
             try:
                 size = await save_state(self._bus, bundle.PROJECTION, state)
+                # The timeline's index on its own: `rr timeline --work` loads it without the bundle.
+                await save_state(self._bus, workrefs.PROJECTION, state.workrefs)
             except BusError as exc:
                 self._save_failures += 1
                 log.warning("api: snapshot at seq %d not saved: %s", state.last_seq, exc)

@@ -10,12 +10,12 @@ fleet whose every job fails writes a bounded number of events per minute (README
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Annotated
 
 import msgspec
 
-from projections.work import WorkItem, WorkStatus
+from projections.work import Retired, WorkItem, WorkStatus
 
 
 class Backoff(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -46,10 +46,16 @@ class Streak(msgspec.Struct, frozen=True, kw_only=True):
     last_seq: int = 0
 
 
-def failure_streaks(items: Iterable[WorkItem], work_type: str = "selfplay") -> dict[str, Streak]:
-    """Per config, the items of `work_type` that ended failed after its newest completed one."""
-    ended = sorted((i for i in items if i.work_type == work_type and i.status in (WorkStatus.COMPLETED, WorkStatus.FAILED)),
-                   key=lambda i: i.updated_seq)
+def failure_streaks(items: Iterable[WorkItem], work_type: str = "selfplay",
+                    retired: Mapping[str, Retired] | None = None) -> dict[str, Streak]:
+    """Per config, the items of `work_type` that ended failed after its newest completed one.
+
+    `retired` is the work state's `retired_tally`: a completion that left the items still ends
+    the streaks of failures before it.
+    """
+    cut = {key.split(" ", 1)[1]: t.last_seq for key, t in (retired or {}).items() if key.split(" ", 1)[0] == work_type}
+    ended = sorted((i for i in items if i.work_type == work_type and i.status in (WorkStatus.COMPLETED, WorkStatus.FAILED)
+                    and i.updated_seq > cut.get(i.config, 0)), key=lambda i: i.updated_seq)
     streaks: dict[str, Streak] = {}
     for item in ended:
         if item.status is WorkStatus.COMPLETED:

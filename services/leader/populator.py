@@ -130,7 +130,7 @@ def decide(state: ProjectionSet, hosts: HostsConfig, default_slots: int, setting
            now: dt.datetime, id_prefix: str) -> list[Event]:
     """The populator's decisions on a folded log."""
     capacity = selfplay_capacity(state, hosts, default_slots, settings)
-    resting = resting_configs(failure_streaks(state.work.items.values()), now, settings.populator_backoff)
+    resting = resting_configs(failure_streaks(state.work.items.values(), retired=state.work.retired_tally), now, settings.populator_backoff)
     configs = [c for c in populated_configs(settings) if c not in resting]
     priorities = config_priorities(state, configs, settings, now)
     return list(top_up(pending_selfplay(state), capacity.idle_slots, priorities, settings,

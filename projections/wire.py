@@ -1,0 +1,100 @@
+"""Decoding a snapshot's state in one typed pass: every PMap field read as the dict it was written as.
+
+A decode hook sees a PMap field only after msgspec has built it as untyped dicts and lists, and
+must then convert every item again (`msgspec.convert`): 1.3 s for an 18.9 MB bundle snapshot,
+of which the plain decode is 0.4 s. Here each state type gets a mirror Struct (same fields,
+names and defaults; `dict[K, V]` where it has `PMap[K, V]`), msgspec decodes straight into it,
+and `to_state` wraps the dicts as PMaps; Structs holding no PMap are decoded as they are.
+"""
+
+from __future__ import annotations
+
+import functools
+import types
+import typing
+from typing import Any, Union, get_args, get_origin
+
+import msgspec
+
+from projections.pmap import PMap
+
+
+@functools.cache
+def wire_type(kind: Any) -> Any:
+    """`kind` with every `PMap[K, V]` inside it as `dict[K, wire V]`; `kind` itself when it holds no PMap."""
+    origin = get_origin(kind)
+    if origin is PMap:
+        key, value = get_args(kind)
+        return dict[wire_type(key), wire_type(value)]  # type: ignore[misc]
+    if isinstance(kind, type) and issubclass(kind, msgspec.Struct):
+        return _wire_struct(kind)
+    if origin is None:
+        return kind
+    args = get_args(kind)
+    wired: tuple[Any, ...] = tuple(wire_type(a) if a is not Ellipsis else a for a in args)
+    if wired == args:
+        return kind
+    if origin in (Union, types.UnionType):
+        return functools.reduce(lambda a, b: a | b, wired)
+    return origin[wired]  # tuple[...], list[...], dict[...]
+
+
+@functools.cache
+def _fields(kind: type[msgspec.Struct]) -> tuple[msgspec.structs.FieldInfo, ...]:
+    return msgspec.structs.fields(kind)  # resolves annotations: far too slow to ask per value
+
+
+def _wire_struct(kind: type[msgspec.Struct]) -> Any:
+    fields = _fields(kind)
+    wired = [(f, wire_type(f.type)) for f in fields]
+    if all(w == f.type for f, w in wired):  # equal, not identical: cached aliases are equal copies
+        return kind
+    config = kind.__struct_config__
+    spec = [(f.encode_name, w, _default(f)) for f, w in wired]
+    return msgspec.defstruct(f"Wire{kind.__name__}", spec, kw_only=True, array_like=config.array_like,
+                             tag=config.tag, tag_field=config.tag_field)
+
+
+def _default(field: msgspec.structs.FieldInfo) -> Any:
+    if field.default_factory is PMap:
+        return msgspec.field(default_factory=dict)
+    if field.default_factory is not msgspec.NODEFAULT:
+        return msgspec.field(default_factory=field.default_factory)
+    return field.default if field.default is not msgspec.NODEFAULT else msgspec.field()
+
+
+def to_state(value: Any, kind: Any) -> Any:
+    """The value of type `kind` that the decoded wire value `value` (of `wire_type(kind)`) stands for."""
+    wire = wire_type(kind)
+    if wire == kind or value is None:
+        return value
+    origin = get_origin(kind)
+    if origin is PMap:
+        _, item = get_args(kind)
+        if wire_type(item) == item:
+            return PMap(value)
+        return PMap({k: to_state(v, item) for k, v in value.items()})
+    if isinstance(kind, type) and issubclass(kind, msgspec.Struct):
+        return kind(**{f.name: to_state(getattr(value, f.encode_name), f.type) for f in _fields(kind)})
+    if origin in (Union, types.UnionType):
+        for option in get_args(kind):
+            if option is not type(None) and isinstance(value, _runtime(wire_type(option))):
+                return to_state(value, option)
+        return value
+    if origin in (tuple, list):
+        (item, *_) = get_args(kind)
+        return origin(to_state(v, item) for v in value)
+    if origin is dict:
+        _, item = get_args(kind)
+        return {k: to_state(v, item) for k, v in value.items()}
+    return value
+
+
+def _runtime(kind: Any) -> type:
+    origin = get_origin(kind)
+    return typing.cast(type, origin if origin is not None else kind)
+
+
+def decode(data: bytes | msgspec.Raw, kind: Any) -> Any:
+    """`data` (msgpack written with projections.pmap.enc_hook) decoded as `kind` in one typed pass."""
+    return to_state(msgspec.msgpack.decode(data, type=wire_type(kind)), kind)

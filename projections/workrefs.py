@@ -1,0 +1,73 @@
+"""Which other aggregates' records name each work item: the index that makes `rr timeline --work` a filtered read.
+
+A work item's own events live under `rr.evt.work.<id>.>`, but its results do not: a selfplay
+batch is `rr.evt.data.<batch>.SELFPLAY_COMPLETE.*`, a candidate and its evaluation
+`rr.evt.model.<m>.*`, and a promotion or rating names the evaluation that decided it. No subject
+filter can find "the records whose body names w-1"; this fold remembers, per work item, the
+aggregates whose subjects hold them (a few dozen bytes per item that produced something), so
+the timeline reads those aggregates' subjects instead of every result in the log. It is a part
+of the bundle and the API saves it on its own too, so a timeline loads it without the bundle.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from eventbus.events import EvaluationComplete, Event, ModelPromoted, ModelRated, SelfplayComplete, TrainingComplete
+from eventbus.subjects import aggregate_filter
+from projections.base import Anomaly, Projection, total
+from projections.pmap import PMap
+
+VERSION = 1
+
+# The result types and the field naming the work item whose timeline shows them.
+NAMING: dict[str, str] = {
+    SelfplayComplete.type_name(): "work_id",
+    TrainingComplete.type_name(): "work_id",
+    EvaluationComplete.type_name(): "work_id",
+    ModelPromoted.type_name(): "evaluation_work_id",
+    ModelRated.type_name(): "evaluation_work_id",
+}
+
+
+class WorkRefs(msgspec.Struct, frozen=True, kw_only=True):
+    """Per work item, the subject filters of the aggregates whose records name it (in first-seen order)."""
+
+    last_seq: int = 0
+    refs: PMap[str, tuple[str, ...]] = msgspec.field(default_factory=PMap)
+    anomalies: tuple[Anomaly, ...] = ()  # nothing is refused here; kept for the State protocol
+    anomaly_count: int = 0
+
+
+def named_work(event: Event) -> str | None:
+    """The work item a result names (its own or the evaluation it rests on), None when it names none."""
+    field = NAMING.get(event.type_name())
+    value = getattr(event, field, None) if field is not None else None
+    return value if isinstance(value, str) and value else None
+
+
+@total
+def apply(state: WorkRefs, event: Event, seq: int) -> WorkRefs:
+    """The index after one result: the result's aggregate is remembered for the item it names."""
+    work_id = named_work(event)
+    if work_id is None:
+        return msgspec.structs.replace(state, last_seq=seq)
+    subject = aggregate_filter(event.aggregate, event.aggregate_id())
+    known = state.refs.get(work_id, ())
+    if subject in known:
+        return msgspec.structs.replace(state, last_seq=seq)
+    return msgspec.structs.replace(state, last_seq=seq, refs=state.refs.set(work_id, (*known, subject)))
+
+
+def subjects_naming(state: WorkRefs, work_id: str) -> tuple[str, ...]:
+    """The subject filters holding every record beyond its own that names `work_id`."""
+    return tuple(state.refs.get(work_id, ()))
+
+
+PROJECTION: Projection[WorkRefs] = Projection(
+    name="workrefs",
+    version=VERSION,
+    initial=WorkRefs,
+    apply=apply,
+    reads=frozenset(NAMING),
+)

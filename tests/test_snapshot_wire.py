@@ -1,0 +1,50 @@
+"""A snapshot's state decodes in one typed pass (PMaps read as dicts) into exactly the state that was saved."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from hypothesis import given
+
+from eventbus import events as ev
+from projections import bundle, wire
+from projections.base import Projection, fold_events
+from projections.pmap import PMap, enc_hook
+from projections.snapshot import decode_snapshot, encode_snapshot
+from services.distributor.folds import CHECKPOINTS, FAILURES
+from services.leader import queue
+from services.sync.folds import BATCH_FILES
+from services.sync.workitems import SYNC_REQUESTS
+from tests.test_projections import LOGS, PROPERTY, numbered
+
+SAVED: list[Projection[Any]] = [bundle.PROJECTION, *bundle.PARTS.values(), queue.PROJECTION, CHECKPOINTS, FAILURES,
+                                BATCH_FILES, SYNC_REQUESTS]
+
+
+@PROPERTY
+@given(LOGS)
+def test_every_saved_projection_decodes_to_the_state_it_encoded(log: list[ev.Event]) -> None:
+    for projection in SAVED:
+        state = fold_events(projection, numbered(log))
+        loaded = decode_snapshot(projection, encode_snapshot(projection, state))
+        assert loaded is not None and loaded.state == state, projection.name
+
+
+class _Inner(msgspec.Struct, frozen=True):
+    tags: PMap[str, int] = msgspec.field(default_factory=PMap)
+
+
+class _Outer(msgspec.Struct, frozen=True, kw_only=True):
+    plain: dict[str, int] = {}
+    nested: PMap[str, _Inner] = msgspec.field(default_factory=PMap)
+    maybe: _Inner | None = None
+    many: tuple[_Inner, ...] = ()
+
+
+def test_maps_inside_maps_options_and_tuples_come_back_as_pmaps_and_plain_structs_are_left_as_they_are() -> None:
+    value = _Outer(plain={"a": 1}, nested=PMap({"x": _Inner(tags=PMap({"t": 2}))}), maybe=_Inner(tags=PMap({"u": 3})),
+                   many=(_Inner(), _Inner(tags=PMap({"v": 4}))))
+    decoded = wire.decode(msgspec.msgpack.encode(value, enc_hook=enc_hook), _Outer)
+    assert decoded == value and isinstance(decoded.nested["x"].tags, PMap) and isinstance(decoded.many[1].tags, PMap)
+    assert wire.wire_type(ev.WorkAdded) is ev.WorkAdded and wire.wire_type(dict[str, int]) == dict[str, int]
