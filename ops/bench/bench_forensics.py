@@ -48,7 +48,7 @@ from ops.bench.bench_projection import NODES, TRAINER, publish_log, raw_read
 from ops.bench.common import bench_bus, bench_server, common_arguments, emit, fresh_events_stream, log
 from projections import bundle, cluster, data, models, taint, withdrawal, workrefs
 from projections.base import Folder
-from projections.rebuild import state_at_seq, state_at_time
+from projections.rebuild import Rebuilt, state_at_seq, state_at_time
 from projections.snapshotplan import SnapshotSettings
 from projections.timeline import Selector
 from servicekit.snapshotting import save_state
@@ -81,22 +81,22 @@ async def timed(action: Awaitable[Any]) -> float:
 
 # Each service's catch-up: the folds it keeps and the subjects it reads (as its own module builds them).
 def _distributor_agent() -> tuple[list[Folder[Any]], tuple[str, ...]]:
-    folds = [Folder(models.PROJECTION), Folder(cluster.PROJECTION), Folder(CHECKPOINTS), Folder(FAILURES)]
+    folds: list[Folder[Any]] = [Folder(models.PROJECTION), Folder(cluster.PROJECTION), Folder(CHECKPOINTS), Folder(FAILURES)]
     return folds, aggregate_subjects("model", "host", "leader")
 
 
 def _distribution_loop() -> tuple[list[Folder[Any]], tuple[str, ...]]:
-    folds = [Folder(models.PROJECTION), Folder(cluster.PROJECTION), Folder(taint.PROJECTION), Folder(CHECKPOINTS), Folder(FAILURES)]
+    folds: list[Folder[Any]] = [Folder(models.PROJECTION), Folder(cluster.PROJECTION), Folder(taint.PROJECTION), Folder(CHECKPOINTS), Folder(FAILURES)]
     return folds, (*aggregate_subjects("model", "host", "leader"), *taint_subjects())
 
 
 def _sync_agent() -> tuple[list[Folder[Any]], tuple[str, ...]]:
-    folds = [Folder(data.PROJECTION), Folder(BATCH_FILES), Folder(SYNC_REQUESTS), Folder(taint.PROJECTION)]
+    folds: list[Folder[Any]] = [Folder(data.PROJECTION), Folder(BATCH_FILES), Folder(SYNC_REQUESTS), Folder(taint.PROJECTION)]
     return folds, (*aggregate_subjects("data", "leader", "work"), *taint_subjects())
 
 
 def _sync_planner() -> tuple[list[Folder[Any]], tuple[str, ...]]:
-    folds = [Folder(data.PROJECTION), Folder(cluster.PROJECTION), Folder(taint.PROJECTION), Folder(BATCH_FILES), Folder(SYNC_REQUESTS)]
+    folds: list[Folder[Any]] = [Folder(data.PROJECTION), Folder(cluster.PROJECTION), Folder(taint.PROJECTION), Folder(BATCH_FILES), Folder(SYNC_REQUESTS)]
     subjects = (*aggregate_subjects("data", "host", "leader"), *type_subjects(withdrawal.READS), *aggregate_subjects("work"))
     return folds, (*subjects, *taint_subjects())
 
@@ -155,7 +155,7 @@ async def point_in_time(bus: Bus, rng: random.Random, end: int, points: int) -> 
     at_s, seq_s, most = [], [], 0
     for seq in sorted(rng.randrange(1, end + 1) for _ in range(points)):
         when = await stamp_of(bus, seq)
-        rebuilt = await state_at_time(bus, when, skew=dt.timedelta(0))
+        rebuilt: Rebuilt[bundle.ProjectionSet] = await state_at_time(bus, when, skew=dt.timedelta(0))
         at_s.append(rebuilt.seconds)
         by_seq = await state_at_seq(bus, bundle.PROJECTION, seq)
         seq_s.append(by_seq.seconds)
