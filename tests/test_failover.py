@@ -24,7 +24,7 @@ import pytest
 from cluster.leadership.settings import LeadershipSettings
 from cluster.leadership.term import HOLD_ENV
 from eventbus.connection import Bus, connect
-from eventbus.events import ConfigChanged, Event, HostOnline, LeaderElected, LeaderLost, WorkAssigned, utcnow
+from eventbus.events import ConfigChanged, Event, HostOffline, HostOnline, LeaderElected, LeaderLost, WorkAssigned, utcnow
 from eventbus.history import events
 from eventbus.natsserver import NatsCluster
 from eventbus.publisher import Publisher
@@ -220,6 +220,9 @@ async def test_a_leader_frozen_mid_burst_stores_no_decision_after_its_successors
         fleet[first.node].signal(signal.SIGCONT)
         await eventually(lambda: _lost(bus, first.epoch), timeout=10, interval=0.1, message="LEADER_LOST on resume")
         await eventually(lambda: _decided(bus, second.epoch, 20), timeout=10, interval=0.1, message="time passes after it")
+        # n4's HOST_OFFLINE is the successor's to write: its membership loop first waits out n4's silence.
+        await eventually(lambda: _offline_in(bus, second.epoch), timeout=30, interval=0.2,
+                         message="the successor declares the node killed meanwhile offline")
         stored = [(seq, e) async for seq, e in events(bus) if isinstance(e, Event)]
     takeover = next(seq for seq, e in stored if isinstance(e, LeaderElected) and e.epoch == second.epoch)
     by_old = [(seq, e.type_name()) for seq, e in stored if e.epoch == first.epoch and not isinstance(e, (LeaderElected, LeaderLost))]
@@ -228,6 +231,10 @@ async def test_a_leader_frozen_mid_burst_stores_no_decision_after_its_successors
     kinds = {e.type_name() for seq, e in stored if seq > takeover and e.epoch == second.epoch}
     assert {"WORK_ASSIGNED", "HOST_OFFLINE"} <= kinds and len(ids) == 1500
     assert_epochs_unique([e for _, e in stored])
+
+
+async def _offline_in(bus: Bus, epoch: int | None) -> bool:
+    return any(isinstance(e, HostOffline) and e.epoch == epoch for e in await read_log(bus))
 
 
 async def _at_least(bus: Bus, kind: type, count: int) -> bool:

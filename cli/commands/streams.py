@@ -58,11 +58,13 @@ def run_init(args: argparse.Namespace) -> int:
 
     async def go() -> dict[str, str]:
         async with open_bus(options) as bus:
+            leases = LeaseBucket(bus, config.leadership.bucket)
+            existed = await leases.exists()  # provision makes it (the log sources it), so ask first
             outcome = await provision(bus.js, settings, allow_shorter_retention=args.allow_shorter_retention,
                                       lease_bucket=config.leadership.bucket)
             # The lease bucket's own dedupe window must be shorter than a renewal (eventbus/leases.py).
-            if (state := await LeaseBucket(bus, config.leadership.bucket).shorten_window()) != "missing":
-                outcome[f"KV_{config.leadership.bucket}"] = state
+            if (state := await leases.shorten_window()) != "missing":
+                outcome[f"KV_{config.leadership.bucket}"] = state if existed else "created"
             # Buckets are made by the services; one made before rollups were turned off gets them off here.
             for bucket in (config.distribution.bucket, config.sync.bucket, SNAPSHOT_BUCKET):
                 if (state := await harden_bucket(bus, bucket)) != "missing":
