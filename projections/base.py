@@ -216,11 +216,13 @@ class UntilFolder(Folder[S]):
         super().__init__(projection, state)
         self.at = at
         self.done = False
+        self.read = 0  # records judged, the first later one included; a reader may deliver more before it stops
 
     def __call__(self, record: Record) -> None:
         """Fold one record unless the time bound was passed (every record is decoded: its time decides)."""
         if self.done or record.seq <= self._seq:
             return
+        self.read += 1
         kind = type_of(record.subject)
         try:
             event = decode_on(record.subject, record.data, record.headers)

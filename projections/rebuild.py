@@ -138,9 +138,10 @@ async def state_at_time(
     if newest is not None and newest > at:  # a log whose times are not its storage times
         state, snapshot_seq, ignored = projection.initial(), 0, f"snapshot at seq {snapshot_seq} holds events after {at}"
     folder = UntilFolder(projection, at, believing(state, candidates))
-    folded = await replay(bus, _with_progress(folder, progress), start_seq=state.last_seq + 1, stop=lambda: folder.done)
+    # `folded` counts the records the fold judged: replay may deliver a few more in flight before it sees the stop.
+    await replay(bus, _with_progress(folder, progress), start_seq=state.last_seq + 1, stop=lambda: folder.done)
     return Rebuilt(state=projection.finished(folder.state), snapshot_seq=snapshot_seq, snapshot_ignored=ignored,
-                   folded=folded, seconds=time.perf_counter() - started)
+                   folded=folder.read, seconds=time.perf_counter() - started)
 
 
 async def store(bus: Bus, projection: Projection[S], state: S) -> SnapshotHeader:
