@@ -319,6 +319,8 @@ class Elector:
                 if term.may_act():
                     self._end_term(f"a newer {self.role} election than epoch {term.epoch} is in the log")
                 return
+            # After the server's ack: what an operator (and the failover test) can hold the log to.
+            log.info("%s announced %s epoch %d in the log (seq %d)", self.node_id, self.role, term.epoch, term.fence.seq)
             if term.may_act():
                 await lead(term)
         except Exception as exc:  # the leader's work cannot run: give the role to someone else
