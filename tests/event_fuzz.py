@@ -1,6 +1,6 @@
 """Generators of events and hostile payloads, derived from the catalogue, so every new event type is fuzzed.
 
-Three kinds, all built by introspecting eventbus/events.py (nothing is listed by hand):
+Three kinds, all built by introspecting the catalogue in eventbus/events/ (nothing is listed by hand):
   - `largest(kind)`: the biggest instance the catalogue's bounds allow (every string and list at
     its bound), to size MAX_EVENT_BYTES and the streams' max_msg_size from;
   - `valid_payloads()`: a hypothesis strategy of wire bytes of any event type with any values
