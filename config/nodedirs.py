@@ -1,13 +1,22 @@
-"""Every directory a node's services read or write, resolved in one place (pure).
+"""A node's disk layout, in one place (pure): every directory its services use, and the files in them.
 
 The worker, the distributor and the sync service must agree on where models and received
 batches live: a model installed where the worker does not look is never used. Each of them
-asks `node_dirs` and nothing else.
+asks `node_dirs` for the directories and the functions below for the files, and nothing else.
 
     data dir      worker.data_dir, else RR_DATA_DIR, else $XDG_DATA_HOME/rr, else ~/.local/share/rr
     models        distribution.models_dir or worker.models_dir (set both only to the same path), else <data dir>/models
     sync          <sync.data_dir or data dir>/sync   batches copied here from other nodes
     worker        <data dir>/worker/<node>          job records, attempts and fetched candidates
+
+In the models dir:
+
+    canonical_<board>_<n>p.pth        the config's current model (a hard link to its version)
+    ringrift_best_<board>_<n>p.pth    symlink -> canonical_<board>_<n>p.pth (the seeds' name: what jobs open)
+    versions/<board>_<n>p/<model>.pth every verified model kept by the retention policy
+    .incoming/<model>.part            a download or copy before it is verified
+
+In the sync dir: <board>_<n>p/<batch><suffix of the original>, a batch another node wrote.
 """
 
 from __future__ import annotations
@@ -20,6 +29,12 @@ import msgspec
 from config.settings import RrConfig
 from eventbus.errors import InvalidConfig
 from eventbus.subjects import token
+from projections.data import Batch
+
+VERSIONS = "versions"
+INCOMING = ".incoming"
+SUFFIX = ".pth"  # of every model file
+DEFAULT_SUFFIX = ".bin"  # of a received batch whose original named none
 
 
 def default_data_dir(env: Mapping[str, str], home: Path) -> Path:
@@ -47,6 +62,7 @@ def config_name(board_type: str, num_players: int) -> str:
     """The config part of the seeds' file and folder names (models and received batches), e.g. hex8_2p."""
     return f"{token(board_type)}_{num_players}p"
 
+
 class NodeDirs(msgspec.Struct, frozen=True, kw_only=True):
     """One node's directories, all absolute."""
 
@@ -56,7 +72,7 @@ class NodeDirs(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def sync_dir(self) -> Path:
-        """Where batches copied from other nodes land (services/sync/paths.py)."""
+        """Where batches copied from other nodes land (`received_path` below)."""
         return self.sync_data_dir / "sync"
 
     def worker_dir(self, node: str) -> Path:
@@ -77,3 +93,78 @@ def node_dirs(config: RrConfig, env: Mapping[str, str], home: Path) -> NodeDirs:
     models = next(iter(given.values()), data / "models")
     sync_data = Path(config.sync.data_dir).expanduser().absolute() if config.sync.data_dir else data
     return NodeDirs(data_dir=data, models_dir=models, sync_data_dir=sync_data)
+
+
+def data_dir(config: RrConfig, env: Mapping[str, str], home: Path) -> Path:
+    """The node's data dir: what the worker and the distributor write under (and lock)."""
+    return node_dirs(config, env, home).data_dir
+
+
+def models_dir(config: RrConfig, env: Mapping[str, str], home: Path) -> Path:
+    """Where this node's models are installed and read."""
+    return node_dirs(config, env, home).models_dir
+
+
+def sync_data_dir(config: RrConfig, env: Mapping[str, str], home: Path) -> Path:
+    """`sync.data_dir`, else the node's data dir: the data dir the sync service writes under (and locks)."""
+    return node_dirs(config, env, home).sync_data_dir
+
+
+def sync_root(config: RrConfig, env: Mapping[str, str], home: Path) -> Path:
+    """Where batches copied to this node land."""
+    return node_dirs(config, env, home).sync_dir
+
+
+# ---- models: <models dir>/... ------------------------------------------------------------
+
+
+def canonical_path(root: Path, board_type: str, num_players: int) -> Path:
+    """<models_dir>/canonical_<board>_<n>p.pth."""
+    return canonical_of(root, config_name(board_type, num_players))
+
+
+def canonical_of(root: Path, config: str) -> Path:
+    """`canonical_path` of a config named as `config_name` names it."""
+    return root / f"canonical_{config}{SUFFIX}"
+
+
+def best_link_path(root: Path, board_type: str, num_players: int) -> Path:
+    """<models_dir>/ringrift_best_<board>_<n>p.pth, the name the worker's jobs read."""
+    return best_link_of(root, config_name(board_type, num_players))
+
+
+def best_link_of(root: Path, config: str) -> Path:
+    """`best_link_path` of a config named as `config_name` names it."""
+    return root / f"ringrift_best_{config}{SUFFIX}"
+
+
+def versions_dir(root: Path, board_type: str, num_players: int) -> Path:
+    """<models_dir>/versions/<board>_<n>p: the kept versions of one config."""
+    return root / VERSIONS / config_name(board_type, num_players)
+
+
+def version_stem(model_id: str) -> str:
+    """A model id as a file name."""
+    return token(model_id)
+
+
+def version_path(root: Path, board_type: str, num_players: int, model_id: str) -> Path:
+    """<models_dir>/versions/<board>_<n>p/<model>.pth."""
+    return versions_dir(root, board_type, num_players) / f"{version_stem(model_id)}{SUFFIX}"
+
+
+# ---- received batches: <sync dir>/... ----------------------------------------------------
+# A training job on a node that did not write a batch finds the node's copy with
+# `received_path` (the origin's path in SELFPLAY_COMPLETE names a file on the origin).
+
+
+def received_path(root: Path, board_type: str, num_players: int, batch_id: str, origin_path: str = "") -> Path:
+    """Where this node keeps its copy of a batch (the origin file's suffix kept, e.g. .npz)."""
+    suffix = Path(origin_path).suffix if origin_path else ""
+    suffix = suffix if 1 < len(suffix) <= 16 else DEFAULT_SUFFIX
+    return root / config_name(board_type, num_players) / f"{token(batch_id)}{suffix}"
+
+
+def batch_path(root: Path, batch: Batch, origin_path: str = "") -> Path:
+    """`received_path` of a folded batch."""
+    return received_path(root, batch.board_type, batch.num_players, batch.batch_id, origin_path)

@@ -51,8 +51,8 @@ def test_the_chart_is_a_png_with_a_drawn_line(tmp_path: Path) -> None:
 
 
 def test_the_best_models_are_checked_against_the_anchor_and_random_play(tmp_path: Path) -> None:
+    from config.nodedirs import canonical_path
     from ops.bench.bench_learning import check_best
-    from services.distributor.layout import canonical_path
     from workload.game import board_spec
     from workload.net import PolicyValueNet, save_checkpoint
 

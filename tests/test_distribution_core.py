@@ -10,6 +10,7 @@ import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
 
+from config.nodedirs import best_link_path, canonical_path, version_path
 from eventbus.events import (
     ArtifactRef,
     Event,
@@ -28,7 +29,6 @@ from services.distributor import install
 from services.distributor.completion import completions, needs_models
 from services.distributor.folds import CHECKPOINTS, FAILURES, corrupt_reports
 from services.distributor.install import LocalModels
-from services.distributor.layout import best_link_path, canonical_path, version_path
 from services.distributor.plan import Activate, Announce, CopyLocal, Download, is_alive, next_steps, repairer, uploads_due
 from services.distributor.retention import KeptVersion, current_models, promotion_history, store_deletions, versions_to_delete
 from services.distributor.retry import RetryTable, delay_s

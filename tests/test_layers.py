@@ -34,7 +34,6 @@ SCHEDULER_HOSTS = "the scheduler's process is the leader: it runs the distributo
 SYNC_ON_DISTRIBUTOR = "sync reuses the distributor's fetch-and-place, retry table and live fold: shared libraries to be"
 WORKER_JOBS_FILE = "the worker writes the running-jobs file the agent reads: one module for both, in a library"
 WORKER_SYNC_WORK = "the worker runs sync work items, whose format lives in the sync service: it belongs to a library"
-NODE_DISK_LAYOUT = "where received batches and model files live on a node is split between sync and distributor: one node-disk layout module"
 ADMISSION_FORMATS = "admission checks sync items and worker templates, whose formats live in those services"
 CONFIG_OWNS_SETTINGS = "the config composes each package's settings Struct, which live beside their services"
 REBUILD_IS_IO = "projections/rebuild.py reads the log and the snapshots: the I/O shell of the folds, to leave the pure package"
@@ -58,7 +57,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("services.sync.uploads", "services.distributor.retry"): SYNC_ON_DISTRIBUTOR,
     ("services.worker.protocol", "services.sync.workitems"): WORKER_SYNC_WORK,
     ("services.worker.records", "services.agent.jobs"): WORKER_JOBS_FILE,
-    ("services.worker.runner", "services.sync.paths"): NODE_DISK_LAYOUT,
     ("services.worker.service", "services.agent.jobs"): WORKER_JOBS_FILE,
 }
 

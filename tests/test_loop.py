@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from config.nodedirs import canonical_path
 from eventbus import events as ev
 from eventbus.events import EvaluationComplete, Event, ModelDistributed, ModelPromoted, WorkCompleted
-from services.distributor.layout import canonical_path
 from tests.helpers import eventually
 from tests.otlp_harness import Receiver, running_receiver
 from tests.test_metrics_live import Samples, scrape

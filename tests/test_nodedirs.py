@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import ast
+import os
+import re
 from pathlib import Path
 
 import pytest
 
-from config.nodedirs import node_dirs
+from config.nodedirs import best_link_path, canonical_path, models_dir, node_dirs, sync_root, version_path
 from config.settings import RrConfig
 from eventbus.errors import InvalidConfig
-from services.distributor.layout import models_dir
 from services.distributor.settings import DistributionSettings
-from services.sync.paths import sync_root
 from services.sync.settings import SyncSettings
+from services.worker.outputs import best_model
 from services.worker.service import worker_paths
 from services.worker.settings import WorkerSettings
 
@@ -55,3 +57,43 @@ def test_worker_data_dir_wins_over_the_environment_and_sync_data_dir_moves_only_
     dirs = node_dirs(config, {"RR_DATA_DIR": str(tmp_path / "env")}, HOME)
     assert (dirs.data_dir, dirs.models_dir, dirs.sync_dir) == (tmp_path / "w", tmp_path / "w" / "models", tmp_path / "s" / "sync")
     assert worker_paths(config, "n", {}, HOME).received_dir == tmp_path / "s" / "sync"
+
+
+def test_the_worker_plays_the_version_the_distributor_laid_out(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    version = version_path(root, "hex8", 2, "hex8_2p-abc")
+    version.parent.mkdir(parents=True)
+    version.write_bytes(b"weights")
+    os.link(version, canonical_path(root, "hex8", 2))
+    best_link_path(root, "hex8", 2).symlink_to(canonical_path(root, "hex8", 2).name)
+    best = best_model(root, "hex8", 2)
+    assert best is not None and (best.path, best.model_id) == (version, "hex8_2p-abc")
+    assert best_model(root, "square8", 2) is None
+
+
+PACKAGES = ("eventbus", "projections", "config", "servicekit", "cluster", "workload", "services", "cli")
+# File names of the node's disk that only config/nodedirs.py may spell: two spellings drift apart.
+LAYOUT_NAMES = re.compile(r"(^|/)(canonical_|ringrift_best_|\.incoming$|\.incoming/|versions$|versions/)")
+
+
+def _strings(tree: ast.AST) -> list[tuple[int, str]]:
+    """String literals (f-string parts included), leaving out docstrings."""
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+                  and node.body and isinstance(node.body[0], ast.Expr)}
+    return [(node.lineno, node.value) for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings]
+
+
+def test_only_the_layout_module_spells_the_node_file_names() -> None:
+    root = Path(__file__).resolve().parent.parent
+    layout = root / "config" / "nodedirs.py"
+    found = [
+        f"{path.relative_to(root)}:{line}: {text!r}"
+        for package in PACKAGES
+        for path in sorted((root / package).rglob("*.py"))
+        if path != layout
+        for line, text in _strings(ast.parse(path.read_text()))
+        if LAYOUT_NAMES.search(text)
+    ]
+    assert not found, f"name these files through config/nodedirs.py's functions: {found}"

@@ -9,9 +9,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from config.nodedirs import received_path
 from eventbus.events import INPUT_PATH_MAX, ArtifactRef, BatchInput, SelfplayComplete, WorkAdded, decode, encode
 from services.leader.pipeline import MAX_TRAINING_BATCHES, decide
-from services.sync.paths import received_path
 from services.worker.protocol import AttemptKey
 from services.worker.results import TrainingResult, domain_events, training_started
 from services.worker.runner import missing_batches, with_local_batches

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from config.nodedirs import received_path
 from config.settings import RrConfig
 from eventbus.events import WorkAttemptFailed, WorkCompleted, WorkStarted
-from services.sync.paths import received_path
 from tests.bus_harness import provisioned_bus
 from tests.procs.worker_harness import Scheduler, watching, worker_running, worker_settings
 

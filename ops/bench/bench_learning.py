@@ -26,13 +26,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from config.nodedirs import canonical_path
 from eventbus.connection import connect
 from eventbus.events import Event, ModelPromoted, ModelRated, WorkAdded
 from eventbus.history import events
 from eventbus.natsserver import free_port
 from ops.bench.common import emit, log
 from ops.bench.png_chart import line_chart
-from services.distributor.layout import canonical_path
 from workload.evaluate import match, model_player, random_player, search_player
 from workload.game import GameState, encode, legal_moves
 from workload.mcts import uniform_evaluator

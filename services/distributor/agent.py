@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from config.nodedirs import SUFFIX, VERSIONS, canonical_path, version_path, version_stem
 from eventbus.connection import Bus
 from eventbus.errors import BusError, BusUnavailable
 from eventbus.events import ModelDistributed, ModelDistributionFailed, utcnow
@@ -30,7 +31,6 @@ from projections.models import ModelInfo, ModelsState
 from services.distributor import install
 from services.distributor.duties import StoreDuties
 from services.distributor.folds import CHECKPOINTS, FAILURES
-from services.distributor.layout import SUFFIX, VERSIONS, canonical_path, version_path, version_stem
 from services.distributor.livefold import LiveFold, aggregate_subjects, reconcile_while_following
 from services.distributor.plan import Activate, Announce, CopyLocal, Download, Step, next_steps
 from services.distributor.retention import KeptVersion, current_models, promotion_history, versions_to_delete

@@ -17,6 +17,7 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Protocol
 
+from config.nodedirs import version_path
 from eventbus.connection import Bus
 from eventbus.errors import BusError
 from eventbus.objects import put_file, stat_object
@@ -24,7 +25,6 @@ from projections.cluster import ClusterState
 from projections.models import ModelsState
 from servicekit.filehash import sha256_file
 from services.distributor.folds import CheckpointsState, FailuresState, corrupt_reports
-from services.distributor.layout import version_path
 from services.distributor.plan import is_alive, repairer, uploads_due
 from services.distributor.retry import RetryTable
 from services.distributor.settings import DistributionSettings

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import msgspec
 
-from services.distributor.layout import INCOMING, SUFFIX, VERSIONS, best_link_path, canonical_path
+from config.nodedirs import INCOMING, SUFFIX, VERSIONS, best_link_of, best_link_path, canonical_of, canonical_path
 
 CHUNK = 1 << 20
 
@@ -50,8 +50,7 @@ def scan(root: Path) -> LocalModels:
 
 def _serving(root: Path, config: str) -> tuple[int, int] | None:
     # (device, inode) of the canonical file, if the seeds' link points at it.
-    canonical = root / f"canonical_{config}{SUFFIX}"
-    link = root / f"ringrift_best_{config}{SUFFIX}"
+    canonical, link = canonical_of(root, config), best_link_of(root, config)
     try:
         if os.readlink(link) != canonical.name:
             return None

@@ -13,13 +13,12 @@ from collections.abc import Callable, Mapping
 
 import msgspec
 
-from config.nodedirs import config_name
+from config.nodedirs import config_name, version_stem
 from eventbus.events import ArtifactRef
 from projections.cluster import ClusterState
 from projections.models import ModelInfo, ModelsState
 from projections.pmap import Lookup
 from services.distributor.install import LocalModels
-from services.distributor.layout import version_stem
 
 
 class Activate(msgspec.Struct, frozen=True, kw_only=True, tag="activate"):

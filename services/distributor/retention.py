@@ -13,10 +13,9 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
 
-from config.nodedirs import config_name
+from config.nodedirs import config_name, version_stem
 from eventbus.objects import StoredObject
 from projections.models import ModelInfo, ModelsState
-from services.distributor.layout import version_stem
 
 
 class KeptVersion(msgspec.Struct, frozen=True, kw_only=True):

@@ -11,9 +11,9 @@ import os
 from pathlib import Path
 
 from cluster.leadership.election import load_candidates
+from config.nodedirs import models_dir
 from servicekit.runtime import ServiceContext
 from services.distributor.agent import DistributorAgent
-from services.distributor.layout import models_dir
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import msgspec
 
+from config.nodedirs import batch_path
 from eventbus.connection import Bus
 from eventbus.errors import BusError
 from eventbus.events import ArtifactRef, DataSyncComplete, Event, WorkAttemptFailed, WorkCompleted, WorkStarted, utcnow
@@ -34,7 +35,6 @@ from services.distributor import install
 from services.distributor.livefold import LiveFold, aggregate_subjects, reconcile_while_following, taint_subjects
 from services.distributor.retry import RetryTable
 from services.sync.folds import BATCH_FILES
-from services.sync.paths import batch_path
 from services.sync.settings import SyncSettings
 from services.sync.uploads import BatchUploads
 from services.sync.workitems import SYNC_REQUESTS, SyncDone, SyncFailed, SyncRequest, served_here, sync_step

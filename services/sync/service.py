@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 
 from cluster.leadership.election import load_candidates
+from config.nodedirs import sync_root
 from servicekit.runtime import ServiceContext
 from services.sync.agent import SyncAgent
-from services.sync.paths import sync_root
 
 log = logging.getLogger(__name__)
 

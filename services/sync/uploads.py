@@ -7,6 +7,7 @@ import logging
 import time
 from pathlib import Path
 
+from config.nodedirs import batch_path
 from eventbus.connection import Bus
 from eventbus.errors import BusError
 from eventbus.events import ArtifactRef, DataSyncComplete
@@ -15,7 +16,6 @@ from eventbus.publisher import Publisher
 from projections.data import Batch, Transfer
 from servicekit.filehash import sha256_file
 from services.distributor.retry import RetryTable
-from services.sync.paths import batch_path
 from services.sync.settings import SyncSettings
 
 log = logging.getLogger(__name__)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import msgspec
 
+from config.nodedirs import SUFFIX, best_link_path, versions_dir
 from eventbus.events import ArtifactRef
 from eventbus.subjects import token
 from servicekit.filehash import sha256_file
@@ -36,19 +37,18 @@ class BestModel(msgspec.Struct, frozen=True, kw_only=True):
 def best_model(models_dir: Path, board_type: str, num_players: int) -> BestModel | None:
     """The config's best model on this node, if there is one (blocking).
 
-    The seeds' `ringrift_best_<board>_<n>p.pth` names it; the distributor keeps it as a link to
+    The seeds' `ringrift_best_<board>_<n>p.pth` names it (config/nodedirs.py); the distributor keeps it as a link to
     `canonical_<board>_<n>p.pth`, a hard link to `versions/<board>_<n>p/<model id>.pth`. The job
     gets that version file, which no promotion rewrites, so it keeps the model it started with;
     without a versions dir (a hand-made models dir) it gets the link's target and its stem as id.
     """
-    config = f"{token(board_type)}_{num_players}p"
-    link = models_dir / f"ringrift_best_{config}.pth"
+    link = best_link_path(models_dir, board_type, num_players)
     if not link.is_file():
         return None
     target = link.resolve()
     served = target.stat()
-    versions = models_dir / "versions" / config
-    for version in sorted(versions.glob("*.pth")) if versions.is_dir() else []:
+    versions = versions_dir(models_dir, board_type, num_players)
+    for version in sorted(versions.glob(f"*{SUFFIX}")) if versions.is_dir() else []:
         st = version.stat()
         if (st.st_dev, st.st_ino) == (served.st_dev, served.st_ino):
             return BestModel(path=version, model_id=version.stem)

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import msgspec
 
+from config.nodedirs import received_path
 from eventbus import tracing
 from eventbus.errors import BusError, Fenced
 from eventbus.events import BatchInput, Event, WorkAdded, WorkAssigned, WorkProgress, WorkStarted, utcnow
 from eventbus.publisher import FenceToken, Publisher
-from services.sync.paths import received_path
 from services.worker import outputs, processes
 from services.worker.candidates import CandidateFetcher, CandidateUnavailable, candidate_ref, with_candidate
 from services.worker.claim import Recheck, Unclaimed, claim_start
@@ -47,7 +47,7 @@ class WorkerPaths(msgspec.Struct, frozen=True, kw_only=True):
 
     worker_dir: Path
     models_dir: Path
-    received_dir: Path | None = None  # where the sync service puts batches copied here (services/sync/paths.py)
+    received_dir: Path | None = None  # where the sync service puts batches copied here (config/nodedirs.py)
 
     @property
     def records_file(self) -> Path:
