@@ -7,7 +7,7 @@ asks `node_dirs` for the directories and the functions below for the files, and 
     data dir      worker.data_dir, else RR_DATA_DIR, else $XDG_DATA_HOME/rr, else ~/.local/share/rr
     models        distribution.models_dir or worker.models_dir (set both only to the same path), else <data dir>/models
     sync          <sync.data_dir or data dir>/sync   batches copied here from other nodes
-    worker        <data dir>/worker/<node>          job records, attempts and fetched candidates
+    worker        <data dir>/worker/<node>          job records, attempts, fetched candidates, running-jobs.json
 
 In the models dir:
 
@@ -35,6 +35,7 @@ VERSIONS = "versions"
 INCOMING = ".incoming"
 SUFFIX = ".pth"  # of every model file
 DEFAULT_SUFFIX = ".bin"  # of a received batch whose original named none
+JOBS_FILE = "running-jobs.json"
 
 
 def default_data_dir(env: Mapping[str, str], home: Path) -> Path:
@@ -77,13 +78,12 @@ class NodeDirs(msgspec.Struct, frozen=True, kw_only=True):
 
     def worker_dir(self, node: str) -> Path:
         """The worker's records and attempts."""
-        return self.data_dir / "worker" / token(node)
+        return worker_dir(self.data_dir, node)
 
 
 def node_dirs(config: RrConfig, env: Mapping[str, str], home: Path) -> NodeDirs:
     """The node's directories from its config and environment; InvalidConfig when the two models_dir keys disagree."""
-    data = Path(config.worker.data_dir).expanduser() if config.worker.data_dir else default_data_dir(env, home)
-    data = data.absolute()
+    data = _data_dir(config, env, home)
     given = {key: Path(value).expanduser().absolute() for key, value in
              (("distribution.models_dir", config.distribution.models_dir), ("worker.models_dir", config.worker.models_dir)) if value}
     if len(set(given.values())) > 1:
@@ -93,6 +93,25 @@ def node_dirs(config: RrConfig, env: Mapping[str, str], home: Path) -> NodeDirs:
     models = next(iter(given.values()), data / "models")
     sync_data = Path(config.sync.data_dir).expanduser().absolute() if config.sync.data_dir else data
     return NodeDirs(data_dir=data, models_dir=models, sync_data_dir=sync_data)
+
+
+def _data_dir(config: RrConfig, env: Mapping[str, str], home: Path) -> Path:
+    return (Path(config.worker.data_dir).expanduser() if config.worker.data_dir else default_data_dir(env, home)).absolute()
+
+
+def worker_dir(data_dir: Path, node: str) -> Path:
+    """<data dir>/worker/<node>: the worker's records, attempts and running-jobs file."""
+    return data_dir / "worker" / token(node)
+
+
+def jobs_file_for(config: RrConfig, node: str, env: Mapping[str, str], home: Path) -> Path:
+    """`membership.jobs_file` when set, else <data dir>/worker/<node>/running-jobs.json: the worker writes it, the agent reads it.
+
+    Not through `node_dirs`: the agent reads it and needs no models dir, so a models_dir conflict is the worker's to refuse.
+    """
+    if config.membership.jobs_file:
+        return Path(config.membership.jobs_file).expanduser()
+    return worker_dir(_data_dir(config, env, home), node) / JOBS_FILE
 
 
 def data_dir(config: RrConfig, env: Mapping[str, str], home: Path) -> Path:

@@ -15,11 +15,11 @@ from config.settings import RrConfig
 from eventbus.heartbeats import Heartbeat, RunningJob, latest_heartbeats, watch_heartbeats
 from eventbus.history import last_sequence
 from servicekit.gpuprobe import parse_nvidia_smi
+from servicekit.jobsfile import read_running_jobs, write_running_jobs
 from servicekit.options import CommonOptions
 from servicekit.runtime import ServiceContext
 from services.agent import service as agent
 from services.agent.gpus import GpuSource
-from services.agent.jobs import read_running_jobs, write_running_jobs
 from tests.bus_harness import provisioned_bus
 
 HOSTS = """

@@ -32,7 +32,6 @@ IO_ROOTS = ("nats", "asyncio")
 # Why an upward import is still here; each needs a module moved to another package.
 SCHEDULER_HOSTS = "the scheduler's process is the leader: it runs the distributor's and the sync planner's leader loops"
 SYNC_ON_DISTRIBUTOR = "sync reuses the distributor's fetch-and-place, retry table and live fold: shared libraries to be"
-WORKER_JOBS_FILE = "the worker writes the running-jobs file the agent reads: one module for both, in a library"
 WORKER_SYNC_WORK = "the worker runs sync work items, whose format lives in the sync service: it belongs to a library"
 ADMISSION_FORMATS = "admission checks sync items and worker templates, whose formats live in those services"
 CONFIG_OWNS_SETTINGS = "the config composes each package's settings Struct, which live beside their services"
@@ -56,8 +55,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("services.sync.planner", "services.distributor.retry"): SYNC_ON_DISTRIBUTOR,
     ("services.sync.uploads", "services.distributor.retry"): SYNC_ON_DISTRIBUTOR,
     ("services.worker.protocol", "services.sync.workitems"): WORKER_SYNC_WORK,
-    ("services.worker.records", "services.agent.jobs"): WORKER_JOBS_FILE,
-    ("services.worker.service", "services.agent.jobs"): WORKER_JOBS_FILE,
 }
 
 
@@ -187,6 +184,6 @@ def test_the_checker_sees_upward_imports() -> None:
     assert problem("config.settings", "servicekit.runtime") == "config may not import libraries"
     assert problem("servicekit.runtime", "services.api.app") == "libraries may not import services"
     assert problem("services.api.service", "cli.commands.work") == "services may not import cli"
-    assert problem("services.worker.service", "services.agent.jobs") == "a service reaches another only through events and the libraries"
+    assert problem("services.worker.service", "services.agent.resources") == "a service reaches another only through events and the libraries"
     assert problem("services.worker.service", "cluster.leadership.fencing") is None
     assert problem("cli.commands.status", "services.leader.policy") is None

@@ -73,7 +73,7 @@ def test_the_worker_plays_the_version_the_distributor_laid_out(tmp_path: Path) -
 
 PACKAGES = ("eventbus", "projections", "config", "servicekit", "cluster", "workload", "services", "cli")
 # File names of the node's disk that only config/nodedirs.py may spell: two spellings drift apart.
-LAYOUT_NAMES = re.compile(r"(^|/)(canonical_|ringrift_best_|\.incoming$|\.incoming/|versions$|versions/)")
+LAYOUT_NAMES = re.compile(r"(^|/)(canonical_|ringrift_best_|\.incoming$|\.incoming/|versions$|versions/|running-jobs\.json)")
 
 
 def _strings(tree: ast.AST) -> list[tuple[int, str]]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from cluster.membership.settings import MembershipSettings
+from config.nodedirs import jobs_file_for
 from config.settings import RrConfig
 from eventbus.heartbeats import RunningJob
-from services.agent.jobs import jobs_file_for, read_running_jobs, write_running_jobs
+from servicekit.jobsfile import read_running_jobs, write_running_jobs
 from services.worker.protocol import describe_parallel_jobs
 from services.worker.service import worker_paths
 from services.worker.settings import WorkerSettings

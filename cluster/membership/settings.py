@@ -22,7 +22,7 @@ class MembershipSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
     # The filesystem whose free space is reported; None: the data dir (RR_DATA_DIR, as `rr up` and the
     # worker use it), since that is what fills up, not necessarily the root disk.
     disk_path: str | None = None
-    jobs_file: str | None = None  # JSON list of running jobs kept by the worker (services/agent/jobs.py)
+    jobs_file: str | None = None  # JSON list of running jobs kept by the worker (servicekit/jobsfile.py)
 
     def __post_init__(self) -> None:
         if not self.heartbeat_interval_s > 0:

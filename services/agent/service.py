@@ -15,14 +15,14 @@ from pathlib import Path
 
 from cluster.membership.settings import MembershipSettings
 from config.hosts import load_hosts
-from config.nodedirs import measured_disk
+from config.nodedirs import jobs_file_for, measured_disk
 from config.settings import RrConfig
 from eventbus.errors import BusUnavailable
 from eventbus.events import utcnow
 from eventbus.heartbeats import Heartbeat, publish_heartbeat
+from servicekit.jobsfile import read_running_jobs
 from servicekit.runtime import ServiceContext
 from services.agent.gpus import GpuSource
-from services.agent.jobs import jobs_file_for, read_running_jobs
 from services.agent.resources import sample_host
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cluster.leadership.election import load_candidates
 from config.hosts import load_hosts
-from config.nodedirs import measured_disk, node_dirs
+from config.nodedirs import jobs_file_for, measured_disk, node_dirs
 from eventbus import tracing
 from eventbus.authority import may_publish
 from eventbus.connectivity import is_connected
@@ -142,12 +142,10 @@ def node_control(ctx: ServiceContext, candidates: tuple[str, ...], refusal: str 
     """What /election/start, /lease/request and /admin/shutdown|reset act on for this node."""
     pid = os.environ.get(UP_PID_ENV, "")
     worker_dir = node_dirs(ctx.config, os.environ, Path.home()).worker_dir(ctx.node_id)
-    jobs = ctx.config.membership.jobs_file
     return NodeControl(
         node_id=ctx.node_id, leases=BucketKeys(LeaseBucket(ctx.bus, ctx.config.leadership.bucket), ctx.config.api.publish_timeout_s),
         candidates=candidates, lease_refusal=refusal, up_pid=int(pid) if pid.isdigit() else None, worker_dir=worker_dir,
-        # The worker's running-jobs file (services/agent/jobs.py resolves it the same way for the agent).
-        jobs_file=Path(jobs).expanduser() if jobs else worker_dir / "running-jobs.json",
+        jobs_file=jobs_file_for(ctx.config, ctx.node_id, os.environ, Path.home()),
     )
 
 

@@ -19,7 +19,7 @@ import msgspec
 
 from eventbus.events import AnyEvent
 from eventbus.heartbeats import RunningJob
-from services.agent.jobs import write_running_jobs
+from servicekit.jobsfile import write_running_jobs
 from services.worker.protocol import AttemptKey
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cluster.leadership.election import load_candidates
 from config.hosts import load_hosts
-from config.nodedirs import node_dirs
+from config.nodedirs import jobs_file_for, node_dirs
 from config.settings import RrConfig
 from eventbus.consumer import ConsumerSpec, Delivery, EventConsumer
 from eventbus.errors import BusError, InvalidEvent
@@ -29,7 +29,6 @@ from eventbus.subjects import EVENTS_ROOT, aggregate_filter, token, type_filter
 from projections.fencing import EpochFence
 from servicekit.childenv import child_env
 from servicekit.runtime import ServiceContext
-from services.agent.jobs import jobs_file_for
 from services.worker import protocol
 from services.worker.candidates import CandidateFetcher
 from services.worker.gpuidle import GpuIdleWatch, gpu_stuck_reason

@@ -1,37 +1,23 @@
 """The running-jobs file: the worker writes the jobs it runs now, the agent reports them in each beat.
 
 A file, not a call, because the worker and the agent are separate processes; written to a
-temporary name and renamed, so the agent never reads half a list.
+temporary name and renamed, so the agent never reads half a list. Where it lives is the node's
+disk layout's to say (`config.nodedirs.jobs_file_for`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
 from pathlib import Path
 
 import msgspec
 
-from config.nodedirs import default_data_dir
-from config.settings import RrConfig
 from eventbus.heartbeats import RunningJob
-from eventbus.subjects import token
 
 log = logging.getLogger(__name__)
 
 _decoder = msgspec.json.Decoder(list[RunningJob])
-
-
-JOBS_FILE = "running-jobs.json"
-
-
-def jobs_file_for(config: RrConfig, node: str, env: Mapping[str, str], home: Path) -> Path:
-    """`membership.jobs_file` when set, else <data dir>/worker/<node>/running-jobs.json: the worker writes it, the agent reads it."""
-    if config.membership.jobs_file:
-        return Path(config.membership.jobs_file).expanduser()
-    data_dir = Path(config.worker.data_dir).expanduser() if config.worker.data_dir else default_data_dir(env, home)
-    return data_dir.absolute() / "worker" / token(node) / JOBS_FILE
 
 
 def write_running_jobs(path: str | Path, jobs: list[RunningJob]) -> None:
