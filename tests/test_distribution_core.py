@@ -25,13 +25,13 @@ from eventbus.objects import StoredObject
 from projections import cluster, models
 from projections.base import fold_events
 from servicekit.filehash import sha256_file
+from servicekit.retry import RetryTable, delay_s
 from services.distributor import install
 from services.distributor.completion import completions, needs_models
 from services.distributor.folds import CHECKPOINTS, FAILURES, corrupt_reports
 from services.distributor.install import LocalModels
 from services.distributor.plan import Activate, Announce, CopyLocal, Download, is_alive, next_steps, repairer, uploads_due
 from services.distributor.retention import KeptVersion, current_models, promotion_history, store_deletions, versions_to_delete
-from services.distributor.retry import RetryTable, delay_s
 from tests.terms import in_term
 
 T0 = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)

@@ -28,13 +28,13 @@ from projections import cluster, models
 from projections.base import Folder
 from projections.fence import believing
 from projections.models import ModelInfo, ModelsState
+from servicekit.retry import RetryTable
 from services.distributor import install
 from services.distributor.duties import StoreDuties
 from services.distributor.folds import CHECKPOINTS, FAILURES
 from services.distributor.livefold import LiveFold, aggregate_subjects, reconcile_while_following
 from services.distributor.plan import Activate, Announce, CopyLocal, Download, Step, next_steps
 from services.distributor.retention import KeptVersion, current_models, promotion_history, versions_to_delete
-from services.distributor.retry import RetryTable
 from services.distributor.settings import DistributionSettings
 
 log = logging.getLogger(__name__)

@@ -24,9 +24,9 @@ from eventbus.objects import put_file, stat_object
 from projections.cluster import ClusterState
 from projections.models import ModelsState
 from servicekit.filehash import sha256_file
+from servicekit.retry import RetryTable
 from services.distributor.folds import CheckpointsState, FailuresState, corrupt_reports
 from services.distributor.plan import is_alive, repairer, uploads_due
-from services.distributor.retry import RetryTable
 from services.distributor.settings import DistributionSettings
 
 log = logging.getLogger(__name__)

@@ -31,9 +31,9 @@ from projections.base import Folder
 from projections.data import Batch, Transfer, TransferStatus
 from projections.fence import believing
 from servicekit.filehash import sha256_file
+from servicekit.retry import RetryTable
 from services.distributor import install
 from services.distributor.livefold import LiveFold, aggregate_subjects, reconcile_while_following, taint_subjects
-from services.distributor.retry import RetryTable
 from services.sync.folds import BATCH_FILES
 from services.sync.settings import SyncSettings
 from services.sync.uploads import BatchUploads

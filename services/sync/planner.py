@@ -24,7 +24,7 @@ import msgspec
 
 from eventbus.events import DataSyncPlanned
 from projections.data import Batch, DataState, Transfer, TransferStatus, is_live
-from services.distributor.retry import delay_s
+from servicekit.retry import delay_s
 from services.sync.settings import SyncSettings
 
 

@@ -15,7 +15,7 @@ from eventbus.objects import put_file, stat_object
 from eventbus.publisher import Publisher
 from projections.data import Batch, Transfer
 from servicekit.filehash import sha256_file
-from services.distributor.retry import RetryTable
+from servicekit.retry import RetryTable
 from services.sync.settings import SyncSettings
 
 log = logging.getLogger(__name__)
