@@ -22,12 +22,13 @@ from config.nodedirs import SUFFIX, VERSIONS, canonical_path, version_path, vers
 from eventbus.connection import Bus
 from eventbus.errors import BusError, BusUnavailable
 from eventbus.events import ModelDistributed, ModelDistributionFailed, utcnow
-from eventbus.objects import BucketSpec, ObjectCorrupt, ObjectMissing, ObjectReplaced, ensure_bucket, fetch_to_file
+from eventbus.objects import BucketSpec, ObjectCorrupt, ObjectMissing, ObjectReplaced, ensure_bucket
 from eventbus.publisher import Publisher
 from projections import cluster, models
 from projections.base import Folder
 from projections.fence import believing
 from projections.models import ModelInfo, ModelsState
+from servicekit import fileplace
 from servicekit.retry import RetryTable
 from services.distributor import install
 from services.distributor.duties import StoreDuties
@@ -68,7 +69,7 @@ class DistributorAgent:
 
     def __init__(
         self, bus: Bus, publisher: Publisher, node: str, root: Path, settings: DistributionSettings, *,
-        replicas: int = 1, free_bytes: Callable[[Path], int] = install.free_bytes, candidates: Sequence[str] = (),
+        replicas: int = 1, free_bytes: Callable[[Path], int] = fileplace.free_bytes, candidates: Sequence[str] = (),
     ) -> None:
         self._bus, self._publisher, self.node, self.root, self._settings = bus, publisher, node, root, settings
         self._replicas = replicas
@@ -148,9 +149,9 @@ class DistributorAgent:
             size, sha256 = await asyncio.to_thread(install.copy_hashed, Path(step.checkpoint.path), temp)
             if sha256 != model.sha256:
                 raise OSError(f"checkpoint {step.checkpoint.path} has sha256 {sha256[:12]}, promoted {model.sha256[:12]}")
-            await asyncio.to_thread(install.place, temp, version_path(self.root, model.board_type, model.num_players, model.model_id))
+            await asyncio.to_thread(fileplace.place, temp, version_path(self.root, model.board_type, model.num_players, model.model_id))
         except OSError as exc:
-            await asyncio.to_thread(install.remove, temp)
+            await asyncio.to_thread(fileplace.remove, temp)
             log.warning("distributor %s: own checkpoint of %s unusable (%s); downloading it instead", self.node, model.model_id, exc)
             self._no_local.add(model.model_id)
             return False
@@ -164,18 +165,15 @@ class DistributorAgent:
             await self._failed(model, "disk_full", f"{free / 2**20:.0f} MiB free in {self.root}, need {need / 2**20:.0f} MiB")
             return False
         temp = await asyncio.to_thread(install.incoming, self.root, f"{version_stem(model.model_id)}.part")
+        final = version_path(self.root, model.board_type, model.num_players, model.model_id)
         try:
-            fetched = await fetch_to_file(
-                self._bus, self._settings.bucket, model.model_id, temp, expect_sha256=model.sha256,
+            fetched = await fileplace.fetch_and_place(
+                self._bus, self._settings.bucket, model.model_id, temp, final, expect_sha256=model.sha256,
                 expect_size=model.size_bytes or None, idle_timeout_s=self._settings.idle_timeout_s,
             )
-            await asyncio.to_thread(install.place, temp, version_path(self.root, model.board_type, model.num_players, model.model_id))
-        except BaseException as exc:
-            await asyncio.to_thread(install.remove, temp)
-            if isinstance(exc, (BusError, OSError)):
-                await self._download_failed(model, exc)
-                return False
-            raise
+        except (BusError, OSError) as exc:
+            await self._download_failed(model, exc)
+            return False
         self._counts["downloaded"] += 1
         self._counts["bytes_downloaded"] += fetched.object.size
         return True
@@ -233,7 +231,7 @@ class DistributorAgent:
         for version in doomed:
             if local.active.get(version.config) == version.stem:
                 continue  # never the file jobs are being served
-            await asyncio.to_thread(install.remove, self.root / VERSIONS / version.config / f"{version.stem}{SUFFIX}")
+            await asyncio.to_thread(fileplace.remove, self.root / VERSIONS / version.config / f"{version.stem}{SUFFIX}")
             self._counts["versions_deleted"] += 1
             log.info("distributor %s: deleted old version %s/%s", self.node, version.config, version.stem)
 

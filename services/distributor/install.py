@@ -1,8 +1,8 @@
 """Installing model files atomically on this node (blocking: call through asyncio.to_thread).
 
-A file becomes visible under its final name only by `os.replace` of a complete, fsynced file
-on the same filesystem, so a job never opens half a model and a crash leaves either the old
-model or the new one. The current model is a hard link to its kept version (no second copy).
+A model is placed as servicekit/fileplace.py places every fetched file (complete and fsynced
+before its rename), so a job never opens half a model and a crash leaves either the old model
+or the new one. The current model is a hard link to its kept version (no second copy).
 """
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import shutil
 from pathlib import Path
 
 import msgspec
 
 from config.nodedirs import INCOMING, SUFFIX, VERSIONS, best_link_of, best_link_path, canonical_of, canonical_path
+from servicekit import fileplace
 
 CHUNK = 1 << 20
 
@@ -60,21 +60,9 @@ def _serving(root: Path, config: str) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def free_bytes(path: Path) -> int:
-    """Free bytes on the filesystem holding `path` (or its nearest existing parent)."""
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    return shutil.disk_usage(probe).free
-
-
 def incoming(root: Path, name: str) -> Path:
-    """A fresh temp path under <root>/.incoming (a stale one from a crash is removed)."""
-    folder = root / INCOMING
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    path.unlink(missing_ok=True)
-    return path
+    """A fresh temp path under <models dir>/.incoming (a stale one from a crash is removed)."""
+    return fileplace.incoming(root / INCOMING, name)
 
 
 def copy_hashed(src: Path, dest: Path) -> tuple[int, str]:
@@ -89,22 +77,6 @@ def copy_hashed(src: Path, dest: Path) -> tuple[int, str]:
         writer.flush()
         os.fsync(writer.fileno())
     return size, digest.hexdigest()
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename in `path` durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def place(verified: Path, final: Path) -> None:
-    """Move a verified, fsynced file to its final name atomically."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(verified, final)
-    fsync_dir(final.parent)
 
 
 def activate(root: Path, board_type: str, num_players: int, version: Path) -> Path:
@@ -125,10 +97,5 @@ def activate(root: Path, board_type: str, num_players: int, version: Path) -> Pa
         temp_link.unlink(missing_ok=True)
         os.symlink(canonical.name, temp_link)  # relative: the models dir can move
         os.replace(temp_link, link)
-    fsync_dir(root)
+    fileplace.fsync_dir(root)
     return canonical
-
-
-def remove(path: Path) -> None:
-    """Delete a file if it is there."""
-    path.unlink(missing_ok=True)

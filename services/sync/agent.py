@@ -19,20 +19,20 @@ from pathlib import Path
 
 import msgspec
 
-from config.nodedirs import batch_path
+from config.nodedirs import INCOMING, batch_path
 from eventbus.connection import Bus
 from eventbus.errors import BusError
 from eventbus.events import ArtifactRef, DataSyncComplete, Event, WorkAttemptFailed, WorkCompleted, WorkStarted, utcnow
 from eventbus.objectdelete import delete_object
-from eventbus.objects import BucketSpec, ObjectCorrupt, ObjectMissing, ensure_bucket, fetch_to_file
+from eventbus.objects import BucketSpec, ObjectCorrupt, ObjectMissing, ensure_bucket
 from eventbus.publisher import Publisher
 from projections import data, taint
 from projections.base import Folder
 from projections.data import Batch, Transfer, TransferStatus
 from projections.fence import believing
+from servicekit import fileplace
 from servicekit.filehash import sha256_file
 from servicekit.retry import RetryTable
-from services.distributor import install
 from services.distributor.livefold import LiveFold, aggregate_subjects, reconcile_while_following, taint_subjects
 from services.sync.folds import BATCH_FILES
 from services.sync.settings import SyncSettings
@@ -202,17 +202,12 @@ class SyncAgent:
         await self._complete(transfer, batch, time.perf_counter() - started)
 
     async def _fetch(self, transfer: Transfer, batch: Batch, final: Path) -> None:
-        temp = await asyncio.to_thread(install.incoming, self.root, f"{final.name}.part")
-        free = await asyncio.to_thread(install.free_bytes, self.root)
+        temp = await asyncio.to_thread(fileplace.incoming, self.root / INCOMING, f"{final.name}.part")
+        free = await asyncio.to_thread(fileplace.free_bytes, self.root)
         if free < batch.size_bytes:
             raise OSError(errno.ENOSPC, f"{free} bytes free, the batch has {batch.size_bytes}")
-        try:
-            await fetch_to_file(self._bus, self._settings.bucket, batch.batch_id, temp, expect_sha256=batch.sha256,
-                                expect_size=batch.size_bytes or None, idle_timeout_s=self._settings.idle_timeout_s)
-            await asyncio.to_thread(install.place, temp, final)
-        except BaseException:
-            await asyncio.to_thread(install.remove, temp)
-            raise
+        await fileplace.fetch_and_place(self._bus, self._settings.bucket, batch.batch_id, temp, final, expect_sha256=batch.sha256,
+                                        expect_size=batch.size_bytes or None, idle_timeout_s=self._settings.idle_timeout_s)
 
     async def _waiting(self, transfer: Transfer) -> None:
         planned = transfer.planned_at

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -20,9 +19,10 @@ import msgspec
 from eventbus.connection import Bus
 from eventbus.errors import BusError
 from eventbus.events import WorkAdded
-from eventbus.objects import ObjectCorrupt, ObjectMissing, fetch_to_file
+from eventbus.objects import ObjectCorrupt, ObjectMissing
 from eventbus.subjects import token
 from servicekit.filehash import sha256_file
+from servicekit.fileplace import fetch_and_place
 
 log = logging.getLogger(__name__)
 
@@ -95,18 +95,15 @@ class CandidateFetcher:
         tries = 0
         while True:
             try:
-                await fetch_to_file(self._bus, self._bucket, ref.model_id, part, expect_sha256=ref.sha256,
-                                    expect_size=ref.size_bytes, idle_timeout_s=self._idle_timeout_s)
-                await asyncio.to_thread(os.replace, part, dest)
+                await fetch_and_place(self._bus, self._bucket, ref.model_id, part, dest, expect_sha256=ref.sha256,
+                                      expect_size=ref.size_bytes, idle_timeout_s=self._idle_timeout_s)
                 log.info("worker: candidate %s fetched from %s (sha256 %s verified)", ref.model_id, self._bucket, ref.sha256[:12])
                 return dest
             except ObjectMissing:
                 reason = f"not in bucket {self._bucket} (the trainer's distributor uploads it)"
             except (ObjectCorrupt, OSError) as exc:  # a wrong copy or a full disk: waiting does not help
-                await asyncio.to_thread(part.unlink, missing_ok=True)
                 raise CandidateUnavailable(f"candidate {ref.model_id}: {exc}") from None
             except BusError as exc:  # unreachable or replaced while read: try again
-                await asyncio.to_thread(part.unlink, missing_ok=True)
                 reason = str(exc)
             if time.monotonic() >= deadline:
                 raise CandidateUnavailable(f"candidate {ref.model_id} (sha256 {ref.sha256[:12]}): {reason}; "
