@@ -24,7 +24,7 @@ from eventbus.events import (
 from eventbus.objects import StoredObject
 from projections import cluster, models
 from projections.base import fold_events
-from servicekit.filehash import sha256_file
+from servicekit.filehash import copy_hashed, sha256_file
 from servicekit.retry import RetryTable, delay_s
 from services.distributor import install
 from services.distributor.completion import completions, needs_models
@@ -217,7 +217,7 @@ def test_activation_installs_under_the_seeds_names_atomically(tmp_path: Path) ->
 def test_copy_hashed_reports_size_and_digest(tmp_path: Path) -> None:
     src = tmp_path / "a"
     src.write_bytes(b"x" * 3_000_000)
-    size, sha = install.copy_hashed(src, tmp_path / "b")
+    size, sha = copy_hashed(src, tmp_path / "b")
     assert (size, sha) == sha256_file(tmp_path / "b") and size == 3_000_000
 
 

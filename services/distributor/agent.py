@@ -29,6 +29,7 @@ from projections.base import Folder
 from projections.fence import believing
 from projections.models import ModelInfo, ModelsState
 from servicekit import fileplace
+from servicekit.filehash import copy_hashed
 from servicekit.retry import RetryTable
 from services.distributor import install
 from services.distributor.duties import StoreDuties
@@ -146,7 +147,7 @@ class DistributorAgent:
         model = step.model
         temp = await asyncio.to_thread(install.incoming, self.root, f"{version_stem(model.model_id)}.part")
         try:
-            size, sha256 = await asyncio.to_thread(install.copy_hashed, Path(step.checkpoint.path), temp)
+            size, sha256 = await asyncio.to_thread(copy_hashed, Path(step.checkpoint.path), temp)
             if sha256 != model.sha256:
                 raise OSError(f"checkpoint {step.checkpoint.path} has sha256 {sha256[:12]}, promoted {model.sha256[:12]}")
             await asyncio.to_thread(fileplace.place, temp, version_path(self.root, model.board_type, model.num_players, model.model_id))

@@ -8,7 +8,6 @@ or the new one. The current model is a hard link to its kept version (no second 
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 from pathlib import Path
 
@@ -16,8 +15,7 @@ import msgspec
 
 from config.nodedirs import INCOMING, SUFFIX, VERSIONS, best_link_of, best_link_path, canonical_of, canonical_path
 from servicekit import fileplace
-
-CHUNK = 1 << 20
+from servicekit.filehash import copy_hashed
 
 
 class LocalModels(msgspec.Struct, frozen=True, kw_only=True):
@@ -63,20 +61,6 @@ def _serving(root: Path, config: str) -> tuple[int, int] | None:
 def incoming(root: Path, name: str) -> Path:
     """A fresh temp path under <models dir>/.incoming (a stale one from a crash is removed)."""
     return fileplace.incoming(root / INCOMING, name)
-
-
-def copy_hashed(src: Path, dest: Path) -> tuple[int, str]:
-    """Copy a file, fsync it; (bytes, sha256 hex) of what was written."""
-    digest = hashlib.sha256()
-    size = 0
-    with src.open("rb") as reader, dest.open("wb") as writer:
-        while chunk := reader.read(CHUNK):
-            writer.write(chunk)
-            digest.update(chunk)
-            size += len(chunk)
-        writer.flush()
-        os.fsync(writer.fileno())
-    return size, digest.hexdigest()
 
 
 def activate(root: Path, board_type: str, num_players: int, version: Path) -> Path:
