@@ -21,10 +21,10 @@ import msgspec
 from config.hosts import HostsConfig
 from config.settings import RrConfig
 from eventbus.events import WorkAdded
+from projections.syncwork import SYNC_WORK, missing_fields
 from servicekit.admission_settings import REFERENCE_CONFIGS, AdmissionSettings
+from servicekit.templates import DEFAULT_TEMPLATES, WorkerValues, placeholders, template_values
 from servicekit.workrequest import InvalidWork, WorkSeeds, new_work_id
-from services.sync.workitems import SYNC_WORK, missing_fields
-from services.worker.templates import DEFAULT_TEMPLATES, WorkerValues, placeholders, template_values
 
 # The worker's own values, only so that template_values can say which placeholders an item fills.
 _PROBE_WORKER = WorkerValues(python="", output_dir="", model_path="", best_model_id="", work_id="", attempt=0, node="")

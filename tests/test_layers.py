@@ -32,8 +32,6 @@ IO_ROOTS = ("nats", "asyncio")
 # Why an upward import is still here; each needs a module moved to another package.
 SCHEDULER_HOSTS = "the scheduler's process is the leader: it runs the distributor's and the sync planner's leader loops"
 SYNC_ON_DISTRIBUTOR = "sync keeps its folds live with the distributor's live fold: a shared library to be"
-WORKER_SYNC_WORK = "the worker runs sync work items, whose format lives in the sync service: it belongs to a library"
-ADMISSION_FORMATS = "admission checks sync items and worker templates, whose formats live in those services"
 CONFIG_OWNS_SETTINGS = "the config composes each package's settings Struct, which live beside their services"
 REBUILD_IS_IO = "projections/rebuild.py reads the log and the snapshots: the I/O shell of the folds, to leave the pure package"
 
@@ -44,13 +42,10 @@ ALLOWED: dict[tuple[str, str], str] = {
         "services.sync.settings", "services.worker.settings")},
     **{("projections.rebuild", module): REBUILD_IS_IO for module in (
         "eventbus.connection", "eventbus.history", "eventbus.snapshots", "servicekit.snapshotting")},
-    ("servicekit.admission", "services.sync.workitems"): ADMISSION_FORMATS,
-    ("servicekit.admission", "services.worker.templates"): ADMISSION_FORMATS,
     ("services.leader.service", "services.distributor.leader"): SCHEDULER_HOSTS,
     ("services.leader.service", "services.sync.loop"): SCHEDULER_HOSTS,
     ("services.sync.agent", "services.distributor.livefold"): SYNC_ON_DISTRIBUTOR,
     ("services.sync.loop", "services.distributor.livefold"): SYNC_ON_DISTRIBUTOR,
-    ("services.worker.protocol", "services.sync.workitems"): WORKER_SYNC_WORK,
 }
 
 

@@ -15,8 +15,7 @@ from eventbus.events import (
     WorkStarted,
 )
 from projections.base import fold_events
-from services.sync.planner import plan_transfers
-from services.sync.workitems import (
+from projections.syncwork import (
     SYNC_REQUESTS,
     SyncDone,
     SyncFailed,
@@ -28,6 +27,7 @@ from services.sync.workitems import (
     served_here,
     sync_step,
 )
+from services.sync.planner import plan_transfers
 from tests.test_sync_planner import SETTINGS, T0, batch, fleet, folded
 
 

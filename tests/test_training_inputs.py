@@ -11,11 +11,11 @@ import pytest
 
 from config.nodedirs import received_path
 from eventbus.events import INPUT_PATH_MAX, ArtifactRef, BatchInput, SelfplayComplete, WorkAdded, decode, encode
+from servicekit.templates import DEFAULT_TEMPLATES, WorkerValues, expand, template_values
 from services.leader.pipeline import MAX_TRAINING_BATCHES, decide
 from services.worker.protocol import AttemptKey
 from services.worker.results import TrainingResult, domain_events, training_started
 from services.worker.runner import missing_batches, with_local_batches
-from services.worker.templates import DEFAULT_TEMPLATES, WorkerValues, expand, template_values
 from tests.test_scheduler_pipeline import SETTINGS, fold
 
 WORKER = WorkerValues(python="py", output_dir="/out", model_path="none", best_model_id="none", work_id="t", attempt=1,

@@ -9,8 +9,8 @@ import pytest
 from config.settings import load_config
 from eventbus.errors import InvalidConfig
 from eventbus.events import WorkAdded
+from servicekit.templates import DEFAULT_TEMPLATES, TemplateError, WorkerValues, expand, placeholders, template_values
 from services.worker.settings import WorkerSettings
-from services.worker.templates import DEFAULT_TEMPLATES, TemplateError, WorkerValues, expand, placeholders, template_values
 
 ITEM = WorkAdded(work_id="w-1", work_type="selfplay", board_type="hex8", num_players=2, num_games=20,
                  params={"sims": 8, "note": "two words", "fast": True})

@@ -16,13 +16,13 @@ import pytest
 import torch
 
 from eventbus.events import ArtifactRef, Event, ModelPromoted, ModelRated, SelfplayComplete, TrainingComplete, WorkAdded, WorkCompleted
+from servicekit.templates import DEFAULT_TEMPLATES, WorkerValues, expand, template_values
 from services.leader.pipeline import decide
 from services.leader.pipeline_settings import PipelineSettings
 from services.leader.pipeline_view import PipelineView, apply
 from services.worker.jobs import JobOutcome
 from services.worker.protocol import AttemptKey
 from services.worker.results import outcome_events
-from services.worker.templates import DEFAULT_TEMPLATES, WorkerValues, expand, template_values
 from workload.game import board_spec
 from workload.net import PolicyValueNet, save_checkpoint
 from workload.ratings import anchor_id

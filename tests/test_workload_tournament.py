@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from eventbus.events import ModelRated, WorkAdded
+from servicekit.templates import DEFAULT_TEMPLATES, WorkerValues, expand, template_values
 from services.worker.jobs import JobOutcome
 from services.worker.protocol import AttemptKey
 from services.worker.results import outcome_events
-from services.worker.templates import DEFAULT_TEMPLATES, WorkerValues, expand, template_values
 from workload.game import board_spec
 from workload.net import PolicyValueNet, save_checkpoint
 from workload.tournament import parse_player

@@ -50,6 +50,7 @@ from projections import bundle, cluster, data, models, taint, withdrawal, workre
 from projections.base import Folder
 from projections.rebuild import Rebuilt, state_at_seq, state_at_time
 from projections.snapshotplan import SnapshotSettings
+from projections.syncwork import SYNC_REQUESTS
 from projections.timeline import Selector
 from servicekit.snapshotting import save_state
 from services.distributor.folds import CHECKPOINTS, FAILURES
@@ -58,7 +59,6 @@ from services.distributor.rollback import rollback_decisions
 from services.leader import queue
 from services.leader.settings import SchedulerSettings
 from services.sync.folds import BATCH_FILES
-from services.sync.workitems import SYNC_REQUESTS
 
 DAY = 60_000  # events a day at the README's 31-node estimate
 

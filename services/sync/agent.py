@@ -30,6 +30,7 @@ from projections import data, taint
 from projections.base import Folder
 from projections.data import Batch, Transfer, TransferStatus
 from projections.fence import believing
+from projections.syncwork import SYNC_REQUESTS, SyncDone, SyncFailed, SyncRequest, served_here, sync_step
 from servicekit import fileplace
 from servicekit.filehash import sha256_file
 from servicekit.retry import RetryTable
@@ -37,7 +38,6 @@ from services.distributor.livefold import LiveFold, aggregate_subjects, reconcil
 from services.sync.folds import BATCH_FILES
 from services.sync.settings import SyncSettings
 from services.sync.uploads import BatchUploads
-from services.sync.workitems import SYNC_REQUESTS, SyncDone, SyncFailed, SyncRequest, served_here, sync_step
 
 log = logging.getLogger(__name__)
 

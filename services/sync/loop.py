@@ -16,13 +16,13 @@ from config.hostsfile import LiveHosts
 from eventbus.events import utcnow
 from projections import cluster, data, taint, withdrawal
 from projections.base import Folder
+from projections.syncwork import SYNC_REQUESTS, SyncRequestsState, requested_copies
 from servicekit.runtime import ServiceContext
 from services.distributor.livefold import LiveFold, aggregate_subjects, taint_subjects, type_subjects
 from services.sync.folds import BATCH_FILES
 from services.sync.planner import Fleet, plan_transfers
 from services.sync.settings import SyncSettings
 from services.sync.targets import alive_nodes, ephemeral_nodes, training_targets
-from services.sync.workitems import SYNC_REQUESTS, SyncRequestsState, requested_copies
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from eventbus.events import (
 )
 from eventbus.publisher import FenceToken
 from eventbus.subjects import EVENTS_ROOT, aggregate_filter, token
-from services.sync.workitems import SYNC_WORK
+from projections.syncwork import SYNC_WORK
 
 
 class AttemptKey(msgspec.Struct, frozen=True, order=True):
