@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib
 import logging
 import os
@@ -14,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from config.nodedirs import NodeDirs, node_dirs
 from config.settings import RrConfig, load_config
 from eventbus.connection import DEFAULT_URL, Bus, connect
 from eventbus.errors import BusUnavailable
@@ -41,6 +43,14 @@ class ServiceContext:
         self.loop_lag = LoopLagMonitor(name=name)
         self.stopping = asyncio.Event()
         self.observed = Observed(self.loop_lag, self.publisher)  # what status and metrics read; add consumers with ctx.observed.consumer(c)
+
+    @functools.cached_property
+    def dirs(self) -> NodeDirs:
+        """This node's directories (config/nodedirs.py), resolved once from the config and the environment.
+
+        On first use, not at start: InvalidConfig (two models dirs that differ) stops only the services that need them.
+        """
+        return node_dirs(self.config, os.environ, Path.home())
 
     async def wait_stopping(self, timeout: float | None = None) -> bool:
         """Sleep until a stop is asked for, or `timeout` passes; True when stopping."""

@@ -12,6 +12,8 @@ import pytest
 from config.nodedirs import best_link_path, canonical_path, models_dir, node_dirs, sync_root, version_path
 from config.settings import RrConfig
 from eventbus.errors import InvalidConfig
+from servicekit.options import CommonOptions
+from servicekit.runtime import ServiceContext
 from services.distributor.settings import DistributionSettings
 from services.sync.settings import SyncSettings
 from services.worker.outputs import best_model
@@ -97,3 +99,15 @@ def test_only_the_layout_module_spells_the_node_file_names() -> None:
         if LAYOUT_NAMES.search(text)
     ]
     assert not found, f"name these files through config/nodedirs.py's functions: {found}"
+
+
+def test_a_service_gets_its_directories_from_its_context(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RR_DATA_DIR", str(tmp_path / "env"))
+    config = RrConfig(sync=SyncSettings(data_dir=str(tmp_path / "s")))
+    ctx = ServiceContext("sync", None, config, CommonOptions(nats_url=None, node_id="n-1", config_path=None))
+    assert ctx.dirs == node_dirs(config, {"RR_DATA_DIR": str(tmp_path / "env")}, HOME)
+    assert (ctx.dirs.models_dir, ctx.dirs.sync_dir) == (tmp_path / "env" / "models", tmp_path / "s" / "sync")
+    bad = RrConfig(worker=WorkerSettings(models_dir="/a"), distribution=DistributionSettings(models_dir="/b"))
+    refused = ServiceContext("leader", None, bad, CommonOptions(nats_url=None, node_id="n-1", config_path=None))
+    with pytest.raises(InvalidConfig):  # on first use: a service that needs no directory still starts
+        _ = refused.dirs

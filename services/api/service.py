@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cluster.leadership.election import load_candidates
 from config.hosts import load_hosts
-from config.nodedirs import jobs_file_for, measured_disk, node_dirs
+from config.nodedirs import jobs_file_for, measured_disk
 from eventbus import tracing
 from eventbus.authority import may_publish
 from eventbus.connectivity import is_connected
@@ -141,7 +141,7 @@ async def lease_refusal() -> str | None:
 def node_control(ctx: ServiceContext, candidates: tuple[str, ...], refusal: str | None) -> NodeControl:
     """What /election/start, /lease/request and /admin/shutdown|reset act on for this node."""
     pid = os.environ.get(UP_PID_ENV, "")
-    worker_dir = node_dirs(ctx.config, os.environ, Path.home()).worker_dir(ctx.node_id)
+    worker_dir = ctx.dirs.worker_dir(ctx.node_id)
     return NodeControl(
         node_id=ctx.node_id, leases=BucketKeys(LeaseBucket(ctx.bus, ctx.config.leadership.bucket), ctx.config.api.publish_timeout_s),
         candidates=candidates, lease_refusal=refusal, up_pid=int(pid) if pid.isdigit() else None, worker_dir=worker_dir,

@@ -7,11 +7,8 @@ for the uploads; MODEL_DISTRIBUTION_COMPLETE is the leader's (services/distribut
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
 
 from cluster.leadership.election import load_candidates
-from config.nodedirs import models_dir
 from servicekit.runtime import ServiceContext
 from services.distributor.agent import DistributorAgent
 
@@ -20,7 +17,7 @@ log = logging.getLogger(__name__)
 
 async def main(ctx: ServiceContext) -> None:
     """Reconcile this node's models dir with the log until stopped."""
-    root = models_dir(ctx.config, dict(os.environ), Path.home())
+    root = ctx.dirs.models_dir
     agent = DistributorAgent(
         ctx.bus, ctx.publisher, ctx.node_id, root, ctx.config.distribution, replicas=ctx.config.streams.replicas,
         candidates=await load_candidates(ctx.config),
