@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import msgspec
@@ -13,8 +14,9 @@ from cluster.leadership.lease import timing_for
 from config.hosts import HostsConfig
 from config.settings import RrConfig
 from ops.fleet.files import Workload, hosts_file, nats_config, rr_config
-from ops.fleet.launch import hidden_dirs, isolated, process_name
+from ops.fleet.launch import hidden_dirs, host_env, isolated, process_name
 from ops.fleet.plan import FleetError, owns_name, plan_fleet, split_groups, subnet_for
+from servicekit.childenv import PROJECT_ROOT, child_env
 
 
 def fleet(workers: int = 3, nat: int = 1):
@@ -109,3 +111,13 @@ def test_status_names_each_process_by_its_service_job_or_program() -> None:
     assert process_name(["/venv/bin/python", "-m", "ops.fleet.host", "agent", "worker"]) == "services"
     assert process_name(["python", "-m", "workload.selfplay", "--board", "hex8"]) == "job:selfplay"
     assert process_name(["/usr/bin/nats-server", "-c", "nats.conf"]) == "nats-server"
+
+
+def test_a_hosts_services_get_the_child_environment_rr_gives_every_process_and_nothing_of_ours(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTHONPATH", f"/elsewhere{os.pathsep}{PROJECT_ROOT}")
+    monkeypatch.setenv("RR_SECRET_OF_THE_MACHINE", "x")
+    plan = fleet()
+    env = host_env(plan, plan.hosts[3])
+    assert env["PYTHONPATH"] == child_env({"PYTHONPATH": os.environ["PYTHONPATH"]})["PYTHONPATH"] == f"{PROJECT_ROOT}{os.pathsep}/elsewhere"
+    assert env["PYTHONUNBUFFERED"] == "1" and "RR_SECRET_OF_THE_MACHINE" not in env
+    assert (env["RR_NODE_ID"], env["RR_DATA_DIR"]) == (plan.hosts[3].node_id, str(plan.hosts[3].path("data")))

@@ -23,6 +23,7 @@ from ops.fleet.host import LOGS_ENV
 from ops.fleet.plan import FleetPlan, HostPlan
 from ops.fleet.state import Process
 from servicekit.auth.credentials import CREDENTIALS_ENV
+from servicekit.childenv import child_env
 from servicekit.looplag import BLOCK_ENV
 
 PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
@@ -62,9 +63,8 @@ def write_files(plan: FleetPlan, workload: Workload) -> None:
 def host_env(plan: FleetPlan, host: HostPlan) -> dict[str, str]:
     """A service's environment on `host`: its node id, config, credentials and directories; nothing shared."""
     # $RR_DEBUG_BLOCK_LOOP_S (servicekit/looplag.py) passes through: the fleet tests' opt-in loop blocker.
-    keep = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TERM", "VIRTUAL_ENV", BLOCK_ENV)}
-    path = [PROJECT_ROOT, *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != PROJECT_ROOT)]
-    return {**keep, "PYTHONPATH": os.pathsep.join(path), "PYTHONUNBUFFERED": "1",
+    keep = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TERM", "VIRTUAL_ENV", "PYTHONPATH", BLOCK_ENV)}
+    return {**child_env(keep, PROJECT_ROOT),
             "RR_NATS_URL": ",".join(plan.nats_urls()), "RR_NODE_ID": host.node_id,
             "RR_CONFIG": str(host.path("etc", "rr.yaml")), CREDENTIALS_ENV: str(host.path("etc", "credentials.yaml")),
             "RR_DATA_DIR": str(host.path("data")), "HOME": str(host.path("home")), "TMPDIR": str(host.path("tmp"))}
