@@ -1,0 +1,142 @@
+"""One fold per fact: the widened shared projections answer what the copies they replaced answered.
+
+Each copy that was removed is kept here, verbatim, as the oracle: the same random events are
+folded by it and by the shared projection, and every answer a reader took from the copy must come
+out of the projection the same. Where the copy took an event that the shared fold refuses (a
+duplicate assignment, a failure report the work fold rejects), the two may differ and the shared
+fold is the one that counts: those histories are told apart and checked on what they share.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import msgspec
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from eventbus import events as ev
+from projections import work
+from projections.snapshot import decode_snapshot, encode_snapshot
+from services.leader import queue
+from tests.terms import TERM, decided
+
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+ITEMS = ("w1", "w2")
+NODES = ("a", "b")
+
+
+# ---- the removed copy: services/leader/supervision.Track, as it was ------------------------
+
+
+class Track(msgspec.Struct, frozen=True, kw_only=True):
+    last_seq: int = 0
+    target_node: str | None = None
+    deadline: dt.datetime | None = None
+    outcomes: tuple[ev.AttemptOutcome, ...] = ()
+    failed_at: dt.datetime | None = None
+
+
+def tracked(track: Track | None, item: work.WorkItem | None, event: ev.Event, seq: int) -> Track:
+    track = track or Track()
+    changes: dict[str, object] = {"last_seq": seq}
+    if isinstance(event, ev.WorkAdded) and track.last_seq == 0:
+        changes["target_node"] = event.target_node
+    elif isinstance(event, ev.WorkAssigned) and item is not None and (item.attempt, item.node) == (event.attempt, event.node):
+        changes["deadline"] = event.deadline
+    elif isinstance(event, ev.WorkAttemptFailed) and all(o.attempt != event.attempt for o in track.outcomes):
+        if item is not None and item.attempt == event.attempt:
+            outcome = ev.AttemptOutcome(attempt=event.attempt, node=event.node, reason=event.reason)
+            changes["outcomes"] = (*track.outcomes, outcome)
+            changes["failed_at"] = event.ts
+    return msgspec.structs.replace(track, **changes)
+
+
+# ---- random item histories ---------------------------------------------------------------------
+
+_item = st.sampled_from(ITEMS)
+_node = st.sampled_from(NODES)
+_attempt = st.integers(1, 3)
+_ts = st.integers(0, 10_000).map(lambda s: T0 + dt.timedelta(seconds=s))
+_epoch = st.sampled_from([1, 1, 1, 7])  # 7: a term no election announced, which the fence refuses
+
+_events = st.one_of(
+    st.builds(lambda w, n, ts: ev.WorkAdded(work_id=w, work_type="selfplay", board_type="hex8", num_players=2,
+                                         target_node=n, ts=ts), _item, st.none() | _node, _ts),
+    st.builds(lambda w, n, a, d, ts, e: decided(ev.WorkAssigned(work_id=w, node=n, attempt=a, deadline=d, ts=ts), e),
+              _item, _node, _attempt, _ts, _ts, _epoch),
+    st.builds(lambda w, n, a, ts: ev.WorkStarted(work_id=w, node=n, attempt=a, ts=ts), _item, _node, _attempt, _ts),
+    st.builds(lambda w, n, a, ts: ev.WorkProgress(work_id=w, node=n, attempt=a, fraction=0.5, ts=ts), _item, _node, _attempt, _ts),
+    st.builds(lambda w, n, a, r, ts: ev.WorkAttemptFailed(work_id=w, node=n, attempt=a, reason=r, ts=ts),
+              _item, _node, _attempt, st.sampled_from(["exit 1", "deadline passed"]), _ts),
+    st.builds(lambda w, n, a, ts: decided(ev.WorkHandedBack(work_id=w, node=n, attempt=a, reason="node gone", ts=ts)),
+              _item, _node, _attempt, _ts),
+    st.builds(lambda w, n, a, ts: ev.WorkCompleted(work_id=w, node=n, attempt=a, ts=ts), _item, _node, _attempt, _ts),
+    st.builds(lambda w, ts: decided(ev.WorkFailed(work_id=w, reason="gave up", ts=ts)), _item, _ts),
+    st.builds(lambda w, ts: ev.WorkCancelled(work_id=w, reason="operator", ts=ts), _item, _ts),
+)
+
+
+def _refused_kinds(state: work.WorkState, work_id: str) -> set[str]:
+    return {a.type for a in state.anomalies if a.about == work_id}
+
+
+@settings(max_examples=300, deadline=None)
+@given(events=st.lists(_events, max_size=30))
+def test_the_work_item_answers_what_the_supervision_track_answered(events: list[ev.Event]) -> None:
+    state = queue.apply(queue.QueueState(), TERM, 0)
+    tracks: dict[str, Track] = {}
+    first: dict[str, str] = {}  # work id -> type of its first event
+    for seq, event in enumerate(events, start=1):
+        state = queue.apply(state, event, seq)
+        work_id: str = event.work_id  # type: ignore[attr-defined]
+        first.setdefault(work_id, event.type_name())
+        tracks[work_id] = tracked(tracks.get(work_id), state.work.items.get(work_id), event, seq)
+    for work_id, track in tracks.items():
+        # The precondition of the next decision: the item's newest event, applied or not.
+        assert queue.expected_seq(state, work_id) == track.last_seq
+        item = state.work.items.get(work_id)
+        if item is None:
+            continue  # never added: no reader asks
+        refused = _refused_kinds(state.work, work_id)
+        if first[work_id] == "WORK_ADDED":  # the copy took the target only from an item's first event
+            assert item.target_node == track.target_node
+        if item.status in work.ACTIVE and "WORK_ASSIGNED" not in refused:  # the copy also took a refused duplicate's
+            assert item.deadline == track.deadline
+        if "WORK_ATTEMPT_FAILED" not in refused and item.status is not work.WorkStatus.CANCELLED:
+            assert (item.outcomes, item.failed_at) == (track.outcomes, track.failed_at)
+        assert len(item.outcomes) == item.failures  # one outcome per failed attempt, whatever else came
+
+
+def test_a_failure_report_the_work_fold_refuses_is_no_outcome_and_no_backoff() -> None:
+    # The copy counted it (its attempt was the item's newest) though the item had already moved on:
+    # an attempt handed back, then reported failed by its returning worker.
+    events: list[ev.Event] = [
+        ev.WorkAdded(work_id="w1", work_type="selfplay", board_type="hex8", num_players=2),
+        decided(ev.WorkAssigned(work_id="w1", node="a", attempt=1, deadline=T0)),
+        decided(ev.WorkHandedBack(work_id="w1", node="a", attempt=1, reason="node a went offline")),
+        ev.WorkAttemptFailed(work_id="w1", node="a", attempt=1, reason="killed", ts=T0),
+    ]
+    state, track = work.apply(work.WorkState(), TERM, 0), None
+    for seq, event in enumerate(events, start=1):
+        state = work.apply(state, event, seq)
+        track = tracked(track, state.items.get("w1"), event, seq)
+    item = state.items["w1"]
+    assert (item.failures, item.outcomes, item.failed_at) == (0, (), None)
+    assert track is not None and len(track.outcomes) == 1  # the copy disagreed with the item's own failure count
+    assert state.anomalies[-1].type == "WORK_ATTEMPT_FAILED"
+
+
+def test_snapshots_of_the_narrower_work_and_queue_shapes_are_refused_and_rebuilt() -> None:
+    # Written before the items carried target, deadline and outcomes: their versions no longer match,
+    # so the reader folds from the log rather than half-read an item without them.
+    for projection, before in ((work.PROJECTION, 4), (queue.PROJECTION, 2)):
+        old = dataclasses.replace(projection, version=before)
+        assert projection.version > before
+        assert decode_snapshot(projection, encode_snapshot(old, projection.initial())) is None
+    item = work.WorkItem(work_id="w1", work_type="selfplay", board_type="hex8", num_players=2, target_node="a",
+                         deadline=T0, outcomes=(ev.AttemptOutcome(attempt=1, node="a", reason="exit 1"),), failed_at=T0)
+    state = work.WorkState(last_seq=3, items=work.WorkState().items.set("w1", item))
+    loaded = decode_snapshot(work.PROJECTION, encode_snapshot(work.PROJECTION, state))
+    assert loaded is not None and loaded.state.items["w1"] == item
