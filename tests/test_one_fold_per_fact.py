@@ -17,7 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eventbus import events as ev
-from projections import work
+from projections import models, work
+from projections.base import fold_events
+from projections.pmap import PMap
 from projections.snapshot import decode_snapshot, encode_snapshot
 from services.leader import queue
 from tests.terms import TERM, decided
@@ -79,7 +81,9 @@ _events = st.one_of(
 
 
 def _refused_kinds(state: work.WorkState, work_id: str) -> set[str]:
-    return {a.type for a in state.anomalies if a.about == work_id}
+    """Types of the item's events the work fold recorded as anomalies or its fence dropped."""
+    return {a.type for a in state.anomalies if a.about == work_id} | {
+        d.type for d in state.fence.last_dropped if d.about == work_id}
 
 
 @settings(max_examples=300, deadline=None)
@@ -102,7 +106,7 @@ def test_the_work_item_answers_what_the_supervision_track_answered(events: list[
         refused = _refused_kinds(state.work, work_id)
         if first[work_id] == "WORK_ADDED":  # the copy took the target only from an item's first event
             assert item.target_node == track.target_node
-        if item.status in work.ACTIVE and "WORK_ASSIGNED" not in refused:  # the copy also took a refused duplicate's
+        if item.status in work.ACTIVE and "WORK_ASSIGNED" not in refused:  # the copy also took a refused or fenced duplicate's
             assert item.deadline == track.deadline
         if "WORK_ATTEMPT_FAILED" not in refused and item.status is not work.WorkStatus.CANCELLED:
             assert (item.outcomes, item.failed_at) == (track.outcomes, track.failed_at)
@@ -140,3 +144,50 @@ def test_snapshots_of_the_narrower_work_and_queue_shapes_are_refused_and_rebuilt
     state = work.WorkState(last_seq=3, items=work.WorkState().items.set("w1", item))
     loaded = decode_snapshot(work.PROJECTION, encode_snapshot(work.PROJECTION, state))
     assert loaded is not None and loaded.state.items["w1"] == item
+
+
+# ---- the removed copy: services/distributor/folds.CHECKPOINTS, as it was -------------------------
+
+
+class CheckpointsState(msgspec.Struct, frozen=True, kw_only=True):
+    last_seq: int = 0
+    files: PMap[str, ev.ArtifactRef] = msgspec.field(default_factory=PMap)
+    at: PMap[str, dt.datetime] = msgspec.field(default_factory=PMap)
+
+
+def apply_checkpoint(state: CheckpointsState, event: ev.Event, seq: int) -> CheckpointsState:
+    if not isinstance(event, ev.TrainingComplete) or event.checkpoint is None:
+        return msgspec.structs.replace(state, last_seq=seq)
+    ref = event.checkpoint if event.checkpoint.node else msgspec.structs.replace(event.checkpoint, node=event.node)
+    at = state.at.set(event.model_id, event.ts) if event.ts is not None else state.at
+    return msgspec.structs.replace(state, last_seq=seq, files=state.files.set(event.model_id, ref), at=at)
+
+
+_checkpoint = st.builds(lambda m, n: ev.ArtifactRef(path=f"/ckpt/{m}.pth", size_bytes=m, sha256=f"{m:064x}", node=n),
+                        st.integers(1, 9), st.sampled_from(["", "a", "b"]))
+_trainings = st.builds(
+    lambda m, n, ref, ts: ev.TrainingComplete(model_id=m, work_id=f"w-{m}", node=n, board_type="hex8", num_players=2,
+                                              checkpoint=ref, ts=ts),
+    st.sampled_from(["m1", "m2", "m3"]), _node, st.none() | _checkpoint, st.none() | _ts,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(events=st.lists(_trainings, max_size=20))
+def test_the_models_training_answers_what_the_distributors_checkpoint_fold_answered(events: list[ev.Event]) -> None:
+    # As the distributor folds them: the model aggregate only (no work events, so no attempt is judged late).
+    state = fold_events(models.PROJECTION, list(enumerate(events, start=1)))
+    copy = CheckpointsState()
+    for seq, event in enumerate(events, start=1):
+        copy = apply_checkpoint(copy, event, seq)
+    newest = {e.model_id: e for e in events if isinstance(e, ev.TrainingComplete)}
+    for model_id, event in newest.items():
+        model = state.models[model_id]
+        if event.checkpoint is None:  # the copy kept an older file; the model says its newest training wrote none
+            assert models.checkpoint_of(model) is None
+            continue
+        assert models.checkpoint_of(model) == copy.files[model_id]
+        if event.ts is not None:  # the copy kept an older time for a report without one
+            assert model.training is not None and model.training.at == copy.at[model_id]
+    assert {m for m in copy.files.keys() if newest[m].checkpoint is not None} == {
+        m for m, info in state.models.items() if models.checkpoint_of(info) is not None}
