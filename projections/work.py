@@ -33,7 +33,7 @@ from projections.pmap import PMap
 # 3: elections believed only from candidates announcing their own win; epoch-less decisions dropped
 # 4: completed items retire from `items` RETIRE_AFTER records after their completion
 # 5: an item keeps its target node, its current attempt's deadline and its failed attempts' outcomes
-#    (what the scheduler's supervision used to fold beside it)
+#    (what the scheduler's supervision used to fold beside it), and the model it is about
 VERSION = 5
 
 # A completed item leaves `items` this many records after its completion (about 20 hours of the
@@ -116,6 +116,7 @@ class WorkItem(msgspec.Struct, frozen=True, kw_only=True):
     unschedulable: str = ""  # while pending: why no alive node can run it (WORK_UNSCHEDULABLE); "" when one can
     unschedulable_since: dt.datetime | None = None
     target_node: str | None = None  # WORK_ADDED's: the only node that may run it
+    model_id: str = ""  # WORK_ADDED's params.model_id: the candidate an evaluation judges ("" for none)
     deadline: dt.datetime | None = None  # of the current attempt (kept after it ends: read while it holds a node)
     # The attempts that failed (not handed back), in order: one per `failures`, for WORK_FAILED's record.
     outcomes: tuple[AttemptOutcome, ...] = ()
@@ -205,7 +206,7 @@ def work_added(state: WorkState, event: WorkAdded, seq: int) -> WorkState:
         work_id=event.work_id, work_type=event.work_type, board_type=event.board_type,
         num_players=event.num_players, num_games=event.num_games, priority=event.priority,
         added_seq=seq, added_at=event.ts, updated_seq=seq, updated_at=event.ts, trace=event.trace,
-        target_node=event.target_node,
+        target_node=event.target_node, model_id=str(event.params.get("model_id") or ""),
     )
     return _stored(state, seq, None, item)
 
@@ -301,6 +302,11 @@ def _applied(state: WorkState, event: Event, seq: int) -> WorkState:
     if isinstance(event, WorkAdded):
         return work_added(state, event, seq)
     return transition(state, event, seq)
+
+
+def is_open(item: WorkItem | None) -> bool:
+    """Whether the item exists and is not yet completed, failed or cancelled."""
+    return item is not None and item.status not in TERMINAL
 
 
 def by_node(state: WorkState) -> dict[str, dict[str, int]]:

@@ -19,9 +19,10 @@ from hypothesis import strategies as st
 from eventbus import events as ev
 from projections import models, work
 from projections.base import fold_events
+from projections.fence import screen
 from projections.pmap import PMap
 from projections.snapshot import decode_snapshot, encode_snapshot
-from services.leader import queue
+from services.leader import pipeline_view, queue
 from tests.terms import TERM, decided
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -191,3 +192,50 @@ def test_the_models_training_answers_what_the_distributors_checkpoint_fold_answe
             assert model.training is not None and model.training.at == copy.at[model_id]
     assert {m for m in copy.files.keys() if newest[m].checkpoint is not None} == {
         m for m, info in state.models.items() if models.checkpoint_of(info) is not None}
+
+
+# ---- the removed copy: services/leader/pipeline_view.OpenItem, as it was -------------------------
+
+
+class OpenItem(msgspec.Struct, frozen=True, kw_only=True):
+    work_type: str
+    config: str
+    model_id: str = ""
+    board_type: str = ""
+    num_players: int = 0
+
+
+def open_items_copy(events: list[ev.Event]) -> dict[str, OpenItem]:
+    """What the pipeline's own fold held open: every admitted WORK_ADDED until an admitted end of the item."""
+    fenced, held = work.WorkState(), {}  # only its fence is used
+    for seq, event in enumerate(events, start=1):
+        fenced, admitted = screen(fenced, event, seq)
+        if not admitted:
+            continue
+        if isinstance(event, ev.WorkAdded):
+            held[event.work_id] = OpenItem(
+                work_type=event.work_type, config=f"{event.board_type}_{event.num_players}p",
+                model_id=str(event.params.get("model_id") or ""), board_type=event.board_type, num_players=event.num_players)
+        elif isinstance(event, (ev.WorkCompleted, ev.WorkFailed, ev.WorkCancelled)):
+            held.pop(event.work_id, None)
+    return held
+
+
+_evaluations_added = st.builds(
+    lambda w, m, ts: ev.WorkAdded(work_id=w, work_type="evaluation", board_type="square8", num_players=3,
+                                  params={"model_id": m}, ts=ts), _item, st.sampled_from(["m1", "m2"]), _ts)
+
+
+@settings(max_examples=300, deadline=None)
+@given(events=st.lists(st.one_of(_events, _evaluations_added), max_size=30))
+def test_the_pipelines_open_items_are_the_work_folds_open_items(events: list[ev.Event]) -> None:
+    view = pipeline_view.apply(pipeline_view.PipelineView(), TERM, 0)
+    for seq, event in enumerate(events, start=1):
+        view = pipeline_view.apply(view, event, seq)
+    copy = open_items_copy([TERM, *events])
+    now = {i.work_id: OpenItem(work_type=i.work_type, config=i.config, model_id=i.model_id, board_type=i.board_type,
+                               num_players=i.num_players) for i in view.open_items()}
+    for work_id in ITEMS:
+        if _refused_kinds(view.work, work_id) - {"WORK_PROGRESS", "WORK_STARTED", "WORK_ATTEMPT_FAILED", "WORK_HANDED_BACK"}:
+            continue  # the work fold refused an assignment, an addition or an end the copy took
+        assert now.get(work_id) == copy.get(work_id)
