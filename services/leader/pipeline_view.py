@@ -119,7 +119,8 @@ class PipelineView(msgspec.Struct, frozen=True, kw_only=True):
     """The pipeline's state at stream position `last_seq`."""
 
     last_seq: int = 0
-    batches: PMap[str, tuple[BatchRef, ...]] = msgspec.field(default_factory=PMap)  # config -> batches, oldest first
+    # config -> its batches by seq: adding one costs a map update, not a copy of the config's list
+    batches: PMap[str, PMap[int, BatchRef]] = msgspec.field(default_factory=PMap)
     # training work id -> what it read; failed ones are forgotten
     training_reads: PMap[str, TrainingRead] = msgspec.field(default_factory=PMap)
     trainings_added: PMap[str, int] = msgspec.field(default_factory=PMap)  # config -> training items ever added
@@ -143,7 +144,8 @@ class PipelineView(msgspec.Struct, frozen=True, kw_only=True):
     def live_batches(self, config: str) -> tuple[BatchRef, ...]:
         """The config's batches that count (their selfplay item did not end failed or cancelled, not tainted), oldest first."""
         tainted = self.tainted().batches
-        return tuple(b for b in self.batches.get(config, ()) if self.withdrawals.counts(b.work_id) and b.batch_id not in tainted)
+        batches = self.batches.get(config, PMap())
+        return tuple(b for _, b in sorted(batches.items()) if self.withdrawals.counts(b.work_id) and b.batch_id not in tainted)
 
     def live_candidates(self) -> list[Candidate]:
         """Candidates whose training item counts and that are not tainted, each with only the scores of evaluations
@@ -182,7 +184,7 @@ def _selfplay(view: PipelineView, e: SelfplayComplete, seq: int) -> PipelineView
     config = config_key(e.board_type, e.num_players)
     batch = BatchRef(batch_id=e.batch_id, board_type=e.board_type, num_players=e.num_players, path=e.data.path,
                      samples=e.num_samples, seq=seq, work_id=e.work_id)
-    return _replace(view, seq, batches=view.batches.set(config, (*view.batches.get(config, ()), batch)),
+    return _replace(view, seq, batches=view.batches.set(config, view.batches.get(config, PMap()).set(seq, batch)),
                     batch_seq=view.batch_seq.set(e.batch_id, seq))
 
 
