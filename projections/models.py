@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 
 from eventbus.events import (
+    ArtifactRef,
     Event,
     LeaderElected,
     LeaseWritten,
@@ -23,7 +24,9 @@ from projections.base import Anomaly, Projection, config_key, rejected, total
 from projections.fence import Fence, screen
 from projections.pmap import PMap
 
-VERSION = 2  # 2: domain results of superseded attempts are anomalies
+# 2: domain results of superseded attempts are anomalies
+# 3: a training keeps its checkpoint (node, path, size), which the distributor used to fold beside it
+VERSION = 3
 
 
 class Training(msgspec.Struct, frozen=True, kw_only=True):
@@ -37,6 +40,7 @@ class Training(msgspec.Struct, frozen=True, kw_only=True):
     parent_model: str | None = None
     checkpoint_sha256: str = ""
     metrics: dict[str, float] = {}
+    checkpoint: ArtifactRef | None = None  # where the file was written, its node filled in (`rr lineage` shows the sha above)
 
 
 class Promotion(msgspec.Struct, frozen=True, kw_only=True):
@@ -97,7 +101,7 @@ def training_complete(state: ModelsState, event: TrainingComplete, seq: int) -> 
     training = Training(
         work_id=event.work_id, node=event.node, seq=seq, at=event.ts, input_batches=tuple(event.input_batches),
         parent_model=event.parent_model, checkpoint_sha256=checkpoint.sha256 if checkpoint else "",
-        metrics=dict(event.metrics),
+        metrics=dict(event.metrics), checkpoint=_on_node(checkpoint, event.node),
     )
     model = msgspec.structs.replace(
         _model(state, event.model_id), board_type=event.board_type, num_players=event.num_players,
@@ -105,6 +109,18 @@ def training_complete(state: ModelsState, event: TrainingComplete, seq: int) -> 
         training=training,
     )
     return _stored(state, seq, model)
+
+
+def _on_node(checkpoint: ArtifactRef | None, node: str) -> ArtifactRef | None:
+    # Workers leave `node` empty: the file is on the node that reported the training.
+    if checkpoint is None or checkpoint.node:
+        return checkpoint
+    return msgspec.structs.replace(checkpoint, node=node)
+
+
+def checkpoint_of(model: ModelInfo | None) -> ArtifactRef | None:
+    """Where the model's training wrote its checkpoint (node filled in), None when no training reported one."""
+    return model.training.checkpoint if model is not None and model.training is not None else None
 
 
 def model_promoted(state: ModelsState, event: ModelPromoted, seq: int) -> ModelsState:

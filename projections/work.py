@@ -8,6 +8,7 @@ import enum
 import msgspec
 
 from eventbus.events import (
+    AttemptOutcome,
     Event,
     LeaderElected,
     LeaseWritten,
@@ -31,7 +32,9 @@ from projections.pmap import PMap
 # 2: failures and late completions (handed-back attempts do not count)
 # 3: elections believed only from candidates announcing their own win; epoch-less decisions dropped
 # 4: completed items retire from `items` RETIRE_AFTER records after their completion
-VERSION = 4
+# 5: an item keeps its target node, its current attempt's deadline and its failed attempts' outcomes
+#    (what the scheduler's supervision used to fold beside it), and the model it is about
+VERSION = 5
 
 # A completed item leaves `items` this many records after its completion (about 20 hours of the
 # fleet's ~60k events a day): the state, and every snapshot of it, then holds the open items and
@@ -112,6 +115,12 @@ class WorkItem(msgspec.Struct, frozen=True, kw_only=True):
     trace: str | None = None  # WORK_ADDED's trace context: the item's decisions and reports continue it
     unschedulable: str = ""  # while pending: why no alive node can run it (WORK_UNSCHEDULABLE); "" when one can
     unschedulable_since: dt.datetime | None = None
+    target_node: str | None = None  # WORK_ADDED's: the only node that may run it
+    model_id: str = ""  # WORK_ADDED's params.model_id: the candidate an evaluation judges ("" for none)
+    deadline: dt.datetime | None = None  # of the current attempt (kept after it ends: read while it holds a node)
+    # The attempts that failed (not handed back), in order: one per `failures`, for WORK_FAILED's record.
+    outcomes: tuple[AttemptOutcome, ...] = ()
+    failed_at: dt.datetime | None = None  # when the newest of them failed: its retry waits scheduler.retry_backoff
 
     @property
     def config(self) -> str:
@@ -197,6 +206,7 @@ def work_added(state: WorkState, event: WorkAdded, seq: int) -> WorkState:
         work_id=event.work_id, work_type=event.work_type, board_type=event.board_type,
         num_players=event.num_players, num_games=event.num_games, priority=event.priority,
         added_seq=seq, added_at=event.ts, updated_seq=seq, updated_at=event.ts, trace=event.trace,
+        target_node=event.target_node, model_id=str(event.params.get("model_id") or ""),
     )
     return _stored(state, seq, None, item)
 
@@ -240,7 +250,7 @@ def _moved(item: WorkItem, event: Event, status: WorkStatus, seq: int) -> WorkIt
     if isinstance(event, WorkUnschedulable):
         changes.update(unschedulable=event.reason, unschedulable_since=item.unschedulable_since or event.ts)
     if isinstance(event, WorkAssigned):
-        changes.update(attempt=event.attempt, node=event.node, epoch=event.epoch, progress=None)
+        changes.update(attempt=event.attempt, node=event.node, epoch=event.epoch, progress=None, deadline=event.deadline)
     elif isinstance(event, WorkStarted):  # a newer attempt runs: older ones may no longer complete
         changes.update(ended=tuple(e for e in item.ended if e[0] >= event.attempt))
     elif isinstance(event, WorkProgress):
@@ -250,7 +260,9 @@ def _moved(item: WorkItem, event: Event, status: WorkStatus, seq: int) -> WorkIt
     if isinstance(event, (WorkAttemptFailed, WorkHandedBack)) and item.status is not WorkStatus.CANCELLED:
         changes.update(ended=(*item.ended, (event.attempt, event.node)))
         if isinstance(event, WorkAttemptFailed):
-            changes.update(failures=item.failures + 1, cause=event.cause)
+            outcome = AttemptOutcome(attempt=event.attempt, node=event.node, reason=event.reason)
+            changes.update(failures=item.failures + 1, cause=event.cause, outcomes=(*item.outcomes, outcome),
+                           failed_at=event.ts)
         else:
             changes.update(handed_back=item.handed_back + 1)
     if isinstance(event, (WorkAttemptFailed, WorkHandedBack, WorkFailed, WorkCancelled)) and item.status is not WorkStatus.CANCELLED:
@@ -290,6 +302,11 @@ def _applied(state: WorkState, event: Event, seq: int) -> WorkState:
     if isinstance(event, WorkAdded):
         return work_added(state, event, seq)
     return transition(state, event, seq)
+
+
+def is_open(item: WorkItem | None) -> bool:
+    """Whether the item exists and is not yet completed, failed or cancelled."""
+    return item is not None and item.status not in TERMINAL
 
 
 def by_node(state: WorkState) -> dict[str, dict[str, int]]:

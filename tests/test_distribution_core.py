@@ -24,11 +24,12 @@ from eventbus.events import (
 from eventbus.objects import StoredObject
 from projections import cluster, models
 from projections.base import fold_events
+from projections.models import checkpoint_of
 from servicekit.filehash import copy_hashed, sha256_file
 from servicekit.retry import RetryTable, delay_s
 from services.distributor import install
 from services.distributor.completion import completions, needs_models
-from services.distributor.folds import CHECKPOINTS, FAILURES, corrupt_reports
+from services.distributor.folds import FAILURES, corrupt_reports
 from services.distributor.install import LocalModels
 from services.distributor.plan import Activate, Announce, CopyLocal, Download, is_alive, next_steps, repairer, uploads_due
 from services.distributor.retention import KeptVersion, current_models, promotion_history, store_deletions, versions_to_delete
@@ -70,46 +71,45 @@ def online(node: str, roles: tuple[str, ...] = ()) -> HostOnline:
 
 def test_a_promoted_model_is_downloaded_by_a_node_that_did_not_train_it() -> None:
     state = fold(models.PROJECTION, [trained("m1", "n1"), promoted("m1")])
-    checkpoints = fold(CHECKPOINTS, [trained("m1", "n1")]).files
-    steps = next_steps(state, LocalModels(), checkpoints, "n2")
+    steps = next_steps(state, LocalModels(), "n2")
     assert [type(s) for s in steps] == [Download] and steps[0].model.model_id == "m1"
 
 
 def test_the_trainer_copies_its_own_checkpoint() -> None:
     state = fold(models.PROJECTION, [trained("m1", "n1"), promoted("m1")])
-    checkpoints = fold(CHECKPOINTS, [trained("m1", "n1")]).files
-    [step] = next_steps(state, LocalModels(), checkpoints, "n1")
+    [step] = next_steps(state, LocalModels(), "n1")
     assert isinstance(step, CopyLocal) and step.checkpoint.path == "/ckpt/m1.pth"
+    # ... unless that copy proved unusable: then it downloads like any other node
+    [step] = next_steps(state, LocalModels(), "n1", no_local={"m1"})
+    assert isinstance(step, Download)
 
 
 def test_an_installed_version_is_activated_then_announced_once() -> None:
     state = fold(models.PROJECTION, [promoted("m1")])
     installed = LocalModels(versions={"hex8_2p": {"m1": 100}})
-    [step] = next_steps(state, installed, {}, "n2")
+    [step] = next_steps(state, installed, "n2")
     assert isinstance(step, Activate)
     active = LocalModels(versions={"hex8_2p": {"m1": 100}}, active={"hex8_2p": "m1"})
-    assert [type(s) for s in next_steps(state, active, {}, "n2")] == [Announce]
+    assert [type(s) for s in next_steps(state, active, "n2")] == [Announce]
     announced = fold(models.PROJECTION, [promoted("m1"), distributed("m1", "n2")])
-    assert next_steps(announced, active, {}, "n2") == []
+    assert next_steps(announced, active, "n2") == []
 
 
 def test_a_version_of_the_wrong_size_is_fetched_again() -> None:
     state = fold(models.PROJECTION, [promoted("m1")])
     truncated = LocalModels(versions={"hex8_2p": {"m1": 99}}, active={"hex8_2p": "m1"})
-    assert [type(s) for s in next_steps(state, truncated, {}, "n2")] == [Download]
+    assert [type(s) for s in next_steps(state, truncated, "n2")] == [Download]
 
 
 def test_only_the_newest_promotion_of_each_config_is_wanted() -> None:
     state = fold(models.PROJECTION, [promoted("m1"), promoted("m2", 2), promoted("m3", 3, board="square8")])
-    steps = next_steps(state, LocalModels(), {}, "n9")
+    steps = next_steps(state, LocalModels(), "n9")
     assert sorted(s.model.model_id for s in steps) == ["m2", "m3"]
 
 
 def test_uploads_are_the_nodes_own_promoted_and_recent_checkpoints() -> None:
     events: list[Event] = [trained("m1", "n1", 0), trained("m2", "n1", 600), trained("m3", "n2", 600), promoted("m1")]
-    state = fold(models.PROJECTION, events)
-    ckpts = fold(CHECKPOINTS, events)
-    due = uploads_due(state, ckpts.files, ckpts.at, "n1", since=at(300))
+    due = uploads_due(fold(models.PROJECTION, events), "n1", since=at(300))
     assert [model_id for model_id, _ in due] == ["m1", "m2"]  # m1 promoted (old), m2 recent; m3 is n2's
 
 
@@ -117,11 +117,10 @@ def test_the_repairer_is_the_trainer_if_alive_else_the_first_alive_holder() -> N
     events: list[Event] = [trained("m1", "n3"), promoted("m1"), distributed("m1", "n2"), distributed("m1", "n1"),
                            online("n1"), online("n2"), online("n3")]
     state = fold(models.PROJECTION, events)
-    ref = fold(CHECKPOINTS, events).files.get("m1")
     nodes = fold(cluster.PROJECTION, events)
-    assert repairer(state.models["m1"], ref, is_alive(nodes)) == "n3"
+    assert repairer(state.models["m1"], is_alive(nodes)) == "n3"
     nodes = fold(cluster.PROJECTION, [*events, HostOffline(node="n3", reason="silent", ts=at(3))])
-    assert repairer(state.models["m1"], ref, is_alive(nodes)) == "n1"
+    assert repairer(state.models["m1"], is_alive(nodes)) == "n1"
 
 
 def test_failures_stay_open_until_the_node_installs() -> None:
@@ -221,6 +220,7 @@ def test_copy_hashed_reports_size_and_digest(tmp_path: Path) -> None:
     assert (size, sha) == sha256_file(tmp_path / "b") and size == 3_000_000
 
 
-def test_folds_keep_checkpoint_paths_with_their_node() -> None:
+def test_the_models_fold_keeps_checkpoint_paths_with_their_node() -> None:
     event = msgspec.structs.replace(trained("m1", "n1"), checkpoint=ArtifactRef(path="/p", size_bytes=1, sha256="s"))
-    assert fold(CHECKPOINTS, [event]).files["m1"].node == "n1"
+    ref = checkpoint_of(fold(models.PROJECTION, [event]).models["m1"])
+    assert ref is not None and (ref.node, ref.path) == ("n1", "/p")

@@ -51,7 +51,6 @@ FOLDS: dict[str, tuple[Any, Any]] = {
     "bundle": (bundle.apply, bundle.ProjectionSet),
     "queue": (queue.apply, queue.QueueState),
     "pipeline": (pipeline_view.apply, pipeline_view.PipelineView),
-    "checkpoints": (distributor_folds.apply_checkpoint, distributor_folds.CheckpointsState),
     "failures": (distributor_folds.apply_failure, distributor_folds.FailuresState),
     "batch-files": (sync_folds.apply_batch_file, sync_folds.BatchFilesState),
 }

@@ -69,6 +69,12 @@ def evaluated(model_id: str, opponent: str, wins: int, losses: int, work_id: str
     )
 
 
+def ran(work_id: str) -> list[Event]:
+    """An item's attempt assigned and completed: the work fold closes an item only through an attempt."""
+    return [WorkAssigned(work_id=work_id, node="n1", attempt=1, deadline=SAMPLE_TIME, epoch=1),
+            WorkCompleted(work_id=work_id, node="n1", attempt=1)]
+
+
 def only(events: list[Event], kind: type[Event]) -> list[Event]:
     return [e for e in events if isinstance(e, kind)]
 
@@ -97,7 +103,7 @@ def test_a_pending_training_item_holds_back_the_next_one() -> None:
 def test_samples_already_trained_on_do_not_count_again_but_a_failed_training_frees_them() -> None:
     view = fold([batch(1), batch(2)])
     [item] = decide(view, SETTINGS)
-    done = fold([item, WorkCompleted(work_id=item.work_id, node="n1", attempt=1)], view)
+    done = fold([item, *ran(item.work_id)], view)
     assert decide(done, SETTINGS) == []
     failed = fold([item, WorkFailed(work_id=item.work_id, reason="oom")], view)
     [again] = decide(failed, SETTINGS)
@@ -119,7 +125,7 @@ def test_a_training_complete_adds_one_evaluation_item() -> None:
 def candidate_view() -> tuple[PipelineView, str]:
     view = fold([batch(1), batch(2)])
     [item] = decide(view, SETTINGS)
-    view = fold([item, trained(item), WorkCompleted(work_id=item.work_id, node="n1", attempt=1)], view)
+    view = fold([item, trained(item), *ran(item.work_id)], view)
     [evaluation] = decide(view, SETTINGS)
     return fold([evaluation], view), str(item.params["model_id"])
 
@@ -158,14 +164,14 @@ def promote_first() -> tuple[PipelineView, str]:
     view, model = candidate_view()
     view = fold([evaluated(model, ANCHOR, 40, 2)], view)
     [promoted] = decide(view, SETTINGS)
-    return fold([promoted, WorkCompleted(work_id=f"eval-{model}", node="n1", attempt=1)], view), model
+    return fold([promoted, *ran(f"eval-{model}")], view), model
 
 
 def second_candidate(view: PipelineView) -> tuple[PipelineView, str]:
     view = fold([batch(10), batch(11)], view)
     [item] = decide(view, SETTINGS)
     assert item.params["parent_model"] == next(iter(view.best.values())).model_id
-    view = fold([item, WorkCompleted(work_id=item.work_id, node="n1", attempt=1), trained(item, sha="def")], view)
+    view = fold([item, *ran(item.work_id), trained(item, sha="def")], view)
     [evaluation] = decide(view, SETTINGS)
     return fold([evaluation], view), str(item.params["model_id"])
 
@@ -285,7 +291,8 @@ def test_random_logs_promote_each_candidate_at_most_once_with_rising_generations
                 item = items[-1 - step[1] % len(items)]  # mostly the newest
                 if step[2]:
                     add(trained(item, sha=f"h{n}"))
-                    add(WorkCompleted(work_id=item.work_id, node="n1", attempt=1))
+                    for event in ran(item.work_id):
+                        add(event)
                 else:
                     add(WorkFailed(work_id=item.work_id, reason="x"))
         elif step[0] == "eval":
@@ -353,7 +360,7 @@ def test_the_anchor_is_rated_once_from_its_games_against_random_and_each_candida
     assert anchor.kind == "anchor" and anchor.opponents == ["random"] and anchor.games == 20
     assert 300 < anchor.elo < 700 and anchor.interval > 50  # 19-1 against random: strong, and uncertain
     assert model not in rated(decided)  # its evaluation has not completed yet
-    view = fold([*decided, WorkCompleted(work_id=work, node="n1", attempt=1)], view)
+    view = fold([*decided, *ran(work)], view)
     [candidate] = rated(decide(view, SETTINGS)).values()
     assert candidate.kind == "candidate" and candidate.opponents == [ANCHOR, "random"]
     assert candidate.elo > anchor.elo + 100  # it beat the anchor 30-5
@@ -369,7 +376,7 @@ def test_a_later_generation_is_rated_against_the_anchor_and_its_predecessor() ->
                  ModelRated(model_id=first, board_type="hex8", num_players=2, elo=800.0, interval=90.0)], view)
     view, second = second_candidate(view)
     view = fold([evaluated(second, first, 40, 10), evaluated(second, "random", 20, 0),
-                 evaluated(second, ANCHOR, 19, 1), WorkCompleted(work_id=f"eval-{second}", node="n1", attempt=1)], view)
+                 evaluated(second, ANCHOR, 19, 1), *ran(f"eval-{second}")], view)
     decided = decide(view, SETTINGS)
     [rating] = rated(decided).values()
     assert rating.opponents == sorted([ANCHOR, first, "random"])

@@ -146,6 +146,9 @@ def work(events: list[Event], work_type: str) -> list[WorkAdded]:
 
 
 async def finish_training(pub: Publisher, item: WorkAdded, sha: str) -> None:
+    # Assigned as the scheduler of the item's term would: an item completes only through an attempt.
+    deadline = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    await pub.publish(WorkAssigned(work_id=item.work_id, node="n1", attempt=1, deadline=deadline, epoch=item.epoch))
     await pub.publish(TrainingComplete(
         model_id=str(item.params["model_id"]), work_id=item.work_id, node="n1", board_type="hex8", num_players=2,
         checkpoint=ArtifactRef(path=f"/o/{item.work_id}.pth", size_bytes=3, sha256=sha)))

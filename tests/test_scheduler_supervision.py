@@ -19,15 +19,14 @@ from eventbus.events import (
 )
 from projections import work
 from projections.cluster import NodeInfo
+from services.leader import queue
 from services.leader.settings import SchedulerSettings
 from services.leader.supervision import (
     FailAttempt,
     GiveUp,
     HandBack,
-    Track,
     assignable,
     supervise,
-    tracked,
 )
 from services.leader.views import node_views, running_by_node, work_views
 from tests.terms import TERM, decided
@@ -40,14 +39,11 @@ def at(seconds: float) -> dt.datetime:
     return T0 + dt.timedelta(seconds=seconds)
 
 
-def fold(events: list[Event]) -> tuple[work.WorkState, dict[str, Track]]:
-    state, tracks = work.apply(work.WorkState(), TERM, 0), {}  # the term whose decisions these are, before seq 1
+def fold(events: list[Event]) -> work.WorkState:
+    state = work.apply(work.WorkState(), TERM, 0)  # the term whose decisions these are, before seq 1
     for seq, event in enumerate(events, start=1):
-        event = decided(event)
-        state = work.apply(state, event, seq)
-        wid = event.work_id
-        tracks[wid] = tracked(tracks.get(wid), state.items.get(wid), event, seq)
-    return state, tracks
+        state = work.apply(state, decided(event), seq)
+    return state
 
 
 def added(ts: float = 0, target: str | None = None) -> WorkAdded:
@@ -59,8 +55,7 @@ def assigned(attempt: int, node: str, ts: float, deadline: float = 3600) -> Work
 
 
 def decide(events: list[Event], now: float, alive: set[str]) -> list[object]:
-    state, tracks = fold(events)
-    return supervise(state.items.values(), tracks, at(now), frozenset(alive), SETTINGS)
+    return supervise(fold(events).items.values(), at(now), frozenset(alive), SETTINGS)
 
 
 def test_a_healthy_running_attempt_needs_nothing() -> None:
@@ -80,14 +75,14 @@ def test_handed_back_attempts_never_use_up_max_attempts() -> None:
     for attempt in range(1, 6):
         events += [assigned(attempt, "a", attempt), WorkHandedBack(work_id="w1", node="a", attempt=attempt,
                                                                    reason="worker stopping", ts=at(attempt))]
-    state, _ = fold(events)
+    state = fold(events)
     item = state.items["w1"]
     assert (item.status, item.attempt, item.failures, item.handed_back) == (work.WorkStatus.PENDING, 5, 0, 5)
     assert decide(events, now=10, alive={"a"}) == []
     assert assignable(item, SETTINGS)
     # ... but a job that takes its node down every time does not loop forever
     bounded = SchedulerSettings(max_attempts=2, max_hand_backs=5)
-    [decision] = supervise(state.items.values(), fold(events)[1], at(10), frozenset({"a"}), bounded)
+    [decision] = supervise(state.items.values(), at(10), frozenset({"a"}), bounded)
     assert isinstance(decision, GiveUp) and decision.reason.startswith("gave up after 5 hand-backs (max_hand_backs 5)")
     assert not assignable(item, bounded)
 
@@ -131,16 +126,17 @@ def test_after_max_attempts_the_item_is_given_up_with_every_reason() -> None:
 
 def test_a_failure_from_a_superseded_attempt_is_not_an_outcome() -> None:
     events = [added(), assigned(1, "a", 1), assigned(2, "b", 2), WorkAttemptFailed(work_id="w1", node="a", attempt=1, reason="late", ts=at(3))]
-    _, tracks = fold(events)
-    assert tracks["w1"].outcomes == ()
-    assert tracks["w1"].last_seq == 4  # every event of the item counts for the expected sequence
+    assert fold(events).items["w1"].outcomes == ()
+    state = queue.apply(queue.QueueState(), TERM, 0)
+    for seq, event in enumerate(events, start=1):
+        state = queue.apply(state, decided(event), seq)
+    assert queue.expected_seq(state, "w1") == 4  # every event of the item counts for the expected sequence
 
 
 def test_pending_items_become_views_with_their_target_and_nodes_with_their_load() -> None:
-    state, tracks = fold([added(target="b")])
-    [view] = work_views(state.items.values(), tracks, SETTINGS)
+    [view] = work_views(fold([added(target="b")]).items.values(), SETTINGS)
     assert view.target_node == "b" and view.order == 1
-    state, _ = fold([added(), assigned(1, "a", 1)])
+    state = fold([added(), assigned(1, "a", 1)])
     nodes = [NodeInfo(node="a", alive=True), NodeInfo(node="z", alive=False)]
     [view_a] = node_views(nodes, None, running_by_node(state.items.values()), SETTINGS)
     assert (view_a.node, view_a.running, view_a.configured, view_a.max_parallel_jobs) == ("a", 1, False, 2)
@@ -163,31 +159,31 @@ def completed(attempt: int, node: str, ts: float) -> WorkCompleted:
 
 def test_a_completion_after_a_hand_back_is_accepted_while_nothing_newer_started() -> None:
     handed = WorkHandedBack(work_id="w1", node="a", attempt=1, reason="node a went offline", ts=at(3))
-    state, _ = fold([added(), assigned(1, "a", 1), WorkStarted(work_id="w1", node="a", attempt=1, ts=at(2)), handed,
+    state = fold([added(), assigned(1, "a", 1), WorkStarted(work_id="w1", node="a", attempt=1, ts=at(2)), handed,
                      completed(1, "a", 4)])
     assert state.items["w1"].status is work.WorkStatus.COMPLETED and not state.anomalies
     # ... also when a newer attempt is assigned but has not started: the item is done, it need not run again
-    state, _ = fold([added(), assigned(1, "a", 1), handed, assigned(2, "b", 4), completed(1, "a", 5)])
+    state = fold([added(), assigned(1, "a", 1), handed, assigned(2, "b", 4), completed(1, "a", 5)])
     item = state.items["w1"]
     assert (item.status, item.node) == (work.WorkStatus.COMPLETED, "a")
 
 
 def test_a_completion_after_a_timeout_is_accepted_even_when_the_item_was_given_up() -> None:
     timed_out = WorkAttemptFailed(work_id="w1", node="a", attempt=1, reason="deadline passed", ts=at(3))
-    state, _ = fold([added(), assigned(1, "a", 1), timed_out, WorkFailed(work_id="w1", reason="gave up", ts=at(8)), completed(1, "a", 9)])
+    state = fold([added(), assigned(1, "a", 1), timed_out, WorkFailed(work_id="w1", reason="gave up", ts=at(8)), completed(1, "a", 9)])
     assert state.items["w1"].status is work.WorkStatus.COMPLETED
 
 
 def test_a_late_completion_is_rejected_once_a_newer_attempt_started_or_the_item_was_cancelled() -> None:
     handed = WorkHandedBack(work_id="w1", node="a", attempt=1, reason="worker stopping", ts=at(3))
     started_b = WorkStarted(work_id="w1", node="b", attempt=2, ts=at(5))
-    state, _ = fold([added(), assigned(1, "a", 1), handed, assigned(2, "b", 4), started_b, completed(1, "a", 6)])
+    state = fold([added(), assigned(1, "a", 1), handed, assigned(2, "b", 4), started_b, completed(1, "a", 6)])
     assert state.items["w1"].status is work.WorkStatus.RUNNING
     assert "superseded attempt 1" in state.anomalies[-1].reason
     cancelled = WorkCancelled(work_id="w1", reason="operator", ts=at(4))
-    state, _ = fold([added(), assigned(1, "a", 1), handed, cancelled, completed(1, "a", 6)])
+    state = fold([added(), assigned(1, "a", 1), handed, cancelled, completed(1, "a", 6)])
     assert state.items["w1"].status is work.WorkStatus.CANCELLED
     # a completion from a node that never held that attempt is not one
-    state, _ = fold([added(), assigned(1, "a", 1), handed, completed(1, "z", 6)])
+    state = fold([added(), assigned(1, "a", 1), handed, completed(1, "z", 6)])
     assert state.items["w1"].status is work.WorkStatus.PENDING
 

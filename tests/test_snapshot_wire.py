@@ -13,12 +13,12 @@ from projections.base import Projection, fold_events
 from projections.pmap import PMap, enc_hook
 from projections.snapshot import decode_snapshot, encode_snapshot
 from projections.syncwork import SYNC_REQUESTS
-from services.distributor.folds import CHECKPOINTS, FAILURES
+from services.distributor.folds import FAILURES
 from services.leader import queue
 from services.sync.folds import BATCH_FILES
 from tests.test_projections import LOGS, PROPERTY, numbered
 
-SAVED: list[Projection[Any]] = [bundle.PROJECTION, *bundle.PARTS.values(), queue.PROJECTION, CHECKPOINTS, FAILURES,
+SAVED: list[Projection[Any]] = [bundle.PROJECTION, *bundle.PARTS.values(), queue.PROJECTION, FAILURES,
                                 BATCH_FILES, SYNC_REQUESTS]
 
 

@@ -26,7 +26,7 @@ from projections.rebuild import state_at_seq, state_at_time
 from projections.snapshot import encode_snapshot
 from projections.snapshotplan import SnapshotSettings, due, newest_at_or_before, to_prune
 from servicekit.snapshotting import load_state, save_state
-from services.distributor.folds import CHECKPOINTS, FAILURES
+from services.distributor.folds import FAILURES
 from services.distributor.livefold import LiveFold, aggregate_subjects
 from tests.bus_harness import provisioned_bus
 from tests.test_forensics import _incident
@@ -80,7 +80,7 @@ async def test_a_fold_started_after_the_oldest_events_aged_out_has_the_state_it_
     async with provisioned_bus(nats_url, settings=short) as bus:
         await Publisher(bus).publish_many(_incident())
         end = await last_sequence(bus)
-        leader_folds = [Folder(models.PROJECTION), Folder(cluster.PROJECTION), Folder(CHECKPOINTS), Folder(FAILURES)]
+        leader_folds = [Folder(models.PROJECTION), Folder(cluster.PROJECTION), Folder(FAILURES)]
         subjects = aggregate_subjects("model", "host", "leader")
         leader = LiveFold(bus, leader_folds, subjects, snapshots=EVERY, who="test leader")
         await leader.catch_up()
@@ -126,7 +126,7 @@ async def test_a_bundle_part_starts_from_the_bundles_snapshot_when_it_has_none_o
         assert loaded.state == bundle.PROJECTION.finished(folder.state).work
 
 
-@pytest.mark.parametrize("projection", [models.PROJECTION, CHECKPOINTS])
+@pytest.mark.parametrize("projection", [models.PROJECTION, FAILURES])
 def test_start_from_refuses_a_fold_already_under_way(projection: Any) -> None:
     folder = Folder(projection)
     folder.start_from(projection.initial())

@@ -53,7 +53,7 @@ from projections.snapshotplan import SnapshotSettings
 from projections.syncwork import SYNC_REQUESTS
 from projections.timeline import Selector
 from servicekit.snapshotting import save_state
-from services.distributor.folds import CHECKPOINTS, FAILURES
+from services.distributor.folds import FAILURES
 from services.distributor.livefold import LiveFold, aggregate_subjects, taint_subjects, type_subjects
 from services.distributor.rollback import rollback_decisions
 from services.leader import queue
@@ -81,12 +81,12 @@ async def timed(action: Awaitable[Any]) -> float:
 
 # Each service's catch-up: the folds it keeps and the subjects it reads (as its own module builds them).
 def _distributor_agent() -> tuple[list[Folder[Any]], tuple[str, ...]]:
-    folds: list[Folder[Any]] = [Folder(models.PROJECTION), Folder(cluster.PROJECTION), Folder(CHECKPOINTS), Folder(FAILURES)]
+    folds: list[Folder[Any]] = [Folder(models.PROJECTION), Folder(cluster.PROJECTION), Folder(FAILURES)]
     return folds, aggregate_subjects("model", "host", "leader")
 
 
 def _distribution_loop() -> tuple[list[Folder[Any]], tuple[str, ...]]:
-    folds: list[Folder[Any]] = [Folder(models.PROJECTION), Folder(cluster.PROJECTION), Folder(taint.PROJECTION), Folder(CHECKPOINTS), Folder(FAILURES)]
+    folds: list[Folder[Any]] = [Folder(models.PROJECTION), Folder(cluster.PROJECTION), Folder(taint.PROJECTION), Folder(FAILURES)]
     return folds, (*aggregate_subjects("model", "host", "leader"), *taint_subjects())
 
 

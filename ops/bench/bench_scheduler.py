@@ -11,7 +11,7 @@ On one local nats-server:
    as many in flight as the assigner allows) by plain nats-py on a scratch stream, same run.
 3. The log is topped up to --log-events with the items' lifecycles (started, progress,
    completed). Rebuild: the assigner's own fold (history.replay into Assigner.on_record: decode,
-   work + cluster folds, supervision tracks) from sequence 1, against history.replay counting only.
+   work + cluster folds, queue) from sequence 1, against history.replay counting only.
 4. The rebuilt queue is saved as a snapshot and loaded again: what a new leader's start costs.
 Prints one JSON line; `ratio` is rebuild rate / raw read rate, `assign_ratio` ours / ceiling.
 Goals (issue 20): paced p99 <= 50 ms at 100/s and <= 250 ms at 1000/s; assign_ratio >= 0.5.

@@ -33,7 +33,7 @@ from servicekit.filehash import copy_hashed
 from servicekit.retry import RetryTable
 from services.distributor import install
 from services.distributor.duties import StoreDuties
-from services.distributor.folds import CHECKPOINTS, FAILURES
+from services.distributor.folds import FAILURES
 from services.distributor.livefold import LiveFold, aggregate_subjects, reconcile_while_following
 from services.distributor.plan import Activate, Announce, CopyLocal, Download, Step, next_steps
 from services.distributor.retention import KeptVersion, current_models, promotion_history, versions_to_delete
@@ -78,9 +78,8 @@ class DistributorAgent:
         # Whose elections are believed: a promotion by anyone else's "term" installs nothing.
         self._models = Folder(models.PROJECTION, believing(models.PROJECTION.initial(), candidates))
         self._cluster = Folder(cluster.PROJECTION, believing(cluster.PROJECTION.initial(), candidates))
-        self._checkpoints = Folder(CHECKPOINTS)
         self._failures = Folder(FAILURES)
-        folders: list[Folder[Any]] = [self._models, self._cluster, self._checkpoints, self._failures]
+        folders: list[Folder[Any]] = [self._models, self._cluster, self._failures]
         self._live = LiveFold(bus, folders, aggregate_subjects("model", "host", "leader", "lease"))
         self._retry = RetryTable(settings.retry_initial_s, settings.retry_max_s)
         self._duties = StoreDuties(bus, node, settings, self._report)
@@ -116,10 +115,9 @@ class DistributorAgent:
         """One pass: the store duties, then install and announce what is missing, then retention."""
         state = self._models.state
         # Uploads first: other nodes may be waiting for them.
-        await self._duties.run(state, self._checkpoints.state, self._failures.state, self._cluster.state, self.root)
+        await self._duties.run(state, self._failures.state, self._cluster.state, self.root)
         local = await asyncio.to_thread(install.scan, self.root)
-        checkpoints = {k: v for k, v in self._checkpoints.state.files.items() if k not in self._no_local}
-        for step in next_steps(state, local, checkpoints, self.node):
+        for step in next_steps(state, local, self.node, self._no_local):
             if stopping.is_set():
                 return
             if self._retry.due(step.model.model_id, time.monotonic()):

@@ -22,10 +22,10 @@ from eventbus.connection import Bus
 from eventbus.errors import BusError
 from eventbus.objects import put_file, stat_object
 from projections.cluster import ClusterState
-from projections.models import ModelsState
+from projections.models import ModelsState, checkpoint_of
 from servicekit.filehash import sha256_file
 from servicekit.retry import RetryTable
-from services.distributor.folds import CheckpointsState, FailuresState, corrupt_reports
+from services.distributor.folds import FailuresState, corrupt_reports
 from services.distributor.plan import is_alive, repairer, uploads_due
 from services.distributor.settings import DistributionSettings
 
@@ -61,10 +61,9 @@ class StoreDuties:
         """Checkpoints trained since `upload_window_h` before now are this node's to upload."""
         self._since = now - dt.timedelta(hours=self._settings.upload_window_h)
 
-    async def run(self, models: ModelsState, checkpoints: CheckpointsState, failures: FailuresState,
-                  cluster: ClusterState, root: Path) -> None:
+    async def run(self, models: ModelsState, failures: FailuresState, cluster: ClusterState, root: Path) -> None:
         """One pass over the uploads and repairs due now."""
-        for model_id, ref in uploads_due(models, checkpoints.files, checkpoints.at, self._node, self._since):
+        for model_id, ref in uploads_due(models, self._node, self._since):
             if model_id not in self._uploaded and self._retry.due(model_id, time.monotonic()):
                 model = models.models.get(model_id)
                 sha256 = ref.sha256 or (model.sha256 if model else "")
@@ -73,19 +72,19 @@ class StoreDuties:
         for model_id, nuids in sorted(corrupt_reports(failures).items()):
             model = models.models.get(model_id)
             fresh = nuids - self._repaired.get(model_id, set())
-            if model is None or not fresh or repairer(model, checkpoints.files.get(model_id), alive) != self._node:
+            if model is None or not fresh or repairer(model, alive) != self._node:
                 continue
             if not self._retry.due(model_id, time.monotonic()):
                 continue
-            await self._repair(model_id, fresh, self._source(model_id, models, checkpoints, root), model.sha256)
+            await self._repair(model_id, fresh, self._source(model_id, models, root), model.sha256)
 
-    def _source(self, model_id: str, models: ModelsState, checkpoints: CheckpointsState, root: Path) -> Path | None:
+    def _source(self, model_id: str, models: ModelsState, root: Path) -> Path | None:
         # A verified installed version first, else this node's own checkpoint.
         model = models.models[model_id]
         installed = version_path(root, model.board_type, model.num_players, model_id)
         if installed.is_file():
             return installed
-        ref = checkpoints.files.get(model_id)
+        ref = checkpoint_of(model)
         return Path(ref.path) if ref is not None and ref.node == self._node else None
 
     async def _repair(self, model_id: str, nuids: set[str], source: Path | None, sha256: str) -> None:

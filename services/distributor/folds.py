@@ -1,7 +1,7 @@
-"""The distributor's own small folds: where checkpoints were written, and which nodes are failing to install what.
+"""The distributor's own small fold: which nodes are failing to install what.
 
-The shared models projection keeps a model's checkpoint hash but not its path, and does not
-read MODEL_DISTRIBUTION_FAILED; these two folds add exactly that, as pure functions.
+The shared models projection keeps where each checkpoint was written (its training's
+`checkpoint`) but does not read MODEL_DISTRIBUTION_FAILED; this fold adds exactly that, purely.
 """
 
 from __future__ import annotations
@@ -10,35 +10,8 @@ import datetime as dt
 
 import msgspec
 
-from eventbus.events import ArtifactRef, Event, ModelDistributed, ModelDistributionFailed, TrainingComplete
+from eventbus.events import Event, ModelDistributed, ModelDistributionFailed
 from projections.base import Anomaly, Projection, total
-from projections.pmap import PMap
-
-
-class CheckpointsState(msgspec.Struct, frozen=True, kw_only=True):
-    """Every model's checkpoint file (node, path, size, sha256) and when training reported it."""
-
-    last_seq: int = 0
-    files: PMap[str, ArtifactRef] = msgspec.field(default_factory=PMap)  # model id -> checkpoint, node filled in
-    at: PMap[str, dt.datetime] = msgspec.field(default_factory=PMap)  # model id -> time of TRAINING_COMPLETE
-    anomalies: tuple[Anomaly, ...] = ()
-    anomaly_count: int = 0
-
-
-@total
-def apply_checkpoint(state: CheckpointsState, event: Event, seq: int) -> CheckpointsState:
-    """A TRAINING_COMPLETE with a checkpoint records where the model's file is."""
-    if not isinstance(event, TrainingComplete) or event.checkpoint is None:
-        return msgspec.structs.replace(state, last_seq=seq)
-    ref = event.checkpoint if event.checkpoint.node else msgspec.structs.replace(event.checkpoint, node=event.node)
-    at = state.at.set(event.model_id, event.ts) if event.ts is not None else state.at
-    return msgspec.structs.replace(state, last_seq=seq, files=state.files.set(event.model_id, ref), at=at)
-
-
-CHECKPOINTS: Projection[CheckpointsState] = Projection(
-    name="distributor-checkpoints", version=1, initial=CheckpointsState, apply=apply_checkpoint,
-    reads=frozenset({TrainingComplete.type_name()}),
-)
 
 
 class Failure(msgspec.Struct, frozen=True, kw_only=True):

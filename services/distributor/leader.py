@@ -20,7 +20,7 @@ from projections import cluster, models, taint
 from projections.base import Folder
 from servicekit.runtime import ServiceContext
 from services.distributor.completion import completions
-from services.distributor.folds import CHECKPOINTS, FAILURES
+from services.distributor.folds import FAILURES
 from services.distributor.livefold import LiveFold, aggregate_subjects, taint_subjects
 from services.distributor.retention import store_deletions
 from services.distributor.rollback import rollback_decisions
@@ -38,8 +38,8 @@ async def distribution_loop(ctx: ServiceContext, term: Term) -> None:
     """Decide completed distributions and prune the bucket until the term ends (or is cancelled)."""
     settings: DistributionSettings = ctx.config.distribution
     models_fold, cluster_fold, taint_fold = Folder(models.PROJECTION), Folder(cluster.PROJECTION), Folder(taint.PROJECTION)
-    # The agents' own folds ride along only to be snapshotted here: nodes may not write snapshots.
-    folders: list[Folder[Any]] = [models_fold, cluster_fold, taint_fold, Folder(CHECKPOINTS), Folder(FAILURES)]
+    # The agents' own fold rides along only to be snapshotted here: nodes may not write snapshots.
+    folders: list[Folder[Any]] = [models_fold, cluster_fold, taint_fold, Folder(FAILURES)]
     live = LiveFold(ctx.bus, folders, (*aggregate_subjects("model", "host", "leader", "lease"), *taint_subjects()),
                     snapshots=ctx.config.snapshots, who="distribution loop", replicas=ctx.config.streams.replicas)
     await live.catch_up()

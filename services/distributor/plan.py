@@ -9,15 +9,14 @@ downloaded), made current, and announced once.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Set
 
 import msgspec
 
 from config.nodedirs import config_name, version_stem
 from eventbus.events import ArtifactRef
 from projections.cluster import ClusterState
-from projections.models import ModelInfo, ModelsState
-from projections.pmap import Lookup
+from projections.models import ModelInfo, ModelsState, checkpoint_of
 from services.distributor.install import LocalModels
 
 
@@ -55,16 +54,19 @@ def promoted(models: ModelsState) -> list[ModelInfo]:
     return [m for m in chosen if m is not None and m.sha256 and m.board_type]
 
 
-def own_checkpoint(model: ModelInfo, checkpoints: Mapping[str, ArtifactRef], node: str) -> ArtifactRef | None:
+def own_checkpoint(model: ModelInfo, node: str) -> ArtifactRef | None:
     """This node's checkpoint of the model, if it trained it and the file is the promoted content."""
-    ref = checkpoints.get(model.model_id)
+    ref = checkpoint_of(model)
     if ref is None or ref.node != node or (ref.sha256 and ref.sha256 != model.sha256):
         return None
     return ref
 
 
-def step_for(model: ModelInfo, local: LocalModels, checkpoints: Mapping[str, ArtifactRef], node: str) -> Step | None:
-    """The next step for one promoted model on this node; None when it is installed, current and announced."""
+def step_for(model: ModelInfo, local: LocalModels, node: str, no_local: Set[str] = frozenset()) -> Step | None:
+    """The next step for one promoted model on this node; None when it is installed, current and announced.
+
+    A model in `no_local` is downloaded even when this node trained it (its own checkpoint proved unusable).
+    """
     config = config_name(model.board_type, model.num_players)
     stem = version_stem(model.model_id)
     size = local.size_of(config, stem)
@@ -72,32 +74,31 @@ def step_for(model: ModelInfo, local: LocalModels, checkpoints: Mapping[str, Art
         if local.active.get(config) != stem:
             return Activate(model=model)
         return None if node in model.nodes else Announce(model=model)
-    checkpoint = own_checkpoint(model, checkpoints, node)
+    checkpoint = own_checkpoint(model, node) if model.model_id not in no_local else None
     return CopyLocal(model=model, checkpoint=checkpoint) if checkpoint else Download(model=model)
 
 
-def next_steps(models: ModelsState, local: LocalModels, checkpoints: Mapping[str, ArtifactRef], node: str) -> list[Step]:
+def next_steps(models: ModelsState, local: LocalModels, node: str, no_local: Set[str] = frozenset()) -> list[Step]:
     """One step per config whose promoted model is not yet installed, current and announced here."""
-    steps = (step_for(m, local, checkpoints, node) for m in promoted(models))
+    steps = (step_for(m, local, node, no_local) for m in promoted(models))
     return [s for s in steps if s is not None]
 
 
-def uploads_due(
-    models: ModelsState, checkpoints: Lookup[str, ArtifactRef], trained_at: Lookup[str, dt.datetime],
-    node: str, since: dt.datetime,
-) -> list[tuple[str, ArtifactRef]]:
+def uploads_due(models: ModelsState, node: str, since: dt.datetime) -> list[tuple[str, ArtifactRef]]:
     """(model id, checkpoint) this node must have in the store: its promoted models and its recent candidates."""
     current = {m.model_id for m in promoted(models)}
     due = []
-    for model_id, ref in sorted(checkpoints.items()):
-        recent = trained_at.get(model_id) is not None and trained_at[model_id] >= since
-        if ref.node == node and (model_id in current or recent):
+    for model_id, model in sorted(models.models.items()):
+        ref, trained = checkpoint_of(model), model.training
+        recent = trained is not None and trained.at is not None and trained.at >= since
+        if ref is not None and ref.node == node and (model_id in current or recent):
             due.append((model_id, ref))
     return due
 
 
-def repairer(model: ModelInfo, checkpoint: ArtifactRef | None, alive: Callable[[str], bool]) -> str | None:
+def repairer(model: ModelInfo, alive: Callable[[str], bool]) -> str | None:
     """The one node that re-uploads a corrupt object: the trainer if alive, else the first alive holder."""
+    checkpoint = checkpoint_of(model)
     candidates = ([checkpoint.node] if checkpoint is not None else []) + sorted(model.nodes)
     return next((n for n in candidates if alive(n)), None)
 

@@ -15,6 +15,7 @@ from typing import Annotated
 
 import msgspec
 
+from projections.pmap import Lookup
 from projections.work import Retired, WorkItem, WorkStatus
 
 
@@ -66,7 +67,7 @@ def failure_streaks(items: Iterable[WorkItem], work_type: str = "selfplay",
     return streaks
 
 
-def resting_configs(streaks: dict[str, Streak], now: dt.datetime, backoff: Backoff) -> dict[str, dt.datetime]:
+def resting_configs(streaks: Lookup[str, Streak], now: dt.datetime, backoff: Backoff) -> dict[str, dt.datetime]:
     """Configs the populator leaves alone now, each with when it may feed them again."""
     out: dict[str, dt.datetime] = {}
     for config, streak in streaks.items():

@@ -28,7 +28,7 @@ from services.leader.placement import unschedulable
 from services.leader.policy import plan_assignments
 from services.leader.settings import SchedulerSettings
 from services.leader.signals import config_signals
-from services.leader.supervision import Decision, FailAttempt, HandBack, Track, supervise
+from services.leader.supervision import Decision, FailAttempt, HandBack, supervise
 from services.leader.views import node_views, work_views
 
 
@@ -42,7 +42,7 @@ class Conditional(NamedTuple):
 
 def supervision_round(state: queue.QueueState, now: dt.datetime, settings: SchedulerSettings) -> list[Conditional]:
     """Attempts in trouble to fail or hand back, and exhausted items to give up on."""
-    decisions = supervise(queue.open_items(state), state.tracks, now, queue.alive_nodes(state), settings)
+    decisions = supervise(queue.open_items(state), now, queue.alive_nodes(state), settings)
     return [Conditional(d.work_id, decision_event(d), queue.expected_seq(state, d.work_id)) for d in decisions]
 
 
@@ -54,26 +54,24 @@ def assignment_round(
     if not state.pending or all(n.running >= n.max_parallel_jobs for n in nodes):
         return []  # nothing to place, or no free slot: skip ranking the backlog
     priorities = config_signals(state.facts, now, settings.weights.elo_velocity_window_h)
-    due = [item for item in queue.pending_items(state) if retry_due(state.tracks.get(item.work_id), now, settings)]
-    plan = plan_assignments(work_views(due, state.tracks, settings), nodes, priorities, settings)
+    due = [item for item in queue.pending_items(state) if retry_due(item, now, settings)]
+    plan = plan_assignments(work_views(due, settings), nodes, priorities, settings)
     return [
         Conditional(work_id, assignment(state.work.items[work_id], node, now, settings), queue.expected_seq(state, work_id))
         for work_id, node in plan
     ]
 
 
-def retry_due(track: Track | None, now: dt.datetime, settings: SchedulerSettings) -> bool:
+def retry_due(item: WorkItem, now: dt.datetime, settings: SchedulerSettings) -> bool:
     """Whether a pending item's retry backoff (after its failed attempts) has passed."""
-    if track is None:
-        return True
-    until = retry_at(len(track.outcomes), track.failed_at, settings.retry_backoff)
+    until = retry_at(len(item.outcomes), item.failed_at, settings.retry_backoff)
     return until is None or now >= until
 
 
 def placement_round(state: queue.QueueState, hosts: HostsConfig | None, settings: SchedulerSettings) -> list[Conditional]:
     """Marks for pending items that no alive node can run (with why), and clears for those that can again."""
     nodes = node_views(state.cluster.nodes.values(), hosts, state.load, settings)
-    reasons = unschedulable(work_views(queue.pending_items(state), state.tracks, settings), nodes, settings)
+    reasons = unschedulable(work_views(queue.pending_items(state), settings), nodes, settings)
     out = []
     for work_id, reason in reasons.items():
         item = state.work.items[work_id]

@@ -42,7 +42,7 @@ def training_items(view: PipelineView, settings: PipelineSettings, now: dt.datet
     after the newest failure (with `now` given; None: no rest), so a training that always fails
     is not re-added at once, over and over.
     """
-    busy = {i.config for i in view.open_items.values() if i.work_type == "training"}
+    busy = {i.config for i in view.open_items() if i.work_type == "training"}
     if now is not None:
         busy |= set(resting_configs(view.training_failures, now, settings.training_backoff))
     trained_through = view.trained_through

@@ -2,6 +2,9 @@
 
 The general projections (projections/) keep what operators read; this fold keeps only what the
 pipeline decides on, including what they drop (batch paths, evaluation results per opponent).
+Which items are open, and what each is, it reads from the shared work fold it carries
+(projections/work.py), not from a lifecycle of its own. Its maps are persistent
+(projections/pmap.py): an event costs what it changes, not a copy of every map.
 Only the current attempt's results count (projections/attempts.py): a late result of a
 superseded attempt is recorded as an anomaly and decides nothing.
 """
@@ -28,12 +31,14 @@ from eventbus.events import (
     WorkFailed,
 )
 from projections import attempts as attempt_rule
-from projections import taint, withdrawal
+from projections import taint, withdrawal, work
 from projections.attempts import Attempts, late
 from projections.base import Anomaly, rejected, total
 from projections.fence import Fence, screen
+from projections.pmap import PMap
 from projections.taint import Tainted, TaintState
 from projections.withdrawal import Withdrawals
+from projections.work import WorkItem
 from services.leader.backoff import Streak
 from services.leader.policy import config_key
 
@@ -55,16 +60,6 @@ class TrainingRead(msgspec.Struct, frozen=True, kw_only=True):
 
     config: str
     through: int  # seq of the newest batch it was given
-
-
-class OpenItem(msgspec.Struct, frozen=True, kw_only=True):
-    """A work item not yet completed, failed or cancelled."""
-
-    work_type: str
-    config: str
-    model_id: str = ""  # the candidate an evaluation item judges
-    board_type: str = ""
-    num_players: int = 0
 
 
 class Score(msgspec.Struct, frozen=True, kw_only=True):
@@ -124,17 +119,21 @@ class PipelineView(msgspec.Struct, frozen=True, kw_only=True):
     """The pipeline's state at stream position `last_seq`."""
 
     last_seq: int = 0
-    batches: dict[str, tuple[BatchRef, ...]] = {}  # config -> batches, oldest first
-    training_reads: dict[str, TrainingRead] = {}  # training work id -> what it read; failed ones are forgotten
-    trainings_added: dict[str, int] = {}  # config -> training items ever added
-    open_items: dict[str, OpenItem] = {}  # work id -> item
-    candidates: dict[str, Candidate] = {}  # model id -> candidate
-    best: dict[str, Best] = {}  # config -> promoted model
+    # config -> its batches by seq: adding one costs a map update, not a copy of the config's list
+    batches: PMap[str, PMap[int, BatchRef]] = msgspec.field(default_factory=PMap)
+    # training work id -> what it read; failed ones are forgotten
+    training_reads: PMap[str, TrainingRead] = msgspec.field(default_factory=PMap)
+    trainings_added: PMap[str, int] = msgspec.field(default_factory=PMap)  # config -> training items ever added
+    work: work.WorkState = msgspec.field(default_factory=work.WorkState)  # the items: which are open, what each is
+    evaluations: PMap[str, tuple[str, ...]] = msgspec.field(default_factory=PMap)  # model id -> its evaluation items
+    candidates: PMap[str, Candidate] = msgspec.field(default_factory=PMap)  # model id -> candidate
+    best: PMap[str, Best] = msgspec.field(default_factory=PMap)  # config -> promoted model
     promoted: frozenset[str] = frozenset()  # every model id ever promoted
-    batch_seq: dict[str, int] = {}  # batch id -> seq, to find how far a training item read
-    training_failures: dict[str, Streak] = {}  # config -> its training items failed in a row (pipeline.training_backoff)
-    anchor_games: dict[str, AnchorGames] = {}  # anchor id -> its newest games against random play
-    ratings: dict[str, RatingRef] = {}  # model or anchor id -> its rating (MODEL_RATED)
+    batch_seq: PMap[str, int] = msgspec.field(default_factory=PMap)  # batch id -> seq, to find how far a training item read
+    # config -> its training items failed in a row (pipeline.training_backoff)
+    training_failures: PMap[str, Streak] = msgspec.field(default_factory=PMap)
+    anchor_games: PMap[str, AnchorGames] = msgspec.field(default_factory=PMap)  # anchor id -> its newest games against random play
+    ratings: PMap[str, RatingRef] = msgspec.field(default_factory=PMap)  # model or anchor id -> its rating (MODEL_RATED)
     fence: Fence = msgspec.field(default_factory=Fence)  # decisions of superseded leaders take no effect
     withdrawals: Withdrawals = msgspec.field(default_factory=Withdrawals)  # items whose results do not count
     taint: TaintState = msgspec.field(default_factory=TaintState)  # quarantines: tainted batches and models do not count
@@ -145,7 +144,8 @@ class PipelineView(msgspec.Struct, frozen=True, kw_only=True):
     def live_batches(self, config: str) -> tuple[BatchRef, ...]:
         """The config's batches that count (their selfplay item did not end failed or cancelled, not tainted), oldest first."""
         tainted = self.tainted().batches
-        return tuple(b for b in self.batches.get(config, ()) if self.withdrawals.counts(b.work_id) and b.batch_id not in tainted)
+        batches = self.batches.get(config, PMap())
+        return tuple(b for _, b in sorted(batches.items()) if self.withdrawals.counts(b.work_id) and b.batch_id not in tainted)
 
     def live_candidates(self) -> list[Candidate]:
         """Candidates whose training item counts and that are not tainted, each with only the scores of evaluations
@@ -153,6 +153,10 @@ class PipelineView(msgspec.Struct, frozen=True, kw_only=True):
         counts, tainted = self.withdrawals.counts, self.tainted()
         return [msgspec.structs.replace(c, scores=tuple(s for s in c.scores if counts(s.work_id) and s.work_id not in tainted.evaluations))
                 for c in self.candidates.values() if counts(c.work_id) and c.model_id not in tainted.models]
+
+    def open_items(self) -> list[WorkItem]:
+        """The work items not yet completed, failed or cancelled."""
+        return [item for item in self.work.items.values() if work.is_open(item)]
 
     def tainted(self) -> Tainted:
         """What the quarantines in force taint."""
@@ -180,55 +184,59 @@ def _selfplay(view: PipelineView, e: SelfplayComplete, seq: int) -> PipelineView
     config = config_key(e.board_type, e.num_players)
     batch = BatchRef(batch_id=e.batch_id, board_type=e.board_type, num_players=e.num_players, path=e.data.path,
                      samples=e.num_samples, seq=seq, work_id=e.work_id)
-    return _replace(view, seq, batches={**view.batches, config: (*view.batches.get(config, ()), batch)},
-                    batch_seq={**view.batch_seq, e.batch_id: seq})
+    return _replace(view, seq, batches=view.batches.set(config, view.batches.get(config, PMap()).set(seq, batch)),
+                    batch_seq=view.batch_seq.set(e.batch_id, seq))
 
 
 def _work_added(view: PipelineView, e: WorkAdded, seq: int) -> PipelineView:
-    config = config_key(e.board_type, e.num_players)
-    item = OpenItem(work_type=e.work_type, config=config, model_id=str(e.params.get("model_id") or ""),
-                    board_type=e.board_type, num_players=e.num_players)
-    changes: dict[str, object] = {"open_items": {**view.open_items, e.work_id: item}}
+    item = view.work.items.get(e.work_id)
+    if item is None or item.added_seq != seq:  # the work fold refused it (an id added before): nothing new
+        return _replace(view, seq)
+    changes: dict[str, object] = {}
     if e.work_type == "training":
         read = [view.batch_seq.get(b, 0) for b in e.input_batch_ids()]  # `inputs`, or params on older items
-        changes["training_reads"] = {**view.training_reads, e.work_id: TrainingRead(config=config, through=max([0, *read]))}
-        changes["trainings_added"] = {**view.trainings_added, config: view.trainings_added.get(config, 0) + 1}
-    if e.work_type == "evaluation" and item.model_id in view.candidates:
-        candidate = msgspec.structs.replace(view.candidates[item.model_id], evaluation_added=True)
-        changes["candidates"] = {**view.candidates, item.model_id: candidate}
+        changes["training_reads"] = view.training_reads.set(e.work_id, TrainingRead(config=item.config, through=max([0, *read])))
+        changes["trainings_added"] = view.trainings_added.set(item.config, view.trainings_added.get(item.config, 0) + 1)
+    if e.work_type == "evaluation" and item.model_id:
+        changes["evaluations"] = view.evaluations.set(item.model_id, (*view.evaluations.get(item.model_id, ()), e.work_id))
+        if item.model_id in view.candidates:
+            candidate = msgspec.structs.replace(view.candidates[item.model_id], evaluation_added=True)
+            changes["candidates"] = view.candidates.set(item.model_id, candidate)
     return _replace(view, seq, **changes)
 
 
-def _work_ended(view: PipelineView, event: WorkCompleted | WorkFailed | WorkCancelled, seq: int) -> PipelineView:
-    item = view.open_items.get(event.work_id)
-    if item is None:
+def _work_ended(view: PipelineView, event: WorkCompleted | WorkFailed | WorkCancelled, seq: int,
+                item: WorkItem | None) -> PipelineView:
+    """`item` is the item as it was before the event; the end counts when it closed the item (the work fold took it)."""
+    if not work.is_open(item) or work.is_open(view.work.items.get(event.work_id)):
         return _replace(view, seq)
+    assert item is not None
     succeeded = isinstance(event, WorkCompleted)
-    changes: dict[str, object] = {"open_items": {k: v for k, v in view.open_items.items() if k != event.work_id}}
+    changes: dict[str, object] = {}
     if not succeeded and event.work_id in view.training_reads:  # its batches are new again for the next item
-        changes["training_reads"] = {k: v for k, v in view.training_reads.items() if k != event.work_id}
+        changes["training_reads"] = view.training_reads.remove(event.work_id)
     if item.work_type == "training" and not isinstance(event, WorkCancelled):
-        failures = {k: v for k, v in view.training_failures.items() if k != item.config}
+        failures = view.training_failures.remove(item.config) if item.config in view.training_failures else view.training_failures
         if isinstance(event, WorkFailed):
             before = view.training_failures.get(item.config, Streak())
-            failures[item.config] = Streak(failed=before.failed + 1, last_failed_at=event.ts, last_seq=seq)
+            failures = failures.set(item.config, Streak(failed=before.failed + 1, last_failed_at=event.ts, last_seq=seq))
         changes["training_failures"] = failures
     if succeeded and item.work_type == "evaluation" and item.model_id in view.candidates:
         candidate = msgspec.structs.replace(view.candidates[item.model_id], evaluated=True)
-        changes["candidates"] = {**view.candidates, item.model_id: candidate}
+        changes["candidates"] = view.candidates.set(item.model_id, candidate)
     return _replace(view, seq, **changes)
 
 
 def _training(view: PipelineView, e: TrainingComplete, seq: int) -> PipelineView:
     if e.checkpoint is None or e.model_id in view.candidates:
         return _replace(view, seq)
-    evaluated = any(i.work_type == "evaluation" and i.model_id == e.model_id for i in view.open_items.values())
+    evaluated = any(work.is_open(view.work.items.get(w)) for w in view.evaluations.get(e.model_id, ()))
     candidate = Candidate(
         model_id=e.model_id, config=config_key(e.board_type, e.num_players), board_type=e.board_type,
         num_players=e.num_players, path=e.checkpoint.path, sha256=e.checkpoint.sha256,
         size_bytes=e.checkpoint.size_bytes, seq=seq, evaluation_added=evaluated, trace=e.trace, work_id=e.work_id,
     )
-    return _replace(view, seq, candidates={**view.candidates, e.model_id: candidate})
+    return _replace(view, seq, candidates=view.candidates.set(e.model_id, candidate))
 
 
 def _evaluation(view: PipelineView, e: EvaluationComplete, seq: int) -> PipelineView:
@@ -236,27 +244,29 @@ def _evaluation(view: PipelineView, e: EvaluationComplete, seq: int) -> Pipeline
                   losses=e.losses, draws=e.draws)
     candidate = view.candidates.get(e.model_id)
     if candidate is None:
-        open_item = view.open_items.get(e.work_id)
-        if e.opponent == "random" and open_item is not None:  # the newest: a withdrawn one is not rated
-            games = AnchorGames(board_type=open_item.board_type, num_players=open_item.num_players, score=score)
-            return _replace(view, seq, anchor_games={**view.anchor_games, e.model_id: games})
+        item = view.work.items.get(e.work_id)
+        if e.opponent == "random" and work.is_open(item):  # the newest: a withdrawn one is not rated
+            assert item is not None
+            games = AnchorGames(board_type=item.board_type, num_players=item.num_players, score=score)
+            return _replace(view, seq, anchor_games=view.anchor_games.set(e.model_id, games))
         return _replace(view, seq)
     candidate = msgspec.structs.replace(candidate, scores=(*candidate.scores, score))
-    return _replace(view, seq, candidates={**view.candidates, e.model_id: candidate})
+    return _replace(view, seq, candidates=view.candidates.set(e.model_id, candidate))
 
 
 def _promoted(view: PipelineView, e: ModelPromoted, seq: int) -> PipelineView:
     config = config_key(e.board_type, e.num_players)
     candidate = view.candidates.get(e.model_id)
     best = Best(model_id=e.model_id, generation=e.generation, trained_seq=candidate.seq if candidate else 0)
-    return _replace(view, seq, best={**view.best, config: best}, promoted=view.promoted | {e.model_id})
+    return _replace(view, seq, best=view.best.set(config, best), promoted=view.promoted | {e.model_id})
 
 
 def _rated(view: PipelineView, e: ModelRated, seq: int) -> PipelineView:
-    return _replace(view, seq, ratings={**view.ratings, e.model_id: RatingRef(elo=e.elo, interval=e.interval)})
+    return _replace(view, seq, ratings=view.ratings.set(e.model_id, RatingRef(elo=e.elo, interval=e.interval)))
 
 
 _RESULTS = (SelfplayComplete, TrainingComplete, EvaluationComplete)  # domain results: the current attempt's only
+_WORK_READS = work.PROJECTION.reads
 
 
 @total
@@ -266,6 +276,10 @@ def apply(view: PipelineView, event: Event, seq: int) -> PipelineView:
         view = msgspec.structs.replace(view, taint=taint.apply(view.taint, event, seq))
         if isinstance(event, (OutputsQuarantined, QuarantineLifted)):
             return msgspec.structs.replace(view, last_seq=seq)
+    before = None
+    if event.type_name() in _WORK_READS:  # the items' lifecycle, the shared fold's (it fences on its own)
+        before = view.work.items.get(getattr(event, "work_id", ""))
+        view = msgspec.structs.replace(view, work=work.apply(view.work, event, seq))
     view, admitted = screen(view, event, seq)
     if not admitted:
         return view
@@ -283,7 +297,7 @@ def apply(view: PipelineView, event: Event, seq: int) -> PipelineView:
         return _work_added(view, event, seq)
     if isinstance(event, (WorkCompleted, WorkFailed, WorkCancelled)):
         view = msgspec.structs.replace(view, withdrawals=withdrawal.apply(view.withdrawals, event))
-        return _work_ended(view, event, seq)
+        return _work_ended(view, event, seq, before)
     if isinstance(event, TrainingComplete):
         return _training(view, event, seq)
     if isinstance(event, EvaluationComplete):
@@ -298,4 +312,4 @@ def apply(view: PipelineView, event: Event, seq: int) -> PipelineView:
 READS = frozenset(t.type_name() for t in (
     SelfplayComplete, WorkAdded, WorkCompleted, WorkFailed, WorkCancelled, TrainingComplete, EvaluationComplete,
     ModelPromoted, ModelRated, LeaderElected, LeaseWritten, OutputsQuarantined, QuarantineLifted,
-)) | attempt_rule.READS
+)) | attempt_rule.READS | _WORK_READS

@@ -2,10 +2,10 @@
 
 It reuses the general folds rather than keeping a second lifecycle: projections/work.py (the
 work items' transition table, fencing and superseded-attempt rejection) and
-projections/cluster.py (which nodes are alive). On top it keeps:
-  - per item, a supervision Track (services/leader/supervision.py): the stream sequence of
-    the item's newest event, applied or not, which the optimistic-concurrency check of the next
-    decision compares against, the current attempt's deadline and every ended attempt's reason;
+projections/cluster.py (which nodes are alive); an item's target node, deadline and failed
+attempts are the work fold's too. On top it keeps:
+  - per item, the stream sequence of its newest event, applied or not, which the
+    optimistic-concurrency check of the next decision compares against;
   - indexes of the open items (pending; assigned or running, with their node) and each node's
     load, so a round costs what is open, not everything the log ever held.
 A rebuild folds from sequence 1; a live follower folds the same records as they come; both give
@@ -21,19 +21,18 @@ from projections import cluster, work
 from projections.base import Anomaly, Projection, total
 from projections.pmap import PMap
 from services.leader import signals
-from services.leader.supervision import Track, tracked
 
 _WORK_READS = work.PROJECTION.reads
 _CLUSTER_READS = cluster.PROJECTION.reads
 
 
 class QueueState(msgspec.Struct, frozen=True, kw_only=True):
-    """Work items, nodes, supervision tracks and open-item indexes at stream position `last_seq`."""
+    """Work items, nodes, each item's newest sequence and open-item indexes at stream position `last_seq`."""
 
     last_seq: int = 0
     work: work.WorkState = msgspec.field(default_factory=work.WorkState)
     cluster: cluster.ClusterState = msgspec.field(default_factory=cluster.ClusterState)
-    tracks: PMap[str, Track] = msgspec.field(default_factory=PMap)
+    item_seqs: PMap[str, int] = msgspec.field(default_factory=PMap)  # work id -> its newest event's seq, applied or not
     pending: PMap[str, int] = msgspec.field(default_factory=PMap)  # work id -> its attempts so far
     active: PMap[str, str] = msgspec.field(default_factory=PMap)  # work id -> node of its live attempt
     load: PMap[str, int] = msgspec.field(default_factory=PMap)  # node -> live attempts on it
@@ -57,8 +56,8 @@ def apply(state: QueueState, event: Event, seq: int) -> QueueState:
     before = state.work.items.get(work_id)
     items = work.apply(state.work, event, seq) if kind in _WORK_READS else state.work
     after = items.items.get(work_id)
-    tracks = state.tracks.set(work_id, tracked(state.tracks.get(work_id), after, event, seq))
-    changed = msgspec.structs.replace(state, last_seq=seq, work=items, cluster=nodes, tracks=tracks)
+    changed = msgspec.structs.replace(state, last_seq=seq, work=items, cluster=nodes,
+                                      item_seqs=state.item_seqs.set(work_id, seq))
     return _indexed(changed, before, after) if after is not before else changed
 
 
@@ -89,8 +88,8 @@ def _count(load: PMap[str, int], node: str, delta: int) -> PMap[str, int]:
 
 def expected_seq(state: QueueState, work_id: str) -> int:
     """The item's last stream sequence as this state saw it: the precondition of the next decision on it."""
-    track = state.tracks.get(work_id)
-    return track.last_seq if track is not None else 0
+    seq: int = state.item_seqs.get(work_id, 0)
+    return seq
 
 
 def alive_nodes(state: QueueState) -> frozenset[str]:
@@ -109,7 +108,8 @@ def open_items(state: QueueState) -> list[work.WorkItem]:
 
 
 # For snapshots (servicekit/snapshotting.py): the leader saves its queue now and then, and the next
-# leader folds only the tail after it. Bump `version` when QueueState's shape or meaning changes.
+# leader folds only the tail after it. Bump `version` when QueueState's shape or meaning changes
+# (3: the supervision tracks became the work items' own fields and `item_seqs`).
 PROJECTION: Projection[QueueState] = Projection(
-    name="scheduler-queue", version=2, initial=QueueState, apply=apply, reads=frozenset(EVENT_TYPES),
+    name="scheduler-queue", version=3, initial=QueueState, apply=apply, reads=frozenset(EVENT_TYPES),
 )

@@ -11,30 +11,13 @@ max_attempts.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 import msgspec
 
-from eventbus.events import (
-    AttemptOutcome,
-    Event,
-    WorkAdded,
-    WorkAssigned,
-    WorkAttemptFailed,
-)
-from projections.pmap import PMap
+from eventbus.events import AttemptOutcome
 from projections.work import ACTIVE, WorkItem, WorkStatus
 from services.leader.settings import SchedulerSettings
-
-
-class Track(msgspec.Struct, frozen=True, kw_only=True):
-    """What the scheduler remembers of one item beyond the work projection."""
-
-    last_seq: int = 0  # stream sequence of the item's newest event, applied or not (for expected-last-sequence)
-    target_node: str | None = None
-    deadline: dt.datetime | None = None  # of the current attempt
-    outcomes: tuple[AttemptOutcome, ...] = ()  # attempts that ended without completing, in order
-    failed_at: dt.datetime | None = None  # when the newest of them ended (its retry waits scheduler.retry_backoff)
 
 
 class FailAttempt(msgspec.Struct, frozen=True, kw_only=True):
@@ -66,22 +49,6 @@ class GiveUp(msgspec.Struct, frozen=True, kw_only=True):
 Decision = FailAttempt | HandBack | GiveUp
 
 
-def tracked(track: Track | None, item: WorkItem | None, event: Event, seq: int) -> Track:
-    """The item's track after one of its events at `seq`; `item` is the item as the projection has it afterwards."""
-    track = track or Track()
-    changes: dict[str, object] = {"last_seq": seq}
-    if isinstance(event, WorkAdded) and track.last_seq == 0:
-        changes["target_node"] = event.target_node
-    elif isinstance(event, WorkAssigned) and item is not None and (item.attempt, item.node) == (event.attempt, event.node):
-        changes["deadline"] = event.deadline  # only an assignment the projection took (not a fenced-out one)
-    elif isinstance(event, WorkAttemptFailed) and all(o.attempt != event.attempt for o in track.outcomes):
-        if item is not None and item.attempt == event.attempt:
-            outcome = AttemptOutcome(attempt=event.attempt, node=event.node, reason=event.reason)
-            changes["outcomes"] = (*track.outcomes, outcome)
-            changes["failed_at"] = event.ts
-    return msgspec.structs.replace(track, **changes)
-
-
 def node_lost(item: WorkItem, alive: frozenset[str]) -> str | None:
     """Why the item's live attempt is to be handed back (its node is offline), or None."""
     if item.status in ACTIVE and item.node is not None and item.node not in alive:
@@ -89,12 +56,12 @@ def node_lost(item: WorkItem, alive: frozenset[str]) -> str | None:
     return None
 
 
-def attempt_trouble(item: WorkItem, track: Track, now: dt.datetime, alive: frozenset[str], settings: SchedulerSettings) -> str | None:
+def attempt_trouble(item: WorkItem, now: dt.datetime, settings: SchedulerSettings) -> str | None:
     """Why the item's live attempt must be failed (deadline, silence), or None while it is healthy."""
     if item.status not in ACTIVE or item.node is None:
         return None
-    if track.deadline is not None and now >= track.deadline:
-        return f"deadline {track.deadline.isoformat()} passed"
+    if item.deadline is not None and now >= item.deadline:
+        return f"deadline {item.deadline.isoformat()} passed"
     if item.updated_at is not None:
         silent = (now - item.updated_at).total_seconds()
         if silent >= settings.progress_timeout_s:
@@ -102,13 +69,13 @@ def attempt_trouble(item: WorkItem, track: Track, now: dt.datetime, alive: froze
     return None
 
 
-def supervise_item(item: WorkItem, track: Track, now: dt.datetime, alive: frozenset[str], settings: SchedulerSettings) -> Decision | None:
+def supervise_item(item: WorkItem, now: dt.datetime, alive: frozenset[str], settings: SchedulerSettings) -> Decision | None:
     """The decision for one item now, if any."""
     lost = node_lost(item, alive)
     if lost is not None:
         assert item.node is not None
         return HandBack(work_id=item.work_id, node=item.node, attempt=item.attempt, reason=lost)
-    trouble = attempt_trouble(item, track, now, alive, settings)
+    trouble = attempt_trouble(item, now, settings)
     if trouble is not None:
         assert item.node is not None
         return FailAttempt(work_id=item.work_id, node=item.node, attempt=item.attempt, reason=trouble)
@@ -116,15 +83,15 @@ def supervise_item(item: WorkItem, track: Track, now: dt.datetime, alive: frozen
     if waited is not None and settings.unschedulable_fail_after_s > 0 and waited >= settings.unschedulable_fail_after_s:
         reason = (f"unschedulable for {waited:.0f}s (scheduler.unschedulable_fail_after_s "
                   f"{settings.unschedulable_fail_after_s:g}): {item.unschedulable}")
-        return GiveUp(work_id=item.work_id, reason=reason, attempts=track.outcomes)
+        return GiveUp(work_id=item.work_id, reason=reason, attempts=item.outcomes)
     if item.status is WorkStatus.PENDING and item.failures >= settings.max_attempts:
-        last = track.outcomes[-1].reason if track.outcomes else item.reason
+        last = item.outcomes[-1].reason if item.outcomes else item.reason
         n = item.failures
         reason = f"gave up after {n} failed attempt{'s' if n != 1 else ''} (max_attempts {settings.max_attempts}): {last}"
-        return GiveUp(work_id=item.work_id, reason=reason, attempts=track.outcomes)
+        return GiveUp(work_id=item.work_id, reason=reason, attempts=item.outcomes)
     if item.status is WorkStatus.PENDING and item.handed_back >= settings.max_hand_backs:
         reason = f"gave up after {item.handed_back} hand-backs (max_hand_backs {settings.max_hand_backs}): {item.reason}"
-        return GiveUp(work_id=item.work_id, reason=reason, attempts=track.outcomes)
+        return GiveUp(work_id=item.work_id, reason=reason, attempts=item.outcomes)
     return None
 
 
@@ -135,13 +102,11 @@ def unschedulable_wait(item: WorkItem, now: dt.datetime) -> float | None:
     return (now - item.unschedulable_since).total_seconds()
 
 
-def supervise(
-    items: Iterable[WorkItem], tracks: Mapping[str, Track] | PMap[str, Track], now: dt.datetime, alive: frozenset[str], settings: SchedulerSettings
-) -> list[Decision]:
+def supervise(items: Iterable[WorkItem], now: dt.datetime, alive: frozenset[str], settings: SchedulerSettings) -> list[Decision]:
     """Every decision due now, over all items."""
     decisions = []
     for item in items:
-        decision = supervise_item(item, tracks.get(item.work_id, Track()), now, alive, settings)
+        decision = supervise_item(item, now, alive, settings)
         if decision is not None:
             decisions.append(decision)
     return decisions

@@ -10,15 +10,15 @@ from projections.pmap import PMap
 from projections.work import ACTIVE, WorkItem
 from services.leader.policy import NodeView, WorkView
 from services.leader.settings import SchedulerSettings
-from services.leader.supervision import Track, assignable
+from services.leader.supervision import assignable
 
 
-def work_views(items: Iterable[WorkItem], tracks: Mapping[str, Track] | PMap[str, Track], settings: SchedulerSettings) -> list[WorkView]:
+def work_views(items: Iterable[WorkItem], settings: SchedulerSettings) -> list[WorkView]:
     """The items that may be assigned now."""
     return [
         WorkView(
             work_id=item.work_id, work_type=item.work_type, board_type=item.board_type, num_players=item.num_players,
-            priority=item.priority, target_node=tracks[item.work_id].target_node if item.work_id in tracks else None,
+            priority=item.priority, target_node=item.target_node,
             order=item.added_seq,
         )
         for item in items
