@@ -7,6 +7,7 @@ decides on them: every step as in production except the bus.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from eventbus.events import ArtifactRef, Event, ModelPromoted, ModelRated, SelfplayComplete, TrainingComplete, WorkAdded, WorkCompleted
+from eventbus.events import ArtifactRef, Event, ModelPromoted, ModelRated, SelfplayComplete, TrainingComplete, WorkAdded, WorkAssigned, WorkCompleted
 from servicekit.templates import DEFAULT_TEMPLATES, WorkerValues, expand, template_values
 from services.leader.pipeline import decide
 from services.leader.pipeline_settings import PipelineSettings
@@ -47,6 +48,11 @@ def run_item(item: WorkAdded, tmp: Path) -> list[Event]:
     return outcome_events(item, AttemptKey(item.work_id, 1), "n1", outcome, [])
 
 
+def assigned(item: WorkAdded) -> WorkAssigned:
+    """Its attempt 1 on n1, as the leader would assign it: the work fold closes an item only through an attempt."""
+    return WorkAssigned(work_id=item.work_id, node="n1", attempt=1, deadline=dt.datetime(2030, 1, 1, tzinfo=dt.UTC), epoch=1)
+
+
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("board", ["hex8", "square8"])
 def test_a_freshly_initialised_net_is_never_promoted(board: str, tmp_path: Path) -> None:
@@ -58,7 +64,7 @@ def test_a_freshly_initialised_net_is_never_promoted(board: str, tmp_path: Path)
                 PipelineView())
     [training] = decide(view, SETTINGS)
     assert isinstance(training, WorkAdded)
-    view = fold([training, TrainingComplete(
+    view = fold([training, assigned(training), TrainingComplete(
         model_id=str(training.params["model_id"]), work_id=training.work_id, node="n1", board_type=board, num_players=2,
         checkpoint=ArtifactRef(path=str(checkpoint), size_bytes=checkpoint.stat().st_size, sha256="f"))], view)
     [evaluation] = decide(view, SETTINGS)
@@ -67,7 +73,7 @@ def test_a_freshly_initialised_net_is_never_promoted(board: str, tmp_path: Path)
     gate = next(e for e in played if getattr(e, "gate", False))
     assert gate.opponent == anchor_id(board, 2, SETTINGS.evaluation_sims)  # type: ignore[attr-defined]
     assert gate.verdict in ("H0", "max_games")  # type: ignore[attr-defined]
-    view = fold([evaluation, *played], view)
+    view = fold([evaluation, assigned(evaluation), *played], view)
     decided = decide(view, SETTINGS)
     view = fold(decided, view)
     decided += decide(view, SETTINGS)  # ratings wait one round for the anchor's
