@@ -31,7 +31,7 @@ IO_ROOTS = ("nats", "asyncio")
 
 # Why an upward import is still here; each needs a module moved to another package.
 SCHEDULER_HOSTS = "the scheduler's process is the leader: it runs the distributor's and the sync planner's leader loops"
-SYNC_ON_DISTRIBUTOR = "sync reuses the distributor's fetch-and-place, retry table and live fold: shared libraries to be"
+SYNC_ON_DISTRIBUTOR = "sync reuses the distributor's fetch-and-place and retry table: shared libraries to be"
 WORKER_JOBS_FILE = "the worker writes the running-jobs file the agent reads: one module for both, in a library"
 WORKER_SYNC_WORK = "the worker runs sync work items, whose format lives in the sync service: it belongs to a library"
 NODE_DISK_LAYOUT = "where received batches and model files live on a node is split between sync and distributor: one node-disk layout module"
@@ -51,9 +51,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("services.leader.service", "services.distributor.leader"): SCHEDULER_HOSTS,
     ("services.leader.service", "services.sync.loop"): SCHEDULER_HOSTS,
     ("services.sync.agent", "services.distributor.install"): SYNC_ON_DISTRIBUTOR,
-    ("services.sync.agent", "services.distributor.livefold"): SYNC_ON_DISTRIBUTOR,
     ("services.sync.agent", "services.distributor.retry"): SYNC_ON_DISTRIBUTOR,
-    ("services.sync.loop", "services.distributor.livefold"): SYNC_ON_DISTRIBUTOR,
     ("services.sync.planner", "services.distributor.retry"): SYNC_ON_DISTRIBUTOR,
     ("services.sync.uploads", "services.distributor.retry"): SYNC_ON_DISTRIBUTOR,
     ("services.worker.protocol", "services.sync.workitems"): WORKER_SYNC_WORK,

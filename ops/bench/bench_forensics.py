@@ -51,9 +51,9 @@ from projections.base import Folder
 from projections.rebuild import Rebuilt, state_at_seq, state_at_time
 from projections.snapshotplan import SnapshotSettings
 from projections.timeline import Selector
+from servicekit.livefold import LiveFold, aggregate_subjects, taint_subjects, type_subjects
 from servicekit.snapshotting import save_state
 from services.distributor.folds import CHECKPOINTS, FAILURES
-from services.distributor.livefold import LiveFold, aggregate_subjects, taint_subjects, type_subjects
 from services.distributor.rollback import rollback_decisions
 from services.leader import queue
 from services.leader.settings import SchedulerSettings

@@ -27,11 +27,11 @@ from projections import cluster, models
 from projections.base import Folder
 from projections.fence import believing
 from projections.models import ModelInfo, ModelsState
+from servicekit.livefold import LiveFold, aggregate_subjects, reconcile_while_following
 from services.distributor import install
 from services.distributor.duties import StoreDuties
 from services.distributor.folds import CHECKPOINTS, FAILURES
 from services.distributor.layout import SUFFIX, VERSIONS, canonical_path, version_path, version_stem
-from services.distributor.livefold import LiveFold, aggregate_subjects, reconcile_while_following
 from services.distributor.plan import Activate, Announce, CopyLocal, Download, Step, next_steps
 from services.distributor.retention import KeptVersion, current_models, promotion_history, versions_to_delete
 from services.distributor.retry import RetryTable
@@ -94,7 +94,7 @@ class DistributorAgent:
     async def run(self, stopping: asyncio.Event) -> None:
         """Catch up with the log, then reconcile on every relevant event, backoff expiry or check interval."""
         await ensure_bucket(self._bus, models_bucket(self._settings, self._replicas))
-        await self._live.catch_up()
+        await self._live.start()
         self._duties.started(utcnow())
         await reconcile_while_following(self._live, stopping, self.ready, f"distributor {self.node}", self.reconcile, self._sleep)
 

@@ -30,8 +30,8 @@ from projections.base import Folder
 from projections.data import Batch, Transfer, TransferStatus
 from projections.fence import believing
 from servicekit.filehash import sha256_file
+from servicekit.livefold import LiveFold, aggregate_subjects, reconcile_while_following, taint_subjects
 from services.distributor import install
-from services.distributor.livefold import LiveFold, aggregate_subjects, reconcile_while_following, taint_subjects
 from services.distributor.retry import RetryTable
 from services.sync.folds import BATCH_FILES
 from services.sync.paths import batch_path
@@ -91,7 +91,7 @@ class SyncAgent:
     async def run(self, stopping: asyncio.Event) -> None:
         """Catch up with the log, then reconcile on news, on poll timers and every `plan_interval_s`."""
         await ensure_bucket(self._bus, data_bucket(self._settings, self._replicas))
-        await self._live.catch_up()
+        await self._live.start()
         await reconcile_while_following(self._live, stopping, self.ready, f"sync {self.node}", self.reconcile, self._sleep)
 
     async def _sleep(self, stopping: asyncio.Event) -> None:
