@@ -217,20 +217,21 @@ class LiveFold:
 
     def feed(self, record: Record) -> None:
         """Fold one record into every fold (history, then live); one already folded is ignored."""
-        if record.seq <= self.position:
+        seq = record.seq
+        if seq <= self.position:
             return  # already folded: a restarted follow may deliver it again
         for folder in self._folders:
             folder(record)
         if self._hook is not None:
             self._hook(record)
         self._folded += 1
-        if self._writer is not None:
-            self._writer.folded()
-            if self._writer.is_due():
-                self._snapshot_due.set()
-        if self._reads is None or type_of(record.subject) in self._reads:
+        if self._writer is not None and self._writer.folded():
+            self._snapshot_due.set()
+        # Once set, nobody has waited since: the subject need not be read again (this runs for every record).
+        if not self._changed.is_set() and (self._reads is None or type_of(record.subject) in self._reads):
             self._changed.set()
-        self._moved_to(record.seq)
+        self.position = seq
+        self._moved.set()
 
     def _moved_to(self, seq: int) -> None:
         self.position = seq

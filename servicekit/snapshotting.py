@@ -131,9 +131,10 @@ class SnapshotWriter:
         self.saved = 0
         self.failed = 0
 
-    def folded(self, count: int = 1) -> None:
-        """Count records folded since the last save."""
+    def folded(self, count: int = 1) -> bool:
+        """Count records folded since the last save; True when a save is due."""
         self._folded += count
+        return self.is_due()
 
     def is_due(self) -> bool:
         """Whether the next `save_if_due` would save."""
