@@ -30,7 +30,7 @@ from eventbus.errors import BusError, BusUnavailable
 from eventbus.follow import follow
 from eventbus.history import Record, last_sequence, replay
 from eventbus.subjects import EVENTS_ROOT, type_filter
-from projections import taint
+from projections import fence, taint
 from projections.base import Folder, Projection, type_of
 from projections.snapshotplan import SnapshotSettings
 from servicekit.snapshotting import Part, SnapshotWriter, load_state
@@ -54,6 +54,18 @@ def type_subjects(type_names: Iterable[str]) -> tuple[str, ...]:
 def taint_subjects() -> tuple[str, ...]:
     """What the taint fold reads: the quarantines and the lineage edges (batches, trainings)."""
     return (*aggregate_subjects("quarantine"), *type_subjects(taint.LINEAGE_TYPES))
+
+
+def believing_only(candidates: Sequence[str]) -> Callable[[Projection[Any], Any], Any]:
+    """A `resumed` for folds whose fences believe these candidates' elections only (empty: any node's).
+
+    A snapshot's fence carries the candidates of whoever saved it (the leader's loop); this
+    process's configuration decides whom it believes, or a forged election after the snapshot
+    would count on a node configured to refuse it.
+    """
+    def resumed(_projection: Projection[Any], state: Any) -> Any:
+        return fence.believing(state, candidates) if hasattr(state, "fence") else state
+    return resumed
 
 
 class LiveStatistics(msgspec.Struct, frozen=True, kw_only=True):

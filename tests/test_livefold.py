@@ -8,16 +8,18 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import msgspec
 import pytest
 
 from eventbus.events import WorkAdded
 from eventbus.history import last_sequence, replay
 from eventbus.natsserver import NatsServer
 from eventbus.publisher import Publisher
-from projections import work
+from projections import models, work
 from projections.base import Folder, fold_records
+from projections.fence import believing
 from projections.snapshotplan import SnapshotSettings
-from servicekit.livefold import LiveFold, aggregate_subjects
+from servicekit.livefold import LiveFold, aggregate_subjects, believing_only
 from servicekit.snapshotting import load_state, save_state
 from tests.bus_harness import provisioned_bus
 
@@ -157,3 +159,17 @@ async def _published(pub: Publisher, work_id: str) -> bool:
     except Exception:  # noqa: BLE001 - JetStream may take a moment to answer after a restart
         return False
     return True
+
+
+async def test_a_fold_resumed_from_a_leaders_snapshot_believes_this_nodes_candidates_not_the_snapshots(nats_url: str) -> None:
+    # The leader's loop saved its fold believing any node's elections; a node configured with
+    # candidates must keep refusing the others' after starting from that snapshot.
+    async with provisioned_bus(nats_url) as bus:
+        await Publisher(bus).publish(added("w"))
+        await save_state(bus, models.PROJECTION, msgspec.structs.replace(models.PROJECTION.initial(), last_seq=1))
+        plain, kept = Folder(models.PROJECTION), Folder(models.PROJECTION, believing(models.PROJECTION.initial(), ("a", "b")))
+        await LiveFold(bus, [plain], who="test").start()
+        await LiveFold(bus, [kept], resumed=believing_only(("a", "b")), who="test").start()
+        assert plain.state.last_seq == kept.state.last_seq == 1  # both started from the snapshot
+        assert plain.state.fence.view.candidates == ()
+        assert kept.state.fence.view.candidates == ("a", "b")

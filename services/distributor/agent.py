@@ -27,7 +27,7 @@ from projections import cluster, models
 from projections.base import Folder
 from projections.fence import believing
 from projections.models import ModelInfo, ModelsState
-from servicekit.livefold import LiveFold, aggregate_subjects, reconcile_while_following
+from servicekit.livefold import LiveFold, aggregate_subjects, believing_only, reconcile_while_following
 from services.distributor import install
 from services.distributor.duties import StoreDuties
 from services.distributor.folds import CHECKPOINTS, FAILURES
@@ -79,7 +79,7 @@ class DistributorAgent:
         self._checkpoints = Folder(CHECKPOINTS)
         self._failures = Folder(FAILURES)
         folders: list[Folder[Any]] = [self._models, self._cluster, self._checkpoints, self._failures]
-        self._live = LiveFold(bus, folders, aggregate_subjects("model", "host", "leader", "lease"))
+        self._live = LiveFold(bus, folders, aggregate_subjects("model", "host", "leader", "lease"), resumed=believing_only(candidates))
         self._retry = RetryTable(settings.retry_initial_s, settings.retry_max_s)
         self._duties = StoreDuties(bus, node, settings, self._report)
         self._announced: set[str] = set()

@@ -30,7 +30,7 @@ from projections.base import Folder
 from projections.data import Batch, Transfer, TransferStatus
 from projections.fence import believing
 from servicekit.filehash import sha256_file
-from servicekit.livefold import LiveFold, aggregate_subjects, reconcile_while_following, taint_subjects
+from servicekit.livefold import LiveFold, aggregate_subjects, believing_only, reconcile_while_following, taint_subjects
 from services.distributor import install
 from services.distributor.retry import RetryTable
 from services.sync.folds import BATCH_FILES
@@ -76,7 +76,8 @@ class SyncAgent:
         self._requests = Folder(SYNC_REQUESTS)  # `sync` work items: served here, not by a worker process
         self._taint = Folder(taint.PROJECTION)  # a quarantined batch fails its sync item (the planner never copies it)
         self._live = LiveFold(bus, [self._data, self._files, self._requests, self._taint],
-                              (*aggregate_subjects("data", "leader", "lease", "work"), *taint_subjects()))
+                              (*aggregate_subjects("data", "leader", "lease", "work"), *taint_subjects()),
+                              resumed=believing_only(candidates))
         self._polls = RetryTable(settings.poll_initial_s, settings.poll_max_s)
         self._ended: set[str] = set()  # transfers this process completed (until the fold shows it)
         self._reported: dict[tuple[str, int], str] = {}  # (work id, attempt) -> "started"/"ended" by this process
