@@ -127,11 +127,6 @@ class LiveFold:
             snapshot_seq=max(self.snapshot_seq, writer.saved_seq if writer else 0),
         )
 
-    async def run(self) -> None:
-        """Catch up, then follow the log until cancelled; bus errors are retried, never raised."""
-        await self.start()
-        await self.follow()
-
     async def start(self) -> int:
         """Catch up with the log, retrying with backoff while the bus is unavailable; returns the position."""
         delay = RETRY_INITIAL_S
