@@ -110,7 +110,10 @@ class LiveFold:
             frozenset().union(*(f.projection.reads for f in self._folders)) if self._folders else None)
         self._snapshot_due = asyncio.Event()
         self._changed = asyncio.Event()
-        self._moved = asyncio.Event()
+        # Waiters on a position, woken only once it is reached: a read-back of a round's decisions
+        # would otherwise wake for every record folded on the way.
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._soonest = math.inf  # the lowest position waited for
         self.position = 0  # the last sequence folded
         self.log_end = 0  # the log's last sequence when the catch-up started
         self.caught_up = False
@@ -238,11 +241,23 @@ class LiveFold:
         if not self._changed.is_set() and (self._reads is None or type_of(record.subject) in self._reads):
             self._changed.set()
         self.position = seq
-        self._moved.set()
+        if seq >= self._soonest:
+            self._release()
 
     def _moved_to(self, seq: int) -> None:
         self.position = seq
-        self._moved.set()
+        self._release()
+
+    def _release(self) -> None:
+        still = []
+        for seq, waiter in self._waiters:
+            if seq <= self.position:
+                if not waiter.done():
+                    waiter.set_result(None)
+            else:
+                still.append((seq, waiter))
+        self._waiters = still
+        self._soonest = min((seq for seq, _ in still), default=math.inf)
 
     async def wait_changed(self, timeout: float) -> bool:
         """Wait until a record the folds read arrives (or arrived since the last call); False on timeout."""
@@ -257,17 +272,21 @@ class LiveFold:
 
     async def wait_position(self, seq: int, timeout: float) -> bool:
         """Wait until the folds have seen sequence `seq` (e.g. an event this process published); False on timeout."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self.position < seq:
-            self._moved.clear()
-            left = deadline - loop.time()
-            if left <= 0:
-                return False
+        if self.position >= seq:
+            return True
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((seq, waiter))
+        self._soonest = min(self._soonest, seq)
+        try:
+            # asyncio.timeout, not wait_for (see wait_changed).
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(left):
-                    await self._moved.wait()
-        return True
+                async with asyncio.timeout(timeout):
+                    await waiter
+        finally:
+            waiter.cancel()  # no-op once resolved; a timed-out or cancelled wait leaves nothing behind
+            self._waiters = [(at, other) for at, other in self._waiters if other is not waiter]
+            self._soonest = min((at for at, _ in self._waiters), default=math.inf)
+        return self.position >= seq
 
 
 async def reconcile_while_following(
