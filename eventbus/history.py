@@ -66,6 +66,9 @@ async def _stream_state(bus: Bus, stream: str) -> StreamState:
         info = await bus.js.stream_info(stream)
     except nats.js.errors.NotFoundError:
         raise BusUnavailable(f"stream {stream} does not exist: run `rr streams init`") from None
+    except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError) as exc:
+        # Translated like every other read here: a server away for a moment is retried by the callers, not a crash.
+        raise BusUnavailable(f"JetStream did not answer the state of {stream}: {exc or type(exc).__name__}") from None
     return info.state
 
 

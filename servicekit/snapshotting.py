@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -108,23 +108,33 @@ async def prune(bus: Bus, projection: Projection[Any], settings: SnapshotSetting
     return len(doomed)
 
 
+# A part of a folder's state kept as a snapshot of its own projection (the timeline's index in the
+# API's bundle, which `rr timeline --work` loads without the bundle): the projection and its getter.
+Part = tuple[Projection[Any], Callable[[Any], Any]]
+
+
 class SnapshotWriter:
     """Saves the states of several folders every `every_events` records or `every_s` seconds (one follower's folds)."""
 
-    def __init__(self, bus: Bus, folders: Sequence[Folder[Any]], settings: SnapshotSettings, who: str, *, replicas: int = 1) -> None:
+    def __init__(self, bus: Bus, folders: Sequence[Folder[Any]], settings: SnapshotSettings, who: str, *, replicas: int = 1,
+                 parts: Sequence[Part] = ()) -> None:
+        """`parts`: saved after the first folder's state, from it."""
         self._bus = bus
         self._folders = list(folders)
         self.settings = settings
         self._who = who
         self._replicas = replicas
+        self._parts = list(parts)
+        self.saved_seq = 0  # position of the newest snapshot saved; 0: none
         self._folded = 0
         self._since = time.monotonic()
         self.saved = 0
         self.failed = 0
 
-    def folded(self, count: int = 1) -> None:
-        """Count records folded since the last save."""
+    def folded(self, count: int = 1) -> bool:
+        """Count records folded since the last save; True when a save is due."""
         self._folded += count
+        return self.is_due()
 
     def is_due(self) -> bool:
         """Whether the next `save_if_due` would save."""
@@ -135,14 +145,21 @@ class SnapshotWriter:
         if not self.is_due():
             return False
         self._folded, self._since = 0, time.monotonic()
-        for folder in self._folders:
+        for index, folder in enumerate(self._folders):
             state = folder.projection.finished(folder.state)
-            try:
-                size = await save_state(self._bus, folder.projection, state, replicas=self._replicas, settings=self.settings)
-            except BusError as exc:
-                self.failed += 1
-                log.warning("%s: snapshot of %s at seq %d not saved: %s", self._who, folder.projection.name, state.last_seq, exc)
-                continue
-            self.saved += 1
-            log.info("%s: snapshot of %s saved at seq %d (%d bytes)", self._who, folder.projection.name, state.last_seq, size)
+            if await self._save(folder.projection, state) and index == 0:
+                for projection, part in self._parts:
+                    await self._save(projection, part(state))
+        return True
+
+    async def _save(self, projection: Projection[Any], state: Any) -> bool:
+        try:
+            size = await save_state(self._bus, projection, state, replicas=self._replicas, settings=self.settings)
+        except BusError as exc:
+            self.failed += 1
+            log.warning("%s: snapshot of %s at seq %d not saved: %s", self._who, projection.name, state.last_seq, exc)
+            return False
+        self.saved += 1
+        self.saved_seq = max(self.saved_seq, state.last_seq)
+        log.info("%s: snapshot of %s saved at seq %d (%d bytes)", self._who, projection.name, state.last_seq, size)
         return True

@@ -38,7 +38,7 @@ from ops.chaos.checker import KINDS, ClientRecord, DeadLetter, check, view_hashe
 from projections import bundle
 from projections.base import Folder
 from projections.work import TERMINAL
-from services.distributor.livefold import LiveFold
+from servicekit.livefold import LiveFold
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 DEADLINE = T0 + dt.timedelta(hours=1)

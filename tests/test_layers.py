@@ -31,7 +31,6 @@ IO_ROOTS = ("nats", "asyncio")
 
 # Why an upward import is still here; each needs a module moved to another package.
 SCHEDULER_HOSTS = "the scheduler's process is the leader: it runs the distributor's and the sync planner's leader loops"
-SYNC_ON_DISTRIBUTOR = "sync keeps its folds live with the distributor's live fold: a shared library to be"
 CONFIG_OWNS_SETTINGS = "the config composes each package's settings Struct, which live beside their services"
 REBUILD_IS_IO = "projections/rebuild.py reads the log and the snapshots: the I/O shell of the folds, to leave the pure package"
 
@@ -44,8 +43,6 @@ ALLOWED: dict[tuple[str, str], str] = {
         "eventbus.connection", "eventbus.history", "eventbus.snapshots", "servicekit.snapshotting")},
     ("services.leader.service", "services.distributor.leader"): SCHEDULER_HOSTS,
     ("services.leader.service", "services.sync.loop"): SCHEDULER_HOSTS,
-    ("services.sync.agent", "services.distributor.livefold"): SYNC_ON_DISTRIBUTOR,
-    ("services.sync.loop", "services.distributor.livefold"): SYNC_ON_DISTRIBUTOR,
 }
 
 

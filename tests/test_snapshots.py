@@ -25,9 +25,9 @@ from projections.base import Folder
 from projections.rebuild import state_at_seq, state_at_time
 from projections.snapshot import encode_snapshot
 from projections.snapshotplan import SnapshotSettings, due, newest_at_or_before, to_prune
+from servicekit.livefold import LiveFold, aggregate_subjects
 from servicekit.snapshotting import load_state, save_state
 from services.distributor.folds import FAILURES
-from services.distributor.livefold import LiveFold, aggregate_subjects
 from tests.bus_harness import provisioned_bus
 from tests.test_forensics import _incident
 from tests.test_projections import LOGS

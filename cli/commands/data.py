@@ -15,8 +15,8 @@ from projections import data, taint, withdrawal
 from projections.base import Folder
 from projections.data import DataState, TransferStatus, freshness_s
 from projections.taint import Tainted
+from servicekit.livefold import LiveFold, aggregate_subjects, taint_subjects, type_subjects
 from servicekit.options import add_common_arguments, common_options
-from services.distributor.livefold import LiveFold, aggregate_subjects, taint_subjects, type_subjects
 
 
 class ConfigRow(msgspec.Struct, frozen=True, kw_only=True):

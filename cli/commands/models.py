@@ -17,10 +17,10 @@ from projections.cluster import ClusterState
 from projections.elo import EloState
 from projections.models import ModelsState
 from projections.taint import Tainted
+from servicekit.livefold import LiveFold, aggregate_subjects, taint_subjects
 from servicekit.options import add_common_arguments, common_options
 from services.distributor.completion import needs_models, waiting_for
 from services.distributor.folds import FAILURES, FailuresState
-from services.distributor.livefold import LiveFold, aggregate_subjects, taint_subjects
 
 
 class ModelRow(msgspec.Struct, frozen=True, kw_only=True):

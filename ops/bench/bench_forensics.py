@@ -52,9 +52,9 @@ from projections.rebuild import Rebuilt, state_at_seq, state_at_time
 from projections.snapshotplan import SnapshotSettings
 from projections.syncwork import SYNC_REQUESTS
 from projections.timeline import Selector
+from servicekit.livefold import LiveFold, aggregate_subjects, taint_subjects, type_subjects
 from servicekit.snapshotting import save_state
 from services.distributor.folds import FAILURES
-from services.distributor.livefold import LiveFold, aggregate_subjects, taint_subjects, type_subjects
 from services.distributor.rollback import rollback_decisions
 from services.leader import queue
 from services.leader.settings import SchedulerSettings

@@ -94,8 +94,11 @@ def spawn_adder(url: str, prefix: str, count: int, rate: float) -> subprocess.Po
 async def fleet_online(bus: Bus, nodes: int) -> None:
     resources = ev.HostResources(cpu_count=16, memory_gb=64.0, disk_free_gb=500.0,
                                  gpus=[ev.GpuInfo(name="bench", memory_gb=24.0)])
-    await Publisher(bus).publish_many(ev.HostOnline(node=f"node-{i:04d}", reason="first_seen", roles=["mixed"], resources=resources)
-                                      for i in range(nodes))
+    # As the membership loop of the bench leader's term: a HOST_ONLINE of no term is never applied.
+    pub = Publisher(bus)
+    await pub.publish(ev.LeaderElected(role="scheduler", node=bus.node_id, epoch=1))
+    await pub.publish_many(ev.HostOnline(node=f"node-{i:04d}", reason="first_seen", roles=["mixed"], resources=resources, epoch=1)
+                           for i in range(nodes))
 
 
 def leader(bus: Bus, slots: int) -> Assigner:

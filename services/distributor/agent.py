@@ -30,11 +30,11 @@ from projections.fence import believing
 from projections.models import ModelInfo, ModelsState
 from servicekit import fileplace
 from servicekit.filehash import copy_hashed
+from servicekit.livefold import LiveFold, aggregate_subjects, believing_only, reconcile_while_following
 from servicekit.retry import RetryTable
 from services.distributor import install
 from services.distributor.duties import StoreDuties
 from services.distributor.folds import FAILURES
-from services.distributor.livefold import LiveFold, aggregate_subjects, reconcile_while_following
 from services.distributor.plan import Activate, Announce, CopyLocal, Download, Step, next_steps
 from services.distributor.retention import KeptVersion, current_models, promotion_history, versions_to_delete
 from services.distributor.settings import DistributionSettings
@@ -80,7 +80,7 @@ class DistributorAgent:
         self._cluster = Folder(cluster.PROJECTION, believing(cluster.PROJECTION.initial(), candidates))
         self._failures = Folder(FAILURES)
         folders: list[Folder[Any]] = [self._models, self._cluster, self._failures]
-        self._live = LiveFold(bus, folders, aggregate_subjects("model", "host", "leader", "lease"))
+        self._live = LiveFold(bus, folders, aggregate_subjects("model", "host", "leader", "lease"), resumed=believing_only(candidates))
         self._retry = RetryTable(settings.retry_initial_s, settings.retry_max_s)
         self._duties = StoreDuties(bus, node, settings, self._report)
         self._announced: set[str] = set()
@@ -95,7 +95,7 @@ class DistributorAgent:
     async def run(self, stopping: asyncio.Event) -> None:
         """Catch up with the log, then reconcile on every relevant event, backoff expiry or check interval."""
         await ensure_bucket(self._bus, models_bucket(self._settings, self._replicas))
-        await self._live.catch_up()
+        await self._live.start()
         self._duties.started(utcnow())
         await reconcile_while_following(self._live, stopping, self.ready, f"distributor {self.node}", self.reconcile, self._sleep)
 

@@ -18,10 +18,10 @@ from eventbus.objectdelete import delete_object, delete_orphan_chunks
 from eventbus.objects import list_objects
 from projections import cluster, models, taint
 from projections.base import Folder
+from servicekit.livefold import LiveFold, aggregate_subjects, taint_subjects
 from servicekit.runtime import ServiceContext
 from services.distributor.completion import completions
 from services.distributor.folds import FAILURES
-from services.distributor.livefold import LiveFold, aggregate_subjects, taint_subjects
 from services.distributor.retention import store_deletions
 from services.distributor.rollback import rollback_decisions
 from services.distributor.settings import DistributionSettings
@@ -42,7 +42,7 @@ async def distribution_loop(ctx: ServiceContext, term: Term) -> None:
     folders: list[Folder[Any]] = [models_fold, cluster_fold, taint_fold, Folder(FAILURES)]
     live = LiveFold(ctx.bus, folders, (*aggregate_subjects("model", "host", "leader", "lease"), *taint_subjects()),
                     snapshots=ctx.config.snapshots, who="distribution loop", replicas=ctx.config.streams.replicas)
-    await live.catch_up()
+    await live.start()  # retried while the bus is away: one error must not end the term
     decided: set[str] = set()  # published by this term, perhaps not folded back yet
     next_gc = time.monotonic() + settings.store_gc_interval_s / 10  # soon after taking office, not at once
     async with asyncio.TaskGroup() as tasks:

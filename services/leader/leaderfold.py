@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar
 
 from cluster.leadership.supervisor import stop_tasks
@@ -19,11 +19,11 @@ from cluster.leadership.term import NotLeader
 from eventbus import tracing
 from eventbus.errors import BusUnavailable, InvalidEvent
 from eventbus.events import Event, WorkAdded
-from eventbus.follow import follow
-from eventbus.history import Record, last_sequence
+from eventbus.history import Record
 from eventbus.integrity import decode_on
 from eventbus.publisher import Published
 from projections.base import type_of
+from servicekit.livefold import LiveFold
 from servicekit.runtime import ServiceContext
 
 log = logging.getLogger(__name__)
@@ -31,8 +31,6 @@ log = logging.getLogger(__name__)
 S = TypeVar("S")
 T = TypeVar("T")
 
-RETRY_S = 1.0
-CALL_TIMEOUT_S = 10.0
 STOP_FOLLOWER_S = 2.0
 
 
@@ -80,29 +78,24 @@ class FoldingDecider(Generic[S]):
     ) -> None:
         self.name = name
         self.state = state
-        self._ctx, self._term, self._apply, self._reads, self._decide = ctx, term, apply, reads, decide
+        self._term, self._apply, self._reads, self._decide = term, apply, reads, decide
         self._every_s = every_s
-        self._seen = 0  # the newest sequence folded
+        self._live = LiveFold(ctx.bus, on_record=self._on_record, who=name)  # from sequence 1, no snapshot
         self._needed = 0  # sequence the state must reach before deciding again
-        self._changed = asyncio.Event()
         self._decisions = Decisions(name)
         self.published = 0
 
     def _on_record(self, record: Record) -> None:
-        if record.seq <= self._seen:
-            return
-        self._seen = record.seq
         if type_of(record.subject) in self._reads:
             try:
                 self.state = self._apply(self.state, decode_on(record.subject, record.data, record.headers), record.seq)
             except InvalidEvent as exc:
                 log.warning("%s: skipping undecodable record %d: %s", self.name, record.seq, exc)
-        self._changed.set()
 
     async def run(self) -> None:
-        """Follow the log and decide until cancelled, or until the term may no longer act."""
-        self._needed = await self._retrying(lambda: last_sequence(self._ctx.bus))
-        follower = asyncio.ensure_future(self._follow_forever())
+        """Catch up with the log, then follow it and decide until cancelled, or until the term may no longer act."""
+        self._needed = await self._live.start()
+        follower = asyncio.ensure_future(self._live.follow())
         try:
             await self._decide_forever()
         except NotLeader as exc:
@@ -111,15 +104,6 @@ class FoldingDecider(Generic[S]):
             # Not `suppress(CancelledError): await follower`, which would also swallow a
             # cancellation of this task arriving meanwhile; stop_tasks never does.
             await stop_tasks([follower], STOP_FOLLOWER_S)
-
-    async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
-        # JetStream being away for a moment must not end the whole leadership term.
-        while True:
-            try:
-                return await asyncio.wait_for(call(), CALL_TIMEOUT_S)
-            except (TimeoutError, BusUnavailable) as exc:
-                log.warning("%s: the log is not readable yet, retrying: %s", self.name, exc)
-            await asyncio.sleep(RETRY_S)
 
     async def _publish(self, event: Event) -> Published | None:
         """Append a decision, fenced by the term: no earlier leader's decision lands after this term's election,
@@ -141,20 +125,10 @@ class FoldingDecider(Generic[S]):
             return tracing.continued(event.trace, name)
         return contextlib.nullcontext()
 
-    async def _follow_forever(self) -> None:
-        while True:
-            try:
-                await follow(self._ctx.bus, self._on_record, start_seq=self._seen + 1)
-            except BusUnavailable as exc:  # resume after what was folded: nothing skipped, nothing twice
-                log.warning("%s: following the log failed, resuming: %s", self.name, exc)
-            await asyncio.sleep(RETRY_S)
-
     async def _decide_forever(self) -> None:
         while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), self._every_s)
-            self._changed.clear()
-            if self._seen < self._needed:
+            await self._live.wait_changed(self._every_s)
+            if self._live.position < self._needed:
                 continue
             try:
                 for event in self._decisions(self._decide, self.state):

@@ -33,8 +33,8 @@ from projections.fence import believing
 from projections.syncwork import SYNC_REQUESTS, SyncDone, SyncFailed, SyncRequest, served_here, sync_step
 from servicekit import fileplace
 from servicekit.filehash import sha256_file
+from servicekit.livefold import LiveFold, aggregate_subjects, believing_only, reconcile_while_following, taint_subjects
 from servicekit.retry import RetryTable
-from services.distributor.livefold import LiveFold, aggregate_subjects, reconcile_while_following, taint_subjects
 from services.sync.folds import BATCH_FILES
 from services.sync.settings import SyncSettings
 from services.sync.uploads import BatchUploads
@@ -76,7 +76,8 @@ class SyncAgent:
         self._requests = Folder(SYNC_REQUESTS)  # `sync` work items: served here, not by a worker process
         self._taint = Folder(taint.PROJECTION)  # a quarantined batch fails its sync item (the planner never copies it)
         self._live = LiveFold(bus, [self._data, self._files, self._requests, self._taint],
-                              (*aggregate_subjects("data", "leader", "lease", "work"), *taint_subjects()))
+                              (*aggregate_subjects("data", "leader", "lease", "work"), *taint_subjects()),
+                              resumed=believing_only(candidates))
         self._polls = RetryTable(settings.poll_initial_s, settings.poll_max_s)
         self._ended: set[str] = set()  # transfers this process completed (until the fold shows it)
         self._reported: dict[tuple[str, int], str] = {}  # (work id, attempt) -> "started"/"ended" by this process
@@ -91,7 +92,7 @@ class SyncAgent:
     async def run(self, stopping: asyncio.Event) -> None:
         """Catch up with the log, then reconcile on news, on poll timers and every `plan_interval_s`."""
         await ensure_bucket(self._bus, data_bucket(self._settings, self._replicas))
-        await self._live.catch_up()
+        await self._live.start()
         await reconcile_while_following(self._live, stopping, self.ready, f"sync {self.node}", self.reconcile, self._sleep)
 
     async def _sleep(self, stopping: asyncio.Event) -> None:

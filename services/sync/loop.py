@@ -17,8 +17,8 @@ from eventbus.events import utcnow
 from projections import cluster, data, taint, withdrawal
 from projections.base import Folder
 from projections.syncwork import SYNC_REQUESTS, SyncRequestsState, requested_copies
+from servicekit.livefold import LiveFold, aggregate_subjects, taint_subjects, type_subjects
 from servicekit.runtime import ServiceContext
-from services.distributor.livefold import LiveFold, aggregate_subjects, taint_subjects, type_subjects
 from services.sync.folds import BATCH_FILES
 from services.sync.planner import Fleet, plan_transfers
 from services.sync.settings import SyncSettings
@@ -40,7 +40,7 @@ async def sync_planner_loop(ctx: ServiceContext, term: Term) -> None:
     live = LiveFold(ctx.bus, [data_fold, cluster_fold, taint_fold, Folder(BATCH_FILES), requests_fold],
                     (*subjects, *aggregate_subjects("work"), *taint_subjects()),
                     snapshots=ctx.config.snapshots, who="sync planner", replicas=ctx.config.streams.replicas)
-    await live.catch_up()
+    await live.start()  # retried while the bus is away: one error must not end the term
     hosts = LiveHosts(ctx.config.hosts_file, "sync planner")
     async with asyncio.TaskGroup() as tasks:
         follower = tasks.create_task(live.follow())
