@@ -20,6 +20,12 @@ from tests.helpers import eventually as _eventually
 
 DOCKER_ENV = "RR_TEST_DOCKER"
 
+# torch in the test process runs one thread, as the workload programs do (workload/selfplay.py): with its
+# default of one per core its threads spin against the servers and services the tests run beside them, and
+# the in-process games of tests/test_workload_batched.py took 98 s instead of 1 s on a loaded 2-core machine.
+# Set before any test module imports torch (none of the above does); subprocesses inherit it, as the workload sets it anyway.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
