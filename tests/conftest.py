@@ -13,12 +13,19 @@ import pytest
 
 from eventbus.connection import Bus
 from eventbus.natsserver import NatsCluster, NatsServer, ServerSpec, free_port
+from tests import mypy_run
 from tests.bus_harness import provisioned_bus
 from tests.fleet_harness import shared_fleet  # noqa: F401 (registered here once: a session fixture imported per module runs per module)
 from tests.helpers import TEST_STORE_LIMIT
 from tests.helpers import eventually as _eventually
 
 DOCKER_ENV = "RR_TEST_DOCKER"
+
+# torch in the test process runs one thread, as the workload programs do (workload/selfplay.py): with its
+# default of one per core its threads spin against the servers and services the tests run beside them, and
+# the in-process games of tests/test_workload_batched.py took 98 s instead of 1 s on a loaded 2-core machine.
+# Set before any test module imports torch (none of the above does); subprocesses inherit it, as the workload sets it anyway.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture
@@ -167,3 +174,12 @@ def _fleet_order(item: pytest.Item) -> int:
     if "shared_fleet" not in getattr(item, "fixturenames", ()):
         return 0
     return 2 if item.get_closest_marker("fleet_faults") else 1
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the type check in the background when the session runs its test: a cold mypy is CPU the waiting tests leave idle."""
+    mypy_run.start_if_collected(session)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    mypy_run.stop(session)
