@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import math
 import random
 import signal
 import sys
@@ -272,6 +273,8 @@ def summarize(args: argparse.Namespace, seen: Offlines, victims: list[int], stop
 
 # ---- the scale curve --------------------------------------------------------------------
 
+REPEATS = 5  # pure timings: the best of this many
+
 
 def fold_costs(nodes: int, interval: float, beats: int = 20_000) -> dict[str, float]:
     """Per-beat fold cost (µs: decode + observe) and one sweep over `nodes` alive nodes (ms), pure, in this process."""
@@ -283,16 +286,18 @@ def fold_costs(nodes: int, interval: float, beats: int = 20_000) -> dict[str, fl
     state, now = MembershipState(), 0.0
     for i, data in enumerate(templates):  # every node alive, as in the bench's steady state
         state, _ = observe(state, decode_heartbeat(data.replace(SEQ_MARK, b"1")), now + i * interval / nodes)
-    wires = [templates[i % nodes].replace(SEQ_MARK, str(2 + i // nodes).encode()) for i in range(beats)]
-    begin = time.perf_counter()
-    for i, data in enumerate(wires):
-        state, _ = observe(state, decode_heartbeat(data), interval + i * interval / nodes)
-    per_beat = (time.perf_counter() - begin) / beats
-    begin = time.perf_counter()
-    for _ in range(5):
-        swept, events = sweep(state, 2 * interval, interval * 3)
+    per_beat = sweep_s = math.inf
+    for rep in range(REPEATS):  # the best of a few: the machine is shared, and noise only ever adds
+        wires = [templates[i % nodes].replace(SEQ_MARK, str(2 + rep * beats + i).encode()) for i in range(beats)]
+        begin = time.perf_counter()
+        for i, data in enumerate(wires):
+            state, _ = observe(state, decode_heartbeat(data), (1 + rep) * interval + i * interval / beats)
+        per_beat = min(per_beat, (time.perf_counter() - begin) / beats)
+        begin = time.perf_counter()
+        _, events = sweep(state, (1 + rep) * interval, interval * 3)
+        sweep_s = min(sweep_s, time.perf_counter() - begin)
         assert not events
-    return {"fold_us_per_beat": round(per_beat * 1e6, 2), "sweep_ms": round((time.perf_counter() - begin) / 5 * 1000, 2)}
+    return {"fold_us_per_beat": round(per_beat * 1e6, 2), "sweep_ms": round(sweep_s * 1000, 2)}
 
 
 def round_cost_ms(nodes: int, slots: int) -> float:
@@ -311,11 +316,12 @@ def round_cost_ms(nodes: int, slots: int) -> float:
         + [ev.WorkAdded(work_id="w-1", work_type="selfplay", board_type="hex8", num_players=2, requested_by="bench")], start=1,
     ):
         state = queue.apply(state, ev.stamp(event, "bench-leader"), seq)
-    now, rounds = utcnow(), 5
-    begin = time.perf_counter()
-    for _ in range(rounds):
+    now, best = utcnow(), math.inf
+    for _ in range(REPEATS):
+        begin = time.perf_counter()
         assert len(assignment_round(state, now, None, settings)) == 1
-    return round((time.perf_counter() - begin) / rounds * 1000, 2)
+        best = min(best, time.perf_counter() - begin)
+    return round(best * 1000, 2)
 
 
 async def scale_curve(args: argparse.Namespace) -> dict[str, object]:
@@ -329,7 +335,9 @@ async def scale_curve(args: argparse.Namespace) -> dict[str, object]:
         log(f"scale curve: {nodes} nodes, membership")
         member = await coordinate(argparse.Namespace(**{**vars(args), "nodes": nodes}))
         log(f"scale curve: {nodes} nodes, scheduling")
-        paced = await idle_fleet_latency(nodes, 4, rates, args.curve_paced_seconds)
+        # Enough slots for every paced item: the fleet stays idle, so the latency is the scheduler's alone.
+        slots = 1 + sum(round(rate * args.curve_paced_seconds) for rate in rates) // nodes
+        paced = await idle_fleet_latency(nodes, slots, rates, args.curve_paced_seconds)
         points.append({
             "nodes": nodes, **{k: member[k] for k in CURVE_MEMBERSHIP},
             "cpu_us_per_beat": round(float(member["cpu_share_ours"]) / float(member["beats_per_s"]) * 1e6, 1),  # type: ignore[arg-type]
