@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import nats
+import nats.aio.client
 import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
@@ -27,6 +28,15 @@ DEFAULT_URL = "nats://127.0.0.1:4222"
 PING_INTERVAL_S = 5
 MAX_OUTSTANDING_PINGS = 3
 AUTH_RETRY_S = 60.0  # how long refused credentials are re-read and retried before the connection closes for good
+
+# nats-py reads its socket 32 KiB at a time into a stream buffer of the same limit, so a 1 MiB
+# object chunk costs ~32 reads and as many pauses and resumptions of the socket's reader (an
+# epoll change each). Reading up to a chunk at once cut a download's client CPU by ~12% and
+# raised five parallel downloads' MB/s by ~35% here (ops/bench/README.md, bench_distribution);
+# small messages are unaffected (a read returns what has arrived). nats-py takes the size from
+# this module constant at every connect and read, so setting it covers reconnects too.
+READ_BUFFER_BYTES = 1 << 20
+nats.aio.client.DEFAULT_BUFFER_SIZE = max(nats.aio.client.DEFAULT_BUFFER_SIZE, READ_BUFFER_BYTES)
 
 # Returns the NKey seed to sign the next connect with, read afresh; None keeps the current one.
 CredentialsSource = Callable[[], Awaitable[str | None]]

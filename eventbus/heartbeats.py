@@ -83,6 +83,11 @@ def encode_heartbeat(beat: Heartbeat) -> bytes:
     return _encoder.encode(beat)
 
 
+def decode_heartbeat(data: bytes) -> Heartbeat:
+    """A beat from the wire; msgspec.DecodeError (a ValidationError names the field) when it is not one."""
+    return _decoder.decode(data)
+
+
 async def publish_heartbeat(bus: Bus, beat: Heartbeat, *, flush_timeout: float | None = None) -> None:
     """Send one beat; with `flush_timeout`, wait until the server has it (for the leaving beat)."""
     try:

@@ -114,11 +114,16 @@ def sweep(
     leader declares nobody offline before it has itself listened for the full window, however
     old the last beat it found stored is (the whole cluster may just have restarted).
     """
+    cutoff = now - silence_s  # a node whose newest beat is older than this is silent
+    if listening_since >= cutoff:
+        return state, []  # this leader has not listened for a full window yet: nobody is judged
     nodes = state.nodes
     events: list[Event] = []
+    # Called every sweep_every_s over every node (10,000 at fleet scale): one comparison per node.
     for name, node in state.nodes.items():
-        if node.alive and node.last_beat is not None and now - max(node.last_beat, listening_since) > silence_s:
-            events.append(_silent(name, node, now - node.last_beat, silence_s))
+        last = node.last_beat
+        if last is not None and last < cutoff and node.alive:
+            events.append(_silent(name, node, now - last, silence_s))
             nodes = nodes.set(name, msgspec.structs.replace(node, alive=False))
     if not events:
         return state, events

@@ -9,7 +9,8 @@ ceiling: nats-py `ObjectStore.get(name, writeinto=file)` (it checks the digest, 
 Also, in this process, one stream alone: our `fetch_to_file` (verified, fsynced) against one
 nats-py get: what a real node, downloading only its own copy, sees.
 Rounds alternate which side goes first. The model is uploaded once per round (a new model id),
-and that upload's MB/s is reported too.
+and that upload's MB/s is reported too. Before each side the page cache is written out (`sync`,
+untimed), so that no side's fsyncs wait for the gigabyte another side left dirty.
 Run: python -m ops.bench.bench_distribution [--mb 100] [--agents 10] [--processes 2] [--rounds 3]
 """
 
@@ -202,6 +203,8 @@ async def bench(args: argparse.Namespace) -> None:
                     }
                     order = list(sides)[r % len(sides) :] + list(sides)[: r % len(sides)]
                     for name in order:
+                        # Untimed: the previous side's dirty pages go to disk now, not inside this side's fsyncs.
+                        await asyncio.to_thread(os.sync)
                         seconds = await sides[name]()
                         times[name].append(seconds)
                         copies_made = 1 if name.startswith("single") else args.agents

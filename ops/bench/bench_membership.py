@@ -9,7 +9,15 @@ ceiling: a bare nats-py process subscribed to the same beats doing nothing with 
          over the same window: what merely receiving the beats costs. `cpu_ratio` = ours / ceiling.
 Beats come from two publisher processes sending pre-encoded beats (seq and time patched in)
 with core publishes, each node's beat at its own phase of the interval.
+
+--curve 1000,5000,10000: the scale curve, one JSON line. At each fleet size the run above, then
+the scheduler on that many idle nodes (ops/bench/bench_scheduler.py's paced phases: WORK_ADDED
+-> WORK_ASSIGNED p50/p99 at --curve-rates), and the pure costs that grow with the fleet, timed in
+this process: one beat folded (decode + observe), one silence sweep over every node, one
+assignment round planning a single item. `growth` divides each measure at the largest size by
+the smallest, against the node ratio: 1.0 per node is linear.
 Run: python -m ops.bench.bench_membership [--nodes 1000] [--interval 5] [--seconds 60] [--stop 50]
+     python -m ops.bench.bench_membership --curve 1000,5000,10000 [--seconds 40]
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import math
 import random
 import signal
 import sys
@@ -52,7 +61,7 @@ class Term(msgspec.Struct, frozen=True):
 
 def node_name(index: int) -> str:
     """Simulated node id."""
-    return f"sim-{index:04d}"
+    return f"sim-{index:05d}"
 
 
 # ---- child processes -------------------------------------------------------------------
@@ -262,6 +271,100 @@ def summarize(args: argparse.Namespace, seen: Offlines, victims: list[int], stop
     }
 
 
+# ---- the scale curve --------------------------------------------------------------------
+
+REPEATS = 5  # pure timings: the best of this many
+
+
+def fold_costs(nodes: int, interval: float, beats: int = 20_000) -> dict[str, float]:
+    """Per-beat fold cost (µs: decode + observe) and one sweep over `nodes` alive nodes (ms), pure, in this process."""
+    from cluster.membership.core import MembershipState, observe, sweep
+    from eventbus.heartbeats import decode_heartbeat
+
+    started = utcnow()
+    templates = [_template(node_name(i), interval, started) for i in range(nodes)]
+    state, now = MembershipState(), 0.0
+    for i, data in enumerate(templates):  # every node alive, as in the bench's steady state
+        state, _ = observe(state, decode_heartbeat(data.replace(SEQ_MARK, b"1")), now + i * interval / nodes)
+    per_beat = sweep_s = math.inf
+    for rep in range(REPEATS):  # the best of a few: the machine is shared, and noise only ever adds
+        wires = [templates[i % nodes].replace(SEQ_MARK, str(2 + rep * beats + i).encode()) for i in range(beats)]
+        begin = time.perf_counter()
+        for i, data in enumerate(wires):
+            state, _ = observe(state, decode_heartbeat(data), (1 + rep) * interval + i * interval / beats)
+        per_beat = min(per_beat, (time.perf_counter() - begin) / beats)
+        begin = time.perf_counter()
+        _, events = sweep(state, (1 + rep) * interval, interval * 3)
+        sweep_s = min(sweep_s, time.perf_counter() - begin)
+        assert not events
+    return {"fold_us_per_beat": round(per_beat * 1e6, 2), "sweep_ms": round(sweep_s * 1000, 2)}
+
+
+def round_cost_ms(nodes: int, slots: int) -> float:
+    """One assignment round (services/leader/decisions.py) planning one pending item on `nodes` idle nodes, ms, pure."""
+    from eventbus import events as ev
+    from services.leader import queue
+    from services.leader.decisions import assignment_round
+    from services.leader.settings import SchedulerSettings
+
+    settings = SchedulerSettings(default_max_parallel_jobs=slots, populator_enabled=False)
+    resources = HostResources(cpu_count=16, memory_gb=64.0, disk_free_gb=500.0, gpus=[GpuInfo(name="bench", memory_gb=24.0)])
+    state = queue.QueueState()
+    for seq, event in enumerate(
+        [ev.LeaderElected(role="scheduler", node="bench-leader", epoch=1)]
+        + [ev.HostOnline(node=f"node-{i:05d}", reason="first_seen", roles=["mixed"], resources=resources, epoch=1) for i in range(nodes)]
+        + [ev.WorkAdded(work_id="w-1", work_type="selfplay", board_type="hex8", num_players=2, requested_by="bench")], start=1,
+    ):
+        state = queue.apply(state, ev.stamp(event, "bench-leader"), seq)
+    now, best = utcnow(), math.inf
+    for _ in range(REPEATS):
+        begin = time.perf_counter()
+        assert len(assignment_round(state, now, None, settings)) == 1
+        best = min(best, time.perf_counter() - begin)
+    return round(best * 1000, 2)
+
+
+async def scale_curve(args: argparse.Namespace) -> dict[str, object]:
+    """Membership, scheduling and their pure costs at each fleet size of --curve."""
+    from ops.bench.bench_scheduler import idle_fleet_latency
+
+    sizes = [int(n) for n in args.curve.split(",") if n.strip()]
+    rates = [float(r) for r in args.curve_rates.split(",") if r.strip()]
+    points = []
+    for nodes in sizes:
+        log(f"scale curve: {nodes} nodes, membership")
+        member = await coordinate(argparse.Namespace(**{**vars(args), "nodes": nodes}))
+        log(f"scale curve: {nodes} nodes, scheduling")
+        # Enough slots for every paced item: the fleet stays idle, so the latency is the scheduler's alone.
+        slots = 1 + sum(round(rate * args.curve_paced_seconds) for rate in rates) // nodes
+        paced = await idle_fleet_latency(nodes, slots, rates, args.curve_paced_seconds)
+        points.append({
+            "nodes": nodes, **{k: member[k] for k in CURVE_MEMBERSHIP},
+            "cpu_us_per_beat": round(float(member["cpu_share_ours"]) / float(member["beats_per_s"]) * 1e6, 1),  # type: ignore[arg-type]
+            **fold_costs(nodes, args.interval), "assign_round_ms": round_cost_ms(nodes, 4), "assign_latency_ms": paced,
+        })
+    return {"bench": "scale", "interval_s": args.interval, "sizes": sizes, "points": points, "growth": growth(points),
+            "goal_offline_p99_s": args.interval,
+            "goal_met": all(p["goal_met"] for p in points), "nats_server": server_version(), "cpus": psutil.cpu_count()}
+
+
+CURVE_MEMBERSHIP = ("cpu_share_ours", "cpu_share_ceiling", "cpu_ratio", "delay_beyond_silence_p50_s", "delay_beyond_silence_p99_s",
+                    "detected", "false_offline", "leader_loop_lag_max_s", "goal_met")
+
+
+def growth(points: list[dict[str, object]]) -> dict[str, float]:
+    """Each cost at the largest size over the smallest, divided by the node ratio (1.0: linear in nodes, 0: flat)."""
+    if len(points) < 2:
+        return {}
+    first, last = points[0], points[-1]
+    scale = float(last["nodes"]) / float(first["nodes"])  # type: ignore[arg-type]
+    out = {}
+    for key in ("cpu_share_ours", "cpu_share_ceiling", "fold_us_per_beat", "sweep_ms", "assign_round_ms"):
+        if float(first[key]):  # type: ignore[arg-type]
+            out[key] = round(float(last[key]) / float(first[key]) / scale, 2)  # type: ignore[arg-type]
+    return out
+
+
 def main() -> None:
     """Coordinate the bench (default) or run one of its child roles."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -275,6 +378,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="measured window, seconds")
     parser.add_argument("--stop-after", type=float, default=30.0, help="seconds into the window when nodes stop")
     parser.add_argument("--stop", type=int, default=50, help="nodes stopped")
+    parser.add_argument("--curve", help="fleet sizes of the scale curve, comma-separated (e.g. 1000,5000,10000)")
+    parser.add_argument("--curve-rates", default="100,1000", help="items/s of the curve's paced scheduling phases")
+    parser.add_argument("--curve-paced-seconds", type=float, default=5.0, help="length of each paced phase")
     args = parser.parse_args()
     if args.role == "leader":
         asyncio.run(run_leader(args.nats, args.config))
@@ -282,6 +388,8 @@ def main() -> None:
         asyncio.run(run_ceiling(args.nats))
     elif args.role == "publisher":
         asyncio.run(run_publisher(args.nats, args.index, args.nodes, args.interval))
+    elif args.curve:
+        emit(asyncio.run(scale_curve(args)))
     else:
         emit(asyncio.run(coordinate(args)))
 

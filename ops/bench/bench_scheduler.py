@@ -51,6 +51,7 @@ from services.leader.settings import SchedulerSettings
 ROOT = Path(__file__).resolve().parents[2]
 CHUNK = 2000  # WORK_ADDED per publish_many (each chunk is stamped just before it is sent)
 SCRATCH_STREAM = "RR_BENCH_CEILING"
+LEADER_NODE = "bench-leader"
 
 
 def arguments() -> argparse.Namespace:
@@ -94,18 +95,18 @@ def spawn_adder(url: str, prefix: str, count: int, rate: float) -> subprocess.Po
 async def fleet_online(bus: Bus, nodes: int) -> None:
     resources = ev.HostResources(cpu_count=16, memory_gb=64.0, disk_free_gb=500.0,
                                  gpus=[ev.GpuInfo(name="bench", memory_gb=24.0)])
-    # As the membership loop of the bench leader's term: a HOST_ONLINE of no term is never applied.
-    pub = Publisher(bus)
-    await pub.publish(ev.LeaderElected(role="scheduler", node=bus.node_id, epoch=1))
-    await pub.publish_many(ev.HostOnline(node=f"node-{i:04d}", reason="first_seen", roles=["mixed"], resources=resources, epoch=1)
-                           for i in range(nodes))
+    # The folds believe a node's HOST_ONLINE only under an epoch some election announced: the bench leader's.
+    elected = ev.stamp(ev.LeaderElected(role="scheduler", node=LEADER_NODE, epoch=1), LEADER_NODE)
+    await Publisher(bus).publish_many([elected, *(
+        ev.stamp(ev.HostOnline(node=f"node-{i:05d}", reason="first_seen", roles=["mixed"], resources=resources, epoch=1), LEADER_NODE)
+        for i in range(nodes))])
 
 
 def leader(bus: Bus, slots: int) -> Assigner:
     """An assignment loop of one always-valid term, as the elected scheduler runs it."""
     settings = SchedulerSettings(default_max_parallel_jobs=slots, populator_enabled=False)
-    ctx = ServiceContext("scheduler", bus, RrConfig(scheduler=settings), CommonOptions(nats_url=None, node_id="bench-leader", config_path=None))
-    return Assigner(ctx, Term("scheduler", "bench-leader", 1, None, ctx.publisher, lambda: True), None)
+    ctx = ServiceContext("scheduler", bus, RrConfig(scheduler=settings), CommonOptions(nats_url=None, node_id=LEADER_NODE, config_path=None))
+    return Assigner(ctx, Term("scheduler", LEADER_NODE, 1, None, ctx.publisher, lambda: True), None)
 
 
 async def assign_phase(url: str, assigner: Assigner, prefix: str, count: int, rate: float, timeout: float) -> float:
@@ -233,6 +234,28 @@ async def snapshot_start(bus: Bus, rebuilt: Assigner) -> tuple[int, float]:
     assert loaded is not None and loaded.state.last_seq == rebuilt.state.last_seq
     log(f"snapshot: {size} bytes, start from it in {seconds:.2f}s")
     return size, seconds
+
+
+async def idle_fleet_latency(nodes: int, slots: int, rates: list[float], seconds: float) -> dict[str, dict[str, float]]:
+    """WORK_ADDED -> WORK_ASSIGNED p50/p99/max ms paced at each of `rates` on `nodes` idle nodes, on a server of its own
+    (the scale curve's scheduling point, without the burst and the rebuild)."""
+    async with bench_server() as server, bench_bus(server.url) as bus:
+        await provision(bus.js, StreamSettings())
+        await fleet_online(bus, nodes)
+        assigner = leader(bus, slots)
+        running = asyncio.ensure_future(assigner.run())
+        try:
+            while len(assigner.state.cluster.nodes) < nodes:
+                await asyncio.sleep(0.05)
+            for rate in rates:
+                count = max(1, round(rate * seconds))
+                log(f"{nodes} nodes, paced: {count} items at {rate:g}/s")
+                await assign_phase(server.url, assigner, paced_prefix(rate), count, rate, timeout=600)
+        finally:
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+        return {f"{rate:g}/s": summary_ms((await latencies(bus, paced_prefix(rate), {}))[0]) for rate in rates}
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
