@@ -26,6 +26,7 @@ from projections import bundle
 from projections.base import Folder, Projection
 from projections.snapshot import Loaded, decode_snapshot, encode_snapshot
 from projections.snapshotplan import SnapshotSettings, due, newest_at_or_before, to_prune
+from servicekit.gcpause import without_gc
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ async def _load_own(bus: Bus, projection: Projection[S], who: str, bound: int) -
     seqs = await kept_snapshots(bus, projection.name, projection.version)
     for seq in newest_at_or_before(seqs, bound)[:TRIED]:
         data = await load_snapshot(bus, _name(projection, seq))
-        loaded = None if data is None else await asyncio.to_thread(decode_snapshot, projection, data)
+        loaded = None if data is None else await asyncio.to_thread(without_gc, decode_snapshot, projection, data)
         if loaded is not None:
             log.info("%s: starting %s from the snapshot at seq %d", who, projection.name, seq)
             return loaded
@@ -80,7 +81,7 @@ async def _load_single(bus: Bus, projection: Projection[S], who: str, bound: int
     data = await load_snapshot(bus, projection.name)
     if data is None:
         return None
-    loaded = await asyncio.to_thread(decode_snapshot, projection, data)
+    loaded = await asyncio.to_thread(without_gc, decode_snapshot, projection, data)
     if loaded is None or loaded.header.last_seq > bound:
         return None
     log.info("%s: starting %s from the snapshot at seq %d", who, projection.name, loaded.header.last_seq)

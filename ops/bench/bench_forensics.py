@@ -2,8 +2,9 @@
 
 The log: --events (default 300k; the issue's year is ~22M, 60k a day) in bench_projection's fleet
 mix (each event published by its own writer), published once with publish_many; the API's bundle
-snapshot is kept every --every events (as the API does), and each service's own folds are saved
---every events before the end (the worst case: a snapshot is due every --every events).
+snapshot is kept every --every events (default: the API's `api.snapshot_every_events`, 10k), and
+each service's own folds are saved `snapshots.every_events` (50k) before the end (the worst case:
+a snapshot is due every that many events).
 raw:      nats-py ordered push consumer over the whole stream, counting (the ceiling of a full read,
           which is what every question costs without snapshots or subject filters).
 replay:   `rr replay --at T` (projections.rebuild.state_at_time) and `--seq S` at --points random points.
@@ -17,7 +18,7 @@ quarantine: OUTPUTS_QUARANTINED of the trainer since 3/4 of the log, to the dist
           model on the nodes is bench_distribution's and bench_fleet's figure.
 The log's event times are its publish times: a year is published in minutes, so `--at` and the whatif
 window use no clock-skew margin (the commands' 5 minutes would span most of this compressed log).
-Run: python -m ops.bench.bench_forensics [--events 300000] [--every 50000] [--points 10]
+Run: python -m ops.bench.bench_forensics [--events 300000] [--every 10000] [--points 10]
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from projections.syncwork import SYNC_REQUESTS
 from projections.timeline import Selector
 from servicekit.livefold import LiveFold, aggregate_subjects, taint_subjects, type_subjects
 from servicekit.snapshotting import save_state
+from services.api.settings import ApiSettings
 from services.distributor.folds import FAILURES
 from services.distributor.rollback import rollback_decisions
 from services.leader import queue
@@ -220,7 +222,8 @@ async def snapshot_bytes(bus: Bus) -> dict[str, int]:
 
 async def main() -> None:
     parser = common_arguments(__doc__.splitlines()[0], default_events=300_000)
-    parser.add_argument("--every", type=int, default=50_000, help="events between kept snapshots")
+    parser.add_argument("--every", type=int, default=ApiSettings().snapshot_every_events,
+                        help="events between kept snapshots (default: the API's snapshot_every_events)")
     parser.add_argument("--points", type=int, default=10, help="random points per measure")
     args = parser.parse_args()
     rng = random.Random(19)
@@ -242,7 +245,7 @@ async def main() -> None:
         log(f"replay --at p50 {percentile(at_s, 50):.2f}s; timelines ...")
         work_s, node_s, node_read = await timelines(bus, rng, end // 16, args.points)
         result |= _percentiles("timeline_work", work_s) | _percentiles("timeline_node", node_s) | {"timeline_node_most_records": node_read}
-        result |= {f"cold_start_{k}_s": round(v, 3) for k, v in (await cold_starts(bus, end, args.every)).items()}
+        result |= {f"cold_start_{k}_s": round(v, 3) for k, v in (await cold_starts(bus, end, SnapshotSettings().every_events)).items()}
         whatif_s, items = await whatif_day(bus, end)
         result |= {"whatif_day_s": round(whatif_s, 2), "whatif_items": items}
         log(f"whatif over a day {whatif_s:.1f}s; quarantine ...")
