@@ -19,11 +19,11 @@ import servicekit.registry  # noqa: F401  (fills SERVICES)
 from cli.main import configure_logging
 from cli.up.errors import UpError
 from cli.up.lock import HeldLock, lock_service
+from config.sections.api import PORT_ENV
 from config.settings import load_config
 from eventbus.errors import BusError
 from servicekit.options import CommonOptions, add_common_arguments, common_options
 from servicekit.runtime import RENAMED, SERVICES, ServiceEntry, run_service, service_named
-from services.api.settings import PORT_ENV
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,20 +11,20 @@ from typing import TypeVar
 
 import msgspec
 
-from cluster.leadership.settings import LeadershipSettings
-from cluster.membership.settings import MembershipSettings
+from config.sections.admission import AdmissionSettings
+from config.sections.api import ApiSettings
+from config.sections.distribution import DistributionSettings
+from config.sections.leadership import LeadershipSettings
+from config.sections.membership import MembershipSettings
+from config.sections.pipeline import PipelineSettings
+from config.sections.scheduler import SchedulerSettings
+from config.sections.sync import SyncSettings
+from config.sections.telemetry import TelemetrySettings
+from config.sections.worker import WorkerSettings
 from config.yamlfile import read_yaml
 from eventbus.errors import InvalidConfig
 from eventbus.streams import StreamSettings
 from projections.snapshotplan import SnapshotSettings
-from servicekit.admission_settings import AdmissionSettings
-from servicekit.telemetry.settings import TelemetrySettings
-from services.api.settings import ApiSettings
-from services.distributor.settings import DistributionSettings
-from services.leader.pipeline_settings import PipelineSettings
-from services.leader.settings import SchedulerSettings
-from services.sync.settings import SyncSettings
-from services.worker.settings import WorkerSettings
 
 
 class RrConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

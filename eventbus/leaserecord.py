@@ -14,7 +14,7 @@ import msgspec
 # The bucket's own Nats-Msg-Id window: every write of one term carries the same id, so that the
 # log (which sources the bucket, eventbus/leasecopy.py) keeps the acquisition's copy and drops
 # its renewals'; the bucket itself must not drop them, so its window is the server's minimum,
-# shorter than any renewal interval (cluster/leadership/settings.py checks).
+# shorter than any renewal interval (config/sections/leadership.py checks).
 DEDUPE_WINDOW_S = 0.1
 
 LeaseState = Literal["held", "absent", "deleted", "expired", "purged", "unreadable"]

@@ -19,11 +19,12 @@ from collections.abc import Iterable
 import msgspec
 
 from config.hosts import HostsConfig
+from config.sections.admission import REFERENCE_CONFIGS, AdmissionSettings
+from config.sections.templates import DEFAULT_TEMPLATES, placeholders
 from config.settings import RrConfig
 from eventbus.events import WorkAdded
 from projections.syncwork import SYNC_WORK, missing_fields
-from servicekit.admission_settings import REFERENCE_CONFIGS, AdmissionSettings
-from servicekit.templates import DEFAULT_TEMPLATES, WorkerValues, placeholders, template_values
+from servicekit.templates import WorkerValues, template_values
 from servicekit.workrequest import InvalidWork, WorkSeeds, new_work_id
 
 # The worker's own values, only so that template_values can say which placeholders an item fills.

@@ -10,40 +10,13 @@ comma-separated part of the value (`--data {data*}` with data="a.npz,b.npz"). A 
 
 from __future__ import annotations
 
-import shlex
-import string
 from collections.abc import Mapping
 
 import msgspec
 
+from config.sections.gate import SprtSettings
+from config.sections.templates import TemplateError, split_template
 from eventbus.events import Scalar, WorkAdded
-from workload.sprt import SprtSettings
-
-_FORMATTER = string.Formatter()
-
-# The reference workload's programs; any of them can be replaced in the config.
-DEFAULT_TEMPLATES: dict[str, str] = {
-    "selfplay": (
-        "{python} -m workload.selfplay --board {board_type} --num-players {num_players}"
-        " --num-games {num_games} --model {model_path} --out {output_dir}"
-    ),
-    "training": (
-        "{python} -m workload.train --board {board_type} --num-players {num_players}"
-        " --data {data*} --init {model_path} --out {output_dir}/candidate.pth"
-    ),
-    "evaluation": (
-        "{python} -m workload.evaluate --board {board_type} --num-players {num_players}"
-        " --candidate {candidate} --best {model_path} --games {num_games} --sims {sims} --elo0 {elo0}"
-        " --elo1 {elo1} --alpha {alpha} --beta {beta} --max-games {max_games} --rate-anchor {rate_anchor}"
-    ),
-    # params: models = "id=checkpoint,id=checkpoint@sims,..." (the last K generations), sims; the node's
-    # current best joins them
-    "tournament": (
-        "{python} -m workload.tournament --board {board_type} --num-players {num_players}"
-        " --games {num_games} --sims {sims} --best {model_path} --best-id {best_model_id} --models {models*}"
-    ),
-}
-
 
 # Values the reference templates use that an item may leave out: the evaluation gate's defaults
 # (workload/sprt.py; the pipeline passes its own) and the search budget.
@@ -52,10 +25,6 @@ PARAM_DEFAULTS: dict[str, str] = {
     "sims": "16", "elo0": str(_GATE.elo0), "elo1": str(_GATE.elo1), "alpha": str(_GATE.alpha), "beta": str(_GATE.beta),
     "max_games": str(_GATE.max_games), "rate_anchor": "false",
 }
-
-
-class TemplateError(ValueError):
-    """A template that cannot be expanded; the message names the template key and what to fix."""
 
 
 class WorkerValues(msgspec.Struct, frozen=True, kw_only=True):
@@ -109,45 +78,6 @@ def input_values(item: WorkAdded) -> dict[str, str]:
     if ids := item.input_batch_ids():
         values["input_batches"] = ",".join(ids)
     return values
-
-
-def _fields(key: str, argument: str) -> list[tuple[str, str]]:
-    """(literal text, placeholder name or '') pairs of one argument; raises TemplateError on bad braces."""
-    try:
-        parsed = list(_FORMATTER.parse(argument))
-    except ValueError as exc:  # "Single '}' encountered", "expected '}' before end of string"
-        raise TemplateError(f"worker.templates.{key}: unbalanced braces in {argument!r}: {exc}") from None
-    pairs = []
-    for literal, name, spec, conversion in parsed:
-        if name is not None and (spec or conversion):
-            raise TemplateError(f"worker.templates.{key}: placeholder {{{name}}} takes no format spec or conversion")
-        if name == "" or (name is not None and not name.removesuffix("*").isidentifier()):
-            raise TemplateError(f"worker.templates.{key}: bad placeholder {{{name}}} in {argument!r}: use {{name}}")
-        pairs.append((literal, name or ""))
-    return pairs
-
-
-def split_template(key: str, template: str) -> list[list[tuple[str, str]]]:
-    """A template's arguments, each as (literal, placeholder) pairs; raises TemplateError when malformed."""
-    try:
-        arguments = shlex.split(template)
-    except ValueError as exc:  # "No closing quotation"
-        raise TemplateError(f"worker.templates.{key}: {exc}: {template!r}") from None
-    if not arguments:
-        raise TemplateError(f"worker.templates.{key}: empty command")
-    parsed = [_fields(key, argument) for argument in arguments]
-    for argument, pairs in zip(arguments, parsed):
-        starred = [name for _, name in pairs if name.endswith("*")]
-        if starred and (len(pairs) != 1 or pairs[0][0]):
-            raise TemplateError(
-                f"worker.templates.{key}: {{{starred[0]}}} must be a whole argument, not part of {argument!r}"
-            )
-    return parsed
-
-
-def placeholders(key: str, template: str) -> list[str]:
-    """The placeholder names a template uses (without the `*`), in order."""
-    return [name.removesuffix("*") for pairs in split_template(key, template) for _, name in pairs if name]
 
 
 def expand(key: str, template: str, values: Mapping[str, str]) -> list[str]:

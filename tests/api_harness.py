@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from config.sections.api import ApiSettings
 from config.settings import RrConfig
 from eventbus import events as ev
 from eventbus.connection import Bus
@@ -22,7 +23,6 @@ from eventbus.publisher import Published, Publisher
 from servicekit.options import CommonOptions
 from servicekit.runtime import ServiceContext
 from services.api import service as api_service
-from services.api.settings import ApiSettings
 from tests.bus_harness import provisioned_bus
 from tests.helpers import eventually
 

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from cluster.leadership.term import Term
+from config.sections.scheduler import SchedulerSettings
 from config.settings import RrConfig
 from eventbus.connection import Bus
 from eventbus.events import (
@@ -30,7 +31,6 @@ from projections import work
 from servicekit.options import CommonOptions
 from servicekit.runtime import ServiceContext
 from services.leader.assigner import assignment_loop
-from services.leader.settings import SchedulerSettings
 from tests.terms import as_term
 
 Behaviour = Callable[[WorkAssigned], str]  # "complete", "hang" or "fail"

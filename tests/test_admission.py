@@ -12,12 +12,12 @@ import yaml
 
 from cli.main import main
 from config.hosts import HostEntry, HostsConfig
+from config.sections.admission import REFERENCE_CONFIGS, AdmissionSettings
 from config.settings import RrConfig, load_config
 from eventbus.errors import InvalidConfig
 from eventbus.events import WorkAdded
 from eventbus.history import last_sequence
 from servicekit.admission import AdmissionRules, admit, admitted, refusals, rules_for
-from servicekit.admission_settings import REFERENCE_CONFIGS, AdmissionSettings
 from servicekit.workrequest import InvalidWork, WorkSeeds, decode_seeds
 from tests.api_harness import running_api, wait_caught_up
 

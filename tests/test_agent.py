@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from cluster.membership.settings import MembershipSettings
 from config.nodedirs import measured_disk
+from config.sections.membership import MembershipSettings
 from config.settings import RrConfig
 from eventbus.heartbeats import Heartbeat, RunningJob, latest_heartbeats, watch_heartbeats
 from eventbus.history import last_sequence

@@ -17,6 +17,7 @@ import pytest
 
 from cli.up.layout import Layout
 from cli.up.session import UpPlan, api_url, banner, children_for
+from config.sections.api import PORT_ENV, ApiSettings, resolved_port
 from config.settings import RrConfig, load_config
 from eventbus import events as ev
 from eventbus.errors import InvalidConfig
@@ -33,7 +34,6 @@ from services.api.documents import events_after, feed_event
 from services.api.keeper import Current, ProjectionKeeper
 from services.api.routes import RETRY, Api, ApiError
 from services.api.server import open_server
-from services.api.settings import PORT_ENV, ApiSettings, resolved_port
 from tests.api_harness import fleet_log, running_api, wait_caught_up
 from tests.bus_harness import provisioned_bus
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from config.sections.api import PORT_ENV
+from config.sections.worker import WorkerSettings
 from config.settings import RrConfig
-from services.api.settings import PORT_ENV
 from services.api.tokens import TokensFile, issue
-from services.worker.settings import WorkerSettings
 from tests.api_harness import fleet_log, running_api, wait_caught_up
 
 pytestmark = pytest.mark.timeout(300)

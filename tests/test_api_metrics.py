@@ -10,10 +10,10 @@ import msgspec
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from config.sections.api import PORT_ENV
 from eventbus import events as ev
 from eventbus.streams import EVENTS_STREAM
 from services.api.fleetmetrics import FleetObserver, Sample
-from services.api.settings import PORT_ENV
 from tests.api_harness import RunningApi, fleet_log, running_api, wait_caught_up
 
 ROOT = Path(__file__).resolve().parents[1]

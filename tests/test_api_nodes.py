@@ -15,15 +15,15 @@ from typing import Any
 import msgspec
 import pytest
 
+from config.sections.api import PORT_ENV
+from config.sections.scheduler import SchedulerSettings
 from eventbus import events as ev
 from eventbus.history import events
 from eventbus.publisher import Publisher
 from eventbus.streams import StreamSettings, provision
 from projections import work
 from services.api import nodework
-from services.api.settings import PORT_ENV
 from services.api.tokens import Principal, Refused, TokensFile, authenticate, authorize, issue, load_table
-from services.leader.settings import SchedulerSettings
 from tests.api_harness import RunningApi, fleet_log, running_api, wait_caught_up
 from tests.auth_harness import auth_server, open_as, violations
 from tests.scheduler_harness import (

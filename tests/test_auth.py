@@ -21,7 +21,7 @@ import msgspec
 import pytest
 
 from cli.auth.generate import generate
-from cluster.leadership.settings import LeadershipSettings
+from config.sections.leadership import LeadershipSettings
 from config.settings import RrConfig
 from eventbus import micro
 from eventbus.connection import Bus, connect

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from config.sections.api import PORT_ENV
 from eventbus import events as ev
 from eventbus.events import utcnow
 from services.api.service import STATIC_DIR
-from services.api.settings import PORT_ENV
 from tests.api_harness import fleet_log, running_api, wait_caught_up
 from tests.headless import dump_dom, live_page
 

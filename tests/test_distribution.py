@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from config.sections.distribution import DistributionSettings
 from config.settings import RrConfig
 from eventbus.connection import Bus
 from eventbus.events import ArtifactRef, HostOnline, ModelPromoted, TrainingComplete
@@ -18,7 +19,6 @@ from eventbus.history import events
 from eventbus.objects import stat_object
 from eventbus.publisher import Publisher
 from services.distributor.leader import distribution_loop
-from services.distributor.settings import DistributionSettings
 from tests.bus_harness import provisioned_bus
 from tests.helpers import eventually
 from tests.leader_harness import leader_loop_running

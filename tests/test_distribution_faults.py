@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from config.sections.distribution import DistributionSettings
 from config.settings import RrConfig
 from eventbus.connection import Bus, connect
 from eventbus.events import ModelPromoted
@@ -23,7 +24,6 @@ from servicekit.options import CommonOptions
 from servicekit.runtime import ServiceContext
 from services.distributor.agent import DistributorAgent
 from services.distributor.leader import prune_store
-from services.distributor.settings import DistributionSettings
 from tests.bus_harness import provisioned_bus
 from tests.helpers import eventually, mounted_tmpfs
 from tests.terms import as_term

@@ -15,8 +15,8 @@ import pytest
 
 from cli.main import build_parser
 from cluster.leadership.election import Elector, load_candidacy
-from cluster.leadership.settings import LeadershipSettings
 from cluster.leadership.term import NotLeader, Term
+from config.sections.leadership import LeadershipSettings
 from config.settings import RrConfig
 from eventbus.connection import Bus, connect
 from eventbus.events import ConfigChanged, Event, HostOnline, LeaderElected, LeaderLost, utcnow

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from cluster.leadership.settings import LeadershipSettings
 from cluster.leadership.term import HOLD_ENV
+from config.sections.leadership import LeadershipSettings
 from eventbus.connection import Bus, connect
 from eventbus.events import ConfigChanged, Event, HostOffline, HostOnline, LeaderElected, LeaderLost, WorkAssigned, utcnow
 from eventbus.history import events

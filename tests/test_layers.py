@@ -31,14 +31,9 @@ IO_ROOTS = ("nats", "asyncio")
 
 # Why an upward import is still here; each needs a module moved to another package.
 SCHEDULER_HOSTS = "the scheduler's process is the leader: it runs the distributor's and the sync planner's leader loops"
-CONFIG_OWNS_SETTINGS = "the config composes each package's settings Struct, which live beside their services"
 REBUILD_IS_IO = "projections/rebuild.py reads the log and the snapshots: the I/O shell of the folds, to leave the pure package"
 
 ALLOWED: dict[tuple[str, str], str] = {
-    **{("config.settings", settings): CONFIG_OWNS_SETTINGS for settings in (
-        "servicekit.admission_settings", "servicekit.telemetry.settings", "cluster.leadership.settings", "cluster.membership.settings",
-        "services.api.settings", "services.distributor.settings", "services.leader.pipeline_settings", "services.leader.settings",
-        "services.sync.settings", "services.worker.settings")},
     **{("projections.rebuild", module): REBUILD_IS_IO for module in (
         "eventbus.connection", "eventbus.history", "eventbus.snapshots", "servicekit.snapshotting")},
     ("services.leader.service", "services.distributor.leader"): SCHEDULER_HOSTS,

@@ -10,7 +10,7 @@ import pytest
 from nats.js.api import StreamSource, SubjectTransform
 
 from cluster.leadership.election import Elector
-from cluster.leadership.settings import LeadershipSettings
+from config.sections.leadership import LeadershipSettings
 from eventbus.connection import Bus
 from eventbus.events import Event, LeaderElected, LeaseWritten
 from eventbus.history import events

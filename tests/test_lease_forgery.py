@@ -20,8 +20,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from cluster.leadership.settings import LeadershipSettings
 from cluster.leadership.term import NotLeader, Term
+from config.sections.leadership import LeadershipSettings
 from eventbus.connection import Bus
 from eventbus.events import LeaderElected, ModelPromoted, WorkAdded, WorkAssigned
 from eventbus.follow import follow

@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 
 from config.nodedirs import best_link_path, canonical_path, models_dir, node_dirs, sync_root, version_path
+from config.sections.distribution import DistributionSettings
+from config.sections.sync import SyncSettings
+from config.sections.worker import WorkerSettings
 from config.settings import RrConfig
 from eventbus.errors import InvalidConfig
 from servicekit.options import CommonOptions
 from servicekit.runtime import ServiceContext
-from services.distributor.settings import DistributionSettings
-from services.sync.settings import SyncSettings
 from services.worker.outputs import best_model
 from services.worker.service import worker_paths
-from services.worker.settings import WorkerSettings
 
 HOME = Path("/home/op")
 

@@ -11,6 +11,7 @@ import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+from config.sections.scheduler import SchedulerSettings
 from eventbus.errors import BusUnavailable, InvalidEvent, StorageFull
 from eventbus.events import (
     EVENT_TYPES,
@@ -32,7 +33,6 @@ from services.distributor import folds as distributor_folds
 from services.leader import pipeline_view, queue, signals
 from services.leader.decisions import assignment_round, supervision_round
 from services.leader.leaderfold import Decisions
-from services.leader.settings import SchedulerSettings
 from services.sync import folds as sync_folds
 from tests.event_fuzz import hostile_payloads, largest
 from tests.event_samples import sample_event

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from config.sections.distribution import DistributionSettings
 from config.settings import RrConfig
 from eventbus.connection import Bus
 from eventbus.events import HostOnline, ModelPromoted, utcnow
 from eventbus.publisher import Publisher
 from services.distributor.leader import distribution_loop
-from services.distributor.settings import DistributionSettings
 from tests.bus_harness import provisioned_bus
 from tests.leader_harness import leader_loop_running
 from tests.procs.dist_fleet import Fleet, wait_for

@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 
 from cli.commands.work import not_applied
+from config.sections.backoff import Backoff
+from config.sections.scheduler import SchedulerSettings
 from eventbus.connection import Bus
 from eventbus.events import (
     Event,
@@ -25,8 +27,6 @@ from eventbus.integrity import decode_on
 from eventbus.publisher import Publisher
 from projections import work
 from services.leader import assigner
-from services.leader.backoff import Backoff
-from services.leader.settings import SchedulerSettings
 from tests.scheduler_harness import (
     add_items,
     all_in,

@@ -11,6 +11,9 @@ from typing import Any
 import pytest
 
 from config.hosts import HostsConfig
+from config.sections.backoff import Backoff
+from config.sections.pipeline import PipelineSettings
+from config.sections.scheduler import SchedulerSettings
 from config.settings import RrConfig
 from eventbus.events import ArtifactRef, Event, HostOnline, SelfplayComplete, WorkAdded, WorkAssigned, WorkAttemptFailed, WorkCompleted, WorkFailed
 from eventbus.history import last_sequence
@@ -19,13 +22,11 @@ from projections.bundle import fold_all_events
 from projections.work import WorkItem, WorkStatus
 from services.leader import queue
 from services.leader.assigner import assignment_loop
-from services.leader.backoff import Backoff, Streak, failure_streaks, resting_configs
+from services.leader.backoff import Streak, failure_streaks, resting_configs
 from services.leader.decisions import assignment_round
 from services.leader.pipeline import training_items
-from services.leader.pipeline_settings import PipelineSettings
 from services.leader.pipeline_view import PipelineView, apply
 from services.leader.populator import decide, populator_loop
-from services.leader.settings import SchedulerSettings
 from tests.bus_harness import provisioned_bus
 from tests.leader_harness import leader_loop_running
 from tests.scheduler_harness import read_log, simulated_worker

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from config.sections.pipeline import PipelineSettings
 from eventbus.events import (
     ArtifactRef,
     BatchInput,
@@ -29,7 +30,6 @@ from eventbus.events import (
 )
 from projections.pmap import enc_hook
 from services.leader.pipeline import decide
-from services.leader.pipeline_settings import PipelineSettings
 from services.leader.pipeline_view import PipelineView, apply
 from tests.event_samples import SAMPLE_TIME
 from tests.terms import TERM, decided, in_term

@@ -14,6 +14,7 @@ import yaml
 
 from cli.main import main
 from config.hosts import HostEntry, HostsConfig
+from config.sections.scheduler import SchedulerSettings
 from config.settings import RrConfig
 from eventbus.connection import Bus
 from eventbus.events import (
@@ -36,7 +37,6 @@ from services.leader.decisions import placement_round, supervision_round
 from services.leader.placement import unschedulable, unschedulable_reason
 from services.leader.policy import NodeView, WorkView
 from services.leader.populator import pending_selfplay, populator_loop
-from services.leader.settings import SchedulerSettings
 from tests.api_harness import running_api, wait_caught_up
 from tests.bus_harness import provisioned_bus
 from tests.headless import dump_dom

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from config.sections.scheduler import PriorityWeights, SchedulerSettings
 from services.leader.policy import (
     ConfigSignals,
     NodeView,
@@ -19,7 +20,6 @@ from services.leader.policy import (
     rank,
     velocity_term,
 )
-from services.leader.settings import PriorityWeights, SchedulerSettings
 
 S = SchedulerSettings()
 

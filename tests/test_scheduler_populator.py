@@ -11,6 +11,8 @@ import msgspec
 import pytest
 
 from config.hosts import HostEntry, HostsConfig
+from config.sections.pipeline import PipelineSettings
+from config.sections.scheduler import SchedulerSettings
 from config.settings import RrConfig
 from eventbus.connection import Bus
 from eventbus.events import (
@@ -32,9 +34,7 @@ from projections.bundle import ProjectionSet, fold_all_events
 from servicekit.options import CommonOptions
 from servicekit.runtime import ServiceContext
 from services.leader.pipeline import pipeline_loop
-from services.leader.pipeline_settings import PipelineSettings
 from services.leader.populator import decide, parse_config, populated_configs, top_up
-from services.leader.settings import SchedulerSettings
 from tests.bus_harness import provisioned_bus
 from tests.terms import as_term, in_term
 from workload.ratings import anchor_id

@@ -15,6 +15,7 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from config.sections.scheduler import SchedulerSettings
 from eventbus.events import (
     Event,
     HostOffline,
@@ -31,7 +32,6 @@ from projections import work
 from projections.snapshot import decode_snapshot, encode_snapshot
 from services.leader import queue
 from services.leader.decisions import Conditional, assignment_round, supervision_round
-from services.leader.settings import SchedulerSettings
 from tests.scheduler_harness import attempt_violations
 from tests.terms import TERM, decided
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 
+from config.sections.scheduler import SchedulerSettings
 from eventbus.events import EvaluationComplete, HostOnline, ModelPromoted, SelfplayComplete, WorkAdded
 from services.leader import queue
 from services.leader.decisions import assignment_round
-from services.leader.settings import SchedulerSettings
 from services.leader.signals import SignalFacts, apply, config_signals, elo_per_hour
 from tests.terms import TERM, decided
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from config.hosts import HostEntry, HostsConfig
+from config.sections.scheduler import SchedulerSettings
 from eventbus.events import (
     AttemptOutcome,
     Event,
@@ -20,7 +21,6 @@ from eventbus.events import (
 from projections import work
 from projections.cluster import NodeInfo
 from services.leader import queue
-from services.leader.settings import SchedulerSettings
 from services.leader.supervision import (
     FailAttempt,
     GiveUp,

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cluster.membership.settings import MembershipSettings
 from config.nodedirs import jobs_file_for
+from config.sections.membership import MembershipSettings
+from config.sections.worker import WorkerSettings
 from config.settings import RrConfig
 from eventbus.heartbeats import RunningJob
 from servicekit.jobsfile import read_running_jobs, write_running_jobs
 from services.worker.protocol import describe_parallel_jobs
 from services.worker.service import worker_paths
-from services.worker.settings import WorkerSettings
 
 
 def test_the_worker_and_the_agent_share_a_running_jobs_file_by_default(tmp_path: Path) -> None:

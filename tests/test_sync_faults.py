@@ -13,6 +13,7 @@ import pytest
 from nats.js.api import StreamConfig
 
 from cluster.leadership.term import Term
+from config.sections.sync import SyncSettings
 from config.settings import RrConfig
 from eventbus.connection import Bus, connect
 from eventbus.events import ArtifactRef, HostOnline, LeaderElected, SelfplayComplete
@@ -25,7 +26,6 @@ from servicekit.options import CommonOptions
 from servicekit.runtime import ServiceContext
 from services.sync.agent import SyncAgent
 from services.sync.loop import sync_planner_loop
-from services.sync.settings import SyncSettings
 from services.sync.uploads import BatchUploads
 from tests.helpers import eventually
 

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from config.hosts import HostEntry, HostsConfig
+from config.sections.sync import SyncSettings
 from eventbus.events import (
     ArtifactRef,
     DataSyncComplete,
@@ -24,7 +25,6 @@ from projections import cluster, data
 from projections.base import fold_events
 from projections.data import DataState, TransferStatus
 from services.sync.planner import Fleet, candidates, plan_transfers
-from services.sync.settings import SyncSettings
 from services.sync.targets import ephemeral_nodes, training_targets
 from tests.terms import decided, in_term
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from cli.main import main as rr
+from config.sections.scheduler import SchedulerSettings
 from config.settings import load_config
 from eventbus.connection import Bus
 from eventbus.events import HostOnline, SelfplayComplete, WorkAdded, WorkAttemptFailed, WorkCompleted, WorkStarted
 from eventbus.history import events
 from eventbus.publisher import Publisher
-from services.leader.settings import SchedulerSettings
 from services.sync.loop import sync_planner_loop
 from tests.bus_harness import provisioned_bus
 from tests.leader_harness import leader_loop_running

@@ -13,6 +13,7 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricsData
 
+from config.sections.telemetry import TelemetrySettings
 from config.settings import load_config
 from eventbus import tracing
 from eventbus.consumer import EventConsumer
@@ -24,7 +25,6 @@ from servicekit.telemetry.exporters import OTLP_PACKAGE
 from servicekit.telemetry.metrics import ServerLagSampler, install_instruments
 from servicekit.telemetry.observed import Observed
 from servicekit.telemetry.providers import start_telemetry
-from servicekit.telemetry.settings import TelemetrySettings
 from tests.bus_harness import provisioned_bus, quick_spec, running
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,7 +66,7 @@ def test_off_by_default_does_not_even_import_opentelemetry() -> None:
     code = (
         "import sys, servicekit.runtime, eventbus.consumer, eventbus.publisher\n"
         "from servicekit.telemetry.providers import start_telemetry\n"
-        "from servicekit.telemetry.settings import TelemetrySettings\n"
+        "from config.sections.telemetry import TelemetrySettings\n"
         "start_telemetry(TelemetrySettings(), service='s', node='n', version='0.0.0').activate()\n"
         "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))\n"
     )

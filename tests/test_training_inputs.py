@@ -10,8 +10,9 @@ import msgspec
 import pytest
 
 from config.nodedirs import received_path
+from config.sections.templates import DEFAULT_TEMPLATES
 from eventbus.events import INPUT_PATH_MAX, ArtifactRef, BatchInput, SelfplayComplete, WorkAdded, decode, encode
-from servicekit.templates import DEFAULT_TEMPLATES, WorkerValues, expand, template_values
+from servicekit.templates import WorkerValues, expand, template_values
 from services.leader.pipeline import MAX_TRAINING_BATCHES, decide
 from services.worker.protocol import AttemptKey
 from services.worker.results import TrainingResult, domain_events, training_started

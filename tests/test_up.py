@@ -20,6 +20,7 @@ from cli.up.layout import Layout, default_data_dir, service_command
 from cli.up.policy import ChildHistory, RestartPolicy, after_exit, describe_exit
 from cli.up.session import check_port_free, prepare_layout
 from cli.up.supervisor import ChildSpec, Supervisor
+from config.sections.sync import SyncSettings
 from config.settings import RrConfig
 from eventbus.connection import connect
 from eventbus.events import HostOnline
@@ -28,7 +29,6 @@ from eventbus.publisher import Publisher
 from eventbus.streams import GIB, StreamSettings
 from eventbus.streamstate import stream_states
 from servicekit.childenv import child_env
-from services.sync.settings import SyncSettings
 from tests.helpers import eventually, mounted_tmpfs
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

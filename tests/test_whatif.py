@@ -10,8 +10,8 @@ import msgspec
 from cli.whatif.recording import Arrival, NodeSpan, Recording, record
 from cli.whatif.report import agreement, measure, side_by_side
 from cli.whatif.simulate import Outcome, recorded, simulate
+from config.sections.scheduler import SchedulerSettings
 from eventbus import events as ev
-from services.leader.settings import SchedulerSettings
 
 T0 = dt.datetime(2026, 5, 1, tzinfo=dt.UTC)
 CPU = ev.HostResources(cpu_count=8, memory_gb=32.0, gpus=[ev.GpuInfo(name="H100", memory_gb=80.0)])

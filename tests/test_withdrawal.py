@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from cli.commands.data import data_view
+from config.sections.pipeline import PipelineSettings
 from eventbus.events import (
     ArtifactRef,
     EvaluationComplete,
@@ -19,7 +20,6 @@ from eventbus.events import (
 from projections import data, elo
 from projections.withdrawal import Withdrawals, apply
 from services.leader.pipeline import decide
-from services.leader.pipeline_settings import PipelineSettings
 from services.leader.pipeline_view import PipelineView
 from services.leader.pipeline_view import apply as pipeline_apply
 from tests.terms import in_term

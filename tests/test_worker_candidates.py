@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from config.sections.pipeline import PipelineSettings
 from eventbus.connection import Bus
 from eventbus.events import WorkAdded
 from eventbus.objects import BucketSpec, ensure_bucket, put_file
 from services.leader.pipeline import evaluation_items
-from services.leader.pipeline_settings import PipelineSettings
 from services.leader.pipeline_view import Candidate, PipelineView
 from services.worker.candidates import CandidateFetcher, CandidateRef, CandidateUnavailable, candidate_ref, with_candidate
 

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from config.sections.templates import DEFAULT_TEMPLATES, TemplateError, placeholders
+from config.sections.worker import WorkerSettings
 from config.settings import load_config
 from eventbus.errors import InvalidConfig
 from eventbus.events import WorkAdded
-from servicekit.templates import DEFAULT_TEMPLATES, TemplateError, WorkerValues, expand, placeholders, template_values
-from services.worker.settings import WorkerSettings
+from servicekit.templates import WorkerValues, expand, template_values
 
 ITEM = WorkAdded(work_id="w-1", work_type="selfplay", board_type="hex8", num_players=2, num_games=20,
                  params={"sims": 8, "note": "two words", "fast": True})

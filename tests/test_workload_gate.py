@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from config.sections.pipeline import PipelineSettings
+from config.sections.templates import DEFAULT_TEMPLATES
 from eventbus.events import ArtifactRef, Event, ModelPromoted, ModelRated, SelfplayComplete, TrainingComplete, WorkAdded, WorkAssigned, WorkCompleted
-from servicekit.templates import DEFAULT_TEMPLATES, WorkerValues, expand, template_values
+from servicekit.templates import WorkerValues, expand, template_values
 from services.leader.pipeline import decide
-from services.leader.pipeline_settings import PipelineSettings
 from services.leader.pipeline_view import PipelineView, apply
 from services.worker.jobs import JobOutcome
 from services.worker.protocol import AttemptKey

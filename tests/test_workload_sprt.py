@@ -8,7 +8,8 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from workload.sprt import CUT_OFF, H0, H1, UNDECIDED, SprtSettings, expected_score, run, verdict
+from config.sections.gate import SprtSettings
+from workload.sprt import CUT_OFF, H0, H1, UNDECIDED, expected_score, run, verdict
 
 GATE = SprtSettings()  # elo0 0, elo1 50, alpha = beta = 0.05, at most 200 games
 

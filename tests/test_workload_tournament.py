@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from config.sections.templates import DEFAULT_TEMPLATES
 from eventbus.events import ModelRated, WorkAdded
-from servicekit.templates import DEFAULT_TEMPLATES, WorkerValues, expand, template_values
+from servicekit.templates import WorkerValues, expand, template_values
 from services.worker.jobs import JobOutcome
 from services.worker.protocol import AttemptKey
 from services.worker.results import outcome_events

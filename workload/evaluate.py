@@ -20,12 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from config.sections.gate import SprtSettings
 from workload import report
 from workload.game import GameState, UnsupportedConfig, board_spec, legal_moves, new_game, play
 from workload.mcts import EvaluateFn, choose, search, uniform_evaluator
 from workload.net import Evaluator, device_or_fail, load_checkpoint
 from workload.ratings import RANDOM, anchor_id
-from workload.sprt import SprtSettings, verdict
+from workload.sprt import verdict
 
 _DEFAULT_GATE = SprtSettings()
 Player = Callable[[GameState, np.random.Generator], int]

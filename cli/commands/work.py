@@ -14,6 +14,7 @@ import msgspec
 
 from cli.commands import open_bus, workview
 from config.hosts import load_hosts
+from config.sections.telemetry import TelemetrySettings
 from config.settings import RrConfig, load_config
 from eventbus import tracing
 from eventbus.connection import Bus
@@ -25,7 +26,6 @@ from projections.rebuild import state_at_seq
 from servicekit.admission import AdmissionRules, admitted, rules_for
 from servicekit.options import CommonOptions, add_common_arguments, common_options
 from servicekit.telemetry.providers import start_telemetry
-from servicekit.telemetry.settings import TelemetrySettings
 from servicekit.telemetry.status import rr_version
 from servicekit.workrequest import InvalidWork, WorkSeeds, decode_seeds, seeds_from_fields
 

@@ -23,13 +23,13 @@ from cli.up.layout import Layout, service_command
 from cli.up.lock import FD_ENV, UP_OWNER, HeldLock, LockOwner
 from cli.up.storewatch import watch_store
 from cli.up.supervisor import ChildSpec, Supervisor
+from config.sections.api import PORT_ENV as API_PORT_ENV
+from config.sections.api import UP_PID_ENV
 from config.settings import RrConfig
 from eventbus.connection import connect
 from eventbus.streams import provision
 from servicekit.childenv import child_env
 from servicekit.runtime import SERVICES
-from services.api.settings import PORT_ENV as API_PORT_ENV
-from services.api.settings import UP_PID_ENV
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from collections.abc import Mapping
 import msgspec
 
 from cli.whatif.recording import Arrival, NodeSpan, Recording
+from config.sections.scheduler import SchedulerSettings
 from services.leader.policy import ConfigSignals, NodeView, WorkView, plan_assignments
-from services.leader.settings import SchedulerSettings
 
 DEFAULT_DURATION_S = 60.0  # a work type the recording never saw complete
 

@@ -20,10 +20,10 @@ import msgspec
 from cluster.leadership import lease
 from cluster.leadership.candidacy import Candidacy, candidacy
 from cluster.leadership.copywait import COPY_WAIT_MAX_S, CopyWait
-from cluster.leadership.settings import LeadershipSettings
 from cluster.leadership.supervisor import LoopHealth, LoopState, stop_tasks
 from cluster.leadership.term import Term, hold_seconds
 from config.hosts import load_hosts
+from config.sections.leadership import LeadershipSettings
 from config.settings import RrConfig
 from eventbus.connection import Bus
 from eventbus.errors import BusError, ConcurrencyConflict, Fenced, InvalidEvent

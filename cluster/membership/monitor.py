@@ -20,7 +20,7 @@ import msgspec
 from cluster.leadership.term import NotLeader
 from cluster.membership.core import MembershipState, from_events, observe, sweep
 from cluster.membership.log import membership_events
-from cluster.membership.settings import MembershipSettings
+from config.sections.membership import MembershipSettings
 from eventbus.errors import BusUnavailable
 from eventbus.events import Event, utcnow
 from eventbus.heartbeats import Heartbeat, HeartbeatWatch, StoredBeat, latest_heartbeats, watch_heartbeats

@@ -28,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from config.sections.distribution import DistributionSettings
 from eventbus.connection import Bus, connect
 from eventbus.events import LeaderElected, ModelPromoted
 from eventbus.follow import follow
@@ -36,7 +37,6 @@ from eventbus.objects import BucketSpec, ensure_bucket, fetch_to_file, put_file
 from eventbus.publisher import Publisher
 from eventbus.streams import StreamSettings, provision
 from ops.bench.common import bench_bus, bench_server, emit, log, server_version
-from services.distributor.settings import DistributionSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "rr_models"

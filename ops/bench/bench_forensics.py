@@ -37,6 +37,8 @@ from cli.commands.whatif import window_events
 from cli.whatif.recording import record
 from cli.whatif.report import percentile
 from cli.whatif.simulate import simulate
+from config.sections.api import ApiSettings
+from config.sections.scheduler import SchedulerSettings
 from eventbus import events as ev
 from eventbus.connection import Bus
 from eventbus.history import Record, last_sequence, replay
@@ -55,11 +57,9 @@ from projections.syncwork import SYNC_REQUESTS
 from projections.timeline import Selector
 from servicekit.livefold import LiveFold, aggregate_subjects, taint_subjects, type_subjects
 from servicekit.snapshotting import save_state
-from services.api.settings import ApiSettings
 from services.distributor.folds import FAILURES
 from services.distributor.rollback import rollback_decisions
 from services.leader import queue
-from services.leader.settings import SchedulerSettings
 from services.sync.folds import BATCH_FILES
 
 DAY = 60_000  # events a day at the README's 31-node estimate

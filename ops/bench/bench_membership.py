@@ -302,10 +302,10 @@ def fold_costs(nodes: int, interval: float, beats: int = 20_000) -> dict[str, fl
 
 def round_cost_ms(nodes: int, slots: int) -> float:
     """One assignment round (services/leader/decisions.py) planning one pending item on `nodes` idle nodes, ms, pure."""
+    from config.sections.scheduler import SchedulerSettings
     from eventbus import events as ev
     from services.leader import queue
     from services.leader.decisions import assignment_round
-    from services.leader.settings import SchedulerSettings
 
     settings = SchedulerSettings(default_max_parallel_jobs=slots, populator_enabled=False)
     resources = HostResources(cpu_count=16, memory_gb=64.0, disk_free_gb=500.0, gpus=[GpuInfo(name="bench", memory_gb=24.0)])

@@ -34,6 +34,7 @@ from typing import Any
 import nats.js.errors
 
 from cluster.leadership.term import Term
+from config.sections.scheduler import SchedulerSettings
 from config.settings import RrConfig
 from eventbus import events as ev
 from eventbus.connection import Bus, connect
@@ -46,7 +47,6 @@ from servicekit.runtime import ServiceContext
 from servicekit.snapshotting import load_state, save_state
 from services.leader import queue
 from services.leader.assigner import PUBLISH_WINDOW, Assigner
-from services.leader.settings import SchedulerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 CHUNK = 2000  # WORK_ADDED per publish_many (each chunk is stamped just before it is sent)

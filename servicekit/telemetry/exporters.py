@@ -17,8 +17,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
+from config.sections.telemetry import TelemetrySettings
 from eventbus.errors import InvalidConfig
-from servicekit.telemetry.settings import TelemetrySettings
 
 OTLP_PACKAGE = "opentelemetry-exporter-otlp-proto-http"
 

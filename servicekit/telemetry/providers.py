@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from config.sections.telemetry import TelemetrySettings
 from eventbus import tracing
-from servicekit.telemetry.settings import TelemetrySettings
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import Meter

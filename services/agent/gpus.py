@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from cluster.membership.settings import GpuProbe
+from config.sections.membership import GpuProbe
 from eventbus.events import GpuInfo
 from servicekit.gpuprobe import gpus_from_nvidia_smi, gpus_from_torch, nvidia_smi_path
 

@@ -13,9 +13,9 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from cluster.membership.settings import MembershipSettings
 from config.hosts import load_hosts
 from config.nodedirs import jobs_file_for, measured_disk
+from config.sections.membership import MembershipSettings
 from config.settings import RrConfig
 from eventbus.errors import BusUnavailable
 from eventbus.events import utcnow

@@ -15,6 +15,7 @@ from typing import Protocol
 
 import msgspec
 
+from config.sections.api import ApiSettings
 from config.settings import RrConfig
 from eventbus.consumerlag import ConsumerLag
 from eventbus.errors import BusError, ConcurrencyConflict
@@ -32,7 +33,6 @@ from services.api.errors import RETRY, ApiError
 from services.api.keeper import Current, ProjectionKeeper
 from services.api.metrics import FleetMetrics
 from services.api.params import MAX_DIGITS, ascii_count
-from services.api.settings import ApiSettings
 from services.api.tokens import Principal, Refused, authenticate, authorize
 
 log = logging.getLogger(__name__)

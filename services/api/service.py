@@ -13,6 +13,7 @@ from pathlib import Path
 from cluster.leadership.election import load_candidates
 from config.hosts import load_hosts
 from config.nodedirs import jobs_file_for, measured_disk
+from config.sections.api import UP_PID_ENV, resolved_port
 from eventbus import tracing
 from eventbus.authority import may_publish
 from eventbus.connectivity import is_connected
@@ -33,7 +34,6 @@ from services.api.leaderhealth import watch_loops_down
 from services.api.metrics import FleetMetrics
 from services.api.routes import Api
 from services.api.server import make_server, open_server, serve_until
-from services.api.settings import UP_PID_ENV, resolved_port
 from services.api.tokens import load_table
 
 log = logging.getLogger(__name__)

@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 
 from config.nodedirs import SUFFIX, VERSIONS, canonical_path, version_path, version_stem
+from config.sections.distribution import DistributionSettings
 from eventbus.connection import Bus
 from eventbus.errors import BusError, BusUnavailable
 from eventbus.events import ModelDistributed, ModelDistributionFailed, utcnow
@@ -37,7 +38,6 @@ from services.distributor.duties import StoreDuties
 from services.distributor.folds import FAILURES
 from services.distributor.plan import Activate, Announce, CopyLocal, Download, Step, next_steps
 from services.distributor.retention import KeptVersion, current_models, promotion_history, versions_to_delete
-from services.distributor.settings import DistributionSettings
 
 log = logging.getLogger(__name__)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from config.nodedirs import version_path
+from config.sections.distribution import DistributionSettings
 from eventbus.connection import Bus
 from eventbus.errors import BusError
 from eventbus.objects import put_file, stat_object
@@ -27,7 +28,6 @@ from servicekit.filehash import sha256_file
 from servicekit.retry import RetryTable
 from services.distributor.folds import FailuresState, corrupt_reports
 from services.distributor.plan import is_alive, repairer, uploads_due
-from services.distributor.settings import DistributionSettings
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from cluster.leadership.term import NotLeader, Term
+from config.sections.distribution import DistributionSettings
 from eventbus.errors import BusError
 from eventbus.events import utcnow
 from eventbus.objectdelete import delete_object, delete_orphan_chunks
@@ -24,7 +25,6 @@ from services.distributor.completion import completions
 from services.distributor.folds import FAILURES
 from services.distributor.retention import store_deletions
 from services.distributor.rollback import rollback_decisions
-from services.distributor.settings import DistributionSettings
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,7 @@ import time
 from cluster.leadership.term import NotLeader, Term
 from config.hosts import HostsConfig
 from config.hostsfile import LiveHosts
+from config.sections.scheduler import SchedulerSettings
 from eventbus import tracing
 from eventbus.errors import BusUnavailable, InvalidEvent
 from eventbus.events import (
@@ -46,7 +47,6 @@ from services.leader.decisions import (
     supervision_round,
 )
 from services.leader.leaderfold import Decisions
-from services.leader.settings import SchedulerSettings
 
 log = logging.getLogger(__name__)
 

@@ -11,25 +11,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping
-from typing import Annotated
 
 import msgspec
 
+from config.sections.backoff import Backoff
 from projections.pmap import Lookup
 from projections.work import Retired, WorkItem, WorkStatus
-
-
-class Backoff(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Exponential delays: `base_s` after the first failure, doubling, at most `cap_s`."""
-
-    base_s: Annotated[float, msgspec.Meta(ge=0)] = 5.0
-    cap_s: Annotated[float, msgspec.Meta(ge=0)] = 300.0
-
-    def delay(self, failures: int) -> float:
-        """Seconds to wait after the `failures`-th failure in a row (0 before any)."""
-        if failures <= 0:
-            return 0.0
-        return min(self.cap_s, self.base_s * 2.0 ** min(failures - 1, 60))
 
 
 def retry_at(failures: int, last_failed_at: dt.datetime | None, backoff: Backoff) -> dt.datetime | None:

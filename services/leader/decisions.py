@@ -11,6 +11,7 @@ import datetime as dt
 from typing import NamedTuple
 
 from config.hosts import HostsConfig
+from config.sections.scheduler import SchedulerSettings
 from eventbus.events import (
     TEXT_MAX,
     Event,
@@ -26,7 +27,6 @@ from services.leader import queue
 from services.leader.backoff import retry_at
 from services.leader.placement import unschedulable
 from services.leader.policy import plan_assignments
-from services.leader.settings import SchedulerSettings
 from services.leader.signals import config_signals
 from services.leader.supervision import Decision, FailAttempt, HandBack, supervise
 from services.leader.views import node_views, work_views

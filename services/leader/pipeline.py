@@ -17,11 +17,11 @@ from __future__ import annotations
 import datetime as dt
 
 from cluster.leadership.term import Term
+from config.sections.pipeline import PipelineSettings
 from eventbus.events import BatchInput, Event, ModelPromoted, ModelRated, WorkAdded, utcnow
 from servicekit.runtime import ServiceContext
 from services.leader.backoff import resting_configs
 from services.leader.leaderfold import FoldingDecider
-from services.leader.pipeline_settings import PipelineSettings
 from services.leader.pipeline_view import READS, Best, Candidate, PipelineView, apply
 from workload.ratings import RANDOM, ZERO, Rated, Result, anchor_id, rate
 from workload.sprt import H1, verdict

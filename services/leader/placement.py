@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from config.sections.scheduler import SchedulerSettings
 from services.leader.policy import NodeView, WorkView, config_key, why_not
-from services.leader.settings import SchedulerSettings
 
 NODES_NAMED = 5  # per reason, in a message; the rest are counted
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 
 import msgspec
 
-from services.leader.settings import PriorityWeights, SchedulerSettings
+from config.sections.scheduler import PriorityWeights, SchedulerSettings
 
 
 class NodeView(msgspec.Struct, frozen=True, kw_only=True):

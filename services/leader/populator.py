@@ -18,6 +18,7 @@ import msgspec
 from cluster.leadership.term import Term
 from config.hosts import HostsConfig
 from config.hostsfile import LiveHosts
+from config.sections.scheduler import SchedulerSettings
 from eventbus.events import Event, WorkAdded, utcnow
 from projections import bundle
 from projections.bundle import ProjectionSet
@@ -26,7 +27,6 @@ from servicekit.runtime import ServiceContext
 from services.leader.backoff import failure_streaks, resting_configs
 from services.leader.leaderfold import FoldingDecider
 from services.leader.policy import ConfigSignals, config_priority
-from services.leader.settings import SchedulerSettings
 
 DEFAULT_CONFIGS = ("hex8_2p", "square8_2p")  # the reference game's boards
 DECIDE_EVERY_S = 2.0

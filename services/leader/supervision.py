@@ -15,9 +15,9 @@ from collections.abc import Iterable
 
 import msgspec
 
+from config.sections.scheduler import SchedulerSettings
 from eventbus.events import AttemptOutcome
 from projections.work import ACTIVE, WorkItem, WorkStatus
-from services.leader.settings import SchedulerSettings
 
 
 class FailAttempt(msgspec.Struct, frozen=True, kw_only=True):

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from config.hosts import HostsConfig
+from config.sections.scheduler import SchedulerSettings
 from projections.cluster import NodeInfo
 from projections.pmap import PMap
 from projections.work import ACTIVE, WorkItem
 from services.leader.policy import NodeView, WorkView
-from services.leader.settings import SchedulerSettings
 from services.leader.supervision import assignable
 
 

@@ -13,6 +13,7 @@ import logging
 from cluster.leadership.term import NotLeader, Term
 from config.hosts import HostsConfig
 from config.hostsfile import LiveHosts
+from config.sections.sync import SyncSettings
 from eventbus.events import utcnow
 from projections import cluster, data, taint, withdrawal
 from projections.base import Folder
@@ -21,7 +22,6 @@ from servicekit.livefold import LiveFold, aggregate_subjects, taint_subjects, ty
 from servicekit.runtime import ServiceContext
 from services.sync.folds import BATCH_FILES
 from services.sync.planner import Fleet, plan_transfers
-from services.sync.settings import SyncSettings
 from services.sync.targets import alive_nodes, ephemeral_nodes, training_targets
 
 log = logging.getLogger(__name__)

@@ -22,10 +22,10 @@ from collections.abc import Container, Iterable
 
 import msgspec
 
+from config.sections.sync import SyncSettings
 from eventbus.events import DataSyncPlanned
 from projections.data import Batch, DataState, Transfer, TransferStatus, is_live
 from servicekit.retry import delay_s
-from services.sync.settings import SyncSettings
 
 
 class Fleet(msgspec.Struct, frozen=True, kw_only=True):

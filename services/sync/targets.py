@@ -10,8 +10,8 @@ machines) may vanish with their disks, so their batches are copied first.
 from __future__ import annotations
 
 from config.hosts import HostEntry, HostsConfig
+from config.sections.sync import SyncSettings
 from projections.cluster import ClusterState, NodeInfo
-from services.sync.settings import SyncSettings
 
 
 def reported_vram_gb(node: NodeInfo) -> float:

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from config.nodedirs import batch_path
+from config.sections.sync import SyncSettings
 from eventbus.connection import Bus
 from eventbus.errors import BusError
 from eventbus.events import ArtifactRef, DataSyncComplete
@@ -16,7 +17,6 @@ from eventbus.publisher import Publisher
 from projections.data import Batch, Transfer
 from servicekit.filehash import sha256_file
 from servicekit.retry import RetryTable
-from services.sync.settings import SyncSettings
 
 log = logging.getLogger(__name__)
 

@@ -18,11 +18,13 @@ from pathlib import Path
 import msgspec
 
 from config.nodedirs import received_path
+from config.sections.templates import TemplateError
+from config.sections.worker import WorkerSettings
 from eventbus import tracing
 from eventbus.errors import BusError, Fenced
 from eventbus.events import BatchInput, Event, WorkAdded, WorkAssigned, WorkProgress, WorkStarted, utcnow
 from eventbus.publisher import FenceToken, Publisher
-from servicekit.templates import TemplateError, WorkerValues, expand, template_values
+from servicekit.templates import WorkerValues, expand, template_values
 from services.worker import outputs, processes
 from services.worker.candidates import CandidateFetcher, CandidateUnavailable, candidate_ref, with_candidate
 from services.worker.claim import Recheck, Unclaimed, claim_start
@@ -30,7 +32,6 @@ from services.worker.jobs import Job, JobLimits
 from services.worker.protocol import AttemptKey, started_fence
 from services.worker.records import JobRecord, RecordBook
 from services.worker.results import attempt_failed, handed_back, outcome_events, training_started
-from services.worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from cluster.leadership.election import load_candidates
 from config.hosts import load_hosts
 from config.nodedirs import jobs_file_for, node_dirs
+from config.sections.worker import WorkerSettings
 from config.settings import RrConfig
 from eventbus.consumer import ConsumerSpec, Delivery, EventConsumer
 from eventbus.errors import BusError, InvalidEvent
@@ -37,7 +38,6 @@ from services.worker.records import JobRecord, RecordBook
 from services.worker.recovery import recover_record
 from services.worker.results import attempt_failed
 from services.worker.runner import Attempt, AttemptRunner, WorkerPaths, cannot_write
-from services.worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 

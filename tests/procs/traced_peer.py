@@ -13,6 +13,7 @@ import asyncio
 import datetime as dt
 import sys
 
+from config.sections.telemetry import TelemetrySettings
 from eventbus.connection import connect
 from eventbus.consumer import ConsumerSpec, Delivery, EventConsumer
 from eventbus.events import WorkAdded, WorkAssigned, utcnow
@@ -21,7 +22,6 @@ from eventbus.subjects import type_filter
 from servicekit.options import CommonOptions
 from servicekit.runtime import ServiceContext, ServiceEntry, run_service
 from servicekit.telemetry.providers import start_telemetry
-from servicekit.telemetry.settings import TelemetrySettings
 
 RELAY = ServiceEntry(name="relay", target="tests.procs.traced_peer:relay_main", description="WORK_ADDED -> WORK_ASSIGNED")
 

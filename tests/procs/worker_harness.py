@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+from config.sections.worker import WorkerSettings
 from config.settings import RrConfig
 from eventbus.connection import Bus, connect
 from eventbus.events import Event, LeaderElected, WorkAdded, WorkAssigned, WorkCancelled, utcnow
@@ -20,7 +21,6 @@ from eventbus.streams import EVENTS_STREAM
 from servicekit.options import CommonOptions
 from servicekit.runtime import ServiceContext
 from services.worker import service as worker_service
-from services.worker.settings import WorkerSettings
 
 E = TypeVar("E", bound=Event)
 

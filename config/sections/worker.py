@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from servicekit.templates import DEFAULT_TEMPLATES, TemplateError, split_template
+from config.sections.templates import DEFAULT_TEMPLATES, TemplateError, split_template
 
 # The scheduler's default attempt deadlines; a job still running past its timeout is stopped.
 DEFAULT_TIMEOUTS_S: dict[str, float] = {

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
-from services.leader.backoff import Backoff
-from workload.sprt import SprtSettings
+from config.sections.backoff import Backoff
+from config.sections.gate import SprtSettings
 
 
 class PipelineSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

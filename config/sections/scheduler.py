@@ -6,7 +6,7 @@ from typing import Annotated
 
 import msgspec
 
-from services.leader.backoff import Backoff
+from config.sections.backoff import Backoff
 
 
 class CapabilityRule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
