@@ -27,9 +27,9 @@ from eventbus.publisher import Publisher
 from eventbus.snapshots import kept_snapshots
 from projections import bundle
 from projections.bundle import fold_all_events
-from projections.rebuild import state_at_seq
 from projections.status_view import status_view
 from servicekit.looplag import LoopLagStats
+from servicekit.rebuild import state_at_seq
 from services.api.documents import events_after, feed_event
 from services.api.keeper import Current, ProjectionKeeper
 from services.api.routes import RETRY, Api, ApiError

@@ -147,7 +147,7 @@ async def test_old_versions_are_deleted_on_nodes_and_in_the_store(bus: Bus, nats
         await eventually(lambda: sorted(p.name for p in (root / "versions" / "hex8_2p").iterdir()) == ["m2.pth", "m3.pth"], timeout=10)
     ctx = ServiceContext("scheduler", bus, RrConfig(distribution=settings), CommonOptions(nats_url=nats_url, node_id="test", config_path=None))
     from projections import models
-    from projections.rebuild import state_at_seq
+    from servicekit.rebuild import state_at_seq
 
     state = (await state_at_seq(bus, models.PROJECTION, use_snapshot=False)).state
     assert await prune_store(ctx, state, settings) == 1

@@ -35,8 +35,8 @@ from eventbus.streams import StreamSettings, provision
 from projections import bundle
 from projections.base import Folder
 from projections.pmap import enc_hook
-from projections.rebuild import state_at_seq
 from servicekit.auth.credentials import connect_options
+from servicekit.rebuild import state_at_seq
 from tests.auth_harness import Fleet, auth_server, open_as, stored_count
 from tests.test_election import node
 

@@ -21,9 +21,9 @@ from projections.bundle import fold_all, fold_all_events
 from projections.fence import Fence, step
 from projections.fencing import EpochFence
 from projections.pmap import PMap
-from projections.rebuild import state_at_seq, state_at_time, store
 from projections.snapshot import decode_snapshot, encode_snapshot
 from projections.work import WorkStatus
+from servicekit.rebuild import state_at_seq, state_at_time, store
 from tests.bus_harness import provisioned_bus
 from tests.terms import TERM, decided, in_term
 

@@ -30,7 +30,7 @@ from eventbus.publisher import FenceToken, Publisher
 from eventbus.subjects import election_filter
 from projections import bundle
 from projections.pmap import enc_hook
-from projections.rebuild import state_at_seq
+from servicekit.rebuild import state_at_seq
 from tests.bus_harness import provisioned_bus
 from tests.test_election import leader_events, node
 

@@ -22,10 +22,10 @@ from eventbus.snapshots import SNAPSHOT_BUCKET, kept_name, kept_snapshots, load_
 from eventbus.streams import StreamSettings
 from projections import bundle, cluster, models, work
 from projections.base import Folder
-from projections.rebuild import state_at_seq, state_at_time
 from projections.snapshot import encode_snapshot
 from projections.snapshotplan import SnapshotSettings, due, newest_at_or_before, to_prune
 from servicekit.livefold import LiveFold, aggregate_subjects
+from servicekit.rebuild import state_at_seq, state_at_time
 from servicekit.snapshotting import load_state, save_state
 from services.distributor.folds import FAILURES
 from tests.bus_harness import provisioned_bus

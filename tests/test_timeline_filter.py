@@ -10,8 +10,8 @@ from eventbus.publisher import Publisher
 from ops.bench.bench_projection import NODES, TRAINER, fleet_log
 from projections import workrefs
 from projections.base import fold_events
-from projections.rebuild import state_at_seq
 from projections.timeline import Selector, TimelineBuilder, TimelineLine, node_subjects, subjects_read, work_context
+from servicekit.rebuild import state_at_seq
 from servicekit.snapshotting import save_state
 from tests.bus_harness import provisioned_bus
 from tests.test_forensics import _incident

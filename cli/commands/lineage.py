@@ -12,8 +12,8 @@ from cli.commands import open_bus
 from cli.commands.status import progress_on_stderr, when
 from projections import bundle
 from projections.lineage import Lineage, lineage
-from projections.rebuild import Rebuilt, state_at_seq
 from servicekit.options import add_common_arguments, common_options
+from servicekit.rebuild import Rebuilt, state_at_seq
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -21,8 +21,8 @@ from eventbus.connection import Bus
 from eventbus.events import Event, OutputsQuarantined, QuarantineLifted
 from eventbus.publisher import Publisher
 from projections import taint
-from projections.rebuild import state_at_seq
 from servicekit.options import CommonOptions, add_common_arguments, common_options
+from servicekit.rebuild import state_at_seq
 
 
 class QuarantineView(msgspec.Struct, frozen=True, kw_only=True):

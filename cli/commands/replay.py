@@ -13,9 +13,9 @@ from cluster.leadership.election import load_candidates
 from config.settings import load_config
 from eventbus.events import utcnow
 from projections import bundle
-from projections.rebuild import Rebuilt, state_at_seq, state_at_time
 from projections.status_view import status_view
 from servicekit.options import add_common_arguments, common_options
+from servicekit.rebuild import Rebuilt, state_at_seq, state_at_time
 
 _AGO = re.compile(r"^-?(\d+(?:\.\d+)?)\s*([smhd])(?:\s+ago)?$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

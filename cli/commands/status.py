@@ -15,9 +15,9 @@ from cluster.leadership.election import load_candidates
 from config.settings import load_config
 from eventbus.events import utcnow
 from projections import bundle
-from projections.rebuild import Rebuilt, state_at_seq, store
 from projections.status_view import StatusView, status_view
 from servicekit.options import add_common_arguments, common_options
+from servicekit.rebuild import Rebuilt, state_at_seq, store
 
 SLOW_FOLD_HINT = 100_000  # records folded past the snapshot worth a hint on stderr
 

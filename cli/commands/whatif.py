@@ -22,8 +22,8 @@ from eventbus.events import Event
 from eventbus.history import Record, replay
 from eventbus.integrity import decode_on
 from eventbus.subjects import EVENTS_ROOT
-from projections.rebuild import CLOCK_SKEW
 from servicekit.options import add_common_arguments, common_options
+from servicekit.rebuild import CLOCK_SKEW
 
 
 class WhatIf(msgspec.Struct, frozen=True, kw_only=True):

@@ -22,9 +22,9 @@ from eventbus.events import Event, WorkAdded, WorkCancelled
 from eventbus.history import aggregate_events
 from eventbus.publisher import Publisher
 from projections import work
-from projections.rebuild import state_at_seq
 from servicekit.admission import AdmissionRules, admitted, rules_for
 from servicekit.options import CommonOptions, add_common_arguments, common_options
+from servicekit.rebuild import state_at_seq
 from servicekit.telemetry.providers import start_telemetry
 from servicekit.telemetry.status import rr_version
 from servicekit.workrequest import InvalidWork, WorkSeeds, decode_seeds, seeds_from_fields

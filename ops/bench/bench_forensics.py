@@ -7,7 +7,7 @@ each service's own folds are saved `snapshots.every_events` (50k) before the end
 a snapshot is due every that many events).
 raw:      nats-py ordered push consumer over the whole stream, counting (the ceiling of a full read,
           which is what every question costs without snapshots or subject filters).
-replay:   `rr replay --at T` (projections.rebuild.state_at_time) and `--seq S` at --points random points.
+replay:   `rr replay --at T` (servicekit.rebuild.state_at_time) and `--seq S` at --points random points.
 timeline: `rr timeline --work W` of random items, `--node N` of workers (read_timeline).
 cold:     each service's catch-up from its snapshots plus the tail: the API's bundle, the assigner's
           queue, a distributor agent, the leader's distribution loop, a sync agent, the sync planner;
@@ -51,11 +51,11 @@ from ops.bench.bench_projection import NODES, TRAINER, publish_log, raw_read
 from ops.bench.common import bench_bus, bench_server, common_arguments, emit, fresh_events_stream, log
 from projections import bundle, cluster, data, models, taint, withdrawal, workrefs
 from projections.base import Folder
-from projections.rebuild import Rebuilt, state_at_seq, state_at_time
 from projections.snapshotplan import SnapshotSettings
 from projections.syncwork import SYNC_REQUESTS
 from projections.timeline import Selector
 from servicekit.livefold import LiveFold, aggregate_subjects, taint_subjects, type_subjects
+from servicekit.rebuild import Rebuilt, state_at_seq, state_at_time
 from servicekit.snapshotting import save_state
 from services.distributor.folds import FAILURES
 from services.distributor.rollback import rollback_decisions

@@ -5,7 +5,7 @@ lifecycles with progress, selfplay batches and their copies to the trainer, host
 evaluations and promotions with a copy per node, leader changes),
 published once with Publisher.publish_many in chunks.
 raw:  nats-py ordered push consumer over the whole stream, counting messages (the ceiling).
-ours: the cluster projection rebuilt from sequence 1 (projections.rebuild.state_at_seq without
+ours: the cluster projection rebuilt from sequence 1 (servicekit.rebuild.state_at_seq without
       a snapshot): history.replay, the subject check, decoding and folding what it reads.
 Also, once each: every projection together (ProjectionSet: decodes every event), and start-up
 with a snapshot at the end of the log (load it + fold the empty tail) for the cluster
@@ -35,7 +35,7 @@ from eventbus.subjects import ALL_EVENTS
 from ops.bench.common import Stopwatch, alternate, bench_bus, bench_server, common_arguments, emit, fresh_events_stream, log, summary
 from projections import bundle, cluster
 from projections.base import Projection
-from projections.rebuild import state_at_seq, store
+from servicekit.rebuild import state_at_seq, store
 
 GOAL = 0.6
 NODES = [f"gpu-{i:02d}" for i in range(31)]
