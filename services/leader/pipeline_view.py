@@ -170,7 +170,7 @@ class PipelineView(msgspec.Struct, frozen=True, kw_only=True):
         checkpoint = training.checkpoint
         assert checkpoint is not None
         evaluations = self.evaluations.get(model.model_id, ())
-        evaluated = any(getattr(self.work.items.get(w), "status", None) is work.WorkStatus.COMPLETED for w in evaluations)
+        evaluated = any(item.status is work.WorkStatus.COMPLETED for w in evaluations if (item := self.work.items.get(w)))
         return Candidate(
             model_id=model.model_id, config=config_key(model.board_type, model.num_players), board_type=model.board_type,
             num_players=model.num_players, path=checkpoint.path, sha256=checkpoint.sha256, size_bytes=checkpoint.size_bytes,
