@@ -26,7 +26,8 @@ from projections.pmap import PMap
 
 # 2: domain results of superseded attempts are anomalies
 # 3: a training keeps its checkpoint (node, path, size), which the distributor used to fold beside it
-VERSION = 3
+# 4: a training keeps its trace, which the pipeline's evaluation and promotion continue
+VERSION = 4
 
 
 class Training(msgspec.Struct, frozen=True, kw_only=True):
@@ -41,6 +42,7 @@ class Training(msgspec.Struct, frozen=True, kw_only=True):
     checkpoint_sha256: str = ""
     metrics: dict[str, float] = {}
     checkpoint: ArtifactRef | None = None  # where the file was written, its node filled in (`rr lineage` shows the sha above)
+    trace: str | None = None  # its TRAINING_COMPLETE's trace: the model's evaluation and promotion continue it
 
 
 class Promotion(msgspec.Struct, frozen=True, kw_only=True):
@@ -101,7 +103,7 @@ def training_complete(state: ModelsState, event: TrainingComplete, seq: int) -> 
     training = Training(
         work_id=event.work_id, node=event.node, seq=seq, at=event.ts, input_batches=tuple(event.input_batches),
         parent_model=event.parent_model, checkpoint_sha256=checkpoint.sha256 if checkpoint else "",
-        metrics=dict(event.metrics), checkpoint=_on_node(checkpoint, event.node),
+        metrics=dict(event.metrics), checkpoint=_on_node(checkpoint, event.node), trace=event.trace,
     )
     model = msgspec.structs.replace(
         _model(state, event.model_id), board_type=event.board_type, num_players=event.num_players,

@@ -17,7 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eventbus import events as ev
-from projections import models, work
+from projections import models, taint, work
+from projections.attempts import late
 from projections.base import fold_events
 from projections.fence import screen
 from projections.pmap import PMap
@@ -239,3 +240,130 @@ def test_the_pipelines_open_items_are_the_work_folds_open_items(events: list[ev.
         if _refused_kinds(view.work, work_id) - {"WORK_PROGRESS", "WORK_STARTED", "WORK_ATTEMPT_FAILED", "WORK_HANDED_BACK"}:
             continue  # the work fold refused an assignment, an addition or an end the copy took
         assert now.get(work_id) == copy.get(work_id)
+
+
+# ---- the removed copy: services/leader/pipeline_view.Candidate's fold of TRAINING_COMPLETE, as it was ------
+
+
+def candidates_copy(events: list[ev.Event]) -> tuple[pipeline_view.PipelineView, dict[str, pipeline_view.Candidate],
+                                                     dict[str, int]]:
+    """What the pipeline's own fold held: each model's first reported checkpoint, with its evaluation, and the
+    training seq each promotion recorded. The view supplies the work fold and the attempts the copy also read."""
+    view, held, trained_seq = pipeline_view.PipelineView(), {}, {}
+    for seq, event in enumerate(events, start=1):
+        before, item = view, view.work.items.get(getattr(event, "work_id", ""))
+        view = pipeline_view.apply(view, event, seq)
+        if isinstance(event, (ev.TrainingComplete, ev.EvaluationComplete)) and late(
+                before.attempts, event.work_id, event.attempt, event.node) is not None:
+            continue
+        if isinstance(event, ev.TrainingComplete) and event.checkpoint is not None and event.model_id not in held:
+            open_eval = any(work.is_open(before.work.items.get(w)) for w in before.evaluations.get(event.model_id, ()))
+            held[event.model_id] = pipeline_view.Candidate(
+                model_id=event.model_id, config=f"{event.board_type}_{event.num_players}p", board_type=event.board_type,
+                num_players=event.num_players, path=event.checkpoint.path, sha256=event.checkpoint.sha256,
+                size_bytes=event.checkpoint.size_bytes, seq=seq, evaluation_added=open_eval, trace=event.trace,
+                work_id=event.work_id)
+        elif isinstance(event, ev.WorkAdded) and event.work_type == "evaluation":
+            added = view.work.items.get(event.work_id)
+            if added is not None and added.added_seq == seq and added.model_id in held:
+                held[added.model_id] = msgspec.structs.replace(held[added.model_id], evaluation_added=True)
+        elif isinstance(event, ev.WorkCompleted) and work.is_open(item) and not work.is_open(view.work.items.get(event.work_id)):
+            assert item is not None
+            if item.work_type == "evaluation" and item.model_id in held:
+                held[item.model_id] = msgspec.structs.replace(held[item.model_id], evaluated=True)
+        elif isinstance(event, ev.EvaluationComplete) and event.model_id in held:
+            c = held[event.model_id]
+            score = pipeline_view.Score(opponent=event.opponent, win_rate=event.win_rate, games=event.games,
+                                        work_id=event.work_id, wins=event.wins, losses=event.losses, draws=event.draws)
+            held[event.model_id] = msgspec.structs.replace(c, scores=(*c.scores, score))
+        elif isinstance(event, ev.ModelPromoted):
+            trained_seq[event.model_id] = held[event.model_id].seq if event.model_id in held else 0
+    return view, held, trained_seq
+
+
+_MODELS = ("m1", "m2")
+_model = st.sampled_from(_MODELS)
+_eval_item = st.sampled_from(("e1", "e2"))
+_pipeline_events = st.one_of(
+    st.builds(lambda m, n, ref, a, t: ev.TrainingComplete(model_id=m, work_id=f"train-{m}", node=n, board_type="hex8",
+                                                          num_players=2, checkpoint=ref, attempt=a, trace=t),
+              _model, _node, st.none() | _checkpoint, st.sampled_from([0, 1, 2]), st.sampled_from([None, "00-t1", "00-t2"])),
+    st.builds(lambda m: ev.WorkAdded(work_id=f"train-{m}", work_type="training", board_type="hex8", num_players=2,
+                                     params={"model_id": m}), _model),
+    st.builds(lambda w, m: ev.WorkAdded(work_id=w, work_type="evaluation", board_type="hex8", num_players=2,
+                                        params={"model_id": m}), _eval_item, _model),
+    st.builds(lambda w, n, a: decided(ev.WorkAssigned(work_id=w, node=n, attempt=a, deadline=T0)),
+              _eval_item | _model.map(lambda m: f"train-{m}"), _node, st.sampled_from([1, 2])),
+    st.builds(lambda w, n, a: ev.WorkCompleted(work_id=w, node=n, attempt=a),
+              _eval_item | _model.map(lambda m: f"train-{m}"), _node, st.sampled_from([1, 2])),
+    st.builds(lambda w: decided(ev.WorkFailed(work_id=w, reason="gave up")), _eval_item | _model.map(lambda m: f"train-{m}")),
+    st.builds(lambda m, w, n, a, o, wins: ev.EvaluationComplete(model_id=m, work_id=w, node=n, attempt=a, opponent=o,
+                                                                games=10, wins=wins, losses=10 - wins),
+              _model, _eval_item, _node, st.sampled_from([0, 1, 2]), st.sampled_from(["random", "m1", "anchor"]),
+              st.integers(0, 10)),
+    st.builds(lambda m, g: decided(ev.ModelPromoted(model_id=m, board_type="hex8", num_players=2, sha256="0" * 64,
+                                                    generation=g)), _model, st.integers(1, 3)),
+)
+
+
+def _told_apart(events: list[ev.Event], view: pipeline_view.PipelineView) -> set[str]:
+    """Models on which the copy and the models fold may differ, the models fold counting: a model trained
+    twice (the copy kept the first report, the models fold keeps the newest), or one with an evaluation
+    item added before its training reported (the copy judged it by that item's state at the report)."""
+    apart = set()
+    for m in _MODELS:
+        reports = [s for s, e in enumerate(events, start=1) if isinstance(e, ev.TrainingComplete) and e.model_id == m]
+        first_eval = min((view.work.items[w].added_seq for w in view.evaluations.get(m, ())), default=None)
+        if len(reports) > 1 or (reports and first_eval is not None and first_eval < reports[0]):
+            apart.add(m)
+    return apart
+
+
+@settings(max_examples=400, deadline=None)
+@given(events=st.lists(_pipeline_events, max_size=30))
+def test_the_pipelines_candidates_are_the_models_trainings_with_the_evaluations_the_copy_held(events: list[ev.Event]) -> None:
+    events = [TERM, *events]
+    view, held, trained_seq = candidates_copy(events)
+    apart = _told_apart(events, view)
+    counts = view.withdrawals.counts  # what live_candidates drops: withdrawn trainings and evaluations
+    expected = {m: msgspec.structs.replace(c, scores=tuple(s for s in c.scores if counts(s.work_id)))
+                for m, c in held.items() if counts(c.work_id) and m not in apart}
+    now = {c.model_id: c for c in view.live_candidates() if c.model_id not in apart}
+    assert now == expected
+    best = view.best.get("hex8_2p")
+    if best is not None and best.model_id not in apart:
+        assert best.trained_seq == trained_seq[best.model_id]
+
+
+def test_a_model_trained_twice_is_the_candidate_of_its_newest_report_as_the_distributor_uploads_it() -> None:
+    # The copy kept the first report: an evaluator would then have been told a SHA-256 that the
+    # models bucket (filled from the models fold's newest checkpoint) did not hold.
+    first, second = (ev.ArtifactRef(path="/ckpt/m1.pth", size_bytes=n, sha256=f"{n:064x}") for n in (1, 2))
+    events: list[ev.Event] = [
+        TERM, ev.TrainingComplete(model_id="m1", work_id="train-m1", node="a", board_type="hex8", num_players=2, checkpoint=first),
+        ev.TrainingComplete(model_id="m1", work_id="train-m1", node="a", board_type="hex8", num_players=2, checkpoint=second),
+    ]
+    view, held, _ = candidates_copy(events)
+    [candidate] = view.live_candidates()
+    assert (candidate.sha256, candidate.seq) == (second.sha256, 3)
+    assert held["m1"].sha256 == first.sha256
+    assert models.checkpoint_of(view.models.models["m1"]) == msgspec.structs.replace(second, node="a")
+
+
+def test_the_pipeline_view_folds_no_training_report_of_its_own() -> None:
+    # Its candidates come from the models fold it carries: a TRAINING_COMPLETE changes nothing else in it
+    # but the lineage its quarantines read (projections/taint.py, a fact of its own).
+    view = pipeline_view.apply(pipeline_view.PipelineView(), TERM, 1)
+    report = ev.TrainingComplete(model_id="m1", work_id="train-m1", node="a", board_type="hex8", num_players=2,
+                                 checkpoint=ev.ArtifactRef(path="/ckpt/m1.pth", size_bytes=1, sha256="1" * 64), trace="00-t")
+    after = pipeline_view.apply(view, report, 2)
+    assert after.models == models.apply(view.models, report, 2)
+    assert after.taint == taint.apply(view.taint, report, 2)
+    assert msgspec.structs.replace(after, models=view.models, taint=view.taint, last_seq=view.last_seq) == view
+    assert after.models.models["m1"].training is not None and after.models.models["m1"].training.trace == "00-t"
+
+
+def test_snapshots_of_the_models_shape_without_the_trace_are_refused_and_rebuilt() -> None:
+    old = dataclasses.replace(models.PROJECTION, version=3)
+    assert models.PROJECTION.version > 3
+    assert decode_snapshot(models.PROJECTION, encode_snapshot(old, models.PROJECTION.initial())) is None

@@ -228,7 +228,7 @@ def test_a_late_result_of_a_superseded_attempt_changes_no_pipeline_decision() ->
     scored = fold([current], view)
     after_late = fold([late], scored)
     assert decide(after_late, SETTINGS) == decide(scored, SETTINGS) == []  # the current attempt lost, the winning report came too late
-    assert after_late.candidates == scored.candidates
+    assert after_late.scores == scored.scores
     [anomaly] = after_late.anomalies
     assert anomaly.type == "EVALUATION_COMPLETE" and "late result of" in anomaly.reason and "attempt 2 on n2 is current" in anomaly.reason
     # The same report from the current attempt would have promoted the model.
@@ -296,13 +296,13 @@ def test_random_logs_promote_each_candidate_at_most_once_with_rising_generations
                 else:
                     add(WorkFailed(work_id=item.work_id, reason="x"))
         elif step[0] == "eval":
-            models = sorted(view.candidates, key=lambda m: view.candidates[m].seq)
-            if models:
-                model = models[-1 - step[1] % len(models)]
-                best = view.best.get(view.candidates[model].config)
+            candidates = sorted(view.live_candidates(), key=lambda c: c.seq)
+            if candidates:
+                candidate = candidates[-1 - step[1] % len(candidates)]
+                best = view.best.get(candidate.config)
                 wins = int(step[2] * 40)
-                anchor = anchor_id(view.candidates[model].board_type, 2, SETTINGS.evaluation_sims)
-                add(evaluated(model, best.model_id if best and step[3] else anchor, wins, 40 - wins))
+                anchor = anchor_id(candidate.board_type, 2, SETTINGS.evaluation_sims)
+                add(evaluated(candidate.model_id, best.model_id if best and step[3] else anchor, wins, 40 - wins))
         if step[0] == "decide" or n % 2:  # the leader decides often, but not after every fact
             for event in decide(view, SETTINGS):
                 add(event)

@@ -10,10 +10,10 @@ import pytest
 
 from config.sections.pipeline import PipelineSettings
 from eventbus.connection import Bus
-from eventbus.events import WorkAdded
+from eventbus.events import ArtifactRef, TrainingComplete, WorkAdded
 from eventbus.objects import BucketSpec, ensure_bucket, put_file
 from services.leader.pipeline import evaluation_items
-from services.leader.pipeline_view import Candidate, PipelineView
+from services.leader.pipeline_view import PipelineView, apply
 from services.worker.candidates import CandidateFetcher, CandidateRef, CandidateUnavailable, candidate_ref, with_candidate
 
 BUCKET = "rr_models"
@@ -27,9 +27,10 @@ def evaluation(**params: str | int) -> WorkAdded:
 
 
 def test_evaluation_items_name_the_candidate_by_id_and_sha256() -> None:
-    candidate = Candidate(model_id="hex8_2p-t1-s5", config="hex8_2p", board_type="hex8", num_players=2,
-                          path="/trainer/only/candidate.pth", sha256=SHA, size_bytes=len(CONTENT), seq=7)
-    [item] = evaluation_items(PipelineView(candidates={candidate.model_id: candidate}), PipelineSettings())
+    trained = TrainingComplete(model_id="hex8_2p-t1-s5", work_id="train-hex8_2p-1-s5", node="trainer", board_type="hex8",
+                               num_players=2, checkpoint=ArtifactRef(path="/trainer/only/candidate.pth", sha256=SHA,
+                                                                     size_bytes=len(CONTENT)))
+    [item] = evaluation_items(apply(PipelineView(), trained, 7), PipelineSettings())
     assert isinstance(item, WorkAdded)
     assert candidate_ref(item) == CandidateRef(model_id="hex8_2p-t1-s5", sha256=SHA, size_bytes=len(CONTENT),
                                                origin_path="/trainer/only/candidate.pth")

@@ -3,7 +3,8 @@
 The general projections (projections/) keep what operators read; this fold keeps only what the
 pipeline decides on, including what they drop (batch paths, evaluation results per opponent).
 Which items are open, and what each is, it reads from the shared work fold it carries
-(projections/work.py), not from a lifecycle of its own. Its maps are persistent
+(projections/work.py), not from a lifecycle of its own; which models are candidates, and what
+each training wrote, from the shared models fold it carries (projections/models.py). Its maps are persistent
 (projections/pmap.py): an event costs what it changes, not a copy of every map.
 Only the current attempt's results count (projections/attempts.py): a late result of a
 superseded attempt is recorded as an anomaly and decides nothing.
@@ -24,17 +25,17 @@ from eventbus.events import (
     OutputsQuarantined,
     QuarantineLifted,
     SelfplayComplete,
-    TrainingComplete,
     WorkAdded,
     WorkCancelled,
     WorkCompleted,
     WorkFailed,
 )
 from projections import attempts as attempt_rule
-from projections import taint, withdrawal, work
+from projections import models, taint, withdrawal, work
 from projections.attempts import Attempts, late
 from projections.base import Anomaly, rejected, total
 from projections.fence import Fence, screen
+from projections.models import ModelInfo, Training
 from projections.pmap import PMap
 from projections.taint import Tainted, TaintState
 from projections.withdrawal import Withdrawals
@@ -75,7 +76,11 @@ class Score(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Candidate(msgspec.Struct, frozen=True, kw_only=True):
-    """A trained model waiting for (or past) its evaluation and promotion decision."""
+    """A trained model waiting for (or past) its evaluation and promotion decision.
+
+    Built when read (`PipelineView.live_candidates`), never folded: the model's facts are the models
+    projection's Training, its evaluation the view's own record keyed by model id.
+    """
 
     model_id: str
     config: str
@@ -85,8 +90,8 @@ class Candidate(msgspec.Struct, frozen=True, kw_only=True):
     sha256: str
     size_bytes: int
     seq: int  # of its TRAINING_COMPLETE: newer candidates have larger ones
-    evaluation_added: bool = False
-    evaluated: bool = False  # its evaluation item completed: every match it played is in `scores`
+    evaluation_added: bool = False  # an evaluation item about it was added
+    evaluated: bool = False  # one of its evaluation items completed: every match it played is in `scores`
     scores: tuple[Score, ...] = ()
     work_id: str = ""  # the training item that made it
     trace: str | None = None  # its TRAINING_COMPLETE's trace: evaluation and promotion continue it
@@ -126,7 +131,8 @@ class PipelineView(msgspec.Struct, frozen=True, kw_only=True):
     trainings_added: PMap[str, int] = msgspec.field(default_factory=PMap)  # config -> training items ever added
     work: work.WorkState = msgspec.field(default_factory=work.WorkState)  # the items: which are open, what each is
     evaluations: PMap[str, tuple[str, ...]] = msgspec.field(default_factory=PMap)  # model id -> its evaluation items
-    candidates: PMap[str, Candidate] = msgspec.field(default_factory=PMap)  # model id -> candidate
+    models: models.ModelsState = msgspec.field(default_factory=models.ModelsState)  # the trainings: which are candidates
+    scores: PMap[str, tuple[Score, ...]] = msgspec.field(default_factory=PMap)  # model id -> results while a candidate
     best: PMap[str, Best] = msgspec.field(default_factory=PMap)  # config -> promoted model
     promoted: frozenset[str] = frozenset()  # every model id ever promoted
     batch_seq: PMap[str, int] = msgspec.field(default_factory=PMap)  # batch id -> seq, to find how far a training item read
@@ -151,8 +157,26 @@ class PipelineView(msgspec.Struct, frozen=True, kw_only=True):
         """Candidates whose training item counts and that are not tainted, each with only the scores of evaluations
         that count (not withdrawn, not tainted)."""
         counts, tainted = self.withdrawals.counts, self.tainted()
-        return [msgspec.structs.replace(c, scores=tuple(s for s in c.scores if counts(s.work_id) and s.work_id not in tainted.evaluations))
-                for c in self.candidates.values() if counts(c.work_id) and c.model_id not in tainted.models]
+        out: list[Candidate] = []
+        for model in self.models.models.values():
+            training = model.training
+            if training is None or training.checkpoint is None or not counts(training.work_id) or model.model_id in tainted.models:
+                continue
+            scores = tuple(s for s in self.scores.get(model.model_id, ()) if counts(s.work_id) and s.work_id not in tainted.evaluations)
+            out.append(self._candidate(model, training, scores))
+        return out
+
+    def _candidate(self, model: ModelInfo, training: Training, scores: tuple[Score, ...]) -> Candidate:
+        checkpoint = training.checkpoint
+        assert checkpoint is not None
+        evaluations = self.evaluations.get(model.model_id, ())
+        evaluated = any(item.status is work.WorkStatus.COMPLETED for w in evaluations if (item := self.work.items.get(w)))
+        return Candidate(
+            model_id=model.model_id, config=config_key(model.board_type, model.num_players), board_type=model.board_type,
+            num_players=model.num_players, path=checkpoint.path, sha256=checkpoint.sha256, size_bytes=checkpoint.size_bytes,
+            seq=training.seq, evaluation_added=bool(evaluations), evaluated=evaluated, scores=scores,
+            work_id=training.work_id, trace=training.trace,
+        )
 
     def open_items(self) -> list[WorkItem]:
         """The work items not yet completed, failed or cancelled."""
@@ -199,9 +223,6 @@ def _work_added(view: PipelineView, e: WorkAdded, seq: int) -> PipelineView:
         changes["trainings_added"] = view.trainings_added.set(item.config, view.trainings_added.get(item.config, 0) + 1)
     if e.work_type == "evaluation" and item.model_id:
         changes["evaluations"] = view.evaluations.set(item.model_id, (*view.evaluations.get(item.model_id, ()), e.work_id))
-        if item.model_id in view.candidates:
-            candidate = msgspec.structs.replace(view.candidates[item.model_id], evaluation_added=True)
-            changes["candidates"] = view.candidates.set(item.model_id, candidate)
     return _replace(view, seq, **changes)
 
 
@@ -221,43 +242,33 @@ def _work_ended(view: PipelineView, event: WorkCompleted | WorkFailed | WorkCanc
             before = view.training_failures.get(item.config, Streak())
             failures = failures.set(item.config, Streak(failed=before.failed + 1, last_failed_at=event.ts, last_seq=seq))
         changes["training_failures"] = failures
-    if succeeded and item.work_type == "evaluation" and item.model_id in view.candidates:
-        candidate = msgspec.structs.replace(view.candidates[item.model_id], evaluated=True)
-        changes["candidates"] = view.candidates.set(item.model_id, candidate)
     return _replace(view, seq, **changes)
 
 
-def _training(view: PipelineView, e: TrainingComplete, seq: int) -> PipelineView:
-    if e.checkpoint is None or e.model_id in view.candidates:
-        return _replace(view, seq)
-    evaluated = any(work.is_open(view.work.items.get(w)) for w in view.evaluations.get(e.model_id, ()))
-    candidate = Candidate(
-        model_id=e.model_id, config=config_key(e.board_type, e.num_players), board_type=e.board_type,
-        num_players=e.num_players, path=e.checkpoint.path, sha256=e.checkpoint.sha256,
-        size_bytes=e.checkpoint.size_bytes, seq=seq, evaluation_added=evaluated, trace=e.trace, work_id=e.work_id,
-    )
-    return _replace(view, seq, candidates=view.candidates.set(e.model_id, candidate))
+def _trained(view: PipelineView, model_id: str) -> Training | None:
+    """The model's training when it is a candidate (its training reported a checkpoint), as the models fold has it."""
+    model = view.models.models.get(model_id)
+    training = model.training if model is not None else None
+    return training if training is not None and training.checkpoint is not None else None
 
 
 def _evaluation(view: PipelineView, e: EvaluationComplete, seq: int) -> PipelineView:
     score = Score(opponent=e.opponent, win_rate=e.win_rate, games=e.games, work_id=e.work_id, wins=e.wins,
                   losses=e.losses, draws=e.draws)
-    candidate = view.candidates.get(e.model_id)
-    if candidate is None:
+    if _trained(view, e.model_id) is None:
         item = view.work.items.get(e.work_id)
         if e.opponent == "random" and work.is_open(item):  # the newest: a withdrawn one is not rated
             assert item is not None
             games = AnchorGames(board_type=item.board_type, num_players=item.num_players, score=score)
             return _replace(view, seq, anchor_games=view.anchor_games.set(e.model_id, games))
         return _replace(view, seq)
-    candidate = msgspec.structs.replace(candidate, scores=(*candidate.scores, score))
-    return _replace(view, seq, candidates=view.candidates.set(e.model_id, candidate))
+    return _replace(view, seq, scores=view.scores.set(e.model_id, (*view.scores.get(e.model_id, ()), score)))
 
 
 def _promoted(view: PipelineView, e: ModelPromoted, seq: int) -> PipelineView:
     config = config_key(e.board_type, e.num_players)
-    candidate = view.candidates.get(e.model_id)
-    best = Best(model_id=e.model_id, generation=e.generation, trained_seq=candidate.seq if candidate else 0)
+    training = _trained(view, e.model_id)
+    best = Best(model_id=e.model_id, generation=e.generation, trained_seq=training.seq if training else 0)
     return _replace(view, seq, best=view.best.set(config, best), promoted=view.promoted | {e.model_id})
 
 
@@ -265,8 +276,9 @@ def _rated(view: PipelineView, e: ModelRated, seq: int) -> PipelineView:
     return _replace(view, seq, ratings=view.ratings.set(e.model_id, RatingRef(elo=e.elo, interval=e.interval)))
 
 
-_RESULTS = (SelfplayComplete, TrainingComplete, EvaluationComplete)  # domain results: the current attempt's only
+_RESULTS = (SelfplayComplete, EvaluationComplete)  # domain results: the current attempt's only (the models fold judges trainings)
 _WORK_READS = work.PROJECTION.reads
+_MODELS_READS = models.PROJECTION.reads
 
 
 @total
@@ -280,6 +292,8 @@ def apply(view: PipelineView, event: Event, seq: int) -> PipelineView:
     if event.type_name() in _WORK_READS:  # the items' lifecycle, the shared fold's (it fences on its own)
         before = view.work.items.get(getattr(event, "work_id", ""))
         view = msgspec.structs.replace(view, work=work.apply(view.work, event, seq))
+    if event.type_name() in _MODELS_READS:  # the trainings and their checkpoints, the shared fold's (it fences on its own)
+        view = msgspec.structs.replace(view, models=models.apply(view.models, event, seq))
     view, admitted = screen(view, event, seq)
     if not admitted:
         return view
@@ -298,8 +312,6 @@ def apply(view: PipelineView, event: Event, seq: int) -> PipelineView:
     if isinstance(event, (WorkCompleted, WorkFailed, WorkCancelled)):
         view = msgspec.structs.replace(view, withdrawals=withdrawal.apply(view.withdrawals, event))
         return _work_ended(view, event, seq, before)
-    if isinstance(event, TrainingComplete):
-        return _training(view, event, seq)
     if isinstance(event, EvaluationComplete):
         return _evaluation(view, event, seq)
     if isinstance(event, ModelPromoted):
@@ -310,6 +322,6 @@ def apply(view: PipelineView, event: Event, seq: int) -> PipelineView:
 
 
 READS = frozenset(t.type_name() for t in (
-    SelfplayComplete, WorkAdded, WorkCompleted, WorkFailed, WorkCancelled, TrainingComplete, EvaluationComplete,
+    SelfplayComplete, WorkAdded, WorkCompleted, WorkFailed, WorkCancelled, EvaluationComplete,
     ModelPromoted, ModelRated, LeaderElected, LeaseWritten, OutputsQuarantined, QuarantineLifted,
-)) | attempt_rule.READS | _WORK_READS
+)) | attempt_rule.READS | _WORK_READS | _MODELS_READS
