@@ -16,10 +16,12 @@ from eventbus.errors import InvalidEvent
 from eventbus.events import EVENT_TYPES, Event
 from eventbus.history import Record, last_sequence, replay
 from eventbus.integrity import decode_on
-from eventbus.subjects import EVENTS_ROOT
-from projections import workrefs
+from eventbus.subjects import EVENTS_ROOT, aggregate_filter
+from projections import timelinestart, workrefs
 from projections.base import Folder
+from projections.bundle import ProjectionSet
 from projections.timeline import (
+    LEADERSHIP,
     Selector,
     TimelineBuilder,
     TimelineLine,
@@ -29,6 +31,7 @@ from projections.timeline import (
     subjects_read,
     work_context,
 )
+from projections.timelinestart import start_state
 from servicekit.options import add_common_arguments, common_options
 from servicekit.snapshotting import load_state
 
@@ -65,8 +68,11 @@ async def read_timeline(bus: Bus, selector: Selector) -> tuple[list[TimelineLine
     else:
         if selector.work is None:
             records, read = await _read_each(bus, subjects, end)
+        elif selector.model is None:
+            records, start, read = await _work_records(bus, selector.work, end)
+            builder = TimelineBuilder(selector, start)
         else:
-            own = _read_each(bus, subjects, end, together=selector.model is None)  # a model adds type filters
+            own = _read_each(bus, subjects, end)  # a model adds type filters: one at a time
             (records, read), (refs, read_refs) = await asyncio.gather(own, work_refs(bus, end))
             read += read_refs + await _work_context(bus, selector.work, refs, records, end)
     for seq in sorted(records):
@@ -74,14 +80,45 @@ async def read_timeline(bus: Bus, selector: Selector) -> tuple[list[TimelineLine
     return builder.lines, read
 
 
-async def _read_each(bus: Bus, subjects: Iterable[str], end: int, *, together: bool = False) -> tuple[dict[int, Record], int]:
+async def _work_records(bus: Bus, work_id: str, end: int) -> tuple[dict[int, Record], ProjectionSet | None, int]:
+    """A work item's records, the fold state they start from (None: sequence 1), and how many were read.
+
+    Its own records and those naming it come first (literal subjects, cheap from any sequence);
+    leadership and its nodes' membership are read only past the newest kept cluster snapshot
+    before the first of them, which the server would otherwise find spread over the whole log.
+    """
+    own = _read_each(bus, [aggregate_filter("work", work_id)], end)
+    (records, read), (refs, read_refs) = await asyncio.gather(own, work_refs(bus, end))
+    named, read_named = await _read_each(bus, workrefs.subjects_naming(refs, work_id), end, together=True)
+    for seq, record in named.items():
+        records.setdefault(seq, record)
+    start = await timeline_start(bus, min(records, default=end + 1) - 1)
+    events = [e for r in records.values() if r.subject.startswith(f"{EVENTS_ROOT}.work.") and (e := _decoded(r)) is not None]
+    first = 1 if start is None else start.last_seq + 1
+    around, read_around = await _read_each(bus, (*LEADERSHIP, *work_context(events, ())), end, together=True, start_seq=first)
+    for seq, record in around.items():
+        records.setdefault(seq, record)
+    return records, start, read + read_refs + read_named + read_around
+
+
+async def timeline_start(bus: Bus, bound: int) -> ProjectionSet | None:
+    """The fold state of a work item's timeline at the newest usable cluster snapshot not past `bound`; None: none."""
+    if bound < 1:
+        return None
+    loaded = await load_state(bus, timelinestart.PROJECTION, "timeline", not_after_seq=bound)
+    return None if loaded is None else start_state(loaded.state)
+
+
+async def _read_each(bus: Bus, subjects: Iterable[str], end: int, *, together: bool = False,
+                     start_seq: int = 1) -> tuple[dict[int, Record], int]:
     records: dict[int, Record] = {}  # by sequence: a record may match two filters
     if together:  # aggregates' own filters (a literal id, then >): cheap for the server, so concurrently
-        counts = await asyncio.gather(*(replay(bus, _into(records), subject=subject, end_seq=end) for subject in subjects))
+        counts = await asyncio.gather(*(replay(bus, _into(records), subject=subject, start_seq=start_seq, end_seq=end)
+                                        for subject in subjects))
         return records, sum(counts)
     read = 0
     for subject in subjects:  # wildcard type filters cost the server a match over many subjects: one at a time
-        read += await replay(bus, _into(records), subject=subject, end_seq=end)
+        read += await replay(bus, _into(records), subject=subject, start_seq=start_seq, end_seq=end)
     return records, read
 
 
