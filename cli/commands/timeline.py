@@ -27,11 +27,13 @@ from projections.timeline import (
     TimelineLine,
     aggregates_named,
     mentions_node,
+    mentions_work,
     node_subjects,
     subjects_read,
     work_context,
 )
 from projections.timelinestart import start_state
+from projections.work import is_open
 from servicekit.options import add_common_arguments, common_options
 from servicekit.snapshotting import load_state
 
@@ -69,8 +71,7 @@ async def read_timeline(bus: Bus, selector: Selector) -> tuple[list[TimelineLine
         if selector.work is None:
             records, read = await _read_each(bus, subjects, end)
         elif selector.model is None:
-            records, start, read = await _work_records(bus, selector.work, end)
-            builder = TimelineBuilder(selector, start)
+            return await _work_timeline(bus, selector, selector.work, end)
         else:
             own = _read_each(bus, subjects, end)  # a model adds type filters: one at a time
             (records, read), (refs, read_refs) = await asyncio.gather(own, work_refs(bus, end))
@@ -80,25 +81,40 @@ async def read_timeline(bus: Bus, selector: Selector) -> tuple[list[TimelineLine
     return builder.lines, read
 
 
-async def _work_records(bus: Bus, work_id: str, end: int) -> tuple[dict[int, Record], ProjectionSet | None, int]:
-    """A work item's records, the fold state they start from (None: sequence 1), and how many were read.
+async def _work_timeline(bus: Bus, selector: Selector, work_id: str, end: int) -> tuple[list[TimelineLine], int]:
+    """A work item's lines and how many records were read for them.
 
-    Its own records and those naming it come first (literal subjects, cheap from any sequence);
-    leadership and its nodes' membership are read only past the newest kept cluster snapshot
-    before the first of them, which the server would otherwise find spread over the whole log.
+    Its own records and those naming it come first (literal subjects, cheap from any sequence).
+    Leadership and its nodes' membership are spread over the whole log, so the server loads every
+    message block between their records: they are read only from the newest kept cluster snapshot
+    before the first of those records, and up to the last record about the item, past which they
+    add lines only while the item is still open (`around_work`).
     """
+    records, read = await _own_and_naming(bus, work_id, end)
+    builder = TimelineBuilder(selector, await timeline_start(bus, min(records, default=end + 1) - 1))
+    events = {seq: e for seq, r in records.items() if (e := _decoded(r)) is not None}
+    around = (*LEADERSHIP, *work_context((e for s, e in events.items() if records[s].subject.startswith(f"{EVENTS_ROOT}.work.")), ()))
+    about = [seq for seq, e in events.items() if records[seq].subject.startswith(f"{EVENTS_ROOT}.work.") or mentions_work(e, work_id)]
+    last = max(about, default=end)
+    context, read_context = await _read_each(bus, around, last, together=True, start_seq=builder.state.last_seq + 1)
+    for seq in sorted(records.keys() | context.keys()):
+        builder(records[seq] if seq in records else context[seq])
+    if last < end and is_open(builder.state.work.items.get(work_id)):  # `around_work` may show what follows
+        later, read_later = await _read_each(bus, around, end, together=True, start_seq=last + 1)
+        read_context += read_later
+        for seq in sorted(later.keys() - records.keys()):
+            builder(later[seq])
+    return builder.lines, read + read_context
+
+
+async def _own_and_naming(bus: Bus, work_id: str, end: int) -> tuple[dict[int, Record], int]:
+    """A work item's own records and those of the aggregates its index says name it, and how many were read."""
     own = _read_each(bus, [aggregate_filter("work", work_id)], end)
     (records, read), (refs, read_refs) = await asyncio.gather(own, work_refs(bus, end))
     named, read_named = await _read_each(bus, workrefs.subjects_naming(refs, work_id), end, together=True)
     for seq, record in named.items():
         records.setdefault(seq, record)
-    start = await timeline_start(bus, min(records, default=end + 1) - 1)
-    events = [e for r in records.values() if r.subject.startswith(f"{EVENTS_ROOT}.work.") and (e := _decoded(r)) is not None]
-    first = 1 if start is None else start.last_seq + 1
-    around, read_around = await _read_each(bus, (*LEADERSHIP, *work_context(events, ())), end, together=True, start_seq=first)
-    for seq, record in around.items():
-        records.setdefault(seq, record)
-    return records, start, read + read_refs + read_named + read_around
+    return records, read + read_refs + read_named
 
 
 async def timeline_start(bus: Bus, bound: int) -> ProjectionSet | None:
