@@ -58,6 +58,7 @@ _MODEL_FIELDS = ("model_id", "parent_model", "previous_model", "opponent")
 # membership ("around"), and the event types elsewhere that name a model (a work item's are
 # found through projections/workrefs.py).
 _CONTEXT = (f"{EVENTS_ROOT}.leader.>", f"{EVENTS_ROOT}.host.>", COPIES)  # COPIES: the lease copies elections are verified by
+LEADERSHIP = (_CONTEXT[0], COPIES)  # what every fence learns from
 _NAMING_MODEL = ("SELFPLAY_COMPLETE", "TRAINING_STARTED")
 
 
@@ -72,7 +73,7 @@ def subjects_read(selector: Selector) -> tuple[str, ...] | None:
     """
     if selector.work is None and selector.model is None:
         return None
-    subjects = [_CONTEXT[0], COPIES]  # leadership and the lease copies that verify it
+    subjects = list(LEADERSHIP)  # leadership and the lease copies that verify it
     if selector.work is not None:
         subjects.append(aggregate_filter("work", selector.work))
     if selector.model is not None:
@@ -186,9 +187,10 @@ def verdict(before: ProjectionSet, after: ProjectionSet, seq: int) -> str:
 class TimelineBuilder:
     """Folds every record and keeps a line for each selected one; usable as a replay callback."""
 
-    def __init__(self, selector: Selector) -> None:
+    def __init__(self, selector: Selector, state: ProjectionSet | None = None) -> None:
+        """`state`: the fold's state before the first record given (default: before sequence 1)."""
         self.selector = selector
-        self.state = ProjectionSet()
+        self.state = ProjectionSet() if state is None else state
         self.lines: list[TimelineLine] = []
 
     def __call__(self, record: Record) -> None:

@@ -25,7 +25,7 @@ from eventbus.history import Record, events, last_sequence
 from eventbus.natsserver import NatsServer, free_port
 from eventbus.publisher import Publisher
 from eventbus.snapshots import kept_snapshots
-from projections import bundle
+from projections import bundle, timelinestart
 from projections.bundle import fold_all_events
 from projections.status_view import status_view
 from servicekit.looplag import LoopLagStats
@@ -291,6 +291,12 @@ async def test_the_api_snapshots_every_n_events_and_a_restarted_api_starts_from_
 
         await eventually(lambda: snapshot_past(20), message="a snapshot at seq 20 or later")
         first = (await api.get("/status")).json()
+        # Beside it, the cluster part a work item's timeline starts from, at the bundle's position.
+        async def cluster_beside_each() -> bool:
+            beside = await kept_snapshots(api.bus, timelinestart.PROJECTION.name, timelinestart.PROJECTION.version)
+            return bool(beside) and set(await kept_snapshots(api.bus, "all", bundle.PROJECTION.version)) <= set(beside)
+
+        await eventually(cluster_beside_each, message="a timeline-cluster snapshot beside each bundle snapshot")
     async with running_api(nats_url) as again:
         await wait_caught_up(again.base, published[-1].seq)
         health = (await again.get("/health")).json()

@@ -16,19 +16,24 @@ from eventbus.errors import InvalidEvent
 from eventbus.events import EVENT_TYPES, Event
 from eventbus.history import Record, last_sequence, replay
 from eventbus.integrity import decode_on
-from eventbus.subjects import EVENTS_ROOT
-from projections import workrefs
+from eventbus.subjects import EVENTS_ROOT, aggregate_filter
+from projections import timelinestart, workrefs
 from projections.base import Folder
+from projections.bundle import ProjectionSet
 from projections.timeline import (
+    LEADERSHIP,
     Selector,
     TimelineBuilder,
     TimelineLine,
     aggregates_named,
     mentions_node,
+    mentions_work,
     node_subjects,
     subjects_read,
     work_context,
 )
+from projections.timelinestart import start_state
+from projections.work import is_open
 from servicekit.options import add_common_arguments, common_options
 from servicekit.snapshotting import load_state
 
@@ -65,8 +70,10 @@ async def read_timeline(bus: Bus, selector: Selector) -> tuple[list[TimelineLine
     else:
         if selector.work is None:
             records, read = await _read_each(bus, subjects, end)
+        elif selector.model is None:
+            return await _work_timeline(bus, selector, selector.work, end)
         else:
-            own = _read_each(bus, subjects, end, together=selector.model is None)  # a model adds type filters
+            own = _read_each(bus, subjects, end)  # a model adds type filters: one at a time
             (records, read), (refs, read_refs) = await asyncio.gather(own, work_refs(bus, end))
             read += read_refs + await _work_context(bus, selector.work, refs, records, end)
     for seq in sorted(records):
@@ -74,14 +81,60 @@ async def read_timeline(bus: Bus, selector: Selector) -> tuple[list[TimelineLine
     return builder.lines, read
 
 
-async def _read_each(bus: Bus, subjects: Iterable[str], end: int, *, together: bool = False) -> tuple[dict[int, Record], int]:
+async def _work_timeline(bus: Bus, selector: Selector, work_id: str, end: int) -> tuple[list[TimelineLine], int]:
+    """A work item's lines and how many records were read for them.
+
+    Its own records and those naming it come first (literal subjects, cheap from any sequence).
+    Leadership and its nodes' membership are spread over the whole log, so the server loads every
+    message block between their records: they are read only from the newest kept cluster snapshot
+    before the first of those records, and up to the last record about the item, past which they
+    add lines only while the item is still open (`around_work`).
+    """
+    records, read = await _own_and_naming(bus, work_id, end)
+    builder = TimelineBuilder(selector, await timeline_start(bus, min(records, default=end + 1) - 1))
+    events = {seq: e for seq, r in records.items() if (e := _decoded(r)) is not None}
+    around = (*LEADERSHIP, *work_context((e for s, e in events.items() if records[s].subject.startswith(f"{EVENTS_ROOT}.work.")), ()))
+    about = [seq for seq, e in events.items() if records[seq].subject.startswith(f"{EVENTS_ROOT}.work.") or mentions_work(e, work_id)]
+    last = max(about, default=end)
+    context, read_context = await _read_each(bus, around, last, together=True, start_seq=builder.state.last_seq + 1)
+    for seq in sorted(records.keys() | context.keys()):
+        builder(records[seq] if seq in records else context[seq])
+    if last < end and is_open(builder.state.work.items.get(work_id)):  # `around_work` may show what follows
+        later, read_later = await _read_each(bus, around, end, together=True, start_seq=last + 1)
+        read_context += read_later
+        for seq in sorted(later.keys() - records.keys()):
+            builder(later[seq])
+    return builder.lines, read + read_context
+
+
+async def _own_and_naming(bus: Bus, work_id: str, end: int) -> tuple[dict[int, Record], int]:
+    """A work item's own records and those of the aggregates its index says name it, and how many were read."""
+    own = _read_each(bus, [aggregate_filter("work", work_id)], end)
+    (records, read), (refs, read_refs) = await asyncio.gather(own, work_refs(bus, end))
+    named, read_named = await _read_each(bus, workrefs.subjects_naming(refs, work_id), end, together=True)
+    for seq, record in named.items():
+        records.setdefault(seq, record)
+    return records, read + read_refs + read_named
+
+
+async def timeline_start(bus: Bus, bound: int) -> ProjectionSet | None:
+    """The fold state of a work item's timeline at the newest usable cluster snapshot not past `bound`; None: none."""
+    if bound < 1:
+        return None
+    loaded = await load_state(bus, timelinestart.PROJECTION, "timeline", not_after_seq=bound)
+    return None if loaded is None else start_state(loaded.state)
+
+
+async def _read_each(bus: Bus, subjects: Iterable[str], end: int, *, together: bool = False,
+                     start_seq: int = 1) -> tuple[dict[int, Record], int]:
     records: dict[int, Record] = {}  # by sequence: a record may match two filters
     if together:  # aggregates' own filters (a literal id, then >): cheap for the server, so concurrently
-        counts = await asyncio.gather(*(replay(bus, _into(records), subject=subject, end_seq=end) for subject in subjects))
+        counts = await asyncio.gather(*(replay(bus, _into(records), subject=subject, start_seq=start_seq, end_seq=end)
+                                        for subject in subjects))
         return records, sum(counts)
     read = 0
     for subject in subjects:  # wildcard type filters cost the server a match over many subjects: one at a time
-        read += await replay(bus, _into(records), subject=subject, end_seq=end)
+        read += await replay(bus, _into(records), subject=subject, start_seq=start_seq, end_seq=end)
     return records, read
 
 

@@ -49,7 +49,7 @@ from eventbus.snapshots import SNAPSHOT_BUCKET, parse_kept_name
 from eventbus.streams import EVENTS_STREAM, StreamSettings
 from ops.bench.bench_projection import NODES, TRAINER, publish_log, raw_read
 from ops.bench.common import bench_bus, bench_server, common_arguments, emit, fresh_events_stream, log
-from projections import bundle, cluster, data, models, taint, withdrawal, workrefs
+from projections import bundle, cluster, data, models, taint, timelinestart, withdrawal, workrefs
 from projections.base import Folder
 from projections.snapshotplan import SnapshotSettings
 from projections.syncwork import SYNC_REQUESTS
@@ -72,6 +72,7 @@ async def keep_snapshots(bus: Bus, until: int, every: int) -> None:
         rebuilt = await state_at_seq(bus, bundle.PROJECTION, seq)
         await save_state(bus, bundle.PROJECTION, rebuilt.state, settings=settings)
         await save_state(bus, workrefs.PROJECTION, rebuilt.state.workrefs, settings=settings)  # as the API saves it
+        await save_state(bus, timelinestart.PROJECTION, rebuilt.state.cluster, settings=settings)
         log(f"snapshot at {seq:,} (folded {rebuilt.folded:,} in {rebuilt.seconds:.1f}s)")
 
 

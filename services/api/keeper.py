@@ -18,7 +18,7 @@ import msgspec
 
 from eventbus.connection import Bus
 from eventbus.history import Record
-from projections import bundle, workrefs
+from projections import bundle, timelinestart, workrefs
 from projections.base import Folder
 from projections.bundle import ProjectionSet
 from projections.snapshotplan import SnapshotSettings
@@ -63,7 +63,8 @@ class ProjectionKeeper:
         snapshots = SnapshotSettings(every_events=max(snapshot_every, 1), every_s=math.inf)
         self._live = LiveFold(
             bus, [self._folder], on_record=self._on_record, snapshots=snapshots,
-            snapshot_parts=[(workrefs.PROJECTION, lambda state: state.workrefs)], snapshot_pause_s=snapshot_min_interval_s,
+            snapshot_parts=[(workrefs.PROJECTION, lambda state: state.workrefs), (timelinestart.PROJECTION, lambda state: state.cluster)],
+            snapshot_pause_s=snapshot_min_interval_s,
             resumed=lambda _projection, state: bundle.believing(state, candidates), who="api",
         )
         self._ring: collections.deque[Record] = collections.deque(maxlen=recent)
