@@ -18,9 +18,9 @@ from projections import timelinestart, workrefs
 from projections.cluster import ClusterState
 from projections.fence import Fence
 from projections.fencing import FenceView
-from projections.rebuild import state_at_seq
 from projections.snapshotplan import SnapshotSettings
 from projections.timeline import Selector, TimelineBuilder, TimelineLine
+from servicekit.rebuild import state_at_seq
 from servicekit.snapshotting import save_state
 from tests.bus_harness import provisioned_bus
 from tests.test_forensics import _incident
