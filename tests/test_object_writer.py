@@ -8,12 +8,13 @@ from pathlib import Path
 import nats.aio.client
 
 from eventbus.connection import READ_BUFFER_BYTES
-from eventbus.objects import CHUNK_BYTES, WRITEBACK_BYTES, _ChunkWriter
+from eventbus.objects import CHUNK_BYTES
+from eventbus.objectwriter import WRITEBACK_BYTES, ChunkWriter
 
 
 async def test_a_download_asks_the_disk_to_write_as_it_goes_not_only_at_the_final_fsync(tmp_path: Path) -> None:
     chunks = [bytes([i]) * CHUNK_BYTES for i in range(2 * WRITEBACK_BYTES // CHUNK_BYTES + 3)]
-    writer = _ChunkWriter(tmp_path / "model.part", limit=len(chunks) * CHUNK_BYTES)
+    writer = ChunkWriter(tmp_path / "model.part", limit=len(chunks) * CHUNK_BYTES)
     try:
         for chunk in chunks:
             assert await writer.write(chunk) is None
