@@ -86,6 +86,8 @@ class Bus:
             # A connection the server refused (a revoked key) may be half torn down already.
             with contextlib.suppress(OSError):
                 await self.nc.close()
+        if isinstance(self.nc, RenewingClient):
+            await self.nc.end_reconnect_attempts(timeout)
 
 
 async def connect(
@@ -183,6 +185,38 @@ class RenewingClient(NatsClient):
         self._auth_retry_s = auth_retry_s
         self._refused_since: float | None = None
         self.gave_up_reason = ""  # why this client closed itself, for the service's last line
+
+    # nats-py cancels its reconnect task once on close and waits half a second for it. That cancel
+    # can be lost (Python 3.11's wait_for may return a refused connect instead, which the reconnect
+    # loop catches and retries): the task then reconnects forever and asyncio.run waits on it
+    # forever, so a service asked to stop while its bus was down hung in half of the tries here
+    # (seen: one task alive after close, ended by a second cancel). Every task it starts (one per
+    # lost connection, each cancelling the last) is kept, to be cancelled until it has ended.
+    @property
+    def _reconnection_task(self) -> asyncio.Task[None] | None:
+        return self.__dict__.get("_reconnect_task_now")
+
+    @_reconnection_task.setter
+    def _reconnection_task(self, task: asyncio.Task[None] | None) -> None:
+        self.__dict__["_reconnect_task_now"] = task
+        if task is not None:
+            self.__dict__.setdefault("_reconnect_tasks", set()).add(task)
+
+    async def end_reconnect_attempts(self, timeout: float) -> None:
+        """After close: cancel every reconnect task nats-py started until each has ended, for at most `timeout`."""
+        tasks: set[asyncio.Task[None]] = self.__dict__.get("_reconnect_tasks", set())
+        deadline = time.monotonic() + timeout
+        cancels = 0
+        while (alive := [t for t in tasks if not t.done()]) and time.monotonic() < deadline:
+            for task in alive:
+                task.cancel()
+            cancels += 1
+            await asyncio.wait(alive, timeout=0.05)
+        tasks.clear()
+        if alive:
+            log.warning("nats: %d reconnect task(s) still running %gs after close", len(alive), timeout)
+        elif cancels > 1:
+            log.info("nats: a reconnect task ended after %d cancellations", cancels)
 
     def auth_refused(self) -> None:
         """The server refused our credentials (now or at a reconnect): the retry budget runs from the first refusal."""

@@ -19,6 +19,7 @@ from eventbus.connection import connect
 from eventbus.errors import BusUnavailable, InvalidConfig
 from eventbus.events import HostOnline, decode
 from eventbus.history import Record, replay
+from eventbus.natsserver import NatsServer
 from servicekit.options import CommonOptions
 from servicekit.runtime import SERVICES, ServiceEntry, register, require_streams, run_service
 from tests import tiny_service
@@ -173,3 +174,26 @@ async def test_a_service_that_swallows_every_cancellation_still_exits_within_its
     output = (tmp_path / "service.log").read_text()
     assert code == 1 and took < GRACE_S + 2, output
     assert f"did not stop within its {GRACE_S:.0f}s grace, even cancelled; exiting" in output
+
+
+async def test_closing_a_bus_whose_server_is_gone_ends_a_reconnect_task_that_lost_a_cancellation(
+    nats_server: NatsServer, eventually
+) -> None:
+    # Python 3.11's wait_for can turn a cancel into the refused connect nats-py's reconnect loop
+    # retries: such a task reconnected forever, and asyncio.run waited on it forever at exit.
+    bus = await connect(nats_server.url, node_id="closer")
+    await asyncio.to_thread(nats_server.kill)
+    await eventually(lambda: bus.nc.is_reconnecting, timeout=10, interval=0.05)
+
+    async def loses_its_first_cancel() -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(3600)
+        await asyncio.sleep(3600)
+
+    stubborn = asyncio.create_task(loses_its_first_cancel())
+    bus.nc._reconnection_task = stubborn  # as nats-py's reconnect would: the client sees only the newest
+    await asyncio.sleep(0)
+    started = time.monotonic()
+    await bus.close(timeout=2.0)
+    assert stubborn.done() and time.monotonic() - started < 3.0
+    assert bus.nc.is_closed
