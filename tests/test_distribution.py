@@ -18,7 +18,7 @@ from eventbus.events import ArtifactRef, HostOnline, ModelPromoted, TrainingComp
 from eventbus.history import events
 from eventbus.objects import stat_object
 from eventbus.publisher import Publisher
-from services.distributor.leader import distribution_loop
+from services.leader.distribution import distribution_loop
 from tests.bus_harness import provisioned_bus
 from tests.helpers import eventually
 from tests.leader_harness import leader_loop_running

@@ -10,6 +10,8 @@ import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cluster.distribution.failures import FAILURES, corrupt_reports
+from cluster.distribution.retention import KeptVersion, current_models, promotion_history, store_deletions, versions_to_delete
 from config.nodedirs import best_link_path, canonical_path, version_path
 from eventbus.events import (
     ArtifactRef,
@@ -28,11 +30,9 @@ from projections.models import checkpoint_of
 from servicekit.filehash import copy_hashed, sha256_file
 from servicekit.retry import RetryTable, delay_s
 from services.distributor import install
-from services.distributor.completion import completions, needs_models
-from services.distributor.folds import FAILURES, corrupt_reports
 from services.distributor.install import LocalModels
 from services.distributor.plan import Activate, Announce, CopyLocal, Download, is_alive, next_steps, repairer, uploads_due
-from services.distributor.retention import KeptVersion, current_models, promotion_history, store_deletions, versions_to_delete
+from services.leader.completion import completions, needs_models
 from tests.terms import in_term
 
 T0 = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)

@@ -23,7 +23,7 @@ from eventbus.publisher import Publisher
 from servicekit.options import CommonOptions
 from servicekit.runtime import ServiceContext
 from services.distributor.agent import DistributorAgent
-from services.distributor.leader import prune_store
+from services.leader.distribution import prune_store
 from tests.bus_harness import provisioned_bus
 from tests.helpers import eventually, mounted_tmpfs
 from tests.terms import as_term

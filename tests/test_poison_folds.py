@@ -11,6 +11,8 @@ import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+from cluster.distribution import failures as distributor_folds
+from cluster.sync import batchfiles as sync_folds
 from config.sections.scheduler import SchedulerSettings
 from eventbus.errors import BusUnavailable, InvalidEvent, StorageFull
 from eventbus.events import (
@@ -29,11 +31,9 @@ from eventbus.events import (
 from eventbus.publisher import Publisher, _ApiError, _PubAckReply
 from projections import bundle, cluster, data, elo, models, taint, work
 from projections.base import Projection, fold_events, fold_records
-from services.distributor import folds as distributor_folds
 from services.leader import pipeline_view, queue, signals
 from services.leader.decisions import assignment_round, supervision_round
 from services.leader.leaderfold import Decisions
-from services.sync import folds as sync_folds
 from tests.event_fuzz import hostile_payloads, largest
 from tests.event_samples import sample_event
 from tests.terms import TERM

@@ -13,7 +13,7 @@ from config.settings import RrConfig
 from eventbus.connection import Bus
 from eventbus.events import HostOnline, ModelPromoted, utcnow
 from eventbus.publisher import Publisher
-from services.distributor.leader import distribution_loop
+from services.leader.distribution import distribution_loop
 from tests.bus_harness import provisioned_bus
 from tests.leader_harness import leader_loop_running
 from tests.procs.dist_fleet import Fleet, wait_for

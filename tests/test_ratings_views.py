@@ -7,12 +7,12 @@ import datetime as dt
 from cli.commands.lineage import format_lineage
 from cli.commands.models import format_models, model_rows
 from cli.commands.status import format_status
+from cluster.distribution.failures import FailuresState
 from eventbus import events as ev
 from projections.bundle import fold_all_events
 from projections.cluster import ClusterState
 from projections.lineage import lineage
 from projections.status_view import status_view
-from services.distributor.folds import FailuresState
 from tests.terms import in_term
 
 ANCHOR = "hex8_2p-search16"

@@ -7,15 +7,15 @@ from typing import Any
 import msgspec
 from hypothesis import given
 
+from cluster.distribution.failures import FAILURES
+from cluster.sync.batchfiles import BATCH_FILES
 from eventbus import events as ev
 from projections import bundle, wire
 from projections.base import Projection, fold_events
 from projections.pmap import PMap, enc_hook
 from projections.snapshot import decode_snapshot, encode_snapshot
 from projections.syncwork import SYNC_REQUESTS
-from services.distributor.folds import FAILURES
 from services.leader import queue
-from services.sync.folds import BATCH_FILES
 from tests.test_projections import LOGS, PROPERTY, numbered
 
 SAVED: list[Projection[Any]] = [bundle.PROJECTION, *bundle.PARTS.values(), queue.PROJECTION, FAILURES,

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cluster.distribution.failures import FAILURES
 from eventbus.history import first_sequence, last_sequence, replay
 from eventbus.objects import stat_object
 from eventbus.publisher import Publisher
@@ -27,7 +28,6 @@ from projections.snapshotplan import SnapshotSettings, due, newest_at_or_before,
 from servicekit.livefold import LiveFold, aggregate_subjects
 from servicekit.rebuild import state_at_seq, state_at_time
 from servicekit.snapshotting import load_state, save_state
-from services.distributor.folds import FAILURES
 from tests.bus_harness import provisioned_bus
 from tests.test_forensics import _incident
 from tests.test_projections import LOGS

@@ -17,7 +17,7 @@ from eventbus.connection import Bus
 from eventbus.events import ArtifactRef, HostOnline, SelfplayComplete
 from eventbus.history import events
 from eventbus.publisher import Publisher
-from services.sync.loop import sync_planner_loop
+from services.leader.syncplan import sync_planner_loop
 from tests.bus_harness import provisioned_bus
 from tests.leader_harness import leader_loop_running
 from tests.procs.dist_fleet import Fleet, ServiceProcess, wait_for, write_node_config

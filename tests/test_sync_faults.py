@@ -24,8 +24,8 @@ from eventbus.streams import StreamSettings, provision
 from projections.data import Batch, Transfer
 from servicekit.options import CommonOptions
 from servicekit.runtime import ServiceContext
+from services.leader.syncplan import sync_planner_loop
 from services.sync.agent import SyncAgent
-from services.sync.loop import sync_planner_loop
 from services.sync.uploads import BatchUploads
 from tests.helpers import eventually
 

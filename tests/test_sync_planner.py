@@ -24,8 +24,8 @@ from eventbus.events import (
 from projections import cluster, data
 from projections.base import fold_events
 from projections.data import DataState, TransferStatus
-from services.sync.planner import Fleet, candidates, plan_transfers
-from services.sync.targets import ephemeral_nodes, training_targets
+from services.leader.synctargets import ephemeral_nodes, training_targets
+from services.leader.transfers import Fleet, candidates, plan_transfers
 from tests.terms import decided, in_term
 
 T0 = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)

@@ -27,7 +27,7 @@ from projections.syncwork import (
     served_here,
     sync_step,
 )
-from services.sync.planner import plan_transfers
+from services.leader.transfers import plan_transfers
 from tests.test_sync_planner import SETTINGS, T0, batch, fleet, folded
 
 

@@ -138,7 +138,7 @@ def test_a_tainted_evaluation_promotes_nothing_until_its_quarantine_is_lifted() 
 
 
 def test_sync_does_not_copy_a_tainted_batch() -> None:
-    from services.sync.planner import plan_transfers
+    from services.leader.transfers import plan_transfers
     from tests.test_sync_planner import SETTINGS, T0, batch, fleet, folded
 
     state = folded([batch("b1", "n1"), batch("b2", "n1")])

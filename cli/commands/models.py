@@ -10,6 +10,7 @@ import msgspec
 
 from cli.commands import open_bus
 from cli.commands.status import age, table
+from cluster.distribution.failures import FAILURES, FailuresState
 from eventbus.events import utcnow
 from projections import cluster, elo, models, taint
 from projections.base import Folder
@@ -19,8 +20,7 @@ from projections.models import ModelsState
 from projections.taint import Tainted
 from servicekit.livefold import LiveFold, aggregate_subjects, taint_subjects
 from servicekit.options import add_common_arguments, common_options
-from services.distributor.completion import needs_models, waiting_for
-from services.distributor.folds import FAILURES, FailuresState
+from services.leader.completion import needs_models, waiting_for
 
 
 class ModelRow(msgspec.Struct, frozen=True, kw_only=True):

@@ -37,6 +37,8 @@ from cli.commands.whatif import window_events
 from cli.whatif.recording import record
 from cli.whatif.report import percentile
 from cli.whatif.simulate import simulate
+from cluster.distribution.failures import FAILURES
+from cluster.sync.batchfiles import BATCH_FILES
 from config.sections.api import ApiSettings
 from config.sections.scheduler import SchedulerSettings
 from eventbus import events as ev
@@ -57,10 +59,8 @@ from projections.timeline import Selector
 from servicekit.livefold import LiveFold, aggregate_subjects, taint_subjects, type_subjects
 from servicekit.rebuild import Rebuilt, state_at_seq, state_at_time
 from servicekit.snapshotting import save_state
-from services.distributor.folds import FAILURES
-from services.distributor.rollback import rollback_decisions
 from services.leader import queue
-from services.sync.folds import BATCH_FILES
+from services.leader.rollback import rollback_decisions
 
 DAY = 60_000  # events a day at the README's 31-node estimate
 

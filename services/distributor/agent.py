@@ -18,6 +18,8 @@ from typing import Any
 
 import msgspec
 
+from cluster.distribution.failures import FAILURES
+from cluster.distribution.retention import KeptVersion, current_models, promotion_history, versions_to_delete
 from config.nodedirs import SUFFIX, VERSIONS, canonical_path, version_path, version_stem
 from config.sections.distribution import DistributionSettings
 from eventbus.connection import Bus
@@ -35,9 +37,7 @@ from servicekit.livefold import LiveFold, aggregate_subjects, believing_only, re
 from servicekit.retry import RetryTable
 from services.distributor import install
 from services.distributor.duties import StoreDuties
-from services.distributor.folds import FAILURES
 from services.distributor.plan import Activate, Announce, CopyLocal, Download, Step, next_steps
-from services.distributor.retention import KeptVersion, current_models, promotion_history, versions_to_delete
 
 log = logging.getLogger(__name__)
 

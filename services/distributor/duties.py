@@ -17,6 +17,7 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Protocol
 
+from cluster.distribution.failures import FailuresState, corrupt_reports
 from config.nodedirs import version_path
 from config.sections.distribution import DistributionSettings
 from eventbus.connection import Bus
@@ -26,7 +27,6 @@ from projections.cluster import ClusterState
 from projections.models import ModelsState, checkpoint_of
 from servicekit.filehash import sha256_file
 from servicekit.retry import RetryTable
-from services.distributor.folds import FailuresState, corrupt_reports
 from services.distributor.plan import is_alive, repairer, uploads_due
 
 log = logging.getLogger(__name__)

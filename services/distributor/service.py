@@ -1,7 +1,7 @@
 """The `distributor` service: one per node, installs every config's promoted model from the object store.
 
 See services/distributor/agent.py for what a pass does and services/distributor/duties.py
-for the uploads; MODEL_DISTRIBUTION_COMPLETE is the leader's (services/distributor/leader.py).
+for the uploads; MODEL_DISTRIBUTION_COMPLETE is the leader's (services/leader/distribution.py).
 """
 
 from __future__ import annotations

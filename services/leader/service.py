@@ -21,11 +21,11 @@ from cluster.leadership.term import Term
 from cluster.membership.monitor import membership_loop
 from servicekit.configwatch.loop import config_watch_loop
 from servicekit.runtime import ServiceContext
-from services.distributor.leader import distribution_loop
+from services.leader.distribution import distribution_loop
 from services.leader.loops import SCHEDULING_LOOPS
 from services.leader.pipeline import pipeline_loop
 from services.leader.populator import populator_loop
-from services.sync.loop import sync_planner_loop
+from services.leader.syncplan import sync_planner_loop
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import msgspec
 
+from cluster.sync.batchfiles import BATCH_FILES
 from config.nodedirs import INCOMING, batch_path
 from config.sections.sync import SyncSettings
 from eventbus.connection import Bus
@@ -36,7 +37,6 @@ from servicekit import fileplace
 from servicekit.filehash import sha256_file
 from servicekit.livefold import LiveFold, aggregate_subjects, believing_only, reconcile_while_following, taint_subjects
 from servicekit.retry import RetryTable
-from services.sync.folds import BATCH_FILES
 from services.sync.uploads import BatchUploads
 
 log = logging.getLogger(__name__)

@@ -11,6 +11,7 @@ import asyncio
 import logging
 
 from cluster.leadership.term import NotLeader, Term
+from cluster.sync.batchfiles import BATCH_FILES
 from config.hosts import HostsConfig
 from config.hostsfile import LiveHosts
 from config.sections.sync import SyncSettings
@@ -20,9 +21,8 @@ from projections.base import Folder
 from projections.syncwork import SYNC_REQUESTS, SyncRequestsState, requested_copies
 from servicekit.livefold import LiveFold, aggregate_subjects, taint_subjects, type_subjects
 from servicekit.runtime import ServiceContext
-from services.sync.folds import BATCH_FILES
-from services.sync.planner import Fleet, plan_transfers
-from services.sync.targets import alive_nodes, ephemeral_nodes, training_targets
+from services.leader.synctargets import alive_nodes, ephemeral_nodes, training_targets
+from services.leader.transfers import Fleet, plan_transfers
 
 log = logging.getLogger(__name__)
 

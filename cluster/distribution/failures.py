@@ -1,4 +1,4 @@
-"""The distributor's own small fold: which nodes are failing to install what.
+"""The distributors' small fold: which nodes are failing to install what (read by the leader's loop and `rr models` too).
 
 The shared models projection keeps where each checkpoint was written (its training's
 `checkpoint`) but does not read MODEL_DISTRIBUTION_FAILED; this fold adds exactly that, purely.

@@ -11,6 +11,8 @@ import logging
 import time
 from typing import Any
 
+from cluster.distribution.failures import FAILURES
+from cluster.distribution.retention import store_deletions
 from cluster.leadership.term import NotLeader, Term
 from config.sections.distribution import DistributionSettings
 from eventbus.errors import BusError
@@ -21,10 +23,8 @@ from projections import cluster, models, taint
 from projections.base import Folder
 from servicekit.livefold import LiveFold, aggregate_subjects, taint_subjects
 from servicekit.runtime import ServiceContext
-from services.distributor.completion import completions
-from services.distributor.folds import FAILURES
-from services.distributor.retention import store_deletions
-from services.distributor.rollback import rollback_decisions
+from services.leader.completion import completions
+from services.leader.rollback import rollback_decisions
 
 log = logging.getLogger(__name__)
 
