@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
+from config.sections.bounds import require_positive
+
 MIB = 1 << 20
 
 
@@ -31,15 +33,8 @@ class DistributionSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unk
     def __post_init__(self) -> None:
         if self.keep_last < 0:
             raise ValueError(f"keep_last must be >= 0, got {self.keep_last}")
-        positive = {
-            "retry_initial_s": self.retry_initial_s,
-            "retry_max_s": self.retry_max_s, "idle_timeout_s": self.idle_timeout_s,
-            "check_interval_s": self.check_interval_s, "complete_check_s": self.complete_check_s,
-            "store_gc_interval_s": self.store_gc_interval_s,
-        }
-        for name, value in positive.items():
-            if not value > 0:
-                raise ValueError(f"{name} must be > 0, got {value}")
+        require_positive(self, "retry_initial_s", "retry_max_s", "idle_timeout_s", "check_interval_s", "complete_check_s",
+                         "store_gc_interval_s")
         if min(self.free_margin_mb, self.missing_grace_s, self.store_keep_candidates_h, self.store_max_gib) < 0:
             raise ValueError("free_margin_mb, missing_grace_s, store_keep_candidates_h and store_max_gib must be >= 0")
 

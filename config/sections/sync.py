@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
+from config.sections.bounds import require_positive
+
 TRAINING_ROLES: tuple[str, ...] = ("nn_training", "training", "mixed")
 
 
@@ -29,16 +31,8 @@ class SyncSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     store_ttl_h: float = 24.0  # objects in the data bucket expire: they only carry batches between nodes
 
     def __post_init__(self) -> None:
-        positive = {
-            "max_batch_age_h": self.max_batch_age_h, "plan_interval_s": self.plan_interval_s,
-            "retry_after_s": self.retry_after_s, "retry_max_s": self.retry_max_s,
-            "transfer_timeout_s": self.transfer_timeout_s, "poll_initial_s": self.poll_initial_s,
-            "poll_max_s": self.poll_max_s, "idle_timeout_s": self.idle_timeout_s,
-            "store_ttl_h": self.store_ttl_h,
-        }
-        for name, value in positive.items():
-            if not value > 0:
-                raise ValueError(f"{name} must be > 0, got {value}")
+        require_positive(self, "max_batch_age_h", "plan_interval_s", "retry_after_s", "retry_max_s", "transfer_timeout_s",
+                         "poll_initial_s", "poll_max_s", "idle_timeout_s", "store_ttl_h")
         if self.store_max_gib < 0:
             raise ValueError(f"store_max_gib must be >= 0, got {self.store_max_gib}")
         if self.max_inflight_per_node < 1 or self.max_plans_per_tick < 1:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
+from config.sections.bounds import require_positive
 from config.sections.templates import DEFAULT_TEMPLATES, TemplateError, split_template
 
 # The scheduler's default attempt deadlines; a job still running past its timeout is stopped.
@@ -44,13 +45,8 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
                 split_template(key, template)
             except TemplateError as exc:
                 raise ValueError(str(exc).removeprefix("worker.")) from None
-        positive = {"grace_s": self.grace_s, "default_timeout_s": self.default_timeout_s,
-                    "progress_interval_s": self.progress_interval_s, "watch_interval_s": self.watch_interval_s,
-                    "gpu_sample_s": self.gpu_sample_s, "shutdown_grace_s": self.shutdown_grace_s,
-                    **{f"timeouts_s.{k}": v for k, v in self.timeouts_s.items()}}
-        for name, value in positive.items():
-            if not value > 0:
-                raise ValueError(f"{name} must be > 0, got {value}")
+        require_positive(self, "grace_s", "default_timeout_s", "progress_interval_s", "watch_interval_s", "gpu_sample_s",
+                         "shutdown_grace_s", more={f"timeouts_s.{k}": v for k, v in self.timeouts_s.items()})
         if self.max_processes < 1 or self.max_parallel_jobs < 1 or self.stderr_tail_bytes < 1:
             raise ValueError("max_processes, max_parallel_jobs and stderr_tail_bytes must be >= 1")
         if self.stuck_after_s < 0:
