@@ -23,6 +23,7 @@ from tests.bus_harness import provisioned_bus
 from tests.helpers import eventually
 from tests.leader_harness import leader_loop_running
 from tests.procs.dist_fleet import Fleet, ServiceProcess, wait_for, write_node_config
+from tests.randomfiles import random_artifact
 from tests.terms import as_term
 
 pytestmark = pytest.mark.timeout(90)
@@ -38,10 +39,7 @@ async def bus(nats_url: str) -> AsyncIterator[Bus]:
 
 def checkpoint(path: Path, size: int) -> ArtifactRef:
     """A random model file written at `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = os.urandom(size)
-    path.write_bytes(data)
-    return ArtifactRef(path=str(path), size_bytes=size, sha256=hashlib.sha256(data).hexdigest(), node="")
+    return random_artifact(path, size)
 
 
 async def train_and_promote(bus: Bus, model_id: str, node: str, ref: ArtifactRef, *, promote: bool = True) -> None:

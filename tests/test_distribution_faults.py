@@ -26,6 +26,7 @@ from services.distributor.agent import DistributorAgent
 from services.leader.distribution import prune_store
 from tests.bus_harness import provisioned_bus
 from tests.helpers import eventually, mounted_tmpfs
+from tests.randomfiles import random_artifact
 from tests.terms import as_term
 
 pytestmark = pytest.mark.timeout(60)
@@ -71,10 +72,8 @@ async def agent_running(url: str, node: str, root: Path, settings: DistributionS
 async def store_and_promote(bus: Bus, tmp_path: Path, model_id: str, size: int, *, minutes: int = 0) -> str:
     """Put a random model in the bucket as its trainer would, then promote it; its sha256."""
     path = tmp_path / f"{model_id}.pth"
-    data = os.urandom(size)
-    path.write_bytes(data)
+    sha = random_artifact(path, size).sha256
     await put_file(bus, "rr_models", model_id, path)
-    sha = hashlib.sha256(data).hexdigest()
     await as_term(Publisher(bus), ModelPromoted(model_id=model_id, board_type="hex8", num_players=2, sha256=sha,
                                                size_bytes=size, generation=minutes, epoch=1))
     return sha

@@ -21,6 +21,7 @@ from services.leader.syncplan import sync_planner_loop
 from tests.bus_harness import provisioned_bus
 from tests.leader_harness import leader_loop_running
 from tests.procs.dist_fleet import Fleet, ServiceProcess, wait_for, write_node_config
+from tests.randomfiles import random_artifact
 from tests.terms import as_term
 
 pytestmark = pytest.mark.timeout(90)
@@ -41,10 +42,8 @@ async def bus(nats_url: str) -> AsyncIterator[Bus]:
 
 
 def write_batch(path: Path, size: int) -> ArtifactRef:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    content = os.urandom(size)
-    path.write_bytes(content)
-    return ArtifactRef(path=str(path), size_bytes=size, sha256=hashlib.sha256(content).hexdigest(), node="n1")
+    """A random batch file written at `path` by n1's selfplay."""
+    return random_artifact(path, size, node="n1")
 
 
 def received(tmp_path: Path, node: str, batch_id: str, sha256: str) -> bool:

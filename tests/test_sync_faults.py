@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from services.leader.syncplan import sync_planner_loop
 from services.sync.agent import SyncAgent
 from services.sync.uploads import BatchUploads
 from tests.helpers import eventually
+from tests.randomfiles import random_artifact
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -56,18 +56,15 @@ async def test_a_corrupt_stored_batch_is_deleted_and_the_copy_planned_again(nats
         await publisher.publish(LeaderElected(role="scheduler", node="leader", epoch=1))
         for node in ("n1", "n2"):
             await publisher.publish(HostOnline(node=node, epoch=1))
-        content = os.urandom(700_000)
         source = tmp_path / "n1" / "b1.npz"
-        source.parent.mkdir()
-        source.write_bytes(content)
+        ref = random_artifact(source, 700_000, node="n1")
         # An earlier upload of the batch, then a chunk nobody uploaded appended to it: its metadata
         # still names the right digest, so the source sees nothing wrong and only the target can tell.
         earlier = await put_file(bus, "rr_data", "b1", source)
         await bus.nc.publish(f"$O.rr_data.C.{earlier.nuid}", b"tampered")
         await bus.nc.flush()
-        sha = hashlib.sha256(content).hexdigest()
         await publisher.publish(SelfplayComplete(batch_id="b1", work_id="w1", node="n1", board_type="hex8", num_players=2,
-                                                 num_games=4, data=ArtifactRef(path=str(source), size_bytes=len(content), sha256=sha, node="n1")))
+                                                 num_games=4, data=ref))
         stopping = asyncio.Event()
         agents = {n: SyncAgent(buses[n], Publisher(buses[n]), n, tmp_path / n / "sync", SETTINGS) for n in ("n1", "n2")}
         ctx = ServiceContext("scheduler", bus, RrConfig(sync=SETTINGS), CommonOptions(nats_url=nats_url, node_id="leader", config_path=None))
@@ -76,7 +73,7 @@ async def test_a_corrupt_stored_batch_is_deleted_and_the_copy_planned_again(nats
             ends = await eventually(lambda: copy_ends(bus, ok=True), timeout=20, message="a verified copy")
             stopping.set()
         copy = tmp_path / "n2" / "sync" / "hex8_2p" / "b1.npz"
-        assert hashlib.sha256(copy.read_bytes()).hexdigest() == sha
+        assert hashlib.sha256(copy.read_bytes()).hexdigest() == ref.sha256
         ends = await copy_ends(bus)
         assert [(e.transfer_id, e.ok) for e in ends] == [("b1>n2#1", False), ("b1>n2#2", True)]  # type: ignore[attr-defined]
         assert "700008 bytes" in ends[0].error and "deleted from the store" in ends[0].error  # type: ignore[attr-defined]
