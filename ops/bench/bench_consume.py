@@ -29,13 +29,11 @@ from ops.bench.common import (
     alternate,
     bench_bus,
     bench_server,
-    common_arguments,
-    emit,
     fresh_events_stream,
     log,
+    rounds_result,
+    run_rounds,
     sample_events,
-    stream_settings,
-    summary,
 )
 
 GOAL = 0.6
@@ -126,16 +124,12 @@ async def bench(events: int, rounds: int, settings: StreamSettings) -> dict[str,
 
         sides = {"raw": lambda: raw_round(bus, events), "ours": lambda: ours_round(bus, events, next(durables))}
         rates = await alternate(rounds, sides, nothing)
-    return {"bench": "consume", "events": events, "rounds": rounds, "storage": settings.storage,
-            **summary(rates, ours="ours", raw="raw"), "goal": GOAL}
+    return rounds_result("consume", events, rounds, settings, rates, GOAL)
 
 
 def main() -> None:
     """Parse arguments, run the benchmark, print its JSON line."""
-    args = common_arguments(__doc__.splitlines()[0], default_events=200_000).parse_args()
-    settings = stream_settings(args.storage)
-    log(f"consume bench: {args.events:,} events x {args.rounds} rounds per side, {args.storage} storage")
-    emit(asyncio.run(bench(args.events, args.rounds, settings)))
+    run_rounds(__doc__, "consume", 200_000, bench)
 
 
 if __name__ == "__main__":

@@ -29,13 +29,10 @@ from ops.bench.common import (
     alternate,
     bench_bus,
     bench_server,
-    common_arguments,
-    emit,
     fresh_events_stream,
-    log,
+    rounds_result,
+    run_rounds,
     sample_events,
-    stream_settings,
-    summary,
     wire_form,
 )
 
@@ -131,16 +128,12 @@ async def bench(events: int, rounds: int, settings: StreamSettings) -> dict[str,
         await raw_round(bus, min(events, 2_000))
         rates = await alternate(rounds, {"raw": raw, "ours": ours}, lambda: fresh_events_stream(bus, settings))
         fence = await decisions(bus, publisher, max(1, events // 10), rounds, settings)
-    return {"bench": "publish", "events": events, "rounds": rounds, "storage": settings.storage,
-            **summary(rates, ours="ours", raw="raw"), "goal": GOAL, "fence": fence}
+    return {**rounds_result("publish", events, rounds, settings, rates, GOAL), "fence": fence}
 
 
 def main() -> None:
     """Parse arguments, run the benchmark, print its JSON line."""
-    args = common_arguments(__doc__.splitlines()[0], default_events=100_000).parse_args()
-    settings = stream_settings(args.storage)
-    log(f"publish bench: {args.events:,} events x {args.rounds} rounds per side, {args.storage} storage")
-    emit(asyncio.run(bench(args.events, args.rounds, settings)))
+    run_rounds(__doc__, "publish", 100_000, bench)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +151,24 @@ def summary(rates: dict[str, list[float]], ours: str, raw: str) -> dict[str, Any
         "nats_py": importlib.metadata.version("nats-py"),
         "cpus": os.cpu_count(),
     }
+
+
+def rounds_result(name: str, events: int, rounds: int, settings: StreamSettings, rates: dict[str, list[float]],
+                  goal: float) -> dict[str, Any]:
+    """The result line of a bench whose sides are "ours" and "raw": its knobs, the summary and the goal."""
+    return {"bench": name, "events": events, "rounds": rounds, "storage": settings.storage,
+            **summary(rates, ours="ours", raw="raw"), "goal": goal}
+
+
+RoundsBench = Callable[[int, int, StreamSettings], Coroutine[Any, Any, dict[str, Any]]]
+
+
+def run_rounds(doc: str, name: str, default_events: int, bench: RoundsBench) -> None:
+    """A rounds bench's main: parse the shared knobs, run `bench(events, rounds, settings)`, print its JSON line."""
+    args = common_arguments(doc.splitlines()[0], default_events=default_events).parse_args()
+    settings = stream_settings(args.storage)
+    log(f"{name} bench: {args.events:,} events x {args.rounds} rounds per side, {args.storage} storage")
+    emit(asyncio.run(bench(args.events, args.rounds, settings)))
 
 
 class Stopwatch:
