@@ -35,6 +35,7 @@ from servicekit import fileplace
 from servicekit.filehash import copy_hashed
 from servicekit.livefold import LiveFold, aggregate_subjects, believing_only, reconcile_while_following
 from servicekit.retry import RetryTable
+from servicekit.waits import until_first
 from services.distributor import install
 from services.distributor.duties import StoreDuties
 from services.distributor.plan import Activate, Announce, CopyLocal, Download, Step, next_steps
@@ -103,13 +104,7 @@ class DistributorAgent:
         now = time.monotonic()
         dues = [d for d in (self._retry.next_due(now), self._duties.next_due(now)) if d is not None]
         timeout = min([self._settings.check_interval_s, *(d - now + 0.01 for d in dues)])
-        news = asyncio.ensure_future(self._live.wait_changed(timeout))
-        stop = asyncio.ensure_future(stopping.wait())
-        try:
-            await asyncio.wait({news, stop}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            news.cancel()
-            stop.cancel()
+        await until_first(self._live.wait_changed(timeout), stopping.wait())
 
     async def reconcile(self, stopping: asyncio.Event) -> None:
         """One pass: the store duties, then install and announce what is missing, then retention."""

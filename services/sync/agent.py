@@ -37,6 +37,7 @@ from servicekit import fileplace
 from servicekit.filehash import sha256_file
 from servicekit.livefold import LiveFold, aggregate_subjects, believing_only, reconcile_while_following, taint_subjects
 from servicekit.retry import RetryTable
+from servicekit.waits import until_first
 from services.sync.uploads import BatchUploads
 
 log = logging.getLogger(__name__)
@@ -99,13 +100,7 @@ class SyncAgent:
         now = time.monotonic()
         due = self._polls.next_due(now)
         timeout = min(self._settings.plan_interval_s, due - now + 0.01) if due is not None else self._settings.plan_interval_s
-        news = asyncio.ensure_future(self._live.wait_changed(timeout))
-        stop = asyncio.ensure_future(stopping.wait())
-        try:
-            await asyncio.wait({news, stop}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            news.cancel()
-            stop.cancel()
+        await until_first(self._live.wait_changed(timeout), stopping.wait())
 
     def _open(self) -> list[Transfer]:
         """Unfinished copies from or to this node, oldest first; forgets ended ones the fold now shows ended."""
