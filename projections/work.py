@@ -256,9 +256,9 @@ def late_completion(item: WorkItem, event: Event) -> bool:
     )
 
 
-def _moved(item: WorkItem, event: Event, status: WorkStatus, seq: int) -> WorkItem:
+def _moved(item: WorkItem, event: Event, status: WorkStatus, seq: int, noted: dict[str, object]) -> WorkItem:
     changes: dict[str, object] = {"status": status, "updated_seq": seq, "updated_at": event.ts,
-                                  "unschedulable": "", "unschedulable_since": None}
+                                  "unschedulable": "", "unschedulable_since": None, **noted}
     if isinstance(event, WorkUnschedulable):
         changes.update(unschedulable=event.reason, unschedulable_since=item.unschedulable_since or event.ts)
     if isinstance(event, WorkAssigned):
@@ -282,19 +282,19 @@ def _moved(item: WorkItem, event: Event, status: WorkStatus, seq: int) -> WorkIt
     return msgspec.structs.replace(item, **changes)
 
 
-def logged(item: WorkItem, event: Event) -> WorkItem:
-    """The item with what an event says of one attempt noted (started, ended, completed), whether or not it applies."""
+def logged(item: WorkItem, event: Event) -> dict[str, object]:
+    """What an event says of one attempt (started, ended, completed), to note on the item whether or not it applies."""
     if not isinstance(event, (WorkStarted, WorkCompleted, WorkAttemptFailed, WorkHandedBack)):
-        return item
+        return {}
     pair = (event.attempt, event.node)
     if isinstance(event, WorkStarted):
-        return item if pair in item.started else msgspec.structs.replace(item, started=(*item.started, pair))
+        return {} if pair in item.started else {"started": (*item.started, pair)}
     changes: dict[str, object] = {}
     if pair not in item.settled:
         changes["settled"] = (*item.settled, pair)
     if isinstance(event, WorkCompleted) and item.completed_by is None:
         changes["completed_by"] = pair
-    return msgspec.structs.replace(item, **changes) if changes else item
+    return changes
 
 
 def transition(state: WorkState, event: Event, seq: int) -> WorkState:
@@ -305,18 +305,18 @@ def transition(state: WorkState, event: Event, seq: int) -> WorkState:
         return rejected(state, seq, event, f"unknown work item {work_id}")
     noted = logged(item, event)
     if late_completion(item, event):
-        return _stored(state, seq, item, _moved(noted, event, C, seq))
+        return _stored(state, seq, item, _moved(item, event, C, seq, noted))
     problem = attempt_problem(item, event)
     target = TRANSITIONS[item.status].get(type(event))
     if problem is None and target is None:
         problem = f"illegal transition: {event.type_name()} in state {item.status.value}"
     if problem is not None:
         state = rejected(state, seq, event, problem)
-        if noted is item or work_id not in state.items:  # a retired item keeps only what judges later events
+        if not noted or work_id not in state.items:  # a retired item keeps only what judges later events
             return state
-        return msgspec.structs.replace(state, items=state.items.set(work_id, noted))
+        return msgspec.structs.replace(state, items=state.items.set(work_id, msgspec.structs.replace(item, **noted)))
     assert target is not None
-    return _stored(state, seq, item, _moved(noted, event, target, seq))
+    return _stored(state, seq, item, _moved(item, event, target, seq, noted))
 
 
 @total
