@@ -258,7 +258,9 @@ def late_completion(item: WorkItem, event: Event) -> bool:
 
 def _moved(item: WorkItem, event: Event, status: WorkStatus, seq: int, noted: dict[str, object]) -> WorkItem:
     changes: dict[str, object] = {"status": status, "updated_seq": seq, "updated_at": event.ts,
-                                  "unschedulable": "", "unschedulable_since": None, **noted}
+                                  "unschedulable": "", "unschedulable_since": None}
+    if noted:
+        changes.update(noted)
     if isinstance(event, WorkUnschedulable):
         changes.update(unschedulable=event.reason, unschedulable_since=item.unschedulable_since or event.ts)
     if isinstance(event, WorkAssigned):
@@ -282,10 +284,14 @@ def _moved(item: WorkItem, event: Event, status: WorkStatus, seq: int, noted: di
     return msgspec.structs.replace(item, **changes)
 
 
+_ATTEMPT_REPORTS: frozenset[type[Event]] = frozenset({WorkStarted, WorkCompleted, WorkAttemptFailed, WorkHandedBack})
+
+
 def logged(item: WorkItem, event: Event) -> dict[str, object]:
     """What an event says of one attempt (started, ended, completed), to note on the item whether or not it applies."""
-    if not isinstance(event, (WorkStarted, WorkCompleted, WorkAttemptFailed, WorkHandedBack)):
+    if type(event) not in _ATTEMPT_REPORTS:  # most events (progress, decisions): the cheapest test first
         return {}
+    assert isinstance(event, (WorkStarted, WorkCompleted, WorkAttemptFailed, WorkHandedBack))
     pair = (event.attempt, event.node)
     if isinstance(event, WorkStarted):
         return {} if pair in item.started else {"started": (*item.started, pair)}
