@@ -26,7 +26,6 @@ from eventbus.publisher import FenceToken
 from eventbus.subjects import EVENTS_ROOT, aggregate_filter, token
 from projections import work
 from projections.syncwork import SYNC_WORK
-from projections.work import TERMINAL, WorkItem
 
 
 class AttemptKey(msgspec.Struct, frozen=True, order=True):
@@ -36,18 +35,18 @@ class AttemptKey(msgspec.Struct, frozen=True, order=True):
     attempt: int
 
 
-def item_over(item: WorkItem) -> str:
-    """"completed", "failed" or "cancelled" once the item is over for a worker, else "".
+def item_over(item: work.WorkItem) -> str:
+    """How the item is over for a worker: "completed", "failed" or "cancelled"; "" while it is not.
 
     Any completion in the log closes it, even one the lifecycle refused (from a superseded
     attempt): its work is done, and running it again would only repeat it.
     """
     if item.completed_by is not None:
         return "completed"
-    return item.status.value if item.status in TERMINAL else ""
+    return item.status.value if item.status in work.TERMINAL else ""
 
 
-def added_event(item: WorkItem | None, history: Iterable[tuple[int, Event]]) -> WorkAdded | None:
+def added_event(item: work.WorkItem | None, history: Iterable[tuple[int, Event]]) -> WorkAdded | None:
     """The WORK_ADDED the item was made from (the one the fold took), from its history."""
     if item is None:
         return None
@@ -108,7 +107,7 @@ def decide_assignment(
     return Start(assignment=assignment, item=added)
 
 
-def moved_on(item: WorkItem, assignment: WorkAssigned, node: str) -> Ignore | None:
+def moved_on(item: work.WorkItem, assignment: WorkAssigned, node: str) -> Ignore | None:
     """Why the item's log says the assignment is no longer this node's to start, or None while it is."""
     mine = (assignment.attempt, node)
     if over := item_over(item):
@@ -143,7 +142,7 @@ def decide_stops(event: Event, admitted: bool, running: Iterable[AttemptKey]) ->
     return []
 
 
-def attempt_settled(item: WorkItem | None, key: AttemptKey, node: str) -> bool:
+def attempt_settled(item: work.WorkItem | None, key: AttemptKey, node: str) -> bool:
     """Whether the log already holds the end (completed, failed or handed back) of this node's attempt."""
     return item is not None and (key.attempt, node) in item.settled
 

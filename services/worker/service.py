@@ -30,7 +30,6 @@ from eventbus.leasecopy import COPIES
 from eventbus.subjects import EVENTS_ROOT, aggregate_filter, token, type_filter
 from projections import work
 from projections.fencing import EpochFence
-from projections.work import WorkItem
 from servicekit.childenv import child_env
 from servicekit.runtime import ServiceContext
 from services.worker import protocol
@@ -140,7 +139,7 @@ class Worker:
                 history.append((seq, event))
         return history
 
-    async def item(self, work_id: str) -> WorkItem | None:
+    async def item(self, work_id: str) -> work.WorkItem | None:
         """The work item as its history makes it now, by the shared work fold."""
         return work.item_history(work_id, await self.item_history(work_id))
 
