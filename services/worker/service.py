@@ -129,7 +129,7 @@ class Worker:
         self._fence = EpochFence(await load_candidates(self._ctx.config))  # elections of others are not believed
         await replay(self._ctx.bus, learn, subjects=(LEADER_EVENTS, COPIES))
 
-    async def item_history(self, work_id: str) -> list[tuple[int, Event]]:
+    async def item_events(self, work_id: str) -> list[tuple[int, Event]]:
         """Everything the log says about one work item now: its subjects' events (seq, event), undecodable ones left out."""
         history: list[tuple[int, Event]] = []
         async for seq, event in decoded_events(self._ctx.bus, subject=aggregate_filter(WorkStarted.aggregate, work_id)):
@@ -141,11 +141,11 @@ class Worker:
 
     async def item(self, work_id: str) -> work.WorkItem | None:
         """The work item as its history makes it now, by the shared work fold."""
-        return work.item_history(work_id, await self.item_history(work_id))
+        return work.item_history(work_id, await self.item_events(work_id))
 
     async def _recheck_start(self, started: WorkStarted, assignment: WorkAssigned) -> Claim | Claimed | Ignore:
         """Judge a WORK_STARTED the fence refused, on the item's whole history as it is now (services/worker/claim.py)."""
-        history = await self.item_history(assignment.work_id)
+        history = await self.item_events(assignment.work_id)
         held = {*self._attempts, *self._book.keys()}
         return protocol.recheck_start(started, assignment, history, held, utcnow())
 
@@ -163,7 +163,7 @@ class Worker:
             if event.node == self._node:
                 log.warning("worker: ignored %s attempt %d: %s", event.work_id, event.attempt, screened.reason)
             return
-        history = await self.item_history(event.work_id)
+        history = await self.item_events(event.work_id)
         held = {*self._attempts, *self._book.keys()}
         decision = protocol.decide_assignment(event, self._node, admitted, history, held, utcnow())
         if isinstance(decision, Start):
