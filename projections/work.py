@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from collections.abc import Iterable
 
 import msgspec
 
@@ -34,7 +35,9 @@ from projections.pmap import PMap
 # 4: completed items retire from `items` RETIRE_AFTER records after their completion
 # 5: an item keeps its target node, its current attempt's deadline and its failed attempts' outcomes
 #    (what the scheduler's supervision used to fold beside it), and the model it is about
-VERSION = 5
+# 6: an item keeps the attempts the log says started and ended, and its first completion, taken or
+#    refused (what the worker used to fold beside it)
+VERSION = 6
 
 # A completed item leaves `items` this many records after its completion (about 20 hours of the
 # fleet's ~60k events a day): the state, and every snapshot of it, then holds the open items and
@@ -80,6 +83,8 @@ TRANSITIONS: dict[WorkStatus, dict[type[Event], WorkStatus]] = {
     # A cancelled attempt still reports how it ended (the worker stopped it): recorded, no move.
     X: {WorkProgress: X, WorkAttemptFailed: X, WorkHandedBack: X},
 }
+# Every type that makes an item's life: what this fold reads besides its fence's elections.
+LIFECYCLE: frozenset[type[Event]] = frozenset({WorkAdded, *(t for moves in TRANSITIONS.values() for t in moves)})
 # States in which a completion of an attempt that ended (handed back or failed) is still taken:
 # nothing newer has started, and the item was not cancelled.
 LATE_COMPLETION_STATES = frozenset({P, A, F})
@@ -121,6 +126,13 @@ class WorkItem(msgspec.Struct, frozen=True, kw_only=True):
     # The attempts that failed (not handed back), in order: one per `failures`, for WORK_FAILED's record.
     outcomes: tuple[AttemptOutcome, ...] = ()
     failed_at: dt.datetime | None = None  # when the newest of them failed: its retry waits scheduler.retry_backoff
+    # What the log holds of each attempt, whether the lifecycle took the event or refused it (late,
+    # superseded): (attempt, node) pairs, first report first. A worker reads them to tell whether an
+    # attempt of its own already started or ended (a redelivered assignment, a restart), as
+    # JetStream's fences on WORK_STARTED do.
+    started: tuple[tuple[int, str], ...] = ()  # every WORK_STARTED
+    settled: tuple[tuple[int, str], ...] = ()  # every end: WORK_COMPLETED, WORK_ATTEMPT_FAILED, WORK_HANDED_BACK
+    completed_by: tuple[int, str] | None = None  # the first WORK_COMPLETED: the item's work is done, even if refused
 
     @property
     def config(self) -> str:
@@ -244,9 +256,11 @@ def late_completion(item: WorkItem, event: Event) -> bool:
     )
 
 
-def _moved(item: WorkItem, event: Event, status: WorkStatus, seq: int) -> WorkItem:
+def _moved(item: WorkItem, event: Event, status: WorkStatus, seq: int, noted: dict[str, object]) -> WorkItem:
     changes: dict[str, object] = {"status": status, "updated_seq": seq, "updated_at": event.ts,
                                   "unschedulable": "", "unschedulable_since": None}
+    if noted:
+        changes.update(noted)
     if isinstance(event, WorkUnschedulable):
         changes.update(unschedulable=event.reason, unschedulable_since=item.unschedulable_since or event.ts)
     if isinstance(event, WorkAssigned):
@@ -270,21 +284,45 @@ def _moved(item: WorkItem, event: Event, status: WorkStatus, seq: int) -> WorkIt
     return msgspec.structs.replace(item, **changes)
 
 
+_ATTEMPT_REPORTS: frozenset[type[Event]] = frozenset({WorkStarted, WorkCompleted, WorkAttemptFailed, WorkHandedBack})
+
+
+def logged(item: WorkItem, event: Event) -> dict[str, object]:
+    """What an event says of one attempt (started, ended, completed), to note on the item whether or not it applies."""
+    if type(event) not in _ATTEMPT_REPORTS:  # most events (progress, decisions): the cheapest test first
+        return {}
+    assert isinstance(event, (WorkStarted, WorkCompleted, WorkAttemptFailed, WorkHandedBack))
+    pair = (event.attempt, event.node)
+    if isinstance(event, WorkStarted):
+        return {} if pair in item.started else {"started": (*item.started, pair)}
+    changes: dict[str, object] = {}
+    if pair not in item.settled:
+        changes["settled"] = (*item.settled, pair)
+    if isinstance(event, WorkCompleted) and item.completed_by is None:
+        changes["completed_by"] = pair
+    return changes
+
+
 def transition(state: WorkState, event: Event, seq: int) -> WorkState:
     """Move an item by the transition table, or record why the event cannot apply to it."""
     work_id: str = event.work_id  # type: ignore[attr-defined]  # every event this fold reads names its work item
     item = lookup(state, work_id)
     if item is None:
         return rejected(state, seq, event, f"unknown work item {work_id}")
+    noted = logged(item, event)
     if late_completion(item, event):
-        return _stored(state, seq, item, _moved(item, event, C, seq))
+        return _stored(state, seq, item, _moved(item, event, C, seq, noted))
     problem = attempt_problem(item, event)
-    if problem is not None:
-        return rejected(state, seq, event, problem)
     target = TRANSITIONS[item.status].get(type(event))
-    if target is None:
-        return rejected(state, seq, event, f"illegal transition: {event.type_name()} in state {item.status.value}")
-    return _stored(state, seq, item, _moved(item, event, target, seq))
+    if problem is None and target is None:
+        problem = f"illegal transition: {event.type_name()} in state {item.status.value}"
+    if problem is not None:
+        state = rejected(state, seq, event, problem)
+        if not noted or work_id not in state.items:  # a retired item keeps only what judges later events
+            return state
+        return msgspec.structs.replace(state, items=state.items.set(work_id, msgspec.structs.replace(item, **noted)))
+    assert target is not None
+    return _stored(state, seq, item, _moved(item, event, target, seq, noted))
 
 
 @total
@@ -299,9 +337,30 @@ def _applied(state: WorkState, event: Event, seq: int) -> WorkState:
         return state
     if isinstance(event, (LeaderElected, LeaseWritten)):  # read only to teach the fence
         return msgspec.structs.replace(state, last_seq=seq)
+    return step(state, event, seq)
+
+
+def step(state: WorkState, event: Event, seq: int) -> WorkState:
+    """The work queue after one event of an item, unfenced: `apply` runs it on what its fence admits."""
     if isinstance(event, WorkAdded):
         return work_added(state, event, seq)
     return transition(state, event, seq)
+
+
+def item_history(work_id: str, history: Iterable[tuple[int, Event]]) -> WorkItem | None:
+    """One item as its own events (seq, event) make it, by the same steps as `apply`, or None if never added.
+
+    Unfenced: an item's own subjects hold none of the elections that judge a leader's epoch, so a
+    reader of one item (a worker deciding on an assignment it judged with its own fence) takes the
+    item's events as the log holds them. Events of other items are skipped; the item's events before
+    its WORK_ADDED are refused as about an unknown item, as `apply` refuses them.
+    """
+    state = WorkState()
+    for seq, event in history:
+        if type(event) in LIFECYCLE and getattr(event, "work_id", None) == work_id:
+            state = step(state, event, seq)
+    item: WorkItem | None = state.items.get(work_id)
+    return item
 
 
 def is_open(item: WorkItem | None) -> bool:
@@ -346,7 +405,5 @@ PROJECTION: Projection[WorkState] = Projection(
     version=VERSION,
     initial=WorkState,
     apply=apply,
-    reads=frozenset(
-        {LeaderElected.type_name(), LeaseWritten.type_name()} | {t.type_name() for moves in TRANSITIONS.values() for t in moves} | {WorkAdded.type_name()}
-    ),
+    reads=frozenset({LeaderElected.type_name(), LeaseWritten.type_name()} | {t.type_name() for t in LIFECYCLE}),
 )

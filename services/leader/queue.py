@@ -109,7 +109,8 @@ def open_items(state: QueueState) -> list[work.WorkItem]:
 
 # For snapshots (servicekit/snapshotting.py): the leader saves its queue now and then, and the next
 # leader folds only the tail after it. Bump `version` when QueueState's shape or meaning changes
-# (3: the supervision tracks became the work items' own fields and `item_seqs`).
+# (3: the supervision tracks became the work items' own fields and `item_seqs`; 4: the items carry the
+# attempts the log says started and ended, work version 6).
 PROJECTION: Projection[QueueState] = Projection(
-    name="scheduler-queue", version=3, initial=QueueState, apply=apply, reads=frozenset(EVENT_TYPES),
+    name="scheduler-queue", version=4, initial=QueueState, apply=apply, reads=frozenset(EVENT_TYPES),
 )

@@ -4,7 +4,8 @@ The worker asks two questions of each event it consumes:
   - a WORK_ASSIGNED for this node: start it? (`decide_assignment`, from the item's own history)
   - any WORK_ASSIGNED or WORK_CANCELLED: does it end an attempt this node runs? (`decide_stops`)
   - its WORK_STARTED refused by the fence on the assignment: may it still start? (`recheck_start`)
-Nothing here does I/O; the service reads the log and acts on the answers.
+What the item's history says is the shared work fold's (projections/work.py `item_history`): the
+worker keeps no fold of its own. Nothing here does I/O; the service reads the log and acts on the answers.
 """
 
 from __future__ import annotations
@@ -18,15 +19,12 @@ from eventbus.events import (
     Event,
     WorkAdded,
     WorkAssigned,
-    WorkAttemptFailed,
     WorkCancelled,
-    WorkCompleted,
-    WorkFailed,
-    WorkHandedBack,
     WorkStarted,
 )
 from eventbus.publisher import FenceToken
 from eventbus.subjects import EVENTS_ROOT, aggregate_filter, token
+from projections import work
 from projections.syncwork import SYNC_WORK
 
 
@@ -37,46 +35,22 @@ class AttemptKey(msgspec.Struct, frozen=True, order=True):
     attempt: int
 
 
-class ItemView(msgspec.Struct, frozen=True, kw_only=True):
-    """What one work item's history says, as far as a worker cares."""
+def item_over(item: work.WorkItem) -> str:
+    """How the item is over for a worker: "completed", "failed" or "cancelled"; "" while it is not.
 
-    work_id: str
-    added: WorkAdded | None = None
-    attempt: int = 0  # the newest attempt assigned
-    node: str | None = None  # ... and its node
-    started: frozenset[tuple[int, str]] = frozenset()  # (attempt, node) pairs that published WORK_STARTED
-    ended: frozenset[tuple[int, str]] = frozenset()  # (attempt, node) pairs that completed, failed or were handed back
-    closed: str = ""  # "completed", "failed" or "cancelled" once the item itself is over
-
-
-def fold_item(view: ItemView, event: Event) -> ItemView:
-    """The view after one more event of the item."""
-    replace = msgspec.structs.replace
-    if isinstance(event, WorkAdded):
-        return replace(view, added=event)
-    if isinstance(event, WorkAssigned):
-        if event.attempt <= view.attempt:
-            return view
-        return replace(view, attempt=event.attempt, node=event.node)
-    if isinstance(event, WorkStarted):
-        return replace(view, started=view.started | {(event.attempt, event.node)})
-    if isinstance(event, WorkCompleted):
-        return replace(view, ended=view.ended | {(event.attempt, event.node)}, closed="completed")
-    if isinstance(event, (WorkAttemptFailed, WorkHandedBack)):
-        return replace(view, ended=view.ended | {(event.attempt, event.node)})
-    if isinstance(event, WorkFailed):
-        return replace(view, closed=view.closed or "failed")
-    if isinstance(event, WorkCancelled):
-        return replace(view, closed=view.closed or "cancelled")
-    return view
+    Any completion in the log closes it, even one the lifecycle refused (from a superseded
+    attempt): its work is done, and running it again would only repeat it.
+    """
+    if item.completed_by is not None:
+        return "completed"
+    return item.status.value if item.status in work.TERMINAL else ""
 
 
-def item_view(work_id: str, events: Iterable[Event]) -> ItemView:
-    """Fold an item's history in log order."""
-    view = ItemView(work_id=work_id)
-    for event in events:
-        view = fold_item(view, event)
-    return view
+def added_event(item: work.WorkItem | None, history: Iterable[tuple[int, Event]]) -> WorkAdded | None:
+    """The WORK_ADDED the item was made from (the one the fold took), from its history."""
+    if item is None:
+        return None
+    return next((e for seq, e in history if seq == item.added_seq and isinstance(e, WorkAdded)), None)
 
 
 class Start(msgspec.Struct, frozen=True, kw_only=True):
@@ -111,31 +85,40 @@ def screen_assignment(assignment: WorkAssigned, node: str, admitted: bool) -> Ig
 
 
 def decide_assignment(
-    assignment: WorkAssigned, node: str, admitted: bool, view: ItemView, running: Iterable[AttemptKey], now: dt.datetime
+    assignment: WorkAssigned, node: str, admitted: bool, history: Sequence[tuple[int, Event]],
+    running: Iterable[AttemptKey], now: dt.datetime,
 ) -> Decision:
-    """Whether this node starts an assignment, given the item's history up to and including it."""
+    """Whether this node starts an assignment, given the item's history (seq, event) up to and including it."""
     screened = screen_assignment(assignment, node, admitted)
     if screened is not None:
         return screened
-    key = AttemptKey(assignment.work_id, assignment.attempt)
-    mine = (assignment.attempt, node)
-    if key in set(running):
+    if AttemptKey(assignment.work_id, assignment.attempt) in set(running):
         return Ignore(reason="already held by this worker (a redelivery, or left by the previous process)")
-    if view.closed:
-        return Ignore(reason=f"item already {view.closed}")
-    if view.attempt > assignment.attempt:
-        return Ignore(reason=f"superseded by attempt {view.attempt} on {view.node}")
-    if mine in view.ended:
-        return Ignore(reason="attempt already ended")
-    if mine in view.started:
-        return Ignore(reason="attempt already started by an earlier worker process")
+    item = work.item_history(assignment.work_id, history)
+    if item is not None and (moved := moved_on(item, assignment, node)) is not None:
+        return moved
     if assignment.deadline <= now:
         return Ignore(reason=f"deadline {assignment.deadline.isoformat()} already passed")
-    if view.added is None:
+    added = added_event(item, history)
+    if added is None:
         return Refuse(reason=f"work item {assignment.work_id} has no WORK_ADDED in the log")
-    if view.added.work_type == SYNC_WORK:
+    if added.work_type == SYNC_WORK:
         return Ignore(reason="a sync item: the node's sync service copies the batch, no process runs")
-    return Start(assignment=assignment, item=view.added)
+    return Start(assignment=assignment, item=added)
+
+
+def moved_on(item: work.WorkItem, assignment: WorkAssigned, node: str) -> Ignore | None:
+    """Why the item's log says the assignment is no longer this node's to start, or None while it is."""
+    mine = (assignment.attempt, node)
+    if over := item_over(item):
+        return Ignore(reason=f"item already {over}")
+    if item.attempt > assignment.attempt:
+        return Ignore(reason=f"superseded by attempt {item.attempt} on {item.node}")
+    if mine in item.settled:
+        return Ignore(reason="attempt already ended")
+    if mine in item.started:
+        return Ignore(reason="attempt already started by an earlier worker process")
+    return None
 
 
 class Stop(msgspec.Struct, frozen=True, kw_only=True):
@@ -159,9 +142,9 @@ def decide_stops(event: Event, admitted: bool, running: Iterable[AttemptKey]) ->
     return []
 
 
-def attempt_settled(view: ItemView, key: AttemptKey, node: str) -> bool:
-    """Whether the log already holds the end (completed or failed) of this node's attempt."""
-    return (key.attempt, node) in view.ended
+def attempt_settled(item: work.WorkItem | None, key: AttemptKey, node: str) -> bool:
+    """Whether the log already holds the end (completed, failed or handed back) of this node's attempt."""
+    return item is not None and (key.attempt, node) in item.settled
 
 
 def parallel_jobs(hosts_entry_jobs: int | None, configured: int) -> int:
@@ -218,8 +201,7 @@ def recheck_start(started: WorkStarted, assignment: WorkAssigned, history: Seque
         return Claimed(seq=mine[0])
     key = AttemptKey(assignment.work_id, assignment.attempt)
     others = [k for k in running if k != key]  # this worker holds the attempt itself while it asks
-    view = item_view(assignment.work_id, (event for _, event in history))
-    decision = decide_assignment(assignment, started.node, True, view, others, now)
+    decision = decide_assignment(assignment, started.node, True, history, others, now)
     if isinstance(decision, Start):
         return Claim(seq=max(seq for seq, _ in history))
     if isinstance(decision, Refuse):  # no WORK_ADDED any more: cannot happen to an item it was started from

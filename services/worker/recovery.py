@@ -22,8 +22,9 @@ from collections.abc import Awaitable, Callable
 import msgspec
 
 from eventbus.events import Event
+from projections.work import WorkItem
 from services.worker import processes
-from services.worker.protocol import ItemView, attempt_settled
+from services.worker.protocol import attempt_settled
 from services.worker.records import JobRecord
 from services.worker.results import handed_back
 
@@ -43,10 +44,10 @@ class Recovery(msgspec.Struct, frozen=True, kw_only=True):
     summary: str
 
 
-def plan_recovery(record: JobRecord, alive: bool, view: ItemView) -> Recovery:
-    """The recovery of one record, given whether its process still runs and what the log says (pure)."""
-    settled = attempt_settled(view, record.key, record.node)
-    newer = sorted(a for a, _ in view.started if a > record.attempt)
+def plan_recovery(record: JobRecord, alive: bool, item: WorkItem | None) -> Recovery:
+    """The recovery of one record, given whether its process still runs and the item as the log makes it (pure)."""
+    settled = attempt_settled(item, record.key, record.node)
+    newer = sorted(a for a, _ in (item.started if item is not None else ()) if a > record.attempt)
     if record.pending and newer and not settled:  # the live path's fence would refuse them (runner.publish_until_done)
         return Recovery(kill=alive, events=[], summary=f"end not published: attempt {newer[-1]} of the item started meanwhile")
     if record.pending:
@@ -86,7 +87,7 @@ async def kill_group(record: JobRecord, grace_s: float) -> int:
     return found
 
 
-async def recover_record(record: JobRecord, *, history: Callable[[str], Awaitable[ItemView]],
+async def recover_record(record: JobRecord, *, history: Callable[[str], Awaitable[WorkItem | None]],
                          publish: Callable[[list[Event]], Awaitable[None]], grace_s: float) -> Recovery:
     """End one left-behind job and report it; raises BusError when the log cannot be read or written."""
     alive = await asyncio.to_thread(is_alive, record)

@@ -23,17 +23,19 @@ from config.settings import RrConfig
 from eventbus.consumer import ConsumerSpec, Delivery, EventConsumer
 from eventbus.errors import BusError, InvalidEvent
 from eventbus.events import Event, LeaderElected, LeaderLost, LeaseWritten, WorkAssigned, WorkCancelled, WorkStarted, utcnow
-from eventbus.history import Record, aggregate_events, replay
+from eventbus.history import Record, replay
+from eventbus.history import events as decoded_events
 from eventbus.integrity import decode_on
 from eventbus.leasecopy import COPIES
 from eventbus.subjects import EVENTS_ROOT, aggregate_filter, token, type_filter
+from projections import work
 from projections.fencing import EpochFence
 from servicekit.childenv import child_env
 from servicekit.runtime import ServiceContext
 from services.worker import protocol
 from services.worker.candidates import CandidateFetcher
 from services.worker.gpuidle import GpuIdleWatch, gpu_stuck_reason
-from services.worker.protocol import AttemptKey, Claim, Claimed, Ignore, ItemView, Refuse, Start
+from services.worker.protocol import AttemptKey, Claim, Claimed, Ignore, Refuse, Start
 from services.worker.records import JobRecord, RecordBook
 from services.worker.recovery import recover_record
 from services.worker.results import attempt_failed
@@ -127,22 +129,23 @@ class Worker:
         self._fence = EpochFence(await load_candidates(self._ctx.config))  # elections of others are not believed
         await replay(self._ctx.bus, learn, subjects=(LEADER_EVENTS, COPIES))
 
-    async def item_history(self, work_id: str) -> ItemView:
-        """Everything the log says about one work item now."""
-        events: list[Event] = []
+    async def item_events(self, work_id: str) -> list[tuple[int, Event]]:
+        """Everything the log says about one work item now: its subjects' events (seq, event), undecodable ones left out."""
+        history: list[tuple[int, Event]] = []
+        async for seq, event in decoded_events(self._ctx.bus, subject=aggregate_filter(WorkStarted.aggregate, work_id)):
+            if isinstance(event, InvalidEvent):
+                log.warning("worker: undecodable event at seq %d in %s's history skipped: %s", seq, work_id, event)
+            else:
+                history.append((seq, event))
+        return history
 
-        def keep(record: Record) -> None:
-            try:
-                events.append(decode_on(record.subject, record.data, record.headers))
-            except InvalidEvent:
-                log.warning("worker: undecodable event at seq %d in %s's history skipped", record.seq, work_id)
-
-        await replay(self._ctx.bus, keep, subject=aggregate_filter("work", work_id))
-        return protocol.item_view(work_id, events)
+    async def item(self, work_id: str) -> work.WorkItem | None:
+        """The work item as its history makes it now, by the shared work fold."""
+        return work.item_history(work_id, await self.item_events(work_id))
 
     async def _recheck_start(self, started: WorkStarted, assignment: WorkAssigned) -> Claim | Claimed | Ignore:
         """Judge a WORK_STARTED the fence refused, on the item's whole history as it is now (services/worker/claim.py)."""
-        history = await aggregate_events(self._ctx.bus, WorkStarted.aggregate, assignment.work_id)
+        history = await self.item_events(assignment.work_id)
         held = {*self._attempts, *self._book.keys()}
         return protocol.recheck_start(started, assignment, history, held, utcnow())
 
@@ -160,9 +163,9 @@ class Worker:
             if event.node == self._node:
                 log.warning("worker: ignored %s attempt %d: %s", event.work_id, event.attempt, screened.reason)
             return
-        view = await self.item_history(event.work_id)
+        history = await self.item_events(event.work_id)
         held = {*self._attempts, *self._book.keys()}
-        decision = protocol.decide_assignment(event, self._node, admitted, view, held, utcnow())
+        decision = protocol.decide_assignment(event, self._node, admitted, history, held, utcnow())
         if isinstance(decision, Start):
             await self._launch(Attempt(decision.assignment, decision.item, assigned_seq=delivery.stream_seq))
         elif isinstance(decision, Refuse):
@@ -199,7 +202,7 @@ class Worker:
     async def _recover(self, record: JobRecord) -> None:
         while True:
             try:
-                await recover_record(record, history=self.item_history, publish=self._publish_all,
+                await recover_record(record, history=self.item, publish=self._publish_all,
                                      grace_s=self._settings.grace_s)
                 await self._book.remove(record.key)
                 return
