@@ -40,6 +40,8 @@ from services.worker.jobs import Job, JobLimits
 ROOT = Path(__file__).resolve().parents[2]
 NODE = "bench-worker"
 COMMAND = "/bin/true"
+# A type whose template runs a process: a sync item is the node's sync service's to copy, and the worker runs none.
+WORK_TYPE = "gauntlet"
 WORK_IDS = itertools.count()
 
 
@@ -91,7 +93,7 @@ def worker_runner(bus: Bus, completions: Completions) -> Callable[[int], Awaitab
         work_id = f"w-{next(WORK_IDS):06d}"
         if not announced:  # the worker takes only assignments of a term it has seen elected
             announced.append(await publisher.publish(LeaderElected(role="scheduler", node=bus.node_id, epoch=1)))
-        await publisher.publish(WorkAdded(work_id=work_id, work_type="sync", board_type="hex8", num_players=2))
+        await publisher.publish(WorkAdded(work_id=work_id, work_type=WORK_TYPE, board_type="hex8", num_players=2))
         done = asyncio.get_running_loop().create_future()
         completions.waiting[work_id] = done
         started = time.perf_counter()
@@ -104,13 +106,13 @@ def worker_runner(bus: Bus, completions: Completions) -> Callable[[int], Awaitab
 
 @contextlib.asynccontextmanager
 async def worker_process(url: str, tmp: Path) -> AsyncIterator[None]:
-    """`rr-service worker` for NODE running COMMAND for every sync item; stopped on exit."""
+    """`rr-service worker` for NODE running COMMAND for every WORK_TYPE item; stopped on exit (its log in tmp)."""
     config = tmp / "rr.yaml"
     config.write_text(yaml.safe_dump({"worker": {
-        "data_dir": str(tmp / "data"), "templates": {"sync": COMMAND}, "gpu_idle_check": False, "max_parallel_jobs": 1}}))
+        "data_dir": str(tmp / "data"), "templates": {WORK_TYPE: COMMAND}, "gpu_idle_check": False, "max_parallel_jobs": 1}}))
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "cli.service_main", "worker", "--nats", url, "--node-id", NODE, "--config", str(config),
-        env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=(tmp / "worker.log").open("wb"), stderr=asyncio.subprocess.STDOUT)
     try:
         yield
     finally:
