@@ -23,7 +23,7 @@ from config.sections.api import PORT_ENV
 from config.settings import load_config
 from eventbus.errors import BusError
 from servicekit.options import CommonOptions, add_common_arguments, common_options
-from servicekit.runtime import RENAMED, SERVICES, ServiceEntry, run_service, service_named
+from servicekit.runtime import RENAMED, SERVICES, ServiceEntry, run_service_process, service_named
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     held: HeldLock | None = None
     try:
         held = hold_data_dir(entry, options)
-        asyncio.run(run_service(entry, options))
+        asyncio.run(run_service_process(entry, options))
     except (BusError, UpError) as exc:
         print(f"rr-service {entry.name}: {exc}", file=sys.stderr)
         return 1

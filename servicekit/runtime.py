@@ -24,6 +24,7 @@ from eventbus.streams import require_declared
 from servicekit.auth.credentials import CREDENTIALS_ENV, check_identity, connect_options, credentials_from_env, load_credentials
 from servicekit.looplag import LoopLagMonitor, install_block_hook
 from servicekit.options import CommonOptions
+from servicekit.tasks import stop_tasks
 from servicekit.telemetry.lifecycle import observability
 from servicekit.telemetry.observed import Observed
 
@@ -130,6 +131,23 @@ async def run_service(entry: ServiceEntry, options: CommonOptions, *, grace_s: f
             await _supervise(ctx, main, grace_s)
     finally:
         await bus.close(timeout=2.0)  # a stop during a bus fault must not spend the grace on a drain
+
+
+LEFTOVER_STOP_S = 3.0
+
+
+async def run_service_process(entry: ServiceEntry, options: CommonOptions, *, grace_s: float = 10.0) -> None:
+    """run_service as a process's whole event loop: what it leaves running is ended before asyncio.run sees it."""
+    try:
+        await run_service(entry, options, grace_s=grace_s)
+    finally:
+        # asyncio.run cancels what is left once, then waits for it forever; a task that lost that
+        # one cancel (a leader loop inside a wait_for, seen under load) kept a stopped service
+        # alive. Here they are cancelled until they end; one that never does ends the process.
+        leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        if await stop_tasks(leftover, LEFTOVER_STOP_S):
+            _exit_now(f"rr-service {entry.name}: a task ignored cancellation for {LEFTOVER_STOP_S:.0f}s after the "
+                      "service ended; exiting")
 
 
 def _credentials_reader() -> Callable[[], Awaitable[str | None]]:

@@ -176,6 +176,14 @@ async def test_a_service_that_swallows_every_cancellation_still_exits_within_its
     assert f"did not stop within its {GRACE_S:.0f}s grace, even cancelled; exiting" in output
 
 
+async def test_a_task_left_running_that_loses_one_cancellation_does_not_keep_a_stopped_service_alive(
+    nats_url: str, tmp_path: Path, eventually
+) -> None:
+    # asyncio.run cancels leftovers once and waits forever: the process must end them itself.
+    code, took, _seen = await _sigterm_tiny(nats_url, tmp_path, eventually, "straggler")
+    assert code == 0 and took < GRACE_S + 2, (tmp_path / "service.log").read_text()
+
+
 async def test_closing_a_bus_whose_server_is_gone_ends_a_reconnect_task_that_lost_a_cancellation(
     nats_server: NatsServer, eventually
 ) -> None:

@@ -10,6 +10,7 @@ from servicekit.runtime import ServiceContext
 
 # Every context a service here was started with, so a test can look at (and stop) it.
 CONTEXTS: list[ServiceContext] = []
+STRAGGLERS: list[asyncio.Task[None]] = []  # kept referenced, as a real service's tasks are
 
 
 async def main(ctx: ServiceContext) -> None:
@@ -33,6 +34,21 @@ async def deaf(ctx: ServiceContext) -> None:
             await asyncio.sleep(3600)
         except asyncio.CancelledError:
             pass  # the bug the runtime guards against
+
+
+async def straggler(ctx: ServiceContext) -> None:
+    """Returns when asked, leaving behind a task that loses the first cancellation it gets (as a wait_for can)."""
+
+    async def loses_one_cancel() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            pass
+        await asyncio.sleep(3600)
+
+    STRAGGLERS.append(asyncio.create_task(loses_one_cancel()))
+    await ctx.publisher.publish(HostOnline(node=ctx.node_id, reason="tiny_service", roles=[ctx.name]))
+    await ctx.stopping.wait()
 
 
 async def cancelled_inside(ctx: ServiceContext) -> None:

@@ -20,7 +20,7 @@ import msgspec
 from cluster.leadership import lease
 from cluster.leadership.candidacy import Candidacy, candidacy
 from cluster.leadership.copywait import COPY_WAIT_MAX_S, CopyWait
-from cluster.leadership.supervisor import LoopHealth, LoopState, stop_tasks
+from cluster.leadership.supervisor import LoopHealth, LoopState
 from cluster.leadership.term import Term, hold_seconds
 from config.hosts import load_hosts
 from config.sections.leadership import LeadershipSettings
@@ -33,6 +33,7 @@ from eventbus.integrity import decode_on
 from eventbus.leases import LeaseBucket, LeaseRecord, LeaseValue
 from eventbus.publisher import FenceToken, Publisher
 from eventbus.subjects import election_filter
+from servicekit.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 

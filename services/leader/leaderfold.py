@@ -14,7 +14,6 @@ import logging
 from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar
 
-from cluster.leadership.supervisor import stop_tasks
 from cluster.leadership.term import NotLeader
 from eventbus import tracing
 from eventbus.errors import BusUnavailable, InvalidEvent
@@ -25,6 +24,7 @@ from eventbus.publisher import Published
 from projections.base import type_of
 from servicekit.livefold import LiveFold
 from servicekit.runtime import ServiceContext
+from servicekit.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
