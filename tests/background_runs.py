@@ -65,7 +65,7 @@ class BackgroundRun:
         if self._proc.poll() is None:
             self._proc.terminate()
             try:
-                self._proc.wait(15)
+                self._proc.wait(60)  # a child stops what it started on SIGTERM: the quorum loss's services take ~20 s
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
