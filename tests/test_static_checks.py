@@ -28,7 +28,7 @@ def test_ruff_finds_nothing() -> None:
 
 @pytest.mark.timeout(600)  # a cold run from a clean checkout takes ~17 s of CPU time, minutes of wall time under load
 def test_mypy_finds_nothing(request: pytest.FixtureRequest) -> None:
-    # Started when the session collected this test (tests/conftest.py), so it ran beside the tests before it;
+    # A background run (tests/background_runs.py): in a whole session it ran beside the tests before this one;
     # files, strictness and the cache dir come from [tool.mypy] in pyproject.toml.
     code, report = background_runs.result(request.config, "mypy", timeout=590)
     assert code == 0, f"mypy found type errors:\n{report}"
