@@ -2,9 +2,8 @@
 
 Real processes on a real 3-server cluster: the scheduler leader, and a node's agent and worker.
 The bound (README, Logging) holds because retries back off with jitter and the repeat filter
-counts repeated lines instead of writing them. The outage runs in tests/procs/quiet_faults.py, a child the session
-starts when it collects this test (tests/background_runs.py), so its 40 s pass beside the tests before it; this test
-judges its report.
+counts repeated lines instead of writing them. The outage runs in tests/procs/quiet_faults.py, a background run
+(tests/background_runs.py): in a whole session its 40 s pass beside the tests before this one, which judges its report.
 """
 
 from __future__ import annotations
