@@ -13,7 +13,7 @@ import pytest
 
 from eventbus.connection import Bus
 from eventbus.natsserver import NatsCluster, NatsServer, ServerSpec, free_port
-from tests import mypy_run
+from tests import background_runs
 from tests.bus_harness import provisioned_bus
 from tests.fleet_harness import shared_fleet  # noqa: F401 (registered here once: a session fixture imported per module runs per module)
 from tests.helpers import TEST_STORE_LIMIT
@@ -97,7 +97,8 @@ async def bus(nats_url: str) -> AsyncIterator[Bus]:
 #   process  real rr processes (tests.procs, subprocess, rr-service)
 #   cluster  a 3-server cluster              fleet    hosts as network namespaces (marked by hand)
 # What a test uses is read from its own code, that of every fixture it uses and of the test
-# helpers (functions and classes under tests/) these name. A tier marker written on the test wins. tests/README.md says more.
+# helpers (functions and classes under tests/) these name, and of the background run it reads (tests/background_runs.py).
+# A tier marker written on the test wins. tests/README.md says more.
 TIERS = ("pure", "server", "process", "cluster", "fleet")
 _TELLS = {  # names in a test's or fixture's code that put it in a tier (the highest found wins)
     "cluster": ("nats_cluster", "NatsCluster"),
@@ -151,6 +152,7 @@ def _tier_of(item: pytest.Item) -> str:
     fixtures = getattr(item, "_fixtureinfo", None)
     for name, defs in (fixtures.name2fixturedefs.items() if fixtures is not None else ()):
         codes += [name] + [c for d in defs for c in _codes(d.func, seen)]
+    codes.append(background_runs.code_of((item.path.name, item.name)))  # a child it only reads the result of
     found = "pure"
     for code in codes:
         for tier, tells in _TELLS.items():
@@ -177,9 +179,14 @@ def _fleet_order(item: pytest.Item) -> int:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Start the type check in the background when the session runs its test: a cold mypy is CPU the waiting tests leave idle."""
-    mypy_run.start_if_collected(session)
+    """Queue the runs some tests only read the result of (the type check, the failing fleet's minute, the quorum loss):
+    they run in the background, one at a time, on the CPU and wall time the waiting tests leave idle (tests/background_runs.py)."""
+    background_runs.queue_collected(session)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    background_runs.start_next(item.config)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    mypy_run.stop(session)
+    background_runs.stop_all(session)

@@ -30,6 +30,10 @@ TTL = 3
 SOURCE_RESUME_S = 120  # JetStream re-establishing the log's source of the lease bucket after a server loss
 LEASES = "KV_rr_leases"
 GRACE_S = 10.0  # run_service's default grace
+# Waits with no bound of the README's behind them, that end as soon as they hold: candidate processes starting and a
+# leader running every loop, a stream's leader moving, an item being assigned. A loaded 2-core machine takes tens of seconds.
+STARTUP_S = 90
+ACT_S = 60
 
 
 def write_config(path: Path) -> Path:
@@ -79,7 +83,7 @@ async def stream_leader_on(bus: Bus, cluster: NatsCluster, stream: str, server: 
             pass
         return False
 
-    await eventually(there, timeout=40, interval=0.5, message=f"{stream} leader on {name}")
+    await eventually(there, timeout=STARTUP_S, interval=0.5, message=f"{stream} leader on {name}")
 
 
 def server_of(cluster: NatsCluster, log_text: str) -> int:
@@ -106,7 +110,7 @@ async def test_killing_the_lease_leaders_server_under_the_leader_leaves_a_leader
         pub = Publisher(bus)
         await online(pub, "n1", "n2")
         with Fleet(",".join(nats_cluster.urls), ["a", "b", "c"], config, tmp_path) as fleet:
-            first = await eventually(lambda: leading_with_all_loops(bus), timeout=40, interval=0.2,
+            first = await eventually(lambda: leading_with_all_loops(bus), timeout=STARTUP_S, interval=0.2,
                                      message=f"a leader with every loop running\n{fleet.logs()}")
             assert set(first.holder.loops) >= {"membership", "assignment", "distribution", "sync_planner", "config_watch"}
             # The server the leader is connected to, made the lease bucket's stream leader too.
@@ -117,7 +121,7 @@ async def test_killing_the_lease_leaders_server_under_the_leader_leaves_a_leader
             for stream in (LEASES, "RR_EVENTS"):  # the hardest server to lose: the log's and the leases' leader
                 await stream_leader_on(bus, nats_cluster, stream, victim, eventually)
             await pub.publish(WorkAdded(work_id="before", work_type="selfplay", board_type="hex8", num_players=2))
-            await eventually(lambda: assigned(bus, "before"), timeout=30, interval=0.2, message=fleet.logs())
+            await eventually(lambda: assigned(bus, "before"), timeout=ACT_S, interval=0.2, message=fleet.logs())
 
             before_kill = len(await read_log(bus))
             killed_at = time.time()
@@ -128,7 +132,7 @@ async def test_killing_the_lease_leaders_server_under_the_leader_leaves_a_leader
             elections = [e for e in (await read_log(bus))[before_kill:] if isinstance(e, LeaderElected)]
             assert len(elections) <= 1, [(e.node, e.epoch) for e in elections]  # at most one leadership change
             await pub.publish(WorkAdded(work_id="after", work_type="selfplay", board_type="hex8", num_players=2))
-            await eventually(lambda: assigned(bus, "after"), timeout=30, interval=0.2, message=fleet.logs())
+            await eventually(lambda: assigned(bus, "after"), timeout=ACT_S, interval=0.2, message=fleet.logs())
             print(f"loops all running {recovered_s:.1f}s after the kill (holder {first.holder.node} epoch {first.epoch} -> "
                   f"{healthy.holder.node} epoch {healthy.epoch})")
             # Two TTLs, plus JetStream's own re-election, plus the wait for the server to re-establish the log's
@@ -153,10 +157,10 @@ async def test_sigterm_to_a_leader_whose_bus_is_down_exits_within_its_grace(nats
     try:
         await provision(bus.js, StreamSettings())
         with Fleet(nats_server.url, ["a"], config, tmp_path) as fleet:
-            await eventually(lambda: leading_with_all_loops(bus), timeout=40, interval=0.2, message=fleet.logs())
+            await eventually(lambda: leading_with_all_loops(bus), timeout=STARTUP_S, interval=0.2, message=fleet.logs())
             await bus.close()
             await asyncio.to_thread(nats_server.kill)
-            await eventually(lambda: "nats: disconnected" in fleet["a"].log_text(), timeout=20, message=fleet.logs())
+            await eventually(lambda: "nats: disconnected" in fleet["a"].log_text(), timeout=ACT_S, message=fleet.logs())
             started = time.monotonic()
             code = await asyncio.to_thread(fleet["a"].terminate, GRACE_S + 10)
             took = time.monotonic() - started

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import mypy_run
+from tests import background_runs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,10 +26,9 @@ def test_ruff_finds_nothing() -> None:
     assert done.returncode == 0, f"ruff check . found problems (fix them, or `ruff check --fix .`):\n{done.stdout}{done.stderr}"
 
 
-@pytest.mark.process  # its child process is started from tests/mypy_run.py, which the tier's reading of the code does not follow
 @pytest.mark.timeout(600)  # a cold run from a clean checkout takes ~17 s of CPU time, minutes of wall time under load
 def test_mypy_finds_nothing(request: pytest.FixtureRequest) -> None:
-    # Started when the session collected this test (tests/conftest.py), so it ran beside the tests before it;
+    # A background run (tests/background_runs.py): in a whole session it ran beside the tests before this one;
     # files, strictness and the cache dir come from [tool.mypy] in pyproject.toml.
-    code, report = mypy_run.result(request.config, timeout=590)
+    code, report = background_runs.result(request.config, "mypy", timeout=590)
     assert code == 0, f"mypy found type errors:\n{report}"

@@ -1,0 +1,117 @@
+"""Child processes that a test only reads the result of, started while the session runs the tests before it.
+
+A cold mypy costs about 17 s of one core and minutes under load while most tests wait on servers and processes; the
+failing fleet's measured minute (tests/procs/failing_fleet.py) and the 40 s quorum loss (tests/procs/quiet_faults.py)
+are wall time with little CPU. Run beside the tests before theirs, each is done, or nearly, by the time its test asks
+for the result, instead of adding its time to the session's.
+
+They run one at a time, in RUNS order, so that the session never carries more than one of them beside its own test
+(a 2-core machine: the tests beside them keep their timing): the first starts when the session has collected its test,
+each next one when the session starts a test after the previous one ended. A test asking for a run not yet started
+starts it at once.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# name -> (the test that reads it: file, function; the command, run in the repository root), in the order they run:
+# those whose tests come first in the session first.
+RUNS: dict[str, tuple[tuple[str, str], list[str]]] = {
+    "quiet_faults": (("test_quiet_faults.py", "test_a_40s_quorum_loss_writes_a_bounded_number_of_lines_per_process"),
+                     [sys.executable, "-m", "tests.procs.quiet_faults"]),
+    "failing_fleet": (("test_scheduler_backoff.py", "test_a_fleet_whose_every_job_fails_stays_under_the_stated_event_rate"),
+                      [sys.executable, "-m", "tests.procs.failing_fleet"]),
+    # files, strictness and the cache dir come from [tool.mypy] in pyproject.toml
+    "mypy": (("test_static_checks.py", "test_mypy_finds_nothing"), [sys.executable, "-m", "mypy"]),
+}
+STARTED = pytest.StashKey[dict[str, "BackgroundRun"]]()
+PENDING = pytest.StashKey[list[str]]()
+
+
+class BackgroundRun:
+    """One command as a child process in the repository root, its output kept for whoever asks."""
+
+    def __init__(self, argv: list[str]) -> None:
+        # Its output goes to a file, not a pipe: a pipe nobody reads until the test would block it once full.
+        self._out = tempfile.TemporaryFile()
+        self._proc = subprocess.Popen(argv, cwd=ROOT, stdout=self._out, stderr=subprocess.STDOUT)
+
+    @property
+    def running(self) -> bool:
+        return self._proc.poll() is None
+
+    def result(self, timeout: float) -> tuple[int, str]:
+        """Wait for it: (exit status, its output)."""
+        try:
+            code = self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise
+        self._out.seek(0)
+        return code, self._out.read().decode(errors="replace")
+
+    def stop(self) -> None:
+        """End it if it still runs (the session ended without asking for the result): SIGTERM, then SIGKILL."""
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(60)  # a child stops what it started on SIGTERM: the quorum loss's services take ~20 s
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._out.close()
+
+
+def code_of(test: tuple[str, str]) -> str:
+    """What the background run a test reads executes, for the tier reading (tests/conftest.py): the source of its
+    tests.procs module, or the command line of another program; "" for a test that reads none."""
+    argv = next((argv for run_test, argv in RUNS.values() if run_test == test), None)
+    if argv is None:
+        return ""
+    if argv[1:2] == ["-m"] and argv[2].startswith("tests.procs."):
+        return "tests.procs\n" + inspect.getsource(importlib.import_module(argv[2]))
+    return "subprocess " + " ".join(argv)
+
+
+def queue_collected(session: pytest.Session) -> None:
+    """Queue each run whose test the session will run (none for --collect-only), and start the first."""
+    if session.config.option.collectonly:
+        return
+    collected = {(item.path.name, item.name) for item in session.items}
+    session.config.stash[PENDING] = [name for name, (test, _) in RUNS.items() if test in collected]
+    start_next(session.config)
+
+
+def start_next(config: pytest.Config) -> None:
+    """Start the next queued run when none runs (called as each test starts)."""
+    started, pending = config.stash.setdefault(STARTED, {}), config.stash.get(PENDING, [])
+    if pending and not any(run.running for run in started.values()):
+        name = pending.pop(0)
+        started[name] = BackgroundRun(RUNS[name][1])
+
+
+def stop_all(session: pytest.Session) -> None:
+    """End the runs whose results nobody asked for (an interrupted session, `-x` after a failure)."""
+    for run in session.config.stash.get(STARTED, {}).values():
+        run.stop()
+
+
+def result(config: pytest.Config, name: str, timeout: float) -> tuple[int, str]:
+    """Run `name`'s result: the run started beside earlier tests, or one started now (not reached yet, or its test
+    called some other way)."""
+    started, pending = config.stash.setdefault(STARTED, {}), config.stash.get(PENDING, [])
+    if name not in started:
+        if name in pending:
+            pending.remove(name)
+        started[name] = BackgroundRun(RUNS[name][1])
+    return started[name].result(timeout)
