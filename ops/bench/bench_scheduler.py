@@ -112,7 +112,9 @@ def leader(bus: Bus, slots: int) -> Assigner:
     return Assigner(ctx, Term("scheduler", LEADER_NODE, 1, None, ctx.publisher, lambda: True), None)
 
 
-async def assign_phase(url: str, assigner: Assigner, prefix: str, count: int, rate: float, timeout: float) -> tuple[float, float]:
+async def assign_phase(
+    url: str, assigner: Assigner, running: asyncio.Future[None], prefix: str, count: int, rate: float, timeout: float
+) -> tuple[float, float]:
     """Run the adder process and wait until the leader has assigned all of its items; wall seconds, and
     this process's CPU seconds meanwhile (the leader's: folding, deciding, publishing; the adder runs apart)."""
     target = assigner.published + count
@@ -120,6 +122,8 @@ async def assign_phase(url: str, assigner: Assigner, prefix: str, count: int, ra
     adder = await asyncio.to_thread(spawn_adder, url, prefix, count, rate)
     try:
         while assigner.published < target:
+            if running.done():  # it never returns while its term may act: say why instead of waiting out the timeout
+                raise RuntimeError(f"the assignment loop ended: {running.exception() or 'returned'}")
             if time.perf_counter() - start > timeout:
                 raise TimeoutError(f"{assigner.published - target + count} of {count} assigned in {timeout}s")
             await asyncio.sleep(0.05)
@@ -270,7 +274,7 @@ async def idle_fleet_latency(nodes: int, slots: int, rates: list[float], seconds
             for rate in rates:
                 count = max(1, round(rate * seconds))
                 log(f"{nodes} nodes, paced: {count} items at {rate:g}/s")
-                await assign_phase(server.url, assigner, paced_prefix(rate), count, rate, timeout=600)
+                await assign_phase(server.url, assigner, running, paced_prefix(rate), count, rate, timeout=600)
         finally:
             running.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -296,10 +300,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.sleep(0.05)
             for rate in rates:
                 log(f"paced: {paced_count(rate)} items at {rate:g}/s")
-                await assign_phase(server.url, assigner, paced_prefix(rate), paced_count(rate), rate, timeout=600)
+                await assign_phase(server.url, assigner, running, paced_prefix(rate), paced_count(rate), rate, timeout=600)
             log(f"burst: {args.items} items")
             with profiled(args.profile):
-                burst_s, burst_cpu_s = await assign_phase(server.url, assigner, "b", args.items, 0.0, timeout=600)
+                burst_s, burst_cpu_s = await assign_phase(server.url, assigner, running, "b", args.items, 0.0, timeout=600)
             log(f"burst assigned in {burst_s:.1f}s, leader CPU {burst_cpu_s:.1f}s")
         finally:
             running.cancel()

@@ -6,6 +6,9 @@ Just before publishing, the item is checked again in this fold: a decision whose
 since the round was planned (a worker's report, a cancel) is dropped and reconsidered on the
 next round. A move that lands between that check and the store is settled by log order: the
 work fold's transition table refuses whichever event no longer fits the item.
+A round's decisions go out PUBLISH_WINDOW at a time, back to back, and each window's acks are
+awaited together (Term.send / Term.settle_all): under the profile of ops/bench/bench_scheduler.py
+(`--profile`) a task, a `wait_for` and a timer per decision were a fifth of the leader's time.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ _WAKING = frozenset(kind.type_name() for kind in (
 # due every `assign_every_s`, so deadlines and silences are caught as soon as in a quiet fleet.
 _SWEEPING = frozenset(kind.type_name() for kind in (HostOffline, WorkAttemptFailed, WorkHandedBack))
 READ_BACK_TIMEOUT_S = 5.0
-PUBLISH_WINDOW = 256  # decisions of one round in flight at once (each on its own item)
+PUBLISH_WINDOW = 256  # decisions of one round in flight at once (each on its own item), sent back to back
 # Placement looks at every pending item (~30 ms for 10,000 on these machines): not every round.
 # An item that cannot run waits minutes before it fails, so marking it within seconds is enough.
 PLACEMENT_EVERY_S = 3.0
