@@ -17,7 +17,8 @@ import asyncio
 import itertools
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import msgspec
 from nats.aio.msg import Msg
@@ -54,6 +55,15 @@ class FenceToken(msgspec.Struct, frozen=True):
 
     subject_filter: str  # rr.evt.leader.<role>.LEADER_ELECTED.*: only elections are written there
     seq: int
+
+
+class Sent(NamedTuple):
+    """A stamped event sent without waiting (`Publisher.send`) and the future of its ack, for `Publisher.settle_all`;
+    or one already published in full (`published`), which settles as itself."""
+
+    event: Event
+    ack: asyncio.Future[_PubAckReply] | None
+    published: Published | None = None
 
 
 class PublisherStats(msgspec.Struct, frozen=True):
@@ -202,6 +212,48 @@ class Publisher:
                 if future.done() and not future.cancelled():
                     future.exception()
             raise
+
+    async def send(self, event: Event, *, fence: FenceToken | None = None) -> Sent:
+        """Send one event (stamped here unless it is) without waiting for its ack: a window of decisions
+        goes out back to back and `settle_all` awaits their acks together, one deadline for the window."""
+        event = self.stamp(event)
+        return Sent(event, await self._router.send(event.subject(), checked(event), self._headers(event, None, fence)))
+
+    async def settle_all(self, sent: Sequence[Sent], *, fence: FenceToken | None = None) -> list[Published | Exception]:
+        """The outcome of each `send`, as `publish` would return or raise it (the error as a value).
+
+        An ack that did not come within the ack timeout, or that says the stream was away or busy
+        with another check, is asked again by `publish` with the same id (dedupe answers if the first
+        try was stored), those side by side; with a `fence` that is one more try, as for `publish`,
+        and the term retries after that.
+        """
+        pending = [s.ack for s in sent if s.ack is not None and not s.ack.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=self._ack_timeout)
+        out = [self._answered(one, fence) for one in sent]
+        again = [i for i, outcome in enumerate(out) if outcome is None]
+        retried = await asyncio.gather(*(self.publish(sent[i].event, fence=fence) for i in again), return_exceptions=True)
+        for i, outcome in zip(again, retried):
+            if not isinstance(outcome, (Published, Exception)):
+                raise outcome  # a cancellation, never an outcome
+            out[i] = outcome
+        return [o for o in out if o is not None]
+
+    def _answered(self, sent: Sent, fence: FenceToken | None) -> Published | Exception | None:
+        """A sent event's outcome from its ack; None when it must be asked again (no ack, stream away or busy)."""
+        ack = sent.ack
+        if ack is None:
+            return sent.published
+        if not ack.done() or ack.cancelled() or ack.exception() is not None:  # the exception is observed here
+            ack.cancel()
+            return None
+        reply = ack.result()
+        if reply.error is not None and (reply.error.code == 503 or reply.error.err_code in (CHECK_IN_FLIGHT, DUPLICATE_IN_PROCESS)):
+            return None
+        try:
+            return self._count(self._published(sent.event, reply, None, fence))
+        except Exception as exc:  # noqa: BLE001 - each event's own outcome (Fenced, StorageFull ...), for the caller to judge
+            return exc
 
     async def _settle(self, event: Event, future: asyncio.Future[_PubAckReply]) -> Published:
         if future.done() and future.exception() is None:

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import NoReturn
 
 import msgspec
 
 from eventbus.errors import BusUnavailable, Fenced, StorageFull
 from eventbus.events import Event
-from eventbus.publisher import FenceToken, Published, Publisher
+from eventbus.publisher import FenceToken, Published, Publisher, Sent
 
 log = logging.getLogger(__name__)
 
@@ -116,12 +117,7 @@ class Term:
                     return await asyncio.shield(self._held(event))
                 return await self._publisher.publish(event, fence=self.fence)
             except Fenced as exc:
-                self.fenced_out = f"{self.role} term {self.epoch} of {self.node} was fenced out: {exc}"
-                log.warning("the server refused %s of %s epoch %d: a newer election is in the log (%s)",
-                            event.type_name(), self.role, self.epoch, exc)
-                if self._on_fenced is not None:
-                    self._on_fenced(self.fenced_out)
-                raise NotLeader(self.fenced_out) from exc
+                self._fenced(event, exc)
             except StorageFull:
                 raise  # the server has no room: the leader's loop reports it now, not after its lease runs out
             except BusUnavailable:
@@ -129,6 +125,45 @@ class Term:
                     raise  # an unfenced publish was already retried by the publisher
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_S)
+
+    async def send(self, event: Event) -> Sent:
+        """Send a decision with this term's epoch and fence without waiting for its ack (see `settle_all`).
+
+        For a window of decisions on distinct items: each is sent as `publish` sends it, back to back,
+        and the window's acks are awaited together. Raises NotLeader once the term may no longer act.
+        """
+        if self._hold_s:  # a fault test holds each decision in flight: sent and settled alone, as `publish` does
+            published = await self.publish(event)
+            return Sent(published.event, None, published)
+        if not self.may_act():
+            raise NotLeader(self.fenced_out or f"{self.role} term {self.epoch} of {self.node} may no longer act")
+        return await self._publisher.send(self._publisher.stamp(self.fenced(event)), fence=self.fence)
+
+    async def settle_all(self, sent: Sequence[Sent]) -> list[Published | Exception]:
+        """Each sent decision's outcome: its Published, or the error it ended with (InvalidEvent, ...).
+
+        Exactly as `publish` ends: a refusal for a newer election ends the term (NotLeader, raised),
+        so does a full store (StorageFull, raised); a decision without an ack is sent again under the
+        fence (same id) while the term may act.
+        """
+        out: list[Published | Exception] = []
+        for one, outcome in zip(sent, await self._publisher.settle_all(sent, fence=self.fence)):
+            if isinstance(outcome, Fenced):
+                self._fenced(one.event, outcome)
+            if isinstance(outcome, StorageFull):
+                raise outcome
+            if isinstance(outcome, BusUnavailable) and self.fence is not None:
+                outcome = await self.publish(one.event)  # the same id: retried while the term may act
+            out.append(outcome)
+        return out
+
+    def _fenced(self, event: Event, exc: Fenced) -> NoReturn:
+        self.fenced_out = f"{self.role} term {self.epoch} of {self.node} was fenced out: {exc}"
+        log.warning("the server refused %s of %s epoch %d: a newer election is in the log (%s)",
+                    event.type_name(), self.role, self.epoch, exc)
+        if self._on_fenced is not None:
+            self._on_fenced(self.fenced_out)
+        raise NotLeader(self.fenced_out) from exc
 
     def _held(self, event: Event) -> asyncio.Future[Published]:
         """The decision held $RR_DEBUG_HOLD_DECISION_S after its may-act check, then sent whatever happened meanwhile.

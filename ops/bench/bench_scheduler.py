@@ -23,11 +23,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
 import datetime as dt
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +66,7 @@ def arguments() -> argparse.Namespace:
     p.add_argument("--paced-seconds", type=float, default=5.0, help="length of each paced phase")
     p.add_argument("--log-events", type=int, default=1_000_000)
     p.add_argument("--rounds", type=int, default=2, help="rebuild rounds per side (alternating)")
+    p.add_argument("--profile", metavar="FILE", help="cProfile the burst phase (the leader's side: this process) into FILE")
     p.add_argument("--add", nargs=4, metavar=("URL", "PREFIX", "COUNT", "RATE"), help=argparse.SUPPRESS)
     return p.parse_args()
 
@@ -109,17 +112,22 @@ def leader(bus: Bus, slots: int) -> Assigner:
     return Assigner(ctx, Term("scheduler", LEADER_NODE, 1, None, ctx.publisher, lambda: True), None)
 
 
-async def assign_phase(url: str, assigner: Assigner, prefix: str, count: int, rate: float, timeout: float) -> float:
-    """Run the adder process and wait until the leader has assigned all of its items; wall seconds."""
+async def assign_phase(
+    url: str, assigner: Assigner, running: asyncio.Future[None], prefix: str, count: int, rate: float, timeout: float
+) -> tuple[float, float]:
+    """Run the adder process and wait until the leader has assigned all of its items; wall seconds, and
+    this process's CPU seconds meanwhile (the leader's: folding, deciding, publishing; the adder runs apart)."""
     target = assigner.published + count
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     adder = await asyncio.to_thread(spawn_adder, url, prefix, count, rate)
     try:
         while assigner.published < target:
+            if running.done():  # it never returns while its term may act: say why instead of waiting out the timeout
+                raise RuntimeError(f"the assignment loop ended: {running.exception() or 'returned'}")
             if time.perf_counter() - start > timeout:
                 raise TimeoutError(f"{assigner.published - target + count} of {count} assigned in {timeout}s")
             await asyncio.sleep(0.05)
-        return time.perf_counter() - start
+        return time.perf_counter() - start, time.process_time() - cpu
     finally:
         if await asyncio.to_thread(adder.wait, 60) != 0:
             raise RuntimeError("the adder process failed")
@@ -179,6 +187,22 @@ async def ceiling(bus: Bus, count: int) -> float:
     rate = count / (time.perf_counter() - start)
     await bus.js.delete_stream(SCRATCH_STREAM)
     return rate
+
+
+@contextlib.contextmanager
+def profiled(path: str | None) -> Iterator[None]:
+    """cProfile this process (the leader: fold, decisions, publishing; the adder runs apart) into `path`, when given."""
+    if path is None:
+        yield
+        return
+    profile = cProfile.Profile()
+    profile.enable()
+    try:
+        yield
+    finally:
+        profile.disable()
+        profile.dump_stats(path)
+        log(f"profile of the burst written to {path} (python -m pstats {path})")
 
 
 async def top_up(bus: Bus, placed: dict[str, tuple[str, int]], total: int) -> int:
@@ -250,7 +274,7 @@ async def idle_fleet_latency(nodes: int, slots: int, rates: list[float], seconds
             for rate in rates:
                 count = max(1, round(rate * seconds))
                 log(f"{nodes} nodes, paced: {count} items at {rate:g}/s")
-                await assign_phase(server.url, assigner, paced_prefix(rate), count, rate, timeout=600)
+                await assign_phase(server.url, assigner, running, paced_prefix(rate), count, rate, timeout=600)
         finally:
             running.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -276,10 +300,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.sleep(0.05)
             for rate in rates:
                 log(f"paced: {paced_count(rate)} items at {rate:g}/s")
-                await assign_phase(server.url, assigner, paced_prefix(rate), paced_count(rate), rate, timeout=600)
+                await assign_phase(server.url, assigner, running, paced_prefix(rate), paced_count(rate), rate, timeout=600)
             log(f"burst: {args.items} items")
-            burst_s = await assign_phase(server.url, assigner, "b", args.items, 0.0, timeout=600)
-            log(f"burst assigned in {burst_s:.1f}s")
+            with profiled(args.profile):
+                burst_s, burst_cpu_s = await assign_phase(server.url, assigner, running, "b", args.items, 0.0, timeout=600)
+            log(f"burst assigned in {burst_s:.1f}s, leader CPU {burst_cpu_s:.1f}s")
         finally:
             running.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -301,7 +326,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "bench": "scheduler", "nodes": args.nodes, "slots_per_node": args.slots, "items": args.items,
         "assign_per_s": round(burst_rate), "ceiling_conditional_appends_per_s": round(ceiling_rate),
         "assign_ratio": round(burst_rate / ceiling_rate, 3),
-        "burst_latency_ms": summary_ms(burst),
+        "burst_latency_ms": summary_ms(burst), "burst_leader_cpu_us_per_item": round(burst_cpu_s / args.items * 1e6, 1),
         "paced_seconds": args.paced_seconds,
         "paced_latency_ms": {f"{rate:g}/s": {"items": len(paced[rate]), **summary_ms(paced[rate])} for rate in rates},
         "log_events": log_events, "rebuild_s": round(ours_s, 2), "raw_read_s": round(raw_s, 2),
