@@ -91,6 +91,8 @@ class PMap(Generic[K, V]):
         return value is not _GONE
 
     def __getitem__(self, key: K) -> V:
+        if self._base is _NO_BASE:
+            return self._map[key]
         value = self.get(key, _MISSING)
         if value is _MISSING:
             raise KeyError(key)
