@@ -10,7 +10,7 @@ import asyncio
 import base64
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -22,6 +22,7 @@ from nats.js.api import DeliverPolicy, StreamState
 from eventbus.connection import Bus
 from eventbus.errors import BusUnavailable, InvalidEvent
 from eventbus.events import Event
+from eventbus.gcpause import paused_gc
 from eventbus.integrity import decode_on
 from eventbus.leaserecord import parse_headers
 from eventbus.streams import EVENTS_STREAM
@@ -181,18 +182,27 @@ async def replay(
         config = options.setdefault("config", nats.js.api.ConsumerConfig())
         assert isinstance(config, nats.js.api.ConsumerConfig)
         config.filter_subjects = list(subjects)
+    with paused_gc():  # what a read of the log builds has no cycles: the collector's passes would find nothing
+        return await _read(bus, stream, subject, on_msg, options, done, lambda: count, idle_timeout)
+
+
+async def _read(
+    bus: Bus, stream: str, subject: str, on_msg: Callable[[Msg], Awaitable[None]], options: dict[str, Any],
+    done: asyncio.Future[None], progress: Callable[[], int], idle_timeout: float,
+) -> int:
+    # One ordered push consumer until `done` (or nothing is pending); returns the records handed over.
     sub = await bus.js.subscribe(subject, stream=stream, ordered_consumer=True, cb=on_msg, **options)
     try:
         info = await sub.consumer_info()
         # Nothing to read only if nothing was pending *and* nothing was already pushed to us: on a
         # small log every message can be in flight to the callback before this answer comes back.
         # (delivered.consumer_seq, not stream_seq: a consumer starting at sequence N reports N-1 there.)
-        if info.num_pending == 0 and count == 0 and not (info.delivered and info.delivered.consumer_seq):
+        if info.num_pending == 0 and progress() == 0 and not (info.delivered and info.delivered.consumer_seq):
             return 0
-        await _wait_done(done, lambda: count, idle_timeout)
+        await _wait_done(done, progress, idle_timeout)
     finally:
         await sub.unsubscribe()
-    return count
+    return progress()
 
 
 async def _wait_done(done: asyncio.Future[None], progress: Callable[[], int], idle_timeout: float) -> None:

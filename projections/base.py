@@ -50,6 +50,7 @@ class State(Protocol):
 
 
 S = TypeVar("S", bound=State)
+S_co = TypeVar("S_co", covariant=True)
 
 
 def config_key(board_type: str, num_players: int) -> str:
@@ -120,6 +121,21 @@ def at_position(state: S, seq: int) -> S:
     return msgspec.structs.replace(state, last_seq=seq)  # type: ignore[type-var]
 
 
+class Folding(Protocol[S_co]):
+    """A fold's state held open while many events are folded into it, built only when read.
+
+    What `Projection.folding` gives: a fold made of parts (the bundle) hands each event to the
+    parts that read it instead of building its whole state per event. Its `state()` must equal
+    what `apply` event by event gives (tests/test_projections.py folds both ways).
+    """
+
+    def apply(self, event: Event, seq: int) -> None:
+        """Fold one event (never raises: the parts' folds are total)."""
+
+    def state(self) -> S_co:
+        """The state after every event applied so far."""
+
+
 @dataclass(frozen=True)
 class Projection(Generic[S]):
     """A named, versioned fold; bump `version` whenever the state's shape or meaning changes."""
@@ -130,6 +146,7 @@ class Projection(Generic[S]):
     apply: Callable[[S, Event, int], S]
     reads: frozenset[str]  # event type names folded; other records only advance last_seq
     finish: Callable[[S], S] | None = None  # normalises a folded state before it is read or saved
+    folding: Callable[[S], Folding[S]] | None = None  # opens a state for folding many events (Folder uses it)
 
     def finished(self, state: S) -> S:
         """`state` ready to be read, compared or saved."""
@@ -174,18 +191,33 @@ class Folder(Generic[S]):
         self._seq = self._state.last_seq  # position reached; the state catches up when read
         self._reads = projection.reads
         self._decode = projection.decoder
+        self._open: Folding[S] | None = None  # while events go to projection.folding, it holds the state
 
     @property
     def state(self) -> S:
         """The folded state, at the position of the last record seen."""
-        self._state = at_position(self._state, self._seq)
+        self._state = at_position(self._settled(), self._seq)
         return self._state
+
+    def _settled(self) -> S:
+        if self._open is not None:
+            self._state, self._open = self._open.state(), None
+        return self._state
+
+    def _apply(self, event: Event, seq: int) -> None:
+        opening = self.projection.folding
+        if opening is None:
+            self._state = self.projection.apply(self._state, event, seq)
+            return
+        if self._open is None:
+            self._open = opening(self._state)
+        self._open.apply(event, seq)
 
     def start_from(self, state: S) -> None:
         """Resume from `state` (a snapshot's) instead of the empty one; only before anything was folded."""
         if self._seq != 0:
             raise RuntimeError(f"{self.projection.name}: start_from after folding up to seq {self._seq}")
-        self._state, self._seq = state, state.last_seq
+        self._state, self._seq, self._open = state, state.last_seq, None
 
     def __call__(self, record: Record) -> None:
         """Fold one record; one already folded (seq <= last_seq) is ignored, so resuming is idempotent."""
@@ -200,13 +232,13 @@ class Folder(Generic[S]):
             # A lease copy is the server's, read from its headers; every other event from its body.
             event = decode_copy(record.subject, record.headers, record.data) if kind == COPY_TYPE else self._decode(record.data)
         except InvalidEvent as exc:
-            self._state = undecodable(self._state, seq, kind, str(exc))
+            self._state = undecodable(self._settled(), seq, kind, str(exc))
             return
         problem = mismatch(record.subject, event)
         if problem is not None:
-            self._state = disagreeing(self._state, seq, event, problem)
+            self._state = disagreeing(self._settled(), seq, event, problem)
             return
-        self._state = self.projection.apply(self._state, event, seq)
+        self._apply(event, seq)
 
 
 class UntilFolder(Folder[S]):
@@ -229,14 +261,14 @@ class UntilFolder(Folder[S]):
         except InvalidEvent as exc:
             self._seq = record.seq
             if kind in self._reads:
-                self._state = undecodable(self._state, record.seq, kind, str(exc))
+                self._state = undecodable(self._settled(), record.seq, kind, str(exc))
             return
         if not not_after(event, self.at):
             self.done = True
             return
         self._seq = record.seq
         if kind in self._reads:
-            self._state = self.projection.apply(self._state, event, record.seq)
+            self._apply(event, record.seq)
 
 
 def fold_records(projection: Projection[S], records: Iterable[Record], state: S | None = None) -> S:

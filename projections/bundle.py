@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from eventbus.events import Event
+from eventbus.events import EVENT_TYPES, Event
 from projections import cluster, data, elo, fence, models, taint, work, workrefs
 from projections.base import Anomaly, Projection, Record, fold_events, fold_records, total
 
@@ -75,6 +75,35 @@ def aligned(state: ProjectionSet) -> ProjectionSet:
     return msgspec.structs.replace(state, **changes) if changes else state
 
 
+# The same routes by event class: a folding set looks each event up without asking its type's name.
+_ROUTES_BY_KIND = {EVENT_TYPES[name]: routes for name, routes in _ROUTES.items()}
+
+
+class _OpenSet:
+    """A ProjectionSet held apart while many events are folded (Folder): each event goes to the
+    parts that read it, and the set is built once when read, not once per event as `apply` does."""
+
+    __slots__ = ("_set", "_parts", "_seq", "_ts")
+
+    def __init__(self, state: ProjectionSet) -> None:
+        self._set = state
+        self._parts: dict[str, Any] = {name: getattr(state, name) for name in PARTS}
+        self._seq = state.last_seq
+        self._ts = state.last_ts
+
+    def apply(self, event: Event, seq: int) -> None:
+        """What `apply` does, part by part (each part's fold is total)."""
+        parts = self._parts
+        for name, fold in _ROUTES_BY_KIND.get(type(event), ()):
+            parts[name] = fold(parts[name], event, seq)
+        self._seq = seq
+        self._ts = event.ts or self._ts
+
+    def state(self) -> ProjectionSet:
+        """The set after every event folded so far."""
+        return msgspec.structs.replace(self._set, last_seq=self._seq, last_ts=self._ts, **self._parts)
+
+
 VERSION = sum(part.version * 1000**i for i, part in enumerate(PARTS.values()))
 
 PROJECTION: Projection[ProjectionSet] = Projection(
@@ -84,6 +113,7 @@ PROJECTION: Projection[ProjectionSet] = Projection(
     apply=apply,
     reads=frozenset(_ROUTES),
     finish=aligned,
+    folding=_OpenSet,
 )
 
 

@@ -136,8 +136,12 @@ def is_live(state: DataState, batch: Batch) -> bool:
 def item_ended(state: DataState, event: Event, seq: int) -> DataState:
     """A work item ended: its batches stop (or start again) counting, by the withdrawal rule."""
     work_id: str = event.work_id  # type: ignore[attr-defined]  # every event this fold reads names its work item
-    counted = state.withdrawals.counts(work_id)
-    state = msgspec.structs.replace(state, last_seq=seq, withdrawals=withdrawal.apply(state.withdrawals, event))
+    before = state.withdrawals
+    withdrawals = withdrawal.apply(before, event)
+    if withdrawals is before:  # the common case, a completion: its batches count as they did
+        return msgspec.structs.replace(state, last_seq=seq)
+    counted = before.counts(work_id)
+    state = msgspec.structs.replace(state, last_seq=seq, withdrawals=withdrawals)
     batch_ids = state.by_work.get(work_id, ())
     if not batch_ids or state.withdrawals.counts(work_id) == counted:
         return state
@@ -208,16 +212,19 @@ _HANDLERS: dict[type[Event], Callable[[DataState, Any, int], DataState]] = {
 @total
 def apply(state: DataState, event: Event, seq: int) -> DataState:
     """The data after one event at stream position `seq`; stale sync plans are dropped."""
-    if event.type_name() in attempt_rule.READS:  # which attempts may still report
-        state = msgspec.structs.replace(state, attempts=attempt_rule.learned(state.attempts, state.fence.view, event))
-        if event.type_name() not in withdrawal.READS:
-            return msgspec.structs.replace(state, last_seq=seq)
+    kind = event.type_name()
+    if kind in attempt_rule.READS:  # which attempts may still report
+        attempts = attempt_rule.learned(state.attempts, state.fence.view, event)
+        if kind not in withdrawal.READS:
+            return msgspec.structs.replace(state, last_seq=seq, attempts=attempts)
+        if attempts is not state.attempts:
+            state = msgspec.structs.replace(state, attempts=attempts)
     state, admitted = screen(state, event, seq)
     if not admitted:
         return state
     if isinstance(event, (LeaderElected, LeaseWritten)):  # read only to teach the fence
         return msgspec.structs.replace(state, last_seq=seq)
-    if event.type_name() in withdrawal.READS:
+    if kind in withdrawal.READS:
         return item_ended(state, event, seq)
     if isinstance(event, SelfplayComplete):
         problem = late(state.attempts, event.work_id, event.attempt, event.node)

@@ -75,10 +75,13 @@ class EloState(msgspec.Struct, frozen=True, kw_only=True):
 @total
 def apply(state: EloState, event: Event, seq: int) -> EloState:
     """The Elo history after one event at stream position `seq`."""
-    if event.type_name() in attempt_rule.READS:
-        state = msgspec.structs.replace(state, attempts=attempt_rule.learned(state.attempts, _NO_FENCE, event))
-        if event.type_name() not in withdrawal.READS:
-            return msgspec.structs.replace(state, last_seq=seq)
+    kind = event.type_name()
+    if kind in attempt_rule.READS:
+        attempts = attempt_rule.learned(state.attempts, _NO_FENCE, event)
+        if kind not in withdrawal.READS:
+            return msgspec.structs.replace(state, last_seq=seq, attempts=attempts)
+        if attempts is not state.attempts:
+            state = msgspec.structs.replace(state, attempts=attempts)
     if isinstance(event, EvaluationComplete):
         problem = late(state.attempts, event.work_id, event.attempt, event.node)
         if problem is not None:
@@ -99,7 +102,7 @@ def apply(state: EloState, event: Event, seq: int) -> EloState:
     if isinstance(event, (TrainingComplete, ModelPromoted)):
         configs = state.configs.set(event.model_id, config_key(event.board_type, event.num_players))
         return msgspec.structs.replace(state, last_seq=seq, configs=configs)
-    if event.type_name() in withdrawal.READS:
+    if kind in withdrawal.READS:
         return msgspec.structs.replace(state, last_seq=seq, withdrawals=withdrawal.apply(state.withdrawals, event))
     return msgspec.structs.replace(state, last_seq=seq)
 

@@ -53,8 +53,13 @@ class PMap(Generic[K, V]):
         new._map, new._base, new._len = inner, base, length
         return new
 
+    # Folds call get, set and `in` for nearly every event: a map with no base (every map a fold
+    # built from the log) answers from the trie alone, whose length is its own.
+
     def get(self, key: K, default: Any = None) -> Any:
         """The value of `key`, or `default`."""
+        if self._base is _NO_BASE:
+            return self._map.get(key, default)
         value = self._map.get(key, _MISSING)
         if value is _MISSING:
             return self._base.get(key, default)
@@ -62,7 +67,13 @@ class PMap(Generic[K, V]):
 
     def set(self, key: K, value: V) -> PMap[K, V]:
         """A new map with `key` bound to `value`."""
-        return PMap._wrap(self._map.set(key, value), self._base, self._len + (key not in self))
+        new: PMap[K, V] = PMap.__new__(PMap)
+        inner = new._map = self._map.set(key, value)
+        if self._base is _NO_BASE:
+            new._base, new._len = _NO_BASE, len(inner)
+        else:
+            new._base, new._len = self._base, self._len + (key not in self)
+        return new
 
     def remove(self, key: K) -> PMap[K, V]:
         """A new map without `key` (the same map when it is absent)."""
@@ -72,12 +83,16 @@ class PMap(Generic[K, V]):
         return PMap._wrap(inner, self._base, self._len - 1)
 
     def __contains__(self, key: object) -> bool:
+        if self._base is _NO_BASE:
+            return key in self._map
         value = self._map.get(key, _MISSING)  # type: ignore[arg-type]
         if value is _MISSING:
             return key in self._base
         return value is not _GONE
 
     def __getitem__(self, key: K) -> V:
+        if self._base is _NO_BASE:
+            return self._map[key]
         value = self.get(key, _MISSING)
         if value is _MISSING:
             raise KeyError(key)

@@ -19,6 +19,7 @@ import msgspec
 from eventbus.connection import Bus
 from eventbus.errors import BusError
 from eventbus.events import utcnow
+from eventbus.gcpause import without_gc
 from eventbus.history import first_sequence, last_sequence
 from eventbus.objectdelete import delete_object
 from eventbus.snapshots import SNAPSHOT_BUCKET, kept_name, kept_objects, kept_snapshots, load_snapshot, save_kept
@@ -26,7 +27,6 @@ from projections import bundle
 from projections.base import Folder, Projection
 from projections.snapshot import Loaded, decode_snapshot, encode_snapshot
 from projections.snapshotplan import SnapshotSettings, due, newest_at_or_before, to_prune
-from servicekit.gcpause import without_gc
 
 log = logging.getLogger(__name__)
 

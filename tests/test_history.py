@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 
 import pytest
@@ -45,6 +46,16 @@ async def test_replay_with_a_filter_and_a_range(nats_url: str) -> None:
         wanted = [p.seq for p in published if isinstance(p.event, WorkAdded) and p.event.work_id == "w-3" and 20 <= p.seq <= 70]
         got = await _read(bus, subject=subject, start_seq=20, end_seq=70)
         assert [r.seq for r in got] == wanted and wanted
+
+
+async def test_the_cyclic_collector_is_paused_while_the_log_is_read_and_resumes_after(nats_url: str) -> None:
+    # A rebuild builds a large state without cycles: the collector's passes over it would find nothing.
+    async with provisioned_bus(nats_url) as bus:
+        await Publisher(bus).publish_many(_mixed(20))
+        collecting: list[bool] = []
+        assert gc.isenabled()
+        assert await replay(bus, lambda _record: collecting.append(gc.isenabled())) == 20
+        assert collecting == [False] * 20 and gc.isenabled()
 
 
 async def test_replay_from_a_point_in_time(nats_url: str) -> None:

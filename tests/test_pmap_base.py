@@ -9,9 +9,9 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from eventbus.gcpause import paused_gc
 from projections import wire
 from projections.pmap import PMap, enc_hook
-from servicekit.gcpause import paused_gc
 
 KEYS = st.text(alphabet="abcdef", max_size=2)
 STEPS = st.lists(st.tuples(st.booleans(), KEYS, st.integers()), max_size=60)

@@ -1,9 +1,11 @@
-"""Pausing Python's cyclic garbage collector while a large state is built, e.g. a snapshot decoded.
+"""Pausing Python's cyclic garbage collector while a large state is built: a snapshot decoded, the log folded.
 
 Decoding a bundle snapshot creates a million objects, none of them garbage; every 700 new
 objects the collector runs, and its older generations walk everything built so far: a third of
-the decode's time. Snapshot states hold no reference cycles (frozen Structs, tuples, dicts), so
-what the collector would find is nothing; reference counting still frees everything as usual.
+the decode's time. Folding the log from sequence 1 (history.replay) is the same: the folds'
+states hold no reference cycles (frozen Structs, tuples, dicts, tries), and the collector's
+passes over them were ~15% of a rebuild's CPU. Reference counting still frees everything as
+usual; cyclic garbage made meanwhile elsewhere in the process waits for the pause to end.
 """
 
 from __future__ import annotations
