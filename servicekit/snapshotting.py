@@ -26,6 +26,7 @@ from projections import bundle
 from projections.base import Folder, Projection
 from projections.snapshot import Loaded, decode_snapshot, encode_snapshot
 from projections.snapshotplan import SnapshotSettings, due, newest_at_or_before, to_prune
+from projections.snapshotthinning import thinned
 from servicekit.gcpause import without_gc
 
 log = logging.getLogger(__name__)
@@ -102,8 +103,18 @@ async def save_state(bus: Bus, projection: Projection[S], state: S, *, replicas:
 
 
 async def prune(bus: Bus, projection: Projection[Any], settings: SnapshotSettings) -> int:
-    """Delete the kept snapshots of `projection` that are of another version or no longer needed; returns how many."""
-    doomed = to_prune(await kept_objects(bus, projection.name), projection.version, await first_sequence(bus), settings.max_kept)
+    """Delete the kept snapshots of `projection` that are of another version, no longer needed or thinned out; returns how many.
+
+    Thinning (projections/snapshotthinning.py) keeps every snapshot of the newest 20 x
+    `every_events` records and fewer further back, so the store grows with the log's length only
+    logarithmically, not with its square.
+    """
+    kept = await kept_objects(bus, projection.name)
+    doomed = to_prune(kept, projection.version, await first_sequence(bus), settings.max_kept)
+    # Thinned among the survivors: the oldest of them (the only account of aged-out records) is
+    # the oldest in its block, so thinning never drops it.
+    survivors = {seq: name for version, seq, name in kept if version == projection.version and name not in doomed}
+    doomed += [survivors[seq] for seq in thinned(list(survivors), settings.every_events)]
     for name in doomed:
         await delete_object(bus, SNAPSHOT_BUCKET, name)
     return len(doomed)
