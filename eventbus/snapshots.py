@@ -123,6 +123,16 @@ async def kept_snapshots(bus: Bus, name: str, version: int, *, bucket: str = SNA
     return sorted(seqs)
 
 
+async def kept_index(bus: Bus, *, bucket: str = SNAPSHOT_BUCKET) -> dict[tuple[str, int], list[int]]:
+    """The kept snapshots' sequences by (name, version), oldest first, from one listing of the bucket."""
+    index: dict[tuple[str, int], list[int]] = {}
+    for obj in await list_objects(bus, bucket):
+        parsed = parse_kept_name(obj.name)
+        if parsed is not None:
+            index.setdefault(parsed[:2], []).append(parsed[2])
+    return {key: sorted(seqs) for key, seqs in index.items()}
+
+
 async def kept_objects(bus: Bus, name: str, *, bucket: str = SNAPSHOT_BUCKET) -> list[tuple[int, int, str]]:
     """(version, seq, object name) of every kept snapshot of `name`, whatever its version."""
     found = []

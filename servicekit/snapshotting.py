@@ -21,7 +21,7 @@ from eventbus.errors import BusError
 from eventbus.events import utcnow
 from eventbus.history import first_sequence, last_sequence
 from eventbus.objectdelete import delete_object
-from eventbus.snapshots import SNAPSHOT_BUCKET, kept_name, kept_objects, kept_snapshots, load_snapshot, save_kept
+from eventbus.snapshots import SNAPSHOT_BUCKET, kept_index, kept_name, kept_objects, load_snapshot, save_kept
 from projections import bundle
 from projections.base import Folder, Projection
 from projections.snapshot import Loaded, decode_snapshot, encode_snapshot
@@ -40,19 +40,19 @@ async def load_state(bus: Bus, projection: Projection[S], who: str, *, not_after
     """The newest usable snapshot of `projection` not past `not_after_seq` (default: the log's end).
 
     A part of the bundle (models, data, cluster, work, elo) may also start from the bundle's own
-    snapshot (the API saves it), whichever of the two is newer.
+    snapshot (the API saves it), whichever of the two is newer. One listing of the bucket serves both.
     """
-    end = await last_sequence(bus)
+    end, index = await asyncio.gather(last_sequence(bus), kept_index(bus))
     bound = end if not_after_seq is None else min(not_after_seq, end)
-    own = await _load_own(bus, projection, who, bound)
+    own = await _load_own(bus, projection, who, bound, index)
     part = bundle.part_name(projection)
     if part is None or projection is bundle.PROJECTION:
         return own
     # The bundle holds every work item ever added (a year: ~1.6 GB): loaded only when it is newer.
-    wholes = newest_at_or_before(await kept_snapshots(bus, bundle.PROJECTION.name, bundle.PROJECTION.version), bound)
+    wholes = newest_at_or_before(index.get((bundle.PROJECTION.name, bundle.PROJECTION.version), []), bound)
     if own is not None and (not wholes or own.header.last_seq >= wholes[0]):
         return own
-    whole = await _load_own(bus, bundle.PROJECTION, who, bound)
+    whole = await _load_own(bus, bundle.PROJECTION, who, bound, index)
     if whole is None or (own is not None and own.header.last_seq >= whole.header.last_seq):
         return own
     state = getattr(bundle.aligned(whole.state), part)
@@ -60,8 +60,9 @@ async def load_state(bus: Bus, projection: Projection[S], who: str, *, not_after
     return Loaded(header, state)
 
 
-async def _load_own(bus: Bus, projection: Projection[S], who: str, bound: int) -> Loaded[S] | None:
-    seqs = await kept_snapshots(bus, projection.name, projection.version)
+async def _load_own(bus: Bus, projection: Projection[S], who: str, bound: int,
+                    index: dict[tuple[str, int], list[int]]) -> Loaded[S] | None:
+    seqs = index.get((projection.name, projection.version), [])
     for seq in newest_at_or_before(seqs, bound)[:TRIED]:
         data = await load_snapshot(bus, _name(projection, seq))
         loaded = None if data is None else await asyncio.to_thread(without_gc, decode_snapshot, projection, data)
@@ -70,7 +71,7 @@ async def _load_own(bus: Bus, projection: Projection[S], who: str, bound: int) -
             return loaded
         log.warning("%s: the snapshot of %s at seq %d is unreadable; trying an older one", who, projection.name, seq)
     if not seqs:
-        others = sorted({version for version, _, _ in await kept_objects(bus, projection.name)} - {projection.version})
+        others = sorted({version for name, version in index if name == projection.name} - {projection.version})
         if others:  # a new version of the fold: its old snapshots are another shape, it rebuilds from the log
             log.info("%s: the kept snapshots of %s are of version %s, this is version %d: folding it from the log",
                      who, projection.name, ", ".join(map(str, others)), projection.version)
