@@ -19,8 +19,8 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 
-DENSE = 20  # every snapshot of the newest DENSE x N records is kept
-PER_DOUBLING = 8  # past them, about this many per doubling of age
+DENSE = 100  # every snapshot of the newest DENSE x N records is kept (1M records at the API's 10k)
+PER_DOUBLING = 16  # past them, about this many per doubling of age
 
 
 def block_width(age: int, every: int) -> int:

@@ -106,7 +106,7 @@ async def save_state(bus: Bus, projection: Projection[S], state: S, *, replicas:
 async def prune(bus: Bus, projection: Projection[Any], settings: SnapshotSettings) -> int:
     """Delete the kept snapshots of `projection` that are of another version, no longer needed or thinned out; returns how many.
 
-    Thinning (projections/snapshotthinning.py) keeps every snapshot of the newest 20 x
+    Thinning (projections/snapshotthinning.py) keeps every snapshot of the newest 100 x
     `every_events` records and fewer further back, so the store grows with the log's length only
     logarithmically, not with its square.
     """
