@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 # Before anything imports them: a missing package is named with its pip command, not a traceback
-# (the seeds' daemons died on `ModuleNotFoundError: psutil` and nobody saw why).
-from cli.doctor.deps import require_dependencies
+# (the seeds' daemons died on `ModuleNotFoundError: psutil` and nobody saw why). Found, not
+# imported: importing the API's HTTP stack cost every command ~0.6 s (`rr doctor` imports them).
+from cli.doctor.deps import SERVICE_MODULES, require_dependencies
 
-require_dependencies()
+require_dependencies((), present=SERVICE_MODULES)
 
 import argparse
 import importlib
@@ -92,9 +93,22 @@ def configure_logging(verbosity: int, default: int = logging.ERROR) -> None:
     logthrottle.install()  # a fault's retries must not flood the log: repeated lines are counted, not repeated
 
 
+def parser_for(argv: Sequence[str]) -> argparse.ArgumentParser:
+    """The parser of the command `argv` names, importing only its module; the full parser otherwise (help, a typo).
+
+    Importing every command's module costs a one-off command ~0.5 s (the whole service stack):
+    `rr timeline` and `rr replay` answer in well under a second without it.
+    """
+    noun = next((arg for arg in argv if not arg.startswith("-")), None)
+    module = f"cli.commands.{noun}"
+    if noun is not None and module in COMMAND_MODULES:
+        return build_parser([module])
+    return build_parser()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one rr command; exit 0 on success, 1 on an error it explains, 2 on bad usage."""
-    args = build_parser().parse_args(argv)
+    args = parser_for(sys.argv[1:] if argv is None else argv).parse_args(argv)
     configure_logging(args.verbose, getattr(args, "log_level", logging.ERROR))
     try:
         code: int = args.func(args)

@@ -3,6 +3,10 @@
 An object store rather than a KV bucket: a KV value is one message, bounded by the server's
 max payload (1 MiB by default), and the snapshot of a long log's work items is larger; the
 object store chunks it. A snapshot is only a cache of a fold: losing it costs a rebuild.
+
+Stored deflated (zlib): a fold's msgpack shrinks ~8x (the API's bundle at 400k records, 22 MB
+to 2.6 MB), so it is read that much faster and the bucket holds that much less; one saved
+before, without the marker, is read as it is.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import zlib
 
 import nats.errors
 import nats.js.errors
@@ -34,6 +39,20 @@ log = logging.getLogger(__name__)
 
 TIMEOUT_S = 30.0  # a snapshot is a few MiB at most; far more than that means JetStream is not answering
 
+_PACKED = b"rrz1"  # deflated; a msgpack snapshot starts with a map's byte (0x8_ or 0xde/0xdf), never this
+_LEVEL = 3  # ~8x on a bundle at ~50 MB/s in a thread; level 6 gains 10% for twice the time
+
+
+def packed(data: bytes) -> bytes:
+    """`data` as stored: deflated, behind a marker (CPU-bound: run it in a thread)."""
+    return _PACKED + zlib.compress(data, _LEVEL)
+
+
+def unpacked(stored: bytes) -> bytes:
+    """The snapshot `stored` holds: inflated when it carries the marker, as it is otherwise (saved before); raises zlib.error."""
+    return zlib.decompress(stored[len(_PACKED):]) if stored.startswith(_PACKED) else stored
+
+
 _SILENT = (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError, asyncio.TimeoutError)
 
 
@@ -46,7 +65,8 @@ async def save_snapshot(bus: Bus, name: str, data: bytes, *, bucket: str = SNAPS
     try:
         await ensure_bucket(bus, BucketSpec(name=bucket, description=DESCRIPTION, replicas=replicas))
         previous = await stat_object(bus, bucket, name)
-        await put_stream(bus, bucket, name, io.BytesIO(data), what=f"snapshot {name}", timeout_s=TIMEOUT_S)
+        stored = await asyncio.to_thread(packed, data)
+        await put_stream(bus, bucket, name, io.BytesIO(stored), what=f"snapshot {name}", timeout_s=TIMEOUT_S)
         if previous is not None:
             await asyncio.wait_for(delete_chunks(bus, bucket, previous.nuid), TIMEOUT_S)
     except _SILENT as exc:
@@ -58,12 +78,19 @@ async def save_snapshot(bus: Bus, name: str, data: bytes, *, bucket: str = SNAPS
 async def load_snapshot(bus: Bus, name: str, *, bucket: str = SNAPSHOT_BUCKET) -> bytes | None:
     """The stored snapshot `name`, or None when there is none (or it was pruned or is corrupt: the caller tries another)."""
     try:
-        return await fetch_bytes(bus, bucket, name, idle_timeout_s=TIMEOUT_S)
+        stored = await fetch_bytes(bus, bucket, name, idle_timeout_s=TIMEOUT_S)
     except (ObjectReplaced, ObjectCorrupt) as exc:
         log.warning("snapshot %s not read: %s", name, exc)
         return None
     except _SILENT as exc:
         raise BusUnavailable(f"JetStream did not answer loading snapshot {name}: {exc or type(exc).__name__}") from None
+    if stored is None:
+        return None
+    try:
+        return await asyncio.to_thread(unpacked, stored)
+    except zlib.error as exc:
+        log.warning("snapshot %s not read: it does not inflate (%s)", name, exc)
+        return None
 
 
 # Several snapshots per projection: one object per (name, version, seq), so a version bump
@@ -94,6 +121,16 @@ async def kept_snapshots(bus: Bus, name: str, version: int, *, bucket: str = SNA
         if parsed is not None and parsed[:2] == (name, version):
             seqs.append(parsed[2])
     return sorted(seqs)
+
+
+async def kept_index(bus: Bus, *, bucket: str = SNAPSHOT_BUCKET) -> dict[tuple[str, int], list[int]]:
+    """The kept snapshots' sequences by (name, version), oldest first, from one listing of the bucket."""
+    index: dict[tuple[str, int], list[int]] = {}
+    for obj in await list_objects(bus, bucket):
+        parsed = parse_kept_name(obj.name)
+        if parsed is not None:
+            index.setdefault(parsed[:2], []).append(parsed[2])
+    return {key: sorted(seqs) for key, seqs in index.items()}
 
 
 async def kept_objects(bus: Bus, name: str, *, bucket: str = SNAPSHOT_BUCKET) -> list[tuple[int, int, str]]:

@@ -22,11 +22,12 @@ from eventbus.events import utcnow
 from eventbus.gcpause import without_gc
 from eventbus.history import first_sequence, last_sequence
 from eventbus.objectdelete import delete_object
-from eventbus.snapshots import SNAPSHOT_BUCKET, kept_name, kept_objects, kept_snapshots, load_snapshot, save_kept
+from eventbus.snapshots import SNAPSHOT_BUCKET, kept_index, kept_name, kept_objects, load_snapshot, save_kept
 from projections import bundle
 from projections.base import Folder, Projection
 from projections.snapshot import Loaded, decode_snapshot, encode_snapshot
 from projections.snapshotplan import SnapshotSettings, due, newest_at_or_before, to_prune
+from projections.snapshotthinning import thinned
 
 log = logging.getLogger(__name__)
 
@@ -39,19 +40,19 @@ async def load_state(bus: Bus, projection: Projection[S], who: str, *, not_after
     """The newest usable snapshot of `projection` not past `not_after_seq` (default: the log's end).
 
     A part of the bundle (models, data, cluster, work, elo) may also start from the bundle's own
-    snapshot (the API saves it), whichever of the two is newer.
+    snapshot (the API saves it), whichever of the two is newer. One listing of the bucket serves both.
     """
-    end = await last_sequence(bus)
+    end, index = await asyncio.gather(last_sequence(bus), kept_index(bus))
     bound = end if not_after_seq is None else min(not_after_seq, end)
-    own = await _load_own(bus, projection, who, bound)
+    own = await _load_own(bus, projection, who, bound, index)
     part = bundle.part_name(projection)
     if part is None or projection is bundle.PROJECTION:
         return own
     # The bundle holds every work item ever added (a year: ~1.6 GB): loaded only when it is newer.
-    wholes = newest_at_or_before(await kept_snapshots(bus, bundle.PROJECTION.name, bundle.PROJECTION.version), bound)
+    wholes = newest_at_or_before(index.get((bundle.PROJECTION.name, bundle.PROJECTION.version), []), bound)
     if own is not None and (not wholes or own.header.last_seq >= wholes[0]):
         return own
-    whole = await _load_own(bus, bundle.PROJECTION, who, bound)
+    whole = await _load_own(bus, bundle.PROJECTION, who, bound, index)
     if whole is None or (own is not None and own.header.last_seq >= whole.header.last_seq):
         return own
     state = getattr(bundle.aligned(whole.state), part)
@@ -59,8 +60,9 @@ async def load_state(bus: Bus, projection: Projection[S], who: str, *, not_after
     return Loaded(header, state)
 
 
-async def _load_own(bus: Bus, projection: Projection[S], who: str, bound: int) -> Loaded[S] | None:
-    seqs = await kept_snapshots(bus, projection.name, projection.version)
+async def _load_own(bus: Bus, projection: Projection[S], who: str, bound: int,
+                    index: dict[tuple[str, int], list[int]]) -> Loaded[S] | None:
+    seqs = index.get((projection.name, projection.version), [])
     for seq in newest_at_or_before(seqs, bound)[:TRIED]:
         data = await load_snapshot(bus, _name(projection, seq))
         loaded = None if data is None else await asyncio.to_thread(without_gc, decode_snapshot, projection, data)
@@ -69,7 +71,7 @@ async def _load_own(bus: Bus, projection: Projection[S], who: str, bound: int) -
             return loaded
         log.warning("%s: the snapshot of %s at seq %d is unreadable; trying an older one", who, projection.name, seq)
     if not seqs:
-        others = sorted({version for version, _, _ in await kept_objects(bus, projection.name)} - {projection.version})
+        others = sorted({version for name, version in index if name == projection.name} - {projection.version})
         if others:  # a new version of the fold: its old snapshots are another shape, it rebuilds from the log
             log.info("%s: the kept snapshots of %s are of version %s, this is version %d: folding it from the log",
                      who, projection.name, ", ".join(map(str, others)), projection.version)
@@ -102,8 +104,18 @@ async def save_state(bus: Bus, projection: Projection[S], state: S, *, replicas:
 
 
 async def prune(bus: Bus, projection: Projection[Any], settings: SnapshotSettings) -> int:
-    """Delete the kept snapshots of `projection` that are of another version or no longer needed; returns how many."""
-    doomed = to_prune(await kept_objects(bus, projection.name), projection.version, await first_sequence(bus), settings.max_kept)
+    """Delete the kept snapshots of `projection` that are of another version, no longer needed or thinned out; returns how many.
+
+    Thinning (projections/snapshotthinning.py) keeps every snapshot of the newest 100 x
+    `every_events` records and fewer further back, so the store grows with the log's length only
+    logarithmically, not with its square.
+    """
+    kept = await kept_objects(bus, projection.name)
+    doomed = to_prune(kept, projection.version, await first_sequence(bus), settings.max_kept)
+    # Thinned among the survivors: the oldest of them (the only account of aged-out records) is
+    # the oldest in its block, so thinning never drops it.
+    survivors = {seq: name for version, seq, name in kept if version == projection.version and name not in doomed}
+    doomed += [survivors[seq] for seq in thinned(list(survivors), settings.every_events)]
     for name in doomed:
         await delete_object(bus, SNAPSHOT_BUCKET, name)
     return len(doomed)

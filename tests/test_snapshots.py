@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import io
 import logging
 import random
 from collections.abc import Callable
@@ -17,9 +18,19 @@ from hypothesis import strategies as st
 
 from cluster.distribution.failures import FAILURES
 from eventbus.history import first_sequence, last_sequence, replay
-from eventbus.objects import stat_object
+from eventbus.objects import put_stream, stat_object
 from eventbus.publisher import Publisher
-from eventbus.snapshots import SNAPSHOT_BUCKET, kept_name, kept_snapshots, load_snapshot, parse_kept_name, save_kept, save_snapshot
+from eventbus.snapshots import (
+    SNAPSHOT_BUCKET,
+    kept_name,
+    kept_snapshots,
+    load_snapshot,
+    packed,
+    parse_kept_name,
+    save_kept,
+    save_snapshot,
+    unpacked,
+)
 from eventbus.streams import StreamSettings
 from projections import bundle, cluster, models, work
 from projections.base import Folder
@@ -236,6 +247,25 @@ async def test_a_snapshot_is_read_whole_in_many_chunks_and_a_missing_or_tampered
         assert stored is not None
         await bus.js.publish(f"$O.{SNAPSHOT_BUCKET}.C.{stored.nuid}", b"one chunk too many")
         assert await load_snapshot(bus, "big") is None  # its digest no longer matches: an older one is tried
+
+
+def test_a_snapshot_is_stored_deflated_and_one_stored_before_as_it_is_still_reads() -> None:
+    raw = encode_snapshot(models.PROJECTION, models.PROJECTION.initial(), dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+    assert unpacked(packed(raw)) == raw and packed(raw) != raw
+    assert unpacked(raw) == raw  # a msgpack map, saved before snapshots were deflated
+
+
+async def test_a_kept_bundle_snapshot_takes_a_fraction_of_its_size_in_the_bucket_and_loads_whole(nats_url: str) -> None:
+    async with provisioned_bus(nats_url) as bus:
+        await Publisher(bus).publish_many(_incident())
+        state = (await state_at_seq(bus, bundle.PROJECTION, use_snapshot=False)).state
+        size = await save_state(bus, bundle.PROJECTION, state, settings=EVERY)
+        stored = await stat_object(bus, SNAPSHOT_BUCKET, kept_name(bundle.PROJECTION.name, bundle.PROJECTION.version, state.last_seq))
+        assert stored is not None and stored.size * 2 < size  # ~8x on a long log's bundle
+        await put_stream(bus, SNAPSHOT_BUCKET, "before", io.BytesIO(b"\x81\xa1a\x01"), what="a snapshot saved before")
+        assert await load_snapshot(bus, "before") == b"\x81\xa1a\x01"
+        loaded = await load_state(bus, bundle.PROJECTION, "test")
+        assert loaded is not None and loaded.state == state
 
 
 async def test_snapshots_of_an_older_version_are_not_loaded_and_the_fold_says_it_rebuilds(

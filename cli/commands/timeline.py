@@ -88,14 +88,20 @@ async def _work_timeline(bus: Bus, selector: Selector, work_id: str, end: int) -
     Leadership and its nodes' membership are spread over the whole log, so the server loads every
     message block between their records: they are read only from the newest kept cluster snapshot
     before the first of those records, and up to the last record about the item, past which they
-    add lines only while the item is still open (`around_work`).
+    add lines only while the item is still open (`around_work`). The item's own records decide
+    that snapshot, so it loads while the index (which finds the records naming it) is read.
     """
-    records, read = await _own_and_naming(bus, work_id, end)
-    builder = TimelineBuilder(selector, await timeline_start(bus, min(records, default=end + 1) - 1))
+    (own, read_own, start), (named, read_named) = await asyncio.gather(_own_and_start(bus, work_id, end),
+                                                                        _naming(bus, work_id, end))
+    records = {**named, **own}
+    first = min(records, default=end + 1)
+    if first < min(own, default=end + 1):  # a record naming it before its own first (or it has none): start there
+        start = await timeline_start(bus, first - 1)
     events = {seq: e for seq, r in records.items() if (e := _decoded(r)) is not None}
-    around = (*LEADERSHIP, *work_context((e for s, e in events.items() if records[s].subject.startswith(f"{EVENTS_ROOT}.work.")), ()))
-    about = [seq for seq, e in events.items() if records[seq].subject.startswith(f"{EVENTS_ROOT}.work.") or mentions_work(e, work_id)]
+    around = (*LEADERSHIP, *work_context((e for s, e in sorted(events.items()) if s in own), ()))
+    about = [seq for seq, e in events.items() if seq in own or mentions_work(e, work_id)]
     last = max(about, default=end)
+    builder = TimelineBuilder(selector, start)
     context, read_context = await _read_each(bus, around, last, together=True, start_seq=builder.state.last_seq + 1)
     for seq in sorted(records.keys() | context.keys()):
         builder(records[seq] if seq in records else context[seq])
@@ -104,17 +110,20 @@ async def _work_timeline(bus: Bus, selector: Selector, work_id: str, end: int) -
         read_context += read_later
         for seq in sorted(later.keys() - records.keys()):
             builder(later[seq])
-    return builder.lines, read + read_context
+    return builder.lines, read_own + read_named + read_context
 
 
-async def _own_and_naming(bus: Bus, work_id: str, end: int) -> tuple[dict[int, Record], int]:
-    """A work item's own records and those of the aggregates its index says name it, and how many were read."""
-    own = _read_each(bus, [aggregate_filter("work", work_id)], end)
-    (records, read), (refs, read_refs) = await asyncio.gather(own, work_refs(bus, end))
+async def _own_and_start(bus: Bus, work_id: str, end: int) -> tuple[dict[int, Record], int, ProjectionSet | None]:
+    """The item's own records, how many were read, and the timeline's start before the first of them."""
+    own, read = await _read_each(bus, [aggregate_filter("work", work_id)], end)
+    return own, read, await timeline_start(bus, min(own, default=end + 1) - 1)
+
+
+async def _naming(bus: Bus, work_id: str, end: int) -> tuple[dict[int, Record], int]:
+    """The records of the aggregates the index says name the item, and how many records were read for them."""
+    refs, read_refs = await work_refs(bus, end)
     named, read_named = await _read_each(bus, workrefs.subjects_naming(refs, work_id), end, together=True)
-    for seq, record in named.items():
-        records.setdefault(seq, record)
-    return records, read + read_refs + read_named
+    return named, read_refs + read_named
 
 
 async def timeline_start(bus: Bus, bound: int) -> ProjectionSet | None:
