@@ -7,6 +7,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import msgspec
+
 from cluster.leadership.term import Term
 from config.sections.scheduler import SchedulerSettings
 from config.settings import RrConfig
@@ -149,8 +151,8 @@ def attempt_violations(log: list[Event]) -> list[str]:
         before = state.items.get(getattr(event, "work_id", ""))
         state = work.apply(state, event, seq)
         after = state.items.get(getattr(event, "work_id", ""))
-        if before is None or after is None or after == before:
-            continue  # not applied (or not about an item)
+        if before is None or after is None or _lifecycle(after) == _lifecycle(before):
+            continue  # not applied (or not about an item): a refused report is noted on the item, nothing more
         if isinstance(event, WorkAssigned):
             if before.status is not work.WorkStatus.PENDING:
                 problems.append(f"{event.work_id}: attempt {event.attempt} assigned while attempt {before.attempt} was {before.status.value}")
@@ -160,6 +162,11 @@ def attempt_violations(log: list[Event]) -> list[str]:
             completions[event.work_id] += 1
     problems += [f"{w}: completed {n} times" for w, n in completions.items() if n > 1]
     return problems
+
+
+def _lifecycle(item: work.WorkItem) -> work.WorkItem:
+    # The item less what it notes of every report, accepted or refused (the worker reads those).
+    return msgspec.structs.replace(item, started=(), settled=(), completed_by=None)
 
 
 async def stop(*tasks: asyncio.Task[Any]) -> None:
