@@ -181,15 +181,23 @@ def _stored(state: WorkState, seq: int, before: WorkItem | None, item: WorkItem)
 
 
 def _retire(state: WorkState, seq: int) -> WorkState:
-    """`state` with the items completed `retire_after` records before `seq` or earlier moved out of `items`."""
+    """`state` with the items completed `retire_after` records before `seq` or earlier moved out of `items`.
+
+    `retired_through` runs ahead to just before the oldest completion still kept, so the state is
+    only rebuilt when an item is due (or once per completion to move that mark), not on every record.
+    """
     horizon = seq - state.retire_after
     if horizon <= state.retired_through:
         return state
-    items, completions, retired, tally = state.items, state.completions, state.retired, state.retired_tally
-    if horizon - state.retired_through > len(completions):  # a long stride (a fold starting late): ask the map
-        due = sorted(seq for seq in completions.keys() if seq <= horizon)
+    completions = state.completions
+    oldest = _oldest(completions, state.retired_through, seq)
+    if oldest > horizon:
+        return msgspec.structs.replace(state, retired_through=oldest - 1)
+    if horizon - oldest >= len(completions):  # a long stride (a fold starting late): ask the map
+        due = sorted(done for done in completions.keys() if done <= horizon)
     else:  # each sequence is looked at once in a fold
-        due = [seq for seq in range(state.retired_through + 1, horizon + 1) if seq in completions]
+        due = [done for done in range(oldest, horizon + 1) if done in completions]
+    items, retired, tally = state.items, state.retired, state.retired_tally
     for done in due:
         work_id = completions[done]
         item = items[work_id]
@@ -198,7 +206,19 @@ def _retire(state: WorkState, seq: int) -> WorkState:
         key = f"{item.work_type} {item.config}"
         tally = {**tally, key: Retired(count=tally.get(key, Retired()).count + 1, last_seq=item.updated_seq)}
     return msgspec.structs.replace(state, items=items, completions=completions, retired=retired, retired_tally=tally,
-                                   retired_through=horizon)
+                                   retired_through=_oldest(completions, horizon, seq) - 1)
+
+
+def _oldest(completions: PMap[int, str], after: int, seq: int) -> int:
+    """The sequence of the oldest completion kept (all are after `after`, none after `seq`), or seq + 1 for none."""
+    if not completions:
+        return seq + 1
+    # Completions retire oldest first, so the mark only moves forward: a fold looks at each sequence
+    # about once. A gap longer than the map (a fold starting late) asks the map instead.
+    for done in range(after + 1, min(seq, after + len(completions)) + 1):
+        if done in completions:
+            return done
+    return min(completions.keys())
 
 
 def lookup(state: WorkState, work_id: str) -> WorkItem | None:
