@@ -167,12 +167,14 @@ class WorkState(msgspec.Struct, frozen=True, kw_only=True):
 def _stored(state: WorkState, seq: int, before: WorkItem | None, item: WorkItem) -> WorkState:
     counts = state.counts
     if before is None or before.status is not item.status:
-        counts = dict(counts)
+        # `_value_` is the member's own attribute; `.value` is a property that costs ~5x as much per read.
+        counts, now = dict(counts), item.status._value_
         if before is not None:
-            counts[before.status.value] -= 1
-            if not counts[before.status.value]:
-                del counts[before.status.value]  # no zero entries: equal queues have equal counts
-        counts[item.status.value] = counts.get(item.status.value, 0) + 1
+            was = before.status._value_
+            counts[was] -= 1
+            if not counts[was]:
+                del counts[was]  # no zero entries: equal queues have equal counts
+        counts[now] = counts.get(now, 0) + 1
     completions = state.completions
     if item.status is C and (before is None or before.status is not C):
         completions = completions.set(seq, item.work_id)
@@ -277,6 +279,10 @@ def late_completion(item: WorkItem, event: Event) -> bool:
 
 
 def _moved(item: WorkItem, event: Event, status: WorkStatus, seq: int, noted: dict[str, object]) -> WorkItem:
+    if type(event) is WorkProgress:  # ~45% of a fleet's events: one replace, no dict of changes
+        assert not noted  # a progress report notes nothing of its attempt (see `logged`)
+        return msgspec.structs.replace(item, status=status, updated_seq=seq, updated_at=event.ts, unschedulable="",
+                                       unschedulable_since=None, progress=event.fraction)
     changes: dict[str, object] = {"status": status, "updated_seq": seq, "updated_at": event.ts,
                                   "unschedulable": "", "unschedulable_since": None}
     if noted:
@@ -287,8 +293,6 @@ def _moved(item: WorkItem, event: Event, status: WorkStatus, seq: int, noted: di
         changes.update(attempt=event.attempt, node=event.node, epoch=event.epoch, progress=None, deadline=event.deadline)
     elif isinstance(event, WorkStarted):  # a newer attempt runs: older ones may no longer complete
         changes.update(ended=tuple(e for e in item.ended if e[0] >= event.attempt))
-    elif isinstance(event, WorkProgress):
-        changes.update(progress=event.fraction)
     elif isinstance(event, WorkCompleted):
         changes.update(progress=1.0, reason="", cause="", node=event.node, ended=())
     if isinstance(event, (WorkAttemptFailed, WorkHandedBack)) and item.status is not WorkStatus.CANCELLED:
