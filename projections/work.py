@@ -159,7 +159,8 @@ class WorkState(msgspec.Struct, frozen=True, kw_only=True):
     retire_after: int = RETIRE_AFTER
     # Completed items still in `items`, by the sequence of their completion (the next to retire).
     completions: PMap[int, str] = msgspec.field(default_factory=PMap)
-    retired_through: int = 0  # completions up to this sequence have retired
+    # Completions up to this sequence have retired; it runs ahead to just before the oldest kept one.
+    retired_through: int = 0
     retired: PMap[str, tuple[int, str | None]] = msgspec.field(default_factory=PMap)  # id -> (attempt, node)
     retired_tally: dict[str, Retired] = {}  # "<work type> <config>" -> how many retired, newest completion
 
