@@ -84,4 +84,29 @@ def test_the_list_says_how_many_completed_items_it_leaves_out_and_how_to_see_one
 def test_a_fold_whose_first_event_comes_late_in_the_log_does_not_walk_every_earlier_sequence() -> None:
     late = [(10**9 + i, e) for i, e in enumerate(_jobs(3), 1)]  # the log's older records aged out
     state = _fold(late, 100)
-    assert state.retired_through == late[-1][0] - 100 and len(state.items) == 3
+    assert state.retired_through < min(state.completions.keys()) and len(state.items) == 3
+
+
+@PROPERTY
+@given(LOGS, st.integers(min_value=1, max_value=12))
+def test_an_item_retires_at_the_first_record_retire_after_records_past_its_completion(
+    log: list[ev.Event], retire_after: int
+) -> None:
+    retiring, unretired = work.WorkState(retire_after=retire_after), work.WorkState(retire_after=NEVER)
+    for seq, event in numbered(log):
+        if event.type_name() not in work.PROJECTION.reads:
+            continue  # a record the fold does not read only moves its position: nothing retires on it
+        retiring, unretired = work.apply(retiring, event, seq), work.apply(unretired, event, seq)
+        due = {w for w, i in unretired.items.items()
+               if i.status is work.WorkStatus.COMPLETED and i.updated_seq <= seq - retire_after}
+        assert set(retiring.items.keys()) == set(unretired.items.keys()) - due
+        assert set(retiring.retired.keys()) == due
+
+
+def test_a_record_with_no_item_due_leaves_the_state_as_it_is() -> None:
+    state = _fold(numbered(_jobs(3)), 100)  # completions at 5, 9 and 13
+    state = work._retire(state, 101)  # the mark moves to just before the oldest completion, once
+    assert work._retire(state, 102) is state and work._retire(state, 104) is state  # no new state per record
+    first = work._retire(state, 105)
+    assert set(first.retired.keys()) == {"w-0"} and work._retire(first, 108) is first
+    assert set(work._retire(first, 109).retired.keys()) == {"w-0", "w-1"}
