@@ -23,6 +23,9 @@ from projections.pmap import PMap
 from services.leader import signals
 
 _WORK_READS = work.PROJECTION.reads
+_PENDING, _ASSIGNED, _RUNNING = work.WorkStatus.PENDING, work.WorkStatus.ASSIGNED, work.WorkStatus.RUNNING
+# `_node_of` tests these by identity: `in work.ACTIVE` hashes the enum member in Python, twice an event.
+assert work.ACTIVE == {_ASSIGNED, _RUNNING}, "services/leader/queue.py: _node_of must follow work.ACTIVE"
 _CLUSTER_READS = cluster.PROJECTION.reads
 
 
@@ -101,13 +104,13 @@ def _indexed(
     """The open-item indexes (pending, active, load) after one item moved from `before` to `after`."""
     assert after is not None  # an item never leaves the work fold
     work_id = after.work_id
-    if after.status is work.WorkStatus.PENDING:
+    if after.status is _PENDING:
         if pending.get(work_id) != after.attempt:  # an unschedulable note leaves the attempt as it was
             pending = pending.set(work_id, after.attempt)
-    elif before is not None and before.status is work.WorkStatus.PENDING:
+    elif before is not None and before.status is _PENDING:
         pending = pending.remove(work_id)
-    old_node = before.node if before is not None and before.status in work.ACTIVE else None
-    new_node = after.node if after.status in work.ACTIVE else None
+    old_node = _node_of(before)
+    new_node = _node_of(after)
     if old_node != new_node:  # started, progress and the like keep the node: nothing to write
         if old_node is not None:
             load = _count(load, old_node, -1)
@@ -116,6 +119,14 @@ def _indexed(
             load = _count(load, new_node, +1)
             active = active.set(work_id, new_node)
     return pending, active, load
+
+
+def _node_of(item: work.WorkItem | None) -> str | None:
+    """The node a live attempt of the item holds, if it has one."""
+    if item is None:
+        return None
+    status = item.status
+    return item.node if status is _ASSIGNED or status is _RUNNING else None
 
 
 def _count(load: PMap[str, int], node: str, delta: int) -> PMap[str, int]:
