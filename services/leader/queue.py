@@ -105,7 +105,9 @@ def _indexed(
     assert after is not None  # an item never leaves the work fold
     work_id = after.work_id
     if after.status is _PENDING:
-        if pending.get(work_id) != after.attempt:  # an unschedulable note leaves the attempt as it was
+        # `pending` holds every pending item's attempt: one that stays pending at the same attempt
+        # (an unschedulable note) is there already, and a new one cannot be, so no lookup is needed.
+        if before is None or before.status is not _PENDING or before.attempt != after.attempt:
             pending = pending.set(work_id, after.attempt)
     elif before is not None and before.status is _PENDING:
         pending = pending.remove(work_id)
