@@ -14,6 +14,8 @@ the same state (tests/test_scheduler_queue.py).
 
 from __future__ import annotations
 
+import functools
+
 import msgspec
 
 from eventbus.events import EVENT_TYPES, Event
@@ -23,10 +25,10 @@ from projections.pmap import PMap
 from services.leader import signals
 
 _WORK_READS = work.PROJECTION.reads
+_CLUSTER_READS = cluster.PROJECTION.reads
 _PENDING, _ASSIGNED, _RUNNING = work.WorkStatus.PENDING, work.WorkStatus.ASSIGNED, work.WorkStatus.RUNNING
 # `_node_of` tests these by identity: `in work.ACTIVE` hashes the enum member in Python, twice an event.
 assert work.ACTIVE == {_ASSIGNED, _RUNNING}, "services/leader/queue.py: _node_of must follow work.ACTIVE"
-_CLUSTER_READS = cluster.PROJECTION.reads
 
 
 class QueueState(msgspec.Struct, frozen=True, kw_only=True):
@@ -53,18 +55,13 @@ class _Route(msgspec.Struct, frozen=True):
     item: bool  # it is about a work item: its sequence and the open-item indexes may move
 
 
-_ROUTES: dict[type[Event], _Route] = {}
-
-
+@functools.cache  # one entry per event type: a few dozen
 def _route(kind: type[Event]) -> _Route:
-    route = _ROUTES.get(kind)
-    if route is None:
-        name = kind.type_name()
-        route = _ROUTES[kind] = _Route(
-            cluster=name in _CLUSTER_READS, work=name in _WORK_READS,
-            signals=issubclass(kind, signals.SIGNAL_EVENTS), item=kind.aggregate == "work",
-        )
-    return route
+    name = kind.type_name()
+    return _Route(
+        cluster=name in _CLUSTER_READS, work=name in _WORK_READS,
+        signals=issubclass(kind, signals.SIGNAL_EVENTS), item=kind.aggregate == "work",
+    )
 
 
 @total
