@@ -26,7 +26,9 @@ from eventbus.events import (
     WorkCancelled,
     WorkCompleted,
     WorkFailed,
+    WorkProgress,
     WorkStarted,
+    WorkUnschedulable,
 )
 from projections import work
 from projections.snapshot import decode_snapshot, encode_snapshot
@@ -198,3 +200,22 @@ def test_a_decision_on_an_item_that_moved_on_is_refused() -> None:
     world.append(WorkCancelled(work_id="w0", reason="operator"))  # lands between deciding and appending
     assert world.append_if(decision) is False
     assert assignment_round(world.state, world.now, None, SETTINGS) == []
+
+
+def test_an_event_that_moves_no_index_leaves_the_index_maps_as_they_were() -> None:
+    # The fold runs twice per assigned item on the leader's hot path: a map written with the value
+    # it already holds is a copy for nothing, so an event that changes no index writes none.
+    world = World()
+    world.append(HostOnline(node="a"))
+    world.append(WorkAdded(work_id="w0", work_type="selfplay", board_type="hex8", num_players=2))
+    pending = world.state.pending
+    world.append(WorkUnschedulable(work_id="w0", reason="needs a GPU"))  # still pending, same attempt
+    assert world.state.pending is pending and dict(pending.items()) == {"w0": 0}
+    world.append(WorkAssigned(work_id="w0", node="a", attempt=1, deadline=T0))
+    world.append(WorkStarted(work_id="w0", node="a", attempt=1))
+    before = world.state
+    world.append(WorkProgress(work_id="w0", node="a", attempt=1, fraction=0.5))
+    after = world.state
+    assert (after.pending, after.active, after.load) == (before.pending, before.active, before.load)
+    assert all(a is b for a, b in zip((after.pending, after.active, after.load), (before.pending, before.active, before.load)))
+    assert queue.expected_seq(after, "w0") == len(world.log)  # the item's sequence still moves

@@ -14,6 +14,8 @@ the same state (tests/test_scheduler_queue.py).
 
 from __future__ import annotations
 
+import functools
+
 import msgspec
 
 from eventbus.events import EVENT_TYPES, Event
@@ -24,6 +26,9 @@ from services.leader import signals
 
 _WORK_READS = work.PROJECTION.reads
 _CLUSTER_READS = cluster.PROJECTION.reads
+_PENDING, _ASSIGNED, _RUNNING = work.WorkStatus.PENDING, work.WorkStatus.ASSIGNED, work.WorkStatus.RUNNING
+# `_node_of` tests these by identity: `in work.ACTIVE` hashes the enum member in Python, twice an event.
+assert work.ACTIVE == {_ASSIGNED, _RUNNING}, "services/leader/queue.py: _node_of must follow work.ACTIVE"
 
 
 class QueueState(msgspec.Struct, frozen=True, kw_only=True):
@@ -41,44 +46,86 @@ class QueueState(msgspec.Struct, frozen=True, kw_only=True):
     anomaly_count: int = 0
 
 
+class _Route(msgspec.Struct, frozen=True):
+    """Which parts of the queue an event type can touch, worked out once per type rather than per event."""
+
+    cluster: bool  # the cluster fold reads it (any event with an epoch goes there too)
+    work: bool  # the work fold reads it
+    signals: bool  # the priority facts read it
+    item: bool  # it is about a work item: its sequence and the open-item indexes may move
+
+
+@functools.cache  # one entry per event type: a few dozen
+def _route(kind: type[Event]) -> _Route:
+    name = kind.type_name()
+    return _Route(
+        cluster=name in _CLUSTER_READS, work=name in _WORK_READS,
+        signals=issubclass(kind, signals.SIGNAL_EVENTS), item=kind.aggregate == "work",
+    )
+
+
 @total
 def apply(state: QueueState, event: Event, seq: int) -> QueueState:
-    """The queue after one event at stream position `seq`."""
-    kind = event.type_name()
+    """The queue after one event at stream position `seq`.
+
+    This fold runs twice per assigned item on the leader's hot path (WORK_ADDED, WORK_ASSIGNED),
+    so the state is rebuilt once per event and an index is written only where its value moves.
+    """
+    route = _route(type(event))
     nodes = state.cluster
-    if kind in _CLUSTER_READS or event.epoch is not None:  # anything else would only move its position
+    if route.cluster or event.epoch is not None:  # anything else would only move its position
         nodes = cluster.apply(nodes, event, seq)
-    if signals.SignalFacts.reads(event):
-        state = msgspec.structs.replace(state, facts=signals.apply(state.facts, event))
-    work_id = getattr(event, "work_id", None)
-    if event.aggregate != "work" or not isinstance(work_id, str):
-        return msgspec.structs.replace(state, last_seq=seq, cluster=nodes)
+    facts = signals.apply(state.facts, event) if route.signals else state.facts
+    work_id = getattr(event, "work_id", None) if route.item else None
+    if not isinstance(work_id, str):
+        return msgspec.structs.replace(state, last_seq=seq, cluster=nodes, facts=facts)
     before = state.work.items.get(work_id)
-    items = work.apply(state.work, event, seq) if kind in _WORK_READS else state.work
+    items = work.apply(state.work, event, seq) if route.work else state.work
     after = items.items.get(work_id)
-    changed = msgspec.structs.replace(state, last_seq=seq, work=items, cluster=nodes,
-                                      item_seqs=state.item_seqs.set(work_id, seq))
-    return _indexed(changed, before, after) if after is not before else changed
-
-
-def _indexed(state: QueueState, before: work.WorkItem | None, after: work.WorkItem | None) -> QueueState:
-    """The open-item indexes after one item moved from `before` to `after`."""
     pending, active, load = state.pending, state.active, state.load
-    old_node = before.node if before is not None and before.status in work.ACTIVE else None
-    new_node = after.node if after is not None and after.status in work.ACTIVE else None
+    if after is not before:
+        pending, active, load = _indexed(pending, active, load, before, after)
+    return msgspec.structs.replace(
+        state, last_seq=seq, work=items, cluster=nodes, facts=facts, item_seqs=state.item_seqs.set(work_id, seq),
+        pending=pending, active=active, load=load,
+    )
+
+
+_Indexes = tuple[PMap[str, int], PMap[str, str], PMap[str, int]]
+
+
+def _indexed(
+    pending: PMap[str, int], active: PMap[str, str], load: PMap[str, int],
+    before: work.WorkItem | None, after: work.WorkItem | None,
+) -> _Indexes:
+    """The open-item indexes (pending, active, load) after one item moved from `before` to `after`."""
     assert after is not None  # an item never leaves the work fold
-    if after.status is work.WorkStatus.PENDING:
-        pending = pending.set(after.work_id, after.attempt)
-    elif before is not None and before.status is work.WorkStatus.PENDING:
-        pending = pending.remove(after.work_id)
-    if old_node != new_node:
+    work_id = after.work_id
+    if after.status is _PENDING:
+        # `pending` holds every pending item's attempt: one that stays pending at the same attempt
+        # (an unschedulable note) is there already, and a new one cannot be, so no lookup is needed.
+        if before is None or before.status is not _PENDING or before.attempt != after.attempt:
+            pending = pending.set(work_id, after.attempt)
+    elif before is not None and before.status is _PENDING:
+        pending = pending.remove(work_id)
+    old_node = _node_of(before)
+    new_node = _node_of(after)
+    if old_node != new_node:  # started, progress and the like keep the node: nothing to write
         if old_node is not None:
             load = _count(load, old_node, -1)
-            active = active.remove(after.work_id)
+            active = active.remove(work_id)
         if new_node is not None:
             load = _count(load, new_node, +1)
-            active = active.set(after.work_id, new_node)
-    return msgspec.structs.replace(state, pending=pending, active=active, load=load)
+            active = active.set(work_id, new_node)
+    return pending, active, load
+
+
+def _node_of(item: work.WorkItem | None) -> str | None:
+    """The node a live attempt of the item holds, if it has one."""
+    if item is None:
+        return None
+    status = item.status
+    return item.node if status is _ASSIGNED or status is _RUNNING else None
 
 
 def _count(load: PMap[str, int], node: str, delta: int) -> PMap[str, int]:

@@ -16,6 +16,7 @@ from projections.pmap import PMap
 from services.leader.policy import ConfigSignals, config_key
 
 MAX_ELO_POINTS = 32  # promotions kept per config: enough for any sensible window
+SIGNAL_EVENTS = (SelfplayComplete, EvaluationComplete, ModelPromoted)  # all that `apply` looks at
 
 
 class ConfigFacts(msgspec.Struct, frozen=True, kw_only=True):
@@ -34,7 +35,7 @@ class SignalFacts(msgspec.Struct, frozen=True, kw_only=True):
     @staticmethod
     def reads(event: Event) -> bool:
         """Whether `apply` looks at this event at all."""
-        return isinstance(event, (SelfplayComplete, EvaluationComplete, ModelPromoted))
+        return isinstance(event, SIGNAL_EVENTS)
 
 
 def apply(facts: SignalFacts, event: Event) -> SignalFacts:
