@@ -18,6 +18,7 @@ from nats.js import JetStreamContext
 from nats.protocol.parser import AUTHORIZATION_VIOLATION
 
 from eventbus.errors import BusUnavailable
+from eventbus.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -205,18 +206,8 @@ class RenewingClient(NatsClient):
     async def end_reconnect_attempts(self, timeout: float) -> None:
         """After close: cancel every reconnect task nats-py started until each has ended, for at most `timeout`."""
         tasks: set[asyncio.Task[None]] = self.__dict__.get("_reconnect_tasks", set())
-        deadline = time.monotonic() + timeout
-        cancels = 0
-        while (alive := [t for t in tasks if not t.done()]) and time.monotonic() < deadline:
-            for task in alive:
-                task.cancel()
-            cancels += 1
-            await asyncio.wait(alive, timeout=0.05)
+        await stop_tasks(list(tasks), timeout)  # logs a task that never ended
         tasks.clear()
-        if alive:
-            log.warning("nats: %d reconnect task(s) still running %gs after close", len(alive), timeout)
-        elif cancels > 1:
-            log.info("nats: a reconnect task ended after %d cancellations", cancels)
 
     def auth_refused(self) -> None:
         """The server refused our credentials (now or at a reconnect): the retry budget runs from the first refusal."""

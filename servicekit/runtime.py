@@ -21,10 +21,10 @@ from eventbus.connection import DEFAULT_URL, Bus, connect
 from eventbus.errors import BusUnavailable
 from eventbus.publisher import Publisher
 from eventbus.streams import require_declared
+from eventbus.tasks import stop_tasks
 from servicekit.auth.credentials import CREDENTIALS_ENV, check_identity, connect_options, credentials_from_env, load_credentials
 from servicekit.looplag import LoopLagMonitor, install_block_hook
 from servicekit.options import CommonOptions
-from servicekit.tasks import stop_tasks
 from servicekit.telemetry.lifecycle import observability
 from servicekit.telemetry.observed import Observed
 

@@ -22,7 +22,7 @@ from cluster.leadership.supervisor import (
 )
 from cluster.leadership.term import NotLeader
 from eventbus.errors import BusUnavailable, is_transient
-from servicekit.tasks import stop_tasks
+from eventbus.tasks import stop_tasks
 
 FAST = SupervisorSettings(base_s=0.01, cap_s=0.05, give_up_after=3, healthy_after_s=60.0, poll_s=0.01, stop_within_s=0.5)
 

@@ -33,7 +33,7 @@ from eventbus.integrity import decode_on
 from eventbus.leases import LeaseBucket, LeaseRecord, LeaseValue
 from eventbus.publisher import FenceToken, Publisher
 from eventbus.subjects import election_filter
-from servicekit.tasks import stop_tasks
+from eventbus.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 

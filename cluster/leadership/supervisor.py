@@ -30,7 +30,7 @@ import msgspec
 from cluster.leadership.term import NotLeader
 from eventbus.backoff import jittered_backoff
 from eventbus.errors import is_transient
-from servicekit.tasks import stop_tasks
+from eventbus.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 

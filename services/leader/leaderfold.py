@@ -21,10 +21,10 @@ from eventbus.events import Event, WorkAdded
 from eventbus.history import Record
 from eventbus.integrity import decode_on
 from eventbus.publisher import Published
+from eventbus.tasks import stop_tasks
 from projections.base import type_of
 from servicekit.livefold import LiveFold
 from servicekit.runtime import ServiceContext
-from servicekit.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
