@@ -59,6 +59,17 @@ def apply(state: WorkRefs, event: Event, seq: int) -> WorkRefs:
     return msgspec.structs.replace(state, last_seq=seq, refs=state.refs.set(work_id, (*known, subject)))
 
 
+def may_name(data: bytes, work_id: str) -> bool:
+    """Whether a result's JSON body can name `work_id`: False only when its bytes cannot hold that string value.
+
+    A body without escapes holds every string value verbatim between quotes, as our encoder writes
+    it; one with any escape is left to the decoder (an id that needs escaping puts one in every body
+    naming it). A reader after one item's refs folds only the results this lets through, not the
+    thousands naming other items.
+    """
+    return msgspec.json.encode(work_id) in data or b"\\" in data
+
+
 def subjects_naming(state: WorkRefs, work_id: str) -> tuple[str, ...]:
     """The subject filters holding every record beyond its own that names `work_id`."""
     return tuple(state.refs.get(work_id, ()))

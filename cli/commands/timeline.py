@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 import msgspec
 
@@ -34,6 +34,7 @@ from projections.timeline import (
 )
 from projections.timelinestart import start_state
 from projections.work import is_open
+from servicekit.keptlisting import Listing, list_kept, load_listed
 from servicekit.options import add_common_arguments, common_options
 from servicekit.snapshotting import load_state
 
@@ -89,48 +90,66 @@ async def _work_timeline(bus: Bus, selector: Selector, work_id: str, end: int) -
     message block between their records: they are read only from the newest kept cluster snapshot
     before the first of those records, and up to the last record about the item, past which they
     add lines only while the item is still open (`around_work`). The item's own records decide
-    that snapshot, so it loads while the index (which finds the records naming it) is read.
+    that snapshot, so it loads while the index (which finds the records naming it) is read; one
+    listing of the snapshot bucket serves both loads.
     """
-    (own, read_own, start), (named, read_named) = await asyncio.gather(_own_and_start(bus, work_id, end),
-                                                                        _naming(bus, work_id, end))
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            listing = tasks.create_task(list_kept(bus))
+            own_task = tasks.create_task(_own_and_start(bus, work_id, end, listing))
+            named_task = tasks.create_task(_naming(bus, work_id, end, listing))
+    except ExceptionGroup as group:
+        raise group.exceptions[0] from None  # a BusError, as the other reads raise it
+    (own, read_own, start), (named, read_named) = own_task.result(), named_task.result()
     records = {**named, **own}
     first = min(records, default=end + 1)
     if first < min(own, default=end + 1):  # a record naming it before its own first (or it has none): start there
-        start = await timeline_start(bus, first - 1)
+        start = await timeline_start(bus, first - 1, listing.result())
     events = {seq: e for seq, r in records.items() if (e := _decoded(r)) is not None}
     around = (*LEADERSHIP, *work_context((e for s, e in sorted(events.items()) if s in own), ()))
     about = [seq for seq, e in events.items() if seq in own or mentions_work(e, work_id)]
     last = max(about, default=end)
     builder = TimelineBuilder(selector, start)
-    context, read_context = await _read_each(bus, around, last, together=True, start_seq=builder.state.last_seq + 1)
+    context, read_context = await _read_range(bus, around, builder.state.last_seq + 1, last)
     for seq in sorted(records.keys() | context.keys()):
         builder(records[seq] if seq in records else context[seq])
     if last < end and is_open(builder.state.work.items.get(work_id)):  # `around_work` may show what follows
-        later, read_later = await _read_each(bus, around, end, together=True, start_seq=last + 1)
+        later, read_later = await _read_range(bus, around, last + 1, end)
         read_context += read_later
         for seq in sorted(later.keys() - records.keys()):
             builder(later[seq])
     return builder.lines, read_own + read_named + read_context
 
 
-async def _own_and_start(bus: Bus, work_id: str, end: int) -> tuple[dict[int, Record], int, ProjectionSet | None]:
+async def _own_and_start(bus: Bus, work_id: str, end: int,
+                         listing: Awaitable[Listing]) -> tuple[dict[int, Record], int, ProjectionSet | None]:
     """The item's own records, how many were read, and the timeline's start before the first of them."""
     own, read = await _read_each(bus, [aggregate_filter("work", work_id)], end)
-    return own, read, await timeline_start(bus, min(own, default=end + 1) - 1)
+    return own, read, await timeline_start(bus, min(own, default=end + 1) - 1, await listing)
 
 
-async def _naming(bus: Bus, work_id: str, end: int) -> tuple[dict[int, Record], int]:
-    """The records of the aggregates the index says name the item, and how many records were read for them."""
-    refs, read_refs = await work_refs(bus, end)
-    named, read_named = await _read_each(bus, workrefs.subjects_naming(refs, work_id), end, together=True)
-    return named, read_refs + read_named
+async def _naming(bus: Bus, work_id: str, end: int, listing: Awaitable[Listing]) -> tuple[dict[int, Record], int]:
+    """The records of the aggregates the index says name the item, and how many records were read for them.
+
+    The aggregates its snapshot names are read while the results after the snapshot are; only
+    those results can name more (the index only grows), read last.
+    """
+    loaded = await load_listed(bus, workrefs.PROJECTION, "timeline", await listing, not_after_seq=end)
+    snapshot = loaded.state if loaded is not None else workrefs.PROJECTION.initial()
+    known = workrefs.subjects_naming(snapshot, work_id)
+    (refs, read_refs), (named, read_named) = await asyncio.gather(
+        _refs_after(bus, snapshot, end, work_id), _read_each(bus, known, end, together=True))
+    more = [s for s in workrefs.subjects_naming(refs, work_id) if s not in known]
+    named_later, read_later = await _read_each(bus, more, end, together=True)
+    return {**named, **named_later}, read_refs + read_named + read_later
 
 
-async def timeline_start(bus: Bus, bound: int) -> ProjectionSet | None:
+async def timeline_start(bus: Bus, bound: int, listing: Listing | None = None) -> ProjectionSet | None:
     """The fold state of a work item's timeline at the newest usable cluster snapshot not past `bound`; None: none."""
     if bound < 1:
         return None
-    loaded = await load_state(bus, timelinestart.PROJECTION, "timeline", not_after_seq=bound)
+    listing = await list_kept(bus) if listing is None else listing
+    loaded = await load_listed(bus, timelinestart.PROJECTION, "timeline", listing, not_after_seq=bound)
     return None if loaded is None else start_state(loaded.state)
 
 
@@ -159,18 +178,54 @@ async def _work_context(bus: Bus, work_id: str, refs: workrefs.WorkRefs, records
 async def work_refs(bus: Bus, end: int) -> tuple[workrefs.WorkRefs, int]:
     """The index of what names each work item, at `end`: its newest snapshot plus the results after it (a filtered read)."""
     loaded = await load_state(bus, workrefs.PROJECTION, "timeline", not_after_seq=end)
-    folder = Folder(workrefs.PROJECTION, loaded.state if loaded is not None else None)
+    return await _refs_after(bus, loaded.state if loaded is not None else workrefs.PROJECTION.initial(), end)
+
+
+async def _refs_after(bus: Bus, state: workrefs.WorkRefs, end: int,
+                      work_id: str | None = None) -> tuple[workrefs.WorkRefs, int]:
+    """The index `state` folded on with the results after it up to `end`, and how many records were read.
+
+    With `work_id`, only the results that may name it are folded: that item's refs come out the
+    same, others' are left behind (most of a snapshot interval's results name other items).
+    """
+    folder = Folder(workrefs.PROJECTION, state)
+    start = folder.state.last_seq + 1
+    filters = [typed_filter(kind) for kind in sorted(workrefs.PROJECTION.reads)]
     records: list[Record] = []
-    # One consumer per type, one after the other: nats-server 2.15 serves one wildcard filter
-    # from its subject index (0.1 s for 3.7k results past a snapshot at 300k records) but several
-    # filters on one consumer by scanning (4 s for the same records). Each filter names its
-    # type's aggregate, so the server matches that aggregate's subjects, not every work item's.
-    start, read = folder.state.last_seq + 1, 0
-    for kind in sorted(workrefs.PROJECTION.reads):
-        read += await replay(bus, records.append, subject=typed_filter(kind), start_seq=start, end_seq=end)
+    read = await _read_filters(bus, records.append, filters, start, end)
     for record in sorted(records, key=lambda r: r.seq):
-        folder(record)
+        if work_id is None or workrefs.may_name(record.data, work_id):
+            folder(record)
     return folder.state, read
+
+
+# Up to this many records, one consumer with several filters reads a range: nats-server 2.15
+# then matches every record of the range against the filters (~10k records past a snapshot:
+# a few ms), and one consumer is two server round trips against two per filter. Past it, one
+# consumer per filter, each served from the server's subject index: over the whole log the scan
+# costs seconds (4 s against 0.1 s for one wildcard filter per consumer at 300k records).
+SCAN_MAX_RECORDS = 50_000
+
+
+async def _read_filters(bus: Bus, on_record: Callable[[Record], object], filters: Sequence[str], start: int,
+                        end: int) -> int:
+    """Records matching any of `filters` from `start` to `end` (filters must not overlap); returns how many were read."""
+    if not filters or end < start:
+        return 0
+    if end - start < SCAN_MAX_RECORDS:
+        return await replay(bus, on_record, subjects=filters, start_seq=start, end_seq=end)
+    read = 0
+    for subject in filters:  # wildcard type filters cost the server a match over many subjects: one at a time
+        read += await replay(bus, on_record, subject=subject, start_seq=start, end_seq=end)
+    return read
+
+
+async def _read_range(bus: Bus, filters: Sequence[str], start: int, end: int) -> tuple[dict[int, Record], int]:
+    """Records matching any of the aggregates' `filters` from `start` to `end`, by sequence, and how many were read."""
+    if end - start < SCAN_MAX_RECORDS:
+        records: dict[int, Record] = {}
+        return records, await _read_filters(bus, _into(records), filters, start, end)
+    return await _read_each(bus, filters, end, together=True, start_seq=start)
 
 
 def typed_filter(type_name: str) -> str:

@@ -1,0 +1,47 @@
+"""Kept snapshots of several projections loaded from one listing of the bucket, for a one-off read.
+
+`load_state` lists the snapshot bucket on every call: a stream info and a consumer over every
+kept object's metadata, which grows with the snapshots kept. A command that loads several
+projections at once (a work item's timeline loads its index and its cluster start) lists the
+bucket once and loads each from that listing; a projection the listing has no kept snapshot of
+at all falls back to `load_state`, which also knows the older single snapshots and the bundle's
+parts (any start gives the same fold, only the length of the read differs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, TypeVar
+
+from eventbus.connection import Bus
+from eventbus.gcpause import without_gc
+from eventbus.snapshots import kept_index, kept_name, load_snapshot
+from projections.base import Projection
+from projections.snapshot import Loaded, decode_snapshot
+from projections.snapshotplan import newest_at_or_before
+from servicekit.snapshotting import TRIED, load_state
+
+S = TypeVar("S", bound=Any)
+
+Listing = dict[tuple[str, int], list[int]]  # kept sequences by (projection name, version), oldest first
+
+
+async def list_kept(bus: Bus) -> Listing:
+    """One listing of the snapshot bucket, for `load_listed` (raises BusError)."""
+    return await kept_index(bus)
+
+
+async def load_listed(bus: Bus, projection: Projection[S], who: str, listing: Listing, *,
+                      not_after_seq: int) -> Loaded[S] | None:
+    """The newest usable snapshot of `projection` listed not past `not_after_seq`; what `load_state` finds when none is listed.
+
+    None when its listed ones are all past the bound or unreadable: the caller folds from sequence 1.
+    """
+    kept = listing.get((projection.name, projection.version))
+    if not kept:  # an older log's single snapshot, or a bundle part kept only inside the bundle
+        return await load_state(bus, projection, who, not_after_seq=not_after_seq)
+    for seq in newest_at_or_before(kept, not_after_seq)[:TRIED]:
+        data = await load_snapshot(bus, kept_name(projection.name, projection.version, seq))
+        if data is not None and (loaded := await asyncio.to_thread(without_gc, decode_snapshot, projection, data)):
+            return loaded
+    return None
