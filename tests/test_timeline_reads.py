@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
+import eventbus.snapshots
 import servicekit.keptlisting
 import servicekit.snapshotting
 from cli.commands import timeline as timeline_cmd
@@ -68,7 +69,7 @@ async def test_a_work_items_timeline_lists_the_snapshots_once_and_says_what_the_
         await bus.js.publish(event_subject("data", "b-late", "SELFPLAY_COMPLETE", "gpu-2"), late)
 
         listings = 0
-        listed = servicekit.keptlisting.kept_index
+        listed = eventbus.snapshots.kept_index
 
         async def counted(bus: Bus) -> dict[tuple[str, int], list[int]]:
             nonlocal listings
