@@ -90,42 +90,74 @@ async def _work_timeline(bus: Bus, selector: Selector, work_id: str, end: int) -
     message block between their records: they are read only from the newest kept cluster snapshot
     before the first of those records, and up to the last record about the item, past which they
     add lines only while the item is still open (`around_work`). The item's own records decide
-    that snapshot, so it loads while the index (which finds the records naming it) is read; one
-    listing of the snapshot bucket serves both loads.
+    that snapshot and the nodes, so the snapshot and then that context up to its own last record
+    are read while the index (which finds the records naming it) is; one listing of the snapshot
+    bucket serves both loads. What the records naming it add to that range is read after them.
     """
     try:
         async with asyncio.TaskGroup() as tasks:
             listing = tasks.create_task(list_kept(bus))
-            own_task = tasks.create_task(_own_and_start(bus, work_id, end, listing))
+            own_task = tasks.create_task(_own_and_around(bus, work_id, end, listing))
             named_task = tasks.create_task(_naming(bus, work_id, end, listing))
     except ExceptionGroup as group:
         raise group.exceptions[0] from None  # a BusError, as the other reads raise it
-    (own, read_own, start), (named, read_named) = own_task.result(), named_task.result()
+    mine, (named, read_named) = own_task.result(), named_task.result()
+    own, start = mine.records, mine.start
     records = {**named, **own}
     first = min(records, default=end + 1)
     if first < min(own, default=end + 1):  # a record naming it before its own first (or it has none): start there
         start = await timeline_start(bus, first - 1, listing.result())
-    events = {seq: e for seq, r in records.items() if (e := _decoded(r)) is not None}
-    around = (*LEADERSHIP, *work_context((e for s, e in sorted(events.items()) if s in own), ()))
-    about = [seq for seq, e in events.items() if seq in own or mentions_work(e, work_id)]
+    about = [seq for seq, r in records.items() if seq in own or ((e := _decoded(r)) is not None and mentions_work(e, work_id))]
     last = max(about, default=end)
     builder = TimelineBuilder(selector, start)
-    context, read_context = await _read_range(bus, around, builder.state.last_seq + 1, last)
+    context, read_context = await _read_beyond(bus, mine, builder.state.last_seq + 1, last)
     for seq in sorted(records.keys() | context.keys()):
         builder(records[seq] if seq in records else context[seq])
     if last < end and is_open(builder.state.work.items.get(work_id)):  # `around_work` may show what follows
-        later, read_later = await _read_range(bus, around, last + 1, end)
+        later, read_later = await _read_range(bus, mine.around, last + 1, end)
         read_context += read_later
         for seq in sorted(later.keys() - records.keys()):
             builder(later[seq])
-    return builder.lines, read_own + read_named + read_context
+    return builder.lines, mine.read + read_named + read_context
 
 
-async def _own_and_start(bus: Bus, work_id: str, end: int,
-                         listing: Awaitable[Listing]) -> tuple[dict[int, Record], int, ProjectionSet | None]:
-    """The item's own records, how many were read, and the timeline's start before the first of them."""
+# How far past its own last record an item's context is read before the records naming it are
+# known: its results and the promotion or rating naming an evaluation usually follow within a
+# few hundred records, and reading leadership and membership a little further costs the server
+# no more blocks, where a second read for them would cost two round trips.
+AFTER_OWN = 5_000
+
+
+class _OwnRead(msgspec.Struct, frozen=True, kw_only=True):
+    """A work item's own records, its timeline's start before them, and its context read so far."""
+
+    records: dict[int, Record]
+    start: ProjectionSet | None
+    around: tuple[str, ...]  # leadership and its nodes' membership: the context's filters
+    context: dict[int, Record]  # what `around` matched over `covered`
+    covered: tuple[int, int]  # (first, last) sequence of the range read for `context`; first > last: none
+    read: int  # records read for `records` and `context`
+
+
+async def _own_and_around(bus: Bus, work_id: str, end: int, listing: Awaitable[Listing]) -> _OwnRead:
+    """The item's own records, the timeline's start before the first of them, and the context from there to its last."""
     own, read = await _read_each(bus, [aggregate_filter("work", work_id)], end)
-    return own, read, await timeline_start(bus, min(own, default=end + 1) - 1, await listing)
+    start = await timeline_start(bus, min(own, default=end + 1) - 1, await listing)
+    around = (*LEADERSHIP, *work_context((e for _, r in sorted(own.items()) if (e := _decoded(r)) is not None), ()))
+    covered = ((start.last_seq if start is not None else 0) + 1, min(end, max(own, default=-AFTER_OWN) + AFTER_OWN))
+    context, read_context = await _read_range(bus, around, *covered)
+    return _OwnRead(records=own, start=start, around=around, context=context, covered=covered, read=read + read_context)
+
+
+async def _read_beyond(bus: Bus, mine: _OwnRead, first: int, last: int) -> tuple[dict[int, Record], int]:
+    """The context from `first` to `last`: what `mine` read of it, and the rest read now; how many records were read now."""
+    low, high = mine.covered
+    if low > high:  # nothing read yet
+        return await _read_range(bus, mine.around, first, last)
+    (before, read_before), (after, read_after) = await asyncio.gather(
+        _read_range(bus, mine.around, first, min(last, low - 1)), _read_range(bus, mine.around, max(first, high + 1), last))
+    inside = {seq: r for seq, r in mine.context.items() if first <= seq <= last}
+    return {**before, **inside, **after}, read_before + read_after
 
 
 async def _naming(bus: Bus, work_id: str, end: int, listing: Awaitable[Listing]) -> tuple[dict[int, Record], int]:
@@ -199,21 +231,22 @@ async def _refs_after(bus: Bus, state: workrefs.WorkRefs, end: int,
     return folder.state, read
 
 
-# Up to this many records, one consumer with several filters reads a range: nats-server 2.15
-# then matches every record of the range against the filters (~10k records past a snapshot:
-# a few ms), and one consumer is two server round trips against two per filter. Past it, one
-# consumer per filter, each served from the server's subject index: over the whole log the scan
-# costs seconds (4 s against 0.1 s for one wildcard filter per consumer at 300k records).
+# Up to this many records, the index's tail reads its type filters concurrently, one consumer
+# each (~10k records past a snapshot: 40-56 ms against 49-75 ms one after the other and 92-137 ms
+# for one consumer with all five filters, which nats-server 2.15 serves by matching every record
+# of the range, at 400k records under load). Over a longer range (an index snapshot far back, or
+# none), five wildcard filters created at once timed out JetStream's consumer info at 2M records
+# under load: one at a time there.
 SCAN_MAX_RECORDS = 50_000
 
 
 async def _read_filters(bus: Bus, on_record: Callable[[Record], object], filters: Sequence[str], start: int,
                         end: int) -> int:
-    """Records matching any of `filters` from `start` to `end` (filters must not overlap); returns how many were read."""
-    if not filters or end < start:
-        return 0
+    """Records matching any of the type `filters` from `start` to `end`; returns how many were read."""
     if end - start < SCAN_MAX_RECORDS:
-        return await replay(bus, on_record, subjects=filters, start_seq=start, end_seq=end)
+        counts = await asyncio.gather(*(replay(bus, on_record, subject=subject, start_seq=start, end_seq=end)
+                                        for subject in filters))
+        return sum(counts)
     read = 0
     for subject in filters:  # wildcard type filters cost the server a match over many subjects: one at a time
         read += await replay(bus, on_record, subject=subject, start_seq=start, end_seq=end)
@@ -221,10 +254,9 @@ async def _read_filters(bus: Bus, on_record: Callable[[Record], object], filters
 
 
 async def _read_range(bus: Bus, filters: Sequence[str], start: int, end: int) -> tuple[dict[int, Record], int]:
-    """Records matching any of the aggregates' `filters` from `start` to `end`, by sequence, and how many were read."""
-    if end - start < SCAN_MAX_RECORDS:
-        records: dict[int, Record] = {}
-        return records, await _read_filters(bus, _into(records), filters, start, end)
+    """Records matching the aggregates' `filters` from `start` to `end`, by sequence, and how many were read."""
+    if end < start:
+        return {}, 0
     return await _read_each(bus, filters, end, together=True, start_seq=start)
 
 
