@@ -64,6 +64,8 @@ async def read_timeline(bus: Bus, selector: Selector) -> tuple[list[TimelineLine
     if subjects is None and selector.node is None:
         count = await replay(bus, _counted(builder))
         return builder.lines, count
+    if selector.work is not None and selector.model is None:
+        return await _work_timeline(bus, selector, selector.work)
     end = await last_sequence(bus)
     if subjects is None:
         assert selector.node is not None
@@ -71,8 +73,6 @@ async def read_timeline(bus: Bus, selector: Selector) -> tuple[list[TimelineLine
     else:
         if selector.work is None:
             records, read = await _read_each(bus, subjects, end)
-        elif selector.model is None:
-            return await _work_timeline(bus, selector, selector.work, end)
         else:
             own = _read_each(bus, subjects, end)  # a model adds type filters: one at a time
             (records, read), (refs, read_refs) = await asyncio.gather(own, work_refs(bus, end))
@@ -82,7 +82,7 @@ async def read_timeline(bus: Bus, selector: Selector) -> tuple[list[TimelineLine
     return builder.lines, read
 
 
-async def _work_timeline(bus: Bus, selector: Selector, work_id: str, end: int) -> tuple[list[TimelineLine], int]:
+async def _work_timeline(bus: Bus, selector: Selector, work_id: str) -> tuple[list[TimelineLine], int]:
     """A work item's lines and how many records were read for them.
 
     Its own records and those naming it come first (literal subjects, cheap from any sequence).
@@ -92,16 +92,17 @@ async def _work_timeline(bus: Bus, selector: Selector, work_id: str, end: int) -
     add lines only while the item is still open (`around_work`). The item's own records decide
     that snapshot and the nodes, so the snapshot and then that context up to its own last record
     are read while the index (which finds the records naming it) is; one listing of the snapshot
-    bucket serves both loads. What the records naming it add to that range is read after them.
+    bucket serves both loads, listed while the log's end is asked for. What the records naming it
+    add to that range is read after them.
     """
     try:
         async with asyncio.TaskGroup() as tasks:
-            listing = tasks.create_task(list_kept(bus))
-            own_task = tasks.create_task(_own_and_around(bus, work_id, end, listing))
-            named_task = tasks.create_task(_naming(bus, work_id, end, listing))
+            ending, listing = tasks.create_task(last_sequence(bus)), tasks.create_task(list_kept(bus))
+            own_task = tasks.create_task(_own_and_around(bus, work_id, ending, listing))
+            named_task = tasks.create_task(_naming(bus, work_id, ending, listing))
     except ExceptionGroup as group:
         raise group.exceptions[0] from None  # a BusError, as the other reads raise it
-    mine, (named, read_named) = own_task.result(), named_task.result()
+    end, mine, (named, read_named) = ending.result(), own_task.result(), named_task.result()
     own, start = mine.records, mine.start
     records = {**named, **own}
     first = min(records, default=end + 1)
@@ -139,8 +140,9 @@ class _OwnRead(msgspec.Struct, frozen=True, kw_only=True):
     read: int  # records read for `records` and `context`
 
 
-async def _own_and_around(bus: Bus, work_id: str, end: int, listing: Awaitable[Listing]) -> _OwnRead:
+async def _own_and_around(bus: Bus, work_id: str, ending: Awaitable[int], listing: Awaitable[Listing]) -> _OwnRead:
     """The item's own records, the timeline's start before the first of them, and the context from there to its last."""
+    end = await ending
     own, read = await _read_each(bus, [aggregate_filter("work", work_id)], end)
     start = await timeline_start(bus, min(own, default=end + 1) - 1, await listing)
     around = (*LEADERSHIP, *work_context((e for _, r in sorted(own.items()) if (e := _decoded(r)) is not None), ()))
@@ -160,12 +162,14 @@ async def _read_beyond(bus: Bus, mine: _OwnRead, first: int, last: int) -> tuple
     return {**before, **inside, **after}, read_before + read_after
 
 
-async def _naming(bus: Bus, work_id: str, end: int, listing: Awaitable[Listing]) -> tuple[dict[int, Record], int]:
+async def _naming(bus: Bus, work_id: str, ending: Awaitable[int],
+                  listing: Awaitable[Listing]) -> tuple[dict[int, Record], int]:
     """The records of the aggregates the index says name the item, and how many records were read for them.
 
     The aggregates its snapshot names are read while the results after the snapshot are; only
     those results can name more (the index only grows), read last.
     """
+    end = await ending
     loaded = await load_listed(bus, workrefs.PROJECTION, "timeline", await listing, not_after_seq=end)
     snapshot = loaded.state if loaded is not None else workrefs.PROJECTION.initial()
     known = workrefs.subjects_naming(snapshot, work_id)
