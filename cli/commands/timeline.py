@@ -124,9 +124,9 @@ async def _work_timeline(bus: Bus, selector: Selector, work_id: str) -> tuple[li
 
 # How far past its own last record an item's context is read before the records naming it are
 # known: its results and the promotion or rating naming an evaluation usually follow within a
-# few hundred records, and reading leadership and membership a little further costs the server
-# no more blocks, where a second read for them would cost two round trips.
-AFTER_OWN = 5_000
+# few hundred records; reading leadership and membership that much further costs the server
+# little (the same message blocks), where a second read for them costs two round trips.
+AFTER_OWN = 1_000
 
 
 class _OwnRead(msgspec.Struct, frozen=True, kw_only=True):
@@ -235,12 +235,16 @@ async def _refs_after(bus: Bus, state: workrefs.WorkRefs, end: int,
     return folder.state, read
 
 
-# Up to this many records, the index's tail reads its type filters concurrently, one consumer
-# each (~10k records past a snapshot: 40-56 ms against 49-75 ms one after the other and 92-137 ms
-# for one consumer with all five filters, which nats-server 2.15 serves by matching every record
-# of the range, at 400k records under load). Over a longer range (an index snapshot far back, or
-# none), five wildcard filters created at once timed out JetStream's consumer info at 2M records
-# under load: one at a time there.
+# Up to this many records (~10k past a snapshot), what the server does for a range read depends
+# on the filters' shape. Measured at 400k records under load, server CPU per read: the item's
+# context (leadership, lease copies, a node's membership: `<aggregate>.>` filters) over 15k
+# records costs 34-44 ms in one consumer with all its filters against 77-83 ms for one consumer
+# each (wall 59-78 against 230-254 ms); the index's tail (five type filters, wildcards inside)
+# costs 17-22 ms one consumer each against 56-58 ms in one. Over a longer range (an item open
+# to the log's end, an index snapshot far back or none), one consumer with several filters
+# matches every record of the range (4 s against 0.1 s at 300k records), and five type filters
+# created at once timed out JetStream's consumer info at 2M records under load: one consumer per
+# filter there, the type filters one at a time.
 SCAN_MAX_RECORDS = 50_000
 
 
@@ -258,9 +262,12 @@ async def _read_filters(bus: Bus, on_record: Callable[[Record], object], filters
 
 
 async def _read_range(bus: Bus, filters: Sequence[str], start: int, end: int) -> tuple[dict[int, Record], int]:
-    """Records matching the aggregates' `filters` from `start` to `end`, by sequence, and how many were read."""
+    """Records matching the aggregates' `filters` (which must not overlap) from `start` to `end`, by sequence, and how many were read."""
     if end < start:
         return {}, 0
+    if end - start < SCAN_MAX_RECORDS:
+        records: dict[int, Record] = {}
+        return records, await replay(bus, _into(records), subjects=filters, start_seq=start, end_seq=end)
     return await _read_each(bus, filters, end, together=True, start_seq=start)
 
 
