@@ -31,6 +31,11 @@ async def list_kept(bus: Bus) -> Listing:
     return await kept_index(bus)
 
 
+def newest_listed(listing: Listing, projection: Projection[Any], bound: int) -> int:
+    """The position of the newest listed snapshot of `projection` not past `bound`; 0 when none is listed."""
+    return next(iter(newest_at_or_before(listing.get((projection.name, projection.version), []), bound)), 0)
+
+
 async def load_listed(bus: Bus, projection: Projection[S], who: str, listing: Listing, *,
                       not_after_seq: int) -> Loaded[S] | None:
     """The newest usable snapshot of `projection` listed not past `not_after_seq`; what `load_state` finds when none is listed.

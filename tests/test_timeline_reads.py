@@ -15,6 +15,7 @@ from eventbus.connection import Bus
 from eventbus.events import encode
 from eventbus.history import last_sequence, replay
 from eventbus.publisher import Publisher
+from eventbus.snapshots import kept_name, save_snapshot
 from eventbus.subjects import event_subject
 from ops.bench.bench_projection import fleet_log
 from projections import timelinestart, workrefs
@@ -63,7 +64,10 @@ async def test_a_work_items_timeline_lists_the_snapshots_once_and_says_what_the_
         end = await last_sequence(bus)
         for seq in range(1_000, end, 1_000):  # as the API keeps them
             await save_state(bus, timelinestart.PROJECTION, (await state_at_seq(bus, timelinestart.PROJECTION, seq)).state)
-        await save_state(bus, workrefs.PROJECTION, (await state_at_seq(bus, workrefs.PROJECTION, 2_000)).state)
+        for seq in (1_400, 2_000):
+            await save_state(bus, workrefs.PROJECTION, (await state_at_seq(bus, workrefs.PROJECTION, seq)).state)
+        # The newest index snapshot unreadable: the results after the older one it falls back to are read too.
+        await save_snapshot(bus, kept_name(workrefs.PROJECTION.name, workrefs.PROJECTION.version, 2_000), b"not a snapshot")
         # A result past the index's snapshot, written by another encoder (escapes): the tail must still find it.
         late = encode(_result("w-00000010", "b-late")).replace(b'"w-00000010"', b'"w\\u002d00000010"')
         await bus.js.publish(event_subject("data", "b-late", "SELFPLAY_COMPLETE", "gpu-2"), late)
@@ -78,7 +82,7 @@ async def test_a_work_items_timeline_lists_the_snapshots_once_and_says_what_the_
 
         monkeypatch.setattr(servicekit.keptlisting, "kept_index", counted)
         monkeypatch.setattr(servicekit.snapshotting, "kept_index", counted)
-        items = ("w-00000010", "w-00000120", "t-00000100", "e-00000100", "w-00000180", "no-such")
+        items = ("w-00000010", "w-00000095", "w-00000110", "t-00000100", "e-00000100", "w-00000180", "no-such")
         for work in items:
             listings = 0
             lines, _ = await read_timeline(bus, Selector(work=work))

@@ -34,7 +34,7 @@ from projections.timeline import (
 )
 from projections.timelinestart import start_state
 from projections.work import is_open
-from servicekit.keptlisting import Listing, list_kept, load_listed
+from servicekit.keptlisting import Listing, list_kept, load_listed, newest_listed
 from servicekit.options import add_common_arguments, common_options
 from servicekit.snapshotting import load_state
 
@@ -166,18 +166,24 @@ async def _naming(bus: Bus, work_id: str, ending: Awaitable[int],
                   listing: Awaitable[Listing]) -> tuple[dict[int, Record], int]:
     """The records of the aggregates the index says name the item, and how many records were read for them.
 
-    The aggregates its snapshot names are read while the results after the snapshot are; only
-    those results can name more (the index only grows), read last.
+    The listing says where the index's newest snapshot ends, so the results after it are read
+    while it loads; should another snapshot load instead (that one unreadable, or none listed),
+    the results after the one loaded are read then.
     """
-    end = await ending
-    loaded = await load_listed(bus, workrefs.PROJECTION, "timeline", await listing, not_after_seq=end)
+    end, listed = await ending, await listing
+    newest = newest_listed(listed, workrefs.PROJECTION, end)
+    loading = load_listed(bus, workrefs.PROJECTION, "timeline", listed, not_after_seq=end)
+    if newest:
+        loaded, (tail, read) = await asyncio.gather(loading, _refs_tail(bus, newest + 1, end))
+    else:  # none listed: whatever `load_state` finds decides where the results are read from
+        loaded, tail, read = await loading, [], 0
     snapshot = loaded.state if loaded is not None else workrefs.PROJECTION.initial()
-    known = workrefs.subjects_naming(snapshot, work_id)
-    (refs, read_refs), (named, read_named) = await asyncio.gather(
-        _refs_after(bus, snapshot, end, work_id), _read_each(bus, known, end, together=True))
-    more = [s for s in workrefs.subjects_naming(refs, work_id) if s not in known]
-    named_later, read_later = await _read_each(bus, more, end, together=True)
-    return {**named, **named_later}, read_refs + read_named + read_later
+    if snapshot.last_seq != newest or not newest:
+        tail, read_again = await _refs_tail(bus, snapshot.last_seq + 1, end)
+        read += read_again
+    refs = _refs_folded(snapshot, tail, work_id)
+    named, read_named = await _read_each(bus, workrefs.subjects_naming(refs, work_id), end, together=True)
+    return named, read + read_named
 
 
 async def timeline_start(bus: Bus, bound: int, listing: Listing | None = None) -> ProjectionSet | None:
@@ -217,22 +223,31 @@ async def work_refs(bus: Bus, end: int) -> tuple[workrefs.WorkRefs, int]:
     return await _refs_after(bus, loaded.state if loaded is not None else workrefs.PROJECTION.initial(), end)
 
 
-async def _refs_after(bus: Bus, state: workrefs.WorkRefs, end: int,
-                      work_id: str | None = None) -> tuple[workrefs.WorkRefs, int]:
-    """The index `state` folded on with the results after it up to `end`, and how many records were read.
+async def _refs_after(bus: Bus, state: workrefs.WorkRefs, end: int) -> tuple[workrefs.WorkRefs, int]:
+    """The index `state` folded on with the results after it up to `end`, and how many records were read."""
+    tail, read = await _refs_tail(bus, state.last_seq + 1, end)
+    return _refs_folded(state, tail, None), read
 
-    With `work_id`, only the results that may name it are folded: that item's refs come out the
-    same, others' are left behind (most of a snapshot interval's results name other items).
-    """
-    folder = Folder(workrefs.PROJECTION, state)
-    start = folder.state.last_seq + 1
+
+async def _refs_tail(bus: Bus, start: int, end: int) -> tuple[list[Record], int]:
+    """The results the index folds from `start` to `end`, in log order, and how many were read."""
     filters = [typed_filter(kind) for kind in sorted(workrefs.PROJECTION.reads)]
     records: list[Record] = []
     read = await _read_filters(bus, records.append, filters, start, end)
-    for record in sorted(records, key=lambda r: r.seq):
-        if work_id is None or workrefs.may_name(record.data, work_id):
+    return sorted(records, key=lambda r: r.seq), read
+
+
+def _refs_folded(state: workrefs.WorkRefs, tail: Iterable[Record], work_id: str | None) -> workrefs.WorkRefs:
+    """The index `state` after the `tail` records past it; with `work_id`, only those that may name it are folded.
+
+    That item's refs come out the same either way; others' are left behind (most of a snapshot
+    interval's results name other items, and each costs a decode and a fold).
+    """
+    folder = Folder(workrefs.PROJECTION, state)
+    for record in tail:
+        if record.seq > state.last_seq and (work_id is None or workrefs.may_name(record.data, work_id)):
             folder(record)
-    return folder.state, read
+    return folder.state
 
 
 # Up to this many records (~10k past a snapshot), what the server does for a range read depends
