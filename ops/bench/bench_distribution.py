@@ -34,7 +34,7 @@ import psutil  # type: ignore[import-untyped,unused-ignore]
 
 from config.sections.distribution import DistributionSettings
 from eventbus.connection import Bus, connect
-from eventbus.events import LeaderElected, ModelPromoted
+from eventbus.events import LeaderElected, ModelDistributed, ModelPromoted, decode
 from eventbus.follow import follow
 from eventbus.history import Record
 from eventbus.objects import BucketSpec, ensure_bucket, fetch_to_file, put_file
@@ -107,11 +107,15 @@ class Arrivals:
 
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
+        self.longest_install: dict[str, float] = {}  # model -> the slowest agent's own download-to-install seconds
         self.changed = asyncio.Event()
 
     def __call__(self, record: Record) -> None:
         model = record.subject.split(".")[3]
         self.counts[model] = self.counts.get(model, 0) + 1
+        event = decode(record.data)
+        if isinstance(event, ModelDistributed):
+            self.longest_install[model] = max(self.longest_install.get(model, 0.0), event.seconds)
         self.changed.set()
 
     async def wait(self, model: str, count: int, timeout: float = 300.0) -> None:
@@ -226,7 +230,9 @@ async def bench(args: argparse.Namespace) -> None:
                             delivered_mb = copies_made * size / MB
                             cpu[f"{name}_client"].append(1e3 * (cpu_seconds(clients[name]) - before[0]) / delivered_mb)
                             cpu[f"{name}_server"].append(1e3 * (cpu_seconds([server_pid]) - before[1]) / delivered_mb)
-                        log(f"round {r + 1}/{args.rounds} {name}: {copies_made * size / MB / seconds:,.0f} MB/s ({seconds:.2f}s)")
+                        # An agent's own seconds, from its download to its install: the rest of the round is reaction time.
+                        slowest = f", slowest agent {arrivals.longest_install[model]:.2f}s" if name == "ours" else ""
+                        log(f"round {r + 1}/{args.rounds} {name}: {copies_made * size / MB / seconds:,.0f} MB/s ({seconds:.2f}s{slowest})")
             finally:
                 follower.cancel()
                 for proc in workers + getters:
