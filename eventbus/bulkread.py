@@ -46,12 +46,17 @@ class PayloadBuffer(bytearray):
             return part.tobytes()  # type: ignore[return-value]
 
 
-def read_payloads_with_one_copy(nc: NatsClient) -> None:
-    """Give the client's parser a PayloadBuffer with what it holds (nats-py makes a plain one again on reconnect)."""
-    parser = nc._ps
-    if not isinstance(parser.buf, PayloadBuffer):
+def read_payloads_with_one_copy(nc: NatsClient) -> bool:
+    """Give the client's parser a PayloadBuffer with what it holds (nats-py makes a plain one again on reconnect).
+
+    Returns whether the parser has one now; a nats-py whose parser keeps no bytearray `buf` is left as it is.
+    """
+    parser = getattr(nc, "_ps", None)
+    buf = getattr(parser, "buf", None)
+    if type(buf) is bytearray:
         # Safe between two steps of the parser: it runs on this loop and looks the buffer up afresh each step.
-        parser.buf = PayloadBuffer(parser.buf)
+        parser.buf = PayloadBuffer(buf)  # type: ignore[union-attr]
+    return isinstance(getattr(parser, "buf", None), PayloadBuffer)
 
 
 @functools.cache

@@ -14,7 +14,7 @@ import nats.protocol.parser
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eventbus.bulkread import PayloadBuffer, keep_freed_memory
+from eventbus.bulkread import PayloadBuffer, keep_freed_memory, read_payloads_with_one_copy
 from eventbus.connection import Bus
 from eventbus.objects import BucketSpec, ensure_bucket, fetch_to_file, put_file
 
@@ -81,6 +81,18 @@ def test_a_payload_buffer_slice_is_bytes_and_the_buffer_stays_editable() -> None
     del buffer[:4]  # the slice's views are released: a live one would raise BufferError here
     buffer.extend(b"ab")
     assert bytes(buffer) == b"456789ab"
+
+
+def test_a_client_whose_parser_has_no_bytearray_buffer_is_left_as_it_is() -> None:
+    class Other:
+        buf = [b"not", b"nats-py's"]
+
+    class Client:
+        _ps = Other()
+
+    assert not read_payloads_with_one_copy(Client())  # type: ignore[arg-type]
+    assert Client._ps.buf == [b"not", b"nats-py's"]
+    assert not read_payloads_with_one_copy(object())  # type: ignore[arg-type]
 
 
 def _faults_parsing_chunks(tuned: bool) -> int:
