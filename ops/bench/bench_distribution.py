@@ -9,7 +9,7 @@ ceiling: nats-py `ObjectStore.get(name, writeinto=file)` (it checks the digest, 
 Also, in this process, one stream alone: our `fetch_to_file` (verified, fsynced) against one
 nats-py get: what a real node, downloading only its own copy, sees.
 For the two 10-copy sides it also reports CPU per MB delivered, of their client processes and of
-the nats-server (user + system, from psutil): what the load on these shared cores moves little.
+the nats-server (user + system, from psutil): the load on these shared cores moves it less than MB/s.
 Rounds alternate which side goes first. The model is uploaded once per round (a new model id),
 and that upload's MB/s is reported too. Before each side the page cache is written out (`sync`,
 untimed), so that no side's fsyncs wait for the gigabyte another side left dirty.
