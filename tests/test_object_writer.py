@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import nats.aio.client
@@ -32,3 +33,13 @@ async def test_a_download_asks_the_disk_to_write_as_it_goes_not_only_at_the_fina
 def test_a_connection_reads_an_object_chunk_in_one_go() -> None:
     # nats-py's default, 32 KiB, split every 1 MiB chunk into ~32 reads and reader pauses.
     assert nats.aio.client.DEFAULT_BUFFER_SIZE >= READ_BUFFER_BYTES >= CHUNK_BYTES
+
+
+def test_every_server_config_carries_a_whole_object_chunk_in_one_message() -> None:
+    # Uploads cut objects into min(CHUNK_BYTES, max_payload) chunks; a smaller max_payload means more, smaller
+    # messages, which cost downloads more CPU per MB, and a larger one was measured slower (ops/nats/*.conf).
+    configs = sorted((Path(__file__).resolve().parent.parent / "ops" / "nats").glob("*.conf"))
+    assert configs
+    for config in configs:
+        found = re.findall(r"^max_payload:\s*(\d+)\s*$", config.read_text(), flags=re.MULTILINE)
+        assert found == [str(CHUNK_BYTES)], f"{config.name}: max_payload {found}, expected {CHUNK_BYTES}"

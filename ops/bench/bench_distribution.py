@@ -8,6 +8,8 @@ ceiling: nats-py `ObjectStore.get(name, writeinto=file)` (it checks the digest, 
          file 10 times (no network, no hash, no fsync: the disk's own ceiling).
 Also, in this process, one stream alone: our `fetch_to_file` (verified, fsynced) against one
 nats-py get: what a real node, downloading only its own copy, sees.
+For the two 10-copy sides it also reports CPU per MB delivered, of their client processes and of
+the nats-server (user + system, from psutil): the load on these shared cores moves it less than MB/s.
 Rounds alternate which side goes first. The model is uploaded once per round (a new model id),
 and that upload's MB/s is reported too. Before each side the page cache is written out (`sync`,
 untimed), so that no side's fsyncs wait for the gigabyte another side left dirty.
@@ -28,9 +30,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil  # type: ignore[import-untyped,unused-ignore]
+
 from config.sections.distribution import DistributionSettings
 from eventbus.connection import Bus, connect
-from eventbus.events import LeaderElected, ModelPromoted
+from eventbus.events import LeaderElected, ModelDistributed, ModelPromoted, decode
 from eventbus.follow import follow
 from eventbus.history import Record
 from eventbus.objects import BucketSpec, ensure_bucket, fetch_to_file, put_file
@@ -103,11 +107,15 @@ class Arrivals:
 
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
+        self.longest_install: dict[str, float] = {}  # model -> the slowest agent's own download-to-install seconds
         self.changed = asyncio.Event()
 
     def __call__(self, record: Record) -> None:
         model = record.subject.split(".")[3]
         self.counts[model] = self.counts.get(model, 0) + 1
+        event = decode(record.data)
+        if isinstance(event, ModelDistributed):
+            self.longest_install[model] = max(self.longest_install.get(model, 0.0), event.seconds)
         self.changed.set()
 
     async def wait(self, model: str, count: int, timeout: float = 300.0) -> None:
@@ -158,6 +166,11 @@ async def single_natspy(bus: Bus, model: str, folder: Path) -> float:
     return time.perf_counter() - started
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes (their threads included) so far."""
+    return sum(sum(psutil.Process(pid).cpu_times()[:2]) for pid in pids)
+
+
 def copies(source: Path, folder: Path, count: int) -> float:
     """Seconds for `count` plain cp of the file (blocking)."""
     started = time.perf_counter()
@@ -188,6 +201,10 @@ async def bench(args: argparse.Namespace) -> None:
             follower = asyncio.ensure_future(follow(bus, arrivals, subject="rr.evt.model.*.MODEL_DISTRIBUTED.*"))
             times: dict[str, list[float]] = {"ours": [], "natspy_get": [], "cp": [], "single_ours": [], "single_natspy_get": []}
             uploads: list[float] = []
+            # ms of CPU per MB delivered, client processes and server, for the sides that run in worker processes
+            clients = {"ours": [p.pid for p in workers], "natspy_get": [p.pid for p in getters]}
+            cpu: dict[str, list[float]] = {f"{side}_{who}": [] for side in clients for who in ("client", "server")}
+            server_pid = server.pid or 0
             try:
                 for r in range(args.rounds):
                     model = f"bench-{r}"
@@ -205,10 +222,17 @@ async def bench(args: argparse.Namespace) -> None:
                     for name in order:
                         # Untimed: the previous side's dirty pages go to disk now, not inside this side's fsyncs.
                         await asyncio.to_thread(os.sync)
+                        before = (cpu_seconds(clients.get(name, [])), cpu_seconds([server_pid]))
                         seconds = await sides[name]()
                         times[name].append(seconds)
                         copies_made = 1 if name.startswith("single") else args.agents
-                        log(f"round {r + 1}/{args.rounds} {name}: {copies_made * size / MB / seconds:,.0f} MB/s ({seconds:.2f}s)")
+                        if name in clients:
+                            delivered_mb = copies_made * size / MB
+                            cpu[f"{name}_client"].append(1e3 * (cpu_seconds(clients[name]) - before[0]) / delivered_mb)
+                            cpu[f"{name}_server"].append(1e3 * (cpu_seconds([server_pid]) - before[1]) / delivered_mb)
+                        # An agent's own seconds, from its download to its install: the rest of the round is reaction time.
+                        slowest = f", slowest agent {arrivals.longest_install[model]:.2f}s" if name == "ours" else ""
+                        log(f"round {r + 1}/{args.rounds} {name}: {copies_made * size / MB / seconds:,.0f} MB/s ({seconds:.2f}s{slowest})")
             finally:
                 follower.cancel()
                 for proc in workers + getters:
@@ -216,10 +240,12 @@ async def bench(args: argparse.Namespace) -> None:
                     proc.stdin.close()
                 for proc in workers + getters:
                     proc.wait(60)
-    emit(summary(times, uploads, args, size))
+    emit(summary(times, uploads, cpu, args, size))
 
 
-def summary(times: dict[str, list[float]], uploads: list[float], args: argparse.Namespace, size: int) -> dict[str, object]:
+def summary(
+    times: dict[str, list[float]], uploads: list[float], cpu: dict[str, list[float]], args: argparse.Namespace, size: int
+) -> dict[str, object]:
     rate = {name: round((1 if name.startswith("single") else args.agents) * size / MB / statistics.median(t), 1)
             for name, t in times.items()}
     return {
@@ -230,6 +256,7 @@ def summary(times: dict[str, list[float]], uploads: list[float], args: argparse.
         "single_ours_mb_s": rate["single_ours"], "single_natspy_get_mb_s": rate["single_natspy_get"],
         "single_ratio": round(rate["single_ours"] / rate["single_natspy_get"], 3),
         "upload_mb_s": round(size / MB / statistics.median(uploads), 1),
+        "cpu_ms_per_mb": {name: round(min(values), 3) for name, values in cpu.items()},  # best round: the least disturbed
         "rounds_s": {name: [round(s, 3) for s in t] for name, t in times.items()},
         "nats_server": server_version(), "nats_py": importlib.metadata.version("nats-py"), "cpus": os.cpu_count(),
     }
