@@ -31,7 +31,6 @@ from nats.aio.msg import Msg
 from nats.js.api import DiscardPolicy, ObjectInfo, ObjectMetaOptions, StorageType, StreamConfig
 from nats.js.object_store import ObjectStore
 
-from eventbus.bulkread import keep_freed_memory, read_payloads_with_one_copy
 from eventbus.connection import Bus
 from eventbus.errors import BusError, BusUnavailable
 from eventbus.history import _seq_and_pending
@@ -390,8 +389,6 @@ async def _read_chunks(bus: Bus, stored: StoredObject, writer: _Sink, idle_timeo
             done.set_result(None)
 
     subject = f"$O.{stored.bucket}.C.{stored.nuid}"
-    keep_freed_memory()
-    read_payloads_with_one_copy(bus.nc)
     try:
         sub = await bus.js.subscribe(subject, ordered_consumer=True, cb=on_chunk)
     except SILENT as exc:
