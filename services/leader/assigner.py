@@ -44,7 +44,7 @@ from projections.base import Folder, type_of
 from projections.snapshotplan import SnapshotSettings
 from servicekit.livefold import LiveFold
 from servicekit.runtime import ServiceContext
-from services.leader import queue
+from services.leader import collector, queue
 from services.leader.decisions import (
     Conditional,
     assignment_round,
@@ -125,6 +125,7 @@ class Assigner:
     async def run(self) -> None:
         """Rebuild from the newest snapshot and the log, then supervise and assign every `assign_every_s` (sooner on news)."""
         await self._live.start()
+        collector.settle_after_catch_up()  # the rebuilt state out of the collector's walks (see collector.py)
         async with asyncio.TaskGroup() as tasks:
             follower = tasks.create_task(self._live.follow())
             try:
