@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import cProfile
 import datetime as dt
+import gc
 import statistics
 import subprocess
 import sys
@@ -205,6 +206,22 @@ def profiled(path: str | None) -> Iterator[None]:
         log(f"profile of the burst written to {path} (python -m pstats {path})")
 
 
+@contextlib.contextmanager
+def collections() -> Iterator[list[int]]:
+    """Counts of this process's cyclic collections per generation (young, middle, full) during the block."""
+    counts = [0, 0, 0]
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            counts[info["generation"]] += 1
+
+    gc.callbacks.append(count)
+    try:
+        yield counts
+    finally:
+        gc.callbacks.remove(count)
+
+
 async def top_up(bus: Bus, placed: dict[str, tuple[str, int]], total: int) -> int:
     """Append lifecycles (started, progress..., completed) of the `placed` items, on the node and attempt
     each was assigned, until the log holds about `total` events."""
@@ -302,7 +319,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 log(f"paced: {paced_count(rate)} items at {rate:g}/s")
                 await assign_phase(server.url, assigner, running, paced_prefix(rate), paced_count(rate), rate, timeout=600)
             log(f"burst: {args.items} items")
-            with profiled(args.profile):
+            with profiled(args.profile), collections() as burst_collections:
                 burst_s, burst_cpu_s = await assign_phase(server.url, assigner, running, "b", args.items, 0.0, timeout=600)
             log(f"burst assigned in {burst_s:.1f}s, leader CPU {burst_cpu_s:.1f}s")
         finally:
@@ -327,6 +344,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "assign_per_s": round(burst_rate), "ceiling_conditional_appends_per_s": round(ceiling_rate),
         "assign_ratio": round(burst_rate / ceiling_rate, 3),
         "burst_latency_ms": summary_ms(burst), "burst_leader_cpu_us_per_item": round(burst_cpu_s / args.items * 1e6, 1),
+        "burst_gc_collections": burst_collections,
         "paced_seconds": args.paced_seconds,
         "paced_latency_ms": {f"{rate:g}/s": {"items": len(paced[rate]), **summary_ms(paced[rate])} for rate in rates},
         "log_events": log_events, "rebuild_s": round(ours_s, 2), "raw_read_s": round(raw_s, 2),
