@@ -41,19 +41,10 @@ def added(count: int) -> list[Record]:
 
 def collections_while(fold: Any, records: list[Record]) -> list[int]:
     """How many collections of each generation ran while `fold` took every record (and was read after each)."""
-    counts = [0, 0, 0]
-
-    def count(phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            counts[info["generation"]] += 1
-
-    gc.callbacks.append(count)
-    try:
+    with collector.counted() as counts:
         for record in records:
             fold(record)
             fold.state  # noqa: B018 - the assigner reads the state between records, as a round does
-    finally:
-        gc.callbacks.remove(count)
     return counts
 
 

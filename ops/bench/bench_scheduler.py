@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import cProfile
 import datetime as dt
-import gc
 import statistics
 import subprocess
 import sys
@@ -48,7 +47,7 @@ from ops.bench.common import bench_bus, bench_server, emit, log, server_version
 from servicekit.options import CommonOptions
 from servicekit.runtime import ServiceContext
 from servicekit.snapshotting import load_state, save_state
-from services.leader import queue
+from services.leader import collector, queue
 from services.leader.assigner import PUBLISH_WINDOW, Assigner
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -206,22 +205,6 @@ def profiled(path: str | None) -> Iterator[None]:
         log(f"profile of the burst written to {path} (python -m pstats {path})")
 
 
-@contextlib.contextmanager
-def collections() -> Iterator[list[int]]:
-    """Counts of this process's cyclic collections per generation (young, middle, full) during the block."""
-    counts = [0, 0, 0]
-
-    def count(phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            counts[info["generation"]] += 1
-
-    gc.callbacks.append(count)
-    try:
-        yield counts
-    finally:
-        gc.callbacks.remove(count)
-
-
 async def top_up(bus: Bus, placed: dict[str, tuple[str, int]], total: int) -> int:
     """Append lifecycles (started, progress..., completed) of the `placed` items, on the node and attempt
     each was assigned, until the log holds about `total` events."""
@@ -319,7 +302,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 log(f"paced: {paced_count(rate)} items at {rate:g}/s")
                 await assign_phase(server.url, assigner, running, paced_prefix(rate), paced_count(rate), rate, timeout=600)
             log(f"burst: {args.items} items")
-            with profiled(args.profile), collections() as burst_collections:
+            with profiled(args.profile), collector.counted() as burst_collections:
                 burst_s, burst_cpu_s = await assign_phase(server.url, assigner, running, "b", args.items, 0.0, timeout=600)
             log(f"burst assigned in {burst_s:.1f}s, leader CPU {burst_cpu_s:.1f}s")
         finally:

@@ -17,7 +17,9 @@ per term, what existed at its catch-up).
 
 from __future__ import annotations
 
+import contextlib
 import gc
+from collections.abc import Iterator
 
 LEADER_GEN0_THRESHOLD = 50_000  # the default is 700; 50,000 measured no full collection in a 20k-item burst
 
@@ -28,3 +30,19 @@ def settle_after_catch_up() -> None:
     gen0, gen1, gen2 = gc.get_threshold()
     if gen0 < LEADER_GEN0_THRESHOLD:
         gc.set_threshold(LEADER_GEN0_THRESHOLD, gen1, gen2)
+
+
+@contextlib.contextmanager
+def counted() -> Iterator[list[int]]:
+    """How many cyclic collections of each generation (young, middle, full) ran during the block, as it runs."""
+    counts = [0, 0, 0]
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            counts[info["generation"]] += 1
+
+    gc.callbacks.append(count)
+    try:
+        yield counts
+    finally:
+        gc.callbacks.remove(count)
