@@ -110,7 +110,8 @@ class _AckRouter:
 
     async def send(self, subject: str, data: bytes, headers: dict[str, str]) -> asyncio.Future[_PubAckReply]:
         """Publish with a reply subject and return the future of its ack."""
-        await self._ensure_subscribed()
+        if not self._prefix:  # once per router: not a coroutine per publish
+            await self._ensure_subscribed()
         token = str(next(self._ids))
         future: asyncio.Future[_PubAckReply] = asyncio.get_running_loop().create_future()
         self._futures[token] = future

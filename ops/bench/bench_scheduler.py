@@ -47,7 +47,7 @@ from ops.bench.common import bench_bus, bench_server, emit, log, server_version
 from servicekit.options import CommonOptions
 from servicekit.runtime import ServiceContext
 from servicekit.snapshotting import load_state, save_state
-from services.leader import queue
+from services.leader import collector, queue
 from services.leader.assigner import PUBLISH_WINDOW, Assigner
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -302,7 +302,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 log(f"paced: {paced_count(rate)} items at {rate:g}/s")
                 await assign_phase(server.url, assigner, running, paced_prefix(rate), paced_count(rate), rate, timeout=600)
             log(f"burst: {args.items} items")
-            with profiled(args.profile):
+            with profiled(args.profile), collector.counted() as burst_collections:
                 burst_s, burst_cpu_s = await assign_phase(server.url, assigner, running, "b", args.items, 0.0, timeout=600)
             log(f"burst assigned in {burst_s:.1f}s, leader CPU {burst_cpu_s:.1f}s")
         finally:
@@ -327,6 +327,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "assign_per_s": round(burst_rate), "ceiling_conditional_appends_per_s": round(ceiling_rate),
         "assign_ratio": round(burst_rate / ceiling_rate, 3),
         "burst_latency_ms": summary_ms(burst), "burst_leader_cpu_us_per_item": round(burst_cpu_s / args.items * 1e6, 1),
+        "burst_gc_collections": burst_collections,
         "paced_seconds": args.paced_seconds,
         "paced_latency_ms": {f"{rate:g}/s": {"items": len(paced[rate]), **summary_ms(paced[rate])} for rate in rates},
         "log_events": log_events, "rebuild_s": round(ours_s, 2), "raw_read_s": round(raw_s, 2),

@@ -40,11 +40,11 @@ from eventbus.events import (
 )
 from eventbus.history import Record
 from eventbus.publisher import Published, Sent
-from projections.base import Folder, type_of
+from projections.base import Folder
 from projections.snapshotplan import SnapshotSettings
 from servicekit.livefold import LiveFold
 from servicekit.runtime import ServiceContext
-from services.leader import queue
+from services.leader import collector, queue
 from services.leader.decisions import (
     Conditional,
     assignment_round,
@@ -63,6 +63,7 @@ _WAKING = frozenset(kind.type_name() for kind in (
 # round woken by anything else (new work, a freed slot) only assigns; time alone makes a sweep
 # due every `assign_every_s`, so deadlines and silences are caught as soon as in a quiet fleet.
 _SWEEPING = frozenset(kind.type_name() for kind in (HostOffline, WorkAttemptFailed, WorkHandedBack))
+_ASSIGNED = WorkAssigned.type_name()
 READ_BACK_TIMEOUT_S = 5.0
 PUBLISH_WINDOW = 256  # decisions of one round in flight at once (each on its own item), sent back to back
 # Placement looks at every pending item (~30 ms for 10,000 on these machines): not every round.
@@ -107,15 +108,20 @@ class Assigner:
         self._live.feed(record)
 
     def _woken_by(self, record: Record) -> None:
-        # Called after the queue folded the record: decides whether a round (and a sweep) should come at once.
-        kind = type_of(record.subject)
+        # Called after the queue folded the record, twice per assigned item (its WORK_ADDED, the
+        # WORK_ASSIGNED read back): decides whether a round (and a sweep) should come at once.
+        parts = record.subject.split(".")  # rr.evt.<aggregate>.<id>.<TYPE>.<source>
+        kind = parts[4] if len(parts) == 6 else ""
         if kind in _WAKING:
             self._wake.set()
-        if kind in _SWEEPING or (kind == WorkAssigned.type_name() and not self._alive(self._queue.state.active.get(record.subject.split(".")[3]))):
+        if kind in _SWEEPING or (kind == _ASSIGNED and not self._alive_holder(self._queue.state, parts[3])):
             self._sweep_due = True
 
-    def _alive(self, node: str | None) -> bool:
-        info = self.state.cluster.nodes.get(node) if node is not None else None
+    @staticmethod
+    def _alive_holder(state: queue.QueueState, work_id: str) -> bool:
+        """Whether the item's live attempt is on a node the cluster fold holds alive."""
+        node = state.active.get(work_id)
+        info = state.cluster.nodes.get(node) if node is not None else None
         return info is not None and info.alive
 
     async def wait_seen(self, seq: int, timeout: float) -> bool:
@@ -125,6 +131,7 @@ class Assigner:
     async def run(self) -> None:
         """Rebuild from the newest snapshot and the log, then supervise and assign every `assign_every_s` (sooner on news)."""
         await self._live.start()
+        collector.settle_after_catch_up()  # the rebuilt state out of the collector's walks (see collector.py)
         async with asyncio.TaskGroup() as tasks:
             follower = tasks.create_task(self._live.follow())
             try:
@@ -132,8 +139,11 @@ class Assigner:
                 while True:
                     self._wake.clear()
                     await self.tick(sweep=self._sweep_due or time.monotonic() - self._last_sweep >= self._settings.assign_every_s)
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), self._settings.assign_every_s)
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation
+                    # that arrives as the wake-up is set, and the loop would never stop.
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self._settings.assign_every_s):
+                            await self._wake.wait()
             except NotLeader as exc:
                 log.info("assigner: %s", exc)
             finally:
