@@ -83,3 +83,5 @@ async def test_the_assigner_settles_the_collector_once_caught_up(bus: Bus, event
         assert gc.get_freeze_count() > 0
     finally:
         await stop(scheduler)
+    assert gc.get_threshold() == (700, 10, 10), "the collector's thresholds as they were once the assigner stopped"
+    assert gc.get_freeze_count() == 0, "what was frozen back in the collector's reach once the assigner stopped"

@@ -131,7 +131,11 @@ class Assigner:
     async def run(self) -> None:
         """Rebuild from the newest snapshot and the log, then supervise and assign every `assign_every_s` (sooner on news)."""
         await self._live.start()
-        collector.settle_after_catch_up()  # the rebuilt state out of the collector's walks (see collector.py)
+        # The rebuilt state out of the collector's walks while this term assigns (see collector.py).
+        with collector.settled_while_assigning():
+            await self._assign_until_stopped()
+
+    async def _assign_until_stopped(self) -> None:
         async with asyncio.TaskGroup() as tasks:
             follower = tasks.create_task(self._live.follow())
             try:

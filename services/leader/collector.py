@@ -11,8 +11,10 @@ what they drop, and the collector is only needed for the asyncio and nats-py cyc
   - the young generation is collected every LEADER_GEN0_THRESHOLD allocations instead of 700, so
     the older generations, whose collections walk everything younger than the freeze, come a
     seventieth as often. Young collections cost what they find, so their total work is the same.
-Cyclic garbage still goes, only later; a frozen object that becomes cyclic garbage stays (once
-per term, what existed at its catch-up).
+Cyclic garbage still goes, only later; a frozen object that becomes cyclic garbage stays until
+the term ends. Both settings last only while the assigner runs (`settled_while_assigning`): a
+process that hosts other things after it (the tests' process, a node that loses the lease and
+keeps its other services) gets its collector back as it was.
 """
 
 from __future__ import annotations
@@ -30,6 +32,18 @@ def settle_after_catch_up() -> None:
     gen0, gen1, gen2 = gc.get_threshold()
     if gen0 < LEADER_GEN0_THRESHOLD:
         gc.set_threshold(LEADER_GEN0_THRESHOLD, gen1, gen2)
+
+
+@contextlib.contextmanager
+def settled_while_assigning() -> Iterator[None]:
+    """`settle_after_catch_up` for the block; then what was frozen goes back to the collector, and its thresholds too."""
+    threshold = gc.get_threshold()
+    settle_after_catch_up()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
 
 
 @contextlib.contextmanager
