@@ -36,23 +36,28 @@ S = TypeVar("S", bound=Any)
 TRIED = 3  # kept snapshots tried, newest first, before folding from seq 1 (an unreadable one is skipped)
 
 
-async def load_state(bus: Bus, projection: Projection[S], who: str, *, not_after_seq: int | None = None) -> Loaded[S] | None:
+async def load_state(bus: Bus, projection: Projection[S], who: str, *, not_after_seq: int | None = None,
+                     index: dict[tuple[str, int], list[int]] | None = None) -> Loaded[S] | None:
     """The newest usable snapshot of `projection` not past `not_after_seq` (default: the log's end).
 
     A part of the bundle (models, data, cluster, work, elo) may also start from the bundle's own
-    snapshot (the API saves it), whichever of the two is newer. One listing of the bucket serves both.
+    snapshot (the API saves it), whichever of the two is newer. One listing of the bucket serves
+    both; `index`, when given, is that listing (kept_index) and `not_after_seq` is not past the log's end.
     """
-    end, index = await asyncio.gather(last_sequence(bus), kept_index(bus))
-    bound = end if not_after_seq is None else min(not_after_seq, end)
-    own = await _load_own(bus, projection, who, bound, index)
+    if index is None:
+        end, listing = await asyncio.gather(last_sequence(bus), kept_index(bus))
+        bound = end if not_after_seq is None else min(not_after_seq, end)
+    else:
+        listing, bound = index, not_after_seq if not_after_seq is not None else await last_sequence(bus)
+    own = await _load_own(bus, projection, who, bound, listing)
     part = bundle.part_name(projection)
     if part is None or projection is bundle.PROJECTION:
         return own
     # The bundle holds every work item ever added (a year: ~1.6 GB): loaded only when it is newer.
-    wholes = newest_at_or_before(index.get((bundle.PROJECTION.name, bundle.PROJECTION.version), []), bound)
+    wholes = newest_at_or_before(listing.get((bundle.PROJECTION.name, bundle.PROJECTION.version), []), bound)
     if own is not None and (not wholes or own.header.last_seq >= wholes[0]):
         return own
-    whole = await _load_own(bus, bundle.PROJECTION, who, bound, index)
+    whole = await _load_own(bus, bundle.PROJECTION, who, bound, listing)
     if whole is None or (own is not None and own.header.last_seq >= whole.header.last_seq):
         return own
     state = getattr(bundle.aligned(whole.state), part)
