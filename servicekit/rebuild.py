@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Generic, TypeVar
 
 import msgspec
@@ -128,6 +128,10 @@ class _Tail:
             self(record)
 
 
+async def _listing(bus: Bus, use_snapshot: bool) -> dict[tuple[str, int], list[int]]:
+    return await kept_index(bus) if use_snapshot else {}
+
+
 def _kept_start(index: dict[tuple[str, int], list[int]], projection: Projection[Any], bound: int) -> int:
     # Where the snapshot the load will most likely start from ends: the newest kept not past `bound`.
     # A part of the bundle may start from the bundle's snapshot instead, so none is guessed for parts.
@@ -138,25 +142,30 @@ def _kept_start(index: dict[tuple[str, int], list[int]], projection: Projection[
 
 
 async def _start_and_tail(
-    bus: Bus, projection: Projection[S], *, use_snapshot: bool, bound: int, end_seq: int | None,
+    bus: Bus, projection: Projection[S], index: dict[tuple[str, int], list[int]], *, use_snapshot: bool, bound: int,
+    end_seq: int | None,
     folder: Callable[[S], Folder[S]], progress: Progress | None, stop: Callable[[], bool] | None = None,
     read_ahead_to: int | None = None,
 ) -> tuple[Folder[S], int, str, int]:
     """The folder started from the newest usable snapshot not past `bound`, fed the log after it up to `end_seq` (None: the end).
 
-    The records after the snapshot the listing names are read while it loads (up to
+    `index`: the bucket's listing (kept_index). The records after the snapshot it names are read while it loads (up to
     `read_ahead_to`, default `end_seq`); when the fold starts elsewhere (an unreadable snapshot,
     a part from the bundle's, one refused by `folder`), that read is dropped and the fold reads
     from its own position. Returns the folder, the snapshot's position, why none was used, and
     the records folded.
     """
-    index = await kept_index(bus) if use_snapshot else {}
-    guess = _kept_start(index, projection, bound)
+    guess = _kept_start(index, projection, bound) if use_snapshot else 0
     tail = _Tail()
     ahead = read_ahead_to if read_ahead_to is not None else end_seq
+    ended = stop or (lambda: False)
+
+    def read_ahead() -> Coroutine[Any, Any, int]:
+        return replay(bus, tail, start_seq=guess + 1, end_seq=ahead, stop=lambda: tail.full() or (tail.fold is not None and ended()))
+
     try:
         async with asyncio.TaskGroup() as group:
-            reading = group.create_task(replay(bus, tail, start_seq=guess + 1, end_seq=ahead, stop=tail.full)) if guess else None
+            reading = group.create_task(read_ahead()) if guess else None
             state, snapshot_seq, ignored = await _start(bus, projection, use_snapshot=use_snapshot, not_after_seq=bound,
                                                         index=index)
             folding = folder(state)
@@ -190,10 +199,10 @@ async def state_at_seq(
     With `candidates`, elections of other nodes are not believed (see projections/fence.py `believing`).
     """
     started = time.perf_counter()
-    end = await last_sequence(bus)
+    end, index = await asyncio.gather(last_sequence(bus), _listing(bus, use_snapshot))
     end = end if seq is None else min(seq, end)
     folder, snapshot_seq, ignored, folded = await _start_and_tail(
-        bus, projection, use_snapshot=use_snapshot, bound=end, end_seq=end, progress=progress,
+        bus, projection, index, use_snapshot=use_snapshot, bound=end, end_seq=end, progress=progress,
         folder=lambda state: Folder(projection, believing(state, candidates)),
     )
     result = projection.finished(folder.state)
@@ -218,8 +227,9 @@ async def state_at_time(
     not after `at`, and stops reading at the first later event.
     """
     started = time.perf_counter()
-    after, later = await asyncio.gather(first_stored_at(bus, at - skew), first_stored_at(bus, at + skew))
-    bound = await last_sequence(bus) if after is None else after - 1
+    after, later, end, index = await asyncio.gather(first_stored_at(bus, at - skew), first_stored_at(bus, at + skew),
+                                                    last_sequence(bus), _listing(bus, use_snapshot))
+    bound = end if after is None else after - 1
     folders: list[UntilFolder[S]] = []
     refused: list[str] = []
 
@@ -233,7 +243,7 @@ async def state_at_time(
 
     # Read ahead to the first record stored `skew` after `at` (nearly always past the stop), then on to the stop.
     folder, snapshot_seq, ignored, _ = await _start_and_tail(
-        bus, projection, use_snapshot=use_snapshot, bound=bound, end_seq=None, progress=progress, folder=until,
+        bus, projection, index, use_snapshot=use_snapshot, bound=bound, end_seq=None, progress=progress, folder=until,
         stop=lambda: folders[0].done, read_ahead_to=later,
     )
     if refused:
