@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 import msgspec
@@ -20,7 +20,6 @@ from eventbus.snapshots import kept_index, kept_objects, load_snapshot
 from projections import bundle, fence
 from projections.base import Folder, Projection, UntilFolder
 from projections.snapshot import SnapshotHeader, decode_snapshot, encode_snapshot, read_header
-from projections.snapshotplan import newest_at_or_before
 from servicekit.snapshotting import load_state, save_state
 
 S = TypeVar("S", bound=Any)
@@ -37,10 +36,9 @@ class Rebuilt(msgspec.Struct, Generic[S], frozen=True, kw_only=True):
 
 
 async def _start(
-    bus: Bus, projection: Projection[S], *, use_snapshot: bool, not_after_seq: int,
-    index: dict[tuple[str, int], list[int]] | None = None,
+    bus: Bus, projection: Projection[S], index: dict[tuple[str, int], list[int]], *, use_snapshot: bool, not_after_seq: int
 ) -> tuple[S, int, str]:
-    # The newest kept snapshot not beyond `not_after_seq`, if there is a usable one.
+    # The newest kept snapshot not beyond `not_after_seq`, if there is a usable one (`index`: the bucket's listing).
     initial = projection.initial()
     if not use_snapshot:
         return initial, 0, ""
@@ -54,6 +52,11 @@ async def _start(
     if data is not None and decode_snapshot(projection, data) is None:
         return initial, 0, _why_unusable(projection, read_header(data))
     return initial, 0, ""
+
+
+async def _listing(bus: Bus, use_snapshot: bool) -> dict[tuple[str, int], list[int]]:
+    # One listing of the bucket, in the same round as the log's end: the snapshot's choice and its load share it.
+    return await kept_index(bus) if use_snapshot else {}
 
 
 def _why_unusable(projection: Projection[S], header: SnapshotHeader | None) -> str:
@@ -93,98 +96,6 @@ def believing(state: S, candidates: Sequence[str]) -> S:
     return fence.believing(state, candidates) if hasattr(state, "fence") else state
 
 
-class _Tail:
-    """The records after a snapshot, read while the snapshot loads: held until the fold is ready, then handed to it.
-
-    A point's cost was its snapshot's fetch, inflate and decode, then the read of the records
-    after it, one after the other; the server reads and sends those records meanwhile instead.
-    """
-
-    HELD = 200_000  # at most (~100 MB of records); past it the read pauses until the fold is ready
-
-    def __init__(self) -> None:
-        self.held: list[Record] = []
-        self.fold: Callable[[Record], None] | None = None
-        self.last_seq = 0  # of the newest record read
-        self.handed = 0  # records handed to the fold
-
-    def __call__(self, record: Record) -> None:
-        self.last_seq = record.seq
-        if self.fold is None:
-            self.held.append(record)
-        else:
-            self.handed += 1
-            self.fold(record)
-
-    def full(self) -> bool:
-        """Whether the read should stop: the hold is full (the fold reads on from `last_seq`)."""
-        return self.fold is None and len(self.held) >= self.HELD
-
-    def attach(self, fold: Callable[[Record], None]) -> None:
-        """Hand the held records to `fold`, and every later one as it comes."""
-        self.fold = fold
-        held, self.held = self.held, []
-        for record in held:
-            self(record)
-
-
-async def _listing(bus: Bus, use_snapshot: bool) -> dict[tuple[str, int], list[int]]:
-    return await kept_index(bus) if use_snapshot else {}
-
-
-def _kept_start(index: dict[tuple[str, int], list[int]], projection: Projection[Any], bound: int) -> int:
-    # Where the snapshot the load will most likely start from ends: the newest kept not past `bound`.
-    # A part of the bundle may start from the bundle's snapshot instead, so none is guessed for parts.
-    if bundle.part_name(projection) is not None:
-        return 0
-    seqs = newest_at_or_before(index.get((projection.name, projection.version), []), bound)
-    return seqs[0] if seqs else 0
-
-
-async def _start_and_tail(
-    bus: Bus, projection: Projection[S], index: dict[tuple[str, int], list[int]], *, use_snapshot: bool, bound: int,
-    end_seq: int | None,
-    folder: Callable[[S], Folder[S]], progress: Progress | None, stop: Callable[[], bool] | None = None,
-    read_ahead_to: int | None = None,
-) -> tuple[Folder[S], int, str, int]:
-    """The folder started from the newest usable snapshot not past `bound`, fed the log after it up to `end_seq` (None: the end).
-
-    `index`: the bucket's listing (kept_index). The records after the snapshot it names are read while it loads (up to
-    `read_ahead_to`, default `end_seq`); when the fold starts elsewhere (an unreadable snapshot,
-    a part from the bundle's, one refused by `folder`), that read is dropped and the fold reads
-    from its own position. Returns the folder, the snapshot's position, why none was used, and
-    the records folded.
-    """
-    guess = _kept_start(index, projection, bound) if use_snapshot else 0
-    tail = _Tail()
-    ahead = read_ahead_to if read_ahead_to is not None else end_seq
-    ended = stop or (lambda: False)
-
-    def read_ahead() -> Coroutine[Any, Any, int]:
-        return replay(bus, tail, start_seq=guess + 1, end_seq=ahead, stop=lambda: tail.full() or (tail.fold is not None and ended()))
-
-    try:
-        async with asyncio.TaskGroup() as group:
-            reading = group.create_task(read_ahead()) if guess else None
-            state, snapshot_seq, ignored = await _start(bus, projection, use_snapshot=use_snapshot, not_after_seq=bound,
-                                                        index=index)
-            folding = folder(state)
-            position = folding.state.last_seq  # where its fold reads from
-            fold = _with_progress(folding, progress)
-            if reading is not None and position == guess:
-                tail.attach(fold)
-            elif reading is not None:
-                reading.cancel()
-    except ExceptionGroup as group:  # one failing read or load: its own error, as a caller expects
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
-        raise
-    resume = (tail.last_seq if tail.fold is not None and tail.last_seq else position) + 1
-    caught_up = (stop is not None and stop()) or (end_seq is not None and resume > end_seq)
-    rest = 0 if caught_up else await replay(bus, fold, start_seq=resume, end_seq=end_seq, stop=stop)
-    return folding, snapshot_seq, ignored, tail.handed + rest
-
-
 async def state_at_seq(
     bus: Bus,
     projection: Projection[S] = bundle.PROJECTION,  # type: ignore[assignment]  # mypy cannot tie a default to S
@@ -201,10 +112,9 @@ async def state_at_seq(
     started = time.perf_counter()
     end, index = await asyncio.gather(last_sequence(bus), _listing(bus, use_snapshot))
     end = end if seq is None else min(seq, end)
-    folder, snapshot_seq, ignored, folded = await _start_and_tail(
-        bus, projection, index, use_snapshot=use_snapshot, bound=end, end_seq=end, progress=progress,
-        folder=lambda state: Folder(projection, believing(state, candidates)),
-    )
+    state, snapshot_seq, ignored = await _start(bus, projection, index, use_snapshot=use_snapshot, not_after_seq=end)
+    folder = Folder(projection, believing(state, candidates))
+    folded = await replay(bus, _with_progress(folder, progress), start_seq=folder.state.last_seq + 1, end_seq=end)
     result = projection.finished(folder.state)
     return Rebuilt(state=result, snapshot_seq=snapshot_seq, snapshot_ignored=ignored, folded=folded,
                    seconds=time.perf_counter() - started)
@@ -227,30 +137,17 @@ async def state_at_time(
     not after `at`, and stops reading at the first later event.
     """
     started = time.perf_counter()
-    after, later, end, index = await asyncio.gather(first_stored_at(bus, at - skew), first_stored_at(bus, at + skew),
-                                                    last_sequence(bus), _listing(bus, use_snapshot))
+    after, end, index = await asyncio.gather(first_stored_at(bus, at - skew), last_sequence(bus), _listing(bus, use_snapshot))
     bound = end if after is None else after - 1
-    folders: list[UntilFolder[S]] = []
-    refused: list[str] = []
-
-    def until(state: S) -> UntilFolder[S]:
-        newest = getattr(state, "last_ts", None)
-        if newest is not None and newest > at:  # a log whose times are not its storage times
-            refused.append(f"snapshot at seq {state.last_seq} holds events after {at}")
-            state = projection.initial()
-        folders.append(UntilFolder(projection, at, believing(state, candidates)))
-        return folders[-1]
-
-    # Read ahead to the first record stored `skew` after `at` (nearly always past the stop), then on to the stop.
-    folder, snapshot_seq, ignored, _ = await _start_and_tail(
-        bus, projection, index, use_snapshot=use_snapshot, bound=bound, end_seq=None, progress=progress, folder=until,
-        stop=lambda: folders[0].done, read_ahead_to=later,
-    )
-    if refused:
-        snapshot_seq, ignored = 0, refused[0]
+    state, snapshot_seq, ignored = await _start(bus, projection, index, use_snapshot=use_snapshot, not_after_seq=bound)
+    newest = getattr(state, "last_ts", None)
+    if newest is not None and newest > at:  # a log whose times are not its storage times
+        state, snapshot_seq, ignored = projection.initial(), 0, f"snapshot at seq {snapshot_seq} holds events after {at}"
+    folder = UntilFolder(projection, at, believing(state, candidates))
     # `folded` counts the records the fold judged: replay may deliver a few more in flight before it sees the stop.
+    await replay(bus, _with_progress(folder, progress), start_seq=state.last_seq + 1, stop=lambda: folder.done)
     return Rebuilt(state=projection.finished(folder.state), snapshot_seq=snapshot_seq, snapshot_ignored=ignored,
-                   folded=folders[0].read, seconds=time.perf_counter() - started)
+                   folded=folder.read, seconds=time.perf_counter() - started)
 
 
 async def store(bus: Bus, projection: Projection[S], state: S) -> SnapshotHeader:
