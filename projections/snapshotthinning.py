@@ -67,17 +67,22 @@ def thinned(seqs: Sequence[int], every: int, density: Density = DEFAULT) -> list
     return dropped
 
 
-def fitting(sizes: Mapping[int, int], every: int, budget: float) -> tuple[Density | None, list[int]]:
-    """The densest thinning whose survivors of `sizes` (seq -> bytes) fit `budget` bytes, and the sequences it drops.
+def fitting(sizes: Mapping[int, int], every: int, budget: float, most: int | None = None) -> tuple[Density | None, list[int]]:
+    """The densest thinning whose survivors of `sizes` (seq -> bytes) fit `budget` bytes and `most` snapshots, and what it drops.
 
     None and nothing dropped when all of them fit; the sparsest step when none does.
     """
     total = sum(sizes.values())
-    if total <= budget:
+    count = len(sizes) if most is None else most
+
+    def fits(dropped: Sequence[int]) -> bool:
+        return total - sum(sizes[seq] for seq in dropped) <= budget and len(sizes) - len(dropped) <= count
+
+    if fits([]):
         return None, []
     for density in LADDER:
         dropped = thinned(list(sizes), every, density)
-        if total - sum(sizes[seq] for seq in dropped) <= budget:
+        if fits(dropped):
             return density, dropped
     return LADDER[-1], thinned(list(sizes), every, LADDER[-1])
 

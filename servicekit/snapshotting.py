@@ -117,19 +117,23 @@ async def prune(bus: Bus, projection: Projection[Any], settings: SnapshotSetting
     """
     listing, bucket_bytes = await kept_listing(bus)
     kept = [(k.version, k.seq, k.object_name) for k in listing if k.name == projection.name]
-    doomed = to_prune(kept, projection.version, await first_sequence(bus), settings.max_kept)
+    # No count cap here: thinning fits max_kept first (the cap drops the oldest, thinning spreads the loss).
+    doomed = to_prune(kept, projection.version, await first_sequence(bus), max(len(kept), 1))
     sizes = {k.object_name: k.size for k in listing}
     # Thinned among the survivors: the oldest of them (the only account of aged-out records) is
     # the oldest in its block, so thinning never drops it.
     survivors = {seq: name for version, seq, name in kept if version == projection.version and name not in doomed}
     own = sum(sizes[name] for name in survivors.values())
     share = allowance(own, bucket_bytes - sum(sizes[name] for name in doomed), settings)
-    density, dropped = fitting({seq: sizes[name] for seq, name in survivors.items()}, settings.every_events, share)
+    density, dropped = fitting({seq: sizes[name] for seq, name in survivors.items()}, settings.every_events, share,
+                               settings.max_kept)
     if density is not None:
         log.info("%s: snapshots thinned to %d per doubling past the newest %d x %d records to fit snapshots.max_gib "
-                 "(%g GiB); a point folds at most %d records past one", projection.name, density.per_doubling,
+                 "(%g GiB) and max_kept; a point folds at most %d records past one", projection.name, density.per_doubling,
                  density.dense, settings.every_events, settings.max_gib,
                  worst_fold([seq for seq in survivors if seq not in set(dropped)], settings.every_events))
+    left = sorted(seq for seq in survivors if seq not in set(dropped))
+    dropped += left[: max(len(left) - settings.max_kept, 0)]  # even the sparsest step is over the cap: the oldest go
     doomed += [survivors[seq] for seq in dropped]
     for name in doomed:
         await delete_object(bus, SNAPSHOT_BUCKET, name)

@@ -134,3 +134,23 @@ async def test_under_the_budget_every_snapshot_is_kept_over_it_the_store_thins_a
         point = thinned_out[len(thinned_out) // 2]
         loaded = await load_state(bus, models.PROJECTION, "test", not_after_seq=point)
         assert loaded is not None and loaded.header.last_seq == max(s for s in kept if s <= point)
+
+
+def test_max_kept_is_fitted_by_thinning_too() -> None:
+    sizes = {seq: 1 for seq in range(1, 3001)}
+    density, dropped = fitting(sizes, 1, budget=10**9, most=200)
+    assert density is not None and len(sizes) - len(dropped) <= 200
+    assert 1 not in dropped  # the oldest is the oldest of its block: thinning never drops it
+
+
+async def test_past_max_kept_the_store_thins_instead_of_dropping_the_oldest(nats_url: str) -> None:
+    saves = list(range(1, 41))
+    state = models.PROJECTION.initial()
+    capped = SnapshotSettings(every_events=1, every_s=3600.0, max_kept=12)
+    async with provisioned_bus(nats_url) as bus:
+        await Publisher(bus).publish_many([ev.HostOnline(node=f"gpu-{n}", roles=["selfplay"], version="0.1.0", resources=CPU)
+                                           for n in saves])
+        for seq in saves:
+            await save_state(bus, models.PROJECTION, msgspec.structs.replace(state, last_seq=seq), settings=capped)
+        kept = await kept_snapshots(bus, models.PROJECTION.name, models.PROJECTION.version)
+        assert len(kept) <= 12 and kept[0] == saves[0] and kept[-1] == saves[-1]
