@@ -15,6 +15,7 @@ import asyncio
 import io
 import logging
 import zlib
+from typing import NamedTuple
 
 import nats.errors
 import nats.js.errors
@@ -141,6 +142,27 @@ async def kept_objects(bus: Bus, name: str, *, bucket: str = SNAPSHOT_BUCKET) ->
         if parsed is not None and parsed[0] == name:
             found.append((parsed[1], parsed[2], obj.name))
     return sorted(found)
+
+
+class KeptObject(NamedTuple):
+    """A kept snapshot as the bucket lists it: what it is of, and its stored (deflated) size."""
+
+    name: str
+    version: int
+    seq: int
+    object_name: str
+    size: int
+
+
+async def kept_listing(bus: Bus, *, bucket: str = SNAPSHOT_BUCKET) -> tuple[list[KeptObject], int]:
+    """Every kept snapshot in the bucket, oldest first per name, and the bytes of all its objects (kept or not)."""
+    objects = await list_objects(bus, bucket)
+    found = []
+    for obj in objects:
+        parsed = parse_kept_name(obj.name)
+        if parsed is not None:
+            found.append(KeptObject(parsed[0], parsed[1], parsed[2], obj.name, obj.size))
+    return sorted(found), sum(obj.size for obj in objects)
 
 
 async def save_kept(bus: Bus, name: str, version: int, seq: int, data: bytes, *, replicas: int = 1,

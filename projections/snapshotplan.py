@@ -21,11 +21,31 @@ class SnapshotSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     # Per projection; past it the oldest go (a point in time before the oldest kept folds further).
     # 1000 x 50k events covers the default 730 days at the README's ~60k events a day (~44M).
     max_kept: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    # The snapshot bucket's byte budget (deflated, every projection's together). Under it every
+    # snapshot is kept and a point folds at most every_events records past one; over it each
+    # projection thins its older ones to its share (projections/snapshotthinning.py). 4 GiB keeps
+    # all of the API's bundle snapshots of a 2M-record log (~1.6 GB at one every 10k).
+    max_gib: Annotated[float, msgspec.Meta(gt=0)] = 4.0
 
 
 def due(folded_since: int, seconds_since: float, settings: SnapshotSettings) -> bool:
     """Whether a new snapshot is due: enough records folded, or some folded and enough time passed."""
     return folded_since >= settings.every_events or (folded_since > 0 and seconds_since >= settings.every_s)
+
+
+GIB = 1 << 30
+
+
+def allowance(own: int, bucket: int, settings: SnapshotSettings) -> float:
+    """The bytes one projection's kept snapshots may take: all of them while the bucket fits the budget, else their share of it.
+
+    `own`: that projection's kept bytes; `bucket`: every object's in the bucket (its own included).
+    Each projection keeps the same fraction, so a small fold is not thinned for a large one's sake.
+    """
+    budget = settings.max_gib * GIB
+    if bucket <= budget:
+        return float(own)
+    return own * budget / bucket
 
 
 def newest_at_or_before(seqs: Sequence[int], bound: int) -> list[int]:

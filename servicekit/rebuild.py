@@ -5,6 +5,7 @@ Everything here goes through eventbus APIs (history.replay, snapshots); the fold
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 from collections.abc import Callable, Sequence
@@ -15,7 +16,7 @@ import msgspec
 from eventbus.connection import Bus
 from eventbus.events import utcnow
 from eventbus.history import Record, first_stored_at, last_sequence, replay
-from eventbus.snapshots import kept_objects, load_snapshot
+from eventbus.snapshots import kept_index, kept_objects, load_snapshot
 from projections import bundle, fence
 from projections.base import Folder, Projection, UntilFolder
 from projections.snapshot import SnapshotHeader, decode_snapshot, encode_snapshot, read_header
@@ -35,13 +36,13 @@ class Rebuilt(msgspec.Struct, Generic[S], frozen=True, kw_only=True):
 
 
 async def _start(
-    bus: Bus, projection: Projection[S], *, use_snapshot: bool, not_after_seq: int
+    bus: Bus, projection: Projection[S], index: dict[tuple[str, int], list[int]], *, use_snapshot: bool, not_after_seq: int
 ) -> tuple[S, int, str]:
-    # The newest kept snapshot not beyond `not_after_seq`, if there is a usable one.
+    # The newest kept snapshot not beyond `not_after_seq`, if there is a usable one (`index`: the bucket's listing).
     initial = projection.initial()
     if not use_snapshot:
         return initial, 0, ""
-    loaded = await load_state(bus, projection, "replay", not_after_seq=not_after_seq)
+    loaded = await load_state(bus, projection, "replay", not_after_seq=not_after_seq, index=index)
     if loaded is not None:
         return loaded.state, loaded.header.last_seq, ""
     others = sorted({version for version, _, _ in await kept_objects(bus, projection.name)} - {projection.version})
@@ -51,6 +52,11 @@ async def _start(
     if data is not None and decode_snapshot(projection, data) is None:
         return initial, 0, _why_unusable(projection, read_header(data))
     return initial, 0, ""
+
+
+async def _listing(bus: Bus, use_snapshot: bool) -> dict[tuple[str, int], list[int]]:
+    # One listing of the bucket, in the same round as the log's end: the snapshot's choice and its load share it.
+    return await kept_index(bus) if use_snapshot else {}
 
 
 def _why_unusable(projection: Projection[S], header: SnapshotHeader | None) -> str:
@@ -104,9 +110,9 @@ async def state_at_seq(
     With `candidates`, elections of other nodes are not believed (see projections/fence.py `believing`).
     """
     started = time.perf_counter()
-    end = await last_sequence(bus)
+    end, index = await asyncio.gather(last_sequence(bus), _listing(bus, use_snapshot))
     end = end if seq is None else min(seq, end)
-    state, snapshot_seq, ignored = await _start(bus, projection, use_snapshot=use_snapshot, not_after_seq=end)
+    state, snapshot_seq, ignored = await _start(bus, projection, index, use_snapshot=use_snapshot, not_after_seq=end)
     folder = Folder(projection, believing(state, candidates))
     folded = await replay(bus, _with_progress(folder, progress), start_seq=folder.state.last_seq + 1, end_seq=end)
     result = projection.finished(folder.state)
@@ -131,9 +137,9 @@ async def state_at_time(
     not after `at`, and stops reading at the first later event.
     """
     started = time.perf_counter()
-    after = await first_stored_at(bus, at - skew)
-    bound = await last_sequence(bus) if after is None else after - 1
-    state, snapshot_seq, ignored = await _start(bus, projection, use_snapshot=use_snapshot, not_after_seq=bound)
+    after, end, index = await asyncio.gather(first_stored_at(bus, at - skew), last_sequence(bus), _listing(bus, use_snapshot))
+    bound = end if after is None else after - 1
+    state, snapshot_seq, ignored = await _start(bus, projection, index, use_snapshot=use_snapshot, not_after_seq=bound)
     newest = getattr(state, "last_ts", None)
     if newest is not None and newest > at:  # a log whose times are not its storage times
         state, snapshot_seq, ignored = projection.initial(), 0, f"snapshot at seq {snapshot_seq} holds events after {at}"

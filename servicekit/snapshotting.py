@@ -22,12 +22,12 @@ from eventbus.events import utcnow
 from eventbus.gcpause import without_gc
 from eventbus.history import first_sequence, last_sequence
 from eventbus.objectdelete import delete_object
-from eventbus.snapshots import SNAPSHOT_BUCKET, kept_index, kept_name, kept_objects, load_snapshot, save_kept
+from eventbus.snapshots import SNAPSHOT_BUCKET, kept_index, kept_listing, kept_name, load_snapshot, save_kept
 from projections import bundle
 from projections.base import Folder, Projection
 from projections.snapshot import Loaded, decode_snapshot, encode_snapshot
-from projections.snapshotplan import SnapshotSettings, due, newest_at_or_before, to_prune
-from projections.snapshotthinning import thinned
+from projections.snapshotplan import SnapshotSettings, allowance, due, newest_at_or_before, to_prune
+from projections.snapshotthinning import fitting, worst_fold
 
 log = logging.getLogger(__name__)
 
@@ -36,23 +36,28 @@ S = TypeVar("S", bound=Any)
 TRIED = 3  # kept snapshots tried, newest first, before folding from seq 1 (an unreadable one is skipped)
 
 
-async def load_state(bus: Bus, projection: Projection[S], who: str, *, not_after_seq: int | None = None) -> Loaded[S] | None:
+async def load_state(bus: Bus, projection: Projection[S], who: str, *, not_after_seq: int | None = None,
+                     index: dict[tuple[str, int], list[int]] | None = None) -> Loaded[S] | None:
     """The newest usable snapshot of `projection` not past `not_after_seq` (default: the log's end).
 
     A part of the bundle (models, data, cluster, work, elo) may also start from the bundle's own
-    snapshot (the API saves it), whichever of the two is newer. One listing of the bucket serves both.
+    snapshot (the API saves it), whichever of the two is newer. One listing of the bucket serves
+    both; `index`, when given, is that listing (kept_index) and `not_after_seq` is not past the log's end.
     """
-    end, index = await asyncio.gather(last_sequence(bus), kept_index(bus))
-    bound = end if not_after_seq is None else min(not_after_seq, end)
-    own = await _load_own(bus, projection, who, bound, index)
+    if index is None:
+        end, listing = await asyncio.gather(last_sequence(bus), kept_index(bus))
+        bound = end if not_after_seq is None else min(not_after_seq, end)
+    else:
+        listing, bound = index, not_after_seq if not_after_seq is not None else await last_sequence(bus)
+    own = await _load_own(bus, projection, who, bound, listing)
     part = bundle.part_name(projection)
     if part is None or projection is bundle.PROJECTION:
         return own
     # The bundle holds every work item ever added (a year: ~1.6 GB): loaded only when it is newer.
-    wholes = newest_at_or_before(index.get((bundle.PROJECTION.name, bundle.PROJECTION.version), []), bound)
+    wholes = newest_at_or_before(listing.get((bundle.PROJECTION.name, bundle.PROJECTION.version), []), bound)
     if own is not None and (not wholes or own.header.last_seq >= wholes[0]):
         return own
-    whole = await _load_own(bus, bundle.PROJECTION, who, bound, index)
+    whole = await _load_own(bus, bundle.PROJECTION, who, bound, listing)
     if whole is None or (own is not None and own.header.last_seq >= whole.header.last_seq):
         return own
     state = getattr(bundle.aligned(whole.state), part)
@@ -106,16 +111,30 @@ async def save_state(bus: Bus, projection: Projection[S], state: S, *, replicas:
 async def prune(bus: Bus, projection: Projection[Any], settings: SnapshotSettings) -> int:
     """Delete the kept snapshots of `projection` that are of another version, no longer needed or thinned out; returns how many.
 
-    Thinning (projections/snapshotthinning.py) keeps every snapshot of the newest 100 x
-    `every_events` records and fewer further back, so the store grows with the log's length only
-    logarithmically, not with its square.
+    Thinning (projections/snapshotthinning.py) only starts once the bucket is over
+    `snapshots.max_gib`: then this projection keeps its share of the budget, every snapshot of
+    the newest records and fewer further back, so the store stays within the budget as the log grows.
     """
-    kept = await kept_objects(bus, projection.name)
-    doomed = to_prune(kept, projection.version, await first_sequence(bus), settings.max_kept)
+    listing, bucket_bytes = await kept_listing(bus)
+    kept = [(k.version, k.seq, k.object_name) for k in listing if k.name == projection.name]
+    # No count cap here: thinning fits max_kept first (the cap drops the oldest, thinning spreads the loss).
+    doomed = to_prune(kept, projection.version, await first_sequence(bus), max(len(kept), 1))
+    sizes = {k.object_name: k.size for k in listing}
     # Thinned among the survivors: the oldest of them (the only account of aged-out records) is
     # the oldest in its block, so thinning never drops it.
     survivors = {seq: name for version, seq, name in kept if version == projection.version and name not in doomed}
-    doomed += [survivors[seq] for seq in thinned(list(survivors), settings.every_events)]
+    own = sum(sizes[name] for name in survivors.values())
+    share = allowance(own, bucket_bytes - sum(sizes[name] for name in doomed), settings)
+    density, dropped = fitting({seq: sizes[name] for seq, name in survivors.items()}, settings.every_events, share,
+                               settings.max_kept)
+    if density is not None:
+        log.info("%s: snapshots thinned to %d per doubling past the newest %d x %d records to fit snapshots.max_gib "
+                 "(%g GiB) and max_kept; a point folds at most %d records past one", projection.name, density.per_doubling,
+                 density.dense, settings.every_events, settings.max_gib,
+                 worst_fold([seq for seq in survivors if seq not in set(dropped)], settings.every_events))
+    left = sorted(seq for seq in survivors if seq not in set(dropped))
+    dropped += left[: max(len(left) - settings.max_kept, 0)]  # even the sparsest step is over the cap: the oldest go
+    doomed += [survivors[seq] for seq in dropped]
     for name in doomed:
         await delete_object(bus, SNAPSHOT_BUCKET, name)
     return len(doomed)

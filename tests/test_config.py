@@ -34,6 +34,11 @@ def test_a_valid_file_sets_what_it_names_and_defaults_the_rest(tmp_path: Path) -
     assert config.hosts_file == "/etc/rr/hosts.yaml"
 
 
+def test_the_snapshot_buckets_byte_budget_is_set_in_gib(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, "snapshots:\n  max_gib: 0.5\n")).snapshots.max_gib == 0.5
+    assert load_config(None).snapshots.max_gib == 4.0
+
+
 @pytest.mark.parametrize(
     ("text", "where", "what"),
     [
@@ -41,6 +46,8 @@ def test_a_valid_file_sets_what_it_names_and_defaults_the_rest(tmp_path: Path) -
         ("streams:\n  storage: ssd\n", "streams.storage", "'ssd'"),
         ("streams: 5\n", "streams", "Expected `object`"),
         ("- a\n- b\n", "(top level)", "Expected `object`"),
+        ("snapshots:\n  max_gib: 0\n", "snapshots.max_gib", "Expected `float` > 0"),
+        ("snapshots:\n  max_gib: lots\n", "snapshots.max_gib", "Expected `float`, got `str`"),
     ],
 )
 def test_a_wrong_type_names_file_and_key_path(tmp_path: Path, text: str, where: str, what: str) -> None:

@@ -18,7 +18,7 @@ quarantine: OUTPUTS_QUARANTINED of the trainer since 3/4 of the log, to the dist
           model on the nodes is bench_distribution's and bench_fleet's figure.
 The log's event times are its publish times: a year is published in minutes, so `--at` and the whatif
 window use no clock-skew margin (the commands' 5 minutes would span most of this compressed log).
-Run: python -m ops.bench.bench_forensics [--events 300000] [--every 10000] [--points 10]
+Run: python -m ops.bench.bench_forensics [--events 300000] [--every 10000] [--points 10] [--max-gib 4]
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ from ops.bench.common import bench_bus, bench_server, common_arguments, emit, fr
 from projections import bundle, cluster, data, models, taint, timelinestart, withdrawal, workrefs
 from projections.base import Folder
 from projections.snapshotplan import SnapshotSettings
+from projections.snapshotthinning import worst_fold
 from projections.syncwork import SYNC_REQUESTS
 from projections.timeline import Selector
 from servicekit.livefold import LiveFold, aggregate_subjects, taint_subjects, type_subjects
@@ -65,9 +66,9 @@ from services.leader.rollback import rollback_decisions
 DAY = 60_000  # events a day at the README's 31-node estimate
 
 
-async def keep_snapshots(bus: Bus, until: int, every: int) -> None:
-    """The bundle's snapshot every `every` events up to `until`, each from the previous one plus its tail."""
-    settings = SnapshotSettings(every_events=every, max_kept=10_000)
+async def keep_snapshots(bus: Bus, until: int, every: int, max_gib: float = SnapshotSettings().max_gib) -> None:
+    """The bundle's snapshot every `every` events up to `until`, each from the previous one plus its tail, kept within `max_gib`."""
+    settings = SnapshotSettings(every_events=every, max_kept=10_000, max_gib=max_gib)
     for seq in range(every, until + 1, every):
         rebuilt = await state_at_seq(bus, bundle.PROJECTION, seq)
         await save_state(bus, bundle.PROJECTION, rebuilt.state, settings=settings)
@@ -213,12 +214,14 @@ async def stream_bytes(bus: Bus) -> int:
     return int((await bus.js.stream_info(EVENTS_STREAM)).state.bytes)
 
 
-async def snapshot_bytes(bus: Bus) -> dict[str, int]:
-    """The newest kept bundle snapshot's size and all kept snapshots' together: what the snapshots bucket holds."""
+async def snapshot_bytes(bus: Bus, every: int) -> dict[str, int]:
+    """The newest kept bundle snapshot's size, all kept snapshots' together (what the snapshots bucket holds),
+    how many bundle snapshots are kept and the most records a point folds past one of them."""
     named = [(parse_kept_name(o.name), o.size) for o in await list_objects(bus, SNAPSHOT_BUCKET)]
     kept = [(name, size) for name, size in named if name is not None]
     bundles = [(name[2], size) for name, size in kept if name[0] == bundle.PROJECTION.name]
-    return {"bundle_snapshot_bytes": max(bundles)[1] if bundles else 0, "snapshots_kept_bytes": sum(size for _, size in kept)}
+    return {"bundle_snapshot_bytes": max(bundles)[1] if bundles else 0, "snapshots_kept_bytes": sum(size for _, size in kept),
+            "bundle_snapshots_kept": len(bundles), "worst_fold_records": worst_fold([seq for seq, _ in bundles], every)}
 
 
 async def main() -> None:
@@ -226,9 +229,12 @@ async def main() -> None:
     parser.add_argument("--every", type=int, default=ApiSettings().snapshot_every_events,
                         help="events between kept snapshots (default: the API's snapshot_every_events)")
     parser.add_argument("--points", type=int, default=10, help="random points per measure")
+    parser.add_argument("--max-gib", type=float, default=SnapshotSettings().max_gib,
+                        help="the snapshot bucket's byte budget (default: snapshots.max_gib's)")
     args = parser.parse_args()
     rng = random.Random(19)
-    result: dict[str, Any] = {"bench": "forensics", "events": args.events, "every": args.every, "storage": args.storage}
+    result: dict[str, Any] = {"bench": "forensics", "events": args.events, "every": args.every, "max_gib": args.max_gib,
+                              "storage": args.storage}
     async with bench_server() as server, bench_bus(server.url) as bus:
         await fresh_events_stream(bus, StreamSettings(storage=args.storage))
         log(f"publishing {args.events:,} events ...")
@@ -239,8 +245,8 @@ async def main() -> None:
         raw_s = args.events / await raw_read(bus, args.events)
         result["raw_full_read_s"] = round(raw_s, 3)
         log(f"raw full read {raw_s:.1f}s; keeping snapshots ...")
-        await keep_snapshots(bus, end - args.every, args.every)
-        result |= await snapshot_bytes(bus)
+        await keep_snapshots(bus, end - args.every, args.every, args.max_gib)
+        result |= await snapshot_bytes(bus, args.every)
         at_s, seq_s, most = await point_in_time(bus, rng, end, args.points)
         result |= _percentiles("replay_at", at_s) | _percentiles("replay_seq", seq_s) | {"replay_most_records": most}
         log(f"replay --at p50 {percentile(at_s, 50):.2f}s; timelines ...")

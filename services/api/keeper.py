@@ -53,6 +53,7 @@ class ProjectionKeeper:
 
     def __init__(
         self, bus: Bus, *, snapshot_every: int, recent: int, snapshot_min_interval_s: float = 0.0,
+        snapshot_max_gib: float = SnapshotSettings().max_gib,
         on_record: Callable[[Record], None] | None = None,
         candidates: Sequence[str] = (),
     ) -> None:
@@ -60,7 +61,7 @@ class ProjectionKeeper:
         candidates = tuple(candidates)  # whose elections the fences believe (empty: any node's)
         self._folder: Folder[ProjectionSet] = Folder(bundle.PROJECTION, bundle.believing(ProjectionSet(), candidates))
         # Saved on records alone (no time rule), beside the timeline's index, at most one per pause.
-        snapshots = SnapshotSettings(every_events=max(snapshot_every, 1), every_s=math.inf)
+        snapshots = SnapshotSettings(every_events=max(snapshot_every, 1), every_s=math.inf, max_gib=snapshot_max_gib)
         self._live = LiveFold(
             bus, [self._folder], on_record=self._on_record, snapshots=snapshots,
             snapshot_parts=[(workrefs.PROJECTION, lambda state: state.workrefs), (timelinestart.PROJECTION, lambda state: state.cluster)],

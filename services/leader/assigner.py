@@ -82,7 +82,8 @@ class Assigner:
         self._settings: SchedulerSettings = ctx.config.scheduler
         self._queue = Folder(queue.PROJECTION)
         every = self._settings.snapshot_every_events  # 0: none; on records alone, no time rule
-        snapshots = SnapshotSettings(every_events=every, every_s=math.inf, max_kept=ctx.config.snapshots.max_kept) if every else None
+        snapshots = SnapshotSettings(every_events=every, every_s=math.inf, max_kept=ctx.config.snapshots.max_kept,
+                                     max_gib=ctx.config.snapshots.max_gib) if every else None
         self._live = LiveFold(ctx.bus, [self._queue], on_record=self._woken_by, snapshots=snapshots, who="assigner",
                               replicas=ctx.config.streams.replicas)
         self._wake = asyncio.Event()
