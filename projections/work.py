@@ -28,7 +28,7 @@ from eventbus.events import (
     WorkUnschedulable,
 )
 from projections.base import Anomaly, Projection, config_key, rejected, total
-from projections.fence import FENCED_WITHOUT_EPOCH, Fence, screen
+from projections.fence import Fence, judged
 from projections.pmap import PMap
 
 # 2: failures and late completions (handed-back attempts do not count)
@@ -454,15 +454,11 @@ def apply(state: WorkState, event: Event, seq: int) -> WorkState:
 
 
 def _applied(state: WorkState, event: Event, seq: int) -> WorkState:
-    kind = type(event)
-    if event.epoch is not None or kind in FENCED_WITHOUT_EPOCH:  # `screen` admits anything else unchanged
-        state, admitted = screen(state, event, seq)
-        if not admitted:
-            return state
-        if kind is LeaderElected or kind is LeaseWritten:  # read only to teach the fence
-            return msgspec.structs.replace(state, last_seq=seq)
-    if kind is WorkAdded:
-        return work_added(state, event, seq)  # type: ignore[arg-type]
+    state, goes_on = judged(state, event, seq)
+    if not goes_on:
+        return state
+    if type(event) is WorkAdded:
+        return work_added(state, event, seq)
     return transition(state, event, seq)
 
 
