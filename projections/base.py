@@ -18,7 +18,7 @@ from typing import Any, Generic, Protocol, TypeVar, Union
 import msgspec
 
 from eventbus.errors import InvalidEvent
-from eventbus.events import EVENT_TYPES, Event, strict_decoder
+from eventbus.events import EVENT_TYPES, Event, by_type_decoder, strict_decoder
 from eventbus.integrity import decode_on, mismatch
 from eventbus.leasecopy import COPY_TYPE, decode_copy
 
@@ -162,6 +162,11 @@ class Projection(Generic[S]):
         kinds = tuple(EVENT_TYPES[name] for name in sorted(self.reads))
         return strict_decoder(Union[kinds] if len(kinds) > 1 else kinds[0])
 
+    @functools.cached_property
+    def typed_decoder(self) -> Callable[[str, bytes], Event]:
+        """`decoder` given the type the subject names, which a body opening with that tag is decoded as directly."""
+        return by_type_decoder((EVENT_TYPES[name] for name in self.reads), self.decoder)
+
 
 class Record(Protocol):
     """A stored message as eventbus.history reads it (read-only members: its Record is frozen)."""
@@ -190,7 +195,7 @@ class Folder(Generic[S]):
         self._state: S = state if state is not None else projection.initial()
         self._seq = self._state.last_seq  # position reached; the state catches up when read
         self._reads = projection.reads
-        self._decode = projection.decoder
+        self._decode = projection.typed_decoder
         self._open: Folding[S] | None = None  # while events go to projection.folding, it holds the state
 
     @property
@@ -232,7 +237,7 @@ class Folder(Generic[S]):
             return  # only the position moves, and `state` applies it when read
         try:
             # A lease copy is the server's, read from its headers; every other event from its body.
-            event = decode_copy(subject, record.headers, record.data) if kind == COPY_TYPE else self._decode(record.data)
+            event = decode_copy(subject, record.headers, record.data) if kind == COPY_TYPE else self._decode(kind, record.data)
         except InvalidEvent as exc:
             self._state = undecodable(self._settled(), seq, kind, str(exc))
             return

@@ -108,14 +108,14 @@ def selfplay_complete(state: DataState, event: SelfplayComplete, seq: int) -> Da
         model_id=event.model_id, sha256=data.sha256 if data else "", size_bytes=data.size_bytes if data else 0,
         seq=seq, at=event.ts, nodes=(event.node,),
     )
-    state = msgspec.structs.replace(
-        state, last_seq=seq, batches=state.batches.set(batch.batch_id, batch),
+    configs = state.configs
+    if state.withdrawals.counts(batch.work_id):  # else kept (it may count again after a late completion), not counted
+        config = batch.config
+        configs = {**configs, config: _counted_in(configs.get(config) or ConfigData(config=config), batch)}
+    return msgspec.structs.replace(  # one new state per batch
+        state, last_seq=seq, batches=state.batches.set(batch.batch_id, batch), configs=configs,
         by_work=state.by_work.set(batch.work_id, (*state.by_work.get(batch.work_id, ()), batch.batch_id)),
     )
-    if not state.withdrawals.counts(batch.work_id):
-        return state  # kept (it may count again after a late completion), not counted
-    before = state.configs.get(batch.config) or ConfigData(config=batch.config)
-    return msgspec.structs.replace(state, configs={**state.configs, batch.config: _counted_in(before, batch)})
 
 
 def _counted_in(totals: ConfigData, batch: Batch) -> ConfigData:
