@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -13,7 +16,7 @@ from tests.test_projections import EVENTS, PROPERTY
 
 # Bodies as a hostile or broken writer might store them: another type's tag, the tag missing or
 # repeated, cut short, padded, or not an object at all.
-_SPOILERS = [
+_SPOILERS: list[Callable[[bytes, bytes], bytes]] = [
     lambda b, other: b,
     lambda b, other: other,
     lambda b, other: b.replace(b'"type":', b'"kind":', 1),
@@ -25,9 +28,9 @@ _SPOILERS = [
 ]
 
 
-def _outcome(decode: object, *args: object) -> object:
+def _outcome(decode: Callable[..., ev.Event], *args: Any) -> object:
     try:
-        return decode(*args)  # type: ignore[operator]
+        return decode(*args)
     except InvalidEvent as exc:
         return ("invalid", str(exc))
 
@@ -35,7 +38,7 @@ def _outcome(decode: object, *args: object) -> object:
 @PROPERTY
 @given(EVENTS, EVENTS, st.sampled_from(range(len(_SPOILERS))), st.sampled_from([bundle.PROJECTION, cluster.PROJECTION]))
 def test_the_typed_decoder_answers_what_the_union_decoder_answers(
-    event: ev.Event, other: ev.Event, spoiler: int, projection: Projection[object]
+    event: ev.Event, other: ev.Event, spoiler: int, projection: Projection[Any]
 ) -> None:
     body = _SPOILERS[spoiler](ev.encode(event), ev.encode(other))
     kind = event.type_name()
