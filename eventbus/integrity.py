@@ -22,11 +22,15 @@ class SubjectMismatch(InvalidEvent):
 _TAGS = {kind: kind.type_name() for kind in EVENT_TYPES.values()}
 
 
-def mismatch(subject: str, event: Event) -> str | None:
-    """Why the body of `event` disagrees with `subject` (rr.evt.<aggregate>.<id>.<TYPE>.<source>), or None."""
+def mismatch(subject: str, event: Event, parts: list[str] | None = None) -> str | None:
+    """Why the body of `event` disagrees with `subject` (rr.evt.<aggregate>.<id>.<TYPE>.<source>), or None.
+
+    `parts`: the subject already split at its dots, when the caller split it to route the record.
+    """
     # Every read of the log passes here: the common case (ids already subject-safe) is compared
     # token by token without building anything; only a difference takes the slow path.
-    parts = subject.split(".")
+    if parts is None:
+        parts = subject.split(".")
     kind = type(event)
     if (
         len(parts) == 6 and parts[0] == "rr" and parts[1] == "evt" and parts[4] == _TAGS.get(kind)

@@ -23,7 +23,8 @@ from eventbus.events import Event, WorkAssigned, WorkAttemptFailed, WorkComplete
 from projections.fencing import ADMITTED, FenceView, judge
 from projections.pmap import PMap
 
-READS = frozenset(t.type_name() for t in (WorkAssigned, WorkStarted, WorkAttemptFailed, WorkHandedBack, WorkCompleted))
+KINDS: frozenset[type[Event]] = frozenset({WorkAssigned, WorkStarted, WorkAttemptFailed, WorkHandedBack, WorkCompleted})
+READS = frozenset(t.type_name() for t in KINDS)
 
 
 class ItemAttempts(msgspec.Struct, frozen=True):
@@ -57,6 +58,8 @@ def learned(attempts: Attempts, fence: FenceView, event: Event) -> Attempts:
         return _set(attempts, work_id, ItemAttempts(event.attempt, event.node, ended))
     if now is None:
         return attempts  # never assigned in this fold: nothing to judge by
+    if not now.ended and not isinstance(event, (WorkAttemptFailed, WorkHandedBack)):
+        return attempts  # a start or a completion with no ended attempt to forget: the common case, nothing moves
     if isinstance(event, WorkStarted):
         ended = tuple(e for e in now.ended if e[0] >= event.attempt)
     elif isinstance(event, (WorkAttemptFailed, WorkHandedBack)):

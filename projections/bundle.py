@@ -10,7 +10,7 @@ import msgspec
 
 from eventbus.events import EVENT_TYPES, Event
 from projections import cluster, data, elo, fence, models, taint, work, workrefs
-from projections.base import Anomaly, Projection, Record, fold_events, fold_records, total
+from projections.base import Anomaly, Projection, Record, failed, fold_events, fold_records, total
 
 PARTS: dict[str, Projection[Any]] = {
     "cluster": cluster.PROJECTION,
@@ -77,6 +77,12 @@ def aligned(state: ProjectionSet) -> ProjectionSet:
 
 # The same routes by event class: a folding set looks each event up without asking its type's name.
 _ROUTES_BY_KIND = {EVENT_TYPES[name]: routes for name, routes in _ROUTES.items()}
+# And with each part's fold unwrapped from `total`: the folding set catches a part's error itself,
+# as `total` would, one call less per part and event.
+_RAW_ROUTES_BY_KIND = {
+    kind: tuple((name, getattr(fold, "__wrapped_fold__")) for name, fold in routes)  # noqa: B009 - set by `total`, untyped
+    for kind, routes in _ROUTES_BY_KIND.items()
+}
 
 
 class _OpenSet:
@@ -94,8 +100,11 @@ class _OpenSet:
     def apply(self, event: Event, seq: int) -> None:
         """What `apply` does, part by part (each part's fold is total)."""
         parts = self._parts
-        for name, fold in _ROUTES_BY_KIND.get(type(event), ()):
-            parts[name] = fold(parts[name], event, seq)
+        for name, fold in _RAW_ROUTES_BY_KIND.get(type(event), ()):
+            try:
+                parts[name] = fold(parts[name], event, seq)
+            except Exception as exc:  # noqa: BLE001 - what `total` does: recorded as the part's anomaly, folding goes on
+                parts[name] = failed(parts[name], seq, event, exc)
         self._seq = seq
         self._ts = event.ts or self._ts
 

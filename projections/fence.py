@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from eventbus.events import Event, LeaseWritten
+from eventbus.events import Event, LeaderElected, LeaseWritten
 from projections.fencing import ADMITTED, LEADER_DECISIONS, FenceView, Verdict, judge, learn, unbelieved_reason
 
 # Epoch-less events the fence still looks at: leader decisions (refused without one) and the
@@ -95,6 +95,23 @@ def believing(state: F, candidates: Sequence[str]) -> F:
         return state
     fence = msgspec.structs.replace(state.fence, view=msgspec.structs.replace(view, candidates=tuple(candidates)))
     return msgspec.structs.replace(state, fence=fence)
+
+
+_TEACHERS: frozenset[type[Event]] = frozenset({LeaderElected, LeaseWritten})
+
+
+def judged(state: F, event: Event, seq: int) -> tuple[F, bool]:
+    """`screen`, with an election or a lease copy (read by a fold only to teach its fence) folded as its position alone.
+
+    The state, and whether the fold goes on to apply the event to it.
+    """
+    kind = type(event)
+    if event.epoch is None and kind not in FENCED_WITHOUT_EPOCH:
+        return state, True  # not a decision: most events, without a call
+    state, admitted = screen(state, event, seq)
+    if admitted and kind in _TEACHERS:
+        return msgspec.structs.replace(state, last_seq=seq), False
+    return state, admitted
 
 
 def screen(state: F, event: Event, seq: int) -> tuple[F, bool]:

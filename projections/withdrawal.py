@@ -17,7 +17,8 @@ from projections.pmap import PMap
 
 FAILED = "failed"
 CANCELLED = "cancelled"
-READS = frozenset(t.type_name() for t in (WorkFailed, WorkCancelled, WorkCompleted))
+KINDS: frozenset[type[Event]] = frozenset({WorkFailed, WorkCancelled, WorkCompleted})
+READS = frozenset(t.type_name() for t in KINDS)
 
 
 class Withdrawals(msgspec.Struct, frozen=True, kw_only=True):

@@ -61,7 +61,7 @@ from eventbus.events.bounds import (
     Text,
     Time,
 )
-from eventbus.events.codec import checked, decode, encode, strict_decoder
+from eventbus.events.codec import by_type_decoder, checked, decode, encode, strict_decoder
 from eventbus.events.config import ConfigChange, ConfigChanged
 from eventbus.events.data import DataSyncComplete, DataSyncPlanned
 from eventbus.events.leadership import LeaderElected, LeaderLost, LeaseWritten
@@ -155,6 +155,7 @@ __all__ = [
     "AnyEvent",
     "EVENT_TYPES",
     "strict_decoder",
+    "by_type_decoder",
     "encode",
     "decode",
     "checked",
