@@ -433,9 +433,11 @@ def decide_copy(assignment: ev.WorkAssigned, node: str, view: ItemView, now: dt.
 
 # One item's own subjects as a worker reads them: no elections, leader decisions with or without
 # a term's epoch (the worker judged the assignment it acts on with its own fence).
-_one_item = st.one_of(
-    st.builds(lambda ts, kind: ev.WorkAdded(work_id="w1", work_type=kind, board_type="hex8", num_players=2, ts=ts),
-              _ts, st.sampled_from(["selfplay", "selfplay", SYNC_WORK])),
+_added = st.builds(lambda ts, kind: ev.WorkAdded(work_id="w1", work_type=kind, board_type="hex8", num_players=2, ts=ts),
+                  _ts, st.sampled_from(["selfplay", "selfplay", SYNC_WORK]))
+# Every kind of report but the addition, drawn directly: filtering the addition out of all of them
+# (or picking it out of them) discarded enough draws to fail hypothesis's filter health check now and then.
+_not_added = st.one_of(
     st.builds(lambda n, a, d, e: ev.WorkAssigned(work_id="w1", node=n, attempt=a, deadline=d, epoch=e),
               _node, _attempt, _ts, st.sampled_from([None, 1, 7])),
     st.builds(lambda n, a: ev.WorkStarted(work_id="w1", node=n, attempt=a), _node, _attempt),
@@ -448,11 +450,8 @@ _one_item = st.one_of(
 )
 
 
-_not_added = _one_item.filter(lambda e: not isinstance(e, ev.WorkAdded))
-
-
 @settings(max_examples=300, deadline=None)
-@given(before=st.lists(_not_added, max_size=4), added=_one_item.filter(lambda e: isinstance(e, ev.WorkAdded)),
+@given(before=st.lists(_not_added, max_size=4), added=_added,
        after=st.lists(_not_added, max_size=14), attempt=_attempt)
 def test_the_work_item_answers_what_the_workers_item_view_answered(
     before: list[ev.Event], added: ev.Event, after: list[ev.Event], attempt: int
