@@ -107,11 +107,22 @@ _TELLS = {  # names in a test's or fixture's code that put it in a tier (the hig
 }
 
 
+# Each test reads the code of the same fixtures and helpers again: read each object's source once per session
+# (inspect.getsource re-reads and scans its file each time, about 40% of collecting the suite). Keyed by id(),
+# with the object kept alive beside its code so that no id is reused by another object meanwhile.
+_SOURCES: dict[int, tuple[object, str]] = {}
+
+
 def _code_of(obj: object) -> str:
+    known = _SOURCES.get(id(obj))
+    if known is not None:
+        return known[1]
     try:
-        return inspect.getsource(obj)  # type: ignore[arg-type]
+        code = inspect.getsource(obj)  # type: ignore[arg-type]
     except (OSError, TypeError):
-        return ""
+        code = ""
+    _SOURCES[id(obj)] = (obj, code)
+    return code
 
 
 def _names_used(code: types.CodeType) -> set[str]:
