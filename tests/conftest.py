@@ -178,15 +178,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         tier = _tier_of(item)
         if not item.get_closest_marker(tier):
             item.add_marker(getattr(pytest.mark, tier))
-    items.sort(key=_fleet_order)  # stable: every other test keeps its place
+    items.sort(key=_session_order)  # stable: every other test keeps its place
 
 
-def _fleet_order(item: pytest.Item) -> int:
+def _session_order(item: pytest.Item) -> int:
     """Where a test goes: the session's fleet (a session fixture) is torn down only when the session ends, so its
-    users run last, with nothing after them to slow; those marked `fleet_faults` after those that need it pristine."""
+    users run last, with nothing after them to slow; those marked `fleet_faults` after those that need it pristine.
+    A test that only reads a background run's report goes just before them, so that its run (tests/background_runs.py)
+    has the whole session to pass beside, wherever its file sorts."""
     if "shared_fleet" not in getattr(item, "fixturenames", ()):
-        return 0
-    return 2 if item.get_closest_marker("fleet_faults") else 1
+        return 1 if background_runs.reads_a_run((item.path.name, item.name)) else 0
+    return 3 if item.get_closest_marker("fleet_faults") else 2
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
