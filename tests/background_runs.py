@@ -2,9 +2,9 @@
 
 A cold mypy costs about 17 s of one core and minutes under load while most tests wait on servers and processes, and so
 do the known-strength tournament (tests/procs/known_strength_tournament.py, about 20 s of one core) and the two
-schemathesis runs against a live API (tests/procs/api_contract_fuzz.py, about a minute); the
-failing fleet's measured minute (tests/procs/failing_fleet.py) and the 40 s quorum loss (tests/procs/quiet_faults.py)
-are wall time with little CPU. Run beside the tests before theirs, each is done, or nearly, by the time its test asks
+schemathesis runs against a live API (tests/procs/api_contract_fuzz.py, about a minute); the kill of the lease
+leader's server (tests/procs/lease_leader_kill.py), the failing fleet's measured minute (tests/procs/failing_fleet.py)
+and the 40 s quorum loss (tests/procs/quiet_faults.py) are wall time with little CPU. Run beside the tests before theirs, each is done, or nearly, by the time its test asks
 for the result, instead of adding its time to the session's.
 
 They run one at a time, in RUNS order, so that the session never carries more than one of them beside its own test
@@ -35,6 +35,9 @@ RUNS: dict[str, tuple[tuple[Test, ...], list[str]]] = {
                            ("test_api_contract.py", "test_schemathesis_explores_the_leadership_and_admin_endpoints_past_their_403_"
                                                     "with_an_admin_token")),
                           [sys.executable, "-m", "tests.procs.api_contract_fuzz"]),
+    "lease_leader_kill": ((("test_leader_liveness.py", "test_killing_the_lease_leaders_server_under_the_leader_leaves_a_leader_"
+                                                       "whose_every_loop_runs"),),
+                          [sys.executable, "-m", "tests.procs.lease_leader_kill"]),
     "quiet_faults": ((("test_quiet_faults.py", "test_a_40s_quorum_loss_writes_a_bounded_number_of_lines_per_process"),),
                      [sys.executable, "-m", "tests.procs.quiet_faults"]),
     "failing_fleet": ((("test_scheduler_backoff.py", "test_a_fleet_whose_every_job_fails_stays_under_the_stated_event_rate"),),

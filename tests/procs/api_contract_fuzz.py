@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import warnings
@@ -30,6 +29,7 @@ from eventbus.natsserver import NatsServer, ServerSpec, free_port
 from services.api.tokens import TokensFile, issue
 from tests.api_harness import fleet_log, running_api, wait_caught_up
 from tests.helpers import TEST_STORE_LIMIT
+from tests.procs.stoppable import cancelled_by_sigterm
 
 # not_a_server_error and response_schema_conformance are the point; the rest keep the answers honest.
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance"
@@ -101,12 +101,11 @@ async def both(tmp: Path) -> FuzzReport:
 
 
 def main() -> int:
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the session ending first: servers and st stop with it
     warnings.simplefilter("error")
     warnings.filterwarnings("ignore", category=DeprecationWarning, module="mypy_extensions")
     os.environ.pop(PORT_ENV, None)  # the API's port is the one given, never an operator's override
     with tempfile.TemporaryDirectory(prefix="rr-api-fuzz-") as tmp:
-        report = asyncio.run(both(Path(tmp)))
+        report = asyncio.run(cancelled_by_sigterm(both(Path(tmp))))
     sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
     return 0
 
