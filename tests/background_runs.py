@@ -4,8 +4,8 @@ A cold mypy costs about 17 s of one core and minutes under load while most tests
 do the known-strength tournament (tests/procs/known_strength_tournament.py, about 20 s of one core) and the two
 schemathesis runs against a live API (tests/procs/api_contract_fuzz.py, about a minute); the kill of the lease
 leader's server (tests/procs/lease_leader_kill.py), the failing fleet's measured minute (tests/procs/failing_fleet.py)
-and the 40 s quorum loss (tests/procs/quiet_faults.py) are wall time with little CPU. Run beside the tests before theirs, each is done, or nearly, by the time its test asks
-for the result, instead of adding its time to the session's.
+and the 40 s quorum loss (tests/procs/quiet_faults.py) are wall time with little CPU. Run beside the tests before
+theirs, each is done, or nearly, by the time its test asks for the result, instead of adding its time to the session's.
 
 They run one at a time, in RUNS order, so that the session never carries more than one of them beside its own test
 (a 2-core machine: the tests beside them keep their timing): the first starts when the session has collected its test,
