@@ -2,8 +2,8 @@
 
 A cold mypy costs about 17 s of one core and minutes under load while most tests wait on servers and processes, and so
 do the known-strength tournament (tests/procs/known_strength_tournament.py, about 20 s of one core) and the two
-schemathesis runs against a live API (tests/procs/api_contract_fuzz.py, about a minute); the kill of the lease
-leader's server (tests/procs/lease_leader_kill.py), the failing fleet's measured minute (tests/procs/failing_fleet.py)
+schemathesis runs against a live API (tests/procs/api_contract_fuzz.py, about a minute); the kills of a server
+under the lease (tests/procs/lease_leader_kill.py, tests/procs/lease_stream_crash.py), the failing fleet's measured minute (tests/procs/failing_fleet.py)
 and the 40 s quorum loss (tests/procs/quiet_faults.py) are wall time with little CPU. Run beside the tests before
 theirs, each is done, or nearly, by the time its test asks for the result, instead of adding its time to the session's.
 
@@ -35,6 +35,8 @@ RUNS: dict[str, tuple[tuple[Test, ...], list[str]]] = {
                            ("test_api_contract.py", "test_schemathesis_explores_the_leadership_and_admin_endpoints_past_their_403_"
                                                     "with_an_admin_token")),
                           [sys.executable, "-m", "tests.procs.api_contract_fuzz"]),
+    "lease_stream_crash": ((("test_failover.py", "test_killing_one_nats_server_of_three_causes_at_most_one_election_and_loses_no_event"),),
+                           [sys.executable, "-m", "tests.procs.lease_stream_crash"]),
     "lease_leader_kill": ((("test_leader_liveness.py", "test_killing_the_lease_leaders_server_under_the_leader_leaves_a_leader_"
                                                        "whose_every_loop_runs"),),
                           [sys.executable, "-m", "tests.procs.lease_leader_kill"]),

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,8 +27,8 @@ from eventbus.natsserver import NatsCluster
 from eventbus.publisher import Publisher
 from eventbus.streams import StreamSettings, provision
 from tests.helpers import eventually
+from tests.procs.cluster_report import report_on_cluster
 from tests.procs.leader_fleet import Fleet
-from tests.procs.stoppable import cancelled_by_sigterm
 from tests.scheduler_harness import online, read_log
 
 TTL = 3
@@ -156,13 +155,5 @@ async def kill_under_the_leader(cluster: NatsCluster, tmp: Path) -> KillReport:
         await bus.close()
 
 
-def main() -> int:
-    with tempfile.TemporaryDirectory(prefix="rr-lease-leader-kill-") as tmp:
-        with NatsCluster.create(Path(tmp) / "cluster", size=3) as cluster:
-            report = asyncio.run(cancelled_by_sigterm(kill_under_the_leader(cluster, Path(tmp))))
-    sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(report_on_cluster("rr-lease-leader-kill-", kill_under_the_leader))
