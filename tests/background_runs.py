@@ -1,14 +1,17 @@
 """Child processes that a test only reads the result of, started while the session runs the tests before it.
 
-A cold mypy costs about 17 s of one core and minutes under load while most tests wait on servers and processes; the
-failing fleet's measured minute (tests/procs/failing_fleet.py) and the 40 s quorum loss (tests/procs/quiet_faults.py)
-are wall time with little CPU. Run beside the tests before theirs, each is done, or nearly, by the time its test asks
-for the result, instead of adding its time to the session's.
+A cold mypy costs about 17 s of one core and minutes under load while most tests wait on servers and processes, and so
+do the known-strength tournament (tests/procs/known_strength_tournament.py, about 20 s of one core) and the two
+schemathesis runs against a live API (tests/procs/api_contract_fuzz.py, about a minute); the kills of a server
+under the lease (tests/procs/lease_leader_kill.py, tests/procs/lease_stream_crash.py), the failing fleet's measured minute (tests/procs/failing_fleet.py)
+and the 40 s quorum loss (tests/procs/quiet_faults.py) are wall time with little CPU. Run beside the tests before
+theirs, each is done, or nearly, by the time its test asks for the result, instead of adding its time to the session's.
 
 They run one at a time, in RUNS order, so that the session never carries more than one of them beside its own test
 (a 2-core machine: the tests beside them keep their timing): the first starts when the session has collected its test,
 each next one when the session starts a test after the previous one ended. A test asking for a run not yet started
-starts it at once.
+starts it at once. tests/conftest.py runs the tests that read a report after every other test (the fleet's aside), so
+each run has the whole session to pass beside, wherever its test's file sorts.
 """
 
 from __future__ import annotations
@@ -24,15 +27,27 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# name -> (the test that reads it: file, function; the command, run in the repository root), in the order they run:
-# those whose tests come first in the session first.
-RUNS: dict[str, tuple[tuple[str, str], list[str]]] = {
-    "quiet_faults": (("test_quiet_faults.py", "test_a_40s_quorum_loss_writes_a_bounded_number_of_lines_per_process"),
+Test = tuple[str, str]  # file, function
+# name -> (the tests that read it, the command, run in the repository root), in the order they run: those whose tests
+# come first in the session's file order first (tests/conftest.py runs the readers themselves last).
+RUNS: dict[str, tuple[tuple[Test, ...], list[str]]] = {
+    "api_contract_fuzz": ((("test_api_contract.py", "test_schemathesis_finds_no_server_error_and_no_answer_off_the_contract"),
+                           ("test_api_contract.py", "test_schemathesis_explores_the_leadership_and_admin_endpoints_past_their_403_"
+                                                    "with_an_admin_token")),
+                          [sys.executable, "-m", "tests.procs.api_contract_fuzz"]),
+    "lease_stream_crash": ((("test_failover.py", "test_killing_one_nats_server_of_three_causes_at_most_one_election_and_loses_no_event"),),
+                           [sys.executable, "-m", "tests.procs.lease_stream_crash"]),
+    "lease_leader_kill": ((("test_leader_liveness.py", "test_killing_the_lease_leaders_server_under_the_leader_leaves_a_leader_"
+                                                       "whose_every_loop_runs"),),
+                          [sys.executable, "-m", "tests.procs.lease_leader_kill"]),
+    "quiet_faults": ((("test_quiet_faults.py", "test_a_40s_quorum_loss_writes_a_bounded_number_of_lines_per_process"),),
                      [sys.executable, "-m", "tests.procs.quiet_faults"]),
-    "failing_fleet": (("test_scheduler_backoff.py", "test_a_fleet_whose_every_job_fails_stays_under_the_stated_event_rate"),
+    "failing_fleet": ((("test_scheduler_backoff.py", "test_a_fleet_whose_every_job_fails_stays_under_the_stated_event_rate"),),
                       [sys.executable, "-m", "tests.procs.failing_fleet"]),
     # files, strictness and the cache dir come from [tool.mypy] in pyproject.toml
-    "mypy": (("test_static_checks.py", "test_mypy_finds_nothing"), [sys.executable, "-m", "mypy"]),
+    "mypy": ((("test_static_checks.py", "test_mypy_finds_nothing"),), [sys.executable, "-m", "mypy"]),
+    "tournament": ((("test_workload_tournament.py", "test_tournament_ratings_order_three_nets_of_known_strength"),),
+                   [sys.executable, "-m", "tests.procs.known_strength_tournament"]),
 }
 STARTED = pytest.StashKey[dict[str, "BackgroundRun"]]()
 PENDING = pytest.StashKey[list[str]]()
@@ -72,10 +87,15 @@ class BackgroundRun:
         self._out.close()
 
 
-def code_of(test: tuple[str, str]) -> str:
+def reads_a_run(test: Test) -> bool:
+    """Whether a test reads a run's report: tests/conftest.py runs those after every other test (the fleet's aside)."""
+    return any(test in readers for readers, _ in RUNS.values())
+
+
+def code_of(test: Test) -> str:
     """What the background run a test reads executes, for the tier reading (tests/conftest.py): the source of its
     tests.procs module, or the command line of another program; "" for a test that reads none."""
-    argv = next((argv for run_test, argv in RUNS.values() if run_test == test), None)
+    argv = next((argv for readers, argv in RUNS.values() if test in readers), None)
     if argv is None:
         return ""
     if argv[1:2] == ["-m"] and argv[2].startswith("tests.procs."):
@@ -88,7 +108,7 @@ def queue_collected(session: pytest.Session) -> None:
     if session.config.option.collectonly:
         return
     collected = {(item.path.name, item.name) for item in session.items}
-    session.config.stash[PENDING] = [name for name, (test, _) in RUNS.items() if test in collected]
+    session.config.stash[PENDING] = [name for name, (readers, _) in RUNS.items() if collected.intersection(readers)]
     start_next(session.config)
 
 

@@ -107,11 +107,22 @@ _TELLS = {  # names in a test's or fixture's code that put it in a tier (the hig
 }
 
 
+# Each test reads the code of the same fixtures and helpers again: read each object's source once per session
+# (inspect.getsource re-reads and scans its file each time, about 40% of collecting the suite). Keyed by id(),
+# with the object kept alive beside its code so that no id is reused by another object meanwhile.
+_SOURCES: dict[int, tuple[object, str]] = {}
+
+
 def _code_of(obj: object) -> str:
+    known = _SOURCES.get(id(obj))
+    if known is not None:
+        return known[1]
     try:
-        return inspect.getsource(obj)  # type: ignore[arg-type]
+        code = inspect.getsource(obj)  # type: ignore[arg-type]
     except (OSError, TypeError):
-        return ""
+        code = ""
+    _SOURCES[id(obj)] = (obj, code)
+    return code
 
 
 def _names_used(code: types.CodeType) -> set[str]:
@@ -167,15 +178,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         tier = _tier_of(item)
         if not item.get_closest_marker(tier):
             item.add_marker(getattr(pytest.mark, tier))
-    items.sort(key=_fleet_order)  # stable: every other test keeps its place
+    items.sort(key=_session_order)  # stable: every other test keeps its place
 
 
-def _fleet_order(item: pytest.Item) -> int:
+def _session_order(item: pytest.Item) -> int:
     """Where a test goes: the session's fleet (a session fixture) is torn down only when the session ends, so its
-    users run last, with nothing after them to slow; those marked `fleet_faults` after those that need it pristine."""
+    users run last, with nothing after them to slow; those marked `fleet_faults` after those that need it pristine.
+    A test that only reads a background run's report goes just before them, so that its run (tests/background_runs.py)
+    has the whole session to pass beside, wherever its file sorts."""
     if "shared_fleet" not in getattr(item, "fixturenames", ()):
-        return 0
-    return 2 if item.get_closest_marker("fleet_faults") else 1
+        return 1 if background_runs.reads_a_run((item.path.name, item.name)) else 0
+    return 3 if item.get_closest_marker("fleet_faults") else 2
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -27,6 +27,7 @@ from eventbus.snapshots import SNAPSHOT_BUCKET, load_snapshot, save_snapshot
 from eventbus.streams import DEADLETTER_STREAM, EVENTS_STREAM, TELEMETRY_STREAM, StreamSettings, provision
 from eventbus.subjects import deadletter_subject, source_filter
 from tests.auth_harness import Fleet, auth_server, node_services, open_as, stored_count, violations
+from tests.helpers import eventually
 
 BUCKETS = ("rr_models", "rr_data")
 LOG_STREAMS = (EVENTS_STREAM, DEADLETTER_STREAM, TELEMETRY_STREAM, "KV_rr_leases")
@@ -56,10 +57,17 @@ async def admin(fleet: Fleet, tmp_path: Path) -> AsyncIterator[Bus]:
     for bucket in BUCKETS:
         await ensure_bucket(bus, BucketSpec(name=bucket))
         await put_file(bus, bucket, "keep-me", blob)
+    # The log sources the lease bucket: the lease's copy lands in RR_EVENTS on the server's own time, which a loaded
+    # machine can put after a test's "before" count. Both of the log's messages are there before any test counts.
+    await eventually(lambda: _stored(bus, EVENTS_STREAM, 2), timeout=30, message="the lease's copy sourced into the log")
     try:
         yield bus
     finally:
         await bus.close()
+
+
+async def _stored(admin: Bus, stream: str, count: int) -> bool:
+    return (await admin.js.stream_info(stream)).state.messages >= count
 
 
 async def message_counts(admin: Bus) -> dict[str, int]:

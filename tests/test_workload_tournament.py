@@ -2,62 +2,31 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
+import msgspec
 import pytest
-import torch
 
-from config.sections.templates import DEFAULT_TEMPLATES
-from eventbus.events import ModelRated, WorkAdded
-from servicekit.templates import WorkerValues, expand, template_values
+from eventbus.events import ModelRated
 from services.worker.jobs import JobOutcome
 from services.worker.protocol import AttemptKey
 from services.worker.results import outcome_events
-from workload.game import board_spec
-from workload.net import PolicyValueNet, save_checkpoint
+from tests import background_runs
+from tests.procs.known_strength_tournament import ITEM, TournamentReport
 from workload.tournament import parse_player
 
 
-def zero_net() -> PolicyValueNet:
-    """Uniform priors and a value of 0 everywhere: exactly the pure search."""
-    net = PolicyValueNet(board_spec("hex8"))
-    with torch.no_grad():
-        for p in net.parameters():
-            p.zero_()
-    return net
-
-
-def run(module: str, *args: str) -> dict:  # type: ignore[type-arg]
-    done = subprocess.run([sys.executable, "-m", f"workload.{module}", *args], capture_output=True, text=True,
-                          timeout=280, check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])["result"]  # type: ignore[no-any-return]
-
-
 @pytest.mark.timeout(400)
-def test_tournament_ratings_order_three_nets_of_known_strength(tmp_path: Path) -> None:
-    # Known order, each step shown by the gate and the loop: a fresh net's random value misleads
-    # its search (below the pure search); a zeroed net is exactly the pure search; a net trained on
-    # the pure search's own games adds to it. Seeded throughout, so the run repeats exactly.
-    torch.manual_seed(7)
-    save_checkpoint(PolicyValueNet(board_spec("hex8")), tmp_path / "fresh.pth", {})
-    save_checkpoint(zero_net(), tmp_path / "zero.pth", {})
-    played = run("selfplay", "--board", "hex8", "--num-games", "96", "--sims", "32", "--seed", "1", "--out", str(tmp_path))
-    run("train", "--board", "hex8", "--data", played["path"], "--out", str(tmp_path / "trained.pth"), "--epochs", "8",
-        "--seed", "1")
-    models = ",".join(f"{name}={tmp_path / name}.pth" for name in ("fresh", "zero", "trained"))
-    item = WorkAdded(work_id="tour-1", work_type="tournament", board_type="hex8", num_players=2, num_games=8,
-                     params={"models": models, "sims": 16})
-    values = WorkerValues(python=sys.executable, output_dir=str(tmp_path), model_path="none", best_model_id="none",
-                          work_id=item.work_id, attempt=1, node="n1")
-    argv = expand("tournament", DEFAULT_TEMPLATES["tournament"], template_values(item, values))
-    done = subprocess.run([*argv, "--seed", "5"], capture_output=True, text=True, timeout=280, check=True)
-    result = json.loads(done.stdout.strip().splitlines()[-1])["result"]
+def test_tournament_ratings_order_three_nets_of_known_strength(request: pytest.FixtureRequest) -> None:
+    # A fresh net, a zeroed one (exactly the pure search) and one trained on the pure search's games, in a round robin
+    # with the anchors as the tournament template runs it: tests/procs/known_strength_tournament.py, a background run
+    # (tests/background_runs.py) whose 20 s of one core pass beside the tests before this one, which judges its result.
+    code, output = background_runs.result(request.config, "tournament", timeout=390)
+    assert code == 0, f"the tournament run exited {code}:\n{output[-6000:]}"
+    result = msgspec.json.decode(output.splitlines()[-1], type=TournamentReport).result
     assert result["players"] == ["fresh", "hex8_2p-search16", "random", "trained", "zero"]
     assert len(result["pairings"]) == 10 and all(p["wins"] + p["losses"] + p["draws"] == 8 for p in result["pairings"])
-    events = outcome_events(item, AttemptKey("tour-1", 1), "n1", JobOutcome(exit_code=0, stop_reason=None,
+    events = outcome_events(ITEM, AttemptKey("tour-1", 1), "n1", JobOutcome(exit_code=0, stop_reason=None,
                                                                              stderr_tail="", result=result), [])
     rated = {e.model_id: e for e in events if isinstance(e, ModelRated)}
     assert set(rated) == {"fresh", "hex8_2p-search16", "trained", "zero"}  # random play is the scale's zero
