@@ -96,6 +96,6 @@ def _runtime(kind: Any) -> type:
     return typing.cast(type, origin if origin is not None else kind)
 
 
-def decode(data: bytes | msgspec.Raw, kind: Any) -> Any:
+def decode(data: bytes | memoryview | msgspec.Raw, kind: Any) -> Any:
     """`data` (msgpack written with projections.pmap.enc_hook) decoded as `kind` in one typed pass."""
     return to_state(msgspec.msgpack.decode(data, type=wire_type(kind)), kind)
