@@ -8,11 +8,17 @@ cannot be subclassed and the folds' msgspec fields need a generic type (`PMap[st
 encode and decode through the hooks below. Layout depends on `hash()`, which varies between
 processes, so a map is flattened to a plain dict for snapshots and, on load, that dict is the base
 of a map whose changes go to the trie (`PMap.over`); equality compares contents, never layout.
+
+A snapshot's big maps (batches, transfers, work items: ~15 objects each) are read lazily: the base
+holds each value's msgpack (`msgspec.Raw`, one small object pointing into the snapshot's bytes)
+and a value is decoded the first time it is read, then kept in the base. Loading a 2M-record
+bundle builds a million objects fewer; a fold of the tail reads a few thousand of them, and
+anything that goes over every value (items, values, equality, encoding) decodes the rest once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic, TypeVar, get_args, get_origin
 
 import immutables
@@ -35,23 +41,46 @@ class PMap(Generic[K, V]):
     bundle snapshot has several), the dict nothing more, and a fold changes a few of its items.
     """
 
-    __slots__ = ("_map", "_base", "_len")
+    __slots__ = ("_map", "_base", "_len", "_lazy")
 
     def __init__(self, items: Mapping[K, V] | None = None) -> None:
         self._map: immutables.Map[K, V] = immutables.Map(items) if items else _EMPTY
         self._base: dict[K, V] = _NO_BASE
         self._len = len(self._map)
+        self._lazy: _Lazy | None = None
 
     @staticmethod
-    def over(base: dict[K, V]) -> PMap[K, V]:
-        """A map with the contents of `base`, which it takes over: the caller must never change `base` again."""
-        return PMap._wrap(_EMPTY, base, len(base))
+    def over(base: dict[K, Any], decode: Callable[[msgspec.Raw], V] | None = None) -> PMap[K, V]:
+        """A map with the contents of `base`, which it takes over: the caller must never change `base` again.
+
+        With `decode`, a value of `base` that is a `msgspec.Raw` stands for `decode(value)`.
+        """
+        return PMap._wrap(_EMPTY, base, len(base), None if decode is None else _Lazy(decode))
 
     @staticmethod
-    def _wrap(inner: immutables.Map[K, V], base: dict[K, V], length: int) -> PMap[K, V]:
+    def _wrap(inner: immutables.Map[K, V], base: dict[K, V], length: int, lazy: _Lazy | None) -> PMap[K, V]:
         new: PMap[K, V] = PMap.__new__(PMap)
-        new._map, new._base, new._len = inner, base, length
+        new._map, new._base, new._len, new._lazy = inner, base, length, lazy
         return new
+
+    def _typed(self, key: K, value: Any) -> Any:
+        """`value`, read from the base at `key`, decoded (and kept decoded in the base) if it is still msgpack."""
+        lazy = self._lazy
+        if lazy is None or type(value) is not msgspec.Raw:
+            return value
+        value = self._base[key] = lazy.decode(value)  # the same value for every map sharing the base
+        return value
+
+    def _typed_base(self) -> dict[K, V]:
+        """The base with every value decoded: for reads that go over all of it."""
+        lazy = self._lazy
+        if lazy is not None and not lazy.done:
+            base, decode = self._base, lazy.decode
+            for key, value in base.items():
+                if type(value) is msgspec.Raw:
+                    base[key] = decode(value)  # replacing a value, not adding a key: safe while iterating
+            lazy.done = True
+        return self._base
 
     # Folds call get, set and `in` for nearly every event: a map with no base (every map a fold
     # built from the log) answers from the trie alone, whose length is its own.
@@ -62,13 +91,15 @@ class PMap(Generic[K, V]):
             return self._map.get(key, default)
         value = self._map.get(key, _MISSING)
         if value is _MISSING:
-            return self._base.get(key, default)
+            value = self._base.get(key, _MISSING)
+            return default if value is _MISSING else self._typed(key, value)
         return default if value is _GONE else value
 
     def set(self, key: K, value: V) -> PMap[K, V]:
         """A new map with `key` bound to `value`."""
         new: PMap[K, V] = PMap.__new__(PMap)
         inner = new._map = self._map.set(key, value)
+        new._lazy = self._lazy
         if self._base is _NO_BASE:
             new._base, new._len = _NO_BASE, len(inner)
         else:
@@ -80,7 +111,7 @@ class PMap(Generic[K, V]):
         if key not in self:
             return self
         inner = self._map.set(key, _GONE) if key in self._base else self._map.delete(key)
-        return PMap._wrap(inner, self._base, self._len - 1)
+        return PMap._wrap(inner, self._base, self._len - 1, self._lazy)
 
     def __contains__(self, key: object) -> bool:
         if self._base is _NO_BASE:
@@ -112,7 +143,7 @@ class PMap(Generic[K, V]):
         for key, value in changed.items():
             if value is not _GONE:
                 yield key, value
-        for key, value in self._base.items():
+        for key, value in self._typed_base().items():
             if key not in changed:
                 yield key, value
 
@@ -130,7 +161,7 @@ class PMap(Generic[K, V]):
     def to_dict(self) -> dict[K, V]:
         """A plain dict with the same contents."""
         if not self._map:
-            return dict(self._base)
+            return dict(self._typed_base())
         return dict(self.items())
 
     def __eq__(self, other: object) -> bool:
@@ -144,6 +175,16 @@ class PMap(Generic[K, V]):
 
     def __repr__(self) -> str:
         return f"PMap({self.to_dict()!r})"
+
+
+class _Lazy:
+    """How the values of a base still held as msgpack decode, shared by every map over that base."""
+
+    __slots__ = ("decode", "done")
+
+    def __init__(self, decode: Callable[[msgspec.Raw], Any]) -> None:
+        self.decode = decode
+        self.done = False  # every value of the base decoded: reads over all of it skip the check
 
 
 # What a pure function that only reads a map accepts: a plain mapping, or a fold's PMap as it is (no copy).

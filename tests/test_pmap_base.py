@@ -79,3 +79,42 @@ def test_the_collector_is_paused_until_the_last_concurrent_pause_ends_and_left_a
         assert not gc.isenabled(), "a collector someone else turned off stays off"
     finally:
         gc.enable()
+
+
+class _Item(msgspec.Struct, frozen=True):
+    n: int
+    tags: tuple[str, ...] = ()
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(KEYS, st.integers(-1000, 1000), max_size=30), STEPS, st.sampled_from(["get", "items", "values", "eq"]))
+def test_a_map_over_a_base_of_undecoded_values_reads_every_value_typed_and_as_the_eager_map(
+        base: dict[str, int], steps: list[tuple[bool, str, int]], first_read: str) -> None:
+    raw = msgspec.msgpack.decode(msgspec.msgpack.encode({k: _Item(v, (k,)) for k, v in base.items()}),
+                                 type=dict[str, msgspec.Raw])
+    lazy = PMap.over(raw, msgspec.msgpack.Decoder(_Item).decode)
+    eager, expected = PMap.over({k: _Item(v, (k,)) for k, v in base.items()}), {k: _Item(v, (k,)) for k, v in base.items()}
+    first = {"get": lambda m: [m.get(k) for k in sorted(base)], "items": lambda m: list(m.items()),
+             "values": lambda m: list(m.values()), "eq": lambda m: m == eager}[first_read]
+    first(lazy)
+    for is_set, key, value in steps:
+        if is_set:
+            lazy, eager, expected[key] = lazy.set(key, _Item(value)), eager.set(key, _Item(value)), _Item(value)
+        else:
+            lazy, eager = lazy.remove(key), eager.remove(key)
+            expected.pop(key, None)
+        assert all(type(lazy.get(k)) is _Item and lazy[k] == v for k, v in expected.items())
+        assert dict(lazy.items()) == expected and lazy == eager and len(lazy) == len(expected)
+    assert all(type(v) is _Item for v in lazy.values()) and lazy.to_dict() == expected
+
+
+def test_a_snapshots_map_of_structs_keeps_its_values_undecoded_until_read() -> None:
+    value = _WithItems(items=PMap({"a": _Item(1), "b": _Item(2, ("x",))}))
+    decoded = wire.decode(msgspec.msgpack.encode(value, enc_hook=enc_hook), _WithItems)
+    assert all(type(v) is msgspec.Raw for v in decoded.items._base.values())  # nothing built yet
+    assert decoded.items["b"] == _Item(2, ("x",)) and type(decoded.items._base["a"]) is msgspec.Raw
+    assert decoded == value and all(type(v) is _Item for v in decoded.items._base.values())
+
+
+class _WithItems(msgspec.Struct, frozen=True):
+    items: PMap[str, _Item] = msgspec.field(default_factory=PMap)

@@ -6,6 +6,7 @@ from typing import Any
 
 import msgspec
 from hypothesis import given
+from hypothesis import strategies as st
 
 from cluster.distribution.failures import FAILURES
 from cluster.sync.batchfiles import BATCH_FILES
@@ -76,3 +77,14 @@ def test_the_header_is_read_without_the_state_and_a_cut_or_foreign_snapshot_is_n
     for broken in (data[:6], data[:4] + b"\xff\xff\xff\xff" + data[8:], b"", b"not a snapshot"):
         assert read_header(broken) is None and decode_snapshot(bundle.PROJECTION, broken) is None
     assert decode_snapshot(queue.PROJECTION, data) is None  # another projection's
+
+
+@PROPERTY
+@given(LOGS, st.floats(0, 1))
+def test_folding_on_from_a_decoded_snapshot_equals_folding_the_whole_log(log: list[ev.Event], cut: float) -> None:
+    events = numbered(log)
+    at = int(len(events) * cut)
+    for projection in SAVED:
+        loaded = decode_snapshot(projection, encode_snapshot(projection, fold_events(projection, events[:at])))
+        assert loaded is not None
+        assert fold_events(projection, events[at:], loaded.state) == fold_events(projection, events), projection.name
