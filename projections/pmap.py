@@ -75,7 +75,8 @@ class PMap(Generic[K, V]):
         """The base with every value decoded: for reads that go over all of it."""
         lazy = self._lazy
         if lazy is not None and not lazy.done:
-            base, decode = self._base, lazy.decode
+            base: dict[K, Any] = self._base
+            decode = lazy.decode
             for key, value in base.items():
                 if type(value) is msgspec.Raw:
                     base[key] = decode(value)  # replacing a value, not adding a key: safe while iterating
