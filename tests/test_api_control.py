@@ -162,6 +162,14 @@ async def _leader_epoch_past(up: Up, epoch: int) -> int | None:
 
 
 @pytest.mark.timeout(300)
+def _work_log(log: list[tuple[int, ev.Event]], data: Path) -> str:
+    """The work events of a run, one a line, and the worker's log: what a failed drain test prints to explain itself."""
+    lines = [f"{seq} {e.type_name()} {msgspec.structs.asdict(e)}" for seq, e in log if e.aggregate == "work"]
+    worker_log = data / "logs" / "worker.log"
+    tail = worker_log.read_text()[-6000:] if worker_log.exists() else "(no worker log)"
+    return "\n".join(["the log's work events:", *lines, "worker.log:", tail])
+
+
 async def test_shutdown_drains_the_node_and_reset_refuses_while_it_holds_work_then_removes_superseded_attempts(
     tmp_path: Path,
 ) -> None:
@@ -201,7 +209,7 @@ async def test_shutdown_drains_the_node_and_reset_refuses_while_it_holds_work_th
 
         log = await eventually(completed_again, timeout=120, interval=0.5, message="the item completed after the restart")
         handed = [e for e in log if isinstance(e, ev.WorkHandedBack)]
-        assert [(e.work_id, e.attempt) for e in handed] == [(added.work_id, 1)]
+        assert [(e.work_id, e.attempt) for e in handed] == [(added.work_id, 1)], _work_log(await up.log(), data)
         assert not any(isinstance(e, ev.WorkAttemptFailed) for e in log), "a drain consumes no attempt"
 
         async def reset() -> dict[str, Any] | None:

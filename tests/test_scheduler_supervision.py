@@ -70,6 +70,18 @@ def test_an_attempt_on_an_offline_node_is_handed_back_with_that_reason() -> None
     assert decision == HandBack(work_id="w1", node="a", attempt=1, reason="node a went offline")
 
 
+def test_an_attempt_its_node_started_after_going_offline_is_not_handed_back() -> None:
+    # A drain: the old leader assigned attempt 2 (seq 2) just before the node's goodbye was folded;
+    # the restarted node starts it (seq 3) before its first heartbeat brings it online again.
+    events = [added(), assigned(2, "a", 1), WorkStarted(work_id="w1", node="a", attempt=2, ts=at(3))]
+    items = list(fold(events).items.values())
+    assert supervise(items, at(5), frozenset(), SETTINGS, {"a": 2}) == []
+    # Offline after its last report, or never heard of since it was assigned: lost.
+    lost = HandBack(work_id="w1", node="a", attempt=2, reason="node a went offline")
+    assert supervise(items, at(5), frozenset(), SETTINGS, {"a": 4}) == [lost]
+    assert supervise(fold(events[:2]).items.values(), at(5), frozenset(), SETTINGS, {"a": 1}) == [lost]
+
+
 def test_handed_back_attempts_never_use_up_max_attempts() -> None:
     events: list[Event] = [added()]
     for attempt in range(1, 6):

@@ -39,6 +39,7 @@ from services.worker.protocol import (
     decide_assignment,
     decide_stops,
     parallel_jobs,
+    recheck_hand_back,
     recheck_start,
 )
 from services.worker.records import JobRecord
@@ -259,3 +260,22 @@ def test_a_refused_retry_finds_its_own_start_stored_by_the_try_whose_ack_was_los
     # Another process's start of the same attempt is not ours: ignored as before.
     other = msgspec.structs.replace(started, id="n1-earlier-process")
     assert isinstance(recheck_start(started, a2, [*history[:-1], (6, other)], [], NOW), Ignore)
+
+
+def test_a_refused_hand_back_is_dropped_once_the_log_ends_the_attempt_else_tried_again_after_the_newest_event() -> None:
+    # A drain: the agent's goodbye reached the leader, which handed attempt 1 back for the node
+    # gone offline, while the worker was still stopping the job. A second hand-back must not follow.
+    running = [ADDED, assigned(1), WorkStarted(work_id="w-1", node="n1", attempt=1, pid=42),
+               WorkProgress(work_id="w-1", node="n1", attempt=1, fraction=0.1)]
+    key = AttemptKey("w-1", 1)
+    leaders = WorkHandedBack(work_id="w-1", node="n1", attempt=1, reason="node n1 went offline", epoch=7)
+    verdict = recheck_hand_back(key, "n1", logged([*running, leaders]))
+    assert isinstance(verdict, Ignore) and verdict.reason == "the log already ends the attempt", verdict
+    failed = WorkAttemptFailed(work_id="w-1", node="n1", attempt=1, reason="no progress for 900s")
+    assert isinstance(recheck_hand_back(key, "n1", logged([*running, failed])), Ignore)
+    # Ended, assigned again and started on another node: a newer attempt runs.
+    moved = [*running, leaders, assigned(2, "n2"), WorkStarted(work_id="w-1", node="n2", attempt=2, pid=7)]
+    assert isinstance(recheck_hand_back(key, "n1", logged(moved)), Ignore)
+    # Only a report of its own whose ack was lost came in between: try again, fenced after it.
+    late_progress = WorkProgress(work_id="w-1", node="n1", attempt=1, fraction=0.2)
+    assert recheck_hand_back(key, "n1", logged([*running, late_progress])) == Claim(seq=5)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from config.settings import RrConfig
-from eventbus.events import WorkAdded, WorkCompleted, WorkStarted
+from eventbus.events import WorkAdded, WorkCompleted, WorkHandedBack, WorkStarted
 from eventbus.publisher import Publisher
 from services.worker.records import read_records
 from tests.bus_harness import provisioned_bus
@@ -54,3 +54,33 @@ async def test_an_attempts_completion_is_stored_while_it_is_the_newest_started(n
 async def test_an_attempts_completion_is_refused_once_a_newer_attempt_of_its_item_started(
         nats_url: str, tmp_path: Path, eventually) -> None:
     assert await run_gated(nats_url, tmp_path, eventually, newer_start=True) == []
+
+
+async def stopped_while_running(nats_url: str, tmp_path: Path, eventually, leader_hands_back: bool) -> list[WorkHandedBack]:
+    """A worker stopped while its job runs (a drain); the leader may have handed the attempt back first."""
+    config = RrConfig(worker=worker_settings(tmp_path, templates={"selfplay": GATED}))
+    async with provisioned_bus(nats_url, node_id="sched") as bus, watching(bus) as log:
+        sched = Scheduler(bus)
+        await sched.elected(7)
+        async with worker_running(nats_url, NODE, config):
+            await sched.add("w-drain", gate=str(tmp_path / "never"))
+            await sched.assign("w-drain", NODE)
+            await eventually(lambda: log.of(WorkStarted, work_id="w-drain", node=NODE), timeout=30, message="attempt 1 started")
+            if leader_hands_back:  # the agent's goodbye reached the leader before the worker stopped its job
+                await sched.publisher.publish(WorkHandedBack(work_id="w-drain", node=NODE, attempt=1, epoch=7,
+                                                             reason=f"node {NODE} went offline"))
+        assert settled(tmp_path), "the worker forgets the attempt whose end it published or dropped"
+        marker = await sched.add("w-marker")
+        await eventually(lambda: log.of(WorkAdded, work_id=marker.work_id), timeout=10, message="the marker in the log")
+        return log.of(WorkHandedBack, work_id="w-drain")
+
+
+async def test_a_stopping_worker_hands_its_running_attempt_back(nats_url: str, tmp_path: Path, eventually) -> None:
+    handed = await stopped_while_running(nats_url, tmp_path, eventually, leader_hands_back=False)
+    assert [(e.attempt, e.reason) for e in handed] == [(1, "worker stopping")]
+
+
+async def test_a_stopping_worker_does_not_hand_back_an_attempt_the_leader_already_handed_back(
+        nats_url: str, tmp_path: Path, eventually) -> None:
+    handed = await stopped_while_running(nats_url, tmp_path, eventually, leader_hands_back=True)
+    assert [(e.attempt, e.reason) for e in handed] == [(1, f"node {NODE} went offline")]

@@ -42,7 +42,7 @@ class Conditional(NamedTuple):
 
 def supervision_round(state: queue.QueueState, now: dt.datetime, settings: SchedulerSettings) -> list[Conditional]:
     """Attempts in trouble to fail or hand back, and exhausted items to give up on."""
-    decisions = supervise(queue.open_items(state), now, queue.alive_nodes(state), settings)
+    decisions = supervise(queue.open_items(state), now, queue.alive_nodes(state), settings, queue.offline_seqs(state))
     return [Conditional(d.work_id, decision_event(d), queue.expected_seq(state, d.work_id)) for d in decisions]
 
 

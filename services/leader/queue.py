@@ -144,6 +144,11 @@ def alive_nodes(state: QueueState) -> frozenset[str]:
     return frozenset(name for name, info in state.cluster.nodes.items() if info.alive)
 
 
+def offline_seqs(state: QueueState) -> dict[str, int]:
+    """Where each node the cluster fold holds offline went offline (its HOST_OFFLINE's sequence)."""
+    return {name: info.since_seq for name, info in state.cluster.nodes.items() if not info.alive}
+
+
 def pending_items(state: QueueState) -> list[work.WorkItem]:
     """Items waiting for an attempt."""
     return [state.work.items[w] for w in state.pending.keys()]

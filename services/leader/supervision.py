@@ -11,7 +11,7 @@ max_attempts.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import msgspec
 
@@ -49,11 +49,19 @@ class GiveUp(msgspec.Struct, frozen=True, kw_only=True):
 Decision = FailAttempt | HandBack | GiveUp
 
 
-def node_lost(item: WorkItem, alive: frozenset[str]) -> str | None:
-    """Why the item's live attempt is to be handed back (its node is offline), or None."""
-    if item.status in ACTIVE and item.node is not None and item.node not in alive:
-        return f"node {item.node} went offline"
-    return None
+def node_lost(item: WorkItem, alive: frozenset[str], offline_seq: Mapping[str, int] | None = None) -> str | None:
+    """Why the item's live attempt is to be handed back (its node is offline), or None.
+
+    `offline_seq`: where each offline node's HOST_OFFLINE is in the log. An attempt its node
+    started or reported on after that is no orphan: the node is back (an `rr up` restarted after a
+    drain starts the assignment it missed before its first heartbeat makes it online again).
+    """
+    if item.status not in ACTIVE or item.node is None or item.node in alive:
+        return None
+    went = (offline_seq or {}).get(item.node)
+    if went is not None and item.status is WorkStatus.RUNNING and item.updated_seq > went:
+        return None
+    return f"node {item.node} went offline"
 
 
 def attempt_trouble(item: WorkItem, now: dt.datetime, settings: SchedulerSettings) -> str | None:
@@ -69,9 +77,10 @@ def attempt_trouble(item: WorkItem, now: dt.datetime, settings: SchedulerSetting
     return None
 
 
-def supervise_item(item: WorkItem, now: dt.datetime, alive: frozenset[str], settings: SchedulerSettings) -> Decision | None:
+def supervise_item(item: WorkItem, now: dt.datetime, alive: frozenset[str], settings: SchedulerSettings,
+                   offline_seq: Mapping[str, int] | None = None) -> Decision | None:
     """The decision for one item now, if any."""
-    lost = node_lost(item, alive)
+    lost = node_lost(item, alive, offline_seq)
     if lost is not None:
         assert item.node is not None
         return HandBack(work_id=item.work_id, node=item.node, attempt=item.attempt, reason=lost)
@@ -102,11 +111,12 @@ def unschedulable_wait(item: WorkItem, now: dt.datetime) -> float | None:
     return (now - item.unschedulable_since).total_seconds()
 
 
-def supervise(items: Iterable[WorkItem], now: dt.datetime, alive: frozenset[str], settings: SchedulerSettings) -> list[Decision]:
-    """Every decision due now, over all items."""
+def supervise(items: Iterable[WorkItem], now: dt.datetime, alive: frozenset[str], settings: SchedulerSettings,
+              offline_seq: Mapping[str, int] | None = None) -> list[Decision]:
+    """Every decision due now, over all items (`offline_seq`: see node_lost)."""
     decisions = []
     for item in items:
-        decision = supervise_item(item, now, alive, settings)
+        decision = supervise_item(item, now, alive, settings, offline_seq)
         if decision is not None:
             decisions.append(decision)
     return decisions

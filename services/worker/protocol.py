@@ -207,3 +207,23 @@ def recheck_start(started: WorkStarted, assignment: WorkAssigned, history: Seque
     if isinstance(decision, Refuse):  # no WORK_ADDED any more: cannot happen to an item it was started from
         return Ignore(reason=decision.reason)
     return decision
+
+
+def recheck_hand_back(key: AttemptKey, node: str, history: Sequence[tuple[int, Event]]) -> Claim | Ignore:
+    """After the fence refused this node's hand-back of `key`: judge it again on the item's whole history (seq, event).
+
+    A worker's hand-back is stored only while nothing it has not seen reached the item since. What
+    came in between decides: an end of the attempt (the leader handed it back for a node that said
+    goodbye while its worker was still stopping the job) or a newer attempt's start makes it a
+    second end of one attempt, dropped; anything else (a progress report whose ack was lost) lets
+    it try again, fenced on the item's newest event.
+    """
+    item = work.item_history(key.work_id, history)
+    if item is None or not history:
+        return Ignore(reason=f"work item {key.work_id} has no history")
+    if attempt_settled(item, key, node):
+        return Ignore(reason="the log already ends the attempt")
+    newer = [a for a, _ in item.started if a > key.attempt]
+    if newer:
+        return Ignore(reason=f"attempt {max(newer)} of the item started meanwhile")
+    return Claim(seq=max(seq for seq, _ in history))

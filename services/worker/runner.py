@@ -12,7 +12,7 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 import msgspec
@@ -22,21 +22,25 @@ from config.sections.templates import TemplateError
 from config.sections.worker import WorkerSettings
 from eventbus import tracing
 from eventbus.errors import BusError, Fenced
-from eventbus.events import BatchInput, Event, WorkAdded, WorkAssigned, WorkProgress, WorkStarted, utcnow
+from eventbus.events import BatchInput, Event, WorkAdded, WorkAssigned, WorkHandedBack, WorkProgress, WorkStarted, utcnow
 from eventbus.publisher import FenceToken, Publisher
 from servicekit.templates import WorkerValues, expand, template_values
 from services.worker import outputs, processes
 from services.worker.candidates import CandidateFetcher, CandidateUnavailable, candidate_ref, with_candidate
 from services.worker.claim import Recheck, Unclaimed, claim_start
 from services.worker.jobs import Job, JobLimits
-from services.worker.protocol import AttemptKey, started_fence
+from services.worker.protocol import AttemptKey, Ignore, assignment_fence, recheck_hand_back, started_fence
 from services.worker.records import JobRecord, RecordBook
 from services.worker.results import attempt_failed, handed_back, outcome_events, training_started
 
 log = logging.getLogger(__name__)
 
 PUBLISH_RETRY_S = (0.5, 1.0, 2.0, 5.0)
+HAND_BACK_TRIES = 5  # refusals judged "try again" in a row before a hand-back is dropped
 DATA_POLL_S = (0.5, 1.0, 2.0, 5.0)  # how often a training job waiting for synced batches looks again
+
+ItemHistory = Callable[[str], Awaitable[Sequence[tuple[int, Event]]]]  # a work item's events (seq, event) now
+Refenced = Callable[[], Awaitable[FenceToken | None]]  # after a refusal: the fence to try again with, None to drop
 
 
 class InputsUnavailable(Exception):
@@ -63,6 +67,9 @@ class Attempt:
         self.key = AttemptKey(assignment.work_id, assignment.attempt)
         self.assignment = assignment
         self.assigned_seq = assigned_seq  # the assignment's stream sequence: WORK_STARTED's fence (claim.py)
+        # The newest of the item's events this worker knows of (its assignment, its own start and
+        # progress): the fence of its hand-back, so none is stored after another end of the attempt.
+        self.item_seq = assigned_seq
         self.item = item
         self.job: Job | None = None
         self.stop_reason: str | None = None
@@ -106,8 +113,9 @@ class AttemptRunner:
                  book: RecordBook, env: Mapping[str, str], python: str, slots: int,
                  running_pgids: Callable[[], list[int]], stopping: asyncio.Event,
                  recheck: Recheck, on_job_end: Callable[[float, str], None] | None = None,
-                 candidates: CandidateFetcher | None = None) -> None:
+                 candidates: CandidateFetcher | None = None, history: ItemHistory | None = None) -> None:
         self._publisher = publisher
+        self._history = history  # the item's events (seq, event) now: judges a refused hand-back
         self._recheck = recheck  # judges a refused WORK_STARTED on the item's whole history (claim.py)
         self._candidates = candidates  # None: candidates are read where the trainer wrote them (one node)
         self._on_job_end = on_job_end  # (seconds, outcome): the service's job-duration metric
@@ -136,7 +144,7 @@ class AttemptRunner:
         with tracing.continued(attempt.assignment.trace or attempt.item.trace, f"job {attempt.item.work_type}"):
             async with self._slots:
                 events = await self._run_in_slot(attempt)
-            await self.finish(attempt.key, events)
+            await self.finish(attempt.key, events, known_seq=attempt.item_seq)
 
     async def _run_in_slot(self, attempt: Attempt) -> list[Event]:
         key = attempt.key
@@ -254,6 +262,7 @@ class AttemptRunner:
         if isinstance(claimed, Unclaimed):
             return claimed
         await self._book.put(msgspec.structs.replace(record, started_seq=claimed))
+        attempt.item_seq = max(attempt.item_seq, claimed)
         if item.work_type == "training":
             await self._training_started(item)
         return None
@@ -282,14 +291,18 @@ class AttemptRunner:
             attempt.progress_changed.clear()
             fraction, message = attempt.progress
             try:
-                await self._publisher.publish(WorkProgress(
+                published = await self._publisher.publish(WorkProgress(
                     work_id=key.work_id, node=self._node, attempt=key.attempt, fraction=fraction, message=message[:200]))
+                attempt.item_seq = max(attempt.item_seq, published.seq)
             except Exception as exc:  # noqa: BLE001 - progress is best effort; it must never end the job
                 log.warning("worker: progress of %s not published: %s", key.work_id, exc)
             await asyncio.sleep(self._settings.progress_interval_s)
 
-    async def finish(self, key: AttemptKey, events: list[Event]) -> None:
-        """Record an attempt's end events, publish them (retrying while the worker runs), then forget the attempt."""
+    async def finish(self, key: AttemptKey, events: list[Event], known_seq: int = 0) -> None:
+        """Record an attempt's end events, publish them (retrying while the worker runs), then forget the attempt.
+
+        `known_seq`: the newest event of the item this worker knows of, which fences a hand-back.
+        """
         stamped = [self._publisher.stamp(e) for e in events]
         record = self._book.get(key) or JobRecord(work_id=key.work_id, attempt=key.attempt, node=self._node)
         try:
@@ -297,15 +310,41 @@ class AttemptRunner:
         except OSError as exc:  # a full disk must not keep the end unreported: publish it anyway
             log.warning("worker: %s attempt %d: end not recorded on disk (%s); publishing it", key.work_id, key.attempt, exc)
         fence = started_fence(key.work_id, record.started_seq) if record.started_seq else None
-        if await self.publish_until_done(stamped, f"{key.work_id} attempt {key.attempt}", fence):
+        refenced = None
+        known = max(known_seq, record.started_seq)
+        if self._history is not None and known and all(isinstance(e, WorkHandedBack) for e in stamped):
+            # A hand-back races the leader's for a node whose agent said goodbye first: stored only
+            # while the item has nothing newer than what this worker saw, else judged on the log.
+            fence = assignment_fence(key.work_id, known)
+            refenced = self._hand_back_refenced(key, self._history)
+        if await self.publish_until_done(stamped, f"{key.work_id} attempt {key.attempt}", fence, refenced):
             try:
                 await self._book.remove(key)
             except OSError as exc:  # the stale record is reconciled with the log at the next start
                 log.warning("worker: %s attempt %d: record not removed (%s)", key.work_id, key.attempt, exc)
 
-    async def publish_until_done(self, events: list[Event], what: str, fence: FenceToken | None = None) -> bool:
+    def _hand_back_refenced(self, key: AttemptKey, history: ItemHistory) -> Refenced:
+        """The judge of a refused hand-back: the fence to try again with, or None to drop it (protocol.recheck_hand_back)."""
+        tries = 0
+
+        async def refenced() -> FenceToken | None:
+            nonlocal tries
+            tries += 1
+            if tries > HAND_BACK_TRIES:  # only reports of its own came in between, again and again: cannot happen
+                log.warning("worker: hand-back of %s attempt %d refused %d times; dropped", key.work_id, key.attempt, tries)
+                return None
+            verdict = recheck_hand_back(key, self._node, await history(key.work_id))
+            if isinstance(verdict, Ignore):
+                log.warning("worker: hand-back of %s attempt %d not stored: %s", key.work_id, key.attempt, verdict.reason)
+                return None
+            return assignment_fence(key.work_id, verdict.seq)
+
+        return refenced
+
+    async def publish_until_done(self, events: list[Event], what: str, fence: FenceToken | None = None,
+                                 refenced: Refenced | None = None) -> bool:
         """Publish until acknowledged, or refused by the fence; False if the worker stops first (the record keeps them
-        for the next start).
+        for the next start). `refenced`, asked after a refusal, gives the fence to try again with (None: drop them).
 
         Fenced, the events go one at a time, each stored only while the attempt is its item's newest started
         (protocol.started_fence); a refusal means a newer attempt started while this one ran (the worker was
@@ -321,8 +360,17 @@ class AttemptRunner:
                         await self._publisher.publish(event, fence=fence)
                 return True
             except Fenced:
-                log.warning("worker: end of %s not stored: a newer attempt of the item started meanwhile", what)
-                return True
+                if refenced is None:
+                    log.warning("worker: end of %s not stored: a newer attempt of the item started meanwhile", what)
+                    return True
+                try:
+                    fence = await refenced()
+                except BusError as exc:  # the log cannot be read now: refused again next time, and judged then
+                    log.warning("worker: end of %s refused; its item cannot be read (%s)", what, exc)
+                else:
+                    if fence is None:
+                        return True
+                    continue
             except BusError as exc:
                 log.warning("worker: end of %s not published yet (%s); retrying", what, exc)
             delay = PUBLISH_RETRY_S[min(retry, len(PUBLISH_RETRY_S) - 1)]

@@ -95,6 +95,7 @@ class Worker:
             on_job_end=ctx.observed.jobs.record,
             candidates=CandidateFetcher(ctx.bus, ctx.config.distribution.bucket, paths.worker_dir / "candidates",
                                         wait_s=self._settings.candidate_wait_s),
+            history=self.item_events,
         )
 
     async def run(self, gpu: GpuIdleWatch | None) -> None:
