@@ -205,3 +205,27 @@ def dec_hook(kind: Any, obj: Any) -> Any:
         key_type, value_type = get_args(kind) or (Any, Any)
         return PMap.over(msgspec.convert(obj, dict[key_type, value_type], dec_hook=dec_hook))  # type: ignore[valid-type]
     raise NotImplementedError(f"cannot decode {kind}")
+
+
+def settle(value: Any) -> None:
+    """Decode now every value still held as msgpack in the maps inside `value` (a state Struct).
+
+    A long-running service calls it in a thread after loading a snapshot, so the first pass over a
+    whole map (a plan, a recount) does not decode that map on the event loop; a one-off command
+    (`rr replay`) leaves the values to be decoded as they are read.
+    """
+    if isinstance(value, PMap):
+        lazy = value._lazy is not None
+        for _, item in value._typed_base().items() if value._base is not _NO_BASE else ():
+            if not lazy:  # a lazy map's values hold no map (projections/wire.py)
+                settle(item)
+        if not lazy:
+            for _, item in value._map.items():
+                settle(item)
+    elif isinstance(value, msgspec.Struct):
+        for field in value.__struct_fields__:
+            settle(getattr(value, field))
+    elif isinstance(value, tuple):
+        for item in value:
+            if isinstance(item, (PMap, msgspec.Struct, tuple)):
+                settle(item)

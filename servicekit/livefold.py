@@ -28,10 +28,12 @@ from eventbus.connection import Bus
 from eventbus.connectivity import wait_reconnected
 from eventbus.errors import BusError, BusUnavailable
 from eventbus.follow import follow
+from eventbus.gcpause import without_gc
 from eventbus.history import Record, last_sequence, replay
 from eventbus.subjects import EVENTS_ROOT, type_filter
 from projections import fence, taint
 from projections.base import Folder, Projection, type_of
+from projections.pmap import settle
 from projections.snapshotplan import SnapshotSettings
 from servicekit.snapshotting import Part, SnapshotWriter, load_state
 
@@ -184,7 +186,12 @@ class LiveFold:
         except BusError as exc:  # no usable snapshot: fold from sequence 1, as correct, only slower
             log.warning("%s: no snapshot of %s (%s); folding the log from seq 1", self._who, projection.name, exc)
             return None
-        return None if loaded is None else loaded.state
+        if loaded is None:
+            return None
+        # Values a snapshot left undecoded would be decoded by this service's first pass over a
+        # whole map, on the event loop: decoded here, in a thread, as the snapshot itself was.
+        await asyncio.to_thread(without_gc, settle, loaded.state)
+        return loaded.state
 
     async def follow(self) -> None:
         """Fold every new record until cancelled (after `catch_up`), saving snapshots when due if asked to."""

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from eventbus.gcpause import paused_gc
 from projections import wire
-from projections.pmap import PMap, enc_hook
+from projections.pmap import PMap, enc_hook, settle
 
 KEYS = st.text(alphabet="abcdef", max_size=2)
 STEPS = st.lists(st.tuples(st.booleans(), KEYS, st.integers()), max_size=60)
@@ -118,3 +118,21 @@ def test_a_snapshots_map_of_structs_keeps_its_values_undecoded_until_read() -> N
 
 class _WithItems(msgspec.Struct, frozen=True):
     items: PMap[str, _Item] = msgspec.field(default_factory=PMap)
+
+
+class _Nested(msgspec.Struct, frozen=True):
+    inner: _WithItems = msgspec.field(default_factory=_WithItems)
+    by_owner: PMap[str, _WithItems] = msgspec.field(default_factory=PMap)
+
+
+def test_settling_a_loaded_state_decodes_every_undecoded_value_in_its_maps_however_deep() -> None:
+    # What a service does in a thread after loading a snapshot (servicekit/livefold.py), so its
+    # first pass over a whole map decodes nothing on the event loop.
+    value = _Nested(inner=_WithItems(items=PMap({"a": _Item(1)})),
+                    by_owner=PMap({"o": _WithItems(items=PMap({"b": _Item(2, ("x",))}))}))
+    decoded = wire.decode(msgspec.msgpack.encode(value, enc_hook=enc_hook), _Nested)
+    maps = [decoded.inner.items, decoded.by_owner["o"].items]
+    assert all(type(v) is msgspec.Raw for m in maps for v in m._base.values())
+    settle(decoded)
+    assert all(type(v) is _Item for m in maps for v in m._base.values())
+    assert decoded == value
