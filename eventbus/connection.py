@@ -17,6 +17,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.protocol.parser import AUTHORIZATION_VIOLATION
 
+from eventbus import headerlines
 from eventbus.errors import BusUnavailable
 from eventbus.tasks import stop_tasks
 
@@ -179,6 +180,10 @@ class RenewingClient(NatsClient):
     only after `auth_retry_s` of refusals does the client close (a revoked node: its service exits
     and says why). Subscriptions survive the reconnect, so a worker's jobs never notice.
     """
+
+    # Every stored event arrives with a header block that nats-py parses before any callback:
+    # the same rule, cheaper (eventbus/headerlines.py). Used only when fast_mail_parser is absent.
+    _parse_header_lines = staticmethod(headerlines.parse)
 
     def __init__(self, refresh: CredentialsSource | None, auth_retry_s: float) -> None:
         super().__init__()

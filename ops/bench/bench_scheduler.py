@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import cProfile
 import datetime as dt
+import resource
 import statistics
 import subprocess
 import sys
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import nats.js.errors
+import psutil  # type: ignore[import-untyped,unused-ignore]
 
 from cluster.leadership.term import Term
 from config.sections.scheduler import SchedulerSettings
@@ -41,6 +43,7 @@ from config.settings import RrConfig
 from eventbus import events as ev
 from eventbus.connection import Bus, connect
 from eventbus.history import Record, last_sequence, replay
+from eventbus.natsserver import NatsServer
 from eventbus.publisher import Publisher
 from eventbus.streams import StreamSettings, provision
 from ops.bench.common import bench_bus, bench_server, emit, log, server_version
@@ -112,6 +115,18 @@ def leader(bus: Bus, slots: int) -> Assigner:
     return Assigner(ctx, Term("scheduler", LEADER_NODE, 1, None, ctx.publisher, lambda: True), None)
 
 
+def server_cpu_s(server: NatsServer) -> float:
+    """CPU seconds (user + system) the nats-server process has used so far."""
+    times = psutil.Process(server.pid).cpu_times()
+    return float(times.user + times.system)
+
+
+def reaped_children_cpu_s() -> float:
+    """CPU seconds of this process's children that have ended and been waited for (the adder processes)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 async def assign_phase(
     url: str, assigner: Assigner, running: asyncio.Future[None], prefix: str, count: int, rate: float, timeout: float
 ) -> tuple[float, float]:
@@ -155,6 +170,12 @@ async def latencies(bus: Bus, prefix: str, placed: dict[str, tuple[str, int]]) -
     return delays, len(assigned) / span
 
 
+def per_item_us(items: int, **cpu_s: float) -> dict[str, float]:
+    """CPU microseconds per item of each named side, and their total."""
+    out = {name: round(seconds / items * 1e6, 1) for name, seconds in cpu_s.items()}
+    return {**out, "total": round(sum(cpu_s.values()) / items * 1e6, 1)}
+
+
 def paced_prefix(rate: float) -> str:
     """Work id prefix of the paced phase at `rate` items/s (p10, p100...: none a prefix of another's `prefix-`)."""
     return f"p{rate:g}".replace(".", "_")
@@ -170,7 +191,11 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def ceiling(bus: Bus, count: int) -> float:
-    """Plain nats-py: `count` conditional appends, PUBLISH_WINDOW in flight, on a scratch stream; per second."""
+    """Plain nats-py: `count` conditional appends, PUBLISH_WINDOW in flight, on a scratch stream; per second.
+
+    Per append, the server stores one message and answers one ack; no consumer reads the stream and
+    no other process adds to it. The burst it is compared with costs more per item on every side:
+    the adder's WORK_ADDED is stored and acked too, and the leader receives both stored events."""
     with contextlib.suppress(nats.js.errors.NotFoundError):
         await bus.js.delete_stream(SCRATCH_STREAM)
     await bus.js.add_stream(name=SCRATCH_STREAM, subjects=["bench.ceiling.>"])
@@ -292,7 +317,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         await provision(bus.js, StreamSettings())
         await fleet_online(bus, args.nodes)
         log(f"{args.nodes} nodes online; ceiling: {args.items} conditional appends")
+        ceiling_cpu = (time.process_time(), server_cpu_s(server))
         ceiling_rate = await ceiling(bus, args.items)
+        ceiling_cpu = (time.process_time() - ceiling_cpu[0], server_cpu_s(server) - ceiling_cpu[1])
         assigner = leader(bus, args.slots)
         running = asyncio.ensure_future(assigner.run())
         try:
@@ -302,8 +329,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 log(f"paced: {paced_count(rate)} items at {rate:g}/s")
                 await assign_phase(server.url, assigner, running, paced_prefix(rate), paced_count(rate), rate, timeout=600)
             log(f"burst: {args.items} items")
+            others = (server_cpu_s(server), reaped_children_cpu_s())
             with profiled(args.profile), collector.counted() as burst_collections:
                 burst_s, burst_cpu_s = await assign_phase(server.url, assigner, running, "b", args.items, 0.0, timeout=600)
+            burst_server_s, adder_s = server_cpu_s(server) - others[0], reaped_children_cpu_s() - others[1]
             log(f"burst assigned in {burst_s:.1f}s, leader CPU {burst_cpu_s:.1f}s")
         finally:
             running.cancel()
@@ -327,6 +356,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "assign_per_s": round(burst_rate), "ceiling_conditional_appends_per_s": round(ceiling_rate),
         "assign_ratio": round(burst_rate / ceiling_rate, 3),
         "burst_latency_ms": summary_ms(burst), "burst_leader_cpu_us_per_item": round(burst_cpu_s / args.items * 1e6, 1),
+        # What each side costs per item (CPU seconds / items), where the ratio's two rates come from:
+        "burst_cpu_us_per_item": per_item_us(args.items, leader=burst_cpu_s, server=burst_server_s, adder=adder_s),
+        "ceiling_cpu_us_per_append": per_item_us(args.items, client=ceiling_cpu[0], server=ceiling_cpu[1]),
         "burst_gc_collections": burst_collections,
         "paced_seconds": args.paced_seconds,
         "paced_latency_ms": {f"{rate:g}/s": {"items": len(paced[rate]), **summary_ms(paced[rate])} for rate in rates},

@@ -194,11 +194,12 @@ class Assigner:
     async def _send(self, decision: Conditional) -> Sent | None:
         """Send a decision if its item is still as it was seen; None when the item moved on meanwhile or it was refused."""
         work_id, event, expected = decision
-        if queue.expected_seq(self.state, work_id) != expected:
+        state = self.state  # once: each read of the property settles the fold's position
+        if queue.expected_seq(state, work_id) != expected:
             self.conflicts += 1
             log.debug("assigner: %s moved on since seq %d; reconsidered next round", work_id, expected)
             return None
-        item = self.state.work.items.get(work_id)
+        item = state.work.items.get(work_id)
         try:
             # The item's trace goes on through the leader: the decision is a span of it, and the event carries it.
             with tracing.continued(item.trace if item is not None else None, f"decide {event.type_name()}"):
