@@ -89,15 +89,20 @@ class _PubAckReply(msgspec.Struct):
 _ack_decoder = msgspec.json.Decoder(_PubAckReply)
 
 
+# Futures the router holds before it drops those no ack will ever answer (timed out, cancelled).
+ABANDONED_PURGE_AT = 8192
+
+
 class _AckRouter:
     """Matches JetStream publish acks to their futures through one wildcard reply subscription."""
 
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Bus, purge_at: int = ABANDONED_PURGE_AT) -> None:
         self._bus = bus
         self._prefix = ""
         self._futures: dict[str, asyncio.Future[_PubAckReply]] = {}
         self._ids = itertools.count()
         self._lock = asyncio.Lock()
+        self._min_purge_at = self._purge_at = purge_at
 
     async def _ensure_subscribed(self) -> None:
         if self._prefix:
@@ -114,14 +119,27 @@ class _AckRouter:
             await self._ensure_subscribed()
         token = str(next(self._ids))
         future: asyncio.Future[_PubAckReply] = asyncio.get_running_loop().create_future()
-        self._futures[token] = future
+        futures = self._futures
+        if len(futures) >= self._purge_at:
+            futures = self._forget_abandoned()
+        futures[token] = future
         try:
             await self._bus.nc.publish(subject, data, reply=self._prefix + token, headers=headers)
         except Exception:
-            self._futures.pop(token, None)
+            futures.pop(token, None)
             raise
-        future.add_done_callback(lambda _f: self._futures.pop(token, None))
         return future
+
+    def _forget_abandoned(self) -> dict[str, asyncio.Future[_PubAckReply]]:
+        """Drop the futures whose ack will never be routed (done without one: timed out, cancelled).
+
+        An answered future leaves as its ack arrives (`_on_reply`). The rest went with a done
+        callback each, scheduled on the loop for every ack: a leader sends one per decision. Now
+        they go in bulk whenever the dict has doubled since the last purge, O(1) per send overall.
+        """
+        self._futures = {token: f for token, f in self._futures.items() if not f.done()}
+        self._purge_at = max(self._min_purge_at, 2 * len(self._futures))
+        return self._futures
 
     async def _on_reply(self, msg: Msg) -> None:
         future = self._futures.pop(msg.subject[len(self._prefix) :], None)
@@ -230,7 +248,7 @@ class Publisher:
         """
         pending = [s.ack for s in sent if s.ack is not None and not s.ack.done()]
         if pending:
-            await asyncio.wait(pending, timeout=self._ack_timeout)
+            await self._acked(pending)
         out = [self._answered(one, fence) for one in sent]
         again = [i for i, outcome in enumerate(out) if outcome is None]
         retried = await asyncio.gather(*(self.publish(sent[i].event, fence=fence) for i in again), return_exceptions=True)
@@ -239,6 +257,16 @@ class Publisher:
                 raise outcome  # a cancellation, never an outcome
             out[i] = outcome
         return [o for o in out if o is not None]
+
+    async def _acked(self, pending: Sequence[asyncio.Future[_PubAckReply]]) -> None:
+        """Wait until every ack of `pending` (in the order sent) came, or the ack timeout passed."""
+        # The stream answers one connection's publishes in the order they came: once the last ack is
+        # in, nearly all are. Waiting for it alone first puts one callback on the loop, not one per ack.
+        deadline = time.monotonic() + self._ack_timeout
+        await asyncio.wait(pending[-1:], timeout=self._ack_timeout)
+        missing = [f for f in pending if not f.done()]
+        if missing:
+            await asyncio.wait(missing, timeout=max(0.0, deadline - time.monotonic()))
 
     def _answered(self, sent: Sent, fence: FenceToken | None) -> Published | Exception | None:
         """A sent event's outcome from its ack; None when it must be asked again (no ack, stream away or busy)."""

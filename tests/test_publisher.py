@@ -8,7 +8,7 @@ from eventbus.connection import connect
 from eventbus.errors import BusUnavailable, ConcurrencyConflict
 from eventbus.events import HostOnline, WorkAdded, WorkStarted, decode, stamp
 from eventbus.history import Record, last_sequence, replay
-from eventbus.publisher import Publisher, _ApiError, _PubAckReply
+from eventbus.publisher import Publisher, _AckRouter, _ApiError, _PubAckReply
 from eventbus.subjects import aggregate_filter
 from tests.bus_harness import provisioned_bus
 from tests.event_samples import sample_event
@@ -100,3 +100,21 @@ def test_a_duplicate_id_still_in_process_is_retried_not_taken_as_a_refusal() -> 
     event = stamp(WorkStarted(work_id="w", node="n", attempt=1), "n")
     with pytest.raises(BusUnavailable, match="10158"):
         Publisher._published(event, busy, None)
+
+
+async def test_acks_that_never_come_are_forgotten_in_bulk_and_answered_ones_at_once(nats_url: str) -> None:
+    # A subscriber that never answers stands for acks lost to a server away: their futures are
+    # cancelled by the caller's timeout and must not pile up in the router for the process's life.
+    async with provisioned_bus(nats_url) as bus:
+        await bus.nc.subscribe("silent.>")
+        router = _AckRouter(bus, purge_at=16)
+        for i in range(200):
+            (await router.send(f"silent.{i}", b"x", {})).cancel()
+        assert len(router._futures) <= 32, "abandoned futures are dropped once the map has doubled"
+        waiting = [await router.send(f"silent.w{i}", b"x", {}) for i in range(40)]
+        assert all(not f.done() for f in waiting) and all(f in router._futures.values() for f in waiting)
+        published = await Publisher(bus).publish(sample_event(WorkAdded))
+        assert published.seq == 1
+        pub = Publisher(bus)
+        await pub.publish_many([sample_event(WorkAdded, i) for i in range(1, 50)])
+        assert pub._router._futures == {}, "an answered ack leaves the router as it arrives"

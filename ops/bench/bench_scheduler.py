@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import nats.js.errors
+from nats.aio.msg import Msg
+from nats.js.api import DeliverPolicy
 import psutil  # type: ignore[import-untyped,unused-ignore]
 
 from cluster.leadership.term import Term
@@ -44,8 +46,9 @@ from eventbus import events as ev
 from eventbus.connection import Bus, connect
 from eventbus.history import Record, last_sequence, replay
 from eventbus.natsserver import NatsServer
-from eventbus.publisher import Publisher
+from eventbus.publisher import FenceToken, Publisher
 from eventbus.streams import StreamSettings, provision
+from eventbus.subjects import election_filter
 from ops.bench.common import bench_bus, bench_server, emit, log, server_version
 from servicekit.options import CommonOptions
 from servicekit.runtime import ServiceContext
@@ -98,21 +101,24 @@ def spawn_adder(url: str, prefix: str, count: int, rate: float) -> subprocess.Po
     return subprocess.Popen(command, cwd=ROOT)
 
 
-async def fleet_online(bus: Bus, nodes: int) -> None:
+async def fleet_online(bus: Bus, nodes: int) -> FenceToken:
+    """The bench leader's election and `nodes` HOST_ONLINE under it; the fence its decisions carry, as a real term's do."""
     resources = ev.HostResources(cpu_count=16, memory_gb=64.0, disk_free_gb=500.0,
                                  gpus=[ev.GpuInfo(name="bench", memory_gb=24.0)])
     # The folds believe a node's HOST_ONLINE only under an epoch some election announced: the bench leader's.
     elected = ev.stamp(ev.LeaderElected(role="scheduler", node=LEADER_NODE, epoch=1), LEADER_NODE)
-    await Publisher(bus).publish_many([elected, *(
+    published = await Publisher(bus).publish_many([elected, *(
         ev.stamp(ev.HostOnline(node=f"node-{i:05d}", reason="first_seen", roles=["mixed"], resources=resources, epoch=1), LEADER_NODE)
         for i in range(nodes))])
+    return FenceToken(election_filter("scheduler"), published[0].seq)
 
 
-def leader(bus: Bus, slots: int) -> Assigner:
-    """An assignment loop of one always-valid term, as the elected scheduler runs it."""
+def leader(bus: Bus, slots: int, fence: FenceToken | None = None) -> Assigner:
+    """An assignment loop of one always-valid term, as the elected scheduler runs it (its decisions fenced by `fence`:
+    the server checks each against the newest election, as for a real term)."""
     settings = SchedulerSettings(default_max_parallel_jobs=slots, populator_enabled=False)
     ctx = ServiceContext("scheduler", bus, RrConfig(scheduler=settings), CommonOptions(nats_url=None, node_id=LEADER_NODE, config_path=None))
-    return Assigner(ctx, Term("scheduler", LEADER_NODE, 1, None, ctx.publisher, lambda: True), None)
+    return Assigner(ctx, Term("scheduler", LEADER_NODE, 1, None, ctx.publisher, lambda: True, fence=fence), None)
 
 
 def server_cpu_s(server: NatsServer) -> float:
@@ -214,6 +220,51 @@ async def ceiling(bus: Bus, count: int) -> float:
     return rate
 
 
+async def pipeline_ceiling(count: int) -> tuple[float, dict[str, float]]:
+    """The burst's own I/O done by plain nats-py, on a server of its own: items/s and CPU us per item of each side.
+
+    The same adder process appends `count` WORK_ADDED; this process reads the log through an ordered
+    consumer (the WORK_ADDED and the echo of each of its own appends, as the leader does) and answers
+    each WORK_ADDED with one fenced conditional append, acks counted by a reply subscription. No
+    decode, no fold, no decision: what a Python leader on nats-py costs before it thinks.
+    """
+    async with bench_server() as server, bench_bus(server.url) as bus:
+        await provision(bus.js, StreamSettings())
+        fence = await fleet_online(bus, 0)
+        payload = ev.encode(ev.WorkAssigned(work_id="w", node="node-00001", attempt=1, deadline=ev.utcnow(), epoch=1))
+        fenced = {"Nats-Expected-Last-Subject-Sequence": str(fence.seq), "Nats-Expected-Last-Subject-Sequence-Subject": fence.subject_filter}
+        inbox, counts, done = bus.nc.new_inbox(), [0, 0, 0], asyncio.Event()  # sent, acked, refused
+
+        async def on_ack(msg: Msg) -> None:
+            counts[1] += 1
+            counts[2] += b'"error"' in msg.data
+            if counts[1] == count:
+                done.set()
+
+        async def on_record(msg: Msg) -> None:
+            parts = msg.subject.split(".")
+            if parts[4] == "WORK_ADDED":
+                counts[0] += 1
+                await bus.nc.publish(f"rr.evt.work.{parts[3]}.WORK_ASSIGNED.raw", payload, reply=f"{inbox}.{counts[0]}",
+                                     headers={"Nats-Msg-Id": f"raw:{counts[0]}", **fenced})
+
+        await bus.nc.subscribe(f"{inbox}.*", cb=on_ack)
+        following = await bus.js.subscribe("rr.evt.>", ordered_consumer=True, cb=on_record, deliver_policy=DeliverPolicy.NEW)
+        start, cpu, others = time.perf_counter(), time.process_time(), (server_cpu_s(server), reaped_children_cpu_s())
+        adder = await asyncio.to_thread(spawn_adder, server.url, "r", count, 0.0)
+        try:
+            async with asyncio.timeout(600):
+                await done.wait()
+            seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+        finally:
+            if await asyncio.to_thread(adder.wait, 60) != 0:
+                raise RuntimeError("the adder process failed")
+            await following.unsubscribe()
+        assert counts[2] == 0, f"{counts[2]} of the pipeline ceiling's appends were refused"
+        spent = per_item_us(count, leader=cpu, server=server_cpu_s(server) - others[0], adder=reaped_children_cpu_s() - others[1])
+    return count / seconds, spent
+
+
 @contextlib.contextmanager
 def profiled(path: str | None) -> Iterator[None]:
     """cProfile this process (the leader: fold, decisions, publishing; the adder runs apart) into `path`, when given."""
@@ -290,8 +341,8 @@ async def idle_fleet_latency(nodes: int, slots: int, rates: list[float], seconds
     (the scale curve's scheduling point, without the burst and the rebuild)."""
     async with bench_server() as server, bench_bus(server.url) as bus:
         await provision(bus.js, StreamSettings())
-        await fleet_online(bus, nodes)
-        assigner = leader(bus, slots)
+        fence = await fleet_online(bus, nodes)
+        assigner = leader(bus, slots, fence)
         running = asyncio.ensure_future(assigner.run())
         try:
             while len(assigner.state.cluster.nodes) < nodes:
@@ -315,12 +366,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
     async with bench_server() as server, bench_bus(server.url) as bus:
         await provision(bus.js, StreamSettings())
-        await fleet_online(bus, args.nodes)
+        fence = await fleet_online(bus, args.nodes)
         log(f"{args.nodes} nodes online; ceiling: {args.items} conditional appends")
         ceiling_cpu = (time.process_time(), server_cpu_s(server))
         ceiling_rate = await ceiling(bus, args.items)
         ceiling_cpu = (time.process_time() - ceiling_cpu[0], server_cpu_s(server) - ceiling_cpu[1])
-        assigner = leader(bus, args.slots)
+        log(f"pipeline ceiling: {args.items} items read and answered by plain nats-py")
+        pipeline_rate, pipeline_cpu = await pipeline_ceiling(args.items)
+        assigner = leader(bus, args.slots, fence)
         running = asyncio.ensure_future(assigner.run())
         try:
             while len(assigner.state.cluster.nodes) < args.nodes:
@@ -359,6 +412,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         # What each side costs per item (CPU seconds / items), where the ratio's two rates come from:
         "burst_cpu_us_per_item": per_item_us(args.items, leader=burst_cpu_s, server=burst_server_s, adder=adder_s),
         "ceiling_cpu_us_per_append": per_item_us(args.items, client=ceiling_cpu[0], server=ceiling_cpu[1]),
+        "pipeline_ceiling_per_s": round(pipeline_rate), "assign_ratio_pipeline": round(burst_rate / pipeline_rate, 3),
+        "pipeline_cpu_us_per_item": pipeline_cpu,
         "burst_gc_collections": burst_collections,
         "paced_seconds": args.paced_seconds,
         "paced_latency_ms": {f"{rate:g}/s": {"items": len(paced[rate]), **summary_ms(paced[rate])} for rate in rates},
