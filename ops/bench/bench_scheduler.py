@@ -8,12 +8,17 @@ On one local nats-server:
    (event timestamps, one clock): the latency an operator sees from a queue that keeps up. Then
    --items as fast as the adder can (a burst): assignments/s (items / first WORK_ADDED to last
    WORK_ASSIGNED). Ceiling: the same number of conditional appends (expected-last-subject-sequence,
-   as many in flight as the assigner allows) by plain nats-py on a scratch stream, same run.
+   as many in flight as the assigner allows) by plain nats-py on a scratch stream, same run. The
+   leader's decisions carry the fence of the bench leader's election, as a real term's do. The
+   pipeline ceiling (its own server) is the burst's I/O alone by plain nats-py: the same adder,
+   the log read through an ordered consumer, one fenced append per WORK_ADDED. CPU per item of
+   each side (leader, adder, nats-server; the ceilings' client and server) says where the ratio goes.
 3. The log is topped up to --log-events with the items' lifecycles (started, progress,
    completed). Rebuild: the assigner's own fold (history.replay into Assigner.on_record: decode,
    work + cluster folds, queue) from sequence 1, against history.replay counting only.
 4. The rebuilt queue is saved as a snapshot and loaded again: what a new leader's start costs.
-Prints one JSON line; `ratio` is rebuild rate / raw read rate, `assign_ratio` ours / ceiling.
+Prints one JSON line; `ratio` is rebuild rate / raw read rate, `assign_ratio` ours / ceiling,
+`assign_ratio_pipeline` ours / pipeline ceiling.
 Goals (issue 20): paced p99 <= 50 ms at 100/s and <= 250 ms at 1000/s; assign_ratio >= 0.5.
 Run: python -m ops.bench.bench_scheduler [--nodes 1000] [--items 100000] [--log-events 1000000]
 """
