@@ -126,7 +126,8 @@ class _AckRouter:
         try:
             await self._bus.nc.publish(subject, data, reply=self._prefix + token, headers=headers)
         except Exception:
-            futures.pop(token, None)
+            self._futures.pop(token, None)  # the map a purge meanwhile may have replaced
+            future.cancel()
             raise
         return future
 

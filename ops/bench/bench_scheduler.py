@@ -40,9 +40,9 @@ from pathlib import Path
 from typing import Any
 
 import nats.js.errors
+import psutil  # type: ignore[import-untyped,unused-ignore]
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
-import psutil  # type: ignore[import-untyped,unused-ignore]
 
 from cluster.leadership.term import Term
 from config.sections.scheduler import SchedulerSettings
