@@ -75,6 +75,42 @@ def subjects_naming(state: WorkRefs, work_id: str) -> tuple[str, ...]:
     return tuple(state.refs.get(work_id, ()))
 
 
+# The index is also kept one entry per work item (servicekit/workrefentries.py), so that a
+# timeline reads its item's entry instead of the whole index.
+
+
+class Entry(msgspec.Struct, frozen=True, kw_only=True):
+    """One work item's refs as the index had them at `as_of`."""
+
+    as_of: int
+    subjects: tuple[str, ...] = ()
+
+
+class Position(msgspec.Struct, frozen=True, kw_only=True):
+    """Every item whose refs changed up to `last_seq` has its entry written (as of then or later)."""
+
+    last_seq: int
+    version: int = VERSION
+
+
+def changed_entries(state: WorkRefs, written: WorkRefs | None) -> list[tuple[str, Entry]]:
+    """The entries to write for `state` after `written` was: the items whose refs changed (all of them when None)."""
+    changed = state.refs.keys() if written is None else state.refs.changed_since(written.refs)
+    return [(work_id, Entry(as_of=state.last_seq, subjects=tuple(state.refs.get(work_id, ())))) for work_id in changed]
+
+
+def from_entry(work_id: str, position: Position, entry: Entry | None) -> WorkRefs:
+    """The index as far as it concerns `work_id`, at the position its entry (or its absence) speaks for.
+
+    An entry older than the position (another writer's, written later) speaks only for its own
+    `as_of`: the records after that are folded on top, as after a snapshot.
+    """
+    if entry is None:
+        return WorkRefs(last_seq=position.last_seq)
+    refs: PMap[str, tuple[str, ...]] = PMap({work_id: entry.subjects}) if entry.subjects else PMap()
+    return WorkRefs(last_seq=min(position.last_seq, entry.as_of), refs=refs)
+
+
 PROJECTION: Projection[WorkRefs] = Projection(
     name="workrefs",
     version=VERSION,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
@@ -12,7 +13,7 @@ import msgspec
 from cli.commands import open_bus
 from cli.commands.status import progress_on_stderr
 from eventbus.connection import Bus
-from eventbus.errors import InvalidEvent
+from eventbus.errors import BusError, BusUnavailable, InvalidEvent
 from eventbus.events import EVENT_TYPES, Event
 from eventbus.history import Record, last_sequence, replay
 from eventbus.integrity import decode_on
@@ -34,9 +35,12 @@ from projections.timeline import (
 )
 from projections.timelinestart import start_state
 from projections.work import is_open
+from servicekit import workrefentries
 from servicekit.keptlisting import Listing, list_kept, load_listed, newest_listed
 from servicekit.options import add_common_arguments, common_options
 from servicekit.snapshotting import load_state
+
+log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -166,11 +170,34 @@ async def _naming(bus: Bus, work_id: str, ending: Awaitable[int],
                   listing: Awaitable[Listing]) -> tuple[dict[int, Record], int]:
     """The records of the aggregates the index says name the item, and how many records were read for them.
 
+    The index's entry for the item (servicekit/workrefentries.py: two direct gets, whatever the
+    number of items) and the results after it; without one, the index's snapshot and the results
+    after it (`_refs_from_snapshot`).
+    """
+    try:
+        found = await workrefentries.lookup(bus, work_id)
+    except BusUnavailable:
+        raise
+    except BusError as exc:  # the entries are a cache: the snapshot says the same, only slower
+        log.warning("timeline: the work-ref entries could not be read (%s); reading the index's snapshot", exc)
+        found = None
+    end = await ending
+    if found is None:
+        refs, read = await _refs_from_snapshot(bus, work_id, end, await listing)
+    else:
+        tail, read = await _refs_tail(bus, found.last_seq + 1, end)
+        refs = _refs_folded(found, tail, work_id)
+    named, read_named = await _read_each(bus, workrefs.subjects_naming(refs, work_id), end, together=True)
+    return named, read + read_named
+
+
+async def _refs_from_snapshot(bus: Bus, work_id: str, end: int, listed: Listing) -> tuple[workrefs.WorkRefs, int]:
+    """The index for `work_id` from its newest snapshot and the results after it, and how many records were read.
+
     The listing says where the index's newest snapshot ends, so the results after it are read
     while it loads; should another snapshot load instead (that one unreadable, or none listed),
     the results after the one loaded are read then.
     """
-    end, listed = await ending, await listing
     newest = newest_listed(listed, workrefs.PROJECTION, end)
     loading = load_listed(bus, workrefs.PROJECTION, "timeline", listed, not_after_seq=end)
     if newest:
@@ -181,9 +208,7 @@ async def _naming(bus: Bus, work_id: str, ending: Awaitable[int],
     if snapshot.last_seq != newest or not newest:
         tail, read_again = await _refs_tail(bus, snapshot.last_seq + 1, end)
         read += read_again
-    refs = _refs_folded(snapshot, tail, work_id)
-    named, read_named = await _read_each(bus, workrefs.subjects_naming(refs, work_id), end, together=True)
-    return named, read + read_named
+    return _refs_folded(snapshot, tail, work_id), read
 
 
 async def timeline_start(bus: Bus, bound: int, listing: Listing | None = None) -> ProjectionSet | None:
@@ -231,6 +256,8 @@ async def _refs_after(bus: Bus, state: workrefs.WorkRefs, end: int) -> tuple[wor
 
 async def _refs_tail(bus: Bus, start: int, end: int) -> tuple[list[Record], int]:
     """The results the index folds from `start` to `end`, in log order, and how many were read."""
+    if end < start:  # entries written past the log's end this call reads to
+        return [], 0
     filters = [typed_filter(kind) for kind in sorted(workrefs.PROJECTION.reads)]
     records: list[Record] = []
     read = await _read_filters(bus, records.append, filters, start, end)
