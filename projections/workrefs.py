@@ -91,6 +91,9 @@ class Position(msgspec.Struct, frozen=True, kw_only=True):
 
     last_seq: int
     version: int = VERSION
+    # The kept `timeline-cluster` snapshots' positions when it was written: a timeline's start
+    # chosen without listing the snapshot bucket (one it finds pruned since makes it list).
+    starts: tuple[int, ...] = ()
 
 
 def changed_entries(state: WorkRefs, written: WorkRefs | None) -> list[tuple[str, Entry]]:

@@ -3,7 +3,8 @@
 The index's snapshot is one object holding every item (74k at 1M records, ~1.6M a year): a
 `rr timeline --work` that loads it fetches and decodes them all to read one. The API writes, each
 time it saves its snapshots, the entries of the items whose refs changed since its last write and
-then the position they are complete to (`workrefs.Position`); a reader gets the position, then
+then the position they are complete to (`workrefs.Position`, with the kept `timeline-cluster`
+snapshots, so that a timeline need not list the snapshot bucket); a reader gets the position, then
 its item's entry (two direct gets), and folds the results after them as after a snapshot. The
 bucket is a cache: without a position (an older cluster, a new bucket) readers load the snapshot.
 """
@@ -16,9 +17,11 @@ import logging
 import msgspec
 
 from eventbus.connection import Bus
+from eventbus.errors import BusError, BusUnavailable
 from eventbus.kventries import ensure_entries_bucket, entry_key, get_entry, put_entries
+from eventbus.snapshots import kept_snapshots
 from eventbus.subjects import WORKREFS_BUCKET
-from projections import workrefs
+from projections import timelinestart, workrefs
 from projections.workrefs import Entry, Position, WorkRefs
 
 log = logging.getLogger(__name__)
@@ -57,7 +60,9 @@ class EntryWriter:
         baseline = self._written if self._written is not None else await self._first_baseline()
         entries = await asyncio.to_thread(encoded_entries, state, baseline)
         await put_entries(self._bus, BUCKET, entries)
-        await put_entries(self._bus, BUCKET, [(POSITION_KEY, msgspec.msgpack.encode(Position(last_seq=state.last_seq)))])
+        starts = tuple(await kept_snapshots(self._bus, timelinestart.PROJECTION.name, timelinestart.PROJECTION.version))
+        position = Position(last_seq=state.last_seq, starts=starts)
+        await put_entries(self._bus, BUCKET, [(POSITION_KEY, msgspec.msgpack.encode(position))])
         self._written = state
         self.written += len(entries)
         if baseline is None:
@@ -86,13 +91,30 @@ async def read_position(bus: Bus) -> Position | None:
 
 async def read_entry(bus: Bus, work_id: str, position: Position) -> WorkRefs | None:
     """The index as far as it concerns `work_id` (read after `position`); None when its entry does not decode."""
-    data = await get_entry(bus, BUCKET, entry_key(work_id))
+    try:
+        data = await get_entry(bus, BUCKET, entry_key(work_id))
+    except BusUnavailable:
+        raise
+    except BusError as exc:
+        log.warning("workrefs: the entry of %s could not be read (%s); reading the index's snapshot", work_id, exc)
+        return None
     try:
         entry = None if data is None else _entry_decoder.decode(data)
     except msgspec.DecodeError:
         log.warning("workrefs: the entry of %s in bucket %s does not decode; reading the index's snapshot", work_id, BUCKET)
         return None
     return workrefs.from_entry(work_id, position, entry)
+
+
+async def position_or_none(bus: Bus) -> Position | None:
+    """`read_position`, None also when the bucket cannot be read (the snapshots say the same, only slower)."""
+    try:
+        return await read_position(bus)
+    except BusUnavailable:
+        raise
+    except BusError as exc:
+        log.warning("workrefs: bucket %s could not be read (%s); reading the index's snapshot", BUCKET, exc)
+        return None
 
 
 async def lookup(bus: Bus, work_id: str) -> WorkRefs | None:

@@ -11,6 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import eventbus.snapshots
+import servicekit.keptlisting
+import servicekit.snapshotting
 from cli.commands import timeline as timeline_cmd
 from cli.commands.timeline import read_timeline
 from eventbus import events as ev
@@ -18,7 +21,9 @@ from eventbus.connection import Bus
 from eventbus.events import encode
 from eventbus.history import last_sequence, replay
 from eventbus.kventries import entry_key, get_entry, put_entries
+from eventbus.objectdelete import delete_object
 from eventbus.publisher import Publisher
+from eventbus.snapshots import SNAPSHOT_BUCKET, kept_name
 from eventbus.subjects import event_subject
 from ops.bench.bench_projection import fleet_log
 from projections import timelinestart, workrefs
@@ -109,6 +114,20 @@ def _index_loads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return loads
 
 
+def _listings(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record each listing of the snapshot bucket."""
+    made: list[int] = []
+    listed = eventbus.snapshots.kept_index
+
+    async def counted(bus: Bus) -> dict[tuple[str, int], list[int]]:
+        made.append(1)
+        return await listed(bus)
+
+    monkeypatch.setattr(servicekit.keptlisting, "kept_index", counted)
+    monkeypatch.setattr(servicekit.snapshotting, "kept_index", counted)
+    return made
+
+
 async def test_a_work_items_timeline_reads_its_entry_not_the_index_and_says_what_the_whole_log_says(
         nats_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     async with provisioned_bus(nats_url) as bus:
@@ -130,13 +149,23 @@ async def test_a_work_items_timeline_reads_its_entry_not_the_index_and_says_what
         late = late.replace(b'"w-00000010"', b'"w\\u002d00000010"')
         await bus.js.publish(event_subject("data", "b-late", "SELFPLAY_COMPLETE", "gpu-2"), late)
 
-        loads = _index_loads(monkeypatch)
+        loads, listings = _index_loads(monkeypatch), _listings(monkeypatch)
         items = ("w-00000010", "w-00000001", "w-00000095", "w-00000110", "t-00000100", "e-00000100", "w-00000180", "no-such")
         for work in items:
             assert (await read_timeline(bus, Selector(work=work)))[0] == await _whole(bus, Selector(work=work)), work
         assert loads == [], "the index's snapshot was loaded"
+        assert listings == [], "the snapshot bucket was listed: the position names the cluster snapshots"
         lines, _ = await read_timeline(bus, Selector(work="w-00000010"))
         assert lines[-1].type == "SELFPLAY_COMPLETE" and "b-late" in lines[-1].text
+
+        # The newest cluster snapshot the position names was pruned since: an older one, else the listing, says where to start.
+        await delete_object(bus, SNAPSHOT_BUCKET, kept_name(timelinestart.PROJECTION.name, timelinestart.PROJECTION.version, 2_000))
+        for starts in ((1_000, 2_000), (2_000,)):
+            stale = Position(last_seq=2_000, starts=starts)
+            await put_entries(bus, BUCKET, [(POSITION_KEY, msgspec.msgpack.encode(stale))])
+            for work in ("w-00000150", "w-00000180"):  # first records past 2,000
+                assert (await read_timeline(bus, Selector(work=work)))[0] == await _whole(bus, Selector(work=work)), work
+        assert listings, "the listing was not consulted once the named snapshots were gone"
 
         # A position of another version of the index: its entries are another shape, the snapshot is read.
         await put_entries(bus, BUCKET, [(POSITION_KEY, msgspec.msgpack.encode(Position(last_seq=2_000, version=99)))])

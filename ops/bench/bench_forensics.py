@@ -75,8 +75,8 @@ async def keep_snapshots(bus: Bus, until: int, every: int, max_gib: float = Snap
         rebuilt = await state_at_seq(bus, bundle.PROJECTION, seq)
         await save_state(bus, bundle.PROJECTION, rebuilt.state, settings=settings)
         await save_state(bus, workrefs.PROJECTION, rebuilt.state.workrefs, settings=settings)  # as the API saves it
-        await entries.write(rebuilt.state.workrefs)  # and its per-item entries
         await save_state(bus, timelinestart.PROJECTION, rebuilt.state.cluster, settings=settings)
+        await entries.write(rebuilt.state.workrefs)  # and its per-item entries, after the parts
         log(f"snapshot at {seq:,} (folded {rebuilt.folded:,} in {rebuilt.seconds:.1f}s)")
 
 
