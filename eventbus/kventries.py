@@ -69,6 +69,8 @@ async def put_entries(bus: Bus, bucket: str, entries: Sequence[tuple[str, bytes]
         try:
             await asyncio.wait_for(asyncio.gather(*(bus.js.publish(f"$KV.{bucket}.{key}", value) for key, value in chunk)),
                                    TIMEOUT_S)
+        except nats.js.errors.NoStreamResponseError:
+            raise BusError(f"bucket {bucket} not written: it has no stream (deleted?); create it again") from None
         except _SILENT as exc:
             raise BusUnavailable(f"JetStream did not answer writing bucket {bucket}: {exc or type(exc).__name__}") from None
         except nats.js.errors.APIError as exc:

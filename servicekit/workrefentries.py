@@ -59,10 +59,14 @@ class EntryWriter:
             return 0
         baseline = self._written if self._written is not None else await self._first_baseline()
         entries = await asyncio.to_thread(encoded_entries, state, baseline)
-        await put_entries(self._bus, BUCKET, entries)
-        starts = tuple(await kept_snapshots(self._bus, timelinestart.PROJECTION.name, timelinestart.PROJECTION.version))
-        position = Position(last_seq=state.last_seq, starts=starts)
-        await put_entries(self._bus, BUCKET, [(POSITION_KEY, msgspec.msgpack.encode(position))])
+        try:
+            await put_entries(self._bus, BUCKET, entries)
+            starts = tuple(await kept_snapshots(self._bus, timelinestart.PROJECTION.name, timelinestart.PROJECTION.version))
+            position = Position(last_seq=state.last_seq, starts=starts)
+            await put_entries(self._bus, BUCKET, [(POSITION_KEY, msgspec.msgpack.encode(position))])
+        except BusError:
+            self._written = None  # the bucket may be gone: the next write looks at what it holds first
+            raise
         self._written = state
         self.written += len(entries)
         if baseline is None:

@@ -18,9 +18,10 @@ from cli.commands import timeline as timeline_cmd
 from cli.commands.timeline import read_timeline
 from eventbus import events as ev
 from eventbus.connection import Bus
+from eventbus.errors import BusError
 from eventbus.events import encode
 from eventbus.history import last_sequence, replay
-from eventbus.kventries import entry_key, get_entry, put_entries
+from eventbus.kventries import bucket_stream, entry_key, get_entry, put_entries
 from eventbus.objectdelete import delete_object
 from eventbus.publisher import Publisher
 from eventbus.snapshots import SNAPSHOT_BUCKET, kept_name
@@ -193,6 +194,14 @@ async def test_a_writer_resumed_behind_the_entries_writes_only_what_changed_and_
         for work_id, subjects in at[1_600].refs.items():
             found = await lookup(bus, work_id)
             assert found is not None and workrefs.subjects_naming(found, work_id) == subjects
+        # The bucket deleted under a running writer: one write fails, the next makes it again and writes every item.
+        await bus.js.delete_stream(bucket_stream(BUCKET))
+        later = msgspec.structs.replace(at[1_600], last_seq=1_990)
+        with pytest.raises(BusError):
+            await ahead.write(later)
+        assert await lookup(bus, "w-00000001") is None
+        assert await ahead.write(later) == len(later.refs)
+        assert await lookup(bus, "w-00000001") is not None
 
 
 async def test_the_api_writes_every_items_entry_when_it_saves_its_snapshots(nats_url: str, eventually: Any) -> None:
