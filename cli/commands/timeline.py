@@ -173,18 +173,24 @@ async def _naming(bus: Bus, work_id: str, ending: Awaitable[int], positioning: A
     """The records of the aggregates the index says name the item, and how many records were read for them.
 
     The index's entry for the item (servicekit/workrefentries.py: two direct gets, whatever the
-    number of items) and the results after it; without one, the index's snapshot and the results
-    after it (`_refs_from_snapshot`).
+    number of items), the subjects it names read beside the results after it; without one, the
+    index's snapshot and the results after it (`_refs_from_snapshot`), then the subjects.
     """
     position = await positioning
     found = None if position is None else await workrefentries.read_entry(bus, work_id, position)
     end = await ending
     if found is None:
         refs, read = await _refs_from_snapshot(bus, work_id, end, await listing.get())
-    else:
-        tail, read = await _refs_tail(bus, found.last_seq + 1, end)
-        refs = _refs_folded(found, tail, work_id)
-    named, read_named = await _read_each(bus, workrefs.subjects_naming(refs, work_id), end, together=True)
+        named, read_named = await _read_each(bus, workrefs.subjects_naming(refs, work_id), end, together=True)
+        return named, read + read_named
+    # The subjects the entry names are read beside the results after it; those add a subject rarely.
+    known = workrefs.subjects_naming(found, work_id)
+    (tail, read), (named, read_named) = await asyncio.gather(
+        _refs_tail(bus, found.last_seq + 1, end), _read_each(bus, known, end, together=True))
+    more = [s for s in workrefs.subjects_naming(_refs_folded(found, tail, work_id), work_id) if s not in known]
+    if more:
+        named_more, read_more = await _read_each(bus, more, end, together=True)
+        named, read_named = {**named, **named_more}, read_named + read_more
     return named, read + read_named
 
 
