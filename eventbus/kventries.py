@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import nats.errors
 import nats.js.errors
@@ -63,31 +63,77 @@ async def ensure_entries_bucket(bus: Bus, bucket: str, description: str, replica
 
 
 async def put_entries(bus: Bus, bucket: str, entries: Sequence[tuple[str, bytes]]) -> None:
-    """Write each (key, value), `CHUNK` in flight at once; returns when all are stored (raises BusError)."""
+    """Write each (key, value) whatever the key holds, `CHUNK` in flight at once (raises BusError)."""
     for start in range(0, len(entries), CHUNK):
-        chunk = entries[start:start + CHUNK]
+        await _guarded(bus, bucket, [(key, value, None) for key, value in entries[start:start + CHUNK]])
+
+
+WRONG_LAST_SEQUENCE = 10071
+ROUNDS = 5  # tries of one key against other writers before giving up on it
+
+
+async def advance_entries(bus: Bus, bucket: str, entries: Sequence[tuple[str, bytes]],
+                          replaces: Callable[[str, bytes, bytes], bool]) -> int:
+    """Write each (key, value) where the key has no value yet or `replaces(key, value, stored)`; returns how many were written.
+
+    Each write expects the key's last revision as read (the server refuses it when another
+    writer wrote meanwhile; the key is then read again), so several writers never replace a
+    newer value with an older one, whatever their order (raises BusError).
+    """
+    written, pending = 0, list(entries)
+    for _ in range(ROUNDS):
+        again: list[tuple[str, bytes]] = []
+        for start in range(0, len(pending), CHUNK):
+            chunk = pending[start:start + CHUNK]
+            stored = await asyncio.gather(*(get_entry_at(bus, bucket, key) for key, _ in chunk))
+            due = [(key, value, seq) for (key, value), (old, seq) in zip(chunk, stored) if old is None or replaces(key, value, old)]
+            outcomes = await _guarded(bus, bucket, due)
+            written += sum(outcomes)
+            again += [(key, value) for (key, value, _), ok in zip(due, outcomes) if not ok]
+        if not again:
+            return written
+        pending = again
+    raise BusError(f"bucket {bucket}: {len(pending)} keys kept changing under other writers ({pending[0][0]} ...)")
+
+
+async def _guarded(bus: Bus, bucket: str, due: Sequence[tuple[str, bytes, int | None]]) -> list[bool]:
+    """Write each (key, value) expecting its last revision `seq` (None: any); False where another writer got there first."""
+    async def one(key: str, value: bytes, seq: int | None) -> bool:
+        expect = None if seq is None else {"Nats-Expected-Last-Subject-Sequence": str(seq)}
         try:
-            await asyncio.wait_for(asyncio.gather(*(bus.js.publish(f"$KV.{bucket}.{key}", value) for key, value in chunk)),
-                                   TIMEOUT_S)
-        except nats.js.errors.NoStreamResponseError:
-            raise BusError(f"bucket {bucket} not written: it has no stream (deleted?); create it again") from None
-        except _SILENT as exc:
-            raise BusUnavailable(f"JetStream did not answer writing bucket {bucket}: {exc or type(exc).__name__}") from None
+            await bus.js.publish(f"$KV.{bucket}.{key}", value, headers=expect)
         except nats.js.errors.APIError as exc:
-            raise BusError(f"bucket {bucket} not written: {exc.description} (err_code {exc.err_code})") from None
+            if exc.err_code == WRONG_LAST_SEQUENCE:
+                return False
+            raise
+        return True
+
+    try:
+        return list(await asyncio.wait_for(asyncio.gather(*(one(*entry) for entry in due)), TIMEOUT_S))
+    except nats.js.errors.NoStreamResponseError:
+        raise BusError(f"bucket {bucket} not written: it has no stream (deleted?); create it again") from None
+    except _SILENT as exc:
+        raise BusUnavailable(f"JetStream did not answer writing bucket {bucket}: {exc or type(exc).__name__}") from None
+    except nats.js.errors.APIError as exc:
+        raise BusError(f"bucket {bucket} not written: {exc.description} (err_code {exc.err_code})") from None
 
 
 async def get_entry(bus: Bus, bucket: str, key: str) -> bytes | None:
     """The last value of `key` (a direct get); None when the key or the whole bucket has none (raises BusError)."""
+    return (await get_entry_at(bus, bucket, key))[0]
+
+
+async def get_entry_at(bus: Bus, bucket: str, key: str) -> tuple[bytes | None, int]:
+    """The last value of `key` and its revision; (None, 0) when there is none (raises BusError)."""
     try:
         msg = await asyncio.wait_for(
             bus.js.get_msg(bucket_stream(bucket), subject=f"$KV.{bucket}.{key}", direct=True), TIMEOUT_S)
     except nats.js.errors.NotFoundError:
-        return None
+        return None, 0
     except nats.errors.NoRespondersError:
-        return None  # no stream answers direct gets under that name: the bucket was never created
+        return None, 0  # no stream answers direct gets under that name: the bucket was never created
     except _SILENT as exc:
         raise BusUnavailable(f"JetStream did not answer reading {key} of bucket {bucket}: {exc or type(exc).__name__}") from None
     except nats.js.errors.APIError as exc:
         raise BusError(f"{key} of bucket {bucket} not read: {exc.description} (err_code {exc.err_code})") from None
-    return msg.data
+    return msg.data, msg.seq or 0

@@ -80,7 +80,7 @@ def subjects_naming(state: WorkRefs, work_id: str) -> tuple[str, ...]:
 
 
 class Entry(msgspec.Struct, frozen=True, kw_only=True):
-    """One work item's refs as the index had them at `as_of`."""
+    """One work item's refs as the index had them at `as_of` (unchanged since, while no newer entry replaced it)."""
 
     as_of: int
     subjects: tuple[str, ...] = ()
@@ -103,15 +103,19 @@ def changed_entries(state: WorkRefs, written: WorkRefs | None) -> list[tuple[str
 
 
 def from_entry(work_id: str, position: Position, entry: Entry | None) -> WorkRefs:
-    """The index as far as it concerns `work_id`, at the position its entry (or its absence) speaks for.
+    """The index as far as it concerns `work_id` at `position`, from its entry (or its absence).
 
-    An entry older than the position (another writer's, written later) speaks only for its own
-    `as_of`: the records after that are folded on top, as after a snapshot.
+    Writers write every changed item's entry before the position, and never replace an entry or
+    the position with an older one (servicekit/workrefentries.py), so the entry stands for the
+    position; one from a writer ahead of it may hold more, which the records after it re-add.
     """
-    if entry is None:
-        return WorkRefs(last_seq=position.last_seq)
-    refs: PMap[str, tuple[str, ...]] = PMap({work_id: entry.subjects}) if entry.subjects else PMap()
-    return WorkRefs(last_seq=min(position.last_seq, entry.as_of), refs=refs)
+    refs: PMap[str, tuple[str, ...]] = PMap({work_id: entry.subjects}) if entry is not None and entry.subjects else PMap()
+    return WorkRefs(last_seq=position.last_seq, refs=refs)
+
+
+def newer_entry(ours: Entry, stored: Entry) -> bool:
+    """Whether `ours` may replace `stored`: it was written at a later position."""
+    return ours.as_of > stored.as_of
 
 
 PROJECTION: Projection[WorkRefs] = Projection(

@@ -18,7 +18,7 @@ import msgspec
 
 from eventbus.connection import Bus
 from eventbus.errors import BusError, BusUnavailable
-from eventbus.kventries import ensure_entries_bucket, entry_key, get_entry, put_entries
+from eventbus.kventries import advance_entries, ensure_entries_bucket, entry_key, get_entry
 from eventbus.snapshots import kept_snapshots
 from eventbus.subjects import WORKREFS_BUCKET
 from projections import timelinestart, workrefs
@@ -54,24 +54,28 @@ class EntryWriter:
         self._started, self._written = state, None
 
     async def write(self, state: WorkRefs) -> int:
-        """Write the entries changed since the last write and the position; returns how many (raises BusError)."""
+        """Write the entries changed since the last write, then the position; returns how many entries (raises BusError).
+
+        An entry or a position another writer wrote at a later position stays (`_replaces`).
+        """
         if state.last_seq == 0:
             return 0
         baseline = self._written if self._written is not None else await self._first_baseline()
         entries = await asyncio.to_thread(encoded_entries, state, baseline)
         try:
-            await put_entries(self._bus, BUCKET, entries)
+            written = await advance_entries(self._bus, BUCKET, entries, _replaces)
             starts = tuple(await kept_snapshots(self._bus, timelinestart.PROJECTION.name, timelinestart.PROJECTION.version))
             position = Position(last_seq=state.last_seq, starts=starts)
-            await put_entries(self._bus, BUCKET, [(POSITION_KEY, msgspec.msgpack.encode(position))])
+            await advance_entries(self._bus, BUCKET, [(POSITION_KEY, msgspec.msgpack.encode(position))], _replaces)
         except BusError:
             self._written = None  # the bucket may be gone: the next write looks at what it holds first
             raise
         self._written = state
-        self.written += len(entries)
+        self.written += written
         if baseline is None:
-            log.info("workrefs: wrote every item's entry (%d) at seq %d", len(entries), state.last_seq)
-        return len(entries)
+            log.info("workrefs: wrote every item's entry (%d, %d newer already there) at seq %d", written,
+                     len(entries) - written, state.last_seq)
+        return written
 
     async def _first_baseline(self) -> WorkRefs | None:
         """What the bucket already holds for this writer: its start when the entries reach it, else nothing (a full write)."""
@@ -80,6 +84,17 @@ class EntryWriter:
         if position is not None and position.last_seq >= self._started.last_seq:
             return self._started
         return None
+
+
+def _replaces(key: str, ours: bytes, stored: bytes) -> bool:
+    """Whether our value may replace `stored` at `key`: never with an entry or a position of an earlier one."""
+    try:
+        if key == POSITION_KEY:
+            old, new = _position_decoder.decode(stored), _position_decoder.decode(ours)
+            return old.version != new.version or old.last_seq < new.last_seq
+        return workrefs.newer_entry(_entry_decoder.decode(ours), _entry_decoder.decode(stored))
+    except msgspec.DecodeError:
+        return True  # an unreadable value is replaced
 
 
 async def read_position(bus: Bus) -> Position | None:

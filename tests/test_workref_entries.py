@@ -75,13 +75,13 @@ def test_the_keys_changed_since_an_older_map_are_those_bound_differently(
     assert set(newer.changed_since(PMap(newer.to_dict()))) == set()  # another base: compared by value
 
 
-def test_an_entry_older_than_the_position_speaks_for_its_own_position() -> None:
+def test_an_entry_stands_for_the_position_and_only_a_later_one_replaces_it() -> None:
     position = Position(last_seq=2_000)
     assert workrefs.from_entry("w-1", position, None) == WorkRefs(last_seq=2_000)
-    stale = workrefs.from_entry("w-1", position, Entry(as_of=1_200, subjects=("rr.evt.data.b-1.>",)))
-    assert stale.last_seq == 1_200 and workrefs.subjects_naming(stale, "w-1") == ("rr.evt.data.b-1.>",)
-    ahead = workrefs.from_entry("w-1", position, Entry(as_of=2_500, subjects=()))
-    assert ahead.last_seq == 2_000 and not ahead.refs
+    earlier = workrefs.from_entry("w-1", position, Entry(as_of=1_200, subjects=("rr.evt.data.b-1.>",)))
+    assert earlier.last_seq == 2_000 and workrefs.subjects_naming(earlier, "w-1") == ("rr.evt.data.b-1.>",)
+    assert workrefs.newer_entry(Entry(as_of=1_300), Entry(as_of=1_200))
+    assert not workrefs.newer_entry(Entry(as_of=1_000), Entry(as_of=1_200))
 
 
 def test_the_entries_written_are_the_items_whose_refs_changed() -> None:
@@ -137,13 +137,13 @@ async def test_a_work_items_timeline_reads_its_entry_not_the_index_and_says_what
         for seq in range(1_000, end, 1_000):
             await save_state(bus, timelinestart.PROJECTION, (await state_at_seq(bus, timelinestart.PROJECTION, seq)).state)
         await save_state(bus, workrefs.PROJECTION, (await state_at_seq(bus, workrefs.PROJECTION, 2_000)).state)
-        # One writer at 1,400 (every item), then at 2,000 (the changed ones); a lagging one rewrites an item as of 1,000.
+        # One writer at 1,400 (every item), then at 2,000 (the changed ones); a lagging one at 1,000 replaces nothing.
         writer = EntryWriter(bus)
         everything = await writer.write((await state_at_seq(bus, workrefs.PROJECTION, 1_400)).state)
         changed = await writer.write((await state_at_seq(bus, workrefs.PROJECTION, 2_000)).state)
         assert everything > changed > 0
-        at_1000 = (await state_at_seq(bus, workrefs.PROJECTION, 1_000)).state
-        await put_entries(bus, BUCKET, workrefentries.encoded_entries(at_1000, None)[:20])
+        assert await EntryWriter(bus).write((await state_at_seq(bus, workrefs.PROJECTION, 1_000)).state) == 0
+        assert (position := await workrefentries.read_position(bus)) is not None and position.last_seq == 2_000
         # A result past the entries, written by another encoder (escapes): the tail must still find it.
         late = encode(ev.SelfplayComplete(batch_id="b-late", work_id="w-00000010", node="gpu-2", board_type="hex8",
                                           num_players=2, num_games=5, source="gpu-2"))
