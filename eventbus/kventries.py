@@ -73,19 +73,23 @@ ROUNDS = 5  # tries of one key against other writers before giving up on it
 
 
 async def advance_entries(bus: Bus, bucket: str, entries: Sequence[tuple[str, bytes]],
-                          replaces: Callable[[str, bytes, bytes], bool]) -> int:
+                          replaces: Callable[[str, bytes, bytes], bool], *, absent: bool = False) -> int:
     """Write each (key, value) where the key has no value yet or `replaces(key, value, stored)`; returns how many were written.
 
     Each write expects the key's last revision as read (the server refuses it when another
     writer wrote meanwhile; the key is then read again), so several writers never replace a
-    newer value with an older one, whatever their order (raises BusError).
+    newer value with an older one, whatever their order (raises BusError). `absent`: the keys
+    are most likely new (a new bucket), so the first try expects none without reading them.
     """
     written, pending = 0, list(entries)
-    for _ in range(ROUNDS):
+    for round_ in range(ROUNDS):
         again: list[tuple[str, bytes]] = []
         for start in range(0, len(pending), CHUNK):
             chunk = pending[start:start + CHUNK]
-            stored = await asyncio.gather(*(get_entry_at(bus, bucket, key) for key, _ in chunk))
+            if absent and round_ == 0:
+                stored: Sequence[tuple[bytes | None, int]] = [(None, 0)] * len(chunk)
+            else:
+                stored = await asyncio.gather(*(get_entry_at(bus, bucket, key) for key, _ in chunk))
             due = [(key, value, seq) for (key, value), (old, seq) in zip(chunk, stored) if old is None or replaces(key, value, old)]
             outcomes = await _guarded(bus, bucket, due)
             written += sum(outcomes)

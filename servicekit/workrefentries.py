@@ -47,6 +47,7 @@ class EntryWriter:
         self._replicas = replicas
         self._started: WorkRefs = WorkRefs()  # the state the fold resumed from
         self._written: WorkRefs | None = None  # the state written last; None: nothing yet by this writer
+        self._fresh = False  # the bucket had no position: its keys are most likely absent
         self.written = 0  # entries written
 
     def resumed(self, state: WorkRefs) -> None:
@@ -63,14 +64,14 @@ class EntryWriter:
         baseline = self._written if self._written is not None else await self._first_baseline()
         entries = await asyncio.to_thread(encoded_entries, state, baseline)
         try:
-            written = await advance_entries(self._bus, BUCKET, entries, _replaces)
+            written = await advance_entries(self._bus, BUCKET, entries, _replaces, absent=self._fresh)
             starts = tuple(await kept_snapshots(self._bus, timelinestart.PROJECTION.name, timelinestart.PROJECTION.version))
             position = Position(last_seq=state.last_seq, starts=starts)
             await advance_entries(self._bus, BUCKET, [(POSITION_KEY, msgspec.msgpack.encode(position))], _replaces)
         except BusError:
             self._written = None  # the bucket may be gone: the next write looks at what it holds first
             raise
-        self._written = state
+        self._written, self._fresh = state, False
         self.written += written
         if baseline is None:
             log.info("workrefs: wrote every item's entry (%d, %d newer already there) at seq %d", written,
@@ -81,6 +82,7 @@ class EntryWriter:
         """What the bucket already holds for this writer: its start when the entries reach it, else nothing (a full write)."""
         await ensure_entries_bucket(self._bus, BUCKET, DESCRIPTION, self._replicas)
         position = await read_position(self._bus)
+        self._fresh = position is None
         if position is not None and position.last_seq >= self._started.last_seq:
             return self._started
         return None

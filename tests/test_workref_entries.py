@@ -21,7 +21,7 @@ from eventbus.connection import Bus
 from eventbus.errors import BusError
 from eventbus.events import encode
 from eventbus.history import last_sequence, replay
-from eventbus.kventries import bucket_stream, entry_key, get_entry, put_entries
+from eventbus.kventries import advance_entries, bucket_stream, ensure_entries_bucket, entry_key, get_entry, put_entries
 from eventbus.objectdelete import delete_object
 from eventbus.publisher import Publisher
 from eventbus.snapshots import SNAPSHOT_BUCKET, kept_name
@@ -202,6 +202,16 @@ async def test_a_writer_resumed_behind_the_entries_writes_only_what_changed_and_
         assert await lookup(bus, "w-00000001") is None
         assert await ahead.write(later) == len(later.refs)
         assert await lookup(bus, "w-00000001") is not None
+
+
+async def test_a_guarded_write_reads_a_key_it_expected_absent_and_keeps_what_may_not_be_replaced(nats_url: str) -> None:
+    async with provisioned_bus(nats_url) as bus:
+        await ensure_entries_bucket(bus, "t_entries", "test")
+        await put_entries(bus, "t_entries", [("k1", b"x")])
+        always = await advance_entries(bus, "t_entries", [("k1", b"y"), ("k2", b"z")], lambda k, ours, stored: True, absent=True)
+        assert always == 2 and await get_entry(bus, "t_entries", "k1") == b"y"  # expected absent, found, read, replaced
+        assert await advance_entries(bus, "t_entries", [("k1", b"old")], lambda k, ours, stored: ours > stored) == 0
+        assert await get_entry(bus, "t_entries", "k1") == b"y"
 
 
 async def test_the_api_writes_every_items_entry_when_it_saves_its_snapshots(nats_url: str, eventually: Any) -> None:
