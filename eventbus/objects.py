@@ -164,14 +164,19 @@ async def ensure_bucket(bus: Bus, spec: BucketSpec) -> None:
         pass
     except SILENT as exc:
         raise BusUnavailable(f"JetStream did not answer looking up bucket {spec.name}: {exc or type(exc).__name__}") from None
+    await create_bucket_stream(bus, spec.name, bucket_config(spec))
+
+
+async def create_bucket_stream(bus: Bus, bucket: str, config: StreamConfig) -> None:
+    """Create the stream of `bucket` (an object store or KV bucket) unless another node just did (raises BusError)."""
     try:
-        await within(API_TIMEOUT_S, bus.js.add_stream(bucket_config(spec)))
+        await within(API_TIMEOUT_S, bus.js.add_stream(config))
     except nats.js.errors.BadRequestError:
         pass  # created by another node between our lookup and our create
     except SILENT as exc:
-        raise BusUnavailable(f"JetStream did not answer creating bucket {spec.name}: {exc or type(exc).__name__}") from None
+        raise BusUnavailable(f"JetStream did not answer creating bucket {bucket}: {exc or type(exc).__name__}") from None
     except nats.js.errors.APIError as exc:
-        raise BusError(f"cannot create bucket {spec.name}: {exc.description} (err_code {exc.err_code})") from None
+        raise BusError(f"cannot create bucket {bucket}: {exc.description} (err_code {exc.err_code})") from None
 
 
 async def harden_bucket(bus: Bus, bucket: str) -> str:

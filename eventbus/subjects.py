@@ -70,3 +70,6 @@ def heartbeat_subject(node: str) -> str:
 def deadletter_subject(stream: str, consumer: str) -> str:
     """Subject a consumer parks its poison messages on."""
     return f"{DEADLETTER_ROOT}.{token(stream)}.{token(consumer)}"
+
+
+WORKREFS_BUCKET = "rr_workrefs"  # KV: the timeline's work-ref index, one entry per work item (servicekit/workrefentries.py)

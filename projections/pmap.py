@@ -133,6 +133,24 @@ class PMap(Generic[K, V]):
     def __len__(self) -> int:
         return self._len
 
+    def changed_since(self, older: PMap[K, Any]) -> Iterator[K]:
+        """The keys bound differently here than in `older` (added, replaced or removed).
+
+        Two maps of one fold share their base, so only the keys either changed over it are
+        compared (by identity: an unchanged value is the same object); others compare every key.
+        """
+        if self._base is older._base:
+            old = older._map
+            for key, value in self._map.items():
+                if old.get(key, _MISSING) is not value:
+                    yield key
+            yield from (key for key in old if key not in self._map)
+            return
+        for key, value in self.items():
+            if older.get(key, _MISSING) != value:
+                yield key
+        yield from (key for key in older.keys() if key not in self)
+
     def items(self) -> Iterator[tuple[K, V]]:
         """Every (key, value), in no particular order."""
         if not self._base:

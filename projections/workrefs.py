@@ -75,6 +75,49 @@ def subjects_naming(state: WorkRefs, work_id: str) -> tuple[str, ...]:
     return tuple(state.refs.get(work_id, ()))
 
 
+# The index is also kept one entry per work item (servicekit/workrefentries.py), so that a
+# timeline reads its item's entry instead of the whole index.
+
+
+class Entry(msgspec.Struct, frozen=True, kw_only=True):
+    """One work item's refs as the index had them at `as_of` (unchanged since, while no newer entry replaced it)."""
+
+    as_of: int
+    subjects: tuple[str, ...] = ()
+
+
+class Position(msgspec.Struct, frozen=True, kw_only=True):
+    """Every item whose refs changed up to `last_seq` has its entry written (as of then or later)."""
+
+    last_seq: int
+    version: int = VERSION
+    # The kept `timeline-cluster` snapshots' positions when it was written: a timeline's start
+    # chosen without listing the snapshot bucket (one it finds pruned since makes it list).
+    starts: tuple[int, ...] = ()
+
+
+def changed_entries(state: WorkRefs, written: WorkRefs | None) -> list[tuple[str, Entry]]:
+    """The entries to write for `state` after `written` was: the items whose refs changed (all of them when None)."""
+    changed = state.refs.keys() if written is None else state.refs.changed_since(written.refs)
+    return [(work_id, Entry(as_of=state.last_seq, subjects=tuple(state.refs.get(work_id, ())))) for work_id in changed]
+
+
+def from_entry(work_id: str, position: Position, entry: Entry | None) -> WorkRefs:
+    """The index as far as it concerns `work_id` at `position`, from its entry (or its absence).
+
+    Writers write every changed item's entry before the position, and never replace an entry or
+    the position with an older one (servicekit/workrefentries.py), so the entry stands for the
+    position; one from a writer ahead of it may hold more, which the records after it re-add.
+    """
+    refs: PMap[str, tuple[str, ...]] = PMap({work_id: entry.subjects}) if entry is not None and entry.subjects else PMap()
+    return WorkRefs(last_seq=position.last_seq, refs=refs)
+
+
+def newer_entry(ours: Entry, stored: Entry) -> bool:
+    """Whether `ours` may replace `stored`: it was written at a later position."""
+    return ours.as_of > stored.as_of
+
+
 PROJECTION: Projection[WorkRefs] = Projection(
     name="workrefs",
     version=VERSION,

@@ -31,6 +31,22 @@ async def list_kept(bus: Bus) -> Listing:
     return await kept_index(bus)
 
 
+class KeptListing:
+    """The bucket's listing for several loads of one command, made once, and only if one of them needs it."""
+
+    def __init__(self, bus: Bus) -> None:
+        self._bus = bus
+        self._lock = asyncio.Lock()
+        self._listing: Listing | None = None
+
+    async def get(self) -> Listing:
+        """The listing (raises BusError)."""
+        async with self._lock:
+            if self._listing is None:
+                self._listing = await list_kept(self._bus)
+        return self._listing
+
+
 def newest_listed(listing: Listing, projection: Projection[Any], bound: int) -> int:
     """The position of the newest listed snapshot of `projection` not past `bound`; 0 when none is listed."""
     return next(iter(newest_at_or_before(listing.get((projection.name, projection.version), []), bound)), 0)

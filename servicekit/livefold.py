@@ -88,6 +88,7 @@ class LiveFold:
         self, bus: Bus, folders: Sequence[Folder[Any]] = (), subjects: Sequence[str] | None = None, *,
         on_record: Callable[[Record], None] | None = None, snapshots: SnapshotSettings | None = None,
         snapshot_parts: Sequence[Part] = (), snapshot_pause_s: float = 0.0,
+        after_snapshot: Callable[[Any], Awaitable[object]] | None = None,
         resumed: Callable[[Projection[Any], Any], Any] | None = None, who: str = "", replicas: int = 1,
     ) -> None:
         """`subjects`: what the catch-up reads (None: every event, streamed); following always reads every event.
@@ -95,7 +96,7 @@ class LiveFold:
         `on_record` sees each new record after the folders (a loop's own fold, its wake-ups, metrics).
         `snapshots`: save the folders' states on that schedule while following (only a leader or the
         API may write them), at most one save per `snapshot_pause_s`; `snapshot_parts` are saved beside
-        the first folder's. `resumed(projection, state)` adapts a loaded snapshot's state before
+        the first folder's, then `after_snapshot(state)` is awaited with its state. `resumed(projection, state)` adapts a loaded snapshot's state before
         folding on (the fence's candidates are configuration, not in the log).
         """
         self._bus = bus
@@ -105,7 +106,7 @@ class LiveFold:
         self._hook = on_record
         self._resumed = resumed
         self._writer = None if snapshots is None else SnapshotWriter(
-            bus, self._folders, snapshots, self._who, replicas=replicas, parts=snapshot_parts)
+            bus, self._folders, snapshots, self._who, replicas=replicas, parts=snapshot_parts, after_save=after_snapshot)
         self._pause_s = snapshot_pause_s
         # With no folder the caller folds in `on_record`: every record is news to it.
         self._reads: frozenset[str] | None = (

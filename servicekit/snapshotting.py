@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -149,14 +149,15 @@ class SnapshotWriter:
     """Saves the states of several folders every `every_events` records or `every_s` seconds (one follower's folds)."""
 
     def __init__(self, bus: Bus, folders: Sequence[Folder[Any]], settings: SnapshotSettings, who: str, *, replicas: int = 1,
-                 parts: Sequence[Part] = ()) -> None:
-        """`parts`: saved after the first folder's state, from it."""
+                 parts: Sequence[Part] = (), after_save: Callable[[Any], Awaitable[object]] | None = None) -> None:
+        """`parts`: saved after the first folder's state, from it; `after_save(state)`: then called with that state."""
         self._bus = bus
         self._folders = list(folders)
         self.settings = settings
         self._who = who
         self._replicas = replicas
         self._parts = list(parts)
+        self._after_save = after_save
         self.saved_seq = 0  # position of the newest snapshot saved; 0: none
         self._folded = 0
         self._since = time.monotonic()
@@ -182,7 +183,17 @@ class SnapshotWriter:
             if await self._save(folder.projection, state) and index == 0:
                 for projection, part in self._parts:
                     await self._save(projection, part(state))
+                await self._after(state)
         return True
+
+    async def _after(self, state: Any) -> None:
+        if self._after_save is None:
+            return
+        try:
+            await self._after_save(state)
+        except BusError as exc:  # the next save writes what this one could not
+            self.failed += 1
+            log.warning("%s: what follows the snapshot at seq %d not written: %s", self._who, state.last_seq, exc)
 
     async def _save(self, projection: Projection[Any], state: Any) -> bool:
         try:

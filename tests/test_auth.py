@@ -36,9 +36,12 @@ from eventbus.objects import BucketSpec, ensure_bucket, fetch_to_file, put_file
 from eventbus.probe import PermissionWatch, probe_publish, probe_subscribe
 from eventbus.publisher import Publisher
 from eventbus.streams import EVENTS_STREAM, StreamSettings, provision
-from eventbus.subjects import source_filter
+from eventbus.subjects import WORKREFS_BUCKET, source_filter
+from projections.pmap import PMap
+from projections.workrefs import WorkRefs, subjects_naming
 from servicekit.auth.credentials import connect_options, load_credentials
 from servicekit.auth.keys import new_seed
+from servicekit.workrefentries import EntryWriter, lookup
 from tests.auth_harness import HOSTS, Fleet, auth_server, node_services, open_as, stored_count, violations
 from tests.terms import as_term
 
@@ -182,6 +185,21 @@ async def test_a_coordinator_can_take_the_leadership_lease(fleet: Fleet, admin: 
     finally:
         await bus.close()
     assert (await LeaseBucket(admin).read("scheduler")).revision == revision
+
+
+async def test_a_coordinator_writes_the_work_ref_entries_and_a_worker_only_reads_them(
+        fleet: Fleet, worker: tuple[Bus, PermissionWatch]) -> None:
+    coordinator = await open_as(fleet, "coord-1")
+    try:
+        await EntryWriter(coordinator).write(WorkRefs(last_seq=7, refs=PMap({"w-1": ("rr.evt.data.b-1.>",)})))
+    finally:
+        await coordinator.close()
+    bus, watch = worker
+    found = await lookup(bus, "w-1")  # direct gets: a worker's `rr timeline` reads the entries
+    assert found is not None and found.last_seq == 7 and subjects_naming(found, "w-1") == ("rr.evt.data.b-1.>",)
+    probe = await probe_publish(bus, watch, f"$KV.{WORKREFS_BUCKET}.w-1", b"forged", harmless=False)
+    assert probe.outcome == "denied"
+    assert watch.violations == [] or all(WORKREFS_BUCKET in v for v in watch.violations)
 
 
 async def test_a_worker_cannot_publish_another_nodes_events(fleet: Fleet, admin: Bus) -> None:

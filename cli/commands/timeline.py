@@ -34,9 +34,12 @@ from projections.timeline import (
 )
 from projections.timelinestart import start_state
 from projections.work import is_open
-from servicekit.keptlisting import Listing, list_kept, load_listed, newest_listed
+from projections.workrefs import Position
+from servicekit import workrefentries
+from servicekit.keptlisting import KeptListing, Listing, load_listed, newest_listed
 from servicekit.options import add_common_arguments, common_options
 from servicekit.snapshotting import load_state
+from servicekit.workrefentries import position_or_none
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -91,15 +94,17 @@ async def _work_timeline(bus: Bus, selector: Selector, work_id: str) -> tuple[li
     before the first of those records, and up to the last record about the item, past which they
     add lines only while the item is still open (`around_work`). The item's own records decide
     that snapshot and the nodes, so the snapshot and then that context up to its own last record
-    are read while the index (which finds the records naming it) is; one listing of the snapshot
-    bucket serves both loads, listed while the log's end is asked for. What the records naming it
-    add to that range is read after them.
+    are read while the index's entry (which finds the records naming it) is. The entries' position
+    (servicekit/workrefentries.py), read while the log's end is asked for, also says which cluster
+    snapshots are kept; the snapshot bucket is listed (once) only without it or when a snapshot it
+    names is gone. What the records naming it add to that range is read after them.
     """
+    listing = KeptListing(bus)
     try:
         async with asyncio.TaskGroup() as tasks:
-            ending, listing = tasks.create_task(last_sequence(bus)), tasks.create_task(list_kept(bus))
-            own_task = tasks.create_task(_own_and_around(bus, work_id, ending, listing))
-            named_task = tasks.create_task(_naming(bus, work_id, ending, listing))
+            ending, positioning = tasks.create_task(last_sequence(bus)), tasks.create_task(position_or_none(bus))
+            own_task = tasks.create_task(_own_and_around(bus, work_id, ending, positioning, listing))
+            named_task = tasks.create_task(_naming(bus, work_id, ending, positioning, listing))
     except ExceptionGroup as group:
         raise group.exceptions[0] from None  # a BusError, as the other reads raise it
     end, mine, (named, read_named) = ending.result(), own_task.result(), named_task.result()
@@ -107,7 +112,7 @@ async def _work_timeline(bus: Bus, selector: Selector, work_id: str) -> tuple[li
     records = {**named, **own}
     first = min(records, default=end + 1)
     if first < min(own, default=end + 1):  # a record naming it before its own first (or it has none): start there
-        start = await timeline_start(bus, first - 1, listing.result())
+        start = await timeline_start(bus, first - 1, listing, positioning.result())
     about = [seq for seq, r in records.items() if seq in own or ((e := _decoded(r)) is not None and mentions_work(e, work_id))]
     last = max(about, default=end)
     builder = TimelineBuilder(selector, start)
@@ -140,11 +145,12 @@ class _OwnRead(msgspec.Struct, frozen=True, kw_only=True):
     read: int  # records read for `records` and `context`
 
 
-async def _own_and_around(bus: Bus, work_id: str, ending: Awaitable[int], listing: Awaitable[Listing]) -> _OwnRead:
+async def _own_and_around(bus: Bus, work_id: str, ending: Awaitable[int], positioning: Awaitable[Position | None],
+                          listing: KeptListing) -> _OwnRead:
     """The item's own records, the timeline's start before the first of them, and the context from there to its last."""
     end = await ending
     own, read = await _read_each(bus, [aggregate_filter("work", work_id)], end)
-    start = await timeline_start(bus, min(own, default=end + 1) - 1, await listing)
+    start = await timeline_start(bus, min(own, default=end + 1) - 1, listing, await positioning)
     around = (*LEADERSHIP, *work_context((e for _, r in sorted(own.items()) if (e := _decoded(r)) is not None), ()))
     covered = ((start.last_seq if start is not None else 0) + 1, min(end, max(own, default=-AFTER_OWN) + AFTER_OWN))
     context, read_context = await _read_range(bus, around, *covered)
@@ -162,15 +168,39 @@ async def _read_beyond(bus: Bus, mine: _OwnRead, first: int, last: int) -> tuple
     return {**before, **inside, **after}, read_before + read_after
 
 
-async def _naming(bus: Bus, work_id: str, ending: Awaitable[int],
-                  listing: Awaitable[Listing]) -> tuple[dict[int, Record], int]:
+async def _naming(bus: Bus, work_id: str, ending: Awaitable[int], positioning: Awaitable[Position | None],
+                  listing: KeptListing) -> tuple[dict[int, Record], int]:
     """The records of the aggregates the index says name the item, and how many records were read for them.
+
+    The index's entry for the item (servicekit/workrefentries.py: two direct gets, whatever the
+    number of items), the subjects it names read beside the results after it; without one, the
+    index's snapshot and the results after it (`_refs_from_snapshot`), then the subjects.
+    """
+    position = await positioning
+    found = None if position is None else await workrefentries.read_entry(bus, work_id, position)
+    end = await ending
+    if found is None:
+        refs, read = await _refs_from_snapshot(bus, work_id, end, await listing.get())
+        named, read_named = await _read_each(bus, workrefs.subjects_naming(refs, work_id), end, together=True)
+        return named, read + read_named
+    # The subjects the entry names are read beside the results after it; those add a subject rarely.
+    known = workrefs.subjects_naming(found, work_id)
+    (tail, read), (named, read_named) = await asyncio.gather(
+        _refs_tail(bus, found.last_seq + 1, end), _read_each(bus, known, end, together=True))
+    more = [s for s in workrefs.subjects_naming(_refs_folded(found, tail, work_id), work_id) if s not in known]
+    if more:
+        named_more, read_more = await _read_each(bus, more, end, together=True)
+        named, read_named = {**named, **named_more}, read_named + read_more
+    return named, read + read_named
+
+
+async def _refs_from_snapshot(bus: Bus, work_id: str, end: int, listed: Listing) -> tuple[workrefs.WorkRefs, int]:
+    """The index for `work_id` from its newest snapshot and the results after it, and how many records were read.
 
     The listing says where the index's newest snapshot ends, so the results after it are read
     while it loads; should another snapshot load instead (that one unreadable, or none listed),
     the results after the one loaded are read then.
     """
-    end, listed = await ending, await listing
     newest = newest_listed(listed, workrefs.PROJECTION, end)
     loading = load_listed(bus, workrefs.PROJECTION, "timeline", listed, not_after_seq=end)
     if newest:
@@ -181,17 +211,29 @@ async def _naming(bus: Bus, work_id: str, ending: Awaitable[int],
     if snapshot.last_seq != newest or not newest:
         tail, read_again = await _refs_tail(bus, snapshot.last_seq + 1, end)
         read += read_again
-    refs = _refs_folded(snapshot, tail, work_id)
-    named, read_named = await _read_each(bus, workrefs.subjects_naming(refs, work_id), end, together=True)
-    return named, read + read_named
+    return _refs_folded(snapshot, tail, work_id), read
 
 
-async def timeline_start(bus: Bus, bound: int, listing: Listing | None = None) -> ProjectionSet | None:
-    """The fold state of a work item's timeline at the newest usable cluster snapshot not past `bound`; None: none."""
+async def timeline_start(bus: Bus, bound: int, listing: KeptListing | None = None,
+                         position: Position | None = None) -> ProjectionSet | None:
+    """The fold state of a work item's timeline at the newest usable cluster snapshot not past `bound`; None: none.
+
+    `position`: the work-ref entries' position, whose `starts` name the cluster snapshots kept
+    when it was written; the bucket is listed only when they cannot say (none named, a bound
+    past it, or the ones named pruned since).
+    """
     if bound < 1:
         return None
-    listing = await list_kept(bus) if listing is None else listing
-    loaded = await load_listed(bus, timelinestart.PROJECTION, "timeline", listing, not_after_seq=bound)
+    cluster = timelinestart.PROJECTION
+    if position is not None and position.starts:
+        known = sorted(position.starts)
+        if known[0] > bound and bound <= position.last_seq:  # none was kept that far back
+            return None
+        loaded = await load_listed(bus, cluster, "timeline", {(cluster.name, cluster.version): known}, not_after_seq=bound)
+        if loaded is not None:
+            return start_state(loaded.state)
+    listed = await (listing or KeptListing(bus)).get()
+    loaded = await load_listed(bus, cluster, "timeline", listed, not_after_seq=bound)
     return None if loaded is None else start_state(loaded.state)
 
 
@@ -231,6 +273,8 @@ async def _refs_after(bus: Bus, state: workrefs.WorkRefs, end: int) -> tuple[wor
 
 async def _refs_tail(bus: Bus, start: int, end: int) -> tuple[list[Record], int]:
     """The results the index folds from `start` to `end`, in log order, and how many were read."""
+    if end < start:  # entries written past the log's end this call reads to
+        return [], 0
     filters = [typed_filter(kind) for kind in sorted(workrefs.PROJECTION.reads)]
     records: list[Record] = []
     read = await _read_filters(bus, records.append, filters, start, end)

@@ -60,6 +60,7 @@ from projections.timeline import Selector
 from servicekit.livefold import LiveFold, aggregate_subjects, taint_subjects, type_subjects
 from servicekit.rebuild import Rebuilt, state_at_seq, state_at_time
 from servicekit.snapshotting import save_state
+from servicekit.workrefentries import EntryWriter
 from services.leader import queue
 from services.leader.rollback import rollback_decisions
 
@@ -69,11 +70,13 @@ DAY = 60_000  # events a day at the README's 31-node estimate
 async def keep_snapshots(bus: Bus, until: int, every: int, max_gib: float = SnapshotSettings().max_gib) -> None:
     """The bundle's snapshot every `every` events up to `until`, each from the previous one plus its tail, kept within `max_gib`."""
     settings = SnapshotSettings(every_events=every, max_kept=10_000, max_gib=max_gib)
+    entries = EntryWriter(bus)
     for seq in range(every, until + 1, every):
         rebuilt = await state_at_seq(bus, bundle.PROJECTION, seq)
         await save_state(bus, bundle.PROJECTION, rebuilt.state, settings=settings)
         await save_state(bus, workrefs.PROJECTION, rebuilt.state.workrefs, settings=settings)  # as the API saves it
         await save_state(bus, timelinestart.PROJECTION, rebuilt.state.cluster, settings=settings)
+        await entries.write(rebuilt.state.workrefs)  # and its per-item entries, after the parts
         log(f"snapshot at {seq:,} (folded {rebuilt.folded:,} in {rebuilt.seconds:.1f}s)")
 
 

@@ -3,8 +3,9 @@
 Roles:
   admin        the operators (`rr streams init`, `rr dlq`, upgrades): every JetStream call,
                including the destructive ones; of the events, only those admin owns.
-  coordinator  a node that may campaign for leadership: writes the leases KV, publishes the
-               event types it owns under its own node, manages consumers and objects, but
+  coordinator  a node that may campaign for leadership: writes the leases KV and the API's
+               work-ref entries KV, publishes the event types it owns under its own node,
+               manages consumers and objects, but
                never deletes or purges a stream, nor updates or deletes messages of the log,
                the dead letters or the leases.
   worker       any other node: publishes only the event types it owns under its own node
@@ -24,7 +25,7 @@ import msgspec
 from eventbus.authority import Role, foreign_types, owned_types
 from eventbus.leasecopy import COPIES
 from eventbus.streams import DEADLETTER_STREAM, EVENTS_STREAM, TELEMETRY_STREAM
-from eventbus.subjects import DEADLETTER_ROOT, EVENTS_ROOT, TELEMETRY_ROOT, heartbeat_subject, token
+from eventbus.subjects import DEADLETTER_ROOT, EVENTS_ROOT, TELEMETRY_ROOT, WORKREFS_BUCKET, heartbeat_subject, token
 
 # Durable consumers are named "<service>-<node>" (services/worker: "worker-<node>"); a node
 # may create and pull from these names only, so it cannot take another node's assignments.
@@ -178,6 +179,7 @@ def coordinator_permissions(node: str, buckets: Buckets = Buckets()) -> Permissi
             f"{TELEMETRY_ROOT}.>",
             f"{DEADLETTER_ROOT}.>",
             leases_subjects(buckets),
+            f"$KV.{WORKREFS_BUCKET}.>",  # the API's work-ref entries (a cache of the log: readers fall back without it)
             "$JS.API.>",
             "$JS.ACK.>",
             "$JS.FC.>",

@@ -23,6 +23,7 @@ from projections.base import Folder
 from projections.bundle import ProjectionSet
 from projections.snapshotplan import SnapshotSettings
 from servicekit.livefold import LiveFold
+from servicekit.workrefentries import EntryWriter
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +63,20 @@ class ProjectionKeeper:
         self._folder: Folder[ProjectionSet] = Folder(bundle.PROJECTION, bundle.believing(ProjectionSet(), candidates))
         # Saved on records alone (no time rule), beside the timeline's index, at most one per pause.
         snapshots = SnapshotSettings(every_events=max(snapshot_every, 1), every_s=math.inf, max_gib=snapshot_max_gib)
+        # The timeline's index also one entry per work item, written after each save (a lookup reads one).
+        self._refs = EntryWriter(bus)
+
+        def resumed(_projection: object, state: ProjectionSet) -> ProjectionSet:
+            self._refs.resumed(state.workrefs)
+            return bundle.believing(state, candidates)
+
+        async def write_refs(state: ProjectionSet) -> None:
+            await self._refs.write(state.workrefs)
+
         self._live = LiveFold(
             bus, [self._folder], on_record=self._on_record, snapshots=snapshots,
             snapshot_parts=[(workrefs.PROJECTION, lambda state: state.workrefs), (timelinestart.PROJECTION, lambda state: state.cluster)],
-            snapshot_pause_s=snapshot_min_interval_s,
-            resumed=lambda _projection, state: bundle.believing(state, candidates), who="api",
+            snapshot_pause_s=snapshot_min_interval_s, after_snapshot=write_refs, resumed=resumed, who="api",
         )
         self._ring: collections.deque[Record] = collections.deque(maxlen=recent)
         self._publish_scheduled = False

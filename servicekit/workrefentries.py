@@ -1,0 +1,144 @@
+"""The timeline's work-ref index kept one KV entry per work item, beside its snapshots: a lookup costs one item's entry.
+
+The index's snapshot is one object holding every item (74k at 1M records, ~1.6M a year): a
+`rr timeline --work` that loads it fetches and decodes them all to read one. The API writes, each
+time it saves its snapshots, the entries of the items whose refs changed since its last write and
+then the position they are complete to (`workrefs.Position`, with the kept `timeline-cluster`
+snapshots, so that a timeline need not list the snapshot bucket); a reader gets the position, then
+its item's entry (two direct gets), and folds the results after them as after a snapshot. The
+bucket is a cache: without a position (an older cluster, a new bucket) readers load the snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import msgspec
+
+from eventbus.connection import Bus
+from eventbus.errors import BusError, BusUnavailable
+from eventbus.kventries import advance_entries, ensure_entries_bucket, entry_key, get_entry
+from eventbus.snapshots import kept_snapshots
+from eventbus.subjects import WORKREFS_BUCKET
+from projections import timelinestart, workrefs
+from projections.workrefs import Entry, Position, WorkRefs
+
+log = logging.getLogger(__name__)
+
+BUCKET = WORKREFS_BUCKET
+DESCRIPTION = "rr timeline's work-ref index, one entry per work item (a cache: deleting it costs one full write)"
+POSITION_KEY = "_position"  # never an item's key: those start with a letter, a digit or "_b64_"
+
+_entry_decoder = msgspec.msgpack.Decoder(Entry)
+_position_decoder = msgspec.msgpack.Decoder(Position)
+
+
+def encoded_entries(state: WorkRefs, written: WorkRefs | None) -> list[tuple[str, bytes]]:
+    """The (key, value) pairs of the items changed since `written` (every item when None); CPU-bound: run it in a thread."""
+    return [(entry_key(work_id), msgspec.msgpack.encode(entry)) for work_id, entry in workrefs.changed_entries(state, written)]
+
+
+class EntryWriter:
+    """Writes the index's changed entries, then their position, each time its writer saves a snapshot."""
+
+    def __init__(self, bus: Bus, *, replicas: int = 1) -> None:
+        self._bus = bus
+        self._replicas = replicas
+        self._started: WorkRefs = WorkRefs()  # the state the fold resumed from
+        self._written: WorkRefs | None = None  # the state written last; None: nothing yet by this writer
+        self._fresh = False  # the bucket had no position: its keys are most likely absent
+        self.written = 0  # entries written
+
+    def resumed(self, state: WorkRefs) -> None:
+        """The fold starts from `state` (a snapshot's, or the empty index)."""
+        self._started, self._written = state, None
+
+    async def write(self, state: WorkRefs) -> int:
+        """Write the entries changed since the last write, then the position; returns how many entries (raises BusError).
+
+        An entry or a position another writer wrote at a later position stays (`_replaces`).
+        """
+        if state.last_seq == 0:
+            return 0
+        baseline = self._written if self._written is not None else await self._first_baseline()
+        entries = await asyncio.to_thread(encoded_entries, state, baseline)
+        try:
+            written = await advance_entries(self._bus, BUCKET, entries, _replaces, absent=self._fresh)
+            starts = tuple(await kept_snapshots(self._bus, timelinestart.PROJECTION.name, timelinestart.PROJECTION.version))
+            position = Position(last_seq=state.last_seq, starts=starts)
+            await advance_entries(self._bus, BUCKET, [(POSITION_KEY, msgspec.msgpack.encode(position))], _replaces)
+        except BusError:
+            self._written = None  # the bucket may be gone: the next write looks at what it holds first
+            raise
+        self._written, self._fresh = state, False
+        self.written += written
+        if baseline is None:
+            log.info("workrefs: wrote every item's entry (%d, %d newer already there) at seq %d", written,
+                     len(entries) - written, state.last_seq)
+        return written
+
+    async def _first_baseline(self) -> WorkRefs | None:
+        """What the bucket already holds for this writer: its start when the entries reach it, else nothing (a full write)."""
+        await ensure_entries_bucket(self._bus, BUCKET, DESCRIPTION, self._replicas)
+        position = await read_position(self._bus)
+        self._fresh = position is None
+        if position is not None and position.last_seq >= self._started.last_seq:
+            return self._started
+        return None
+
+
+def _replaces(key: str, ours: bytes, stored: bytes) -> bool:
+    """Whether our value may replace `stored` at `key`: never with an entry or a position of an earlier one."""
+    try:
+        if key == POSITION_KEY:
+            old, new = _position_decoder.decode(stored), _position_decoder.decode(ours)
+            return old.version != new.version or old.last_seq < new.last_seq
+        return workrefs.newer_entry(_entry_decoder.decode(ours), _entry_decoder.decode(stored))
+    except msgspec.DecodeError:
+        return True  # an unreadable value is replaced
+
+
+async def read_position(bus: Bus) -> Position | None:
+    """The position the entries are complete to; None without one of this version (raises BusError)."""
+    data = await get_entry(bus, BUCKET, POSITION_KEY)
+    try:
+        position = None if data is None else _position_decoder.decode(data)
+    except msgspec.DecodeError:
+        log.warning("workrefs: the position in bucket %s does not decode; reading the index's snapshot", BUCKET)
+        return None
+    return position if position is not None and position.version == workrefs.VERSION else None
+
+
+async def read_entry(bus: Bus, work_id: str, position: Position) -> WorkRefs | None:
+    """The index as far as it concerns `work_id` (read after `position`); None when its entry does not decode."""
+    try:
+        data = await get_entry(bus, BUCKET, entry_key(work_id))
+    except BusUnavailable:
+        raise
+    except BusError as exc:
+        log.warning("workrefs: the entry of %s could not be read (%s); reading the index's snapshot", work_id, exc)
+        return None
+    try:
+        entry = None if data is None else _entry_decoder.decode(data)
+    except msgspec.DecodeError:
+        log.warning("workrefs: the entry of %s in bucket %s does not decode; reading the index's snapshot", work_id, BUCKET)
+        return None
+    return workrefs.from_entry(work_id, position, entry)
+
+
+async def position_or_none(bus: Bus) -> Position | None:
+    """`read_position`, None also when the bucket cannot be read (the snapshots say the same, only slower)."""
+    try:
+        return await read_position(bus)
+    except BusUnavailable:
+        raise
+    except BusError as exc:
+        log.warning("workrefs: bucket %s could not be read (%s); reading the index's snapshot", BUCKET, exc)
+        return None
+
+
+async def lookup(bus: Bus, work_id: str) -> WorkRefs | None:
+    """The index as far as it concerns `work_id`, from its entry; None when the bucket cannot tell (read the snapshot)."""
+    position = await read_position(bus)
+    return None if position is None else await read_entry(bus, work_id, position)
