@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from eventbus.events import DataSyncComplete, DataSyncPlanned, Event, LeaderElected, LeaseWritten, SelfplayComplete
+from eventbus.events import ArtifactRef, DataSyncComplete, DataSyncPlanned, Event, LeaderElected, LeaseWritten, SelfplayComplete
 from projections import attempts as attempt_rule
 from projections import retiring, withdrawal
 from projections.attempts import Attempts, late
@@ -30,7 +30,8 @@ from projections.withdrawal import Withdrawals
 
 # 2: batches of failed or cancelled items do not count (projections/withdrawal.py)
 # 3: batches of superseded attempts are anomalies (projections/attempts.py)
-# 4: settled batches and their copies retire RETIRE_AFTER records after the last record about them
+# 4: settled batches and their copies retire RETIRE_AFTER records after the last record about them;
+#    a batch keeps its file (the sync agents' batch-files fold before, which never retired)
 VERSION = 4
 
 # A batch leaves the state this many records after the last record about it (about 60 hours of the
@@ -56,6 +57,7 @@ class Batch(msgspec.Struct, frozen=True, kw_only=True):
     seq: int = 0
     at: dt.datetime | None = None
     nodes: tuple[str, ...] = ()  # sorted: where it was written plus verified copies
+    file: ArtifactRef | None = None  # where selfplay wrote it, with its node (None: the report named no file)
 
     @property
     def config(self) -> str:
@@ -152,6 +154,7 @@ def selfplay_complete(state: DataState, event: SelfplayComplete, seq: int) -> Da
         num_players=event.num_players, num_games=event.num_games, num_samples=event.num_samples,
         model_id=event.model_id, sha256=data.sha256 if data else "", size_bytes=data.size_bytes if data else 0,
         seq=seq, at=event.ts, nodes=(event.node,),
+        file=(data if data.node else msgspec.structs.replace(data, node=event.node)) if data else None,
     )
     configs = state.configs
     if state.withdrawals.counts(batch.work_id):  # else kept (it may count again after a late completion), not counted

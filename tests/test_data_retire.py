@@ -83,6 +83,8 @@ def test_the_state_holds_the_recent_and_unsettled_batches_only_and_every_reader_
     assert len(state.transfers) <= 50 and len(state.scheduled) <= 130
     assert _views(state) == _views(unretired)
     assert {"b-5", "b-6", "b-8"} <= set(state.batches.keys()), "withdrawn ones and one with a copy in flight stay"
+    # A kept batch holds its file for the sync agents (upload from it, name it in a sync item's output).
+    assert state.batches["b-299"].file == ev.ArtifactRef(path="/d/b-299.npz", size_bytes=1299, sha256=f"{299:064x}", node="gpu-3")
     small, whole = len(encode_snapshot(data.PROJECTION, state)), len(encode_snapshot(data.PROJECTION, unretired))
     assert small * 4 < whole, (small, whole)
     # The planner and the sync items decide the same on what is kept; a retired batch is refused by name.
@@ -96,6 +98,12 @@ def test_the_state_holds_the_recent_and_unsettled_batches_only_and_every_reader_
     assert isinstance(sync_step("b-8", "gpu-1", state), SyncWaiting) and isinstance(sync_step("b-299", TRAINER, state), SyncDone)
     step = sync_step("b-0", "gpu-4", state)
     assert isinstance(step, SyncFailed) and "retired" in step.reason
+
+
+def test_a_batch_whose_report_names_no_node_for_its_file_holds_it_on_the_reporting_node() -> None:
+    report = msgspec.structs.replace(_job(4)[0], data=ev.ArtifactRef(path="/d/b-4.npz", size_bytes=1, sha256="ab"))
+    state = _fold(numbered([report]), NEVER)
+    assert state.batches["b-4"].file == ev.ArtifactRef(path="/d/b-4.npz", size_bytes=1, sha256="ab", node="gpu-2")
 
 
 def test_a_repeated_report_or_copy_of_a_retired_batch_is_refused_as_before() -> None:

@@ -38,7 +38,6 @@ from cli.whatif.recording import record
 from cli.whatif.report import percentile
 from cli.whatif.simulate import simulate
 from cluster.distribution.failures import FAILURES
-from cluster.sync.batchfiles import BATCH_FILES
 from config.sections.api import ApiSettings
 from config.sections.scheduler import SchedulerSettings
 from eventbus import events as ev
@@ -95,12 +94,12 @@ def _distribution_loop() -> tuple[list[Folder[Any]], tuple[str, ...]]:
 
 
 def _sync_agent() -> tuple[list[Folder[Any]], tuple[str, ...]]:
-    folds: list[Folder[Any]] = [Folder(data.PROJECTION), Folder(BATCH_FILES), Folder(SYNC_REQUESTS), Folder(taint.PROJECTION)]
+    folds: list[Folder[Any]] = [Folder(data.PROJECTION), Folder(SYNC_REQUESTS), Folder(taint.PROJECTION)]
     return folds, (*aggregate_subjects("data", "leader", "work"), *taint_subjects())
 
 
 def _sync_planner() -> tuple[list[Folder[Any]], tuple[str, ...]]:
-    folds: list[Folder[Any]] = [Folder(data.PROJECTION), Folder(cluster.PROJECTION), Folder(taint.PROJECTION), Folder(BATCH_FILES), Folder(SYNC_REQUESTS)]
+    folds: list[Folder[Any]] = [Folder(data.PROJECTION), Folder(cluster.PROJECTION), Folder(taint.PROJECTION), Folder(SYNC_REQUESTS)]
     subjects = (*aggregate_subjects("data", "host", "leader"), *type_subjects(withdrawal.READS), *aggregate_subjects("work"))
     return folds, (*subjects, *taint_subjects())
 

@@ -11,7 +11,6 @@ import asyncio
 import logging
 
 from cluster.leadership.term import NotLeader, Term
-from cluster.sync.batchfiles import BATCH_FILES
 from config.hosts import HostsConfig
 from config.hostsfile import LiveHosts
 from config.sections.sync import SyncSettings
@@ -34,10 +33,9 @@ async def sync_planner_loop(ctx: ServiceContext, term: Term) -> None:
     settings: SyncSettings = ctx.config.sync
     data_fold, cluster_fold = Folder(data.PROJECTION), Folder(cluster.PROJECTION)
     subjects = (*aggregate_subjects("data", "host", "leader", "lease"), *type_subjects(withdrawal.READS))  # withdrawn batches stay put
-    # The agents' batch-files fold rides along only to be snapshotted here: nodes may not write snapshots.
     taint_fold = Folder(taint.PROJECTION)  # quarantined batches are not copied
     requests_fold = Folder(SYNC_REQUESTS)  # `sync` work items: operators' copies, planned first
-    live = LiveFold(ctx.bus, [data_fold, cluster_fold, taint_fold, Folder(BATCH_FILES), requests_fold],
+    live = LiveFold(ctx.bus, [data_fold, cluster_fold, taint_fold, requests_fold],
                     (*subjects, *aggregate_subjects("work"), *taint_subjects()),
                     snapshots=ctx.config.snapshots, who="sync planner", replicas=ctx.config.streams.replicas)
     await live.start()  # retried while the bus is away: one error must not end the term

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import msgspec
 
-from cluster.sync.batchfiles import BATCH_FILES
 from config.nodedirs import INCOMING, batch_path
 from config.sections.sync import SyncSettings
 from eventbus.connection import Bus
@@ -73,10 +72,9 @@ class SyncAgent:
         self._bus, self._publisher, self.node, self.root, self._settings = bus, publisher, node, root, settings
         self._replicas = replicas
         self._data = Folder(data.PROJECTION, believing(data.PROJECTION.initial(), candidates))  # others' plans: none
-        self._files = Folder(BATCH_FILES)
         self._requests = Folder(SYNC_REQUESTS)  # `sync` work items: served here, not by a worker process
         self._taint = Folder(taint.PROJECTION)  # a quarantined batch fails its sync item (the planner never copies it)
-        self._live = LiveFold(bus, [self._data, self._files, self._requests, self._taint],
+        self._live = LiveFold(bus, [self._data, self._requests, self._taint],
                               (*aggregate_subjects("data", "leader", "lease", "work"), *taint_subjects()),
                               resumed=believing_only(candidates))
         self._polls = RetryTable(settings.poll_initial_s, settings.poll_max_s)
@@ -111,19 +109,19 @@ class SyncAgent:
 
     async def reconcile(self, stopping: asyncio.Event) -> None:
         """One pass: uploads for copies planned from here, then downloads of copies planned to here."""
-        state, files = self._data.state, self._files.state.files
+        state = self._data.state
         open_ = self._open()
         self._uploads.keep_only({t.transfer_id for t in open_})
         for transfer in (t for t in open_ if t.from_node == self.node):
             batch = state.batches.get(transfer.batch_id)
             if batch is not None and not stopping.is_set():
-                if not await self._uploads.ensure(transfer, batch, files.get(batch.batch_id)):
+                if not await self._uploads.ensure(transfer, batch, batch.file):
                     self._ended.add(transfer.transfer_id)
         for transfer in (t for t in open_ if t.to_node == self.node):
             batch = state.batches.get(transfer.batch_id)
             if batch is None or stopping.is_set() or not self._polls.due(transfer.transfer_id, time.monotonic()):
                 continue
-            await self._receive(transfer, batch, files.get(batch.batch_id))
+            await self._receive(transfer, batch, batch.file)
         await self._serve_items()
 
     async def _serve_items(self) -> None:
@@ -154,7 +152,7 @@ class SyncAgent:
     def _received_ref(self, request: SyncRequest) -> list[ArtifactRef]:
         """Where the copied batch lies on this node, for WORK_COMPLETED (none when it was made here)."""
         batch = self._data.state.batches.get(request.batch_id)
-        origin = self._files.state.files.get(request.batch_id)
+        origin = batch.file if batch is not None else None
         if batch is None or batch.node == self.node:
             return [origin] if origin is not None else []
         path = batch_path(self.root, batch, origin.path if origin is not None else "")
