@@ -17,8 +17,8 @@ from eventbus.publisher import Publisher
 from projections import data
 from projections.base import Folder, fold_events
 from projections.snapshot import decode_snapshot, encode_snapshot
-from projections.syncwork import SyncDone, SyncFailed, SyncWaiting, sync_step
-from servicekit.livefold import LiveFold, aggregate_subjects, type_subjects
+from projections.syncwork import SYNC_REQUESTS, SyncDone, SyncFailed, SyncWaiting, sync_step
+from servicekit.livefold import LiveFold, aggregate_subjects, read_subjects, type_subjects
 from servicekit.rebuild import state_at_seq, store
 from services.leader.transfers import Fleet, plan_transfers
 from tests.bus_harness import provisioned_bus
@@ -164,6 +164,12 @@ def test_a_fold_whose_first_record_comes_late_in_the_log_does_not_walk_every_ear
     late = [(10**9 + i, e) for i, e in enumerate(in_term(_job(0)), 1)]  # the log's older records aged out
     state = _fold(late, 100)
     assert state.retired_through < min(state.scheduled.keys()) and len(state.batches) == 1
+
+
+def test_the_sync_services_read_the_work_types_their_folds_read_not_every_progress_report() -> None:
+    subjects = read_subjects("work", data.PROJECTION, SYNC_REQUESTS)
+    assert "rr.evt.*.*.WORK_COMPLETED.*" in subjects and "rr.evt.*.*.WORK_ADDED.*" in subjects
+    assert not any("WORK_PROGRESS" in s for s in subjects) and all(".WORK_" in s for s in subjects)
 
 
 # ---- a started service folds the same view from a snapshot with retired batches plus the tail ----------------

@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -34,7 +35,14 @@ from projections.fence import believing
 from projections.syncwork import SYNC_REQUESTS, SyncDone, SyncFailed, SyncRequest, served_here, sync_step
 from servicekit import fileplace
 from servicekit.filehash import sha256_file
-from servicekit.livefold import LiveFold, aggregate_subjects, believing_only, reconcile_while_following, taint_subjects
+from servicekit.livefold import (
+    LiveFold,
+    aggregate_subjects,
+    believing_only,
+    read_subjects,
+    reconcile_while_following,
+    taint_subjects,
+)
 from servicekit.retry import RetryTable
 from servicekit.waits import until_first
 from services.sync.uploads import BatchUploads
@@ -74,8 +82,9 @@ class SyncAgent:
         self._data = Folder(data.PROJECTION, believing(data.PROJECTION.initial(), candidates))  # others' plans: none
         self._requests = Folder(SYNC_REQUESTS)  # `sync` work items: served here, not by a worker process
         self._taint = Folder(taint.PROJECTION)  # a quarantined batch fails its sync item (the planner never copies it)
-        self._live = LiveFold(bus, [self._data, self._requests, self._taint],
-                              (*aggregate_subjects("data", "leader", "lease", "work"), *taint_subjects()),
+        folds: list[Folder[Any]] = [self._data, self._requests, self._taint]
+        self._live = LiveFold(bus, folds, (*aggregate_subjects("data", "leader", "lease"),
+                                           *read_subjects("work", *(f.projection for f in folds)), *taint_subjects()),
                               resumed=believing_only(candidates))
         self._polls = RetryTable(settings.poll_initial_s, settings.poll_max_s)
         self._ended: set[str] = set()  # transfers this process completed (until the fold shows it)
