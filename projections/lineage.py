@@ -18,6 +18,7 @@ class BatchLine(msgspec.Struct, frozen=True, kw_only=True):
     batch_id: str
     known: bool
     batch: Batch | None = None
+    retired_games: int = 0  # a settled batch retired from the data fold: only its games are held
     taint: Taint | None = None  # why it is quarantined, when it is
 
 
@@ -52,7 +53,8 @@ def lineage(ps: ProjectionSet, model_id: str) -> Lineage | None:
     training = model.training if model else None
     batch_ids = training.input_batches if training else ()
     tainted = taint.tainted(ps.taint)
-    batches = [BatchLine(batch_id=b, known=b in ps.data.batches, batch=ps.data.batches.get(b), taint=tainted.batches.get(b))
+    batches = [BatchLine(batch_id=b, known=b in ps.data.batches or b in ps.data.retired, batch=ps.data.batches.get(b),
+                         retired_games=ps.data.retired.get(b, 0), taint=tainted.batches.get(b))
                for b in batch_ids]
     promotion = model.promotion if model else None
     cited = promotion.evaluation_work_id if promotion else None
@@ -60,7 +62,7 @@ def lineage(ps: ProjectionSet, model_id: str) -> Lineage | None:
     return Lineage(
         model_id=model_id, config=config, sha256=model.sha256 if model else "",
         parent_model=training.parent_model if training else (promotion.previous_model if promotion else None),
-        training=training, batches=batches, games=sum(b.batch.num_games for b in batches if b.batch),
+        training=training, batches=batches, games=sum(b.batch.num_games if b.batch else b.retired_games for b in batches),
         evaluations=ratings, rating=scale_rating(ps.elo, model_id), promotion=promotion,
         promoting_evaluation=[r for r in ratings if cited is not None and r.work_id == cited],
         promoted_now=bool(config) and ps.models.promoted.get(config) == model_id,

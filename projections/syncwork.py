@@ -24,7 +24,7 @@ from eventbus.events import (
     WorkStarted,
 )
 from projections.base import Anomaly, Projection, total
-from projections.data import DataState, TransferStatus, is_live
+from projections.data import DataState, TransferStatus, copies_of, is_live, is_retired
 from projections.pmap import PMap
 
 SYNC_WORK = "sync"
@@ -68,6 +68,9 @@ def sync_step(batch_id: str, target: str, data: DataState, tainted: Container[st
     its newest copy to the target failed; waiting while a copy is planned, or none is yet.
     """
     batch = data.batches.get(batch_id)
+    if batch is None and is_retired(data, batch_id):
+        return SyncFailed(reason=f"batch {batch_id!r} settled and retired from the data fold ({data.retire_after:,} records "
+                                 "after its last copy): it is not copied any more; copy its file by hand if a node needs it")
     if batch is None:
         return SyncFailed(reason=f"batch {batch_id!r} is not in the log: name a batch from a SELFPLAY_COMPLETE")
     if target in batch.nodes:
@@ -76,8 +79,7 @@ def sync_step(batch_id: str, target: str, data: DataState, tainted: Container[st
         return SyncFailed(reason=f"batch {batch_id!r} is quarantined (tainted): it is not copied")
     if not is_live(data, batch):
         return SyncFailed(reason=f"batch {batch_id!r} is withdrawn: it is not copied")
-    copies = sorted((t for t in data.transfers.values() if t.batch_id == batch_id and t.to_node == target),
-                    key=lambda t: t.planned_seq)
+    copies = [t for t in copies_of(data, batch_id) if t.to_node == target]
     if not copies:
         return SyncWaiting(planned=False)
     last = copies[-1]

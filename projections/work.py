@@ -27,6 +27,7 @@ from eventbus.events import (
     WorkStarted,
     WorkUnschedulable,
 )
+from projections import retiring
 from projections.base import Anomaly, Projection, config_key, rejected, total
 from projections.fence import Fence, judged
 from projections.pmap import PMap
@@ -204,13 +205,10 @@ def _retire(state: WorkState, seq: int) -> WorkState:
     if horizon <= state.retired_through:
         return state
     completions = state.completions
-    oldest = _oldest(completions, state.retired_through, seq)
+    oldest = retiring.oldest(completions, state.retired_through, seq)
     if oldest > horizon:
         return msgspec.structs.replace(state, retired_through=oldest - 1)
-    if horizon - oldest >= len(completions):  # a long stride (a fold starting late): ask the map
-        due = sorted(done for done in completions.keys() if done <= horizon)
-    else:  # each sequence is looked at once in a fold
-        due = [done for done in range(oldest, horizon + 1) if done in completions]
+    due = retiring.due(completions, oldest, horizon)
     items, retired, tally = state.items, state.retired, state.retired_tally
     for done in due:
         work_id = completions[done]
@@ -220,19 +218,7 @@ def _retire(state: WorkState, seq: int) -> WorkState:
         key = f"{item.work_type} {item.config}"
         tally = {**tally, key: Retired(count=tally.get(key, Retired()).count + 1, last_seq=item.updated_seq)}
     return msgspec.structs.replace(state, items=items, completions=completions, retired=retired, retired_tally=tally,
-                                   retired_through=_oldest(completions, horizon, seq) - 1)
-
-
-def _oldest(completions: PMap[int, str], after: int, seq: int) -> int:
-    """The sequence of the oldest completion kept (all are after `after`, none after `seq`), or seq + 1 for none."""
-    if not completions:
-        return seq + 1
-    # Completions retire oldest first, so the mark only moves forward: a fold looks at each sequence
-    # about once. A gap longer than the map (a fold starting late) asks the map instead.
-    for done in range(after + 1, min(seq, after + len(completions)) + 1):
-        if done in completions:
-            return done
-    return min(completions.keys())
+                                   retired_through=retiring.oldest(completions, horizon, seq) - 1)
 
 
 def lookup(state: WorkState, work_id: str) -> WorkItem | None:

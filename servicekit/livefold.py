@@ -27,6 +27,7 @@ import msgspec
 from eventbus.connection import Bus
 from eventbus.connectivity import wait_reconnected
 from eventbus.errors import BusError, BusUnavailable
+from eventbus.events import EVENT_TYPES
 from eventbus.follow import follow
 from eventbus.gcpause import without_gc
 from eventbus.history import Record, last_sequence, replay
@@ -51,6 +52,12 @@ def aggregate_subjects(*aggregates: str) -> tuple[str, ...]:
 def type_subjects(type_names: Iterable[str]) -> tuple[str, ...]:
     """Subject filters of single event types, e.g. ('rr.evt.*.*.WORK_FAILED.*',): a few types of a busy aggregate."""
     return tuple(type_filter(name) for name in sorted(type_names))
+
+
+def read_subjects(aggregate: str, *projections: Projection[Any]) -> tuple[str, ...]:
+    """Subject filters of the types of `aggregate` the projections read: not the whole aggregate when it is busy
+    with types none of them reads (a work item's WORK_PROGRESS reports are about half of its records)."""
+    return type_subjects({t for p in projections for t in p.reads if t in EVENT_TYPES and EVENT_TYPES[t].aggregate == aggregate})
 
 
 def taint_subjects() -> tuple[str, ...]:

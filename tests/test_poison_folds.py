@@ -12,7 +12,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from cluster.distribution import failures as distributor_folds
-from cluster.sync import batchfiles as sync_folds
 from config.sections.scheduler import SchedulerSettings
 from eventbus.errors import BusUnavailable, InvalidEvent, StorageFull
 from eventbus.events import (
@@ -52,7 +51,6 @@ FOLDS: dict[str, tuple[Any, Any]] = {
     "queue": (queue.apply, queue.QueueState),
     "pipeline": (pipeline_view.apply, pipeline_view.PipelineView),
     "failures": (distributor_folds.apply_failure, distributor_folds.FailuresState),
-    "batch-files": (sync_folds.apply_batch_file, sync_folds.BatchFilesState),
 }
 
 

@@ -9,7 +9,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cluster.distribution.failures import FAILURES
-from cluster.sync.batchfiles import BATCH_FILES
 from eventbus import events as ev
 from projections import bundle, wire
 from projections.base import Projection, fold_events
@@ -19,8 +18,7 @@ from projections.syncwork import SYNC_REQUESTS
 from services.leader import queue
 from tests.test_projections import LOGS, PROPERTY, numbered
 
-SAVED: list[Projection[Any]] = [bundle.PROJECTION, *bundle.PARTS.values(), queue.PROJECTION, FAILURES,
-                                BATCH_FILES, SYNC_REQUESTS]
+SAVED: list[Projection[Any]] = [bundle.PROJECTION, *bundle.PARTS.values(), queue.PROJECTION, FAILURES, SYNC_REQUESTS]
 
 
 @PROPERTY

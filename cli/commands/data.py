@@ -54,6 +54,7 @@ class DataView(msgspec.Struct, frozen=True, kw_only=True):
     total_batches: int  # live ones
     transfers: dict[str, int]  # planned / done / failed -> count
     withdrawn_batches: int = 0  # batches of items that ended failed or cancelled: kept, not counted
+    retired_batches: int = 0  # settled batches that left the fold: counted in the totals, not listed
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -67,16 +68,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def data_view(state: DataState, now: dt.datetime, limit: int, tainted: Tainted = Tainted()) -> DataView:
     """Configs, the newest `limit` batches and transfer counts, from the data fold."""
-    sizes: dict[str, int] = {}
     copying: dict[str, list[str]] = {}
     live = [b for b in state.batches.values() if data.is_live(state, b)]
-    for batch in live:
-        sizes[batch.config] = sizes.get(batch.config, 0) + batch.size_bytes
     for transfer in state.transfers.values():
         if transfer.status is TransferStatus.PLANNED:
             copying.setdefault(transfer.batch_id, []).append(transfer.to_node)
     configs = [
-        ConfigRow(config=c.config, batches=c.batches, games=c.games, samples=c.samples, bytes=sizes.get(c.config, 0),
+        ConfigRow(config=c.config, batches=c.batches, games=c.games, samples=c.samples, bytes=c.bytes,
                   newest_batch=c.newest_batch, freshness_s=freshness_s(c, now))
         for c in sorted(state.configs.values(), key=lambda c: c.config)
     ]
@@ -88,8 +86,9 @@ def data_view(state: DataState, now: dt.datetime, limit: int, tainted: Tainted =
                  taint=tainted.batches[b.batch_id].describe() if b.batch_id in tainted.batches else "")
         for b in newest
     ]
-    return DataView(configs=configs, batches=batches, total_batches=len(live), transfers=dict(state.transfer_counts),
-                    withdrawn_batches=len(state.batches) - len(live))
+    return DataView(configs=configs, batches=batches, total_batches=sum(c.batches for c in configs),
+                    transfers=dict(state.transfer_counts), withdrawn_batches=len(state.batches) - len(live),
+                    retired_batches=len(state.retired))
 
 
 def format_data(view: DataView) -> str:
@@ -108,6 +107,8 @@ def format_data(view: DataView) -> str:
         f"transfers: {counts}",
         *([f"not counted: {view.withdrawn_batches} batch(es) of items that ended failed or cancelled"]
           if view.withdrawn_batches else []),
+        *([f"retired: {view.retired_batches} settled batch(es) left the fold (counted above, not listed; "
+           "rr events or rr timeline --work read one from the log)"] if view.retired_batches else []),
     ])
 
 

@@ -50,6 +50,11 @@ def _training(found: Lineage) -> list[str]:
     lines = [f"trained:   by work {t.work_id} on {t.node} at {when(t.at)} (seq {t.seq}){parent}"]
     lines.append(f"from:      {len(found.batches)} selfplay batches, {found.games} games")
     for b in found.batches:
+        if b.batch is None and b.known:
+            tainted = f"  TAINTED: {b.taint.describe()}" if b.taint else ""
+            lines.append(f"  {b.batch_id}  {b.retired_games} games (settled, retired from the data fold; "
+                         f"its SELFPLAY_COMPLETE is in the log){tainted}")
+            continue
         if b.batch is None:
             lines.append(f"  {b.batch_id}  (never reported by a SELFPLAY_COMPLETE)")
             continue

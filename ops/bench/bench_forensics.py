@@ -38,7 +38,6 @@ from cli.whatif.recording import record
 from cli.whatif.report import percentile
 from cli.whatif.simulate import simulate
 from cluster.distribution.failures import FAILURES
-from cluster.sync.batchfiles import BATCH_FILES
 from config.sections.api import ApiSettings
 from config.sections.scheduler import SchedulerSettings
 from eventbus import events as ev
@@ -51,13 +50,13 @@ from eventbus.snapshots import SNAPSHOT_BUCKET, parse_kept_name
 from eventbus.streams import EVENTS_STREAM, StreamSettings
 from ops.bench.bench_projection import NODES, TRAINER, publish_log, raw_read
 from ops.bench.common import bench_bus, bench_server, common_arguments, emit, fresh_events_stream, log
-from projections import bundle, cluster, data, models, taint, timelinestart, withdrawal, workrefs
+from projections import bundle, cluster, data, models, taint, timelinestart, workrefs
 from projections.base import Folder
 from projections.snapshotplan import SnapshotSettings
 from projections.snapshotthinning import worst_fold
 from projections.syncwork import SYNC_REQUESTS
 from projections.timeline import Selector
-from servicekit.livefold import LiveFold, aggregate_subjects, taint_subjects, type_subjects
+from servicekit.livefold import LiveFold, aggregate_subjects, read_subjects, taint_subjects
 from servicekit.rebuild import Rebuilt, state_at_seq, state_at_time
 from servicekit.snapshotting import save_state
 from servicekit.workrefentries import EntryWriter
@@ -98,13 +97,13 @@ def _distribution_loop() -> tuple[list[Folder[Any]], tuple[str, ...]]:
 
 
 def _sync_agent() -> tuple[list[Folder[Any]], tuple[str, ...]]:
-    folds: list[Folder[Any]] = [Folder(data.PROJECTION), Folder(BATCH_FILES), Folder(SYNC_REQUESTS), Folder(taint.PROJECTION)]
-    return folds, (*aggregate_subjects("data", "leader", "work"), *taint_subjects())
+    folds: list[Folder[Any]] = [Folder(data.PROJECTION), Folder(SYNC_REQUESTS), Folder(taint.PROJECTION)]
+    return folds, (*aggregate_subjects("data", "leader"), *read_subjects("work", *(f.projection for f in folds)), *taint_subjects())
 
 
 def _sync_planner() -> tuple[list[Folder[Any]], tuple[str, ...]]:
-    folds: list[Folder[Any]] = [Folder(data.PROJECTION), Folder(cluster.PROJECTION), Folder(taint.PROJECTION), Folder(BATCH_FILES), Folder(SYNC_REQUESTS)]
-    subjects = (*aggregate_subjects("data", "host", "leader"), *type_subjects(withdrawal.READS), *aggregate_subjects("work"))
+    folds: list[Folder[Any]] = [Folder(data.PROJECTION), Folder(cluster.PROJECTION), Folder(taint.PROJECTION), Folder(SYNC_REQUESTS)]
+    subjects = (*aggregate_subjects("data", "host", "leader"), *read_subjects("work", *(f.projection for f in folds)))
     return folds, (*subjects, *taint_subjects())
 
 

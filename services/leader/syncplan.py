@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from cluster.leadership.term import NotLeader, Term
-from cluster.sync.batchfiles import BATCH_FILES
 from config.hosts import HostsConfig
 from config.hostsfile import LiveHosts
 from config.sections.sync import SyncSettings
 from eventbus.events import utcnow
-from projections import cluster, data, taint, withdrawal
+from projections import cluster, data, taint
 from projections.base import Folder
 from projections.syncwork import SYNC_REQUESTS, SyncRequestsState, requested_copies
-from servicekit.livefold import LiveFold, aggregate_subjects, taint_subjects, type_subjects
+from servicekit.livefold import LiveFold, aggregate_subjects, read_subjects, taint_subjects
 from servicekit.runtime import ServiceContext
 from services.leader.synctargets import alive_nodes, ephemeral_nodes, training_targets
 from services.leader.transfers import Fleet, plan_transfers
@@ -33,12 +33,12 @@ async def sync_planner_loop(ctx: ServiceContext, term: Term) -> None:
     """Plan data copies every `sync.plan_interval_s` and on news, until the term ends (or is cancelled)."""
     settings: SyncSettings = ctx.config.sync
     data_fold, cluster_fold = Folder(data.PROJECTION), Folder(cluster.PROJECTION)
-    subjects = (*aggregate_subjects("data", "host", "leader", "lease"), *type_subjects(withdrawal.READS))  # withdrawn batches stay put
-    # The agents' batch-files fold rides along only to be snapshotted here: nodes may not write snapshots.
     taint_fold = Folder(taint.PROJECTION)  # quarantined batches are not copied
     requests_fold = Folder(SYNC_REQUESTS)  # `sync` work items: operators' copies, planned first
-    live = LiveFold(ctx.bus, [data_fold, cluster_fold, taint_fold, Folder(BATCH_FILES), requests_fold],
-                    (*subjects, *aggregate_subjects("work"), *taint_subjects()),
+    folds: list[Folder[Any]] = [data_fold, cluster_fold, taint_fold, requests_fold]
+    # The work types the folds read (withdrawn batches stay put, `sync` items), not every progress report.
+    subjects = (*aggregate_subjects("data", "host", "leader", "lease"), *read_subjects("work", *(f.projection for f in folds)))
+    live = LiveFold(ctx.bus, folds, (*subjects, *taint_subjects()),
                     snapshots=ctx.config.snapshots, who="sync planner", replicas=ctx.config.streams.replicas)
     await live.start()  # retried while the bus is away: one error must not end the term
     hosts = LiveHosts(ctx.config.hosts_file, "sync planner")

@@ -16,10 +16,10 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
-from cluster.sync.batchfiles import BATCH_FILES
 from config.nodedirs import INCOMING, batch_path
 from config.sections.sync import SyncSettings
 from eventbus.connection import Bus
@@ -35,7 +35,14 @@ from projections.fence import believing
 from projections.syncwork import SYNC_REQUESTS, SyncDone, SyncFailed, SyncRequest, served_here, sync_step
 from servicekit import fileplace
 from servicekit.filehash import sha256_file
-from servicekit.livefold import LiveFold, aggregate_subjects, believing_only, reconcile_while_following, taint_subjects
+from servicekit.livefold import (
+    LiveFold,
+    aggregate_subjects,
+    believing_only,
+    read_subjects,
+    reconcile_while_following,
+    taint_subjects,
+)
 from servicekit.retry import RetryTable
 from servicekit.waits import until_first
 from services.sync.uploads import BatchUploads
@@ -73,11 +80,11 @@ class SyncAgent:
         self._bus, self._publisher, self.node, self.root, self._settings = bus, publisher, node, root, settings
         self._replicas = replicas
         self._data = Folder(data.PROJECTION, believing(data.PROJECTION.initial(), candidates))  # others' plans: none
-        self._files = Folder(BATCH_FILES)
         self._requests = Folder(SYNC_REQUESTS)  # `sync` work items: served here, not by a worker process
         self._taint = Folder(taint.PROJECTION)  # a quarantined batch fails its sync item (the planner never copies it)
-        self._live = LiveFold(bus, [self._data, self._files, self._requests, self._taint],
-                              (*aggregate_subjects("data", "leader", "lease", "work"), *taint_subjects()),
+        folds: list[Folder[Any]] = [self._data, self._requests, self._taint]
+        self._live = LiveFold(bus, folds, (*aggregate_subjects("data", "leader", "lease"),
+                                           *read_subjects("work", *(f.projection for f in folds)), *taint_subjects()),
                               resumed=believing_only(candidates))
         self._polls = RetryTable(settings.poll_initial_s, settings.poll_max_s)
         self._ended: set[str] = set()  # transfers this process completed (until the fold shows it)
@@ -111,19 +118,19 @@ class SyncAgent:
 
     async def reconcile(self, stopping: asyncio.Event) -> None:
         """One pass: uploads for copies planned from here, then downloads of copies planned to here."""
-        state, files = self._data.state, self._files.state.files
+        state = self._data.state
         open_ = self._open()
         self._uploads.keep_only({t.transfer_id for t in open_})
         for transfer in (t for t in open_ if t.from_node == self.node):
             batch = state.batches.get(transfer.batch_id)
             if batch is not None and not stopping.is_set():
-                if not await self._uploads.ensure(transfer, batch, files.get(batch.batch_id)):
+                if not await self._uploads.ensure(transfer, batch, batch.file):
                     self._ended.add(transfer.transfer_id)
         for transfer in (t for t in open_ if t.to_node == self.node):
             batch = state.batches.get(transfer.batch_id)
             if batch is None or stopping.is_set() or not self._polls.due(transfer.transfer_id, time.monotonic()):
                 continue
-            await self._receive(transfer, batch, files.get(batch.batch_id))
+            await self._receive(transfer, batch, batch.file)
         await self._serve_items()
 
     async def _serve_items(self) -> None:
@@ -154,7 +161,7 @@ class SyncAgent:
     def _received_ref(self, request: SyncRequest) -> list[ArtifactRef]:
         """Where the copied batch lies on this node, for WORK_COMPLETED (none when it was made here)."""
         batch = self._data.state.batches.get(request.batch_id)
-        origin = self._files.state.files.get(request.batch_id)
+        origin = batch.file if batch is not None else None
         if batch is None or batch.node == self.node:
             return [origin] if origin is not None else []
         path = batch_path(self.root, batch, origin.path if origin is not None else "")
