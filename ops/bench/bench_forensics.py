@@ -1,14 +1,19 @@
 """Forensics at scale: point-in-time reads from kept snapshots, filtered timelines, cold starts, whatif, quarantine.
 
 The log: --events (default 300k; the issue's year is ~22M, 60k a day) in bench_projection's fleet
-mix (each event published by its own writer), published once with publish_many; the API's bundle
-snapshot is kept every --every events (default: the API's `api.snapshot_every_events`, 10k), and
-each service's own folds are saved `snapshots.every_events` (50k) before the end (the worst case:
-a snapshot is due every that many events).
+mix (each event published by its own writer), published once with publish_many. Then one pass
+folds it in order (ops/bench/forensics_log.py): the API's bundle snapshot is due every --every
+events (default: the API's `api.snapshot_every_events`, 10k), but only those the byte budget
+(--max-gib, `snapshots.max_gib`) still keeps at the log's end are written, and the bucket is
+thinned as the services' saves thin it; the others the services would have written and thinned
+out on the way. The same pass takes each service's own folds (and the assigner's queue)
+`snapshots.every_events` (50k) before the end (the worst case: a snapshot is due every that many
+events), saved after the distributor agent's catch-up without them is timed.
 raw:      nats-py ordered push consumer over the whole stream, counting (the ceiling of a full read,
           which is what every question costs without snapshots or subject filters).
 replay:   `rr replay --at T` (servicekit.rebuild.state_at_time) and `--seq S` at --points random points.
-timeline: `rr timeline --work W` of random items, `--node N` of workers (read_timeline).
+timeline: `rr timeline --work W` of random items, `--node N` of --node-points workers (read_timeline;
+          not a goal, and it reads a fifth of the log: use 1 or 0 at a year's scale).
 cold:     each service's catch-up from its snapshots plus the tail: the API's bundle, the assigner's
           queue, a distributor agent, the leader's distribution loop, a sync agent, the sync planner;
           the distributor agent also without snapshots.
@@ -18,7 +23,7 @@ quarantine: OUTPUTS_QUARANTINED of the trainer since 3/4 of the log, to the dist
           model on the nodes is bench_distribution's and bench_fleet's figure.
 The log's event times are its publish times: a year is published in minutes, so `--at` and the whatif
 window use no clock-skew margin (the commands' 5 minutes would span most of this compressed log).
-Run: python -m ops.bench.bench_forensics [--events 300000] [--every 10000] [--points 10] [--max-gib 4]
+Run: python -m ops.bench.bench_forensics [--events 300000] [--every 10000] [--points 10] [--max-gib 4] [--node-points 3]
 """
 
 from __future__ import annotations
@@ -26,11 +31,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import random
+import resource
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
-
-import msgspec
 
 from cli.commands.timeline import read_timeline
 from cli.commands.whatif import window_events
@@ -43,16 +47,18 @@ from config.sections.api import ApiSettings
 from config.sections.scheduler import SchedulerSettings
 from eventbus import events as ev
 from eventbus.connection import Bus
-from eventbus.history import Record, last_sequence, replay
+from eventbus.history import last_sequence
 from eventbus.integrity import decode_on
 from eventbus.objects import list_objects
 from eventbus.publisher import Publisher
 from eventbus.snapshots import SNAPSHOT_BUCKET, parse_kept_name
 from eventbus.streams import EVENTS_STREAM, StreamSettings
+from eventbus.subjects import ALL_EVENTS
 from ops.bench.bench_projection import NODES, TRAINER, publish_log, raw_read
 from ops.bench.common import bench_bus, bench_server, common_arguments, emit, fresh_events_stream, log
-from projections import bundle, cluster, data, models, taint, timelinestart, withdrawal, workrefs
-from projections.base import Folder
+from ops.bench.forensics_log import Service, Written, exact, keep_snapshots
+from projections import bundle, cluster, data, models, taint, withdrawal
+from projections.base import Folder, Projection
 from projections.snapshotplan import SnapshotSettings
 from projections.snapshotthinning import worst_fold
 from projections.syncwork import SYNC_REQUESTS
@@ -64,17 +70,6 @@ from services.leader import queue
 from services.leader.rollback import rollback_decisions
 
 DAY = 60_000  # events a day at the README's 31-node estimate
-
-
-async def keep_snapshots(bus: Bus, until: int, every: int, max_gib: float = SnapshotSettings().max_gib) -> None:
-    """The bundle's snapshot every `every` events up to `until`, each from the previous one plus its tail, kept within `max_gib`."""
-    settings = SnapshotSettings(every_events=every, max_kept=10_000, max_gib=max_gib)
-    for seq in range(every, until + 1, every):
-        rebuilt = await state_at_seq(bus, bundle.PROJECTION, seq)
-        await save_state(bus, bundle.PROJECTION, rebuilt.state, settings=settings)
-        await save_state(bus, workrefs.PROJECTION, rebuilt.state.workrefs, settings=settings)  # as the API saves it
-        await save_state(bus, timelinestart.PROJECTION, rebuilt.state.cluster, settings=settings)
-        log(f"snapshot at {seq:,} (folded {rebuilt.folded:,} in {rebuilt.seconds:.1f}s)")
 
 
 async def timed(action: Awaitable[Any]) -> float:
@@ -105,37 +100,28 @@ def _sync_planner() -> tuple[list[Folder[Any]], tuple[str, ...]]:
     return folds, (*subjects, *taint_subjects())
 
 
-LIVE_SERVICES: dict[str, Callable[[], tuple[list[Folder[Any]], tuple[str, ...]]]] = {
+LIVE_SERVICES: dict[str, Service] = {
     "distributor_agent": _distributor_agent, "distribution_loop": _distribution_loop,
     "sync_agent": _sync_agent, "sync_planner": _sync_planner,
 }
 
 
-async def save_folds_at(bus: Bus, make: Callable[[], tuple[list[Folder[Any]], tuple[str, ...]]], seq: int) -> None:
-    """Fold a service's subjects up to `seq` and save each fold's snapshot there (what its leader keeps)."""
-    folds, subjects = make()
-    records: list[Record] = []
-    for subject in subjects:
-        await replay(bus, records.append, subject=subject, end_seq=seq)
-    for stored in sorted(records, key=lambda r: r.seq):
-        for folder in folds:
-            folder(stored)
-    for folder in folds:
-        # At position `seq`: the fold has seen every record up to it, read or not.
-        state = msgspec.structs.replace(folder.projection.finished(folder.state), last_seq=seq)
-        await save_state(bus, folder.projection, state)
+def _assigner() -> tuple[list[Folder[Any]], tuple[str, ...]]:
+    return [Folder(queue.PROJECTION)], (ALL_EVENTS,)  # it rebuilds from the whole log
 
 
-async def cold_starts(bus: Bus, end: int, every: int) -> dict[str, float]:
-    """Seconds of each service's catch-up from snapshots `every` events old, and the distributor agent's without."""
-    at = max(1, end - every)
+SAVED_SERVICES: dict[str, Service] = {**LIVE_SERVICES, "assigner": _assigner}
+
+
+async def cold_starts(bus: Bus, captured: Sequence[tuple[Projection[Any], Any]]) -> dict[str, float]:
+    """Seconds of each service's catch-up from its folds saved `snapshots.every_events` back (`captured`), and the agent's without."""
     out: dict[str, float] = {}
     out["distributor_agent_bare"] = await timed(LiveFold(bus, *_distributor_agent()).catch_up())
+    for projection, state in captured:
+        await save_state(bus, projection, state)
     for name, make in LIVE_SERVICES.items():
-        await save_folds_at(bus, make, at)
         out[name] = await timed(LiveFold(bus, *make()).catch_up())
         log(f"cold start {name}: {out[name]:.2f}s")
-    await save_state(bus, queue.PROJECTION, (await state_at_seq(bus, queue.PROJECTION, at, use_snapshot=False)).state)
     out["assigner"] = await timed(state_at_seq(bus, queue.PROJECTION))
     out["api"] = await timed(state_at_seq(bus, bundle.PROJECTION))  # the kept bundle snapshots, as the API starts
     return out
@@ -167,11 +153,12 @@ async def point_in_time(bus: Bus, rng: random.Random, end: int, points: int) -> 
     return at_s, seq_s, most
 
 
-async def timelines(bus: Bus, rng: random.Random, jobs: int, points: int) -> tuple[list[float], list[float], int]:
+async def timelines(bus: Bus, rng: random.Random, jobs: int, points: int,
+                    node_points: int = 3) -> tuple[list[float], list[float], int]:
     """Seconds of `rr timeline --work` of random items and `--node` of random workers, and the most records a node's read."""
     work = [await timed(read_timeline(bus, Selector(work=f"w-{rng.randrange(jobs):08d}"))) for _ in range(points)]
     nodes, most = [], 0
-    for node in rng.sample(NODES[2:], min(3, points)):  # workers: not the trainer, not a leader
+    for node in rng.sample(NODES[2:], min(node_points, points)):  # workers: not the trainer, not a leader
         clock = time.perf_counter()
         _, read = await read_timeline(bus, Selector(node=node))
         nodes.append(time.perf_counter() - clock)
@@ -229,6 +216,8 @@ async def main() -> None:
     parser.add_argument("--every", type=int, default=ApiSettings().snapshot_every_events,
                         help="events between kept snapshots (default: the API's snapshot_every_events)")
     parser.add_argument("--points", type=int, default=10, help="random points per measure")
+    parser.add_argument("--node-points", type=int, default=3,
+                        help="workers whose `rr timeline --node` is timed (not a goal; ~10 us a record of the log each)")
     parser.add_argument("--max-gib", type=float, default=SnapshotSettings().max_gib,
                         help="the snapshot bucket's byte budget (default: snapshots.max_gib's)")
     args = parser.parse_args()
@@ -243,21 +232,33 @@ async def main() -> None:
         end = await last_sequence(bus)
         result["stream_bytes_per_event"] = round(await stream_bytes(bus) / end, 1)
         raw_s = args.events / await raw_read(bus, args.events)
+        clock = time.perf_counter()
         result["raw_full_read_s"] = round(raw_s, 3)
         log(f"raw full read {raw_s:.1f}s; keeping snapshots ...")
-        await keep_snapshots(bus, end - args.every, args.every, args.max_gib)
-        result |= await snapshot_bytes(bus, args.every)
+        every_events = SnapshotSettings().every_events
+        written, captured = await keep_snapshots(bus, end - args.every, args.every, args.max_gib, SAVED_SERVICES,
+                                                 max(1, end - every_events))
+        result |= await snapshot_bytes(bus, args.every) | _written(written)
+        result["bundle_snapshots_exact"] = exact(written.density, len(written.written), result["bundle_snapshots_kept"])
+        result["keep_snapshots_s"] = round(time.perf_counter() - clock, 1)
         at_s, seq_s, most = await point_in_time(bus, rng, end, args.points)
         result |= _percentiles("replay_at", at_s) | _percentiles("replay_seq", seq_s) | {"replay_most_records": most}
         log(f"replay --at p50 {percentile(at_s, 50):.2f}s; timelines ...")
-        work_s, node_s, node_read = await timelines(bus, rng, end // 16, args.points)
-        result |= _percentiles("timeline_work", work_s) | _percentiles("timeline_node", node_s) | {"timeline_node_most_records": node_read}
-        result |= {f"cold_start_{k}_s": round(v, 3) for k, v in (await cold_starts(bus, end, SnapshotSettings().every_events)).items()}
+        work_s, node_s, node_read = await timelines(bus, rng, end // 16, args.points, args.node_points)
+        result |= _percentiles("timeline_work", work_s) | {"timeline_node_most_records": node_read}
+        result |= _percentiles("timeline_node", node_s) if node_s else {}
+        result |= {f"cold_start_{k}_s": round(v, 3) for k, v in (await cold_starts(bus, captured)).items()}
         whatif_s, items = await whatif_day(bus, end)
         result |= {"whatif_day_s": round(whatif_s, 2), "whatif_items": items}
         log(f"whatif over a day {whatif_s:.1f}s; quarantine ...")
         result |= await quarantine_to_rollback(bus, end)
     emit(result)
+
+
+def _written(written: Written) -> dict[str, Any]:
+    return {"bundle_snapshots_candidates": written.candidates, "bundle_snapshots_written": len(written.written),
+            "snapshot_fold_s": round(written.fold_s, 1), "snapshot_save_s": round(written.save_s, 1),
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}
 
 
 def _percentiles(name: str, values: Sequence[float]) -> dict[str, float]:
