@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from eventbus import events as ev
 from eventbus.connection import Bus
 from eventbus.history import Record, last_sequence, replay
 from eventbus.objectdelete import delete_object
@@ -14,10 +15,11 @@ from eventbus.objects import list_objects
 from eventbus.snapshots import SNAPSHOT_BUCKET, kept_listing
 from eventbus.streams import StreamSettings
 from ops.bench.bench_forensics import SAVED_SERVICES
-from ops.bench.bench_projection import publish_log
+from ops.bench.bench_projection import fleet_log, publish_log
 from ops.bench.common import fresh_events_stream
-from ops.bench.forensics_log import Routes, exact, keep_snapshots, survivors, write_density
-from projections import bundle, timelinestart, workrefs
+from ops.bench.forensics_log import SharedFolds, exact, keep_snapshots, survivors, write_density
+from projections import bundle, models, timelinestart, workrefs
+from projections.base import Folder
 from projections.snapshotplan import SnapshotSettings
 from projections.snapshotthinning import LADDER, fitting
 from servicekit.rebuild import state_at_seq
@@ -47,22 +49,25 @@ def test_exact_only_where_everything_was_written_or_the_budget_thinned_it() -> N
     assert not exact(LADDER[2], 10, 10)
 
 
-def test_routes_hand_a_record_to_the_folds_whose_filters_cover_its_subject() -> None:
-    seen: dict[str, list[int]] = {"model": [], "typed": [], "all": []}
-
-    def into(name: str) -> Any:
-        return lambda record: seen[name].append(record.seq)
-
-    filters = {"model": ("rr.evt.model.>", "rr.evt.host.>"), "typed": ("rr.evt.*.*.WORK_FAILED.*",), "all": ("rr.evt.>",)}
-    routes = Routes([(filters[name], [into(name)]) for name in seen])
-    subjects = ["rr.evt.model.m-1.MODEL_PROMOTED.n1", "rr.evt.work.w-1.WORK_FAILED.n2", "rr.evt.host.n3.HOST_JOINED.n3",
-                "rr.evt.work.w-2.WORK_ADDED.n1", "rr.evt.model.m-2.MODEL_RATED.n4", "rr.evt.work.w-3.WORK_FAILED.n1"]
-    for seq, subject in enumerate(subjects, start=1):
-        routes(Record(seq, subject, b"", None))
-    for name, got in seen.items():
-        assert got == [seq for seq, s in enumerate(subjects, start=1) if any(subject_covers(p, s) for p in filters[name])]
+def test_a_fold_is_shared_until_its_services_read_different_records_and_forked_then() -> None:
+    filters = {"models": ("rr.evt.model.>",), "typed": ("rr.evt.*.*.MODEL_PROMOTED.*",), "all": ("rr.evt.>",)}
+    whole = Folder(bundle.PROJECTION)
+    shared = SharedFolds([(filters[name], [models.PROJECTION]) for name in filters], whole)
+    alone = {name: Folder(models.PROJECTION) for name in filters}
+    events = list(fleet_log(3_000))
+    for seq, event in enumerate(events, start=1):
+        record = Record(seq, event.subject(), ev.encode(event), None)
+        shared(record)
+        whole(record)
+        for name, fold in alone.items():
+            if any(subject_covers(p, record.subject) for p in filters[name]):
+                fold(record)
+    got = dict(zip(filters, (state for _, state in shared.at(len(events))), strict=True))
+    assert got == {name: msgspec.structs.replace(models.PROJECTION.finished(fold.state), last_seq=len(events))
+                   for name, fold in alone.items()}
+    assert got["typed"] != got["models"]  # a fold that reads promotions only is not the whole model aggregate's
     with pytest.raises(ValueError, match="rr.evt.model.*.X"):
-        Routes([(("rr.evt.model.*.X",), [])])
+        SharedFolds([(("rr.evt.model.*.X",), [])], whole)
 
 
 async def _save_every_one(bus: Bus, until: int, every: int, settings: SnapshotSettings) -> None:

@@ -9,7 +9,9 @@ write from the bytes per record seen so far (snapshots grow with the log), one t
 denser than the estimate needs; `prune` (the services' own) then thins what was written with the
 real sizes, and `exact` says whether what is left is what a service writing every one would keep.
 The services' folds (distributor agent, distribution loop, sync agent and planner, the
-assigner's queue) ride the same pass, each fed only the records its subjects filter would read.
+assigner's queue) ride the same pass, each fed only the records its subjects filter would read;
+folds of one projection that see the same records are one fold (the bundle's part where they
+see all it reads), which at a year's scale saves gigabytes of memory and a third of the pass.
 """
 
 from __future__ import annotations
@@ -67,36 +69,89 @@ def exact(density: Density | None, written: int, kept: int) -> bool:
     return density is None or kept < written
 
 
-class Routes:
-    """Which folds read a record, by its subject, as the services' consumer filters select them.
+BUNDLE = -1  # the bundle's member number in a group: it folds every record
+
+
+class _Group:
+    """Services whose folds of one projection have seen the same records: one fold (None: the bundle's part)."""
+
+    def __init__(self, members: set[int], folder: Folder[Any] | None) -> None:
+        self.members = members
+        self.folder = folder
+
+
+class SharedFolds:
+    """Each service's folds over the records its consumer filters select, one fold where several see the same records.
 
     The filters are whole aggregates (`rr.evt.<aggregate>.>`, or the whole log) or single types
     (`rr.evt.*.*.<TYPE>.*`), so whether one matches depends only on the subject's aggregate,
-    type and length: the answer is cached on those (a log has a few dozen such keys).
+    type and length: the routes are cached on those (a log has a few dozen such keys). A
+    projection's folds start as one, shared with the bundle's part of that name where it has
+    one (the bundle folds every record); the first record that some of its services read and
+    others do not forks the fold, from its state before that record.
     """
 
-    def __init__(self, readers: Sequence[tuple[tuple[str, ...], Sequence[Folder[Any]]]]) -> None:
-        for filters, _ in readers:
+    def __init__(self, services: Sequence[tuple[tuple[str, ...], Sequence[Projection[Any]]]],
+                 whole: Folder[bundle.ProjectionSet]) -> None:
+        for filters, _ in services:
             for pattern in filters:
                 parts = pattern.split(".")
                 aggregate = len(parts) <= 4 and parts[-1] == ">" and "*" not in parts
                 one_type = len(parts) == 6 and parts[2:4] == ["*", "*"] and parts[5] == "*"
                 if not (aggregate or one_type):
                     raise ValueError(f"subject filter {pattern!r}: only aggregates and single types are routed")
-        self._readers = [(filters, list(folds)) for filters, folds in readers]
+        self._whole = whole
+        self._filters = [filters for filters, _ in services]
+        self._services = [list(projections) for _, projections in services]
+        self._projections = {p.name: p for projections in self._services for p in projections}
+        self._groups: dict[str, list[_Group]] = {}
+        for name, projection in self._projections.items():
+            members = {i for i, projections in enumerate(self._services) if projection in projections}
+            shared = name in bundle.PARTS and bundle.PARTS[name] is projection
+            self._groups[name] = [_Group(members | {BUNDLE}, None) if shared else _Group(members, Folder(projection))]
         self._cache: dict[tuple[str, str, int], list[Folder[Any]]] = {}
 
     def __call__(self, record: Record) -> None:
-        """Hand `record` to every fold whose service reads its subject."""
+        """Hand `record` to every fold whose services read its subject (before the bundle folds it: a fork starts before it)."""
         parts = record.subject.split(".")
         key = (".".join(parts[:3]), parts[4] if len(parts) == 6 else "", len(parts))
         folds = self._cache.get(key)
         if folds is None:
-            folds = [fold for filters, group in self._readers if any(subject_covers(p, record.subject) for p in filters)
-                     for fold in group]
-            self._cache[key] = folds
+            folds = self._route(key, record.subject)
         for fold in folds:
             fold(record)
+
+    def _route(self, key: tuple[str, str, int], subject: str) -> list[Folder[Any]]:
+        covered = {i for i, filters in enumerate(self._filters) if any(subject_covers(p, subject) for p in filters)} | {BUNDLE}
+        reading = [name for name, projection in self._projections.items() if key[1] in projection.reads]
+        for name in reading:
+            for group in list(self._groups[name]):
+                inside, outside = group.members & covered, group.members - covered
+                if inside and outside:
+                    self._fork(name, group, inside, outside)
+                    self._cache.clear()
+        folds = [g.folder for name in reading for g in self._groups[name] if g.folder is not None and g.members & covered]
+        self._cache[key] = folds
+        return folds
+
+    def _fork(self, name: str, group: _Group, inside: set[int], outside: set[int]) -> None:
+        # The bundle reads every record, so it stays inside; the side without the group's fold gets a copy of its state.
+        state = self._state(name, group)
+        group.members = inside
+        self._groups[name].append(_Group(outside, Folder(self._projections[name], state)))
+
+    def _state(self, name: str, group: _Group) -> Any:
+        return getattr(self._whole.state, name) if group.folder is None else group.folder.state
+
+    def at(self, seq: int) -> list[tuple[Projection[Any], Any]]:
+        """Every service's folds (in order) finished at position `seq`: they have seen every record up to it, read or not."""
+        out = []
+        for i, projections in enumerate(self._services):
+            for projection in projections:
+                group = next(g for g in self._groups[projection.name] if i in g.members)
+                state = projection.finished(self._state(projection.name, group))
+                out.append((projection, msgspec.structs.replace(state, last_seq=seq)))
+        return out
 
 
 # --- the pass ---
@@ -124,11 +179,6 @@ async def _save_bundle(bus: Bus, state: bundle.ProjectionSet, settings: Snapshot
     return sum(kept.size for kept in listing if kept.name in names and kept.seq == state.last_seq)
 
 
-def at_seq(folder: Folder[Any], seq: int) -> Any:
-    """The fold's finished state at position `seq`: it has seen every record up to it, read or not."""
-    return msgspec.structs.replace(folder.projection.finished(folder.state), last_seq=seq)
-
-
 async def keep_snapshots(bus: Bus, until: int, every: int, max_gib: float, services: dict[str, Service],
                          services_at: int) -> tuple[Written, list[tuple[Projection[Any], Any]]]:
     """Fold the log once to `until`: write the bundle snapshots that the budget keeps at the end, and the services' states at `services_at`.
@@ -140,17 +190,16 @@ async def keep_snapshots(bus: Bus, until: int, every: int, max_gib: float, servi
     candidates = list(range(every, until + 1, every))
     plans = {density: set(survivors(candidates, every, density)) for density in (None, *LADDER)}
     whole = Folder(bundle.PROJECTION)
-    groups = [(subjects, folds) for folds, subjects in (make() for make in services.values())]
-    service_folds = [fold for _, folds in groups for fold in folds]
-    routes = Routes(groups)
+    made = (make() for make in services.values())
+    shared = SharedFolds([(subjects, [fold.projection for fold in folds]) for folds, subjects in made], whole)
     density: Density | None = None
     written: list[int] = []
     rate, fold_s, save_s, position = 0.0, 0.0, 0.0, 0
     captured: list[tuple[Projection[Any], Any]] = []
 
     def both(record: Record) -> None:
+        shared(record)
         whole(record)
-        routes(record)
 
     stops = sorted({*candidates, services_at})
     for stop in stops:
@@ -160,7 +209,7 @@ async def keep_snapshots(bus: Bus, until: int, every: int, max_gib: float, servi
         await replay(bus, whole if captured else both, start_seq=position + 1, end_seq=stop)
         position, fold_s = stop, fold_s + time.perf_counter() - clock
         if stop == services_at:
-            captured = [(fold.projection, at_seq(fold, stop)) for fold in service_folds]
+            captured = shared.at(stop)
         if stop in plans[density]:
             clock = time.perf_counter()
             size = await _save_bundle(bus, bundle.PROJECTION.finished(whole.state), settings)
