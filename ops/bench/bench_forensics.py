@@ -11,7 +11,8 @@ out on the way. The same pass takes each service's own folds (and the assigner's
 events), saved after the distributor agent's catch-up without them is timed.
 raw:      nats-py ordered push consumer over the whole stream, counting (the ceiling of a full read,
           which is what every question costs without snapshots or subject filters).
-replay:   `rr replay --at T` (servicekit.rebuild.state_at_time) and `--seq S` at --points random points.
+replay:   `rr replay --at T` (servicekit.rebuild.state_at_time) at --points random points and `--seq S` at
+          --seq-points of them.
 timeline: `rr timeline --work W` of random items, `--node N` of --node-points workers (read_timeline;
           not a goal, and it reads a fifth of the log: use 1 or 0 at a year's scale).
 cold:     each service's catch-up from its snapshots plus the tail: the API's bundle, the assigner's
@@ -24,6 +25,8 @@ quarantine: OUTPUTS_QUARANTINED of the trainer since 3/4 of the log, to the dist
 The log's event times are its publish times: a year is published in minutes, so `--at` and the whatif
 window use no clock-skew margin (the commands' 5 minutes would span most of this compressed log).
 Run: python -m ops.bench.bench_forensics [--events 300000] [--every 10000] [--points 10] [--max-gib 4] [--node-points 3]
+     [--seq-points N]; at a year's scale `--node-points 1 --seq-points 5` (each point there may fold millions of records:
+     the byte budget keeps few snapshots of a ~1 GB bundle).
 """
 
 from __future__ import annotations
@@ -140,16 +143,22 @@ async def stamp_of(bus: Bus, seq: int) -> dt.datetime:
     return event.ts
 
 
-async def point_in_time(bus: Bus, rng: random.Random, end: int, points: int) -> tuple[list[float], list[float], int]:
-    """Seconds of `rr replay --at` and `--seq` at random points, and the most records one of them read."""
+async def point_in_time(bus: Bus, rng: random.Random, end: int, points: int,
+                        seq_points: int | None = None) -> tuple[list[float], list[float], int]:
+    """Seconds of `rr replay --at` at random points and `--seq` at `seq_points` of them (spread), and the most records one read."""
     at_s, seq_s, most = [], [], 0
-    for seq in sorted(rng.randrange(1, end + 1) for _ in range(points)):
+    ordered = sorted(rng.randrange(1, end + 1) for _ in range(points))
+    every_nth = max(1, -(-points // max(1, points if seq_points is None else seq_points)))
+    for i, seq in enumerate(ordered):
         when = await stamp_of(bus, seq)
         rebuilt: Rebuilt[bundle.ProjectionSet] = await state_at_time(bus, when, skew=dt.timedelta(0))
         at_s.append(rebuilt.seconds)
-        by_seq = await state_at_seq(bus, bundle.PROJECTION, seq)
-        seq_s.append(by_seq.seconds)
-        most = max(most, rebuilt.folded, by_seq.folded)
+        most = max(most, rebuilt.folded)
+        if seq_points != 0 and i % every_nth == 0:
+            by_seq = await state_at_seq(bus, bundle.PROJECTION, seq)
+            seq_s.append(by_seq.seconds)
+            most = max(most, by_seq.folded)
+        log(f"point {i + 1} of {points} at {seq:,}: --at {rebuilt.seconds:.2f}s ({rebuilt.folded:,} records folded)")
     return at_s, seq_s, most
 
 
@@ -216,6 +225,8 @@ async def main() -> None:
     parser.add_argument("--every", type=int, default=ApiSettings().snapshot_every_events,
                         help="events between kept snapshots (default: the API's snapshot_every_events)")
     parser.add_argument("--points", type=int, default=10, help="random points per measure")
+    parser.add_argument("--seq-points", type=int, default=None,
+                        help="of the --points, how many also time `rr replay --seq` (default: all; not a goal)")
     parser.add_argument("--node-points", type=int, default=3,
                         help="workers whose `rr timeline --node` is timed (not a goal; ~10 us a record of the log each)")
     parser.add_argument("--max-gib", type=float, default=SnapshotSettings().max_gib,
@@ -241,8 +252,9 @@ async def main() -> None:
         result |= await snapshot_bytes(bus, args.every) | _written(written)
         result["bundle_snapshots_exact"] = exact(written.density, len(written.written), result["bundle_snapshots_kept"])
         result["keep_snapshots_s"] = round(time.perf_counter() - clock, 1)
-        at_s, seq_s, most = await point_in_time(bus, rng, end, args.points)
-        result |= _percentiles("replay_at", at_s) | _percentiles("replay_seq", seq_s) | {"replay_most_records": most}
+        at_s, seq_s, most = await point_in_time(bus, rng, end, args.points, args.seq_points)
+        result |= _percentiles("replay_at", at_s) | (_percentiles("replay_seq", seq_s) if seq_s else {})
+        result |= {"replay_most_records": most, "replay_seq_points": len(seq_s)}
         log(f"replay --at p50 {percentile(at_s, 50):.2f}s; timelines ...")
         work_s, node_s, node_read = await timelines(bus, rng, end // 16, args.points, args.node_points)
         result |= _percentiles("timeline_work", work_s) | {"timeline_node_most_records": node_read}
