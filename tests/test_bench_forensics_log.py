@@ -9,6 +9,7 @@ import pytest
 
 from eventbus import events as ev
 from eventbus.connection import Bus
+from eventbus.errors import BusUnavailable
 from eventbus.history import Record, last_sequence, replay
 from eventbus.objectdelete import delete_object
 from eventbus.objects import list_objects
@@ -17,7 +18,7 @@ from eventbus.streams import StreamSettings
 from ops.bench.bench_forensics import SAVED_SERVICES
 from ops.bench.bench_projection import fleet_log, publish_log
 from ops.bench.common import fresh_events_stream
-from ops.bench.forensics_log import SharedFolds, exact, keep_snapshots, survivors, write_density
+from ops.bench.forensics_log import SharedFolds, exact, keep_snapshots, retrying, survivors, write_density
 from projections import bundle, models, timelinestart, workrefs
 from projections.base import Folder
 from projections.snapshotplan import SnapshotSettings
@@ -68,6 +69,22 @@ def test_a_fold_is_shared_until_its_services_read_different_records_and_forked_t
     assert got["typed"] != got["models"]  # a fold that reads promotions only is not the whole model aggregate's
     with pytest.raises(ValueError, match="rr.evt.model.*.X"):
         SharedFolds([(("rr.evt.model.*.X",), [])], whole)
+
+
+async def test_retrying_tries_again_while_jetstream_does_not_answer_and_then_gives_up() -> None:
+    calls: list[int] = []
+
+    async def flaky(fails: int) -> str:
+        calls.append(1)
+        if len(calls) <= fails:
+            raise BusUnavailable("no answer")
+        return "done"
+
+    assert await retrying("flaky", lambda: flaky(2), tries=3) == "done" and len(calls) == 3
+    calls.clear()
+    with pytest.raises(BusUnavailable):
+        await retrying("flaky", lambda: flaky(5), tries=2)
+    assert len(calls) == 2
 
 
 async def _save_every_one(bus: Bus, until: int, every: int, settings: SnapshotSettings) -> None:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import random
 import resource
 import time
@@ -59,7 +60,7 @@ from eventbus.streams import EVENTS_STREAM, StreamSettings
 from eventbus.subjects import ALL_EVENTS
 from ops.bench.bench_projection import NODES, TRAINER, publish_log, raw_read
 from ops.bench.common import bench_bus, bench_server, common_arguments, emit, fresh_events_stream, log
-from ops.bench.forensics_log import Service, Written, exact, keep_snapshots
+from ops.bench.forensics_log import Service, Written, exact, keep_snapshots, retrying
 from projections import bundle, cluster, data, models, taint, withdrawal
 from projections.base import Folder, Projection
 from projections.snapshotplan import SnapshotSettings
@@ -121,7 +122,7 @@ async def cold_starts(bus: Bus, captured: Sequence[tuple[Projection[Any], Any]])
     out: dict[str, float] = {}
     out["distributor_agent_bare"] = await timed(LiveFold(bus, *_distributor_agent()).catch_up())
     for projection, state in captured:
-        await save_state(bus, projection, state)
+        await retrying(f"saving {projection.name}", functools.partial(save_state, bus, projection, state))
     for name, make in LIVE_SERVICES.items():
         out[name] = await timed(LiveFold(bus, *make()).catch_up())
         log(f"cold start {name}: {out[name]:.2f}s")
@@ -151,11 +152,13 @@ async def point_in_time(bus: Bus, rng: random.Random, end: int, points: int,
     every_nth = max(1, -(-points // max(1, points if seq_points is None else seq_points)))
     for i, seq in enumerate(ordered):
         when = await stamp_of(bus, seq)
-        rebuilt: Rebuilt[bundle.ProjectionSet] = await state_at_time(bus, when, skew=dt.timedelta(0))
+        # Tried again while JetStream does not answer (a loaded machine); `seconds` is the answered call's.
+        rebuilt: Rebuilt[bundle.ProjectionSet] = await retrying(
+            f"--at {seq:,}", functools.partial(state_at_time, bus, when, skew=dt.timedelta(0)))
         at_s.append(rebuilt.seconds)
         most = max(most, rebuilt.folded)
         if seq_points != 0 and i % every_nth == 0:
-            by_seq = await state_at_seq(bus, bundle.PROJECTION, seq)
+            by_seq = await retrying(f"--seq {seq:,}", functools.partial(state_at_seq, bus, bundle.PROJECTION, seq))
             seq_s.append(by_seq.seconds)
             most = max(most, by_seq.folded)
         log(f"point {i + 1} of {points} at {seq:,}: --at {rebuilt.seconds:.2f}s ({rebuilt.folded:,} records folded)")

@@ -16,13 +16,16 @@ see all it reads), which at a year's scale saves gigabytes of memory and a third
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import msgspec
 
 from eventbus.connection import Bus
+from eventbus.errors import BusUnavailable
 from eventbus.history import Record, replay
 from eventbus.snapshots import kept_listing
 from ops.bench.common import log
@@ -173,10 +176,30 @@ async def _save_bundle(bus: Bus, state: bundle.ProjectionSet, settings: Snapshot
     parts: tuple[tuple[Projection[Any], Any], ...] = (
         (bundle.PROJECTION, state), (workrefs.PROJECTION, state.workrefs), (timelinestart.PROJECTION, state.cluster))
     for projection, part in parts:
-        await save_state(bus, projection, part, settings=settings)
+        await retrying(f"saving {projection.name} at {state.last_seq}", functools.partial(save_state, bus, projection, part, settings=settings))
     names = {projection.name for projection, _ in parts}
-    listing, _ = await kept_listing(bus)
+    listing, _ = await retrying("listing the snapshots", lambda: kept_listing(bus))
     return sum(kept.size for kept in listing if kept.name in names and kept.seq == state.last_seq)
+
+
+T = TypeVar("T")
+
+
+async def retrying(what: str, action: Callable[[], Awaitable[T]], tries: int = 6) -> T:
+    """`action()`, tried again after 1, 2, 4 ... s while JetStream does not answer (a loaded machine: listings time out at 10 s).
+
+    A save tried again replaces the object of the same name, so a retry after a save that
+    was stored but whose prune timed out only stores it once more.
+    """
+    for attempt in range(tries):
+        try:
+            return await action()
+        except BusUnavailable as exc:
+            if attempt == tries - 1:
+                raise
+            log(f"{what}: {exc}; trying again in {2 ** attempt} s")
+            await asyncio.sleep(2 ** attempt)
+    raise AssertionError("unreachable")
 
 
 async def keep_snapshots(bus: Bus, until: int, every: int, max_gib: float, services: dict[str, Service],
