@@ -82,6 +82,15 @@ async def test_retrying_tries_again_while_jetstream_does_not_answer_and_then_giv
 
     assert await retrying("flaky", lambda: flaky(2), tries=3) == "done" and len(calls) == 3
     calls.clear()
+
+    async def slow() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise TimeoutError  # what nats-py raises when a consumer's creation is not answered
+        return "done"
+
+    assert await retrying("slow", slow, tries=2) == "done" and len(calls) == 2
+    calls.clear()
     with pytest.raises(BusUnavailable):
         await retrying("flaky", lambda: flaky(5), tries=2)
     assert len(calls) == 2

@@ -139,7 +139,7 @@ async def event_at(bus: Bus, seq: int) -> ev.Event:
 
 
 async def stamp_of(bus: Bus, seq: int) -> dt.datetime:
-    event = await event_at(bus, seq)
+    event = await retrying(f"reading {seq:,}", functools.partial(event_at, bus, seq))
     assert event.ts is not None
     return event.ts
 
@@ -244,8 +244,8 @@ async def main() -> None:
         # Chunks of 5k: an event's time (stamped when its chunk is) stays within 5k records of its storage.
         result["publish_s"] = round(await publish_log(bus, args.events, chunk_size=5_000), 1)
         end = await last_sequence(bus)
-        result["stream_bytes_per_event"] = round(await stream_bytes(bus) / end, 1)
-        raw_s = args.events / await raw_read(bus, args.events)
+        result["stream_bytes_per_event"] = round(await retrying("stream info", functools.partial(stream_bytes, bus)) / end, 1)
+        raw_s = args.events / await retrying("raw read", functools.partial(raw_read, bus, args.events))
         clock = time.perf_counter()
         result["raw_full_read_s"] = round(raw_s, 3)
         log(f"raw full read {raw_s:.1f}s; keeping snapshots ...")

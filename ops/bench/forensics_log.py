@@ -186,7 +186,8 @@ T = TypeVar("T")
 
 
 async def retrying(what: str, action: Callable[[], Awaitable[T]], tries: int = 6) -> T:
-    """`action()`, tried again after 1, 2, 4 ... s while JetStream does not answer (a loaded machine: listings time out at 10 s).
+    """`action()`, tried again after 1, 2, 4 ... s while JetStream does not answer (a loaded machine: listings time out at
+    10 s, and creating a consumer on a 22M-record stream just written took more than nats-py's 5 s).
 
     A save tried again replaces the object of the same name, so a retry after a save that
     was stored but whose prune timed out only stores it once more.
@@ -194,7 +195,7 @@ async def retrying(what: str, action: Callable[[], Awaitable[T]], tries: int = 6
     for attempt in range(tries):
         try:
             return await action()
-        except BusUnavailable as exc:
+        except (BusUnavailable, TimeoutError) as exc:  # nats-py's own timeouts (a consumer's creation) are TimeoutErrors
             if attempt == tries - 1:
                 raise
             log(f"{what}: {exc}; trying again in {2 ** attempt} s")
