@@ -1,14 +1,20 @@
 """Forensics at scale: point-in-time reads from kept snapshots, filtered timelines, cold starts, whatif, quarantine.
 
 The log: --events (default 300k; the issue's year is ~22M, 60k a day) in bench_projection's fleet
-mix (each event published by its own writer), published once with publish_many; the API's bundle
-snapshot is kept every --every events (default: the API's `api.snapshot_every_events`, 10k), and
-each service's own folds are saved `snapshots.every_events` (50k) before the end (the worst case:
-a snapshot is due every that many events).
+mix (each event published by its own writer), published once with publish_many. Then one pass
+folds it in order (ops/bench/forensics_log.py): the API's bundle snapshot is due every --every
+events (default: the API's `api.snapshot_every_events`, 10k), but only those the byte budget
+(--max-gib, `snapshots.max_gib`) still keeps at the log's end are written, and the bucket is
+thinned as the services' saves thin it; the others the services would have written and thinned
+out on the way. The same pass takes each service's own folds (and the assigner's queue)
+`snapshots.every_events` (50k) before the end (the worst case: a snapshot is due every that many
+events), saved after the distributor agent's catch-up without them is timed.
 raw:      nats-py ordered push consumer over the whole stream, counting (the ceiling of a full read,
           which is what every question costs without snapshots or subject filters).
-replay:   `rr replay --at T` (servicekit.rebuild.state_at_time) and `--seq S` at --points random points.
-timeline: `rr timeline --work W` of random items, `--node N` of workers (read_timeline).
+replay:   `rr replay --at T` (servicekit.rebuild.state_at_time) at --points random points and `--seq S` at
+          --seq-points of them.
+timeline: `rr timeline --work W` of random items, `--node N` of --node-points workers (read_timeline;
+          not a goal, and it reads a fifth of the log: use 1 or 0 at a year's scale).
 cold:     each service's catch-up from its snapshots plus the tail: the API's bundle, the assigner's
           queue, a distributor agent, the leader's distribution loop, a sync agent, the sync planner;
           the distributor agent also without snapshots.
@@ -18,19 +24,21 @@ quarantine: OUTPUTS_QUARANTINED of the trainer since 3/4 of the log, to the dist
           model on the nodes is bench_distribution's and bench_fleet's figure.
 The log's event times are its publish times: a year is published in minutes, so `--at` and the whatif
 window use no clock-skew margin (the commands' 5 minutes would span most of this compressed log).
-Run: python -m ops.bench.bench_forensics [--events 300000] [--every 10000] [--points 10] [--max-gib 4]
+Run: python -m ops.bench.bench_forensics [--events 300000] [--every 10000] [--points 10] [--max-gib 4] [--node-points 3]
+     [--seq-points N]; at a year's scale `--node-points 1 --seq-points 5` (each point there may fold millions of records:
+     the byte budget keeps few snapshots of a ~1 GB bundle).
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import random
+import resource
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
-
-import msgspec
 
 from cli.commands.timeline import read_timeline
 from cli.commands.whatif import window_events
@@ -42,16 +50,18 @@ from config.sections.api import ApiSettings
 from config.sections.scheduler import SchedulerSettings
 from eventbus import events as ev
 from eventbus.connection import Bus
-from eventbus.history import Record, last_sequence, replay
+from eventbus.history import last_sequence
 from eventbus.integrity import decode_on
 from eventbus.objects import list_objects
 from eventbus.publisher import Publisher
 from eventbus.snapshots import SNAPSHOT_BUCKET, parse_kept_name
 from eventbus.streams import EVENTS_STREAM, StreamSettings
+from eventbus.subjects import ALL_EVENTS
 from ops.bench.bench_projection import NODES, TRAINER, publish_log, raw_read
 from ops.bench.common import bench_bus, bench_server, common_arguments, emit, fresh_events_stream, log
-from projections import bundle, cluster, data, models, taint, timelinestart, workrefs
-from projections.base import Folder
+from ops.bench.forensics_log import Service, Written, exact, keep_snapshots, retrying
+from projections import bundle, cluster, data, models, taint
+from projections.base import Folder, Projection
 from projections.snapshotplan import SnapshotSettings
 from projections.snapshotthinning import worst_fold
 from projections.syncwork import SYNC_REQUESTS
@@ -59,24 +69,10 @@ from projections.timeline import Selector
 from servicekit.livefold import LiveFold, aggregate_subjects, read_subjects, taint_subjects
 from servicekit.rebuild import Rebuilt, state_at_seq, state_at_time
 from servicekit.snapshotting import save_state
-from servicekit.workrefentries import EntryWriter
 from services.leader import queue
 from services.leader.rollback import rollback_decisions
 
 DAY = 60_000  # events a day at the README's 31-node estimate
-
-
-async def keep_snapshots(bus: Bus, until: int, every: int, max_gib: float = SnapshotSettings().max_gib) -> None:
-    """The bundle's snapshot every `every` events up to `until`, each from the previous one plus its tail, kept within `max_gib`."""
-    settings = SnapshotSettings(every_events=every, max_kept=10_000, max_gib=max_gib)
-    entries = EntryWriter(bus)
-    for seq in range(every, until + 1, every):
-        rebuilt = await state_at_seq(bus, bundle.PROJECTION, seq)
-        await save_state(bus, bundle.PROJECTION, rebuilt.state, settings=settings)
-        await save_state(bus, workrefs.PROJECTION, rebuilt.state.workrefs, settings=settings)  # as the API saves it
-        await save_state(bus, timelinestart.PROJECTION, rebuilt.state.cluster, settings=settings)
-        await entries.write(rebuilt.state.workrefs)  # and its per-item entries, after the parts
-        log(f"snapshot at {seq:,} (folded {rebuilt.folded:,} in {rebuilt.seconds:.1f}s)")
 
 
 async def timed(action: Awaitable[Any]) -> float:
@@ -107,37 +103,28 @@ def _sync_planner() -> tuple[list[Folder[Any]], tuple[str, ...]]:
     return folds, (*subjects, *taint_subjects())
 
 
-LIVE_SERVICES: dict[str, Callable[[], tuple[list[Folder[Any]], tuple[str, ...]]]] = {
+LIVE_SERVICES: dict[str, Service] = {
     "distributor_agent": _distributor_agent, "distribution_loop": _distribution_loop,
     "sync_agent": _sync_agent, "sync_planner": _sync_planner,
 }
 
 
-async def save_folds_at(bus: Bus, make: Callable[[], tuple[list[Folder[Any]], tuple[str, ...]]], seq: int) -> None:
-    """Fold a service's subjects up to `seq` and save each fold's snapshot there (what its leader keeps)."""
-    folds, subjects = make()
-    records: list[Record] = []
-    for subject in subjects:
-        await replay(bus, records.append, subject=subject, end_seq=seq)
-    for stored in sorted(records, key=lambda r: r.seq):
-        for folder in folds:
-            folder(stored)
-    for folder in folds:
-        # At position `seq`: the fold has seen every record up to it, read or not.
-        state = msgspec.structs.replace(folder.projection.finished(folder.state), last_seq=seq)
-        await save_state(bus, folder.projection, state)
+def _assigner() -> tuple[list[Folder[Any]], tuple[str, ...]]:
+    return [Folder(queue.PROJECTION)], (ALL_EVENTS,)  # it rebuilds from the whole log
 
 
-async def cold_starts(bus: Bus, end: int, every: int) -> dict[str, float]:
-    """Seconds of each service's catch-up from snapshots `every` events old, and the distributor agent's without."""
-    at = max(1, end - every)
+SAVED_SERVICES: dict[str, Service] = {**LIVE_SERVICES, "assigner": _assigner}
+
+
+async def cold_starts(bus: Bus, captured: Sequence[tuple[Projection[Any], Any]]) -> dict[str, float]:
+    """Seconds of each service's catch-up from its folds saved `snapshots.every_events` back (`captured`), and the agent's without."""
     out: dict[str, float] = {}
     out["distributor_agent_bare"] = await timed(LiveFold(bus, *_distributor_agent()).catch_up())
+    for projection, state in captured:
+        await retrying(f"saving {projection.name}", functools.partial(save_state, bus, projection, state))
     for name, make in LIVE_SERVICES.items():
-        await save_folds_at(bus, make, at)
         out[name] = await timed(LiveFold(bus, *make()).catch_up())
         log(f"cold start {name}: {out[name]:.2f}s")
-    await save_state(bus, queue.PROJECTION, (await state_at_seq(bus, queue.PROJECTION, at, use_snapshot=False)).state)
     out["assigner"] = await timed(state_at_seq(bus, queue.PROJECTION))
     out["api"] = await timed(state_at_seq(bus, bundle.PROJECTION))  # the kept bundle snapshots, as the API starts
     return out
@@ -151,29 +138,38 @@ async def event_at(bus: Bus, seq: int) -> ev.Event:
 
 
 async def stamp_of(bus: Bus, seq: int) -> dt.datetime:
-    event = await event_at(bus, seq)
+    event = await retrying(f"reading {seq:,}", functools.partial(event_at, bus, seq))
     assert event.ts is not None
     return event.ts
 
 
-async def point_in_time(bus: Bus, rng: random.Random, end: int, points: int) -> tuple[list[float], list[float], int]:
-    """Seconds of `rr replay --at` and `--seq` at random points, and the most records one of them read."""
+async def point_in_time(bus: Bus, rng: random.Random, end: int, points: int,
+                        seq_points: int | None = None) -> tuple[list[float], list[float], int]:
+    """Seconds of `rr replay --at` at random points and `--seq` at `seq_points` of them (spread), and the most records one read."""
     at_s, seq_s, most = [], [], 0
-    for seq in sorted(rng.randrange(1, end + 1) for _ in range(points)):
+    ordered = sorted(rng.randrange(1, end + 1) for _ in range(points))
+    every_nth = max(1, -(-points // max(1, points if seq_points is None else seq_points)))
+    for i, seq in enumerate(ordered):
         when = await stamp_of(bus, seq)
-        rebuilt: Rebuilt[bundle.ProjectionSet] = await state_at_time(bus, when, skew=dt.timedelta(0))
+        # Tried again while JetStream does not answer (a loaded machine); `seconds` is the answered call's.
+        rebuilt: Rebuilt[bundle.ProjectionSet] = await retrying(
+            f"--at {seq:,}", functools.partial(state_at_time, bus, when, skew=dt.timedelta(0)))
         at_s.append(rebuilt.seconds)
-        by_seq = await state_at_seq(bus, bundle.PROJECTION, seq)
-        seq_s.append(by_seq.seconds)
-        most = max(most, rebuilt.folded, by_seq.folded)
+        most = max(most, rebuilt.folded)
+        if seq_points != 0 and i % every_nth == 0:
+            by_seq = await retrying(f"--seq {seq:,}", functools.partial(state_at_seq, bus, bundle.PROJECTION, seq))
+            seq_s.append(by_seq.seconds)
+            most = max(most, by_seq.folded)
+        log(f"point {i + 1} of {points} at {seq:,}: --at {rebuilt.seconds:.2f}s ({rebuilt.folded:,} records folded)")
     return at_s, seq_s, most
 
 
-async def timelines(bus: Bus, rng: random.Random, jobs: int, points: int) -> tuple[list[float], list[float], int]:
+async def timelines(bus: Bus, rng: random.Random, jobs: int, points: int,
+                    node_points: int = 3) -> tuple[list[float], list[float], int]:
     """Seconds of `rr timeline --work` of random items and `--node` of random workers, and the most records a node's read."""
     work = [await timed(read_timeline(bus, Selector(work=f"w-{rng.randrange(jobs):08d}"))) for _ in range(points)]
     nodes, most = [], 0
-    for node in rng.sample(NODES[2:], min(3, points)):  # workers: not the trainer, not a leader
+    for node in rng.sample(NODES[2:], min(node_points, points)):  # workers: not the trainer, not a leader
         clock = time.perf_counter()
         _, read = await read_timeline(bus, Selector(node=node))
         nodes.append(time.perf_counter() - clock)
@@ -231,6 +227,10 @@ async def main() -> None:
     parser.add_argument("--every", type=int, default=ApiSettings().snapshot_every_events,
                         help="events between kept snapshots (default: the API's snapshot_every_events)")
     parser.add_argument("--points", type=int, default=10, help="random points per measure")
+    parser.add_argument("--seq-points", type=int, default=None,
+                        help="of the --points, how many also time `rr replay --seq` (default: all; not a goal)")
+    parser.add_argument("--node-points", type=int, default=3,
+                        help="workers whose `rr timeline --node` is timed (not a goal; ~10 us a record of the log each)")
     parser.add_argument("--max-gib", type=float, default=SnapshotSettings().max_gib,
                         help="the snapshot bucket's byte budget (default: snapshots.max_gib's)")
     args = parser.parse_args()
@@ -243,23 +243,36 @@ async def main() -> None:
         # Chunks of 5k: an event's time (stamped when its chunk is) stays within 5k records of its storage.
         result["publish_s"] = round(await publish_log(bus, args.events, chunk_size=5_000), 1)
         end = await last_sequence(bus)
-        result["stream_bytes_per_event"] = round(await stream_bytes(bus) / end, 1)
-        raw_s = args.events / await raw_read(bus, args.events)
+        result["stream_bytes_per_event"] = round(await retrying("stream info", functools.partial(stream_bytes, bus)) / end, 1)
+        raw_s = args.events / await retrying("raw read", functools.partial(raw_read, bus, args.events))
+        clock = time.perf_counter()
         result["raw_full_read_s"] = round(raw_s, 3)
         log(f"raw full read {raw_s:.1f}s; keeping snapshots ...")
-        await keep_snapshots(bus, end - args.every, args.every, args.max_gib)
-        result |= await snapshot_bytes(bus, args.every)
-        at_s, seq_s, most = await point_in_time(bus, rng, end, args.points)
-        result |= _percentiles("replay_at", at_s) | _percentiles("replay_seq", seq_s) | {"replay_most_records": most}
+        every_events = SnapshotSettings().every_events
+        written, captured = await keep_snapshots(bus, end - args.every, args.every, args.max_gib, SAVED_SERVICES,
+                                                 max(1, end - every_events))
+        result |= await snapshot_bytes(bus, args.every) | _written(written)
+        result["bundle_snapshots_exact"] = exact(written.density, len(written.written), result["bundle_snapshots_kept"])
+        result["keep_snapshots_s"] = round(time.perf_counter() - clock, 1)
+        at_s, seq_s, most = await point_in_time(bus, rng, end, args.points, args.seq_points)
+        result |= _percentiles("replay_at", at_s) | (_percentiles("replay_seq", seq_s) if seq_s else {})
+        result |= {"replay_most_records": most, "replay_seq_points": len(seq_s)}
         log(f"replay --at p50 {percentile(at_s, 50):.2f}s; timelines ...")
-        work_s, node_s, node_read = await timelines(bus, rng, end // 16, args.points)
-        result |= _percentiles("timeline_work", work_s) | _percentiles("timeline_node", node_s) | {"timeline_node_most_records": node_read}
-        result |= {f"cold_start_{k}_s": round(v, 3) for k, v in (await cold_starts(bus, end, SnapshotSettings().every_events)).items()}
+        work_s, node_s, node_read = await timelines(bus, rng, end // 16, args.points, args.node_points)
+        result |= _percentiles("timeline_work", work_s) | {"timeline_node_most_records": node_read}
+        result |= _percentiles("timeline_node", node_s) if node_s else {}
+        result |= {f"cold_start_{k}_s": round(v, 3) for k, v in (await cold_starts(bus, captured)).items()}
         whatif_s, items = await whatif_day(bus, end)
         result |= {"whatif_day_s": round(whatif_s, 2), "whatif_items": items}
         log(f"whatif over a day {whatif_s:.1f}s; quarantine ...")
         result |= await quarantine_to_rollback(bus, end)
     emit(result)
+
+
+def _written(written: Written) -> dict[str, Any]:
+    return {"bundle_snapshots_candidates": written.candidates, "bundle_snapshots_written": len(written.written),
+            "snapshot_fold_s": round(written.fold_s, 1), "snapshot_save_s": round(written.save_s, 1),
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}
 
 
 def _percentiles(name: str, values: Sequence[float]) -> dict[str, float]:

@@ -1,0 +1,151 @@
+"""bench_forensics' one pass over its log: it leaves the snapshots and service states that saving every one would."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import pytest
+
+from eventbus import events as ev
+from eventbus.connection import Bus
+from eventbus.errors import BusUnavailable
+from eventbus.history import Record, last_sequence, replay
+from eventbus.objectdelete import delete_object
+from eventbus.objects import list_objects
+from eventbus.snapshots import SNAPSHOT_BUCKET, kept_listing
+from eventbus.streams import StreamSettings
+from ops.bench.bench_forensics import SAVED_SERVICES
+from ops.bench.bench_projection import fleet_log, publish_log
+from ops.bench.common import fresh_events_stream
+from ops.bench.forensics_log import SharedFolds, exact, keep_snapshots, retrying, survivors, write_density
+from projections import bundle, models, timelinestart, workrefs
+from projections.base import Folder
+from projections.snapshotplan import SnapshotSettings
+from projections.snapshotthinning import LADDER, fitting
+from servicekit.rebuild import state_at_seq
+from servicekit.snapshotting import load_state, save_state
+from servicekit.telemetry.permits import subject_covers
+
+
+def test_write_density_is_one_step_denser_than_the_one_that_fits() -> None:
+    candidates = list(range(10, 22_001, 10))
+    assert write_density(candidates, 10, 1.0, 1e12) is None  # everything fits
+    budget = 3e6
+    fits, _ = fitting({seq: seq * 10 for seq in candidates}, 10, budget)
+    assert fits is not None and fits != LADDER[0]
+    assert write_density(candidates, 10, 10.0, budget) == LADDER[LADDER.index(fits) - 1]
+
+
+def test_the_survivors_of_a_denser_step_hold_those_of_a_sparser_one() -> None:
+    candidates = list(range(100, 200_001, 100))
+    assert survivors(candidates, 100, None) == candidates
+    for denser, sparser in zip(LADDER, LADDER[1:], strict=False):
+        kept = survivors(candidates, 100, sparser)
+        assert set(kept) <= set(survivors(candidates, 100, denser)) and candidates[-1] in kept and len(kept) < len(candidates)
+
+
+def test_exact_only_where_everything_was_written_or_the_budget_thinned_it() -> None:
+    assert exact(None, 10, 10) and exact(LADDER[2], 10, 7)
+    assert not exact(LADDER[2], 10, 10)
+
+
+def test_a_fold_is_shared_until_its_services_read_different_records_and_forked_then() -> None:
+    filters = {"models": ("rr.evt.model.>",), "typed": ("rr.evt.*.*.MODEL_PROMOTED.*",), "all": ("rr.evt.>",)}
+    whole = Folder(bundle.PROJECTION)
+    shared = SharedFolds([(filters[name], [models.PROJECTION]) for name in filters], whole)
+    alone = {name: Folder(models.PROJECTION) for name in filters}
+    events = list(fleet_log(3_000))
+    for seq, event in enumerate(events, start=1):
+        record = Record(seq, event.subject(), ev.encode(event), None)
+        shared(record)
+        whole(record)
+        for name, fold in alone.items():
+            if any(subject_covers(p, record.subject) for p in filters[name]):
+                fold(record)
+    got = dict(zip(filters, (state for _, state in shared.at(len(events))), strict=True))
+    assert got == {name: msgspec.structs.replace(models.PROJECTION.finished(fold.state), last_seq=len(events))
+                   for name, fold in alone.items()}
+    assert got["typed"] != got["models"]  # a fold that reads promotions only is not the whole model aggregate's
+    with pytest.raises(ValueError, match="rr.evt.model.*.X"):
+        SharedFolds([(("rr.evt.model.*.X",), [])], whole)
+
+
+async def test_retrying_tries_again_while_jetstream_does_not_answer_and_then_gives_up() -> None:
+    calls: list[int] = []
+
+    async def flaky(fails: int) -> str:
+        calls.append(1)
+        if len(calls) <= fails:
+            raise BusUnavailable("no answer")
+        return "done"
+
+    assert await retrying("flaky", lambda: flaky(2), tries=3) == "done" and len(calls) == 3
+    calls.clear()
+
+    async def slow() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise TimeoutError  # what nats-py raises when a consumer's creation is not answered
+        return "done"
+
+    assert await retrying("slow", slow, tries=2) == "done" and len(calls) == 2
+    calls.clear()
+    with pytest.raises(BusUnavailable):
+        await retrying("flaky", lambda: flaky(5), tries=2)
+    assert len(calls) == 2
+
+
+async def _save_every_one(bus: Bus, until: int, every: int, settings: SnapshotSettings) -> None:
+    # The services' way: a snapshot every `every` records, each saved (and the bucket pruned) as it comes.
+    for seq in range(every, until + 1, every):
+        state = (await state_at_seq(bus, bundle.PROJECTION, seq)).state
+        await save_state(bus, bundle.PROJECTION, state, settings=settings)
+        await save_state(bus, workrefs.PROJECTION, state.workrefs, settings=settings)
+        await save_state(bus, timelinestart.PROJECTION, state.cluster, settings=settings)
+
+
+async def _service_states(bus: Bus, at: int) -> list[Any]:
+    # Each service's folds read through its own consumer filters up to `at`, as a leader would have them.
+    out = []
+    for make in SAVED_SERVICES.values():
+        folds, subjects = make()
+        records: list[Record] = []
+        await replay(bus, records.append, subjects=subjects, end_seq=at)
+        for record in sorted(records, key=lambda r: r.seq):
+            for fold in folds:
+                fold(record)
+        # At position `at`: each fold has seen every record up to it, read or not.
+        out += [msgspec.structs.replace(fold.projection.finished(fold.state), last_seq=at) for fold in folds]
+    return out
+
+
+async def _kept_bundles(bus: Bus) -> dict[int, bundle.ProjectionSet]:
+    listing, _ = await kept_listing(bus)
+    seqs = [kept.seq for kept in listing if kept.name == bundle.PROJECTION.name]
+    out = {}
+    for seq in seqs:
+        loaded = await load_state(bus, bundle.PROJECTION, "test", not_after_seq=seq)
+        assert loaded is not None and loaded.header.last_seq == seq
+        out[seq] = loaded.state
+    return out
+
+
+async def test_one_pass_keeps_what_saving_every_snapshot_and_thinning_keeps(bus: Bus) -> None:
+    await fresh_events_stream(bus, StreamSettings())
+    await publish_log(bus, 12_000, chunk_size=2_000)
+    end, every, max_gib = await last_sequence(bus), 250, 0.0005  # a budget the thinning has to meet
+    settings = SnapshotSettings(every_events=every, max_kept=10_000, max_gib=max_gib)
+    await _save_every_one(bus, end - every, every, settings)
+    expected = await _kept_bundles(bus)
+    for obj in await list_objects(bus, SNAPSHOT_BUCKET):
+        await delete_object(bus, SNAPSHOT_BUCKET, obj.name)
+
+    written, captured = await keep_snapshots(bus, end - every, every, max_gib, SAVED_SERVICES, end - 1_000)
+
+    assert written.density is not None and len(written.written) < written.candidates  # it skipped some
+    kept = await _kept_bundles(bus)
+    assert exact(written.density, len(written.written), len(kept))
+    assert sorted(kept) == sorted(expected) and len(kept) < written.candidates
+    assert kept == expected  # the same states (maps compare by content: a fold's order of keys is its own)
+    assert [state for _, state in captured] == await _service_states(bus, end - 1_000)
