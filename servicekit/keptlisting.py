@@ -19,11 +19,9 @@ from eventbus.snapshots import kept_index, kept_name, load_snapshot
 from projections.base import Projection
 from projections.snapshot import Loaded, decode_snapshot
 from projections.snapshotplan import newest_at_or_before
-from servicekit.snapshotting import TRIED, load_state
+from servicekit.snapshotting import TRIED, Listing, load_state
 
 S = TypeVar("S", bound=Any)
-
-Listing = dict[tuple[str, int], list[int]]  # kept sequences by (projection name, version), oldest first
 
 
 async def list_kept(bus: Bus) -> Listing:
@@ -45,11 +43,6 @@ class KeptListing:
             if self._listing is None:
                 self._listing = await list_kept(self._bus)
         return self._listing
-
-
-def newest_listed(listing: Listing, projection: Projection[Any], bound: int) -> int:
-    """The position of the newest listed snapshot of `projection` not past `bound`; 0 when none is listed."""
-    return next(iter(newest_at_or_before(listing.get((projection.name, projection.version), []), bound)), 0)
 
 
 async def load_listed(bus: Bus, projection: Projection[S], who: str, listing: Listing, *,

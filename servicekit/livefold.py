@@ -36,7 +36,7 @@ from projections import fence, taint
 from projections.base import Folder, Projection, type_of
 from projections.pmap import settle
 from projections.snapshotplan import SnapshotSettings
-from servicekit.snapshotting import Part, SnapshotWriter, load_state
+from servicekit.snapshotting import Part, SnapshotWriter, load_states
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,12 @@ def believing_only(candidates: Sequence[str]) -> Callable[[Projection[Any], Any]
     def resumed(_projection: Projection[Any], state: Any) -> Any:
         return fence.believing(state, candidates) if hasattr(state, "fence") else state
     return resumed
+
+
+def _settle_all(states: Sequence[Any]) -> None:
+    for state in states:
+        if state is not None:
+            settle(state)
 
 
 class LiveStatistics(msgspec.Struct, frozen=True, kw_only=True):
@@ -177,29 +183,31 @@ class LiveFold:
         # Each fold not yet started resumes from its own newest snapshot; the read starts after the oldest of them.
         if not self._folders:
             return 0
-        for folder in self._folders:
-            if folder.state.last_seq == 0 and self.position == 0:
-                loaded = await self._load(folder.projection, end)
-                if loaded is not None:
-                    state = loaded if self._resumed is None else self._resumed(folder.projection, loaded)
-                    folder.start_from(state)
-                    self.snapshot_seq = max(self.snapshot_seq, state.last_seq)
+        starting = [f for f in self._folders if f.state.last_seq == 0 and self.position == 0]
+        for folder, loaded in zip(starting, await self._load([f.projection for f in starting], end), strict=True):
+            if loaded is not None:
+                state = loaded if self._resumed is None else self._resumed(folder.projection, loaded)
+                folder.start_from(state)
+                self.snapshot_seq = max(self.snapshot_seq, state.last_seq)
         return min(int(f.state.last_seq) for f in self._folders)
 
-    async def _load(self, projection: Projection[Any], end: int) -> Any:
+    async def _load(self, projections: list[Projection[Any]], end: int) -> list[Any]:
+        # All together: one listing of the bucket, and the bundle loaded once however many of them are its parts.
+        if not projections:
+            return []
         try:
-            loaded = await load_state(self._bus, projection, self._who, not_after_seq=end)
+            loaded = await load_states(self._bus, projections, self._who, not_after_seq=end)
         except BusUnavailable:
             raise  # the log would not be readable either: retried as a whole
         except BusError as exc:  # no usable snapshot: fold from sequence 1, as correct, only slower
-            log.warning("%s: no snapshot of %s (%s); folding the log from seq 1", self._who, projection.name, exc)
-            return None
-        if loaded is None:
-            return None
+            log.warning("%s: no snapshots of %s (%s); folding the log from seq 1", self._who,
+                        ", ".join(p.name for p in projections), exc)
+            return [None] * len(projections)
+        states = [None if one is None else one.state for one in loaded]
         # Values a snapshot left undecoded would be decoded by this service's first pass over a
         # whole map, on the event loop: decoded here, in a thread, as the snapshot itself was.
-        await asyncio.to_thread(without_gc, settle, loaded.state)
-        return loaded.state
+        await asyncio.to_thread(without_gc, _settle_all, states)
+        return states
 
     async def follow(self) -> None:
         """Fold every new record until cancelled (after `catch_up`), saving snapshots when due if asked to."""

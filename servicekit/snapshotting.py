@@ -9,6 +9,7 @@ is immutable, so it can be encoded there while the loop folds on.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -36,37 +37,82 @@ S = TypeVar("S", bound=Any)
 TRIED = 3  # kept snapshots tried, newest first, before folding from seq 1 (an unreadable one is skipped)
 
 
+Listing = dict[tuple[str, int], list[int]]  # kept sequences by (projection name, version), oldest first
+
+
 async def load_state(bus: Bus, projection: Projection[S], who: str, *, not_after_seq: int | None = None,
-                     index: dict[tuple[str, int], list[int]] | None = None) -> Loaded[S] | None:
+                     index: Listing | None = None) -> Loaded[S] | None:
     """The newest usable snapshot of `projection` not past `not_after_seq` (default: the log's end).
 
     A part of the bundle (models, data, cluster, work, elo) may also start from the bundle's own
     snapshot (the API saves it), whichever of the two is newer. One listing of the bucket serves
     both; `index`, when given, is that listing (kept_index) and `not_after_seq` is not past the log's end.
     """
+    return (await load_states(bus, [projection], who, not_after_seq=not_after_seq, index=index))[0]
+
+
+async def load_states(bus: Bus, projections: Sequence[Projection[Any]], who: str, *, not_after_seq: int | None = None,
+                      index: Listing | None = None) -> list[Loaded[Any] | None]:
+    """What `load_state` gives for each of `projections`, from one listing and at most one load of the bundle.
+
+    A service keeps several bundle parts (the sync planner: data and cluster); each loading the
+    whole bundle on its own would fetch, inflate and decode it once per part (~46 MB of msgpack at 2M records).
+    """
     if index is None:
         end, listing = await asyncio.gather(last_sequence(bus), kept_index(bus))
         bound = end if not_after_seq is None else min(not_after_seq, end)
     else:
         listing, bound = index, not_after_seq if not_after_seq is not None else await last_sequence(bus)
-    own = await _load_own(bus, projection, who, bound, listing)
+    whole = _SharedBundle(bus, who, bound, listing)
+    return [await _load_part(bus, projection, who, bound, listing, whole) for projection in projections]
+
+
+class _SharedBundle:
+    """The bundle's newest usable snapshot not past `bound`, loaded the first time a part asks for it, then kept."""
+
+    def __init__(self, bus: Bus, who: str, bound: int, listing: Listing) -> None:
+        self._args = (bus, bundle.PROJECTION, who, bound, listing)
+        self._loaded: Loaded[bundle.ProjectionSet] | None = None
+        self._tried = False
+
+    async def part(self, name: str, projection: Projection[S]) -> Loaded[S] | None:
+        """Part `name` of the bundle as a snapshot of `projection`; None when the bundle has no usable snapshot."""
+        if not self._tried:
+            self._tried = True
+            whole = await _load_own(*self._args)
+            self._loaded = None if whole is None else Loaded(whole.header, bundle.aligned(whole.state))
+        if self._loaded is None:
+            return None
+        header = msgspec.structs.replace(self._loaded.header, projection=projection.name, version=projection.version)
+        return Loaded(header, getattr(self._loaded.state, name))
+
+
+async def _load_part(bus: Bus, projection: Projection[S], who: str, bound: int, listing: Listing,
+                     whole: _SharedBundle) -> Loaded[S] | None:
+    # Of its own snapshots and the bundle's, the one listed newer is loaded first (ties: its own,
+    # the smaller); the other only when that one was unreadable back to one older than the other's newest.
     part = bundle.part_name(projection)
     if part is None or projection is bundle.PROJECTION:
-        return own
-    # The bundle holds every work item ever added (a year: ~1.6 GB): loaded only when it is newer.
-    wholes = newest_at_or_before(listing.get((bundle.PROJECTION.name, bundle.PROJECTION.version), []), bound)
-    if own is not None and (not wholes or own.header.last_seq >= wholes[0]):
-        return own
-    whole = await _load_own(bus, bundle.PROJECTION, who, bound, listing)
-    if whole is None or (own is not None and own.header.last_seq >= whole.header.last_seq):
-        return own
-    state = getattr(bundle.aligned(whole.state), part)
-    header = msgspec.structs.replace(whole.header, projection=projection.name, version=projection.version)
-    return Loaded(header, state)
+        return await _load_own(bus, projection, who, bound, listing)
+    own_seq = newest_listed(listing, projection, bound)
+    whole_seq = newest_listed(listing, bundle.PROJECTION, bound)
+    loaders = [functools.partial(_load_own, bus, projection, who, bound, listing), functools.partial(whole.part, part, projection)]
+    (first, second), other_seq = (loaders, whole_seq) if own_seq >= whole_seq else (loaders[::-1], own_seq)
+    loaded = await first()
+    if loaded is not None and loaded.header.last_seq >= other_seq:
+        return loaded
+    other = await second()
+    if loaded is None or (other is not None and other.header.last_seq > loaded.header.last_seq):
+        return other
+    return loaded
 
 
-async def _load_own(bus: Bus, projection: Projection[S], who: str, bound: int,
-                    index: dict[tuple[str, int], list[int]]) -> Loaded[S] | None:
+def newest_listed(listing: Listing, projection: Projection[Any], bound: int) -> int:
+    """The position of the newest listed snapshot of `projection` not past `bound`; 0 when none is listed."""
+    return next(iter(newest_at_or_before(listing.get((projection.name, projection.version), []), bound)), 0)
+
+
+async def _load_own(bus: Bus, projection: Projection[S], who: str, bound: int, index: Listing) -> Loaded[S] | None:
     seqs = index.get((projection.name, projection.version), [])
     for seq in newest_at_or_before(seqs, bound)[:TRIED]:
         data = await load_snapshot(bus, _name(projection, seq))

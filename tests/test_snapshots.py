@@ -211,31 +211,6 @@ async def _points_equal_scratch(url: str, log: list, cuts: list[float], points: 
             assert fast_at.state == (await state_at_time(bus, p.event.ts, use_snapshot=False)).state, f"--at seq {p.seq}"
 
 
-async def test_a_part_with_its_own_snapshot_as_new_as_the_bundles_never_loads_the_bundle(
-    nats_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import servicekit.snapshotting as snapshotting
-
-    async with provisioned_bus(nats_url) as bus:
-        await Publisher(bus).publish_many(_incident())
-        folder = Folder(bundle.PROJECTION)
-        await replay(bus, folder)
-        whole = bundle.PROJECTION.finished(folder.state)
-        await save_state(bus, bundle.PROJECTION, whole)
-        await save_state(bus, models.PROJECTION, whole.models)
-        loaded_names: list[str] = []
-        real = snapshotting.load_snapshot
-
-        async def spy(bus_: Any, name: str, **kwargs: Any) -> bytes | None:
-            loaded_names.append(name)
-            return await real(bus_, name, **kwargs)
-
-        monkeypatch.setattr(snapshotting, "load_snapshot", spy)
-        loaded = await load_state(bus, models.PROJECTION, "test")
-        assert loaded is not None and loaded.state == whole.models
-        assert loaded_names and not any(name.startswith(bundle.PROJECTION.name) for name in loaded_names), loaded_names
-
-
 async def test_a_snapshot_is_read_whole_in_many_chunks_and_a_missing_or_tampered_one_is_none(nats_url: str) -> None:
     async with provisioned_bus(nats_url) as bus:
         assert await load_snapshot(bus, "never-saved") is None  # no bucket yet

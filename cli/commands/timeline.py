@@ -36,9 +36,9 @@ from projections.timelinestart import start_state
 from projections.work import is_open
 from projections.workrefs import Position
 from servicekit import workrefentries
-from servicekit.keptlisting import KeptListing, Listing, load_listed, newest_listed
+from servicekit.keptlisting import KeptListing, load_listed
 from servicekit.options import add_common_arguments, common_options
-from servicekit.snapshotting import load_state
+from servicekit.snapshotting import Listing, load_state, newest_listed
 from servicekit.workrefentries import position_or_none
 
 
