@@ -24,6 +24,7 @@ from eventbus.natsserver import find_binary, free_ports
 from eventbus.publisher import Publisher
 from eventbus.streams import EVENTS_STREAM, StreamSettings, provision
 from servicekit.auth.credentials import connect_options, load_credentials
+from tests.helpers import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 OPS = ROOT / "ops"
@@ -140,7 +141,11 @@ async def test_the_cluster_configs_run_r3_streams_over_tls_with_the_generated_us
     with running_cluster(installed) as urls:
         admin = await connect(urls, node_id="admin", **connect_options(load_credentials(creds / "admin.yaml")))
         try:
-            await provision(admin.js, StreamSettings(replicas=3, events_max_gib=0.5, deadletter_max_gib=0.1))
+            # A cluster that has just formed may need longer than one JetStream request's 5 s to place
+            # the first R3 stream on a loaded machine; provisioning is idempotent, so it is asked again.
+            settings = StreamSettings(replicas=3, events_max_gib=0.5, deadletter_max_gib=0.1)
+            await eventually(lambda: provision(admin.js, settings), timeout=60, interval=1,
+                             message="the cluster's JetStream placed the R3 streams")
             worker = await connect(urls[1], node_id="gpu-1", **connect_options(load_credentials(creds / "gpu-1.yaml")))
             try:
                 published = await Publisher(worker).publish(WorkStarted(work_id="w-1", node="gpu-1", attempt=1, pid=7))
