@@ -225,16 +225,31 @@ async def keep_snapshots(bus: Bus, until: int, every: int, max_gib: float, servi
     rate, fold_s, save_s, position = 0.0, 0.0, 0.0, 0
     captured: list[tuple[Projection[Any], Any]] = []
 
+    folded = 0  # the last record folded: a read that dies is resumed after it, so no record is folded twice
+
     def both(record: Record) -> None:
+        nonlocal folded
         shared(record)
         whole(record)
+        folded = record.seq
+
+    def bundle_only(record: Record) -> None:
+        nonlocal folded
+        whole(record)
+        folded = record.seq
+
+    async def fold_to(stop: int) -> None:
+        # A 22M run died when creating the read's consumer took more than nats-py's 5 s beside other
+        # work: the read is asked again from the record after the last one folded.
+        await retrying(f"reading to {stop:,}", lambda: replay(bus, bundle_only if captured else both,
+                                                             start_seq=max(position, folded) + 1, end_seq=stop))
 
     stops = sorted({*candidates, services_at})
     for stop in stops:
         if stop not in plans[density] and stop != services_at:
             continue
         clock = time.perf_counter()
-        await replay(bus, whole if captured else both, start_seq=position + 1, end_seq=stop)
+        await fold_to(stop)
         position, fold_s = stop, fold_s + time.perf_counter() - clock
         if stop == services_at:
             captured = shared.at(stop)
