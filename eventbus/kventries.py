@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 import nats.errors
 import nats.js.errors
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig
+from nats.js.kv import KeyValue
 
 from eventbus.connection import Bus
 from eventbus.errors import BusError, BusUnavailable
@@ -68,7 +69,6 @@ async def put_entries(bus: Bus, bucket: str, entries: Sequence[tuple[str, bytes]
         await _guarded(bus, bucket, [(key, value, None) for key, value in entries[start:start + CHUNK]])
 
 
-WRONG_LAST_SEQUENCE = 10071
 ROUNDS = 5  # tries of one key against other writers before giving up on it
 
 
@@ -102,14 +102,14 @@ async def advance_entries(bus: Bus, bucket: str, entries: Sequence[tuple[str, by
 
 async def _guarded(bus: Bus, bucket: str, due: Sequence[tuple[str, bytes, int | None]]) -> list[bool]:
     """Write each (key, value) expecting its last revision `seq` (None: any); False where another writer got there first."""
+    kv = _key_value(bus, bucket)
+
     async def one(key: str, value: bytes, seq: int | None) -> bool:
-        expect = None if seq is None else {"Nats-Expected-Last-Subject-Sequence": str(seq)}
         try:
-            await bus.js.publish(f"$KV.{bucket}.{key}", value, headers=expect)
-        except nats.js.errors.APIError as exc:
-            if exc.err_code == WRONG_LAST_SEQUENCE:
-                return False
-            raise
+            await (kv.put(key, value, validate_keys=False) if seq is None
+                   else kv.update(key, value, last=seq, validate_keys=False))
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return False
         return True
 
     try:
@@ -130,9 +130,8 @@ async def get_entry(bus: Bus, bucket: str, key: str) -> bytes | None:
 async def get_entry_at(bus: Bus, bucket: str, key: str) -> tuple[bytes | None, int]:
     """The last value of `key` and its revision; (None, 0) when there is none (raises BusError)."""
     try:
-        msg = await asyncio.wait_for(
-            bus.js.get_msg(bucket_stream(bucket), subject=f"$KV.{bucket}.{key}", direct=True), TIMEOUT_S)
-    except nats.js.errors.NotFoundError:
+        entry = await asyncio.wait_for(_key_value(bus, bucket).get(key, validate_keys=False), TIMEOUT_S)
+    except nats.js.errors.KeyNotFoundError:
         return None, 0
     except nats.errors.NoRespondersError:
         return None, 0  # no stream answers direct gets under that name: the bucket was never created
@@ -140,4 +139,10 @@ async def get_entry_at(bus: Bus, bucket: str, key: str) -> tuple[bytes | None, i
         raise BusUnavailable(f"JetStream did not answer reading {key} of bucket {bucket}: {exc or type(exc).__name__}") from None
     except nats.js.errors.APIError as exc:
         raise BusError(f"{key} of bucket {bucket} not read: {exc.description} (err_code {exc.err_code})") from None
-    return msg.data, msg.seq or 0
+    return entry.value, entry.revision or 0
+
+
+def _key_value(bus: Bus, bucket: str) -> KeyValue:
+    # nats-py's KeyValue, built without `js.key_value()`'s stream info round trip: the bucket's
+    # stream allows direct gets (entries_config), which a timeline's two reads rely on.
+    return KeyValue(name=bucket, stream=bucket_stream(bucket), pre=f"$KV.{bucket}.", js=bus.js, direct=True)
