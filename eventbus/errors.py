@@ -39,6 +39,10 @@ def storage_full(err_code: int | None, description: str) -> bool:
     return err_code in STORAGE_FULL_CODES or any(word in text for word in STORAGE_FULL_WORDS)
 
 
+class BucketMissing(BusError):
+    """A write went to a KV bucket whose stream does not exist (deleted under its writer): create it again."""
+
+
 class ConcurrencyConflict(BusError):
     """An expected-last-sequence check failed: someone else wrote first; reload state and retry."""
 

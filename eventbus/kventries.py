@@ -19,7 +19,7 @@ from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 from nats.js.kv import KeyValue
 
 from eventbus.connection import Bus
-from eventbus.errors import BusError, BusUnavailable
+from eventbus.errors import BucketMissing, BusError, BusUnavailable
 from eventbus.objects import create_bucket_stream
 
 TIMEOUT_S = 10.0
@@ -115,7 +115,7 @@ async def _guarded(bus: Bus, bucket: str, due: Sequence[tuple[str, bytes, int | 
     try:
         return list(await asyncio.wait_for(asyncio.gather(*(one(*entry) for entry in due)), TIMEOUT_S))
     except nats.js.errors.NoStreamResponseError:
-        raise BusError(f"bucket {bucket} not written: it has no stream (deleted?); create it again") from None
+        raise BucketMissing(f"bucket {bucket} not written: it has no stream (deleted?); create it again") from None
     except _SILENT as exc:
         raise BusUnavailable(f"JetStream did not answer writing bucket {bucket}: {exc or type(exc).__name__}") from None
     except nats.js.errors.APIError as exc:

@@ -17,7 +17,7 @@ import logging
 import msgspec
 
 from eventbus.connection import Bus
-from eventbus.errors import BusError, BusUnavailable
+from eventbus.errors import BucketMissing, BusError, BusUnavailable
 from eventbus.kventries import advance_entries, ensure_entries_bucket, entry_key, get_entry
 from eventbus.snapshots import kept_snapshots
 from eventbus.subjects import WORKREFS_BUCKET
@@ -68,9 +68,12 @@ class EntryWriter:
             starts = tuple(await kept_snapshots(self._bus, timelinestart.PROJECTION.name, timelinestart.PROJECTION.version))
             position = Position(last_seq=state.last_seq, starts=starts)
             await advance_entries(self._bus, BUCKET, [(POSITION_KEY, msgspec.msgpack.encode(position))], _replaces)
-        except BusError:
-            self._written = None  # the bucket may be gone: the next write looks at what it holds first
+        except BucketMissing:
+            self._written = None  # the bucket is gone: the next write makes it again and writes every item
             raise
+        # Any other failure (JetStream slow to answer, another writer) keeps the last state written
+        # whole: the next write sends what changed since it, reading those keys' revisions only.
+        # Reading every key back instead (~460k at a year) timed out again on every retry under load.
         self._written, self._fresh = state, False
         self.written += written
         if baseline is None:

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import eventbus.kventries
 import eventbus.snapshots
 import servicekit.keptlisting
 import servicekit.snapshotting
@@ -18,7 +19,7 @@ from cli.commands import timeline as timeline_cmd
 from cli.commands.timeline import read_timeline
 from eventbus import events as ev
 from eventbus.connection import Bus
-from eventbus.errors import BusError
+from eventbus.errors import BusError, BusUnavailable
 from eventbus.events import encode
 from eventbus.history import last_sequence, replay
 from eventbus.kventries import advance_entries, bucket_stream, ensure_entries_bucket, entry_key, get_entry, put_entries
@@ -202,6 +203,42 @@ async def test_a_writer_resumed_behind_the_entries_writes_only_what_changed_and_
         assert await lookup(bus, "w-00000001") is None
         assert await ahead.write(later) == len(later.refs)
         assert await lookup(bus, "w-00000001") is not None
+
+
+async def test_after_a_write_that_failed_the_next_reads_only_the_keys_changed_since_the_last_whole_one(
+        nats_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with provisioned_bus(nats_url) as bus:
+        log = list(enumerate(fleet_log(2_000), 1))
+        first = fold_events(workrefs.PROJECTION, log[:1_500])
+        second = fold_events(workrefs.PROJECTION, log[1_500:], first)
+        changed = {k for k, v in second.refs.items() if first.refs.get(k) != v}
+        assert 0 < len(changed) < len(second.refs) // 2
+        writer = EntryWriter(bus)
+        assert await writer.write(first) == len(first.refs)
+
+        async def unanswered(*args: Any) -> Any:
+            raise BusUnavailable("JetStream did not answer (test)")
+
+        monkeypatch.setattr(workrefentries, "kept_snapshots", unanswered)  # fails after the entries, before the position
+        with pytest.raises(BusUnavailable):
+            await writer.write(second)
+        monkeypatch.undo()
+        reads: list[str] = []
+        real_get = eventbus.kventries.get_entry_at
+
+        async def counted(bus: Bus, bucket: str, key: str) -> tuple[bytes | None, int]:
+            reads.append(key)
+            return await real_get(bus, bucket, key)
+
+        monkeypatch.setattr(eventbus.kventries, "get_entry_at", counted)
+        assert await writer.write(second) == 0  # the failed write had stored them; only the position is new
+        assert sorted(reads) == sorted([entry_key(k) for k in changed] + [POSITION_KEY])
+        monkeypatch.undo()
+        position = await workrefentries.read_position(bus)
+        assert position is not None and position.last_seq == second.last_seq
+        for work_id, subjects in second.refs.items():
+            found = await lookup(bus, work_id)
+            assert found is not None and workrefs.subjects_naming(found, work_id) == subjects
 
 
 async def test_a_guarded_write_reads_a_key_it_expected_absent_and_keeps_what_may_not_be_replaced(nats_url: str) -> None:
