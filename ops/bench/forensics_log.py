@@ -188,9 +188,10 @@ async def _save_bundle(bus: Bus, state: bundle.ProjectionSet, settings: Snapshot
 T = TypeVar("T")
 
 
-async def retrying(what: str, action: Callable[[], Awaitable[T]], tries: int = 6) -> T:
+async def retrying(what: str, action: Callable[[], Awaitable[T]], tries: int = 10) -> T:
     """`action()`, tried again after 1, 2, 4 ... s while JetStream does not answer (a loaded machine: listings time out at
-    10 s, and creating a consumer on a 22M-record stream just written took more than nats-py's 5 s).
+    10 s, and creating a consumer on a 22M-record stream just written took more than nats-py's 5 s, five times in a
+    row over 31 s beside other work: ten tries wait up to ~8.5 min in all).
 
     A save tried again replaces the object of the same name, so a retry after a save that
     was stored but whose prune timed out only stores it once more.
