@@ -1,0 +1,125 @@
+"""Where a cold start's snapshot time goes and what grows per record: the bundle and each part, in process.
+
+bench_forensics times whole cold starts on a server; this folds bench_projection's fleet log in
+process (no server: the figures the machine's load moves least) and, at each `--at` point, takes
+the API's bundle snapshot as the services load it: its msgpack and deflated bytes (zlib level 3,
+as eventbus/snapshots.py stores it), the CPU of encoding, deflating, inflating, decoding
+(projections/snapshot.py, collector paused as the services run it) and settling every lazy value
+(`pmap.settle`, what a service does after the load); then each part's bytes, and each field of a
+part, so what grows with the log can be named. Timings are best of `--repeat` in process CPU.
+Fetching is not measured here: the chunk reader moves ~230 MB/s of deflated bytes (NATS-NOTES).
+Run: python -m ops.bench.bench_snapshot_parts --at 1000000,2000000 [--repeat 3] [--fields]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import msgspec
+
+from eventbus.gcpause import without_gc
+from ops.bench.bench_projection import fleet_log
+from ops.bench.common import emit, log
+from projections import bundle, pmap
+from projections.snapshot import decode_snapshot, encode_snapshot
+
+LEVEL = 3  # eventbus/snapshots.py's
+_encoder = msgspec.msgpack.Encoder(enc_hook=pmap.enc_hook)
+
+
+def _hash_order(obj: Any) -> Any:
+    if isinstance(obj, pmap.PMap):
+        return obj.to_dict()  # as the maps were written before key order: their trie's order
+    raise NotImplementedError(type(obj).__name__)
+
+
+_hash_encoder = msgspec.msgpack.Encoder(enc_hook=_hash_order)
+
+
+def best(repeat: int, action: Callable[[], Any]) -> tuple[float, Any]:
+    """The least process CPU of `repeat` runs of `action`, and its last result."""
+    spent, result = [], None
+    for _ in range(repeat):
+        clock = time.process_time()
+        result = action()
+        spent.append(time.process_time() - clock)
+    return min(spent), result
+
+
+def sizes(value: Any) -> dict[str, int]:
+    """msgpack and deflated bytes of `value`."""
+    packed = _encoder.encode(value)
+    return {"msgpack": len(packed), "deflated": len(zlib.compress(packed, LEVEL))}
+
+
+def field_sizes(state: msgspec.Struct) -> dict[str, dict[str, int]]:
+    """Each field of a state Struct: its bytes and, for a map, its entries."""
+    out = {}
+    for name in state.__struct_fields__:
+        value = getattr(state, name)
+        entry = sizes(value)
+        if isinstance(value, (pmap.PMap, dict)):
+            entry["entries"] = len(value)
+        out[name] = entry
+    return out
+
+
+def _settled(data: bytes) -> None:
+    loaded = decode_snapshot(bundle.PROJECTION, data)
+    assert loaded is not None, "the bundle snapshot did not decode"
+    pmap.settle(loaded.state)  # what a service does right after the load
+
+
+def snapshot_costs(state: bundle.ProjectionSet, repeat: int) -> dict[str, Any]:
+    """Bytes of the bundle snapshot and CPU of each step a service's load takes, best of `repeat`."""
+    encode_s, data = best(repeat, lambda: encode_snapshot(bundle.PROJECTION, state))
+    deflate_s, stored = best(repeat, lambda: zlib.compress(data, LEVEL))
+    inflate_s, _ = best(repeat, lambda: zlib.decompress(stored))
+    decode_s, loaded = best(repeat, lambda: without_gc(decode_snapshot, bundle.PROJECTION, data))
+    assert loaded is not None, "the bundle snapshot did not decode"
+    settle_s, _ = best(repeat, lambda: without_gc(_settled, data))
+    hash_encode_s, hashed = best(repeat, lambda: _hash_encoder.encode(state))
+    hash_deflate_s, hashed_stored = best(repeat, lambda: zlib.compress(hashed, LEVEL))
+    hash_decode_s, _ = best(repeat, lambda: without_gc(decode_snapshot, bundle.PROJECTION, data[:len(data) - len(hashed)] + hashed))
+    return {"msgpack": len(data), "deflated": len(stored), "encode_s": encode_s, "deflate_s": deflate_s,
+            "inflate_s": inflate_s, "decode_s": decode_s, "settle_s": max(settle_s - decode_s, 0.0),
+            "hash_order": {"deflated": len(hashed_stored), "encode_s": hash_encode_s, "deflate_s": hash_deflate_s,
+                           "decode_s": hash_decode_s}}
+
+
+def folded(points: list[int]) -> Iterator[tuple[int, bundle.ProjectionSet]]:
+    """The bundle's state at each of `points` (ascending), folding the fleet log once."""
+    opened = bundle.PROJECTION.folding(bundle.PROJECTION.initial())  # type: ignore[misc]
+    stops = iter(points)
+    stop = next(stops)
+    for seq, event in enumerate(fleet_log(points[-1]), 1):
+        opened.apply(event, seq)
+        if seq == stop:
+            yield seq, bundle.PROJECTION.finished(opened.state())
+            stop = next(stops, 0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--at", default="1000000,2000000", help="positions to measure at, comma-separated")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--fields", action="store_true", help="also each field of each part")
+    args = parser.parse_args()
+    points = sorted(int(p) for p in args.at.split(","))
+    results = []
+    for seq, state in folded(points):
+        result: dict[str, Any] = {"records": seq, "bundle": snapshot_costs(state, args.repeat)}
+        result["parts"] = {name: sizes(getattr(state, name)) for name in bundle.PARTS}
+        if args.fields:
+            result["fields"] = {name: field_sizes(getattr(state, name)) for name in bundle.PARTS}
+        log(f"{seq}: {result['bundle']}")
+        results.append(result)
+    emit({"bench": "snapshot_parts", "points": results})
+
+
+if __name__ == "__main__":
+    main()
