@@ -19,7 +19,6 @@ anything that goes over every value (items, values, equality, encoding) decodes 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from operator import itemgetter
 from typing import Any, Generic, TypeVar, get_args, get_origin
 
 import immutables
@@ -226,15 +225,14 @@ def in_key_order(bindings: PMap[Any, Any]) -> dict[Any, Any]:
     order the stored snapshots are smaller by what deflate then finds, and the same state always
     encodes to the same bytes. Readers take any order: a snapshot is decoded into a dict.
     """
-    items = list(bindings.items())
+    plain = bindings.to_dict()
     try:
-        items.sort(key=_KEY)
+        # Only the keys are sorted: a list of (key, value) pairs is a tracked object per entry,
+        # which set the cyclic collector walking the whole state several times per encode.
+        keys = sorted(plain)
     except TypeError:  # keys of mixed types that do not compare: the order they came in
-        pass
-    return dict(items)
-
-
-_KEY = itemgetter(0)
+        return plain
+    return {key: plain[key] for key in keys}
 
 
 def dec_hook(kind: Any, obj: Any) -> Any:
