@@ -50,12 +50,13 @@ class PMap(Generic[K, V]):
         self._lazy: _Lazy | None = None
 
     @staticmethod
-    def over(base: dict[K, Any], decode: Callable[[msgspec.Raw], V] | None = None) -> PMap[K, V]:
+    def over(base: dict[K, Any], decode: Callable[[msgspec.Raw], V] | None = None, *, settles: bool = True) -> PMap[K, V]:
         """A map with the contents of `base`, which it takes over: the caller must never change `base` again.
 
-        With `decode`, a value of `base` that is a `msgspec.Raw` stands for `decode(value)`.
+        With `decode`, a value of `base` that is a `msgspec.Raw` stands for `decode(value)`;
+        `settles=False` leaves such values to be decoded when read even by `settle` (a map only read by key).
         """
-        return PMap._wrap(_EMPTY, base, len(base), None if decode is None else _Lazy(decode))
+        return PMap._wrap(_EMPTY, base, len(base), None if decode is None else _Lazy(decode, settles))
 
     @staticmethod
     def _wrap(inner: immutables.Map[K, V], base: dict[K, V], length: int, lazy: _Lazy | None) -> PMap[K, V]:
@@ -199,11 +200,12 @@ class PMap(Generic[K, V]):
 class _Lazy:
     """How the values of a base still held as msgpack decode, shared by every map over that base."""
 
-    __slots__ = ("decode", "done")
+    __slots__ = ("decode", "done", "settles")
 
-    def __init__(self, decode: Callable[[msgspec.Raw], Any]) -> None:
+    def __init__(self, decode: Callable[[msgspec.Raw], Any], settles: bool = True) -> None:
         self.decode = decode
         self.done = False  # every value of the base decoded: reads over all of it skip the check
+        self.settles = settles  # False: `settle` leaves the values as they are (the map is only read by key)
 
 
 # What a pure function that only reads a map accepts: a plain mapping, or a fold's PMap as it is (no copy).
@@ -252,6 +254,8 @@ def settle(value: Any) -> None:
     """
     if isinstance(value, PMap):
         lazy = value._lazy is not None
+        if lazy and not value._lazy.settles:  # type: ignore[union-attr]  # only read by key: each value decoded when read
+            return
         for _, item in value._typed_base().items() if value._base is not _NO_BASE else ():
             if not lazy:  # a lazy map's values hold no map (projections/wire.py)
                 settle(item)
