@@ -253,9 +253,10 @@ def settle(value: Any) -> None:
     (`rr replay`) leaves the values to be decoded as they are read.
     """
     if isinstance(value, PMap):
-        lazy = value._lazy is not None
-        if lazy and not value._lazy.settles:  # type: ignore[union-attr]  # only read by key: each value decoded when read
+        held = value._lazy
+        if held is not None and not held.settles:  # only read by key: each value decoded when read
             return
+        lazy = held is not None
         for _, item in value._typed_base().items() if value._base is not _NO_BASE else ():
             if not lazy:  # a lazy map's values hold no map (projections/wire.py)
                 settle(item)
