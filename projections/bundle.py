@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import operator
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -21,6 +22,12 @@ PARTS: dict[str, Projection[Any]] = {
     "taint": taint.PROJECTION,
     "workrefs": workrefs.PROJECTION,
 }
+
+# The parts the node and leader services keep (the distributor and sync agents, the distribution
+# and sync loops): the API saves each beside the bundle, at its position and under the part's own
+# name, so such a service loads only its parts (about half of the bundle's bytes) and never
+# fetches, inflates or decodes the rest (the work items, Elo and the timeline's index).
+SERVICE_PARTS = ("cluster", "models", "data", "taint")
 
 
 class ProjectionSet(msgspec.Struct, frozen=True, kw_only=True):
@@ -59,6 +66,11 @@ def part_name(projection: Projection[Any]) -> str | None:
         if part.name == projection.name and part.version == projection.version:
             return name
     return None
+
+
+def saved_parts(names: Sequence[str] = SERVICE_PARTS) -> list[tuple[Projection[Any], Callable[[ProjectionSet], Any]]]:
+    """Each named part's projection and how to take it from the set: what is saved beside the bundle."""
+    return [(PARTS[name], operator.attrgetter(name)) for name in names]
 
 
 def believing(state: ProjectionSet, candidates: Sequence[str]) -> ProjectionSet:

@@ -50,12 +50,13 @@ class PMap(Generic[K, V]):
         self._lazy: _Lazy | None = None
 
     @staticmethod
-    def over(base: dict[K, Any], decode: Callable[[msgspec.Raw], V] | None = None) -> PMap[K, V]:
+    def over(base: dict[K, Any], decode: Callable[[msgspec.Raw], V] | None = None, *, settles: bool = True) -> PMap[K, V]:
         """A map with the contents of `base`, which it takes over: the caller must never change `base` again.
 
-        With `decode`, a value of `base` that is a `msgspec.Raw` stands for `decode(value)`.
+        With `decode`, a value of `base` that is a `msgspec.Raw` stands for `decode(value)`;
+        `settles=False` leaves such values to be decoded when read even by `settle` (a map only read by key).
         """
-        return PMap._wrap(_EMPTY, base, len(base), None if decode is None else _Lazy(decode))
+        return PMap._wrap(_EMPTY, base, len(base), None if decode is None else _Lazy(decode, settles))
 
     @staticmethod
     def _wrap(inner: immutables.Map[K, V], base: dict[K, V], length: int, lazy: _Lazy | None) -> PMap[K, V]:
@@ -199,11 +200,12 @@ class PMap(Generic[K, V]):
 class _Lazy:
     """How the values of a base still held as msgpack decode, shared by every map over that base."""
 
-    __slots__ = ("decode", "done")
+    __slots__ = ("decode", "done", "settles")
 
-    def __init__(self, decode: Callable[[msgspec.Raw], Any]) -> None:
+    def __init__(self, decode: Callable[[msgspec.Raw], Any], settles: bool = True) -> None:
         self.decode = decode
         self.done = False  # every value of the base decoded: reads over all of it skip the check
+        self.settles = settles  # False: `settle` leaves the values as they are (the map is only read by key)
 
 
 # What a pure function that only reads a map accepts: a plain mapping, or a fold's PMap as it is (no copy).
@@ -211,10 +213,28 @@ Lookup = Mapping[K, V] | PMap[K, V]
 
 
 def enc_hook(obj: Any) -> Any:
-    """msgspec encode hook: a PMap goes on the wire as the plain map it is."""
+    """msgspec encode hook: a PMap goes on the wire as the plain map it is, in key order."""
     if isinstance(obj, PMap):
-        return obj.to_dict()
+        return in_key_order(obj)
     raise NotImplementedError(f"cannot encode {type(obj).__name__}")
+
+
+def in_key_order(bindings: PMap[Any, Any]) -> dict[Any, Any]:
+    """The map as a plain dict whose keys run in sorted order (as they come when keys do not sort).
+
+    A map a fold built iterates in its trie's hash order, so a snapshot wrote neighbouring ids
+    (w-000123, w-000124: alike in key and value) far apart, out of deflate's 32 KB window. In key
+    order the stored snapshots are smaller by what deflate then finds, and the same state always
+    encodes to the same bytes. Readers take any order: a snapshot is decoded into a dict.
+    """
+    plain = bindings.to_dict()
+    try:
+        # Only the keys are sorted: a list of (key, value) pairs is a tracked object per entry,
+        # which set the cyclic collector walking the whole state several times per encode.
+        keys = sorted(plain)
+    except TypeError:  # keys of mixed types that do not compare: the order they came in
+        return plain
+    return {key: plain[key] for key in keys}
 
 
 def dec_hook(kind: Any, obj: Any) -> Any:
@@ -233,7 +253,10 @@ def settle(value: Any) -> None:
     (`rr replay`) leaves the values to be decoded as they are read.
     """
     if isinstance(value, PMap):
-        lazy = value._lazy is not None
+        held = value._lazy
+        if held is not None and not held.settles:  # only read by key: each value decoded when read
+            return
+        lazy = held is not None
         for _, item in value._typed_base().items() if value._base is not _NO_BASE else ():
             if not lazy:  # a lazy map's values hold no map (projections/wire.py)
                 settle(item)

@@ -22,7 +22,15 @@ from typing import Any, Union, get_args, get_origin
 
 import msgspec
 
+from projections.attempts import ItemAttempts
 from projections.pmap import PMap
+
+# Values of maps that are only ever read by key (a fold's `get` of the item an event names), never
+# gone over whole: a service's `pmap.settle` after a load leaves them as msgpack, each decoded when
+# an event first names its item. The attempts of every item ever assigned are kept by three folds
+# (data, models, Elo), about a third of a bundle's entries and most of what settling a service's
+# parts cost (projections/pmap.py, `settle`).
+READ_BY_KEY: frozenset[Any] = frozenset({ItemAttempts})
 
 
 @functools.cache
@@ -78,7 +86,7 @@ def to_state(value: Any, kind: Any) -> Any:
     if origin is PMap:
         _, item = get_args(kind)
         if _lazy(item):
-            return PMap.over(value, _decoder(item).decode)  # values decoded when read
+            return PMap.over(value, _decoder(item).decode, settles=item not in READ_BY_KEY)  # values decoded when read
         if wire_type(item) == item:
             return PMap.over(value)  # the decoded dict becomes the map's base: no trie to build
         return PMap.over({k: to_state(v, item) for k, v in value.items()})

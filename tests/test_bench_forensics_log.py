@@ -101,6 +101,8 @@ async def _save_every_one(bus: Bus, until: int, every: int, settings: SnapshotSe
     for seq in range(every, until + 1, every):
         state = (await state_at_seq(bus, bundle.PROJECTION, seq)).state
         await save_state(bus, bundle.PROJECTION, state, settings=settings)
+        for part, of in bundle.saved_parts():
+            await save_state(bus, part, of(state), settings=settings)
         await save_state(bus, workrefs.PROJECTION, state.workrefs, settings=settings)
         await save_state(bus, timelinestart.PROJECTION, state.cluster, settings=settings)
 

@@ -172,11 +172,12 @@ class Written(msgspec.Struct, frozen=True, kw_only=True):
 
 
 async def _save_bundle(bus: Bus, state: bundle.ProjectionSet, settings: SnapshotSettings, entries: EntryWriter) -> int:
-    # As the API saves it: the bundle, then its parts that commands load alone, then the index's
+    # As the API saves it: the bundle, then its parts that services and commands load alone, then the index's
     # per-item entries (outside the snapshot bucket). Returns the snapshots' stored (deflated) bytes,
     # which is what the budget counts.
     parts: tuple[tuple[Projection[Any], Any], ...] = (
-        (bundle.PROJECTION, state), (workrefs.PROJECTION, state.workrefs), (timelinestart.PROJECTION, state.cluster))
+        (bundle.PROJECTION, state), *((part, of(state)) for part, of in bundle.saved_parts()),
+        (workrefs.PROJECTION, state.workrefs), (timelinestart.PROJECTION, state.cluster))
     for projection, part in parts:
         await retrying(f"saving {projection.name} at {state.last_seq}", functools.partial(save_state, bus, projection, part, settings=settings))
     await retrying(f"writing the work-ref entries at {state.last_seq}", functools.partial(entries.write, state.workrefs))

@@ -61,7 +61,7 @@ class ProjectionKeeper:
         self._on_record_hook = on_record  # sees every record folded (the metrics)
         candidates = tuple(candidates)  # whose elections the fences believe (empty: any node's)
         self._folder: Folder[ProjectionSet] = Folder(bundle.PROJECTION, bundle.believing(ProjectionSet(), candidates))
-        # Saved on records alone (no time rule), beside the timeline's index, at most one per pause.
+        # Saved on records alone (no time rule), beside the services' parts and the timeline's index, at most one per pause.
         snapshots = SnapshotSettings(every_events=max(snapshot_every, 1), every_s=math.inf, max_gib=snapshot_max_gib)
         # The timeline's index also one entry per work item, written after each save (a lookup reads one).
         self._refs = EntryWriter(bus)
@@ -75,7 +75,8 @@ class ProjectionKeeper:
 
         self._live = LiveFold(
             bus, [self._folder], on_record=self._on_record, snapshots=snapshots,
-            snapshot_parts=[(workrefs.PROJECTION, lambda state: state.workrefs), (timelinestart.PROJECTION, lambda state: state.cluster)],
+            snapshot_parts=[*bundle.saved_parts(), (workrefs.PROJECTION, lambda state: state.workrefs),
+                            (timelinestart.PROJECTION, lambda state: state.cluster)],
             snapshot_pause_s=snapshot_min_interval_s, after_snapshot=write_refs, resumed=resumed, who="api",
         )
         self._ring: collections.deque[Record] = collections.deque(maxlen=recent)
