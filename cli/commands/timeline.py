@@ -147,14 +147,49 @@ class _OwnRead(msgspec.Struct, frozen=True, kw_only=True):
 
 async def _own_and_around(bus: Bus, work_id: str, ending: Awaitable[int], positioning: Awaitable[Position | None],
                           listing: KeptListing) -> _OwnRead:
-    """The item's own records, the timeline's start before the first of them, and the context from there to its last."""
+    """The item's own records, the timeline's start before the first of them, and the context from there to its last.
+
+    The own records are asked at once, not after the log's end (what lies past it is dropped).
+    The kept cluster snapshot the start will come from is known from the position without
+    loading it, so the context after it is read while it loads; should another load (that one
+    unreadable), `_read_beyond` reads what the range then lacks.
+    """
+    mine: dict[int, Record] = {}
+    read = await replay(bus, _into(mine), subject=aggregate_filter("work", work_id), end_seq=UNBOUNDED)
     end = await ending
-    own, read = await _read_each(bus, [aggregate_filter("work", work_id)], end)
-    start = await timeline_start(bus, min(own, default=end + 1) - 1, listing, await positioning)
+    own = {seq: r for seq, r in mine.items() if seq <= end}
+    bound, position = min(own, default=end + 1) - 1, await positioning
     around = (*LEADERSHIP, *work_context((e for _, r in sorted(own.items()) if (e := _decoded(r)) is not None), ()))
-    covered = ((start.last_seq if start is not None else 0) + 1, min(end, max(own, default=-AFTER_OWN) + AFTER_OWN))
-    context, read_context = await _read_range(bus, around, *covered)
+    last = min(end, max(own, default=-AFTER_OWN) + AFTER_OWN)
+    expected = kept_start(position, bound)
+    if expected is None:  # the position cannot say which: load it first, then read after it
+        start = await timeline_start(bus, bound, listing, position)
+        covered = ((start.last_seq if start is not None else 0) + 1, last)
+        context, read_context = await _read_range(bus, around, *covered)
+    else:
+        covered = (expected + 1, last)
+        start, (context, read_context) = await asyncio.gather(timeline_start(bus, bound, listing, position),
+                                                             _read_range(bus, around, *covered))
     return _OwnRead(records=own, start=start, around=around, context=context, covered=covered, read=read + read_context)
+
+
+UNBOUNDED = 2**63 - 1  # a read to whatever the log holds when its consumer is made (no round trip for the end first)
+
+
+def kept_start(position: Position | None, bound: int) -> int | None:
+    """The kept cluster snapshot a timeline whose first record is past `bound` starts from, as the position names them.
+
+    As `timeline_start` chooses while that snapshot loads. 0: none (the timeline folds from the
+    log's start); None: the position cannot say (it names none, or none before a `bound` past it).
+    """
+    if bound < 1:
+        return 0
+    if position is None or not position.starts:
+        return None
+    below = [seq for seq in position.starts if seq <= bound]
+    if below:
+        return max(below)
+    return 0 if bound <= position.last_seq else None  # none kept that far back; past it, the listing decides
 
 
 async def _read_beyond(bus: Bus, mine: _OwnRead, first: int, last: int) -> tuple[dict[int, Record], int]:
@@ -176,15 +211,15 @@ async def _naming(bus: Bus, work_id: str, ending: Awaitable[int], positioning: A
     number of items), the subjects it names read beside the results after it; without one, the
     index's snapshot and the results after it (`_refs_from_snapshot`), then the subjects.
     """
-    position = await positioning
-    found = None if position is None else await workrefentries.read_entry(bus, work_id, position)
-    end = await ending
+    found = await workrefentries.entry_beside(bus, work_id, positioning)
     if found is None:
+        end = await ending
         refs, read = await _refs_from_snapshot(bus, work_id, end, await listing.get())
         named, read_named = await _read_each(bus, workrefs.subjects_naming(refs, work_id), end, together=True)
         return named, read + read_named
     # The subjects the entry names are read beside the results after it; those add a subject rarely.
     known = workrefs.subjects_naming(found, work_id)
+    end = await ending
     (tail, read), (named, read_named) = await asyncio.gather(
         _refs_tail(bus, found.last_seq + 1, end), _read_each(bus, known, end, together=True))
     more = [s for s in workrefs.subjects_naming(_refs_folded(found, tail, work_id), work_id) if s not in known]
@@ -305,11 +340,18 @@ def _refs_folded(state: workrefs.WorkRefs, tail: Iterable[Record], work_id: str 
 # created at once timed out JetStream's consumer info at 2M records under load: one consumer per
 # filter there, the type filters one at a time.
 SCAN_MAX_RECORDS = 50_000
+# Below this many records the type filters are read by one consumer: matching five filters costs
+# the server ~3.5 us a record more than one, a consumer ~2 ms to make and drop (measured at 400k
+# records); the API writes the work-ref position every 500 records (services/api/keeper.py), so
+# the index's tail is usually this short.
+TYPES_TOGETHER_MAX_RECORDS = 2_000
 
 
 async def _read_filters(bus: Bus, on_record: Callable[[Record], object], filters: Sequence[str], start: int,
                         end: int) -> int:
     """Records matching any of the type `filters` from `start` to `end`; returns how many were read."""
+    if end - start < min(TYPES_TOGETHER_MAX_RECORDS, SCAN_MAX_RECORDS):  # few: matching them all costs less than 4 consumers
+        return await replay(bus, on_record, subjects=filters, start_seq=start, end_seq=end)
     if end - start < SCAN_MAX_RECORDS:
         counts = await asyncio.gather(*(replay(bus, on_record, subject=subject, start_seq=start, end_seq=end)
                                         for subject in filters))
