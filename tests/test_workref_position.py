@@ -7,7 +7,6 @@ from typing import Any
 import msgspec
 import pytest
 
-from cli.commands import timeline as timeline_cmd
 from cli.commands.timeline import kept_start, read_timeline, timeline_start
 from eventbus.history import last_sequence
 from eventbus.kventries import get_entry
@@ -79,11 +78,8 @@ async def test_a_save_behind_a_later_write_writes_nothing_and_the_next_write_nam
         for work_id, subjects in at[2_900].refs.items():
             found = await lookup(bus, work_id)
             assert found is not None and workrefs.subjects_naming(found, work_id) == subjects
-        # A timeline from that position equals the whole log's, the index's tail read by one consumer or by five.
-        for together in (timeline_cmd.TYPES_TOGETHER_MAX_RECORDS, 0):
-            monkeypatch.setattr(timeline_cmd, "TYPES_TOGETHER_MAX_RECORDS", together)
-            for work in ("w-00000010", "w-00000150", "e-00000180", "w-00000185"):
-                assert (await read_timeline(bus, Selector(work=work)))[0] == await _whole(bus, Selector(work=work)), work
+        for work in ("w-00000010", "w-00000150", "e-00000180", "w-00000185"):  # a timeline from that position
+            assert (await read_timeline(bus, Selector(work=work)))[0] == await _whole(bus, Selector(work=work)), work
 
 
 async def test_the_api_writes_the_entries_and_their_position_between_snapshot_saves(

@@ -334,24 +334,19 @@ def _refs_folded(state: workrefs.WorkRefs, tail: Iterable[Record], work_id: str 
 # context (leadership, lease copies, a node's membership: `<aggregate>.>` filters) over 15k
 # records costs 34-44 ms in one consumer with all its filters against 77-83 ms for one consumer
 # each (wall 59-78 against 230-254 ms); the index's tail (five type filters, wildcards inside)
-# costs 17-22 ms one consumer each against 56-58 ms in one. Over a longer range (an item open
-# to the log's end, an index snapshot far back or none), one consumer with several filters
+# costs 17-22 ms one consumer each against 56-58 ms in one (at 1M records over the last 500: 2
+# against 41 ms, the one consumer's several type filters matched over the subject index when it
+# is made). Over a longer range (an item open to the log's end, an index snapshot far back or
+# none), one consumer with several filters
 # matches every record of the range (4 s against 0.1 s at 300k records), and five type filters
 # created at once timed out JetStream's consumer info at 2M records under load: one consumer per
 # filter there, the type filters one at a time.
 SCAN_MAX_RECORDS = 50_000
-# Below this many records the type filters are read by one consumer: matching five filters costs
-# the server ~3.5 us a record more than one, a consumer ~2 ms to make and drop (measured at 400k
-# records); the API writes the work-ref position every 500 records (services/api/keeper.py), so
-# the index's tail is usually this short.
-TYPES_TOGETHER_MAX_RECORDS = 2_000
 
 
 async def _read_filters(bus: Bus, on_record: Callable[[Record], object], filters: Sequence[str], start: int,
                         end: int) -> int:
     """Records matching any of the type `filters` from `start` to `end`; returns how many were read."""
-    if end - start < min(TYPES_TOGETHER_MAX_RECORDS, SCAN_MAX_RECORDS):  # few: matching them all costs less than 4 consumers
-        return await replay(bus, on_record, subjects=filters, start_seq=start, end_seq=end)
     if end - start < SCAN_MAX_RECORDS:
         counts = await asyncio.gather(*(replay(bus, on_record, subject=subject, start_seq=start, end_seq=end)
                                         for subject in filters))
