@@ -11,6 +11,7 @@ import msgspec
 
 from cli.commands import open_bus
 from cli.commands.status import progress_on_stderr
+from eventbus import directreads
 from eventbus.connection import Bus
 from eventbus.errors import InvalidEvent
 from eventbus.events import EVENT_TYPES, Event
@@ -154,10 +155,9 @@ async def _own_and_around(bus: Bus, work_id: str, ending: Awaitable[int], positi
     loading it, so the context after it is read while it loads; should another load (that one
     unreadable), `_read_beyond` reads what the range then lacks.
     """
-    mine: dict[int, Record] = {}
-    read = await replay(bus, _into(mine), subject=aggregate_filter("work", work_id), end_seq=UNBOUNDED)
+    mine = await directreads.read_aggregate(bus, aggregate_filter("work", work_id), 1, UNBOUNDED)
     end = await ending
-    own = {seq: r for seq, r in mine.items() if seq <= end}
+    own, read = {r.seq: r for r in mine if r.seq <= end}, len(mine)
     bound, position = min(own, default=end + 1) - 1, await positioning
     around = (*LEADERSHIP, *work_context((e for _, r in sorted(own.items()) if (e := _decoded(r)) is not None), ()))
     last = min(end, max(own, default=-AFTER_OWN) + AFTER_OWN)
@@ -173,7 +173,7 @@ async def _own_and_around(bus: Bus, work_id: str, ending: Awaitable[int], positi
     return _OwnRead(records=own, start=start, around=around, context=context, covered=covered, read=read + read_context)
 
 
-UNBOUNDED = 2**63 - 1  # a read to whatever the log holds when its consumer is made (no round trip for the end first)
+UNBOUNDED = 2**63 - 1  # a read to whatever the log holds when the server answers (no round trip for the end first)
 
 
 def kept_start(position: Position | None, bound: int) -> int | None:
@@ -215,16 +215,16 @@ async def _naming(bus: Bus, work_id: str, ending: Awaitable[int], positioning: A
     if found is None:
         end = await ending
         refs, read = await _refs_from_snapshot(bus, work_id, end, await listing.get())
-        named, read_named = await _read_each(bus, workrefs.subjects_naming(refs, work_id), end, together=True)
+        named, read_named = await directreads.read_aggregates(bus, workrefs.subjects_naming(refs, work_id), 1, end)
         return named, read + read_named
     # The subjects the entry names are read beside the results after it; those add a subject rarely.
     known = workrefs.subjects_naming(found, work_id)
     end = await ending
     (tail, read), (named, read_named) = await asyncio.gather(
-        _refs_tail(bus, found.last_seq + 1, end), _read_each(bus, known, end, together=True))
+        _refs_tail(bus, found.last_seq + 1, end), directreads.read_aggregates(bus, known, 1, end))
     more = [s for s in workrefs.subjects_naming(_refs_folded(found, tail, work_id), work_id) if s not in known]
     if more:
-        named_more, read_more = await _read_each(bus, more, end, together=True)
+        named_more, read_more = await directreads.read_aggregates(bus, more, 1, end)
         named, read_named = {**named, **named_more}, read_named + read_more
     return named, read + read_named
 
