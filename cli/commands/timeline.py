@@ -89,7 +89,8 @@ async def read_timeline(bus: Bus, selector: Selector) -> tuple[list[TimelineLine
 async def _work_timeline(bus: Bus, selector: Selector, work_id: str) -> tuple[list[TimelineLine], int]:
     """A work item's lines and how many records were read for them.
 
-    Its own records and those naming it come first (literal subjects, cheap from any sequence).
+    Its own records and those naming it come first (an aggregate each: batched direct gets,
+    `eventbus/directreads.py`, cheap from any sequence).
     Leadership and its nodes' membership are spread over the whole log, so the server loads every
     message block between their records: they are read only from the newest kept cluster snapshot
     before the first of those records, and up to the last record about the item, past which they
