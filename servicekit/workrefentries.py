@@ -2,17 +2,19 @@
 
 The index's snapshot is one object holding every item (74k at 1M records, ~1.6M a year): a
 `rr timeline --work` that loads it fetches and decodes them all to read one. The API writes, each
-time it saves its snapshots, the entries of the items whose refs changed since its last write and
-then the position they are complete to (`workrefs.Position`, with the kept `timeline-cluster`
-snapshots, so that a timeline need not list the snapshot bucket); a reader gets the position, then
-its item's entry (two direct gets), and folds the results after them as after a snapshot. The
-bucket is a cache: without a position (an older cluster, a new bucket) readers load the snapshot.
+time it saves its snapshots and every few hundred records between saves, the entries of the items
+whose refs changed since its last write and then the position they are complete to
+(`workrefs.Position`, with the kept `timeline-cluster` snapshots, so that a timeline need not list
+the snapshot bucket); a reader gets the position and its item's entry (two direct gets at once),
+and folds the results after them as after a snapshot: at most those few hundred records' results.
+The bucket is a cache: without a position (an older cluster, a new bucket) readers load the snapshot.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 
 import msgspec
 
@@ -40,7 +42,7 @@ def encoded_entries(state: WorkRefs, written: WorkRefs | None) -> list[tuple[str
 
 
 class EntryWriter:
-    """Writes the index's changed entries, then their position, each time its writer saves a snapshot."""
+    """Writes the index's changed entries, then their position: after each snapshot save, and between them (`relist=False`)."""
 
     def __init__(self, bus: Bus, *, replicas: int = 1) -> None:
         self._bus = bus
@@ -48,25 +50,34 @@ class EntryWriter:
         self._started: WorkRefs = WorkRefs()  # the state the fold resumed from
         self._written: WorkRefs | None = None  # the state written last; None: nothing yet by this writer
         self._fresh = False  # the bucket had no position: its keys are most likely absent
+        self._starts: tuple[int, ...] | None = None  # the kept cluster snapshots as last listed
+        self._relist = True  # a save since that listing: list them again for the next position
+        self._lock = asyncio.Lock()  # a save's write and a write between saves, one after the other
         self.written = 0  # entries written
 
     def resumed(self, state: WorkRefs) -> None:
         """The fold starts from `state` (a snapshot's, or the empty index)."""
         self._started, self._written = state, None
 
-    async def write(self, state: WorkRefs) -> int:
+    async def write(self, state: WorkRefs, *, relist: bool = True) -> int:
         """Write the entries changed since the last write, then the position; returns how many entries (raises BusError).
 
         An entry or a position another writer wrote at a later position stays (`_replaces`).
+        `relist`: the snapshots were just saved, so the position's `starts` are listed again; a write
+        between saves names those listed last (one it names pruned since sends readers to the listing).
         """
-        if state.last_seq == 0:
-            return 0
+        async with self._lock:
+            self._relist |= relist
+            if state.last_seq == 0 or (self._written is not None and state.last_seq <= self._written.last_seq):
+                return 0  # this writer is past it already (a save's write after a later one between saves)
+            return await self._write(state)
+
+    async def _write(self, state: WorkRefs) -> int:
         baseline = self._written if self._written is not None else await self._first_baseline()
         entries = await asyncio.to_thread(encoded_entries, state, baseline)
         try:
             written = await advance_entries(self._bus, BUCKET, entries, _replaces, absent=self._fresh)
-            starts = tuple(await kept_snapshots(self._bus, timelinestart.PROJECTION.name, timelinestart.PROJECTION.version))
-            position = Position(last_seq=state.last_seq, starts=starts)
+            position = Position(last_seq=state.last_seq, starts=await self._kept_starts())
             await advance_entries(self._bus, BUCKET, [(POSITION_KEY, msgspec.msgpack.encode(position))], _replaces)
         except BucketMissing:
             self._written = None  # the bucket is gone: the next write makes it again and writes every item
@@ -80,6 +91,13 @@ class EntryWriter:
             log.info("workrefs: wrote every item's entry (%d, %d newer already there) at seq %d", written,
                      len(entries) - written, state.last_seq)
         return written
+
+    async def _kept_starts(self) -> tuple[int, ...]:
+        """The kept `timeline-cluster` snapshots: listed after a save, else as listed last (a listing reads the bucket)."""
+        if self._relist or self._starts is None:
+            name, version = timelinestart.PROJECTION.name, timelinestart.PROJECTION.version
+            self._starts, self._relist = tuple(await kept_snapshots(self._bus, name, version)), False
+        return self._starts
 
     async def _first_baseline(self) -> WorkRefs | None:
         """What the bucket already holds for this writer: its start when the entries reach it, else nothing (a full write)."""
@@ -115,19 +133,38 @@ async def read_position(bus: Bus) -> Position | None:
 
 async def read_entry(bus: Bus, work_id: str, position: Position) -> WorkRefs | None:
     """The index as far as it concerns `work_id` (read after `position`); None when its entry does not decode."""
+    entry = await _item_entry(bus, work_id)
+    return None if entry is _UNREADABLE else workrefs.from_entry(work_id, position, entry)
+
+
+async def entry_beside(bus: Bus, work_id: str, positioning: Awaitable[Position | None]) -> WorkRefs | None:
+    """`read_entry` with the position still being read: the entry is asked meanwhile (one round trip for both).
+
+    None when there is no position or the entry cannot be read (read the index's snapshot).
+    """
+    position, entry = await asyncio.gather(positioning, _item_entry(bus, work_id))
+    if position is None or entry is _UNREADABLE:
+        return None
+    return workrefs.from_entry(work_id, position, entry)
+
+
+_UNREADABLE = Entry(as_of=-1)  # an entry that could not be read or decoded, told apart from none
+
+
+async def _item_entry(bus: Bus, work_id: str) -> Entry | None:
+    """The item's entry, None without one, `_UNREADABLE` when it cannot be read or decoded (raises BusUnavailable)."""
     try:
         data = await get_entry(bus, BUCKET, entry_key(work_id))
     except BusUnavailable:
         raise
     except BusError as exc:
         log.warning("workrefs: the entry of %s could not be read (%s); reading the index's snapshot", work_id, exc)
-        return None
+        return _UNREADABLE
     try:
-        entry = None if data is None else _entry_decoder.decode(data)
+        return None if data is None else _entry_decoder.decode(data)
     except msgspec.DecodeError:
         log.warning("workrefs: the entry of %s in bucket %s does not decode; reading the index's snapshot", work_id, BUCKET)
-        return None
-    return workrefs.from_entry(work_id, position, entry)
+        return _UNREADABLE
 
 
 async def position_or_none(bus: Bus) -> Position | None:

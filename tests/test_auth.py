@@ -23,7 +23,7 @@ import pytest
 from cli.auth.generate import generate
 from config.sections.leadership import LeadershipSettings
 from config.settings import RrConfig
-from eventbus import micro
+from eventbus import directreads, micro
 from eventbus.connection import Bus, connect
 from eventbus.consumer import ConsumerSpec, Delivery, EventConsumer
 from eventbus.errors import BusUnavailable, InvalidConfig
@@ -197,6 +197,8 @@ async def test_a_coordinator_writes_the_work_ref_entries_and_a_worker_only_reads
     bus, watch = worker
     found = await lookup(bus, "w-1")  # direct gets: a worker's `rr timeline` reads the entries
     assert found is not None and found.last_seq == 7 and subjects_naming(found, "w-1") == ("rr.evt.data.b-1.>",)
+    # ... and an item's own records, by batched direct gets answered to its own inbox
+    assert await directreads.read_aggregate(bus, "rr.evt.work.w-1.>", 1, 100) == []
     probe = await probe_publish(bus, watch, f"$KV.{WORKREFS_BUCKET}.w-1", b"forged", harmless=False)
     assert probe.outcome == "denied"
     assert watch.violations == [] or all(WORKREFS_BUCKET in v for v in watch.violations)

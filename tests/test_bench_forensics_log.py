@@ -23,6 +23,7 @@ from projections import bundle, models, timelinestart, workrefs
 from projections.base import Folder
 from projections.snapshotplan import SnapshotSettings
 from projections.snapshotthinning import LADDER, fitting
+from servicekit import workrefentries
 from servicekit.rebuild import state_at_seq
 from servicekit.snapshotting import load_state, save_state
 from servicekit.telemetry.permits import subject_covers
@@ -143,7 +144,7 @@ async def test_one_pass_keeps_what_saving_every_snapshot_and_thinning_keeps(bus:
     for obj in await list_objects(bus, SNAPSHOT_BUCKET):
         await delete_object(bus, SNAPSHOT_BUCKET, obj.name)
 
-    written, captured = await keep_snapshots(bus, end - every, every, max_gib, SAVED_SERVICES, end - 1_000)
+    written, captured = await keep_snapshots(bus, end - every, every, max_gib, SAVED_SERVICES, end - 1_000, end - 100)
 
     assert written.density is not None and len(written.written) < written.candidates  # it skipped some
     kept = await _kept_bundles(bus)
@@ -151,3 +152,5 @@ async def test_one_pass_keeps_what_saving_every_snapshot_and_thinning_keeps(bus:
     assert sorted(kept) == sorted(expected) and len(kept) < written.candidates
     assert kept == expected  # the same states (maps compare by content: a fold's order of keys is its own)
     assert [state for _, state in captured] == await _service_states(bus, end - 1_000)
+    position = await workrefentries.read_position(bus)  # written past the snapshots, as the API writes it between them
+    assert position is not None and position.last_seq == end - 100

@@ -11,6 +11,7 @@ import msgspec
 
 from cli.commands import open_bus
 from cli.commands.status import progress_on_stderr
+from eventbus import directreads
 from eventbus.connection import Bus
 from eventbus.errors import InvalidEvent
 from eventbus.events import EVENT_TYPES, Event
@@ -88,7 +89,8 @@ async def read_timeline(bus: Bus, selector: Selector) -> tuple[list[TimelineLine
 async def _work_timeline(bus: Bus, selector: Selector, work_id: str) -> tuple[list[TimelineLine], int]:
     """A work item's lines and how many records were read for them.
 
-    Its own records and those naming it come first (literal subjects, cheap from any sequence).
+    Its own records and those naming it come first (an aggregate each: batched direct gets,
+    `eventbus/directreads.py`, cheap from any sequence).
     Leadership and its nodes' membership are spread over the whole log, so the server loads every
     message block between their records: they are read only from the newest kept cluster snapshot
     before the first of those records, and up to the last record about the item, past which they
@@ -147,14 +149,48 @@ class _OwnRead(msgspec.Struct, frozen=True, kw_only=True):
 
 async def _own_and_around(bus: Bus, work_id: str, ending: Awaitable[int], positioning: Awaitable[Position | None],
                           listing: KeptListing) -> _OwnRead:
-    """The item's own records, the timeline's start before the first of them, and the context from there to its last."""
+    """The item's own records, the timeline's start before the first of them, and the context from there to its last.
+
+    The own records are asked at once, not after the log's end (what lies past it is dropped).
+    The kept cluster snapshot the start will come from is known from the position without
+    loading it, so the context after it is read while it loads; should another load (that one
+    unreadable), `_read_beyond` reads what the range then lacks.
+    """
+    mine = await directreads.read_aggregate(bus, aggregate_filter("work", work_id), 1, UNBOUNDED)
     end = await ending
-    own, read = await _read_each(bus, [aggregate_filter("work", work_id)], end)
-    start = await timeline_start(bus, min(own, default=end + 1) - 1, listing, await positioning)
+    own, read = {r.seq: r for r in mine if r.seq <= end}, len(mine)
+    bound, position = min(own, default=end + 1) - 1, await positioning
     around = (*LEADERSHIP, *work_context((e for _, r in sorted(own.items()) if (e := _decoded(r)) is not None), ()))
-    covered = ((start.last_seq if start is not None else 0) + 1, min(end, max(own, default=-AFTER_OWN) + AFTER_OWN))
-    context, read_context = await _read_range(bus, around, *covered)
+    last = min(end, max(own, default=-AFTER_OWN) + AFTER_OWN)
+    expected = kept_start(position, bound)
+    if expected is None:  # the position cannot say which: load it first, then read after it
+        start = await timeline_start(bus, bound, listing, position)
+        covered = ((start.last_seq if start is not None else 0) + 1, last)
+        context, read_context = await _read_range(bus, around, *covered)
+    else:
+        covered = (expected + 1, last)
+        start, (context, read_context) = await asyncio.gather(timeline_start(bus, bound, listing, position),
+                                                             _read_range(bus, around, *covered))
     return _OwnRead(records=own, start=start, around=around, context=context, covered=covered, read=read + read_context)
+
+
+UNBOUNDED = 2**63 - 1  # a read to whatever the log holds when the server answers (no round trip for the end first)
+
+
+def kept_start(position: Position | None, bound: int) -> int | None:
+    """The kept cluster snapshot a timeline whose first record is past `bound` starts from, as the position names them.
+
+    As `timeline_start` chooses while that snapshot loads. 0: none (the timeline folds from the
+    log's start); None: the position cannot say (it names none, or none before a `bound` past it).
+    """
+    if bound < 1:
+        return 0
+    if position is None or not position.starts:
+        return None
+    below = [seq for seq in position.starts if seq <= bound]
+    if below:
+        return max(below)
+    return 0 if bound <= position.last_seq else None  # none kept that far back; past it, the listing decides
 
 
 async def _read_beyond(bus: Bus, mine: _OwnRead, first: int, last: int) -> tuple[dict[int, Record], int]:
@@ -176,20 +212,20 @@ async def _naming(bus: Bus, work_id: str, ending: Awaitable[int], positioning: A
     number of items), the subjects it names read beside the results after it; without one, the
     index's snapshot and the results after it (`_refs_from_snapshot`), then the subjects.
     """
-    position = await positioning
-    found = None if position is None else await workrefentries.read_entry(bus, work_id, position)
-    end = await ending
+    found = await workrefentries.entry_beside(bus, work_id, positioning)
     if found is None:
+        end = await ending
         refs, read = await _refs_from_snapshot(bus, work_id, end, await listing.get())
-        named, read_named = await _read_each(bus, workrefs.subjects_naming(refs, work_id), end, together=True)
+        named, read_named = await directreads.read_aggregates(bus, workrefs.subjects_naming(refs, work_id), 1, end)
         return named, read + read_named
     # The subjects the entry names are read beside the results after it; those add a subject rarely.
     known = workrefs.subjects_naming(found, work_id)
+    end = await ending
     (tail, read), (named, read_named) = await asyncio.gather(
-        _refs_tail(bus, found.last_seq + 1, end), _read_each(bus, known, end, together=True))
+        _refs_tail(bus, found.last_seq + 1, end), directreads.read_aggregates(bus, known, 1, end))
     more = [s for s in workrefs.subjects_naming(_refs_folded(found, tail, work_id), work_id) if s not in known]
     if more:
-        named_more, read_more = await _read_each(bus, more, end, together=True)
+        named_more, read_more = await directreads.read_aggregates(bus, more, 1, end)
         named, read_named = {**named, **named_more}, read_named + read_more
     return named, read + read_named
 
@@ -299,8 +335,10 @@ def _refs_folded(state: workrefs.WorkRefs, tail: Iterable[Record], work_id: str 
 # context (leadership, lease copies, a node's membership: `<aggregate>.>` filters) over 15k
 # records costs 34-44 ms in one consumer with all its filters against 77-83 ms for one consumer
 # each (wall 59-78 against 230-254 ms); the index's tail (five type filters, wildcards inside)
-# costs 17-22 ms one consumer each against 56-58 ms in one. Over a longer range (an item open
-# to the log's end, an index snapshot far back or none), one consumer with several filters
+# costs 17-22 ms one consumer each against 56-58 ms in one (at 1M records over the last 500: 2
+# against 41 ms, the one consumer's several type filters matched over the subject index when it
+# is made). Over a longer range (an item open to the log's end, an index snapshot far back or
+# none), one consumer with several filters
 # matches every record of the range (4 s against 0.1 s at 300k records), and five type filters
 # created at once timed out JetStream's consumer info at 2M records under load: one consumer per
 # filter there, the type filters one at a time.

@@ -69,6 +69,7 @@ from projections.timeline import Selector
 from servicekit.livefold import LiveFold, aggregate_subjects, read_subjects, taint_subjects
 from servicekit.rebuild import Rebuilt, state_at_seq, state_at_time
 from servicekit.snapshotting import save_state
+from services.api.keeper import REFS_EVERY_EVENTS
 from services.leader import queue
 from services.leader.rollback import rollback_decisions
 
@@ -249,8 +250,9 @@ async def main() -> None:
         result["raw_full_read_s"] = round(raw_s, 3)
         log(f"raw full read {raw_s:.1f}s; keeping snapshots ...")
         every_events = SnapshotSettings().every_events
+        # The work-ref position as far behind the end as the API ever leaves it between its writes.
         written, captured = await keep_snapshots(bus, end - args.every, args.every, args.max_gib, SAVED_SERVICES,
-                                                 max(1, end - every_events))
+                                                 max(1, end - every_events), end - REFS_EVERY_EVENTS)
         result |= await snapshot_bytes(bus, args.every) | _written(written)
         result["bundle_snapshots_exact"] = exact(written.density, len(written.written), result["bundle_snapshots_kept"])
         result["keep_snapshots_s"] = round(time.perf_counter() - clock, 1)

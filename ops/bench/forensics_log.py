@@ -209,10 +209,12 @@ async def retrying(what: str, action: Callable[[], Awaitable[T]], tries: int = 1
 
 
 async def keep_snapshots(bus: Bus, until: int, every: int, max_gib: float, services: dict[str, Service],
-                         services_at: int) -> tuple[Written, list[tuple[Projection[Any], Any]]]:
+                         services_at: int, refs_at: int = 0) -> tuple[Written, list[tuple[Projection[Any], Any]]]:
     """Fold the log once to `until`: write the bundle snapshots that the budget keeps at the end, and the services' states at `services_at`.
 
     The services' states are returned, not saved, so a catch-up without them can be timed first.
+    `refs_at` (past `until`): the work-ref entries and position written there too, as the API
+    writes them between snapshot saves (services/api/keeper.py, every `REFS_EVERY_EVENTS` records).
     """
     settings = SnapshotSettings(every_events=every, max_kept=10_000, max_gib=max_gib)
     budget = max_gib * (1 << 30)
@@ -264,5 +266,9 @@ async def keep_snapshots(bus: Bus, until: int, every: int, max_gib: float, servi
             density = write_density(candidates, every, rate, budget)
             log(f"snapshot at {stop:,} ({size / 1e6:.1f} MB; folded {fold_s:.0f}s, saved {save_s:.0f}s in all; "
                 f"writing at {'every' if density is None else density})")
+    if refs_at > position:
+        await fold_to(refs_at)
+        await retrying(f"writing the work-ref entries at {refs_at}",
+                       functools.partial(entries.write, bundle.PROJECTION.finished(whole.state).workrefs, relist=False))
     done = Written(candidates=len(candidates), written=written, bytes_per_record=rate, density=density, fold_s=fold_s, save_s=save_s)
     return done, captured

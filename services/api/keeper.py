@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 import msgspec
 
 from eventbus.connection import Bus
+from eventbus.errors import BusError
 from eventbus.history import Record
 from projections import bundle, timelinestart, workrefs
 from projections.base import Folder
@@ -28,6 +29,10 @@ from servicekit.workrefentries import EntryWriter
 log = logging.getLogger(__name__)
 
 CATCH_UP_PUBLISH_S = 0.5  # while replaying history, readers see progress at most this often
+# Records between writes of the timeline's index entries beyond the snapshot saves: a timeline
+# reads the results past the last (~7% of the records), a write costs ~2 KV operations per item
+# changed since the one before (a few dozen) plus the position's two.
+REFS_EVERY_EVENTS = 500
 
 
 class Current(msgspec.Struct, frozen=True, kw_only=True):
@@ -73,6 +78,9 @@ class ProjectionKeeper:
         async def write_refs(state: ProjectionSet) -> None:
             await self._refs.write(state.workrefs)
 
+        self._refs_at = 0  # the last record the entries were asked written at between snapshots
+        self._refs_due = asyncio.Event()
+
         self._live = LiveFold(
             bus, [self._folder], on_record=self._on_record, snapshots=snapshots,
             snapshot_parts=[*bundle.saved_parts(), (workrefs.PROJECTION, lambda state: state.workrefs),
@@ -99,7 +107,26 @@ class ProjectionKeeper:
         await self._live.start()
         self._publish()
         log.info("api: caught up at seq %d in %.1fs", self._live.position, time.perf_counter() - started)
-        await self._live.follow()
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._live.follow())
+            tasks.create_task(self._write_refs_between_snapshots())
+
+    async def _write_refs_between_snapshots(self) -> None:
+        """The timeline's index entries and position every `REFS_EVERY_EVENTS` records, not only at snapshot saves.
+
+        A `rr timeline --work` folds the results after the position: a snapshot interval's (10k
+        records, most of its reads) when written at saves only, a few hundred this way. Each write
+        sends the few items changed since the last and names the kept snapshots as last listed.
+        """
+        while True:
+            await self._refs_due.wait()
+            self._refs_due.clear()
+            state = self._folder.state.workrefs
+            self._refs_at = state.last_seq
+            try:
+                await self._refs.write(state, relist=False)
+            except BusError as exc:  # the next due write (or snapshot save) tries again
+                log.warning("api: the timeline's index entries not written at seq %d: %s", state.last_seq, exc)
 
     async def wait_folded(self, seq: int, timeout: float) -> bool:
         """Wait until readers see the log at `seq` or later; False when `timeout` passed first."""
@@ -122,6 +149,8 @@ class ProjectionKeeper:
             except Exception as exc:  # metrics must never stop the projections
                 log.warning("api: metrics could not observe seq %d: %s: %s", record.seq, type(exc).__name__, exc)
         self._ring.append(record)
+        if self._live.caught_up and record.seq - self._refs_at >= REFS_EVERY_EVENTS:
+            self._refs_due.set()
         if self._live.caught_up:
             if not self._publish_scheduled:
                 # Coalesced: a burst of records costs one publish, after the burst's callbacks ran.

@@ -1,0 +1,42 @@
+"""An aggregate's records read by batched direct gets equal an ordered consumer's, whatever the batch, range or headers."""
+
+from __future__ import annotations
+
+import pytest
+
+from eventbus import directreads
+from eventbus.errors import BusUnavailable
+from eventbus.history import Record, last_sequence, replay
+from eventbus.publisher import Publisher
+from eventbus.subjects import aggregate_filter, event_subject
+from ops.bench.bench_projection import fleet_log
+from tests.bus_harness import provisioned_bus
+
+
+async def test_an_aggregates_records_by_direct_gets_equal_an_ordered_consumers_in_any_range_and_batch(nats_url: str) -> None:
+    async with provisioned_bus(nats_url) as bus:
+        await Publisher(bus).publish_many(list(fleet_log(1_500)))
+        # A record with headers of its own (a trace context, a message id): they stay, the server's go.
+        await bus.js.publish(event_subject("work", "w-00000010", "WORK_PROGRESS", "gpu-2"), b"{}",
+                             headers={"Nats-Msg-Id": "gpu-2-7", "Traceparent": "00-ab-cd-01"})
+        end = await last_sequence(bus)
+        for subject in (aggregate_filter("work", "w-00000010"), aggregate_filter("work", "w-00000099"),
+                        aggregate_filter("host", "gpu-05"), aggregate_filter("work", "no-such")):
+            for start, stop in ((1, end), (300, 900), (end, end)):
+                expected: list[Record] = []
+                await replay(bus, expected.append, subject=subject, start_seq=start, end_seq=stop)
+                for batch in (1, 3, directreads.BATCH):
+                    got = await directreads.read_aggregate(bus, subject, start, stop, batch=batch)
+                    assert got == expected, (subject, start, stop, batch)
+        mine = await directreads.read_aggregate(bus, aggregate_filter("work", "w-00000010"), 1, end)
+        assert mine[-1].headers == {"Nats-Msg-Id": "gpu-2-7", "Traceparent": "00-ab-cd-01"}
+        both, read = await directreads.read_aggregates(bus, [aggregate_filter("work", "w-00000010"),
+                                                             aggregate_filter("work", "w-00000011")], 1, end)
+        assert read == len(both)  # keyed by sequence, none twice
+        assert {r.subject.split(".")[3] for r in both.values()} == {"w-00000010", "w-00000011"}
+
+
+async def test_a_stream_that_does_not_exist_is_a_bus_error_that_says_so(nats_url: str) -> None:
+    async with provisioned_bus(nats_url) as bus:
+        with pytest.raises(BusUnavailable, match="no server answers direct gets on stream NO_SUCH"):
+            await directreads.read_aggregate(bus, "rr.evt.work.w-1.>", 1, 10, stream="NO_SUCH")
