@@ -43,6 +43,10 @@ nats.aio.client.DEFAULT_BUFFER_SIZE = max(nats.aio.client.DEFAULT_BUFFER_SIZE, R
 # Returns the NKey seed to sign the next connect with, read afresh; None keeps the current one.
 CredentialsSource = Callable[[], Awaitable[str | None]]
 
+# A subscription's messages as the parser cut them: (subject, reply, payload, header block or None)
+# -> a subject to answer with an empty message (JetStream flow control), or None.
+DirectHandler = Callable[[bytes, bytes, bytes, bytes | None], str | None]
+
 
 def split_servers(servers: str | list[str]) -> list[str]:
     """Accept a comma-separated list (as in RR_NATS_URL) or a list of URLs."""
@@ -191,6 +195,25 @@ class RenewingClient(NatsClient):
         self._auth_retry_s = auth_retry_s
         self._refused_since: float | None = None
         self.gave_up_reason = ""  # why this client closed itself, for the service's last line
+        # Subscriptions whose messages go straight from the parser to a handler (eventbus/orderedread.py),
+        # by subscription id: no Msg, header dict, queue or task switch per message, which is most
+        # of what nats-py spends on a message of a long read of the log.
+        self.direct: dict[int, DirectHandler] = {}
+
+    async def _process_msg(  # nats-py's parser calls this for every message
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None,
+    ) -> None:
+        handler = self.direct.get(sid)
+        if handler is None:
+            await super()._process_msg(sid, subject, reply, data, headers)  # type: ignore[arg-type]
+            return
+        try:
+            answer = handler(subject, reply, data, headers)
+        except Exception:  # raised into the parser, it would be taken for a protocol error and drop the connection
+            log.exception("nats: the handler of subscription %d failed on a message on %r", sid, subject)
+            return
+        if answer is not None:
+            await self.publish(answer)
 
     # nats-py cancels its reconnect task once on close and waits half a second for it. That cancel
     # can be lost (Python 3.11's wait_for may return a refused connect instead, which the reconnect
