@@ -39,6 +39,7 @@ _SILENT = (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.erro
 # A stored event's block when its publisher set only the dedupe id: nothing a reader needs.
 _HEADER_LINE = b"NATS/1.0\r\n"
 _PLAIN_BLOCK = _HEADER_LINE + b"Nats-Msg-Id:"
+_PLAIN_SIZE = len(_PLAIN_BLOCK)
 _STATUS_LINE = b"NATS/1.0 "  # a status (heartbeat, flow control, consumer gone): no stored message
 _LAST_CONSUMER = "Nats-Last-Consumer"
 _STALLED = "Nats-Consumer-Stalled"
@@ -57,7 +58,7 @@ def headers_of(block: bytes | None) -> dict[str, str] | None:
     """
     if block is None:
         return None
-    if block.startswith(_PLAIN_BLOCK) and block.find(b"\r\n", len(_PLAIN_BLOCK)) == len(block) - 4:
+    if block.startswith(_PLAIN_BLOCK) and block.find(b"\r\n", _PLAIN_SIZE) == len(block) - 4:
         return None
     return headerlines.parse(block[len(_HEADER_LINE):]) or None  # nats-py's rule: an empty dict is None
 
@@ -92,7 +93,9 @@ class _Reader:
         self.expected += 1
         seq = self.last_seq = int(tokens[5 + at])
         if seq <= self._end:
-            self._on_record(seq, subject.decode(), data, headers_of(block) if block is not None else None)
+            # `headers_of`'s first test inlined: nearly every stored event's block is the plain one.
+            plain = block is None or (block.startswith(_PLAIN_BLOCK) and block.find(b"\r\n", _PLAIN_SIZE) == len(block) - 4)
+            self._on_record(seq, subject.decode(), data, None if plain else headers_of(block))
         if seq >= self._end or tokens[8 + at] == b"0" or (self._stop is not None and self._stop()):
             self.finished.set_result(None)
         return None
