@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 HEARTBEAT_S = 5.0  # as nats-py's ordered consumer: the server tells an idle reader how far it got
 INACTIVE_S = 30.0  # a consumer whose reader died is removed by the server after this
 API_TIMEOUT_S = 10.0
+MAX_FRUITLESS = 5  # gaps in a row with nothing read between them before the read gives up (BusUnavailable)
 _SILENT = (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError)
 
 # A stored event's block when its publisher set only the dedupe id: nothing a reader needs.
@@ -124,17 +125,19 @@ async def read(
     Ends at `end`, when nothing more is pending, or once `stop()` says so; raises BusUnavailable
     when nothing arrives for `idle_timeout` or the server does not answer.
     """
-    gaps = 0
+    fruitless = 0  # consumers in a row that ended on a gap before handing anything over
     while True:
         reader = _Reader(on_record, end, stop)
         try:
             await _one_consumer(bus, reader, stream, subjects, start_seq, start_time, idle_timeout, progress)
             return
         except _Gap:
-            gaps += 1
+            fruitless = 0 if reader.last_seq else fruitless + 1
+            if fruitless >= MAX_FRUITLESS:  # a server that keeps dropping its consumers: as unavailable as a silent one
+                raise BusUnavailable(f"reading {stream}: {fruitless} consumers in a row lost messages before the first") from None
             if reader.last_seq:
                 start_seq, start_time = reader.last_seq + 1, None
-            log.info("reading %s: a gap after seq %d (%d so far); reading on from there", stream, start_seq - 1, gaps)
+            log.warning("reading %s: a message lost after seq %d; reading on from there", stream, start_seq - 1)
 
 
 async def _one_consumer(

@@ -8,6 +8,7 @@ import pytest
 
 from eventbus import history, orderedread
 from eventbus.connection import connect
+from eventbus.errors import BusUnavailable
 from eventbus.events import HostOnline, WorkAdded, encode, stamp
 from eventbus.headerlines import parse
 from eventbus.history import Record, replay
@@ -189,3 +190,26 @@ async def test_a_record_the_reader_cannot_handle_is_skipped_and_reading_goes_on(
 
         assert await replay(bus, picky) == 20
         assert seen == list(range(1, 21))
+
+
+async def test_a_server_that_keeps_losing_the_first_message_makes_the_read_fail_instead_of_spinning(nats_url: str) -> None:
+    async with provisioned_bus(nats_url) as bus:
+        await Publisher(bus).publish_many(_mixed(5))
+        client: Any = bus.nc
+        consumers: list[int] = []
+
+        class Losing(dict):  # type: ignore[type-arg]
+            # Every consumer's first delivery lost on the way: no read can make progress.
+            def __setitem__(self, sid: int, handler: Any) -> None:
+                consumers.append(sid)
+
+                def lossy(subject: bytes, reply: bytes, data: bytes, block: bytes | None) -> str | None:
+                    if reply.startswith(b"$JS.ACK") and reply.split(b".")[6] == b"1":
+                        return None
+                    return handler(subject, reply, data, block)
+                super().__setitem__(sid, lossy)
+
+        client.direct = Losing()
+        with pytest.raises(BusUnavailable, match="lost messages before the first"):
+            await replay(bus, lambda _r: None)
+        assert len(consumers) == orderedread.MAX_FRUITLESS
