@@ -32,7 +32,7 @@ from eventbus.errors import BusUnavailable
 log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 5.0  # as nats-py's ordered consumer: the server tells an idle reader how far it got
-INACTIVE_S = 30.0  # a consumer whose reader died is removed by the server after this
+INACTIVE_S = 5.0  # a consumer without a subscriber (a read that ended or died) is removed by the server after this
 API_TIMEOUT_S = 10.0
 MAX_FRUITLESS = 5  # gaps in a row with nothing read between them before the read gives up (BusUnavailable)
 _SILENT = (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError)
@@ -149,20 +149,17 @@ async def _one_consumer(
     inbox = client.new_inbox()
     sub = await client.subscribe(inbox)
     client.direct[sub._id] = reader  # noqa: SLF001 - nats-py names a subscription's id only so
-    name = ""
     try:
         info = await _created(bus, stream, _config(inbox, subjects, start_seq, start_time))
-        name = info.name
         if not info.num_pending:
             return
         await wait_done(reader.finished, progress, idle_timeout)
     finally:
         client.direct.pop(sub._id, None)  # noqa: SLF001
+        # Not deleted: a node may create consumers but not delete them (servicekit/auth/permissions.py);
+        # with no subscriber left the server removes it after INACTIVE_S, as it does nats-py's ordered ones.
         with contextlib.suppress(nats.errors.Error):
             await sub.unsubscribe()
-        if name:
-            with contextlib.suppress(nats.errors.Error, TimeoutError):
-                await bus.js.delete_consumer(stream, name)
 
 
 def _config(inbox: str, subjects: Sequence[str], start_seq: int, start_time: dt.datetime | None) -> ConsumerConfig:
