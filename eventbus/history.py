@@ -19,6 +19,7 @@ import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy, StreamState
 
+from eventbus import orderedread
 from eventbus.connection import Bus
 from eventbus.errors import BusUnavailable, InvalidEvent
 from eventbus.events import Event
@@ -32,10 +33,11 @@ log = logging.getLogger(__name__)
 
 
 class Record(msgspec.Struct, frozen=True):
-    """One stored message: stream sequence, subject, raw bytes, and its headers when it has any.
+    """One stored message: stream sequence, subject, raw bytes, and its headers when it has any a reader needs.
 
     Events carry no headers a reader needs, except the server's copies of lease writes
-    (eventbus/leasecopy.py), whose revision is in `Nats-Stream-Source`.
+    (eventbus/leasecopy.py), whose revision is in `Nats-Stream-Source`. `replay` leaves out a
+    block that holds only the publisher's `Nats-Msg-Id` (the server's dedupe id): None then.
     """
 
     seq: int
@@ -165,6 +167,38 @@ async def replay(
     end = end_seq if end_seq is not None else await last_sequence(bus, stream)
     if end < start_seq:
         return 0
+    filters = list(subjects) if subjects else [subject]
+    with paused_gc():  # what a read of the log builds has no cycles: the collector's passes would find nothing
+        if orderedread.supported(bus):
+            return await _read_direct(bus, on_record, stream, filters, start_seq, start_time, end, idle_timeout, stop)
+        return await _read_msgs(bus, on_record, stream, filters, start_seq, start_time, end, idle_timeout, stop)
+
+
+async def _read_direct(
+    bus: Bus, on_record: Callable[[Record], object], stream: str, filters: list[str], start_seq: int,
+    start_time: dt.datetime | None, end: int, idle_timeout: float, stop: Callable[[], bool] | None,
+) -> int:
+    # Each message straight from the client's parser (eventbus/orderedread.py): a rebuild's read path.
+    count = 0
+
+    def on_raw(seq: int, subject: str, data: bytes, headers: dict[str, str] | None) -> None:
+        nonlocal count
+        count += 1
+        try:
+            on_record(Record(seq, subject, data, headers))
+        except Exception:  # `handed`, inlined: this runs for every record of a rebuild
+            log.exception("reading %s: the record at seq %d could not be handled; skipped", subject, seq)
+
+    await orderedread.read(bus, on_raw, stream=stream, subjects=filters, start_seq=start_seq, start_time=start_time,
+                           end=end, idle_timeout=idle_timeout, stop=stop, progress=lambda: count)
+    return count
+
+
+async def _read_msgs(
+    bus: Bus, on_record: Callable[[Record], object], stream: str, filters: list[str], start_seq: int,
+    start_time: dt.datetime | None, end: int, idle_timeout: float, stop: Callable[[], bool] | None,
+) -> int:
+    # nats-py's ordered consumer, for a client that cannot hand messages over raw.
     done = asyncio.get_running_loop().create_future()
     count = 0
 
@@ -178,12 +212,11 @@ async def replay(
             done.set_result(None)
 
     options = _start_options(start_seq, start_time)
-    if subjects:
+    if len(filters) > 1:
         config = options.setdefault("config", nats.js.api.ConsumerConfig())
         assert isinstance(config, nats.js.api.ConsumerConfig)
-        config.filter_subjects = list(subjects)
-    with paused_gc():  # what a read of the log builds has no cycles: the collector's passes would find nothing
-        return await _read(bus, stream, subject, on_msg, options, done, lambda: count, idle_timeout)
+        config.filter_subjects = filters
+    return await _read(bus, stream, filters[0], on_msg, options, done, lambda: count, idle_timeout)
 
 
 async def _read(
@@ -199,20 +232,10 @@ async def _read(
         # (delivered.consumer_seq, not stream_seq: a consumer starting at sequence N reports N-1 there.)
         if info.num_pending == 0 and progress() == 0 and not (info.delivered and info.delivered.consumer_seq):
             return 0
-        await _wait_done(done, progress, idle_timeout)
+        await orderedread.wait_done(done, progress, idle_timeout)
     finally:
         await sub.unsubscribe()
     return progress()
-
-
-async def _wait_done(done: asyncio.Future[None], progress: Callable[[], int], idle_timeout: float) -> None:
-    # Time out only when nothing arrives for idle_timeout, not on a long but moving replay.
-    last = -1
-    while not done.done():
-        if progress() == last:
-            raise BusUnavailable(f"history read stalled: nothing for {idle_timeout}s")
-        last = progress()
-        await asyncio.wait([done], timeout=idle_timeout)
 
 
 def _start_options(start_seq: int, start_time: dt.datetime | None) -> dict[str, Any]:

@@ -5,14 +5,18 @@ lifecycles with progress, selfplay batches and their copies to the trainer, host
 evaluations and promotions with a copy per node, leader changes),
 published once with Publisher.publish_many in chunks.
 raw:  nats-py ordered push consumer over the whole stream, counting messages (the ceiling).
+read: our read path alone (history.replay handing every record to a no-op): what a rebuild pays
+      before decoding and folding.
 ours: the cluster projection rebuilt from sequence 1 (servicekit.rebuild.state_at_seq without
       a snapshot): history.replay, the subject check, decoding and folding what it reads.
 all:  every projection together (ProjectionSet: decodes every event it reads), rebuilt the same way.
-The three sides alternate round by round (the order rotates), so `all_projections_ratio` is a
+The sides alternate round by round (the order rotates), so `all_projections_ratio` is a
 median against the raw reads of the same rounds. Then once: start-up with a snapshot at the end
 of the log (load it + fold the empty tail) for the cluster projection and for the whole set.
 Each side's process CPU per event (best round) is reported too (`*_cpu_us_per_event`, `all_cpu_ratio` =
-raw / all): the server runs in another process, so it is this process's reading, decoding and folding.
+raw / all): the server runs in another process, so it is this process's reading, decoding and folding;
+the server's own CPU per event, same round, is `*_server_cpu_us_per_event`. `all` less `read` is
+what decoding and folding every projection costs.
 Run: python -m ops.bench.bench_projection [--events 1000000] [--rounds 3]
 """
 
@@ -20,17 +24,19 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+import psutil  # type: ignore[import-untyped,unused-ignore]
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
 from eventbus import events as ev
 from eventbus.connection import Bus
-from eventbus.history import last_sequence
+from eventbus.history import last_sequence, replay
 from eventbus.publisher import Publisher
 from eventbus.streams import EVENTS_STREAM, StreamSettings
 from eventbus.subjects import ALL_EVENTS
@@ -175,6 +181,15 @@ async def raw_read(bus: Bus, count: int) -> float:
     return clock.rate(count)
 
 
+async def read_only(bus: Bus, count: int) -> float:
+    """Events/s of our read path alone: every record handed to a callback that does nothing."""
+    clock = Stopwatch()
+    read = await replay(bus, lambda _record: None)
+    if read != count:
+        raise RuntimeError(f"read {read} records, expected {count}")
+    return clock.rate(count)
+
+
 async def rebuild(bus: Bus, projection: Projection[Any], count: int) -> float:
     """Events/s of rebuilding `projection` from sequence 1."""
     clock = Stopwatch()
@@ -208,12 +223,15 @@ async def main() -> None:
         await fresh_events_stream(bus, settings)
         log(f"publishing {args.events:,} events ...")
         publish_s = await publish_log(bus, args.events)
-        cpu: dict[str, list[float]] = {"raw": [], "ours": [], "all": []}
+        server_pid = server.pid
+        assert server_pid is not None
+        cpu: dict[str, list[float]] = {"raw": [], "read": [], "ours": [], "all": []}
+        server_cpu: dict[str, list[float]] = {side: [] for side in cpu}
+        sides = {"raw": lambda: raw_read(bus, args.events), "read": lambda: read_only(bus, args.events),
+                 "ours": lambda: rebuild(bus, cluster.PROJECTION, args.events),
+                 "all": lambda: rebuild(bus, bundle.PROJECTION, args.events)}
         rates = await alternate(
-            args.rounds,
-            {"raw": _cpu_of(cpu["raw"], lambda: raw_read(bus, args.events)),
-             "ours": _cpu_of(cpu["ours"], lambda: rebuild(bus, cluster.PROJECTION, args.events)),
-             "all": _cpu_of(cpu["all"], lambda: rebuild(bus, bundle.PROJECTION, args.events))},
+            args.rounds, {side: _cpu_of(cpu[side], server_cpu[side], server_pid, run) for side, run in sides.items()},
             before_each=_nothing,
         )
         all_rate = statistics.median(rates["all"])
@@ -225,8 +243,13 @@ async def main() -> None:
         "bench": "projection_rebuild", "events": args.events, "storage": args.storage, "goal": GOAL, **result,
         "all_projections_per_s": round(all_rate), "all_projections_ratio": round(all_rate / result["raw_per_s"], 3),
         "all_rounds": [round(r) for r in rates["all"]],
+        "read_per_s": round(statistics.median(rates["read"])), "read_ratio": round(statistics.median(rates["read"]) / result["raw_per_s"], 3),
         # This process's CPU per event (best round): what the neighbours' load moves little, unlike the rates.
         **{f"{side}_cpu_us_per_event": round(min(spent) / args.events * 1e6, 2) for side, spent in cpu.items()},
+        # The server's, in the same round (its sending, flow control): both sides of a read pay it.
+        **{f"{side}_server_cpu_us_per_event": round(server_cpu[side][spent.index(min(spent))] / args.events * 1e6, 2)
+           for side, spent in cpu.items()},
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "all_cpu_ratio": round(min(cpu["raw"]) / min(cpu["all"]), 3),
         "startup_cluster_s": cluster_start["seconds"], "snapshot_cluster_bytes": cluster_start["snapshot_bytes"],
         "startup_all_s": all_start["seconds"], "snapshot_all_bytes": all_start["snapshot_bytes"],
@@ -238,12 +261,20 @@ async def _nothing() -> None:
     return None
 
 
-def _cpu_of(spent: list[float], side: Callable[[], Awaitable[float]]) -> Callable[[], Awaitable[float]]:
-    """`side`, with the CPU seconds this process spends in each call appended to `spent`."""
+def _cpu_of(spent: list[float], served: list[float], server_pid: int,
+            side: Callable[[], Awaitable[float]]) -> Callable[[], Awaitable[float]]:
+    """`side`, with the CPU seconds this process and the server spend in each call appended to `spent` and `served`."""
+    server = psutil.Process(server_pid)
+
+    def server_s() -> float:
+        times = server.cpu_times()
+        return float(times.user + times.system)
+
     async def timed() -> float:
-        clock = time.process_time()
+        clock, server_clock = time.process_time(), server_s()
         rate = await side()
         spent.append(time.process_time() - clock)
+        served.append(server_s() - server_clock)
         return rate
     return timed
 

@@ -15,7 +15,9 @@ On one local nats-server:
    each side (leader, adder, nats-server; the ceilings' client and server) says where the ratio goes.
 3. The log is topped up to --log-events with the items' lifecycles (started, progress,
    completed). Rebuild: the assigner's own fold (history.replay into Assigner.on_record: decode,
-   work + cluster folds, queue) from sequence 1, against history.replay counting only.
+   work + cluster folds, queue) from sequence 1, against a plain nats-py ordered consumer counting
+   only (bench_projection's raw side; history.replay reads faster than it since it takes each
+   message straight from the parser), with this process's CPU per event of each.
 4. The rebuilt queue is saved as a snapshot and loaded again: what a new leader's start costs.
 Prints one JSON line; `ratio` is rebuild rate / raw read rate, `assign_ratio` ours / ceiling,
 `assign_ratio_pipeline` ours / pipeline ceiling.
@@ -54,6 +56,7 @@ from eventbus.natsserver import NatsServer
 from eventbus.publisher import FenceToken, Publisher
 from eventbus.streams import StreamSettings, provision
 from eventbus.subjects import election_filter
+from ops.bench.bench_projection import raw_read
 from ops.bench.common import bench_bus, bench_server, emit, log, server_version
 from servicekit.options import CommonOptions
 from servicekit.runtime import ServiceContext
@@ -305,29 +308,26 @@ async def top_up(bus: Bus, placed: dict[str, tuple[str, int]], total: int) -> in
     return await last_sequence(bus)
 
 
-async def rebuild_rounds(bus: Bus, slots: int, rounds: int) -> tuple[list[float], list[float], Assigner]:
-    """Seconds per round: the assigner's fold from sequence 1, and replay counting only; alternating."""
+async def rebuild_rounds(bus: Bus, slots: int, rounds: int, events: int) -> tuple[list[float], list[float], Assigner, dict[str, float]]:
+    """Seconds per round: the assigner's fold from sequence 1, and a plain nats-py ordered read counting only
+    (bench_projection's raw side: the same ceiling); alternating. Also each side's CPU per event, best round."""
     ours: list[float] = []
     raw: list[float] = []
+    cpu: dict[str, list[float]] = {"raw": [], "ours": []}
     rebuilt = leader(bus, slots)
-    counted = [0]
-
-    def count(_record: Record) -> None:
-        counted[0] += 1
-
     for r in range(rounds):
         for side in (("raw", "ours") if r % 2 == 0 else ("ours", "raw")):
-            start = time.perf_counter()
+            start, clock = time.perf_counter(), time.process_time()
             if side == "raw":
-                counted[0] = 0
-                await replay(bus, count, idle_timeout=30)
+                await raw_read(bus, events)
                 raw.append(time.perf_counter() - start)
             else:
                 rebuilt = leader(bus, slots)
                 await replay(bus, rebuilt.on_record, idle_timeout=30)
                 ours.append(time.perf_counter() - start)
+            cpu[side].append(time.process_time() - clock)
             log(f"rebuild round {r + 1}/{rounds} {side}: {(raw if side == 'raw' else ours)[-1]:.2f}s")
-    return ours, raw, rebuilt
+    return ours, raw, rebuilt, {side: round(min(spent) / events * 1e6, 2) for side, spent in cpu.items()}
 
 
 async def snapshot_start(bus: Bus, rebuilt: Assigner) -> tuple[int, float]:
@@ -404,7 +404,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         assert len(placed) == len(items), f"{len(placed)} of {len(items)} items assigned"
         log(f"topping the log up to {args.log_events} events")
         log_events = await top_up(bus, placed, args.log_events)
-        ours, raw, rebuilt = await rebuild_rounds(bus, args.slots, args.rounds)
+        ours, raw, rebuilt, rebuild_cpu = await rebuild_rounds(bus, args.slots, args.rounds, log_events)
         completed = rebuilt.state.work.counts.get("completed", 0)
         assert completed == len(items), f"rebuilt state has {completed} of {len(items)} items completed"
         snapshot_bytes, snapshot_start_s = await snapshot_start(bus, rebuilt)
@@ -424,6 +424,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "paced_latency_ms": {f"{rate:g}/s": {"items": len(paced[rate]), **summary_ms(paced[rate])} for rate in rates},
         "log_events": log_events, "rebuild_s": round(ours_s, 2), "raw_read_s": round(raw_s, 2),
         "rebuild_per_s": round(log_events / ours_s), "raw_read_per_s": round(log_events / raw_s),
+        "rebuild_cpu_us_per_event": rebuild_cpu["ours"], "raw_read_cpu_us_per_event": rebuild_cpu["raw"],
         "snapshot_bytes": snapshot_bytes, "snapshot_start_s": round(snapshot_start_s, 2),
         "ratio": round(raw_s / ours_s, 3), "rebuild_rounds_s": [round(s, 2) for s in ours], "raw_rounds_s": [round(s, 2) for s in raw],
         "assigner_conflicts": assigner.conflicts, "nats_server": server_version(), "cpus": __import__("os").cpu_count(),
