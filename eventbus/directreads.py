@@ -106,4 +106,6 @@ def _page(stream: str, subject: str, records: list[Record], status: dict[str, st
 
 def _record(msg: Msg, headers: dict[str, str]) -> Record:
     own = {k: v for k, v in headers.items() if k not in _SERVER_HEADERS}
+    if own.keys() == {"Nats-Msg-Id"}:
+        own = {}  # the publisher's dedupe id only: None, as the ordered read gives it (history.Record)
     return Record(int(headers["Nats-Sequence"]), headers["Nats-Subject"], msg.data, own or None)
