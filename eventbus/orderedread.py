@@ -21,8 +21,10 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Sequence
 
+import nats.aio.subscription
 import nats.errors
 import nats.js.errors
+import nats.protocol.parser
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from eventbus import headerlines
@@ -46,9 +48,16 @@ _LAST_CONSUMER = "Nats-Last-Consumer"
 _STALLED = "Nats-Consumer-Stalled"
 
 
+# The two nats-py internals the raw hand-over relies on: its parser awaiting the client's
+# `_process_msg` for every message, and a subscription's id in `_id`. A nats-py that renames
+# either reads through its own ordered consumer instead (slower, never a read that waits forever).
+NATS_PY_HOOKS = ("_process_msg" in nats.protocol.parser.Parser.parse.__code__.co_names
+                 and "_id" in nats.aio.subscription.Subscription.__init__.__code__.co_names)
+
+
 def supported(bus: Bus) -> bool:
     """Whether this bus's client hands raw messages over (every `eventbus.connection.connect` one does)."""
-    return isinstance(bus.nc, RenewingClient)
+    return NATS_PY_HOOKS and isinstance(bus.nc, RenewingClient)
 
 
 def headers_of(block: bytes | None) -> dict[str, str] | None:

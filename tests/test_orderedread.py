@@ -213,3 +213,18 @@ async def test_a_server_that_keeps_losing_the_first_message_makes_the_read_fail_
         with pytest.raises(BusUnavailable, match="lost messages before the first"):
             await replay(bus, lambda _r: None)
         assert len(consumers) == orderedread.MAX_FRUITLESS
+
+
+async def test_a_nats_py_without_the_hand_over_hooks_reads_through_its_own_ordered_consumer(
+        nats_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The installed nats-py has both hooks: if an upgrade renames one, this says so before the fast path goes quiet.
+    assert orderedread.NATS_PY_HOOKS
+    async with provisioned_bus(nats_url) as bus:
+        await Publisher(bus).publish_many(_mixed(20))
+        fast: list[Record] = []
+        assert await replay(bus, fast.append) == 20
+        monkeypatch.setattr(orderedread, "NATS_PY_HOOKS", False)
+        assert not orderedread.supported(bus)
+        slow: list[Record] = []
+        assert await replay(bus, slow.append) == 20
+        assert [(r.seq, r.subject, r.data) for r in slow] == [(r.seq, r.subject, r.data) for r in fast]
