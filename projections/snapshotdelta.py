@@ -42,7 +42,7 @@ _kind = msgspec.msgpack.Decoder(int)
 
 
 @functools.cache
-def _fields(kind: type[msgspec.Struct]) -> tuple[tuple[str, Any, str], ...]:
+def _fields(kind: type[msgspec.Struct]) -> tuple[tuple[str, Any, int], ...]:
     """(name, declared type, how it is diffed) of each field: MAP for a PMap, NESTED for a Struct holding maps, else WHOLE."""
     out = []
     for field in msgspec.structs.fields(kind):
@@ -60,7 +60,7 @@ def _fields(kind: type[msgspec.Struct]) -> tuple[tuple[str, Any, str], ...]:
 def diff(older: Any, newer: Any) -> Delta:
     """What turns state `older` into `newer` (two Structs of one type), field by field; unchanged fields left out."""
     delta: Delta = {}
-    for name, _, how in _fields(type(newer)):
+    for name, _, how in _fields(type(newer)):  # type: ignore[arg-type]
         before, after = getattr(older, name), getattr(newer, name)
         if before is after:
             continue
@@ -111,7 +111,7 @@ def _decoded(raw: bytes | memoryview | msgspec.Raw, kind: type[msgspec.Struct]) 
             delta[name] = [WHOLE, wire.decode(entry[1], field_type)]
         elif got == MAP and how == MAP and len(entry) == 3:
             key, value = get_args(field_type)
-            delta[name] = [MAP, wire.decode(entry[1], dict[key, value]), wire.decode(entry[2], list[key])]
+            delta[name] = [MAP, wire.decode(entry[1], dict[key, value]), wire.decode(entry[2], list[key])]  # type: ignore[valid-type]
         elif got == NESTED and how == NESTED and len(entry) == 2:
             delta[name] = [NESTED, _decoded(entry[1], field_type)]
         else:

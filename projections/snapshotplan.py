@@ -26,6 +26,14 @@ class SnapshotSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     # projection thins its older ones to its share (projections/snapshotthinning.py). 4 GiB keeps
     # all of the API's bundle snapshots of a 2M-record log (~1.6 GB at one every 10k).
     max_gib: Annotated[float, msgspec.Meta(gt=0)] = 4.0
+    # Between full snapshots, deltas (projections/snapshotdelta.py): each holds what changed since
+    # the previous one, so every interval can be kept within the budget. A new full ("base") one
+    # after `delta_links` deltas (a load reads its base and up to that many deltas) or once the
+    # chain's bytes pass `delta_fraction` of its base's; a state under `delta_min_bytes` of msgpack
+    # is always saved whole. 0 links: full snapshots only.
+    delta_links: Annotated[int, msgspec.Meta(ge=0)] = 32
+    delta_fraction: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+    delta_min_bytes: Annotated[int, msgspec.Meta(ge=0)] = 1 << 20
 
 
 def due(folded_since: int, seconds_since: float, settings: SnapshotSettings) -> bool:

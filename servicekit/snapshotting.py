@@ -23,12 +23,23 @@ from eventbus.events import utcnow
 from eventbus.gcpause import without_gc
 from eventbus.history import first_sequence, last_sequence
 from eventbus.objectdelete import delete_object
-from eventbus.snapshots import SNAPSHOT_BUCKET, kept_index, kept_listing, kept_name, load_snapshot, save_kept
+from eventbus.snapshots import (
+    SNAPSHOT_BUCKET,
+    KeptIndex,
+    KeptObject,
+    delta_name,
+    kept_index,
+    kept_listing,
+    kept_name,
+    load_snapshot,
+    save_kept,
+)
 from projections import bundle
 from projections.base import Folder, Projection
 from projections.snapshot import Loaded, decode_snapshot, encode_snapshot
-from projections.snapshotplan import SnapshotSettings, allowance, due, newest_at_or_before, to_prune
-from projections.snapshotthinning import fitting, worst_fold
+from projections.snapshotchains import chain, delta_due, plan_prune
+from projections.snapshotdelta import apply_delta, encode_delta
+from projections.snapshotplan import SnapshotSettings, due, newest_at_or_before
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +69,7 @@ async def load_states(bus: Bus, projections: Sequence[Projection[Any]], who: str
     A service keeps several bundle parts (the sync planner: data, cluster and taint); each loading the
     whole bundle on its own would fetch, inflate and decode it once per part (~46 MB of msgpack at 2M records).
     """
+    listing: Listing
     if index is None:
         end, listing = await asyncio.gather(last_sequence(bus), kept_index(bus))
         bound = end if not_after_seq is None else min(not_after_seq, end)
@@ -118,19 +130,64 @@ def newest_listed(listing: Listing, projection: Projection[Any], bound: int) -> 
 
 async def _load_own(bus: Bus, projection: Projection[S], who: str, bound: int, index: Listing) -> Loaded[S] | None:
     seqs = index.get((projection.name, projection.version), [])
-    for seq in newest_at_or_before(seqs, bound)[:TRIED]:
-        data = await load_snapshot(bus, _name(projection, seq))
-        loaded = None if data is None else await asyncio.to_thread(without_gc, decode_snapshot, projection, data)
-        if loaded is not None:
-            log.info("%s: starting %s from the snapshot at seq %d", who, projection.name, seq)
-            return loaded
-        log.warning("%s: the snapshot of %s at seq %d is unreadable; trying an older one", who, projection.name, seq)
+    loaded = await load_kept(bus, projection, who, index, bound)
+    if loaded is not None:
+        return loaded
     if not seqs:
         others = sorted({version for name, version in index if name == projection.name} - {projection.version})
         if others:  # a new version of the fold: its old snapshots are another shape, it rebuilds from the log
             log.info("%s: the kept snapshots of %s are of version %s, this is version %d: folding it from the log",
                      who, projection.name, ", ".join(map(str, others)), projection.version)
     return await _load_single(bus, projection, who, bound)
+
+
+def _points(index: Listing, projection: Projection[Any]) -> dict[int, int]:
+    key = (projection.name, projection.version)
+    if isinstance(index, KeptIndex):
+        return index.points(key)
+    return dict.fromkeys(index.get(key, []), 0)  # a plain listing: full snapshots only
+
+
+async def load_kept(bus: Bus, projection: Projection[S], who: str, index: Listing, bound: int) -> Loaded[S] | None:
+    """The newest usable kept point of `projection` not past `bound`: its base and then its deltas, in order.
+
+    A delta that is missing or does not apply ends its chain at the point before it (older, never
+    wrong); a base that does not read makes the points on it unusable, and an older chain is tried.
+    At most TRIED bases are read.
+    """
+    points = _points(index, projection)
+    failed: set[int] = set()
+    for seq in newest_at_or_before(list(points), bound):
+        links = chain(points, seq)
+        if links is None or links[0] in failed:
+            continue
+        loaded = await _load_chain(bus, projection, who, links, points)
+        if loaded is not None:
+            log.info("%s: starting %s from the snapshot at seq %d (%d deltas applied)", who, projection.name,
+                     loaded.header.last_seq, links.index(loaded.header.last_seq))
+            return loaded
+        log.warning("%s: the snapshot of %s at seq %d is unreadable; trying an older one", who, projection.name, links[0])
+        failed.add(links[0])
+        if len(failed) >= TRIED:
+            break
+    return None
+
+
+async def _load_chain(bus: Bus, projection: Projection[S], who: str, links: list[int],
+                      points: dict[int, int]) -> Loaded[S] | None:
+    data = await load_snapshot(bus, _name(projection, links[0]))
+    loaded = None if data is None else await asyncio.to_thread(without_gc, decode_snapshot, projection, data)
+    for seq in links[1:]:
+        if loaded is None:
+            break
+        data = await load_snapshot(bus, delta_name(projection.name, projection.version, seq, points[seq]))
+        moved = None if data is None else await asyncio.to_thread(without_gc, apply_delta, projection, loaded.state, data)
+        if moved is None:
+            log.warning("%s: the delta snapshot of %s at seq %d is missing or unreadable; starting from seq %d",
+                        who, projection.name, seq, loaded.header.last_seq)
+            break
+        loaded = moved
+    return loaded
 
 
 async def _load_single(bus: Bus, projection: Projection[S], who: str, bound: int) -> Loaded[S] | None:
@@ -151,43 +208,79 @@ def _name(projection: Projection[Any], seq: int) -> str:
 
 async def save_state(bus: Bus, projection: Projection[S], state: S, *, replicas: int = 1,
                      settings: SnapshotSettings = SnapshotSettings()) -> int:
-    """Keep `state` as a snapshot of the projection and delete those no longer needed; returns its size (raises BusError)."""
-    data = await asyncio.to_thread(encode_snapshot, projection, state, utcnow())
-    await save_kept(bus, projection.name, projection.version, state.last_seq, data, replicas=replicas)
-    await prune(bus, projection, settings)
-    return len(data)
+    """Keep `state` as a full snapshot of the projection and delete those no longer needed; returns its size (raises BusError)."""
+    return (await save_point(bus, projection, state, replicas=replicas, settings=settings))[0]
 
 
-async def prune(bus: Bus, projection: Projection[Any], settings: SnapshotSettings) -> int:
-    """Delete the kept snapshots of `projection` that are of another version, no longer needed or thinned out; returns how many.
+async def save_point(bus: Bus, projection: Projection[S], state: S, *, replicas: int = 1,
+                     settings: SnapshotSettings = SnapshotSettings(), previous: Any = None) -> tuple[int, list[int]]:
+    """Keep `state` as a snapshot of the projection, then prune; returns its size and the positions pruned (raises BusError).
 
-    Thinning (projections/snapshotthinning.py) only starts once the bucket is over
+    With `previous` (the state of a snapshot of this projection still kept), a delta against it.
+    """
+    if previous is None:
+        data = await asyncio.to_thread(encode_snapshot, projection, state, utcnow())
+    else:
+        data = await asyncio.to_thread(encode_delta, projection, previous, state, utcnow())
+    prev = 0 if previous is None else previous.last_seq
+    await save_kept(bus, projection.name, projection.version, state.last_seq, data, replicas=replicas, prev=prev)
+    return len(data), await prune(bus, projection, settings)
+
+
+async def prune(bus: Bus, projection: Projection[Any], settings: SnapshotSettings) -> list[int]:
+    """Delete the kept snapshots of `projection` that are of another version, no longer needed or thinned out; returns
+    the positions of this version's that were deleted.
+
+    Thinning (projections/snapshotchains.py) only starts once the bucket is over
     `snapshots.max_gib`: then this projection keeps its share of the budget, every snapshot of
-    the newest records and fewer further back, so the store stays within the budget as the log grows.
+    the newest records and fewer further back, so the store stays within the budget as the log
+    grows; a delta goes whenever a link of its chain goes.
     """
     listing, bucket_bytes = await kept_listing(bus)
-    kept = [(k.version, k.seq, k.object_name) for k in listing if k.name == projection.name]
-    # No count cap here: thinning fits max_kept first (the cap drops the oldest, thinning spreads the loss).
-    doomed = to_prune(kept, projection.version, await first_sequence(bus), max(len(kept), 1))
-    sizes = {k.object_name: k.size for k in listing}
-    # Thinned among the survivors: the oldest of them (the only account of aged-out records) is
-    # the oldest in its block, so thinning never drops it.
-    survivors = {seq: name for version, seq, name in kept if version == projection.version and name not in doomed}
-    own = sum(sizes[name] for name in survivors.values())
-    share = allowance(own, bucket_bytes - sum(sizes[name] for name in doomed), settings)
-    density, dropped = fitting({seq: sizes[name] for seq, name in survivors.items()}, settings.every_events, share,
-                               settings.max_kept)
-    if density is not None:
+    mine = [k for k in listing if k.name == projection.name]
+    doomed = [k.object_name for k in mine if k.version != projection.version]
+    by_seq: dict[int, KeptObject] = {}
+    for kept in sorted((k for k in mine if k.version == projection.version), key=lambda k: (k.seq, k.prev)):
+        if kept.seq in by_seq:
+            doomed.append(kept.object_name)  # a delta where a full snapshot stands: never the one loaded
+        else:
+            by_seq[kept.seq] = kept
+    points = {seq: kept.prev for seq, kept in by_seq.items()}
+    other = bucket_bytes - sum(k.size for k in mine)
+    plan = plan_prune(points, {seq: k.size for seq, k in by_seq.items()}, await first_sequence(bus), other, settings)
+    if plan.density is not None:
         log.info("%s: snapshots thinned to %d per doubling past the newest %d x %d records to fit snapshots.max_gib "
-                 "(%g GiB) and max_kept; a point folds at most %d records past one", projection.name, density.per_doubling,
-                 density.dense, settings.every_events, settings.max_gib,
-                 worst_fold([seq for seq in survivors if seq not in set(dropped)], settings.every_events))
-    left = sorted(seq for seq in survivors if seq not in set(dropped))
-    dropped += left[: max(len(left) - settings.max_kept, 0)]  # even the sparsest step is over the cap: the oldest go
-    doomed += [survivors[seq] for seq in dropped]
+                 "(%g GiB) and max_kept; a point folds at most %d records past one", projection.name,
+                 plan.density.per_doubling, plan.density.dense, settings.every_events, settings.max_gib, plan.worst)
+    doomed += [by_seq[seq].object_name for seq in plan.dropped]
     for name in doomed:
         await delete_object(bus, SNAPSHOT_BUCKET, name)
-    return len(doomed)
+    return plan.dropped
+
+
+class _Chain:
+    """What a writer saved last of one projection, so that its next snapshot can be a delta against it."""
+
+    def __init__(self) -> None:
+        self.state: Any = None  # of the last snapshot saved; None: the next is a base
+        self.links = 0
+        self.chain_bytes = 0
+        self.base_bytes = 0
+
+    def previous(self, settings: SnapshotSettings) -> Any:
+        """The state the next snapshot is a delta against; None when it is to be a base."""
+        if self.state is None or not delta_due(self.links, self.chain_bytes, self.base_bytes, most_links=settings.delta_links,
+                                               fraction=settings.delta_fraction, min_bytes=settings.delta_min_bytes):
+            return None
+        return self.state
+
+    def saved(self, state: Any, size: int, delta: bool, dropped: Sequence[int]) -> None:
+        """Record a save; a chain whose newest point was pruned at once starts again with a base."""
+        if delta:
+            self.links, self.chain_bytes = self.links + 1, self.chain_bytes + size
+        else:
+            self.links, self.chain_bytes, self.base_bytes = 0, 0, size
+        self.state = None if state.last_seq in dropped else state
 
 
 # A part of a folder's state kept as a snapshot of its own projection (the timeline's index in the
@@ -213,6 +306,7 @@ class SnapshotWriter:
         self._since = time.monotonic()
         self.saved = 0
         self.failed = 0
+        self._chains: dict[str, _Chain] = {}  # per projection name; empty after a restart: the first save is a base
 
     def folded(self, count: int = 1) -> bool:
         """Count records folded since the last save; True when a save is due."""
@@ -246,13 +340,18 @@ class SnapshotWriter:
             log.warning("%s: what follows the snapshot at seq %d not written: %s", self._who, state.last_seq, exc)
 
     async def _save(self, projection: Projection[Any], state: Any) -> bool:
+        chain = self._chains.setdefault(projection.name, _Chain())
+        previous = chain.previous(self.settings)
         try:
-            size = await save_state(self._bus, projection, state, replicas=self._replicas, settings=self.settings)
+            size, dropped = await save_point(self._bus, projection, state, replicas=self._replicas, settings=self.settings,
+                                             previous=previous)
         except BusError as exc:
             self.failed += 1
             log.warning("%s: snapshot of %s at seq %d not saved: %s", self._who, projection.name, state.last_seq, exc)
             return False
+        chain.saved(state, size, previous is not None, dropped)
         self.saved += 1
         self.saved_seq = max(self.saved_seq, state.last_seq)
-        log.info("%s: snapshot of %s saved at seq %d (%d bytes)", self._who, projection.name, state.last_seq, size)
+        log.info("%s: %s snapshot of %s saved at seq %d (%d bytes)", self._who, "delta" if previous is not None else "full",
+                 projection.name, state.last_seq, size)
         return True
