@@ -18,11 +18,11 @@ dropped is never one a later pass would keep.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 from projections.snapshotplan import SnapshotSettings, allowance
-from projections.snapshotthinning import LADDER, Density, block_width
+from projections.snapshotthinning import Density, block_width, fitting_by
 
 Points = Mapping[int, int]  # kept point's seq -> the seq its delta applies to (0: a base)
 
@@ -37,12 +37,6 @@ def chain(points: Points, seq: int) -> list[int] | None:
     return links[::-1] if prev == 0 else None
 
 
-def base_of(points: Points, seq: int) -> int:
-    """The base of the chain holding `seq` (0 when the chain is broken)."""
-    links = chain(points, seq)
-    return links[0] if links else 0
-
-
 def delta_due(links: int, chain_bytes: int, base_bytes: int, *, most_links: int, fraction: float, min_bytes: int) -> bool:
     """Whether the next snapshot is a delta: a base was saved by this writer, the chain is short and small enough.
 
@@ -54,18 +48,30 @@ def delta_due(links: int, chain_bytes: int, base_bytes: int, *, most_links: int,
     return links < most_links and chain_bytes < fraction * base_bytes
 
 
+def bases(points: Points) -> dict[int, int]:
+    """Each point's base, 0 where its chain is broken (one pass, oldest first: a delta comes after what it applies to)."""
+    out: dict[int, int] = {}
+    for seq in sorted(points):
+        prev = points[seq]
+        out[seq] = seq if prev == 0 else out.get(prev, 0) if prev < seq else 0
+    return out
+
+
 def orphans(points: Points, dropped: Iterable[int]) -> list[int]:
     """The kept points (not in `dropped`) whose chain is broken once `dropped` is gone: they must go too."""
     gone = set(dropped)
     left = {seq: prev for seq, prev in points.items() if seq not in gone}
-    return sorted(seq for seq in left if chain(left, seq) is None)
+    return sorted(seq for seq, base in bases(left).items() if not base)
 
 
 def needed(points: Points, keep: Iterable[int]) -> set[int]:
     """`keep` and every link the points in it need to load."""
-    out: set[int] = set()
-    for seq in keep:
-        out.update(chain(points, seq) or ())
+    out = set(keep) & set(points)
+    for seq in sorted(out, reverse=True):
+        prev = points[seq]
+        while prev and prev not in out and prev in points:
+            out.add(prev)
+            prev = points[prev]
     return out
 
 
@@ -75,17 +81,19 @@ def thinned(points: Points, every: int, density: Density, span: int) -> list[int
     if not points:
         return []
     newest = max(points)
-    bases = sorted(seq for seq, prev in points.items() if prev == 0)
+    base_of_point = bases(points)
+    ordered_bases = sorted(seq for seq, prev in points.items() if prev == 0)
     keep = {seq for seq in points if newest - seq < density.dense * every}
-    for seq in points:
-        base = base_of(points, seq)
+    reach: dict[int, int | None] = {}  # base -> how far past it its deltas are kept (None: the whole chain goes)
+    for seq, base in base_of_point.items():
         if not base or seq in keep:
             continue
-        age = newest - base
-        width = block_width(age, every, density)
-        if bases[bisect.bisect_left(bases, base // width * width)] < base:
-            continue  # an older base in its block: the whole chain goes
-        if seq == base or seq - base <= span - 2 * width:
+        if base not in reach:
+            width = block_width(newest - base, every, density)
+            older = ordered_bases[bisect.bisect_left(ordered_bases, base // width * width)] < base
+            reach[base] = None if older else span - 2 * width  # an older base in its block: the whole chain goes
+        limit = reach[base]
+        if limit is not None and (seq == base or seq - base <= limit):
             keep.add(seq)
     keep = needed(points, keep)
     return sorted(seq for seq in points if seq not in keep)
@@ -94,19 +102,7 @@ def thinned(points: Points, every: int, density: Density, span: int) -> list[int
 def fitting(points: Points, sizes: Mapping[int, int], every: int, span: int, budget: float,
             most: int | None = None) -> tuple[Density | None, list[int]]:
     """The densest ladder step whose kept points fit `budget` bytes and `most` points, and what it drops (None, []: all fit)."""
-    total = sum(sizes.values())
-    count = len(points) if most is None else most
-
-    def fits(dropped: Sequence[int]) -> bool:
-        return total - sum(sizes[seq] for seq in dropped) <= budget and len(points) - len(dropped) <= count
-
-    if fits([]):
-        return None, []
-    for density in LADDER:
-        dropped = thinned(points, every, density, span)
-        if fits(dropped):
-            return density, dropped
-    return LADDER[-1], thinned(points, every, LADDER[-1], span)
+    return fitting_by(sizes, budget, most, lambda density: thinned(points, every, density, span))
 
 
 def stale(points: Points, first_seq: int) -> list[int]:
@@ -136,7 +132,7 @@ def capped(points: Points, most: int) -> list[int]:
 
 def worst_fold(points: Points, every: int) -> int:
     """The most records a point at or after the oldest loadable one folds past it (after the newest: up to N)."""
-    usable = sorted(seq for seq in points if chain(points, seq) is not None)
+    usable = sorted(seq for seq, base in bases(points).items() if base)
     gaps = [later - earlier - 1 for earlier, later in zip(usable, usable[1:], strict=False)]
     return max([every, *gaps])
 
