@@ -63,7 +63,8 @@ def test_a_delta_between_unrelated_states_of_a_fold_still_gives_the_later_one(fi
 
 
 def test_an_unchanged_state_gives_an_empty_delta_and_a_delta_against_another_position_is_refused() -> None:
-    log = [ev.LeaderElected(role="scheduler", node="n1", epoch=1, source="n1"), ev.WorkAdded(work_id="w-1", work_type="selfplay", board_type="hex8", num_players=2)]
+    log = [ev.LeaderElected(role="scheduler", node="n1", epoch=1, source="n1"),
+           ev.WorkAdded(work_id="w-1", work_type="selfplay", board_type="hex8", num_players=2)]
     state = fold_events(bundle.PROJECTION, numbered(log))
     assert diff(state, state) == {}
     later = msgspec.structs.replace(state, last_seq=5)
