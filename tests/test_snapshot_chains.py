@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+from typing import Any
 
 import msgspec
 from hypothesis import given, settings
@@ -63,7 +64,7 @@ def test_a_chain_runs_from_its_base_and_a_missing_link_breaks_it() -> None:
 
 
 def test_a_base_comes_first_then_deltas_until_the_links_or_the_bytes_run_out_and_a_small_state_is_always_whole() -> None:
-    rule = {"most_links": 4, "fraction": 0.5, "min_bytes": 1000}
+    rule: dict[str, Any] = {"most_links": 4, "fraction": 0.5, "min_bytes": 1000}
     assert not delta_due(0, 0, 0, **rule)  # no base saved by this writer (a restart): a base
     assert delta_due(0, 0, 10_000, **rule) and delta_due(3, 4_000, 10_000, **rule)
     assert not delta_due(4, 100, 10_000, **rule) and not delta_due(1, 5_000, 10_000, **rule)
