@@ -283,6 +283,26 @@ class _Chain:
         self.state = None if state.last_seq in dropped else state
 
 
+class ChainSaver:
+    """Saves one writer's snapshots: each projection's first whole, then deltas against the previous one saved
+    (snapshots.delta_links, delta_fraction, delta_min_bytes), then whole again. A new saver (a restart) starts whole."""
+
+    def __init__(self, bus: Bus, settings: SnapshotSettings, *, replicas: int = 1) -> None:
+        self._bus = bus
+        self.settings = settings
+        self._replicas = replicas
+        self._chains: dict[str, _Chain] = {}
+
+    async def save(self, projection: Projection[Any], state: Any) -> tuple[int, bool]:
+        """Save `state` and prune; its encoded size and whether it was a delta (raises BusError; the next try repeats it)."""
+        chain = self._chains.setdefault(projection.name, _Chain())
+        previous = chain.previous(self.settings)
+        size, dropped = await save_point(self._bus, projection, state, replicas=self._replicas, settings=self.settings,
+                                         previous=previous)
+        chain.saved(state, size, previous is not None, dropped)
+        return size, previous is not None
+
+
 # A part of a folder's state kept as a snapshot of its own projection (the timeline's index in the
 # API's bundle, which `rr timeline --work` loads without the bundle): the projection and its getter.
 Part = tuple[Projection[Any], Callable[[Any], Any]]
@@ -306,7 +326,7 @@ class SnapshotWriter:
         self._since = time.monotonic()
         self.saved = 0
         self.failed = 0
-        self._chains: dict[str, _Chain] = {}  # per projection name; empty after a restart: the first save is a base
+        self._saver = ChainSaver(bus, settings, replicas=replicas)
 
     def folded(self, count: int = 1) -> bool:
         """Count records folded since the last save; True when a save is due."""
@@ -340,18 +360,14 @@ class SnapshotWriter:
             log.warning("%s: what follows the snapshot at seq %d not written: %s", self._who, state.last_seq, exc)
 
     async def _save(self, projection: Projection[Any], state: Any) -> bool:
-        chain = self._chains.setdefault(projection.name, _Chain())
-        previous = chain.previous(self.settings)
         try:
-            size, dropped = await save_point(self._bus, projection, state, replicas=self._replicas, settings=self.settings,
-                                             previous=previous)
+            size, delta = await self._saver.save(projection, state)
         except BusError as exc:
             self.failed += 1
             log.warning("%s: snapshot of %s at seq %d not saved: %s", self._who, projection.name, state.last_seq, exc)
             return False
-        chain.saved(state, size, previous is not None, dropped)
         self.saved += 1
         self.saved_seq = max(self.saved_seq, state.last_seq)
-        log.info("%s: %s snapshot of %s saved at seq %d (%d bytes)", self._who, "delta" if previous is not None else "full",
+        log.info("%s: %s snapshot of %s saved at seq %d (%d bytes)", self._who, "delta" if delta else "full",
                  projection.name, state.last_seq, size)
         return True
