@@ -175,13 +175,14 @@ async def load_kept(bus: Bus, projection: Projection[S], who: str, index: Listin
 
 async def _load_chain(bus: Bus, projection: Projection[S], who: str, links: list[int],
                       points: dict[int, int]) -> Loaded[S] | None:
-    data = await load_snapshot(bus, _name(projection, links[0]))
+    # The deltas (small) are fetched together with the base, one round trip's wait for all of them.
+    names = [_name(projection, links[0]), *(delta_name(projection.name, projection.version, s, points[s]) for s in links[1:])]
+    data, *deltas = await asyncio.gather(*(load_snapshot(bus, name) for name in names))
     loaded = None if data is None else await asyncio.to_thread(without_gc, decode_snapshot, projection, data)
-    for seq in links[1:]:
+    for seq, delta in zip(links[1:], deltas, strict=True):
         if loaded is None:
             break
-        data = await load_snapshot(bus, delta_name(projection.name, projection.version, seq, points[seq]))
-        moved = None if data is None else await asyncio.to_thread(without_gc, apply_delta, projection, loaded.state, data)
+        moved = None if delta is None else await asyncio.to_thread(without_gc, apply_delta, projection, loaded.state, delta)
         if moved is None:
             log.warning("%s: the delta snapshot of %s at seq %d is missing or unreadable; starting from seq %d",
                         who, projection.name, seq, loaded.header.last_seq)
