@@ -38,7 +38,7 @@ from projections import bundle
 from projections.base import Folder, Projection
 from projections.snapshot import Loaded, decode_snapshot, encode_snapshot
 from projections.snapshotchains import chain, delta_due, plan_prune
-from projections.snapshotdelta import apply_delta, encode_delta
+from projections.snapshotdelta import apply_chain, encode_delta
 from projections.snapshotplan import SnapshotSettings, due, newest_at_or_before
 
 log = logging.getLogger(__name__)
@@ -179,16 +179,14 @@ async def _load_chain(bus: Bus, projection: Projection[S], who: str, links: list
     names = [_name(projection, links[0]), *(delta_name(projection.name, projection.version, s, points[s]) for s in links[1:])]
     data, *deltas = await asyncio.gather(*(load_snapshot(bus, name) for name in names))
     loaded = None if data is None else await asyncio.to_thread(without_gc, decode_snapshot, projection, data)
-    for seq, delta in zip(links[1:], deltas, strict=True):
-        if loaded is None:
-            break
-        moved = None if delta is None else await asyncio.to_thread(without_gc, apply_delta, projection, loaded.state, delta)
-        if moved is None:
-            log.warning("%s: the delta snapshot of %s at seq %d is missing or unreadable; starting from seq %d",
-                        who, projection.name, seq, loaded.header.last_seq)
-            break
-        loaded = moved
-    return loaded
+    if loaded is None or not deltas:
+        return loaded
+    # Composed and applied at once: each key of the chain set once (projections/snapshotdelta.py).
+    moved, applied = await asyncio.to_thread(without_gc, apply_chain, projection, loaded.state, deltas)
+    if applied < len(deltas):
+        log.warning("%s: the delta snapshot of %s at seq %d is missing or unreadable; starting from seq %d",
+                    who, projection.name, links[1 + applied], links[applied])
+    return moved if moved is not None else loaded
 
 
 async def _load_single(bus: Bus, projection: Projection[S], who: str, bound: int) -> Loaded[S] | None:

@@ -13,7 +13,7 @@ from projections import bundle
 from projections.base import Folder, Projection, fold_events
 from projections.pmap import PMap
 from projections.snapshot import decode_snapshot, encode_snapshot, read_header
-from projections.snapshotdelta import DELTA_SCHEMA, apply, apply_delta, diff, encode_delta
+from projections.snapshotdelta import DELTA_SCHEMA, _bulk, apply, apply_chain, apply_delta, diff, encode_delta
 from tests.test_projections import LOGS, PROPERTY, numbered, records
 from tests.test_snapshot_wire import SAVED
 
@@ -108,3 +108,42 @@ def test_keys_set_and_removed_travel_and_other_keys_are_left_out() -> None:
     delta = diff(older, newer)
     assert delta == {"last_seq": [0, 2], "items": [1, {"b": _Leaf(20), "d": _Leaf(4)}, ["c"]]}
     assert apply(older, delta) == newer
+
+
+@PROPERTY
+@given(LOGS, CUTS, st.integers(min_value=0, max_value=4))
+def test_a_chain_composed_and_applied_at_once_reaches_each_state_and_stops_before_a_missing_link(
+        log: list[ev.Event], cuts: list[int], missing: int) -> None:
+    for projection in SAVED:
+        states = _states_at(projection, log, cuts)
+        deltas: list[bytes | None] = [encode_delta(projection, a, b) for a, b in zip(states, states[1:], strict=False)]
+        base = decode_snapshot(projection, encode_snapshot(projection, states[0]))
+        assert base is not None
+        moved, applied = apply_chain(projection, base.state, deltas)
+        assert applied == len(deltas) and (moved.state if moved else base.state) == states[-1], projection.name
+        if missing < len(deltas):
+            deltas[missing] = None
+            moved, applied = apply_chain(projection, base.state, deltas)
+            assert applied == missing and (moved.state if moved else base.state) == states[missing], projection.name
+
+
+KEYS = st.sampled_from("abcdefgh")
+
+
+@PROPERTY
+@given(st.dictionaries(KEYS, st.integers()), st.lists(st.tuples(st.booleans(), KEYS, st.integers()), max_size=12),
+       st.dictionaries(KEYS, st.integers()), st.lists(KEYS, max_size=6), st.booleans())
+def test_a_bulk_change_of_a_map_equals_setting_and_removing_key_by_key(
+        base: dict[str, int], before: list[tuple[bool, str, int]], put: dict[str, int], removed: list[str], over: bool) -> None:
+    mapping: PMap[str, int] = PMap.over(dict(base)) if over else PMap(base)
+    for remove, key, value in before:  # a trie of changes (and removed base keys) over the base
+        mapping = mapping.remove(key) if remove else mapping.set(key, value)
+    expected = mapping
+    for key, value in put.items():
+        expected = expected.set(key, value)
+    for key in removed:
+        if key not in put:
+            expected = expected.remove(key)
+    bulk = _bulk(mapping, put, removed)
+    assert bulk == expected and len(bulk) == len(expected) and sorted(bulk.keys()) == sorted(expected.keys())
+    assert all(bulk.get(key) == expected.get(key) and (key in bulk) == (key in expected) for key in "abcdefgh")
