@@ -1,4 +1,4 @@
-"""When to take a projection's snapshot, which kept one to start from, and which to delete: pure.
+"""When to take a projection's snapshot, which kept one to start from, and the byte budget's share: pure (what to delete: snapshotchains.py).
 
 Snapshots are kept several per projection (eventbus/snapshots.py names them by version and
 sequence) so that any point in the log's retention has one at most `every_events` before it,
@@ -59,19 +59,3 @@ def allowance(own: int, bucket: int, settings: SnapshotSettings) -> float:
 def newest_at_or_before(seqs: Sequence[int], bound: int) -> list[int]:
     """The kept sequences not after `bound`, newest first (the first usable one is the start)."""
     return sorted((s for s in seqs if s <= bound), reverse=True)
-
-
-def to_prune(kept: Sequence[tuple[int, int, str]], version: int, first_seq: int, max_kept: int) -> list[str]:
-    """Object names to delete among `kept` (version, seq, name): other versions, and those nothing needs.
-
-    A snapshot at seq s resumes with record s + 1: those below `first_seq - 1` (the log's first
-    record now) can no longer be resumed exactly, but the newest of them is kept all the same,
-    as the only account of the aged-out events. Past `max_kept` the oldest go; the newest stays.
-    """
-    doomed = [name for v, _, name in kept if v != version]
-    current = sorted((seq, name) for v, seq, name in kept if v == version)
-    stale = [pair for pair in current if pair[0] < first_seq - 1]
-    doomed += [name for _, name in stale[:-1]]  # every stale one but the newest
-    survivors = current[max(len(stale) - 1, 0):]
-    doomed += [name for _, name in survivors[: max(len(survivors) - max_kept, 0)]]
-    return doomed
