@@ -1,8 +1,9 @@
 """Loading and saving a projection's snapshots in the snapshot bucket: what a service starts from instead of sequence 1.
 
-Several are kept per projection (projections/snapshotplan.py decides which): a service starts
+Several are kept per projection (projections/snapshotchains.py decides which): a service starts
 from the newest usable one plus the log's tail, a point-in-time read from the newest one at or
-before its point. The encoding is pure (projections/snapshot.py) and runs in a thread; a state
+before its point. Between full snapshots a writer saves deltas against its previous one
+(projections/snapshotdelta.py); a kept point is then its chain's base and deltas, loaded together. The encoding is pure (projections/snapshot.py) and runs in a thread; a state
 is immutable, so it can be encoded there while the loop folds on.
 """
 
