@@ -3,8 +3,9 @@
 Several are kept per projection (projections/snapshotchains.py decides which): a service starts
 from the newest usable one plus the log's tail, a point-in-time read from the newest one at or
 before its point. Between full snapshots a writer saves deltas against its previous one
-(projections/snapshotdelta.py); a kept point is then its chain's base and deltas, loaded together. The encoding is pure (projections/snapshot.py) and runs in a thread; a state
-is immutable, so it can be encoded there while the loop folds on.
+(projections/snapshotdelta.py); a kept point is then its chain's base and deltas, loaded together.
+The encoding is pure (projections/snapshot.py) and runs in a thread; a state is immutable, so it
+can be encoded there while the loop folds on.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 
@@ -40,7 +41,7 @@ from projections.base import Folder, Projection
 from projections.snapshot import Loaded, decode_snapshot, encode_snapshot
 from projections.snapshotchains import chain, delta_due, plan_prune
 from projections.snapshotdelta import apply_chain, encode_delta
-from projections.snapshotplan import SnapshotSettings, due, newest_at_or_before
+from projections.snapshotplan import GIB, SnapshotSettings, due, newest_at_or_before
 
 log = logging.getLogger(__name__)
 
@@ -213,8 +214,8 @@ async def save_state(bus: Bus, projection: Projection[S], state: S, *, replicas:
 
 
 async def save_point(bus: Bus, projection: Projection[S], state: S, *, replicas: int = 1,
-                     settings: SnapshotSettings = SnapshotSettings(), previous: Any = None) -> tuple[int, list[int]]:
-    """Keep `state` as a snapshot of the projection, then prune; returns its size and the positions pruned (raises BusError).
+                     settings: SnapshotSettings = SnapshotSettings(), previous: Any = None) -> tuple[int, Pruning]:
+    """Keep `state` as a snapshot of the projection, then prune; returns its size and what the prune did (raises BusError).
 
     With `previous` (the state of a snapshot of this projection still kept), a delta against it.
     """
@@ -227,9 +228,15 @@ async def save_point(bus: Bus, projection: Projection[S], state: S, *, replicas:
     return len(data), await prune(bus, projection, settings)
 
 
-async def prune(bus: Bus, projection: Projection[Any], settings: SnapshotSettings) -> list[int]:
-    """Delete the kept snapshots of `projection` that are of another version, no longer needed or thinned out; returns
-    the positions of this version's that were deleted.
+class Pruning(NamedTuple):
+    """What a prune deleted of one projection's current version, and the bucket's bytes it left."""
+
+    dropped: list[int]
+    bucket_bytes: int
+
+
+async def prune(bus: Bus, projection: Projection[Any], settings: SnapshotSettings) -> Pruning:
+    """Delete the kept snapshots of `projection` that are of another version, no longer needed or thinned out.
 
     Thinning (projections/snapshotchains.py) only starts once the bucket is over
     `snapshots.max_gib`: then this projection keeps its share of the budget, every snapshot of
@@ -255,7 +262,8 @@ async def prune(bus: Bus, projection: Projection[Any], settings: SnapshotSetting
     doomed += [by_seq[seq].object_name for seq in plan.dropped]
     for name in doomed:
         await delete_object(bus, SNAPSHOT_BUCKET, name)
-    return plan.dropped
+    sizes = {k.object_name: k.size for k in mine}
+    return Pruning(plan.dropped, bucket_bytes - sum(sizes[name] for name in doomed))
 
 
 class _Chain:
@@ -266,21 +274,29 @@ class _Chain:
         self.links = 0
         self.chain_bytes = 0
         self.base_bytes = 0
+        self.bucket_bytes = 0  # after this writer's last prune; 0 before its first save
 
     def previous(self, settings: SnapshotSettings) -> Any:
-        """The state the next snapshot is a delta against; None when it is to be a base."""
+        """The state the next snapshot is a delta against; None when it is to be a base.
+
+        While the bucket holds under `delta_over` of the budget, full snapshots: they fit, and a
+        point loads one object instead of a base and its deltas.
+        """
+        if self.bucket_bytes < settings.delta_over * settings.max_gib * GIB:
+            return None
         if self.state is None or not delta_due(self.links, self.chain_bytes, self.base_bytes, most_links=settings.delta_links,
                                                fraction=settings.delta_fraction, min_bytes=settings.delta_min_bytes):
             return None
         return self.state
 
-    def saved(self, state: Any, size: int, delta: bool, dropped: Sequence[int]) -> None:
+    def saved(self, state: Any, size: int, delta: bool, pruning: Pruning) -> None:
         """Record a save; a chain whose newest point was pruned at once starts again with a base."""
+        self.bucket_bytes = pruning.bucket_bytes
         if delta:
             self.links, self.chain_bytes = self.links + 1, self.chain_bytes + size
         else:
             self.links, self.chain_bytes, self.base_bytes = 0, 0, size
-        self.state = None if state.last_seq in dropped else state
+        self.state = None if state.last_seq in pruning.dropped else state
 
 
 class ChainSaver:
@@ -297,9 +313,9 @@ class ChainSaver:
         """Save `state` and prune; its encoded size and whether it was a delta (raises BusError; the next try repeats it)."""
         chain = self._chains.setdefault(projection.name, _Chain())
         previous = chain.previous(self.settings)
-        size, dropped = await save_point(self._bus, projection, state, replicas=self._replicas, settings=self.settings,
+        size, pruning = await save_point(self._bus, projection, state, replicas=self._replicas, settings=self.settings,
                                          previous=previous)
-        chain.saved(state, size, previous is not None, dropped)
+        chain.saved(state, size, previous is not None, pruning)
         return size, previous is not None
 
 

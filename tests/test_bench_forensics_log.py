@@ -160,13 +160,13 @@ async def test_with_deltas_the_pass_writes_every_candidate_and_keeps_the_chains_
     await fresh_events_stream(bus, StreamSettings())
     await publish_log(bus, 6_000, chunk_size=2_000)
     end, every, max_gib = await last_sequence(bus), 250, 0.00005  # a budget the thinning has to meet, even with deltas
-    settings = SnapshotSettings(every_events=every, max_kept=10_000, max_gib=max_gib, delta_links=4, delta_min_bytes=0)
+    settings = SnapshotSettings(every_events=every, max_kept=10_000, max_gib=max_gib, delta_links=4, delta_min_bytes=0, delta_over=0)
     await _save_every_one(bus, end - every, every, settings)
     expected, expected_points = await _kept_bundles(bus), await _points(bus)
     await _empty_bucket(bus)
 
     written, _ = await keep_snapshots(bus, end - every, every, max_gib, SAVED_SERVICES, end - 1_000, delta_links=4,
-                                      delta_min_bytes=0)
+                                      delta_min_bytes=0, delta_over=0)
 
     assert len(written.written) == written.candidates and written.density is None
     points = await _points(bus)

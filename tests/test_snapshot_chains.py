@@ -156,15 +156,26 @@ def test_a_prune_plan_never_leaves_a_broken_chain_and_fits_the_budget_when_the_s
 
 
 def test_a_delta_pruned_as_soon_as_saved_makes_its_writer_save_a_base_next() -> None:
-    from servicekit.snapshotting import _Chain
+    from servicekit.snapshotting import Pruning, _Chain
 
-    config = SnapshotSettings(delta_links=3, delta_min_bytes=0)
+    config = SnapshotSettings(delta_links=3, delta_min_bytes=0, delta_over=0)
     tracker, state = _Chain(), msgspec.defstruct("S", [("last_seq", int)])
     assert tracker.previous(config) is None
-    tracker.saved(state(last_seq=10), 100, delta=False, dropped=[])
+    tracker.saved(state(last_seq=10), 100, delta=False, pruning=Pruning([], 0))
     assert tracker.previous(config) == state(last_seq=10)
-    tracker.saved(state(last_seq=20), 5, delta=True, dropped=[20])
+    tracker.saved(state(last_seq=20), 5, delta=True, pruning=Pruning([20], 0))
     assert tracker.previous(config) is None
+
+
+def test_full_snapshots_while_the_bucket_holds_under_delta_over_of_the_budget_then_deltas() -> None:
+    from servicekit.snapshotting import Pruning, _Chain
+
+    config = SnapshotSettings(delta_links=3, delta_min_bytes=0, max_gib=1.0)  # delta_over 0.5: deltas past 512 MiB
+    tracker, state = _Chain(), msgspec.defstruct("S", [("last_seq", int)])
+    tracker.saved(state(last_seq=10), 100, delta=False, pruning=Pruning([], (1 << 29) - 1))
+    assert tracker.previous(config) is None
+    tracker.saved(state(last_seq=20), 100, delta=False, pruning=Pruning([], 1 << 29))
+    assert tracker.previous(config) == state(last_seq=20)
 
 
 def _ascending(gaps: list[int]) -> list[int]:

@@ -21,7 +21,7 @@ from tests.bus_harness import provisioned_bus
 from tests.test_forensics import T0, _incident
 
 EVERY = 3
-DELTAS = SnapshotSettings(every_events=EVERY, every_s=3600.0, delta_links=3, delta_fraction=100.0, delta_min_bytes=0)
+DELTAS = SnapshotSettings(every_events=EVERY, every_s=3600.0, delta_links=3, delta_fraction=100.0, delta_min_bytes=0, delta_over=0)
 
 
 def _log() -> list[ev.Event]:
@@ -93,7 +93,8 @@ async def test_a_missing_or_unreadable_link_falls_back_to_an_older_point_never_a
 async def test_a_budget_that_thins_keeps_every_kept_delta_with_its_whole_chain(nats_url: str) -> None:
     async with provisioned_bus(nats_url) as bus:
         await Publisher(bus).publish_many(_log())
-        tight = SnapshotSettings(every_events=1, every_s=3600.0, delta_links=4, delta_fraction=100.0, delta_min_bytes=0, max_gib=60_000 / (1 << 30))
+        tight = SnapshotSettings(every_events=1, every_s=3600.0, delta_links=4, delta_fraction=100.0, delta_min_bytes=0,
+                                 delta_over=0, max_gib=60_000 / (1 << 30))
         end = await _write_every(bus, tight)
         listing, bucket = await kept_listing(bus)
         assert bucket <= 60_000 * 1.2  # thinned to about the budget

@@ -208,7 +208,8 @@ async def retrying(what: str, action: Callable[[], Awaitable[T]], tries: int = 6
 
 async def keep_snapshots(bus: Bus, until: int, every: int, max_gib: float, services: dict[str, Service],
                          services_at: int, *, delta_links: int = SnapshotSettings().delta_links,
-                         delta_min_bytes: int = SnapshotSettings().delta_min_bytes) -> tuple[Written, list[tuple[Projection[Any], Any]]]:
+                         delta_min_bytes: int = SnapshotSettings().delta_min_bytes, delta_over: float = SnapshotSettings().delta_over,
+                         ) -> tuple[Written, list[tuple[Projection[Any], Any]]]:
     """Fold the log once to `until`: write the bundle snapshots that the budget keeps at the end, and the services' states at `services_at`.
 
     The services' states are returned, not saved, so a catch-up without them can be timed first.
@@ -216,7 +217,7 @@ async def keep_snapshots(bus: Bus, until: int, every: int, max_gib: float, servi
     needs the snapshot before it, so what thinning keeps cannot be written alone.
     """
     settings = SnapshotSettings(every_events=every, max_kept=10_000, max_gib=max_gib, delta_links=delta_links,
-                                delta_min_bytes=delta_min_bytes)
+                                delta_min_bytes=delta_min_bytes, delta_over=delta_over)
     saver = ChainSaver(bus, settings)
     budget = max_gib * (1 << 30)
     candidates = list(range(every, until + 1, every))
