@@ -106,7 +106,7 @@ def kept_name(name: str, version: int, seq: int) -> str:
 
 
 def parse_kept_name(object_name: str) -> tuple[str, int, int] | None:
-    """(name, version, seq) of a kept snapshot's object name; None for any other object."""
+    """(name, version, seq) of a kept full snapshot's object name; None for any other object (a delta's included)."""
     name, sep, rest = object_name.rpartition(_KEPT_SEP)
     version, dot, seq = rest.partition(".")
     if not (sep and dot and version.isdigit() and seq.isdigit()):
@@ -114,8 +114,48 @@ def parse_kept_name(object_name: str) -> tuple[str, int, int] | None:
     return name, int(version), int(seq)
 
 
+# A delta snapshot (projections/snapshotdelta.py) is named after its position and the one it
+# applies to, so the bucket's listing alone says which chains are whole. Readers that know only
+# full snapshots do not parse these names (the sequence part is not all digits) and skip them.
+_DELTA_SEP = ".d"
+
+
+def delta_name(name: str, version: int, seq: int, prev: int) -> str:
+    """The object name of the delta snapshot of `name` version `version` at `seq`, applying to the one at `prev`."""
+    return f"{kept_name(name, version, seq)}{_DELTA_SEP}{prev:012d}"
+
+
+def parse_delta_name(object_name: str) -> tuple[str, int, int, int] | None:
+    """(name, version, seq, prev) of a delta snapshot's object name; None for any other object."""
+    head, sep, prev = object_name.rpartition(_DELTA_SEP)
+    parsed = parse_kept_name(head) if sep and prev.isdigit() else None
+    return None if parsed is None else (*parsed, int(prev))
+
+
+def parse_point(object_name: str) -> tuple[str, int, int, int] | None:
+    """(name, version, seq, prev) of a kept snapshot, full (prev 0) or delta; None for any other object."""
+    full = parse_kept_name(object_name)
+    return (*full, 0) if full is not None else parse_delta_name(object_name)
+
+
+class KeptIndex(dict[tuple[str, int], list[int]]):
+    """The kept points' sequences by (name, version), oldest first, and `links`: each delta's position -> the one it applies to.
+
+    A plain dict of sequences serves where only full snapshots are listed (no links: every one a base).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: dict[tuple[str, int], dict[int, int]] = {}
+
+    def points(self, key: tuple[str, int]) -> dict[int, int]:
+        """The points of `key` as projections/snapshotchains.py takes them: seq -> the seq its delta applies to (0: a base)."""
+        links = self.links.get(key, {})
+        return {seq: links.get(seq, 0) for seq in self.get(key, [])}
+
+
 async def kept_snapshots(bus: Bus, name: str, version: int, *, bucket: str = SNAPSHOT_BUCKET) -> list[int]:
-    """The stream sequences of the kept snapshots of `name` at `version`, oldest first."""
+    """The stream sequences of the kept full snapshots of `name` at `version`, oldest first (deltas need their chain: `kept_index`)."""
     seqs = []
     for obj in await list_objects(bus, bucket):
         parsed = parse_kept_name(obj.name)
@@ -124,14 +164,23 @@ async def kept_snapshots(bus: Bus, name: str, version: int, *, bucket: str = SNA
     return sorted(seqs)
 
 
-async def kept_index(bus: Bus, *, bucket: str = SNAPSHOT_BUCKET) -> dict[tuple[str, int], list[int]]:
-    """The kept snapshots' sequences by (name, version), oldest first, from one listing of the bucket."""
-    index: dict[tuple[str, int], list[int]] = {}
+async def kept_index(bus: Bus, *, bucket: str = SNAPSHOT_BUCKET) -> KeptIndex:
+    """The kept points' sequences by (name, version), oldest first, with the deltas' links, from one listing of the bucket.
+
+    Where a full snapshot and a delta stand at one position, the full one is listed (no link to follow).
+    """
+    found: dict[tuple[str, int], dict[int, int]] = {}
     for obj in await list_objects(bus, bucket):
-        parsed = parse_kept_name(obj.name)
+        parsed = parse_point(obj.name)
         if parsed is not None:
-            index.setdefault(parsed[:2], []).append(parsed[2])
-    return {key: sorted(seqs) for key, seqs in index.items()}
+            name, version, seq, prev = parsed
+            seqs = found.setdefault((name, version), {})
+            seqs[seq] = min(seqs.get(seq, prev), prev)
+    index = KeptIndex()
+    for key, seqs in found.items():
+        index[key] = sorted(seqs)
+        index.links[key] = {seq: prev for seq, prev in seqs.items() if prev}
+    return index
 
 
 async def kept_objects(bus: Bus, name: str, *, bucket: str = SNAPSHOT_BUCKET) -> list[tuple[int, int, str]]:
@@ -152,22 +201,23 @@ class KeptObject(NamedTuple):
     seq: int
     object_name: str
     size: int
+    prev: int = 0  # a delta's: the position of the snapshot it applies to; 0 for a full snapshot
 
 
 async def kept_listing(bus: Bus, *, bucket: str = SNAPSHOT_BUCKET) -> tuple[list[KeptObject], int]:
-    """Every kept snapshot in the bucket, oldest first per name, and the bytes of all its objects (kept or not)."""
+    """Every kept snapshot (full and delta) in the bucket, oldest first per name, and the bytes of all its objects (kept or not)."""
     objects = await list_objects(bus, bucket)
     found = []
     for obj in objects:
-        parsed = parse_kept_name(obj.name)
+        parsed = parse_point(obj.name)
         if parsed is not None:
-            found.append(KeptObject(parsed[0], parsed[1], parsed[2], obj.name, obj.size))
+            found.append(KeptObject(parsed[0], parsed[1], parsed[2], obj.name, obj.size, parsed[3]))
     return sorted(found), sum(obj.size for obj in objects)
 
 
 async def save_kept(bus: Bus, name: str, version: int, seq: int, data: bytes, *, replicas: int = 1,
-                    bucket: str = SNAPSHOT_BUCKET) -> str:
-    """Store `data` as the snapshot of `name` at `seq` beside the others kept; returns its object name."""
-    object_name = kept_name(name, version, seq)
+                    bucket: str = SNAPSHOT_BUCKET, prev: int = 0) -> str:
+    """Store `data` as the snapshot of `name` at `seq` beside the others kept (a delta against `prev` when set); returns its object name."""
+    object_name = kept_name(name, version, seq) if not prev else delta_name(name, version, seq, prev)
     await save_snapshot(bus, object_name, data, bucket=bucket, replicas=replicas)
     return object_name

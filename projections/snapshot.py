@@ -35,6 +35,7 @@ class SnapshotHeader(msgspec.Struct, frozen=True, kw_only=True):
     version: int
     last_seq: int
     taken_at: dt.datetime | None = None
+    prev_seq: int = 0  # a delta snapshot's (projections/snapshotdelta.py): the snapshot it applies to; 0 for a full one
 
 
 class _Envelope(msgspec.Struct, frozen=True):
@@ -52,8 +53,8 @@ class Loaded(msgspec.Struct, Generic[S], frozen=True):
 _encoder = msgspec.msgpack.Encoder(enc_hook=enc_hook)
 _envelope_decoder = msgspec.msgpack.Decoder(_Envelope)
 _header_decoder = msgspec.msgpack.Decoder(SnapshotHeader)
-_FRAMED = b"\xc1rrs"
-_LENGTH = struct.Struct(">I")
+FRAMED = b"\xc1rrs"
+LENGTH = struct.Struct(">I")
 
 
 def encode_snapshot(projection: Projection[S], state: S, taken_at: dt.datetime | None = None) -> bytes:
@@ -63,18 +64,18 @@ def encode_snapshot(projection: Projection[S], state: S, taken_at: dt.datetime |
         last_seq=state.last_seq, taken_at=taken_at,
     )
     head = _encoder.encode(header)
-    return b"".join((_FRAMED, _LENGTH.pack(len(head)), head, _encoder.encode(state)))
+    return b"".join((FRAMED, LENGTH.pack(len(head)), head, _encoder.encode(state)))
 
 
-def _split(data: bytes) -> tuple[SnapshotHeader, bytes | memoryview | msgspec.Raw]:
+def split(data: bytes) -> tuple[SnapshotHeader, bytes | memoryview | msgspec.Raw]:
     """The header and the state's msgpack (a view: no copy); raises msgspec.DecodeError when `data` is no snapshot."""
-    if not data.startswith(_FRAMED):
+    if not data.startswith(FRAMED):
         envelope = _envelope_decoder.decode(data)  # the framing written before
         return envelope.header, envelope.state
-    start = len(_FRAMED) + _LENGTH.size
+    start = len(FRAMED) + LENGTH.size
     if len(data) < start:
         raise msgspec.DecodeError("snapshot: truncated before its header")
-    (length,) = _LENGTH.unpack_from(data, len(_FRAMED))
+    (length,) = LENGTH.unpack_from(data, len(FRAMED))
     view = memoryview(data)
     return _header_decoder.decode(view[start:start + length]), view[start + length:]
 
@@ -82,7 +83,7 @@ def _split(data: bytes) -> tuple[SnapshotHeader, bytes | memoryview | msgspec.Ra
 def read_header(data: bytes) -> SnapshotHeader | None:
     """The header of a snapshot, None when the bytes are not one."""
     try:
-        return _split(data)[0]
+        return split(data)[0]
     except msgspec.DecodeError:
         return None
 
@@ -90,7 +91,7 @@ def read_header(data: bytes) -> SnapshotHeader | None:
 def decode_snapshot(projection: Projection[S], data: bytes) -> Loaded[S] | None:
     """The state in a snapshot of this projection and version; None for any other or unreadable one."""
     try:
-        header, state_bytes = _split(data)
+        header, state_bytes = split(data)
     except msgspec.DecodeError:
         return None
     if (header.schema, header.projection, header.version) != (SCHEMA_VERSION, projection.name, projection.version):

@@ -1,4 +1,4 @@
-"""When to take a projection's snapshot, which kept one to start from, and which to delete: pure.
+"""When to take a projection's snapshot, which kept one to start from, and the byte budget's share: pure (what to delete: snapshotchains.py).
 
 Snapshots are kept several per projection (eventbus/snapshots.py names them by version and
 sequence) so that any point in the log's retention has one at most `every_events` before it,
@@ -26,6 +26,17 @@ class SnapshotSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     # projection thins its older ones to its share (projections/snapshotthinning.py). 4 GiB keeps
     # all of the API's bundle snapshots of a 2M-record log (~1.6 GB at one every 10k).
     max_gib: Annotated[float, msgspec.Meta(gt=0)] = 4.0
+    # Between full snapshots, deltas (projections/snapshotdelta.py): each holds what changed since
+    # the previous one, so every interval can be kept within the budget. A new full ("base") one
+    # after `delta_links` deltas (a load reads its base and up to that many deltas) or once the
+    # chain's bytes pass `delta_fraction` of its base's; a state under `delta_min_bytes` of msgpack
+    # is always saved whole. 0 links: full snapshots only.
+    delta_links: Annotated[int, msgspec.Meta(ge=0)] = 32
+    delta_fraction: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+    delta_min_bytes: Annotated[int, msgspec.Meta(ge=0)] = 1 << 20
+    # Deltas only once the bucket holds this fraction of `max_gib`: below it full snapshots fit, and a
+    # point loads one object (at 2M records with the default budget, --at was 2-3x slower from chains).
+    delta_over: Annotated[float, msgspec.Meta(ge=0)] = 0.5
 
 
 def due(folded_since: int, seconds_since: float, settings: SnapshotSettings) -> bool:
@@ -51,19 +62,3 @@ def allowance(own: int, bucket: int, settings: SnapshotSettings) -> float:
 def newest_at_or_before(seqs: Sequence[int], bound: int) -> list[int]:
     """The kept sequences not after `bound`, newest first (the first usable one is the start)."""
     return sorted((s for s in seqs if s <= bound), reverse=True)
-
-
-def to_prune(kept: Sequence[tuple[int, int, str]], version: int, first_seq: int, max_kept: int) -> list[str]:
-    """Object names to delete among `kept` (version, seq, name): other versions, and those nothing needs.
-
-    A snapshot at seq s resumes with record s + 1: those below `first_seq - 1` (the log's first
-    record now) can no longer be resumed exactly, but the newest of them is kept all the same,
-    as the only account of the aged-out events. Past `max_kept` the oldest go; the newest stays.
-    """
-    doomed = [name for v, _, name in kept if v != version]
-    current = sorted((seq, name) for v, seq, name in kept if v == version)
-    stale = [pair for pair in current if pair[0] < first_seq - 1]
-    doomed += [name for _, name in stale[:-1]]  # every stale one but the newest
-    survivors = current[max(len(stale) - 1, 0):]
-    doomed += [name for _, name in survivors[: max(len(survivors) - max_kept, 0)]]
-    return doomed

@@ -22,7 +22,7 @@ one's: a step down thins further, a step up only keeps more of what is saved fro
 from __future__ import annotations
 
 import bisect
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
 
@@ -72,6 +72,12 @@ def fitting(sizes: Mapping[int, int], every: int, budget: float, most: int | Non
 
     None and nothing dropped when all of them fit; the sparsest step when none does.
     """
+    return fitting_by(sizes, budget, most, lambda density: thinned(list(sizes), every, density))
+
+
+def fitting_by(sizes: Mapping[int, int], budget: float, most: int | None,
+               thin: Callable[[Density], list[int]]) -> tuple[Density | None, list[int]]:
+    """What `fitting` gives with `thin(density)` saying what each ladder step drops (full snapshots, or chains)."""
     total = sum(sizes.values())
     count = len(sizes) if most is None else most
 
@@ -81,10 +87,10 @@ def fitting(sizes: Mapping[int, int], every: int, budget: float, most: int | Non
     if fits([]):
         return None, []
     for density in LADDER:
-        dropped = thinned(list(sizes), every, density)
+        dropped = thin(density)
         if fits(dropped):
             return density, dropped
-    return LADDER[-1], thinned(list(sizes), every, LADDER[-1])
+    return LADDER[-1], thin(LADDER[-1])
 
 
 def reach(age: int, every: int, density: Density | None = DEFAULT) -> int:

@@ -14,12 +14,10 @@ import asyncio
 from typing import Any, TypeVar
 
 from eventbus.connection import Bus
-from eventbus.gcpause import without_gc
-from eventbus.snapshots import kept_index, kept_name, load_snapshot
+from eventbus.snapshots import kept_index
 from projections.base import Projection
-from projections.snapshot import Loaded, decode_snapshot
-from projections.snapshotplan import newest_at_or_before
-from servicekit.snapshotting import TRIED, Listing, load_state
+from projections.snapshot import Loaded
+from servicekit.snapshotting import Listing, load_kept, load_state
 
 S = TypeVar("S", bound=Any)
 
@@ -49,13 +47,10 @@ async def load_listed(bus: Bus, projection: Projection[S], who: str, listing: Li
                       not_after_seq: int) -> Loaded[S] | None:
     """The newest usable snapshot of `projection` listed not past `not_after_seq`; what `load_state` finds when none is listed.
 
-    None when its listed ones are all past the bound or unreadable: the caller folds from sequence 1.
+    None when its listed ones are all past the bound or unreadable: the caller folds from sequence 1. A listing
+    from `list_kept` also knows the delta snapshots' chains; a plain dict of sequences names full snapshots only.
     """
     kept = listing.get((projection.name, projection.version))
     if not kept:  # an older log's single snapshot, or a bundle part kept only inside the bundle
         return await load_state(bus, projection, who, not_after_seq=not_after_seq)
-    for seq in newest_at_or_before(kept, not_after_seq)[:TRIED]:
-        data = await load_snapshot(bus, kept_name(projection.name, projection.version, seq))
-        if data is not None and (loaded := await asyncio.to_thread(without_gc, decode_snapshot, projection, data)):
-            return loaded
-    return None
+    return await load_kept(bus, projection, who, listing, not_after_seq)

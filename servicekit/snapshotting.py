@@ -1,9 +1,11 @@
 """Loading and saving a projection's snapshots in the snapshot bucket: what a service starts from instead of sequence 1.
 
-Several are kept per projection (projections/snapshotplan.py decides which): a service starts
+Several are kept per projection (projections/snapshotchains.py decides which): a service starts
 from the newest usable one plus the log's tail, a point-in-time read from the newest one at or
-before its point. The encoding is pure (projections/snapshot.py) and runs in a thread; a state
-is immutable, so it can be encoded there while the loop folds on.
+before its point. Between full snapshots a writer saves deltas against its previous one
+(projections/snapshotdelta.py); a kept point is then its chain's base and deltas, loaded together.
+The encoding is pure (projections/snapshot.py) and runs in a thread; a state is immutable, so it
+can be encoded there while the loop folds on.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 
@@ -23,12 +25,23 @@ from eventbus.events import utcnow
 from eventbus.gcpause import without_gc
 from eventbus.history import first_sequence, last_sequence
 from eventbus.objectdelete import delete_object
-from eventbus.snapshots import SNAPSHOT_BUCKET, kept_index, kept_listing, kept_name, load_snapshot, save_kept
+from eventbus.snapshots import (
+    SNAPSHOT_BUCKET,
+    KeptIndex,
+    KeptObject,
+    delta_name,
+    kept_index,
+    kept_listing,
+    kept_name,
+    load_snapshot,
+    save_kept,
+)
 from projections import bundle
 from projections.base import Folder, Projection
 from projections.snapshot import Loaded, decode_snapshot, encode_snapshot
-from projections.snapshotplan import SnapshotSettings, allowance, due, newest_at_or_before, to_prune
-from projections.snapshotthinning import fitting, worst_fold
+from projections.snapshotchains import chain, delta_due, plan_prune
+from projections.snapshotdelta import apply_chain, encode_delta
+from projections.snapshotplan import GIB, SnapshotSettings, due, newest_at_or_before
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +71,7 @@ async def load_states(bus: Bus, projections: Sequence[Projection[Any]], who: str
     A service keeps several bundle parts (the sync planner: data, cluster and taint); each loading the
     whole bundle on its own would fetch, inflate and decode it once per part (~46 MB of msgpack at 2M records).
     """
+    listing: Listing
     if index is None:
         end, listing = await asyncio.gather(last_sequence(bus), kept_index(bus))
         bound = end if not_after_seq is None else min(not_after_seq, end)
@@ -118,19 +132,63 @@ def newest_listed(listing: Listing, projection: Projection[Any], bound: int) -> 
 
 async def _load_own(bus: Bus, projection: Projection[S], who: str, bound: int, index: Listing) -> Loaded[S] | None:
     seqs = index.get((projection.name, projection.version), [])
-    for seq in newest_at_or_before(seqs, bound)[:TRIED]:
-        data = await load_snapshot(bus, _name(projection, seq))
-        loaded = None if data is None else await asyncio.to_thread(without_gc, decode_snapshot, projection, data)
-        if loaded is not None:
-            log.info("%s: starting %s from the snapshot at seq %d", who, projection.name, seq)
-            return loaded
-        log.warning("%s: the snapshot of %s at seq %d is unreadable; trying an older one", who, projection.name, seq)
+    loaded = await load_kept(bus, projection, who, index, bound)
+    if loaded is not None:
+        return loaded
     if not seqs:
         others = sorted({version for name, version in index if name == projection.name} - {projection.version})
         if others:  # a new version of the fold: its old snapshots are another shape, it rebuilds from the log
             log.info("%s: the kept snapshots of %s are of version %s, this is version %d: folding it from the log",
                      who, projection.name, ", ".join(map(str, others)), projection.version)
     return await _load_single(bus, projection, who, bound)
+
+
+def _points(index: Listing, projection: Projection[Any]) -> dict[int, int]:
+    key = (projection.name, projection.version)
+    if isinstance(index, KeptIndex):
+        return index.points(key)
+    return dict.fromkeys(index.get(key, []), 0)  # a plain listing: full snapshots only
+
+
+async def load_kept(bus: Bus, projection: Projection[S], who: str, index: Listing, bound: int) -> Loaded[S] | None:
+    """The newest usable kept point of `projection` not past `bound`: its base and then its deltas, in order.
+
+    A delta that is missing or does not apply ends its chain at the point before it (older, never
+    wrong); a base that does not read makes the points on it unusable, and an older chain is tried.
+    At most TRIED bases are read.
+    """
+    points = _points(index, projection)
+    failed: set[int] = set()
+    for seq in newest_at_or_before(list(points), bound):
+        links = chain(points, seq)
+        if links is None or links[0] in failed:
+            continue
+        loaded = await _load_chain(bus, projection, who, links, points)
+        if loaded is not None:
+            log.info("%s: starting %s from the snapshot at seq %d (%d deltas applied)", who, projection.name,
+                     loaded.header.last_seq, links.index(loaded.header.last_seq))
+            return loaded
+        log.warning("%s: the snapshot of %s at seq %d is unreadable; trying an older one", who, projection.name, links[0])
+        failed.add(links[0])
+        if len(failed) >= TRIED:
+            break
+    return None
+
+
+async def _load_chain(bus: Bus, projection: Projection[S], who: str, links: list[int],
+                      points: dict[int, int]) -> Loaded[S] | None:
+    # The deltas (small) are fetched together with the base, one round trip's wait for all of them.
+    names = [_name(projection, links[0]), *(delta_name(projection.name, projection.version, s, points[s]) for s in links[1:])]
+    data, *deltas = await asyncio.gather(*(load_snapshot(bus, name) for name in names))
+    loaded = None if data is None else await asyncio.to_thread(without_gc, decode_snapshot, projection, data)
+    if loaded is None or not deltas:
+        return loaded
+    # Composed and applied at once: each key of the chain set once (projections/snapshotdelta.py).
+    moved, applied = await asyncio.to_thread(without_gc, apply_chain, projection, loaded.state, deltas)
+    if applied < len(deltas):
+        log.warning("%s: the delta snapshot of %s at seq %d is missing or unreadable; starting from seq %d",
+                    who, projection.name, links[1 + applied], links[applied])
+    return moved if moved is not None else loaded
 
 
 async def _load_single(bus: Bus, projection: Projection[S], who: str, bound: int) -> Loaded[S] | None:
@@ -151,43 +209,114 @@ def _name(projection: Projection[Any], seq: int) -> str:
 
 async def save_state(bus: Bus, projection: Projection[S], state: S, *, replicas: int = 1,
                      settings: SnapshotSettings = SnapshotSettings()) -> int:
-    """Keep `state` as a snapshot of the projection and delete those no longer needed; returns its size (raises BusError)."""
-    data = await asyncio.to_thread(encode_snapshot, projection, state, utcnow())
-    await save_kept(bus, projection.name, projection.version, state.last_seq, data, replicas=replicas)
-    await prune(bus, projection, settings)
-    return len(data)
+    """Keep `state` as a full snapshot of the projection and delete those no longer needed; returns its size (raises BusError)."""
+    return (await save_point(bus, projection, state, replicas=replicas, settings=settings))[0]
 
 
-async def prune(bus: Bus, projection: Projection[Any], settings: SnapshotSettings) -> int:
-    """Delete the kept snapshots of `projection` that are of another version, no longer needed or thinned out; returns how many.
+async def save_point(bus: Bus, projection: Projection[S], state: S, *, replicas: int = 1,
+                     settings: SnapshotSettings = SnapshotSettings(), previous: Any = None) -> tuple[int, Pruning]:
+    """Keep `state` as a snapshot of the projection, then prune; returns its size and what the prune did (raises BusError).
 
-    Thinning (projections/snapshotthinning.py) only starts once the bucket is over
+    With `previous` (the state of a snapshot of this projection still kept), a delta against it.
+    """
+    if previous is None:
+        data = await asyncio.to_thread(encode_snapshot, projection, state, utcnow())
+    else:
+        data = await asyncio.to_thread(encode_delta, projection, previous, state, utcnow())
+    prev = 0 if previous is None else previous.last_seq
+    await save_kept(bus, projection.name, projection.version, state.last_seq, data, replicas=replicas, prev=prev)
+    return len(data), await prune(bus, projection, settings)
+
+
+class Pruning(NamedTuple):
+    """What a prune deleted of one projection's current version, and the bucket's bytes it left."""
+
+    dropped: list[int]
+    bucket_bytes: int
+
+
+async def prune(bus: Bus, projection: Projection[Any], settings: SnapshotSettings) -> Pruning:
+    """Delete the kept snapshots of `projection` that are of another version, no longer needed or thinned out.
+
+    Thinning (projections/snapshotchains.py) only starts once the bucket is over
     `snapshots.max_gib`: then this projection keeps its share of the budget, every snapshot of
-    the newest records and fewer further back, so the store stays within the budget as the log grows.
+    the newest records and fewer further back, so the store stays within the budget as the log
+    grows; a delta goes whenever a link of its chain goes.
     """
     listing, bucket_bytes = await kept_listing(bus)
-    kept = [(k.version, k.seq, k.object_name) for k in listing if k.name == projection.name]
-    # No count cap here: thinning fits max_kept first (the cap drops the oldest, thinning spreads the loss).
-    doomed = to_prune(kept, projection.version, await first_sequence(bus), max(len(kept), 1))
-    sizes = {k.object_name: k.size for k in listing}
-    # Thinned among the survivors: the oldest of them (the only account of aged-out records) is
-    # the oldest in its block, so thinning never drops it.
-    survivors = {seq: name for version, seq, name in kept if version == projection.version and name not in doomed}
-    own = sum(sizes[name] for name in survivors.values())
-    share = allowance(own, bucket_bytes - sum(sizes[name] for name in doomed), settings)
-    density, dropped = fitting({seq: sizes[name] for seq, name in survivors.items()}, settings.every_events, share,
-                               settings.max_kept)
-    if density is not None:
+    mine = [k for k in listing if k.name == projection.name]
+    doomed = [k.object_name for k in mine if k.version != projection.version]
+    by_seq: dict[int, KeptObject] = {}
+    for kept in sorted((k for k in mine if k.version == projection.version), key=lambda k: (k.seq, k.prev)):
+        if kept.seq in by_seq:
+            doomed.append(kept.object_name)  # a delta where a full snapshot stands: never the one loaded
+        else:
+            by_seq[kept.seq] = kept
+    points = {seq: kept.prev for seq, kept in by_seq.items()}
+    other = bucket_bytes - sum(k.size for k in mine)
+    plan = plan_prune(points, {seq: k.size for seq, k in by_seq.items()}, await first_sequence(bus), other, settings)
+    if plan.density is not None:
         log.info("%s: snapshots thinned to %d per doubling past the newest %d x %d records to fit snapshots.max_gib "
-                 "(%g GiB) and max_kept; a point folds at most %d records past one", projection.name, density.per_doubling,
-                 density.dense, settings.every_events, settings.max_gib,
-                 worst_fold([seq for seq in survivors if seq not in set(dropped)], settings.every_events))
-    left = sorted(seq for seq in survivors if seq not in set(dropped))
-    dropped += left[: max(len(left) - settings.max_kept, 0)]  # even the sparsest step is over the cap: the oldest go
-    doomed += [survivors[seq] for seq in dropped]
+                 "(%g GiB) and max_kept; a point folds at most %d records past one", projection.name,
+                 plan.density.per_doubling, plan.density.dense, settings.every_events, settings.max_gib, plan.worst)
+    doomed += [by_seq[seq].object_name for seq in plan.dropped]
     for name in doomed:
         await delete_object(bus, SNAPSHOT_BUCKET, name)
-    return len(doomed)
+    sizes = {k.object_name: k.size for k in mine}
+    return Pruning(plan.dropped, bucket_bytes - sum(sizes[name] for name in doomed))
+
+
+class _Chain:
+    """What a writer saved last of one projection, so that its next snapshot can be a delta against it."""
+
+    def __init__(self) -> None:
+        self.state: Any = None  # of the last snapshot saved; None: the next is a base
+        self.links = 0
+        self.chain_bytes = 0
+        self.base_bytes = 0
+        self.bucket_bytes = 0  # after this writer's last prune; 0 before its first save
+
+    def previous(self, settings: SnapshotSettings) -> Any:
+        """The state the next snapshot is a delta against; None when it is to be a base.
+
+        While the bucket holds under `delta_over` of the budget, full snapshots: they fit, and a
+        point loads one object instead of a base and its deltas.
+        """
+        if self.bucket_bytes < settings.delta_over * settings.max_gib * GIB:
+            return None
+        if self.state is None or not delta_due(self.links, self.chain_bytes, self.base_bytes, most_links=settings.delta_links,
+                                               fraction=settings.delta_fraction, min_bytes=settings.delta_min_bytes):
+            return None
+        return self.state
+
+    def saved(self, state: Any, size: int, delta: bool, pruning: Pruning) -> None:
+        """Record a save; a chain whose newest point was pruned at once starts again with a base."""
+        self.bucket_bytes = pruning.bucket_bytes
+        if delta:
+            self.links, self.chain_bytes = self.links + 1, self.chain_bytes + size
+        else:
+            self.links, self.chain_bytes, self.base_bytes = 0, 0, size
+        self.state = None if state.last_seq in pruning.dropped else state
+
+
+class ChainSaver:
+    """Saves one writer's snapshots: each projection's first whole, then deltas against the previous one saved
+    (snapshots.delta_links, delta_fraction, delta_min_bytes), then whole again. A new saver (a restart) starts whole."""
+
+    def __init__(self, bus: Bus, settings: SnapshotSettings, *, replicas: int = 1) -> None:
+        self._bus = bus
+        self.settings = settings
+        self._replicas = replicas
+        self._chains: dict[str, _Chain] = {}
+
+    async def save(self, projection: Projection[Any], state: Any) -> tuple[int, bool]:
+        """Save `state` and prune; its encoded size and whether it was a delta (raises BusError; the next try repeats it)."""
+        chain = self._chains.setdefault(projection.name, _Chain())
+        previous = chain.previous(self.settings)
+        size, pruning = await save_point(self._bus, projection, state, replicas=self._replicas, settings=self.settings,
+                                         previous=previous)
+        chain.saved(state, size, previous is not None, pruning)
+        return size, previous is not None
 
 
 # A part of a folder's state kept as a snapshot of its own projection (the timeline's index in the
@@ -213,6 +342,7 @@ class SnapshotWriter:
         self._since = time.monotonic()
         self.saved = 0
         self.failed = 0
+        self._saver = ChainSaver(bus, settings, replicas=replicas)
 
     def folded(self, count: int = 1) -> bool:
         """Count records folded since the last save; True when a save is due."""
@@ -247,12 +377,13 @@ class SnapshotWriter:
 
     async def _save(self, projection: Projection[Any], state: Any) -> bool:
         try:
-            size = await save_state(self._bus, projection, state, replicas=self._replicas, settings=self.settings)
+            size, delta = await self._saver.save(projection, state)
         except BusError as exc:
             self.failed += 1
             log.warning("%s: snapshot of %s at seq %d not saved: %s", self._who, projection.name, state.last_seq, exc)
             return False
         self.saved += 1
         self.saved_seq = max(self.saved_seq, state.last_seq)
-        log.info("%s: snapshot of %s saved at seq %d (%d bytes)", self._who, projection.name, state.last_seq, size)
+        log.info("%s: %s snapshot of %s saved at seq %d (%d bytes)", self._who, "delta" if delta else "full",
+                 projection.name, state.last_seq, size)
         return True

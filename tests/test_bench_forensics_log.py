@@ -25,7 +25,7 @@ from projections.snapshotplan import SnapshotSettings
 from projections.snapshotthinning import LADDER, fitting
 from servicekit import workrefentries
 from servicekit.rebuild import state_at_seq
-from servicekit.snapshotting import load_state, save_state
+from servicekit.snapshotting import ChainSaver, load_state
 from servicekit.telemetry.permits import subject_covers
 
 
@@ -99,13 +99,14 @@ async def test_retrying_tries_again_while_jetstream_does_not_answer_and_then_giv
 
 async def _save_every_one(bus: Bus, until: int, every: int, settings: SnapshotSettings) -> None:
     # The services' way: a snapshot every `every` records, each saved (and the bucket pruned) as it comes.
+    saver = ChainSaver(bus, settings)
     for seq in range(every, until + 1, every):
         state = (await state_at_seq(bus, bundle.PROJECTION, seq)).state
-        await save_state(bus, bundle.PROJECTION, state, settings=settings)
+        await saver.save(bundle.PROJECTION, state)
         for part, of in bundle.saved_parts():
-            await save_state(bus, part, of(state), settings=settings)
-        await save_state(bus, workrefs.PROJECTION, state.workrefs, settings=settings)
-        await save_state(bus, timelinestart.PROJECTION, state.cluster, settings=settings)
+            await saver.save(part, of(state))
+        await saver.save(workrefs.PROJECTION, state.workrefs)
+        await saver.save(timelinestart.PROJECTION, state.cluster)
 
 
 async def _service_states(bus: Bus, at: int) -> list[Any]:
@@ -138,13 +139,13 @@ async def test_one_pass_keeps_what_saving_every_snapshot_and_thinning_keeps(bus:
     await fresh_events_stream(bus, StreamSettings())
     await publish_log(bus, 12_000, chunk_size=2_000)
     end, every, max_gib = await last_sequence(bus), 250, 0.0005  # a budget the thinning has to meet
-    settings = SnapshotSettings(every_events=every, max_kept=10_000, max_gib=max_gib)
+    settings = SnapshotSettings(every_events=every, max_kept=10_000, max_gib=max_gib, delta_links=0)
     await _save_every_one(bus, end - every, every, settings)
     expected = await _kept_bundles(bus)
-    for obj in await list_objects(bus, SNAPSHOT_BUCKET):
-        await delete_object(bus, SNAPSHOT_BUCKET, obj.name)
+    await _empty_bucket(bus)
 
-    written, captured = await keep_snapshots(bus, end - every, every, max_gib, SAVED_SERVICES, end - 1_000, end - 100)
+    written, captured = await keep_snapshots(bus, end - every, every, max_gib, SAVED_SERVICES, end - 1_000, end - 100,
+                                             delta_links=0)
 
     assert written.density is not None and len(written.written) < written.candidates  # it skipped some
     kept = await _kept_bundles(bus)
@@ -154,3 +155,31 @@ async def test_one_pass_keeps_what_saving_every_snapshot_and_thinning_keeps(bus:
     assert [state for _, state in captured] == await _service_states(bus, end - 1_000)
     position = await workrefentries.read_position(bus)  # written past the snapshots, as the API writes it between them
     assert position is not None and position.last_seq == end - 100
+
+
+async def _empty_bucket(bus: Bus) -> None:
+    for obj in await list_objects(bus, SNAPSHOT_BUCKET):
+        await delete_object(bus, SNAPSHOT_BUCKET, obj.name)
+
+
+async def test_with_deltas_the_pass_writes_every_candidate_and_keeps_the_chains_the_services_would(bus: Bus) -> None:
+    await fresh_events_stream(bus, StreamSettings())
+    await publish_log(bus, 6_000, chunk_size=2_000)
+    end, every, max_gib = await last_sequence(bus), 250, 0.00005  # a budget the thinning has to meet, even with deltas
+    settings = SnapshotSettings(every_events=every, max_kept=10_000, max_gib=max_gib, delta_links=4, delta_min_bytes=0, delta_over=0)
+    await _save_every_one(bus, end - every, every, settings)
+    expected, expected_points = await _kept_bundles(bus), await _points(bus)
+    await _empty_bucket(bus)
+
+    written, _ = await keep_snapshots(bus, end - every, every, max_gib, SAVED_SERVICES, end - 1_000, delta_links=4,
+                                      delta_min_bytes=0, delta_over=0)
+
+    assert len(written.written) == written.candidates and written.density is None
+    points = await _points(bus)
+    assert points == expected_points and any(points.values()) and len(points) < written.candidates  # thinned, chains kept
+    assert await _kept_bundles(bus) == expected
+
+
+async def _points(bus: Bus) -> dict[int, int]:
+    listing, _ = await kept_listing(bus)
+    return {kept.seq: kept.prev for kept in listing if kept.name == bundle.PROJECTION.name}

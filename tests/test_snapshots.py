@@ -22,11 +22,14 @@ from eventbus.objects import put_stream, stat_object
 from eventbus.publisher import Publisher
 from eventbus.snapshots import (
     SNAPSHOT_BUCKET,
+    delta_name,
     kept_name,
     kept_snapshots,
     load_snapshot,
     packed,
+    parse_delta_name,
     parse_kept_name,
+    parse_point,
     save_kept,
     save_snapshot,
     unpacked,
@@ -35,7 +38,8 @@ from eventbus.streams import StreamSettings
 from projections import bundle, cluster, models, work
 from projections.base import Folder
 from projections.snapshot import encode_snapshot
-from projections.snapshotplan import SnapshotSettings, due, newest_at_or_before, to_prune
+from projections.snapshotchains import capped, stale
+from projections.snapshotplan import SnapshotSettings, due, newest_at_or_before
 from servicekit.livefold import LiveFold, aggregate_subjects
 from servicekit.rebuild import state_at_seq, state_at_time
 from servicekit.snapshotting import load_state, save_state
@@ -62,14 +66,18 @@ def test_kept_names_round_trip_and_other_objects_are_not_snapshots() -> None:
     assert parse_kept_name(kept_name("distributor-checkpoints", 3, 1234)) == ("distributor-checkpoints", 3, 1234)
     assert parse_kept_name("all") is None
     assert parse_kept_name("x@vA.12") is None
+    delta = delta_name("all", 7, 20_000, 10_000)
+    assert parse_kept_name(delta) is None  # a reader of full snapshots only does not list a delta
+    assert parse_delta_name(delta) == parse_point(delta) == ("all", 7, 20_000, 10_000)
+    assert parse_point(kept_name("all", 7, 10_000)) == ("all", 7, 10_000, 0) and parse_delta_name(kept_name("all", 7, 1)) is None
 
 
-def test_pruning_drops_other_versions_and_all_but_the_newest_snapshot_before_the_log_start() -> None:
-    kept = [(1, 5, "old-v1"), (2, 10, "a"), (2, 20, "b"), (2, 30, "c"), (2, 40, "d")]
-    # The log now starts at 32: a snapshot at 31 or later resumes exactly; "c" (30) is the best of the rest.
-    assert sorted(to_prune(kept, 2, 32, max_kept=10)) == ["a", "b", "old-v1"]
-    assert to_prune(kept, 2, 1, max_kept=2) == ["old-v1", "a", "b"]
-    assert to_prune([(2, 40, "d")], 2, 1000, max_kept=1) == []  # the only account of aged-out events stays
+def test_pruning_drops_all_but_the_newest_snapshot_before_the_log_start() -> None:
+    points = {10: 0, 20: 0, 30: 0, 40: 0}
+    # The log now starts at 32: a snapshot at 31 or later resumes exactly; 30 is the best of the rest.
+    assert stale(points, 32) == [10, 20]
+    assert capped(points, 2) == [10, 20]
+    assert stale({40: 0}, 1000) == []  # the only account of aged-out events stays
 
 
 async def test_several_snapshots_are_kept_and_a_point_starts_from_the_newest_before_it(nats_url: str) -> None:

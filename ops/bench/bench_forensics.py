@@ -54,7 +54,7 @@ from eventbus.history import last_sequence
 from eventbus.integrity import decode_on
 from eventbus.objects import list_objects
 from eventbus.publisher import Publisher
-from eventbus.snapshots import SNAPSHOT_BUCKET, parse_kept_name
+from eventbus.snapshots import SNAPSHOT_BUCKET, parse_point
 from eventbus.streams import EVENTS_STREAM, StreamSettings
 from eventbus.subjects import ALL_EVENTS
 from ops.bench.bench_projection import NODES, TRAINER, publish_log, raw_read
@@ -62,8 +62,8 @@ from ops.bench.common import bench_bus, bench_server, common_arguments, emit, fr
 from ops.bench.forensics_log import Service, Written, exact, keep_snapshots, retrying
 from projections import bundle, cluster, data, models, taint
 from projections.base import Folder, Projection
+from projections.snapshotchains import worst_fold
 from projections.snapshotplan import SnapshotSettings
-from projections.snapshotthinning import worst_fold
 from projections.syncwork import SYNC_REQUESTS
 from projections.timeline import Selector
 from servicekit.livefold import LiveFold, aggregate_subjects, read_subjects, taint_subjects
@@ -214,13 +214,15 @@ async def stream_bytes(bus: Bus) -> int:
 
 
 async def snapshot_bytes(bus: Bus, every: int) -> dict[str, int]:
-    """The newest kept bundle snapshot's size, all kept snapshots' together (what the snapshots bucket holds),
-    how many bundle snapshots are kept and the most records a point folds past one of them."""
-    named = [(parse_kept_name(o.name), o.size) for o in await list_objects(bus, SNAPSHOT_BUCKET)]
+    """The newest kept full bundle snapshot's size, all kept snapshots' together (what the snapshots bucket holds),
+    how many bundle snapshots (full and delta) are kept and the most records a point folds past a loadable one."""
+    named = [(parse_point(o.name), o.size) for o in await list_objects(bus, SNAPSHOT_BUCKET)]
     kept = [(name, size) for name, size in named if name is not None]
-    bundles = [(name[2], size) for name, size in kept if name[0] == bundle.PROJECTION.name]
-    return {"bundle_snapshot_bytes": max(bundles)[1] if bundles else 0, "snapshots_kept_bytes": sum(size for _, size in kept),
-            "bundle_snapshots_kept": len(bundles), "worst_fold_records": worst_fold([seq for seq, _ in bundles], every)}
+    bundles = [(name[2], name[3], size) for name, size in kept if name[0] == bundle.PROJECTION.name]
+    fulls = [(seq, size) for seq, prev, size in bundles if not prev]
+    return {"bundle_snapshot_bytes": max(fulls)[1] if fulls else 0, "snapshots_kept_bytes": sum(size for _, size in kept),
+            "bundle_snapshots_kept": len(bundles), "bundle_deltas_kept": len(bundles) - len(fulls),
+            "worst_fold_records": worst_fold({seq: prev for seq, prev, _ in bundles}, every)}
 
 
 async def main() -> None:
@@ -234,10 +236,12 @@ async def main() -> None:
                         help="workers whose `rr timeline --node` is timed (not a goal; ~10 us a record of the log each)")
     parser.add_argument("--max-gib", type=float, default=SnapshotSettings().max_gib,
                         help="the snapshot bucket's byte budget (default: snapshots.max_gib's)")
+    parser.add_argument("--delta-links", type=int, default=SnapshotSettings().delta_links,
+                        help="deltas between full bundle snapshots (default: snapshots.delta_links'; 0: full snapshots only)")
     args = parser.parse_args()
     rng = random.Random(19)
     result: dict[str, Any] = {"bench": "forensics", "events": args.events, "every": args.every, "max_gib": args.max_gib,
-                              "storage": args.storage}
+                              "delta_links": args.delta_links, "storage": args.storage}
     async with bench_server() as server, bench_bus(server.url) as bus:
         await fresh_events_stream(bus, StreamSettings(storage=args.storage))
         log(f"publishing {args.events:,} events ...")
@@ -252,7 +256,8 @@ async def main() -> None:
         every_events = SnapshotSettings().every_events
         # The work-ref position as far behind the end as the API ever leaves it between its writes.
         written, captured = await keep_snapshots(bus, end - args.every, args.every, args.max_gib, SAVED_SERVICES,
-                                                 max(1, end - every_events), end - REFS_EVERY_EVENTS)
+                                                 max(1, end - every_events), end - REFS_EVERY_EVENTS,
+                                                 delta_links=args.delta_links)
         result |= await snapshot_bytes(bus, args.every) | _written(written)
         result["bundle_snapshots_exact"] = exact(written.density, len(written.written), result["bundle_snapshots_kept"])
         result["keep_snapshots_s"] = round(time.perf_counter() - clock, 1)

@@ -33,7 +33,7 @@ from projections import bundle, timelinestart, workrefs
 from projections.base import Folder, Projection
 from projections.snapshotplan import SnapshotSettings
 from projections.snapshotthinning import LADDER, Density, fitting, thinned
-from servicekit.snapshotting import save_state
+from servicekit.snapshotting import ChainSaver
 from servicekit.telemetry.permits import subject_covers
 from servicekit.workrefentries import EntryWriter
 
@@ -171,7 +171,7 @@ class Written(msgspec.Struct, frozen=True, kw_only=True):
     save_s: float
 
 
-async def _save_bundle(bus: Bus, state: bundle.ProjectionSet, settings: SnapshotSettings, entries: EntryWriter) -> int:
+async def _save_bundle(bus: Bus, state: bundle.ProjectionSet, saver: ChainSaver, entries: EntryWriter) -> int:
     # As the API saves it: the bundle, then its parts that services and commands load alone, then the index's
     # per-item entries (outside the snapshot bucket). Returns the snapshots' stored (deflated) bytes,
     # which is what the budget counts.
@@ -179,7 +179,7 @@ async def _save_bundle(bus: Bus, state: bundle.ProjectionSet, settings: Snapshot
         (bundle.PROJECTION, state), *((part, of(state)) for part, of in bundle.saved_parts()),
         (workrefs.PROJECTION, state.workrefs), (timelinestart.PROJECTION, state.cluster))
     for projection, part in parts:
-        await retrying(f"saving {projection.name} at {state.last_seq}", functools.partial(save_state, bus, projection, part, settings=settings))
+        await retrying(f"saving {projection.name} at {state.last_seq}", functools.partial(saver.save, projection, part))
     await retrying(f"writing the work-ref entries at {state.last_seq}", functools.partial(entries.write, state.workrefs))
     names = {projection.name for projection, _ in parts}
     listing, _ = await retrying("listing the snapshots", lambda: kept_listing(bus))
@@ -209,17 +209,25 @@ async def retrying(what: str, action: Callable[[], Awaitable[T]], tries: int = 1
 
 
 async def keep_snapshots(bus: Bus, until: int, every: int, max_gib: float, services: dict[str, Service],
-                         services_at: int, refs_at: int = 0) -> tuple[Written, list[tuple[Projection[Any], Any]]]:
+                         services_at: int, refs_at: int = 0, *, delta_links: int = SnapshotSettings().delta_links,
+                         delta_min_bytes: int = SnapshotSettings().delta_min_bytes, delta_over: float = SnapshotSettings().delta_over,
+                         ) -> tuple[Written, list[tuple[Projection[Any], Any]]]:
     """Fold the log once to `until`: write the bundle snapshots that the budget keeps at the end, and the services' states at `services_at`.
 
     The services' states are returned, not saved, so a catch-up without them can be timed first.
     `refs_at` (past `until`): the work-ref entries and position written there too, as the API
     writes them between snapshot saves (services/api/keeper.py, every `REFS_EVERY_EVENTS` records).
+    With deltas (`delta_links` > 0) every candidate is written, as the API writes them: a delta
+    needs the snapshot before it, so what thinning keeps cannot be written alone.
     """
-    settings = SnapshotSettings(every_events=every, max_kept=10_000, max_gib=max_gib)
+    settings = SnapshotSettings(every_events=every, max_kept=10_000, max_gib=max_gib, delta_links=delta_links,
+                                delta_min_bytes=delta_min_bytes, delta_over=delta_over)
+    saver = ChainSaver(bus, settings)
     budget = max_gib * (1 << 30)
     candidates = list(range(every, until + 1, every))
     plans = {density: set(survivors(candidates, every, density)) for density in (None, *LADDER)}
+    if delta_links:
+        plans = dict.fromkeys(plans, set(candidates))
     whole = Folder(bundle.PROJECTION)
     entries = EntryWriter(bus)
     made = (make() for make in services.values())
@@ -259,11 +267,11 @@ async def keep_snapshots(bus: Bus, until: int, every: int, max_gib: float, servi
             captured = shared.at(stop)
         if stop in plans[density]:
             clock = time.perf_counter()
-            size = await _save_bundle(bus, bundle.PROJECTION.finished(whole.state), settings, entries)
+            size = await _save_bundle(bus, bundle.PROJECTION.finished(whole.state), saver, entries)
             save_s += time.perf_counter() - clock
             written.append(stop)
             rate = size / stop
-            density = write_density(candidates, every, rate, budget)
+            density = None if delta_links else write_density(candidates, every, rate, budget)
             log(f"snapshot at {stop:,} ({size / 1e6:.1f} MB; folded {fold_s:.0f}s, saved {save_s:.0f}s in all; "
                 f"writing at {'every' if density is None else density})")
     if refs_at > position:

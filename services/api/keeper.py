@@ -59,7 +59,7 @@ class ProjectionKeeper:
 
     def __init__(
         self, bus: Bus, *, snapshot_every: int, recent: int, snapshot_min_interval_s: float = 0.0,
-        snapshot_max_gib: float = SnapshotSettings().max_gib,
+        snapshot_max_gib: float = SnapshotSettings().max_gib, snapshot_config: SnapshotSettings = SnapshotSettings(),
         on_record: Callable[[Record], None] | None = None,
         candidates: Sequence[str] = (),
     ) -> None:
@@ -67,7 +67,8 @@ class ProjectionKeeper:
         candidates = tuple(candidates)  # whose elections the fences believe (empty: any node's)
         self._folder: Folder[ProjectionSet] = Folder(bundle.PROJECTION, bundle.believing(ProjectionSet(), candidates))
         # Saved on records alone (no time rule), beside the services' parts and the timeline's index, at most one per pause.
-        snapshots = SnapshotSettings(every_events=max(snapshot_every, 1), every_s=math.inf, max_gib=snapshot_max_gib)
+        snapshots = msgspec.structs.replace(snapshot_config, every_events=max(snapshot_every, 1), every_s=math.inf,
+                                            max_gib=snapshot_max_gib)  # the delta settings from `snapshots:`
         # The timeline's index also one entry per work item, written after each save (a lookup reads one).
         self._refs = EntryWriter(bus)
 

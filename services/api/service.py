@@ -174,7 +174,7 @@ async def main(ctx: ServiceContext) -> None:
     keeper = ProjectionKeeper(
         ctx.bus, snapshot_every=settings.snapshot_every_events, recent=settings.recent_events,
         snapshot_min_interval_s=settings.snapshot_min_interval_s, snapshot_max_gib=ctx.config.snapshots.max_gib,
-        on_record=metrics.on_record, candidates=candidates,
+        snapshot_config=ctx.config.snapshots, on_record=metrics.on_record, candidates=candidates,
     )
     api = Api(
         keeper, settings, node_id=ctx.node_id, started=time.monotonic(), lag=ctx.loop_lag.statistics,

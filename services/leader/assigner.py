@@ -19,6 +19,8 @@ import logging
 import math
 import time
 
+import msgspec
+
 from cluster.leadership.term import NotLeader, Term
 from config.hosts import HostsConfig
 from config.hostsfile import LiveHosts
@@ -41,7 +43,6 @@ from eventbus.events import (
 from eventbus.history import Record
 from eventbus.publisher import Published, Sent
 from projections.base import Folder
-from projections.snapshotplan import SnapshotSettings
 from servicekit.livefold import LiveFold
 from servicekit.runtime import ServiceContext
 from services.leader import collector, queue
@@ -82,8 +83,7 @@ class Assigner:
         self._settings: SchedulerSettings = ctx.config.scheduler
         self._queue = Folder(queue.PROJECTION)
         every = self._settings.snapshot_every_events  # 0: none; on records alone, no time rule
-        snapshots = SnapshotSettings(every_events=every, every_s=math.inf, max_kept=ctx.config.snapshots.max_kept,
-                                     max_gib=ctx.config.snapshots.max_gib) if every else None
+        snapshots = msgspec.structs.replace(ctx.config.snapshots, every_events=every, every_s=math.inf) if every else None
         self._live = LiveFold(ctx.bus, [self._queue], on_record=self._woken_by, snapshots=snapshots, who="assigner",
                               replicas=ctx.config.streams.replicas)
         self._wake = asyncio.Event()
