@@ -168,8 +168,19 @@ class PMap(Generic[K, V]):
                 yield key, value
 
     def keys(self) -> Iterator[K]:
-        """Every key, in no particular order."""
-        return (key for key, _ in self.items())
+        """Every key, in no particular order; values still held as msgpack stay so (only `items` and `values` decode)."""
+        if not self._base:
+            return iter(self._map.keys())
+        return self._merged_keys()
+
+    def _merged_keys(self) -> Iterator[K]:
+        changed = self._map
+        for key, value in changed.items():
+            if value is not _GONE:
+                yield key
+        for key in self._base:
+            if key not in changed:
+                yield key
 
     def values(self) -> Iterator[V]:
         """Every value, in no particular order."""
@@ -256,17 +267,22 @@ def settle(value: Any) -> None:
         held = value._lazy
         if held is not None and not held.settles:  # only read by key: each value decoded when read
             return
-        lazy = held is not None
-        for _, item in value._typed_base().items() if value._base is not _NO_BASE else ():
-            if not lazy:  # a lazy map's values hold no map (projections/wire.py)
+        if held is not None:  # a lazy map's values hold no map (projections/wire.py): decoding them is all
+            value._typed_base()
+            return
+        for item in value._base.values():
+            if isinstance(item, _HOLDERS):  # ints and strings (retired ids' games ...): no call per entry
                 settle(item)
-        if not lazy:
-            for _, item in value._map.items():
+        for item in value._map.values():
+            if isinstance(item, _HOLDERS):
                 settle(item)
     elif isinstance(value, msgspec.Struct):
         for field in value.__struct_fields__:
             settle(getattr(value, field))
     elif isinstance(value, tuple):
         for item in value:
-            if isinstance(item, (PMap, msgspec.Struct, tuple)):
+            if isinstance(item, _HOLDERS):
                 settle(item)
+
+
+_HOLDERS = (PMap, msgspec.Struct, tuple)  # what may hold a map with values still held as msgpack
