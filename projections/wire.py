@@ -140,6 +140,9 @@ def _runtime(kind: Any) -> type:
     return typing.cast(type, origin if origin is not None else kind)
 
 
-def decode(data: bytes | memoryview | msgspec.Raw, kind: Any) -> Any:
-    """`data` (msgpack written with projections.pmap.enc_hook) decoded as `kind` in one typed pass."""
-    return to_state(msgspec.msgpack.decode(data, type=wire_type(kind)), kind)
+def decode(data: bytes | memoryview | msgspec.Raw, kind: Any, by_key: bool = False) -> Any:
+    """`data` (msgpack written with projections.pmap.enc_hook) decoded as `kind` in one typed pass.
+
+    `by_key`: `kind` is a map only read by key, as a field of READ_BY_KEY_FIELDS is (see `to_state`).
+    """
+    return to_state(msgspec.msgpack.decode(data, type=wire_type(kind)), kind, by_key)

@@ -20,3 +20,4 @@ def test_large_fields_get_their_decode_and_settle_cpu_and_small_ones_their_bytes
     assert large["msgpack"] >= bench_snapshot_parts.FIELD_COSTS_FROM and large["entries"] == len(state.taint.batches)
     assert large["decode_s"] > 0 and large["settle_s"] >= 0 and large["deflated"] < large["msgpack"]
     assert "decode_s" not in fields["last_seq"] and fields["last_seq"]["msgpack"] > 0
+

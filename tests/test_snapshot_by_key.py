@@ -8,9 +8,10 @@ import msgspec
 import pytest
 
 from ops.bench.bench_projection import fleet_log
-from projections import bundle, taint, work
+from projections import bundle, taint, wire, work
 from projections.base import fold_events
 from projections.pmap import PMap, settle
+from projections.pmap import enc_hook as pmap_enc_hook
 from projections.snapshot import decode_snapshot, encode_snapshot
 from tests.test_projections import numbered
 
@@ -67,3 +68,13 @@ def test_a_quarantine_taints_the_same_lineage_from_an_unsettled_load(folded: bun
     expected = msgspec.structs.replace(folded.taint, quarantines=folded.taint.quarantines.set("q-1", quarantine))
     found = taint.tainted(marked)
     assert found == taint.tainted(expected) and len(found.batches) > 10
+
+
+def test_a_field_decoded_alone_by_key_is_left_as_msgpack_by_settle_as_within_its_state(folded: bundle.ProjectionSet) -> None:
+    packed = msgspec.msgpack.encode(folded.taint.batches, enc_hook=pmap_enc_hook)
+    kind = PMap[str, taint.BatchFacts]
+    alone, settled = wire.decode(packed, kind, by_key=True), wire.decode(packed, kind)
+    settle(alone)
+    settle(settled)
+    assert _still_msgpack(alone) == len(alone) > 100 and _still_msgpack(settled) == 0
+    assert alone == settled == folded.taint.batches

@@ -58,15 +58,16 @@ def sizes(value: Any) -> dict[str, int]:
     return {"msgpack": len(packed), "deflated": len(zlib.compress(packed, LEVEL))}
 
 
-def part_costs(value: Any, repeat: int, kind: Any = None) -> dict[str, float]:
-    """A part's (or a field's, of type `kind`) bytes, and the CPU of decoding it alone and of decoding and settling it."""
+def part_costs(value: Any, repeat: int, kind: Any = None, by_key: bool = False) -> dict[str, float]:
+    """A part's (or a field's, of type `kind`; `by_key` as wire.decode's) bytes, and the CPU of decoding it alone
+    and of decoding and settling it."""
     packed = _encoder.encode(value)
     kind = type(value) if kind is None else kind
 
     def settled() -> None:
-        pmap.settle(wire.decode(packed, kind))
+        pmap.settle(wire.decode(packed, kind, by_key))
 
-    decode_s, _ = best(repeat, lambda: without_gc(wire.decode, packed, kind))
+    decode_s, _ = best(repeat, lambda: without_gc(wire.decode, packed, kind, by_key))
     settle_s, _ = best(repeat, lambda: without_gc(settled))
     return {"msgpack": len(packed), "deflated": len(zlib.compress(packed, LEVEL)), "decode_s": decode_s,
             "settle_s": max(settle_s - decode_s, 0.0)}
@@ -82,7 +83,7 @@ def field_sizes(state: msgspec.Struct, repeat: int) -> dict[str, dict[str, Any]]
         value = getattr(state, field.name)
         entry: dict[str, Any] = sizes(value)
         if entry["msgpack"] >= FIELD_COSTS_FROM:
-            entry = part_costs(value, repeat, field.type)
+            entry = part_costs(value, repeat, field.type, (type(state), field.name) in wire.READ_BY_KEY_FIELDS)
         if isinstance(value, (pmap.PMap, dict)):
             entry["entries"] = len(value)
         out[field.name] = entry
