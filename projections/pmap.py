@@ -189,6 +189,22 @@ class PMap(Generic[K, V]):
     def __iter__(self) -> Iterator[K]:
         return self.keys()
 
+    def stored(self) -> dict[K, Any]:
+        """A plain dict with the same contents, values still held as msgpack left so: what a snapshot writes.
+
+        msgspec writes a `msgspec.Raw` as its bytes, the very ones the value was read from, so a
+        save after a load re-encodes only what changed since, and leaves the maps read by key unread.
+        """
+        if not self._base:
+            return dict(self._map.items())
+        plain = dict(self._base)
+        for key, value in self._map.items():
+            if value is _GONE:
+                del plain[key]
+            else:
+                plain[key] = value
+        return plain
+
     def to_dict(self) -> dict[K, V]:
         """A plain dict with the same contents."""
         if not self._map:
@@ -238,7 +254,7 @@ def in_key_order(bindings: PMap[Any, Any]) -> dict[Any, Any]:
     order the stored snapshots are smaller by what deflate then finds, and the same state always
     encodes to the same bytes. Readers take any order: a snapshot is decoded into a dict.
     """
-    plain = bindings.to_dict()
+    plain = bindings.stored()
     try:
         # Only the keys are sorted: a list of (key, value) pairs is a tracked object per entry,
         # which set the cyclic collector walking the whole state several times per encode.

@@ -78,3 +78,15 @@ def test_a_field_decoded_alone_by_key_is_left_as_msgpack_by_settle_as_within_its
     settle(settled)
     assert _still_msgpack(alone) == len(alone) > 100 and _still_msgpack(settled) == 0
     assert alone == settled == folded.taint.batches
+
+
+def test_a_save_after_an_unsettled_load_writes_the_same_bytes_and_leaves_the_values_unread(folded: bundle.ProjectionSet) -> None:
+    saved = encode_snapshot(bundle.PROJECTION, folded)
+    loaded = _loaded(folded)
+    assert encode_snapshot(bundle.PROJECTION, loaded) == saved
+    for name, bindings in _by_key(loaded).items():
+        assert _still_msgpack(bindings) == len(bindings), name
+    key = sorted(folded.work.retired.keys())[0]  # a change over the loaded base is written as changed
+    changed = msgspec.structs.replace(loaded, work=msgspec.structs.replace(loaded.work, retired=loaded.work.retired.remove(key)))
+    again = decode_snapshot(bundle.PROJECTION, encode_snapshot(bundle.PROJECTION, changed))
+    assert again is not None and key not in again.state.work.retired and again.state == changed
