@@ -168,8 +168,19 @@ class PMap(Generic[K, V]):
                 yield key, value
 
     def keys(self) -> Iterator[K]:
-        """Every key, in no particular order."""
-        return (key for key, _ in self.items())
+        """Every key, in no particular order; values still held as msgpack stay so (only `items` and `values` decode)."""
+        if not self._base:
+            return iter(self._map.keys())
+        return self._merged_keys()
+
+    def _merged_keys(self) -> Iterator[K]:
+        changed = self._map
+        for key, value in changed.items():
+            if value is not _GONE:
+                yield key
+        for key in self._base:
+            if key not in changed:
+                yield key
 
     def values(self) -> Iterator[V]:
         """Every value, in no particular order."""
@@ -177,6 +188,22 @@ class PMap(Generic[K, V]):
 
     def __iter__(self) -> Iterator[K]:
         return self.keys()
+
+    def stored(self) -> dict[K, Any]:
+        """A plain dict with the same contents, values still held as msgpack left so: what a snapshot writes.
+
+        msgspec writes a `msgspec.Raw` as its bytes, the very ones the value was read from, so a
+        save after a load re-encodes only what changed since, and leaves the maps read by key unread.
+        """
+        if not self._base:
+            return dict(self._map.items())
+        plain = dict(self._base)
+        for key, value in self._map.items():
+            if value is _GONE:
+                del plain[key]
+            else:
+                plain[key] = value
+        return plain
 
     def to_dict(self) -> dict[K, V]:
         """A plain dict with the same contents."""
@@ -227,7 +254,7 @@ def in_key_order(bindings: PMap[Any, Any]) -> dict[Any, Any]:
     order the stored snapshots are smaller by what deflate then finds, and the same state always
     encodes to the same bytes. Readers take any order: a snapshot is decoded into a dict.
     """
-    plain = bindings.to_dict()
+    plain = bindings.stored()
     try:
         # Only the keys are sorted: a list of (key, value) pairs is a tracked object per entry,
         # which set the cyclic collector walking the whole state several times per encode.
@@ -256,17 +283,22 @@ def settle(value: Any) -> None:
         held = value._lazy
         if held is not None and not held.settles:  # only read by key: each value decoded when read
             return
-        lazy = held is not None
-        for _, item in value._typed_base().items() if value._base is not _NO_BASE else ():
-            if not lazy:  # a lazy map's values hold no map (projections/wire.py)
+        if held is not None:  # a lazy map's values hold no map (projections/wire.py): decoding them is all
+            value._typed_base()
+            return
+        for item in value._base.values():
+            if isinstance(item, _HOLDERS):  # ints and strings (retired ids' games ...): no call per entry
                 settle(item)
-        if not lazy:
-            for _, item in value._map.items():
+        for item in value._map.values():
+            if isinstance(item, _HOLDERS):
                 settle(item)
     elif isinstance(value, msgspec.Struct):
         for field in value.__struct_fields__:
             settle(getattr(value, field))
     elif isinstance(value, tuple):
         for item in value:
-            if isinstance(item, (PMap, msgspec.Struct, tuple)):
+            if isinstance(item, _HOLDERS):
                 settle(item)
+
+
+_HOLDERS = (PMap, msgspec.Struct, tuple)  # what may hold a map with values still held as msgpack

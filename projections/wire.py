@@ -24,6 +24,9 @@ import msgspec
 
 from projections.attempts import ItemAttempts
 from projections.pmap import PMap
+from projections.taint import TaintState
+from projections.work import WorkState
+from projections.workrefs import WorkRefs
 
 # Values of maps that are only ever read by key (a fold's `get` of the item an event names), never
 # gone over whole: a service's `pmap.settle` after a load leaves them as msgpack, each decoded when
@@ -31,6 +34,15 @@ from projections.pmap import PMap
 # (data, models, Elo), about a third of a bundle's entries and most of what settling a service's
 # parts cost (projections/pmap.py, `settle`).
 READ_BY_KEY: frozenset[Any] = frozenset({ItemAttempts})
+
+# The same for single fields (state Struct, field name) whose value type other maps share: the
+# maps that grow with the log (one entry per item or batch ever made) and that nothing goes over
+# in a service's or the API's steady state. Work's retired items and the timeline's index are
+# only asked for one id; the lineage's batches are gone over whole only while a quarantine is in
+# force (`taint.tainted`), when the closure's own pass over them is the larger cost.
+READ_BY_KEY_FIELDS: frozenset[tuple[type, str]] = frozenset({
+    (WorkState, "retired"), (WorkRefs, "refs"), (TaintState, "batches"),
+})
 
 
 @functools.cache
@@ -77,21 +89,25 @@ def _default(field: msgspec.structs.FieldInfo) -> Any:
     return field.default if field.default is not msgspec.NODEFAULT else msgspec.field()
 
 
-def to_state(value: Any, kind: Any) -> Any:
-    """The value of type `kind` that the decoded wire value `value` (of `wire_type(kind)`) stands for."""
+def to_state(value: Any, kind: Any, by_key: bool = False) -> Any:
+    """The value of type `kind` that the decoded wire value `value` (of `wire_type(kind)`) stands for.
+
+    `by_key`: a map only read by key (READ_BY_KEY_FIELDS), whose values `settle` leaves as msgpack.
+    """
     wire = wire_type(kind)
     if wire == kind or value is None:
         return value
     origin = get_origin(kind)
     if origin is PMap:
         _, item = get_args(kind)
-        if _lazy(item):
-            return PMap.over(value, _decoder(item).decode, settles=item not in READ_BY_KEY)  # values decoded when read
+        if _lazy(item):  # values decoded when read
+            return PMap.over(value, _decoder(item).decode, settles=not by_key and item not in READ_BY_KEY)
         if wire_type(item) == item:
             return PMap.over(value)  # the decoded dict becomes the map's base: no trie to build
         return PMap.over({k: to_state(v, item) for k, v in value.items()})
     if isinstance(kind, type) and issubclass(kind, msgspec.Struct):
-        return kind(**{f.name: to_state(getattr(value, f.encode_name), f.type) for f in _fields(kind)})
+        return kind(**{f.name: to_state(getattr(value, f.encode_name), f.type, (kind, f.name) in READ_BY_KEY_FIELDS)
+                       for f in _fields(kind)})
     if origin in (Union, types.UnionType):
         for option in get_args(kind):
             if option is not type(None) and isinstance(value, _runtime(wire_type(option))):
@@ -124,6 +140,9 @@ def _runtime(kind: Any) -> type:
     return typing.cast(type, origin if origin is not None else kind)
 
 
-def decode(data: bytes | memoryview | msgspec.Raw, kind: Any) -> Any:
-    """`data` (msgpack written with projections.pmap.enc_hook) decoded as `kind` in one typed pass."""
-    return to_state(msgspec.msgpack.decode(data, type=wire_type(kind)), kind)
+def decode(data: bytes | memoryview | msgspec.Raw, kind: Any, by_key: bool = False) -> Any:
+    """`data` (msgpack written with projections.pmap.enc_hook) decoded as `kind` in one typed pass.
+
+    `by_key`: `kind` is a map only read by key, as a field of READ_BY_KEY_FIELDS is (see `to_state`).
+    """
+    return to_state(msgspec.msgpack.decode(data, type=wire_type(kind)), kind, by_key)

@@ -6,7 +6,7 @@ the API's bundle snapshot as the services load it: its msgpack and deflated byte
 as eventbus/snapshots.py stores it), the CPU of encoding, deflating, inflating, decoding
 (projections/snapshot.py, collector paused as the services run it) and settling every lazy value
 (`pmap.settle`, what a service does after the load); then each part's bytes, and each field of a
-part, so what grows with the log can be named. Timings are best of `--repeat` in process CPU.
+part (a large one with its decode and settle CPU), so what grows with the log can be named. Timings are best of `--repeat` in process CPU.
 Fetching is not measured here: the chunk reader moves ~230 MB/s of deflated bytes (NATS-NOTES).
 With --services, each service's load of what it keeps (inflate, decode, settle) from the whole
 bundle against its parts saved on their own (the API saves them beside the bundle).
@@ -58,28 +58,35 @@ def sizes(value: Any) -> dict[str, int]:
     return {"msgpack": len(packed), "deflated": len(zlib.compress(packed, LEVEL))}
 
 
-def part_costs(value: msgspec.Struct, repeat: int) -> dict[str, float]:
-    """A part's bytes, and the CPU of decoding it alone and of decoding and settling it (what a service keeps of it)."""
+def part_costs(value: Any, repeat: int, kind: Any = None, by_key: bool = False) -> dict[str, float]:
+    """A part's (or a field's, of type `kind`; `by_key` as wire.decode's) bytes, and the CPU of decoding it alone
+    and of decoding and settling it."""
     packed = _encoder.encode(value)
+    kind = type(value) if kind is None else kind
 
     def settled() -> None:
-        pmap.settle(wire.decode(packed, type(value)))
+        pmap.settle(wire.decode(packed, kind, by_key))
 
-    decode_s, _ = best(repeat, lambda: without_gc(wire.decode, packed, type(value)))
+    decode_s, _ = best(repeat, lambda: without_gc(wire.decode, packed, kind, by_key))
     settle_s, _ = best(repeat, lambda: without_gc(settled))
     return {"msgpack": len(packed), "deflated": len(zlib.compress(packed, LEVEL)), "decode_s": decode_s,
             "settle_s": max(settle_s - decode_s, 0.0)}
 
 
-def field_sizes(state: msgspec.Struct) -> dict[str, dict[str, int]]:
-    """Each field of a state Struct: its bytes and, for a map, its entries."""
+FIELD_COSTS_FROM = 20_000  # msgpack bytes: a field this large also gets its decode and settle CPU
+
+
+def field_sizes(state: msgspec.Struct, repeat: int) -> dict[str, dict[str, Any]]:
+    """Each field of a state Struct: its bytes, for a map its entries, and for a large one its decode and settle CPU."""
     out = {}
-    for name in state.__struct_fields__:
-        value = getattr(state, name)
-        entry = sizes(value)
+    for field in msgspec.structs.fields(state):
+        value = getattr(state, field.name)
+        entry: dict[str, Any] = sizes(value)
+        if entry["msgpack"] >= FIELD_COSTS_FROM:
+            entry = part_costs(value, repeat, field.type, (type(state), field.name) in wire.READ_BY_KEY_FIELDS)
         if isinstance(value, (pmap.PMap, dict)):
             entry["entries"] = len(value)
-        out[name] = entry
+        out[field.name] = entry
     return out
 
 
@@ -165,7 +172,7 @@ def main() -> None:
         if args.services:
             result["services"] = service_loads(state, args.repeat)
         if args.fields:
-            result["fields"] = {name: field_sizes(getattr(state, name)) for name in bundle.PARTS}
+            result["fields"] = {name: field_sizes(getattr(state, name), args.repeat) for name in bundle.PARTS}
         log(f"{seq}: {result['bundle']}")
         results.append(result)
     emit({"bench": "snapshot_parts", "points": results})
