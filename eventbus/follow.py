@@ -49,6 +49,12 @@ async def follow(
     except _SILENT as exc:
         raise BusUnavailable(f"JetStream did not answer subscribing to {subject}: {exc}") from None
     try:
+        # On Python 3.11 the client's request inside subscribe (an asyncio.wait_for) returns its
+        # reply and drops a cancellation that arrives with it; the task still counts it as
+        # requested. Waiting for another would then wait forever: a stopped leader never ended.
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError
         await asyncio.get_running_loop().create_future()  # until cancelled
     finally:
         await sub.unsubscribe()
