@@ -7,7 +7,6 @@ no gap or duplicate between "history" and "live", and every record keeps its seq
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 import nats.errors
@@ -20,6 +19,7 @@ from eventbus.errors import BusUnavailable
 from eventbus.history import Record, _seq_and_pending, handed, last_sequence
 from eventbus.streams import EVENTS_STREAM
 from eventbus.subjects import ALL_EVENTS
+from eventbus.tasks import wait_cancelled
 
 _SILENT = (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError)
 
@@ -49,13 +49,7 @@ async def follow(
     except _SILENT as exc:
         raise BusUnavailable(f"JetStream did not answer subscribing to {subject}: {exc}") from None
     try:
-        # On Python 3.11 the client's request inside subscribe (an asyncio.wait_for) returns its
-        # reply and drops a cancellation that arrives with it; the task still counts it as
-        # requested. Waiting for another would then wait forever: a stopped leader never ended.
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise asyncio.CancelledError
-        await asyncio.get_running_loop().create_future()  # until cancelled
+        await wait_cancelled()  # also one that subscribe's request lost (a stopped leader never ended)
     finally:
         await sub.unsubscribe()
 
