@@ -7,7 +7,6 @@ no gap or duplicate between "history" and "live", and every record keeps its seq
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 import nats.errors
@@ -20,6 +19,7 @@ from eventbus.errors import BusUnavailable
 from eventbus.history import Record, _seq_and_pending, handed, last_sequence
 from eventbus.streams import EVENTS_STREAM
 from eventbus.subjects import ALL_EVENTS
+from eventbus.tasks import wait_cancelled
 
 _SILENT = (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError)
 
@@ -49,7 +49,7 @@ async def follow(
     except _SILENT as exc:
         raise BusUnavailable(f"JetStream did not answer subscribing to {subject}: {exc}") from None
     try:
-        await asyncio.get_running_loop().create_future()  # until cancelled
+        await wait_cancelled()  # also one that subscribe's request lost (a stopped leader never ended)
     finally:
         await sub.unsubscribe()
 

@@ -29,6 +29,7 @@ from nats.js.api import DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
 from eventbus.connection import Bus
 from eventbus.errors import BusError, BusUnavailable, ConcurrencyConflict
 from eventbus.leaserecord import DEDUPE_WINDOW_S, LeaseRecord, LeaseState, LeaseValue, encode_value, parse_headers, record_from
+from eventbus.tasks import wait_cancelled
 
 __all__ = ["LeaseBucket", "LeaseRecord", "LeaseState", "LeaseValue", "parse_headers", "record_from"]
 
@@ -228,7 +229,7 @@ class LeaseBucket:
         except _UNREACHABLE as exc:
             raise BusUnavailable(f"JetStream did not answer watching lease {role}: {exc}") from None
         try:
-            await asyncio.get_running_loop().create_future()  # until cancelled
+            await wait_cancelled()  # also one that subscribe's request lost
         finally:
             try:
                 await sub.unsubscribe()

@@ -289,3 +289,32 @@ async def test_new_items_are_assigned_without_sweeping_every_open_attempt_but_a_
         await eventually(lambda: all_in(bus, work.WorkStatus.PENDING, ids), timeout=10, message="handed back at once")
     finally:
         await stop(scheduler, worker)
+
+
+async def test_a_leader_stopped_while_a_round_publishes_ends_on_that_one_cancel(
+    bus: Bus, eventually: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Python 3.11's asyncio.wait_for, under the client's publish, returns the ack and drops a
+    # cancellation that lands with it (the task still counts it as requested). The loop then went
+    # on round after round, and the test stopping it (one cancel) waited forever.
+    rounds = 0
+    in_round = asyncio.Event()
+    real = assigner.Assigner.tick
+
+    async def tick_losing_a_cancel(self: assigner.Assigner, sweep: bool = True) -> None:
+        nonlocal rounds
+        await real(self, sweep)
+        rounds += 1
+        if rounds == 1:
+            in_round.set()
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.get_running_loop().create_future()  # the cancel arrives with the ack ...
+            # ... and wait_for returns the ack instead
+
+    monkeypatch.setattr(assigner.Assigner, "tick", tick_losing_a_cancel)
+    scheduler = await run_scheduler(bus, SchedulerSettings(assign_every_s=0.1))
+    await asyncio.wait_for(in_round.wait(), timeout=15)
+    scheduler.cancel()
+    done, _ = await asyncio.wait([scheduler], timeout=10)
+    assert scheduler in done, f"the loop went on after its cancellation ({rounds} rounds)"
+    await stop(scheduler)

@@ -42,6 +42,7 @@ from eventbus.events import (
 )
 from eventbus.history import Record
 from eventbus.publisher import Published, Sent
+from eventbus.tasks import raise_if_cancelled
 from projections.base import Folder
 from servicekit.livefold import LiveFold
 from servicekit.runtime import ServiceContext
@@ -144,6 +145,7 @@ class Assigner:
                 while True:
                     self._wake.clear()
                     await self.tick(sweep=self._sweep_due or time.monotonic() - self._last_sweep >= self._settings.assign_every_s)
+                    raise_if_cancelled()  # a stop that the round's publishes lost (Python 3.11's wait_for)
                     # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation
                     # that arrives as the wake-up is set, and the loop would never stop.
                     with contextlib.suppress(TimeoutError):
