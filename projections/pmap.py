@@ -240,9 +240,23 @@ Lookup = Mapping[K, V] | PMap[K, V]
 
 
 def enc_hook(obj: Any) -> Any:
-    """msgspec encode hook: a PMap goes on the wire as the plain map it is, in key order."""
+    """msgspec msgpack encode hook (snapshots): a PMap goes on the wire as the plain map it is, in key order.
+
+    Values still held as msgpack go as their bytes: for any other encoder use `plain_hook`.
+    """
     if isinstance(obj, PMap):
         return in_key_order(obj)
+    raise NotImplementedError(f"cannot encode {type(obj).__name__}")
+
+
+def plain_hook(obj: Any) -> Any:
+    """Hook for encoders other than a snapshot's msgpack (`msgspec.to_builtins`, JSON): a PMap as a plain dict, every value decoded.
+
+    `enc_hook` writes a value still held as msgpack as those bytes (`PMap.stored`), which only
+    msgpack can carry: to_builtins refuses a `msgspec.Raw`, and JSON would embed it undecoded.
+    """
+    if isinstance(obj, PMap):
+        return obj.to_dict()
     raise NotImplementedError(f"cannot encode {type(obj).__name__}")
 
 

@@ -37,6 +37,7 @@ from ops.chaos.check import LiveViews, judge, main, read_records
 from ops.chaos.checker import KINDS, ClientRecord, DeadLetter, check, view_hashes, views
 from projections import bundle
 from projections.base import Folder
+from projections.snapshot import decode_snapshot, encode_snapshot
 from projections.work import TERMINAL
 from servicekit.livefold import LiveFold
 
@@ -207,6 +208,16 @@ def test_an_install_must_match_its_promotions_sha256() -> None:
     never = ModelDistributed(model_id="m2", node="n3", sha256="cc" * 32)
     assert kinds(logged(elected(5), promoted, good)) == {}
     assert kinds(logged(elected(5), promoted, good, bad, never)) == {"model_sha_mismatch": 2}
+
+
+def test_a_view_loaded_from_its_snapshot_hashes_as_the_same_view_folded() -> None:
+    # A loaded snapshot holds the maps read only by key as undecoded msgpack (wire.READ_BY_KEY):
+    # the chaos run compares a live API's loaded bundle with a rebuild, and crashed on them.
+    log = logged(*CLEAN)
+    folded = bundle.fold_all_events(log)
+    loaded = decode_snapshot(bundle.PROJECTION, encode_snapshot(bundle.PROJECTION, folded))
+    assert loaded is not None
+    assert view_hashes(loaded.state) == view_hashes(folded)
 
 
 def test_views_that_differ_from_the_rebuild_are_reported() -> None:

@@ -39,7 +39,7 @@ from eventbus.events import (
 )
 from projections import bundle
 from projections.bundle import ProjectionSet
-from projections.pmap import enc_hook
+from projections.pmap import plain_hook
 
 # Every kind the checker can report, so a summary lists zeros too.
 KINDS = (
@@ -327,7 +327,7 @@ def view_hashes(state: ProjectionSet) -> dict[str, str]:
 
 def state_hash(state: msgspec.Struct) -> str:
     """SHA-256 of one state in a canonical form: equal states hash alike whatever order their maps were filled in."""
-    plain = msgspec.to_builtins(state, enc_hook=enc_hook, str_keys=True)
+    plain = msgspec.to_builtins(state, enc_hook=plain_hook, str_keys=True)  # a loaded state's lazy values decoded
     return hashlib.sha256(json.dumps(plain, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
