@@ -36,6 +36,7 @@ from servicekit.runtime import ServiceContext
 from services.leader.pipeline import pipeline_loop
 from services.leader.populator import decide, parse_config, populated_configs, top_up
 from tests.bus_harness import provisioned_bus
+from tests.lostcancel import LosingACancel, stopped_on_one_cancel
 from tests.terms import as_term, in_term
 from workload.ratings import anchor_id
 
@@ -216,3 +217,24 @@ async def _selfplay(bus: Bus, count: int) -> list[WorkAdded] | None:
     items = work(await logged(bus), "selfplay")
     assert len(items) <= count, f"more selfplay items than the backlog allows: {items}"
     return items if len(items) == count else None
+
+
+@pytest.mark.timeout(60)
+async def test_a_populator_stopped_while_it_publishes_ends_on_that_one_cancel(nats_url: str) -> None:
+    # A deposed leader's loop is cancelled once; a cancel its publish lost (Python 3.11's wait_for)
+    # left the loop deciding round after round until its fence refused it.
+    from services.leader.populator import populator_loop
+
+    async with provisioned_bus(nats_url, node_id="n1") as bus:
+        await as_term(Publisher(bus), HostOnline(node="n1", roles=["mixed"]), epoch=3)
+        settings = SchedulerSettings(backlog_per_node=3, populator_games=7, default_max_parallel_jobs=2)
+        ctx = ServiceContext("scheduler", bus, RrConfig(scheduler=settings), CommonOptions(nats_url=nats_url, node_id="n1", config_path=None))
+        term = FakeTerm(ctx, 3)
+        term.publish = losing = LosingACancel(term.publish)  # type: ignore[method-assign]
+        task = asyncio.ensure_future(populator_loop(ctx, term))  # type: ignore[arg-type]
+        try:
+            assert await stopped_on_one_cancel(task, losing), "the populator went on after its cancellation"
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(task, timeout=10)

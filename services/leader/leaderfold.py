@@ -21,7 +21,7 @@ from eventbus.events import Event, WorkAdded
 from eventbus.history import Record
 from eventbus.integrity import decode_on
 from eventbus.publisher import Published
-from eventbus.tasks import stop_tasks
+from eventbus.tasks import raise_if_cancelled, stop_tasks
 from projections.base import type_of
 from servicekit.livefold import LiveFold
 from servicekit.runtime import ServiceContext
@@ -127,6 +127,7 @@ class FoldingDecider(Generic[S]):
 
     async def _decide_forever(self) -> None:
         while True:
+            raise_if_cancelled()  # a stop that the last round's publishes lost (Python 3.11's wait_for)
             await self._live.wait_changed(self._every_s)
             if self._live.position < self._needed:
                 continue

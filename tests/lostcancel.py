@@ -1,0 +1,42 @@
+"""Faking the cancellation Python 3.11's asyncio.wait_for loses, around a real call to nats-server.
+
+On 3.11, wait_for (under nats-py's publish, subscribe and requests) returns the server's reply
+and drops a cancellation that lands with it; the task still counts it as requested
+(`task.cancelling()`), but nothing stops it, and a TaskGroup or a term's stopper cancels once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class LosingACancel:
+    """Wraps an async call: its first answer waits for the test's cancel, then returns as if wait_for lost it."""
+
+    def __init__(self, real: Callable[..., Awaitable[T]]) -> None:
+        self._real = real
+        self.answered = asyncio.Event()  # the first call answered: cancel the task now
+        self.calls = 0
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        result = await self._real(*args, **kwargs)
+        self.calls += 1
+        if self.calls == 1:
+            self.answered.set()
+            try:
+                await asyncio.get_running_loop().create_future()  # the cancel arrives with the reply ...
+            except asyncio.CancelledError:
+                pass  # ... and wait_for returns the reply instead
+        return result
+
+
+async def stopped_on_one_cancel(task: asyncio.Future[Any], losing: LosingACancel, timeout: float = 10) -> bool:
+    """Cancel `task` once, after its call lost the cancel; True when it then ended within `timeout`."""
+    await asyncio.wait_for(losing.answered.wait(), timeout=timeout)
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=timeout)
+    return task in done
