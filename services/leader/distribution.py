@@ -19,6 +19,7 @@ from eventbus.errors import BusError
 from eventbus.events import utcnow
 from eventbus.objectdelete import delete_object, delete_orphan_chunks
 from eventbus.objects import list_objects
+from eventbus.tasks import raise_if_cancelled
 from projections import cluster, models, taint
 from projections.base import Folder
 from servicekit.livefold import LiveFold, aggregate_subjects, taint_subjects
@@ -58,6 +59,7 @@ async def distribution_loop(ctx: ServiceContext, term: Term) -> None:
                 if time.monotonic() >= next_gc:
                     await prune_store(ctx, models_fold.state, settings)
                     next_gc = time.monotonic() + settings.store_gc_interval_s
+                raise_if_cancelled()  # a stop that the round's calls lost (Python 3.11's wait_for)
                 await live.wait_changed(settings.complete_check_s)
         except NotLeader as exc:
             log.info("distribution loop: %s", exc)

@@ -16,6 +16,7 @@ from config.hosts import HostsConfig
 from config.hostsfile import LiveHosts
 from config.sections.sync import SyncSettings
 from eventbus.events import utcnow
+from eventbus.tasks import raise_if_cancelled
 from projections import cluster, data, taint
 from projections.base import Folder
 from projections.syncwork import SYNC_REQUESTS, SyncRequestsState, requested_copies
@@ -48,6 +49,7 @@ async def sync_planner_loop(ctx: ServiceContext, term: Term) -> None:
             while True:
                 skip = frozenset(taint.tainted(taint_fold.state).batches)
                 await plan_once(term, live, data_fold, cluster_fold, await hosts.read(), settings, skip, requests_fold.state)
+                raise_if_cancelled()  # a stop that the round's publishes lost (Python 3.11's wait_for)
                 await live.wait_changed(settings.plan_interval_s)
         except NotLeader as exc:
             log.info("sync planner: %s", exc)
