@@ -23,12 +23,14 @@ from cluster.membership.monitor import MembershipMonitor
 from config.settings import load_config
 from eventbus.connection import Bus, connect
 from eventbus.events import Event, HostOffline, HostOnline, utcnow
-from eventbus.heartbeats import latest_heartbeats
+from eventbus.heartbeats import Heartbeat, latest_heartbeats, publish_heartbeat
 from eventbus.history import Record, replay
 from eventbus.streams import TELEMETRY_STREAM
+from eventbus.tasks import stop_tasks
 from servicekit.options import CommonOptions
 from servicekit.runtime import ServiceContext
 from tests.bus_harness import provisioned_bus
+from tests.lostcancel import LosingACancel, stopped_on_one_cancel
 
 ROOT = Path(__file__).resolve().parents[1]
 INTERVAL = 0.3
@@ -224,3 +226,22 @@ async def test_a_new_leader_rebuilds_from_the_log_and_announces_nothing_already_
             n1.signal(signal.SIGKILL)
             offline = (await wait_transitions(bus, 2, eventually, "n1 offline under the second leader"))[1]
             assert (offline.type_name(), offline.epoch) == ("HOST_OFFLINE", 2)
+
+
+async def test_a_leader_stopped_while_it_publishes_a_transition_ends_on_that_one_cancel(
+    nats_url: str, config_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Python 3.11's wait_for, under the publish, returns the ack and drops a cancellation that lands
+    # with it; the publishing child then waited on its queue, and the TaskGroup on it, for good.
+    async with provisioned_bus(nats_url, node_id="leader-1") as bus:
+        ctx = ServiceContext("scheduler", bus, load_config(config_path), CommonOptions(nats_url=nats_url, node_id="leader-1", config_path=None))
+        losing = LosingACancel(ctx.publisher.publish)
+        monkeypatch.setattr(ctx.publisher, "publish", losing)
+        monitor = MembershipMonitor(ctx, Term(1))
+        task = asyncio.ensure_future(monitor.run())
+        try:
+            assert await monitor.wait_judging(15)
+            await publish_heartbeat(bus, Heartbeat(node="n1", ts=utcnow(), seq=1, interval_s=INTERVAL))  # n1 comes online
+            assert await stopped_on_one_cancel(task, losing), "the membership loop went on after its cancellation"
+        finally:
+            await stop_tasks([task], 10)  # cancelled again until it ends: a failing loop fails the test, never hangs it

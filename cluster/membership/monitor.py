@@ -24,6 +24,7 @@ from config.sections.membership import MembershipSettings
 from eventbus.errors import BusUnavailable
 from eventbus.events import Event, utcnow
 from eventbus.heartbeats import Heartbeat, HeartbeatWatch, StoredBeat, latest_heartbeats, watch_heartbeats
+from eventbus.tasks import raise_if_cancelled
 from servicekit.runtime import ServiceContext
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,7 @@ class MembershipMonitor:
             event = self._ctx.publisher.stamp(await self._queue.get())  # stamped once: a retry keeps its id
             await self._publish(event)
             self._counts["published"] += 1
+            raise_if_cancelled()  # a stop that the publish lost (Python 3.11's wait_for): the queue may stay empty
 
     async def _publish(self, event: Event) -> None:
         while True:
