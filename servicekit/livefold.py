@@ -32,6 +32,7 @@ from eventbus.follow import follow
 from eventbus.gcpause import without_gc
 from eventbus.history import Record, last_sequence, replay
 from eventbus.subjects import EVENTS_ROOT, type_filter
+from eventbus.tasks import raise_if_cancelled
 from projections import fence, taint
 from projections.base import Folder, Projection, type_of
 from projections.pmap import settle
@@ -245,7 +246,9 @@ class LiveFold:
                 async with asyncio.timeout(every_s if math.isfinite(every_s) else None):
                     await self._snapshot_due.wait()
             self._snapshot_due.clear()
-            if await writer.save_if_due() and self._pause_s:
+            saved = await writer.save_if_due()
+            raise_if_cancelled()  # a stop that the save's puts lost (Python 3.11's wait_for): none may come due again
+            if saved and self._pause_s:
                 await asyncio.sleep(self._pause_s)
 
     def feed(self, record: Record) -> None:

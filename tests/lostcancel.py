@@ -8,6 +8,7 @@ and drops a cancellation that lands with it; the task still counts it as request
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -15,12 +16,18 @@ T = TypeVar("T")
 
 
 class LosingACancel:
-    """Wraps an async call: its first answer waits for the test's cancel, then returns as if wait_for lost it."""
+    """Wraps an async call: its first answer waits for the test's cancel, then returns as if wait_for lost it.
+
+    Set on a class (monkeypatch.setattr(Class, "method", LosingACancel(Class.method))) it binds as a method does.
+    """
 
     def __init__(self, real: Callable[..., Awaitable[T]]) -> None:
         self._real = real
         self.answered = asyncio.Event()  # the first call answered: cancel the task now
         self.calls = 0
+
+    def __get__(self, obj: object, owner: type | None = None) -> Any:
+        return self if obj is None else functools.partial(self, obj)
 
     async def __call__(self, *args: Any, **kwargs: Any) -> Any:
         result = await self._real(*args, **kwargs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -15,13 +16,15 @@ from eventbus.events import WorkAdded
 from eventbus.history import last_sequence, replay
 from eventbus.natsserver import NatsServer
 from eventbus.publisher import Publisher
+from eventbus.tasks import stop_tasks
 from projections import models, work
 from projections.base import Folder, fold_records
 from projections.fence import believing
 from projections.snapshotplan import SnapshotSettings
 from servicekit.livefold import LiveFold, aggregate_subjects, believing_only
-from servicekit.snapshotting import load_state, save_state
+from servicekit.snapshotting import SnapshotWriter, load_state, save_state
 from tests.bus_harness import provisioned_bus
+from tests.lostcancel import LosingACancel, stopped_on_one_cancel
 
 
 def added(work_id: str) -> WorkAdded:
@@ -173,3 +176,22 @@ async def test_a_fold_resumed_from_a_leaders_snapshot_believes_this_nodes_candid
         assert plain.state.last_seq == kept.state.last_seq == 1  # both started from the snapshot
         assert plain.state.fence.view.candidates == ()
         assert kept.state.fence.view.candidates == ("a", "b")
+
+
+async def test_following_stopped_while_a_snapshot_is_saved_ends_on_that_one_cancel(
+    nats_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Python 3.11's wait_for, under the snapshot's puts, returns the ack and drops a cancellation
+    # that lands with it; the saving child then waited for the next due snapshot (never, past the
+    # last record), and the follower's TaskGroup on it: a service or the API did not stop.
+    losing = LosingACancel(SnapshotWriter.save_if_due)
+    monkeypatch.setattr(SnapshotWriter, "save_if_due", losing)
+    async with provisioned_bus(nats_url) as bus:
+        live = LiveFold(bus, [Folder(work.PROJECTION)], snapshots=SnapshotSettings(every_events=3, every_s=math.inf), who="test")
+        await live.start()
+        task = asyncio.ensure_future(live.follow())
+        try:
+            await Publisher(bus).publish_many([added(f"w{i}") for i in range(4)])
+            assert await stopped_on_one_cancel(task, losing), "following went on after its cancellation"
+        finally:
+            await stop_tasks([task], 10)
