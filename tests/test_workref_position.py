@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import msgspec
@@ -11,6 +12,7 @@ from cli.commands.timeline import kept_start, read_timeline, timeline_start
 from eventbus.history import last_sequence
 from eventbus.kventries import get_entry
 from eventbus.publisher import Publisher
+from eventbus.tasks import stop_tasks
 from ops.bench.bench_projection import fleet_log
 from projections import timelinestart, workrefs
 from projections.base import fold_events
@@ -25,6 +27,7 @@ from services.api import keeper
 from tests.api_harness import fleet_log as api_fleet_log
 from tests.api_harness import running_api, wait_caught_up
 from tests.bus_harness import provisioned_bus
+from tests.lostcancel import LosingACancel, stopped_on_one_cancel
 from tests.test_timeline_reads import _whole
 
 
@@ -100,3 +103,21 @@ async def test_the_api_writes_the_entries_and_their_position_between_snapshot_sa
         for work_id, subjects in whole.refs.items():
             found = await lookup(api.bus, work_id)
             assert found is not None and set(workrefs.subjects_naming(found, work_id)) <= set(subjects)
+
+
+async def test_the_api_stopped_while_it_writes_the_entries_ends_on_that_one_cancel(
+        nats_url: str, eventually: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Python 3.11's wait_for, under the entries' puts, returns the ack and drops a cancellation that
+    # lands with it; the writer then waited for the next 500 records, and the API's TaskGroup on it.
+    monkeypatch.setattr(keeper, "REFS_EVERY_EVENTS", 5)
+    losing = LosingACancel(EntryWriter.write)
+    monkeypatch.setattr(EntryWriter, "write", losing)
+    async with provisioned_bus(nats_url, node_id="gpu-1") as bus:
+        projections = keeper.ProjectionKeeper(bus, snapshot_every=1_000_000, recent=10)
+        task = asyncio.ensure_future(projections.run())
+        try:
+            await eventually(lambda: projections.current.caught_up, message="the keeper caught up")
+            await Publisher(bus).publish_many(api_fleet_log())
+            assert await stopped_on_one_cancel(task, losing), "the keeper went on after its cancellation"
+        finally:
+            await stop_tasks([task], 10)

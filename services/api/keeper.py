@@ -19,6 +19,7 @@ import msgspec
 from eventbus.connection import Bus
 from eventbus.errors import BusError
 from eventbus.history import Record
+from eventbus.tasks import raise_if_cancelled
 from projections import bundle, timelinestart, workrefs
 from projections.base import Folder
 from projections.bundle import ProjectionSet
@@ -128,6 +129,7 @@ class ProjectionKeeper:
                 await self._refs.write(state, relist=False)
             except BusError as exc:  # the next due write (or snapshot save) tries again
                 log.warning("api: the timeline's index entries not written at seq %d: %s", state.last_seq, exc)
+            raise_if_cancelled()  # a stop that the write's puts lost (Python 3.11's wait_for): the next may be 500 records away
 
     async def wait_folded(self, seq: int, timeout: float) -> bool:
         """Wait until readers see the log at `seq` or later; False when `timeout` passed first."""
