@@ -14,6 +14,7 @@ import msgspec
 import pytest
 
 from cli.main import build_parser
+from cluster.leadership import election
 from cluster.leadership.election import Elector, load_candidacy
 from cluster.leadership.term import NotLeader, Term
 from config.sections.leadership import LeadershipSettings
@@ -29,6 +30,7 @@ from projections.fencing import EpochFence
 from servicekit.options import CommonOptions
 from servicekit.runtime import ServiceContext
 from services.leader.service import main as scheduler_main
+from tests.lostcancel import LosingACancel
 
 SETTINGS = LeadershipSettings(ttl_s=2, bucket="t_leases")
 
@@ -283,3 +285,19 @@ async def test_rr_leader_says_none_for_a_free_role_and_names_the_last_leader(
     await asyncio.to_thread(args.func, args)
     table = capsys.readouterr().out
     assert "scheduler  none" in table and f"free (deleted); last leader a (epoch {term.epoch})" in table
+
+
+async def test_an_elector_stopped_while_it_records_a_late_term_end_stops_on_that_one_cancel(
+    nats_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Python 3.11's wait_for, around the late LEADER_LOST's publish, returns the ack and drops the
+    # cancellation that lands with it; the retry loop then slept and retried for good, and the
+    # elector's TaskGroup (the service's shutdown) waited on it.
+    monkeypatch.setattr(election, "LATE_ANNOUNCE_EVERY_S", 0.05)
+    losing = LosingACancel(Elector._announce_late)
+    monkeypatch.setattr(Elector, "_announce_late", losing)
+    async with node(nats_url, "n1", candidate=False) as n1:  # no campaign: only the retry loop records late ends
+        await asyncio.wait_for(losing.answered.wait(), timeout=15)
+        n1.stopping.set()
+        done, _ = await asyncio.wait([n1.task], timeout=10)
+        assert n1.task in done, f"the elector went on after its cancellation ({losing.calls} late announcements)"

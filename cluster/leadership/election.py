@@ -33,7 +33,7 @@ from eventbus.integrity import decode_on
 from eventbus.leases import LeaseBucket, LeaseRecord, LeaseValue
 from eventbus.publisher import FenceToken, Publisher
 from eventbus.subjects import election_filter
-from eventbus.tasks import stop_tasks
+from eventbus.tasks import raise_if_cancelled, stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -426,6 +426,7 @@ class Elector:
         while True:
             await asyncio.sleep(LATE_ANNOUNCE_EVERY_S)
             await self._announce_late()
+            raise_if_cancelled()  # a stop that the publish's wait_for lost (Python 3.11): the elector waits on this task
 
 
 def loop_summary(health: LoopHealth) -> str:
