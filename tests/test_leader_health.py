@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 
 import msgspec
+import pytest
 
 from cli.doctor.checks import check_leader
 from cli.doctor.findings import LeaderProbe
@@ -13,11 +15,15 @@ from cluster.leadership.status import format_table, leader_view
 from cluster.leadership.supervisor import LoopHealth, LoopState
 from eventbus.events import LeaderElected
 from eventbus.leases import LeaseBucket, LeaseRecord, LeaseValue
+from eventbus.tasks import stop_tasks
 from projections.bundle import ProjectionSet
 from projections.status_view import LeaderView as StatusLeader
 from projections.status_view import status_view, with_loops_down
+from services.api.leaderhealth import watch_loops_down
 from tests.api_harness import running_api
+from tests.bus_harness import provisioned_bus
 from tests.helpers import eventually
+from tests.lostcancel import LosingACancel, stopped_on_one_cancel
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
@@ -83,3 +89,21 @@ async def test_the_api_status_and_dashboard_data_show_the_leaders_loops_down(nat
             return answer.json()["leaders"].get("scheduler", {}).get("loops_down", []) if answer.status == 200 else []
 
         assert await eventually(marked, timeout=20) == ["assignment (backing-off: TimeoutError: nats: timeout)"]
+
+
+async def test_the_apis_leader_loop_watch_stopped_while_it_reads_the_lease_ends_on_that_one_cancel(
+        nats_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Python 3.11's wait_for, under the lease read, returns the record and drops a cancellation that
+    # lands with it; the watch then read every 2 s for good, and the API's TaskGroup waited on it.
+    losing = LosingACancel(LeaseBucket.read)
+    monkeypatch.setattr(LeaseBucket, "read", losing)
+    async with provisioned_bus(nats_url) as bus:
+        bucket = LeaseBucket(bus)
+        await bucket.ensure()
+        holder = LeaseValue(node="c3", incarnation="x", epoch=0, ttl_s=30, acquired_at=T0, loops={"assignment": "running"})
+        await bucket.acquire("scheduler", holder, expect_revision=0, timeout=5)
+        task = asyncio.ensure_future(watch_loops_down(bus, bucket.name, lambda down: None, every_s=0.05))
+        try:
+            assert await stopped_on_one_cancel(task, losing), "the watch went on after its cancellation"
+        finally:
+            await stop_tasks([task], 10)

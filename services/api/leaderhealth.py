@@ -14,6 +14,7 @@ from cluster.leadership.status import loops_down
 from eventbus.connection import Bus
 from eventbus.errors import BusError
 from eventbus.leases import LeaseBucket
+from eventbus.tasks import raise_if_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -35,4 +36,5 @@ async def watch_loops_down(bus: Bus, bucket_name: str, store: Callable[[dict[str
                 continue
             down[role] = loops_down(record.holder.loops) if record.holder is not None else []
         store(dict(down))
+        raise_if_cancelled()  # a stop that a read's wait_for lost (Python 3.11): the API's TaskGroup waits on this
         await asyncio.sleep(every_s)
