@@ -21,8 +21,9 @@ class LosingACancel:
     Set on a class (monkeypatch.setattr(Class, "method", LosingACancel(Class.method))) it binds as a method does.
     """
 
-    def __init__(self, real: Callable[..., Awaitable[T]]) -> None:
+    def __init__(self, real: Callable[..., Awaitable[T]], when: Callable[..., bool] = lambda *args, **kwargs: True) -> None:
         self._real = real
+        self._when = when  # which calls count (their arguments, `self` first for a method)
         self.answered = asyncio.Event()  # the first call answered: cancel the task now
         self.calls = 0
 
@@ -31,6 +32,8 @@ class LosingACancel:
 
     async def __call__(self, *args: Any, **kwargs: Any) -> Any:
         result = await self._real(*args, **kwargs)
+        if not self._when(*args, **kwargs):
+            return result
         self.calls += 1
         if self.calls == 1:
             self.answered.set()

@@ -23,9 +23,11 @@ from eventbus.events import (
     WorkProgress,
     WorkStarted,
 )
+from eventbus.publisher import Publisher
 from services.worker.records import JobRecord, read_records, write_records
 from services.worker.service import hosts_parallel_jobs
 from tests.bus_harness import provisioned_bus
+from tests.lostcancel import LosingACancel
 from tests.procs.worker_harness import CHILD, Scheduler, pids_in, watching, worker_running, worker_settings
 
 NODE = "gpu-1"
@@ -242,3 +244,20 @@ def test_a_record_survives_a_round_trip_through_its_file(tmp_path: Path) -> None
     write_records(records_file(tmp_path), [record])
     assert read_records(records_file(tmp_path)) == [record]
     assert msgspec.json.decode(records_file(tmp_path).read_bytes())[0]["pending"][0]["type"] == "WORK_COMPLETED"
+
+
+async def test_a_job_that_ends_while_its_progress_is_published_still_reports_its_end(
+        nats_url: str, tmp_path: Path, eventually, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The job's end cancels its progress publisher once; Python 3.11's wait_for, under the publish,
+    # returns the ack and drops a cancellation that lands with it. The publisher then waited for
+    # progress that never came, and the attempt with it: its end was never reported.
+    losing = LosingACancel(Publisher.publish, when=lambda publisher, event, **_: isinstance(event, WorkProgress))
+    monkeypatch.setattr(Publisher, "publish", losing)
+    config = RrConfig(worker=worker_settings(tmp_path, templates={"selfplay": CHILD + " --progress 3"}, progress_interval_s=0.1))
+    async with provisioned_bus(nats_url, node_id="sched") as bus, watching(bus) as log:
+        sched = Scheduler(bus)
+        async with worker_running(nats_url, NODE, config):
+            await sched.add("w-p")
+            await sched.assign("w-p", NODE)
+            await eventually(lambda: log.of(WorkCompleted, work_id="w-p"), timeout=20, message="the job's end reported")
+    assert losing.calls >= 1 and log.of(WorkProgress, work_id="w-p")

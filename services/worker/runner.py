@@ -24,6 +24,7 @@ from eventbus import tracing
 from eventbus.errors import BusError, Fenced
 from eventbus.events import BatchInput, Event, WorkAdded, WorkAssigned, WorkHandedBack, WorkProgress, WorkStarted, utcnow
 from eventbus.publisher import FenceToken, Publisher
+from eventbus.tasks import raise_if_cancelled
 from servicekit.templates import WorkerValues, expand, template_values
 from services.worker import outputs, processes
 from services.worker.candidates import CandidateFetcher, CandidateUnavailable, candidate_ref, with_candidate
@@ -296,6 +297,7 @@ class AttemptRunner:
                 attempt.item_seq = max(attempt.item_seq, published.seq)
             except Exception as exc:  # noqa: BLE001 - progress is best effort; it must never end the job
                 log.warning("worker: progress of %s not published: %s", key.work_id, exc)
+            raise_if_cancelled()  # the job's end, lost by the publish's wait_for (Python 3.11): no progress comes after it
             await asyncio.sleep(self._settings.progress_interval_s)
 
     async def finish(self, key: AttemptKey, events: list[Event], known_seq: int = 0) -> None:
