@@ -50,3 +50,10 @@ async def stopped_on_one_cancel(task: asyncio.Future[Any], losing: LosingACancel
     task.cancel()
     done, _ = await asyncio.wait([task], timeout=timeout)
     return task in done
+
+
+def the_task_running(function: Callable[..., Any]) -> asyncio.Task[Any]:
+    """The one task whose coroutine is `function`'s (a loop a harness started and holds)."""
+    running = [t for t in asyncio.all_tasks() if getattr(t.get_coro(), "__qualname__", None) == function.__qualname__]
+    assert len(running) == 1, f"{len(running)} tasks run {function.__qualname__}"
+    return running[0]

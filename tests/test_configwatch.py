@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from cluster.leadership.term import Term
 from config.settings import load_config
 from eventbus.connection import Bus
 from eventbus.events import CHANGES_MAX, MAX_EVENT_BYTES, REF_MAX, ConfigChange, ConfigChanged, encode
@@ -19,6 +20,7 @@ from servicekit.configwatch.diff import batches, bounded, changes, flatten, reco
 from servicekit.configwatch.loop import config_watch_loop
 from tests.bus_harness import provisioned_bus
 from tests.leader_harness import leader_loop_running
+from tests.lostcancel import LosingACancel, stopped_on_one_cancel, the_task_running
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -121,3 +123,16 @@ async def test_an_invalid_hosts_file_is_refused_once_and_never_written_into_the_
         assert second.changes == [ConfigChange(key="hosts.gpu-1.status", old='"ready"', new='"maintenance"')]
     refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
     assert len(refusals) == 1 and "hosts.gpu-1.status" in refusals[0] and "\n" not in refusals[0], refusals
+
+
+async def test_a_config_watch_stopped_while_it_records_a_change_ends_on_that_one_cancel(
+        nats_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Python 3.11's wait_for, under the publish, returns the ack and drops a cancellation that lands
+    # with it; the watch then went on reading the files every check as a deposed leader.
+    losing = LosingACancel(Term.publish)
+    monkeypatch.setattr(Term, "publish", losing)
+    config = tmp_path / "rr.yaml"
+    config.write_text("scheduler:\n  max_attempts: 3\n")
+    async with provisioned_bus(nats_url) as bus, watching(bus, nats_url, config):
+        watch = the_task_running(config_watch_loop)
+        assert await stopped_on_one_cancel(watch, losing), "the config watch went on after its cancellation"

@@ -7,7 +7,6 @@ cancellation, then went on deciding as a deposed leader until its fence refused 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -19,7 +18,7 @@ from eventbus.connection import Bus
 from services.leader import distribution, syncplan
 from tests.bus_harness import provisioned_bus
 from tests.leader_harness import leader_loop_running
-from tests.lostcancel import LosingACancel, stopped_on_one_cancel
+from tests.lostcancel import LosingACancel, stopped_on_one_cancel, the_task_running
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -47,6 +46,4 @@ async def test_a_leader_loop_stopped_while_a_round_calls_the_server_ends_on_that
     losing = LosingACancel(getattr(module, call))
     monkeypatch.setattr(module, call, losing)
     async with leader_loop_running(bus, loop, config, node=LEADER):
-        running = [t for t in asyncio.all_tasks() if t.get_coro().__qualname__ == loop.__qualname__]  # type: ignore[union-attr]
-        assert len(running) == 1
-        assert await stopped_on_one_cancel(running[0], losing), f"the {case} loop went on after its cancellation"
+        assert await stopped_on_one_cancel(the_task_running(loop), losing), f"the {case} loop went on after its cancellation"

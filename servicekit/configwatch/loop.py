@@ -19,6 +19,7 @@ from eventbus.errors import InvalidConfig
 from eventbus.events import ConfigChanged
 from eventbus.history import events
 from eventbus.subjects import aggregate_filter
+from eventbus.tasks import raise_if_cancelled
 from servicekit.configwatch.diff import Flat, batches, bounded, changes, flatten, recorded
 from servicekit.runtime import ServiceContext
 
@@ -86,6 +87,7 @@ async def config_watch_loop(ctx: ServiceContext, term: Term, check_every_s: floa
                 if diff:
                     known[name] = flat
                     log.info("config watch: %s changed: %d keys (%s)", name, len(diff), ", ".join(c.key for c in diff[:10]))
+            raise_if_cancelled()  # a stop that a publish's wait_for lost (Python 3.11): a deposed leader stops here
             await asyncio.sleep(check_every_s)
     except NotLeader as exc:
         log.info("config watch: %s", exc)
