@@ -31,6 +31,7 @@ from eventbus.natsserver import NatsServer, ServerSpec, find_binary, free_port
 from eventbus.streams import EVENTS_STREAM, StreamSettings, provision
 
 BENCH_NODE = "bench-node"
+KEPT_STORE_WAIT_S = 600.0  # a kept store's start (its recovery) and stop (its flush)
 
 
 def log(message: str) -> None:
@@ -69,11 +70,13 @@ async def bench_server(sync_interval: str | None = None, data_dir: Path | None =
         spec = ServerSpec(name=f"rr-bench-{sync_interval or 'default'}", port=free_port(),
                           store_dir=str(store), sync_interval=sync_interval)
         server = NatsServer(spec)
-        await asyncio.to_thread(server.start)
+        # A kept store of a year's log (~9 GB) is recovered before the server opens its port, and flushed when it stops.
+        start_s, stop_s = (KEPT_STORE_WAIT_S, KEPT_STORE_WAIT_S) if data_dir is not None else (10.0, 5.0)
+        await asyncio.to_thread(server.start, start_s)
         try:
             yield server
         finally:
-            await asyncio.to_thread(server.stop)
+            await asyncio.to_thread(server.stop, stop_s)
 
 
 @functools.cache
