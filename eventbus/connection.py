@@ -38,6 +38,7 @@ AUTH_RETRY_S = 60.0  # how long refused credentials are re-read and retried befo
 # small messages are unaffected (a read returns what has arrived). nats-py takes the size from
 # this module constant at every connect and read, so setting it covers reconnects too.
 READ_BUFFER_BYTES = 1 << 20
+API_TIMEOUT_S = 10.0  # a JetStream API call's default wait in reads and listings (Bus.api_timeout_s)
 nats.aio.client.DEFAULT_BUFFER_SIZE = max(nats.aio.client.DEFAULT_BUFFER_SIZE, READ_BUFFER_BYTES)
 
 # Returns the NKey seed to sign the next connect with, read afresh; None keeps the current one.
@@ -73,6 +74,9 @@ class Bus:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream()
         self.node_id = node_id
+        # Seconds one JetStream API call of a history read or a listing may take (creating a consumer makes the
+        # server count what its filters match from its start: on a year's log under load, more than the default).
+        self.api_timeout_s = API_TIMEOUT_S
         # Set when the client gave up on its own (credentials refused past AUTH_RETRY_S, a fatal
         # server error), never by close(): a service waits on it to exit rather than live on useless.
         self.closed_for_good = closed_for_good or asyncio.Event()

@@ -89,7 +89,7 @@ async def first_stored_at(bus: Bus, when: dt.datetime, stream: str = EVENTS_STRE
     """The sequence of the first record the stream stored at or after `when`; None when none was."""
     request = msgspec.json.encode({"start_time": when.astimezone(dt.UTC).isoformat()})
     try:
-        reply = await bus.nc.request(f"$JS.API.STREAM.MSG.GET.{stream}", request, timeout=API_TIMEOUT_S)
+        reply = await bus.nc.request(f"$JS.API.STREAM.MSG.GET.{stream}", request, timeout=bus.api_timeout_s)
     except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
         raise BusUnavailable(f"JetStream did not answer a message get on {stream}: {exc or type(exc).__name__}") from None
     answer = _get_decoder.decode(reply.data)
@@ -101,7 +101,6 @@ async def first_stored_at(bus: Bus, when: dt.datetime, stream: str = EVENTS_STRE
 
 
 NO_MESSAGE_FOUND = 10037
-API_TIMEOUT_S = 10.0
 
 
 class _StoredMsg(msgspec.Struct):

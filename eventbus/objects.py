@@ -217,7 +217,7 @@ async def list_objects(bus: Bus, bucket: str) -> list[StoredObject]:
     """Every undeleted object of the bucket, by name ([] for a missing or empty bucket)."""
     try:
         store = await _store(bus, bucket)
-        infos = await within(API_TIMEOUT_S, store.list(ignore_deletes=True))
+        infos = await within(bus.api_timeout_s, store.list(ignore_deletes=True))
     except (ObjectMissing, nats.js.errors.NotFoundError):
         return []
     except SILENT as exc:

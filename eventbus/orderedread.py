@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable, Sequence
 
 import nats.aio.subscription
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 5.0  # as nats-py's ordered consumer: the server tells an idle reader how far it got
 INACTIVE_S = 5.0  # a consumer without a subscriber (a read that ended or died) is removed by the server after this
-API_TIMEOUT_S = 10.0
+SLOW_CREATION_S = 1.0  # a consumer's creation that took this long is logged
 MAX_FRUITLESS = 5  # gaps in a row with nothing read between them before the read gives up (BusUnavailable)
 _SILENT = (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError)
 
@@ -191,12 +192,18 @@ def _config(inbox: str, subjects: Sequence[str], start_seq: int, start_time: dt.
 
 
 async def _created(bus: Bus, stream: str, config: ConsumerConfig) -> nats.js.api.ConsumerInfo:
+    clock = time.perf_counter()
     try:
-        return await bus.js.add_consumer(stream, config, timeout=API_TIMEOUT_S)
+        info = await bus.js.add_consumer(stream, config, timeout=bus.api_timeout_s)
     except nats.js.errors.NotFoundError:
         raise BusUnavailable(f"stream {stream} does not exist: run `rr streams init`") from None
     except _SILENT as exc:
         raise BusUnavailable(f"JetStream did not answer creating a reader of {stream}: {exc or type(exc).__name__}") from None
+    seconds = time.perf_counter() - clock
+    if seconds >= SLOW_CREATION_S:  # the server counts what the filters match from the start: slow on a long log
+        log.info("reading %s: creating its consumer (start %s, %d filters) took %.1fs", stream,
+                 config.opt_start_seq or config.opt_start_time or 1, len(config.filter_subjects or [config.filter_subject]), seconds)
+    return info
 
 
 async def wait_done(done: asyncio.Future[None], progress: Callable[[], int], idle_timeout: float) -> None:

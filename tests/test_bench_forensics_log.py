@@ -98,15 +98,12 @@ async def test_retrying_tries_again_while_jetstream_does_not_answer_and_then_giv
 
 
 async def _save_every_one(bus: Bus, until: int, every: int, settings: SnapshotSettings) -> None:
-    # The services' way: a snapshot every `every` records, each saved (and the bucket pruned) as it comes.
+    # The services' way: a snapshot every `every` records, each saved with its parts (and the bucket pruned) as it comes.
     saver = ChainSaver(bus, settings)
     for seq in range(every, until + 1, every):
         state = (await state_at_seq(bus, bundle.PROJECTION, seq)).state
-        await saver.save(bundle.PROJECTION, state)
-        for part, of in bundle.saved_parts():
-            await saver.save(part, of(state))
-        await saver.save(workrefs.PROJECTION, state.workrefs)
-        await saver.save(timelinestart.PROJECTION, state.cluster)
+        await saver.save_all([(bundle.PROJECTION, state), *((part, of(state)) for part, of in bundle.saved_parts()),
+                              (workrefs.PROJECTION, state.workrefs), (timelinestart.PROJECTION, state.cluster)])
 
 
 async def _service_states(bus: Bus, at: int) -> list[Any]:

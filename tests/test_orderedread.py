@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -228,3 +229,18 @@ async def test_a_nats_py_without_the_hand_over_hooks_reads_through_its_own_order
         slow: list[Record] = []
         assert await replay(bus, slow.append) == 20
         assert [(r.seq, r.subject, r.data) for r in slow] == [(r.seq, r.subject, r.data) for r in fast]
+
+
+async def test_a_consumers_creation_waits_as_long_as_the_bus_allows_and_a_slow_one_is_logged(
+        nats_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # A year's log under load took longer than the default to create a consumer on: a bench (or a tool) allows more.
+    async with provisioned_bus(nats_url) as bus:
+        await Publisher(bus).publish_many(_mixed(20))
+        bus.api_timeout_s = 1e-6  # less than any answer takes
+        with pytest.raises(BusUnavailable, match="creating a reader"):
+            await replay(bus, lambda _r: None)
+        bus.api_timeout_s = 10.0
+        monkeypatch.setattr(orderedread, "SLOW_CREATION_S", 0.0)
+        with caplog.at_level(logging.INFO, logger="eventbus.orderedread"):
+            assert await replay(bus, lambda _r: None, start_seq=5) == 16
+        assert "creating its consumer (start 5, 1 filters) took" in caplog.text

@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import pytest
+
 from eventbus import events as ev
 from eventbus.history import last_sequence, replay
 from eventbus.objectdelete import delete_object
@@ -15,6 +17,7 @@ from projections import bundle
 from projections.base import Folder
 from projections.snapshotchains import chain
 from projections.snapshotplan import SnapshotSettings
+from servicekit import snapshotting
 from servicekit.rebuild import state_at_seq
 from servicekit.snapshotting import SnapshotWriter, load_state
 from tests.bus_harness import provisioned_bus
@@ -105,3 +108,24 @@ async def test_a_budget_that_thins_keeps_every_kept_delta_with_its_whole_chain(n
         assert all(chain(points, seq) is not None for seq in points)
         assert len(listing) == len(points)
         await _assert_every_point_is_a_scratch_fold(bus, end)
+
+
+async def test_a_writer_prunes_a_folder_and_its_parts_from_one_listing_of_the_bucket(
+        nats_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A listing reads every object's entry: one per saved projection made each of the API's saves O(objects kept) ten times.
+    listings: list[int] = []
+
+    async def counted(bus: Any) -> Any:
+        listings.append(1)
+        return await kept_listing(bus)
+
+    monkeypatch.setattr(snapshotting, "kept_listing", counted)
+    async with provisioned_bus(nats_url) as bus:
+        await Publisher(bus).publish_many(_log())
+        folder = Folder(bundle.PROJECTION)
+        end = await replay(bus, folder)
+        writer = SnapshotWriter(bus, [folder], SnapshotSettings(every_events=1), "test", parts=bundle.saved_parts())
+        assert writer.folded(end) and await writer.save_if_due()
+        assert len(listings) == 1 and writer.saved == 1 + len(bundle.saved_parts())
+        names = {kept.name for kept in (await kept_listing(bus))[0] if kept.seq == end}
+        assert names == {bundle.PROJECTION.name, *(part.name for part, _ in bundle.saved_parts())}

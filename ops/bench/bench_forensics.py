@@ -34,10 +34,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import functools
+import json
+import logging
 import random
 import resource
 import time
 from collections.abc import Awaitable, Sequence
+from pathlib import Path
 from typing import Any
 
 from cli.commands.timeline import read_timeline
@@ -58,7 +61,7 @@ from eventbus.snapshots import SNAPSHOT_BUCKET, parse_point
 from eventbus.streams import EVENTS_STREAM, StreamSettings
 from eventbus.subjects import ALL_EVENTS
 from ops.bench.bench_projection import NODES, TRAINER, publish_log, raw_read
-from ops.bench.common import bench_bus, bench_server, common_arguments, emit, fresh_events_stream, log
+from ops.bench.common import bench_bus, bench_server, common_arguments, emit, fresh_events_stream, kept_events_stream, log
 from ops.bench.forensics_log import Service, Written, exact, keep_snapshots, retrying
 from projections import bundle, cluster, data, models, taint
 from projections.base import Folder, Projection
@@ -238,15 +241,26 @@ async def main() -> None:
                         help="the snapshot bucket's byte budget (default: snapshots.max_gib's)")
     parser.add_argument("--delta-links", type=int, default=SnapshotSettings().delta_links,
                         help="deltas between full bundle snapshots (default: snapshots.delta_links'; 0: full snapshots only)")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="keep the server's store here; a log of --events records already there is read, not published")
+    parser.add_argument("--api-timeout", type=float, default=60.0,
+                        help="seconds a JetStream API call may take (a consumer's creation on a year's log under load takes more than 5)")
     args = parser.parse_args()
+    # A consumer's creation that took a second or more is logged (eventbus/orderedread.py): at a year's scale it is a phase.
+    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("eventbus.orderedread").setLevel(logging.INFO)
     rng = random.Random(19)
     result: dict[str, Any] = {"bench": "forensics", "events": args.events, "every": args.every, "max_gib": args.max_gib,
                               "delta_links": args.delta_links, "storage": args.storage}
-    async with bench_server() as server, bench_bus(server.url) as bus:
-        await fresh_events_stream(bus, StreamSettings(storage=args.storage))
-        log(f"publishing {args.events:,} events ...")
-        # Chunks of 5k: an event's time (stamped when its chunk is) stays within 5k records of its storage.
-        result["publish_s"] = round(await publish_log(bus, args.events, chunk_size=5_000), 1)
+    async with bench_server(data_dir=args.data_dir) as server, bench_bus(server.url, args.api_timeout) as bus:
+        if args.data_dir is not None and await kept_events_stream(bus, args.events):
+            log(f"the {args.events:,} events kept in {args.data_dir} read again, not published")
+            result["log_reused"] = True
+        else:
+            await fresh_events_stream(bus, StreamSettings(storage=args.storage))
+            log(f"publishing {args.events:,} events ...")
+            # Chunks of 5k: an event's time (stamped when its chunk is) stays within 5k records of its storage.
+            result["publish_s"] = round(await publish_log(bus, args.events, chunk_size=5_000), 1)
         end = await last_sequence(bus)
         result["stream_bytes_per_event"] = round(await retrying("stream info", functools.partial(stream_bytes, bus)) / end, 1)
         raw_s = args.events / await retrying("raw read", functools.partial(raw_read, bus, args.events))
@@ -261,19 +275,28 @@ async def main() -> None:
         result |= await snapshot_bytes(bus, args.every) | _written(written)
         result["bundle_snapshots_exact"] = exact(written.density, len(written.written), result["bundle_snapshots_kept"])
         result["keep_snapshots_s"] = round(time.perf_counter() - clock, 1)
-        at_s, seq_s, most = await point_in_time(bus, rng, end, args.points, args.seq_points)
-        result |= _percentiles("replay_at", at_s) | (_percentiles("replay_seq", seq_s) if seq_s else {})
-        result |= {"replay_most_records": most, "replay_seq_points": len(seq_s)}
-        log(f"replay --at p50 {percentile(at_s, 50):.2f}s; timelines ...")
+        # The quick measures first and each logged when done, the point reads last: at a year's scale a point
+        # may fold millions of records, and a run stopped there still has every other figure in its log.
+        log(f"kept snapshots: {_so_far(result)}; timelines ...")
         work_s, node_s, node_read = await timelines(bus, rng, end // 16, args.points, args.node_points)
         result |= _percentiles("timeline_work", work_s) | {"timeline_node_most_records": node_read}
         result |= _percentiles("timeline_node", node_s) if node_s else {}
+        log(f"timelines: {_so_far(result, 'timeline_')}; cold starts ...")
         result |= {f"cold_start_{k}_s": round(v, 3) for k, v in (await cold_starts(bus, captured)).items()}
+        log(f"cold starts: {_so_far(result, 'cold_start_')}; whatif ...")
         whatif_s, items = await whatif_day(bus, end)
         result |= {"whatif_day_s": round(whatif_s, 2), "whatif_items": items}
         log(f"whatif over a day {whatif_s:.1f}s; quarantine ...")
         result |= await quarantine_to_rollback(bus, end)
+        log(f"quarantine: {_so_far(result, 'quarantine_', 'taint')}; points in time ...")
+        at_s, seq_s, most = await point_in_time(bus, rng, end, args.points, args.seq_points)
+        result |= _percentiles("replay_at", at_s) | (_percentiles("replay_seq", seq_s) if seq_s else {})
+        result |= {"replay_most_records": most, "replay_seq_points": len(seq_s)}
     emit(result)
+
+
+def _so_far(result: dict[str, Any], *prefixes: str) -> str:
+    return json.dumps({k: v for k, v in result.items() if not prefixes or k.startswith(prefixes)}, separators=(",", ":"))
 
 
 def _written(written: Written) -> dict[str, Any]:

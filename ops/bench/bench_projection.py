@@ -174,6 +174,7 @@ async def raw_read(bus: Bus, count: int) -> float:
     clock = Stopwatch()
     sub = await bus.js.subscribe(ALL_EVENTS, stream=EVENTS_STREAM, ordered_consumer=True, cb=on_msg,
                                  deliver_policy=DeliverPolicy.ALL)
+    log(f"raw read: its consumer created after {clock.seconds():.1f}s")
     try:
         await asyncio.wait_for(done, timeout=60 + count / 5_000)
     finally:

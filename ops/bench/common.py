@@ -31,6 +31,7 @@ from eventbus.natsserver import NatsServer, ServerSpec, find_binary, free_port
 from eventbus.streams import EVENTS_STREAM, StreamSettings, provision
 
 BENCH_NODE = "bench-node"
+KEPT_STORE_WAIT_S = 600.0  # a kept store's start (its recovery) and stop (its flush)
 
 
 def log(message: str) -> None:
@@ -60,18 +61,22 @@ def stream_settings(storage: str) -> StreamSettings:
 
 
 @contextlib.asynccontextmanager
-async def bench_server(sync_interval: str | None = None) -> AsyncIterator[NatsServer]:
+async def bench_server(sync_interval: str | None = None, data_dir: Path | None = None) -> AsyncIterator[NatsServer]:
     """A JetStream nats-server in a temp dir on a free port (with this `sync_interval`, else the
-    server's default); stopped and its dir removed on exit."""
+    server's default); stopped and its dir removed on exit. With `data_dir`, its store is kept
+    there (and what an earlier run left there is served again), so a long log is published once."""
     with tempfile.TemporaryDirectory(prefix="rr-bench-") as tmp:
+        store = (data_dir or Path(tmp)) / "jetstream"
         spec = ServerSpec(name=f"rr-bench-{sync_interval or 'default'}", port=free_port(),
-                          store_dir=str(Path(tmp) / "jetstream"), sync_interval=sync_interval)
+                          store_dir=str(store), sync_interval=sync_interval)
         server = NatsServer(spec)
-        await asyncio.to_thread(server.start)
+        # A kept store of a year's log (~9 GB) is recovered before the server opens its port, and flushed when it stops.
+        start_s, stop_s = (KEPT_STORE_WAIT_S, KEPT_STORE_WAIT_S) if data_dir is not None else (10.0, 5.0)
+        await asyncio.to_thread(server.start, start_s)
         try:
             yield server
         finally:
-            await asyncio.to_thread(server.stop)
+            await asyncio.to_thread(server.stop, stop_s)
 
 
 @functools.cache
@@ -83,14 +88,36 @@ def server_version() -> str:
 
 
 @contextlib.asynccontextmanager
-async def bench_bus(url: str) -> AsyncIterator[Bus]:
-    """A connection that can carry a benchmark's bursts; closed on exit."""
+async def bench_bus(url: str, api_timeout_s: float | None = None) -> AsyncIterator[Bus]:
+    """A connection that can carry a benchmark's bursts; closed on exit.
+
+    `api_timeout_s`: how long a JetStream API call (nats-py's own and the history reads') may take,
+    where a long log under load needs more than the defaults (5 and 10 s).
+    """
     # A large pending buffer so that bursts of publishes are not throttled by the client.
     bus = await connect(url, node_id=BENCH_NODE, pending_size=64 * 1024 * 1024)
+    if api_timeout_s is not None:
+        bus.api_timeout_s = api_timeout_s
+        bus.js = bus.nc.jetstream(timeout=api_timeout_s)
     try:
         yield bus
     finally:
         await bus.close()
+
+
+async def kept_events_stream(bus: Bus, events: int) -> bool:
+    """Whether RR_EVENTS already holds exactly `events` records (a kept `--data-dir`'s log, publishing being
+    deterministic for a seed); if so, every other stream (snapshot and entry buckets) is deleted, as a fresh start."""
+    try:
+        info = await bus.js.stream_info(EVENTS_STREAM)
+    except nats.js.errors.NotFoundError:
+        return False
+    if info.state.messages != events or info.state.last_seq != events:
+        return False
+    for stream in await bus.js.streams_info():
+        if stream.config.name is not None and stream.config.name != EVENTS_STREAM:
+            await bus.js.delete_stream(stream.config.name)
+    return True
 
 
 async def fresh_events_stream(bus: Bus, settings: StreamSettings) -> None:
@@ -176,6 +203,10 @@ class Stopwatch:
 
     def __init__(self) -> None:
         self._start = time.perf_counter()
+
+    def seconds(self) -> float:
+        """Seconds since the stopwatch started."""
+        return time.perf_counter() - self._start
 
     def rate(self, count: int) -> float:
         """Events per second since the stopwatch started."""

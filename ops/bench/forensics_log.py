@@ -27,7 +27,6 @@ import msgspec
 from eventbus.connection import Bus
 from eventbus.errors import BusUnavailable
 from eventbus.history import Record, replay
-from eventbus.snapshots import kept_listing
 from ops.bench.common import log
 from projections import bundle, timelinestart, workrefs
 from projections.base import Folder, Projection
@@ -171,19 +170,19 @@ class Written(msgspec.Struct, frozen=True, kw_only=True):
     save_s: float
 
 
-async def _save_bundle(bus: Bus, state: bundle.ProjectionSet, saver: ChainSaver, entries: EntryWriter) -> int:
+async def _save_bundle(state: bundle.ProjectionSet, saver: ChainSaver, entries: EntryWriter) -> int:
     # As the API saves it: the bundle, then its parts that services and commands load alone, then the index's
     # per-item entries (outside the snapshot bucket). Returns the snapshots' stored (deflated) bytes,
     # which is what the budget counts.
     parts: tuple[tuple[Projection[Any], Any], ...] = (
         (bundle.PROJECTION, state), *((part, of(state)) for part, of in bundle.saved_parts()),
         (workrefs.PROJECTION, state.workrefs), (timelinestart.PROJECTION, state.cluster))
-    for projection, part in parts:
-        await retrying(f"saving {projection.name} at {state.last_seq}", functools.partial(saver.save, projection, part))
+    # All of them pruned from one listing of the bucket, as the API's writer does, and their sizes read from it.
+    await retrying(f"saving the bundle at {state.last_seq}", functools.partial(saver.save_all, parts))
     await retrying(f"writing the work-ref entries at {state.last_seq}", functools.partial(entries.write, state.workrefs))
     names = {projection.name for projection, _ in parts}
-    listing, _ = await retrying("listing the snapshots", lambda: kept_listing(bus))
-    return sum(kept.size for kept in listing if kept.name in names and kept.seq == state.last_seq)
+    assert saver.listing is not None
+    return sum(kept.size for kept in saver.listing.kept if kept.name in names and kept.seq == state.last_seq)
 
 
 T = TypeVar("T")
@@ -267,7 +266,7 @@ async def keep_snapshots(bus: Bus, until: int, every: int, max_gib: float, servi
             captured = shared.at(stop)
         if stop in plans[density]:
             clock = time.perf_counter()
-            size = await _save_bundle(bus, bundle.PROJECTION.finished(whole.state), saver, entries)
+            size = await _save_bundle(bundle.PROJECTION.finished(whole.state), saver, entries)
             save_s += time.perf_counter() - clock
             written.append(stop)
             rate = size / stop
