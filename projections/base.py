@@ -81,8 +81,19 @@ def undecodable(state: S, seq: int, type_name: str, error: str) -> S:
     )
 
 
+# Fold errors recorded by this process (`failed`): a fold holding its maps open
+# (projections/openmap.py) compares it around an event to learn that the event must be redone.
+_FAILURES = [0]
+
+
+def fold_errors() -> int:
+    """How many fold errors this process has recorded so far."""
+    return _FAILURES[0]
+
+
 def failed(state: S, seq: int, event: Event, exc: Exception) -> S:
     """`state` with an event whose application raised recorded as an anomaly naming the sequence and the cause."""
+    _FAILURES[0] += 1
     cause = f"fold error: {type(exc).__name__}: {exc}"[:CAUSE_CHARS]
     log.warning("fold of %s at seq %d failed, recorded as an anomaly: %s", type(state).__name__, seq, cause)
     return rejected(state, seq, event, cause)
