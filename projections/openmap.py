@@ -54,8 +54,7 @@ class OpenMap(PMap[K, V]):
         self._changes: dict[K, Any] = {}
         self._journal = journal
         self._len = len(origin)
-        self._origin_get = origin.get
-        self._origin_has = origin.__contains__
+        self._origin_get, self._origin_has = origin.readers()  # a read the changes miss costs one C call
 
     def get(self, key: K, default: Any = None) -> Any:
         """The value of `key`, or `default`."""
