@@ -11,8 +11,7 @@ import msgspec
 
 from eventbus.events import EVENT_TYPES, Event
 from projections import cluster, data, elo, fence, models, taint, work, workrefs
-from projections.base import Anomaly, Projection, Record, failed, fold_errors, fold_events, fold_records, total
-from projections.openmap import CLOSES_EVERY, OPENS_AFTER, Journal, Spec, closed, opened, undo
+from projections.base import Anomaly, Projection, Record, failed, fold_events, fold_records, total
 
 PARTS: dict[str, Projection[Any]] = {
     "cluster": cluster.PROJECTION,
@@ -98,86 +97,32 @@ _RAW_ROUTES_BY_KIND = {
 }
 
 
-# The parts whose maps a folding set holds open while many events are folded unread (projections/openmap.py).
-_OPEN_PARTS: dict[str, Spec] = {"work": work.OPEN_MAPS, "data": data.OPEN_MAPS}
-
-
 class _OpenSet:
     """A ProjectionSet held apart while many events are folded (Folder): each event goes to the
-    parts that read it, and the set is built once when read, not once per event as `apply` does.
-    After `OPENS_AFTER` events unread, the work and data parts' maps are held open too."""
+    parts that read it, and the set is built once when read, not once per event as `apply` does."""
 
-    __slots__ = ("_set", "_parts", "_seq", "_ts", "_journal", "_open", "_unread")
+    __slots__ = ("_set", "_parts", "_seq", "_ts")
 
     def __init__(self, state: ProjectionSet) -> None:
         self._set = state
         self._parts: dict[str, Any] = {name: getattr(state, name) for name in PARTS}
         self._seq = state.last_seq
         self._ts = state.last_ts
-        self._journal: Journal = []
-        self._open = False
-        self._unread = 0  # events folded since this set was opened or its maps last closed
 
     def apply(self, event: Event, seq: int) -> None:
         """What `apply` does, part by part (each part's fold is total)."""
-        routes = _RAW_ROUTES_BY_KIND.get(type(event), ())
-        self._unread += 1
-        if not self._open:
-            self._folded(routes, event, seq)
-            if self._unread >= OPENS_AFTER:
-                self._opened()
-        elif not self._folded_open(routes, event, seq):
-            # A part raised, or a fold inside one recorded an error: redo the event over the maps as
-            # they were before it, closed, exactly as the pure folds go.
-            undo(self._journal)
-            self._closed()
-            self._folded(routes, event, seq)
-        self._seq = seq
-        self._ts = event.ts or self._ts
-
-    def _folded(self, routes: tuple[tuple[str, Callable[..., Any]], ...], event: Event, seq: int) -> None:
         parts = self._parts
-        for name, fold in routes:
+        for name, fold in _RAW_ROUTES_BY_KIND.get(type(event), ()):
             try:
                 parts[name] = fold(parts[name], event, seq)
             except Exception as exc:  # noqa: BLE001 - what `total` does: recorded as the part's anomaly, folding goes on
                 parts[name] = failed(parts[name], seq, event, exc)
-
-    def _folded_open(self, routes: tuple[tuple[str, Callable[..., Any]], ...], event: Event, seq: int) -> bool:
-        """Fold the event into the open parts; False (nothing stored) when any part's fold failed."""
-        if self._unread % CLOSES_EVERY == 0:  # keeps the dicts of changes, and a whole-map read, small
-            self._closed()
-            self._opened()
-        self._journal.clear()
-        errors = fold_errors()
-        parts = self._parts
-        try:
-            folded = [fold(parts[name], event, seq) for name, fold in routes]
-        except Exception:  # noqa: BLE001 - the caller redoes the event the pure way, which records it
-            return False
-        if fold_errors() != errors:
-            return False
-        for (name, _), part in zip(routes, folded, strict=True):
-            parts[name] = part
-        return True
-
-    def _opened(self) -> None:
-        for name, spec in _OPEN_PARTS.items():
-            self._parts[name] = opened(self._parts[name], spec, self._journal)
-        self._open = True
-
-    def _closed(self) -> None:
-        if self._open:
-            for name, spec in _OPEN_PARTS.items():
-                self._parts[name] = closed(self._parts[name], spec)
-        self._open, self._unread = False, 0
+        self._seq = seq
+        self._ts = event.ts or self._ts
 
     def state(self) -> ProjectionSet:
         """The set after every event folded so far."""
-        parts = self._parts
-        if self._open:
-            parts = {**parts, **{name: closed(parts[name], spec) for name, spec in _OPEN_PARTS.items()}}
-        return msgspec.structs.replace(self._set, last_seq=self._seq, last_ts=self._ts, **parts)
+        return msgspec.structs.replace(self._set, last_seq=self._seq, last_ts=self._ts, **self._parts)
 
 
 VERSION = sum(part.version * 1000**i for i, part in enumerate(PARTS.values()))

@@ -25,7 +25,6 @@ from projections import retiring, withdrawal
 from projections.attempts import Attempts, late
 from projections.base import Anomaly, Projection, config_key, rejected, total
 from projections.fence import Fence, judged
-from projections.openmap import Spec
 from projections.pmap import PMap
 from projections.withdrawal import Withdrawals
 
@@ -350,9 +349,6 @@ def freshness_s(config: ConfigData, now: dt.datetime) -> float | None:
     """Seconds since the config's newest batch, None when it has none."""
     return None if config.newest_at is None else (now - config.newest_at).total_seconds()
 
-
-# The maps this fold writes on nearly every event, which a folding holder keeps open (projections/openmap.py).
-OPEN_MAPS: Spec = {name: None for name in ("batches", "transfers", "by_work", "copies", "touched", "scheduled", "retired")}
 
 PROJECTION: Projection[DataState] = Projection(
     name="data",

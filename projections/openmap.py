@@ -11,10 +11,11 @@ unchanged over it: they only `get`, `set`, `remove` and test keys, and a read of
 
 The folds stay pure from the outside: `Opened` holds the state, opens the maps only after
 `OPENS_AFTER` events without a read (a live follower that reads the state after most events
-keeps the persistent maps as before) and closes them whenever the state is read. A fold error
-in an open event (`projections.base.fold_errors` moved) undoes that event's writes from their
-journal and folds it again over the closed maps, so its recorded anomaly, and every write the
-pure fold would or would not have made, are exactly the pure fold's.
+keeps the persistent maps as before) and closes them whenever the state is read. The maps it
+opened from are never changed, so a fold error in an open event (`projections.base.FOLD_ERRORS`
+moved) is answered by folding the events since the maps were opened (at most `CLOSES_EVERY`)
+and that event again the pure way from them: its recorded anomaly, and every write the pure
+fold would or would not have made, are exactly the pure fold's.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any, Generic, TypeVar
 import msgspec
 
 from eventbus.events import Event
-from projections.base import fold_errors
+from projections.base import FOLD_ERRORS
 from projections.pmap import PMap
 
 K = TypeVar("K")
@@ -37,8 +38,6 @@ CLOSES_EVERY = 4096  # while open, the maps are closed and opened again this oft
 _ABSENT: Any = object()  # no change noted for the key
 _REMOVED: Any = object()  # the change: the key was removed
 
-# One entry per write of the event being folded: (map, key, its change before, length delta).
-Journal = list[tuple["OpenMap[Any, Any]", Any, Any, int]]
 # Which fields of a state are maps to open: a field name to None (a PMap) or to the spec of a Struct it holds.
 Spec = dict[str, "Spec | None"]
 
@@ -46,13 +45,12 @@ Spec = dict[str, "Spec | None"]
 class OpenMap(PMap[K, V]):
     """A PMap whose writes go to a dict of changes over the map it was opened from; only ever inside `Opened`."""
 
-    __slots__ = ("_origin", "_changes", "_journal", "_origin_get", "_origin_has")
+    __slots__ = ("_origin", "_changes", "_origin_get", "_origin_has")
 
-    def __init__(self, origin: PMap[K, V], journal: Journal) -> None:
+    def __init__(self, origin: PMap[K, V]) -> None:
         super().__init__()
-        self._origin = origin
+        self._origin = origin  # never changed: what a failed event's redo starts from (`Opened`)
         self._changes: dict[K, Any] = {}
-        self._journal = journal
         self._len = len(origin)
         self._origin_get, self._origin_has = origin.readers()  # a read the changes miss costs one C call
 
@@ -67,19 +65,19 @@ class OpenMap(PMap[K, V]):
         """This map with `key` bound to `value` (the same object, changed)."""
         changes = self._changes
         before = changes.get(key, _ABSENT)
-        grew = int(not self._origin_has(key) if before is _ABSENT else before is _REMOVED)
+        if before is _ABSENT:
+            if not self._origin_has(key):
+                self._len += 1
+        elif before is _REMOVED:
+            self._len += 1
         changes[key] = value
-        self._len += grew
-        self._journal.append((self, key, before, grew))
         return self
 
     def remove(self, key: K) -> PMap[K, V]:
         """This map without `key` (the same object, changed)."""
         if key not in self:
             return self
-        changes = self._changes
-        self._journal.append((self, key, changes.get(key, _ABSENT), -1))
-        changes[key] = _REMOVED
+        self._changes[key] = _REMOVED
         self._len -= 1
         return self
 
@@ -130,20 +128,9 @@ class OpenMap(PMap[K, V]):
     __hash__ = None
 
 
-def undo(journal: Journal) -> None:
-    """Take back every write in `journal`, newest first."""
-    for opened, key, before, grew in reversed(journal):
-        if before is _ABSENT:
-            del opened._changes[key]
-        else:
-            opened._changes[key] = before
-        opened._len -= grew
-    journal.clear()
-
-
-def opened(state: S, spec: Spec, journal: Journal) -> S:
-    """`state` with the maps `spec` names open, their writes journalled in `journal`."""
-    out: S = _swapped(state, spec, lambda held: OpenMap(held, journal) if type(held) is PMap else held)
+def opened(state: S, spec: Spec) -> S:
+    """`state` with the maps `spec` names open."""
+    out: S = _swapped(state, spec, lambda held: OpenMap(held) if type(held) is PMap else held)
     return out
 
 
@@ -165,44 +152,54 @@ class Opened(Generic[S]):
     `fold` is the projection's total fold; `state()` equals what folding each event with it gives.
     """
 
-    __slots__ = ("_state", "_fold", "_raw", "_spec", "_journal", "_open", "_unread")
+    __slots__ = ("_state", "_fold", "_raw", "_spec", "_opened_from", "_since", "_unread")
 
     def __init__(self, state: S, fold: Callable[[S, Event, int], S], spec: Spec) -> None:
         self._state = state
         self._fold = fold
         self._raw: Callable[[S, Event, int], S] = getattr(fold, "__wrapped_fold__", fold)  # errors are caught here
         self._spec = spec
-        self._journal: Journal = []
-        self._open = False
-        self._unread = 0  # events folded since this holder was made or its maps last closed
+        self._opened_from: S | None = None  # while open: the state, maps persistent, the maps were opened from
+        self._since: list[tuple[Event, int]] = []  # while open: the events folded since then
+        self._unread = 0  # events folded since this holder was made or its maps last opened
 
     def apply(self, event: Event, seq: int) -> None:
         """Fold one event (never raises: the fold is total)."""
         self._unread += 1
-        if not self._open:
+        if self._opened_from is None:
             self._state = self._fold(self._state, event, seq)
             if self._unread >= OPENS_AFTER:
-                self._state, self._open = opened(self._state, self._spec, self._journal), True
+                self._reopen(self._state)
             return
-        if self._unread % CLOSES_EVERY == 0:  # keeps the dicts of changes, and a whole-map read, small
-            self._state = opened(closed(self._state, self._spec), self._spec, self._journal)
-        journal = self._journal
-        journal.clear()
-        errors = fold_errors()
-        before = self._state
+        if self._unread >= CLOSES_EVERY:  # keeps the dicts of changes, a whole-map read and a redo small
+            self._reopen(closed(self._state, self._spec))
+        errors = FOLD_ERRORS[0]
         try:
-            after = self._raw(before, event, seq)
+            after = self._raw(self._state, event, seq)
         except Exception:  # noqa: BLE001 - redone below by the total fold, which records it as the pure fold does
             after = None
-        if after is not None and fold_errors() == errors:
+        if after is not None and FOLD_ERRORS[0] == errors:
             self._state = after
+            self._since.append((event, seq))
             return
-        # The fold raised, here or inside (a part's own total fold recorded it): redo the event over
-        # the maps as they were before it, with the maps closed, exactly as the pure fold goes.
-        undo(journal)
-        self._state = self._fold(closed(before, self._spec), event, seq)
-        self._open, self._unread = False, 0
+        # The fold raised, here or inside (a part's own total fold recorded it), after writing who knows
+        # what into the open maps: from the state they were opened from, every event since and this
+        # one are folded the pure way, as if the maps had never been open.
+        self._state = redone(self._opened_from, self._since, self._fold)
+        self._state = self._fold(self._state, event, seq)
+        self._opened_from, self._since, self._unread = None, [], 0
+
+    def _reopen(self, state: S) -> None:
+        self._opened_from, self._since, self._unread = state, [], 0
+        self._state = opened(state, self._spec)
 
     def state(self) -> S:
         """The state after every event folded so far, its maps persistent."""
-        return closed(self._state, self._spec) if self._open else self._state
+        return self._state if self._opened_from is None else closed(self._state, self._spec)
+
+
+def redone(state: Any, events: list[tuple[Event, int]], fold: Callable[[Any, Event, int], Any]) -> Any:
+    """`state` after `events` folded by `fold` the pure way."""
+    for event, seq in events:
+        state = fold(state, event, seq)
+    return state

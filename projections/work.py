@@ -509,7 +509,8 @@ def counts(state: WorkState) -> dict[str, int]:
     return {s.value: state.counts.get(s.value, 0) for s in WorkStatus}
 
 
-# The maps this fold writes on nearly every event, which a folding holder keeps open (projections/openmap.py).
+# The maps this fold writes on nearly every event, which the scheduler queue's folding holder keeps open
+# (projections/openmap.py).
 OPEN_MAPS: Spec = {"items": None, "completions": None, "retired": None}
 
 PROJECTION: Projection[WorkState] = Projection(

@@ -13,39 +13,32 @@ from hypothesis import strategies as st
 
 from eventbus import events as ev
 from eventbus.history import Record
-from projections import bundle, data, openmap, work
+from projections import openmap, work
 from projections.base import Folder, Projection
-from projections.openmap import Journal, OpenMap, undo
+from projections.openmap import OpenMap
 from projections.pmap import PMap
 from services.leader import queue
 from tests.test_projections import LOGS, PROPERTY, _spoiled, lifecycles, records
 
 KEYS = st.sampled_from([f"k{i}" for i in range(8)])
-# One event's writes: ("set", key, value) or ("remove", key, None); a batch may be taken back whole.
-WRITES = st.lists(st.tuples(st.sampled_from(["set", "remove"]), KEYS, st.integers(0, 9)), max_size=6)
+# Writes: ("set", key, value) or ("remove", key, unused).
+WRITES = st.lists(st.tuples(st.sampled_from(["set", "remove"]), KEYS, st.integers(0, 9)), max_size=40)
 
 
 @PROPERTY
-@given(st.dictionaries(KEYS, st.integers(0, 9)), st.booleans(), st.lists(st.tuples(WRITES, st.booleans()), max_size=12))
+@given(st.dictionaries(KEYS, st.integers(0, 9)), st.booleans(), WRITES)
 def test_an_open_map_reads_and_closes_as_the_persistent_map_with_the_same_writes(
-    start: dict[str, int], over_base: bool, events: list[tuple[list[tuple[str, str, int]], bool]],
+    start: dict[str, int], over_base: bool, writes: list[tuple[str, str, int]],
 ) -> None:
-    journal: Journal = []
     origin: PMap[str, int] = PMap.over(dict(start)) if over_base else PMap(start)
-    held, model = OpenMap(origin, journal), dict(start)
-    for writes, taken_back in events:
-        journal.clear()
-        before = dict(model)
-        for verb, key, value in writes:
-            if verb == "set":
-                assert held.set(key, value) is held
-                model[key] = value
-            else:
-                held.remove(key)
-                model.pop(key, None)
-        if taken_back:  # the event's writes undone, as when its fold failed
-            undo(journal)
-            model = before
+    held, model = OpenMap(origin), dict(start)
+    for verb, key, value in writes:
+        if verb == "set":
+            assert held.set(key, value) is held
+            model[key] = value
+        else:
+            assert held.remove(key) is held
+            model.pop(key, None)
         for key in [f"k{i}" for i in range(8)]:
             assert held.get(key, -1) == model.get(key, -1)
             assert (key in held) == (key in model)
@@ -59,9 +52,8 @@ def test_an_open_map_reads_and_closes_as_the_persistent_map_with_the_same_writes
 def opened_at_once() -> Iterator[None]:
     """Folding holders that open their maps after one event and close them every third."""
     with pytest.MonkeyPatch.context() as patch:
-        for module in (openmap, bundle):
-            patch.setattr(module, "OPENS_AFTER", 1)
-            patch.setattr(module, "CLOSES_EVERY", 3)
+        patch.setattr(openmap, "OPENS_AFTER", 1)
+        patch.setattr(openmap, "CLOSES_EVERY", 3)
         yield
 
 
@@ -76,22 +68,17 @@ def _both_ways(projection: Projection[Any], start: Any, stored: list[Record], re
     assert projection.finished(held_open.state) == projection.finished(per_event.state)
 
 
-# Retiring soon, so that the open maps also retire items and batches.
+# Retiring soon, so that the open maps also retire items.
 QUEUE_START = queue.QueueState(work=work.WorkState(retire_after=3))
-SET_START = bundle.ProjectionSet(work=work.WorkState(retire_after=3), data=data.DataState(retire_after=3))
 
 
-@pytest.mark.parametrize(("projection", "start"), [(queue.PROJECTION, QUEUE_START), (bundle.PROJECTION, SET_START)],
-                         ids=["queue", "every projection"])
 @PROPERTY
-@given(log=LOGS, data_=st.data())
-def test_a_fold_with_its_maps_open_equals_the_fold_per_event(
-    projection: Projection[Any], start: Any, log: list[ev.Event], data_: st.DataObject,
-) -> None:
+@given(LOGS, st.data())
+def test_the_queue_with_its_maps_open_equals_the_queue_folded_per_event(log: list[ev.Event], data_: st.DataObject) -> None:
     stored = _spoiled(log, data_)
     reads = set(data_.draw(st.lists(st.integers(0, len(stored)), max_size=5)))
     with opened_at_once():
-        _both_ways(projection, start, stored, reads)
+        _both_ways(queue.PROJECTION, QUEUE_START, stored, reads)
 
 
 def _recounted_failing_on_completion(counts: dict[str, int], was: Any, now: Any) -> dict[str, int]:
@@ -109,14 +96,13 @@ _RECOUNTED = work._recounted
 def test_a_fold_error_while_the_maps_are_open_leaves_what_the_per_event_fold_leaves(
     log: list[ev.Event], data_: st.DataObject,
 ) -> None:
-    # The work fold fails half-way through a completion, inside the queue's and the set's folds
-    # (its own `total` records it, the outer fold goes on); and the queue's own index step fails.
+    # The work fold fails half-way through a completion, inside the queue's fold (its own `total`
+    # records it, the queue's goes on); and the queue's own index step fails.
     reads = set(data_.draw(st.lists(st.integers(0, len(log)), max_size=3)))
     with opened_at_once(), pytest.MonkeyPatch.context() as patch, pytest.MonkeyPatch.context() as logs:
         logs.setattr("projections.base.log.warning", lambda *_: None)
         patch.setattr(work, "_recounted", _recounted_failing_on_completion)
         _both_ways(queue.PROJECTION, QUEUE_START, records(log), reads)
-        _both_ways(bundle.PROJECTION, SET_START, records(log), reads)
         patch.setattr(queue, "_indexed", _failing)
         _both_ways(queue.PROJECTION, QUEUE_START, records(log), reads)
 
