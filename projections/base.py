@@ -81,8 +81,15 @@ def undecodable(state: S, seq: int, type_name: str, error: str) -> S:
     )
 
 
+# [fold errors recorded by this process] (`failed`): a fold holding its maps open
+# (projections/openmap.py) compares it around an event to learn that the event must be redone;
+# read as FOLD_ERRORS[0], with no call, since it is read twice for every event a rebuild folds.
+FOLD_ERRORS: list[int] = [0]
+
+
 def failed(state: S, seq: int, event: Event, exc: Exception) -> S:
     """`state` with an event whose application raised recorded as an anomaly naming the sequence and the cause."""
+    FOLD_ERRORS[0] += 1
     cause = f"fold error: {type(exc).__name__}: {exc}"[:CAUSE_CHARS]
     log.warning("fold of %s at seq %d failed, recorded as an anomaly: %s", type(state).__name__, seq, cause)
     return rejected(state, seq, event, cause)
@@ -126,8 +133,9 @@ class Folding(Protocol[S_co]):
     """A fold's state held open while many events are folded into it, built only when read.
 
     What `Projection.folding` gives: a fold made of parts (the bundle) hands each event to the
-    parts that read it instead of building its whole state per event. Its `state()` must equal
-    what `apply` event by event gives (tests/test_projections.py folds both ways).
+    parts that read it instead of building its whole state per event; the scheduler's queue holds
+    the maps it writes on most events open (projections/openmap.py). Its `state()` must equal what `apply` event by event gives
+    (tests/test_projections.py and tests/test_openmap.py fold both ways).
     """
 
     def apply(self, event: Event, seq: int) -> None:

@@ -108,6 +108,28 @@ class PMap(Generic[K, V]):
             new._base, new._len = self._base, self._len + (key not in self)
         return new
 
+    def readers(self) -> tuple[Callable[[K, Any], Any], Callable[[Any], bool]]:
+        """This map's `get` and `in`: the trie's own (C) methods when it has no base, else the map's."""
+        if self._base is _NO_BASE:
+            return self._map.get, self._map.__contains__
+        return self.get, self.__contains__
+
+    def with_changes(self, changes: Mapping[K, Any], removed: object) -> PMap[K, V]:
+        """A new map with `changes` written in, a value `removed` removing its key: one mutation of the trie."""
+        if self._base is not _NO_BASE:  # the base stays apart: key by key, as a fold would
+            out = self
+            for key, value in changes.items():
+                out = out.remove(key) if value is removed else out.set(key, value)
+            return out
+        mutation = self._map.mutate()
+        for key, value in changes.items():
+            if value is removed:
+                mutation.pop(key, None)  # a key added and then removed was never in the trie
+            else:
+                mutation[key] = value
+        inner = mutation.finish()
+        return PMap._wrap(inner, _NO_BASE, len(inner), self._lazy)
+
     def remove(self, key: K) -> PMap[K, V]:
         """A new map without `key` (the same map when it is absent)."""
         if key not in self:

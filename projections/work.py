@@ -30,6 +30,7 @@ from eventbus.events import (
 from projections import retiring
 from projections.base import Anomaly, Projection, config_key, rejected, total
 from projections.fence import Fence, judged
+from projections.openmap import Spec
 from projections.pmap import PMap
 
 # 2: failures and late completions (handed-back attempts do not count)
@@ -507,6 +508,10 @@ def counts(state: WorkState) -> dict[str, int]:
     """Items in each status, every status listed (zeros included)."""
     return {s.value: state.counts.get(s.value, 0) for s in WorkStatus}
 
+
+# The maps this fold writes on nearly every event, which the scheduler queue's folding holder keeps open
+# (projections/openmap.py).
+OPEN_MAPS: Spec = {"items": None, "completions": None, "retired": None}
 
 PROJECTION: Projection[WorkState] = Projection(
     name="work",
