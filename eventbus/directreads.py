@@ -4,10 +4,12 @@
 round trips), flow control, and a consumer the server drops only once it notices no one listens.
 A batched direct get (nats-server >= 2.11, a stream with `allow_direct`, as every rr stream has)
 answers "the next `batch` records on this filter from this sequence" as one reply stream ended by
-a `204 EOB` status. For an aggregate's own filter (`rr.evt.work.w-1.>`) the server's subject index
-knows the last block holding it, so a batch larger than the aggregate stops there; a work item's
-own records cost the server 28 ms this way against 35-37 ms by a consumer at 1M records (the cold
-message block is most of both). Not for filters matched all over the log (leadership, a node's
+a `204 EOB` status saying how many more match. For an aggregate's own filter (`rr.evt.work.w-1.>`)
+the server's subject index knows the last block holding it, but a batch larger than what is left
+makes it scan the rest of that block for a match that is not there, so a read asks for one record
+first and then for exactly what the server says is left (`read_aggregate`): a work item's own
+records on a cold block cost the server 24 ms (p50) this way at 1M records against 40-55 ms with
+a batch of 256 and 35-37 ms by a consumer. Not for filters matched all over the log (leadership, a node's
 membership, event types): a batch fills itself from past the range asked (`up_to_seq` is honoured
 only with `multi_last`), 158 ms of the server's CPU against 2.5 ms by a consumer for a context read.
 
@@ -38,23 +40,31 @@ _END_OF_BATCH, _NOT_FOUND, _NO_RESPONDERS = "204", "404", "503"
 
 
 class _Page(msgspec.Struct):
-    """One batch's records in order, and whether more match after the last (the server's pending count)."""
+    """One batch's records in order, and how many more match after the last (the server's pending count)."""
 
     records: list[Record]
-    more: bool
+    pending: int
 
 
 async def read_aggregate(bus: Bus, subject: str, start_seq: int, end_seq: int, *, stream: str = EVENTS_STREAM,
                          batch: int = BATCH) -> list[Record]:
-    """The records on one aggregate's `subject` from `start_seq` to `end_seq`, in order (raises BusError)."""
+    """The records on one aggregate's `subject` from `start_seq` to `end_seq`, in order, `batch` at most a request (raises BusError).
+
+    The first request asks for one record; its reply says how many more match, and each later
+    request asks for no more than that. A batch larger than what is left makes the server look
+    on for a match that is not there: it scans every record after the aggregate's last one to the
+    end of the message block holding it, matching each subject against the filter (~35 ms of its
+    CPU at 1M records, three times what the records themselves cost; ops/bench/README.md,
+    "Where a `--work` timeline's p99 goes at 1M records").
+    """
     records: list[Record] = []
-    seq = max(1, start_seq)
+    seq, asked = max(1, start_seq), 1
     while seq <= end_seq:
-        page = await _batch(bus, stream, subject, seq, batch)
+        page = await _batch(bus, stream, subject, seq, asked)
         records += [r for r in page.records if r.seq <= end_seq]
-        if not page.more or not page.records or page.records[-1].seq >= end_seq:
+        if not page.pending or not page.records or page.records[-1].seq >= end_seq:
             break
-        seq = page.records[-1].seq + 1
+        seq, asked = page.records[-1].seq + 1, min(batch, page.pending)
     return records
 
 
@@ -94,9 +104,9 @@ async def _batch(bus: Bus, stream: str, subject: str, seq: int, batch: int) -> _
 def _page(stream: str, subject: str, records: list[Record], status: dict[str, str]) -> _Page:
     code = status["Status"]
     if code == _END_OF_BATCH:
-        return _Page(records=records, more=int(status.get("Nats-Num-Pending", "0")) > 0)
+        return _Page(records=records, pending=int(status.get("Nats-Num-Pending", "0")))
     if code == _NOT_FOUND:  # nothing (more) on the subject from the sequence asked
-        return _Page(records=records, more=False)
+        return _Page(records=records, pending=0)
     if code == _NO_RESPONDERS:
         raise BusUnavailable(f"no server answers direct gets on stream {stream} (not created, or JetStream down)")
     description = next((v for k, v in status.items() if str(k).lower().endswith("description")), "")

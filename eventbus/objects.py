@@ -31,6 +31,7 @@ from nats.aio.msg import Msg
 from nats.js.api import DiscardPolicy, ObjectInfo, ObjectMetaOptions, StorageType, StreamConfig
 from nats.js.object_store import ObjectStore
 
+from eventbus import objectgets
 from eventbus.connection import Bus
 from eventbus.errors import BusError, BusUnavailable
 from eventbus.history import _seq_and_pending
@@ -341,21 +342,58 @@ async def fetch_bytes(bus: Bus, bucket: str, name: str, *, idle_timeout_s: float
     """An object's content in memory, verified against its digest; None when there is no such object.
 
     For objects that fit in memory (snapshots): one ordered push consumer over the chunks, about
-    4x nats-py's `ObjectStore.get(writeinto=)`, whose flow control caps it near 51 MB/s. Raises
-    ObjectCorrupt, ObjectReplaced and BusUnavailable as `fetch_to_file` does.
+    4x nats-py's `ObjectStore.get(writeinto=)`, whose flow control caps it near 51 MB/s; an object
+    of one chunk by two direct gets instead (eventbus/objectgets.py). Raises ObjectCorrupt,
+    ObjectReplaced and BusUnavailable as `fetch_to_file` does.
     """
-    stored = await stat_object(bus, bucket, name)
+    stored = await _stat_direct(bus, bucket, name)
     if stored is None:
         return None
-    sink = _MemorySink(stored.size)
-    if stored.size:
-        await _read_chunks(bus, stored, sink, idle_timeout_s)
-    data = b"".join(sink.chunks)
-    sha256 = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
-    if sink.size != stored.size or sha256 != stored.sha256:
-        raise ObjectCorrupt(f"object {bucket}/{name} read {sink.size} bytes with sha256 {sha256[:12]}, its digest says "
+    data = await _one_chunk(bus, stored) if stored.chunks == 1 else None
+    read = len(data) if data is not None else 0
+    if data is None:
+        sink = _MemorySink(stored.size)
+        if stored.size:
+            await _read_chunks(bus, stored, sink, idle_timeout_s)
+        data, read = b"".join(sink.chunks), sink.size  # more than its size is counted, not kept
+    sha256 = (hashlib.sha256(data).hexdigest() if len(data) <= INLINE_DIGEST_BYTES
+              else await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest()))
+    if read != stored.size or sha256 != stored.sha256:
+        raise ObjectCorrupt(f"object {bucket}/{name} read {read} bytes with sha256 {sha256[:12]}, its digest says "
                             f"{stored.size} bytes with sha256 {stored.sha256[:12]}", stored.nuid)
     return data
+
+
+# Hashing this much takes ~0.1 ms: less than a thread's hop, so it is done on the loop.
+INLINE_DIGEST_BYTES = 256 * 1024
+
+
+async def _stat_direct(bus: Bus, bucket: str, name: str) -> StoredObject | None:
+    """`stat_object` by one direct get of the object's description (no stream info first); the usual way without direct gets."""
+    try:
+        data = await objectgets.last_message(bus, bucket, meta_subject(bucket, name))
+    except SILENT as exc:
+        raise BusUnavailable(f"JetStream did not answer stat of {bucket}/{name}: {exc or type(exc).__name__}") from None
+    if data is objectgets.NOT_DIRECT:
+        return await stat_object(bus, bucket, name)
+    if data is None:
+        return None
+    try:
+        info = objectgets.object_info(data)  # type: ignore[arg-type]
+    except (ValueError, TypeError, KeyError):
+        raise ObjectCorrupt(f"object {bucket}/{name} has unreadable metadata", "") from None
+    return None if info.deleted else _stored(bucket, info)
+
+
+async def _one_chunk(bus: Bus, stored: StoredObject) -> bytes | None:
+    """The content of an object of one chunk by a direct get; None: read it by a consumer (no direct gets)."""
+    try:
+        data = await objectgets.last_message(bus, stored.bucket, objectgets.chunk_subject(stored.bucket, stored.nuid))
+    except SILENT as exc:
+        raise BusUnavailable(f"JetStream did not answer reading {stored.bucket}/{stored.name}: {exc or type(exc).__name__}") from None
+    if data is None:  # a new version (or a delete) purged this one's chunk since its description was read
+        raise ObjectReplaced(f"object {stored.bucket}/{stored.name} was replaced while being read")
+    return None if data is objectgets.NOT_DIRECT else data  # type: ignore[return-value]
 
 
 class _MemorySink:

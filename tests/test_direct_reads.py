@@ -40,3 +40,26 @@ async def test_a_stream_that_does_not_exist_is_a_bus_error_that_says_so(nats_url
     async with provisioned_bus(nats_url) as bus:
         with pytest.raises(BusUnavailable, match="no server answers direct gets on stream NO_SUCH"):
             await directreads.read_aggregate(bus, "rr.evt.work.w-1.>", 1, 10, stream="NO_SUCH")
+
+
+async def test_a_read_asks_for_one_record_then_for_no_more_than_the_server_says_are_left(
+        nats_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A batch larger than what is left makes the server scan the rest of the block for a match that is not there.
+    async with provisioned_bus(nats_url) as bus:
+        await Publisher(bus).publish_many(list(fleet_log(600)))
+        end = await last_sequence(bus)
+        expected: list[Record] = []
+        await replay(bus, expected.append, subject=aggregate_filter("work", "w-00000010"))
+        asked: list[int] = []
+        batch = directreads._batch
+
+        async def counted(bus_: object, stream: str, subject: str, seq: int, size: int) -> object:
+            asked.append(size)
+            return await batch(bus_, stream, subject, seq, size)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(directreads, "_batch", counted)
+        assert await directreads.read_aggregate(bus, aggregate_filter("work", "w-00000010"), 1, end) == expected
+        assert len(expected) > 2 and asked == [1, len(expected) - 1]
+        asked.clear()
+        assert await directreads.read_aggregate(bus, aggregate_filter("work", "w-00000010"), 1, end, batch=3) == expected
+        assert asked[0] == 1 and all(size <= 3 for size in asked) and sum(asked) == len(expected)
