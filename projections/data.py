@@ -32,7 +32,8 @@ from projections.withdrawal import Withdrawals
 # 3: batches of superseded attempts are anomalies (projections/attempts.py)
 # 4: settled batches and their copies retire RETIRE_AFTER records after the last record about them;
 #    a batch keeps its file (the sync agents' batch-files fold before, which never retired)
-VERSION = 4
+# 5: completed items' attempts retire (projections/attempts.py)
+VERSION = 5
 
 # A batch leaves the state this many records after the last record about it (about 60 hours of the
 # fleet's ~60k records a day, past the planner's default `sync.max_batch_age_h` of 48: a batch the
@@ -278,7 +279,7 @@ def apply(state: DataState, event: Event, seq: int) -> DataState:
 def _applied(state: DataState, event: Event, seq: int) -> DataState:
     kind = type(event)  # tested by class: a type's name is a classmethod call per test
     if kind in attempt_rule.KINDS:  # which attempts may still report
-        attempts = attempt_rule.learned(state.attempts, state.fence.view, event)
+        attempts = attempt_rule.learned(state.attempts, state.fence.view, event, seq)
         if kind not in withdrawal.KINDS:
             return msgspec.structs.replace(state, last_seq=seq, attempts=attempts)
         if attempts is not state.attempts:

@@ -22,7 +22,8 @@ from projections.withdrawal import Withdrawals
 
 # 2: ratings from evaluation items that ended failed or cancelled do not count; 3: MODEL_RATED
 # 4: ratings from superseded attempts are anomalies (projections/attempts.py)
-VERSION = 4
+# 5: completed items' attempts retire (projections/attempts.py)
+VERSION = 5
 
 # This history keeps no fence: with the server refusing a deposed leader's decisions, every stored
 # assignment is taken (a log written before then may hold a stale one, which can only widen what counts).
@@ -77,7 +78,7 @@ def apply(state: EloState, event: Event, seq: int) -> EloState:
     """The Elo history after one event at stream position `seq`."""
     kind = type(event)  # tested by class: a type's name is a classmethod call per test
     if kind in attempt_rule.KINDS:
-        attempts = attempt_rule.learned(state.attempts, _NO_FENCE, event)
+        attempts = attempt_rule.learned(state.attempts, _NO_FENCE, event, seq)
         if kind not in withdrawal.KINDS:
             return msgspec.structs.replace(state, last_seq=seq, attempts=attempts)
         if attempts is not state.attempts:

@@ -27,7 +27,8 @@ from projections.pmap import PMap
 # 2: domain results of superseded attempts are anomalies
 # 3: a training keeps its checkpoint (node, path, size), which the distributor used to fold beside it
 # 4: a training keeps its trace, which the pipeline's evaluation and promotion continue
-VERSION = 4
+# 5: completed items' attempts retire (projections/attempts.py)
+VERSION = 5
 
 
 class Training(msgspec.Struct, frozen=True, kw_only=True):
@@ -172,7 +173,7 @@ def apply(state: ModelsState, event: Event, seq: int) -> ModelsState:
     """The models after one event at stream position `seq`; stale promotions are dropped."""
     kind = type(event)  # tested by class: a type's name is a classmethod call per test
     if kind in attempt_rule.KINDS:  # read only to know which attempts may still report
-        attempts = attempt_rule.learned(state.attempts, state.fence.view, event)
+        attempts = attempt_rule.learned(state.attempts, state.fence.view, event, seq)
         return msgspec.structs.replace(state, last_seq=seq, attempts=attempts)
     state, goes_on = judged(state, event, seq)
     if not goes_on:

@@ -337,4 +337,10 @@ def settle(value: Any) -> None:
                 settle(item)
 
 
+def decode_all(bindings: PMap[Any, Any]) -> None:
+    """Decode now every value of the map still held as msgpack, a map only read by key included (which `settle` leaves)."""
+    if bindings._lazy is not None:
+        bindings._typed_base()
+
+
 _HOLDERS = (PMap, msgspec.Struct, tuple)  # what may hold a map with values still held as msgpack

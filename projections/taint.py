@@ -26,7 +26,7 @@ from eventbus.events import (
 )
 from projections.base import Anomaly, Projection, rejected, total
 from projections.models import ModelsState
-from projections.pmap import Lookup, PMap
+from projections.pmap import Lookup, PMap, decode_all
 
 # 2: evaluations are outputs too (a node's, and those a tainted model played in)
 VERSION = 2
@@ -203,9 +203,25 @@ def _derived(graph: Lineage) -> dict[tuple[str, str], list[tuple[str, str]]]:
     return out
 
 
+def in_force(state: TaintState) -> bool:
+    """Whether a quarantine is in force (not lifted)."""
+    return not all(q.lifted for q in state.quarantines.values())
+
+
+def decode_lineage(state: TaintState) -> None:
+    """Decode now the lineage's batches a snapshot left as msgpack, when a quarantine is in force.
+
+    They are read by key only (projections/wire.py) until `tainted` goes over them all: a service
+    calls this in a thread right after its load (servicekit/livefold.py), so that its first
+    closure does not decode them on its event loop (~1 s at a year's log).
+    """
+    if in_force(state):
+        decode_all(state.batches)
+
+
 def tainted(state: TaintState) -> Tainted:
     """What the state's quarantines taint now (none in force, the common case, costs nothing)."""
-    if all(q.lifted for q in state.quarantines.values()):
+    if not in_force(state):
         return Tainted()
     return closure(state.quarantines.values(), Lineage(batches=state.batches, models=state.models, evaluations=state.evaluations))
 

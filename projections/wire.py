@@ -30,9 +30,9 @@ from projections.workrefs import WorkRefs
 
 # Values of maps that are only ever read by key (a fold's `get` of the item an event names), never
 # gone over whole: a service's `pmap.settle` after a load leaves them as msgpack, each decoded when
-# an event first names its item. The attempts of every item ever assigned are kept by three folds
-# (data, models, Elo), about a third of a bundle's entries and most of what settling a service's
-# parts cost (projections/pmap.py, `settle`).
+# an event first names its item. The attempts of the open and recently completed items are kept by
+# three folds (data, models, Elo); before completed items retired (projections/attempts.py) they
+# were about a third of a bundle's entries and most of what settling a service's parts cost.
 READ_BY_KEY: frozenset[Any] = frozenset({ItemAttempts})
 
 # The same for single fields (state Struct, field name) whose value type other maps share: the

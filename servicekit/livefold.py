@@ -82,6 +82,9 @@ def _settle_all(states: Sequence[Any]) -> None:
     for state in states:
         if state is not None:
             settle(state)
+            lineage = state if isinstance(state, taint.TaintState) else getattr(state, "taint", None)  # a taint fold, or the bundle's part
+            if isinstance(lineage, taint.TaintState):
+                taint.decode_lineage(lineage)  # read by key, which `settle` leaves, but gone over whole while a quarantine is in force
 
 
 class LiveStatistics(msgspec.Struct, frozen=True, kw_only=True):

@@ -298,7 +298,7 @@ def apply(view: PipelineView, event: Event, seq: int) -> PipelineView:
     if not admitted:
         return view
     if event.type_name() in attempt_rule.READS:  # which attempts may still report
-        view = _replace(view, seq, attempts=attempt_rule.learned(view.attempts, view.fence.view, event))
+        view = _replace(view, seq, attempts=attempt_rule.learned(view.attempts, view.fence.view, event, seq))
         if not isinstance(event, WorkCompleted):
             return view
     if isinstance(event, _RESULTS):
