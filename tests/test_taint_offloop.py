@@ -10,8 +10,12 @@ from typing import Any
 import pytest
 
 from eventbus import events as ev
+from eventbus.connection import Bus
+from eventbus.publisher import Publisher
 from projections import taint
 from servicekit.taintoffloop import tainted_off_loop
+from tests.helpers import eventually
+from tests.test_scheduler_populator import batch, leader, logged, work
 from tests.test_taint import LINEAGE, T, _batch, _quarantine, _state
 
 BAD_GPU = _quarantine("q1", "node", "gpu-bad", since=T)
@@ -69,3 +73,16 @@ async def test_the_loop_keeps_running_while_a_closure_is_computed(monkeypatch: p
     await asyncio.sleep(0)  # the computation starts
     release.set()  # the loop runs on meanwhile: it gets here before the closure ends
     assert set((await asyncio.wait_for(computing, 10)).batches) == {"b3", "b4"}
+
+
+async def test_the_leaders_pipeline_computes_its_closure_off_its_loop_and_trains_on_no_tainted_batch(
+    bus: Bus, nats_url: str, closures: list[int],
+) -> None:
+    pub = Publisher(bus)
+    await pub.publish(ev.OutputsQuarantined(quarantine_id="q1", kind="node", target="n1", since=T, reason="bad gpu", requested_by="ops"))
+    async with leader(nats_url, epoch=1):
+        for n in range(1, 4):  # 180 samples, past min_new_samples: a training item were they not tainted
+            await pub.publish(batch(n))
+        await eventually(lambda: len(closures) >= 2, timeout=10, message="the pipeline never asked what is tainted")
+        assert threading.get_ident() not in closures  # every closure went to a thread
+    assert work(await logged(bus), "training") == []
