@@ -223,8 +223,9 @@ def decode_lineage(state: TaintState) -> None:
 # The last closures, each with the maps it was computed from: a process holds a few taint folds (the leader's
 # pipeline view, distribution and sync planner), each asked many times between two lineage events, and the
 # closure goes over the whole lineage (seconds at a year's log). The maps are immutable, so the same objects
-# give the same closure; bounded, and holding the maps keeps their identities from being reused.
-_CLOSURES: deque[tuple[tuple[object, ...], Tainted]] = deque(maxlen=8)
+# give the same closure; holding the maps keeps their identities from being reused. Four: the leader's three
+# folds and one more; each entry holds a Taint per tainted output (a million at a year's log), so it stays small.
+_CLOSURES: deque[tuple[tuple[object, ...], Tainted]] = deque(maxlen=4)
 
 
 def _closure_inputs(state: TaintState) -> tuple[object, ...]:
