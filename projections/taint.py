@@ -12,6 +12,7 @@ quarantine and the upstream output it was reached through, so `rr lineage` can s
 from __future__ import annotations
 
 import datetime as dt
+from collections import deque
 from collections.abc import Iterable
 
 import msgspec
@@ -219,11 +220,37 @@ def decode_lineage(state: TaintState) -> None:
         decode_all(state.batches)
 
 
-def tainted(state: TaintState) -> Tainted:
-    """What the state's quarantines taint now (none in force, the common case, costs nothing)."""
+# The last closures, each with the maps it was computed from: a process holds a few taint folds (the leader's
+# pipeline view, distribution and sync planner), each asked many times between two lineage events, and the
+# closure goes over the whole lineage (seconds at a year's log). The maps are immutable, so the same objects
+# give the same closure; holding the maps keeps their identities from being reused. Four: the leader's three
+# folds and one more; each entry holds a Taint per tainted output (a million at a year's log), so it stays small.
+_CLOSURES: deque[tuple[tuple[object, ...], Tainted]] = deque(maxlen=4)
+
+
+def _closure_inputs(state: TaintState) -> tuple[object, ...]:
+    return (state.quarantines, state.batches, state.models, state.evaluations)
+
+
+def known_tainted(state: TaintState) -> Tainted | None:
+    """What the state's quarantines taint, when that costs nothing (none in force, or already computed); else None."""
     if not in_force(state):
         return Tainted()
-    return closure(state.quarantines.values(), Lineage(batches=state.batches, models=state.models, evaluations=state.evaluations))
+    inputs = _closure_inputs(state)
+    for known, found in tuple(_CLOSURES):  # a copy: a service's thread may append meanwhile
+        if all(a is b for a, b in zip(known, inputs, strict=True)):
+            return found
+    return None
+
+
+def tainted(state: TaintState) -> Tainted:
+    """What the state's quarantines taint now (none in force, the common case, or unchanged since asked: costs nothing)."""
+    known = known_tainted(state)
+    if known is not None:
+        return known
+    found = closure(state.quarantines.values(), Lineage(batches=state.batches, models=state.models, evaluations=state.evaluations))
+    _CLOSURES.append((_closure_inputs(state), found))
+    return found
 
 
 def rollbacks(models_state: ModelsState, taint: Tainted) -> list[tuple[str, str, str]]:

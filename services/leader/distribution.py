@@ -24,6 +24,7 @@ from projections import cluster, models, taint
 from projections.base import Folder
 from servicekit.livefold import LiveFold, aggregate_subjects, taint_subjects
 from servicekit.runtime import ServiceContext
+from servicekit.taintoffloop import tainted_off_loop
 from services.leader.completion import completions
 from services.leader.rollback import rollback_decisions
 
@@ -72,7 +73,7 @@ async def roll_back(term: Term, live: LiveFold, state: models.ModelsState, marks
 
     Waits until its own decisions are folded back, so the next pass does not decide them again.
     """
-    decisions = rollback_decisions(state, taint.tainted(marks))
+    decisions = rollback_decisions(state, await tainted_off_loop(marks))
     last = 0
     for event in decisions:
         last = (await term.publish(event)).seq

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Generic, Protocol, TypeVar
 
 from cluster.leadership.term import NotLeader
@@ -74,12 +74,13 @@ class FoldingDecider(Generic[S]):
     def __init__(
         self, name: str, ctx: ServiceContext, term: Publishing, state: S,
         apply: Callable[[S, Event, int], S], reads: frozenset[str],
-        decide: Callable[[S], list[Event]], every_s: float,
+        decide: Callable[[S], list[Event]], every_s: float, prepare: Callable[[S], Awaitable[object]] | None = None,
     ) -> None:
         self.name = name
         self.state = state
         self._term, self._apply, self._reads, self._decide = term, apply, reads, decide
         self._every_s = every_s
+        self._prepare = prepare  # the slow part of a decision, run before it off the loop (the taint closure)
         self._live = LiveFold(ctx.bus, on_record=self._on_record, who=name)  # from sequence 1, no snapshot
         self._needed = 0  # sequence the state must reach before deciding again
         self._decisions = Decisions(name)
@@ -131,8 +132,11 @@ class FoldingDecider(Generic[S]):
             await self._live.wait_changed(self._every_s)
             if self._live.position < self._needed:
                 continue
+            state = self.state  # the one `prepare` readied: records folded during its await make a newer one
+            if self._prepare is not None:
+                await self._prepare(state)
             try:
-                for event in self._decisions(self._decide, self.state):
+                for event in self._decisions(self._decide, state):
                     published = await self._publish(event)
                     if published is not None:
                         self._needed = max(self._needed, published.seq)

@@ -20,6 +20,7 @@ from cluster.leadership.term import Term
 from config.sections.pipeline import PipelineSettings
 from eventbus.events import BatchInput, Event, ModelPromoted, ModelRated, WorkAdded, utcnow
 from servicekit.runtime import ServiceContext
+from servicekit.taintoffloop import tainted_off_loop
 from services.leader.backoff import resting_configs
 from services.leader.leaderfold import FoldingDecider
 from services.leader.pipeline_view import READS, Best, Candidate, PipelineView, apply
@@ -200,6 +201,6 @@ async def pipeline_loop(ctx: ServiceContext, term: Term) -> None:
         return
     decider = FoldingDecider(
         "pipeline", ctx, term, PipelineView(), apply, READS, lambda view: decide(view, settings, utcnow()),
-        settings.decide_every_s,
+        settings.decide_every_s, prepare=lambda view: tainted_off_loop(view.taint),
     )
     await decider.run()

@@ -22,6 +22,7 @@ from projections.base import Folder
 from projections.syncwork import SYNC_REQUESTS, SyncRequestsState, requested_copies
 from servicekit.livefold import LiveFold, aggregate_subjects, read_subjects, taint_subjects
 from servicekit.runtime import ServiceContext
+from servicekit.taintoffloop import tainted_off_loop
 from services.leader.synctargets import alive_nodes, ephemeral_nodes, training_targets
 from services.leader.transfers import Fleet, plan_transfers
 
@@ -47,7 +48,7 @@ async def sync_planner_loop(ctx: ServiceContext, term: Term) -> None:
         follower = tasks.create_task(live.follow())
         try:
             while True:
-                skip = frozenset(taint.tainted(taint_fold.state).batches)
+                skip = frozenset((await tainted_off_loop(taint_fold.state)).batches)
                 await plan_once(term, live, data_fold, cluster_fold, await hosts.read(), settings, skip, requests_fold.state)
                 raise_if_cancelled()  # a stop that the round's publishes lost (Python 3.11's wait_for)
                 await live.wait_changed(settings.plan_interval_s)

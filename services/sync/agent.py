@@ -44,6 +44,7 @@ from servicekit.livefold import (
     taint_subjects,
 )
 from servicekit.retry import RetryTable
+from servicekit.taintoffloop import tainted_off_loop
 from servicekit.waits import until_first
 from services.sync.uploads import BatchUploads
 
@@ -145,7 +146,7 @@ class SyncAgent:
                 if not await self._report(WorkStarted(work_id=request.work_id, node=self.node, attempt=request.attempt)):
                     continue
                 self._reported[key] = "started"
-            step = sync_step(request.batch_id, self.node, self._data.state, taint.tainted(self._taint.state).batches)
+            step = sync_step(request.batch_id, self.node, self._data.state, (await tainted_off_loop(self._taint.state)).batches)
             if isinstance(step, SyncDone):
                 end: Event = WorkCompleted(work_id=request.work_id, node=self.node, attempt=request.attempt,
                                            outputs=self._received_ref(request))
