@@ -98,7 +98,7 @@ ACTIVE = frozenset({A, R})  # states in which an attempt holds a node
 _MOVES: dict[str, dict[type[Event], WorkStatus]] = {status._value_: moves for status, moves in TRANSITIONS.items()}
 
 
-class WorkItem(msgspec.Struct, frozen=True, kw_only=True):
+class WorkItem(msgspec.Struct, frozen=True, kw_only=True, gc=False):  # untracked: no cycles (services/leader/queue.py)
     """One work item: what it is, where it is in its life, and its current attempt."""
 
     work_id: str
@@ -153,7 +153,7 @@ class Retired(msgspec.Struct, frozen=True, array_like=True):
     last_seq: int = 0
 
 
-class WorkState(msgspec.Struct, frozen=True, kw_only=True):
+class WorkState(msgspec.Struct, frozen=True, kw_only=True, gc=False):  # untracked, as WorkItem
     """Every open or recently finished work item by id and how many are in each state, at stream position `last_seq`."""
 
     last_seq: int = 0
@@ -328,7 +328,7 @@ def logged(item: WorkItem, event: Event) -> dict[str, object]:
 
 def transition(state: WorkState, event: Event, seq: int) -> WorkState:
     """Move an item by the transition table, or record why the event cannot apply to it."""
-    fast = _FAST.get(type(event))
+    fast = FAST_PATHS.get(type(event))
     if fast is not None:
         moved = fast(state, event, seq)
         if moved is not None:
@@ -426,7 +426,7 @@ def _moved_on(state: WorkState, seq: int, moved: WorkItem, was: WorkStatus, **ch
                                    counts=_recounted(state.counts, was, moved.status), **changes)
 
 
-_FAST: dict[type[Event], Callable[[WorkState, Any, int], WorkState | None]] = {
+FAST_PATHS: dict[type[Event], Callable[[WorkState, Any, int], WorkState | None]] = {
     WorkProgress: _progressed, WorkStarted: _started, WorkCompleted: _completed, WorkAssigned: _assigned,
 }
 

@@ -21,7 +21,7 @@ def test_every_fast_step_equals_the_general_transition_from_the_same_state(log: 
     for seq, event in numbered(log):
         if event.type_name() not in work.PROJECTION.reads:
             continue
-        fast = work._FAST.get(type(event))
+        fast = work.FAST_PATHS.get(type(event))
         if fast is not None and (event.epoch is None or type(event) is ev.WorkAssigned):
             quick = fast(state, event, seq)
             if quick is not None:
@@ -32,12 +32,12 @@ def test_every_fast_step_equals_the_general_transition_from_the_same_state(log: 
 
 
 def _general_fold(log: list[ev.Event]) -> work.WorkState:
-    saved = dict(work._FAST)
-    work._FAST.clear()
+    saved = dict(work.FAST_PATHS)
+    work.FAST_PATHS.clear()
     try:
         return fold_events(work.PROJECTION, numbered(log))
     finally:
-        work._FAST.update(saved)
+        work.FAST_PATHS.update(saved)
 
 
 def test_a_healthy_life_takes_the_fast_paths_and_folds_as_the_general_path_does() -> None:
@@ -52,7 +52,7 @@ def test_a_healthy_life_takes_the_fast_paths_and_folds_as_the_general_path_does(
     ]
     state = work.WorkState()
     for seq, event in numbered(life):
-        fast = work._FAST.get(type(event))
+        fast = work.FAST_PATHS.get(type(event))
         if fast is not None and type(event) is not ev.WorkAssigned:
             declined = seq == 6
             assert (fast(state, event, seq) is None) == declined, f"seq {seq}"
