@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import msgspec
 
-from projections import cluster, data, elo, models, taint, work
+from projections import cluster, data, elo, models, taint, workviews
 from projections.base import Anomaly
 from projections.bundle import ProjectionSet, total_anomalies, total_fenced
 
@@ -168,18 +168,18 @@ def status_view(ps: ProjectionSet, *, now: dt.datetime, node_id: str = "", prima
     for role, leader in sorted(ps.cluster.leaders.items()):
         if leader.node is not None:
             leads.setdefault(leader.node, []).append(role)
-    active = work.by_node(ps.work)
+    active = workviews.by_node(ps.work)
     nodes = [_node_view(n, leads.get(n.node, []), active.get(n.node, {})) for _, n in sorted(ps.cluster.nodes.items())]
     leaders = {
         role: LeaderView(node=lead.node, epoch=lead.epoch, since=lead.since, since_seq=lead.since_seq, reason=lead.reason)
         for role, lead in sorted(ps.cluster.leaders.items())
     }
-    counts = work.counts(ps.work)
+    counts = workviews.counts(ps.work)
     return StatusView(
         leader_id=leader_id(ps.cluster, primary_role), role="leader" if node_id in leads else "follower",
         node_id=node_id, alive_peers=cluster.alive_peers(ps.cluster), nodes=nodes, leaders=leaders,
         work=WorkView(counts=counts, total=sum(counts.values()), by_node=dict(sorted(active.items())),
-                      by_config=dict(sorted(work.by_config(ps.work).items()))),
+                      by_config=dict(sorted(workviews.by_config(ps.work).items()))),
         models=_models(ps), data=_data(ps.data, now), transfers=dict(sorted(ps.data.transfer_counts.items())),
         elo=elo.by_config(ps.elo), anomalies=total_anomalies(ps), recent_anomalies=_recent_anomalies(ps),
         fenced_decisions=total_fenced(ps), last_seq=ps.last_seq, as_of=now,

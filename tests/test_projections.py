@@ -15,7 +15,7 @@ from eventbus import events as ev
 from eventbus.history import Record
 from eventbus.publisher import Publisher
 from eventbus.snapshots import load_snapshot
-from projections import bundle, cluster, data, elo, models, work
+from projections import bundle, cluster, data, elo, models, work, workviews
 from projections.base import Folder, fold_events, fold_records
 from projections.bundle import fold_all, fold_all_events
 from projections.fence import Fence, step
@@ -243,11 +243,11 @@ def test_a_work_item_moves_through_its_states_and_is_counted_per_node_and_config
     state = _work(ADDED, _assigned(1, "gpu-1"), ev.WorkStarted(work_id="w-1", node="gpu-1", attempt=1))
     item = state.items["w-1"]
     assert (item.status, item.attempt, item.node) == (WorkStatus.RUNNING, 1, "gpu-1")
-    assert work.counts(state)["running"] == 1 and work.by_node(state) == {"gpu-1": {"running": 1}}
-    assert work.by_config(state) == {"hex8_2p": {"running": 1}}
+    assert workviews.counts(state)["running"] == 1 and workviews.by_node(state) == {"gpu-1": {"running": 1}}
+    assert workviews.by_config(state) == {"hex8_2p": {"running": 1}}
     done = fold_events(work.PROJECTION, [(4, ev.WorkCompleted(work_id="w-1", node="gpu-1", attempt=1))], state)
     assert done.items["w-1"].status is WorkStatus.COMPLETED and done.anomaly_count == 0
-    assert work.by_node(done) == {} and done.counts == {"completed": 1}
+    assert workviews.by_node(done) == {} and done.counts == {"completed": 1}
 
 
 def test_completing_an_unknown_item_is_an_anomaly_not_a_new_item() -> None:

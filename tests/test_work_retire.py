@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from cli.commands import workview
 from eventbus import events as ev
-from projections import work
+from projections import work, workviews
 from projections.base import fold_events
 from projections.snapshot import decode_snapshot, encode_snapshot
 from services.leader.backoff import failure_streaks
@@ -25,7 +25,7 @@ def _fold(events: Sequence[tuple[int, ev.Event]], retire_after: int, state: work
 def _views(state: work.WorkState) -> dict[str, object]:
     """What `rr work list/show`, `rr status`, the API, the metrics and the populator read of the state."""
     return {
-        "counts": work.counts(state), "by_config": work.by_config(state), "by_node": work.by_node(state),
+        "counts": workviews.counts(state), "by_config": workviews.by_config(state), "by_node": workviews.by_node(state),
         "anomalies": [(a.seq, a.reason) for a in state.anomalies], "anomaly_count": state.anomaly_count,
         "streaks": failure_streaks(state.items.values(), retired=state.retired_tally), "fence": state.fence,
         "last_seq": state.last_seq,
@@ -68,7 +68,7 @@ def test_the_state_holds_the_recent_items_only_and_judges_a_late_report_on_a_ret
             ev.WorkProgress(work_id="w-4", node=NODES[2], attempt=1, fraction=0.5),  # another node's late report
             ev.WorkAdded(work_id="w-5", work_type="selfplay", board_type="hex8", num_players=2)]  # a reused id
     state, unretired = _fold(numbered(log), 100), _fold(numbered(log), NEVER)
-    assert len(state.items) <= 30 and work.retired_count(state) >= 470
+    assert len(state.items) <= 30 and workviews.retired_count(state) >= 470
     assert _views(state) == _views(unretired) and state.anomaly_count == 3
     small = len(encode_snapshot(work.PROJECTION, state))
     assert small * 5 < len(encode_snapshot(work.PROJECTION, unretired)), "a retired item costs a fraction of one kept"

@@ -21,7 +21,7 @@ from eventbus.connection import Bus
 from eventbus.events import Event, WorkAdded, WorkCancelled
 from eventbus.history import aggregate_events
 from eventbus.publisher import Publisher
-from projections import work
+from projections import work, workviews
 from servicekit.admission import AdmissionRules, admitted, rules_for
 from servicekit.options import CommonOptions, add_common_arguments, common_options
 from servicekit.rebuild import state_at_seq
@@ -127,7 +127,7 @@ def run_list(args: argparse.Namespace) -> int:
     state = asyncio.run(_with_bus(options, work_state))
     items = sorted(state.items.values(), key=lambda i: i.added_seq)
     items = [i for i in items if args.state is None or i.status.value == args.state]
-    hidden = work.retired_count(state) if args.state in (None, work.WorkStatus.COMPLETED.value) else 0
+    hidden = workviews.retired_count(state) if args.state in (None, work.WorkStatus.COMPLETED.value) else 0
     note = workview.retired_note(hidden, state.retire_after)
     if args.json:
         print(msgspec.json.encode(items).decode())

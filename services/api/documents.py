@@ -14,7 +14,7 @@ import msgspec
 from eventbus.errors import InvalidEvent
 from eventbus.history import Record
 from eventbus.integrity import decode_on
-from projections import elo, work
+from projections import elo, work, workviews
 from projections.base import type_of
 from projections.bundle import ProjectionSet
 from projections.sentences import sentence
@@ -192,10 +192,10 @@ def work_status(state: ProjectionSet, *, limit: int, status: work.WorkStatus | N
     items = state.work.items.values()
     matching = [i for i in items if i.status is status] if status is not None else list(items)
     newest = heapq.nlargest(limit, matching, key=lambda i: i.updated_seq)
-    counts = work.counts(state.work)
+    counts = workviews.counts(state.work)
     return WorkStatusDoc(
-        counts=counts, total=sum(counts.values()), by_node=dict(sorted(work.by_node(state.work).items())),
-        by_config=dict(sorted(work.by_config(state.work).items())), items=[item_view(i) for i in newest],
+        counts=counts, total=sum(counts.values()), by_node=dict(sorted(workviews.by_node(state.work).items())),
+        by_config=dict(sorted(workviews.by_config(state.work).items())), items=[item_view(i) for i in newest],
         items_matching=len(matching), last_seq=state.last_seq,
     )
 
