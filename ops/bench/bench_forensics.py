@@ -253,7 +253,7 @@ async def main() -> None:
     result: dict[str, Any] = {"bench": "forensics", "events": args.events, "every": args.every, "max_gib": args.max_gib,
                               "delta_links": args.delta_links, "storage": args.storage}
     async with bench_server(data_dir=args.data_dir) as server, bench_bus(server.url, args.api_timeout) as bus:
-        if args.data_dir is not None and await kept_events_stream(bus, args.events):
+        if args.data_dir is not None and await kept_events_stream(bus, args.events, StreamSettings(storage=args.storage)):
             log(f"the {args.events:,} events kept in {args.data_dir} read again, not published")
             result["log_reused"] = True
         else:

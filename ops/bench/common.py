@@ -105,9 +105,10 @@ async def bench_bus(url: str, api_timeout_s: float | None = None) -> AsyncIterat
         await bus.close()
 
 
-async def kept_events_stream(bus: Bus, events: int) -> bool:
+async def kept_events_stream(bus: Bus, events: int, settings: StreamSettings) -> bool:
     """Whether RR_EVENTS already holds exactly `events` records (a kept `--data-dir`'s log, publishing being
-    deterministic for a seed); if so, every other stream (snapshot and entry buckets) is deleted, as a fresh start."""
+    deterministic for a seed); if so, every other stream (snapshot and entry buckets) is deleted and the declared
+    ones provisioned again (the log sources the lease bucket), as a fresh start."""
     try:
         info = await bus.js.stream_info(EVENTS_STREAM)
     except nats.js.errors.NotFoundError:
@@ -117,6 +118,7 @@ async def kept_events_stream(bus: Bus, events: int) -> bool:
     for stream in await bus.js.streams_info():
         if stream.config.name is not None and stream.config.name != EVENTS_STREAM:
             await bus.js.delete_stream(stream.config.name)
+    await provision(bus.js, settings)
     return True
 
 
