@@ -27,7 +27,7 @@ from eventbus.gcpause import paused_gc
 from eventbus.integrity import decode_on
 from eventbus.leaserecord import parse_headers
 from eventbus.streams import EVENTS_STREAM
-from eventbus.subjects import ALL_EVENTS, aggregate_filter
+from eventbus.subjects import ALL_EVENTS, aggregate_filter, few_subjects
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,10 @@ async def replay(
     """Call `on_record` for each message from start to `end_seq` (default: the last one now); returns the count.
 
     `subjects`, when given, replaces `subject` with several filters read by one consumer, in
-    stream order (JetStream refuses filters that overlap). `on_record` runs on the event loop and
+    stream order (JetStream refuses filters that overlap); each must match few subjects
+    (`subjects.few_subjects`), or the server's match over its subject index makes the consumer
+    take seconds to create on a long log: read such filters one consumer each and merge them by
+    sequence (servicekit/livefold.py) rather. `on_record` runs on the event loop and
     must be quick, as a projection fold is. `stop`, when given, ends the read early once it says
     so (checked after each record).
     """
@@ -167,6 +170,8 @@ async def replay(
     if end < start_seq:
         return 0
     filters = list(subjects) if subjects else [subject]
+    if len(filters) > 1 and not all(map(few_subjects, filters)):
+        raise ValueError(f"one consumer for filters matching many subjects, slow to create on a long log: {filters}")
     with paused_gc():  # what a read of the log builds has no cycles: the collector's passes would find nothing
         if orderedread.supported(bus):
             return await _read_direct(bus, on_record, stream, filters, start_seq, start_time, end, idle_timeout, stop)

@@ -112,7 +112,8 @@ async def _service_states(bus: Bus, at: int) -> list[Any]:
     for make in SAVED_SERVICES.values():
         folds, subjects = make()
         records: list[Record] = []
-        await replay(bus, records.append, subjects=subjects, end_seq=at)
+        for subject in subjects:  # one consumer each, as the services' catch-up reads them
+            await replay(bus, records.append, subject=subject, end_seq=at)
         for record in sorted(records, key=lambda r: r.seq):
             for fold in folds:
                 fold(record)

@@ -14,6 +14,7 @@ from eventbus.subjects import (
     aggregate_filter,
     deadletter_subject,
     event_subject,
+    few_subjects,
     heartbeat_subject,
     source_filter,
     token,
@@ -107,3 +108,37 @@ async def test_events_land_on_their_subject_and_each_filter_selects_exactly_its_
             expected = [p.seq for p in published if wanted(p.event)]
             assert expected, f"the sample data has no events for {name}"
             assert [r.seq for r in selected] == expected, f"filter for {name} ({subject_filter})"
+
+
+@pytest.mark.parametrize(
+    ("subject_filter", "few"),
+    [
+        ("rr.evt.leader.>", True),  # roles, nodes, quarantines, models: few ids
+        ("rr.evt.lease.>", True),
+        ("rr.evt.host.gpu-7.>", True),
+        ("rr.evt.model.>", True),
+        ("rr.evt.quarantine.*.OUTPUTS_QUARANTINED.*", True),
+        ("rr.evt.work.w-1.>", True),  # one work item
+        ("rr.evt.data.b-1.SELFPLAY_COMPLETE.*", True),
+        ("rr.evt.work.>", False),  # one id per work item: millions at a year's log
+        ("rr.evt.data.*.SELFPLAY_COMPLETE.*", False),
+        ("rr.evt.*.*.WORK_ADDED.*", False),  # a type under wildcards walks every aggregate's ids
+        ("rr.evt.*.*.*.gpu-7", False),
+        ("rr.evt.>", False),
+        ("$KV.rr_leases.>", True),  # not the log: not judged
+    ],
+)
+def test_a_filter_matches_few_subjects_only_within_an_aggregate_of_few_ids_or_one_id(subject_filter: str, few: bool) -> None:
+    assert few_subjects(subject_filter) is few
+
+
+async def test_one_read_of_several_filters_is_refused_when_one_matches_many_subjects(nats_url: str) -> None:
+    # Such a consumer takes the server seconds to create on a long log, wherever it starts.
+    published = await _published_by_two_nodes(nats_url)
+    async with provisioned_bus(nats_url, node_id="reader") as bus:
+        with pytest.raises(ValueError, match="many subjects"):
+            await replay(bus, lambda _r: None, subjects=(aggregate_filter("host", "gpu-7"), type_filter("WORK_FAILED")))
+        together: list[Record] = []
+        await replay(bus, together.append, subjects=("rr.evt.host.>", aggregate_filter("work", "w-1")))
+        assert [r.seq for r in together] == [p.seq for p in published if p.event.aggregate == "host" or
+                                             (p.event.aggregate == "work" and p.event.aggregate_id() == "w-1")]
