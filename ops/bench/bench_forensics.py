@@ -69,12 +69,14 @@ from projections.snapshotchains import worst_fold
 from projections.snapshotplan import SnapshotSettings
 from projections.syncwork import SYNC_REQUESTS
 from projections.timeline import Selector
-from servicekit.livefold import LiveFold, aggregate_subjects, read_subjects, taint_subjects
+from servicekit.livefold import LiveFold
 from servicekit.rebuild import Rebuilt, state_at_seq, state_at_time
 from servicekit.snapshotting import save_state
 from services.api.keeper import REFS_EVERY_EVENTS
-from services.leader import queue
+from services.distributor import agent as distributor_agent
+from services.leader import distribution, queue, syncplan
 from services.leader.rollback import rollback_decisions
+from services.sync import agent as sync_agent
 
 DAY = 60_000  # events a day at the README's 31-node estimate
 
@@ -85,26 +87,25 @@ async def timed(action: Awaitable[Any]) -> float:
     return time.perf_counter() - clock
 
 
-# Each service's catch-up: the folds it keeps and the subjects it reads (as its own module builds them).
+# Each service's catch-up: the folds it keeps and the subjects it reads (its own module's).
 def _distributor_agent() -> tuple[list[Folder[Any]], tuple[str, ...]]:
     folds: list[Folder[Any]] = [Folder(models.PROJECTION), Folder(cluster.PROJECTION), Folder(FAILURES)]
-    return folds, aggregate_subjects("model", "host", "leader")
+    return folds, distributor_agent.CATCHUP_SUBJECTS
 
 
 def _distribution_loop() -> tuple[list[Folder[Any]], tuple[str, ...]]:
     folds: list[Folder[Any]] = [Folder(models.PROJECTION), Folder(cluster.PROJECTION), Folder(taint.PROJECTION), Folder(FAILURES)]
-    return folds, (*aggregate_subjects("model", "host", "leader"), *taint_subjects())
+    return folds, distribution.CATCHUP_SUBJECTS
 
 
 def _sync_agent() -> tuple[list[Folder[Any]], tuple[str, ...]]:
     folds: list[Folder[Any]] = [Folder(data.PROJECTION), Folder(SYNC_REQUESTS), Folder(taint.PROJECTION)]
-    return folds, (*aggregate_subjects("data", "leader"), *read_subjects("work", *(f.projection for f in folds)), *taint_subjects())
+    return folds, sync_agent.CATCHUP_SUBJECTS
 
 
 def _sync_planner() -> tuple[list[Folder[Any]], tuple[str, ...]]:
     folds: list[Folder[Any]] = [Folder(data.PROJECTION), Folder(cluster.PROJECTION), Folder(taint.PROJECTION), Folder(SYNC_REQUESTS)]
-    subjects = (*aggregate_subjects("data", "host", "leader"), *read_subjects("work", *(f.projection for f in folds)))
-    return folds, (*subjects, *taint_subjects())
+    return folds, syncplan.CATCHUP_SUBJECTS
 
 
 LIVE_SERVICES: dict[str, Service] = {

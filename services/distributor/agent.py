@@ -42,6 +42,9 @@ from services.distributor.plan import Activate, Announce, CopyLocal, Download, S
 
 log = logging.getLogger(__name__)
 
+# What the catch-up reads, one consumer per filter (servicekit/livefold.py); the benchmarks read the same.
+CATCHUP_SUBJECTS = aggregate_subjects("model", "host", "leader", "lease")
+
 GIB = 1 << 30
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
@@ -81,7 +84,7 @@ class DistributorAgent:
         self._cluster = Folder(cluster.PROJECTION, believing(cluster.PROJECTION.initial(), candidates))
         self._failures = Folder(FAILURES)
         folders: list[Folder[Any]] = [self._models, self._cluster, self._failures]
-        self._live = LiveFold(bus, folders, aggregate_subjects("model", "host", "leader", "lease"), resumed=believing_only(candidates))
+        self._live = LiveFold(bus, folders, CATCHUP_SUBJECTS, resumed=believing_only(candidates))
         self._retry = RetryTable(settings.retry_initial_s, settings.retry_max_s)
         self._duties = StoreDuties(bus, node, settings, self._report)
         self._announced: set[str] = set()

@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 # Chunks no stored version names are deleted once this old: an upload in progress (at most
 # put_file's 600 s) has chunks and no metadata yet.
 ORPHAN_GRACE_S = 3600.0
+# What the catch-up reads, one consumer per filter (servicekit/livefold.py); the benchmarks read the same.
+CATCHUP_SUBJECTS = (*aggregate_subjects("model", "host", "leader", "lease"), *taint_subjects())
 ROLLBACK_FOLD_S = 10.0  # a rollback the loop published is folded back before it looks again
 
 
@@ -42,7 +44,7 @@ async def distribution_loop(ctx: ServiceContext, term: Term) -> None:
     models_fold, cluster_fold, taint_fold = Folder(models.PROJECTION), Folder(cluster.PROJECTION), Folder(taint.PROJECTION)
     # The agents' own fold rides along only to be snapshotted here: nodes may not write snapshots.
     folders: list[Folder[Any]] = [models_fold, cluster_fold, taint_fold, Folder(FAILURES)]
-    live = LiveFold(ctx.bus, folders, (*aggregate_subjects("model", "host", "leader", "lease"), *taint_subjects()),
+    live = LiveFold(ctx.bus, folders, CATCHUP_SUBJECTS,
                     snapshots=ctx.config.snapshots, who="distribution loop", replicas=ctx.config.streams.replicas)
     await live.start()  # retried while the bus is away: one error must not end the term
     decided: set[str] = set()  # published by this term, perhaps not folded back yet

@@ -29,6 +29,10 @@ from services.leader.transfers import Fleet, plan_transfers
 log = logging.getLogger(__name__)
 
 FOLD_BACK_TIMEOUT_S = 10.0
+# What the catch-up reads, one consumer per filter (servicekit/livefold.py); the benchmarks read the same.
+# The work types its folds read (withdrawn batches stay put, `sync` items), not every progress report.
+CATCHUP_SUBJECTS = (*aggregate_subjects("data", "host", "leader", "lease"),
+                    *read_subjects("work", data.PROJECTION, cluster.PROJECTION, taint.PROJECTION, SYNC_REQUESTS), *taint_subjects())
 
 
 async def sync_planner_loop(ctx: ServiceContext, term: Term) -> None:
@@ -38,9 +42,7 @@ async def sync_planner_loop(ctx: ServiceContext, term: Term) -> None:
     taint_fold = Folder(taint.PROJECTION)  # quarantined batches are not copied
     requests_fold = Folder(SYNC_REQUESTS)  # `sync` work items: operators' copies, planned first
     folds: list[Folder[Any]] = [data_fold, cluster_fold, taint_fold, requests_fold]
-    # The work types the folds read (withdrawn batches stay put, `sync` items), not every progress report.
-    subjects = (*aggregate_subjects("data", "host", "leader", "lease"), *read_subjects("work", *(f.projection for f in folds)))
-    live = LiveFold(ctx.bus, folds, (*subjects, *taint_subjects()),
+    live = LiveFold(ctx.bus, folds, CATCHUP_SUBJECTS,
                     snapshots=ctx.config.snapshots, who="sync planner", replicas=ctx.config.streams.replicas)
     await live.start()  # retried while the bus is away: one error must not end the term
     hosts = LiveHosts(ctx.config.hosts_file, "sync planner")

@@ -50,6 +50,10 @@ from services.sync.uploads import BatchUploads
 
 log = logging.getLogger(__name__)
 
+# What the catch-up reads, one consumer per filter (servicekit/livefold.py); the benchmarks read the same.
+# The work types its folds read (a `sync` item's life), not every progress report.
+CATCHUP_SUBJECTS = (*aggregate_subjects("data", "leader", "lease"),
+                    *read_subjects("work", data.PROJECTION, SYNC_REQUESTS, taint.PROJECTION), *taint_subjects())
 GIB = 1 << 30
 HOUR = 3600.0
 
@@ -84,9 +88,7 @@ class SyncAgent:
         self._requests = Folder(SYNC_REQUESTS)  # `sync` work items: served here, not by a worker process
         self._taint = Folder(taint.PROJECTION)  # a quarantined batch fails its sync item (the planner never copies it)
         folds: list[Folder[Any]] = [self._data, self._requests, self._taint]
-        self._live = LiveFold(bus, folds, (*aggregate_subjects("data", "leader", "lease"),
-                                           *read_subjects("work", *(f.projection for f in folds)), *taint_subjects()),
-                              resumed=believing_only(candidates))
+        self._live = LiveFold(bus, folds, CATCHUP_SUBJECTS, resumed=believing_only(candidates))
         self._polls = RetryTable(settings.poll_initial_s, settings.poll_max_s)
         self._ended: set[str] = set()  # transfers this process completed (until the fold shows it)
         self._reported: dict[tuple[str, int], str] = {}  # (work id, attempt) -> "started"/"ended" by this process
