@@ -160,7 +160,7 @@ async def replay(
 
     `subjects`, when given, replaces `subject` with several filters read by one consumer, in
     stream order (JetStream refuses filters that overlap); each must match few subjects
-    (`subjects.few_subjects`), or the server's match over its subject index makes the consumer
+    (`subjects.few_subjects`), or the server's count over the whole stream makes the consumer
     take seconds to create on a long log: read such filters one consumer each and merge them by
     sequence (servicekit/livefold.py) rather. `on_record` runs on the event loop and
     must be quick, as a projection fold is. `stop`, when given, ends the read early once it says
