@@ -239,6 +239,7 @@ async def _read(
         await orderedread.wait_done(done, progress, idle_timeout)
     finally:
         await sub.unsubscribe()
+    await orderedread.drained(bus, stream)
     return progress()
 
 

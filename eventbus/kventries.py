@@ -22,12 +22,13 @@ from eventbus.connection import Bus
 from eventbus.errors import BucketMissing, BusError, BusUnavailable
 from eventbus.objects import create_bucket_stream
 
-TIMEOUT_S = 10.0
 _SILENT = (nats.errors.TimeoutError, nats.errors.NoRespondersError, asyncio.TimeoutError)
 # Ids made of these are their own key; any other is base64url behind a prefix no plain id starts with.
 _PLAIN = re.compile(r"[A-Za-z0-9][-A-Za-z0-9]*")
 _ENCODED = "_b64_"
-CHUNK = 1_000  # writes in flight at once
+# Requests in flight at once, reads or writes: a server slow to answer (a year's log being read
+# beside) gets a bounded queue from us, and each batch waits `Bus.api_timeout_s` at most.
+IN_FLIGHT = 256
 
 
 def entry_key(ident: str) -> str:
@@ -64,34 +65,36 @@ async def ensure_entries_bucket(bus: Bus, bucket: str, description: str, replica
 
 
 async def put_entries(bus: Bus, bucket: str, entries: Sequence[tuple[str, bytes]]) -> None:
-    """Write each (key, value) whatever the key holds, `CHUNK` in flight at once (raises BusError)."""
-    for start in range(0, len(entries), CHUNK):
-        await _guarded(bus, bucket, [(key, value, None) for key, value in entries[start:start + CHUNK]])
+    """Write each (key, value) whatever the key holds, `IN_FLIGHT` at once (raises BusError)."""
+    for start in range(0, len(entries), IN_FLIGHT):
+        await _guarded(bus, bucket, [(key, value, None) for key, value in entries[start:start + IN_FLIGHT]])
 
 
 ROUNDS = 5  # tries of one key against other writers before giving up on it
 
 
 async def advance_entries(bus: Bus, bucket: str, entries: Sequence[tuple[str, bytes]],
-                          replaces: Callable[[str, bytes, bytes], bool], *, absent: bool = False) -> int:
+                          replaces: Callable[[str, bytes, bytes], bool], *, known: dict[str, int] | None = None) -> int:
     """Write each (key, value) where the key has no value yet or `replaces(key, value, stored)`; returns how many were written.
 
     Each write expects the key's last revision as read (the server refuses it when another
     writer wrote meanwhile; the key is then read again), so several writers never replace a
-    newer value with an older one, whatever their order (raises BusError). `absent`: the keys
-    are most likely new (a new bucket), so the first try expects none without reading them.
+    newer value with an older one, whatever their order (raises BusError). `known`: the keys are
+    most likely new (a first fill), so the first round reads none and expects each at the
+    revision `known` holds for it, else absent; every write that lands records its revision
+    there, so a try that fails partway tells the next what it stored instead of it being read back.
     """
     written, pending = 0, list(entries)
     for round_ in range(ROUNDS):
         again: list[tuple[str, bytes]] = []
-        for start in range(0, len(pending), CHUNK):
-            chunk = pending[start:start + CHUNK]
-            if absent and round_ == 0:
-                stored: Sequence[tuple[bytes | None, int]] = [(None, 0)] * len(chunk)
+        for start in range(0, len(pending), IN_FLIGHT):
+            chunk = pending[start:start + IN_FLIGHT]
+            if known is not None and round_ == 0:
+                due = [(key, value, known.get(key, 0)) for key, value in chunk]
             else:
                 stored = await asyncio.gather(*(get_entry_at(bus, bucket, key) for key, _ in chunk))
-            due = [(key, value, seq) for (key, value), (old, seq) in zip(chunk, stored) if old is None or replaces(key, value, old)]
-            outcomes = await _guarded(bus, bucket, due)
+                due = [(key, value, seq) for (key, value), (old, seq) in zip(chunk, stored) if old is None or replaces(key, value, old)]
+            outcomes = await _guarded(bus, bucket, due, known)
             written += sum(outcomes)
             again += [(key, value) for (key, value, _), ok in zip(due, outcomes) if not ok]
         if not again:
@@ -100,20 +103,27 @@ async def advance_entries(bus: Bus, bucket: str, entries: Sequence[tuple[str, by
     raise BusError(f"bucket {bucket}: {len(pending)} keys kept changing under other writers ({pending[0][0]} ...)")
 
 
-async def _guarded(bus: Bus, bucket: str, due: Sequence[tuple[str, bytes, int | None]]) -> list[bool]:
-    """Write each (key, value) expecting its last revision `seq` (None: any); False where another writer got there first."""
+async def _guarded(bus: Bus, bucket: str, due: Sequence[tuple[str, bytes, int | None]],
+                   landed: dict[str, int] | None = None) -> list[bool]:
+    """Write each (key, value) expecting its last revision `seq` (None: any); False where another writer got there first.
+
+    Each write that lands is recorded in `landed` (its key's new revision) as it lands, so one
+    that fails partway still says which keys it stored.
+    """
     kv = _key_value(bus, bucket)
 
     async def one(key: str, value: bytes, seq: int | None) -> bool:
         try:
-            await (kv.put(key, value, validate_keys=False) if seq is None
-                   else kv.update(key, value, last=seq, validate_keys=False))
+            revision = await (kv.put(key, value, validate_keys=False) if seq is None
+                              else kv.update(key, value, last=seq, validate_keys=False))
         except nats.js.errors.KeyWrongLastSequenceError:
             return False
+        if landed is not None:
+            landed[key] = revision
         return True
 
     try:
-        return list(await asyncio.wait_for(asyncio.gather(*(one(*entry) for entry in due)), TIMEOUT_S))
+        return list(await asyncio.wait_for(asyncio.gather(*(one(*entry) for entry in due)), bus.api_timeout_s))
     except nats.js.errors.NoStreamResponseError:
         raise BucketMissing(f"bucket {bucket} not written: it has no stream (deleted?); create it again") from None
     except _SILENT as exc:
@@ -130,7 +140,7 @@ async def get_entry(bus: Bus, bucket: str, key: str) -> bytes | None:
 async def get_entry_at(bus: Bus, bucket: str, key: str) -> tuple[bytes | None, int]:
     """The last value of `key` and its revision; (None, 0) when there is none (raises BusError)."""
     try:
-        entry = await asyncio.wait_for(_key_value(bus, bucket).get(key, validate_keys=False), TIMEOUT_S)
+        entry = await asyncio.wait_for(_key_value(bus, bucket).get(key, validate_keys=False), bus.api_timeout_s)
     except nats.js.errors.KeyNotFoundError:
         return None, 0
     except nats.errors.NoRespondersError:

@@ -170,6 +170,22 @@ async def _one_consumer(
         # with no subscriber left the server removes it after INACTIVE_S, as it does nats-py's ordered ones.
         with contextlib.suppress(nats.errors.Error):
             await sub.unsubscribe()
+    await drained(bus, stream)
+
+
+async def drained(bus: Bus, stream: str) -> None:
+    """Wait until the server has sent us what it pushed to a read that just unsubscribed: one round trip.
+
+    A read ends at its end sequence while its consumer still pushes what follows, up to a flow
+    control window (18 MB at a year's log), and nats-py only queues the unsubscribe for its
+    flusher task. A caller that then holds the loop (settling and encoding a 5.12M-record state)
+    left all of it unread in the server's buffer past its 10 s write deadline, and the server
+    dropped the connection as a slow consumer. The pong comes after the last of it.
+    """
+    try:
+        await bus.nc.flush(timeout=bus.api_timeout_s)  # type: ignore[arg-type]  # nats-py types a float wait as int
+    except nats.errors.Error as exc:  # the read itself is whole: a reconnect or a slow pong is not its failure
+        log.warning("reading %s: the server did not confirm the read's end (%s)", stream, exc or type(exc).__name__)
 
 
 def _config(inbox: str, subjects: Sequence[str], start_seq: int, start_time: dt.datetime | None) -> ConsumerConfig:

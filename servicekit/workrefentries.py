@@ -50,6 +50,7 @@ class EntryWriter:
         self._started: WorkRefs = WorkRefs()  # the state the fold resumed from
         self._written: WorkRefs | None = None  # the state written last; None: nothing yet by this writer
         self._fresh = False  # the bucket had no position: its keys are most likely absent
+        self._filling: _Filling | None = None  # what the failed tries of a first fill stored
         self._starts: tuple[int, ...] | None = None  # the kept cluster snapshots as last listed
         self._relist = True  # a save since that listing: list them again for the next position
         self._lock = asyncio.Lock()  # a save's write and a write between saves, one after the other
@@ -57,7 +58,7 @@ class EntryWriter:
 
     def resumed(self, state: WorkRefs) -> None:
         """The fold starts from `state` (a snapshot's, or the empty index)."""
-        self._started, self._written = state, None
+        self._started, self._written, self._filling = state, None, None
 
     async def write(self, state: WorkRefs, *, relist: bool = True) -> int:
         """Write the entries changed since the last write, then the position; returns how many entries (raises BusError).
@@ -75,17 +76,21 @@ class EntryWriter:
     async def _write(self, state: WorkRefs) -> int:
         baseline = self._written if self._written is not None else await self._first_baseline()
         entries = await asyncio.to_thread(encoded_entries, state, baseline)
+        known = None
+        if self._fresh:  # a first fill: nothing read back, not even what an earlier try of it stored
+            self._filling = _Filling() if self._filling is None else self._filling
+            entries, known = await asyncio.to_thread(self._filling.still_due, state, entries)
         try:
-            written = await advance_entries(self._bus, BUCKET, entries, _replaces, absent=self._fresh)
+            written = await advance_entries(self._bus, BUCKET, entries, _replaces, known=known)
             position = Position(last_seq=state.last_seq, starts=await self._kept_starts())
             await advance_entries(self._bus, BUCKET, [(POSITION_KEY, msgspec.msgpack.encode(position))], _replaces)
         except BucketMissing:
-            self._written = None  # the bucket is gone: the next write makes it again and writes every item
+            self._written, self._filling = None, None  # the bucket is gone: the next write makes it again and writes every item
             raise
         # Any other failure (JetStream slow to answer, another writer) keeps the last state written
         # whole: the next write sends what changed since it, reading those keys' revisions only.
         # Reading every key back instead (~460k at a year) timed out again on every retry under load.
-        self._written, self._fresh = state, False
+        self._written, self._fresh, self._filling = state, False, None
         self.written += written
         if baseline is None:
             log.info("workrefs: wrote every item's entry (%d, %d newer already there) at seq %d", written,
@@ -104,9 +109,39 @@ class EntryWriter:
         await ensure_entries_bucket(self._bus, BUCKET, DESCRIPTION, self._replicas)
         position = await read_position(self._bus)
         self._fresh = position is None
+        if not self._fresh:
+            self._filling = None  # another writer completed a fill meanwhile: its keys are read as any writer's
         if position is not None and position.last_seq >= self._started.last_seq:
             return self._started
         return None
+
+
+class _Filling:
+    """What the failed tries of one first fill stored: each key's revision, for entries still current.
+
+    A first fill (a bucket with no position: its keys most likely absent) writes without reading
+    a key first. A try that fails partway (~320k keys at 5.12M records of a year's log) used to
+    leave its keys to be read back by the next try, and those reads, a thousand in flight, timed
+    out again on every retry under load. Here the next try skips what the failed one stored that
+    is still current, and writes the rest expecting the revisions it knows.
+    """
+
+    def __init__(self) -> None:
+        self.stored: dict[str, int] = {}  # key -> the revision this writer stored there, its entry current as of `state`
+        self.state: WorkRefs | None = None  # the state the last try wrote from
+
+    def still_due(self, state: WorkRefs, entries: list[tuple[str, bytes]]) -> tuple[list[tuple[str, bytes]], dict[str, int]]:
+        """The entries of a fill at `state` that no earlier try stored as they still are, and the revisions to expect; CPU-bound: run it in a thread.
+
+        An entry stored at an earlier try's state stands for `state` while the item's refs did not
+        change since (`Entry`, "unchanged since"); a changed one is written again. Its revision is
+        forgotten meanwhile, so that a try failing before it is stored again cannot count it as current.
+        """
+        if self.state is not None:
+            for work_id in state.refs.changed_since(self.state.refs):
+                self.stored.pop(entry_key(work_id), None)
+        self.state = state
+        return [(key, value) for key, value in entries if key not in self.stored], self.stored
 
 
 def _replaces(key: str, ours: bytes, stored: bytes) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import pytest
@@ -163,6 +164,22 @@ async def test_a_long_read_answers_flow_control_and_finishes(nats_url: str) -> N
         seqs: list[int] = []
         assert await replay(bus, lambda r: seqs.append(r.seq), idle_timeout=5.0) == 6000
         assert seqs == list(range(1, 6001)) and answered
+
+
+@pytest.mark.parametrize("hooks", [True, False], ids=["direct", "nats-py's ordered consumer"])
+async def test_nothing_more_is_pushed_to_the_connection_once_a_read_ended_at_its_end_sequence(
+        nats_url: str, monkeypatch: pytest.MonkeyPatch, hooks: bool) -> None:
+    # A pass folds a read to a point and then holds the loop settling and encoding its state: what the
+    # consumer pushed past the end must be off the socket when the read returns, or it waits in the
+    # server's buffer past its write deadline and the server drops the connection as a slow consumer.
+    async with provisioned_bus(nats_url) as bus:
+        await Publisher(bus).publish_many(_mixed(4000))
+        monkeypatch.setattr(orderedread, "NATS_PY_HOOKS", hooks)
+        assert await replay(bus, lambda _r: None, end_seq=100) == 100
+        received = bus.nc.stats["in_msgs"]
+        time.sleep(0.2)  # the loop held by a CPU-bound step, as after a pass's read: the server pushes meanwhile if it may
+        await bus.nc.flush()
+        assert bus.nc.stats["in_msgs"] == received, "records were pushed to the read after it returned"
 
 
 async def test_a_handler_that_raises_does_not_drop_the_connection(nats_url: str) -> None:

@@ -205,6 +205,36 @@ async def test_a_writer_resumed_behind_the_entries_writes_only_what_changed_and_
         assert await lookup(bus, "w-00000001") is not None
 
 
+def _cut_after(monkeypatch: pytest.MonkeyPatch, batches: int) -> Any:
+    """The bucket's writes fail partway: `batches` batches stored whole, then half of the next, then no answer; returns the real writer."""
+    real = eventbus.kventries._guarded
+    calls = 0
+
+    async def cut(bus: Bus, bucket: str, due: Any, landed: Any = None) -> list[bool]:
+        nonlocal calls
+        calls += 1
+        if calls <= batches:
+            return await real(bus, bucket, due, landed)
+        await real(bus, bucket, due[:len(due) // 2], landed)
+        raise BusUnavailable("JetStream did not answer writing (test)")
+
+    monkeypatch.setattr(eventbus.kventries, "_guarded", cut)
+    return real
+
+
+def _reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record each key read from a bucket."""
+    reads: list[str] = []
+    real_get = eventbus.kventries.get_entry_at
+
+    async def counted(bus: Bus, bucket: str, key: str) -> tuple[bytes | None, int]:
+        reads.append(key)
+        return await real_get(bus, bucket, key)
+
+    monkeypatch.setattr(eventbus.kventries, "get_entry_at", counted)
+    return reads
+
+
 async def test_after_a_write_that_failed_the_next_reads_only_the_keys_changed_since_the_last_whole_one(
         nats_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     async with provisioned_bus(nats_url) as bus:
@@ -223,14 +253,7 @@ async def test_after_a_write_that_failed_the_next_reads_only_the_keys_changed_si
         with pytest.raises(BusUnavailable):
             await writer.write(second)
         monkeypatch.undo()
-        reads: list[str] = []
-        real_get = eventbus.kventries.get_entry_at
-
-        async def counted(bus: Bus, bucket: str, key: str) -> tuple[bytes | None, int]:
-            reads.append(key)
-            return await real_get(bus, bucket, key)
-
-        monkeypatch.setattr(eventbus.kventries, "get_entry_at", counted)
+        reads = _reads(monkeypatch)
         assert await writer.write(second) == 0  # the failed write had stored them; only the position is new
         assert sorted(reads) == sorted([entry_key(k) for k in changed] + [POSITION_KEY])
         monkeypatch.undo()
@@ -241,12 +264,43 @@ async def test_after_a_write_that_failed_the_next_reads_only_the_keys_changed_si
             assert found is not None and workrefs.subjects_naming(found, work_id) == subjects
 
 
+@pytest.mark.parametrize("retried_at", ["the same state", "a later state"])
+async def test_a_first_fill_that_failed_partway_is_finished_without_reading_back_what_it_stored(
+        nats_url: str, monkeypatch: pytest.MonkeyPatch, retried_at: str) -> None:
+    async with provisioned_bus(nats_url) as bus:
+        log = list(enumerate(fleet_log(2_000), 1))
+        first = fold_events(workrefs.PROJECTION, log[:1_500])
+        later = fold_events(workrefs.PROJECTION, log[1_500:], first) if retried_at == "a later state" else first
+        changed = {entry_key(k) for k, v in later.refs.items() if first.refs.get(k) != v}
+        monkeypatch.setattr(eventbus.kventries, "IN_FLIGHT", 20)
+        real = _cut_after(monkeypatch, batches=2)
+        writer = EntryWriter(bus)
+        with pytest.raises(BusUnavailable):
+            await writer.write(first)  # a first fill: 20 + 20 + 10 entries stored, then the server stops answering
+        stored = {key for key, _ in workrefentries.encoded_entries(first, None)[:50]}
+        monkeypatch.setattr(eventbus.kventries, "_guarded", real)
+        reads = _reads(monkeypatch)
+        assert await writer.write(later) == len(later.refs) - len(stored - changed)
+        # Only the position is read (for the fill's baseline, and before writing it): none of the 50 keys stored.
+        assert sorted(set(reads) - changed) == [POSITION_KEY]
+        monkeypatch.undo()
+        if retried_at == "the same state":  # the bucket a clean fill leaves, byte for byte
+            for key, value in workrefentries.encoded_entries(first, None):
+                assert await get_entry(bus, BUCKET, key) == value, key
+        for work_id, subjects in later.refs.items():
+            found = await lookup(bus, work_id)
+            assert found is not None and found.last_seq == later.last_seq
+            assert workrefs.subjects_naming(found, work_id) == subjects, work_id
+
+
 async def test_a_guarded_write_reads_a_key_it_expected_absent_and_keeps_what_may_not_be_replaced(nats_url: str) -> None:
     async with provisioned_bus(nats_url) as bus:
         await ensure_entries_bucket(bus, "t_entries", "test")
         await put_entries(bus, "t_entries", [("k1", b"x")])
-        always = await advance_entries(bus, "t_entries", [("k1", b"y"), ("k2", b"z")], lambda k, ours, stored: True, absent=True)
+        known: dict[str, int] = {}
+        always = await advance_entries(bus, "t_entries", [("k1", b"y"), ("k2", b"z")], lambda k, ours, stored: True, known=known)
         assert always == 2 and await get_entry(bus, "t_entries", "k1") == b"y"  # expected absent, found, read, replaced
+        assert set(known) == {"k1", "k2"}  # what landed, with its revision
         assert await advance_entries(bus, "t_entries", [("k1", b"old")], lambda k, ours, stored: ours > stored) == 0
         assert await get_entry(bus, "t_entries", "k1") == b"y"
 
