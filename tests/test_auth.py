@@ -42,6 +42,7 @@ from projections.workrefs import WorkRefs, subjects_naming
 from servicekit.auth.credentials import connect_options, load_credentials
 from servicekit.auth.keys import new_seed
 from servicekit.workrefentries import EntryWriter, lookup
+from services.worker.service import assignments_spec, cancels_spec
 from tests.auth_harness import HOSTS, Fleet, auth_server, node_services, open_as, stored_count, violations
 from tests.terms import as_term
 
@@ -166,6 +167,17 @@ async def test_a_worker_consumes_through_its_own_durable_and_reads_the_log(
     records: list[str] = []
     assert await replay(bus, lambda r: records.append(r.subject)) == 1  # ordered reads work too
     assert watch.violations == []
+
+
+async def test_a_worker_creates_each_of_its_services_durables_and_not_another_nodes(
+        worker: tuple[Bus, PermissionWatch], admin: Bus) -> None:
+    bus, watch = worker
+    for spec in (assignments_spec("gpu-1"), cancels_spec("gpu-1")):
+        await EventConsumer(bus, spec, {}).ensure()
+    assert watch.violations == []
+    other = cancels_spec("gpu-2").durable
+    assert (await probe_publish(bus, watch, f"$JS.API.CONSUMER.CREATE.RR_EVENTS.{other}", b"{}", harmless=False)).outcome == "denied"
+    assert {info.name for info in await admin.js.consumers_info(EVENTS_STREAM)} == {"worker-gpu-1", "worker_cancels-gpu-1"}
 
 
 async def test_a_worker_cannot_write_the_leadership_kv(worker: tuple[Bus, PermissionWatch], admin: Bus) -> None:

@@ -12,6 +12,7 @@ from config.settings import load_config
 from config.yamlfile import MAX_DEPTH, MAX_NODES
 from eventbus.errors import InvalidConfig
 from eventbus.limits import ID_MAX, id_problem
+from servicekit.auth.permissions import NODE_CONSUMER_SERVICES, node_consumer
 from servicekit.options import add_common_arguments, common_options
 
 ALIAS_BOMB = """hosts:
@@ -88,7 +89,7 @@ def test_the_id_limit_fits_every_name_derived_from_a_node_id() -> None:
     longest = "n" * ID_MAX
     assert id_problem(longest) is None and id_problem(longest + "n") is not None
     # JetStream refuses consumer names over 255 characters; the longest prefix added is a service name.
-    assert len(f"distributor-{longest}") <= 255 and len(f"worker-{longest}") <= 255
+    assert all(len(node_consumer(service, longest)) <= 255 for service in NODE_CONSUMER_SERVICES)
 
 
 def test_a_leadership_candidate_over_the_id_limit_is_refused_naming_the_key(tmp_path: Path) -> None:

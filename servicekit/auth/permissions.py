@@ -27,9 +27,18 @@ from eventbus.leasecopy import COPIES
 from eventbus.streams import DEADLETTER_STREAM, EVENTS_STREAM, TELEMETRY_STREAM
 from eventbus.subjects import DEADLETTER_ROOT, EVENTS_ROOT, TELEMETRY_ROOT, WORKREFS_BUCKET, heartbeat_subject, token
 
-# Durable consumers are named "<service>-<node>" (services/worker: "worker-<node>"); a node
-# may create and pull from these names only, so it cannot take another node's assignments.
-NODE_CONSUMER_SERVICES = ("worker", "agent", "distributor", "sync")
+# Durable consumers are named "<service>-<node>" (services/worker: "worker-<node>" and
+# "worker_cancels-<node>"); a node may create and pull from these names only, so it cannot take
+# another node's assignments. No service name holds a "-": the first one ends it, so no node's
+# name can be another node's (a "worker-cancels" would make node "x"'s and node "cancels-x"'s one).
+NODE_CONSUMER_SERVICES = ("worker", "worker_cancels", "agent", "distributor", "sync")
+
+
+def node_consumer(service: str, node: str) -> str:
+    """The durable consumer name of one of a node's services (one of NODE_CONSUMER_SERVICES)."""
+    if service not in NODE_CONSUMER_SERVICES:
+        raise ValueError(f"{service!r} is not among the services with node consumers {NODE_CONSUMER_SERVICES}")
+    return f"{service}-{token(node)}"
 
 # Reads: stream and consumer info, direct gets, names. Nothing here changes state.
 _READ_API = (
@@ -130,7 +139,7 @@ def own_consumer_subjects(node: str) -> tuple[str, ...]:
     """API and ack subjects of the node's own durable consumers, in every stream."""
     subjects: list[str] = []
     for service in NODE_CONSUMER_SERVICES:
-        name = f"{service}-{node}"
+        name = node_consumer(service, node)
         subjects += [
             f"$JS.API.CONSUMER.DURABLE.CREATE.*.{name}",
             f"$JS.API.CONSUMER.CREATE.*.{name}",

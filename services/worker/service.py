@@ -1,8 +1,9 @@
 """The `worker` service: runs the jobs the scheduler's leader assigns to this node, as processes.
 
-It consumes WORK_ASSIGNED and WORK_CANCELLED (durable consumer `worker-<node>`) and the
-leaders' elections (to fence off a deposed scheduler's assignments), decides with the pure
-services/worker/protocol.py, and runs what it accepts with services/worker/runner.py. At start
+It consumes WORK_ASSIGNED (durable consumer `worker-<node>`) and WORK_CANCELLED (durable
+`worker_cancels-<node>`), judges each against the leaders' elections as they were when it was
+stored (services/worker/fencefeed.py: a deposed scheduler's assignments are fenced off), decides
+with the pure services/worker/protocol.py, and runs what it accepts with services/worker/runner.py. At start
 it first ends whatever a previous worker process left running (services/worker/recovery.py).
 """
 
@@ -22,18 +23,16 @@ from config.sections.worker import WorkerSettings
 from config.settings import RrConfig
 from eventbus.consumer import ConsumerSpec, Delivery, EventConsumer
 from eventbus.errors import BusError, InvalidEvent
-from eventbus.events import Event, LeaderElected, LeaderLost, LeaseWritten, WorkAssigned, WorkCancelled, WorkStarted, utcnow
-from eventbus.history import Record, replay
+from eventbus.events import Event, WorkAssigned, WorkCancelled, WorkStarted, utcnow
 from eventbus.history import events as decoded_events
-from eventbus.integrity import decode_on
-from eventbus.leasecopy import COPIES
-from eventbus.subjects import EVENTS_ROOT, aggregate_filter, token, type_filter
+from eventbus.subjects import aggregate_filter, type_filter
 from projections import work
-from projections.fencing import EpochFence
+from servicekit.auth.permissions import node_consumer
 from servicekit.childenv import child_env
 from servicekit.runtime import ServiceContext
 from services.worker import protocol
 from services.worker.candidates import CandidateFetcher
+from services.worker.fencefeed import FenceFeed
 from services.worker.gpuidle import GpuIdleWatch, gpu_stuck_reason
 from services.worker.protocol import AttemptKey, Claim, Claimed, Ignore, Refuse, Start
 from services.worker.records import JobRecord, RecordBook
@@ -43,7 +42,6 @@ from services.worker.runner import Attempt, AttemptRunner, WorkerPaths, cannot_w
 
 log = logging.getLogger(__name__)
 
-LEADER_EVENTS = f"{EVENTS_ROOT}.leader.>"
 WORKER_STOPPED = "worker stopping"
 CONSUMER_EXPIRES_S = 2.0  # pull requests this long: a stop waits for the open one to expire
 
@@ -62,11 +60,23 @@ def hosts_parallel_jobs(config: RrConfig, node: str) -> int | None:
     return entry.max_parallel_jobs if entry is not None else None
 
 
-def consumer_spec(node: str) -> ConsumerSpec:
-    """The worker's durable consumer: assignments, cancels, elections and lease copies, from when it was first created."""
+def assignments_spec(node: str) -> ConsumerSpec:
+    """The worker's durable consumer of assignments, from when it was first created."""
+    return _one_type_spec(node_consumer("worker", node), "WORK_ASSIGNED")
+
+
+def cancels_spec(node: str) -> ConsumerSpec:
+    """The worker's durable consumer of cancels, from when it was first created."""
+    return _one_type_spec(node_consumer("worker_cancels", node), "WORK_CANCELLED")
+
+
+def _one_type_spec(durable: str, type_name: str) -> ConsumerSpec:
+    # One filter per durable: a consumer with several filters, one of them a busy type, costs the
+    # server seconds of CPU to set up anywhere behind a year's log's end (ops/bench/README.md,
+    # "The worker's consumers at 22M"); one such filter alone is answered from its subject index.
     return ConsumerSpec(
-        durable=f"worker-{token(node)}",
-        filter_subjects=(type_filter("WORK_ASSIGNED"), type_filter("WORK_CANCELLED"), LEADER_EVENTS, COPIES),
+        durable=durable,
+        filter_subjects=(type_filter(type_name),),
         # A node that never ran a worker has no business with assignments made before it existed.
         deliver="new",
         pull_expires_s=CONSUMER_EXPIRES_S,
@@ -80,14 +90,13 @@ class Worker:
         self._ctx = ctx
         self._node = ctx.node_id
         self._settings: WorkerSettings = ctx.config.worker
-        self._fence = EpochFence()
+        self._fences = FenceFeed(ctx.bus, ("assignments", "cancels"))
         self._attempts: dict[AttemptKey, Attempt] = {}
         self._book = RecordBook(paths.records_file, str(jobs_file_for(ctx.config, ctx.node_id, env, Path.home())))
         self._tasks: asyncio.TaskGroup | None = None
-        self.consumer = ctx.observed.consumer(EventConsumer(ctx.bus, consumer_spec(self._node), {
-            WorkAssigned: self._on_assigned, WorkCancelled: self._on_cancelled,
-            LeaderElected: self._on_election, LeaderLost: self._on_election, LeaseWritten: self._on_election,
-        }))
+        self.assignments = ctx.observed.consumer(
+            EventConsumer(ctx.bus, assignments_spec(self._node), {WorkAssigned: self._on_assigned}))
+        self.cancels = ctx.observed.consumer(EventConsumer(ctx.bus, cancels_spec(self._node), {WorkCancelled: self._on_cancelled}))
         self.runner = AttemptRunner(
             publisher=ctx.publisher, node=self._node, settings=self._settings, paths=paths, book=self._book,
             env=child_env(env), python=self._settings.python or sys.executable, slots=slots,
@@ -101,34 +110,28 @@ class Worker:
     async def run(self, gpu: GpuIdleWatch | None) -> None:
         """Recover, then consume and run jobs until stopping; then stop the jobs and report them."""
         left = await self._book.load()
-        await self._prime_fence()
+        # Every election before now: the durables resume where the previous process stopped.
+        await self._fences.prime(await load_candidates(self._ctx.config))
+        # The cancels' durable exists before any assignment is judged: a cancel stored before it
+        # was made is in the item's history that judging an assignment reads (protocol.decide_assignment),
+        # and it refuses the attempt's WORK_STARTED (protocol.assignment_fence).
+        await self.cancels.ensure()
         async with asyncio.TaskGroup() as tasks:
             self._tasks = tasks
             for record in left:
                 tasks.create_task(self._recover(record))
-            consuming = tasks.create_task(self.consumer.run())
+            consuming = [tasks.create_task(self.cancels.run()), tasks.create_task(self.assignments.run())]
             if gpu is not None and self._settings.gpu_idle_check and self._settings.stuck_after_s:
                 tasks.create_task(self._watch_gpu(gpu))
             await self._ctx.stopping.wait()
             for attempt in list(self._attempts.values()):
                 attempt.request_stop(WORKER_STOPPED, self._settings.shutdown_grace_s, hand_back=True)
-            await self.consumer.stop(timeout=CONSUMER_EXPIRES_S + 2)
-            consuming.cancel()
+            await asyncio.gather(*(c.stop(timeout=CONSUMER_EXPIRES_S + 2) for c in (self.assignments, self.cancels)))
+            for task in consuming:
+                task.cancel()
 
     def _running_pgids(self) -> list[int]:
         return [a.job.pgid for a in self._attempts.values() if a.job is not None]
-
-    async def _prime_fence(self) -> None:
-        # The newest elections before this process started: the consumer resumes where the
-        # previous process stopped, and the fence must already know every newer leader.
-        def learn(record: Record) -> None:
-            try:
-                self._fence.judge_and_learn(decode_on(record.subject, record.data, record.headers))
-            except InvalidEvent:
-                pass
-
-        self._fence = EpochFence(await load_candidates(self._ctx.config))  # elections of others are not believed
-        await replay(self._ctx.bus, learn, subjects=(LEADER_EVENTS, COPIES))
 
     async def item_events(self, work_id: str) -> list[tuple[int, Event]]:
         """Everything the log says about one work item now: its subjects' events (seq, event), undecodable ones left out."""
@@ -150,14 +153,11 @@ class Worker:
         held = {*self._attempts, *self._book.keys()}
         return protocol.recheck_start(started, assignment, history, held, utcnow())
 
-    async def _on_election(self, event: LeaderElected | LeaderLost | LeaseWritten, delivery: Delivery) -> None:
-        self._fence.judge_and_learn(event)
-
     async def _on_cancelled(self, event: WorkCancelled, delivery: Delivery) -> None:
-        self._stop_for(event, self._fence.admit(event))
+        self._stop_for(event, await self._fences.admit("cancels", event, delivery.stream_seq))
 
     async def _on_assigned(self, event: WorkAssigned, delivery: Delivery) -> None:
-        admitted = self._fence.admit(event)
+        admitted = await self._fences.admit("assignments", event, delivery.stream_seq)
         self._stop_for(event, admitted)
         screened = protocol.screen_assignment(event, self._node, admitted)
         if screened is not None:
