@@ -9,9 +9,11 @@ from typing import Any
 
 import msgspec
 
+from eventbus import events as ev
 from eventbus.events import EVENT_TYPES, Event
 from projections import cluster, data, elo, fence, models, taint, work, workrefs
 from projections.base import Anomaly, Projection, Record, failed, fold_events, fold_records, total
+from projections.reportruns import ReportRuns
 
 PARTS: dict[str, Projection[Any]] = {
     "cluster": cluster.PROJECTION,
@@ -124,6 +126,21 @@ class _OpenSet:
         """The set after every event folded so far."""
         return msgspec.structs.replace(self._set, last_seq=self._seq, last_ts=self._ts, **self._parts)
 
+    def work(self) -> work.WorkState:
+        """The work part as folded so far."""
+        state: work.WorkState = self._parts["work"]
+        return state
+
+
+# ReportRuns folds only the last of a run of progress reports: right while the work part is their only reader.
+assert [name for name, _ in _ROUTES[ev.WorkProgress.type_name()]] == ["work"], "bundle.folding must follow the routes"
+
+
+def folding(state: ProjectionSet) -> ReportRuns[ProjectionSet]:
+    """`state` held open for folding many events (Folder): each part apart, an attempt's reports in a row as one."""
+    held = _OpenSet(state)
+    return ReportRuns(held, held.work)
+
 
 VERSION = sum(part.version * 1000**i for i, part in enumerate(PARTS.values()))
 
@@ -134,7 +151,7 @@ PROJECTION: Projection[ProjectionSet] = Projection(
     apply=apply,
     reads=frozenset(_ROUTES),
     finish=aligned,
-    folding=_OpenSet,
+    folding=folding,
 )
 
 

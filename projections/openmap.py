@@ -193,6 +193,10 @@ class Opened(Generic[S]):
         self._opened_from, self._since, self._unread = state, [], 0
         self._state = opened(state, self._spec)
 
+    def peek(self) -> S:
+        """The state after every event folded so far, its maps possibly open: for a look that only reads."""
+        return self._state
+
     def state(self) -> S:
         """The state after every event folded so far, its maps persistent."""
         return self._state if self._opened_from is None else closed(self._state, self._spec)

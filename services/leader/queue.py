@@ -23,6 +23,7 @@ from projections import cluster, fence, work
 from projections.base import FOLD_ERRORS, Anomaly, Projection, total
 from projections.openmap import Opened, Spec
 from projections.pmap import PMap
+from projections.reportruns import ReportRuns
 from services.leader import signals
 
 _WORK_READS = work.PROJECTION.reads
@@ -218,9 +219,10 @@ def open_items(state: QueueState) -> list[work.WorkItem]:
 OPEN_MAPS: Spec = {"item_seqs": None, "pending": None, "active": None, "load": None, "work": work.OPEN_MAPS}
 
 
-def folding(state: QueueState) -> Opened[QueueState]:
-    """`state` held open for folding many events (Folder): the same states as `apply`, fewer map copies."""
-    return Opened(state, apply, OPEN_MAPS)
+def folding(state: QueueState) -> ReportRuns[QueueState]:
+    """`state` held open for folding many events (Folder): the same states as `apply`, fewer map copies, an attempt's reports in a row as one."""
+    held = Opened(state, apply, OPEN_MAPS)
+    return ReportRuns(held, lambda: held.peek().work)
 
 
 PROJECTION: Projection[QueueState] = Projection(
