@@ -57,6 +57,17 @@ def _as_log(window: Recording, outcome: Outcome, jitter_s: float, seed: int) -> 
     return [(seq, msgspec.structs.replace(e, id=f"fleet:{seq}", source="fleet", ts=at(s))) for seq, (s, e) in enumerate(timed, 1)]
 
 
+def test_a_node_that_left_and_came_back_before_the_window_runs_work_in_it() -> None:
+    stamped = lambda seq, s, e: (seq, msgspec.structs.replace(e, id=f"fleet:{seq}", source="fleet", ts=T0 + dt.timedelta(seconds=s)))  # noqa: E731
+    log = [stamped(1, -300, ev.HostOnline(node="n1", resources=CPU)),
+           stamped(2, -200, ev.HostOffline(node="n1", reason="heartbeat_timeout")),
+           stamped(3, -100, ev.HostOnline(node="n1", resources=CPU)),
+           stamped(4, 10, ev.WorkAdded(work_id="w1", work_type="selfplay", board_type="hex8", num_players=2))]
+    rec = record(log, T0, T0 + dt.timedelta(hours=1))
+    assert rec.nodes == [NodeSpan(node="n1", start=0.0, end=None, vram_gb=80.0)]  # its time online before: no span
+    assert simulate(rec, SchedulerSettings()).assigned == {"w1": ("n1", 10.0)}
+
+
 def test_a_replay_is_deterministic_for_a_seed() -> None:
     window = _window(1)
     assert simulate(window, SchedulerSettings(), seed=7) == simulate(window, SchedulerSettings(), seed=7)
