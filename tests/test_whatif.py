@@ -117,6 +117,7 @@ async def test_rr_whatif_reads_the_window_from_the_log_and_reports_both_side_by_
     report = json.loads(out)
     recorded_run, replay_run, alt_run = report["runs"]
     assert [r["label"] for r in report["runs"]] == ["recorded", "recorded config (replay)", "hex8-off.yaml"]
+    assert report["membership"] == "subject index"
     assert report["agreement"]["same_first_node"] >= SAME_NODE_AT_LEAST
     assert abs(replay_run["wait_p50_by_config_s"]["hex8_2p"] - recorded_run["wait_p50_by_config_s"]["hex8_2p"]) <= P50_WITHIN_S
     assert alt_run["wait_p50_by_config_s"]["hex8_2p"] > 2 * replay_run["wait_p50_by_config_s"]["hex8_2p"]
