@@ -68,6 +68,15 @@ def test_a_node_that_left_and_came_back_before_the_window_runs_work_in_it() -> N
     assert simulate(rec, SchedulerSettings()).assigned == {"w1": ("n1", 10.0)}
 
 
+def test_a_node_whose_next_span_begins_the_instant_its_last_ends_stays_up() -> None:
+    # Offline and back within one clock tick (a log stamped in chunks): the node is not lost for the rest of the window.
+    nodes = [NodeSpan(node="n1", start=0.0, end=100.0), NodeSpan(node="n1", start=100.0, end=None, vram_gb=80.0)]
+    arrivals = [Arrival(work_id="w1", work_type="selfplay", board_type="hex8", num_players=2, at=150.0, order=1)]
+    window = Recording(start=T0, seconds=3600.0, nodes=nodes, arrivals=arrivals, durations={"w1": 30.0}, assigned={},
+                       completed={})
+    assert simulate(window, SchedulerSettings()).assigned == {"w1": ("n1", 150.0)}
+
+
 def test_a_replay_is_deterministic_for_a_seed() -> None:
     window = _window(1)
     assert simulate(window, SchedulerSettings(), seed=7) == simulate(window, SchedulerSettings(), seed=7)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import msgspec
 
@@ -57,6 +57,7 @@ class _Sim:
         self.rng = random.Random(seed)
         self.pools = duration_pools(recording)
         self.nodes: dict[str, NodeSpan] = {}
+        self.span_of: dict[str, int] = {}  # node -> the index of its span online now
         self.running: dict[str, dict[str, int]] = {}  # node -> work id -> attempt token
         self.pending: dict[str, Arrival] = {}
         self.assigned: dict[str, tuple[str, float]] = {}
@@ -70,14 +71,14 @@ class _Sim:
         heapq.heappush(self.queue, (at, kind, self.tokens, a, b))
 
     def run(self) -> Outcome:
-        for span in self.rec.nodes:
-            self.push(span.start, _UP, span.node)
+        for i, span in enumerate(self.rec.nodes):  # which span: a node's two spans may meet at one instant
+            self.push(span.start, _UP, span.node, str(i))
             if span.end is not None:
-                self.push(span.end, _DOWN, span.node)
+                self.push(span.end, _DOWN, span.node, str(i))
         for arrival in self.rec.arrivals:
             self.push(arrival.at, _ADDED, arrival.work_id)
         arrivals = {a.work_id: a for a in self.rec.arrivals}
-        spans = {s.node: s for s in self.rec.nodes}
+        spans = self.rec.nodes
         while self.queue and self.queue[0][0] <= self.rec.seconds:
             now = self.queue[0][0]
             while self.queue and self.queue[0][0] == now:
@@ -87,11 +88,13 @@ class _Sim:
         return Outcome(assigned=self.assigned, completed=self.completed, ran=self.ran)
 
     def happen(self, kind: int, token: int, a: str, b: str, arrivals: Mapping[str, Arrival],
-               spans: Mapping[str, NodeSpan], now: float) -> None:
+               spans: Sequence[NodeSpan], now: float) -> None:
         if kind == _UP:
-            self.nodes[a] = spans[a]
+            self.nodes[a], self.span_of[a] = spans[int(b)], int(b)
             self.running.setdefault(a, {})
         elif kind == _DOWN:
+            if self.span_of.get(a) != int(b):
+                return  # the node's next span began at this same instant (nodes come up first): it stays
             self.nodes.pop(a, None)
             for work_id in self.running.pop(a, {}):  # handed back: planned again
                 self.pending[work_id] = arrivals[work_id]
