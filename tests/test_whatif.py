@@ -9,9 +9,10 @@ import msgspec
 
 from cli.whatif.recording import Arrival, NodeSpan, Recording, record
 from cli.whatif.report import agreement, measure, side_by_side
-from cli.whatif.simulate import Outcome, recorded, simulate
+from cli.whatif.simulate import Outcome, plan_from_best, recorded, simulate
 from config.sections.scheduler import SchedulerSettings
 from eventbus import events as ev
+from services.leader.policy import NodeView, WorkView, plan_assignments, rank
 
 T0 = dt.datetime(2026, 5, 1, tzinfo=dt.UTC)
 CPU = ev.HostResources(cpu_count=8, memory_gb=32.0, gpus=[ev.GpuInfo(name="H100", memory_gb=80.0)])
@@ -75,6 +76,23 @@ def test_a_node_whose_next_span_begins_the_instant_its_last_ends_stays_up() -> N
     window = Recording(start=T0, seconds=3600.0, nodes=nodes, arrivals=arrivals, durations={"w1": 30.0}, assigned={},
                        completed={})
     assert simulate(window, SchedulerSettings()).assigned == {"w1": ("n1", 150.0)}
+
+
+def test_a_plan_from_the_best_ranked_few_is_the_plan_of_every_pending_item() -> None:
+    for seed in range(200):
+        rng = random.Random(seed)
+        nodes = [NodeView(node=f"n{i}", alive=True, vram_gb=rng.choice([0.0, 80.0]), max_parallel_jobs=rng.randint(1, 3),
+                          running=rng.randint(0, 3), configured=False) for i in range(rng.randint(1, 6))]
+        # Many of the best-ranked items target a node that is absent (or full): the best few then fill no slot,
+        # and more are asked for.
+        absent = rng.random()
+        items = [WorkView(work_id=f"w{i}", work_type=rng.choice(["selfplay", "training"]), board_type=rng.choice(["hex8", "sq8"]),
+                          num_players=2, order=i + 1, **({"priority": 5, "target_node": "n9"} if rng.random() < absent else
+                                                         {"priority": rng.choice([None, 3]), "target_node": rng.choice([None, None, "n0"])}))
+                 for i in range(rng.randint(0, 300))]
+        settings = SchedulerSettings(curriculum={"hex8_2p": rng.choice([0.0, 1.0, 2.0]), "sq8_2p": 1.0})
+        ranked = rank(items, {}, settings)
+        assert plan_from_best(ranked, nodes, settings) == plan_assignments(items, nodes, {}, settings), seed
 
 
 def test_a_replay_is_deterministic_for_a_seed() -> None:
