@@ -85,7 +85,8 @@ async def last_per_subject(bus: Bus, subject_filter: str, up_to_seq: int, *, str
 
     Raises TooManyResults when more subjects match than the server answers in one such request
     (nats-server refuses past 1,024), BusError otherwise. Paged `batch` at a time: a page goes on
-    from past the last record the one before held, under the same `up_to_seq`.
+    from past the last record the one before held, under the same `up_to_seq`. An `up_to_seq` past
+    the stream's last sequence is answered with nothing: ask up to a stored one.
     """
     records: list[Record] = []
     seq = 1
