@@ -13,6 +13,10 @@ a batch of 256 and 35-37 ms by a consumer. Not for filters matched all over the 
 membership, event types): a batch fills itself from past the range asked (`up_to_seq` is honoured
 only with `multi_last`), 158 ms of the server's CPU against 2.5 ms by a consumer for a context read.
 
+With `multi_last` and `up_to_seq` the server answers instead each matching subject's newest record
+at or before a sequence from its per-subject index, whatever the log's length (`last_per_subject`):
+membership at a point of a 22M-record log in 0.04-0.3 s, where reading it from the start took 74 s.
+
 The server adds its own headers (`Nats-Sequence`, `Nats-Subject`, ...) to each record; those are
 taken off, so a record read here equals the one an ordered consumer delivers.
 """
@@ -27,7 +31,7 @@ import nats.errors
 from nats.aio.msg import Msg
 
 from eventbus.connection import Bus
-from eventbus.errors import BusError, BusUnavailable
+from eventbus.errors import BusError, BusUnavailable, TooManyResults
 from eventbus.history import Record
 from eventbus.streams import EVENTS_STREAM
 
@@ -36,7 +40,7 @@ BATCH = 256
 TIMEOUT_S = 10.0
 _SERVER_HEADERS = frozenset({"Nats-Stream", "Nats-Subject", "Nats-Sequence", "Nats-Time-Stamp", "Nats-Num-Pending",
                              "Nats-Last-Sequence", "Nats-UpTo-Sequence"})
-_END_OF_BATCH, _NOT_FOUND, _NO_RESPONDERS = "204", "404", "503"
+_END_OF_BATCH, _NOT_FOUND, _TOO_MANY, _NO_RESPONDERS = "204", "404", "413", "503"
 
 
 class _Page(msgspec.Struct):
@@ -75,8 +79,34 @@ async def read_aggregates(bus: Bus, subjects: Iterable[str], start_seq: int, end
     return {record.seq: record for page in pages for record in page}, sum(len(page) for page in pages)
 
 
+async def last_per_subject(bus: Bus, subject_filter: str, up_to_seq: int, *, stream: str = EVENTS_STREAM,
+                           batch: int = BATCH) -> list[Record]:
+    """The newest record of each subject matching `subject_filter` at or before `up_to_seq`, oldest first.
+
+    Raises TooManyResults when more subjects match than the server answers in one such request
+    (nats-server refuses past 1,024), BusError otherwise. Paged `batch` at a time: a page goes on
+    from past the last record the one before held, under the same `up_to_seq`. An `up_to_seq` past
+    the stream's last sequence is answered with nothing: ask up to a stored one.
+    """
+    records: list[Record] = []
+    seq = 1
+    while up_to_seq >= 1:
+        request = {"multi_last": [subject_filter], "up_to_seq": up_to_seq, "seq": seq, "batch": batch}
+        page = await _ask(bus, stream, subject_filter, request)
+        records += page.records
+        if not page.pending or not page.records:
+            break
+        seq = page.records[-1].seq + 1
+    return records
+
+
 async def _batch(bus: Bus, stream: str, subject: str, seq: int, batch: int) -> _Page:
     """One batched direct get: up to `batch` records on `subject` from `seq`."""
+    return await _ask(bus, stream, subject, {"seq": seq, "next_by_subj": subject, "batch": batch})
+
+
+async def _ask(bus: Bus, stream: str, subject: str, request: dict[str, object]) -> _Page:
+    """One direct get answered as a reply stream: its records, and the server's count of those left."""
     records: list[Record] = []
     ended: asyncio.Future[dict[str, str]] = asyncio.get_running_loop().create_future()
 
@@ -89,9 +119,8 @@ async def _batch(bus: Bus, stream: str, subject: str, seq: int, batch: int) -> _
             records.append(_record(msg, headers))
 
     sub = await bus.nc.subscribe(bus.nc.new_inbox(), cb=on_msg)
-    request = msgspec.json.encode({"seq": seq, "next_by_subj": subject, "batch": batch})
     try:
-        await bus.nc.publish(f"$JS.API.DIRECT.GET.{stream}", request, reply=sub.subject)
+        await bus.nc.publish(f"$JS.API.DIRECT.GET.{stream}", msgspec.json.encode(request), reply=sub.subject)
         status = await asyncio.wait_for(ended, TIMEOUT_S)
     except (TimeoutError, nats.errors.Error) as exc:
         raise BusUnavailable(f"JetStream did not answer a direct get of {subject} on {stream}: "
@@ -107,6 +136,9 @@ def _page(stream: str, subject: str, records: list[Record], status: dict[str, st
         return _Page(records=records, pending=int(status.get("Nats-Num-Pending", "0")))
     if code == _NOT_FOUND:  # nothing (more) on the subject from the sequence asked
         return _Page(records=records, pending=0)
+    if code == _TOO_MANY:
+        raise TooManyResults(f"direct get of the newest record of each subject matching {subject} on stream {stream}: "
+                             "more subjects match than the server answers at once")
     if code == _NO_RESPONDERS:
         raise BusUnavailable(f"no server answers direct gets on stream {stream} (not created, or JetStream down)")
     description = next((v for k, v in status.items() if str(k).lower().endswith("description")), "")

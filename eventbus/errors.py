@@ -70,6 +70,10 @@ class Fenced(BusError):
         )
 
 
+class TooManyResults(BusError):
+    """The server refused a read that matched more than it answers in one request: ask narrower, or read another way."""
+
+
 class InvalidEvent(BusError):
     """A message is not a valid event of the catalog (bad JSON, unknown type, wrong fields)."""
 

@@ -63,3 +63,17 @@ async def test_a_read_asks_for_one_record_then_for_no_more_than_the_server_says_
         asked.clear()
         assert await directreads.read_aggregate(bus, aggregate_filter("work", "w-00000010"), 1, end, batch=3) == expected
         assert asked[0] == 1 and all(size <= 3 for size in asked) and sum(asked) == len(expected)
+
+
+async def test_the_newest_record_of_each_subject_at_a_point_equals_the_last_an_ordered_read_sees_there(nats_url: str) -> None:
+    async with provisioned_bus(nats_url) as bus:
+        await Publisher(bus).publish_many(list(fleet_log(2_000)))
+        end = await last_sequence(bus)
+        everything: list[Record] = []
+        await replay(bus, everything.append, subject="rr.evt.host.>")
+        for up_to in (0, 1, 40, end // 2, end - 1, end):
+            newest = {r.subject: r for r in everything if r.seq <= up_to}  # later records replace earlier ones
+            expected = sorted(newest.values(), key=lambda r: r.seq)
+            for batch in (1, 7, directreads.BATCH):  # paged: each page goes on past the last record of the one before
+                assert await directreads.last_per_subject(bus, "rr.evt.host.>", up_to, batch=batch) == expected, (up_to, batch)
+        assert len({r.subject for r in everything}) > 7  # more subjects than the smaller pages hold

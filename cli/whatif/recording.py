@@ -59,7 +59,7 @@ def _gpu_gb(event: HostOnline) -> float:
 
 
 def record(events: Iterable[tuple[int, Event]], start: dt.datetime, end: dt.datetime) -> Recording:
-    """The window [start, end) of a log in order; nodes online before it count from its start."""
+    """The window [start, end) of a log in order; nodes online before it count from its start, times online wholly before it not at all."""
     def at(event: Event) -> float:
         return max(0.0, ((event.ts or start) - start).total_seconds())
 
@@ -77,7 +77,11 @@ def record(events: Iterable[tuple[int, Event]], start: dt.datetime, end: dt.date
             online[event.node] = NodeSpan(node=event.node, start=at(event), end=None,
                                           roles=tuple(event.roles) or ("mixed",), vram_gb=_gpu_gb(event))
         elif isinstance(event, HostOffline) and event.node in online:
-            spans.append(msgspec.structs.replace(online.pop(event.node), end=at(event)))
+            span = msgspec.structs.replace(online.pop(event.node), end=at(event))
+            # A time online of no length in the window (wholly before it) ran nothing; kept, its end would take
+            # the node down at the window's start in the simulation even when it had come back before.
+            if span.end != span.start:
+                spans.append(span)
         elif event.ts is None or event.ts < start:
             continue
         elif isinstance(event, WorkAdded):

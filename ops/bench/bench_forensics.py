@@ -43,11 +43,13 @@ from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from cli.commands.timeline import read_timeline
 from cli.commands.whatif import window_events
-from cli.whatif.recording import record
+from cli.whatif.recording import Recording, record
 from cli.whatif.report import percentile
-from cli.whatif.simulate import simulate
+from cli.whatif.simulate import Outcome, simulate
 from cluster.distribution.failures import FAILURES
 from config.sections.api import ApiSettings
 from config.sections.scheduler import SchedulerSettings
@@ -185,11 +187,34 @@ async def timelines(bus: Bus, rng: random.Random, jobs: int, points: int,
 async def whatif_day(bus: Bus, end: int) -> tuple[float, int]:
     """Seconds of `rr whatif --since <the last day of events>` on the recorded config, and the items it replayed."""
     clock = time.perf_counter()
-    since = await stamp_of(bus, max(1, end - DAY))
-    until = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
-    rec = record(await window_events(bus, since, until, skew=dt.timedelta(0)), since, until)
-    simulate(rec, SchedulerSettings())
-    return time.perf_counter() - clock, len(rec.arrivals)
+    day = await whatif_window(bus, *(await last_day(bus, end)))
+    return time.perf_counter() - clock, len(day.recording.arrivals)
+
+
+async def last_day(bus: Bus, end: int) -> tuple[dt.datetime, dt.datetime]:
+    """`--since` and `--until` of a window over the last day of events of a log ending at `end`."""
+    return await stamp_of(bus, max(1, end - DAY)), dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
+
+
+class WhatIfDay(msgspec.Struct, frozen=True, kw_only=True):
+    """One `rr whatif` over the last day: its seconds in all, reading the window, and what it recorded and replayed."""
+
+    seconds: float
+    read_s: float
+    recording: Recording
+    outcome: Outcome
+    membership: str
+
+
+async def whatif_window(bus: Bus, since: dt.datetime, until: dt.datetime, *, from_start: bool = False) -> WhatIfDay:
+    """`rr whatif` over a window on the recorded config, timed (`from_start`: membership read from the log's start)."""
+    clock = time.perf_counter()
+    window = await window_events(bus, since, until, skew=dt.timedelta(0), from_start=from_start)
+    read_s = time.perf_counter() - clock
+    rec = record(window.events, since, until)
+    outcome = simulate(rec, SchedulerSettings())
+    return WhatIfDay(seconds=time.perf_counter() - clock, read_s=read_s, recording=rec, outcome=outcome,
+                     membership=window.membership)
 
 
 async def quarantine_to_rollback(bus: Bus, end: int) -> dict[str, Any]:
