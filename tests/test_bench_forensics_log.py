@@ -81,7 +81,7 @@ async def test_retrying_tries_again_while_jetstream_does_not_answer_and_then_giv
             raise BusUnavailable("no answer")
         return "done"
 
-    assert await retrying("flaky", lambda: flaky(2), tries=3) == "done" and len(calls) == 3
+    assert await retrying("flaky", lambda: flaky(2), tries=3, first_wait_s=0.01) == "done" and len(calls) == 3
     calls.clear()
 
     async def slow() -> str:
@@ -90,10 +90,10 @@ async def test_retrying_tries_again_while_jetstream_does_not_answer_and_then_giv
             raise TimeoutError  # what nats-py raises when a consumer's creation is not answered
         return "done"
 
-    assert await retrying("slow", slow, tries=2) == "done" and len(calls) == 2
+    assert await retrying("slow", slow, tries=2, first_wait_s=0.01) == "done" and len(calls) == 2
     calls.clear()
     with pytest.raises(BusUnavailable):
-        await retrying("flaky", lambda: flaky(5), tries=2)
+        await retrying("flaky", lambda: flaky(5), tries=2, first_wait_s=0.01)
     assert len(calls) == 2
 
 
