@@ -118,7 +118,7 @@ LEADERSHIP = frozenset({"LEADER_ELECTED", "LEADER_LOST"})
 
 
 # Built once per `forge`: the hostile payloads draw it inside each example, and building a strategy for every type of
-# the catalogue (msgspec's type_info and hypothesis' datetimes for each) was most of a fuzz test's time (51 s of 52).
+# the catalogue (msgspec's type_info and hypothesis' datetimes for each) was most of a fuzz test's time (76 s of 78).
 @functools.cache
 def any_event(forge: bool = True) -> st.SearchStrategy[Event]:
     """A valid event of any type in the catalogue.
