@@ -188,9 +188,9 @@ async def _save_bundle(state: bundle.ProjectionSet, saver: ChainSaver, entries: 
 T = TypeVar("T")
 
 
-async def retrying(what: str, action: Callable[[], Awaitable[T]], tries: int = 10) -> T:
-    """`action()`, tried again after 1, 2, 4 ... s while JetStream does not answer (a loaded machine: listings time out at
-    10 s, and creating a consumer on a 22M-record stream just written took more than nats-py's 5 s, five times in a
+async def retrying(what: str, action: Callable[[], Awaitable[T]], tries: int = 10, first_wait_s: float = 1.0) -> T:
+    """`action()`, tried again after 1, 2, 4 ... s (from `first_wait_s`) while JetStream does not answer (a loaded machine: listings
+    time out at 10 s, and creating a consumer on a 22M-record stream just written took more than nats-py's 5 s, five times in a
     row over 31 s beside other work: ten tries wait up to ~8.5 min in all).
 
     A save tried again replaces the object of the same name, so a retry after a save that
@@ -202,8 +202,8 @@ async def retrying(what: str, action: Callable[[], Awaitable[T]], tries: int = 1
         except (BusUnavailable, TimeoutError) as exc:  # nats-py's own timeouts (a consumer's creation) are TimeoutErrors
             if attempt == tries - 1:
                 raise
-            log(f"{what}: {exc}; trying again in {2 ** attempt} s")
-            await asyncio.sleep(2 ** attempt)
+            log(f"{what}: {exc}; trying again in {first_wait_s * 2 ** attempt:g} s")
+            await asyncio.sleep(first_wait_s * 2 ** attempt)
     raise AssertionError("unreachable")
 
 
