@@ -8,6 +8,7 @@ import pytest
 from eventbus.connection import Bus, connect
 from eventbus.errors import StreamSetupError
 from eventbus.streams import (
+    CONTEXT_STREAM,
     DEADLETTER_STREAM,
     EVENTS_STREAM,
     TELEMETRY_STREAM,
@@ -18,7 +19,7 @@ from eventbus.streams import (
 from eventbus.subjects import heartbeat_subject
 from tests.bus_harness import provisioned_bus
 
-ALL = {EVENTS_STREAM, TELEMETRY_STREAM, DEADLETTER_STREAM}
+ALL = {EVENTS_STREAM, CONTEXT_STREAM, TELEMETRY_STREAM, DEADLETTER_STREAM}
 
 
 @pytest.fixture
@@ -48,6 +49,7 @@ async def test_a_changed_setting_updates_only_the_streams_it_touches(bare_bus: B
     changed = StreamSettings(telemetry_max_age_s=7200.0, telemetry_per_node=240)
     assert await provision(bare_bus.js, changed) == {
         EVENTS_STREAM: "unchanged",
+        CONTEXT_STREAM: "unchanged",
         TELEMETRY_STREAM: "updated",
         DEADLETTER_STREAM: "unchanged",
     }
@@ -70,7 +72,8 @@ async def test_a_shorter_retention_is_refused_without_the_flag_and_nothing_is_dr
     assert (await bare_bus.js.stream_info(EVENTS_STREAM)).config.max_age == 730 * 86_400.0
     assert (await bare_bus.js.stream_info(TELEMETRY_STREAM)).state.messages == 3
     outcome = await provision(bare_bus.js, shorter, allow_shorter_retention=True)
-    assert outcome == {EVENTS_STREAM: "updated", TELEMETRY_STREAM: "updated", DEADLETTER_STREAM: "unchanged"}
+    assert outcome == {EVENTS_STREAM: "updated", CONTEXT_STREAM: "updated", TELEMETRY_STREAM: "updated",
+                       DEADLETTER_STREAM: "unchanged"}
     assert (await bare_bus.js.stream_info(EVENTS_STREAM)).config.max_age == 7 * 86_400.0
 
 
