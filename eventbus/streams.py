@@ -204,8 +204,13 @@ def shortened_limits(current: StreamConfig, wanted: StreamConfig) -> list[str]:
 
 
 async def require_declared(js: JetStreamContext, settings: StreamSettings, *, where: str) -> None:
-    """Raise BusUnavailable naming the first declared stream the server `where` does not have."""
+    """Raise BusUnavailable naming the first declared stream the server `where` does not have.
+
+    RR_CONTEXT is not required: no service reads it, and the timeline reads RR_EVENTS without it.
+    """
     for spec in declared_streams(settings):
+        if spec.name == CONTEXT_STREAM:
+            continue
         try:
             await js.stream_info(spec.name)
         except nats.js.errors.NotFoundError:

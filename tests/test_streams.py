@@ -6,7 +6,7 @@ import nats.js.errors
 import pytest
 
 from eventbus.connection import Bus, connect
-from eventbus.errors import StreamSetupError
+from eventbus.errors import BusUnavailable, StreamSetupError
 from eventbus.streams import (
     CONTEXT_STREAM,
     DEADLETTER_STREAM,
@@ -15,6 +15,7 @@ from eventbus.streams import (
     StreamSettings,
     declared_streams,
     provision,
+    require_declared,
 )
 from eventbus.subjects import heartbeat_subject
 from tests.bus_harness import provisioned_bus
@@ -42,6 +43,15 @@ def test_declared_streams_cover_disjoint_subjects() -> None:
 async def test_provisioning_twice_creates_then_leaves_unchanged(bare_bus: Bus) -> None:
     assert await provision(bare_bus.js, StreamSettings()) == dict.fromkeys(ALL, "created")
     assert await provision(bare_bus.js, StreamSettings()) == dict.fromkeys(ALL, "unchanged")
+
+
+async def test_services_start_without_the_context_stream_but_not_without_the_log(bare_bus: Bus) -> None:
+    await provision(bare_bus.js, StreamSettings())
+    await bare_bus.js.delete_stream(CONTEXT_STREAM)  # as on a server provisioned before it was declared
+    await require_declared(bare_bus.js, StreamSettings(), where="here")
+    await bare_bus.js.delete_stream(TELEMETRY_STREAM)
+    with pytest.raises(BusUnavailable, match="stream RR_TELEMETRY does not exist on here"):
+        await require_declared(bare_bus.js, StreamSettings(), where="here")
 
 
 async def test_a_changed_setting_updates_only_the_streams_it_touches(bare_bus: Bus) -> None:
