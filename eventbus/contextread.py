@@ -79,27 +79,18 @@ async def read(bus: Bus, filters: Sequence[str], start: int, end: int, fallback:
         return {}, 0
     if not covers(filters):
         return await fallback(filters, start, end)
-    try:
-        info = await bus.js.stream_info(CONTEXT_STREAM)
-    except nats.js.errors.NotFoundError:
-        return await fallback(filters, start, end)  # not provisioned yet (`rr streams init`)
-    except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError) as exc:
-        raise BusUnavailable(f"JetStream did not answer the state of {CONTEXT_STREAM}: {exc or type(exc).__name__}") from None
-    first, last = int(info.state.first_seq), int(info.state.last_seq)
-    if not info.state.messages:
-        return await fallback(filters, start, end)
-    try:
-        return await _read_copied(bus, filters, start, end, fallback, first, last)
-    except _Gone:
+    try:  # its first and last copy: one round trip, no stream info
+        lo, hi = await asyncio.gather(_source_of(bus, {"seq": 1, "next_by_subj": ">"}), _source_of(bus, {"last_by_subj": ">"}))
+        return await _read_copied(bus, filters, start, end, fallback, lo, hi)
+    except _Gone:  # not provisioned yet (`rr streams init`), empty, or a probed copy aged out meanwhile
         return await fallback(filters, start, end)
 
 
 async def _read_copied(bus: Bus, filters: Sequence[str], start: int, end: int, fallback: Fallback,
-                       first: int, last: int) -> Read:
-    """`read` once RR_CONTEXT is known to hold `first` to `last`: its part of the range, RR_EVENTS the rest."""
-    lo, hi = await asyncio.gather(_source_at(bus, first), _source_at(bus, last))
+                       lo: tuple[int, int], hi: tuple[int, int]) -> Read:
+    """`read` once RR_CONTEXT's first and last copy are known (each (sequence, RR_EVENTS sequence)): its part, RR_EVENTS the rest."""
     parts: list[Awaitable[Read]] = []
-    if first > 1 and lo[1] > start:  # it dropped its oldest: what it no longer keeps of the range
+    if lo[0] > 1 and lo[1] > start:  # it dropped its oldest: what it no longer keeps of the range
         parts.append(fallback(filters, start, min(end, lo[1] - 1)))
     if hi[1] < end:  # not copied yet
         parts.append(fallback(filters, max(start, hi[1] + 1), end))
@@ -149,19 +140,21 @@ async def _narrowed(bus: Bus, lo: tuple[int, int], hi: tuple[int, int], target: 
         if hi[0] - lo[0] <= WINDOW:
             break
         at = probe(lo, hi, target, halve=step % 2 == 1)
-        seen = await _source_at(bus, at)
+        seen = await _source_of(bus, {"seq": at})
         lo, hi = (seen, hi) if seen[1] < target else (lo, seen)
     return lo[0], hi[0]
 
 
-async def _source_at(bus: Bus, seq: int) -> tuple[int, int]:
-    """(seq, the RR_EVENTS sequence of RR_CONTEXT's record `seq`), by one direct get."""
-    request = msgspec.json.encode({"seq": seq})
+async def _source_of(bus: Bus, request: dict[str, object]) -> tuple[int, int]:
+    """(sequence, RR_EVENTS sequence) of the RR_CONTEXT record a direct get `request` names."""
     try:
-        msg = await bus.nc.request(f"$JS.API.DIRECT.GET.{CONTEXT_STREAM}", request, timeout=bus.api_timeout_s)
-    except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+        msg = await bus.nc.request(f"$JS.API.DIRECT.GET.{CONTEXT_STREAM}", msgspec.json.encode(request),
+                                   timeout=bus.api_timeout_s)
+    except nats.errors.NoRespondersError:
+        raise _Gone(request) from None  # no such stream
+    except nats.errors.TimeoutError as exc:
         raise BusUnavailable(f"JetStream did not answer a direct get on {CONTEXT_STREAM}: {exc or type(exc).__name__}") from None
     source = source_seq(msg.headers)
-    if source is None:  # a 404 (aged out since the stream's state was asked), or a record no copy
-        raise _Gone(seq)
-    return seq, source
+    if source is None:  # a 404: empty, or aged out since
+        raise _Gone(request)
+    return int((msg.headers or {})["Nats-Sequence"]), source
