@@ -37,7 +37,7 @@ Fallback = Callable[[Sequence[str], int, int], Awaitable[Read]]
 # The range's ends are narrowed to this many RR_CONTEXT records: reading a few hundred records too
 # many costs the server less than one more round trip.
 WINDOW = 256
-_PROBES_MAX = 40  # interpolation alternates with halving, so 2 x log2(records) probes at worst
+_PROBES_MAX = 64  # every other step halves the bracket at least: 2 x log2(records) steps at worst
 
 
 class _Gone(Exception):
@@ -63,14 +63,17 @@ def own_headers(headers: dict[str, str] | None) -> dict[str, str] | None:
     return None if own.keys() <= {"Nats-Msg-Id"} else own  # as history.Record gives a plain event's
 
 
-def probe(lo: tuple[int, int], hi: tuple[int, int], target: int, halve: bool) -> int:
-    """The RR_CONTEXT sequence to look at next between `lo` and `hi`, each (sequence, its RR_EVENTS sequence)."""
+def probes(lo: tuple[int, int], hi: tuple[int, int], target: int, step: int) -> list[int]:
+    """The RR_CONTEXT sequences to look at at once between `lo` and `hi`, each (sequence, its RR_EVENTS sequence).
+
+    A window around the interpolated guess: where the copies are spread evenly, as the log's
+    records are, one round trip brackets `target` within WINDOW. Every other step adds the midpoint,
+    for where they bunch up (a flapping host's minutes), so a bad guess still halves the bracket.
+    """
     (low, low_src), (high, high_src) = lo, hi
-    if halve:  # interpolation alone crawls where the copies bunch up (a flapping host's minutes)
-        guess = (low + high) // 2
-    else:
-        guess = low + (target - low_src) * (high - low) // max(1, high_src - low_src)
-    return min(high - 1, max(low + 1, guess))
+    guess = low + (target - low_src) * (high - low) // max(1, high_src - low_src)
+    wanted = [guess - WINDOW // 2, guess + WINDOW // 2] + ([(low + high) // 2] if step % 2 else [])
+    return sorted({min(high - 1, max(low + 1, at)) for at in wanted})
 
 
 async def read(bus: Bus, filters: Sequence[str], start: int, end: int, fallback: Fallback) -> Read:
@@ -139,9 +142,9 @@ async def _narrowed(bus: Bus, lo: tuple[int, int], hi: tuple[int, int], target: 
     for step in range(_PROBES_MAX):
         if hi[0] - lo[0] <= WINDOW:
             break
-        at = probe(lo, hi, target, halve=step % 2 == 1)
-        seen = await _source_of(bus, {"seq": at})
-        lo, hi = (seen, hi) if seen[1] < target else (lo, seen)
+        seen = await asyncio.gather(*(_source_of(bus, {"seq": at}) for at in probes(lo, hi, target, step)))
+        lo = max([lo, *(s for s in seen if s[1] < target)])
+        hi = min([hi, *(s for s in seen if s[1] >= target)])
     return lo[0], hi[0]
 
 
