@@ -83,11 +83,14 @@ class _Counted:
         return await _read_range(self.bus, filters, start, end)
 
 
-def _ranges(rng: random.Random, end: int, count: int) -> list[tuple[tuple[str, ...], int, int]]:
+def _ranges(rng: random.Random, end: int, count: int, marks: Sequence[int] = ()) -> list[tuple[tuple[str, ...], int, int]]:
+    """Random ranges of the log; with `marks` (context records' sequences), every other one starts and ends on one."""
     out = []
-    for _ in range(count):
+    for i in range(count):
         start = rng.randrange(1, end)
         stop = min(end, start + rng.choice((0, 50, 700, 3_000, end)))
+        if marks and i % 2:
+            start, stop = sorted(rng.sample(list(marks), 2))
         nodes = rng.sample(NODES, rng.randrange(0, 3))
         out.append(((*LEADERSHIP, *(aggregate_filter("host", n) for n in nodes)), start, stop))
     return out
@@ -98,13 +101,15 @@ async def test_the_context_of_any_range_read_from_the_context_stream_is_what_the
     async with provisioned_bus(nats_url) as bus:
         end = await _log_with_context(bus, 6_000)
         fallback = _Counted(bus)
+        marks = sorted((await _read_range(bus, LEADERSHIP, 1, end))[0])
         for window in (contextread.WINDOW, 1):  # 1: the interpolation narrows each end to the record
             monkeypatch.setattr(contextread, "WINDOW", window)
-            for filters, start, stop in _ranges(random.Random(window), end, 25):
+            for filters, start, stop in _ranges(random.Random(window), end, 30, marks):
                 expected = (await _read_range(bus, filters, start, stop))[0]
                 found = (await contextread.read(bus, filters, start, stop, fallback))[0]
                 assert found == expected, (filters, start, stop)
                 assert any(r.subject.startswith("rr.evt.lease.") for r in found.values()) or stop - start < 3_000
+                assert start not in marks or start in found, "a range starting on a copy holds it"
         # Only the ranges past RR_CONTEXT's last copy asked RR_EVENTS for that tail.
         last_copy = max((await _read_range(bus, CONTEXT_SUBJECTS, 1, end))[0])
         assert all(first > last_copy for first, _ in fallback.ranges), fallback.ranges
