@@ -6,7 +6,7 @@ about 12 events (added, assigned, started, ~6 progress, completed, its domain ev
 more) of ~450 bytes, plus promotions, distributions (31 per model), syncs and membership
 flaps: about 60k events, 27 MB a day, ~10 GB a year. The defaults keep two years bounded
 by 20 GiB, whichever comes first: two years at that rate, five months at 5x it. JetStream
-reserves the bytes up front (about 22 GiB of streams, which `rr up` wants 29 GiB free for):
+reserves the bytes up front (about 24 GiB of streams, which `rr up` wants 32 GiB free for):
 a larger bound would refuse a fresh install on a laptop; raise `streams.events_max_gib` on
 servers with the disk for it.
 Heartbeats (31 nodes every 5 s = 536k a day) would triple the log; they go to
@@ -28,13 +28,18 @@ from eventbus.errors import BusUnavailable, StreamSetupError, storage_full
 from eventbus.events import MAX_EVENT_BYTES
 from eventbus.leasecopy import transform
 from eventbus.leases import DEFAULT_BUCKET, ensure_bucket
-from eventbus.subjects import ALL_EVENTS, DEADLETTER_ROOT, TELEMETRY_ROOT
+from eventbus.subjects import ALL_EVENTS, DEADLETTER_ROOT, EVENTS_ROOT, TELEMETRY_ROOT
 
 log = logging.getLogger(__name__)
 
 EVENTS_STREAM = "RR_EVENTS"
 TELEMETRY_STREAM = "RR_TELEMETRY"
 DEADLETTER_STREAM = "RR_DEADLETTER"
+CONTEXT_STREAM = "RR_CONTEXT"
+# What a work item's timeline shows around it (leadership, lease copies, membership): ~1.5% of
+# the log, spread over all of it. RR_CONTEXT holds the server's copies of these alone, so that
+# reading them mid-log does not make the server load every message block of RR_EVENTS.
+CONTEXT_SUBJECTS = tuple(f"{EVENTS_ROOT}.{aggregate}.>" for aggregate in ("leader", "lease", "host"))
 
 DAY = 86_400.0
 GIB = 1 << 30
@@ -56,13 +61,16 @@ class StreamSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     telemetry_max_gib: float = 1.0
     deadletter_max_age_days: float = 90.0
     deadletter_max_gib: float = 1.0
+    # RR_CONTEXT keeps RR_EVENTS' age in a tenth of its default bytes (its records are ~1.5% of the
+    # log's): should it drop one RR_EVENTS still holds, a timeline reads that part from RR_EVENTS.
+    context_max_gib: float = 2.0
 
 
 class StreamSpec(msgspec.Struct, frozen=True, kw_only=True):
     """One stream as the code declares it."""
 
     name: str
-    subjects: list[str]
+    subjects: list[str]  # empty: the stream holds only what the server copies into it (`sources`)
     description: str
     max_age_s: float
     max_bytes: int
@@ -72,7 +80,8 @@ class StreamSpec(msgspec.Struct, frozen=True, kw_only=True):
     # The server refuses anything larger on publish, well under its 1 MiB max payload, so no
     # reader ever meets an oversized message and parking one always fits.
     max_msg_size: int = -1
-    # Streams the server copies into this one: (stream, subject filter, destination subject).
+    # Streams the server copies into this one: (stream, subject filter, destination subject); the
+    # filters of one stream are one source, whose copies keep that stream's order.
     sources: tuple[tuple[str, str, str], ...] = ()
 
 
@@ -92,6 +101,18 @@ def declared_streams(settings: StreamSettings, lease_bucket: str = DEFAULT_BUCKE
             # verify elections against these copies, which no client can publish. A bucket that
             # does not exist yet is fine: the server keeps trying the source.
             sources=((f"KV_{lease_bucket}", *transform(lease_bucket)),),
+        ),
+        StreamSpec(
+            name=CONTEXT_STREAM,
+            subjects=[],  # nothing publishes here: every record is the server's copy of one in RR_EVENTS
+            description="rr leadership, lease copies and membership: the server's copies of RR_EVENTS' records",
+            max_age_s=settings.events_max_age_days * DAY,
+            max_bytes=int(settings.context_max_gib * GIB),
+            max_msg_size=MAX_EVENT_BYTES + HEADERS_MAX,
+            deny_delete=True,
+            deny_purge=True,
+            # Each copy's `Nats-Stream-Source` header names its sequence in RR_EVENTS (eventbus/contextread.py).
+            sources=tuple((EVENTS_STREAM, subject, subject) for subject in CONTEXT_SUBJECTS),
         ),
         StreamSpec(
             name=TELEMETRY_STREAM,
@@ -118,7 +139,7 @@ def stream_config(spec: StreamSpec, settings: StreamSettings) -> StreamConfig:
     return StreamConfig(
         name=spec.name,
         description=spec.description,
-        subjects=spec.subjects,
+        subjects=spec.subjects or None,  # as the server reports a stream with no subjects of its own
         retention=RetentionPolicy.LIMITS,
         discard=DiscardPolicy.OLD,
         max_age=spec.max_age_s,
@@ -131,8 +152,9 @@ def stream_config(spec: StreamSpec, settings: StreamSettings) -> StreamConfig:
         deny_delete=spec.deny_delete,
         deny_purge=spec.deny_purge,
         allow_direct=True,
-        sources=[StreamSource(name=name, subject_transforms=[SubjectTransform(src=src, dest=dest)])
-                 for name, src, dest in spec.sources] or None,
+        sources=[StreamSource(name=name, subject_transforms=[SubjectTransform(src=src, dest=dest)
+                                                             for source, src, dest in spec.sources if source == name])
+                 for name in dict.fromkeys(source for source, _, _ in spec.sources)] or None,
     )
 
 
@@ -182,8 +204,13 @@ def shortened_limits(current: StreamConfig, wanted: StreamConfig) -> list[str]:
 
 
 async def require_declared(js: JetStreamContext, settings: StreamSettings, *, where: str) -> None:
-    """Raise BusUnavailable naming the first declared stream the server `where` does not have."""
+    """Raise BusUnavailable naming the first declared stream the server `where` does not have.
+
+    RR_CONTEXT is not required: no service reads it, and the timeline reads RR_EVENTS without it.
+    """
     for spec in declared_streams(settings):
+        if spec.name == CONTEXT_STREAM:
+            continue
         try:
             await js.stream_info(spec.name)
         except nats.js.errors.NotFoundError:
@@ -225,7 +252,7 @@ async def provision(
 
 
 SIZE_SETTINGS = {EVENTS_STREAM: "events_max_gib", TELEMETRY_STREAM: "telemetry_max_gib",
-                 DEADLETTER_STREAM: "deadletter_max_gib"}
+                 DEADLETTER_STREAM: "deadletter_max_gib", CONTEXT_STREAM: "context_max_gib"}
 
 
 def _no_room(spec: StreamSpec, description: str, err_code: int | None) -> str:

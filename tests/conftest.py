@@ -31,7 +31,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
     """One JetStream nats-server with its store in tmp_path, stopped at teardown."""
-    # The streams reserve their production sizes (about 22 GiB) while the tests write kilobytes: an explicit
+    # The streams reserve their production sizes (about 24 GiB) while the tests write kilobytes: an explicit
     # store limit keeps the tests independent of how much disk this machine has free (the server's default is
     # 3/4 of it). The full-disk behaviour has its own tests with their own, small limits.
     spec = ServerSpec(name="rr-test", port=free_port(), store_dir=str(tmp_path / "nats" / "jetstream"),

@@ -8,29 +8,40 @@ deletes of named objects only.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import nats.errors
 import nats.js.errors
 import pytest
 
 from eventbus.authority import may_publish, owned_types
 from eventbus.connection import Bus
+from eventbus.contextread import source_seq
 from eventbus.events import EVENT_TYPES
 from eventbus.leases import LeaseBucket, LeaseValue
 from eventbus.objectdelete import delete_object, delete_orphan_chunks
 from eventbus.objects import BucketSpec, ensure_bucket, fetch_to_file, put_file, stat_object
 from eventbus.probe import PermissionWatch, probe_publish
 from eventbus.snapshots import SNAPSHOT_BUCKET, load_snapshot, save_snapshot
-from eventbus.streams import DEADLETTER_STREAM, EVENTS_STREAM, TELEMETRY_STREAM, StreamSettings, provision
+from eventbus.streams import (
+    CONTEXT_STREAM,
+    CONTEXT_SUBJECTS,
+    DEADLETTER_STREAM,
+    EVENTS_STREAM,
+    TELEMETRY_STREAM,
+    StreamSettings,
+    provision,
+)
 from eventbus.subjects import deadletter_subject, source_filter
 from tests.auth_harness import Fleet, auth_server, node_services, open_as, stored_count, violations
 from tests.helpers import eventually
 
 BUCKETS = ("rr_models", "rr_data")
-LOG_STREAMS = (EVENTS_STREAM, DEADLETTER_STREAM, TELEMETRY_STREAM, "KV_rr_leases")
+LOG_STREAMS = (EVENTS_STREAM, CONTEXT_STREAM, DEADLETTER_STREAM, TELEMETRY_STREAM, "KV_rr_leases")
 ALL_STREAMS = (*LOG_STREAMS, *(f"OBJ_{b}" for b in BUCKETS))
 
 
@@ -60,6 +71,7 @@ async def admin(fleet: Fleet, tmp_path: Path) -> AsyncIterator[Bus]:
     # The log sources the lease bucket: the lease's copy lands in RR_EVENTS on the server's own time, which a loaded
     # machine can put after a test's "before" count. Both of the log's messages are there before any test counts.
     await eventually(lambda: _stored(bus, EVENTS_STREAM, 2), timeout=30, message="the lease's copy sourced into the log")
+    await eventually(lambda: _stored(bus, CONTEXT_STREAM, 1), timeout=30, message="the lease's copy sourced into RR_CONTEXT")
     try:
         yield bus
     finally:
@@ -100,6 +112,29 @@ async def test_a_worker_cannot_forge_a_promotion_nor_an_election(fleet: Fleet, a
         await bus.close()
     assert await stored_count(admin, "rr.evt.*.*.MODEL_PROMOTED.*") == 0
     assert await stored_count(admin, "rr.evt.leader.>") == 0
+
+
+@pytest.mark.parametrize(("user", "node"), [("gpu-1", "gpu-1"), ("coord-1", "coord-1"), ("admin", "laptop")])
+async def test_no_one_puts_a_record_in_the_context_stream_that_is_not_the_servers_copy_of_the_logs(
+        fleet: Fleet, admin: Bus, user: str, node: str) -> None:
+    bus = await open_as(fleet, user, node_id=node, watch=PermissionWatch())
+    try:
+        for subject in (f"rr.evt.leader.scheduler.LEADER_ELECTED.{node}", f"rr.evt.host.{node}.HOST_ONLINE.{node}",
+                        "rr.evt.lease.scheduler.LEASE_WRITTEN.nats", "rr.ctx.anything"):
+            for headers in (None, {"Nats-Expected-Stream": CONTEXT_STREAM}):
+                with contextlib.suppress(nats.errors.Error):
+                    await bus.nc.request(subject, b"{}", timeout=1, headers=headers)
+    finally:
+        await bus.close()
+    # Whatever landed in the log is copied; nothing else is there: each record is the copy of the one its header names.
+    copies = sum([await stored_count(admin, subject) for subject in CONTEXT_SUBJECTS])
+    await eventually(lambda: _stored(admin, CONTEXT_STREAM, copies), timeout=30, message="RR_CONTEXT copied the log's")
+    info = await admin.js.stream_info(CONTEXT_STREAM)
+    assert info.state.messages == copies
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        copy = await admin.js.get_msg(CONTEXT_STREAM, seq)
+        original = await admin.js.get_msg(EVENTS_STREAM, source_seq(copy.headers) or 0)
+        assert (copy.subject, copy.data) == (original.subject, original.data), seq
 
 
 def destructive_calls(streams: tuple[str, ...]) -> list[tuple[str, bytes]]:

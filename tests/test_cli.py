@@ -162,15 +162,16 @@ async def _rr(*argv: str, timeout: float = 30.0) -> tuple[int, str, str]:
 async def test_streams_init_reports_created_then_unchanged(nats_url: str) -> None:
     code, out, _ = await _rr("streams", "init", "--nats", nats_url)
     assert code == 0
-    assert out.splitlines() == ["RR_EVENTS: created", "RR_TELEMETRY: created", "RR_DEADLETTER: created", "KV_rr_leases: created"]
+    assert out.splitlines() == ["RR_EVENTS: created", "RR_CONTEXT: created", "RR_TELEMETRY: created", "RR_DEADLETTER: created", "KV_rr_leases: created"]
     code, out, _ = await _rr("streams", "init", "--nats", nats_url)
     assert code == 0
-    assert out.splitlines() == ["RR_EVENTS: unchanged", "RR_TELEMETRY: unchanged", "RR_DEADLETTER: unchanged", "KV_rr_leases: unchanged"]
+    assert out.splitlines() == ["RR_EVENTS: unchanged", "RR_CONTEXT: unchanged",
+                                 "RR_TELEMETRY: unchanged", "RR_DEADLETTER: unchanged", "KV_rr_leases: unchanged"]
     code, out, _ = await _rr("streams", "info", "--json", "--nats", nats_url)
     assert code == 0
     infos = [json.loads(line) for line in out.splitlines()]
     assert [(i["name"], i["exists"], i["replicas"]) for i in infos] == [
-        ("RR_EVENTS", True, 1), ("RR_TELEMETRY", True, 1), ("RR_DEADLETTER", True, 1)
+        ("RR_EVENTS", True, 1), ("RR_CONTEXT", True, 1), ("RR_TELEMETRY", True, 1), ("RR_DEADLETTER", True, 1)
     ]
 
 

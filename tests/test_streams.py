@@ -6,19 +6,21 @@ import nats.js.errors
 import pytest
 
 from eventbus.connection import Bus, connect
-from eventbus.errors import StreamSetupError
+from eventbus.errors import BusUnavailable, StreamSetupError
 from eventbus.streams import (
+    CONTEXT_STREAM,
     DEADLETTER_STREAM,
     EVENTS_STREAM,
     TELEMETRY_STREAM,
     StreamSettings,
     declared_streams,
     provision,
+    require_declared,
 )
 from eventbus.subjects import heartbeat_subject
 from tests.bus_harness import provisioned_bus
 
-ALL = {EVENTS_STREAM, TELEMETRY_STREAM, DEADLETTER_STREAM}
+ALL = {EVENTS_STREAM, CONTEXT_STREAM, TELEMETRY_STREAM, DEADLETTER_STREAM}
 
 
 @pytest.fixture
@@ -43,11 +45,21 @@ async def test_provisioning_twice_creates_then_leaves_unchanged(bare_bus: Bus) -
     assert await provision(bare_bus.js, StreamSettings()) == dict.fromkeys(ALL, "unchanged")
 
 
+async def test_services_start_without_the_context_stream_but_not_without_the_log(bare_bus: Bus) -> None:
+    await provision(bare_bus.js, StreamSettings())
+    await bare_bus.js.delete_stream(CONTEXT_STREAM)  # as on a server provisioned before it was declared
+    await require_declared(bare_bus.js, StreamSettings(), where="here")
+    await bare_bus.js.delete_stream(TELEMETRY_STREAM)
+    with pytest.raises(BusUnavailable, match="stream RR_TELEMETRY does not exist on here"):
+        await require_declared(bare_bus.js, StreamSettings(), where="here")
+
+
 async def test_a_changed_setting_updates_only_the_streams_it_touches(bare_bus: Bus) -> None:
     await provision(bare_bus.js, StreamSettings())
     changed = StreamSettings(telemetry_max_age_s=7200.0, telemetry_per_node=240)
     assert await provision(bare_bus.js, changed) == {
         EVENTS_STREAM: "unchanged",
+        CONTEXT_STREAM: "unchanged",
         TELEMETRY_STREAM: "updated",
         DEADLETTER_STREAM: "unchanged",
     }
@@ -70,7 +82,8 @@ async def test_a_shorter_retention_is_refused_without_the_flag_and_nothing_is_dr
     assert (await bare_bus.js.stream_info(EVENTS_STREAM)).config.max_age == 730 * 86_400.0
     assert (await bare_bus.js.stream_info(TELEMETRY_STREAM)).state.messages == 3
     outcome = await provision(bare_bus.js, shorter, allow_shorter_retention=True)
-    assert outcome == {EVENTS_STREAM: "updated", TELEMETRY_STREAM: "updated", DEADLETTER_STREAM: "unchanged"}
+    assert outcome == {EVENTS_STREAM: "updated", CONTEXT_STREAM: "updated", TELEMETRY_STREAM: "updated",
+                       DEADLETTER_STREAM: "unchanged"}
     assert (await bare_bus.js.stream_info(EVENTS_STREAM)).config.max_age == 7 * 86_400.0
 
 

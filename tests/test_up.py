@@ -68,9 +68,10 @@ def test_exits_are_described_for_people() -> None:
 
 
 def test_the_store_reserves_every_stream_and_the_bounded_buckets_only() -> None:
-    sized = RrConfig(streams=StreamSettings(events_max_gib=2.0), sync=SyncSettings(store_max_gib=3.0))
+    sized = RrConfig(streams=StreamSettings(events_max_gib=2.0, context_max_gib=0.5), sync=SyncSettings(store_max_gib=3.0))
     assert [(r.name, r.max_bytes / GIB, r.setting) for r in reservations(sized)] == [
         ("RR_EVENTS", 2.0, "streams.events_max_gib"),
+        ("RR_CONTEXT", 0.5, "streams.context_max_gib"),
         ("RR_TELEMETRY", 1.0, "streams.telemetry_max_gib"),
         ("RR_DEADLETTER", 1.0, "streams.deadletter_max_gib"),
         ("data store", 3.0, "sync.store_max_gib"),
@@ -79,11 +80,12 @@ def test_the_store_reserves_every_stream_and_the_bounded_buckets_only() -> None:
 
 
 def test_free_space_short_of_the_reservations_names_need_free_and_the_settings_largest_first() -> None:
-    wanted = reservations(RrConfig(streams=StreamSettings(events_max_gib=2.0)))  # 4 GiB in all
+    wanted = reservations(RrConfig(streams=StreamSettings(events_max_gib=2.0, context_max_gib=0.5)))  # 4.5 GiB in all
     assert shortfall(wanted, free_bytes=6 * GIB, stored_bytes=0) is None  # 3/4 of 6 GiB is 4.5
     refused = shortfall(wanted, free_bytes=5 * GIB, stored_bytes=0)
-    assert refused is not None and refused.startswith("the streams need 4.00 GiB reserved but the data dir's disk has 5.00 GiB free")
-    assert refused.endswith("lower streams.events_max_gib=2, streams.telemetry_max_gib=1, streams.deadletter_max_gib=1 in the config")
+    assert refused is not None and refused.startswith("the streams need 4.50 GiB reserved but the data dir's disk has 5.00 GiB free")
+    assert refused.endswith("lower streams.events_max_gib=2, streams.telemetry_max_gib=1, streams.deadletter_max_gib=1, "
+                            "streams.context_max_gib=0.5 in the config")
     # What a restarted store already holds sits inside its reservations.
     assert shortfall(wanted, free_bytes=5 * GIB, stored_bytes=1 * GIB) is None
 
@@ -376,8 +378,8 @@ async def test_a_data_dir_too_small_for_the_streams_is_one_line_and_exit_1_befor
     assert code == 1
     lines = err.strip().splitlines()
     assert len(lines) == 1, lines
-    assert lines[0].startswith("rr: the streams need 22.00 GiB reserved but the data dir's disk has 0.06 GiB free"), lines[0]
-    assert "lower streams.events_max_gib=20, streams.telemetry_max_gib=1" in lines[0], lines[0]
+    assert lines[0].startswith("rr: the streams need 24.00 GiB reserved but the data dir's disk has 0.06 GiB free"), lines[0]
+    assert "lower streams.events_max_gib=20, streams.context_max_gib=2, streams.telemetry_max_gib=1" in lines[0], lines[0]
     assert _port_free(port), "no server was started"
 
 

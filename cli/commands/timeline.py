@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
@@ -11,7 +12,7 @@ import msgspec
 
 from cli.commands import open_bus
 from cli.commands.status import progress_on_stderr
-from eventbus import directreads
+from eventbus import contextread, directreads
 from eventbus.connection import Bus
 from eventbus.errors import InvalidEvent
 from eventbus.events import EVENT_TYPES, Event
@@ -122,7 +123,7 @@ async def _work_timeline(bus: Bus, selector: Selector, work_id: str) -> tuple[li
     for seq in sorted(records.keys() | context.keys()):
         builder(records[seq] if seq in records else context[seq])
     if last < end and is_open(builder.state.work.items.get(work_id)):  # `around_work` may show what follows
-        later, read_later = await _read_range(bus, mine.around, last + 1, end)
+        later, read_later = await _read_context(bus, mine.around, last + 1, end)
         read_context += read_later
         for seq in sorted(later.keys() - records.keys()):
             builder(later[seq])
@@ -166,11 +167,11 @@ async def _own_and_around(bus: Bus, work_id: str, ending: Awaitable[int], positi
     if expected is None:  # the position cannot say which: load it first, then read after it
         start = await timeline_start(bus, bound, listing, position)
         covered = ((start.last_seq if start is not None else 0) + 1, last)
-        context, read_context = await _read_range(bus, around, *covered)
+        context, read_context = await _read_context(bus, around, *covered)
     else:
         covered = (expected + 1, last)
         start, (context, read_context) = await asyncio.gather(timeline_start(bus, bound, listing, position),
-                                                             _read_range(bus, around, *covered))
+                                                             _read_context(bus, around, *covered))
     return _OwnRead(records=own, start=start, around=around, context=context, covered=covered, read=read + read_context)
 
 
@@ -197,9 +198,9 @@ async def _read_beyond(bus: Bus, mine: _OwnRead, first: int, last: int) -> tuple
     """The context from `first` to `last`: what `mine` read of it, and the rest read now; how many records were read now."""
     low, high = mine.covered
     if low > high:  # nothing read yet
-        return await _read_range(bus, mine.around, first, last)
+        return await _read_context(bus, mine.around, first, last)
     (before, read_before), (after, read_after) = await asyncio.gather(
-        _read_range(bus, mine.around, first, min(last, low - 1)), _read_range(bus, mine.around, max(first, high + 1), last))
+        _read_context(bus, mine.around, first, min(last, low - 1)), _read_context(bus, mine.around, max(first, high + 1), last))
     inside = {seq: r for seq, r in mine.context.items() if first <= seq <= last}
     return {**before, **inside, **after}, read_before + read_after
 
@@ -366,6 +367,11 @@ async def _read_range(bus: Bus, filters: Sequence[str], start: int, end: int) ->
         records: dict[int, Record] = {}
         return records, await replay(bus, _into(records), subjects=filters, start_seq=start, end_seq=end)
     return await _read_each(bus, filters, end, together=True, start_seq=start)
+
+
+async def _read_context(bus: Bus, filters: Sequence[str], start: int, end: int) -> tuple[dict[int, Record], int]:
+    """`_read_range` of a work item's context: from RR_CONTEXT, whose copies are all it reads (eventbus/contextread.py)."""
+    return await contextread.read(bus, filters, start, end, functools.partial(_read_range, bus))
 
 
 def typed_filter(type_name: str) -> str:

@@ -104,7 +104,8 @@ class Trace:
     def install(self) -> None:
         steps: dict[str, str | Callable[[dict[str, Any]], str]] = {
             "last_sequence": "end", "position_or_none": "position", "load_listed": "snapshot",
-            "replay": lambda kw: "context" if kw.get("subjects") else "tail"}
+            "replay": lambda kw: "context" if kw.get("subjects") else "tail",
+            "_read_context": "context"}  # from RR_CONTEXT (its RR_EVENTS fallback is a `replay` with subjects inside it)
         for attribute, step in steps.items():  # the names the command imported: patched where it looks them up
             setattr(command, attribute, self.around(step, getattr(command, attribute)))
         workrefentries._item_entry = self.around("entry", workrefentries._item_entry)

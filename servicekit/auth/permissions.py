@@ -24,7 +24,7 @@ import msgspec
 
 from eventbus.authority import Role, foreign_types, owned_types
 from eventbus.leasecopy import COPIES
-from eventbus.streams import DEADLETTER_STREAM, EVENTS_STREAM, TELEMETRY_STREAM
+from eventbus.streams import CONTEXT_STREAM, DEADLETTER_STREAM, EVENTS_STREAM, TELEMETRY_STREAM
 from eventbus.subjects import DEADLETTER_ROOT, EVENTS_ROOT, TELEMETRY_ROOT, WORKREFS_BUCKET, heartbeat_subject, token
 
 # Durable consumers are named "<service>-<node>" (services/worker: "worker-<node>" and
@@ -94,7 +94,7 @@ def leases_subjects(buckets: Buckets) -> str:
 
 def protected_streams(buckets: Buckets) -> tuple[str, ...]:
     """Streams only admin may update, purge or delete messages of: the log, its evidence, the epochs."""
-    return (EVENTS_STREAM, TELEMETRY_STREAM, DEADLETTER_STREAM, f"KV_{buckets.leases}")
+    return (EVENTS_STREAM, CONTEXT_STREAM, TELEMETRY_STREAM, DEADLETTER_STREAM, f"KV_{buckets.leases}")
 
 
 def event_subjects(role: Role, node: str) -> tuple[str, ...]:
