@@ -313,7 +313,7 @@ async def test_a_workers_services_run_on_its_credentials_without_one_permission_
                 consumers = (await admin.js.stream_info(EVENTS_STREAM)).state.consumer_count
                 return names == {"gpu-1"} and {"OBJ_rr_models", "OBJ_rr_data"} <= streams and consumers >= 1
             try:
-                await eventually(settled, timeout=40, message="gpu-1's services beat, consumed and made their buckets")
+                await eventually(settled, timeout=80, message="gpu-1's services beat, consumed and made their buckets")
             finally:
                 await admin.close()
         assert violations(server) == []
