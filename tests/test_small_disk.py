@@ -34,7 +34,7 @@ async def test_streams_sized_over_the_disk_are_refused_naming_the_setting_and_sm
             message = str(refused.value)
             assert "RR_EVENTS needs 20.00 GiB reserved but JetStream has no room" in message, message
             assert message.endswith("lower streams.events_max_gib in the config"), message
-            small = StreamSettings(events_max_gib=0.02, telemetry_max_gib=0.01, deadletter_max_gib=0.01)
+            small = StreamSettings(events_max_gib=0.02, telemetry_max_gib=0.01, deadletter_max_gib=0.01, context_max_gib=0.002)
             assert set((await provision(bus.js, small)).values()) <= {"created", "updated"}
         finally:
             await bus.close()

@@ -144,7 +144,7 @@ async def rr_up(data: Path, config: Path, port: int) -> AsyncIterator[tuple[Bus,
 
 
 SMALL_CONFIG = """
-streams: {events_max_gib: 0.02, telemetry_max_gib: 0.01, deadletter_max_gib: 0.01}
+streams: {events_max_gib: 0.02, telemetry_max_gib: 0.01, deadletter_max_gib: 0.01, context_max_gib: 0.002}
 api: {min_free_mib: 16}
 scheduler: {populator_enabled: false}
 pipeline: {enabled: false}

@@ -13,6 +13,7 @@ from eventbus.history import last_sequence, replay
 from eventbus.objectdelete import delete_object
 from eventbus.publisher import Publisher
 from eventbus.snapshots import SNAPSHOT_BUCKET, kept_objects
+from eventbus.streams import CONTEXT_STREAM
 from ops.bench.bench_projection import fleet_log
 from projections import timelinestart, workrefs
 from projections.cluster import ClusterState
@@ -69,7 +70,10 @@ async def test_random_items_timelines_from_kept_snapshots_equal_the_whole_logs(n
         shown = [line.type for line in (await read_timeline(bus, Selector(work="w-open")))[0]]
         assert shown[-3:] == ["HOST_OFFLINE", "LEADER_LOST", "LEADER_ELECTED"], shown
 
-        # Leadership and membership are read only past the snapshot: fewer records than from sequence 1.
+        # Leadership and membership are read only past the snapshot: fewer records than from sequence 1. Read
+        # from RR_EVENTS, as where RR_CONTEXT is not provisioned: RR_CONTEXT's reads are whole windows of its
+        # copies (eventbus/contextread.py), which on a log this small are the same with a snapshot or without.
+        await bus.js.delete_stream(CONTEXT_STREAM)
         late = Selector(work="w-00000250")
         lines, read = await read_timeline(bus, late)
         assert lines and (await timeline_start(bus, lines[0].seq - 1)) is not None
