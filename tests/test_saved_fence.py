@@ -7,6 +7,7 @@ that depend on older elections, pinned here.
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 from eventbus.events import Event, LeaderElected, LeaderLost, LeaseWritten, WorkAssigned, WorkCancelled
 from eventbus.history import Record
 from projections.fencing import EpochFence, FenceView, Verdict
-from services.worker.savedfence import Anchor, SavedFence, anchor_of, resumable
+from services.worker.savedfence import Anchor, SavedFence, anchor_of, load, resumable, save
 
 pytestmark = pytest.mark.pure
 
@@ -86,6 +87,20 @@ def test_a_saved_fence_is_resumed_only_on_the_log_it_was_folded_from_with_the_sa
     assert not resumable(_saved(), CANDIDATES, 1, 10, _record(7, b'{"id":"other"}'))  # the log made again
     assert not resumable(_saved(), CANDIDATES, 1, 10, None)  # its anchor deleted
     assert anchor_of(_record(7)) == Anchor(seq=7, subject=_record(7).subject, digest=anchor_of(_record(7)).digest)
+
+
+async def test_a_saved_fence_is_read_back_and_a_missing_unreadable_or_unwritable_file_costs_only_the_full_read(
+        tmp_path: Path) -> None:
+    fence = _folded([_elected("scheduler", "c-1", 3), _copy("registry", 4, "c-2")])
+    saved = msgspec.structs.replace(_saved(), view=fence.view())
+    await save(tmp_path / "worker" / "fence.json", saved)
+    assert await load(tmp_path / "worker" / "fence.json") == saved
+    assert not list((tmp_path / "worker").glob("*.partial"))
+    assert await load(tmp_path / "nothing.json") is None
+    (tmp_path / "torn.json").write_bytes(msgspec.json.encode(saved)[:-5])
+    assert await load(tmp_path / "torn.json") is None
+    (tmp_path / "a-file").write_bytes(b"")
+    await save(tmp_path / "a-file" / "fence.json", saved)  # its folder cannot be made: logged, not raised
 
 
 def _newest_per_subject(log: list[Event]) -> list[Event]:
