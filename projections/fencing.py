@@ -205,6 +205,13 @@ class EpochFence:
         self._counts = {v: 0 for v in Verdict}
         self._dropped_by_role: dict[str, int] = {}
 
+    @classmethod
+    def resumed(cls, view: FenceView) -> EpochFence:
+        """A fence that knows what `view` says (one saved earlier), its counters at zero."""
+        fence = cls(view.candidates)
+        fence._view = view
+        return fence
+
     def view(self) -> FenceView:
         """A snapshot of what the fence knows."""
         v = self._view

@@ -8,6 +8,8 @@ neither: before judging an event at sequence S, a fence reads what it has not se
 S (a read of few subjects, milliseconds), so it knows every election stored before the event and
 none after it, as when one consumer delivered them all in log order. One fence per durable: each
 durable delivers its own events in log order, so no fence runs ahead of the events it judges.
+A start resumes the fence the previous run saved, when it is the fold of this log up to its
+position (services/worker/savedfence.py), and reads only the elections and copies after it.
 """
 
 from __future__ import annotations
@@ -15,15 +17,19 @@ from __future__ import annotations
 import asyncio
 import copy
 from collections.abc import Sequence
+from pathlib import Path
 
 from eventbus.connection import Bus
-from eventbus.errors import InvalidEvent
+from eventbus.directreads import read_aggregate
+from eventbus.errors import BusError, BusUnavailable, InvalidEvent
 from eventbus.events import Event
-from eventbus.history import Record, last_sequence, replay
+from eventbus.history import Record, first_sequence, last_sequence, replay
 from eventbus.integrity import decode_on
 from eventbus.leasecopy import COPIES
-from eventbus.subjects import EVENTS_ROOT
+from eventbus.subjects import ALL_EVENTS, EVENTS_ROOT
 from projections.fencing import EpochFence
+from services.worker import savedfence
+from services.worker.savedfence import SavedFence
 
 LEADER_EVENTS = f"{EVENTS_ROOT}.leader.>"
 FENCE_SUBJECTS = (LEADER_EVENTS, COPIES)  # few subjects (elections and lease copies): one consumer reads both cheaply
@@ -32,31 +38,80 @@ FENCE_SUBJECTS = (LEADER_EVENTS, COPIES)  # few subjects (elections and lease co
 class PositionedFence:
     """One fence and the stream position up to which it has learnt every election and lease copy."""
 
-    def __init__(self, fence: EpochFence, position: int) -> None:
+    def __init__(self, fence: EpochFence, position: int, anchor: savedfence.Anchor | None = None) -> None:
         self.fence = fence
         self.position = position
+        self.anchor = anchor  # the newest record learnt: ties a saved fence to this log
 
     def learn(self, record: Record) -> None:
         """Learn one election or copy read after `position`."""
         _learn(self.fence, record)
         self.position = record.seq
+        self.anchor = savedfence.anchor_of(record)
 
 
 class FenceFeed:
     """Fences named by the consumer whose events they judge, each read up to its own consumer's position."""
 
-    def __init__(self, bus: Bus, names: Sequence[str]) -> None:
+    def __init__(self, bus: Bus, names: Sequence[str], saved_at: Path | None = None) -> None:
         self._bus = bus
         self._names = tuple(names)
+        self._saved_at = saved_at  # where the fence is kept between runs; None: every start reads from sequence 1
         self._fences: dict[str, PositionedFence] = {}
         self._lock = asyncio.Lock()  # one read at a time: both consumers' handlers run concurrently
+        # The fence saved: the consumers' fences stay where their events are (for months, if no
+        # assignment comes), so one more is brought up to the log's end before each save.
+        self._kept: PositionedFence | None = None
+        self._keeping = asyncio.Lock()
+        self.primed_from = 0  # the sequence the last priming read started at (1: the whole log)
+        self._first_seq = 0  # the log's first sequence when the fence was first folded from it
 
     async def prime(self, candidates: tuple[str, ...]) -> None:
-        """Learn every election and copy in the log now (a durable may resume before that: a fence ahead of it only drops more)."""
-        fenced = PositionedFence(EpochFence(candidates), 0)  # elections of others are not believed
-        end = await last_sequence(self._bus)
-        await replay(self._bus, fenced.learn, subjects=FENCE_SUBJECTS, end_seq=end)
-        self._fences = {name: PositionedFence(copy.deepcopy(fenced.fence), end) for name in self._names}
+        """Learn every election and copy in the log now (a durable may resume before that: a fence ahead of it only drops more).
+
+        From the fence saved by the previous run when it was folded from this log, reading only
+        what came after it; else from sequence 1.
+        """
+        end, first_seq = await last_sequence(self._bus), await first_sequence(self._bus)
+        fenced = await self._resumed(candidates, first_seq, end) or PositionedFence(EpochFence(candidates), 0)
+        self._first_seq = first_seq
+        self.primed_from = fenced.position + 1
+        await replay(self._bus, fenced.learn, subjects=FENCE_SUBJECTS, start_seq=fenced.position + 1, end_seq=end)
+        self._fences = {name: PositionedFence(copy.deepcopy(fenced.fence), end, fenced.anchor) for name in self._names}
+        self._kept = fenced
+
+    async def save(self) -> None:
+        """Bring the kept fence up to the log's end and write it for the next start (not when it never learnt a record).
+
+        A bus that does not answer leaves the fence where its read stopped: still the fold up to its position.
+        """
+        kept = self._kept
+        if self._saved_at is None or kept is None:
+            return
+        async with self._keeping:
+            try:
+                end = await last_sequence(self._bus)
+                await replay(self._bus, kept.learn, subjects=FENCE_SUBJECTS, start_seq=kept.position + 1, end_seq=end)
+                kept.position = max(kept.position, end)
+            except BusError:
+                pass
+            if kept.anchor is not None:
+                await savedfence.save(self._saved_at, SavedFence(view=kept.fence.view(), position=kept.position,
+                                                                 first_seq=self._first_seq, anchor=kept.anchor))
+
+    async def _resumed(self, candidates: tuple[str, ...], first_seq: int, end: int) -> PositionedFence | None:
+        saved = await savedfence.load(self._saved_at) if self._saved_at is not None else None
+        if saved is None:
+            return None
+        try:
+            anchored = await read_aggregate(self._bus, ALL_EVENTS, saved.anchor.seq, saved.anchor.seq)
+        except BusUnavailable:
+            raise
+        except BusError:  # a stream refusing direct gets: its anchor cannot be checked, so the full read
+            return None
+        if not savedfence.resumable(saved, candidates, first_seq, end, next(iter(anchored), None)):
+            return None
+        return PositionedFence(EpochFence.resumed(saved.view), saved.position, saved.anchor)
 
     async def admit(self, name: str, event: Event, seq: int) -> bool:
         """Whether the event stored at `seq` may take effect, judged by `name`'s fence once it knows every election before it."""

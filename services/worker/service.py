@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 
 WORKER_STOPPED = "worker stopping"
 CONSUMER_EXPIRES_S = 2.0  # pull requests this long: a stop waits for the open one to expire
+# How often the fence is saved for the next start, which reads the elections after it: one
+# crash costs the next start a read of this long a stretch of the log, not of all of it.
+FENCE_SAVE_INTERVAL_S = 600.0
 
 
 def worker_paths(config: RrConfig, node: str, env: dict[str, str], home: Path) -> WorkerPaths:
@@ -90,7 +93,8 @@ class Worker:
         self._ctx = ctx
         self._node = ctx.node_id
         self._settings: WorkerSettings = ctx.config.worker
-        self._fences = FenceFeed(ctx.bus, ("assignments", "cancels"))
+        # Kept on disk between runs: a restart reads only the elections stored since (services/worker/savedfence.py).
+        self._fences = FenceFeed(ctx.bus, ("assignments", "cancels"), saved_at=paths.worker_dir / "fence.json")
         self._attempts: dict[AttemptKey, Attempt] = {}
         self._book = RecordBook(paths.records_file, str(jobs_file_for(ctx.config, ctx.node_id, env, Path.home())))
         self._tasks: asyncio.TaskGroup | None = None
@@ -112,6 +116,7 @@ class Worker:
         left = await self._book.load()
         # Every election before now: the durables resume where the previous process stopped.
         await self._fences.prime(await load_candidates(self._ctx.config))
+        await self._fences.save()  # a run that crashes still leaves the next one this far to skip
         # The cancels' durable exists before any assignment is judged: a cancel stored before it
         # was made is in the item's history that judging an assignment reads (protocol.decide_assignment),
         # and it refuses the attempt's WORK_STARTED (protocol.assignment_fence).
@@ -123,10 +128,12 @@ class Worker:
             consuming = [tasks.create_task(self.cancels.run()), tasks.create_task(self.assignments.run())]
             if gpu is not None and self._settings.gpu_idle_check and self._settings.stuck_after_s:
                 tasks.create_task(self._watch_gpu(gpu))
+            tasks.create_task(self._save_fence())
             await self._ctx.stopping.wait()
             for attempt in list(self._attempts.values()):
                 attempt.request_stop(WORKER_STOPPED, self._settings.shutdown_grace_s, hand_back=True)
             await asyncio.gather(*(c.stop(timeout=CONSUMER_EXPIRES_S + 2) for c in (self.assignments, self.cancels)))
+            await self._fences.save()
             for task in consuming:
                 task.cancel()
 
@@ -214,6 +221,10 @@ class Worker:
 
     async def _publish_all(self, events: list[Event]) -> None:
         await self._ctx.publisher.publish_many(events)
+
+    async def _save_fence(self) -> None:
+        while not await self._ctx.wait_stopping(FENCE_SAVE_INTERVAL_S):
+            await self._fences.save()
 
     async def _watch_gpu(self, gpu: GpuIdleWatch) -> None:
         every = min(self._settings.gpu_sample_s, self._settings.stuck_after_s / 4)
