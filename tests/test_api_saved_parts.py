@@ -30,7 +30,7 @@ async def test_each_service_part_is_saved_beside_each_bundle_snapshot_and_a_serv
             beside = [set(await kept_snapshots(api.bus, part.name, part.version)) for part, _ in bundle.saved_parts()]
             return all(saved <= kept for kept in beside)
 
-        await eventually(parts_beside_the_bundle, message="each service part saved at each bundle snapshot's position")
+        await eventually(parts_beside_the_bundle, timeout=60, message="each service part saved at each bundle snapshot's position")
         newest = max(await kept_snapshots(api.bus, bundle.PROJECTION.name, bundle.PROJECTION.version))
         # A planner's folds (data, cluster, taint) and a distributor's (models): their parts, not the bundle.
         folders: list[Folder[Any]] = [Folder(p) for p in (data.PROJECTION, cluster.PROJECTION, taint.PROJECTION, models.PROJECTION)]
