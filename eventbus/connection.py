@@ -230,6 +230,18 @@ class RenewingClient(NatsClient):
             answer = None
         return _HANDLED if answer is None else self.publish(answer)
 
+    # nats-py writes a PING straight to the transport, while commands queued before it (an UNSUB,
+    # a SUB) wait in its buffer for the flusher task: the PING went out first, so a flush's pong
+    # did not vouch for them. A read that unsubscribed and flushed (eventbus/orderedread.drained)
+    # then received a thousand more records, pushed after its pong, while its caller held the
+    # loop. Queued commands go out ahead of the PING, as their order asks.
+    async def _send_ping(self, future: asyncio.Future[None] | None = None) -> None:  # type: ignore[override]
+        if self._pending_data_size > 0 and self.is_connected and self._transport is not None:
+            self._transport.writelines(self._pending[:])
+            self._pending = []
+            self._pending_data_size = 0
+        await super()._send_ping(future)
+
     # nats-py cancels its reconnect task once on close and waits half a second for it. That cancel
     # can be lost (Python 3.11's wait_for may return a refused connect instead, which the reconnect
     # loop catches and retries): the task then reconnects forever and asyncio.run waits on it

@@ -182,6 +182,30 @@ async def test_nothing_more_is_pushed_to_the_connection_once_a_read_ended_at_its
         assert bus.nc.stats["in_msgs"] == received, "records were pushed to the read after it returned"
 
 
+async def test_a_flush_sends_the_commands_queued_before_it_ahead_of_its_ping(nats_url: str) -> None:
+    # `drained` relies on it: the pong must come after the server took the read's UNSUB, or the
+    # consumer pushes on past the pong (seen: hundreds of records, now and then, in the test above).
+    bus = await connect(nats_url, node_id="n")
+    try:
+        client: Any = bus.nc
+        sub = await client.subscribe("x")
+        await client.flush()
+        written: list[bytes] = []
+        transport = client._transport  # noqa: SLF001 - the order on the wire is what is checked
+        write, writelines = transport.write, transport.writelines
+        transport.write = lambda data: (written.append(bytes(data)), write(data))[1]
+        transport.writelines = lambda lines: (written.extend(bytes(line) for line in lines), writelines(lines))[1]
+        try:
+            await sub.unsubscribe()
+            await client.flush()
+        finally:
+            transport.write, transport.writelines = write, writelines
+        kinds = [line.split(b" ")[0].strip() for line in written]
+        assert kinds.index(b"UNSUB") < kinds.index(b"PING"), kinds
+    finally:
+        await bus.close()
+
+
 async def test_a_handler_that_raises_does_not_drop_the_connection(nats_url: str) -> None:
     bus = await connect(nats_url, node_id="n")
     try:
