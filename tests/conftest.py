@@ -13,7 +13,7 @@ import pytest
 
 from eventbus.connection import Bus
 from eventbus.natsserver import NatsCluster, NatsServer, ServerSpec, free_port
-from tests import background_runs
+from tests import background_runs, termination
 from tests.bus_harness import provisioned_bus
 from tests.fleet_harness import shared_fleet  # noqa: F401 (registered here once: a session fixture imported per module runs per module)
 from tests.helpers import TEST_STORE_LIMIT
@@ -172,6 +172,11 @@ def _tier_of(item: pytest.Item) -> str:
     return found
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM (timeout(1), a cancelled job) tears the session's fixtures down instead of orphaning their servers and fleets."""
+    termination.unwind_on_sigterm()
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark each test with its tier, so `-m pure`, `-m "not cluster and not fleet"` ... select by tier; the fleet's users last."""
     for item in items:
@@ -198,6 +203,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    termination.unwind_on_sigterm()  # again: the event loop of a test before may have put the default back
     background_runs.start_next(item.config)
 
 
