@@ -27,6 +27,12 @@ DOCKER_ENV = "RR_TEST_DOCKER"
 # Set before any test module imports torch (none of the above does); subprocesses inherit it, as the workload sets it anyway.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+# Every rr, rr-service, rr up, workload job and child pytest the tests start is a Python process. Where the shell
+# sets PYTHONDONTWRITEBYTECODE=1 (this project's CI machine does, as many container images do) every one of them
+# compiled the project from source: tests/test_cli.py with tests/test_datadir_lock.py took 103-110 s so, 96-100 s with
+# the children caching bytecode in __pycache__ (gitignored) as Python does by default (ops/bench/README.md).
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+
 
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[NatsServer]:

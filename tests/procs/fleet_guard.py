@@ -4,9 +4,10 @@ Usage: python -m tests.procs.fleet_guard ROOT RUN_ID, its stdin a pipe whose oth
 (tests/fleet_harness.py `fleet_guarded`). The kernel closes that end when the process exits or is killed, a read
 here then returns EOF, and the guard runs `python -m ops.fleet --root ROOT down --run-id RUN_ID`.
 
-Not PR_SET_PDEATHSIG on the fleet's processes: they must outlive their parent, `up`, which returns once the fleet is
-ready; and the namespaces, veths and bridge outlive every process anyway (`ip netns add` pins a namespace with a
-mount): only `down` removes them.
+Not PR_SET_PDEATHSIG on the fleet's processes: it would survive to them (`ip netns exec`, `unshare` and `sh` each
+exec the next without forking, so the pid `spawn` records is the program's own), but their parent is `up`, which
+returns once the fleet is ready while they must run on; and the namespaces, veths and bridge outlive every process
+anyway (`ip netns add` pins a namespace with a mount under /run/netns): only `down` removes them.
 """
 
 from __future__ import annotations
