@@ -8,6 +8,7 @@ can intercept (SIGKILL: the fleet's guard takes the fleet down, tests/fleet_harn
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -74,3 +75,14 @@ def test_a_killed_test_session_leaves_no_server_namespace_link_or_fleet_process(
             child.kill()
             child.wait()
         fleet_cmd(root, "down", "--run-id", run_id, check=False)
+        end_server_left(root)
+
+
+def end_server_left(root: Path) -> None:
+    """SIGKILL the child session's nats-server if a failed case left it running (it is in a session of its own)."""
+    if not (root / HOLDING).exists():
+        return
+    pid = msgspec.json.decode((root / HOLDING).read_bytes(), type=Holding).nats_server_pid
+    with contextlib.suppress(OSError):
+        if alive(pid) and b"nats-server" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            os.kill(pid, signal.SIGKILL)
