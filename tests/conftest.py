@@ -13,7 +13,7 @@ import pytest
 
 from eventbus.connection import Bus
 from eventbus.natsserver import NatsCluster, NatsServer, ServerSpec, free_port
-from tests import background_runs
+from tests import background_runs, termination
 from tests.bus_harness import provisioned_bus
 from tests.fleet_harness import shared_fleet  # noqa: F401 (registered here once: a session fixture imported per module runs per module)
 from tests.helpers import TEST_STORE_LIMIT
@@ -26,6 +26,12 @@ DOCKER_ENV = "RR_TEST_DOCKER"
 # the in-process games of tests/test_workload_batched.py took 98 s instead of 1 s on a loaded 2-core machine.
 # Set before any test module imports torch (none of the above does); subprocesses inherit it, as the workload sets it anyway.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# Every rr, rr-service, rr up, workload job and child pytest the tests start is a Python process. Where the shell
+# sets PYTHONDONTWRITEBYTECODE=1 (this project's CI machine does, as many container images do) every one of them
+# compiled the project from source: tests/test_cli.py with tests/test_datadir_lock.py took 103-110 s so, 96-100 s with
+# the children caching bytecode in __pycache__ (gitignored) as Python does by default (ops/bench/README.md).
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 
 @pytest.fixture
@@ -172,6 +178,11 @@ def _tier_of(item: pytest.Item) -> str:
     return found
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM (timeout(1), a cancelled job) tears the session's fixtures down instead of orphaning their servers and fleets."""
+    termination.unwind_on_sigterm()
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark each test with its tier, so `-m pure`, `-m "not cluster and not fleet"` ... select by tier; the fleet's users last."""
     for item in items:
@@ -198,6 +209,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    termination.unwind_on_sigterm()  # again: the event loop of a test before may have put the default back
     background_runs.start_next(item.config)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import string
@@ -88,6 +89,26 @@ class FleetLog:
                               env=operator_env(self.plan), timeout=timeout)
 
 
+@contextlib.contextmanager
+def fleet_guarded(root: Path, run_id: str) -> Iterator[None]:
+    """Fleet `run_id` under `root` is taken down when the block ends, or when this process dies without ending it.
+
+    One way down for both: a guard child (tests/procs/fleet_guard.py) waits on a pipe only this process holds and
+    runs `ops.fleet down` once it closes, at the block's end or at this process's death, SIGKILL included. In a
+    session of its own, so that timeout(1)'s signal to the process group does not end it before it has done so.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / "guard.log", "ab") as log:
+        guard = subprocess.Popen([sys.executable, "-m", "tests.procs.fleet_guard", str(root), run_id], stdin=subprocess.PIPE,
+                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    assert guard.stdin is not None
+    try:
+        yield
+    finally:
+        guard.stdin.close()
+        guard.wait(timeout=300)
+
+
 def plan_of(root: Path) -> FleetPlan:
     """The plan in a fleet's state file."""
     state = load(root)
@@ -122,12 +143,10 @@ def shared_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetLog]
     `fleet_faults` (which leave a fault's aftermath in the log) after the tests that need the fleet pristine.
     """
     skip_without_namespaces()
-    root = tmp_path_factory.mktemp("fleet")
-    try:
+    root, run_id = tmp_path_factory.mktemp("fleet"), new_run_id()
+    with fleet_guarded(root, run_id):
         with pytest.MonkeyPatch.context() as env:
             env.setenv(BLOCK_ENV, str(BLOCK_S))
-            fleet_cmd(root, "up", "--workers", "3", "--nat", "1", "--run-id", new_run_id(), "--timeout", str(UP_TIMEOUT_S),
+            fleet_cmd(root, "up", "--workers", "3", "--nat", "1", "--run-id", run_id, "--timeout", str(UP_TIMEOUT_S),
                       timeout=UP_TIMEOUT_S + 60)
         yield FleetLog(plan_of(root))
-    finally:
-        fleet_cmd(root, "down", check=False, timeout=120)

@@ -7,8 +7,10 @@ install of rr once ran no test at all because the workload imported numpy, which
 from __future__ import annotations
 
 import ast
+import functools
 import sys
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
 from cli.doctor import deps
@@ -23,13 +25,28 @@ DISTRIBUTION = {"nats": "nats-py", "yaml": "PyYAML", "opentelemetry": "opentelem
 GUARDED = {"docker"}
 
 
+def statements(body: list[ast.stmt]) -> Iterator[ast.AST]:
+    """Every statement in `body` and in the blocks nested in it (function, class, if, try, with, match ...).
+
+    An import is a statement: walking only these finds every one that ast.walk finds, without visiting the
+    expressions that make up most of the tree (a pass over the shipped code took 2.7 s with ast.walk at load 10).
+    """
+    for node in body:
+        yield node
+        for block in ("body", "orelse", "finalbody", "handlers", "cases"):
+            nested = getattr(node, block, None)
+            if isinstance(nested, list):
+                yield from statements(nested)
+
+
+@functools.cache  # the same folders are read by more than one test
 def third_party_imports(folders: tuple[str, ...]) -> dict[str, set[str]]:
     """Top-level third-party modules imported anywhere under `folders`, with a file that imports each."""
     ours = {p.name for p in ROOT.iterdir() if p.is_dir()} | {"tests"}
     found: dict[str, set[str]] = {}
     for folder in folders:
         for path in (ROOT / folder).rglob("*.py"):
-            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            for node in statements(ast.parse(path.read_text(), str(path)).body):
                 names: list[str] = []
                 if isinstance(node, ast.Import):
                     names = [alias.name for alias in node.names]

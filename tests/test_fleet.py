@@ -45,7 +45,7 @@ from ops.fleet.ready import missing_services, operator_env
 from ops.fleet.state import Process, load
 from projections import work as work_projection
 from projections.work import WorkState, WorkStatus
-from tests.fleet_harness import BLOCK_S, FleetLog, fleet_cmd, leftovers, new_run_id, skip_without_namespaces
+from tests.fleet_harness import BLOCK_S, FleetLog, fleet_cmd, fleet_guarded, leftovers, new_run_id, skip_without_namespaces
 
 pytestmark = [pytest.mark.fleet, pytest.mark.timeout(900)]
 
@@ -392,22 +392,23 @@ def test_down_after_a_killed_up_leaves_no_namespace_link_or_process(tmp_path: Pa
     run_id = new_run_id()
     root = tmp_path / "killed"
     stderr = tmp_path / "up.stderr"
-    with open(stderr, "wb") as err:
-        up = subprocess.Popen([sys.executable, "-m", "ops.fleet", "--root", str(root), "up", "--workers", "2", "--nat", "1",
-                               "--run-id", run_id], stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 180
-        # Killed once services are starting: namespaces, links, NATS servers and host managers exist.
-        while not any(p.name == "services" for p in _processes(root)):
-            assert up.poll() is None, f"up exited early: {stderr.read_text()[-1000:]}"
-            assert time.monotonic() < deadline, "up never started a host's services"
-            time.sleep(0.2)  # pacing of a state-file poll
-        os.killpg(up.pid, signal.SIGKILL)
-        up.wait(timeout=30)
-        assert leftovers(run_id, root), "the killed up left nothing to clean: the test proves nothing"
-    finally:
-        fleet_cmd(root, "down", timeout=120)
-    assert leftovers(run_id, root) == []
+    with fleet_guarded(root, run_id):  # should this test die before its own `down`
+        with open(stderr, "wb") as err:
+            up = subprocess.Popen([sys.executable, "-m", "ops.fleet", "--root", str(root), "up", "--workers", "2", "--nat", "1",
+                                   "--run-id", run_id], stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 180
+            # Killed once services are starting: namespaces, links, NATS servers and host managers exist.
+            while not any(p.name == "services" for p in _processes(root)):
+                assert up.poll() is None, f"up exited early: {stderr.read_text()[-1000:]}"
+                assert time.monotonic() < deadline, "up never started a host's services"
+                time.sleep(0.2)  # pacing of a state-file poll
+            os.killpg(up.pid, signal.SIGKILL)
+            up.wait(timeout=30)
+            assert leftovers(run_id, root), "the killed up left nothing to clean: the test proves nothing"
+        finally:
+            fleet_cmd(root, "down", timeout=120)
+        assert leftovers(run_id, root) == []
 
 
 def _processes(root: Path) -> list[Process]:
