@@ -16,11 +16,11 @@ from nats.js.kv import KeyValue
 from eventbus.connection import Bus
 from eventbus.events import Event, LeaderElected, LeaderLost, WorkAssigned
 from eventbus.history import Record, last_on, last_sequence, replay
-from eventbus.leasecopy import copy_subject, origin_of
+from eventbus.leasecopy import copy_subject, is_copy, origin_of
 from eventbus.leaserecord import LeaseValue, encode_value
 from eventbus.leases import DEFAULT_BUCKET
 from eventbus.publisher import Publisher
-from eventbus.streams import CONTEXT_STREAM, EVENTS_STREAM
+from eventbus.streams import CONTEXT_STREAM, EVENTS_STREAM, StreamSettings, provision
 from ops.bench.bench_projection import fleet_log
 from projections.fencing import EpochFence, FenceView
 from services.worker import contextprime
@@ -131,8 +131,10 @@ async def test_a_first_start_reads_the_fence_from_the_context_stream_and_knows_w
         for name in NAMES:
             assert first.fence(name).view() == full
         assert full.verified and set(full.newest) == {"scheduler", "registry"} and len(full.role_of) >= 4
-        # Only the terms' acquisitions were read again from RR_EVENTS, none of their renewals.
-        assert [r.seq for r in fetched] and all(r.seq <= copied_to for r in fetched) and len(fetched) == 3
+        # Read again from RR_EVENTS: the terms' acquisitions, and the first and last record (the check that the
+        # copies are this log's); none of the renewals in between.
+        acquisitions = {r.seq for r in fetched if is_copy(r.subject) and contextprime.may_acquire(r.data)}
+        assert len(acquisitions) == 3 and len(fetched) <= 5 and all(r.seq <= copied_to for r in fetched)
 
 
 async def test_without_all_of_the_range_in_the_context_stream_a_first_start_reads_the_log(nats_url: str) -> None:
@@ -150,6 +152,23 @@ async def test_without_all_of_the_range_in_the_context_stream_a_first_start_read
         await one.js.delete_stream(CONTEXT_STREAM)
         absent = await _primed(one)
         assert absent.primed_by == "log" and absent.fence("cancels").view() == await _full_read(one)
+
+
+async def test_copies_of_another_log_make_the_first_start_read_the_log(nats_url: str) -> None:
+    async with provisioned_bus(nats_url, node_id="c-1") as one, provisioned_bus(nats_url, node_id="c-2") as two:
+        kv = await one.js.key_value(DEFAULT_BUCKET)
+        events = fleet_log(5_000)
+        for epoch in (3, 8):  # elections of a log without lease copies: no copy is read again from RR_EVENTS
+            await _filler(one, events, 300)
+            await Publisher(one).publish(LeaderElected(role="scheduler", node="c-1", ttl_s=3.0, epoch=epoch))
+        await _context_caught_up(one)
+        # RR_EVENTS made again under RR_CONTEXT, which keeps the old log's copies under the same sequences.
+        await one.js.delete_stream(EVENTS_STREAM)
+        await provision(one.js, StreamSettings())
+        await _filler(one, events, 1_500)
+        await _acquire(kv, two, "registry")
+        remade = await _primed(one)
+        assert remade.primed_by == "log" and remade.fence("cancels").view() == await _full_read(one)
 
 
 async def test_a_forged_first_lease_copy_makes_the_first_start_read_the_log(nats_url: str) -> None:

@@ -14,7 +14,9 @@ nothing in a fence that is verified already (`projections.fencing.copied`), so t
 over: the fold only records their position. Should the fold meet such a copy while not verified
 (the copy fetched before it was no server's copy: a forgery on a server without credentials), it
 cannot be the full read's fold: `read` then answers None, as it does when RR_CONTEXT does not
-exist, is empty or has dropped copies of the range; the caller reads RR_EVENTS instead.
+exist, is empty, has dropped copies of the range, or holds copies of another log (its first or
+last copy in the range, or a copy read again, is not what RR_EVENTS holds at that sequence:
+RR_EVENTS was made again under it); the caller reads RR_EVENTS instead.
 """
 
 from __future__ import annotations
@@ -90,8 +92,15 @@ async def read(bus: Bus, start: int, end: int) -> Copied | None:
     (first, _), (last, copied_to) = copies
     collect = _Collector(start, end)
     await replay(bus, collect, stream=CONTEXT_STREAM, subjects=FENCE_SUBJECTS, start_seq=first, end_seq=last)
+    if collect.steps and not all(await asyncio.gather(*(_in_log(bus, collect.steps[i].record) for i in (0, -1)))):
+        return None  # copies of another log (RR_EVENTS made again under it)
     steps = await _with_originals(bus, collect.steps)
     return None if steps is None else Copied(steps, max(start - 1, min(end, copied_to)))
+
+
+async def _in_log(bus: Bus, copy: Record) -> bool:
+    """Whether RR_EVENTS holds the same record at the copy's sequence."""
+    return (await _original(bus, copy)) is not None
 
 
 async def _with_originals(bus: Bus, steps: list[Step]) -> list[Step] | None:
@@ -109,13 +118,14 @@ async def _with_originals(bus: Bus, steps: list[Step]) -> list[Step] | None:
 
 
 async def _original(bus: Bus, copy: Record) -> Record | None:
+    """The record RR_EVENTS holds at the copy's sequence, when it is the copy's (same subject and body)."""
     try:
         page = await directreads.read_aggregate(bus, copy.subject, copy.seq, copy.seq, batch=1)
     except BusUnavailable:
         raise
     except BusError:  # a stream refusing direct gets: the full read instead
         return None
-    return next((r for r in page if r.seq == copy.seq), None)
+    return next((r for r in page if r.seq == copy.seq and r.data == copy.data), None)
 
 
 def fold(copied: Copied, learn: Callable[[Record], None], passed: Callable[[Record], None],

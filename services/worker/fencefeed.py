@@ -63,7 +63,7 @@ class FenceFeed:
     def __init__(self, bus: Bus, names: Sequence[str], saved_at: Path | None = None) -> None:
         self._bus = bus
         self._names = tuple(names)
-        self._saved_at = saved_at  # where the fence is kept between runs; None: every start reads from sequence 1
+        self._saved_at = saved_at  # where the fence is kept between runs; None: every start is a first start
         self._fences: dict[str, PositionedFence] = {}
         self._lock = asyncio.Lock()  # one read at a time: both consumers' handlers run concurrently
         # The fence saved: the consumers' fences stay where their events are (for months, if no
