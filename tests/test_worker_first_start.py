@@ -8,6 +8,7 @@ import datetime as dt
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -23,7 +24,7 @@ from eventbus.publisher import Publisher
 from eventbus.streams import CONTEXT_STREAM, EVENTS_STREAM, StreamSettings, provision
 from ops.bench.bench_projection import fleet_log
 from projections.fencing import EpochFence, FenceView
-from services.worker import contextprime
+from services.worker import contextprime, fencefeed
 from services.worker.contextprime import FENCE_SUBJECTS
 from services.worker.fencefeed import FenceFeed, PositionedFence
 from tests.bus_harness import provisioned_bus
@@ -223,3 +224,24 @@ async def test_a_worker_started_after_retention_trimmed_the_elections_off_the_lo
         await _trim_log(one, 100)
         again = await _primed(one, saved_at)
         assert again.primed_by != "saved" and again.fence("cancels").view() == await _full_read(one)
+
+
+async def test_the_save_after_a_first_start_reads_nothing_the_priming_read_covered(
+        nats_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The newest election can be months before the log's end: the save right after priming must not read from it again.
+    async with provisioned_bus(nats_url, node_id="c-1") as bus:
+        await Publisher(bus).publish(LeaderElected(role="scheduler", node="c-1", ttl_s=3.0, epoch=3))
+        await _filler(bus, fleet_log(2_000), 1_000)
+        feed = await _primed(bus, tmp_path / "fence.json")
+        end = await last_sequence(bus)
+        reads: list[int] = []
+        real_replay = fencefeed.replay
+
+        async def counted(*args: object, **kwargs: Any) -> int:
+            reads.append(kwargs["start_seq"])
+            return await real_replay(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(fencefeed, "replay", counted)
+        await feed.save()
+        assert reads == [end + 1]
+        assert (await _primed(bus, tmp_path / "fence.json")).primed_from == end + 1

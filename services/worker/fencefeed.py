@@ -88,6 +88,9 @@ class FenceFeed:
         if fenced is None:
             fenced, read_from, self.primed_by = await self._copied(candidates, read_from, end)
         await replay(self._bus, fenced.learn, subjects=FENCE_SUBJECTS, start_seq=read_from, end_seq=end)
+        # Read up to the end: the save after priming goes on from there, not from the newest election,
+        # which can be months of log back.
+        fenced.position = max(fenced.position, end)
         self._fences = {name: PositionedFence(copy.deepcopy(fenced.fence), end, fenced.anchor) for name in self._names}
         self._kept = fenced
 
