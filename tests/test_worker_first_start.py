@@ -73,7 +73,8 @@ async def _context_caught_up(bus: Bus) -> None:
     """Wait until RR_CONTEXT has copied every record RR_EVENTS holds now."""
     async def lag() -> bool:
         info = await bus.js.stream_info(CONTEXT_STREAM)
-        return bool(info.sources) and info.sources[0].lag == 0 and info.state.messages > 0
+        sources = info.sources or []
+        return bool(sources) and sources[0].lag == 0 and info.state.messages > 0
     await eventually(lag, timeout=30, message="RR_CONTEXT copied the log's context")
 
 
@@ -235,7 +236,7 @@ async def test_the_save_after_a_first_start_reads_nothing_the_priming_read_cover
         feed = await _primed(bus, tmp_path / "fence.json")
         end = await last_sequence(bus)
         reads: list[int] = []
-        real_replay = fencefeed.replay
+        real_replay = replay
 
         async def counted(*args: object, **kwargs: Any) -> int:
             reads.append(kwargs["start_seq"])
