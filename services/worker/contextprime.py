@@ -22,6 +22,7 @@ RR_EVENTS was made again under it); the caller reads RR_EVENTS instead.
 from __future__ import annotations
 
 import asyncio
+import heapq
 from collections.abc import Callable
 
 import msgspec
@@ -90,11 +91,16 @@ async def read(bus: Bus, start: int, end: int) -> Copied | None:
     if copies is None or contextread.lacks_before(copies[0], start):
         return None
     (first, _), (last, copied_to) = copies
-    collect = _Collector(start, end)
-    await replay(bus, collect, stream=CONTEXT_STREAM, subjects=FENCE_SUBJECTS, start_seq=first, end_seq=last)
-    if collect.steps and not all(await asyncio.gather(*(_in_log(bus, collect.steps[i].record) for i in (0, -1)))):
+    # One consumer a filter, merged by sequence: a consumer of both filters delivered the same records
+    # at a fifth of the rate (ops/bench/README.md, "A worker's first start from RR_CONTEXT"). Within
+    # the copies alone a run of passed copies is still one run: only copies start or end one.
+    collected = [_Collector(start, end) for _ in FENCE_SUBJECTS]
+    await asyncio.gather(*(replay(bus, collect, stream=CONTEXT_STREAM, subject=subject, start_seq=first, end_seq=last)
+                           for collect, subject in zip(collected, FENCE_SUBJECTS, strict=True)))
+    merged = list(heapq.merge(*(c.steps for c in collected), key=lambda step: step.record.seq))
+    if merged and not all(await asyncio.gather(*(_in_log(bus, merged[i].record) for i in (0, -1)))):
         return None  # copies of another log (RR_EVENTS made again under it)
-    steps = await _with_originals(bus, collect.steps)
+    steps = await _with_originals(bus, merged)
     return None if steps is None else Copied(steps, max(start - 1, min(end, copied_to)))
 
 
