@@ -82,18 +82,37 @@ async def read(bus: Bus, filters: Sequence[str], start: int, end: int, fallback:
         return {}, 0
     if not covers(filters):
         return await fallback(filters, start, end)
-    try:  # its first and last copy: one round trip, no stream info
-        lo, hi = await asyncio.gather(_source_of(bus, {"seq": 1, "next_by_subj": ">"}), _source_of(bus, {"last_by_subj": ">"}))
-        return await _read_copied(bus, filters, start, end, fallback, lo, hi)
-    except _Gone:  # not provisioned yet (`rr streams init`), empty, or a probed copy aged out meanwhile
+    try:
+        copies = await ends(bus)
+        if copies is None:  # not provisioned yet (`rr streams init`), or empty
+            return await fallback(filters, start, end)
+        return await _read_copied(bus, filters, start, end, fallback, *copies)
+    except _Gone:  # a probed copy aged out meanwhile
         return await fallback(filters, start, end)
+
+
+Copy = tuple[int, int]  # one RR_CONTEXT record: its sequence, and its RR_EVENTS sequence
+
+
+async def ends(bus: Bus) -> tuple[Copy, Copy] | None:
+    """RR_CONTEXT's first and last copy: one round trip, no stream info; None when it does not exist or is empty."""
+    try:
+        lo, hi = await asyncio.gather(_source_of(bus, {"seq": 1, "next_by_subj": ">"}), _source_of(bus, {"last_by_subj": ">"}))
+    except _Gone:
+        return None
+    return lo, hi
+
+
+def lacks_before(first: Copy, start: int) -> bool:
+    """Whether RR_CONTEXT, whose first copy is `first`, has dropped copies of RR_EVENTS records from `start` on."""
+    return first[0] > 1 and first[1] > start
 
 
 async def _read_copied(bus: Bus, filters: Sequence[str], start: int, end: int, fallback: Fallback,
                        lo: tuple[int, int], hi: tuple[int, int]) -> Read:
     """`read` once RR_CONTEXT's first and last copy are known (each (sequence, RR_EVENTS sequence)): its part, RR_EVENTS the rest."""
     parts: list[Awaitable[Read]] = []
-    if lo[0] > 1 and lo[1] > start:  # it dropped its oldest: what it no longer keeps of the range
+    if lacks_before(lo, start):  # it dropped its oldest: what it no longer keeps of the range
         parts.append(fallback(filters, start, min(end, lo[1] - 1)))
     if hi[1] < end:  # not copied yet
         parts.append(fallback(filters, max(start, hi[1] + 1), end))

@@ -218,6 +218,10 @@ class EpochFence:
         return msgspec.structs.replace(v, newest=dict(v.newest), role_of=dict(v.role_of), acquired=dict(v.acquired),
                                        trusted=dict(v.trusted))
 
+    def verified(self) -> bool:
+        """Whether the fence has seen a lease copy (elections are then believed only with their acquisition's copy)."""
+        return self._view.verified
+
     def newest(self, role: str) -> int | None:
         """The newest epoch elected for a role so far."""
         return self._view.newest.get(role)

@@ -79,13 +79,12 @@ def _saved(position: int = 10, first_seq: int = 1) -> SavedFence:
 
 
 def test_a_saved_fence_is_resumed_only_on_the_log_it_was_folded_from_with_the_same_candidates() -> None:
-    assert resumable(_saved(), CANDIDATES, 1, 10, _record(7))
-    assert resumable(_saved(), CANDIDATES, 1, 500, _record(7))
-    assert not resumable(_saved(), ("c-1",), 1, 10, _record(7))  # other candidates: other elections believed
-    assert not resumable(_saved(), CANDIDATES, 3, 10, _record(7))  # records aged out since: a fold would not see them
-    assert not resumable(_saved(), CANDIDATES, 1, 9, _record(7))  # a log shorter than the fence's position
-    assert not resumable(_saved(), CANDIDATES, 1, 10, _record(7, b'{"id":"other"}'))  # the log made again
-    assert not resumable(_saved(), CANDIDATES, 1, 10, None)  # its anchor deleted
+    assert resumable(_saved(), CANDIDATES, 10, _record(7))
+    assert resumable(_saved(), CANDIDATES, 500, _record(7))
+    assert not resumable(_saved(), ("c-1",), 10, _record(7))  # other candidates: other elections believed
+    assert not resumable(_saved(), CANDIDATES, 9, _record(7))  # a log shorter than the fence's position
+    assert not resumable(_saved(), CANDIDATES, 10, _record(7, b'{"id":"other"}'))  # the log made again
+    assert not resumable(_saved(), CANDIDATES, 10, None)  # its anchor aged out or deleted
     assert anchor_of(_record(7)) == Anchor(seq=7, subject=_record(7).subject, digest=anchor_of(_record(7)).digest)
 
 

@@ -8,8 +8,11 @@ neither: before judging an event at sequence S, a fence reads what it has not se
 S (a read of few subjects, milliseconds), so it knows every election stored before the event and
 none after it, as when one consumer delivered them all in log order. One fence per durable: each
 durable delivers its own events in log order, so no fence runs ahead of the events it judges.
-A start resumes the fence the previous run saved, when it is the fold of this log up to its
-position (services/worker/savedfence.py), and reads only the elections and copies after it.
+A start resumes the fence the previous run saved, when it was folded from this log up to its
+position (services/worker/savedfence.py), and reads only the elections and copies after it: also
+once retention has trimmed the log's head, so the fence keeps the elections that aged out. A start
+without one reads them from RR_CONTEXT (services/worker/contextprime.py), RR_EVENTS past its copies,
+and all from RR_EVENTS only when RR_CONTEXT cannot give them all.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import asyncio
 import copy
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 from eventbus.connection import Bus
 from eventbus.directreads import read_aggregate
@@ -25,14 +29,13 @@ from eventbus.errors import BusError, BusUnavailable, InvalidEvent
 from eventbus.events import Event
 from eventbus.history import Record, first_sequence, last_sequence, replay
 from eventbus.integrity import decode_on
-from eventbus.leasecopy import COPIES
-from eventbus.subjects import ALL_EVENTS, EVENTS_ROOT
+from eventbus.subjects import ALL_EVENTS
 from projections.fencing import EpochFence
-from services.worker import savedfence
+from services.worker import contextprime, savedfence
+from services.worker.contextprime import FENCE_SUBJECTS
 from services.worker.savedfence import SavedFence
 
-LEADER_EVENTS = f"{EVENTS_ROOT}.leader.>"
-FENCE_SUBJECTS = (LEADER_EVENTS, COPIES)  # few subjects (elections and lease copies): one consumer reads both cheaply
+Primer = Literal["saved", "context", "log"]  # where a start's fence came from: its saved copy, RR_CONTEXT, RR_EVENTS
 
 
 class PositionedFence:
@@ -46,6 +49,10 @@ class PositionedFence:
     def learn(self, record: Record) -> None:
         """Learn one election or copy read after `position`."""
         _learn(self.fence, record)
+        self.passed(record)
+
+    def passed(self, record: Record) -> None:
+        """Move past one record that teaches the fence nothing."""
         self.position = record.seq
         self.anchor = savedfence.anchor_of(record)
 
@@ -56,7 +63,7 @@ class FenceFeed:
     def __init__(self, bus: Bus, names: Sequence[str], saved_at: Path | None = None) -> None:
         self._bus = bus
         self._names = tuple(names)
-        self._saved_at = saved_at  # where the fence is kept between runs; None: every start reads from sequence 1
+        self._saved_at = saved_at  # where the fence is kept between runs; None: every start is a first start
         self._fences: dict[str, PositionedFence] = {}
         self._lock = asyncio.Lock()  # one read at a time: both consumers' handlers run concurrently
         # The fence saved: the consumers' fences stay where their events are (for months, if no
@@ -64,24 +71,31 @@ class FenceFeed:
         self._kept: PositionedFence | None = None
         self._keeping = asyncio.Lock()
         self.primed_from = 0  # the sequence the last priming read started at (1: the whole log)
+        self.primed_by: Primer = "log"
         self._first_seq = 0  # the log's first sequence when the fence was first folded from it
 
     async def prime(self, candidates: tuple[str, ...]) -> None:
         """Learn every election and copy in the log now (a durable may resume before that: a fence ahead of it only drops more).
 
         From the fence saved by the previous run when it was folded from this log, reading only
-        what came after it; else from sequence 1.
+        what came after it; else from the log's first sequence, RR_CONTEXT's copies first.
         """
         end, first_seq = await last_sequence(self._bus), await first_sequence(self._bus)
-        fenced = await self._resumed(candidates, first_seq, end) or PositionedFence(EpochFence(candidates), 0)
         self._first_seq = first_seq
-        self.primed_from = fenced.position + 1
-        await replay(self._bus, fenced.learn, subjects=FENCE_SUBJECTS, start_seq=fenced.position + 1, end_seq=end)
+        fenced, self.primed_by = await self._resumed(candidates, end), "saved"
+        read_from = fenced.position + 1 if fenced is not None else max(1, first_seq)
+        self.primed_from = read_from
+        if fenced is None:
+            fenced, read_from, self.primed_by = await self._copied(candidates, read_from, end)
+        await replay(self._bus, fenced.learn, subjects=FENCE_SUBJECTS, start_seq=read_from, end_seq=end)
+        # Read up to the end: the save after priming goes on from there, not from the newest election,
+        # which can be months of log back.
+        fenced.position = max(fenced.position, end)
         self._fences = {name: PositionedFence(copy.deepcopy(fenced.fence), end, fenced.anchor) for name in self._names}
         self._kept = fenced
 
     async def save(self) -> None:
-        """Bring the kept fence up to the log's end and write it for the next start (not when it never learnt a record).
+        """Bring the kept fence up to the log's end and write it for the next start (not when it has no record to anchor it).
 
         A bus that does not answer leaves the fence where its read stopped: still the fold up to its position.
         """
@@ -93,13 +107,28 @@ class FenceFeed:
                 end = await last_sequence(self._bus)
                 await replay(self._bus, kept.learn, subjects=FENCE_SUBJECTS, start_seq=kept.position + 1, end_seq=end)
                 kept.position = max(kept.position, end)
+                # Anchored at its position, the newest record: it stays in the log long after the
+                # elections do, so the next start knows this log again once retention trimmed its head.
+                at_position = await read_aggregate(self._bus, ALL_EVENTS, kept.position, kept.position)
+                kept.anchor = next((savedfence.anchor_of(r) for r in at_position if r.seq == kept.position), kept.anchor)
             except BusError:
                 pass
             if kept.anchor is not None:
                 await savedfence.save(self._saved_at, SavedFence(view=kept.fence.view(), position=kept.position,
                                                                  first_seq=self._first_seq, anchor=kept.anchor))
 
-    async def _resumed(self, candidates: tuple[str, ...], first_seq: int, end: int) -> PositionedFence | None:
+    async def _copied(self, candidates: tuple[str, ...], start: int, end: int) -> tuple[PositionedFence, int, Primer]:
+        """A new fence folded over RR_CONTEXT's copies from `start`, and where RR_EVENTS is to be read from after them.
+
+        When RR_CONTEXT cannot give every record of the range, a fence that has learnt nothing, read from `start`.
+        """
+        fenced = PositionedFence(EpochFence(candidates), start - 1)
+        copied = await contextprime.read(self._bus, start, end) if start <= end else None
+        if copied is None or not contextprime.fold(copied, fenced.learn, fenced.passed, fenced.fence.verified):
+            return PositionedFence(EpochFence(candidates), start - 1), start, "log"
+        return fenced, copied.through + 1, "context"
+
+    async def _resumed(self, candidates: tuple[str, ...], end: int) -> PositionedFence | None:
         saved = await savedfence.load(self._saved_at) if self._saved_at is not None else None
         if saved is None:
             return None
@@ -109,8 +138,9 @@ class FenceFeed:
             raise
         except BusError:  # a stream refusing direct gets: its anchor cannot be checked, so the full read
             return None
-        if not savedfence.resumable(saved, candidates, first_seq, end, next(iter(anchored), None)):
+        if not savedfence.resumable(saved, candidates, end, next(iter(anchored), None)):
             return None
+        self._first_seq = saved.first_seq
         return PositionedFence(EpochFence.resumed(saved.view), saved.position, saved.anchor)
 
     async def admit(self, name: str, event: Event, seq: int) -> bool:

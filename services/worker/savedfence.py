@@ -8,7 +8,7 @@ each subject's newest record, while the fence's verdicts depend on every electio
 UNKNOWN_OLD, and an election reusing another role's old epoch is not believed). A fence folded
 up to position P and then over P+1..end is the fold from the start, exactly: so the worker saves
 its fence with its position, and the next start reads only what came after, provided the log is
-still the one the fence was folded from (`resumable`).
+still the one the fence was folded from (`resumable`), whose head retention may have trimmed since.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class SavedFence(msgspec.Struct, frozen=True, kw_only=True):
 
     view: FenceView
     position: int
-    first_seq: int  # the log's first sequence when it was folded: records aged out since change the fold
+    first_seq: int  # the log's first sequence when it was folded from it (what it may know beyond the log's head)
     anchor: Anchor
 
 
@@ -49,13 +49,16 @@ def anchor_of(record: Record) -> Anchor:
     return Anchor(seq=record.seq, subject=record.subject, digest=hashlib.blake2b(record.data, digest_size=16).hexdigest())
 
 
-def resumable(saved: SavedFence, candidates: tuple[str, ...], first_seq: int, end: int, at_anchor: Record | None) -> bool:
-    """Whether folding the log after `saved.position` gives what a fold from its first record would.
+def resumable(saved: SavedFence, candidates: tuple[str, ...], end: int, at_anchor: Record | None) -> bool:
+    """Whether the saved fence was folded from this log, so that folding the records after `saved.position` goes on from it.
 
-    The candidates decide which elections were believed; a log that lost records at its start
-    (retention) or was made again (its anchor record differs) is not the log the fence was folded from.
+    The candidates decide which elections were believed; a log made again (its anchor record
+    differs) is not the log the fence was folded from. A log whose head retention trimmed since
+    is: the fence then knows elections a fold of what the log still holds would not (the state
+    outlives the records it was folded from, as the projections' snapshots do), as long as the
+    anchor (the record at its position when saved) is still kept.
     """
-    return (saved.view.candidates == candidates and saved.first_seq == first_seq and saved.position <= end
+    return (saved.view.candidates == candidates and saved.position <= end
             and at_anchor is not None and anchor_of(at_anchor) == saved.anchor)
 
 
