@@ -235,7 +235,7 @@ class RenewingClient(NatsClient):
     # did not vouch for them. A read that unsubscribed and flushed (eventbus/orderedread.drained)
     # then received a thousand more records, pushed after its pong, while its caller held the
     # loop. Queued commands go out ahead of the PING, as their order asks.
-    async def _send_ping(self, future: asyncio.Future[None] | None = None) -> None:  # type: ignore[override]
+    async def _send_ping(self, future: asyncio.Future[None] | None = None) -> None:
         if self._pending_data_size > 0 and self.is_connected and self._transport is not None:
             self._transport.writelines(self._pending[:])
             self._pending = []
