@@ -6,7 +6,7 @@ after the network read (~20% of the client's CPU, ops/bench/README.md "Distribut
 around the page cache"). With O_DIRECT the disk reads the bytes straight from an aligned staging
 buffer: one cheap copy into a buffer that stays in the CPU's cache, no page-cache pages to fill,
 dirty or write back, and the final fsync has only metadata left to write. A filesystem that
-refuses O_DIRECT (tmpfs, some network filesystems) gets buffered writes with early writeback.
+refuses O_DIRECT (tmpfs before Linux 6.6, some network filesystems) gets buffered writes with early writeback.
 
 Blocking: used on a download's writer thread (eventbus/objectwriter.py), never on the event loop.
 """

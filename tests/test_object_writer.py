@@ -20,7 +20,7 @@ from eventbus.objectwriter import ChunkWriter
 
 
 def direct_io_allowed(folder: Path) -> bool:
-    """Whether the filesystem of `folder` opens files for direct I/O (ext4, xfs do; tmpfs does not)."""
+    """Whether the filesystem of `folder` opens files for direct I/O (ext4 and xfs do, tmpfs since Linux 6.6)."""
     try:
         os.close(os.open(folder / "probe", os.O_WRONLY | os.O_CREAT | os.O_DIRECT, 0o600))
     except OSError:
