@@ -19,6 +19,7 @@ from nats.protocol.parser import AUTHORIZATION_VIOLATION
 
 from eventbus import headerlines
 from eventbus.errors import BusUnavailable
+from eventbus.protocolparser import GatheringParser
 from eventbus.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
@@ -205,6 +206,8 @@ class RenewingClient(NatsClient):
 
     def __init__(self, refresh: CredentialsSource | None, auth_retry_s: float) -> None:
         super().__init__()
+        # An object chunk's body is gathered from the socket's reads and joined once, not copied three times.
+        self._ps = GatheringParser(self)
         self._refresh = refresh
         self._auth_retry_s = auth_retry_s
         self._refused_since: float | None = None
