@@ -2,7 +2,8 @@
 
 One ordered push consumer covers both the backlog and what arrives afterwards, so there is
 no gap or duplicate between "history" and "live", and every record keeps its sequence
-(a core subscription would see live messages without one).
+(a core subscription would see live messages without one). Each message goes straight from the
+client's parser to the reader (eventbus/orderedread.py `follow`) where the client allows it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from eventbus import orderedread
 from eventbus.connection import Bus
 from eventbus.errors import BusUnavailable
 from eventbus.history import Record, _seq_and_pending, handed, last_sequence
@@ -33,7 +35,18 @@ async def follow(
     stream: str = EVENTS_STREAM,
 ) -> None:
     """Call `on_record` for each message from `start_seq` (None: new ones only), in order, until cancelled."""
+    if orderedread.supported(bus):
 
+        def on_raw(seq: int, subject: str, data: bytes, headers: dict[str, str] | None) -> None:
+            handed(on_record, Record(seq, subject, data, headers))
+
+        await orderedread.follow(bus, on_raw, stream=stream, subjects=[subject], start_seq=start_seq)
+    else:
+        await _follow_msgs(bus, on_record, subject, start_seq, stream)
+
+
+async def _follow_msgs(bus: Bus, on_record: Callable[[Record], None], subject: str, start_seq: int | None, stream: str) -> None:
+    # nats-py's ordered consumer, for a client that cannot hand messages over raw.
     async def on_msg(msg: Msg) -> None:
         seq, _pending = _seq_and_pending(msg.reply)
         handed(on_record, Record(seq, msg.subject, msg.data, msg.headers))

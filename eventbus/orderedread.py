@@ -6,11 +6,14 @@ rebuild here (ops/bench/README.md, "Rebuilds"). This read sets up the same kind 
 (ephemeral, in memory, no acks, flow control, idle heartbeats, one delivery) and has the
 connection call it with the message's raw parts (eventbus/connection.py `RenewingClient.direct`):
 no Msg, no queue, no task switch, and a header block parsed only when it holds more than the
-publisher's `Nats-Msg-Id` (a lease copy's `Nats-Stream-Source`, a trace context).
+publisher's `Nats-Msg-Id` (a lease copy's `Nats-Stream-Source`, a trace context). `follow` is the
+same read without an end, for the services' live folds (eventbus/follow.py): a leader receives
+two stored events per assignment, and nats-py's Msg path was a fifth of its CPU (ops/bench/README.md).
 
 What nats-py's ordered consumer guarantees is kept: records in stream order, none twice, none
 skipped. A gap in the consumer's own sequence (a message lost on the way, a heartbeat saying
-more were sent) drops the consumer and starts a new one after the last record handed over.
+more were sent) drops the consumer and starts a new one after the last record handed over; so
+does, for a live follow, a consumer silent for two heartbeats (the server lost it).
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import NoReturn
 
 import nats.aio.subscription
 import nats.errors
@@ -31,10 +36,12 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from eventbus import headerlines
 from eventbus.connection import Bus, RenewingClient
 from eventbus.errors import BusUnavailable
+from eventbus.tasks import raise_if_cancelled
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 5.0  # as nats-py's ordered consumer: the server tells an idle reader how far it got
+SILENT_S = 2 * HEARTBEAT_S  # a live follow hearing nothing for this long (not even a heartbeat) starts a new consumer
 INACTIVE_S = 5.0  # a consumer without a subscriber (a read that ended or died) is removed by the server after this
 SLOW_CREATION_S = 1.0  # a consumer's creation that took this long is logged
 MAX_FRUITLESS = 5  # gaps in a row with nothing read between them before the read gives up (BusUnavailable)
@@ -82,10 +89,12 @@ class _Reader:
     """One consumer's messages: checks their order and hands each stored one to `on_record`."""
 
     def __init__(self, on_record: Callable[[int, str, bytes, dict[str, str] | None], None], end: int,
-                 stop: Callable[[], bool] | None) -> None:
+                 stop: Callable[[], bool] | None, *, live: bool = False) -> None:
         self._on_record = on_record
         self._end = end
         self._stop = stop
+        self._until_caught_up = not live  # a live follow goes on when nothing more is pending
+        self.heard = 0  # messages and statuses received: a live follow's sign that its consumer is there
         self.expected = 1  # the consumer's next delivery sequence
         self.last_seq = 0  # the stream sequence of the last stored message seen
         self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -94,6 +103,7 @@ class _Reader:
         """One message from the parser; returns a subject to answer with an empty message (flow control)."""
         if self.finished.done():
             return None
+        self.heard += 1
         if block is not None and block.startswith(_STATUS_LINE):
             return self._status(reply, block)
         tokens = reply.split(b".")
@@ -107,7 +117,7 @@ class _Reader:
             # `headers_of`'s first test inlined: nearly every stored event's block is the plain one.
             plain = block is None or (block.startswith(_PLAIN_BLOCK) and block.find(b"\r\n", _PLAIN_SIZE) == len(block) - 4)
             self._on_record(seq, subject.decode(), data, None if plain else headers_of(block))
-        if seq >= self._end or tokens[8 + at] == b"0" or (self._stop is not None and self._stop()):
+        if seq >= self._end or (tokens[8 + at] == b"0" and self._until_caught_up) or (self._stop is not None and self._stop()):
             self.finished.set_result(None)
         return None
 
@@ -154,23 +164,30 @@ async def _one_consumer(
     bus: Bus, reader: _Reader, stream: str, subjects: Sequence[str], start_seq: int,
     start_time: dt.datetime | None, idle_timeout: float, progress: Callable[[], int],
 ) -> None:
+    async with _handing_to(bus, reader) as inbox:
+        info = await _created(bus, stream, _config(inbox, subjects, start_seq, start_time))
+        if not info.num_pending:
+            return
+        await wait_done(reader.finished, progress, idle_timeout)
+    await drained(bus, stream)
+
+
+@contextlib.asynccontextmanager
+async def _handing_to(bus: Bus, reader: _Reader) -> AsyncIterator[str]:
+    """A fresh inbox whose messages go straight from the client's parser to `reader`, while inside."""
     client = bus.nc
     assert isinstance(client, RenewingClient)
     inbox = client.new_inbox()
     sub = await client.subscribe(inbox)
     client.direct[sub._id] = reader  # noqa: SLF001 - nats-py names a subscription's id only so
     try:
-        info = await _created(bus, stream, _config(inbox, subjects, start_seq, start_time))
-        if not info.num_pending:
-            return
-        await wait_done(reader.finished, progress, idle_timeout)
+        yield inbox
     finally:
         client.direct.pop(sub._id, None)  # noqa: SLF001
         # Not deleted: a node may create consumers but not delete them (servicekit/auth/permissions.py);
         # with no subscriber left the server removes it after INACTIVE_S, as it does nats-py's ordered ones.
         with contextlib.suppress(nats.errors.Error):
             await sub.unsubscribe()
-    await drained(bus, stream)
 
 
 async def drained(bus: Bus, stream: str) -> None:
@@ -188,7 +205,7 @@ async def drained(bus: Bus, stream: str) -> None:
         log.warning("reading %s: the server did not confirm the read's end (%s)", stream, exc or type(exc).__name__)
 
 
-def _config(inbox: str, subjects: Sequence[str], start_seq: int, start_time: dt.datetime | None) -> ConsumerConfig:
+def _config(inbox: str, subjects: Sequence[str], start_seq: int | None, start_time: dt.datetime | None) -> ConsumerConfig:
     config = ConsumerConfig(
         deliver_subject=inbox, ack_policy=AckPolicy.NONE, max_deliver=1, flow_control=True,
         idle_heartbeat=HEARTBEAT_S, mem_storage=True, num_replicas=1, inactive_threshold=INACTIVE_S,
@@ -202,6 +219,8 @@ def _config(inbox: str, subjects: Sequence[str], start_seq: int, start_time: dt.
         config.deliver_policy = DeliverPolicy.BY_START_TIME
         # nats-py types this field as a datetime but sends it as it is, and the server wants RFC 3339 text.
         config.opt_start_time = start_time.astimezone(dt.UTC).isoformat()  # type: ignore[assignment]
+    elif start_seq is None:
+        config.deliver_policy = DeliverPolicy.NEW
     elif start_seq > 1:
         config.deliver_policy, config.opt_start_seq = DeliverPolicy.BY_START_SEQUENCE, start_seq
     return config
@@ -231,3 +250,45 @@ async def wait_done(done: asyncio.Future[None], progress: Callable[[], int], idl
         last = progress()
         await asyncio.wait([done], timeout=idle_timeout)
     done.result()  # a gap raises here
+
+
+async def follow(
+    bus: Bus, on_record: Callable[[int, str, bytes, dict[str, str] | None], None], *, stream: str,
+    subjects: Sequence[str], start_seq: int | None,
+) -> NoReturn:
+    """Hand every stored message on `subjects` from `start_seq` (None: those stored from now on) to `on_record`, until cancelled.
+
+    Raises BusUnavailable when the server does not answer, or keeps losing its consumers before a first message.
+    """
+    fruitless = 0  # consumers in a row that ended on a gap before handing anything over
+    while True:
+        reader = _Reader(on_record, sys.maxsize, None, live=True)
+        try:
+            await _one_live_consumer(bus, reader, stream, subjects, start_seq)
+        except _Gap:
+            fruitless = 0 if reader.last_seq else fruitless + 1
+            if fruitless >= MAX_FRUITLESS:
+                raise BusUnavailable(f"following {stream}: {fruitless} consumers in a row lost messages before the first") from None
+            if reader.last_seq:
+                start_seq = reader.last_seq + 1
+            log.warning("following %s: a message or the consumer lost after seq %s; following on from there", stream,
+                        "(start)" if start_seq is None else start_seq - 1)
+
+
+async def _one_live_consumer(bus: Bus, reader: _Reader, stream: str, subjects: Sequence[str], start_seq: int | None) -> NoReturn:
+    async with _handing_to(bus, reader) as inbox:
+        await _created(bus, stream, _config(inbox, subjects, start_seq, None))
+        await _wait_gap(reader)
+
+
+async def _wait_gap(reader: _Reader) -> NoReturn:
+    """Until the reader finds a gap or hears nothing for SILENT_S (raising _Gap), or the task is cancelled."""
+    while True:
+        raise_if_cancelled()  # one that the consumer's creation lost (Python 3.11's wait_for)
+        heard = reader.heard
+        await asyncio.wait([reader.finished], timeout=SILENT_S)
+        if reader.finished.done():
+            reader.finished.result()  # a live reader ends only on a gap: this raises it
+            raise _Gap
+        if reader.heard == heard:
+            raise _Gap

@@ -23,7 +23,7 @@ from typing import NamedTuple
 import msgspec
 from nats.aio.msg import Msg
 
-from eventbus import tracing
+from eventbus import orderedread, tracing
 from eventbus.connection import Bus
 from eventbus.errors import BusError, BusUnavailable, ConcurrencyConflict, Fenced, StorageFull, storage_full
 from eventbus.events import Event, checked, stamp
@@ -87,6 +87,7 @@ class _PubAckReply(msgspec.Struct):
 
 
 _ack_decoder = msgspec.json.Decoder(_PubAckReply)
+_NO_RESPONDERS = b"NATS/1.0 503"  # the status line of a reply no stream sent
 
 
 # Futures the router holds before it drops those no ack will ever answer (timed out, cancelled).
@@ -110,7 +111,9 @@ class _AckRouter:
         async with self._lock:
             if not self._prefix:
                 prefix = self._bus.nc.new_inbox() + "."
-                await self._bus.nc.subscribe(prefix + "*", cb=self._on_reply)
+                sub = await self._bus.nc.subscribe(prefix + "*", cb=self._on_reply)
+                if orderedread.supported(self._bus):  # each ack straight from the parser: no Msg, queue or task switch
+                    self._bus.nc.direct[sub._id] = self._on_raw_reply  # type: ignore[attr-defined]  # noqa: SLF001
                 self._prefix = prefix
 
     async def send(self, subject: str, data: bytes, headers: dict[str, str]) -> asyncio.Future[_PubAckReply]:
@@ -143,14 +146,21 @@ class _AckRouter:
         return self._futures
 
     async def _on_reply(self, msg: Msg) -> None:
-        future = self._futures.pop(msg.subject[len(self._prefix) :], None)
+        self._answer(msg.subject, msg.data, bool(msg.headers and msg.headers.get("Status") == "503"))
+
+    def _on_raw_reply(self, subject: bytes, _reply: bytes, data: bytes, block: bytes | None) -> None:
+        # The client's hand-over (eventbus/orderedread.py): a leader gets one ack per decision.
+        self._answer(subject.decode(), data, block is not None and block.startswith(_NO_RESPONDERS))
+
+    def _answer(self, subject: str, data: bytes, no_responders: bool) -> None:
+        future = self._futures.pop(subject[len(self._prefix) :], None)
         if future is None or future.done():
             return
-        if msg.headers and msg.headers.get("Status") == "503":
+        if no_responders:
             future.set_exception(BusUnavailable("no JetStream stream answered (no responders)"))
             return
         try:
-            future.set_result(_ack_decoder.decode(msg.data))
+            future.set_result(_ack_decoder.decode(data))
         except msgspec.DecodeError as exc:
             future.set_exception(BusUnavailable(f"unreadable publish ack: {exc}"))
 

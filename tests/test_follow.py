@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from eventbus import orderedread
 from eventbus.connection import Bus
 from eventbus.follow import follow
 from eventbus.leases import LeaseBucket
@@ -26,14 +27,19 @@ async def _lease(bus: Bus) -> None:
     await leases.watch("scheduler", lambda record: None)
 
 
-@pytest.mark.parametrize("following", [_log, _lease], ids=["the log", "a lease"])
+@pytest.mark.parametrize(("following", "request_name", "direct"), [
+    (_log, "add_consumer", True), (_log, "subscribe", False), (_lease, "subscribe", True),
+], ids=["the log, straight from the parser", "the log, by nats-py's ordered consumer", "a lease"])
 async def test_a_follower_cancelled_as_its_subscription_is_answered_still_ends(
-    bus: Bus, monkeypatch: pytest.MonkeyPatch, following: Callable[[Bus], Coroutine[Any, Any, None]]
+    bus: Bus, monkeypatch: pytest.MonkeyPatch, following: Callable[[Bus], Coroutine[Any, Any, None]], request_name: str,
+    direct: bool,
 ) -> None:
     # Python 3.11's asyncio.wait_for, under the client's subscribe, returns the server's reply and
     # drops a cancellation that lands with it (the task still counts it as requested). A stopped
     # leader's follower then waited for a second cancel that never came (its TaskGroup sends one).
-    real = bus.js.subscribe
+    # Following the log straight from the parser, the consumer's creation is that request.
+    monkeypatch.setattr(orderedread, "NATS_PY_HOOKS", direct)
+    real = getattr(bus.js, request_name)
     answered = asyncio.Event()
 
     async def subscribe_losing_a_cancel(*args: Any, **kwargs: Any) -> Any:
@@ -43,7 +49,7 @@ async def test_a_follower_cancelled_as_its_subscription_is_answered_still_ends(
             await asyncio.get_running_loop().create_future()  # the cancel arrives with the reply ...
         return sub  # ... and wait_for returns the reply instead
 
-    monkeypatch.setattr(bus.js, "subscribe", subscribe_losing_a_cancel)
+    monkeypatch.setattr(bus.js, request_name, subscribe_losing_a_cancel)
     task = asyncio.create_task(following(bus))
     await asyncio.wait_for(answered.wait(), timeout=10)
     task.cancel()

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
 
+import nats.aio.client
 import pytest
 
 from eventbus import history, orderedread
 from eventbus.connection import connect
 from eventbus.errors import BusUnavailable
 from eventbus.events import HostOnline, WorkAdded, encode, stamp
+from eventbus.follow import follow
 from eventbus.headerlines import parse
 from eventbus.history import Record, replay
 from eventbus.orderedread import _Gap, _Reader, headers_of
 from eventbus.publisher import Publisher
 from tests.bus_harness import provisioned_bus
 from tests.event_samples import sample_event
+from tests.helpers import eventually
 
 ACK = b"$JS.ACK.RR_EVENTS.c1.1.%d.%d.1733500000000000000.%d"
 
@@ -285,3 +289,76 @@ async def test_a_consumers_creation_waits_as_long_as_the_bus_allows_and_a_slow_o
         with caplog.at_level(logging.INFO, logger="eventbus.orderedread"):
             assert await replay(bus, lambda _r: None, start_seq=5) == 16
         assert "creating its consumer (start 5, 1 filters) took" in caplog.text
+
+
+# --- following live (eventbus/follow.py) ------------------------------------------------------------------------
+
+async def _followed(bus: Any, count: int, live: int) -> list[Record]:
+    # Follows from seq 1 while `live` more records are appended, until `count` have arrived.
+    records: list[Record] = []
+    following = asyncio.create_task(follow(bus, records.append, start_seq=1))
+    try:
+        await eventually(lambda: len(records) >= count - live, message="the backlog was not handed over")
+        await Publisher(bus).publish_many(_mixed(live))
+        await eventually(lambda: len(records) >= count, message="the live records were not handed over")
+    finally:
+        following.cancel()
+        await asyncio.wait([following], timeout=10)
+    return records
+
+
+async def test_following_live_gives_what_nats_pys_ordered_consumer_gives_with_no_msg_per_record(
+        nats_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A leader folds two stored events per assignment as they come: nats-py's Msg, header dict,
+    # queue and task switch for each were a fifth of its CPU (ops/bench/README.md).
+    async with provisioned_bus(nats_url) as bus:
+        await Publisher(bus).publish_many(_mixed(20))
+        event = stamp(sample_event(HostOnline, 99), bus.node_id)
+        await bus.js.publish(event.subject(), encode(event), headers={"Nats-Msg-Id": event.id, "traceparent": "00-ab-cd-01"})
+        through_msgs: list[int] = []
+        real = nats.aio.client.Client._process_msg
+
+        async def counted(client: Any, sid: int, subject: bytes, *args: Any) -> None:
+            if subject.startswith(b"rr.evt."):  # a record (the API's answers go this way, as before)
+                through_msgs.append(sid)
+            await real(client, sid, subject, *args)
+
+        monkeypatch.setattr(nats.aio.client.Client, "_process_msg", counted)
+        direct = await _followed(bus, 41, 20)
+        assert through_msgs == [], "records went through nats-py's Msg path"
+        monkeypatch.setattr(orderedread, "NATS_PY_HOOKS", False)
+        slow = await _followed(bus, 61, 20)
+        assert through_msgs, "nats-py's own path was not taken without the hooks"
+        assert [(r.seq, r.subject, r.data) for r in direct] == [(r.seq, r.subject, r.data) for r in slow[:41]]
+        expected = [None if r.headers is None or set(r.headers) == {"Nats-Msg-Id"} else r.headers for r in slow[:41]]
+        assert [r.headers for r in direct] == expected
+        assert [r.seq for r in slow] == list(range(1, 62))
+
+
+async def test_a_followed_consumer_gone_silent_is_replaced_and_nothing_is_lost_or_handed_over_twice(
+        nats_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # The server lost the consumer without a word (no heartbeat comes): nats-py's ordered consumer
+    # notices after two missed heartbeats and starts anew after its last record; so does this one.
+    monkeypatch.setattr(orderedread, "SILENT_S", 0.3)  # shorter than the server's heartbeat (HEARTBEAT_S)
+    async with provisioned_bus(nats_url) as bus:
+        await Publisher(bus).publish_many(_mixed(10))
+        consumers: list[Any] = []
+        create = orderedread._created
+
+        async def counted(*args: Any) -> Any:
+            consumers.append(await create(*args))
+            return consumers[-1]
+
+        monkeypatch.setattr(orderedread, "_created", counted)
+        records: list[Record] = []
+        with caplog.at_level(logging.WARNING, logger="eventbus.orderedread"):
+            following = asyncio.create_task(follow(bus, records.append, start_seq=1))
+            try:
+                await eventually(lambda: len(records) == 10 and len(consumers) >= 3, message="a silent consumer was not replaced")
+                await Publisher(bus).publish_many(_mixed(5))
+                await eventually(lambda: len(records) >= 15, message="a record after the replacement was lost")
+            finally:
+                following.cancel()
+                await asyncio.wait([following], timeout=10)
+        assert [r.seq for r in records] == list(range(1, 16))
+        assert "following RR_EVENTS: a message or the consumer lost after seq 10" in caplog.text

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import nats.aio.client
 import pytest
 
 from eventbus.connection import connect
@@ -118,3 +121,29 @@ async def test_acks_that_never_come_are_forgotten_in_bulk_and_answered_ones_at_o
         pub = Publisher(bus)
         await pub.publish_many([sample_event(WorkAdded, i) for i in range(1, 50)])
         assert pub._router._futures == {}, "an answered ack leaves the router as it arrives"
+
+
+async def test_acks_are_taken_straight_from_the_parser_and_no_responders_still_fails_the_publish(
+        nats_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A leader receives one ack per decision: nats-py's Msg, header dict, queue and task switch
+    # for each were part of its CPU per assignment (ops/bench/README.md).
+    acks: list[bytes] = []
+    real = nats.aio.client.Client._process_msg
+
+    async def counted(client: Any, sid: int, subject: bytes, *args: Any) -> None:
+        if subject.startswith(b"_INBOX.") and not subject.startswith(bytes(client._resp_sub_prefix or b"-")):
+            acks.append(subject)  # not an answer to the client's own requests (stream info and the like)
+        await real(client, sid, subject, *args)
+
+    monkeypatch.setattr(nats.aio.client.Client, "_process_msg", counted)
+    bus = await connect(nats_url, node_id="node-a")  # no stream yet: the server answers a publish "503"
+    try:
+        with pytest.raises(BusUnavailable, match="no responders"):
+            await (await _AckRouter(bus).send("rr.evt.work.w.WORK_ADDED.n", b"{}", {}))
+    finally:
+        await bus.close()
+    async with provisioned_bus(nats_url) as bus:
+        pub = Publisher(bus)
+        await pub.publish_many([sample_event(WorkAdded, i) for i in range(20)])
+        assert (await pub.publish(sample_event(WorkAdded, 99))).seq == 21
+    assert acks == [], "acks went through nats-py's Msg path"

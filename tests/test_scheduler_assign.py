@@ -318,3 +318,42 @@ async def test_a_leader_stopped_while_a_round_publishes_ends_on_that_one_cancel(
     done, _ = await asyncio.wait([scheduler], timeout=10)
     assert scheduler in done, f"the loop went on after its cancellation ({rounds} rounds)"
     await stop(scheduler)
+
+
+async def test_an_assignment_read_back_on_a_node_not_alive_makes_the_next_round_sweep_and_none_settles_the_fold(
+    bus: Bus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another term's decision can land on a node already gone: the next round sweeps (hands it back)
+    # rather than waiting for the periodic sweep. Judging that when each decision is read back read
+    # the fold's state, which settled its held-open maps (projections/openmap.py) once per assignment.
+    from eventbus.events import utcnow
+    from eventbus.history import replay
+    from services.leader.queue import PROJECTION
+
+    pub = Publisher(bus)
+    await online(pub, "n1", epoch=1)
+    ids = await add_items(pub, 100)
+    deadline = utcnow()
+    await as_term(pub, *(WorkAssigned(work_id=w, node="n1", attempt=1, deadline=deadline) for w in ids[:99]))
+    settles: list[int] = []
+    opening = PROJECTION.folding
+    assert opening is not None
+    leader = _idle_leader(bus)
+    leader._queue._opening = lambda state: settles.append(1) or opening(state)
+    await replay(bus, leader.on_record)
+    assert len(leader.state.active) == 99 and len(settles) == 1, f"the fold was settled {len(settles)} times"
+    assert not leader._holder_lost()
+    await as_term(pub, WorkAssigned(work_id=ids[99], node="gone", attempt=1, deadline=deadline))
+    await replay(bus, leader.on_record, start_seq=leader.state.last_seq + 1)
+    assert leader._holder_lost()
+    assert not leader._holder_lost()  # judged once
+
+
+def _idle_leader(bus: Bus) -> assigner.Assigner:
+    from cluster.leadership.term import Term
+    from config.settings import RrConfig
+    from servicekit.options import CommonOptions
+    from servicekit.runtime import ServiceContext
+
+    ctx = ServiceContext("scheduler", bus, RrConfig(), CommonOptions(nats_url=None, node_id="sched", config_path=None))
+    return assigner.Assigner(ctx, Term("scheduler", "sched", 1, None, ctx.publisher, lambda: True), None)

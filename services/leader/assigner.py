@@ -89,6 +89,7 @@ class Assigner:
                               replicas=ctx.config.streams.replicas)
         self._wake = asyncio.Event()
         self._sweep_due = True
+        self._assigned_since: list[str] = []  # items read back assigned since the last round began: is each holder alive?
         self._last_sweep = float("-inf")  # time.monotonic() of the last supervision sweep
         self.published = 0
         self.conflicts = 0
@@ -112,12 +113,25 @@ class Assigner:
     def _woken_by(self, record: Record) -> None:
         # Called after the queue folded the record, twice per assigned item (its WORK_ADDED, the
         # WORK_ASSIGNED read back): decides whether a round (and a sweep) should come at once.
+        # It never reads the fold's state: that would settle the maps the fold holds open between
+        # reads (projections/openmap.py) on every decision read back; `_holder_lost` looks at the
+        # assignments when the next round reads the state anyway.
         parts = record.subject.split(".")  # rr.evt.<aggregate>.<id>.<TYPE>.<source>
         kind = parts[4] if len(parts) == 6 else ""
         if kind in _WAKING:
             self._wake.set()
-        if kind in _SWEEPING or (kind == _ASSIGNED and not self._alive_holder(self._queue.state, parts[3])):
+        if kind in _SWEEPING:
             self._sweep_due = True
+        elif kind == _ASSIGNED:
+            self._assigned_since.append(parts[3])
+
+    def _holder_lost(self) -> bool:
+        """Whether an item read back assigned since the last call is held by a node not alive (a sweep owes it a hand-back)."""
+        assigned, self._assigned_since = self._assigned_since, []
+        if not assigned:
+            return False
+        state = self.state
+        return not all(self._alive_holder(state, work_id) for work_id in assigned)
 
     @staticmethod
     def _alive_holder(state: queue.QueueState, work_id: str) -> bool:
@@ -144,7 +158,8 @@ class Assigner:
                 log.info("assigner: epoch %s starts with %d items", self._term.epoch, len(self.state.work.items))
                 while True:
                     self._wake.clear()
-                    await self.tick(sweep=self._sweep_due or time.monotonic() - self._last_sweep >= self._settings.assign_every_s)
+                    await self.tick(sweep=self._holder_lost() or self._sweep_due
+                                    or time.monotonic() - self._last_sweep >= self._settings.assign_every_s)
                     raise_if_cancelled()  # a stop that the round's publishes lost (Python 3.11's wait_for)
                     # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation
                     # that arrives as the wake-up is set, and the loop would never stop.
