@@ -38,7 +38,11 @@ class PackedMap(msgspec.Struct, frozen=True, array_like=True, gc=False):
         return self.count
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and self.get(key) is not None
+        # Asked by every WORK_ADDED and SELFPLAY_COMPLETE: `get` without its slice and call.
+        if not isinstance(key, str):
+            return False
+        text: str | None = self.buckets.get(_bucket(key))
+        return text is not None and f"{_END}{key}{_SEP}" in text
 
     def get(self, key: str) -> str | None:
         """The text of `key`, None when it is not in the map."""
