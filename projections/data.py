@@ -25,6 +25,7 @@ from projections import retiring, withdrawal
 from projections.attempts import Attempts, late
 from projections.base import Anomaly, Projection, config_key, rejected, total
 from projections.fence import Fence, judged
+from projections.packedmap import PackedMap, added, packable
 from projections.pmap import PMap
 from projections.withdrawal import Withdrawals
 
@@ -33,7 +34,8 @@ from projections.withdrawal import Withdrawals
 # 4: settled batches and their copies retire RETIRE_AFTER records after the last record about them;
 #    a batch keeps its file (the sync agents' batch-files fold before, which never retired)
 # 5: completed items' attempts retire (projections/attempts.py)
-VERSION = 5
+# 6: retired batches packed, one string per hash bucket (projections/packedmap.py), not a dict entry each
+VERSION = 6
 
 # A batch leaves the state this many records after the last record about it (about 60 hours of the
 # fleet's ~60k records a day, past the planner's default `sync.max_batch_age_h` of 48: a batch the
@@ -121,7 +123,7 @@ class DataState(msgspec.Struct, frozen=True, kw_only=True):
     touched: PMap[str, int] = msgspec.field(default_factory=PMap)  # batch id -> position it is looked at from
     scheduled: PMap[int, tuple[str, ...]] = msgspec.field(default_factory=PMap)  # that position -> batch ids
     retired_through: int = 0  # nothing is scheduled up to this position
-    retired: PMap[str, int] = msgspec.field(default_factory=PMap)  # retired batch id -> its games
+    retired: PackedMap = msgspec.field(default_factory=PackedMap)  # retired batch id -> its games (`retired_games`)
     retired_totals: dict[str, ConfigData] = {}  # config -> what its retired batches count for
 
 
@@ -138,6 +140,12 @@ def _touched(state: DataState, batch_id: str, seq: int) -> DataState:
 def is_retired(state: DataState, batch_id: str) -> bool:
     """Whether the batch settled and left the state (its report and copies are in the log)."""
     return batch_id in state.retired
+
+
+def retired_games(state: DataState, batch_id: str) -> int | None:
+    """The games of a retired batch, None when the batch did not retire."""
+    games = state.retired.get(batch_id)
+    return None if games is None else int(games)
 
 
 def copies_of(state: DataState, batch_id: str) -> list[Transfer]:
@@ -325,7 +333,8 @@ def _settled(state: DataState, batch_id: str) -> bool:
     if any(state.transfers[t].status is TransferStatus.PLANNED for t in state.copies.get(batch_id, ())):
         return False
     batch = state.batches.get(batch_id)
-    return batch is None or is_live(state, batch)
+    # A separator in its id keeps it (packedmap.packable): never settled, looked at again like one in flight.
+    return batch is None or (is_live(state, batch) and packable(batch_id, ""))
 
 
 def _retired(state: DataState, batch_id: str) -> DataState:
@@ -340,7 +349,7 @@ def _retired(state: DataState, batch_id: str) -> DataState:
     rest = tuple(b for b in state.by_work.get(batch.work_id, ()) if b != batch_id)
     totals = state.retired_totals.get(batch.config) or ConfigData(config=batch.config)
     return msgspec.structs.replace(
-        state, batches=state.batches.remove(batch_id), retired=state.retired.set(batch_id, batch.num_games),
+        state, batches=state.batches.remove(batch_id), retired=added(state.retired, batch_id, str(batch.num_games)),
         by_work=state.by_work.set(batch.work_id, rest) if rest else state.by_work.remove(batch.work_id),
         retired_totals={**state.retired_totals, batch.config: _counted_in(totals, batch)},
     )

@@ -6,7 +6,7 @@ import msgspec
 
 from projections import elo, taint
 from projections.bundle import ProjectionSet
-from projections.data import Batch
+from projections.data import Batch, retired_games
 from projections.elo import Rating, ScaleRating, scale_rating
 from projections.models import Promotion, Training
 from projections.taint import Taint
@@ -54,7 +54,7 @@ def lineage(ps: ProjectionSet, model_id: str) -> Lineage | None:
     batch_ids = training.input_batches if training else ()
     tainted = taint.tainted(ps.taint)
     batches = [BatchLine(batch_id=b, known=b in ps.data.batches or b in ps.data.retired, batch=ps.data.batches.get(b),
-                         retired_games=ps.data.retired.get(b, 0), taint=tainted.batches.get(b))
+                         retired_games=retired_games(ps.data, b) or 0, taint=tainted.batches.get(b))
                for b in batch_ids]
     promotion = model.promotion if model else None
     cited = promotion.evaluation_work_id if promotion else None

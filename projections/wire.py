@@ -25,7 +25,6 @@ import msgspec
 from projections.attempts import ItemAttempts
 from projections.pmap import PMap
 from projections.taint import TaintState
-from projections.work import WorkState
 from projections.workrefs import WorkRefs
 
 # Values of maps that are only ever read by key (a fold's `get` of the item an event names), never
@@ -37,11 +36,11 @@ READ_BY_KEY: frozenset[Any] = frozenset({ItemAttempts})
 
 # The same for single fields (state Struct, field name) whose value type other maps share: the
 # maps that grow with the log (one entry per item or batch ever made) and that nothing goes over
-# in a service's or the API's steady state. Work's retired items and the timeline's index are
-# only asked for one id; the lineage's batches are gone over whole only while a quarantine is in
+# in a service's or the API's steady state. The timeline's index is only asked for one id (work's
+# and data's retired ids are packed strings instead, projections/packedmap.py); the lineage's batches are gone over whole only while a quarantine is in
 # force (`taint.tainted`), when the closure's own pass over them is the larger cost.
 READ_BY_KEY_FIELDS: frozenset[tuple[type, str]] = frozenset({
-    (WorkState, "retired"), (WorkRefs, "refs"), (TaintState, "batches"),
+    (WorkRefs, "refs"), (TaintState, "batches"),
 })
 
 

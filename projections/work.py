@@ -31,6 +31,7 @@ from projections import retiring
 from projections.base import Anomaly, Projection, config_key, rejected, total
 from projections.fence import Fence, judged
 from projections.openmap import Spec
+from projections.packedmap import PackedMap, added, packable
 from projections.pmap import PMap
 
 # 2: failures and late completions (handed-back attempts do not count)
@@ -40,7 +41,8 @@ from projections.pmap import PMap
 #    (what the scheduler's supervision used to fold beside it), and the model it is about
 # 6: an item keeps the attempts the log says started and ended, and its first completion, taken or
 #    refused (what the worker used to fold beside it)
-VERSION = 6
+# 7: retired items packed, one string per hash bucket (projections/packedmap.py), not a dict entry each
+VERSION = 7
 
 # A completed item leaves `items` this many records after its completion (about 20 hours of the
 # fleet's ~60k events a day): the state, and every snapshot of it, then holds the open items and
@@ -167,7 +169,7 @@ class WorkState(msgspec.Struct, frozen=True, kw_only=True, gc=False):  # untrack
     completions: PMap[int, str] = msgspec.field(default_factory=PMap)
     # Completions up to this sequence have retired; it runs ahead to just before the oldest kept one.
     retired_through: int = 0
-    retired: PMap[str, tuple[int, str | None]] = msgspec.field(default_factory=PMap)  # id -> (attempt, node)
+    retired: PackedMap = msgspec.field(default_factory=PackedMap)  # id -> "<attempt>\t<node>" (`lookup` reads it)
     retired_tally: dict[str, Retired] = {}  # "<work type> <config>" -> how many retired, newest completion
 
 
@@ -214,21 +216,33 @@ def _retire(state: WorkState, seq: int) -> WorkState:
     for done in due:
         work_id = completions[done]
         item = items[work_id]
-        items, completions = items.remove(work_id), completions.remove(done)
-        retired = retired.set(work_id, (item.attempt, item.node))
+        completions = completions.remove(done)
+        judged_by = _judged_by(item)
+        if not packable(work_id, judged_by):  # a separator in its id or node: it stays, as an open item would
+            continue
+        items, retired = items.remove(work_id), added(retired, work_id, judged_by)
         key = f"{item.work_type} {item.config}"
         tally = {**tally, key: Retired(count=tally.get(key, Retired()).count + 1, last_seq=item.updated_seq)}
     return msgspec.structs.replace(state, items=items, completions=completions, retired=retired, retired_tally=tally,
                                    retired_through=retiring.oldest(completions, horizon, seq) - 1)
 
 
+def _judged_by(item: WorkItem) -> str:
+    """What a retired item keeps: its last attempt and node, as `lookup` reads them back."""
+    return str(item.attempt) if item.node is None else f"{item.attempt}\t{item.node}"
+
+
 def lookup(state: WorkState, work_id: str) -> WorkItem | None:
     """The item, or for a retired one what judges events naming it (a completed item's attempt and node)."""
     item: WorkItem | None = state.items.get(work_id)
-    if item is not None or work_id not in state.retired:
+    if item is not None:
         return item
-    attempt, node = state.retired[work_id]
-    return WorkItem(work_id=work_id, work_type="", board_type="", num_players=0, status=C, attempt=attempt, node=node)
+    judged_by = state.retired.get(work_id)
+    if judged_by is None:
+        return None
+    attempt, tab, node = judged_by.partition("\t")
+    return WorkItem(work_id=work_id, work_type="", board_type="", num_players=0, status=C, attempt=int(attempt),
+                    node=node if tab else None)
 
 
 def work_added(state: WorkState, event: WorkAdded, seq: int) -> WorkState:
@@ -479,7 +493,7 @@ def is_open(item: WorkItem | None) -> bool:
 
 # The maps this fold writes on nearly every event, which the scheduler queue's folding holder keeps open
 # (projections/openmap.py).
-OPEN_MAPS: Spec = {"items": None, "completions": None, "retired": None}
+OPEN_MAPS: Spec = {"items": None, "completions": None, "retired": {"buckets": None}}
 
 PROJECTION: Projection[WorkState] = Projection(
     name="work",

@@ -82,9 +82,14 @@ def _settle_all(states: Sequence[Any]) -> None:
     for state in states:
         if state is not None:
             settle(state)
-            lineage = state if isinstance(state, taint.TaintState) else getattr(state, "taint", None)  # a taint fold, or the bundle's part
-            if isinstance(lineage, taint.TaintState):
-                taint.decode_lineage(lineage)  # read by key, which `settle` leaves, but gone over whole while a quarantine is in force
+    _decode_lineages(states)
+
+
+def _decode_lineages(states: Sequence[Any]) -> None:
+    for state in states:
+        lineage = state if isinstance(state, taint.TaintState) else getattr(state, "taint", None)  # a taint fold, or the bundle's part
+        if isinstance(lineage, taint.TaintState):
+            taint.decode_lineage(lineage)  # read by key, which `settle` leaves, but gone over whole while a quarantine is in force
 
 
 class LiveStatistics(msgspec.Struct, frozen=True, kw_only=True):
@@ -107,6 +112,7 @@ class LiveFold:
         snapshot_parts: Sequence[Part] = (), snapshot_pause_s: float = 0.0,
         after_snapshot: Callable[[Any], Awaitable[object]] | None = None,
         resumed: Callable[[Projection[Any], Any], Any] | None = None, who: str = "", replicas: int = 1,
+        settle_after_catch_up: bool = False,
     ) -> None:
         """`subjects`: what the catch-up reads (None: every event, streamed); following always reads every event.
 
@@ -114,7 +120,9 @@ class LiveFold:
         `snapshots`: save the folders' states on that schedule while following (only a leader or the
         API may write them), at most one save per `snapshot_pause_s`; `snapshot_parts` are saved beside
         the first folder's, then `after_snapshot(state)` is awaited with its state. `resumed(projection, state)` adapts a loaded snapshot's state before
-        folding on (the fence's candidates are configuration, not in the log).
+        folding on (the fence's candidates are configuration, not in the log). `settle_after_catch_up`:
+        the loaded snapshots' values are decoded in a thread once `follow` starts, not before the
+        catch-up (a process whose whole-map reads run off its event loop: the API's HTTP threads).
         """
         self._bus = bus
         self._who = who or "live fold"
@@ -140,6 +148,8 @@ class LiveFold:
         self.snapshot_seq = 0
         self._folded = 0
         self._restarts = 0
+        self._settle_later = settle_after_catch_up
+        self._unsettled: list[Any] = []  # loaded states whose values `follow` decodes (settle_after_catch_up)
 
     def statistics(self) -> LiveStatistics:
         """Position, records folded, restarts of the follower, snapshots saved and failed."""
@@ -208,16 +218,27 @@ class LiveFold:
                         ", ".join(p.name for p in projections), exc)
             return [None] * len(projections)
         states = [None if one is None else one.state for one in loaded]
+        if self._settle_later:  # decoded after the catch-up, in `follow`: the tail's fold reads by key
+            self._unsettled = [state for state in states if state is not None]
+            await asyncio.to_thread(without_gc, _decode_lineages, states)
+            return states
         # Values a snapshot left undecoded would be decoded by this service's first pass over a
         # whole map, on the event loop: decoded here, in a thread, as the snapshot itself was.
         await asyncio.to_thread(without_gc, _settle_all, states)
         return states
+
+    async def _settle_loaded(self) -> None:
+        # The maps of the states folded since share the loaded ones' bases: settling these decodes theirs.
+        states, self._unsettled = self._unsettled, []
+        await asyncio.to_thread(without_gc, _settle_all, states)
 
     async def follow(self) -> None:
         """Fold every new record until cancelled (after `catch_up`), saving snapshots when due if asked to."""
         async with asyncio.TaskGroup() as tasks:
             if self._writer is not None:
                 tasks.create_task(self._save_snapshots(self._writer))
+            if self._unsettled:
+                tasks.create_task(self._settle_loaded())
             delay = RETRY_INITIAL_S
             while True:
                 try:

@@ -127,7 +127,8 @@ def test_a_batch_with_a_copy_in_flight_retires_once_the_copy_ended_and_retire_af
     before = _fold(events[: ended_at + 9], 10, None)
     assert "b-0" in before.batches
     after = _fold(events[: ended_at + 10], 10, None)
-    assert "b-0" not in after.batches and not after.transfers and after.retired.to_dict() == {"b-0": 10}
+    assert "b-0" not in after.batches and not after.transfers and after.retired.to_dict() == {"b-0": "10"}
+    assert data.retired_games(after, "b-0") == 10 and data.retired_games(after, "b-1") is None
     assert after.configs == _fold(events, NEVER).configs
 
 
@@ -157,7 +158,7 @@ def test_a_fold_resumed_anywhere_from_a_snapshot_equals_the_whole_fold_and_keeps
     assert not set(whole.batches.keys()) & set(whole.retired.keys())
     assert all(unretired.batches[b] == batch for b, batch in whole.batches.items())
     assert all(unretired.transfers[t] == copy and t in whole.copies[copy.batch_id] for t, copy in whole.transfers.items())
-    assert all(unretired.batches[b].num_games == games for b, games in whole.retired.items())
+    assert all(unretired.batches[b].num_games == data.retired_games(whole, b) for b in whole.retired.keys())
 
 
 def test_a_fold_whose_first_record_comes_late_in_the_log_does_not_walk_every_earlier_sequence() -> None:

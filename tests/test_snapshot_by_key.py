@@ -37,7 +37,7 @@ def _loaded(state: bundle.ProjectionSet) -> bundle.ProjectionSet:
 
 
 def _by_key(state: bundle.ProjectionSet) -> dict[str, PMap[Any, Any]]:
-    return {"work.retired": state.work.retired, "workrefs.refs": state.workrefs.refs, "taint.batches": state.taint.batches}
+    return {"workrefs.refs": state.workrefs.refs, "taint.batches": state.taint.batches}
 
 
 def test_settling_leaves_the_maps_read_by_key_as_msgpack_and_decodes_the_rest(folded: bundle.ProjectionSet) -> None:
@@ -86,7 +86,7 @@ def test_a_save_after_an_unsettled_load_writes_the_same_bytes_and_leaves_the_val
     assert encode_snapshot(bundle.PROJECTION, loaded) == saved
     for name, bindings in _by_key(loaded).items():
         assert _still_msgpack(bindings) == len(bindings), name
-    key = sorted(folded.work.retired.keys())[0]  # a change over the loaded base is written as changed
-    changed = msgspec.structs.replace(loaded, work=msgspec.structs.replace(loaded.work, retired=loaded.work.retired.remove(key)))
+    key = sorted(folded.workrefs.refs.keys())[0]  # a change over the loaded base is written as changed
+    changed = msgspec.structs.replace(loaded, workrefs=msgspec.structs.replace(loaded.workrefs, refs=loaded.workrefs.refs.remove(key)))
     again = decode_snapshot(bundle.PROJECTION, encode_snapshot(bundle.PROJECTION, changed))
-    assert again is not None and key not in again.state.work.retired and again.state == changed
+    assert again is not None and key not in again.state.workrefs.refs and again.state == changed

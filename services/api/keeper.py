@@ -88,6 +88,7 @@ class ProjectionKeeper:
             snapshot_parts=[*bundle.saved_parts(), (workrefs.PROJECTION, lambda state: state.workrefs),
                             (timelinestart.PROJECTION, lambda state: state.cluster)],
             snapshot_pause_s=snapshot_min_interval_s, after_snapshot=write_refs, resumed=resumed, who="api",
+            settle_after_catch_up=True,  # its whole-map reads run in the HTTP threads: serving need not wait for them
         )
         self._ring: collections.deque[Record] = collections.deque(maxlen=recent)
         self._publish_scheduled = False
