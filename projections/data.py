@@ -276,6 +276,13 @@ def apply(state: DataState, event: Event, seq: int) -> DataState:
     return _retire(state, seq)
 
 
+def retired_due(state: DataState, seq: int) -> DataState:
+    """`state` with what is due at `seq` retired: what `apply` does after an event's step."""
+    if seq - state.retire_after <= state.retired_through:
+        return state
+    return _retire(state, seq)
+
+
 def _applied(state: DataState, event: Event, seq: int) -> DataState:
     kind = type(event)  # tested by class: a type's name is a classmethod call per test
     if kind in attempt_rule.KINDS:  # which attempts may still report
