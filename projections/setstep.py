@@ -7,7 +7,9 @@ dispatch and fence, and the rule runs three times over three equal values. Here 
 event type does it for the set: the work part takes its fast path (`work.FAST_PATHS`, WORK_ADDED's
 own step) once its fence finds the event current, the rule runs once per distinct attempts value
 and fence answer (one value for all three parts in a set folded from sequence 1, see `shared`),
-and each part's state is built in one replace. Whatever a step does not take (a fence that drops
+and each part's state is built in one replace. A batch's report and its copies, which
+only the data part folds (with the taint and workrefs parts for a report), skip its fence's chain
+of calls the same way. Whatever a step does not take (a fence that drops
 or learns, a fast path that declines, anything raising) goes to the part's own fold, so states
 and anomalies are that fold's; tests/test_set_step.py folds random logs both ways, part by part.
 """
@@ -19,7 +21,17 @@ from typing import Any
 
 import msgspec
 
-from eventbus.events import Event, WorkAdded, WorkAssigned, WorkCompleted, WorkProgress, WorkStarted
+from eventbus.events import (
+    DataSyncComplete,
+    DataSyncPlanned,
+    Event,
+    SelfplayComplete,
+    WorkAdded,
+    WorkAssigned,
+    WorkCompleted,
+    WorkProgress,
+    WorkStarted,
+)
 from projections import data, elo, withdrawal, work
 from projections.attempts import Attempts, learned_as
 from projections.fence import FENCED_WITHOUT_EPOCH
@@ -48,16 +60,18 @@ def shared(parts: dict[str, Any]) -> None:
             parts[name] = _replace(parts[name], attempts=first)
 
 
+def _passes(state: Any, event: Event) -> bool:
+    """Whether `fence.judged` lets the event through to the fold leaving `state` as it is (else: the part's own fold)."""
+    if event.epoch is None:
+        return type(event) not in FENCED_WITHOUT_EPOCH
+    return judge(state.fence.view, event) is _CURRENT  # a current decision: `fence.step` learns nothing from it
+
+
 def work_part(parts: dict[str, Any], event: Event, seq: int, fold: PartFold) -> None:
     """The work part after one of `_WORK_STEPS`' events: its step when its fence lets it through unchanged."""
     state: work.WorkState = parts["work"]
     try:
-        epoch = event.epoch
-        if epoch is None:
-            goes_on = type(event) not in FENCED_WITHOUT_EPOCH
-        else:  # a current decision: `fence.step` learns nothing from it and admits it
-            goes_on = judge(state.fence.view, event) is _CURRENT
-        moved = _WORK_STEPS[type(event)](state, event, seq) if goes_on else None
+        moved = _WORK_STEPS[type(event)](state, event, seq) if _passes(state, event) else None
         if moved is not None:
             parts["work"] = work.retired_due(moved, seq)
             return
@@ -126,6 +140,25 @@ def _data_part(parts: dict[str, Any], state: data.DataState, attempts: Attempts,
         fold(parts, "data", event, seq)
 
 
+def data_part(parts: dict[str, Any], event: Event, seq: int, fold: PartFold) -> None:
+    """The data part after a batch's report or one of its copies: `data.admitted` when its fence lets it through unchanged."""
+    state: data.DataState = parts["data"]
+    try:
+        if _passes(state, event):
+            parts["data"] = data.retired_due(data.admitted(state, event, seq), seq)
+            return
+    except Exception:  # noqa: BLE001, S110 - the data fold below folds it again and records what it raises
+        pass
+    fold(parts, "data", event, seq)
+
+
+def batch_reported(parts: dict[str, Any], event: Event, seq: int, fold: PartFold) -> None:
+    """A selfplay batch, for the data part and (their own folds) the taint and workrefs parts."""
+    data_part(parts, event, seq, fold)
+    fold(parts, "taint", event, seq)
+    fold(parts, "workrefs", event, seq)
+
+
 def work_event(parts: dict[str, Any], event: Event, seq: int, fold: PartFold) -> None:
     """An assignment, start or completion, for the four parts that read it."""
     work_part(parts, event, seq, fold)
@@ -136,7 +169,10 @@ def work_event(parts: dict[str, Any], event: Event, seq: int, fold: PartFold) ->
 STEPS: dict[type[Event], Step] = {
     WorkAssigned: work_event, WorkStarted: work_event, WorkCompleted: work_event,
     WorkProgress: work_part, WorkAdded: work_part,
+    SelfplayComplete: batch_reported, DataSyncPlanned: data_part, DataSyncComplete: data_part,
 }
-FOLDED: dict[type[Event], frozenset[str]] = {
-    kind: frozenset({"work", "models", "data", "elo"} if step is work_event else {"work"}) for kind, step in STEPS.items()
+_PARTS_OF: dict[Step, frozenset[str]] = {
+    work_event: frozenset({"work", "models", "data", "elo"}), work_part: frozenset({"work"}),
+    batch_reported: frozenset({"data", "taint", "workrefs"}), data_part: frozenset({"data"}),
 }
+FOLDED: dict[type[Event], frozenset[str]] = {kind: _PARTS_OF[step] for kind, step in STEPS.items()}

@@ -68,6 +68,11 @@ def _healthy_life(w: str, node: str) -> list[ev.Event]:
         ev.WorkStarted(work_id=w, node=node, attempt=1, source=node, ts=T0),
         ev.WorkProgress(work_id=w, node=node, attempt=1, fraction=0.5, source=node, ts=T0),
         ev.WorkCompleted(work_id=w, node=node, attempt=1, source=node, ts=T0),
+        ev.SelfplayComplete(batch_id=f"b{w}", work_id=w, node=node, board_type="hex8", num_players=2, num_games=10,
+                            attempt=1, source=node, ts=T0),
+        ev.DataSyncPlanned(batch_id=f"b{w}", transfer_id=f"t{w}", from_node=node, to_node="gpu-1", epoch=1, source="gpu-1",
+                           ts=T0),
+        ev.DataSyncComplete(batch_id=f"b{w}", transfer_id=f"t{w}", to_node="gpu-1", source="gpu-1", ts=T0),
     ]
 
 
@@ -87,10 +92,11 @@ def test_a_healthy_life_takes_the_step_for_every_part_and_one_attempts_value(mon
         stepped(record)
         per_event(record)
     state = bundle.aligned(stepped.state)
-    assert folded_apart == []
+    assert folded_apart == [("taint", "SELFPLAY_COMPLETE"), ("workrefs", "SELFPLAY_COMPLETE")] * 2  # only their own folds
     assert state.data.attempts is state.models.attempts is state.elo.attempts
     assert state == bundle.aligned(per_event.state)
     assert state.work.counts == {"completed": 2} and len(state.data.attempts.items) == 2
+    assert state.data.transfer_counts == {"done": 2} and state.data.configs["hex8_2p"].games == 20
 
 
 def test_a_stale_assignment_goes_to_each_fenced_part_own_fold(monkeypatch: pytest.MonkeyPatch) -> None:
