@@ -114,7 +114,7 @@ def _part_folded(parts: dict[str, Any], name: str, event: Event, seq: int) -> No
         parts[name] = failed(parts[name], seq, event, exc)
 
 
-_STEPS = setstep.STEPS  # by event class; swapped for {} to fold every event part by part (tests)
+_STEPS = setstep.STEPS  # by event class: a module global, read once per event
 
 
 class _OpenSet:
