@@ -72,14 +72,19 @@ def learned(attempts: Attempts, fence: FenceView, event: Event, seq: int) -> Att
     newer attempt starts or the item completes. A completion retires the items completed
     `retire_after` records before it.
     """
+    return learned_as(attempts, event.epoch is None or judge(fence, event) in ADMITTED, event, seq)
+
+
+def learned_as(attempts: Attempts, admitted: bool, event: Event, seq: int) -> Attempts:
+    """`learned` given the fence's answer: the bundle's work-event step (projections/setstep.py) asks a fence once
+    for the data, models and Elo folds, whose attempts are one value while a rebuild folds from sequence 1."""
+    moved = _moved(attempts, event) if admitted else attempts
     if type(event) is WorkCompleted:  # by class: the fold's hot path
-        return _completed(_moved(attempts, fence, event), event.work_id, seq)
-    return _moved(attempts, fence, event)
+        return _completed(moved, event.work_id, seq)
+    return moved
 
 
-def _moved(attempts: Attempts, fence: FenceView, event: Event) -> Attempts:
-    if event.epoch is not None and judge(fence, event) not in ADMITTED:
-        return attempts
+def _moved(attempts: Attempts, event: Event) -> Attempts:
     work_id: str = event.work_id  # type: ignore[attr-defined]  # every event this fold reads names its work item
     now = attempts.items.get(work_id)
     if isinstance(event, WorkAssigned):

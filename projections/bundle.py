@@ -11,7 +11,7 @@ import msgspec
 
 from eventbus import events as ev
 from eventbus.events import EVENT_TYPES, Event
-from projections import cluster, data, elo, fence, models, taint, work, workrefs
+from projections import cluster, data, elo, fence, models, setstep, taint, work, workrefs
 from projections.base import Anomaly, Projection, Record, failed, fold_events, fold_records, total
 from projections.reportruns import ReportRuns
 
@@ -99,6 +99,24 @@ _RAW_ROUTES_BY_KIND = {
 }
 
 
+_RAW_FOLDS = {name: getattr(part.apply, "__wrapped_fold__") for name, part in PARTS.items()}  # noqa: B009 - as above
+
+# The work events read by several parts go through one step for all of them (projections/setstep.py).
+assert all(setstep.FOLDED[kind] == {name for name, _ in _ROUTES_BY_KIND[kind]} for kind in setstep.STEPS), \
+    "setstep.STEPS must fold every part that reads its types"
+
+
+def _part_folded(parts: dict[str, Any], name: str, event: Event, seq: int) -> None:
+    """One part after one event by its own fold; what `total` does on an error: recorded as its anomaly."""
+    try:
+        parts[name] = _RAW_FOLDS[name](parts[name], event, seq)
+    except Exception as exc:  # noqa: BLE001 - folding goes on
+        parts[name] = failed(parts[name], seq, event, exc)
+
+
+_STEPS = setstep.STEPS  # by event class: a module global, read once per event
+
+
 class _OpenSet:
     """A ProjectionSet held apart while many events are folded (Folder): each event goes to the
     parts that read it, and the set is built once when read, not once per event as `apply` does."""
@@ -110,15 +128,20 @@ class _OpenSet:
         self._parts: dict[str, Any] = {name: getattr(state, name) for name in PARTS}
         self._seq = state.last_seq
         self._ts = state.last_ts
+        setstep.shared(self._parts)
 
     def apply(self, event: Event, seq: int) -> None:
-        """What `apply` does, part by part (each part's fold is total)."""
+        """What `apply` does, part by part (each part's fold is total), a work event in one step for its parts."""
         parts = self._parts
-        for name, fold in _RAW_ROUTES_BY_KIND.get(type(event), ()):
-            try:
-                parts[name] = fold(parts[name], event, seq)
-            except Exception as exc:  # noqa: BLE001 - what `total` does: recorded as the part's anomaly, folding goes on
-                parts[name] = failed(parts[name], seq, event, exc)
+        step = _STEPS.get(type(event))
+        if step is not None:
+            step(parts, event, seq, _part_folded)
+        else:
+            for name, fold in _RAW_ROUTES_BY_KIND.get(type(event), ()):
+                try:
+                    parts[name] = fold(parts[name], event, seq)
+                except Exception as exc:  # noqa: BLE001 - what `total` does: recorded as the part's anomaly, folding goes on
+                    parts[name] = failed(parts[name], seq, event, exc)
         self._seq = seq
         self._ts = event.ts or self._ts
 

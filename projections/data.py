@@ -131,7 +131,8 @@ def _touched(state: DataState, batch_id: str, seq: int) -> DataState:
     """`state` with the batch looked at for retiring RETIRE_AFTER records after `seq` (not before)."""
     scheduled, before = state.scheduled, state.touched.get(batch_id)
     if before is not None:
-        rest = tuple(b for b in scheduled[before] if b != batch_id)
+        ids = scheduled[before]
+        rest = () if ids == (batch_id,) else tuple(b for b in ids if b != batch_id)  # most positions hold one batch
         scheduled = scheduled.set(before, rest) if rest else scheduled.remove(before)
     scheduled = scheduled.set(seq, (*scheduled.get(seq, ()), batch_id))
     return msgspec.structs.replace(state, scheduled=scheduled, touched=state.touched.set(batch_id, seq))
@@ -284,6 +285,13 @@ def apply(state: DataState, event: Event, seq: int) -> DataState:
     return _retire(state, seq)
 
 
+def retired_due(state: DataState, seq: int) -> DataState:
+    """`state` with what is due at `seq` retired: what `apply` does after an event's step."""
+    if seq - state.retire_after <= state.retired_through:
+        return state
+    return _retire(state, seq)
+
+
 def _applied(state: DataState, event: Event, seq: int) -> DataState:
     kind = type(event)  # tested by class: a type's name is a classmethod call per test
     if kind in attempt_rule.KINDS:  # which attempts may still report
@@ -295,6 +303,12 @@ def _applied(state: DataState, event: Event, seq: int) -> DataState:
     state, goes_on = judged(state, event, seq)
     if not goes_on:
         return state
+    return admitted(state, event, seq)
+
+
+def admitted(state: DataState, event: Event, seq: int) -> DataState:
+    """The data after an event its fence admitted (the attempts rule already taught by it): what `apply` does next."""
+    kind = type(event)
     if kind in withdrawal.KINDS:
         return item_ended(state, event, seq)
     if kind is SelfplayComplete:

@@ -27,7 +27,7 @@ VERSION = 5
 
 # This history keeps no fence: with the server refusing a deposed leader's decisions, every stored
 # assignment is taken (a log written before then may hold a stale one, which can only widen what counts).
-_NO_FENCE = FenceView()
+NO_FENCE = FenceView()
 
 
 class Rating(msgspec.Struct, frozen=True, kw_only=True):
@@ -78,7 +78,7 @@ def apply(state: EloState, event: Event, seq: int) -> EloState:
     """The Elo history after one event at stream position `seq`."""
     kind = type(event)  # tested by class: a type's name is a classmethod call per test
     if kind in attempt_rule.KINDS:
-        attempts = attempt_rule.learned(state.attempts, _NO_FENCE, event, seq)
+        attempts = attempt_rule.learned(state.attempts, NO_FENCE, event, seq)
         if kind not in withdrawal.KINDS:
             return msgspec.structs.replace(state, last_seq=seq, attempts=attempts)
         if attempts is not state.attempts:

@@ -87,6 +87,10 @@ class OpenMap(PMap[K, V]):
             return self._origin_has(key)
         return value is not _REMOVED
 
+    def readers(self) -> tuple[Callable[[K, Any], Any], Callable[[Any], bool]]:
+        """This map's own `get` and `in` (its trie is not where its contents are)."""
+        return self.get, self.__contains__
+
     def __getitem__(self, key: K) -> V:
         value = self.get(key, _ABSENT)
         if value is _ABSENT:

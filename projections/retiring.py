@@ -19,8 +19,9 @@ def oldest(scheduled: PMap[int, Any], after: int, seq: int) -> int:
         return seq + 1
     # Entries retire oldest first, so the mark only moves forward: a fold looks at each position
     # about once. A gap longer than the map (a fold starting late) asks the map instead.
+    has = scheduled.readers()[1]  # the trie's own `in` (a C call) when the map has no snapshot base
     for position in range(after + 1, min(seq, after + len(scheduled)) + 1):
-        if position in scheduled:
+        if has(position):
             return position
     return min(scheduled.keys())
 
@@ -29,4 +30,5 @@ def due(scheduled: PMap[int, Any], first: int, horizon: int) -> list[int]:
     """The scheduled positions up to `horizon`, oldest first; `first` is the oldest scheduled one."""
     if horizon - first >= len(scheduled):  # a long stride (a fold starting late): ask the map
         return sorted(position for position in scheduled.keys() if position <= horizon)
-    return [position for position in range(first, horizon + 1) if position in scheduled]
+    has = scheduled.readers()[1]
+    return [position for position in range(first, horizon + 1) if has(position)]

@@ -454,6 +454,13 @@ def apply(state: WorkState, event: Event, seq: int) -> WorkState:
     return _retire(state, seq)
 
 
+def retired_due(state: WorkState, seq: int) -> WorkState:
+    """`state` with what is due at `seq` retired: what `apply` does after an event's step."""
+    if seq - state.retire_after <= state.retired_through:
+        return state
+    return _retire(state, seq)
+
+
 def _applied(state: WorkState, event: Event, seq: int) -> WorkState:
     state, goes_on = judged(state, event, seq)
     if not goes_on:
