@@ -6,6 +6,12 @@ twice in one mapping (the second would silently replace the first), nesting deep
 MAX_DEPTH (PyYAML recurses per level), aliases that expand past MAX_NODES (a 518-byte "billion
 laughs" file expands to millions of values once converted or encoded), and non-finite numbers
 (`.inf`, `.nan`), which no setting means.
+
+Files are parsed by libyaml's C parser where PyYAML was built with it (its wheels are): PyYAML's
+pure-Python scanner costs ~1 ms a host. The pure loader stays the reference: a file the C parser
+refuses is read again by the pure loader, so the refusal (its wording, line and key) is the same as
+on a machine without libyaml. Only libyaml's own nesting limit (1000 levels, far past MAX_DEPTH) is
+answered directly: re-reading that depth costs the quadratic pure scanner ~1 s.
 """
 
 from __future__ import annotations
@@ -22,8 +28,8 @@ MAX_DEPTH = 32  # levels of nesting any rr file needs: a handful
 MAX_NODES = 200_000  # values after alias expansion: an 8000-host file is ~100k
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice in one mapping."""
+class _RefuseDuplicateKeys(yaml.constructor.SafeConstructor):
+    """SafeConstructor that refuses a key given twice in one mapping (under either parser)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[object, object]:
         seen: set[object] = set()
@@ -40,6 +46,21 @@ class _StrictLoader(yaml.SafeLoader):
         return mapping
 
 
+class _StrictLoader(_RefuseDuplicateKeys, yaml.SafeLoader):
+    """The pure-Python parser: the reference for what is accepted and what each refusal says."""
+
+
+# None where PyYAML was built without libyaml; tests set it to None to act as such a machine.
+FAST_LOADER: type[yaml.CSafeLoader] | None = None
+if yaml.__with_libyaml__:
+    class _StrictCLoader(_RefuseDuplicateKeys, yaml.CSafeLoader):
+        """libyaml's C scanner, parser and composer under the same safe, duplicate-refusing constructor."""
+
+    FAST_LOADER = _StrictCLoader
+
+LIBYAML_TOO_DEEP = "exceeded maximum nesting depth"  # libyaml's ScannerError problem past its 1000 levels
+
+
 def read_yaml(path: Path, what: str) -> object:
     """The file's YAML as plain data ({} for an empty file); InvalidConfig naming the file and key otherwise."""
     try:
@@ -50,23 +71,47 @@ def read_yaml(path: Path, what: str) -> object:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidConfig(f"{path}: not UTF-8 text (byte {exc.start}): save the {what} as UTF-8") from None
-    loader = _StrictLoader(text)
+    try:
+        data = _parse_with_reference_errors(path, text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" (line {mark.line + 1})" if mark is not None else ""
+        raise InvalidConfig(f"{path}{line}: not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
+    _check_numbers(path, data)
+    return data
+
+
+def _parse_with_reference_errors(path: Path, text: str) -> object:
+    """Parsed by FAST_LOADER where there is one; a scanning or composing error is the pure loader's own."""
+    if FAST_LOADER is None:
+        return _parse(path, text, _StrictLoader)
+    try:
+        return _parse(path, text, FAST_LOADER)
+    except yaml.constructor.ConstructorError:
+        raise  # raised by the Python constructor both loaders share: already the pure loader's text
+    except yaml.YAMLError as exc:
+        if getattr(exc, "problem", None) == LIBYAML_TOO_DEEP:
+            raise _too_deep(path) from None
+        return _parse(path, text, _StrictLoader)  # its refusal (or, should the two ever differ, its data)
+
+
+def _parse(path: Path, text: str, loader_class: type[yaml.SafeLoader] | type[yaml.CSafeLoader]) -> object:
+    """The document as plain data ({} when empty), its shape checked before it is constructed."""
+    loader = loader_class(text)
     try:
         node = loader.get_single_node()
         if node is None:
             return {}
         _check_shape(path, node)
-        data = loader.construct_document(node)
-    except RecursionError:
-        raise InvalidConfig(f"{path}: nested too deeply (more than {MAX_DEPTH} levels)") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" (line {mark.line + 1})" if mark is not None else ""
-        raise InvalidConfig(f"{path}{line}: not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
+        return loader.construct_document(node)
+    except RecursionError:  # the pure composer recurses per level
+        raise _too_deep(path) from None
     finally:
         loader.dispose()
-    _check_numbers(path, data)
-    return data
+
+
+def _too_deep(path: Path) -> InvalidConfig:
+    return InvalidConfig(f"{path}: nested too deeply (more than {MAX_DEPTH} levels)")
 
 
 def _check_shape(path: Path, root: yaml.Node) -> None:
