@@ -11,7 +11,7 @@ Files are parsed by libyaml's C parser where PyYAML was built with it (its wheel
 pure-Python scanner costs ~1 ms a host. The pure loader stays the reference: a file the C parser
 refuses is read again by the pure loader, so the refusal (its wording, line and key) is the same as
 on a machine without libyaml. Only libyaml's own nesting limit (1000 levels, far past MAX_DEPTH) is
-answered directly: re-reading that depth costs the quadratic pure scanner ~1 s.
+answered directly: re-reading that depth would cost the pure scanner, quadratic in depth, seconds.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from eventbus.errors import InvalidConfig
 
 MAX_DEPTH = 32  # levels of nesting any rr file needs: a handful
 MAX_NODES = 200_000  # values after alias expansion: an 8000-host file is ~100k
+LIBYAML_MAX_DEPTH = 1000  # libyaml's own nesting limit, which the pure loader keeps too
+LIBYAML_TOO_DEEP = "exceeded maximum nesting depth"  # the problem of libyaml's ScannerError past it
 
 
 class _RefuseDuplicateKeys(yaml.constructor.SafeConstructor):
@@ -47,7 +49,41 @@ class _RefuseDuplicateKeys(yaml.constructor.SafeConstructor):
 
 
 class _StrictLoader(_RefuseDuplicateKeys, yaml.SafeLoader):
-    """The pure-Python parser: the reference for what is accepted and what each refusal says."""
+    """The pure-Python parser: the reference for what is accepted and what each refusal says.
+
+    It composes no deeper than `_check_shape` needs: deeper than MAX_DEPTH + 1 levels each node
+    is skipped (replaced by an empty scalar), so the shape check refuses the same node by the same key
+    as under libyaml instead of Python's recursion limit ending it without one, and past libyaml's
+    own limit it gives up as libyaml does.
+    """
+
+    _depth = 0  # levels being composed above the next node
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self._depth > MAX_DEPTH:
+            return self._skip_node()
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def _skip_node(self) -> yaml.Node:
+        """Consume one node's events; anchors in it refer to the empty scalar that stands for it."""
+        placeholder = yaml.ScalarNode("tag:yaml.org,2002:null", "", self.peek_event().start_mark)  # type: ignore[no-untyped-call]
+        open_collections = 0
+        while True:
+            event = self.get_event()  # type: ignore[no-untyped-call]
+            if getattr(event, "anchor", None) is not None:
+                self.anchors[event.anchor] = placeholder
+            if isinstance(event, yaml.CollectionStartEvent):
+                open_collections += 1
+            elif isinstance(event, yaml.CollectionEndEvent):
+                open_collections -= 1
+            if open_collections == 0:
+                return placeholder
+            if self._depth + open_collections > LIBYAML_MAX_DEPTH:
+                raise RecursionError  # answered as libyaml's limit is: nested too deeply
 
 
 # None where PyYAML was built without libyaml; tests set it to None to act as such a machine.
@@ -58,7 +94,6 @@ if yaml.__with_libyaml__:
 
     FAST_LOADER = _StrictCLoader
 
-LIBYAML_TOO_DEEP = "exceeded maximum nesting depth"  # libyaml's ScannerError problem past its 1000 levels
 
 
 def read_yaml(path: Path, what: str) -> object:

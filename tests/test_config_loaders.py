@@ -35,6 +35,10 @@ BAD = {
     "control character": ("a: \x01\n", "not valid YAML: unacceptable character #x0001"),
     "two documents": ("a: 1\n---\nb: 2\n", "(line 2): not valid YAML: but found another document"),
     "deep nesting": ("hosts: " + "[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1) + "\n", "hosts" + "[0]" * (MAX_DEPTH - 1) + ": nested more"),
+    # Past the pure composer's recursion limit (2 frames a level) but within libyaml's: the same key either way.
+    "deep nesting past Python's recursion limit": ("hosts: " + "[" * 600 + "]" * 600 + "\n", "hosts" + "[0]" * (MAX_DEPTH - 1) + ": nested more"),
+    "deep block nesting": ("".join(" " * i + f"k{i}:\n" for i in range(700)), ".".join(f"k{i}" for i in range(MAX_DEPTH)) + ": nested more"),
+    "an anchor below the depth limit": ("a: " + "[" * 40 + "&x 1" + "]" * 40 + "\nb: *x\n", "a" + "[0]" * (MAX_DEPTH - 1) + ": nested more"),
     "deeper than libyaml's limit": ("hosts: " + "[" * 1000 + "]" * 1000 + "\n", f"nested too deeply (more than {MAX_DEPTH} levels)"),
     "duplicate key in a flow mapping": ("a: &x {k: 1}\nb: {k: 1, k: 2}\n", "(line 2): not valid YAML: duplicate key `k`"),
 }
