@@ -67,7 +67,8 @@ def rr_config(plan: FleetPlan, host: HostPlan, workload: Workload) -> dict[str, 
     w = workload
     return {
         # Stream limits are reserved up front on every server: small ones fit the fleet's max_file_store.
-        "streams": {"replicas": 3, "events_max_gib": 1.0, "deadletter_max_gib": 0.25},
+        # RR_CONTEXT's default (2 GiB) beside the others left some servers no room to place a 256 MB bucket.
+        "streams": {"replicas": 3, "events_max_gib": 1.0, "deadletter_max_gib": 0.25, "context_max_gib": 0.25},
         "hosts_file": str(host.path("etc", "hosts.yaml")),
         # A lease must outlive the lease bucket going leaderless: a raft failover of its leader (4-7 s
         # measured), and again when a cut server rejoins with a higher raft term and the group elects
