@@ -26,7 +26,7 @@ from eventbus.leases import LeaseBucket, LeaseValue
 from eventbus.objectdelete import delete_object, delete_orphan_chunks
 from eventbus.objects import BucketSpec, ensure_bucket, fetch_to_file, put_file, stat_object
 from eventbus.probe import PermissionWatch, probe_publish
-from eventbus.snapshots import SNAPSHOT_BUCKET, load_snapshot, save_snapshot
+from eventbus.snapshots import SNAPSHOT_BUCKET, kept_name, load_snapshot, save_snapshot
 from eventbus.streams import (
     CONTEXT_STREAM,
     CONTEXT_SUBJECTS,
@@ -37,6 +37,7 @@ from eventbus.streams import (
     provision,
 )
 from eventbus.subjects import deadletter_subject, source_filter
+from projections import cluster
 from tests.auth_harness import Fleet, auth_server, node_services, open_as, stored_count, violations
 from tests.helpers import eventually
 
@@ -247,3 +248,23 @@ async def test_a_coordinator_replaces_its_snapshots_without_a_purge_and_leaves_n
     finally:
         await leader.close()
     assert watch.violations == []
+
+
+async def test_a_worker_cannot_write_the_cluster_snapshots_a_first_start_seeds_its_fence_from(fleet: Fleet, admin: Bus) -> None:
+    name = kept_name(cluster.PROJECTION.name, cluster.PROJECTION.version, 10)
+    leader = await open_as(fleet, "coord-1")
+    try:
+        await save_snapshot(leader, name, b"the leaders' fold")
+    finally:
+        await leader.close()
+    stored = await stored_count(admin, f"$O.{SNAPSHOT_BUCKET}.>", f"OBJ_{SNAPSHOT_BUCKET}")
+    watch = PermissionWatch()
+    worker = await open_as(fleet, "gpu-1", watch=watch)
+    try:
+        for subject in (f"$O.{SNAPSHOT_BUCKET}.C.forged", f"$O.{SNAPSHOT_BUCKET}.M.forged",
+                        f"$JS.API.STREAM.CREATE.OBJ_{SNAPSHOT_BUCKET}"):
+            assert (await probe_publish(worker, watch, subject, harmless=False)).outcome == "denied", subject
+        assert await load_snapshot(worker, name) == b"the leaders' fold"  # it reads them
+    finally:
+        await worker.close()
+    assert await stored_count(admin, f"$O.{SNAPSHOT_BUCKET}.>", f"OBJ_{SNAPSHOT_BUCKET}") == stored

@@ -12,13 +12,17 @@ A start resumes the fence the previous run saved, when it was folded from this l
 position (services/worker/savedfence.py), and reads only the elections and copies after it: also
 once retention has trimmed the log's head, so the fence keeps the elections that aged out. A start
 without one reads them from RR_CONTEXT (services/worker/contextprime.py), RR_EVENTS past its copies,
-and all from RR_EVENTS only when RR_CONTEXT cannot give them all.
+and all from RR_EVENTS only when RR_CONTEXT cannot give them all. On a log whose head was trimmed,
+that read also folds on the fence of the newest cluster snapshot the log still reaches
+(services/worker/snapshotseed.py), which knows the elections that aged out, and the start keeps
+it where the retained log backs it (projections/fenceseed.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -30,12 +34,18 @@ from eventbus.events import Event
 from eventbus.history import Record, first_sequence, last_sequence, replay
 from eventbus.integrity import decode_on
 from eventbus.subjects import ALL_EVENTS
+from projections import fenceseed
 from projections.fencing import EpochFence
-from services.worker import contextprime, savedfence
+from services.worker import contextprime, savedfence, snapshotseed
 from services.worker.contextprime import FENCE_SUBJECTS
 from services.worker.savedfence import SavedFence
+from services.worker.snapshotseed import Seed
 
-Primer = Literal["saved", "context", "log"]  # where a start's fence came from: its saved copy, RR_CONTEXT, RR_EVENTS
+log = logging.getLogger(__name__)
+
+# Where a start's fence came from: its saved copy, RR_CONTEXT, RR_EVENTS; "snapshot": a cluster
+# snapshot's fence folded on over what the trimmed log holds after it (read as "context" or "log").
+Primer = Literal["saved", "context", "log", "snapshot"]
 
 
 class PositionedFence:
@@ -55,6 +65,54 @@ class PositionedFence:
         """Move past one record that teaches the fence nothing."""
         self.position = record.seq
         self.anchor = savedfence.anchor_of(record)
+
+
+class SeededFold:
+    """A first start's fold of the log from its head, and beside it a seed's fence folded on from the seed's position."""
+
+    def __init__(self, candidates: tuple[str, ...], start: int, seed: Seed | None) -> None:
+        self.retained = PositionedFence(EpochFence(candidates), start - 1)
+        self.seeded = None if seed is None else PositionedFence(EpochFence.resumed(seed.view), seed.position)
+        self.terms: fenceseed.Terms = {}  # the lease terms the copies read name: what the seed must agree with
+        self._dropped = ""  # why the seed was dropped during the read
+
+    def learn(self, record: Record) -> None:
+        """Learn one election or copy: both folds (the seed's only past its position)."""
+        self.retained.learn(record)
+        self._noted(record)
+        if self.seeded is not None and record.seq > self.seeded.position:
+            self.seeded.learn(record)
+
+    def passed(self, record: Record) -> None:
+        """Move past a copy that changes no verified fence: one the seed's fence, not verified, would have learnt from drops it."""
+        self.retained.passed(record)
+        self._noted(record)
+        if self.seeded is not None and record.seq > self.seeded.position:
+            if self.seeded.fence.verified():
+                self.seeded.passed(record)
+            else:
+                self.seeded, self._dropped = None, f"a lease copy at seq {record.seq} after it it did not learn from"
+
+    def verified(self) -> bool:
+        """Whether the fold from the log's head is verified (contextprime.fold's question)."""
+        return self.retained.fence.verified()
+
+    def chosen(self) -> tuple[PositionedFence, bool]:
+        """The fence to start with once the read is done, and whether it is the seed's."""
+        seeded = self.seeded
+        why = self._dropped or (fenceseed.refusal(seeded.fence.view(), self.retained.fence.view(), self.terms)
+                                if seeded is not None else "")
+        if why:
+            log.warning("worker: the cluster snapshot's fence is not used (%s): the fence knows only what the log holds", why)
+        if seeded is None or why:
+            return self.retained, False
+        seeded.position, seeded.anchor = self.retained.position, self.retained.anchor
+        return seeded, True
+
+    def _noted(self, record: Record) -> None:
+        term = fenceseed.copied_term(record.subject, record.data)
+        if term is not None:
+            self.terms.setdefault(term[0], set()).add(term[1])
 
 
 class FenceFeed:
@@ -78,7 +136,8 @@ class FenceFeed:
         """Learn every election and copy in the log now (a durable may resume before that: a fence ahead of it only drops more).
 
         From the fence saved by the previous run when it was folded from this log, reading only
-        what came after it; else from the log's first sequence, RR_CONTEXT's copies first.
+        what came after it; else from the log's first sequence, RR_CONTEXT's copies first (on a
+        trimmed log, beside a cluster snapshot's fence folded on from its position: `_first`).
         """
         end, first_seq = await last_sequence(self._bus), await first_sequence(self._bus)
         self._first_seq = first_seq
@@ -86,8 +145,9 @@ class FenceFeed:
         read_from = fenced.position + 1 if fenced is not None else max(1, first_seq)
         self.primed_from = read_from
         if fenced is None:
-            fenced, read_from, self.primed_by = await self._copied(candidates, read_from, end)
-        await replay(self._bus, fenced.learn, subjects=FENCE_SUBJECTS, start_seq=read_from, end_seq=end)
+            fenced = await self._first(candidates, read_from, end)
+        else:
+            await replay(self._bus, fenced.learn, subjects=FENCE_SUBJECTS, start_seq=read_from, end_seq=end)
         # Read up to the end: the save after priming goes on from there, not from the newest election,
         # which can be months of log back.
         fenced.position = max(fenced.position, end)
@@ -117,16 +177,30 @@ class FenceFeed:
                 await savedfence.save(self._saved_at, SavedFence(view=kept.fence.view(), position=kept.position,
                                                                  first_seq=self._first_seq, anchor=kept.anchor))
 
-    async def _copied(self, candidates: tuple[str, ...], start: int, end: int) -> tuple[PositionedFence, int, Primer]:
-        """A new fence folded over RR_CONTEXT's copies from `start`, and where RR_EVENTS is to be read from after them.
+    async def _first(self, candidates: tuple[str, ...], start: int, end: int) -> PositionedFence:
+        """A first start's fence: every election and copy from the log's first sequence `start` up to `end`.
 
-        When RR_CONTEXT cannot give every record of the range, a fence that has learnt nothing, read from `start`.
+        On a log whose head was trimmed (`start` > 1), folded on from a cluster snapshot's fence where one backs it.
         """
-        fenced = PositionedFence(EpochFence(candidates), start - 1)
+        seed = await snapshotseed.load(self._bus, candidates, start, end) if start > 1 else None
+        fold, read_from, self.primed_by = await self._copied(candidates, start, end, seed)
+        await replay(self._bus, fold.learn, subjects=FENCE_SUBJECTS, start_seq=read_from, end_seq=end)
+        fenced, seeded = fold.chosen()
+        if seeded:
+            self.primed_by = "snapshot"
+        return fenced
+
+    async def _copied(self, candidates: tuple[str, ...], start: int, end: int,
+                      seed: Seed | None) -> tuple[SeededFold, int, Primer]:
+        """A new fold over RR_CONTEXT's copies from `start`, and where RR_EVENTS is to be read from after them.
+
+        When RR_CONTEXT cannot give every record of the range, a fold that has learnt nothing, read from `start`.
+        """
+        fold = SeededFold(candidates, start, seed)
         copied = await contextprime.read(self._bus, start, end) if start <= end else None
-        if copied is None or not contextprime.fold(copied, fenced.learn, fenced.passed, fenced.fence.verified):
-            return PositionedFence(EpochFence(candidates), start - 1), start, "log"
-        return fenced, copied.through + 1, "context"
+        if copied is None or not contextprime.fold(copied, fold.learn, fold.passed, fold.verified):
+            return SeededFold(candidates, start, seed), start, "log"
+        return fold, copied.through + 1, "context"
 
     async def _resumed(self, candidates: tuple[str, ...], end: int) -> PositionedFence | None:
         saved = await savedfence.load(self._saved_at) if self._saved_at is not None else None
