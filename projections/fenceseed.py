@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import msgspec
 
-from eventbus.leasecopy import is_copy
+from eventbus.leasecopy import is_copy, origin_of
 from eventbus.leaserecord import record_from
 from projections.fencing import FenceView
 
-Terms = dict[str, set[int]]  # role -> the terms (epochs) the lease copies the log still holds name
+Terms = dict[str, int]  # role -> the term (epoch) its newest lease copy in the log names
 
 
 def seed_view(view: FenceView) -> FenceView:
@@ -39,12 +39,19 @@ def seed_unusable(view: FenceView, candidates: tuple[str, ...]) -> str:
     return ""
 
 
-def copied_term(subject: str, data: bytes) -> tuple[str, int] | None:
-    """(role, epoch) of the term a lease copy's value names: a renewal's or a release's; None for an acquisition or a marker."""
+def copied_term(subject: str, data: bytes, headers: dict[str, str] | None) -> tuple[str, int] | None:
+    """(role, epoch) of the term a lease copy names: a renewal's value, an acquisition's revision; None for a marker."""
     if not is_copy(subject):
         return None
     holder = record_from("", 0, None, data, None).holder
-    return None if holder is None or not holder.epoch else (subject.split(".")[3], holder.epoch)
+    origin = origin_of(headers)
+    epoch = (holder.epoch or (origin.revision if origin is not None else 0)) if holder is not None else 0
+    return (subject.split(".")[3], epoch) if epoch else None
+
+
+def seed_only(seeded: FenceView, retained: FenceView) -> list[str]:
+    """The roles whose newest term only the seed knows: their elections aged out of the log."""
+    return sorted(seeded.newest.keys() - retained.newest.keys())
 
 
 def refusal(seeded: FenceView, retained: FenceView, terms: Terms) -> str:
@@ -52,8 +59,9 @@ def refusal(seeded: FenceView, retained: FenceView, terms: Terms) -> str:
 
     It must know every epoch the retained log's fold knows, with the same role, and the same newest
     term of every role that fold knows. A role whose newest election aged out is named only by the
-    seed: where the lease copies the log still holds (the server's, which no user may publish) name
-    a term of that role, it must be the seed's.
+    seed: where the role's newest lease copy in the log (the server's, which no user may publish)
+    names a term (`terms`), it must be the seed's newest, or a newer acquisition the seed awaits
+    the election of.
     """
     if retained.verified and not seeded.verified:
         return "the log holds lease copies, and the snapshot's fence was never verified by one"
@@ -63,8 +71,10 @@ def refusal(seeded: FenceView, retained: FenceView, terms: Terms) -> str:
     for role, epoch in retained.newest.items():
         if seeded.newest.get(role) != epoch:
             return f"the log's {role} term is at epoch {epoch}, the snapshot's fence at {seeded.newest.get(role)}"
-    for role, epoch in seeded.newest.items():
-        other = sorted(terms.get(role, set()) - {epoch}) if role not in retained.newest else []
-        if other:
-            return f"the lease copies the log holds name the {role} term at epoch {other[-1]}, the snapshot's fence {epoch}"
+    for role in seed_only(seeded, retained):
+        term, newest = terms.get(role), seeded.newest[role]
+        awaited = term is not None and term > newest and seeded.acquired.get(term, ("",))[0] == role
+        if term is not None and term != newest and not awaited:
+            return (f"the newest copy of the {role} lease in the log names the term at epoch {term}, "
+                    f"the snapshot's fence {newest}")
     return ""

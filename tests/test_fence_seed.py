@@ -7,7 +7,7 @@ import datetime as dt
 import msgspec
 
 from eventbus.events import Event, LeaderElected, LeaseWritten
-from eventbus.leasecopy import copy_subject
+from eventbus.leasecopy import SOURCE_HEADER, copy_subject
 from eventbus.leaserecord import LeaseValue, encode_value
 from projections.fenceseed import copied_term, refusal, seed_unusable, seed_view
 from projections.fencing import EpochFence, FenceView
@@ -41,13 +41,19 @@ def _seeded_and_retained(head: list[Event] = HEAD, tail: list[Event] = TAIL) -> 
 def test_a_seed_folded_on_over_the_retained_log_is_the_whole_logs_fold_and_is_taken() -> None:
     seeded, retained = _seeded_and_retained()
     assert seeded == _folded(HEAD + TAIL).view()
-    assert refusal(seeded, retained, {"scheduler": {6}, "registry": {9}}) == ""
+    assert refusal(seeded, retained, {"scheduler": 6}) == ""
     assert refusal(seeded, retained, {}) == ""  # a role whose copies aged out too: nothing contradicts it
+    # A new term's acquisition, its election not in the log yet: the seed awaits it.
+    awaiting, pending = _seeded_and_retained(tail=[*TAIL, _acquired("scheduler", "c-1", 11)])
+    assert refusal(awaiting, pending, {"scheduler": 11}) == ""
 
 
-def test_a_seed_whose_term_the_logs_lease_copies_contradict_is_refused() -> None:
+def test_a_seed_whose_term_the_logs_newest_lease_copy_contradicts_is_refused() -> None:
     seeded, retained = _seeded_and_retained()
-    assert "scheduler term at epoch 7" in refusal(seeded, retained, {"scheduler": {6, 7}})
+    assert "scheduler lease in the log names the term at epoch 7" in refusal(seeded, retained, {"scheduler": 7})
+    # A made-up newer term: the real one's acquisition, still among those the fence keeps, is no newer acquisition.
+    forged = msgspec.structs.replace(seeded, newest={**seeded.newest, "scheduler": 12})
+    assert "scheduler lease in the log names the term at epoch 6" in refusal(forged, retained, {"scheduler": 6})
 
 
 def test_a_seed_that_does_not_know_what_the_retained_log_says_is_refused() -> None:
@@ -68,9 +74,11 @@ def test_only_a_seed_of_this_workers_candidates_that_knows_an_election_is_usable
     assert seed_view(msgspec.structs.replace(seed, newest_unknown=2)) == seed
 
 
-def test_the_term_a_lease_copy_names_is_a_renewals_or_a_releases_not_an_acquisitions() -> None:
+def test_the_term_a_lease_copy_names_is_a_renewals_value_or_an_acquisitions_revision() -> None:
     value = LeaseValue(node="c-2", incarnation="i", epoch=6, ttl_s=3, acquired_at=dt.datetime(2026, 12, 7, tzinfo=dt.UTC))
-    assert copied_term(copy_subject("scheduler"), encode_value(value)) == ("scheduler", 6)
-    assert copied_term(copy_subject("scheduler"), encode_value(msgspec.structs.replace(value, epoch=0))) is None
-    assert copied_term(copy_subject("scheduler"), b"") is None  # an expiry or deletion marker
-    assert copied_term("rr.evt.leader.scheduler.LEADER_ELECTED.c-2", encode_value(value)) is None
+    subject, source = copy_subject("scheduler"), {SOURCE_HEADER: "KV_rr_leases 8 $KV.rr_leases.* x $KV.rr_leases.scheduler"}
+    assert copied_term(subject, encode_value(value), source) == ("scheduler", 6)
+    assert copied_term(subject, encode_value(msgspec.structs.replace(value, epoch=0)), source) == ("scheduler", 8)
+    assert copied_term(subject, encode_value(msgspec.structs.replace(value, epoch=0)), None) is None
+    assert copied_term(subject, b"", {"KV-Operation": "DEL"}) is None  # a release, an expiry marker
+    assert copied_term("rr.evt.leader.scheduler.LEADER_ELECTED.c-2", encode_value(value), None) is None

@@ -73,20 +73,17 @@ class SeededFold:
     def __init__(self, candidates: tuple[str, ...], start: int, seed: Seed | None) -> None:
         self.retained = PositionedFence(EpochFence(candidates), start - 1)
         self.seeded = None if seed is None else PositionedFence(EpochFence.resumed(seed.view), seed.position)
-        self.terms: fenceseed.Terms = {}  # the lease terms the copies read name: what the seed must agree with
         self._dropped = ""  # why the seed was dropped during the read
 
     def learn(self, record: Record) -> None:
         """Learn one election or copy: both folds (the seed's only past its position)."""
         self.retained.learn(record)
-        self._noted(record)
         if self.seeded is not None and record.seq > self.seeded.position:
             self.seeded.learn(record)
 
     def passed(self, record: Record) -> None:
         """Move past a copy that changes no verified fence: one the seed's fence, not verified, would have learnt from drops it."""
         self.retained.passed(record)
-        self._noted(record)
         if self.seeded is not None and record.seq > self.seeded.position:
             if self.seeded.fence.verified():
                 self.seeded.passed(record)
@@ -97,10 +94,14 @@ class SeededFold:
         """Whether the fold from the log's head is verified (contextprime.fold's question)."""
         return self.retained.fence.verified()
 
-    def chosen(self) -> tuple[PositionedFence, bool]:
-        """The fence to start with once the read is done, and whether it is the seed's."""
+    def seed_only(self) -> list[str]:
+        """The roles whose newest term only the seed's fence knows, once the read is done."""
+        return [] if self.seeded is None else fenceseed.seed_only(self.seeded.fence.view(), self.retained.fence.view())
+
+    def chosen(self, terms: fenceseed.Terms) -> tuple[PositionedFence, bool]:
+        """The fence to start with once the read is done, and whether it is the seed's; `terms`: of the roles `seed_only` names."""
         seeded = self.seeded
-        why = self._dropped or (fenceseed.refusal(seeded.fence.view(), self.retained.fence.view(), self.terms)
+        why = self._dropped or (fenceseed.refusal(seeded.fence.view(), self.retained.fence.view(), terms)
                                 if seeded is not None else "")
         if why:
             log.warning("worker: the cluster snapshot's fence is not used (%s): the fence knows only what the log holds", why)
@@ -108,11 +109,6 @@ class SeededFold:
             return self.retained, False
         seeded.position, seeded.anchor = self.retained.position, self.retained.anchor
         return seeded, True
-
-    def _noted(self, record: Record) -> None:
-        term = fenceseed.copied_term(record.subject, record.data)
-        if term is not None:
-            self.terms.setdefault(term[0], set()).add(term[1])
 
 
 class FenceFeed:
@@ -185,7 +181,7 @@ class FenceFeed:
         seed = await snapshotseed.load(self._bus, candidates, start, end) if start > 1 else None
         fold, read_from, self.primed_by = await self._copied(candidates, start, end, seed)
         await replay(self._bus, fold.learn, subjects=FENCE_SUBJECTS, start_seq=read_from, end_seq=end)
-        fenced, seeded = fold.chosen()
+        fenced, seeded = fold.chosen(await snapshotseed.newest_terms(self._bus, fold.seed_only()))
         if seeded:
             self.primed_by = "snapshot"
         return fenced

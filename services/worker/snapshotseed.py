@@ -11,15 +11,18 @@ from it could learn them. Whether the fold on from it is taken is the caller's d
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import msgspec
 
 from eventbus.connection import Bus
 from eventbus.errors import BusError, BusUnavailable
+from eventbus.history import last_on
+from eventbus.leasecopy import copy_subject
 from eventbus.snapshots import kept_index
 from projections import cluster
-from projections.fenceseed import seed_unusable, seed_view
+from projections.fenceseed import Terms, copied_term, seed_unusable, seed_view
 from projections.fencing import FenceView
 from servicekit.snapshotting import load_kept
 
@@ -51,3 +54,10 @@ async def load(bus: Bus, candidates: tuple[str, ...], first_seq: int, end: int) 
         log.warning("worker: the fence of the cluster snapshot at seq %d cannot seed this one: %s", position, why)
         return None
     return Seed(view=seed_view(view), position=position)
+
+
+async def newest_terms(bus: Bus, roles: list[str]) -> Terms:
+    """The term each role's newest lease copy in the log names (a direct get each), for the roles whose copies name one."""
+    copies = await asyncio.gather(*(last_on(bus, copy_subject(role)) for role in roles))
+    named = (copied_term(c.subject, c.data, c.headers) for c in copies if c is not None)
+    return dict(term for term in named if term is not None)
