@@ -88,7 +88,7 @@ class SeededFold:
             if self.seeded.fence.verified():
                 self.seeded.passed(record)
             else:
-                self.seeded, self._dropped = None, f"a lease copy at seq {record.seq} after it it did not learn from"
+                self.seeded, self._dropped = None, f"not verified, it would have learnt from the lease copy at seq {record.seq}"
 
     def verified(self) -> bool:
         """Whether the fold from the log's head is verified (contextprime.fold's question)."""
@@ -176,27 +176,23 @@ class FenceFeed:
     async def _first(self, candidates: tuple[str, ...], start: int, end: int) -> PositionedFence:
         """A first start's fence: every election and copy from the log's first sequence `start` up to `end`.
 
-        On a log whose head was trimmed (`start` > 1), folded on from a cluster snapshot's fence where one backs it.
+        RR_CONTEXT's copies first, then RR_EVENTS after them; all from RR_EVENTS when RR_CONTEXT cannot
+        give every record of the range. On a log whose head was trimmed (`start` > 1), folded on from
+        a cluster snapshot's fence where one backs it (loaded while RR_CONTEXT is read).
         """
-        seed = await snapshotseed.load(self._bus, candidates, start, end) if start > 1 else None
-        fold, read_from, self.primed_by = await self._copied(candidates, start, end, seed)
+        seed, copied = await asyncio.gather(
+            snapshotseed.load(self._bus, candidates, start, end) if start > 1 else _nothing(),
+            contextprime.read(self._bus, start, end) if start <= end else _nothing())
+        fold, read_from, self.primed_by = SeededFold(candidates, start, seed), start, "log"
+        if copied is not None and contextprime.fold(copied, fold.learn, fold.passed, fold.verified):
+            read_from, self.primed_by = copied.through + 1, "context"
+        else:  # what it learnt from a partial fold is read again from RR_EVENTS
+            fold = SeededFold(candidates, start, seed)
         await replay(self._bus, fold.learn, subjects=FENCE_SUBJECTS, start_seq=read_from, end_seq=end)
         fenced, seeded = fold.chosen(await snapshotseed.newest_terms(self._bus, fold.seed_only()))
         if seeded:
             self.primed_by = "snapshot"
         return fenced
-
-    async def _copied(self, candidates: tuple[str, ...], start: int, end: int,
-                      seed: Seed | None) -> tuple[SeededFold, int, Primer]:
-        """A new fold over RR_CONTEXT's copies from `start`, and where RR_EVENTS is to be read from after them.
-
-        When RR_CONTEXT cannot give every record of the range, a fold that has learnt nothing, read from `start`.
-        """
-        fold = SeededFold(candidates, start, seed)
-        copied = await contextprime.read(self._bus, start, end) if start <= end else None
-        if copied is None or not contextprime.fold(copied, fold.learn, fold.passed, fold.verified):
-            return SeededFold(candidates, start, seed), start, "log"
-        return fold, copied.through + 1, "context"
 
     async def _resumed(self, candidates: tuple[str, ...], end: int) -> PositionedFence | None:
         saved = await savedfence.load(self._saved_at) if self._saved_at is not None else None
@@ -227,6 +223,10 @@ class FenceFeed:
     def fence(self, name: str) -> EpochFence:
         """The fence of one consumer (its statistics, for tests and status)."""
         return self._fences[name].fence
+
+
+async def _nothing() -> None:
+    return None
 
 
 def _learn(fence: EpochFence, record: Record) -> None:
