@@ -7,10 +7,13 @@ import datetime as dt
 import msgspec
 
 from eventbus.events import Event, LeaderElected, LeaseWritten
+from eventbus.history import Record
 from eventbus.leasecopy import SOURCE_HEADER, copy_subject
 from eventbus.leaserecord import LeaseValue, encode_value
 from projections.fenceseed import copied_term, refusal, seed_unusable, seed_view
 from projections.fencing import EpochFence, FenceView
+from services.worker.fencefeed import SeededFold
+from services.worker.snapshotseed import Seed
 
 CANDIDATES = ("c-1", "c-2")
 
@@ -82,3 +85,13 @@ def test_the_term_a_lease_copy_names_is_a_renewals_value_or_an_acquisitions_revi
     assert copied_term(subject, encode_value(msgspec.structs.replace(value, epoch=0)), None) is None
     assert copied_term(subject, b"", {"KV-Operation": "DEL"}) is None  # a release, an expiry marker
     assert copied_term("rr.evt.leader.scheduler.LEADER_ELECTED.c-2", encode_value(value), None) is None
+
+
+def test_a_seed_never_verified_that_meets_a_lease_copy_the_read_passes_over_is_dropped() -> None:
+    # The read passes over renewal copies that change no verified fence; a seed not verified would have learnt from one.
+    seed = Seed(view=_folded(HEAD[1:2], EpochFence(CANDIDATES)).view(), position=10)
+    assert not seed.view.verified and seed.view.newest == {"scheduler": 3}
+    fold = SeededFold(CANDIDATES, 5, seed)
+    fold.passed(Record(12, copy_subject("scheduler"), b"{}", None))
+    fenced, seeded = fold.chosen({})
+    assert not seeded and fenced is fold.retained
