@@ -26,7 +26,7 @@ from eventbus.leases import LeaseBucket, LeaseValue
 from eventbus.objectdelete import delete_object, delete_orphan_chunks
 from eventbus.objects import BucketSpec, ensure_bucket, fetch_to_file, put_file, stat_object
 from eventbus.probe import PermissionWatch, probe_publish
-from eventbus.snapshots import SNAPSHOT_BUCKET, kept_name, load_snapshot, save_snapshot
+from eventbus.snapshots import SNAPSHOT_BUCKET, kept_index, kept_name, load_snapshot, save_snapshot
 from eventbus.streams import (
     CONTEXT_STREAM,
     CONTEXT_SUBJECTS,
@@ -264,7 +264,8 @@ async def test_a_worker_cannot_write_the_cluster_snapshots_a_first_start_seeds_i
         for subject in (f"$O.{SNAPSHOT_BUCKET}.C.forged", f"$O.{SNAPSHOT_BUCKET}.M.forged",
                         f"$JS.API.STREAM.CREATE.OBJ_{SNAPSHOT_BUCKET}"):
             assert (await probe_publish(worker, watch, subject, harmless=False)).outcome == "denied", subject
-        assert await load_snapshot(worker, name) == b"the leaders' fold"  # it reads them
+        assert (await kept_index(worker))[cluster.PROJECTION.name, cluster.PROJECTION.version] == [10]  # it lists them
+        assert await load_snapshot(worker, name) == b"the leaders' fold"  # and reads them
     finally:
         await worker.close()
     assert await stored_count(admin, f"$O.{SNAPSHOT_BUCKET}.>", f"OBJ_{SNAPSHOT_BUCKET}") == stored
