@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import queue
 import secrets
 import string
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -59,21 +61,75 @@ def new_run_id() -> str:
     return "t" + "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(4))
 
 
+def _lines_into(child: subprocess.Popen[str], lines: queue.SimpleQueue[str]) -> None:
+    """Every line `child` prints, until it exits (a JSON event per line; anything else is not kept)."""
+    assert child.stdout is not None
+    for line in child.stdout:
+        if line.startswith("{"):
+            lines.put(line)
+
+
 class FleetLog:
-    """The fleet's event log as `rr events tail --json` shows it to the operator, read incrementally."""
+    """The fleet's event log as `rr events tail --json` shows it to the operator, followed live.
+
+    One `rr events tail` child follows the log for the whole session (an ordered consumer: no gap, no
+    duplicate), and a thread keeps what it prints. Starting `rr` for each read cost 2-5 s of the shared
+    2-core machine per poll (ops/bench/README.md, "The fleet tests' wall time").
+    """
 
     def __init__(self, plan: FleetPlan) -> None:
         self.plan = plan
         self.records: list[tuple[int, Event]] = []
+        self._lines: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._follower: subprocess.Popen[str] | None = None
+        self._reader: threading.Thread | None = None
 
     def refresh(self) -> list[tuple[int, Event]]:
-        """Read what is new; the whole log so far."""
-        start = self.records[-1][0] + 1 if self.records else 1
-        done = self.rr("events", "tail", "--since-seq", str(start), "--no-follow", "--json")
-        for line in done.stdout.splitlines():
+        """Take in what the follower has printed since; the whole log so far. Where no follower runs (the first
+        call, or it exited), what is stored is read first, so the log is at least as new as the call."""
+        if self._follower is None or self._follower.poll() is not None:
+            self._stop()  # one that exited (its server cut off, say): what it printed is kept, its pipe closed
+            self._take(self.rr("events", "tail", "--since-seq", str(self._next()), "--no-follow", "--json").stdout.splitlines())
+            self._follow(self._next())
+        while True:
+            try:
+                self._take([self._lines.get_nowait()])
+            except queue.Empty:
+                return self.records
+
+    def _next(self) -> int:
+        return self.records[-1][0] + 1 if self.records else 1
+
+    def _take(self, lines: list[str]) -> None:
+        for line in lines:
             row = json.loads(line)
-            self.records.append((int(row["seq"]), decode(json.dumps(row["event"]).encode())))
-        return self.records
+            if int(row["seq"]) >= self._next():  # a follower started again may repeat what was read before it
+                self.records.append((int(row["seq"]), decode(json.dumps(row["event"]).encode())))
+
+    def _follow(self, start: int) -> None:
+        argv = [sys.executable, "-m", "cli.main", "events", "tail", "--since-seq", str(start), "--json"]
+        self._follower = follower = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                                     env=operator_env(self.plan))
+        self._reader = threading.Thread(target=_lines_into, args=(follower, self._lines), daemon=True)
+        self._reader.start()
+
+    def close(self) -> None:
+        """End the follower."""
+        self._stop()
+
+    def _stop(self) -> None:
+        if self._follower is None:
+            return
+        if self._follower.poll() is None:
+            self._follower.terminate()
+            self._follower.wait(timeout=30)
+        if self._reader is not None:
+            self._reader.join(timeout=30)  # it ends at the pipe's end
+        if self._follower.stdout is not None:
+            self._follower.stdout.close()
+        self._follower = None
+        while not self._lines.empty():
+            self._take([self._lines.get_nowait()])
 
     def of(self, kind: type, **fields: Any) -> list[Any]:
         """Events of a type whose fields equal `fields`, in log order."""
@@ -149,4 +205,8 @@ def shared_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetLog]
             env.setenv(BLOCK_ENV, str(BLOCK_S))
             fleet_cmd(root, "up", "--workers", "3", "--nat", "1", "--run-id", run_id, "--timeout", str(UP_TIMEOUT_S),
                       timeout=UP_TIMEOUT_S + 60)
-        yield FleetLog(plan_of(root))
+        log = FleetLog(plan_of(root))
+        try:
+            yield log
+        finally:
+            log.close()

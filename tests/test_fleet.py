@@ -60,7 +60,7 @@ def poll(log: FleetLog, predicate: Callable[[], Any], timeout: float, message: s
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s: {message}")
-        time.sleep(1.0)  # pacing between reads of the log, not a wait for a condition
+        time.sleep(0.25)  # pacing between looks at the followed log, not a wait for a condition
 
 
 @pytest.fixture
@@ -235,9 +235,15 @@ def stream_leader(plan: FleetPlan, stream: str = "RR_EVENTS") -> str | None:
     return None
 
 
-def acked_adds(fleet: FleetLog, count: int) -> list[str]:
+# What the tests add: a synthetic item (a 1 s sleep, ops/fleet/files.py) that every worker host may run, ahead of the
+# populator's selfplay. Default-priority selfplay items queued behind the populator's on the two selfplay hosts: the
+# eight of the NATS-cut test were still running when later tests waited on their own item (91 s in one run).
+SYNTHETIC = ("--type", "synthetic", "--priority", "1000")
+
+
+def acked_adds(fleet: FleetLog, count: int, work: tuple[str, ...] = SYNTHETIC) -> list[str]:
     """Work items `rr work add` reported appended (acknowledged by the cluster), of `count` tries made at once."""
-    argv = [sys.executable, "-m", "cli.main", "work", "add", "--type", "selfplay", "--board", "hex8", "--players", "2", "--games", "1"]
+    argv = [sys.executable, "-m", "cli.main", "work", "add", *work, "--board", "hex8", "--players", "2", "--games", "1"]
     tries = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=operator_env(fleet.plan))
              for _ in range(count)]
     outputs = [(t.communicate(timeout=60)[0], t.returncode) for t in tries]
@@ -378,7 +384,9 @@ def test_a_host_missing_a_python_package_refuses_to_start_its_services_in_one_li
             assert not any("Traceback" in line for line in lines), f"{service} died with a traceback: {lines[-10:]}"
             assert all(line.startswith("rr: missing Python packages: psutil (psutil)") and "pip install psutil" in line
                        for line in lines if "missing" in line), lines
-        [added] = poll(fleet, lambda: acked_adds(fleet, 1), 60, "a work item added with w-3 down")
+        # A selfplay item, the work w-3 does, ahead of the populator's: it must complete on the other selfplay host.
+        [added] = poll(fleet, lambda: acked_adds(fleet, 1, ("--type", "selfplay", "--priority", "1000")), 60,
+                       "a work item added with w-3 down")
         done = poll(fleet, lambda: fleet.of(WorkCompleted, work_id=added), 300, f"{added} completed by the rest of the fleet")
         assert done[0].node != host.name
     finally:

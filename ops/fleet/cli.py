@@ -13,12 +13,15 @@ from pathlib import Path
 
 import msgspec
 
-from ops.fleet import launch, netns, ready
+from ops.fleet import netns
 from ops.fleet.files import Workload
 from ops.fleet.plan import FleetError, FleetPlan, HostPlan, owns_name, plan_fleet, split_groups, subnet_for
 from ops.fleet.state import FleetState, Process, load, save, state_path
 
 DEFAULT_ROOT = "/tmp/rr-fleet"
+# _heavy_imports: `launch` and `ready` bring in the credentials generator, the config loader and nats-py (0.45 s
+# of CPU at each start, 1.5-4 s of wall on the fleet tests' busy 2 cores), which `cut`, `split` and `heal`,
+# run many times by the fault tests and ops/chaos, never use: the commands that do import them themselves.
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,6 +90,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def _bring_up(root: Path, plan: FleetPlan, workload: Workload, timeout_s: float) -> int:
     """Create the network, start NATS, provision, start services (worker hosts first), wait for readiness."""
+    from ops.fleet import launch, ready  # not at the top: see _heavy_imports
     state, run_id = FleetState(plan=plan), plan.run_id
     started = time.monotonic()
     launch.write_files(plan, workload)
@@ -175,6 +179,8 @@ def fleet_view(state: FleetState) -> FleetView:
     hosts = [HostView(name=h.name, node_id=h.node_id, kind=h.kind, namespace=h.namespace, address=h.address, nat=h.nat,
                       role=h.role, dir=h.root,
                       processes=_processes_of(state, h)) for h in plan.hosts]
+    from ops.fleet import ready  # not at the top: see _heavy_imports
+
     env = ready.operator_env(plan)
     return FleetView(run_id=plan.run_id, root=plan.root, ready=state.ready, bridge=plan.bridge, nats_urls=plan.nats_urls(),
                      rr_env={k: env[k] for k in ("RR_NATS_URL", "RR_NATS_CREDS", "RR_CONFIG")}, hosts=hosts)
@@ -182,6 +188,8 @@ def fleet_view(state: FleetState) -> FleetView:
 
 def _processes_of(state: FleetState, host: HostPlan) -> list[ProcessView]:
     """What runs on the host now (its namespace), each with its log; recorded processes that died are listed as dead."""
+    from ops.fleet import launch  # not at the top: see _heavy_imports
+
     logs = host.path("logs")
     running = launch.host_processes(host.namespace) if netns.namespace_exists(host.namespace) else []
     views = [ProcessView(name=name, pid=pid, alive=True, log=str(logs / f"{name.removeprefix('job:')}.log"))
@@ -246,6 +254,8 @@ def cmd_down(args: argparse.Namespace) -> int:
     run_id = None if args.all else (args.run_id or (state.plan.run_id if state else None))
     if run_id is None and not args.all:
         raise FleetError(f"no fleet state in {root}: give --run-id ID (or --all for every rr fleet here)")
+    from ops.fleet import launch  # not at the top: see _heavy_imports
+
     owned = [ns for ns in netns.namespaces() if owns_name(run_id, ns)]
     ended = launch.end_processes(owned, [p.pid for p in state.processes] if state else [])
     removed = netns.remove_network(run_id)

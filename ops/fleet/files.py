@@ -62,6 +62,21 @@ def hosts_file(plan: FleetPlan) -> dict[str, object]:
     return {"hosts": hosts, "p2p_voters": [h.name for h in plan.nats_hosts()]}
 
 
+def worker_templates(w: Workload) -> dict[str, str]:
+    """The command each work type runs on a worker host: the small workload's."""
+    return {
+        "selfplay": ("{python} -m workload.selfplay --board {board_type} --num-players {num_players}"
+                     f" --num-games {{num_games}} --model {{model_path}} --out {{output_dir}} --sims {w.selfplay_sims} --device cpu"),
+        "training": ("{python} -m workload.train --board {board_type} --num-players {num_players}"
+                     f" --data {{data*}} --init {{model_path}} --out {{output_dir}}/candidate.pth --epochs {w.epochs} --device cpu"),
+        "evaluation": ("{python} -m workload.evaluate --board {board_type} --num-players {num_players}"
+                       " --candidate {candidate} --best {model_path} --games {num_games} --sims {sims} --elo0 {elo0}"
+                       " --elo1 {elo1} --alpha {alpha} --beta {beta} --max-games {max_games} --rate-anchor {rate_anchor}"
+                       " --device cpu"),
+        "synthetic": f"sleep {w.synthetic_s}",
+    }
+
+
 def rr_config(plan: FleetPlan, host: HostPlan, workload: Workload) -> dict[str, object]:
     """The rr config of one host: R3 streams, its own data dir, the small workload, CPU-only capabilities."""
     w = workload
@@ -94,17 +109,7 @@ def rr_config(plan: FleetPlan, host: HostPlan, workload: Workload) -> dict[str, 
         },
         "worker": {
             "data_dir": str(host.path("data")),
-            "templates": {
-                "selfplay": ("{python} -m workload.selfplay --board {board_type} --num-players {num_players}"
-                             f" --num-games {{num_games}} --model {{model_path}} --out {{output_dir}} --sims {w.selfplay_sims} --device cpu"),
-                "training": ("{python} -m workload.train --board {board_type} --num-players {num_players}"
-                             f" --data {{data*}} --init {{model_path}} --out {{output_dir}}/candidate.pth --epochs {w.epochs} --device cpu"),
-                "evaluation": ("{python} -m workload.evaluate --board {board_type} --num-players {num_players}"
-                               " --candidate {candidate} --best {model_path} --games {num_games} --sims {sims} --elo0 {elo0}"
-                               " --elo1 {elo1} --alpha {alpha} --beta {beta} --max-games {max_games} --rate-anchor {rate_anchor}"
-                               " --device cpu"),
-                "synthetic": f"sleep {w.synthetic_s}",
-            },
+            "templates": worker_templates(w),
             "gpu_idle_check": False, "progress_interval_s": 1.0, "grace_s": 5.0,
         },
         "distribution": {"check_interval_s": 2.0, "complete_check_s": 1.0, "retry_initial_s": 0.5, "retry_max_s": 5.0},

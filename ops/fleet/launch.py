@@ -18,7 +18,7 @@ import msgspec
 
 from cli.auth.generate import generate
 from ops.fleet import netns
-from ops.fleet.files import Workload, hosts_file, nats_config, rr_config, to_yaml
+from ops.fleet.files import Workload, hosts_file, nats_config, rr_config, to_yaml, worker_templates
 from ops.fleet.host import LOGS_ENV
 from ops.fleet.plan import FleetPlan, HostPlan
 from ops.fleet.state import Process
@@ -44,7 +44,8 @@ def write_files(plan: FleetPlan, workload: Workload) -> None:
     auth_dir = Path(plan.root) / "auth"
     auth_dir.mkdir(parents=True, exist_ok=True)
     operator = {**rr_config(plan, plan.hosts[0], workload), "hosts_file": str(auth_dir / "hosts.yaml")}
-    operator.pop("worker")
+    # The hosts' templates and nothing else of a worker: `rr work add` admits the work types the fleet runs (synthetic too).
+    operator["worker"] = {"templates": worker_templates(workload)}
     operator_config(plan).write_text(to_yaml(operator))
     (auth_dir / "hosts.yaml").write_text(to_yaml(hosts_file(plan)))
     generated = generate(auth_dir / "hosts.yaml", auth_dir)
