@@ -41,12 +41,12 @@ class PackedMap(msgspec.Struct, frozen=True, array_like=True, gc=False):
         # Asked by every WORK_ADDED and SELFPLAY_COMPLETE: `get` without its slice and call.
         if not isinstance(key, str):
             return False
-        text: str | None = self.buckets.get(_bucket(key))
+        text: str | None = self.buckets.get(bucket_of(key))
         return text is not None and f"{_END}{key}{_SEP}" in text
 
     def get(self, key: str) -> str | None:
         """The text of `key`, None when it is not in the map."""
-        text: str | None = self.buckets.get(_bucket(key))
+        text: str | None = self.buckets.get(bucket_of(key))
         if text is None:
             return None
         needle = f"{_END}{key}{_SEP}"
@@ -79,11 +79,11 @@ def packable(key: str, text: str) -> bool:
 
 def added(packed: PackedMap, key: str, text: str) -> PackedMap:
     """`packed` with `key` -> `text` (`key` must not be in it, the entry must be `packable`)."""
-    bucket = _bucket(key)
+    bucket = bucket_of(key)
     before = packed.buckets.get(bucket, _END)
     return PackedMap(buckets=packed.buckets.set(bucket, f"{before}{key}{_SEP}{text}{_END}"), count=packed.count + 1)
 
 
-def _bucket(key: str) -> int:
+def bucket_of(key: str) -> int:
     # crc32, not hash(): a string's hash differs between processes, and the buckets are saved.
     return zlib.crc32(key.encode()) & (BUCKETS - 1)

@@ -26,11 +26,13 @@ from eventbus.events import (
     TrainingComplete,
 )
 from projections.base import Anomaly, Projection, rejected, total
+from projections.bucketmap import BucketMap
 from projections.models import ModelsState
 from projections.pmap import Lookup, PMap, decode_all
 
 # 2: evaluations are outputs too (a node's, and those a tainted model played in)
-VERSION = 2
+# 3: the batches in hash buckets (projections/bucketmap.py), not a map entry each
+VERSION = 3
 KINDS = ("node", "batch", "model")
 
 
@@ -57,6 +59,19 @@ class BatchFacts(msgspec.Struct, frozen=True, kw_only=True):
     model_id: str | None = None
 
 
+class BatchBucket(msgspec.Struct, frozen=True):
+    """The batches whose ids hash to one bucket of `BatchFactsMap`."""
+
+    entries: dict[str, BatchFacts] = {}
+
+
+class BatchFactsMap(BucketMap, frozen=True, array_like=True):
+    """Batch id -> BatchFacts, one entry per batch ever reported: read by key, a bucket decoded at a time."""
+
+    buckets: PMap[int, BatchBucket] = msgspec.field(default_factory=PMap)
+    bucket = BatchBucket
+
+
 class ModelFacts(msgspec.Struct, frozen=True, kw_only=True):
     """What lineage needs of a trained model: where and when, from which batches and parent."""
 
@@ -79,7 +94,7 @@ class TaintState(msgspec.Struct, frozen=True, kw_only=True):
 
     last_seq: int = 0
     quarantines: PMap[str, Quarantine] = msgspec.field(default_factory=PMap)
-    batches: PMap[str, BatchFacts] = msgspec.field(default_factory=PMap)
+    batches: BatchFactsMap = msgspec.field(default_factory=BatchFactsMap)
     models: PMap[str, ModelFacts] = msgspec.field(default_factory=PMap)
     evaluations: PMap[str, EvaluationFacts] = msgspec.field(default_factory=PMap)  # by evaluation work id
     anomalies: tuple[Anomaly, ...] = ()
@@ -155,7 +170,7 @@ def _after(at: dt.datetime | None, since: dt.datetime | None) -> bool:
 class Lineage(msgspec.Struct, frozen=True, kw_only=True):
     """The lineage graph a closure follows: batches, models and evaluations as the log reported them."""
 
-    batches: Lookup[str, BatchFacts] = {}
+    batches: Lookup[str, BatchFacts] | BatchFactsMap = {}
     models: Lookup[str, ModelFacts] = {}
     evaluations: Lookup[str, EvaluationFacts] = {}
 
@@ -212,12 +227,12 @@ def in_force(state: TaintState) -> bool:
 def decode_lineage(state: TaintState) -> None:
     """Decode now the lineage's batches a snapshot left as msgpack, when a quarantine is in force.
 
-    They are read by key only (projections/wire.py) until `tainted` goes over them all: a service
+    Their buckets are read by key only (projections/wire.py) until `tainted` goes over them all: a service
     calls this in a thread right after its load (servicekit/livefold.py), so that its first
     closure does not decode them on its event loop (~1 s at a year's log).
     """
     if in_force(state):
-        decode_all(state.batches)
+        decode_all(state.batches.buckets)
 
 
 # The last closures, each with the maps it was computed from: a process holds a few taint folds (the leader's

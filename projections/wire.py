@@ -24,24 +24,24 @@ import msgspec
 
 from projections.attempts import ItemAttempts
 from projections.pmap import PMap
-from projections.taint import TaintState
-from projections.workrefs import WorkRefs
+from projections.taint import BatchBucket
+from projections.workrefs import RefsBucket
 
 # Values of maps that are only ever read by key (a fold's `get` of the item an event names), never
 # gone over whole: a service's `pmap.settle` after a load leaves them as msgpack, each decoded when
 # an event first names its item. The attempts of the open and recently completed items are kept by
 # three folds (data, models, Elo); before completed items retired (projections/attempts.py) they
 # were about a third of a bundle's entries and most of what settling a service's parts cost.
-READ_BY_KEY: frozenset[Any] = frozenset({ItemAttempts})
+READ_BY_KEY: frozenset[Any] = frozenset({ItemAttempts, BatchBucket, RefsBucket})
+# The buckets of the two maps that grow with the log (one entry per batch or item ever made,
+# projections/bucketmap.py) are read the same way: the timeline's index is only asked for one id,
+# and the lineage's batches are gone over whole only while a quarantine is in force
+# (`taint.tainted`, after `taint.decode_lineage` in a thread), when the closure's own pass over them
+# is the larger cost. Work's and data's retired ids are packed strings (projections/packedmap.py).
 
-# The same for single fields (state Struct, field name) whose value type other maps share: the
-# maps that grow with the log (one entry per item or batch ever made) and that nothing goes over
-# in a service's or the API's steady state. The timeline's index is only asked for one id (work's
-# and data's retired ids are packed strings instead, projections/packedmap.py); the lineage's batches are gone over whole only while a quarantine is in
-# force (`taint.tainted`), when the closure's own pass over them is the larger cost.
-READ_BY_KEY_FIELDS: frozenset[tuple[type, str]] = frozenset({
-    (WorkRefs, "refs"), (TaintState, "batches"),
-})
+# The same for single fields (state Struct, field name) whose value type other maps share: none
+# today (the two it held became bucket maps, above); a field added here is left unsettled.
+READ_BY_KEY_FIELDS: frozenset[tuple[type, str]] = frozenset()
 
 
 @functools.cache

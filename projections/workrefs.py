@@ -16,9 +16,14 @@ import msgspec
 from eventbus.events import EvaluationComplete, Event, ModelPromoted, ModelRated, SelfplayComplete, TrainingComplete
 from eventbus.subjects import aggregate_filter
 from projections.base import Anomaly, Projection, total
+from projections.bucketmap import BucketMap
 from projections.pmap import PMap
 
-VERSION = 1
+# 2: the refs in hash buckets (projections/bucketmap.py), not a map entry each
+VERSION = 2
+# The per-item entries' and their position's own format (servicekit/workrefentries.py): unchanged
+# by how the fold holds its index, so a reader keeps its entries while the fold is rebuilt.
+ENTRIES_VERSION = 1
 
 # The result types and the field naming the work item whose timeline shows them.
 NAMING: dict[str, str] = {
@@ -30,11 +35,24 @@ NAMING: dict[str, str] = {
 }
 
 
+class RefsBucket(msgspec.Struct, frozen=True):
+    """The items whose ids hash to one bucket of `RefsMap`."""
+
+    entries: dict[str, tuple[str, ...]] = {}
+
+
+class RefsMap(BucketMap, frozen=True, array_like=True):
+    """Work id -> subject filters: read by key, a bucket decoded at a time (a timeline asks for one item)."""
+
+    buckets: PMap[int, RefsBucket] = msgspec.field(default_factory=PMap)
+    bucket = RefsBucket
+
+
 class WorkRefs(msgspec.Struct, frozen=True, kw_only=True):
     """Per work item, the subject filters of the aggregates whose records name it (in first-seen order)."""
 
     last_seq: int = 0
-    refs: PMap[str, tuple[str, ...]] = msgspec.field(default_factory=PMap)
+    refs: RefsMap = msgspec.field(default_factory=RefsMap)
     anomalies: tuple[Anomaly, ...] = ()  # nothing is refused here; kept for the State protocol
     anomaly_count: int = 0
 
@@ -90,7 +108,7 @@ class Position(msgspec.Struct, frozen=True, kw_only=True):
     """Every item whose refs changed up to `last_seq` has its entry written (as of then or later)."""
 
     last_seq: int
-    version: int = VERSION
+    version: int = ENTRIES_VERSION
     # The kept `timeline-cluster` snapshots' positions when it was written: a timeline's start
     # chosen without listing the snapshot bucket (one it finds pruned since makes it list).
     starts: tuple[int, ...] = ()
@@ -109,7 +127,7 @@ def from_entry(work_id: str, position: Position, entry: Entry | None) -> WorkRef
     the position with an older one (servicekit/workrefentries.py), so the entry stands for the
     position; one from a writer ahead of it may hold more, which the records after it re-add.
     """
-    refs: PMap[str, tuple[str, ...]] = PMap({work_id: entry.subjects}) if entry is not None and entry.subjects else PMap()
+    refs = RefsMap.of({work_id: entry.subjects}) if entry is not None and entry.subjects else RefsMap()
     return WorkRefs(last_seq=position.last_seq, refs=refs)
 
 

@@ -163,7 +163,7 @@ async def read_position(bus: Bus) -> Position | None:
     except msgspec.DecodeError:
         log.warning("workrefs: the position in bucket %s does not decode; reading the index's snapshot", BUCKET)
         return None
-    return position if position is not None and position.version == workrefs.VERSION else None
+    return position if position is not None and position.version == workrefs.ENTRIES_VERSION else None
 
 
 async def read_entry(bus: Bus, work_id: str, position: Position) -> WorkRefs | None:

@@ -37,8 +37,7 @@ from eventbus.probe import PermissionWatch, probe_publish, probe_subscribe
 from eventbus.publisher import Publisher
 from eventbus.streams import EVENTS_STREAM, StreamSettings, provision
 from eventbus.subjects import WORKREFS_BUCKET, source_filter
-from projections.pmap import PMap
-from projections.workrefs import WorkRefs, subjects_naming
+from projections.workrefs import RefsMap, WorkRefs, subjects_naming
 from servicekit.auth.credentials import connect_options, load_credentials
 from servicekit.auth.keys import new_seed
 from servicekit.workrefentries import EntryWriter, lookup
@@ -203,7 +202,7 @@ async def test_a_coordinator_writes_the_work_ref_entries_and_a_worker_only_reads
         fleet: Fleet, worker: tuple[Bus, PermissionWatch]) -> None:
     coordinator = await open_as(fleet, "coord-1")
     try:
-        await EntryWriter(coordinator).write(WorkRefs(last_seq=7, refs=PMap({"w-1": ("rr.evt.data.b-1.>",)})))
+        await EntryWriter(coordinator).write(WorkRefs(last_seq=7, refs=RefsMap.of({"w-1": ("rr.evt.data.b-1.>",)})))
     finally:
         await coordinator.close()
     bus, watch = worker

@@ -27,6 +27,7 @@ from eventbus.gcpause import without_gc
 from ops.bench.bench_projection import fleet_log
 from ops.bench.common import emit, log
 from projections import bundle, pmap, wire
+from projections.bucketmap import BucketMap
 from projections.snapshot import decode_snapshot, encode_snapshot
 
 LEVEL = 3  # eventbus/snapshots.py's
@@ -84,7 +85,7 @@ def field_sizes(state: msgspec.Struct, repeat: int) -> dict[str, dict[str, Any]]
         entry: dict[str, Any] = sizes(value)
         if entry["msgpack"] >= FIELD_COSTS_FROM:
             entry = part_costs(value, repeat, field.type, (type(state), field.name) in wire.READ_BY_KEY_FIELDS)
-        if isinstance(value, (pmap.PMap, dict)):
+        if isinstance(value, (pmap.PMap, dict, BucketMap)):
             entry["entries"] = len(value)
         out[field.name] = entry
     return out

@@ -47,7 +47,7 @@ def lineage(batches: int) -> taint.TaintState:
     }
     evaluations = {f"e-{m}": taint.EvaluationFacts(node=NODES[1], at=START + (m + 1) * BATCHES_PER_MODEL * step, players=(f"m-{m}", "random"))
                    for m in range(models)}
-    return taint.TaintState(batches=PMap(batch_facts), models=PMap(model_facts), evaluations=PMap(evaluations))
+    return taint.TaintState(batches=taint.BatchFactsMap.of(batch_facts), models=PMap(model_facts), evaluations=PMap(evaluations))
 
 
 def _player(batch: int) -> str | None:

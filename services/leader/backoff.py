@@ -16,7 +16,8 @@ import msgspec
 
 from config.sections.backoff import Backoff
 from projections.pmap import Lookup
-from projections.work import Retired, WorkItem, WorkStatus
+from projections.work import WorkItem, WorkStatus
+from projections.workretirement import Retired
 
 
 def retry_at(failures: int, last_failed_at: dt.datetime | None, backoff: Backoff) -> dt.datetime | None:
