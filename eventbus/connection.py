@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Generator
@@ -17,7 +18,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.protocol.parser import AUTHORIZATION_VIOLATION
 
-from eventbus import headerlines
+from eventbus import headerlines, pubframe
 from eventbus.errors import BusUnavailable
 from eventbus.protocolparser import GatheringParser
 from eventbus.tasks import stop_tasks
@@ -58,6 +59,11 @@ class _Handled:
 
 
 _HANDLED = _Handled()
+_UNSENDABLE = re.compile(r"[ \t\r\n]")  # nats-py's rule: a subject holding these would break the protocol line
+# The nats-py internals `publish_block` queues its frame through, as nats-py's own publish does; a
+# nats-py without them gets the header block back as a dict and publishes it the slower way.
+PUBLISH_HOOKS = all(name in NatsClient._send_publish.__code__.co_names  # noqa: SLF001
+                    for name in ("_send_command", "_flush_queue", "_flush_pending"))
 
 
 def split_servers(servers: str | list[str]) -> list[str]:
@@ -232,6 +238,29 @@ class RenewingClient(NatsClient):
             log.exception("nats: the handler of subscription %d failed on a message on %r", sid, subject)
             answer = None
         return _HANDLED if answer is None else self.publish(answer)
+
+    async def publish_block(self, subject: str, reply: str, block: bytes, payload: bytes) -> None:
+        """nats-py's `publish` with the header block already built (eventbus/pubframe.py): the same checks,
+        the same frame, queued and flushed as nats-py queues and flushes its own."""
+        if not PUBLISH_HOOKS:
+            await self.publish(subject, payload, reply, pubframe.parsed(block))
+            return
+        if not subject or _UNSENDABLE.search(subject) or _UNSENDABLE.search(reply):
+            raise nats.errors.BadSubjectError
+        if self.is_closed:
+            raise nats.errors.ConnectionClosedError
+        if self.is_draining_pubs:
+            raise nats.errors.ConnectionDrainingError
+        size = len(payload)
+        if not self.is_connected and (self._max_pending_size <= 0 or size + self._pending_data_size > self._max_pending_size):
+            raise nats.errors.OutboundBufferLimitError  # reconnecting, with no room left to buffer it
+        if size > self._max_payload:
+            raise nats.errors.MaxPayloadError
+        self.stats["out_msgs"] += 1
+        self.stats["out_bytes"] += size
+        await self._send_command(pubframe.hpub_frame(subject, reply, block, payload))
+        if self._flush_queue is not None and self._flush_queue.empty():
+            await self._flush_pending()
 
     # nats-py writes a PING straight to the transport, while commands queued before it (an UNSUB,
     # a SUB) wait in its buffer for the flusher task: the PING went out first, so a flush's pong

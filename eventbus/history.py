@@ -37,7 +37,8 @@ class Record(msgspec.Struct, frozen=True):
 
     Events carry no headers a reader needs, except the server's copies of lease writes
     (eventbus/leasecopy.py), whose revision is in `Nats-Stream-Source`. `replay` leaves out a
-    block that holds only the publisher's `Nats-Msg-Id` (the server's dedupe id): None then.
+    block that holds only what the server alone reads: the publisher's `Nats-Msg-Id` (its dedupe
+    id), with or without a fence's expected-last-subject lines (its check): None then.
     """
 
     seq: int

@@ -5,8 +5,9 @@ it, and wakes a task to run the callback: ~5 of the ~7 us of client CPU a messag
 rebuild here (ops/bench/README.md, "Rebuilds"). This read sets up the same kind of consumer
 (ephemeral, in memory, no acks, flow control, idle heartbeats, one delivery) and has the
 connection call it with the message's raw parts (eventbus/connection.py `RenewingClient.direct`):
-no Msg, no queue, no task switch, and a header block parsed only when it holds more than the
-publisher's `Nats-Msg-Id` (a lease copy's `Nats-Stream-Source`, a trace context). `follow` is the
+no Msg, no queue, no task switch, and a header block parsed only when it holds more than what the
+publisher set for the server alone, its `Nats-Msg-Id` and a fence's expected-last-subject check (a
+lease copy's `Nats-Stream-Source`, a trace context). `follow` is the
 same read without an end, for the services' live folds (eventbus/follow.py): a leader receives
 two stored events per assignment, and nats-py's Msg path was a fifth of its CPU (ops/bench/README.md).
 
@@ -51,6 +52,9 @@ _SILENT = (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.erro
 _HEADER_LINE = b"NATS/1.0\r\n"
 _PLAIN_BLOCK = _HEADER_LINE + b"Nats-Msg-Id:"
 _PLAIN_SIZE = len(_PLAIN_BLOCK)
+# A fenced decision's block adds the check the server made before storing it: nothing a reader needs either.
+_EXPECTED_SEQ = b"Nats-Expected-Last-Subject-Sequence: "
+_EXPECTED_SUBJECT = b"\r\nNats-Expected-Last-Subject-Sequence-Subject: "
 _STATUS_LINE = b"NATS/1.0 "  # a status (heartbeat, flow control, consumer gone): no stored message
 _LAST_CONSUMER = "Nats-Last-Consumer"
 _STALLED = "Nats-Consumer-Stalled"
@@ -69,16 +73,28 @@ def supported(bus: Bus) -> bool:
 
 
 def headers_of(block: bytes | None) -> dict[str, str] | None:
-    """A header block as a dict, or None when there is none or it holds only the publisher's `Nats-Msg-Id`.
+    """A header block as a dict, or None when there is none or it holds only what the server alone reads.
 
-    The id serves the server's deduplication and no reader of the log; a block with one more
-    line (the first after `NATS/1.0` ends where the block's closing empty line starts) is parsed.
+    The `Nats-Msg-Id` serves the server's deduplication, and a fence's two expected-last-subject
+    lines its check before storing (a leader's every decision carries them): no reader of the log
+    reads either. A block with any other line is parsed.
     """
-    if block is None:
-        return None
-    if block.startswith(_PLAIN_BLOCK) and block.find(b"\r\n", _PLAIN_SIZE) == len(block) - 4:
+    if block is None or _for_the_server_only(block):
         return None
     return headerlines.parse(block[len(_HEADER_LINE):]) or None  # nats-py's rule: an empty dict is None
+
+
+def _for_the_server_only(block: bytes) -> bool:
+    """Whether the block is `Nats-Msg-Id` alone, or it and then the two expected-last-subject lines."""
+    if not block.startswith(_PLAIN_BLOCK):
+        return False
+    end = block.find(b"\r\n", _PLAIN_SIZE)  # of the id's line; the block's closing empty line starts at len - 2
+    if end == len(block) - 4:
+        return True
+    if not block.startswith(_EXPECTED_SEQ, end + 2):
+        return False
+    end = block.find(b"\r\n", end + 2)
+    return block.startswith(_EXPECTED_SUBJECT, end) and block.find(b"\r\n", end + 2) == len(block) - 4
 
 
 class _Gap(Exception):

@@ -23,8 +23,8 @@ from typing import NamedTuple
 import msgspec
 from nats.aio.msg import Msg
 
-from eventbus import orderedread, tracing
-from eventbus.connection import Bus
+from eventbus import orderedread, pubframe, tracing
+from eventbus.connection import Bus, RenewingClient
 from eventbus.errors import BusError, BusUnavailable, ConcurrencyConflict, Fenced, StorageFull, storage_full
 from eventbus.events import Event, checked, stamp
 from eventbus.subjects import aggregate_filter
@@ -116,8 +116,8 @@ class _AckRouter:
                     self._bus.nc.direct[sub._id] = self._on_raw_reply  # type: ignore[attr-defined]  # noqa: SLF001
                 self._prefix = prefix
 
-    async def send(self, subject: str, data: bytes, headers: dict[str, str]) -> asyncio.Future[_PubAckReply]:
-        """Publish with a reply subject and return the future of its ack."""
+    async def send(self, subject: str, data: bytes, block: bytes) -> asyncio.Future[_PubAckReply]:
+        """Publish with a reply subject under the header `block` (eventbus/pubframe.py) and return the future of its ack."""
         if not self._prefix:  # once per router: not a coroutine per publish
             await self._ensure_subscribed()
         token = str(next(self._ids))
@@ -126,8 +126,12 @@ class _AckRouter:
         if len(futures) >= self._purge_at:
             futures = self._forget_abandoned()
         futures[token] = future
+        nc = self._bus.nc
         try:
-            await self._bus.nc.publish(subject, data, reply=self._prefix + token, headers=headers)
+            if isinstance(nc, RenewingClient):  # every connected bus's: the frame from our own lines
+                await nc.publish_block(subject, self._prefix + token, block, data)
+            else:
+                await nc.publish(subject, data, reply=self._prefix + token, headers=pubframe.parsed(block))
         except Exception:
             self._futures.pop(token, None)  # the map a purge meanwhile may have replaced
             future.cancel()
@@ -196,15 +200,15 @@ class Publisher:
         if expect_last_seq is not None and fence is not None:
             raise ValueError("a publish carries one expected-last-subject-sequence check: the fence or the aggregate's")
         event = self.stamp(event)
-        headers = self._headers(event, expect_last_seq, fence)
+        block = self._header_block(event, expect_last_seq, fence)
         data = checked(event)  # an event no reader would accept is refused here, not parked everywhere
         if fence is not None:
-            return self._count(self._published(event, await self._fenced_send(event.subject(), data, headers), None, fence))
+            return self._count(self._published(event, await self._fenced_send(event.subject(), data, block), None, fence))
         deadline = time.monotonic() + self._retry_for
         delay = 0.05
         while True:
             try:
-                reply = await self._send_and_wait(event.subject(), data, headers)
+                reply = await self._send_and_wait(event.subject(), data, block)
                 return self._count(self._published(event, reply, expect_last_seq))
             except StorageFull:
                 # The server answered: it has no room. Retrying for the whole budget would hide an
@@ -231,7 +235,7 @@ class Publisher:
                 if not futures[oldest].done():
                     await asyncio.wait([futures[oldest]], timeout=self._ack_timeout)
                 oldest += 1
-            futures.append(await self._router.send(event.subject(), checked(event), self._headers(event, None)))
+            futures.append(await self._router.send(event.subject(), checked(event), self._header_block(event, None)))
         await asyncio.wait(futures, timeout=self._ack_timeout) if futures else None
         try:
             return [await self._settle(event, fut) for event, fut in zip(stamped, futures)]
@@ -247,7 +251,7 @@ class Publisher:
         """Send one event (stamped here unless it is) without waiting for its ack: a window of decisions
         goes out back to back and `settle_all` awaits their acks together, one deadline for the window."""
         event = self.stamp(event)
-        return Sent(event, await self._router.send(event.subject(), checked(event), self._headers(event, None, fence)))
+        return Sent(event, await self._router.send(event.subject(), checked(event), self._header_block(event, None, fence)))
 
     async def settle_all(self, sent: Sequence[Sent], *, fence: FenceToken | None = None) -> list[Published | Exception]:
         """The outcome of each `send`, as `publish` would return or raise it (the error as a value).
@@ -301,7 +305,7 @@ class Publisher:
         future.cancel()
         return await self.publish(event)
 
-    async def _fenced_send(self, subject: str, data: bytes, headers: dict[str, str]) -> _PubAckReply:
+    async def _fenced_send(self, subject: str, data: bytes, block: bytes) -> _PubAckReply:
         """Send a fenced decision, again while a clustered leader says a check on the fence is in flight.
 
         One answer is final: stored, or refused for a newer election (the server's own check, never
@@ -310,14 +314,14 @@ class Publisher:
         deadline = time.monotonic() + self._ack_timeout
         pause = IN_FLIGHT_RETRY_S[0]
         while True:
-            reply = await self._send_and_wait(subject, data, headers)
+            reply = await self._send_and_wait(subject, data, block)
             if reply.error is None or reply.error.err_code != CHECK_IN_FLIGHT or time.monotonic() >= deadline:
                 return reply
             await asyncio.sleep(random.uniform(pause / 2, pause))
             pause = min(pause * 2, IN_FLIGHT_RETRY_S[1])
 
-    async def _send_and_wait(self, subject: str, data: bytes, headers: dict[str, str]) -> _PubAckReply:
-        future = await self._router.send(subject, data, headers)
+    async def _send_and_wait(self, subject: str, data: bytes, block: bytes) -> _PubAckReply:
+        future = await self._router.send(subject, data, block)
         try:
             return await asyncio.wait_for(future, timeout=self._ack_timeout)
         except TimeoutError:
@@ -329,19 +333,16 @@ class Publisher:
         return published
 
     @staticmethod
-    def _headers(event: Event, expect_last_seq: int | None, fence: FenceToken | None = None) -> dict[str, str]:
-        headers = {"Nats-Msg-Id": event.id}
+    def _header_block(event: Event, expect_last_seq: int | None, fence: FenceToken | None = None) -> bytes:
+        # The dedupe id, the one expected-last-subject-sequence check (the term's fence or the
+        # aggregate's last sequence), the trace: the headers the server checks and stores.
         if fence is not None:
-            headers["Nats-Expected-Last-Subject-Sequence"] = str(fence.seq)
-            headers["Nats-Expected-Last-Subject-Sequence-Subject"] = fence.subject_filter
+            expected = pubframe.fence_lines(fence.seq, fence.subject_filter)
         elif expect_last_seq is not None:
-            headers["Nats-Expected-Last-Subject-Sequence"] = str(expect_last_seq)
-            headers["Nats-Expected-Last-Subject-Sequence-Subject"] = aggregate_filter(
-                event.aggregate, event.aggregate_id()
-            )
-        if event.trace:
-            headers["traceparent"] = event.trace
-        return headers
+            expected = pubframe.expected_lines(expect_last_seq, aggregate_filter(event.aggregate, event.aggregate_id()))
+        else:
+            expected = b""
+        return pubframe.header_block(event.id, expected, event.trace)
 
     @staticmethod
     def _published(

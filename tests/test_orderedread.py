@@ -10,7 +10,7 @@ from typing import Any
 import nats.aio.client
 import pytest
 
-from eventbus import history, orderedread
+from eventbus import history, orderedread, pubframe
 from eventbus.connection import connect
 from eventbus.errors import BusUnavailable
 from eventbus.events import HostOnline, WorkAdded, encode, stamp
@@ -37,11 +37,22 @@ def test_a_block_with_only_the_publishers_dedupe_id_gives_no_headers() -> None:
     assert headers_of(b"NATS/1.0\r\nNats-Msg-Id: 01HX-abc\r\n\r\n") is None
 
 
+def test_a_fenced_decisions_block_gives_no_headers_either() -> None:
+    # A leader reads each of its decisions back: the fence's lines are the server's check, read by no fold.
+    fence = pubframe.fence_lines(12, "rr.evt.leader.scheduler.LEADER_ELECTED.*")
+    assert headers_of(pubframe.header_block("leader:00ff", fence)) is None
+    assert headers_of(pubframe.header_block("leader:00ff", pubframe.expected_lines(3, "rr.evt.work.w-1.>"))) is None
+
+
 @pytest.mark.parametrize("block", [
     b"NATS/1.0\r\nNats-Msg-Id: a\r\nNats-Stream-Source: KV_rr_leases 7\r\n\r\n",
     b"NATS/1.0\r\nNats-Stream-Source: KV_rr_leases 7\r\nNats-Msg-Id: a\r\n\r\n",
     b"NATS/1.0\r\ntraceparent: 00-ab-cd-01\r\n\r\n",
     b"NATS/1.0\r\nNats-Msg-Id:\r\nx: y\r\n\r\n",
+    b"NATS/1.0\r\nNats-Msg-Id: a\r\nNats-Expected-Last-Subject-Sequence: 3\r\n\r\n",
+    b"NATS/1.0\r\nNats-Msg-Id: a\r\nNats-Expected-Last-Subject-Sequence-Subject: f\r\nNats-Expected-Last-Subject-Sequence: 3\r\n\r\n",
+    pubframe.header_block("a", pubframe.fence_lines(3, "f"), "00-ab-cd-01"),
+    b"NATS/1.0\r\nNats-Msg-Id: a\r\nNats-Expected-Last-Subject-Sequence: 3\r\nNats-Expected-Last-Subject-Sequence-Subject: f\r\nx: y\r\n\r\n",
 ])
 def test_any_other_block_is_parsed_as_nats_py_parses_it(block: bytes) -> None:
     assert headers_of(block) == parse(block[len(b"NATS/1.0\r\n"):])

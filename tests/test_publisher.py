@@ -7,6 +7,7 @@ from typing import Any
 import nats.aio.client
 import pytest
 
+from eventbus import pubframe
 from eventbus.connection import connect
 from eventbus.errors import BusUnavailable, ConcurrencyConflict
 from eventbus.events import HostOnline, WorkAdded, WorkStarted, decode, stamp
@@ -112,9 +113,9 @@ async def test_acks_that_never_come_are_forgotten_in_bulk_and_answered_ones_at_o
         await bus.nc.subscribe("silent.>")
         router = _AckRouter(bus, purge_at=16)
         for i in range(200):
-            (await router.send(f"silent.{i}", b"x", {})).cancel()
+            (await router.send(f"silent.{i}", b"x", pubframe.header_block(f"t:{i}"))).cancel()
         assert len(router._futures) <= 32, "abandoned futures are dropped once the map has doubled"
-        waiting = [await router.send(f"silent.w{i}", b"x", {}) for i in range(40)]
+        waiting = [await router.send(f"silent.w{i}", b"x", pubframe.header_block(f"t:w{i}")) for i in range(40)]
         assert all(not f.done() for f in waiting) and all(f in router._futures.values() for f in waiting)
         published = await Publisher(bus).publish(sample_event(WorkAdded))
         assert published.seq == 1
@@ -139,7 +140,7 @@ async def test_acks_are_taken_straight_from_the_parser_and_no_responders_still_f
     bus = await connect(nats_url, node_id="node-a")  # no stream yet: the server answers a publish "503"
     try:
         with pytest.raises(BusUnavailable, match="no responders"):
-            await (await _AckRouter(bus).send("rr.evt.work.w.WORK_ADDED.n", b"{}", {}))
+            await (await _AckRouter(bus).send("rr.evt.work.w.WORK_ADDED.n", b"{}", pubframe.header_block("t:1")))
     finally:
         await bus.close()
     async with provisioned_bus(nats_url) as bus:

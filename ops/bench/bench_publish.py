@@ -10,6 +10,8 @@ decisions: a leader's decisions as its term publishes them (Publisher.publish, o
       each, DECISION_WINDOW in flight as the assigner does), unfenced against fenced
       (`Nats-Expected-Last-Subject-Sequence` on the role's election subjects), same events,
       same run: the fence's cost per decision.
+Each side's client CPU per event (this process's, the server apart) is in the line too
+(`cpu_us_per_event`, `fence.cpu_us_per_decision`): far steadier than the rates on a shared machine.
 Run: python -m ops.bench.bench_publish [--events 100000] [--rounds 3]
 """
 
@@ -45,13 +47,15 @@ def ack_timeout(events: int) -> float:
     return 30.0 + events / 2_000
 
 
-async def raw_round(bus: Bus, events: int) -> float:
-    """Events/s of plain publish_async over pre-encoded payloads."""
+async def raw_round(bus: Bus, events: int, cpu: list[float] | None = None) -> float:
+    """Events/s of plain publish_async over pre-encoded payloads; its CPU us per event appended to `cpu`."""
     wire = wire_form(sample_events(events))
     clock = Stopwatch()
     futures = [await bus.js.publish_async(subject, data, headers=headers) for subject, data, headers in wire]
     done, pending = await asyncio.wait(futures, timeout=ack_timeout(events))
     rate = clock.rate(events)
+    if cpu is not None:
+        cpu.append(clock.cpu_us(events))
     for future in pending:
         future.cancel()
     failed = len(pending) + sum(1 for f in done if f.exception() is not None)
@@ -60,18 +64,20 @@ async def raw_round(bus: Bus, events: int) -> float:
     return rate
 
 
-async def ours_round(publisher: Publisher, events: int) -> float:
-    """Events/s of Publisher.publish_many, stamping and encoding included."""
+async def ours_round(publisher: Publisher, events: int, cpu: list[float] | None = None) -> float:
+    """Events/s of Publisher.publish_many, stamping and encoding included; its CPU us per event appended to `cpu`."""
     batch = sample_events(events)
     clock = Stopwatch()
     published = await asyncio.wait_for(publisher.publish_many(batch), ack_timeout(events))
     rate = clock.rate(events)
+    if cpu is not None:
+        cpu.append(clock.cpu_us(events))
     if len(published) != events or any(p.duplicate for p in published):
         raise RuntimeError(f"ours: {len(published)} published, some duplicate, of {events}")
     return rate
 
 
-async def decisions_round(publisher: Publisher, events: int, fenced: bool) -> float:
+async def decisions_round(publisher: Publisher, events: int, fenced: bool, cpu: list[float]) -> float:
     """Decisions/s of one-by-one publishes (DECISION_WINDOW in flight), with or without the fence header."""
     fence = None
     if fenced:
@@ -82,14 +88,17 @@ async def decisions_round(publisher: Publisher, events: int, fenced: bool) -> fl
     for start in range(0, events, DECISION_WINDOW):
         window = batch[start:start + DECISION_WINDOW]
         await asyncio.wait_for(asyncio.gather(*(publisher.publish(e, fence=fence) for e in window)), ack_timeout(len(window)))
+    cpu.append(clock.cpu_us(events))
     return clock.rate(events)
 
 
 async def decisions(bus: Bus, publisher: Publisher, events: int, rounds: int, settings: StreamSettings) -> dict[str, Any]:
     """Unfenced against fenced decisions, alternating; medians and the fence's cost per decision in microseconds."""
 
+    cpu: dict[bool, list[float]] = {False: [], True: []}
+
     async def side(fenced: bool) -> float:
-        rate = await decisions_round(publisher, events, fenced)
+        rate = await decisions_round(publisher, events, fenced, cpu[fenced])
         await check_landed(bus, events + fenced)  # the fenced round's election is stored too
         return rate
 
@@ -98,6 +107,7 @@ async def decisions(bus: Bus, publisher: Publisher, events: int, rounds: int, se
     unfenced, fenced = statistics.median(rates["unfenced"]), statistics.median(rates["fenced"])
     return {"decisions": events, "unfenced_per_s": round(unfenced), "fenced_per_s": round(fenced),
             "fence_cost_us": round((1 / fenced - 1 / unfenced) * 1e6, 2),
+            "cpu_us_per_decision": {"unfenced": round(statistics.median(cpu[False]), 2), "fenced": round(statistics.median(cpu[True]), 2)},
             "unfenced_rounds": [round(r) for r in rates["unfenced"]], "fenced_rounds": [round(r) for r in rates["fenced"]]}
 
 
@@ -112,14 +122,15 @@ async def bench(events: int, rounds: int, settings: StreamSettings) -> dict[str,
     """Alternating rounds of both sides; the result line."""
     async with bench_server() as server, bench_bus(server.url) as bus:
         publisher = Publisher(bus)
+        cpu: dict[str, list[float]] = {"raw": [], "ours": []}
 
         async def raw() -> float:
-            rate = await raw_round(bus, events)
+            rate = await raw_round(bus, events, cpu["raw"])
             await check_landed(bus, events)
             return rate
 
         async def ours() -> float:
-            rate = await ours_round(publisher, events)
+            rate = await ours_round(publisher, events, cpu["ours"])
             await check_landed(bus, events)
             return rate
 
@@ -128,7 +139,8 @@ async def bench(events: int, rounds: int, settings: StreamSettings) -> dict[str,
         await raw_round(bus, min(events, 2_000))
         rates = await alternate(rounds, {"raw": raw, "ours": ours}, lambda: fresh_events_stream(bus, settings))
         fence = await decisions(bus, publisher, max(1, events // 10), rounds, settings)
-    return {**rounds_result("publish", events, rounds, settings, rates, GOAL), "fence": fence}
+    cpu_us = {side: round(statistics.median(values), 2) for side, values in cpu.items()}
+    return {**rounds_result("publish", events, rounds, settings, rates, GOAL), "cpu_us_per_event": cpu_us, "fence": fence}
 
 
 def main() -> None:
