@@ -127,6 +127,12 @@ class DataState(msgspec.Struct, frozen=True, kw_only=True):
     retired_totals: dict[str, ConfigData] = {}  # config -> what its retired batches count for
 
 
+# The maps a rebuild may hold as plain dicts (projections/dictmap.py, the bundle's open set): the
+# fold reads them by key, in whole or by `readers`, writes them only by `set` and `remove`, and
+# never reads a map of a state it has already replaced by a write.
+OPEN_MAPS = ("batches", "transfers", "by_work", "copies", "touched", "scheduled")
+
+
 def _touched(state: DataState, batch_id: str, seq: int) -> DataState:
     """`state` with the batch looked at for retiring RETIRE_AFTER records after `seq` (not before)."""
     scheduled, before = state.scheduled, state.touched.get(batch_id)

@@ -1,0 +1,94 @@
+"""The bundle's data part with its maps as plain dicts while the set is held open: every part as its own fold leaves it (pure, no server)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from eventbus import events as ev
+from eventbus.history import Record
+from projections import bundle, data, dictmap
+from projections.base import Folder
+from projections.pmap import PMap
+from tests.test_projections import LOGS, PROPERTY, _spoiled, records
+from tests.test_report_runs import reporting_logs
+from tests.test_set_step import STARTS, _healthy_life, _part_by_part
+
+
+def _open_at_once(patch: pytest.MonkeyPatch) -> None:
+    """The data part's maps opened after every event, whatever they hold (a rebuild waits for 1024 events)."""
+    patch.setattr(bundle, "DICTS_AFTER", 1)
+    patch.setattr(bundle, "OPEN_ENTRIES_PER_EVENT", 10**9)
+
+
+def _logs_opened(stored: list[Record], start: bundle.ProjectionSet, reads: set[int]) -> None:
+    """`_part_by_part`, and the data part's maps did open (as dicts) while nothing read the set."""
+    opened: list[bool] = []
+    apply = bundle._OpenSet.apply
+
+    def noting(held: Any, event: ev.Event, seq: int) -> None:
+        apply(held, event, seq)
+        opened.append(type(held._parts["data"].batches) is dictmap.DictMap)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(bundle._OpenSet, "apply", noting)
+        _part_by_part(start, stored, reads)
+    assert not opened or opened[-1] or not dictmap.openable(start.data, data.OPEN_MAPS)
+
+
+@PROPERTY
+@given(st.one_of(LOGS, reporting_logs()), st.data())
+def test_the_data_part_held_as_dicts_folds_as_its_own_fold_does(log: list[ev.Event], data_: st.DataObject) -> None:
+    stored = _spoiled(log, data_)
+    reads = set(data_.draw(st.lists(st.integers(0, len(stored)), max_size=4)))
+    with pytest.MonkeyPatch.context() as patch:
+        _open_at_once(patch)
+        for start in STARTS:
+            _logs_opened(stored, start, reads)
+
+
+def _lives(count: int) -> list[ev.Event]:
+    log: list[ev.Event] = [ev.LeaderElected(role="scheduler", node="gpu-1", epoch=1, source="gpu-1")]
+    for i in range(count):
+        log += _healthy_life(f"w-{i}", f"gpu-{2 + i % 3}")
+    return log
+
+
+def test_a_data_fold_raising_after_its_first_writes_is_undone_and_recorded_as_its_own_fold_records_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # `_touched` runs after a report's and a copy's own writes (the batch, its transfer): raising there
+    # leaves them in the open dicts unless they are undone before the data fold folds the event again.
+    touched = data._touched
+
+    def failing(state: data.DataState, batch_id: str, seq: int) -> data.DataState:
+        if batch_id in {"bw-3", "bw-5"} and seq % 2:
+            raise RuntimeError("disk on fire")
+        return touched(state, batch_id, seq)
+
+    _open_at_once(monkeypatch)
+    monkeypatch.setattr(data, "_touched", failing)
+    for start in STARTS:
+        _part_by_part(start, records(_lives(8)), reads={20, 41})
+    state = Folder(bundle.PROJECTION)
+    for record in records(_lives(8)):
+        state(record)
+    assert state.state.data.anomaly_count >= 2 and "bw-3" not in state.state.data.transfers
+
+
+def test_a_read_freezes_the_maps_and_a_reader_every_few_events_never_opens_them() -> None:
+    stored = records(_lives(200))  # 1,601 records
+    folder = Folder(bundle.PROJECTION)
+    for record in stored[:bundle.DICTS_AFTER]:
+        folder(record)
+    assert type(folder._open._inner._parts["data"].batches) is dictmap.DictMap  # type: ignore[union-attr]
+    assert all(type(getattr(folder.state.data, name)) is PMap for name in data.OPEN_MAPS)
+    live, per_event = Folder(bundle.PROJECTION), Folder(dataclasses.replace(bundle.PROJECTION, folding=None))
+    for record in stored:
+        live(record)
+        per_event(record)
+        assert all(type(getattr(live.state.data, name)) is PMap for name in data.OPEN_MAPS)
+    assert live.state == per_event.state
