@@ -5,7 +5,7 @@ from __future__ import annotations
 # Before anything imports them: a missing package is named with its pip command, not a traceback
 # (the seeds' daemons died on `ModuleNotFoundError: psutil` and nobody saw why). Found, not
 # imported: importing the API's HTTP stack cost every command ~0.6 s (`rr doctor` imports them).
-from cli.doctor.deps import SERVICE_MODULES, require_dependencies
+from cli.doctor.deps import SERVICE_MODULES, installed_version, require_dependencies
 
 require_dependencies((), present=SERVICE_MODULES)
 
@@ -14,50 +14,25 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
-from importlib.metadata import PackageNotFoundError, version
 
+from cli.nouns import SUMMARIES, module_of
 from eventbus.errors import BusError
 from servicekit import logthrottle
 
 log = logging.getLogger(__name__)
 
-# Each module exposes `register(subparsers)`; append yours here (one line).
-COMMAND_MODULES = [
-    "cli.commands.up",
-    "cli.commands.streams",
-    "cli.commands.events",
-    "cli.commands.dlq",
-    "cli.commands.leader",
-    "cli.commands.status",
-    "cli.commands.replay",
-    "cli.commands.timeline",
-    "cli.commands.lineage",
-    "cli.commands.nodes",
-    "cli.commands.models",
-    "cli.commands.data",
-    "cli.commands.work",
-    "cli.commands.auth",
-    "cli.commands.doctor",
-    "cli.commands.services",
-    "cli.commands.quarantine",
-    "cli.commands.whatif",
-]
+# Each noun's module exposes `register(subparsers)`; add yours to cli/nouns.py (one line).
+COMMAND_MODULES = [module_of(noun) for noun in SUMMARIES]
 
 
 def rr_version() -> str:
     """The installed package's version, or a marker when run from a source tree."""
-    try:
-        return version("rr")
-    except PackageNotFoundError:
-        return "0.1.0 (source tree, not installed)"
+    return installed_version("rr") or "0.1.0 (source tree, not installed)"
 
 
 def build_parser(modules: Sequence[str] = COMMAND_MODULES) -> argparse.ArgumentParser:
     """The full parser; a command module that cannot be imported becomes a command that says why."""
-    parser = argparse.ArgumentParser(prog="rr", description="rr: event-sourced training coordinator on NATS JetStream")
-    parser.add_argument("--version", action="version", version=f"rr {rr_version()}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging on stderr (-vv: debug)")
-    subparsers = parser.add_subparsers(dest="command", metavar="<command>", required=True)
+    parser, subparsers = _top_parser()
     for name in modules:
         try:
             module = importlib.import_module(name)
@@ -67,6 +42,32 @@ def build_parser(modules: Sequence[str] = COMMAND_MODULES) -> argparse.ArgumentP
             continue
         module.register(subparsers)
     return parser
+
+
+def listing_parser() -> argparse.ArgumentParser:
+    """The parser of `rr --help` (or a typo): every command listed from cli/nouns.py, none of their modules imported."""
+    parser, subparsers = _top_parser()
+    for noun, line in SUMMARIES.items():
+        subparsers.add_parser(noun, help=line, add_help=False)
+    return parser
+
+
+class _VersionAction(argparse.Action):
+    """`--version`, reading the installed version only when asked (see rr_version)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="show the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        print(f"rr {rr_version()}")
+        parser.exit()
+
+
+def _top_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction[argparse.ArgumentParser]]:
+    parser = argparse.ArgumentParser(prog="rr", description="rr: event-sourced training coordinator on NATS JetStream")
+    parser.add_argument("--version", action=_VersionAction)
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging on stderr (-vv: debug)")
+    return parser, parser.add_subparsers(dest="command", metavar="<command>", required=True)
 
 
 def _register_broken(subparsers: argparse._SubParsersAction[argparse.ArgumentParser], module: str, exc: Exception) -> None:
@@ -94,16 +95,15 @@ def configure_logging(verbosity: int, default: int = logging.ERROR) -> None:
 
 
 def parser_for(argv: Sequence[str]) -> argparse.ArgumentParser:
-    """The parser of the command `argv` names, importing only its module; the full parser otherwise (help, a typo).
+    """The parser of the command `argv` names, importing only its module; the listing otherwise (help, a typo).
 
     Importing every command's module costs a one-off command ~0.5 s (the whole service stack):
-    `rr timeline` and `rr replay` answer in well under a second without it.
+    `rr timeline` and `rr replay` answer in well under a second without it, `rr --help` imports none.
     """
     noun = next((arg for arg in argv if not arg.startswith("-")), None)
-    module = f"cli.commands.{noun}"
-    if noun is not None and module in COMMAND_MODULES:
-        return build_parser([module])
-    return build_parser()
+    if noun is not None and noun in SUMMARIES:
+        return build_parser([module_of(noun)])
+    return listing_parser()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

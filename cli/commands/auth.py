@@ -10,6 +10,7 @@ from pathlib import Path
 import msgspec
 
 from cli.auth.generate import generate
+from cli.nouns import summary
 from config.settings import load_config
 from eventbus.authority import ROLES
 from services.api.tokens import TokensFile, issue
@@ -17,7 +18,7 @@ from services.api.tokens import TokensFile, issue
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `rr auth gen`."""
-    parser = subparsers.add_parser("auth", help="NATS users, permissions and per-node credentials")
+    parser = subparsers.add_parser("auth", help=summary("auth"))
     verbs = parser.add_subparsers(dest="verb", metavar="<verb>", required=True)
     gen = verbs.add_parser(
         "gen",

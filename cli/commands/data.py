@@ -10,6 +10,7 @@ import msgspec
 
 from cli.commands import open_bus
 from cli.commands.status import age, table
+from cli.nouns import summary
 from eventbus.events import utcnow
 from projections import data, taint, withdrawal
 from projections.base import Folder
@@ -59,7 +60,7 @@ class DataView(msgspec.Struct, frozen=True, kw_only=True):
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `rr data`."""
-    parser = subparsers.add_parser("data", help="game data per config, newest batches and where their copies are")
+    parser = subparsers.add_parser("data", help=summary("data"))
     parser.add_argument("--json", action="store_true", help="one JSON object")
     parser.add_argument("--limit", type=int, default=20, metavar="N", help="newest batches to list (default 20)")
     add_common_arguments(parser)

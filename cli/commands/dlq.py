@@ -9,13 +9,14 @@ import msgspec
 
 from cli.commands import open_bus
 from cli.commands.streams import positive_int
+from cli.nouns import summary
 from eventbus.deadletter import ParkedMessage, list_parked
 from servicekit.options import add_common_arguments, common_options
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `rr dlq list`."""
-    parser = subparsers.add_parser("dlq", help="inspect the dead-letter stream")
+    parser = subparsers.add_parser("dlq", help=summary("dlq"))
     verbs = parser.add_subparsers(dest="verb", metavar="<verb>", required=True)
     show = verbs.add_parser("list", help="parked messages, oldest first, with their reasons")
     show.add_argument("--limit", type=positive_int, default=100, help="at most this many (default 100)")

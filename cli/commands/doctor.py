@@ -13,12 +13,13 @@ import sys
 from pathlib import Path
 
 from cli.doctor.deps import REQUIRED, WORKLOAD, PackageStatus, missing_message, package_present, package_status
+from cli.nouns import summary
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `rr doctor`."""
     parser = subparsers.add_parser(
-        "doctor", help="preflight this node: packages, NATS, JetStream, streams, durability, permissions, disk, GPU, clock",
+        "doctor", help=summary("doctor"),
         description="Exit 0 when every required check passes; each failure prints its fix.")
     parser.add_argument("--json", action="store_true", help="one JSON object: {ok, node, nats_url, checks: [...]}")
     parser.add_argument("--deps-only", action="store_true",

@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from cli.commands import open_bus
+from cli.nouns import summary
 from eventbus.connection import Bus
 from eventbus.errors import InvalidEvent
 from eventbus.events import EVENT_TYPES, Event
@@ -43,7 +44,7 @@ def sequence(text: str) -> int:
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `rr events tail`."""
-    parser = subparsers.add_parser("events", help="read the event log")
+    parser = subparsers.add_parser("events", help=summary("events"))
     verbs = parser.add_subparsers(dest="verb", metavar="<verb>", required=True)
     tail = verbs.add_parser("tail", help="print events as they happen (Ctrl-C to stop)")
     tail.add_argument("--type", type=event_type, help="only events of this type (e.g. WORK_FAILED)")

@@ -8,6 +8,7 @@ import asyncio
 import msgspec
 
 from cli.commands import open_bus
+from cli.nouns import summary
 from cluster.leadership.status import LeaderView, format_table, leader_view
 from config.settings import load_config
 from eventbus.connection import Bus
@@ -25,7 +26,7 @@ KNOWN_ROLES = ("scheduler",)  # always listed, even before their first election
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `rr leader`."""
-    parser = subparsers.add_parser("leader", help="who leads each singleton role (node, epoch, since)")
+    parser = subparsers.add_parser("leader", help=summary("leader"))
     parser.add_argument("--json", action="store_true", help="one JSON object per role")
     add_common_arguments(parser)
     parser.set_defaults(func=run)

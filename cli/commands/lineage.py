@@ -10,6 +10,7 @@ import msgspec
 
 from cli.commands import open_bus
 from cli.commands.status import progress_on_stderr, when
+from cli.nouns import summary
 from projections import bundle
 from projections.lineage import Lineage, lineage
 from servicekit.options import add_common_arguments, common_options
@@ -18,7 +19,7 @@ from servicekit.rebuild import Rebuilt, state_at_seq
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `rr lineage`."""
-    parser = subparsers.add_parser("lineage", help="where a model came from: batches, training, evaluation, copies")
+    parser = subparsers.add_parser("lineage", help=summary("lineage"))
     parser.add_argument("model", metavar="MODEL", help="model id")
     parser.add_argument("--json", action="store_true", help="one JSON object")
     parser.add_argument("--no-snapshot", action="store_true", help="fold the whole log, ignoring the stored snapshot")

@@ -10,6 +10,7 @@ import msgspec
 
 from cli.commands import open_bus
 from cli.commands.status import age, table
+from cli.nouns import summary
 from cluster.distribution.failures import FAILURES, FailuresState
 from eventbus.events import utcnow
 from projections import cluster, elo, models, taint
@@ -48,7 +49,7 @@ class ModelRow(msgspec.Struct, frozen=True, kw_only=True):
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `rr models`."""
-    parser = subparsers.add_parser("models", help="promoted model per config, and which nodes hold it")
+    parser = subparsers.add_parser("models", help=summary("models"))
     parser.add_argument("--json", action="store_true", help="one JSON list of configs")
     add_common_arguments(parser)
     parser.set_defaults(func=run)

@@ -9,6 +9,7 @@ import msgspec
 
 from cli.commands import open_bus
 from cli.commands.status import age, table, when
+from cli.nouns import summary
 from cluster.membership.log import membership_events
 from cluster.membership.view import NodeRow, node_rows
 from config.settings import load_config
@@ -20,7 +21,7 @@ from servicekit.options import add_common_arguments, common_options
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `rr nodes`."""
-    parser = subparsers.add_parser("nodes", help="nodes: online/offline, resources, roles, last heartbeat, loop lag")
+    parser = subparsers.add_parser("nodes", help=summary("nodes"))
     parser.add_argument("--json", action="store_true", help="one JSON list of nodes")
     add_common_arguments(parser)
     parser.set_defaults(func=run)

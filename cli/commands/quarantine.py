@@ -17,6 +17,7 @@ import msgspec
 
 from cli.commands import open_bus
 from cli.commands.replay import point_in_time
+from cli.nouns import summary
 from eventbus.connection import Bus
 from eventbus.events import Event, OutputsQuarantined, QuarantineLifted
 from eventbus.publisher import Publisher
@@ -36,7 +37,7 @@ class QuarantineView(msgspec.Struct, frozen=True, kw_only=True):
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `rr quarantine`."""
-    parser = subparsers.add_parser("quarantine", help="distrust a node's, a batch's or a model's outputs and what derives from them")
+    parser = subparsers.add_parser("quarantine", help=summary("quarantine"))
     verbs = parser.add_subparsers(dest="verb", required=True)
     node = verbs.add_parser("node", help="a node's batches, models and evaluations reported at or after --since")
     node.add_argument("target", metavar="NODE")

@@ -9,6 +9,7 @@ import re
 
 from cli.commands import open_bus
 from cli.commands.status import print_view, progress_on_stderr
+from cli.nouns import summary
 from cluster.leadership.election import load_candidates
 from config.settings import load_config
 from eventbus.events import utcnow
@@ -44,7 +45,7 @@ def sequence(text: str) -> int:
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `rr replay`."""
-    parser = subparsers.add_parser("replay", help="the cluster as it was at a time or stream sequence")
+    parser = subparsers.add_parser("replay", help=summary("replay"))
     when = parser.add_mutually_exclusive_group(required=True)
     when.add_argument("--at", type=point_in_time, metavar="TIME", help="ISO 8601 time (UTC unless it says so), or an age: 90s, 15m, '2h ago', 1d")
     when.add_argument("--seq", type=sequence, metavar="N", help="stream sequence N (events 1..N)")

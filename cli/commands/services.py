@@ -9,6 +9,7 @@ import msgspec
 
 from cli.commands import open_bus
 from cli.commands.status import table
+from cli.nouns import summary
 from eventbus.connection import Bus
 from eventbus.micro import STATUS_ENDPOINT, ServiceInfo, discover, request
 from servicekit.options import CommonOptions, add_common_arguments, common_options
@@ -31,7 +32,7 @@ class ServiceRow(msgspec.Struct, frozen=True, kw_only=True):
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `rr services`."""
-    parser = subparsers.add_parser("services", help="running services (micro discovery): name, node, version, state")
+    parser = subparsers.add_parser("services", help=summary("services"))
     parser.add_argument("--json", action="store_true", help="one JSON list of services, with their full status")
     parser.add_argument("--timeout", type=float, default=2.0, metavar="S", help="how long to wait for answers (default 2)")
     add_common_arguments(parser)

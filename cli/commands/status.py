@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import msgspec
 
 from cli.commands import open_bus
+from cli.nouns import summary
 from cluster.leadership.election import load_candidates
 from config.settings import load_config
 from eventbus.events import utcnow
@@ -24,7 +25,7 @@ SLOW_FOLD_HINT = 100_000  # records folded past the snapshot worth a hint on std
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `rr status`."""
-    parser = subparsers.add_parser("status", help="the cluster now: leaders, nodes, work, models, data")
+    parser = subparsers.add_parser("status", help=summary("status"))
     parser.add_argument("--json", action="store_true", help="one JSON object (the seeds' /status keys and more)")
     parser.add_argument("--no-snapshot", action="store_true", help="fold the whole log, ignoring the stored snapshot")
     parser.add_argument(

@@ -8,6 +8,7 @@ import asyncio
 import msgspec
 
 from cli.commands import open_bus
+from cli.nouns import summary
 from config.settings import load_config
 from eventbus.leases import LeaseBucket
 from eventbus.objects import harden_bucket
@@ -30,7 +31,7 @@ def positive_int(text: str) -> int:
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `rr streams init` and `rr streams info`."""
-    parser = subparsers.add_parser("streams", help="provision and inspect the JetStream streams")
+    parser = subparsers.add_parser("streams", help=summary("streams"))
     verbs = parser.add_subparsers(dest="verb", metavar="<verb>", required=True)
     init = verbs.add_parser("init", help="create or update the declared streams (idempotent)")
     init.add_argument("--replicas", type=positive_int, default=None, help="override streams.replicas from the config")

@@ -12,6 +12,7 @@ import msgspec
 
 from cli.commands import open_bus
 from cli.commands.status import progress_on_stderr
+from cli.nouns import summary
 from eventbus import contextread, directreads
 from eventbus.connection import Bus
 from eventbus.errors import InvalidEvent
@@ -47,7 +48,7 @@ from servicekit.workrefentries import position_or_none
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `rr timeline`."""
     parser = subparsers.add_parser(
-        "timeline", help="what happened to a node, work item or model, in order, with reasons"
+        "timeline", help=summary("timeline")
     )
     parser.add_argument("--node", help="events about, from or to this node")
     parser.add_argument("--work", metavar="ID", help="the life of this work item, and what happened around it")

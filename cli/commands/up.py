@@ -11,6 +11,7 @@ from pathlib import Path
 
 import servicekit.registry  # noqa: F401  (fills SERVICES)
 from cli.commands.streams import positive_int
+from cli.nouns import summary
 from cli.up.errors import UpError
 from cli.up.layout import Layout, resolve_data_dir
 from cli.up.lock import UP_OWNER, LockOwner, lock_up
@@ -34,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     """Add `rr up`."""
     parser = subparsers.add_parser(
         "up",
-        help="run a one-node cluster: embedded nats-server, streams, every service",
+        help=summary("up"),
         description="Without --nats (or RR_NATS_URL) start an embedded nats-server; with it, join that cluster.",
     )
     parser.add_argument("--nats-port", type=port_number, default=DEFAULT_PORT, help=f"embedded server port (default {DEFAULT_PORT})")

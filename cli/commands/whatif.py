@@ -13,6 +13,7 @@ import msgspec
 
 from cli.commands import open_bus
 from cli.commands.replay import point_in_time
+from cli.nouns import summary
 from cli.whatif.membership import online_at
 from cli.whatif.recording import Recording, record
 from cli.whatif.report import Agreement, Measures, agreement, measure, side_by_side
@@ -46,7 +47,7 @@ class WhatIf(msgspec.Struct, frozen=True, kw_only=True):
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `rr whatif`."""
-    parser = subparsers.add_parser("whatif", help="replay a recorded window through other scheduler settings, side by side")
+    parser = subparsers.add_parser("whatif", help=summary("whatif"))
     parser.add_argument("--since", type=point_in_time, required=True, metavar="TIME", help="window start: ISO 8601 or an age")
     parser.add_argument("--until", type=point_in_time, default=None, metavar="TIME", help="window end (default: now)")
     parser.add_argument("--alt", action="append", default=[], metavar="CONFIG",

@@ -13,6 +13,7 @@ from typing import TypeVar
 import msgspec
 
 from cli.commands import open_bus, workview
+from cli.nouns import summary
 from config.hosts import load_hosts
 from config.sections.telemetry import TelemetrySettings
 from config.settings import RrConfig, load_config
@@ -34,7 +35,7 @@ T = TypeVar("T")
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `rr work` and its verbs."""
-    parser = subparsers.add_parser("work", help="the work queue: add, list, show, cancel")
+    parser = subparsers.add_parser("work", help=summary("work"))
     verbs = parser.add_subparsers(dest="verb", metavar="<verb>", required=True)
     add = verbs.add_parser("add", help="queue a work item (JSON seeds or flags)")
     add.add_argument("seeds", nargs="?", help='JSON, e.g. \'{"work_type": "selfplay", "board_type": "hex8", "num_players": 2}\'')
