@@ -1,14 +1,22 @@
 """Which GPUs this host has: nvidia-smi (with utilization), else torch.cuda (no utilization).
 
-Shared by the agent's heartbeats and the worker's idle-GPU check. Every function here blocks
+Shared by the agent's heartbeats and the worker's idle-GPU check. Every plain function here blocks
 (nvidia-smi is a process, torch takes seconds to import): call them through asyncio.to_thread.
+`python -m servicekit.gpuprobe` prints gpus_from_torch() as JSON: the agent runs it as a child
+(gpus_from_torch_process), which a stop can kill, where a thread importing torch runs on to the end.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import shutil
 import subprocess
+import sys
+from collections.abc import Sequence
+
+import msgspec
 
 from eventbus.events import GpuInfo
 
@@ -64,6 +72,32 @@ def gpus_from_torch() -> list[GpuInfo]:
     return gpus
 
 
+TORCH_PROBE = (sys.executable, "-m", "servicekit.gpuprobe")
+_gpus_decoder = msgspec.json.Decoder(list[GpuInfo])
+
+
+class GpuProbeFailed(Exception):
+    """The torch probe's process exited non-zero or printed something that is not a GPU list."""
+
+
+async def gpus_from_torch_process(argv: Sequence[str] = TORCH_PROBE) -> list[GpuInfo]:
+    """gpus_from_torch in a child process (`argv` prints the JSON list); cancelling this kills the child."""
+    proc = await asyncio.create_subprocess_exec(*argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:  # cancelled: the child must not outlive the stop it delays
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+    if proc.returncode != 0:
+        raise GpuProbeFailed(f"{' '.join(argv)} exited {proc.returncode}: {err.decode(errors='replace').strip()[-200:]}")
+    try:
+        return _gpus_decoder.decode(out)
+    except msgspec.DecodeError as exc:
+        raise GpuProbeFailed(f"{' '.join(argv)} printed no GPU list: {exc}") from None
+
+
 def _number(text: str) -> float:
     value = _number_or_none(text)
     return 0.0 if value is None else value
@@ -75,3 +109,7 @@ def _number_or_none(text: str) -> float | None:
         return float(text)
     except ValueError:
         return None
+
+
+if __name__ == "__main__":
+    sys.stdout.buffer.write(msgspec.json.encode(gpus_from_torch()))

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 from config.nodedirs import measured_disk
@@ -21,6 +23,7 @@ from servicekit.runtime import ServiceContext
 from services.agent import service as agent
 from services.agent.gpus import GpuSource
 from tests.bus_harness import provisioned_bus
+from tests.helpers import eventually
 
 HOSTS = """
 hosts:
@@ -113,6 +116,26 @@ async def test_without_nvidia_smi_gpus_come_from_torch_which_sees_none_on_a_cpu_
     assert source.method == "torch"
     assert await source.current() == []
     await source.close()
+
+
+async def test_a_stop_during_a_slow_gpu_probe_ends_the_wait_and_kills_the_probe(tmp_path: Path) -> None:
+    pid_file = tmp_path / "probe.pid"
+    slow = [sys.executable, "-c", "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(120)", str(pid_file)]
+    source = GpuSource("torch", torch_probe=slow)
+    stopping = asyncio.Event()
+    starting = asyncio.ensure_future(source.start(timeout=120, stopping=stopping))
+    await eventually(lambda: pid_file.exists() and pid_file.read_text() != "", message="the probe runs")
+    stopping.set()
+    await asyncio.wait_for(starting, 30)  # the stop ends the wait, not the probe's 120 s
+    await asyncio.wait_for(source.close(), 30)
+    assert not psutil.pid_exists(int(pid_file.read_text()))
+    assert await source.current() == []
+
+
+async def test_a_failing_gpu_probe_reports_no_gpus() -> None:
+    source = GpuSource("torch", torch_probe=[sys.executable, "-c", "raise SystemExit(3)"])
+    await source.start(timeout=60)
+    assert await source.current() == [] and source.method == "none"
 
 
 def test_the_running_jobs_file_round_trips_and_a_missing_or_broken_one_means_no_jobs(tmp_path: Path) -> None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
 from config.sections.membership import GpuProbe
 from eventbus.events import GpuInfo
-from servicekit.gpuprobe import gpus_from_nvidia_smi, gpus_from_torch, nvidia_smi_path
+from servicekit.gpuprobe import TORCH_PROBE, gpus_from_nvidia_smi, gpus_from_torch_process, nvidia_smi_path
+from servicekit.waits import until_first
 
 log = logging.getLogger(__name__)
 
@@ -15,8 +17,9 @@ log = logging.getLogger(__name__)
 class GpuSource:
     """The GPUs to put in the next beat, by the configured probe."""
 
-    def __init__(self, probe: GpuProbe) -> None:
+    def __init__(self, probe: GpuProbe, torch_probe: Sequence[str] = TORCH_PROBE) -> None:
         self._probe = probe
+        self._torch_probe = torch_probe  # the command that prints torch's GPUs (servicekit.gpuprobe)
         self._smi: str | None = None
         self._torch: asyncio.Future[list[GpuInfo]] | None = None
         self._cached: list[GpuInfo] = []
@@ -28,16 +31,18 @@ class GpuSource:
             return "nvidia-smi"
         return "torch" if self._torch is not None else "none"
 
-    async def start(self, timeout: float) -> None:
-        """Pick the probe and take a first reading, waiting at most `timeout` for it."""
+    async def start(self, timeout: float, stopping: asyncio.Event | None = None) -> None:
+        """Pick the probe and take a first reading, waiting at most `timeout` for it, or until `stopping` is set."""
         if self._probe in ("auto", "nvidia-smi"):
             self._smi = await asyncio.to_thread(nvidia_smi_path)
             if self._smi is None and self._probe == "nvidia-smi":
                 log.warning("gpu_probe is nvidia-smi but nvidia-smi is not on PATH: no GPUs reported")
         if self._smi is None and self._probe in ("auto", "torch"):
-            self._torch = asyncio.ensure_future(asyncio.to_thread(gpus_from_torch))
+            # A child process, not a thread: torch's import takes seconds of CPU, and a stop during
+            # it waited for the thread to the end (rr up's stop killed the agent after its grace).
+            self._torch = asyncio.ensure_future(gpus_from_torch_process(self._torch_probe))
             # The first beat carries the GPUs when the probe is quick enough; later beats do anyway.
-            await asyncio.wait([self._torch], timeout=timeout)
+            await until_first(asyncio.shield(self._torch), asyncio.sleep(timeout), *([stopping.wait()] if stopping else []))
         log.info("agent: GPUs found by %s", self.method)
 
     async def current(self) -> list[GpuInfo]:
@@ -53,6 +58,8 @@ class GpuSource:
         return self._cached
 
     async def close(self) -> None:
-        """Let a torch probe still running finish (a thread cannot be cancelled), bounded."""
+        """Stop a torch probe still running: its process is killed."""
         if self._torch is not None and not self._torch.done():
-            await asyncio.wait([self._torch], timeout=1.0)
+            self._torch.cancel()
+            await asyncio.wait([self._torch])
+            self._torch = None  # cancelled: no reading will come

@@ -94,7 +94,7 @@ async def main(ctx: ServiceContext) -> None:
     roles = await asyncio.to_thread(node_roles, ctx.config, ctx.node_id)
     await asyncio.to_thread(sample_host, measured_disk(settings.disk_path, os.environ, Path.home()), [])  # primes psutil's CPU counter for the first beat
     gpus = GpuSource(settings.gpu_probe)
-    await gpus.start(settings.gpu_probe_timeout_s)
+    await gpus.start(settings.gpu_probe_timeout_s, ctx.stopping)
     maker = BeatMaker(ctx, roles, gpus, jobs_file_for(ctx.config, ctx.node_id, dict(os.environ), Path.home()))
     log.info("agent %s: heartbeat every %gs, roles %s", ctx.node_id, settings.heartbeat_interval_s, ",".join(roles) or "-")
     try:
