@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ops.chaos.cli import run_duration
 from ops.chaos.schedule import KINDS, Fault, ScheduleError, impairs_nats, plan_schedule
 from ops.chaos.smoke import FOLLOWER_KINDS, LOOKUP_S, SmokePacing, plan_smoke, window_s
 
@@ -93,3 +94,11 @@ def test_the_default_mix_a_user_gets_is_unchanged() -> None:
         (5.0, "cut_host"), (16.52, "kill_leader"), (24.89, "kill_follower"), (29.5, "stop_follower"), (37.16, "kill_distributor"),
         (44.84, "kill_distributor"), (52.41, "kill_stream_leader"), (59.3, "stop_follower"), (63.4, "stop_leader"),
         (68.61, "isolate_leader"), (74.01, "kill_worker"), (80.83, "stop_leader")]
+
+
+def test_a_smoke_runs_for_its_plans_window_unless_given_a_longer_one() -> None:
+    plan = tuple(smoke(17).values())
+    assert run_duration(None, True, plan) == window_s(plan) and run_duration(None, False, plan) == 90.0
+    assert run_duration(120.0, True, plan) == 120.0
+    with pytest.raises(ScheduleError, match="--duration 30: the smoke plan's faults run until"):
+        run_duration(30.0, True, plan)

@@ -111,11 +111,19 @@ def plan_for(args: argparse.Namespace, plan: FleetPlan) -> tuple[Fault, ...]:
     return plan_schedule(args.seed, args.duration or DEFAULT_DURATION_S, parse_kinds(args.faults), nats, workers)
 
 
+def run_duration(given: float | None, smoke: bool, schedule: Sequence[Fault]) -> float:
+    """The run's window: `--duration`, else the smoke plan's own or 90 s; ScheduleError when a smoke plan outlasts it."""
+    if smoke and given is not None and given + 0.01 < window_s(schedule):
+        raise ScheduleError(f"--duration {given:g}: the smoke plan's faults run until {window_s(schedule):g} s; "
+                            "leave --duration out with --smoke, or give at least that")
+    return given or (window_s(schedule) if smoke else DEFAULT_DURATION_S)
+
+
 def run_once(args: argparse.Namespace, schedule: Sequence[Fault] | None, out: Path | None) -> tuple[Outcome, tuple[Fault, ...]]:
     """One fleet (given or new), one run; the seed's schedule when `schedule` is None."""
     with fleet(args.root, args.workers, args.keep) as (root, plan):
         schedule = plan_for(args, plan) if schedule is None else schedule
-        duration = args.duration or (window_s(schedule) if args.smoke else DEFAULT_DURATION_S)
+        duration = run_duration(args.duration, args.smoke, schedule)
         settings = RunSettings(seed=args.seed, duration_s=duration, rate_per_s=args.rate, drain_timeout_s=args.drain_timeout)
         _say(f"chaos: seed {args.seed}, {len(schedule)} faults over {duration:.0f}s")
         outcome = asyncio.run(chaos(root, plan, schedule, settings, out or root / f"chaos-{args.seed}"))
