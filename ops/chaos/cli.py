@@ -1,10 +1,11 @@
-"""`python -m ops.chaos --seed N --duration S [--faults kinds] [--hosts h,...] [--json]` (root): a randomized fault mix, checked.
+"""`python -m ops.chaos --seed N --duration S [--faults kinds] [--hosts h,...] [--smoke] [--json]` (root): a randomized fault mix, checked.
 
 Brings up a fleet of its own (`python -m ops.fleet up`, run id `c....`, so it never touches
 another fleet) or uses the one in `--root`, runs the client and the seeded nemesis together,
 heals, drains and runs the checker. Exit 0 when the history is clean; 1 on a violation, after
 printing the seed and the shortest fault schedule found to reproduce it (each rerun on a fresh
-fleet, at most `--shrink-runs` of them); 2 when the run could not be made.
+fleet, at most `--shrink-runs` of them); 2 when the run could not be made. `--smoke` plans every
+kind once, densely, in a window of its own (ops/chaos/smoke.py) instead of the seed's random mix.
 """
 
 from __future__ import annotations
@@ -21,20 +22,27 @@ from pathlib import Path
 
 import msgspec
 
+from config.settings import load_config
+from eventbus.errors import InvalidConfig
 from ops.chaos.run import Outcome, RunSettings, chaos
 from ops.chaos.schedule import Fault, ScheduleError, decode_schedule, encode_schedule, parse_kinds, plan_schedule
 from ops.chaos.shrink import shrink
+from ops.chaos.smoke import SmokePacing, plan_smoke, window_s
+from ops.fleet.launch import operator_config
 from ops.fleet.plan import FleetError, FleetPlan
 from ops.fleet.state import load
 
 DEFAULT_ROOT = Path("/tmp/rr-chaos")
+DEFAULT_DURATION_S = 90.0
 
 
 def parser() -> argparse.ArgumentParser:
     """The command line."""
     p = argparse.ArgumentParser(prog="python -m ops.chaos", description=__doc__.splitlines()[0])
     p.add_argument("--seed", type=int, required=True, help="the nemesis's seed: the same seed replays the same schedule")
-    p.add_argument("--duration", type=float, default=90.0, help="seconds of faults and workload (default 90)")
+    p.add_argument("--duration", type=float, help="seconds of faults and workload (default 90; with --smoke, the plan's own window)")
+    p.add_argument("--smoke", action="store_true",
+                   help="every fault kind once, packed as densely as the fleet's lease TTL allows (ops/chaos/smoke.py)")
     p.add_argument("--faults", default="", help="comma-separated fault kinds (default: every kind; see ops/chaos/schedule.py)")
     p.add_argument("--hosts", default="", help="comma-separated hosts faults may target (default: every host)")
     p.add_argument("--schedule", type=Path, help="replay this schedule (a schedule.json of an earlier run) instead of the seed's")
@@ -89,14 +97,35 @@ def targets(plan: FleetPlan, hosts: str) -> tuple[list[str], list[str]]:
     return [h.name for h in chosen if h.kind == "nats"], [h.name for h in chosen if h.kind == "worker"]
 
 
+def smoke_pacing(plan: FleetPlan) -> SmokePacing:
+    """The smoke profile's pacing for a fleet: its lease TTL and renewal interval, as its operator config sets them."""
+    leadership = load_config(operator_config(plan)).leadership
+    return SmokePacing(lease_ttl_s=leadership.ttl_s, renew_every_s=leadership.ttl_s * leadership.renew_every)
+
+
+def plan_for(args: argparse.Namespace, plan: FleetPlan) -> tuple[Fault, ...]:
+    """The seed's schedule on the hosts faults may hit: the smoke profile's with `--smoke`, else the random mix's."""
+    nats, workers = targets(plan, args.hosts)
+    if args.smoke:
+        return plan_smoke(args.seed, parse_kinds(args.faults), nats, workers, smoke_pacing(plan))
+    return plan_schedule(args.seed, args.duration or DEFAULT_DURATION_S, parse_kinds(args.faults), nats, workers)
+
+
+def run_duration(given: float | None, smoke: bool, schedule: Sequence[Fault]) -> float:
+    """The run's window: `--duration`, else the smoke plan's own or 90 s; ScheduleError when a smoke plan outlasts it."""
+    if smoke and given is not None and given + 0.01 < window_s(schedule):
+        raise ScheduleError(f"--duration {given:g}: the smoke plan's faults run until {window_s(schedule):g} s; "
+                            "leave --duration out with --smoke, or give at least that")
+    return given or (window_s(schedule) if smoke else DEFAULT_DURATION_S)
+
+
 def run_once(args: argparse.Namespace, schedule: Sequence[Fault] | None, out: Path | None) -> tuple[Outcome, tuple[Fault, ...]]:
     """One fleet (given or new), one run; the seed's schedule when `schedule` is None."""
     with fleet(args.root, args.workers, args.keep) as (root, plan):
-        if schedule is None:
-            nats, workers = targets(plan, args.hosts)
-            schedule = plan_schedule(args.seed, args.duration, parse_kinds(args.faults), nats, workers)
-        settings = RunSettings(seed=args.seed, duration_s=args.duration, rate_per_s=args.rate, drain_timeout_s=args.drain_timeout)
-        _say(f"chaos: seed {args.seed}, {len(schedule)} faults over {args.duration:.0f}s")
+        schedule = plan_for(args, plan) if schedule is None else schedule
+        duration = run_duration(args.duration, args.smoke, schedule)
+        settings = RunSettings(seed=args.seed, duration_s=duration, rate_per_s=args.rate, drain_timeout_s=args.drain_timeout)
+        _say(f"chaos: seed {args.seed}, {len(schedule)} faults over {duration:.0f}s")
         outcome = asyncio.run(chaos(root, plan, schedule, settings, out or root / f"chaos-{args.seed}"))
         return outcome, tuple(schedule)
 
@@ -118,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         given = decode_schedule(args.schedule.read_bytes(), str(args.schedule)) if args.schedule else None
         parse_kinds(args.faults)
         outcome, schedule = run_once(args, given, args.out)
-    except (FleetError, ScheduleError, OSError) as exc:
+    except (FleetError, ScheduleError, InvalidConfig, OSError) as exc:
         print(f"chaos: {exc}", file=sys.stderr)
         return 2
     result = outcome.summary

@@ -73,7 +73,7 @@ def parse_kinds(spec: str | None) -> tuple[str, ...]:
     return kinds
 
 
-def _target(kind: str, rng: random.Random, nats: Sequence[str], workers: Sequence[str]) -> str:
+def draw_target(kind: str, rng: random.Random, nats: Sequence[str], workers: Sequence[str]) -> str:
     """The host (or split) a targeted kind hits, drawn from the hosts given."""
     if kind in ("kill_worker", "stop_worker"):
         return rng.choice(workers) if workers else ""
@@ -89,7 +89,8 @@ def _target(kind: str, rng: random.Random, nats: Sequence[str], workers: Sequenc
     return rng.choice([*nats, *workers])  # cut_host, restart_host, *_distributor
 
 
-def _impairs_nats(kind: str, target: str, nats: Sequence[str]) -> bool:
+def impairs_nats(kind: str, target: str, nats: Sequence[str]) -> bool:
+    """Whether a fault can take a NATS server away (the quorum rule's faults)."""
     return kind in QUORUM_KINDS or (kind in ("cut_host", "restart_host") and target in nats)
 
 
@@ -103,14 +104,14 @@ def plan_schedule(seed: int, duration_s: float, kinds: Sequence[str], nats: Sequ
     t, nats_busy_until = pacing.warmup_s, 0.0
     while True:
         kind, hold = rng.choice(list(kinds)), rng.uniform(*pacing.hold_s)
-        target, pick = _target(kind, rng, nats, workers) if kind in TARGETED_KINDS else "", rng.randrange(1 << 16)
+        target, pick = draw_target(kind, rng, nats, workers) if kind in TARGETED_KINDS else "", rng.randrange(1 << 16)
         if t + pacing.hold_s[0] > duration_s:
             break
-        at = max(t, nats_busy_until + 1.0) if _impairs_nats(kind, target, nats) else t
+        at = max(t, nats_busy_until + 1.0) if impairs_nats(kind, target, nats) else t
         hold = min(hold, duration_s - at)
         if at + pacing.hold_s[0] <= duration_s and (kind not in TARGETED_KINDS or target):
             faults.append(Fault(at_s=round(at, 2), kind=kind, hold_s=round(hold, 2), target=target, pick=pick))
-            if _impairs_nats(kind, target, nats):
+            if impairs_nats(kind, target, nats):
                 nats_busy_until = at + hold
         t += rng.uniform(*pacing.gap_s)
     return tuple(sorted(faults, key=lambda f: f.at_s))
