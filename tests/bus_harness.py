@@ -23,6 +23,15 @@ async def provisioned_bus(url: str, node_id: str = "node-a", settings: StreamSet
         await bus.close()
 
 
+def short_api_waits(bus: Bus, seconds: float) -> None:
+    """Every JetStream API call of `bus` (nats-py's own, default 5 s, and the reads', 10 s) gives up after `seconds`.
+
+    For tests of a server that is down: a call fails only once its wait runs out, so the defaults are waited out.
+    """
+    bus.api_timeout_s = seconds
+    bus.js = bus.nc.jetstream(timeout=seconds)
+
+
 def quick_spec(durable: str, **overrides: Any) -> ConsumerSpec:
     """A consumer spec whose pull requests expire fast, so stop() returns within a second."""
     # stop() waits for the open pull request to expire; the 5 s default would cost 5 s per test.

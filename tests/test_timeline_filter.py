@@ -83,7 +83,9 @@ async def test_each_items_and_models_timeline_equals_the_one_folded_from_the_who
 async def test_a_nodes_timeline_reads_its_own_subjects_and_what_judges_them_and_equals_the_whole_logs(nats_url: str) -> None:
     async with provisioned_bus(nats_url) as bus:
         await Publisher(bus).publish_many(_incident())
-        await Publisher(bus).publish_many(list(fleet_log(6_000)))  # 31 nodes, each writing its own reports
+        # 31 nodes, each writing its own reports. Each node's share of the log read is the same at 2,000 events as at
+        # 6,000 (within 0.02), and the longest timelines still hold hundreds of lines: more events bought only time.
+        await Publisher(bus).publish_many(list(fleet_log(2_000)))
 
         # The incident's nodes (a zombie's rejected completion, a stale leader's ignored assignment), a worker,
         # the trainer every batch is copied to, a node no event names, and the leader, which published (and
