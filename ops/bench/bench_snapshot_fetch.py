@@ -27,6 +27,7 @@ import asyncio
 import cProfile
 import pstats
 import statistics
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -97,10 +98,7 @@ async def profile(bus: Bus) -> None:
     await ours(bus)
     profiler.disable()
     log("cProfile of one load (ours), by internal time:")
-    stats = pstats.Stats(profiler)
-    stats.sort_stats("tottime")
-    stats.stream = __import__("sys").stderr
-    stats.print_stats(18)
+    pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(18)
 
 
 SIDES: dict[str, Callable[[Bus], Awaitable[int]]] = {"ours": ours, "ceiling": raw_chunks, "natspy": natspy_get}
