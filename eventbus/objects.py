@@ -316,7 +316,7 @@ async def fetch_to_file(
     writer = ChunkWriter(dest, limit=max(stored.size, expect_size or 0))
     try:
         if stored.size:
-            await _read_chunks(bus, stored, writer, idle_timeout_s)
+            await read_chunks(bus, stored, writer, idle_timeout_s)
         size, sha256 = await writer.finish()
     finally:
         await writer.close()
@@ -346,29 +346,30 @@ async def fetch_bytes(bus: Bus, bucket: str, name: str, *, idle_timeout_s: float
     of one chunk by two direct gets instead (eventbus/objectgets.py). Raises ObjectCorrupt,
     ObjectReplaced and BusUnavailable as `fetch_to_file` does.
     """
-    stored = await _stat_direct(bus, bucket, name)
+    stored = await stat_direct(bus, bucket, name)
     if stored is None:
         return None
-    data = await _one_chunk(bus, stored) if stored.chunks == 1 else None
-    read = len(data) if data is not None else 0
-    if data is None:
-        sink = _MemorySink(stored.size)
-        if stored.size:
-            await _read_chunks(bus, stored, sink, idle_timeout_s)
-        data, read = b"".join(sink.chunks), sink.size  # more than its size is counted, not kept
+    sink = _MemorySink(stored.size)
+    await fetch_chunks(bus, stored, sink, idle_timeout_s)
+    data, read = b"".join(sink.chunks), sink.size  # more than its size is counted, not kept
     sha256 = (hashlib.sha256(data).hexdigest() if len(data) <= INLINE_DIGEST_BYTES
               else await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest()))
-    if read != stored.size or sha256 != stored.sha256:
-        raise ObjectCorrupt(f"object {bucket}/{name} read {read} bytes with sha256 {sha256[:12]}, its digest says "
-                            f"{stored.size} bytes with sha256 {stored.sha256[:12]}", stored.nuid)
+    check_digest(stored, read, sha256)
     return data
+
+
+def check_digest(stored: StoredObject, read: int, sha256: str) -> None:
+    """Raises ObjectCorrupt unless `read` bytes hashing to `sha256` are what `stored`'s digest says."""
+    if read != stored.size or sha256 != stored.sha256:
+        raise ObjectCorrupt(f"object {stored.bucket}/{stored.name} read {read} bytes with sha256 {sha256[:12]}, its digest "
+                            f"says {stored.size} bytes with sha256 {stored.sha256[:12]}", stored.nuid)
 
 
 # Hashing this much takes ~0.1 ms: less than a thread's hop, so it is done on the loop.
 INLINE_DIGEST_BYTES = 256 * 1024
 
 
-async def _stat_direct(bus: Bus, bucket: str, name: str) -> StoredObject | None:
+async def stat_direct(bus: Bus, bucket: str, name: str) -> StoredObject | None:
     """`stat_object` by one direct get of the object's description (no stream info first); the usual way without direct gets."""
     try:
         data = await objectgets.last_message(bus, bucket, meta_subject(bucket, name))
@@ -385,7 +386,7 @@ async def _stat_direct(bus: Bus, bucket: str, name: str) -> StoredObject | None:
     return None if info.deleted else _stored(bucket, info)
 
 
-async def _one_chunk(bus: Bus, stored: StoredObject) -> bytes | None:
+async def one_chunk(bus: Bus, stored: StoredObject) -> bytes | None:
     """The content of an object of one chunk by a direct get; None: read it by a consumer (no direct gets)."""
     try:
         data = await objectgets.last_message(bus, stored.bucket, objectgets.chunk_subject(stored.bucket, stored.nuid))
@@ -394,6 +395,15 @@ async def _one_chunk(bus: Bus, stored: StoredObject) -> bytes | None:
     if data is None:  # a new version (or a delete) purged this one's chunk since its description was read
         raise ObjectReplaced(f"object {stored.bucket}/{stored.name} was replaced while being read")
     return None if data is objectgets.NOT_DIRECT else data  # type: ignore[return-value]
+
+
+async def fetch_chunks(bus: Bus, stored: StoredObject, sink: ChunkSink, idle_timeout_s: float) -> None:
+    """Every chunk of `stored` to `sink`: one chunk by a direct get, several (or no direct gets) by a consumer."""
+    data = await one_chunk(bus, stored) if stored.chunks == 1 else None
+    if data is not None:
+        await sink.write(data)
+    elif stored.size:
+        await read_chunks(bus, stored, sink, idle_timeout_s)
 
 
 class _MemorySink:
@@ -411,11 +421,14 @@ class _MemorySink:
         return None
 
 
-class _Sink(Protocol):
+class ChunkSink(Protocol):
+    """Where `read_chunks` hands each chunk, in order; a failure it returns ends the read."""
+
     async def write(self, data: bytes) -> BaseException | None: ...
 
 
-async def _read_chunks(bus: Bus, stored: StoredObject, writer: _Sink, idle_timeout_s: float) -> None:
+async def read_chunks(bus: Bus, stored: StoredObject, writer: ChunkSink, idle_timeout_s: float) -> None:
+    """Every chunk of `stored` to `writer`, by one ordered push consumer; raises as `fetch_to_file` does."""
     # Done when the consumer says nothing is pending; a tampered object with extra chunks
     # is read to its end and then fails the size check.
     done: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -19,6 +19,7 @@ REQUIRED: Mapping[str, str] = {
     "nkeys": "nkeys",  # node keys: connecting with credentials signs with them
     "msgspec": "msgspec",
     "immutables": "immutables",  # the folds' persistent maps (projections/pmap.py)
+    "zstandard": "zstandard",  # snapshots' codec (eventbus/snapshotinflate.py)
     "yaml": "PyYAML",
     "psutil": "psutil",
     "opentelemetry": "opentelemetry-sdk",

@@ -2,12 +2,14 @@
 
 bench_forensics times whole cold starts on a server; this folds bench_projection's fleet log in
 process (no server: the figures the machine's load moves least) and, at each `--at` point, takes
-the API's bundle snapshot as the services load it: its msgpack and deflated bytes (zlib level 3,
-as eventbus/snapshots.py stores it), the CPU of encoding, deflating, inflating, decoding
+the API's bundle snapshot as the services load it: its msgpack and stored bytes (compressed as
+eventbus/snapshots.py stores it: zstd level 3 since "The API's bundle fetched" in README.md, zlib level
+3 before; the keys still say "deflated", "deflate_s", "inflate_s" so that runs compare across the
+change), the CPU of encoding, compressing, decompressing, decoding
 (projections/snapshot.py, collector paused as the services run it) and settling every lazy value
 (`pmap.settle`, what a service does after the load); then each part's bytes, and each field of a
 part (a large one with its decode and settle CPU), so what grows with the log can be named. Timings are best of `--repeat` in process CPU.
-Fetching is not measured here: the chunk reader moves ~230 MB/s of deflated bytes (NATS-NOTES).
+Fetching is not measured here: bench_snapshot_fetch times it on a server.
 With --services, each service's load of what it keeps (inflate, decode, settle) from the whole
 bundle against its parts saved on their own (the API saves them beside the bundle).
 Run: python -m ops.bench.bench_snapshot_parts --at 1000000,2000000 [--repeat 3] [--fields] [--services]
@@ -17,20 +19,20 @@ from __future__ import annotations
 
 import argparse
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgspec
 
 from eventbus.gcpause import without_gc
+from eventbus.snapshots import packed as stored_form
+from eventbus.snapshots import unpacked
 from ops.bench.bench_projection import fleet_log
 from ops.bench.common import emit, log
 from projections import bundle, pmap, wire
 from projections.bucketmap import BucketMap
 from projections.snapshot import decode_snapshot, encode_snapshot
 
-LEVEL = 3  # eventbus/snapshots.py's
 _encoder = msgspec.msgpack.Encoder(enc_hook=pmap.enc_hook)
 
 
@@ -54,9 +56,9 @@ def best(repeat: int, action: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def sizes(value: Any) -> dict[str, int]:
-    """msgpack and deflated bytes of `value`."""
+    """msgpack and stored (compressed) bytes of `value`."""
     packed = _encoder.encode(value)
-    return {"msgpack": len(packed), "deflated": len(zlib.compress(packed, LEVEL))}
+    return {"msgpack": len(packed), "deflated": len(stored_form(packed))}
 
 
 def part_costs(value: Any, repeat: int, kind: Any = None, by_key: bool = False) -> dict[str, float]:
@@ -70,7 +72,7 @@ def part_costs(value: Any, repeat: int, kind: Any = None, by_key: bool = False) 
 
     decode_s, _ = best(repeat, lambda: without_gc(wire.decode, packed, kind, by_key))
     settle_s, _ = best(repeat, lambda: without_gc(settled))
-    return {"msgpack": len(packed), "deflated": len(zlib.compress(packed, LEVEL)), "decode_s": decode_s,
+    return {"msgpack": len(packed), "deflated": len(stored_form(packed)), "decode_s": decode_s,
             "settle_s": max(settle_s - decode_s, 0.0)}
 
 
@@ -100,13 +102,13 @@ def _settled(data: bytes) -> None:
 def snapshot_costs(state: bundle.ProjectionSet, repeat: int) -> dict[str, Any]:
     """Bytes of the bundle snapshot and CPU of each step a service's load takes, best of `repeat`."""
     encode_s, data = best(repeat, lambda: encode_snapshot(bundle.PROJECTION, state))
-    deflate_s, stored = best(repeat, lambda: zlib.compress(data, LEVEL))
-    inflate_s, _ = best(repeat, lambda: zlib.decompress(stored))
+    deflate_s, stored = best(repeat, lambda: stored_form(data))
+    inflate_s, _ = best(repeat, lambda: unpacked(stored))
     decode_s, loaded = best(repeat, lambda: without_gc(decode_snapshot, bundle.PROJECTION, data))
     assert loaded is not None, "the bundle snapshot did not decode"
     settle_s, _ = best(repeat, lambda: without_gc(_settled, data))
     hash_encode_s, hashed = best(repeat, lambda: _hash_encoder.encode(state))
-    hash_deflate_s, hashed_stored = best(repeat, lambda: zlib.compress(hashed, LEVEL))
+    hash_deflate_s, hashed_stored = best(repeat, lambda: stored_form(hashed))
     hash_decode_s, _ = best(repeat, lambda: without_gc(decode_snapshot, bundle.PROJECTION, data[:len(data) - len(hashed)] + hashed))
     return {"msgpack": len(data), "deflated": len(stored), "encode_s": encode_s, "deflate_s": deflate_s,
             "inflate_s": inflate_s, "decode_s": decode_s, "settle_s": max(settle_s - decode_s, 0.0),
@@ -120,15 +122,15 @@ SERVICES = {"distributor_agent": ("models", "cluster"), "distribution_loop": ("m
 
 
 def _load(projection: Any, stored: bytes) -> Any:
-    loaded = decode_snapshot(projection, zlib.decompress(stored))
+    loaded = decode_snapshot(projection, unpacked(stored))
     assert loaded is not None, f"the {projection.name} snapshot did not decode"
     return loaded.state
 
 
 def service_loads(state: bundle.ProjectionSet, repeat: int) -> dict[str, dict[str, float]]:
     """CPU of inflating, decoding and settling what each service keeps: from the whole bundle, and from its parts' own snapshots."""
-    whole = zlib.compress(encode_snapshot(bundle.PROJECTION, state), LEVEL)
-    own = {name: zlib.compress(encode_snapshot(bundle.PARTS[name], getattr(state, name)), LEVEL) for name in bundle.PARTS}
+    whole = stored_form(encode_snapshot(bundle.PROJECTION, state))
+    own = {name: stored_form(encode_snapshot(bundle.PARTS[name], getattr(state, name))) for name in bundle.PARTS}
     out = {}
     for service, names in SERVICES.items():
         def from_bundle(names: tuple[str, ...] = names) -> None:
