@@ -59,6 +59,17 @@ def _lives(count: int) -> list[ev.Event]:
     return log
 
 
+def _lives_folded_opened(monkeypatch: pytest.MonkeyPatch) -> bundle.ProjectionSet:
+    """Eight lives folded with the maps opened at once, part by part against each part's own fold; the set folded."""
+    _open_at_once(monkeypatch)
+    for start in STARTS:
+        _part_by_part(start, records(_lives(8)), reads={20, 41})
+    state = Folder(bundle.PROJECTION)
+    for record in records(_lives(8)):
+        state(record)
+    return state.state
+
+
 def test_a_data_fold_raising_after_its_first_writes_is_undone_and_recorded_as_its_own_fold_records_it(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # `_touched` runs after a report's and a copy's own writes (the batch, its transfer): raising there
@@ -70,14 +81,9 @@ def test_a_data_fold_raising_after_its_first_writes_is_undone_and_recorded_as_it
             raise RuntimeError("disk on fire")
         return touched(state, batch_id, seq)
 
-    _open_at_once(monkeypatch)
     monkeypatch.setattr(data, "_touched", failing)
-    for start in STARTS:
-        _part_by_part(start, records(_lives(8)), reads={20, 41})
-    state = Folder(bundle.PROJECTION)
-    for record in records(_lives(8)):
-        state(record)
-    assert state.state.data.anomaly_count >= 2 and "bw-3" not in state.state.data.transfers
+    state = _lives_folded_opened(monkeypatch)
+    assert state.data.anomaly_count >= 2 and "bw-3" not in state.data.transfers
 
 
 def test_a_work_fold_raising_after_its_first_writes_is_undone_and_recorded_as_its_own_fold_records_it(
@@ -92,15 +98,10 @@ def test_a_work_fold_raising_after_its_first_writes_is_undone_and_recorded_as_it
             raise RuntimeError("disk on fire")
         return recounted(counts, was, now)
 
-    _open_at_once(monkeypatch)
     monkeypatch.setattr(work, "_recounted", failing)
-    for start in STARTS:
-        _part_by_part(start, records(_lives(8)), reads={20, 41})
-    state = Folder(bundle.PROJECTION)
-    for record in records(_lives(8)):
-        state(record)
-    assert state.state.work.anomaly_count == 8 and not state.state.work.completions
-    assert all(item.status is work.WorkStatus.RUNNING for item in state.state.work.items.values())
+    state = _lives_folded_opened(monkeypatch)
+    assert state.work.anomaly_count == 8 and not state.work.completions
+    assert all(item.status is work.WorkStatus.RUNNING for item in state.work.items.values())
 
 
 def test_a_read_freezes_the_maps_and_a_reader_every_few_events_never_opens_them() -> None:
