@@ -109,7 +109,7 @@ assert all(setstep.FOLDED[kind] == {name for name, _ in _ROUTES_BY_KIND[kind]} f
 def _part_folded(parts: dict[str, Any], name: str, event: Event, seq: int) -> None:
     """One part after one event by its own fold; what `total` does on an error: recorded as its anomaly.
 
-    A step that declined or raised may have written the data part's open maps: undone first.
+    A step that declined or raised may have written the part's open maps: undone first.
     """
     journal = _journal(parts, name)
     if journal:
@@ -122,20 +122,25 @@ def _part_folded(parts: dict[str, Any], name: str, event: Event, seq: int) -> No
         parts[name] = failed(parts[name], seq, event, exc)
 
 
+# The parts whose maps a rebuild holds as plain dicts while the set is held open (projections/dictmap.py),
+# and which maps: each fold reads them by key or `readers`, writes them only by `set` and `remove`, and
+# never reads a map of a state it has replaced by a write (the condition `data.OPEN_MAPS` states).
+OPEN_PARTS: dict[str, tuple[str, ...]] = {"data": data.OPEN_MAPS, "work": work.DICT_MAPS}
+
+
 def _journal(parts: dict[str, Any], name: str) -> dictmap.Journal | None:
     """The journal of the part's open maps (`_OpenSet`), None while they are persistent."""
-    if name != "data":
-        return None
-    return dictmap.journal_of(parts["data"].batches)
+    fields = OPEN_PARTS.get(name)
+    return None if fields is None else dictmap.journal_of(getattr(parts[name], fields[0]))
 
 
 _STEPS = setstep.STEPS  # by event class: a module global, read once per event
 
 
-# While the set is held open, the data part's maps become plain dicts (projections/dictmap.py) once
-# this many events were folded unread and the maps hold at most OPEN_ENTRIES_PER_EVENT entries per
-# such event: copying them in, and freezing them when the set is read, then costs a bounded
-# amount per event folded, so a live reader that reads the set every few events never opens them.
+# While the set is held open, the maps OPEN_PARTS names become plain dicts (projections/dictmap.py)
+# once this many events were folded unread and a part's maps hold at most OPEN_ENTRIES_PER_EVENT
+# entries per such event: copying them in, and freezing them when the set is read, then costs a
+# bounded amount per event folded, so a live reader that reads the set every few events never opens them.
 DICTS_AFTER = 1024  # a power of two: tested as a mask
 OPEN_ENTRIES_PER_EVENT = 4
 
@@ -144,7 +149,7 @@ class _OpenSet:
     """A ProjectionSet held apart while many events are folded (Folder): each event goes to the
     parts that read it, and the set is built once when read, not once per event as `apply` does."""
 
-    __slots__ = ("_set", "_parts", "_seq", "_ts", "_journal", "_unread")
+    __slots__ = ("_set", "_parts", "_seq", "_ts", "_journals", "_unread")
 
     def __init__(self, state: ProjectionSet) -> None:
         self._set = state
@@ -152,13 +157,16 @@ class _OpenSet:
         self._seq = state.last_seq
         self._ts = state.last_ts
         setstep.shared(self._parts)
-        self._journal: dictmap.Journal = []  # the data part's writes in the current event, while its maps are dicts
+        # Per part in OPEN_PARTS, its writes in the current event while its maps are dicts: a part's
+        # failing fold undoes its own writes alone, never another part's of the same event.
+        self._journals: dict[str, dictmap.Journal] = {name: [] for name in OPEN_PARTS}
         self._unread = 0
 
     def apply(self, event: Event, seq: int) -> None:
         """What `apply` does, part by part (each part's fold is total), a work event in one step for its parts."""
         parts = self._parts
-        self._journal.clear()  # an event's fold undoes only its own writes
+        for journal in self._journals.values():
+            journal.clear()  # an event's fold undoes only its own writes
         step = _STEPS.get(type(event))
         if step is not None:
             step(parts, event, seq, _part_folded)
@@ -167,25 +175,27 @@ class _OpenSet:
                 try:
                     parts[name] = fold(parts[name], event, seq)
                 except Exception as exc:  # noqa: BLE001 - what `total` does: recorded as the part's anomaly, folding goes on
-                    if name == "data":
-                        dictmap.undo(self._journal)
+                    journal = self._journals.get(name)
+                    if journal is not None:
+                        dictmap.undo(journal)
                     parts[name] = failed(parts[name], seq, event, exc)
         self._seq = seq
         self._ts = event.ts or self._ts
         self._unread += 1
         if not self._unread & (DICTS_AFTER - 1):
-            self._open_data()
+            self._open_maps()
 
-    def _open_data(self) -> None:
-        held: data.DataState = self._parts["data"]
-        if dictmap.journal_of(held.batches) is not None or not dictmap.openable(held, data.OPEN_MAPS):
-            return
-        if sum(len(getattr(held, name)) for name in data.OPEN_MAPS) <= OPEN_ENTRIES_PER_EVENT * self._unread:
-            self._parts["data"] = dictmap.opened(held, data.OPEN_MAPS, self._journal)
+    def _open_maps(self) -> None:
+        for name, fields in OPEN_PARTS.items():
+            held = self._parts[name]
+            if _journal(self._parts, name) is not None or not dictmap.openable(held, fields):
+                continue
+            if sum(len(getattr(held, field)) for field in fields) <= OPEN_ENTRIES_PER_EVENT * self._unread:
+                self._parts[name] = dictmap.opened(held, fields, self._journals[name])
 
     def state(self) -> ProjectionSet:
         """The set after every event folded so far, every map persistent."""
-        parts = {**self._parts, "data": dictmap.frozen(self._parts["data"], data.OPEN_MAPS)}
+        parts = {**self._parts, **{name: dictmap.frozen(self._parts[name], fields) for name, fields in OPEN_PARTS.items()}}
         return msgspec.structs.replace(self._set, last_seq=self._seq, last_ts=self._ts, **parts)
 
     def work(self) -> work.WorkState:

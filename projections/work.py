@@ -451,6 +451,11 @@ def is_open(item: WorkItem | None) -> bool:
     return item is not None and item.status not in TERMINAL
 
 
+# The maps the bundle's rebuild may hold as plain dicts (projections/dictmap.py, the bundle's open set):
+# the fold and its retirement read them by key or `readers`, write them only by `set` and `remove`, and
+# never read a map of a state they have already replaced by a write.
+DICT_MAPS = ("items", "completions")
+
 # The maps this fold writes on nearly every event, which the scheduler queue's folding holder keeps open
 # (projections/openmap.py).
 OPEN_MAPS: Spec = {"items": None, "completions": None, "retired": {"buckets": None}}

@@ -1,4 +1,4 @@
-"""The bundle's data part with its maps as plain dicts while the set is held open: every part as its own fold leaves it (pure, no server)."""
+"""The bundle's data and work parts with their maps as plain dicts while the set is held open: every part as its own fold leaves it (pure, no server)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from eventbus import events as ev
 from eventbus.history import Record
-from projections import bundle, data, dictmap
+from projections import bundle, data, dictmap, work
 from projections.base import Folder
 from projections.pmap import PMap
 from tests.test_projections import LOGS, PROPERTY, _spoiled, records
@@ -20,24 +20,25 @@ from tests.test_set_step import STARTS, _healthy_life, _part_by_part
 
 
 def _open_at_once(patch: pytest.MonkeyPatch) -> None:
-    """The data part's maps opened after every event, whatever they hold (a rebuild waits for 1024 events)."""
+    """The parts' maps opened after every event, whatever they hold (a rebuild waits for 1024 events)."""
     patch.setattr(bundle, "DICTS_AFTER", 1)
     patch.setattr(bundle, "OPEN_ENTRIES_PER_EVENT", 10**9)
 
 
 def _logs_opened(stored: list[Record], start: bundle.ProjectionSet, reads: set[int]) -> None:
-    """`_part_by_part`, and the data part's maps did open (as dicts) while nothing read the set."""
-    opened: list[bool] = []
+    """`_part_by_part`, and the data and work parts' maps did open (as dicts) while nothing read the set."""
+    opened: list[tuple[bool, bool]] = []
     apply = bundle._OpenSet.apply
 
     def noting(held: Any, event: ev.Event, seq: int) -> None:
         apply(held, event, seq)
-        opened.append(type(held._parts["data"].batches) is dictmap.DictMap)
+        opened.append((type(held._parts["data"].batches) is dictmap.DictMap, type(held._parts["work"].items) is dictmap.DictMap))
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(bundle._OpenSet, "apply", noting)
         _part_by_part(start, stored, reads)
-    assert not opened or opened[-1] or not dictmap.openable(start.data, data.OPEN_MAPS)
+    assert not opened or opened[-1][0] or not dictmap.openable(start.data, data.OPEN_MAPS)
+    assert not opened or opened[-1][1] or not dictmap.openable(start.work, work.DICT_MAPS)
 
 
 @PROPERTY
@@ -58,6 +59,17 @@ def _lives(count: int) -> list[ev.Event]:
     return log
 
 
+def _lives_folded_opened(monkeypatch: pytest.MonkeyPatch) -> bundle.ProjectionSet:
+    """Eight lives folded with the maps opened at once, part by part against each part's own fold; the set folded."""
+    _open_at_once(monkeypatch)
+    for start in STARTS:
+        _part_by_part(start, records(_lives(8)), reads={20, 41})
+    state = Folder(bundle.PROJECTION)
+    for record in records(_lives(8)):
+        state(record)
+    return state.state
+
+
 def test_a_data_fold_raising_after_its_first_writes_is_undone_and_recorded_as_its_own_fold_records_it(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # `_touched` runs after a report's and a copy's own writes (the batch, its transfer): raising there
@@ -69,14 +81,27 @@ def test_a_data_fold_raising_after_its_first_writes_is_undone_and_recorded_as_it
             raise RuntimeError("disk on fire")
         return touched(state, batch_id, seq)
 
-    _open_at_once(monkeypatch)
     monkeypatch.setattr(data, "_touched", failing)
-    for start in STARTS:
-        _part_by_part(start, records(_lives(8)), reads={20, 41})
-    state = Folder(bundle.PROJECTION)
-    for record in records(_lives(8)):
-        state(record)
-    assert state.state.data.anomaly_count >= 2 and "bw-3" not in state.state.data.transfers
+    state = _lives_folded_opened(monkeypatch)
+    assert state.data.anomaly_count >= 2 and "bw-3" not in state.data.transfers
+
+
+def test_a_work_fold_raising_after_its_first_writes_is_undone_and_recorded_as_its_own_fold_records_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A completion writes `completions` and `items` before it recounts the item's status: raising there
+    # leaves the item completed in the open dicts unless they are undone before the work fold folds the
+    # event again (and raises again, recorded as its anomaly).
+    recounted = work._recounted
+
+    def failing(counts: dict[str, int], was: work.WorkStatus | None, now: work.WorkStatus) -> dict[str, int]:
+        if now is work.WorkStatus.COMPLETED:
+            raise RuntimeError("disk on fire")
+        return recounted(counts, was, now)
+
+    monkeypatch.setattr(work, "_recounted", failing)
+    state = _lives_folded_opened(monkeypatch)
+    assert state.work.anomaly_count == 8 and not state.work.completions
+    assert all(item.status is work.WorkStatus.RUNNING for item in state.work.items.values())
 
 
 def test_a_read_freezes_the_maps_and_a_reader_every_few_events_never_opens_them() -> None:
@@ -85,10 +110,13 @@ def test_a_read_freezes_the_maps_and_a_reader_every_few_events_never_opens_them(
     for record in stored[:bundle.DICTS_AFTER]:
         folder(record)
     assert type(folder._open._inner._parts["data"].batches) is dictmap.DictMap  # type: ignore[union-attr]
+    assert type(folder._open._inner._parts["work"].items) is dictmap.DictMap  # type: ignore[union-attr]
     assert all(type(getattr(folder.state.data, name)) is PMap for name in data.OPEN_MAPS)
+    assert all(type(getattr(folder.state.work, name)) is PMap for name in work.DICT_MAPS)
     live, per_event = Folder(bundle.PROJECTION), Folder(dataclasses.replace(bundle.PROJECTION, folding=None))
     for record in stored:
         live(record)
         per_event(record)
         assert all(type(getattr(live.state.data, name)) is PMap for name in data.OPEN_MAPS)
+        assert all(type(getattr(live.state.work, name)) is PMap for name in work.DICT_MAPS)
     assert live.state == per_event.state
