@@ -175,9 +175,9 @@ class _OpenSet:
                 try:
                     parts[name] = fold(parts[name], event, seq)
                 except Exception as exc:  # noqa: BLE001 - what `total` does: recorded as the part's anomaly, folding goes on
-                    journal = self._journals.get(name)
-                    if journal is not None:
-                        dictmap.undo(journal)
+                    part_journal = self._journals.get(name)
+                    if part_journal is not None:
+                        dictmap.undo(part_journal)
                     parts[name] = failed(parts[name], seq, event, exc)
         self._seq = seq
         self._ts = event.ts or self._ts
