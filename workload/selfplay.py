@@ -13,12 +13,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from servicekit.filehash import sha256_file
 from workload import report
 from workload.batched import BatchEvaluateFn, game_rngs, play_games, uniform_batch
 from workload.game import UnsupportedConfig, board_spec, encode, new_game, play
 from workload.mcts import EvaluateFn, choose, search
+from workload.net import BatchEvaluator, device_or_fail, load_checkpoint
 
 
 def play_game(spec_name: str, evaluate: EvaluateFn, sims: int, rng: np.random.Generator,
@@ -56,19 +58,6 @@ def play_all(board: str, evaluate: BatchEvaluateFn, sims: int, games: int, paral
     return planes, policies, values
 
 
-def net_evaluator(model: Path, device: str) -> BatchEvaluateFn:
-    """The checkpoint's net as a batch evaluator."""
-    # torch is imported only here: a search without a net (--model none, every job before the first promotion)
-    # needs none of it, and importing it was 4.9 of the 5.3 s of CPU such a job took (ops/bench/README.md).
-    import torch
-
-    from workload.net import BatchEvaluator, device_or_fail, load_checkpoint
-
-    torch.set_num_threads(1)
-    net, _ = load_checkpoint(model)
-    return BatchEvaluator(net, device_or_fail(device))
-
-
 def main(argv: list[str] | None = None) -> None:
     """Play games and write one NPZ batch."""
     ap = argparse.ArgumentParser(description=__doc__)
@@ -85,9 +74,11 @@ def main(argv: list[str] | None = None) -> None:
         board_spec(args.board, args.num_players)
     except UnsupportedConfig as exc:
         report.fail(str(exc))
+    torch.set_num_threads(1)
     evaluate: BatchEvaluateFn = uniform_batch
     if args.model not in ("", "none") and Path(args.model).exists():
-        evaluate = net_evaluator(Path(args.model), args.device)
+        net, _ = load_checkpoint(Path(args.model))
+        evaluate = BatchEvaluator(net, device_or_fail(args.device))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
