@@ -106,10 +106,10 @@ def _bring_up(root: Path, plan: FleetPlan, workload: Workload, timeout_s: float)
     # exist before a scheduler leader can see the host's heartbeats and assign to it.
     workers = [h for h in plan.hosts if h.kind == "worker"]
     state = _started(root, state, [launch.start_services(plan, h) for h in workers])
-    ready.wait_for("the worker hosts' services (rr services)", lambda: not ready.missing_services(plan, workers),
+    ready.wait_for("the worker hosts' services (micro discovery, as rr services)", lambda: not ready.missing_services(plan, workers),
                    _left(timeout_s, started), 1.0)
     state = _started(root, state, [launch.start_services(plan, h) for h in plan.nats_hosts()])
-    ready.wait_for("every host's services (rr services)", lambda: not ready.missing_services(plan), _left(timeout_s, started), 1.0)
+    ready.wait_for("every host's services (micro discovery, as rr services)", lambda: not ready.missing_services(plan), _left(timeout_s, started), 1.0)
     ready.wait_for("a scheduler leader (rr leader)", lambda: ready.scheduler_leader(plan) is not None, 60, 1.0)
     save(root, msgspec.structs.replace(state, ready=True))
     _say(f"fleet {run_id}: ready in {time.monotonic() - started:.0f}s")

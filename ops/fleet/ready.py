@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -9,9 +10,12 @@ import sys
 import time
 from collections.abc import Callable
 
+from eventbus.connection import connect
+from eventbus.errors import BusError
+from eventbus.micro import discover
 from ops.fleet.launch import admin_credentials, decode_rows, operator_config
 from ops.fleet.plan import NATS_PORT, FleetError, FleetPlan, HostPlan
-from servicekit.auth.credentials import CREDENTIALS_ENV
+from servicekit.auth.credentials import CREDENTIALS_ENV, NatsCredentials, connect_options, credentials_from_env
 
 
 def operator_env(plan: FleetPlan) -> dict[str, str]:
@@ -50,10 +54,24 @@ def streams_provisioned(plan: FleetPlan) -> bool:
 
 
 def missing_services(plan: FleetPlan, hosts: list[HostPlan] | None = None) -> list[str]:
-    """`host/service` of every planned service (of `hosts`, default all) that does not answer `rr services` yet."""
-    done = rr(plan, "services", "--json", "--timeout", "2")
-    running = {(str(r.get("node")), str(r.get("name"))) for r in decode_rows(done.stdout) if isinstance(r, dict)}
+    """`host/service` of every planned service (of `hosts`, default all) that does not answer discovery yet (blocking)."""
+    # The discovery `rr services` makes ($SRV.INFO), made in this process: an `rr` child per look cost 0.8 s of CPU
+    # importing the CLI, beside the services starting up on the same cores (ops/bench/README.md).
+    running = asyncio.run(_answering(plan, credentials_from_env(operator_env(plan))))
     return [f"{h.name}/{s}" for h in (plan.hosts if hosts is None else hosts) for s in h.services if (h.node_id, f"rr-{s}") not in running]
+
+
+async def _answering(plan: FleetPlan, creds: NatsCredentials | None) -> set[tuple[str, str]]:
+    """(node, micro service name) of every service answering discovery; none when the cluster cannot be reached."""
+    try:
+        bus = await connect(plan.nats_urls(), node_id="fleet-operator", name="rr-fleet-ready", **connect_options(creds))
+    except BusError:
+        return set()
+    try:
+        infos = await discover(bus, timeout=2.0)
+    finally:
+        await bus.close()
+    return {((info.metadata or {}).get("node", "?"), info.name) for info in infos}
 
 
 def scheduler_leader(plan: FleetPlan) -> str | None:
