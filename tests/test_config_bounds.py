@@ -18,7 +18,8 @@ POSITIVE = {
                      "store_gc_interval_s"),
     "sync": ("max_batch_age_h", "plan_interval_s", "retry_after_s", "retry_max_s", "transfer_timeout_s", "poll_initial_s",
              "poll_max_s", "idle_timeout_s", "store_ttl_h"),
-    "worker": ("grace_s", "default_timeout_s", "progress_interval_s", "watch_interval_s", "gpu_sample_s", "shutdown_grace_s"),
+    "worker": ("grace_s", "default_timeout_s", "progress_interval_s", "watch_interval_s", "gpu_sample_s", "shutdown_grace_s",
+               "pull_expires_s"),
 }
 CASES = [(section, key, value) for section, keys in POSITIVE.items() for key in keys for value in (0, -1.5)]
 

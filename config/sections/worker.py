@@ -38,6 +38,9 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     data_wait_s: float = 600.0  # a training job waits this long for its batches to be synced to this node
     candidate_wait_s: float = 300.0  # an evaluation waits this long for its candidate to reach the models bucket
     watch_interval_s: float = 1.0  # how often running jobs are checked for timeouts, stuck and runaways
+    # How long each pull request of the worker's consumers lasts: a stop waits for the open one to
+    # expire, so a shorter one stops sooner at the price of more requests while idle.
+    pull_expires_s: float = 2.0
 
     def __post_init__(self) -> None:
         for key, template in self.templates.items():
@@ -46,7 +49,7 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
             except TemplateError as exc:
                 raise ValueError(str(exc).removeprefix("worker.")) from None
         require_positive(self, "grace_s", "default_timeout_s", "progress_interval_s", "watch_interval_s", "gpu_sample_s",
-                         "shutdown_grace_s", more={f"timeouts_s.{k}": v for k, v in self.timeouts_s.items()})
+                         "shutdown_grace_s", "pull_expires_s", more={f"timeouts_s.{k}": v for k, v in self.timeouts_s.items()})
         if self.max_processes < 1 or self.max_parallel_jobs < 1 or self.stderr_tail_bytes < 1:
             raise ValueError("max_processes, max_parallel_jobs and stderr_tail_bytes must be >= 1")
         if self.stuck_after_s < 0:

@@ -43,7 +43,7 @@ from services.worker.runner import Attempt, AttemptRunner, WorkerPaths, cannot_w
 log = logging.getLogger(__name__)
 
 WORKER_STOPPED = "worker stopping"
-CONSUMER_EXPIRES_S = 2.0  # pull requests this long: a stop waits for the open one to expire
+CONSUMER_EXPIRES_S = WorkerSettings().pull_expires_s  # the specs' pull requests unless the worker's settings say
 # How often the fence is saved for the next start, which reads the elections after it: one
 # crash costs the next start a read of this long a stretch of the log, not of all of it.
 FENCE_SAVE_INTERVAL_S = 600.0
@@ -63,17 +63,17 @@ def hosts_parallel_jobs(config: RrConfig, node: str) -> int | None:
     return entry.max_parallel_jobs if entry is not None else None
 
 
-def assignments_spec(node: str) -> ConsumerSpec:
+def assignments_spec(node: str, pull_expires_s: float = CONSUMER_EXPIRES_S) -> ConsumerSpec:
     """The worker's durable consumer of assignments, from when it was first created."""
-    return _one_type_spec(node_consumer("worker", node), "WORK_ASSIGNED")
+    return _one_type_spec(node_consumer("worker", node), "WORK_ASSIGNED", pull_expires_s)
 
 
-def cancels_spec(node: str) -> ConsumerSpec:
+def cancels_spec(node: str, pull_expires_s: float = CONSUMER_EXPIRES_S) -> ConsumerSpec:
     """The worker's durable consumer of cancels, from when it was first created."""
-    return _one_type_spec(node_consumer("worker_cancels", node), "WORK_CANCELLED")
+    return _one_type_spec(node_consumer("worker_cancels", node), "WORK_CANCELLED", pull_expires_s)
 
 
-def _one_type_spec(durable: str, type_name: str) -> ConsumerSpec:
+def _one_type_spec(durable: str, type_name: str, pull_expires_s: float) -> ConsumerSpec:
     # One filter per durable: a consumer with several filters, one of them a busy type, costs the
     # server seconds of CPU to set up anywhere behind a year's log's end (ops/bench/README.md,
     # "The worker's consumers at 22M"); one such filter alone is answered from its subject index.
@@ -82,7 +82,7 @@ def _one_type_spec(durable: str, type_name: str) -> ConsumerSpec:
         filter_subjects=(type_filter(type_name),),
         # A node that never ran a worker has no business with assignments made before it existed.
         deliver="new",
-        pull_expires_s=CONSUMER_EXPIRES_S,
+        pull_expires_s=pull_expires_s,
     )
 
 
@@ -98,9 +98,11 @@ class Worker:
         self._attempts: dict[AttemptKey, Attempt] = {}
         self._book = RecordBook(paths.records_file, str(jobs_file_for(ctx.config, ctx.node_id, env, Path.home())))
         self._tasks: asyncio.TaskGroup | None = None
+        expires = self._settings.pull_expires_s
         self.assignments = ctx.observed.consumer(
-            EventConsumer(ctx.bus, assignments_spec(self._node), {WorkAssigned: self._on_assigned}))
-        self.cancels = ctx.observed.consumer(EventConsumer(ctx.bus, cancels_spec(self._node), {WorkCancelled: self._on_cancelled}))
+            EventConsumer(ctx.bus, assignments_spec(self._node, expires), {WorkAssigned: self._on_assigned}))
+        self.cancels = ctx.observed.consumer(
+            EventConsumer(ctx.bus, cancels_spec(self._node, expires), {WorkCancelled: self._on_cancelled}))
         self.runner = AttemptRunner(
             publisher=ctx.publisher, node=self._node, settings=self._settings, paths=paths, book=self._book,
             env=child_env(env), python=self._settings.python or sys.executable, slots=slots,
@@ -132,7 +134,7 @@ class Worker:
             await self._ctx.stopping.wait()
             for attempt in list(self._attempts.values()):
                 attempt.request_stop(WORKER_STOPPED, self._settings.shutdown_grace_s, hand_back=True)
-            await asyncio.gather(*(c.stop(timeout=CONSUMER_EXPIRES_S + 2) for c in (self.assignments, self.cancels)))
+            await asyncio.gather(*(c.stop(timeout=self._settings.pull_expires_s + 2) for c in (self.assignments, self.cancels)))
             await self._fences.save()
             for task in consuming:
                 task.cancel()

@@ -61,9 +61,11 @@ async def watching(bus: Bus) -> AsyncIterator[EventLog]:
 
 
 def worker_settings(tmp_path: Path, **overrides: Any) -> WorkerSettings:
-    """Settings for a test worker: data under tmp_path, short grace and watch interval."""
+    """Settings for a test worker: data under tmp_path, short grace, watch interval and pull requests."""
+    # Short pulls: the worker's stop waits out its open pull request (2 s by default) at every test's end.
     values: dict[str, Any] = {"data_dir": str(tmp_path / "data"), "grace_s": 2.0, "watch_interval_s": 0.1,
-                              "shutdown_grace_s": 1.0, "progress_interval_s": 10.0, "gpu_idle_check": False}
+                              "shutdown_grace_s": 1.0, "progress_interval_s": 10.0, "gpu_idle_check": False,
+                              "pull_expires_s": 0.25}
     values.update(overrides)
     return WorkerSettings(**values)
 
