@@ -37,6 +37,9 @@ scheduler:
 pipeline:
   min_new_samples: 500
   evaluation_games: 10
+  # The test's own gate: the first candidate (21-70% against the anchor in four measured runs) passes it in one
+  # round. The default gate's strength is tested in tests/test_workload_gate.py.
+  gate: {{elo0: -600, elo1: -300, max_games: 60}}
 telemetry: {{exporter: otlp, endpoint: "{endpoint}", metrics: false}}
 """
 RUN_TIMEOUT_S = 480  # bring-up, the loop (420 s at most) and the stop, paid by the module's first test
@@ -86,7 +89,7 @@ def test_rr_up_runs_selfplay_training_evaluation_promotion_and_distribution_by_i
     promoted = next(e for e in log if isinstance(e, ModelPromoted))
     assert (promoted.board_type, promoted.num_players, promoted.generation) == ("square8", 2, 1)
     assert promoted.epoch is not None  # a leader's decision, fenced
-    # The gate: the SPRT showed the first generation stronger than the pure-search anchor at equal simulations.
+    # The gate: the SPRT (the test's lenient bounds) accepted the first generation against the pure-search anchor.
     gate = next(e for e in log if isinstance(e, EvaluationComplete) and e.model_id == promoted.model_id and e.gate)
     assert (gate.opponent, gate.verdict) == ("square8_2p-search16", "H1") and "SPRT accepted H1" in promoted.reason
     completed = {e.work_id for e in log if isinstance(e, WorkCompleted)}
