@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 # Before anything imports them: a missing package is named with its pip command, not a traceback
-# (the seeds' daemons died on `ModuleNotFoundError: psutil` and nobody saw why). Found, not imported:
-# importing every one (the API's HTTP stack among them) cost each of rr up's service children ~0.5 s
-# of CPU at start, six at once on the node's cores; a service imports what it uses itself, and
-# `python -m cli.doctor.deps` (the units' ExecStartPre) and `rr doctor` import every one.
-from cli.doctor.deps import SERVICE_MODULES, WORKLOAD, require_dependencies
+# (the seeds' daemons died on `ModuleNotFoundError: psutil` and nobody saw why). The API's HTTP stack is
+# found, not imported: importing it cost each of rr up's service children ~0.5 s of CPU at start, six at
+# once on the node's cores. The rest every service imports anyway, so they are imported here: a package
+# that is installed but raises on import is refused in the same one line.
+from cli.doctor.deps import HTTP_STACK, SERVICE_IMPORTS, WORKLOAD, require_dependencies
 
-require_dependencies((), present=SERVICE_MODULES)
+require_dependencies(SERVICE_IMPORTS, present=HTTP_STACK)
 
 import argparse
 import asyncio

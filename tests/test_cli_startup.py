@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -62,3 +63,14 @@ def test_a_service_child_starts_without_the_http_stack() -> None:
     out, modules = imported_by("cli.service_main", "--list")
     assert "agent" in out and "api" in out
     assert _loaded(modules, HTTP_STACK) == []
+
+
+def test_a_service_child_refuses_in_one_line_a_package_that_is_installed_but_raises_on_import(tmp_path: Path) -> None:
+    # The fleet's "host missing a package" shadows psutil like this: found by a lookup, broken on import.
+    (tmp_path / "psutil.py").write_text('raise ImportError("No module named \'psutil\' (this host lacks it)")\n')
+    done = subprocess.run([sys.executable, "-m", "cli.service_main", "--list"], cwd=PROJECT_ROOT, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": f"{tmp_path}:{PROJECT_ROOT}"})
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rr: missing Python packages: psutil (psutil)"), done.stderr
+    assert "pip install psutil" in lines[0]

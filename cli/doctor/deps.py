@@ -34,6 +34,11 @@ REQUIRED: Mapping[str, str] = {
 WORKLOAD: Mapping[str, str] = {"numpy": "numpy", "torch": "torch"}
 OPTIONAL: Mapping[str, str] = {}
 SERVICE_MODULES = tuple(REQUIRED)
+# The api's HTTP stack: a service child only checks it is installed (importing it costs ~0.5 s of CPU, and only
+# the api uses it); every other required package it imports at once, so a broken install (a package that is
+# there but raises on import) is named in one line too, not a traceback later.
+HTTP_STACK = ("litestar", "uvicorn", "h11", "prometheus_client")
+SERVICE_IMPORTS = tuple(m for m in SERVICE_MODULES if m not in HTTP_STACK)
 WORKER_MODULES = SERVICE_MODULES + tuple(WORKLOAD)
 
 
