@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TypeVar, overload
 
 T = TypeVar("T")
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 @overload
@@ -79,3 +80,10 @@ def fill(path: Path) -> None:
 
 
 TEST_STORE_LIMIT = 1 << 40  # a test server's JetStream store limit (1 TiB): every reservation fits, whatever the disk has free
+
+
+def pythonpath_without(site: Path, *modules: str) -> str:
+    """A PYTHONPATH to the project under which importing any of `modules` fails, as in a venv that never installed them."""
+    site.mkdir(parents=True, exist_ok=True)
+    (site / "sitecustomize.py").write_text("import sys\n" + "".join(f"sys.modules[{m!r}] = None\n" for m in modules))
+    return f"{site}:{PROJECT_ROOT}"

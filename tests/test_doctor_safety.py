@@ -25,6 +25,7 @@ from eventbus.natsserver import NatsServer
 from eventbus.publisher import Publisher
 from servicekit.options import CommonOptions
 from tests.bus_harness import provisioned_bus
+from tests.helpers import pythonpath_without
 from tests.test_doctor import by_name, healthy
 from tests.test_up import PROJECT_ROOT, _env
 
@@ -163,10 +164,7 @@ async def _doctor(*argv: str, **env: str) -> tuple[int, str, str]:
 @pytest.fixture
 def without_numpy(tmp_path: Path) -> str:
     """A PYTHONPATH under which `import numpy` fails, as in a venv that never installed it."""
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text("import sys\nsys.modules['numpy'] = None\n")
-    return f"{site}:{PROJECT_ROOT}"
+    return pythonpath_without(tmp_path / "site", "numpy")
 
 
 async def test_a_missing_workload_package_fails_rr_doctor(nats_server: NatsServer, tmp_path: Path, without_numpy: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.helpers import PROJECT_ROOT, pythonpath_without
 from workload.batched import Node, game_rngs, play_games, search_many, uniform_batch
 from workload.game import board_spec, new_game, play
 from workload.mcts import choose
@@ -49,10 +51,10 @@ def test_search_many_finds_the_winning_move_in_every_game_at_once() -> None:
         assert choose(c, 0.0, rng) in (3 * 8 + 1, 3 * 8 + 5)
 
 
-def selfplay(out: Path, *args: str) -> dict[str, np.ndarray]:
+def selfplay(out: Path, *args: str, pythonpath: str = str(PROJECT_ROOT)) -> dict[str, np.ndarray]:
     done = subprocess.run([sys.executable, "-m", "workload.selfplay", "--board", "hex8", "--num-games", "5",
                            "--sims", "6", "--seed", "9", "--out", str(out), *args],
-                          capture_output=True, text=True, timeout=120, check=True)
+                          capture_output=True, text=True, timeout=120, check=True, env={**os.environ, "PYTHONPATH": pythonpath})
     result = json.loads(done.stdout.strip().splitlines()[-1])["result"]
     progress = [json.loads(line)["progress"] for line in done.stdout.splitlines() if '"progress"' in line]
     assert progress == sorted(progress) and progress[-1] == 1.0
@@ -62,9 +64,11 @@ def selfplay(out: Path, *args: str) -> dict[str, np.ndarray]:
 
 @pytest.mark.timeout(300)
 def test_the_selfplay_program_writes_the_same_samples_batched_or_not(tmp_path: Path) -> None:
-    batched = selfplay(tmp_path / "a", "--parallel", "5")
-    one_by_one = selfplay(tmp_path / "b", "--parallel", "1")
-    uneven = selfplay(tmp_path / "c", "--parallel", "2")  # batches of 2, 2 and 1
+    # Search without a net (a config's first games) needs no torch: these three run where it cannot be imported.
+    no_torch = pythonpath_without(tmp_path / "site", "torch")
+    batched = selfplay(tmp_path / "a", "--parallel", "5", pythonpath=no_torch)
+    one_by_one = selfplay(tmp_path / "b", "--parallel", "1", pythonpath=no_torch)
+    uneven = selfplay(tmp_path / "c", "--parallel", "2", pythonpath=no_torch)  # batches of 2, 2 and 1
     for key in ("planes", "policies", "values"):
         assert np.array_equal(batched[key], one_by_one[key]) and np.array_equal(batched[key], uneven[key])
     save_checkpoint(PolicyValueNet(board_spec("hex8")), tmp_path / "net.pth", {})

@@ -3,7 +3,8 @@
 python -m workload.selfplay --board hex8 --num-players 2 --num-games 20 --model best.pth --out DIR
 
 The games are played `--parallel` at a time by workload/batched.py, their leaves
-evaluated in batches; interpreter and torch start-up are paid once per job.
+evaluated in batches; interpreter and torch start-up are paid once per job. Without a model
+(`--model none`, a config's first games) the search needs no net and torch is never imported.
 """
 
 from __future__ import annotations
@@ -13,14 +14,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from servicekit.filehash import sha256_file
 from workload import report
 from workload.batched import BatchEvaluateFn, game_rngs, play_games, uniform_batch
 from workload.game import UnsupportedConfig, board_spec, encode, new_game, play
 from workload.mcts import EvaluateFn, choose, search
-from workload.net import BatchEvaluator, device_or_fail, load_checkpoint
 
 
 def play_game(spec_name: str, evaluate: EvaluateFn, sims: int, rng: np.random.Generator,
@@ -58,6 +57,19 @@ def play_all(board: str, evaluate: BatchEvaluateFn, sims: int, games: int, paral
     return planes, policies, values
 
 
+def net_evaluator(model: Path, device: str) -> BatchEvaluateFn:
+    """The checkpoint's net as the search's batch evaluator."""
+    # torch is imported here, not at the top: it costs seconds of CPU a job (more on a busy node), and a
+    # config's first selfplay, searching without a net, has no use for it.
+    import torch
+
+    from workload.net import BatchEvaluator, device_or_fail, load_checkpoint
+
+    torch.set_num_threads(1)
+    net, _ = load_checkpoint(model)
+    return BatchEvaluator(net, device_or_fail(device))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Play games and write one NPZ batch."""
     ap = argparse.ArgumentParser(description=__doc__)
@@ -74,11 +86,9 @@ def main(argv: list[str] | None = None) -> None:
         board_spec(args.board, args.num_players)
     except UnsupportedConfig as exc:
         report.fail(str(exc))
-    torch.set_num_threads(1)
     evaluate: BatchEvaluateFn = uniform_batch
     if args.model not in ("", "none") and Path(args.model).exists():
-        net, _ = load_checkpoint(Path(args.model))
-        evaluate = BatchEvaluator(net, device_or_fail(args.device))
+        evaluate = net_evaluator(Path(args.model), args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
