@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import PROJECT_ROOT, pythonpath_without
 from workload.game import BOARDS, UnsupportedConfig, board_spec, encode, legal_moves, new_game, play
 from workload.mcts import choose, search, uniform_evaluator
 
@@ -107,9 +105,9 @@ def test_search_finds_the_winning_move() -> None:
     assert choose(counts, 0.0, np.random.default_rng(0)) in (3 * 8 + 1, 3 * 8 + 5)
 
 
-def run(module: str, *args: str, pythonpath: str = str(PROJECT_ROOT)) -> dict[str, object]:
+def run(module: str, *args: str) -> dict[str, object]:
     out = subprocess.run([sys.executable, "-m", f"workload.{module}", *args], capture_output=True,
-                         text=True, timeout=120, check=True, env={**os.environ, "PYTHONPATH": pythonpath})
+                         text=True, timeout=120, check=True)
     lines = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
     assert any("progress" in line for line in lines)
     return lines[-1]["result"]
@@ -121,9 +119,8 @@ def test_selfplay_train_evaluate_programs(tmp_path: Path) -> None:
     data = np.load(str(played["path"]))
     assert data["planes"].shape[0] == played["num_samples"] == data["values"].shape[0]
     assert np.allclose(data["policies"].sum(1), 1.0)
-    # Training has no use for torch's compiler (torch._dynamo: seconds to import): it runs where it cannot be imported.
     trained = run("train", "--board", "hex8", "--data", str(played["path"]), "--out", str(tmp_path / "c.pth"),
-                  "--epochs", "1", "--seed", "1", pythonpath=pythonpath_without(tmp_path / "site", "torch._dynamo"))
+                  "--epochs", "1", "--seed", "1")
     assert trained["generation"] == 1 and len(str(trained["sha256"])) == 64
     rated = run("evaluate", "--board", "hex8", "--candidate", str(tmp_path / "c.pth"), "--best", str(tmp_path / "c.pth"),
                 "--games", "4", "--sims", "4", "--seed", "1", "--max-games", "6")

@@ -15,7 +15,6 @@ from torch import nn
 
 from servicekit.filehash import sha256_file
 from workload import report
-from workload.adam import Adam
 from workload.game import UnsupportedConfig, board_spec
 from workload.net import PolicyValueNet, device_or_fail, load_checkpoint, save_checkpoint
 
@@ -33,7 +32,7 @@ def fit(net: PolicyValueNet, samples: tuple[np.ndarray, np.ndarray, np.ndarray],
     gen = torch.Generator().manual_seed(seed if seed is not None else int(time.time()))
     x, pi, z = (torch.from_numpy(a) for a in samples)
     net.to(device).train()
-    opt = Adam(net.parameters(), lr=lr, weight_decay=1e-4)  # torch.optim's, without importing torch._dynamo
+    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=1e-4)
     policy_loss = value_loss = torch.zeros(())
     for epoch in range(epochs):
         # One line per epoch, so a long training run is never taken for a stuck one.
