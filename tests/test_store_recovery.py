@@ -27,6 +27,7 @@ from eventbus.leases import LeaseBucket, LeaseValue
 from eventbus.natsserver import free_port
 from eventbus.publisher import Publisher
 from tests.helpers import eventually, fill, mounted_tmpfs
+from tests.up_harness import wait_bus
 
 pytestmark = pytest.mark.timeout(400)
 
@@ -97,13 +98,6 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def _connect(port: int) -> Bus | None:
-    try:
-        return await connect(f"nats://127.0.0.1:{port}", node_id="test")
-    except Exception:  # noqa: BLE001 - not up yet
-        return None
-
-
 async def _kinds(bus: Bus, kind: type[Event]) -> list[Event]:
     records: list[Record] = []
     await replay(bus, records.append)
@@ -131,7 +125,7 @@ async def rr_up(data: Path, config: Path, port: int) -> AsyncIterator[tuple[Bus,
     reader = asyncio.create_task(read_stderr())
     bus: Bus | None = None
     try:
-        bus = await eventually(lambda: _connect(port), timeout=60, interval=0.2, message="rr up serves NATS")
+        bus = await wait_bus(port)
         yield bus, lambda: list(lines)
     finally:
         if bus is not None:
