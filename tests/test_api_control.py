@@ -212,7 +212,7 @@ async def test_shutdown_drains_the_node_and_reset_refuses_while_it_holds_work_th
             done = any(isinstance(e, ev.WorkCompleted) and e.work_id == added.work_id for e in log)
             return log if done else None
 
-        log = await eventually(completed_again, timeout=120, interval=0.5, message="the item completed after the restart")
+        log = await eventually(completed_again, timeout=120, interval=0.2, message="the item completed after the restart")
         handed = [e for e in log if isinstance(e, ev.WorkHandedBack)]
         assert [(e.work_id, e.attempt) for e in handed] == [(added.work_id, 1)], _work_log(await up.log(), data)
         assert not any(isinstance(e, ev.WorkAttemptFailed) for e in log), "a drain consumes no attempt"

@@ -99,7 +99,7 @@ async def test_ctrl_c_and_up_again_while_jobs_run_costs_no_attempt_and_declares_
             done = {e.work_id for _, e in _of(events, WorkCompleted)}  # type: ignore[attr-defined]
             return events if done == set(ITEMS) else None
 
-        events = await eventually(both_completed, timeout=120, interval=0.5, message="both items completed after the restart")
+        events = await eventually(both_completed, timeout=120, interval=0.2, message="both items completed after the restart")
     handed = [e for _, e in _of(events, WorkHandedBack)]
     assert {(e.work_id, e.attempt) for e in handed} >= {(w, 1) for w in ITEMS}  # type: ignore[attr-defined]
     assert _of(events, WorkAttemptFailed) == [], "a restart consumes no attempt"

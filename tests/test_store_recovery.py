@@ -155,7 +155,7 @@ async def test_rr_up_on_a_disk_filled_then_freed_elects_a_leader_again_and_assig
         async with rr_up(data / "rr", config, _free_port()) as (bus, stderr_lines):
             publisher = Publisher(bus)
             leases = LeaseBucket(bus)
-            await eventually(lambda: _kinds(bus, LeaderElected), timeout=60, interval=0.5, message="a first leader")
+            await eventually(lambda: _kinds(bus, LeaderElected), timeout=60, interval=0.2, message="a first leader")
             fill(data / "filler")
             # Large writes on a key of its own break the bucket's store as the leader's renewals would, sooner.
             with pytest.raises(BusError):
@@ -164,7 +164,7 @@ async def test_rr_up_on_a_disk_filled_then_freed_elects_a_leader_again_and_assig
             (data / "filler").unlink()
             # The leader may assign from its still-valid lease for a while; what must happen is the restart.
             await eventually(lambda: any("restarting the embedded nats-server" in line for line in stderr_lines()),
-                             timeout=90, interval=0.5, message="rr up restarts its server once space returns")
+                             timeout=90, interval=0.2, message="rr up restarts its server once space returns")
 
             async def added() -> bool:
                 try:
@@ -179,4 +179,4 @@ async def test_rr_up_on_a_disk_filled_then_freed_elects_a_leader_again_and_assig
             async def assigned() -> bool:
                 return any(e.work_id == "w-after" for e in await _kinds(bus, WorkAssigned))  # type: ignore[attr-defined]
 
-            await eventually(assigned, timeout=120, interval=1.0, message="new work assigned after the disk was freed")
+            await eventually(assigned, timeout=120, interval=0.2, message="new work assigned after the disk was freed")
