@@ -46,6 +46,20 @@ async def test_a_stop_during_the_wait_ends_it_and_the_child_never_starts(tmp_pat
     assert sup.statistics()[0].pid is None and not (tmp_path / "agent.log").exists()
 
 
+async def test_a_wait_that_fails_starts_the_child_anyway(tmp_path: Path) -> None:
+    async def unreachable() -> None:
+        raise OSError("no NATS there")
+
+    stopping = asyncio.Event()
+    sup = Supervisor([_child(tmp_path, "agent")], first_start_after={"agent": unreachable})
+    run = asyncio.ensure_future(sup.run(stopping))
+    try:
+        await eventually(lambda: "ready" in (tmp_path / "agent.log").read_text(), timeout=30, message="the agent runs")
+    finally:
+        stopping.set()
+        await asyncio.wait_for(run, 30)
+
+
 def test_only_the_agent_waits_and_only_beside_a_worker(tmp_path: Path) -> None:
     both = [_child(tmp_path, name) for name in ("agent", "api", "worker")]
     assert set(start_order(both, "nats://127.0.0.1:1", "n1")) == {"agent"}

@@ -64,7 +64,7 @@ class Supervisor:
     async def _keep_running(self, child: ChildSpec, stopping: asyncio.Event) -> None:
         history = ChildHistory()
         if child.name in self.first_start_after:
-            await _until_either(self.first_start_after[child.name](), stopping)
+            await _until_either(self.first_start_after[child.name](), stopping, child.name)
         while not stopping.is_set():
             started = time.monotonic()
             proc = await self._start(child)
@@ -151,8 +151,8 @@ def _open_log(path: Path, banner: bytes) -> io.BufferedWriter:
     return handle
 
 
-async def _until_either(waiting: Awaitable[object], stopping: asyncio.Event) -> None:
-    # A stop during the wait ends it: the child is then never started.
+async def _until_either(waiting: Awaitable[object], stopping: asyncio.Event, name: str) -> None:
+    # A stop during the wait ends it: the child is then never started. A wait that fails starts it anyway.
     wait = asyncio.ensure_future(waiting)
     stop = asyncio.ensure_future(stopping.wait())
     try:
@@ -160,7 +160,9 @@ async def _until_either(waiting: Awaitable[object], stopping: asyncio.Event) -> 
     finally:
         for task in (wait, stop):
             task.cancel()
-        await asyncio.gather(wait, stop, return_exceptions=True)
+        failed, _ = await asyncio.gather(wait, stop, return_exceptions=True)
+    if isinstance(failed, Exception):
+        log.warning("service %s: what its start waits for failed (%s); starting it now", name, failed)
 
 
 async def _wait_stopping(stopping: asyncio.Event, timeout: float) -> None:
