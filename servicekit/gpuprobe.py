@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import msgspec
 
@@ -23,6 +24,9 @@ from eventbus.events import GpuInfo
 log = logging.getLogger(__name__)
 
 GIB = 1 << 30
+# The device files a GPU driver gives processes on Linux (NVIDIA's CUDA, AMD's ROCm, WSL's GPU
+# paravirtualisation): torch.cuda opens one of them to see any device, so without them it sees none.
+GPU_DEVICE_FILES = ("nvidiactl", "nvidia[0-9]*", "kfd", "dxg")
 NVIDIA_SMI_QUERY = ["--query-gpu=name,memory.total,utilization.gpu", "--format=csv,noheader,nounits"]
 NVIDIA_SMI_TIMEOUT_S = 10.0
 
@@ -55,6 +59,26 @@ def parse_nvidia_smi(text: str) -> list[GpuInfo]:
         name, memory_mib, utilization = fields
         gpus.append(GpuInfo(name=name, memory_gb=round(_number(memory_mib) / 1024, 2), utilization=_number_or_none(utilization)))
     return gpus
+
+
+def gpu_device_files(dev: Path = Path("/dev")) -> list[str]:
+    """The GPU driver device files under `dev` (GPU_DEVICE_FILES), by name; [] on a host without a GPU driver."""
+    return sorted({found.name for pattern in GPU_DEVICE_FILES for found in dev.glob(pattern)})
+
+
+def torch_may_see_gpus(platform: str, device_files: Sequence[str]) -> bool:
+    """Whether asking torch.cuda (seconds of CPU to import) can find a GPU on this platform with these device files.
+
+    On Linux the driver's device files must exist; torch has no CUDA on macOS; elsewhere only torch can tell.
+    """
+    if platform.startswith("linux"):
+        return bool(device_files)
+    return platform != "darwin"
+
+
+def torch_may_see_gpus_here() -> bool:
+    """torch_may_see_gpus for this host (blocking: lists /dev)."""
+    return torch_may_see_gpus(sys.platform, gpu_device_files())
 
 
 def gpus_from_torch() -> list[GpuInfo]:

@@ -16,7 +16,7 @@ from config.sections.membership import MembershipSettings
 from config.settings import RrConfig
 from eventbus.heartbeats import Heartbeat, RunningJob, latest_heartbeats, watch_heartbeats
 from eventbus.history import last_sequence
-from servicekit.gpuprobe import parse_nvidia_smi
+from servicekit.gpuprobe import gpu_device_files, parse_nvidia_smi, torch_may_see_gpus
 from servicekit.jobsfile import read_running_jobs, write_running_jobs
 from servicekit.options import CommonOptions
 from servicekit.runtime import ServiceContext
@@ -111,11 +111,40 @@ async def test_gpus_come_from_nvidia_smi_when_it_is_on_path(tmp_path: Path, monk
 
 async def test_without_nvidia_smi_gpus_come_from_torch_which_sees_none_on_a_cpu_build(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("services.agent.gpus.nvidia_smi_path", lambda: None)
-    source = GpuSource("auto")
+    source = GpuSource("auto", torch_may_see_gpus=lambda: True)  # a GPU driver, but this torch is the CPU build
     await source.start(timeout=60)
     assert source.method == "torch"
     assert await source.current() == []
     await source.close()
+
+
+async def test_without_nvidia_smi_or_gpu_device_files_torch_is_not_imported_and_there_are_no_gpus(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("services.agent.gpus.nvidia_smi_path", lambda: None)
+    ran = tmp_path / "probe-ran"
+    probe = [sys.executable, "-c", "import sys; open(sys.argv[1], 'w').close(); print('[]')", str(ran)]
+    source = GpuSource("auto", torch_probe=probe, torch_may_see_gpus=lambda: False)
+    await source.start(timeout=60)
+    await source.close()
+    assert source.method == "none" and await source.current() == []
+    assert not ran.exists()  # the probe (torch's import: seconds of CPU) was never started
+
+
+async def test_a_torch_probe_asked_for_by_name_runs_even_without_gpu_device_files(tmp_path: Path) -> None:
+    gpu = '[{"name": "Fake GPU", "memory_gb": 8.0}]'
+    source = GpuSource("torch", torch_probe=[sys.executable, "-c", f"print({gpu!r})"], torch_may_see_gpus=lambda: False)
+    await source.start(timeout=60)
+    assert [g.name for g in await source.current()] == ["Fake GPU"]
+
+
+def test_gpu_device_files_are_the_drivers_and_torch_is_asked_only_where_they_or_its_platform_allow_a_gpu(tmp_path: Path) -> None:
+    for name in ("nvidia0", "nvidiactl", "nvidia-uvm", "null", "kfd"):
+        (tmp_path / name).touch()
+    assert gpu_device_files(tmp_path) == ["kfd", "nvidia0", "nvidiactl"]
+    assert gpu_device_files(tmp_path / "absent") == []
+    assert torch_may_see_gpus("linux", ["nvidiactl"]) and not torch_may_see_gpus("linux", [])
+    assert not torch_may_see_gpus("darwin", []) and torch_may_see_gpus("win32", [])
 
 
 async def test_a_stop_during_a_slow_gpu_probe_ends_the_wait_and_kills_the_probe(tmp_path: Path) -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import msgspec
 import pytest
+from litestar import Litestar
 
 from config.sections.api import PORT_ENV
+from services.api.app import openapi_document
 from tests import background_runs
 from tests.api_harness import running_api
 from tests.procs.api_contract_fuzz import FuzzReport, StRun
@@ -40,6 +42,23 @@ async def test_openapi_documents_every_endpoint_with_its_types_and_errors(nats_u
     assert shutdown["$ref"].endswith("/ShutdownBody") and spec["components"]["schemas"]["ShutdownBody"]["required"] == ["node_id"]
     assert spec["paths"]["/status"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/StatusView")
     assert "leader_id" in spec["components"]["schemas"]["StatusView"]["properties"]
+
+
+async def test_the_openapi_document_is_made_on_its_first_request_not_at_start_and_then_kept(
+    nats_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[bytes] = []
+
+    def counted(app: Litestar) -> bytes:
+        made.append(openapi_document(app))
+        return made[-1]
+
+    monkeypatch.setattr("services.api.app.openapi_document", counted)
+    async with running_api(nats_url) as api:
+        assert (await api.get("/health")).status in (200, 503)
+        assert made == []  # the api's start no longer pays for it (~0.45 s of CPU)
+        first, second = (await api.get("/openapi.json")).body, (await api.get("/openapi.json")).body
+    assert len(made) == 1 and first == second == made[0]
 
 
 def _judged(request: pytest.FixtureRequest, run: str) -> None:

@@ -180,9 +180,14 @@ async def test_shutdown_drains_the_node_and_reset_refuses_while_it_holds_work_th
         await up.publisher().publish(added)
 
         async def running() -> bool:
-            return any(isinstance(e, ev.WorkStarted) and e.work_id == added.work_id for _, e in await up.log())
+            # As the API sees it (what the calls below judge): the api may start serving after the job started.
+            try:
+                status, doc = await _get(up, "/status")
+            except OSError:
+                return False  # not listening yet
+            return status == 200 and doc["work"]["counts"]["running"] == 1
 
-        await eventually(running, timeout=90, interval=0.3, message="the job runs")
+        await eventually(running, timeout=90, interval=0.3, message="the job runs, as the API sees it")
         status, doc = await _post(up, "/admin/reset", {"node_id": NODE}, token["ops"])
         assert status == 409 and "holds work (w-drain/a1)" in doc["error"], doc
 
@@ -207,7 +212,7 @@ async def test_shutdown_drains_the_node_and_reset_refuses_while_it_holds_work_th
             done = any(isinstance(e, ev.WorkCompleted) and e.work_id == added.work_id for e in log)
             return log if done else None
 
-        log = await eventually(completed_again, timeout=120, interval=0.5, message="the item completed after the restart")
+        log = await eventually(completed_again, timeout=120, interval=0.2, message="the item completed after the restart")
         handed = [e for e in log if isinstance(e, ev.WorkHandedBack)]
         assert [(e.work_id, e.attempt) for e in handed] == [(added.work_id, 1)], _work_log(await up.log(), data)
         assert not any(isinstance(e, ev.WorkAttemptFailed) for e in log), "a drain consumes no attempt"

@@ -23,6 +23,7 @@ import pytest
 
 from cli.auth.generate import generate
 from eventbus.connection import Bus, connect
+from eventbus.consumerlag import consumer_lag
 from eventbus.events import (
     LeaderElected,
     WorkAdded,
@@ -38,8 +39,9 @@ from eventbus.heartbeats import latest_heartbeats
 from eventbus.history import events
 from eventbus.natsserver import NatsServer, ServerSpec, free_port
 from eventbus.publisher import Publisher
-from eventbus.streams import StreamSettings, provision
+from eventbus.streams import EVENTS_STREAM, StreamSettings, provision
 from servicekit.auth.credentials import connect_options, load_credentials
+from servicekit.auth.permissions import node_consumer
 from tests.procs.services import spawn_service
 
 pytestmark = pytest.mark.timeout(150)
@@ -89,6 +91,10 @@ async def start_job(admin: Bus, out: Path, url: str, eventually: Any) -> int:
     return pid
 
 
+async def worker_listens(admin: Bus, node: str) -> bool:
+    return await consumer_lag(admin, EVENTS_STREAM, node_consumer("worker", node)) is not None
+
+
 async def job_in_beats(admin: Bus) -> bool:
     beats = await latest_heartbeats(admin, idle_timeout=1)
     return any(b.beat.node == "gpu-1" and any(j.work_id == "w-rot" for j in b.beat.jobs) for b in beats)
@@ -115,6 +121,9 @@ async def test_rotation_reconnects_running_services_and_revocation_makes_them_ex
             started = time.time()
             for node in ("gpu-1", "gpu-2"):
                 await eventually(lambda node=node: beats_after(admin, node, started), timeout=40, message=f"{node} beats")
+            # A worker first started on a node takes only assignments made once its consumer exists (README, rr up);
+            # the agent's beat, now at once, is no sign of it.
+            await eventually(lambda: worker_listens(admin, "gpu-1"), timeout=40, message="gpu-1's worker takes assignments")
             pid = await start_job(admin, out, server.url, eventually)
 
             old = load_credentials(out / "credentials" / "gpu-1.yaml").nkey_seed

@@ -16,12 +16,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from cluster.membership.core import LEFT
-from eventbus.connection import Bus, connect
+from eventbus.connection import Bus
 from eventbus.events import Event, HostOffline, WorkAdded, WorkAttemptFailed, WorkCompleted, WorkHandedBack, WorkStarted
 from eventbus.history import Record, replay
 from eventbus.integrity import decode_on
 from eventbus.publisher import Publisher
 from tests.helpers import eventually
+from tests.up_harness import wait_bus
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ITEMS = ("w-r1", "w-r2")
@@ -56,7 +57,7 @@ async def rr_up(data: Path, config: Path, port: int) -> AsyncIterator[Bus]:
     )
     bus: Bus | None = None
     try:
-        bus = await eventually(lambda: _connect(port), timeout=60, interval=0.2, message="rr up serves NATS")
+        bus = await wait_bus(port)
         yield bus
     finally:
         if bus is not None:
@@ -65,13 +66,6 @@ async def rr_up(data: Path, config: Path, port: int) -> AsyncIterator[Bus]:
             proc.send_signal(signal.SIGINT)
         _, err = await asyncio.wait_for(proc.communicate(), 60)
         assert proc.returncode == 0, err.decode()
-
-
-async def _connect(port: int) -> Bus | None:
-    try:
-        return await connect(f"nats://127.0.0.1:{port}", node_id="test")
-    except Exception:  # noqa: BLE001 - not up yet
-        return None
 
 
 async def _events(bus: Bus) -> list[tuple[int, Event]]:
@@ -105,7 +99,7 @@ async def test_ctrl_c_and_up_again_while_jobs_run_costs_no_attempt_and_declares_
             done = {e.work_id for _, e in _of(events, WorkCompleted)}  # type: ignore[attr-defined]
             return events if done == set(ITEMS) else None
 
-        events = await eventually(both_completed, timeout=120, interval=0.5, message="both items completed after the restart")
+        events = await eventually(both_completed, timeout=120, interval=0.2, message="both items completed after the restart")
     handed = [e for _, e in _of(events, WorkHandedBack)]
     assert {(e.work_id, e.attempt) for e in handed} >= {(w, 1) for w in ITEMS}  # type: ignore[attr-defined]
     assert _of(events, WorkAttemptFailed) == [], "a restart consumes no attempt"

@@ -27,6 +27,7 @@ from eventbus.leases import LeaseBucket, LeaseValue
 from eventbus.natsserver import free_port
 from eventbus.publisher import Publisher
 from tests.helpers import eventually, fill, mounted_tmpfs
+from tests.up_harness import wait_bus
 
 pytestmark = pytest.mark.timeout(400)
 
@@ -97,13 +98,6 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def _connect(port: int) -> Bus | None:
-    try:
-        return await connect(f"nats://127.0.0.1:{port}", node_id="test")
-    except Exception:  # noqa: BLE001 - not up yet
-        return None
-
-
 async def _kinds(bus: Bus, kind: type[Event]) -> list[Event]:
     records: list[Record] = []
     await replay(bus, records.append)
@@ -131,7 +125,7 @@ async def rr_up(data: Path, config: Path, port: int) -> AsyncIterator[tuple[Bus,
     reader = asyncio.create_task(read_stderr())
     bus: Bus | None = None
     try:
-        bus = await eventually(lambda: _connect(port), timeout=60, interval=0.2, message="rr up serves NATS")
+        bus = await wait_bus(port)
         yield bus, lambda: list(lines)
     finally:
         if bus is not None:
@@ -161,7 +155,7 @@ async def test_rr_up_on_a_disk_filled_then_freed_elects_a_leader_again_and_assig
         async with rr_up(data / "rr", config, _free_port()) as (bus, stderr_lines):
             publisher = Publisher(bus)
             leases = LeaseBucket(bus)
-            await eventually(lambda: _kinds(bus, LeaderElected), timeout=60, interval=0.5, message="a first leader")
+            await eventually(lambda: _kinds(bus, LeaderElected), timeout=60, interval=0.2, message="a first leader")
             fill(data / "filler")
             # Large writes on a key of its own break the bucket's store as the leader's renewals would, sooner.
             with pytest.raises(BusError):
@@ -170,7 +164,7 @@ async def test_rr_up_on_a_disk_filled_then_freed_elects_a_leader_again_and_assig
             (data / "filler").unlink()
             # The leader may assign from its still-valid lease for a while; what must happen is the restart.
             await eventually(lambda: any("restarting the embedded nats-server" in line for line in stderr_lines()),
-                             timeout=90, interval=0.5, message="rr up restarts its server once space returns")
+                             timeout=90, interval=0.2, message="rr up restarts its server once space returns")
 
             async def added() -> bool:
                 try:
@@ -185,4 +179,4 @@ async def test_rr_up_on_a_disk_filled_then_freed_elects_a_leader_again_and_assig
             async def assigned() -> bool:
                 return any(e.work_id == "w-after" for e in await _kinds(bus, WorkAssigned))  # type: ignore[attr-defined]
 
-            await eventually(assigned, timeout=120, interval=1.0, message="new work assigned after the disk was freed")
+            await eventually(assigned, timeout=120, interval=0.2, message="new work assigned after the disk was freed")

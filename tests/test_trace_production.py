@@ -59,7 +59,7 @@ async def test_an_item_added_by_the_cli_is_one_trace_from_work_added_to_its_comp
             mine = [e for _, e in await up.log() if getattr(e, "work_id", None) == work_id]
             return mine if any(isinstance(e, ev.WorkCompleted) for e in mine) else None
 
-        item_events = await eventually(completed, timeout=120, interval=0.5, message=f"{work_id} completed")
+        item_events = await eventually(completed, timeout=120, interval=0.2, message=f"{work_id} completed")
     # rr up has stopped: every service flushed its spans on the way out.
     added = item_events[0]
     assert isinstance(added, ev.WorkAdded) and added.trace

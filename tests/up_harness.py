@@ -16,6 +16,7 @@ from eventbus.connection import Bus, connect
 from eventbus.events import Event
 from eventbus.history import Record, replay
 from eventbus.integrity import decode_on
+from eventbus.natsserver import port_in_use
 from eventbus.publisher import Publisher
 from tests.helpers import eventually
 
@@ -63,6 +64,16 @@ async def _connect(port: int) -> Bus | None:
         return None
 
 
+async def wait_bus(port: int, timeout: float = 60.0) -> Bus:
+    """A client on the NATS of a starting `rr up`, as soon as its port accepts connections.
+
+    The port is probed first: a client connecting to a closed port spends ~1 s in its retries,
+    so connecting alone saw the server up to that much after it was up.
+    """
+    await eventually(lambda: asyncio.to_thread(port_in_use, "127.0.0.1", port), timeout=timeout, message="rr up's NATS port opens")
+    return await eventually(lambda: _connect(port), timeout=timeout, interval=0.05, message="rr up serves NATS")
+
+
 @contextlib.asynccontextmanager
 async def rr_up(data: Path, config: Path, node: str, *, grace_s: int = 15) -> AsyncIterator[Up]:
     """`rr up --node-id node` with `config`, stopped with SIGINT at the end unless it exited already (then 0 is checked)."""
@@ -76,7 +87,7 @@ async def rr_up(data: Path, config: Path, node: str, *, grace_s: int = 15) -> As
     )
     bus: Bus | None = None
     try:
-        bus = await eventually(lambda: _connect(port), timeout=60, interval=0.2, message="rr up serves NATS")
+        bus = await wait_bus(port)
         yield Up(proc, bus, f"http://127.0.0.1:{api_port}", data, f"nats://127.0.0.1:{port}")
     finally:
         if bus is not None:

@@ -17,7 +17,7 @@ class MembershipSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
     # A node whose event loop lags more than this is shown as lagging by `rr nodes`.
     lag_threshold_s: float = 0.25
     sweep_fraction: float = 0.25  # the leader looks for silent nodes every interval x this
-    gpu_probe: GpuProbe = "auto"  # auto: nvidia-smi when on PATH, else torch.cuda
+    gpu_probe: GpuProbe = "auto"  # auto: nvidia-smi when on PATH, else torch.cuda where a GPU driver's device files exist
     gpu_probe_timeout_s: float = 30.0  # the first beat waits this long at most for the GPU probe
     # The filesystem whose free space is reported; None: the data dir (RR_DATA_DIR, as `rr up` and the
     # worker use it), since that is what fills up, not necessarily the root disk.

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from config.sections.membership import GpuProbe
 from eventbus.events import GpuInfo
-from servicekit.gpuprobe import TORCH_PROBE, gpus_from_nvidia_smi, gpus_from_torch_process, nvidia_smi_path
+from servicekit.gpuprobe import (
+    TORCH_PROBE,
+    gpus_from_nvidia_smi,
+    gpus_from_torch_process,
+    nvidia_smi_path,
+    torch_may_see_gpus_here,
+)
 from servicekit.waits import until_first
 
 log = logging.getLogger(__name__)
@@ -17,9 +23,11 @@ log = logging.getLogger(__name__)
 class GpuSource:
     """The GPUs to put in the next beat, by the configured probe."""
 
-    def __init__(self, probe: GpuProbe, torch_probe: Sequence[str] = TORCH_PROBE) -> None:
+    def __init__(self, probe: GpuProbe, torch_probe: Sequence[str] = TORCH_PROBE,
+                 torch_may_see_gpus: Callable[[], bool] = torch_may_see_gpus_here) -> None:
         self._probe = probe
         self._torch_probe = torch_probe  # the command that prints torch's GPUs (servicekit.gpuprobe)
+        self._torch_may_see_gpus = torch_may_see_gpus  # whether this host has a GPU driver torch could use
         self._smi: str | None = None
         self._torch: asyncio.Future[list[GpuInfo]] | None = None
         self._cached: list[GpuInfo] = []
@@ -37,6 +45,11 @@ class GpuSource:
             self._smi = await asyncio.to_thread(nvidia_smi_path)
             if self._smi is None and self._probe == "nvidia-smi":
                 log.warning("gpu_probe is nvidia-smi but nvidia-smi is not on PATH: no GPUs reported")
+        # Importing torch costs seconds of CPU (rr up's agent delayed its first beat ~8 s on a loaded
+        # 2-core host, beside the other services' starts): not paid where it cannot find a GPU.
+        if self._smi is None and self._probe == "auto" and not await asyncio.to_thread(self._torch_may_see_gpus):
+            log.info("agent: no nvidia-smi and no GPU device files: no GPUs, torch not asked")
+            return
         if self._smi is None and self._probe in ("auto", "torch"):
             # A child process, not a thread: torch's import takes seconds of CPU, and a stop during
             # it waited for the thread to the end (rr up's stop killed the agent after its grace).

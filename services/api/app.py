@@ -251,7 +251,8 @@ def _static_handler(path: str, content_type: str, body: bytes) -> Any:
 @get("/openapi.json", include_in_schema=False)
 async def get_openapi(request: Request[Any, Any, State]) -> Response[bytes]:
     """The API's contract, generated from the handlers' types."""
-    return Response(request.app.state.openapi_json, media_type=JSON)
+    document: OpenApiDocument = request.app.state.openapi
+    return Response(await document.get(request.app), media_type=JSON)
 
 
 HANDLERS = [
@@ -293,6 +294,25 @@ def openapi_document(app: Litestar) -> bytes:
     return msgspec.json.encode(schema)
 
 
+class OpenApiDocument:
+    """openapi_document of the app, made on the first request for it and kept.
+
+    Not at start: it took ~0.45 s of CPU (Litestar's schema generation imports polyfactory), on the
+    path of every api start and so of every `rr up`'s readiness, for a document few ever fetch.
+    """
+
+    def __init__(self) -> None:
+        self._made: bytes | None = None
+        self._making = asyncio.Lock()  # concurrent first requests make it once
+
+    async def get(self, app: Litestar) -> bytes:
+        """The document, made now (in a thread: CPU-bound) if this is the first request."""
+        async with self._making:
+            if self._made is None:
+                self._made = await asyncio.to_thread(openapi_document, app)
+        return self._made
+
+
 def build_app(api: NamedDependency[Api], *, stopping: asyncio.Event, static: Mapping[str, tuple[str, bytes]]) -> Litestar:
     """The Litestar app serving `api`'s endpoints and the dashboard's files (path -> (content type, bytes))."""
     app = Litestar(
@@ -304,6 +324,6 @@ def build_app(api: NamedDependency[Api], *, stopping: asyncio.Event, static: Map
         logging_config=None,
         debug=False,
     )
-    app.state.openapi_json = openapi_document(app)
+    app.state.openapi = OpenApiDocument()
     return app
 
