@@ -24,7 +24,15 @@ from servicekit.looplag import BLOCK_ENV
 
 # The shared fleet: `up` waits this long for readiness; SIGUSR2 blocks a service's loop this long (servicekit/looplag.py).
 UP_TIMEOUT_S = 420
-BLOCK_S = 30
+# The shared fleet's scheduler lease: 14 s renewed every 1.4 s, where the operator's fleet has 20 s every 4 s
+# (ops/fleet/files.py). A leader still rides out 9.8 s without a lease-bucket leader (14 s less the 2.8 s safety
+# margin and one renewal), beyond the 4-9 s nats-server waits to campaign after a cut server returns (10 s renewed
+# every 2 s, 6 s, moved the scheduler twice in one cut: ops/RUNBOOK.md), and every stop, kill or block of a leader
+# (the takeover test, the chaos smoke's stop and kill) waits 14 s out instead of 20.
+LEASE = {"lease_ttl_s": 14, "lease_renew_every": 0.1}
+# Longer than the lease by half of it, as 30 s was to 20 s: a successor is elected while the old leader still
+# sleeps (watchers campaign at the lease's expiry marker), so it wakes deposed.
+BLOCK_S = LEASE["lease_ttl_s"] * 3 // 2
 
 
 def namespaces_unavailable() -> str | None:
@@ -192,7 +200,8 @@ def leftovers(run_id: str, root: Path) -> list[str]:
 
 @pytest.fixture(scope="session")
 def shared_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetLog]:
-    """The session's one fleet: 3 NATS hosts and 3 worker hosts (w-3 behind NAT), the services' loop blocker armed.
+    """The session's one fleet: 3 NATS hosts and 3 worker hosts (w-3 behind NAT), the services' loop blocker armed,
+    the scheduler lease `LEASE`.
 
     Bringing a fleet up costs minutes of the 2-core CI machine, so the fleet tests and the chaos smoke share
     this one. tests/conftest.py runs its users last (it is torn down when the session ends), and those marked
@@ -204,7 +213,7 @@ def shared_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetLog]
         with pytest.MonkeyPatch.context() as env:
             env.setenv(BLOCK_ENV, str(BLOCK_S))
             fleet_cmd(root, "up", "--workers", "3", "--nat", "1", "--run-id", run_id, "--timeout", str(UP_TIMEOUT_S),
-                      timeout=UP_TIMEOUT_S + 60)
+                      "--workload", json.dumps(LEASE), timeout=UP_TIMEOUT_S + 60)
         log = FleetLog(plan_of(root))
         try:
             yield log
