@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from eventbus.events import Event, decode
+from ops.fleet.files import Workload
 from ops.fleet.plan import FleetPlan
 from ops.fleet.ready import operator_env
 from ops.fleet.state import load
@@ -24,7 +25,22 @@ from servicekit.looplag import BLOCK_ENV
 
 # The shared fleet: `up` waits this long for readiness; SIGUSR2 blocks a service's loop this long (servicekit/looplag.py).
 UP_TIMEOUT_S = 420
-BLOCK_S = 30
+# The shared fleet's scheduler lease: 14 s renewed every 1.4 s, where the operator's fleet has 20 s every 4 s
+# (ops/fleet/files.py). A leader still rides out 9.8 s without a lease-bucket leader (14 s less the 2.8 s safety
+# margin and one renewal), beyond the 4-9 s nats-server waits to campaign after a cut server returns (10 s renewed
+# every 2 s, 6 s, moved the scheduler twice in one cut: ops/RUNBOOK.md), and every stop, kill or block of a leader
+# (the takeover test, the chaos smoke's stop and kill) waits 14 s out instead of 20.
+LEASE = {"lease_ttl_s": 14, "lease_renew_every": 0.1}
+# The fleet's gate (one won game promotes, ops/fleet/files.py) over 40 games instead of 12. The first candidates
+# won only as the first mover, 5 of 22 such games (7 sessions' first matches against the anchor): 2 of 7 lost
+# all 12 and the generation test waited for another selfplay, training and evaluation round. 20 first-mover
+# games leave under 1% of sessions without a win, against ~21% with 6 (ops/bench/README.md). A promotion still
+# needs a game won against the anchor; losses never promote (tests/test_fleet_plan.py).
+GATE = {**Workload().gate, "max_games": 40}
+TEST_WORKLOAD = {**LEASE, "gate": GATE}
+# Longer than the lease by half of it, as 30 s was to 20 s: a successor is elected while the old leader still
+# sleeps (watchers campaign at the lease's expiry marker), so it wakes deposed.
+BLOCK_S = LEASE["lease_ttl_s"] * 3 // 2
 
 
 def namespaces_unavailable() -> str | None:
@@ -192,7 +208,8 @@ def leftovers(run_id: str, root: Path) -> list[str]:
 
 @pytest.fixture(scope="session")
 def shared_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetLog]:
-    """The session's one fleet: 3 NATS hosts and 3 worker hosts (w-3 behind NAT), the services' loop blocker armed.
+    """The session's one fleet: 3 NATS hosts and 3 worker hosts (w-3 behind NAT), the services' loop blocker armed,
+    the scheduler lease `LEASE` and the gate `GATE`.
 
     Bringing a fleet up costs minutes of the 2-core CI machine, so the fleet tests and the chaos smoke share
     this one. tests/conftest.py runs its users last (it is torn down when the session ends), and those marked
@@ -204,7 +221,7 @@ def shared_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetLog]
         with pytest.MonkeyPatch.context() as env:
             env.setenv(BLOCK_ENV, str(BLOCK_S))
             fleet_cmd(root, "up", "--workers", "3", "--nat", "1", "--run-id", run_id, "--timeout", str(UP_TIMEOUT_S),
-                      timeout=UP_TIMEOUT_S + 60)
+                      "--workload", json.dumps(TEST_WORKLOAD), timeout=UP_TIMEOUT_S + 60)
         log = FleetLog(plan_of(root))
         try:
             yield log

@@ -1,11 +1,11 @@
-"""Every fault kind once on a real fleet (`python -m ops.chaos --smoke`, 62 s of faults for seed 17): no violation.
+"""Every fault kind once on a real fleet (`python -m ops.chaos --smoke`, 56 s of faults for seed 17): no violation.
 
 Marked `fleet` (root, iproute2); skipped in one line where network namespaces cannot be made.
 The mix runs on the session's fleet (`shared_fleet`, tests/fleet_harness.py, given with `--root`)
 after the fleet tests that need it pristine (`fleet_faults`: tests/conftest.py orders them), so the
 checker judges their history too, from sequence 1. The schedule is seed 17's smoke plan
-(ops/chaos/smoke.py): each kind once, the leader's stop held past the fleet's lease TTL, on the
-fleet's hosts; a failure prints the summary, whose `schedule` replays it:
+(ops/chaos/smoke.py): each kind once, the leader's stop held past the fleet's lease TTL (14 s, tests/fleet_harness.py
+`LEASE`), on the fleet's hosts; a failure prints the summary, whose `schedule` replays it:
 `python -m ops.chaos --seed 17 --smoke --schedule FILE`. The checker's own tests plant each
 violation it finds (tests/test_chaos_checker.py).
 """

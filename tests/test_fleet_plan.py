@@ -17,6 +17,8 @@ from ops.fleet.files import Workload, hosts_file, nats_config, rr_config
 from ops.fleet.launch import hidden_dirs, host_env, isolated, process_name
 from ops.fleet.plan import FleetError, owns_name, plan_fleet, split_groups, subnet_for
 from servicekit.childenv import PROJECT_ROOT, child_env
+from tests.fleet_harness import LEASE, TEST_WORKLOAD
+from workload.sprt import H1, verdict
 
 
 def fleet(workers: int = 3, nat: int = 1):
@@ -76,16 +78,32 @@ def test_each_hosts_rr_config_loads_and_keeps_its_data_in_its_own_directory() ->
         assert config.api.host == host.address
 
 
-def test_a_fleet_leader_rides_out_the_lease_bucket_electing_a_raft_leader_after_a_server_returns() -> None:
+# The operator's fleet keeps a second beyond nats-server's longest wait; the test session's shorter lease
+# (tests/fleet_harness.py) keeps the longest wait itself.
+@pytest.mark.parametrize(("workload", "at_least_s"), [(Workload(), 10.0), (msgspec.convert(LEASE, Workload), 9.0)],
+                         ids=["operator-fleet", "test-session-fleet"])
+def test_a_fleet_leader_rides_out_the_lease_bucket_electing_a_raft_leader_after_a_server_returns(
+        workload: Workload, at_least_s: float) -> None:
     # A cut NATS server rejoins with a higher raft term and its group elects anew; nats-server waits
     # 4-9 s before campaigning (8 s without a lease bucket leader measured on the fleet). A leader
     # whose renewal was sent just before such a gap must still be inside its own deadline after it,
     # or one cut moves the scheduler twice: at the cut and after the heal.
     plan = fleet()
-    config = msgspec.convert(yaml.safe_load(yaml.safe_dump(rr_config(plan, plan.hosts[0], Workload()))), RrConfig)
+    config = msgspec.convert(yaml.safe_load(yaml.safe_dump(rr_config(plan, plan.hosts[0], workload))), RrConfig)
     timing = timing_for(config.leadership.ttl_s, config.leadership.renew_every, config.leadership.safety_margin)
     rides_out_s = timing.ttl_s - timing.safety_margin_s - timing.renew_every_s
-    assert rides_out_s >= 10.0, f"a leader survives only {rides_out_s:.1f}s without a lease bucket leader"
+    assert rides_out_s >= at_least_s, f"a leader survives only {rides_out_s:.1f}s without a lease bucket leader"
+
+
+def test_the_test_sessions_gate_promotes_on_one_won_game_and_never_on_losses_alone() -> None:
+    # The test session's fleet plays its gate longer than the fleet's 12 games (tests/fleet_harness.py): still a
+    # sequential test on real games, which a candidate passes only by winning one.
+    config = msgspec.convert(yaml.safe_load(yaml.safe_dump(rr_config(fleet(), fleet().hosts[0],
+                                                                      msgspec.convert(TEST_WORKLOAD, Workload)))), RrConfig)
+    gate = config.pipeline.gate
+    assert gate.max_games == 40
+    assert all(verdict(0, lost, 0, gate).result != H1 for lost in range(gate.max_games + 1))
+    assert all(verdict(1, lost, 0, gate).result == H1 for lost in range(gate.max_games))
 
 
 def test_the_hosts_file_makes_nats_hosts_coordinators_and_workers_workers() -> None:

@@ -26,6 +26,12 @@ class Workload(msgspec.Struct, frozen=True, kw_only=True):
     # non-lost game against its opponent (one win or draw in `gate_games`), never on losses alone.
     gate: dict[str, float | int] = msgspec.field(default_factory=lambda: {"elo0": -2000.0, "elo1": -1000.0, "alpha": 0.45, "beta": 0.45, "max_games": 12})
     heartbeat_s: float = 1.0
+    # The scheduler lease (leadership.ttl_s, whole seconds, and renew_every, a fraction of it): see rr_config on
+    # why 20 s. A test fleet may take a shorter one with a shorter renewal, which keeps the time a leader rides
+    # out without a lease-bucket leader (the TTL less the safety margin and one renewal interval) above the
+    # 9 s the cut tests need; every stop, kill and block of a leader then waits a shorter lease out.
+    lease_ttl_s: int = 20
+    lease_renew_every: float = 0.2
     # ops/chaos's client adds `synthetic` items: a job that only sleeps, so a fault mix runs on 2 cores.
     synthetic_s: float = 1.0
     populator: bool = True  # False: the leader queues no selfplay of its own (a soak of synthetic work only)
@@ -90,8 +96,8 @@ def rr_config(plan: FleetPlan, host: HostPlan, workload: Workload) -> dict[str, 
         # anew (nats-server waits 4-9 s to campaign; 8 s measured here). A leader stops acting
         # safety_margin (0.2) of the TTL before its lease could expire and renews every 0.2 of it:
         # with 20 s it rides out ~12 s without a bucket leader, where 10 s made one cut move the
-        # scheduler twice (at the cut, and again after the heal).
-        "leadership": {"ttl_s": 20, "renew_every": 0.2},
+        # scheduler twice (at the cut, and again after the heal). Workload.lease_* (default 20 s, 0.2).
+        "leadership": {"ttl_s": w.lease_ttl_s, "renew_every": w.lease_renew_every},
         "membership": {"heartbeat_interval_s": w.heartbeat_s, "missed_beats_offline": 3, "gpu_probe": "none"},
         "pipeline": {"min_new_samples": w.min_new_samples, "evaluation_games": w.evaluation_games,
                      "evaluation_sims": w.evaluation_sims, "gate": w.gate, "decide_every_s": 0.5},
