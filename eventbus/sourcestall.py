@@ -26,7 +26,7 @@ class SourceStatus(msgspec.Struct, frozen=True, kw_only=True):
 
     idle_s: float | None  # since the leader last heard from the source (a copy or a heartbeat); None: not reported
     error: str | None  # the leader's last error setting the source up
-    leader_tenure_s: float | None  # how long the stream's leader has held office; None: not reported
+    leader_tenure_s: float | None  # how long the stream's leader has held office; None: not reported, or one replica
 
 
 class _StepDownReply(msgspec.Struct, frozen=True):
@@ -49,7 +49,9 @@ async def source_status(bus: Bus, stream: str, source: str, *, timeout: float) -
     found = next((s for s in info.sources or () if s.name == source), None)
     if found is None:
         return None
-    since = info.cluster.leader_since if info.cluster is not None else None
+    # A stream of one replica has no one to hand office to: reported without a tenure, so no one asks.
+    replicated = info.cluster is not None and bool(info.cluster.replicas)
+    since = info.cluster.leader_since if info.cluster is not None and replicated else None
     tenure = (datetime.datetime.now(datetime.UTC) - since).total_seconds() if since is not None else None
     return SourceStatus(
         idle_s=found.active / NS_PER_S if found.active is not None and found.active >= 0 else None,

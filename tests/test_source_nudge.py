@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
 from cluster.leadership.sourcenudge import LATE_AFTER_S, MIN_LEADER_TENURE_S, late_after, should_step_down
-from eventbus.sourcestall import SourceStatus
+from eventbus.errors import BusError
+from eventbus.leases import LeaseBucket
+from eventbus.sourcestall import SourceStatus, source_status, step_down_leader
+from eventbus.streams import EVENTS_STREAM
+from tests.bus_harness import provisioned_bus
 
 SETTLED = MIN_LEADER_TENURE_S + 1
 
@@ -31,3 +37,14 @@ def test_a_copy_is_not_late_before_a_quarter_of_the_wait_or_a_second() -> None:
 def test_a_stream_leader_new_in_office_or_of_unknown_tenure_is_left_to_set_its_sources_up() -> None:
     assert not should_step_down(status(tenure_s=MIN_LEADER_TENURE_S - 0.5), waited_s=3.0, wait_s=5.0)
     assert not should_step_down(status(tenure_s=None), waited_s=3.0, wait_s=5.0)
+
+
+async def test_on_one_server_the_source_is_reported_without_a_tenure_and_a_step_down_is_refused(nats_url: str) -> None:
+    async with provisioned_bus(nats_url, node_id="n1") as bus:
+        await LeaseBucket(bus).ensure()
+        status = await source_status(bus, EVENTS_STREAM, LeaseBucket(bus).stream, timeout=2.0)
+        assert status is not None and status.error is None
+        assert status.leader_tenure_s is None, "no other replica to hand office to: no one asks"
+        assert await source_status(bus, EVENTS_STREAM, "KV_elsewhere", timeout=2.0) is None
+        with pytest.raises(BusError, match="refused to step down"):
+            await step_down_leader(bus, EVENTS_STREAM, timeout=2.0)
