@@ -34,6 +34,14 @@ class _StepDownReply(msgspec.Struct, frozen=True):
     error: dict[str, object] | None = None
 
 
+def idle_seconds(active_ns: int | None, tenure_s: float | None) -> float | None:
+    """Seconds since the stream's leader last heard from a source, from the `active` it reports; a leader that never
+    heard from it reports -1 (a source it could not set up since it took office): silent for its whole tenure."""
+    if active_ns is None:
+        return None
+    return active_ns / NS_PER_S if active_ns >= 0 else tenure_s
+
+
 def step_down_subject(stream: str) -> str:
     """The API subject that asks a stream's leader to hand office to another replica."""
     return f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}"
@@ -54,7 +62,7 @@ async def source_status(bus: Bus, stream: str, source: str, *, timeout: float) -
     since = info.cluster.leader_since if info.cluster is not None and replicated else None
     tenure = (datetime.datetime.now(datetime.UTC) - since).total_seconds() if since is not None else None
     return SourceStatus(
-        idle_s=found.active / NS_PER_S if found.active is not None and found.active >= 0 else None,
+        idle_s=idle_seconds(found.active, tenure),
         error=str(found.error.get("description", found.error)) if found.error else None,
         leader_tenure_s=tenure,
     )

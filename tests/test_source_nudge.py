@@ -7,7 +7,7 @@ import pytest
 from cluster.leadership.sourcenudge import LATE_AFTER_S, MIN_LEADER_TENURE_S, late_after, should_step_down
 from eventbus.errors import BusError
 from eventbus.leases import LeaseBucket
-from eventbus.sourcestall import SourceStatus, source_status, step_down_leader
+from eventbus.sourcestall import SourceStatus, idle_seconds, source_status, step_down_leader
 from eventbus.streams import EVENTS_STREAM
 from tests.bus_harness import provisioned_bus
 
@@ -26,6 +26,13 @@ def test_a_source_silent_for_the_whole_wait_under_a_settled_stream_leader_is_nud
 def test_a_source_that_spoke_during_the_wait_is_not_stalled() -> None:
     assert not should_step_down(status(idle_s=0.4), waited_s=2.0, wait_s=5.0)
     assert not should_step_down(status(idle_s=None), waited_s=2.0, wait_s=5.0)
+
+
+def test_a_stream_leader_that_never_heard_from_its_source_counts_it_silent_since_it_took_office() -> None:
+    # The server reports `active` -1 for a source its leader could not set up since it took office.
+    assert idle_seconds(-1, 12.5) == 12.5 and idle_seconds(2_500_000_000, 12.5) == 2.5
+    assert idle_seconds(None, 12.5) is None and idle_seconds(-1, None) is None
+    assert should_step_down(status(idle_s=idle_seconds(-1, SETTLED)), waited_s=2.0, wait_s=5.0)
 
 
 def test_a_copy_is_not_late_before_a_quarter_of_the_wait_or_a_second() -> None:
