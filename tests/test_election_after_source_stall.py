@@ -29,7 +29,7 @@ pytestmark = pytest.mark.timeout(240)
 TTL_S = 15.0  # copy wait min(TTL, 5 s) = 5 s and the first renewal at 5 s, as a fleet's 20 s TTL gives 5 s and 4 s
 DOWN_S = 4.5  # the chaos smoke's kill_stream_leader keeps the server down this long
 OLD_LEADER = LeaseValue(node="old", incarnation="old", ttl_s=2, acquired_at=utcnow())
-ELECTED_WITHIN_S = 14.0  # from the kill: 8 s measured with the step-down; 18.7 s twice without (the source's own retry)
+ELECTED_WITHIN_S = 16.0  # from the kill: 8.0-13.6 s measured with the step-down (load 9-16); 18.7 s twice without
 
 
 async def leader_of(bus: Bus, stream: str) -> str | None:

@@ -18,7 +18,7 @@ from eventbus.sourcestall import SourceStatus
 
 LATE_AFTER_S = 1.0  # a copy not in the log this long after the ack is late (at most a quarter of the wait)
 CHECK_EVERY_S = 1.0  # how often a late copy's source is looked at again
-MIN_LEADER_TENURE_S = 10.0  # twice the longest copy wait: a new stream leader had its chance to set the source up
+MIN_LEADER_TENURE_S = 5.0  # the longest copy wait: a stream leader silent from its source this long had its chance
 
 
 def late_after(wait_s: float) -> float:
