@@ -16,11 +16,12 @@ from cluster.leadership.election import Elector
 from cluster.leadership.sourcenudge import MIN_LEADER_TENURE_S
 from cluster.leadership.term import Term
 from eventbus.connection import Bus, connect
+from eventbus.errors import BusError
 from eventbus.events import utcnow
 from eventbus.history import last_on
 from eventbus.leases import LeaseBucket, LeaseValue
 from eventbus.natsserver import NatsCluster
-from eventbus.sourcestall import source_status
+from eventbus.sourcestall import source_status, step_down_leader
 from eventbus.streams import EVENTS_STREAM, StreamSettings, provision
 from eventbus.subjects import election_filter
 
@@ -39,14 +40,14 @@ async def leader_of(bus: Bus, stream: str) -> str | None:
 
 async def lease_bucket_led_apart(bus: Bus) -> str:
     """The server leading KV_rr_leases, once it is not RR_EVENTS' leader (the kill then stalls the source, and RR_EVENTS'
-    leader stays in office)."""
+    leader stays in office). RR_EVENTS' leader is the one stepped down: its successor sets the source up at once."""
     bucket = LeaseBucket(bus, replicas=3)
     for _ in range(20):
         kv_leader = await leader_of(bus, bucket.stream)
         if kv_leader is not None and kv_leader != await leader_of(bus, EVENTS_STREAM):
             return kv_leader
-        with contextlib.suppress(Exception):
-            await bus.nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{bucket.stream}", b"", timeout=2.0)
+        with contextlib.suppress(BusError):
+            await step_down_leader(bus, EVENTS_STREAM, timeout=2.0)
         await asyncio.sleep(1.0)
     raise AssertionError("KV_rr_leases kept its leader on RR_EVENTS' leader's server")
 

@@ -107,13 +107,15 @@ async def events_leader_settled(bus: Bus, bucket_stream: str) -> None:
 
 
 async def place_leaders(bus: Bus, bucket_stream: str, placement: str) -> None:
-    """Step KV_rr_leases' leader down until it is (`together`) or is not (`apart`) RR_EVENTS' leader; `any`: as it is."""
+    """Step RR_EVENTS' leader down until it is (`together`) or is not (`apart`) KV_rr_leases' leader; `any`: as it is.
+    RR_EVENTS' and not the bucket's: a new RR_EVENTS leader sets its source up at once, while a bucket leader's change
+    stalls the source (the very fault measured here) before the round begins."""
     for _ in range(PLACEMENT_TRIES):
         together = await leader_of(bus, bucket_stream) == await leader_of(bus, EVENTS_STREAM)
         if placement == "any" or together == (placement == "together"):
             return
         with contextlib.suppress(BusError):
-            await step_down_leader(bus, bucket_stream, timeout=2.0)
+            await step_down_leader(bus, EVENTS_STREAM, timeout=2.0)
         await asyncio.sleep(1.0)
     log(f"the leaders are not {placement} after {PLACEMENT_TRIES} step-downs: measured as they are")
 
