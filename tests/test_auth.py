@@ -35,6 +35,7 @@ from eventbus.natsserver import NatsServer, ServerSpec, free_port
 from eventbus.objects import BucketSpec, ensure_bucket, fetch_to_file, put_file
 from eventbus.probe import PermissionWatch, probe_publish, probe_subscribe
 from eventbus.publisher import Publisher
+from eventbus.sourcestall import step_down_subject
 from eventbus.streams import EVENTS_STREAM, StreamSettings, provision
 from eventbus.subjects import WORKREFS_BUCKET, source_filter
 from projections.workrefs import RefsMap, WorkRefs, subjects_naming
@@ -237,6 +238,22 @@ async def test_a_worker_cannot_delete_or_purge_streams(worker: tuple[Bus, Permis
     info = await admin.js.stream_info(EVENTS_STREAM)
     assert info.state.messages == 1
     assert (await admin.js.stream_info("KV_rr_leases")).config.name == "KV_rr_leases"
+
+
+async def test_a_coordinator_may_ask_the_logs_leader_to_step_down_and_a_worker_may_not(
+    fleet: Fleet, worker: tuple[Bus, PermissionWatch]
+) -> None:
+    # A lease holder whose acquisition's copy is held up by a stalled source asks for it (cluster/leadership/sourcenudge.py).
+    subject = step_down_subject(EVENTS_STREAM)
+    bus, watch = worker
+    assert (await probe_publish(bus, watch, subject, b"", harmless=False)).outcome == "denied"
+    coordinator_watch = PermissionWatch()
+    coordinator = await open_as(fleet, "coord-1", watch=coordinator_watch)
+    try:
+        probe = await probe_publish(coordinator, coordinator_watch, subject, b"", harmless=False)
+    finally:
+        await coordinator.close()
+    assert probe.outcome == "rejected", probe  # the server's answer: a single server has no other replica to lead
 
 
 async def test_a_worker_cannot_take_another_nodes_durable_consumer(worker: tuple[Bus, PermissionWatch], admin: Bus) -> None:

@@ -4,6 +4,8 @@ The fences believe a LEADER_ELECTED only after the copy of the write that acquir
 (projections/fencing.py), and they read the log in order: the election must come after the copy.
 The server copies each write within milliseconds; the lease bucket keeps one message per key,
 so a copy the server did not take before the first renewal is lost, and the term is given up.
+A copy that is late because RR_EVENTS' source of the bucket has stalled (its server died) is
+brought back by asking RR_EVENTS' leader to step down (sourcenudge.py says when).
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ import logging
 import time
 from collections.abc import Callable
 
+from cluster.leadership.sourcenudge import CHECK_EVERY_S, late_after, should_step_down
 from eventbus.connection import Bus
 from eventbus.errors import BusError
 from eventbus.history import last_on
 from eventbus.leasecopy import copy_subject, origin_of
+from eventbus.sourcestall import source_status, step_down_leader
 from eventbus.streams import EVENTS_STREAM, sources_of
 
 log = logging.getLogger(__name__)
@@ -38,9 +42,14 @@ class CopyWait:
         True at once where the log does not source the lease bucket (an old stream config)."""
         if not await self.sourced():
             return True
-        deadline = time.monotonic() + self._wait_s
+        started = time.monotonic()
+        deadline, look_at_source = started + self._wait_s, started + late_after(self._wait_s)
         pause = COPY_POLL_S[0]
         while may_act() and time.monotonic() < deadline:
+            if time.monotonic() >= look_at_source:
+                # Once per wait at most: a new stream leader sets the source up at once, or it does not help.
+                asked = await self._step_down_if_stalled(time.monotonic() - started)
+                look_at_source = deadline if asked else time.monotonic() + CHECK_EVERY_S
             revision = await self._last_copied()
             if revision == epoch:
                 return True
@@ -54,6 +63,21 @@ class CopyWait:
         log.warning("%s: no copy of the %s lease's acquisition (revision %d) in the log within %.1f s",
                     self._node, self._role, epoch, self._wait_s)
         return False
+
+    async def _step_down_if_stalled(self, waited_s: float) -> bool:
+        """Ask RR_EVENTS' leader to step down where its source of the bucket is stalled; whether it was asked."""
+        status = await source_status(self._bus, EVENTS_STREAM, self._bucket_stream, timeout=self._read_timeout_s)
+        if status is None or not should_step_down(status, waited_s, self._wait_s):
+            return False
+        log.warning("%s: no copy of the %s lease's acquisition in the log after %.1f s, and %s has heard nothing from "
+                    "its source %s for %s s (error: %s): asking %s's leader to step down, so that a new one sets the "
+                    "source up", self._node, self._role, waited_s, EVENTS_STREAM, self._bucket_stream,
+                    status.idle_s, status.error, EVENTS_STREAM)
+        try:
+            await step_down_leader(self._bus, EVENTS_STREAM, timeout=self._read_timeout_s)
+        except BusError as exc:
+            log.warning("%s: asking %s's leader to step down: %s", self._node, EVENTS_STREAM, exc)
+        return True
 
     async def _last_copied(self) -> int | None:
         try:

@@ -5,7 +5,8 @@ Roles:
                including the destructive ones; of the events, only those admin owns.
   coordinator  a node that may campaign for leadership: writes the leases KV and the API's
                work-ref entries KV, publishes the event types it owns under its own node,
-               manages consumers and objects, but
+               manages consumers and objects, asks RR_EVENTS' leader to step down (a stalled
+               source of the leases), but
                never deletes or purges a stream, nor updates or deletes messages of the log,
                the dead letters or the leases.
   worker       any other node: publishes only the event types it owns under its own node
@@ -24,6 +25,7 @@ import msgspec
 
 from eventbus.authority import Role, foreign_types, owned_types
 from eventbus.leasecopy import COPIES
+from eventbus.sourcestall import step_down_subject
 from eventbus.streams import CONTEXT_STREAM, DEADLETTER_STREAM, EVENTS_STREAM, TELEMETRY_STREAM
 from eventbus.subjects import DEADLETTER_ROOT, EVENTS_ROOT, TELEMETRY_ROOT, WORKREFS_BUCKET, heartbeat_subject, token
 
@@ -190,6 +192,9 @@ def coordinator_permissions(node: str, buckets: Buckets = Buckets()) -> Permissi
             leases_subjects(buckets),
             f"$KV.{WORKREFS_BUCKET}.>",  # the API's work-ref entries (a cache of the log: readers fall back without it)
             "$JS.API.>",
+            # Within the line above; named so that narrowing it keeps what the elector needs: a lease holder whose
+            # acquisition's copy is held up by a stalled source asks the log's leader to step down (sourcenudge.py).
+            step_down_subject(EVENTS_STREAM),
             "$JS.ACK.>",
             "$JS.FC.>",
             "$O.>",
