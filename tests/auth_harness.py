@@ -16,8 +16,8 @@ from cli.auth.generate import generate
 from eventbus.connection import Bus, connect
 from eventbus.natsserver import NatsServer, ServerSpec, free_port
 from eventbus.probe import PermissionWatch
-from eventbus.streams import EVENTS_STREAM
 from servicekit.auth.credentials import NatsCredentials, connect_options, load_credentials
+from tests.bus_harness import stored_count as stored_count  # the auth tests import it from here
 from tests.helpers import TEST_STORE_LIMIT
 
 HOSTS = """
@@ -57,12 +57,6 @@ async def open_as(fleet: Fleet, user: str, *, node_id: str | None = None, watch:
     """A connection with `user`'s credentials (and its node id unless another is given)."""
     return await connect(fleet.url, node_id=node_id or user, error_listener=watch.on_error if watch else None,
                          **connect_options(fleet.creds(user)), **options)
-
-
-async def stored_count(bus: Bus, subject: str, stream: str = EVENTS_STREAM) -> int:
-    """How many messages `stream` holds on subjects matching `subject`."""
-    info = await bus.js.stream_info(stream, subjects_filter=subject)
-    return sum((info.state.subjects or {}).values())
 
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,7 +9,7 @@ from typing import Any
 
 from eventbus.connection import Bus, connect
 from eventbus.consumer import ConsumerSpec, EventConsumer
-from eventbus.streams import StreamSettings, provision
+from eventbus.streams import EVENTS_STREAM, StreamSettings, provision
 
 
 @contextlib.asynccontextmanager
@@ -21,6 +21,12 @@ async def provisioned_bus(url: str, node_id: str = "node-a", settings: StreamSet
         yield bus
     finally:
         await bus.close()
+
+
+async def stored_count(bus: Bus, subject: str, stream: str = EVENTS_STREAM) -> int:
+    """How many messages `stream` holds on subjects matching `subject`."""
+    info = await bus.js.stream_info(stream, subjects_filter=subject)
+    return sum((info.state.subjects or {}).values())
 
 
 def short_api_waits(bus: Bus, seconds: float) -> None:

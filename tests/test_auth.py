@@ -315,7 +315,8 @@ async def test_a_workers_services_run_on_its_credentials_without_one_permission_
     hosts.write_text(HOSTS)
     generate(hosts, tmp_path / "auth")
     config = tmp_path / "rr.yaml"
-    config.write_text(f"hosts_file: {hosts}\n")
+    # No GPU probe: torch's import (seconds of CPU per agent) delays the first beat and touches no permission.
+    config.write_text(f"hosts_file: {hosts}\nmembership: {{gpu_probe: none}}\n")
     spec = ServerSpec(name="rr-auth", port=free_port(), store_dir=str(tmp_path / "nats" / "jetstream"),
                       extra_config=(tmp_path / "auth" / "auth.conf").read_text())
     with NatsServer(spec) as server:

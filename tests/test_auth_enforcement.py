@@ -223,7 +223,8 @@ async def test_objects_are_replaced_by_nodes_and_cleaned_up_by_a_coordinator_wit
 async def test_a_coordinators_leader_loops_run_on_its_credentials_without_one_permission_violation(
         tmp_path: Path, eventually) -> None:
     config = tmp_path / "rr.yaml"
-    config.write_text(f"hosts_file: {tmp_path / 'hosts.yaml'}\n")
+    # No GPU probe: torch's import (seconds of CPU per agent) delays the first beats and touches no permission.
+    config.write_text(f"hosts_file: {tmp_path / 'hosts.yaml'}\nmembership: {{gpu_probe: none}}\n")
     decisions = {"LEADER_ELECTED", "HOST_ONLINE", "CONFIG_CHANGED", "WORK_ADDED", "WORK_ASSIGNED"}
     with auth_server(tmp_path) as (fleet, server):
         admin = await open_as(fleet, "admin")

@@ -12,7 +12,7 @@ import pytest
 
 from cli.auth.generate import generate
 from cli.doctor.checks import CheckResult, evaluate, passed
-from cli.doctor.deps import require_dependencies
+from cli.doctor.deps import WORKER_MODULES, require_dependencies
 from cli.doctor.findings import (
     ConfigProbe,
     ConnectionProbe,
@@ -300,14 +300,16 @@ def test_the_units_dependency_check_names_the_missing_packages_without_importing
     import sys
 
     root = Path(__file__).resolve().parent.parent
-    # psutil and yaml made unimportable; msgspec and nats too: the check must not need them.
+    # psutil and yaml made unimportable; msgspec and nats too: the check must not need them. numpy and torch as
+    # well: each is named like the others, and the run is spared importing torch (seconds, and it proves nothing here).
     code = ("import sys, runpy\n"
-            "for m in ('psutil', 'yaml', 'msgspec', 'nats'): sys.modules[m] = None\n"
+            "for m in ('psutil', 'yaml', 'msgspec', 'nats', 'numpy', 'torch'): sys.modules[m] = None\n"
             "runpy.run_module('cli.doctor.deps', run_name='__main__')\n")
     broken = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60, check=False)
     assert broken.returncode == 1
     assert "missing Python packages: nats (nats-py)" in broken.stderr
-    assert broken.stderr.rstrip().endswith("-m pip install nats-py msgspec PyYAML psutil litestar")  # litestar imports msgspec
-    healthy_run = subprocess.run([sys.executable, "-m", "cli.doctor.deps"], cwd=root, capture_output=True, text=True,
-                                 timeout=60, check=False)
-    assert healthy_run.returncode == 0, healthy_run.stderr
+    # litestar imports msgspec; the workload's packages come last
+    assert broken.stderr.rstrip().endswith("-m pip install nats-py msgspec PyYAML psutil litestar numpy torch")
+    # The healthy case in this process: the same check the units' `python -m cli.doctor.deps` runs, without a second
+    # interpreter importing torch (the suite's workload tests import it here anyway).
+    require_dependencies(WORKER_MODULES)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from hypothesis import given
@@ -18,6 +19,26 @@ from tests.test_projections import EVENTS, NODES, PROPERTY, T0, WORK, _spoiled, 
 SET_START = bundle.ProjectionSet(work=work.WorkState(retire_after=3))
 
 
+# The strategies each log draws from, built once: a strategy built inside the draw loop is validated and labelled
+# again at each draw, which took most of these tests' time. The same distributions, so logs of the same shapes.
+_NODE = st.sampled_from(NODES)
+_FEW = st.integers(0, 3)
+_REPORTS = st.integers(0, 12)
+_FRACTION = st.floats(0, 1)
+_MESSAGE = st.sampled_from(["", "game 3"])
+_REPORTER = {n: st.sampled_from([n, n, n, "gpu-9"]) for n in NODES}
+_ATTEMPT = st.sampled_from([1, 1, 1, 2])
+_EPOCH = st.sampled_from([None, None, None, 1])
+_TIME = st.one_of(times, times, times, st.none())
+_NOISE = st.lists(EVENTS, max_size=8)
+
+
+@functools.cache
+def up_to(n: int) -> st.SearchStrategy[int]:
+    """0 to `n`, one strategy per bound."""
+    return st.integers(0, n)
+
+
 @st.composite
 def reporting_logs(draw: st.DrawFn) -> list[ev.Event]:
     """Work lives whose attempts report in runs (some reports from another attempt or node, with an epoch or
@@ -25,27 +46,26 @@ def reporting_logs(draw: st.DrawFn) -> list[ev.Event]:
     queues: list[list[ev.Event]] = []
     out: list[ev.Event] = [ev.LeaderElected(role="scheduler", node="gpu-1", epoch=1, source="gpu-1", ts=T0)]
     for w in WORK:
-        node = draw(st.sampled_from(NODES))
+        node = draw(_NODE)
         life: list[ev.Event] = [
             ev.WorkAdded(work_id=w, work_type="selfplay", board_type="hex8", num_players=2, ts=draw(times)),
             ev.WorkAssigned(work_id=w, node=node, attempt=1, deadline=T0, epoch=1, ts=draw(times)),
             ev.WorkStarted(work_id=w, node=node, attempt=1, ts=draw(times)),
         ]
-        for _ in range(draw(st.integers(0, 12))):
+        for _ in range(draw(_REPORTS)):
             life.append(ev.WorkProgress(
-                work_id=w, fraction=draw(st.floats(0, 1)), message=draw(st.sampled_from(["", "game 3"])),
-                node=draw(st.sampled_from([node, node, node, "gpu-9"])), attempt=draw(st.sampled_from([1, 1, 1, 2])),
-                epoch=draw(st.sampled_from([None, None, None, 1])), ts=draw(st.one_of(times, times, times, st.none())),
+                work_id=w, fraction=draw(_FRACTION), message=draw(_MESSAGE), node=draw(_REPORTER[node]),
+                attempt=draw(_ATTEMPT), epoch=draw(_EPOCH), ts=draw(_TIME),
             ))
         life.append(ev.WorkCompleted(work_id=w, node=node, attempt=1, ts=draw(times)))
         # Late reports of the attempt that completed: each one is an anomaly, none stands for another.
-        life += [ev.WorkProgress(work_id=w, node=node, attempt=1, fraction=1.0, ts=draw(times)) for _ in range(draw(st.integers(0, 3)))]
-        queues.append(life[: draw(st.integers(0, len(life)))])
-    queues.append(draw(st.lists(EVENTS, max_size=8)))
+        life += [ev.WorkProgress(work_id=w, node=node, attempt=1, fraction=1.0, ts=draw(times)) for _ in range(draw(_FEW))]
+        queues.append(life[: draw(up_to(len(life)))])
+    queues.append(draw(_NOISE))
     while any(queues):
         # Mostly the same life as the event before: long runs, now and then cut by another's.
         held = [q for q in queues if q]
-        queue_ = held[0] if draw(st.integers(0, 3)) else draw(st.sampled_from(held))
+        queue_ = held[0] if draw(_FEW) else held[draw(up_to(len(held) - 1))]
         out.append(queue_.pop(0))
     return out
 

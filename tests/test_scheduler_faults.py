@@ -25,7 +25,9 @@ from eventbus.events import (
 )
 from eventbus.history import events
 from eventbus.publisher import Publisher
+from eventbus.subjects import type_filter
 from projections import work
+from tests.bus_harness import stored_count
 from tests.procs.leader_fleet import ROOT, Fleet
 from tests.scheduler_harness import (
     add_items,
@@ -34,7 +36,6 @@ from tests.scheduler_harness import (
     online,
     read_log,
     simulated_worker,
-    state_of,
     stop,
 )
 
@@ -120,7 +121,9 @@ async def leader_now(bus: Bus) -> LeaderElected | None:
 
 
 async def completed_count(bus: Bus) -> int:
-    return (await state_of(bus)).counts.get("completed", 0)
+    """How many completions the log holds: the server counts them, so polling it costs the burst's workers (in this
+    process) nothing, where folding the whole log every quarter second took their loop's time and slowed the burst."""
+    return await stored_count(bus, type_filter("WORK_COMPLETED"))
 
 
 async def test_a_kill_9_of_the_leader_mid_burst_of_1000_loses_no_item_and_never_doubles_an_attempt(
@@ -149,7 +152,8 @@ async def test_a_kill_9_of_the_leader_mid_burst_of_1000_loses_no_item_and_never_
                 return leader if leader is not None and leader.node != first.node else None
 
             second = await eventually(successor, timeout=20, message=f"a leader after {first.node}\n{fleet.logs()}")
-            await eventually(lambda: all_in(bus, work.WorkStatus.COMPLETED, ids), timeout=60, interval=0.25, message=fleet.logs())
+            await eventually(lambda: _at_least(bus, len(ids)), timeout=60, interval=0.25, message=fleet.logs())
+            assert await all_in(bus, work.WorkStatus.COMPLETED, ids)
     finally:
         await stop(*workers)
     log = await read_log(bus)

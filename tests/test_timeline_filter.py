@@ -5,7 +5,7 @@ from __future__ import annotations
 from cli.commands.timeline import read_timeline
 from eventbus import events as ev
 from eventbus.connection import Bus
-from eventbus.history import replay
+from eventbus.history import Record, replay
 from eventbus.publisher import Publisher
 from ops.bench.bench_projection import NODES, TRAINER, fleet_log
 from projections import workrefs
@@ -51,17 +51,27 @@ async def test_a_work_items_timeline_reads_its_own_records_and_the_few_naming_it
         await Publisher(bus).publish_many(list(fleet_log(6_000)))  # ~400 selfplay results, ~80 membership changes
         # The API keeps the index's snapshot; the timeline then reads only the results after it.
         await save_state(bus, workrefs.PROJECTION, (await state_at_seq(bus, workrefs.PROJECTION, 5_000)).state)
-        for work in ("w-00000010", "w-00000199", "t-00000199", "e-00000199", "w-00000390"):
+        works = ("w-00000010", "w-00000199", "t-00000199", "e-00000199", "w-00000390")
+        wholes, total = await _whole(bus, *(Selector(work=work) for work in works))
+        for work, expected in zip(works, wholes, strict=True):
             lines, read = await read_timeline(bus, Selector(work=work))
-            expected, total = await _whole(bus, Selector(work=work))
             assert lines == expected and lines, work
             assert read < total / 30, f"{work} read {read} of {total} records"  # every result: 1/15
 
 
-async def _whole(bus: Bus, selector: Selector) -> tuple[list[TimelineLine], int]:
-    """The selector's lines folded from the whole log, and the log's length."""
-    builder = TimelineBuilder(selector)
-    return builder.lines, await replay(bus, builder)
+async def _whole(bus: Bus, *selectors: Selector) -> tuple[list[list[TimelineLine]], int]:
+    """Each selector's lines folded from the whole log, and the log's length.
+
+    One read of the log feeds every selector's builder: a read per selector cost the tests most of their time.
+    """
+    builders = [TimelineBuilder(selector) for selector in selectors]
+
+    def each(record: Record) -> None:
+        for builder in builders:
+            builder(record)
+
+    total = await replay(bus, each)
+    return [builder.lines for builder in builders], total
 
 
 async def test_each_items_and_models_timeline_equals_the_one_folded_from_the_whole_log(nats_url: str) -> None:
@@ -71,9 +81,9 @@ async def test_each_items_and_models_timeline_equals_the_one_folded_from_the_who
 
         selectors = [Selector(work=w) for w in ("w-1", "w-5", "w-6", "noise-3", "no-such")]
         selectors += [Selector(model=m) for m in ("m-0", "m-1")] + [Selector(work="w-1", model="m-1")]
-        for selector in selectors:
+        wholes, total = await _whole(bus, *selectors)
+        for selector, expected in zip(selectors, wholes, strict=True):
             lines, read = await read_timeline(bus, selector)
-            expected, total = await _whole(bus, selector)
             assert lines == expected, selector
             assert read < total / 2, f"{selector} read {read} of {total} records"
         lines, _ = await read_timeline(bus, Selector(work="w-1"))
@@ -91,12 +101,14 @@ async def test_a_nodes_timeline_reads_its_own_subjects_and_what_judges_them_and_
         # the trainer every batch is copied to, a node no event names, and the leader, which published (and
         # so is named in) most of the log, some records twice (two filters match them). Every node reads all assignments and copy plans (~15% of this
         # mix: their subjects name the leader, not the node), plus its own: about a fifth of the log for a worker.
-        for node, share in (("gpu-2", 0.25), ("gpu-3", 0.25), ("gpu-05", 0.25), (TRAINER, 0.5), ("nowhere", 0.2), (NODES[1], 1.5)):
+        shares = (("gpu-2", 0.25), ("gpu-3", 0.25), ("gpu-05", 0.25), (TRAINER, 0.5), ("nowhere", 0.2), (NODES[1], 1.5))
+        wholes, total = await _whole(bus, *(Selector(node=node) for node, _ in shares), Selector(node="gpu-2", work="w-1"))
+        *per_node, whole_both = wholes
+        for (node, share), expected in zip(shares, per_node, strict=True):
             lines, read = await read_timeline(bus, Selector(node=node))
-            expected, total = await _whole(bus, Selector(node=node))
             assert lines == expected, node
             assert read < total * share, f"{node} read {read} of {total} records"
         lines, _ = await read_timeline(bus, Selector(node="gpu-2"))
         assert any(line.note.startswith("IGNORED") for line in lines) and any(line.note.startswith("REJECTED") for line in lines)
         both, _ = await read_timeline(bus, Selector(node="gpu-2", work="w-1"))
-        assert both == (await _whole(bus, Selector(node="gpu-2", work="w-1")))[0] and 0 < len(both) < len(lines)
+        assert both == whole_both and 0 < len(both) < len(lines)
