@@ -10,6 +10,11 @@ place, so the state it was opened from changes too: only a holder that owns the 
 it out only frozen (`frozen`) may open one, and each write is noted in a journal, so a fold that
 raises half-way is undone (`undo`) to the state before it and folded again the pure way, as if
 the maps had never been open.
+
+A bucket map (projections/bucketmap.py: the lineage's batches, the timeline's index) opens the
+same way, as one dict of every id: its `set` copies a bucket's dict and builds a bucket, a map
+and a trie node per write, where a dict writes one entry; it is frozen by building every bucket
+at once (`BucketMap.of`).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from projections.bucketmap import BucketMap
 from projections.pmap import PMap
 
 S = TypeVar("S", bound=msgspec.Struct)
@@ -32,11 +38,13 @@ Journal = list[tuple[dict[Any, Any], Any, Any]]
 class DictMap(dict[Any, Any]):
     """A plain dict with PMap's writes (`set`, `remove`, returning itself) and `readers`, its writes noted in a journal."""
 
-    __slots__ = ("journal",)
+    __slots__ = ("journal", "freeze")
 
-    def __init__(self, contents: PMap[Any, Any], journal: Journal) -> None:
+    def __init__(self, contents: PMap[Any, Any] | BucketMap, journal: Journal) -> None:
         super().__init__(contents.items())
         self.journal = journal
+        # What the dict becomes when the state is read: the kind of map it was opened from.
+        self.freeze: Callable[[dict[Any, Any]], Any] = type(contents).of if isinstance(contents, BucketMap) else PMap
 
     def set(self, key: Any, value: Any) -> DictMap:
         """The map with `key` bound to `value` (this map, written in place)."""
@@ -61,12 +69,18 @@ def journal_of(held: object) -> Journal | None:
 
 
 def openable(state: msgspec.Struct, fields: tuple[str, ...]) -> bool:
-    """Whether the maps `fields` names are PMaps that can be copied into dicts: none holds a snapshot's base.
+    """Whether the maps `fields` names are PMaps or bucket maps that can be copied into dicts: none holds a snapshot's base.
 
     A map read from a snapshot decodes its values when they are read (projections/pmap.py); a
     dict of it would decode every one.
     """
-    return all(type(held := getattr(state, name)) is PMap and not held._base for name in fields)  # noqa: SLF001
+    return all(_copyable(getattr(state, name)) for name in fields)
+
+
+def _copyable(held: object) -> bool:
+    if type(held) is PMap:
+        return not held._base  # noqa: SLF001
+    return isinstance(held, BucketMap) and not held.buckets._base  # noqa: SLF001
 
 
 def opened(state: S, fields: tuple[str, ...], journal: Journal) -> S:
@@ -76,7 +90,7 @@ def opened(state: S, fields: tuple[str, ...], journal: Journal) -> S:
 
 def frozen(state: S, fields: tuple[str, ...]) -> S:
     """`state` with the DictMaps among `fields` persistent maps again (the dicts are not written after)."""
-    changes = {name: PMap(held) for name in fields if type(held := getattr(state, name)) is DictMap}
+    changes = {name: held.freeze(held) for name in fields if type(held := getattr(state, name)) is DictMap}
     return msgspec.structs.replace(state, **changes) if changes else state
 
 
