@@ -37,11 +37,17 @@ class BucketMap(msgspec.Struct, frozen=True, array_like=True):
 
     @classmethod
     def of(cls, entries: Mapping[str, Any]) -> Self:
-        """A map with the contents of `entries`."""
-        out = cls()
+        """A map with the contents of `entries`, every bucket built at once (each in the order of `entries`, as `set` appends)."""
+        grouped: dict[int, dict[str, Any]] = {}
         for key, value in entries.items():
-            out = out.set(key, value)
-        return out
+            index = bucket_of(key)
+            found = grouped.get(index)
+            if found is None:
+                grouped[index] = {key: value}
+            else:
+                found[key] = value
+        bucket = cls.bucket
+        return cls(buckets=PMap({index: bucket(entries=held) for index, held in grouped.items()}), count=len(entries))
 
     def _entries(self, index: int) -> dict[str, Any]:
         found = self.buckets.get(index)

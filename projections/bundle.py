@@ -125,7 +125,9 @@ def _part_folded(parts: dict[str, Any], name: str, event: Event, seq: int) -> No
 # The parts whose maps a rebuild holds as plain dicts while the set is held open (projections/dictmap.py),
 # and which maps: each fold reads them by key or `readers`, writes them only by `set` and `remove`, and
 # never reads a map of a state it has replaced by a write (the condition `data.OPEN_MAPS` states).
-OPEN_PARTS: dict[str, tuple[str, ...]] = {"data": data.OPEN_MAPS, "work": work.DICT_MAPS}
+OPEN_PARTS: dict[str, tuple[str, ...]] = {
+    "data": data.OPEN_MAPS, "work": work.DICT_MAPS, "taint": taint.DICT_MAPS, "workrefs": workrefs.DICT_MAPS,
+}
 
 
 def _journal(parts: dict[str, Any], name: str) -> dictmap.Journal | None:

@@ -129,8 +129,9 @@ class DataState(msgspec.Struct, frozen=True, kw_only=True):
 
 # The maps a rebuild may hold as plain dicts (projections/dictmap.py, the bundle's open set): the
 # fold reads them by key, in whole or by `readers`, writes them only by `set` and `remove`, and
-# never reads a map of a state it has already replaced by a write.
-OPEN_MAPS = ("batches", "transfers", "by_work", "copies", "touched", "scheduled")
+# never reads a map of a state it has already replaced by a write. `retired`, a packed map, opens its
+# buckets (written by `packedmap.added` alone).
+OPEN_MAPS = ("batches", "transfers", "by_work", "copies", "touched", "scheduled", "retired")
 
 
 def _touched(state: DataState, batch_id: str, seq: int) -> DataState:

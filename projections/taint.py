@@ -282,6 +282,10 @@ def rollbacks(models_state: ModelsState, taint: Tainted) -> list[tuple[str, str,
     return out
 
 
+# The maps the bundle's rebuild may hold as plain dicts (projections/dictmap.py, the bundle's open set): the
+# fold writes `batches` by `set` alone (one per batch report) and never reads a map of a state it replaced.
+DICT_MAPS = ("batches",)
+
 LINEAGE_TYPES = (SelfplayComplete.type_name(), TrainingComplete.type_name(), EvaluationComplete.type_name())
 READS = frozenset((*LINEAGE_TYPES, OutputsQuarantined.type_name(), QuarantineLifted.type_name()))
 

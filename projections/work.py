@@ -453,8 +453,9 @@ def is_open(item: WorkItem | None) -> bool:
 
 # The maps the bundle's rebuild may hold as plain dicts (projections/dictmap.py, the bundle's open set):
 # the fold and its retirement read them by key or `readers`, write them only by `set` and `remove`, and
-# never read a map of a state they have already replaced by a write.
-DICT_MAPS = ("items", "completions")
+# never read a map of a state they have already replaced by a write. `retired`, a packed map, opens its
+# buckets (written by `packedmap.added` alone, in the retirement).
+DICT_MAPS = ("items", "completions", "retired")
 
 # The maps this fold writes on nearly every event, which the scheduler queue's folding holder keeps open
 # (projections/openmap.py).

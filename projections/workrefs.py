@@ -136,6 +136,10 @@ def newer_entry(ours: Entry, stored: Entry) -> bool:
     return ours.as_of > stored.as_of
 
 
+# The maps the bundle's rebuild may hold as plain dicts (projections/dictmap.py, the bundle's open set): the
+# fold reads `refs` by key and writes it by `set` alone, never reading a map of a state it replaced.
+DICT_MAPS = ("refs",)
+
 PROJECTION: Projection[WorkRefs] = Projection(
     name="workrefs",
     version=VERSION,

@@ -1,4 +1,4 @@
-"""The bundle's data and work parts with their maps as plain dicts while the set is held open: every part as its own fold leaves it (pure, no server)."""
+"""The bundle's parts with their maps as plain dicts while the set is held open: every part as its own fold leaves it (pure, no server)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from hypothesis import strategies as st
 
 from eventbus import events as ev
 from eventbus.history import Record
-from projections import bundle, data, dictmap, work
+from projections import bundle, data, dictmap, taint, work, workrefs, workretirement
 from projections.base import Folder
 from projections.pmap import PMap
 from tests.test_projections import LOGS, PROPERTY, _spoiled, records
 from tests.test_report_runs import reporting_logs
-from tests.test_set_step import STARTS, _healthy_life, _part_by_part
+from tests.test_set_step import RETIRING, STARTS, _healthy_life, _part_by_part
 
 
 def _open_at_once(patch: pytest.MonkeyPatch) -> None:
@@ -26,19 +26,25 @@ def _open_at_once(patch: pytest.MonkeyPatch) -> None:
 
 
 def _logs_opened(stored: list[Record], start: bundle.ProjectionSet, reads: set[int]) -> None:
-    """`_part_by_part`, and the data and work parts' maps did open (as dicts) while nothing read the set."""
-    opened: list[tuple[bool, bool]] = []
+    """`_part_by_part`, and every part of `bundle.OPEN_PARTS` did open its maps (as dicts) while nothing read the set."""
+    opened: list[dict[str, bool]] = []
     apply = bundle._OpenSet.apply
 
     def noting(held: Any, event: ev.Event, seq: int) -> None:
         apply(held, event, seq)
-        opened.append((type(held._parts["data"].batches) is dictmap.DictMap, type(held._parts["work"].items) is dictmap.DictMap))
+        opened.append({name: type(getattr(held._parts[name], fields[0])) is dictmap.DictMap
+                       for name, fields in bundle.OPEN_PARTS.items()})
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(bundle._OpenSet, "apply", noting)
         _part_by_part(start, stored, reads)
-    assert not opened or opened[-1][0] or not dictmap.openable(start.data, data.OPEN_MAPS)
-    assert not opened or opened[-1][1] or not dictmap.openable(start.work, work.DICT_MAPS)
+    for name, fields in bundle.OPEN_PARTS.items():
+        assert not opened or opened[-1][name] or not dictmap.openable(getattr(start, name), fields)
+
+
+def test_every_open_part_is_named() -> None:
+    assert bundle.OPEN_PARTS == {"data": data.OPEN_MAPS, "work": work.DICT_MAPS, "taint": taint.DICT_MAPS,
+                                 "workrefs": workrefs.DICT_MAPS}
 
 
 @PROPERTY
@@ -104,6 +110,76 @@ def test_a_work_fold_raising_after_its_first_writes_is_undone_and_recorded_as_it
     assert all(item.status is work.WorkStatus.RUNNING for item in state.work.items.values())
 
 
+def test_a_retirement_raising_after_its_packed_write_is_undone_and_recorded_as_the_work_fold_records_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A retirement writes the retired id into its packed map's open bucket before it counts the item in its
+    # tally: raising there leaves the id in the bucket (while the map's count says it is not there) unless undone.
+    def failing(**_: object) -> workretirement.Retired:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(workretirement, "Retired", failing)
+    _open_at_once(monkeypatch)
+    folder = Folder(bundle.PROJECTION, RETIRING)
+    for record in records(_lives(8)):
+        folder(record)
+    state = folder.state.work
+    assert type(state.retired.buckets) is PMap
+    assert state.anomaly_count > 0 and len(state.retired) == 0 and not list(state.retired.items())
+
+
+def test_the_packed_maps_open_their_buckets_and_a_read_freezes_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    _open_at_once(monkeypatch)
+    folder, per_event = Folder(bundle.PROJECTION, RETIRING), Folder(dataclasses.replace(bundle.PROJECTION, folding=None), RETIRING)
+    for record in records(_lives(8)):
+        folder(record)
+        per_event(record)
+    held = folder._open._inner._parts  # type: ignore[union-attr]
+    assert type(held["work"].retired.buckets) is dictmap.DictMap and type(held["data"].retired.buckets) is dictmap.DictMap
+    state = folder.state
+    assert type(state.work.retired.buckets) is PMap and type(state.data.retired.buckets) is PMap
+    assert len(state.work.retired) > 0 and len(state.data.retired) > 0 and state == per_event.state
+
+
+@pytest.mark.parametrize("name", ["taint", "workrefs"])
+def test_a_bucket_map_fold_raising_after_its_write_is_undone_and_recorded_as_its_own_fold_records_it(
+        monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    # The taint and workrefs folds write their bucket map (an open dict) as their last step: a fold raising
+    # after it leaves the batch or item in the dict unless its write is undone before the part's error is recorded.
+    fold = bundle._RAW_FOLDS[name]
+
+    def failing(state: Any, event: ev.Event, seq: int) -> Any:
+        folded = fold(state, event, seq)
+        if getattr(event, "work_id", "") in {"w-3", "w-5"}:
+            raise RuntimeError("disk on fire")
+        return folded
+
+    monkeypatch.setitem(bundle._RAW_FOLDS, name, failing)
+    _open_at_once(monkeypatch)
+    folder = Folder(bundle.PROJECTION)
+    for record in records(_lives(8)):
+        folder(record)
+    state = folder.state
+    assert getattr(state, name).anomaly_count == 2
+    kept = sorted(state.taint.batches.keys()) if name == "taint" else sorted(state.workrefs.refs.keys())
+    prefix = "b" if name == "taint" else ""  # a batch's id, or the work item's
+    assert kept == [f"{prefix}w-{i}" for i in (0, 1, 2, 4, 6, 7)]
+
+
+def test_a_bucket_map_frozen_at_once_equals_the_map_built_a_write_at_a_time() -> None:
+    entries = {f"b-{i}": taint.BatchFacts(node=f"gpu-{i % 3}") for i in range(5000)}
+    one_by_one = taint.BatchFactsMap()
+    for key, value in entries.items():
+        one_by_one = one_by_one.set(key, value)
+    at_once = taint.BatchFactsMap.of(entries)
+    assert at_once == one_by_one and len(at_once) == 5000
+    assert [list(b.entries) for b in at_once.buckets.values()] == [list(one_by_one.buckets[i].entries) for i in at_once.buckets.keys()]
+
+
+def _persistent(part: Any, fields: tuple[str, ...]) -> bool:
+    """Whether every map `fields` names is persistent: a PMap, or a packed map whose buckets are one."""
+    return all(type(held := getattr(part, name)) is PMap or type(held.buckets) is PMap for name in fields)
+
+
 def test_a_read_freezes_the_maps_and_a_reader_every_few_events_never_opens_them() -> None:
     stored = records(_lives(200))  # 1,601 records
     folder = Folder(bundle.PROJECTION)
@@ -111,12 +187,16 @@ def test_a_read_freezes_the_maps_and_a_reader_every_few_events_never_opens_them(
         folder(record)
     assert type(folder._open._inner._parts["data"].batches) is dictmap.DictMap  # type: ignore[union-attr]
     assert type(folder._open._inner._parts["work"].items) is dictmap.DictMap  # type: ignore[union-attr]
-    assert all(type(getattr(folder.state.data, name)) is PMap for name in data.OPEN_MAPS)
-    assert all(type(getattr(folder.state.work, name)) is PMap for name in work.DICT_MAPS)
+    assert type(folder._open._inner._parts["taint"].batches) is dictmap.DictMap  # type: ignore[union-attr]
+    assert type(folder._open._inner._parts["workrefs"].refs) is dictmap.DictMap  # type: ignore[union-attr]
+    assert _persistent(folder.state.data, data.OPEN_MAPS)
+    assert _persistent(folder.state.work, work.DICT_MAPS)
+    assert type(folder.state.taint.batches) is taint.BatchFactsMap and type(folder.state.workrefs.refs) is workrefs.RefsMap
     live, per_event = Folder(bundle.PROJECTION), Folder(dataclasses.replace(bundle.PROJECTION, folding=None))
     for record in stored:
         live(record)
         per_event(record)
-        assert all(type(getattr(live.state.data, name)) is PMap for name in data.OPEN_MAPS)
-        assert all(type(getattr(live.state.work, name)) is PMap for name in work.DICT_MAPS)
+        assert _persistent(live.state.data, data.OPEN_MAPS)
+        assert _persistent(live.state.work, work.DICT_MAPS)
+        assert type(live.state.taint.batches) is taint.BatchFactsMap
     assert live.state == per_event.state
