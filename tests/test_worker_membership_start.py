@@ -13,6 +13,7 @@ from eventbus.consumer import EventConsumer
 from eventbus.events import HostOffline, HostOnline, WorkCompleted, WorkStarted
 from eventbus.publisher import Publisher
 from eventbus.streams import EVENTS_STREAM
+from services.worker.firststart import membership_start
 from services.worker.service import assignments_spec
 from tests.bus_harness import provisioned_bus
 from tests.procs.worker_harness import Scheduler, watching, worker_running, worker_settings
@@ -39,7 +40,7 @@ async def test_a_worker_first_started_after_its_node_came_online_runs_the_assign
         await sched.assign("w-other", "gpu-2")
         async with worker_running(nats_url, NODE, config):
             await eventually(lambda: log.of(WorkCompleted, work_id="w-first"), timeout=20, message="w-first ran")
-            # A restart resumes the durable where it stopped: nothing runs twice.
+        # A restart resumes the durable where it stopped: nothing runs twice.
         async with worker_running(nats_url, NODE, config):
             await sched.add("w-later", "chore")
             await sched.assign("w-later", NODE)
@@ -61,3 +62,15 @@ async def test_a_worker_durable_made_before_keeps_its_start_and_position(nats_ur
         await EventConsumer(bus, spec, {}, first_start=never).ensure()
         info = await bus.js.consumer_info(EVENTS_STREAM, spec.durable)
         assert info.num_pending == 1 and info.delivered.stream_seq == 0
+
+
+async def test_a_node_never_online_starts_past_the_log_and_another_nodes_online_is_not_its_own(nats_url: str) -> None:
+    async with provisioned_bus(nats_url, node_id="sched") as bus:
+        sched, publisher = Scheduler(bus), Publisher(bus)
+        await sched.add("w-1", "chore")
+        await sched.assign("w-1", "gpu-2")
+        other = await publisher.publish(HostOnline(node="gpu-2"))
+        assert await membership_start(bus, NODE) == other.seq + 1  # nothing of the log before it is replayed
+        mine = await publisher.publish(HostOnline(node=NODE))
+        await sched.assign("w-1", NODE, attempt=2)
+        assert await membership_start(bus, NODE) == mine.seq
