@@ -22,12 +22,13 @@ import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig
 
 from eventbus import tracing
 from eventbus.backoff import jittered_backoff
 from eventbus.connection import Bus
 from eventbus.deadletter import park
+from eventbus.durablestart import FirstStart, deliver_options, start_options
 from eventbus.errors import BusUnavailable, InvalidEvent, StreamSetupError
 from eventbus.events import Event
 from eventbus.integrity import SubjectMismatch, decode_on
@@ -108,9 +109,11 @@ def _reply_position(reply: str) -> tuple[int, int]:
 class EventConsumer:
     """Runs handlers over a durable consumer until stopped; see ConsumerSpec for the knobs."""
 
-    def __init__(self, bus: Bus, spec: ConsumerSpec, handlers: Mapping[type[Event], Handler]) -> None:
+    def __init__(self, bus: Bus, spec: ConsumerSpec, handlers: Mapping[type[Event], Handler],
+                 first_start: FirstStart | None = None) -> None:
         self._bus = bus
         self.spec = spec
+        self._first_start = first_start  # where the durable starts if ensure() creates it; None: spec.deliver
         self._handlers = {t: _as_async(h) for t, h in handlers.items()}
         self._counts = dict.fromkeys(ConsumerStats.__struct_fields__, 0)
         self._pending = 0  # messages requested and not yet received
@@ -139,12 +142,14 @@ class EventConsumer:
         return ConsumerStats(**self._counts)
 
     async def ensure(self) -> None:
-        """Create the durable consumer, or update it to this spec; idempotent."""
+        """Create the durable consumer, or update it to this spec (its start stays as created); idempotent."""
         spec = self.spec
+        start = (deliver_options(spec.deliver) if self._first_start is None
+                 else await start_options(self._bus, spec.stream, spec.durable, self._first_start))
         config = ConsumerConfig(
             durable_name=spec.durable,
             ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL if spec.deliver == "all" else DeliverPolicy.NEW,
+            **start,
             # Backstop only: the runtime parks a message after max_attempts deliveries itself.
             max_deliver=spec.max_attempts + 3,
             ack_wait=spec.ack_wait_s,

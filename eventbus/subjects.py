@@ -43,6 +43,11 @@ def aggregate_filter(aggregate: str, aggregate_id: str) -> str:
     return f"{EVENTS_ROOT}.{aggregate}.{token(aggregate_id)}.>"
 
 
+def aggregate_type_filter(aggregate: str, aggregate_id: str, type_name: str) -> str:
+    """Subject filter covering one aggregate's events of one type, whoever published them."""
+    return f"{EVENTS_ROOT}.{aggregate}.{token(aggregate_id)}.{type_name}.*"
+
+
 def type_filter(type_name: str) -> str:
     """Subject filter covering every event of one type."""
     return f"{EVENTS_ROOT}.*.*.{type_name}.*"

@@ -121,8 +121,8 @@ async def test_rotation_reconnects_running_services_and_revocation_makes_them_ex
             started = time.time()
             for node in ("gpu-1", "gpu-2"):
                 await eventually(lambda node=node: beats_after(admin, node, started), timeout=40, message=f"{node} beats")
-            # A worker first started on a node takes only assignments made once its consumer exists (README, rr up);
-            # the agent's beat, now at once, is no sign of it.
+            # A node's first worker takes assignments from the node's newest HOST_ONLINE on (services/worker/firststart.py);
+            # no leader runs here to store one, so the assignment below waits for the worker's consumer instead.
             await eventually(lambda: worker_listens(admin, "gpu-1"), timeout=40, message="gpu-1's worker takes assignments")
             pid = await start_job(admin, out, server.url, eventually)
 

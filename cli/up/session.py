@@ -11,7 +11,7 @@ import shutil
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import msgspec
 
@@ -23,7 +23,6 @@ from cli.up.layout import Layout, service_command
 from cli.up.lock import FD_ENV, UP_OWNER, HeldLock, LockOwner
 from cli.up.storewatch import watch_store
 from cli.up.supervisor import ChildSpec, Supervisor
-from cli.up.workerready import wait_worker_listening
 from config.sections.api import PORT_ENV as API_PORT_ENV
 from config.sections.api import UP_PID_ENV
 from config.settings import RrConfig
@@ -108,14 +107,6 @@ def children_for(plan: UpPlan, nats_url: str, lock_fd: int | None = None) -> lis
     ]
 
 
-def start_order(children: list[ChildSpec], nats_url: str, node_id: str) -> dict[str, Callable[[], Awaitable[object]]]:
-    """The agent's first start waits for this node's worker to take assignments (cli/up/workerready.py), when both run."""
-    names = {c.name for c in children}
-    if not {"agent", "worker"} <= names:
-        return {}
-    return {"agent": lambda: wait_worker_listening(nats_url, node_id)}
-
-
 def banner(plan: UpPlan, nats_url: str, children: list[ChildSpec], embedded: bool, api_url: str | None = None) -> list[str]:
     """What `rr up` tells the operator once everything is started."""
     names = ", ".join(c.name for c in children) or "none registered"
@@ -176,7 +167,7 @@ async def run_up(plan: UpPlan, config: RrConfig, say: Callable[[str], None], loc
             watcher = tasks.create_task(server.wait_exited(stopping)) if server is not None else None
             if server is not None:
                 tasks.create_task(watch_store(server, plan.layout.store_dir, stopping, min_free_mib=config.api.min_free_mib))
-            await Supervisor(children, grace_s=plan.grace_s, first_start_after=start_order(children, nats_url, plan.node_id)).run(stopping)
+            await Supervisor(children, grace_s=plan.grace_s).run(stopping)
         say("rr up: services stopped")
         if server is not None and watcher is not None and watcher.result():
             raise UpError(f"nats-server exited unexpectedly; see {server.log_path}")

@@ -10,7 +10,6 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 import msgspec
@@ -42,12 +41,10 @@ class ChildStats(msgspec.Struct, frozen=True, kw_only=True):
 class Supervisor:
     """Runs every child in its own process group until `stopping` is set, then stops them all."""
 
-    def __init__(self, children: list[ChildSpec], *, policy: RestartPolicy = RestartPolicy(), grace_s: float = 10.0,
-                 first_start_after: Mapping[str, Callable[[], Awaitable[object]]] | None = None) -> None:
+    def __init__(self, children: list[ChildSpec], *, policy: RestartPolicy = RestartPolicy(), grace_s: float = 10.0) -> None:
         self.children = children
         self.policy = policy
         self.grace_s = grace_s
-        self.first_start_after = dict(first_start_after or {})  # child name -> what its first start waits for
         self._stats = {c.name: ChildStats(name=c.name, pid=None, restarts=0, last_exit=None) for c in children}
 
     def statistics(self) -> list[ChildStats]:
@@ -63,8 +60,6 @@ class Supervisor:
 
     async def _keep_running(self, child: ChildSpec, stopping: asyncio.Event) -> None:
         history = ChildHistory()
-        if child.name in self.first_start_after:
-            await _until_either(self.first_start_after[child.name](), stopping, child.name)
         while not stopping.is_set():
             started = time.monotonic()
             proc = await self._start(child)
@@ -149,20 +144,6 @@ def _open_log(path: Path, banner: bytes) -> io.BufferedWriter:
     handle.write(banner)
     handle.flush()
     return handle
-
-
-async def _until_either(waiting: Awaitable[object], stopping: asyncio.Event, name: str) -> None:
-    # A stop during the wait ends it: the child is then never started. A wait that fails starts it anyway.
-    wait = asyncio.ensure_future(waiting)
-    stop = asyncio.ensure_future(stopping.wait())
-    try:
-        await asyncio.wait([wait, stop], return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (wait, stop):
-            task.cancel()
-        failed, _ = await asyncio.gather(wait, stop, return_exceptions=True)
-    if isinstance(failed, Exception):
-        log.warning("service %s: what its start waits for failed (%s); starting it now", name, failed)
 
 
 async def _wait_stopping(stopping: asyncio.Event, timeout: float) -> None:

@@ -33,6 +33,7 @@ from servicekit.runtime import ServiceContext
 from services.worker import protocol
 from services.worker.candidates import CandidateFetcher
 from services.worker.fencefeed import FenceFeed
+from services.worker.firststart import membership_start
 from services.worker.gpuidle import GpuIdleWatch, gpu_stuck_reason
 from services.worker.protocol import AttemptKey, Claim, Claimed, Ignore, Refuse, Start
 from services.worker.records import JobRecord, RecordBook
@@ -64,7 +65,7 @@ def hosts_parallel_jobs(config: RrConfig, node: str) -> int | None:
 
 
 def assignments_spec(node: str, pull_expires_s: float = CONSUMER_EXPIRES_S) -> ConsumerSpec:
-    """The worker's durable consumer of assignments, from when it was first created."""
+    """The worker's durable consumer of assignments (first created at the node's newest HOST_ONLINE by Worker)."""
     return _one_type_spec(node_consumer("worker", node), "WORK_ASSIGNED", pull_expires_s)
 
 
@@ -80,7 +81,8 @@ def _one_type_spec(durable: str, type_name: str, pull_expires_s: float) -> Consu
     return ConsumerSpec(
         durable=durable,
         filter_subjects=(type_filter(type_name),),
-        # A node that never ran a worker has no business with assignments made before it existed.
+        # A node that never ran a worker has no business with older events; the worker's
+        # assignments durable starts at its node's newest HOST_ONLINE instead (firststart.py).
         deliver="new",
         pull_expires_s=pull_expires_s,
     )
@@ -99,8 +101,11 @@ class Worker:
         self._book = RecordBook(paths.records_file, str(jobs_file_for(ctx.config, ctx.node_id, env, Path.home())))
         self._tasks: asyncio.TaskGroup | None = None
         expires = self._settings.pull_expires_s
+        # First created at the node's newest HOST_ONLINE (services/worker/firststart.py), not at
+        # the log's end: the leader may have assigned to the node before its worker ever ran.
         self.assignments = ctx.observed.consumer(
-            EventConsumer(ctx.bus, assignments_spec(self._node, expires), {WorkAssigned: self._on_assigned}))
+            EventConsumer(ctx.bus, assignments_spec(self._node, expires), {WorkAssigned: self._on_assigned},
+                          first_start=lambda: membership_start(ctx.bus, self._node)))
         self.cancels = ctx.observed.consumer(
             EventConsumer(ctx.bus, cancels_spec(self._node, expires), {WorkCancelled: self._on_cancelled}))
         self.runner = AttemptRunner(

@@ -71,7 +71,7 @@ def worker_settings(tmp_path: Path, **overrides: Any) -> WorkerSettings:
 
 
 async def wait_consumer(bus: Bus, node: str, timeout: float = 10.0) -> None:
-    """Until the worker's durable consumer exists (it delivers only what is published after)."""
+    """Until the worker's durable consumer exists (without the node's HOST_ONLINE it delivers only what is published after)."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         try:
